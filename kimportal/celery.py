@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimportal.settings")
+
+app = Celery("kimportal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    # One tick dispatches the accounts that are due; each account keeps its own interval.
+    sender.add_periodic_task(
+        settings.KIMPORTAL_FETCH_TICK_SECONDS, sender.signature("mailbox.tasks.mailbox_fetch_due"), name="fetch-due"
+    )

@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from mailbox import crypto
+
+
+class MailboxQuerySet(models.QuerySet):
+    def visible_to(self, user) -> MailboxQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(memberships__user=user).distinct()
+
+
+class Mailbox(models.Model):
+    """A KIM address as the portal's users see it: functional (shared) or personal."""
+
+    class Kind(models.TextChoices):
+        FUNCTIONAL = "functional", _("Funktionspostfach")
+        PERSONAL = "personal", _("Persönliches Postfach")
+
+    address = models.EmailField(_("KIM-Adresse"), max_length=254, unique=True)
+    display_name = models.CharField(_("Anzeigename"), max_length=200)
+    kind = models.CharField(_("Art"), max_length=20, choices=Kind.choices, default=Kind.FUNCTIONAL)
+    is_active = models.BooleanField(_("aktiv"), default=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="mailboxes")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = MailboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["display_name"]
+        verbose_name = _("Postfach")
+        verbose_name_plural = _("Postfächer")
+
+    def __str__(self) -> str:
+        return f"{self.display_name} <{self.address}>"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        READER = "reader", _("Lesen")
+        PROCESSOR = "processor", _("Bearbeiten")
+        OWNER = "owner", _("Verantwortlich (Eigentümer)")
+        OBSERVER = "observer", _("Beobachter")
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("Rolle"), max_length=20, choices=Role.choices, default=Role.PROCESSOR)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mailbox", "user"], name="membership_unique_user")]
+        verbose_name = _("Mitgliedschaft")
+        verbose_name_plural = _("Mitgliedschaften")
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.mailbox.address} ({self.role})"
+
+
+class KimAccount(models.Model):
+    """The mailbox's connection to a KIM Clientmodul (SMTP to send, POP3 to receive)."""
+
+    class TlsMode(models.TextChoices):
+        NONE = "none", _("Ohne TLS")
+        SYSTEM_CA = "system_ca", _("TLS, Zertifikat über System-CAs geprüft")
+        PINNED = "pinned", _("TLS, Zertifikat per SHA-256-Fingerabdruck gepinnt")
+
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown", _("noch nicht abgerufen")
+        OK = "ok", _("erreichbar")
+        UNREACHABLE = "unreachable", _("nicht erreichbar")
+        AUTH_FAILED = "auth_failed", _("Anmeldung fehlgeschlagen")
+        ERROR = "error", _("Fehler")
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="account")
+    cm_host = models.CharField(_("Clientmodul-Host"), max_length=255, default="127.0.0.1")
+    smtp_port = models.PositiveIntegerField(_("SMTP-Port"), default=8465)
+    pop3_port = models.PositiveIntegerField(_("POP3-Port"), default=8995)
+    tls_mode = models.CharField(_("TLS"), max_length=20, choices=TlsMode.choices, default=TlsMode.PINNED)
+    tls_fingerprint_sha256 = models.CharField(
+        _("SHA-256-Fingerabdruck des CM-Zertifikats"),
+        max_length=95,
+        blank=True,
+        help_text=_("64 Hex-Zeichen, Doppelpunkte erlaubt"),
+    )
+    fachdienst = models.CharField(
+        _("Fachdienst (Host:Port)"), max_length=255, blank=True, help_text=_("leer = DNS-SD durch das CM")
+    )
+    fachdienst_pop3 = models.CharField(
+        _("Fachdienst für POP3 (Host:Port)"), max_length=255, blank=True, help_text=_("leer = wie SMTP, Port 995")
+    )
+    mandant_id = models.CharField(_("MandantId"), max_length=64)
+    client_system_id = models.CharField(_("ClientSystemId"), max_length=64)
+    workplace_id = models.CharField(_("WorkplaceId"), max_length=64)
+    user_id = models.CharField(_("UserId (nur HBA)"), max_length=64, blank=True)
+    konnektor_id = models.CharField(_("KonnektorId"), max_length=64, blank=True)
+    smtp_username_template = models.CharField(
+        _("SMTP-Benutzername (Vorlage)"),
+        max_length=255,
+        default="{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{konnektor}",
+        help_text=_("Platzhalter: {address} {fachdienst} {mandant} {clientsystem} {workplace} {user} {konnektor}"),
+    )
+    pop3_username_template = models.CharField(
+        _("POP3-Benutzername (Vorlage)"),
+        max_length=255,
+        default="{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{user}#{konnektor}",
+        help_text=_("Platzhalter wie bei SMTP"),
+    )
+    password_encrypted = models.TextField(_("Passwort (verschlüsselt)"), blank=True, editable=False)
+    is_active = models.BooleanField(_("Abruf aktiv"), default=True)
+    poll_interval_seconds = models.PositiveIntegerField(_("Abrufintervall (Sekunden)"), default=30)
+    keep_on_server_days = models.PositiveIntegerField(
+        _("Nachrichten auf dem Server behalten (Tage)"), default=0, help_text=_("0 = nach sicherer Ablage löschen")
+    )
+    timeout_seconds = models.FloatField(_("Zeitlimit (Sekunden)"), default=30.0)
+
+    # Fetch state. The lease makes "one fetch per account at a time" hold across all workers.
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN, editable=False)
+    status_message = models.TextField(blank=True, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    next_fetch_at = models.DateTimeField(null=True, blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    fetch_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    fetch_lease_token = models.CharField(max_length=64, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("KIM-Konto")
+        verbose_name_plural = _("KIM-Konten")
+
+    def __str__(self) -> str:
+        return self.mailbox.address
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = crypto.encrypt(raw)
+
+    def get_password(self) -> str:
+        return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    def _username(self, template: str, fachdienst: str) -> str:
+        return build_username(
+            template,
+            address=self.mailbox.address,
+            fachdienst=fachdienst,
+            mandant=self.mandant_id,
+            clientsystem=self.client_system_id,
+            workplace=self.workplace_id,
+            user=self.user_id,
+            konnektor=self.konnektor_id,
+        )
+
+    @property
+    def smtp_username(self) -> str:
+        return self._username(self.smtp_username_template, self.fachdienst)
+
+    @property
+    def pop3_username(self) -> str:
+        fachdienst = self.fachdienst_pop3 or _with_port(self.fachdienst, "995")
+        return self._username(self.pop3_username_template, fachdienst)
+
+
+def _with_port(hostport: str, port: str) -> str:
+    if not hostport:
+        return ""
+    host = hostport.rsplit(":", 1)[0] if ":" in hostport else hostport
+    return f"{host}:{port}"
+
+
+def build_username(template: str, **parts: str) -> str:
+    """Fill the '#' username template; skipped optional parts become '*', trailing ones are dropped.
+
+    gematik A_21519-02: every skipped position before a used later part must hold the placeholder '*'.
+    """
+    filled = template.format(**{k: (v or "\0") for k, v in parts.items()})
+    fields = filled.split("#")
+    while fields and fields[-1] == "\0":
+        fields.pop()
+    return "#".join("*" if f == "\0" else f for f in fields)
+
+
+class DienstkennungLabel(models.Model):
+    """Registry of known Dienstkennungen (data, not code: the gematik list changes)."""
+
+    application = models.CharField(_("Anwendung"), max_length=100, unique=True)
+    label = models.CharField(_("Bezeichnung"), max_length=100)
+    css_class = models.CharField(max_length=40, default="badge-neutral")
+
+    class Meta:
+        ordering = ["application"]
+        verbose_name = _("Dienstkennung")
+        verbose_name_plural = _("Dienstkennungen")
+
+    def __str__(self) -> str:
+        return f"{self.application} → {self.label}"
+
+
+class MessageQuerySet(models.QuerySet):
+    def visible_to(self, user) -> MessageQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(mailbox__memberships__user=user, mailbox__is_active=True)
+
+
+class Message(models.Model):
+    """A received KIM message. The raw bytes are immutable (blob store); parsed fields are for display."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="messages")
+    uidl = models.CharField(max_length=100)
+    raw_sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    from_address = models.CharField(max_length=320, blank=True)
+    from_name = models.CharField(max_length=300, blank=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    subject = models.TextField(blank=True)
+    date = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    dienstkennung = models.CharField(max_length=200, blank=True)
+    decryption_results = models.JSONField(default=list, blank=True)
+    integrity_results = models.JSONField(default=list, blank=True)
+    kim_error_codes = models.JSONField(default=list, blank=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True, help_text="sanitized with nh3")
+    is_malformed = models.BooleanField(default=False)
+    parse_problems = models.JSONField(default=list, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["mailbox", "uidl"], name="message_unique_uidl")]
+        indexes = [models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent")]
+
+    def __str__(self) -> str:
+        return self.subject or f"<{self.uidl}>"
+
+    @property
+    def integrity_ok(self) -> bool:
+        # No header at all is not "ok": the CM always sets it on decrypted KIM mail.
+        return bool(self.integrity_results) and all(r == "01" for r in self.integrity_results)
+
+    @property
+    def decryption_ok(self) -> bool:
+        return bool(self.decryption_results) and all(r == "00" for r in self.decryption_results)
+
+    @property
+    def has_security_warning(self) -> bool:
+        return bool(self.integrity_results or self.decryption_results) and not (
+            self.integrity_ok and self.decryption_ok
+        )
+
+    @property
+    def is_error_mail(self) -> bool:
+        return bool(self.kim_error_codes)
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    position = models.PositiveIntegerField()
+    filename = models.CharField(max_length=500)
+    content_type = models.CharField(max_length=200)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_id = models.CharField(max_length=500, blank=True)
+    is_inline = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["message", "position"]
+        constraints = [models.UniqueConstraint(fields=["message", "position"], name="attachment_unique_position")]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class MessageRead(models.Model):
+    """Per-user read state: several people share one mailbox."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_reads")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="message_read_unique")]
+
+
+class AuditEvent(models.Model):
+    """Append-only record of access to patient data and of every change (the manager issue audits these)."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    action = models.CharField(max_length=60)
+    mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
+
