@@ -289,6 +289,9 @@ class MessageRead(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["message", "user"], name="message_read_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.user} read {self.message_id}"
+
 
 class AuditEvent(models.Model):
     """Append-only record of access to patient data and of every change (the manager issue audits these)."""
@@ -305,4 +308,3 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
-

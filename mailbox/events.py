@@ -1,0 +1,43 @@
+"""Real-time events: services call these; they fire only after the transaction commits.
+
+Events carry ids only; consumers re-read through user-scoped selectors before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def mailbox_group(mailbox_id: int) -> str:
+    return f"mailbox.{mailbox_id}"
+
+
+def _send(group: str, event: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, event)
+    except Exception:
+        # A lost live update must never undo stored mail; the page shows it on the next load.
+        log.exception("broadcast to %s failed", group)
+
+
+def broadcast_message_created(*, mailbox_id: int, message_id: int) -> None:
+    transaction.on_commit(
+        lambda: _send(
+            mailbox_group(mailbox_id), {"type": "message.created", "mailbox_id": mailbox_id, "message_id": message_id}
+        )
+    )
+
+
+def broadcast_account_status(*, mailbox_id: int) -> None:
+    transaction.on_commit(
+        lambda: _send(mailbox_group(mailbox_id), {"type": "account.status", "mailbox_id": mailbox_id})
+    )

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from mailbox.models import KimAccount, Mailbox, Membership
+
+HOSPITAL_MAILBOXES = [
+    ("kardiologie@klinikum-demo.kim.telematik-test", "Station Kardiologie"),
+    ("aufnahme@klinikum-demo.kim.telematik-test", "Zentrale Aufnahme"),
+]
+USERS = [
+    # username, first, last, staff
+    ("station", "Sabine", "Stationsteam", False),
+    ("aerztin", "Dr. Anna", "Arzt", False),
+    ("leitung", "Lena", "Leitung", True),
+]
+MEMBERS = {
+    "kardiologie@klinikum-demo.kim.telematik-test": [("station", "processor"), ("aerztin", "processor")],
+    "aufnahme@klinikum-demo.kim.telematik-test": [("station", "processor")],
+}
+
+
+class Command(BaseCommand):
+    help = "Seed the demo hospital: users, two functional mailboxes and their KIM accounts at the simulator's CM."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--cm-json", required=True, help="cm.json written by the running simulator")
+        parser.add_argument("--password", default="demo")
+        parser.add_argument("--poll-seconds", type=int, default=5)
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        path = Path(options["cm_json"])
+        if not path.exists():
+            raise CommandError(f"{path} not found: is the simulator running?")
+        cm = json.loads(path.read_text())
+        password = options["password"]
+        User = get_user_model()
+        users = {}
+        for username, first, last, staff in USERS:
+            user, created = User.objects.get_or_create(
+                username=username, defaults={"first_name": first, "last_name": last}
+            )
+            if created:
+                user.set_password(password)
+            user.is_staff = staff
+            user.is_superuser = staff
+            user.save()
+            users[username] = user
+        for address, name in HOSPITAL_MAILBOXES:
+            mailbox, _ = Mailbox.objects.update_or_create(
+                address=address, defaults={"display_name": name, "kind": Mailbox.Kind.FUNCTIONAL}
+            )
+            for username, role in MEMBERS[address]:
+                Membership.objects.update_or_create(mailbox=mailbox, user=users[username], defaults={"role": role})
+            Membership.objects.update_or_create(mailbox=mailbox, user=users["leitung"], defaults={"role": "owner"})
+            account = KimAccount.objects.filter(mailbox=mailbox).first() or KimAccount(mailbox=mailbox)
+            account.cm_host = cm["host"]
+            account.smtp_port = cm["smtp_port"]
+            account.pop3_port = cm["pop3_port"]
+            account.tls_mode = KimAccount.TlsMode.PINNED if cm.get("tls") else KimAccount.TlsMode.NONE
+            account.tls_fingerprint_sha256 = cm.get("fingerprint", "") if cm.get("tls") else ""
+            account.fachdienst = "klinikum-demo.kim.telematik-test:465"
+            account.mandant_id = "Mandant1"
+            account.client_system_id = "KIM-Portal"
+            account.workplace_id = "Arbeitsplatz-1"
+            account.poll_interval_seconds = options["poll_seconds"]
+            account.set_password(password)
+            account.save()
+        self.stdout.write(self.style.SUCCESS("demo hospital seeded"))

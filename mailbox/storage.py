@@ -1,0 +1,68 @@
+"""Content-addressed, immutable storage for raw messages and attachments.
+
+A blob's name is its SHA-256, so writing the same bytes twice is harmless (idempotent ingest),
+and every read verifies the checksum: a silently corrupted file is an error, never shown as mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+
+class BlobError(Exception):
+    pass
+
+
+class BlobMissing(BlobError):
+    pass
+
+
+class BlobCorrupted(BlobError):
+    pass
+
+
+def _root() -> Path:
+    return Path(settings.KIMPORTAL_BLOB_DIR)
+
+
+def blob_path(sha256: str) -> Path:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise BlobError(f"not a sha256: {sha256!r}")
+    return _root() / sha256[:2] / sha256[2:4] / sha256
+
+
+def blob_put(data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = blob_path(digest)
+    if path.exists() and path.stat().st_size == len(data):
+        return digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temp file in the same directory and rename: a crash never leaves a partial blob.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o440)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def blob_get(sha256: str) -> bytes:
+    path = blob_path(sha256)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BlobMissing(sha256) from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BlobCorrupted(sha256)
+    return data

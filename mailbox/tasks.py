@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from mailbox.services.fetch import account_fetch, accounts_due_claim
+
+
+@shared_task(name="mailbox.tasks.mailbox_fetch", soft_time_limit=900, time_limit=960, ignore_result=True)
+def mailbox_fetch(account_id: int) -> dict:
+    result = account_fetch(account_id=account_id)
+    return {"stored": len(result.stored), "deleted": result.deleted, "busy": result.skipped_busy, "error": result.error}
+
+
+@shared_task(name="mailbox.tasks.mailbox_fetch_due", ignore_result=True, expires=30)
+def mailbox_fetch_due() -> int:
+    due = accounts_due_claim()
+    for account_id in due:
+        mailbox_fetch.delay(account_id)
+    return len(due)
