@@ -206,12 +206,15 @@ else:
         "control_folder": str(_queue_dir),
     }
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("KIMPORTAL_CELERY_QUEUE", default="celery")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often beat asks which accounts are due; each account has its own poll interval.
 KIMPORTAL_FETCH_TICK_SECONDS = env.float("KIMPORTAL_FETCH_TICK_SECONDS", default=5.0)
 KIMPORTAL_DEFAULT_POLL_SECONDS = env.int("KIMPORTAL_DEFAULT_POLL_SECONDS", default=30)
+# A fetch holds a lease on its account, renewed after every message; a killed worker's lease expires.
+KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default=120)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))
@@ -226,3 +229,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Directory (VZD) ---
+# LDAP(S) URL of the VZD: the Konnektor's LDAP proxy in production, tisim's slapd in the demo
+# (`python -m tisim vzd-serve --port 8389`). Anonymous bind; for ldaps:// pin the CA with KIMPORTAL_VZD_CA_FILE.
+KIMPORTAL_VZD_URL = env.str("KIMPORTAL_VZD_URL", default="ldap://127.0.0.1:8389")
+KIMPORTAL_VZD_BASE_DN = env.str("KIMPORTAL_VZD_BASE_DN", default="dc=data,dc=vzd")
+KIMPORTAL_VZD_CONNECT_TIMEOUT = env.float("KIMPORTAL_VZD_CONNECT_TIMEOUT", default=5.0)
+KIMPORTAL_VZD_SEARCH_TIMEOUT = env.float("KIMPORTAL_VZD_SEARCH_TIMEOUT", default=5.0)
+KIMPORTAL_VZD_CA_FILE = env.str("KIMPORTAL_VZD_CA_FILE", default="")
+KIMPORTAL_VZD_POOL_SIZE = env.int("KIMPORTAL_VZD_POOL_SIZE", default=4)
+# Results shown per page (ranked from the at most 100 the VZD returns); certificates are checked for these.
+KIMPORTAL_VZD_PAGE_SIZE = env.int("KIMPORTAL_VZD_PAGE_SIZE", default=20)

@@ -4,12 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --system: everything the tests need (Chromium, slapd); --demo: only slapd for the directory.
 want_system=0
-for arg in "$@"; do [ "$arg" = "--system" ] && want_system=1; done
+want_browser=0
+for arg in "$@"; do
+  [ "$arg" = "--system" ] && want_system=1 && want_browser=1
+  [ "$arg" = "--demo" ] && want_system=1
+done
 
 if [ "$want_system" = 1 ]; then
   missing=()
-  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ "$want_browser" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
   [ -x /usr/sbin/slapd ] || missing+=(slapd)
   command -v ldapsearch >/dev/null 2>&1 || missing+=(ldap-utils)
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -41,7 +41,7 @@ def smtp_login_check(endpoint: Endpoint) -> None:
     except smtplib.SMTPAuthenticationError as exc:
         raise CmAuthFailed(_reply(exc)) from exc
     except smtplib.SMTPServerDisconnected as exc:
-        raise classify_os_error(ConnectionError(str(exc))) from exc
+        raise classify_os_error(exc) from exc
     except smtplib.SMTPException as exc:
         raise CmProtocolError(str(exc)) from exc
     except OSError as exc:

@@ -84,7 +84,8 @@ def verify_pin(sock: ssl.SSLSocket, endpoint: Endpoint) -> None:
 def classify_os_error(exc: BaseException) -> CmError:
     if isinstance(exc, CmError):
         return exc
-    if isinstance(exc, TimeoutError):
+    # smtplib wraps a read timeout in SMTPServerDisconnected; the timeout is in the chain.
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
         return CmTimeout(str(exc) or "timeout")
     if isinstance(exc, ssl.SSLError):
         return CmTlsError(str(exc))

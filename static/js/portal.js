@@ -14,3 +14,7 @@ function markCurrentNav() {
 document.addEventListener("DOMContentLoaded", markCurrentNav);
 document.addEventListener("htmx:oobAfterSwap", markCurrentNav);
 document.addEventListener("htmx:afterSettle", markCurrentNav);
+
+// Tell the user (and tests) whether live updates are flowing: htmx's ws extension reconnects by itself.
+document.addEventListener("htmx:wsOpen", () => { document.body.dataset.live = "open"; });
+document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });

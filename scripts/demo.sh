@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The README's first command: the demo on the embedded default (SQLite, local files, the simulator).
+# Starts the TI simulator (CM + directory), the web server on 127.0.0.1:8000, a Celery worker and beat.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --demo
+
+unset DATABASE_URL REDIS_URL
+export KIMPORTAL_DATA_DIR="${KIMPORTAL_DATA_DIR:-$PWD/var/demo}"
+export KIMPORTAL_FETCH_TICK_SECONDS=1
+export KIMPORTAL_SERVE_STATIC=1
+mkdir -p "$KIMPORTAL_DATA_DIR"
+PY=.venv/bin/python
+SIM_DIR="$KIMPORTAL_DATA_DIR/tisim"
+VZD_DIR="$KIMPORTAL_DATA_DIR/vzd"
+LOG_DIR="$KIMPORTAL_DATA_DIR/logs"
+mkdir -p "$SIM_DIR" "$VZD_DIR" "$LOG_DIR"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping the demo …"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+wait_for_file() {  # file, seconds, what
+  for _ in $(seq 1 "$(( $2 * 10 ))"); do [ -s "$1" ] && return 0; sleep 0.1; done
+  echo "timed out waiting for $3 ($1); see $LOG_DIR" >&2; exit 1
+}
+
+# The simulator's participants: the hospital's two functional addresses and an outside practice.
+if [ ! -f "$SIM_DIR/config.json" ]; then
+  cat > "$SIM_DIR/config.json" <<JSON
+{"host": "127.0.0.1", "smtp_port": 8465, "pop3_port": 8995, "tls": true, "data_dir": "$SIM_DIR",
+ "accounts": [
+  {"address": "kardiologie@klinikum-demo.kim.telematik-test", "password": "demo"},
+  {"address": "aufnahme@klinikum-demo.kim.telematik-test", "password": "demo"},
+  {"address": "praxis.mueller@praxis-mueller.kim.telematik-test", "password": "demo"}
+ ]}
+JSON
+fi
+
+$PY manage.py migrate --noinput >"$LOG_DIR/migrate.log"
+$PY manage.py migrate --database channels --noinput >>"$LOG_DIR/migrate.log"
+
+rm -f "$SIM_DIR/cm.json" "$VZD_DIR/vzd.json"
+$PY -m tisim run --config "$SIM_DIR/config.json" >"$LOG_DIR/tisim.log" 2>&1 & pids+=($!)
+$PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
+wait_for_file "$SIM_DIR/cm.json" 30 "the simulated Clientmodul"
+wait_for_file "$VZD_DIR/vzd.json" 120 "the simulated directory (slapd)"
+export KIMPORTAL_VZD_URL="$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$VZD_DIR/vzd.json")"
+
+$PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo
+
+.venv/bin/celery -A kimportal worker --loglevel=WARNING --concurrency=2 >"$LOG_DIR/worker.log" 2>&1 & pids+=($!)
+.venv/bin/celery -A kimportal beat --loglevel=WARNING >"$LOG_DIR/beat.log" 2>&1 & pids+=($!)
+.venv/bin/daphne -b 127.0.0.1 -p 8000 kimportal.asgi:application >"$LOG_DIR/web.log" 2>&1 & pids+=($!)
+
+# Seed mail travels the real path: tisim send → SMTP → CM maildrop → POP3 → portal.
+if [ ! -f "$KIMPORTAL_DATA_DIR/.demo-mails-sent" ]; then
+  $PY scripts/demo_mails.py --data-dir "$SIM_DIR" && touch "$KIMPORTAL_DATA_DIR/.demo-mails-sent"
+fi
+
+cat <<TXT
+
+  KIM Portal demo is running:  http://127.0.0.1:8000/
+  Users: station / demo · aerztin / demo · leitung / demo (administration)
+  Send a mail from the outside practice:
+    .venv/bin/python -m tisim send --data-dir $SIM_DIR \\
+      --from praxis.mueller@praxis-mueller.kim.telematik-test \\
+      --to kardiologie@klinikum-demo.kim.telematik-test --subject "Befund"
+  Logs: $LOG_DIR   ·   Ctrl-C stops everything.
+TXT
+wait -n "${pids[@]}" || true
+echo "a demo process exited; see $LOG_DIR" >&2

@@ -1,0 +1,66 @@
+"""Page objects for the mailbox UI."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Locator, Page, expect
+
+
+class LoginPage:
+    def __init__(self, page: Page, base_url: str) -> None:
+        self.page = page
+        self.base_url = base_url
+
+    def open(self) -> LoginPage:
+        self.page.goto(f"{self.base_url}/login/")
+        return self
+
+    def login(self, username: str, password: str) -> InboxPage:
+        self.page.get_by_label("Benutzername").fill(username)
+        self.page.get_by_label("Passwort").fill(password)
+        self.page.get_by_role("button", name="Anmelden").click()
+        return InboxPage(self.page)
+
+
+class InboxPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def rows(self) -> Locator:
+        return self.page.locator(".msg-row")
+
+    def row(self, subject: str) -> Locator:
+        return self.rows.filter(has_text=subject)
+
+    def wait_live(self) -> None:
+        """The page marks itself live once its websocket is open (and shows it to the user)."""
+        self.page.locator("body[data-live=open]").wait_for(state="attached")
+
+    def open_message(self, subject: str) -> MessagePage:
+        self.row(subject).click()
+        expect(self.page.locator("#message-subject")).to_have_text(subject)
+        return MessagePage(self.page)
+
+    def open_mailbox(self, name: str) -> InboxPage:
+        self.page.locator(".mailbox-nav").get_by_role("link", name=name).click()
+        return self
+
+
+class MessagePage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def subject(self) -> Locator:
+        return self.page.locator("#message-subject")
+
+    @property
+    def security(self) -> Locator:
+        return self.page.locator("section.security")
+
+    def attachment(self, filename: str) -> Locator:
+        return self.page.locator(".attachments").get_by_role("link", name=filename)
+
+    def back_to_mailbox(self) -> InboxPage:
+        self.page.locator(".crumbs a").click()
+        return InboxPage(self.page)

@@ -1,0 +1,80 @@
+"""login → inbox → open message → a mail sent with `python -m tisim send` appears live."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from mailbox.models import KimAccount, Message
+from tests.e2e.conftest import ROOT
+from tests.e2e.pages import LoginPage
+from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
+from tisim.cm import CMSimulator
+
+pytestmark = pytest.mark.e2e
+
+KARDIO = "kardiologie@klinikum-demo.kim.telematik-test"
+PRAXIS = "praxis.mueller@praxis-mueller.kim.telematik-test"
+
+
+@pytest.fixture
+def cm(tmp_path):
+    sim = CMSimulator(tmp_path / "cm", accounts={KARDIO: "demo", PRAXIS: "demo"}, tls=True)
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def wait_until(predicate, timeout: float, portal) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail("condition not reached; portal logs:\n" + portal.logs())
+
+
+def tisim_send(cm, subject: str, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "tisim", "send", "--data-dir", str(cm.data_dir), "--from", PRAXIS, "--to", KARDIO]
+    subprocess.run([*cmd, "--subject", subject, *extra], cwd=ROOT, check=True, capture_output=True, timeout=30)
+
+
+def test_new_mail_appears_live_without_reload(cm, portal, page, tmp_path):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(
+        mailbox__address=KARDIO,
+        mailbox__display_name="Station Kardiologie",
+        smtp_port=cm.smtp_port,
+        pop3_port=cm.pop3_port,
+        tls_mode=KimAccount.TlsMode.PINNED,
+        tls_fingerprint_sha256=cm.fingerprint,
+        poll_interval_seconds=1,
+        password="demo",
+    )
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    pdf = tmp_path / "Entlassbrief Müller.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    tisim_send(cm, "Arztbrief Herr Müller", "--dienstkennung", "Arztbrief;VHitG-Versand;V1.2", "--attach", str(pdf))
+
+    # Beat → worker → POP3 → ingest; wait for it to be stored before the first page load.
+    wait_until(lambda: Message.objects.filter(subject="Arztbrief Herr Müller").exists(), 30, portal)
+
+    inbox = LoginPage(page, portal.url).open().login("station", "pw-secret-123")
+    expect(inbox.row("Arztbrief Herr Müller")).to_be_visible()
+    expect(inbox.row("Arztbrief Herr Müller").locator(".badge")).to_have_text("eArztbrief")
+
+    message = inbox.open_message("Arztbrief Herr Müller")
+    expect(message.security).to_contain_text("Sicher empfangen")
+    expect(message.attachment("Entlassbrief Müller.pdf")).to_be_visible()
+
+    inbox = message.back_to_mailbox()
+    inbox.wait_live()
+    page.evaluate("window.__noReload = true")
+    tisim_send(cm, "Neuer Befund live")
+    expect(inbox.row("Neuer Befund live")).to_be_visible(timeout=10_000)
+    assert page.evaluate("window.__noReload === true"), "the page must not have reloaded"
+    expect(inbox.row("Neuer Befund live")).to_have_class("msg-row unread")

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from mailbox.models import KimAccount
+from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
+from tisim.cm import CMSimulator
+
+HOSPITAL = "station-kardio@klinikum-test.kim.telematik-test"
+PRAXIS = "praxis@praxis-test.kim.telematik-test"
+PASSWORD = "kim-secret"
+
+
+@pytest.fixture
+def cm(tmp_path) -> Iterator[CMSimulator]:
+    sim = CMSimulator(tmp_path / "cm", accounts={HOSPITAL: PASSWORD, PRAXIS: PASSWORD}, tls=True)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def account(cm) -> KimAccount:
+    """A portal account at the simulated CM, TLS with the pinned certificate."""
+    return KimAccountFactory(
+        mailbox__address=HOSPITAL,
+        mailbox__display_name="Station Kardiologie",
+        smtp_port=cm.smtp_port,
+        pop3_port=cm.pop3_port,
+        tls_mode=KimAccount.TlsMode.PINNED,
+        tls_fingerprint_sha256=cm.fingerprint,
+        password=PASSWORD,
+    )
+
+
+@pytest.fixture
+def member(account):
+    user = UserFactory(username="station")
+    MembershipFactory(mailbox=account.mailbox, user=user)
+    return user
+
+
+def simple_mail(subject: str = "Befund", *, to: str = HOSPITAL, body: str = "Hallo", **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Praxis Test <{PRAXIS}>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="praxis-test.kim.telematik-test")
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0100"
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg.as_bytes()

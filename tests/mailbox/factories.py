@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from mailbox.models import KimAccount, Mailbox, Membership
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    first_name = "Erika"
+    last_name = factory.Sequence(lambda n: f"Muster{n}")
+    password = factory.django.Password("pw-secret-123")
+
+
+class MailboxFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Mailbox
+
+    address = factory.Sequence(lambda n: f"station{n}@klinikum-test.kim.telematik-test")
+    display_name = factory.Sequence(lambda n: f"Station {n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    mailbox = factory.SubFactory(MailboxFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Membership.Role.PROCESSOR
+
+
+class KimAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = KimAccount
+        skip_postgeneration_save = True
+
+    mailbox = factory.SubFactory(MailboxFactory)
+    cm_host = "127.0.0.1"
+    tls_mode = KimAccount.TlsMode.NONE
+    fachdienst = "klinikum-test.kim.telematik-test:465"
+    mandant_id = "Mandant1"
+    client_system_id = "KIM-Portal"
+    workplace_id = "AP1"
+    poll_interval_seconds = 30
+    timeout_seconds = 5.0
+
+    @factory.post_generation
+    def password(self, create: bool, extracted: str | None, **kwargs) -> None:
+        self.set_password(extracted or "kim-secret")
+        if create:
+            self.save()

@@ -1,0 +1,217 @@
+"""Fetching over the simulator's real POP3 (TLS with a pinned certificate)."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import threading
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from mailbox.models import KimAccount, Message
+from mailbox.services.fetch import account_fetch, account_lease_acquire, accounts_due_claim
+from mailbox.storage import blob_get
+from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS, simple_mail
+from tests.mailbox.corpus import HOSTILE_CORPUS
+
+pytestmark = pytest.mark.django_db
+
+
+def _smtp_send(cm, raw: bytes, *, sender: str = PRAXIS, to: str = HOSPITAL) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
+        smtp.login(f"{sender}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
+        smtp.sendmail(sender, [to], raw)
+
+
+def test_fetch_stores_messages_and_deletes_them_on_the_server(cm, account):
+    for i in range(3):
+        cm.deliver(HOSPITAL, simple_mail(f"Befund {i}"))
+    uidls = cm.maildrop_uidls(HOSPITAL)
+
+    result = account_fetch(account_id=account.pk)
+
+    assert result.error == ""
+    assert len(result.stored) == 3
+    stored = Message.objects.filter(mailbox=account.mailbox)
+    assert sorted(stored.values_list("uidl", flat=True)) == sorted(uidls)
+    assert sorted(stored.values_list("subject", flat=True)) == ["Befund 0", "Befund 1", "Befund 2"]
+    assert cm.maildrop_uidls(HOSPITAL) == []
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.OK
+    assert account.last_success_at is not None
+    assert account.fetch_lease_until is None
+
+
+def test_raw_message_is_kept_byte_exact(cm, account):
+    raw = simple_mail("Roh")
+    cm.deliver(HOSPITAL, raw)
+    account_fetch(account_id=account.pk)
+    message = Message.objects.get()
+    stored = blob_get(message.raw_sha256)
+    assert stored.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+    assert message.size == len(stored)
+
+
+def test_second_fetch_is_idempotent(cm, account):
+    cm.deliver(HOSPITAL, simple_mail("Einmal"))
+    account_fetch(account_id=account.pk)
+    second = account_fetch(account_id=account.pk)
+    assert second.stored == []
+    assert Message.objects.count() == 1
+
+
+def test_keep_on_server_keeps_until_due_then_deletes(cm, account):
+    account.keep_on_server_days = 3
+    account.save()
+    cm.deliver(HOSPITAL, simple_mail("Bleibt"))
+    account_fetch(account_id=account.pk)
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1
+    account_fetch(account_id=account.pk)
+    assert Message.objects.count() == 1, "a message kept on the server must not be stored twice"
+    Message.objects.update(received_at=timezone.now() - timedelta(days=4))
+    account_fetch(account_id=account.pk)
+    assert cm.maildrop_uidls(HOSPITAL) == []
+
+
+def test_cm_headers_are_evaluated_after_smtp_delivery(cm, account):
+    _smtp_send(cm, simple_mail("Über SMTP", X_KIM_Dienstkennung="Arztbrief;VHitG-Versand;V1.2"))
+    account_fetch(account_id=account.pk)
+    message = Message.objects.get()
+    assert message.dienstkennung == "Arztbrief;VHitG-Versand;V1.2"
+    assert message.decryption_results == ["00"]
+    assert message.integrity_results == ["01"]
+    assert not message.has_security_warning
+
+
+def test_tampered_message_is_flagged_with_the_original_attached(cm, account):
+    _smtp_send(cm, simple_mail("Manipuliert", X_Tisim_Fault="integrity"))
+    account_fetch(account_id=account.pk)
+    message = Message.objects.get()
+    assert message.integrity_results == ["08"]
+    assert message.has_security_warning
+    assert [a.content_type for a in message.attachments.all()] == ["message/rfc822"]
+
+
+def test_connection_dropped_during_retr_loses_nothing(cm, account):
+    for i in range(3):
+        cm.deliver(HOSPITAL, simple_mail(f"Teil {i}", body="x" * 5000))
+    cm.inject_fault(HOSPITAL, "drop_retr", after_bytes=200, times=1)
+
+    first = account_fetch(account_id=account.pk)
+    assert first.error, "a broken RETR must be reported"
+    assert Message.objects.count() == 0
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 3, "nothing may be deleted when the session broke"
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.UNREACHABLE
+
+    second = account_fetch(account_id=account.pk)
+    assert second.error == ""
+    assert Message.objects.count() == 3
+    assert cm.maildrop_uidls(HOSPITAL) == []
+
+
+def test_server_down_marks_account_unreachable_and_backs_off(cm, account):
+    cm.deliver(HOSPITAL, simple_mail("Vorher"))
+    account_fetch(account_id=account.pk)
+    account.refresh_from_db()
+    last_success = account.last_success_at
+    cm.stop()
+
+    result = account_fetch(account_id=account.pk)
+    assert "nicht erreichbar" in result.error
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.UNREACHABLE
+    assert account.last_success_at == last_success
+    first_delay = account.next_fetch_at - account.last_attempt_at
+    account_fetch(account_id=account.pk)
+    account.refresh_from_db()
+    assert account.consecutive_failures == 2
+    assert account.next_fetch_at - account.last_attempt_at > first_delay
+
+    cm.start()
+    account_fetch(account_id=account.pk)
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.OK
+    assert account.consecutive_failures == 0
+
+
+def test_wrong_password_is_an_auth_failure(cm, account):
+    account.set_password("falsch")
+    account.save()
+    result = account_fetch(account_id=account.pk)
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.AUTH_FAILED
+    assert "Passwort" in result.error
+
+
+def test_fingerprint_mismatch_sends_no_credentials(cm, account):
+    account.tls_fingerprint_sha256 = "00" * 32
+    account.save()
+    result = account_fetch(account_id=account.pk)
+    assert "Fingerabdruck" in result.error
+    assert Message.objects.count() == 0
+
+
+def test_fetch_is_skipped_while_another_holds_the_lease(cm, account):
+    cm.deliver(HOSPITAL, simple_mail("Später"))
+    assert account_lease_acquire(account_id=account.pk) is not None
+    result = account_fetch(account_id=account.pk)
+    assert result.skipped_busy
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fetches_store_each_message_once(cm, account):
+    for i in range(20):
+        cm.deliver(HOSPITAL, simple_mail(f"Parallel {i}"))
+    barrier = threading.Barrier(4)
+    results = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(account_fetch(account_id=account.pk))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r.stored) for r in results) == 20
+    assert sum(1 for r in results if not r.skipped_busy) >= 1
+    assert Message.objects.count() == 20
+
+
+def test_due_accounts_are_claimed_once(account):
+    assert accounts_due_claim() == [account.pk]
+    assert accounts_due_claim() == [], "a claimed account is not due again before its interval"
+    KimAccount.objects.filter(pk=account.pk).update(next_fetch_at=timezone.now() - timedelta(seconds=1))
+    assert accounts_due_claim() == [account.pk]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CORPUS))
+def test_hostile_mail_is_stored_through_pop3_and_never_crashes_ingest(cm, account, case):
+    raw = HOSTILE_CORPUS[case]()
+    cm.deliver(HOSPITAL, raw)
+    cm.deliver(HOSPITAL, simple_mail("Danach"))
+    result = account_fetch(account_id=account.pk)
+    assert result.error == ""
+    assert Message.objects.count() == 2, "the hostile mail and the one after it are both stored"
+    hostile = Message.objects.exclude(subject="Danach").get()
+    assert blob_get(hostile.raw_sha256)  # raw kept and checksum-verified
+    assert "<script" not in hostile.html_body.lower()
+
+
+def test_unreachable_port_is_reported(account):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    account.pop3_port = port
+    account.save()
+    result = account_fetch(account_id=account.pk)
+    assert "nicht erreichbar" in result.error

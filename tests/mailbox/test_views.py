@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from mailbox.models import AuditEvent, MessageRead
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.corpus import HOSTILE_CORPUS
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+MAIL_WITH_PDF = (
+    b"From: Praxis <praxis@praxis-test.kim.telematik-test>\r\n"
+    b"To: station@klinikum-test.kim.telematik-test\r\n"
+    b"Subject: =?utf-8?q?Entlassbrief_M=C3=BCller?=\r\n"
+    b"X-KIM-Dienstkennung: Arztbrief;VHitG-Versand;V1.2\r\n"
+    b"X-KIM-DecryptionResult: 00\r\n"
+    b"X-KIM-IntegrityCheckResult: 01\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAnbei der Brief.\r\n"
+    b"--b1\r\nContent-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''Entlassbrief%20M%C3%BCller.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJSVFT0YK\r\n--b1--\r\n"
+)
+
+
+@pytest.fixture
+def member():
+    return UserFactory(username="station")
+
+
+@pytest.fixture
+def mailbox(member):
+    box = MailboxFactory(display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=member)
+    return box
+
+
+@pytest.fixture
+def message(mailbox):
+    return message_ingest(mailbox=mailbox, uidl="u1", raw=MAIL_WITH_PDF)
+
+
+def test_login_required(client):
+    response = client.get(reverse("mailbox:inbox"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_login_page_is_german(client):
+    response = client.get(reverse("login"))
+    assert "Anmelden" in response.content.decode()
+
+
+def test_inbox_lists_messages_of_my_mailboxes(client, member, message, django_assert_max_num_queries):
+    other_box = MailboxFactory()
+    message_ingest(mailbox=other_box, uidl="x", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Geheim"))
+    client.force_login(member)
+    with django_assert_max_num_queries(8):
+        response = client.get(reverse("mailbox:inbox"))
+    html = response.content.decode()
+    assert "Entlassbrief Müller" in html
+    assert "Geheim" not in html
+    assert "eArztbrief" in html
+    assert 'class="msg-row unread"' in html
+
+
+def test_list_query_count_does_not_grow_with_messages(client, member, mailbox, django_assert_max_num_queries):
+    for i in range(30):
+        message_ingest(mailbox=mailbox, uidl=f"n{i}", raw=MAIL_WITH_PDF)
+    client.force_login(member)
+    with django_assert_max_num_queries(8):
+        client.get(reverse("mailbox:mailbox-messages", args=[mailbox.pk]))
+
+
+def test_htmx_page_request_returns_only_the_list(client, member, message, mailbox):
+    client.force_login(member)
+    response = client.get(
+        reverse("mailbox:mailbox-messages", args=[mailbox.pk]), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="message-list"
+    )
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="message-list">')
+    assert "<html" not in html
+
+
+def test_unknown_dienstkennung_is_shown_as_is(client, member, mailbox):
+    raw = MAIL_WITH_PDF.replace(b"Arztbrief;VHitG-Versand;V1.2", b"Neuartig;Test;V9.9")
+    message_ingest(mailbox=mailbox, uidl="u2", raw=raw)
+    client.force_login(member)
+    assert "Neuartig;Test;V9.9" in client.get(reverse("mailbox:inbox")).content.decode()
+
+
+def test_message_detail_marks_read_and_audits(client, member, message):
+    client.force_login(member)
+    response = client.get(reverse("mailbox:message-detail", args=[message.pk]))
+    html = response.content.decode()
+    assert "Sicher empfangen" in html
+    assert "Entlassbrief Müller.pdf" in html
+    assert MessageRead.objects.filter(user=member, message=message).exists()
+    assert AuditEvent.objects.filter(actor=member, action="message.viewed", message=message).exists()
+
+
+def test_someone_elses_message_is_404(client, message):
+    stranger = UserFactory(username="fremd")
+    MembershipFactory(user=stranger)  # member of another mailbox
+    client.force_login(stranger)
+    for name, args in [
+        ("mailbox:message-detail", [message.pk]),
+        ("mailbox:message-html", [message.pk]),
+        ("mailbox:message-raw", [message.pk]),
+        ("mailbox:attachment-download", [message.pk, 1]),
+        ("mailbox:mailbox-messages", [message.mailbox_id]),
+    ]:
+        assert client.get(reverse(name, args=args)).status_code == 404, name
+    assert client.post(reverse("mailbox:mailbox-fetch", args=[message.mailbox_id])).status_code == 404
+    assert not AuditEvent.objects.filter(actor=stranger).exists()
+
+
+def test_attachment_download_has_safe_disposition_and_is_audited(client, member, message):
+    client.force_login(member)
+    att = message.attachments.get()
+    response = client.get(reverse("mailbox:attachment-download", args=[message.pk, att.position]))
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert "filename*=utf-8''Entlassbrief%20M%C3%BCller.pdf" in response["Content-Disposition"]
+    assert b"".join(response.streaming_content).startswith(b"%PDF")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert AuditEvent.objects.filter(action="attachment.downloaded", message=message).exists()
+
+
+def test_pdf_is_shown_inline_on_request(client, member, message):
+    client.force_login(member)
+    att = message.attachments.get()
+    url = reverse("mailbox:attachment-download", args=[message.pk, att.position]) + "?inline=1"
+    response = client.get(url)
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"].startswith("inline;")
+
+
+def test_html_attachment_is_never_served_as_html(client, member, mailbox):
+    raw = MAIL_WITH_PDF.replace(b"application/pdf", b"text/html").replace(b".pdf", b".html")
+    msg = message_ingest(mailbox=mailbox, uidl="h", raw=raw)
+    client.force_login(member)
+    att = msg.attachments.get()
+    response = client.get(reverse("mailbox:attachment-download", args=[msg.pk, att.position]) + "?inline=1")
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"].startswith("attachment;")
+
+
+def test_hostile_html_is_sanitized_and_sandboxed(client, member, mailbox):
+    name = next(n for n in HOSTILE_CORPUS if "html" in n)
+    msg = message_ingest(mailbox=mailbox, uidl="evil", raw=HOSTILE_CORPUS[name]())
+    client.force_login(member)
+    detail = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
+    assert 'sandbox=""' in detail
+    response = client.get(reverse("mailbox:message-html", args=[msg.pk]))
+    body = response.content.decode().lower()
+    assert "<script" not in body and "onerror" not in body and "javascript:" not in body
+    assert response["Content-Security-Policy"].startswith("sandbox;")
+
+
+def test_integrity_failure_is_stated_plainly(client, member, mailbox):
+    raw = MAIL_WITH_PDF.replace(b"X-KIM-IntegrityCheckResult: 01", b"X-KIM-IntegrityCheckResult: 08")
+    msg = message_ingest(mailbox=mailbox, uidl="bad", raw=raw)
+    client.force_login(member)
+    inbox = client.get(reverse("mailbox:inbox")).content.decode()
+    assert "Sicherheitswarnung" in inbox
+    detail = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
+    assert "Integritätsprüfung ist fehlgeschlagen" in detail
+    assert "Sicher empfangen" not in detail
+
+
+def test_malformed_message_is_flagged_and_raw_is_available(client, member, mailbox):
+    name = next(n for n in HOSTILE_CORPUS if "boundary" in n)
+    raw = HOSTILE_CORPUS[name]()
+    msg = message_ingest(mailbox=mailbox, uidl="broken", raw=raw)
+    assert msg.is_malformed
+    client.force_login(member)
+    detail = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
+    assert "fehlerhaft aufgebaut" in detail
+    source = client.get(reverse("mailbox:message-raw", args=[msg.pk]))
+    assert source.content == raw
+
+
+def test_english_is_available(client, member, message):
+    client.force_login(member)
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    html = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert 'lang="en"' in html
+
+
+def test_pages_send_a_content_security_policy(client, member, message):
+    client.force_login(member)
+    csp = client.get(reverse("mailbox:inbox"))["Content-Security-Policy"]
+    assert "script-src 'self' 'nonce-" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
