@@ -31,6 +31,11 @@ PLACEHOLDER = b"9-9PLACEHOLDER999999"
 assert len(PLACEHOLDER) == TELEMATIK_ID_LENGTH
 FOREIGN_TELEMATIK_ID = "9-2FREMDE-ID-0000001"
 ADMISSION_OID = x509.ObjectIdentifier("1.3.36.8.3.3")
+# Fixed dates keep the data deterministic; "valid" certificates outlive any sensible test run.
+VALID_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+VALID_UNTIL = dt.datetime(2035, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+EXPIRED_FROM = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
+EXPIRED_UNTIL = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def _tlv(tag: int, body: bytes) -> bytes:
@@ -83,6 +88,55 @@ class PoolCert:
         return self.der.replace(PLACEHOLDER, tid)
 
 
+_SMALL_PRIMES = [p for p in range(3, 2000, 2) if all(p % d for d in range(3, int(p**0.5) + 1, 2))]
+
+
+def _is_probable_prime(n: int, rng: random.Random, rounds: int = 24) -> bool:
+    if any(n % p == 0 for p in _SMALL_PRIMES):
+        return n in _SMALL_PRIMES
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for _ in range(rounds):
+        x = pow(rng.randrange(2, n - 2), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _prime(rng: random.Random, bits: int, e: int) -> int:
+    while True:
+        candidate = rng.getrandbits(bits) | (1 << (bits - 1)) | (1 << (bits - 2)) | 1
+        if (candidate - 1) % e and _is_probable_prime(candidate, rng):
+            return candidate
+
+
+def seeded_rsa_key(rng: random.Random, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """An RSA key from a seeded RNG — test data only: cryptography has no seeded key generation."""
+    e = 65537
+    p = _prime(rng, bits // 2, e)
+    q = _prime(rng, bits // 2, e)
+    while q == p:
+        q = _prime(rng, bits // 2, e)
+    d = pow(e, -1, (p - 1) * (q - 1))
+    public = rsa.RSAPublicNumbers(e, p * q)
+    return rsa.RSAPrivateNumbers(
+        p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), public
+    ).private_key()
+
+
+def seeded_ec_key(rng: random.Random) -> ec.EllipticCurvePrivateKey:
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
+    return ec.derive_private_key(rng.randrange(1, order), ec.SECP256R1())
+
+
 def _make_cert(
     rng: random.Random,
     *,
@@ -94,10 +148,10 @@ def _make_cert(
     ca_key: ec.EllipticCurvePrivateKey,
 ) -> bytes:
     if rsa_key:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = seeded_rsa_key(rng)
         usage = {"key_encipherment": True, "data_encipherment": True, "key_agreement": False}
     else:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = seeded_ec_key(rng)
         usage = {"key_encipherment": False, "data_encipherment": False, "key_agreement": True}
     subject = x509.Name(
         [
@@ -142,7 +196,7 @@ def _make_cert(
             critical=False,
         )
     )
-    cert = builder.sign(ca_key, hashes.SHA256())
+    cert = builder.sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)  # RFC 6979: same seed, same bytes
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -154,39 +208,36 @@ def _break(der: bytes) -> bytes:
     return der[:pos] + b"\xa0\x03\x02\x01\x07" + der[pos + len(marker) :]
 
 
-def make_pool(seed: int, *, now: dt.datetime | None = None, size: int = 50) -> list[PoolCert]:
-    """A deterministic-in-shape pool: ``size`` valid templates, then 2 expired, 1 mismatch, 1 broken.
+def make_pool(seed: int, *, size: int = 50) -> list[PoolCert]:
+    """A pool that depends on the seed only: ``size`` valid templates, then 2 expired, 1 mismatch, 1 broken.
 
-    Keys come from the OS RNG (cryptography offers no seeded key generation), so the bytes differ between
-    runs; the shape, the order and which entry gets which kind of certificate depend on the seed only.
+    Keys come from the seeded RNG, the CA signs with deterministic ECDSA (RFC 6979) and validity dates are
+    fixed, so the same seed always gives the same bytes.
     """
-    rng = random.Random(seed)
-    now = now or dt.datetime.now(dt.UTC)
-    start = (now - dt.timedelta(days=365)).replace(microsecond=0)
-    end = (now + dt.timedelta(days=3 * 365)).replace(microsecond=0)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+    rng = random.Random(f"vzd-certs-{seed}")
+    ca_key = seeded_ec_key(rng)
     pool: list[PoolCert] = []
     for i in range(size):
         # A few RSA-2048 certificates like real SMC-Bs carry; EC keeps generation fast.
         der = _make_cert(
-            rng, index=i, rsa_key=i % 10 == 0, not_before=start, not_after=end, registration_number=PLACEHOLDER,
-            ca_key=ca_key,
+            rng, index=i, rsa_key=i % 25 == 0, not_before=VALID_FROM, not_after=VALID_UNTIL,
+            registration_number=PLACEHOLDER, ca_key=ca_key,
         )  # fmt: skip
         pool.append(PoolCert(der=der, kind="valid", patchable=True))
     for i in range(2):
         der = _make_cert(
-            rng, index=size + i, rsa_key=False, not_before=now - dt.timedelta(days=4 * 365),
-            not_after=now - dt.timedelta(days=30 + i), registration_number=PLACEHOLDER, ca_key=ca_key,
+            rng, index=size + i, rsa_key=False, not_before=EXPIRED_FROM, not_after=EXPIRED_UNTIL,
+            registration_number=PLACEHOLDER, ca_key=ca_key,
         )  # fmt: skip
         pool.append(PoolCert(der=der, kind="expired", patchable=True))
     der = _make_cert(
-        rng, index=size + 2, rsa_key=False, not_before=start, not_after=end,
+        rng, index=size + 2, rsa_key=False, not_before=VALID_FROM, not_after=VALID_UNTIL,
         registration_number=FOREIGN_TELEMATIK_ID.encode(), ca_key=ca_key,
     )  # fmt: skip
     pool.append(PoolCert(der=der, kind="mismatch", patchable=False))
     good = _make_cert(
-        rng, index=size + 3, rsa_key=False, not_before=start, not_after=end, registration_number=PLACEHOLDER,
-        ca_key=ca_key,
+        rng, index=size + 3, rsa_key=False, not_before=VALID_FROM, not_after=VALID_UNTIL,
+        registration_number=PLACEHOLDER, ca_key=ca_key,
     )  # fmt: skip
     pool.append(PoolCert(der=_break(good), kind="broken", patchable=True))
     return pool

@@ -12,7 +12,6 @@ and three certificate test cases.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import random
 import uuid
 from collections.abc import Iterator
@@ -45,7 +44,15 @@ GIVEN_NAMES = (
     "Martin Alexander Jan Tobias Matthias Daniel Sebastian Jörg Uwe Günter Björn Sören Ömer Zoë Renée Chantal "
     "Friederike Elisabeth Dorothea Heinz-Jürgen Karl-Heinz Anne-Kathrin"
 ).split()
-TITLES = ["", "", "Dr. med.", "Dr. med.", "Dr.", "Prof. Dr. med.", "Dipl.-Psych.", "Dr. med. dent."]
+TITLES = {
+    "arzt": ["", "", "Dr. med.", "Dr. med.", "Dr.", "Prof. Dr. med."],
+    "arztpraxis": ["", "", "Dr. med.", "Dr. med.", "Dr.", "Prof. Dr. med."],
+    "zahnarzt": ["", "Dr. med. dent."],
+    "zahnarztpraxis": ["", "Dr. med. dent."],
+    "psychotherapeut": ["", "Dipl.-Psych.", "Dr."],
+    "psychotherapiepraxis": ["", "Dipl.-Psych.", "Dr."],
+    "apotheker": ["", "Dr."],
+}
 # (city, Bundesland, first postal code, count of postal codes)
 CITIES = [
     ("Berlin", "Berlin", 10115, 90),
@@ -232,10 +239,10 @@ def _telematik_id(prefix: str, number: int) -> str:
 
 
 class Generator:
-    def __init__(self, seed: int = 1, *, now: dt.datetime | None = None, pool: list[PoolCert] | None = None):
+    def __init__(self, seed: int = 1, *, pool: list[PoolCert] | None = None):
         self.seed = seed
         self.rng = random.Random(seed)
-        self.pool = pool if pool is not None else make_pool(seed, now=now)
+        self.pool = pool if pool is not None else make_pool(seed)
         self.valid = [p for p in self.pool if p.kind == "valid"]
         self.by_kind = {k: next(p for p in self.pool if p.kind == k) for k in ("expired", "mismatch", "broken")}
         self._kind_weights = [k.weight for k in KINDS]
@@ -301,19 +308,19 @@ class Generator:
         entry.postal_code = f"{first_plz + rng.randrange(count) * 2:05d}"
         entry.street = f"{rng.choice(STREETS)} {rng.randint(1, 180)}"
 
-    def _person_name(self) -> tuple[str, str, str]:
+    def _person_name(self, kind: str) -> tuple[str, str, str]:
         rng = self.rng
         sn = rng.choice(SURNAMES)
         if rng.random() < 0.1:
             sn = f"{sn}-{rng.choice(SURNAMES)}"
-        return rng.choice(GIVEN_NAMES), sn, rng.choice(TITLES)
+        return rng.choice(GIVEN_NAMES), sn, rng.choice(TITLES.get(kind, [""]))
 
     def entry(self, n: int) -> Entry:
         rng = self.rng
         kind = rng.choices(KINDS, weights=self._kind_weights)[0]
         entry = Entry(telematik_id=_telematik_id(kind.tid_prefix, 100000 + n), kind=kind, display_name="")
         self._address(entry)
-        given, sn, title = self._person_name()
+        given, sn, title = self._person_name(kind.name)
         slug_city = _slug(entry.city)
         local = ""
         if kind.personal:
@@ -471,8 +478,8 @@ def entry_ldif(entry: Entry) -> str:
 BASE_ENTRY = f"dn: {BASE_DN}\nobjectClass: top\nobjectClass: domain\ndc: data\n\n"
 
 
-def write_ldif(out: IO[str], count: int, *, seed: int = 1, now: dt.datetime | None = None) -> int:
-    gen = Generator(seed, now=now)
+def write_ldif(out: IO[str], count: int, *, seed: int = 1) -> int:
+    gen = Generator(seed)
     out.write(f"# tisim VZD test data: {count} entries, seed {seed}\n\n")
     out.write(BASE_ENTRY)
     written = 0

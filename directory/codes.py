@@ -1,0 +1,121 @@
+"""German labels for VZD codes (professionOID, specialization) and the participant kinds offered as a filter.
+
+The code → label tables live in ``directory/data/codesystems.json``, derived once from the gematik FHIR code
+systems (source noted in the file), so the portal runs without the spec folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+DATA_FILE = Path(__file__).with_name("data") / "codesystems.json"
+OID_PREFIX = "1.2.276.0.76.4."
+
+
+@cache
+def _tables() -> dict:
+    return json.loads(DATA_FILE.read_text(encoding="utf-8"))
+
+
+def profession_label(oid: str) -> str:
+    return _tables()["professions"].get(oid.strip(), oid)
+
+
+def _split_specialization(value: str) -> tuple[str | None, str]:
+    """``urn:psc:<oid>:<code>`` / ``urn:as:<oid>:<code>`` → (oid, code); a plain pharmacy code → (None, code)."""
+    value = value.strip()
+    if value.startswith(("urn:psc:", "urn:as:")):
+        _, _, rest = value.split(":", 2)
+        oid, _, code = rest.rpartition(":")
+        return oid, code
+    return None, value
+
+
+def specialty_label(value: str) -> str | None:
+    """German label of a specialization value; None for the VZD's empty marker ``-``."""
+    if not value or value.strip() == "-":
+        return None
+    oid, code = _split_specialization(value)
+    if oid is None:
+        return _tables()["pharmacy_types"].get(code, code)
+    return _tables()["specialties"].get(oid, {}).get(code, code)
+
+
+@dataclass(frozen=True)
+class Specialty:
+    key: str  # "<oid>:<code>" or "pharmacy:<code>"
+    label: str
+
+    def ldap_values(self) -> list[str]:
+        system, _, code = self.key.rpartition(":")
+        if system == "pharmacy":
+            return [code]
+        # SMC-B entries use urn:psc, HBA entries urn:as with the same code systems.
+        return [f"urn:psc:{system}:{code}", f"urn:as:{system}:{code}"]
+
+
+@cache
+def specialties() -> tuple[Specialty, ...]:
+    out = [
+        Specialty(f"{oid}:{code}", label)
+        for oid, codes in _tables()["specialties"].items()
+        for code, label in codes.items()
+    ]
+    out += [Specialty(f"pharmacy:{code}", label) for code, label in _tables()["pharmacy_types"].items()]
+    return tuple(sorted(out, key=lambda s: s.label.casefold()))
+
+
+def specialty(key: str) -> Specialty | None:
+    return next((s for s in specialties() if s.key == key), None)
+
+
+def specialties_matching(term: str) -> list[Specialty]:
+    """Specialties whose German label contains the term ("kardio" → Kardiologie, Kinder-Kardiologie)."""
+    needle = term.casefold()
+    return [s for s in specialties() if needle in s.label.casefold()]
+
+
+@dataclass(frozen=True)
+class Kind:
+    key: str
+    label: Promise
+    oids: tuple[str, ...]
+    words: tuple[str, ...] = ()  # free-text words that select this kind
+
+
+def _oids(*suffixes: int) -> tuple[str, ...]:
+    return tuple(f"{OID_PREFIX}{s}" for s in suffixes)
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("arzt", _("Arzt/Ärztin"), _oids(30), ("arzt", "ärztin")),
+    Kind("arztpraxis", _("Arztpraxis"), _oids(50), ("arztpraxis",)),
+    Kind("zahnarzt", _("Zahnarzt/Zahnärztin"), _oids(31, 51), ("zahnarzt", "zahnarztpraxis", "zahnärztin")),
+    Kind("psychotherapeut", _("Psychotherapeut/-in"), _oids(45, 46, 47, 52), ("psychotherapeut",)),
+    Kind("krankenhaus", _("Krankenhaus"), _oids(53, 55), ("krankenhaus", "klinik", "klinikum")),
+    Kind("apotheke", _("Apotheke"), _oids(54, 55, 56, 32), ("apotheke", "apotheker")),
+    Kind("krankenkasse", _("Krankenkasse"), _oids(59, 273, 284), ("krankenkasse", "kasse")),
+    Kind("pflege", _("Pflege"), _oids(232, 233, 234, 245), ("pflege", "pflegedienst")),
+    Kind("heilmittel", _("Therapiepraxis (Physio, Ergo, Logo)"), _oids(236, 247, 274, 275, 278, 279, 280)),
+)
+KIND_BY_KEY = {k.key: k for k in KINDS}
+
+
+def kinds_for_word(term: str) -> list[Kind]:
+    needle = term.casefold()
+    return [k for k in KINDS if any(w == needle for w in k.words)]
+
+
+def kind_label_for(oids: list[str]) -> str | None:
+    """A short German kind label for an entry's professionOIDs (falls back to the code system's label)."""
+    for oid in oids:
+        for kind in KINDS:
+            if oid in kind.oids:
+                return str(kind.label)
+    return profession_label(oids[0]) if oids else None

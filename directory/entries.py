@@ -1,0 +1,163 @@
+"""VZD records as the portal shows them, and the portal-side ranking. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from directory import codes
+from directory.certificates import UNKNOWN, CertState
+from directory.clients.vzd import VzdRecord
+
+# What list searches ask for: only what is shown or ranked — never the certificates (see selectors).
+LIST_ATTRIBUTES = (
+    "uid",
+    "telematikID",
+    "displayName",
+    "organization",
+    "street",
+    "postalCode",
+    "l",
+    "professionOID",
+    "specialization",
+    "personalEntry",
+    "mail",
+    "komLeData",
+)
+CERT_ATTRIBUTES = ("uid", "telematikID", "userCertificate;binary")
+VERSIONS = ("1.0", "1.5", "1.5+")
+_WORD = re.compile(r"[\w\-]+", re.UNICODE)
+UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+def _clean(value: str) -> str:
+    """The VZD publishes '-' for empty optional values."""
+    value = (value or "").strip()
+    return "" if value == "-" else value
+
+
+@dataclass(frozen=True)
+class KimAddress:
+    address: str
+    version: str  # "1.0", "1.5", "1.5+"
+
+    @property
+    def large_messages(self) -> bool:
+        """'+' = accepts messages over 15 MiB."""
+        return self.version.endswith("+")
+
+
+@dataclass
+class DirectoryEntry:
+    uid: str
+    telematik_id: str
+    display_name: str
+    organization: str = ""
+    street: str = ""
+    postal_code: str = ""
+    city: str = ""
+    kind: str = ""
+    specialties: list[str] = field(default_factory=list)
+    personal: bool = False
+    addresses: list[KimAddress] = field(default_factory=list)
+    cert: CertState = UNKNOWN
+    score: int = 0
+
+    @property
+    def address_line(self) -> str:
+        place = " ".join(p for p in (self.postal_code, self.city) if p)
+        return ", ".join(p for p in (self.street, place) if p)
+
+    @property
+    def can_receive(self) -> bool:
+        return bool(self.addresses) and self.cert.ok
+
+    def snapshot(self) -> dict:
+        """The fields a local contact keeps, to notice when the VZD entry changed."""
+        return {
+            "telematik_id": self.telematik_id,
+            "display_name": self.display_name,
+            "organization": self.organization,
+            "address": self.address_line,
+            "specialties": list(self.specialties),
+            "addresses": {a.address: a.version for a in self.addresses},
+            "cert_status": self.cert.status,
+            "certs": list(self.cert.fingerprints),
+        }
+
+
+def parse_versions(record: VzdRecord) -> dict[str, str]:
+    """KIM version per address from komLeData ("<version>,<mail>"); missing → 1.0 (gemSpec_VZD)."""
+    out: dict[str, str] = {}
+    for value in record.values("komLeData"):
+        version, _, address = value.partition(",")
+        version, address = version.strip(), address.strip().lower()
+        if address and version in VERSIONS:
+            out[address] = version
+    return out
+
+
+def entry_from_record(record: VzdRecord) -> DirectoryEntry:
+    versions = parse_versions(record)
+    mails = [m.strip() for m in record.values("mail") if _clean(m)]
+    specialties = [label for label in (codes.specialty_label(s) for s in record.values("specialization")) if label]
+    uid = record.first("uid") or record.dn.split(",", 1)[0].partition("=")[2]
+    return DirectoryEntry(
+        uid=uid,
+        telematik_id=record.first("telematikID"),
+        display_name=_clean(record.first("displayName")) or _clean(record.first("cn")) or record.first("telematikID"),
+        organization=_clean(record.first("organization")),
+        street=_clean(record.first("street")),
+        postal_code=_clean(record.first("postalCode")),
+        city=_clean(record.first("l")),
+        kind=codes.kind_label_for(list(record.values("professionOID"))) or "",
+        specialties=list(dict.fromkeys(specialties)),
+        personal=record.first("personalEntry").strip().lower() == "true",
+        addresses=[KimAddress(m, versions.get(m.lower(), "1.0")) for m in mails],
+    )
+
+
+# -- ranking ------------------------------------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    return text.casefold().translate(UMLAUTS)
+
+
+def _word_score(word: str, text: str, exact: int, start: int, inside: int) -> int:
+    if not text:
+        return 0
+    words = [_fold(w) for w in _WORD.findall(text)]
+    if word in words:
+        return exact
+    if any(w.startswith(word) for w in words):
+        return start
+    return inside if word in _fold(text) else 0
+
+
+def score(entry: DirectoryEntry, words: list[str]) -> int:
+    total = 0
+    for raw in words:
+        word = _fold(raw)
+        best = max(
+            _word_score(word, entry.display_name, 30, 20, 10),
+            _word_score(word, entry.organization, 12, 8, 5),
+            _word_score(word, entry.city, 10, 6, 4),
+            max((_word_score(word, s, 8, 6, 4) for s in entry.specialties), default=0),
+            max((_word_score(word, a.address, 6, 4, 3) for a in entry.addresses), default=0),
+            10 if word in (entry.postal_code, _fold(entry.telematik_id)) else 0,
+        )
+        total += best
+    # Recipients are mostly institutions with a KIM address (functional mailboxes).
+    if entry.addresses:
+        total += 5
+    if not entry.personal:
+        total += 3
+    return total
+
+
+def rank(entries: list[DirectoryEntry], words: list[str]) -> list[DirectoryEntry]:
+    for entry in entries:
+        entry.score = score(entry, words)
+    # Among equal scores the shorter name wins: more of it is what the user typed.
+    return sorted(entries, key=lambda e: (-e.score, len(e.display_name), e.display_name.casefold()))

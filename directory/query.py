@@ -1,0 +1,156 @@
+"""From what the user typed to one LDAP filter. Pure functions, no I/O.
+
+Free text is split into tokens: a 5-digit postal code, a Telematik-ID (``<digits>-…``), a KIM address (contains
+``@``), and name/organisation/city terms. Terms need at least 3 characters (the directory's substring index
+starts at 3; shorter contains-searches would scan everything), shorter ones are reported as ignored. Every term
+becomes an OR over *indexed* attributes, the terms are AND-ed, so "Müller Kardiologie Berlin" means: something
+matches Müller, something matches Kardiologie (a specialty word also selects the specialty code), and something
+matches Berlin.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from directory import codes
+from directory import ldapfilter as f
+
+MIN_TERM = 3
+MAX_TERMS = 8
+POSTAL_CODE = re.compile(r"^\d{5}$")
+POSTAL_PREFIX = re.compile(r"^\d{3,4}$")
+TELEMATIK_ID = re.compile(r"^\d{1,2}-[0-9A-Za-z][0-9A-Za-z.\-]*$")
+SPLIT = re.compile(r"[\s,;]+")
+UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+
+# Attributes a name-ish term is looked up in; all carry an eq,sub index in the directory.
+TERM_ATTRIBUTES = ("displayName", "organization", "l", "mail")
+NAME_ATTRIBUTES = ("displayName", "cn", "sn", "givenName")
+ORG_ATTRIBUTES = ("organization", "displayName")
+
+
+@dataclass
+class Criteria:
+    """What the search form delivers (all optional)."""
+
+    q: str = ""
+    name: str = ""
+    organization: str = ""
+    place: str = ""  # city or postal code
+    specialty: str = ""  # codes.Specialty.key
+    kind: str = ""  # codes.Kind.key
+    kim_only: bool = False
+
+
+@dataclass
+class ParsedQuery:
+    terms: list[str] = field(default_factory=list)  # free-text name/org/city terms
+    postal_codes: list[str] = field(default_factory=list)
+    postal_prefixes: list[str] = field(default_factory=list)
+    telematik_ids: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # too short to search for
+
+
+def parse_free_text(text: str) -> ParsedQuery:
+    parsed = ParsedQuery()
+    for raw in SPLIT.split(text.strip()):
+        token = raw.strip()
+        if not token:
+            continue
+        if POSTAL_CODE.match(token):
+            parsed.postal_codes.append(token)
+        elif POSTAL_PREFIX.match(token):
+            parsed.postal_prefixes.append(token)
+        elif TELEMATIK_ID.match(token):
+            parsed.telematik_ids.append(token)
+        elif "@" in token and len(token) >= MIN_TERM:
+            parsed.addresses.append(token.lower())
+        elif len(token) >= MIN_TERM:
+            parsed.terms.append(token)
+        else:
+            parsed.ignored.append(token)
+    # A pathological query with dozens of words gets the first few only: each term costs an indexed lookup.
+    parsed.ignored += parsed.terms[MAX_TERMS:]
+    parsed.terms = parsed.terms[:MAX_TERMS]
+    return parsed
+
+
+def _variants(term: str) -> list[str]:
+    """The term, plus its transliteration: "Müller" also finds "mueller" in KIM addresses."""
+    out = [term]
+    translit = term.translate(UMLAUTS)
+    if translit != term:
+        out.append(translit)
+    return out
+
+
+def term_filter(term: str) -> str:
+    parts = [f.contains(attr, v) for v in _variants(term) for attr in TERM_ATTRIBUTES]
+    for spec in codes.specialties_matching(term)[:12]:
+        parts += [f.eq("specialization", value) for value in spec.ldap_values()]
+    for kind in codes.kinds_for_word(term):
+        parts += [f.eq("professionOID", oid) for oid in kind.oids]
+    return f.or_(*parts)
+
+
+@dataclass
+class BuiltFilter:
+    ldap_filter: str | None  # None: nothing searchable
+    parsed: ParsedQuery
+    ignored: list[str]
+
+
+def build_filter(criteria: Criteria) -> BuiltFilter:
+    parsed = parse_free_text(criteria.q)
+    ignored = list(parsed.ignored)
+    required: list[str] = []  # at least one indexed condition must be here
+    extra: list[str] = []
+
+    required += [term_filter(t) for t in parsed.terms]
+    required += [f.eq("postalCode", p) for p in parsed.postal_codes]
+    required += [f.prefix("postalCode", p) for p in parsed.postal_prefixes]
+    required += [f.prefix("telematikID", t) for t in parsed.telematik_ids]
+    required += [f.prefix("mail", a) for a in parsed.addresses]
+
+    def text_field(value: str, attrs: tuple[str, ...]) -> None:
+        value = value.strip()
+        if not value:
+            return
+        if len(value) < MIN_TERM:
+            ignored.append(value)
+            return
+        required.append(f.or_(*[f.contains(a, v) for v in _variants(value) for a in attrs]))
+
+    text_field(criteria.name, NAME_ATTRIBUTES)
+    text_field(criteria.organization, ORG_ATTRIBUTES)
+    place = criteria.place.strip()
+    if POSTAL_CODE.match(place):
+        required.append(f.eq("postalCode", place))
+    elif place.isdigit() and len(place) >= MIN_TERM:
+        required.append(f.prefix("postalCode", place))
+    else:
+        text_field(place, ("l",))
+
+    spec = codes.specialty(criteria.specialty) if criteria.specialty else None
+    if spec:
+        required.append(f.or_(*[f.eq("specialization", v) for v in spec.ldap_values()]))
+    kind = codes.KIND_BY_KEY.get(criteria.kind) if criteria.kind else None
+    if kind:
+        required.append(f.or_(*[f.eq("professionOID", oid) for oid in kind.oids]))
+    if criteria.kim_only:
+        # Unindexed presence test: only ever AND-ed with at least one indexed condition.
+        extra.append(f.present("mail"))
+
+    if not required:
+        return BuiltFilter(None, parsed, ignored)
+    return BuiltFilter(f.and_(*required, *extra), parsed, ignored)
+
+
+def search_words(criteria: Criteria) -> list[str]:
+    """Words used for ranking (casefolded): free-text terms and the structured text fields."""
+    parsed = parse_free_text(criteria.q)
+    words = parsed.terms + parsed.postal_codes + parsed.telematik_ids + parsed.addresses
+    words += [v for v in (criteria.name, criteria.organization, criteria.place) if len(v.strip()) >= MIN_TERM]
+    return [w.strip().casefold() for w in words]

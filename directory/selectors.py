@@ -1,0 +1,135 @@
+"""Reads: VZD searches and the local address book.
+
+Searching the VZD is one LDAP search for the list attributes (the server caps it at 100), ranked here, then a
+second, small search for the certificates of the entries actually shown (``(|(uid=…)…)``, eq-indexed). Asking for
+``userCertificate;binary`` in the list search would decode up to 100 × ~1 KiB of DER for nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+
+from directory import ldapfilter as f
+from directory.certificates import CertState, entry_cert_state
+from directory.clients.vzd import VzdError, VzdTimeout, get_client
+from directory.entries import CERT_ATTRIBUTES, LIST_ATTRIBUTES, DirectoryEntry, entry_from_record, rank
+from directory.models import Contact
+from directory.query import Criteria, build_filter, search_words
+
+logger = logging.getLogger(__name__)
+
+TRUNCATED_MESSAGE = "mehr als 100 Treffer – bitte Suche eingrenzen"
+
+
+def unavailable_message(exc: VzdError) -> str:
+    if isinstance(exc, VzdTimeout):
+        return _("Das Verzeichnis (VZD) antwortet nicht rechtzeitig. Bitte versuchen Sie es gleich noch einmal.")
+    return _("Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal.")
+
+
+@dataclass
+class SearchOutcome:
+    entries: list[DirectoryEntry] = field(default_factory=list)  # the shown page, ranked
+    total: int = 0  # entries the directory returned (≤ 100)
+    truncated: bool = False
+    searched: bool = False  # False: nothing searchable was entered
+    ignored: list[str] = field(default_factory=list)
+    error: str = ""
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def has_more(self) -> bool:
+        return self.total > len(self.entries)
+
+
+def _attach_certificates(entries: list[DirectoryEntry]) -> None:
+    """Certificate state for the given entries with one search; left "unknown" if the lookup fails."""
+    wanted = [e for e in entries if e.addresses]
+    for entry in entries:
+        if not entry.addresses:
+            entry.cert = CertState("missing")
+    if not wanted:
+        return
+    result = get_client().search(f.or_(*[f.eq("uid", e.uid) for e in wanted]), CERT_ATTRIBUTES)
+    by_uid = {r.first("uid"): r for r in result.records}
+    for entry in wanted:
+        record = by_uid.get(entry.uid)
+        ders = list(record.values("userCertificate;binary")) if record else []
+        entry.cert = entry_cert_state(ders, telematik_id=entry.telematik_id)
+
+
+def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchOutcome:
+    limit = limit or settings.KIMPORTAL_VZD_PAGE_SIZE
+    built = build_filter(criteria)
+    outcome = SearchOutcome(ignored=built.ignored)
+    if built.ignored:
+        outcome.notices.append(
+            _("Zu kurze Suchbegriffe ignoriert (mindestens 3 Zeichen): %(terms)s") % {"terms": ", ".join(built.ignored)}
+        )
+    if built.ldap_filter is None:
+        return outcome
+    outcome.searched = True
+    client = get_client()
+    try:
+        result = client.search(built.ldap_filter, LIST_ATTRIBUTES)
+        entries = rank([entry_from_record(r) for r in result.records], search_words(criteria))
+        outcome.total = len(entries)
+        outcome.truncated = result.truncated
+        outcome.entries = entries[:limit]
+    except VzdError as exc:
+        logger.warning("VZD search failed: %s", exc)
+        outcome.error = unavailable_message(exc)
+        return outcome
+    try:
+        _attach_certificates(outcome.entries)
+    except VzdError as exc:
+        # The list is already there: show it, with certificates marked as not checked.
+        logger.warning("VZD certificate lookup failed: %s", exc)
+        outcome.notices.append(_("Zertifikate konnten nicht geprüft werden."))
+    if outcome.truncated:
+        outcome.notices.insert(0, _(TRUNCATED_MESSAGE))
+    return outcome
+
+
+def directory_entry_for_address(address: str) -> DirectoryEntry | None:
+    """The VZD entry holding a KIM address, with its certificate state (raises VzdError when down)."""
+    result = get_client().search(f.eq("mail", address.strip()), (*LIST_ATTRIBUTES, "userCertificate;binary"))
+    if not result.records:
+        return None
+    record = result.records[0]
+    entry = entry_from_record(record)
+    entry.cert = entry_cert_state(list(record.values("userCertificate;binary")), telematik_id=entry.telematik_id)
+    return entry
+
+
+def directory_entries_for_addresses(addresses: list[str]) -> dict[str, DirectoryEntry]:
+    """Entries by lower-cased KIM address, in batches (used by the daily refresh)."""
+    found: dict[str, DirectoryEntry] = {}
+    client = get_client()
+    for i in range(0, len(addresses), 40):
+        batch = addresses[i : i + 40]
+        result = client.search(f.or_(*[f.eq("mail", a) for a in batch]), (*LIST_ATTRIBUTES, "userCertificate;binary"))
+        for record in result.records:
+            entry = entry_from_record(record)
+            ders = list(record.values("userCertificate;binary"))
+            entry.cert = entry_cert_state(ders, telematik_id=entry.telematik_id)
+            for addr in entry.addresses:
+                found[addr.address.lower()] = entry
+    return found
+
+
+def contact_list(*, favorites_only: bool = False) -> QuerySet[Contact]:
+    """The installation's local address book (one hospital per installation): favorites first, then frequent."""
+    qs = Contact.objects.select_related("created_by", "updated_by")
+    if favorites_only:
+        qs = qs.filter(is_favorite=True)
+    return qs.order_by("-is_favorite", "-use_count", "display_name")
+
+
+def contact_addresses() -> set[str]:
+    return {a.lower() for a in Contact.objects.filter(is_favorite=True).values_list("kim_address", flat=True)}
