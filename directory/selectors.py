@@ -74,9 +74,8 @@ def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchO
     if built.ldap_filter is None:
         return outcome
     outcome.searched = True
-    client = get_client()
     try:
-        result = client.search(built.ldap_filter, LIST_ATTRIBUTES)
+        result = get_client().search(built.ldap_filter, LIST_ATTRIBUTES)
         entries = rank([entry_from_record(r) for r in result.records], search_words(criteria))
         outcome.total = len(entries)
         outcome.truncated = result.truncated

@@ -84,12 +84,17 @@ class VzdClient:
             raise ValueError(f"KIMPORTAL_VZD_URL must be ldap:// or ldaps://host[:port], got {config.url!r}")
         use_ssl = parts.scheme == "ldaps"
         tls = None
+        # A broken TLS setup (e.g. a missing CA file) must not become an error page: searches report it.
+        self._config_error = ""
         if use_ssl:
-            tls = ldap3.Tls(
-                validate=ssl.CERT_REQUIRED,
-                ca_certs_file=config.ca_file or None,
-                version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                tls = ldap3.Tls(
+                    validate=ssl.CERT_REQUIRED,
+                    ca_certs_file=config.ca_file or None,
+                    version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except ldap_exc.LDAPException as exc:
+                self._config_error = f"TLS configuration: {exc}"
         self._server = ldap3.Server(
             parts.hostname,
             port=parts.port or (636 if use_ssl else 389),
@@ -137,6 +142,8 @@ class VzdClient:
     def search(self, ldap_filter: str, attributes: Sequence[str]) -> VzdSearchResult:
         """Subtree search under the base DN; returns at most the server's size limit, flagged as truncated."""
         started = time.perf_counter()
+        if self._config_error:
+            raise VzdUnavailable(self._config_error)
         if not self._slots.acquire(timeout=self.config.search_timeout):
             raise VzdTimeout("all directory connections are busy")
         try:

@@ -466,10 +466,10 @@ def entry_ldif(entry: Entry) -> str:
         f"changeDateTime: {entry.change_date_time}\n",
     ]
     parts += [_line("specialization", s) for s in entry.specializations]
-    for address, version in entry.mails:
-        parts.append(f"mail: {address}\n")
-        parts.append(f"komLeData: {version},{address}\n")
-        parts.append(f"kimData: {address},{version}\n")
+    # Values of one attribute must be contiguous: slapadd keeps only the last run of a repeated attribute.
+    parts += [f"mail: {address}\n" for address, _ in entry.mails]
+    parts += [f"komLeData: {version},{address}\n" for address, version in entry.mails]
+    parts += [f"kimData: {address},{version}\n" for address, version in entry.mails]
     parts += [_line("userCertificate;binary", der) for der in entry.certs]
     parts.append("\n")
     return "".join(parts)

@@ -1,0 +1,122 @@
+"""A real slapd with ~20,000 generated VZD entries, shared by the directory tests (and the e2e test).
+
+``vzd_server`` (session): generates the LDIF (seed 7), slapadds it into a fresh mdb in a temporary directory and
+starts slapd unprivileged on a free 127.0.0.1 port (≈ 5 s). ``vzd`` (function) points the portal's settings at it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from tisim.vzd.generate import generate_file
+from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer
+
+ENTRIES = 20_000
+SEED = 7
+REPO = Path(__file__).resolve().parents[2]
+SPEC_DIR = REPO.parent / "shared" / "spec" / "vzd"
+
+
+@pytest.fixture(scope="session")
+def vzd_server() -> Iterator[SlapdServer]:
+    # mkdtemp in /tmp: the unprivileged slapd user must be able to reach the directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-test-"))
+    data_dir.chmod(0o755)
+    ldif = data_dir / "vzd.ldif"
+    generate_file(ldif, ENTRIES, seed=SEED)
+    server = SlapdServer(data_dir / "slapd", ldif).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def vzd(settings, vzd_server: SlapdServer) -> SlapdServer:
+    settings.KIMPORTAL_VZD_URL = vzd_server.url
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 5.0
+    settings.KIMPORTAL_VZD_SEARCH_TIMEOUT = 5.0
+    settings.KIMPORTAL_VZD_CA_FILE = ""
+    return vzd_server
+
+
+@pytest.fixture
+def vzd_admin(vzd_server: SlapdServer) -> Iterator[ldap3.Connection]:
+    """A root connection to the test slapd, to add, modify and delete entries."""
+    conn = ldap3.Connection(ldap3.Server(vzd_server.url), user=ROOT_DN, password=ROOT_PW, auto_bind=True)
+    yield conn
+    conn.unbind()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def vzd_down(settings) -> str:
+    """Settings pointing at a port where nothing listens."""
+    url = f"ldap://127.0.0.1:{_free_port()}"
+    settings.KIMPORTAL_VZD_URL = url
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 2.0
+    return url
+
+
+@pytest.fixture
+def vzd_silent(settings) -> Iterator[str]:
+    """A server that accepts connections and reads, but never answers (a hung directory/proxy)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    settings.KIMPORTAL_VZD_URL = url
+    settings.KIMPORTAL_VZD_SEARCH_TIMEOUT = 1.0
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 1.0
+    yield url
+    stop.set()
+    thread.join(timeout=2)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="station", password="kim-portal-test-pw")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="other", password="kim-portal-test-pw")
+
+
+@pytest.fixture
+def logged_in(client, user):
+    client.force_login(user)
+    return client

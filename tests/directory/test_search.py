@@ -1,0 +1,141 @@
+"""The search selector against the real slapd (20,000 generated entries)."""
+
+from __future__ import annotations
+
+import pytest
+
+from directory.query import Criteria
+from directory.selectors import TRUNCATED_MESSAGE, directory_search
+
+pytestmark = pytest.mark.slapd
+
+
+def _names(outcome):
+    return [e.display_name for e in outcome.entries]
+
+
+def test_mueller_finds_praxis_mueller_first_with_version_and_certificate(vzd):
+    outcome = directory_search(Criteria(q="müller"))
+    assert outcome.searched and not outcome.error
+    first = outcome.entries[0]
+    assert first.display_name == "Praxis Dr. Müller"
+    assert first.kind == "Arztpraxis"
+    assert first.specialties == ["Allgemeinmedizin"]
+    assert first.city == "Berlin"
+    [address] = first.addresses
+    assert address.address == "praxis.mueller@praxis-mueller.kim.telematik-test"
+    assert address.version == "1.5+" and address.large_messages
+    assert first.cert.status == "valid"
+    assert first.cert.label == "Zertifikat gültig"
+
+
+def test_more_than_100_hits_is_a_notice_and_shows_the_first_results(vzd):
+    outcome = directory_search(Criteria(q="Praxis"))
+    assert outcome.truncated
+    assert outcome.total == 100
+    assert TRUNCATED_MESSAGE in outcome.notices
+    assert len(outcome.entries) == 20
+    assert not outcome.error
+
+
+def test_ranking_exact_word_before_substring(vzd):
+    # "Müller" as a whole word ranks above names merely containing it ("Müller-…" counts as word start)
+    outcome = directory_search(Criteria(q="Klinikum Demo"))
+    assert outcome.entries[0].display_name == "Klinikum Demo"
+    scores = [e.score for e in outcome.entries]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_free_text_combination_with_specialty_word(vzd):
+    outcome = directory_search(Criteria(q="Kardiologie Berlin Demo"))
+    assert _names(outcome) == ["Klinikum Demo"]
+    entry = outcome.entries[0]
+    assert [a.address for a in entry.addresses] == [
+        "kardiologie@klinikum-demo.kim.telematik-test",
+        "aufnahme@klinikum-demo.kim.telematik-test",
+    ]
+    assert [a.version for a in entry.addresses] == ["1.5+", "1.5"]
+    assert "Kardiologie" in entry.specialties
+
+
+def test_postal_code_telematik_id_and_address(vzd):
+    assert "Praxis Dr. Müller" in _names(directory_search(Criteria(q="10117 Müller")))
+    assert _names(directory_search(Criteria(q="1-200000000000004711"))) == ["Praxis Dr. Müller"]
+    assert _names(directory_search(Criteria(q="aufnahme@klinikum-demo.kim.telematik-test"))) == ["Klinikum Demo"]
+
+
+def test_structured_filters(vzd):
+    outcome = directory_search(Criteria(name="Müller", place="Berlin", kind="arztpraxis", kim_only=True))
+    assert "Praxis Dr. Müller" in _names(outcome)
+    assert all(e.kind == "Arztpraxis" and e.city == "Berlin" and e.addresses for e in outcome.entries)
+    outcome = directory_search(Criteria(place="10249", specialty="1.3.6.1.4.1.19376.3.276.1.5.4:KARD"))
+    assert "Klinikum Demo" in _names(outcome)
+
+
+@pytest.mark.parametrize("text", ["*", "**", "(", ")", "\\", "\x00", "()", ")(", "", "   ", "ab"])
+def test_nothing_searchable_means_no_search_and_no_error(vzd, text):
+    outcome = directory_search(Criteria(q=text))
+    assert not outcome.searched
+    assert not outcome.error
+    assert outcome.entries == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Mül*ler", "Müller)(uid=*", "(displayName=*)", "back\\slash", "nul\x00byte", "*)(|(mail=*", "x" * 2000],
+)
+def test_hostile_input_is_escaped_and_finds_nothing(vzd, text):
+    outcome = directory_search(Criteria(q=text))
+    assert outcome.searched
+    assert not outcome.error
+    assert outcome.entries == []
+
+
+def test_long_input_with_many_words(vzd):
+    outcome = directory_search(Criteria(q=" ".join(["Müller"] * 400)))
+    assert not outcome.error
+    assert outcome.entries and outcome.entries[0].display_name == "Praxis Dr. Müller"
+
+
+@pytest.mark.parametrize(
+    ("term", "needle"), [("Weiß", "weiß"), ("Groß", "groß"), ("Köhler", "köhler"), ("MÜLLER", "müller")]
+)
+def test_umlauts_and_sharp_s(vzd, term, needle):
+    outcome = directory_search(Criteria(q=term))
+    assert outcome.entries
+    assert any(needle in e.display_name.lower() for e in outcome.entries)
+
+
+def test_transliterated_input_finds_addresses(vzd):
+    outcome = directory_search(Criteria(q="praxis-mueller"))
+    assert "Praxis Dr. Müller" in _names(outcome)
+
+
+def test_broken_expired_and_foreign_certificates_are_invalid_not_a_crash(vzd):
+    outcome = directory_search(Criteria(q="Zertifikatstest"))
+    by_name = {e.display_name: e for e in outcome.entries}
+    assert set(by_name) == {"Zertifikatstest Defekt", "Zertifikatstest Abgelaufen", "Zertifikatstest Fremd-ID"}
+    for entry in by_name.values():
+        assert entry.cert.status == "invalid"
+        assert entry.cert.label == "Zertifikat ungültig"
+        assert not entry.can_receive
+    assert by_name["Zertifikatstest Defekt"].cert.reasons == ["Zertifikat nicht lesbar"]
+    assert by_name["Zertifikatstest Abgelaufen"].cert.reasons == ["Zertifikat abgelaufen"]
+    assert by_name["Zertifikatstest Fremd-ID"].cert.reasons == ["Telematik-ID im Zertifikat passt nicht zum Eintrag"]
+
+
+def test_directory_down_gives_a_german_message(vzd_down):
+    outcome = directory_search(Criteria(q="Müller"))
+    assert outcome.error == "Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal."
+    assert outcome.entries == []
+
+
+def test_directory_slow_gives_a_timeout_message(vzd_silent):
+    outcome = directory_search(Criteria(q="Müller"))
+    assert outcome.error.startswith("Das Verzeichnis (VZD) antwortet nicht rechtzeitig")
+
+
+def test_short_terms_are_reported(vzd):
+    outcome = directory_search(Criteria(q="Dr Müller"))
+    assert outcome.ignored == ["Dr"]
+    assert any("mindestens 3 Zeichen" in n for n in outcome.notices)
