@@ -33,11 +33,13 @@ def _message_or_404(user, pk: int) -> Message:
 
 def _list_page(request: HttpRequest, *, mailbox: Mailbox | None) -> HttpResponse:
     page = selectors.message_list_for_user(request.user, mailbox=mailbox, page=request.GET.get("page", 1))
+    mailboxes = list(selectors.mailbox_list_for_user(request.user))
+    shown = [mailbox] if mailbox else mailboxes
     context = {
-        "mailboxes": selectors.mailbox_list_for_user(request.user),
+        "mailboxes": mailboxes,
         "current_mailbox": mailbox,
         "page_obj": page,
-        "list_id": f"rows-mailbox-{mailbox.pk}" if mailbox else "rows-inbox",
+        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown),
     }
     template = "mailbox/inbox.html"
     if request.htmx and request.htmx.target == "message-list":

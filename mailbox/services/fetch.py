@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from mailbox import events
 from mailbox.clients.pop3 import pop3_session
-from mailbox.clients.tls import CmAuthFailed, CmError
+from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Message
 from mailbox.services.accounts import account_endpoint, cm_error_message
@@ -139,7 +139,8 @@ def _record_failure(account: KimAccount, exc: BaseException, message: str) -> No
     # Exponential backoff from the poll interval, capped, so a dead CM is not hammered.
     delay = min(account.poll_interval_seconds * (2 ** min(failures - 1, 10)), MAX_BACKOFF_SECONDS)
     status = KimAccount.Status.AUTH_FAILED if isinstance(exc, CmAuthFailed) else KimAccount.Status.UNREACHABLE
-    if isinstance(exc, CredentialDecryptionError):
+    if isinstance(exc, CredentialDecryptionError | CmTlsError):
+        # Not a network blip: a wrong pin or a key problem needs an administrator.
         status = KimAccount.Status.ERROR
     KimAccount.objects.filter(pk=account.pk).update(
         status=status,

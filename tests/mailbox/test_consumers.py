@@ -55,8 +55,7 @@ async def test_new_message_reaches_members_only():
     html = await mine.receive_from(timeout=5)
     assert f'id="msg-{message.pk}"' in html
     assert "Entlassbrief Müller" in html
-    assert 'hx-swap-oob="afterbegin:#rows-inbox"' in html
-    assert f'hx-swap-oob="afterbegin:#rows-mailbox-{box.pk}"' in html
+    assert f"hx-swap-oob=\"afterbegin:[data-live-mailboxes~='mb-{box.pk}']\"" in html
     assert await theirs.receive_nothing(timeout=0.5)
     await mine.disconnect()
     await theirs.disconnect()

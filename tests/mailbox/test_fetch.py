@@ -150,12 +150,16 @@ def test_wrong_password_is_an_auth_failure(cm, account):
     assert "Passwort" in result.error
 
 
-def test_fingerprint_mismatch_sends_no_credentials(cm, account):
+def test_fingerprint_mismatch_stops_the_fetch_and_needs_an_administrator(cm, account):
+    cm.deliver(HOSPITAL, simple_mail("Nicht abholen"))
     account.tls_fingerprint_sha256 = "00" * 32
     account.save()
     result = account_fetch(account_id=account.pk)
     assert "Fingerabdruck" in result.error
     assert Message.objects.count() == 0
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.ERROR
 
 
 def test_fetch_is_skipped_while_another_holds_the_lease(cm, account):

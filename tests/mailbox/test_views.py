@@ -188,6 +188,8 @@ def test_english_is_available(client, member, message):
     client.post(reverse("set_language"), {"language": "en", "next": "/"})
     html = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
     assert 'lang="en"' in html
+    assert "Attachments" in html and "Anhänge" not in html
+    assert "Received securely" in html
 
 
 def test_pages_send_a_content_security_policy(client, member, message):
@@ -195,3 +197,10 @@ def test_pages_send_a_content_security_policy(client, member, message):
     csp = client.get(reverse("mailbox:inbox"))["Content-Security-Policy"]
     assert "script-src 'self' 'nonce-" in csp
     assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+
+
+def test_german_is_the_default_whatever_the_browser_says(client, member, message):
+    client.force_login(member)
+    html = client.get(reverse("mailbox:inbox"), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert 'lang="de"' in html
+    assert "Posteingang" in html

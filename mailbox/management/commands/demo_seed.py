@@ -64,7 +64,7 @@ class Command(BaseCommand):
             account.smtp_port = cm["smtp_port"]
             account.pop3_port = cm["pop3_port"]
             account.tls_mode = KimAccount.TlsMode.PINNED if cm.get("tls") else KimAccount.TlsMode.NONE
-            account.tls_fingerprint_sha256 = cm.get("fingerprint", "") if cm.get("tls") else ""
+            account.tls_fingerprint_sha256 = cm.get("fingerprint_sha256", "") if cm.get("tls") else ""
             account.fachdienst = "klinikum-demo.kim.telematik-test:465"
             account.mandant_id = "Mandant1"
             account.client_system_id = "KIM-Portal"
