@@ -1,0 +1,229 @@
+"""``python -m tisim``: run the simulated Clientmodul, send mail as another participant, arm faults.
+
+python -m tisim run   [--config FILE] [--data-dir DIR] [--smtp-port N] [--pop3-port N]
+python -m tisim send  --from A --to B [--to C] [--cc D] --subject S [--body TEXT]
+                      [--dienstkennung D] [--attach FILE ...] [--fault integrity]
+                      [--config FILE | --data-dir DIR] [--password P]
+python -m tisim send  --eml FILE [--config FILE | --data-dir DIR]
+python -m tisim fault drop-retr --address A [--after-bytes N] [--times K]
+python -m tisim fault clear | list
+python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# Subcommands import what they need when they run: `vzd-*` must not pay for aiosmtpd and friends.
+if TYPE_CHECKING:
+    from tisim.cm.faults import FaultStore
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0].startswith("vzd-"):
+        return _delegate_vzd(args_list)
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args))
+
+
+def _delegate_vzd(argv: list[str]) -> int:
+    # Imported lazily: the VZD simulator is a separate module with its own dependencies.
+    try:
+        from tisim.vzd.cli import main as vzd_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tisim.vzd", "tisim.vzd.cli"):
+            raise
+        print(f"tisim: {argv[0]}: the VZD simulator (tisim.vzd.cli) is not available", file=sys.stderr)
+        return 2
+    return int(vzd_main(argv) or 0)
+
+
+def _fail(message: str) -> int:
+    print(f"tisim: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="config JSON (default: <data-dir>/config.json)")
+    parser.add_argument("--data-dir", help="simulator data directory (default: $TISIM_DATA_DIR or ./var/tisim)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tisim", description="TI simulator (KIM Clientmodul)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the Clientmodul's SMTP and POP3 servers")
+    _add_location(run)
+    run.add_argument("--smtp-port", type=int, help="override the config (0 = any free port)")
+    run.add_argument("--pop3-port", type=int, help="override the config (0 = any free port)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every SMTP/POP3 session")
+    run.set_defaults(func=cmd_run)
+
+    send = sub.add_parser("send", help="send a mail as another simulated participant")
+    _add_location(send)
+    send.add_argument("--from", dest="sender", help="sending account (its password comes from the config)")
+    send.add_argument("--to", action="append", default=[])
+    send.add_argument("--cc", action="append", default=[])
+    send.add_argument("--subject")
+    send.add_argument("--body", default="")
+    send.add_argument("--dienstkennung", help="X-KIM-Dienstkennung, e.g. 'Arztbrief;VHitG-Versand;V1.2'")
+    send.add_argument("--attach", action="extend", nargs="+", default=[], metavar="FILE")
+    send.add_argument("--fault", choices=["integrity"], help="deliver as a failed integrity check")
+    send.add_argument("--eml", help="send this prepared RFC 5322 message unchanged")
+    send.add_argument("--password", help="instead of the config's password")
+    send.set_defaults(func=cmd_send)
+
+    fault = sub.add_parser("fault", help="arm or clear injectable faults")
+    fault_sub = fault.add_subparsers(metavar="FAULT")
+    drop = fault_sub.add_parser("drop-retr", help="cut the connection in the middle of the next RETR(s)")
+    _add_location(drop)
+    drop.add_argument("--address", required=True)
+    drop.add_argument("--after-bytes", type=int, default=1024)
+    drop.add_argument("--times", type=int, default=1, help="how many RETRs to break (0 = until cleared)")
+    drop.set_defaults(func=cmd_fault_drop_retr)
+    clear = fault_sub.add_parser("clear", help="remove all faults")
+    _add_location(clear)
+    clear.set_defaults(func=cmd_fault_clear)
+    listing = fault_sub.add_parser("list", help="print the armed faults as JSON")
+    _add_location(listing)
+    listing.set_defaults(func=cmd_fault_list)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tisim.cm.server import CMSimulator
+    from tisim.config import resolve_config
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    config = resolve_config(args.config, args.data_dir, create=True)
+    sim = CMSimulator(
+        config.data_dir,
+        accounts=config.accounts,
+        tls=config.tls,
+        host=config.host,
+        smtp_port=config.smtp_port if args.smtp_port is None else args.smtp_port,
+        pop3_port=config.pop3_port if args.pop3_port is None else args.pop3_port,
+        allow_plain_username=config.allow_plain_username,
+        config_path=config.path,
+    )
+    stop = threading.Event()
+    # Both signals just wake the main thread; the shutdown itself runs below, outside the handler.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        sim.start()
+    except OSError as exc:
+        return _fail(f"cannot listen on {config.host}: {exc}")
+    try:
+        tls = f"TLS sha256={sim.fingerprint}" if sim.tls else "no TLS"
+        print(
+            f"tisim CM: SMTP {sim.host}:{sim.smtp_port}, POP3 {sim.host}:{sim.pop3_port}, {tls}, "
+            f"{len(config.accounts)} accounts, data {sim.data_dir}",
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        sim.stop()
+        # A stale cm.json would send clients to ports nobody listens on.
+        sim.remove_runtime_file()
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from tisim.cm.send import SendError, build_message, envelope_of, send_raw, smtp_endpoint
+    from tisim.config import resolve_config
+
+    try:
+        config = resolve_config(args.config, args.data_dir, create=False)
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
+    if args.eml:
+        if args.sender or args.to or args.cc or args.subject or args.attach or args.fault:
+            return _fail("--eml sends the file as it is; do not combine it with --from/--to/--cc/--subject/...")
+        try:
+            raw = Path(args.eml).read_bytes()
+            sender, recipients, message_id = envelope_of(raw)
+        except (OSError, SendError) as exc:
+            return _fail(str(exc))
+    else:
+        missing = [
+            name
+            for name, value in (("--from", args.sender), ("--to", args.to), ("--subject", args.subject))
+            if not value
+        ]
+        if missing:
+            return _fail(f"missing {', '.join(missing)} (or use --eml FILE)")
+        try:
+            msg = build_message(
+                sender=args.sender,
+                to=args.to,
+                cc=args.cc,
+                subject=args.subject,
+                body=args.body,
+                dienstkennung=args.dienstkennung,
+                attachments=[Path(p) for p in args.attach],
+                fault=args.fault,
+            )
+        except OSError as exc:
+            return _fail(f"cannot read attachment: {exc}")
+        raw, sender, message_id = msg.as_bytes(), args.sender, str(msg["Message-ID"])
+        recipients = [*args.to, *args.cc]
+    password = args.password if args.password is not None else config.accounts.get(sender.lower())
+    if password is None:
+        return _fail(f"no account {sender} in {config.path}")
+    try:
+        send_raw(smtp_endpoint(config.data_dir), sender=sender, password=password, recipients=recipients, raw=raw)
+    except SendError as exc:
+        return _fail(str(exc))
+    print(message_id or "")
+    return 0
+
+
+def _fault_store(args: argparse.Namespace) -> FaultStore:
+    from tisim.cm.faults import FaultStore
+    from tisim.config import CMConfig, default_data_dir
+
+    if args.data_dir:
+        return FaultStore(Path(args.data_dir).resolve())
+    if args.config:
+        return FaultStore(CMConfig.load(Path(args.config)).data_dir)
+    return FaultStore(default_data_dir())
+
+
+def cmd_fault_drop_retr(args: argparse.Namespace) -> int:
+    try:
+        _fault_store(args).add(
+            args.address, "drop_retr", after_bytes=args.after_bytes, times=None if args.times == 0 else args.times
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_fault_clear(args: argparse.Namespace) -> int:
+    _fault_store(args).clear()
+    return 0
+
+
+def cmd_fault_list(args: argparse.Namespace) -> int:
+    print(json.dumps(_fault_store(args).load(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Injectable faults, kept in ``<data_dir>/faults.json`` so another process (CLI, test) can set them.
+
+Format::
+
+    {"drop_retr": {"<address>": {"after_bytes": 1024, "times": 1}}}
+
+``drop_retr``: the next RETR answer(s) for the address stop after ``after_bytes`` octets of message
+data (counted on the wire, after the ``+OK`` line) and the connection is cut. ``times`` counts the
+RETRs still to break; ``null`` means "every RETR until cleared".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tisim.config import write_json_atomic
+
+FAULTS_FILE = "faults.json"
+KINDS = ("drop_retr",)
+
+
+@dataclass(frozen=True)
+class DropRetr:
+    after_bytes: int
+    times: int | None
+
+
+class FaultStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / FAULTS_FILE
+        self._lock_path = data_dir / ".faults.lock"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Read-modify-write from several processes (server consuming, CLI adding): flock serialises them.
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        with self._locked():
+            data = self.load()
+            change(data)
+            write_json_atomic(self.path, data)
+
+    def add(self, address: str, kind: str, *, after_bytes: int = 1024, times: int | None = 1) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(KINDS)}")
+        if after_bytes < 0:
+            raise ValueError("after_bytes must be >= 0")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for 'until cleared')")
+        entry = {"after_bytes": after_bytes, "times": times}
+        self._update(lambda data: data.setdefault(kind, {}).__setitem__(address.lower(), entry))
+
+    def clear(self) -> None:
+        self._update(lambda data: data.clear())
+
+    def take_drop_retr(self, address: str) -> DropRetr | None:
+        """Consume one armed ``drop_retr`` for ``address``, if any."""
+        if not self.path.exists():  # the common case: no faults, no lock
+            return None
+        taken: list[DropRetr] = []
+
+        def consume(data: dict[str, Any]) -> None:
+            entries = data.get("drop_retr", {})
+            entry = entries.get(address.lower())
+            if not entry:
+                return
+            times = entry.get("times")
+            taken.append(DropRetr(after_bytes=int(entry.get("after_bytes", 0)), times=times))
+            if times is None:
+                return
+            if times <= 1:
+                del entries[address.lower()]
+            else:
+                entry["times"] = times - 1
+
+        self._update(consume)
+        return taken[0] if taken else None

@@ -1,0 +1,269 @@
+"""CMSimulator: the Clientmodul's SMTP and POP3 servers on one asyncio loop in a background thread.
+
+Used by ``python -m tisim run`` and directly by tests. Ports chosen as 0 ("any free port") are kept
+after the first start, so ``stop()`` + ``start()`` (or ``restart()``) brings the CM back where
+clients expect it — that is how tests simulate "Clientmodul down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import ssl
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tisim.cm.faults import KINDS, FaultStore
+from tisim.cm.maildrop import MaildropStore
+from tisim.cm.pop3 import LINE_LIMIT, Pop3Server
+from tisim.cm.smtp import CMContext, KimSMTP, smtp_factory
+from tisim.cm.username import is_valid_address
+from tisim.config import CONFIG_FILE, RUNTIME_FILE, CMConfig, write_json_atomic
+from tisim.tls import Certificate, ensure_certificate, server_context
+
+_START_TIMEOUT = 30.0
+
+
+class CMSimulator:
+    def __init__(
+        self,
+        data_dir: Path,
+        accounts: Mapping[str, str] | None = None,
+        tls: bool = True,
+        host: str = "127.0.0.1",
+        smtp_port: int = 0,
+        pop3_port: int = 0,
+        *,
+        allow_plain_username: bool = False,
+        config_path: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.tls = tls
+        self._smtp_port = smtp_port
+        self._pop3_port = pop3_port
+        # The config file is where `python -m tisim send` finds passwords; cm.json points to it.
+        self.config_path = (config_path or self.data_dir / CONFIG_FILE).resolve()
+        self._owns_config = config_path is None
+        self.context = CMContext(
+            store=MaildropStore(self.data_dir / "maildrops"),
+            accounts={},
+            allow_plain_username=allow_plain_username,
+        )
+        for address, password in (accounts or {}).items():
+            self._check_address(address)
+            self.context.accounts[address.lower()] = password
+        self.faults = FaultStore(self.data_dir)
+        self._certificate: Certificate | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        # Weak: a closed connection's protocol should not live until stop().
+        self._smtp_protocols: weakref.WeakSet[KimSMTP] = weakref.WeakSet()
+        self._pop3: Pop3Server | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self) -> None:
+        """Bind both servers; returns once they listen (raises if a port is taken)."""
+        if self._loop is not None:
+            raise RuntimeError("CMSimulator is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls and self._certificate is None:
+            self._certificate = ensure_certificate(self.data_dir / "tls")
+        if self._owns_config:
+            self._write_config()
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="tisim-cm", daemon=True)
+        thread.start()
+        ready.wait()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start_servers(), loop).result(_START_TIMEOUT)
+        except BaseException:
+            self._shutdown_loop(loop, thread)
+            raise
+        self._loop, self._thread = loop, thread
+        self._write_runtime()
+
+    def stop(self) -> None:
+        """Close the listeners and cut every open connection (sessions end without UPDATE)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = self._thread = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop_servers(), loop).result(_START_TIMEOUT)
+        finally:
+            self._shutdown_loop(loop, thread)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> CMSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    @staticmethod
+    def _shutdown_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        async def cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_default_executor()
+
+        asyncio.run_coroutine_threadsafe(cancel_rest(), loop).result(_START_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_START_TIMEOUT)
+        loop.close()
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        return server_context(self._certificate) if self.tls and self._certificate else None
+
+    async def _start_servers(self) -> None:
+        loop = asyncio.get_running_loop()
+        make_smtp = smtp_factory(self.context)
+
+        def tracked_smtp() -> KimSMTP:
+            protocol = make_smtp()
+            self._smtp_protocols.add(protocol)
+            return protocol
+
+        self._pop3 = Pop3Server(self.context, self.faults)
+        ssl_ctx = self._ssl()
+        try:
+            smtp = await loop.create_server(tracked_smtp, self.host, self._smtp_port, ssl=ssl_ctx)
+            self._servers.append(smtp)
+            pop3 = await asyncio.start_server(
+                self._pop3.handle, self.host, self._pop3_port, ssl=ssl_ctx, limit=LINE_LIMIT
+            )
+            self._servers.append(pop3)
+        except BaseException:
+            await self._stop_servers()
+            raise
+        # Remember the ports the OS picked, so a restart comes back on the same ones.
+        self._smtp_port = smtp.sockets[0].getsockname()[1]
+        self._pop3_port = pop3.sockets[0].getsockname()[1]
+
+    async def _stop_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+        for protocol in list(self._smtp_protocols):
+            if protocol.transport is not None:
+                protocol.transport.abort()
+        self._smtp_protocols.clear()
+        if self._pop3 is not None:
+            self._pop3.abort_all()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # --- files other processes read ------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        # Merge with an existing file: a second simulator on the same data dir (a "restarted
+        # process" in tests) must not forget accounts the first one had.
+        try:
+            config = CMConfig.load(self.config_path)
+        except FileNotFoundError:
+            config = CMConfig(path=self.config_path, data_dir=self.data_dir)
+        config.host, config.tls, config.data_dir = self.host, self.tls, self.data_dir
+        config.allow_plain_username = self.context.allow_plain_username
+        config.accounts.update(self.context.accounts)
+        self.context.accounts.update({a: p for a, p in config.accounts.items() if a not in self.context.accounts})
+        config.save()
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "smtp_port": self._smtp_port,
+            "pop3_port": self._pop3_port,
+            "tls": self.tls,
+            "fingerprint_sha256": self.fingerprint,
+            "data_dir": str(self.data_dir),
+            "config": str(self.config_path),
+            "pid": os.getpid(),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+
+    def _write_runtime(self) -> None:
+        write_json_atomic(self.data_dir / RUNTIME_FILE, self.runtime_info())
+
+    def remove_runtime_file(self) -> None:
+        (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+    # --- properties and test helpers -----------------------------------------------------------
+
+    @property
+    def smtp_port(self) -> int:
+        return self._smtp_port
+
+    @property
+    def pop3_port(self) -> int:
+        return self._pop3_port
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the TLS certificate (hex, lowercase, no colons); None without TLS."""
+        if not self.tls:
+            return None
+        if self._certificate is None:
+            self._certificate = ensure_certificate(self.data_dir / "tls")
+        return self._certificate.fingerprint
+
+    @property
+    def accounts(self) -> dict[str, str]:
+        return dict(self.context.accounts)
+
+    @staticmethod
+    def _check_address(address: str) -> None:
+        if not is_valid_address(address):
+            raise ValueError(f"not a valid mail address: {address!r}")
+
+    def add_account(self, address: str, password: str) -> None:
+        self._check_address(address)
+        self.context.accounts[address.lower()] = password
+        if self._owns_config and self.running:
+            self._write_config()
+
+    def deliver(self, address: str, raw: bytes) -> str:
+        """Put ``raw`` straight into the maildrop (no headers added); returns its UIDL."""
+        self._check_address(address)
+        return self.context.store.deliver(address, raw)
+
+    def maildrop_uidls(self, address: str) -> list[str]:
+        return self.context.store.uidls(address)
+
+    def maildrop_read(self, address: str, uidl: str) -> bytes:
+        return self.context.store.read(address, uidl)
+
+    def wait_maildrop_unlocked(self, address: str, timeout: float = 10.0) -> bool:
+        """Block until no POP3 session holds ``address`` (e.g. after a client vanished); False on timeout."""
+        return self.context.store.wait_unlocked(address, timeout)
+
+    def inject_fault(self, address: str, kind: str, *, after_bytes: int = 1024, times: int | None = 1) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(KINDS)}")
+        self.faults.add(address, kind, after_bytes=after_bytes, times=times)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()

@@ -1,0 +1,237 @@
+"""The CM's SMTP side: aiosmtpd's protocol with KIM authentication and DSN parameters.
+
+Never import ``aiosmtpd.handlers``: it does ``import mailbox``, which in this repository is the
+portal's app, not the standard library. The handler here is self-contained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tisim.cm.delivery import Submission, SubmissionRejected, deliver_submission
+from tisim.cm.maildrop import MaildropStore
+from tisim.cm.messages import CM_HOSTNAME
+from tisim.cm.messages import Envelope as MailEnvelope
+from tisim.cm.username import KimUsername, UsernameError, parse_username
+
+log = logging.getLogger("tisim.cm.smtp")
+
+# KIM's limit for large mail (gemSpec_CM_KOMLE, "SIZE 734003200" in the ILF's example dialogue).
+SIZE_LIMIT = 734003200
+IDENT = "KIM-Clientmodul-Simulator"
+
+
+class KimSession(Session):
+    """aiosmtpd's Session without the deprecation warning it logs on every successful AUTH."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class KimEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.envid: str | None = None
+        self.original_recipients: dict[str, str] = {}
+
+
+_DSN_RCPT = ("NOTIFY", "ORCPT")
+_DSN_MAIL = ("RET", "ENVID")
+_NOTIFY_VALUES = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+def _split_params(tail: str, names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Split the parameters after the address into (others, recognised DSN ones by upper-case name)."""
+    others: list[str] = []
+    dsn: dict[str, str] = {}
+    for token in tail.split():
+        name, _, value = token.partition("=")
+        if name.upper() in names:
+            dsn[name.upper()] = value
+        else:
+            others.append(token)
+    return others, dsn
+
+
+class KimSMTP(SMTP):
+    """aiosmtpd 1.4.6 rejects every RCPT parameter with 555 and MAIL parameters other than SIZE/BODY.
+    KIM clients send ``RCPT TO:<x> NOTIFY=SUCCESS,FAILURE`` (RFC 3461), so the DSN parameters are
+    validated and taken off here before aiosmtpd parses the rest."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        # TLS (when on) is implicit, below the protocol, where aiosmtpd cannot see it: it would refuse
+        # AUTH without STARTTLS, and warn on every connection that AUTH runs without TLS. So: AUTH
+        # allowed without (visible) TLS, and "AUTH required" switched on after the constructor.
+        super().__init__(handler, auth_required=False, auth_require_tls=False, **kwargs)
+        self._auth_required = True
+
+    def _create_session(self) -> Session:
+        return KimSession(self.loop)
+
+    def _create_envelope(self) -> Envelope:
+        return KimEnvelope()
+
+    def _dsn_split(self, arg: str | None, keyword: str, names: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+        if arg is None or self.session is None or not self.session.extended_smtp:
+            return arg, {}
+        stripped = self._strip_command_keyword(keyword, arg)
+        if stripped is None:
+            return arg, {}
+        address, tail = self._getaddr(stripped)
+        if not address or tail is None:
+            return arg, {}
+        head = stripped[: len(stripped) - len(tail)].rstrip()
+        others, dsn = _split_params(tail, names)
+        return " ".join([f"{keyword}{head}", *others]), dsn
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, dsn = self._dsn_split(arg, "FROM:", _DSN_MAIL)
+        if "RET" in dsn and dsn["RET"].upper() not in ("FULL", "HDRS"):
+            await self.push("501 5.5.4 RET must be FULL or HDRS")
+            return
+        await super().smtp_MAIL(arg)
+        if isinstance(self.envelope, KimEnvelope) and self.envelope.mail_from and "ENVID" in dsn:
+            self.envelope.envid = dsn["ENVID"]
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, dsn = self._dsn_split(arg, "TO:", _DSN_RCPT)
+        if "NOTIFY" in dsn:
+            values = {v.upper() for v in dsn["NOTIFY"].split(",")}
+            if not (values == {"NEVER"} or (values and values <= _NOTIFY_VALUES)):
+                await self.push("501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")
+                return
+        if "ORCPT" in dsn and ";" not in dsn["ORCPT"]:
+            await self.push("501 5.5.4 ORCPT must be addr-type;address")
+            return
+        assert self.envelope is not None
+        before = len(self.envelope.rcpt_tos)
+        await super().smtp_RCPT(arg)
+        if len(self.envelope.rcpt_tos) > before:
+            self.envelope.rcpt_options.extend(f"{k}={v}" for k, v in dsn.items())
+            if "ORCPT" in dsn and isinstance(self.envelope, KimEnvelope):
+                self.envelope.original_recipients[self.envelope.rcpt_tos[-1].lower()] = dsn["ORCPT"]
+
+
+@dataclass
+class CMContext:
+    """What the protocol handlers share: the maildrops and the live account table."""
+
+    store: MaildropStore
+    accounts: dict[str, str]  # lower-cased address -> password
+    allow_plain_username: bool = False
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+class KimSMTPHandler:
+    def __init__(self, context: CMContext) -> None:
+        self.context = context
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        try:
+            login = auth_data.login.decode("utf-8")
+            password = auth_data.password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Username or password is not UTF-8")
+        try:
+            username = parse_username(login, "smtp", allow_plain=self.context.allow_plain_username)
+        except UsernameError as exc:
+            return AuthResult(success=False, handled=False, message=_ascii(f"535 5.7.8 Malformed KIM username: {exc}"))
+        if self.context.accounts.get(username.address) != password:
+            return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+        return AuthResult(success=True, handled=False, auth_data=username)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # Before the final "250 HELP": the ILF's example dialogue advertises these too.
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", "250-DSN", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        username = session.auth_data
+        assert isinstance(username, KimUsername)
+        if address.lower() != username.address:
+            # The Fachdienst enforces this (A_23421); the simulated CM answers in its place.
+            return _ascii(f"550 5.7.1 Sender <{address}> does not match authenticated user <{username.address}>")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        # KIM 1.5: every recipient is accepted here; problems are reported after DATA.
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert envelope.mail_from is not None
+        content = envelope.original_content or b""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        submission = Submission(
+            envelope=MailEnvelope(
+                sender=envelope.mail_from.lower(),
+                helo=session.host_name or "unknown",
+                peer=peer,
+                arrived=dt.datetime.now().astimezone(),
+            ),
+            recipients=list(envelope.rcpt_tos),
+            content=content,
+            original_recipients=getattr(envelope, "original_recipients", {}),
+            envid=getattr(envelope, "envid", None),
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            # Disk writes off the loop: a 20 MB mail must not stall concurrent POP3 sessions.
+            report = await loop.run_in_executor(
+                None, lambda: deliver_submission(submission, store=self.context.store, accounts=self.context.accounts)
+            )
+        except SubmissionRejected as exc:
+            log.info("rejected mail from %s: %s", submission.envelope.sender, exc.reply)
+            return _ascii(exc.reply)
+        except Exception:
+            log.exception("delivery failed")
+            return "451 4.3.0 Local error in processing"
+        if report.removed:
+            return _ascii(
+                f"250 2.0.0 OK, delivered to {len(report.delivered)} of "
+                f"{len(report.delivered) + len(report.removed)} recipients; "
+                f"removed (no valid encryption certificate): {', '.join(report.removed)}"
+            )
+        return "250 2.0.0 OK"
+
+
+def smtp_factory(context: CMContext, *, hostname: str = CM_HOSTNAME) -> Callable[[], KimSMTP]:
+    handler = KimSMTPHandler(context)
+
+    def factory() -> KimSMTP:
+        return KimSMTP(
+            handler,
+            hostname=hostname,
+            ident=IDENT,
+            data_size_limit=SIZE_LIMIT,
+            authenticator=handler.authenticate,
+        )
+
+    return factory

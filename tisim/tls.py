@@ -1,0 +1,123 @@
+"""The simulator's self-signed TLS certificate and the fingerprint pinning that goes with it.
+
+A real Clientmodul presents a self-signed (or TI-issued) certificate whose CN does not match the
+host, so clients pin its SHA-256 fingerprint. The certificate is generated once per data directory
+and reused, so the fingerprint a client has pinned stays valid across restarts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CERT_FILE = "cert.pem"
+KEY_FILE = "key.pem"
+COMMON_NAME = "KIM-Clientmodul-Simulator"
+
+
+class FingerprintMismatch(ssl.SSLError):
+    """The peer's certificate is not the pinned one."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"certificate fingerprint {actual} does not match pinned {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert_path: Path
+    key_path: Path
+    fingerprint: str
+
+
+def fingerprint_sha256(cert: bytes | str) -> str:
+    """SHA-256 over the DER form of a certificate given as PEM (str/bytes) or DER; hex, lowercase, no colons."""
+    data = cert.encode("ascii") if isinstance(cert, str) else cert
+    if data.lstrip().startswith(b"-----BEGIN"):
+        data = x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(data).hexdigest()
+
+
+def normalize_fingerprint(value: str) -> str:
+    return value.replace(":", "").replace(" ", "").strip().lower()
+
+
+def ensure_certificate(tls_dir: Path) -> Certificate:
+    """Return the certificate in ``tls_dir``, generating it on first use."""
+    cert_path, key_path = tls_dir / CERT_FILE, tls_dir / KEY_FILE
+    if not (cert_path.is_file() and key_path.is_file()):
+        _generate(cert_path, key_path)
+    return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
+
+
+def _generate(cert_path: Path, key_path: Path) -> None:
+    # ECDSA P-256: instant to generate (tests start many simulators) and supported by every TLS client.
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, COMMON_NAME)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Key first: a cert.pem without its key.pem would be regenerated anyway, the reverse would not.
+    _write_atomic(key_path, key_pem, mode=0o600)
+    _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def server_context(cert: Certificate) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert.cert_path, cert.key_path)
+    return ctx
+
+
+def pinning_client_context() -> ssl.SSLContext:
+    """A client context that skips CA checks: trust comes from :func:`check_pinned` after the handshake."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def check_pinned(sock: ssl.SSLSocket, expected: str) -> None:
+    """Raise :class:`FingerprintMismatch` unless the peer certificate has the pinned fingerprint."""
+    der = sock.getpeercert(binary_form=True)
+    actual = fingerprint_sha256(der) if der else ""
+    if not hmac.compare_digest(actual, normalize_fingerprint(expected)):
+        raise FingerprintMismatch(expected, actual)
