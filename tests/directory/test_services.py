@@ -1,0 +1,132 @@
+"""Local address book: favorites with who changed them, usage counts, daily refresh flags (real slapd)."""
+
+from __future__ import annotations
+
+import uuid
+
+import ldap3
+import pytest
+
+from directory.models import Contact
+from directory.services import (
+    DirectoryEntryNotFound,
+    DirectoryUnavailable,
+    contact_acknowledge,
+    contact_favorite_add,
+    contact_favorite_remove,
+    contact_record_use,
+    contacts_refresh,
+)
+from directory.tasks import directory_refresh_contacts
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slapd]
+PRAXIS = "praxis.mueller@praxis-mueller.kim.telematik-test"
+
+
+def test_favorite_add_stores_the_vzd_entry_and_who_did_it(vzd, user, other_user):
+    contact = contact_favorite_add(user=user, address=PRAXIS.upper())
+    assert contact.kim_address == PRAXIS
+    assert contact.display_name == "Praxis Dr. Müller"
+    assert contact.kim_version == "1.5+" and contact.large_messages
+    assert contact.cert_status == "valid"
+    assert contact.created_by == user and contact.updated_by == user
+    assert contact.is_favorite and contact.status == Contact.Status.OK
+
+    contact = contact_favorite_remove(user=other_user, address=PRAXIS)
+    assert not contact.is_favorite
+    assert contact.created_by == user and contact.updated_by == other_user
+
+
+def test_favorite_add_unknown_address(vzd, user):
+    with pytest.raises(DirectoryEntryNotFound):
+        contact_favorite_add(user=user, address="niemand@nirgends.kim.telematik-test")
+    assert not Contact.objects.exists()
+
+
+def test_favorite_add_directory_down(vzd_down, user):
+    with pytest.raises(DirectoryUnavailable):
+        contact_favorite_add(user=user, address=PRAXIS)
+
+
+def test_record_use_counts(vzd, user):
+    contact_record_use(address=PRAXIS, user=user)
+    contact = contact_record_use(address=PRAXIS, user=user)
+    assert contact.use_count == 2
+    assert contact.last_used_at is not None
+
+
+@pytest.fixture
+def extra_entry(vzd_admin):
+    """A fresh entry for refresh tests, copied from Praxis Müller (with its certificate) under new names."""
+    vzd_admin.search("dc=data,dc=vzd", f"(mail={PRAXIS})", attributes=["userCertificate;binary"])
+    cert = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
+    uid = str(uuid.uuid4())
+    tid = "1-200000000000004711"  # the certificate was issued for this Telematik-ID
+    address = f"refresh-{uid[:8]}@tisim.kim.telematik-test"
+    dn = f"uid={uid},dc=data,dc=vzd"
+    ok = vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {
+            "uid": uid,
+            "telematikID": tid,
+            "displayName": "Praxis Refresh",
+            "cn": "Praxis Refresh",
+            "postalCode": "10117",
+            "l": "Berlin",
+            "mail": address,
+            "komLeData": f"1.5,{address}",
+            "userCertificate;binary": cert,
+        },
+    )
+    assert ok, vzd_admin.result
+    yield dn, address
+    vzd_admin.delete(dn)
+
+
+def test_refresh_flags_changed_and_vanished_entries(vzd, vzd_admin, user, extra_entry):
+    dn, address = extra_entry
+    contact_favorite_add(user=user, address=PRAXIS)
+    contact_favorite_add(user=user, address=address)
+
+    report = contacts_refresh()
+    assert (report.checked, report.changed, report.vanished) == (2, 0, 0)
+    assert set(Contact.objects.values_list("status", flat=True)) == {"ok"}
+
+    assert vzd_admin.modify(
+        dn,
+        {
+            "displayName": [(ldap3.MODIFY_REPLACE, ["Praxis Refresh Neu"])],
+            "komLeData": [(ldap3.MODIFY_REPLACE, [f"1.5+,{address}"])],
+        },
+    ), vzd_admin.result
+    report = contacts_refresh()
+    assert (report.changed, report.vanished) == (1, 0)
+    contact = Contact.objects.get(kim_address=address)
+    assert contact.status == Contact.Status.CHANGED
+    assert contact.changed_fields == ["addresses", "display_name"]
+    assert contact.display_name == "Praxis Refresh Neu" and contact.kim_version == "1.5+"
+    assert Contact.objects.get(kim_address=PRAXIS).status == Contact.Status.OK
+
+    # still changed on the next run until someone acknowledges it
+    contacts_refresh()
+    assert Contact.objects.get(kim_address=address).status == Contact.Status.CHANGED
+    contact_acknowledge(user=user, contact_id=contact.pk)
+    contacts_refresh()
+    assert Contact.objects.get(kim_address=address).status == Contact.Status.OK
+
+    assert vzd_admin.delete(dn), vzd_admin.result
+    result = directory_refresh_contacts()  # the Celery task body, run directly
+    assert result == {"checked": 2, "changed": 0, "vanished": 1}
+    contact = Contact.objects.get(kim_address=address)
+    assert contact.status == Contact.Status.VANISHED
+    assert contact.checked_at is not None
+
+
+def test_refresh_when_directory_down_raises_for_retry(vzd_down, user):
+    Contact.objects.create(kim_address=PRAXIS, display_name="x", snapshot={"display_name": "x"})
+    from directory.clients.vzd import VzdError
+
+    with pytest.raises(VzdError):
+        contacts_refresh()
+    assert Contact.objects.get().status == Contact.Status.OK

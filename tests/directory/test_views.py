@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from directory.models import Contact
+from directory.services import contact_favorite_add
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slapd]
+PRAXIS = "praxis.mueller@praxis-mueller.kim.telematik-test"
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("directory:search", "get"),
+        ("directory:picker", "get"),
+        ("directory:contacts", "get"),
+        ("directory:favorite-toggle", "post"),
+    ],
+)
+def test_login_required(client, name, method):
+    url = reverse(name)
+    response = getattr(client, method)(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_search_page_without_query(logged_in):
+    response = logged_in.get(reverse("directory:search"))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'hx-trigger="input changed delay:250ms, search"' in content
+    assert "directory.js" in content and "directory.css" in content
+    assert "data-hit" not in content and "vzd-message" not in content
+
+
+def test_search_page_full_and_fragment(logged_in, vzd):
+    response = logged_in.get(reverse("directory:search"), {"q": "müller"})
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" in content
+    assert "Praxis Dr. Müller" in content and PRAXIS in content
+    assert "KIM 1.5+" in content and "Zertifikat gültig" in content
+    assert "mehr als 100 Treffer – bitte Suche eingrenzen" in content
+
+    response = logged_in.get(reverse("directory:search"), {"q": "müller"}, headers={"HX-Request": "true"})
+    fragment = response.content.decode()
+    assert "<html" not in fragment
+    assert fragment.lstrip().startswith('<section id="results"')
+    assert "Praxis Dr. Müller" in fragment
+
+
+def test_search_shows_broken_certificate_as_invalid(logged_in, vzd):
+    content = logged_in.get(reverse("directory:search"), {"q": "Zertifikatstest Defekt"}).content.decode()
+    assert "Zertifikat ungültig" in content
+    assert "Zertifikat nicht lesbar" in content
+
+
+@pytest.mark.parametrize("text", ["*", "(", ")", "\\", "Müller)(uid=*", "ß" * 3])
+def test_search_hostile_input_never_errors(logged_in, vzd, text):
+    response = logged_in.get(reverse("directory:search"), {"q": text}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+
+
+def test_search_nul_and_too_long_input_are_form_errors(logged_in, vzd):
+    response = logged_in.get(reverse("directory:search"), {"q": "ab\x00c"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'role="alert"' in response.content.decode()
+    response = logged_in.get(reverse("directory:search"), {"q": "x" * 2000}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "höchstens 200 Zeichen" in response.content.decode()
+
+
+def test_search_directory_down_is_a_message_not_an_error_page(logged_in, vzd_down):
+    response = logged_in.get(reverse("directory:search"), {"q": "Müller"})
+    assert response.status_code == 200
+    assert "Das Verzeichnis (VZD) ist nicht erreichbar" in response.content.decode()
+
+
+def test_search_directory_slow_is_a_message(logged_in, vzd_silent):
+    response = logged_in.get(reverse("directory:search"), {"q": "Müller"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "antwortet nicht rechtzeitig" in response.content.decode()
+
+
+def test_picker_results_and_pick(logged_in, vzd):
+    response = logged_in.get(reverse("directory:picker"), {"picker_q": "müller", "field": "to"})
+    content = response.content.decode()
+    assert PRAXIS in content and "KIM 1.5+" in content
+    assert "directory/auswahl/uebernehmen/?field=to&amp;address=praxis.mueller%40" in content
+
+    response = logged_in.get(reverse("directory:picker-pick"), {"field": "to", "address": PRAXIS})
+    chip = response.content.decode()
+    assert f'<input type="hidden" name="to" value="{PRAXIS}">' in chip
+    assert "Zertifikat gültig" in chip and "KIM 1.5+" in chip
+
+
+def test_picker_refuses_invalid_certificate_and_unknown_address(logged_in, vzd):
+    chip = logged_in.get(
+        reverse("directory:picker-pick"), {"field": "to", "address": "zertifikatstest-defekt@tisim.kim.telematik-test"}
+    ).content.decode()
+    assert "Zertifikat ungültig" in chip and 'type="hidden"' not in chip
+    chip = logged_in.get(
+        reverse("directory:picker-pick"), {"field": "to", "address": "niemand@nirgends.kim.telematik-test"}
+    ).content.decode()
+    assert "steht nicht im Verzeichnis" in chip and 'type="hidden"' not in chip
+
+
+def test_picker_empty_query_lists_favorites(logged_in, vzd, user):
+    contact_favorite_add(user=user, address=PRAXIS)
+    content = logged_in.get(reverse("directory:picker"), {"picker_q": "", "field": "to"}).content.decode()
+    assert "Favoriten" in content and PRAXIS in content
+
+
+def test_favorite_toggle_records_user(logged_in, vzd, user):
+    url = reverse("directory:favorite-toggle")
+    response = logged_in.post(url, {"address": PRAXIS, "action": "add"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'aria-pressed="true"' in response.content.decode()
+    contact = Contact.objects.get()
+    assert contact.is_favorite and contact.created_by == user
+
+    response = logged_in.post(url, {"address": PRAXIS, "action": "remove"}, headers={"HX-Request": "true"})
+    assert 'aria-pressed="false"' in response.content.decode()
+    assert not Contact.objects.get().is_favorite
+
+
+def test_favorite_toggle_directory_down_shows_message(logged_in, vzd_down):
+    response = logged_in.post(
+        reverse("directory:favorite-toggle"), {"address": PRAXIS, "action": "add"}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200
+    assert "nicht erreichbar" in response.content.decode()
+    assert not Contact.objects.exists()
+
+
+def test_contacts_page_lists_with_flags_in_constant_queries(logged_in, user, django_assert_num_queries):
+    for i in range(5):
+        Contact.objects.create(
+            kim_address=f"c{i}@x.kim.telematik-test", display_name=f"Kontakt {i}", is_favorite=True,
+            status=Contact.Status.VANISHED if i == 0 else Contact.Status.OK, created_by=user,
+        )  # fmt: skip
+    with django_assert_num_queries(3):  # session, user, contacts
+        response = logged_in.get(reverse("directory:contacts"))
+    content = response.content.decode()
+    assert "nicht mehr im Verzeichnis" in content
+    assert content.count("data-contact=") == 5
+
+
+def test_acknowledge_unknown_contact_is_404(logged_in):
+    assert logged_in.post(reverse("directory:contact-acknowledge", args=[999999])).status_code == 404
+
+
+def test_acknowledge_resets_flag(logged_in):
+    contact = Contact.objects.create(
+        kim_address="a@x.kim.telematik-test", display_name="A", status="changed", changed_fields=["display_name"]
+    )
+    response = logged_in.post(reverse("directory:contact-acknowledge", args=[contact.pk]))
+    assert response.status_code == 302
+    contact.refresh_from_db()
+    assert contact.status == "ok" and contact.changed_fields == []
