@@ -385,9 +385,10 @@ class Generator:
         if kind.name == "krankenhaus":
             count = rng.randint(1, 3)
         domain = f"{rng.choice(PROVIDER_DOMAINS)}.kim.telematik-test"
+        first_dept = rng.randrange(len(HOSPITAL_DEPARTMENTS) - 3) if kind.name == "krankenhaus" else 0
         for j in range(count):
             if kind.name == "krankenhaus":
-                dept, _label = HOSPITAL_DEPARTMENTS[j + rng.randrange(len(HOSPITAL_DEPARTMENTS) - 3)]
+                dept, _label = HOSPITAL_DEPARTMENTS[first_dept + j]
                 address = f"{dept}.{n}@{slug_city}-{_slug(entry.display_name)[:20].strip('-')}.kim.telematik-test"
             else:
                 suffix = "" if j == 0 else f"-{j + 1}"

@@ -1,0 +1,133 @@
+"""The simulated VZD: deterministic generation, the CLI, vzd-serve's lifecycle, schema compatibility."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from tisim.vzd import cli
+from tisim.vzd.generate import Generator, entry_ldif, write_ldif
+from tisim.vzd.slapd import SCHEMA_FILE, SlapdServer
+
+from .conftest import REPO, SPEC_DIR
+
+pytestmark = pytest.mark.slapd
+
+
+def _ldif(count: int, seed: int) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    write_ldif(out, count, seed=seed)
+    return out.getvalue()
+
+
+def test_generation_is_deterministic_per_seed():
+    assert _ldif(300, seed=11) == _ldif(300, seed=11)
+    assert _ldif(300, seed=11) != _ldif(300, seed=12)
+
+
+def test_fixed_demo_entries_are_always_there():
+    text = _ldif(5, seed=99)
+    assert base64.b64encode("Praxis Dr. Müller".encode()).decode() in text
+    assert "mail: praxis.mueller@praxis-mueller.kim.telematik-test" in text
+    assert "komLeData: 1.5+,praxis.mueller@praxis-mueller.kim.telematik-test" in text
+    assert "mail: kardiologie@klinikum-demo.kim.telematik-test" in text
+    assert "mail: aufnahme@klinikum-demo.kim.telematik-test" in text
+
+
+def test_generated_entries_are_consistent():
+    gen = Generator(3)
+    mails: set[str] = set()
+    for entry in gen.entries(3000):
+        assert len(entry.telematik_id) == 20
+        for address, version in entry.mails:
+            assert version in ("1.0", "1.5", "1.5+")
+            assert address not in mails, address  # a KIM address belongs to one entry only
+            mails.add(address)
+        text = entry_ldif(entry)
+        # multi-valued attributes are contiguous (slapadd would keep only the last run otherwise)
+        names = [line.split(":", 1)[0] for line in text.splitlines() if line]
+        runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
+        assert len(runs) == len(set(runs)), runs
+        assert entry.certs
+
+
+def test_cli_generate(tmp_path):
+    out = tmp_path / "v.ldif"
+    assert cli.main(["vzd-generate", "--entries", "50", "--seed", "4", "--out", str(out)]) == 0
+    assert out.read_text().count("\ndn: uid=") == 50
+
+
+def test_vzd_serve_runs_until_sigterm_and_stops_slapd():
+    data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-serve-"))
+    data_dir.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tisim.vzd.cli",
+            "vzd-serve",
+            "--data-dir",
+            str(data_dir),
+            "--entries",
+            "200",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        info = json.loads(line)
+        assert info == json.loads((data_dir / "vzd.json").read_text())
+        assert info["base"] == "dc=data,dc=vzd" and info["entries"] == 200
+        assert re.fullmatch(r"ldap://127\.0\.0\.1:\d+", info["url"])
+        conn = ldap3.Connection(ldap3.Server(info["url"]), auto_bind=True)
+        conn.search("dc=data,dc=vzd", "(mail=praxis.mueller@praxis-mueller.kim.telematik-test)", attributes=["cn"])
+        assert conn.response[0]["attributes"]["cn"] == ["Praxis Dr. Müller"]
+        conn.unbind()
+        slapd_pid = (
+            int((data_dir / "slapd" / "slapd.pid").read_text())
+            if (data_dir / "slapd").exists()
+            else int((data_dir / "slapd.pid").read_text())
+        )
+        # slapd runs unprivileged
+        status = Path(f"/proc/{slapd_pid}/status").read_text()
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+        assert uid != 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert not Path(f"/proc/{slapd_pid}").exists()
+
+
+def test_own_schema_covers_the_spec_schema_and_loads_the_spec_test_entries():
+    ours = SCHEMA_FILE.read_text()
+    our_names = set(re.findall(r"NAME '([^']+)'", ours))
+    assert {"telematikID", "komLeData", "kimData", "professionOID", "specialization", "vzd-komleview"} <= our_names
+    spec_schema = SPEC_DIR / "vzd.schema"
+    if spec_schema.exists():
+        assert set(re.findall(r"NAME '([^']+)'", spec_schema.read_text())) == our_names
+    entries = SPEC_DIR / "vzd-test-entries.ldif"
+    if entries.exists():
+        data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-spec-"))
+        data_dir.chmod(0o755)
+        with SlapdServer(data_dir, entries) as server:
+            conn = ldap3.Connection(ldap3.Server(server.url), auto_bind=True)
+            conn.search("dc=data,dc=vzd", "(telematikID=9-2KIM-BITMARCK-01)", attributes=["mail"])
+            assert len(conn.response[0]["attributes"]["mail"]) == 2
+            conn.unbind()
