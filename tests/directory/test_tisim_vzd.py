@@ -100,11 +100,7 @@ def test_vzd_serve_runs_until_sigterm_and_stops_slapd():
         conn.search("dc=data,dc=vzd", "(mail=praxis.mueller@praxis-mueller.kim.telematik-test)", attributes=["cn"])
         assert conn.response[0]["attributes"]["cn"] == ["Praxis Dr. Müller"]
         conn.unbind()
-        slapd_pid = (
-            int((data_dir / "slapd" / "slapd.pid").read_text())
-            if (data_dir / "slapd").exists()
-            else int((data_dir / "slapd.pid").read_text())
-        )
+        slapd_pid = int((data_dir / "slapd.pid").read_text())
         # slapd runs unprivileged
         status = Path(f"/proc/{slapd_pid}/status").read_text()
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))

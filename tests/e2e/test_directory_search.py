@@ -1,0 +1,64 @@
+"""Browser test: a ward secretary finds "Praxis Dr. Müller" by typing "müller" and walks the results by keyboard."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.directory.conftest import _free_port, vzd, vzd_server  # noqa: F401  (fixtures: the real slapd)
+
+from .pages_directory import DirectorySearchPage
+
+PASSWORD = "kim-portal-e2e-pw"
+
+
+@pytest.mark.e2e
+@pytest.mark.slapd
+@pytest.mark.usefixtures("vzd")
+def test_find_praxis_mueller_and_navigate_by_keyboard(
+    page,
+    live_server,
+    transactional_db,
+    settings,
+    django_user_model,
+):
+    django_user_model.objects.create_user(username="station", password=PASSWORD)
+    violations: list[str] = []
+    page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+
+    search = DirectorySearchPage(page, live_server.url).login_and_open("station", PASSWORD)
+    expect(search.box).to_be_focused()
+    search.type_query("müller")
+
+    praxis = search.hit("Praxis Dr. Müller")
+    expect(praxis).to_have_count(1)
+    expect(praxis).to_contain_text("praxis.mueller@praxis-mueller.kim.telematik-test")
+    expect(praxis).to_contain_text("KIM 1.5+")
+    expect(praxis).to_contain_text("Zertifikat gültig")
+    expect(praxis).to_contain_text("Allgemeinmedizin")
+    expect(search.results).to_contain_text("mehr als 100 Treffer – bitte Suche eingrenzen")
+    names = search.hits.locator(".vzd-name").all_text_contents()
+    assert names[0] == "Praxis Dr. Müller"
+
+    # Arrow keys move through the results, focus is visible, Enter opens the details, ArrowUp returns to the box.
+    search.press("ArrowDown")
+    assert search.focused_hit_name() == names[0]
+    search.press("ArrowDown")
+    assert search.focused_hit_name() == names[1]
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+    search.press("ArrowUp")
+    assert search.focused_hit_name() == names[0]
+    search.press("Enter")
+    expect(praxis.locator("details")).to_have_attribute("open", "")
+    expect(praxis).to_contain_text("1-200000000000004711")
+    search.press("ArrowUp")
+    expect(search.box).to_be_focused()
+
+    # The directory goes away: the same page says so in German instead of failing.
+    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{_free_port()}"
+    search.type_query("müller praxis")
+    expect(search.results.locator("[data-vzd-error]")).to_have_text(
+        "Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal."
+    )
+    assert violations == []
