@@ -43,7 +43,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=html)
 
     async def account_status(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_nav)()
+        html = await database_sync_to_async(self._render_nav)(event["mailbox_id"])
         await self.send(text_data=html)
 
     def _render_new_message(self, message_id: int) -> str:
@@ -57,11 +57,12 @@ class InboxConsumer(AsyncWebsocketConsumer):
                 {"message": message, "mailboxes": selectors.mailbox_list_for_user(self.user), "user": self.user},
             )
 
-    def _render_nav(self) -> str:
+    def _render_nav(self, mailbox_id: int) -> str:
+        mailboxes = list(selectors.mailbox_list_for_user(self.user))
+        mailbox = next((m for m in mailboxes if m.pk == mailbox_id), None)
         with translation.override(self.language):
             return render_to_string(
-                "mailbox/partials/_live_nav.html",
-                {"mailboxes": selectors.mailbox_list_for_user(self.user), "user": self.user},
+                "mailbox/partials/_live_nav.html", {"mailboxes": mailboxes, "mailbox": mailbox, "user": self.user}
             )
 
 

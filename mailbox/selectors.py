@@ -80,8 +80,17 @@ def attachment_get_for_user(user, *, message_pk: int, position: int) -> Attachme
     )
 
 
+# Built-in labels for the common applications; rows in DienstkennungLabel (editable in the admin,
+# seeded by a migration) extend and override them.
+DEFAULT_LABELS = {
+    "arztbrief": DienstkennungLabel(application="Arztbrief", label="eArztbrief", css_class="badge-arztbrief"),
+    "eau": DienstkennungLabel(application="eAU", label="eAU", css_class="badge-eau"),
+    "kim-mail": DienstkennungLabel(application="KIM-Mail", label="KIM-Mail", css_class="badge-kimmail"),
+}
+
+
 def dienstkennung_badges() -> dict[str, DienstkennungLabel]:
-    return {d.application.lower(): d for d in DienstkennungLabel.objects.all()}
+    return DEFAULT_LABELS | {d.application.lower(): d for d in DienstkennungLabel.objects.all()}
 
 
 def badge_for(dienstkennung: str, labels: dict[str, DienstkennungLabel]) -> Badge | None:

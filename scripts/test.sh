@@ -23,5 +23,9 @@ export KIMPORTAL_DATA_DIR="${KIMPORTAL_DATA_DIR:-$(mktemp -d /tmp/kimportal-test
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The check needs a reachable database (not the test one): create it once.
+dbname="${DATABASE_URL##*/}"
+psql "${DATABASE_URL%/*}/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='${dbname}'" | grep -q 1 \
+  || psql "${DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE \"${dbname}\""
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
 .venv/bin/python -m pytest "$@"

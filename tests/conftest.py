@@ -19,3 +19,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # Playwright's sync API keeps an event loop running in the main thread for the whole browser
+    # session; async tests (Channels) must run before it starts.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -59,3 +59,20 @@ async def test_new_message_reaches_members_only():
     assert await theirs.receive_nothing(timeout=0.5)
     await mine.disconnect()
     await theirs.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_account_status_change_updates_nav_and_status_line():
+    from mailbox import events
+    from tests.mailbox.factories import KimAccountFactory
+
+    member = await database_sync_to_async(UserFactory)(username="status-mitglied")
+    account = await database_sync_to_async(KimAccountFactory)(status="unreachable", status_message="weg")
+    await database_sync_to_async(MembershipFactory)(mailbox=account.mailbox, user=member)
+    socket = await _connect(member)
+    await database_sync_to_async(events.broadcast_account_status)(mailbox_id=account.mailbox_id)
+    html = await socket.receive_from(timeout=5)
+    assert 'id="mailbox-nav"' in html and 'hx-swap-oob="true"' in html
+    assert f'id="account-status-{account.mailbox_id}"' in html
+    assert "Clientmodul nicht erreichbar" in html
+    await socket.disconnect()
