@@ -19,3 +19,4 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         settings.KIMPORTAL_FETCH_TICK_SECONDS, sender.signature("mailbox.tasks.mailbox_fetch_due"), name="fetch-due"
     )
+    sender.add_periodic_task(300.0, sender.signature("mailbox.tasks.mailbox_presence_purge"), name="presence-purge")

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from mailbox.consumers import InboxConsumer
+from mailbox.consumers import InboxConsumer, MessageConsumer
 
 websocket_urlpatterns = [
     path("ws/inbox/", InboxConsumer.as_asgi()),
+    path("ws/message/<int:pk>/", MessageConsumer.as_asgi()),
 ]

@@ -103,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
+                "mailbox.context_processors.portal",
             ],
         },
     },
@@ -216,6 +217,9 @@ KIMPORTAL_DEFAULT_POLL_SECONDS = env.int("KIMPORTAL_DEFAULT_POLL_SECONDS", defau
 # A fetch holds a lease on its account, renewed after every message; a killed worker's lease expires.
 KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default=120)
 
+# Read-lock (claim) on a message: lease length, renewed by the open page's heartbeat.
+KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=600)
+
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))
 KIMPORTAL_CM_TIMEOUT_SECONDS = env.float("KIMPORTAL_CM_TIMEOUT_SECONDS", default=30.0)
@@ -241,3 +245,5 @@ KIMPORTAL_VZD_CA_FILE = env.str("KIMPORTAL_VZD_CA_FILE", default="")
 KIMPORTAL_VZD_POOL_SIZE = env.int("KIMPORTAL_VZD_POOL_SIZE", default=4)
 # Results shown per page (ranked from the at most 100 the VZD returns); certificates are checked for these.
 KIMPORTAL_VZD_PAGE_SIZE = env.int("KIMPORTAL_VZD_PAGE_SIZE", default=20)
+# Certificate states of shown entries are cached per (uid, changeDateTime) for this long (KOM-LE-A_2026 allows it).
+KIMPORTAL_VZD_CERT_CACHE_SECONDS = env.float("KIMPORTAL_VZD_CERT_CACHE_SECONDS", default=600.0)

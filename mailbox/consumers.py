@@ -1,44 +1,84 @@
-"""Live inbox: new mail and account status reach the browser as htmx out-of-band swaps."""
+"""Live updates as htmx out-of-band swaps.
+
+InboxConsumer (every page): new mail, changed rows, counts, account status, notifications.
+MessageConsumer (detail page): presence ("viewing"/"writing"), the read-lock panel, heartbeat.
+Events carry ids only; every render re-reads through the user's own selectors.
+"""
 
 from __future__ import annotations
 
+import json
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
 
 from mailbox import selectors
-from mailbox.events import mailbox_group
+from mailbox.events import mailbox_group, message_group, user_group
+from mailbox.models import Message
 
 
-class InboxConsumer(AsyncWebsocketConsumer):
-    groups: list[str]
+def _language_from_scope(scope: dict) -> str:
+    cookies = scope.get("cookies") or {}
+    lang = cookies.get(settings.LANGUAGE_COOKIE_NAME, "")
+    return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
 
-    async def connect(self) -> None:
+
+class _PortalConsumer(AsyncWebsocketConsumer):
+    joined: list[str]
+
+    async def _authenticate(self) -> bool:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
-            return
+            return False
         self.user = user
         self.language = _language_from_scope(self.scope)
-        mailbox_ids = await database_sync_to_async(
-            lambda: list(selectors.mailbox_list_for_user(user).values_list("pk", flat=True))
-        )()
-        self.joined = [mailbox_group(pk) for pk in mailbox_ids]
-        for group in self.joined:
+        self.joined = []
+        return True
+
+    async def _join(self, *groups: str) -> None:
+        for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
-        await self.accept()
+            self.joined.append(group)
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    def _render(self, template: str, context: dict) -> str:
+        with translation.override(self.language):
+            return render_to_string(template, {"user": self.user, **context})
+
+
+class InboxConsumer(_PortalConsumer):
+    async def connect(self) -> None:
+        if not await self._authenticate():
+            return
+        mailbox_ids = await database_sync_to_async(
+            lambda: list(selectors.mailbox_list_for_user(self.user).values_list("pk", flat=True))
+        )()
+        await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
+        await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # The browser only listens on this socket.
         return
 
     async def message_created(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_new_message)(event["message_id"])
+        html = await database_sync_to_async(self._render_row)(event["message_id"], new=True)
+        if html:
+            await self.send(text_data=html)
+
+    async def message_changed(self, event: dict) -> None:
+        html = await database_sync_to_async(self._render_row)(event["message_id"], new=False)
+        if html:
+            await self.send(text_data=html)
+
+    async def presence_changed(self, event: dict) -> None:
+        html = await database_sync_to_async(self._render_presence)(event["message_id"])
         if html:
             await self.send(text_data=html)
 
@@ -46,29 +86,113 @@ class InboxConsumer(AsyncWebsocketConsumer):
         html = await database_sync_to_async(self._render_nav)(event["mailbox_id"])
         await self.send(text_data=html)
 
-    def _render_new_message(self, message_id: int) -> str:
+    async def user_notified(self, event: dict) -> None:
+        html = await database_sync_to_async(self._render_notifications)()
+        await self.send(text_data=html)
+
+    def _nav_context(self, mailbox_id: int | None = None) -> dict:
+        mailboxes = list(selectors.mailbox_list_for_user(self.user))
+        return {
+            "mailboxes": mailboxes,
+            "mailbox": next((m for m in mailboxes if m.pk == mailbox_id), None),
+            "counters": selectors.user_counters(self.user),
+        }
+
+    def _render_row(self, message_id: int, *, new: bool) -> str:
         # Re-read with the user's permissions: the event only says "something happened".
         message = selectors.message_row_for_user(self.user, message_id)
         if message is None:
             return ""
-        with translation.override(self.language):
-            return render_to_string(
-                "mailbox/partials/_live_new_message.html",
-                {"message": message, "mailboxes": selectors.mailbox_list_for_user(self.user), "user": self.user},
-            )
+        template = "mailbox/partials/_live_new_message.html" if new else "mailbox/partials/_live_changed_message.html"
+        return self._render(template, {"message": message, **self._nav_context()})
+
+    def _render_presence(self, message_id: int) -> str:
+        message = selectors.message_row_for_user(self.user, message_id)
+        if message is None:
+            return ""
+        return self._render("mailbox/partials/_presence.html", {"message": message, "oob": True, "compact": True})
 
     def _render_nav(self, mailbox_id: int) -> str:
-        mailboxes = list(selectors.mailbox_list_for_user(self.user))
-        mailbox = next((m for m in mailboxes if m.pk == mailbox_id), None)
-        with translation.override(self.language):
-            return render_to_string(
-                "mailbox/partials/_live_nav.html", {"mailboxes": mailboxes, "mailbox": mailbox, "user": self.user}
-            )
+        return self._render("mailbox/partials/_live_nav.html", self._nav_context(mailbox_id))
+
+    def _render_notifications(self) -> str:
+        counters = selectors.user_counters(self.user)
+        return self._render("mailbox/partials/_notification_badge.html", {"counters": counters, "oob": True})
 
 
-def _language_from_scope(scope: dict) -> str:
-    from django.conf import settings
+class MessageConsumer(_PortalConsumer):
+    """One open detail page: presence, heartbeat (renews the user's lease) and the live lock panel."""
 
-    cookies = scope.get("cookies") or {}
-    lang = cookies.get(settings.LANGUAGE_COOKIE_NAME, "")
-    return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
+    async def connect(self) -> None:
+        if not await self._authenticate():
+            return
+        self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        allowed = await database_sync_to_async(self._join_presence)()
+        if not allowed:
+            await self.close(code=4404)
+            return
+        await self._join(message_group(self.message_id))
+        await self.accept()
+
+    def _join_presence(self) -> bool:
+        from mailbox.services.presence import presence_join
+
+        message = selectors.message_row_for_user(self.user, self.message_id)
+        if message is None:
+            return False
+        presence_join(user=self.user, message=message, channel_name=self.channel_name)
+        return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            data = json.loads(text_data or "{}")
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        writing = str(data.get("writing", "")).lower() in {"1", "true", "on"}
+        await database_sync_to_async(self._heartbeat)(writing)
+
+    def _heartbeat(self, writing: bool) -> None:
+        from mailbox.services.presence import presence_beat
+        from mailbox.services.work import message_claim
+
+        row = presence_beat(channel_name=self.channel_name, writing=writing)
+        if row is None:
+            return
+        message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
+        if message is not None:
+            # The open page keeps its lease alive; closing it lets the lease go.
+            message_claim(user=self.user, message=message)
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "message_id"):
+            await database_sync_to_async(self._leave)()
+        await super().disconnect(code)
+
+    def _leave(self) -> None:
+        from mailbox.services.presence import presence_leave
+        from mailbox.services.work import message_release
+
+        row, still_open = presence_leave(channel_name=self.channel_name)
+        if row is not None and not still_open:
+            message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
+            if message is not None:
+                message_release(user=self.user, message=message, reason="left")
+
+    async def message_changed(self, event: dict) -> None:
+        html = await database_sync_to_async(self._render_lock)()
+        if html:
+            await self.send(text_data=html)
+
+    async def presence_changed(self, event: dict) -> None:
+        html = await database_sync_to_async(self._render_lock)()
+        if html:
+            await self.send(text_data=html)
+
+    def _render_lock(self) -> str:
+        message = selectors.message_row_for_user(self.user, self.message_id)
+        if message is None:
+            return ""
+        message.role = selectors.user_role(self.user, message.mailbox_id)
+        return self._render("mailbox/partials/_lock_panel.html", {"message": message, "oob": True})

@@ -41,3 +41,36 @@ def broadcast_account_status(*, mailbox_id: int) -> None:
     transaction.on_commit(
         lambda: _send(mailbox_group(mailbox_id), {"type": "account.status", "mailbox_id": mailbox_id})
     )
+
+
+def message_group(message_id: int) -> str:
+    return f"message.{message_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = False) -> None:
+    """State, responsibility, notes or the read-lock changed: lists and open detail pages re-render."""
+    event = {"type": "message.changed", "mailbox_id": mailbox_id, "message_id": message_id, "lock": lock}
+
+    def send() -> None:
+        _send(mailbox_group(mailbox_id), event)
+        _send(message_group(message_id), event)
+
+    transaction.on_commit(send)
+
+
+def broadcast_presence(*, mailbox_id: int, message_id: int) -> None:
+    event = {"type": "presence.changed", "mailbox_id": mailbox_id, "message_id": message_id}
+
+    def send() -> None:
+        _send(mailbox_group(mailbox_id), event)
+        _send(message_group(message_id), event)
+
+    transaction.on_commit(send)
+
+
+def broadcast_user_notification(*, user_id: int) -> None:
+    transaction.on_commit(lambda: _send(user_group(user_id), {"type": "user.notified", "user_id": user_id}))

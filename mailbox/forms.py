@@ -71,3 +71,117 @@ class KimAccountAdminForm(forms.ModelForm):
         if commit:
             account.save()
         return account
+
+
+class VersionedForm(forms.Form):
+    """Every action carries the version the user saw: the conflict guard compares it."""
+
+    version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+
+
+class AssignForm(VersionedForm):
+    assignee = forms.IntegerField(label=_("Zuweisen an"))
+    note = forms.CharField(label=_("Hinweis"), required=False, max_length=500)
+
+
+class StateForm(VersionedForm):
+    state = forms.ChoiceField(choices=[])
+    due_at = forms.DateTimeField(
+        label=_("Fällig am"), required=False, input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M"]
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from mailbox.models import Message
+
+        super().__init__(*args, **kwargs)
+        self.fields["state"].choices = Message.State.choices
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("state") == "waiting" and not data.get("due_at"):
+            self.add_error("due_at", _("Für „wartet“ bitte ein Fälligkeitsdatum angeben."))
+        return data
+
+
+class NoteForm(VersionedForm):
+    body = forms.CharField(label=_("Notiz"), max_length=10_000, strip=True)
+
+
+class MessageFilterForm(forms.Form):
+    VIEWS = [
+        ("all", _("Alle")),
+        ("open", _("Offen")),
+        ("unassigned", _("Nicht zugewiesen")),
+        ("mine", _("Mir zugewiesen")),
+    ]
+    SORTS = [
+        ("-received", _("Neueste zuerst")),
+        ("received", _("Älteste zuerst")),
+        ("from", _("Absender")),
+        ("subject", _("Betreff")),
+    ]
+    view = forms.ChoiceField(choices=VIEWS, required=False)
+    state = forms.ChoiceField(choices=[], required=False, label=_("Status"))
+    dienstkennung = forms.CharField(required=False, max_length=200, label=_("Dienstkennung"))
+    date_from = forms.DateField(required=False, label=_("von"))
+    date_to = forms.DateField(required=False, label=_("bis"))
+    q = forms.CharField(required=False, max_length=200, label=_("Suche"))
+    sort = forms.ChoiceField(choices=SORTS, required=False, label=_("Sortierung"))
+
+    def __init__(self, *args, **kwargs) -> None:
+        from mailbox.models import Message
+
+        super().__init__(*args, **kwargs)
+        self.fields["state"].choices = [("", _("alle Status")), *Message.State.choices]
+
+    def to_filter(self):
+        from mailbox.selectors import MessageFilter
+
+        if not self.is_valid():
+            return MessageFilter()
+        d = self.cleaned_data
+        return MessageFilter(
+            view=d.get("view") or "all",
+            state=d.get("state") or "",
+            dienstkennung=d.get("dienstkennung") or "",
+            date_from=d.get("date_from"),
+            date_to=d.get("date_to"),
+            q=d.get("q") or "",
+            sort=d.get("sort") or "-received",
+        )
+
+
+class AbsenceForm(forms.Form):
+    substitute = forms.ModelChoiceField(queryset=None, label=_("Vertretung"))
+    starts_at = forms.DateTimeField(label=_("Beginn"), input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
+    ends_at = forms.DateTimeField(label=_("Ende"), input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
+
+    def __init__(self, *args, substitutes=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from django.contrib.auth import get_user_model
+
+        self.fields["substitute"].queryset = substitutes if substitutes is not None else get_user_model().objects.none()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("starts_at") and data.get("ends_at") and data["ends_at"] <= data["starts_at"]:
+            self.add_error("ends_at", _("Das Ende muss nach dem Beginn liegen."))
+        return data
+
+
+class MembershipForm(forms.Form):
+    user = forms.CharField(label=_("Benutzername"), required=False, max_length=150)
+    group = forms.CharField(label=_("oder Gruppe (Station)"), required=False, max_length=150)
+    role = forms.ChoiceField(label=_("Rolle"), choices=[])
+
+    def __init__(self, *args, **kwargs) -> None:
+        from mailbox.models import Membership
+
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = Membership.Role.choices
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise forms.ValidationError(_("Bitte genau einen Benutzer oder eine Gruppe angeben."))
+        return data

@@ -8,11 +8,18 @@ from django.utils.translation import gettext_lazy as _
 from mailbox import crypto
 
 
+def member_mailbox_ids(user):
+    """Subquery of the mailbox ids a user belongs to, directly or through a group (ward)."""
+    return Membership.objects.filter(
+        models.Q(user=user) | models.Q(group__in=user.groups.all()), mailbox__is_active=True
+    ).values("mailbox_id")
+
+
 class MailboxQuerySet(models.QuerySet):
     def visible_to(self, user) -> MailboxQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(memberships__user=user).distinct()
+        return self.filter(pk__in=member_mailbox_ids(user))
 
 
 class Mailbox(models.Model):
@@ -41,23 +48,42 @@ class Mailbox(models.Model):
 
 
 class Membership(models.Model):
+    """A user or a group (ward) with a role in a mailbox. A user's role is the strongest of all that apply."""
+
     class Role(models.TextChoices):
+        OBSERVER = "observer", _("Beobachter (nur lesen, keine Benachrichtigungen)")
         READER = "reader", _("Lesen")
         PROCESSOR = "processor", _("Bearbeiten")
-        OWNER = "owner", _("Verantwortlich (Eigentümer)")
-        OBSERVER = "observer", _("Beobachter")
+        OWNER = "owner", _("Eigentümer")
+
+    # Ordered by power; observers read like readers but are never notified.
+    RANK = {Role.OBSERVER: 0, Role.READER: 1, Role.PROCESSOR: 2, Role.OWNER: 3}
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="memberships"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="mailbox_memberships"
+    )
     role = models.CharField(_("Rolle"), max_length=20, choices=Role.choices, default=Role.PROCESSOR)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["mailbox", "user"], name="membership_unique_user")]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "user"], name="membership_unique_user"),
+            models.UniqueConstraint(fields=["mailbox", "group"], name="membership_unique_group"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False)
+                ),
+                name="membership_user_xor_group",
+            ),
+        ]
         verbose_name = _("Mitgliedschaft")
         verbose_name_plural = _("Mitgliedschaften")
 
     def __str__(self) -> str:
-        return f"{self.user} @ {self.mailbox.address} ({self.role})"
+        return f"{self.user or self.group} @ {self.mailbox.address} ({self.role})"
 
 
 class KimAccount(models.Model):
@@ -201,11 +227,17 @@ class MessageQuerySet(models.QuerySet):
     def visible_to(self, user) -> MessageQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(mailbox__memberships__user=user, mailbox__is_active=True)
+        return self.filter(mailbox_id__in=member_mailbox_ids(user))
 
 
 class Message(models.Model):
     """A received KIM message. The raw bytes are immutable (blob store); parsed fields are for display."""
+
+    class State(models.TextChoices):
+        NEW = "new", _("neu")
+        IN_PROGRESS = "in_progress", _("in Bearbeitung")
+        WAITING = "waiting", _("wartet")
+        DONE = "done", _("erledigt")
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="messages")
     uidl = models.CharField(max_length=100)
@@ -231,15 +263,37 @@ class Message(models.Model):
     is_malformed = models.BooleanField(default=False)
     parse_problems = models.JSONField(default=list, blank=True)
 
+    # Work state. One responsible person at most: a single column, so the database enforces it.
+    state = models.CharField(max_length=20, choices=State.choices, default=State.NEW, db_index=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_messages"
+    )
+    # Bumped by every change a colleague should see before acting (conflict guard).
+    version = models.PositiveIntegerField(default=1)
+    # The read-lock: valid while claim_expires_at is in the future; no cron releases it.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claimed_messages"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+
     objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["mailbox", "uidl"], name="message_unique_uidl")]
-        indexes = [models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent")]
+        indexes = [
+            models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent"),
+            models.Index(fields=["assignee", "state"], name="message_assignee_state"),
+        ]
 
     def __str__(self) -> str:
         return self.subject or f"<{self.uidl}>"
+
+    def claim_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
 
     @property
     def integrity_ok(self) -> bool:
@@ -308,3 +362,103 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
+
+
+class AssignmentPeriod(models.Model):
+    """Who was responsible for a message, from when to when (the history shown to users)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="assignment_periods")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        constraints = [
+            # A second open period for the same message is impossible, whatever the code does.
+            models.UniqueConstraint(
+                fields=["message"], condition=models.Q(ended_at__isnull=True), name="assignment_one_open_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} for {self.message_id} since {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class Note(models.Model):
+    """An internal note on a message; never sent to the outside."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"note by {self.author} on {self.message_id}"
+
+
+class Notification(models.Model):
+    class Kind(models.TextChoices):
+        MENTION = "mention", _("Erwähnung")
+        ASSIGNED = "assigned", _("Zuweisung")
+        LOCK_BROKEN = "lock_broken", _("Sperre aufgehoben")
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_user_unread")]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.text}"
+
+
+class Presence(models.Model):
+    """One open page (socket) of a user on a message. Stale rows are ignored after PRESENCE_TTL and purged."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="presences")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel_name = models.CharField(max_length=200, unique=True)
+    writing = models.BooleanField(default=False)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.message_id}"
+
+
+class Absence(models.Model):
+    """A user away for a period, with a substitute who gets new assignments meanwhile."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="absences")
+    substitute = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="substitutions")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")), name="absence_ends_after_start"
+            ),
+            models.CheckConstraint(condition=~models.Q(user=models.F("substitute")), name="absence_not_own_substitute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.substitute} ({self.starts_at:%d.%m.} – {self.ends_at:%d.%m.})"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from mailbox.services.fetch import account_fetch, accounts_due_claim
+from mailbox.services.work import absence_begin
 
 
 @shared_task(name="mailbox.tasks.mailbox_fetch", soft_time_limit=900, time_limit=960, ignore_result=True)
@@ -17,3 +18,15 @@ def mailbox_fetch_due() -> int:
     for account_id in due:
         mailbox_fetch.delay(account_id)
     return len(due)
+
+
+@shared_task(name="mailbox.tasks.mailbox_absence_begin", ignore_result=True)
+def mailbox_absence_begin(absence_id: int) -> int:
+    return absence_begin(absence_id=absence_id)
+
+
+@shared_task(name="mailbox.tasks.mailbox_presence_purge", ignore_result=True)
+def mailbox_presence_purge() -> int:
+    from mailbox.services.presence import presence_purge_stale
+
+    return presence_purge_stale()

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from io import BytesIO
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from mailbox import selectors
-from mailbox.models import Attachment, Mailbox, Message
+from mailbox.errors import PortalError
+from mailbox.forms import AbsenceForm, AssignForm, MembershipForm, MessageFilterForm, NoteForm, StateForm, VersionedForm
+from mailbox.models import Absence, Attachment, Mailbox, Membership, Message, Notification
+from mailbox.services import work
+from mailbox.services.members import membership_remove, membership_set, notifications_mark_read
 from mailbox.services.messages import mailbox_fetch_request, message_access_record, message_open
 from mailbox.storage import BlobError, blob_get
 
@@ -31,20 +39,43 @@ def _message_or_404(user, pk: int) -> Message:
         raise Http404 from exc
 
 
-def _list_page(request: HttpRequest, *, mailbox: Mailbox | None) -> HttpResponse:
-    page = selectors.message_list_for_user(request.user, mailbox=mailbox, page=request.GET.get("page", 1))
+def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | None = None) -> HttpResponse:
+    form = MessageFilterForm(request.GET or None)
+    filters = form.to_filter() if request.GET else selectors.MessageFilter()
+    if view:
+        filters = replace(filters, view=view)
+    page = selectors.message_list_for_user(
+        request.user, mailbox=mailbox, page=request.GET.get("page", 1), filters=filters
+    )
     mailboxes = list(selectors.mailbox_list_for_user(request.user))
     shown = [mailbox] if mailbox else mailboxes
+    query = request.GET.copy()
+    query.pop("page", None)
     context = {
         "mailboxes": mailboxes,
         "current_mailbox": mailbox,
+        "current_role": mailbox.user_role if mailbox else None,
         "page_obj": page,
-        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown),
+        "filter_form": form if request.GET else MessageFilterForm(initial={"view": filters.view}),
+        "filters": filters,
+        "fixed_view": view,
+        "querystring": query.urlencode(),
+        # New mail is prepended live only to an unfiltered first page.
+        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if _is_plain(filters) else "",
+        "labels": selectors.dienstkennung_badges().values(),
     }
     template = "mailbox/inbox.html"
     if request.htmx and request.htmx.target == "message-list":
         template += "#message-list"
     return render(request, template, context)
+
+
+def _is_plain(f) -> bool:
+    return (
+        f.view in ("all", "open", "unassigned")
+        and not (f.state or f.dienstkennung or f.date_from or f.date_to or f.q)
+        and f.sort == "-received"
+    )
 
 
 @require_GET
@@ -53,23 +84,165 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+def mine(request: HttpRequest) -> HttpResponse:
+    """ "Mir zugewiesen": the personal view across all mailboxes."""
+    return _list_page(request, mailbox=None, view="mine")
+
+
+@require_GET
 def mailbox_messages(request: HttpRequest, pk: int) -> HttpResponse:
     return _list_page(request, mailbox=_mailbox_or_404(request.user, pk))
+
+
+def _detail_context(request: HttpRequest, message: Message, **extra) -> dict:
+    return {
+        "mailboxes": selectors.mailbox_list_for_user(request.user),
+        "current_mailbox": message.mailbox,
+        "message": message,
+        "members": selectors.mailbox_members(message.mailbox),
+        "inline_types": INLINE_TYPES,
+        **extra,
+    }
 
 
 @require_GET
 def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
     message_open(user=request.user, message=message)
-    attachments = list(message.attachments.all())
-    context = {
-        "mailboxes": selectors.mailbox_list_for_user(request.user),
-        "current_mailbox": message.mailbox,
-        "message": message,
-        "attachments": attachments,
-        "inline_types": INLINE_TYPES,
-    }
-    return render(request, "mailbox/message_detail.html", context)
+    role = selectors.user_role(request.user, message.mailbox_id)
+    if selectors.can(role, "process") and message.state != Message.State.DONE:
+        # Opening a message to work on it takes the read-lock when it is free.
+        work.message_claim(user=request.user, message=message)
+    message = selectors.message_detail_for_user(request.user, pk)
+    return render(request, "mailbox/message_detail.html", _detail_context(request, message))
+
+
+def _work_response(
+    request: HttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
+) -> HttpResponse:
+    message = selectors.message_detail_for_user(request.user, pk)
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        elif notice:
+            messages.success(request, notice)
+        return redirect("mailbox:message-detail", pk=pk)
+    context = _detail_context(request, message, error=error, notice=notice)
+    response = render(request, "mailbox/message_detail.html#work", context, status=status)
+    # The lock panel shows version and holder; refresh it too.
+    response.content += render_to_string(
+        "mailbox/partials/_lock_panel.html", {"message": message, "oob": True, "user": request.user}, request
+    ).encode()
+    return response
+
+
+def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpResponse:
+    message = _message_or_404(request.user, pk)
+    form = form_class(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        return _work_response(request, pk, error=errors, status=422)
+    try:
+        notice = action(message, form.cleaned_data)
+    except work.Conflict as exc:
+        return _work_response(request, pk, error=exc.message, status=409)
+    except work.ClaimHeld as exc:
+        return _work_response(request, pk, error=exc.message, status=423)
+    except work.NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        return _work_response(request, pk, error=exc.message, status=422)
+    return _work_response(request, pk, notice=notice)
+
+
+@require_POST
+def message_take(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        work.message_take(user=request.user, message=message, version=data["version"])
+        return _("Sie sind jetzt verantwortlich.")
+
+    return _run_action(request, pk, VersionedForm, act)
+
+
+@require_POST
+def message_assign(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        updated = work.message_assign(
+            user=request.user, message=message, version=data["version"], assignee_id=data["assignee"], note=data["note"]
+        )
+        return _("Zugewiesen an %(name)s.") % {"name": selectors.display_name(updated.assignee)}
+
+    return _run_action(request, pk, AssignForm, act)
+
+
+@require_POST
+def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        work.message_unassign(user=request.user, message=message, version=data["version"])
+        return _("Zuständigkeit entfernt.")
+
+    return _run_action(request, pk, VersionedForm, act)
+
+
+@require_POST
+def message_state(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        updated = work.message_set_state(
+            user=request.user, message=message, version=data["version"], state=data["state"], due_at=data.get("due_at")
+        )
+        return _("Status: %(state)s.") % {"state": updated.get_state_display()}
+
+    return _run_action(request, pk, StateForm, act)
+
+
+@require_POST
+def message_note(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        work.note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        return _("Notiz gespeichert.")
+
+    return _run_action(request, pk, NoteForm, act)
+
+
+def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpResponse:
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("mailbox:message-detail", pk=pk)
+    message = selectors.message_row_for_user(request.user, pk)
+    message.role = selectors.user_role(request.user, message.mailbox_id)
+    html = render_to_string("mailbox/partials/_lock_panel.html", {"message": message, "error": error}, request)
+    response = HttpResponse(html)
+    # Action buttons depend on who holds the lock: tell the page (portal.js re-evaluates).
+    return trigger_client_event(response, "lock-changed")
+
+
+@require_POST
+def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _message_or_404(request.user, pk)
+    try:
+        result = work.message_claim(user=request.user, message=message)
+    except work.NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    error = "" if result.won else work.ClaimHeld(result.message).message
+    return _lock_response(request, pk, error=error)
+
+
+@require_POST
+def message_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _message_or_404(request.user, pk)
+    work.message_release(user=request.user, message=message, reason="button")
+    return _lock_response(request, pk)
+
+
+@require_POST
+def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _message_or_404(request.user, pk)
+    try:
+        work.message_break_lock(user=request.user, message=message)
+    except work.NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    return _lock_response(request, pk)
 
 
 @require_GET
@@ -145,3 +318,108 @@ def mailbox_fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.error(request, _("Für dieses Postfach ist kein KIM-Konto eingerichtet."))
     return redirect("mailbox:mailbox-messages", pk=mailbox.pk)
+
+
+@require_GET
+def notifications(request: HttpRequest) -> HttpResponse:
+    items = list(Notification.objects.filter(user=request.user).select_related("actor", "message")[:100])
+    return render(
+        request,
+        "mailbox/notifications.html",
+        {
+            "items": items,
+            "mailboxes": selectors.mailbox_list_for_user(request.user),
+        },
+    )
+
+
+@require_POST
+def notifications_read(request: HttpRequest) -> HttpResponse:
+    notifications_mark_read(user=request.user)
+    return redirect("mailbox:notifications")
+
+
+def absences(request: HttpRequest) -> HttpResponse:
+    substitutes = selectors.substitute_candidates(request.user)
+    form = AbsenceForm(request.POST or None, substitutes=substitutes)
+    if request.method == "POST" and form.is_valid():
+        try:
+            work.absence_create(
+                user=request.user,
+                substitute=form.cleaned_data["substitute"],
+                starts_at=form.cleaned_data["starts_at"],
+                ends_at=form.cleaned_data["ends_at"],
+            )
+        except PortalError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request, _("Abwesenheit gespeichert. Neue Zuweisungen gehen in dieser Zeit an Ihre Vertretung.")
+            )
+            return redirect("mailbox:absences")
+    return render(
+        request,
+        "mailbox/absences.html",
+        {
+            "form": form,
+            "absences": selectors.absence_list_for_user(request.user),
+            "mailboxes": selectors.mailbox_list_for_user(request.user),
+        },
+        status=422 if request.method == "POST" else 200,
+    )
+
+
+@require_POST
+def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        work.absence_end(user=request.user, absence_id=pk)
+    except Absence.DoesNotExist as exc:
+        raise Http404 from exc
+    messages.success(request, _("Abwesenheit beendet."))
+    return redirect("mailbox:absences")
+
+
+def mailbox_members_view(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = _mailbox_or_404(request.user, pk)
+    if not selectors.can(mailbox.user_role, "manage"):
+        raise PermissionDenied
+    form = MembershipForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            membership_set(
+                user=request.user,
+                mailbox=mailbox,
+                username=form.cleaned_data["user"],
+                group_name=form.cleaned_data["group"],
+                role=form.cleaned_data["role"],
+            )
+        except PortalError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, _("Mitgliedschaft gespeichert."))
+            return redirect("mailbox:mailbox-members", pk=pk)
+    return render(
+        request,
+        "mailbox/members.html",
+        {
+            "mailbox": mailbox,
+            "current_mailbox": mailbox,
+            "form": form,
+            "memberships": selectors.membership_list(mailbox),
+            "mailboxes": selectors.mailbox_list_for_user(request.user),
+        },
+    )
+
+
+@require_POST
+def mailbox_member_remove(request: HttpRequest, pk: int, membership_pk: int) -> HttpResponse:
+    mailbox = _mailbox_or_404(request.user, pk)
+    try:
+        membership_remove(user=request.user, mailbox=mailbox, membership_id=membership_pk)
+    except work.NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except Membership.DoesNotExist as exc:
+        raise Http404 from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+    return redirect("mailbox:mailbox-members", pk=pk)

@@ -18,3 +18,69 @@ document.addEventListener("htmx:afterSettle", markCurrentNav);
 // Tell the user (and tests) whether live updates are flowing: htmx's ws extension reconnects by itself.
 document.addEventListener("htmx:wsOpen", () => { document.body.dataset.live = "open"; });
 document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
+
+// --- Detail page: read-lock and conflict hints -------------------------------------------------
+// The lock panel is replaced live; action buttons follow whoever holds the lock. The forms keep the
+// version the user loaded, so the server's conflict guard still stops a stale action.
+function syncLockState() {
+  const panel = document.getElementById("lock-panel");
+  const work = document.getElementById("work");
+  if (!panel || !work) return;
+  const actions = document.getElementById("work-actions");
+  if (actions) actions.disabled = panel.dataset.lockedByOther === "1";
+  const banner = document.getElementById("stale-banner");
+  if (banner) banner.hidden = panel.dataset.version === work.dataset.loadedVersion;
+}
+document.addEventListener("DOMContentLoaded", syncLockState);
+document.addEventListener("htmx:afterSettle", syncLockState);
+document.addEventListener("htmx:oobAfterSwap", syncLockState);
+document.addEventListener("lock-changed", syncLockState);
+
+// --- Presence: tell colleagues while this user is writing a note ------------------------------
+let writingTimer = null;
+function setWriting(value) {
+  const input = document.querySelector("#presence-form input[name=writing]");
+  if (!input || input.value === value) return;
+  input.value = value;
+  document.body.dispatchEvent(new Event("presence-change"));
+}
+document.addEventListener("input", (ev) => {
+  if (!(ev.target instanceof HTMLElement) || !ev.target.hasAttribute("data-presence-writing")) return;
+  setWriting("1");
+  clearTimeout(writingTimer);
+  writingTimer = setTimeout(() => setWriting("0"), 5000);
+});
+
+// --- Keyboard shortcuts (j/k, Enter, c, e, a, /, ?) -------------------------------------------
+function typingInField(ev) {
+  const t = ev.target;
+  return t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+}
+function moveRow(step) {
+  const rows = Array.from(document.querySelectorAll(".msg-row"));
+  if (!rows.length) return;
+  const index = rows.indexOf(document.activeElement);
+  const next = rows[Math.max(0, Math.min(rows.length - 1, index < 0 ? 0 : index + step))];
+  next.focus();
+  next.scrollIntoView({ block: "nearest" });
+}
+document.addEventListener("keydown", (ev) => {
+  const dialog = document.getElementById("shortcut-help");
+  if (ev.key === "Escape" && dialog && dialog.open) { dialog.close(); return; }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || typingInField(ev)) return;
+  const byShortcut = (key) => document.querySelector(`[data-shortcut="${key}"]`);
+  switch (ev.key) {
+    case "j": moveRow(1); break;
+    case "k": moveRow(-1); break;
+    case "/": { const el = byShortcut("/"); if (el) { ev.preventDefault(); el.focus(); } break; }
+    case "c": case "e": { const el = byShortcut(ev.key); if (el && !el.disabled && !el.closest("fieldset:disabled")) { ev.preventDefault(); el.click(); } break; }
+    case "a": { const el = byShortcut("a"); if (el && !el.closest("fieldset:disabled")) { ev.preventDefault(); el.focus(); } break; }
+    case "?": if (dialog) { ev.preventDefault(); dialog.showModal(); } break;
+    default: return;
+  }
+});
+document.addEventListener("click", (ev) => {
+  if (ev.target instanceof HTMLElement && ev.target.id === "shortcut-help-button") {
+    document.getElementById("shortcut-help")?.showModal();
+  }
+});

@@ -77,4 +77,4 @@ def test_new_mail_appears_live_without_reload(cm, portal, page, tmp_path):
     tisim_send(cm, "Neuer Befund live")
     expect(inbox.row("Neuer Befund live")).to_be_visible(timeout=10_000)
     assert page.evaluate("window.__noReload === true"), "the page must not have reloaded"
-    expect(inbox.row("Neuer Befund live")).to_have_class("msg-row unread")
+    expect(inbox.row("Neuer Befund live")).to_have_class("msg-row unread state-new")

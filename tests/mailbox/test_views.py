@@ -64,7 +64,7 @@ def test_inbox_lists_messages_of_my_mailboxes(client, member, message, django_as
     assert "Entlassbrief Müller" in html
     assert "Geheim" not in html
     assert "eArztbrief" in html
-    assert 'class="msg-row unread"' in html
+    assert 'class="msg-row unread state-new"' in html
 
 
 def test_list_query_count_does_not_grow_with_messages(client, member, mailbox, django_assert_max_num_queries):

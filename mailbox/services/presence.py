@@ -1,0 +1,54 @@
+"""Who has which message open, and whether they are writing. One row per open page (socket)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from mailbox import events
+from mailbox.models import Message, Presence
+from mailbox.selectors import PRESENCE_TTL_SECONDS
+
+
+@transaction.atomic
+def presence_join(*, user, message: Message, channel_name: str) -> None:
+    Presence.objects.update_or_create(
+        channel_name=channel_name,
+        defaults={"user": user, "message": message, "writing": False, "last_seen": timezone.now()},
+    )
+    events.broadcast_presence(mailbox_id=message.mailbox_id, message_id=message.pk)
+
+
+@transaction.atomic
+def presence_beat(*, channel_name: str, writing: bool) -> Presence | None:
+    """Heartbeat from an open page. Re-creates nothing: a page whose row is gone must reconnect."""
+    row = Presence.objects.select_related("message").filter(channel_name=channel_name).first()
+    if row is None:
+        return None
+    changed = row.writing != writing
+    Presence.objects.filter(pk=row.pk).update(last_seen=timezone.now(), writing=writing)
+    if changed:
+        events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    return row
+
+
+@transaction.atomic
+def presence_leave(*, channel_name: str) -> tuple[Presence | None, bool]:
+    """Remove the page's row; returns it and whether the same user still has the message open elsewhere."""
+    row = Presence.objects.select_related("message").filter(channel_name=channel_name).first()
+    if row is None:
+        return None, False
+    row.delete()
+    cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS)
+    still_open = Presence.objects.filter(message_id=row.message_id, user_id=row.user_id, last_seen__gte=cutoff).exists()
+    events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    return row, still_open
+
+
+def presence_purge_stale() -> int:
+    """Housekeeping only: stale rows are already invisible after the TTL."""
+    cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS * 4)
+    deleted, _ = Presence.objects.filter(last_seen__lt=cutoff).delete()
+    return deleted
