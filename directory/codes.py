@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from django.utils.functional import Promise
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 DATA_FILE = Path(__file__).with_name("data") / "codesystems.json"
@@ -112,10 +113,19 @@ def kinds_for_word(term: str) -> list[Kind]:
     return [k for k in KINDS if any(w == needle for w in k.words)]
 
 
+_KIND_BY_OID = {oid: kind for kind in reversed(KINDS) for oid in kind.oids}  # first listed kind wins
+
+
 def kind_label_for(oids: list[str]) -> str | None:
     """A short German kind label for an entry's professionOIDs (falls back to the code system's label)."""
     for oid in oids:
-        for kind in KINDS:
-            if oid in kind.oids:
-                return str(kind.label)
+        kind = _KIND_BY_OID.get(oid)
+        if kind is not None:
+            return _kind_label(kind.key, get_language())
     return profession_label(oids[0]) if oids else None
+
+
+@cache
+def _kind_label(key: str, language: str | None) -> str:
+    # str() of a lazy translation costs a gettext lookup; entries are mapped by the hundred per search.
+    return str(KIND_BY_KEY[key].label)

@@ -23,10 +23,10 @@ LIST_ATTRIBUTES = (
     "personalEntry",
     "mail",
     "komLeData",
+    "changeDateTime",  # keys the certificate cache (see certcache.py)
 )
 CERT_ATTRIBUTES = ("uid", "telematikID", "userCertificate;binary")
 VERSIONS = ("1.0", "1.5", "1.5+")
-_WORD = re.compile(r"[\w\-]+", re.UNICODE)
 UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
 
 
@@ -62,6 +62,7 @@ class DirectoryEntry:
     addresses: list[KimAddress] = field(default_factory=list)
     cert: CertState = UNKNOWN
     score: int = 0
+    changed: str = ""  # changeDateTime as published by the VZD
 
     @property
     def address_line(self) -> str:
@@ -114,6 +115,7 @@ def entry_from_record(record: VzdRecord) -> DirectoryEntry:
         specialties=list(dict.fromkeys(specialties)),
         personal=record.first("personalEntry").strip().lower() == "true",
         addresses=[KimAddress(m, versions.get(m.lower(), "1.0")) for m in mails],
+        changed=_clean(record.first("changeDateTime")),
     )
 
 
@@ -124,30 +126,38 @@ def _fold(text: str) -> str:
     return text.casefold().translate(UMLAUTS)
 
 
-def _word_score(word: str, text: str, exact: int, start: int, inside: int) -> int:
-    if not text:
-        return 0
-    words = [_fold(w) for w in _WORD.findall(text)]
-    if word in words:
-        return exact
-    if any(w.startswith(word) for w in words):
-        return start
-    return inside if word in _fold(text) else 0
+class _Matcher:
+    """Scores one search word against texts: whole word > word start > anywhere (case- and umlaut-folded)."""
+
+    def __init__(self, word: str) -> None:
+        self.word = _fold(word)
+        escaped = re.escape(self.word)
+        self.exact = re.compile(rf"(?<![\w]){escaped}(?![\w])")
+        self.start = re.compile(rf"(?<![\w]){escaped}")
+
+    def __call__(self, folded: str, exact: int, start: int, inside: int) -> int:
+        if not folded or self.word not in folded:
+            return 0
+        if self.exact.search(folded):
+            return exact
+        return start if self.start.search(folded) else inside
 
 
-def score(entry: DirectoryEntry, words: list[str]) -> int:
+def score(entry: DirectoryEntry, matchers: list[_Matcher]) -> int:
+    name, org, city = _fold(entry.display_name), _fold(entry.organization), _fold(entry.city)
+    specialties = [_fold(s) for s in entry.specialties]
+    addresses = [a.address.lower() for a in entry.addresses]
+    ids = (entry.postal_code, _fold(entry.telematik_id))
     total = 0
-    for raw in words:
-        word = _fold(raw)
-        best = max(
-            _word_score(word, entry.display_name, 30, 20, 10),
-            _word_score(word, entry.organization, 12, 8, 5),
-            _word_score(word, entry.city, 10, 6, 4),
-            max((_word_score(word, s, 8, 6, 4) for s in entry.specialties), default=0),
-            max((_word_score(word, a.address, 6, 4, 3) for a in entry.addresses), default=0),
-            10 if word in (entry.postal_code, _fold(entry.telematik_id)) else 0,
+    for m in matchers:
+        total += max(
+            m(name, 30, 20, 10),
+            m(org, 12, 8, 5),
+            m(city, 10, 6, 4),
+            max((m(s, 8, 6, 4) for s in specialties), default=0),
+            max((m(a, 6, 4, 3) for a in addresses), default=0),
+            10 if m.word in ids else 0,
         )
-        total += best
     # Recipients are mostly institutions with a KIM address (functional mailboxes).
     if entry.addresses:
         total += 5
@@ -157,7 +167,8 @@ def score(entry: DirectoryEntry, words: list[str]) -> int:
 
 
 def rank(entries: list[DirectoryEntry], words: list[str]) -> list[DirectoryEntry]:
+    matchers = [_Matcher(w) for w in dict.fromkeys(words) if w]
     for entry in entries:
-        entry.score = score(entry, words)
+        entry.score = score(entry, matchers)
     # Among equal scores the shorter name wins: more of it is what the user typed.
     return sorted(entries, key=lambda e: (-e.score, len(e.display_name), e.display_name.casefold()))

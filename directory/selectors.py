@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
+from directory import certcache
 from directory import ldapfilter as f
 from directory.certificates import CertState, entry_cert_state
 from directory.clients.vzd import VzdError, VzdTimeout, get_client
@@ -48,11 +49,16 @@ class SearchOutcome:
 
 
 def _attach_certificates(entries: list[DirectoryEntry]) -> None:
-    """Certificate state for the given entries with one search; left "unknown" if the lookup fails."""
-    wanted = [e for e in entries if e.addresses]
+    """Certificate state for the given entries: from the cache, else with one search for the rest."""
+    ttl = settings.KIMPORTAL_VZD_CERT_CACHE_SECONDS
+    wanted = []
     for entry in entries:
         if not entry.addresses:
             entry.cert = CertState("missing")
+        elif (cached := certcache.get(entry.uid, entry.changed)) is not None:
+            entry.cert = cached
+        else:
+            wanted.append(entry)
     if not wanted:
         return
     result = get_client().search(f.or_(*[f.eq("uid", e.uid) for e in wanted]), CERT_ATTRIBUTES)
@@ -61,6 +67,7 @@ def _attach_certificates(entries: list[DirectoryEntry]) -> None:
         record = by_uid.get(entry.uid)
         ders = list(record.values("userCertificate;binary")) if record else []
         entry.cert = entry_cert_state(ders, telematik_id=entry.telematik_id)
+        certcache.put(entry.uid, entry.changed, entry.cert, ttl=ttl)
 
 
 def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchOutcome:

@@ -52,11 +52,11 @@ class VzdConfig:
 @dataclass(frozen=True)
 class VzdRecord:
     dn: str
-    # attribute name (lower case) → values; text decoded as UTF-8, binary attributes (";binary") as bytes
-    attributes: dict[str, tuple] = field(default_factory=dict)
+    # attribute name (lower case) → values; text as str, binary attributes (";binary") as bytes
+    attributes: dict[str, list] = field(default_factory=dict)
 
-    def values(self, name: str) -> tuple:
-        return self.attributes.get(name.lower(), ())
+    def values(self, name: str) -> list:
+        return self.attributes.get(name.lower(), [])
 
     def first(self, name: str, default: str = "") -> str:
         vals = self.values(name)
@@ -70,10 +70,16 @@ class VzdSearchResult:
     elapsed_ms: float
 
 
-def _decode(name: str, values: list[bytes]) -> tuple:
-    if ";binary" in name:
-        return tuple(values)
-    return tuple(v.decode("utf-8", errors="replace") for v in values)
+def _attributes(item: dict) -> dict[str, list]:
+    """Text attributes as ldap3 decoded them (str: the VZD's DirectoryString syntax guarantees UTF-8, slapd
+    enforces it), ";binary" attributes as raw bytes. No per-value work: this runs for up to 100 × 13 values."""
+    out: dict[str, list] = {}
+    for name, values in item["attributes"].items():
+        out[name.lower()] = values if type(values) is list else [values]
+    for name, values in item["raw_attributes"].items():
+        if ";binary" in name:
+            out[name.lower()] = values
+    return out
 
 
 class VzdClient:
@@ -177,10 +183,7 @@ class VzdClient:
                         continue
                     raise VzdUnavailable(f"{result.get('description')}: {result.get('message')}")
                 records = [
-                    VzdRecord(
-                        dn=item["dn"],
-                        attributes={k.lower(): _decode(k, v) for k, v in item["raw_attributes"].items()},
-                    )
+                    VzdRecord(dn=item["dn"], attributes=_attributes(item))
                     for item in conn.response or ()
                     if item.get("type") == "searchResEntry"
                 ]

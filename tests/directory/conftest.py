@@ -10,12 +10,14 @@ import shutil
 import socket
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import ldap3
 import pytest
 
+from directory import certcache
 from tisim.vzd.generate import generate_file
 from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer
 
@@ -23,6 +25,7 @@ ENTRIES = 20_000
 SEED = 7
 REPO = Path(__file__).resolve().parents[2]
 SPEC_DIR = REPO.parent / "shared" / "spec" / "vzd"
+PRAXIS = "praxis.mueller@praxis-mueller.kim.telematik-test"
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,7 @@ def vzd_server() -> Iterator[SlapdServer]:
 
 @pytest.fixture
 def vzd(settings, vzd_server: SlapdServer) -> SlapdServer:
+    certcache.clear()
     settings.KIMPORTAL_VZD_URL = vzd_server.url
     settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 5.0
     settings.KIMPORTAL_VZD_SEARCH_TIMEOUT = 5.0
@@ -120,3 +124,33 @@ def other_user(django_user_model):
 def logged_in(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def extra_entry(vzd_admin):
+    """A fresh entry for tests that change the directory (Praxis Müller's certificate, new names)."""
+    vzd_admin.search("dc=data,dc=vzd", f"(mail={PRAXIS})", attributes=["userCertificate;binary"])
+    cert = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
+    uid = str(uuid.uuid4())
+    tid = "1-200000000000004711"  # the certificate was issued for this Telematik-ID
+    address = f"refresh-{uid[:8]}@tisim.kim.telematik-test"
+    dn = f"uid={uid},dc=data,dc=vzd"
+    ok = vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {
+            "uid": uid,
+            "telematikID": tid,
+            "displayName": "Praxis Refresh",
+            "cn": "Praxis Refresh",
+            "postalCode": "10117",
+            "l": "Berlin",
+            "mail": address,
+            "komLeData": f"1.5,{address}",
+            "changeDateTime": "2026-11-01T10:00:00.000000+01:00",
+            "userCertificate;binary": cert,
+        },
+    )
+    assert ok, vzd_admin.result
+    yield dn, address
+    vzd_admin.delete(dn)

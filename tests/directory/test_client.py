@@ -16,7 +16,7 @@ def test_search_returns_records_with_normalised_lists(vzd):
     assert not result.truncated
     [record] = result.records
     assert record.first("displayName") == "Praxis Dr. Müller"
-    assert record.values("mail") == ("praxis.mueller@praxis-mueller.kim.telematik-test",)
+    assert record.values("mail") == ["praxis.mueller@praxis-mueller.kim.telematik-test"]
 
 
 def test_size_limit_is_a_truncated_result_not_an_error(vzd):

@@ -139,3 +139,45 @@ def test_short_terms_are_reported(vzd):
     outcome = directory_search(Criteria(q="Dr Müller"))
     assert outcome.ignored == ["Dr"]
     assert any("mindestens 3 Zeichen" in n for n in outcome.notices)
+
+
+def test_certificate_states_are_cached_until_the_entry_changes(vzd, vzd_admin, extra_entry, monkeypatch):
+    import ldap3
+
+    from directory.clients.vzd import VzdClient
+
+    dn, address = extra_entry
+    calls: list[str] = []
+    original = VzdClient.search
+
+    def counting(self, ldap_filter, attributes):
+        calls.append(ldap_filter)
+        return original(self, ldap_filter, attributes)
+
+    monkeypatch.setattr(VzdClient, "search", counting)
+    [entry] = directory_search(Criteria(q=address)).entries
+    assert entry.cert.status == "valid"
+    assert len(calls) == 2  # list + certificates
+
+    calls.clear()
+    [entry] = directory_search(Criteria(q=address)).entries
+    assert entry.cert.status == "valid"
+    assert len(calls) == 1  # certificates came from the cache
+
+    vzd_admin.search(
+        "dc=data,dc=vzd",
+        "(mail=zertifikatstest-defekt@tisim.kim.telematik-test)",
+        attributes=["userCertificate;binary"],
+    )
+    broken = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
+    assert vzd_admin.modify(
+        dn,
+        {
+            "userCertificate;binary": [(ldap3.MODIFY_REPLACE, [broken])],
+            "changeDateTime": [(ldap3.MODIFY_REPLACE, ["2026-11-29T10:00:00.000000+01:00"])],
+        },
+    ), vzd_admin.result
+    calls.clear()
+    [entry] = directory_search(Criteria(q=address)).entries
+    assert len(calls) == 2
+    assert entry.cert.status == "invalid"

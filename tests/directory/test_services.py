@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import ldap3
 import pytest
 
@@ -53,35 +51,6 @@ def test_record_use_counts(vzd, user):
     contact = contact_record_use(address=PRAXIS, user=user)
     assert contact.use_count == 2
     assert contact.last_used_at is not None
-
-
-@pytest.fixture
-def extra_entry(vzd_admin):
-    """A fresh entry for refresh tests, copied from Praxis Müller (with its certificate) under new names."""
-    vzd_admin.search("dc=data,dc=vzd", f"(mail={PRAXIS})", attributes=["userCertificate;binary"])
-    cert = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
-    uid = str(uuid.uuid4())
-    tid = "1-200000000000004711"  # the certificate was issued for this Telematik-ID
-    address = f"refresh-{uid[:8]}@tisim.kim.telematik-test"
-    dn = f"uid={uid},dc=data,dc=vzd"
-    ok = vzd_admin.add(
-        dn,
-        ["top", "vzd-komleview"],
-        {
-            "uid": uid,
-            "telematikID": tid,
-            "displayName": "Praxis Refresh",
-            "cn": "Praxis Refresh",
-            "postalCode": "10117",
-            "l": "Berlin",
-            "mail": address,
-            "komLeData": f"1.5,{address}",
-            "userCertificate;binary": cert,
-        },
-    )
-    assert ok, vzd_admin.result
-    yield dn, address
-    vzd_admin.delete(dn)
 
 
 def test_refresh_flags_changed_and_vanished_entries(vzd, vzd_admin, user, extra_entry):
