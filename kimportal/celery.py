@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimportal.settings")
 
@@ -20,3 +21,7 @@ def _schedule(sender: Celery, **_: object) -> None:
         settings.KIMPORTAL_FETCH_TICK_SECONDS, sender.signature("mailbox.tasks.mailbox_fetch_due"), name="fetch-due"
     )
     sender.add_periodic_task(300.0, sender.signature("mailbox.tasks.mailbox_presence_purge"), name="presence-purge")
+    # gematik: local copies of directory entries are refreshed from the VZD daily.
+    sender.add_periodic_task(
+        crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"
+    )

@@ -119,7 +119,7 @@ def message_release(*, user, message: Message, reason: str = "") -> bool:
 def message_break_lock(*, user, message: Message) -> bool:
     """An owner frees a colleague's lock; the holder is told, and it is audited."""
     _require(user, message, "break_lock")
-    current = Message.objects.select_for_update().select_related("claimed_by").get(pk=message.pk)
+    current = Message.objects.select_for_update(of=("self",)).select_related("claimed_by").get(pk=message.pk)
     if not current.claim_active():
         return False
     holder = current.claimed_by
@@ -141,7 +141,9 @@ def message_break_lock(*, user, message: Message) -> bool:
 def _guarded(user, message: Message, expected_version: int) -> Message:
     """Lock the row and stop the action if the message changed or someone else holds the read-lock."""
     _require(user, message, "process")
-    current = Message.objects.select_for_update().select_related("claimed_by", "assignee").get(pk=message.pk)
+    current = (
+        Message.objects.select_for_update(of=("self",)).select_related("claimed_by", "assignee").get(pk=message.pk)
+    )
     if current.version != expected_version:
         raise Conflict(current)
     if current.claim_active() and current.claimed_by_id != user.pk:
@@ -239,8 +241,9 @@ def message_set_state(*, user, message: Message, version: int, state: str, due_a
         # Done means the work is finished: free the message for colleagues at once.
         fields.update(claimed_by=None, claimed_at=None, claim_expires_at=None)
         audit_record(actor=user, action="message.released", message=current, reason="done")
-    if state != Message.State.DONE and current.assignee_id is None and state != Message.State.NEW:
-        # Working on a message makes you responsible for it unless someone already is.
+    if current.assignee_id is None and state != Message.State.NEW:
+        # Working on (or finishing) a message makes you responsible unless someone already is: the
+        # history then always says who handled it.
         _open_period(current, user, by=user)
         fields["assignee"] = user
     return _bump(current, user=user, what=Message.State(state).label, **fields)

@@ -26,8 +26,7 @@ function syncLockState() {
   const panel = document.getElementById("lock-panel");
   const work = document.getElementById("work");
   if (!panel || !work) return;
-  const actions = document.getElementById("work-actions");
-  if (actions) actions.disabled = panel.dataset.lockedByOther === "1";
+  document.querySelectorAll(".lock-guarded").forEach((fs) => { fs.disabled = panel.dataset.lockedByOther === "1"; });
   const banner = document.getElementById("stale-banner");
   if (banner) banner.hidden = panel.dataset.version === work.dataset.loadedVersion;
 }

@@ -142,3 +142,12 @@ def portal(transactional_db, tmp_path) -> Iterator[PortalStack]:
     stack.start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+def portal_web(transactional_db, tmp_path) -> Iterator[PortalStack]:
+    """daphne only (no worker): for tests that create their messages directly."""
+    stack = PortalStack(tmp_path, with_worker=False)
+    stack.start()
+    yield stack
+    stack.stop()

@@ -64,3 +64,21 @@ class MessagePage:
     def back_to_mailbox(self) -> InboxPage:
         self.page.locator(".crumbs a").click()
         return InboxPage(self.page)
+
+
+class WorkPanel:
+    """The right-hand side of the detail page: read-lock, responsibility, notes."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.lock = page.locator("#lock-panel")
+        self.actions = page.locator("#work-actions")
+        self.error = page.locator("#work-error")
+        self.state = page.locator("#work-state")
+        self.stale_banner = page.locator("#stale-banner")
+
+    def button(self, name: str) -> Locator:
+        return self.page.locator("#work").get_by_role("button", name=name)
+
+    def claim_button(self) -> Locator:
+        return self.lock.get_by_role("button", name="Bearbeiten")
