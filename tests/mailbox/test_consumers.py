@@ -76,3 +76,161 @@ async def test_account_status_change_updates_nav_and_status_line():
     assert f'id="account-status-{account.mailbox_id}"' in html
     assert "Clientmodul nicht erreichbar" in html
     await socket.disconnect()
+
+
+async def _message_socket(user, message_id: int) -> WebsocketCommunicator:
+    from mailbox.consumers import MessageConsumer
+
+    communicator = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message_id}/")
+    communicator.scope["user"] = user
+    communicator.scope["url_route"] = {"kwargs": {"pk": message_id}}
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def _receive_until(communicator: WebsocketCommunicator, needle: str, timeout: float = 5) -> str:
+    """Read frames until one contains needle (other events may arrive first)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        html = await communicator.receive_from(timeout=max(0.1, deadline - loop.time()))
+        if needle in html:
+            return html
+
+
+@pytest.fixture
+def shared_box():
+    box = MailboxFactory()
+    a = UserFactory(username="anna", first_name="Anna", last_name="A")
+    b = UserFactory(username="bert", first_name="Bert", last_name="B")
+    MembershipFactory(mailbox=box, user=a)
+    MembershipFactory(mailbox=box, user=b)
+    message = message_ingest(mailbox=box, uidl="shared-1", raw=MAIL_WITH_PDF)
+    return box, a, b, message
+
+
+@pytest.mark.asyncio
+async def test_presence_and_writing_reach_colleagues_and_vanish_on_leave(shared_box):
+    from mailbox.models import Presence
+
+    _box, anna, bert, message = shared_box
+    bert_list = await _connect(bert)
+    anna_page = await _message_socket(anna, message.pk)
+
+    html = await _receive_until(bert_list, f'id="row-presence-{message.pk}"')
+    assert "Anna A sieht sich die Nachricht an" in html
+
+    await anna_page.send_to(text_data='{"writing": "1", "HEADERS": {}}')
+    html = await _receive_until(bert_list, "schreibt")
+    assert "Anna A schreibt" in html
+
+    await anna_page.disconnect()
+    html = await _receive_until(bert_list, f'id="row-presence-{message.pk}"')
+    assert "Anna" not in html
+    assert not await database_sync_to_async(Presence.objects.exists)()
+    await bert_list.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_page_releases_the_lock_and_others_see_it(shared_box):
+    from mailbox.models import Message
+    from mailbox.services.work import message_claim
+
+    _box, anna, bert, message = shared_box
+    anna_page = await _message_socket(anna, message.pk)
+    bert_page = await _message_socket(bert, message.pk)
+    result = await database_sync_to_async(message_claim)(user=anna, message=message)
+    assert result.won
+    html = await _receive_until(bert_page, "In Bearbeitung durch Anna A")
+    assert 'data-locked-by-other="1"' in html
+
+    await anna_page.disconnect()
+    html = await _receive_until(bert_page, "Niemand bearbeitet")
+    assert 'data-locked-by-other="0"' in html
+    fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+    assert fresh.claimed_by_id is None
+    await bert_page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_second_tab_keeps_the_lock_when_one_closes(shared_box):
+    from mailbox.models import Message
+    from mailbox.services.work import message_claim
+
+    _box, anna, _bert, message = shared_box
+    tab1 = await _message_socket(anna, message.pk)
+    tab2 = await _message_socket(anna, message.pk)
+    await database_sync_to_async(message_claim)(user=anna, message=message)
+    await tab1.disconnect()
+    fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+    assert fresh.claimed_by_id == anna.pk
+    await tab2.disconnect()
+    fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+    assert fresh.claimed_by_id is None
+
+
+@pytest.mark.asyncio
+async def test_heartbeat_renews_the_lease(shared_box):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from mailbox.models import Message
+    from mailbox.services.work import message_claim
+
+    _box, anna, _bert, message = shared_box
+    page = await _message_socket(anna, message.pk)
+    await database_sync_to_async(message_claim)(user=anna, message=message)
+    soon = timezone.now() + timedelta(seconds=30)
+    await database_sync_to_async(Message.objects.filter(pk=message.pk).update)(claim_expires_at=soon)
+    await page.send_to(text_data='{"writing": "0"}')
+    # The heartbeat runs in the consumer; poll the row for the renewed lease.
+    for _ in range(50):
+        fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+        if fresh.claim_expires_at > soon + timedelta(seconds=60):
+            break
+        await page.receive_nothing(timeout=0.05)
+    assert fresh.claim_expires_at > soon + timedelta(seconds=60)
+    await page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_state_change_updates_rows_and_counts_for_members_only(shared_box):
+    from mailbox.services.work import message_set_state
+
+    _box, anna, bert, message = shared_box
+    outsider = await database_sync_to_async(UserFactory)(username="aussen2")
+    await database_sync_to_async(MembershipFactory)(user=outsider)
+    bert_list = await _connect(bert)
+    outsider_list = await _connect(outsider)
+    await database_sync_to_async(message_set_state)(user=anna, message=message, version=message.version, state="done")
+    html = await _receive_until(bert_list, f'id="msg-{message.pk}"')
+    assert "erledigt" in html and 'hx-swap-oob="true"' in html
+    assert 'id="mailbox-nav"' in html
+    assert await outsider_list.receive_nothing(timeout=0.3)
+    await bert_list.disconnect()
+    await outsider_list.disconnect()
+
+
+def test_stale_presence_rows_are_not_shown(shared_box):
+    """After a server restart sockets vanish without disconnect handlers: rows expire by TTL."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from mailbox.models import Presence
+    from mailbox.selectors import PRESENCE_TTL_SECONDS, presence_for_messages
+
+    _box, anna, bert, message = shared_box
+    Presence.objects.create(message=message, user=anna, channel_name="dead-1", last_seen=timezone.now())
+    Presence.objects.create(
+        message=message,
+        user=bert,
+        channel_name="dead-2",
+        last_seen=timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS + 1),
+    )
+    present = presence_for_messages([message.pk])[message.pk]
+    assert [p.name for p in present] == ["Anna A"]
