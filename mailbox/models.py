@@ -262,6 +262,8 @@ class Message(models.Model):
     html_body = models.TextField(blank=True, help_text="sanitized with nh3")
     is_malformed = models.BooleanField(default=False)
     parse_problems = models.JSONField(default=list, blank=True)
+    # Attachments (not inline images); immutable after ingest, kept here so lists need no join.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
 
     # Work state. One responsible person at most: a single column, so the database enforces it.
     state = models.CharField(max_length=20, choices=State.choices, default=State.NEW, db_index=True)
@@ -286,6 +288,10 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent"),
             models.Index(fields=["assignee", "state"], name="message_assignee_state"),
+            # Counters and "open" views only look at messages not done: a small partial index.
+            models.Index(
+                fields=["mailbox", "-received_at"], condition=~models.Q(state="done"), name="message_open_by_mailbox"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -294,6 +300,10 @@ class Message(models.Model):
     def claim_active(self, now=None) -> bool:
         now = now or timezone.now()
         return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
+
+    @property
+    def has_attachments(self) -> bool:
+        return self.attachment_count > 0
 
     @property
     def integrity_ok(self) -> bool:

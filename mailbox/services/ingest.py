@@ -79,6 +79,7 @@ def _create(
         text_body=c(parsed.text_body),
         html_body=c(parsed.html_body),
         is_malformed=parsed.is_malformed,
+        attachment_count=min(sum(1 for a in parsed.attachments if not a.is_inline), 32767),
         parse_problems=[c(v) for v in parsed.problems],
     )
     Attachment.objects.bulk_create(
