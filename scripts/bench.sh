@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make bench`: runs the benchmarks and merges their figures into bench/results/latest.json
 # (a flat JSON object of numbers plus "meta"). Creates nothing outside var/ and bench/results/.
+# Uses PostgreSQL and Redis like the tests (its own database, kimportal_bench) and a private slapd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --demo
 mkdir -p bench/results var
-out=$(mktemp var/bench-vzd.XXXXXX.json)
-trap 'rm -f "$out"' EXIT
-.venv/bin/python bench/vzd_search.py "$@" | tee "$out"
-.venv/bin/python - "$out" bench/results/latest.json <<'PY'
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/13}"
+
+merge() {  # merge a bench's JSON output into latest.json
+  .venv/bin/python - "$1" bench/results/latest.json <<'PY'
 import json
 import sys
 from pathlib import Path
@@ -21,3 +23,12 @@ merged["meta"] = meta
 target.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 print(f"merged into {target}")
 PY
+}
+
+for bench in bench/vzd_search.py bench/collaboration.py; do
+  out=$(mktemp var/bench.XXXXXX.json)
+  echo "== $bench"
+  .venv/bin/python "$bench" | tee "$out"
+  merge "$out"
+  rm -f "$out"
+done
