@@ -1,0 +1,633 @@
+"""The permission walker: every URL of the mailbox app and every websocket route × every role × a stranger's mailbox.
+
+The URL list comes from the resolver, not from this file: a new URL without a row in ROUTES fails
+`test_every_mailbox_url_has_an_expectation`. Someone else's object is always 404 (never 403 or 200, which would
+tell that it exists); too weak a role is 403; a sufficient role succeeds and the change is visible in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.db import connection
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+
+from kimportal.routing import websocket_urlpatterns
+from mailbox import events
+from mailbox.consumers import InboxConsumer, MessageConsumer
+from mailbox.models import Absence, AuditEvent, Membership, Message, Note, Notification, Presence
+from mailbox.services import work
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.test_views import MAIL_WITH_PDF
+
+Role = Membership.Role
+ROLES = [Role.OBSERVER, Role.READER, Role.PROCESSOR, Role.OWNER]
+OWN_SUBJECT = "Entlassbrief Müller"
+FOREIGN_SUBJECT = "Fremdgeheimnis"
+FOREIGN_MAIL = MAIL_WITH_PDF.replace(b"=?utf-8?q?Entlassbrief_M=C3=BCller?=", FOREIGN_SUBJECT.encode())
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # Every world has a dozen users; PBKDF2 would dominate the run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@dataclass
+class World:
+    """The user under test (role in `box`, or none) next to a stranger's mailbox with the same kinds of objects."""
+
+    user: object
+    box: object
+    message: Message
+    colleague: object
+    newcomer: object
+    removable: Membership
+    own_absence: Absence
+    foreign_owner: object
+    foreign_box: object
+    foreign_message: Message
+    foreign_membership: Membership
+    foreign_absence: Absence
+
+
+def build_world(role: str | None) -> World:
+    box = MailboxFactory(display_name="Kardiologie")
+    KimAccountFactory(mailbox=box)
+    boss = UserFactory(username="chef")
+    MembershipFactory(mailbox=box, user=boss, role=Role.OWNER)  # the mailbox keeps an owner whatever the user is
+    colleague = UserFactory(username="kollege", first_name="Karl", last_name="Kollege")
+    MembershipFactory(mailbox=box, user=colleague, role=Role.PROCESSOR)
+    removable = MembershipFactory(mailbox=box, user=UserFactory(username="leser2"), role=Role.READER)
+    user = UserFactory(username="tester", first_name="Tina", last_name="Test")
+    if role:
+        MembershipFactory(mailbox=box, user=user, role=role)
+    message = message_ingest(mailbox=box, uidl="own", raw=MAIL_WITH_PDF)
+
+    foreign_box = MailboxFactory(display_name="Fremdstation")
+    KimAccountFactory(mailbox=foreign_box)
+    foreign_owner = UserFactory(username="fremdchef", first_name="Fritz", last_name="Fremdling")
+    MembershipFactory(mailbox=foreign_box, user=foreign_owner, role=Role.OWNER)
+    foreign_membership = MembershipFactory(mailbox=foreign_box, user=UserFactory(username="fremdleser"), role="reader")
+    foreign_message = message_ingest(mailbox=foreign_box, uidl="foreign", raw=FOREIGN_MAIL)
+    now = timezone.now()
+    # The stranger's message is locked and assigned — to the user, as if they had been a member once.
+    Message.objects.filter(pk=foreign_message.pk).update(
+        claimed_by=foreign_owner, claimed_at=now, claim_expires_at=now + timedelta(minutes=10), assignee=user
+    )
+    # The stranger's notification names the foreign message: it must stay theirs.
+    Notification.objects.create(user=foreign_owner, kind="mention", message=foreign_message, text=FOREIGN_SUBJECT)
+    later = now + timedelta(days=3)
+    return World(
+        user=user,
+        box=box,
+        message=message,
+        colleague=colleague,
+        newcomer=UserFactory(username="neu"),
+        removable=removable,
+        own_absence=Absence.objects.create(
+            user=user, substitute=colleague, starts_at=later, ends_at=later + timedelta(days=1)
+        ),
+        foreign_owner=foreign_owner,
+        foreign_box=foreign_box,
+        foreign_message=Message.objects.get(pk=foreign_message.pk),
+        foreign_membership=foreign_membership,
+        foreign_absence=Absence.objects.create(
+            user=foreign_owner, substitute=foreign_membership.user, starts_at=later, ends_at=later + timedelta(days=1)
+        ),
+    )
+
+
+def _msg(w: World) -> Message:
+    return Message.objects.get(pk=w.message.pk)
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple[str, ...]  # the methods the view serves; every other one is 405
+    kind: str  # what the URL points at: list | user | mailbox | membership | absence | message | attachment
+    role: str = Role.OBSERVER  # the least role that succeeds (observer: every member)
+    data: Callable[[World], dict] = field(default=lambda w: {})
+    prepare: Callable[[World], None] = field(default=lambda w: None)
+    done: Callable[[World], bool] | None = None  # the change a successful request makes
+
+
+def _hold(w: World, user) -> None:
+    now = timezone.now()
+    Message.objects.filter(pk=w.message.pk).update(
+        claimed_by=user, claimed_at=now, claim_expires_at=now + timedelta(minutes=10)
+    )
+
+
+def _notify_user(w: World) -> None:
+    Notification.objects.create(user=w.user, kind="mention", message=w.message, text="x")
+
+
+def _local(delta: timedelta) -> str:
+    return timezone.localtime(timezone.now() + delta).strftime("%Y-%m-%dT%H:%M")
+
+
+ROUTES: dict[str, Route] = {
+    "inbox": Route(("GET",), "list"),
+    "mine": Route(("GET",), "list"),
+    "notifications": Route(("GET",), "user"),
+    "notifications-read": Route(
+        ("POST",),
+        "user",
+        prepare=_notify_user,
+        done=lambda w: not Notification.objects.filter(user=w.user, read_at__isnull=True).exists(),
+    ),
+    "absences": Route(
+        ("GET", "POST"),
+        "user",
+        data=lambda w: {
+            "substitute": w.colleague.pk,
+            "starts_at": _local(timedelta(days=10)),
+            "ends_at": _local(timedelta(days=12)),
+        },
+        done=lambda w: Absence.objects.filter(user=w.user).count() == 2,
+    ),
+    "absence-end": Route(("POST",), "absence", done=lambda w: not Absence.objects.filter(pk=w.own_absence.pk).exists()),
+    "mailbox-messages": Route(("GET",), "mailbox"),
+    "mailbox-fetch": Route(
+        ("POST",),
+        "mailbox",
+        done=lambda w: AuditEvent.objects.filter(action="mailbox.fetch_requested", actor=w.user).exists(),
+    ),
+    "mailbox-members": Route(
+        ("GET", "POST"),
+        "mailbox",
+        role=Role.OWNER,
+        data=lambda w: {"user": w.newcomer.username, "role": Role.READER},
+        done=lambda w: Membership.objects.filter(mailbox=w.box, user=w.newcomer).exists(),
+    ),
+    "mailbox-member-remove": Route(
+        ("POST",),
+        "membership",
+        role=Role.OWNER,
+        done=lambda w: not Membership.objects.filter(pk=w.removable.pk).exists(),
+    ),
+    "message-detail": Route(("GET",), "message"),
+    "message-html": Route(("GET",), "message"),
+    "message-raw": Route(("GET",), "message"),
+    "attachment-download": Route(("GET",), "attachment"),
+    "message-claim": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _msg(w).claimed_by == w.user),
+    # Anyone may give back their own lock (a processor demoted to reader must not be stuck with it).
+    "message-release": Route(
+        ("POST",), "message", prepare=lambda w: _hold(w, w.user), done=lambda w: _msg(w).claimed_by is None
+    ),
+    "message-break-lock": Route(
+        ("POST",),
+        "message",
+        role=Role.OWNER,
+        prepare=lambda w: _hold(w, w.colleague),
+        done=lambda w: _msg(w).claimed_by is None,
+    ),
+    "message-take": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        data=lambda w: {"version": w.message.version},
+        done=lambda w: _msg(w).assignee == w.user,
+    ),
+    "message-assign": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        data=lambda w: {"version": w.message.version, "assignee": w.colleague.pk, "note": "bitte"},
+        done=lambda w: _msg(w).assignee == w.colleague,
+    ),
+    "message-unassign": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        prepare=lambda w: Message.objects.filter(pk=w.message.pk).update(assignee=w.colleague),
+        data=lambda w: {"version": w.message.version},
+        done=lambda w: _msg(w).assignee is None,
+    ),
+    "message-state": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        data=lambda w: {"version": w.message.version, "state": Message.State.DONE},
+        done=lambda w: _msg(w).state == Message.State.DONE,
+    ),
+    "message-note": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        data=lambda w: {"version": w.message.version, "body": "Rückruf erledigt"},
+        done=lambda w: Note.objects.filter(message=w.message, author=w.user).exists(),
+    ),
+}
+
+
+def mailbox_url_names() -> list[str]:
+    """Every URL pattern in the `mailbox` namespace, found recursively from the root URLconf."""
+    found: list[str] = []
+
+    def walk(patterns, namespaces: tuple[str, ...]) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, (*namespaces, p.namespace) if p.namespace else namespaces)
+            elif isinstance(p, URLPattern) and namespaces == ("mailbox",):
+                found.append(p.name or f"<unnamed {p.pattern}>")
+
+    walk(get_resolver().url_patterns, ())
+    return found
+
+
+def url_for(name: str, w: World, *, foreign: bool) -> str:
+    kind = ROUTES[name].kind
+    box = w.foreign_box if foreign else w.box
+    message = w.foreign_message if foreign else w.message
+    kwargs = {
+        "list": {},
+        "user": {},
+        "mailbox": {"pk": box.pk},
+        "membership": {"pk": box.pk, "membership_pk": (w.foreign_membership if foreign else w.removable).pk},
+        "absence": {"pk": (w.foreign_absence if foreign else w.own_absence).pk},
+        "message": {"pk": message.pk},
+        "attachment": {"pk": message.pk, "position": message.attachments.get().position},
+    }[kind]
+    return reverse(f"mailbox:{name}", kwargs=kwargs)
+
+
+def send(client, method: str, url: str, data: dict | None = None):
+    # As htmx, a refused action answers 4xx instead of redirecting with a flash message: 2xx then proves success.
+    headers = {"HX-Request": "true"} if method == "POST" and "/nachricht/" in url else {}
+    if method == "GET":
+        return client.get(url, headers=headers)
+    if method == "POST":
+        return client.post(url, data or {}, headers=headers)
+    return client.generic(method, url, headers=headers)
+
+
+def foreign_state(w: World) -> dict:
+    """Everything a stranger's request could touch in the foreign mailbox."""
+    m = Message.objects.get(pk=w.foreign_message.pk)
+    return {
+        "message": (m.state, m.version, m.assignee_id, m.claimed_by_id, m.claim_expires_at),
+        "notes": Note.objects.filter(message=m).count(),
+        "reads": m.reads.count(),
+        "presence": Presence.objects.filter(message=m).count(),
+        "audit": AuditEvent.objects.filter(mailbox=w.foreign_box).count(),
+        "memberships": sorted(Membership.objects.filter(mailbox=w.foreign_box).values_list("pk", flat=True)),
+        "absence": Absence.objects.filter(pk=w.foreign_absence.pk).values_list("ends_at", flat=True).first(),
+        "notifications": list(Notification.objects.filter(user=w.foreign_owner).values_list("pk", "read_at")),
+    }
+
+
+# --- the table covers the URLconf ------------------------------------------------------------------------------
+
+
+def test_every_mailbox_url_has_an_expectation():
+    names = mailbox_url_names()
+    assert len(names) == len(set(names)), "two mailbox URLs share a name"
+    assert set(names) == set(ROUTES), "add the new URL to ROUTES with the role it needs"
+
+
+# --- members: role below → 403, role enough → success and the change happens -----------------------------------
+
+
+ROUTE_METHODS = [(name, method) for name in sorted(ROUTES) for method in ROUTES[name].methods]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("name", "method"), ROUTE_METHODS)
+def test_member_gets_what_the_role_allows(name, method, role, client):
+    route = ROUTES[name]
+    w = build_world(role)
+    route.prepare(w)
+    w.message.refresh_from_db()
+    client.force_login(w.user)
+
+    response = send(client, method, url_for(name, w, foreign=False), route.data(w) if method == "POST" else None)
+
+    if Membership.RANK[role] >= Membership.RANK[route.role]:
+        assert 200 <= response.status_code < 400, response.status_code
+        if route.done and method == "POST":
+            assert route.done(w), f"{method} {name} as {role} answered {response.status_code} but did nothing"
+    else:
+        assert response.status_code == 403, response.status_code
+        if route.done and method == "POST":
+            assert not route.done(w), f"{method} {name} as {role} was refused but happened anyway"
+
+
+# --- strangers: someone else's object is 404 for every role, and nothing there changes ---------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", sorted(ROUTES))
+def test_stranger_gets_404_and_changes_nothing(name, role, client):
+    route = ROUTES[name]
+    w = build_world(role)
+    Message.objects.filter(pk=w.message.pk).update(assignee=w.user)
+    client.force_login(w.user)
+    before = foreign_state(w)
+    foreign_version = w.foreign_message.version
+
+    for method in route.methods:
+        data = {
+            "version": foreign_version,
+            "assignee": w.foreign_owner.pk,
+            "state": Message.State.DONE,
+            "body": "x",
+            "substitute": w.foreign_owner.pk,
+            "starts_at": _local(timedelta(days=10)),
+            "ends_at": _local(timedelta(days=12)),
+            "user": w.newcomer.username,
+            "role": Role.OWNER,
+        }
+        response = send(client, method, url_for(name, w, foreign=True), data if method == "POST" else None)
+        content = response.content.decode(errors="replace") if not response.streaming else ""
+
+        if route.kind in ("list", "user"):
+            # Pages without an object: they answer, and show nothing of the stranger's mailbox.
+            assert response.status_code != 404
+            assert FOREIGN_SUBJECT not in content and "Fremdstation" not in content and "Fremdling" not in content
+        else:
+            assert response.status_code == 404, (method, response.status_code)
+            assert FOREIGN_SUBJECT not in content
+    assert foreign_state(w) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", ["inbox", "mine", "mailbox-messages"])
+def test_lists_show_own_messages_never_foreign_ones(name, role, client):
+    w = build_world(role)
+    # Assigned to the user in both mailboxes: "Mir zugewiesen" must still only show what they may see.
+    Message.objects.filter(pk=w.message.pk).update(assignee=w.user)
+    client.force_login(w.user)
+    url = url_for(name, w, foreign=False)
+    own = {w.message.pk}
+    for query, expected in [("", own), ("?q=Fremdgeheimnis", set()), ("?q=Entlassbrief", own), ("?sort=subject", own)]:
+        html = client.get(url + query).content.decode()
+        assert {int(pk) for pk in re.findall(r'id="msg-(\d+)"', html)} == expected, query
+        # The search box echoes the query; beyond that the stranger's subject appears nowhere.
+        assert html.count(FOREIGN_SUBJECT) == html.count(f'value="{FOREIGN_SUBJECT}"') + html.count(
+            f"q={FOREIGN_SUBJECT}"
+        ), query
+
+
+@pytest.mark.django_db
+def test_stranger_cannot_name_a_stranger_as_substitute(client):
+    w = build_world(Role.PROCESSOR)
+    client.force_login(w.user)
+    data = {
+        "substitute": w.foreign_owner.pk,
+        "starts_at": _local(timedelta(days=1)),
+        "ends_at": _local(timedelta(days=2)),
+    }
+    response = client.post(reverse("mailbox:absences"), data)
+    assert response.status_code == 422
+    assert not Absence.objects.filter(user=w.user, substitute=w.foreign_owner).exists()
+
+
+@pytest.mark.django_db
+def test_owner_cannot_remove_a_foreign_membership_through_their_own_mailbox(client):
+    w = build_world(Role.OWNER)
+    client.force_login(w.user)
+    url = reverse("mailbox:mailbox-member-remove", args=[w.box.pk, w.foreign_membership.pk])
+    assert client.post(url).status_code == 404
+    assert Membership.objects.filter(pk=w.foreign_membership.pk).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [Role.PROCESSOR, Role.OWNER])
+def test_nobody_can_make_a_stranger_responsible(role, client):
+    w = build_world(role)
+    client.force_login(w.user)
+    url = reverse("mailbox:message-assign", args=[w.message.pk])
+    response = client.post(url, {"version": 1, "assignee": w.foreign_owner.pk}, headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert _msg(w).assignee is None
+
+
+@pytest.mark.django_db
+def test_attachment_position_of_another_message_is_404(client):
+    w = build_world(Role.OWNER)
+    client.force_login(w.user)
+    position = w.message.attachments.get().position
+    assert client.get(reverse("mailbox:attachment-download", args=[w.message.pk, position + 1])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_inactive_mailbox_is_404_for_its_own_owner(client):
+    w = build_world(Role.OWNER)
+    w.box.is_active = False
+    w.box.save()
+    client.force_login(w.user)
+    assert client.get(reverse("mailbox:mailbox-messages", args=[w.box.pk])).status_code == 404
+    assert client.get(reverse("mailbox:message-detail", args=[w.message.pk])).status_code == 404
+
+
+# --- methods and login -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(ROUTES))
+def test_methods_the_view_does_not_serve_are_405(name, client):
+    route = ROUTES[name]
+    w = build_world(Role.OWNER)
+    client.force_login(w.user)
+    url = url_for(name, w, foreign=False)
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        if method in route.methods:
+            continue
+        before = (_msg(w).claimed_by_id, _msg(w).version, Membership.objects.count(), Absence.objects.count())
+        response = send(client, method, url)
+        assert response.status_code == 405, (method, response.status_code)
+        assert (_msg(w).claimed_by_id, _msg(w).version, Membership.objects.count(), Absence.objects.count()) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(ROUTES))
+def test_anonymous_is_sent_to_login(name, client):
+    route = ROUTES[name]
+    w = build_world(Role.OWNER)
+    url = url_for(name, w, foreign=False)
+    for method in route.methods:
+        response = send(client, method, url, route.data(w) if method == "POST" else None)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login") + "?next=")
+    assert not AuditEvent.objects.exists()
+
+
+# --- websockets ------------------------------------------------------------------------------------------------
+
+WS_ROUTES = {"ws/inbox/": InboxConsumer, "ws/message/<int:pk>/": MessageConsumer}
+
+
+def test_every_websocket_route_has_an_expectation():
+    routes = {str(p.pattern): p.callback.consumer_class for p in websocket_urlpatterns}
+    assert routes == WS_ROUTES
+
+
+@pytest_asyncio.fixture
+async def _close_async_connection():
+    yield
+    # Consumers and setup ran in asgiref's worker thread; its connection would outlive the test database.
+    await database_sync_to_async(lambda: connection.close())()
+
+
+def async_db(test):
+    """An async test on the real database, through its own connection (Channels runs ORM calls in a thread)."""
+    for mark in (
+        pytest.mark.usefixtures("_close_async_connection"),
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.asyncio,
+    ):
+        test = mark(test)
+    return test
+
+
+async def _open(consumer, path: str, user, **url_kwargs) -> tuple[WebsocketCommunicator, bool, int | None]:
+    communicator = WebsocketCommunicator(consumer.as_asgi(), path)
+    communicator.scope["user"] = user
+    communicator.scope["url_route"] = {"args": (), "kwargs": url_kwargs}
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+@async_db
+@pytest.mark.parametrize("role", ROLES)
+async def test_message_socket_accepts_members_of_every_role(role):
+    w = await database_sync_to_async(build_world)(role)
+    socket, connected, _ = await _open(MessageConsumer, f"/ws/message/{w.message.pk}/", w.user, pk=w.message.pk)
+    assert connected
+    assert await database_sync_to_async(Presence.objects.filter(message=w.message, user=w.user).count)() == 1
+    await socket.disconnect()
+
+
+@async_db
+@pytest.mark.parametrize("role", ROLES)
+async def test_message_socket_refuses_strangers(role):
+    w = await database_sync_to_async(build_world)(role)
+    pk = w.foreign_message.pk
+    _, connected, code = await _open(MessageConsumer, f"/ws/message/{pk}/", w.user, pk=pk)
+    assert not connected
+    assert code == 4404
+    assert not await database_sync_to_async(Presence.objects.filter(user=w.user).exists)()
+    # A pk that does not exist looks exactly the same.
+    missing = pk + 10_000
+    _, connected, code = await _open(MessageConsumer, f"/ws/message/{missing}/", w.user, pk=missing)
+    assert (connected, code) == (False, 4404)
+
+
+@async_db
+@pytest.mark.parametrize(("consumer", "path"), [(InboxConsumer, "/ws/inbox/"), (MessageConsumer, "/ws/message/1/")])
+async def test_sockets_refuse_anonymous(consumer, path):
+    _, connected, code = await _open(consumer, path, AnonymousUser(), pk=1)
+    assert (connected, code) == (False, 4401)
+
+
+@async_db
+async def test_inbox_events_reach_only_the_mailboxs_members():
+    w = await database_sync_to_async(build_world)(None)
+
+    def members_of_every_role():
+        users = {}
+        for role in ROLES:
+            users[role] = UserFactory(username=f"ws-{role}")
+            MembershipFactory(mailbox=w.box, user=users[role], role=role)
+        leaver = UserFactory(username="ws-leaver")
+        users["leaver"] = leaver
+        MembershipFactory(mailbox=w.box, user=leaver, role=Role.PROCESSOR)
+        return users
+
+    users = await database_sync_to_async(members_of_every_role)()
+    inboxes = {key: (await _open(InboxConsumer, "/ws/inbox/", user))[0] for key, user in users.items()}
+    # Not members: the stranger owns another mailbox; the leaver is removed after connecting.
+    stranger, connected, _ = await _open(InboxConsumer, "/ws/inbox/", w.foreign_owner)
+    assert connected
+    await database_sync_to_async(Membership.objects.filter(user=users["leaver"]).delete)()
+
+    # A change (a note), a lock and a presence in the mailbox: each is an event for its members.
+    await database_sync_to_async(work.note_add)(user=w.colleague, message=w.message, version=1, body="Befund da")
+    for role in ROLES:
+        html = await inboxes[role].receive_from(timeout=5)
+        assert f'id="msg-{w.message.pk}"' in html and OWN_SUBJECT in html
+    await database_sync_to_async(work.message_claim)(user=w.colleague, message=w.message)
+    for role in ROLES:
+        html = await inboxes[role].receive_from(timeout=5)
+        assert f'id="msg-{w.message.pk}"' in html and "Karl Kollege" in html
+    detail, connected, _ = await _open(MessageConsumer, f"/ws/message/{w.message.pk}/", w.colleague, pk=w.message.pk)
+    assert connected
+    for role in ROLES:
+        html = await inboxes[role].receive_from(timeout=5)
+        assert f'id="row-presence-{w.message.pk}"' in html
+
+    assert await stranger.receive_nothing(timeout=0.5)
+    assert await inboxes["leaver"].receive_nothing(timeout=0.1)
+
+    # The account status line of the mailbox goes to its members; the leaver at most gets their own navigation.
+    await database_sync_to_async(events.broadcast_account_status)(mailbox_id=w.box.pk)
+    for role in ROLES:
+        assert f'id="account-status-{w.box.pk}"' in await inboxes[role].receive_from(timeout=5)
+    if not await inboxes["leaver"].receive_nothing(timeout=0.5):
+        html = await inboxes["leaver"].receive_from()
+        assert f'id="account-status-{w.box.pk}"' not in html and "Kardiologie" not in html
+    assert await stranger.receive_nothing(timeout=0.1)
+
+    # And the other way round: the stranger's mailbox tells the members nothing.
+    await database_sync_to_async(work.message_release)(user=w.foreign_owner, message=w.foreign_message)
+    assert await stranger.receive_from(timeout=5)
+    for role in ROLES:
+        assert await inboxes[role].receive_nothing(timeout=0.1)
+
+    for socket in [*inboxes.values(), stranger, detail]:
+        await socket.disconnect()
+
+
+@async_db
+async def test_message_socket_events_stop_when_membership_ends():
+    w = await database_sync_to_async(build_world)(Role.READER)
+    watcher, connected, _ = await _open(MessageConsumer, f"/ws/message/{w.message.pk}/", w.user, pk=w.message.pk)
+    assert connected
+    await database_sync_to_async(work.message_claim)(user=w.colleague, message=w.message)
+    assert "Karl Kollege" in await watcher.receive_from(timeout=5)
+
+    await database_sync_to_async(Membership.objects.filter(user=w.user).delete)()
+    await database_sync_to_async(work.message_release)(user=w.colleague, message=w.message)
+    assert await watcher.receive_nothing(timeout=0.5)
+    await watcher.disconnect()
+
+
+@async_db
+@pytest.mark.parametrize("change", ["reader", "observer", "removed"])
+async def test_heartbeat_after_losing_the_processor_role_keeps_the_socket_and_does_not_renew(change):
+    w = await database_sync_to_async(build_world)(Role.PROCESSOR)
+    await database_sync_to_async(work.message_claim)(user=w.user, message=w.message)
+    page, connected, _ = await _open(MessageConsumer, f"/ws/message/{w.message.pk}/", w.user, pk=w.message.pk)
+    assert connected
+    expires = (await database_sync_to_async(_msg)(w)).claim_expires_at
+    mine = Membership.objects.filter(mailbox=w.box, user=w.user)
+    if change == "removed":
+        await database_sync_to_async(mine.delete)()
+    else:
+        await database_sync_to_async(mine.update)(role=change)
+
+    await page.send_to(text_data=json.dumps({"writing": True}))
+
+    # The page's socket must survive (a crash would leave presence and lock behind until they time out) …
+    assert await page.receive_nothing(timeout=0.5)
+    # … and the lease of someone who may no longer work the message is not renewed.
+    assert (await database_sync_to_async(_msg)(w)).claim_expires_at <= expires
+    await page.disconnect()
+    assert (await database_sync_to_async(_msg)(w)).claimed_by is None
+    assert not await database_sync_to_async(Presence.objects.filter(user=w.user).exists)()
