@@ -155,15 +155,19 @@ class MessageConsumer(_PortalConsumer):
 
     def _heartbeat(self, writing: bool) -> None:
         from mailbox.services.presence import presence_beat
-        from mailbox.services.work import message_claim
+        from mailbox.services.work import NotAllowed, message_claim
 
         row = presence_beat(channel_name=self.channel_name, writing=writing)
         if row is None:
             return
         message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
         if message is not None:
-            # The open page keeps its lease alive; closing it lets the lease go.
-            message_claim(user=self.user, message=message)
+            # The open page keeps its lease alive; closing it lets the lease go. A user whose role
+            # was taken away meanwhile keeps the socket (so leaving still cleans up) but no lease.
+            try:
+                message_claim(user=self.user, message=message)
+            except NotAllowed:
+                pass
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "message_id"):

@@ -9,7 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from mailbox import selectors
@@ -339,6 +339,7 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
     return redirect("mailbox:notifications")
 
 
+@require_http_methods(["GET", "POST"])
 def absences(request: HttpRequest) -> HttpResponse:
     substitutes = selectors.substitute_candidates(request.user)
     form = AbsenceForm(request.POST or None, substitutes=substitutes)
@@ -379,6 +380,7 @@ def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("mailbox:absences")
 
 
+@require_http_methods(["GET", "POST"])
 def mailbox_members_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(request.user, pk)
     if not selectors.can(mailbox.user_role, "manage"):

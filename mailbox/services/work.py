@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -80,26 +80,25 @@ def message_claim(*, user, message: Message) -> ClaimResult:
     _require(user, message, "process")
     now = timezone.now()
     until = now + timedelta(seconds=claim_seconds())
-    mine_before = Message.objects.filter(pk=message.pk, claimed_by=user, claim_expires_at__gt=now).exists()
-    if mine_before:
-        won = bool(
-            Message.objects.filter(pk=message.pk, claimed_by=user, claim_expires_at__gt=now).update(
-                claim_expires_at=until
-            )
+    still_mine = Q(claimed_by=user, claim_expires_at__gt=now)
+    # The one statement that decides a race: free, expired, or already ours. A renewal keeps the
+    # original claimed_at ("seit 10:42"), a new claim starts now.
+    won = bool(
+        Message.objects.filter(pk=message.pk)
+        .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claimed_by=user))
+        .update(
+            claimed_by=user,
+            claimed_at=Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
+            claim_expires_at=until,
         )
-    else:
-        # The one statement that decides a race: free, expired, or already ours.
-        won = bool(
-            Message.objects.filter(pk=message.pk)
-            .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claimed_by=user))
-            .update(claimed_by=user, claimed_at=now, claim_expires_at=until)
-        )
+    )
     fresh = Message.objects.select_related("claimed_by").get(pk=message.pk)
-    if won and not mine_before:
+    renewed = won and fresh.claimed_at != now
+    if won and not renewed:
         with transaction.atomic():
             audit_record(actor=user, action="message.claimed", message=fresh, until=until.isoformat())
             events.broadcast_message_changed(mailbox_id=fresh.mailbox_id, message_id=fresh.pk, lock=True)
-    return ClaimResult(won=won, renewed=won and mine_before, message=fresh)
+    return ClaimResult(won=won, renewed=renewed, message=fresh)
 
 
 @transaction.atomic

@@ -622,7 +622,8 @@ async def test_heartbeat_after_losing_the_processor_role_keeps_the_socket_and_do
     else:
         await database_sync_to_async(mine.update)(role=change)
 
-    await page.send_to(text_data=json.dumps({"writing": True}))
+    # A plain heartbeat (no change of "writing", so no presence event is sent back to this page).
+    await page.send_to(text_data=json.dumps({"writing": False}))
 
     # The page's socket must survive (a crash would leave presence and lock behind until they time out) …
     assert await page.receive_nothing(timeout=0.5)
