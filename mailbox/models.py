@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from mailbox import crypto
 
@@ -53,7 +54,7 @@ class Membership(models.Model):
     class Role(models.TextChoices):
         OBSERVER = "observer", _("Beobachter (nur lesen, keine Benachrichtigungen)")
         READER = "reader", _("Lesen")
-        PROCESSOR = "processor", _("Bearbeiten")
+        PROCESSOR = "processor", pgettext_lazy("mailbox role", "Bearbeiten")
         OWNER = "owner", _("Eigentümer")
 
     # Ordered by power; observers read like readers but are never notified.
