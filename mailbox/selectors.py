@@ -23,6 +23,7 @@ from django.db.models import (
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
 
 from mailbox.models import Attachment, DienstkennungLabel, Mailbox, Membership, Message, MessageRead, Presence
@@ -298,17 +299,25 @@ def message_list_for_user(
     # hash all of the user's reads (50,000 rows in the bench) on every page view.
     read = set(MessageRead.objects.filter(user=user, message_id__in=ids).values_list("message_id", flat=True))
     presence = presence_for_messages(ids)
+    url = detail_url_pattern()
     for message in rows:
         message.is_read = message.pk in read
         message.badge = badge_for(message.dienstkennung, badges)
         message.present = presence.get(message.pk, [])
+        message.url = url.format(message.pk)
     return page_obj
+
+
+def detail_url_pattern() -> str:
+    """The detail URL with a {} for the id: one reverse() per page instead of one per row."""
+    return reverse("mailbox:message-detail", args=[987654321]).replace("987654321", "{}")
 
 
 def message_get_for_user(user, pk: int) -> Message:
     message = _with_user_state(Message.objects.visible_to(user), user).get(pk=pk)
     message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
     message.present = presence_for_messages([message.pk]).get(message.pk, [])
+    message.url = detail_url_pattern().format(message.pk)
     return message
 
 

@@ -53,7 +53,7 @@ wait_for_file "$SIM_DIR/cm.json" 30 "the simulated Clientmodul"
 wait_for_file "$VZD_DIR/vzd.json" 120 "the simulated directory (slapd)"
 export KIMPORTAL_VZD_URL="$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$VZD_DIR/vzd.json")"
 
-$PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 3
+$PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 5
 
 .venv/bin/celery -A kimportal worker --loglevel=WARNING --concurrency=2 >"$LOG_DIR/worker.log" 2>&1 & pids+=($!)
 .venv/bin/celery -A kimportal beat --loglevel=WARNING >"$LOG_DIR/beat.log" 2>&1 & pids+=($!)
