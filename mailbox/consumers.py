@@ -67,6 +67,18 @@ class InboxConsumer(_PortalConsumer):
         # The browser only listens on this socket.
         return
 
+    async def memberships_changed(self, event: dict) -> None:
+        """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
+        mailbox_ids = await database_sync_to_async(
+            lambda: list(selectors.mailbox_list_for_user(self.user).values_list("pk", flat=True))
+        )()
+        wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
+        for group in set(self.joined) - wanted:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.joined.remove(group)
+        await self._join(*sorted(wanted - set(self.joined)))
+        await self.send(text_data=await database_sync_to_async(self._render_nav)(0))
+
     async def message_created(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_row)(event["message_id"], new=True)
         if html:

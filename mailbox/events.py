@@ -74,3 +74,13 @@ def broadcast_presence(*, mailbox_id: int, message_id: int) -> None:
 
 def broadcast_user_notification(*, user_id: int) -> None:
     transaction.on_commit(lambda: _send(user_group(user_id), {"type": "user.notified", "user_id": user_id}))
+
+
+def broadcast_memberships_changed(*, user_ids: list[int]) -> None:
+    """Someone was added to or removed from a mailbox: their open pages re-subscribe."""
+
+    def send() -> None:
+        for user_id in user_ids:
+            _send(user_group(user_id), {"type": "memberships.changed", "user_id": user_id})
+
+    transaction.on_commit(send)

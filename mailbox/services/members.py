@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from mailbox import selectors
+from mailbox import events, selectors
 from mailbox.errors import PortalError
 from mailbox.models import Mailbox, Membership, Notification
 from mailbox.services.audit import audit_record
@@ -40,6 +40,7 @@ def membership_set(*, user, mailbox: Mailbox, username: str = "", group_name: st
             mailbox=mailbox, group=group, defaults={"role": role}
         )
     _keep_an_owner(mailbox)
+    events.broadcast_memberships_changed(user_ids=_affected_users(membership))
     audit_record(
         actor=user,
         action="membership.set",
@@ -55,8 +56,10 @@ def membership_set(*, user, mailbox: Mailbox, username: str = "", group_name: st
 def membership_remove(*, user, mailbox: Mailbox, membership_id: int) -> None:
     _require_owner(user, mailbox)
     membership = Membership.objects.select_related("user", "group").get(pk=membership_id, mailbox=mailbox)
+    affected = _affected_users(membership)
     membership.delete()
     _keep_an_owner(mailbox)
+    events.broadcast_memberships_changed(user_ids=affected)
     audit_record(
         actor=user,
         action="membership.removed",
@@ -78,3 +81,9 @@ def notifications_mark_read(*, user, ids: list[int] | None = None) -> int:
     if ids is not None:
         qs = qs.filter(pk__in=ids)
     return qs.update(read_at=timezone.now())
+
+
+def _affected_users(membership: Membership) -> list[int]:
+    if membership.user_id:
+        return [membership.user_id]
+    return list(get_user_model().objects.filter(groups=membership.group_id).values_list("pk", flat=True))

@@ -234,3 +234,22 @@ def test_stale_presence_rows_are_not_shown(shared_box):
     )
     present = presence_for_messages([message.pk])[message.pk]
     assert [p.name for p in present] == ["Anna A"]
+
+
+@pytest.mark.asyncio
+async def test_a_new_member_gets_live_mail_without_reloading():
+    from mailbox.services.members import membership_set
+
+    owner = await database_sync_to_async(UserFactory)(username="chefin")
+    newcomer = await database_sync_to_async(UserFactory)(username="neu")
+    box = await database_sync_to_async(MailboxFactory)(display_name="Aufnahme")
+    await database_sync_to_async(MembershipFactory)(mailbox=box, user=owner, role="owner")
+    socket = await _connect(newcomer)
+
+    await database_sync_to_async(membership_set)(user=owner, mailbox=box, username="neu", role="reader")
+    nav = await _receive_until(socket, 'id="mailbox-nav"')
+    assert "Aufnahme" in nav
+    message = await database_sync_to_async(message_ingest)(mailbox=box, uidl="after-join", raw=MAIL_WITH_PDF)
+    html = await _receive_until(socket, f'id="msg-{message.pk}"')
+    assert "Entlassbrief" in html
+    await socket.disconnect()
