@@ -189,7 +189,10 @@ def _apply_filter(qs: QuerySet[Message], user, f: MessageFilter) -> QuerySet[Mes
     if f.view == "unassigned":
         qs = qs.filter(assignee__isnull=True).exclude(state=Message.State.DONE)
     elif f.view == "mine":
+        # "Mir zugewiesen" is a to-do list: finished ones only when asked for by the state filter.
         qs = qs.filter(assignee=user)
+        if not f.state:
+            qs = qs.exclude(state=Message.State.DONE)
     elif f.view == "open":
         qs = qs.exclude(state=Message.State.DONE)
     if f.state in Message.State.values:

@@ -204,3 +204,21 @@ def test_german_is_the_default_whatever_the_browser_says(client, member, message
     html = client.get(reverse("mailbox:inbox"), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
     assert 'lang="de"' in html
     assert "Posteingang" in html
+
+
+def test_mine_lists_my_open_messages_across_mailboxes(client, member, mailbox):
+    from mailbox.models import Message
+
+    other_box = MailboxFactory(display_name="Aufnahme")
+    MembershipFactory(mailbox=other_box, user=member)
+    open_one = message_ingest(mailbox=mailbox, uidl="o1", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Offen"))
+    done_one = message_ingest(mailbox=other_box, uidl="d1", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Fertig"))
+    message_ingest(mailbox=other_box, uidl="n1", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Fremd"))
+    Message.objects.filter(pk=open_one.pk).update(assignee=member, state="in_progress")
+    Message.objects.filter(pk=done_one.pk).update(assignee=member, state="done")
+    client.force_login(member)
+    html = client.get(reverse("mailbox:mine")).content.decode()
+    assert "Offen Müller" in html
+    assert "Fertig Müller" not in html and "Fremd Müller" not in html
+    done = client.get(reverse("mailbox:mine") + "?state=done").content.decode()
+    assert "Fertig Müller" in done and "Offen Müller" not in done
