@@ -1,0 +1,89 @@
+"""The KIM account in Django admin: password encrypted on save, and "Verbindung testen" over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from mailbox.models import KimAccount
+from tests.mailbox.conftest import PASSWORD
+from tests.mailbox.factories import MailboxFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    admin = UserFactory(username="leitung", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    return client
+
+
+def _form(mailbox, cm, **overrides) -> dict:
+    data = {
+        "mailbox": mailbox.pk,
+        "is_active": "on",
+        "cm_host": "127.0.0.1",
+        "smtp_port": cm.smtp_port,
+        "pop3_port": cm.pop3_port,
+        "tls_mode": "pinned",
+        "tls_fingerprint_sha256": ":".join(cm.fingerprint[i : i + 2] for i in range(0, 64, 2)).upper(),
+        "timeout_seconds": "5",
+        "fachdienst": "klinikum-test.kim.telematik-test:465",
+        "fachdienst_pop3": "",
+        "mandant_id": "Mandant1",
+        "client_system_id": "KIM-Portal",
+        "workplace_id": "AP1",
+        "user_id": "",
+        "konnektor_id": "",
+        "smtp_username_template": "{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{konnektor}",
+        "pop3_username_template": "{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{user}#{konnektor}",
+        "password": PASSWORD,
+        "poll_interval_seconds": "30",
+        "keep_on_server_days": "0",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_admin_saves_the_password_encrypted_and_normalizes_the_fingerprint(admin_client, cm):
+    mailbox = MailboxFactory(address="station-kardio@klinikum-test.kim.telematik-test")
+    response = admin_client.post(reverse("admin:mailbox_kimaccount_add"), _form(mailbox, cm))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account = KimAccount.objects.get(mailbox=mailbox)
+    assert PASSWORD not in account.password_encrypted
+    assert account.get_password() == PASSWORD
+    assert account.tls_fingerprint_sha256 == cm.fingerprint
+
+
+def test_admin_refuses_a_bad_fingerprint_and_a_missing_password(admin_client, cm):
+    mailbox = MailboxFactory()
+    response = admin_client.post(
+        reverse("admin:mailbox_kimaccount_add"), _form(mailbox, cm, tls_fingerprint_sha256="abc", password="")
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "64 Hex-Zeichen" in html
+    assert "Bitte das Passwort des KIM-Kontos eingeben." in html
+    assert not KimAccount.objects.exists()
+
+
+def test_verbindung_testen_reports_success_and_failure_in_german(admin_client, cm, account):
+    bad = KimAccount.objects.get(pk=account.pk)
+    url = reverse("admin:mailbox_kimaccount_changelist")
+    response = admin_client.post(url, {"action": "test_connection", "_selected_action": [account.pk]}, follow=True)
+    html = response.content.decode()
+    assert "SMTP-Anmeldung erfolgreich" in html
+    assert "POP3-Anmeldung erfolgreich" in html
+
+    bad.set_password("falsch")
+    bad.save()
+    response = admin_client.post(url, {"action": "test_connection", "_selected_action": [account.pk]}, follow=True)
+    assert "Passwort falsch" in response.content.decode()
+
+
+def test_admin_is_for_staff_only(client, cm, account):
+    client.force_login(UserFactory(username="station"))
+    response = client.get(reverse("admin:mailbox_kimaccount_changelist"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
