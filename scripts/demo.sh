@@ -12,7 +12,8 @@ export KIMPORTAL_FETCH_TICK_SECONDS=1
 export KIMPORTAL_SERVE_STATIC=1
 mkdir -p "$KIMPORTAL_DATA_DIR"
 PY=.venv/bin/python
-SIM_DIR="$KIMPORTAL_DATA_DIR/tisim"
+# The simulator keeps its default data directory, so `python -m tisim send ...` works without options.
+SIM_DIR="${TISIM_DATA_DIR:-$PWD/var/tisim}"
 VZD_DIR="$KIMPORTAL_DATA_DIR/vzd"
 LOG_DIR="$KIMPORTAL_DATA_DIR/logs"
 mkdir -p "$SIM_DIR" "$VZD_DIR" "$LOG_DIR"
@@ -69,7 +70,7 @@ cat <<TXT
   KIM Portal demo is running:  http://127.0.0.1:8000/
   Users: station / demo · aerztin / demo · leitung / demo (administration)
   Send a mail from the outside practice:
-    .venv/bin/python -m tisim send --data-dir $SIM_DIR \\
+    .venv/bin/python -m tisim send \\
       --from praxis.mueller@praxis-mueller.kim.telematik-test \\
       --to kardiologie@klinikum-demo.kim.telematik-test --subject "Befund"
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
