@@ -8,12 +8,14 @@ Events carry ids only; every render re-reads through the user's own selectors.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils import translation
+from django.utils import timezone, translation
 
 from mailbox import selectors
 from mailbox.events import mailbox_group, message_group, user_group
@@ -152,7 +154,9 @@ class MessageConsumer(_PortalConsumer):
         message = selectors.message_row_for_user(self.user, self.message_id)
         if message is None:
             return False
-        presence_join(user=self.user, message=message, channel_name=self.channel_name)
+        query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
+        self.page_token = (query.get("page") or [""])[0][:40]
+        presence_join(user=self.user, message=message, channel_name=self.channel_name, page_token=self.page_token)
         return True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -169,7 +173,9 @@ class MessageConsumer(_PortalConsumer):
         from mailbox.services.presence import presence_beat
         from mailbox.services.work import NotAllowed, message_claim
 
-        row = presence_beat(channel_name=self.channel_name, writing=writing)
+        # One timestamp for the heartbeat and the lease renewal: _leave compares the two.
+        now = timezone.now()
+        row = presence_beat(channel_name=self.channel_name, writing=writing, now=now)
         if row is None:
             return
         message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
@@ -177,7 +183,7 @@ class MessageConsumer(_PortalConsumer):
             # The open page keeps its lease alive; closing it lets the lease go. A user whose role
             # was taken away meanwhile keeps the socket (so leaving still cleans up) but no lease.
             try:
-                message_claim(user=self.user, message=message)
+                message_claim(user=self.user, message=message, now=now)
             except NotAllowed:
                 pass
 
@@ -191,10 +197,14 @@ class MessageConsumer(_PortalConsumer):
         from mailbox.services.work import message_release
 
         row, still_open = presence_leave(channel_name=self.channel_name)
-        if row is not None and not still_open:
-            message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
-            if message is not None:
-                message_release(user=self.user, message=message, reason="left")
+        if row is None or still_open:
+            return
+        message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
+        if message is None:
+            return
+        if handed_over(message, row):
+            return
+        message_release(user=self.user, message=message, reason="left")
 
     async def message_changed(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_lock)()
@@ -211,4 +221,20 @@ class MessageConsumer(_PortalConsumer):
         if message is None:
             return ""
         message.role = selectors.user_role(self.user, message.mailbox_id)
-        return self._render("mailbox/partials/_lock_panel.html", {"message": message, "oob": True})
+        context = {"message": message, "oob": True, "page_token": getattr(self, "page_token", "")}
+        return self._render("mailbox/partials/_lock_panel.html", context)
+
+
+def handed_over(message: Message, closing) -> bool:
+    """Did another page load (a reload, a second tab still connecting) take the lock over?
+
+    A reload's GET re-claims with its own page token before the old page's socket closes; the
+    old page must leave the lock alone then. A hand-over older than PAGE_HANDOVER_SECONDS whose
+    page never connected does not keep the lock: then the leaving page frees it.
+    """
+    from mailbox.services.work import PAGE_HANDOVER_SECONDS
+
+    if not message.claim_page or message.claim_page == closing.page_token:
+        return False
+    recent = timezone.now() - timedelta(seconds=PAGE_HANDOVER_SECONDS)
+    return bool(message.claim_renewed_at and message.claim_renewed_at > recent)

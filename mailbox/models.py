@@ -280,6 +280,10 @@ class Message(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # Which page load took or last re-took the lease, and when. A reload's new page takes it over
+    # before the old page's socket closes; the old page must not release it then.
+    claim_page = models.CharField(max_length=40, blank=True)
+    claim_renewed_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -446,6 +450,7 @@ class Presence(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="presences")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     channel_name = models.CharField(max_length=200, unique=True)
+    page_token = models.CharField(max_length=40, blank=True)
     writing = models.BooleanField(default=False)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
 

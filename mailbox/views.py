@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from io import BytesIO
 
@@ -110,11 +111,13 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
     message_open(user=request.user, message=message)
     role = selectors.user_role(request.user, message.mailbox_id)
+    # Names this page load: its socket and its claim button say which page holds the lock.
+    page = uuid.uuid4().hex
     if selectors.can(role, "process") and message.state != Message.State.DONE:
         # Opening a message to work on it takes the read-lock when it is free.
-        work.message_claim(user=request.user, message=message)
+        work.message_claim(user=request.user, message=message, page=page)
     message = selectors.message_detail_for_user(request.user, pk)
-    return render(request, "mailbox/message_detail.html", _detail_context(request, message))
+    return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
 
 
 def _work_response(
@@ -130,9 +133,8 @@ def _work_response(
     context = _detail_context(request, message, error=error, notice=notice)
     response = render(request, "mailbox/message_detail.html#work", context, status=status)
     # The lock panel shows version and holder; refresh it too.
-    response.content += render_to_string(
-        "mailbox/partials/_lock_panel.html", {"message": message, "oob": True, "user": request.user}, request
-    ).encode()
+    lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request)}
+    response.content += render_to_string("mailbox/partials/_lock_panel.html", lock_context, request).encode()
     return response
 
 
@@ -211,17 +213,23 @@ def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpRes
         return redirect("mailbox:message-detail", pk=pk)
     message = selectors.message_row_for_user(request.user, pk)
     message.role = selectors.user_role(request.user, message.mailbox_id)
-    html = render_to_string("mailbox/partials/_lock_panel.html", {"message": message, "error": error}, request)
+    context = {"message": message, "error": error, "page_token": _page_token(request)}
+    html = render_to_string("mailbox/partials/_lock_panel.html", context, request)
     response = HttpResponse(html)
     # Action buttons depend on who holds the lock: tell the page (portal.js re-evaluates).
     return trigger_client_event(response, "lock-changed")
+
+
+def _page_token(request: HttpRequest) -> str:
+    token = request.POST.get("page", "")
+    return token if len(token) == 32 and token.isalnum() else ""
 
 
 @require_POST
 def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
     try:
-        result = work.message_claim(user=request.user, message=message)
+        result = work.message_claim(user=request.user, message=message, page=_page_token(request))
     except work.NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     error = "" if result.won else work.ClaimHeld(result.message).message

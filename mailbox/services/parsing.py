@@ -335,6 +335,15 @@ def _parse_date(value: str, problems: _Problems) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        parsed = None
+    # A sender controls this header; a year the database cannot hold ("31 Dec 9999 -1200" is year
+    # 10000 in UTC) would break every list showing the message.
+    if parsed is None or not (1900 <= parsed.year <= 2200):
+        problems.add(f"Datum außerhalb des gültigen Bereichs: „{value.strip()[:80]}“", severe=False)
+        return None
     return parsed
 
 

@@ -13,22 +13,28 @@ from mailbox.selectors import PRESENCE_TTL_SECONDS
 
 
 @transaction.atomic
-def presence_join(*, user, message: Message, channel_name: str) -> None:
+def presence_join(*, user, message: Message, channel_name: str, page_token: str = "") -> None:
     Presence.objects.update_or_create(
         channel_name=channel_name,
-        defaults={"user": user, "message": message, "writing": False, "last_seen": timezone.now()},
+        defaults={
+            "user": user,
+            "message": message,
+            "page_token": page_token,
+            "writing": False,
+            "last_seen": timezone.now(),
+        },
     )
     events.broadcast_presence(mailbox_id=message.mailbox_id, message_id=message.pk)
 
 
 @transaction.atomic
-def presence_beat(*, channel_name: str, writing: bool) -> Presence | None:
+def presence_beat(*, channel_name: str, writing: bool, now=None) -> Presence | None:
     """Heartbeat from an open page. Re-creates nothing: a page whose row is gone must reconnect."""
     row = Presence.objects.select_related("message").filter(channel_name=channel_name).first()
     if row is None:
         return None
     changed = row.writing != writing
-    Presence.objects.filter(pk=row.pk).update(last_seen=timezone.now(), writing=writing)
+    Presence.objects.filter(pk=row.pk).update(last_seen=now or timezone.now(), writing=writing)
     if changed:
         events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
     return row

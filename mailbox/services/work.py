@@ -75,10 +75,17 @@ class ClaimResult:
     message: Message
 
 
-def message_claim(*, user, message: Message) -> ClaimResult:
-    """Take or renew the read-lock. Never raises for a held lock: the caller shows who holds it."""
+# A page load that renewed the lock this recently may still be connecting its socket.
+PAGE_HANDOVER_SECONDS = 15
+
+
+def message_claim(*, user, message: Message, page: str = "", now: datetime | None = None) -> ClaimResult:
+    """Take or renew the read-lock. Never raises for a held lock: the caller shows who holds it.
+
+    `page` names the page load that claims (detail view, claim button); heartbeats renew without it.
+    """
     _require(user, message, "process")
-    now = timezone.now()
+    now = now or timezone.now()
     until = now + timedelta(seconds=claim_seconds())
     still_mine = Q(claimed_by=user, claim_expires_at__gt=now)
     # The one statement that decides a race: free, expired, or already ours. A renewal keeps the
@@ -90,6 +97,9 @@ def message_claim(*, user, message: Message) -> ClaimResult:
             claimed_by=user,
             claimed_at=Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
             claim_expires_at=until,
+            claim_renewed_at=now,
+            # A new page claim names its page; a heartbeat renewal keeps the page that claimed.
+            claim_page=Value(page) if page else Case(When(still_mine, then=F("claim_page")), default=Value("")),
         )
     )
     fresh = Message.objects.select_related("claimed_by").get(pk=message.pk)
@@ -105,7 +115,7 @@ def message_claim(*, user, message: Message) -> ClaimResult:
 def message_release(*, user, message: Message, reason: str = "") -> bool:
     released = bool(
         Message.objects.filter(pk=message.pk, claimed_by=user).update(
-            claimed_by=None, claimed_at=None, claim_expires_at=None
+            claimed_by=None, claimed_at=None, claim_expires_at=None, claim_renewed_at=None, claim_page=""
         )
     )
     if released:
@@ -122,7 +132,9 @@ def message_break_lock(*, user, message: Message) -> bool:
     if not current.claim_active():
         return False
     holder = current.claimed_by
-    Message.objects.filter(pk=message.pk).update(claimed_by=None, claimed_at=None, claim_expires_at=None)
+    Message.objects.filter(pk=message.pk).update(
+        claimed_by=None, claimed_at=None, claim_expires_at=None, claim_renewed_at=None, claim_page=""
+    )
     audit_record(actor=user, action="message.lock_broken", message=current, holder=holder.pk)
     if holder.pk != user.pk:
         _notify(
@@ -238,7 +250,7 @@ def message_set_state(*, user, message: Message, version: int, state: str, due_a
     fields: dict = {"state": state, "due_at": due_at if state == Message.State.WAITING else None}
     if state == Message.State.DONE and current.claimed_by_id == user.pk:
         # Done means the work is finished: free the message for colleagues at once.
-        fields.update(claimed_by=None, claimed_at=None, claim_expires_at=None)
+        fields.update(claimed_by=None, claimed_at=None, claim_expires_at=None, claim_renewed_at=None, claim_page="")
         audit_record(actor=user, action="message.released", message=current, reason="done")
     if current.assignee_id is None and state != Message.State.NEW:
         # Working on (or finishing) a message makes you responsible unless someone already is: the

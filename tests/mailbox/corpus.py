@@ -249,6 +249,13 @@ def make_invalid_date() -> bytes:
     return _lines(*headers, "Content-Type: text/plain", "", "Text", "")
 
 
+def make_extreme_dates() -> bytes:
+    """A date the database cannot store once converted to UTC (year 10000)."""
+    headers = _std_headers("Datum am Ende der Zeit")
+    headers[3] = "Date: Fri, 31 Dec 9999 23:59:59 -1200"
+    return _lines(*headers, "Content-Type: text/plain", "", "Text", "")
+
+
 def make_repeated_integrity_results() -> bytes:
     """X-KIM-IntegrityCheckResult twice (06 and 08), X-KIM-DecryptionResult twice."""
     return _lines(
@@ -630,6 +637,7 @@ HOSTILE_CORPUS: dict[str, Callable[[], bytes]] = {
     "rfc2047_subject": make_rfc2047_subject,
     "missing_date_and_message_id": make_missing_date_and_message_id,
     "invalid_date": make_invalid_date,
+    "extreme_date": make_extreme_dates,
     "repeated_integrity_results": make_repeated_integrity_results,
     "kim_error_mail": make_kim_error_mail,
     "integrity_failure_notice": make_integrity_failure_notice,

@@ -78,10 +78,11 @@ async def test_account_status_change_updates_nav_and_status_line():
     await socket.disconnect()
 
 
-async def _message_socket(user, message_id: int) -> WebsocketCommunicator:
+async def _message_socket(user, message_id: int, page: str = "") -> WebsocketCommunicator:
     from mailbox.consumers import MessageConsumer
 
-    communicator = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message_id}/")
+    path = f"/ws/message/{message_id}/" + (f"?page={page}" if page else "")
+    communicator = WebsocketCommunicator(MessageConsumer.as_asgi(), path)
     communicator.scope["user"] = user
     communicator.scope["url_route"] = {"kwargs": {"pk": message_id}}
     connected, _ = await communicator.connect()
@@ -253,3 +254,27 @@ async def test_a_new_member_gets_live_mail_without_reloading():
     html = await _receive_until(socket, f'id="msg-{message.pk}"')
     assert "Entlassbrief" in html
     await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_reloading_the_page_keeps_the_lock(shared_box):
+    """Reload: the new page's GET renews the lease before the old page's socket closes."""
+    from mailbox.models import Message
+    from mailbox.services.work import message_claim
+
+    _box, anna, _bert, message = shared_box
+    first, second = "a" * 32, "b" * 32
+    await database_sync_to_async(message_claim)(user=anna, message=message, page=first)  # the first GET
+    old_page = await _message_socket(anna, message.pk, page=first)
+    await old_page.send_to(text_data='{"writing": "0"}')  # a heartbeat of the old page
+    await old_page.receive_nothing(timeout=0.2)
+
+    await database_sync_to_async(message_claim)(user=anna, message=message, page=second)  # the reload's GET
+    await old_page.disconnect()
+    fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+    assert fresh.claimed_by_id == anna.pk, "closing the old page must not free the reloaded page's lock"
+
+    new_page = await _message_socket(anna, message.pk, page=second)
+    await new_page.disconnect()
+    fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
+    assert fresh.claimed_by_id is None, "closing the last page frees the lock"

@@ -222,3 +222,15 @@ def test_mine_lists_my_open_messages_across_mailboxes(client, member, mailbox):
     assert "Fertig Müller" not in html and "Fremd Müller" not in html
     done = client.get(reverse("mailbox:mine") + "?state=done").content.decode()
     assert "Fertig Müller" in done and "Offen Müller" not in done
+
+
+def test_a_mail_dated_beyond_year_9999_does_not_break_the_inbox(client, member, mailbox):
+    from tests.mailbox.corpus import make_extreme_dates
+
+    msg = message_ingest(mailbox=mailbox, uidl="far-future", raw=make_extreme_dates())
+    assert msg.date is None
+    assert any("Datum" in p for p in msg.parse_problems)
+    client.force_login(member)
+    response = client.get(reverse("mailbox:inbox"))
+    assert response.status_code == 200
+    assert "Datum am Ende der Zeit" in response.content.decode()
