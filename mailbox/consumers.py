@@ -14,6 +14,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
@@ -54,6 +56,22 @@ class _PortalConsumer(AsyncWebsocketConsumer):
         with translation.override(self.language):
             return render_to_string(template, {"user": self.user, **context})
 
+    def _session_valid(self) -> bool:
+        """Logged out elsewhere, session expired, or account deactivated: stop sending patient data."""
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if key is not None and not Session.objects.filter(session_key=key, expire_date__gt=timezone.now()).exists():
+            return False
+        return get_user_model().objects.filter(pk=self.user.pk, is_active=True).exists()
+
+    async def _send_if_valid(self, html: str) -> None:
+        if not html:
+            return
+        if not await database_sync_to_async(self._session_valid)():
+            await self.close(code=4401)
+            return
+        await self.send(text_data=html)
+
 
 class InboxConsumer(_PortalConsumer):
     async def connect(self) -> None:
@@ -79,30 +97,27 @@ class InboxConsumer(_PortalConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
             self.joined.remove(group)
         await self._join(*sorted(wanted - set(self.joined)))
-        await self.send(text_data=await database_sync_to_async(self._render_nav)(0))
+        await self._send_if_valid(await database_sync_to_async(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_row)(event["message_id"], new=True)
-        if html:
-            await self.send(text_data=html)
+        await self._send_if_valid(html)
 
     async def message_changed(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_row)(event["message_id"], new=False)
-        if html:
-            await self.send(text_data=html)
+        await self._send_if_valid(html)
 
     async def presence_changed(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_presence)(event["message_id"])
-        if html:
-            await self.send(text_data=html)
+        await self._send_if_valid(html)
 
     async def account_status(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_nav)(event["mailbox_id"])
-        await self.send(text_data=html)
+        await self._send_if_valid(html)
 
     async def user_notified(self, event: dict) -> None:
         html = await database_sync_to_async(self._render_notifications)()
-        await self.send(text_data=html)
+        await self._send_if_valid(html)
 
     def _nav_context(self, mailbox_id: int | None = None) -> dict:
         mailboxes = list(selectors.mailbox_list_for_user(self.user))
@@ -207,14 +222,10 @@ class MessageConsumer(_PortalConsumer):
         message_release(user=self.user, message=message, reason="left")
 
     async def message_changed(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_lock)()
-        if html:
-            await self.send(text_data=html)
+        await self._send_if_valid(await database_sync_to_async(self._render_lock)())
 
     async def presence_changed(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_lock)()
-        if html:
-            await self.send(text_data=html)
+        await self._send_if_valid(await database_sync_to_async(self._render_lock)())
 
     def _render_lock(self) -> str:
         message = selectors.message_row_for_user(self.user, self.message_id)

@@ -278,3 +278,34 @@ async def test_reloading_the_page_keeps_the_lock(shared_box):
     await new_page.disconnect()
     fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
     assert fresh.claimed_by_id is None, "closing the last page frees the lock"
+
+
+@pytest.mark.asyncio
+async def test_a_deactivated_account_gets_no_more_patient_data(shared_box):
+    from django.contrib.auth import get_user_model
+
+    box, _anna, bert, _message = shared_box
+    socket = await _connect(bert)
+    await database_sync_to_async(get_user_model().objects.filter(pk=bert.pk).update)(is_active=False)
+    await database_sync_to_async(message_ingest)(mailbox=box, uidl="after-leaving", raw=MAIL_WITH_PDF)
+    output = await socket.receive_output(timeout=5)
+    assert output["type"] == "websocket.close"
+    assert output["code"] == 4401
+
+
+@pytest.mark.asyncio
+async def test_a_logged_out_session_gets_no_more_patient_data(shared_box):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    box, _anna, bert, _message = shared_box
+    session = SessionStore()
+    await database_sync_to_async(session.create)()
+    communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+    communicator.scope["user"] = bert
+    communicator.scope["session"] = session
+    connected, _ = await communicator.connect()
+    assert connected
+    await database_sync_to_async(session.delete)()  # what logout does
+    await database_sync_to_async(message_ingest)(mailbox=box, uidl="after-logout", raw=MAIL_WITH_PDF)
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close"
