@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from directory import certcache
 from directory import ldapfilter as f
@@ -24,7 +25,8 @@ from directory.query import Criteria, build_filter, search_words
 
 logger = logging.getLogger(__name__)
 
-TRUNCATED_MESSAGE = "mehr als 100 Treffer – bitte Suche eingrenzen"
+# Marked for extraction here, translated where it is shown.
+TRUNCATED_MESSAGE = gettext_noop("mehr als 100 Treffer – bitte Suche eingrenzen")
 
 
 def unavailable_message(exc: VzdError) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -32,7 +33,8 @@ def search(request: HttpRequest) -> HttpResponse:
         "favorites": selectors.contact_addresses() if outcome and outcome.entries else set(),
     }
     template = "directory/search.html"
-    if request.htmx:
+    # A history restore (back button after htmx pushed the URL) needs the whole page.
+    if request.htmx and not request.htmx.history_restore_request:
         template += "#results"
     return render(request, template, context)
 
@@ -101,7 +103,12 @@ def favorite_toggle(request: HttpRequest) -> HttpResponse:
         return render(request, "directory/partials/_favorite.html", context)
     if error:
         messages.error(request, error)
-    return redirect(request.POST.get("next") or "directory:contacts")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "directory:contacts"
+    return redirect(target)
 
 
 @require_GET

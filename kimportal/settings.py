@@ -88,6 +88,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "kimportal.middleware.PrivatePagesMiddleware",
 ]
 
 ROOT_URLCONF = "kimportal.urls"
@@ -137,7 +138,8 @@ if EMBEDDED:
     }
 else:
     DATABASES = {"default": env.db("DATABASE_URL")}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # Persistent connections are not safe under ASGI (Django docs); connect per request.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Short OLTP queries: PostgreSQL's JIT compiles for hundreds of ms and wins nothing here, and
         # on SSD storage index probes are nearly as cheap as sequential reads (the planner's default
@@ -191,7 +193,8 @@ CONTENT_SECURITY_POLICY = {
         "script-src": ["'self'", NONCE],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
-        "connect-src": ["'self'", "ws:", "wss:"],
+        # 'self' covers same-origin ws:/wss: (CSP Level 3); no socket to any other host.
+        "connect-src": ["'self'"],
         "frame-src": ["'self'"],
         "frame-ancestors": ["'self'"],
         "object-src": ["'none'"],
@@ -220,7 +223,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often beat asks which accounts are due; each account has its own poll interval.
 KIMPORTAL_FETCH_TICK_SECONDS = env.float("KIMPORTAL_FETCH_TICK_SECONDS", default=5.0)
-KIMPORTAL_DEFAULT_POLL_SECONDS = env.int("KIMPORTAL_DEFAULT_POLL_SECONDS", default=30)
 # A fetch holds a lease on its account, renewed after every message; a killed worker's lease expires.
 KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default=120)
 
@@ -229,7 +231,6 @@ KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=600)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))
-KIMPORTAL_CM_TIMEOUT_SECONDS = env.float("KIMPORTAL_CM_TIMEOUT_SECONDS", default=30.0)
 # Sent on every outgoing mail as X-KIM-Sendersystem.
 KIMPORTAL_SENDER_SYSTEM = "KIM-Portal;0.1.0"
 

@@ -307,10 +307,6 @@ class Message(models.Model):
         return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
 
     @property
-    def has_attachments(self) -> bool:
-        return self.attachment_count > 0
-
-    @property
     def integrity_ok(self) -> bool:
         # No header at all is not "ok": the CM always sets it on decrypted KIM mail.
         return bool(self.integrity_results) and all(r == "01" for r in self.integrity_results)

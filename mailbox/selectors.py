@@ -61,10 +61,6 @@ def mailbox_list_for_user(user) -> QuerySet[Mailbox]:
     )
 
 
-def mine_open_count(user) -> int:
-    return user_counters(user)["mine"]
-
-
 def user_counters(user) -> dict[str, int]:
     """Open messages assigned to the user and unread notifications, in one query."""
     from mailbox.models import Notification
@@ -180,8 +176,8 @@ class MessageFilter:
 SORTS = {
     "-received": ("-received_at", "-id"),
     "received": ("received_at", "id"),
-    "from": ("from_name", "from_address", "-received_at"),
-    "subject": ("subject", "-received_at"),
+    "from": ("from_name", "from_address", "-received_at", "-id"),
+    "subject": ("subject", "-received_at", "-id"),
 }
 
 
@@ -413,10 +409,6 @@ def badge_for(dienstkennung: str, labels: dict[str, DienstkennungLabel]) -> Badg
     if known is None:
         return Badge(label=value, css_class="badge-unknown", title=value)
     return Badge(label=known.label, css_class=known.css_class, title=value)
-
-
-def unread_notification_count(user) -> int:
-    return user_counters(user)["notifications"]
 
 
 def substitute_candidates(user):

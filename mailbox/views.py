@@ -66,7 +66,7 @@ def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | Non
         "labels": selectors.dienstkennung_badges().values(),
     }
     template = "mailbox/inbox.html"
-    if request.htmx and request.htmx.target == "message-list":
+    if request.htmx and request.htmx.target == "message-list" and not request.htmx.history_restore_request:
         template += "#message-list"
     return render(request, template, context)
 
@@ -313,7 +313,11 @@ def attachment_download(request: HttpRequest, pk: int, position: int) -> HttpRes
     response = FileResponse(
         BytesIO(data), as_attachment=not inline, filename=attachment.filename, content_type=content_type
     )
-    response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:; object-src 'self'"
+    if content_type == "application/pdf":
+        # Chrome's PDF viewer does not run in a CSP sandbox; it isolates the document itself.
+        response["Content-Security-Policy"] = "frame-ancestors 'self'"
+    else:
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:"
     response._csp_exempt = True
     return response
 

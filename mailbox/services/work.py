@@ -162,12 +162,11 @@ def _guarded(user, message: Message, expected_version: int) -> Message:
     return current
 
 
-def _bump(message: Message, *, user, what: str, **fields) -> Message:
+def _bump(message: Message, **fields) -> Message:
     fields["version"] = message.version + 1
     Message.objects.filter(pk=message.pk).update(**fields)
     for name, value in fields.items():
         setattr(message, name, value)
-    message.last_change = {"by": selectors.display_name(user), "what": what}
     events.broadcast_message_changed(mailbox_id=message.mailbox_id, message_id=message.pk)
     return message
 
@@ -194,7 +193,7 @@ def message_take(*, user, message: Message, version: int) -> Message:
     _open_period(current, user, by=user)
     audit_record(actor=user, action="message.taken", message=current, previous=current.assignee_id)
     state = Message.State.IN_PROGRESS if current.state in (Message.State.NEW, Message.State.WAITING) else current.state
-    return _bump(current, user=user, what=_("übernommen"), assignee=user, state=state)
+    return _bump(current, assignee=user, state=state)
 
 
 @transaction.atomic
@@ -226,7 +225,7 @@ def message_assign(*, user, message: Message, version: int, assignee_id: int, no
             + (f" – {note}" if note else ""),
         )
     state = Message.State.IN_PROGRESS if current.state == Message.State.NEW else current.state
-    return _bump(current, user=user, what=_("zugewiesen"), assignee=assignee, state=state)
+    return _bump(current, assignee=assignee, state=state)
 
 
 @transaction.atomic
@@ -236,7 +235,7 @@ def message_unassign(*, user, message: Message, version: int) -> Message:
         return current
     _open_period(current, None, by=user)
     audit_record(actor=user, action="message.unassigned", message=current, previous=current.assignee_id)
-    return _bump(current, user=user, what=_("Zuständigkeit entfernt"), assignee=None)
+    return _bump(current, assignee=None)
 
 
 @transaction.atomic
@@ -257,7 +256,7 @@ def message_set_state(*, user, message: Message, version: int, state: str, due_a
         # history then always says who handled it.
         _open_period(current, user, by=user)
         fields["assignee"] = user
-    return _bump(current, user=user, what=Message.State(state).label, **fields)
+    return _bump(current, **fields)
 
 
 MENTION = re.compile(r"(?<![\w.@])@([\w][\w.\-]{0,149})")
@@ -272,7 +271,8 @@ def note_add(*, user, message: Message, version: int, body: str) -> Note:
         raise PortalError(_("Die Notiz ist zu lang (höchstens 10.000 Zeichen)."))
     current = _guarded(user, message, version)
     note = Note.objects.create(message=current, author=user, body=body)
-    names = {m.lower() for m in MENTION.findall(body)}
+    # "@anna." at the end of a sentence mentions anna: trailing dots and dashes are punctuation.
+    names = {m.lower().rstrip(".-") for m in MENTION.findall(body)}
     mentioned = [
         u for u in selectors.mailbox_members(current.mailbox, min_role="observer") if u.username.lower() in names
     ]
@@ -288,7 +288,7 @@ def note_add(*, user, message: Message, version: int, body: str) -> Note:
             % {"name": selectors.display_name(user), "subject": _short(current.subject)},
         )
     audit_record(actor=user, action="note.added", message=current, note=note.pk, mentions=[u.pk for u in mentioned])
-    _bump(current, user=user, what=_("Notiz"))
+    _bump(current)
     return note
 
 

@@ -168,3 +168,17 @@ def test_acknowledge_resets_flag(logged_in):
     assert response.status_code == 302
     contact.refresh_from_db()
     assert contact.status == "ok" and contact.changed_fields == []
+
+
+def test_favorite_redirect_stays_on_this_site(client, django_user_model):
+    """The 'next' field of the favourite form must not send users to another site."""
+    from django.urls import reverse
+
+    user = django_user_model.objects.create_user("redir", password="pw-secret-123")
+    client.force_login(user)
+    response = client.post(
+        reverse("directory:favorite-toggle"),
+        {"address": "nobody@example.kim.telematik-test", "next": "https://evil.example/"},
+    )
+    assert response.status_code == 302
+    assert not response["Location"].startswith("https://evil.example")

@@ -234,3 +234,21 @@ def test_a_mail_dated_beyond_year_9999_does_not_break_the_inbox(client, member, 
     response = client.get(reverse("mailbox:inbox"))
     assert response.status_code == 200
     assert "Datum am Ende der Zeit" in response.content.decode()
+
+
+def test_private_pages_are_not_cached_and_fragments_vary(client, member, mailbox):
+    client.force_login(member)
+    response = client.get(reverse("mailbox:inbox"))
+    assert response["Cache-Control"] == "no-store, private"
+    assert "HX-Request" in response["Vary"]
+
+
+def test_mention_at_the_end_of_a_sentence_notifies(member, mailbox):
+    from mailbox.models import Notification
+    from mailbox.services.work import note_add
+
+    anna = UserFactory(username="anna")
+    MembershipFactory(mailbox=mailbox, user=anna)
+    msg = message_ingest(mailbox=mailbox, uidl="mention", raw=MAIL_WITH_PDF)
+    note_add(user=member, message=msg, version=msg.version, body="Bitte prüfen, @anna.")
+    assert Notification.objects.filter(user=anna, kind="mention").exists()
