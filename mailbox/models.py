@@ -242,6 +242,8 @@ class Message(models.Model):
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="messages")
     uidl = models.CharField(max_length=100)
+    # The size the CM's POP3 LIST gave: a known UIDL with another size is a different message.
+    pop3_size = models.PositiveBigIntegerField(null=True, blank=True)
     raw_sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     received_at = models.DateTimeField(default=timezone.now, db_index=True)

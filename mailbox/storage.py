@@ -54,7 +54,17 @@ def blob_put(data: bytes) -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The rename itself must reach the disk before the server copy is deleted (power loss).
+    _fsync_dir(path.parent)
     return digest
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def blob_get(sha256: str) -> bytes:

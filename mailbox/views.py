@@ -328,7 +328,7 @@ def mailbox_fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
     if mailbox_fetch_request(user=request.user, mailbox=mailbox):
         messages.info(request, _("Abruf wurde angestoßen."))
     else:
-        messages.error(request, _("Für dieses Postfach ist kein KIM-Konto eingerichtet."))
+        messages.error(request, _("Für dieses Postfach ist kein aktives KIM-Konto eingerichtet."))
     return redirect("mailbox:mailbox-messages", pk=mailbox.pk)
 
 

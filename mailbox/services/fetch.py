@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from mailbox import events
 from mailbox.clients.pop3 import pop3_session
@@ -69,23 +72,58 @@ class LeaseLost(Exception):
 
 def account_fetch(*, account_id: int) -> FetchResult:
     result = FetchResult(account_id=account_id)
+    account = KimAccount.objects.select_related("mailbox").filter(pk=account_id).first()
+    if account is None or not account.is_active:
+        # Switched off (e.g. CM maintenance): no login, no DELE, whoever asks.
+        result.error = _("Der Abruf für dieses KIM-Konto ist abgeschaltet.")
+        return result
     token = account_lease_acquire(account_id=account_id)
     if token is None:
         result.skipped_busy = True
         return result
+    keeper = _LeaseKeeper(account_id, token)
+    keeper.start()
     try:
-        account = KimAccount.objects.select_related("mailbox").get(pk=account_id)
         try:
             _fetch(account, token, result)
         except (CmError, CredentialDecryptionError, LeaseLost) as exc:
-            port = account.pop3_port
-            result.error = cm_error_message(exc, host=account.cm_host, port=port)
+            result.error = cm_error_message(exc, host=account.cm_host, port=account.pop3_port)
+            _record_failure(account, exc, result.error)
+            return result
+        except Exception as exc:
+            # Disk full, a bug, a time limit: visible in the UI and the log, never a silent stall.
+            log.exception("fetch of %s failed unexpectedly", account.mailbox.address)
+            result.error = _("Interner Fehler beim Abruf (%(kind)s). Details im Server-Log.") % {
+                "kind": exc.__class__.__name__
+            }
             _record_failure(account, exc, result.error)
             return result
         _record_success(account)
         return result
     finally:
+        keeper.stop()
         account_lease_release(account_id=account_id, token=token)
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the fetch lease while one RETR of a very large mail takes longer than the lease."""
+
+    def __init__(self, account_id: int, token: str) -> None:
+        super().__init__(daemon=True, name=f"lease-{account_id}")
+        self.account_id = account_id
+        self.token = token
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(lease_seconds() / 3):
+                account_lease_renew(account_id=self.account_id, token=self.token)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
 
 
 def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
@@ -93,21 +131,29 @@ def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
     keep_days = account.keep_on_server_days
     with pop3_session(account_endpoint(account, "pop3")) as session:
         listing = session.listing()
-        known = dict(
-            Message.objects.filter(mailbox=mailbox, uidl__in=[m.uidl for m in listing]).values_list(
-                "uidl", "received_at"
+        keys = [m.uidl for m in listing] + [_reused_key(m) for m in listing]
+        known = {
+            uidl: (received_at, pop3_size)
+            for uidl, received_at, pop3_size in Message.objects.filter(mailbox=mailbox, uidl__in=keys).values_list(
+                "uidl", "received_at", "pop3_size"
             )
-        )
+        }
         cutoff = timezone.now() - timedelta(days=keep_days)
         for item in listing:
-            if item.uidl in known:
+            key = item.uidl
+            if key in known and known[key][1] not in (None, item.size):
+                # RFC 1939 lets a server reuse a UIDL once the old message is gone: a known UIDL with
+                # another size is new mail, stored under its own key, and never deleted unseen.
+                log.warning("UIDL %s of %s reused with another size", item.uidl, mailbox.address)
+                key = _reused_key(item)
+            if key in known:
                 # Stored earlier (maybe by a worker that died before QUIT): delete when due.
-                if keep_days == 0 or known[item.uidl] <= cutoff:
+                if keep_days == 0 or known[key][0] <= cutoff:
                     session.delete(item.number)
                     result.deleted += 1
                 continue
             raw = session.retrieve(item.number)
-            message = message_ingest(mailbox=mailbox, uidl=item.uidl, raw=raw)
+            message = message_ingest(mailbox=mailbox, uidl=key, raw=raw, pop3_size=item.size)
             result.stored.append(message.pk)
             # DELE only after the row is committed (message_ingest returned outside any transaction).
             if keep_days == 0:
@@ -116,6 +162,10 @@ def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
             if not account_lease_renew(account_id=account.pk, token=token):
                 raise LeaseLost("fetch lease expired")
         session.quit()
+
+
+def _reused_key(item) -> str:
+    return f"{item.uidl}~{item.size}"
 
 
 def _record_success(account: KimAccount) -> None:
@@ -139,8 +189,8 @@ def _record_failure(account: KimAccount, exc: BaseException, message: str) -> No
     # Exponential backoff from the poll interval, capped, so a dead CM is not hammered.
     delay = min(account.poll_interval_seconds * (2 ** min(failures - 1, 10)), MAX_BACKOFF_SECONDS)
     status = KimAccount.Status.AUTH_FAILED if isinstance(exc, CmAuthFailed) else KimAccount.Status.UNREACHABLE
-    if isinstance(exc, CredentialDecryptionError | CmTlsError):
-        # Not a network blip: a wrong pin or a key problem needs an administrator.
+    if isinstance(exc, CredentialDecryptionError | CmTlsError) or not isinstance(exc, CmError | LeaseLost):
+        # Not a network blip: a wrong pin, a key problem or a local failure needs an administrator.
         status = KimAccount.Status.ERROR
     KimAccount.objects.filter(pk=account.pk).update(
         status=status,

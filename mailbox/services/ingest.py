@@ -15,7 +15,7 @@ from mailbox.storage import blob_put
 log = logging.getLogger(__name__)
 
 
-def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes) -> Message:
+def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes, pop3_size: int | None = None) -> Message:
     """Idempotent on (mailbox, uidl): a second call for the same UIDL returns the stored message.
 
     The raw bytes are written before the row; a crash in between leaves an orphan blob, never a
@@ -29,7 +29,7 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes) -> Message:
     attachment_shas = [blob_put(a.payload) for a in parsed.attachments]
     try:
         with transaction.atomic():
-            return _create(mailbox, uidl, raw, raw_sha, parsed, attachment_shas)
+            return _create(mailbox, uidl, raw, raw_sha, parsed, attachment_shas, pop3_size)
     except IntegrityError:
         # Another worker stored the same UIDL between our check and insert.
         existing = Message.objects.filter(mailbox=mailbox, uidl=uidl).first()
@@ -43,6 +43,7 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes) -> Message:
             message = Message.objects.create(
                 mailbox=mailbox,
                 uidl=uidl,
+                pop3_size=pop3_size,
                 raw_sha256=raw_sha,
                 size=len(raw),
                 subject="",
@@ -55,12 +56,19 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes) -> Message:
 
 
 def _create(
-    mailbox: Mailbox, uidl: str, raw: bytes, raw_sha: str, parsed: ParsedMessage, attachment_shas: list[str]
+    mailbox: Mailbox,
+    uidl: str,
+    raw: bytes,
+    raw_sha: str,
+    parsed: ParsedMessage,
+    attachment_shas: list[str],
+    pop3_size: int | None = None,
 ) -> Message:
     c = _nul_free
     message = Message.objects.create(
         mailbox=mailbox,
         uidl=uidl,
+        pop3_size=pop3_size,
         raw_sha256=raw_sha,
         size=len(raw),
         from_address=c(parsed.from_address[:320]),

@@ -27,6 +27,8 @@ def mailbox_fetch_request(*, user, mailbox: Mailbox) -> bool:
         account = mailbox.account
     except KimAccount.DoesNotExist:
         return False
+    if not account.is_active:
+        return False
     KimAccount.objects.filter(pk=account.pk).update(next_fetch_at=timezone.now())
     audit_record(actor=user, action="mailbox.fetch_requested", mailbox=mailbox)
     mailbox_fetch.delay_on_commit(account.pk)

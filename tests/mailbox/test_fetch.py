@@ -219,3 +219,44 @@ def test_unreachable_port_is_reported(account):
     account.save()
     result = account_fetch(account_id=account.pk)
     assert "nicht erreichbar" in result.error
+
+
+def test_a_reused_uidl_with_another_size_is_new_mail_not_deleted_unseen(cm, account):
+    uidl = cm.deliver(HOSPITAL, simple_mail("Neue Nachricht, alte UIDL"))
+    # Earlier, another (smaller) message was stored under the same UIDL and deleted on the server.
+    Message.objects.create(mailbox=account.mailbox, uidl=uidl, pop3_size=10, raw_sha256="0" * 64, size=10)
+
+    result = account_fetch(account_id=account.pk)
+
+    assert result.error == ""
+    new = Message.objects.get(subject="Neue Nachricht, alte UIDL")
+    assert new.uidl.startswith(f"{uidl}~")
+    assert cm.maildrop_uidls(HOSPITAL) == [], "deleted only after it was stored"
+    assert Message.objects.count() == 2
+
+
+def test_an_inactive_account_is_not_fetched(cm, account):
+    cm.deliver(HOSPITAL, simple_mail("Bleibt liegen"))
+    account.is_active = False
+    account.save()
+    result = account_fetch(account_id=account.pk)
+    assert "abgeschaltet" in result.error
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1
+    assert Message.objects.count() == 0
+
+
+def test_an_unexpected_error_is_visible_and_backs_off(cm, account, monkeypatch):
+    import mailbox.services.fetch as fetch_module
+
+    cm.deliver(HOSPITAL, simple_mail("Platte voll"))
+
+    def disk_full(**kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fetch_module, "message_ingest", disk_full)
+    result = account_fetch(account_id=account.pk)
+    assert "Interner Fehler" in result.error
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.ERROR
+    assert account.consecutive_failures == 1
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1, "nothing deleted"
