@@ -430,9 +430,17 @@ class Notification(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Rendered in the reader's language when shown: kind + params. `text` is the German fallback.
+    params = models.JSONField(default=dict, blank=True)
     text = models.CharField(max_length=500)
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
+
+    TEXTS = {
+        Kind.MENTION: _("%(name)s hat Sie in einer Notiz zu „%(subject)s“ erwähnt."),
+        Kind.ASSIGNED: _("%(name)s hat Ihnen „%(subject)s“ zugewiesen."),
+        Kind.LOCK_BROKEN: _("%(name)s hat Ihre Sperre auf „%(subject)s“ aufgehoben."),
+    }
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -440,6 +448,14 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.text}"
+
+    @property
+    def display_text(self) -> str:
+        template = self.TEXTS.get(self.kind)
+        if template is None or "name" not in self.params:
+            return self.text
+        text = str(template) % {"name": self.params["name"], "subject": self.params.get("subject", "")}
+        return f"{text} – {self.params['note']}" if self.params.get("note") else text
 
 
 class Presence(models.Model):

@@ -25,3 +25,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     # Playwright's sync API keeps an event loop running in the main thread for the whole browser
     # session; async tests (Channels) must run before it starts.
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+@pytest.fixture(autouse=True)
+def _german_by_default():
+    """A request in English (set_language) leaves English active on this thread; each test starts German."""
+    from django.utils import translation
+
+    translation.activate("de")
+    yield
+    translation.deactivate()

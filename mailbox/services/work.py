@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -142,8 +142,7 @@ def message_break_lock(*, user, message: Message) -> bool:
             kind=Notification.Kind.LOCK_BROKEN,
             message=current,
             actor=user,
-            text=_("%(name)s hat Ihre Sperre auf „%(subject)s“ aufgehoben.")
-            % {"name": selectors.display_name(user), "subject": _short(current.subject)},
+            params={"name": selectors.display_name(user), "subject": _short(current.subject)},
         )
     events.broadcast_message_changed(mailbox_id=current.mailbox_id, message_id=current.pk, lock=True)
     return True
@@ -220,9 +219,7 @@ def message_assign(*, user, message: Message, version: int, assignee_id: int, no
             kind=Notification.Kind.ASSIGNED,
             message=current,
             actor=user,
-            text=_("%(name)s hat Ihnen „%(subject)s“ zugewiesen.")
-            % {"name": selectors.display_name(user), "subject": _short(current.subject)}
-            + (f" – {note}" if note else ""),
+            params={"name": selectors.display_name(user), "subject": _short(current.subject), "note": note},
         )
     state = Message.State.IN_PROGRESS if current.state == Message.State.NEW else current.state
     return _bump(current, assignee=assignee, state=state)
@@ -284,17 +281,21 @@ def note_add(*, user, message: Message, version: int, body: str) -> Note:
             kind=Notification.Kind.MENTION,
             message=current,
             actor=user,
-            text=_("%(name)s hat Sie in einer Notiz zu „%(subject)s“ erwähnt.")
-            % {"name": selectors.display_name(user), "subject": _short(current.subject)},
+            params={"name": selectors.display_name(user), "subject": _short(current.subject)},
         )
     audit_record(actor=user, action="note.added", message=current, note=note.pk, mentions=[u.pk for u in mentioned])
     _bump(current)
     return note
 
 
-def _notify(users, *, kind: str, message: Message, actor, text: str) -> None:
+def _notify(users, *, kind: str, message: Message, actor, params: dict) -> None:
+    # German text kept for the admin and exports; the UI renders params in the reader's language.
+    with translation.override("de"):
+        fallback = Notification(kind=kind, params=params).display_text
     for user in users:
-        Notification.objects.create(user=user, kind=kind, message=message, actor=actor, text=text[:500])
+        Notification.objects.create(
+            user=user, kind=kind, message=message, actor=actor, params=params, text=fallback[:500]
+        )
         events.broadcast_user_notification(user_id=user.pk)
 
 

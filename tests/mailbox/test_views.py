@@ -252,3 +252,19 @@ def test_mention_at_the_end_of_a_sentence_notifies(member, mailbox):
     msg = message_ingest(mailbox=mailbox, uidl="mention", raw=MAIL_WITH_PDF)
     note_add(user=member, message=msg, version=msg.version, body="Bitte prüfen, @anna.")
     assert Notification.objects.filter(user=anna, kind="mention").exists()
+
+
+def test_notifications_are_shown_in_the_readers_language(client, member, mailbox):
+    from mailbox.services.work import message_assign
+
+    boss = UserFactory(username="chefin", first_name="Clara", last_name="Chef")
+    MembershipFactory(mailbox=mailbox, user=boss, role="owner")
+    msg = message_ingest(mailbox=mailbox, uidl="lang", raw=MAIL_WITH_PDF)
+    message_assign(user=boss, message=msg, version=msg.version, assignee_id=member.pk, note="bitte heute")
+    client.force_login(member)
+    german = client.get(reverse("mailbox:notifications")).content.decode()
+    assert "Clara Chef hat Ihnen „Entlassbrief Müller“ zugewiesen. – bitte heute" in german
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    english = client.get(reverse("mailbox:notifications")).content.decode()
+    assert "Clara Chef assigned “Entlassbrief Müller” to you. – bitte heute" in english
+    assert "hat Ihnen" not in english
