@@ -20,6 +20,7 @@ from mailbox.models import Absence, Attachment, Mailbox, Membership, Message, No
 from mailbox.services import work
 from mailbox.services.members import membership_remove, membership_set, notifications_mark_read
 from mailbox.services.messages import mailbox_fetch_request, message_access_record, message_open
+from mailbox.services.rendering import message_html_document
 from mailbox.storage import BlobError, blob_get
 
 # Types a browser may show inline; everything else is only ever downloaded.
@@ -257,8 +258,7 @@ def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
 def message_html(request: HttpRequest, pk: int) -> HttpResponse:
     """The sanitized HTML body as its own document, for a sandboxed iframe with a locked-down CSP."""
     message = _message_or_404(request.user, pk)
-    body = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{message.html_body}</body></html>'
-    response = HttpResponse(body, content_type="text/html; charset=utf-8")
+    response = HttpResponse(message_html_document(message), content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = (
         "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
     )

@@ -268,3 +268,13 @@ def test_notifications_are_shown_in_the_readers_language(client, member, mailbox
     english = client.get(reverse("mailbox:notifications")).content.decode()
     assert "Clara Chef assigned “Entlassbrief Müller” to you. – bitte heute" in english
     assert "hat Ihnen" not in english
+
+
+def test_inline_cid_images_are_shown_in_the_html_body(client, member, mailbox):
+    from tests.mailbox.corpus import make_html_with_inline_image
+
+    msg = message_ingest(mailbox=mailbox, uidl="inline", raw=make_html_with_inline_image())
+    client.force_login(member)
+    body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
+    assert 'src="data:image/png;base64,iVBORw0KGgo' in body
+    assert "cid:" not in body
