@@ -138,8 +138,8 @@ if EMBEDDED:
     }
 else:
     DATABASES = {"default": env.db("DATABASE_URL")}
-    # Persistent connections are not safe under ASGI (Django docs); connect per request.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+    # Under ASGI persistent connections are not safe (Django docs); a psycopg pool reuses them instead.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Short OLTP queries: PostgreSQL's JIT compiles for hundreds of ms and wins nothing here, and
         # on SSD storage index probes are nearly as cheap as sequential reads (the planner's default
@@ -147,6 +147,12 @@ else:
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
             "options", env.str("KIMPORTAL_PG_OPTIONS", default="-c jit=off -c random_page_cost=1.1")
         )
+        if env.bool("KIMPORTAL_PG_POOL", default=True):
+            DATABASES["default"]["OPTIONS"]["pool"] = {
+                "min_size": 1,
+                "max_size": env.int("KIMPORTAL_PG_POOL_SIZE", default=10),
+                "timeout": 10,
+            }
     DATABASES["default"].setdefault("TEST", {"NAME": env.str("TEST_DATABASE_NAME", default="test_kimportal")})
 
 REDIS_URL = env.str("REDIS_URL", default="")

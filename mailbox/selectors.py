@@ -350,10 +350,16 @@ def display_name(user) -> str:
     return user.get_full_name() or user.username
 
 
-def message_detail_for_user(user, pk: int) -> Message:
-    """Everything the detail page shows, prefetched (no queries from the template)."""
+_UNKNOWN = object()
+
+
+def message_detail_for_user(user, pk: int, *, role: str | object | None = _UNKNOWN) -> Message:
+    """Everything the detail page shows, prefetched (no queries from the template).
+
+    `role` may be passed when the caller has just looked it up for the same request.
+    """
     message = message_get_for_user(user, pk)
-    message.role = user_role(user, message.mailbox_id)
+    message.role = user_role(user, message.mailbox_id) if role is _UNKNOWN else role
     message.attachment_list = list(message.attachments.all())
     message.note_list = list(message.notes.select_related("author").order_by("created_at", "id"))
     message.assignment_history = list(
