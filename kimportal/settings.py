@@ -150,7 +150,9 @@ else:
         if env.bool("KIMPORTAL_PG_POOL", default=True):
             DATABASES["default"]["OPTIONS"]["pool"] = {
                 "min_size": 1,
-                "max_size": env.int("KIMPORTAL_PG_POOL_SIZE", default=10),
+                # Every thread that touches the ORM holds one connection while it works (asgiref's
+                # executor, Celery thread pools, the claim race test's 20 threads).
+                "max_size": env.int("KIMPORTAL_PG_POOL_SIZE", default=32),
                 "timeout": 10,
             }
     DATABASES["default"].setdefault("TEST", {"NAME": env.str("TEST_DATABASE_NAME", default="test_kimportal")})
