@@ -112,13 +112,12 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = Message.objects.visible_to(request.user).filter(pk=pk).only("pk", "mailbox_id", "state").first()
     if message is None:
         raise Http404
-    message_open(user=request.user, message=message)
     role = selectors.user_role(request.user, message.mailbox_id)
     # Names this page load: its socket and its claim button say which page holds the lock.
     page = uuid.uuid4().hex
-    if selectors.can(role, "process") and message.state != Message.State.DONE:
-        # Opening a message to work on it takes the read-lock when it is free.
-        work.message_claim(user=request.user, message=message, page=page)
+    # Opening a message to work on it takes the read-lock when it is free.
+    works_on_it = selectors.can(role, "process") and message.state != Message.State.DONE
+    message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
     message = selectors.message_detail_for_user(request.user, pk, role=role)
     return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
 

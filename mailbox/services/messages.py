@@ -8,10 +8,18 @@ from mailbox.services.audit import audit_record
 
 
 @transaction.atomic
-def message_open(*, user, message: Message) -> None:
-    """Opening a message is access to patient data: audited, and it marks the message read for this user."""
+def message_open(*, user, message: Message, claim_page: str | None = None) -> None:
+    """Opening a message is access to patient data: audited, and it marks the message read for this user.
+
+    With `claim_page` the user opens it to work on it: the read-lock is taken in the same transaction
+    (one commit per page view).
+    """
     MessageRead.objects.get_or_create(message=message, user=user)
     audit_record(actor=user, action="message.viewed", message=message)
+    if claim_page is not None:
+        from mailbox.services.work import message_claim
+
+        message_claim(user=user, message=message, page=claim_page)
 
 
 def message_access_record(*, user, message: Message, action: str, **details) -> None:
