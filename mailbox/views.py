@@ -259,6 +259,7 @@ def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
 def message_html(request: HttpRequest, pk: int) -> HttpResponse:
     """The sanitized HTML body as its own document, for a sandboxed iframe with a locked-down CSP."""
     message = _message_or_404(request.user, pk)
+    message_access_record(user=request.user, message=message, action="message.html_viewed")
     response = HttpResponse(message_html_document(message), content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = (
         "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"

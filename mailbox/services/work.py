@@ -308,7 +308,8 @@ def _last_change_text(message: Message) -> str:
 
     last = (
         AuditEvent.objects.filter(message=message)
-        .exclude(action__in=["message.viewed", "message.claimed", "message.released", "attachment.downloaded"])
+        # Reading and locking change nothing a colleague must see before acting.
+        .filter(action__in=list(ACTION_LABELS))
         .select_related("actor")
         .first()
     )

@@ -155,6 +155,7 @@ def test_hostile_html_is_sanitized_and_sandboxed(client, member, mailbox):
     detail = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
     assert 'sandbox=""' in detail
     response = client.get(reverse("mailbox:message-html", args=[msg.pk]))
+    assert AuditEvent.objects.filter(actor=member, action="message.html_viewed", message=msg).exists()
     body = response.content.decode().lower()
     assert "<script" not in body and "onerror" not in body and "javascript:" not in body
     assert response["Content-Security-Policy"].startswith("sandbox;")
