@@ -14,8 +14,7 @@ from mailbox.clients.tls import (
     CmProtocolError,
     Endpoint,
     classify_os_error,
-    client_context,
-    verify_pin,
+    open_connection,
 )
 
 # RFC 1939 allows long lines in message content; hostile mail has them. poplib's default of
@@ -84,16 +83,10 @@ def _text(exc: BaseException) -> str:
 
 
 def _connect(endpoint: Endpoint) -> poplib.POP3:
-    ctx = client_context(endpoint.tls_mode)
     try:
-        if ctx is None:
-            conn = poplib.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
-        else:
-            conn = poplib.POP3_SSL(endpoint.host, endpoint.port, context=ctx, timeout=endpoint.timeout)
-            verify_pin(conn.sock, endpoint)
+        return open_connection(endpoint, poplib.POP3, poplib.POP3_SSL)
     except (OSError, poplib.error_proto, ssl.SSLError, CmError) as exc:
         raise _wrap(exc) from exc
-    return conn
 
 
 @contextmanager

@@ -11,25 +11,18 @@ from mailbox.clients.tls import (
     CmProtocolError,
     Endpoint,
     classify_os_error,
-    client_context,
-    verify_pin,
+    open_connection,
 )
 
 
 def _connect(endpoint: Endpoint) -> smtplib.SMTP:
-    ctx = client_context(endpoint.tls_mode)
     try:
-        if ctx is None:
-            conn = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
-        else:
-            # Implicit TLS, as a CM's SMTPS port; the pin is checked before AUTH sends the password.
-            conn = smtplib.SMTP_SSL(endpoint.host, endpoint.port, context=ctx, timeout=endpoint.timeout)
-            verify_pin(conn.sock, endpoint)
+        # Implicit TLS, as a CM's SMTPS port; the pin is checked before AUTH sends the password.
+        return open_connection(endpoint, smtplib.SMTP, smtplib.SMTP_SSL)
     except (OSError, smtplib.SMTPException, ssl.SSLError, CmError) as exc:
         if isinstance(exc, smtplib.SMTPException) and not isinstance(exc, smtplib.SMTPServerDisconnected):
             raise CmProtocolError(str(exc)) from exc
         raise classify_os_error(exc) from exc
-    return conn
 
 
 def smtp_login_check(endpoint: Endpoint) -> None:

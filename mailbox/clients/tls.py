@@ -81,6 +81,23 @@ def verify_pin(sock: ssl.SSLSocket, endpoint: Endpoint) -> None:
         raise CmFingerprintMismatch(expected, actual)
 
 
+def open_connection(endpoint: Endpoint, plain, implicit_tls):
+    """Connect with the protocol's plain or implicit-TLS class and check the pin before any credential.
+
+    `plain`/`implicit_tls` are e.g. poplib.POP3/POP3_SSL or smtplib.SMTP/SMTP_SSL.
+    """
+    ctx = client_context(endpoint.tls_mode)
+    if ctx is None:
+        return plain(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+    conn = implicit_tls(endpoint.host, endpoint.port, context=ctx, timeout=endpoint.timeout)
+    try:
+        verify_pin(conn.sock, endpoint)
+    except CmFingerprintMismatch:
+        conn.sock.close()
+        raise
+    return conn
+
+
 def classify_os_error(exc: BaseException) -> CmError:
     if isinstance(exc, CmError):
         return exc
