@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from mailbox.services.ingest import message_ingest
 from tests.e2e.pages import LoginPage, WorkPanel
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
-from tests.mailbox.test_views import MAIL_WITH_PDF
+from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
 

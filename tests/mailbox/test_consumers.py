@@ -11,7 +11,7 @@ from kimportal.asgi import application
 from mailbox.consumers import InboxConsumer
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
-from tests.mailbox.test_views import MAIL_WITH_PDF
+from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

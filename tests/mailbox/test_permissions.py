@@ -29,7 +29,7 @@ from mailbox.models import Absence, AuditEvent, Membership, Message, Note, Notif
 from mailbox.services import work
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
-from tests.mailbox.test_views import MAIL_WITH_PDF
+from tests.mailbox.mails import MAIL_WITH_PDF
 
 Role = Membership.Role
 ROLES = [Role.OBSERVER, Role.READER, Role.PROCESSOR, Role.OWNER]

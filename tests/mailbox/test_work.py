@@ -34,7 +34,7 @@ from mailbox.selectors import MessageFilter, message_list_for_user
 from mailbox.services import work
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
-from tests.mailbox.test_views import MAIL_WITH_PDF
+from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.django_db
 
