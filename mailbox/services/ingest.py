@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
-from mailbox.services.parsing import ParsedMessage, parse_message
+from mailbox.parsing import ParsedMessage, parse_message
 from mailbox.storage import blob_put
 
 log = logging.getLogger(__name__)
