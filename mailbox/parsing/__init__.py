@@ -1,11 +1,140 @@
-"""Pure parser for KIM mail received from the Clientmodul over POP3 (see ``headers`` for now).
+"""Pure parser for KIM mail received from the Clientmodul over POP3.
 
-The parser moved here from ``mailbox/services/parsing.py``; the next commit splits it into
-one module per step.  Importers use this package, never the modules inside it.
+No Django models and no I/O: bytes in, a frozen ``ParsedMessage`` out.  Mail from the
+CM is partly produced by third-party software (sending Primärsysteme, CM error notices,
+DSNs from the Fachdienst), so every step assumes hostile or broken input and degrades
+to "show what we can and record a problem" instead of raising.
+
+This module is the entry point (``parse_message`` and its result types); the steps live beside it:
+``problems`` (what went wrong, in German), ``charsets``, ``headers`` (addresses, dates, X-KIM-*),
+``parts`` (one part's metadata and payload), ``walk`` (the MIME tree), ``filenames``,
+``sanitize`` (the HTML sanitizer, a security boundary) and ``html_text``.
 """
 
 from __future__ import annotations
 
-from mailbox.parsing.headers import ParsedAttachment, ParsedMessage, parse_message, sanitize_html
+import email.policy
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.parser import BytesParser
+
+from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
+from mailbox.parsing.filenames import extension_for, sanitize_filename
+from mailbox.parsing.headers import header_fields, repair_header_block
+from mailbox.parsing.html_text import html_to_text
+from mailbox.parsing.problems import Problems
+from mailbox.parsing.sanitize import sanitize_html
+from mailbox.parsing.walk import Walk, walk
 
 __all__ = ["ParsedAttachment", "ParsedMessage", "parse_message", "sanitize_html"]
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    position: int
+    filename: str
+    content_type: str
+    payload: bytes
+    content_id: str
+    is_inline: bool
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    from_address: str = ""
+    from_name: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    subject: str = ""
+    date: datetime | None = None
+    message_id: str = ""
+    in_reply_to: str = ""
+    references: str = ""
+    dienstkennung: str = ""
+    decryption_results: list[str] = field(default_factory=list)
+    integrity_results: list[str] = field(default_factory=list)
+    kim_error_codes: list[str] = field(default_factory=list)
+    text_body: str = ""
+    html_body: str = ""
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    is_malformed: bool = False
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one received mail. Never raises; defects end up in ``problems``."""
+    try:
+        return _parse(raw)
+    except Exception as exc:  # contract: never raise, degrade to raw text
+        return ParsedMessage(
+            text_body=_best_effort_text(raw),
+            problems=[f"Nachricht konnte nicht verarbeitet werden ({type(exc).__name__}); Rohtext wird angezeigt"],
+            is_malformed=True,
+        )
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    raw = bytes(raw or b"")
+    problems = Problems()
+    if not raw.strip():
+        problems.add("Leere Nachricht")
+        return ParsedMessage(problems=problems.result(), is_malformed=True)
+
+    raw_for_parser, repaired = repair_header_block(raw)
+    if repaired:
+        problems.add("Kopfzeile ohne Einrückung fortgesetzt; als Fortsetzung der vorigen Kopfzeile gelesen")
+    try:
+        msg = BytesParser(policy=email.policy.default).parsebytes(raw_for_parser)
+    except Exception as exc:  # header objects can raise while parsing
+        problems.add(f"Nachricht nur eingeschränkt lesbar ({type(exc).__name__})")
+        msg = BytesParser(policy=email.policy.compat32).parsebytes(raw_for_parser)
+
+    fields = header_fields(msg.raw_items(), problems)
+
+    linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
+    state = Walk(linesep=linesep, problems=problems)
+    walk(msg, state)
+
+    html_raw = state.html_raw or ""
+    if len(state.text_parts) == 1:
+        text_body = state.text_parts[0]
+    else:
+        # Several inline text parts (e.g. text around an inline image): show them all.
+        text_body = "\n\n".join(part.strip("\n") for part in state.text_parts)
+    html_body = sanitize_html(html_raw)
+    if not state.text_parts and html_body:
+        # Render the *sanitized* HTML so text hidden by the sanitizer (script, style,
+        # form content) does not reappear in the plain-text view.
+        text_body = html_to_text(html_body)
+
+    return ParsedMessage(
+        **fields.as_kwargs(),
+        # NUL cannot be stored in PostgreSQL text columns; make it visible instead.
+        text_body=text_body.replace("\x00", "\ufffd"),
+        html_body=html_body,
+        attachments=_build_attachments(state, html_raw),
+        problems=problems.result(),
+        is_malformed=problems.severe,
+    )
+
+
+def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
+    html_lower = html_raw.lower()
+    result: list[ParsedAttachment] = []
+    for position, (name, ctype, data, cid, disposition) in enumerate(state.attachments):
+        filename = sanitize_filename(name) if name else ""
+        if not filename:
+            filename = f"anhang-{position + 1}{extension_for(ctype)}"
+        # "Inline" only when the HTML really references it: anything else must stay
+        # visible in the attachment list so nothing is hidden from the user.
+        is_inline = bool(cid) and disposition != "attachment" and f"cid:{cid.lower()}" in html_lower
+        result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
+    return result
+
+
+def _best_effort_text(raw: bytes) -> str:
+    try:
+        return normalize_newlines(decode_8bit_fallback(bytes(raw))).replace("\x00", "\ufffd")
+    except Exception:
+        return ""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mailbox import parsing
 from mailbox.parsing import ParsedAttachment, ParsedMessage, parse_message, sanitize_html
-from mailbox.parsing import headers as parsing
 from tests.mailbox import corpus
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "kim" / "samples" / "extracted"

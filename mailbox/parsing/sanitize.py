@@ -1,0 +1,140 @@
+"""The HTML sanitizer: untrusted mail HTML in, HTML safe to show in the portal out.
+
+A security boundary.  The allow-list (tags, attributes, CSS properties, URL schemes) is kept
+deliberately small: no script, no forms, no frames, no remote loads (tracking pixels, CSS
+``url()``), no relative URLs that would resolve against the portal's origin.  The UI adds a
+sandboxed iframe and a CSP on top; this module must hold on its own.  Any failure returns "".
+"""
+
+from __future__ import annotations
+
+import re
+
+import nh3
+
+_ALLOWED_TAGS = set(nh3.ALLOWED_TAGS) | {"tfoot", "font", "center"}
+_DROP_WITH_CONTENT = {
+    "script",
+    "style",
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "form",
+    "noscript",
+    "template",
+    "title",
+    "svg",
+    "math",
+    "textarea",
+    "select",
+    "button",
+    "head",
+    "meta",
+    "link",
+    "base",
+}
+_ALLOWED_TAGS -= _DROP_WITH_CONTENT
+
+
+def _attributes() -> dict[str, set[str]]:
+    attrs = {tag: set(values) for tag, values in nh3.ALLOWED_ATTRIBUTES.items()}
+    attrs["*"] = {"style", "title", "dir", "lang", "align"}
+    attrs.setdefault("img", set()).update({"src", "alt", "width", "height", "title", "border"})
+    attrs.setdefault("a", set()).update({"href", "title"})
+    for tag in ("table", "td", "th", "tr"):
+        attrs.setdefault(tag, set()).update({"width", "height", "valign", "bgcolor", "border"})
+    attrs["table"].update({"cellpadding", "cellspacing"})
+    attrs["font"] = {"color", "size", "face"}
+    return attrs
+
+
+_ALLOWED_ATTRIBUTES = _attributes()
+# Style properties without URL-bearing values (no background-image, list-style-image,
+# border-image, content): CSS url() would load remote resources.
+_STYLE_PROPERTIES = {
+    "color",
+    "background-color",
+    "font",
+    "font-family",
+    "font-size",
+    "font-style",
+    "font-weight",
+    "text-align",
+    "text-decoration",
+    "text-indent",
+    "text-transform",
+    "line-height",
+    "letter-spacing",
+    "white-space",
+    "vertical-align",
+    "width",
+    "height",
+    "max-width",
+    "min-width",
+    "margin",
+    "margin-top",
+    "margin-bottom",
+    "margin-left",
+    "margin-right",
+    "padding",
+    "padding-top",
+    "padding-bottom",
+    "padding-left",
+    "padding-right",
+    "border",
+    "border-top",
+    "border-bottom",
+    "border-left",
+    "border-right",
+    "border-color",
+    "border-style",
+    "border-width",
+    "border-collapse",
+    "border-spacing",
+    "display",
+    "list-style-type",
+}
+_LINK_SCHEMES = ("http:", "https:", "mailto:", "tel:")
+_DATA_IMAGE_RE = re.compile(r"^data:image/(png|jpeg|jpg|gif|webp|bmp);base64,[a-z0-9+/=\s]*$", re.IGNORECASE)
+
+
+def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    compact = re.sub(r"[\x00-\x20]", "", value).lower()
+    if attr == "src":
+        # No remote loads (tracking pixels, IP leaks): only embedded parts and inline data.
+        if compact.startswith("cid:") or _DATA_IMAGE_RE.match(value.strip()):
+            return value
+        return None
+    if attr == "href":
+        return value if compact.startswith(_LINK_SCHEMES) else None
+    if attr == "style" and ("url(" in compact or "expression(" in compact or "\\" in compact or "@import" in compact):
+        # Defence in depth on top of filter_style_properties: escapes and url() can smuggle loads.
+        return None
+    return value
+
+
+_CLEANER = nh3.Cleaner(
+    tags=_ALLOWED_TAGS,
+    clean_content_tags=_DROP_WITH_CONTENT,
+    attributes=_ALLOWED_ATTRIBUTES,
+    attribute_filter=_attribute_filter,
+    strip_comments=True,
+    link_rel="noopener noreferrer",
+    url_schemes={"http", "https", "mailto", "tel", "cid", "data"},
+    filter_style_properties=_STYLE_PROPERTIES,
+    # Relative URLs would resolve against the portal origin inside the iframe.
+    url_relative="deny",
+)
+
+
+def sanitize_html(html: str) -> str:
+    """Sanitize untrusted mail HTML for display (the UI adds a sandboxed iframe on top)."""
+    if not html:
+        return ""
+    try:
+        return _CLEANER.clean(html)
+    except Exception:  # never return unsanitized HTML
+        return ""
