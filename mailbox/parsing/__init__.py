@@ -57,7 +57,6 @@ class ParsedMessage:
     text_body: str = ""
     html_body: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
-    headers: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     is_malformed: bool = False
 

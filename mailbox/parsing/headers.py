@@ -187,7 +187,6 @@ class HeaderFields:
     decryption_results: list[str] = field(default_factory=list)
     integrity_results: list[str] = field(default_factory=list)
     kim_error_codes: list[str] = field(default_factory=list)
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
     def as_kwargs(self) -> dict[str, object]:
         # Shallow on purpose: dataclasses.asdict() would deep-copy a 100 000-entry To: list.
@@ -246,7 +245,6 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         decryption_results=_all_values(header_rows, _KIM_DECRYPTION),
         integrity_results=_all_values(header_rows, _KIM_INTEGRITY),
         kim_error_codes=_all_values(header_rows, _KIM_ERROR),
-        headers=[(name, decoded) for name, _raw, decoded in header_rows],
     )
 
 

@@ -59,14 +59,14 @@ class Walk:
 
 def walk(root: Message, state: Walk) -> None:
     # Explicit stack instead of Message.walk(): no recursion limit on hostile nesting.
-    stack: list[tuple[Message, bool, int]] = [(root, False, 0)]
+    stack: list[tuple[Message, bool]] = [(root, False)]
     counter = 0
     while stack:
-        part, in_alternative, depth = stack.pop()
+        part, in_alternative = stack.pop()
         counter += 1
         where = "Nachricht" if part is root else f"Teil {counter}"
         try:
-            _handle_part(part, in_alternative, depth, where, state, stack)
+            _handle_part(part, in_alternative, where, state, stack)
         except Exception as exc:  # one bad part must not lose the others
             state.problems.add(f"Teil konnte nicht gelesen werden ({where}: {type(exc).__name__})")
             with contextlib.suppress(Exception):
@@ -80,10 +80,9 @@ def walk(root: Message, state: Walk) -> None:
 def _handle_part(
     part: Message,
     in_alternative: bool,
-    depth: int,
     where: str,
     state: Walk,
-    stack: list[tuple[Message, bool, int]],
+    stack: list[tuple[Message, bool]],
 ) -> None:
     state.problems.add_defects(part.defects, where)
     ctype = parts.content_type(part)
@@ -115,7 +114,7 @@ def _handle_part(
         # Reverse so the stack pops children in document order.
         for child in reversed(payload):
             if isinstance(child, Message):
-                stack.append((child, child_alt, depth + 1))
+                stack.append((child, child_alt))
         return
 
     disposition = parts.disposition(part)
