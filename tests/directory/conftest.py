@@ -1,14 +1,13 @@
 """A real slapd with ~20,000 generated VZD entries, shared by the directory tests (and the e2e test).
 
 ``vzd_server`` (session): generates the LDIF (seed 7), slapadds it into a fresh mdb in a temporary directory and
-starts slapd unprivileged on a free 127.0.0.1 port (≈ 5 s). ``vzd`` (function) points the portal's settings at it.
+starts slapd on a free 127.0.0.1 port (≈ 5 s). ``vzd`` (function) points the portal's settings at it.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,10 +28,8 @@ PRAXIS = "praxis.mueller@praxis-mueller.kim.telematik-test"
 
 
 @pytest.fixture(scope="session")
-def vzd_server() -> Iterator[SlapdServer]:
-    # mkdtemp in /tmp: the unprivileged slapd user must be able to reach the directory.
-    data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-test-"))
-    data_dir.chmod(0o755)
+def vzd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
+    data_dir = tmp_path_factory.mktemp("vzd")
     ldif = data_dir / "vzd.ldif"
     generate_file(ldif, ENTRIES, seed=SEED)
     server = SlapdServer(data_dir / "slapd", ldif).start()
@@ -40,7 +37,7 @@ def vzd_server() -> Iterator[SlapdServer]:
         yield server
     finally:
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)  # pytest would keep the last three 20,000-entry databases
 
 
 @pytest.fixture

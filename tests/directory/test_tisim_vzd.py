@@ -9,14 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import ldap3
 import pytest
 
 from tisim.vzd import cli
-from tisim.vzd.generate import Generator, entry_ldif, write_ldif
+from tisim.vzd.generate import Generator, entry_ldif, generate_file, write_ldif
 from tisim.vzd.slapd import SCHEMA_FILE, SlapdServer
 
 from .conftest import REPO, SPEC_DIR
@@ -69,9 +68,26 @@ def test_cli_generate(tmp_path):
     assert out.read_text().count("\ndn: uid=") == 50
 
 
-def test_vzd_serve_runs_until_sigterm_and_stops_slapd():
-    data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-serve-"))
-    data_dir.chmod(0o755)
+@pytest.mark.parametrize("folder", ["private", "with space"])
+def test_slapd_serves_from_a_folder_only_the_caller_may_enter(tmp_path, folder):
+    # Like a clone in root's home or in `mktemp -d` (0700), possibly with a space in its path.
+    parent = tmp_path / folder
+    parent.mkdir()
+    parent.chmod(0o700)
+    data_dir = parent / "main" / "var" / "vzd"
+    data_dir.mkdir(parents=True)
+    ldif = data_dir / "vzd.ldif"
+    generate_file(ldif, 20, seed=5)
+    with SlapdServer(data_dir / "slapd", ldif) as server:
+        conn = ldap3.Connection(ldap3.Server(server.url), auto_bind=True)
+        conn.search("dc=data,dc=vzd", "(mail=praxis.mueller@praxis-mueller.kim.telematik-test)", attributes=["cn"])
+        assert conn.response[0]["attributes"]["cn"] == ["Praxis Dr. Müller"]
+        conn.unbind()
+    assert oct(parent.stat().st_mode & 0o777) == oct(0o700), "nothing may open the folder up to make slapd work"
+
+
+def test_vzd_serve_runs_until_sigterm_and_stops_slapd(tmp_path):
+    data_dir = tmp_path / "vzd serve"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [
@@ -101,17 +117,17 @@ def test_vzd_serve_runs_until_sigterm_and_stops_slapd():
         assert conn.response[0]["attributes"]["cn"] == ["Praxis Dr. Müller"]
         conn.unbind()
         slapd_pid = int((data_dir / "slapd.pid").read_text())
-        # slapd runs unprivileged
+        # slapd runs as whoever started the simulator (see tisim/vzd/slapd.py), so it reaches the data dir.
         status = Path(f"/proc/{slapd_pid}/status").read_text()
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
-        assert uid != 0
+        assert uid == os.geteuid()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert not Path(f"/proc/{slapd_pid}").exists()
 
 
-def test_own_schema_covers_the_spec_schema_and_loads_the_spec_test_entries():
+def test_own_schema_covers_the_spec_schema_and_loads_the_spec_test_entries(tmp_path):
     ours = SCHEMA_FILE.read_text()
     our_names = set(re.findall(r"NAME '([^']+)'", ours))
     assert {"telematikID", "komLeData", "kimData", "professionOID", "specialization", "vzd-komleview"} <= our_names
@@ -120,9 +136,7 @@ def test_own_schema_covers_the_spec_schema_and_loads_the_spec_test_entries():
         assert set(re.findall(r"NAME '([^']+)'", spec_schema.read_text())) == our_names
     entries = SPEC_DIR / "vzd-test-entries.ldif"
     if entries.exists():
-        data_dir = Path(tempfile.mkdtemp(prefix="kimportal-vzd-spec-"))
-        data_dir.chmod(0o755)
-        with SlapdServer(data_dir, entries) as server:
+        with SlapdServer(tmp_path / "vzd", entries) as server:
             conn = ldap3.Connection(ldap3.Server(server.url), auto_bind=True)
             conn.search("dc=data,dc=vzd", "(telematikID=9-2KIM-BITMARCK-01)", attributes=["mail"])
             assert len(conn.response[0]["attributes"]["mail"]) == 2

@@ -2,20 +2,22 @@
 
 Recipe from shared/research/vzd.md §7.2: slapd.conf with core/cosine/inetorgperson + the project's own VZD
 schema, back_mdb as a module, ``sizelimit 100`` like the real VZD (TIP1-A_5552), the index set from
-shared/TESTING.md, bulk load with slapadd while slapd is stopped, slapd bound to 127.0.0.1 only and running as
-an unprivileged user (``openldap`` if it exists, else ``nobody``) when we are root.
+shared/TESTING.md, bulk load with slapadd while slapd is stopped, slapd bound to 127.0.0.1 only.
+
+slapd runs as whoever starts it, root included: it must reach its data wherever the clone is (a 0700 home, a
+``mktemp -d`` folder, a path with spaces), and a loopback-only test directory gains nothing from ``-u openldap``.
 
     server = SlapdServer(data_dir, ldif_path, port=0).start()
     server.url  # ldap://127.0.0.1:PORT
     server.stop()
+
+With ``ldaps=True`` it also listens on ``server.ldaps_url`` with a self-signed certificate (``server.ca_file``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -23,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tisim.tls import ensure_certificate
 from tisim.vzd.generate import BASE_DN
 
 SCHEMA_FILE = Path(__file__).with_name("vzd.schema")
@@ -59,16 +62,12 @@ def ensure_installed() -> None:
     subprocess.run(["apt-get", "install", "-y", "slapd", "ldap-utils"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def _service_user() -> tuple[str, str] | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("openldap", "nobody"):
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return name, grp.getgrgid(pw.pw_gid).gr_name
-    raise SlapdError("no unprivileged user (openldap/nobody) to run slapd as")
+def _quoted(path: Path) -> str:
+    """A slapd.conf argument: double quotes keep a path with spaces one argument (slapd.conf(5))."""
+    text = str(path)
+    if any(c in text for c in '"\\\n'):
+        raise SlapdError(f"slapd.conf cannot name {text!r}: no quotes, backslashes or newlines in the data dir")
+    return f'"{text}"'
 
 
 class SlapdServer:
@@ -80,19 +79,35 @@ class SlapdServer:
         port: int = 0,
         schema_file: Path = SCHEMA_FILE,
         extra_ldif: list[Path] | None = None,
+        ldaps: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.ldif_path = Path(ldif_path).resolve() if ldif_path else None
         self.port = port or free_port()
+        self.ldaps_port = free_port() if ldaps else None
         self.schema_file = Path(schema_file).resolve()
         self.extra_ldif = [Path(p).resolve() for p in extra_ldif or []]
         self.process: subprocess.Popen[bytes] | None = None
-        self.user = _service_user()
 
     # -- paths ---------------------------------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        if self.ldaps_port is None:
+            raise SlapdError("this slapd was created without ldaps=True")
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed server certificate, which is its own CA: what a client pins as its CA file."""
+        return ensure_certificate(self.tls_dir).cert_path
 
     @property
     def conf_path(self) -> Path:
@@ -109,14 +124,19 @@ class SlapdServer:
     # -- setup ---------------------------------------------------------------------------------------------------
     def write_config(self) -> None:
         self.db_dir.mkdir(parents=True, exist_ok=True)
-        # A copy of the schema inside the data dir, so the unprivileged user can read it wherever the repo is.
-        schema_copy = self.data_dir / "vzd.schema"
-        shutil.copyfile(self.schema_file, schema_copy)
+        system_schemas = [SYSTEM_SCHEMA_DIR / n for n in ("core.schema", "cosine.schema", "inetorgperson.schema")]
         lines = [
-            *(f"include {SYSTEM_SCHEMA_DIR / n}" for n in ("core.schema", "cosine.schema", "inetorgperson.schema")),
-            f"include {schema_copy}",
-            f"pidfile {self.data_dir / 'slapd.pid'}",
-            f"argsfile {self.data_dir / 'slapd.args'}",
+            *(f"include {_quoted(p)}" for p in [*system_schemas, self.schema_file]),
+            f"pidfile {_quoted(self.data_dir / 'slapd.pid')}",
+            f"argsfile {_quoted(self.data_dir / 'slapd.args')}",
+        ]
+        if self.ldaps_port is not None:
+            cert = ensure_certificate(self.tls_dir)
+            lines += [
+                f"TLSCertificateFile {_quoted(cert.cert_path)}",
+                f"TLSCertificateKeyFile {_quoted(cert.key_path)}",
+            ]
+        lines += [
             "modulepath /usr/lib/ldap",
             "moduleload back_mdb",
             "sizelimit size.soft=100 size.hard=100",
@@ -125,34 +145,13 @@ class SlapdServer:
             f'suffix "{BASE_DN}"',
             f'rootdn "{ROOT_DN}"',
             f"rootpw {ROOT_PW}",
-            f"directory {self.db_dir}",
+            f"directory {_quoted(self.db_dir)}",
             f"maxsize {MAXSIZE}",
             "index_substr_any_len 3",
             *INDEXES,
             "access to * by * read",
         ]
         self.conf_path.write_text("\n".join(lines) + "\n")
-        self._chown_tree()
-
-    def _chown_tree(self) -> None:
-        if not self.user:
-            return
-        uid = pwd.getpwnam(self.user[0]).pw_uid
-        gid = grp.getgrnam(self.user[1]).gr_gid
-        for path in [self.data_dir, *self.data_dir.rglob("*")]:
-            os.chown(path, uid, gid)
-        self.data_dir.chmod(0o750)
-        for parent in self.data_dir.parents:
-            if not parent.stat().st_mode & 0o001:
-                raise SlapdError(
-                    f"{parent} is not searchable for {self.user[0]}: put the data dir under a world-searchable "
-                    "directory (e.g. tempfile.mkdtemp() in /tmp)"
-                )
-
-    def _as_user(self, cmd: list[str]) -> list[str]:
-        if not self.user:
-            return cmd
-        return ["runuser", "-u", self.user[0], "--", *cmd]
 
     def load(self) -> None:
         """slapadd the LDIF into a fresh database (slapd must be stopped)."""
@@ -161,17 +160,11 @@ class SlapdServer:
         self.write_config()
         sources = [p for p in [self.ldif_path, *self.extra_ldif] if p]
         for src in sources:
-            # slapadd runs as the service user: give it a readable copy path via stdin instead of chmod-ing src.
             with src.open("rb") as fh:
-                result = subprocess.run(
-                    self._as_user([SLAPADD, "-q", "-f", str(self.conf_path)]),
-                    stdin=fh,
-                    capture_output=True,
-                )
+                result = subprocess.run([SLAPADD, "-q", "-f", str(self.conf_path)], stdin=fh, capture_output=True)
             if result.returncode != 0:
                 raise SlapdError(f"slapadd {src} failed: {result.stderr.decode(errors='replace')[-2000:]}")
         self.loaded_marker.write_text("ok\n")
-        self._chown_tree()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self, *, reload: bool = False, timeout: float = 30.0) -> SlapdServer:
@@ -181,9 +174,11 @@ class SlapdServer:
             self.load()
         else:
             self.write_config()
-        cmd = [SLAPD, "-d", "0", "-f", str(self.conf_path), "-h", f"ldap://127.0.0.1:{self.port}/"]
-        if self.user:
-            cmd += ["-u", self.user[0], "-g", self.user[1]]
+        urls = [f"ldap://127.0.0.1:{self.port}/"]
+        if self.ldaps_port is not None:
+            urls.append(f"ldaps://127.0.0.1:{self.ldaps_port}/")
+        # No -u/-g: dropping to `openldap` fails for data under a folder only the caller may enter (0700 homes).
+        cmd = [SLAPD, "-d", "0", "-f", str(self.conf_path), "-h", " ".join(urls)]
         # -d 0 keeps slapd in the foreground so it is our child and dies with an explicit stop().
         log = (self.data_dir / "slapd.log").open("ab")
         try:
