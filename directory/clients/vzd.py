@@ -100,7 +100,7 @@ class VzdClient:
                     version=ssl.PROTOCOL_TLS_CLIENT,
                 )
             except ldap_exc.LDAPException as exc:
-                self._config_error = f"TLS configuration: {exc}"
+                self._config_error = f"TLS configuration (CA file {config.ca_file!r}): {exc}"
         self._server = ldap3.Server(
             parts.hostname,
             port=parts.port or (636 if use_ssl else 389),

@@ -2,6 +2,7 @@
 
 ``vzd_server`` (session): generates the LDIF (seed 7), slapadds it into a fresh mdb in a temporary directory and
 starts slapd on a free 127.0.0.1 port (≈ 5 s). ``vzd`` (function) points the portal's settings at it.
+``vzd_ldaps`` (module): a small slapd that also speaks LDAPS with a self-signed certificate.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def vzd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)  # pytest would keep the last three 20,000-entry databases
+
+
+@pytest.fixture(scope="module")
+def vzd_ldaps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
+    data_dir = tmp_path_factory.mktemp("vzd-ldaps")
+    ldif = data_dir / "vzd.ldif"
+    generate_file(ldif, 50, seed=SEED)
+    with SlapdServer(data_dir / "slapd", ldif, ldaps=True) as server:
+        yield server
 
 
 @pytest.fixture

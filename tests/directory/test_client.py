@@ -7,16 +7,18 @@ import pytest
 
 from directory import ldapfilter as f
 from directory.clients.vzd import VzdClient, VzdConfig, VzdTimeout, VzdUnavailable, get_client
+from tisim.tls import ensure_certificate
+from tisim.vzd.slapd import free_port
+
+from .conftest import PRAXIS
 
 
 def test_search_returns_records_with_normalised_lists(vzd):
-    result = get_client().search(
-        f.eq("mail", "praxis.mueller@praxis-mueller.kim.telematik-test"), ["displayName", "mail"]
-    )
+    result = get_client().search(f.eq("mail", PRAXIS), ["displayName", "mail"])
     assert not result.truncated
     [record] = result.records
     assert record.first("displayName") == "Praxis Dr. Müller"
-    assert record.values("mail") == ["praxis.mueller@praxis-mueller.kim.telematik-test"]
+    assert record.values("mail") == [PRAXIS]
 
 
 def test_size_limit_is_a_truncated_result_not_an_error(vzd):
@@ -69,10 +71,40 @@ def test_pool_is_safe_under_concurrent_use(vzd):
     client.close()
 
 
-def test_ldaps_requires_ca_file_to_validate():
-    client = VzdClient(VzdConfig(url="ldaps://127.0.0.1:1", ca_file="/nonexistent/ca.pem", connect_timeout=1))
-    with pytest.raises(VzdUnavailable):
-        client.search("(uid=x)", ["uid"])
+def _ldaps_failure(url: str, ca_file: str) -> str:
+    client = VzdClient(VzdConfig(url=url, ca_file=ca_file, connect_timeout=2))
+    with pytest.raises(VzdUnavailable) as failure:
+        client.search(f.eq("mail", PRAXIS), ["uid"])
+    return str(failure.value)
+
+
+def test_ldaps_with_the_directory_ca_finds_entries(vzd_ldaps):
+    client = VzdClient(VzdConfig(url=vzd_ldaps.ldaps_url, ca_file=str(vzd_ldaps.ca_file)))
+    result = client.search(f.eq("mail", PRAXIS), ["displayName"])
+    assert [r.first("displayName") for r in result.records] == ["Praxis Dr. Müller"]
+    client.close()
+
+
+@pytest.mark.parametrize("trusted", ["system-store", "another-ca"])
+def test_ldaps_without_the_directory_ca_fails_certificate_verification(vzd_ldaps, tmp_path, trusted):
+    # The server is up and speaks TLS: only the missing trust may fail, never the connection itself.
+    ca_file = "" if trusted == "system-store" else str(ensure_certificate(tmp_path).cert_path)
+    message = _ldaps_failure(vzd_ldaps.ldaps_url, ca_file)
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert "refused" not in message.lower()
+
+
+def test_ldaps_with_an_unreadable_ca_file_is_a_configuration_error(vzd_ldaps):
+    message = _ldaps_failure(vzd_ldaps.ldaps_url, "/nonexistent/ca.pem")
+    # Reported before any connection is tried: the running server is neither reached nor blamed.
+    assert message.startswith("TLS configuration") and "/nonexistent/ca.pem" in message
+    assert "refused" not in message.lower()
+
+
+def test_ldaps_port_without_a_server_is_connection_refused(vzd_ldaps):
+    message = _ldaps_failure(f"ldaps://127.0.0.1:{free_port()}", str(vzd_ldaps.ca_file))
+    assert "refused" in message.lower()
+    assert "CERTIFICATE" not in message.upper()
 
 
 def test_bad_url_is_rejected():
