@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,6 @@ def _blob_dir(settings, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("blobs")
     settings.KIMPORTAL_BLOB_DIR = path
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from directory import certcache
 from tisim.vzd.generate import generate_file
-from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer
+from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer, free_port
 
 ENTRIES = 20_000
 SEED = 7
@@ -68,16 +68,14 @@ def vzd_admin(vzd_server: SlapdServer) -> Iterator[ldap3.Connection]:
     conn.unbind()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# tests/e2e/test_directory_search.py still imports the helper under this name.
+_free_port = free_port
 
 
 @pytest.fixture
 def vzd_down(settings) -> str:
     """Settings pointing at a port where nothing listens."""
-    url = f"ldap://127.0.0.1:{_free_port()}"
+    url = f"ldap://127.0.0.1:{free_port()}"
     settings.KIMPORTAL_VZD_URL = url
     settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 2.0
     return url

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tisim.vzd.slapd import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 # Playwright's sync API keeps an event loop running in this thread; the ORM calls made by the
 # test itself are still plain synchronous code.
@@ -56,12 +58,6 @@ def page(browser_context):
     return page
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,7 +93,7 @@ class PortalStack:
     def __init__(self, tmp_path: Path, *, with_worker: bool) -> None:
         self.tmp_path = tmp_path
         self.with_worker = with_worker
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
 
