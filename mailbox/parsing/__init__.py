@@ -13,6 +13,7 @@ This module is the entry point (``parse_message`` and its result types); the ste
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from email.parser import BytesParser
 
 from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
 from mailbox.parsing.filenames import extension_for, sanitize_filename
-from mailbox.parsing.headers import header_fields, repair_header_block
+from mailbox.parsing.headers import HeaderFields, header_fields, repair_header_block, top_level_headers
 from mailbox.parsing.html_text import html_to_text
 from mailbox.parsing.problems import Problems
 from mailbox.parsing.sanitize import sanitize_html
@@ -66,11 +67,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     try:
         return _parse(raw)
     except Exception as exc:  # contract: never raise, degrade to raw text
-        return ParsedMessage(
-            text_body=_best_effort_text(raw),
-            problems=[f"Nachricht konnte nicht verarbeitet werden ({type(exc).__name__}); Rohtext wird angezeigt"],
-            is_malformed=True,
-        )
+        return _unparsed(raw, exc)
 
 
 def _parse(raw: bytes) -> ParsedMessage:
@@ -80,9 +77,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         problems.add("Leere Nachricht")
         return ParsedMessage(problems=problems.result(), is_malformed=True)
 
-    raw_for_parser, repaired = repair_header_block(raw)
-    if repaired:
-        problems.add("Kopfzeile ohne Einrückung fortgesetzt; als Fortsetzung der vorigen Kopfzeile gelesen")
+    raw_for_parser = _repaired(raw, problems)
     try:
         msg = BytesParser(policy=email.policy.default).parsebytes(raw_for_parser)
     except Exception as exc:  # header objects can raise while parsing
@@ -116,6 +111,36 @@ def _parse(raw: bytes) -> ParsedMessage:
         problems=problems.result(),
         is_malformed=problems.severe,
     )
+
+
+def _unparsed(raw: bytes, exc: Exception) -> ParsedMessage:
+    """The full parse failed: the raw text is the body, and the top-level header block still counts.
+
+    Without sender and subject such a message would be listed as "(ohne Betreff)" and could be
+    neither found nor triaged; the header block parses on its own, the body is not looked at again.
+    """
+    problems = Problems()
+    problems.add(f"Nachricht konnte nicht verarbeitet werden ({type(exc).__name__}); Rohtext wird angezeigt")
+    fields = HeaderFields()
+    with contextlib.suppress(Exception):  # the header fallback must never cost the raw text
+        header_problems = Problems()
+        data = _repaired(bytes(raw or b""), header_problems)
+        fields = header_fields(top_level_headers(data), header_problems)
+        for text in header_problems.result():
+            problems.add(text)
+    return ParsedMessage(
+        **fields.as_kwargs(),
+        text_body=_best_effort_text(raw),
+        problems=problems.result(),
+        is_malformed=True,
+    )
+
+
+def _repaired(raw: bytes, problems: Problems) -> bytes:
+    repaired_raw, repaired = repair_header_block(raw)
+    if repaired:
+        problems.add("Kopfzeile ohne Einrückung fortgesetzt; als Fortsetzung der vorigen Kopfzeile gelesen")
+    return repaired_raw
 
 
 def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:

@@ -13,10 +13,11 @@ import contextlib
 import email.errors
 import email.policy
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
+from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from mailbox.parsing.charsets import decode_8bit_fallback, lookup_codec, recover_8bit
@@ -282,3 +283,14 @@ def repair_header_block(raw: bytes) -> tuple[bytes, int]:
     if not repaired:
         return raw, 0
     return b"".join(lines) + raw[end.start() :], repaired
+
+
+def top_level_headers(raw: bytes) -> Iterator[tuple[str, str]]:
+    """(name, raw value) pairs of the top-level header block, read without looking at the body.
+
+    For mail whose body the full parse cannot handle (the stdlib parser recurses once per nested
+    multipart): the header bytes alone, parsed with compat32, give plain strings and no MIME tree.
+    """
+    end = _HEADER_END_RE.search(raw)
+    block = raw[: end.start()] if end else raw
+    return BytesParser(policy=email.policy.compat32).parsebytes(block, headersonly=True).raw_items()

@@ -1,6 +1,7 @@
 """Tests for mailbox.parsing: hostile corpus and the gematik sample mails.
 
-Pure parsing, no database.
+Pure parsing, no database, except one test that stores a mail through ingest to show what the
+inbox lists.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import pytest
 
 from mailbox import parsing
 from mailbox.parsing import ParsedAttachment, ParsedMessage, parse_message, sanitize_html
+from mailbox.services.ingest import message_ingest
+from mailbox.storage import blob_get
 from tests.mailbox import corpus
+from tests.mailbox.factories import MailboxFactory
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "kim" / "samples" / "extracted"
 
@@ -125,10 +129,20 @@ def test_deep_nesting_is_walked_without_recursion() -> None:
 
 def test_absurd_nesting_degrades_instead_of_raising() -> None:
     # The stdlib parser itself recurses per level; beyond its limit we fall back to raw text.
-    result = parse_message(corpus.make_deep_nesting(3000))
+    result = parse_message(corpus.make_deep_nesting(2000))
     _assert_well_formed_result(result)
     assert result.is_malformed
+    assert result.problems == ["Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"]
     assert "ganz innen" in result.text_body
+    # ... but the top-level header block still names sender and subject, so it can be found and triaged.
+    assert result.subject == "Tief verschachtelt"
+    assert (result.from_name, result.from_address) == ("Dr. Anna Sender", corpus.SENDER)
+    assert result.to == [corpus.RECIPIENT]
+    assert result.date == datetime(2022, 10, 6, 11, 27, 22, tzinfo=timezone(timedelta(hours=2)))
+    assert result.message_id == "<corpus-1@arzt.kim.telematik-test>"
+    assert result.dienstkennung == "KIM-Mail;Default;V1.0"
+    assert (result.decryption_results, result.integrity_results) == (["00"], ["01"])
+    assert result.attachments == []
 
 
 # --------------------------------------------------------------------------------------
@@ -478,6 +492,80 @@ def test_total_failure_returns_raw_text(monkeypatch: pytest.MonkeyPatch) -> None
     assert result.is_malformed
     assert result.text_body == "Subject: x\n\nGrüße\n"
     assert result.problems and "RuntimeError" in result.problems[0]
+    assert result.subject == "x"
+
+
+HEADER_FIELDS = (
+    "from_address",
+    "from_name",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message_id",
+    "in_reply_to",
+    "references",
+    "dienstkennung",
+    "decryption_results",
+    "integrity_results",
+    "kim_error_codes",
+)
+
+
+def _fallback_cases() -> list:
+    cases = [pytest.param(build, id=name) for name, build in sorted(corpus.HOSTILE_CORPUS.items())]
+    samples = sorted(SAMPLES_DIR.glob("*.eml"))
+    cases += [pytest.param(path.read_bytes, id=path.name) for path in samples]
+    return [case for case in cases if case.id != "large_attachment"]
+
+
+@pytest.mark.parametrize("build", _fallback_cases())
+def test_failed_parse_reads_the_top_level_headers_like_the_full_parse(build, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same lenient decoding (8-bit, RFC 2047, lost indentation, X-KIM-*) whether or not the body parses."""
+    raw = build()
+    full = parse_message(raw)
+
+    def explode(raw: bytes) -> ParsedMessage:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(parsing, "_parse", explode)
+    degraded = parse_message(raw)
+    _assert_well_formed_result(degraded)
+    assert degraded.is_malformed
+    assert {name: getattr(degraded, name) for name in HEADER_FIELDS} == {
+        name: getattr(full, name) for name in HEADER_FIELDS
+    }
+    header_notes = [
+        p for p in full.problems if p.startswith(("Kopfzeile ", "Keine Kopfzeilen", "Datum ", "Kein lesbarer"))
+    ]
+    assert set(header_notes) <= set(degraded.problems)
+
+
+@pytest.mark.django_db
+def test_unparseable_mail_is_stored_under_its_subject_and_sender() -> None:
+    # Before the header fallback the inbox listed this as "(ohne Betreff)" without a sender.
+    raw = corpus.make_deep_nesting(2000)
+    message = message_ingest(mailbox=MailboxFactory(), uidl="deep", raw=raw)
+    message.refresh_from_db()
+    assert message.is_malformed
+    assert message.subject == "Tief verschachtelt"
+    assert (message.from_name, message.from_address) == ("Dr. Anna Sender", corpus.SENDER)
+    assert message.to == [corpus.RECIPIENT]
+    assert message.integrity_results == ["01"]
+    assert "ganz innen" in message.text_body
+    assert blob_get(message.raw_sha256) == raw
+
+
+def test_failed_parse_with_broken_header_reading_still_keeps_the_raw_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(parsing, "_parse", explode)
+    monkeypatch.setattr(parsing, "header_fields", explode)
+    result = parse_message(b"Subject: x\r\n\r\nbody\r\n")
+    assert result.subject == "" and result.from_address == ""
+    assert result.text_body == "Subject: x\n\nbody\n"
+    assert result.problems == ["Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"]
 
 
 def test_policy_default_header_errors_fall_back_per_part(monkeypatch: pytest.MonkeyPatch) -> None:
