@@ -15,7 +15,7 @@ from directory.clients.vzd import VzdError
 from directory.entries import DirectoryEntry
 from directory.models import Contact
 from directory.selectors import directory_entries_for_addresses, directory_entry_for_address
-from mailbox.errors import PortalError
+from kimportal.errors import PortalError
 
 logger = logging.getLogger(__name__)
 

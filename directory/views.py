@@ -18,7 +18,7 @@ from directory.clients.vzd import VzdError
 from directory.forms import AddressForm, PickerForm, SearchForm
 from directory.models import Contact
 from directory.query import Criteria
-from mailbox.errors import PortalError
+from kimportal.errors import PortalError
 
 
 @require_GET

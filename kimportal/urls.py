@@ -6,10 +6,24 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
+from mailbox.events import broadcast_session_ended
+
+
+class LogoutView(auth_views.LogoutView):
+    """Logging out also closes the live sockets this session opened, in every tab, at once."""
+
+    def post(self, request, *args, **kwargs):
+        user_id, session_key = request.user.pk, request.session.session_key
+        response = super().post(request, *args, **kwargs)
+        if user_id and session_key:
+            broadcast_session_ended(user_id=user_id, session_key=session_key)
+        return response
+
+
 urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("directory/", include("directory.urls")),
     path("", include("mailbox.urls")),

@@ -1,15 +1,32 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.errors import PortalError
 from mailbox.forms import KimAccountAdminForm
 from mailbox.models import AuditEvent, DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services.accounts import account_test_connection
+from mailbox.services.members import membership_remove, membership_set
+
+
+class MembershipFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE") and form.cleaned_data.get("role")
+        ]
+        if not any(data["role"] == Membership.Role.OWNER for data in kept):
+            raise ValidationError(_("Ein Postfach braucht mindestens einen Eigentümer."))
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = MembershipFormSet
     extra = 1
     autocomplete_fields = ["user"]
 
@@ -19,6 +36,50 @@ class MailboxAdmin(admin.ModelAdmin):
     list_display = ["display_name", "address", "kind", "is_active"]
     search_fields = ["display_name", "address"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change) -> None:
+        """Memberships go through the same service as the owners' page: audited, work handed back."""
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        mailbox = form.instance
+        # Additions and changes first, removals last: the mailbox never lacks an owner in between.
+        for row in formset.forms:
+            data = getattr(row, "cleaned_data", None)
+            if not data or data.get("DELETE") or not row.has_changed():
+                continue
+            previous = row.instance if row.instance.pk else None
+            member, group = data.get("user"), data.get("group")
+            if previous is not None and (
+                previous.user_id != getattr(member, "pk", None) or previous.group_id != getattr(group, "pk", None)
+            ):
+                self._apply(
+                    request,
+                    membership_set,
+                    mailbox=mailbox,
+                    username=member.username if member else "",
+                    group_name=group.name if group else "",
+                    role=data["role"],
+                )
+                self._apply(request, membership_remove, mailbox=mailbox, membership_id=previous.pk)
+                continue
+            self._apply(
+                request,
+                membership_set,
+                mailbox=mailbox,
+                username=member.username if member else "",
+                group_name=group.name if group else "",
+                role=data["role"],
+            )
+        for row in formset.deleted_forms:
+            if row.instance.pk:
+                self._apply(request, membership_remove, mailbox=mailbox, membership_id=row.instance.pk)
+
+    def _apply(self, request, service, **kwargs) -> None:
+        try:
+            service(user=request.user, **kwargs)
+        except PortalError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
 
 
 @admin.register(KimAccount)

@@ -2,13 +2,20 @@
 
 InboxConsumer (every page): new mail, changed rows, counts, account status, notifications.
 MessageConsumer (detail page): presence ("viewing"/"writing"), the read-lock panel, heartbeat.
-Events carry ids only; every render re-reads through the user's own selectors.
+
+Events carry ids only. Every socket starts from its user: before anything is sent, one query checks
+that the session is still valid, the account active and the user still a member of the mailbox. The
+HTML of a row is then rendered once per audience (language, read or not) per process and event, not
+once per socket; per-user counts are refreshed after a short pause, so a burst of events costs one
+count query per socket, not one per event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import timedelta
+import time
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -16,18 +23,35 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.db.models import Exists
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from mailbox import selectors
-from mailbox.events import mailbox_group, message_group, user_group
-from mailbox.models import Message
+from mailbox.events import mailbox_group, message_group, session_digest, user_group
+from mailbox.livecache import RenderMemo, row_data
+from mailbox.permissions import Action, can, role_in_mailbox
+
+# A page sends a heartbeat every 20 s and a "writing" toggle now and then; beyond this many frames in
+# the window, frames are not processed one by one: the newest state is applied when the window allows.
+FRAME_BURST = 5
+FRAME_WINDOW_SECONDS = 2.0
+
+# Rows rendered for one event, shared by the sockets of this process (language x read state).
+_rows = RenderMemo(ttl=2.0)
 
 
 def _language_from_scope(scope: dict) -> str:
     cookies = scope.get("cookies") or {}
     lang = cookies.get(settings.LANGUAGE_COOKIE_NAME, "")
     return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
+
+
+def counts_delay() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_COUNTS_DELAY", 0.5))
+
+
+_NO_ROLE = object()
 
 
 class _PortalConsumer(AsyncWebsocketConsumer):
@@ -41,83 +65,156 @@ class _PortalConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.language = _language_from_scope(self.scope)
         self.joined = []
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        self.closed = False
         return True
 
     async def _join(self, *groups: str) -> None:
         for group in groups:
+            if group in self.joined:
+                continue
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
 
+    async def _leave_group(self, group: str) -> None:
+        await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined.remove(group)
+
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "joined", []):
+        self.closed = True
+        for group in list(getattr(self, "joined", [])):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _close(self, code: int) -> None:
+        self.closed = True
+        await self.close(code=code)
 
     def _render(self, template: str, context: dict) -> str:
         with translation.override(self.language):
             return render_to_string(template, {"user": self.user, **context})
 
-    def _session_valid(self) -> bool:
-        """Logged out elsewhere, session expired, or account deactivated: stop sending patient data."""
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        if key is not None and not Session.objects.filter(session_key=key, expire_date__gt=timezone.now()).exists():
-            return False
-        return get_user_model().objects.filter(pk=self.user.pk, is_active=True).exists()
+    def _access(self, mailbox_id: int | None = None) -> tuple[bool, str | None]:
+        """(session valid and account active, the user's role in the mailbox) in one query.
 
-    async def _send_if_valid(self, html: str) -> None:
-        if not html:
-            return
-        if not await database_sync_to_async(self._session_valid)():
-            await self.close(code=4401)
-            return
-        await self.send(text_data=html)
+        Logged out elsewhere, session expired, account deactivated: stop sending patient data.
+        """
+        users = get_user_model().objects.filter(pk=self.user.pk, is_active=True)
+        if self.session_key is not None:
+            now = timezone.now()
+            users = users.filter(Exists(Session.objects.filter(session_key=self.session_key, expire_date__gt=now)))
+        if mailbox_id is None:
+            return users.exists(), None
+        row = users.annotate(role=role_in_mailbox(self.user, mailbox_id)).values("role").first()
+        return (row is not None), (row["role"] if row else None)
+
+    async def _check(self, mailbox_id: int | None = None) -> Any:
+        """The user's role in the mailbox (or True without one); _NO_ROLE after closing an ended session."""
+        valid, role = await database_sync_to_async(self._access)(mailbox_id)
+        if not valid:
+            await self._close(4401)
+            return _NO_ROLE
+        return role if mailbox_id is not None else True
+
+    async def _send(self, html: str) -> None:
+        if html and not self.closed:
+            await self.send(text_data=html)
+
+    async def session_ended(self, event: dict) -> None:
+        """The user logged out (in any tab): every socket of that session closes at once."""
+        if self.session_key and event.get("session") == session_digest(self.session_key):
+            await self._close(4401)
 
 
 class InboxConsumer(_PortalConsumer):
     async def connect(self) -> None:
         if not await self._authenticate():
             return
-        mailbox_ids = await database_sync_to_async(
-            lambda: list(selectors.mailbox_list_for_user(self.user).values_list("pk", flat=True))
-        )()
+        mailbox_ids = await database_sync_to_async(selectors.mailbox_ids_for_user)(self.user)
         await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
+        self.counts_pending = False
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # The browser only listens on this socket.
-        return
+        # The browser only listens on this socket; a frame is a reason to look at the session again.
+        await self._check()
 
     async def memberships_changed(self, event: dict) -> None:
         """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
-        mailbox_ids = await database_sync_to_async(
-            lambda: list(selectors.mailbox_list_for_user(self.user).values_list("pk", flat=True))
-        )()
+        if await self._check() is _NO_ROLE:
+            return
+        mailbox_ids = await database_sync_to_async(selectors.mailbox_ids_for_user)(self.user)
         wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
         for group in set(self.joined) - wanted:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            self.joined.remove(group)
+            await self._leave_group(group)
         await self._join(*sorted(wanted - set(self.joined)))
-        await self._send_if_valid(await database_sync_to_async(self._render_nav)(0))
+        await self._send(await database_sync_to_async(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_row)(event["message_id"], new=True)
-        await self._send_if_valid(html)
+        if await self._row(event, new=True):
+            self._counts_soon()
 
     async def message_changed(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_row)(event["message_id"], new=False)
-        await self._send_if_valid(html)
+        if await self._row(event, new=False) and event.get("counts"):
+            self._counts_soon()
 
     async def presence_changed(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_presence)(event["message_id"])
-        await self._send_if_valid(html)
+        await self._row(event, new=False, presence_only=True)
 
     async def account_status(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_nav)(event["mailbox_id"])
-        await self._send_if_valid(html)
+        if await self._check(event["mailbox_id"]) in (_NO_ROLE, None):
+            return
+        await self._send(await database_sync_to_async(self._render_nav)(event["mailbox_id"]))
 
     async def user_notified(self, event: dict) -> None:
-        html = await database_sync_to_async(self._render_notifications)()
-        await self._send_if_valid(html)
+        if await self._check() is _NO_ROLE:
+            return
+        await self._send(await database_sync_to_async(self._render_notifications)())
+
+    async def counters_changed(self, event: dict) -> None:
+        self._counts_soon()
+
+    async def _row(self, event: dict, *, new: bool, presence_only: bool = False) -> bool:
+        """Send the event's row if this user may still read the mailbox; returns whether they may."""
+        role = await self._check(event["mailbox_id"])
+        if role is _NO_ROLE or not can(role, Action.READ):
+            return False
+        html = await database_sync_to_async(self._render_row)(event, new=new, presence_only=presence_only)
+        await self._send(html)
+        return True
+
+    def _render_row(self, event: dict, *, new: bool, presence_only: bool) -> str:
+        # Permission was checked for this socket; the row's data is read once per event and process.
+        data = row_data(event)
+        if data is None:
+            return ""
+        message, readers = data
+        is_read = self.user.pk in readers
+        kind = "presence" if presence_only else ("new" if new else "changed")
+
+        def render() -> str:
+            row = message.copy_for_reader(is_read)
+            if presence_only:
+                context = {"message": row, "oob": True, "compact": True}
+                return self._render("mailbox/partials/_presence.html", context)
+            template = (
+                "mailbox/partials/_live_new_message.html" if new else "mailbox/partials/_live_changed_message.html"
+            )
+            return self._render(template, {"message": row})
+
+        return _rows.get((event.get("seq"), kind, self.language, is_read), render)
+
+    def _counts_soon(self) -> None:
+        """Refresh this user's counts after a short pause; events meanwhile ride along."""
+        if self.counts_pending:
+            return
+        self.counts_pending = True
+        asyncio.get_running_loop().call_later(counts_delay(), lambda: asyncio.ensure_future(self._flush_counts()))
+
+    async def _flush_counts(self) -> None:
+        self.counts_pending = False
+        if self.closed or await self._check() is _NO_ROLE:
+            return
+        await self._send(await database_sync_to_async(self._render_nav)(0))
 
     def _nav_context(self, mailbox_id: int | None = None) -> dict:
         mailboxes = list(selectors.mailbox_list_for_user(self.user))
@@ -126,20 +223,6 @@ class InboxConsumer(_PortalConsumer):
             "mailbox": next((m for m in mailboxes if m.pk == mailbox_id), None),
             "counters": selectors.user_counters(self.user),
         }
-
-    def _render_row(self, message_id: int, *, new: bool) -> str:
-        # Re-read with the user's permissions: the event only says "something happened".
-        message = selectors.message_row_for_user(self.user, message_id)
-        if message is None:
-            return ""
-        template = "mailbox/partials/_live_new_message.html" if new else "mailbox/partials/_live_changed_message.html"
-        return self._render(template, {"message": message, **self._nav_context()})
-
-    def _render_presence(self, message_id: int) -> str:
-        message = selectors.message_row_for_user(self.user, message_id)
-        if message is None:
-            return ""
-        return self._render("mailbox/partials/_presence.html", {"message": message, "oob": True, "compact": True})
 
     def _render_nav(self, mailbox_id: int) -> str:
         return self._render("mailbox/partials/_live_nav.html", self._nav_context(mailbox_id))
@@ -156,23 +239,29 @@ class MessageConsumer(_PortalConsumer):
         if not await self._authenticate():
             return
         self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
-        allowed = await database_sync_to_async(self._join_presence)()
-        if not allowed:
-            await self.close(code=4404)
+        query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
+        self.page_token = (query.get("page") or [""])[0][:40]
+        self.frames: list[float] = []
+        self.pending_writing: bool | None = None
+        self.mailbox_id = await database_sync_to_async(self._join_presence)()
+        if self.mailbox_id is None:
+            await self._close(4404)
             return
-        await self._join(message_group(self.message_id))
+        await self._join(message_group(self.message_id), user_group(self.user.pk))
         await self.accept()
 
-    def _join_presence(self) -> bool:
+    def _join_presence(self) -> int | None:
+        from mailbox.services.claims import page_token_valid
         from mailbox.services.presence import presence_join
 
         message = selectors.message_row_for_user(self.user, self.message_id)
         if message is None:
-            return False
-        query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
-        self.page_token = (query.get("page") or [""])[0][:40]
+            return None
+        # Only a page the server handed out may speak for a page load (its claim, its leave).
+        if not page_token_valid(self.page_token, user=self.user, message_id=self.message_id):
+            self.page_token = ""
         presence_join(user=self.user, message=message, channel_name=self.channel_name, page_token=self.page_token)
-        return True
+        return message.mailbox_id
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -182,70 +271,82 @@ class MessageConsumer(_PortalConsumer):
         if not isinstance(data, dict):
             return
         writing = str(data.get("writing", "")).lower() in {"1", "true", "on"}
-        await database_sync_to_async(self._heartbeat)(writing)
-
-    def _heartbeat(self, writing: bool) -> None:
-        from mailbox.services.presence import presence_beat
-        from mailbox.services.work import NotAllowed, message_claim
-
-        # One timestamp for the heartbeat and the lease renewal: _leave compares the two.
-        now = timezone.now()
-        row = presence_beat(channel_name=self.channel_name, writing=writing, now=now)
-        if row is None:
+        if not self._frame_allowed():
+            # Too many frames: remember the newest state and apply it when the window allows.
+            if self.pending_writing is None:
+                delay = FRAME_WINDOW_SECONDS - (time.monotonic() - self.frames[0])
+                asyncio.get_running_loop().call_later(
+                    max(0.05, delay), lambda: asyncio.ensure_future(self._flush_frame())
+                )
+            self.pending_writing = writing
             return
-        message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
-        if message is not None:
-            # The open page keeps its lease alive; closing it lets the lease go. A user whose role
-            # was taken away meanwhile keeps the socket (so leaving still cleans up) but no lease.
-            try:
-                message_claim(user=self.user, message=message, now=now)
-            except NotAllowed:
-                pass
+        await self._beat(writing)
+
+    def _frame_allowed(self) -> bool:
+        now = time.monotonic()
+        self.frames = [t for t in self.frames if now - t < FRAME_WINDOW_SECONDS]
+        if len(self.frames) >= FRAME_BURST:
+            return False
+        self.frames.append(now)
+        return True
+
+    async def _flush_frame(self) -> None:
+        writing, self.pending_writing = self.pending_writing, None
+        if writing is None or self.closed:
+            return
+        self.frames.append(time.monotonic())
+        await self._beat(writing)
+
+    async def _beat(self, writing: bool) -> None:
+        from mailbox.services.claims import message_heartbeat
+
+        # Every client frame re-checks the session: a logged-out tab renews nothing.
+        if await self._check() is _NO_ROLE:
+            return
+        await database_sync_to_async(message_heartbeat)(
+            user=self.user, message_id=self.message_id, channel_name=self.channel_name, writing=writing
+        )
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "message_id"):
-            await database_sync_to_async(self._leave)()
+        if getattr(self, "mailbox_id", None) is not None:
+            from mailbox.services.claims import message_leave
+
+            await database_sync_to_async(message_leave)(
+                user=self.user, message_id=self.message_id, channel_name=self.channel_name
+            )
         await super().disconnect(code)
 
-    def _leave(self) -> None:
-        from mailbox.services.presence import presence_leave
-        from mailbox.services.work import message_release
-
-        row, still_open = presence_leave(channel_name=self.channel_name)
-        if row is None or still_open:
-            return
-        message = Message.objects.filter(pk=self.message_id, claimed_by=self.user).first()
-        if message is None:
-            return
-        if handed_over(message, row):
-            return
-        message_release(user=self.user, message=message, reason="left")
+    async def memberships_changed(self, event: dict) -> None:
+        """Removed from the mailbox: the page's socket closes (the page shows it is no longer live)."""
+        role = await self._check(self.mailbox_id)
+        if role is not _NO_ROLE and not can(role, Action.READ):
+            await self._close(4403)
 
     async def message_changed(self, event: dict) -> None:
-        await self._send_if_valid(await database_sync_to_async(self._render_lock)())
+        await self._lock_panel()
 
     async def presence_changed(self, event: dict) -> None:
-        await self._send_if_valid(await database_sync_to_async(self._render_lock)())
+        await self._lock_panel()
 
-    def _render_lock(self) -> str:
+    async def user_notified(self, event: dict) -> None:
+        return
+
+    async def counters_changed(self, event: dict) -> None:
+        return
+
+    async def _lock_panel(self) -> None:
+        role = await self._check(self.mailbox_id)
+        if role is _NO_ROLE:
+            return
+        if not can(role, Action.READ):
+            await self._close(4403)
+            return
+        await self._send(await database_sync_to_async(self._render_lock)(role))
+
+    def _render_lock(self, role: str) -> str:
         message = selectors.message_row_for_user(self.user, self.message_id)
         if message is None:
             return ""
-        message.role = selectors.user_role(self.user, message.mailbox_id)
-        context = {"message": message, "oob": True, "page_token": getattr(self, "page_token", "")}
+        message.role = role
+        context = {"message": message, "oob": True, "page_token": self.page_token}
         return self._render("mailbox/partials/_lock_panel.html", context)
-
-
-def handed_over(message: Message, closing) -> bool:
-    """Did another page load (a reload, a second tab still connecting) take the lock over?
-
-    A reload's GET re-claims with its own page token before the old page's socket closes; the
-    old page must leave the lock alone then. A hand-over older than PAGE_HANDOVER_SECONDS whose
-    page never connected does not keep the lock: then the leaving page frees it.
-    """
-    from mailbox.services.work import PAGE_HANDOVER_SECONDS
-
-    if not message.claim_page or message.claim_page == closing.page_token:
-        return False
-    recent = timezone.now() - timedelta(seconds=PAGE_HANDOVER_SECONDS)
-    return bool(message.claim_renewed_at and message.claim_renewed_at > recent)

@@ -1,11 +1,14 @@
 """Real-time events: services call these; they fire only after the transaction commits.
 
-Events carry ids only; consumers re-read through user-scoped selectors before rendering.
+Events carry ids only (plus a sequence id that lets one process render an event once for all its
+sockets); consumers re-check access and re-read through user-scoped selectors before rendering.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -16,6 +19,19 @@ log = logging.getLogger(__name__)
 
 def mailbox_group(mailbox_id: int) -> str:
     return f"mailbox.{mailbox_id}"
+
+
+def message_group(message_id: int) -> str:
+    return f"message.{message_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def session_digest(session_key: str) -> str:
+    # Sockets compare digests: the session key itself never travels through the channel layer.
+    return hashlib.sha256(f"kimportal-session:{session_key}".encode()).hexdigest()[:32]
 
 
 def _send(group: str, event: dict) -> None:
@@ -29,12 +45,13 @@ def _send(group: str, event: dict) -> None:
         log.exception("broadcast to %s failed", group)
 
 
+def _seq() -> str:
+    return uuid.uuid4().hex
+
+
 def broadcast_message_created(*, mailbox_id: int, message_id: int) -> None:
-    transaction.on_commit(
-        lambda: _send(
-            mailbox_group(mailbox_id), {"type": "message.created", "mailbox_id": mailbox_id, "message_id": message_id}
-        )
-    )
+    event = {"type": "message.created", "mailbox_id": mailbox_id, "message_id": message_id, "seq": _seq()}
+    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
 
 
 def broadcast_account_status(*, mailbox_id: int) -> None:
@@ -43,17 +60,21 @@ def broadcast_account_status(*, mailbox_id: int) -> None:
     )
 
 
-def message_group(message_id: int) -> str:
-    return f"message.{message_id}"
+def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = False, counts: bool = False) -> None:
+    """State, responsibility, notes or the read-lock changed: lists and open detail pages re-render.
 
-
-def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
-
-
-def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = False) -> None:
-    """State, responsibility, notes or the read-lock changed: lists and open detail pages re-render."""
-    event = {"type": "message.changed", "mailbox_id": mailbox_id, "message_id": message_id, "lock": lock}
+    `counts`: the change moves the mailbox's counts (a state change), so every member's navigation
+    is refreshed too. Locks and notes move none; a new assignee's own counter goes by
+    broadcast_counters_changed to the people concerned only.
+    """
+    event = {
+        "type": "message.changed",
+        "mailbox_id": mailbox_id,
+        "message_id": message_id,
+        "lock": lock,
+        "counts": counts,
+        "seq": _seq(),
+    }
 
     def send() -> None:
         _send(mailbox_group(mailbox_id), event)
@@ -63,7 +84,7 @@ def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = 
 
 
 def broadcast_presence(*, mailbox_id: int, message_id: int) -> None:
-    event = {"type": "presence.changed", "mailbox_id": mailbox_id, "message_id": message_id}
+    event = {"type": "presence.changed", "mailbox_id": mailbox_id, "message_id": message_id, "seq": _seq()}
 
     def send() -> None:
         _send(mailbox_group(mailbox_id), event)
@@ -76,11 +97,27 @@ def broadcast_user_notification(*, user_id: int) -> None:
     transaction.on_commit(lambda: _send(user_group(user_id), {"type": "user.notified", "user_id": user_id}))
 
 
+def broadcast_counters_changed(*, user_ids: list[int]) -> None:
+    """The personal counters ("Mir zugewiesen") of these users changed."""
+
+    def send() -> None:
+        for user_id in set(user_ids):
+            _send(user_group(user_id), {"type": "counters.changed", "user_id": user_id})
+
+    transaction.on_commit(send)
+
+
 def broadcast_memberships_changed(*, user_ids: list[int]) -> None:
-    """Someone was added to or removed from a mailbox: their open pages re-subscribe."""
+    """Someone was added to or removed from a mailbox: their open pages re-subscribe or close."""
 
     def send() -> None:
         for user_id in user_ids:
             _send(user_group(user_id), {"type": "memberships.changed", "user_id": user_id})
 
     transaction.on_commit(send)
+
+
+def broadcast_session_ended(*, user_id: int, session_key: str) -> None:
+    """A logout: the sockets opened with that session close at once (not at their next event)."""
+    event = {"type": "session.ended", "session": session_digest(session_key)}
+    transaction.on_commit(lambda: _send(user_group(user_id), event))

@@ -9,11 +9,21 @@ from django.utils.translation import pgettext_lazy
 from mailbox import crypto
 
 
+def member_q(user, prefix: str = "") -> models.Q:
+    """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule."""
+    return models.Q(**{f"{prefix}user": user}) | models.Q(**{f"{prefix}group__in": user.groups.all()})
+
+
 def member_mailbox_ids(user):
-    """Subquery of the mailbox ids a user belongs to, directly or through a group (ward)."""
-    return Membership.objects.filter(
-        models.Q(user=user) | models.Q(group__in=user.groups.all()), mailbox__is_active=True
-    ).values("mailbox_id")
+    """Subquery of the active mailbox ids an active user belongs to, directly or through a group (ward).
+
+    is_active is read from the database, not from the user object: a socket's user was loaded when it
+    connected, and a deactivated account must lose access at once.
+    """
+    from django.contrib.auth import get_user_model
+
+    active = models.Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
+    return Membership.objects.filter(member_q(user), active, mailbox__is_active=True).values("mailbox_id")
 
 
 class MailboxQuerySet(models.QuerySet):
@@ -423,6 +433,7 @@ class Notification(models.Model):
         MENTION = "mention", _("Erwähnung")
         ASSIGNED = "assigned", _("Zuweisung")
         LOCK_BROKEN = "lock_broken", _("Sperre aufgehoben")
+        WORK_RETURNED = "work_returned", _("Arbeit zurückgegeben")
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -440,6 +451,9 @@ class Notification(models.Model):
         Kind.MENTION: _("%(name)s hat Sie in einer Notiz zu „%(subject)s“ erwähnt."),
         Kind.ASSIGNED: _("%(name)s hat Ihnen „%(subject)s“ zugewiesen."),
         Kind.LOCK_BROKEN: _("%(name)s hat Ihre Sperre auf „%(subject)s“ aufgehoben."),
+        Kind.WORK_RETURNED: _(
+            "%(name)s kann „%(mailbox)s“ nicht mehr bearbeiten: %(count)s offene Nachrichten sind wieder unzugewiesen."
+        ),
     }
 
     class Meta:
@@ -454,7 +468,11 @@ class Notification(models.Model):
         template = self.TEXTS.get(self.kind)
         if template is None or "name" not in self.params:
             return self.text
-        text = str(template) % {"name": self.params["name"], "subject": self.params.get("subject", "")}
+        values = {"subject": "", "mailbox": "", "count": 0, **self.params}
+        try:
+            text = str(template) % values
+        except (TypeError, ValueError):
+            return self.text
         return f"{text} – {self.params['note']}" if self.params.get("note") else text
 
 

@@ -1,9 +1,15 @@
+"""Celery tasks: adapters that take ids, call a service, and own retries and time limits.
+
+Services queue these by name (kimportal.jobs), so this module imports services and nothing imports it.
+"""
+
 from __future__ import annotations
 
 from celery import shared_task
 
+from mailbox.services.absences import absence_begin
 from mailbox.services.fetch import account_fetch, accounts_due_claim
-from mailbox.services.work import absence_begin
+from mailbox.services.presence import presence_purge_stale
 
 
 @shared_task(name="mailbox.tasks.mailbox_fetch", soft_time_limit=900, time_limit=960, ignore_result=True)
@@ -27,6 +33,4 @@ def mailbox_absence_begin(absence_id: int) -> int:
 
 @shared_task(name="mailbox.tasks.mailbox_presence_purge", ignore_result=True)
 def mailbox_presence_purge() -> int:
-    from mailbox.services.presence import presence_purge_stale
-
     return presence_purge_stale()

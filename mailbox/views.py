@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from io import BytesIO
 
@@ -13,14 +12,31 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
+from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
 from mailbox import selectors
-from mailbox.errors import PortalError
 from mailbox.forms import AbsenceForm, AssignForm, MembershipForm, MessageFilterForm, NoteForm, StateForm, VersionedForm
-from mailbox.models import Absence, Attachment, Mailbox, Membership, Message, Notification
-from mailbox.services import work
-from mailbox.services.members import membership_remove, membership_set, notifications_mark_read
-from mailbox.services.messages import mailbox_fetch_request, message_access_record, message_open
+from mailbox.models import Absence, Attachment, Mailbox, Membership, Message
+from mailbox.permissions import Action, can
+from mailbox.services.absences import absence_create
+from mailbox.services.absences import absence_end as absence_end_service
+from mailbox.services.accounts import mailbox_fetch_request
+from mailbox.services.assignment import message_assign as assignment_assign
+from mailbox.services.assignment import message_take as assignment_take
+from mailbox.services.assignment import message_unassign as assignment_unassign
+from mailbox.services.claims import (
+    message_break_lock,
+    message_claim,
+    message_release,
+    page_token_new,
+    page_token_valid,
+)
+from mailbox.services.guard import claim_held_error
+from mailbox.services.members import membership_remove, membership_set
+from mailbox.services.notes import note_add
+from mailbox.services.notifications import notifications_mark_read
+from mailbox.services.reading import message_access_record, message_open
 from mailbox.services.rendering import message_html_document
+from mailbox.services.states import message_set_state
 from mailbox.storage import BlobError, blob_get
 
 # Types a browser may show inline; everything else is only ever downloaded.
@@ -47,12 +63,18 @@ def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | Non
     if view:
         filters = replace(filters, view=view)
     page = selectors.message_list_for_user(
-        request.user, mailbox=mailbox, page=request.GET.get("page", 1), filters=filters
+        request.user,
+        mailbox=mailbox,
+        page=request.GET.get("page", 1),
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
+        filters=filters,
     )
     mailboxes = list(selectors.mailbox_list_for_user(request.user))
     shown = [mailbox] if mailbox else mailboxes
     query = request.GET.copy()
-    query.pop("page", None)
+    for key in ("page", "after", "before"):
+        query.pop(key, None)
     context = {
         "mailboxes": mailboxes,
         "current_mailbox": mailbox,
@@ -114,9 +136,9 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404
     role = selectors.user_role(request.user, message.mailbox_id)
     # Names this page load: its socket and its claim button say which page holds the lock.
-    page = uuid.uuid4().hex
+    page = page_token_new(user=request.user, message_id=message.pk)
     # Opening a message to work on it takes the read-lock when it is free.
-    works_on_it = selectors.can(role, "process") and message.state != Message.State.DONE
+    works_on_it = can(role, Action.PROCESS) and message.state != Message.State.DONE
     message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
     message = selectors.message_detail_for_user(request.user, pk, role=role)
     return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
@@ -135,7 +157,7 @@ def _work_response(
     context = _detail_context(request, message, error=error, notice=notice)
     response = render(request, "mailbox/message_detail.html#work", context, status=status)
     # The lock panel shows version and holder; refresh it too.
-    lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request)}
+    lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request, pk)}
     response.content += render_to_string("mailbox/partials/_lock_panel.html", lock_context, request).encode()
     return response
 
@@ -148,11 +170,11 @@ def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpRespon
         return _work_response(request, pk, error=errors, status=422)
     try:
         notice = action(message, form.cleaned_data)
-    except work.Conflict as exc:
+    except Conflict as exc:
         return _work_response(request, pk, error=exc.message, status=409)
-    except work.ClaimHeld as exc:
+    except ClaimHeld as exc:
         return _work_response(request, pk, error=exc.message, status=423)
-    except work.NotAllowed as exc:
+    except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
         return _work_response(request, pk, error=exc.message, status=422)
@@ -162,7 +184,7 @@ def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpRespon
 @require_POST
 def message_take(request: HttpRequest, pk: int) -> HttpResponse:
     def act(message, data):
-        work.message_take(user=request.user, message=message, version=data["version"])
+        assignment_take(user=request.user, message=message, version=data["version"])
         return _("Sie sind jetzt verantwortlich.")
 
     return _run_action(request, pk, VersionedForm, act)
@@ -171,7 +193,7 @@ def message_take(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_assign(request: HttpRequest, pk: int) -> HttpResponse:
     def act(message, data):
-        updated = work.message_assign(
+        updated = assignment_assign(
             user=request.user, message=message, version=data["version"], assignee_id=data["assignee"], note=data["note"]
         )
         return _("Zugewiesen an %(name)s.") % {"name": selectors.display_name(updated.assignee)}
@@ -182,7 +204,7 @@ def message_assign(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
     def act(message, data):
-        work.message_unassign(user=request.user, message=message, version=data["version"])
+        assignment_unassign(user=request.user, message=message, version=data["version"])
         return _("Zuständigkeit entfernt.")
 
     return _run_action(request, pk, VersionedForm, act)
@@ -191,7 +213,7 @@ def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_state(request: HttpRequest, pk: int) -> HttpResponse:
     def act(message, data):
-        updated = work.message_set_state(
+        updated = message_set_state(
             user=request.user, message=message, version=data["version"], state=data["state"], due_at=data.get("due_at")
         )
         return _("Status: %(state)s.") % {"state": updated.get_state_display()}
@@ -202,7 +224,7 @@ def message_state(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_note(request: HttpRequest, pk: int) -> HttpResponse:
     def act(message, data):
-        work.note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        note_add(user=request.user, message=message, version=data["version"], body=data["body"])
         return _("Notiz gespeichert.")
 
     return _run_action(request, pk, NoteForm, act)
@@ -215,33 +237,34 @@ def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpRes
         return redirect("mailbox:message-detail", pk=pk)
     message = selectors.message_row_for_user(request.user, pk)
     message.role = selectors.user_role(request.user, message.mailbox_id)
-    context = {"message": message, "error": error, "page_token": _page_token(request)}
+    context = {"message": message, "error": error, "page_token": _page_token(request, pk)}
     html = render_to_string("mailbox/partials/_lock_panel.html", context, request)
     response = HttpResponse(html)
     # Action buttons depend on who holds the lock: tell the page (portal.js re-evaluates).
     return trigger_client_event(response, "lock-changed")
 
 
-def _page_token(request: HttpRequest) -> str:
+def _page_token(request: HttpRequest, pk: int) -> str:
+    """The page load that sent the request, when the server handed that token out to this user."""
     token = request.POST.get("page", "")
-    return token if len(token) == 32 and token.isalnum() else ""
+    return token if page_token_valid(token, user=request.user, message_id=pk) else ""
 
 
 @require_POST
 def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
     try:
-        result = work.message_claim(user=request.user, message=message, page=_page_token(request))
-    except work.NotAllowed as exc:
+        result = message_claim(user=request.user, message=message, page=_page_token(request, pk))
+    except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
-    error = "" if result.won else work.ClaimHeld(result.message).message
+    error = "" if result.won else claim_held_error(result.message).message
     return _lock_response(request, pk, error=error)
 
 
 @require_POST
 def message_release_view(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
-    work.message_release(user=request.user, message=message, reason="button")
+    message_release(user=request.user, message=message, reason="button")
     return _lock_response(request, pk)
 
 
@@ -249,8 +272,8 @@ def message_release_view(request: HttpRequest, pk: int) -> HttpResponse:
 def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
     message = _message_or_404(request.user, pk)
     try:
-        work.message_break_lock(user=request.user, message=message)
-    except work.NotAllowed as exc:
+        message_break_lock(user=request.user, message=message)
+    except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     return _lock_response(request, pk)
 
@@ -336,7 +359,7 @@ def mailbox_fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def notifications(request: HttpRequest) -> HttpResponse:
-    items = list(Notification.objects.filter(user=request.user).select_related("actor", "message")[:100])
+    items = selectors.notification_list_for_user(request.user)
     return render(
         request,
         "mailbox/notifications.html",
@@ -359,7 +382,7 @@ def absences(request: HttpRequest) -> HttpResponse:
     form = AbsenceForm(request.POST or None, substitutes=substitutes)
     if request.method == "POST" and form.is_valid():
         try:
-            work.absence_create(
+            absence_create(
                 user=request.user,
                 substitute=form.cleaned_data["substitute"],
                 starts_at=form.cleaned_data["starts_at"],
@@ -387,7 +410,7 @@ def absences(request: HttpRequest) -> HttpResponse:
 @require_POST
 def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        work.absence_end(user=request.user, absence_id=pk)
+        absence_end_service(user=request.user, absence_id=pk)
     except Absence.DoesNotExist as exc:
         raise Http404 from exc
     messages.success(request, _("Abwesenheit beendet."))
@@ -397,7 +420,7 @@ def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def mailbox_members_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(request.user, pk)
-    if not selectors.can(mailbox.user_role, "manage"):
+    if not can(mailbox.user_role, Action.MANAGE):
         raise PermissionDenied
     form = MembershipForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -432,7 +455,7 @@ def mailbox_member_remove(request: HttpRequest, pk: int, membership_pk: int) -> 
     mailbox = _mailbox_or_404(request.user, pk)
     try:
         membership_remove(user=request.user, mailbox=mailbox, membership_id=membership_pk)
-    except work.NotAllowed as exc:
+    except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except Membership.DoesNotExist as exc:
         raise Http404 from exc

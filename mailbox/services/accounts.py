@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from kimportal.jobs import enqueue_on_commit
 from mailbox.clients.pop3 import pop3_login_check
 from mailbox.clients.smtp import smtp_login_check
 from mailbox.clients.tls import (
@@ -19,7 +22,8 @@ from mailbox.clients.tls import (
     Endpoint,
 )
 from mailbox.crypto import CredentialDecryptionError
-from mailbox.models import KimAccount
+from mailbox.models import KimAccount, Mailbox
+from mailbox.services.audit import audit_record
 
 
 def account_endpoint(account: KimAccount, protocol: str) -> Endpoint:
@@ -81,3 +85,18 @@ def account_test_connection(*, account: KimAccount) -> list[ConnectionCheck]:
             text = _("SMTP-Anmeldung erfolgreich.")
         results.append(ConnectionCheck(protocol, True, text))
     return results
+
+
+@transaction.atomic
+def mailbox_fetch_request(*, user, mailbox: Mailbox) -> bool:
+    """'Jetzt abrufen': make the account due now and queue a fetch."""
+    try:
+        account = mailbox.account
+    except KimAccount.DoesNotExist:
+        return False
+    if not account.is_active:
+        return False
+    KimAccount.objects.filter(pk=account.pk).update(next_fetch_at=timezone.now())
+    audit_record(actor=user, action="mailbox.fetch_requested", mailbox=mailbox)
+    enqueue_on_commit("mailbox.tasks.mailbox_fetch", account.pk)
+    return True

@@ -1,28 +1,42 @@
-"""Owners manage who may read and work a mailbox."""
+"""Who may read and work a mailbox: owners (and administrators) manage memberships.
+
+Every change goes through here — the owners' page and the Django admin alike — so it is audited,
+a mailbox always keeps an owner, and access ends when it should: a person who can no longer work
+the mailbox hands their open work back to the unassigned queue (owners are told), loses their
+read-locks there, and their open pages leave the mailbox at once.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from mailbox import events, selectors
-from mailbox.errors import PortalError
-from mailbox.models import Mailbox, Membership, Notification
+from kimportal.errors import NotAllowed, PortalError
+from mailbox import events
+from mailbox.models import Mailbox, Membership, Message, Notification
+from mailbox.permissions import Action, can, user_role
+from mailbox.selectors.mailboxes import display_name, mailbox_owners
+from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
-from mailbox.services.work import NotAllowed
+from mailbox.services.claims import claims_release_all
+from mailbox.services.guard import bump
+from mailbox.services.notifications import notify
 
 
-def _require_owner(user, mailbox: Mailbox) -> None:
-    if not selectors.can(selectors.user_role(user, mailbox), "manage"):
-        raise NotAllowed(_("Nur Eigentümer des Postfachs dürfen Mitglieder verwalten."))
+def _require_manager(user: Any, mailbox: Mailbox) -> None:
+    # Owners manage their mailbox; administrators with the model permission manage every mailbox.
+    if can(user_role(user, mailbox), Action.MANAGE) or user.has_perm("mailbox.change_membership"):
+        return
+    raise NotAllowed(_("Nur Eigentümer des Postfachs dürfen Mitglieder verwalten."))
 
 
 @transaction.atomic
-def membership_set(*, user, mailbox: Mailbox, username: str = "", group_name: str = "", role: str) -> Membership:
-    _require_owner(user, mailbox)
+def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_name: str = "", role: str) -> Membership:
+    _require_manager(user, mailbox)
     if role not in Membership.Role.values:
         raise PortalError(_("Unbekannte Rolle."))
     if username:
@@ -40,7 +54,7 @@ def membership_set(*, user, mailbox: Mailbox, username: str = "", group_name: st
             mailbox=mailbox, group=group, defaults={"role": role}
         )
     _keep_an_owner(mailbox)
-    events.broadcast_memberships_changed(user_ids=_affected_users(membership))
+    affected = _affected_users(membership)
     audit_record(
         actor=user,
         action="membership.set",
@@ -49,17 +63,17 @@ def membership_set(*, user, mailbox: Mailbox, username: str = "", group_name: st
         group=group_name or None,
         role=role,
     )
+    _access_changed(actor=user, mailbox=mailbox, user_ids=affected)
     return membership
 
 
 @transaction.atomic
-def membership_remove(*, user, mailbox: Mailbox, membership_id: int) -> None:
-    _require_owner(user, mailbox)
+def membership_remove(*, user: Any, mailbox: Mailbox, membership_id: int) -> None:
+    _require_manager(user, mailbox)
     membership = Membership.objects.select_related("user", "group").get(pk=membership_id, mailbox=mailbox)
     affected = _affected_users(membership)
     membership.delete()
     _keep_an_owner(mailbox)
-    events.broadcast_memberships_changed(user_ids=affected)
     audit_record(
         actor=user,
         action="membership.removed",
@@ -67,6 +81,7 @@ def membership_remove(*, user, mailbox: Mailbox, membership_id: int) -> None:
         member=membership.user.username if membership.user else None,
         group=membership.group.name if membership.group else None,
     )
+    _access_changed(actor=user, mailbox=mailbox, user_ids=affected)
 
 
 def _keep_an_owner(mailbox: Mailbox) -> None:
@@ -75,15 +90,48 @@ def _keep_an_owner(mailbox: Mailbox) -> None:
         raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
 
 
-@transaction.atomic
-def notifications_mark_read(*, user, ids: list[int] | None = None) -> int:
-    qs = Notification.objects.filter(user=user, read_at__isnull=True)
-    if ids is not None:
-        qs = qs.filter(pk__in=ids)
-    return qs.update(read_at=timezone.now())
-
-
 def _affected_users(membership: Membership) -> list[int]:
     if membership.user_id:
         return [membership.user_id]
     return list(get_user_model().objects.filter(groups=membership.group_id).values_list("pk", flat=True))
+
+
+def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None:
+    """Whoever can no longer work the mailbox hands their work back; their pages follow on commit."""
+    for person in get_user_model().objects.filter(pk__in=user_ids):
+        if not can(user_role(person, mailbox), Action.PROCESS):
+            work_return(actor=actor, mailbox=mailbox, person=person)
+    events.broadcast_memberships_changed(user_ids=user_ids)
+
+
+def work_return(*, actor: Any, mailbox: Mailbox, person: Any) -> int:
+    """The person's open messages in the mailbox go back to the unassigned queue; their locks there go.
+
+    Audited per message; the owners are told once. Returns how many messages went back.
+    """
+    returned = 0
+    open_work = (
+        Message.objects.select_for_update(of=("self",))
+        .filter(mailbox=mailbox, assignee=person)
+        .exclude(state=Message.State.DONE)
+        .order_by("pk")
+    )
+    for message in open_work:
+        open_period(message, None, by=actor)
+        audit_record(
+            actor=actor, action="message.unassigned", message=message, previous=person.pk, reason="membership_ended"
+        )
+        state = Message.State.NEW if message.state == Message.State.IN_PROGRESS else message.state
+        bump(message, assignee=None, state=state)
+        returned += 1
+    claims_release_all(user=person, mailbox_id=mailbox.pk, reason="membership_ended")
+    if returned:
+        owners = [owner for owner in mailbox_owners(mailbox) if owner.pk != actor.pk]
+        notify(
+            owners,
+            kind=Notification.Kind.WORK_RETURNED,
+            message=None,
+            actor=actor,
+            params={"name": display_name(person), "mailbox": mailbox.display_name, "count": returned},
+        )
+    return returned

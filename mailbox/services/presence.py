@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from mailbox import events
 from mailbox.models import Message, Presence
-from mailbox.selectors import PRESENCE_TTL_SECONDS
+from mailbox.selectors.presence import PRESENCE_TTL_SECONDS
 
 
 @transaction.atomic

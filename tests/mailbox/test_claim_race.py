@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from mailbox.models import AuditEvent, Membership, Message
-from mailbox.services import work
+from mailbox.services import claims
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
@@ -51,7 +51,7 @@ def test_exactly_one_of_twenty_concurrent_claimers_wins_every_round(settings):
         try:
             for round_no in range(ROUNDS):
                 start.wait(timeout=WAIT)
-                if work.message_claim(user=user, message=message).won:
+                if claims.message_claim(user=user, message=message).won:
                     with record:
                         winners[round_no].append(user.pk)
                 done.wait(timeout=WAIT)

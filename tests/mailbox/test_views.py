@@ -232,7 +232,7 @@ def test_private_pages_are_not_cached_and_fragments_vary(client, member, mailbox
 
 def test_mention_at_the_end_of_a_sentence_notifies(member, mailbox):
     from mailbox.models import Notification
-    from mailbox.services.work import note_add
+    from mailbox.services.notes import note_add
 
     anna = UserFactory(username="anna")
     MembershipFactory(mailbox=mailbox, user=anna)
@@ -242,7 +242,7 @@ def test_mention_at_the_end_of_a_sentence_notifies(member, mailbox):
 
 
 def test_notifications_are_shown_in_the_readers_language(client, member, mailbox):
-    from mailbox.services.work import message_assign
+    from mailbox.services.assignment import message_assign
 
     boss = UserFactory(username="chefin", first_name="Clara", last_name="Chef")
     MembershipFactory(mailbox=mailbox, user=boss, role="owner")

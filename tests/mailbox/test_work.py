@@ -17,8 +17,9 @@ from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from kimportal import errors
+from kimportal.errors import PortalError
 from mailbox import selectors
-from mailbox.errors import PortalError
 from mailbox.models import (
     Absence,
     AssignmentPeriod,
@@ -31,7 +32,8 @@ from mailbox.models import (
     Presence,
 )
 from mailbox.selectors import MessageFilter, message_list_for_user
-from mailbox.services import work
+from mailbox.services import absences, assignment, claims, notes, states
+from mailbox.services.guard import claim_held_error
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
@@ -153,26 +155,26 @@ def snapshot(message: Message) -> dict:
 
 def test_claim_of_a_free_message_wins(alice, message):
     before = timezone.now()
-    result = work.message_claim(user=alice, message=message)
+    result = claims.message_claim(user=alice, message=message)
     after = timezone.now()
 
     assert result.won and not result.renewed
     message.refresh_from_db()
     assert message.claimed_by == alice
     assert before <= message.claimed_at <= after
-    assert message.claim_expires_at == message.claimed_at + timedelta(seconds=work.claim_seconds())
+    assert message.claim_expires_at == message.claimed_at + timedelta(seconds=claims.claim_seconds())
     assert message.claim_active()
 
 
 def test_second_claimer_loses_and_is_told_who_holds_it(alice, bob, message):
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
     held = Message.objects.get(pk=message.pk)
 
-    result = work.message_claim(user=bob, message=message)
+    result = claims.message_claim(user=bob, message=message)
 
     assert not result.won and not result.renewed
     assert result.message.claimed_by == alice
-    text = work.ClaimHeld(result.message).message
+    text = claim_held_error(result.message).message
     assert "Anna Alt" in text
     assert timezone.localtime(held.claimed_at).strftime("%H:%M") in text
     message.refresh_from_db()
@@ -188,34 +190,34 @@ def test_holder_renews_lease_keeping_claimed_at(alice, message):
     hold(message, alice, since=since, expires=since + timedelta(minutes=10))
 
     before = timezone.now()
-    result = work.message_claim(user=alice, message=message)
+    result = claims.message_claim(user=alice, message=message)
 
     assert result.won and result.renewed
     message.refresh_from_db()
     assert message.claimed_by == alice
     assert message.claimed_at == since
-    assert message.claim_expires_at >= before + timedelta(seconds=work.claim_seconds())
+    assert message.claim_expires_at >= before + timedelta(seconds=claims.claim_seconds())
 
 
 def test_lease_ends_to_the_second(alice, bob, message):
     # Two seconds left: still held.
     hold(message, alice, expires=timezone.now() + timedelta(seconds=2))
-    assert not work.message_claim(user=bob, message=message).won
+    assert not claims.message_claim(user=bob, message=message).won
     assert Message.objects.get(pk=message.pk).claimed_by == alice
 
     # Expired one second ago: free, without any cleanup job having run.
     hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
     assert not Message.objects.get(pk=message.pk).claim_active()
-    result = work.message_claim(user=bob, message=message)
+    result = claims.message_claim(user=bob, message=message)
     assert result.won and not result.renewed
     message.refresh_from_db()
     assert message.claimed_by == bob
-    assert message.claim_expires_at > timezone.now() + timedelta(seconds=work.claim_seconds() - 5)
+    assert message.claim_expires_at > timezone.now() + timedelta(seconds=claims.claim_seconds() - 5)
 
 
 def test_expired_lease_does_not_block_actions(alice, bob, message):
     hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
-    work.message_take(user=bob, message=message, version=1)
+    assignment.message_take(user=bob, message=message, version=1)
     assert Message.objects.get(pk=message.pk).assignee == bob
 
 
@@ -223,34 +225,34 @@ def test_expired_lease_does_not_block_actions(alice, bob, message):
 def test_only_processors_and_owners_may_claim(request, who, message):
     user = request.getfixturevalue(who)
     before = snapshot(message)
-    with pytest.raises(work.NotAllowed):
-        work.message_claim(user=user, message=message)
+    with pytest.raises(errors.NotAllowed):
+        claims.message_claim(user=user, message=message)
     assert snapshot(message) == before
 
 
 @pytest.mark.parametrize("who", ["alice", "owner"])
 def test_processors_and_owners_may_claim(request, who, message):
     user = request.getfixturevalue(who)
-    assert work.message_claim(user=user, message=message).won
+    assert claims.message_claim(user=user, message=message).won
 
 
 def test_release_only_by_the_holder(alice, bob, owner, message):
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
 
-    assert work.message_release(user=bob, message=message) is False
-    assert work.message_release(user=owner, message=message) is False
+    assert claims.message_release(user=bob, message=message) is False
+    assert claims.message_release(user=owner, message=message) is False
     assert Message.objects.get(pk=message.pk).claimed_by == alice
 
-    assert work.message_release(user=alice, message=message) is True
+    assert claims.message_release(user=alice, message=message) is True
     message.refresh_from_db()
     assert (message.claimed_by, message.claimed_at, message.claim_expires_at) == (None, None, None)
-    assert work.message_release(user=alice, message=message) is False
+    assert claims.message_release(user=alice, message=message) is False
 
 
 def test_owner_breaks_lock_holder_is_told_and_it_is_audited(alice, owner, message):
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
 
-    assert work.message_break_lock(user=owner, message=message) is True
+    assert claims.message_break_lock(user=owner, message=message) is True
 
     message.refresh_from_db()
     assert message.claimed_by is None and message.claim_expires_at is None
@@ -262,23 +264,23 @@ def test_owner_breaks_lock_holder_is_told_and_it_is_audited(alice, owner, messag
     assert event.actor == owner and event.message_id == message.pk and event.mailbox_id == message.mailbox_id
     assert event.details["holder"] == alice.pk
     # Now free for a colleague.
-    assert work.message_claim(user=owner, message=message).won
+    assert claims.message_claim(user=owner, message=message).won
 
 
 def test_breaking_a_free_or_expired_lock_does_nothing(alice, owner, message):
-    assert work.message_break_lock(user=owner, message=message) is False
+    assert claims.message_break_lock(user=owner, message=message) is False
     hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
-    assert work.message_break_lock(user=owner, message=message) is False
+    assert claims.message_break_lock(user=owner, message=message) is False
     assert not Notification.objects.exists()
     assert not AuditEvent.objects.filter(action="message.lock_broken").exists()
 
 
 @pytest.mark.parametrize("who", ["bob", "reader", "observer", "outsider"])
 def test_only_owners_break_locks(request, who, alice, message):
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
     before = snapshot(message)
-    with pytest.raises(work.NotAllowed):
-        work.message_break_lock(user=request.getfixturevalue(who), message=message)
+    with pytest.raises(errors.NotAllowed):
+        claims.message_break_lock(user=request.getfixturevalue(who), message=message)
     assert snapshot(message) == before
     assert not Notification.objects.filter(kind=Notification.Kind.LOCK_BROKEN).exists()
 
@@ -293,19 +295,19 @@ def open_periods(message: Message) -> list[int]:
 
 
 def test_take_assign_unassign_keep_a_history_with_one_open_period(alice, bob, owner, message):
-    m = work.message_take(user=alice, message=message, version=1)
+    m = assignment.message_take(user=alice, message=message, version=1)
     assert (m.assignee, m.state, m.version) == (alice, Message.State.IN_PROGRESS, 2)
     assert open_periods(message) == [alice.pk]
 
-    m = work.message_assign(user=owner, message=message, version=2, assignee_id=bob.pk, note="Bitte Rückruf")
+    m = assignment.message_assign(user=owner, message=message, version=2, assignee_id=bob.pk, note="Bitte Rückruf")
     assert (m.assignee, m.version) == (bob, 3)
     assert open_periods(message) == [bob.pk]
     assert Notification.objects.get(user=bob).kind == Notification.Kind.ASSIGNED
 
-    m = work.message_assign(user=bob, message=message, version=3, assignee_id=alice.pk)
+    m = assignment.message_assign(user=bob, message=message, version=3, assignee_id=alice.pk)
     assert open_periods(message) == [alice.pk]
 
-    m = work.message_unassign(user=alice, message=message, version=4)
+    m = assignment.message_unassign(user=alice, message=message, version=4)
     assert m.assignee is None and m.version == 5
     assert open_periods(message) == []
 
@@ -333,16 +335,18 @@ def test_database_refuses_a_second_open_period(alice, bob, message):
 @pytest.mark.parametrize("target", ["outsider", "reader", "observer"])
 def test_assign_only_to_working_members(request, target, owner, message):
     before = snapshot(message)
-    with pytest.raises(work.NotAllowed):
-        work.message_assign(user=owner, message=message, version=1, assignee_id=request.getfixturevalue(target).pk)
+    with pytest.raises(errors.NotAllowed):
+        assignment.message_assign(
+            user=owner, message=message, version=1, assignee_id=request.getfixturevalue(target).pk
+        )
     assert snapshot(message) == before
 
 
 def test_assign_to_inactive_user_is_refused(owner, bob, message):
     bob.is_active = False
     bob.save()
-    with pytest.raises(work.NotAllowed):
-        work.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
+    with pytest.raises(errors.NotAllowed):
+        assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
 
 
 def test_assignment_to_an_absent_member_goes_to_the_substitute(owner, bob, carol, message):
@@ -351,7 +355,7 @@ def test_assignment_to_an_absent_member_goes_to_the_substitute(owner, bob, carol
         user=bob, substitute=carol, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=2)
     )
 
-    m = work.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk, note="Bitte Rückruf")
+    m = assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk, note="Bitte Rückruf")
 
     assert m.assignee == carol
     assert Message.objects.get(pk=message.pk).assignee == carol
@@ -370,7 +374,7 @@ def test_assignment_to_an_absent_member_goes_to_the_substitute(owner, bob, carol
 def test_assignment_outside_the_absence_goes_to_the_member(starts, ends, owner, bob, carol, message):
     now = timezone.now()
     Absence.objects.create(user=bob, substitute=carol, starts_at=now + starts, ends_at=now + ends)
-    assert work.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk).assignee == bob
+    assert assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk).assignee == bob
 
 
 # --- conflict guard --------------------------------------------------------------------------------------------
@@ -378,20 +382,20 @@ def test_assignment_outside_the_absence_goes_to_the_member(starts, ends, owner, 
 
 def _act(action: str, *, user, message: Message, version: int, target):
     if action == "take":
-        return work.message_take(user=user, message=message, version=version)
+        return assignment.message_take(user=user, message=message, version=version)
     if action == "assign":
-        return work.message_assign(user=user, message=message, version=version, assignee_id=target.pk)
+        return assignment.message_assign(user=user, message=message, version=version, assignee_id=target.pk)
     if action == "unassign":
-        return work.message_unassign(user=user, message=message, version=version)
+        return assignment.message_unassign(user=user, message=message, version=version)
     if action == "done":
-        return work.message_set_state(user=user, message=message, version=version, state=Message.State.DONE)
+        return states.message_set_state(user=user, message=message, version=version, state=Message.State.DONE)
     if action == "waiting":
         due = timezone.now() + timedelta(days=2)
-        return work.message_set_state(
+        return states.message_set_state(
             user=user, message=message, version=version, state=Message.State.WAITING, due_at=due
         )
     if action == "note":
-        return work.note_add(user=user, message=message, version=version, body="Rückruf erledigt")
+        return notes.note_add(user=user, message=message, version=version, body="Rückruf erledigt")
     raise AssertionError(action)
 
 
@@ -400,11 +404,11 @@ ACTIONS = ["take", "assign", "unassign", "done", "waiting", "note"]
 
 @pytest.mark.parametrize("action", ACTIONS)
 def test_stale_version_raises_conflict_and_changes_nothing(action, alice, bob, carol, owner, message):
-    work.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)  # alice loaded version 2 …
-    work.note_add(user=owner, message=message, version=2, body="Befund ist da")  # … then this happened
+    assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)  # alice loaded version 2 …
+    notes.note_add(user=owner, message=message, version=2, body="Befund ist da")  # … then this happened
     before = snapshot(message)
 
-    with pytest.raises(work.Conflict) as exc:
+    with pytest.raises(errors.Conflict) as exc:
         _act(action, user=alice, message=message, version=2, target=carol)
 
     assert snapshot(message) == before
@@ -415,11 +419,11 @@ def test_stale_version_raises_conflict_and_changes_nothing(action, alice, bob, c
 
 @pytest.mark.parametrize("action", ACTIONS)
 def test_action_while_a_colleague_holds_the_claim_raises_claim_held(action, alice, bob, carol, owner, message):
-    work.message_assign(user=owner, message=message, version=1, assignee_id=carol.pk)
-    work.message_claim(user=alice, message=message)
+    assignment.message_assign(user=owner, message=message, version=1, assignee_id=carol.pk)
+    claims.message_claim(user=alice, message=message)
     before = snapshot(message)
 
-    with pytest.raises(work.ClaimHeld) as exc:
+    with pytest.raises(errors.ClaimHeld) as exc:
         _act(action, user=bob, message=message, version=2, target=owner)
 
     assert snapshot(message) == before
@@ -429,8 +433,8 @@ def test_action_while_a_colleague_holds_the_claim_raises_claim_held(action, alic
 
 @pytest.mark.parametrize("action", ACTIONS)
 def test_the_holder_may_act_with_the_current_version(action, alice, bob, carol, owner, message):
-    work.message_assign(user=owner, message=message, version=1, assignee_id=carol.pk)
-    work.message_claim(user=alice, message=message)
+    assignment.message_assign(user=owner, message=message, version=1, assignee_id=carol.pk)
+    claims.message_claim(user=alice, message=message)
 
     _act(action, user=alice, message=message, version=2, target=bob)
 
@@ -441,9 +445,9 @@ def test_the_holder_may_act_with_the_current_version(action, alice, bob, carol, 
 @pytest.mark.parametrize("action", ACTIONS)
 def test_readers_and_observers_cannot_act(request, who, action, bob, message):
     user = request.getfixturevalue(who)
-    work.message_assign(user=bob, message=message, version=1, assignee_id=bob.pk)
+    assignment.message_assign(user=bob, message=message, version=1, assignee_id=bob.pk)
     before = snapshot(message)
-    with pytest.raises(work.NotAllowed):
+    with pytest.raises(errors.NotAllowed):
         _act(action, user=user, message=message, version=2, target=bob)
     assert snapshot(message) == before
 
@@ -452,9 +456,9 @@ def test_readers_and_observers_cannot_act(request, who, action, bob, message):
 
 
 def test_done_releases_the_actors_claim(alice, message):
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
 
-    m = work.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
+    m = states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
 
     assert m.state == Message.State.DONE
     fresh = Message.objects.get(pk=message.pk)
@@ -470,15 +474,15 @@ def test_done_releases_the_actors_claim(alice, message):
 def test_waiting_requires_a_due_date(alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
-        work.message_set_state(user=alice, message=message, version=1, state=Message.State.WAITING)
+        states.message_set_state(user=alice, message=message, version=1, state=Message.State.WAITING)
     assert snapshot(message) == before
 
     due = timezone.now() + timedelta(days=3)
-    work.message_set_state(user=alice, message=message, version=1, state=Message.State.WAITING, due_at=due)
+    states.message_set_state(user=alice, message=message, version=1, state=Message.State.WAITING, due_at=due)
     fresh = Message.objects.get(pk=message.pk)
     assert (fresh.state, fresh.due_at, fresh.version) == (Message.State.WAITING, due, 2)
 
-    work.message_set_state(user=alice, message=message, version=2, state=Message.State.IN_PROGRESS)
+    states.message_set_state(user=alice, message=message, version=2, state=Message.State.IN_PROGRESS)
     fresh = Message.objects.get(pk=message.pk)
     assert (fresh.state, fresh.due_at) == (Message.State.IN_PROGRESS, None)
 
@@ -486,7 +490,7 @@ def test_waiting_requires_a_due_date(alice, message):
 def test_unknown_state_is_refused(alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
-        work.message_set_state(user=alice, message=message, version=1, state="archived")
+        states.message_set_state(user=alice, message=message, version=1, state="archived")
     assert snapshot(message) == before
 
 
@@ -496,7 +500,7 @@ def test_unknown_state_is_refused(alice, message):
 def test_note_mentions_notify_members_except_observers_and_the_author(alice, bob, reader, observer, outsider, message):
     body = "Bitte @bernd und @Rita ansehen, zur Kenntnis @otto, ich @anna, und @fremd @niemand"
 
-    note = work.note_add(user=alice, message=message, version=1, body=body)
+    note = notes.note_add(user=alice, message=message, version=1, body=body)
 
     assert note.body == body and note.author == alice
     assert set(note.mentions.all()) == {bob, reader, observer, alice}
@@ -507,7 +511,7 @@ def test_note_mentions_notify_members_except_observers_and_the_author(alice, bob
 
 
 def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
-    note = work.note_add(user=alice, message=message, version=1, body="Kopie an bernd@klinikum-test.de")
+    note = notes.note_add(user=alice, message=message, version=1, body="Kopie an bernd@klinikum-test.de")
     assert not note.mentions.exists()
     assert not Notification.objects.exists()
 
@@ -516,7 +520,7 @@ def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
 def test_empty_or_huge_note_is_refused(body, alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
-        work.note_add(user=alice, message=message, version=1, body=body)
+        notes.note_add(user=alice, message=message, version=1, body=body)
     assert snapshot(message) == before
 
 
@@ -525,27 +529,27 @@ def test_empty_or_huge_note_is_refused(body, alice, message):
 
 def _audited(action: str, alice, bob, message) -> str:
     if action == "claim":
-        work.message_claim(user=alice, message=message)
+        claims.message_claim(user=alice, message=message)
         return "message.claimed"
     if action == "release":
-        work.message_claim(user=alice, message=message)
-        work.message_release(user=alice, message=message)
+        claims.message_claim(user=alice, message=message)
+        claims.message_release(user=alice, message=message)
         return "message.released"
     if action == "take":
-        work.message_take(user=alice, message=message, version=1)
+        assignment.message_take(user=alice, message=message, version=1)
         return "message.taken"
     if action == "assign":
-        work.message_assign(user=alice, message=message, version=1, assignee_id=bob.pk)
+        assignment.message_assign(user=alice, message=message, version=1, assignee_id=bob.pk)
         return "message.assigned"
     if action == "unassign":
         Message.objects.filter(pk=message.pk).update(assignee=bob)
-        work.message_unassign(user=alice, message=message, version=1)
+        assignment.message_unassign(user=alice, message=message, version=1)
         return "message.unassigned"
     if action == "state":
-        work.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
+        states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
         return "message.state_changed"
     if action == "note":
-        work.note_add(user=alice, message=message, version=1, body="gesehen")
+        notes.note_add(user=alice, message=message, version=1, body="gesehen")
         return "note.added"
     raise AssertionError(action)
 
@@ -562,13 +566,13 @@ def test_every_action_writes_an_audit_event(action, alice, bob, message):
 
 
 def test_state_change_audit_names_old_and_new_state(alice, message):
-    work.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
+    states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
     assert AuditEvent.objects.get(action="message.state_changed").details == {"old": "new", "new": "done"}
 
 
 def test_renewing_a_claim_does_not_flood_the_audit(alice, message):
-    work.message_claim(user=alice, message=message)
-    work.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
     assert AuditEvent.objects.filter(action="message.claimed").count() == 1
 
 
@@ -622,10 +626,10 @@ def test_strongest_of_direct_and_group_role_wins(direct, via_group, expected, bo
     may_process = Membership.RANK[expected] >= Membership.RANK[Role.PROCESSOR]
     assert (user in selectors.mailbox_members(box)) is may_process
     if may_process:
-        assert work.message_claim(user=user, message=message).won
+        assert claims.message_claim(user=user, message=message).won
     else:
-        with pytest.raises(work.NotAllowed):
-            work.message_claim(user=user, message=message)
+        with pytest.raises(errors.NotAllowed):
+            claims.message_claim(user=user, message=message)
 
 
 def test_group_of_another_mailbox_gives_nothing(box, message):
@@ -642,7 +646,7 @@ def test_group_member_can_be_assigned(owner, box, message):
     ward = Group.objects.create(name="Station 3")
     user.groups.add(ward)
     Membership.objects.create(mailbox=box, group=ward, role=Role.PROCESSOR)
-    assert work.message_assign(user=owner, message=message, version=1, assignee_id=user.pk).assignee == user
+    assert assignment.message_assign(user=owner, message=message, version=1, assignee_id=user.pk).assignee == user
 
 
 # --- absences ---------------------------------------------------------------------------------------------------
@@ -652,12 +656,12 @@ def test_absence_starting_now_releases_the_users_locks(django_capture_on_commit_
     mine = [ingest(box, subject=f"Brief {i}") for i in range(2)]
     theirs = ingest(box, subject="Brief von Bernd")
     for m in mine:
-        work.message_claim(user=alice, message=m)
-    work.message_claim(user=bob, message=theirs)
+        claims.message_claim(user=alice, message=m)
+    claims.message_claim(user=bob, message=theirs)
 
     now = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
-        work.absence_create(
+        absences.absence_create(
             user=alice, substitute=bob, starts_at=now - timedelta(minutes=5), ends_at=now + timedelta(days=1)
         )
 
@@ -672,7 +676,7 @@ def test_absence_starting_now_releases_the_users_locks(django_capture_on_commit_
 def test_absence_cannot_name_oneself(alice):
     now = timezone.now()
     with pytest.raises(PortalError):
-        work.absence_create(user=alice, substitute=alice, starts_at=now, ends_at=now + timedelta(days=1))
+        absences.absence_create(user=alice, substitute=alice, starts_at=now, ends_at=now + timedelta(days=1))
     assert not Absence.objects.exists()
 
 

@@ -1,0 +1,89 @@
+"""Per-process memo for live updates: one event's data and HTML, shared by this process's sockets.
+
+Fifty colleagues watching a mailbox get the same event; each socket checks its own user's access (one
+query), but the message row is read once and rendered once per audience (language, read state).
+Entries live for a few seconds: long enough for one event's fan-out, short enough never to serve a
+later state (every event has its own sequence id).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from mailbox.dienstkennung import badge_for, dienstkennung_badges
+from mailbox.models import Message, MessageRead
+from mailbox.selectors.messages import detail_url_pattern
+from mailbox.selectors.presence import presence_for_messages
+
+
+class RenderMemo:
+    """A small thread-safe TTL memo; the value is computed outside the lock (two threads may both compute)."""
+
+    def __init__(self, *, ttl: float, size: int = 512) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        if key[0] is None:  # an event without a sequence id is never shared
+            return compute()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._items[key] = (now + self.ttl, value)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_data = RenderMemo(ttl=2.0)
+
+
+class LiveRow:
+    """A message row prepared once; `for_reader` gives each audience its own copy with its read state."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    def copy_for_reader(self, is_read: bool) -> Message:
+        row = copy.copy(self.message)
+        row.is_read = is_read
+        return row
+
+
+def row_data(event: dict) -> tuple[LiveRow, frozenset[int]] | None:
+    """The row of the event's message and who has read it, or None when it is gone.
+
+    The caller has checked that its user may read the event's mailbox.
+    """
+
+    def load() -> tuple[LiveRow, frozenset[int]] | None:
+        message = (
+            Message.objects.select_related("mailbox", "assignee", "claimed_by")
+            .defer("text_body", "html_body", "references", "parse_problems", "to", "cc")
+            .filter(pk=event["message_id"], mailbox_id=event["mailbox_id"])
+            .first()
+        )
+        if message is None:
+            return None
+        message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
+        message.present = presence_for_messages([message.pk]).get(message.pk, [])
+        message.url = detail_url_pattern().format(message.pk)
+        readers = frozenset(MessageRead.objects.filter(message_id=message.pk).values_list("user_id", flat=True))
+        return LiveRow(message), readers
+
+    return _data.get((event.get("seq"), "row"), load)

@@ -1,0 +1,82 @@
+"""Who may do what in a mailbox: one role per user and mailbox, one table of actions.
+
+A user's role is the strongest of their own membership and those of their groups (wards). A
+deactivated user, or a deactivated mailbox, has no role at all — every view, service and socket
+asks here, so switching an account off ends its access everywhere at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Case, Exists, IntegerField, Q, QuerySet, Subquery, Value, When
+from django.utils.translation import gettext as _
+
+from kimportal.errors import NotAllowed
+from mailbox.models import Mailbox, Membership, member_q
+
+
+class Action(enum.Enum):
+    READ = "read"
+    PROCESS = "process"  # lock, take, assign, state, notes
+    BREAK_LOCK = "break_lock"
+    MANAGE = "manage"  # members and roles
+
+
+# The weakest role that may do each action. Observers read like readers but are never notified.
+NEEDED: dict[Action, str] = {
+    Action.READ: Membership.Role.OBSERVER,
+    Action.PROCESS: Membership.Role.PROCESSOR,
+    Action.BREAK_LOCK: Membership.Role.OWNER,
+    Action.MANAGE: Membership.Role.OWNER,
+}
+
+
+def members_q(memberships: QuerySet[Membership]) -> Q:
+    """Users covered by these memberships, directly or through a group (a filter on the user model)."""
+    return Q(pk__in=memberships.filter(user__isnull=False).values("user_id")) | Q(
+        groups__in=memberships.filter(group__isnull=False).values("group_id")
+    )
+
+
+def user_role(user: Any, mailbox: Mailbox | int) -> str | None:
+    """The strongest role the user has in the mailbox; None when not a member, inactive or signed out."""
+    mailbox_id = mailbox if isinstance(mailbox, int) else mailbox.pk
+    if not getattr(user, "is_authenticated", False):
+        return None
+    active = Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
+    # is_active is read from the database, not from the (possibly long-lived) user object of a socket.
+    roles = (
+        Membership.objects.filter(member_q(user), mailbox_id=mailbox_id, mailbox__is_active=True)
+        .filter(active)
+        .values_list("role", flat=True)
+    )
+    return max(roles, key=lambda r: Membership.RANK[r], default=None)
+
+
+def can(role: str | None, action: Action) -> bool:
+    if role is None:
+        return False
+    return Membership.RANK[role] >= Membership.RANK[NEEDED[action]]
+
+
+def require(user: Any, mailbox: Mailbox | int, action: Action, message: str = "") -> str:
+    """The user's role, or NotAllowed when it does not allow the action."""
+    role = user_role(user, mailbox)
+    if not can(role, action):
+        raise NotAllowed(message or _("Dafür fehlt Ihnen die Berechtigung in diesem Postfach."))
+    assert role is not None
+    return role
+
+
+def strongest_role(memberships: QuerySet[Membership]) -> Subquery:
+    """A subquery for the strongest role among these memberships (None when there is none)."""
+    rank = Case(*(When(role=r, then=Value(n)) for r, n in Membership.RANK.items()), output_field=IntegerField())
+    return Subquery(memberships.annotate(rank=rank).order_by("-rank").values("role")[:1])
+
+
+def role_in_mailbox(user: Any, mailbox_id: int) -> Subquery:
+    """The user's role in one mailbox as a subquery, to be combined with other checks in one query."""
+    return strongest_role(Membership.objects.filter(member_q(user), mailbox_id=mailbox_id, mailbox__is_active=True))

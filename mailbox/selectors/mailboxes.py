@@ -1,0 +1,142 @@
+"""Mailboxes, members and people as one user sees them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from mailbox.models import Absence, Mailbox, Membership, Message, MessageRead, Notification, member_q
+from mailbox.permissions import members_q, strongest_role, user_role
+
+
+def display_name(user: Any) -> str:
+    return user.get_full_name() or user.username
+
+
+def mailbox_list_for_user(user: Any) -> QuerySet[Mailbox]:
+    """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones."""
+    open_messages = Message.objects.filter(mailbox=OuterRef("pk")).exclude(state=Message.State.DONE).order_by()
+    open_count = open_messages.values("mailbox").annotate(c=Count("pk")).values("c")
+    unread = (
+        open_messages.exclude(Exists(MessageRead.objects.filter(message=OuterRef("pk"), user=user)))
+        .values("mailbox")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    return (
+        Mailbox.objects.visible_to(user)
+        .select_related("account")
+        .annotate(
+            unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
+            open_count=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
+        )
+        .order_by("display_name")
+    )
+
+
+def mailbox_ids_for_user(user: Any) -> list[int]:
+    return list(Mailbox.objects.visible_to(user).values_list("pk", flat=True))
+
+
+def user_counters(user: Any) -> dict[str, int]:
+    """Open messages assigned to the user and unread notifications (of messages they still may see), one query."""
+    mine = (
+        Message.objects.visible_to(user)
+        .filter(assignee=user)
+        .exclude(state=Message.State.DONE)
+        .order_by()
+        .values("assignee")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    notifications = (
+        notifications_visible_to(user)
+        .filter(read_at__isnull=True)
+        .order_by()
+        .values("user")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    row = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .annotate(
+            c_mine=Coalesce(Subquery(mine, output_field=IntegerField()), Value(0)),
+            c_notifications=Coalesce(Subquery(notifications, output_field=IntegerField()), Value(0)),
+        )
+        .values("c_mine", "c_notifications")
+        .first()
+    ) or {"c_mine": 0, "c_notifications": 0}
+    return {"mine": row["c_mine"], "notifications": row["c_notifications"]}
+
+
+def notifications_visible_to(user: Any) -> QuerySet[Notification]:
+    """The user's notifications, without those about messages in mailboxes they have left.
+
+    A notification quotes a subject and an assignment note: patient data that an ex-member must no
+    longer see. The rows stay (audit), they are just not shown.
+    """
+    return Notification.objects.filter(user=user).filter(
+        Q(message__isnull=True) | Q(message__in=Message.objects.visible_to(user))
+    )
+
+
+def notification_list_for_user(user: Any, *, limit: int = 100) -> list[Notification]:
+    return list(notifications_visible_to(user).select_related("actor", "message")[:limit])
+
+
+def mailbox_members(mailbox: Mailbox | int, *, min_role: str = Membership.Role.PROCESSOR) -> list:
+    """Active users with at least `min_role` (processors and owners by default), directly or through a group."""
+    roles = [r for r, rank in Membership.RANK.items() if rank >= Membership.RANK[min_role]]
+    memberships = Membership.objects.filter(mailbox=mailbox, role__in=roles)
+    return list(
+        get_user_model()
+        .objects.filter(members_q(memberships), is_active=True)
+        .distinct()
+        .order_by("last_name", "first_name", "username")
+    )
+
+
+def mailbox_owners(mailbox: Mailbox | int) -> list:
+    return mailbox_members(mailbox, min_role=Membership.Role.OWNER)
+
+
+def notification_recipients(mailbox: Mailbox | int, users: list) -> list:
+    """Of the given users, those who are members and not only observers (observers are never notified)."""
+    return [u for u in users if (role := user_role(u, mailbox)) is not None and role != Membership.Role.OBSERVER]
+
+
+def mailbox_get_for_user(user: Any, pk: int) -> Mailbox:
+    """The mailbox with the user's strongest role on it as `user_role` (one query)."""
+    return (
+        Mailbox.objects.visible_to(user)
+        .select_related("account")
+        .annotate(user_role=strongest_role(Membership.objects.filter(member_q(user), mailbox=OuterRef("pk"))))
+        .get(pk=pk)
+    )
+
+
+def substitute_candidates(user: Any) -> QuerySet:
+    """Colleagues who share at least one mailbox with the user."""
+    shared = Membership.objects.filter(mailbox_id__in=Mailbox.objects.visible_to(user).values("pk"))
+    return (
+        get_user_model()
+        .objects.filter(members_q(shared), is_active=True)
+        .exclude(pk=user.pk)
+        .distinct()
+        .order_by("last_name", "first_name", "username")
+    )
+
+
+def absence_list_for_user(user: Any) -> list[Absence]:
+    return list(
+        Absence.objects.filter(user=user, ends_at__gt=timezone.now()).select_related("substitute").order_by("starts_at")
+    )
+
+
+def membership_list(mailbox: Mailbox) -> list[Membership]:
+    return list(Membership.objects.filter(mailbox=mailbox).select_related("user", "group").order_by("role", "id"))

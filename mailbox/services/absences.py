@@ -1,0 +1,56 @@
+"""Absences and substitutes: during an absence new assignments go to the substitute, locks are freed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kimportal.errors import PortalError
+from kimportal.jobs import enqueue_on_commit
+from mailbox.models import Absence
+from mailbox.services.audit import audit_record
+from mailbox.services.claims import claims_release_all
+
+
+@transaction.atomic
+def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: datetime) -> Absence:
+    if substitute.pk == user.pk:
+        raise PortalError(_("Sie können sich nicht selbst vertreten."))
+    if ends_at <= starts_at:
+        raise PortalError(_("Das Ende der Abwesenheit muss nach dem Beginn liegen."))
+    absence = Absence.objects.create(user=user, substitute=substitute, starts_at=starts_at, ends_at=ends_at)
+    audit_record(
+        actor=user,
+        action="absence.created",
+        substitute=substitute.pk,
+        starts_at=starts_at.isoformat(),
+        ends_at=ends_at.isoformat(),
+    )
+    if starts_at <= timezone.now():
+        transaction.on_commit(lambda: absence_begin(absence_id=absence.pk))
+    else:
+        enqueue_on_commit("mailbox.tasks.mailbox_absence_begin", absence.pk, eta=starts_at)
+    return absence
+
+
+def absence_begin(*, absence_id: int) -> int:
+    """Release every lock the absent user still holds."""
+    absence = Absence.objects.select_related("user").filter(pk=absence_id).first()
+    if absence is None or not (absence.starts_at <= timezone.now() < absence.ends_at):
+        return 0
+    return claims_release_all(user=absence.user, reason="absence")
+
+
+@transaction.atomic
+def absence_end(*, user: Any, absence_id: int) -> None:
+    absence = Absence.objects.get(pk=absence_id, user=user)
+    now = timezone.now()
+    if absence.starts_at >= now:
+        absence.delete()
+    else:
+        Absence.objects.filter(pk=absence.pk).update(ends_at=now)
+    audit_record(actor=user, action="absence.ended", absence=absence_id)

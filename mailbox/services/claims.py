@@ -1,0 +1,194 @@
+"""The read-lock (claim): who works on a message right now.
+
+A claim is a lease on the message row, taken with one conditional UPDATE: on PostgreSQL two users
+claiming in the same millisecond serialize on the row and only one UPDATE matches. It is valid while
+claim_expires_at is in the future, so it expires to the second without any cron. The open page's
+heartbeat renews it; closing the page releases it, unless another page load of the same user took
+it over (a reload).
+
+Page tokens name one page load of one user on one message. They are signed, so a socket can only
+speak for a page the server handed out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from kimportal.errors import NotAllowed
+from mailbox import events
+from mailbox.models import Message, Notification
+from mailbox.permissions import Action, require
+from mailbox.selectors.mailboxes import display_name
+from mailbox.services.audit import audit_record
+from mailbox.services.guard import short
+from mailbox.services.notifications import notify
+from mailbox.services.presence import presence_beat, presence_leave
+
+# A page load that renewed the lock this recently may still be connecting its socket.
+PAGE_HANDOVER_SECONDS = 15
+
+
+def claim_seconds() -> int:
+    return int(getattr(settings, "KIMPORTAL_CLAIM_SECONDS", 600))
+
+
+def claim_cleared() -> dict[str, Any]:
+    """The fields of a message without a read-lock: the one place that says what 'free' means."""
+    return {
+        "claimed_by": None,
+        "claimed_at": None,
+        "claim_expires_at": None,
+        "claim_renewed_at": None,
+        "claim_page": "",
+    }
+
+
+def page_token_new(*, user: Any, message_id: int) -> str:
+    nonce = secrets.token_hex(8)
+    return f"{nonce}.{_page_signature(user.pk, message_id, nonce)}"
+
+
+def page_token_valid(token: str, *, user: Any, message_id: int) -> bool:
+    nonce, _dot, signature = (token or "").partition(".")
+    if len(nonce) != 16 or not signature:
+        return False
+    return constant_time_compare(signature, _page_signature(user.pk, message_id, nonce))
+
+
+def _page_signature(user_id: int, message_id: int, nonce: str) -> str:
+    return salted_hmac("mailbox.page", f"{user_id}:{message_id}:{nonce}").hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    won: bool
+    renewed: bool
+    message: Message
+
+
+@transaction.atomic
+def message_claim(*, user: Any, message: Message, page: str = "", now: datetime | None = None) -> ClaimResult:
+    """Take or renew the read-lock. Never raises for a held lock: the caller shows who holds it.
+
+    `page` names the page load that claims (detail view, claim button); heartbeats renew without it.
+    One transaction with its audit event: a claim is never unaudited, and the row stays locked by
+    the UPDATE until commit, so a lock broken "in between" cannot be audited as ours.
+    """
+    require(user, message.mailbox_id, Action.PROCESS)
+    now = now or timezone.now()
+    until = now + timedelta(seconds=claim_seconds())
+    still_mine = Q(claimed_by=user, claim_expires_at__gt=now)
+    # The one statement that decides a race: free, expired, or already ours. A renewal keeps the
+    # original claimed_at ("seit 10:42"), a new claim starts now.
+    won = bool(
+        Message.objects.filter(pk=message.pk)
+        .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claimed_by=user))
+        .update(
+            claimed_by=user,
+            claimed_at=Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
+            claim_expires_at=until,
+            claim_renewed_at=now,
+            # A new page claim names its page; a heartbeat renewal keeps the page that claimed.
+            claim_page=Value(page) if page else Case(When(still_mine, then=F("claim_page")), default=Value("")),
+        )
+    )
+    fresh = Message.objects.select_related("claimed_by").get(pk=message.pk)
+    renewed = won and fresh.claimed_at != now
+    if won and not renewed:
+        audit_record(actor=user, action="message.claimed", message=fresh, until=until.isoformat())
+        events.broadcast_message_changed(mailbox_id=fresh.mailbox_id, message_id=fresh.pk, lock=True)
+    return ClaimResult(won=won, renewed=renewed, message=fresh)
+
+
+@transaction.atomic
+def message_release(*, user: Any, message: Message, reason: str = "") -> bool:
+    released = bool(Message.objects.filter(pk=message.pk, claimed_by=user).update(**claim_cleared()))
+    if released:
+        audit_record(actor=user, action="message.released", message=message, reason=reason)
+        events.broadcast_message_changed(mailbox_id=message.mailbox_id, message_id=message.pk, lock=True)
+    return released
+
+
+@transaction.atomic
+def message_break_lock(*, user: Any, message: Message) -> bool:
+    """An owner frees a colleague's lock; the holder is told, and it is audited."""
+    require(user, message.mailbox_id, Action.BREAK_LOCK)
+    current = Message.objects.select_for_update(of=("self",)).select_related("claimed_by").get(pk=message.pk)
+    if not current.claim_active():
+        return False
+    holder = current.claimed_by
+    Message.objects.filter(pk=message.pk).update(**claim_cleared())
+    audit_record(actor=user, action="message.lock_broken", message=current, holder=holder.pk)
+    if holder.pk != user.pk:
+        notify(
+            [holder],
+            kind=Notification.Kind.LOCK_BROKEN,
+            message=current,
+            actor=user,
+            params={"name": display_name(user), "subject": short(current.subject)},
+        )
+    events.broadcast_message_changed(mailbox_id=current.mailbox_id, message_id=current.pk, lock=True)
+    return True
+
+
+def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing: bool) -> bool:
+    """An open page says it is still there: presence refreshed, and the user's lease on it renewed.
+
+    Returns False when the page's presence is gone (it must reconnect). A user whose role was taken
+    away meanwhile keeps the socket (so leaving still cleans up) but renews nothing.
+    """
+    # One timestamp for the heartbeat and the lease renewal: leaving compares the two.
+    now = timezone.now()
+    row = presence_beat(channel_name=channel_name, writing=writing, now=now)
+    if row is None:
+        return False
+    message = Message.objects.visible_to(user).filter(pk=message_id, claimed_by=user).first()
+    if message is not None:
+        try:
+            message_claim(user=user, message=message, now=now)
+        except NotAllowed:
+            pass
+    return True
+
+
+def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
+    """A page closed: its presence goes, and the user's lock is released unless another page of theirs
+    still has the message open or a newer page load took the lock over. Returns whether it released."""
+    row, still_open = presence_leave(channel_name=channel_name)
+    if row is None or still_open:
+        return False
+    message = Message.objects.filter(pk=message_id, claimed_by=user).first()
+    if message is None or handed_over(message, closing_page=row.page_token):
+        return False
+    # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
+    return message_release(user=user, message=message, reason="left")
+
+
+def handed_over(message: Message, *, closing_page: str) -> bool:
+    """Did another page load (a reload, a second tab still connecting) take the lock over?
+
+    A reload's GET re-claims with its own page token before the old page's socket closes; the
+    old page must leave the lock alone then. A hand-over older than PAGE_HANDOVER_SECONDS whose
+    page never connected does not keep the lock: then the leaving page frees it.
+    """
+    if not message.claim_page or message.claim_page == closing_page:
+        return False
+    recent = timezone.now() - timedelta(seconds=PAGE_HANDOVER_SECONDS)
+    return bool(message.claim_renewed_at and message.claim_renewed_at > recent)
+
+
+def claims_release_all(*, user: Any, mailbox_id: int | None = None, reason: str) -> int:
+    """Release every lock the user holds (in one mailbox, or everywhere)."""
+    qs = Message.objects.filter(claimed_by=user)
+    if mailbox_id is not None:
+        qs = qs.filter(mailbox_id=mailbox_id)
+    return sum(message_release(user=user, message=message, reason=reason) for message in qs)

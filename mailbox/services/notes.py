@@ -1,0 +1,48 @@
+"""Internal notes on a message, with @mentions that notify colleagues."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from kimportal.errors import PortalError
+from mailbox.models import Membership, Message, Note, Notification
+from mailbox.selectors.mailboxes import display_name, mailbox_members, notification_recipients
+from mailbox.services.audit import audit_record
+from mailbox.services.guard import bump, guarded, short
+from mailbox.services.notifications import notify
+
+MENTION = re.compile(r"(?<![\w.@])@([\w][\w.\-]{0,149})")
+MAX_NOTE = 10_000
+
+
+@transaction.atomic
+def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
+    body = body.strip()
+    if not body:
+        raise PortalError(_("Die Notiz ist leer."))
+    if len(body) > MAX_NOTE:
+        raise PortalError(_("Die Notiz ist zu lang (höchstens 10.000 Zeichen)."))
+    current = guarded(user, message, version)
+    note = Note.objects.create(message=current, author=user, body=body)
+    # "@anna." at the end of a sentence mentions anna: trailing dots and dashes are punctuation.
+    names = {m.lower().rstrip(".-") for m in MENTION.findall(body)}
+    mentioned = [
+        u for u in mailbox_members(current.mailbox_id, min_role=Membership.Role.OBSERVER) if u.username.lower() in names
+    ]
+    if mentioned:
+        note.mentions.set(mentioned)
+        recipients = [u for u in notification_recipients(current.mailbox_id, mentioned) if u.pk != user.pk]
+        notify(
+            recipients,
+            kind=Notification.Kind.MENTION,
+            message=current,
+            actor=user,
+            params={"name": display_name(user), "subject": short(current.subject)},
+        )
+    audit_record(actor=user, action="note.added", message=current, note=note.pk, mentions=[u.pk for u in mentioned])
+    bump(current)
+    return note
