@@ -411,6 +411,78 @@ def make_large_attachment(size: int = LARGE_ATTACHMENT_SIZE) -> bytes:
     )
 
 
+HOSPITAL_LETTER_PDF_SIZE = 24 * 1024
+_LETTER_PARAGRAPH = (
+    "Wir berichten über Frau Müller, geb. 12.03.1948, die sich vom 02.10. bis 06.10.2022 in unserer "
+    "stationären Behandlung befand. Diagnosen: Dekompensierte Herzinsuffizienz (NYHA III), Vorhofflimmern, "
+    "arterielle Hypertonie. Therapie und Verlauf: Rekompensation unter i.v. Diurese, Gewichtsabnahme 4,5 kg; "
+    "Entlassung in gebessertem Allgemeinzustand. Procedere: Kontrolle der Nierenwerte und Elektrolyte in "
+    "einer Woche, Gewichtskontrolle täglich, Wiedervorstellung bei Zunahme über 2 kg in drei Tagen."
+)
+
+
+def make_hospital_letter() -> bytes:
+    """An everyday discharge letter of ≈50 KB: text and HTML alternatives plus a PDF (for bench/parsing.py)."""
+    paragraphs = [f"{number}. {_LETTER_PARAGRAPH}" for number in range(1, 15)]
+    text = "Sehr geehrte Frau Kollegin,\n\n" + "\n\n".join(paragraphs) + "\n\nMit freundlichen Grüßen\n"
+    rows = "".join(
+        f'<tr><td style="padding: 2px">{day:02d}.10.2022</td><td>Kreatinin</td><td>{1 + day / 10:.1f} mg/dl</td></tr>'
+        for day in range(2, 7)
+    )
+    html = (
+        '<html><head><meta charset="utf-8"><style>p { margin: 0 }</style></head><body>'
+        "<p>Sehr geehrte Frau Kollegin,</p>"
+        + "".join(f"<p>{paragraph}</p>" for paragraph in paragraphs)
+        + f'<table border="1">{rows}</table><p>Mit freundlichen <b>Grüßen</b></p></body></html>'
+    )
+    pdf = b"%PDF-1.4\n" + random.Random(4242).randbytes(HOSPITAL_LETTER_PDF_SIZE) + b"\n%%EOF\n"
+    return _lines(
+        *_std_headers("=?utf-8?q?Entlassbrief_M=C3=BCller?=", message_id="<letter-1@arzt.kim.telematik-test>"),
+        'Content-Type: multipart/mixed; boundary="mixed"',
+        "",
+        "--mixed",
+        'Content-Type: multipart/alternative; boundary="alt"',
+        "",
+        "--alt",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(text),
+        "--alt",
+        "Content-Type: text/html; charset=utf-8",
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(html),
+        "--alt--",
+        "--mixed",
+        'Content-Type: application/pdf; name="Entlassbrief.pdf"',
+        'Content-Disposition: attachment; filename="Entlassbrief.pdf"',
+        "Content-Transfer-Encoding: base64",
+        "",
+        _base64_lines(pdf) + b"--mixed--",
+        "",
+    )
+
+
+def make_many_recipients(count: int = 100_000) -> bytes:
+    """A To: with *count* addresses with RFC 2047 display names (≈7 MB of header at 100,000)."""
+    addresses = b",\r\n ".join(
+        b"=?utf-8?q?Station_%d_K=C3=BCche?= <station%d@klinik.kim.telematik-test>" % (i, i) for i in range(count)
+    )
+    return _lines(
+        f"From: Dr. Anna Sender <{SENDER}>",
+        b"To: " + addresses,
+        "Subject: Rundschreiben",
+        f"Date: {DATE}",
+        "Message-ID: <many-1@arzt.kim.telematik-test>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "An alle.",
+        "",
+    )
+
+
 def make_rfc2231_umlaut_filename() -> bytes:
     """Attachment name "Entlassbrief Müller.pdf" as filename*=utf-8''… plus an RFC 2047 name= fallback."""
     return _lines(
