@@ -47,7 +47,7 @@ from django.utils import timezone  # noqa: E402
 
 from mailbox.consumers import MessageConsumer  # noqa: E402
 from mailbox.models import Mailbox, Membership, Message, MessageRead  # noqa: E402
-from mailbox.services.work import message_claim, message_release  # noqa: E402
+from mailbox.services.claims import message_claim, message_release  # noqa: E402
 
 MESSAGES = 100_000
 MEMBERS = 50

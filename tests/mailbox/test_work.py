@@ -831,21 +831,34 @@ def _busy_box(box, alice, bob, n: int) -> None:
 
 
 @pytest.mark.parametrize("n", [5, 60])
-@pytest.mark.parametrize("page", ["inbox", "mine", "mailbox-messages", "mailbox-messages-htmx", "page-2"])
+@pytest.mark.parametrize("page", ["inbox", "mine", "mailbox-messages", "mailbox-messages-htmx", "page-2", "older"])
 def test_list_views_need_at_most_ten_queries(n, page, client, alice, bob, box, django_assert_max_num_queries):
     _busy_box(box, alice, bob, n)
     client.force_login(alice)
     box_url = reverse("mailbox:mailbox-messages", args=[box.pk])
+    first_page = selectors.message_list_for_user(alice, mailbox=box)
     url, headers = {
         "inbox": (reverse("mailbox:inbox"), {}),
         "mine": (reverse("mailbox:mine"), {}),
         "mailbox-messages": (box_url, {}),
         "mailbox-messages-htmx": (box_url + "?view=open", {"HX-Request": "true", "HX-Target": "message-list"}),
         "page-2": (box_url + "?page=2", {}),
+        "older": (box_url + "?" + (first_page.next_query or "page=2"), {}),
     }[page]
     cache.clear()  # the worst case: the Dienstkennung labels are read too
     with django_assert_max_num_queries(10):
         response = client.get(url, headers=headers)
     assert response.status_code == 200
-    if page in ("inbox", "mailbox-messages"):
-        assert response.content.decode().count('class="msg-row') == min(n, selectors.PAGE_SIZE)
+    html = response.content.decode()
+    rows = html.count('class="msg-row')
+    expected = {
+        "inbox": min(n, selectors.PAGE_SIZE),
+        "mailbox-messages": min(n, selectors.PAGE_SIZE),
+        "mailbox-messages-htmx": min(n, selectors.PAGE_SIZE),
+        "page-2": max(0, n - selectors.PAGE_SIZE),
+        "older": max(0, n - selectors.PAGE_SIZE),
+        "mine": 0,  # the busy box assigns to bob, not to alice
+    }[page]
+    assert rows == expected, (page, n, rows)
+    if page == "mailbox-messages-htmx":
+        assert 'id="message-list"' in html and "<html" not in html
