@@ -73,6 +73,11 @@ class DirectoryEntry:
     def can_receive(self) -> bool:
         return bool(self.addresses) and self.cert.ok
 
+    def kim_version(self, address: str) -> str:
+        """The KIM version of one of this entry's addresses (from komLeData, see parse_versions); "" if not ours."""
+        wanted = address.strip().lower()
+        return next((a.version for a in self.addresses if a.address.lower() == wanted), "")
+
     def snapshot(self) -> dict:
         """The fields a local contact keeps, to notice when the VZD entry changed."""
         return {

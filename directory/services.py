@@ -40,7 +40,6 @@ class DirectoryUnavailable(PortalError):
 
 
 def _copy_entry(contact: Contact, entry: DirectoryEntry, address: str) -> None:
-    version = next((a.version for a in entry.addresses if a.address.lower() == address), "")
     contact.vzd_uid = entry.uid
     contact.telematik_id = entry.telematik_id
     contact.display_name = entry.display_name[:255]
@@ -48,7 +47,7 @@ def _copy_entry(contact: Contact, entry: DirectoryEntry, address: str) -> None:
     contact.address_line = entry.address_line[:255]
     contact.kind = entry.kind[:128]
     contact.specialties = entry.specialties
-    contact.kim_version = version
+    contact.kim_version = entry.kim_version(address)
     contact.cert_status = entry.cert.status
     contact.snapshot = entry.snapshot()
 

@@ -73,7 +73,7 @@ def picker_pick(request: HttpRequest) -> HttpResponse:
             error = _("Diese KIM-Adresse steht nicht im Verzeichnis.")
     except VzdError as exc:
         error = selectors.unavailable_message(exc)
-    version = next((a.version for a in entry.addresses if a.address.lower() == address), "") if entry else ""
+    version = entry.kim_version(address) if entry else ""
     context = {
         "field_name": form.cleaned_data["field"] or "recipients",
         "address": address,
