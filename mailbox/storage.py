@@ -2,16 +2,20 @@
 
 A blob's name is its SHA-256, so writing the same bytes twice is harmless (idempotent ingest),
 and every read verifies the checksum: a silently corrupted file is an error, never shown as mail.
+Writing bytes whose blob exists but no longer hashes to its name repairs it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 
 class BlobError(Exception):
@@ -39,8 +43,13 @@ def blob_path(sha256: str) -> Path:
 def blob_put(data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     path = blob_path(digest)
-    if path.exists() and path.stat().st_size == len(data):
+    intact = _hashes_to(path, digest)
+    if intact:
         return digest
+    if intact is False:
+        # Same name, other bytes (bit rot, a partial copy from a restore): the caller holds the
+        # right bytes, so replace the file the same atomic way it was first written.
+        log.warning("blob %s does not match its checksum; rewriting it", digest)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temp file in the same directory and rename: a crash never leaves a partial blob.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -57,6 +66,15 @@ def blob_put(data: bytes) -> str:
     # The rename itself must reach the disk before the server copy is deleted (power loss).
     _fsync_dir(path.parent)
     return digest
+
+
+def _hashes_to(path: Path, digest: str) -> bool | None:
+    """None if there is no file; else whether its content hashes to *digest* (a size check is not enough)."""
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() == digest
+    except FileNotFoundError:
+        return None
 
 
 def _fsync_dir(directory: Path) -> None:
