@@ -43,6 +43,8 @@ class MailboxAdmin(admin.ModelAdmin):
             super().save_formset(request, form, formset, change)
             return
         mailbox = form.instance
+        # The admin's change message reads these (formset.save() would set them).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         # Additions and changes first, removals last: the mailbox never lacks an owner in between.
         for row in formset.forms:
             data = getattr(row, "cleaned_data", None)

@@ -70,7 +70,15 @@ class LeaseLost(Exception):
     pass
 
 
+class FetchInTransaction(RuntimeError):
+    """A fetch inside a transaction would DELE mail whose row is not yet committed."""
+
+
 def account_fetch(*, account_id: int) -> FetchResult:
+    if connection.in_atomic_block:
+        # Durability rule: DELE only after the message's own commit. Inside an outer transaction that
+        # commit is not real yet; a crash after DELE would lose the mail.
+        raise FetchInTransaction("account_fetch must run outside a transaction")
     result = FetchResult(account_id=account_id)
     account = KimAccount.objects.select_related("mailbox").filter(pk=account_id).first()
     if account is None or not account.is_active:

@@ -17,7 +17,8 @@ from mailbox.storage import blob_get
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS, simple_mail
 from tests.mailbox.corpus import HOSTILE_CORPUS
 
-pytestmark = pytest.mark.django_db
+# Real commits: "DELE only after commit" and the on-commit events run as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _smtp_send(cm, raw: bytes, *, sender: str = PRAXIS, to: str = HOSPITAL) -> None:
@@ -46,6 +47,47 @@ def test_fetch_stores_messages_and_deletes_them_on_the_server(cm, account):
     assert account.status == KimAccount.Status.OK
     assert account.last_success_at is not None
     assert account.fetch_lease_until is None
+
+
+def test_each_stored_message_is_announced_after_its_commit(cm, account):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from mailbox.events import mailbox_group
+
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(mailbox_group(account.mailbox_id), listener)
+    cm.deliver(HOSPITAL, simple_mail("Angekündigt"))
+
+    result = account_fetch(account_id=account.pk)
+
+    stored = Message.objects.get(pk=result.stored[0])
+
+    async def drain() -> list[dict]:
+        import asyncio
+
+        received = []
+        while True:
+            try:
+                received.append(await asyncio.wait_for(layer.receive(listener), timeout=1))
+            except TimeoutError:
+                return received
+
+    created = [e for e in async_to_sync(drain)() if e["type"] == "message.created"]
+    assert [e["message_id"] for e in created] == [stored.pk]
+    async_to_sync(layer.group_discard)(mailbox_group(account.mailbox_id), listener)
+
+
+def test_a_fetch_inside_a_transaction_is_refused_before_any_dele(cm, account):
+    from django.db import transaction
+
+    from mailbox.services.fetch import FetchInTransaction
+
+    cm.deliver(HOSPITAL, simple_mail("Nicht löschen"))
+    with pytest.raises(FetchInTransaction), transaction.atomic():
+        account_fetch(account_id=account.pk)
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1
 
 
 def test_raw_message_is_kept_byte_exact(cm, account):
