@@ -69,7 +69,7 @@ async def _until_closed(communicator: WebsocketCommunicator) -> dict:
 
 @pytest.mark.asyncio
 async def test_logout_closes_the_open_pages_sockets_at_once(ward):
-    box, _owner, nurse, _m, message = ward
+    _box, _owner, nurse, _m, message = ward
     client = Client()
     await sync_to_async(client.force_login)(nurse)
     key = client.session.session_key
