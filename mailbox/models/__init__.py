@@ -1,0 +1,36 @@
+"""The mailbox app's models, one module per subject; import them from here."""
+
+from __future__ import annotations
+
+from mailbox.models.accounts import KimAccount, build_username
+from mailbox.models.collaboration import (
+    Absence,
+    AssignmentPeriod,
+    AuditEvent,
+    Note,
+    Notification,
+    Presence,
+)
+from mailbox.models.mailboxes import Mailbox, MailboxQuerySet, Membership, member_mailbox_ids, member_q
+from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
+
+__all__ = [
+    "Absence",
+    "AssignmentPeriod",
+    "Attachment",
+    "AuditEvent",
+    "DienstkennungLabel",
+    "KimAccount",
+    "Mailbox",
+    "MailboxQuerySet",
+    "Membership",
+    "Message",
+    "MessageQuerySet",
+    "MessageRead",
+    "Note",
+    "Notification",
+    "Presence",
+    "build_username",
+    "member_mailbox_ids",
+    "member_q",
+]

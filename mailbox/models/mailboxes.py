@@ -1,0 +1,97 @@
+"""Mailboxes (KIM addresses as users see them) and who may use them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
+
+
+def member_q(user, prefix: str = "") -> models.Q:
+    """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule."""
+    return models.Q(**{f"{prefix}user": user}) | models.Q(**{f"{prefix}group__in": user.groups.all()})
+
+
+def member_mailbox_ids(user):
+    """Subquery of the active mailbox ids an active user belongs to, directly or through a group (ward).
+
+    is_active is read from the database, not from the user object: a socket's user was loaded when it
+    connected, and a deactivated account must lose access at once.
+    """
+    from django.contrib.auth import get_user_model
+
+    active = models.Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
+    return Membership.objects.filter(member_q(user), active, mailbox__is_active=True).values("mailbox_id")
+
+
+class MailboxQuerySet(models.QuerySet):
+    def visible_to(self, user) -> MailboxQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(pk__in=member_mailbox_ids(user))
+
+
+class Mailbox(models.Model):
+    """A KIM address as the portal's users see it: functional (shared) or personal."""
+
+    class Kind(models.TextChoices):
+        FUNCTIONAL = "functional", _("Funktionspostfach")
+        PERSONAL = "personal", _("Persönliches Postfach")
+
+    address = models.EmailField(_("KIM-Adresse"), max_length=254, unique=True)
+    display_name = models.CharField(_("Anzeigename"), max_length=200)
+    kind = models.CharField(_("Art"), max_length=20, choices=Kind.choices, default=Kind.FUNCTIONAL)
+    is_active = models.BooleanField(_("aktiv"), default=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="mailboxes")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = MailboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["display_name"]
+        verbose_name = _("Postfach")
+        verbose_name_plural = _("Postfächer")
+
+    def __str__(self) -> str:
+        return f"{self.display_name} <{self.address}>"
+
+
+class Membership(models.Model):
+    """A user or a group (ward) with a role in a mailbox. A user's role is the strongest of all that apply."""
+
+    class Role(models.TextChoices):
+        OBSERVER = "observer", _("Beobachter (nur lesen, keine Benachrichtigungen)")
+        READER = "reader", _("Lesen")
+        PROCESSOR = "processor", pgettext_lazy("mailbox role", "Bearbeiten")
+        OWNER = "owner", _("Eigentümer")
+
+    # Ordered by power; observers read like readers but are never notified.
+    RANK = {Role.OBSERVER: 0, Role.READER: 1, Role.PROCESSOR: 2, Role.OWNER: 3}
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="memberships"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="mailbox_memberships"
+    )
+    role = models.CharField(_("Rolle"), max_length=20, choices=Role.choices, default=Role.PROCESSOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "user"], name="membership_unique_user"),
+            models.UniqueConstraint(fields=["mailbox", "group"], name="membership_unique_group"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False)
+                ),
+                name="membership_user_xor_group",
+            ),
+        ]
+        verbose_name = _("Mitgliedschaft")
+        verbose_name_plural = _("Mitgliedschaften")
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} @ {self.mailbox.address} ({self.role})"

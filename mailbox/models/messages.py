@@ -1,0 +1,162 @@
+"""Received messages, their attachments, per-user read state, and the Dienstkennung labels."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from mailbox.models.mailboxes import Mailbox, member_mailbox_ids
+
+
+class DienstkennungLabel(models.Model):
+    """Registry of known Dienstkennungen (data, not code: the gematik list changes)."""
+
+    application = models.CharField(_("Anwendung"), max_length=100, unique=True)
+    label = models.CharField(_("Bezeichnung"), max_length=100)
+    css_class = models.CharField(max_length=40, default="badge-neutral")
+
+    class Meta:
+        ordering = ["application"]
+        verbose_name = _("Dienstkennung")
+        verbose_name_plural = _("Dienstkennungen")
+
+    def __str__(self) -> str:
+        return f"{self.application} → {self.label}"
+
+
+class MessageQuerySet(models.QuerySet):
+    def visible_to(self, user) -> MessageQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(mailbox_id__in=member_mailbox_ids(user))
+
+
+class Message(models.Model):
+    """A received KIM message. The raw bytes are immutable (blob store); parsed fields are for display."""
+
+    class State(models.TextChoices):
+        NEW = "new", _("neu")
+        IN_PROGRESS = "in_progress", _("in Bearbeitung")
+        WAITING = "waiting", _("wartet")
+        DONE = "done", _("erledigt")
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="messages")
+    uidl = models.CharField(max_length=100)
+    # The size the CM's POP3 LIST gave: a known UIDL with another size is a different message.
+    pop3_size = models.PositiveBigIntegerField(null=True, blank=True)
+    raw_sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    from_address = models.CharField(max_length=320, blank=True)
+    from_name = models.CharField(max_length=300, blank=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    subject = models.TextField(blank=True)
+    date = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True)
+    dienstkennung = models.CharField(max_length=200, blank=True)
+    decryption_results = models.JSONField(default=list, blank=True)
+    integrity_results = models.JSONField(default=list, blank=True)
+    kim_error_codes = models.JSONField(default=list, blank=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True, help_text="sanitized with nh3")
+    is_malformed = models.BooleanField(default=False)
+    parse_problems = models.JSONField(default=list, blank=True)
+    # Attachments (not inline images); immutable after ingest, kept here so lists need no join.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
+
+    # Work state. One responsible person at most: a single column, so the database enforces it.
+    state = models.CharField(max_length=20, choices=State.choices, default=State.NEW, db_index=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_messages"
+    )
+    # Bumped by every change a colleague should see before acting (conflict guard).
+    version = models.PositiveIntegerField(default=1)
+    # The read-lock: valid while claim_expires_at is in the future; no cron releases it.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claimed_messages"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # Which page load took or last re-took the lease, and when. A reload's new page takes it over
+    # before the old page's socket closes; the old page must not release it then.
+    claim_page = models.CharField(max_length=40, blank=True)
+    claim_renewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["mailbox", "uidl"], name="message_unique_uidl")]
+        indexes = [
+            models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent"),
+            models.Index(fields=["assignee", "state"], name="message_assignee_state"),
+            # Counters and "open" views only look at messages not done: a small partial index.
+            models.Index(
+                fields=["mailbox", "-received_at"], condition=~models.Q(state="done"), name="message_open_by_mailbox"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or f"<{self.uidl}>"
+
+    def claim_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
+
+    @property
+    def integrity_ok(self) -> bool:
+        # No header at all is not "ok": the CM always sets it on decrypted KIM mail.
+        return bool(self.integrity_results) and all(r == "01" for r in self.integrity_results)
+
+    @property
+    def decryption_ok(self) -> bool:
+        return bool(self.decryption_results) and all(r == "00" for r in self.decryption_results)
+
+    @property
+    def has_security_warning(self) -> bool:
+        return bool(self.integrity_results or self.decryption_results) and not (
+            self.integrity_ok and self.decryption_ok
+        )
+
+    @property
+    def is_error_mail(self) -> bool:
+        return bool(self.kim_error_codes)
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    position = models.PositiveIntegerField()
+    filename = models.CharField(max_length=500)
+    content_type = models.CharField(max_length=200)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_id = models.CharField(max_length=500, blank=True)
+    is_inline = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["message", "position"]
+        constraints = [models.UniqueConstraint(fields=["message", "position"], name="attachment_unique_position")]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class MessageRead(models.Model):
+    """Per-user read state: several people share one mailbox."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_reads")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="message_read_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.message_id}"

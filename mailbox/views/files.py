@@ -1,0 +1,88 @@
+"""What a message carries, served safely: sanitized HTML in a sandbox, the raw source, attachments."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from mailbox import selectors
+from mailbox.models import Attachment
+from mailbox.services.reading import message_access_record
+from mailbox.services.rendering import message_html_document
+from mailbox.storage import BlobError, blob_get
+from mailbox.views.lookup import message_or_404
+
+# Types a browser may show inline; everything else is only ever downloaded.
+INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain"}
+
+
+@require_GET
+def message_html(request: HttpRequest, pk: int) -> HttpResponse:
+    """The sanitized HTML body as its own document, for a sandboxed iframe with a locked-down CSP."""
+    message = message_or_404(request.user, pk)
+    message_access_record(user=request.user, message=message, action="message.html_viewed")
+    response = HttpResponse(message_html_document(message), content_type="text/html; charset=utf-8")
+    response["Content-Security-Policy"] = (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+    )
+    response._csp_exempt = True
+    return response
+
+
+@require_GET
+def message_raw(request: HttpRequest, pk: int) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    try:
+        raw = blob_get(message.raw_sha256)
+    except BlobError:
+        return HttpResponse(
+            _("Der Rohtext dieser Nachricht ist beschädigt oder fehlt. Bitte die Administration informieren."),
+            status=500,
+            content_type="text/plain; charset=utf-8",
+        )
+    message_access_record(user=request.user, message=message, action="message.raw_viewed")
+    response = HttpResponse(raw, content_type="text/plain; charset=utf-8")
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="nachricht-{message.pk}.eml"'
+    return response
+
+
+@require_GET
+def attachment_download(request: HttpRequest, pk: int, position: int) -> HttpResponse:
+    try:
+        attachment = selectors.attachment_get_for_user(request.user, message_pk=pk, position=position)
+    except Attachment.DoesNotExist as exc:
+        raise Http404 from exc
+    try:
+        data = blob_get(attachment.sha256)
+    except BlobError:
+        return HttpResponse(
+            _("Der Anhang ist beschädigt oder fehlt (Prüfsumme stimmt nicht)."),
+            status=500,
+            content_type="text/plain; charset=utf-8",
+        )
+    inline = request.GET.get("inline") == "1" and attachment.content_type in INLINE_TYPES
+    message_access_record(
+        user=request.user,
+        message=attachment.message,
+        action="attachment.downloaded",
+        attachment=attachment.filename,
+        inline=inline,
+    )
+    content_type = attachment.content_type if attachment.content_type in INLINE_TYPES else "application/octet-stream"
+    if content_type == "text/plain":
+        content_type = "text/plain; charset=utf-8"
+    # FileResponse writes an RFC 6266 Content-Disposition with a filename* for umlauts.
+    response = FileResponse(
+        BytesIO(data), as_attachment=not inline, filename=attachment.filename, content_type=content_type
+    )
+    if content_type == "application/pdf":
+        # Chrome's PDF viewer does not run in a CSP sandbox; it isolates the document itself.
+        response["Content-Security-Policy"] = "frame-ancestors 'self'"
+    else:
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:"
+    response._csp_exempt = True
+    return response

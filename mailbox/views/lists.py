@@ -1,0 +1,88 @@
+"""Message lists: the inbox over all mailboxes, "Mir zugewiesen", one mailbox; one URL serves page and fragment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from mailbox import selectors
+from mailbox.forms import MessageFilterForm
+from mailbox.models import Mailbox
+from mailbox.services.accounts import mailbox_fetch_request
+from mailbox.views.lookup import mailbox_or_404
+
+
+def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | None = None) -> HttpResponse:
+    form = MessageFilterForm(request.GET or None)
+    filters = form.to_filter() if request.GET else selectors.MessageFilter()
+    if view:
+        filters = replace(filters, view=view)
+    page = selectors.message_list_for_user(
+        request.user,
+        mailbox=mailbox,
+        page=request.GET.get("page", 1),
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
+        filters=filters,
+    )
+    mailboxes = list(selectors.mailbox_list_for_user(request.user))
+    shown = [mailbox] if mailbox else mailboxes
+    query = request.GET.copy()
+    for key in ("page", "after", "before"):
+        query.pop(key, None)
+    context = {
+        "mailboxes": mailboxes,
+        "current_mailbox": mailbox,
+        "current_role": mailbox.user_role if mailbox else None,
+        "page_obj": page,
+        "filter_form": form if request.GET else MessageFilterForm(initial={"view": filters.view}),
+        "filters": filters,
+        "fixed_view": view,
+        "querystring": query.urlencode(),
+        # New mail is prepended live only to an unfiltered first page.
+        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if _is_plain(filters) else "",
+        "labels": selectors.dienstkennung_badges().values(),
+    }
+    template = "mailbox/inbox.html"
+    if request.htmx and request.htmx.target == "message-list" and not request.htmx.history_restore_request:
+        template += "#message-list"
+    return render(request, template, context)
+
+
+def _is_plain(f) -> bool:
+    return (
+        f.view in ("all", "open", "unassigned")
+        and not (f.state or f.dienstkennung or f.date_from or f.date_to or f.q)
+        and f.sort == "-received"
+    )
+
+
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    return _list_page(request, mailbox=None)
+
+
+@require_GET
+def mine(request: HttpRequest) -> HttpResponse:
+    """ "Mir zugewiesen": the personal view across all mailboxes."""
+    return _list_page(request, mailbox=None, view="mine")
+
+
+@require_GET
+def mailbox_messages(request: HttpRequest, pk: int) -> HttpResponse:
+    return _list_page(request, mailbox=mailbox_or_404(request.user, pk))
+
+
+@require_POST
+def mailbox_fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = mailbox_or_404(request.user, pk)
+    if mailbox_fetch_request(user=request.user, mailbox=mailbox):
+        messages.info(request, _("Abruf wurde angestoßen."))
+    else:
+        messages.error(request, _("Für dieses Postfach ist kein aktives KIM-Konto eingerichtet."))
+    return redirect("mailbox:mailbox-messages", pk=mailbox.pk)

@@ -1,0 +1,194 @@
+"""One message: the detail page, and the work on it (take, assign, state, note, read-lock) with the conflict guard."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+
+from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
+from mailbox import selectors
+from mailbox.forms import AssignForm, NoteForm, StateForm, VersionedForm
+from mailbox.models import Message
+from mailbox.permissions import Action, can
+from mailbox.services.assignment import message_assign as assignment_assign
+from mailbox.services.assignment import message_take as assignment_take
+from mailbox.services.assignment import message_unassign as assignment_unassign
+from mailbox.services.claims import (
+    message_break_lock,
+    message_claim,
+    message_release,
+    page_token_new,
+    page_token_valid,
+)
+from mailbox.services.guard import claim_held_error
+from mailbox.services.notes import note_add
+from mailbox.services.reading import message_open
+from mailbox.services.states import message_set_state
+from mailbox.views.files import INLINE_TYPES
+from mailbox.views.lookup import message_or_404
+
+
+def _detail_context(request: HttpRequest, message: Message, **extra) -> dict:
+    return {
+        "mailboxes": selectors.mailbox_list_for_user(request.user),
+        "current_mailbox": message.mailbox,
+        "message": message,
+        "members": selectors.mailbox_members(message.mailbox),
+        "inline_types": INLINE_TYPES,
+        **extra,
+    }
+
+
+@require_GET
+def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    message = Message.objects.visible_to(request.user).filter(pk=pk).only("pk", "mailbox_id", "state").first()
+    if message is None:
+        raise Http404
+    role = selectors.user_role(request.user, message.mailbox_id)
+    # Names this page load: its socket and its claim button say which page holds the lock.
+    page = page_token_new(user=request.user, message_id=message.pk)
+    # Opening a message to work on it takes the read-lock when it is free.
+    works_on_it = can(role, Action.PROCESS) and message.state != Message.State.DONE
+    message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
+    message = selectors.message_detail_for_user(request.user, pk, role=role)
+    return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
+
+
+def _work_response(
+    request: HttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
+) -> HttpResponse:
+    message = selectors.message_detail_for_user(request.user, pk)
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        elif notice:
+            messages.success(request, notice)
+        return redirect("mailbox:message-detail", pk=pk)
+    context = _detail_context(request, message, error=error, notice=notice)
+    response = render(request, "mailbox/message_detail.html#work", context, status=status)
+    # The lock panel shows version and holder; refresh it too.
+    lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request, pk)}
+    response.content += render_to_string("mailbox/partials/_lock_panel.html", lock_context, request).encode()
+    return response
+
+
+def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    form = form_class(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        return _work_response(request, pk, error=errors, status=422)
+    try:
+        notice = action(message, form.cleaned_data)
+    except Conflict as exc:
+        return _work_response(request, pk, error=exc.message, status=409)
+    except ClaimHeld as exc:
+        return _work_response(request, pk, error=exc.message, status=423)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        return _work_response(request, pk, error=exc.message, status=422)
+    return _work_response(request, pk, notice=notice)
+
+
+@require_POST
+def message_take(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        assignment_take(user=request.user, message=message, version=data["version"])
+        return _("Sie sind jetzt verantwortlich.")
+
+    return _run_action(request, pk, VersionedForm, act)
+
+
+@require_POST
+def message_assign(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        updated = assignment_assign(
+            user=request.user, message=message, version=data["version"], assignee_id=data["assignee"], note=data["note"]
+        )
+        return _("Zugewiesen an %(name)s.") % {"name": selectors.display_name(updated.assignee)}
+
+    return _run_action(request, pk, AssignForm, act)
+
+
+@require_POST
+def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        assignment_unassign(user=request.user, message=message, version=data["version"])
+        return _("Zuständigkeit entfernt.")
+
+    return _run_action(request, pk, VersionedForm, act)
+
+
+@require_POST
+def message_state(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        updated = message_set_state(
+            user=request.user, message=message, version=data["version"], state=data["state"], due_at=data.get("due_at")
+        )
+        return _("Status: %(state)s.") % {"state": updated.get_state_display()}
+
+    return _run_action(request, pk, StateForm, act)
+
+
+@require_POST
+def message_note(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(message, data):
+        note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        return _("Notiz gespeichert.")
+
+    return _run_action(request, pk, NoteForm, act)
+
+
+def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpResponse:
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("mailbox:message-detail", pk=pk)
+    message = selectors.message_row_for_user(request.user, pk)
+    message.role = selectors.user_role(request.user, message.mailbox_id)
+    context = {"message": message, "error": error, "page_token": _page_token(request, pk)}
+    html = render_to_string("mailbox/partials/_lock_panel.html", context, request)
+    response = HttpResponse(html)
+    # Action buttons depend on who holds the lock: tell the page (portal.js re-evaluates).
+    return trigger_client_event(response, "lock-changed")
+
+
+def _page_token(request: HttpRequest, pk: int) -> str:
+    """The page load that sent the request, when the server handed that token out to this user."""
+    token = request.POST.get("page", "")
+    return token if page_token_valid(token, user=request.user, message_id=pk) else ""
+
+
+@require_POST
+def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    try:
+        result = message_claim(user=request.user, message=message, page=_page_token(request, pk))
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    error = "" if result.won else claim_held_error(result.message).message
+    return _lock_response(request, pk, error=error)
+
+
+@require_POST
+def message_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    message_release(user=request.user, message=message, reason="button")
+    return _lock_response(request, pk)
+
+
+@require_POST
+def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    try:
+        message_break_lock(user=request.user, message=message)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    return _lock_response(request, pk)

@@ -1,0 +1,112 @@
+"""Responsibility: one person per message, with a history of who was responsible when."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from kimportal import errors
+from mailbox import selectors
+from mailbox.models import (
+    Absence,
+    AssignmentPeriod,
+    AuditEvent,
+    Message,
+    Notification,
+)
+from mailbox.services import assignment
+from tests.mailbox.work.support import snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def open_periods(message: Message) -> list[int]:
+    return list(
+        AssignmentPeriod.objects.filter(message=message, ended_at__isnull=True).values_list("user_id", flat=True)
+    )
+
+
+def test_take_assign_unassign_keep_a_history_with_one_open_period(alice, bob, owner, message):
+    m = assignment.message_take(user=alice, message=message, version=1)
+    assert (m.assignee, m.state, m.version) == (alice, Message.State.IN_PROGRESS, 2)
+    assert open_periods(message) == [alice.pk]
+
+    m = assignment.message_assign(user=owner, message=message, version=2, assignee_id=bob.pk, note="Bitte Rückruf")
+    assert (m.assignee, m.version) == (bob, 3)
+    assert open_periods(message) == [bob.pk]
+    assert Notification.objects.get(user=bob).kind == Notification.Kind.ASSIGNED
+
+    m = assignment.message_assign(user=bob, message=message, version=3, assignee_id=alice.pk)
+    assert open_periods(message) == [alice.pk]
+
+    m = assignment.message_unassign(user=alice, message=message, version=4)
+    assert m.assignee is None and m.version == 5
+    assert open_periods(message) == []
+
+    fresh = Message.objects.get(pk=message.pk)
+    assert (fresh.assignee_id, fresh.version) == (None, 5)
+    history = list(AssignmentPeriod.objects.filter(message=message).order_by("started_at", "id"))
+    assert [(p.user, p.assigned_by) for p in history] == [(alice, alice), (bob, owner), (alice, bob)]
+    assert history[1].note == "Bitte Rückruf"
+    assert all(p.ended_at is not None and p.ended_at >= p.started_at for p in history)
+    assert history[0].ended_at == history[1].started_at
+    # The detail selector shows the same history.
+    shown = selectors.message_detail_for_user(alice, message.pk).assignment_history
+    assert [p.pk for p in shown] == [p.pk for p in history]
+
+
+def test_database_refuses_a_second_open_period(alice, bob, message):
+    AssignmentPeriod.objects.create(message=message, user=alice)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AssignmentPeriod.objects.create(message=message, user=bob)
+    # Closed periods next to the open one are history, not a conflict.
+    AssignmentPeriod.objects.create(message=message, user=bob, ended_at=timezone.now())
+    assert open_periods(message) == [alice.pk]
+
+
+@pytest.mark.parametrize("target", ["outsider", "reader", "observer"])
+def test_assign_only_to_working_members(request, target, owner, message):
+    before = snapshot(message)
+    with pytest.raises(errors.NotAllowed):
+        assignment.message_assign(
+            user=owner, message=message, version=1, assignee_id=request.getfixturevalue(target).pk
+        )
+    assert snapshot(message) == before
+
+
+def test_assign_to_inactive_user_is_refused(owner, bob, message):
+    bob.is_active = False
+    bob.save()
+    with pytest.raises(errors.NotAllowed):
+        assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
+
+
+def test_assignment_to_an_absent_member_goes_to_the_substitute(owner, bob, carol, message):
+    now = timezone.now()
+    Absence.objects.create(
+        user=bob, substitute=carol, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=2)
+    )
+
+    m = assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk, note="Bitte Rückruf")
+
+    assert m.assignee == carol
+    assert Message.objects.get(pk=message.pk).assignee == carol
+    period = AssignmentPeriod.objects.get(message=message, ended_at__isnull=True)
+    assert period.user == carol
+    assert "Bitte Rückruf" in period.note and "Vertretung für Bernd Bauer" in period.note
+    assert list(Notification.objects.values_list("user_id", "kind")) == [(carol.pk, Notification.Kind.ASSIGNED)]
+    assert AuditEvent.objects.get(action="message.assigned").details["assignee"] == carol.pk
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends"),
+    [(timedelta(days=1), timedelta(days=3)), (timedelta(days=-3), timedelta(seconds=-1))],
+    ids=["future", "over"],
+)
+def test_assignment_outside_the_absence_goes_to_the_member(starts, ends, owner, bob, carol, message):
+    now = timezone.now()
+    Absence.objects.create(user=bob, substitute=carol, starts_at=now + starts, ends_at=now + ends)
+    assert assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk).assignee == bob

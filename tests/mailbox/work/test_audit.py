@@ -1,0 +1,86 @@
+"""Every work action and every opening of a message is audited."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from mailbox.models import (
+    AuditEvent,
+    Message,
+    MessageRead,
+)
+from mailbox.services import assignment, claims, notes, states
+
+pytestmark = pytest.mark.django_db
+
+
+def _audited(action: str, alice, bob, message) -> str:
+    if action == "claim":
+        claims.message_claim(user=alice, message=message)
+        return "message.claimed"
+    if action == "release":
+        claims.message_claim(user=alice, message=message)
+        claims.message_release(user=alice, message=message)
+        return "message.released"
+    if action == "take":
+        assignment.message_take(user=alice, message=message, version=1)
+        return "message.taken"
+    if action == "assign":
+        assignment.message_assign(user=alice, message=message, version=1, assignee_id=bob.pk)
+        return "message.assigned"
+    if action == "unassign":
+        Message.objects.filter(pk=message.pk).update(assignee=bob)
+        assignment.message_unassign(user=alice, message=message, version=1)
+        return "message.unassigned"
+    if action == "state":
+        states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
+        return "message.state_changed"
+    if action == "note":
+        notes.note_add(user=alice, message=message, version=1, body="gesehen")
+        return "note.added"
+    raise AssertionError(action)
+
+
+@pytest.mark.parametrize("action", ["claim", "release", "take", "assign", "unassign", "state", "note"])
+def test_every_action_writes_an_audit_event(action, alice, bob, message):
+    before = timezone.now()
+    expected = _audited(action, alice, bob, message)
+    event = AuditEvent.objects.get(action=expected)
+    assert event.actor == alice
+    assert event.message_id == message.pk
+    assert event.mailbox_id == message.mailbox_id
+    assert before <= event.at <= timezone.now()
+
+
+def test_state_change_audit_names_old_and_new_state(alice, message):
+    states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
+    assert AuditEvent.objects.get(action="message.state_changed").details == {"old": "new", "new": "done"}
+
+
+def test_renewing_a_claim_does_not_flood_the_audit(alice, message):
+    claims.message_claim(user=alice, message=message)
+    claims.message_claim(user=alice, message=message)
+    assert AuditEvent.objects.filter(action="message.claimed").count() == 1
+
+
+def test_opening_a_message_is_audited_as_viewed(client, reader, message):
+    client.force_login(reader)
+    response = client.get(reverse("mailbox:message-detail", args=[message.pk]))
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(action="message.viewed")
+    assert (event.actor, event.message_id, event.mailbox_id) == (reader, message.pk, message.mailbox_id)
+    assert MessageRead.objects.filter(message=message, user=reader).exists()
+    # A reader only reads: opening takes no lock.
+    assert Message.objects.get(pk=message.pk).claimed_by is None
+
+
+def test_opening_a_message_as_processor_claims_it(client, alice, message):
+    client.force_login(alice)
+    assert client.get(reverse("mailbox:message-detail", args=[message.pk])).status_code == 200
+    assert Message.objects.get(pk=message.pk).claimed_by == alice
+    assert set(AuditEvent.objects.filter(actor=alice).values_list("action", flat=True)) == {
+        "message.viewed",
+        "message.claimed",
+    }

@@ -1,0 +1,152 @@
+"""The read-lock: one holder, a lease that ends to the second, release and lock breaking."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from kimportal import errors
+from mailbox.models import (
+    AuditEvent,
+    Message,
+    Notification,
+)
+from mailbox.services import assignment, claims
+from mailbox.services.guard import claim_held_error
+from tests.mailbox.work.support import hold, snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def test_claim_of_a_free_message_wins(alice, message):
+    before = timezone.now()
+    result = claims.message_claim(user=alice, message=message)
+    after = timezone.now()
+
+    assert result.won and not result.renewed
+    message.refresh_from_db()
+    assert message.claimed_by == alice
+    assert before <= message.claimed_at <= after
+    assert message.claim_expires_at == message.claimed_at + timedelta(seconds=claims.claim_seconds())
+    assert message.claim_active()
+
+
+def test_second_claimer_loses_and_is_told_who_holds_it(alice, bob, message):
+    claims.message_claim(user=alice, message=message)
+    held = Message.objects.get(pk=message.pk)
+
+    result = claims.message_claim(user=bob, message=message)
+
+    assert not result.won and not result.renewed
+    assert result.message.claimed_by == alice
+    text = claim_held_error(result.message).message
+    assert "Anna Alt" in text
+    assert timezone.localtime(held.claimed_at).strftime("%H:%M") in text
+    message.refresh_from_db()
+    assert (message.claimed_by, message.claimed_at, message.claim_expires_at) == (
+        alice,
+        held.claimed_at,
+        held.claim_expires_at,
+    )
+
+
+def test_holder_renews_lease_keeping_claimed_at(alice, message):
+    since = timezone.now() - timedelta(minutes=7)
+    hold(message, alice, since=since, expires=since + timedelta(minutes=10))
+
+    before = timezone.now()
+    result = claims.message_claim(user=alice, message=message)
+
+    assert result.won and result.renewed
+    message.refresh_from_db()
+    assert message.claimed_by == alice
+    assert message.claimed_at == since
+    assert message.claim_expires_at >= before + timedelta(seconds=claims.claim_seconds())
+
+
+def test_lease_ends_to_the_second(alice, bob, message):
+    # Two seconds left: still held.
+    hold(message, alice, expires=timezone.now() + timedelta(seconds=2))
+    assert not claims.message_claim(user=bob, message=message).won
+    assert Message.objects.get(pk=message.pk).claimed_by == alice
+
+    # Expired one second ago: free, without any cleanup job having run.
+    hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
+    assert not Message.objects.get(pk=message.pk).claim_active()
+    result = claims.message_claim(user=bob, message=message)
+    assert result.won and not result.renewed
+    message.refresh_from_db()
+    assert message.claimed_by == bob
+    assert message.claim_expires_at > timezone.now() + timedelta(seconds=claims.claim_seconds() - 5)
+
+
+def test_expired_lease_does_not_block_actions(alice, bob, message):
+    hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
+    assignment.message_take(user=bob, message=message, version=1)
+    assert Message.objects.get(pk=message.pk).assignee == bob
+
+
+@pytest.mark.parametrize("who", ["reader", "observer", "outsider"])
+def test_only_processors_and_owners_may_claim(request, who, message):
+    user = request.getfixturevalue(who)
+    before = snapshot(message)
+    with pytest.raises(errors.NotAllowed):
+        claims.message_claim(user=user, message=message)
+    assert snapshot(message) == before
+
+
+@pytest.mark.parametrize("who", ["alice", "owner"])
+def test_processors_and_owners_may_claim(request, who, message):
+    user = request.getfixturevalue(who)
+    assert claims.message_claim(user=user, message=message).won
+
+
+def test_release_only_by_the_holder(alice, bob, owner, message):
+    claims.message_claim(user=alice, message=message)
+
+    assert claims.message_release(user=bob, message=message) is False
+    assert claims.message_release(user=owner, message=message) is False
+    assert Message.objects.get(pk=message.pk).claimed_by == alice
+
+    assert claims.message_release(user=alice, message=message) is True
+    message.refresh_from_db()
+    assert (message.claimed_by, message.claimed_at, message.claim_expires_at) == (None, None, None)
+    assert claims.message_release(user=alice, message=message) is False
+
+
+def test_owner_breaks_lock_holder_is_told_and_it_is_audited(alice, owner, message):
+    claims.message_claim(user=alice, message=message)
+
+    assert claims.message_break_lock(user=owner, message=message) is True
+
+    message.refresh_from_db()
+    assert message.claimed_by is None and message.claim_expires_at is None
+    note = Notification.objects.get(user=alice)
+    assert note.kind == Notification.Kind.LOCK_BROKEN
+    assert note.actor == owner and note.message_id == message.pk
+    assert "Olga Ober" in note.text
+    event = AuditEvent.objects.get(action="message.lock_broken")
+    assert event.actor == owner and event.message_id == message.pk and event.mailbox_id == message.mailbox_id
+    assert event.details["holder"] == alice.pk
+    # Now free for a colleague.
+    assert claims.message_claim(user=owner, message=message).won
+
+
+def test_breaking_a_free_or_expired_lock_does_nothing(alice, owner, message):
+    assert claims.message_break_lock(user=owner, message=message) is False
+    hold(message, alice, expires=timezone.now() - timedelta(seconds=1))
+    assert claims.message_break_lock(user=owner, message=message) is False
+    assert not Notification.objects.exists()
+    assert not AuditEvent.objects.filter(action="message.lock_broken").exists()
+
+
+@pytest.mark.parametrize("who", ["bob", "reader", "observer", "outsider"])
+def test_only_owners_break_locks(request, who, alice, message):
+    claims.message_claim(user=alice, message=message)
+    before = snapshot(message)
+    with pytest.raises(errors.NotAllowed):
+        claims.message_break_lock(user=request.getfixturevalue(who), message=message)
+    assert snapshot(message) == before
+    assert not Notification.objects.filter(kind=Notification.Kind.LOCK_BROKEN).exists()
