@@ -4,6 +4,9 @@ Every builder returns the complete RFC 5322 message as bytes with CRLF line endi
 as the Clientmodul delivers it over POP3.  Output is deterministic (fixed seeds), so
 tests can compare exact payloads.  ``HOSTILE_CORPUS`` names every case; the ingest tests
 push each of them through the real POP3 path.
+
+Longer than our usual modules on purpose: it is data (one builder per case), and the cases are
+read side by side when a new one is added.
 """
 
 from __future__ import annotations

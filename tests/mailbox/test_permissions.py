@@ -3,6 +3,8 @@
 The URL list comes from the resolver, not from this file: a new URL without a row in ROUTES fails
 `test_every_mailbox_url_has_an_expectation`. Someone else's object is always 404 (never 403 or 200, which would
 tell that it exists); too weak a role is 403; a sufficient role succeeds and the change is visible in the database.
+
+One module on purpose, though long: the route table, the roles and the walker must be read together.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ versions 1.0 / 1.5 / 1.5+, and encryption certificates from a small reused pool 
 
 A few fixed entries are always present (demo and tests rely on them): "Praxis Dr. Müller", "Klinikum Demo"
 and three certificate test cases.
+
+Longer than ~400 lines on purpose: it is mostly data (names, places, code-system values) beside the
+few functions that combine them.
 """
 
 from __future__ import annotations

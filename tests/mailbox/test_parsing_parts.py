@@ -1,0 +1,282 @@
+"""Tests for mailbox.parsing: nested messages, attachments and HTML (the sanitizer is a security boundary)."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from email.headerregistry import HeaderRegistry
+
+import pytest
+
+from mailbox import parsing
+from mailbox.parsing import parse_message, sanitize_html
+from tests.mailbox import corpus
+from tests.mailbox.parsing_support import parse_eml
+
+# --------------------------------------------------------------------------------------
+# Nested messages and attachments
+# --------------------------------------------------------------------------------------
+
+
+def test_integrity_failure_notice_embeds_original_as_attachment() -> None:
+    result = parse_message(corpus.make_integrity_failure_notice())
+    assert result.integrity_results == ["08"]
+    assert result.decryption_results == ["00"]
+    assert result.subject == "Sicherheitsverletzung erkannt"
+    assert result.text_body.strip() == corpus.INTEGRITY_NOTICE_TEXT
+    # Body selection does not descend into the embedded original.
+    assert corpus.ORIGINAL_BODY not in result.text_body
+    [original] = result.attachments
+    assert original.content_type == "message/rfc822"
+    assert original.filename == f"{corpus.ORIGINAL_SUBJECT}.eml"
+    assert not original.is_inline
+    embedded = parse_eml(original.payload)
+    assert embedded["Subject"] == corpus.ORIGINAL_SUBJECT
+    assert embedded["X-KIM-Dienstkennung"] == "Arztbrief;VHitG-Versand;V1.2"
+    inner = parse_message(original.payload)
+    assert inner.text_body == corpus.ORIGINAL_BODY
+    assert [(a.filename, a.payload) for a in inner.attachments] == [("att_0_test.png", b"\x00")]
+
+
+def test_rfc822_without_subject_gets_fallback_name() -> None:
+    raw = (
+        b'Subject: x\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n'
+        b"\r\nFrom: a@b.de\r\n\r\ninner\r\n--b--\r\n"
+    )
+    [attachment] = parse_message(raw).attachments
+    assert attachment.filename == "weitergeleitete-nachricht.eml"
+    assert parse_eml(attachment.payload).get_content().strip() == "inner"
+
+
+@pytest.fixture(scope="module")
+def large_mail() -> bytes:
+    return corpus.make_large_attachment()
+
+
+def test_large_attachment_is_exact(large_mail: bytes) -> None:
+    # How fast: bench/parsing.py (tests assert behaviour, never time).
+    result = parse_message(large_mail)
+    [attachment] = result.attachments
+    assert attachment.filename == "gross.pdf"
+    assert len(attachment.payload) == corpus.LARGE_ATTACHMENT_SIZE == 20 * 1024 * 1024
+    assert hashlib.sha256(attachment.payload).hexdigest() == corpus.large_attachment_sha256()
+    assert result.text_body == "Siehe Anhang."
+    assert not result.is_malformed
+
+
+def test_large_attachment_memory_is_linear(large_mail: bytes) -> None:
+    tracemalloc.start()
+    try:
+        result = parse_message(large_mail)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(result.attachments[0].payload) == corpus.LARGE_ATTACHMENT_SIZE
+    # The stdlib parser keeps the message as lines plus a joined copy (~8x); a further
+    # accidental copy of the message per part or per line would blow this bound.
+    assert peak < 12 * len(large_mail), peak / len(large_mail)
+
+
+def test_huge_recipient_list_takes_the_linear_address_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """policy.default's address parser costs ~0.2 ms per address, half a minute for this To:.
+
+    Beyond ADDRESS_PARSER_LIMIT the linear getaddresses() path must be taken; a From: of normal size
+    still goes through policy.default (which also proves the spy sees that parser's calls).
+    """
+    parsed_by_policy_default: list[tuple[str, int]] = []
+    original = HeaderRegistry.__call__
+
+    def spy(self, name: str, value: str):
+        parsed_by_policy_default.append((name, len(value)))
+        return original(self, name, value)
+
+    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    result = parse_message(corpus.make_many_recipients(100_000))
+    assert len(result.to) == 100_000
+    assert result.to[0] == "Station 0 Küche <station0@klinik.kim.telematik-test>"
+    assert result.to[-1] == "Station 99999 Küche <station99999@klinik.kim.telematik-test>"
+    assert (result.from_name, result.from_address) == ("Dr. Anna Sender", corpus.SENDER)
+    assert not result.is_malformed
+    assert ("From", len(f"Dr. Anna Sender <{corpus.SENDER}>")) in parsed_by_policy_default
+    assert [name for name, _size in parsed_by_policy_default if name == "To"] == []
+
+
+def test_huge_encoded_header_takes_the_linear_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # email.header.decode_header() is quadratic in the number of encoded words.
+    decoded_by_stdlib: list[int] = []
+    original = parsing.headers.decode_header
+
+    def spy(value: str):
+        decoded_by_stdlib.append(len(value))
+        return original(value)
+
+    monkeypatch.setattr(parsing.headers, "decode_header", spy)
+    subject = " ".join(["=?utf-8?q?Gr=C3=B6=C3=9Fe?="] * 2000)
+    result = parse_message(f"From: {corpus.SENDER}\r\nSubject: {subject}\r\n\r\nx\r\n".encode())
+    assert result.subject == "Größe" * 2000
+    assert decoded_by_stdlib == []
+    small = parse_message(b"Subject: =?utf-8?q?Gr=C3=B6=C3=9Fe?=\r\n\r\nx\r\n")
+    assert small.subject == "Größe"
+    assert decoded_by_stdlib == [len("=?utf-8?q?Gr=C3=B6=C3=9Fe?=")]
+
+
+def test_hospital_letter_used_by_the_bench_is_an_ordinary_mail() -> None:
+    result = parse_message(corpus.make_hospital_letter())
+    assert result.subject == "Entlassbrief Müller"
+    assert result.text_body.startswith("Sehr geehrte Frau Kollegin,\n\n1. Wir berichten über Frau Müller")
+    assert "<table" in result.html_body and "<style" not in result.html_body
+    [pdf] = result.attachments
+    assert (pdf.filename, pdf.content_type, len(pdf.payload)) == (
+        "Entlassbrief.pdf",
+        "application/pdf",
+        corpus.HOSPITAL_LETTER_PDF_SIZE + len(b"%PDF-1.4\n\n%%EOF\n"),
+    )
+    assert result.problems == [] and not result.is_malformed
+
+
+def test_small_size_large_attachment_builder() -> None:
+    result = parse_message(corpus.make_large_attachment(size=1000))
+    assert result.attachments[0].payload == corpus.large_attachment_payload(1000)
+
+
+def test_rfc2231_and_rfc2047_filenames_are_decoded() -> None:
+    result = parse_message(corpus.make_rfc2231_umlaut_filename())
+    assert [a.filename for a in result.attachments] == [
+        corpus.UMLAUT_FILENAME,
+        "Befund Jürgens Ärztin.pdf",
+        "Röntgen Größe.pdf",
+    ]
+    assert result.attachments[0].filename == "Entlassbrief Müller.pdf"
+    assert result.attachments[0].payload.startswith(b"%PDF-1.4")
+    assert all(a.content_type == "application/pdf" for a in result.attachments)
+    assert result.text_body == "Anbei der Entlassbrief."
+    assert not result.is_malformed
+
+
+def test_hostile_filenames_are_sanitized() -> None:
+    names = [a.filename for a in parse_message(corpus.make_hostile_filenames()).attachments]
+    assert names[0] == "_.._etc_passwd"
+    assert names[1] == "_.._windows_system32_evil.dll"
+    # NUL, CR/LF and the right-to-left override (U+202E) are gone.
+    assert names[2] == "bericht name fdp.exe"
+    assert len(names[3]) == 255 and names[3].endswith(".pdf") and set(names[3][:-4]) == {"A"}
+    assert names[4] == "anhang-5.pdf"
+    assert names[5] == "anhang-6.jpg"
+
+
+def test_inline_image_referenced_by_cid() -> None:
+    result = parse_message(corpus.make_html_with_inline_image())
+    assert 'src="cid:logo@klinik"' in result.html_body
+    logo, other = result.attachments
+    assert (logo.content_id, logo.is_inline, logo.content_type) == ("logo@klinik", True, "image/png")
+    assert logo.payload.startswith(b"\x89PNG")
+    # Not referenced by the HTML: must stay visible as an attachment.
+    assert (other.content_id, other.is_inline) == ("unreferenced@klinik", False)
+    assert result.text_body == "Logo:"
+
+
+def test_delivery_status_notification() -> None:
+    result = parse_message(corpus.make_delivery_status_notification())
+    assert result.in_reply_to == "<our-sent-1@klinik.kim.telematik-test>"
+    assert result.text_body == "Your message could not be delivered."
+    status, headers = result.attachments
+    assert status.content_type == "message/delivery-status"
+    assert b"Status: 5.1.1" in status.payload
+    assert headers.content_type == "text/rfc822-headers"
+    assert b"<our-sent-1@klinik.kim.telematik-test>" in headers.payload
+
+
+# --------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------
+
+FORBIDDEN_IN_HTML = (
+    "<script",
+    "alert",
+    "onerror",
+    "onload",
+    "javascript",
+    "<iframe",
+    "<object",
+    "<embed",
+    "<form",
+    "<input",
+    "<style",
+    "<svg",
+    "tracker.example",
+    "evil.example",
+    "script-content",
+    "iframe-content",
+    "object-content",
+    "form-content",
+    "Titel-geheim",
+    "url(",
+)
+
+
+@pytest.mark.parametrize("build", [corpus.make_hostile_html, corpus.make_alternative_with_hostile_html])
+def test_hostile_html_is_sanitized(build) -> None:
+    result = parse_message(build())
+    html = result.html_body
+    lowered = html.lower()
+    for needle in FORBIDDEN_IN_HTML:
+        assert needle.lower() not in lowered, needle
+    assert "<b>Kollegin</b>" in html
+    assert "<table>" in html and "<td>unauffällig</td>" in html
+    assert '<a href="https://www.gematik.de/" rel="noopener noreferrer">gematik</a>' in html
+    assert '<img src="cid:logo123@klinik" alt="Logo">' in html
+    assert '<img alt="pixel">' in html  # remote image kept, but without src
+    assert '<p style="color:red">rot</p>' in html
+    assert result.attachments == []
+
+
+def test_html_only_mail_gets_text_rendering_without_hidden_content() -> None:
+    result = parse_message(corpus.make_hostile_html())
+    assert result.text_body.startswith("Sehr geehrte Kollegin,")
+    assert "Befund unauffällig" in result.text_body
+    assert "gematik (https://www.gematik.de/)" in result.text_body
+    for needle in ("script-content", "alert", "Titel-geheim", "form-content", "iframe-content", "<"):
+        assert needle not in result.text_body
+
+
+def test_alternative_prefers_plain_text_for_text_body() -> None:
+    result = parse_message(corpus.make_alternative_with_hostile_html())
+    assert result.text_body == "Nur Text."
+
+
+@pytest.mark.parametrize(
+    ("dirty", "clean"),
+    [
+        ('<a href="data:text/html,<script>alert(1)</script>">d</a>', '<a rel="noopener noreferrer">d</a>'),
+        ('<a href="vbscript:msgbox(1)">v</a>', '<a rel="noopener noreferrer">v</a>'),
+        ('<a href="//evil.example/">p</a>', '<a rel="noopener noreferrer">p</a>'),
+        ('<a href="relative/path">r</a>', '<a rel="noopener noreferrer">r</a>'),
+        ('<a href="mailto:a@b.de">m</a>', '<a href="mailto:a@b.de" rel="noopener noreferrer">m</a>'),
+        (
+            '<a href="https://x.de" target="_blank" onclick="x()">t</a>',
+            '<a href="https://x.de" rel="noopener noreferrer">t</a>',
+        ),
+        ('<img src="data:image/svg+xml;base64,PHN2Zz4=">', "<img>"),
+        ('<img src="data:image/png;base64,iVBORw0KGgo=">', '<img src="data:image/png;base64,iVBORw0KGgo=">'),
+        ('<img srcset="https://e.example/x 1x" src="cid:a">', '<img src="cid:a">'),
+        ('<img src="//evil.example/x.gif">', "<img>"),
+        ('<img src=" https://e.example/x">', "<img>"),
+        ('<base href="https://evil.example/">x', "x"),
+        ('<meta http-equiv="refresh" content="0;url=https://evil.example">x', "x"),
+        ('<link rel="stylesheet" href="https://evil.example/x.css">y', "y"),
+        (
+            '<table background="https://e.example/bg.png"><tr><td>t</td></tr></table>',
+            "<table><tbody><tr><td>t</td></tr></tbody></table>",
+        ),
+        ('<p style="width: expression(alert(1)); color: blue">e</p>', "<p>e</p>"),
+        ('<p style="background: url(https://e.example/x)">bg</p>', "<p>bg</p>"),
+        ('<p style="color: red; font-family: Arial">ok</p>', '<p style="color:red;font-family:Arial">ok</p>'),
+        ('<svg><a xlink:href="javascript:alert(1)">s</a></svg>after', "after"),
+        ("<math><mi>m</mi></math>z", "z"),
+        ("<!-- <script>alert(1)</script> -->c", "c"),
+        ("a\x00b", "ab"),
+        ("", ""),
+    ],
+)
+def test_sanitize_html_vectors(dirty: str, clean: str) -> None:
+    assert sanitize_html(dirty) == clean
