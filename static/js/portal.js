@@ -19,6 +19,32 @@ document.addEventListener("htmx:afterSettle", markCurrentNav);
 document.addEventListener("htmx:wsOpen", () => { document.body.dataset.live = "open"; });
 document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
 
+// --- Narrow windows: the navigation folds behind the menu button ------------------------------
+// The button names what it folds in aria-controls (the top menu, and the mailbox list where a page has one);
+// the stylesheet hides those below 1,100 px unless they carry .is-open. Wide windows ignore the state.
+function setNavOpen(open, { focusButton = false } = {}) {
+  const button = document.getElementById("nav-toggle");
+  if (!button) return;
+  button.setAttribute("aria-expanded", open ? "true" : "false");
+  (button.getAttribute("aria-controls") || "").split(/\s+/).filter(Boolean).forEach((id) => {
+    document.getElementById(id)?.classList.toggle("is-open", open);
+  });
+  if (focusButton) button.focus();
+}
+document.addEventListener("click", (ev) => {
+  const button = ev.target instanceof Element ? ev.target.closest("#nav-toggle") : null;
+  if (button) setNavOpen(button.getAttribute("aria-expanded") !== "true");
+});
+// Escape inside the open menu closes it and returns to the button, as for any disclosure.
+document.addEventListener("keydown", (ev) => {
+  if (ev.key !== "Escape") return;
+  const button = document.getElementById("nav-toggle");
+  if (!button || button.getAttribute("aria-expanded") !== "true") return;
+  const ids = (button.getAttribute("aria-controls") || "").split(/\s+/).filter(Boolean);
+  const inside = ev.target === button || ids.some((id) => document.getElementById(id)?.contains(ev.target));
+  if (inside && getComputedStyle(button).display !== "none") setNavOpen(false, { focusButton: true });
+});
+
 // --- Detail page: read-lock and conflict hints -------------------------------------------------
 // The lock panel is replaced live; action buttons follow whoever holds the lock. The forms keep the
 // version the user loaded, so the server's conflict guard still stops a stale action.

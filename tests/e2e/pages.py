@@ -82,3 +82,31 @@ class WorkPanel:
 
     def claim_button(self) -> Locator:
         return self.lock.get_by_role("button", name="Bearbeiten")
+
+
+class SiteNav:
+    """The header's navigation. Below 1,100 px it folds behind the menu button, together with the mailbox list."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.toggle = page.locator("#nav-toggle")
+        self.menu = page.locator("#site-menu")
+        self.sidebar = page.locator("#mailbox-sidebar")
+
+    def link(self, name: str) -> Locator:
+        return self.page.get_by_role("navigation", name="Hauptnavigation").get_by_role("link", name=name)
+
+    def mailbox_link(self, name: str) -> Locator:
+        return self.page.get_by_role("navigation", name="Postfächer").get_by_role("link", name=name)
+
+    def open(self) -> SiteNav:
+        expect(self.toggle).to_have_attribute("aria-expanded", "false")
+        self.toggle.click()
+        expect(self.toggle).to_have_attribute("aria-expanded", "true")
+        return self
+
+    def close(self) -> SiteNav:
+        expect(self.toggle).to_have_attribute("aria-expanded", "true")
+        self.toggle.click()
+        expect(self.toggle).to_have_attribute("aria-expanded", "false")
+        return self

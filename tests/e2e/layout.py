@@ -1,0 +1,64 @@
+"""Layout measurements for browser tests: what the user actually sees, in CSS pixels."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+TABLET = {"width": 820, "height": 1180}  # a tablet in portrait, as used on ward rounds
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@dataclass(frozen=True)
+class Box:
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def right(self) -> float:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> float:
+        return self.y + self.height
+
+
+def box(locator: Locator) -> Box:
+    """The element's border box in page coordinates; it must be rendered."""
+    expect(locator).to_be_visible()
+    b = locator.bounding_box()
+    assert b is not None, f"{locator} has no box"
+    scroll = locator.page.evaluate("() => [window.scrollX, window.scrollY]")
+    return Box(b["x"] + scroll[0], b["y"] + scroll[1], b["width"], b["height"])
+
+
+def assert_no_horizontal_scroll(page: Page) -> None:
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the document scrolls sideways: scrollWidth {width[0]} > innerWidth {width[1]}"
+
+
+def assert_not_clipped(locator: Locator) -> None:
+    """The element shows all of its text (no ellipsis, no overflow cut off)."""
+    sizes = locator.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert sizes[0] <= sizes[1], f"{locator} is cut: its text needs {sizes[0]} px, it has {sizes[1]} px"
+
+
+def line_height(locator: Locator) -> float:
+    style = "getComputedStyle(el)"
+    return locator.evaluate(f"el => parseFloat({style}.lineHeight) || 1.2 * parseFloat({style}.fontSize)")
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    """Saved only when E2E_SCREENSHOT_DIR is set, for a person to look at (tests assert on measurements)."""
+    folder = os.environ.get("E2E_SCREENSHOT_DIR")
+    if folder:
+        path = Path(folder) / f"{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=full_page)
