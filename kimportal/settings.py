@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 from csp.constants import NONCE
@@ -112,6 +113,7 @@ TEMPLATES = [
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "kimportal.asgi.application"
 
+DATABASES: dict[str, dict[str, Any]]
 if EMBEDDED:
     DATABASES = {
         "default": {
@@ -235,7 +237,13 @@ KIMPORTAL_FETCH_TICK_SECONDS = env.float("KIMPORTAL_FETCH_TICK_SECONDS", default
 KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default=120)
 
 # Read-lock (claim) on a message: lease length, renewed by the open page's heartbeat.
-KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=600)
+# The read-lock is a short lease renewed by the open page's heartbeat (every 20 s): whatever kills a page,
+# a socket or a server, the lock frees itself within about a minute.
+KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
+# Database work of websocket consumers runs on this many threads per ASGI process.
+KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
+# Per-user counts follow live events after this pause, so a burst of events costs one refresh.
+KIMPORTAL_LIVE_COUNTS_DELAY = env.float("KIMPORTAL_LIVE_COUNTS_DELAY", default=0.5)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,10 +40,23 @@ FRAME_BURST = 5
 FRAME_WINDOW_SECONDS = 2.0
 
 # Rows rendered for one event, shared by the sockets of this process (language x read state).
-_rows = RenderMemo(ttl=2.0)
+_rows: RenderMemo[str] = RenderMemo(ttl=2.0)
+# A fetch round of hundreds of mails sends the newest rows live; the rest appear on the next page load.
+MAX_ROWS_PER_FRAME = 50
+
+# Socket database work runs on a small thread pool of its own, not on the one thread that Channels'
+# default (thread-sensitive) database_sync_to_async shares among all sockets of a process.
+_db_threads = ThreadPoolExecutor(
+    max_workers=int(getattr(settings, "KIMPORTAL_SOCKET_DB_THREADS", 8)), thread_name_prefix="socket-db"
+)
 
 
-def _language_from_scope(scope: dict) -> str:
+def db(func: Any) -> Any:
+    """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use)."""
+    return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
+
+
+def _language_from_scope(scope: Mapping[str, Any]) -> str:
     cookies = scope.get("cookies") or {}
     lang = cookies.get(settings.LANGUAGE_COOKIE_NAME, "")
     return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
@@ -109,7 +124,7 @@ class _PortalConsumer(AsyncWebsocketConsumer):
 
     async def _check(self, mailbox_id: int | None = None) -> Any:
         """The user's role in the mailbox (or True without one); _NO_ROLE after closing an ended session."""
-        valid, role = await database_sync_to_async(self._access)(mailbox_id)
+        valid, role = await db(self._access)(mailbox_id)
         if not valid:
             await self._close(4401)
             return _NO_ROLE
@@ -129,7 +144,7 @@ class InboxConsumer(_PortalConsumer):
     async def connect(self) -> None:
         if not await self._authenticate():
             return
-        mailbox_ids = await database_sync_to_async(selectors.mailbox_ids_for_user)(self.user)
+        mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
         self.counts_pending = False
         await self.accept()
@@ -142,16 +157,24 @@ class InboxConsumer(_PortalConsumer):
         """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
         if await self._check() is _NO_ROLE:
             return
-        mailbox_ids = await database_sync_to_async(selectors.mailbox_ids_for_user)(self.user)
+        mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
         for group in set(self.joined) - wanted:
             await self._leave_group(group)
         await self._join(*sorted(wanted - set(self.joined)))
-        await self._send(await database_sync_to_async(self._render_nav)(0))
+        await self._send(await db(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
         if await self._row(event, new=True):
             self._counts_soon()
+
+    async def messages_created(self, event: dict) -> None:
+        """A fetch round stored several messages: one frame with all their rows, one count refresh."""
+        role = await self._check(event["mailbox_id"])
+        if role is _NO_ROLE or not can(role, Action.READ):
+            return
+        await self._send(await db(self._render_new_rows)(event))
+        self._counts_soon()
 
     async def message_changed(self, event: dict) -> None:
         if await self._row(event, new=False) and event.get("counts"):
@@ -163,12 +186,12 @@ class InboxConsumer(_PortalConsumer):
     async def account_status(self, event: dict) -> None:
         if await self._check(event["mailbox_id"]) in (_NO_ROLE, None):
             return
-        await self._send(await database_sync_to_async(self._render_nav)(event["mailbox_id"]))
+        await self._send(await db(self._render_nav)(event["mailbox_id"]))
 
     async def user_notified(self, event: dict) -> None:
         if await self._check() is _NO_ROLE:
             return
-        await self._send(await database_sync_to_async(self._render_notifications)())
+        await self._send(await db(self._render_notifications)())
 
     async def counters_changed(self, event: dict) -> None:
         self._counts_soon()
@@ -178,13 +201,18 @@ class InboxConsumer(_PortalConsumer):
         role = await self._check(event["mailbox_id"])
         if role is _NO_ROLE or not can(role, Action.READ):
             return False
-        html = await database_sync_to_async(self._render_row)(event, new=new, presence_only=presence_only)
+        html = await db(self._render_row)(event, new=new, presence_only=presence_only)
         await self._send(html)
         return True
 
-    def _render_row(self, event: dict, *, new: bool, presence_only: bool) -> str:
+    def _render_new_rows(self, event: dict) -> str:
+        # Oldest first: each row is prepended, so the newest ends on top as in the list.
+        ids = sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]
+        return "".join(self._render_row(event, new=True, presence_only=False, message_id=pk) for pk in ids)
+
+    def _render_row(self, event: dict, *, new: bool, presence_only: bool, message_id: int | None = None) -> str:
         # Permission was checked for this socket; the row's data is read once per event and process.
-        data = row_data(event)
+        data = row_data(event, message_id)
         if data is None:
             return ""
         message, readers = data
@@ -201,7 +229,7 @@ class InboxConsumer(_PortalConsumer):
             )
             return self._render(template, {"message": row})
 
-        return _rows.get((event.get("seq"), kind, self.language, is_read), render)
+        return _rows.get((event.get("seq"), message_id, kind, self.language, is_read), render)
 
     def _counts_soon(self) -> None:
         """Refresh this user's counts after a short pause; events meanwhile ride along."""
@@ -214,7 +242,7 @@ class InboxConsumer(_PortalConsumer):
         self.counts_pending = False
         if self.closed or await self._check() is _NO_ROLE:
             return
-        await self._send(await database_sync_to_async(self._render_nav)(0))
+        await self._send(await db(self._render_nav)(0))
 
     def _nav_context(self, mailbox_id: int | None = None) -> dict:
         mailboxes = list(selectors.mailbox_list_for_user(self.user))
@@ -243,7 +271,7 @@ class MessageConsumer(_PortalConsumer):
         self.page_token = (query.get("page") or [""])[0][:40]
         self.frames: list[float] = []
         self.pending_writing: bool | None = None
-        self.mailbox_id = await database_sync_to_async(self._join_presence)()
+        self.mailbox_id = await db(self._join_presence)()
         if self.mailbox_id is None:
             await self._close(4404)
             return
@@ -303,7 +331,7 @@ class MessageConsumer(_PortalConsumer):
         # Every client frame re-checks the session: a logged-out tab renews nothing.
         if await self._check() is _NO_ROLE:
             return
-        await database_sync_to_async(message_heartbeat)(
+        await db(message_heartbeat)(
             user=self.user, message_id=self.message_id, channel_name=self.channel_name, writing=writing
         )
 
@@ -311,9 +339,7 @@ class MessageConsumer(_PortalConsumer):
         if getattr(self, "mailbox_id", None) is not None:
             from mailbox.services.claims import message_leave
 
-            await database_sync_to_async(message_leave)(
-                user=self.user, message_id=self.message_id, channel_name=self.channel_name
-            )
+            await db(message_leave)(user=self.user, message_id=self.message_id, channel_name=self.channel_name)
         await super().disconnect(code)
 
     async def memberships_changed(self, event: dict) -> None:
@@ -341,7 +367,7 @@ class MessageConsumer(_PortalConsumer):
         if not can(role, Action.READ):
             await self._close(4403)
             return
-        await self._send(await database_sync_to_async(self._render_lock)(role))
+        await self._send(await db(self._render_lock)(role))
 
     def _render_lock(self, role: str) -> str:
         message = selectors.message_row_for_user(self.user, self.message_id)

@@ -54,6 +54,19 @@ def broadcast_message_created(*, mailbox_id: int, message_id: int) -> None:
     transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
 
 
+def broadcast_messages_created(*, mailbox_id: int, message_ids: list[int]) -> None:
+    """Several messages stored in one fetch round: one event (and one frame per socket) for all of them."""
+    if not message_ids:
+        return
+    event = {
+        "type": "messages.created",
+        "mailbox_id": mailbox_id,
+        "message_ids": list(message_ids),
+        "seq": _seq(),
+    }
+    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
+
+
 def broadcast_account_status(*, mailbox_id: int) -> None:
     transaction.on_commit(
         lambda: _send(mailbox_group(mailbox_id), {"type": "account.status", "mailbox_id": mailbox_id})

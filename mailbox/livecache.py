@@ -13,24 +13,26 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
 from mailbox.models import Message, MessageRead
 from mailbox.selectors.messages import detail_url_pattern
 from mailbox.selectors.presence import presence_for_messages
 
+V = TypeVar("V")
 
-class RenderMemo:
+
+class RenderMemo(Generic[V]):
     """A small thread-safe TTL memo; the value is computed outside the lock (two threads may both compute)."""
 
     def __init__(self, *, ttl: float, size: int = 512) -> None:
         self.ttl = ttl
         self.size = size
-        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._items: OrderedDict[Any, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+    def get(self, key: Any, compute: Callable[[], V]) -> V:
         now = time.monotonic()
         if key[0] is None:  # an event without a sequence id is never shared
             return compute()
@@ -50,7 +52,7 @@ class RenderMemo:
             self._items.clear()
 
 
-_data = RenderMemo(ttl=2.0)
+_data: RenderMemo[tuple[LiveRow, frozenset[int]] | None] = RenderMemo(ttl=2.0)
 
 
 class LiveRow:
@@ -65,17 +67,17 @@ class LiveRow:
         return row
 
 
-def row_data(event: dict) -> tuple[LiveRow, frozenset[int]] | None:
-    """The row of the event's message and who has read it, or None when it is gone.
-
-    The caller has checked that its user may read the event's mailbox.
+def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[LiveRow, frozenset[int]] | None:
+    """The row of the event's message (or of `message_id` among the event's) and who has read it, or None
+    when it is gone. The caller has checked that its user may read the event's mailbox.
     """
+    message_id = message_id if message_id is not None else event["message_id"]
 
     def load() -> tuple[LiveRow, frozenset[int]] | None:
         message = (
             Message.objects.select_related("mailbox", "assignee", "claimed_by")
             .defer("text_body", "html_body", "references", "parse_problems", "to", "cc")
-            .filter(pk=event["message_id"], mailbox_id=event["mailbox_id"])
+            .filter(pk=message_id, mailbox_id=event["mailbox_id"])
             .first()
         )
         if message is None:
@@ -86,4 +88,4 @@ def row_data(event: dict) -> tuple[LiveRow, frozenset[int]] | None:
         readers = frozenset(MessageRead.objects.filter(message_id=message.pk).values_list("user_id", flat=True))
         return LiveRow(message), readers
 
-    return _data.get((event.get("seq"), "row"), load)
+    return _data.get((event.get("seq"), "row", message_id), load)

@@ -38,7 +38,7 @@ PAGE_HANDOVER_SECONDS = 15
 
 
 def claim_seconds() -> int:
-    return int(getattr(settings, "KIMPORTAL_CLAIM_SECONDS", 600))
+    return int(getattr(settings, "KIMPORTAL_CLAIM_SECONDS", 60))
 
 
 def claim_cleared() -> dict[str, Any]:
@@ -123,9 +123,9 @@ def message_break_lock(*, user: Any, message: Message) -> bool:
     """An owner frees a colleague's lock; the holder is told, and it is audited."""
     require(user, message.mailbox_id, Action.BREAK_LOCK)
     current = Message.objects.select_for_update(of=("self",)).select_related("claimed_by").get(pk=message.pk)
-    if not current.claim_active():
-        return False
     holder = current.claimed_by
+    if holder is None or not current.claim_active():
+        return False
     Message.objects.filter(pk=message.pk).update(**claim_cleared())
     audit_record(actor=user, action="message.lock_broken", message=current, holder=holder.pk)
     if holder.pk != user.pk:

@@ -185,16 +185,16 @@ async def test_heartbeat_renews_the_lease(shared_box):
     _box, anna, _bert, message = shared_box
     page = await _message_socket(anna, message.pk)
     await database_sync_to_async(message_claim)(user=anna, message=message)
-    soon = timezone.now() + timedelta(seconds=30)
+    soon = timezone.now() + timedelta(seconds=10)
     await database_sync_to_async(Message.objects.filter(pk=message.pk).update)(claim_expires_at=soon)
     await page.send_to(text_data='{"writing": "0"}')
     # The heartbeat runs in the consumer; poll the row for the renewed lease.
     for _ in range(50):
         fresh = await database_sync_to_async(Message.objects.get)(pk=message.pk)
-        if fresh.claim_expires_at > soon + timedelta(seconds=60):
+        if fresh.claim_expires_at > soon + timedelta(seconds=30):
             break
         await page.receive_nothing(timeout=0.05)
-    assert fresh.claim_expires_at > soon + timedelta(seconds=60)
+    assert fresh.claim_expires_at > soon + timedelta(seconds=30)
     await page.disconnect()
 
 
@@ -311,3 +311,20 @@ async def test_a_logged_out_session_gets_no_more_patient_data(shared_box):
     await database_sync_to_async(message_ingest)(mailbox=box, uidl="after-logout", raw=MAIL_WITH_PDF)
     output = await communicator.receive_output(timeout=5)
     assert output["type"] == "websocket.close"
+
+
+@pytest.mark.asyncio
+async def test_a_fetch_round_arrives_as_one_frame_with_every_new_row(shared_box):
+    from mailbox import events
+
+    box, anna, _bert, first = shared_box
+    second = await database_sync_to_async(message_ingest)(mailbox=box, uidl="round-2", raw=MAIL_WITH_PDF)
+    socket = await _connect(anna)
+    await database_sync_to_async(events.broadcast_messages_created)(
+        mailbox_id=box.pk, message_ids=[second.pk, first.pk]
+    )
+    html = await _receive_until(socket, f'id="msg-{first.pk}"')
+    assert f'id="msg-{second.pk}"' in html
+    # Each row is prepended: the older one goes first so the newer ends on top.
+    assert html.index(f'id="msg-{first.pk}"') < html.index(f'id="msg-{second.pk}"')
+    await socket.disconnect()
