@@ -132,7 +132,11 @@ class _PortalConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, html: str) -> None:
         if html and not self.closed:
-            await self.send(text_data=html)
+            try:
+                await self.send(text_data=html)
+            except OSError:
+                # The client went away while a delayed update was on its way (uvicorn's ClientDisconnected).
+                self.closed = True
 
     async def session_ended(self, event: dict) -> None:
         """The user logged out (in any tab): every socket of that session closes at once."""

@@ -58,7 +58,10 @@ $PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seco
 
 .venv/bin/celery -A kimportal worker --loglevel=WARNING --concurrency=2 >"$LOG_DIR/worker.log" 2>&1 & pids+=($!)
 .venv/bin/celery -A kimportal beat --loglevel=WARNING >"$LOG_DIR/beat.log" 2>&1 & pids+=($!)
-.venv/bin/daphne -b 127.0.0.1 -p 8000 kimportal.asgi:application >"$LOG_DIR/web.log" 2>&1 & pids+=($!)
+# The production server (gunicorn managing uvicorn workers, deploy/gunicorn.conf.py); one worker on the
+# embedded SQLite default, as many as cores on PostgreSQL (KIMPORTAL_WEB_WORKERS).
+KIMPORTAL_BIND=127.0.0.1:8000 KIMPORTAL_WEB_WORKERS="${KIMPORTAL_WEB_WORKERS:-1}" \
+  .venv/bin/gunicorn -c deploy/gunicorn.conf.py kimportal.asgi:application >"$LOG_DIR/web.log" 2>&1 & pids+=($!)
 
 # Seed mail travels the real path: tisim send → SMTP → CM maildrop → POP3 → portal.
 if [ ! -f "$KIMPORTAL_DATA_DIR/.demo-mails-sent" ]; then

@@ -1,4 +1,4 @@
-"""Browser tests: Playwright drives Debian's Chromium against a real ASGI server (daphne),
+"""Browser tests: Playwright drives Debian's Chromium against the real ASGI server (gunicorn + uvicorn workers),
 a real Celery worker with beat, PostgreSQL and the simulator's sockets."""
 
 from __future__ import annotations
@@ -101,9 +101,18 @@ class PortalStack:
         env = portal_env(self.tmp_path)
         logs = self.tmp_path / "logs"
         logs.mkdir(exist_ok=True)
+        # The production server and its configuration (gunicorn managing uvicorn workers).
+        web_env = {**env, "KIMPORTAL_BIND": f"127.0.0.1:{self.port}", "KIMPORTAL_WEB_WORKERS": "2"}
         web = self._spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "kimportal.asgi:application"],
-            env,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "kimportal.asgi:application",
+            ],
+            web_env,
             logs / "web.log",
         )
         if self.with_worker:
@@ -133,7 +142,7 @@ class PortalStack:
 
 @pytest.fixture
 def portal(transactional_db, tmp_path) -> Iterator[PortalStack]:
-    """daphne + Celery worker/beat against this test's database."""
+    """gunicorn (two uvicorn workers) + Celery worker/beat against this test's database."""
     stack = PortalStack(tmp_path, with_worker=True)
     stack.start()
     yield stack

@@ -1,0 +1,28 @@
+"""Gunicorn as the process manager for the ASGI app: several uvicorn worker processes per machine.
+
+Why gunicorn + uvicorn: gunicorn is the well-kept process manager (pre-fork, restarts a dead worker,
+graceful reloads with HUP, graceful stop with TERM); uvicorn is a fast ASGI server with websockets.
+One uvicorn worker per core uses the machine; more machines behind a reverse proxy on the same
+PostgreSQL and Redis grow past it (docs/deploy.md). Every setting comes from the environment.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+bind = os.environ.get("KIMPORTAL_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("KIMPORTAL_WEB_WORKERS", multiprocessing.cpu_count()))
+worker_class = "uvicorn_worker.UvicornWorker"
+# Websockets stay open for hours: no worker timeout for idle sockets, but a hung worker is replaced.
+timeout = int(os.environ.get("KIMPORTAL_WEB_TIMEOUT", 60))
+# SIGTERM: stop accepting, close sockets (their handlers release read-locks), exit within seconds.
+graceful_timeout = int(os.environ.get("KIMPORTAL_WEB_GRACEFUL_TIMEOUT", 10))
+keepalive = 5
+backlog = 2048
+# Behind nginx on the same host: trust its X-Forwarded-* headers only from loopback.
+forwarded_allow_ips = os.environ.get("KIMPORTAL_FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = os.environ.get("KIMPORTAL_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "warning").lower()
+proc_name = "kimportal-web"
