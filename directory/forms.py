@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -18,12 +20,14 @@ class SearchForm(forms.Form):
     kind = forms.ChoiceField(label=_("Art"), required=False)
     kim_only = forms.BooleanField(label=_("Nur mit KIM-Adresse"), required=False)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["specialty"].choices = [("", _("alle Fachrichtungen"))] + [
+        cast(forms.ChoiceField, self.fields["specialty"]).choices = [("", _("alle Fachrichtungen"))] + [
             (s.key, s.label) for s in codes.specialties()
         ]
-        self.fields["kind"].choices = [("", _("alle Arten"))] + [(k.key, k.label) for k in codes.KINDS]
+        cast(forms.ChoiceField, self.fields["kind"]).choices = [("", _("alle Arten"))] + [
+            (k.key, k.label) for k in codes.KINDS
+        ]
 
     def criteria(self) -> Criteria:
         data = self.cleaned_data

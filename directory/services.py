@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from directory.clients.vzd import VzdError
@@ -16,6 +17,9 @@ from directory.entries import DirectoryEntry
 from directory.models import Contact
 from directory.selectors import directory_entries_for_addresses, directory_entry_for_address
 from kimportal.errors import PortalError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ def _lookup(address: str) -> DirectoryEntry:
     try:
         entry = directory_entry_for_address(address)
     except VzdError as exc:
-        raise DirectoryUnavailable(_("Das Verzeichnis (VZD) ist nicht erreichbar.")) from exc
+        raise DirectoryUnavailable(gettext("Das Verzeichnis (VZD) ist nicht erreichbar.")) from exc
     if entry is None:
         message = _("Die KIM-Adresse %(address)s steht nicht im Verzeichnis.") % {"address": address}
         raise DirectoryEntryNotFound(message)
@@ -64,7 +68,7 @@ def _lookup(address: str) -> DirectoryEntry:
 
 
 @transaction.atomic
-def contact_favorite_add(*, user: AbstractBaseUser, address: str) -> Contact:
+def contact_favorite_add(*, user: User, address: str) -> Contact:
     """Store a KIM address as favorite, with the VZD entry as it is now (looked up, never trusted from the form)."""
     address = address.strip().lower()
     entry = _lookup(address)
@@ -82,7 +86,7 @@ def contact_favorite_add(*, user: AbstractBaseUser, address: str) -> Contact:
 
 
 @transaction.atomic
-def contact_favorite_remove(*, user: AbstractBaseUser, address: str) -> Contact | None:
+def contact_favorite_remove(*, user: User, address: str) -> Contact | None:
     contact = Contact.objects.select_for_update().filter(kim_address=address.strip().lower()).first()
     if contact is None:
         return None
@@ -93,7 +97,7 @@ def contact_favorite_remove(*, user: AbstractBaseUser, address: str) -> Contact 
 
 
 @transaction.atomic
-def contact_acknowledge(*, user: AbstractBaseUser, contact_id: int) -> Contact:
+def contact_acknowledge(*, user: User, contact_id: int) -> Contact:
     """The user has seen the change: the current VZD data becomes the reference."""
     contact = Contact.objects.select_for_update().get(pk=contact_id)
     contact.status = Contact.Status.OK
@@ -104,9 +108,7 @@ def contact_acknowledge(*, user: AbstractBaseUser, contact_id: int) -> Contact:
 
 
 @transaction.atomic
-def contact_record_use(
-    *, address: str, entry: DirectoryEntry | None = None, user: AbstractBaseUser | None = None
-) -> Contact:
+def contact_record_use(*, address: str, entry: DirectoryEntry | None = None, user: User | None = None) -> Contact:
     """Count a use of a recipient address (for "frequent contacts"). For the compose flow after sending."""
     address = address.strip().lower()
     name = entry.display_name[:255] if entry else address

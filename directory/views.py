@@ -7,7 +7,7 @@ selectors turn them into German messages shown in place of the results.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -19,10 +19,11 @@ from directory.forms import AddressForm, PickerForm, SearchForm
 from directory.models import Contact
 from directory.query import Criteria
 from kimportal.errors import PortalError
+from kimportal.http import AuthenticatedHttpRequest
 
 
 @require_GET
-def search(request: HttpRequest) -> HttpResponse:
+def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
     outcome = None
     if form.is_bound and form.is_valid():
@@ -40,7 +41,7 @@ def search(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def picker(request: HttpRequest) -> HttpResponse:
+def picker(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Results for the recipient picker (see templates/directory/partials/_picker.html)."""
     form = PickerForm(request.GET)
     outcome = None
@@ -59,7 +60,7 @@ def picker(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def picker_pick(request: HttpRequest) -> HttpResponse:
+def picker_pick(request: AuthenticatedHttpRequest) -> HttpResponse:
     """One chosen recipient as a chip with a hidden input; the address is re-checked against the VZD."""
     form = AddressForm(request.GET)
     if not form.is_valid():
@@ -85,7 +86,7 @@ def picker_pick(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def favorite_toggle(request: HttpRequest) -> HttpResponse:
+def favorite_toggle(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = AddressForm(request.POST)
     if not form.is_valid():
         raise Http404
@@ -112,12 +113,12 @@ def favorite_toggle(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def contact_list(request: HttpRequest) -> HttpResponse:
+def contact_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "directory/contacts.html", {"contacts": selectors.contact_list()})
 
 
 @require_POST
-def contact_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+def contact_acknowledge(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     try:
         services.contact_acknowledge(user=request.user, contact_id=pk)
     except Contact.DoesNotExist as exc:

@@ -115,7 +115,7 @@ class KimAccountAdmin(admin.ModelAdmin):
             },
         ),
         (_("Abruf"), {"fields": ["poll_interval_seconds", "keep_on_server_days"]}),
-        (_("Status"), {"fields": readonly_fields}),
+        (_("Status"), {"fields": list(readonly_fields)}),
     ]
 
     @admin.action(description=_("Verbindung testen"))

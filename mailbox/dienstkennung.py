@@ -6,19 +6,10 @@ KIM applications need no code. Unknown values are shown verbatim, never hidden.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.core.cache import cache
 
 from mailbox.models import DienstkennungLabel
-
-
-@dataclass(frozen=True)
-class Badge:
-    label: str
-    css_class: str
-    title: str
-
+from mailbox.models.display import Badge
 
 # Built-in labels for the common applications; rows in DienstkennungLabel (editable in the admin,
 # seeded by a migration) extend and override them.
@@ -31,7 +22,7 @@ DEFAULT_LABELS = {
 
 def dienstkennung_badges() -> dict[str, DienstkennungLabel]:
     # A small registry read on every list page: cached for a minute (admin edits show up within it).
-    labels = cache.get("mailbox:dienstkennung-labels")
+    labels: dict[str, DienstkennungLabel] | None = cache.get("mailbox:dienstkennung-labels")
     if labels is None:
         labels = {d.application.lower(): d for d in DienstkennungLabel.objects.all()}
         cache.set("mailbox:dienstkennung-labels", labels, 60)

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.clients.tls import normalize_fingerprint
 from mailbox.models import KimAccount
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.db.models import QuerySet
+
+    from mailbox.selectors import MessageFilter
 
 
 class KimAccountAdminForm(forms.ModelForm):
@@ -48,8 +55,9 @@ class KimAccountAdminForm(forms.ModelForm):
             raise forms.ValidationError(_("Ein SHA-256-Fingerabdruck besteht aus 64 Hex-Zeichen."))
         return value
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("tls_mode") == KimAccount.TlsMode.PINNED and not data.get("tls_fingerprint_sha256"):
             self.add_error("tls_fingerprint_sha256", _("Für gepinntes TLS ist der Fingerabdruck erforderlich."))
         if not data.get("password") and not (self.instance and self.instance.password_encrypted):
@@ -90,14 +98,15 @@ class StateForm(VersionedForm):
         label=_("Fällig am"), required=False, input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M"]
     )
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         from mailbox.models import Message
 
         super().__init__(*args, **kwargs)
-        self.fields["state"].choices = Message.State.choices
+        cast(forms.ChoiceField, self.fields["state"]).choices = Message.State.choices
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("state") == "waiting" and not data.get("due_at"):
             self.add_error("due_at", _("Für „wartet“ bitte ein Fälligkeitsdatum angeben."))
         return data
@@ -128,13 +137,13 @@ class MessageFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, label=_("Suche"))
     sort = forms.ChoiceField(choices=SORTS, required=False, label=_("Sortierung"))
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         from mailbox.models import Message
 
         super().__init__(*args, **kwargs)
-        self.fields["state"].choices = [("", _("alle Status")), *Message.State.choices]
+        cast(forms.ChoiceField, self.fields["state"]).choices = [("", _("alle Status")), *Message.State.choices]
 
-    def to_filter(self):
+    def to_filter(self) -> MessageFilter:
         from mailbox.selectors import MessageFilter
 
         if not self.is_valid():
@@ -152,18 +161,21 @@ class MessageFilterForm(forms.Form):
 
 
 class AbsenceForm(forms.Form):
-    substitute = forms.ModelChoiceField(queryset=None, label=_("Vertretung"))
+    substitute: forms.ModelChoiceField[User] = forms.ModelChoiceField(queryset=None, label=_("Vertretung"))
     starts_at = forms.DateTimeField(label=_("Beginn"), input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
     ends_at = forms.DateTimeField(label=_("Ende"), input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
 
-    def __init__(self, *args, substitutes=None, **kwargs) -> None:
+    def __init__(self, *args: Any, substitutes: QuerySet[User] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from django.contrib.auth import get_user_model
 
-        self.fields["substitute"].queryset = substitutes if substitutes is not None else get_user_model().objects.none()
+        cast("forms.ModelChoiceField[User]", self.fields["substitute"]).queryset = (
+            substitutes if substitutes is not None else get_user_model().objects.none()
+        )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("starts_at") and data.get("ends_at") and data["ends_at"] <= data["starts_at"]:
             self.add_error("ends_at", _("Das Ende muss nach dem Beginn liegen."))
         return data
@@ -174,14 +186,15 @@ class MembershipForm(forms.Form):
     group = forms.CharField(label=_("oder Gruppe (Station)"), required=False, max_length=150)
     role = forms.ChoiceField(label=_("Rolle"), choices=[])
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         from mailbox.models import Membership
 
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = Membership.Role.choices
+        cast(forms.ChoiceField, self.fields["role"]).choices = Membership.Role.choices
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if bool(data.get("user")) == bool(data.get("group")):
             raise forms.ValidationError(_("Bitte genau einen Benutzer oder eine Gruppe angeben."))
         return data

@@ -19,7 +19,7 @@ from mailbox.clients.tls import (
 
 # RFC 1939 allows long lines in message content; hostile mail has them. poplib's default of
 # 2048 bytes would turn such a mail into a protocol error and block the mailbox forever.
-poplib._MAXLINE = 1024 * 1024
+poplib._MAXLINE = 1024 * 1024  # type: ignore[attr-defined]  # private, so typeshed leaves it out
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class Pop3Session:
             sizes[int(num)] = int(size)
         result = []
         for line in uid_lines:
-            num, uid = line.decode("ascii", "replace").split(maxsplit=1)
-            result.append(ListedMessage(number=int(num), uidl=uid.strip(), size=sizes.get(int(num), 0)))
+            num_text, uid = line.decode("ascii", "replace").split(maxsplit=1)
+            result.append(ListedMessage(number=int(num_text), uidl=uid.strip(), size=sizes.get(int(num_text), 0)))
         return result
 
     def retrieve(self, number: int) -> bytes:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.models.mailboxes import Mailbox
-from mailbox.models.messages import Message
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 class AuditEvent(models.Model):
@@ -18,7 +22,9 @@ class AuditEvent(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     action = models.CharField(max_length=60)
     mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL)
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
+    # "Message" by name in this module: messages.py names Note and AssignmentPeriod in its type hints, and an
+    # import back would close a cycle.
+    message = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL)
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -31,7 +37,7 @@ class AuditEvent(models.Model):
 class AssignmentPeriod(models.Model):
     """Who was responsible for a message, from when to when (the history shown to users)."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="assignment_periods")
+    message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="assignment_periods")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     assigned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -56,7 +62,7 @@ class AssignmentPeriod(models.Model):
 class Note(models.Model):
     """An internal note on a message; never sent to the outside."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="notes")
+    message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="notes")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     body = models.TextField()
     mentions = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
@@ -78,7 +84,7 @@ class Notification(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey("Message", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -88,7 +94,7 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
 
-    TEXTS = {
+    TEXTS: dict[str, StrPromise] = {
         Kind.MENTION: _("%(name)s hat Sie in einer Notiz zu „%(subject)s“ erwähnt."),
         Kind.ASSIGNED: _("%(name)s hat Ihnen „%(subject)s“ zugewiesen."),
         Kind.LOCK_BROKEN: _("%(name)s hat Ihre Sperre auf „%(subject)s“ aufgehoben."),
@@ -120,7 +126,7 @@ class Notification(models.Model):
 class Presence(models.Model):
     """One open page (socket) of a user on a message. Stale rows are ignored after PRESENCE_TTL and purged."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="presences")
+    message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="presences")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     channel_name = models.CharField(max_length=200, unique=True)
     page_token = models.CharField(max_length=40, blank=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -9,12 +11,16 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 
-def member_q(user, prefix: str = "") -> models.Q:
+def member_q(user: Any, prefix: str = "") -> models.Q:
     """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule."""
     return models.Q(**{f"{prefix}user": user}) | models.Q(**{f"{prefix}group__in": user.groups.all()})
 
 
-def member_mailbox_ids(user):
+class _MailboxIdRow(TypedDict):
+    mailbox_id: int
+
+
+def member_mailbox_ids(user: Any) -> models.QuerySet[Membership, _MailboxIdRow]:
     """Subquery of the active mailbox ids an active user belongs to, directly or through a group (ward).
 
     is_active is read from the database, not from the user object: a socket's user was loaded when it
@@ -26,8 +32,8 @@ def member_mailbox_ids(user):
     return Membership.objects.filter(member_q(user), active, mailbox__is_active=True).values("mailbox_id")
 
 
-class MailboxQuerySet(models.QuerySet):
-    def visible_to(self, user) -> MailboxQuerySet:
+class MailboxQuerySet(models.QuerySet["Mailbox"]):
+    def visible_to(self, user: Any) -> MailboxQuerySet:
         if not user.is_authenticated:
             return self.none()
         return self.filter(pk__in=member_mailbox_ids(user))
@@ -49,6 +55,9 @@ class Mailbox(models.Model):
 
     objects = MailboxQuerySet.as_manager()
 
+    # Not a column: set by the selectors that annotate it (mailbox_get_for_user).
+    user_role: str | None
+
     class Meta:
         ordering = ["display_name"]
         verbose_name = _("Postfach")
@@ -68,7 +77,7 @@ class Membership(models.Model):
         OWNER = "owner", _("Eigentümer")
 
     # Ordered by power; observers read like readers but are never notified.
-    RANK = {Role.OBSERVER: 0, Role.READER: 1, Role.PROCESSOR: 2, Role.OWNER: 3}
+    RANK: dict[str, int] = {Role.OBSERVER: 0, Role.READER: 1, Role.PROCESSOR: 2, Role.OWNER: 3}
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(

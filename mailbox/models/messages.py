@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from mailbox.models.display import Badge, PresentUser
 from mailbox.models.mailboxes import Mailbox, member_mailbox_ids
+
+if TYPE_CHECKING:
+    from mailbox.models.collaboration import AssignmentPeriod, Note
 
 
 class DienstkennungLabel(models.Model):
@@ -26,8 +33,8 @@ class DienstkennungLabel(models.Model):
         return f"{self.application} → {self.label}"
 
 
-class MessageQuerySet(models.QuerySet):
-    def visible_to(self, user) -> MessageQuerySet:
+class MessageQuerySet(models.QuerySet["Message"]):
+    def visible_to(self, user: Any) -> MessageQuerySet:
         if not user.is_authenticated:
             return self.none()
         return self.filter(mailbox_id__in=member_mailbox_ids(user))
@@ -91,6 +98,18 @@ class Message(models.Model):
 
     objects = MessageQuerySet.as_manager()
 
+    # Not columns: the selectors (mailbox.selectors.messages, mailbox.livecache) set these on the rows
+    # they hand to templates, each only where that page needs it.
+    is_read: bool
+    badge: Badge | None
+    present: list[PresentUser]
+    url: str
+    role: str | None
+    attachment_list: list[Attachment]
+    note_list: list[Note]
+    assignment_history: list[AssignmentPeriod]
+    readers: list[tuple[str, str, str, datetime]]  # first name, last name, username, read at
+
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["mailbox", "uidl"], name="message_unique_uidl")]
@@ -106,7 +125,7 @@ class Message(models.Model):
     def __str__(self) -> str:
         return self.subject or f"<{self.uidl}>"
 
-    def claim_active(self, now=None) -> bool:
+    def claim_active(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
 

@@ -17,6 +17,7 @@ import contextlib
 import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import Message
 from email.parser import BytesParser
 
 from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
@@ -78,6 +79,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         return ParsedMessage(problems=problems.result(), is_malformed=True)
 
     raw_for_parser = _repaired(raw, problems)
+    msg: Message
     try:
         msg = BytesParser(policy=email.policy.default).parsebytes(raw_for_parser)
     except Exception as exc:  # header objects can raise while parsing

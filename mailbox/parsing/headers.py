@@ -14,11 +14,12 @@ import email.errors
 import email.policy
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import TypedDict
 
 from mailbox.parsing.charsets import decode_8bit_fallback, lookup_codec, recover_8bit
 from mailbox.parsing.problems import Problems
@@ -151,11 +152,12 @@ def parse_date(value: str, problems: Problems) -> datetime | None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
         parsed = parsed.astimezone(UTC)
+        in_range = 1900 <= parsed.year <= 2200
     except OverflowError:
-        parsed = None
+        in_range = False
     # A sender controls this header; a year the database cannot hold ("31 Dec 9999 -1200" is year
     # 10000 in UTC) would break every list showing the message.
-    if parsed is None or not (1900 <= parsed.year <= 2200):
+    if not in_range:
         problems.add(f"Datum außerhalb des gültigen Bereichs: „{value.strip()[:80]}“", severe=False)
         return None
     return parsed
@@ -189,9 +191,41 @@ class HeaderFields:
     integrity_results: list[str] = field(default_factory=list)
     kim_error_codes: list[str] = field(default_factory=list)
 
-    def as_kwargs(self) -> dict[str, object]:
+    def as_kwargs(self) -> HeaderKwargs:
         # Shallow on purpose: dataclasses.asdict() would deep-copy a 100 000-entry To: list.
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return HeaderKwargs(
+            from_address=self.from_address,
+            from_name=self.from_name,
+            to=self.to,
+            cc=self.cc,
+            subject=self.subject,
+            date=self.date,
+            message_id=self.message_id,
+            in_reply_to=self.in_reply_to,
+            references=self.references,
+            dienstkennung=self.dienstkennung,
+            decryption_results=self.decryption_results,
+            integrity_results=self.integrity_results,
+            kim_error_codes=self.kim_error_codes,
+        )
+
+
+class HeaderKwargs(TypedDict):
+    """HeaderFields as keyword arguments (for ParsedMessage)."""
+
+    from_address: str
+    from_name: str
+    to: list[str]
+    cc: list[str]
+    subject: str
+    date: datetime | None
+    message_id: str
+    in_reply_to: str
+    references: str
+    dienstkennung: str
+    decryption_results: list[str]
+    integrity_results: list[str]
+    kim_error_codes: list[str]
 
 
 def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> HeaderFields:

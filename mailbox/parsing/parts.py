@@ -118,11 +118,14 @@ def payload_bytes(part: Message, problems: Problems, where: str) -> bytes:
     _check_cte(part, problems, where)
     known_defects = len(part.defects)
     try:
-        data = part.get_payload(decode=True)
+        decoded = part.get_payload(decode=True)
     except Exception:
         problems.add(f"Inhalt nicht dekodierbar ({where})")
-        data = None
-    if data is None:
+        decoded = None
+    # Decoding gives bytes, or None for a multipart (then the raw payload is used, as below).
+    if isinstance(decoded, bytes):
+        data = decoded
+    else:
         raw = part.get_payload()
         if isinstance(raw, str):
             data = raw.encode("utf-8", "surrogateescape")

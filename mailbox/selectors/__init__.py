@@ -9,6 +9,7 @@ pagination keyset pages
 from __future__ import annotations
 
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
+from mailbox.models.display import PresentUser
 from mailbox.permissions import can, user_role
 from mailbox.selectors.mailboxes import (
     absence_list_for_user,
@@ -36,7 +37,7 @@ from mailbox.selectors.messages import (
     message_row_for_user,
 )
 from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage
-from mailbox.selectors.presence import PRESENCE_TTL_SECONDS, PresentUser, presence_for_messages
+from mailbox.selectors.presence import PRESENCE_TTL_SECONDS, presence_for_messages
 
 __all__ = [
     "PAGE_SIZE",

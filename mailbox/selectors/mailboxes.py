@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
@@ -12,8 +12,11 @@ from django.utils import timezone
 from mailbox.models import Absence, Mailbox, Membership, Message, MessageRead, Notification, member_q
 from mailbox.permissions import members_q, strongest_role, user_role
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser, User
 
-def display_name(user: Any) -> str:
+
+def display_name(user: AbstractUser) -> str:
     return user.get_full_name() or user.username
 
 
@@ -89,7 +92,7 @@ def notification_list_for_user(user: Any, *, limit: int = 100) -> list[Notificat
     return list(notifications_visible_to(user).select_related("actor", "message")[:limit])
 
 
-def mailbox_members(mailbox: Mailbox | int, *, min_role: str = Membership.Role.PROCESSOR) -> list:
+def mailbox_members(mailbox: Mailbox | int, *, min_role: str = Membership.Role.PROCESSOR) -> list[User]:
     """Active users with at least `min_role` (processors and owners by default), directly or through a group."""
     roles = [r for r, rank in Membership.RANK.items() if rank >= Membership.RANK[min_role]]
     memberships = Membership.objects.filter(mailbox=mailbox, role__in=roles)
@@ -101,26 +104,27 @@ def mailbox_members(mailbox: Mailbox | int, *, min_role: str = Membership.Role.P
     )
 
 
-def mailbox_owners(mailbox: Mailbox | int) -> list:
+def mailbox_owners(mailbox: Mailbox | int) -> list[User]:
     return mailbox_members(mailbox, min_role=Membership.Role.OWNER)
 
 
-def notification_recipients(mailbox: Mailbox | int, users: list) -> list:
+def notification_recipients(mailbox: Mailbox | int, users: list[User]) -> list[User]:
     """Of the given users, those who are members and not only observers (observers are never notified)."""
     return [u for u in users if (role := user_role(u, mailbox)) is not None and role != Membership.Role.OBSERVER]
 
 
 def mailbox_get_for_user(user: Any, pk: int) -> Mailbox:
     """The mailbox with the user's strongest role on it as `user_role` (one query)."""
+    # django-stubs' plugin rejects annotating a name the model declares (for rows set by hand); Django only a field.
     return (
         Mailbox.objects.visible_to(user)
         .select_related("account")
-        .annotate(user_role=strongest_role(Membership.objects.filter(member_q(user), mailbox=OuterRef("pk"))))
+        .annotate(user_role=strongest_role(Membership.objects.filter(member_q(user), mailbox=OuterRef("pk"))))  # type: ignore[no-redef]
         .get(pk=pk)
     )
 
 
-def substitute_candidates(user: Any) -> QuerySet:
+def substitute_candidates(user: Any) -> QuerySet[User]:
     """Colleagues who share at least one mailbox with the user."""
     shared = Membership.objects.filter(mailbox_id__in=Mailbox.objects.visible_to(user).values("pk"))
     return (

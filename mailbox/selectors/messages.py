@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.db import connection
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
@@ -18,8 +19,9 @@ from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey
 from mailbox.selectors.presence import presence_for_messages
 
 
-def _with_user_state(qs: QuerySet[Message], user) -> QuerySet[Message]:
-    return qs.select_related("mailbox", "assignee", "claimed_by").annotate(
+def _with_user_state(qs: QuerySet[Message], user: Any) -> QuerySet[Message]:
+    # django-stubs' plugin rejects annotating a name the model declares (for rows set by hand); Django only a field.
+    return qs.select_related("mailbox", "assignee", "claimed_by").annotate(  # type: ignore[no-redef]
         is_read=Exists(MessageRead.objects.filter(message=OuterRef("pk"), user=user)),
     )
 
@@ -44,7 +46,7 @@ SORTS: dict[str, list[SortKey]] = {
 }
 
 
-def _apply_filter(qs: QuerySet[Message], user, f: MessageFilter) -> QuerySet[Message]:
+def _apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySet[Message]:
     if f.view == "unassigned":
         qs = qs.filter(assignee__isnull=True).exclude(state=Message.State.DONE)
     elif f.view == "mine":
@@ -99,9 +101,9 @@ def message_list_for_user(
     before: str = "",
     filters: MessageFilter | None = None,
     size: int = PAGE_SIZE,
-) -> KeysetPage:
+) -> KeysetPage[Message]:
     f = filters or MessageFilter()
-    qs = Message.objects.visible_to(user)
+    qs: QuerySet[Message] = Message.objects.visible_to(user)
     if mailbox is not None:
         qs = qs.filter(mailbox=mailbox)
     qs = _apply_filter(qs, user, f)
@@ -132,7 +134,7 @@ def detail_url_pattern() -> str:
     return reverse("mailbox:message-detail", args=[987654321]).replace("987654321", "{}")
 
 
-def message_get_for_user(user, pk: int) -> Message:
+def message_get_for_user(user: Any, pk: int) -> Message:
     message = _with_user_state(Message.objects.visible_to(user), user).get(pk=pk)
     message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
     message.present = presence_for_messages([message.pk]).get(message.pk, [])
@@ -140,16 +142,19 @@ def message_get_for_user(user, pk: int) -> Message:
     return message
 
 
-_UNKNOWN = object()
+class _Unknown(enum.Enum):
+    ROLE = "unknown"  # a sentinel: None is a role ("not a member")
 
 
-def message_detail_for_user(user, pk: int, *, role: str | object | None = _UNKNOWN) -> Message:
+def message_detail_for_user(
+    user: Any, pk: int, *, role: str | Literal[_Unknown.ROLE] | None = _Unknown.ROLE
+) -> Message:
     """Everything the detail page shows, prefetched (no queries from the template).
 
     `role` may be passed when the caller has just looked it up for the same request.
     """
     message = message_get_for_user(user, pk)
-    message.role = user_role(user, message.mailbox_id) if role is _UNKNOWN else role
+    message.role = user_role(user, message.mailbox_id) if role is _Unknown.ROLE else role
     message.attachment_list = list(message.attachments.all())
     message.note_list = list(message.notes.select_related("author").order_by("created_at", "id"))
     message.assignment_history = list(
@@ -163,7 +168,7 @@ def message_detail_for_user(user, pk: int, *, role: str | object | None = _UNKNO
     return message
 
 
-def message_row_for_user(user, pk: int) -> Message | None:
+def message_row_for_user(user: Any, pk: int) -> Message | None:
     """The list row of one message, or None when the user may not see it."""
     try:
         return message_get_for_user(user, pk)
@@ -171,7 +176,7 @@ def message_row_for_user(user, pk: int) -> Message | None:
         return None
 
 
-def attachment_get_for_user(user, *, message_pk: int, position: int) -> Attachment:
+def attachment_get_for_user(user: Any, *, message_pk: int, position: int) -> Attachment:
     return Attachment.objects.select_related("message__mailbox").get(
         message__in=Message.objects.visible_to(user), message_id=message_pk, position=position
     )

@@ -10,16 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,10 @@ def order_by(keys: list[SortKey], *, reverse: bool = False) -> list[str]:
 
 
 @dataclass
-class KeysetPage:
+class KeysetPage(Generic[M]):
     """One page of a list without COUNT(*): one extra row tells whether more exist in that direction."""
 
-    object_list: list
+    object_list: list[M]
     number: int
     size: int
     has_next: bool
@@ -94,14 +97,14 @@ class KeysetPage:
     @classmethod
     def fetch(
         cls,
-        qs: QuerySet,
+        qs: QuerySet[M],
         keys: list[SortKey],
         *,
         page: int | str = 1,
         after: str = "",
         before: str = "",
         size: int = PAGE_SIZE,
-    ) -> KeysetPage:
+    ) -> KeysetPage[M]:
         try:
             number = max(1, min(int(page), MAX_PAGE))
         except (TypeError, ValueError):
@@ -123,10 +126,10 @@ class KeysetPage:
         rows = list(qs[start : start + size + 1])
         return cls(rows[:size], number, size, has_next=len(rows) > size, has_previous=number > 1, keys=keys)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[M]:
         return iter(self.object_list)
 
-    def _cursor(self, row: Any) -> str:
+    def _cursor(self, row: M) -> str:
         return _encode([getattr(row, key.field) for key in self.keys])
 
     @property

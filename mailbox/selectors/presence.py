@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from mailbox.models import Presence
+from mailbox.models.display import PresentUser
 from mailbox.selectors.mailboxes import display_name
 
 # A page sends a heartbeat every 20 s; a presence not refreshed for this long is gone.
 PRESENCE_TTL_SECONDS = 45
-
-
-@dataclass(frozen=True)
-class PresentUser:
-    user_id: int
-    name: str
-    writing: bool
 
 
 def presence_for_messages(message_ids: list[int], *, now: datetime | None = None) -> dict[int, list[PresentUser]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone, translation
@@ -10,8 +11,11 @@ from django.utils import timezone, translation
 from mailbox import events
 from mailbox.models import Message, Notification
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def notify(users: list, *, kind: str, message: Message | None, actor: Any, params: dict) -> None:
+
+def notify(users: Sequence[User], *, kind: str, message: Message | None, actor: Any, params: dict[str, Any]) -> None:
     # German text kept for the admin and exports; the UI renders params in the reader's language.
     with translation.override("de"):
         fallback = Notification(kind=kind, params=params).display_text

@@ -26,7 +26,7 @@ def message_set_state(
     if state == Message.State.WAITING and due_at is None:
         raise PortalError(_("Für „wartet“ bitte ein Fälligkeitsdatum angeben."))
     audit_record(actor=user, action="message.state_changed", message=current, old=current.state, new=state)
-    fields: dict = {"state": state, "due_at": due_at if state == Message.State.WAITING else None}
+    fields: dict[str, Any] = {"state": state, "due_at": due_at if state == Message.State.WAITING else None}
     if state == Message.State.DONE and current.claimed_by_id == user.pk:
         # Done means the work is finished: free the message for colleagues at once.
         fields.update(claim_cleared())

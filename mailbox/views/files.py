@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from io import BytesIO
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.models import Attachment
 from mailbox.services.reading import message_access_record
@@ -20,7 +22,7 @@ INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text
 
 
 @require_GET
-def message_html(request: HttpRequest, pk: int) -> HttpResponse:
+def message_html(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The sanitized HTML body as its own document, for a sandboxed iframe with a locked-down CSP."""
     message = message_or_404(request.user, pk)
     message_access_record(user=request.user, message=message, action="message.html_viewed")
@@ -28,12 +30,12 @@ def message_html(request: HttpRequest, pk: int) -> HttpResponse:
     response["Content-Security-Policy"] = (
         "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
     )
-    response._csp_exempt = True
+    response._csp_exempt = True  # type: ignore[attr-defined]  # django-csp's opt-out flag, unknown to the stubs
     return response
 
 
 @require_GET
-def message_raw(request: HttpRequest, pk: int) -> HttpResponse:
+def message_raw(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = message_or_404(request.user, pk)
     try:
         raw = blob_get(message.raw_sha256)
@@ -51,7 +53,7 @@ def message_raw(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def attachment_download(request: HttpRequest, pk: int, position: int) -> HttpResponse:
+def attachment_download(request: AuthenticatedHttpRequest, pk: int, position: int) -> HttpResponseBase:
     try:
         attachment = selectors.attachment_get_for_user(request.user, message_pk=pk, position=position)
     except Attachment.DoesNotExist as exc:
@@ -84,5 +86,5 @@ def attachment_download(request: HttpRequest, pk: int, position: int) -> HttpRes
         response["Content-Security-Policy"] = "frame-ancestors 'self'"
     else:
         response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:"
-    response._csp_exempt = True
+    response._csp_exempt = True  # type: ignore[attr-defined]  # django-csp's opt-out flag, unknown to the stubs
     return response

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import MessageFilterForm
 from mailbox.models import Mailbox
@@ -17,7 +18,7 @@ from mailbox.services.accounts import mailbox_fetch_request
 from mailbox.views.lookup import mailbox_or_404
 
 
-def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | None = None) -> HttpResponse:
+def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, view: str | None = None) -> HttpResponse:
     form = MessageFilterForm(request.GET or None)
     filters = form.to_filter() if request.GET else selectors.MessageFilter()
     if view:
@@ -54,7 +55,7 @@ def _list_page(request: HttpRequest, *, mailbox: Mailbox | None, view: str | Non
     return render(request, template, context)
 
 
-def _is_plain(f) -> bool:
+def _is_plain(f: selectors.MessageFilter) -> bool:
     return (
         f.view in ("all", "open", "unassigned")
         and not (f.state or f.dienstkennung or f.date_from or f.date_to or f.q)
@@ -63,23 +64,23 @@ def _is_plain(f) -> bool:
 
 
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _list_page(request, mailbox=None)
 
 
 @require_GET
-def mine(request: HttpRequest) -> HttpResponse:
+def mine(request: AuthenticatedHttpRequest) -> HttpResponse:
     """ "Mir zugewiesen": the personal view across all mailboxes."""
     return _list_page(request, mailbox=None, view="mine")
 
 
 @require_GET
-def mailbox_messages(request: HttpRequest, pk: int) -> HttpResponse:
+def mailbox_messages(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _list_page(request, mailbox=mailbox_or_404(request.user, pk))
 
 
 @require_POST
-def mailbox_fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
+def mailbox_fetch_now(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = mailbox_or_404(request.user, pk)
     if mailbox_fetch_request(user=request.user, mailbox=mailbox):
         messages.info(request, _("Abruf wurde angestoßen."))

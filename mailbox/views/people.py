@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from kimportal.errors import NotAllowed, PortalError
+from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import AbsenceForm, MembershipForm
 from mailbox.models import Absence, Membership
@@ -22,7 +23,7 @@ from mailbox.views.lookup import mailbox_or_404
 
 
 @require_GET
-def notifications(request: HttpRequest) -> HttpResponse:
+def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
     items = selectors.notification_list_for_user(request.user)
     return render(
         request,
@@ -35,13 +36,13 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def notifications_read(request: HttpRequest) -> HttpResponse:
+def notifications_read(request: AuthenticatedHttpRequest) -> HttpResponse:
     notifications_mark_read(user=request.user)
     return redirect("mailbox:notifications")
 
 
 @require_http_methods(["GET", "POST"])
-def absences(request: HttpRequest) -> HttpResponse:
+def absences(request: AuthenticatedHttpRequest) -> HttpResponse:
     substitutes = selectors.substitute_candidates(request.user)
     form = AbsenceForm(request.POST or None, substitutes=substitutes)
     if request.method == "POST" and form.is_valid():
@@ -72,7 +73,7 @@ def absences(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
+def absence_end(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     try:
         absence_end_service(user=request.user, absence_id=pk)
     except Absence.DoesNotExist as exc:
@@ -82,7 +83,7 @@ def absence_end(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def mailbox_members_view(request: HttpRequest, pk: int) -> HttpResponse:
+def mailbox_members_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = mailbox_or_404(request.user, pk)
     if not can(mailbox.user_role, Action.MANAGE):
         raise PermissionDenied
@@ -115,7 +116,7 @@ def mailbox_members_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def mailbox_member_remove(request: HttpRequest, pk: int, membership_pk: int) -> HttpResponse:
+def mailbox_member_remove(request: AuthenticatedHttpRequest, pk: int, membership_pk: int) -> HttpResponse:
     mailbox = mailbox_or_404(request.user, pk)
     try:
         membership_remove(user=request.user, mailbox=mailbox, membership_id=membership_pk)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
@@ -12,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
+from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import AssignForm, NoteForm, StateForm, VersionedForm
 from mailbox.models import Message
@@ -34,7 +39,7 @@ from mailbox.views.files import INLINE_TYPES
 from mailbox.views.lookup import message_or_404
 
 
-def _detail_context(request: HttpRequest, message: Message, **extra) -> dict:
+def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra: Any) -> dict[str, Any]:
     return {
         "mailboxes": selectors.mailbox_list_for_user(request.user),
         "current_mailbox": message.mailbox,
@@ -46,7 +51,7 @@ def _detail_context(request: HttpRequest, message: Message, **extra) -> dict:
 
 
 @require_GET
-def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = Message.objects.visible_to(request.user).filter(pk=pk).only("pk", "mailbox_id", "state").first()
     if message is None:
         raise Http404
@@ -61,7 +66,7 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _work_response(
-    request: HttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
+    request: AuthenticatedHttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
 ) -> HttpResponse:
     message = selectors.message_detail_for_user(request.user, pk)
     if not request.htmx:
@@ -78,7 +83,12 @@ def _work_response(
     return response
 
 
-def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpResponse:
+def _run_action(
+    request: AuthenticatedHttpRequest,
+    pk: int,
+    form_class: type[forms.Form],
+    action: Callable[[Message, dict[str, Any]], str],
+) -> HttpResponse:
     message = message_or_404(request.user, pk)
     form = form_class(request.POST)
     if not form.is_valid():
@@ -98,8 +108,8 @@ def _run_action(request: HttpRequest, pk: int, form_class, action) -> HttpRespon
 
 
 @require_POST
-def message_take(request: HttpRequest, pk: int) -> HttpResponse:
-    def act(message, data):
+def message_take(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    def act(message: Message, data: dict[str, Any]) -> str:
         assignment_take(user=request.user, message=message, version=data["version"])
         return _("Sie sind jetzt verantwortlich.")
 
@@ -107,19 +117,20 @@ def message_take(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def message_assign(request: HttpRequest, pk: int) -> HttpResponse:
-    def act(message, data):
+def message_assign(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    def act(message: Message, data: dict[str, Any]) -> str:
         updated = assignment_assign(
             user=request.user, message=message, version=data["version"], assignee_id=data["assignee"], note=data["note"]
         )
+        assert updated.assignee is not None  # message_assign() always leaves someone responsible
         return _("Zugewiesen an %(name)s.") % {"name": selectors.display_name(updated.assignee)}
 
     return _run_action(request, pk, AssignForm, act)
 
 
 @require_POST
-def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
-    def act(message, data):
+def message_unassign(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    def act(message: Message, data: dict[str, Any]) -> str:
         assignment_unassign(user=request.user, message=message, version=data["version"])
         return _("Zuständigkeit entfernt.")
 
@@ -127,8 +138,8 @@ def message_unassign(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def message_state(request: HttpRequest, pk: int) -> HttpResponse:
-    def act(message, data):
+def message_state(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    def act(message: Message, data: dict[str, Any]) -> str:
         updated = message_set_state(
             user=request.user, message=message, version=data["version"], state=data["state"], due_at=data.get("due_at")
         )
@@ -138,20 +149,20 @@ def message_state(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def message_note(request: HttpRequest, pk: int) -> HttpResponse:
-    def act(message, data):
+def message_note(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    def act(message: Message, data: dict[str, Any]) -> str:
         note_add(user=request.user, message=message, version=data["version"], body=data["body"])
         return _("Notiz gespeichert.")
 
     return _run_action(request, pk, NoteForm, act)
 
 
-def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpResponse:
+def _lock_response(request: AuthenticatedHttpRequest, pk: int, *, error: str = "") -> HttpResponse:
     if not request.htmx:
         if error:
             messages.error(request, error)
         return redirect("mailbox:message-detail", pk=pk)
-    message = selectors.message_row_for_user(request.user, pk)
+    message = message_or_404(request.user, pk)
     message.role = selectors.user_role(request.user, message.mailbox_id)
     context = {"message": message, "error": error, "page_token": _page_token(request, pk)}
     html = render_to_string("mailbox/partials/_lock_panel.html", context, request)
@@ -160,14 +171,14 @@ def _lock_response(request: HttpRequest, pk: int, *, error: str = "") -> HttpRes
     return trigger_client_event(response, "lock-changed")
 
 
-def _page_token(request: HttpRequest, pk: int) -> str:
+def _page_token(request: AuthenticatedHttpRequest, pk: int) -> str:
     """The page load that sent the request, when the server handed that token out to this user."""
     token = request.POST.get("page", "")
     return token if page_token_valid(token, user=request.user, message_id=pk) else ""
 
 
 @require_POST
-def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
+def message_claim_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = message_or_404(request.user, pk)
     try:
         result = message_claim(user=request.user, message=message, page=_page_token(request, pk))
@@ -178,14 +189,14 @@ def message_claim_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def message_release_view(request: HttpRequest, pk: int) -> HttpResponse:
+def message_release_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = message_or_404(request.user, pk)
     message_release(user=request.user, message=message, reason="button")
     return _lock_response(request, pk)
 
 
 @require_POST
-def message_break_lock_view(request: HttpRequest, pk: int) -> HttpResponse:
+def message_break_lock_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = message_or_404(request.user, pk)
     try:
         message_break_lock(user=request.user, message=message)

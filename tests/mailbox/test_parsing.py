@@ -6,11 +6,13 @@ inbox lists.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mailbox.parsing import parse_message
+from mailbox.parsing import ParsedMessage, parse_message
+from mailbox.parsing.headers import HeaderFields, HeaderKwargs
 from tests.mailbox import corpus
 from tests.mailbox.parsing_support import assert_well_formed_result, parse_eml
 
@@ -159,6 +161,23 @@ def test_invalid_date_gives_none_with_note() -> None:
     assert result.date is None
     assert any("Datum nicht lesbar" in p for p in result.problems)
     assert not result.is_malformed
+
+
+@pytest.mark.parametrize("value", ["Fri, 31 Dec 9999 23:59:59 -1200", "Mon, 01 Jan 1800 00:00:00 +0000"])
+def test_a_date_the_database_cannot_hold_gives_none_with_note(value: str) -> None:
+    # The first is year 10000 in UTC (astimezone overflows), the second merely out of range.
+    result = parse_message(f"Date: {value}\r\nSubject: x\r\n\r\nbody\r\n".encode())
+    assert result.date is None
+    assert any("Datum außerhalb des gültigen Bereichs" in p for p in result.problems)
+    assert result.subject == "x"
+
+
+def test_header_fields_all_reach_the_parsed_message() -> None:
+    # HeaderFields.as_kwargs() lists its fields by hand (typed); a field added to one place only fails here.
+    names = {f.name for f in fields(HeaderFields)}
+    assert set(HeaderKwargs.__annotations__) == names
+    assert set(HeaderFields(subject="s").as_kwargs()) == names
+    assert names <= {f.name for f in fields(ParsedMessage)}
 
 
 def test_date_is_aware_and_naive_dates_become_utc() -> None:
