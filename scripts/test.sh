@@ -23,6 +23,8 @@ export KIMPORTAL_DATA_DIR="${KIMPORTAL_DATA_DIR:-$(mktemp -d /tmp/kimportal-test
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Types (pyproject.toml [tool.mypy]); the Django plugin loads the settings, hence after the exports above.
+.venv/bin/mypy
 # The check needs a reachable database (not the test one): create it once.
 dbname="${DATABASE_URL##*/}"
 psql "${DATABASE_URL%/*}/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='${dbname}'" | grep -q 1 \
