@@ -161,7 +161,14 @@ else:
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    # Each socket's queue holds up to `capacity` events for `expiry` seconds; a socket that falls further
+    # behind than KIMPORTAL_LIVE_LAG_LIMIT is closed and resyncs (mailbox.consumers), so expiry stays above it.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60, "group_expiry": 86400},
+        }
+    }
 elif not EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -244,6 +251,9 @@ KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
 KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.
 KIMPORTAL_LIVE_COUNTS_DELAY = env.float("KIMPORTAL_LIVE_COUNTS_DELAY", default=0.5)
+# A socket receiving events this many seconds after they were sent has fallen behind: it is closed and
+# the page reconnects and reloads what it shows (never silently stale).
+KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ from mailbox import selectors
 from mailbox.events import mailbox_group, message_group, session_digest, user_group
 from mailbox.livecache import RenderMemo, row_data
 from mailbox.permissions import Action, can, role_in_mailbox
+
+log = logging.getLogger(__name__)
 
 # A page sends a heartbeat every 20 s and a "writing" toggle now and then; beyond this many frames in
 # the window, frames are not processed one by one: the newest state is applied when the window allows.
@@ -62,11 +65,23 @@ def _language_from_scope(scope: Mapping[str, Any]) -> str:
     return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
 
 
+def live_lag_limit() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_LAG_LIMIT", 15.0))
+
+
 def counts_delay() -> float:
     return float(getattr(settings, "KIMPORTAL_LIVE_COUNTS_DELAY", 0.5))
 
 
 _NO_ROLE = object()
+
+
+def _wants_resync(text_data: str | None) -> bool:
+    try:
+        data = json.loads(text_data or "{}")
+    except ValueError:
+        return False
+    return isinstance(data, dict) and bool(data.get("resync"))
 
 
 class _PortalConsumer(AsyncWebsocketConsumer):
@@ -138,6 +153,21 @@ class _PortalConsumer(AsyncWebsocketConsumer):
                 # The client went away while a delayed update was on its way (uvicorn's ClientDisconnected).
                 self.closed = True
 
+    async def dispatch(self, message: dict) -> None:
+        """Every event passes here first: a socket that fell behind is closed so that it resyncs.
+
+        The channel layer drops what a slow socket cannot take (its queue is bounded); events that
+        arrive long after they were sent say that this socket is behind. Closing with 4408 makes the
+        browser reconnect and reload what it shows, instead of showing a silently stale list.
+        """
+        sent = message.get("at")
+        if isinstance(sent, (int, float)) and time.time() - sent > live_lag_limit():
+            if not self.closed:
+                log.warning("socket %s is %.1f s behind: closing it to resync", self.channel_name, time.time() - sent)
+                await self._close(4408)
+            return
+        await super().dispatch(message)
+
     async def session_ended(self, event: dict) -> None:
         """The user logged out (in any tab): every socket of that session closes at once."""
         if self.session_key and event.get("session") == session_digest(self.session_key):
@@ -154,8 +184,12 @@ class InboxConsumer(_PortalConsumer):
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # The browser only listens on this socket; a frame is a reason to look at the session again.
-        await self._check()
+        # The browser listens on this socket; it speaks only after a reconnect ("resync"), and any frame
+        # is a reason to look at the session again.
+        if await self._check() is _NO_ROLE:
+            return
+        if _wants_resync(text_data):
+            await self._send(await db(self._render_nav)(0))
 
     async def memberships_changed(self, event: dict) -> None:
         """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
@@ -303,6 +337,9 @@ class MessageConsumer(_PortalConsumer):
         if not isinstance(data, dict):
             return
         writing = str(data.get("writing", "")).lower() in {"1", "true", "on"}
+        if data.get("resync"):
+            # Reconnected after a drop: show the lock panel as it is now.
+            await self._lock_panel()
         if not self._frame_allowed():
             # Too many frames: remember the newest state and apply it when the window allows.
             if self.pending_writing is None:

@@ -160,9 +160,13 @@ def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing:
     return True
 
 
+@transaction.atomic
 def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
     """A page closed: its presence goes, and the user's lock is released unless another page of theirs
     still has the message open or a newer page load took the lock over. Returns whether it released."""
+    # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not
+    # each see the other still open and both keep the lock: leaves of one message take turns on its row.
+    Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list("pk", flat=True).first()
     row, still_open = presence_leave(channel_name=channel_name)
     if row is None or still_open:
         return False

@@ -16,8 +16,24 @@ document.addEventListener("htmx:oobAfterSwap", markCurrentNav);
 document.addEventListener("htmx:afterSettle", markCurrentNav);
 
 // Tell the user (and tests) whether live updates are flowing: htmx's ws extension reconnects by itself.
-document.addEventListener("htmx:wsOpen", () => { document.body.dataset.live = "open"; });
-document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
+// After a drop (network, server restart, or the server closing a socket that fell behind) the page
+// resyncs once the connection is back: the list is reloaded and each socket sends the current state.
+let liveWasClosed = false;
+document.addEventListener("htmx:wsOpen", () => {
+  document.body.dataset.live = "open";
+  if (!liveWasClosed) return;
+  liveWasClosed = false;
+  const list = document.getElementById("message-list");
+  if (list && window.htmx) {
+    window.htmx.ajax("GET", window.location.href, { target: "#message-list", swap: "outerHTML" });
+  }
+  // Wait a tick so that every reconnecting socket of the page is open before it is asked.
+  setTimeout(() => document.body.dispatchEvent(new Event("live-resync")), 200);
+});
+document.addEventListener("htmx:wsClose", () => {
+  document.body.dataset.live = "closed";
+  liveWasClosed = true;
+});
 
 // --- Narrow windows: the navigation folds behind the menu button ------------------------------
 // The button names what it folds in aria-controls (the top menu, and the mailbox list where a page has one);

@@ -106,3 +106,38 @@ def test_exactly_one_of_twenty_concurrent_claimers_wins_every_round(settings):
         f"\nclaim race: {ROUNDS} rounds x {CLAIMERS} concurrent claimers on PostgreSQL, "
         f"exactly one winner in every round ({sum(per_round)} wins), {duration:.1f} s"
     )
+
+
+def test_two_pages_closing_at_once_release_the_lock_every_time(settings):
+    """A user's two pages of one message close in the same instant: one of the two leaves must free the lock."""
+    from mailbox.models import Presence
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    box = MailboxFactory()
+    user = UserFactory(username="zwei-tabs")
+    MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    message = message_ingest(mailbox=box, uidl="two-tabs", raw=MAIL_WITH_PDF)
+    rounds, kept = 30, []
+    for round_no in range(rounds):
+        claims.message_claim(user=user, message=message, page="")
+        channels = [f"tab-a-{round_no}", f"tab-b-{round_no}"]
+        for channel in channels:
+            Presence.objects.create(message=message, user=user, channel_name=channel)
+        start = threading.Barrier(2)
+
+        def leave(channel: str, barrier: threading.Barrier = start) -> None:
+            try:
+                barrier.wait(timeout=WAIT)
+                claims.message_leave(user=user, message_id=message.pk, channel_name=channel)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=leave, args=(c,)) for c in channels]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT)
+        if Message.objects.filter(pk=message.pk, claimed_by=user).exists():
+            kept.append(round_no)
+    assert kept == [], f"the lock outlived both pages in rounds {kept}"

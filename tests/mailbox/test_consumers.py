@@ -328,3 +328,35 @@ async def test_a_fetch_round_arrives_as_one_frame_with_every_new_row(shared_box)
     # Each row is prepended: the older one goes first so the newer ends on top.
     assert html.index(f'id="msg-{first.pk}"') < html.index(f'id="msg-{second.pk}"')
     await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_socket_that_fell_behind_is_closed_so_that_it_resyncs(shared_box):
+    import time
+
+    from channels.layers import get_channel_layer
+
+    from mailbox.events import mailbox_group
+
+    box, anna, _bert, message = shared_box
+    socket = await _connect(anna)
+    # An event that waited in the socket's queue far longer than the lag limit (the server was slow).
+    late = {"type": "message.changed", "mailbox_id": box.pk, "message_id": message.pk, "seq": "late"}
+    await get_channel_layer().group_send(mailbox_group(box.pk), {**late, "at": time.time() - 60})
+    output = await socket.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 4408}
+
+
+@pytest.mark.asyncio
+async def test_a_reconnected_page_asks_for_the_current_state(shared_box):
+    box, anna, _bert, message = shared_box
+    inbox = await _connect(anna)
+    await inbox.send_to(text_data='{"resync": "1"}')
+    nav = await _receive_until(inbox, 'id="mailbox-nav"')
+    assert box.display_name in nav
+    page = await _message_socket(anna, message.pk)
+    await page.send_to(text_data='{"resync": "1", "writing": "0"}')
+    panel = await _receive_until(page, 'id="lock-panel"')
+    assert "Niemand bearbeitet" in panel
+    await inbox.disconnect()
+    await page.disconnect()
