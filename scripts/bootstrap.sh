@@ -15,6 +15,7 @@ done
 if [ "$want_system" = 1 ]; then
   missing=()
   if [ "$want_browser" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
+  if [ "$want_browser" = 1 ]; then [ -x /usr/sbin/nginx ] || missing+=(nginx); fi
   [ -x /usr/sbin/slapd ] || missing+=(slapd)
   command -v ldapsearch >/dev/null 2>&1 || missing+=(ldap-utils)
   if [ "${#missing[@]}" -gt 0 ]; then
