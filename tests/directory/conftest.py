@@ -68,10 +68,6 @@ def vzd_admin(vzd_server: SlapdServer) -> Iterator[ldap3.Connection]:
     conn.unbind()
 
 
-# tests/e2e/test_directory_search.py still imports the helper under this name.
-_free_port = free_port
-
-
 @pytest.fixture
 def vzd_down(settings) -> str:
     """Settings pointing at a port where nothing listens."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.directory.conftest import _free_port, vzd, vzd_server  # noqa: F401  (fixtures: the real slapd)
+from tests.directory.conftest import vzd, vzd_server  # noqa: F401  (fixtures: the real slapd)
+from tisim.vzd.slapd import free_port
 
 from .pages_directory import DirectorySearchPage
 
@@ -56,7 +57,7 @@ def test_find_praxis_mueller_and_navigate_by_keyboard(
     expect(search.box).to_be_focused()
 
     # The directory goes away: the same page says so in German instead of failing.
-    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{_free_port()}"
+    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{free_port()}"
     search.type_query("müller praxis")
     expect(search.results.locator("[data-vzd-error]")).to_have_text(
         "Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal."

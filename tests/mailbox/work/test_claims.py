@@ -20,6 +20,18 @@ from tests.mailbox.work.support import hold, snapshot
 pytestmark = pytest.mark.django_db
 
 
+def test_a_claim_that_cannot_be_audited_is_not_taken(alice, message, monkeypatch):
+    # The claim and its audit event are one transaction: a failure in between leaves no unaudited lock.
+    def broken_audit(**kwargs):
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(claims, "audit_record", broken_audit)
+    with pytest.raises(RuntimeError):
+        claims.message_claim(user=alice, message=message)
+    message.refresh_from_db()
+    assert message.claimed_by is None and message.claim_expires_at is None
+
+
 def test_claim_of_a_free_message_wins(alice, message):
     before = timezone.now()
     result = claims.message_claim(user=alice, message=message)
