@@ -8,7 +8,8 @@ to "show what we can and record a problem" instead of raising.
 This module is the entry point (``parse_message`` and its result types); the steps live beside it:
 ``problems`` (what went wrong, in German), ``charsets``, ``headers`` (addresses, dates, X-KIM-*),
 ``parts`` (one part's metadata and payload), ``walk`` (the MIME tree), ``filenames``,
-``sanitize`` (the HTML sanitizer, a security boundary) and ``html_text``.
+``sanitize`` (the HTML sanitizer, a security boundary), ``html_text`` and ``policy`` (policy.default,
+each header object built once per parse).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
 from mailbox.parsing.filenames import extension_for, sanitize_filename
 from mailbox.parsing.headers import HeaderFields, header_fields, repair_header_block, top_level_headers
 from mailbox.parsing.html_text import html_to_text
+from mailbox.parsing.policy import parse_policy
 from mailbox.parsing.problems import Problems
 from mailbox.parsing.sanitize import sanitize_html
 from mailbox.parsing.walk import Walk, walk
@@ -81,7 +83,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     raw_for_parser = _repaired(raw, problems)
     msg: Message
     try:
-        msg = BytesParser(policy=email.policy.default).parsebytes(raw_for_parser)
+        msg = BytesParser(policy=parse_policy()).parsebytes(raw_for_parser)
     except Exception as exc:  # header objects can raise while parsing
         problems.add(f"Nachricht nur eingeschränkt lesbar ({type(exc).__name__})")
         msg = BytesParser(policy=email.policy.compat32).parsebytes(raw_for_parser)
@@ -146,7 +148,7 @@ def _repaired(raw: bytes, problems: Problems) -> bytes:
 
 
 def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
-    html_lower = html_raw.lower()
+    html_lower: str | None = None  # lowered only when a part has a Content-ID (most mail has none)
     result: list[ParsedAttachment] = []
     for position, (name, ctype, data, cid, disposition) in enumerate(state.attachments):
         filename = sanitize_filename(name) if name else ""
@@ -154,7 +156,10 @@ def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
             filename = f"anhang-{position + 1}{extension_for(ctype)}"
         # "Inline" only when the HTML really references it: anything else must stay
         # visible in the attachment list so nothing is hidden from the user.
-        is_inline = bool(cid) and disposition != "attachment" and f"cid:{cid.lower()}" in html_lower
+        is_inline = False
+        if cid and disposition != "attachment":
+            html_lower = html_raw.lower() if html_lower is None else html_lower
+            is_inline = f"cid:{cid.lower()}" in html_lower
         result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
     return result
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import email.message
+import email.policy
 import hashlib
 import tracemalloc
 from email.headerregistry import HeaderRegistry
+from email.parser import BytesParser
 
 import pytest
 
 from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
+from mailbox.parsing.policy import parse_policy
 from tests.mailbox import corpus
-from tests.mailbox.parsing_support import parse_eml
+from tests.mailbox.parsing_support import SAMPLES_DIR, parse_eml
 
 # --------------------------------------------------------------------------------------
 # Nested messages and attachments
@@ -280,3 +284,63 @@ def test_alternative_prefers_plain_text_for_text_body() -> None:
 )
 def test_sanitize_html_vectors(dirty: str, clean: str) -> None:
     assert sanitize_html(dirty) == clean
+
+
+# --------------------------------------------------------------------------------------
+# The parse policy: policy.default, each header object built once per parse
+# --------------------------------------------------------------------------------------
+
+
+def test_each_header_object_is_built_once_per_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stdlib's parser and our walk ask for a part's Content-Type many times (about half of a
+    # parse went there); a header object is immutable, so one per name and value is enough.
+    built: list[tuple[str, str]] = []
+    original = HeaderRegistry.__call__
+
+    def spy(self, name: str, value: str):
+        built.append((name, value))
+        return original(self, name, value)
+
+    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    letter = corpus.make_hospital_letter()
+    result = parse_message(letter)
+    assert result.html_body and [a.filename for a in result.attachments] == ["Entlassbrief.pdf"]
+    content_types = [value for name, value in built if name == "Content-Type"]
+    assert len(content_types) == len(set(content_types)) == 5, content_types
+    # Nothing is kept between messages: the next parse builds its header objects anew.
+    built.clear()
+    parse_message(letter)
+    assert len([name for name, _value in built if name == "Content-Type"]) == 5
+
+
+def _answers(message: email.message.Message) -> list[object]:
+    """What the parser asks of every part, and every header's text and defects."""
+    answers: list[object] = []
+    for part in message.walk():
+        for name, value in part.items():
+            answers.append((name, str(value), [type(d).__name__ for d in getattr(value, "defects", ())]))
+        for question in (
+            part.get_content_type,
+            part.get_params,
+            part.get_filename,
+            part.get_content_charset,
+            part.get_content_disposition,
+            part.get_boundary,
+        ):
+            try:
+                answers.append(question())
+            except Exception as exc:  # the same failure is the same answer
+                answers.append(type(exc).__name__)
+        answers.append([type(d).__name__ for d in part.defects])
+    return answers
+
+
+def test_the_parse_policy_answers_as_policy_default_does() -> None:
+    raws = [builder() for builder in corpus.HOSTILE_CORPUS.values()]
+    raws += [corpus.make_hospital_letter(), corpus.make_kim_error_mail(), corpus.make_html_with_inline_image()]
+    raws += [path.read_bytes() for path in sorted(SAMPLES_DIR.glob("*.eml"))]
+    assert len(raws) > 20
+    for raw in raws:
+        ours = BytesParser(policy=parse_policy()).parsebytes(raw)
+        stdlib = BytesParser(policy=email.policy.default).parsebytes(raw)
+        assert _answers(ours) == _answers(stdlib)
