@@ -251,6 +251,8 @@ KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
 KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.
 KIMPORTAL_LIVE_COUNTS_DELAY = env.float("KIMPORTAL_LIVE_COUNTS_DELAY", default=0.5)
+# List rows wait this long before they are sent, so a burst of events becomes one check and one frame.
+KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.15)
 # A socket receiving events this many seconds after they were sent has fallen behind: it is closed and
 # the page reconnects and reloads what it shows (never silently stale).
 KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)

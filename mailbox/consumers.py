@@ -3,11 +3,12 @@
 InboxConsumer (every page): new mail, changed rows, counts, account status, notifications.
 MessageConsumer (detail page): presence ("viewing"/"writing"), the read-lock panel, heartbeat.
 
-Events carry ids only. Every socket starts from its user: before anything is sent, one query checks
-that the session is still valid, the account active and the user still a member of the mailbox. The
-HTML of a row is then rendered once per audience (language, read or not) per process and event, not
-once per socket; per-user counts are refreshed after a short pause, so a burst of events costs one
-count query per socket, not one per event.
+Events carry ids only. Every socket starts from its user: before anything is sent, its session, account
+and membership are checked — batched with the other sockets of the process that ask at the same moment
+(mailbox.liveaccess), so 200 open inboxes cost three queries per event, not 200. List rows wait a moment
+(KIMPORTAL_LIVE_ROWS_DELAY) so a burst becomes one check and one frame; a row is rendered once per
+audience (language, read or not) per process and event (mailbox.livecache); per-user counts follow after
+a pause (KIMPORTAL_LIVE_COUNTS_DELAY). Database work runs on a thread pool of its own.
 """
 
 from __future__ import annotations
@@ -24,16 +25,14 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.sessions.models import Session
-from django.db.models import Exists
 from django.template.loader import render_to_string
-from django.utils import timezone, translation
+from django.utils import translation
 
 from mailbox import selectors
 from mailbox.events import mailbox_group, message_group, session_digest, user_group
+from mailbox.liveaccess import Ask, batcher
 from mailbox.livecache import RenderMemo, row_data
-from mailbox.permissions import Action, can, role_in_mailbox
+from mailbox.permissions import Action, can
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,14 @@ def _language_from_scope(scope: Mapping[str, Any]) -> str:
 
 def live_lag_limit() -> float:
     return float(getattr(settings, "KIMPORTAL_LIVE_LAG_LIMIT", 15.0))
+
+
+def rows_delay() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_ROWS_DELAY", 0.15))
+
+
+# How a queued row is shown; a stronger kind wins when events for one row meet in a burst.
+PRESENCE, CHANGED, NEW = 1, 2, 3
 
 
 def counts_delay() -> float:
@@ -123,27 +130,17 @@ class _PortalConsumer(AsyncWebsocketConsumer):
         with translation.override(self.language):
             return render_to_string(template, {"user": self.user, **context})
 
-    def _access(self, mailbox_id: int | None = None) -> tuple[bool, str | None]:
-        """(session valid and account active, the user's role in the mailbox) in one query.
-
-        Logged out elsewhere, session expired, account deactivated: stop sending patient data.
-        """
-        users = get_user_model().objects.filter(pk=self.user.pk, is_active=True)
-        if self.session_key is not None:
-            now = timezone.now()
-            users = users.filter(Exists(Session.objects.filter(session_key=self.session_key, expire_date__gt=now)))
-        if mailbox_id is None:
-            return users.exists(), None
-        row = users.annotate(role=role_in_mailbox(self.user, mailbox_id)).values("role").first()
-        return (row is not None), (row["role"] if row else None)
-
     async def _check(self, mailbox_id: int | None = None) -> Any:
-        """The user's role in the mailbox (or True without one); _NO_ROLE after closing an ended session."""
-        valid, role = await db(self._access)(mailbox_id)
-        if not valid:
+        """The user's role in the mailbox (or True without one); _NO_ROLE after closing an ended session.
+
+        Logged out elsewhere, session expired, account deactivated: stop sending patient data. The
+        check is batched with the other sockets of this process that ask at the same moment.
+        """
+        answer = await batcher(db).check(Ask(self.user.pk, self.session_key, mailbox_id))
+        if not answer.valid:
             await self._close(4401)
             return _NO_ROLE
-        return role if mailbox_id is not None else True
+        return answer.role if mailbox_id is not None else True
 
     async def _send(self, html: str) -> None:
         if html and not self.closed:
@@ -181,6 +178,9 @@ class InboxConsumer(_PortalConsumer):
         mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
         self.counts_pending = False
+        self.pending_rows: dict[int, tuple[dict, int]] = {}
+        self.pending_counts = False
+        self.rows_scheduled = False
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -203,23 +203,19 @@ class InboxConsumer(_PortalConsumer):
         await self._send(await db(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
-        if await self._row(event, new=True):
-            self._counts_soon()
+        self._queue(event, event["message_id"], NEW)
 
     async def messages_created(self, event: dict) -> None:
-        """A fetch round stored several messages: one frame with all their rows, one count refresh."""
-        role = await self._check(event["mailbox_id"])
-        if role is _NO_ROLE or not can(role, Action.READ):
-            return
-        await self._send(await db(self._render_new_rows)(event))
-        self._counts_soon()
+        """A fetch round stored several messages: their rows ride in one frame, with one count refresh."""
+        # Oldest first: each row is prepended, so the newest ends on top as in the list.
+        for message_id in sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]:
+            self._queue(event, message_id, NEW)
 
     async def message_changed(self, event: dict) -> None:
-        if await self._row(event, new=False) and event.get("counts"):
-            self._counts_soon()
+        self._queue(event, event["message_id"], CHANGED, counts=bool(event.get("counts")))
 
     async def presence_changed(self, event: dict) -> None:
-        await self._row(event, new=False, presence_only=True)
+        self._queue(event, event["message_id"], PRESENCE)
 
     async def account_status(self, event: dict) -> None:
         if await self._check(event["mailbox_id"]) in (_NO_ROLE, None):
@@ -234,36 +230,56 @@ class InboxConsumer(_PortalConsumer):
     async def counters_changed(self, event: dict) -> None:
         self._counts_soon()
 
-    async def _row(self, event: dict, *, new: bool, presence_only: bool = False) -> bool:
-        """Send the event's row if this user may still read the mailbox; returns whether they may."""
-        role = await self._check(event["mailbox_id"])
-        if role is _NO_ROLE or not can(role, Action.READ):
-            return False
-        html = await db(self._render_row)(event, new=new, presence_only=presence_only)
-        await self._send(html)
-        return True
+    def _queue(self, event: dict, message_id: int, kind: int, *, counts: bool = False) -> None:
+        """Rows wait a moment before they are sent: a burst (a claim and the presence that follows, a fetch
+        round) becomes one access check and one frame. The newest event of a row decides its data; the
+        strongest kind (new > changed > presence) decides how it is shown."""
+        previous = self.pending_rows.get(message_id)
+        strongest = max(kind, previous[1]) if previous else kind
+        self.pending_rows[message_id] = (event, strongest)
+        self.pending_counts = self.pending_counts or counts or kind == NEW
+        if not self.rows_scheduled:
+            self.rows_scheduled = True
+            asyncio.get_running_loop().call_later(rows_delay(), lambda: asyncio.ensure_future(self._flush_rows()))
 
-    def _render_new_rows(self, event: dict) -> str:
-        # Oldest first: each row is prepended, so the newest ends on top as in the list.
-        ids = sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]
-        return "".join(self._render_row(event, new=True, presence_only=False, message_id=pk) for pk in ids)
+    async def _flush_rows(self) -> None:
+        pending, self.pending_rows, self.rows_scheduled = self.pending_rows, {}, False
+        counts, self.pending_counts = self.pending_counts, False
+        if self.closed or not pending:
+            return
+        readable: dict[int, bool] = {}
+        for mailbox_id in sorted({event["mailbox_id"] for event, _kind in pending.values()}):
+            role = await self._check(mailbox_id)
+            if role is _NO_ROLE:
+                return
+            readable[mailbox_id] = can(role, Action.READ)
+        rows = [(mid, event, kind) for mid, (event, kind) in pending.items() if readable.get(event["mailbox_id"])]
+        if not rows:
+            return
+        await self._send(await db(self._render_rows)(rows))
+        if counts:
+            self._counts_soon()
 
-    def _render_row(self, event: dict, *, new: bool, presence_only: bool, message_id: int | None = None) -> str:
-        # Permission was checked for this socket; the row's data is read once per event and process.
+    def _render_rows(self, rows: list[tuple[int, dict, int]]) -> str:
+        return "".join(self._render_row(event, kind, message_id) for message_id, event, kind in rows)
+
+    def _render_row(self, event: dict, kind: int, message_id: int) -> str:
+        # Access was checked for this socket; the row's data is read once per event and process.
         data = row_data(event, message_id)
         if data is None:
             return ""
         message, readers = data
         is_read = self.user.pk in readers
-        kind = "presence" if presence_only else ("new" if new else "changed")
 
         def render() -> str:
             row = message.copy_for_reader(is_read)
-            if presence_only:
+            if kind == PRESENCE:
                 context = {"message": row, "oob": True, "compact": True}
                 return self._render("mailbox/partials/_presence.html", context)
             template = (
-                "mailbox/partials/_live_new_message.html" if new else "mailbox/partials/_live_changed_message.html"
+                "mailbox/partials/_live_new_message.html"
+                if kind == NEW
+                else "mailbox/partials/_live_changed_message.html"
             )
             return self._render(template, {"message": row})
 
