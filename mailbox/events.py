@@ -6,9 +6,16 @@ sockets); consumers re-check access and re-read through user-scoped selectors be
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import logging
+import os
+import threading
+import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -34,12 +41,60 @@ def session_digest(session_key: str) -> str:
     return hashlib.sha256(f"kimportal-session:{session_key}".encode()).hexdigest()[:32]
 
 
+# How long a sender waits for the channel layer: a hung Redis must not hold up a fetch or a request.
+SEND_TIMEOUT_SECONDS = 5.0
+
+
+class _SenderLoop:
+    """One event loop thread per process that sends to a Redis channel layer from sync code.
+
+    async_to_sync() from a plain thread starts a new event loop and thread per call, and
+    channels_redis keeps its connections per event loop: every event paid for a new loop, a thread
+    and a Redis connection (≈2 ms). Here the loop, and with it the connection pool, is kept.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            # A forked child (a Celery worker process) inherits the object but not the thread.
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="events-sender", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
+        try:
+            future.result(SEND_TIMEOUT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+
+_sender = _SenderLoop()
+
+
+def _keeps_connections_per_loop(layer: object) -> bool:
+    # Only channels_redis: an in-memory layer's queues belong to the loop of the sockets that read them.
+    return type(layer).__module__.startswith("channels_redis.")
+
+
 def _send(group: str, event: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    # When it was sent: a socket that receives it much later has fallen behind and must resync.
+    event = {**event, "at": time.time()}
     try:
-        async_to_sync(layer.group_send)(group, event)
+        if _keeps_connections_per_loop(layer):
+            _sender.run(layer.group_send(group, event))
+        else:
+            async_to_sync(layer.group_send)(group, event)
     except Exception:
         # A lost live update must never undo stored mail; the page shows it on the next load.
         log.exception("broadcast to %s failed", group)

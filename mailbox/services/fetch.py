@@ -2,6 +2,12 @@
 
 One fetch per account at a time, across any number of workers: a lease row-update decides who
 fetches (works on PostgreSQL and SQLite). A killed worker's lease simply expires.
+
+Mail is stored in batches: the messages RETRieved within a batch are parsed and their blobs
+written (fsynced side by side) as they arrive; then the batch's rows are committed in one
+transaction with one live update, and only then are those messages DELEd. A batch closes at
+BATCH_MESSAGES messages, BATCH_BYTES bytes or BATCH_SECONDS, whichever comes first, so a long
+round still shows mail as it goes and a round of large mails holds little in memory.
 """
 
 from __future__ import annotations
@@ -9,30 +15,40 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from mailbox import events
-from mailbox.clients.pop3 import pop3_session
+from mailbox.clients.pop3 import ListedMessage, Pop3Session, pop3_session
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Message
 from mailbox.services.accounts import account_endpoint, cm_error_message
-from mailbox.services.ingest import message_ingest
+from mailbox.services.ingest import StagedMessage, message_stage, messages_store
+from mailbox.storage import BlobBatch
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 15 * 60
+# The consumers render at most 50 new rows per live update (MAX_ROWS_PER_FRAME): one batch fits.
+BATCH_MESSAGES = 50
+BATCH_BYTES = 16 * 1024 * 1024
+BATCH_SECONDS = 2.0
 
 
 def lease_seconds() -> int:
     return int(getattr(settings, "KIMPORTAL_FETCH_LEASE_SECONDS", 120))
+
+
+def batch_messages() -> int:
+    return max(1, int(getattr(settings, "KIMPORTAL_FETCH_BATCH_MESSAGES", BATCH_MESSAGES)))
 
 
 @dataclass
@@ -74,6 +90,14 @@ class FetchInTransaction(RuntimeError):
     """A fetch inside a transaction would DELE mail whose row is not yet committed."""
 
 
+class MessagesRefused(Exception):
+    """The database refused some messages' rows; they stay on the server, the others were stored."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} messages refused by the database")
+        self.count = count
+
+
 def account_fetch(*, account_id: int) -> FetchResult:
     if connection.in_atomic_block:
         # Durability rule: DELE only after the message's own commit. Inside an outer transaction that
@@ -93,9 +117,16 @@ def account_fetch(*, account_id: int) -> FetchResult:
     keeper.start()
     try:
         try:
-            _fetch(account, token, result)
+            _fetch(account, keeper, result)
         except (CmError, CredentialDecryptionError, LeaseLost) as exc:
             result.error = cm_error_message(exc, host=account.cm_host, port=account.pop3_port)
+            _record_failure(account, exc, result.error)
+            return result
+        except MessagesRefused as exc:
+            result.error = _(
+                "%(count)d Nachricht(en) konnten nicht gespeichert werden und bleiben auf dem Clientmodul. "
+                "Details im Server-Log."
+            ) % {"count": exc.count}
             _record_failure(account, exc, result.error)
             return result
         except Exception as exc:
@@ -114,30 +145,75 @@ def account_fetch(*, account_id: int) -> FetchResult:
 
 
 class _LeaseKeeper(threading.Thread):
-    """Renews the fetch lease while one RETR of a very large mail takes longer than the lease."""
+    """Renews the fetch lease by time (a third of the lease), not per mail, on its own connection.
+
+    It also covers one RETR of a very large mail that takes longer than the lease. The fetch asks
+    it at every batch whether the lease still holds (``check``), which costs no query.
+    """
 
     def __init__(self, account_id: int, token: str) -> None:
         super().__init__(daemon=True, name=f"lease-{account_id}")
         self.account_id = account_id
         self.token = token
+        self.lost = threading.Event()
         self._halt = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._halt.wait(lease_seconds() / 3):
-                account_lease_renew(account_id=self.account_id, token=self.token)
+                self.renew()
         finally:
             connection.close()
 
+    def renew(self) -> bool:
+        """Renew now; False (and ``lost`` set) once another fetch holds the account."""
+        try:
+            held = account_lease_renew(account_id=self.account_id, token=self.token)
+        except DatabaseError:
+            # Unknown, not lost: the next renewal tries again; a lease that runs out is seen then.
+            log.exception("renewing the fetch lease of account %s failed", self.account_id)
+            return True
+        if not held:
+            self.lost.set()
+        return held
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost("fetch lease expired")
+
     def stop(self) -> None:
         self._halt.set()
-        self.join(timeout=5)
+        if self.is_alive():
+            self.join(timeout=5)
 
 
-def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
+@dataclass
+class _Batch:
+    """Messages RETRieved and staged, not yet committed (and so not yet DELEd)."""
+
+    items: list[tuple[ListedMessage, StagedMessage]] = field(default_factory=list)
+    size: int = 0
+    started: float = 0.0
+
+    def add(self, item: ListedMessage, staged: StagedMessage) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append((item, staged))
+        self.size += staged.size
+
+    def full(self) -> bool:
+        return (
+            len(self.items) >= batch_messages()
+            or self.size >= BATCH_BYTES
+            or time.monotonic() - self.started >= BATCH_SECONDS
+        )
+
+
+def _fetch(account: KimAccount, keeper: _LeaseKeeper, result: FetchResult) -> None:
     mailbox = account.mailbox
     keep_days = account.keep_on_server_days
-    with pop3_session(account_endpoint(account, "pop3")) as session:
+    refused = 0
+    with pop3_session(account_endpoint(account, "pop3")) as session, BlobBatch() as blobs:
         listing = session.listing()
         keys = [m.uidl for m in listing] + [_reused_key(m) for m in listing]
         known = {
@@ -147,6 +223,7 @@ def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
             )
         }
         cutoff = timezone.now() - timedelta(days=keep_days)
+        batch = _Batch()
         for item in listing:
             key = item.uidl
             if key in known and known[key][1] not in (None, item.size):
@@ -161,15 +238,41 @@ def _fetch(account: KimAccount, token: str, result: FetchResult) -> None:
                     result.deleted += 1
                 continue
             raw = session.retrieve(item.number)
-            message = message_ingest(mailbox=mailbox, uidl=key, raw=raw, pop3_size=item.size)
-            result.stored.append(message.pk)
-            # DELE only after the row is committed (message_ingest returned outside any transaction).
-            if keep_days == 0:
-                session.delete(item.number)
-                result.deleted += 1
-            if not account_lease_renew(account_id=account.pk, token=token):
-                raise LeaseLost("fetch lease expired")
+            batch.add(item, message_stage(uidl=key, raw=raw, pop3_size=item.size, blobs=blobs))
+            if batch.full():
+                refused += _store_batch(session, account, batch, blobs, keeper, result)
+                batch = _Batch()
+        refused += _store_batch(session, account, batch, blobs, keeper, result)
+        # QUIT even after a refused message: the DELEs of the stored ones take effect, it stays.
         session.quit()
+    if refused:
+        raise MessagesRefused(refused)
+
+
+def _store_batch(
+    session: Pop3Session,
+    account: KimAccount,
+    batch: _Batch,
+    blobs: BlobBatch,
+    keeper: _LeaseKeeper,
+    result: FetchResult,
+) -> int:
+    """Commit a batch's rows, then DELE what was committed; returns how many the database refused."""
+    if not batch.items:
+        return 0
+    keeper.check()
+    messages = messages_store(mailbox=account.mailbox, staged=[staged for _, staged in batch.items], blobs=blobs)
+    refused = 0
+    for (item, _staged), message in zip(batch.items, messages, strict=True):
+        if message is None:
+            refused += 1
+            continue
+        result.stored.append(message.pk)
+        # DELE only after the row is committed (messages_store returned outside any transaction).
+        if account.keep_on_server_days == 0:
+            session.delete(item.number)
+            result.deleted += 1
+    return refused
 
 
 def _reused_key(item) -> str:

@@ -1,8 +1,16 @@
-"""Store one fetched message: immutable raw blob first, then the parsed row in one transaction."""
+"""Store fetched messages: immutable raw blobs first, then the parsed rows in one transaction.
+
+One message (``message_ingest``) or a batch of a fetch round (``message_stage`` for each, then
+``messages_store``): the batch's rows share one transaction and one live update; if the database
+refuses any row of it, every message of the batch is stored on its own instead, so one bad row
+costs no other message its place.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
@@ -10,9 +18,21 @@ from django.utils import timezone
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
 from mailbox.parsing import ParsedMessage, parse_message
-from mailbox.storage import blob_put
+from mailbox.storage import BlobBatch, blob_put
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StagedMessage:
+    """A fetched message, parsed, whose blobs are named (and on their way to disk): ready for its row."""
+
+    uidl: str
+    size: int
+    pop3_size: int | None
+    raw_sha: str
+    parsed: ParsedMessage
+    attachment_shas: list[str]
 
 
 def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes, pop3_size: int | None = None) -> Message:
@@ -27,50 +47,97 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes, pop3_size: int | 
     raw_sha = blob_put(raw)
     parsed = parse_message(raw)
     attachment_shas = [blob_put(a.payload) for a in parsed.attachments]
+    staged = StagedMessage(uidl, len(raw), pop3_size, raw_sha, parsed, attachment_shas)
+    message, created = _store_one(mailbox, staged)
+    if created:
+        events.broadcast_message_created(mailbox_id=mailbox.pk, message_id=message.pk)
+    return message
+
+
+def message_stage(*, uidl: str, raw: bytes, pop3_size: int | None, blobs: BlobBatch) -> StagedMessage:
+    """Parse a fetched message and hand its blobs to *blobs*; its row comes with messages_store()."""
+    raw_sha = blobs.put(raw)
+    parsed = parse_message(raw)
+    attachment_shas = [blobs.put(a.payload) for a in parsed.attachments]
+    return StagedMessage(uidl, len(raw), pop3_size, raw_sha, parsed, attachment_shas)
+
+
+def messages_store(*, mailbox: Mailbox, staged: list[StagedMessage], blobs: BlobBatch) -> list[Message | None]:
+    """Commit the rows of staged messages; one entry per message: its committed row, or None if refused.
+
+    Returns outside any transaction, so every row returned is committed (the fetch DELEs only
+    those). A message the database refuses even as a raw-only row is None: it stays on the server.
+    """
+    if not staged:
+        return []
+    # Every blob on disk before any row names it: a committed row never points at lost bytes.
+    blobs.wait()
     try:
         with transaction.atomic():
-            return _create(mailbox, uidl, raw, raw_sha, parsed, attachment_shas, pop3_size)
+            messages = Message.objects.bulk_create([_message_row(mailbox, s) for s in staged])
+            Attachment.objects.bulk_create(_attachment_rows(messages, staged))
+            events.broadcast_messages_created(mailbox_id=mailbox.pk, message_ids=[m.pk for m in messages])
+        return list(messages)
+    except (IntegrityError, DataError):
+        # Which row? The database does not say; the rows go in one by one, each with its own fallback.
+        log.warning("storing a batch of %s messages for %s failed; storing them one by one", len(staged), mailbox.pk)
+    stored: list[Message | None] = []
+    created: list[int] = []
+    for message in staged:
+        try:
+            row, is_new = _store_one(mailbox, message)
+        except (IntegrityError, DataError):
+            log.exception("storing %s/%s was refused; it stays on the server", mailbox.pk, message.uidl)
+            stored.append(None)
+            continue
+        stored.append(row)
+        if is_new:
+            created.append(row.pk)
+    events.broadcast_messages_created(mailbox_id=mailbox.pk, message_ids=created)
+    return stored
+
+
+def _store_one(mailbox: Mailbox, staged: StagedMessage) -> tuple[Message, bool]:
+    """The row of one message whose blobs are on disk: (message, whether this call created it)."""
+    try:
+        with transaction.atomic():
+            message = _message_row(mailbox, staged)
+            message.save(force_insert=True)
+            Attachment.objects.bulk_create(_attachment_rows([message], [staged]))
+            return message, True
     except IntegrityError:
         # Another worker stored the same UIDL between our check and insert.
-        existing = Message.objects.filter(mailbox=mailbox, uidl=uidl).first()
+        existing = Message.objects.filter(mailbox=mailbox, uidl=staged.uidl).first()
         if existing is not None:
-            return existing
+            return existing, False
         raise
     except DataError:
         # The database refused some parsed value: keep the raw message, flagged, rather than lose it.
-        log.exception("storing parsed fields of %s/%s failed; storing raw only", mailbox.pk, uidl)
+        log.exception("storing parsed fields of %s/%s failed; storing raw only", mailbox.pk, staged.uidl)
         with transaction.atomic():
             message = Message.objects.create(
                 mailbox=mailbox,
-                uidl=uidl,
-                pop3_size=pop3_size,
-                raw_sha256=raw_sha,
-                size=len(raw),
+                uidl=staged.uidl,
+                pop3_size=staged.pop3_size,
+                raw_sha256=staged.raw_sha,
+                size=staged.size,
                 subject="",
                 is_malformed=True,
                 parse_problems=["Die Nachricht konnte nicht zerlegt gespeichert werden; nur der Rohtext liegt vor."],
                 received_at=timezone.now(),
             )
-            events.broadcast_message_created(mailbox_id=mailbox.pk, message_id=message.pk)
-            return message
+            return message, True
 
 
-def _create(
-    mailbox: Mailbox,
-    uidl: str,
-    raw: bytes,
-    raw_sha: str,
-    parsed: ParsedMessage,
-    attachment_shas: list[str],
-    pop3_size: int | None = None,
-) -> Message:
+def _message_row(mailbox: Mailbox, staged: StagedMessage) -> Message:
     c = _nul_free
-    message = Message.objects.create(
+    parsed = staged.parsed
+    return Message(
         mailbox=mailbox,
-        uidl=uidl,
-        pop3_size=pop3_size,
-        raw_sha256=raw_sha,
-        size=len(raw),
+        uidl=staged.uidl,
+        pop3_size=staged.pop3_size,
+        raw_sha256=staged.raw_sha,
+        size=staged.size,
         from_address=c(parsed.from_address[:320]),
         from_name=c(parsed.from_name[:300]),
         to=[c(v) for v in parsed.to],
@@ -90,21 +157,22 @@ def _create(
         attachment_count=min(sum(1 for a in parsed.attachments if not a.is_inline), 32767),
         parse_problems=[c(v) for v in parsed.problems],
     )
-    Attachment.objects.bulk_create(
-        Attachment(
-            message=message,
-            position=a.position,
-            filename=c(a.filename[:500]),
-            content_type=c(a.content_type[:200]),
-            size=len(a.payload),
-            sha256=sha,
-            content_id=c(a.content_id[:500]),
-            is_inline=a.is_inline,
-        )
-        for a, sha in zip(parsed.attachments, attachment_shas, strict=True)
-    )
-    events.broadcast_message_created(mailbox_id=mailbox.pk, message_id=message.pk)
-    return message
+
+
+def _attachment_rows(messages: list[Message], staged: list[StagedMessage]) -> Iterator[Attachment]:
+    c = _nul_free
+    for message, one in zip(messages, staged, strict=True):
+        for a, sha in zip(one.parsed.attachments, one.attachment_shas, strict=True):
+            yield Attachment(
+                message=message,
+                position=a.position,
+                filename=c(a.filename[:500]),
+                content_type=c(a.content_type[:200]),
+                size=len(a.payload),
+                sha256=sha,
+                content_id=c(a.content_id[:500]),
+                is_inline=a.is_inline,
+            )
 
 
 def _nul_free(value: str) -> str:

@@ -49,7 +49,10 @@ def test_fetch_stores_messages_and_deletes_them_on_the_server(cm, account):
     assert account.fetch_lease_until is None
 
 
-def test_each_stored_message_is_announced_after_its_commit(cm, account):
+def _listen(mailbox_id: int):
+    """A channel in the mailbox's group, and a function that returns what reached it (then leaves)."""
+    import asyncio
+
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
@@ -57,26 +60,108 @@ def test_each_stored_message_is_announced_after_its_commit(cm, account):
 
     layer = get_channel_layer()
     listener = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(mailbox_group(account.mailbox_id), listener)
-    cm.deliver(HOSPITAL, simple_mail("Angekündigt"))
-
-    result = account_fetch(account_id=account.pk)
-
-    stored = Message.objects.get(pk=result.stored[0])
+    async_to_sync(layer.group_add)(mailbox_group(mailbox_id), listener)
 
     async def drain() -> list[dict]:
-        import asyncio
-
         received = []
         while True:
             try:
                 received.append(await asyncio.wait_for(layer.receive(listener), timeout=1))
             except TimeoutError:
+                await layer.group_discard(mailbox_group(mailbox_id), listener)
                 return received
 
-    created = [e for e in async_to_sync(drain)() if e["type"] == "message.created"]
-    assert [e["message_id"] for e in created] == [stored.pk]
-    async_to_sync(layer.group_discard)(mailbox_group(account.mailbox_id), listener)
+    return async_to_sync(drain)
+
+
+def test_a_fetch_round_is_announced_in_one_event_after_its_commit(cm, account):
+    received = _listen(account.mailbox_id)
+    for i in range(3):
+        cm.deliver(HOSPITAL, simple_mail(f"Angekündigt {i}"))
+
+    result = account_fetch(account_id=account.pk)
+
+    events = [e for e in received() if e["type"] in ("message.created", "messages.created")]
+    assert [e["type"] for e in events] == ["messages.created"], "one event for the round, none per mail"
+    assert sorted(events[0]["message_ids"]) == sorted(result.stored)
+    assert Message.objects.filter(pk__in=events[0]["message_ids"]).count() == 3
+
+
+def test_a_long_round_is_announced_batch_by_batch(cm, account, settings):
+    settings.KIMPORTAL_FETCH_BATCH_MESSAGES = 2
+    received = _listen(account.mailbox_id)
+    for i in range(5):
+        cm.deliver(HOSPITAL, simple_mail(f"Stapel {i}"))
+
+    result = account_fetch(account_id=account.pk)
+
+    batches = [e["message_ids"] for e in received() if e["type"] == "messages.created"]
+    assert [len(ids) for ids in batches] == [2, 2, 1]
+    assert [pk for ids in batches for pk in ids] == result.stored
+    assert cm.maildrop_uidls(HOSPITAL) == []
+
+
+def test_live_updates_go_out_on_one_kept_event_loop_not_one_per_event(cm, account):
+    from mailbox import events
+
+    received = _listen(account.mailbox_id)
+    loops = []
+    for round_number in range(3):
+        cm.deliver(HOSPITAL, simple_mail(f"Runde {round_number}"))
+        account_fetch(account_id=account.pk)
+        loops.append(events._sender._loop)
+
+    assert len([e for e in received() if e["type"] == "messages.created"]) == 3
+    # One loop (and so one Redis connection pool) for all of them, not a new loop and thread per event.
+    assert loops[0] is not None and loops.count(loops[0]) == 3
+    assert [t.name for t in threading.enumerate()].count("events-sender") == 1
+
+
+def test_the_lease_is_renewed_by_time_not_per_mail(cm, account):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(10):
+        cm.deliver(HOSPITAL, simple_mail(f"Zehn {i}"))
+
+    with CaptureQueriesContext(connection) as queries:
+        result = account_fetch(account_id=account.pk)
+
+    assert len(result.stored) == 10
+    lease_writes = [q["sql"] for q in queries if "UPDATE" in q["sql"] and '"fetch_lease_token"' in q["sql"]]
+    # Acquire and release only; renewals come from the lease keeper's clock (its own connection).
+    assert len(lease_writes) == 2, lease_writes
+
+
+def test_the_lease_keeper_notices_when_another_fetch_took_the_account(account):
+    from mailbox.services.fetch import LeaseLost, _LeaseKeeper
+
+    token = account_lease_acquire(account_id=account.pk)
+    keeper = _LeaseKeeper(account.pk, token)
+    assert keeper.renew()
+    keeper.check()
+    # Our lease ran out while we stalled, and another worker took the account over.
+    KimAccount.objects.filter(pk=account.pk).update(fetch_lease_token="another-worker")
+
+    assert not keeper.renew()
+    with pytest.raises(LeaseLost):
+        keeper.check()
+
+
+def test_a_fetch_whose_lease_was_lost_commits_and_deletes_nothing_more(cm, account):
+    from mailbox.services.fetch import FetchResult, LeaseLost, _fetch, _LeaseKeeper
+
+    cm.deliver(HOSPITAL, simple_mail("Nicht doppelt"))
+    token = account_lease_acquire(account_id=account.pk)
+    keeper = _LeaseKeeper(account.pk, token)
+    KimAccount.objects.filter(pk=account.pk).update(fetch_lease_token="another-worker")
+    keeper.renew()
+
+    with pytest.raises(LeaseLost):
+        _fetch(account, keeper, FetchResult(account_id=account.pk))
+
+    assert Message.objects.count() == 0
+    assert len(cm.maildrop_uidls(HOSPITAL)) == 1
 
 
 def test_a_fetch_inside_a_transaction_is_refused_before_any_dele(cm, account):
@@ -287,18 +372,17 @@ def test_an_inactive_account_is_not_fetched(cm, account):
     assert Message.objects.count() == 0
 
 
-def test_an_unexpected_error_is_visible_and_backs_off(cm, account, monkeypatch):
-    import mailbox.services.fetch as fetch_module
+def test_an_unexpected_error_is_visible_and_backs_off(cm, account, settings, tmp_path):
+    cm.deliver(HOSPITAL, simple_mail("Platte kaputt"))
+    # The blob store cannot be written (here: its directory is a file); no row may name missing bytes.
+    (tmp_path / "not-a-directory").write_bytes(b"")
+    settings.KIMPORTAL_BLOB_DIR = tmp_path / "not-a-directory" / "blobs"
 
-    cm.deliver(HOSPITAL, simple_mail("Platte voll"))
-
-    def disk_full(**kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(fetch_module, "message_ingest", disk_full)
     result = account_fetch(account_id=account.pk)
+
     assert "Interner Fehler" in result.error
     account.refresh_from_db()
     assert account.status == KimAccount.Status.ERROR
     assert account.consecutive_failures == 1
+    assert Message.objects.count() == 0, "no row without its blob"
     assert len(cm.maildrop_uidls(HOSPITAL)) == 1, "nothing deleted"

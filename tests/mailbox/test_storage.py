@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from mailbox.storage import BlobCorrupted, BlobMissing, blob_get, blob_path, blob_put
+from mailbox.storage import BlobBatch, BlobCorrupted, BlobMissing, blob_get, blob_path, blob_put
 
 
 def test_blob_roundtrip_is_content_addressed():
@@ -51,3 +51,34 @@ def test_put_leaves_an_intact_blob_alone():
     blob_put(b"KIM")
     after = blob_path(digest).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_batch_names_blobs_at_once_and_has_them_on_disk_after_wait():
+    with BlobBatch() as blobs:
+        digests = [blobs.put(b"raw %d" % i) for i in range(20)]
+        assert digests == [hashlib.sha256(b"raw %d" % i).hexdigest() for i in range(20)]
+        blobs.wait()
+        assert [blob_get(d) for d in digests] == [b"raw %d" % i for i in range(20)]
+    # Written the way blob_put writes: read-only, no temp file left behind.
+    assert stat.S_IMODE(blob_path(digests[0]).stat().st_mode) == 0o440
+    assert list(blob_path(digests[0]).parent.glob(".tmp-*")) == []
+
+
+def test_a_batch_writes_the_same_bytes_once_and_repairs_a_corrupted_blob(caplog):
+    digest = blob_put(b"Befund")
+    blob_path(digest).chmod(0o640)
+    blob_path(digest).write_bytes(b"kaputt")
+    with BlobBatch() as blobs:
+        assert blobs.put(b"Befund") == blobs.put(b"Befund") == digest
+        blobs.wait()
+    assert blob_get(digest) == b"Befund"
+    assert caplog.text.count(f"blob {digest} does not match its checksum") == 1
+
+
+def test_a_batch_whose_blob_cannot_be_written_says_so_on_wait(settings, tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    settings.KIMPORTAL_BLOB_DIR = tmp_path / "file" / "blobs"
+    with BlobBatch() as blobs:
+        blobs.put(b"nirgends")
+        with pytest.raises(NotADirectoryError):
+            blobs.wait()
