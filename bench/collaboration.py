@@ -8,7 +8,9 @@ Prints one JSON object (scripts/bench.sh merges it into bench/results/latest.jso
   inbox_deep_page_p95_ms       ≤ 50   page 1,500 (rows 74,951–75,000), reached by its "Ältere »" link
   event_fanout_ms              ≤ 150  a claim until all 50 members' open inbox sockets have the row (p95)
   event_fanout_state_ms               the same for a state change (rows only; counts follow later)
-(+ p50 values, inbox_deep_page_ratio = deep / first page p95, query counts, and a meta object.)
+(+ p50 values, inbox_deep_page_ratio = deep / first page p95, query counts, the fan-out's service time,
+spread (first to last socket) and when the state change's counts arrive, and a meta object.)
+The fan-out includes the consumers' deliberate pause before rows are sent (KIMPORTAL_LIVE_ROWS_DELAY).
 
 The mail is what hospitals receive: ≈50 KB each, a text and an HTML part and a small PDF
 (bench/mails.py). A sample of distinct mails goes through the real ingest
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,7 +83,7 @@ from django.utils import timezone  # noqa: E402
 
 from bench.mails import RECIPIENT, hospital_mail  # noqa: E402
 from mailbox import selectors  # noqa: E402
-from mailbox.consumers import InboxConsumer, MessageConsumer, counts_delay  # noqa: E402
+from mailbox.consumers import InboxConsumer, MessageConsumer  # noqa: E402
 from mailbox.models import Attachment, Mailbox, Membership, Message, MessageRead  # noqa: E402
 from mailbox.selectors.pagination import PAGE_SIZE  # noqa: E402
 from mailbox.services.claims import message_claim, message_release  # noqa: E402
@@ -455,10 +458,17 @@ async def _drain(sockets: list[WebsocketCommunicator], settle: float) -> None:
             await socket.receive_from()
 
 
+@dataclass
+class FanOut:
+    total_ms: float  # from the service call until the last socket had its frame
+    service_ms: float  # the service call alone: transaction, commit, group_send
+    spread_ms: float  # from the first socket's frame to the last one's: the per-socket part
+    then_ms: float | None  # until every socket also had the `then` frame
+
+
 async def _fan_out(
     sockets: list[WebsocketCommunicator], action: Callable[[], object], needle: str, *, then: str = ""
-) -> tuple[float, float, float | None]:
-    """(ms until every socket had a frame with `needle`, ms the service call took, ms until `then`)."""
+) -> FanOut:
     rows = [asyncio.ensure_future(_arrival(s, needle)) for s in sockets]
     await asyncio.sleep(0)
     start = time.perf_counter()
@@ -468,7 +478,12 @@ async def _fan_out(
     later = None
     if then:
         later = (max(await asyncio.gather(*(_arrival(s, then) for s in sockets))) - start) * 1000
-    return (max(arrived) - start) * 1000, (service - start) * 1000, later
+    return FanOut(
+        total_ms=(max(arrived) - start) * 1000,
+        service_ms=(service - start) * 1000,
+        spread_ms=(max(arrived) - min(arrived)) * 1000,
+        then_ms=later,
+    )
 
 
 async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
@@ -481,15 +496,12 @@ async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
             .values_list("pk", "state", "due_at")[: events * 2]
         )
     )()
-    claim_ms, claim_service_ms, state_ms, state_service_ms, nav_ms = [], [], [], [], []
+    claims: list[FanOut] = []
+    changes: list[FanOut] = []
     await _drain(sockets, 0.2)
     for pk, _state, _due in targets[:events]:
         message = await database_sync_to_async(Message.objects.get)(pk=pk)
-        total, service, _ = await _fan_out(
-            sockets, lambda m=message: message_claim(user=actor, message=m), f'id="msg-{pk}"'
-        )
-        claim_ms.append(total)
-        claim_service_ms.append(service)
+        claims.append(await _fan_out(sockets, lambda m=message: message_claim(user=actor, message=m), f'id="msg-{pk}"'))
         # The release is an event too: wait for it everywhere, so it never overlaps the next claim.
         await _fan_out(sockets, lambda m=message: message_release(user=actor, message=m), f'id="msg-{pk}"')
         await _drain(sockets, 0.02)
@@ -502,10 +514,7 @@ async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
             return message_set_state(user=actor, message=m, version=m.version, state=new_state, due_at=due)
 
         # Rows first; every member's navigation (counts) follows after KIMPORTAL_LIVE_COUNTS_DELAY.
-        total, service, nav = await _fan_out(sockets, change, f'id="msg-{pk}"', then='id="mailbox-nav"')
-        state_ms.append(total)
-        state_service_ms.append(service)
-        nav_ms.append(nav)
+        changes.append(await _fan_out(sockets, change, f'id="msg-{pk}"', then='id="mailbox-nav"'))
         await _drain(sockets, 0.05)
     for socket in sockets:
         await socket.disconnect()
@@ -517,15 +526,18 @@ async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
         Session.objects.filter(session_key__in=[s.scope["session"].session_key for s in sockets]).delete()
 
     await database_sync_to_async(restore)()
+    counts = [c.then_ms for c in changes if c.then_ms is not None]
     return {
-        "event_fanout_p50_ms": pct(claim_ms, 0.5),
-        "event_fanout_ms": pct(claim_ms, 0.95),
-        "event_fanout_service_p50_ms": pct(claim_service_ms, 0.5),
-        "event_fanout_state_p50_ms": pct(state_ms, 0.5),
-        "event_fanout_state_ms": pct(state_ms, 0.95),
-        "event_fanout_state_service_p50_ms": pct(state_service_ms, 0.5),
-        "event_fanout_state_counts_p50_ms": pct(nav_ms, 0.5),
-        "event_fanout_state_counts_p95_ms": pct(nav_ms, 0.95),
+        "event_fanout_p50_ms": pct([c.total_ms for c in claims], 0.5),
+        "event_fanout_ms": pct([c.total_ms for c in claims], 0.95),
+        "event_fanout_service_p50_ms": pct([c.service_ms for c in claims], 0.5),
+        "event_fanout_spread_p50_ms": pct([c.spread_ms for c in claims], 0.5),
+        "event_fanout_spread_p95_ms": pct([c.spread_ms for c in claims], 0.95),
+        "event_fanout_state_p50_ms": pct([c.total_ms for c in changes], 0.5),
+        "event_fanout_state_ms": pct([c.total_ms for c in changes], 0.95),
+        "event_fanout_state_service_p50_ms": pct([c.service_ms for c in changes], 0.5),
+        "event_fanout_state_counts_p50_ms": pct(counts, 0.5),
+        "event_fanout_state_counts_p95_ms": pct(counts, 0.95),
     }
 
 
@@ -592,8 +604,11 @@ def main() -> None:
             f"{MEMBERS} InboxConsumer sockets (WebsocketCommunicator, one process, each with a DB session) on one "
             f"mailbox; {args.events} claims (message_claim, released after each) and {args.events} state changes "
             "(message_set_state in_progress<->waiting): from the service call until every socket had the row "
-            f"(id=msg-<pk>); *_counts_*: until every socket also had its navigation (after the "
-            f"{counts_delay()} s counts delay); *_service_*: the service call alone (transaction + Redis group_send)"
+            "(id=msg-<pk>), which includes the consumers' pause before rows are sent (KIMPORTAL_LIVE_ROWS_DELAY "
+            f"= {getattr(settings, 'KIMPORTAL_LIVE_ROWS_DELAY', 0)} s); *_spread_*: first to last socket's frame; "
+            "*_counts_*: until every socket also had its navigation (KIMPORTAL_LIVE_COUNTS_DELAY = "
+            f"{getattr(settings, 'KIMPORTAL_LIVE_COUNTS_DELAY', 0)} s later); *_service_*: the service call alone "
+            "(transaction, commit, Redis group_send)"
         ),
     }
     print(json.dumps(result, indent=2, sort_keys=True))
