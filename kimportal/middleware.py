@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 from django.conf import settings
 from django.middleware.locale import LocaleMiddleware
 from django.utils import translation
@@ -30,3 +32,21 @@ class PrivatePagesMiddleware:
         if user is not None and user.is_authenticated and "Cache-Control" not in response:
             response["Cache-Control"] = "no-store, private"
         return response
+
+
+class ConcurrencyLimitMiddleware:
+    """At most KIMPORTAL_WEB_CONCURRENCY requests of one server process run Django at the same time.
+
+    Under ASGI every request's sync code runs in a thread of its own, without a limit: at shift change two
+    dozen threads per process fought over the GIL and asgiref's locks (translation lookups in templates)
+    and each request took several times longer. Waiting here costs nothing; a response that streams (an
+    attachment) is sent after this middleware has returned, so a slow download holds no slot.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.slots = threading.BoundedSemaphore(int(getattr(settings, "KIMPORTAL_WEB_CONCURRENCY", 4)))
+
+    def __call__(self, request):
+        with self.slots:
+            return self.get_response(request)

@@ -78,6 +78,7 @@ if EMBEDDED:
     INSTALLED_APPS.append("channels_lite")
 
 MIDDLEWARE = [
+    "kimportal.middleware.ConcurrencyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "kimportal.middleware.PortalLocaleMiddleware",
@@ -247,6 +248,8 @@ KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default
 # The read-lock is a short lease renewed by the open page's heartbeat (every 20 s): whatever kills a page,
 # a socket or a server, the lock frees itself within about a minute.
 KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
+# Requests that run Django at the same time per ASGI process (the others wait their turn, cheaply).
+KIMPORTAL_WEB_CONCURRENCY = env.int("KIMPORTAL_WEB_CONCURRENCY", default=4)
 # Database work of websocket consumers runs on this many threads per ASGI process.
 KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.

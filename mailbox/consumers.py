@@ -154,14 +154,14 @@ class _PortalConsumer(AsyncWebsocketConsumer):
         """Every event passes here first: a socket that fell behind is closed so that it resyncs.
 
         The channel layer drops what a slow socket cannot take (its queue is bounded); events that
-        arrive long after they were sent say that this socket is behind. Closing with 4408 makes the
+        arrive long after they were sent say that this socket is behind. Closing with 1013 ("try again later") makes the
         browser reconnect and reload what it shows, instead of showing a silently stale list.
         """
         sent = message.get("at")
         if isinstance(sent, (int, float)) and time.time() - sent > live_lag_limit():
             if not self.closed:
                 log.warning("socket %s is %.1f s behind: closing it to resync", self.channel_name, time.time() - sent)
-                await self._close(4408)
+                await self._close(1013)
             return
         await super().dispatch(message)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from concurrent.futures import Future
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,27 +25,43 @@ V = TypeVar("V")
 
 
 class RenderMemo(Generic[V]):
-    """A small thread-safe TTL memo; the value is computed outside the lock (two threads may both compute)."""
+    """A small thread-safe TTL memo that computes each key once: threads asking for a key that is being
+    computed wait for that result instead of computing it again (eight socket threads received the same
+    event at once and each ran the same row queries)."""
 
     def __init__(self, *, ttl: float, size: int = 512) -> None:
         self.ttl = ttl
         self.size = size
         self._items: OrderedDict[Any, tuple[float, V]] = OrderedDict()
+        self._computing: dict[Any, Future[V]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Any, compute: Callable[[], V]) -> V:
-        now = time.monotonic()
         if key[0] is None:  # an event without a sequence id is never shared
             return compute()
         with self._lock:
             hit = self._items.get(key)
-            if hit is not None and hit[0] > now:
+            if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
-        value = compute()
+            running = self._computing.get(key)
+            if running is None:
+                mine: Future[V] = Future()
+                self._computing[key] = mine
+        if running is not None:
+            return running.result(timeout=30)
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                self._computing.pop(key, None)
+            mine.set_exception(exc)
+            raise
         with self._lock:
-            self._items[key] = (now + self.ttl, value)
+            self._items[key] = (time.monotonic() + self.ttl, value)
+            self._computing.pop(key, None)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+        mine.set_result(value)
         return value
 
     def clear(self) -> None:

@@ -90,3 +90,30 @@ def test_asks_in_the_same_moment_share_one_round(world):
     answers = asyncio.run(ask_together())
     assert rounds == [3]
     assert [a.role for a in answers] == [Membership.Role.READER, Membership.Role.PROCESSOR, Membership.Role.OWNER]
+
+
+def test_a_row_asked_for_by_many_threads_at_once_is_computed_once():
+    import threading
+
+    from mailbox.livecache import RenderMemo
+
+    memo: RenderMemo[int] = RenderMemo(ttl=5)
+    calls = []
+    gate = threading.Event()
+
+    def compute() -> int:
+        calls.append(1)
+        gate.wait(timeout=5)  # the first caller is still computing while the others ask
+        return 42
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(memo.get(("seq", 1), compute))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    while len(calls) < 1:
+        gate.wait(timeout=0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert results == [42] * 8
+    assert len(calls) == 1
