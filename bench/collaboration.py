@@ -64,10 +64,11 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+LAYER_PREFIX = "kimportal-bench-collab"
 if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
     # A prefix of its own: other benches and tests on the same Redis db must not reach these sockets
     # (their mailbox 1 is not ours, but its events would arrive in our groups and be timed with ours).
-    settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = "kimportal-bench-collab"
+    settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = LAYER_PREFIX
 
 from channels.db import database_sync_to_async  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
@@ -290,6 +291,22 @@ def seed(sample: int) -> tuple[Mailbox, list, dict]:
     return mailbox, users, {**marker, "reused": not fresh}
 
 
+def channel_layer_reset() -> None:
+    """Forget the groups an interrupted run left in Redis (under this bench's prefix only): their dead
+    channels would still be sent every event."""
+    if not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+        return
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        keys = list(client.scan_iter(match=f"{LAYER_PREFIX}*", count=1_000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, round(q * (len(values) - 1)))], 2)
@@ -431,8 +448,11 @@ def _session_for(user: Any) -> SessionStore:
     return session
 
 
-async def _open_inboxes(users: list) -> list[WebsocketCommunicator]:
+async def _open_inboxes(users: list, mailbox: Mailbox, rows: list[int]) -> list[WebsocketCommunicator]:
+    """Every member has page 1 of the mailbox list open: its socket says which rows it shows, as the page
+    does when the socket opens (portal.js; a consumer that does not read the frame ignores it)."""
     app = InboxConsumer.as_asgi()
+    watch = json.dumps({"watch": ",".join(map(str, rows)), "new": str(mailbox.pk)})
     sockets = []
     for user in users:
         communicator = WebsocketCommunicator(app, "/ws/inbox/")
@@ -440,8 +460,22 @@ async def _open_inboxes(users: list) -> list[WebsocketCommunicator]:
         communicator.scope["session"] = await database_sync_to_async(_session_for)(user)
         connected, _ = await communicator.connect()
         assert connected
+        await communicator.send_to(text_data=watch)
         sockets.append(communicator)
+    await _settle(sockets, 'id="live-watching"', within=3.0)
     return sockets
+
+
+async def _settle(sockets: list[WebsocketCommunicator], needle: str, *, within: float) -> None:
+    """Wait until every socket has answered with `needle` (a consumer that does not answer: `within` s)."""
+    deadline = time.monotonic() + within
+    waiting = set(range(len(sockets)))
+    while waiting and time.monotonic() < deadline:
+        for i in sorted(waiting):
+            while not await sockets[i].receive_nothing(timeout=0):
+                if needle in await sockets[i].receive_from():
+                    waiting.discard(i)
+        await asyncio.sleep(0.02)
 
 
 async def _arrival(socket: WebsocketCommunicator, needle: str) -> float:
@@ -488,27 +522,26 @@ async def _fan_out(
 
 async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
     actor = users[5]
-    sockets = await _open_inboxes(users)
-    targets = await database_sync_to_async(
-        lambda: list(
-            Message.objects.filter(mailbox=mailbox, state__in=["in_progress", "waiting"])
-            .order_by("-received_at")
-            .values_list("pk", "state", "due_at")[: events * 2]
-        )
-    )()
+    page = await database_sync_to_async(lambda: selectors.message_list_for_user(actor, mailbox=mailbox))()
+    rows = [m.pk for m in page.object_list]
+    # Events on rows the pages show: the open ones among page 1 (a third of them are new and unassigned).
+    targets = [(m.pk, m.state, m.due_at) for m in page.object_list if m.state in ("in_progress", "waiting")]
+    sockets = await _open_inboxes(users, mailbox, rows)
     claims: list[FanOut] = []
     changes: list[FanOut] = []
     await _drain(sockets, 0.2)
-    for pk, _state, _due in targets[:events]:
+    for i in range(events):
+        pk = targets[i % len(targets)][0]
         message = await database_sync_to_async(Message.objects.get)(pk=pk)
         claims.append(await _fan_out(sockets, lambda m=message: message_claim(user=actor, message=m), f'id="msg-{pk}"'))
         # The release is an event too: wait for it everywhere, so it never overlaps the next claim.
         await _fan_out(sockets, lambda m=message: message_release(user=actor, message=m), f'id="msg-{pk}"')
         await _drain(sockets, 0.02)
     due = timezone.now() + timedelta(days=2)
-    for pk, state, _due in targets[events:]:
+    for i in range(events):
+        pk = targets[i % len(targets)][0]
         message = await database_sync_to_async(Message.objects.get)(pk=pk)
-        new_state = "in_progress" if state == "waiting" else "waiting"
+        new_state = "in_progress" if message.state == "waiting" else "waiting"
 
         def change(m: Message = message, new_state: str = new_state) -> Message:
             return message_set_state(user=actor, message=m, version=m.version, state=new_state, due_at=due)
@@ -521,7 +554,7 @@ async def _fanout(mailbox: Mailbox, users: list, events: int) -> dict:
 
     def restore() -> None:
         # Leave the seeded mix as it was for the next run.
-        for pk, state, due_at in targets[events:]:
+        for pk, state, due_at in targets:
             Message.objects.filter(pk=pk).update(state=state, due_at=due_at)
         Session.objects.filter(session_key__in=[s.scope["session"].session_key for s in sockets]).delete()
 
@@ -560,6 +593,10 @@ def code_version() -> str:
     return head.stdout.strip() + (" + uncommitted product changes" if dirty.stdout.strip() else "")
 
 
+def live(name: str) -> object:
+    return getattr(settings, f"KIMPORTAL_LIVE_{name}_DELAY", None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60)
@@ -570,6 +607,7 @@ def main() -> None:
     mailbox, users, data = seed(args.sample)
     prepare_s = round(time.perf_counter() - started, 1)
     result: dict = {}
+    channel_layer_reset()
     result.update(bench_inbox(mailbox, users[1], args.runs))
     result.update(bench_open_claim(mailbox, users, args.runs))
     result.update(bench_propagation(mailbox, users, min(args.runs, 40)))
@@ -601,13 +639,14 @@ def main() -> None:
             " (an old bookmark, OFFSET), 10 runs"
         ),
         "collab_fanout": (
-            f"{MEMBERS} InboxConsumer sockets (WebsocketCommunicator, one process, each with a DB session) on one "
-            f"mailbox; {args.events} claims (message_claim, released after each) and {args.events} state changes "
-            "(message_set_state in_progress<->waiting): from the service call until every socket had the row "
-            "(id=msg-<pk>), which includes the consumers' pause before rows are sent (KIMPORTAL_LIVE_ROWS_DELAY "
-            f"= {getattr(settings, 'KIMPORTAL_LIVE_ROWS_DELAY', 0)} s); *_spread_*: first to last socket's frame; "
-            "*_counts_*: until every socket also had its navigation (KIMPORTAL_LIVE_COUNTS_DELAY = "
-            f"{getattr(settings, 'KIMPORTAL_LIVE_COUNTS_DELAY', 0)} s later); *_service_*: the service call alone "
+            f"{MEMBERS} InboxConsumer sockets (WebsocketCommunicator, one process, each with a DB session) on "
+            "one mailbox, each showing page 1 (it sends the page's watch frame: its 50 rows and the mailbox "
+            f"for new mail); events on the open rows of page 1, in turn: {args.events} claims (message_claim, "
+            f"released after each) and {args.events} state changes (message_set_state in_progress<->waiting). "
+            "From the service call until every socket had the row (id=msg-<pk>), including the consumers' "
+            f"pause before rows are sent (KIMPORTAL_LIVE_ROWS_DELAY = {live('ROWS')} s); *_spread_*: first "
+            "to last socket's frame; *_counts_*: until every socket also had its navigation "
+            f"(KIMPORTAL_LIVE_COUNTS_DELAY = {live('COUNTS')} s later); *_service_*: the service call alone "
             "(transaction, commit, Redis group_send)"
         ),
     }
