@@ -45,6 +45,8 @@ FRAME_WINDOW_SECONDS = 2.0
 _rows: RenderMemo[str] = RenderMemo(ttl=2.0)
 # A fetch round of hundreds of mails sends the newest rows live; the rest appear on the next page load.
 MAX_ROWS_PER_FRAME = 50
+# A list shows at most a page of rows; a socket follows at most this many.
+MAX_WATCHED_ROWS = 200
 
 # Socket database work runs on a small thread pool of its own, not on the one thread that Channels'
 # default (thread-sensitive) database_sync_to_async shares among all sockets of a process.
@@ -83,12 +85,18 @@ def counts_delay() -> float:
 _NO_ROLE = object()
 
 
-def _wants_resync(text_data: str | None) -> bool:
+def _frame(text_data: str | None) -> dict[str, Any]:
     try:
         data = json.loads(text_data or "{}")
     except ValueError:
-        return False
-    return isinstance(data, dict) and bool(data.get("resync"))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ids(value: Any) -> set[int]:
+    """Ids from a form value ("12,15,17") or a list; anything else is ignored."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return {int(item) for item in items if str(item).strip().isdigit()}
 
 
 class _PortalConsumer(AsyncWebsocketConsumer):
@@ -181,15 +189,32 @@ class InboxConsumer(_PortalConsumer):
         self.pending_rows: dict[int, tuple[dict, int]] = {}
         self.pending_counts = False
         self.rows_scheduled = False
+        # The rows the page shows (their changes come through their message groups) and the mailboxes whose
+        # new mail it shows on top. Until the page says (a "watch" frame), new mail of all its mailboxes.
+        self.watched: set[int] = set()
+        self.new_for: set[int] | None = None
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # The browser listens on this socket; it speaks only after a reconnect ("resync"), and any frame
-        # is a reason to look at the session again.
+        """The page speaks when its list changed ("watch": the rows it shows, "new": the mailboxes whose new
+        mail it shows on top) and after a reconnect ("resync"). Any frame re-checks the session."""
         if await self._check() is _NO_ROLE:
             return
-        if _wants_resync(text_data):
+        data = _frame(text_data)
+        if "watch" in data or "new" in data:
+            await self._watch(_ids(data.get("watch")), _ids(data.get("new")))
+        if data.get("resync"):
             await self._send(await db(self._render_nav)(0))
+
+    async def _watch(self, rows: set[int], new_for: set[int]) -> None:
+        # Joining a row's group reveals nothing: every event is checked against the user's role before it
+        # is sent. The number of rows is bounded like a page.
+        rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
+        for message_id in self.watched - rows:
+            await self._leave_group(message_group(message_id))
+        await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
+        self.watched, self.new_for = rows, new_for
+        await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
 
     async def memberships_changed(self, event: dict) -> None:
         """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
@@ -197,25 +222,38 @@ class InboxConsumer(_PortalConsumer):
             return
         mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
+        wanted |= {message_group(message_id) for message_id in self.watched}
         for group in set(self.joined) - wanted:
             await self._leave_group(group)
         await self._join(*sorted(wanted - set(self.joined)))
         await self._send(await db(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
-        self._queue(event, event["message_id"], NEW)
+        if self._shows_new(event["mailbox_id"]):
+            self._queue(event, event["message_id"], NEW)
+        self._counts_soon()
 
     async def messages_created(self, event: dict) -> None:
         """A fetch round stored several messages: their rows ride in one frame, with one count refresh."""
-        # Oldest first: each row is prepended, so the newest ends on top as in the list.
-        for message_id in sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]:
-            self._queue(event, message_id, NEW)
+        if self._shows_new(event["mailbox_id"]):
+            # Oldest first: each row is prepended, so the newest ends on top as in the list.
+            for message_id in sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]:
+                self._queue(event, message_id, NEW)
+        self._counts_soon()
+
+    def _shows_new(self, mailbox_id: int) -> bool:
+        return self.new_for is None or mailbox_id in self.new_for
 
     async def message_changed(self, event: dict) -> None:
-        self._queue(event, event["message_id"], CHANGED, counts=bool(event.get("counts")))
+        if event["message_id"] in self.watched:
+            self._queue(event, event["message_id"], CHANGED)
 
     async def presence_changed(self, event: dict) -> None:
-        self._queue(event, event["message_id"], PRESENCE)
+        if event["message_id"] in self.watched:
+            self._queue(event, event["message_id"], PRESENCE)
+
+    async def counts_changed(self, event: dict) -> None:
+        self._counts_soon()
 
     async def account_status(self, event: dict) -> None:
         if await self._check(event["mailbox_id"]) in (_NO_ROLE, None):
@@ -237,7 +275,7 @@ class InboxConsumer(_PortalConsumer):
         previous = self.pending_rows.get(message_id)
         strongest = max(kind, previous[1]) if previous else kind
         self.pending_rows[message_id] = (event, strongest)
-        self.pending_counts = self.pending_counts or counts or kind == NEW
+        self.pending_counts = self.pending_counts or counts
         if not self.rows_scheduled:
             self.rows_scheduled = True
             asyncio.get_running_loop().call_later(rows_delay(), lambda: asyncio.ensure_future(self._flush_rows()))

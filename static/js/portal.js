@@ -35,6 +35,27 @@ document.addEventListener("htmx:wsClose", () => {
   liveWasClosed = true;
 });
 
+// Tell the inbox socket which rows this page shows and where new mail goes on top: the server then sends
+// changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty).
+let lastWatch = null;
+function declareWatch(force = false) {
+  const form = document.getElementById("watch-form");
+  if (!form) return;
+  const rows = Array.from(document.querySelectorAll(".msg-row[id^='msg-']")).map((row) => row.id.slice(4));
+  const live = document.querySelector("[data-live-mailboxes]");
+  const mailboxes = live ? live.dataset.liveMailboxes.split(/\s+/).filter(Boolean).map((m) => m.replace("mb-", "")) : [];
+  const watch = rows.join(",");
+  const fresh = mailboxes.join(",");
+  if (!force && lastWatch === `${watch}|${fresh}`) return;
+  lastWatch = `${watch}|${fresh}`;
+  form.querySelector("[name=watch]").value = watch;
+  form.querySelector("[name=new]").value = fresh;
+  document.body.dispatchEvent(new Event("live-watch"));
+}
+document.addEventListener("htmx:wsOpen", () => declareWatch(true));
+document.addEventListener("htmx:afterSettle", () => declareWatch());
+document.addEventListener("htmx:wsAfterMessage", () => declareWatch());
+
 // --- Narrow windows: the navigation folds behind the menu button ------------------------------
 // The button names what it folds in aria-controls (the top menu, and the mailbox list where a page has one);
 // the stylesheet hides those below 1,100 px unless they carry .is-open. Wide windows ignore the state.

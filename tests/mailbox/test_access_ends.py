@@ -26,6 +26,7 @@ from mailbox.services.claims import page_token_new, page_token_valid
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
+from tests.mailbox.test_consumers import watch_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,6 +145,7 @@ async def test_a_socket_with_a_forged_page_token_is_not_a_page_load(ward):
 async def test_forty_writing_toggles_do_not_become_forty_broadcasts(ward):
     _box, owner, nurse, _m, message = ward
     watcher = await _socket(InboxConsumer, "/ws/inbox/", owner)
+    await watch_rows(watcher, [message.pk])
     page = await _socket(MessageConsumer, f"/ws/message/{message.pk}/", nurse, pk=message.pk)
     assert "row-presence" in await watcher.receive_from(timeout=5)  # the join
 

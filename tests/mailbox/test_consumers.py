@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -16,12 +18,24 @@ from tests.mailbox.mails import MAIL_WITH_PDF
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def _connect(user) -> WebsocketCommunicator:
+async def _connect(user, *, watch: tuple[int, ...] = ()) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
     communicator.scope["user"] = user
     connected, _ = await communicator.connect()
     assert connected
+    if watch:
+        await watch_rows(communicator, watch)
     return communicator
+
+
+async def watch_rows(communicator: WebsocketCommunicator, message_ids, new: str | None = None) -> None:
+    """Say which rows the page shows, as portal.js does, and wait until the socket follows them."""
+    frame = {"watch": ",".join(str(pk) for pk in message_ids)}
+    if new is not None:
+        frame["new"] = new
+    await communicator.send_to(text_data=json.dumps(frame))
+    ack = await communicator.receive_from(timeout=5)
+    assert 'id="live-watching"' in ack
 
 
 @pytest.mark.asyncio
@@ -118,7 +132,7 @@ async def test_presence_and_writing_reach_colleagues_and_vanish_on_leave(shared_
     from mailbox.models import Presence
 
     _box, anna, bert, message = shared_box
-    bert_list = await _connect(bert)
+    bert_list = await _connect(bert, watch=(message.pk,))
     anna_page = await _message_socket(anna, message.pk)
 
     html = await _receive_until(bert_list, f'id="row-presence-{message.pk}"')
@@ -205,8 +219,8 @@ async def test_state_change_updates_rows_and_counts_for_members_only(shared_box)
     _box, anna, bert, message = shared_box
     outsider = await database_sync_to_async(UserFactory)(username="aussen2")
     await database_sync_to_async(MembershipFactory)(user=outsider)
-    bert_list = await _connect(bert)
-    outsider_list = await _connect(outsider)
+    bert_list = await _connect(bert, watch=(message.pk,))
+    outsider_list = await _connect(outsider, watch=(message.pk,))
     await database_sync_to_async(message_set_state)(user=anna, message=message, version=message.version, state="done")
     html = await _receive_until(bert_list, f'id="msg-{message.pk}"')
     assert "erledigt" in html and 'hx-swap-oob="true"' in html
@@ -360,4 +374,24 @@ async def test_a_reconnected_page_asks_for_the_current_state(shared_box):
     panel = await _receive_until(page, 'id="lock-panel"')
     assert "Niemand bearbeitet" in panel
     await inbox.disconnect()
+    await page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_page_hears_only_about_the_rows_it_shows_and_new_mail_where_it_shows_it(shared_box):
+    from mailbox.services.claims import message_claim
+
+    box, anna, bert, shown = shared_box
+    hidden = await database_sync_to_async(message_ingest)(mailbox=box, uidl="page-2-row", raw=MAIL_WITH_PDF)
+    # Bert's list shows one row and no new mail on top (a filtered or later page); the detail page shows none.
+    page = await _connect(bert)
+    await watch_rows(page, [shown.pk], new="")
+    await database_sync_to_async(message_claim)(user=anna, message=hidden)
+    await database_sync_to_async(message_ingest)(mailbox=box, uidl="arrives", raw=MAIL_WITH_PDF)
+    await database_sync_to_async(message_claim)(user=anna, message=shown)
+    frames = []
+    while not any('id="mailbox-nav"' in f for f in frames) or not any(f'id="msg-{shown.pk}"' in f for f in frames):
+        frames.append(await page.receive_from(timeout=5))
+    # The shown row came, and the counts that the new mail moved; nothing about the hidden row or the new mail's row.
+    assert not any(f'id="msg-{hidden.pk}"' in f or "afterbegin" in f for f in frames), frames
     await page.disconnect()

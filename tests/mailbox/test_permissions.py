@@ -32,6 +32,7 @@ from mailbox.services import claims, notes
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
+from tests.mailbox.test_consumers import watch_rows
 
 Role = Membership.Role
 ROLES = [Role.OBSERVER, Role.READER, Role.PROCESSOR, Role.OWNER]
@@ -554,9 +555,14 @@ async def test_inbox_events_reach_only_the_mailboxs_members():
 
     users = await database_sync_to_async(members_of_every_role)()
     inboxes = {key: (await _open(InboxConsumer, "/ws/inbox/", user))[0] for key, user in users.items()}
+    for socket in inboxes.values():
+        # Each page shows the message's row (portal.js says so on connect).
+        await watch_rows(socket, [w.message.pk])
     # Not members: the stranger owns another mailbox; the leaver is removed after connecting.
     stranger, connected, _ = await _open(InboxConsumer, "/ws/inbox/", w.foreign_owner)
     assert connected
+    # The stranger's page shows their own mailbox's message (and, trying its luck, ours).
+    await watch_rows(stranger, [w.foreign_message.pk, w.message.pk])
     await database_sync_to_async(Membership.objects.filter(user=users["leaver"]).delete)()
 
     # A change (a note), a lock and a presence in the mailbox: each is an event for its members.
