@@ -1,0 +1,162 @@
+"""What every live socket shares: authentication, the batched access check, lag detection, the thread pool
+for database work, and sending that tolerates a client that just left."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import translation
+
+from mailbox.events import session_digest
+from mailbox.liveaccess import Ask, batcher
+
+log = logging.getLogger(__name__)
+
+# A page sends a heartbeat every 20 s and a "writing" toggle now and then; beyond this many frames in
+# the window, frames are not processed one by one: the newest state is applied when the window allows.
+FRAME_BURST = 5
+FRAME_WINDOW_SECONDS = 2.0
+
+# A fetch round of hundreds of mails sends the newest rows live; the rest appear on the next page load.
+MAX_ROWS_PER_FRAME = 50
+# A list shows at most a page of rows; a socket follows at most this many.
+MAX_WATCHED_ROWS = 200
+
+# Socket database work runs on a small thread pool of its own, not on the one thread that Channels'
+# default (thread-sensitive) database_sync_to_async shares among all sockets of a process.
+_db_threads = ThreadPoolExecutor(
+    max_workers=int(getattr(settings, "KIMPORTAL_SOCKET_DB_THREADS", 8)), thread_name_prefix="socket-db"
+)
+
+
+def db(func: Any) -> Any:
+    """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use)."""
+    return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
+
+
+def language_from_scope(scope: Mapping[str, Any]) -> str:
+    cookies = scope.get("cookies") or {}
+    lang = cookies.get(settings.LANGUAGE_COOKIE_NAME, "")
+    return lang if lang in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
+
+
+def live_lag_limit() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_LAG_LIMIT", 15.0))
+
+
+def rows_delay() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_ROWS_DELAY", 0.15))
+
+
+# How a queued row is shown; a stronger kind wins when events for one row meet in a burst.
+PRESENCE, CHANGED, NEW = 1, 2, 3
+
+
+def counts_delay() -> float:
+    return float(getattr(settings, "KIMPORTAL_LIVE_COUNTS_DELAY", 0.5))
+
+
+NO_ROLE = object()
+
+
+def frame(text_data: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text_data or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def ids(value: Any) -> set[int]:
+    """Ids from a form value ("12,15,17") or a list; anything else is ignored."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return {int(item) for item in items if str(item).strip().isdigit()}
+
+
+class PortalConsumer(AsyncWebsocketConsumer):
+    joined: list[str]
+
+    async def _authenticate(self) -> bool:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return False
+        self.user = user
+        self.language = language_from_scope(self.scope)
+        self.joined = []
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        self.closed = False
+        return True
+
+    async def _join(self, *groups: str) -> None:
+        for group in groups:
+            if group in self.joined:
+                continue
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+
+    async def _leave_group(self, group: str) -> None:
+        await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined.remove(group)
+
+    async def disconnect(self, code: int) -> None:
+        self.closed = True
+        for group in list(getattr(self, "joined", [])):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _close(self, code: int) -> None:
+        self.closed = True
+        await self.close(code=code)
+
+    def _render(self, template: str, context: dict) -> str:
+        with translation.override(self.language):
+            return render_to_string(template, {"user": self.user, **context})
+
+    async def _check(self, mailbox_id: int | None = None) -> Any:
+        """The user's role in the mailbox (or True without one); NO_ROLE after closing an ended session.
+
+        Logged out elsewhere, session expired, account deactivated: stop sending patient data. The
+        check is batched with the other sockets of this process that ask at the same moment.
+        """
+        answer = await batcher(db).check(Ask(self.user.pk, self.session_key, mailbox_id))
+        if not answer.valid:
+            await self._close(4401)
+            return NO_ROLE
+        return answer.role if mailbox_id is not None else True
+
+    async def _send(self, html: str) -> None:
+        if html and not self.closed:
+            try:
+                await self.send(text_data=html)
+            except OSError:
+                # The client went away while a delayed update was on its way (uvicorn's ClientDisconnected).
+                self.closed = True
+
+    async def dispatch(self, message: dict) -> None:
+        """Every event passes here first: a socket that fell behind is closed so that it resyncs.
+
+        The channel layer drops what a slow socket cannot take (its queue is bounded); events that
+        arrive long after they were sent say that this socket is behind. Closing with 1013 ("try again later") makes the
+        browser reconnect and reload what it shows, instead of showing a silently stale list.
+        """
+        sent = message.get("at")
+        if isinstance(sent, (int, float)) and time.time() - sent > live_lag_limit():
+            if not self.closed:
+                log.warning("socket %s is %.1f s behind: closing it to resync", self.channel_name, time.time() - sent)
+                await self._close(1013)
+            return
+        await super().dispatch(message)
+
+    async def session_ended(self, event: dict) -> None:
+        """The user logged out (in any tab): every socket of that session closes at once."""
+        if self.session_key and event.get("session") == session_digest(self.session_key):
+            await self._close(4401)

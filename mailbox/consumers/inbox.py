@@ -1,0 +1,201 @@
+"""The page-wide socket of every page: the rows the page shows, new mail, counts, account status,
+notifications."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailbox import selectors
+from mailbox.consumers.base import (
+    CHANGED,
+    MAX_ROWS_PER_FRAME,
+    MAX_WATCHED_ROWS,
+    NEW,
+    NO_ROLE,
+    PRESENCE,
+    PortalConsumer,
+    counts_delay,
+    db,
+    frame,
+    ids,
+    rows_delay,
+)
+from mailbox.events import mailbox_group, message_group, user_group
+from mailbox.livecache import RenderMemo, row_data
+from mailbox.permissions import Action, can
+
+# Rows rendered for one event, shared by the sockets of this process (language x read state).
+_rows: RenderMemo[str] = RenderMemo(ttl=2.0)
+
+
+class InboxConsumer(PortalConsumer):
+    async def connect(self) -> None:
+        if not await self._authenticate():
+            return
+        mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
+        await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
+        self.counts_pending = False
+        self.pending_rows: dict[int, tuple[dict, int]] = {}
+        self.pending_counts = False
+        self.rows_scheduled = False
+        # The rows the page shows (their changes come through their message groups) and the mailboxes whose
+        # new mail it shows on top. Until the page says (a "watch" frame), new mail of all its mailboxes.
+        self.watched: set[int] = set()
+        self.new_for: set[int] | None = None
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The page speaks when its list changed ("watch": the rows it shows, "new": the mailboxes whose new
+        mail it shows on top) and after a reconnect ("resync"). Any frame re-checks the session."""
+        if await self._check() is NO_ROLE:
+            return
+        data = frame(text_data)
+        if "watch" in data or "new" in data:
+            await self._watch(ids(data.get("watch")), ids(data.get("new")))
+        if data.get("resync"):
+            await self._send(await db(self._render_nav)(0))
+
+    async def _watch(self, rows: set[int], new_for: set[int]) -> None:
+        # Joining a row's group reveals nothing: every event is checked against the user's role before it
+        # is sent. The number of rows is bounded like a page.
+        rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
+        for message_id in self.watched - rows:
+            await self._leave_group(message_group(message_id))
+        await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
+        self.watched, self.new_for = rows, new_for
+        await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
+
+    async def memberships_changed(self, event: dict) -> None:
+        """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
+        if await self._check() is NO_ROLE:
+            return
+        mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
+        wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
+        wanted |= {message_group(message_id) for message_id in self.watched}
+        for group in set(self.joined) - wanted:
+            await self._leave_group(group)
+        await self._join(*sorted(wanted - set(self.joined)))
+        await self._send(await db(self._render_nav)(0))
+
+    async def message_created(self, event: dict) -> None:
+        if self._shows_new(event["mailbox_id"]):
+            self._queue(event, event["message_id"], NEW)
+        self._counts_soon()
+
+    async def messages_created(self, event: dict) -> None:
+        """A fetch round stored several messages: their rows ride in one frame, with one count refresh."""
+        if self._shows_new(event["mailbox_id"]):
+            # Oldest first: each row is prepended, so the newest ends on top as in the list.
+            for message_id in sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]:
+                self._queue(event, message_id, NEW)
+        self._counts_soon()
+
+    def _shows_new(self, mailbox_id: int) -> bool:
+        return self.new_for is None or mailbox_id in self.new_for
+
+    async def message_changed(self, event: dict) -> None:
+        if event["message_id"] in self.watched:
+            self._queue(event, event["message_id"], CHANGED)
+
+    async def presence_changed(self, event: dict) -> None:
+        if event["message_id"] in self.watched:
+            self._queue(event, event["message_id"], PRESENCE)
+
+    async def counts_changed(self, event: dict) -> None:
+        self._counts_soon()
+
+    async def account_status(self, event: dict) -> None:
+        if await self._check(event["mailbox_id"]) in (NO_ROLE, None):
+            return
+        await self._send(await db(self._render_nav)(event["mailbox_id"]))
+
+    async def user_notified(self, event: dict) -> None:
+        if await self._check() is NO_ROLE:
+            return
+        await self._send(await db(self._render_notifications)())
+
+    async def counters_changed(self, event: dict) -> None:
+        self._counts_soon()
+
+    def _queue(self, event: dict, message_id: int, kind: int, *, counts: bool = False) -> None:
+        """Rows wait a moment before they are sent: a burst (a claim and the presence that follows, a fetch
+        round) becomes one access check and one frame. The newest event of a row decides its data; the
+        strongest kind (new > changed > presence) decides how it is shown."""
+        previous = self.pending_rows.get(message_id)
+        strongest = max(kind, previous[1]) if previous else kind
+        self.pending_rows[message_id] = (event, strongest)
+        self.pending_counts = self.pending_counts or counts
+        if not self.rows_scheduled:
+            self.rows_scheduled = True
+            asyncio.get_running_loop().call_later(rows_delay(), lambda: asyncio.ensure_future(self._flush_rows()))
+
+    async def _flush_rows(self) -> None:
+        pending, self.pending_rows, self.rows_scheduled = self.pending_rows, {}, False
+        counts, self.pending_counts = self.pending_counts, False
+        if self.closed or not pending:
+            return
+        readable: dict[int, bool] = {}
+        for mailbox_id in sorted({event["mailbox_id"] for event, _kind in pending.values()}):
+            role = await self._check(mailbox_id)
+            if role is NO_ROLE:
+                return
+            readable[mailbox_id] = can(role, Action.READ)
+        rows = [(mid, event, kind) for mid, (event, kind) in pending.items() if readable.get(event["mailbox_id"])]
+        if not rows:
+            return
+        await self._send(await db(self._render_rows)(rows))
+        if counts:
+            self._counts_soon()
+
+    def _render_rows(self, rows: list[tuple[int, dict, int]]) -> str:
+        return "".join(self._render_row(event, kind, message_id) for message_id, event, kind in rows)
+
+    def _render_row(self, event: dict, kind: int, message_id: int) -> str:
+        # Access was checked for this socket; the row's data is read once per event and process.
+        data = row_data(event, message_id)
+        if data is None:
+            return ""
+        message, readers = data
+        is_read = self.user.pk in readers
+
+        def render() -> str:
+            row = message.copy_for_reader(is_read)
+            if kind == PRESENCE:
+                context = {"message": row, "oob": True, "compact": True}
+                return self._render("mailbox/partials/_presence.html", context)
+            template = (
+                "mailbox/partials/_live_new_message.html"
+                if kind == NEW
+                else "mailbox/partials/_live_changed_message.html"
+            )
+            return self._render(template, {"message": row})
+
+        return _rows.get((event.get("seq"), message_id, kind, self.language, is_read), render)
+
+    def _counts_soon(self) -> None:
+        """Refresh this user's counts after a short pause; events meanwhile ride along."""
+        if self.counts_pending:
+            return
+        self.counts_pending = True
+        asyncio.get_running_loop().call_later(counts_delay(), lambda: asyncio.ensure_future(self._flush_counts()))
+
+    async def _flush_counts(self) -> None:
+        self.counts_pending = False
+        if self.closed or await self._check() is NO_ROLE:
+            return
+        await self._send(await db(self._render_nav)(0))
+
+    def _nav_context(self, mailbox_id: int | None = None) -> dict:
+        mailboxes = list(selectors.mailbox_list_for_user(self.user))
+        return {
+            "mailboxes": mailboxes,
+            "mailbox": next((m for m in mailboxes if m.pk == mailbox_id), None),
+            "counters": selectors.user_counters(self.user),
+        }
+
+    def _render_nav(self, mailbox_id: int) -> str:
+        return self._render("mailbox/partials/_live_nav.html", self._nav_context(mailbox_id))
+
+    def _render_notifications(self) -> str:
+        counters = selectors.user_counters(self.user)
+        return self._render("mailbox/partials/_notification_badge.html", {"counters": counters, "oob": True})

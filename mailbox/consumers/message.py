@@ -1,0 +1,141 @@
+"""One open message page: presence ("viewing"/"writing"), the heartbeat that renews its read-lock, the live
+lock panel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import parse_qs
+
+from mailbox import selectors
+from mailbox.consumers.base import (
+    FRAME_BURST,
+    FRAME_WINDOW_SECONDS,
+    NO_ROLE,
+    PortalConsumer,
+    db,
+)
+from mailbox.events import message_group, user_group
+from mailbox.permissions import Action, can
+
+
+class MessageConsumer(PortalConsumer):
+    """One open detail page: presence, heartbeat (renews the user's lease) and the live lock panel."""
+
+    async def connect(self) -> None:
+        if not await self._authenticate():
+            return
+        self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
+        self.page_token = (query.get("page") or [""])[0][:40]
+        self.frames: list[float] = []
+        self.pending_writing: bool | None = None
+        self.mailbox_id = await db(self._join_presence)()
+        if self.mailbox_id is None:
+            await self._close(4404)
+            return
+        await self._join(message_group(self.message_id), user_group(self.user.pk))
+        await self.accept()
+
+    def _join_presence(self) -> int | None:
+        from mailbox.services.claims import page_token_valid
+        from mailbox.services.presence import presence_join
+
+        message = selectors.message_row_for_user(self.user, self.message_id)
+        if message is None:
+            return None
+        # Only a page the server handed out may speak for a page load (its claim, its leave).
+        if not page_token_valid(self.page_token, user=self.user, message_id=self.message_id):
+            self.page_token = ""
+        presence_join(user=self.user, message=message, channel_name=self.channel_name, page_token=self.page_token)
+        return message.mailbox_id
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            data = json.loads(text_data or "{}")
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        writing = str(data.get("writing", "")).lower() in {"1", "true", "on"}
+        if data.get("resync"):
+            # Reconnected after a drop: show the lock panel as it is now.
+            await self._lock_panel()
+        if not self._frame_allowed():
+            # Too many frames: remember the newest state and apply it when the window allows.
+            if self.pending_writing is None:
+                delay = FRAME_WINDOW_SECONDS - (time.monotonic() - self.frames[0])
+                asyncio.get_running_loop().call_later(
+                    max(0.05, delay), lambda: asyncio.ensure_future(self._flushframe())
+                )
+            self.pending_writing = writing
+            return
+        await self._beat(writing)
+
+    def _frame_allowed(self) -> bool:
+        now = time.monotonic()
+        self.frames = [t for t in self.frames if now - t < FRAME_WINDOW_SECONDS]
+        if len(self.frames) >= FRAME_BURST:
+            return False
+        self.frames.append(now)
+        return True
+
+    async def _flushframe(self) -> None:
+        writing, self.pending_writing = self.pending_writing, None
+        if writing is None or self.closed:
+            return
+        self.frames.append(time.monotonic())
+        await self._beat(writing)
+
+    async def _beat(self, writing: bool) -> None:
+        from mailbox.services.claims import message_heartbeat
+
+        # Every client frame re-checks the session: a logged-out tab renews nothing.
+        if await self._check() is NO_ROLE:
+            return
+        await db(message_heartbeat)(
+            user=self.user, message_id=self.message_id, channel_name=self.channel_name, writing=writing
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "mailbox_id", None) is not None:
+            from mailbox.services.claims import message_leave
+
+            await db(message_leave)(user=self.user, message_id=self.message_id, channel_name=self.channel_name)
+        await super().disconnect(code)
+
+    async def memberships_changed(self, event: dict) -> None:
+        """Removed from the mailbox: the page's socket closes (the page shows it is no longer live)."""
+        role = await self._check(self.mailbox_id)
+        if role is not NO_ROLE and not can(role, Action.READ):
+            await self._close(4403)
+
+    async def message_changed(self, event: dict) -> None:
+        await self._lock_panel()
+
+    async def presence_changed(self, event: dict) -> None:
+        await self._lock_panel()
+
+    async def user_notified(self, event: dict) -> None:
+        return
+
+    async def counters_changed(self, event: dict) -> None:
+        return
+
+    async def _lock_panel(self) -> None:
+        role = await self._check(self.mailbox_id)
+        if role is NO_ROLE:
+            return
+        if not can(role, Action.READ):
+            await self._close(4403)
+            return
+        await self._send(await db(self._render_lock)(role))
+
+    def _render_lock(self, role: str) -> str:
+        message = selectors.message_row_for_user(self.user, self.message_id)
+        if message is None:
+            return ""
+        message.role = role
+        context = {"message": message, "oob": True, "page_token": self.page_token}
+        return self._render("mailbox/partials/_lock_panel.html", context)
