@@ -126,6 +126,7 @@ LAST_NAMES = ["Krüger", "Schmidt", "Yılmaz", "Fischer", "Weber", "Nowak", "Wag
 TOKEN = re.compile(rb'ws-connect="/ws/message/\d+/\?page=([0-9a-f]+\.[0-9a-f]+)"')
 # Rows of the inbox page, and rows (or their presence) a live frame updates.
 PAGE_ROWS = re.compile(rb'id="msg-(\d+)"')
+LIVE_MAILBOXES = re.compile(rb'data-live-mailboxes="([^"]*)"')
 FRAME_ROWS = re.compile(r'id="(?:msg|row-presence)-(\d+)"')
 
 
@@ -651,6 +652,7 @@ class Browser:
         self.http = Http(port, session_key)
         self.sockets: list[Socket] = []
         self.shown: set[str] = set()  # the rows of the inbox page last loaded
+        self.live = ""  # the mailboxes whose new mail that page shows on top (data-live-mailboxes)
 
     def left(self) -> float:
         return self.stop_at - time.monotonic()
@@ -660,9 +662,13 @@ class Browser:
         try:
             await self.page("inbox", "/")
             inbox = await self.socket("inbox", "/ws/inbox/")
+            await self.declare(inbox)
             while self.left() > 0:
                 pk = self.rng.choice(self.open_ids)
                 body = await self.page("message", f"/nachricht/{pk}/")
+                # The message page shows no list: its page-wide socket follows no rows (portal.js).
+                self.shown, self.live = set(), ""
+                await self.declare(inbox)
                 match = TOKEN.search(body) if body else None
                 if body and not match:
                     self.stats.counts["message_page_without_token"] += 1
@@ -680,6 +686,7 @@ class Browser:
                     if inbox is not None:
                         await inbox.close()
                     inbox = await self.socket("inbox", "/ws/inbox/")
+                await self.declare(inbox)
         finally:
             for sock in list(self.sockets):
                 await sock.close()
@@ -689,7 +696,14 @@ class Browser:
         body = await self._get(kind, path)
         if kind == "inbox" and body:
             self.shown = {pk.decode() for pk in PAGE_ROWS.findall(body)}
+            live = LIVE_MAILBOXES.search(body)
+            self.live = ",".join(m.removeprefix("mb-") for m in live.group(1).decode().split()) if live else ""
         return body
+
+    async def declare(self, sock: Socket | None) -> None:
+        """portal.js tells the page-wide socket which rows the page shows and where new mail goes on top."""
+        if sock is not None and sock.alive:
+            await sock.send(json.dumps({"watch": ",".join(sorted(self.shown)), "new": self.live}))
 
     async def _get(self, kind: str, path: str) -> bytes:
         start = time.monotonic()
@@ -826,6 +840,8 @@ class Socket:
                     # portal.js: once every socket of the page is back, each asks for the current state.
                     await asyncio.sleep(0.2)
                     await self.send('{"resync": "1"}')
+                    if self.kind == "inbox":
+                        await self.browser.declare(self)
                     break
 
     async def send(self, text: str) -> None:
