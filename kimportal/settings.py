@@ -167,7 +167,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60, "group_expiry": 86400},
+            # channels_redis blocks up to 5 s waiting for a message; redis-py's own read timeout is also 5 s,
+            # so an idle socket's wait could end in a TimeoutError that killed the consumer. Read longer.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "capacity": 1000,
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
         }
     }
 elif not EMBEDDED:
@@ -255,7 +262,7 @@ KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.
 KIMPORTAL_LIVE_COUNTS_DELAY = env.float("KIMPORTAL_LIVE_COUNTS_DELAY", default=0.5)
 # List rows wait this long before they are sent, so a burst of events becomes one check and one frame.
-KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.15)
+KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.05)
 # A socket receiving events this many seconds after they were sent has fallen behind: it is closed and
 # the page reconnects and reloads what it shows (never silently stale).
 KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)

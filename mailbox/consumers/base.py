@@ -54,7 +54,7 @@ def live_lag_limit() -> float:
 
 
 def rows_delay() -> float:
-    return float(getattr(settings, "KIMPORTAL_LIVE_ROWS_DELAY", 0.15))
+    return float(getattr(settings, "KIMPORTAL_LIVE_ROWS_DELAY", 0.05))
 
 
 # How a queued row is shown; a stronger kind wins when events for one row meet in a burst.

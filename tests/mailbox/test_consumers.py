@@ -395,3 +395,16 @@ async def test_a_page_hears_only_about_the_rows_it_shows_and_new_mail_where_it_s
     # The shown row came, and the counts that the new mail moved; nothing about the hidden row or the new mail's row.
     assert not any(f'id="msg-{hidden.pk}"' in f or "afterbegin" in f for f in frames), frames
     await page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_an_idle_socket_survives_quiet_minutes_of_the_channel_layer():
+    """redis-py's read timeout (5 s) once ended an idle consumer's wait with an error: quiet is normal."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    with pytest.raises(asyncio.TimeoutError):  # our own bound, not redis giving up
+        await asyncio.wait_for(layer.receive(channel), timeout=7)
