@@ -41,9 +41,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import psycopg
-from psycopg import sql
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimportal.settings")
@@ -59,6 +56,8 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 import django  # noqa: E402
+
+from bench.benchdb import database_mark, database_marker, database_recreate  # noqa: E402
 
 django.setup()
 
@@ -119,44 +118,6 @@ NOT_FROM_INGEST = {
 def log(text: str) -> None:
     # stdout carries the JSON only (scripts/bench.sh merges it); progress goes to stderr.
     print(f"[collab] {text}", file=sys.stderr, flush=True)
-
-
-def _maintenance() -> tuple[psycopg.Connection, str]:
-    base, name = os.environ["DATABASE_URL"].rsplit("/", 1)
-    return psycopg.connect(f"{base}/postgres", autocommit=True), name
-
-
-def _sql(template: str, name: str, literal: str = "") -> sql.Composed:
-    return sql.SQL(template).format(name=sql.Identifier(name), literal=sql.Literal(literal))
-
-
-def database_marker() -> dict | None:
-    """The data-version marker kept as the database's comment, or None when there is no database."""
-    conn, name = _maintenance()
-    with conn:
-        row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-    if row is None:
-        return None
-    try:
-        marker = json.loads(row[0] or "{}")
-    except ValueError:
-        marker = {}
-    return marker if isinstance(marker, dict) else {}
-
-
-def database_recreate() -> None:
-    conn, name = _maintenance()
-    with conn:
-        conn.execute(_sql("DROP DATABASE IF EXISTS {name} WITH (FORCE)", name))
-        conn.execute(_sql("CREATE DATABASE {name}", name))
-
-
-def database_mark(marker: dict) -> None:
-    conn, name = _maintenance()
-    with conn:
-        conn.execute(_sql("COMMENT ON DATABASE {name} IS {literal}", name, json.dumps(marker)))
 
 
 def wanted_marker(sample: int) -> dict[str, int]:

@@ -76,6 +76,8 @@ WEB_WORKERS = os.environ.get("KIMPORTAL_BENCH_LOAD_WORKERS", "2")
 
 import django  # noqa: E402
 
+from bench.benchdb import database_mark, database_marker, database_recreate  # noqa: E402
+
 django.setup()
 
 import uvloop  # noqa: E402
@@ -143,48 +145,6 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 # ---- data: one mailbox, 2,000 mails, 200 processors --------------------------------------------
-
-
-def _maintenance():
-    import psycopg
-
-    base, name = os.environ["DATABASE_URL"].rsplit("/", 1)
-    return psycopg.connect(f"{base}/postgres", autocommit=True), name
-
-
-def _sql(template: str, name: str, literal: str = ""):
-    from psycopg import sql
-
-    return sql.SQL(template).format(name=sql.Identifier(name), literal=sql.Literal(literal))
-
-
-def database_marker() -> dict | None:
-    """The data-version marker kept as the database's comment, or None when there is no database."""
-    conn, name = _maintenance()
-    with conn:
-        row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-    if row is None:
-        return None
-    try:
-        marker = json.loads(row[0] or "{}")
-    except ValueError:
-        marker = {}
-    return marker if isinstance(marker, dict) else {}
-
-
-def database_recreate() -> None:
-    conn, name = _maintenance()
-    with conn:
-        conn.execute(_sql("DROP DATABASE IF EXISTS {name} WITH (FORCE)", name))
-        conn.execute(_sql("CREATE DATABASE {name}", name))
-
-
-def database_mark(marker: dict) -> None:
-    conn, name = _maintenance()
-    with conn:
-        conn.execute(_sql("COMMENT ON DATABASE {name} IS {literal}", name, json.dumps(marker)))
 
 
 def seed_people() -> tuple[Mailbox, list]:

@@ -52,19 +52,6 @@ class MailboxAdmin(admin.ModelAdmin):
                 continue
             previous = row.instance if row.instance.pk else None
             member, group = data.get("user"), data.get("group")
-            if previous is not None and (
-                previous.user_id != getattr(member, "pk", None) or previous.group_id != getattr(group, "pk", None)
-            ):
-                self._apply(
-                    request,
-                    membership_set,
-                    mailbox=mailbox,
-                    username=member.username if member else "",
-                    group_name=group.name if group else "",
-                    role=data["role"],
-                )
-                self._apply(request, membership_remove, mailbox=mailbox, membership_id=previous.pk)
-                continue
             self._apply(
                 request,
                 membership_set,
@@ -73,6 +60,11 @@ class MailboxAdmin(admin.ModelAdmin):
                 group_name=group.name if group else "",
                 role=data["role"],
             )
+            # The row now names another user or group: the old membership goes (after the new one exists).
+            if previous is not None and (
+                previous.user_id != getattr(member, "pk", None) or previous.group_id != getattr(group, "pk", None)
+            ):
+                self._apply(request, membership_remove, mailbox=mailbox, membership_id=previous.pk)
         for row in formset.deleted_forms:
             if row.instance.pk:
                 self._apply(request, membership_remove, mailbox=mailbox, membership_id=row.instance.pk)
