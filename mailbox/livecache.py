@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import threading
-from concurrent.futures import Future
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
