@@ -166,11 +166,9 @@ if REDIS_URL:
     # behind than KIMPORTAL_LIVE_LAG_LIMIT is closed and resyncs (mailbox.consumers), so expiry stays above it.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # channels_redis blocks up to 5 s waiting for a message; redis-py's own read timeout is also 5 s,
-            # so an idle socket's wait could end in a TimeoutError that killed the consumer. Read longer.
+            "BACKEND": "kimportal.channel_layer.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "hosts": [REDIS_URL],
                 "capacity": 1000,
                 "expiry": 60,
                 "group_expiry": 86400,

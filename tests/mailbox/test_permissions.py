@@ -535,8 +535,10 @@ async def test_message_socket_refuses_strangers(role):
 @async_db
 @pytest.mark.parametrize(("consumer", "path"), [(InboxConsumer, "/ws/inbox/"), (MessageConsumer, "/ws/message/1/")])
 async def test_sockets_refuse_anonymous(consumer, path):
-    _, connected, code = await _open(consumer, path, AnonymousUser(), pk=1)
+    socket, connected, code = await _open(consumer, path, AnonymousUser(), pk=1)
     assert (connected, code) == (False, 4401)
+    # Let the refused consumer end, as a server does when the client is gone.
+    await socket.disconnect()
 
 
 @async_db

@@ -156,6 +156,9 @@ def test_events_cross_processes_and_claims_stay_exclusive(stack):
 
     async def watch_claim_from_the_other_server() -> str:
         async with on_a.socket("/ws/inbox/") as socket:
+            # Anna's page shows the message's row (portal.js says so when the socket opens).
+            await socket.send(json.dumps({"watch": str(message.pk)}))
+            await _receive_until(socket, 'id="live-watching"')
             # Bert claims through the other server process; Anna's socket on this one must hear it.
             response = await asyncio.to_thread(on_b.post, f"/nachricht/{message.pk}/sperren/")
             assert response.status_code == 200, response.text[:500]
