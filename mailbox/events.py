@@ -80,8 +80,9 @@ _sender = _SenderLoop()
 
 
 def _keeps_connections_per_loop(layer: object) -> bool:
-    # Only channels_redis: an in-memory layer's queues belong to the loop of the sockets that read them.
-    return type(layer).__module__.startswith("channels_redis.")
+    # Only channels_redis (and subclasses such as kimportal.channel_layer's): an in-memory layer's queues
+    # belong to the loop of the sockets that read them.
+    return any(cls.__module__.startswith("channels_redis.") for cls in type(layer).__mro__)
 
 
 def _send(group: str, event: dict) -> None:
