@@ -1110,6 +1110,10 @@ def profile(mailbox: Mailbox, sessions: list[str], open_ids: list[int]) -> dict:
             assert connected
             sockets.append(communicator)
         pk = open_ids[-1]
+        for s in sockets:  # as the page does: the rows it shows (row events go to the rows' groups only)
+            await s.send_to(text_data=json.dumps({"watch": str(pk), "new": str(mailbox.pk)}))
+            while "live-watching" not in await s.receive_from(timeout=10):
+                pass
         actor = await asyncio.to_thread(lambda: Membership.objects.filter(mailbox=mailbox).first().user)
         message = await asyncio.to_thread(Message.objects.get, pk=pk)
         await asyncio.sleep(0.3)

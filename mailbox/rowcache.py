@@ -1,0 +1,95 @@
+"""Message rows rendered once per distinct look, not once per viewer and page view.
+
+The inbox shows the same fifty rows to everyone on shift, and every live update re-sends rows: rendering
+each row through the template engine was a third of an inbox page's CPU. A row's HTML is a pure function
+of the values in ROW_INPUTS plus the active language and time zone, so those values are the cache key:
+a changed message, a new reader or a new presence makes a new key, never a stale row. The cache is per
+process and bounded (least recently used rows go first). tests/mailbox/test_rowcache.py checks that every
+value the template reads is among ROW_INPUTS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from django.template.loader import get_template
+from django.utils import timezone, translation
+from django.utils.safestring import SafeString, mark_safe
+
+ROW_TEMPLATE = "mailbox/partials/_message_row.html"
+
+# Every attribute path of the message the row template reads (callables are called, as the template does).
+ROW_INPUTS: tuple[str, ...] = (
+    "pk",
+    "url",
+    "is_read",
+    "state",
+    "from_name",
+    "from_address",
+    "badge",
+    "has_security_warning",
+    "is_error_mail",
+    "is_malformed",
+    "subject",
+    "attachment_count",
+    "assignee_id",
+    "assignee.get_full_name",
+    "assignee.username",
+    "claimed_by_id",
+    "claim_active",
+    "claimed_by.get_full_name",
+    "claimed_by.username",
+    "claimed_at",
+    "present",
+    "mailbox.display_name",
+    "received_at",
+)
+MAX_ROWS = 4096
+
+_rows: OrderedDict[tuple[Any, ...], SafeString] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _value(message: Any, path: str) -> Any:
+    value = message
+    for part in path.split("."):
+        if value is None:
+            return None
+        value = getattr(value, part)
+        if callable(value):
+            value = value()
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def row_key(message: Any, *, oob: bool) -> tuple[Any, ...]:
+    return (
+        translation.get_language(),
+        timezone.get_current_timezone_name(),
+        oob,
+        *(_value(message, path) for path in ROW_INPUTS),
+    )
+
+
+def message_row_html(message: Any, *, oob: bool = False) -> SafeString:
+    key = row_key(message, oob=oob)
+    with _lock:
+        html = _rows.get(key)
+        if html is not None:
+            _rows.move_to_end(key)
+            return html
+    # Rendered outside the lock: two threads may render the same row once each; both results are equal.
+    html = mark_safe(get_template(ROW_TEMPLATE).render({"message": message, "oob": oob}))  # the template escapes
+    with _lock:
+        _rows[key] = html
+        while len(_rows) > MAX_ROWS:
+            _rows.popitem(last=False)
+    return html
+
+
+def clear() -> None:
+    with _lock:
+        _rows.clear()

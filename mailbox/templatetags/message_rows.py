@@ -1,0 +1,17 @@
+"""{% message_row message %}: the inbox row through the per-process row cache (mailbox.rowcache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.utils.safestring import SafeString
+
+from mailbox.rowcache import message_row_html
+
+register = template.Library()
+
+
+@register.simple_tag
+def message_row(message: Any, oob: bool = False) -> SafeString:
+    return message_row_html(message, oob=oob)
