@@ -16,7 +16,7 @@ from typing import Any
 
 from django.template.loader import get_template
 from django.utils import timezone, translation
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
 ROW_TEMPLATE = "mailbox/partials/_message_row.html"
 
@@ -82,7 +82,7 @@ def message_row_html(message: Any, *, oob: bool = False) -> SafeString:
             _rows.move_to_end(key)
             return html
     # Rendered outside the lock: two threads may render the same row once each; both results are equal.
-    html = mark_safe(get_template(ROW_TEMPLATE).render({"message": message, "oob": oob}))  # the template escapes
+    html = get_template(ROW_TEMPLATE).render({"message": message, "oob": oob})  # a SafeString: the template escapes
     with _lock:
         _rows[key] = html
         while len(_rows) > MAX_ROWS:
