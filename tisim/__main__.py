@@ -1,6 +1,8 @@
 """``python -m tisim``: run the simulated Clientmodul, send mail as another participant, arm faults.
 
 python -m tisim run   [--config FILE] [--data-dir DIR] [--smtp-port N] [--pop3-port N]
+                      [--security implicit|starttls|plain] [--require-client-cert | --no-client-cert]
+python -m tisim client-cert --cn NAME --out DIR [--days N] [--config FILE | --data-dir DIR]
 python -m tisim send  --from A --to B [--to C] [--cc D] --subject S [--body TEXT]
                       [--dienstkennung D] [--attach FILE ...] [--fault integrity]
                       [--config FILE | --data-dir DIR] [--password P]
@@ -69,8 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     _add_location(run)
     run.add_argument("--smtp-port", type=int, help="override the config (0 = any free port)")
     run.add_argument("--pop3-port", type=int, help="override the config (0 = any free port)")
+    run.add_argument(
+        "--security",
+        choices=["implicit", "starttls", "plain"],
+        help="override the config: implicit TLS (SMTPS/POP3S), STARTTLS/STLS on plain ports, or no TLS",
+    )
+    client_cert = run.add_mutually_exclusive_group()
+    client_cert.add_argument(
+        "--require-client-cert",
+        dest="require_client_cert",
+        action="store_const",
+        const=True,
+        help="demand a TLS client certificate from the simulator's client CA (mTLS)",
+    )
+    client_cert.add_argument("--no-client-cert", dest="require_client_cert", action="store_const", const=False)
     run.add_argument("-v", "--verbose", action="store_true", help="log every SMTP/POP3 session")
     run.set_defaults(func=cmd_run)
+
+    issue = sub.add_parser("client-cert", help="issue a TLS client certificate the simulator accepts")
+    _add_location(issue)
+    issue.add_argument("--cn", required=True, help="common name, e.g. the client system's name")
+    issue.add_argument("--out", required=True, help="directory for client-cert.pem and client-key.pem")
+    issue.add_argument("--days", type=int, default=825, help="validity in days")
+    issue.set_defaults(func=cmd_client_cert)
 
     send = sub.add_parser("send", help="send a mail as another simulated participant")
     _add_location(send)
@@ -111,10 +134,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     config = resolve_config(args.config, args.data_dir, create=True)
+    if args.security is not None:
+        config.tls, config.starttls = args.security != "plain", args.security == "starttls"
+    if args.require_client_cert is not None:
+        config.require_client_cert = args.require_client_cert
+    if config.require_client_cert and not config.tls:
+        return _fail("a client certificate needs TLS (--security implicit or starttls)")
     sim = CMSimulator(
         config.data_dir,
         accounts=config.accounts,
         tls=config.tls,
+        starttls=config.tls and config.starttls,
+        require_client_cert=config.require_client_cert,
         host=config.host,
         smtp_port=config.smtp_port if args.smtp_port is None else args.smtp_port,
         pop3_port=config.pop3_port if args.pop3_port is None else args.pop3_port,
@@ -130,7 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {config.host}: {exc}")
     try:
-        tls = f"TLS sha256={sim.fingerprint}" if sim.tls else "no TLS"
+        tls = f"{'STARTTLS' if sim.starttls else 'TLS'} sha256={sim.fingerprint}" if sim.tls else "no TLS"
+        if sim.require_client_cert:
+            tls += f", client certificate required (CA {sim.data_dir / 'tls' / 'client-ca.pem'})"
         print(
             f"tisim CM: SMTP {sim.host}:{sim.smtp_port}, POP3 {sim.host}:{sim.pop3_port}, {tls}, "
             f"{len(config.accounts)} accounts, data {sim.data_dir}",
@@ -141,6 +174,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         sim.stop()
         # A stale cm.json would send clients to ports nobody listens on.
         sim.remove_runtime_file()
+    return 0
+
+
+def cmd_client_cert(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from tisim.config import CMConfig, default_data_dir
+    from tisim.tls import ensure_client_ca, issue_client_certificate
+
+    if args.days < 1:
+        return _fail("--days must be at least 1")
+    if args.data_dir:
+        data_dir = Path(args.data_dir).resolve()
+    elif args.config:
+        try:
+            data_dir = CMConfig.load(Path(args.config)).data_dir
+        except FileNotFoundError as exc:
+            return _fail(str(exc))
+    else:
+        data_dir = default_data_dir()
+    now = dt.datetime.now(dt.UTC)
+    issued = issue_client_certificate(
+        ensure_client_ca(data_dir / "tls"), args.cn, not_after=now + dt.timedelta(days=args.days)
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "client-cert.pem").write_text(issued.cert_pem, encoding="ascii")
+    key_path = out / "client-key.pem"
+    key_path.touch(mode=0o600)
+    key_path.chmod(0o600)
+    key_path.write_text(issued.key_pem, encoding="ascii")
+    print(out / "client-cert.pem")
     return 0
 
 

@@ -3,8 +3,13 @@
 Config (JSON, written by hand or by :class:`tisim.cm.CMSimulator`)::
 
     {"host": "127.0.0.1", "smtp_port": 8465, "pop3_port": 8995, "tls": true,
+     "starttls": false, "require_client_cert": false,
      "data_dir": "/abs/or/relative/to/the/config/file", "allow_plain_username": false,
      "accounts": [{"address": "a@x.kim.telematik", "password": "..."}]}
+
+``tls`` false: plain SMTP/POP3 only. ``tls`` true: implicit TLS (SMTPS/POP3S) unless ``starttls`` is
+true, then the ports start plain, offer STARTTLS/STLS and refuse any login before it.
+``require_client_cert``: the TLS handshake demands a certificate from the simulator's client CA.
 
 ``<data_dir>/cm.json`` is written by a running simulator so other processes find its actual ports
 and the certificate fingerprint to pin.
@@ -38,6 +43,8 @@ class CMConfig:
     smtp_port: int = DEFAULT_SMTP_PORT
     pop3_port: int = DEFAULT_POP3_PORT
     tls: bool = True
+    starttls: bool = False
+    require_client_cert: bool = False
     allow_plain_username: bool = False
     # Keys are lower-cased addresses: mail addresses are matched case-insensitively.
     accounts: dict[str, str] = field(default_factory=dict)
@@ -66,6 +73,8 @@ class CMConfig:
             smtp_port=int(raw.get("smtp_port", DEFAULT_SMTP_PORT)),
             pop3_port=int(raw.get("pop3_port", DEFAULT_POP3_PORT)),
             tls=bool(raw.get("tls", True)),
+            starttls=bool(raw.get("starttls", False)),
+            require_client_cert=bool(raw.get("require_client_cert", False)),
             allow_plain_username=bool(raw.get("allow_plain_username", False)),
             accounts=accounts,
         )
@@ -76,6 +85,8 @@ class CMConfig:
             "smtp_port": self.smtp_port,
             "pop3_port": self.pop3_port,
             "tls": self.tls,
+            "starttls": self.starttls,
+            "require_client_cert": self.require_client_cert,
             "data_dir": str(self.data_dir),
             "allow_plain_username": self.allow_plain_username,
             "accounts": [{"address": a, "password": p} for a, p in sorted(self.accounts.items())],

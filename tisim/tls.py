@@ -1,8 +1,12 @@
-"""The simulator's self-signed TLS certificate and the fingerprint pinning that goes with it.
+"""The simulator's self-signed TLS certificate, the pinning that goes with it, and a client-certificate CA.
 
 A real Clientmodul presents a self-signed (or TI-issued) certificate whose CN does not match the
 host, so clients pin its SHA-256 fingerprint. The certificate is generated once per data directory
 and reused, so the fingerprint a client has pinned stays valid across restarts.
+
+A CM may also demand a TLS client certificate from the client system (mTLS, KOM-LE-A_2181). The
+simulator keeps its own small CA for that in the same directory and issues client certificates
+from it (``python -m tisim client-cert``); only certificates of this CA are accepted.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 COMMON_NAME = "KIM-Clientmodul-Simulator"
+CLIENT_CA_CERT_FILE = "client-ca.pem"
+CLIENT_CA_KEY_FILE = "client-ca-key.pem"
+CLIENT_CA_COMMON_NAME = "KIM-Clientmodul-Simulator Client-CA"
 
 
 class FingerprintMismatch(ssl.SSLError):
@@ -83,11 +90,105 @@ def _generate(cert_path: Path, key_path: Path) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+    _write_pair(cert_path, key_path, cert, key)
+
+
+def ensure_client_ca(tls_dir: Path) -> Certificate:
+    """The CA whose client certificates the simulator accepts, generated on first use."""
+    cert_path, key_path = tls_dir / CLIENT_CA_CERT_FILE, tls_dir / CLIENT_CA_KEY_FILE
+    if not (cert_path.is_file() and key_path.is_file()):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CA_COMMON_NAME)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_CA_KEY_USAGE, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_pair(cert_path, key_path, cert, key)
+    return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    cert_pem: str
+    key_pem: str
+
+
+def issue_client_certificate(
+    ca: Certificate,
+    common_name: str,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> ClientCertificate:
+    """A client certificate signed by ``ca`` (dates overridable, e.g. to make an expired one for tests)."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_CLIENT_KEY_USAGE, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ClientCertificate(cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem.decode("ascii"))
+
+
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+_CLIENT_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Key first: a cert.pem without its key.pem would be regenerated anyway, the reverse would not.
+    # Key first: a cert without its key would be regenerated anyway, the reverse would not.
     _write_atomic(key_path, key_pem, mode=0o600)
     _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
@@ -100,10 +201,14 @@ def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def server_context(cert: Certificate) -> ssl.SSLContext:
+def server_context(cert: Certificate, *, client_ca: Certificate | None = None) -> ssl.SSLContext:
+    """The CM's server side; with ``client_ca`` every client must present a certificate issued by it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert.cert_path, cert.key_path)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=client_ca.cert_path)
     return ctx
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.tisim.support import ALICE, BOB, CAROL, PASSWORDS, message, send, smtp_connect, smtp_user
 from tisim.cm import CMSimulator
+from tisim.cm.smtp import fold_reply
 
 UNKNOWN = "nobody@elsewhere.kim.telematik"
 
@@ -178,3 +179,72 @@ def test_server_down_and_back_on_the_same_port(cm: CMSimulator) -> None:
     cm.start()
     assert cm.smtp_port == port
     assert send(cm, ALICE, [BOB], message()) == {}
+
+
+def _raw_reply_lines(sock_file) -> list[bytes]:
+    lines = []
+    while True:
+        line = sock_file.readline(100_000)
+        lines.append(line)
+        if line[3:4] != b"-":
+            return lines
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["some-removed", "all-removed"])
+def test_400_recipients_get_reply_lines_within_rfc_5321(cm: CMSimulator, known: bool) -> None:
+    # 400 unknown recipients, each named in the reply after DATA: one line would be ~14,000 octets,
+    # beyond smtplib's 8,192 ("line too long") and RFC 5321's 512.
+    unknown = [f"empfaenger-nummer-{i:03d}@unbekannt.kim.telematik" for i in range(400)]
+    recipients = [BOB, *unknown] if known else unknown
+    conn = smtp_connect(cm)
+    with conn:
+        conn.login(smtp_user(ALICE), PASSWORDS[ALICE])
+        assert conn.mail(ALICE)[0] == 250
+        for rcpt in recipients:
+            assert conn.rcpt(rcpt)[0] == 250
+        conn.putcmd("data")
+        assert conn.getreply()[0] == 354
+        conn.send(message(subject="Rundschreiben") + b".\r\n")
+        # Read the raw reply off the socket: every line must fit, not just the joined text.
+        assert conn.file is not None
+        lines = _raw_reply_lines(conn.file)
+        assert all(len(line) <= 512 and line.endswith(b"\r\n") for line in lines), [len(x) for x in lines]
+        assert len(lines) > 1
+        code = b"250" if known else b"451"
+        enhanced = b"2.0.0" if known else b"4.3.0"
+        assert all(line[:3] == code and line[4:9] == enhanced for line in lines)
+        text = b" ".join(line[10:].strip() for line in lines).decode()
+        assert all(address in text for address in unknown)
+    assert len(cm.maildrop_uidls(BOB)) == (1 if known else 0)
+
+
+def test_400_recipients_through_smtplib_sendmail(cm: CMSimulator) -> None:
+    unknown = [f"empfaenger-nummer-{i:03d}@unbekannt.kim.telematik" for i in range(400)]
+    # smtplib raised SMTPServerDisconnected("line too long") here before the reply was folded.
+    assert send(cm, ALICE, [BOB, *unknown], message(subject="Rundschreiben")) == {}
+    with pytest.raises(smtplib.SMTPDataError) as exc:
+        send(cm, ALICE, unknown, message(subject="Rundschreiben 2"))
+    assert exc.value.smtp_code == 451
+    assert unknown[-1].encode() in exc.value.smtp_error
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "250 2.0.0 " + ", ".join(f"r{i}@x.kim.telematik" for i in range(100)),
+        "550 " + "x" * 2000,  # one word longer than a line, no enhanced code
+        "451 4.3.0 short",
+    ],
+)
+def test_fold_reply_keeps_every_line_within_512_octets(reply: str) -> None:
+    folded = fold_reply(reply)
+    lines = folded.split("\r\n")
+    assert all(len(line) + 2 <= 512 for line in lines)
+    assert all(line[3] == "-" for line in lines[:-1]) and lines[-1][3] == " "
+    code, _, rest = reply.partition(" ")
+    assert all(line.startswith(code) for line in lines)
+    if len(reply) + 2 <= 512:
+        assert folded == reply
+    enhanced = rest.split(" ")[0] if rest[:1].isdigit() else ""
+    strip = len(code) + 1 + (len(enhanced) + 1 if enhanced else 0)
+    assert "".join(line[strip:] for line in lines).replace(" ", "") == rest[len(enhanced) :].replace(" ", "")

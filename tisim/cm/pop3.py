@@ -64,6 +64,7 @@ class Pop3Session:
     locked: str | None = None  # address whose maildrop this session holds
     messages: list[StoredMessage] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)  # 0-based indexes into messages
+    tls_started: bool = False  # STLS done (only meaningful when the CM offers STLS)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -114,8 +115,21 @@ class Pop3Session:
             return False
         command, _, arg = text.partition(" ")
         command = command.upper()
+        self.context.commands.append(("pop3", command[:20]))
         handlers: dict[str, Callable[[str], Awaitable[bool | None]]]
-        if self.locked is None:
+        if self.locked is None and self._awaiting_stls:
+            # RFC 2595 §4 with TLS mandatory: no credentials travel before STLS.
+            handlers = {
+                "CAPA": self.cmd_capa,
+                "STLS": self.cmd_stls,
+                "USER": self.cmd_needs_tls,
+                "PASS": self.cmd_needs_tls,
+                "AUTH": self.cmd_needs_tls,
+                "APOP": self.cmd_needs_tls,
+                "QUIT": self.cmd_quit,
+                "NOOP": self.cmd_noop,
+            }
+        elif self.locked is None:
             handlers = {
                 "CAPA": self.cmd_capa,
                 "USER": self.cmd_user,
@@ -146,8 +160,31 @@ class Pop3Session:
 
     # --- AUTHORIZATION state -------------------------------------------------------------------
 
+    @property
+    def _awaiting_stls(self) -> bool:
+        return self.context.starttls_context is not None and not self.tls_started
+
     async def cmd_capa(self, arg: str) -> None:
-        await self.send_multiline("+OK Capability list follows", list(CAPABILITIES))
+        if self._awaiting_stls:
+            # Before TLS only STLS and what needs no credentials; the login methods follow after it.
+            capabilities = ["STLS", *(c for c in CAPABILITIES if c not in ("USER", "SASL PLAIN"))]
+        else:
+            capabilities = list(CAPABILITIES)
+        await self.send_multiline("+OK Capability list follows", capabilities)
+
+    async def cmd_stls(self, arg: str) -> None:
+        context = self.context.starttls_context
+        assert context is not None
+        await self.send("+OK Begin TLS negotiation")
+        # Plain text a client pipelined behind STLS must not count as sent under TLS (RFC 2595 §4);
+        # StreamReader has no public way to drop its buffer.
+        self.reader._buffer.clear()  # type: ignore[attr-defined]
+        # A failed handshake (e.g. a refused client certificate) raises an OSError: run() ends the session.
+        await self.writer.start_tls(context)
+        self.tls_started = True
+
+    async def cmd_needs_tls(self, arg: str) -> None:
+        await self.send("-ERR TLS required: send STLS first")
 
     async def cmd_noop(self, arg: str) -> None:
         await self.send("+OK")

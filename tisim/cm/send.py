@@ -21,7 +21,7 @@ from tisim.cm.delivery import FAULT_HEADER
 from tisim.cm.maildrop import to_crlf
 from tisim.cm.username import build_username
 from tisim.config import read_runtime
-from tisim.tls import check_pinned, pinning_client_context
+from tisim.tls import check_pinned, ensure_client_ca, issue_client_certificate, pinning_client_context
 
 
 class SendError(Exception):
@@ -34,17 +34,28 @@ class Endpoint:
     port: int
     tls: bool
     fingerprint: str | None
+    starttls: bool = False
+    client_cert_file: Path | None = None  # cert and key (PEM) when the CM demands mTLS
 
 
 def smtp_endpoint(data_dir: Path) -> Endpoint:
     runtime = read_runtime(data_dir)
     if runtime is None:
         raise SendError(f"no running simulator: {data_dir / 'cm.json'} does not exist (start `python -m tisim run`)")
+    client_cert_file = None
+    if runtime.get("require_client_cert"):
+        client_cert_file = data_dir / "tls" / "tisim-send-client.pem"
+        if not client_cert_file.exists():
+            issued = issue_client_certificate(ensure_client_ca(data_dir / "tls"), "tisim-send")
+            client_cert_file.touch(mode=0o600)
+            client_cert_file.write_text(issued.cert_pem + issued.key_pem, encoding="ascii")
     return Endpoint(
         host=runtime["host"],
         port=int(runtime["smtp_port"]),
         tls=bool(runtime["tls"]),
         fingerprint=runtime.get("fingerprint_sha256"),
+        starttls=bool(runtime.get("starttls")),
+        client_cert_file=client_cert_file,
     )
 
 
@@ -112,11 +123,19 @@ def send_raw(
     username = build_username(sender)
     try:
         conn: smtplib.SMTP
-        if endpoint.tls:
-            conn = smtplib.SMTP_SSL(endpoint.host, endpoint.port, timeout=timeout, context=pinning_client_context())
+        context = pinning_client_context()
+        if endpoint.client_cert_file is not None:
+            context.load_cert_chain(endpoint.client_cert_file)
+        if endpoint.tls and not endpoint.starttls:
+            conn = smtplib.SMTP_SSL(endpoint.host, endpoint.port, timeout=timeout, context=context)
         else:
             conn = smtplib.SMTP(endpoint.host, endpoint.port, timeout=timeout)
         with conn:
+            if endpoint.starttls:
+                conn.ehlo("tisim-send")
+                code, reply = conn.starttls(context=context)
+                if code != 220:  # smtplib goes on in plain text otherwise
+                    raise SendError(f"STARTTLS refused: {code} {reply.decode('utf-8', 'replace')}")
             if endpoint.tls and endpoint.fingerprint:
                 assert isinstance(conn.sock, ssl.SSLSocket)
                 check_pinned(conn.sock, endpoint.fingerprint)  # before any credential leaves

@@ -23,7 +23,14 @@ from tisim.cm.pop3 import LINE_LIMIT, Pop3Server
 from tisim.cm.smtp import CMContext, KimSMTP, smtp_factory
 from tisim.cm.username import is_valid_address
 from tisim.config import CONFIG_FILE, RUNTIME_FILE, CMConfig, write_json_atomic
-from tisim.tls import Certificate, ensure_certificate, server_context
+from tisim.tls import (
+    Certificate,
+    ClientCertificate,
+    ensure_certificate,
+    ensure_client_ca,
+    issue_client_certificate,
+    server_context,
+)
 
 _START_TIMEOUT = 30.0
 
@@ -38,12 +45,21 @@ class CMSimulator:
         smtp_port: int = 0,
         pop3_port: int = 0,
         *,
+        starttls: bool = False,
+        require_client_cert: bool = False,
         allow_plain_username: bool = False,
         config_path: Path | None = None,
     ) -> None:
+        """``tls``: implicit TLS on both ports, or with ``starttls`` plain ports that offer
+        STARTTLS/STLS and refuse logins before it. ``require_client_cert``: mTLS with the
+        simulator's client CA (see :meth:`issue_client_certificate`)."""
+        if (starttls or require_client_cert) and not tls:
+            raise ValueError("starttls and require_client_cert need tls=True")
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.tls = tls
+        self.starttls = starttls
+        self.require_client_cert = require_client_cert
         self._smtp_port = smtp_port
         self._pop3_port = pop3_port
         # The config file is where `python -m tisim send` finds passwords; cm.json points to it.
@@ -59,6 +75,7 @@ class CMSimulator:
             self.context.accounts[address.lower()] = password
         self.faults = FaultStore(self.data_dir)
         self._certificate: Certificate | None = None
+        self._client_ca: Certificate | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -79,6 +96,8 @@ class CMSimulator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.tls and self._certificate is None:
             self._certificate = ensure_certificate(self.data_dir / "tls")
+        if self.require_client_cert and self._client_ca is None:
+            self._client_ca = ensure_client_ca(self.data_dir / "tls")
         if self._owns_config:
             self._write_config()
         loop = asyncio.new_event_loop()
@@ -137,7 +156,9 @@ class CMSimulator:
         loop.close()
 
     def _ssl(self) -> ssl.SSLContext | None:
-        return server_context(self._certificate) if self.tls and self._certificate else None
+        if not (self.tls and self._certificate):
+            return None
+        return server_context(self._certificate, client_ca=self._client_ca if self.require_client_cert else None)
 
     async def _start_servers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,6 +171,10 @@ class CMSimulator:
 
         self._pop3 = Pop3Server(self.context, self.faults)
         ssl_ctx = self._ssl()
+        # STARTTLS: the listeners are plain; the protocols upgrade with the same context on request.
+        self.context.starttls_context = ssl_ctx if self.starttls else None
+        if self.starttls:
+            ssl_ctx = None
         try:
             smtp = await loop.create_server(tracked_smtp, self.host, self._smtp_port, ssl=ssl_ctx)
             self._servers.append(smtp)
@@ -187,6 +212,7 @@ class CMSimulator:
         except FileNotFoundError:
             config = CMConfig(path=self.config_path, data_dir=self.data_dir)
         config.host, config.tls, config.data_dir = self.host, self.tls, self.data_dir
+        config.starttls, config.require_client_cert = self.starttls, self.require_client_cert
         config.allow_plain_username = self.context.allow_plain_username
         config.accounts.update(self.context.accounts)
         self.context.accounts.update({a: p for a, p in config.accounts.items() if a not in self.context.accounts})
@@ -198,6 +224,8 @@ class CMSimulator:
             "smtp_port": self._smtp_port,
             "pop3_port": self._pop3_port,
             "tls": self.tls,
+            "starttls": self.starttls,
+            "require_client_cert": self.require_client_cert,
             "fingerprint_sha256": self.fingerprint,
             "data_dir": str(self.data_dir),
             "config": str(self.config_path),
@@ -229,6 +257,25 @@ class CMSimulator:
         if self._certificate is None:
             self._certificate = ensure_certificate(self.data_dir / "tls")
         return self._certificate.fingerprint
+
+    @property
+    def client_ca_pem(self) -> str:
+        """The CA certificate (PEM) whose client certificates the simulator accepts."""
+        return self._ensure_client_ca().cert_path.read_text(encoding="ascii")
+
+    def _ensure_client_ca(self) -> Certificate:
+        if self._client_ca is None:
+            self._client_ca = ensure_client_ca(self.data_dir / "tls")
+        return self._client_ca
+
+    def issue_client_certificate(self, common_name: str, **dates: dt.datetime) -> ClientCertificate:
+        """A client certificate the simulator accepts (``not_before``/``not_after`` to make bad ones)."""
+        return issue_client_certificate(self._ensure_client_ca(), common_name, **dates)
+
+    @property
+    def commands_seen(self) -> list[tuple[str, str]]:
+        """(protocol, command verb) the servers received, oldest first; arguments are never kept."""
+        return list(self.context.commands)
 
     @property
     def accounts(self) -> dict[str, str]:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
+import ssl
+import textwrap
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -26,6 +30,8 @@ log = logging.getLogger("tisim.cm.smtp")
 # KIM's limit for large mail (gemSpec_CM_KOMLE, "SIZE 734003200" in the ILF's example dialogue).
 SIZE_LIMIT = 734003200
 IDENT = "KIM-Clientmodul-Simulator"
+# RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the CRLF.
+REPLY_LINE_LIMIT = 512
 
 
 class KimSession(Session):
@@ -65,17 +71,75 @@ def _split_params(tail: str, names: tuple[str, ...]) -> tuple[list[str], dict[st
     return others, dsn
 
 
+def fold_reply(reply: str) -> str:
+    """Split a one-line reply longer than RFC 5321 allows into a multi-line reply (``250-…``/``250 …``).
+
+    Every line repeats the reply code and, if present, the enhanced status code (RFC 2034 §3).
+    A line that already fits, or a reply that is already multi-line, is returned unchanged.
+    """
+    if "\r\n" in reply or len(reply.encode("ascii", "replace")) + 2 <= REPLY_LINE_LIMIT:
+        return reply
+    code, _, rest = reply.partition(" ")
+    enhanced, _, text = rest.partition(" ")
+    if not (len(enhanced.split(".")) == 3 and all(p.isdigit() for p in enhanced.split("."))):
+        enhanced, text = "", rest
+    prefix = f"{code}-{enhanced} " if enhanced else f"{code}-"
+    width = REPLY_LINE_LIMIT - 2 - len(prefix)
+    chunks = textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+    lines = [f"{code}-{enhanced + ' ' if enhanced else ''}{chunk}" for chunk in chunks]
+    lines[-1] = f"{code} {lines[-1][len(code) + 1 :]}"
+    return "\r\n".join(lines)
+
+
+def _recorded(command: str) -> Callable[..., Any]:
+    """aiosmtpd's ``smtp_<command>``, noting the command first; keeps the HELP syntax attributes."""
+    original = getattr(SMTP, f"smtp_{command}")
+
+    async def method(self: KimSMTP, arg: str) -> None:
+        self._record(command)
+        await original(self, arg)
+
+    return functools.update_wrapper(method, original)
+
+
 class KimSMTP(SMTP):
     """aiosmtpd 1.4.6 rejects every RCPT parameter with 555 and MAIL parameters other than SIZE/BODY.
     KIM clients send ``RCPT TO:<x> NOTIFY=SUCCESS,FAILURE`` (RFC 3461), so the DSN parameters are
     validated and taken off here before aiosmtpd parses the rest."""
 
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
-        # TLS (when on) is implicit, below the protocol, where aiosmtpd cannot see it: it would refuse
-        # AUTH without STARTTLS, and warn on every connection that AUTH runs without TLS. So: AUTH
-        # allowed without (visible) TLS, and "AUTH required" switched on after the constructor.
-        super().__init__(handler, auth_required=False, auth_require_tls=False, **kwargs)
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        starttls_context: ssl.SSLContext | None = None,
+        commands: deque[tuple[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if starttls_context is None:
+            # TLS (when on) is implicit, below the protocol, where aiosmtpd cannot see it: it would
+            # refuse AUTH without STARTTLS, and warn on every connection that AUTH runs without TLS.
+            # So: AUTH allowed without (visible) TLS, and "AUTH required" switched on after the constructor.
+            super().__init__(handler, auth_required=False, auth_require_tls=False, **kwargs)
+        else:
+            # STARTTLS: nothing but EHLO/NOOP/QUIT/STARTTLS before TLS (RFC 3207 §4), AUTH only after it.
+            # The context is set after the constructor: aiosmtpd would log a warning per connection
+            # for a context that asks for client certificates.
+            super().__init__(handler, auth_required=False, auth_require_tls=True, **kwargs)
+            self.tls_context = starttls_context
+            self.require_starttls = True
         self._auth_required = True
+        self._commands = commands
+
+    async def push(self, status: Any) -> None:
+        await super().push(fold_reply(status) if isinstance(status, str) else status)
+
+    def _record(self, command: str) -> None:
+        if self._commands is not None:
+            self._commands.append(("smtp", command))
+
+    smtp_EHLO = _recorded("EHLO")
+    smtp_STARTTLS = _recorded("STARTTLS")
+    smtp_AUTH = _recorded("AUTH")
 
     def _create_session(self) -> Session:
         return KimSession(self.loop)
@@ -131,6 +195,11 @@ class CMContext:
     store: MaildropStore
     accounts: dict[str, str]  # lower-cased address -> password
     allow_plain_username: bool = False
+    # Set when the ports start plain and offer STARTTLS (SMTP) / STLS (POP3).
+    starttls_context: ssl.SSLContext | None = None
+    # (protocol, command verb) of recent sessions, never arguments: lets tests prove which
+    # commands (e.g. no USER/AUTH) a client sent.
+    commands: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 def _ascii(text: str) -> str:
@@ -228,6 +297,8 @@ def smtp_factory(context: CMContext, *, hostname: str = CM_HOSTNAME) -> Callable
     def factory() -> KimSMTP:
         return KimSMTP(
             handler,
+            starttls_context=context.starttls_context,
+            commands=context.commands,
             hostname=hostname,
             ident=IDENT,
             data_size_limit=SIZE_LIMIT,
