@@ -18,6 +18,7 @@ import pytest
 from tests.tisim.support import ALICE, BOB, CAROL, REPO, pop3_connect, pop3_login, pop3_user
 from tisim.__main__ import main
 from tisim.cm import CMSimulator
+from tisim.cm.messages import DECRYPTION_NOTE
 
 
 def tisim(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -81,7 +82,11 @@ def test_send_eml_sends_the_file_unchanged(cm: CMSimulator, tmp_path: Path) -> N
     assert result.stdout.strip() == "<prepared-1@praxis-a.kim.telematik>"
     for address in (BOB, CAROL):
         [uidl] = cm.maildrop_uidls(address)
-        assert cm.maildrop_read(address, uidl).endswith(prepared)
+        delivered = cm.maildrop_read(address, uidl)
+        # Unchanged but for the Vermerk the receiving CM appends (which makes an ASCII text UTF-8).
+        head, _, body = prepared.partition(b"\r\n\r\n")
+        assert all(line in delivered for line in head.split(b"\r\n"))
+        assert delivered.endswith(b"\r\n\r\n" + body + DECRYPTION_NOTE.encode())
 
 
 def test_send_fails_clearly_when_no_recipient_is_reachable(cm: CMSimulator) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.tisim.support import ALICE, BOB, CAROL, PASSWORDS, message, send, smtp_connect, smtp_user
 from tisim.cm import CMSimulator
+from tisim.cm.messages import DECRYPTION_NOTE
 from tisim.cm.smtp import fold_reply
 
 UNKNOWN = "nobody@elsewhere.kim.telematik"
@@ -34,8 +35,9 @@ def test_delivery_adds_the_receiving_cm_headers_and_keeps_the_bytes(any_cm: CMSi
 
     [uidl] = any_cm.maildrop_uidls(BOB)
     delivered = any_cm.maildrop_read(BOB, uidl)
-    assert delivered.endswith(raw), "the CM only prepends headers"
-    prepended = delivered[: -len(raw)].decode()
+    note = DECRYPTION_NOTE.encode()
+    assert delivered.endswith(raw + note), "the CM prepends headers and appends its Vermerk, nothing else"
+    prepended = delivered[: -len(raw + note)].decode()
     lines = prepended.split("\r\n")
     assert lines[0] == f"Return-Path: <{ALICE}>"
     assert lines[1].startswith("Received: from test-client")

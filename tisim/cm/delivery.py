@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 
 from tisim.cm.maildrop import MaildropStore
 from tisim.cm.messages import (
+    RECEIVE_FAULTS,
     Envelope,
     RemovedRecipient,
     delivered_copy,
     get_header,
-    integrity_notice,
+    received_payload,
     recipients_removed_report,
     remove_headers,
 )
 
 FAULT_HEADER = "X-Tisim-Fault"
-FAULTS = ("integrity",)
+FAULTS = RECEIVE_FAULTS
 
 
 class SubmissionRejected(Exception):
@@ -71,10 +72,7 @@ def deliver_submission(submission: Submission, *, store: MaildropStore, accounts
             "451 4.3.0 Message not sent: no valid encryption certificate for any recipient (" + ", ".join(removed) + ")"
         )
 
-    if fault == "integrity":
-        payload, with_results = integrity_notice(content), False
-    else:
-        payload, with_results = content, True
+    payload, with_results = received_payload(content, fault)
     for recipient in delivered:
         store.deliver(recipient, delivered_copy(payload, submission.envelope, recipient, with_results=with_results))
 

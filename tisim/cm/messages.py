@@ -7,13 +7,19 @@ the CM writes itself (integrity notice, recipients-removed report) are assembled
 
 from __future__ import annotations
 
+import base64
+import codecs
 import datetime as dt
+import io
+import quopri
 import re
 import secrets
 from dataclasses import dataclass
+from email.generator import BytesGenerator
 from email.header import Header, decode_header, make_header
-from email.message import MIMEPart
-from email.policy import SMTP
+from email.message import Message, MIMEPart
+from email.parser import BytesParser
+from email.policy import SMTP, compat32
 from email.utils import format_datetime, make_msgid
 
 DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
@@ -28,6 +34,36 @@ INTEGRITY_TEXT = (
     "verwendeten E-Mail-Client, in eigener Verantwortung eingesehen bzw. verarbeitet werden."
 )
 INTEGRITY_DETAIL = "[Integritätsprüfung] [ID 08] Die Nachricht wurde nach der Verschlüsselung manipuliert."
+# The Vermerk real CMs append to the first text part after decrypting (KOM-LE-A_2179-02), as in
+# gematik's sample samples/KAS/2_4_Client-Mail_finalisiert.txt: two blank lines, 45 dashes, the results.
+DECRYPTION_NOTE = (
+    "\r\n\r\n" + "-" * 45 + "\r\nDie Nachricht wurde entschlüsselt.\r\nDie Signatur wurde erfolgreich geprüft.\r\n"
+)
+DECRYPTION_FAILED_SUBJECT = "Beim Entschlüsseln ist ein Fehler aufgetreten. Die Gründe werden aufgeführt."
+# Error texts of Tab_Fehlercodes_KOMLE-Clientmodule as the open-source CM openkim words them.
+DECRYPTION_ERRORS = {
+    "4008": "Das verwendete Client-Modul unterstützt die in der Mail verwendete Version nicht",
+    "4009": "Die KIM-Nachricht konnte auf Grund eines nicht verfügbaren Schlüssels nicht entschlüsselt werden",
+    "4010": "Die KIM-Nachricht konnte aufgrund des falschen Formats nicht entschlüsselt werden",
+    "4011": "Der Konnektor steht für die Entschlüsselung nicht zur Verfügung",
+}
+LARGE_MESSAGE_SUBJECT = (
+    "Die KIM-Nachricht kann nicht empfangen werden, weil der Empfang großer Nachrichten nicht aktiviert wurde"
+)
+LARGE_MESSAGE_TEXT = (
+    f"{LARGE_MESSAGE_SUBJECT}.\n\n"
+    "Die Nachricht wurde über den KIM-Attachment-Service (KAS) versendet, weil sie größer als 15 MiB ist. "
+    "Für diese KIM-Adresse ist der Empfang großer Nachrichten (KIM-Version „1.5+“) nicht aktiviert; das "
+    "Clientmodul hat die Nachricht deshalb nicht heruntergeladen.\n\n"
+    "So erhalten Sie die Nachricht:\n"
+    "1. Aktivieren Sie im Account Manager Ihres KIM-Anbieters den Empfang großer Nachrichten.\n"
+    "2. Leiten Sie diese Fehlermeldung an Ihre eigene KIM-Adresse weiter. Die eingebettete Nachricht wird "
+    "dann erneut empfangen.\n"
+)
+# The results only the receiving CM may write. A sender can put them into its mail too; this CM
+# removes them before adding its own (docs/security-headers.md).
+RESULT_HEADERS = ("x-kim-decryptionresult", "x-kim-integritycheckresult")
+
 PARTIAL_SEND_TEXT = (
     "Die Nachricht wurde nur an einen Teil der gewünschten Adressaten versendet, denn es konnten nicht für alle "
     "Empfänger gültige Verschlüsselungszertifikate ermittelt werden."
@@ -117,13 +153,118 @@ def received_line(envelope: Envelope, recipient: str, *, hostname: str = CM_HOST
 
 
 def delivered_copy(raw: bytes, envelope: Envelope, recipient: str, *, with_results: bool = True) -> bytes:
-    """What the receiving CM hands to the client: transport and result headers prepended."""
+    """What the receiving CM hands to the client: transport headers prepended, and for a mail it
+    decrypted the result headers (and the sending CM's default Dienstkennung if there was none)."""
     lines = [f"Return-Path: <{envelope.sender}>", received_line(envelope, recipient)]
     if with_results:
         lines += ["X-KIM-DecryptionResult: 00", "X-KIM-IntegrityCheckResult: 01"]
-    if get_header(raw, "X-KIM-Dienstkennung") is None:
-        lines.append(f"X-KIM-Dienstkennung: {DEFAULT_DIENSTKENNUNG}")
+        if get_header(raw, "X-KIM-Dienstkennung") is None:
+            lines.append(f"X-KIM-Dienstkennung: {DEFAULT_DIENSTKENNUNG}")
     return prepend_headers(raw, lines)
+
+
+def strip_result_headers(raw: bytes) -> bytes:
+    """The mail without result headers someone other than this CM wrote (any case, ``name : value`` too)."""
+    head, body = split_head(raw)
+    fields = header_fields(head)
+    if not any(name in RESULT_HEADERS for name, _ in fields):
+        return raw
+    return b"".join(field for name, field in fields if name not in RESULT_HEADERS) + CRLF + body
+
+
+def received_payload(content: bytes, fault: str | None) -> tuple[bytes, bool]:
+    """What the receiving CM makes of a submitted mail, per ``X-Tisim-Fault``: (payload, add results?).
+
+    Without a fault the mail counts as encrypted by the sending CM and decrypted here: sender-written
+    result headers are removed, the Vermerk appended, results added by ``delivered_copy``.
+    ``keep-result-headers`` is a CM that does not remove them (openkim's behaviour); ``unencrypted``
+    a mail that reached the Fachdienst unencrypted and is passed through (results stripped, none
+    added); ``integrity``, ``decryption`` and ``4018`` the notices the CM delivers instead.
+    """
+    if fault is None:
+        return append_decryption_note(strip_result_headers(content)), True
+    if fault == "keep-result-headers":
+        return append_decryption_note(content), True
+    if fault == "unencrypted":
+        return strip_result_headers(content), False
+    if fault == "integrity":
+        return integrity_notice(content), False
+    if fault == "decryption":
+        return decryption_failure_notice(content), False
+    if fault == "4018":
+        return large_message_notice(content), False
+    raise ValueError(f"unknown fault {fault!r}")
+
+
+RECEIVE_FAULTS = ("integrity", "decryption", "4018", "unencrypted", "keep-result-headers")
+
+
+def _first_text_part(msg: Message) -> Message | None:
+    """The first text/plain part that is the letter's own (not an attachment, not an embedded mail)."""
+    stack = [msg]
+    while stack:
+        part = stack.pop(0)
+        ctype = part.get_content_type()
+        if part.is_multipart():
+            if ctype == "message/rfc822":
+                continue
+            children = part.get_payload()
+            stack = [p for p in children if isinstance(p, Message)] + stack
+            continue
+        disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
+        if ctype == "text/plain" and disposition != "attachment":
+            return part
+    return None
+
+
+def append_decryption_note(raw: bytes) -> bytes:
+    """The Vermerk appended to the first text part, as real CMs do; the mail unchanged if it has none.
+
+    A plain single-part text in UTF-8 or ASCII gets the note appended to its bytes (everything before
+    stays byte-identical); any other shape is re-encoded through the email package.
+    """
+    msg = BytesParser(policy=compat32).parsebytes(raw)
+    part = _first_text_part(msg)
+    if part is None:
+        return raw
+    charset = (part.get_content_charset() or "us-ascii").lower()
+    cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    try:
+        codec = codecs.lookup(charset).name
+    except LookupError:
+        return raw
+    if part is msg and cte in ("7bit", "8bit", "binary") and codec == "utf-8":
+        head, body = split_head(raw)
+        if body and not body.endswith(CRLF):
+            body += CRLF
+        return head + CRLF + body + DECRYPTION_NOTE.encode("utf-8")
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return raw
+    try:
+        text = payload.decode(codec)
+    except UnicodeDecodeError:
+        return raw
+    # The note in the part's own line ends (a base64 text keeps whatever it was encoded with).
+    newline = "\r\n" if "\r\n" in text or "\n" not in text else "\n"
+    if text and not text.endswith("\n"):
+        text += newline
+    data = (text + DECRYPTION_NOTE.replace("\r\n", newline)).encode("utf-8")
+    if cte == "base64":
+        encoded = base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+    elif cte == "quoted-printable":
+        encoded = quopri.encodestring(data).decode("ascii")
+    else:
+        encoded, cte = data.decode("ascii", "surrogateescape"), "8bit"
+    part.set_payload(encoded)
+    if msg.get("MIME-Version") is None:
+        msg["MIME-Version"] = "1.0"
+    part.set_param("charset", "utf-8")
+    del part["Content-Transfer-Encoding"]
+    part["Content-Transfer-Encoding"] = cte
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=compat32.clone(linesep="\r\n")).flatten(msg)
+    return out.getvalue()
 
 
 # --- mails the CM writes itself ----------------------------------------------------------------
@@ -182,6 +323,69 @@ def integrity_notice(original: bytes) -> bytes:
     ]
     text = f"{INTEGRITY_TEXT}\n\nErgänzende Informationen:\nDie Nachricht wurde entschlüsselt.\n{INTEGRITY_DETAIL}\n"
     return _multipart(headers, boundary, [_text_part(text), _rfc822_part(original)])
+
+
+def _copied_headers(original: bytes, names: tuple[str, ...]) -> list[str]:
+    head, _ = split_head(original)
+    return [field.decode("utf-8", "replace").rstrip("\r\n") for name, field in header_fields(head) if name in names]
+
+
+def _outer_message(original: bytes) -> bytes:
+    """A stand-in for the encrypted KOM-LE message as the CM fetched it (outer headers, opaque body).
+
+    The simulator does no real S/MIME; the body is the original masked byte by byte, so the portal
+    sees an unreadable smime.p7m as it would from a real CM.
+    """
+    headers = _copied_headers(original, ("message-id", "date", "from", "to", "cc"))
+    dienstkennung = get_header(original, "X-KIM-Dienstkennung") or DEFAULT_DIENSTKENNUNG
+    headers += [
+        "Subject: KOM-LE-Nachricht",
+        f"X-KIM-Dienstkennung: {dienstkennung}",
+        "X-KOM-LE-Version: 1.5",
+        "MIME-Version: 1.0",
+        "Content-Type: application/pkcs7-mime; smime-type=authenticated-enveloped-data; name=smime.p7m",
+        "Content-Disposition: attachment; filename=smime.p7m",
+        "Content-Transfer-Encoding: base64",
+    ]
+    masked = bytes(b ^ 0x5A for b in original)
+    return prepend_headers(b"", headers) + CRLF + base64.encodebytes(masked).replace(b"\n", CRLF)
+
+
+def _notice(original: bytes, *, subject: str, extra: list[str], text: str) -> bytes:
+    """A CM error message to the recipient: the original's addressing, a text part, the encrypted
+    original as message/rfc822 (KOM-LE-A_2046 as openkim builds it; A_28602 for 4018)."""
+    copied = _copied_headers(original, ("date", "from", "sender", "reply-to", "to", "cc"))
+    if get_header(original, "Date") is None:
+        copied.insert(0, f"Date: {format_datetime(dt.datetime.now().astimezone())}")
+    dienstkennung = get_header(original, "X-KIM-Dienstkennung") or DEFAULT_DIENSTKENNUNG
+    boundary = _boundary()
+    headers = [
+        *copied,
+        "Subject: " + encode_header_value(subject),
+        f"Message-ID: {make_msgid(domain=CM_HOSTNAME)}",
+        *extra,
+        f"X-KIM-Dienstkennung: {dienstkennung}",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"',
+    ]
+    return _multipart(headers, boundary, [_text_part(text), _rfc822_part(_outer_message(original))])
+
+
+def decryption_failure_notice(original: bytes, codes: tuple[str, ...] = ("4009",)) -> bytes:
+    """What the recipient gets when the CM cannot decrypt: one X-KIM-DecryptionResult per error, and
+    X-KIM-Fehlermeldung as every CM error message carries (ILF, "Fehlernachrichten")."""
+    extra = [f"X-KIM-DecryptionResult: {code}" for code in codes]
+    extra += [f"X-KIM-Fehlermeldung: {code}" for code in codes]
+    text = "".join(f"[{code}] {DECRYPTION_ERRORS.get(code, 'Fehler beim Entschlüsseln')}\n" for code in codes)
+    return _notice(original, subject=DECRYPTION_FAILED_SUBJECT, extra=extra, text=text)
+
+
+def large_message_notice(original: bytes) -> bytes:
+    """A_23512/A_28602: a large (KAS) mail for an address without "1.5+" is not downloaded; the
+    recipient gets this notice with the encrypted message embedded, to forward to itself once enabled."""
+    return _notice(
+        original, subject=LARGE_MESSAGE_SUBJECT, extra=["X-KIM-Fehlermeldung: 4018"], text=LARGE_MESSAGE_TEXT
+    )
 
 
 @dataclass(frozen=True)
