@@ -1,5 +1,10 @@
 """Encryption certificates of VZD entries: parse DER, check validity and Telematik-ID consistency.
 
+What is checked — and what the UI says is checked (``CHECKED``): the validity period, the Telematik-ID in the
+admission extension against the entry, and that the key usage allows encryption. Not checked: the issuer chain
+up to the TI trust list (TSL) and revocation (OCSP). A certificate that passes is "formally valid", not "valid";
+the KIM client module checks chain and OCSP itself before it encrypts.
+
 No I/O. Never raises on bad input: anything that is not a usable certificate becomes ``problem="unreadable"``.
 The Telematik-ID is the registrationNumber in the admission extension (1.3.36.8.3.3, gemSpec_PKI); KIM clients
 refuse to encrypt when an entry's certificates carry a different Telematik-ID (KOM-LE-A_2178).
@@ -165,14 +170,12 @@ class CertState:
 
     @property
     def label(self) -> str:
-        return str(
-            {
-                "valid": _("Zertifikat gültig"),
-                "invalid": _("Zertifikat ungültig"),
-                "missing": _("Kein Verschlüsselungszertifikat"),
-                "unknown": _("Zertifikat nicht geprüft"),
-            }[self.status]
-        )
+        return str(STATE_LABELS.get(self.status, STATE_LABELS["unknown"]))
+
+    @property
+    def scope(self) -> str:
+        """What the label rests on, for a tooltip and the details."""
+        return str(CHECKED) if self.status in ("valid", "invalid") else ""
 
     @property
     def reasons(self) -> list[str]:
@@ -188,6 +191,17 @@ class CertState:
         return tuple(sorted(c.fingerprint for c in self.certificates))
 
 
+STATE_LABELS = {
+    # "formal": period, Telematik-ID and key usage were checked, chain and revocation were not (see CHECKED).
+    "valid": _("Zertifikat formal gültig"),
+    "invalid": _("Zertifikat nicht verwendbar"),
+    "missing": _("Kein Verschlüsselungszertifikat"),
+    "unknown": _("Zertifikat nicht geprüft"),
+}
+CHECKED = _(
+    "Geprüft: Gültigkeitszeitraum, Telematik-ID und Schlüsselverwendung. "
+    "Nicht geprüft: Ausstellerkette (TI-Vertrauensliste) und Sperrstatus (OCSP)."
+)
 UNKNOWN = CertState("unknown")
 
 

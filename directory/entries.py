@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from directory import codes
 from directory.certificates import UNKNOWN, CertState
 from directory.clients.vzd import VzdRecord
+from directory.folding import fold as _fold
 
 # What list searches ask for: only what is shown or ranked — never the certificates (see selectors).
 LIST_ATTRIBUTES = (
@@ -23,11 +24,13 @@ LIST_ATTRIBUTES = (
     "personalEntry",
     "mail",
     "komLeData",
+    "kimData",
     "changeDateTime",  # keys the certificate cache (see certcache.py)
 )
 CERT_ATTRIBUTES = ("uid", "telematikID", "userCertificate;binary")
-VERSIONS = ("1.0", "1.5", "1.5+")
-UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+# KimVersionCS: 1.0, 1.5, 2.0; a "+" marks an address that accepts messages over 15 MiB (seen with 1.5).
+VERSION = re.compile(r"^(1\.0|1\.5|2\.0)\+?$")
+DEFAULT_VERSION = "1.0"  # no version published: assume 1.0 (gemSpec_VZD)
 
 
 def _clean(value: str) -> str:
@@ -39,7 +42,8 @@ def _clean(value: str) -> str:
 @dataclass(frozen=True)
 class KimAddress:
     address: str
-    version: str  # "1.0", "1.5", "1.5+"
+    version: str  # "1.0", "1.5", "1.5+", "2.0"
+    app_tags: tuple[str, ...] = ()  # from kimData; none = every KIM application is accepted
 
     @property
     def large_messages(self) -> bool:
@@ -74,7 +78,7 @@ class DirectoryEntry:
         return bool(self.addresses) and self.cert.ok
 
     def kim_version(self, address: str) -> str:
-        """The KIM version of one of this entry's addresses (from komLeData, see parse_versions); "" if not ours."""
+        """The KIM version of one of this entry's addresses (see parse_versions); "" if not ours."""
         wanted = address.strip().lower()
         return next((a.version for a in self.addresses if a.address.lower() == wanted), "")
 
@@ -92,19 +96,48 @@ class DirectoryEntry:
         }
 
 
-def parse_versions(record: VzdRecord) -> dict[str, str]:
-    """KIM version per address from komLeData ("<version>,<mail>"); missing → 1.0 (gemSpec_VZD)."""
-    out: dict[str, str] = {}
+@dataclass(frozen=True)
+class _Published:
+    version: str
+    app_tags: tuple[str, ...] = ()
+
+
+def parse_kim_data(record: VzdRecord) -> dict[str, _Published]:
+    """KIM version (and application tags) per lower-cased address.
+
+    Two attributes carry it, in opposite orders: ``kimData`` = "<mail>,<version>[,<appTag>|<appTag>…]" (the newer
+    one, written by KIM providers for KIM 1.5 and later) and ``komLeData`` = "<version>,<mail>" (the older one).
+    kimData wins where both name an address. A value with an unknown version is ignored.
+    """
+    out: dict[str, _Published] = {}
     for value in record.values("komLeData"):
         version, _, address = value.partition(",")
         version, address = version.strip(), address.strip().lower()
-        if address and version in VERSIONS:
-            out[address] = version
+        if address and VERSION.match(version):
+            out[address] = _Published(version)
+    for value in record.values("kimData"):
+        address, _, rest = value.partition(",")
+        version, _, tags = rest.partition(",")
+        address, version = address.strip().lower(), version.strip()
+        if address and VERSION.match(version):
+            app_tags = tuple(t.strip() for t in tags.split("|") if t.strip())
+            out[address] = _Published(version, app_tags)
     return out
 
 
+def parse_versions(record: VzdRecord) -> dict[str, str]:
+    """KIM version per lower-cased address (kimData before komLeData, see parse_kim_data)."""
+    return {address: published.version for address, published in parse_kim_data(record).items()}
+
+
+def _address(mail: str, published: _Published | None) -> KimAddress:
+    if published is None:
+        return KimAddress(mail, DEFAULT_VERSION)
+    return KimAddress(mail, published.version, published.app_tags)
+
+
 def entry_from_record(record: VzdRecord) -> DirectoryEntry:
-    versions = parse_versions(record)
+    published = parse_kim_data(record)
     mails = [m.strip() for m in record.values("mail") if _clean(m)]
     specialties = [label for label in (codes.specialty_label(s) for s in record.values("specialization")) if label]
     uid = record.first("uid") or record.dn.split(",", 1)[0].partition("=")[2]
@@ -119,16 +152,12 @@ def entry_from_record(record: VzdRecord) -> DirectoryEntry:
         kind=codes.kind_label_for(list(record.values("professionOID"))) or "",
         specialties=list(dict.fromkeys(specialties)),
         personal=record.first("personalEntry").strip().lower() == "true",
-        addresses=[KimAddress(m, versions.get(m.lower(), "1.0")) for m in mails],
+        addresses=[_address(m, published.get(m.lower())) for m in mails],
         changed=_clean(record.first("changeDateTime")),
     )
 
 
 # -- ranking ------------------------------------------------------------------------------------------------------
-
-
-def _fold(text: str) -> str:
-    return text.casefold().translate(UMLAUTS)
 
 
 class _Matcher:

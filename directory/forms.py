@@ -22,9 +22,12 @@ class SearchForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["specialty"]).choices = [("", _("alle Fachrichtungen"))] + [
-            (s.key, s.label) for s in codes.specialties()
-        ]
+        # Grouped by card type: institutions and people use different code systems for the same subject.
+        order = (codes.SpecialtyGroup.ORGANIZATION, codes.SpecialtyGroup.PERSON, codes.SpecialtyGroup.PHARMACY)
+        groups: dict[str, list[tuple[str, str]]] = {str(g): [] for g in order}
+        for spec in codes.specialties():
+            groups.setdefault(str(spec.group), []).append((spec.key, spec.label))
+        cast(forms.ChoiceField, self.fields["specialty"]).choices = [("", _("alle Fachrichtungen")), *groups.items()]
         cast(forms.ChoiceField, self.fields["kind"]).choices = [("", _("alle Arten"))] + [
             (k.key, k.label) for k in codes.KINDS
         ]

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
+from directory.certificates import STATE_LABELS
+
 
 class Contact(models.Model):
     class Status(models.TextChoices):
@@ -59,6 +61,10 @@ class Contact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_name} <{self.kim_address}>"
+
+    @property
+    def cert_label(self) -> str:
+        return str(STATE_LABELS[self.cert_status]) if self.cert_status in STATE_LABELS else ""
 
     @property
     def large_messages(self) -> bool:

@@ -3,7 +3,8 @@
 Free text is split into tokens: a 5-digit postal code, a Telematik-ID (``<digits>-…``), a KIM address (contains
 ``@``), and name/organisation/city terms. Terms need at least 3 characters (the directory's substring index
 starts at 3; shorter contains-searches would scan everything), shorter ones are reported as ignored. Every term
-becomes an OR over *indexed* attributes, the terms are AND-ed, so "Müller Kardiologie Berlin" means: something
+becomes an OR over *indexed* attributes and over its spellings (ß/ss, ä/ae …, see folding.py; the same in the
+name, organisation and place filters), the terms are AND-ed, so "Müller Kardiologie Berlin" means: something
 matches Müller, something matches Kardiologie (a specialty word also selects the specialty code), and something
 matches Berlin.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from directory import codes
 from directory import ldapfilter as f
+from directory.folding import MAX_SPELLINGS, spellings
 
 MIN_TERM = 3
 MAX_TERMS = 8
@@ -22,7 +24,9 @@ POSTAL_CODE = re.compile(r"^\d{5}$")
 POSTAL_PREFIX = re.compile(r"^\d{3,4}$")
 TELEMATIK_ID = re.compile(r"^\d{1,2}-[0-9A-Za-z][0-9A-Za-z.\-]*$")
 SPLIT = re.compile(r"[\s,;]+")
-UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+# Spellings over the whole query (see folding.py): with many terms each gets fewer, never fewer than two.
+MAX_QUERY_SPELLINGS = 24
+MAX_SPECIALTIES = 24
 
 # Attributes a name-ish term is looked up in; all carry an eq,sub index in the directory.
 TERM_ATTRIBUTES = ("displayName", "organization", "l", "mail")
@@ -77,18 +81,16 @@ def parse_free_text(text: str) -> ParsedQuery:
     return parsed
 
 
-def _variants(term: str) -> list[str]:
-    """The term, plus its transliteration: "Müller" also finds "mueller" in KIM addresses."""
-    out = [term]
-    translit = term.translate(UMLAUTS)
-    if translit != term:
-        out.append(translit)
-    return out
+def _variants(term: str, *, terms: int = 1) -> list[str]:
+    """The term's spellings: "Groß" and "Gross" both become groß | gross, "Müller" also finds "mueller"."""
+    limit = max(2, min(MAX_SPELLINGS, MAX_QUERY_SPELLINGS // max(1, terms)))
+    return spellings(term, limit=limit, min_length=MIN_TERM)
 
 
-def term_filter(term: str) -> str:
-    parts = [f.contains(attr, v) for v in _variants(term) for attr in TERM_ATTRIBUTES]
-    for spec in codes.specialties_matching(term)[:12]:
+def term_filter(term: str, *, terms: int = 1) -> str:
+    parts = [f.contains(attr, v) for v in _variants(term, terms=terms) for attr in TERM_ATTRIBUTES]
+    # Each is an eq-indexed lookup, cheap; the cap keeps a word like "medizin" from listing hundreds.
+    for spec in codes.specialties_matching(term)[:MAX_SPECIALTIES]:
         parts += [f.eq("specialization", value) for value in spec.ldap_values()]
     for kind in codes.kinds_for_word(term):
         parts += [f.eq("professionOID", oid) for oid in kind.oids]
@@ -108,7 +110,10 @@ def build_filter(criteria: Criteria) -> BuiltFilter:
     required: list[str] = []  # at least one indexed condition must be here
     extra: list[str] = []
 
-    required += [term_filter(t) for t in parsed.terms]
+    # The structured text fields count as terms too: together they share the spelling budget.
+    text_fields = [v for v in (criteria.name, criteria.organization, criteria.place) if v.strip()]
+    terms = len(parsed.terms) + len(text_fields)
+    required += [term_filter(t, terms=terms) for t in parsed.terms]
     required += [f.eq("postalCode", p) for p in parsed.postal_codes]
     required += [f.prefix("postalCode", p) for p in parsed.postal_prefixes]
     required += [f.prefix("telematikID", t) for t in parsed.telematik_ids]
@@ -121,7 +126,7 @@ def build_filter(criteria: Criteria) -> BuiltFilter:
         if len(value) < MIN_TERM:
             ignored.append(value)
             return
-        required.append(f.or_(*[f.contains(a, v) for v in _variants(value) for a in attrs]))
+        required.append(f.or_(*[f.contains(a, v) for v in _variants(value, terms=terms) for a in attrs]))
 
     text_field(criteria.name, NAME_ATTRIBUTES)
     text_field(criteria.organization, ORG_ATTRIBUTES)

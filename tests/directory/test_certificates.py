@@ -74,7 +74,7 @@ def test_entry_state_valid_invalid_missing(pool):
     broken = _of(pool, "broken").der
     state = entry_cert_state([broken], telematik_id=TID, now=NOW)
     assert state.status == "invalid"
-    assert state.label == "Zertifikat ungültig"
+    assert state.label == "Zertifikat nicht verwendbar"
     # one usable + one unreadable: still usable; a foreign Telematik-ID among them: refuse (KOM-LE-A_2178)
     assert entry_cert_state([valid, broken], telematik_id=TID, now=NOW).status == "valid"
     assert entry_cert_state([valid, _of(pool, "mismatch").der], telematik_id=TID, now=NOW).status == "invalid"

@@ -1,6 +1,9 @@
-"""The one KIM-version lookup: komLeData ("<version>,<mail>") per address, as services and views use it."""
+"""The one KIM-version lookup per address, as services and views use it: kimData ("<mail>,<version>[,<tags>]") and
+komLeData ("<version>,<mail>"); and specialty labels from the card type's own code system."""
 
 from __future__ import annotations
+
+import pytest
 
 from directory.clients.vzd import VzdRecord
 from directory.entries import entry_from_record
@@ -37,3 +40,42 @@ def test_address_the_entry_does_not_have_has_no_version():
     entry = _entry(mail=[PRAXIS], komledata=[f"1.5+,{ALT}"])
     assert entry.kim_version(ALT) == ""
     assert entry.kim_version("someone@else.kim.telematik-test") == ""
+
+
+def test_kimdata_alone_carries_version_and_application_tags():
+    entry = _entry(mail=[PRAXIS, ALT], kimdata=[f"{PRAXIS.lower()},2.0,eAU|eEB", f" {ALT} , 1.5+ "])
+    assert entry.kim_version(PRAXIS) == "2.0"
+    assert entry.kim_version(ALT) == "1.5+"
+    praxis, alt = entry.addresses
+    assert praxis.app_tags == ("eAU", "eEB") and not praxis.large_messages
+    assert alt.app_tags == () and alt.large_messages
+
+
+def test_kimdata_wins_over_komledata_for_the_same_address():
+    entry = _entry(mail=[PRAXIS, OLD], komledata=[f"1.5,{PRAXIS}", f"1.0,{OLD}"], kimdata=[f"{PRAXIS},2.0"])
+    assert entry.kim_version(PRAXIS) == "2.0"
+    assert entry.kim_version(OLD) == "1.0"
+
+
+@pytest.mark.parametrize("value", [f"{PRAXIS},3.7", f"{PRAXIS}", "2.0", f"2.0,{PRAXIS}", f"{PRAXIS},2.0x"])
+def test_malformed_kimdata_is_ignored(value):
+    # "2.0,<mail>" is komLeData's order, not kimData's: it names no address here.
+    entry = _entry(mail=[PRAXIS], komledata=[f"1.5,{PRAXIS}"], kimdata=[value])
+    assert entry.kim_version(PRAXIS) == "1.5"
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        ("urn:as:1.2.276.0.76.5.514:141114", "FA Innere Medizin und Kardiologie"),
+        ("urn:as:1.2.276.0.76.5.514:142007", "FA Innere Medizin mit SP Kardiologie"),
+        ("urn:as:1.2.276.0.76.5.514:011001", "FA Allgemeinmedizin"),
+        ("urn:as:1.3.6.1.4.1.19376.3.276.1.5.11:82", "Psychologischer Psychotherapeut"),
+        ("urn:as:1.2.276.0.76.5.492:1", "Zahnarzt"),
+        ("urn:psc:1.3.6.1.4.1.19376.3.276.1.5.4:KARD", "Kardiologie"),
+        ("urn:psc:1.3.6.1.4.1.19376.3.276.1.5.4:ALLG", "Allgemeinmedizin"),
+        ("10", "Offizin-Apotheke"),
+    ],
+)
+def test_specialties_are_labelled_from_their_own_code_system(value, label):
+    assert _entry(specialization=[value]).specialties == [label]

@@ -26,7 +26,7 @@ def test_mueller_finds_praxis_mueller_first_with_version_and_certificate(vzd):
     assert address.address == "praxis.mueller@praxis-mueller.kim.telematik-test"
     assert address.version == "1.5+" and address.large_messages
     assert first.cert.status == "valid"
-    assert first.cert.label == "Zertifikat gültig"
+    assert first.cert.label == "Zertifikat formal gültig"
 
 
 def test_more_than_100_hits_is_a_notice_and_shows_the_first_results(vzd):
@@ -117,7 +117,7 @@ def test_broken_expired_and_foreign_certificates_are_invalid_not_a_crash(vzd):
     assert set(by_name) == {"Zertifikatstest Defekt", "Zertifikatstest Abgelaufen", "Zertifikatstest Fremd-ID"}
     for entry in by_name.values():
         assert entry.cert.status == "invalid"
-        assert entry.cert.label == "Zertifikat ungültig"
+        assert entry.cert.label == "Zertifikat nicht verwendbar"
         assert not entry.can_receive
     assert by_name["Zertifikatstest Defekt"].cert.reasons == ["Zertifikat nicht lesbar"]
     assert by_name["Zertifikatstest Abgelaufen"].cert.reasons == ["Zertifikat abgelaufen"]
@@ -181,3 +181,52 @@ def test_certificate_states_are_cached_until_the_entry_changes(vzd, vzd_admin, e
     [entry] = directory_search(Criteria(q=address)).entries
     assert len(calls) == 2
     assert entry.cert.status == "invalid"
+
+
+def _uids(criteria: Criteria) -> set[str]:
+    outcome = directory_search(criteria, limit=100)
+    assert not outcome.error and not outcome.truncated, criteria  # under the cap: the whole result is compared
+    assert outcome.total == len(outcome.entries)
+    return {e.uid for e in outcome.entries}
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("Groß", "Gross"), ("Weißenfels", "Weissenfels"), ("Strauß", "Strauss"), ("Füßer", "Fuesser")],
+)
+def test_both_spellings_find_the_same_entries(vzd_demo, one, other):
+    # On the demo data the two spellings used to give 45 vs 36 ("Groß"/"Gross") and 94 vs 14 ("Weißenfels"/
+    # "Weissenfels") hits, and the place filter "Weissenfels" none.
+    for field in ("q", "name", "place") if "fels" in one else ("q", "name"):
+        found = _uids(Criteria(**{field: one}))
+        assert found, (field, one)
+        assert _uids(Criteria(**{field: other})) == found, field
+
+
+def test_place_filter_finds_weissenfels_typed_without_sharp_s(vzd_demo):
+    outcome = directory_search(Criteria(place="Weissenfels"))
+    assert outcome.entries and {e.city for e in outcome.entries} == {"Weißenfels"}
+
+
+def test_muller_without_umlaut_is_another_name(vzd):
+    names = {e.display_name for e in directory_search(Criteria(q="Muller"), limit=100).entries}
+    assert not any("Müller" in n for n in names)
+
+
+def test_kim_2_0_published_in_kimdata_only(vzd):
+    [entry] = directory_search(Criteria(q="aerztehaus.gross@tisim.kim.telematik-test")).entries
+    [address] = entry.addresses
+    assert (address.version, address.app_tags) == ("2.0", ("eAU", "eEB"))
+    assert entry.cert.status == "valid"
+
+
+def test_hba_specialty_from_the_physicians_code_system(vzd):
+    outcome = directory_search(Criteria(q="Kardiologie Weißenfels"))
+    hba = next(e for e in outcome.entries if e.display_name == "Groß, Sabine")
+    assert hba.specialties == ["FA Innere Medizin und Kardiologie"]
+    # the HBA filter asks for urn:as with the Facharzttitel, and finds her
+    found = directory_search(Criteria(specialty="hba:1.2.276.0.76.5.514:141114", place="Weissenfels"), limit=100)
+    assert "Groß, Sabine" in [e.display_name for e in found.entries]
+    assert {(e.city, tuple(e.specialties)) for e in found.entries} == {
+        ("Weißenfels", ("FA Innere Medizin und Kardiologie",))
+    }

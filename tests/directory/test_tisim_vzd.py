@@ -14,6 +14,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
+from directory import codes
 from tisim.vzd import cli
 from tisim.vzd.generate import Generator, entry_ldif, generate_file, write_ldif
 from tisim.vzd.slapd import SCHEMA_FILE, SlapdServer
@@ -43,23 +44,45 @@ def test_fixed_demo_entries_are_always_there():
     assert "komLeData: 1.5+,praxis.mueller@praxis-mueller.kim.telematik-test" in text
     assert "mail: kardiologie@klinikum-demo.kim.telematik-test" in text
     assert "mail: aufnahme@klinikum-demo.kim.telematik-test" in text
+    # KIM 2.0 in kimData only (with application tags), and a physician with a Facharzttitel
+    text = _ldif(7, seed=99)
+    assert "kimData: aerztehaus.gross@tisim.kim.telematik-test,2.0,eAU|eEB" in text
+    assert "komLeData: 2.0" not in text
+    assert "specialization: urn:as:1.2.276.0.76.5.514:141114" in text
 
 
 def test_generated_entries_are_consistent():
     gen = Generator(3)
     mails: set[str] = set()
+    versions: set[str] = set()
+    kim_only = 0
     for entry in gen.entries(3000):
         assert len(entry.telematik_id) == 20
         for address, version in entry.mails:
-            assert version in ("1.0", "1.5", "1.5+")
+            assert version in ("1.0", "1.5", "1.5+", "2.0")
             assert address not in mails, address  # a KIM address belongs to one entry only
             mails.add(address)
+            versions.add(version)
         text = entry_ldif(entry)
+        for address, version in entry.mails:
+            assert re.search(rf"^kimData: {re.escape(address)},{re.escape(version)}(,[\w|-]+)?$", text, re.M)
+            assert (f"komLeData: {version},{address}" in text) == entry.kom_le_data
+        kim_only += not entry.kom_le_data and bool(entry.mails)
+        # Specialties in the card type's own code systems: SMC-B urn:psc, HBA urn:as — and the portal knows them.
+        for value in entry.specializations:
+            if entry.kind.personal:
+                assert value.startswith("urn:as:"), value
+            else:
+                assert not value.startswith("urn:as:"), value
+            label = codes.specialty_label(value)
+            assert label and label != value.rpartition(":")[2], value
         # multi-valued attributes are contiguous (slapadd would keep only the last run otherwise)
         names = [line.split(":", 1)[0] for line in text.splitlines() if line]
         runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
         assert len(runs) == len(set(runs)), runs
         assert entry.certs
+    assert versions == {"1.0", "1.5", "1.5+", "2.0"}
+    assert kim_only > 10  # providers that publish kimData only
 
 
 def test_cli_generate(tmp_path):

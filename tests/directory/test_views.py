@@ -41,7 +41,7 @@ def test_search_page_full_and_fragment(logged_in, vzd):
     assert response.status_code == 200
     assert "<html" in content
     assert "Praxis Dr. Müller" in content and PRAXIS in content
-    assert "KIM 1.5+" in content and "Zertifikat gültig" in content
+    assert "KIM 1.5+" in content and "Zertifikat formal gültig" in content
     assert "mehr als 100 Treffer – bitte Suche eingrenzen" in content
 
     response = logged_in.get(reverse("directory:search"), {"q": "müller"}, headers={"HX-Request": "true"})
@@ -53,7 +53,7 @@ def test_search_page_full_and_fragment(logged_in, vzd):
 
 def test_search_shows_broken_certificate_as_invalid(logged_in, vzd):
     content = logged_in.get(reverse("directory:search"), {"q": "Zertifikatstest Defekt"}).content.decode()
-    assert "Zertifikat ungültig" in content
+    assert "Zertifikat nicht verwendbar" in content
     assert "Zertifikat nicht lesbar" in content
 
 
@@ -93,14 +93,14 @@ def test_picker_results_and_pick(logged_in, vzd):
     response = logged_in.get(reverse("directory:picker-pick"), {"field": "to", "address": PRAXIS})
     chip = response.content.decode()
     assert f'<input type="hidden" name="to" value="{PRAXIS}">' in chip
-    assert "Zertifikat gültig" in chip and "KIM 1.5+" in chip
+    assert "Zertifikat formal gültig" in chip and "KIM 1.5+" in chip
 
 
 def test_picker_refuses_invalid_certificate_and_unknown_address(logged_in, vzd):
     chip = logged_in.get(
         reverse("directory:picker-pick"), {"field": "to", "address": "zertifikatstest-defekt@tisim.kim.telematik-test"}
     ).content.decode()
-    assert "Zertifikat ungültig" in chip and 'type="hidden"' not in chip
+    assert "Zertifikat nicht verwendbar" in chip and 'type="hidden"' not in chip
     chip = logged_in.get(
         reverse("directory:picker-pick"), {"field": "to", "address": "niemand@nirgends.kim.telematik-test"}
     ).content.decode()

@@ -35,7 +35,7 @@ def test_find_praxis_mueller_and_navigate_by_keyboard(
     expect(praxis).to_have_count(1)
     expect(praxis).to_contain_text("praxis.mueller@praxis-mueller.kim.telematik-test")
     expect(praxis).to_contain_text("KIM 1.5+")
-    expect(praxis).to_contain_text("Zertifikat gültig")
+    expect(praxis).to_contain_text("Zertifikat formal gültig")
     expect(praxis).to_contain_text("Allgemeinmedizin")
     expect(search.results).to_contain_text("mehr als 100 Treffer – bitte Suche eingrenzen")
     names = search.hits.locator(".vzd-name").all_text_contents()

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from tisim.vzd.generate import BASE_DN, generate_file
+from tisim.vzd.generate import BASE_DN, DATA_VERSION, generate_file
 from tisim.vzd.slapd import SlapdServer
 
 
@@ -34,10 +34,13 @@ def _generate(args: argparse.Namespace) -> int:
 def prepare(data_dir: Path, entries: int, seed: int, *, port: int = 0) -> SlapdServer:
     """Generate (if needed) and load a directory into data_dir; the returned server is not started yet."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    ldif = data_dir / f"vzd-{entries}-seed{seed}.ldif"
+    # The data version is part of the name: a directory prepared by an older generator is rebuilt, not reused.
+    ldif = data_dir / f"vzd-{entries}-seed{seed}-v{DATA_VERSION}.ldif"
     server = SlapdServer(data_dir, ldif, port=port)
     marker = data_dir / "loaded-from.txt"
     if not ldif.exists():
+        for stale in data_dir.glob("vzd-*.ldif"):
+            stale.unlink()
         generate_file(ldif, entries, seed=seed)
     if not (marker.exists() and marker.read_text() == ldif.name and server.loaded_marker.exists()):
         server.load()

@@ -5,8 +5,12 @@ Entries follow shared/research/vzd.md: flat ``uid=<uuid>,dc=data,dc=vzd`` entrie
 ``mail``, professionOID/entryType/specialization from the gematik code systems, 0–3 KIM addresses with
 versions 1.0 / 1.5 / 1.5+, and encryption certificates from a small reused pool (see certs.py).
 
-A few fixed entries are always present (demo and tests rely on them): "Praxis Dr. Müller", "Klinikum Demo"
-and three certificate test cases.
+A few fixed entries are always present (demo and tests rely on them): "Praxis Dr. Müller", "Klinikum Demo",
+three certificate test cases, a KIM 2.0 practice published in kimData only and a physician (HBA) with a
+specialty from the physicians' own code system, both in Weißenfels.
+
+Specialties follow the card type: SMC-B entries ``urn:psc:`` with the practice-setting code systems, HBA
+entries ``urn:as:`` with the author-specialty code systems (Facharzttitel der Ärztekammern …).
 
 Longer than ~400 lines on purpose: it is mostly data (names, places, code-system values) beside the
 few functions that combine them.
@@ -26,11 +30,15 @@ from tisim.vzd.certs import TELEMATIK_ID_LENGTH, PoolCert, make_pool
 
 BASE_DN = "dc=data,dc=vzd"
 UID_NAMESPACE = uuid.UUID("0f4a2a8e-55a3-4c59-9d5e-1f3f5d2b7c10")
+# Bump when the generated data changes: prepared directories are keyed by it and rebuilt.
+DATA_VERSION = 2
 PSC_AERZTLICH = "urn:psc:1.3.6.1.4.1.19376.3.276.1.5.4"
-AS_AERZTLICH = "urn:as:1.3.6.1.4.1.19376.3.276.1.5.4"
 PSC_NICHT_AERZTLICH = "urn:psc:1.3.6.1.4.1.19376.3.276.1.5.5"
-AS_NICHT_AERZTLICH = "urn:as:1.3.6.1.4.1.19376.3.276.1.5.5"
 PSC_ZAHN = "urn:psc:1.2.276.0.76.5.494"
+# HBA (urn:as): Facharzttitel der Ärztekammern, Qualifikationen nicht ärztlicher Autoren, zahnärztliche Autoren
+AS_FACHARZT = "urn:as:1.2.276.0.76.5.514"
+AS_NICHT_AERZTLICH = "urn:as:1.3.6.1.4.1.19376.3.276.1.5.11"
+AS_ZAHN = "urn:as:1.2.276.0.76.5.492"
 
 SURNAMES = (
     "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch Bauer Richter Klein "
@@ -166,6 +174,13 @@ DOCTOR_SPECIALTIES = (
     "ALLG ALLG ALLG ALLG INNE INNE KARD GAST PNEU KIJU FRAU AUGE HNOH ORTH CHIR HAUT NEUR PSYC UROL RADI ANAE NUKL PATH"
 ).split()
 HOSPITAL_SPECIALTIES = "GESU GESU KARD CHIR INNE RADI ANAE NOTF".split()
+# A physician's Facharzttitel for the practice specialty drawn above (same draw, so the data stays seed-stable).
+FACHARZT = {
+    "ALLG": "011001", "INNE": "141002", "KARD": "141114", "GAST": "141112", "PNEU": "141116", "KIJU": "151002",
+    "FRAU": "081002", "AUGE": "051001", "HNOH": "091001", "ORTH": "071103", "CHIR": "071001", "HAUT": "101001",
+    "NEUR": "221001", "PSYC": "291002", "UROL": "371001", "RADI": "311002", "ANAE": "021001", "NUKL": "231001",
+    "PATH": "251003",
+}  # fmt: skip
 
 VERSIONS = ["1.0", "1.5", "1.5", "1.5+", "1.5+"]
 
@@ -212,6 +227,8 @@ class Entry:
     state: str = "-"
     specializations: list[str] = field(default_factory=list)
     mails: list[tuple[str, str]] = field(default_factory=list)  # (address, version)
+    app_tags: dict[str, str] = field(default_factory=dict)  # address → "eAU|eEB" (kimData only)
+    kom_le_data: bool = True  # False: a provider that publishes kimData only
     certs: list[bytes] = field(default_factory=list)
     domain_id: str = "-"
     change_date_time: str = "2026-11-01T10:00:00.000000+01:00"
@@ -284,6 +301,37 @@ class Generator:
             domain_id="261104711",
         )
         klinikum.certs = [self.valid[0].for_telematik_id(klinikum.telematik_id)]
+        aerztehaus = Entry(
+            telematik_id=_telematik_id("1-20", 4712),
+            kind=KIND_BY_NAME["arztpraxis"],
+            display_name="Ärztehaus Groß",
+            organization="Ärztehaus Groß MVZ GmbH",
+            street="Große Burgstraße 12",
+            postal_code="06667",
+            city="Weißenfels",
+            state="Sachsen-Anhalt",
+            specializations=[f"{PSC_AERZTLICH}:ALLG", f"{PSC_AERZTLICH}:INNE"],
+            mails=[("aerztehaus.gross@tisim.kim.telematik-test", "2.0")],
+            app_tags={"aerztehaus.gross@tisim.kim.telematik-test": "eAU|eEB"},
+            kom_le_data=False,
+        )
+        aerztehaus.certs = [self.valid[2].for_telematik_id(aerztehaus.telematik_id)]
+        kardiologin = Entry(
+            telematik_id=_telematik_id("1-1", 4712),
+            kind=KIND_BY_NAME["arzt"],
+            display_name="Groß, Sabine",
+            sn="Groß",
+            given_name="Sabine",
+            title="Dr. med.",
+            organization="Ärztehaus Groß",
+            street="Große Burgstraße 12",
+            postal_code="06667",
+            city="Weißenfels",
+            state="Sachsen-Anhalt",
+            specializations=[f"{AS_FACHARZT}:141114"],
+            mails=[("sabine.gross@tisim.kim.telematik-test", "1.5+")],
+        )
+        kardiologin.certs = [self.valid[3].for_telematik_id(kardiologin.telematik_id)]
         out = [praxis, klinikum]
         for i, (kind, label) in enumerate(
             (("broken", "Defekt"), ("expired", "Abgelaufen"), ("mismatch", "Fremd-ID")), start=1
@@ -300,7 +348,7 @@ class Generator:
             )
             entry.certs = [self.by_kind[kind].for_telematik_id(entry.telematik_id)]
             out.append(entry)
-        return out
+        return [*out, aerztehaus, kardiologin]
 
     # -- random entries ----------------------------------------------------------------------------------------
     def _address(self, entry: Entry) -> None:
@@ -330,11 +378,15 @@ class Generator:
             entry.display_name = f"{sn}, {given}"
             entry.sn, entry.given_name, entry.title = sn, given, title or "-"
             if kind.name == "arzt":
-                entry.specializations = [f"{AS_AERZTLICH}:{rng.choice(DOCTOR_SPECIALTIES)}"]
+                entry.specializations = [f"{AS_FACHARZT}:{FACHARZT[rng.choice(DOCTOR_SPECIALTIES)]}"]
                 if rng.random() < 0.4:
                     entry.organization = f"Praxis {title + ' ' if title else ''}{given} {sn}".strip()
             elif kind.name == "psychotherapeut":
-                entry.specializations = [f"{AS_NICHT_AERZTLICH}:PST"]
+                entry.specializations = [f"{AS_NICHT_AERZTLICH}:82"]  # Psychologischer Psychotherapeut
+            elif kind.name == "zahnarzt":
+                entry.specializations = [f"{AS_ZAHN}:1"]
+            elif kind.name == "apotheker":
+                entry.specializations = [f"{AS_NICHT_AERZTLICH}:70"]
             local = f"{_slug(given)}.{_slug(sn)}"
         else:
             name = f"{title + ' ' if title else ''}{given} {sn}"
@@ -396,7 +448,14 @@ class Generator:
             else:
                 suffix = "" if j == 0 else f"-{j + 1}"
                 address = f"{local}{suffix}.{n}@{domain}"
-            entry.mails.append((address, rng.choice(VERSIONS)))
+            version = rng.choice(VERSIONS)
+            # Newer providers: some KIM 2.0 addresses, published in kimData only (no draw: the data stays stable).
+            if (n + j) % 40 == 3:
+                version = "2.0"
+                entry.kom_le_data = False
+                if n % 3 == 0:
+                    entry.app_tags[address] = "eAU|eEB"
+            entry.mails.append((address, version))
         # Certificates: usually one, sometimes an RSA + EC pair; rarely expired, foreign or broken.
         roll = rng.random()
         if roll < 0.004:
@@ -472,8 +531,12 @@ def entry_ldif(entry: Entry) -> str:
     parts += [_line("specialization", s) for s in entry.specializations]
     # Values of one attribute must be contiguous: slapadd keeps only the last run of a repeated attribute.
     parts += [f"mail: {address}\n" for address, _ in entry.mails]
-    parts += [f"komLeData: {version},{address}\n" for address, version in entry.mails]
-    parts += [f"kimData: {address},{version}\n" for address, version in entry.mails]
+    if entry.kom_le_data:
+        parts += [f"komLeData: {version},{address}\n" for address, version in entry.mails]
+    parts += [
+        f"kimData: {address},{version}{',' + entry.app_tags[address] if address in entry.app_tags else ''}\n"
+        for address, version in entry.mails
+    ]
     parts += [_line("userCertificate;binary", der) for der in entry.certs]
     parts.append("\n")
     return "".join(parts)
