@@ -18,7 +18,7 @@ from django.utils.translation import gettext_noop
 from directory import certcache
 from directory import ldapfilter as f
 from directory.certificates import CertState, entry_cert_state
-from directory.clients.vzd import VzdError, VzdTimeout, get_client
+from directory.clients.vzd import VzdError, VzdTimeout, VzdTlsError, display_fingerprint, get_client
 from directory.entries import CERT_ATTRIBUTES, LIST_ATTRIBUTES, DirectoryEntry, entry_from_record, rank
 from directory.models import Contact
 from directory.query import Criteria, build_filter, search_words
@@ -29,7 +29,42 @@ logger = logging.getLogger(__name__)
 TRUNCATED_MESSAGE = gettext_noop("mehr als 100 Treffer – bitte Suche eingrenzen")
 
 
+def _tls_message(exc: VzdTlsError) -> str:
+    """What went wrong with TLS, in words an administrator can act on (the search page shows it as is)."""
+    if exc.kind == "pin_mismatch":
+        return _(
+            "Verbindung zum Verzeichnis (VZD) abgelehnt: Das Zertifikat des Konnektors passt nicht zum hinterlegten "
+            "Fingerabdruck (KIMPORTAL_VZD_TLS_PIN). Der Konnektor zeigt den Fingerabdruck %(actual)s. Bitte wenden "
+            "Sie sich an die Administration."
+        ) % {"actual": display_fingerprint(exc.actual)}
+    if exc.kind == "untrusted":
+        return _(
+            "Verbindung zum Verzeichnis (VZD) abgelehnt: Das Zertifikat des Konnektors stammt nicht von der "
+            "hinterlegten Zertifizierungsstelle (KIMPORTAL_VZD_CA_FILE). Bitte wenden Sie sich an die Administration."
+        )
+    if exc.kind == "client_cert_rejected":
+        return _(
+            "Der Konnektor hat die Verbindung zum Verzeichnis (VZD) gleich nach dem TLS-Aufbau abgelehnt: Er "
+            "verlangt ein Client-Zertifikat, und es wurde keines oder ein nicht anerkanntes vorgelegt "
+            "(KIMPORTAL_VZD_CLIENT_CERT_FILE). Bitte wenden Sie sich an die Administration."
+        )
+    setting = {
+        "pin": _("Der hinterlegte Fingerabdruck (KIMPORTAL_VZD_TLS_PIN) ist kein SHA-256-Fingerabdruck."),
+        "ca_file": _("Die CA-Datei (KIMPORTAL_VZD_CA_FILE) ist nicht lesbar."),
+        "client_cert": _(
+            "Client-Zertifikat oder Schlüssel (KIMPORTAL_VZD_CLIENT_CERT_FILE, KIMPORTAL_VZD_CLIENT_KEY_FILE) "
+            "sind nicht lesbar, passen nicht zusammen oder das Passwort des Schlüssels ist falsch."
+        ),
+        "url": _("CA-Datei, Fingerabdruck und Client-Zertifikat wirken nur mit einer ldaps://-Adresse."),
+    }.get(exc.setting, "")
+    return (
+        _("Die TLS-Einstellungen für das Verzeichnis (VZD) sind fehlerhaft. %(reason)s") % {"reason": setting}
+    ).strip()
+
+
 def unavailable_message(exc: VzdError) -> str:
+    if isinstance(exc, VzdTlsError):
+        return _tls_message(exc)
     if isinstance(exc, VzdTimeout):
         return _("Das Verzeichnis (VZD) antwortet nicht rechtzeitig. Bitte versuchen Sie es gleich noch einmal.")
     return _("Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal.")

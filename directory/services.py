@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from directory.clients.vzd import VzdError
 from directory.entries import DirectoryEntry
 from directory.models import Contact
-from directory.selectors import directory_entries_for_addresses, directory_entry_for_address
+from directory.selectors import directory_entries_for_addresses, directory_entry_for_address, unavailable_message
 from kimportal.errors import PortalError
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ def _lookup(address: str) -> DirectoryEntry:
     try:
         entry = directory_entry_for_address(address)
     except VzdError as exc:
-        raise DirectoryUnavailable(gettext("Das Verzeichnis (VZD) ist nicht erreichbar.")) from exc
+        raise DirectoryUnavailable(unavailable_message(exc)) from exc
     if entry is None:
         message = _("Die KIM-Adresse %(address)s steht nicht im Verzeichnis.") % {"address": address}
         raise DirectoryEntryNotFound(message)

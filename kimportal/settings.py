@@ -280,13 +280,21 @@ LOGGING = {
 
 # --- Directory (VZD) ---
 # LDAP(S) URL of the VZD: the Konnektor's LDAP proxy in production, tisim's slapd in the demo
-# (`python -m tisim vzd-serve --port 8389`). Anonymous bind; for ldaps:// pin the CA with KIMPORTAL_VZD_CA_FILE.
+# (`python -m tisim vzd-serve --port 8389`). Anonymous bind. For ldaps:// the Konnektor's certificate names its
+# card, not its host: trust it through KIMPORTAL_VZD_CA_FILE (its component CA) or KIMPORTAL_VZD_TLS_PIN (SHA-256
+# of its certificate, any notation), neither checks the host name. Without both: system CAs and host name.
 KIMPORTAL_VZD_URL = env.str("KIMPORTAL_VZD_URL", default="ldap://127.0.0.1:8389")
 KIMPORTAL_VZD_BASE_DN = env.str("KIMPORTAL_VZD_BASE_DN", default="dc=data,dc=vzd")
 KIMPORTAL_VZD_CONNECT_TIMEOUT = env.float("KIMPORTAL_VZD_CONNECT_TIMEOUT", default=5.0)
 KIMPORTAL_VZD_SEARCH_TIMEOUT = env.float("KIMPORTAL_VZD_SEARCH_TIMEOUT", default=5.0)
 KIMPORTAL_VZD_CA_FILE = env.str("KIMPORTAL_VZD_CA_FILE", default="")
 KIMPORTAL_VZD_POOL_SIZE = env.int("KIMPORTAL_VZD_POOL_SIZE", default=4)
+KIMPORTAL_VZD_TLS_PIN = env.str("KIMPORTAL_VZD_TLS_PIN", default="")
+# The client-system certificate the Konnektor demands when client authentication is on (PEM files; convert the
+# admin UI's PKCS#12 with openssl). The key file may be encrypted: its password comes from the environment only.
+KIMPORTAL_VZD_CLIENT_CERT_FILE = env.str("KIMPORTAL_VZD_CLIENT_CERT_FILE", default="")
+KIMPORTAL_VZD_CLIENT_KEY_FILE = env.str("KIMPORTAL_VZD_CLIENT_KEY_FILE", default="")
+KIMPORTAL_VZD_CLIENT_KEY_PASSWORD = env.str("KIMPORTAL_VZD_CLIENT_KEY_PASSWORD", default="")
 # Results shown per page (ranked from the at most 100 the VZD returns); certificates are checked for these.
 KIMPORTAL_VZD_PAGE_SIZE = env.int("KIMPORTAL_VZD_PAGE_SIZE", default=20)
 # Certificate states of shown entries are cached per (uid, changeDateTime) for this long (KOM-LE-A_2026 allows it).

@@ -18,6 +18,7 @@ import ldap3
 import pytest
 
 from directory import certcache
+from tisim.vzd.certs import KonnektorTls, make_konnektor_tls
 from tisim.vzd.generate import generate_file
 from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer, free_port
 
@@ -42,6 +43,42 @@ def vzd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer
 
 
 @pytest.fixture(scope="module")
+def vzd_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
+    """The demo's data set (5,000 entries, seed 1: what `vzd-serve` loads by default), small enough that a
+    search stays under the VZD's 100-entry cap and whole results can be compared."""
+    data_dir = tmp_path_factory.mktemp("vzd-demo")
+    ldif = data_dir / "vzd.ldif"
+    generate_file(ldif, 5000, seed=1)
+    with SlapdServer(data_dir / "slapd", ldif) as server:
+        yield server
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def vzd_demo(settings, vzd_demo_server: SlapdServer) -> SlapdServer:
+    certcache.clear()
+    settings.KIMPORTAL_VZD_URL = vzd_demo_server.url
+    settings.KIMPORTAL_VZD_CA_FILE = ""
+    return vzd_demo_server
+
+
+@pytest.fixture(scope="module")
+def konnektor_tls(tmp_path_factory: pytest.TempPathFactory) -> KonnektorTls:
+    return make_konnektor_tls(tmp_path_factory.mktemp("konnektor-tls"))
+
+
+@pytest.fixture(scope="module")
+def vzd_konnektor(tmp_path_factory: pytest.TempPathFactory, konnektor_tls: KonnektorTls) -> Iterator[SlapdServer]:
+    """LDAPS like a Konnektor's LDAP proxy: a certificate naming the card, not the host, and client certificates
+    demanded (TLSVerifyClient demand)."""
+    data_dir = tmp_path_factory.mktemp("vzd-konnektor")
+    ldif = data_dir / "vzd.ldif"
+    generate_file(ldif, 50, seed=SEED)
+    with SlapdServer(data_dir / "slapd", ldif, konnektor_tls=konnektor_tls, verify_client="demand") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def vzd_ldaps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
     data_dir = tmp_path_factory.mktemp("vzd-ldaps")
     ldif = data_dir / "vzd.ldif"
@@ -57,6 +94,9 @@ def vzd(settings, vzd_server: SlapdServer) -> SlapdServer:
     settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 5.0
     settings.KIMPORTAL_VZD_SEARCH_TIMEOUT = 5.0
     settings.KIMPORTAL_VZD_CA_FILE = ""
+    settings.KIMPORTAL_VZD_TLS_PIN = ""
+    settings.KIMPORTAL_VZD_CLIENT_CERT_FILE = ""
+    settings.KIMPORTAL_VZD_CLIENT_KEY_FILE = ""
     return vzd_server
 
 

@@ -7,6 +7,9 @@ the generator patches the entry's Telematik-ID into those bytes. The DER stays w
 signature no longer verifies — which nobody checks here: slapd only validates DER syntax and the portal (like a
 KIM client without the TI trust store) checks subject, validity and Telematik-ID consistency.
 
+``make_konnektor_tls`` writes the TLS side instead: a server certificate like a Konnektor's LDAP proxy presents
+(no host name in it) and a client-system certificate for ``TLSVerifyClient demand``.
+
 Deliberately unusable members of the pool:
 - ``expired``: validity ended in the past;
 - ``mismatch``: carries a fixed foreign Telematik-ID (not patched);
@@ -17,13 +20,15 @@ Deliberately unusable members of the pool:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # 20 characters; every generated Telematik-ID has exactly this length so patching keeps the DER length.
 TELEMATIK_ID_LENGTH = 20
@@ -241,3 +246,112 @@ def make_pool(seed: int, *, size: int = 50) -> list[PoolCert]:
     )  # fmt: skip
     pool.append(PoolCert(der=_break(good), kind="broken", patchable=True))
     return pool
+
+
+# -- TLS of the Konnektor's LDAP proxy ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KonnektorTls:
+    """Files for an LDAPS endpoint that looks like a Konnektor's: the server certificate's CN is derived from the
+    card (ICCSN + date, as on the gSMC-K's ID.AK.AUT) with no host name anywhere, issued by a component CA; and a
+    client-system certificate (as the Konnektor's admin UI exports it) with a password-protected key, issued by a
+    second CA the server trusts for client authentication."""
+
+    ca_path: Path  # the component CA: what the portal configures as its CA file
+    cert_path: Path
+    key_path: Path
+    fingerprint: str  # SHA-256 of the server certificate's DER, hex
+    client_ca_path: Path
+    client_cert_path: Path
+    client_key_path: Path
+    client_key_password: str
+    common_name: str
+
+
+KONNEKTOR_CN = "80276883110000118001-20250101"  # ICCSN + date: what a real one carries instead of a host name
+CLIENT_KEY_PASSWORD = "clientsystem-test"
+
+
+def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tisim NOT-VALID"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, common_name: str, usage: x509.ObjectIdentifier
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_konnektor_tls(directory: Path) -> KonnektorTls:
+    """Write a Konnektor-like server certificate and a client-system certificate into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    plain = serialization.NoEncryption()
+    pkcs8 = serialization.PrivateFormat.PKCS8
+
+    ca_key, ca = _ca("GEM.KOMP-CA TISIM TEST-ONLY")
+    key, cert = _leaf(ca_key, ca, KONNEKTOR_CN, ExtendedKeyUsageOID.SERVER_AUTH)
+    client_ca_key, client_ca = _ca("Konnektor Clientsystem-CA TISIM TEST-ONLY")
+    client_key, client_cert = _leaf(
+        client_ca_key, client_ca, "Clientsystem KIM-Portal", ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+
+    paths = {
+        name: directory / name
+        for name in ("ca.pem", "server.pem", "server.key", "client-ca.pem", "client.pem", "client.key")
+    }
+    paths["ca.pem"].write_bytes(ca.public_bytes(pem))
+    paths["server.pem"].write_bytes(cert.public_bytes(pem))
+    paths["server.key"].write_bytes(key.private_bytes(pem, pkcs8, plain))
+    paths["client-ca.pem"].write_bytes(client_ca.public_bytes(pem))
+    paths["client.pem"].write_bytes(client_cert.public_bytes(pem))
+    encrypted = serialization.BestAvailableEncryption(CLIENT_KEY_PASSWORD.encode())
+    paths["client.key"].write_bytes(client_key.private_bytes(pem, pkcs8, encrypted))
+    for name in ("server.key", "client.key"):
+        paths[name].chmod(0o600)
+    return KonnektorTls(
+        ca_path=paths["ca.pem"],
+        cert_path=paths["server.pem"],
+        key_path=paths["server.key"],
+        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        client_ca_path=paths["client-ca.pem"],
+        client_cert_path=paths["client.pem"],
+        client_key_path=paths["client.key"],
+        client_key_password=CLIENT_KEY_PASSWORD,
+        common_name=KONNEKTOR_CN,
+    )

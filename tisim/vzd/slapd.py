@@ -12,6 +12,9 @@ slapd runs as whoever starts it, root included: it must reach its data wherever 
     server.stop()
 
 With ``ldaps=True`` it also listens on ``server.ldaps_url`` with a self-signed certificate (``server.ca_file``).
+With ``konnektor_tls=make_konnektor_tls(dir)`` it serves that Konnektor-like certificate instead (CN from the card,
+no host name), and with ``verify_client="demand"`` it refuses clients without a certificate from the client CA
+(the Konnektor's "client authentication mandatory", gemSpec_CM_KOMLE A_21223-01).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 from tisim.tls import ensure_certificate
+from tisim.vzd.certs import KonnektorTls
 from tisim.vzd.generate import BASE_DN
 
 SCHEMA_FILE = Path(__file__).with_name("vzd.schema")
@@ -80,11 +84,15 @@ class SlapdServer:
         schema_file: Path = SCHEMA_FILE,
         extra_ldif: list[Path] | None = None,
         ldaps: bool = False,
+        konnektor_tls: KonnektorTls | None = None,
+        verify_client: str = "never",  # slapd's TLSVerifyClient: never, allow, try, demand
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.ldif_path = Path(ldif_path).resolve() if ldif_path else None
         self.port = port or free_port()
-        self.ldaps_port = free_port() if ldaps else None
+        self.konnektor_tls = konnektor_tls
+        self.verify_client = verify_client
+        self.ldaps_port = free_port() if ldaps or konnektor_tls else None
         self.schema_file = Path(schema_file).resolve()
         self.extra_ldif = [Path(p).resolve() for p in extra_ldif or []]
         self.process: subprocess.Popen[bytes] | None = None
@@ -130,7 +138,15 @@ class SlapdServer:
             f"pidfile {_quoted(self.data_dir / 'slapd.pid')}",
             f"argsfile {_quoted(self.data_dir / 'slapd.args')}",
         ]
-        if self.ldaps_port is not None:
+        if self.konnektor_tls is not None:
+            tls = self.konnektor_tls
+            lines += [
+                f"TLSCertificateFile {_quoted(tls.cert_path)}",
+                f"TLSCertificateKeyFile {_quoted(tls.key_path)}",
+                f"TLSCACertificateFile {_quoted(tls.client_ca_path)}",
+                f"TLSVerifyClient {self.verify_client}",
+            ]
+        elif self.ldaps_port is not None:
             cert = ensure_certificate(self.tls_dir)
             lines += [
                 f"TLSCertificateFile {_quoted(cert.cert_path)}",
