@@ -8,9 +8,17 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import Promise, cached_property
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.models.display import Badge, PresentUser
+from mailbox.models.kimresults import (
+    LARGE_MESSAGE_REFUSED,
+    SecurityAssessment,
+    assess_security,
+    error_explanations,
+    split_cm_note,
+)
 from mailbox.models.mailboxes import Mailbox, member_mailbox_ids
 
 if TYPE_CHECKING:
@@ -129,24 +137,39 @@ class Message(models.Model):
         now = now or timezone.now()
         return bool(self.claimed_by_id and self.claim_expires_at and self.claim_expires_at > now)
 
-    @property
-    def integrity_ok(self) -> bool:
-        # No header at all is not "ok": the CM always sets it on decrypted KIM mail.
-        return bool(self.integrity_results) and all(r == "01" for r in self.integrity_results)
-
-    @property
-    def decryption_ok(self) -> bool:
-        return bool(self.decryption_results) and all(r == "00" for r in self.decryption_results)
+    @cached_property
+    def security(self) -> SecurityAssessment:
+        """The security state from the CM's result headers; the rule is in docs/security-headers.md."""
+        return assess_security(
+            self.decryption_results,
+            self.integrity_results,
+            kim_error_codes=self.kim_error_codes,
+            dienstkennung=self.dienstkennung,
+        )
 
     @property
     def has_security_warning(self) -> bool:
-        return bool(self.integrity_results or self.decryption_results) and not (
-            self.integrity_ok and self.decryption_ok
-        )
+        return self.security.is_warning
 
     @property
     def is_error_mail(self) -> bool:
         return bool(self.kim_error_codes)
+
+    @property
+    def error_explanations(self) -> list[tuple[str, Promise]]:
+        return error_explanations(self.kim_error_codes)
+
+    @property
+    def is_large_message_refused(self) -> bool:
+        return LARGE_MESSAGE_REFUSED in self.kim_error_codes
+
+    @cached_property
+    def text_and_cm_note(self) -> tuple[str, str]:
+        """(letter text, the CM's Vermerk). Only mail that carries CM results has a Vermerk: in any
+        other mail the same words were written by the sender and stay part of the text."""
+        if not (self.decryption_results or self.integrity_results):
+            return self.text_body, ""
+        return split_cm_note(self.text_body)
 
 
 class Attachment(models.Model):

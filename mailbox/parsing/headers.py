@@ -103,6 +103,27 @@ def _all_values(headers: list[tuple[str, str, str]], name: str) -> list[str]:
     return [decoded.strip() for hname, _raw, decoded in headers if hname.lower() == lname and decoded.strip()]
 
 
+# The CM's result headers are read as written, not decoded: a CM writes a bare ID ("00", "08",
+# "X99"), so an RFC 2047 word or any other dressing is not the CM's and must not become "00".
+_RESULT_VALUE_LIMIT = 200
+_RESULT_COUNT_LIMIT = 20
+
+
+def _result_values(headers: list[tuple[str, str, str]], name: str) -> list[str]:
+    """Every X-KIM result header called *name* (any case), raw and unfolded, empty values included.
+
+    Kept whole so the rule in docs/security-headers.md can see every copy: a second one, or one
+    no CM would write, makes the state "unclear" instead of "secure".
+    """
+    lname = name.lower()
+    values = [
+        _CTRL_RE.sub(" ", _unfold(recover_8bit(raw)[0]))[:_RESULT_VALUE_LIMIT]
+        for hname, raw, _decoded in headers
+        if hname.strip().lower() == lname
+    ]
+    return values[:_RESULT_COUNT_LIMIT]
+
+
 _NEEDS_QUOTES_RE = re.compile(r'[,;:<>@"()\[\]\\]')
 
 
@@ -277,29 +298,42 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         in_reply_to=single("In-Reply-To"),
         references=single("References"),
         dienstkennung=dienstkennungen[0] if dienstkennungen else "",
-        decryption_results=_all_values(header_rows, _KIM_DECRYPTION),
-        integrity_results=_all_values(header_rows, _KIM_INTEGRITY),
+        decryption_results=_result_values(header_rows, _KIM_DECRYPTION),
+        integrity_results=_result_values(header_rows, _KIM_INTEGRITY),
         kim_error_codes=_all_values(header_rows, _KIM_ERROR),
     )
 
 
 _HEADER_LINE_RE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+# RFC 5322 §4.5.3 obs-optional: ``field-name *WSP ":"``. Readers must accept it (§4); the stdlib
+# does not and ends the header block there. A CM reads "X-KIM-DecryptionResult : 00" as a result,
+# so the portal must see it as one too (docs/security-headers.md).
+_OBS_FIELD_NAME_RE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]+:")
 _HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
 
 
 def repair_header_block(raw: bytes) -> tuple[bytes, int]:
-    """Re-indent header continuation lines that lost their leading whitespace.
+    """Read the header block as RFC 5322 does where the stdlib does not; returns (bytes, re-indented lines).
 
-    Seen in the wild (and in gematik's own FAQ sample of a CM integrity notice): a folded
-    ``To:`` whose second line starts in column 0.  The stdlib would end the header block
-    there and show X-KIM-IntegrityCheckResult etc. as body text, which would hide the
-    security warning.  A line is only re-indented when real header fields follow it, so
-    garbage without a header block is left alone for the defect report.
+    Field names followed by whitespace before the colon (obsolete syntax, still to be accepted)
+    lose that whitespace. Header continuation lines that lost their leading whitespace are
+    re-indented: seen in the wild (and in gematik's own FAQ sample of a CM integrity notice), a
+    folded ``To:`` whose second line starts in column 0. The stdlib would end the header block
+    there and show X-KIM-IntegrityCheckResult etc. as body text, which would hide the security
+    warning. A line is only re-indented when real header fields follow it, so garbage without a
+    header block is left alone for the defect report. Only re-indenting is counted: it guesses,
+    the obsolete syntax does not.
     """
     end = _HEADER_END_RE.search(raw)
     if end is None:
         return raw, 0
     lines = raw[: end.start()].splitlines(keepends=True)
+    normalised = False
+    for index, line in enumerate(lines):
+        obs = _OBS_FIELD_NAME_RE.match(line)
+        if obs is not None and not line.startswith(b"From "):
+            lines[index] = obs.group(1) + b":" + line[obs.end() :]
+            normalised = True
     # header_follows[i]: some line after i is a proper "Name:" header field.
     header_follows = [False] * len(lines)
     seen = False
@@ -314,7 +348,7 @@ def repair_header_block(raw: bytes) -> tuple[bytes, int]:
         if header_follows[index]:
             lines[index] = b" " + line
             repaired += 1
-    if not repaired:
+    if not repaired and not normalised:
         return raw, 0
     return b"".join(lines) + raw[end.start() :], repaired
 
