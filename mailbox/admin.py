@@ -79,15 +79,59 @@ class MailboxAdmin(admin.ModelAdmin):
 @admin.register(KimAccount)
 class KimAccountAdmin(admin.ModelAdmin):
     form = KimAccountAdminForm
-    list_display = ["mailbox", "cm_host", "smtp_port", "pop3_port", "tls_mode", "status", "last_success_at"]
-    list_filter = ["status", "tls_mode", "is_active"]
-    readonly_fields = ["status", "status_message", "last_success_at", "last_attempt_at", "next_fetch_at"]
+    list_display = [
+        "mailbox",
+        "cm_host",
+        "smtp_port",
+        "pop3_port",
+        "transport_display",
+        "tls_certificate_check",
+        "status",
+        "last_success_at",
+    ]
+    list_filter = ["status", "transport", "tls_certificate_check", "is_active"]
+    status_fields = ["status", "status_message", "last_success_at", "last_attempt_at", "next_fetch_at"]
+    readonly_fields = [*status_fields, "client_key_stored"]
     actions = ["test_connection"]
     fieldsets = [
         (None, {"fields": ["mailbox", "is_active"]}),
+        (_("Clientmodul"), {"fields": ["cm_host", "smtp_port", "pop3_port", "timeout_seconds"]}),
         (
-            _("Clientmodul"),
-            {"fields": ["cm_host", "smtp_port", "pop3_port", "tls_mode", "tls_fingerprint_sha256", "timeout_seconds"]},
+            _("Transportsicherung"),
+            {
+                "fields": ["transport", "confirm_plain"],
+                "description": _(
+                    "Wie das CM TLS anbietet: ab Verbindungsaufbau (SMTPS/POP3S) oder per STARTTLS/STLS. "
+                    "Bei STARTTLS bricht das Portal ab, wenn das CM es nicht anbietet – nie Rückfall auf Klartext."
+                ),
+            },
+        ),
+        (
+            _("Prüfung des CM-Zertifikats"),
+            {
+                "fields": [
+                    "tls_certificate_check",
+                    "tls_fingerprint_sha256",
+                    "tls_ca_certificates",
+                    "tls_check_hostname",
+                ],
+                "description": _(
+                    "Das Zertifikat eines CM ist meist selbst signiert oder aus der TI: den SHA-256-Fingerabdruck zu "
+                    "pinnen ist der übliche Weg. Geprüft wird vor dem Senden von Benutzername und Passwort."
+                ),
+            },
+        ),
+        (
+            _("Client-Zertifikat (mTLS, optional)"),
+            {
+                "fields": [
+                    "tls_client_certificate",
+                    "client_key",
+                    "client_key_passphrase",
+                    "client_key_stored",
+                    "remove_client_certificate",
+                ]
+            },
         ),
         (
             _("Aufrufkontext und Benutzername"),
@@ -107,8 +151,18 @@ class KimAccountAdmin(admin.ModelAdmin):
             },
         ),
         (_("Abruf"), {"fields": ["poll_interval_seconds", "keep_on_server_days"]}),
-        (_("Status"), {"fields": list(readonly_fields)}),
+        (_("Status"), {"fields": list(status_fields)}),
     ]
+
+    @admin.display(description=_("Transportsicherung"), ordering="transport")
+    def transport_display(self, account: KimAccount) -> str:
+        if account.transport == KimAccount.Transport.PLAIN:
+            return str(_("UNSICHER: unverschlüsselt"))
+        return account.get_transport_display()
+
+    @admin.display(description=_("Privater Schlüssel hinterlegt"), boolean=True)
+    def client_key_stored(self, account: KimAccount) -> bool:
+        return bool(account.tls_client_key_encrypted)
 
     @admin.action(description=_("Verbindung testen"))
     def test_connection(self, request, queryset) -> None:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import TYPE_CHECKING, Any, cast
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.clients.tls import normalize_fingerprint
+from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount
 
 if TYPE_CHECKING:
@@ -24,6 +28,31 @@ class KimAccountAdminForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=_("Wird verschlüsselt gespeichert. Leer lassen, um das bisherige Passwort zu behalten."),
     )
+    confirm_plain = forms.BooleanField(
+        label=_("Unverschlüsselte Verbindung bewusst gewählt"),
+        required=False,
+        help_text=_(
+            "Ohne TLS gehen KIM-Passwort und Nachrichten mit Patientendaten im Klartext durchs Netz. "
+            "Nur für Tests oder wenn das CM auf demselben Rechner läuft."
+        ),
+    )
+    client_key = forms.CharField(
+        label=_("Privater Schlüssel zum Client-Zertifikat (PEM)"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text=_(
+            "Wird verschlüsselt gespeichert und nie wieder angezeigt. Leer lassen, um den bisherigen zu behalten."
+        ),
+    )
+    client_key_passphrase = forms.CharField(
+        label=_("Passphrase des Schlüssels"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("Nur für einen verschlüsselten Schlüssel; sie wird nicht gespeichert."),
+    )
+    remove_client_certificate = forms.BooleanField(label=_("Client-Zertifikat entfernen"), required=False)
 
     class Meta:
         model = KimAccount
@@ -33,8 +62,12 @@ class KimAccountAdminForm(forms.ModelForm):
             "cm_host",
             "smtp_port",
             "pop3_port",
-            "tls_mode",
+            "transport",
+            "tls_certificate_check",
             "tls_fingerprint_sha256",
+            "tls_ca_certificates",
+            "tls_check_hostname",
+            "tls_client_certificate",
             "timeout_seconds",
             "fachdienst",
             "fachdienst_pop3",
@@ -48,6 +81,10 @@ class KimAccountAdminForm(forms.ModelForm):
             "poll_interval_seconds",
             "keep_on_server_days",
         ]
+        widgets = {
+            "tls_ca_certificates": forms.Textarea(attrs={"rows": 4}),
+            "tls_client_certificate": forms.Textarea(attrs={"rows": 4}),
+        }
 
     def clean_tls_fingerprint_sha256(self) -> str:
         value = normalize_fingerprint(self.cleaned_data.get("tls_fingerprint_sha256", ""))
@@ -55,11 +92,59 @@ class KimAccountAdminForm(forms.ModelForm):
             raise forms.ValidationError(_("Ein SHA-256-Fingerabdruck besteht aus 64 Hex-Zeichen."))
         return value
 
+    def clean_tls_ca_certificates(self) -> str:
+        value = self.cleaned_data.get("tls_ca_certificates", "").strip()
+        if value:
+            try:
+                x509.load_pem_x509_certificates(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise forms.ValidationError(
+                    _("Keine lesbaren CA-Zertifikate im PEM-Format (-----BEGIN CERTIFICATE-----).")
+                ) from exc
+        return value
+
+    def clean_tls_client_certificate(self) -> str:
+        value = self.cleaned_data.get("tls_client_certificate", "").strip()
+        if not value:
+            return ""
+        try:
+            cert = x509.load_pem_x509_certificate(value.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise forms.ValidationError(
+                _("Kein lesbares Client-Zertifikat im PEM-Format (-----BEGIN CERTIFICATE-----).")
+            ) from exc
+        now = dt.datetime.now(dt.UTC)
+        if cert.not_valid_after_utc < now:
+            raise forms.ValidationError(
+                _("Das Client-Zertifikat ist abgelaufen (gültig bis %(until)s).")
+                % {"until": cert.not_valid_after_utc.strftime("%d.%m.%Y %H:%M UTC")}
+            )
+        if cert.not_valid_before_utc > now:
+            raise forms.ValidationError(
+                _("Das Client-Zertifikat ist erst ab %(since)s gültig.")
+                % {"since": cert.not_valid_before_utc.strftime("%d.%m.%Y %H:%M UTC")}
+            )
+        self._client_cert = cert
+        return value
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("tls_mode") == KimAccount.TlsMode.PINNED and not data.get("tls_fingerprint_sha256"):
+        transport = data.get("transport")
+        if transport == KimAccount.Transport.PLAIN:
+            was_plain = bool(self.instance.pk) and self.instance.transport == KimAccount.Transport.PLAIN
+            if not data.get("confirm_plain") and not was_plain:
+                self.add_error(
+                    "confirm_plain",
+                    _("Unverschlüsselt nur, wenn ausdrücklich bestätigt – sonst bitte TLS oder STARTTLS wählen."),
+                )
+        elif (
+            data.get("tls_certificate_check") == KimAccount.CertificateCheck.PINNED
+            and "tls_fingerprint_sha256" in data
+            and not data["tls_fingerprint_sha256"]
+        ):
             self.add_error("tls_fingerprint_sha256", _("Für gepinntes TLS ist der Fingerabdruck erforderlich."))
+        self._clean_client_key(data)
         if not data.get("password") and not (self.instance and self.instance.password_encrypted):
             self.add_error("password", _("Bitte das Passwort des KIM-Kontos eingeben."))
         for field in ("smtp_username_template", "pop3_username_template"):
@@ -72,10 +157,69 @@ class KimAccountAdminForm(forms.ModelForm):
                 self.add_error(field, _("Unbekannter Platzhalter in der Vorlage."))
         return data
 
+    def _clean_client_key(self, data: dict[str, Any]) -> None:
+        """The key must belong to the certificate; it is kept as unencrypted PKCS#8 (then encrypted at rest)."""
+        self._client_key_pem: str | None = None  # None: keep what is stored
+        if data.get("remove_client_certificate"):
+            data["tls_client_certificate"] = ""
+            self._client_key_pem = ""
+            return
+        cert = getattr(self, "_client_cert", None)
+        raw_key = (data.get("client_key") or "").strip()
+        if not data.get("tls_client_certificate"):
+            if raw_key:
+                self.add_error("client_key", _("Zum Schlüssel fehlt das Client-Zertifikat."))
+            elif "tls_client_certificate" in data:
+                self._client_key_pem = ""  # no certificate, no key
+            return
+        if cert is None:
+            return  # the certificate itself has an error already
+        if raw_key:
+            passphrase = data.get("client_key_passphrase") or None
+            try:
+                key = serialization.load_pem_private_key(
+                    raw_key.encode("ascii"), password=passphrase.encode() if passphrase else None
+                )
+            except TypeError:
+                # cryptography: TypeError when a passphrase is missing for an encrypted key, or given for a plain one.
+                message = (
+                    _("Der Schlüssel ist nicht verschlüsselt – bitte keine Passphrase angeben.")
+                    if passphrase
+                    else _("Der Schlüssel ist verschlüsselt – bitte die Passphrase angeben.")
+                )
+                self.add_error("client_key_passphrase", message)
+                return
+            except (ValueError, UnicodeEncodeError):
+                self.add_error(
+                    "client_key",
+                    _("Kein lesbarer privater Schlüssel im PEM-Format, oder die Passphrase ist falsch."),
+                )
+                return
+            key_pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode("ascii")
+        elif self.instance.pk and self.instance.tls_client_key_encrypted:
+            try:
+                key_pem = self.instance.get_client_key()
+            except CredentialDecryptionError:
+                self.add_error("client_key", _("Der gespeicherte Schlüssel ist nicht lesbar – bitte neu angeben."))
+                return
+            key = serialization.load_pem_private_key(key_pem.encode("ascii"), password=None)
+        else:
+            self.add_error("client_key", _("Bitte den privaten Schlüssel zum Client-Zertifikat angeben."))
+            return
+        public = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
+            self.add_error("client_key", _("Der Schlüssel gehört nicht zu diesem Client-Zertifikat."))
+            return
+        self._client_key_pem = key_pem if raw_key else None
+
     def save(self, commit: bool = True) -> KimAccount:
         account = super().save(commit=False)
         if self.cleaned_data.get("password"):
             account.set_password(self.cleaned_data["password"])
+        if self._client_key_pem is not None:
+            account.set_client_key(self._client_key_pem)
         if commit:
             account.save()
         return account

@@ -4,7 +4,8 @@ python -m tisim run   [--config FILE] [--data-dir DIR] [--smtp-port N] [--pop3-p
                       [--security implicit|starttls|plain] [--require-client-cert | --no-client-cert]
 python -m tisim client-cert --cn NAME --out DIR [--days N] [--config FILE | --data-dir DIR]
 python -m tisim send  --from A --to B [--to C] [--cc D] --subject S [--body TEXT]
-                      [--dienstkennung D] [--attach FILE ...] [--fault integrity]
+                      [--dienstkennung D] [--attach FILE ...]
+                      [--fault integrity|decryption|4018|unencrypted|keep-result-headers]
                       [--config FILE | --data-dir DIR] [--password P]
 python -m tisim send  --eml FILE [--config FILE | --data-dir DIR]
 python -m tisim fault drop-retr --address A [--after-bytes N] [--times K]
@@ -104,7 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--body", default="")
     send.add_argument("--dienstkennung", help="X-KIM-Dienstkennung, e.g. 'Arztbrief;VHitG-Versand;V1.2'")
     send.add_argument("--attach", action="extend", nargs="+", default=[], metavar="FILE")
-    send.add_argument("--fault", choices=["integrity"], help="deliver as a failed integrity check")
+    send.add_argument(
+        "--fault",
+        # tisim.cm.messages.RECEIVE_FAULTS; spelled out so `--help` needs no import of the CM.
+        choices=["integrity", "decryption", "4018", "unencrypted", "keep-result-headers"],
+        help="what the receiving CM delivers instead: integrity/decryption failure notice, 4018 notice, "
+        "the mail passed through unencrypted, or sender-written result headers kept",
+    )
     send.add_argument("--eml", help="send this prepared RFC 5322 message unchanged")
     send.add_argument("--password", help="instead of the config's password")
     send.set_defaults(func=cmd_send)

@@ -3,23 +3,80 @@
 from __future__ import annotations
 
 import smtplib
-import ssl
+import socket
 
 from mailbox.clients.tls import (
+    IMPLICIT_TLS,
+    STARTTLS,
     CmAuthFailed,
     CmError,
     CmProtocolError,
+    CmStartTlsUnavailable,
     Endpoint,
+    classify_after_handshake,
     classify_os_error,
-    open_connection,
+    client_context,
+    verify_pin,
 )
 
 
+class _SMTPImplicitTLS(smtplib.SMTP_SSL):
+    """SMTP_SSL that notes when its handshake is done, so a failure after it can be told apart."""
+
+    handshake_done = False
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # private, not in typeshed
+        self.handshake_done = True
+        return sock
+
+
 def _connect(endpoint: Endpoint) -> smtplib.SMTP:
+    """Connect, secure the connection as configured, check the pin and say EHLO: ready for AUTH.
+
+    No credential is sent in here, and none can follow before the handshake and the pin check.
+    STARTTLS never falls back to plain text: a CM that does not offer it or refuses it is an error.
+    """
+    tls = endpoint.tls
+    conn: smtplib.SMTP | None = None
+    handshake_done = False
     try:
-        # Implicit TLS, as a CM's SMTPS port; the pin is checked before AUTH sends the password.
-        return open_connection(endpoint, smtplib.SMTP, smtplib.SMTP_SSL)
-    except (OSError, smtplib.SMTPException, ssl.SSLError, CmError) as exc:
+        context = client_context(tls) if tls.uses_tls else None
+        if tls.transport == IMPLICIT_TLS:
+            implicit = _SMTPImplicitTLS(context=context, timeout=endpoint.timeout)
+            # The TLS server name; the constructor sets it only when it connects itself.
+            implicit._host = endpoint.host  # type: ignore[attr-defined]
+            conn = implicit
+            try:
+                implicit.connect(endpoint.host, endpoint.port)
+            finally:
+                handshake_done = implicit.handshake_done
+        else:
+            conn = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+            if tls.transport == STARTTLS:
+                conn.ehlo()
+                if not conn.has_extn("starttls"):
+                    raise CmStartTlsUnavailable("STARTTLS")
+                try:
+                    code, reply = conn.starttls(context=context)
+                except smtplib.SMTPResponseException as exc:
+                    raise CmStartTlsUnavailable("STARTTLS", _reply(exc)) from exc
+                if code != 220:  # older smtplib versions carried on in plain text here
+                    raise CmStartTlsUnavailable("STARTTLS", f"{code} {reply.decode('utf-8', 'replace')}")
+                handshake_done = True
+        if tls.uses_tls:
+            verify_pin(conn.sock, tls)
+        conn.ehlo()
+        return conn
+    except (OSError, smtplib.SMTPException, CmError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, CmError):
+            raise
+        if handshake_done:
+            raise classify_after_handshake(exc, tls) from exc
+        if isinstance(exc, smtplib.SMTPResponseException):
+            raise CmProtocolError(_reply(exc)) from exc
         if isinstance(exc, smtplib.SMTPException) and not isinstance(exc, smtplib.SMTPServerDisconnected):
             raise CmProtocolError(str(exc)) from exc
         raise classify_os_error(exc) from exc
@@ -28,7 +85,6 @@ def _connect(endpoint: Endpoint) -> smtplib.SMTP:
 def smtp_login_check(endpoint: Endpoint) -> None:
     conn = _connect(endpoint)
     try:
-        conn.ehlo()
         conn.login(endpoint.username, endpoint.password)
         conn.quit()
     except smtplib.SMTPAuthenticationError as exc:

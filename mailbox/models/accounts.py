@@ -12,10 +12,14 @@ from mailbox.models.mailboxes import Mailbox
 class KimAccount(models.Model):
     """The mailbox's connection to a KIM Clientmodul (SMTP to send, POP3 to receive)."""
 
-    class TlsMode(models.TextChoices):
-        NONE = "none", _("Ohne TLS")
-        SYSTEM_CA = "system_ca", _("TLS, Zertifikat über System-CAs geprüft")
-        PINNED = "pinned", _("TLS, Zertifikat per SHA-256-Fingerabdruck gepinnt")
+    class Transport(models.TextChoices):
+        IMPLICIT_TLS = "implicit_tls", _("TLS ab Verbindungsaufbau (SMTPS/POP3S)")
+        STARTTLS = "starttls", _("STARTTLS (SMTP) / STLS (POP3)")
+        PLAIN = "plain", _("UNSICHER: unverschlüsselt – Passwort und Nachrichten im Klartext")
+
+    class CertificateCheck(models.TextChoices):
+        PINNED = "pinned", _("SHA-256-Fingerabdruck des CM-Zertifikats (Pinning)")
+        CA = "ca", _("Zertifizierungsstelle (hinterlegte CA-Zertifikate oder System-CAs)")
 
     class Status(models.TextChoices):
         UNKNOWN = "unknown", _("noch nicht abgerufen")
@@ -28,13 +32,39 @@ class KimAccount(models.Model):
     cm_host = models.CharField(_("Clientmodul-Host"), max_length=255, default="127.0.0.1")
     smtp_port = models.PositiveIntegerField(_("SMTP-Port"), default=8465)
     pop3_port = models.PositiveIntegerField(_("POP3-Port"), default=8995)
-    tls_mode = models.CharField(_("TLS"), max_length=20, choices=TlsMode.choices, default=TlsMode.PINNED)
+    # Transport and certificate check are separate choices: real CMs offer implicit TLS or STARTTLS,
+    # and their certificates are pinned or checked against a CA independently of that.
+    transport = models.CharField(
+        _("Transportsicherung"), max_length=20, choices=Transport.choices, default=Transport.IMPLICIT_TLS
+    )
+    tls_certificate_check = models.CharField(
+        _("Prüfung des CM-Zertifikats"),
+        max_length=20,
+        choices=CertificateCheck.choices,
+        default=CertificateCheck.PINNED,
+    )
     tls_fingerprint_sha256 = models.CharField(
         _("SHA-256-Fingerabdruck des CM-Zertifikats"),
         max_length=95,
         blank=True,
         help_text=_("64 Hex-Zeichen, Doppelpunkte erlaubt"),
     )
+    tls_ca_certificates = models.TextField(
+        _("CA-Zertifikate (PEM)"),
+        blank=True,
+        help_text=_("Nur bei Prüfung über eine Zertifizierungsstelle; leer = System-CAs des Servers"),
+    )
+    tls_check_hostname = models.BooleanField(
+        _("Hostnamen im Zertifikat prüfen"),
+        default=False,
+        help_text=_(
+            "Nur bei Prüfung über eine Zertifizierungsstelle. "
+            "Das Zertifikat eines CM ist selten auf seinen Hostnamen ausgestellt."
+        ),
+    )
+    # mTLS (KOM-LE-A_2181). The certificate is public; the key is a secret like the password.
+    tls_client_certificate = models.TextField(_("Client-Zertifikat (PEM)"), blank=True)
+    tls_client_key_encrypted = models.TextField(_("Privater Schlüssel (verschlüsselt)"), blank=True, editable=False)
     fachdienst = models.CharField(
         _("Fachdienst (Host:Port)"), max_length=255, blank=True, help_text=_("leer = DNS-SD durch das CM")
     )
@@ -88,6 +118,12 @@ class KimAccount(models.Model):
 
     def get_password(self) -> str:
         return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    def set_client_key(self, pem: str) -> None:
+        self.tls_client_key_encrypted = crypto.encrypt(pem) if pem else ""
+
+    def get_client_key(self) -> str:
+        return crypto.decrypt(self.tls_client_key_encrypted) if self.tls_client_key_encrypted else ""
 
     def _username(self, template: str, fachdienst: str) -> str:
         return build_username(

@@ -13,17 +13,33 @@ from mailbox.clients.pop3 import pop3_login_check
 from mailbox.clients.smtp import smtp_login_check
 from mailbox.clients.tls import (
     CmAuthFailed,
+    CmCertificateUntrusted,
+    CmClientCertificateError,
     CmError,
     CmFingerprintMismatch,
     CmProtocolError,
+    CmStartTlsUnavailable,
     CmTimeout,
     CmTlsError,
     CmUnreachable,
     Endpoint,
+    TlsSettings,
 )
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Mailbox
 from mailbox.services.audit import audit_record
+
+
+def account_tls(account: KimAccount) -> TlsSettings:
+    return TlsSettings(
+        transport=account.transport,
+        certificate_check=account.tls_certificate_check,
+        fingerprint=account.tls_fingerprint_sha256,
+        ca_certificates=account.tls_ca_certificates,
+        check_hostname=account.tls_check_hostname,
+        client_certificate=account.tls_client_certificate,
+        client_key=account.get_client_key() if account.tls_client_certificate else "",
+    )
 
 
 def account_endpoint(account: KimAccount, protocol: str) -> Endpoint:
@@ -32,8 +48,7 @@ def account_endpoint(account: KimAccount, protocol: str) -> Endpoint:
     return Endpoint(
         host=account.cm_host,
         port=port,
-        tls_mode=account.tls_mode,
-        fingerprint=account.tls_fingerprint_sha256,
+        tls=account_tls(account),
         username=username,
         password=account.get_password(),
         timeout=account.timeout_seconds,
@@ -46,10 +61,32 @@ def cm_error_message(exc: BaseException, *, host: str, port: int) -> str:
     if isinstance(exc, CmAuthFailed):
         return _("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc}
     if isinstance(exc, CmFingerprintMismatch):
+        if not exc.actual:
+            return _(
+                "%(where)s hat kein TLS-Zertifikat vorgelegt; der hinterlegte Fingerabdruck kann nicht geprüft "
+                "werden. Verbindung aus Sicherheitsgründen abgebrochen."
+            ) % {"where": where}
         return _(
             "Das TLS-Zertifikat von %(where)s passt nicht zum hinterlegten Fingerabdruck "
             "(erwartet %(expected)s, erhalten %(actual)s). Verbindung aus Sicherheitsgründen abgebrochen."
         ) % {"where": where, "expected": exc.expected or "–", "actual": exc.actual}
+    if isinstance(exc, CmStartTlsUnavailable):
+        if exc.reply:
+            return _(
+                "%(where)s hat %(command)s abgelehnt (%(reply)s). Ohne TLS wird die Verbindung nicht "
+                "fortgesetzt – kein Passwort wurde gesendet. Bitte die Transportsicherung prüfen."
+            ) % {"where": where, "command": exc.command, "reply": exc.reply}
+        return _(
+            "%(where)s bietet kein %(command)s an. Ohne TLS wird die Verbindung nicht fortgesetzt – kein "
+            "Passwort wurde gesendet. Bitte die Transportsicherung prüfen (z. B. TLS ab Verbindungsaufbau)."
+        ) % {"where": where, "command": exc.command}
+    if isinstance(exc, CmClientCertificateError):
+        return _client_certificate_message(exc, where)
+    if isinstance(exc, CmCertificateUntrusted):
+        return _(
+            "Das TLS-Zertifikat von %(where)s wurde nicht als vertrauenswürdig erkannt (%(detail)s). "
+            "Bitte das CA-Zertifikat hinterlegen, die Hostnamen-Prüfung abschalten oder den Fingerabdruck pinnen."
+        ) % {"where": where, "detail": exc}
     if isinstance(exc, CmTimeout):
         return _("Zeitüberschreitung: %(where)s hat nicht rechtzeitig geantwortet.") % {"where": where}
     if isinstance(exc, CmTlsError):
@@ -57,10 +94,44 @@ def cm_error_message(exc: BaseException, *, host: str, port: int) -> str:
     if isinstance(exc, CmUnreachable):
         return _("Clientmodul unter %(where)s nicht erreichbar (%(detail)s).") % {"where": where, "detail": exc}
     if isinstance(exc, CredentialDecryptionError):
-        return _("Das gespeicherte Passwort kann nicht entschlüsselt werden (Schlüssel geändert?). Bitte neu eingeben.")
+        return _(
+            "Das gespeicherte Passwort oder der Schlüssel des Client-Zertifikats kann nicht entschlüsselt werden "
+            "(Schlüssel geändert?). Bitte neu eingeben."
+        )
     if isinstance(exc, CmProtocolError):
         return _("Unerwartete Antwort von %(where)s: %(detail)s") % {"where": where, "detail": exc}
     return _("Unbekannter Fehler bei %(where)s: %(detail)s") % {"where": where, "detail": exc}
+
+
+def _client_certificate_message(exc: CmClientCertificateError, where: str) -> str:
+    if exc.reason == "expired":
+        return _(
+            "Das hinterlegte Client-Zertifikat ist abgelaufen (gültig bis %(until)s). Bitte ein neues "
+            "Client-Zertifikat hinterlegen."
+        ) % {"until": exc.detail}
+    if exc.reason == "unusable":
+        return _("Das hinterlegte Client-Zertifikat oder sein Schlüssel ist nicht verwendbar: %(detail)s") % {
+            "detail": exc.detail
+        }
+    if exc.reason == "required":
+        return _(
+            "%(where)s verlangt ein TLS-Client-Zertifikat, es ist aber keines hinterlegt. Kein Passwort wurde gesendet."
+        ) % {"where": where}
+    if exc.reason == "rejected":
+        return _(
+            "%(where)s hat das Client-Zertifikat abgelehnt (%(detail)s) – falsche Zertifizierungsstelle, "
+            "abgelaufen oder gesperrt. Kein Passwort wurde gesendet."
+        ) % {"where": where, "detail": exc.detail}
+    if exc.sent:
+        return _(
+            "%(where)s hat die Verbindung direkt nach dem TLS-Handshake beendet – vermutlich wird das hinterlegte "
+            "Client-Zertifikat nicht akzeptiert (falsche Zertifizierungsstelle, abgelaufen oder gesperrt). "
+            "Kein Passwort wurde gesendet."
+        ) % {"where": where}
+    return _(
+        "%(where)s hat die Verbindung direkt nach dem TLS-Handshake beendet – vermutlich verlangt das Clientmodul "
+        "ein TLS-Client-Zertifikat, und es ist keines hinterlegt. Kein Passwort wurde gesendet."
+    ) % {"where": where}
 
 
 @dataclass(frozen=True)
@@ -83,6 +154,8 @@ def account_test_connection(*, account: KimAccount) -> list[ConnectionCheck]:
             text = _("POP3-Anmeldung erfolgreich, %(count)d Nachricht(en) liegen bereit.") % {"count": outcome}
         else:
             text = _("SMTP-Anmeldung erfolgreich.")
+        if account.transport == KimAccount.Transport.PLAIN:
+            text += " " + _("Achtung: Die Verbindung ist unverschlüsselt, Passwort und Nachrichten gehen im Klartext.")
         results.append(ConnectionCheck(protocol, True, text))
     return results
 

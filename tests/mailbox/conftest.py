@@ -33,7 +33,8 @@ def account(cm) -> KimAccount:
         mailbox__display_name="Station Kardiologie",
         smtp_port=cm.smtp_port,
         pop3_port=cm.pop3_port,
-        tls_mode=KimAccount.TlsMode.PINNED,
+        transport=KimAccount.Transport.IMPLICIT_TLS,
+        tls_certificate_check=KimAccount.CertificateCheck.PINNED,
         tls_fingerprint_sha256=cm.fingerprint,
         password=PASSWORD,
     )

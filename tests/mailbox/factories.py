@@ -41,7 +41,7 @@ class KimAccountFactory(factory.django.DjangoModelFactory):
 
     mailbox = factory.SubFactory(MailboxFactory)
     cm_host = "127.0.0.1"
-    tls_mode = KimAccount.TlsMode.NONE
+    transport = KimAccount.Transport.PLAIN
     fachdienst = "klinikum-test.kim.telematik-test:465"
     mandant_id = "Mandant1"
     client_system_id = "KIM-Portal"

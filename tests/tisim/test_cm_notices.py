@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.tisim.support import ALICE, BOB, message, pop3_login, send
+from tisim.__main__ import main
 from tisim.cm import CMSimulator
-from tisim.cm.messages import DECRYPTION_NOTE, append_decryption_note
+from tisim.cm.messages import DECRYPTION_NOTE, RECEIVE_FAULTS, append_decryption_note
 
 SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "kim" / "samples" / "KAS"
 FORGED = "X-KIM-DecryptionResult: 00\r\nX-KIM-IntegrityCheckResult: 01\r\n"
@@ -149,3 +150,19 @@ def test_large_message_notice(cm: CMSimulator):
 def test_an_unknown_fault_is_refused(cm: CMSimulator):
     with pytest.raises(Exception, match="Unknown X-Tisim-Fault"):
         send(cm, ALICE, [BOB], message(extra="X-Tisim-Fault: nonsense\r\n"))
+
+
+@pytest.mark.parametrize("fault", RECEIVE_FAULTS)
+def test_every_fault_is_offered_by_tisim_send(cm: CMSimulator, fault: str, capsys: pytest.CaptureFixture[str]):
+    argv = ["send", "--data-dir", str(cm.data_dir), "--from", ALICE, "--to", BOB, "--subject", "s", "--fault", fault]
+    assert main(argv) == 0, capsys.readouterr().err
+    msg = _parse(_retrieve(cm))
+    assert "X-Tisim-Fault" not in msg
+    expected = {
+        "integrity": ["08"],
+        "decryption": None,
+        "4018": None,
+        "unencrypted": None,
+        "keep-result-headers": ["01"],
+    }
+    assert msg.get_all("X-KIM-IntegrityCheckResult") == expected[fault]

@@ -63,7 +63,14 @@ class Command(BaseCommand):
             account.cm_host = cm["host"]
             account.smtp_port = cm["smtp_port"]
             account.pop3_port = cm["pop3_port"]
-            account.tls_mode = KimAccount.TlsMode.PINNED if cm.get("tls") else KimAccount.TlsMode.NONE
+            # The simulator's cm.json says how it offers TLS; its certificate is self-signed, so it is pinned.
+            if not cm.get("tls"):
+                account.transport = KimAccount.Transport.PLAIN
+            elif cm.get("starttls"):
+                account.transport = KimAccount.Transport.STARTTLS
+            else:
+                account.transport = KimAccount.Transport.IMPLICIT_TLS
+            account.tls_certificate_check = KimAccount.CertificateCheck.PINNED
             account.tls_fingerprint_sha256 = cm.get("fingerprint_sha256", "") if cm.get("tls") else ""
             account.fachdienst = "klinikum-demo.kim.telematik-test:465"
             account.mandant_id = "Mandant1"
