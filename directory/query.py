@@ -26,7 +26,7 @@ TELEMATIK_ID = re.compile(r"^\d{1,2}-[0-9A-Za-z][0-9A-Za-z.\-]*$")
 SPLIT = re.compile(r"[\s,;]+")
 # Spellings over the whole query (see folding.py): with many terms each gets fewer, never fewer than two.
 MAX_QUERY_SPELLINGS = 24
-MAX_SPECIALTIES = 24
+MAX_SPECIALTIES = 12  # as many eq lookups as before HBA codes joined the tables
 
 # Attributes a name-ish term is looked up in; all carry an eq,sub index in the directory.
 TERM_ATTRIBUTES = ("displayName", "organization", "l", "mail")
