@@ -8,12 +8,15 @@ Writing bytes whose blob exists but no longer hashes to its name repairs it.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
+import time
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 
@@ -97,6 +100,21 @@ class BlobBatch:
             self._pending[digest] = self._pool.submit(_blob_write, digest, data)
         return digest
 
+    def put_spool(self, spool: BlobSpool) -> str:
+        """Put a finished spool's bytes under their name: from memory, or by renaming its file into place."""
+        digest = spool.finish()
+        held = spool.held_bytes()
+        if held is not None:
+            if digest not in self._pending:
+                self._pending[digest] = self._pool.submit(_blob_write, digest, held)
+            spool.discard()
+            return digest
+        if digest in self._pending:
+            spool.discard()
+        else:
+            self._pending[digest] = self._pool.submit(spool.commit)
+        return digest
+
     def wait(self) -> None:
         """Block until every blob put so far is durable; raises the first write's error, if any."""
         pending, self._pending = list(self._pending.values()), {}
@@ -113,6 +131,119 @@ class BlobBatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlobSpool:
+    """Bytes on their way into the store, hashed as they arrive; a large blob never sits in memory.
+
+    Up to *memory_limit* bytes are held in memory (most mails: written like any blob); beyond it
+    they go to a temp file inside the blob store (same file system, so the blob is later renamed
+    into place, never copied). ``finish()`` names it; ``commit()`` makes it durable under that name
+    (temp file fsynced, renamed, directory fsynced) exactly as blob_put would; ``discard()`` drops
+    it. ``open()`` reads the bytes back (a file kept open stays readable across the rename).
+    """
+
+    def __init__(self, *, memory_limit: int = 8 * 1024 * 1024) -> None:
+        self._limit = memory_limit
+        self._buffer: bytearray | None = bytearray()
+        self._file: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._hash = hashlib.sha256()
+        self._digest: str | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        if self._digest is not None:
+            raise BlobError("spool already finished")
+        self._hash.update(data)
+        self.size += len(data)
+        if self._buffer is not None and len(self._buffer) + len(data) <= self._limit:
+            self._buffer += data
+            return len(data)
+        if self._file is None:
+            incoming = _root() / ".incoming"
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=incoming, prefix=".tmp-")
+            self._tmp = Path(tmp)
+            self._file = os.fdopen(fd, "w+b")
+            if self._buffer:
+                self._file.write(self._buffer)
+            self._buffer = None
+        self._file.write(data)
+        return len(data)
+
+    def finish(self) -> str:
+        """The blob's name (its SHA-256); nothing more may be written."""
+        if self._digest is None:
+            self._digest = self._hash.hexdigest()
+            if self._file is not None:
+                self._file.flush()
+        return self._digest
+
+    def held_bytes(self) -> bytes | None:
+        """The bytes, if they are small enough to be held in memory; None once they went to a file."""
+        return bytes(self._buffer) if self._buffer is not None else None
+
+    def open(self) -> BinaryIO:
+        """A fresh reader over the spooled bytes, from the start."""
+        self.finish()
+        if self._buffer is not None:
+            return io.BytesIO(bytes(self._buffer))
+        assert self._tmp is not None
+        return open(self._tmp, "rb")
+
+    def commit(self) -> None:
+        """Make the file durable under its name (for spools that went to a file)."""
+        digest = self.finish()
+        assert self._file is not None and self._tmp is not None
+        path = blob_path(digest)
+        try:
+            if _hashes_to(path, digest):
+                return
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.chmod(self._tmp, 0o440)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, path)
+            self._tmp = None
+            _fsync_dir(path.parent)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> BlobSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def incoming_sweep(*, older_than_seconds: float = 6 * 3600) -> int:
+    """Remove spool files a killed worker left behind (a live spool's file is never that old)."""
+    incoming = _root() / ".incoming"
+    removed = 0
+    cutoff = time.time() - older_than_seconds
+    try:
+        entries = list(os.scandir(incoming))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.name.startswith(".tmp-") and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _hashes_to(path: Path, digest: str) -> bool | None:

@@ -12,7 +12,9 @@ from mailbox.services.fetch import account_fetch, accounts_due_claim
 from mailbox.services.presence import presence_purge_stale
 
 
-@shared_task(name="mailbox.tasks.mailbox_fetch", soft_time_limit=900, time_limit=960, ignore_result=True)
+# An hour: one 700 MiB mail from a slow CM takes minutes, and a round may hold several. A stalled RETR
+# does not count against it (the POP3 read timeout ends it); the fetch lease keeps a second worker out.
+@shared_task(name="mailbox.tasks.mailbox_fetch", soft_time_limit=3600, time_limit=3660, ignore_result=True)
 def mailbox_fetch(account_id: int) -> dict:
     result = account_fetch(account_id=account_id)
     return {"stored": len(result.stored), "deleted": result.deleted, "busy": result.skipped_busy, "error": result.error}

@@ -9,6 +9,9 @@ python -m tisim send  --from A --to B [--to C] [--cc D] --subject S [--body TEXT
                       [--config FILE | --data-dir DIR] [--password P]
 python -m tisim send  --eml FILE [--config FILE | --data-dir DIR]
 python -m tisim fault drop-retr --address A [--after-bytes N] [--times K]
+python -m tisim fault retr --address A (--message K | --uidl U) [--mode err|drop|stall|short]
+                      [--code SYS/TEMP] [--after-bytes N] [--times K]
+python -m tisim fault login --address A --code AUTH|IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM [--times K]
 python -m tisim fault clear | list
 python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
 """
@@ -124,6 +127,23 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--after-bytes", type=int, default=1024)
     drop.add_argument("--times", type=int, default=1, help="how many RETRs to break (0 = until cleared)")
     drop.set_defaults(func=cmd_fault_drop_retr)
+    retr = fault_sub.add_parser("retr", help="make RETR of one message fail: -ERR, cut, stall or short")
+    _add_location(retr)
+    retr.add_argument("--address", required=True)
+    which = retr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--message", type=int, help="the K-th message now in the maildrop (1 = oldest)")
+    which.add_argument("--uidl", help="the message's UIDL")
+    retr.add_argument("--mode", choices=["err", "drop", "stall", "short"], default="err")
+    retr.add_argument("--code", default="SYS/TEMP", help="response code for --mode err ('' for none)")
+    retr.add_argument("--after-bytes", type=int, default=0, help="octets sent before drop/stall/short")
+    retr.add_argument("--times", type=int, default=0, help="how many RETRs to fail (0 = until cleared)")
+    retr.set_defaults(func=cmd_fault_retr)
+    login = fault_sub.add_parser("login", help="answer the next login(s) with -ERR [CODE] (RFC 2449)")
+    _add_location(login)
+    login.add_argument("--address", required=True)
+    login.add_argument("--code", required=True, choices=["AUTH", "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM"])
+    login.add_argument("--times", type=int, default=1, help="how many logins to refuse (0 = until cleared)")
+    login.set_defaults(func=cmd_fault_login)
     clear = fault_sub.add_parser("clear", help="remove all faults")
     _add_location(clear)
     clear.set_defaults(func=cmd_fault_clear)
@@ -282,6 +302,40 @@ def cmd_fault_drop_retr(args: argparse.Namespace) -> int:
         _fault_store(args).add(
             args.address, "drop_retr", after_bytes=args.after_bytes, times=None if args.times == 0 else args.times
         )
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_fault_retr(args: argparse.Namespace) -> int:
+    from tisim.cm.maildrop import MaildropStore
+
+    store = _fault_store(args)
+    uidl = args.uidl
+    if uidl is None:
+        # Resolved now, so the fault stays with that message when others before it are deleted.
+        listed = MaildropStore(store.path.parent / "maildrops").uidls(args.address)
+        if not 1 <= args.message <= len(listed):
+            return _fail(f"--message {args.message}: the maildrop of {args.address} holds {len(listed)} messages")
+        uidl = listed[args.message - 1]
+    try:
+        store.add_retr(
+            args.address,
+            uidl,
+            mode=args.mode,
+            code=args.code,
+            after_bytes=args.after_bytes,
+            times=None if args.times == 0 else args.times,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    print(uidl)
+    return 0
+
+
+def cmd_fault_login(args: argparse.Namespace) -> int:
+    try:
+        _fault_store(args).add_login(args.address, code=args.code, times=None if args.times == 0 else args.times)
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     return 0

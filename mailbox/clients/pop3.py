@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import poplib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailbox.clients.tls import (
     IMPLICIT_TLS,
@@ -16,6 +18,7 @@ from mailbox.clients.tls import (
     CmError,
     CmProtocolError,
     CmStartTlsUnavailable,
+    CmUnreachable,
     Endpoint,
     TlsSettings,
     classify_after_handshake,
@@ -29,6 +32,41 @@ from mailbox.clients.tls import (
 poplib._MAXLINE = 1024 * 1024  # type: ignore[attr-defined]  # private, so typeshed leaves it out
 
 
+# One read of a RETR answer: at most this much of one line (a hostile line without CRLF is read in pieces).
+READ_PIECE = 64 * 1024
+# What is handed to the sink at once: few large writes, not one per line.
+WRITE_CHUNK = 1024 * 1024
+
+_RESP_CODE_RE = re.compile(rb"^-ERR\s*\[([A-Za-z0-9/_-]{1,40})\]")
+
+
+class Pop3Refused(CmError):
+    """The CM answered ``-ERR``; ``code`` is its RFC 2449 response code ("IN-USE", "SYS/TEMP" …) or ""."""
+
+    def __init__(self, response: str, code: str = "", command: str = "") -> None:
+        super().__init__(response)
+        self.response = response
+        self.code = code.upper()
+        self.command = command
+
+
+class RetrTooLarge(CmProtocolError):
+    """A RETR answer went on far beyond the size LIST announced; the rest was not read."""
+
+
+class RetrIncomplete(CmProtocolError):
+    """A RETR answer ended (with its terminating dot) shorter than the size LIST announced."""
+
+    def __init__(self, arrived: int, announced: int) -> None:
+        super().__init__(f"{arrived} of {announced} octets arrived")
+        self.arrived = arrived
+        self.announced = announced
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
 @dataclass(frozen=True)
 class ListedMessage:
     number: int
@@ -39,6 +77,9 @@ class ListedMessage:
 class Pop3Session:
     def __init__(self, conn: poplib.POP3) -> None:
         self._conn = conn
+        # Set once an error left the connection in an unknown state (a RETR cut off, a timeout): no
+        # command may follow on it, and no QUIT, so no DELE of this session takes effect.
+        self.broken = False
 
     def listing(self) -> list[ListedMessage]:
         try:
@@ -57,12 +98,80 @@ class Pop3Session:
         return result
 
     def retrieve(self, number: int) -> bytes:
+        """The whole message in memory (small mails and tests; the fetch streams with retrieve_into)."""
+        chunks: list[bytes] = []
+
+        class _Collect:
+            def write(self, data: bytes) -> None:
+                chunks.append(bytes(data))
+
+        self.retrieve_into(number, _Collect())
+        return b"".join(chunks)
+
+    def retrieve_into(self, number: int, sink: Sink, *, announced: int | None = None, limit: int | None = None) -> int:
+        """Stream message *number* into *sink* (dot-stuffing undone, lines in CRLF); returns the octets written.
+
+        Nothing holds the whole message: lines are read in pieces of at most READ_PIECE bytes, so a
+        hostile line without CRLF costs no memory either. The socket's timeout applies to each read,
+        not to the whole transfer: a 700 MiB mail may take minutes, a stalled one ends after one
+        timeout. *limit* stops an answer that runs on beyond what LIST announced; *announced* (the
+        LIST size) must have arrived, or the message counts as cut off.
+        """
+        if self.broken:
+            raise CmProtocolError("connection unusable after an earlier error")
+        conn = self._conn
         try:
-            _, lines, _ = self._conn.retr(number)
+            # poplib's retr() would collect the whole message in a list; its line I/O is used directly.
+            conn._putcmd(f"RETR {number}")  # type: ignore[attr-defined]
+            first, _ = conn._getline()  # type: ignore[attr-defined]
         except (poplib.error_proto, OSError) as exc:
+            self.broken = True
             raise _wrap(exc) from exc
-        # poplib strips CRLF and undoes dot-stuffing; RFC 5322 messages use CRLF.
-        return b"\r\n".join(lines) + b"\r\n"
+        if not first.startswith(b"+"):
+            # A clean -ERR: the session goes on with the next message.
+            raise _refused(first, "RETR")
+        reader = conn.file
+        at_line_start = True
+        after_cr = False
+        pending = bytearray()
+        total = 0
+        try:
+            while True:
+                piece = reader.readline(READ_PIECE)
+                if not piece:
+                    raise CmUnreachable("connection closed during RETR")
+                if at_line_start:
+                    if piece in (b".\r\n", b".\n"):
+                        break
+                    if piece.startswith(b"."):
+                        piece = piece[1:]
+                if piece.endswith(b"\n"):
+                    # RFC 5322 wants CRLF; a server's bare LF becomes CRLF (as poplib's line join did).
+                    if not piece.endswith(b"\r\n") and not (piece == b"\n" and after_cr):
+                        piece = piece[:-1] + b"\r\n"
+                    at_line_start = True
+                else:
+                    at_line_start = False
+                after_cr = piece.endswith(b"\r")
+                total += len(piece)
+                if limit is not None and total > limit:
+                    raise RetrTooLarge(f"more than {limit} octets in the RETR answer")
+                pending += piece
+                if len(pending) >= WRITE_CHUNK:
+                    sink.write(bytes(pending))
+                    pending = bytearray()
+            if not total:
+                # An empty answer is an empty message: one line end, as poplib's line join gave it.
+                pending, total = bytearray(b"\r\n"), 2
+            if pending:
+                sink.write(bytes(pending))
+        except (poplib.error_proto, OSError, CmError) as exc:
+            self.broken = True
+            raise _wrap(exc) from exc
+        if announced is not None and total < announced:
+            # The terminating dot came early: a server that cut the mail short. The session is fine.
+            raise RetrIncomplete(total, announced)
+        return total
 
     def delete(self, number: int) -> None:
         try:
@@ -79,9 +188,31 @@ class Pop3Session:
 
 
 def _wrap(exc: BaseException) -> CmError:
+    if isinstance(exc, CmError):
+        return exc
     if isinstance(exc, poplib.error_proto):
+        arg = exc.args[0] if exc.args else b""
+        if isinstance(arg, bytes) and arg.startswith(b"-ERR"):
+            return _refused(arg, "")
         return CmProtocolError(_text(exc))
     return classify_os_error(exc)
+
+
+def _refused(response: bytes, command: str) -> Pop3Refused:
+    match = _RESP_CODE_RE.match(response)
+    text = response.decode("utf-8", "replace")[:500]
+    return Pop3Refused(text, match.group(1).decode("ascii") if match else "", command)
+
+
+def _login_error(exc: poplib.error_proto) -> CmError:
+    """USER/PASS refused: [AUTH] or no code is a credentials problem; other codes are not (RFC 2449/3206)."""
+    arg = exc.args[0] if exc.args else b""
+    if isinstance(arg, bytes):
+        refused = _refused(arg, "PASS")
+        if refused.code and refused.code != "AUTH":
+            # [IN-USE] (the KIS holds the maildrop), [LOGIN-DELAY], [SYS/TEMP], [SYS/PERM]: the password is fine.
+            return refused
+    return CmAuthFailed(_text(exc))
 
 
 def _text(exc: BaseException) -> str:
@@ -183,15 +314,18 @@ def pop3_session(endpoint: Endpoint) -> Iterator[Pop3Session]:
             conn.user(endpoint.username)
             conn.pass_(endpoint.password)
         except poplib.error_proto as exc:
-            raise CmAuthFailed(_text(exc)) from exc
+            raise _login_error(exc) from exc
         except OSError as exc:
             raise classify_os_error(exc) from exc
         yield Pop3Session(conn)
     finally:
-        try:
-            conn.sock.close()
-        except (OSError, AttributeError):
-            pass
+        # The reader made by makefile() keeps the socket open until it is closed too: without this the
+        # connection would outlive the session, and the CM keep the maildrop locked ([IN-USE]).
+        for close in (lambda: conn.file.close(), lambda: conn.sock.close()):
+            try:
+                close()
+            except (OSError, AttributeError):
+                pass
 
 
 def pop3_login_check(endpoint: Endpoint) -> int:
@@ -205,4 +339,12 @@ def pop3_login_check(endpoint: Endpoint) -> int:
         return count
 
 
-__all__ = ["ListedMessage", "Pop3Session", "pop3_login_check", "pop3_session"]
+__all__ = [
+    "ListedMessage",
+    "Pop3Refused",
+    "Pop3Session",
+    "RetrIncomplete",
+    "RetrTooLarge",
+    "pop3_login_check",
+    "pop3_session",
+]

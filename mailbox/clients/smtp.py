@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 
@@ -87,12 +88,10 @@ def smtp_login_check(endpoint: Endpoint) -> None:
     try:
         conn.login(endpoint.username, endpoint.password)
         conn.quit()
-    except smtplib.SMTPAuthenticationError as exc:
-        raise CmAuthFailed(_reply(exc)) from exc
     except smtplib.SMTPServerDisconnected as exc:
         raise classify_os_error(exc) from exc
     except smtplib.SMTPException as exc:
-        raise CmProtocolError(str(exc)) from exc
+        raise smtp_error(exc) from exc
     except OSError as exc:
         raise classify_os_error(exc) from exc
     finally:
@@ -102,3 +101,32 @@ def smtp_login_check(endpoint: Endpoint) -> None:
 def _reply(exc: smtplib.SMTPResponseException) -> str:
     msg = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
     return f"{exc.smtp_code} {msg}"
+
+
+class SmtpRefused(CmError):
+    """The CM answered with an SMTP error reply: ``code`` (4xx temporary, 5xx permanent), RFC 3463 ``enhanced``."""
+
+    def __init__(self, code: int, enhanced: str, text: str) -> None:
+        super().__init__(f"{code} {text}".strip())
+        self.code = code
+        self.enhanced = enhanced
+        self.temporary = 400 <= code < 500
+
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
+
+
+def smtp_error(exc: smtplib.SMTPException) -> CmError:
+    """Map an smtplib error to the CM error family: 535/5.7.8 is the password, other replies say what they say.
+
+    A 454 4.7.0 ("temporary authentication failure") is not a wrong password: it must be retried,
+    not shown as one.
+    """
+    if not isinstance(exc, smtplib.SMTPResponseException):
+        return CmProtocolError(str(exc))
+    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+    match = _ENHANCED.match(text)
+    enhanced = match.group(1) if match else ""
+    if exc.smtp_code == 535 or enhanced == "5.7.8":
+        return CmAuthFailed(_reply(exc))
+    return SmtpRefused(exc.smtp_code, enhanced, text)

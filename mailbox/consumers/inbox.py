@@ -23,6 +23,7 @@ from mailbox.consumers.base import (
 from mailbox.events import mailbox_group, message_group, user_group
 from mailbox.livecache import RenderMemo, row_data
 from mailbox.permissions import Action, can
+from mailbox.selectors.fetching import fetch_failures_for_user
 
 # Rows rendered for one event, shared by the sockets of this process (language x read state).
 _rows: RenderMemo[str] = RenderMemo(ttl=2.0)
@@ -191,6 +192,7 @@ class InboxConsumer(PortalConsumer):
             "mailboxes": mailboxes,
             "mailbox": next((m for m in mailboxes if m.pk == mailbox_id), None),
             "counters": selectors.user_counters(self.user),
+            "fetch_failures": fetch_failures_for_user(self.user, mailbox_id) if mailbox_id else [],
         }
 
     def _render_nav(self, mailbox_id: int) -> str:

@@ -11,6 +11,7 @@ from mailbox.models.collaboration import (
     Notification,
     Presence,
 )
+from mailbox.models.fetching import FetchFailure
 from mailbox.models.mailboxes import Mailbox, MailboxQuerySet, Membership, member_mailbox_ids, member_q
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
 
@@ -20,6 +21,7 @@ __all__ = [
     "Attachment",
     "AuditEvent",
     "DienstkennungLabel",
+    "FetchFailure",
     "KimAccount",
     "Mailbox",
     "MailboxQuerySet",

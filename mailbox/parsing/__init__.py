@@ -16,21 +16,32 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import Message
 from email.parser import BytesParser
+from typing import BinaryIO
 
 from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
 from mailbox.parsing.filenames import extension_for, sanitize_filename
 from mailbox.parsing.headers import HeaderFields, header_fields, repair_header_block, top_level_headers
 from mailbox.parsing.html_text import html_to_text
+from mailbox.parsing.large import SpilledPayload, SpillSink, TooIrregular, skeleton_from_file
 from mailbox.parsing.policy import parse_policy
 from mailbox.parsing.problems import Problems
 from mailbox.parsing.sanitize import sanitize_html
 from mailbox.parsing.walk import Walk, walk
 
-__all__ = ["ParsedAttachment", "ParsedMessage", "parse_message", "sanitize_html"]
+__all__ = [
+    "ParsedAttachment",
+    "ParsedMessage",
+    "SpillSink",
+    "SpilledPayload",
+    "parse_message",
+    "parse_message_file",
+    "sanitize_html",
+]
 
 
 @dataclass(frozen=True)
@@ -38,9 +49,14 @@ class ParsedAttachment:
     position: int
     filename: str
     content_type: str
-    payload: bytes
+    # Bytes, or for a large part of a large mail its decoded payload already on its way to disk.
+    payload: bytes | SpilledPayload
     content_id: str
     is_inline: bool
+
+    @property
+    def size(self) -> int:
+        return self.payload.size if isinstance(self.payload, SpilledPayload) else len(self.payload)
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,42 @@ def parse_message(raw: bytes) -> ParsedMessage:
         return _unparsed(raw, exc)
 
 
-def _parse(raw: bytes) -> ParsedMessage:
+def parse_message_file(fh: BinaryIO, *, spill: Callable[[], SpillSink]) -> ParsedMessage:
+    """Parse a large mail from a file: large part payloads go to sinks from *spill*, never into memory.
+
+    Never raises for the mail's content (only for I/O errors of *fh* or the sinks); a mail whose
+    structure cannot be followed within the limits keeps its headers and is flagged.
+    """
+    try:
+        skeleton = skeleton_from_file(fh, spill)
+    except TooIrregular:
+        fh.seek(0)
+        return _headers_only(fh.read(1024 * 1024))
+    try:
+        parsed = _parse(skeleton.data, spills=skeleton.spills)
+    except Exception as exc:  # contract: never raise, degrade to the headers
+        parsed = _unparsed(skeleton.data, exc)
+    if skeleton.problems:
+        parsed = replace(parsed, problems=[*parsed.problems, *skeleton.problems], is_malformed=True)
+    return parsed
+
+
+_HEADERS_ONLY = (
+    "Sehr große Nachricht mit ungewöhnlichem Aufbau; nur die Kopfzeilen wurden gelesen, "
+    "die Rohnachricht ist vollständig gespeichert"
+)
+
+
+def _headers_only(head: bytes) -> ParsedMessage:
+    problems = Problems()
+    problems.add(_HEADERS_ONLY)
+    fields = HeaderFields()
+    with contextlib.suppress(Exception):
+        fields = header_fields(top_level_headers(_repaired(head, Problems())), problems)
+    return ParsedMessage(**fields.as_kwargs(), problems=problems.result(), is_malformed=True)
+
+
+def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> ParsedMessage:
     raw = bytes(raw or b"")
     problems = Problems()
     if not raw.strip():
@@ -91,7 +142,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     fields = header_fields(msg.raw_items(), problems)
 
     linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
-    state = Walk(linesep=linesep, problems=problems)
+    state = Walk(linesep=linesep, problems=problems, spills=spills or {})
     walk(msg, state)
 
     html_raw = state.html_raw or ""

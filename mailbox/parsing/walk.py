@@ -18,6 +18,7 @@ from io import BytesIO
 from mailbox.parsing import parts
 from mailbox.parsing.charsets import decode_text, normalize_newlines
 from mailbox.parsing.headers import decode_header_value
+from mailbox.parsing.large import SpilledPayload
 from mailbox.parsing.problems import Problems
 
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
@@ -54,7 +55,35 @@ class Walk:
     text_parts: list[str] = field(default_factory=list)
     html_raw: str | None = None
     # (filename-or-None, content_type, payload, content_id, disposition)
-    attachments: list[tuple[str | None, str, bytes, str, str]] = field(default_factory=list)
+    attachments: list[tuple[str | None, str, bytes | SpilledPayload, str, str]] = field(default_factory=list)
+    # Large parts of a large mail, decoded to disk while the file was read (see parsing.large).
+    spills: dict[str, SpilledPayload] = field(default_factory=dict)
+
+
+def _spill_token(payload: object) -> str:
+    if isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], Message):
+        payload = payload[0].get_payload()  # message/rfc822: the token reads as a header-less message
+    return payload.strip() if isinstance(payload, str) and len(payload) < 200 else ""
+
+
+def _take_spilled(part: Message, ctype: str, payload: object, where: str, state: Walk) -> bool:
+    """A part whose payload went to disk: listed as an attachment (a huge text body too, with a note)."""
+    spilled = state.spills.get(_spill_token(payload))
+    if spilled is None:
+        return False
+    disposition = parts.disposition(part)
+    filename = parts.raw_filename(part)
+    if ctype in ("message/rfc822", "message/global"):
+        subject = spilled.embedded_subject
+        filename = filename or (f"{subject[:200]}.eml" if subject else "weitergeleitete-nachricht.eml")
+        ctype = "message/rfc822"
+    elif ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
+        megabytes = spilled.size / 1_000_000
+        state.problems.add(
+            f"Der Nachrichtentext ist sehr groß ({megabytes:.0f} MB) und liegt als Anhang vor ({where})", severe=False
+        )
+    state.attachments.append((filename, ctype, spilled, parts.content_id(part), disposition))
+    return True
 
 
 def walk(root: Message, state: Walk) -> None:
@@ -84,10 +113,12 @@ def _handle_part(
     state: Walk,
     stack: list[tuple[Message, bool]],
 ) -> None:
-    state.problems.add_defects(part.defects, where)
     ctype = parts.content_type(part)
     maintype = ctype.split("/", 1)[0]
     payload = part.get_payload()
+    if state.spills and _take_spilled(part, ctype, payload, where, state):
+        return
+    state.problems.add_defects(part.defects, where)
 
     if ctype in ("message/rfc822", "message/global"):
         embedded = payload[0] if isinstance(payload, list) and payload else None

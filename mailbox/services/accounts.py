@@ -9,8 +9,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.jobs import enqueue_on_commit
-from mailbox.clients.pop3 import pop3_login_check
-from mailbox.clients.smtp import smtp_login_check
+from mailbox.clients.pop3 import Pop3Refused, pop3_login_check
+from mailbox.clients.smtp import SmtpRefused, smtp_login_check
 from mailbox.clients.tls import (
     CmAuthFailed,
     CmCertificateUntrusted,
@@ -28,6 +28,7 @@ from mailbox.clients.tls import (
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Mailbox
 from mailbox.services.audit import audit_record
+from mailbox.services.cm_replies import pop3_refused_message, smtp_refused_message
 
 
 def account_tls(account: KimAccount) -> TlsSettings:
@@ -58,6 +59,10 @@ def account_endpoint(account: KimAccount, protocol: str) -> Endpoint:
 def cm_error_message(exc: BaseException, *, host: str, port: int) -> str:
     """A clear German sentence for each way talking to the CM can fail."""
     where = f"{host}:{port}"
+    if isinstance(exc, Pop3Refused):
+        return pop3_refused_message(exc, where=where)
+    if isinstance(exc, SmtpRefused):
+        return smtp_refused_message(exc, where=where)
     if isinstance(exc, CmAuthFailed):
         return _("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc}
     if isinstance(exc, CmFingerprintMismatch):

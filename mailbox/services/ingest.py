@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
-from mailbox.parsing import ParsedMessage, parse_message
-from mailbox.storage import BlobBatch, blob_put
+from mailbox.parsing import ParsedMessage, SpilledPayload, parse_message, parse_message_file
+from mailbox.storage import BlobBatch, BlobSpool, blob_put
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes, pop3_size: int | 
         return existing
     raw_sha = blob_put(raw)
     parsed = parse_message(raw)
-    attachment_shas = [blob_put(a.payload) for a in parsed.attachments]
+    attachment_shas = [blob_put(a.payload) for a in parsed.attachments if isinstance(a.payload, bytes)]
     staged = StagedMessage(uidl, len(raw), pop3_size, raw_sha, parsed, attachment_shas)
     message, created = _store_one(mailbox, staged)
     if created:
@@ -54,12 +54,39 @@ def message_ingest(*, mailbox: Mailbox, uidl: str, raw: bytes, pop3_size: int | 
     return message
 
 
-def message_stage(*, uidl: str, raw: bytes, pop3_size: int | None, blobs: BlobBatch) -> StagedMessage:
-    """Parse a fetched message and hand its blobs to *blobs*; its row comes with messages_store()."""
+def message_stage(*, uidl: str, raw: bytes | BlobSpool, pop3_size: int | None, blobs: BlobBatch) -> StagedMessage:
+    """Parse a fetched message and hand its blobs to *blobs*; its row comes with messages_store().
+
+    A spooled message that went to a file (a large mail) is parsed from that file: its raw bytes
+    are renamed into the store, large part payloads are decoded straight into blobs of their own,
+    and neither the mail nor its attachments are ever held in memory.
+    """
+    if isinstance(raw, BlobSpool):
+        held = raw.held_bytes()
+        if held is None:
+            return _stage_spooled(uidl, raw, pop3_size, blobs)
+        raw.discard()
+        raw = held
     raw_sha = blobs.put(raw)
     parsed = parse_message(raw)
-    attachment_shas = [blobs.put(a.payload) for a in parsed.attachments]
+    attachment_shas = [_put_payload(blobs, a.payload) for a in parsed.attachments]
     return StagedMessage(uidl, len(raw), pop3_size, raw_sha, parsed, attachment_shas)
+
+
+def _stage_spooled(uidl: str, spool: BlobSpool, pop3_size: int | None, blobs: BlobBatch) -> StagedMessage:
+    # Opened before the spool is renamed into place (on a writer thread): the open file stays readable.
+    with spool.open() as fh:
+        raw_sha = blobs.put_spool(spool)
+        parsed = parse_message_file(fh, spill=lambda: BlobSpool(memory_limit=0))
+    attachment_shas = [_put_payload(blobs, a.payload) for a in parsed.attachments]
+    return StagedMessage(uidl, spool.size, pop3_size, raw_sha, parsed, attachment_shas)
+
+
+def _put_payload(blobs: BlobBatch, payload: bytes | SpilledPayload) -> str:
+    if isinstance(payload, SpilledPayload):
+        assert isinstance(payload.handle, BlobSpool)
+        return blobs.put_spool(payload.handle)
+    return blobs.put(payload)
 
 
 def messages_store(*, mailbox: Mailbox, staged: list[StagedMessage], blobs: BlobBatch) -> list[Message | None]:
@@ -168,7 +195,7 @@ def _attachment_rows(messages: list[Message], staged: list[StagedMessage]) -> It
                 position=a.position,
                 filename=c(a.filename[:500]),
                 content_type=c(a.content_type[:200]),
-                size=len(a.payload),
+                size=a.size,
                 sha256=sha,
                 content_id=c(a.content_id[:500]),
                 is_inline=a.is_inline,

@@ -14,6 +14,7 @@ from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import MessageFilterForm
 from mailbox.models import Mailbox
+from mailbox.selectors.fetching import fetch_failures_for_user
 from mailbox.services.accounts import mailbox_fetch_request
 from mailbox.views.lookup import mailbox_or_404
 
@@ -40,6 +41,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         "mailboxes": mailboxes,
         "current_mailbox": mailbox,
         "current_role": mailbox.user_role if mailbox else None,
+        "fetch_failures": fetch_failures_for_user(request.user, mailbox.pk, role=mailbox.user_role) if mailbox else [],
         "page_obj": page,
         "filter_form": form if request.GET else MessageFilterForm(initial={"view": filters.view}),
         "filters": filters,

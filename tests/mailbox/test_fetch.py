@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from mailbox.models import KimAccount, Message
+from mailbox.models import FetchFailure, KimAccount, Message
 from mailbox.services.fetch import account_fetch, account_lease_acquire, accounts_due_claim
 from mailbox.storage import blob_get
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS, simple_mail
@@ -225,22 +225,28 @@ def test_tampered_message_is_flagged_with_the_original_attached(cm, account):
     assert [a.content_type for a in message.attachments.all()] == ["message/rfc822"]
 
 
-def test_connection_dropped_during_retr_loses_nothing(cm, account):
-    for i in range(3):
-        cm.deliver(HOSPITAL, simple_mail(f"Teil {i}", body="x" * 5000))
+def test_connection_dropped_during_retr_loses_nothing_and_stalls_nothing(cm, account):
+    uidls = [cm.deliver(HOSPITAL, simple_mail(f"Teil {i}", body="x" * 5000)) for i in range(3)]
     cm.inject_fault(HOSPITAL, "drop_retr", after_bytes=200, times=1)
 
     first = account_fetch(account_id=account.pk)
-    assert first.error, "a broken RETR must be reported"
-    assert Message.objects.count() == 0
-    assert len(cm.maildrop_uidls(HOSPITAL)) == 3, "nothing may be deleted when the session broke"
-    account.refresh_from_db()
-    assert account.status == KimAccount.Status.UNREACHABLE
 
+    # The broken message waits on the server; the others came over a new connection.
+    assert first.error == ""
+    assert sorted(Message.objects.values_list("uidl", flat=True)) == sorted(uidls[1:])
+    assert cm.maildrop_uidls(HOSPITAL) == [uidls[0]], "nothing unstored may be deleted"
+    failure = FetchFailure.objects.get()
+    assert (failure.uidl, failure.tries) == (uidls[0], 1)
+    assert "abgebrochen" in failure.last_error
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.OK
+
+    FetchFailure.objects.update(next_try_at=timezone.now())
     second = account_fetch(account_id=account.pk)
     assert second.error == ""
     assert Message.objects.count() == 3
     assert cm.maildrop_uidls(HOSPITAL) == []
+    assert not FetchFailure.objects.exists(), "a message stored at last is no longer shown as failing"
 
 
 def test_server_down_marks_account_unreachable_and_backs_off(cm, account):

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
-from mailbox.models import Attachment, KimAccount, Message
+from mailbox.models import Attachment, FetchFailure, KimAccount, Message
 from mailbox.services.fetch import account_fetch
 from mailbox.services.ingest import message_ingest, message_stage, messages_store
 from mailbox.storage import BlobBatch, blob_get
@@ -79,8 +80,11 @@ def test_a_batch_with_a_row_the_database_refuses_stores_the_others_and_deletes_o
     account.refresh_from_db()
     assert account.status == KimAccount.Status.ERROR
 
+    # The refused one waits with its own backoff (it would be refused again at once), then comes.
+    assert FetchFailure.objects.get().uidl == uidls[2]
     with connection.cursor() as cursor:
         cursor.execute("DROP TRIGGER test_refuse_message ON mailbox_message")
+    FetchFailure.objects.update(next_try_at=timezone.now())
     again = account_fetch(account_id=account.pk)
     assert again.error == ""
     assert Message.objects.get(uidl=uidls[2]).subject == "Brief 2"

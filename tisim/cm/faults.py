@@ -7,6 +7,21 @@ Format::
 ``drop_retr``: the next RETR answer(s) for the address stop after ``after_bytes`` octets of message
 data (counted on the wire, after the ``+OK`` line) and the connection is cut. ``times`` counts the
 RETRs still to break; ``null`` means "every RETR until cleared".
+
+``retr``: one message (by UIDL) fails every time it is RETRieved, ``times`` times (``null``: until
+cleared)::
+
+    {"retr": {"<address>": {"<uidl>": {"mode": "err", "code": "SYS/TEMP", "after_bytes": 0, "times": null}}}}
+
+``mode`` ``err`` answers ``-ERR [code] …`` (the session goes on), ``drop`` cuts the connection after
+``after_bytes`` octets of the message, ``stall`` sends ``after_bytes`` octets and then nothing more
+until the client gives up (a per-read timeout must end it), ``short`` ends the answer (with its
+terminating dot) after ``after_bytes`` octets, so less arrives than LIST said.
+
+``login``: the next login(s) of the address are answered ``-ERR [code] …`` (RFC 2449: AUTH, IN-USE,
+LOGIN-DELAY, SYS/TEMP, SYS/PERM)::
+
+    {"login": {"<address>": {"code": "IN-USE", "times": 1}}}
 """
 
 from __future__ import annotations
@@ -23,12 +38,21 @@ from tisim.config import write_json_atomic
 
 FAULTS_FILE = "faults.json"
 KINDS = ("drop_retr",)
+RETR_MODES = ("err", "drop", "stall", "short")
+RESP_CODES = ("AUTH", "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM")
 
 
 @dataclass(frozen=True)
 class DropRetr:
     after_bytes: int
     times: int | None
+
+
+@dataclass(frozen=True)
+class RetrFault:
+    mode: str
+    code: str
+    after_bytes: int
 
 
 class FaultStore:
@@ -70,6 +94,73 @@ class FaultStore:
         entry = {"after_bytes": after_bytes, "times": times}
         self._update(lambda data: data.setdefault(kind, {}).__setitem__(address.lower(), entry))
 
+    def add_retr(
+        self,
+        address: str,
+        uidl: str,
+        *,
+        mode: str = "err",
+        code: str = "SYS/TEMP",
+        after_bytes: int = 0,
+        times: int | None = None,
+    ) -> None:
+        """Make RETR of one message fail (see the module doc); by UIDL, so the fault stays with the message."""
+        if mode not in RETR_MODES:
+            raise ValueError(f"unknown mode {mode!r}; known: {', '.join(RETR_MODES)}")
+        if code and code not in RESP_CODES:
+            raise ValueError(f"unknown response code {code!r}; known: {', '.join(RESP_CODES)}")
+        if after_bytes < 0:
+            raise ValueError("after_bytes must be >= 0")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for 'until cleared')")
+        entry = {"mode": mode, "code": code, "after_bytes": after_bytes, "times": times}
+        self._update(lambda data: data.setdefault("retr", {}).setdefault(address.lower(), {}).__setitem__(uidl, entry))
+
+    def add_login(self, address: str, *, code: str, times: int | None = 1) -> None:
+        """Answer the next login(s) of *address* with ``-ERR [code]``."""
+        if code not in RESP_CODES:
+            raise ValueError(f"unknown response code {code!r}; known: {', '.join(RESP_CODES)}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for 'until cleared')")
+        entry = {"code": code, "times": times}
+        self._update(lambda data: data.setdefault("login", {}).__setitem__(address.lower(), entry))
+
+    def take_retr(self, address: str, uidl: str) -> RetrFault | None:
+        """Consume one armed ``retr`` fault of this message, if any."""
+        if not self.path.exists():
+            return None
+        taken: list[RetrFault] = []
+
+        def consume(data: dict[str, Any]) -> None:
+            per_address = data.get("retr", {}).get(address.lower(), {})
+            entry = per_address.get(uidl)
+            if not entry:
+                return
+            taken.append(
+                RetrFault(str(entry.get("mode", "err")), str(entry.get("code", "")), int(entry.get("after_bytes", 0)))
+            )
+            _count_down(per_address, uidl, entry)
+
+        self._update(consume)
+        return taken[0] if taken else None
+
+    def take_login(self, address: str) -> str | None:
+        """The response code the next login of *address* is to fail with, if one is armed."""
+        if not self.path.exists():
+            return None
+        taken: list[str] = []
+
+        def consume(data: dict[str, Any]) -> None:
+            entries = data.get("login", {})
+            entry = entries.get(address.lower())
+            if not entry:
+                return
+            taken.append(str(entry.get("code", "AUTH")))
+            _count_down(entries, address.lower(), entry)
+
+        self._update(consume)
+        return taken[0] if taken else None
+
     def clear(self) -> None:
         self._update(lambda data: data.clear())
 
@@ -95,3 +186,13 @@ class FaultStore:
 
         self._update(consume)
         return taken[0] if taken else None
+
+
+def _count_down(entries: dict[str, Any], key: str, entry: dict[str, Any]) -> None:
+    times = entry.get("times")
+    if times is None:
+        return
+    if times <= 1:
+        del entries[key]
+    else:
+        entry["times"] = times - 1

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from tisim.cm.faults import DropRetr, FaultStore
+from tisim.cm.faults import DropRetr, FaultStore, RetrFault
 from tisim.cm.maildrop import MaildropLocked, StoredMessage
 from tisim.cm.smtp import CMContext
 from tisim.cm.username import KimUsername, UsernameError, parse_username
@@ -35,6 +37,16 @@ CAPABILITIES = (
     "EXPIRE NEVER",
     "IMPLEMENTATION KIM-Clientmodul-Simulator",
 )
+
+
+# What a CM might say with each RFC 2449 response code when a login is refused (fault injection).
+LOGIN_FAULT_TEXTS = {
+    "AUTH": "Authentication failed",
+    "IN-USE": "maildrop is in use by another session",
+    "LOGIN-DELAY": "minimum time between logins not yet elapsed",
+    "SYS/TEMP": "temporary system problem, try again later",
+    "SYS/PERM": "permanent system problem, contact the administrator",
+}
 
 
 class _Dropped(Exception):
@@ -232,6 +244,11 @@ class Pop3Session:
         await self.login(username, password)
 
     async def login(self, username: KimUsername, password: str) -> None:
+        code = self.faults.take_login(username.address)
+        if code is not None:
+            # Fault injection: the login fails with an RFC 2449 response code, as a real CM may answer.
+            await self.send(_ascii(f"-ERR [{code}] {LOGIN_FAULT_TEXTS.get(code, 'refused')}"))
+            return
         if self.context.accounts.get(username.address) != password:
             await self.send("-ERR [AUTH] Authentication failed")
             return
@@ -327,13 +344,26 @@ class Pop3Session:
         if not found:
             return
         message = found[1]
+        assert self.locked is not None
+        per_message = self.faults.take_retr(self.locked, message.uidl)
+        if per_message is not None and per_message.mode == "err":
+            code = f"[{per_message.code}] " if per_message.code else ""
+            await self.send(_ascii(f"-ERR {code}message {found[0] + 1} cannot be retrieved (simulated fault)"))
+            return
         try:
             fh = open(message.path, "rb")  # closed in the finally below, which spans awaits
         except FileNotFoundError:
             await self.send("-ERR [SYS/TEMP] message vanished from the maildrop")
             return
-        assert self.locked is not None
+        if per_message is not None and per_message.mode in ("stall", "short"):
+            try:
+                await self._retr_cut(fh, per_message)
+            finally:
+                fh.close()
+            return
         fault = self.faults.take_drop_retr(self.locked)
+        if per_message is not None and per_message.mode == "drop":
+            fault = DropRetr(after_bytes=per_message.after_bytes, times=1)
         try:
             self.writer.write(f"+OK {message.size} octets\r\n".encode("ascii"))
             sent = 0
@@ -354,6 +384,21 @@ class Pop3Session:
             await self.writer.drain()
         finally:
             fh.close()
+
+    async def _retr_cut(self, fh: BinaryIO, fault: RetrFault) -> None:
+        """Send ``after_bytes`` of the message, then stall (nothing more, ever) or end it early with the dot."""
+        head = byte_stuff(fh.read(fault.after_bytes), True)
+        self.writer.write(f"+OK {fault.after_bytes} octets follow\r\n".encode("ascii") + head)
+        await self.writer.drain()
+        if fault.mode == "short":
+            self.writer.write(b".\r\n" if head.endswith(b"\n") or not head else b"\r\n.\r\n")
+            await self.writer.drain()
+            return
+        log.info("fault stall of RETR for %s", self.locked)
+        # Nothing more is sent; the session ends when the client gives up and closes (or after the idle timer).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reader.read(), self.idle_timeout)
+        raise _Dropped
 
     async def _drop(self, last: bytes, fault: DropRetr) -> None:
         """Send what the fault allows, make sure it left the process, then cut the connection."""
