@@ -11,7 +11,15 @@ from mailbox.models.collaboration import (
     Notification,
     Presence,
 )
-from mailbox.models.mailboxes import Mailbox, MailboxQuerySet, Membership, member_mailbox_ids, member_q
+from mailbox.models.mailboxes import (
+    Mailbox,
+    MailboxQuerySet,
+    Membership,
+    member_mailbox_ids,
+    member_q,
+    member_roles,
+    visible_mailbox_ids,
+)
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
 
 __all__ = [
@@ -32,5 +40,7 @@ __all__ = [
     "Presence",
     "build_username",
     "member_mailbox_ids",
+    "member_roles",
+    "visible_mailbox_ids",
     "member_q",
 ]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.models.display import Badge, PresentUser
-from mailbox.models.mailboxes import Mailbox, member_mailbox_ids
+from mailbox.models.mailboxes import Mailbox, visible_mailbox_ids
 
 if TYPE_CHECKING:
     from mailbox.models.collaboration import AssignmentPeriod, Note
@@ -37,7 +37,7 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def visible_to(self, user: Any) -> MessageQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(mailbox_id__in=member_mailbox_ids(user))
+        return self.filter(mailbox_id__in=visible_mailbox_ids(user))
 
 
 class Message(models.Model):
