@@ -40,7 +40,7 @@ __all__ = [
     "Presence",
     "build_username",
     "member_mailbox_ids",
+    "member_q",
     "member_roles",
     "visible_mailbox_ids",
-    "member_q",
 ]
