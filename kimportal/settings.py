@@ -79,6 +79,7 @@ if EMBEDDED:
 
 MIDDLEWARE = [
     "kimportal.middleware.ConcurrencyLimitMiddleware",
+    "kimportal.requestscope.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "kimportal.middleware.PortalLocaleMiddleware",

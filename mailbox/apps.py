@@ -7,3 +7,8 @@ from django.utils.translation import gettext_lazy as _
 class MailboxConfig(AppConfig):
     name = "mailbox"
     verbose_name = _("Postfächer")
+
+    def ready(self) -> None:
+        from mailbox import signals
+
+        signals.connect()

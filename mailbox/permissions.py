@@ -15,7 +15,8 @@ from django.db.models import Case, Exists, IntegerField, Q, QuerySet, Subquery, 
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
-from mailbox.models import Mailbox, Membership, member_q
+from kimportal.requestscope import in_scope
+from mailbox.models import Mailbox, Membership, member_q, member_roles
 
 
 class Action(enum.Enum):
@@ -46,6 +47,8 @@ def user_role(user: Any, mailbox: Mailbox | int) -> str | None:
     mailbox_id = mailbox if isinstance(mailbox, int) else mailbox.pk
     if not getattr(user, "is_authenticated", False):
         return None
+    if in_scope():  # within an HTTP request: all of the user's roles, read once (kimportal.requestscope)
+        return member_roles(user).get(mailbox_id)
     active = Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
     # is_active is read from the database, not from the (possibly long-lived) user object of a socket.
     roles = (

@@ -12,7 +12,15 @@ from mailbox.models.collaboration import (
     Presence,
 )
 from mailbox.models.fetching import FetchFailure
-from mailbox.models.mailboxes import Mailbox, MailboxQuerySet, Membership, member_mailbox_ids, member_q
+from mailbox.models.mailboxes import (
+    Mailbox,
+    MailboxQuerySet,
+    Membership,
+    member_mailbox_ids,
+    member_q,
+    member_roles,
+    visible_mailbox_ids,
+)
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
 
 __all__ = [
@@ -35,4 +43,6 @@ __all__ = [
     "build_username",
     "member_mailbox_ids",
     "member_q",
+    "member_roles",
+    "visible_mailbox_ids",
 ]

@@ -10,6 +10,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from kimportal.requestscope import in_scope, scoped
+
 
 def member_q(user: Any, prefix: str = "") -> models.Q:
     """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule."""
@@ -32,11 +34,34 @@ def member_mailbox_ids(user: Any) -> models.QuerySet[Membership, _MailboxIdRow]:
     return Membership.objects.filter(member_q(user), active, mailbox__is_active=True).values("mailbox_id")
 
 
+def member_roles(user: Any) -> dict[int, str]:
+    """The user's strongest role in each active mailbox (one query), read once per HTTP request.
+
+    Outside a request (sockets, tasks) it is read every time; see kimportal.requestscope.
+    """
+
+    def read() -> dict[int, str]:
+        roles: dict[int, str] = {}
+        for mailbox_id, role in member_mailbox_ids(user).values_list("mailbox_id", "role"):
+            if mailbox_id not in roles or Membership.RANK[role] > Membership.RANK[roles[mailbox_id]]:
+                roles[mailbox_id] = role
+        return roles
+
+    return scoped(("mailbox.member_roles", user.pk), read)
+
+
+def visible_mailbox_ids(user: Any) -> list[int] | models.QuerySet[Membership, _MailboxIdRow]:
+    """For `mailbox_id__in=`: within a request the ids read once, elsewhere the subquery itself."""
+    if in_scope():
+        return list(member_roles(user))
+    return member_mailbox_ids(user)
+
+
 class MailboxQuerySet(models.QuerySet["Mailbox"]):
     def visible_to(self, user: Any) -> MailboxQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(pk__in=member_mailbox_ids(user))
+        return self.filter(pk__in=visible_mailbox_ids(user))
 
 
 class Mailbox(models.Model):

@@ -19,7 +19,7 @@ from mailbox.models.kimresults import (
     error_explanations,
     split_cm_note,
 )
-from mailbox.models.mailboxes import Mailbox, member_mailbox_ids
+from mailbox.models.mailboxes import Mailbox, visible_mailbox_ids
 
 if TYPE_CHECKING:
     from mailbox.models.collaboration import AssignmentPeriod, Note
@@ -45,7 +45,7 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def visible_to(self, user: Any) -> MessageQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(mailbox_id__in=member_mailbox_ids(user))
+        return self.filter(mailbox_id__in=visible_mailbox_ids(user))
 
 
 class Message(models.Model):

@@ -75,7 +75,6 @@ class ClaimResult:
     message: Message
 
 
-@transaction.atomic
 def message_claim(*, user: Any, message: Message, page: str = "", now: datetime | None = None) -> ClaimResult:
     """Take or renew the read-lock. Never raises for a held lock: the caller shows who holds it.
 
@@ -83,8 +82,16 @@ def message_claim(*, user: Any, message: Message, page: str = "", now: datetime 
     One transaction with its audit event: a claim is never unaudited, and the row stays locked by
     the UPDATE until commit, so a lock broken "in between" cannot be audited as ours.
     """
+    # Refused before any write: callers (the heartbeat) catch NotAllowed and carry on in their transaction.
     require(user, message.mailbox_id, Action.PROCESS)
-    now = now or timezone.now()
+    return _claim(user=user, message=message, page=page, now=now or timezone.now())
+
+
+# No savepoint when nested (opening a message claims inside its own transaction): an error past the
+# permission check is a real failure that rolls back the caller's transaction anyway; a savepoint
+# only cost two round trips per page view.
+@transaction.atomic(savepoint=False)
+def _claim(*, user: Any, message: Message, page: str, now: datetime) -> ClaimResult:
     until = now + timedelta(seconds=claim_seconds())
     still_mine = Q(claimed_by=user, claim_expires_at__gt=now)
     # The one statement that decides a race: free, expired, or already ours. A renewal keeps the

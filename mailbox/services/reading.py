@@ -18,7 +18,8 @@ def message_open(*, user: Any, message: Message, claim_page: str | None = None) 
     With `claim_page` the user opens it to work on it: the read-lock is taken in the same transaction
     (one commit per page view).
     """
-    MessageRead.objects.get_or_create(message=message, user=user)
+    # One INSERT … ON CONFLICT DO NOTHING: the first read's time stays; no SELECT, no savepoint.
+    MessageRead.objects.bulk_create([MessageRead(message=message, user=user)], ignore_conflicts=True)
     audit_record(actor=user, action="message.viewed", message=message)
     if claim_page is not None:
         message_claim(user=user, message=message, page=claim_page)

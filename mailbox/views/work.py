@@ -44,7 +44,7 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
         "mailboxes": selectors.mailbox_list_for_user(request.user),
         "current_mailbox": message.mailbox,
         "message": message,
-        "members": selectors.mailbox_members(message.mailbox),
+        "member_choices": selectors.mailbox_member_choices(message.mailbox_id),
         "inline_types": INLINE_TYPES,
         **extra,
     }

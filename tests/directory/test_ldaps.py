@@ -119,7 +119,8 @@ def test_system_trust_store_refuses_the_konnektor(vzd_konnektor, konnektor_tls):
 
 def test_another_ca_refuses_the_konnektor(vzd_konnektor, konnektor_tls):
     # The client CA is a real CA file, just not the one that issued the server's certificate.
-    assert _failure(_config(vzd_konnektor, konnektor_tls, ca_file=str(konnektor_tls.client_ca_path))).kind == "untrusted"
+    config = _config(vzd_konnektor, konnektor_tls, ca_file=str(konnektor_tls.client_ca_path))
+    assert _failure(config).kind == "untrusted"
 
 
 @pytest.mark.parametrize(

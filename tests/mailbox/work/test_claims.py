@@ -11,15 +11,17 @@ from kimportal import errors
 from mailbox.models import (
     AuditEvent,
     Message,
+    MessageRead,
     Notification,
 )
-from mailbox.services import assignment, claims
+from mailbox.services import assignment, claims, reading
 from mailbox.services.guard import claim_held_error
 from tests.mailbox.work.support import hold, snapshot
 
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.django_db(transaction=True)  # the claim is its own transaction, as when the claim button calls it
 def test_a_claim_that_cannot_be_audited_is_not_taken(alice, message, monkeypatch):
     # The claim and its audit event are one transaction: a failure in between leaves no unaudited lock.
     def broken_audit(**kwargs):
@@ -30,6 +32,25 @@ def test_a_claim_that_cannot_be_audited_is_not_taken(alice, message, monkeypatch
         claims.message_claim(user=alice, message=message)
     message.refresh_from_db()
     assert message.claimed_by is None and message.claim_expires_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opening_to_work_is_one_transaction_with_its_claim(alice, message, monkeypatch):
+    # Opening claims inside the opening's transaction (no savepoint): a claim that fails takes the
+    # read mark and the view's audit event with it, and leaves no lock.
+    def broken_audit(**kwargs):
+        if kwargs.get("action") == "message.claimed":
+            raise RuntimeError("audit table unavailable")
+        return real_audit(**kwargs)
+
+    real_audit = claims.audit_record
+    monkeypatch.setattr(claims, "audit_record", broken_audit)
+    with pytest.raises(RuntimeError):
+        reading.message_open(user=alice, message=message, claim_page="page-1")
+    message.refresh_from_db()
+    assert message.claimed_by is None
+    assert not MessageRead.objects.filter(message=message, user=alice).exists()
+    assert not AuditEvent.objects.filter(message=message, action="message.viewed").exists()
 
 
 def test_claim_of_a_free_message_wins(alice, message):
