@@ -97,12 +97,12 @@ def smtp_refused_message(exc: SmtpRefused, *, where: str) -> str:
     """A German sentence for an SMTP reply of the CM (temporary or permanent, by code and enhanced code)."""
     reply = str(exc)
     enhanced = exc.enhanced
-    if exc.code == 421 or enhanced.startswith("4.3."):
+    if exc.code == 452 or enhanced.startswith("4.2.") or enhanced == "4.3.1":
+        text = _("%(where)s hat vorübergehend keinen Platz für die Nachricht (%(reply)s).")
+    elif exc.code == 421 or enhanced.startswith("4.3."):
         text = _("%(where)s ist vorübergehend nicht bereit (%(reply)s).")
     elif exc.code == 454 or enhanced == "4.7.0":
         text = _("%(where)s kann die Anmeldung vorübergehend nicht prüfen (%(reply)s).")
-    elif exc.code == 452 or enhanced.startswith("4.2.") or enhanced == "4.3.1":
-        text = _("%(where)s hat vorübergehend keinen Platz für die Nachricht (%(reply)s).")
     elif exc.code == 530 or enhanced == "5.7.0":
         text = _("%(where)s verlangt eine Anmeldung, die nicht angenommen wurde (%(reply)s).")
     elif exc.code == 552 or enhanced in ("5.3.4", "5.2.3"):
