@@ -42,7 +42,8 @@ class MessageConsumer(PortalConsumer):
         from mailbox.services.claims import page_token_valid
         from mailbox.services.presence import presence_join
 
-        message = selectors.message_row_for_user(self.user, self.message_id)
+        # Visibility and the mailbox only: the lock panel is rendered from a full row when an event asks.
+        message = selectors.message_ref_for_user(self.user, self.message_id)
         if message is None:
             return None
         # Only a page the server handed out may speak for a page load (its claim, its leave).

@@ -35,6 +35,7 @@ from mailbox.selectors.messages import (
     message_detail_for_user,
     message_get_for_user,
     message_list_for_user,
+    message_ref_for_user,
     message_row_for_user,
 )
 from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage
@@ -64,6 +65,7 @@ __all__ = [
     "message_detail_for_user",
     "message_get_for_user",
     "message_list_for_user",
+    "message_ref_for_user",
     "message_row_for_user",
     "notification_list_for_user",
     "notification_recipients",

@@ -188,6 +188,11 @@ def message_row_for_user(user: Any, pk: int) -> Message | None:
         return None
 
 
+def message_ref_for_user(user: Any, pk: int) -> Message | None:
+    """Just the id and mailbox of a message the user may see (None otherwise): for services that need no more."""
+    return Message.objects.visible_to(user).filter(pk=pk).only("pk", "mailbox_id").first()
+
+
 def attachment_get_for_user(user: Any, *, message_pk: int, position: int) -> Attachment:
     return Attachment.objects.select_related("message__mailbox").get(
         message__in=Message.objects.visible_to(user), message_id=message_pk, position=position
