@@ -78,12 +78,13 @@ def row_key(message: Any, *, oob: bool) -> tuple[Any, ...]:
 def message_row_html(message: Any, *, oob: bool = False) -> SafeString:
     key = row_key(message, oob=oob)
     with _lock:
-        html = _rows.get(key)
-        if html is not None:
+        cached = _rows.get(key)
+        if cached is not None:
             _rows.move_to_end(key)
-            return html
+            return cached
     # Rendered outside the lock: two threads may render the same row once each; both results are equal.
-    html = get_template(ROW_TEMPLATE).render({"message": message, "oob": oob})  # a SafeString: the template escapes
+    # The template escapes what it shows; its output is safe HTML.
+    html = SafeString(get_template(ROW_TEMPLATE).render({"message": message, "oob": oob}))
     with _lock:
         _rows[key] = html
         while len(_rows) > MAX_ROWS:

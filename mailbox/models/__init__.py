@@ -19,7 +19,6 @@ from mailbox.models.mailboxes import (
     member_mailbox_ids,
     member_q,
     member_roles,
-    visible_mailbox_ids,
 )
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
 
@@ -44,5 +43,4 @@ __all__ = [
     "member_mailbox_ids",
     "member_q",
     "member_roles",
-    "visible_mailbox_ids",
 ]

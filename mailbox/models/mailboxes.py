@@ -50,18 +50,13 @@ def member_roles(user: Any) -> dict[int, str]:
     return scoped(("mailbox.member_roles", user.pk), read)
 
 
-def visible_mailbox_ids(user: Any) -> list[int] | models.QuerySet[Membership, _MailboxIdRow]:
-    """For `mailbox_id__in=`: within a request the ids read once, elsewhere the subquery itself."""
-    if in_scope():
-        return list(member_roles(user))
-    return member_mailbox_ids(user)
-
-
 class MailboxQuerySet(models.QuerySet["Mailbox"]):
     def visible_to(self, user: Any) -> MailboxQuerySet:
         if not user.is_authenticated:
             return self.none()
-        return self.filter(pk__in=visible_mailbox_ids(user))
+        if in_scope():  # within a request: the ids read once (kimportal.requestscope)
+            return self.filter(pk__in=list(member_roles(user)))
+        return self.filter(pk__in=member_mailbox_ids(user))
 
 
 class Mailbox(models.Model):
