@@ -155,9 +155,17 @@ def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = 
     transaction.on_commit(send)
 
 
-def broadcast_presence(*, mailbox_id: int, message_id: int) -> None:
-    """Who has the message open changed: its detail pages and the lists showing its row follow."""
-    event = {"type": "presence.changed", "mailbox_id": mailbox_id, "message_id": message_id, "seq": _seq()}
+def broadcast_presence(*, mailbox_id: int, message_id: int, origin: str = "") -> None:
+    """Who has the message open changed: its detail pages and the lists showing its row follow.
+
+    `origin` is the channel of the page that arrived: it need not redraw itself."""
+    event = {
+        "type": "presence.changed",
+        "mailbox_id": mailbox_id,
+        "message_id": message_id,
+        "seq": _seq(),
+        "origin": origin,
+    }
     transaction.on_commit(lambda: _send(message_group(message_id), event))
 
 

@@ -116,6 +116,9 @@ class MessageConsumer(PortalConsumer):
         await self._lock_panel()
 
     async def presence_changed(self, event: dict) -> None:
+        # This page's own arrival: its panel was rendered with the page a moment ago.
+        if event.get("origin") == self.channel_name:
+            return
         await self._lock_panel()
 
     async def user_notified(self, event: dict) -> None:
@@ -134,7 +137,7 @@ class MessageConsumer(PortalConsumer):
         await self._send(await db(self._render_lock)(role))
 
     def _render_lock(self, role: str) -> str:
-        message = selectors.message_row_for_user(self.user, self.message_id)
+        message = selectors.message_lock_for_user(self.user, self.message_id)
         if message is None:
             return ""
         message.role = role

@@ -35,6 +35,7 @@ from mailbox.selectors.messages import (
     message_detail_for_user,
     message_get_for_user,
     message_list_for_user,
+    message_lock_for_user,
     message_ref_for_user,
     message_row_for_user,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "message_detail_for_user",
     "message_get_for_user",
     "message_list_for_user",
+    "message_lock_for_user",
     "message_ref_for_user",
     "message_row_for_user",
     "notification_list_for_user",

@@ -193,6 +193,26 @@ def message_ref_for_user(user: Any, pk: int) -> Message | None:
     return Message.objects.visible_to(user).filter(pk=pk).only("pk", "mailbox_id").first()
 
 
+def message_lock_for_user(user: Any, pk: int) -> Message | None:
+    """What the lock panel shows (holder, lease, version, who has it open), or None when not visible.
+
+    Rendered for every socket of a message on each lock or presence change: no list-row extras.
+    """
+    message = (
+        Message.objects.visible_to(user)
+        .filter(pk=pk)
+        .select_related("claimed_by")
+        .only(
+            *("mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at"),
+            *(f"claimed_by__{f}" for f in _USER_NAME),
+        )
+        .first()
+    )
+    if message is not None:
+        message.present = presence_for_messages([message.pk]).get(message.pk, [])
+    return message
+
+
 def attachment_get_for_user(user: Any, *, message_pk: int, position: int) -> Attachment:
     return Attachment.objects.select_related("message__mailbox").get(
         message__in=Message.objects.visible_to(user), message_id=message_pk, position=position

@@ -14,17 +14,23 @@ from mailbox.selectors.presence import PRESENCE_TTL_SECONDS
 
 @transaction.atomic
 def presence_join(*, user, message: Message, channel_name: str, page_token: str = "") -> None:
-    Presence.objects.update_or_create(
-        channel_name=channel_name,
-        defaults={
-            "user": user,
-            "message": message,
-            "page_token": page_token,
-            "writing": False,
-            "last_seen": timezone.now(),
-        },
+    # One upsert on the unique channel name (a reconnect may reuse it), instead of a locking read and a write.
+    Presence.objects.bulk_create(
+        [
+            Presence(
+                channel_name=channel_name,
+                user=user,
+                message=message,
+                page_token=page_token,
+                writing=False,
+                last_seen=timezone.now(),
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["channel_name"],
+        update_fields=["user", "message", "page_token", "writing", "last_seen"],
     )
-    events.broadcast_presence(mailbox_id=message.mailbox_id, message_id=message.pk)
+    events.broadcast_presence(mailbox_id=message.mailbox_id, message_id=message.pk, origin=channel_name)
 
 
 @transaction.atomic

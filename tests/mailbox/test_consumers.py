@@ -150,6 +150,21 @@ async def test_presence_and_writing_reach_colleagues_and_vanish_on_leave(shared_
 
 
 @pytest.mark.asyncio
+async def test_arrivals_and_departures_redraw_colleagues_lock_panels(shared_box):
+    # The panel comes from the lock selector (holder, lease, who has it open), not from a list row.
+    _box, anna, bert, message = shared_box
+    bert_page = await _message_socket(bert, message.pk)
+    anna_page = await _message_socket(anna, message.pk)
+    html = await _receive_until(bert_page, 'id="detail-presence"')
+    assert "Anna A" in html
+    assert 'data-locked-by-other="0"' in html
+    await bert_page.disconnect()
+    html = await _receive_until(anna_page, 'id="detail-presence"')
+    assert "Bert B" not in html
+    await anna_page.disconnect()
+
+
+@pytest.mark.asyncio
 async def test_leaving_the_page_releases_the_lock_and_others_see_it(shared_box):
     from mailbox.models import Message
     from mailbox.services.claims import message_claim
