@@ -43,6 +43,7 @@ class RegisteredType:
 @dataclass(frozen=True)
 class Registry:
     applications: dict[str, DienstkennungLabel]  # casefolded application → built-in label and colour
+    applications_en: dict[str, DienstkennungLabel]  # the same with the English labels
     exact: dict[tuple[str, str], RegisteredType]  # (application, message type), both casefolded
     prefixes: tuple[tuple[str, str, RegisteredType], ...]  # message types registered as a pattern ("ABR-*")
 
@@ -67,6 +68,14 @@ def registry() -> Registry:
         )
         for a in data["applications"]
     }
+    applications_en = {
+        a["application"].casefold(): DienstkennungLabel(
+            application=a["application"],
+            label=a.get("label_en") or a["label"],
+            css_class=a.get("css_class") or "badge-neutral",
+        )
+        for a in data["applications"]
+    }
     exact: dict[tuple[str, str], RegisteredType] = {}
     prefixes: list[tuple[str, str, RegisteredType]] = []
     for e in data["entries"]:
@@ -81,7 +90,7 @@ def registry() -> Registry:
             prefixes.append((entry.application.casefold(), entry.message_type[:-1].casefold(), entry))
         else:
             exact[(entry.application.casefold(), entry.message_type.casefold())] = entry
-    return Registry(applications=applications, exact=exact, prefixes=tuple(prefixes))
+    return Registry(applications=applications, applications_en=applications_en, exact=exact, prefixes=tuple(prefixes))
 
 
 def dienstkennung_badges() -> dict[str, DienstkennungLabel]:
@@ -91,7 +100,19 @@ def dienstkennung_badges() -> dict[str, DienstkennungLabel]:
     if labels is None:
         labels = {d.application.casefold(): d for d in DienstkennungLabel.objects.all()}
         cache.set("mailbox:dienstkennung-labels", labels, 60)
-    return registry().applications | labels
+    reg = registry()
+    built_in = reg.applications_en if (translation.get_language() or "").startswith("en") else reg.applications
+    result = dict(built_in)
+    for key, row in labels.items():
+        shipped = reg.applications.get(key)
+        if shipped is not None and row.label == shipped.label:
+            # A seeded row the admin did not rename: its colour, the shipped name in the user's language.
+            result[key] = DienstkennungLabel(
+                application=row.application, label=built_in[key].label, css_class=row.css_class
+            )
+        else:
+            result[key] = row
+    return result
 
 
 def split_dienstkennung(value: str) -> tuple[str, str, str]:

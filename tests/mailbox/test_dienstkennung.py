@@ -104,6 +104,18 @@ def test_labels_in_german_and_english():
         assert badge_for("KIM-Mail;Abwesend;V1.0", _labels()).label == "Out-of-office reply"
 
 
+@pytest.mark.django_db
+def test_the_inbox_filter_offers_applications_in_the_users_language():
+    # The filter lists applications (dienstkennung_badges); the data file has German and English names.
+    from mailbox.dienstkennung import dienstkennung_badges
+
+    with translation.override("de"):
+        german = dienstkennung_badges()["kim-mail"].label
+    with translation.override("en"):
+        english = dienstkennung_badges()["kim-mail"].label
+    assert (german, english) == ("KIM-Mail", "KIM mail")
+
+
 @pytest.mark.parametrize(
     "variant",
     [
