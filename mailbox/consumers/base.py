@@ -98,20 +98,34 @@ class PortalConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _join(self, *groups: str) -> None:
-        for group in groups:
-            if group in self.joined:
-                continue
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.joined.append(group)
+        new = [group for group in dict.fromkeys(groups) if group not in self.joined]
+        if not new:
+            return
+        # The Redis layer takes a page's worth of groups in one round trip (kimportal.channel_layer).
+        add_many = getattr(self.channel_layer, "group_add_many", None)
+        if add_many is not None:
+            await add_many(new, self.channel_name)
+        else:
+            for group in new:
+                await self.channel_layer.group_add(group, self.channel_name)
+        self.joined.extend(new)
 
-    async def _leave_group(self, group: str) -> None:
-        await self.channel_layer.group_discard(group, self.channel_name)
-        self.joined.remove(group)
+    async def _leave_groups(self, *groups: str) -> None:
+        gone = [group for group in dict.fromkeys(groups) if group in self.joined]
+        if not gone:
+            return
+        discard_many = getattr(self.channel_layer, "group_discard_many", None)
+        if discard_many is not None:
+            await discard_many(gone, self.channel_name)
+        else:
+            for group in gone:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        for group in gone:
+            self.joined.remove(group)
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
-        for group in list(getattr(self, "joined", [])):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self._leave_groups(*getattr(self, "joined", []))
 
     async def _close(self, code: int) -> None:
         self.closed = True

@@ -60,8 +60,7 @@ class InboxConsumer(PortalConsumer):
         # Joining a row's group reveals nothing: every event is checked against the user's role before it
         # is sent. The number of rows is bounded like a page.
         rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
-        for message_id in self.watched - rows:
-            await self._leave_group(message_group(message_id))
+        await self._leave_groups(*(message_group(message_id) for message_id in sorted(self.watched - rows)))
         await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
         self.watched, self.new_for = rows, new_for
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
@@ -73,8 +72,7 @@ class InboxConsumer(PortalConsumer):
         mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
         wanted |= {message_group(message_id) for message_id in self.watched}
-        for group in set(self.joined) - wanted:
-            await self._leave_group(group)
+        await self._leave_groups(*sorted(set(self.joined) - wanted))
         await self._join(*sorted(wanted - set(self.joined)))
         await self._send(await db(self._render_nav)(0))
 
