@@ -174,14 +174,20 @@ def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
     # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not
     # each see the other still open and both keep the lock: leaves of one message take turns on its row.
     Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list("pk", flat=True).first()
-    row, still_open = presence_leave(channel_name=channel_name)
-    if row is None or still_open:
+    row, still_open = presence_leave(channel_name=channel_name, broadcast=False)
+    if row is None:
         return False
-    message = Message.objects.filter(pk=message_id, claimed_by=user).first()
-    if message is None or handed_over(message, closing_page=row.page_token):
-        return False
+    message = None if still_open else Message.objects.filter(pk=message_id, claimed_by=user).first()
     # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
-    return message_release(user=user, message=message, reason="left")
+    # A release's message change redraws rows and panels with the presence gone as well: one event, not two.
+    if (
+        message is not None
+        and not handed_over(message, closing_page=row.page_token)
+        and message_release(user=user, message=message, reason="left")
+    ):
+        return True
+    events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    return False
 
 
 def handed_over(message: Message, *, closing_page: str) -> bool:

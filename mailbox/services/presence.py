@@ -47,15 +47,19 @@ def presence_beat(*, channel_name: str, writing: bool, now=None) -> Presence | N
 
 
 @transaction.atomic
-def presence_leave(*, channel_name: str) -> tuple[Presence | None, bool]:
-    """Remove the page's row; returns it and whether the same user still has the message open elsewhere."""
+def presence_leave(*, channel_name: str, broadcast: bool = True) -> tuple[Presence | None, bool]:
+    """Remove the page's row; returns it and whether the same user still has the message open elsewhere.
+
+    broadcast=False: the caller announces the change itself (leaving that also releases the lock sends
+    one message change, which redraws presence too, instead of two events to every watching list)."""
     row = Presence.objects.select_related("message").filter(channel_name=channel_name).first()
     if row is None:
         return None, False
     row.delete()
     cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS)
     still_open = Presence.objects.filter(message_id=row.message_id, user_id=row.user_id, last_seen__gte=cutoff).exists()
-    events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    if broadcast:
+        events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
     return row, still_open
 
 

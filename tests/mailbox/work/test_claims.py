@@ -183,3 +183,25 @@ def test_only_owners_break_locks(request, who, alice, message):
         claims.message_break_lock(user=request.getfixturevalue(who), message=message)
     assert snapshot(message) == before
     assert not Notification.objects.filter(kind=Notification.Kind.LOCK_BROKEN).exists()
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_leaving_sends_one_event_to_the_watchers(alice, message, monkeypatch, django_capture_on_commit_callbacks, held):
+    # Every event reaches every list showing the row: leaving that releases the lock announces both
+    # changes with the release's one message change (which redraws presence too).
+    from mailbox import events
+    from mailbox.services.presence import presence_join
+
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(events, "_send", lambda group, event: sent.append((group, event["type"])))
+    with django_capture_on_commit_callbacks(execute=True):
+        presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+        if held:
+            claims.message_claim(user=alice, message=message)
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        claims.message_leave(user=alice, message_id=message.pk, channel_name="page-a")
+    to_watchers = [kind for group, kind in sent if group == events.message_group(message.pk)]
+    assert to_watchers == (["message.changed"] if held else ["presence.changed"])
+    message.refresh_from_db()
+    assert message.claimed_by is None
