@@ -23,6 +23,8 @@ from mailbox.selectors.presence import presence_for_messages
 
 V = TypeVar("V")
 
+MISSING = object()  # RenderMemo.peek: not computed (yet)
+
 
 class RenderMemo(Generic[V]):
     """A small thread-safe TTL memo that computes each key once: threads asking for a key that is being
@@ -63,6 +65,16 @@ class RenderMemo(Generic[V]):
                 self._items.popitem(last=False)
         mine.set_result(value)
         return value
+
+    def peek(self, key: Any) -> Any:
+        """The value if it is ready, else MISSING: never computes, never waits (safe on the event loop)."""
+        if key[0] is None:
+            return MISSING
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is None or hit[0] <= time.monotonic():
+            return MISSING
+        return hit[1]
 
     def clear(self) -> None:
         with self._lock:
@@ -105,4 +117,13 @@ def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[Live
         readers = frozenset(MessageRead.objects.filter(message_id=message.pk).values_list("user_id", flat=True))
         return LiveRow(message), readers
 
-    return _data.get((event.get("seq"), "row", message_id), load)
+    return _data.get(_row_key(event, message_id), load)
+
+
+def row_data_ready(event: dict[str, Any], message_id: int) -> Any:
+    """row_data if this process has it already, else MISSING (see RenderMemo.peek)."""
+    return _data.peek(_row_key(event, message_id))
+
+
+def _row_key(event: dict[str, Any], message_id: int) -> tuple[Any, ...]:
+    return (event.get("seq"), "row", message_id)

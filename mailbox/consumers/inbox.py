@@ -21,7 +21,7 @@ from mailbox.consumers.base import (
     rows_delay,
 )
 from mailbox.events import mailbox_group, message_group, user_group
-from mailbox.livecache import RenderMemo, row_data
+from mailbox.livecache import MISSING, RenderMemo, row_data, row_data_ready
 from mailbox.permissions import Action, can
 from mailbox.selectors.fetching import fetch_failures_for_user
 
@@ -142,12 +142,34 @@ class InboxConsumer(PortalConsumer):
         rows = [(mid, event, kind) for mid, (event, kind) in pending.items() if readable.get(event["mailbox_id"])]
         if not rows:
             return
-        await self._send(await db(self._render_rows)(rows))
+        # The first socket of this process renders an event's rows (in a thread: it reads the database);
+        # the others find them ready and skip the thread hop.
+        html = self._rows_ready(rows)
+        await self._send(html if html is not None else await db(self._render_rows)(rows))
         if counts:
             self._counts_soon()
 
     def _render_rows(self, rows: list[tuple[int, dict, int]]) -> str:
         return "".join(self._render_row(event, kind, message_id) for message_id, event, kind in rows)
+
+    def _rows_ready(self, rows: list[tuple[int, dict, int]]) -> str | None:
+        """The rows' HTML if every piece is already in this process's memo, else None (nothing computed)."""
+        parts = []
+        for message_id, event, kind in rows:
+            data = row_data_ready(event, message_id)
+            if data is MISSING:
+                return None
+            if data is None:  # gone: _render_row renders nothing either
+                continue
+            _message, readers = data
+            html = _rows.peek(self._row_key(event, message_id, kind, self.user.pk in readers))
+            if html is MISSING:
+                return None
+            parts.append(html)
+        return "".join(parts)
+
+    def _row_key(self, event: dict, message_id: int, kind: int, is_read: bool) -> tuple:
+        return (event.get("seq"), message_id, kind, self.language, is_read)
 
     def _render_row(self, event: dict, kind: int, message_id: int) -> str:
         # Access was checked for this socket; the row's data is read once per event and process.
@@ -169,7 +191,7 @@ class InboxConsumer(PortalConsumer):
             )
             return self._render(template, {"message": row})
 
-        return _rows.get((event.get("seq"), message_id, kind, self.language, is_read), render)
+        return _rows.get(self._row_key(event, message_id, kind, is_read), render)
 
     def _counts_soon(self) -> None:
         """Refresh this user's counts after a short pause; events meanwhile ride along."""

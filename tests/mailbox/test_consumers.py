@@ -423,3 +423,33 @@ async def test_an_idle_socket_survives_quiet_minutes_of_the_channel_layer():
     channel = await layer.new_channel()
     with pytest.raises(asyncio.TimeoutError):  # our own bound, not redis giving up
         await asyncio.wait_for(layer.receive(channel), timeout=7)
+
+
+@pytest.mark.django_db
+def test_sockets_after_the_first_take_an_events_rows_ready_made(shared_box, django_assert_num_queries):
+    # The first socket of a process renders an event's row (database, in a thread); the others of the
+    # same audience find it ready on the event loop. Another audience (read state) is not served it.
+    from mailbox import events
+    from mailbox.consumers.base import CHANGED
+    from mailbox.services.reading import message_open
+
+    box, anna, bert, message = shared_box
+    carl = UserFactory(username="carl", first_name="Carl", last_name="C")
+    MembershipFactory(mailbox=box, user=carl)
+    message_open(user=carl, message=message)  # Carl has read it, Anna and Bert have not
+
+    def consumer(user):
+        socket = InboxConsumer()
+        socket.user, socket.language = user, "de"
+        return socket
+
+    event = {"type": "message.changed", "mailbox_id": box.pk, "message_id": message.pk, "seq": events._seq()}
+    rows = [(message.pk, event, CHANGED)]
+    first, second, reader = consumer(anna), consumer(bert), consumer(carl)
+    assert first._rows_ready(rows) is None
+    html = first._render_rows(rows)
+    assert f'id="msg-{message.pk}"' in html
+    with django_assert_num_queries(0):
+        assert second._rows_ready(rows) == html
+        assert reader._rows_ready(rows) is None
+    assert 'class="msg-row state-' in reader._render_rows(rows)  # read: no "unread" class
