@@ -59,6 +59,16 @@ def user_role(user: Any, mailbox: Mailbox | int) -> str | None:
     return max(roles, key=lambda r: Membership.RANK[r], default=None)
 
 
+MANAGER_PERMISSION = "mailbox.manage_house"
+
+
+def is_manager(user: Any) -> bool:
+    """The house's manager role (Leitung): an active user with the manage_house permission (directly, through a
+    group, or as superuser). Managers administer mailboxes and access and read the audit; they are not members
+    of every mailbox and read no message without a membership."""
+    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.has_perm(MANAGER_PERMISSION))
+
+
 def can(role: str | None, action: Action) -> bool:
     if role is None:
         return False

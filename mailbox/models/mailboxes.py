@@ -82,6 +82,9 @@ class Mailbox(models.Model):
         ordering = ["display_name"]
         verbose_name = _("Postfach")
         verbose_name_plural = _("Postfächer")
+        # The manager role (Leitung): the house's mailboxes, access, audit and dashboards, without being a
+        # superuser. Checked through mailbox.permissions.is_manager.
+        permissions = [("manage_house", _("Postfächer, Zugriffe und Audit des Hauses verwalten"))]
 
     def __str__(self) -> str:
         return f"{self.display_name} <{self.address}>"

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -14,10 +15,12 @@ HOSPITAL_MAILBOXES = [
     ("aufnahme@klinikum-demo.kim.telematik-test", "Zentrale Aufnahme"),
 ]
 USERS = [
-    # username, first, last, staff
-    ("station", "Sabine", "Stationsteam", False),
-    ("aerztin", "Dr. Anna", "Arzt", False),
-    ("leitung", "Lena", "Leitung", True),
+    # username, first, last, kind: "" (staff on a ward), "manager" (Leitung: manage_house, not a superuser),
+    # "admin" (IT: the Django admin)
+    ("station", "Sabine", "Stationsteam", ""),
+    ("aerztin", "Dr. Anna", "Arzt", ""),
+    ("leitung", "Lena", "Leitung", "manager"),
+    ("admin", "Ingo", "IT-Administration", "admin"),
 ]
 MEMBERS = {
     "kardiologie@klinikum-demo.kim.telematik-test": [("station", "processor"), ("aerztin", "processor")],
@@ -42,15 +45,17 @@ class Command(BaseCommand):
         password = options["password"]
         User = get_user_model()
         users = {}
-        for username, first, last, staff in USERS:
+        manage_house = Permission.objects.get(content_type__app_label="mailbox", codename="manage_house")
+        for username, first, last, kind in USERS:
             user, created = User.objects.get_or_create(
                 username=username, defaults={"first_name": first, "last_name": last}
             )
             if created:
                 user.set_password(password)
-            user.is_staff = staff
-            user.is_superuser = staff
+            user.is_staff = user.is_superuser = kind == "admin"
             user.save()
+            if kind == "manager":
+                user.user_permissions.add(manage_house)
             users[username] = user
         for address, name in HOSPITAL_MAILBOXES:
             mailbox, _ = Mailbox.objects.update_or_create(

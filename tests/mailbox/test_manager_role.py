@@ -1,0 +1,36 @@
+"""The house's manager role (Leitung): a permission, not a superuser and not a mailbox membership."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, Group, Permission
+
+from mailbox.permissions import is_manager, user_role
+from tests.mailbox.factories import MailboxFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _manage_house() -> Permission:
+    return Permission.objects.get(content_type__app_label="mailbox", codename="manage_house")
+
+
+def test_the_permission_makes_a_manager_directly_or_through_a_group():
+    plain, direct, via_group = UserFactory(), UserFactory(), UserFactory()
+    direct.user_permissions.add(_manage_house())
+    leitung = Group.objects.create(name="Leitung")
+    leitung.permissions.add(_manage_house())
+    via_group.groups.add(leitung)
+    assert [is_manager(u) for u in (plain, direct, via_group)] == [False, True, True]
+    assert not is_manager(AnonymousUser())
+
+
+def test_a_deactivated_manager_is_none_and_managing_grants_no_mailbox():
+    manager = UserFactory()
+    manager.user_permissions.add(_manage_house())
+    box = MailboxFactory()
+    assert is_manager(manager)
+    assert user_role(manager, box) is None  # reading messages still needs a membership
+    manager.is_active = False
+    manager.save()
+    assert not is_manager(type(manager).objects.get(pk=manager.pk))
