@@ -7,6 +7,7 @@ from django.urls import include, path
 from django.views.i18n import set_language
 
 from mailbox.events import broadcast_session_ended
+from mailbox.urls import manage_urlpatterns
 
 
 class LogoutView(auth_views.LogoutView):
@@ -26,5 +27,6 @@ urlpatterns = [
     path("logout/", LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("directory/", include("directory.urls")),
+    path("leitung/", include((manage_urlpatterns, "manage"))),
     path("", include("mailbox.urls")),
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from mailbox import views
+from mailbox.views import manage
 
 app_name = "mailbox"
 
@@ -33,4 +34,9 @@ urlpatterns = [
     path("nachricht/<int:pk>/zuweisung-entfernen/", views.message_unassign, name="message-unassign"),
     path("nachricht/<int:pk>/status/", views.message_state, name="message-state"),
     path("nachricht/<int:pk>/notiz/", views.message_note, name="message-note"),
+]
+
+# The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.
+manage_urlpatterns = [
+    path("", manage.home, name="home"),
 ]

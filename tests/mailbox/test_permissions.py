@@ -652,3 +652,40 @@ async def test_heartbeat_after_losing_the_processor_role_keeps_the_socket_and_do
     await page.disconnect()
     assert (await database_sync_to_async(_msg)(w)).claimed_by is None
     assert not await database_sync_to_async(Presence.objects.filter(user=w.user).exists)()
+
+
+# --- the managers' pages (Leitung): 404 for everyone who is not a manager ---------------------------------------
+
+
+def manage_url_patterns() -> list[URLPattern]:
+    """Every URL pattern in the `manage` namespace (/leitung/), found recursively from the root URLconf."""
+    found: list[URLPattern] = []
+
+    def walk(patterns, namespaces: tuple[str, ...]) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, (*namespaces, p.namespace) if p.namespace else namespaces)
+            elif isinstance(p, URLPattern) and namespaces[:1] == ("manage",):
+                found.append(p)
+
+    walk(get_resolver().url_patterns, ())
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [*ROLES, None])
+def test_manager_pages_are_404_for_everyone_else(role, client):
+    """Owners included: administering the house is the manager permission, not a mailbox role."""
+    w = build_world(role)
+    client.force_login(w.user)
+    patterns = manage_url_patterns()
+    assert patterns, "the manager pages are not in the URLconf"
+    before = foreign_state(w)
+    for p in patterns:
+        # Any int argument gets a real object's pk (the mailbox's; for a user or group route it is a real id too).
+        kwargs = {name: w.box.pk for name in p.pattern.converters}
+        url = reverse(f"manage:{p.name}", kwargs=kwargs)
+        for method in ("GET", "POST"):
+            response = client.get(url) if method == "GET" else client.post(url, {})
+            assert response.status_code == 404, (method, url, response.status_code)
+    assert foreign_state(w) == before
