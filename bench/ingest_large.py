@@ -47,9 +47,9 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 
-from mailbox.models import Attachment, KimAccount, Mailbox, Message  # noqa: E402
+from bench import benchcm  # noqa: E402
+from mailbox.models import Attachment, KimAccount, Message  # noqa: E402
 from tisim.cm import CMSimulator  # noqa: E402
 from tisim.cm.maildrop import SUFFIX  # noqa: E402
 
@@ -62,38 +62,8 @@ def log(text: str) -> None:
     print(f"[ingest_large] {text}", file=sys.stderr, flush=True)
 
 
-def database_ensure() -> None:
-    import psycopg
-    from psycopg import sql
-
-    base, name = os.environ["DATABASE_URL"].rsplit("/", 1)
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    call_command("migrate", verbosity=0)
-
-
 def account_prepare(cm: CMSimulator) -> KimAccount:
-    mailbox, _ = Mailbox.objects.update_or_create(address=RECIPIENT, defaults={"display_name": "Bench Radiologie"})
-    Message.objects.filter(mailbox=mailbox).delete()
-    KimAccount.objects.filter(mailbox=mailbox).delete()
-    account = KimAccount(
-        mailbox=mailbox,
-        cm_host="127.0.0.1",
-        smtp_port=cm.smtp_port,
-        pop3_port=cm.pop3_port,
-        transport=KimAccount.Transport.IMPLICIT_TLS,
-        tls_certificate_check=KimAccount.CertificateCheck.PINNED,
-        tls_fingerprint_sha256=cm.fingerprint,
-        fachdienst="klinikum-bench.kim.telematik-test:465",
-        mandant_id="Mandant1",
-        client_system_id="KIM-Portal",
-        workplace_id="AP1",
-        timeout_seconds=30.0,
-    )
-    account.set_password(PASSWORD)
-    account.save()
-    return account
+    return benchcm.account_prepare(cm, address=RECIPIENT, display_name="Bench Radiologie", password=PASSWORD)
 
 
 def write_large_mail(cm: CMSimulator, mail_bytes: int) -> tuple[str, int, str]:
@@ -162,7 +132,7 @@ def main() -> None:
     parser.add_argument("--mail-mb", type=int, default=200)
     args = parser.parse_args()
 
-    database_ensure()
+    benchcm.database_ensure()
     data_dir = Path(settings.DATA_DIR)
     data_dir.mkdir(parents=True, exist_ok=True)
     blobs = Path(tempfile.mkdtemp(prefix="blobs-", dir=data_dir))
