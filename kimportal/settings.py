@@ -254,6 +254,10 @@ KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default
 # The read-lock is a short lease renewed by the open page's heartbeat (every 20 s): whatever kills a page,
 # a socket or a server, the lock frees itself within about a minute.
 KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
+# Working hours the mailboxes' SLA clocks count (ISO weekdays, 1 = Monday; local time). No weekdays:
+# every hour counts. Public holidays are not known to the portal and count as working days.
+KIMPORTAL_SLA_WORKDAYS = env.list("KIMPORTAL_SLA_WORKDAYS", cast=int, default=[1, 2, 3, 4, 5])
+KIMPORTAL_SLA_WORKDAY_HOURS = env.str("KIMPORTAL_SLA_WORKDAY_HOURS", default="07:00-17:00")
 # Requests that run Django at the same time per ASGI process (the others wait their turn, cheaply).
 KIMPORTAL_WEB_CONCURRENCY = env.int("KIMPORTAL_WEB_CONCURRENCY", default=4)
 # Database work of websocket consumers runs on this many threads per ASGI process.

@@ -81,6 +81,7 @@ class Notification(models.Model):
         ASSIGNED = "assigned", _("Zuweisung")
         LOCK_BROKEN = "lock_broken", _("Sperre aufgehoben")
         WORK_RETURNED = "work_returned", _("Arbeit zurückgegeben")
+        SLA_OVERDUE = "sla_overdue", _("Frist überschritten")
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -100,6 +101,9 @@ class Notification(models.Model):
         Kind.LOCK_BROKEN: _("%(name)s hat Ihre Sperre auf „%(subject)s“ aufgehoben."),
         Kind.WORK_RETURNED: _(
             "%(name)s kann „%(mailbox)s“ nicht mehr bearbeiten: %(count)s offene Nachrichten sind wieder unzugewiesen."
+        ),
+        Kind.SLA_OVERDUE: _(
+            "„%(mailbox)s“: %(count)s Nachrichten sind länger als %(hours)s Arbeitsstunden unbearbeitet."
         ),
     }
 

@@ -72,6 +72,15 @@ class Mailbox(models.Model):
     is_active = models.BooleanField(_("aktiv"), default=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="mailboxes")
     created_at = models.DateTimeField(default=timezone.now)
+    # Service level: a new message should be claimed by someone within this many working hours
+    # (None: no SLA). Overdue messages are highlighted on the dashboard and notified to the owners.
+    sla_first_claim_hours = models.PositiveSmallIntegerField(
+        _("Erste Bearbeitung binnen (Arbeitsstunden)"), null=True, blank=True
+    )
+    # Data minimisation: content of done messages is deleted this many days after "erledigt" (None: kept).
+    retention_days_after_done = models.PositiveIntegerField(
+        _("Inhalte löschen nach (Tagen ab erledigt)"), null=True, blank=True
+    )
 
     objects = MailboxQuerySet.as_manager()
 

@@ -106,6 +106,17 @@ class Message(models.Model):
     # before the old page's socket closes; the old page must not release it then.
     claim_page = models.CharField(max_length=40, blank=True)
     claim_renewed_at = models.DateTimeField(null=True, blank=True)
+    # Controlling (dashboards, SLA): when a processor first took the read-lock, and when the message
+    # last became "erledigt" (None while it is not done). Stored here so the figures are aggregates
+    # over this table, not a replay of the audit trail.
+    first_claimed_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    # The SLA breach was notified to the owners (once per message).
+    sla_notified_at = models.DateTimeField(null=True, blank=True)
+    # Retention: a legal hold keeps the content past the mailbox's retention period; once the period
+    # ran out, bodies, attachments and the raw message are deleted and this says when.
+    legal_hold = models.BooleanField(_("Aufbewahrungssperre"), default=False)
+    content_deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -130,6 +141,12 @@ class Message(models.Model):
             # Counters and "open" views only look at messages not done: a small partial index.
             models.Index(
                 fields=["mailbox", "-received_at"], condition=~models.Q(state="done"), name="message_open_by_mailbox"
+            ),
+            # Retention looks only at done messages whose content is still there.
+            models.Index(
+                fields=["mailbox", "done_at"],
+                condition=models.Q(state="done", content_deleted_at__isnull=True),
+                name="message_retention_due",
             ),
         ]
 

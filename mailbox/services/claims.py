@@ -104,6 +104,7 @@ def _claim(*, user: Any, message: Message, page: str, now: datetime) -> ClaimRes
             claimed_at=Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
             claim_expires_at=until,
             claim_renewed_at=now,
+            first_claimed_at=Case(When(first_claimed_at__isnull=True, then=Value(now)), default=F("first_claimed_at")),
             # A new page claim names its page; a heartbeat renewal keeps the page that claimed.
             claim_page=Value(page) if page else Case(When(still_mine, then=F("claim_page")), default=Value("")),
         )

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
@@ -27,6 +28,9 @@ def message_set_state(
         raise PortalError(_("Für „wartet“ bitte ein Fälligkeitsdatum angeben."))
     audit_record(actor=user, action="message.state_changed", message=current, old=current.state, new=state)
     fields: dict[str, Any] = {"state": state, "due_at": due_at if state == Message.State.WAITING else None}
+    if state != current.state:
+        # The retention clock and the dashboards' "time to done" start when it became done; reopening stops it.
+        fields["done_at"] = timezone.now() if state == Message.State.DONE else None
     if state == Message.State.DONE and current.claimed_by_id == user.pk:
         # Done means the work is finished: free the message for colleagues at once.
         fields.update(claim_cleared())
