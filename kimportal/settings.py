@@ -8,6 +8,7 @@ transport, the SQLite channel layer, and the TI simulator on loopback.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "django_htmx",
     "template_partials",
     "csp",
@@ -86,12 +88,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "mailbox.middleware.IdleLogoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "kimportal.middleware.PrivatePagesMiddleware",
+    # Last, as django-axes asks: it turns a refused sign-in into the login page with the lockout message.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kimportal.urls"
@@ -189,6 +194,70 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "mailbox:inbox"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Sign-in on shared ward PCs ---
+# A session lasts at most one shift, however active; and ends after KIMPORTAL_IDLE_LOGOUT_MINUTES without input
+# (0: never), enforced on the server (mailbox.middleware) with a warning in the page a minute before.
+SESSION_COOKIE_AGE = int(env.float("KIMPORTAL_SESSION_HOURS", default=12.0) * 3600)
+KIMPORTAL_IDLE_LOGOUT_MINUTES = env.float("KIMPORTAL_IDLE_LOGOUT_MINUTES", default=30.0)
+# Throttling and lockout (django-axes): after this many failed sign-ins an account is locked, and so is the
+# address they came from (a ward PC trying many accounts), each on its own; a manager unlocks under
+# /leitung/anmeldesperren/, or the lock ends KIMPORTAL_SIGNIN_COOLOFF_MINUTES after the last failure (0: only a
+# manager unlocks). The address is REMOTE_ADDR: behind nginx the ASGI server has already put the browser's
+# address there from X-Forwarded-For, trusted only from KIMPORTAL_FORWARDED_ALLOW_IPS (deploy/gunicorn.conf.py).
+AXES_FAILURE_LIMIT = env.int("KIMPORTAL_SIGNIN_FAILURE_LIMIT", default=10)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+_signin_cooloff = env.float("KIMPORTAL_SIGNIN_COOLOFF_MINUTES", default=15.0)
+AXES_COOLOFF_TIME = timedelta(minutes=_signin_cooloff) if _signin_cooloff > 0 else None
+AXES_CLIENT_IP_CALLABLE = "mailbox.signin.client_address"
+AXES_USERNAME_CALLABLE = "mailbox.signin.username_for_lockout"
+AXES_LOCKOUT_CALLABLE = "mailbox.views.signin.lockout_response"
+# A successful sign-in clears that account's failures from that address (mailbox.signin), not the address's
+# failures for other accounts: one colleague signing in must not reset a guesser's count on the same PC.
+AXES_RESET_ON_SUCCESS = False
+# Successful sign-ins and logouts are in the audit trail; axes keeps only the failure counters.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend"]
+# Optional sign-in against the hospital's directory (OpenLDAP or Active Directory, django-auth-ldap). Local
+# accounts (the IT admin) keep working after it: the model backend is asked when the directory says no or is down.
+KIMPORTAL_AUTH_LDAP_URL = env.str("KIMPORTAL_AUTH_LDAP_URL", default="")
+if KIMPORTAL_AUTH_LDAP_URL:
+    import ldap
+    from django_auth_ldap.config import GroupOfNamesType, LDAPSearch, NestedActiveDirectoryGroupType
+
+    AUTHENTICATION_BACKENDS.append("mailbox.ldapauth.PortalLDAPBackend")
+    AUTH_LDAP_SERVER_URI = KIMPORTAL_AUTH_LDAP_URL
+    AUTH_LDAP_BIND_DN = env.str("KIMPORTAL_AUTH_LDAP_BIND_DN", default="")
+    AUTH_LDAP_BIND_PASSWORD = env.str("KIMPORTAL_AUTH_LDAP_BIND_PASSWORD", default="")
+    # %(user)s is escaped by django-auth-ldap before it goes into the filter. AD: (sAMAccountName=%(user)s).
+    AUTH_LDAP_USER_SEARCH = LDAPSearch(
+        env.str("KIMPORTAL_AUTH_LDAP_USER_BASE"),
+        ldap.SCOPE_SUBTREE,
+        env.str("KIMPORTAL_AUTH_LDAP_USER_FILTER", default="(uid=%(user)s)"),
+    )
+    _ldap_ad = env.str("KIMPORTAL_AUTH_LDAP_GROUP_TYPE", default="groupOfNames") == "activeDirectory"
+    AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+        env.str("KIMPORTAL_AUTH_LDAP_GROUP_BASE", default=env.str("KIMPORTAL_AUTH_LDAP_USER_BASE")),
+        ldap.SCOPE_SUBTREE,
+        "(objectClass=group)" if _ldap_ad else "(objectClass=groupOfNames)",
+    )
+    AUTH_LDAP_GROUP_TYPE = NestedActiveDirectoryGroupType() if _ldap_ad else GroupOfNamesType()
+    # Only members of this group may sign in through the directory (empty: everyone the search finds).
+    AUTH_LDAP_REQUIRE_GROUP = env.str("KIMPORTAL_AUTH_LDAP_REQUIRE_GROUP", default="") or None
+    AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+    AUTH_LDAP_START_TLS = env.bool("KIMPORTAL_AUTH_LDAP_START_TLS", default=False)
+    # A directory that does not answer must not hold the login page: the local accounts are tried next.
+    AUTH_LDAP_CONNECTION_OPTIONS: dict[int, Any] = {ldap.OPT_NETWORK_TIMEOUT: 5, ldap.OPT_TIMEOUT: 10}
+    if env.str("KIMPORTAL_AUTH_LDAP_CA_FILE", default=""):
+        AUTH_LDAP_CONNECTION_OPTIONS[ldap.OPT_X_TLS_CACERTFILE] = env.str("KIMPORTAL_AUTH_LDAP_CA_FILE")
+        AUTH_LDAP_CONNECTION_OPTIONS[ldap.OPT_X_TLS_NEWCTX] = 0
+# Directory groups -> portal groups (wards), as JSON {"<group DN>": "<ward>"}: at each directory sign-in the user
+# joins the mapped wards of their groups and leaves the mapped wards of groups they left; other groups stay.
+KIMPORTAL_AUTH_LDAP_GROUP_MAP: dict[str, str] = env.json("KIMPORTAL_AUTH_LDAP_GROUP_MAP", default={})
+AUTHENTICATION_BACKENDS.append("django.contrib.auth.backends.ModelBackend")
 
 LANGUAGE_CODE = "de"
 LANGUAGES = [("de", _("Deutsch")), ("en", _("English"))]

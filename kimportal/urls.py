@@ -8,6 +8,7 @@ from django.views.i18n import set_language
 
 from mailbox.events import broadcast_session_ended
 from mailbox.urls import manage_urlpatterns
+from mailbox.views import signin as signin_views
 
 
 class LogoutView(auth_views.LogoutView):
@@ -23,8 +24,9 @@ class LogoutView(auth_views.LogoutView):
 
 urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", signin_views.PortalLoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(), name="logout"),
+    path("sitzung/", signin_views.session_status, name="session-status"),
     path("admin/", admin.site.urls),
     path("directory/", include("directory.urls")),
     path("leitung/", include((manage_urlpatterns, "manage"))),

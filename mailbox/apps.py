@@ -9,6 +9,8 @@ class MailboxConfig(AppConfig):
     verbose_name = _("Postfächer")
 
     def ready(self) -> None:
-        from mailbox import signals
+        from mailbox import signals, signin
 
         signals.connect()
+        # Sign-ins, failures, lockouts and logouts go to the audit trail.
+        signin.connect()

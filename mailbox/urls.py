@@ -4,6 +4,7 @@ from django.urls import path
 
 from mailbox import views
 from mailbox.views import manage
+from mailbox.views import signin as signin_views
 
 app_name = "mailbox"
 
@@ -39,4 +40,6 @@ urlpatterns = [
 # The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.
 manage_urlpatterns = [
     path("", manage.home, name="home"),
+    path("anmeldesperren/", signin_views.signin_lockouts, name="signin-lockouts"),
+    path("anmeldesperren/entsperren/", signin_views.signin_lockout_release, name="signin-lockout-release"),
 ]

@@ -26,6 +26,14 @@ if [ "$want_system" = 1 ]; then
   fi
 fi
 
+# python-ldap (sign-in against the hospital's directory) compiles against OpenLDAP's and SASL's headers.
+if [ ! -f /usr/include/ldap.h ] || [ ! -f /usr/include/sasl/sasl.h ]; then
+  echo "installing Debian packages: libldap-dev libsasl2-dev (for python-ldap)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libldap-dev libsasl2-dev gcc >/dev/null
+fi
+
 python_bin="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv

@@ -146,3 +146,84 @@ document.addEventListener("click", (ev) => {
     document.getElementById("shortcut-help")?.showModal();
   }
 });
+
+// --- Idle logout: warn a minute before the server ends a session nobody uses ----------------------
+// The server is the judge (mailbox.middleware): it ends a session KIMPORTAL_IDLE_LOGOUT_MINUTES after the last
+// request the user made. The page asks it how long is left before warning and before leaving, so another tab's
+// activity keeps this one signed in. What counts: page loads, htmx requests the user's own input triggered, and
+// typing or clicking in the page (a long note makes no request: the page tells the server when it checks).
+// htmx requests nothing the user did triggered (reconnect reloads, timed triggers) carry the background header.
+(() => {
+  const box = document.getElementById("idle-warning");
+  if (!box || !window.fetch) return;
+  const BACKGROUND = "X-Portal-Background";
+  const idleSeconds = Number(box.dataset.idleSeconds) || 0;
+  if (idleSeconds <= 0) return;
+  const text = document.getElementById("idle-warning-text");
+  const stay = document.getElementById("idle-warning-stay");
+  let lastCounted = Date.now(); // the last request the server counted as activity
+  let lastInput = 0;
+  let timer = null;
+
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || ""; } catch { return ""; }
+  }
+  function showWarning(show) {
+    stay.hidden = !show;
+    // Filling the always-present alert region is what screen readers announce.
+    text.textContent = show ? text.dataset.text : "";
+  }
+  function schedule(seconds) {
+    clearTimeout(timer);
+    timer = setTimeout(check, Math.max(1, seconds) * 1000);
+  }
+  async function ask(keepAlive) {
+    const options = keepAlive
+      ? { method: "POST", headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin" }
+      : { method: "GET", headers: { [BACKGROUND]: "1" }, credentials: "same-origin" };
+    if (keepAlive) lastCounted = Date.now();
+    const response = await fetch(box.dataset.sessionUrl, options);
+    return response.json();
+  }
+  async function check() {
+    let answer;
+    try {
+      answer = await ask(lastInput > lastCounted);
+    } catch {
+      schedule(15); // the server is not reachable: ask again soon, the server's clock decides anyway
+      return;
+    }
+    const remaining = Number(answer.remaining) || 0;
+    const warn = Number(answer.warn) || 60;
+    if (remaining <= 0) {
+      window.location.assign(box.dataset.loginUrl);
+    } else if (remaining > warn) {
+      showWarning(false);
+      schedule(remaining - warn);
+    } else {
+      showWarning(true);
+      // Just before the end: input during the warning still reaches the server in time.
+      schedule(remaining > 3 ? remaining - 2 : remaining + 1);
+    }
+  }
+  stay.addEventListener("click", async () => {
+    lastInput = Date.now();
+    showWarning(false);
+    clearTimeout(timer);
+    await check();
+  });
+  ["keydown", "pointerdown", "wheel", "touchstart"].forEach((type) => {
+    document.addEventListener(type, (ev) => { if (ev.isTrusted) lastInput = Date.now(); }, { passive: true, capture: true });
+  });
+  document.addEventListener("htmx:configRequest", (ev) => {
+    const trigger = ev.detail.triggeringEvent;
+    if (trigger && trigger.isTrusted) {
+      lastCounted = Date.now();
+      showWarning(false);
+      schedule(idleSeconds - 60);
+    } else {
+      ev.detail.headers[BACKGROUND] = "1";
+    }
+  });
+  schedule(idleSeconds - 60);
+})();

@@ -1,0 +1,26 @@
+"""Sign-in against the hospital's directory (OpenLDAP or Active Directory) through django-auth-ldap.
+
+Loaded only when KIMPORTAL_AUTH_LDAP_URL is set (settings add it to AUTHENTICATION_BACKENDS), so an installation
+without a directory never imports python-ldap at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django_auth_ldap.backend import LDAPBackend
+
+from mailbox.services.signin import wards_from_directory
+
+
+class PortalLDAPBackend(LDAPBackend):
+    """django-auth-ldap's backend; after each directory sign-in the user's wards follow their directory groups
+    (KIMPORTAL_AUTH_LDAP_GROUP_MAP), without touching groups the mapping does not name."""
+
+    def authenticate_ldap_user(self, ldap_user: Any, password: str) -> Any:
+        user = super().authenticate_ldap_user(ldap_user, password)
+        mapping: dict[str, str] = settings.KIMPORTAL_AUTH_LDAP_GROUP_MAP
+        if user is not None and mapping:
+            wards_from_directory(user=user, group_dns=set(ldap_user.group_dns), mapping=mapping)
+        return user

@@ -1,0 +1,140 @@
+"""Signing in and out on shared ward PCs: who is asking (address, account name as the lockout counts it), the
+session's shift and idle clocks, and the audit of sign-ins, failures, lockouts and logouts.
+
+The receivers are connected by MailboxConfig.ready() through connect(). The idle logout itself is enforced by
+mailbox.middleware.IdleLogoutMiddleware; django-axes counts failures and refuses locked accounts and addresses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from axes.signals import user_locked_out
+from django.conf import settings
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.http import HttpRequest
+
+from mailbox.services.audit import audit_record
+
+# Session keys: when the user signed in and when they last did something (seconds since the epoch).
+SIGNED_IN_AT = "kimportal.signed_in_at"
+ACTIVE_AT = "kimportal.active_at"
+# The session row outlives the idle limit by this much: the server itself ends an idle session at the limit (and
+# audits it) when the page asks at its deadline; the row's expiry is the backstop for a page that no longer runs
+# (sockets stop sending patient data once it has passed, mailbox.liveaccess).
+EXPIRY_GRACE_SECONDS = 120
+# Set on the request by whoever ends a session for a reason other than the user's click (read by the audit).
+LOGOUT_REASON_ATTR = "kimportal_logout_reason"
+
+
+def client_address(request: HttpRequest | None) -> str | None:
+    """The browser's address as the ASGI server reports it (AXES_CLIENT_IP_CALLABLE).
+
+    X-Forwarded-For is not read here: behind nginx, uvicorn has already replaced REMOTE_ADDR with the forwarded
+    address, and only for connections from KIMPORTAL_FORWARDED_ALLOW_IPS; reading the header again would let a
+    browser that reaches the server directly name any address it likes and lock out a colleague's PC.
+    """
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def username_for_lockout(request: HttpRequest | None, credentials: dict[str, Any] | None) -> str | None:
+    """The account name a failure counts against (AXES_USERNAME_CALLABLE): trimmed and lower case, since the
+    directory finds `Station` and ` station` alike; otherwise each spelling would be a fresh set of tries."""
+    name = (credentials or {}).get("username")
+    if name is None and request is not None:
+        name = request.POST.get("username")
+    if not name:
+        return None
+    return str(name).strip().lower()[:150]
+
+
+def idle_limit_seconds() -> float:
+    return float(settings.KIMPORTAL_IDLE_LOGOUT_MINUTES) * 60
+
+
+def stamp_interval_seconds() -> float:
+    """How stale the activity stamp may get before a request writes a new one: a session write on every request
+    would cost an UPDATE per page and per htmx swap, and half a minute does not matter to a 30-minute limit."""
+    limit = idle_limit_seconds()
+    return min(30.0, limit / 10) if limit > 0 else 30.0
+
+
+def seconds_left(session: Any, now: float) -> float:
+    """Seconds until the session ends: at the idle limit or at the end of the shift, whichever comes first."""
+    signed_in = float(session.get(SIGNED_IN_AT, now))
+    left = signed_in + settings.SESSION_COOKIE_AGE - now
+    limit = idle_limit_seconds()
+    if limit > 0:
+        left = min(left, float(session.get(ACTIVE_AT, now)) + limit - now)
+    return left
+
+
+def stamp_activity(session: Any, now: float) -> None:
+    """Record activity and let the session row expire on its own when none follows (see EXPIRY_GRACE_SECONDS)."""
+    session[ACTIVE_AT] = now
+    signed_in = float(session.setdefault(SIGNED_IN_AT, now))
+    expiry = signed_in + settings.SESSION_COOKIE_AGE - now
+    limit = idle_limit_seconds()
+    if limit > 0:
+        expiry = min(expiry, limit + EXPIRY_GRACE_SECONDS)
+    session.set_expiry(max(1, math.ceil(expiry)))
+
+
+# --- receivers ---------------------------------------------------------------------------------------------------
+
+
+def _logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    if request is None:
+        return
+    if hasattr(request, "session"):
+        now = time.time()
+        request.session[SIGNED_IN_AT] = now
+        stamp_activity(request.session, now)
+    address = client_address(request)
+    name = user.get_username().strip().lower()
+    if address:
+        # The user's own typos from this PC are forgiven; other accounts' failures from here and failures
+        # against this account from elsewhere still count (a colleague signing in must not reset a guesser).
+        from axes.utils import reset
+
+        reset(ip=address, username=name)
+    audit_record(actor=user, action="signin.succeeded", address=address)
+
+
+def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any) -> None:
+    # Django has already replaced the password in `credentials`; only the name that was tried is kept.
+    audit_record(
+        actor=None,
+        action="signin.failed",
+        username=str(credentials.get("username", ""))[:150],
+        address=client_address(request),
+        refused_while_locked=bool(getattr(request, "axes_locked_out", False)),
+    )
+
+
+def _locked_out(
+    sender: Any, request: HttpRequest | None, username: str | None, ip_address: str | None, **kw: Any
+) -> None:
+    # axes says so on every failure past the limit; the trail records the moment the lock begins.
+    failures = getattr(request, "axes_failures_since_start", None)
+    if failures is not None and failures != settings.AXES_FAILURE_LIMIT:
+        return
+    audit_record(actor=None, action="signin.locked", username=username or "", address=ip_address)
+
+
+def _logged_out(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    if user is None:
+        return
+    reason = getattr(request, LOGOUT_REASON_ATTR, "user")
+    audit_record(actor=user, action="signin.logout", reason=reason, address=client_address(request))
+
+
+def connect() -> None:
+    user_logged_in.connect(_logged_in, dispatch_uid="kimportal-signin-logged-in")
+    user_login_failed.connect(_login_failed, dispatch_uid="kimportal-signin-failed")
+    user_logged_out.connect(_logged_out, dispatch_uid="kimportal-signin-logged-out")
+    user_locked_out.connect(_locked_out, dispatch_uid="kimportal-signin-locked")
