@@ -29,6 +29,7 @@ class MembershipInline(admin.TabularInline):
     formset = MembershipFormSet
     extra = 1
     autocomplete_fields = ["user"]
+    readonly_fields = ["granted_at", "granted_by"]  # set by the members service
 
 
 @admin.register(Mailbox)

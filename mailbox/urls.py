@@ -40,6 +40,24 @@ urlpatterns = [
 # The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.
 manage_urlpatterns = [
     path("", manage.home, name="home"),
+    path("postfaecher/", manage.mailboxes, name="mailboxes"),
+    path("postfaecher/neu/", manage.mailbox_create, name="mailbox-create"),
+    path("postfaecher/<int:pk>/", manage.mailbox_detail, name="mailbox"),
+    path("postfaecher/<int:pk>/konto/", manage.mailbox_account, name="mailbox-account"),
+    path("postfaecher/<int:pk>/aktiv/", manage.mailbox_active, name="mailbox-active"),
+    path(
+        "postfaecher/<int:pk>/mitglieder/<int:membership_pk>/entfernen/",
+        manage.mailbox_member_remove,
+        name="mailbox-member-remove",
+    ),
+    path("gruppen/", manage.groups, name="groups"),
+    path("gruppen/<int:pk>/", manage.group_detail, name="group"),
+    path("gruppen/<int:pk>/entfernen/<int:user_pk>/", manage.group_member_remove, name="group-member-remove"),
+    path("vertretungen/", manage.absences, name="absences"),
+    path("vertretungen/<int:pk>/beenden/", manage.absence_end, name="absence-end"),
+    path("sammelaenderungen/", manage.bulk, name="bulk"),
+    path("zugriffe/", manage.access_report, name="access"),
+    path("zugriffe/export/", manage.access_export, name="access-export"),
     path("anmeldesperren/", signin_views.signin_lockouts, name="signin-lockouts"),
     path("anmeldesperren/entsperren/", signin_views.signin_lockout_release, name="signin-lockout-release"),
 ]

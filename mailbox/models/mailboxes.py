@@ -70,7 +70,9 @@ class Mailbox(models.Model):
     display_name = models.CharField(_("Anzeigename"), max_length=200)
     kind = models.CharField(_("Art"), max_length=20, choices=Kind.choices, default=Kind.FUNCTIONAL)
     is_active = models.BooleanField(_("aktiv"), default=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="mailboxes")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", through_fields=("mailbox", "user"), related_name="mailboxes"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     # Service level: a new message should be claimed by someone within this many working hours
     # (None: no SLA). Overdue messages are highlighted on the dashboard and notified to the owners.
@@ -119,6 +121,17 @@ class Membership(models.Model):
         "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="mailbox_memberships"
     )
     role = models.CharField(_("Rolle"), max_length=20, choices=Role.choices, default=Role.PROCESSOR)
+    # When and by whom the current role was granted (the access report's "seit wann, von wem"); set by the members
+    # service. Null on rows from before this was recorded.
+    granted_at = models.DateTimeField(_("erteilt am"), null=True, blank=True)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("erteilt von"),
+    )
 
     class Meta:
         constraints = [

@@ -17,15 +17,17 @@ from mailbox.services.claims import claims_release_all
 
 
 @transaction.atomic
-def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: datetime) -> Absence:
+def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: datetime, actor: Any = None) -> Absence:
+    """The user's absence; `actor` is a manager entering it on the user's behalf (the audit names who did it)."""
     if substitute.pk == user.pk:
         raise PortalError(_("Sie können sich nicht selbst vertreten."))
     if ends_at <= starts_at:
         raise PortalError(_("Das Ende der Abwesenheit muss nach dem Beginn liegen."))
     absence = Absence.objects.create(user=user, substitute=substitute, starts_at=starts_at, ends_at=ends_at)
     audit_record(
-        actor=user,
+        actor=actor or user,
         action="absence.created",
+        user=user.pk,
         substitute=substitute.pk,
         starts_at=starts_at.isoformat(),
         ends_at=ends_at.isoformat(),
@@ -46,11 +48,11 @@ def absence_begin(*, absence_id: int) -> int:
 
 
 @transaction.atomic
-def absence_end(*, user: Any, absence_id: int) -> None:
+def absence_end(*, user: Any, absence_id: int, actor: Any = None) -> None:
     absence = Absence.objects.get(pk=absence_id, user=user)
     now = timezone.now()
     if absence.starts_at >= now:
         absence.delete()
     else:
         Absence.objects.filter(pk=absence.pk).update(ends_at=now)
-    audit_record(actor=user, action="absence.ended", absence=absence_id)
+    audit_record(actor=actor or user, action="absence.ended", absence=absence_id, user=user.pk)

@@ -1,6 +1,6 @@
-"""Who may read and work a mailbox: owners (and administrators) manage memberships.
+"""Who may read and work a mailbox: owners, managers (Leitung) and administrators manage memberships.
 
-Every change goes through here — the owners' page and the Django admin alike — so it is audited,
+Every change goes through here — the owners' page, the managers' pages and the Django admin alike — so it is audited,
 a mailbox always keeps an owner, and access ends when it should: a person who can no longer work
 the mailbox hands their open work back to the unassigned queue (owners are told), loses their
 read-locks there, and their open pages leave the mailbox at once.
@@ -13,12 +13,13 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
 from mailbox.models import Mailbox, Membership, Message, Notification
-from mailbox.permissions import Action, can, user_role
+from mailbox.permissions import Action, can, is_manager, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
@@ -28,8 +29,9 @@ from mailbox.services.notifications import notify
 
 
 def _require_manager(user: Any, mailbox: Mailbox) -> None:
-    # Owners manage their mailbox; administrators with the model permission manage every mailbox.
-    if can(user_role(user, mailbox), Action.MANAGE) or user.has_perm("mailbox.change_membership"):
+    # Owners manage their mailbox; managers (Leitung) and administrators with the model permission manage every
+    # mailbox, without being members of it.
+    if can(user_role(user, mailbox), Action.MANAGE) or is_manager(user) or user.has_perm("mailbox.change_membership"):
         return
     raise NotAllowed(_("Nur Eigentümer des Postfachs dürfen Mitglieder verwalten."))
 
@@ -43,16 +45,12 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
         member = get_user_model().objects.filter(username=username, is_active=True).first()
         if member is None:
             raise PortalError(_("Benutzer „%(name)s“ gibt es nicht.") % {"name": username})
-        membership, _created = Membership.objects.update_or_create(
-            mailbox=mailbox, user=member, defaults={"role": role}
-        )
+        membership = _grant(actor=user, mailbox=mailbox, role=role, user=member)
     else:
         group = Group.objects.filter(name=group_name).first()
         if group is None:
             raise PortalError(_("Gruppe „%(name)s“ gibt es nicht.") % {"name": group_name})
-        membership, _created = Membership.objects.update_or_create(
-            mailbox=mailbox, group=group, defaults={"role": role}
-        )
+        membership = _grant(actor=user, mailbox=mailbox, role=role, group=group)
     _keep_an_owner(mailbox)
     affected = _affected_users(membership)
     audit_record(
@@ -84,6 +82,21 @@ def membership_remove(*, user: Any, mailbox: Mailbox, membership_id: int) -> Non
     _access_changed(actor=user, mailbox=mailbox, user_ids=affected)
 
 
+def _grant(*, actor: Any, mailbox: Mailbox, role: str, **member: Any) -> Membership:
+    """Create the membership or change its role; the grant (when, by whom) is the current role's, so setting the
+    same role again keeps the original grant."""
+    membership = Membership.objects.select_for_update().filter(mailbox=mailbox, **member).first()
+    if membership is not None and membership.role == role:
+        return membership
+    if membership is None:
+        membership = Membership(mailbox=mailbox, **member)
+    membership.role = role
+    membership.granted_at = timezone.now()
+    membership.granted_by = actor if getattr(actor, "is_authenticated", False) else None
+    membership.save()
+    return membership
+
+
 def _keep_an_owner(mailbox: Mailbox) -> None:
     # A mailbox nobody may manage any more is a support call: refuse the change instead.
     if not Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exists():
@@ -94,6 +107,12 @@ def _affected_users(membership: Membership) -> list[int]:
     if membership.user_id:
         return [membership.user_id]
     return list(get_user_model().objects.filter(groups=membership.group_id).values_list("pk", flat=True))
+
+
+def access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None:
+    """For writes outside this module that change who is covered by a membership (a user joining or leaving a
+    group, a mailbox switched off): the same consequences as a membership change. Call inside the transaction."""
+    _access_changed(actor=actor, mailbox=mailbox, user_ids=user_ids)
 
 
 def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None:

@@ -1,12 +1,29 @@
-"""The managers' pages (Leitung): home page and navigation."""
+"""The managers' pages (Leitung): home and navigation, the members service for managers, the mailbox wizard with
+its connection test, deactivation, groups, absences, bulk changes and the access report with its export."""
 
 from __future__ import annotations
 
-import pytest
-from django.contrib.auth.models import Permission
-from django.urls import reverse
+from datetime import timedelta
 
-from tests.mailbox.factories import UserFactory
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from kimportal.errors import NotAllowed, PortalError
+from mailbox.models import Absence, KimAccount, Mailbox, Membership, Message
+from mailbox.permissions import user_role
+from mailbox.selectors import access
+from mailbox.selectors.mailboxes import display_name
+from mailbox.services import manage
+from mailbox.services.ingest import message_ingest
+from mailbox.services.members import membership_set
+from tests.mailbox.conftest import HOSPITAL, PASSWORD
+from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+
+Role = Membership.Role
 
 pytestmark = pytest.mark.django_db
 
@@ -30,3 +47,453 @@ def test_the_navigation_links_the_manager_home_for_managers_only(client):
     client.force_login(staff)
     assert f'href="{home}"' not in client.get(reverse("mailbox:inbox")).content.decode()
     assert client.get(home).status_code == 404
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def manager():
+    return make_manager(username="leitung")
+
+
+def _events(action: str) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
+
+
+def _ingest(mailbox, uidl: str = "1") -> Message:
+    return message_ingest(mailbox=mailbox, uidl=uidl, raw=MAIL_WITH_PDF)
+
+
+def _assign(message: Message, person) -> None:
+    Message.objects.filter(pk=message.pk).update(assignee=person, state=Message.State.IN_PROGRESS)
+
+
+# --- the members service: a manager who is no owner; the grant is recorded --------------------------------------
+
+
+def test_a_manager_who_is_no_member_sets_members_and_the_grant_is_recorded(manager):
+    box = MailboxFactory()
+    MembershipFactory(mailbox=box, role=Role.OWNER)
+    colleague = UserFactory()
+    before = timezone.now()
+
+    membership = membership_set(user=manager, mailbox=box, username=colleague.username, role=Role.READER)
+
+    assert (membership.granted_by, membership.role) == (manager, Role.READER)
+    assert membership.granted_at is not None and membership.granted_at >= before
+    first_grant = membership.granted_at
+    # The same role again keeps the original grant; a new role is a new grant.
+    other = make_manager()
+    assert membership_set(user=other, mailbox=box, username=colleague.username, role=Role.READER).granted_by == manager
+    changed = membership_set(user=other, mailbox=box, username=colleague.username, role=Role.PROCESSOR)
+    assert changed.granted_by == other and changed.granted_at > first_grant
+    assert user_role(manager, box) is None  # managing grants no membership
+
+
+def test_a_plain_user_still_may_not_set_members():
+    box = MailboxFactory()
+    MembershipFactory(mailbox=box, role=Role.OWNER)
+    reader = MembershipFactory(mailbox=box, role=Role.READER).user
+    with pytest.raises(NotAllowed):
+        membership_set(user=reader, mailbox=box, username=UserFactory().username, role=Role.OWNER)
+
+
+# --- the mailbox page: members, grant, removal -----------------------------------------------------------------------
+
+
+def test_leitung_gives_ownership_on_the_mailbox_page_and_sees_since_and_by_whom(client, manager):
+    box = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=box, role=Role.OWNER, user=UserFactory(username="altowner"))
+    aerztin = UserFactory(username="aerztin", first_name="Anna", last_name="Ärztin")
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:mailbox", args=[box.pk]), {"user": aerztin.pk, "role": Role.OWNER})
+
+    assert response.status_code == 302
+    membership = Membership.objects.get(mailbox=box, user=aerztin)
+    assert (membership.role, membership.granted_by) == (Role.OWNER, manager)
+    event = _events("membership.set")[-1]
+    assert (event.actor_id, event.mailbox_id, event.details["member"]) == (manager.pk, box.pk, "aerztin")
+    page = client.get(reverse("manage:mailbox", args=[box.pk])).content.decode()
+    assert "Anna Ärztin" in page
+    assert timezone.localtime(membership.granted_at).strftime("%d.%m.%Y %H:%M") in page
+    assert "vor Einführung" in page  # the old owner's row predates the grant record
+
+
+def test_the_mailbox_page_refuses_to_remove_the_last_owner_and_keeps_it(client, manager):
+    box = MailboxFactory()
+    owner = MembershipFactory(mailbox=box, role=Role.OWNER)
+    client.force_login(manager)
+    response = client.post(reverse("manage:mailbox-member-remove", args=[box.pk, owner.pk]), follow=True)
+    assert "mindestens einen Eigentümer" in response.content.decode()
+    assert Membership.objects.filter(pk=owner.pk).exists()
+
+
+def test_the_grant_form_needs_exactly_one_person_or_group(client, manager):
+    box = MailboxFactory()
+    client.force_login(manager)
+    response = client.post(reverse("manage:mailbox", args=[box.pk]), {"role": Role.READER})
+    assert response.status_code == 422
+    assert "genau eine Person oder eine Gruppe" in response.content.decode()
+    assert not Membership.objects.filter(mailbox=box).exists()
+
+
+# --- the wizard: mailbox, KIM account, "Verbindung testen" against the simulated CM, owners -------------------------
+
+
+def _wizard_data(cm, owner, **overrides) -> dict:
+    data = {
+        "address": HOSPITAL,
+        "display_name": "Station Kardiologie",
+        "kind": "functional",
+        "owners": [owner.pk],
+        "is_active": "on",
+        "cm_host": "127.0.0.1",
+        "smtp_port": str(cm.smtp_port),
+        "pop3_port": str(cm.pop3_port),
+        "transport": "implicit_tls",
+        "tls_certificate_check": "pinned",
+        "tls_fingerprint_sha256": cm.fingerprint,
+        "timeout_seconds": "5",
+        "mandant_id": "M",
+        "client_system_id": "CS",
+        "workplace_id": "WP",
+        "smtp_username_template": "{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{konnektor}",
+        "pop3_username_template": "{address}#{fachdienst}#{mandant}#{clientsystem}#{workplace}#{user}#{konnektor}",
+        "password": PASSWORD,
+        "poll_interval_seconds": "30",
+        "keep_on_server_days": "0",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_the_wizard_tests_the_connection_without_saving_then_creates_the_mailbox(client, manager, cm):
+    aerztin = UserFactory(username="aerztin")
+    client.force_login(manager)
+    url = reverse("manage:mailbox-create")
+    assert "Verbindung testen" in client.get(url).content.decode()
+
+    tested = client.post(url, {**_wizard_data(cm, aerztin), "action": "test"}, headers={"HX-Request": "true"})
+    assert tested.status_code == 200
+    assert "SMTP-Anmeldung erfolgreich" in tested.content.decode()
+    assert "POP3-Anmeldung erfolgreich" in tested.content.decode()
+    assert not Mailbox.objects.exists() and not KimAccount.objects.exists()
+
+    wrong = client.post(
+        url, {**_wizard_data(cm, aerztin, password="falsch"), "action": "test"}, headers={"HX-Request": "true"}
+    )
+    assert "fehlgeschlagen" in wrong.content.decode()
+    assert not Mailbox.objects.exists()
+
+    created = client.post(url, {**_wizard_data(cm, aerztin), "action": "create"})
+    box = Mailbox.objects.get(address=HOSPITAL)
+    assert created.status_code == 302 and created["Location"] == reverse("manage:mailbox", args=[box.pk])
+    assert box.account.get_password() == PASSWORD and box.account.password_encrypted != PASSWORD
+    assert box.account.tls_fingerprint_sha256 == cm.fingerprint
+    owner = Membership.objects.get(mailbox=box)
+    assert (owner.user, owner.role, owner.granted_by) == (aerztin, Role.OWNER, manager)
+    assert _events("mailbox.created")[0].actor_id == manager.pk
+    assert user_role(aerztin, box) == Role.OWNER and user_role(manager, box) is None
+
+
+def test_the_wizard_keeps_the_input_and_saves_nothing_when_a_field_is_wrong(client, manager, cm):
+    aerztin = UserFactory()
+    client.force_login(manager)
+    response = client.post(
+        reverse("manage:mailbox-create"),
+        {**_wizard_data(cm, aerztin, tls_fingerprint_sha256="zz", owners=[]), "action": "create"},
+    )
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert "64 Hex-Zeichen" in page and "Station Kardiologie" in page
+    assert not Mailbox.objects.exists() and not KimAccount.objects.exists()
+    # An htmx test with a wrong field lists the errors in the result (the form itself is not redrawn).
+    tested = client.post(
+        reverse("manage:mailbox-create"),
+        {**_wizard_data(cm, aerztin, tls_fingerprint_sha256="zz"), "action": "test"},
+        headers={"HX-Request": "true"},
+    )
+    assert "64 Hex-Zeichen" in tested.content.decode() and "<form" not in tested.content.decode()
+
+
+def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_secrets(client, manager, account, cm):
+    client.force_login(manager)
+    url = reverse("manage:mailbox-account", args=[account.mailbox.pk])
+    data = {
+        k: v for k, v in _wizard_data(cm, manager).items() if k not in {"address", "display_name", "kind", "owners"}
+    }
+    data["password"] = ""  # kept: the stored one is used for the test
+    tested = client.post(url, {**data, "action": "test"}, headers={"HX-Request": "true"})
+    assert "SMTP-Anmeldung erfolgreich" in tested.content.decode()
+
+    saved = client.post(url, {**data, "timeout_seconds": "7", "action": "save"})
+    assert saved.status_code == 302
+    account.refresh_from_db()
+    assert account.timeout_seconds == 7 and account.get_password() == PASSWORD
+    event = _events("account.changed")[-1]
+    assert event.actor_id == manager.pk and "timeout_seconds" in event.details["fields"]
+    assert PASSWORD not in str(event.details)
+
+
+# --- deactivating a mailbox ------------------------------------------------------------------------------------------
+
+
+def test_deactivating_stops_the_fetch_ends_access_at_once_and_can_be_undone(client, manager):
+    account = KimAccountFactory()
+    box = account.mailbox
+    owner = MembershipFactory(mailbox=box, role=Role.OWNER).user
+    message = _ingest(box)
+    _assign(message, owner)
+    Message.objects.filter(pk=message.pk).update(
+        claimed_by=owner, claim_expires_at=timezone.now() + timedelta(minutes=5)
+    )
+    client.force_login(manager)
+
+    client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "0"})
+
+    box.refresh_from_db()
+    account.refresh_from_db()
+    assert (box.is_active, account.is_active) == (False, False)
+    assert user_role(owner, box) is None
+    message.refresh_from_db()
+    assert message.claimed_by is None and message.assignee == owner  # the lock goes, the assignment stays
+    assert _events("mailbox.deactivated")[0].actor_id == manager.pk
+    client.force_login(owner)
+    assert client.get(reverse("mailbox:mailbox-messages", args=[box.pk])).status_code == 404
+
+    client.force_login(manager)
+    client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "1"})
+    box.refresh_from_db()
+    account.refresh_from_db()
+    assert (box.is_active, account.is_active) == (True, True)
+    assert user_role(owner, box) == Role.OWNER
+    assert _events("mailbox.activated")[0].actor_id == manager.pk
+
+
+# --- groups (wards) ------------------------------------------------------------------------------------------------
+
+
+def test_groups_are_created_and_joining_or_leaving_one_changes_access_audited(client, manager):
+    box = MailboxFactory()
+    MembershipFactory(mailbox=box, role=Role.OWNER)
+    nurse = UserFactory(username="pflege1")
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:groups"), {"name": "Station 3"})
+    group = Group.objects.get(name="Station 3")
+    assert response["Location"] == reverse("manage:group", args=[group.pk])
+    assert client.post(reverse("manage:groups"), {"name": "station 3"}).status_code == 422  # no duplicate
+    membership_set(user=manager, mailbox=box, group_name="Station 3", role=Role.PROCESSOR)
+
+    client.post(reverse("manage:group", args=[group.pk]), {"user": nurse.pk})
+    assert user_role(nurse, box) == Role.PROCESSOR
+    message = _ingest(box)
+    _assign(message, nurse)
+
+    client.post(reverse("manage:group-member-remove", args=[group.pk, nurse.pk]))
+    assert user_role(nurse, box) is None
+    message.refresh_from_db()
+    assert message.assignee is None  # the work went back to the mailbox
+    assert [e.action for e in AuditEvent.objects.filter(action__startswith="group.").order_by("id")] == [
+        "group.created",
+        "group.member_added",
+        "group.member_removed",
+    ]
+
+
+# --- absences entered by a manager -----------------------------------------------------------------------------------
+
+
+def test_a_manager_enters_and_ends_a_colleagues_absence(client, manager):
+    person, substitute = UserFactory(), UserFactory()
+    client.force_login(manager)
+    start = timezone.localtime() - timedelta(hours=1)
+    response = client.post(
+        reverse("manage:absences"),
+        {
+            "person": person.pk,
+            "substitute": substitute.pk,
+            "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (start + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert response.status_code == 302
+    absence = Absence.objects.get(user=person)
+    assert absence.substitute == substitute
+    event = _events("absence.created")[0]
+    assert (event.actor_id, event.details["user"]) == (manager.pk, person.pk)
+
+    client.post(reverse("manage:absence-end", args=[absence.pk]))
+    absence.refresh_from_db()
+    assert absence.ends_at <= timezone.now()
+    assert _events("absence.ended")[0].actor_id == manager.pk
+
+
+def test_nobody_substitutes_themselves(client, manager):
+    person = UserFactory()
+    client.force_login(manager)
+    response = client.post(
+        reverse("manage:absences"),
+        {"person": person.pk, "substitute": person.pk, "starts_at": "2030-01-01T08:00", "ends_at": "2030-01-02T08:00"},
+    )
+    assert response.status_code == 422 and "selbst vertreten" in response.content.decode()
+    assert not Absence.objects.exists()
+
+
+# --- bulk changes ----------------------------------------------------------------------------------------------------
+
+
+def test_bulk_grant_gives_every_person_and_group_the_role_in_every_mailbox_audited_per_change(client, manager):
+    boxes = [MailboxFactory(), MailboxFactory()]
+    for box in boxes:
+        MembershipFactory(mailbox=box, role=Role.OWNER)
+    people = [UserFactory(), UserFactory()]
+    ward = Group.objects.create(name="Station 5")
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("manage:bulk"),
+        {
+            "action": "grant",
+            "mailboxes": [b.pk for b in boxes],
+            "people": [p.pk for p in people],
+            "groups": [ward.pk],
+            "role": Role.READER,
+        },
+    )
+
+    assert response.status_code == 302
+    for box in boxes:
+        assert {p.pk for p in people} <= set(
+            Membership.objects.filter(mailbox=box, role=Role.READER).values_list("user_id", flat=True)
+        )
+        assert Membership.objects.filter(mailbox=box, group=ward, role=Role.READER).exists()
+    assert len(_events("membership.set")) == 6
+
+
+def test_bulk_grant_is_all_or_nothing(manager):
+    box = MailboxFactory()
+    owner = MembershipFactory(mailbox=box, role=Role.OWNER).user
+    other = MailboxFactory()
+    MembershipFactory(mailbox=other, role=Role.OWNER)
+    # Demoting the only owner fails in the second mailbox: the first mailbox's change must not stay either.
+    MembershipFactory(mailbox=other, user=owner, role=Role.READER)
+    sole = Membership.objects.get(mailbox=box, user=owner)
+    with pytest.raises(PortalError) as error:
+        manage.memberships_bulk_set(
+            user=manager, mailboxes=[other, box], people=[owner], groups=[], role=Role.PROCESSOR
+        )
+    assert box.display_name in error.value.message
+    assert Membership.objects.get(mailbox=other, user=owner).role == Role.READER
+    assert Membership.objects.get(pk=sole.pk).role == Role.OWNER
+
+
+def test_removing_someone_everywhere_returns_their_work_and_leaves_their_groups(client, manager):
+    person = UserFactory(username="geht")
+    ward = Group.objects.create(name="Station 7")
+    person.groups.add(ward)
+    boxes = [MailboxFactory(), MailboxFactory()]
+    for box in boxes:
+        MembershipFactory(mailbox=box, role=Role.OWNER)
+        MembershipFactory(mailbox=box, user=person, role=Role.PROCESSOR)
+    message = _ingest(boxes[0])
+    _assign(message, person)
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("manage:bulk"), {"action": "remove", "person": person.pk, "leave_groups": "on", "confirm": "on"}
+    )
+
+    assert response.status_code == 302
+    assert not Membership.objects.filter(user=person).exists()
+    assert not person.groups.exists()
+    message.refresh_from_db()
+    assert message.assignee is None
+    assert len(_events("membership.removed")) == 2
+
+
+def test_removing_the_last_owner_everywhere_changes_nothing_and_names_the_mailbox(client, manager):
+    person = UserFactory()
+    shared, sole = MailboxFactory(display_name="Aufnahme"), MailboxFactory(display_name="Zentrale")
+    MembershipFactory(mailbox=shared, role=Role.OWNER)
+    MembershipFactory(mailbox=shared, user=person, role=Role.READER)
+    MembershipFactory(mailbox=sole, user=person, role=Role.OWNER)
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:bulk"), {"action": "remove", "person": person.pk, "confirm": "on"})
+
+    assert response.status_code == 422
+    assert "Zentrale: Ein Postfach braucht mindestens einen Eigentümer." in response.content.decode()
+    assert Membership.objects.filter(user=person).count() == 2
+    assert not _events("membership.removed")
+
+
+# --- the access report -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def house(manager):
+    box = MailboxFactory(display_name="Kardiologie", address="kardio@klinikum-test.kim.telematik-test")
+    old = MembershipFactory(mailbox=box, role=Role.OWNER, user=UserFactory(username="altowner"))
+    ward = Group.objects.create(name="Station 9")
+    nurse = UserFactory(username="pflege9", first_name="Paula", last_name="Pflege")
+    nurse.groups.add(ward)
+    membership_set(user=manager, mailbox=box, group_name="Station 9", role=Role.PROCESSOR)
+    membership_set(user=manager, mailbox=box, username="pflege9", role=Role.READER)
+    return box, old, ward, nurse
+
+
+def test_the_access_report_per_mailbox_and_per_person_shows_direct_and_group_access(client, manager, house):
+    box, _old, ward, nurse = house
+    client.force_login(manager)
+
+    rows = access.access_for_mailbox(box)
+    assert [(r.user.username, r.role, r.group) for r in rows] == [
+        ("altowner", Role.OWNER, None),
+        ("pflege9", Role.PROCESSOR, ward),
+        ("pflege9", Role.READER, None),
+    ]
+    assert rows[0].granted_at is None and rows[1].granted_by == display_name(manager)
+
+    page = client.get(reverse("manage:access"), {"postfach": box.pk}).content.decode()
+    assert "Gruppe Station 9" in page and "vor Einführung" in page
+    mine = client.get(reverse("manage:access"), {"person": nurse.pk}).content.decode()
+    assert "Kardiologie" in mine and "Gruppe Station 9" in mine and "direkt" in mine
+    assert client.get(reverse("manage:access"), {"postfach": "x"}).status_code == 404
+
+
+def test_the_access_export_streams_csv_and_is_audited(client, manager, house):
+    box, *_ = house
+    client.force_login(manager)
+
+    response = client.get(reverse("manage:access-export"), {"postfach": box.pk})
+
+    assert response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    lines = b"".join(response.streaming_content).decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("Postfach;KIM-Adresse;")
+    assert any(
+        line.startswith("Kardiologie;kardio@") and ";altowner;" in line and "vor Einführung" in line for line in lines
+    )
+    assert any(";pflege9;" in line and ";Station 9;" in line for line in lines)
+    event = _events("access.exported")[0]
+    assert (event.actor_id, event.mailbox_id, event.details["rows"]) == (manager.pk, box.pk, 3)
+
+    whole = client.get(reverse("manage:access-export"))
+    assert len(b"".join(whole.streaming_content).decode("utf-8-sig").splitlines()) == 4
+    assert _events("access.exported")[1].details["scope"] == "house"
+
+
+def test_managing_reads_no_messages(client, manager, house):
+    box, *_ = house
+    _ingest(box)
+    client.force_login(manager)
+    assert client.get(reverse("manage:mailbox", args=[box.pk])).status_code == 200
+    assert client.get(reverse("mailbox:mailbox-messages", args=[box.pk])).status_code == 404

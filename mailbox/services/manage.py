@@ -1,0 +1,200 @@
+"""What managers (Leitung) change from their pages: mailboxes and their KIM accounts, groups (wards), absences on a
+colleague's behalf, and bulk membership changes.
+
+Memberships still go through the members service (audit per change, an owner kept, work handed back, live pages
+follow), absences through the absences service; this module adds the manager check, the mailbox's life cycle and
+the steps that span several mailboxes, each bulk step in one transaction: all of it happens, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from kimportal.errors import NotAllowed, PortalError
+from mailbox import events
+from mailbox.models import Absence, KimAccount, Mailbox, Membership, Message
+from mailbox.permissions import is_manager
+from mailbox.services import absences, members
+from mailbox.services.audit import audit_record
+from mailbox.services.claims import claims_release_all
+
+
+def require_manager(user: Any) -> None:
+    if not is_manager(user):
+        raise NotAllowed(_("Nur die Leitung darf das."))
+
+
+# --- mailboxes and their KIM accounts ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def mailbox_create(
+    *, user: Any, address: str, display_name: str, kind: str, account: KimAccount, owners: Sequence[Any]
+) -> Mailbox:
+    """A new mailbox with its KIM account (from the account form, not yet saved) and its first owners."""
+    require_manager(user)
+    if not owners:
+        raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
+    if Mailbox.objects.filter(address__iexact=address).exists():
+        raise PortalError(_("Ein Postfach mit der Adresse %(address)s gibt es schon.") % {"address": address})
+    mailbox = Mailbox.objects.create(address=address, display_name=display_name, kind=kind)
+    account.mailbox = mailbox
+    account.save()
+    audit_record(actor=user, action="mailbox.created", mailbox=mailbox, address=address, kind=kind)
+    for owner in owners:
+        members.membership_set(user=user, mailbox=mailbox, username=owner.username, role=Membership.Role.OWNER)
+    return mailbox
+
+
+@transaction.atomic
+def account_save(*, user: Any, account: KimAccount, changed: Iterable[str]) -> KimAccount:
+    """The account form's changes (password and key already encrypted on the instance). The audit names the
+    changed fields, never their values: passwords and keys stay out of the trail."""
+    require_manager(user)
+    account.save()
+    audit_record(actor=user, action="account.changed", mailbox=account.mailbox, fields=sorted(changed))
+    return account
+
+
+@transaction.atomic
+def mailbox_set_active(*, user: Any, mailbox: Mailbox, active: bool) -> None:
+    """Switch a mailbox off (or on again). Off: its fetch stops, its members lose access at once and their pages
+    leave it, locks there are released. Assignments stay, so that switching it on again restores the work."""
+    require_manager(user)
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if mailbox.is_active == active:
+        return
+    Mailbox.objects.filter(pk=mailbox.pk).update(is_active=active)
+    mailbox.is_active = active
+    KimAccount.objects.filter(mailbox=mailbox).update(is_active=active)
+    if not active:
+        holders = get_user_model().objects.filter(
+            pk__in=Message.objects.filter(mailbox=mailbox, claimed_by__isnull=False).values("claimed_by")
+        )
+        for holder in holders:
+            claims_release_all(user=holder, mailbox_id=mailbox.pk, reason="mailbox_deactivated")
+    audit_record(actor=user, action="mailbox.activated" if active else "mailbox.deactivated", mailbox=mailbox)
+    events.broadcast_memberships_changed(user_ids=_covered_user_ids(mailbox))
+
+
+def _covered_user_ids(mailbox: Mailbox) -> list[int]:
+    memberships = Membership.objects.filter(mailbox=mailbox)
+    direct = memberships.filter(user__isnull=False).values_list("user_id", flat=True)
+    via_group = (
+        get_user_model().objects.filter(groups__mailbox_memberships__mailbox=mailbox).values_list("pk", flat=True)
+    )
+    return sorted({*direct, *via_group})
+
+
+# --- groups (wards) -------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def group_create(*, user: Any, name: str) -> Group:
+    require_manager(user)
+    name = name.strip()
+    if not name:
+        raise PortalError(_("Bitte einen Namen für die Gruppe angeben."))
+    if Group.objects.filter(name__iexact=name).exists():
+        raise PortalError(_("Eine Gruppe „%(name)s“ gibt es schon.") % {"name": name})
+    group = Group.objects.create(name=name)
+    audit_record(actor=user, action="group.created", group=name)
+    return group
+
+
+@transaction.atomic
+def group_member_add(*, user: Any, group: Group, member: Any) -> None:
+    require_manager(user)
+    if group.user_set.filter(pk=member.pk).exists():
+        return
+    group.user_set.add(member)
+    audit_record(actor=user, action="group.member_added", group=group.name, member=member.username)
+    _group_access_changed(actor=user, group=group, member=member)
+
+
+@transaction.atomic
+def group_member_remove(*, user: Any, group: Group, member: Any) -> None:
+    """Leaving a ward ends the access it gave: open work there goes back (unless another membership still allows
+    processing), the member's pages leave those mailboxes."""
+    require_manager(user)
+    if not group.user_set.filter(pk=member.pk).exists():
+        return
+    group.user_set.remove(member)
+    audit_record(actor=user, action="group.member_removed", group=group.name, member=member.username)
+    _group_access_changed(actor=user, group=group, member=member)
+
+
+def _group_access_changed(*, actor: Any, group: Group, member: Any) -> None:
+    for mailbox in Mailbox.objects.filter(memberships__group=group).distinct():
+        members.access_changed(actor=actor, mailbox=mailbox, user_ids=[member.pk])
+
+
+# --- absences on a colleague's behalf ------------------------------------------------------------------------------
+
+
+def absence_set(*, user: Any, person: Any, substitute: Any, starts_at: datetime, ends_at: datetime) -> Absence:
+    require_manager(user)
+    return absences.absence_create(user=person, substitute=substitute, starts_at=starts_at, ends_at=ends_at, actor=user)
+
+
+def absence_end(*, user: Any, absence_id: int) -> None:
+    require_manager(user)
+    absence = Absence.objects.select_related("user").get(pk=absence_id)
+    absences.absence_end(user=absence.user, absence_id=absence.pk, actor=user)
+
+
+# --- bulk changes ---------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def memberships_bulk_set(
+    *, user: Any, mailboxes: Sequence[Mailbox], people: Sequence[Any], groups: Sequence[Group], role: str
+) -> int:
+    """Every person and group gets the role in every mailbox, in one step: one failure undoes all of it. Each
+    change is the members service's (audited on its own). Returns how many memberships were set."""
+    require_manager(user)
+    if not mailboxes or not (people or groups):
+        raise PortalError(_("Bitte mindestens ein Postfach und mindestens eine Person oder Gruppe wählen."))
+    count = 0
+    for mailbox in mailboxes:
+        for person in people:
+            _in_mailbox(members.membership_set, user=user, mailbox=mailbox, username=person.username, role=role)
+            count += 1
+        for group in groups:
+            _in_mailbox(members.membership_set, user=user, mailbox=mailbox, group_name=group.name, role=role)
+            count += 1
+    return count
+
+
+@transaction.atomic
+def user_remove_everywhere(*, user: Any, person: Any, leave_groups: bool) -> int:
+    """Someone leaves the staff: their own memberships in every mailbox go (and, if asked, their groups), through
+    the members service, so their open work returns to the queues. One transaction: if they are the last owner
+    somewhere, nothing changes and the error names that mailbox. Returns how many memberships and groups went."""
+    require_manager(user)
+    removed = 0
+    direct = Membership.objects.filter(user=person).select_related("mailbox").order_by("mailbox__display_name")
+    for membership in direct:
+        mailbox = membership.mailbox
+        _in_mailbox(members.membership_remove, user=user, mailbox=mailbox, membership_id=membership.pk)
+        removed += 1
+    if leave_groups:
+        for group in person.groups.order_by("name"):
+            group_member_remove(user=user, group=group, member=person)
+            removed += 1
+    return removed
+
+
+def _in_mailbox(service: Any, **kwargs: Any) -> None:
+    # In a step over many mailboxes, an error must say which one refused.
+    try:
+        service(**kwargs)
+    except PortalError as exc:
+        raise PortalError(f"{kwargs['mailbox'].display_name}: {exc.message}") from exc
