@@ -21,6 +21,7 @@ from mailbox.models.mailboxes import (
     member_roles,
 )
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
+from mailbox.models.routing import MailboxQueue, QueuedMessage, RoutingRule
 
 __all__ = [
     "Absence",
@@ -31,6 +32,7 @@ __all__ = [
     "FetchFailure",
     "KimAccount",
     "Mailbox",
+    "MailboxQueue",
     "MailboxQuerySet",
     "Membership",
     "Message",
@@ -39,6 +41,8 @@ __all__ = [
     "Note",
     "Notification",
     "Presence",
+    "QueuedMessage",
+    "RoutingRule",
     "build_username",
     "member_mailbox_ids",
     "member_q",

@@ -18,6 +18,7 @@ from django.utils import timezone
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
 from mailbox.parsing import ParsedMessage, SpilledPayload, parse_message, parse_message_file
+from mailbox.services.routing import routing_record, routing_route
 from mailbox.storage import BlobBatch, BlobSpool, blob_put
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,12 @@ def messages_store(*, mailbox: Mailbox, staged: list[StagedMessage], blobs: Blob
     blobs.wait()
     try:
         with transaction.atomic():
-            messages = Message.objects.bulk_create([_message_row(mailbox, s) for s in staged])
+            rows = [_message_row(mailbox, s) for s in staged]
+            # Routing rules decide in this transaction: a message is routed once, with its row.
+            routed = routing_route(mailbox=mailbox, messages=rows)
+            messages = Message.objects.bulk_create(rows)
             Attachment.objects.bulk_create(_attachment_rows(messages, staged))
+            routing_record(routed)
             events.broadcast_messages_created(mailbox_id=mailbox.pk, message_ids=[m.pk for m in messages])
         return list(messages)
     except (IntegrityError, DataError):
@@ -129,8 +134,10 @@ def _store_one(mailbox: Mailbox, staged: StagedMessage) -> tuple[Message, bool]:
     try:
         with transaction.atomic():
             message = _message_row(mailbox, staged)
+            routed = routing_route(mailbox=mailbox, messages=[message])
             message.save(force_insert=True)
             Attachment.objects.bulk_create(_attachment_rows([message], [staged]))
+            routing_record(routed)
             return message, True
     except IntegrityError:
         # Another worker stored the same UIDL between our check and insert.
