@@ -171,3 +171,8 @@ def test_the_unlock_page_is_404_for_everyone_but_managers(client, station, who, 
     assert response.status_code == 404
     assert AccessAttempt.objects.filter(username="station").exists()
     assert not AuditEvent.objects.filter(action="signin.unlocked").exists()
+
+
+def test_the_manager_home_links_the_lockouts(client, manager):
+    client.force_login(manager)
+    assert f'href="{reverse("manage:signin-lockouts")}"' in client.get(reverse("manage:home")).content.decode()
