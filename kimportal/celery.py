@@ -21,6 +21,12 @@ def _schedule(sender: Celery, **_: object) -> None:
         settings.KIMPORTAL_FETCH_TICK_SECONDS, sender.signature("mailbox.tasks.mailbox_fetch_due"), name="fetch-due"
     )
     sender.add_periodic_task(300.0, sender.signature("mailbox.tasks.mailbox_presence_purge"), name="presence-purge")
+    # SLA breaches are notified within five minutes; each message once.
+    sender.add_periodic_task(300.0, sender.signature("mailbox.tasks.mailbox_sla_notify"), name="sla-notify")
+    # Retention (data minimisation) at night, when nobody works the mailboxes.
+    sender.add_periodic_task(
+        crontab(hour=2, minute=41), sender.signature("mailbox.tasks.mailbox_retention_run"), name="retention-run"
+    )
     # gematik: local copies of directory entries are refreshed from the VZD daily.
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"

@@ -10,6 +10,8 @@ from celery import shared_task
 from mailbox.services.absences import absence_begin
 from mailbox.services.fetch import account_fetch, accounts_due_claim
 from mailbox.services.presence import presence_purge_stale
+from mailbox.services.retention import retention_run_all
+from mailbox.services.sla import sla_overdue_notify
 
 
 # An hour: one 700 MiB mail from a slow CM takes minutes, and a round may hold several. A stalled RETR
@@ -36,3 +38,15 @@ def mailbox_absence_begin(absence_id: int) -> int:
 @shared_task(name="mailbox.tasks.mailbox_presence_purge", ignore_result=True)
 def mailbox_presence_purge() -> int:
     return presence_purge_stale()
+
+
+@shared_task(name="mailbox.tasks.mailbox_sla_notify", ignore_result=True, expires=240)
+def mailbox_sla_notify() -> int:
+    return sla_overdue_notify()
+
+
+# Nightly; a large first run (years of done mail) may take a while: each message is its own transaction, so a
+# run cut short by the time limit loses nothing and the next night goes on.
+@shared_task(name="mailbox.tasks.mailbox_retention_run", ignore_result=True, soft_time_limit=3600, time_limit=3660)
+def mailbox_retention_run() -> int:
+    return sum(report.messages for report in retention_run_all(dry_run=False))

@@ -5,6 +5,8 @@ from django.urls import path
 from mailbox import views
 from mailbox.views import manage
 from mailbox.views import signin as signin_views
+from mailbox.views.dashboard import house_dashboard, mailbox_dashboard, mailbox_sla
+from mailbox.views.retention import message_legal_hold, retention_days, retention_delete, retention_overview
 
 app_name = "mailbox"
 
@@ -23,6 +25,7 @@ urlpatterns = [
         views.mailbox_member_remove,
         name="mailbox-member-remove",
     ),
+    path("postfach/<int:pk>/dashboard/", mailbox_dashboard, name="mailbox-dashboard"),
     path("nachricht/<int:pk>/", views.message_detail, name="message-detail"),
     path("nachricht/<int:pk>/html/", views.message_html, name="message-html"),
     path("nachricht/<int:pk>/quelltext/", views.message_raw, name="message-raw"),
@@ -35,11 +38,17 @@ urlpatterns = [
     path("nachricht/<int:pk>/zuweisung-entfernen/", views.message_unassign, name="message-unassign"),
     path("nachricht/<int:pk>/status/", views.message_state, name="message-state"),
     path("nachricht/<int:pk>/notiz/", views.message_note, name="message-note"),
+    path("nachricht/<int:pk>/aufbewahrungssperre/", message_legal_hold, name="message-legal-hold"),
 ]
 
 # The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.
 manage_urlpatterns = [
     path("", manage.home, name="home"),
+    path("dashboard/", house_dashboard, name="dashboard"),
+    path("dashboard/<int:pk>/servicezeit/", mailbox_sla, name="dashboard-sla"),
+    path("aufbewahrung/", retention_overview, name="retention"),
+    path("aufbewahrung/<int:pk>/frist/", retention_days, name="retention-days"),
+    path("aufbewahrung/<int:pk>/loeschen/", retention_delete, name="retention-delete"),
     path("postfaecher/", manage.mailboxes, name="mailboxes"),
     path("postfaecher/neu/", manage.mailbox_create, name="mailbox-create"),
     path("postfaecher/<int:pk>/", manage.mailbox_detail, name="mailbox"),

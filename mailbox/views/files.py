@@ -37,6 +37,12 @@ def message_html(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def message_raw(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     message = message_or_404(request.user, pk)
+    if message.content_deleted_at is not None:
+        return HttpResponse(
+            _("Der Inhalt dieser Nachricht wurde nach Ablauf der Aufbewahrungsfrist gelöscht."),
+            status=410,
+            content_type="text/plain; charset=utf-8",
+        )
     try:
         raw = blob_get(message.raw_sha256)
     except BlobError:
