@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from mailbox import views
-from mailbox.views import manage
+from mailbox.views import manage, routing
 from mailbox.views import signin as signin_views
 from mailbox.views.dashboard import house_dashboard, mailbox_dashboard, mailbox_sla
 from mailbox.views.retention import message_legal_hold, retention_days, retention_delete, retention_overview
@@ -26,6 +26,19 @@ urlpatterns = [
         name="mailbox-member-remove",
     ),
     path("postfach/<int:pk>/dashboard/", mailbox_dashboard, name="mailbox-dashboard"),
+    path("postfach/<int:pk>/regeln/", routing.routing_rules, name="mailbox-routing"),
+    path("postfach/<int:pk>/regeln/<int:rule_pk>/", routing.routing_rule_edit, name="mailbox-routing-edit"),
+    path(
+        "postfach/<int:pk>/regeln/<int:rule_pk>/verschieben/",
+        routing.routing_rule_move,
+        name="mailbox-routing-move",
+    ),
+    path("postfach/<int:pk>/regeln/<int:rule_pk>/aktiv/", routing.routing_rule_active, name="mailbox-routing-active"),
+    path(
+        "postfach/<int:pk>/regeln/<int:rule_pk>/loeschen/",
+        routing.routing_rule_delete,
+        name="mailbox-routing-delete",
+    ),
     path("nachricht/<int:pk>/", views.message_detail, name="message-detail"),
     path("nachricht/<int:pk>/html/", views.message_html, name="message-html"),
     path("nachricht/<int:pk>/quelltext/", views.message_raw, name="message-raw"),

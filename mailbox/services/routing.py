@@ -328,7 +328,7 @@ def routing_rule_move(*, user: Any, mailbox: Mailbox, rule_id: int, up: bool) ->
 @transaction.atomic
 def routing_rule_delete(*, user: Any, mailbox: Mailbox, rule_id: int) -> None:
     _require_rule_manager(user, mailbox)
-    rule = RoutingRule.objects.select_for_update().select_related("queue").get(pk=rule_id, mailbox=mailbox)
+    rule = RoutingRule.objects.select_for_update(of=("self",)).select_related("queue").get(pk=rule_id, mailbox=mailbox)
     snapshot = _snapshot(rule)
     rule.delete()
     audit_record(actor=user, action="routing.rule_changed", mailbox=mailbox, change="deleted", **snapshot)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from kimportal.routing import websocket_urlpatterns
 from mailbox import events
 from mailbox.consumers import InboxConsumer, MessageConsumer
-from mailbox.models import Absence, AuditEvent, Membership, Message, Note, Notification, Presence
+from mailbox.models import Absence, AuditEvent, Membership, Message, Note, Notification, Presence, RoutingRule
 from mailbox.services import claims, notes
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
@@ -124,6 +124,7 @@ class Route:
     data: Callable[[World], dict] = field(default=lambda w: {})
     prepare: Callable[[World], None] = field(default=lambda w: None)
     done: Callable[[World], bool] | None = None  # the change a successful request makes
+    refused: int = 403  # what a member with too weak a role gets (404 where even the page's existence is private)
 
 
 def _hold(w: World, user) -> None:
@@ -188,6 +189,44 @@ ROUTES: dict[str, Route] = {
         role=Role.OWNER,
         data=lambda w: {"hold": "on", "reason": "Az. 1/26"},
         done=lambda w: _msg(w).legal_hold,
+    ),
+    "mailbox-routing": Route(
+        ("GET", "POST"),
+        "mailbox",
+        role=Role.OWNER,
+        refused=404,
+        data=lambda w: {"name": "Neu", "dienstkennung": "eAU", "set_state": "waiting", "is_active": "on"},
+        done=lambda w: RoutingRule.objects.filter(mailbox=w.box, name="Neu").exists(),
+    ),
+    "mailbox-routing-edit": Route(
+        ("GET", "POST"),
+        "rule",
+        role=Role.OWNER,
+        refused=404,
+        data=lambda w: {"name": "Neu", "dienstkennung": "eAU", "set_state": "waiting", "is_active": "on"},
+        done=lambda w: RoutingRule.objects.filter(mailbox=w.box, name="Neu").exists(),
+    ),
+    "mailbox-routing-move": Route(
+        ("POST",),
+        "rule",
+        role=Role.OWNER,
+        refused=404,
+        prepare=lambda w: [_rule_of(w.box, fresh=True) for _ in range(2)],
+        done=lambda w: RoutingRule.objects.filter(mailbox=w.box).order_by("position", "id").first().name == "R1",
+    ),
+    "mailbox-routing-active": Route(
+        ("POST",),
+        "rule",
+        role=Role.OWNER,
+        refused=404,
+        done=lambda w: not RoutingRule.objects.get(mailbox=w.box).is_active,
+    ),
+    "mailbox-routing-delete": Route(
+        ("POST",),
+        "rule",
+        role=Role.OWNER,
+        refused=404,
+        done=lambda w: not RoutingRule.objects.filter(mailbox=w.box).exists(),
     ),
     "message-detail": Route(("GET",), "message"),
     "message-html": Route(("GET",), "message"),
@@ -259,6 +298,17 @@ def mailbox_url_names() -> list[str]:
     return found
 
 
+def _rule_of(box, *, fresh: bool = False) -> RoutingRule:
+    """The mailbox's last routing rule, made when there is none (or a new one with `fresh`)."""
+    rule = RoutingRule.objects.filter(mailbox=box).order_by("position", "id").last()
+    if rule is None or fresh:
+        n = RoutingRule.objects.filter(mailbox=box).count()
+        rule = RoutingRule.objects.create(
+            mailbox=box, position=n + 1, name=f"R{n}", subject_words="x", set_state="done"
+        )
+    return rule
+
+
 def url_for(name: str, w: World, *, foreign: bool) -> str:
     kind = ROUTES[name].kind
     box = w.foreign_box if foreign else w.box
@@ -269,6 +319,7 @@ def url_for(name: str, w: World, *, foreign: bool) -> str:
         "mailbox": {"pk": box.pk},
         "membership": {"pk": box.pk, "membership_pk": (w.foreign_membership if foreign else w.removable).pk},
         "absence": {"pk": (w.foreign_absence if foreign else w.own_absence).pk},
+        "rule": {"pk": box.pk, "rule_pk": _rule_of(box).pk} if kind == "rule" else {},
         "message": {"pk": message.pk},
         "attachment": {"pk": message.pk, "position": message.attachments.get().position},
     }[kind]
@@ -332,7 +383,7 @@ def test_member_gets_what_the_role_allows(name, method, role, client):
         if route.done and method == "POST":
             assert route.done(w), f"{method} {name} as {role} answered {response.status_code} but did nothing"
     else:
-        assert response.status_code == 403, response.status_code
+        assert response.status_code == route.refused, response.status_code
         if route.done and method == "POST":
             assert not route.done(w), f"{method} {name} as {role} was refused but happened anyway"
 
