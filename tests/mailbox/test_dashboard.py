@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from mailbox.models import AuditEvent, Membership, Message, MessageRead, Notification
+from mailbox.models import Membership, Message, MessageRead, Notification
 from mailbox.selectors.dashboard import (
     WorkingHours,
     daily_counts,
@@ -20,6 +20,7 @@ from mailbox.selectors.dashboard import (
     sla_cutoff,
     workload,
 )
+from mailbox.services.audit import AuditEvent  # whichever app holds the table
 from mailbox.services.claims import message_claim
 from mailbox.services.ingest import message_ingest
 from mailbox.services.sla import sla_overdue_notify

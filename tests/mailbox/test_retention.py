@@ -10,7 +10,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from kimportal.errors import NotAllowed
-from mailbox.models import Attachment, AuditEvent, Membership, Message, Note, Notification
+from mailbox.models import Attachment, Membership, Message, Note, Notification
+from mailbox.services.audit import AuditEvent  # whichever app holds the table
 from mailbox.services.ingest import message_ingest
 from mailbox.services.retention import DELETED_SUBJECT, message_legal_hold_set, retention_run
 from mailbox.storage import blob_path
