@@ -249,7 +249,7 @@ def test_the_message_page_offers_the_hold_to_owners_and_tells_when_content_is_go
     assert "Aufbewahrungssperre setzen" in client.get(detail).content.decode()
     client.post(reverse("mailbox:message-legal-hold", args=[message.pk]), {"hold": "on", "reason": "Az. 7"})
     assert Message.objects.get(pk=message.pk).legal_hold
-    assert "Sperre aufheben" in client.get(detail).content.decode()
+    assert "Aufbewahrungssperre aufheben" in client.get(detail).content.decode()
     client.post(reverse("mailbox:message-legal-hold", args=[message.pk]), {"reason": "erledigt"})
     assert not Message.objects.get(pk=message.pk).legal_hold
 
