@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "template_partials",
     "csp",
     "channels",
+    "audit",
     "mailbox",
     "directory",
     "signing",

@@ -28,6 +28,7 @@ urlpatterns = [
     path("logout/", LogoutView.as_view(), name="logout"),
     path("sitzung/", signin_views.session_status, name="session-status"),
     path("admin/", admin.site.urls),
+    path("leitung/audit/", include("audit.urls")),
     path("directory/", include("directory.urls")),
     path("leitung/", include((manage_urlpatterns, "manage"))),
     path("", include("mailbox.urls")),

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from kimportal.errors import PortalError
 from mailbox.forms import KimAccountAdminForm
-from mailbox.models import AuditEvent, DienstkennungLabel, KimAccount, Mailbox, Membership
+from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services.accounts import account_test_connection
 from mailbox.services.members import membership_remove, membership_set
 
@@ -176,19 +176,3 @@ class KimAccountAdmin(admin.ModelAdmin):
 @admin.register(DienstkennungLabel)
 class DienstkennungLabelAdmin(admin.ModelAdmin):
     list_display = ["application", "label", "css_class"]
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "action", "mailbox", "message"]
-    list_filter = ["action"]
-    date_hierarchy = "at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -6,7 +6,6 @@ from mailbox.models.accounts import KimAccount, build_username
 from mailbox.models.collaboration import (
     Absence,
     AssignmentPeriod,
-    AuditEvent,
     Note,
     Notification,
     Presence,
@@ -27,7 +26,6 @@ __all__ = [
     "Absence",
     "AssignmentPeriod",
     "Attachment",
-    "AuditEvent",
     "DienstkennungLabel",
     "FetchFailure",
     "KimAccount",

@@ -1,4 +1,4 @@
-"""Working a shared mailbox: audit trail, responsibility history, notes, notifications, presence, absences."""
+"""Working a shared mailbox: responsibility history, notes, notifications, presence, absences."""
 
 from __future__ import annotations
 
@@ -9,29 +9,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from mailbox.models.mailboxes import Mailbox
-
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
-
-
-class AuditEvent(models.Model):
-    """Append-only record of access to patient data and of every change (the manager issue audits these)."""
-
-    at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    action = models.CharField(max_length=60)
-    mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL)
-    # "Message" by name in this module: messages.py names Note and AssignmentPeriod in its type hints, and an
-    # import back would close a cycle.
-    message = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL)
-    details = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
 
 
 class AssignmentPeriod(models.Model):

@@ -13,9 +13,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from audit.selectors import last_event_for_message
 from kimportal.errors import ClaimHeld, Conflict
 from mailbox import events
-from mailbox.models import AuditEvent, Message
+from mailbox.models import Message
 from mailbox.permissions import Action, require
 from mailbox.selectors.mailboxes import display_name
 
@@ -54,10 +55,10 @@ def conflict_error(message: Message) -> Conflict:
 
 
 def _last_change_text(message: Message) -> str:
-    last = AuditEvent.objects.filter(message=message, action__in=list(ACTION_LABELS)).select_related("actor").first()
+    last = last_event_for_message(message.pk, list(ACTION_LABELS))
     if last is None:
         return _("unbekannt")
-    who = display_name(last.actor) if last.actor else _("System")
+    who = display_name(last.actor) if last.actor else (last.actor_username or _("System"))
     when = timezone.localtime(last.at).strftime("%H:%M:%S")
     return f"{ACTION_LABELS.get(last.action, last.action)} – {who}, {when}"
 

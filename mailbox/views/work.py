@@ -15,12 +15,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
+from audit.selectors import trail_for_message
 from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import AssignForm, NoteForm, StateForm, VersionedForm
-from mailbox.models import Message
-from mailbox.permissions import Action, can
+from mailbox.models import Membership, Message
+from mailbox.permissions import Action, can, is_manager
 from mailbox.services.assignment import message_assign as assignment_assign
 from mailbox.services.assignment import message_take as assignment_take
 from mailbox.services.assignment import message_unassign as assignment_unassign
@@ -40,7 +41,10 @@ from mailbox.views.lookup import message_or_404
 
 
 def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra: Any) -> dict[str, Any]:
+    # The message's own audit trail: for its mailbox's owners and for managers, not for every reader.
+    owner = selectors.user_role(request.user, message.mailbox_id) == Membership.Role.OWNER
     return {
+        "audit_trail": trail_for_message(message.pk) if owner or is_manager(request.user) else None,
         "mailboxes": selectors.mailbox_list_for_user(request.user),
         "current_mailbox": message.mailbox,
         "message": message,

@@ -24,10 +24,11 @@ from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from kimportal.routing import websocket_urlpatterns
 from mailbox import events
 from mailbox.consumers import InboxConsumer, MessageConsumer
-from mailbox.models import Absence, AuditEvent, Membership, Message, Note, Notification, Presence, RoutingRule
+from mailbox.models import Absence, Membership, Message, Note, Notification, Presence, RoutingRule
 from mailbox.services import claims, notes
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
@@ -167,7 +168,7 @@ ROUTES: dict[str, Route] = {
     "mailbox-fetch": Route(
         ("POST",),
         "mailbox",
-        done=lambda w: AuditEvent.objects.filter(action="mailbox.fetch_requested", actor=w.user).exists(),
+        done=lambda w: AuditEvent.objects.filter(action="mailbox.fetch_requested", actor_id=w.user.pk).exists(),
     ),
     "mailbox-members": Route(
         ("GET", "POST"),
@@ -344,7 +345,7 @@ def foreign_state(w: World) -> dict:
         "notes": Note.objects.filter(message=m).count(),
         "reads": m.reads.count(),
         "presence": Presence.objects.filter(message=m).count(),
-        "audit": AuditEvent.objects.filter(mailbox=w.foreign_box).count(),
+        "audit": AuditEvent.objects.filter(mailbox_id=w.foreign_box.pk).count(),
         "memberships": sorted(Membership.objects.filter(mailbox=w.foreign_box).values_list("pk", flat=True)),
         "absence": Absence.objects.filter(pk=w.foreign_absence.pk).values_list("ends_at", flat=True).first(),
         "notifications": list(Notification.objects.filter(user=w.foreign_owner).values_list("pk", "read_at")),
@@ -747,4 +748,35 @@ def test_manager_pages_are_404_for_everyone_else(role, client):
         for method in ("GET", "POST"):
             response = client.get(url) if method == "GET" else client.post(url, {})
             assert response.status_code == 404, (method, url, response.status_code)
+    assert foreign_state(w) == before
+
+
+def leitung_url_patterns_outside_manage() -> list[tuple[str, URLPattern]]:
+    """URLs under /leitung/ that other apps mount there (the audit's search and export), with their namespace."""
+    found: list[tuple[str, URLPattern]] = []
+
+    def walk(patterns, prefix: str, namespaces: tuple[str, ...]) -> None:
+        for p in patterns:
+            route = prefix + str(p.pattern)
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, route, (*namespaces, p.namespace) if p.namespace else namespaces)
+            elif route.startswith("leitung/") and namespaces[:1] != ("manage",):
+                found.append((":".join(namespaces), p))
+
+    walk(get_resolver().url_patterns, "", ())
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [*ROLES, None])
+def test_other_apps_pages_under_leitung_are_404_for_everyone_else(role, client):
+    w = build_world(role)
+    client.force_login(w.user)
+    patterns = leitung_url_patterns_outside_manage()
+    assert {namespace for namespace, _ in patterns} >= {"audit"}, "the audit pages are not under /leitung/"
+    before = foreign_state(w)
+    for namespace, p in patterns:
+        url = reverse(f"{namespace}:{p.name}", kwargs={name: w.box.pk for name in p.pattern.converters})
+        for response in (client.get(url), client.post(url, {})):
+            assert response.status_code == 404, (url, response.status_code)
     assert foreign_state(w) == before

@@ -8,11 +8,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from directory.models import Contact
 from mailbox.models import (
     Absence,
     AssignmentPeriod,
-    AuditEvent,
     MailboxQueue,
     Membership,
     Message,
@@ -186,7 +186,7 @@ def test_group_pool_and_nobody_present(box, team):
     lonely = mail("x", box, "Labor")
     assert Message.objects.get(pk=lonely.pk).assignee is None
     assert not AssignmentPeriod.objects.filter(message=lonely).exists()
-    assert "Niemand anwesend" in AuditEvent.objects.get(action="routing.applied", message=lonely).details["note"]
+    assert "Niemand anwesend" in AuditEvent.objects.get(action="routing.applied", message_id=lonely.pk).details["note"]
 
 
 def test_a_named_person_away_is_replaced_by_their_substitute(box, team):

@@ -6,7 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from mailbox.models import AuditEvent, Membership, Message, RoutingRule
+from audit.models import AuditEvent
+from mailbox.models import Membership, Message, RoutingRule
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory

@@ -7,9 +7,9 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from zoneinfo import ZoneInfo
 
+from audit.models import AuditEvent
 from mailbox.models import (
     AssignmentPeriod,
-    AuditEvent,
     Membership,
     Message,
     Note,
@@ -70,6 +70,6 @@ def snapshot(message: Message) -> dict:
         "claim_expires_at": m.claim_expires_at,
         "notes": Note.objects.filter(message=message).count(),
         "periods": list(AssignmentPeriod.objects.filter(message=message).values_list("user_id", "ended_at")),
-        "audit": AuditEvent.objects.filter(message=message).count(),
+        "audit": AuditEvent.objects.filter(message_id=message.pk).count(),
         "notifications": Notification.objects.count(),
     }

@@ -8,12 +8,12 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from kimportal import errors
 from mailbox import selectors
 from mailbox.models import (
     Absence,
     AssignmentPeriod,
-    AuditEvent,
     Message,
     Notification,
 )

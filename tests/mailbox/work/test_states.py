@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from kimportal.errors import PortalError
 from mailbox.models import (
-    AuditEvent,
     Message,
 )
 from mailbox.services import claims, states

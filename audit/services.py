@@ -1,0 +1,58 @@
+"""Appending to the trail: the one way an event gets in.
+
+On PostgreSQL the row goes in unsealed and a deferred trigger (migration 0003) gives it its place in the chain
+when the writer's transaction commits: it locks the one-row chain head, so appends take their places one after
+another and the chain cannot fork; and since that lock is the last one the transaction takes and is held only
+for the commit, it can neither deadlock with the message row locks services take before or after recording an
+event nor make every page view in the house wait for another's whole transaction. A rolled-back action leaves
+no event and no gap. Elsewhere (the embedded SQLite) transactions take the write lock at BEGIN, so writers are
+already one at a time and the writer seals the row itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.chain import content_hash, details_normalized, link_hash
+from audit.models import AuditEvent, ChainHead
+
+SUBJECT_SNAPSHOT = 500  # characters of the subject kept: enough to find a patient reference, no whole texts
+
+
+@transaction.atomic
+def event_record(
+    *,
+    action: str,
+    actor: Any = None,
+    mailbox_id: int | None = None,
+    mailbox_address: str = "",
+    message_id: int | None = None,
+    message_subject: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event. `actor` is a user or None (the system, or nobody signed in: a failed sign-in keeps the
+    name that was tried in `details`)."""
+    signed_in = getattr(actor, "is_authenticated", False)
+    fields: dict[str, Any] = {
+        "at": timezone.now(),
+        "action": action,
+        "actor_id": actor.pk if signed_in else None,
+        "actor_username": actor.get_username() if signed_in else "",
+        "mailbox_id": mailbox_id,
+        "mailbox_address": mailbox_address,
+        "message_id": message_id,
+        "message_subject": message_subject[:SUBJECT_SNAPSHOT],
+        "details": details_normalized(details or {}),
+    }
+    digest = content_hash(**fields)
+    if connection.vendor == "postgresql":
+        return AuditEvent.objects.create(content_hash=digest, **fields)
+    head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
+    seq = head.seq + 1
+    link = link_hash(head.hash, seq, digest)
+    event = AuditEvent.objects.create(seq=seq, content_hash=digest, prev_hash=head.hash, hash=link, **fields)
+    ChainHead.objects.filter(pk=1).update(seq=seq, hash=link)
+    return event

@@ -1,0 +1,171 @@
+"""Managers search and export the trail; everyone else finds nothing there; the export is itself on the trail;
+a message's page shows its own trail to the mailbox's owners and to managers."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from audit import selectors, views
+from audit.models import AuditEvent
+from mailbox.models import Membership
+from mailbox.permissions import MANAGER_PERMISSION
+from mailbox.services.audit import audit_record
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _sealed():
+    """Rows are sealed when their transaction commits; a test's transaction never does, so seal at once."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def _manager(username: str = "leitung"):
+    user = UserFactory(username=username)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    return user
+
+
+@pytest.fixture
+def box():
+    return MailboxFactory(address="kardiologie@klinik.kim.telematik")
+
+
+@pytest.fixture
+def message(box):
+    return message_ingest(mailbox=box, uidl="u1", raw=MAIL_WITH_PDF)
+
+
+def _csv(response) -> list[list[str]]:
+    # The stream is asynchronous (for the ASGI server); the test client collects it as a WSGI server would.
+    with pytest.warns(Warning, match="consume asynchronous iterators"):
+        body = b"".join(response).decode()
+    return list(csv.reader(io.StringIO(body)))
+
+
+def test_the_audit_pages_know_the_manager_permission_mailbox_defines():
+    assert views.MANAGER_PERMISSION == MANAGER_PERMISSION
+
+
+@pytest.mark.parametrize("name", ["audit:search", "audit:export"])
+def test_non_managers_get_404_owners_included(name, client, box):
+    owner = UserFactory(username="chefin")
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    client.force_login(owner)
+    assert client.get(reverse(name)).status_code == 404
+    assert client.post(reverse(name)).status_code == 404
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
+
+
+def test_anonymous_is_sent_to_login(client):
+    response = client.get(reverse("audit:search"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_search_filters_by_user_mailbox_message_patient_action_and_time(client, box, message):
+    nurse, doctor = UserFactory(username="pflege"), UserFactory(username="aerztin")
+    audit_record(actor=nurse, action="message.viewed", message=message)
+    audit_record(actor=doctor, action="attachment.downloaded", message=message, attachment="befund.pdf")
+    audit_record(actor=None, action="auth.login_failed", username="aerztin")
+    other = MailboxFactory(address="radiologie@klinik.kim.telematik")
+    audit_record(actor=nurse, action="mailbox.fetch_requested", mailbox=other)
+    client.force_login(_manager())
+
+    def found(**query) -> list[str]:
+        response = client.get(reverse("audit:search"), query)
+        assert response.status_code == 200
+        # Signing in is on the trail too; this test is about the events it records itself.
+        events = [e for e, _ in response.context["events"] if not e.action.startswith("signin.")]
+        return [f"{e.actor_display}/{e.action}" for e in events]
+
+    assert found(user="aerztin") == ["aerztin/auth.login_failed", "aerztin/attachment.downloaded"]
+    assert found(mailbox="radiologie") == ["pflege/mailbox.fetch_requested"]
+    assert found(mailbox=str(box.pk)) == ["aerztin/attachment.downloaded", "pflege/message.viewed"]
+    assert found(message=message.pk) == ["aerztin/attachment.downloaded", "pflege/message.viewed"]
+    # The patient reference: the subject snapshot ("Entlassbrief Müller") or a detail.
+    assert found(patient="müller") == ["aerztin/attachment.downloaded", "pflege/message.viewed"]
+    assert found(patient="befund.pdf") == ["aerztin/attachment.downloaded"]
+    assert found(action="message.viewed") == ["pflege/message.viewed"]
+    later = timezone.localtime() + timedelta(minutes=5)
+    assert found(since=later.strftime("%Y-%m-%dT%H:%M")) == []
+    assert len(found(until=later.strftime("%Y-%m-%dT%H:%M"))) == 4
+
+
+def test_a_bad_filter_gets_a_german_error_and_no_results(client):
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"since": "2026-02-01T10:00", "until": "2026-01-01T10:00"})
+    assert "„bis“ muss nach „von“ liegen." in response.content.decode()
+    assert response.context["events"] == []
+
+
+def test_pages_go_back_in_time_by_keyset_without_gaps_or_repeats(client, monkeypatch):
+    monkeypatch.setattr(selectors, "PAGE_SIZE", 3)
+    for i in range(8):
+        audit_record(actor=None, action="mailbox.fetch_requested", run=i)
+    client.force_login(_manager())
+    seen, query = [], {"action": "mailbox.fetch_requested"}
+    while True:
+        response = client.get(reverse("audit:search"), query)
+        seen += [e.details["run"] for e, _ in response.context["events"]]
+        if response.context["next_before"] is None:
+            break
+        query["vor"] = response.context["next_before"]
+    assert seen == [7, 6, 5, 4, 3, 2, 1, 0]
+
+
+def test_htmx_gets_only_the_results(client):
+    audit_record(actor=None, action="mailbox.fetch_requested")
+    client.force_login(_manager())
+    html = client.get(reverse("audit:search"), headers={"HX-Request": "true"}).content.decode()
+    assert 'id="audit-results"' in html and "<form" not in html
+
+
+def test_export_streams_csv_of_the_filter_and_is_itself_audited(client, box, message):
+    nurse = UserFactory(username="pflege")
+    audit_record(actor=nurse, action="message.viewed", message=message)
+    audit_record(actor=nurse, action="note.added", message=message, note='=HYPERLINK("http://x")')
+    audit_record(actor=nurse, action="mailbox.fetch_requested", mailbox=box)
+    manager = _manager()
+    client.force_login(manager)
+    response = client.get(reverse("audit:export"), {"message": message.pk})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert response.streaming
+    rows = _csv(response)
+    assert rows[0][:4] == ["seq", "zeit", "aktion", "benutzer"]
+    assert [r[2] for r in rows[1:]] == ["message.viewed", "note.added"]
+    assert rows[1][8] == "Entlassbrief Müller"
+    # A cell a spreadsheet would run as a formula arrives as text.
+    assert all(not cell.startswith("=") for row in rows for cell in row)
+    exported = AuditEvent.objects.get(action="audit.exported")
+    assert exported.actor_id == manager.pk and exported.details == {"filter": {"message": str(message.pk)}}
+
+
+def test_message_page_shows_its_trail_to_owners_and_managers_only(client, box, message):
+    reader, owner = UserFactory(username="leser"), UserFactory(username="chefin")
+    MembershipFactory(mailbox=box, user=reader, role=Membership.Role.PROCESSOR)
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    manager = _manager()
+    MembershipFactory(mailbox=box, user=manager, role=Membership.Role.READER)
+    url = reverse("mailbox:message-detail", kwargs={"pk": message.pk})
+
+    client.force_login(reader)
+    html = client.get(url).content.decode()
+    assert "Verlauf (Audit)" not in html
+    client.force_login(owner)
+    html = client.get(url).content.decode()
+    assert "Verlauf (Audit)" in html and "leser" in html and "Nachricht geöffnet" in html
+    client.force_login(manager)
+    assert "Verlauf (Audit)" in client.get(url).content.decode()
