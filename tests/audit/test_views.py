@@ -169,3 +169,8 @@ def test_message_page_shows_its_trail_to_owners_and_managers_only(client, box, m
     assert "Verlauf (Audit)" in html and "leser" in html and "Nachricht geöffnet" in html
     client.force_login(manager)
     assert "Verlauf (Audit)" in client.get(url).content.decode()
+
+
+def test_the_managers_home_links_the_audit(client):
+    client.force_login(_manager())
+    assert reverse("audit:search") in client.get(reverse("manage:home")).content.decode()
