@@ -37,7 +37,7 @@ def test_deleting_the_user_keeps_the_event_and_its_name():
 
 
 def test_no_actor_and_the_name_tried_in_the_details():
-    event = audit_record(actor=None, action="auth.login_failed", username="aerztin", address="10.0.0.7")
+    event = audit_record(actor=None, action="signin.failed", username="aerztin", address="10.0.0.7")
     assert (event.actor_id, event.actor_username) == (None, "")
     assert event.details == {"username": "aerztin", "address": "10.0.0.7"}
 
