@@ -11,11 +11,12 @@ import enum
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db.models import Case, Exists, IntegerField, Q, QuerySet, Subquery, Value, When
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
-from kimportal.requestscope import in_scope
+from kimportal.requestscope import in_scope, scoped
 from mailbox.models import Mailbox, Membership, member_q, member_roles
 
 
@@ -65,8 +66,23 @@ MANAGER_PERMISSION = "mailbox.manage_house"
 def is_manager(user: Any) -> bool:
     """The house's manager role (Leitung): an active user with the manage_house permission (directly, through a
     group, or as superuser). Managers administer mailboxes and access and read the audit; they are not members
-    of every mailbox and read no message without a membership."""
-    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.has_perm(MANAGER_PERMISSION))
+    of every mailbox and read no message without a membership.
+
+    Every page asks (the navigation's "Leitung" link): one EXISTS query, read once per request, instead of
+    has_perm's two queries loading all of the user's permissions."""
+    if not (getattr(user, "is_authenticated", False) and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    app_label, codename = MANAGER_PERMISSION.split(".")
+    return scoped(
+        ("mailbox.is_manager", user.pk),
+        lambda: (
+            Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+            .filter(Q(user=user) | Q(group__user=user))
+            .exists()
+        ),
+    )
 
 
 def can(role: str | None, action: Action) -> bool:
