@@ -280,6 +280,7 @@ class MessageFilterForm(forms.Form):
     date_to = forms.DateField(required=False, label=_("bis"))
     q = forms.CharField(required=False, max_length=200, label=_("Suche"))
     sort = forms.ChoiceField(choices=SORTS, required=False, label=_("Sortierung"))
+    queue = forms.IntegerField(required=False, min_value=1, label=_("Ablage"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from mailbox.models import Message
@@ -301,6 +302,7 @@ class MessageFilterForm(forms.Form):
             date_to=d.get("date_to"),
             q=d.get("q") or "",
             sort=d.get("sort") or "-received",
+            queue=d.get("queue") or None,
         )
 
 

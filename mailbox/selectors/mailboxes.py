@@ -9,7 +9,16 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from mailbox.models import Absence, Mailbox, Membership, Message, MessageRead, Notification, member_q
+from mailbox.models import (
+    Absence,
+    Mailbox,
+    MailboxQueue,
+    Membership,
+    Message,
+    MessageRead,
+    Notification,
+    member_q,
+)
 from mailbox.permissions import members_q, strongest_role, user_role
 
 if TYPE_CHECKING:
@@ -135,8 +144,16 @@ def mailbox_get_for_user(user: Any, pk: int) -> Mailbox:
         Mailbox.objects.visible_to(user)
         .select_related("account")
         .annotate(user_role=strongest_role(Membership.objects.filter(member_q(user), mailbox=OuterRef("pk"))))  # type: ignore[no-redef]
+        .annotate(has_queues=Exists(MailboxQueue.objects.filter(mailbox=OuterRef("pk"))))
         .get(pk=pk)
     )
+
+
+def mailbox_queue_choices(mailbox: Mailbox) -> list[tuple[int, str]]:
+    """The mailbox's queues (Ablagen) for the list filter; no query when mailbox_get_for_user saw none."""
+    if not getattr(mailbox, "has_queues", True):
+        return []
+    return list(MailboxQueue.objects.filter(mailbox=mailbox).order_by("name").values_list("pk", "name"))
 
 
 def substitute_candidates(user: Any) -> QuerySet[User]:

@@ -35,6 +35,7 @@ class MessageFilter:
     date_to: date | None = None
     q: str = ""
     sort: str = "-received"
+    queue: int | None = None  # a MailboxQueue id (routing rules file messages into queues)
 
 
 _USER_NAME = ("first_name", "last_name", "username")
@@ -74,6 +75,9 @@ def _apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySe
         qs = qs.filter(received_at__date__gte=f.date_from)
     if f.date_to:
         qs = qs.filter(received_at__date__lte=f.date_to)
+    if f.queue:
+        # A queue of a mailbox the user cannot see matches nothing: the rows are already limited to theirs.
+        qs = qs.filter(queue_entry__queue_id=f.queue)
     if f.q.strip():
         qs = _search(qs, f.q.strip())
     return qs

@@ -50,6 +50,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         # New mail is prepended live only to an unfiltered first page.
         "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if _is_plain(filters) else "",
         "labels": selectors.dienstkennung_badges().values(),
+        "queues": selectors.mailbox_queue_choices(mailbox) if mailbox else [],
     }
     template = "mailbox/inbox.html"
     if request.htmx and request.htmx.target == "message-list" and not request.htmx.history_restore_request:
@@ -60,7 +61,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
 def _is_plain(f: selectors.MessageFilter) -> bool:
     return (
         f.view in ("all", "open", "unassigned")
-        and not (f.state or f.dienstkennung or f.date_from or f.date_to or f.q)
+        and not (f.state or f.dienstkennung or f.date_from or f.date_to or f.q or f.queue)
         and f.sort == "-received"
     )
 

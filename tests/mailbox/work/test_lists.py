@@ -101,6 +101,29 @@ def test_filter_by_local_date(alice, box, worked_box):
     assert set(listed(alice, mailbox=box, date_from=date(2026, 3, 5))) == keys(w, "done_mine", "done_free")
 
 
+def test_filter_by_queue_on_the_mailbox_page(client, alice, box, worked_box):
+    # Routing rules file messages into a mailbox's queues (Ablagen): its page offers them as a filter.
+    from mailbox.models import MailboxQueue, QueuedMessage
+
+    aufnahme = MailboxQueue.objects.create(mailbox=box, name="Aufnahme")
+    MailboxQueue.objects.create(mailbox=box, name="Labor")
+    QueuedMessage.objects.create(message=worked_box["new"], queue=aufnahme)
+    foreign = MailboxQueue.objects.create(mailbox=worked_box["foreign"].mailbox, name="Fremd")
+    QueuedMessage.objects.create(message=worked_box["foreign"], queue=foreign)
+
+    assert listed(alice, mailbox=box, queue=aufnahme.pk) == [worked_box["new"].pk]
+    assert listed(alice, queue=foreign.pk) == []  # another house's queue shows nothing of it
+    client.force_login(alice)
+    url = reverse("mailbox:mailbox-messages", args=[box.pk])
+    html = client.get(url).content.decode()
+    assert '<select name="queue"' in html and ">Aufnahme</option>" in html and ">Labor</option>" in html
+    filtered = client.get(url, {"queue": aufnahme.pk}).content.decode()
+    assert filtered.count('class="msg-row') == 1 and f'id="msg-{worked_box["new"].pk}"' in filtered
+    assert "data-live-mailboxes" not in filtered  # a filtered list is not fed new mail live
+    other_page = client.get(reverse("mailbox:mailbox-messages", args=[worked_box["other_mine"].mailbox_id]))
+    assert '<select name="queue"' not in other_page.content.decode()  # a mailbox without queues offers none
+
+
 def test_sorting(alice, box, worked_box):
     w = worked_box
     newest_first = [w[k].pk for k in ("done_free", "done_mine", "bob", "mine", "new")]
