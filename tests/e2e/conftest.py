@@ -3,7 +3,9 @@ a real Celery worker with beat, PostgreSQL and the simulator's sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -123,18 +125,28 @@ class PortalStack:
         _wait_listening(self.port, web)
 
     def _spawn(self, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        # Its own process group: stopping it ends the gunicorn master and its workers (which hold database
+        # connections) together, whatever state the master is in.
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append(proc)
+        _RUNNING.append(self)
         return proc
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.procs.clear()
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in (self.tmp_path / "logs").glob("*.log"))
@@ -144,15 +156,31 @@ class PortalStack:
 def portal(transactional_db, tmp_path) -> Iterator[PortalStack]:
     """gunicorn (two uvicorn workers) + Celery worker/beat against this test's database."""
     stack = PortalStack(tmp_path, with_worker=True)
-    stack.start()
-    yield stack
-    stack.stop()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture
 def portal_web(transactional_db, tmp_path) -> Iterator[PortalStack]:
     """daphne only (no worker): for tests that create their messages directly."""
     stack = PortalStack(tmp_path, with_worker=False)
-    stack.start()
-    yield stack
-    stack.stop()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+# Every stack that spawned a process, so that none outlives the session (a server left running keeps a
+# connection to the test database, and the next run cannot drop it).
+_RUNNING: list[PortalStack] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_session() -> Iterator[None]:
+    yield
+    for stack in _RUNNING:
+        stack.stop()
