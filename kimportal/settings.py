@@ -139,7 +139,7 @@ if EMBEDDED:
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;"},
         },
     }
-    DATABASE_ROUTERS = ["channels_lite.router.ChannelsRouter"]
+    DATABASE_ROUTERS = ["kimportal.dbrouter.EmbeddedRouter"]
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_lite.layers.core.SQLiteChannelLayer",
