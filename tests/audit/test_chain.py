@@ -204,3 +204,15 @@ def test_twenty_concurrent_writers_make_one_straight_chain(settings):
     assert ChainHead.objects.values_list("seq", "hash").get() == (kept, rows[-1][2])
     result = chain_verify()
     assert result.ok and result.checked == kept
+
+
+def test_a_transaction_with_many_events_is_sealed_in_order_at_once():
+    user = UserFactory(username="stapel")
+    event_record(actor=user, action="message.viewed", message_id=1)
+    with transaction.atomic():
+        for i in range(3000):
+            event_record(actor=user, action="message.viewed", message_id=i)
+    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "message_id"))
+    assert rows == [(1, 1)] + [(i + 2, i) for i in range(3000)]
+    assert ChainHead.objects.values_list("seq", flat=True).get() == 3001
+    assert chain_verify().ok
