@@ -5,11 +5,35 @@ Sealing row by row moved the head once per event: a transaction recording thousa
 an import) left that many versions of the one head row behind in itself, each lookup walking them all —
 quadratic. Now every event row is updated exactly once and the head once per transaction; the later firings
 of the same commit find their row sealed and return. The chain, the formula and the lock are unchanged.
+
+Which rows are this transaction's: the insert trigger marks each new row's hash "pending:<transaction id>"
+(the top-level id, savepoints included), and only rows with this transaction's mark are sealed. A row written
+unsealed past the triggers is never taken into the chain by the next writer; audit_verify names it.
 """
 
 from __future__ import annotations
 
 from django.db import migrations
+
+MARK_PENDING = """
+CREATE OR REPLACE FUNCTION audit_event_unsealed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.seq := NULL;
+    NEW.prev_hash := '';
+    NEW.hash := 'pending:' || txid_current()::text;
+    RETURN NEW;
+END $$;
+"""
+
+MARK_NOTHING = """
+CREATE OR REPLACE FUNCTION audit_event_unsealed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.seq := NULL;
+    NEW.prev_hash := '';
+    NEW.hash := '';
+    RETURN NEW;
+END $$;
+"""
 
 SEAL_ALL = """
 CREATE OR REPLACE FUNCTION audit_event_seal() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -24,8 +48,10 @@ BEGIN
     END IF;
     INSERT INTO audit_chainhead (id, seq, hash) VALUES (1, 0, repeat('0', 64)) ON CONFLICT (id) DO NOTHING;
     SELECT seq, hash INTO head_seq, head_hash FROM audit_chainhead WHERE id = 1 FOR UPDATE;
-    -- Unsealed rows visible here are this transaction's own: every committed row is sealed.
-    FOR pending IN SELECT id, content_hash FROM audit_auditevent WHERE seq IS NULL ORDER BY id LOOP
+    FOR pending IN
+        SELECT id, content_hash FROM audit_auditevent
+        WHERE seq IS NULL AND hash = 'pending:' || txid_current()::text ORDER BY id
+    LOOP
         prev := head_hash;
         head_seq := head_seq + 1;
         head_hash := encode(sha256(convert_to(prev || ':' || head_seq::text || ':' || pending.content_hash,
@@ -55,10 +81,11 @@ END $$;
 """
 
 
-def _run(sql: str):
+def _run(*statements: str):
     def run(apps, schema_editor) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)  # no placeholders
+            for sql in statements:
+                schema_editor.execute(sql, params=None)  # no placeholders
 
     return run
 
@@ -66,4 +93,4 @@ def _run(sql: str):
 class Migration(migrations.Migration):
     dependencies = [("audit", "0003_append_only_chain")]
 
-    operations = [migrations.RunPython(_run(SEAL_ALL), _run(SEAL_EACH))]
+    operations = [migrations.RunPython(_run(MARK_PENDING, SEAL_ALL), _run(SEAL_EACH, MARK_NOTHING))]

@@ -160,8 +160,14 @@ def test_an_event_written_past_the_chain_is_named(trail):
         "INSERT INTO audit_auditevent (at, action, actor_username, mailbox_address, message_subject, details, "
         "content_hash, prev_hash, hash) VALUES (now(), 'message.viewed', 'niemand', '', '', '{}', '', '', '')"
     )
+    # The next honest writer seals its own event only; the forged row stays outside the chain.
+    event_record(action="mailbox.fetch_requested")
     forged = AuditEvent.objects.get(actor_username="niemand")
-    assert f"inserted: Ereignis ohne Platz (id {forged.pk})" in verify()
+    assert forged.seq is None
+    assert AuditEvent.objects.get(action="mailbox.fetch_requested").seq == 7
+    errors = verify()
+    assert f"inserted: Ereignis ohne Platz (id {forged.pk})" in errors
+    assert "#7" not in errors
 
 
 class Rollback(Exception):
@@ -212,6 +218,12 @@ def test_a_transaction_with_many_events_is_sealed_in_order_at_once():
     with transaction.atomic():
         for i in range(3000):
             event_record(actor=user, action="message.viewed", message_id=i)
+        try:
+            with transaction.atomic():  # a savepoint rolled back: its event is gone, no gap
+                event_record(actor=user, action="message.viewed", message_id=-1)
+                raise Rollback
+        except Rollback:
+            pass
     rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "message_id"))
     assert rows == [(1, 1)] + [(i + 2, i) for i in range(3000)]
     assert ChainHead.objects.values_list("seq", flat=True).get() == 3001
