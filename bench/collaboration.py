@@ -403,7 +403,7 @@ def _session_for(user: Any) -> SessionStore:
     """A logged-in session as the login view leaves it: the consumer checks it on every event."""
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[-1]  # the model backend (axes comes first)
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
     return session
