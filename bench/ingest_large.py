@@ -32,19 +32,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimportal.settings")
-os.environ["DATABASE_URL"] = os.environ.get(
-    "KIMPORTAL_BENCH_INGEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kimportal_bench_ingest"
+from bench.benchenv import django_for_bench  # noqa: E402
+
+django_for_bench(
+    database="kimportal_bench_ingest", database_env="KIMPORTAL_BENCH_INGEST_DATABASE_URL", data_dir="bench-ingest-large"
 )
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
-os.environ.setdefault("SECRET_KEY", "bench-only")
-os.environ.setdefault("KIMPORTAL_CREDENTIALS_KEYS", "Wd0pM6hF7h4aWv8d5u3VbQ0bq2m0o9xJbnS0kz9m3dE=")
-os.environ.setdefault("KIMPORTAL_DATA_DIR", str(ROOT / "var" / "bench-ingest-large"))
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-
-import django  # noqa: E402
-
-django.setup()
 
 from django.conf import settings  # noqa: E402
 
