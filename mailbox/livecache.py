@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
 from mailbox.models import Message, MessageRead
-from mailbox.selectors.messages import detail_url_pattern
+from mailbox.selectors.messages import LIST_ROW_FIELDS, detail_url_pattern
 from mailbox.selectors.presence import presence_for_messages
 
 V = TypeVar("V")
@@ -104,8 +104,9 @@ def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[Live
 
     def load() -> tuple[LiveRow, frozenset[int]] | None:
         message = (
+            # The list's own columns: the same row the page rendered, not every text and JSON field.
             Message.objects.select_related("mailbox", "assignee", "claimed_by")
-            .defer("text_body", "html_body", "references", "parse_problems", "to", "cc")
+            .only(*LIST_ROW_FIELDS)
             .filter(pk=message_id, mailbox_id=event["mailbox_id"])
             .first()
         )
