@@ -6,6 +6,9 @@ import pytest
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 
+# The simulated Konnektor's fixtures serve the konnektor, signing and browser tests alike.
+pytest_plugins = ["tests.fixtures.konnektor_sim"]
+
 
 @pytest.fixture(autouse=True)
 def _blob_dir(settings, tmp_path_factory) -> Path:

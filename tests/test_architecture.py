@@ -14,7 +14,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("audit", "kimportal", "mailbox", "directory")
+PACKAGES = ("audit", "kimportal", "mailbox", "directory", "signing", "konnektor")
 
 
 def _cycles(graph: grimp.ImportGraph, modules: set[str]) -> list[list[str]]:
