@@ -1,0 +1,9 @@
+"""The signing app's models, one module per subject; import them from here."""
+
+from __future__ import annotations
+
+from signing.models.batches import BatchItem, SignatureBatch
+from signing.models.cards import SignerCard, Workplace
+from signing.models.drafts import Draft, DraftQuerySet, Signature
+
+__all__ = ["BatchItem", "Draft", "DraftQuerySet", "Signature", "SignatureBatch", "SignerCard", "Workplace"]

@@ -1,0 +1,169 @@
+"""Drafts waiting for a physician's qualified signature (QES), and the signatures made on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from signing.doctypes import document_type_label
+
+
+class DraftQuerySet(models.QuerySet["Draft"]):
+    def visible_to(self, user: Any) -> DraftQuerySet:
+        """Drafts the user may see: as author or intended signer; managers see every draft of the house.
+
+        Reads start here (views, consumers, services), so a foreign pk is simply not found (404)."""
+        from mailbox.permissions import is_manager
+
+        if not getattr(user, "is_authenticated", False) or not user.is_active:
+            return self.none()
+        if is_manager(user):
+            return self.all()
+        return self.filter(models.Q(author=user) | models.Q(signer=user))
+
+
+class Draft(models.Model):
+    """One document (a letter, an eAU …) with its letter's metadata, editable until it is signed.
+
+    `version` grows with every change of document or metadata: the sign form carries the version and the
+    document's SHA-256 the physician saw, and a batch refuses a draft that changed since (what is signed is
+    what was shown). Issue 12 (review with versions, drafts from the KIS) keeps each version as its own row
+    (DraftVersion) and fills source, external_id and review_state; the queue reads them already.
+    """
+
+    class State(models.TextChoices):
+        DRAFT = "draft", _("Entwurf")
+        SIGNING = "signing", _("wird signiert")
+        # Signed and checked: waits for the outbox (the send path comes with its own issue; see
+        # KIMPORTAL_SIGNING_AUTO_SEND).
+        SIGNED = "signed", _("signiert – wartet auf Versand")
+        FAILED = "failed", _("fehlgeschlagen")
+
+    class Source(models.TextChoices):
+        PORTAL = "portal", _("Portal")
+        KIS = "kis", _("KIS")
+
+    class Review(models.TextChoices):
+        NONE = "none", _("keine Prüfung")
+        PENDING = "pending", _("in Prüfung")
+        RETURNED = "returned", _("zurückgegeben")
+        APPROVED = "approved", _("freigegeben")
+
+    # States in which the draft is in the queue: it may be edited and (again) signed.
+    OPEN_STATES = (State.DRAFT, State.FAILED)
+
+    document_type = models.CharField(_("Dokumenttyp"), max_length=30)  # a code of signing.doctypes
+    patient_reference = models.CharField(_("Patient"), max_length=100)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signing_drafts_written"
+    )
+    signer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="signing_drafts_to_sign",
+        verbose_name=_("Unterzeichner"),
+    )
+    # The KIM addresses the signed letter goes to.
+    recipients = models.JSONField(_("Empfänger"), default=list)
+    subject = models.CharField(_("Betreff"), max_length=200)
+    body = models.TextField(_("Nachrichtentext"), blank=True)
+    mailbox = models.ForeignKey(
+        "mailbox.Mailbox", on_delete=models.PROTECT, related_name="+", verbose_name=_("Absender-Postfach")
+    )
+    # The document: a blob in the content-addressed store (mailbox.storage), named by its SHA-256.
+    filename = models.CharField(_("Dateiname"), max_length=255)
+    mime_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+
+    state = models.CharField(_("Status"), max_length=20, choices=State.choices, default=State.DRAFT)
+    version = models.PositiveIntegerField(default=1)
+    # Why the last signing attempt did not sign it (German, for the user), and the Konnektor's code.
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_code = models.IntegerField(null=True, blank=True)
+
+    # Issue 12: drafts from the KIS (idempotent by the KIS's own id) and the review round before signature.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.PORTAL)
+    external_id = models.CharField(max_length=200, blank=True)
+    review_state = models.CharField(max_length=20, choices=Review.choices, default=Review.NONE)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DraftQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("Entwurf")
+        verbose_name_plural = _("Entwürfe")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="signing_draft_unique_external_id",
+            ),
+        ]
+        indexes = [models.Index(fields=["signer", "state"], name="signing_draft_signer_state")]
+
+    def __str__(self) -> str:
+        return f"{self.document_type_label}: {self.subject} ({self.patient_reference})"
+
+    @property
+    def document_type_label(self) -> str:
+        return document_type_label(self.document_type)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.mime_type == "application/pdf"
+
+
+class Signature(models.Model):
+    """A QES made on one version of a draft, checked locally before it is used."""
+
+    class Format(models.TextChoices):
+        PADES = "pades", _("PAdES (signiertes PDF)")
+        CADES = "cades", _("CAdES (abgesetzte Signatur, .p7s)")
+
+    draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="signatures")
+    batch_item = models.OneToOneField(
+        "signing.BatchItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="signature"
+    )
+    format = models.CharField(max_length=10, choices=Format.choices)
+    # The signed PDF (PAdES) or the detached CMS (CAdES), in the blob store.
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    # What was signed: the draft's version and document digest at the time.
+    document_version = models.PositiveIntegerField()
+    document_sha256 = models.CharField(max_length=64)
+    signer_certificate = models.BinaryField()  # DER of the card's C.QES certificate
+    signed_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # Empty when the local check passed; else why it did not (the signature is then not used).
+    verification_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-signed_at", "-id"]
+        verbose_name = _("Signatur")
+        verbose_name_plural = _("Signaturen")
+
+    def __str__(self) -> str:
+        return f"{self.get_format_display()} #{self.draft_id} v{self.document_version}"
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None and not self.verification_error
+
+    @property
+    def download_name(self) -> str:
+        if self.format == self.Format.PADES:
+            return self.draft.filename
+        return f"{self.draft.filename}.p7s"
