@@ -3,3 +3,44 @@
 It knows nothing of Django or the portal's models: callers pass a configuration and a call context and get
 dataclasses back; failures are KonnektorError with the gematik code and its German text.
 """
+
+from __future__ import annotations
+
+from .batching import batches
+from .certificates import telematik_id_of
+from .client import KonnektorClient, short_text
+from .errors import ERROR_TEXTS, KonnektorError, error_text
+from .types import (
+    CADES,
+    PADES,
+    BatchPlan,
+    CallContext,
+    Card,
+    KonnektorConfig,
+    PinResult,
+    PinStatus,
+    ServiceDirectory,
+    SignItem,
+    SignResult,
+)
+
+__all__ = [
+    "CADES",
+    "ERROR_TEXTS",
+    "PADES",
+    "BatchPlan",
+    "CallContext",
+    "Card",
+    "KonnektorClient",
+    "KonnektorConfig",
+    "KonnektorError",
+    "PinResult",
+    "PinStatus",
+    "ServiceDirectory",
+    "SignItem",
+    "SignResult",
+    "batches",
+    "error_text",
+    "short_text",
+    "telematik_id_of",
+]

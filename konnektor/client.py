@@ -1,0 +1,459 @@
+"""The portal's Konnektor client: discovery, cards, PIN status, certificates and the batch signature (I/O only).
+
+One zeep client per service, built from the package's own WSDL subset (``konnektor/wsdl``) for the version
+connector.sds announced, bound to that version's endpoint. Everything coming from the network is parsed with
+entities, DTDs and external references refused. Faults, refused logins, TLS failures and timeouts all become a
+KonnektorError with a German text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+import zeep
+import zeep.exceptions
+from zeep.plugins import Plugin
+from zeep.transports import Transport
+from zeep.wsdl import Document
+
+from .discovery import parse_sds, parse_version
+from .errors import (
+    UNREACHABLE,
+    KonnektorError,
+    error_from_fault,
+    error_text,
+    is_error_severity,
+    traces_from_object,
+)
+from .transport import KonnektorTransport, build_session
+from .types import (
+    CADES,
+    PADES,
+    CallContext,
+    Card,
+    KonnektorConfig,
+    PinResult,
+    PinStatus,
+    ServiceDirectory,
+    SignItem,
+    SignResult,
+)
+
+WSDL_DIR = Path(__file__).resolve().parent / "wsdl"
+
+# (service, major.minor) → the WSDL of the portal's subset.
+WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
+    ("EventService", (7, 2)): "EventService.wsdl",
+    ("CardService", (8, 1)): "CardService.wsdl",
+    ("CertificateService", (6, 0)): "CertificateService.wsdl",
+    ("SignatureService", (7, 5)): "SignatureService_v7_5.wsdl",
+    ("SignatureService", (7, 4)): "SignatureService_v7_4.wsdl",
+}
+
+JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
+# SIG:ShortText of the 7.5 schema: at most 30 of these characters (Konnektors strip the rest).
+SHORT_TEXT_MAX = 30
+_SHORT_TEXT_FORBIDDEN = re.compile(r"[^a-zA-Z 0-9_.\-äöüÄÖÜß]+")
+
+NOT_RETURNED = (
+    "Nicht signiert: der Konnektor hat für dieses Dokument kein Ergebnis geliefert "
+    "(z. B. PIN-Eingabe abgebrochen oder Vorgang beendet)."
+)
+
+_SETTINGS = {
+    # Loading our own files: nothing in them needs a DTD, an entity or a network fetch.
+    "load": zeep.Settings(strict=True, forbid_entities=True, forbid_external=True, forbid_dtd=True),
+    # Answers: the same refusals. SignDocument's answer carries whole signed PDFs (25 MB each → text nodes beyond
+    # libxml2's 10 MB default), so its service parses with huge_tree; entities stay unresolved and a DTD refused.
+    "default": zeep.Settings(strict=True, forbid_entities=True, forbid_external=True, forbid_dtd=True),
+    "huge": zeep.Settings(strict=True, forbid_entities=True, forbid_external=True, forbid_dtd=True, xml_huge_tree=True),
+}
+
+_documents: dict[str, Document] = {}
+_documents_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+def wsdl_document(filename: str) -> Document:
+    """The parsed WSDL subset, once per process (parsing costs more than a whole small SOAP call)."""
+    with _documents_lock:
+        document = _documents.get(filename)
+        if document is None:
+            # zeep annotates the transport parameter as a class; it takes an instance.
+            document = Document(
+                str(WSDL_DIR / filename),
+                Transport(),  # type: ignore[no-untyped-call,arg-type]
+                settings=_SETTINGS["load"],
+            )
+            _documents[filename] = document
+        return document
+
+
+def binding_name(service: str, major_minor: tuple[int, int]) -> str:
+    major, minor = major_minor
+    return f"{{http://ws.gematik.de/conn/{service}/WSDL/v{major}.{minor}}}{service}Binding"
+
+
+def short_text(text: str) -> str:
+    """A document's name as SignDocument's ShortText allows it: ≤ 30 characters of ``[a-zA-Z 0-9_.-äöüÄÖÜß]``."""
+    cleaned = " ".join(_SHORT_TEXT_FORBIDDEN.sub(" ", text).split())
+    return cleaned[:SHORT_TEXT_MAX].rstrip() or "Dokument"
+
+
+class KonnektorClient:
+    """Talks to one Konnektor with one configuration. Thread-safe: StopSignature may be sent from another thread
+    while SignDocument waits for the PIN."""
+
+    def __init__(self, config: KonnektorConfig, *, plugins: Sequence[Plugin] = ()) -> None:
+        self.config = config
+        self._plugins = list(plugins)
+        self._session = build_session(config)
+        self._transport = KonnektorTransport(self._session, timeout=config.timeout, sign_timeout=config.sign_timeout)
+        self._lock = threading.Lock()
+        self._directory: ServiceDirectory | None = None
+        self._services: dict[str, tuple[Any, tuple[int, int, int]]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> KonnektorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- discovery -----------------------------------------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        return self.config.mode != "plain" or self.config.base_url.lower().startswith("https:")
+
+    def discover(self, *, refresh: bool = False) -> ServiceDirectory:
+        """Read connector.sds (cached; re-read after a connection error, as gemILF_PS asks)."""
+        with self._lock:
+            if self._directory is not None and not refresh:
+                return self._directory
+        url = self.config.base_url.rstrip("/") + "/connector.sds"
+        response = self._guard(
+            lambda: self._transport.get(url, None, {"Accept": "application/xml, text/xml"}),
+            what="connector.sds",
+        )
+        if response.status_code != 200:
+            raise KonnektorError(
+                None,
+                f"Der Konnektor liefert keine Dienstbeschreibung (connector.sds, HTTP {response.status_code}).",
+                f"HTTP {response.status_code}",
+                kind="protocol",
+            )
+        directory = parse_sds(response.content, tls=self.tls)
+        with self._lock:
+            self._directory = directory
+            self._services.clear()
+        return directory
+
+    def _service(self, name: str) -> tuple[Any, tuple[int, int, int]]:
+        directory = self.discover()
+        with self._lock:
+            cached = self._services.get(name)
+            if cached is not None:
+                return cached
+            chosen = directory.services.get(name)
+            if chosen is None:
+                offered = ", ".join(directory.offered.get(name, [])) or "keine"
+                raise KonnektorError(
+                    None,
+                    f"Der Konnektor bietet den Dienst {name} in keiner vom Portal unterstützten Version an "
+                    f"(angeboten: {offered}).",
+                    f"{name} not offered in a supported version",
+                    kind="config",
+                )
+            version_text, endpoint = chosen
+            version = parse_version(version_text)
+            assert version is not None
+            major_minor = (version[0], version[1])
+            settings = _SETTINGS["huge"] if name == "SignatureService" else _SETTINGS["default"]
+            client = zeep.Client(  # type: ignore[no-untyped-call]
+                wsdl=wsdl_document(WSDL_FILES[(name, major_minor)]),
+                transport=self._transport,
+                settings=settings,
+                plugins=self._plugins,
+            )
+            proxy = client.create_service(binding_name(name, major_minor), endpoint)  # type: ignore[no-untyped-call]
+            self._services[name] = (proxy, version)
+            return proxy, version
+
+    # -- operations ----------------------------------------------------------------------------------------
+
+    def get_cards(self, ctx: CallContext, card_type: str = "HBA") -> list[Card]:
+        proxy, _ = self._service("EventService")
+        answer = self._guard(lambda: proxy.GetCards(Context=_context(ctx), CardType=card_type), what="GetCards")
+        cards = []
+        for card in getattr(answer.Cards, "Card", None) or []:
+            # Konnektors may answer a type filter with relatives (HBA-qSig, ZOD_2.0); batch QES needs the type asked.
+            if card_type and card.CardType != card_type:
+                continue
+            cards.append(
+                Card(
+                    card_handle=card.CardHandle,
+                    card_type=card.CardType,
+                    iccsn=card.Iccsn,
+                    ct_id=card.CtId,
+                    slot_id=int(card.SlotId),
+                    holder_name=card.CardHolderName,
+                )
+            )
+        return cards
+
+    def read_qes_certificate(self, ctx: CallContext, card_handle: str, *, crypt: str | None = None) -> bytes:
+        """The DER of the card's C.QES certificate (``crypt`` RSA or ECC; None: the Konnektor's default)."""
+        proxy, _ = self._service("CertificateService")
+        kwargs: dict[str, Any] = {
+            "CardHandle": card_handle,
+            "Context": _context(ctx),
+            "CertRefList": {"CertRef": ["C.QES"]},
+        }
+        if crypt:
+            kwargs["Crypt"] = crypt
+        answer = self._guard(lambda: proxy.ReadCardCertificate(**kwargs), what="ReadCardCertificate")
+        for info in answer.X509DataInfoList.X509DataInfo:
+            if info.CertRef == "C.QES" and info.X509Data is not None and info.X509Data.X509Certificate:
+                return bytes(info.X509Data.X509Certificate)
+        raise KonnektorError(
+            None, "Der Konnektor hat kein QES-Zertifikat der Karte geliefert.", "no C.QES in answer", kind="protocol"
+        )
+
+    def get_pin_status(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinStatus:
+        proxy, _ = self._service("CardService")
+        answer = self._guard(
+            lambda: proxy.GetPinStatus(Context=_context(ctx), CardHandle=card_handle, PinTyp=pin_ref),
+            what="GetPinStatus",
+        )
+        return PinStatus(
+            status=answer.PinStatus or "",
+            left_tries=int(answer.LeftTries) if answer.LeftTries is not None else None,
+        )
+
+    def verify_pin(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinResult:
+        """Ask for the PIN at the card terminal (waits like SignDocument does)."""
+        proxy, _ = self._service("CardService")
+        answer = self._guard(
+            lambda: proxy.VerifyPin(Context=_context(ctx), CardHandle=card_handle, PinTyp=pin_ref),
+            what="VerifyPin",
+        )
+        return PinResult(
+            result=answer.PinResult or "",
+            left_tries=int(answer.LeftTries) if answer.LeftTries is not None else None,
+        )
+
+    def get_job_number(self, ctx: CallContext) -> str:
+        proxy, _ = self._service("SignatureService")
+        answer = self._guard(lambda: proxy.GetJobNumber(Context=_context(ctx)), what="GetJobNumber")
+        job_number = str(answer or "")
+        if not JOB_NUMBER.match(job_number):
+            raise KonnektorError(
+                None,
+                "Der Konnektor hat eine ungültige Jobnummer geliefert.",
+                f"job number {job_number!r}",
+                kind="protocol",
+            )
+        return job_number
+
+    def sign_documents(
+        self, ctx: CallContext, card_handle: str, job_number: str, items: Sequence[SignItem]
+    ) -> list[SignResult]:
+        """ONE SignDocument call for ``items`` (split them first: ``konnektor.batches``). Results come back in the
+        order of ``items``, matched by RequestID; an item the Konnektor returned nothing for is not signed."""
+        if not items:
+            return []
+        if not JOB_NUMBER.match(job_number):
+            raise ValueError(f"job number {job_number!r} is not of the form ABC-123")
+        request_ids = [item.request_id for item in items]
+        if len(set(request_ids)) != len(request_ids):
+            raise ValueError("request ids must be unique within a SignDocument call")
+        proxy, version = self._service("SignatureService")
+        kwargs: dict[str, Any] = {
+            "CardHandle": card_handle,
+            "Context": _context(ctx),
+            "TvMode": "NONE",
+            "JobNumber": job_number,
+            "SignRequest": [_sign_request(index, item) for index, item in enumerate(items, start=1)],
+        }
+        # Crypt came with SignatureService 7.4.2; a 7.4.0 Konnektor would reject the element as a syntax error.
+        if version >= (7, 4, 2) and self.config.crypt:
+            kwargs["Crypt"] = self.config.crypt
+        answer = self._guard(lambda: proxy.SignDocument(**kwargs), what="SignDocument", sign=True)
+        responses = {str(response.RequestID): response for response in (answer or [])}
+        return [_sign_result(item, responses.get(item.request_id)) for item in items]
+
+    def stop_signature(self, ctx: CallContext, job_number: str) -> None:
+        proxy, _ = self._service("SignatureService")
+        self._guard(lambda: proxy.StopSignature(Context=_context(ctx), JobNumber=job_number), what="StopSignature")
+
+    # -- errors ----------------------------------------------------------------------------------------------
+
+    def _guard(self, call: Callable[[], T], *, what: str, sign: bool = False) -> T:
+        try:
+            return call()
+        except KonnektorError:
+            raise
+        except zeep.exceptions.Fault as fault:
+            detail = fault.detail if not isinstance(fault.detail, (str, bytes)) else None
+            raise error_from_fault(fault.message, detail) from None
+        except (
+            zeep.exceptions.DTDForbidden,
+            zeep.exceptions.EntitiesForbidden,
+            zeep.exceptions.ExternalReferenceForbidden,
+        ) as exc:
+            raise KonnektorError(
+                None,
+                "Die Antwort des Konnektors wurde abgelehnt: sie enthält eine DTD, Entitäten oder externe Verweise.",
+                f"{what}: {exc!r}",
+                kind="protocol",
+            ) from None
+        except requests.exceptions.ConnectTimeout as exc:
+            self._forget_directory()
+            raise KonnektorError(
+                None,
+                f"{UNREACHABLE}: keine Verbindung innerhalb von {self.config.timeout:g} Sekunden.",
+                f"{what}: {exc}",
+                kind="timeout",
+            ) from None
+        except requests.exceptions.ReadTimeout as exc:
+            seconds = self.config.sign_timeout if sign else self.config.timeout
+            text = f"Der Konnektor hat nicht innerhalb von {seconds:g} Sekunden geantwortet" + (
+                " (PIN-Eingabe oder Signatur dauerte zu lange)." if sign else "."
+            )
+            raise KonnektorError(None, text, f"{what}: {exc}", kind="timeout") from None
+        except requests.exceptions.SSLError as exc:
+            self._forget_directory()
+            raise KonnektorError(None, _tls_text(str(exc), self.config.mode), f"{what}: {exc}", kind="tls") from None
+        except requests.exceptions.ConnectionError as exc:
+            self._forget_directory()
+            text = f"{UNREACHABLE}: die Verbindung ist fehlgeschlagen oder wurde abgebrochen."
+            if self.config.mode == "cert":
+                text += " Möglicherweise lehnt der Konnektor das Client-Zertifikat ab."
+            raise KonnektorError(None, text, f"{what}: {exc}", kind="unreachable") from None
+        except requests.exceptions.RequestException as exc:
+            self._forget_directory()
+            raise KonnektorError(None, f"{UNREACHABLE}.", f"{what}: {exc}", kind="unreachable") from None
+        except zeep.exceptions.TransportError as exc:
+            raise KonnektorError(
+                None,
+                f"Der Konnektor hat mit HTTP-Status {exc.status_code} statt einer SOAP-Antwort geantwortet.",
+                f"{what}: {exc.message}",
+                kind="protocol",
+            ) from None
+        except zeep.exceptions.Error as exc:
+            raise KonnektorError(
+                None,
+                "Die Antwort des Konnektors ist ungültig und wurde nicht verarbeitet.",
+                f"{what}: {exc!r}",
+                kind="protocol",
+            ) from None
+
+    def _forget_directory(self) -> None:
+        with self._lock:
+            self._directory = None
+            self._services.clear()
+
+
+def _tls_text(detail: str, mode: str) -> str:
+    lowered = detail.lower()
+    if "certificate required" in lowered or "handshake failure" in lowered or "unknown ca" in lowered:
+        return f"{UNREACHABLE}: der Konnektor hat die TLS-Verbindung abgelehnt (Client-Zertifikat prüfen)."
+    if "certificate verify failed" in lowered:
+        return (
+            f"{UNREACHABLE}: das TLS-Zertifikat des Konnektors ist nicht vertrauenswürdig "
+            "(CA-Zertifikat in den Einstellungen prüfen)."
+        )
+    if mode == "cert":
+        return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen (Client-Zertifikat prüfen)."
+    return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen."
+
+
+def _context(ctx: CallContext) -> dict[str, str]:
+    context = {
+        "MandantId": ctx.mandant_id,
+        "ClientSystemId": ctx.client_system_id,
+        "WorkplaceId": ctx.workplace_id,
+    }
+    if ctx.user_id:
+        context["UserId"] = ctx.user_id
+    return context
+
+
+def _sign_request(index: int, item: SignItem) -> dict[str, Any]:
+    if item.pades:
+        optional: dict[str, Any] = {"SignatureType": PADES}
+    else:
+        # Detached CAdES: the document stays outside the CMS.
+        optional = {"SignatureType": CADES, "IncludeEContent": False}
+    return {
+        "RequestID": item.request_id,
+        "OptionalInputs": optional,
+        "Document": {
+            "ID": f"doc{index}",
+            "ShortText": short_text(item.short_text),
+            "Base64Data": {"_value_1": item.content, "MimeType": item.mime_type},
+        },
+        # QES: the Konnektor embeds the OCSP answer (must be true for QES, gemILF_PS).
+        "IncludeRevocationInfo": True,
+    }
+
+
+def _sign_result(item: SignItem, response: Any) -> SignResult:
+    if response is None:
+        return SignResult(request_id=item.request_id, ok=False, text=NOT_RETURNED)
+    traces = traces_from_object(getattr(response.Status, "Error", None))
+    last = traces[-1] if traces else None
+    signature = _signature_bytes(response)
+    signed_document = _signed_document_bytes(response)
+    produced = signed_document if item.pades else signature
+    failed = last is not None and is_error_severity(last.severity)
+    ok = produced is not None and not failed
+    code = last.code if last is not None else None
+    if ok:
+        text = error_text(code) if code is not None else ""
+    elif code is not None:
+        text = error_text(code)
+    else:
+        text = "Nicht signiert: der Konnektor hat für dieses Dokument keine Signatur geliefert."
+    return SignResult(
+        request_id=item.request_id,
+        ok=ok,
+        signature=signature if ok else None,
+        signed_document=signed_document if ok else None,
+        code=code,
+        text=text,
+    )
+
+
+def _signature_bytes(response: Any) -> bytes | None:
+    signature_object = getattr(response, "SignatureObject", None)
+    if signature_object is None:
+        return None
+    base64_signature = getattr(signature_object, "Base64Signature", None)
+    if base64_signature is None:
+        return None
+    value = getattr(base64_signature, "_value_1", None)
+    return bytes(value) if value else None
+
+
+def _signed_document_bytes(response: Any) -> bytes | None:
+    outputs = getattr(response, "OptionalOutputs", None)
+    document = getattr(outputs, "DocumentWithSignature", None) if outputs is not None else None
+    if document is None:
+        return None
+    data = getattr(document, "Base64Data", None)
+    value = getattr(data, "_value_1", None) if data is not None else None
+    if not value:
+        value = getattr(document, "Base64XML", None)
+    return bytes(value) if value else None

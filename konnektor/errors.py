@@ -1,0 +1,231 @@
+"""KonnektorError and the German texts for the gematik error codes (gemSpec_Kon tables, research/konnektor.md §8.2).
+
+A failed operation comes back as a SOAP 1.1 fault whose detail holds a ``GERROR:Error`` with one or more
+``Trace`` entries; vendor-specific codes may come first, the LAST trace carries the code gematik specifies.
+Per-document statuses of SignDocument carry the same ``GERROR:Error`` structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+GERROR_NS = "http://ws.gematik.de/tel/error/v2.0"
+
+# The codes the portal can meet while signing with an eHBA (and a few of the Komfortsignatur family, which the
+# operations issue reuses). Texts are for the physician or the administrator reading the batch summary.
+ERROR_TEXTS: dict[int, str] = {
+    4000: "Der Konnektor hat die Anfrage als fehlerhaft abgelehnt (Syntaxfehler, z. B. zu viele Dokumente in "
+    "einem Aufruf).",
+    4001: "Interner Fehler im Konnektor.",
+    4003: "Für die Signatur mit dem HBA fehlt die Nutzerkennung (UserId) im Aufrufkontext.",
+    4004: "Der Mandant ist im Konnektor nicht bekannt (MandantId prüfen).",
+    4005: "Das Clientsystem ist im Konnektor nicht bekannt (ClientSystemId prüfen).",
+    4006: "Der Arbeitsplatz ist im Konnektor nicht bekannt (WorkplaceId prüfen).",
+    4007: "Die Kartenterminal-ID ist ungültig.",
+    4008: "Die Karte ist nicht (mehr) gesteckt.",
+    4010: "Das Clientsystem ist dem Mandanten im Konnektor nicht zugeordnet.",
+    4011: "Der Arbeitsplatz ist dem Mandanten im Konnektor nicht zugeordnet.",
+    4012: "Das Kartenterminal ist dem Mandanten im Konnektor nicht zugeordnet.",
+    4014: "Der Arbeitsplatz ist dem Clientsystem im Konnektor nicht zugeordnet.",
+    4015: "Das Kartenterminal ist von diesem Arbeitsplatz aus nicht lokal erreichbar.",
+    4016: "Das Kartenterminal ist von diesem Arbeitsplatz aus nicht entfernt erreichbar.",
+    4018: "Der HBA ist bereits für einen anderen Nutzer freigeschaltet. Bitte die Karte ziehen und neu stecken.",
+    4020: "Das Kartenterminal ist von diesem Arbeitsplatz aus nicht erreichbar.",
+    4021: "Im Aufrufkontext fehlen Pflichtangaben (Mandant, Clientsystem oder Arbeitsplatz).",
+    4024: "Die Formatprüfung des Dokuments ist fehlgeschlagen (XML, PDF/A, TIFF oder Text ungültig).",
+    4043: "Zeitüberschreitung bei der PIN-Eingabe.",
+    4044: "Fehler beim Zugriff auf das Kartenterminal.",
+    4049: "Abbruch durch den Benutzer am Kartenterminal.",
+    4053: "Die PIN-Eingabe an einem entfernten Kartenterminal ist nicht möglich.",
+    4058: "Der Aufruf ist nicht zulässig (z. B. qualifizierte Signatur nur mit dem HBA).",
+    4060: "Karte oder Kartenterminal sind gerade belegt. Bitte später erneut versuchen.",
+    4063: "Die PIN ist gesperrt. Sie muss mit der PUK entsperrt werden.",
+    4065: "Die PIN ist noch transportgeschützt. Bitte zuerst eine eigene PIN am Kartenterminal setzen.",
+    4072: "Die PIN-Referenz ist ungültig.",
+    4085: "Die Zugriffsbedingungen der Karte sind nicht erfüllt.",
+    4092: "Für diesen Arbeitsplatz ist kein Kartenterminal für die entfernte PIN-Eingabe eingerichtet.",
+    4093: "Die Karte wird gerade in einer anderen Kartensitzung exklusiv verwendet.",
+    4094: "Zeitüberschreitung beim Zugriff auf die Karte.",
+    4101: "Die Karte ist nicht mehr verfügbar (Kartenhandle ungültig). Bitte die Karte prüfen und erneut versuchen.",
+    4110: "Das Dokumentformat ist für eine qualifizierte Signatur nicht zulässig.",
+    4111: "Signaturtyp oder Signaturvariante sind ungültig.",
+    4118: "Stapelsignaturen sind nur mit einem HBA der Generation 2 möglich.",
+    4120: "Kartenfehler: die erzeugte Signatur ist ungültig.",
+    4123: "Fehler bei der Signaturerstellung.",
+    4125: "Die Signaturfunktion ist im Konnektor nicht freigeschaltet.",
+    4126: "Mit diesem Kartentyp darf nicht signiert werden.",
+    4131: "Für das Kartenhandle ist keine Karte gesteckt. Bitte die Karte prüfen und erneut versuchen.",
+    4146: "Das Kartenhandle existiert nicht (mehr). Bitte die Karte prüfen und erneut versuchen.",
+    4149: "Die Zertifikatsreferenz ist ungültig.",
+    4197: "Die Angabe zur Signaturposition wurde ignoriert.",
+    4204: "Das Clientsystem konnte nicht authentifiziert werden (Zugangsdaten passen nicht zur ClientSystemId).",
+    4205: "Im PDF-Dokument ist nicht genug Platz für die Signatur.",
+    4209: "Der Kartentyp wird von dieser Operation nicht unterstützt.",
+    4243: "Die Jobnummer ist dem Konnektor unbekannt.",
+    4252: "Die Jobnummer wurde bereits verwendet. Bitte den Vorgang neu starten.",
+    4258: "Auf der Karte sind keine ECC-Zertifikate vorhanden.",
+    4261: "Sperrinformationen konnten nicht in die Signatur eingebettet werden.",
+    4263: "Die Komfortsignatur ist im Konnektor nicht aktiviert.",
+    4265: "Ungültiges Kartenhandle beim Deaktivieren der Komfortsignatur.",
+    4266: "Für den HBA besteht keine Komfortsignatur-Sitzung.",
+    4267: "Fehler beim Aktivieren der Komfortsignatur.",
+    4268: "Fehler beim Deaktivieren der Komfortsignatur.",
+    4269: "Fehler beim Abfragen des Signaturmodus.",
+    4270: "Die Nutzerkennung (UserId) wurde für die Komfortsignatur bereits verwendet.",
+    4271: "Die Komfortsignatur wurde beendet (Anzahl oder Zeit ausgeschöpft).",
+    4272: "Die Nutzerkennung (UserId) ist für die Komfortsignatur ungültig.",
+    4273: "Angaben zu Signatureigenschaften wurden ignoriert.",
+    4274: "Die Komfortsignatur ist nur mit einem HBA möglich.",
+    4275: "Die PIN ist jetzt gesperrt.",
+    4276: "Die PIN war falsch.",
+    4278: "Für den HBA ist keine Komfortsignatur-Sitzung verfügbar.",
+    4279: "S/MIME wird nicht unterstützt.",
+    4283: "Das Dokument ist zu groß (höchstens 25 MB je Dokument und 250 MB je Aufruf).",
+}
+
+UNREACHABLE = "Konnektor nicht erreichbar"
+
+
+def error_text(code: int | None) -> str:
+    """The German text for a gematik error code; a generic one naming the code for codes not in the table."""
+    if code is None:
+        return f"{UNREACHABLE}."
+    text = ERROR_TEXTS.get(code)
+    if text is not None:
+        return text
+    return f"Der Konnektor meldet den Fehler {code}."
+
+
+class KonnektorError(Exception):
+    """An operation at the Konnektor failed.
+
+    ``code`` is the gematik code of the last trace (None when the Konnektor did not answer with a fault:
+    unreachable, timeout, refused credentials, an answer that is not acceptable XML); ``text`` is German, for the
+    user; ``fault`` the raw faultstring or the technical cause, for the log; ``severity`` as the Konnektor said
+    (``Error``, ``Warning``, ``Fatal`` …). ``kind`` tells callers what to do: ``fault`` (the Konnektor refused),
+    ``unreachable`` and ``timeout`` (worth retrying later), ``auth`` and ``tls`` and ``config`` (an administrator
+    must fix the connection settings), ``protocol`` (an answer the portal cannot accept).
+    """
+
+    def __init__(
+        self,
+        code: int | None,
+        text: str,
+        fault: str = "",
+        severity: str = "Error",
+        *,
+        kind: str = "fault",
+        error_type: str = "",
+    ) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.fault = fault
+        self.severity = severity
+        self.kind = kind
+        self.error_type = error_type
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity.lower() in ("warning", "info")
+
+    def __str__(self) -> str:
+        prefix = f"[{self.code}] " if self.code is not None else ""
+        return f"{prefix}{self.text}"
+
+    def __repr__(self) -> str:
+        return f"KonnektorError(code={self.code!r}, kind={self.kind!r}, fault={self.fault!r})"
+
+
+class Trace:
+    """One ``GERROR:Trace`` entry (only the parts the portal uses)."""
+
+    __slots__ = ("code", "error_text", "error_type", "severity")
+
+    def __init__(self, code: int | None, severity: str, error_type: str, error_text: str) -> None:
+        self.code = code
+        self.severity = severity
+        self.error_type = error_type
+        self.error_text = error_text
+
+
+def traces_from_xml(element: etree._Element | None) -> list[Trace]:
+    """The traces of the first ``GERROR:Error`` at or below ``element`` (a fault's ``detail``), in order."""
+    if element is None:
+        return []
+    if element.tag == f"{{{GERROR_NS}}}Error":
+        error: etree._Element | None = element
+    else:
+        error = element.find(f".//{{{GERROR_NS}}}Error")
+    if error is None:
+        return []
+    traces = []
+    for trace in error.findall(f"{{{GERROR_NS}}}Trace"):
+        traces.append(
+            Trace(
+                code=_int_or_none(trace.findtext(f"{{{GERROR_NS}}}Code")),
+                severity=(trace.findtext(f"{{{GERROR_NS}}}Severity") or "").strip(),
+                error_type=(trace.findtext(f"{{{GERROR_NS}}}ErrorType") or "").strip(),
+                error_text=(trace.findtext(f"{{{GERROR_NS}}}ErrorText") or "").strip(),
+            )
+        )
+    return traces
+
+
+def traces_from_object(error: Any) -> list[Trace]:
+    """The traces of a ``GERROR:Error`` as zeep parsed it (inside a ``CONN:Status``)."""
+    if error is None:
+        return []
+    traces = []
+    for trace in getattr(error, "Trace", None) or []:
+        code = getattr(trace, "Code", None)
+        traces.append(
+            Trace(
+                code=int(code) if code is not None else None,
+                severity=str(getattr(trace, "Severity", "") or "").strip(),
+                error_type=str(getattr(trace, "ErrorType", "") or "").strip(),
+                error_text=str(getattr(trace, "ErrorText", "") or "").strip(),
+            )
+        )
+    return traces
+
+
+def error_from_fault(faultstring: str | None, detail: etree._Element | None) -> KonnektorError:
+    """A KonnektorError from a SOAP fault: the last trace's code decides the text."""
+    fault = (faultstring or "").strip()
+    traces = traces_from_xml(detail)
+    if not traces:
+        return KonnektorError(
+            None,
+            f"Der Konnektor hat die Anfrage abgelehnt: {fault or 'ohne Angabe von Gründen'}.",
+            fault,
+            kind="fault",
+        )
+    last = traces[-1]
+    text = error_text(last.code)
+    if last.code is not None and last.code not in ERROR_TEXTS and last.error_text:
+        text = f"{text} ({last.error_text})"
+    return KonnektorError(
+        last.code,
+        text,
+        fault or last.error_text,
+        last.severity or "Error",
+        kind="fault",
+        error_type=last.error_type,
+    )
+
+
+def is_error_severity(severity: str) -> bool:
+    """Severities that mean 'failed' (spellings vary between Konnektors: Error, ERROR, Fatal …)."""
+    return severity.strip().lower() in ("error", "fatal")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
