@@ -22,7 +22,9 @@ from audit.models import AuditEvent, ChainHead
 SUBJECT_SNAPSHOT = 500  # characters of the subject kept: enough to find a patient reference, no whole texts
 
 
-@transaction.atomic
+# No savepoint when nested (every audited action records inside its own transaction): a failed append fails
+# that action anyway, and a savepoint cost two round trips per event.
+@transaction.atomic(savepoint=False)
 def event_record(
     *,
     action: str,

@@ -36,6 +36,16 @@ from mailbox.services.presence import presence_beat, presence_leave
 # A page load that renewed the lock this recently may still be connecting its socket.
 PAGE_HANDOVER_SECONDS = 15
 
+_NAMES = ("first_name", "last_name", "username")
+# A claim's outcome as callers show it (holder, since, version) and the audit's snapshots — not the bodies.
+CLAIM_VIEW_FIELDS = (
+    *("mailbox_id", "mailbox__address", "subject", "state", "version"),
+    *("claimed_by_id", "claimed_at", "claim_expires_at", "claim_renewed_at", "claim_page", "first_claimed_at"),
+    *(f"claimed_by__{name}" for name in _NAMES),
+)
+# What leaving decides on (the hand-over) and what releasing audits.
+LEAVE_FIELDS = ("mailbox_id", "mailbox__address", "subject", "claimed_by_id", "claim_page", "claim_renewed_at")
+
 
 def claim_seconds() -> int:
     return int(getattr(settings, "KIMPORTAL_CLAIM_SECONDS", 60))
@@ -109,7 +119,8 @@ def _claim(*, user: Any, message: Message, page: str, now: datetime) -> ClaimRes
             claim_page=Value(page) if page else Case(When(still_mine, then=F("claim_page")), default=Value("")),
         )
     )
-    fresh = Message.objects.select_related("claimed_by").get(pk=message.pk)
+    # What callers show of a claim (holder, since, version) and the audit's snapshots: not the bodies.
+    fresh = Message.objects.select_related("claimed_by", "mailbox").only(*CLAIM_VIEW_FIELDS).get(pk=message.pk)
     renewed = won and fresh.claimed_at != now
     if won and not renewed:
         audit_record(actor=user, action="message.claimed", message=fresh, until=until.isoformat())
@@ -117,7 +128,7 @@ def _claim(*, user: Any, message: Message, page: str, now: datetime) -> ClaimRes
     return ClaimResult(won=won, renewed=renewed, message=fresh)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_release(*, user: Any, message: Message, reason: str = "") -> bool:
     released = bool(Message.objects.filter(pk=message.pk, claimed_by=user).update(**claim_cleared()))
     if released:
@@ -178,7 +189,14 @@ def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
     row, still_open = presence_leave(channel_name=channel_name, broadcast=False)
     if row is None:
         return False
-    message = None if still_open else Message.objects.filter(pk=message_id, claimed_by=user).first()
+    message = (
+        None
+        if still_open
+        else Message.objects.select_related("mailbox")
+        .only(*LEAVE_FIELDS)
+        .filter(pk=message_id, claimed_by=user)
+        .first()
+    )
     # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
     # A release's message change redraws rows and panels with the presence gone as well: one event, not two.
     if (

@@ -56,7 +56,14 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
 
 @require_GET
 def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    message = Message.objects.visible_to(request.user).filter(pk=pk).only("pk", "mailbox_id", "state").first()
+    # With the audit's snapshots (subject, address): recording the view and the claim reads nothing more.
+    message = (
+        Message.objects.visible_to(request.user)
+        .filter(pk=pk)
+        .select_related("mailbox")
+        .only("pk", "mailbox_id", "state", "subject", "mailbox__address")
+        .first()
+    )
     if message is None:
         raise Http404
     role = selectors.user_role(request.user, message.mailbox_id)
