@@ -374,3 +374,32 @@ KIMPORTAL_VZD_CLIENT_KEY_PASSWORD = env.str("KIMPORTAL_VZD_CLIENT_KEY_PASSWORD",
 KIMPORTAL_VZD_PAGE_SIZE = env.int("KIMPORTAL_VZD_PAGE_SIZE", default=20)
 # Certificate states of shown entries are cached per (uid, changeDateTime) for this long (KOM-LE-A_2026 allows it).
 KIMPORTAL_VZD_CERT_CACHE_SECONDS = env.float("KIMPORTAL_VZD_CERT_CACHE_SECONDS", default=600.0)
+
+# --- Signing (QES with the eHBA through the Konnektor) ---
+# The Konnektor: its base URL (connector.sds is read from there), connection mode "plain" (Ungesichert),
+# "basic" (TLS + Basic auth, "Login") or "cert" (TLS + client certificate, "Zertifikat", recommended). Files are
+# PEM paths: the client certificate and key (mode cert), the CA that signed the Konnektor's TLS certificate, and the
+# CA(s) of the eHBA QES certificates, the trust for checking signatures locally before they are used.
+# The demo points to the simulator (`python -m tisim konnektor-run`).
+KIMPORTAL_KONNEKTOR_URL = env.str("KIMPORTAL_KONNEKTOR_URL", default="http://127.0.0.1:8090")
+KIMPORTAL_KONNEKTOR_MODE = env.str("KIMPORTAL_KONNEKTOR_MODE", default="plain")
+KIMPORTAL_KONNEKTOR_USER = env.str("KIMPORTAL_KONNEKTOR_USER", default="")
+KIMPORTAL_KONNEKTOR_PASSWORD = env.str("KIMPORTAL_KONNEKTOR_PASSWORD", default="")
+KIMPORTAL_KONNEKTOR_CLIENT_CERT = env.str("KIMPORTAL_KONNEKTOR_CLIENT_CERT", default="")
+KIMPORTAL_KONNEKTOR_CLIENT_KEY = env.str("KIMPORTAL_KONNEKTOR_CLIENT_KEY", default="")
+KIMPORTAL_KONNEKTOR_CA = env.str("KIMPORTAL_KONNEKTOR_CA", default="")
+KIMPORTAL_KONNEKTOR_QES_CA = env.str("KIMPORTAL_KONNEKTOR_QES_CA", default="")
+KIMPORTAL_KONNEKTOR_MANDANT = env.str("KIMPORTAL_KONNEKTOR_MANDANT", default="Mandant1")
+KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = env.str("KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM", default="KIMPortal")
+# Seconds: ordinary calls, and SignDocument, which waits while the physician types the PIN.
+KIMPORTAL_KONNEKTOR_TIMEOUT = env.float("KIMPORTAL_KONNEKTOR_TIMEOUT", default=30.0)
+KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = env.float("KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT", default=600.0)
+# Documents per SignDocument call (every Konnektor takes at least 50; each call is one PIN entry) and bytes per call.
+KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL = env.int("KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL", default=50)
+KIMPORTAL_KONNEKTOR_MAX_CALL_BYTES = env.int("KIMPORTAL_KONNEKTOR_MAX_CALL_BYTES", default=250 * 2**20)
+# A draft's document at most (the Konnektor signs up to 25 MB per document) and documents per batch.
+KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = env.int("KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES", default=25 * 2**20)
+KIMPORTAL_SIGNING_MAX_BATCH = env.int("KIMPORTAL_SIGNING_MAX_BATCH", default=250)
+# Signed letters go to the outbox on their own (on) or wait there for someone to send them (off). Takes effect
+# once the send path (outbox) exists; until then every signed letter waits ("signiert – wartet auf Versand").
+KIMPORTAL_SIGNING_AUTO_SEND = env.bool("KIMPORTAL_SIGNING_AUTO_SEND", default=True)

@@ -30,6 +30,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("leitung/audit/", include("audit.urls")),
     path("directory/", include("directory.urls")),
+    path("signatur/", include("signing.urls")),
     path("leitung/", include((manage_urlpatterns, "manage"))),
     path("", include("mailbox.urls")),
 ]

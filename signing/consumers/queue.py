@@ -1,0 +1,48 @@
+"""The queue page's socket: drafts that arrive or change for this user show a notice to reload the list (the
+list itself is not replaced under the physician's selection)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailbox.consumers.base import NO_ROLE, PortalConsumer, db, frame
+from mailbox.events import user_group
+from signing import selectors
+from signing.events import queue_group
+
+
+class QueueConsumer(PortalConsumer):
+    async def connect(self) -> None:
+        if not await self._authenticate():
+            return
+        # The user group brings the logout of this session (session.ended): the socket closes with it.
+        await self._join(queue_group(self.user.pk), user_group(self.user.pk))
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if await self._check() is NO_ROLE:
+            return
+        frame(text_data)  # nothing to resync: the page shows the list as loaded
+
+    async def signing_drafts_changed(self, event: dict[str, Any]) -> None:
+        if await self._check() is NO_ROLE:
+            return
+        await self._send(await db(self._render_notice)([int(pk) for pk in event.get("draft_ids", [])]))
+
+    def _render_notice(self, draft_ids: list[int]) -> str:
+        # Re-read through the user's selector: a draft the user may not see is not even counted.
+        drafts = selectors.drafts_by_ids_for_user(self.user, draft_ids)
+        if not drafts:
+            return ""
+        mine = [d for d in drafts if d.signer_id == self.user.pk and d.is_open]
+        return self._render("signing/partials/_queue_notice.html", {"drafts": drafts, "mine": mine})
+
+    # Events of the user group meant for the mailbox pages; this page has no use for them.
+    async def user_notified(self, event: dict[str, Any]) -> None:
+        return
+
+    async def counters_changed(self, event: dict[str, Any]) -> None:
+        return
+
+    async def memberships_changed(self, event: dict[str, Any]) -> None:
+        return

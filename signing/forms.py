@@ -1,0 +1,176 @@
+"""Forms of the signing pages: they parse and check input; services do the work."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
+
+from signing.doctypes import document_type_choices
+from signing.models import Draft
+from signing.selectors import DraftFilter
+from signing.services.batch import Selected
+from signing.services.documents import CheckedDocument, DocumentRejected, document_check
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+class UserChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
+    def label_from_instance(self, obj: Any) -> str:
+        return str(obj.get_full_name() or obj.get_username())
+
+
+class DraftForm(forms.Form):
+    """A draft's document and letter. On edit the document is optional (keeps the current one)."""
+
+    document = forms.FileField(label=_("Dokument (PDF, Text oder XML)"), required=True)
+    document_type = forms.ChoiceField(label=_("Dokumenttyp"), choices=[])
+    patient_reference = forms.CharField(label=_("Patient (Name oder Fallnummer)"), max_length=100)
+    signer = UserChoiceField(queryset=None, label=_("Unterzeichner"))
+    mailbox = forms.ModelChoiceField(queryset=None, label=_("Absender-Postfach"))  # type: ignore[var-annotated]
+    recipients = forms.CharField(
+        label=_("Empfänger (KIM-Adressen, eine je Zeile)"), widget=forms.Textarea(attrs={"rows": 3})
+    )
+    subject = forms.CharField(label=_("Betreff"), max_length=200)
+    body = forms.CharField(label=_("Nachrichtentext"), required=False, widget=forms.Textarea(attrs={"rows": 5}))
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, signers: Any, mailboxes: Any, editing: Draft | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["document_type"]).choices = document_type_choices()
+        cast(forms.ModelChoiceField, self.fields["signer"]).queryset = signers  # type: ignore[type-arg]
+        cast(forms.ModelChoiceField, self.fields["mailbox"]).queryset = mailboxes  # type: ignore[type-arg]
+        self.editing = editing
+        self.checked_document: CheckedDocument | None = None
+        if editing is not None:
+            self.fields["document"].required = False
+            self.fields["document"].label = _("Neues Dokument (leer lassen: bisheriges behalten)")
+
+    def clean_document(self) -> Any:
+        upload = self.cleaned_data.get("document")
+        if not upload:
+            return None
+        try:
+            self.checked_document = document_check(upload.read(), upload.name or "")
+        except DocumentRejected as exc:
+            raise ValidationError(exc.message) from exc
+        return upload
+
+    def clean_recipients(self) -> list[str]:
+        raw = self.cleaned_data.get("recipients") or ""
+        addresses = [a.strip() for a in re.split(r"[\s,;]+", raw) if a.strip()]
+        if not addresses:
+            raise ValidationError(_("Bitte mindestens eine KIM-Adresse angeben."))
+        wrong = []
+        for address in addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                wrong.append(address)
+        if wrong:
+            raise ValidationError(_("Keine gültige KIM-Adresse: %(addresses)s") % {"addresses": ", ".join(wrong)})
+        return list(dict.fromkeys(addresses))
+
+
+class DraftFilterForm(forms.Form):
+    SORTS = [
+        ("-created", _("Neueste zuerst")),
+        ("created", _("Älteste zuerst")),
+        ("patient", _("Patient")),
+        ("signer", _("Unterzeichner")),
+        ("author", _("Verfasser")),
+        ("type", _("Dokumenttyp")),
+        ("state", _("Status")),
+    ]
+    signer = forms.IntegerField(required=False, label=_("Unterzeichner"))
+    author = forms.IntegerField(required=False, label=_("Verfasser"))
+    patient = forms.CharField(required=False, max_length=100, label=_("Patient"))
+    document_type = forms.ChoiceField(required=False, choices=[], label=_("Dokumenttyp"))
+    state = forms.ChoiceField(required=False, choices=[], label=_("Status"))
+    date_from = forms.DateField(required=False, label=_("von"))
+    date_to = forms.DateField(required=False, label=_("bis"))
+    sort = forms.ChoiceField(required=False, choices=SORTS, label=_("Sortierung"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["document_type"]).choices = [
+            ("", _("alle Typen")),
+            *document_type_choices(),
+        ]
+        cast(forms.ChoiceField, self.fields["state"]).choices = [
+            ("", _("offen (in der Liste)")),
+            ("all", _("alle")),
+            *Draft.State.choices,
+        ]
+
+    def to_filter(self) -> DraftFilter:
+        if not self.is_valid():
+            return DraftFilter()
+        d = self.cleaned_data
+        return DraftFilter(
+            signer=d.get("signer") or None,
+            author=d.get("author") or None,
+            patient=d.get("patient") or "",
+            document_type=d.get("document_type") or "",
+            state=d.get("state") or "",
+            date_from=d.get("date_from"),
+            date_to=d.get("date_to"),
+            sort=d.get("sort") or "-created",
+        )
+
+
+SELECTION_RE = re.compile(r"^(\d{1,18}):(\d{1,9}):([0-9a-f]{64})$")
+
+
+class SignForm(forms.Form):
+    """What the physician confirmed: each selected draft as "<id>:<version>:<sha256>" (the row's checkbox value),
+    and the workstation whose card terminal asks for the PIN."""
+
+    workplace = forms.IntegerField(label=_("Arbeitsplatz"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selected: list[Selected] = []
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        values = self.data.getlist("draft") if hasattr(self.data, "getlist") else []
+        for value in values:
+            match = SELECTION_RE.match(str(value))
+            if match is None:
+                raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
+            self.selected.append(Selected(int(match[1]), int(match[2]), match[3]))
+        if not self.selected:
+            raise ValidationError(_("Bitte wählen Sie mindestens einen Entwurf aus."))
+        return data
+
+
+class WorkplaceChoiceForm(forms.Form):
+    workplace = forms.IntegerField()
+    next = forms.CharField(required=False, max_length=500)
+
+
+class SignerCardForm(forms.Form):
+    username = forms.CharField(label=_("Benutzername"), max_length=150)
+    telematik_id = forms.CharField(label=_("Telematik-ID"), max_length=128, required=False)
+    iccsn = forms.CharField(label=_("ICCSN"), max_length=24, required=False)
+
+    def clean_username(self) -> User:
+        name = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username=name, is_active=True).first()
+        if user is None:
+            raise ValidationError(_("Keine aktive Person mit diesem Benutzernamen."))
+        return user
+
+
+class WorkplaceForm(forms.Form):
+    workplace_id = forms.CharField(label=_("Arbeitsplatz-ID (wie im Konnektor)"), max_length=64)
+    label = forms.CharField(label=_("Bezeichnung"), max_length=100)
+    ct_id = forms.CharField(label=_("Kartenterminal-ID"), max_length=64, required=False)
+    is_active = forms.BooleanField(label=_("aktiv"), required=False, initial=True)

@@ -1,0 +1,37 @@
+"""Reads of the signing app, always starting from the user (a foreign pk is not found: 404)."""
+
+from __future__ import annotations
+
+from signing.selectors.drafts import (
+    SORTS,
+    DraftFilter,
+    batch_context,
+    batch_get_for_user,
+    batch_items,
+    batch_list_for_user,
+    draft_get_for_user,
+    draft_list_for_user,
+    drafts_by_ids_for_user,
+    sending_mailboxes,
+    signature_get_for_user,
+    signer_choices,
+    user_filter_choices,
+    workplace_choices,
+)
+
+__all__ = [
+    "SORTS",
+    "DraftFilter",
+    "batch_context",
+    "batch_get_for_user",
+    "batch_items",
+    "batch_list_for_user",
+    "draft_get_for_user",
+    "draft_list_for_user",
+    "drafts_by_ids_for_user",
+    "sending_mailboxes",
+    "signature_get_for_user",
+    "signer_choices",
+    "user_filter_choices",
+    "workplace_choices",
+]

@@ -1,0 +1,151 @@
+"""Drafts: created and changed by their author (or the signer) until they are signed; every change is a new
+version, every look at the document is audited, and the signer learns of new work at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from kimportal.errors import Conflict, NotAllowed, PortalError
+from mailbox import events as mailbox_events
+from mailbox.models import Mailbox, Notification
+from mailbox.permissions import Action, require
+from mailbox.storage import blob_put
+from signing import events
+from signing.models import Draft, SignerCard
+from signing.permissions import require_edit
+from signing.services.audit import signing_audit
+from signing.services.documents import CheckedDocument
+
+# Notification.kind of "a draft waits for your signature"; the text is stored in German (Notification.text).
+NOTIFICATION_KIND = "signing_queued"
+
+
+@dataclass(frozen=True)
+class DraftData:
+    """A draft's metadata as the form (or, with issue 12, the KIS API) parsed it."""
+
+    document_type: str
+    patient_reference: str
+    signer: Any
+    mailbox: Mailbox
+    subject: str
+    body: str = ""
+    recipients: list[str] = field(default_factory=list)
+
+
+def _check(author: Any, data: DraftData) -> None:
+    require(author, data.mailbox, Action.PROCESS, _("Aus diesem Postfach dürfen Sie nicht senden."))
+    if not data.signer.is_active or not SignerCard.objects.filter(user=data.signer).exists():
+        raise PortalError(_("Die gewählte Person hat keinen eHBA und kann nicht signieren."))
+
+
+def _notify_signer(*, draft: Draft, actor: Any) -> None:
+    if draft.signer_id == actor.pk:
+        return
+    name = actor.get_full_name() or actor.get_username()
+    with translation.override("de"):
+        text = _("%(name)s bittet um Ihre Signatur: %(subject)s (%(patient)s)") % {
+            "name": name,
+            "subject": draft.subject,
+            "patient": draft.patient_reference,
+        }
+    Notification.objects.create(
+        user_id=draft.signer_id,
+        kind=NOTIFICATION_KIND,
+        actor=actor,
+        params={"draft": draft.pk},
+        text=text[:500],
+    )
+    mailbox_events.broadcast_user_notification(user_id=draft.signer_id)
+
+
+@transaction.atomic
+def draft_create(*, author: Any, data: DraftData, document: CheckedDocument) -> Draft:
+    _check(author, data)
+    # The blob first: it is named by its content, so a rolled-back row leaves at most an unused file, never a
+    # row without its document.
+    digest = blob_put(document.content)
+    draft = Draft.objects.create(
+        document_type=data.document_type,
+        patient_reference=data.patient_reference,
+        author=author,
+        signer=data.signer,
+        recipients=list(data.recipients),
+        subject=data.subject,
+        body=data.body,
+        mailbox=data.mailbox,
+        filename=document.filename,
+        mime_type=document.mime_type,
+        size=len(document.content),
+        sha256=digest,
+    )
+    signing_audit(actor=author, action="signing.draft_created", draft=draft, sha256=digest, signer=data.signer.pk)
+    _notify_signer(draft=draft, actor=author)
+    events.broadcast_drafts_changed(user_ids=[author.pk, draft.signer_id], draft_ids=[draft.pk])
+    return draft
+
+
+@transaction.atomic
+def draft_update(
+    *, user: Any, draft: Draft, version: int, data: DraftData, document: CheckedDocument | None = None
+) -> Draft:
+    """Change metadata and, optionally, the document; refused once a batch signs it or it is signed, and when
+    someone else changed it since the user loaded it."""
+    current = Draft.objects.select_for_update().get(pk=draft.pk)
+    require_edit(user, current)
+    if not current.is_open:
+        raise NotAllowed(_("Der Entwurf wird gerade signiert oder ist signiert und kann nicht mehr geändert werden."))
+    if current.version != version:
+        raise Conflict(
+            _("Der Entwurf wurde inzwischen geändert. Bitte prüfen Sie die aktuelle Fassung."), fresh=current
+        )
+    _check(user, data)
+    old_signer = current.signer_id
+    changes: dict[str, Any] = {}
+    for name in ("document_type", "patient_reference", "subject", "body", "recipients"):
+        value = getattr(data, name)
+        if getattr(current, name) != value:
+            changes[name] = value
+    if current.signer_id != data.signer.pk:
+        changes["signer"] = data.signer
+    if current.mailbox_id != data.mailbox.pk:
+        changes["mailbox"] = data.mailbox
+    if document is not None:
+        digest = blob_put(document.content)
+        if digest != current.sha256 or document.filename != current.filename:
+            changes.update(
+                filename=document.filename, mime_type=document.mime_type, size=len(document.content), sha256=digest
+            )
+    if not changes:
+        return current
+    for name, value in changes.items():
+        setattr(current, name, value)
+    current.version += 1
+    current.updated_at = timezone.now()
+    current.state = Draft.State.DRAFT
+    current.last_error, current.last_error_code = "", None
+    current.save()
+    signing_audit(
+        actor=user, action="signing.draft_changed", draft=current, version=current.version, fields=sorted(changes)
+    )
+    if current.signer_id != old_signer:
+        _notify_signer(draft=current, actor=user)
+    events.broadcast_drafts_changed(user_ids=[current.author_id, current.signer_id, old_signer], draft_ids=[current.pk])
+    return current
+
+
+@transaction.atomic
+def draft_document_viewed(*, user: Any, draft: Draft, version: int | None = None, download: bool = False) -> None:
+    """Someone looked at a draft's document (or its signed result): patient data, so always on the trail."""
+    signing_audit(
+        actor=user,
+        action="signing.document_viewed",
+        draft=draft,
+        version=version if version is not None else draft.version,
+        download=download,
+    )

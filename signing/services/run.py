@@ -1,0 +1,301 @@
+"""One batch against the Konnektor, run by the Celery task (signing.tasks.signing_batch_run).
+
+discover → GetCards(HBA) → the signer's card (ICCSN, or the Telematik-ID in its QES certificate) → GetPinStatus
+(PIN.QES) → per SignDocument call: GetJobNumber, stored and shown before the call blocks for the PIN → results
+matched by RequestID → each signature checked locally → signed drafts leave the queue, the others stay with the
+reason. Each call is one PIN entry at the terminal (and the Konnektor may split a call and ask again): the page
+says which call waits. A failure before or during a call leaves every draft not yet signed intact in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from konnektor import (
+    Card,
+    KonnektorClient,
+    KonnektorError,
+    SignItem,
+    SignResult,
+    batches,
+    error_text,
+    telematik_id_of,
+)
+from mailbox.storage import BlobError, blob_get, blob_put
+from signing import events
+from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
+from signing.services.audit import signing_audit
+from signing.services.konnektor import call_context, konnektor_client, konnektor_config, qes_ca_pem
+from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
+
+log = logging.getLogger(__name__)
+
+SHORT_TEXT_FORBIDDEN = re.compile(r"[^a-zA-Z 0-9_.\-äöüÄÖÜß]")
+
+
+class BatchStopped(Exception):
+    def __init__(self, code: int | None, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def short_text_for(draft: Draft) -> str:
+    """SignRequest's ShortText: names the document in the signature, ≤ 30 characters of the allowed set."""
+    text = SHORT_TEXT_FORBIDDEN.sub("_", draft.filename or draft.subject).strip() or f"Dokument {draft.pk}"
+    return text[:30]
+
+
+def _refresh(batch: SignatureBatch) -> SignatureBatch:
+    return SignatureBatch.objects.get(pk=batch.pk)
+
+
+def _update(batch: SignatureBatch, **fields: Any) -> None:
+    SignatureBatch.objects.filter(pk=batch.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(batch, name, value)
+    events.broadcast_batch_changed(batch_id=batch.pk)
+
+
+def _cancel_requested(batch: SignatureBatch) -> bool:
+    return SignatureBatch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=False).exists()
+
+
+def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, bytes]:
+    """The signer's own eHBA among the inserted ones, and its QES certificate."""
+    cards = client.get_cards(ctx, card_type="HBA")
+    if mapping.iccsn:
+        for card in cards:
+            if card.iccsn == mapping.iccsn:
+                return card, client.read_qes_certificate(ctx, card.card_handle)
+    if mapping.telematik_id:
+        for card in cards:
+            certificate = client.read_qes_certificate(ctx, card.card_handle)
+            if telematik_id_of(certificate) == mapping.telematik_id:
+                return card, certificate
+    raise BatchStopped(
+        None,
+        _(
+            "Ihr eHBA steckt in keinem Kartenterminal, das dieser Arbeitsplatz erreicht. "
+            "Bitte stecken Sie ihn und starten Sie erneut."
+        ),
+    )
+
+
+def batch_run(batch_id: int) -> None:
+    with transaction.atomic():
+        batch = SignatureBatch.objects.select_for_update().select_related("workplace").get(pk=batch_id)
+        # A redelivered task never signs twice: only a batch nobody has started yet runs.
+        if batch.state != SignatureBatch.State.PREPARED or batch.started_at is not None:
+            return
+        batch.started_at = timezone.now()
+        batch.save(update_fields=["started_at"])
+    try:
+        if _cancel_requested(batch):
+            raise BatchStopped(None, "")
+        mapping = SignerCard.objects.filter(user_id=batch.signer_id).first()
+        if mapping is None:
+            raise BatchStopped(None, _("Ihnen ist kein eHBA mehr zugeordnet."))
+        client = konnektor_client()
+        ctx = call_context(workplace=batch.workplace, card=mapping)
+        client.discover()
+        card, certificate = _find_card(client, ctx, mapping)
+        _update(batch, card_handle=card.card_handle, card_iccsn=card.iccsn or "")
+        pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
+        if pin.status == "TRANSPORT_PIN":
+            raise BatchStopped(4065, error_text(4065))
+        if pin.status == "BLOCKED":
+            raise BatchStopped(4063, error_text(4063))
+        items = list(batch.items.select_related("draft").order_by("position"))
+        by_request = {item.request_id: item for item in items}
+        # Split within the Konnektor's limits; a document too big for any call fails alone (4283).
+        plan = batches([_sign_item(item) for item in items], konnektor_config())
+        calls = plan.calls
+        _update(batch, calls_total=len(calls))
+        ca = qes_ca_pem()
+        if plan.rejected:
+            _store_results(batch, by_request, plan.rejected, certificate, ca)
+        for number, call in enumerate(calls):
+            if _cancel_requested(batch):
+                break
+            job_number = client.get_job_number(ctx)
+            # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
+            _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
+            try:
+                results = client.sign_documents(ctx, card.card_handle, job_number, call)
+            except KonnektorError:
+                if _cancel_requested(batch):
+                    break
+                raise
+            _update(batch, state=SignatureBatch.State.SIGNING, calls_done=number + 1)
+            _store_results(batch, by_request, results, certificate, ca)
+    except BatchStopped as stop:
+        _finish(batch, code=stop.code, text=stop.text)
+    except KonnektorError as exc:
+        _finish(batch, code=exc.code, text=exc.text)
+    except Exception:
+        log.exception("signing batch %s failed", batch_id)
+        _finish(batch, code=None, text=_("Interner Fehler beim Signieren. Die Entwürfe sind unverändert in der Liste."))
+    else:
+        _finish(batch, code=None, text="")
+
+
+def _sign_item(item: BatchItem) -> SignItem:
+    try:
+        content = blob_get(item.document_sha256)
+    except BlobError as exc:
+        raise BatchStopped(
+            None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
+        ) from exc
+    return SignItem(
+        request_id=item.request_id,
+        content=content,
+        mime_type=item.draft.mime_type,
+        short_text=short_text_for(item.draft),
+        pades=item.draft.is_pdf,
+    )
+
+
+def _store_results(
+    batch: SignatureBatch,
+    by_request: dict[str, BatchItem],
+    results: Sequence[SignResult],
+    certificate: bytes,
+    ca: bytes | None,
+) -> None:
+    signed = failed = 0
+    touched: list[int] = []
+    with transaction.atomic():
+        for result in results:
+            item = by_request.get(result.request_id)
+            if item is None or item.state != BatchItem.State.PENDING:
+                continue  # an answer to a request we did not send (or twice): ignored
+            touched.append(item.pk)
+            if result.ok:
+                try:
+                    _store_signature(batch, item, result, certificate, ca)
+                    signed += 1
+                    continue
+                except SignatureInvalid as exc:
+                    code, text = None, _("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": exc}
+            else:
+                code = result.code
+                text = result.text or (error_text(result.code) if result.code is not None else _("Nicht signiert."))
+            _item_failed(batch, item, code, text)
+            failed += 1
+        SignatureBatch.objects.filter(pk=batch.pk).update(
+            signed_count=F("signed_count") + signed, failed_count=F("failed_count") + failed
+        )
+        events.broadcast_batch_changed(batch_id=batch.pk, item_ids=touched)
+        drafts = [by_request[r.request_id].draft for r in results if r.request_id in by_request]
+        events.broadcast_drafts_changed(
+            user_ids=[batch.signer_id, *(d.author_id for d in drafts)], draft_ids=[d.pk for d in drafts]
+        )
+
+
+def _store_signature(
+    batch: SignatureBatch, item: BatchItem, result: SignResult, certificate: bytes, ca: bytes | None
+) -> None:
+    document = blob_get(item.document_sha256)
+    draft = item.draft
+    if draft.is_pdf and result.signed_document:
+        verified = verify_pades(
+            document=document, signed_pdf=result.signed_document, card_certificate=certificate, ca_pem=ca
+        )
+        blob, fmt = result.signed_document, Signature.Format.PADES
+    elif result.signature:
+        verified = verify_cades_detached(
+            document=document, cms_der=result.signature, card_certificate=certificate, ca_pem=ca
+        )
+        blob, fmt = result.signature, Signature.Format.CADES
+    else:
+        raise SignatureInvalid(_("Der Konnektor hat keine Signatur geliefert."))
+    digest = blob_put(blob)
+    now = timezone.now()
+    Signature.objects.create(
+        draft=draft,
+        batch_item=item,
+        format=fmt,
+        sha256=digest,
+        size=len(blob),
+        document_version=item.document_version,
+        document_sha256=item.document_sha256,
+        signer_certificate=verified.signer_certificate,
+        signed_at=now,
+        verified_at=now,
+    )
+    BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.SIGNED)
+    item.state = BatchItem.State.SIGNED
+    Draft.objects.filter(pk=draft.pk).update(
+        state=Draft.State.SIGNED, signed_at=now, last_error="", last_error_code=None, updated_at=now
+    )
+    signing_audit(actor=None, action="signing.signed", draft=draft, batch=batch.pk, format=fmt, signature=digest)
+    _hand_to_outbox(draft)
+
+
+def _hand_to_outbox(draft: Draft) -> None:
+    """KIMPORTAL_SIGNING_AUTO_SEND: signed letters go out through the outbox by themselves. The outbox (send path)
+    is its own issue; until it exists every signed draft waits in state "signiert – wartet auf Versand"."""
+    if settings.KIMPORTAL_SIGNING_AUTO_SEND:
+        return
+
+
+def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: str) -> None:
+    BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.FAILED, code=code, text=text[:500])
+    item.state = BatchItem.State.FAILED
+    Draft.objects.filter(pk=item.draft_id).update(
+        state=Draft.State.FAILED, last_error=text[:500], last_error_code=code, updated_at=timezone.now()
+    )
+    signing_audit(actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text)
+
+
+def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> None:
+    """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any)."""
+    with transaction.atomic():
+        current = SignatureBatch.objects.select_for_update().get(pk=batch.pk)
+        cancelled = current.cancel_requested_at is not None
+        pending = list(current.items.filter(state=BatchItem.State.PENDING).select_related("draft"))
+        if cancelled:
+            state, code, text = (
+                SignatureBatch.State.CANCELLED,
+                None,
+                text or _("Der Signaturvorgang wurde abgebrochen."),
+            )
+        elif text:
+            state = SignatureBatch.State.FAILED
+        else:
+            state = SignatureBatch.State.DONE
+        reason = text if pending else ""
+        BatchItem.objects.filter(pk__in=[i.pk for i in pending]).update(
+            state=BatchItem.State.NOT_SIGNED, code=code, text=reason[:500]
+        )
+        Draft.objects.filter(pk__in=[i.draft_id for i in pending], state=Draft.State.SIGNING).update(
+            state=Draft.State.DRAFT, last_error=reason[:500], last_error_code=code, updated_at=timezone.now()
+        )
+        current.state, current.error_code, current.error_text = state, code, text[:500]
+        current.finished_at = timezone.now()
+        current.save(update_fields=["state", "error_code", "error_text", "finished_at"])
+        signing_audit(
+            actor=None,
+            action="signing.batch_finished",
+            batch=current.pk,
+            state=state,
+            signed=current.signed_count,
+            failed=current.failed_count,
+            not_signed=len(pending),
+            code=code,
+            text=text,
+        )
+        events.broadcast_batch_changed(batch_id=current.pk)
+        events.broadcast_drafts_changed(
+            user_ids=[current.signer_id, *(i.draft.author_id for i in pending)], draft_ids=[i.draft_id for i in pending]
+        )

@@ -1,0 +1,56 @@
+"""The queue (drafts the user is to sign) and the central list (everything the user may see); one URL serves
+page and fragment (htmx swaps #draft-list when a filter changes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from kimportal.http import AuthenticatedHttpRequest
+from signing import selectors
+from signing.forms import DraftFilterForm
+from signing.permissions import has_signer_card
+from signing.selectors.drafts import LIST_LIMIT
+from signing.views.common import chosen_workplace
+
+
+def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpResponse:
+    form = DraftFilterForm(request.GET or None)
+    filters = form.to_filter() if request.GET else selectors.DraftFilter()
+    rows = list(selectors.draft_list_for_user(request.user, filters, own_queue=own_queue)[: LIST_LIMIT + 1])
+    has_card = has_signer_card(request.user)
+    # Only the signer's own open drafts can be selected for signing: they are the checkboxes of the list.
+    signable = {d.pk for d in rows if d.signer_id == request.user.pk and d.is_open} if has_card else set()
+    context: dict[str, Any] = {
+        "own_queue": own_queue,
+        "drafts": rows[:LIST_LIMIT],
+        "truncated": len(rows) > LIST_LIMIT,
+        "signable": signable,
+        "has_card": has_card,
+        "filter_form": form if request.GET else DraftFilterForm(),
+        "people": selectors.user_filter_choices(request.user) if not own_queue else [],
+        "workplaces": list(selectors.workplace_choices()),
+        "workplace": chosen_workplace(request),
+        "max_batch": settings.KIMPORTAL_SIGNING_MAX_BATCH,
+        "running": selectors.batch_list_for_user(request.user)
+        .filter(signer_id=request.user.pk, state__in=("prepared", "pin", "signing"))
+        .first(),
+    }
+    template = "signing/queue.html"
+    if request.htmx and request.htmx.target == "draft-list" and not request.htmx.history_restore_request:
+        template += "#draft-list"
+    return render(request, template, context)
+
+
+@require_GET
+def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _list_page(request, own_queue=True)
+
+
+@require_GET
+def draft_list(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _list_page(request, own_queue=False)

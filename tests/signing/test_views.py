@@ -1,0 +1,204 @@
+"""The signing pages: queue and list, the draft form's errors, the document shown inline (and audited), managers'
+pages."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from signing.models import Draft, SignerCard, Workplace
+from tests.signing.documents import LETTER_TEXT, make_pdf
+from tests.signing.factories import DraftFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_queue_shows_the_physicians_drafts_selectable(
+    client, physician, assistant, mailbox, workplace, django_assert_max_num_queries
+):
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(20)]
+    client.force_login(physician)
+    client.cookies["kimportal_signing_workplace"] = str(workplace.pk)
+    with django_assert_max_num_queries(12):
+        html = client.get(reverse("signing:queue")).content.decode()
+    for d in drafts:
+        assert f'value="{d.pk}:{d.version}:{d.sha256}"' in html
+    assert 'id="select-all"' in html and 'id="sign-button"' in html
+    assert f'<option value="{workplace.pk}" selected>' in html
+
+
+def test_without_ehba_the_sign_button_says_why(client, assistant, physician, mailbox):
+    DraftFactory(author=physician, signer=assistant, mailbox=mailbox)
+    client.force_login(assistant)
+    html = client.get(reverse("signing:queue")).content.decode()
+    assert "kein eHBA zugeordnet" in html and "disabled" in html
+    assert 'class="draft-select"' not in html
+
+
+def test_central_list_filters_by_author_for_the_author(client, assistant, physician, mailbox):
+    mine = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, subject="Brief A")
+    DraftFactory(mailbox=mailbox, subject="Fremder Brief")
+    client.force_login(assistant)
+    html = client.get(reverse("signing:drafts")).content.decode()
+    assert "Brief A" in html and "Fremder Brief" not in html
+    # The assistant has no eHBA: the list shows, nothing is selectable.
+    assert f'value="{mine.pk}:' not in html
+    fragment = client.get(
+        reverse("signing:drafts"), {"patient": "nobody"}, headers={"HX-Request": "true", "HX-Target": "draft-list"}
+    )
+    assert fragment.content.decode().lstrip().startswith('<div id="draft-list">')
+    assert "Brief A" not in fragment.content.decode()
+
+
+def _post_data(physician, mailbox, **extra):
+    data = {
+        "document_type": "earztbrief",
+        "patient_reference": "Muster, Erika",
+        "signer": physician.pk,
+        "mailbox": mailbox.pk,
+        "recipients": "praxis@praxis-test.kim.telematik-test",
+        "subject": "Entlassbrief",
+        "body": "",
+    }
+    data.update(extra)
+    return data
+
+
+def test_create_form_stores_a_pdf(client, assistant, physician, mailbox):
+    client.force_login(assistant)
+    upload = SimpleUploadedFile("brief.pdf", make_pdf(), content_type="application/pdf")
+    response = client.post(reverse("signing:draft-create"), {**_post_data(physician, mailbox), "document": upload})
+    draft = Draft.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("signing:draft-detail", args=[draft.pk])
+    assert (draft.author, draft.signer, draft.mime_type) == (assistant, physician, "application/pdf")
+
+
+@pytest.mark.parametrize(
+    ("document", "extra", "message"),
+    [
+        (("brief.pdf", b"no pdf"), {}, "kein PDF-Dokument"),
+        (("brief.txt", b"Brief"), {"recipients": "keine adresse"}, "Keine gültige KIM-Adresse"),
+        (None, {}, "Dieses Feld ist zwingend erforderlich."),
+        (("brief.txt", b"Brief"), {"signer": "0"}, "Bitte eine gültige Auswahl treffen."),
+    ],
+)
+def test_create_form_errors_are_german_and_nothing_is_stored(
+    client, assistant, physician, mailbox, document, extra, message
+):
+    client.force_login(assistant)
+    data = _post_data(physician, mailbox, **extra)
+    if document:
+        data["document"] = SimpleUploadedFile(document[0], document[1])
+    response = client.post(reverse("signing:draft-create"), data)
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    assert not Draft.objects.exists()
+
+
+def test_create_form_refuses_a_mailbox_the_author_may_not_use(client, assistant, physician):
+    from tests.mailbox.factories import MailboxFactory
+
+    client.force_login(assistant)
+    foreign = MailboxFactory()
+    upload = SimpleUploadedFile("brief.txt", LETTER_TEXT)
+    response = client.post(reverse("signing:draft-create"), {**_post_data(physician, foreign), "document": upload})
+    assert response.status_code == 422 and not Draft.objects.exists()
+
+
+def test_text_document_is_shown_escaped_and_every_view_is_audited(client, assistant, physician, mailbox):
+    draft = DraftFactory(
+        author=assistant,
+        signer=physician,
+        mailbox=mailbox,
+        content=LETTER_TEXT,
+        mime_type="text/plain",
+        filename="brief.txt",
+    )
+    client.force_login(physician)
+    html = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    assert "Frau Muster &lt;geb. 1950&gt; &amp; ihre" in html
+    assert "<geb. 1950>" not in html
+    client.get(reverse("signing:draft-detail", args=[draft.pk]))
+    views = AuditEvent.objects.filter(action="signing.document_viewed", actor_id=physician.pk)
+    assert views.count() == 2 and views.first().details["draft"] == draft.pk
+
+
+def test_pdf_is_shown_by_the_vendored_viewer_and_its_bytes_are_audited(client, assistant, physician, mailbox):
+    pdf = make_pdf("Befund")
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, content=pdf)
+    client.force_login(physician)
+    html = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    assert 'id="pdf-viewer"' in html and "vendor/pdfjs/pdf.min.mjs" in html and 'type="module"' in html
+    assert f"?v={draft.version}" in html
+    response = client.get(reverse("signing:draft-document", args=[draft.pk]), {"v": draft.version})
+    assert response.status_code == 200 and b"".join(response.streaming_content) == pdf
+    assert response["Content-Type"] == "application/pdf"
+    assert AuditEvent.objects.filter(action="signing.document_viewed", actor_id=physician.pk).count() == 1
+    # A page showing an older version gets no other document than it names.
+    stale = client.get(reverse("signing:draft-document", args=[draft.pk]), {"v": draft.version + 1})
+    assert stale.status_code == 409
+
+
+def test_sign_form_on_the_detail_page_carries_version_and_digest(client, assistant, physician, mailbox, workplace):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    client.force_login(physician)
+    html = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    assert f'value="{draft.pk}:{draft.version}:{draft.sha256}"' in html
+    client.force_login(assistant)
+    html = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    assert "Nur die vorgesehene Unterzeichnerin" in html and 'id="sign-one-form"' not in html
+
+
+def test_batch_start_redirects_to_the_live_page_and_remembers_the_workplace(
+    client, physician, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(2)]
+    client.force_login(physician)
+    with django_capture_on_commit_callbacks():
+        response = client.post(
+            reverse("signing:batch-start"),
+            {"workplace": workplace.pk, "draft": [f"{d.pk}:{d.version}:{d.sha256}" for d in drafts]},
+        )
+    batch = physician.signature_batches.get()
+    assert response.status_code == 302 and response["Location"] == reverse("signing:batch", args=[batch.pk])
+    assert response.cookies["kimportal_signing_workplace"].value == str(workplace.pk)
+    page = client.get(reverse("signing:batch", args=[batch.pk])).content.decode()
+    assert 'id="batch-status"' in page and 'ws-connect="/ws/signing/batch/' in page
+
+
+def test_batch_start_errors_go_back_with_a_message(client, physician, assistant, mailbox, workplace):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"),
+        {"workplace": workplace.pk, "draft": f"{draft.pk}:{draft.version + 1}:{draft.sha256}", "next": "/signatur/"},
+        follow=True,
+    )
+    assert "Geändert, seit Sie die Liste geladen haben" in response.content.decode()
+    assert not physician.signature_batches.exists()
+
+
+def test_managers_map_cards_and_workplaces(client, manager, assistant):
+    client.force_login(manager)
+    response = client.post(
+        reverse("signing:manage-cards"), {"username": "assistenz", "telematik_id": "1-HBA-X", "iccsn": ""}
+    )
+    assert response.status_code == 302
+    assert SignerCard.objects.get(user=assistant).telematik_id == "1-HBA-X"
+    bad = client.post(reverse("signing:manage-cards"), {"username": "assistenz", "telematik_id": "", "iccsn": "12"})
+    assert bad.status_code == 422 and "Die ICCSN besteht aus 20 Ziffern." in bad.content.decode()
+    response = client.post(
+        reverse("signing:manage-workplaces"),
+        {"workplace_id": "AP-7", "label": "Station 7", "ct_id": "CT-7", "is_active": "on"},
+    )
+    assert response.status_code == 302 and Workplace.objects.get(workplace_id="AP-7").ct_id == "CT-7"
+    assert AuditEvent.objects.filter(action__in=["signing.card_set", "signing.workplace_saved"]).count() == 2
+
+
+def test_managers_pages_are_404_for_everyone_else(client, physician):
+    client.force_login(physician)
+    for name in ("manage-cards", "manage-workplaces"):
+        assert client.get(reverse(f"signing:{name}")).status_code == 404
+        assert client.post(reverse(f"signing:{name}"), {}).status_code == 404
