@@ -14,6 +14,9 @@ python -m tisim fault retr --address A (--message K | --uidl U) [--mode err|drop
 python -m tisim fault login --address A --code AUTH|IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM [--times K]
 python -m tisim fault clear | list
 python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
+python -m tisim konnektor-run [--data-dir DIR] [--port 8090] [--mode plain|basic|cert] [--auto-pin PIN]
+                      [--cards FILE] [--signatures-per-pin N]   (the simulated Konnektor, tisim.konnektor)
+python -m tisim terminal (--pin PIN | --cancel) [--ct CT-1] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -150,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     listing = fault_sub.add_parser("list", help="print the armed faults as JSON")
     _add_location(listing)
     listing.set_defaults(func=cmd_fault_list)
+
+    from tisim.konnektor.cli import add_parsers as add_konnektor_parsers
+
+    add_konnektor_parsers(sub)
     return parser
 
 

@@ -1,0 +1,277 @@
+"""Test PKI of the simulated Konnektor: a QES CA for the eHBA certificates, a CA for its HTTPS server certificate.
+
+Everything is generated once per data directory and kept there, so a certificate the portal has read
+(and a signature it has stored) stays verifiable across restarts of the simulator. Names carry
+"TEST-ONLY": these certificates must never be mistaken for TI ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tisim.tls import Certificate, fingerprint_sha256
+
+QES_CA_NAME = "TISIM HBA-qCA TEST-ONLY"
+SERVER_CA_NAME = "TISIM GEM.KOMP-CA TEST-ONLY"
+SERVER_CN = "Konnektor-Simulator"
+# Profession OIDs (gemSpec_OID): Ärztin/Arzt on an eHBA, Krankenhaus on an SMC-B.
+OID_ARZT = "1.2.276.0.76.4.30"
+OID_KRANKENHAUS = "1.2.276.0.76.4.53"
+VALIDITY = dt.timedelta(days=5 * 365)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class Issued:
+    key: PrivateKey
+    cert: x509.Certificate
+
+    @property
+    def cert_der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write(path: Path, data: bytes, *, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600 if private else 0o644)
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _load(cert_path: Path, key_path: Path) -> Issued | None:
+    if not (cert_path.is_file() and key_path.is_file()):
+        return None
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return None
+    return Issued(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+
+
+def _save(issued: Issued, cert_path: Path, key_path: Path) -> Issued:
+    # Key first: a certificate without its key is regenerated, the reverse would be a dead certificate.
+    _write(key_path, _key_pem(issued.key), private=True)
+    _write(cert_path, issued.cert_pem)
+    return issued
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _ca_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _ensure_ca(directory: Path, stem: str, common_name: str) -> Issued:
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+    existing = _load(cert_path, key_path)
+    if existing is not None:
+        return existing
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tisim NOT-VALID"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _save(Issued(key, cert), cert_path, key_path)
+
+
+class Pki:
+    """The CAs and issued certificates below ``directory`` (``<data_dir>/konnektor/pki``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.qes_ca = _ensure_ca(directory, "qes-ca", QES_CA_NAME)
+        self.server_ca = _ensure_ca(directory, "server-ca", SERVER_CA_NAME)
+
+    @property
+    def qes_ca_path(self) -> Path:
+        return self.directory / "qes-ca.pem"
+
+    @property
+    def server_ca_path(self) -> Path:
+        return self.directory / "server-ca.pem"
+
+    def server_certificate(self) -> Certificate:
+        """The HTTPS server certificate (SAN 127.0.0.1, ::1 and localhost), issued by the server CA."""
+        cert_path, key_path = self.directory / "server.pem", self.directory / "server-key.pem"
+        if _load(cert_path, key_path) is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            now = _now()
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_CN)]))
+                .issuer_name(self.server_ca.cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=825))
+                .add_extension(
+                    x509.SubjectAlternativeName(
+                        [
+                            x509.DNSName("localhost"),
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                            x509.IPAddress(ipaddress.ip_address("::1")),
+                        ]
+                    ),
+                    critical=False,
+                )
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public(self.server_ca.key)),
+                    critical=False,
+                )
+                .sign(_issuer_key(self.server_ca.key), hashes.SHA256())
+            )
+            _save(Issued(key, cert), cert_path, key_path)
+        return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
+
+    def card_certificate(
+        self,
+        iccsn: str,
+        *,
+        holder_name: str,
+        telematik_id: str,
+        profession_item: str,
+        profession_oid: str,
+        rsa_key: bool,
+    ) -> Issued:
+        """The card's key and certificate, reused while holder and Telematik-ID stay the same."""
+        cert_path = self.directory / "cards" / f"{iccsn}.pem"
+        key_path = self.directory / "cards" / f"{iccsn}-key.pem"
+        existing = _load(cert_path, key_path)
+        if existing is not None and _matches(existing.cert, holder_name, telematik_id):
+            return existing
+        key: PrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, iccsn),
+                x509.NameAttribute(NameOID.COMMON_NAME, holder_name),
+            ]
+        )
+        admissions = x509.Admissions(
+            authority=None,
+            admissions=[
+                x509.Admission(
+                    admission_authority=None,
+                    naming_authority=None,
+                    profession_infos=[
+                        x509.ProfessionInfo(
+                            naming_authority=None,
+                            profession_items=[profession_item],
+                            profession_oids=[x509.ObjectIdentifier(profession_oid)],
+                            registration_number=telematik_id,
+                            add_profession_info=None,
+                        )
+                    ],
+                )
+            ],
+        )
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.qes_ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=not rsa_key,
+                    content_commitment=True,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(admissions, critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public(self.qes_ca.key)), critical=False
+            )
+            .sign(_issuer_key(self.qes_ca.key), hashes.SHA256())
+        )
+        return _save(Issued(key, cert), cert_path, key_path)
+
+
+def _matches(cert: x509.Certificate, holder_name: str, telematik_id: str) -> bool:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or names[0].value != holder_name:
+        return False
+    try:
+        admissions = cert.extensions.get_extension_for_class(x509.Admissions).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(
+        info.registration_number == telematik_id for admission in admissions for info in admission.profession_infos
+    )
+
+
+def _ec_public(key: PrivateKey) -> ec.EllipticCurvePublicKey:
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.public_key()
+
+
+def _issuer_key(key: PrivateKey) -> CertificateIssuerPrivateKeyTypes:
+    return key
+
+
+def iccsn_for(telematik_id: str, card_type: str) -> str:
+    """A stable 20-digit ICCSN (80 276 + issuer + serial), derived so a restart keeps the card's identity."""
+    digest = int.from_bytes(hashlib.sha256(f"{card_type}:{telematik_id}".encode()).digest()[:8], "big")
+    return "80276883" + f"{digest % 10**12:012d}"
