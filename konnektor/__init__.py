@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from .batching import batches
 from .certificates import telematik_id_of
-from .client import KonnektorClient, short_text
+from .client import KonnektorClient
 from .errors import ERROR_TEXTS, KonnektorError, error_text
+from .text import short_text
 from .types import (
     CADES,
     PADES,

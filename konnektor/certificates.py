@@ -22,9 +22,17 @@ class _Oids(core.SequenceOf):  # type: ignore[misc]
     _child_spec = core.ObjectIdentifier
 
 
+class _NamingAuthority(core.Sequence):  # type: ignore[misc]
+    _fields = [
+        ("naming_authority_id", core.ObjectIdentifier, {"optional": True}),
+        ("naming_authority_url", core.IA5String, {"optional": True}),
+        ("naming_authority_text", x509.DirectoryString, {"optional": True}),
+    ]
+
+
 class _ProfessionInfo(core.Sequence):  # type: ignore[misc]
     _fields = [
-        ("naming_authority", core.Any, {"explicit": 0, "optional": True}),
+        ("naming_authority", _NamingAuthority, {"explicit": 0, "optional": True}),
         ("profession_items", _DirectoryStrings),
         ("profession_oids", _Oids, {"optional": True}),
         ("registration_number", core.PrintableString, {"optional": True}),
@@ -39,7 +47,7 @@ class _ProfessionInfos(core.SequenceOf):  # type: ignore[misc]
 class _Admissions(core.Sequence):  # type: ignore[misc]
     _fields = [
         ("admission_authority", x509.GeneralName, {"explicit": 0, "optional": True}),
-        ("naming_authority", core.Any, {"explicit": 1, "optional": True}),
+        ("naming_authority", _NamingAuthority, {"explicit": 1, "optional": True}),
         ("profession_infos", _ProfessionInfos),
     ]
 

@@ -21,6 +21,7 @@ from zeep.plugins import Plugin
 from zeep.transports import Transport
 from zeep.wsdl import Document
 
+from . import messages
 from .discovery import parse_sds, parse_version
 from .errors import (
     UNREACHABLE,
@@ -32,8 +33,6 @@ from .errors import (
 )
 from .transport import KonnektorTransport, build_session
 from .types import (
-    CADES,
-    PADES,
     CallContext,
     Card,
     KonnektorConfig,
@@ -56,9 +55,6 @@ WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
 }
 
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
-# SIG:ShortText of the 7.5 schema: at most 30 of these characters (Konnektors strip the rest).
-SHORT_TEXT_MAX = 30
-_SHORT_TEXT_FORBIDDEN = re.compile(r"[^a-zA-Z 0-9_.\-äöüÄÖÜß]+")
 
 NOT_RETURNED = (
     "Nicht signiert: der Konnektor hat für dieses Dokument kein Ergebnis geliefert "
@@ -98,12 +94,6 @@ def wsdl_document(filename: str) -> Document:
 def binding_name(service: str, major_minor: tuple[int, int]) -> str:
     major, minor = major_minor
     return f"{{http://ws.gematik.de/conn/{service}/WSDL/v{major}.{minor}}}{service}Binding"
-
-
-def short_text(text: str) -> str:
-    """A document's name as SignDocument's ShortText allows it: ≤ 30 characters of ``[a-zA-Z 0-9_.-äöüÄÖÜß]``."""
-    cleaned = " ".join(_SHORT_TEXT_FORBIDDEN.sub(" ", text).split())
-    return cleaned[:SHORT_TEXT_MAX].rstrip() or "Dokument"
 
 
 class KonnektorClient:
@@ -194,7 +184,7 @@ class KonnektorClient:
 
     def get_cards(self, ctx: CallContext, card_type: str = "HBA") -> list[Card]:
         proxy, _ = self._service("EventService")
-        answer = self._guard(lambda: proxy.GetCards(Context=_context(ctx), CardType=card_type), what="GetCards")
+        answer = self._guard(lambda: proxy.GetCards(**messages.get_cards(ctx, card_type)), what="GetCards")
         cards = []
         for card in getattr(answer.Cards, "Card", None) or []:
             # Konnektors may answer a type filter with relatives (HBA-qSig, ZOD_2.0); batch QES needs the type asked.
@@ -215,13 +205,7 @@ class KonnektorClient:
     def read_qes_certificate(self, ctx: CallContext, card_handle: str, *, crypt: str | None = None) -> bytes:
         """The DER of the card's C.QES certificate (``crypt`` RSA or ECC; None: the Konnektor's default)."""
         proxy, _ = self._service("CertificateService")
-        kwargs: dict[str, Any] = {
-            "CardHandle": card_handle,
-            "Context": _context(ctx),
-            "CertRefList": {"CertRef": ["C.QES"]},
-        }
-        if crypt:
-            kwargs["Crypt"] = crypt
+        kwargs = messages.read_card_certificate(ctx, card_handle, crypt)
         answer = self._guard(lambda: proxy.ReadCardCertificate(**kwargs), what="ReadCardCertificate")
         for info in answer.X509DataInfoList.X509DataInfo:
             if info.CertRef == "C.QES" and info.X509Data is not None and info.X509Data.X509Certificate:
@@ -233,7 +217,7 @@ class KonnektorClient:
     def get_pin_status(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinStatus:
         proxy, _ = self._service("CardService")
         answer = self._guard(
-            lambda: proxy.GetPinStatus(Context=_context(ctx), CardHandle=card_handle, PinTyp=pin_ref),
+            lambda: proxy.GetPinStatus(**messages.pin(ctx, card_handle, pin_ref)),
             what="GetPinStatus",
         )
         return PinStatus(
@@ -245,8 +229,9 @@ class KonnektorClient:
         """Ask for the PIN at the card terminal (waits like SignDocument does)."""
         proxy, _ = self._service("CardService")
         answer = self._guard(
-            lambda: proxy.VerifyPin(Context=_context(ctx), CardHandle=card_handle, PinTyp=pin_ref),
+            lambda: proxy.VerifyPin(**messages.pin(ctx, card_handle, pin_ref)),
             what="VerifyPin",
+            sign=True,
         )
         return PinResult(
             result=answer.PinResult or "",
@@ -255,7 +240,7 @@ class KonnektorClient:
 
     def get_job_number(self, ctx: CallContext) -> str:
         proxy, _ = self._service("SignatureService")
-        answer = self._guard(lambda: proxy.GetJobNumber(Context=_context(ctx)), what="GetJobNumber")
+        answer = self._guard(lambda: proxy.GetJobNumber(**messages.get_job_number(ctx)), what="GetJobNumber")
         job_number = str(answer or "")
         if not JOB_NUMBER.match(job_number):
             raise KonnektorError(
@@ -279,23 +264,16 @@ class KonnektorClient:
         if len(set(request_ids)) != len(request_ids):
             raise ValueError("request ids must be unique within a SignDocument call")
         proxy, version = self._service("SignatureService")
-        kwargs: dict[str, Any] = {
-            "CardHandle": card_handle,
-            "Context": _context(ctx),
-            "TvMode": "NONE",
-            "JobNumber": job_number,
-            "SignRequest": [_sign_request(index, item) for index, item in enumerate(items, start=1)],
-        }
-        # Crypt came with SignatureService 7.4.2; a 7.4.0 Konnektor would reject the element as a syntax error.
-        if version >= (7, 4, 2) and self.config.crypt:
-            kwargs["Crypt"] = self.config.crypt
+        # Crypt came with SignatureService 7.4.2.
+        crypt = self.config.crypt if version >= (7, 4, 2) else None
+        kwargs = messages.sign_document(ctx, card_handle, job_number, items, crypt=crypt)
         answer = self._guard(lambda: proxy.SignDocument(**kwargs), what="SignDocument", sign=True)
         responses = {str(response.RequestID): response for response in (answer or [])}
         return [_sign_result(item, responses.get(item.request_id)) for item in items]
 
     def stop_signature(self, ctx: CallContext, job_number: str) -> None:
         proxy, _ = self._service("SignatureService")
-        self._guard(lambda: proxy.StopSignature(Context=_context(ctx), JobNumber=job_number), what="StopSignature")
+        self._guard(lambda: proxy.StopSignature(**messages.stop_signature(ctx, job_number)), what="StopSignature")
 
     # -- errors ----------------------------------------------------------------------------------------------
 
@@ -345,6 +323,13 @@ class KonnektorClient:
             self._forget_directory()
             raise KonnektorError(None, f"{UNREACHABLE}.", f"{what}: {exc}", kind="unreachable") from None
         except zeep.exceptions.TransportError as exc:
+            if "invalid XML" in str(exc.message):
+                raise KonnektorError(
+                    None,
+                    "Die Antwort des Konnektors ist kein zulässiges XML und wurde abgelehnt.",
+                    f"{what}: {exc.message}"[:2000],
+                    kind="protocol",
+                ) from None
             raise KonnektorError(
                 None,
                 f"Der Konnektor hat mit HTTP-Status {exc.status_code} statt einer SOAP-Antwort geantwortet.",
@@ -377,36 +362,6 @@ def _tls_text(detail: str, mode: str) -> str:
     if mode == "cert":
         return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen (Client-Zertifikat prüfen)."
     return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen."
-
-
-def _context(ctx: CallContext) -> dict[str, str]:
-    context = {
-        "MandantId": ctx.mandant_id,
-        "ClientSystemId": ctx.client_system_id,
-        "WorkplaceId": ctx.workplace_id,
-    }
-    if ctx.user_id:
-        context["UserId"] = ctx.user_id
-    return context
-
-
-def _sign_request(index: int, item: SignItem) -> dict[str, Any]:
-    if item.pades:
-        optional: dict[str, Any] = {"SignatureType": PADES}
-    else:
-        # Detached CAdES: the document stays outside the CMS.
-        optional = {"SignatureType": CADES, "IncludeEContent": False}
-    return {
-        "RequestID": item.request_id,
-        "OptionalInputs": optional,
-        "Document": {
-            "ID": f"doc{index}",
-            "ShortText": short_text(item.short_text),
-            "Base64Data": {"_value_1": item.content, "MimeType": item.mime_type},
-        },
-        # QES: the Konnektor embeds the OCSP answer (must be true for QES, gemILF_PS).
-        "IncludeRevocationInfo": True,
-    }
 
 
 def _sign_result(item: SignItem, response: Any) -> SignResult:

@@ -29,8 +29,8 @@ from zeep.transports import Transport
 from .errors import KonnektorError
 from .types import MODES, KonnektorConfig
 
-# SOAPAction of the one operation that waits for a person at the card terminal.
-_SLOW_ACTIONS = ("#SignDocument",)
+# SOAPActions of the operations that wait for a person at the card terminal (PIN entry).
+_SLOW_ACTIONS = ("#SignDocument", "#VerifyPin")
 
 
 class _TlsAdapter(HTTPAdapter):
@@ -160,6 +160,8 @@ class KonnektorTransport(Transport):
 
 
 def check_http_status(response: requests.Response) -> None:
+    """Refused logins, and HTTP errors that are not SOAP faults (a proxy's or web server's error page), are
+    reported as such instead of as an unreadable fault."""
     if response.status_code in (401, 407):
         raise KonnektorError(
             None,
@@ -173,6 +175,13 @@ def check_http_status(response: requests.Response) -> None:
             "Der Konnektor verweigert den Zugriff (Zugangsdaten oder Client-Zertifikat prüfen).",
             "HTTP 403",
             kind="auth",
+        )
+    if response.status_code >= 400 and not (response.status_code == 500 and b"Fault" in response.content):
+        raise KonnektorError(
+            None,
+            f"Der Konnektor hat mit HTTP-Status {response.status_code} statt einer SOAP-Antwort geantwortet.",
+            f"HTTP {response.status_code}",
+            kind="protocol",
         )
 
 
