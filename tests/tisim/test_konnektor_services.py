@@ -4,16 +4,12 @@ ReadCardCertificate, GetJobNumber, SignDocument — every request and response c
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from io import BytesIO
 
 import pytest
 import requests
-from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
 from tests.fixtures.konnektor_sim import (
@@ -26,29 +22,9 @@ from tests.fixtures.konnektor_sim import (
     assert_schema_valid,
     responses_by_id,
     sample_pdf,
+    verify_cades,
 )
 from tisim.konnektor import KonnektorSimulator
-
-
-def verify_cades(signature_der: bytes, content: bytes, certificate_der: bytes) -> cms.SignerInfo:
-    """Check a detached CMS the way the portal must: digest of the document, signature by the card's key."""
-    info = cms.ContentInfo.load(signature_der)
-    assert info["content_type"].native == "signed_data"
-    signed_data = info["content"]
-    assert signed_data["encap_content_info"]["content"].native is None  # detached
-    [signer] = signed_data["signer_infos"]
-    attrs = {a["type"].native: a["values"][0] for a in signer["signed_attrs"]}
-    assert attrs["message_digest"].native == hashlib.sha256(content).digest()
-    # CAdES-BES: the signer's certificate is bound by its hash (ESS signing-certificate-v2).
-    [ess] = attrs["signing_certificate_v2"]["certs"]
-    assert ess["cert_hash"].native == hashlib.sha256(certificate_der).digest()
-    cert = x509.load_der_x509_certificate(certificate_der)
-    public_key = cert.public_key()
-    assert isinstance(public_key, rsa.RSAPublicKey)
-    # The signature covers the attributes as a SET OF (tag 0x31), not in their [0] IMPLICIT form in SignerInfo.
-    signed_attrs = b"\x31" + signer["signed_attrs"].dump()[1:]
-    public_key.verify(signer["signature"].native, signed_attrs, padding.PKCS1v15(), hashes.SHA256())
-    return signer
 
 
 def test_connector_sds_announces_the_services_and_validates(konnektor_sim: KonnektorSimulator) -> None:
