@@ -113,9 +113,10 @@ def resolve_config(config: str | Path | None, data_dir: str | Path | None, *, cr
 
 def read_runtime(data_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
+        runtime: dict[str, Any] = json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    return runtime
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.fixtures.konnektor_sim import NS, PIN, Doc, Soap, SoapResult, responses_by_id, verify_cades
 from tisim.konnektor import KonnektorSimulator
@@ -54,7 +55,7 @@ def test_a_person_types_the_pin_while_sign_document_waits(konnektor_sim_factory:
         assert terminal.waiting
         assert terminal.display == [f"#{job}", "Eingabe Signatur-PIN HBA", "PIN.QES:"]
         # The terminal's control call is served while SignDocument blocks on another connection.
-        state = Soap(sim).session.get(sim.base_url + "/tisim/terminals/CT-1", timeout=10).json()
+        state = requests.get(sim.base_url + "/tisim/terminals/CT-1", timeout=10).json()
         assert state["waiting"] and state["job_number"] == job
         terminal.enter_pin(PIN)
         result = future.result(timeout=60)
