@@ -137,6 +137,10 @@ def batch_run(batch_id: int) -> None:
                     break
                 raise
             _update(batch, state=SignatureBatch.State.SIGNING, calls_done=number + 1)
+            if _cancel_requested(batch):
+                # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
+                # signed is kept, the rest goes back to the queue as not signed, not as failed.
+                results = [r for r in results if r.ok]
             _store_results(batch, by_request, results, certificate, ca)
     except BatchStopped as stop:
         _finish(batch, code=stop.code, text=stop.text)

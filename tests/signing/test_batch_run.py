@@ -1,0 +1,333 @@
+"""The batch task against the simulated Konnektor over its real sockets: discovery, the physician's card, PIN
+status, job number, SignDocument calls, every signature checked locally; each fault leaves the drafts intact in the
+queue with its German text."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connections, transaction
+
+from audit.models import AuditEvent
+from konnektor import error_text
+from mailbox.storage import blob_get
+from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.services.batch import Selected, batch_cancel, batch_create
+from signing.services.run import batch_run
+from signing.services.verify import verify_cades_detached, verify_pades
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, WORKPLACE
+from tests.signing.documents import make_pdf
+from tests.signing.factories import DraftFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def use_sim(settings, tmp_path):
+    """Point the portal's Konnektor settings at a simulator (the QES CA from the simulator as the trust)."""
+
+    def configure(sim, **overrides):
+        ca = tmp_path / "qes-ca.pem"
+        ca.write_bytes(sim.qes_ca_pem)
+        settings.KIMPORTAL_KONNEKTOR_URL = sim.base_url
+        settings.KIMPORTAL_KONNEKTOR_MODE = sim.mode
+        settings.KIMPORTAL_KONNEKTOR_MANDANT = MANDANT
+        settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = sim.client_system_id
+        settings.KIMPORTAL_KONNEKTOR_QES_CA = str(ca)
+        settings.KIMPORTAL_KONNEKTOR_TIMEOUT = 10.0
+        settings.KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = 60.0
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        return sim
+
+    return configure
+
+
+@pytest.fixture
+def signer(physician):
+    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
+    physician.signer_card.save()
+    return physician
+
+
+@pytest.fixture
+def workplace():
+    from tests.signing.factories import WorkplaceFactory
+
+    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
+
+
+def _drafts(n, signer, assistant, mailbox, *, pdf=False):
+    if pdf:
+        return [
+            DraftFactory(author=assistant, signer=signer, mailbox=mailbox, content=make_pdf(f"Brief {i}"))
+            for i in range(n)
+        ]
+    return [
+        DraftFactory(
+            author=assistant,
+            signer=signer,
+            mailbox=mailbox,
+            content=f"Arztbrief Nr. {i}\nBefund unauffällig.\n".encode(),
+            mime_type="text/plain",
+            filename=f"brief-{i}.txt",
+        )
+        for i in range(n)
+    ]
+
+
+def _start(signer, workplace, drafts, django_capture_on_commit_callbacks) -> SignatureBatch:
+    # The task is not run on commit here: the tests call it themselves, as the worker would.
+    with django_capture_on_commit_callbacks(execute=False):
+        return batch_create(
+            signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+        )
+
+
+def test_250_documents_with_one_pin_entry_every_signature_verified(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=250)
+    drafts = _drafts(250, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count, batch.error_text) == ("done", 250, 0, "")
+    assert batch.calls_total == 1 and len(batch.job_number) == 7
+    signed = konnektor_sim.signed_requests
+    assert {s.job_number for s in signed} == {batch.job_number}  # one SignDocument, one PIN entry
+    assert {s.sub_batch for s in signed} == {1}
+    assert {s.workplace_id for s in signed} == {WORKPLACE}
+    assert all(s.include_revocation_info for s in signed)
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.SIGNED}
+    card_cert = None
+    for signature in Signature.objects.select_related("draft"):
+        assert signature.verified and signature.format == Signature.Format.CADES
+        document = blob_get(signature.draft.sha256)
+        # Checked once more here, independently of the stored verdict.
+        verify_cades_detached(
+            document=document,
+            cms_der=blob_get(signature.sha256),
+            card_certificate=bytes(signature.signer_certificate),
+            ca_pem=konnektor_sim.qes_ca_pem,
+        )
+        card_cert = card_cert or bytes(signature.signer_certificate)
+        assert bytes(signature.signer_certificate) == card_cert
+    assert AuditEvent.objects.filter(action="signing.signed").count() == 250
+    assert AuditEvent.objects.get(action="signing.batch_finished").details["signed"] == 250
+
+
+def test_pdfs_are_signed_as_pades_and_text_as_detached_cades(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    pdfs = _drafts(2, signer, assistant, mailbox, pdf=True)
+    texts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, [*pdfs, *texts], django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == ("done", 4)
+    # No mixing of signature types in one call: two calls, each its own job number and PIN entry.
+    assert batch.calls_total == 2 and len({s.job_number for s in konnektor_sim.signed_requests}) == 2
+    for draft in pdfs:
+        signature = Signature.objects.get(draft=draft)
+        assert signature.format == Signature.Format.PADES
+        signed_pdf = blob_get(signature.sha256)
+        assert signed_pdf.startswith(blob_get(draft.sha256))
+        verify_pades(
+            document=blob_get(draft.sha256),
+            signed_pdf=signed_pdf,
+            card_certificate=bytes(signature.signer_certificate),
+            ca_pem=konnektor_sim.qes_ca_pem,
+        )
+    assert {Signature.objects.get(draft=d).format for d in texts} == {Signature.Format.CADES}
+
+
+def test_a_signature_that_does_not_check_out_is_not_used(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, tmp_path
+):
+    # Another CA as the trust: every signature from the card fails the local check and nothing is used.
+    from tisim.konnektor.pki import Pki
+
+    other = Pki(tmp_path / "other-pki")
+    use_sim(konnektor_sim)
+    (tmp_path / "qes-ca.pem").write_bytes(other.qes_ca.cert_pem)
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 0, 2)
+    assert not Signature.objects.exists()
+    for draft in Draft.objects.all():
+        assert draft.state == Draft.State.FAILED
+        assert "vertrauenswürdigen QES-Zertifizierungsstelle" in draft.last_error
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "code"),
+    [
+        ("pin-timeout", {}, 4043),
+        ("user-cancel", {}, 4049),
+        ("wrong-pin", {}, 4085),
+        ("card-removed", {"after": 1}, 4008),
+        ("card-busy", {}, 4060),
+        ("card-busy", {"code": 4093}, 4093),
+        ("transport-pin", {}, 4065),
+        ("hba-other-user", {}, 4018),
+        ("job-number-reused", {}, 4252),
+    ],
+)
+def test_each_fault_leaves_the_drafts_intact_with_its_german_text(
+    konnektor_sim,
+    use_sim,
+    signer,
+    assistant,
+    mailbox,
+    workplace,
+    django_capture_on_commit_callbacks,
+    fault,
+    params,
+    code,
+):
+    use_sim(konnektor_sim)
+    drafts = _drafts(3, signer, assistant, mailbox)
+    before = {d.pk: (d.sha256, d.version) for d in drafts}
+    konnektor_sim.arm_fault(fault, **params)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.FAILED
+    assert batch.error_code == code
+    assert batch.error_text == error_text(code) and batch.error_text
+    assert batch.signed_count == 0 and not Signature.objects.exists()
+    for draft in Draft.objects.all():
+        # Back in the queue, unchanged, with the reason.
+        assert (draft.state, draft.sha256, draft.version) == (Draft.State.DRAFT, *before[draft.pk])
+        assert draft.last_error == error_text(code) and draft.last_error_code == code
+    assert set(BatchItem.objects.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+    assert AuditEvent.objects.get(action="signing.batch_finished").details["code"] == code
+
+
+def test_blocked_pin_is_explained_before_anything_is_sent(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    konnektor_sim.cards[0].pin_state = "BLOCKED"
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.error_code, batch.job_number) == ("failed", 4063, "")
+    assert "gesperrt" in batch.error_text
+    assert not konnektor_sim.signed_requests
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
+
+
+def test_a_card_nobody_inserted_is_explained(
+    konnektor_sim, use_sim, physician, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)  # the physician's mapped Telematik-ID is not the card's
+    drafts = _drafts(1, physician, assistant, mailbox)
+    batch = _start(physician, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and "steckt in keinem Kartenterminal" in batch.error_text
+    assert Draft.objects.get().state == Draft.State.DRAFT
+
+
+def test_partial_results_signed_ones_proceed_the_failed_stay_with_the_reason(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    drafts = _drafts(4, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    bad = BatchItem.objects.get(batch=batch, draft=drafts[2])
+    konnektor_sim.arm_fault("fail-request", request_id=bad.request_id, code=4123)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 3, 1)
+    failed = Draft.objects.get(pk=drafts[2].pk)
+    assert failed.state == Draft.State.FAILED and failed.last_error_code == 4123
+    assert failed.last_error == error_text(4123)
+    assert {d.state for d in Draft.objects.exclude(pk=failed.pk)} == {Draft.State.SIGNED}
+    # The failed one can be signed again in a new batch.
+    batch2 = _start(signer, workplace, [failed], django_capture_on_commit_callbacks)
+    batch_run(batch2.pk)
+    assert Draft.objects.get(pk=failed.pk).state == Draft.State.SIGNED
+
+
+def test_sub_batches_within_one_call_ask_for_the_pin_again(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    sim = use_sim(konnektor_sim_factory(signatures_per_pin=2), KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=50)
+    drafts = _drafts(5, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == ("done", 5)
+    assert {s.sub_batch for s in sim.signed_requests} == {1, 2, 3}
+
+
+def test_calls_split_by_the_configured_limit_each_with_its_own_job_number(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(5, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.calls_total, batch.calls_done) == ("done", 5, 3, 3)
+    assert len({s.job_number for s in konnektor_sim.signed_requests}) == 3
+
+
+def test_a_batch_runs_once_even_if_the_task_comes_twice(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch_run(batch.pk)
+    assert len(konnektor_sim.signed_requests) == 2 and Signature.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_while_the_terminal_waits_for_the_pin(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    sim = use_sim(konnektor_sim_factory(auto_pin=None))
+    drafts = _drafts(3, signer, assistant, mailbox)
+    # Committed (the worker thread must see it), without sending the task: this test is the worker.
+    with transaction.atomic(), django_capture_on_commit_callbacks(execute=False):
+        batch = batch_create(
+            signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+        )
+
+    def work() -> None:
+        try:
+            batch_run(batch.pk)
+        finally:
+            connections.close_all()  # this thread's connection must not outlive the test database
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    terminal = sim.terminal(CT_ID)
+    deadline = time.monotonic() + 20
+    while not terminal.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert terminal.waiting
+    batch.refresh_from_db()
+    # The page shows the job number before SignDocument returns, exactly as the terminal does.
+    assert batch.state == SignatureBatch.State.PIN and f"#{batch.job_number}" == terminal.display[0]
+    batch_cancel(user=signer, batch=batch)
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.CANCELLED and batch.signed_count == 0
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
+    assert not sim.signed_requests
+    assert AuditEvent.objects.filter(action="signing.batch_cancel_requested", actor_id=signer.pk).exists()
