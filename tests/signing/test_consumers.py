@@ -86,7 +86,7 @@ async def test_a_new_draft_reaches_the_signers_queue_and_nobody_elses():
 @async_db
 async def test_the_batch_page_follows_its_batch():
     def world():
-        _box, physician, _assistant, stranger = _people()
+        _box, physician, _assistant, _stranger = _people()
         batch = SignatureBatch.objects.create(signer=physician, workplace=WorkplaceFactory(), total=3)
         return physician, batch
 
