@@ -54,6 +54,9 @@ WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
     ("SignatureService", (7, 4)): "SignatureService_v7_4.wsdl",
 }
 
+# The group types of GetCards' filter (gemSpec_Kon 3.1.2) and the card types they stand for.
+CARD_TYPE_GROUPS: dict[str, set[str]] = {"HBAx": {"HBA", "HBA-qSig", "ZOD_2.0"}, "SM-B": {"SMC-B", "HSM-B"}}
+
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
 
 NOT_RETURNED = (
@@ -185,10 +188,11 @@ class KonnektorClient:
     def get_cards(self, ctx: CallContext, card_type: str = "HBA") -> list[Card]:
         proxy, _ = self._service("EventService")
         answer = self._guard(lambda: proxy.GetCards(**messages.get_cards(ctx, card_type)), what="GetCards")
+        wanted = CARD_TYPE_GROUPS.get(card_type, {card_type} if card_type else None)
         cards = []
         for card in getattr(answer.Cards, "Card", None) or []:
-            # Konnektors may answer a type filter with relatives (HBA-qSig, ZOD_2.0); batch QES needs the type asked.
-            if card_type and card.CardType != card_type:
+            # Konnektors may answer a type filter with relatives (HBA-qSig, ZOD_2.0); batch QES needs an HBA.
+            if wanted is not None and card.CardType not in wanted:
                 continue
             cards.append(
                 Card(

@@ -8,6 +8,7 @@ own endpoint (Konnektors serve versions under different URLs, e.g. ``/service/v7
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -117,9 +118,13 @@ def _endpoint(version: etree._Element, *, tls: bool) -> str:
     secure = version.find(f"{{{SI_NS}}}EndpointTLS")
     plain = version.find(f"{{{SI_NS}}}Endpoint")
     order = (secure, plain) if tls else (plain, secure)
+    # With TLS, only https endpoints: credentials and documents never go out in the clear because of what
+    # connector.sds says. Other schemes (file:, ftp:) are never used.
+    schemes = ("https",) if tls else ("http", "https")
     for element in order:
-        if element is not None and element.get("Location"):
-            return str(element.get("Location", "")).strip()
+        location = str(element.get("Location", "") if element is not None else "").strip()
+        if location and urlsplit(location).scheme.lower() in schemes:
+            return location
     return ""
 
 

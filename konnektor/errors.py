@@ -127,6 +127,13 @@ class KonnektorError(Exception):
         self.kind = kind
         self.error_type = error_type
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Survives pickling (Celery results, multiprocessing): Exception would rebuild it from the text alone.
+        return (
+            _rebuild,
+            (self.code, self.text, self.fault, self.severity, self.kind, self.error_type),
+        )
+
     @property
     def is_warning(self) -> bool:
         return self.severity.lower() in ("warning", "info")
@@ -137,6 +144,10 @@ class KonnektorError(Exception):
 
     def __repr__(self) -> str:
         return f"KonnektorError(code={self.code!r}, kind={self.kind!r}, fault={self.fault!r})"
+
+
+def _rebuild(code: int | None, text: str, fault: str, severity: str, kind: str, error_type: str) -> KonnektorError:
+    return KonnektorError(code, text, fault, severity, kind=kind, error_type=error_type)
 
 
 class Trace:

@@ -122,6 +122,8 @@ def build_session(config: KonnektorConfig) -> requests.Session:
     # No proxies, CA bundles or .netrc credentials from the environment: the Konnektor sits in the hospital's LAN
     # and is trusted only as configured.
     session.trust_env = False
+    # A Konnektor does not redirect; following one could carry credentials or documents elsewhere.
+    session.max_redirects = 0
     session.headers["User-Agent"] = "KIM-Portal"
     context, check_hostname = build_ssl_context(config)
     session.mount("https://", _TlsAdapter(context, check_hostname=check_hostname))
@@ -138,6 +140,8 @@ class KonnektorTransport(Transport):
 
     def __init__(self, session: requests.Session, *, timeout: float, sign_timeout: float) -> None:
         super().__init__(session=session, timeout=timeout, operation_timeout=timeout)  # type: ignore[no-untyped-call]
+        # zeep mounts a file:// adapter on the session; nothing the portal sends goes to a file URL.
+        session.adapters.pop("file://", None)
         self.timeout = timeout
         self.sign_timeout = sign_timeout
 

@@ -202,6 +202,7 @@ class Answer:
     body: bytes
     delay: float = 0.0  # seconds the server waits before answering (a Konnektor waiting for the PIN)
     content_type: str = "text/xml; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,9 +227,13 @@ def start_crafted() -> CraftedKonnektor:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8") -> None:
+        def _send(
+            self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8", **headers: str
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -254,7 +259,7 @@ def start_crafted() -> CraftedKonnektor:
                 # Answers late (or never, until the test ends): the released event ends the wait early.
                 crafted.released.wait(answer.delay)
             try:
-                self._send(answer.status, answer.body, answer.content_type)
+                self._send(answer.status, answer.body, answer.content_type, **answer.headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

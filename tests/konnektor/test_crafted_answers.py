@@ -253,3 +253,41 @@ def test_discovery_is_read_again_after_a_connection_error(crafted: CraftedKonnek
         client.get_job_number(ctx)  # a read timeout: the directory stays
     sds_reads = [r for r in crafted.received if r.path == "/connector.sds"]
     assert len(sds_reads) == 1
+
+
+def cards_response(*cards: tuple[str, str]) -> bytes:
+    rows = "".join(
+        f"<CARD:Card><CONN:CardHandle>{handle}</CONN:CardHandle><CARDCMN:CardType>{card_type}</CARDCMN:CardType>"
+        "<CARDCMN:CtId>CT-1</CARDCMN:CtId><CARDCMN:SlotId>1</CARDCMN:SlotId>"
+        "<CARD:InsertTime>2024-01-01T10:00:00Z</CARD:InsertTime></CARD:Card>"
+        for handle, card_type in cards
+    )
+    return envelope(
+        '<EVT:GetCardsResponse xmlns:EVT="http://ws.gematik.de/conn/EventService/v7.2"'
+        f' xmlns:CONN="{CONN}" xmlns:CARD="http://ws.gematik.de/conn/CardService/v8.1"'
+        ' xmlns:CARDCMN="http://ws.gematik.de/conn/CardServiceCommon/v2.0">'
+        f"<CONN:Status><CONN:Result>OK</CONN:Result></CONN:Status><CARD:Cards>{rows}</CARD:Cards>"
+        "</EVT:GetCardsResponse>"
+    )
+
+
+def test_card_types_are_filtered_as_asked(crafted: CraftedKonnektor, make_client, ctx) -> None:
+    crafted.answer_always(200, cards_response(("h1", "HBA"), ("h2", "HBA-qSig"), ("h3", "SMC-B")))
+    client, _ = make_client(crafted.base_url)
+    assert [c.card_handle for c in client.get_cards(ctx, card_type="HBA")] == ["h1"]
+    assert [c.card_handle for c in client.get_cards(ctx, card_type="HBAx")] == ["h1", "h2"]
+    assert [c.card_handle for c in client.get_cards(ctx, card_type="SM-B")] == ["h3"]
+    assert [c.card_handle for c in client.get_cards(ctx, card_type="")] == ["h1", "h2", "h3"]
+
+
+def test_a_redirect_is_not_followed(crafted: CraftedKonnektor, make_client, ctx) -> None:
+    # A redirect could carry the documents (and Basic credentials) elsewhere: the client does not follow it.
+    crafted.answer = lambda received: (
+        Answer(307, b"", headers={"Location": f"{crafted.base_url}/elsewhere"})
+        if received.path == "/sig75"
+        else Answer(200, envelope(job_number_response()))
+    )
+    client, _ = make_client(crafted.base_url)
+    with pytest.raises(KonnektorError):
+        client.get_job_number(ctx)
+    assert [r.path for r in crafted.received] == ["/connector.sds", "/sig75"]

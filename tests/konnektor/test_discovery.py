@@ -97,3 +97,14 @@ def test_a_missing_service_is_explained(crafted: CraftedKonnektor, make_client, 
     assert caught.value.kind == "config"
     assert "SignatureService" in caught.value.text and "7.3.0" in caught.value.text
     assert [r.path for r in crafted.received] == ["/connector.sds"]
+
+
+def test_with_tls_only_https_endpoints_count() -> None:
+    content = sds(BASE, {"SignatureService": [("7.5.5", SIG75, "/s75")]}, tls=False).replace(
+        b"https://10.0.0.5:80/s75", b"http://10.0.0.5:80/s75-tls"
+    )
+    assert parse_sds(content, tls=True).services == {}
+    assert parse_sds(content, tls=False).services["SignatureService"] == ("7.5.5", f"{BASE}/s75")
+    odd = sds(BASE, {"SignatureService": [("7.5.5", SIG75, "/s75")]})
+    odd = odd.replace(b'Location="http://', b'Location="file://').replace(b'Location="https://', b'Location="ftp://')
+    assert parse_sds(odd, tls=False).services == {}

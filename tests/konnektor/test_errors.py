@@ -92,3 +92,18 @@ def test_fault_without_gerror_detail() -> None:
     assert error.code is None
     assert "Internal Error" in error.text
     assert error.kind == "fault"
+
+
+def test_konnektor_error_survives_pickling() -> None:
+    import pickle
+
+    error = KonnektorError(4043, error_text(4043), "Timeout", "Warning", kind="fault", error_type="Technical")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert (copy.code, copy.text, copy.fault, copy.severity, copy.kind, copy.error_type) == (
+        4043,
+        "Zeitüberschreitung bei der PIN-Eingabe.",
+        "Timeout",
+        "Warning",
+        "fault",
+        "Technical",
+    )
