@@ -142,3 +142,23 @@ def test_konnektor_run_with_demo_cards_and_the_terminal(konnektor_run: tuple[sub
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert not (data_dir / "konnektor.json").exists()
+
+
+def test_terminal_page_shows_the_display_and_takes_the_pin(konnektor_sim_factory: Factory) -> None:
+    sim = konnektor_sim_factory(auto_pin=None)
+    soap = Soap(sim)
+    [card] = sim.cards
+    page = requests.get(sim.base_url + "/tisim/terminal", timeout=10)
+    assert page.status_code == 200
+    assert "Kartenterminal bereit" in page.text and "<form" not in page.text
+    job = soap.get_job_number()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(soap.sign_document, card.card_handle, job, [Doc("b", b"Brief")])
+        assert sim.terminal("CT-1").wait_for_prompt(30)
+        page = requests.get(sim.base_url + "/tisim/terminal", timeout=10)
+        assert f"#{job}" in page.text and "name=pin" in page.text
+        assert 'http-equiv="refresh"' not in page.text  # typing is not interrupted by a reload
+        typed = requests.post(sim.base_url + "/tisim/terminal/CT-1/pin", data={"pin": PIN}, timeout=10)
+        assert typed.status_code == 200 and typed.url.endswith("/tisim/terminal")  # redirected back
+        assert "PIN erfolgreich verifiziert!" in typed.text
+        assert future.result(timeout=60).fault_code is None

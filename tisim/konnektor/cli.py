@@ -5,7 +5,8 @@ start: the eHBA of "Dr. med. Anna Sommer" for the demo user ``aerztin`` and the 
 and writes ``<data-dir>/konnektor.json`` for the portal's demo settings and the terminal command.
 
 terminal plays the person at the card terminal of a running simulator: it waits until the terminal asks for
-a PIN, prints the display (compare the job number with the portal's page) and types the PIN.
+a PIN, prints the display (compare the job number with the portal's page) and types the PIN. The same in a
+browser: ``<base_url>/tisim/terminal`` (loopback only).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
     try:
         print(
             f"tisim Konnektor: {sim.base_url}/connector.sds, mode {sim.mode}, "
-            f"{len(sim.cards)} cards, data {data_dir / RUNTIME_FILE}",
+            f"{len(sim.cards)} cards, data {data_dir / RUNTIME_FILE}, terminal page {sim.base_url}/tisim/terminal",
             flush=True,
         )
         stop.wait()

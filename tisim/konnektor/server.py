@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import html
 import json
 import logging
 import socket
@@ -21,7 +22,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tisim.konnektor.operations import HANDLERS
 from tisim.konnektor.soap import (
@@ -220,13 +221,35 @@ class KonnektorRequestHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         segments = [unquote(s) for s in parts.path.split("/")[2:] if s]
         query = parse_qs(parts.query)
+        form = self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
         try:
-            payload: dict[str, Any] = json.loads(body) if body else {}
+            if form:
+                payload: dict[str, Any] = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+            else:
+                payload = json.loads(body) if body else {}
         except ValueError:
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": "body must be JSON"})
             return
         sim = self.sim
         match method, segments:
+            case "GET", ["terminal"]:
+                self._send(HTTPStatus.OK, terminal_page(sim), "text/html; charset=utf-8")
+            case "POST", ["terminal", ct_id, ("pin" | "cancel") as action] if form:
+                # The terminal page's form: type at the pad, then back to the page (POST-redirect-GET).
+                terminal = sim.terminals.get(ct_id)
+                if terminal is not None:
+                    try:
+                        if action == "pin":
+                            terminal.enter_pin(str(payload.get("pin", "")))
+                        else:
+                            terminal.cancel()
+                        terminal.wait_settled(10.0)
+                    except RuntimeError:
+                        pass  # no longer asking (timeout, StopSignature): the page shows the current state
+                self.send_response(HTTPStatus.SEE_OTHER)
+                self.send_header("Location", "/tisim/terminal")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             case "GET", ["state"]:
                 self._send_json(HTTPStatus.OK, _state(sim))
             case "GET", ["terminals"]:
@@ -325,6 +348,35 @@ class KonnektorRequestHandler(BaseHTTPRequestHandler):
 
     def _send_json(self, code: HTTPStatus, payload: dict[str, Any]) -> None:
         self._send(code, json.dumps(payload).encode(), "application/json")
+
+
+def terminal_page(sim: KonnektorSimulator) -> bytes:
+    """A small page per card terminal: its display and, while it asks, a PIN pad. It reloads every 2 s
+    while no terminal asks, and not while one does (a reload would wipe the half-typed PIN)."""
+    asking = any(t.waiting for t in sim.terminals.values())
+    parts = [
+        "<!doctype html><html lang=de><head><meta charset=utf-8>",
+        "" if asking else '<meta http-equiv="refresh" content="2">',
+        "<title>Kartenterminals (Simulator)</title>",
+        "<style>body{font-family:sans-serif;margin:2em}section{border:1px solid #888;padding:1em;margin:1em 0;"
+        "max-width:28em}pre{background:#222;color:#9f9;padding:.5em;font-size:1.2em}</style></head><body>",
+        "<h1>Kartenterminals (Konnektor-Simulator)</h1>",
+    ]
+    for terminal in sim.terminals.values():
+        state = terminal.state()
+        ct = html.escape(terminal.ct_id)
+        parts.append(f"<section><h2>{ct}</h2><p>Arbeitsplätze: {html.escape(', '.join(terminal.workplaces))}</p>")
+        parts.append(f"<pre aria-label='Anzeige {ct}'>{html.escape(chr(10).join(terminal.display))}</pre>")
+        if state["waiting"]:
+            action = f"/tisim/terminal/{quote(terminal.ct_id, safe='')}"
+            parts.append(
+                f"<form method=post action='{action}/pin'><label>PIN <input name=pin type=password "
+                "inputmode=numeric autocomplete=off autofocus></label> <button>OK</button></form>"
+                f"<form method=post action='{action}/cancel'><button>Abbruch</button></form>"
+            )
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "".join(parts).encode("utf-8")
 
 
 def _state(sim: KonnektorSimulator) -> dict[str, Any]:
