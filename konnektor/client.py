@@ -57,6 +57,9 @@ WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
 # The group types of GetCards' filter (gemSpec_Kon 3.1.2) and the card types they stand for.
 CARD_TYPE_GROUPS: dict[str, set[str]] = {"HBAx": {"HBA", "HBA-qSig", "ZOD_2.0"}, "SM-B": {"SMC-B", "HSM-B"}}
 
+# ReadCardCertificate with Crypt ECC on a card without ECC keys (G2.0): 4258, or 4149 on older Konnektors.
+NO_ECC_CERTIFICATE = (4258, 4149)
+
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
 
 NOT_RETURNED = (
@@ -217,6 +220,23 @@ class KonnektorClient:
         raise KonnektorError(
             None, "Der Konnektor hat kein QES-Zertifikat der Karte geliefert.", "no C.QES in answer", kind="protocol"
         )
+
+    def read_qes_certificates(self, ctx: CallContext, card_handle: str) -> list[bytes]:
+        """Every C.QES certificate of the card: RSA, then ECC where the card has one (G2.1).
+
+        With Crypt RSA_ECC a G2.1 card signs with its ECC key while ReadCardCertificate answers with the RSA
+        certificate unless asked for ECC: a check "signed by this card" compares the signer with all of them.
+        """
+        certificates = [self.read_qes_certificate(ctx, card_handle, crypt="RSA")]
+        try:
+            ecc = self.read_qes_certificate(ctx, card_handle, crypt="ECC")
+        except KonnektorError as exc:
+            if exc.code not in NO_ECC_CERTIFICATE:
+                raise
+        else:
+            if ecc not in certificates:
+                certificates.append(ecc)
+        return certificates
 
     def get_pin_status(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinStatus:
         proxy, _ = self._service("CardService")

@@ -291,3 +291,25 @@ def test_a_redirect_is_not_followed(crafted: CraftedKonnektor, make_client, ctx)
     with pytest.raises(KonnektorError):
         client.get_job_number(ctx)
     assert [r.path for r in crafted.received] == ["/connector.sds", "/sig75"]
+
+
+def certificate_response(der: bytes) -> bytes:
+    return envelope(
+        '<CERT:ReadCardCertificateResponse xmlns:CERT="http://ws.gematik.de/conn/CertificateService/v6.0"'
+        f' xmlns:CONN="{CONN}" xmlns:CERTCMN="http://ws.gematik.de/conn/CertificateServiceCommon/v2.0">'
+        "<CONN:Status><CONN:Result>OK</CONN:Result></CONN:Status><CERTCMN:X509DataInfoList><CERTCMN:X509DataInfo>"
+        "<CERTCMN:CertRef>C.QES</CERTCMN:CertRef><CERTCMN:X509Data><CERTCMN:X509IssuerSerial>"
+        "<CERTCMN:X509IssuerName>CN=CA</CERTCMN:X509IssuerName><CERTCMN:X509SerialNumber>1</CERTCMN:X509SerialNumber>"
+        "</CERTCMN:X509IssuerSerial><CERTCMN:X509SubjectName>CN=Sommer</CERTCMN:X509SubjectName>"
+        f"<CERTCMN:X509Certificate>{base64.b64encode(der).decode()}</CERTCMN:X509Certificate>"
+        "</CERTCMN:X509Data></CERTCMN:X509DataInfo></CERTCMN:X509DataInfoList></CERT:ReadCardCertificateResponse>"
+    )
+
+
+def test_a_g21_card_has_an_rsa_and_an_ecc_qes_certificate(crafted: CraftedKonnektor, make_client, ctx) -> None:
+    crafted.answer = lambda received: Answer(
+        200, certificate_response(b"ECC-CERT" if b">ECC<" in received.body else b"RSA-CERT")
+    )
+    client, _ = make_client(crafted.base_url)
+    assert client.read_qes_certificates(ctx, "HBA-1") == [b"RSA-CERT", b"ECC-CERT"]
+    assert client.read_qes_certificate(ctx, "HBA-1") == b"RSA-CERT"

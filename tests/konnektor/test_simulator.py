@@ -75,6 +75,8 @@ def test_the_whole_flow(konnektor_sim, make_client) -> None:
 
     certificate = client.read_qes_certificate(CTX, card.card_handle)
     assert certificate == sim_card.certificate_der
+    # The simulated eHBA has one (RSA) QES certificate: asking for ECC too (G2.1 cards) finds nothing more.
+    assert client.read_qes_certificates(CTX, card.card_handle) == [certificate]
     assert telematik_id_of(certificate) == HBA_TELEMATIK_ID
 
     pin = client.get_pin_status(CTX, card.card_handle)
