@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from io import BytesIO
 
 import pytest
 import requests
+from asn1crypto import cms
 from cryptography import x509
 from lxml import etree
 
@@ -207,3 +209,36 @@ def test_sign_document_pades_validates_with_pyhanko(konnektor_sim: KonnektorSimu
         assert status.intact and status.valid and status.trusted
         assert status.signing_cert.dump() == card.certificate_der
         assert embedded.sig_object["/Reason"] == doc.short_text
+
+
+def test_include_econtent_gives_an_enveloping_cms(konnektor_sim: KonnektorSimulator) -> None:
+    [card] = konnektor_sim.cards
+    soap = Soap(konnektor_sim)
+    result = soap.sign_document(card.card_handle, soap.get_job_number(), [Doc("e", b"Inhalt", include_econtent=True)])
+    b64 = result.text("SIG:SignResponse/dss:SignatureObject/dss:Base64Signature")
+    signed_data = cms.ContentInfo.load(base64.b64decode(b64))["content"]
+    assert signed_data["encap_content_info"]["content"].native == b"Inhalt"
+
+
+def test_two_cards_in_one_terminal_share_its_pin_pad(konnektor_sim_factory: Callable[..., KonnektorSimulator]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sim = konnektor_sim_factory(auto_pin=None)
+    second = sim.add_hba("Dr. Zweite", "1-2", ct_id="CT-1")
+    [first, _] = sim.cards
+    soap = Soap(sim)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(soap.sign_document, first.card_handle, soap.get_job_number(), [Doc("a", b"a")])
+        assert sim.terminal("CT-1").wait_for_prompt(30)
+        busy = soap.sign_document(second.card_handle, soap.get_job_number(), [Doc("b", b"b")])
+        assert busy.fault_code == 4060
+        sim.terminal("CT-1").enter_pin("123456")
+        assert future.result(timeout=60).fault_code is None
+
+
+def test_the_schema_check_itself_rejects_a_wrong_response() -> None:
+    # Guard for every test here: a response without its mandatory Status is not accepted.
+    response = etree.Element(f"{{{NS['EVT']}}}GetCardsResponse")
+    etree.SubElement(response, f"{{{NS['CARD']}}}Cards")
+    with pytest.raises(AssertionError, match="not valid"):
+        assert_schema_valid(response)

@@ -465,8 +465,13 @@ class KonnektorSimulator:
         """Show the prompt, wait for the person at the pad (or ``auto_pin``), check the PIN."""
         if card.pin_state == "BLOCKED":
             return "blocked"
-        pin_round: PinRound = terminal.begin(lines, job_number=job.job_number if job else None,
-                                             card_handle=card.card_handle)  # fmt: skip
+        try:
+            pin_round: PinRound = terminal.begin(
+                lines, job_number=job.job_number if job else None, card_handle=card.card_handle
+            )
+        except RuntimeError as exc:
+            # Another card in the same terminal is being asked for its PIN: one PIN pad, one prompt at a time.
+            raise KonnektorFault(4060, f"Kartenterminal {terminal.ct_id} belegt") from exc
         with self._lock:
             if job is not None:
                 job.pin_round = pin_round
