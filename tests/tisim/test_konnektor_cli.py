@@ -162,3 +162,28 @@ def test_terminal_page_shows_the_display_and_takes_the_pin(konnektor_sim_factory
         assert typed.status_code == 200 and typed.url.endswith("/tisim/terminal")  # redirected back
         assert "PIN erfolgreich verifiziert!" in typed.text
         assert future.result(timeout=60).fault_code is None
+
+
+def test_konnektor_fault_command(konnektor_sim: KonnektorSimulator) -> None:
+    armed = tisim(
+        "konnektor-fault", "--kind", "card-busy", "--param", "code=4093", "--data-dir", konnektor_sim.data_dir
+    )
+    assert armed.returncode == 0, armed.stderr
+    assert json.loads(armed.stdout) == [{"kind": "card-busy", "times": 1, "code": 4093}]
+    [card] = konnektor_sim.cards
+    soap = Soap(konnektor_sim)
+    assert soap.sign_document(card.card_handle, soap.get_job_number(), [Doc("d", b"x")]).fault_code == 4093
+    tisim("konnektor-fault", "--kind", "transport-pin", "--data-dir", konnektor_sim.data_dir)
+    assert konnektor_sim.faults == [{"kind": "transport-pin", "times": None}]
+    cleared = tisim("konnektor-fault", "--clear", "--data-dir", konnektor_sim.data_dir)
+    assert cleared.returncode == 0 and json.loads(cleared.stdout) == []
+    bad = tisim("konnektor-fault", "--kind", "wrong-pin", "--param", "kaputt", "--data-dir", konnektor_sim.data_dir)
+    assert bad.returncode == 1 and "KEY=VALUE" in bad.stderr
+
+
+def test_cli_constants_agree_with_the_simulator() -> None:
+    from tisim.konnektor import cli, simulator
+
+    assert cli.FAULT_KINDS == simulator.FAULT_KINDS
+    assert cli.MODES == simulator.MODES
+    assert cli.RUNTIME_FILE == simulator.RUNTIME_FILE

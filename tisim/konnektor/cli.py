@@ -25,9 +25,14 @@ from typing import Any
 
 from tisim.config import default_data_dir, write_json_atomic
 
-# Spelled out (not imported from tisim.konnektor.simulator) so `--help` loads no lxml or cryptography.
+# Spelled out (not imported from tisim.konnektor.simulator) so `--help` loads no lxml or cryptography;
+# a test checks they agree.
 MODES = ("plain", "basic", "cert")
 RUNTIME_FILE = "konnektor.json"
+FAULT_KINDS = (
+    "wrong-pin", "pin-timeout", "user-cancel", "card-removed", "card-busy", "transport-pin", "hba-other-user",
+    "job-number-reused", "fail-request",
+)  # fmt: skip
 
 CARDS_FILE = "konnektor-cards.json"
 DEFAULT_PORT = 8090
@@ -78,6 +83,22 @@ def add_parsers(sub: Any) -> None:
     action.add_argument("--cancel", action="store_true", help="press the cancel key instead")
     term.add_argument("--wait", type=float, default=300.0, help="seconds to wait for a PIN request")
     term.set_defaults(func=cmd_terminal)
+
+    fault = sub.add_parser("konnektor-fault", help="arm or clear faults of a running simulated Konnektor")
+    fault.add_argument("--data-dir", help="the simulator's data directory (where konnektor.json is)")
+    which = fault.add_mutually_exclusive_group(required=True)
+    which.add_argument("--kind", choices=FAULT_KINDS, help="the fault to arm")
+    which.add_argument("--clear", action="store_true", help="remove all armed faults")
+    which.add_argument("--list", action="store_true", help="print the armed faults as JSON")
+    fault.add_argument("--times", type=int, help="how often it strikes (0 = until cleared; default once)")
+    fault.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. request_id=brief-3 (fail-request), after=2 (card-removed), code=4093 (card-busy)",
+    )
+    fault.set_defaults(func=cmd_konnektor_fault)
 
 
 def _fail(message: str) -> int:
@@ -195,4 +216,41 @@ def cmd_terminal(args: argparse.Namespace) -> int:
         return _fail(f"cannot reach the simulated Konnektor at {runtime.get('base_url')}: {exc}")
     # The display after the entry: "PIN erfolgreich verifiziert!" or "PIN falsch oder gesperrt!".
     print("\n".join(after["display"]), flush=True)
+    return 0
+
+
+def _param(raw: str) -> tuple[str, Any]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--param {raw!r}: expected KEY=VALUE")
+    if value.isdigit():
+        return key, int(value)
+    if value in ("true", "false"):
+        return key, value == "true"
+    return key, value
+
+
+def cmd_konnektor_fault(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args.data_dir)
+    try:
+        runtime = json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _fail(f"no running simulated Konnektor: {data_dir / RUNTIME_FILE} is missing")
+    try:
+        if args.clear:
+            result = _control(runtime, "DELETE", "/tisim/faults")
+        elif args.list:
+            result = _control(runtime, "GET", "/tisim/faults")
+        else:
+            payload: dict[str, Any] = {"kind": args.kind, **dict(_param(p) for p in args.param)}
+            if args.times is not None:
+                payload["times"] = args.times
+            result = _control(runtime, "POST", "/tisim/faults", payload)
+    except ValueError as exc:
+        return _fail(str(exc))
+    except urllib.error.HTTPError as exc:
+        return _fail(f"{exc.code} {exc.read().decode(errors='replace').strip()}")
+    except (urllib.error.URLError, OSError) as exc:
+        return _fail(f"cannot reach the simulated Konnektor at {runtime.get('base_url')}: {exc}")
+    print(json.dumps(result["faults"]))
     return 0
