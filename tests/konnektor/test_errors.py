@@ -107,3 +107,11 @@ def test_konnektor_error_survives_pickling() -> None:
         "fault",
         "Technical",
     )
+
+
+def test_every_code_the_simulator_can_send_has_its_own_german_text() -> None:
+    from tisim.konnektor.soap import ERRORS, VENDOR_TRACE_CODE
+
+    gematik_codes = set(ERRORS) - {VENDOR_TRACE_CODE}
+    assert len(gematik_codes) > 20
+    assert sorted(gematik_codes - set(ERROR_TEXTS)) == []

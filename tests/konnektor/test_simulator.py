@@ -10,7 +10,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
-from konnektor import CallContext, KonnektorError, SignItem, batches, telematik_id_of
+from konnektor import CallContext, KonnektorError, SignItem, batches, error_text, telematik_id_of
 from tests.fixtures.konnektor_sim import (
     CLIENT_SYSTEM,
     CT_ID,
@@ -403,3 +403,37 @@ def test_the_qes_certificate_is_a_real_certificate(konnektor_sim, make_client) -
     card = client.get_cards(CTX)[0]
     certificate = x509.load_der_x509_certificate(client.read_qes_certificate(CTX, card.card_handle))
     assert HBA_HOLDER in certificate.subject.rfc4514_string()
+
+
+def test_more_refusals_with_their_german_text(konnektor_sim_factory, make_client) -> None:
+    """The remaining codes the simulator answers with, each reached through the client's own calls."""
+    sim = konnektor_sim_factory(max_document_bytes=1000)
+    smcb = sim.add_smcb("Klinikum Demo", "5-2-KH-01")
+    sim.add_terminal("CT-2", ["Arbeitsplatz-2"])
+    client, _ = make_client(sim.base_url)
+    hba = next(card for card in client.get_cards(CTX))
+    elsewhere = CallContext(MANDANT, CLIENT_SYSTEM, "Arbeitsplatz-2", "user-aerztin")
+    ecc, _ = make_client(sim.base_url, crypt="ECC")
+
+    def code_of(call) -> tuple[int | None, str]:
+        with pytest.raises(KonnektorError) as caught:
+            call()
+        return caught.value.code, caught.value.text
+
+    def sign(items, *, ctx=CTX, handle=None, signer=client):
+        return lambda: signer.sign_documents(ctx, handle or hba.card_handle, signer.get_job_number(ctx), items)
+
+    cases = {
+        4021: lambda: client.get_cards(CallContext("", CLIENT_SYSTEM, WORKPLACE)),
+        4072: lambda: client.get_pin_status(CTX, hba.card_handle, pin_ref="PIN.XYZ"),
+        4092: sign(letters(1), ctx=elsewhere),
+        4110: sign([SignItem("x", b"\x00\x01binary", "application/octet-stream", "Binaer")]),
+        4126: sign(letters(1), handle=smcb.card_handle),
+        4149: lambda: client.read_qes_certificate(CTX, smcb.card_handle),
+        4258: sign(letters(1), signer=ecc),
+        4283: sign([SignItem("big", b"x" * 2000, "text/plain", "Gross")]),
+    }
+    for expected, call in cases.items():
+        code, text = code_of(call)
+        assert code == expected, (expected, code, text)
+        assert text == error_text(expected)
