@@ -13,13 +13,15 @@ import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from kimportal.prepared import PreparedQuery
 from mailbox.models import Membership
 
 
@@ -36,31 +38,48 @@ class Answer:
     role: str | None
 
 
+def _active_query(user_ids: list[int]) -> QuerySet[Any, tuple[int]]:
+    return get_user_model().objects.filter(pk__in=user_ids, is_active=True).values_list("pk")
+
+
+def _sessions_query(keys: list[str]) -> QuerySet[Session, tuple[str, datetime]]:
+    # The expiry is compared here, in Python: the query keeps one shape (kimportal.prepared binds ids and keys).
+    return Session.objects.filter(session_key__in=keys).values_list("session_key", "expire_date")
+
+
+def _groups_query(user_ids: list[int]) -> QuerySet[Any, tuple[int, int]]:
+    return get_user_model().groups.through.objects.filter(user_id__in=user_ids).values_list("user_id", "group_id")
+
+
+def _memberships_query(
+    user_ids: list[int], group_ids: list[int], mailbox_ids: list[int]
+) -> QuerySet[Membership, tuple[int, int | None, int | None, str]]:
+    return Membership.objects.filter(
+        Q(user_id__in=user_ids) | Q(group_id__in=group_ids), mailbox_id__in=mailbox_ids, mailbox__is_active=True
+    ).values_list("mailbox_id", "user_id", "group_id", "role")
+
+
+# Asked for every live event by every busy process: compiled once (kimportal.prepared), not per batch.
+_ACTIVE = PreparedQuery(_active_query)
+_SESSIONS = PreparedQuery(_sessions_query)
+_GROUPS = PreparedQuery(_groups_query)
+_MEMBERSHIPS = PreparedQuery(_memberships_query)
+
+
 def answer_all(asks: list[Ask]) -> dict[Ask, Answer]:
-    """Three queries for any number of sockets: active users, live sessions, memberships."""
-    user_ids = {a.user_id for a in asks}
-    active = set(get_user_model().objects.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True))
-    keys = {a.session_key for a in asks if a.session_key is not None}
-    live = set(
-        Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
-            "session_key", flat=True
-        )
-        if keys
-        else []
-    )
-    mailbox_ids = {a.mailbox_id for a in asks if a.mailbox_id is not None}
+    """Three queries for any number of sockets: active users, live sessions, memberships (and the users' groups)."""
+    user_ids = sorted({a.user_id for a in asks})
+    active = {pk for (pk,) in _ACTIVE.rows(user_ids)}
+    keys = sorted({a.session_key for a in asks if a.session_key is not None})
+    now = timezone.now()
+    live = {key for key, expires in _SESSIONS.rows(keys) if expires > now} if keys else set()
+    mailbox_ids = sorted({a.mailbox_id for a in asks if a.mailbox_id is not None})
     roles: dict[tuple[int, int], list[str]] = defaultdict(list)
     if mailbox_ids:
-        group_members = get_user_model().groups.through.objects.filter(user_id__in=user_ids)
         groups_of: dict[int, set[int]] = defaultdict(set)
-        for user_id, group_id in group_members.values_list("user_id", "group_id"):
+        for user_id, group_id in _GROUPS.rows(user_ids):
             groups_of[group_id].add(user_id)
-        rows = Membership.objects.filter(
-            Q(user_id__in=user_ids) | Q(group_id__in=list(groups_of)),
-            mailbox_id__in=mailbox_ids,
-            mailbox__is_active=True,
-        ).values_list("mailbox_id", "user_id", "group_id", "role")
-        for mailbox_id, user_id, group_id, member_role in rows:
+        for mailbox_id, user_id, group_id, member_role in _MEMBERSHIPS.rows(user_ids, sorted(groups_of), mailbox_ids):
             for member in {user_id} if user_id else groups_of.get(group_id, set()):
                 roles[(member, mailbox_id)].append(member_role)
     answers = {}

@@ -16,6 +16,7 @@ from django.db.models import Case, Exists, IntegerField, Q, QuerySet, Subquery, 
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
+from kimportal.prepared import PreparedQuery
 from kimportal.requestscope import in_scope, scoped
 from mailbox.models import Mailbox, Membership, member_q, member_roles
 
@@ -74,15 +75,20 @@ def is_manager(user: Any) -> bool:
         return False
     if user.is_superuser:
         return True
+    return scoped(("mailbox.is_manager", user.pk), lambda: bool(_MANAGER.rows(user.pk)))
+
+
+def _manager_query(user_id: int) -> QuerySet[Permission, tuple[int]]:
     app_label, codename = MANAGER_PERMISSION.split(".")
-    return scoped(
-        ("mailbox.is_manager", user.pk),
-        lambda: (
-            Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-            .filter(Q(user=user) | Q(group__user=user))
-            .exists()
-        ),
+    return (
+        Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        .filter(Q(user=user_id) | Q(group__user=user_id))
+        .values_list("pk")[:1]
     )
+
+
+# Asked by every page (the navigation's link): compiled once (kimportal.prepared), not per page.
+_MANAGER = PreparedQuery(_manager_query)
 
 
 def can(role: str | None, action: Action) -> bool:

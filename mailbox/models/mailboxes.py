@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from kimportal.prepared import PreparedQuery
 from kimportal.requestscope import in_scope, scoped
 
 
@@ -42,12 +43,23 @@ def member_roles(user: Any) -> dict[int, str]:
 
     def read() -> dict[int, str]:
         roles: dict[int, str] = {}
-        for mailbox_id, role in member_mailbox_ids(user).values_list("mailbox_id", "role"):
+        for mailbox_id, role in _MEMBER_ROLES.rows(user.pk):
             if mailbox_id not in roles or Membership.RANK[role] > Membership.RANK[roles[mailbox_id]]:
                 roles[mailbox_id] = role
         return roles
 
     return scoped(("mailbox.member_roles", user.pk), read)
+
+
+def _member_roles_query(user_id: int) -> models.QuerySet[Membership, tuple[int, str]]:
+    from django.contrib.auth import get_user_model
+
+    # An unsaved stand-in with the id is all member_q needs (its groups subquery filters by the id).
+    return member_mailbox_ids(get_user_model()(pk=user_id)).values_list("mailbox_id", "role")
+
+
+# Asked by every page and socket check: compiled once (kimportal.prepared), not per call.
+_MEMBER_ROLES = PreparedQuery(_member_roles_query)
 
 
 class MailboxQuerySet(models.QuerySet["Mailbox"]):

@@ -9,8 +9,10 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from kimportal.prepared import PreparedQuery
 from mailbox.models import (
     Absence,
+    KimAccount,
     Mailbox,
     MailboxQueue,
     Membership,
@@ -18,6 +20,7 @@ from mailbox.models import (
     MessageRead,
     Notification,
     member_q,
+    member_roles,
 )
 from mailbox.permissions import members_q, strongest_role, user_role
 
@@ -29,36 +32,58 @@ def display_name(user: AbstractUser) -> str:
     return user.get_full_name() or user.username
 
 
-def mailbox_list_for_user(user: Any) -> QuerySet[Mailbox]:
-    """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones."""
+_MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_fields)
+_ACCOUNT_COLUMNS = ("id", "mailbox_id", "status")  # what the navigation shows of an account (its status dot)
+
+
+def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[Any, ...]]:
     open_messages = Message.objects.filter(mailbox=OuterRef("pk")).exclude(state=Message.State.DONE).order_by()
     open_count = open_messages.values("mailbox").annotate(c=Count("pk")).values("c")
     unread = (
-        open_messages.exclude(Exists(MessageRead.objects.filter(message=OuterRef("pk"), user=user)))
+        open_messages.exclude(Exists(MessageRead.objects.filter(message=OuterRef("pk"), user_id=user_id)))
         .values("mailbox")
         .annotate(c=Count("pk"))
         .values("c")
     )
     return (
-        Mailbox.objects.visible_to(user)
-        .select_related("account")
+        Mailbox.objects.filter(pk__in=mailbox_ids)
         .annotate(
-            unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
-            open_count=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
+            nav_unread=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
+            nav_open=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
         )
-        .order_by("display_name")
+        .order_by("display_name", "pk")
+        .values_list(*_MAILBOX_COLUMNS, *(f"account__{c}" for c in _ACCOUNT_COLUMNS), "nav_unread", "nav_open")
     )
+
+
+# Every page's navigation: compiled once (kimportal.prepared), not per page.
+_NAV = PreparedQuery(_nav_query)
+
+
+def mailbox_list_for_user(user: Any) -> list[Mailbox]:
+    """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones."""
+    ids = sorted(member_roles(user)) if getattr(user, "is_authenticated", False) else []
+    mailboxes = []
+    split = len(_MAILBOX_COLUMNS)
+    for row in _NAV.rows(user.pk, ids) if ids else []:
+        mailbox = Mailbox.from_db("default", _MAILBOX_COLUMNS, row[:split])
+        account_values = row[split : split + len(_ACCOUNT_COLUMNS)]
+        # Like select_related: the account (only its status; other fields load if asked) or none.
+        account = KimAccount.from_db("default", _ACCOUNT_COLUMNS, account_values) if account_values[0] else None
+        Mailbox.account.related.set_cached_value(mailbox, account)
+        # Counts for the template, set as select_related's annotations were (no model fields).
+        mailbox.unread_count, mailbox.open_count = row[-2], row[-1]  # type: ignore[attr-defined]
+        mailboxes.append(mailbox)
+    return mailboxes
 
 
 def mailbox_ids_for_user(user: Any) -> list[int]:
     return list(Mailbox.objects.visible_to(user).values_list("pk", flat=True))
 
 
-def user_counters(user: Any) -> dict[str, int]:
-    """Open messages assigned to the user and unread notifications (of messages they still may see), one query."""
+def _counters_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Any, tuple[int, int]]:
     mine = (
-        Message.objects.visible_to(user)
-        .filter(assignee=user)
+        Message.objects.filter(mailbox_id__in=mailbox_ids, assignee_id=user_id)
         .exclude(state=Message.State.DONE)
         .order_by()
         .values("assignee")
@@ -66,24 +91,42 @@ def user_counters(user: Any) -> dict[str, int]:
         .values("c")
     )
     notifications = (
-        notifications_visible_to(user)
+        _visible_notifications(user_id, mailbox_ids)
         .filter(read_at__isnull=True)
         .order_by()
         .values("user")
         .annotate(c=Count("pk"))
         .values("c")
     )
-    row = (
+    return (
         get_user_model()
-        .objects.filter(pk=user.pk)
+        .objects.filter(pk=user_id)
         .annotate(
             c_mine=Coalesce(Subquery(mine, output_field=IntegerField()), Value(0)),
             c_notifications=Coalesce(Subquery(notifications, output_field=IntegerField()), Value(0)),
         )
-        .values("c_mine", "c_notifications")
-        .first()
-    ) or {"c_mine": 0, "c_notifications": 0}
-    return {"mine": row["c_mine"], "notifications": row["c_notifications"]}
+        .values_list("c_mine", "c_notifications")
+    )
+
+
+# In every page's header: compiled once (kimportal.prepared), not per page.
+_COUNTERS = PreparedQuery(_counters_query)
+
+
+def user_counters(user: Any) -> dict[str, int]:
+    """Open messages assigned to the user and unread notifications (of messages they still may see), one query."""
+    if not getattr(user, "is_authenticated", False):
+        return {"mine": 0, "notifications": 0}
+    rows = _COUNTERS.rows(user.pk, sorted(member_roles(user)))
+    mine, notifications = rows[0] if rows else (0, 0)
+    return {"mine": mine, "notifications": notifications}
+
+
+def _visible_notifications(user_id: int, mailbox_ids: list[int]) -> QuerySet[Notification]:
+    # The one rule: notifications about messages of mailboxes the user may still see, or about no message.
+    return Notification.objects.filter(user_id=user_id).filter(
+        Q(message__isnull=True) | Q(message__mailbox_id__in=mailbox_ids)
+    )
 
 
 def notifications_visible_to(user: Any) -> QuerySet[Notification]:
@@ -92,9 +135,7 @@ def notifications_visible_to(user: Any) -> QuerySet[Notification]:
     A notification quotes a subject and an assignment note: patient data that an ex-member must no
     longer see. The rows stay (audit), they are just not shown.
     """
-    return Notification.objects.filter(user=user).filter(
-        Q(message__isnull=True) | Q(message__in=Message.objects.visible_to(user))
-    )
+    return _visible_notifications(user.pk, sorted(member_roles(user)))
 
 
 def notification_list_for_user(user: Any, *, limit: int = 100) -> list[Notification]:
@@ -117,13 +158,21 @@ def mailbox_members(mailbox: Mailbox | int, *, min_role: str = Membership.Role.P
     return list(_members(mailbox, min_role))
 
 
+def _member_choices_query(mailbox_id: int) -> QuerySet[User, tuple[int, str, str, str]]:
+    return _members(mailbox_id, Membership.Role.PROCESSOR).values_list("pk", "first_name", "last_name", "username")
+
+
+# Every message page's assign form: compiled once (kimportal.prepared), not per page.
+_MEMBER_CHOICES = PreparedQuery(_member_choices_query)
+
+
 def mailbox_member_choices(mailbox: Mailbox | int) -> list[tuple[int, str]]:
     """(id, name) of the people a message can be assigned to, for the assign form: only the columns shown.
 
     A ward's mailbox has hundreds of members; full user rows and a template loop over them were a
     fifth of the message page's CPU.
     """
-    rows = _members(mailbox, Membership.Role.PROCESSOR).values_list("pk", "first_name", "last_name", "username")
+    rows = _MEMBER_CHOICES.rows(mailbox if isinstance(mailbox, int) else mailbox.pk)
     # As User.get_full_name(), falling back to the username.
     return [(pk, f"{first} {last}".strip() or username) for pk, first, last, username in rows]
 

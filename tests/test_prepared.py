@@ -1,0 +1,52 @@
+"""kimportal.prepared: a query compiled once answers like the ORM for every value and list length."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from kimportal.prepared import PreparedQuery
+
+
+def _names(user_id: int, ids: list[int]):
+    return get_user_model().objects.filter(pk__in=ids).exclude(pk=user_id).order_by("pk").values_list("pk", "username")
+
+
+@pytest.mark.django_db
+def test_prepared_rows_equal_the_orms_for_other_values_and_lengths():
+    users = [get_user_model().objects.create_user(f"u{i}") for i in range(4)]
+    ids = [u.pk for u in users]
+    prepared = PreparedQuery(_names)
+    for user_id, chosen in [(ids[0], ids), (ids[1], ids[:2]), (ids[2], ids[1:]), (ids[3], [ids[0]]), (ids[0], [])]:
+        assert prepared.rows(user_id, chosen) == list(_names(user_id, chosen))
+
+
+@pytest.mark.django_db
+def test_a_shape_is_compiled_once_and_an_empty_list_asks_nothing():
+    built = []
+
+    def build(user_id: int, ids: list[int]):
+        built.append(len(ids))
+        return _names(user_id, ids)
+
+    prepared = PreparedQuery(build)
+    prepared.rows(1, [1, 2])
+    prepared.rows(5, [7, 8])
+    prepared.rows(5, [7, 8, 9])
+    prepared.rows(5, [7, 8, 9, 10])  # lists are IN sets, padded to a power of two: one shape for 3 and 4
+    assert built == [2, 4]
+    with CaptureQueriesContext(connection) as queries:
+        assert prepared.rows(1, []) == []
+        assert prepared.rows(2, []) == []
+    assert len(queries) == 0
+    assert built == [2, 4, 0]
+
+
+@pytest.mark.django_db
+def test_a_value_the_orm_does_not_pass_through_is_refused():
+    # The ORM turns `username=<int>` into the string "…": the stand-in cannot be found among the parameters.
+    prepared = PreparedQuery(lambda value: get_user_model().objects.filter(username=value).values_list("pk"))
+    with pytest.raises(ValueError, match="not among the compiled parameters"):
+        prepared.rows(3)
