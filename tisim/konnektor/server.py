@@ -100,7 +100,7 @@ def serve(sim: KonnektorSimulator, host: str, port: int) -> tuple[KonnektorHTTPS
         if client_ca is not None:
             tls.verify_mode = ssl.CERT_OPTIONAL
     server = KonnektorHTTPServer(sim, (host, port), tls)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
                               name=f"tisim-konnektor-{server.server_address[1]}")  # fmt: skip
     thread.start()
     return server, thread
