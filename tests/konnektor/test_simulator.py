@@ -437,3 +437,17 @@ def test_more_refusals_with_their_german_text(konnektor_sim_factory, make_client
         code, text = code_of(call)
         assert code == expected, (expected, code, text)
         assert text == error_text(expected)
+
+
+def test_a_large_signed_pdf_comes_back_whole(konnektor_sim, make_client) -> None:
+    # Base64 of a signed PDF over 10 MB is one text node beyond libxml2's default limit: the signature
+    # service parses its answers with huge_tree (entities and DTDs stay refused).
+    big = sample_pdf("Befund " * 1_700_000)
+    assert len(big) > 11 * 2**20
+    client, _ = make_client(konnektor_sim.base_url)
+    card = client.get_cards(CTX)[0]
+    item = SignItem("big", big, "application/pdf", "Grosser Befund", pades=True)
+    result = client.sign_documents(CTX, card.card_handle, client.get_job_number(CTX), [item])[0]
+    assert result.ok
+    assert result.signed_document is not None and result.signed_document.startswith(big[:200])
+    assert len(result.signed_document) > len(big)
