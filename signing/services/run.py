@@ -91,6 +91,26 @@ def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[
     )
 
 
+# Faults after which the PIN's state says what to do next (gemILF_PS: query GetPinStatus after PIN faults).
+PIN_FAULTS = (4085, 4063, 4043, 4049)
+
+
+def _after_pin_fault(client: KonnektorClient, ctx: Any, card_handle: str, exc: KonnektorError) -> BatchStopped:
+    """The fault's German text, and for a wrong PIN how many tries are left (or that the PIN is now blocked)."""
+    if exc.code not in PIN_FAULTS:
+        return BatchStopped(exc.code, exc.text)
+    try:
+        pin = client.get_pin_status(ctx, card_handle, pin_ref="PIN.QES")
+    except KonnektorError:
+        return BatchStopped(exc.code, exc.text)
+    if pin.status == "BLOCKED":
+        return BatchStopped(4063, error_text(4063))
+    if exc.code == 4085 and pin.left_tries is not None:
+        hint = _("Die PIN war falsch. Noch %(n)s Versuche, danach ist die PIN gesperrt.") % {"n": pin.left_tries}
+        return BatchStopped(exc.code, f"{exc.text} {hint}")
+    return BatchStopped(exc.code, exc.text)
+
+
 def batch_run(batch_id: int) -> None:
     with transaction.atomic():
         batch = SignatureBatch.objects.select_for_update().select_related("workplace").get(pk=batch_id)
@@ -132,10 +152,10 @@ def batch_run(batch_id: int) -> None:
             _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
             try:
                 results = client.sign_documents(ctx, card.card_handle, job_number, call)
-            except KonnektorError:
+            except KonnektorError as exc:
                 if _cancel_requested(batch):
                     break
-                raise
+                raise _after_pin_fault(client, ctx, card.card_handle, exc) from exc
             _update(batch, state=SignatureBatch.State.SIGNING, calls_done=number + 1)
             if _cancel_requested(batch):
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was

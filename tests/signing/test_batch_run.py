@@ -202,14 +202,41 @@ def test_each_fault_leaves_the_drafts_intact_with_its_german_text(
     batch.refresh_from_db()
     assert batch.state == SignatureBatch.State.FAILED
     assert batch.error_code == code
-    assert batch.error_text == error_text(code) and batch.error_text
+    assert batch.error_text.startswith(error_text(code)) and batch.error_text
+    if fault == "wrong-pin":
+        assert "Noch 2 Versuche" in batch.error_text
     assert batch.signed_count == 0 and not Signature.objects.exists()
     for draft in Draft.objects.all():
         # Back in the queue, unchanged, with the reason.
         assert (draft.state, draft.sha256, draft.version) == (Draft.State.DRAFT, *before[draft.pk])
-        assert draft.last_error == error_text(code) and draft.last_error_code == code
+        assert draft.last_error.startswith(error_text(code)) and draft.last_error_code == code
     assert set(BatchItem.objects.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
     assert AuditEvent.objects.get(action="signing.batch_finished").details["code"] == code
+
+
+def test_the_third_wrong_pin_says_the_pin_is_now_blocked(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    konnektor_sim.cards[0].left_tries = 1
+    konnektor_sim.arm_fault("wrong-pin")
+    batch = _start(signer, workplace, _drafts(1, signer, assistant, mailbox), django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.error_code, batch.error_text) == (4063, error_text(4063))
+
+
+def test_an_unreachable_konnektor_leaves_everything_as_it_was(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    konnektor_sim.stop()
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and batch.error_code is None and "Konnektor" in batch.error_text
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
 
 
 def test_blocked_pin_is_explained_before_anything_is_sent(
