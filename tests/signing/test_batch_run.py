@@ -146,6 +146,25 @@ def test_pdfs_are_signed_as_pades_and_text_as_detached_cades(
     assert {Signature.objects.get(draft=d).format for d in texts} == {Signature.Format.CADES}
 
 
+def test_the_signed_result_is_shown_and_downloaded_with_an_audit_event(
+    client, konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    use_sim(konnektor_sim)
+    (draft,) = _drafts(1, signer, assistant, mailbox, pdf=True)
+    batch_run(_start(signer, workplace, [draft], django_capture_on_commit_callbacks).pk)
+    client.force_login(assistant)
+    page = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    assert "signiert – wartet auf Versand" in page and "lokal geprüft" in page and 'id="sign-one-form"' not in page
+    response = client.get(reverse("signing:draft-signed", args=[draft.pk]))
+    body = b"".join(response.streaming_content)
+    assert response.status_code == 200 and body == blob_get(Signature.objects.get(draft=draft).sha256)
+    assert 'filename="' + draft.filename in response["Content-Disposition"]
+    viewed = AuditEvent.objects.get(action="signing.document_viewed", actor_id=assistant.pk)
+    assert viewed.details["download"] is True
+
+
 def test_a_signature_that_does_not_check_out_is_not_used(
     konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, tmp_path
 ):

@@ -202,3 +202,75 @@ def test_managers_pages_are_404_for_everyone_else(client, physician):
     for name in ("manage-cards", "manage-workplaces"):
         assert client.get(reverse(f"signing:{name}")).status_code == 404
         assert client.post(reverse(f"signing:{name}"), {}).status_code == 404
+
+
+def test_edit_form_changes_the_draft_and_refuses_a_stale_version(client, assistant, physician, mailbox):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, subject="Alt")
+    client.force_login(assistant)
+    page = client.get(reverse("signing:draft-edit", args=[draft.pk])).content.decode()
+    assert 'name="version" value="1"' in page
+    data = {**_post_data(physician, mailbox, subject="Neu"), "version": 1}
+    response = client.post(reverse("signing:draft-edit", args=[draft.pk]), data)
+    assert response.status_code == 302
+    draft.refresh_from_db()
+    assert (draft.subject, draft.version) == ("Neu", 2)
+    stale = client.post(reverse("signing:draft-edit", args=[draft.pk]), {**data, "subject": "Zu spät"})
+    assert stale.status_code == 409 and "inzwischen geändert" in stale.content.decode()
+    assert Draft.objects.get(pk=draft.pk).subject == "Neu"
+
+
+def test_a_draft_being_signed_cannot_be_edited(client, assistant, physician, mailbox):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, state=Draft.State.SIGNING)
+    client.force_login(assistant)
+    response = client.get(reverse("signing:draft-edit", args=[draft.pk]), follow=True)
+    assert "kann nicht mehr geändert werden" in response.content.decode()
+    data = {**_post_data(physician, mailbox, subject="x"), "version": 1}
+    client.post(reverse("signing:draft-edit", args=[draft.pk]), data)
+    assert Draft.objects.get(pk=draft.pk).subject == draft.subject
+
+
+def test_batch_page_shows_the_summary_after_reload(client, physician, assistant, mailbox, workplace):
+    from signing.models import BatchItem, SignatureBatch
+
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(3)]
+    batch = SignatureBatch.objects.create(
+        signer=physician,
+        workplace=workplace,
+        total=3,
+        state="failed",
+        job_number="XYZ-042",
+        signed_count=1,
+        error_code=4043,
+        error_text="Timeout bei der PIN-Eingabe.",
+    )
+    states = ["signed", "failed", "not_signed"]
+    for n, (d, state) in enumerate(zip(drafts, states, strict=True)):
+        BatchItem.objects.create(
+            batch=batch,
+            draft=d,
+            position=n,
+            request_id=f"r{n}",
+            document_version=1,
+            document_sha256=d.sha256,
+            state=state,
+            text="Fehler bei Signaturerstellung." if state == "failed" else "",
+        )
+    client.force_login(physician)
+    html = client.get(reverse("signing:batch", args=[batch.pk])).content.decode()
+    assert 'id="batch-summary"' in html and "#XYZ-042" in html and "Timeout bei der PIN-Eingabe." in html
+    assert "1 Dokument signiert" in html and "1 nicht signiert" in html and "Fehler bei Signaturerstellung." in html
+    listing = client.get(reverse("signing:batches")).content.decode()
+    assert f'id="batch-{batch.pk}"' in listing and "#XYZ-042" in listing
+
+
+def test_cancel_by_htmx_answers_with_the_status_block(client, physician, workplace):
+    from signing.models import SignatureBatch
+
+    batch = SignatureBatch.objects.create(signer=physician, workplace=workplace, total=1)
+    client.force_login(physician)
+    response = client.post(reverse("signing:batch-cancel", args=[batch.pk]), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert response.content.decode().lstrip().startswith('<div id="batch-status"')
+    assert "Abbruch angefordert" in response.content.decode()
+    assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is not None
+    assert AuditEvent.objects.filter(action="signing.batch_cancel_requested").count() == 1
