@@ -118,3 +118,15 @@ def test_short_text_keeps_only_the_allowed_characters(text: str, expected: str) 
     result = short_text(text)
     assert result == expected
     assert len(result) <= 30
+
+
+def test_the_validator_refuses_what_a_konnektor_would(official_schemas: OfficialSchemas) -> None:
+    # Without IncludeRevocationInfo (mandatory for every SignRequest): invalid.
+    envelope = render(
+        "SignatureService", (7, 5), "SignDocument", messages.sign_document(CTX, "H", "ABC-123", ITEMS[:1], crypt=None)
+    )
+    ns = "http://ws.gematik.de/conn/SignatureService/v7.5"
+    request = envelope.find(f".//{{{ns}}}SignRequest")
+    request.remove(request.find(f"{{{ns}}}IncludeRevocationInfo"))
+    with pytest.raises(AssertionError, match="IncludeRevocationInfo"):
+        official_schemas.validate_envelope(envelope)
