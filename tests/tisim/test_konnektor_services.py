@@ -242,3 +242,36 @@ def test_the_schema_check_itself_rejects_a_wrong_response() -> None:
     etree.SubElement(response, f"{{{NS['CARD']}}}Cards")
     with pytest.raises(AssertionError, match="not valid"):
         assert_schema_valid(response)
+
+
+def test_g21_card_signs_with_its_ecc_key_for_rsa_ecc(konnektor_sim_factory: Callable[..., KonnektorSimulator]) -> None:
+    sim = konnektor_sim_factory(hba=False)
+    card = sim.add_hba("Dr. Neu", "1-21", generation="G2.1")
+    soap = Soap(sim)
+    [listed] = soap.get_cards().findall("CARD:Cards/CARD:Card")
+    assert listed.findtext("CARD:CardVersion/CARD:ObjectSystemVersion/CARD:Minor", namespaces=NS) == "4"
+    path = "CERTCMN:X509DataInfoList/CERTCMN:X509DataInfo/CERTCMN:X509Data/CERTCMN:X509Certificate"
+    rsa_der = base64.b64decode(soap.read_card_certificate(card.card_handle).text(path))
+    ecc_der = base64.b64decode(soap.read_card_certificate(card.card_handle, crypt="ECC").text(path))
+    assert (rsa_der, ecc_der) == (card.certificate_der, card.ecc_certificate_der)
+    ecc_cert = x509.load_der_x509_certificate(ecc_der)
+    assert ecc_cert.public_key().curve.name == "brainpoolP256r1"  # type: ignore[union-attr]
+    [admission] = ecc_cert.extensions.get_extension_for_class(x509.Admissions).value
+    assert admission.profession_infos[0].registration_number == "1-21"
+
+    for crypt, expected in (("RSA_ECC", ecc_der), ("RSA", rsa_der), ("ECC", ecc_der)):
+        result = soap.sign_document(card.card_handle, soap.get_job_number(), [Doc("d", b"Brief")], crypt=crypt)
+        b64 = result.text("SIG:SignResponse/dss:SignatureObject/dss:Base64Signature")
+        verify_cades(base64.b64decode(b64), b"Brief", expected)
+    assert [s.algorithm for s in sim.signed_requests] == ["ECC", "RSA", "ECC"]
+
+
+def test_g20_card_has_no_ecc_key(konnektor_sim: KonnektorSimulator) -> None:
+    [card] = konnektor_sim.cards
+    soap = Soap(konnektor_sim)
+    assert card.ecc_certificate_der is None
+    assert soap.read_card_certificate(card.card_handle, crypt="ECC").fault_code == 4258
+    assert soap.sign_document(card.card_handle, soap.get_job_number(), [Doc("d", b"x")], crypt="ECC").fault_code == 4258
+    # RSA_ECC on a G2.0 card signs with RSA (TAB_KON_900).
+    assert soap.sign_document(card.card_handle, soap.get_job_number(), [Doc("d", b"x")]).fault_code is None
+    assert konnektor_sim.signed_requests[-1].algorithm == "RSA"

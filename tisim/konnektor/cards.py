@@ -27,14 +27,33 @@ class SimCard:
     left_tries: int = MAX_PIN_TRIES
     inserted: bool = True
     insert_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
-    issued: Issued | None = field(default=None, repr=False)
+    # The card's keys and certificates by algorithm: "RSA" and/or "ECC" (a G2.1 card has both).
+    keys: dict[str, Issued] = field(default_factory=dict, repr=False)
     # The job (or PIN verification) holding the card right now: a second one gets "Ressource belegt".
     busy_with: str | None = field(default=None, repr=False)
 
     @property
     def certificate_der(self) -> bytes:
-        assert self.issued is not None
-        return self.issued.cert_der
+        """The certificate ReadCardCertificate returns by default (Crypt RSA): RSA where the card has it."""
+        return self.key_for("RSA").cert_der
+
+    @property
+    def ecc_certificate_der(self) -> bytes | None:
+        ecc = self.keys.get("ECC")
+        return ecc.cert_der if ecc is not None else None
+
+    @property
+    def generation(self) -> str:
+        return "G2.1" if "ECC" in self.keys else "G2.0"
+
+    def key_for(self, crypt: str | None) -> Issued:
+        """The key SignDocument/ReadCardCertificate use for ``crypt`` (TAB_KON_900): RSA_ECC takes ECC on a
+        G2.1 card, else RSA; RSA or nothing takes RSA. Raises KeyError if the card lacks the asked algorithm."""
+        if crypt == "ECC":
+            return self.keys["ECC"]
+        if crypt == "RSA_ECC" and "ECC" in self.keys:
+            return self.keys["ECC"]
+        return self.keys["RSA"] if "RSA" in self.keys else self.keys["ECC"]
 
     @property
     def pin_ref(self) -> str:

@@ -87,6 +87,7 @@ class SignedRequest:
     short_text: str
     include_revocation_info: bool
     sub_batch: int
+    algorithm: str  # the card key that signed: "RSA" or "ECC"
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Job:
     card: SimCard
     terminal: Terminal | None
     total: int = 0
+    crypt: str | None = None
     stopped: bool = False
     pin_round: PinRound | None = None
     signed: list[str] = field(default_factory=list)
@@ -197,14 +199,16 @@ def _card_info(parent: etree._Element, card: SimCard) -> None:
     element(c, CARDCMN, "CardType", card.card_type)
     version = element(c, CARD, "CardVersion")
     _version(version, "COSVersion", 4, 0, 0)
-    _version(version, "ObjectSystemVersion", 4, 3, 0)  # G2.0: RSA keys
+    # ObjectSystemVersion >= 4.4.0 tells clients the card is G2.1 and carries ECC keys.
+    _version(version, "ObjectSystemVersion", 4, 4 if card.generation == "G2.1" else 3, 0)
     element(c, CARDCMN, "Iccsn", card.iccsn)
     element(c, CARDCMN, "CtId", card.ct_id)
     element(c, CARDCMN, "SlotId", str(card.slot_id))
     element(c, CARD, "InsertTime", card.insert_time.isoformat().replace("+00:00", "Z"))
     element(c, CARD, "CardHolderName", card.holder_name)
-    if card.issued is not None:
-        element(c, CARD, "CertificateExpirationDate", card.issued.cert.not_valid_after_utc.date().isoformat())
+    if card.keys:
+        expiry = card.key_for("RSA").cert.not_valid_after_utc.date().isoformat()
+        element(c, CARD, "CertificateExpirationDate", expiry)
 
 
 # --- CardService -----------------------------------------------------------------------------------
@@ -284,10 +288,10 @@ def read_card_certificate(sim: KonnektorSimulator, op: etree._Element) -> etree.
     for ref in refs:
         if ref not in allowed:
             raise KonnektorFault(4149, ref)
-    if crypt == "ECC" and card.card_type == "HBA":
+    if crypt == "ECC" and "ECC" not in card.keys:
         raise KonnektorFault(4258)
-    assert card.issued is not None
-    cert = card.issued.cert
+    issued = card.key_for(crypt)
+    cert = issued.cert
     response = element(None, CERT, "ReadCardCertificateResponse")
     status(response)
     info_list = element(response, CERTCMN, "X509DataInfoList")
@@ -299,7 +303,7 @@ def read_card_certificate(sim: KonnektorSimulator, op: etree._Element) -> etree.
         element(issuer_serial, CERTCMN, "X509IssuerName", cert.issuer.rfc4514_string())
         element(issuer_serial, CERTCMN, "X509SerialNumber", str(cert.serial_number))
         element(data, CERTCMN, "X509SubjectName", cert.subject.rfc4514_string())
-        element(data, CERTCMN, "X509Certificate", base64.b64encode(card.certificate_der).decode("ascii"))
+        element(data, CERTCMN, "X509Certificate", base64.b64encode(issued.cert_der).decode("ascii"))
     return response
 
 
@@ -401,7 +405,7 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
         raise KonnektorFault(4126, f"{card.card_type}: QES nur mit HBA")
     terminal = check_reachable(sim, ctx, card)
     crypt = text_of(op, sig, "Crypt")
-    if crypt == "ECC":
+    if crypt == "ECC" and "ECC" not in card.keys:
         raise KonnektorFault(4258)
     if text_of(op, sig, "TvMode") is None:
         raise KonnektorFault(4000, "TvMode fehlt")
@@ -432,7 +436,7 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
     if pin_state == "BLOCKED":
         raise KonnektorFault(4063)
 
-    job = Job(job_number=job_number, card=card, terminal=terminal, total=len(items))
+    job = Job(job_number=job_number, card=card, terminal=terminal, total=len(items), crypt=crypt)
     outcomes: dict[str, Outcome] = {}
     with sim.reserve(card, job_number), sim.running_job(job):
         size = sim.signatures_per_pin or len(items)
@@ -476,7 +480,8 @@ def _sign_batch(
     sim: KonnektorSimulator, job: Job, batch: list[SignItem], ctx: Context, sub_batch: int
 ) -> dict[str, Outcome] | None:
     card = job.card
-    assert card.issued is not None
+    key = card.key_for(job.crypt)
+    algorithm = "ECC" if key is card.keys.get("ECC") else "RSA"
     done: dict[str, Outcome] = {}
     signed: list[SignedRequest] = []
     for item in batch:
@@ -502,12 +507,10 @@ def _sign_batch(
             continue
         if item.signature_type == PADES:
             qes_ca = sim.pki.qes_ca
-            signed_pdf = signatures.pades(item.content, card.issued, qes_ca, short_text=item.short_text)
+            signed_pdf = signatures.pades(item.content, key, qes_ca, short_text=item.short_text)
             done[item.request_id] = Outcome(ok=True, signed_document=signed_pdf)
         else:
-            cms = signatures.cades(
-                item.content, card.issued, short_text=item.short_text, include_content=item.include_econtent
-            )
+            cms = signatures.cades(item.content, key, short_text=item.short_text, include_content=item.include_econtent)
             done[item.request_id] = Outcome(ok=True, signature=cms)
         job.signed.append(item.request_id)
         signed.append(
@@ -523,6 +526,7 @@ def _sign_batch(
                 short_text=item.short_text,
                 include_revocation_info=item.include_revocation_info,
                 sub_batch=sub_batch,
+                algorithm=algorithm,
             )
         )
     sim.record_signed(signed)

@@ -177,18 +177,21 @@ class Pki:
         telematik_id: str,
         profession_item: str,
         profession_oid: str,
-        rsa_key: bool,
+        algorithm: str,
     ) -> Issued:
-        """The card's key and certificate, reused while holder and Telematik-ID stay the same."""
-        cert_path = self.directory / "cards" / f"{iccsn}.pem"
-        key_path = self.directory / "cards" / f"{iccsn}-key.pem"
+        """The card's key and certificate for ``algorithm`` "RSA" (2048 bit) or "ECC" (brainpoolP256r1, as
+        gematik's G2.1 cards carry it), reused while holder and Telematik-ID stay the same."""
+        rsa_key = algorithm == "RSA"
+        stem = iccsn if rsa_key else f"{iccsn}-ecc"
+        cert_path = self.directory / "cards" / f"{stem}.pem"
+        key_path = self.directory / "cards" / f"{stem}-key.pem"
         existing = _load(cert_path, key_path)
         if existing is not None and _matches(existing.cert, holder_name, telematik_id):
             return existing
         key: PrivateKey = (
             rsa.generate_private_key(public_exponent=65537, key_size=2048)
             if rsa_key
-            else ec.generate_private_key(ec.SECP256R1())
+            else ec.generate_private_key(ec.BrainpoolP256R1())
         )
         subject = x509.Name(
             [

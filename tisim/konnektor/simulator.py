@@ -220,6 +220,7 @@ class KonnektorSimulator:
                     "telematik_id": c.telematik_id,
                     "iccsn": c.iccsn,
                     "ct_id": c.ct_id,
+                    "generation": c.generation,
                 }
                 for c in self.cards
             ],
@@ -262,12 +263,17 @@ class KonnektorSimulator:
         ct_id: str = "CT-1",
         workplaces: Sequence[str] = ("Arbeitsplatz-1",),
         pin_state: str = "VERIFIABLE",
+        generation: str = "G2.0",
     ) -> SimCard:
         """An eHBA with an RSA key and a C.QES certificate (CN = holder, Telematik-ID in the admission
-        extension) in terminal ``ct_id``, whose PIN pad serves ``workplaces``."""
+        extension) in terminal ``ct_id``, whose PIN pad serves ``workplaces``. ``generation="G2.1"`` adds an
+        ECC key (brainpoolP256r1) and certificate: Crypt RSA_ECC and ECC then sign with it."""
+        if generation not in ("G2.0", "G2.1"):
+            raise ValueError("generation must be G2.0 or G2.1")
         return self._add_card(
             "HBA", holder_name, telematik_id, iccsn=iccsn, pin=pin, ct_id=ct_id, workplaces=workplaces,
             pin_state=pin_state, profession=("Ärztin/Arzt", OID_ARZT),
+            algorithms=("RSA", "ECC") if generation == "G2.1" else ("RSA",),
         )  # fmt: skip
 
     def add_smcb(
@@ -281,10 +287,10 @@ class KonnektorSimulator:
         workplaces: Sequence[str] = ("Arbeitsplatz-1",),
         pin_state: str = "VERIFIABLE",
     ) -> SimCard:
-        """An SMC-B (institution card) with an EC key; its certificate serves C.AUT, C.ENC and C.SIG."""
+        """An SMC-B (institution card) with an ECC key; its certificate serves C.AUT, C.ENC and C.SIG."""
         return self._add_card(
             "SMC-B", holder_name, telematik_id, iccsn=iccsn, pin=pin, ct_id=ct_id, workplaces=workplaces,
-            pin_state=pin_state, profession=("Krankenhaus", OID_KRANKENHAUS),
+            pin_state=pin_state, profession=("Krankenhaus", OID_KRANKENHAUS), algorithms=("ECC",),
         )  # fmt: skip
 
     def _add_card(
@@ -299,20 +305,24 @@ class KonnektorSimulator:
         workplaces: Sequence[str],
         pin_state: str,
         profession: tuple[str, str],
+        algorithms: tuple[str, ...],
     ) -> SimCard:
         if pin_state not in PIN_STATES:
             raise ValueError(f"pin_state must be one of {PIN_STATES}")
         iccsn = iccsn or iccsn_for(telematik_id, card_type)
         if len(iccsn) != 20 or not iccsn.isdigit():
             raise ValueError("an ICCSN has 20 digits")
-        issued = self.pki.card_certificate(
-            iccsn,
-            holder_name=holder_name,
-            telematik_id=telematik_id,
-            profession_item=profession[0],
-            profession_oid=profession[1],
-            rsa_key=card_type == "HBA",
-        )
+        keys = {
+            algorithm: self.pki.card_certificate(
+                iccsn,
+                holder_name=holder_name,
+                telematik_id=telematik_id,
+                profession_item=profession[0],
+                profession_oid=profession[1],
+                algorithm=algorithm,
+            )
+            for algorithm in algorithms
+        }
         with self._lock:
             if any(c.iccsn == iccsn for c in self.cards):
                 raise ValueError(f"a card with ICCSN {iccsn} is already inserted")
@@ -329,7 +339,7 @@ class KonnektorSimulator:
                 pin=pin,
                 pin_state=pin_state,
                 left_tries=0 if pin_state == "BLOCKED" else 3,
-                issued=issued,
+                keys=keys,
             )
             self.cards.append(card)
         if self.running:
