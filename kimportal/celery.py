@@ -27,6 +27,8 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         crontab(hour=2, minute=41), sender.signature("mailbox.tasks.mailbox_retention_run"), name="retention-run"
     )
+    # Signing batches whose worker died give their drafts back to the queue.
+    sender.add_periodic_task(600.0, sender.signature("signing.tasks.signing_recover_stale"), name="signing-recover")
     # gematik: local copies of directory entries are refreshed from the VZD daily.
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"

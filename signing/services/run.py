@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -282,10 +283,30 @@ def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text:
     signing_audit(actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text)
 
 
+# A batch task is killed at its hard time limit (signing.tasks); a batch still "running" after this long has no
+# worker any more (killed, or its task was lost) and would keep its drafts out of the queue for ever.
+STALE_AFTER = timedelta(seconds=3700)
+
+
+def batches_recover_stale() -> int:
+    """End batches whose worker is gone: their unsigned drafts go back to the queue with the reason."""
+    cutoff = timezone.now() - STALE_AFTER
+    stale = SignatureBatch.objects.filter(state__in=SignatureBatch.ACTIVE_STATES).filter(
+        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff)
+    )
+    count = 0
+    for batch in stale:
+        _finish(batch, code=None, text=_("Der Signaturvorgang wurde unterbrochen. Bitte starten Sie ihn erneut."))
+        count += 1
+    return count
+
+
 def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> None:
     """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any)."""
     with transaction.atomic():
         current = SignatureBatch.objects.select_for_update().get(pk=batch.pk)
+        if not current.is_active:
+            return  # already ended (a recovered batch whose worker came back late)
         cancelled = current.cancel_requested_at is not None
         pending = list(current.items.filter(state=BatchItem.State.PENDING).select_related("draft"))
         if cancelled:

@@ -77,3 +77,38 @@ def test_empty_and_oversized_selections(physician, workplace, settings):
     with pytest.raises(PortalError) as caught:
         batch_create(signer=physician, workplace=workplace, selected=[Selected(n, 1, "a" * 64) for n in range(3)])
     assert "Höchstens 2" in caught.value.message
+
+
+def test_a_batch_whose_worker_died_gives_its_drafts_back(physician, assistant, mailbox, workplace):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from signing.services.run import batch_run, batches_recover_stale
+
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(2)]
+    stale = batch_create(signer=physician, workplace=workplace, selected=_sel(drafts[0]))
+    long_ago = timezone.now() - timedelta(hours=2)
+    SignatureBatch.objects.filter(pk=stale.pk).update(state="pin", started_at=long_ago, created_at=long_ago)
+    assert batches_recover_stale() == 1
+    stale.refresh_from_db()
+    assert stale.state == "failed" and "unterbrochen" in stale.error_text
+    assert Draft.objects.get(pk=drafts[0].pk).state == Draft.State.DRAFT
+    assert batches_recover_stale() == 0
+    # A late task of the recovered batch does nothing.
+    batch_run(stale.pk)
+    assert SignatureBatch.objects.get(pk=stale.pk).state == "failed"
+    # A batch that just started is not touched.
+    now = timezone.now()
+    SignatureBatch.objects.create(signer=physician, workplace=workplace, total=0, state="pin", started_at=now)
+    assert batches_recover_stale() == 0
+
+
+def test_a_draft_still_in_review_is_not_signed(physician, assistant, mailbox, workplace):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, review_state=Draft.Review.PENDING)
+    with pytest.raises(Conflict) as caught:
+        batch_create(signer=physician, workplace=workplace, selected=_sel(draft))
+    assert "Noch nicht freigegeben" in caught.value.message
+    Draft.objects.filter(pk=draft.pk).update(review_state=Draft.Review.APPROVED)
+    draft.refresh_from_db()
+    assert batch_create(signer=physician, workplace=workplace, selected=_sel(draft)).total == 1
