@@ -2,7 +2,9 @@
 
 konnektor-run reads its cards from ``<data-dir>/konnektor-cards.json`` (written with the demo cards on first
 start: the eHBA of "Dr. med. Anna Sommer" for the demo user ``aerztin`` and the SMC-B of "Klinikum Demo")
-and writes ``<data-dir>/konnektor.json`` for the portal's demo settings and the terminal command.
+and writes ``<data-dir>/konnektor.json`` for the portal's demo settings and the terminal command. A card entry:
+``{"type": "HBA" | "SMC-B", "holder_name", "telematik_id", "iccsn"?, "pin"?, "ct_id"?, "workplaces"?,
+"pin_state"?, "generation"?: "G2.0" | "G2.1"}``; the file also names ``mandant_id`` and ``client_system_id``.
 
 terminal plays the person at the card terminal of a running simulator: it waits until the terminal asks for
 a PIN, prints the display (compare the job number with the portal's page) and types the PIN. The same in a
@@ -141,16 +143,18 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
             client_system_id=str(config.get("client_system_id", "KIMPortal")),
         )
         for card in config.get("cards", []):
-            add = sim.add_hba if card.get("type", "HBA") == "HBA" else sim.add_smcb
-            add(
-                str(card["holder_name"]),
-                str(card["telematik_id"]),
-                iccsn=card.get("iccsn"),
-                pin=str(card.get("pin", "123456")),
-                ct_id=str(card.get("ct_id", "CT-1")),
-                workplaces=[str(w) for w in card.get("workplaces", ["Arbeitsplatz-1"])],
-                pin_state=str(card.get("pin_state", "VERIFIABLE")),
-            )
+            common: dict[str, Any] = {
+                "iccsn": card.get("iccsn"),
+                "pin": str(card.get("pin", "123456")),
+                "ct_id": str(card.get("ct_id", "CT-1")),
+                "workplaces": [str(w) for w in card.get("workplaces", ["Arbeitsplatz-1"])],
+                "pin_state": str(card.get("pin_state", "VERIFIABLE")),
+            }
+            if card.get("type", "HBA") == "HBA":
+                generation = str(card.get("generation", "G2.0"))
+                sim.add_hba(str(card["holder_name"]), str(card["telematik_id"]), generation=generation, **common)
+            else:
+                sim.add_smcb(str(card["holder_name"]), str(card["telematik_id"]), **common)
     except (KeyError, ValueError) as exc:
         return _fail(f"{cards_path}: {exc}")
     stop = threading.Event()

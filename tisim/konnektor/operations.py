@@ -331,7 +331,7 @@ def stop_signature(sim: KonnektorSimulator, op: etree._Element) -> etree._Elemen
     return response
 
 
-def _parse_sign_request(sim: KonnektorSimulator, sig: str, req: etree._Element, index: int) -> SignItem:
+def _parse_sign_request(sim: KonnektorSimulator, sig: str, req: etree._Element) -> SignItem:
     request_id = req.get("RequestID")
     if not request_id:
         raise KonnektorFault(4000, "RequestID fehlt")
@@ -417,7 +417,7 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
         raise KonnektorFault(4000, "kein SignRequest")
     if len(requests) > sim.max_requests_per_call:
         raise KonnektorFault(4000, f"{len(requests)} SignRequests, höchstens {sim.max_requests_per_call}")
-    items = [_parse_sign_request(sim, sig, req, i) for i, req in enumerate(requests)]
+    items = [_parse_sign_request(sim, sig, req) for req in requests]
     if len({item.request_id for item in items}) != len(items):
         raise KonnektorFault(4000, "RequestID nicht eindeutig")
     if sum(len(item.content) for item in items) > sim.max_call_bytes:
