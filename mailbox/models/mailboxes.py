@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from kimportal.prepared import PreparedQuery
-from kimportal.requestscope import in_scope, scoped
+from kimportal.requestscope import scoped
 
 
 def member_q(user: Any, prefix: str = "") -> models.Q:
@@ -66,9 +66,8 @@ class MailboxQuerySet(models.QuerySet["Mailbox"]):
     def visible_to(self, user: Any) -> MailboxQuerySet:
         if not user.is_authenticated:
             return self.none()
-        if in_scope():  # within a request: the ids read once (kimportal.requestscope)
-            return self.filter(pk__in=list(member_roles(user)))
-        return self.filter(pk__in=member_mailbox_ids(user))
+        # As MessageQuerySet.visible_to: the ids, read once per request or (sockets, tasks) now.
+        return self.filter(pk__in=list(member_roles(user)))
 
 
 class Mailbox(models.Model):

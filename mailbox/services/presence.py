@@ -52,10 +52,16 @@ def presence_leave(*, channel_name: str, broadcast: bool = True) -> tuple[Presen
 
     broadcast=False: the caller announces the change itself (leaving that also releases the lock sends
     one message change, which redraws presence too, instead of two events to every watching list)."""
-    row = Presence.objects.select_related("message").filter(channel_name=channel_name).first()
+    # Of the message only its mailbox (for the event): not the bodies a whole message row carries.
+    row = (
+        Presence.objects.select_related("message")
+        .only("message_id", "user_id", "page_token", "message__mailbox_id")
+        .filter(channel_name=channel_name)
+        .first()
+    )
     if row is None:
         return None, False
-    row.delete()
+    Presence.objects.filter(pk=row.pk).delete()
     cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS)
     still_open = Presence.objects.filter(message_id=row.message_id, user_id=row.user_id, last_seen__gte=cutoff).exists()
     if broadcast:
