@@ -31,7 +31,7 @@ from konnektor import (
     error_text,
     telematik_id_of,
 )
-from mailbox.storage import BlobError, blob_get, blob_put
+from mailbox.storage import BlobBatch, BlobError, blob_get
 from signing import events
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services.audit import signing_audit
@@ -139,12 +139,14 @@ def batch_run(batch_id: int) -> None:
         items = list(batch.items.select_related("draft").order_by("position"))
         by_request = {item.request_id: item for item in items}
         # Split within the Konnektor's limits; a document too big for any call fails alone (4283).
-        plan = batches([_sign_item(item) for item in items], konnektor_config())
+        sign_items = [_sign_item(item) for item in items]
+        documents = {s.request_id: s.content for s in sign_items}
+        plan = batches(sign_items, konnektor_config())
         calls = plan.calls
         _update(batch, calls_total=len(calls))
         ca = qes_ca_pem()
         if plan.rejected:
-            _store_results(batch, by_request, plan.rejected, certificate, ca)
+            _store_results(batch, by_request, documents, plan.rejected, certificate, ca)
         for number, call in enumerate(calls):
             if _cancel_requested(batch):
                 break
@@ -162,7 +164,7 @@ def batch_run(batch_id: int) -> None:
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
-            _store_results(batch, by_request, results, certificate, ca)
+            _store_results(batch, by_request, documents, results, certificate, ca)
     except BatchStopped as stop:
         _finish(batch, code=stop.code, text=stop.text)
     except KonnektorError as exc:
@@ -193,46 +195,70 @@ def _sign_item(item: BatchItem) -> SignItem:
 def _store_results(
     batch: SignatureBatch,
     by_request: dict[str, BatchItem],
+    documents: dict[str, bytes],
     results: Sequence[SignResult],
     certificate: bytes,
     ca: bytes | None,
 ) -> None:
-    signed = failed = 0
-    touched: list[int] = []
-    with transaction.atomic():
+    """One call's answers: each signature checked, written to the blob store (durable before its row), then the
+    rows of the whole call in one transaction (bulk: a call carries up to 250 documents)."""
+    good: list[tuple[BatchItem, Signature]] = []
+    bad: list[tuple[BatchItem, int | None, str]] = []
+    with BlobBatch() as blobs:
         for result in results:
             item = by_request.get(result.request_id)
             if item is None or item.state != BatchItem.State.PENDING:
                 continue  # an answer to a request we did not send (or twice): ignored
-            touched.append(item.pk)
-            if result.ok:
-                try:
-                    _store_signature(batch, item, result, certificate, ca)
-                    signed += 1
-                    continue
-                except SignatureInvalid as exc:
-                    code, text = None, _("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": exc}
-            else:
+            if not result.ok:
                 code = result.code
-                text = result.text or (error_text(result.code) if result.code is not None else _("Nicht signiert."))
+                text = result.text or (error_text(code) if code is not None else _("Nicht signiert."))
+                bad.append((item, code, text))
+                continue
+            try:
+                good.append(
+                    (item, _checked_signature(item, documents[item.request_id], result, certificate, ca, blobs))
+                )
+            except SignatureInvalid as exc:
+                bad.append((item, None, _("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": exc}))
+        blobs.wait()
+    now = timezone.now()
+    with transaction.atomic():
+        for item, signature in good:
+            signature.signed_at = signature.verified_at = now
+            item.state = BatchItem.State.SIGNED
+        Signature.objects.bulk_create([signature for _item, signature in good])
+        BatchItem.objects.filter(pk__in=[item.pk for item, _s in good]).update(state=BatchItem.State.SIGNED)
+        Draft.objects.filter(pk__in=[item.draft_id for item, _s in good]).update(
+            state=Draft.State.SIGNED, signed_at=now, last_error="", last_error_code=None, updated_at=now
+        )
+        for item, signature in good:
+            signing_audit(
+                actor=None,
+                action="signing.signed",
+                draft=item.draft,
+                batch=batch.pk,
+                format=signature.format,
+                signature=signature.sha256,
+            )
+            _hand_to_outbox(item.draft)
+        for item, code, text in bad:
             _item_failed(batch, item, code, text)
-            failed += 1
         SignatureBatch.objects.filter(pk=batch.pk).update(
-            signed_count=F("signed_count") + signed, failed_count=F("failed_count") + failed
+            signed_count=F("signed_count") + len(good), failed_count=F("failed_count") + len(bad)
         )
-        events.broadcast_batch_changed(batch_id=batch.pk, item_ids=touched)
-        drafts = [by_request[r.request_id].draft for r in results if r.request_id in by_request]
+        touched = [item for item, _s in good] + [item for item, _c, _t in bad]
+        events.broadcast_batch_changed(batch_id=batch.pk, item_ids=[item.pk for item in touched])
         events.broadcast_drafts_changed(
-            user_ids=[batch.signer_id, *(d.author_id for d in drafts)], draft_ids=[d.pk for d in drafts]
+            user_ids=[batch.signer_id, *(item.draft.author_id for item in touched)],
+            draft_ids=[item.draft_id for item in touched],
         )
 
 
-def _store_signature(
-    batch: SignatureBatch, item: BatchItem, result: SignResult, certificate: bytes, ca: bytes | None
-) -> None:
-    document = blob_get(item.document_sha256)
-    draft = item.draft
-    if draft.is_pdf and result.signed_document:
+def _checked_signature(
+    item: BatchItem, document: bytes, result: SignResult, certificate: bytes, ca: bytes | None, blobs: BlobBatch
+) -> Signature:
+    """The verified signature as an unsaved row; its blob is on its way to the store (BlobBatch)."""
+    if item.draft.is_pdf and result.signed_document:
         verified = verify_pades(
             document=document, signed_pdf=result.signed_document, card_certificate=certificate, ca_pem=ca
         )
@@ -244,27 +270,16 @@ def _store_signature(
         blob, fmt = result.signature, Signature.Format.CADES
     else:
         raise SignatureInvalid(_("Der Konnektor hat keine Signatur geliefert."))
-    digest = blob_put(blob)
-    now = timezone.now()
-    Signature.objects.create(
-        draft=draft,
+    return Signature(
+        draft=item.draft,
         batch_item=item,
         format=fmt,
-        sha256=digest,
+        sha256=blobs.put(blob),
         size=len(blob),
         document_version=item.document_version,
         document_sha256=item.document_sha256,
         signer_certificate=verified.signer_certificate,
-        signed_at=now,
-        verified_at=now,
     )
-    BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.SIGNED)
-    item.state = BatchItem.State.SIGNED
-    Draft.objects.filter(pk=draft.pk).update(
-        state=Draft.State.SIGNED, signed_at=now, last_error="", last_error_code=None, updated_at=now
-    )
-    signing_audit(actor=None, action="signing.signed", draft=draft, batch=batch.pk, format=fmt, signature=digest)
-    _hand_to_outbox(draft)
 
 
 def _hand_to_outbox(draft: Draft) -> None:

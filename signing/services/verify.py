@@ -8,12 +8,12 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-from asn1crypto import cms, x509
+from asn1crypto import cms
 from cryptography import x509 as cx509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from django.utils.translation import gettext as _
 
 _HASHES: dict[str, hashes.HashAlgorithm] = {
@@ -69,45 +69,53 @@ def verify_cades_detached(
         if signed["encap_content_info"]["content"].native is not None:
             raise SignatureInvalid(_("Die Signatur ist nicht abgesetzt (sie enthält das Dokument)."))
         signer = signed["signer_infos"][0]
-        certs = [c.chosen for c in signed["certificates"] if isinstance(c.chosen, x509.Certificate)]
-        sid = signer["sid"].chosen
-        cert = next(
-            (
-                c
-                for c in certs
-                if (
-                    isinstance(sid, cms.IssuerAndSerialNumber)
-                    and c.issuer == sid["issuer"]
-                    and c.serial_number == sid["serial_number"].native
-                )
-                or (not isinstance(sid, cms.IssuerAndSerialNumber) and c.key_identifier == sid.native)
-            ),
-            None,
-        )
+        # The certificates through cryptography: asn1crypto re-encodes a certificate once its algorithm was read.
+        cert = _signer_certificate(signer["sid"].chosen, pkcs7.load_der_pkcs7_certificates(cms_der))
         if cert is None:
             raise SignatureInvalid(_("Die Signatur enthält das Zertifikat des Unterzeichners nicht."))
         digest_name = signer["digest_algorithm"]["algorithm"].native
         if digest_name not in _HASHES:
             raise SignatureInvalid(_("Unbekanntes Hashverfahren in der Signatur."))
         attrs = signer["signed_attrs"]
+        # Signed over as a SET OF (tag 0x31), not as the [0] IMPLICIT tag it carries here: the received bytes with
+        # their first byte swapped, taken before any attribute is read (asn1crypto then re-encodes them: slow, and
+        # not necessarily the bytes that were signed).
+        encoded = attrs.dump()
         if not attrs:
             raise SignatureInvalid(_("Die Signatur hat keine signierten Attribute."))
         by_type = {a["type"].native: a["values"][0].native for a in attrs}
         expected = hashlib.new(digest_name, document).digest()
         if by_type.get("message_digest") != expected:
             raise SignatureInvalid(_("Die Signatur passt nicht zum Dokument (Prüfsumme weicht ab)."))
-        signed_bytes = attrs.untag().dump(force=True)  # signed over as a SET, not as the [0] IMPLICIT tag
-        _verify_raw(cert.dump(), signer, signed_bytes, _HASHES[digest_name])
+        signed_bytes = b"\x31" + encoded[1:]
+        _verify_raw(cert, signer, signed_bytes, _HASHES[digest_name])
     except SignatureInvalid:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise SignatureInvalid(_("Die Signatur ist beschädigt und kann nicht gelesen werden.")) from exc
-    _check_certificate(cert.dump(), card_certificate, _trust(ca_pem))
-    return Verified(signer_certificate=cert.dump())
+    cert_der = cert.public_bytes(Encoding.DER)
+    _check_certificate(cert_der, card_certificate, _trust(ca_pem))
+    return Verified(signer_certificate=cert_der)
 
 
-def _verify_raw(cert_der: bytes, signer: cms.SignerInfo, data: bytes, digest: hashes.HashAlgorithm) -> None:
-    key = cx509.load_der_x509_certificate(cert_der).public_key()
+def _signer_certificate(sid: object, certs: list[cx509.Certificate]) -> cx509.Certificate | None:
+    # Issuer compared as encoded bytes (asn1crypto's Name equality normalises every attribute: slow for 250).
+    if isinstance(sid, cms.IssuerAndSerialNumber):
+        issuer, serial = sid["issuer"].dump(), sid["serial_number"].native
+        return next((c for c in certs if c.serial_number == serial and c.issuer.public_bytes() == issuer), None)
+    key_id = getattr(sid, "native", None)
+    for cert in certs:
+        try:
+            ski = cert.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier).value.digest
+        except cx509.ExtensionNotFound:
+            continue
+        if ski == key_id:
+            return cert
+    return None
+
+
+def _verify_raw(cert: cx509.Certificate, signer: cms.SignerInfo, data: bytes, digest: hashes.HashAlgorithm) -> None:
+    key = cert.public_key()
     algorithm = signer["signature_algorithm"]
     name = algorithm["algorithm"].native
     signature = signer["signature"].native
