@@ -377,3 +377,36 @@ def test_cancel_while_the_terminal_waits_for_the_pin(
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
     assert not sim.signed_requests
     assert AuditEvent.objects.filter(action="signing.batch_cancel_requested", actor_id=signer.pk).exists()
+
+
+@pytest.mark.parametrize("mode", ["basic", "cert"])
+def test_the_secured_connection_modes_from_the_settings(
+    konnektor_sim_factory,
+    use_sim,
+    signer,
+    assistant,
+    mailbox,
+    workplace,
+    django_capture_on_commit_callbacks,
+    tmp_path,
+    mode,
+):
+    sim = konnektor_sim_factory(mode=mode)
+    ca = tmp_path / "konnektor-ca.pem"
+    ca.write_bytes(sim.server_ca_pem)
+    extra = {"KIMPORTAL_KONNEKTOR_CA": str(ca)}
+    if mode == "basic":
+        extra.update(KIMPORTAL_KONNEKTOR_USER=sim.basic_user, KIMPORTAL_KONNEKTOR_PASSWORD=sim.basic_password)
+    else:
+        cert_pem, key_pem = sim.issue_client_certificate("KIMPortal")
+        (tmp_path / "client.pem").write_bytes(cert_pem)
+        (tmp_path / "client.key").write_bytes(key_pem)
+        extra.update(
+            KIMPORTAL_KONNEKTOR_CLIENT_CERT=str(tmp_path / "client.pem"),
+            KIMPORTAL_KONNEKTOR_CLIENT_KEY=str(tmp_path / "client.key"),
+        )
+    use_sim(sim, **extra)
+    batch = _start(signer, workplace, _drafts(2, signer, assistant, mailbox), django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == ("done", 2)
