@@ -132,7 +132,13 @@ class SignForm(forms.Form):
     """What the physician confirmed: each selected draft as "<id>:<version>:<sha256>" (the row's checkbox value),
     and the workstation whose card terminal asks for the PIN."""
 
-    workplace = forms.IntegerField(label=_("Arbeitsplatz"))
+    workplace = forms.IntegerField(
+        label=_("Arbeitsplatz"),
+        error_messages={
+            "required": _("Bitte wählen Sie Ihren Arbeitsplatz (das Kartenterminal, an dem Sie die PIN eingeben)."),
+            "invalid": _("Bitte wählen Sie Ihren Arbeitsplatz (das Kartenterminal, an dem Sie die PIN eingeben)."),
+        },
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

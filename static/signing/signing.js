@@ -23,14 +23,16 @@ document.addEventListener("change", (ev) => {
   }
   if (el.id === "select-all" || el.classList.contains("draft-select")) signingSelection();
 });
-// Space toggles a row's checkbox when the row has focus ("x" too, as in mail clients); keyboard users need no mouse.
+// Keyboard: Tab reaches each row's checkbox (Space toggles it, natively); "x" toggles the row's checkbox from its
+// link too, as in mail clients.
 document.addEventListener("keydown", (ev) => {
+  if (ev.key !== "x" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const row = ev.target instanceof HTMLElement ? ev.target.closest("tr.draft-row") : null;
-  if (!row || ev.target instanceof HTMLInputElement || ev.target instanceof HTMLAnchorElement) return;
-  if (ev.key === "x" || ev.key === " ") {
-    const box = row.querySelector("input.draft-select");
-    if (box) { ev.preventDefault(); box.checked = !box.checked; signingSelection(); }
-  }
+  const box = row ? row.querySelector("input.draft-select") : null;
+  if (!box) return;
+  ev.preventDefault();
+  box.checked = !box.checked;
+  signingSelection();
 });
 document.addEventListener("DOMContentLoaded", signingSelection);
 document.addEventListener("htmx:afterSettle", signingSelection);

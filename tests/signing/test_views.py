@@ -274,3 +274,18 @@ def test_cancel_by_htmx_answers_with_the_status_block(client, physician, workpla
     assert "Abbruch angefordert" in response.content.decode()
     assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is not None
     assert AuditEvent.objects.filter(action="signing.batch_cancel_requested").count() == 1
+
+
+def test_signing_without_a_workplace_asks_for_it(client, physician, assistant, mailbox):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"), {"draft": f"{draft.pk}:{draft.version}:{draft.sha256}"}, follow=True
+    )
+    assert "Bitte wählen Sie Ihren Arbeitsplatz" in response.content.decode()
+    assert not physician.signature_batches.exists()
+
+
+def test_the_form_says_when_the_author_may_send_from_no_mailbox(client, stranger, physician):
+    client.force_login(stranger)
+    assert 'id="no-mailbox"' in client.get(reverse("signing:draft-create")).content.decode()
