@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: the demo on the embedded default (SQLite, local files, the simulator).
-# Starts the TI simulator (CM + directory), the web server on 127.0.0.1:8000, a Celery worker and beat.
+# Starts the TI simulator (CM, directory and Konnektor), the web server on 127.0.0.1:8000, a Celery worker and beat.
 # Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,14 +47,30 @@ fi
 $PY manage.py migrate --noinput >"$LOG_DIR/migrate.log"
 $PY manage.py migrate --database channels --noinput >>"$LOG_DIR/migrate.log"
 
-rm -f "$SIM_DIR/cm.json" "$VZD_DIR/vzd.json"
+rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$VZD_DIR/vzd.json"
 $PY -m tisim run --config "$SIM_DIR/config.json" >"$LOG_DIR/tisim.log" 2>&1 & pids+=($!)
 $PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
+# The Konnektor with aerztin's eHBA in terminal CT-1; nobody types the PIN but the user (python -m tisim terminal).
+# Same data directory as the Clientmodul, so `tisim terminal` and `tisim konnektor-fault` need no options.
+$PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 >"$LOG_DIR/konnektor.log" 2>&1 & pids+=($!)
 wait_for_file "$SIM_DIR/cm.json" 30 "the simulated Clientmodul"
+wait_for_file "$SIM_DIR/konnektor.json" 60 "the simulated Konnektor"
 wait_for_file "$VZD_DIR/vzd.json" 120 "the simulated directory (slapd)"
-export KIMPORTAL_VZD_URL="$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$VZD_DIR/vzd.json")"
+json_key() {  # file, key
+  $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+export KIMPORTAL_VZD_URL="$(json_key "$VZD_DIR/vzd.json" url)"
+# What the web server and the worker need to sign (docs/signing.md): the simulated Konnektor in mode plain, the
+# trust for checking its QES signatures, and the Context it knows (Mandant1 / KIMPortal).
+export KIMPORTAL_KONNEKTOR_URL="$(json_key "$SIM_DIR/konnektor.json" base_url)"
+export KIMPORTAL_KONNEKTOR_MODE=plain
+export KIMPORTAL_KONNEKTOR_QES_CA="$(json_key "$SIM_DIR/konnektor.json" qes_ca)"
+export KIMPORTAL_KONNEKTOR_MANDANT="$(json_key "$SIM_DIR/konnektor.json" mandant_id)"
+export KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM="$(json_key "$SIM_DIR/konnektor.json" client_system_id)"
 
 $PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 5
+# aerztin's eHBA, the workstation Arbeitsplatz-1 (terminal CT-1) and a dozen letters from station to sign.
+$PY manage.py signing_demo_seed
 
 .venv/bin/celery -A kimportal worker --loglevel=WARNING --concurrency=2 >"$LOG_DIR/worker.log" 2>&1 & pids+=($!)
 .venv/bin/celery -A kimportal beat --loglevel=WARNING >"$LOG_DIR/beat.log" 2>&1 & pids+=($!)
@@ -76,6 +92,9 @@ cat <<TXT
     .venv/bin/python -m tisim send \\
       --from praxis.mueller@praxis-mueller.kim.telematik-test \\
       --to kardiologie@klinikum-demo.kim.telematik-test --subject "Befund"
+  Sign letters: log in as aerztin, "Signatur", select all, "Signieren", then type the PIN
+  at the simulated card terminal (or open $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
+    .venv/bin/python -m tisim terminal --pin 123456
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
 TXT
 wait -n "${pids[@]}" || true
