@@ -343,12 +343,13 @@ def test_a_batch_runs_once_even_if_the_task_comes_twice(
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_while_the_terminal_waits_for_the_pin(
-    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, monkeypatch
 ):
     sim = use_sim(konnektor_sim_factory(auto_pin=None))
     drafts = _drafts(3, signer, assistant, mailbox)
     # Committed (the worker thread must see it), without sending the task: this test is the worker.
-    with transaction.atomic(), django_capture_on_commit_callbacks(execute=False):
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    with transaction.atomic():
         batch = batch_create(
             signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
         )
