@@ -274,6 +274,8 @@ STATIC_ROOT = DATA_DIR / "staticfiles"
 KIMPORTAL_SERVE_STATIC = env.bool("KIMPORTAL_SERVE_STATIC", default=EMBEDDED)
 
 SESSION_COOKIE_HTTPONLY = True
+# Django's database sessions, read with a query compiled once (every request and socket connect reads one).
+SESSION_ENGINE = "kimportal.sessions"
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "SAMEORIGIN"
