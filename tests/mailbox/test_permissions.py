@@ -538,7 +538,8 @@ WS_ROUTES = {"ws/inbox/": InboxConsumer, "ws/message/<int:pk>/": MessageConsumer
 
 def test_every_websocket_route_has_an_expectation():
     routes = {str(p.pattern): p.callback.consumer_class for p in websocket_urlpatterns}
-    assert routes == WS_ROUTES
+    # The signing app's sockets have their walker in tests/signing/test_permissions.py.
+    assert {k: v for k, v in routes.items() if not k.startswith("ws/signing/")} == WS_ROUTES
 
 
 @pytest_asyncio.fixture
