@@ -41,6 +41,8 @@ def request_id_for(draft: Draft) -> str:
 def _enqueue(batch: SignatureBatch) -> None:
     def send() -> None:
         if current_app.conf.task_always_eager:
+            # Outside a worker nothing has imported the task modules yet (autodiscovery runs at worker start).
+            current_app.loader.import_default_modules()
             current_app.tasks[TASK_NAME].apply(args=(batch.pk,), task_id=batch.task_id)
             return
         current_app.send_task(TASK_NAME, args=(batch.pk,), task_id=batch.task_id)

@@ -411,3 +411,24 @@ def test_the_secured_connection_modes_from_the_settings(
     batch_run(batch.pk)
     batch.refresh_from_db()
     assert (batch.state, batch.signed_count) == ("done", 2)
+
+
+def test_starting_a_batch_queues_the_registered_task(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    """The service names the task; in eager mode (one-process setups) the registered task runs in place."""
+    from celery import current_app
+
+    use_sim(konnektor_sim)
+    drafts = _drafts(2, signer, assistant, mailbox)
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            batch = batch_create(
+                signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+            )
+    finally:
+        current_app.conf.task_always_eager = eager
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == ("done", 2)
