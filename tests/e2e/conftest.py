@@ -92,15 +92,18 @@ def portal_env(tmp_path: Path) -> dict[str, str]:
 
 
 class PortalStack:
-    def __init__(self, tmp_path: Path, *, with_worker: bool) -> None:
+    def __init__(self, tmp_path: Path, *, with_worker: bool, extra_env: dict[str, str] | None = None) -> None:
+        """``extra_env``: settings for the web server and the worker on top of ``portal_env`` (e.g. where the
+        simulated Konnektor listens)."""
         self.tmp_path = tmp_path
         self.with_worker = with_worker
+        self.extra_env = dict(extra_env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        env = portal_env(self.tmp_path)
+        env = {**portal_env(self.tmp_path), **self.extra_env}
         logs = self.tmp_path / "logs"
         logs.mkdir(exist_ok=True)
         # The production server and its configuration (gunicorn managing uvicorn workers).
