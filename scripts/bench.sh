@@ -25,7 +25,7 @@ print(f"merged into {target}")
 PY
 }
 
-for bench in bench/vzd_search.py bench/collaboration.py bench/parsing.py bench/ingest.py bench/ingest_large.py bench/load.py; do
+for bench in bench/vzd_search.py bench/collaboration.py bench/parsing.py bench/ingest.py bench/ingest_large.py bench/load.py bench/signing.py; do
   out=$(mktemp var/bench.XXXXXX.json)
   echo "== $bench"
   .venv/bin/python "$bench" | tee "$out"

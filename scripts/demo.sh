@@ -92,8 +92,9 @@ cat <<TXT
     .venv/bin/python -m tisim send \\
       --from praxis.mueller@praxis-mueller.kim.telematik-test \\
       --to kardiologie@klinikum-demo.kim.telematik-test --subject "Befund"
-  Sign letters: log in as aerztin, "Signatur", select all, "Signieren", then type the PIN
-  at the simulated card terminal (or open $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
+  Sign letters: log in as aerztin, "Signatur", select all, choose the Arbeitsplatz "Station 3,
+  Arztzimmer · CT-1", "Auswahl signieren", then type the PIN at the simulated card terminal
+  (once for the PDFs, once more for the text and XML letters; or use $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
     .venv/bin/python -m tisim terminal --pin 123456
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
 TXT
