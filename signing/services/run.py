@@ -71,18 +71,18 @@ def _cancel_requested(batch: SignatureBatch) -> bool:
     return SignatureBatch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=False).exists()
 
 
-def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, bytes]:
-    """The signer's own eHBA among the inserted ones, and its QES certificate."""
+def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, list[bytes]]:
+    """The signer's own eHBA among the inserted ones, and its QES certificates (RSA, and ECC on a G2.1 card)."""
     cards = client.get_cards(ctx, card_type="HBA")
     if mapping.iccsn:
         for card in cards:
             if card.iccsn == mapping.iccsn:
-                return card, client.read_qes_certificate(ctx, card.card_handle)
+                return card, client.read_qes_certificates(ctx, card.card_handle)
     if mapping.telematik_id:
         for card in cards:
             certificate = client.read_qes_certificate(ctx, card.card_handle)
             if telematik_id_of(certificate) == mapping.telematik_id:
-                return card, certificate
+                return card, client.read_qes_certificates(ctx, card.card_handle)
     raise BatchStopped(
         None,
         _(
@@ -129,7 +129,7 @@ def batch_run(batch_id: int) -> None:
         client = konnektor_client()
         ctx = call_context(workplace=batch.workplace, card=mapping)
         client.discover()
-        card, certificate = _find_card(client, ctx, mapping)
+        card, certificates = _find_card(client, ctx, mapping)
         _update(batch, card_handle=card.card_handle, card_iccsn=card.iccsn or "")
         pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
         if pin.status == "TRANSPORT_PIN":
@@ -146,7 +146,7 @@ def batch_run(batch_id: int) -> None:
         _update(batch, calls_total=len(calls))
         ca = qes_ca_pem()
         if plan.rejected:
-            _store_results(batch, by_request, documents, plan.rejected, certificate, ca)
+            _store_results(batch, by_request, documents, plan.rejected, certificates, ca)
         for number, call in enumerate(calls):
             if _cancel_requested(batch):
                 break
@@ -164,7 +164,7 @@ def batch_run(batch_id: int) -> None:
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
-            _store_results(batch, by_request, documents, results, certificate, ca)
+            _store_results(batch, by_request, documents, results, certificates, ca)
     except BatchStopped as stop:
         _finish(batch, code=stop.code, text=stop.text)
     except KonnektorError as exc:
@@ -197,7 +197,7 @@ def _store_results(
     by_request: dict[str, BatchItem],
     documents: dict[str, bytes],
     results: Sequence[SignResult],
-    certificate: bytes,
+    certificates: list[bytes],
     ca: bytes | None,
 ) -> None:
     """One call's answers: each signature checked, written to the blob store (durable before its row), then the
@@ -215,9 +215,8 @@ def _store_results(
                 bad.append((item, code, text))
                 continue
             try:
-                good.append(
-                    (item, _checked_signature(item, documents[item.request_id], result, certificate, ca, blobs))
-                )
+                signature = _checked_signature(item, documents[item.request_id], result, certificates, ca, blobs)
+                good.append((item, signature))
             except SignatureInvalid as exc:
                 bad.append((item, None, _("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": exc}))
         blobs.wait()
@@ -255,17 +254,22 @@ def _store_results(
 
 
 def _checked_signature(
-    item: BatchItem, document: bytes, result: SignResult, certificate: bytes, ca: bytes | None, blobs: BlobBatch
+    item: BatchItem,
+    document: bytes,
+    result: SignResult,
+    certificates: list[bytes],
+    ca: bytes | None,
+    blobs: BlobBatch,
 ) -> Signature:
     """The verified signature as an unsaved row; its blob is on its way to the store (BlobBatch)."""
     if item.draft.is_pdf and result.signed_document:
         verified = verify_pades(
-            document=document, signed_pdf=result.signed_document, card_certificate=certificate, ca_pem=ca
+            document=document, signed_pdf=result.signed_document, card_certificates=certificates, ca_pem=ca
         )
         blob, fmt = result.signed_document, Signature.Format.PADES
     elif result.signature:
         verified = verify_cades_detached(
-            document=document, cms_der=result.signature, card_certificate=certificate, ca_pem=ca
+            document=document, cms_der=result.signature, card_certificates=certificates, ca_pem=ca
         )
         blob, fmt = result.signature, Signature.Format.CADES
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import cms
@@ -47,8 +48,9 @@ def _issued_by_trusted(cert_der: bytes, cas: list[cx509.Certificate]) -> bool:
     return False
 
 
-def _check_certificate(signer_der: bytes, card_der: bytes, cas: list[cx509.Certificate]) -> None:
-    if signer_der != card_der:
+def _check_certificate(signer_der: bytes, card_ders: Sequence[bytes], cas: list[cx509.Certificate]) -> None:
+    # A G2.1 card has an RSA and an ECC QES certificate (Crypt RSA_ECC signs with ECC): either is the card's.
+    if signer_der not in card_ders:
         raise SignatureInvalid(_("Die Signatur wurde nicht mit dem QES-Zertifikat Ihres eHBA erstellt."))
     if cas and not _issued_by_trusted(signer_der, cas):
         raise SignatureInvalid(
@@ -57,7 +59,7 @@ def _check_certificate(signer_der: bytes, card_der: bytes, cas: list[cx509.Certi
 
 
 def verify_cades_detached(
-    *, document: bytes, cms_der: bytes, card_certificate: bytes, ca_pem: bytes | None
+    *, document: bytes, cms_der: bytes, card_certificates: Sequence[bytes], ca_pem: bytes | None
 ) -> Verified:
     """A detached CMS (CAdES): the message digest is the document's, the signature over the signed attributes
     verifies with the signer certificate, and that certificate is the card's QES certificate."""
@@ -94,7 +96,7 @@ def verify_cades_detached(
     except (ValueError, TypeError, KeyError) as exc:
         raise SignatureInvalid(_("Die Signatur ist beschädigt und kann nicht gelesen werden.")) from exc
     cert_der = cert.public_bytes(Encoding.DER)
-    _check_certificate(cert_der, card_certificate, _trust(ca_pem))
+    _check_certificate(cert_der, card_certificates, _trust(ca_pem))
     return Verified(signer_certificate=cert_der)
 
 
@@ -140,7 +142,9 @@ def _verify_raw(cert: cx509.Certificate, signer: cms.SignerInfo, data: bytes, di
         raise SignatureInvalid(_("Die Signatur ist mathematisch ungültig.")) from exc
 
 
-def verify_pades(*, document: bytes, signed_pdf: bytes, card_certificate: bytes, ca_pem: bytes | None) -> Verified:
+def verify_pades(
+    *, document: bytes, signed_pdf: bytes, card_certificates: Sequence[bytes], ca_pem: bytes | None
+) -> Verified:
     """A signed PDF (PAdES): an incremental update of exactly the document shown, its signature intact and covering
     the whole file, made with the card's QES certificate (and trusted, when a QES CA is configured)."""
     from asn1crypto import x509 as ax509
@@ -185,7 +189,7 @@ def verify_pades(*, document: bytes, signed_pdf: bytes, card_certificate: bytes,
         raise SignatureInvalid(
             _("Das Signaturzertifikat stammt nicht von einer vertrauenswürdigen QES-Zertifizierungsstelle.")
         )
-    _check_certificate(signer_der, card_certificate, cas)
+    _check_certificate(signer_der, card_certificates, cas)
     return Verified(signer_certificate=signer_der)
 
 

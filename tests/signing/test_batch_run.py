@@ -103,7 +103,7 @@ def test_250_documents_with_one_pin_entry_every_signature_verified(
     assert {s.workplace_id for s in signed} == {WORKPLACE}
     assert all(s.include_revocation_info for s in signed)
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.SIGNED}
-    card_cert = None
+    card_cert = konnektor_sim.cards[0].certificate_der
     for signature in Signature.objects.select_related("draft"):
         assert signature.verified and signature.format == Signature.Format.CADES
         document = blob_get(signature.draft.sha256)
@@ -111,10 +111,9 @@ def test_250_documents_with_one_pin_entry_every_signature_verified(
         verify_cades_detached(
             document=document,
             cms_der=blob_get(signature.sha256),
-            card_certificate=bytes(signature.signer_certificate),
+            card_certificates=[card_cert],
             ca_pem=konnektor_sim.qes_ca_pem,
         )
-        card_cert = card_cert or bytes(signature.signer_certificate)
         assert bytes(signature.signer_certificate) == card_cert
     assert AuditEvent.objects.filter(action="signing.signed").count() == 250
     assert AuditEvent.objects.get(action="signing.batch_finished").details["signed"] == 250
@@ -140,7 +139,7 @@ def test_pdfs_are_signed_as_pades_and_text_as_detached_cades(
         verify_pades(
             document=blob_get(draft.sha256),
             signed_pdf=signed_pdf,
-            card_certificate=bytes(signature.signer_certificate),
+            card_certificates=[bytes(signature.signer_certificate)],
             ca_pem=konnektor_sim.qes_ca_pem,
         )
     assert {Signature.objects.get(draft=d).format for d in texts} == {Signature.Format.CADES}
@@ -432,3 +431,20 @@ def test_starting_a_batch_queues_the_registered_task(
         current_app.conf.task_always_eager = eager
     batch.refresh_from_db()
     assert (batch.state, batch.signed_count) == ("done", 2)
+
+
+def test_a_g21_card_signs_with_its_ecc_key_and_that_certificate_is_the_cards(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    from tests.fixtures.konnektor_sim import HBA_HOLDER, PIN
+
+    sim = konnektor_sim_factory(hba=False)
+    card = sim.add_hba(HBA_HOLDER, HBA_TELEMATIK_ID, pin=PIN, ct_id=CT_ID, workplaces=(WORKPLACE,), generation="G2.1")
+    use_sim(sim)
+    drafts = [*_drafts(1, signer, assistant, mailbox), *_drafts(1, signer, assistant, mailbox, pdf=True)]
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 2, 0)
+    used = {bytes(s.signer_certificate) for s in Signature.objects.all()}
+    assert used and card.certificate_der not in used  # not the RSA certificate ReadCardCertificate names first

@@ -71,7 +71,7 @@ def _der(cert) -> bytes:
 def test_a_good_detached_signature_passes(physician_pki):
     ca, cert, key = physician_pki
     verified = verify_cades_detached(
-        document=DOCUMENT, cms_der=_cms(cert, key), card_certificate=_der(cert), ca_pem=_pem(ca)
+        document=DOCUMENT, cms_der=_cms(cert, key), card_certificates=[_der(cert)], ca_pem=_pem(ca)
     )
     assert verified.signer_certificate == _der(cert)
 
@@ -80,7 +80,7 @@ def test_another_document_is_refused(physician_pki):
     ca, cert, key = physician_pki
     with pytest.raises(SignatureInvalid, match="passt nicht zum Dokument"):
         verify_cades_detached(
-            document=DOCUMENT + b"x", cms_der=_cms(cert, key), card_certificate=_der(cert), ca_pem=_pem(ca)
+            document=DOCUMENT + b"x", cms_der=_cms(cert, key), card_certificates=[_der(cert)], ca_pem=_pem(ca)
         )
 
 
@@ -89,7 +89,7 @@ def test_a_tampered_signature_is_refused(physician_pki):
     cms = bytearray(_cms(cert, key))
     cms[-5] ^= 0xFF  # inside the signature value, the last element of the SignerInfo
     with pytest.raises(SignatureInvalid, match="mathematisch ungültig"):
-        verify_cades_detached(document=DOCUMENT, cms_der=bytes(cms), card_certificate=_der(cert), ca_pem=_pem(ca))
+        verify_cades_detached(document=DOCUMENT, cms_der=bytes(cms), card_certificates=[_der(cert)], ca_pem=_pem(ca))
 
 
 def test_a_signature_by_another_card_or_ca_is_refused(physician_pki):
@@ -97,14 +97,14 @@ def test_a_signature_by_another_card_or_ca_is_refused(physician_pki):
     other_ca, other_cert, other_key = _ca_and_cert("Dr. Fremd")
     with pytest.raises(SignatureInvalid, match="nicht mit dem QES-Zertifikat Ihres eHBA"):
         verify_cades_detached(
-            document=DOCUMENT, cms_der=_cms(other_cert, other_key), card_certificate=_der(cert), ca_pem=_pem(ca)
+            document=DOCUMENT, cms_der=_cms(other_cert, other_key), card_certificates=[_der(cert)], ca_pem=_pem(ca)
         )
     with pytest.raises(SignatureInvalid, match="vertrauenswürdigen QES-Zertifizierungsstelle"):
         verify_cades_detached(
-            document=DOCUMENT, cms_der=_cms(cert, key), card_certificate=_der(cert), ca_pem=_pem(other_ca)
+            document=DOCUMENT, cms_der=_cms(cert, key), card_certificates=[_der(cert)], ca_pem=_pem(other_ca)
         )
 
 
 def test_garbage_is_refused_with_a_german_reason():
     with pytest.raises(SignatureInvalid, match="beschädigt"):
-        verify_cades_detached(document=DOCUMENT, cms_der=b"\x30\x03\x02\x01\x01", card_certificate=b"", ca_pem=None)
+        verify_cades_detached(document=DOCUMENT, cms_der=b"\x30\x03\x02\x01\x01", card_certificates=[b""], ca_pem=None)
