@@ -7,6 +7,7 @@ from typing import Any
 
 from mailbox.consumers.base import NO_ROLE, PortalConsumer, db, frame
 from mailbox.events import user_group
+from mailbox.selectors import user_counters
 from signing import selectors
 from signing.events import queue_group
 
@@ -39,7 +40,14 @@ class QueueConsumer(PortalConsumer):
 
     # Events of the user group meant for the mailbox pages; this page has no use for them.
     async def user_notified(self, event: dict[str, Any]) -> None:
-        return
+        """A new notification (a draft to sign, a mention …): the bell in this page's top bar follows."""
+        if await self._check() is NO_ROLE:
+            return
+        await self._send(await db(self._render_badge)())
+
+    def _render_badge(self) -> str:
+        counters = user_counters(self.user)
+        return self._render("mailbox/partials/_notification_badge.html", {"counters": counters, "oob": True})
 
     async def counters_changed(self, event: dict[str, Any]) -> None:
         return

@@ -72,9 +72,13 @@ async def test_a_new_draft_reaches_the_signers_queue_and_nobody_elses():
         return draft_create(author=assistant, data=data, document=document_check(b"AU\n", "au.txt"))
 
     draft = await database_sync_to_async(create)()
-    html = await mine.receive_from(timeout=5)
-    assert 'id="queue-notice"' in html and 'hx-swap-oob="true"' in html
+    frames = [await mine.receive_from(timeout=5), await mine.receive_from(timeout=5)]
+    html = next(f for f in frames if 'id="queue-notice"' in f)
+    assert 'hx-swap-oob="true"' in html
     assert "wartet neu oder geändert auf Ihre Signatur" in html and str(draft.pk) in html
+    # The bell in the top bar counts the new notification.
+    bell = next(f for f in frames if 'id="notification-badge"' in f)
+    assert '<span class="count">1</span>' in bell
     assert await theirs.receive_nothing(timeout=0.3)
     # Even an event naming the draft tells a stranger nothing: the consumer re-reads through the selector.
     await database_sync_to_async(events.broadcast_drafts_changed)(user_ids=[stranger.pk], draft_ids=[draft.pk])
