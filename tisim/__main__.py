@@ -12,6 +12,7 @@ python -m tisim fault drop-retr --address A [--after-bytes N] [--times K]
 python -m tisim fault retr --address A (--message K | --uidl U) [--mode err|drop|stall|short]
                       [--code SYS/TEMP] [--after-bytes N] [--times K]
 python -m tisim fault login --address A --code AUTH|IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM [--times K]
+python -m tisim fault smtp --address A|* --mode 421|timeout|451|drop-after-data|timeout-after-data [--times K]
 python -m tisim fault clear | list
 python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
 python -m tisim konnektor-run [--data-dir DIR] [--port 8090] [--mode plain|basic|cert] [--auto-pin PIN]
@@ -148,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--code", required=True, choices=["AUTH", "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM"])
     login.add_argument("--times", type=int, default=1, help="how many logins to refuse (0 = until cleared)")
     login.set_defaults(func=cmd_fault_login)
+    smtp = fault_sub.add_parser("smtp", help="break the next submission(s) of a sender (see tisim.cm.faults)")
+    _add_location(smtp)
+    smtp.add_argument("--address", required=True, help="the sending (authenticated) address, or * for any")
+    smtp.add_argument(
+        "--mode", required=True, choices=["421", "timeout", "451", "drop-after-data", "timeout-after-data"]
+    )
+    smtp.add_argument("--times", type=int, default=1, help="how many submissions to break (0 = until cleared)")
+    smtp.set_defaults(func=cmd_fault_smtp)
     clear = fault_sub.add_parser("clear", help="remove all faults")
     _add_location(clear)
     clear.set_defaults(func=cmd_fault_clear)
@@ -344,6 +353,14 @@ def cmd_fault_retr(args: argparse.Namespace) -> int:
 def cmd_fault_login(args: argparse.Namespace) -> int:
     try:
         _fault_store(args).add_login(args.address, code=args.code, times=None if args.times == 0 else args.times)
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_fault_smtp(args: argparse.Namespace) -> int:
+    try:
+        _fault_store(args).add_smtp(args.address, args.mode, times=None if args.times == 0 else args.times)
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     return 0

@@ -22,6 +22,18 @@ terminating dot) after ``after_bytes`` octets, so less arrives than LIST said.
 LOGIN-DELAY, SYS/TEMP, SYS/PERM)::
 
     {"login": {"<address>": {"code": "IN-USE", "times": 1}}}
+
+``smtp``: the next submission(s) of the sender ``<address>`` (the authenticated one; ``*`` = any
+sender) meet a broken CM (``times`` as above)::
+
+    {"smtp": {"<address>": {"mode": "421", "times": 1}}}
+
+``421`` answers MAIL FROM with ``421 4.3.2`` and closes the connection; ``timeout`` answers MAIL FROM
+with nothing at all (the connection stays open until the client gives up); nothing is delivered in
+either case. ``451`` answers the end of DATA with the CM's "internal error" 451 and delivers nothing.
+``drop-after-data`` takes the message in full, delivers it (DSNs included), then closes the
+connection without a reply — the client cannot know it went out. ``timeout-after-data`` delivers it
+and never answers.
 """
 
 from __future__ import annotations
@@ -40,6 +52,11 @@ FAULTS_FILE = "faults.json"
 KINDS = ("drop_retr",)
 RETR_MODES = ("err", "drop", "stall", "short")
 RESP_CODES = ("AUTH", "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM")
+SMTP_MODES = ("421", "timeout", "451", "drop-after-data", "timeout-after-data")
+# Which SMTP fault fires where: at MAIL FROM, or at the end of DATA.
+SMTP_MAIL_MODES = ("421", "timeout")
+SMTP_DATA_MODES = ("451", "drop-after-data", "timeout-after-data")
+ANY_SENDER = "*"
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,33 @@ class FaultStore:
             raise ValueError("times must be >= 1 (or None for 'until cleared')")
         entry = {"code": code, "times": times}
         self._update(lambda data: data.setdefault("login", {}).__setitem__(address.lower(), entry))
+
+    def add_smtp(self, address: str, mode: str, *, times: int | None = 1) -> None:
+        """Break the next submission(s) of *address* (``*``: any sender); see the module doc."""
+        if mode not in SMTP_MODES:
+            raise ValueError(f"unknown SMTP fault mode {mode!r}; known: {', '.join(SMTP_MODES)}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for 'until cleared')")
+        entry = {"mode": mode, "times": times}
+        self._update(lambda data: data.setdefault("smtp", {}).__setitem__(address.lower(), entry))
+
+    def take_smtp(self, address: str, modes: tuple[str, ...]) -> str | None:
+        """Consume the armed SMTP fault of *address* (or ``*``) if its mode is one of *modes*."""
+        if not self.path.exists():
+            return None
+        taken: list[str] = []
+
+        def consume(data: dict[str, Any]) -> None:
+            entries = data.get("smtp", {})
+            for key in (address.lower(), ANY_SENDER):
+                entry = entries.get(key)
+                if entry and entry.get("mode") in modes:
+                    taken.append(str(entry["mode"]))
+                    _count_down(entries, key, entry)
+                    return
+
+        self._update(consume)
+        return taken[0] if taken else None
 
     def take_retr(self, address: str, uidl: str) -> RetrFault | None:
         """Consume one armed ``retr`` fault of this message, if any."""

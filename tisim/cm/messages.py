@@ -394,6 +394,21 @@ class RemovedRecipient:
     original_recipient: str | None = None  # the RCPT ORCPT= parameter, if given
 
 
+# Why the CM removed a recipient, per error code (Tab_Fehlercodes_KOMLE-Clientmodule as openkim words them).
+REMOVAL_REASONS = {
+    "4001": "KIM-Version des Empfängers unterstützt den Empfang großer Nachrichten nicht",
+    "4003": "keine eindeutige Telematik-ID mit Verschlüsselungszertifikat",
+    "4004": "keine gültigen Verschlüsselungszertifikate",
+    "4005": "mehrere Verschlüsselungszertifikate mit unterschiedlichen Telematik-IDs",
+}
+REMOVAL_DIAGNOSTICS = {
+    "4001": "recipient does not accept large messages",
+    "4003": "no unique TelematikID with encryption certificate",
+    "4004": "no valid encryption certificate",
+    "4005": "encryption certificates with different TelematikIDs",
+}
+
+
 def recipients_removed_report(
     original: bytes,
     *,
@@ -401,9 +416,11 @@ def recipients_removed_report(
     removed: list[RemovedRecipient],
     arrived: dt.datetime,
     envid: str | None = None,
+    code: str = "4004",
 ) -> bytes:
-    """The error mail (X-KIM-Fehlermeldung 4004) a CM puts into the sender's maildrop when it had to
-    drop recipients: a multipart/report DSN (RFC 3464) with a German explanation and the original headers."""
+    """The error mail (X-KIM-Fehlermeldung ``code``, 4004 by default) a CM puts into the sender's maildrop
+    when it had to drop recipients: a multipart/report DSN (RFC 3464) with a German explanation and the
+    original headers."""
     head, _ = split_head(original)
     message_id = get_header(original, "Message-ID")
     subject = decoded(get_header(original, "Subject"))
@@ -413,7 +430,7 @@ def recipients_removed_report(
         f"Betreff: {subject}\n"
         f"Message-ID: {message_id or '-'}\n"
         f"Gesendet: {format_datetime(arrived)}\n\n"
-        f"Folgende Empfänger wurden entfernt (keine gültigen Verschlüsselungszertifikate):\n{listing}\n"
+        f"Folgende Empfänger wurden entfernt ({REMOVAL_REASONS.get(code, 'Fehler ' + code)}):\n{listing}\n"
     )
     per_message = [f"Reporting-MTA: dns; {CM_HOSTNAME}"]
     if envid:
@@ -427,7 +444,8 @@ def recipients_removed_report(
         fields += [
             "Action: failed",
             "Status: 5.1.1",
-            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient.address}>: no valid encryption certificate (4004)",
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient.address}>: "
+            f"{REMOVAL_DIAGNOSTICS.get(code, 'removed by the Clientmodul')} ({code})",
         ]
         blocks.append("\r\n".join(fields))
     status_part = b"Content-Type: message/delivery-status\r\n\r\n" + ("\r\n\r\n".join(blocks) + "\r\n").encode("ascii")
@@ -445,7 +463,7 @@ def recipients_removed_report(
     if message_id:
         headers += [f"In-Reply-To: {message_id}", f"References: {message_id}"]
     headers += [
-        "X-KIM-Fehlermeldung: 4004",
+        f"X-KIM-Fehlermeldung: {code}",
         f"X-KIM-Dienstkennung: {DEFAULT_DIENSTKENNUNG}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from tisim.cm.faults import KINDS, FaultStore
+from tisim.cm.headerrules import Violation
 from tisim.cm.maildrop import MaildropStore
+from tisim.cm.outside import OutsideDrop, OutsideMessage
 from tisim.cm.pop3 import LINE_LIMIT, Pop3Server
-from tisim.cm.smtp import CMContext, KimSMTP, smtp_factory
+from tisim.cm.reports import cm_error_mail
+from tisim.cm.sendrules import SendRules
+from tisim.cm.smtp import CMContext, KimSMTP, SentRecord, smtp_factory
 from tisim.cm.username import is_valid_address
 from tisim.config import CONFIG_FILE, RUNTIME_FILE, CMConfig, write_json_atomic
 from tisim.tls import (
@@ -49,10 +53,13 @@ class CMSimulator:
         require_client_cert: bool = False,
         allow_plain_username: bool = False,
         config_path: Path | None = None,
+        fachdienst: bool | None = None,
     ) -> None:
         """``tls``: implicit TLS on both ports, or with ``starttls`` plain ports that offer
         STARTTLS/STLS and refuse logins before it. ``require_client_cert``: mTLS with the
-        simulator's client CA (see :meth:`issue_client_certificate`)."""
+        simulator's client CA (see :meth:`issue_client_certificate`). ``fachdienst``: simulate the
+        Fachdienst behind the CM (DSNs, outside drop, sender integrity; tisim.cm.sendrules);
+        None takes ``<data_dir>/send.json`` (off unless switched on there)."""
         if (starttls or require_client_cert) and not tls:
             raise ValueError("starttls and require_client_cert need tls=True")
         self.data_dir = Path(data_dir).resolve()
@@ -65,15 +72,21 @@ class CMSimulator:
         # The config file is where `python -m tisim send` finds passwords; cm.json points to it.
         self.config_path = (config_path or self.data_dir / CONFIG_FILE).resolve()
         self._owns_config = config_path is None
+        self.faults = FaultStore(self.data_dir)
+        self.send_rules = SendRules(self.data_dir)
+        self.outside = OutsideDrop(self.data_dir / "outside")
         self.context = CMContext(
             store=MaildropStore(self.data_dir / "maildrops"),
             accounts={},
             allow_plain_username=allow_plain_username,
+            faults=self.faults,
+            rules=self.send_rules,
+            outside=self.outside,
+            fachdienst=fachdienst,
         )
         for address, password in (accounts or {}).items():
             self._check_address(address)
             self.context.accounts[address.lower()] = password
-        self.faults = FaultStore(self.data_dir)
         self._certificate: Certificate | None = None
         self._client_ca: Certificate | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,3 +327,76 @@ class CMSimulator:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    # --- the send side (issue 10) ----------------------------------------------------------------
+
+    @property
+    def fachdienst(self) -> bool:
+        """Whether the Fachdienst behind the CM is simulated now (DSNs, outside drop, sender integrity)."""
+        return self.context.policy().fachdienst
+
+    def set_fachdienst(self, on: bool) -> None:
+        """Switch the Fachdienst on or off, also for other processes on this data dir (``send.json``)."""
+        self.context.fachdienst = None
+        self.send_rules.set_fachdienst(on)
+
+    def outside_messages(self) -> list[OutsideMessage]:
+        """Mail for recipients this CM does not host: (envelope_from, recipients, raw) per submission."""
+        return self.outside.messages()
+
+    def set_recipient_state(self, address: str, state: str, *, code: str | None = None) -> None:
+        """``ok`` | ``unknown`` (failure DSN from the Fachdienst) | ``no-certificate`` (removed by the
+        CM, error mail ``code`` — 4004 by default, or 4001/4003/4005; 451 if nobody is left)."""
+        self.send_rules.set_recipient_state(address, state, code=code)
+
+    def set_sender_without_certificate(self, address: str, *, stage: str = "mail", on: bool = True) -> None:
+        """Answer ``553`` to this sender at MAIL FROM (``stage="mail"``), RCPT TO or after DATA."""
+        self.send_rules.set_sender_without_certificate(address, stage=stage, on=on)
+
+    def arm_smtp_fault(self, address: str, mode: str, *, times: int | None = 1) -> None:
+        """``421`` | ``timeout`` | ``451`` | ``drop-after-data`` | ``timeout-after-data`` for the next
+        submission(s) of ``address`` (``*``: any sender); see tisim.cm.faults."""
+        self.faults.add_smtp(address, mode, times=times)
+
+    def header_violations(self, message_id: str | None = None) -> list[Violation]:
+        """Rule violations in what reached this simulator (kim-protocol §9.1), oldest first;
+        only those of one Message-ID if given (as written, with the angle brackets)."""
+        with self.context.lock:
+            found = list(self.context.violations)
+        if message_id is not None:
+            found = [v for v in found if (v.message_id or "").strip() == message_id.strip()]
+        return found
+
+    def sent_messages(self) -> list[SentRecord]:
+        """Submissions this simulator accepted (the last 1,000), oldest first."""
+        with self.context.lock:
+            return list(self.context.sent)
+
+    def send_error_mail(
+        self, message_id: str, code: str, *, recipients: list[str] | None = None, text: str | None = None
+    ) -> str:
+        """Put a CM error mail (``X-KIM-Fehlermeldung: code``) about a sent message into its sender's
+        maildrop; returns its UIDL. ``recipients`` default to all of the message's."""
+        if not (code.isdigit() and len(code) == 4) and code[:1] not in ("x", "X"):
+            raise ValueError(f"not a CM error code: {code!r}")
+        matches = [r for r in self.sent_messages() if (r.message_id or "").strip() == message_id.strip()]
+        if not matches:
+            raise KeyError(f"no message {message_id} was sent through this simulator")
+        record = matches[-1]
+        raw = cm_error_mail(
+            record.raw,
+            sender=record.envelope_from,
+            code=code,
+            recipients=recipients if recipients is not None else [r.lower() for r in record.recipients],
+            text=text,
+        )
+        return self.context.store.deliver(record.envelope_from, raw)
+
+    def reset_send_state(self) -> None:
+        """Forget violations, sent messages, recipient states, senders and the outside drop."""
+        with self.context.lock:
+            self.context.violations.clear()
+            self.context.sent.clear()
+            self.context.seen_message_ids.clear()
+        self.send_rules.reset()
+        self.outside.clear()

@@ -12,6 +12,7 @@ import functools
 import logging
 import ssl
 import textwrap
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,14 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tisim.cm.delivery import Submission, SubmissionRejected, deliver_submission
+from tisim.cm.delivery import DeliveryReport, Submission, SubmissionRejected, deliver_submission
+from tisim.cm.faults import SMTP_DATA_MODES, SMTP_MAIL_MODES, FaultStore
+from tisim.cm.headerrules import Violation, check_submission
 from tisim.cm.maildrop import MaildropStore
-from tisim.cm.messages import CM_HOSTNAME
+from tisim.cm.messages import CM_HOSTNAME, get_header, split_head
 from tisim.cm.messages import Envelope as MailEnvelope
+from tisim.cm.outside import OutsideDrop
+from tisim.cm.sendrules import SendPolicy, SendRules
 from tisim.cm.username import KimUsername, UsernameError, parse_username
 
 log = logging.getLogger("tisim.cm.smtp")
@@ -51,6 +56,7 @@ class KimEnvelope(Envelope):
         super().__init__()
         self.envid: str | None = None
         self.original_recipients: dict[str, str] = {}
+        self.notify: dict[str, frozenset[str]] = {}
 
 
 _DSN_RCPT = ("NOTIFY", "ORCPT")
@@ -186,6 +192,9 @@ class KimSMTP(SMTP):
             self.envelope.rcpt_options.extend(f"{k}={v}" for k, v in dsn.items())
             if "ORCPT" in dsn and isinstance(self.envelope, KimEnvelope):
                 self.envelope.original_recipients[self.envelope.rcpt_tos[-1].lower()] = dsn["ORCPT"]
+            if "NOTIFY" in dsn and isinstance(self.envelope, KimEnvelope):
+                notify = frozenset(v.upper() for v in dsn["NOTIFY"].split(","))
+                self.envelope.notify[self.envelope.rcpt_tos[-1].lower()] = notify
 
 
 @dataclass
@@ -200,6 +209,35 @@ class CMContext:
     # (protocol, command verb) of recent sessions, never arguments: lets tests prove which
     # commands (e.g. no USER/AUTH) a client sent.
     commands: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
+    # The send side (issue 10): faults, rules, outside drop; None in contexts built without them.
+    faults: FaultStore | None = None
+    rules: SendRules | None = None
+    outside: OutsideDrop | None = None
+    fachdienst: bool | None = None  # None: as send.json says (default off)
+    # What reached the CM: rule violations and the submissions (newest last), for tests and error mails.
+    violations: list[Violation] = field(default_factory=list)
+    sent: deque[SentRecord] = field(default_factory=lambda: deque(maxlen=1_000))
+    seen_message_ids: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def policy(self) -> SendPolicy:
+        if self.rules is None:
+            return SendPolicy(fachdienst=bool(self.fachdienst))
+        return self.rules.policy(fachdienst=self.fachdienst)
+
+
+# A submission's full bytes are kept for error mails on demand only up to this size (else its header).
+_KEEP_RAW = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SentRecord:
+    envelope_from: str
+    recipients: list[str]
+    message_id: str | None
+    raw: bytes  # the submitted bytes, or only the header block for a large mail
+    arrived: dt.datetime
+    report: DeliveryReport
 
 
 def _ascii(text: str) -> str:
@@ -234,14 +272,43 @@ class KimSMTPHandler:
         # Before the final "250 HELP": the ILF's example dialogue advertises these too.
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", "250-DSN", responses[-1]]
 
+    async def _smtp_fault(self, server: SMTP, address: str, modes: tuple[str, ...]) -> str | None:
+        if self.context.faults is None:
+            return None
+        return self.context.faults.take_smtp(address, modes)
+
+    @staticmethod
+    async def _hang(server: SMTP, *, close: bool) -> str:
+        """No answer: cut the connection (``close``) or leave it open; either way this coroutine
+        waits until aiosmtpd cancels it (connection lost, its idle timeout, or the server stopping)."""
+        if close and isinstance(server.transport, asyncio.Transport):
+            server.transport.abort()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def _no_certificate(self, address: str, stage: str) -> str | None:
+        if self.context.rules is None or self.context.policy().sender_stage(address) != stage:
+            return None
+        # kim-protocol §4.1 (gematik FAQ): the sender's own ENC certificate is missing in the VZD.
+        return _ascii(f"553 5.7.1 Sender <{address}> has no valid encryption certificate; message not sent")
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
         username = session.auth_data
         assert isinstance(username, KimUsername)
+        fault = await self._smtp_fault(server, username.address, SMTP_MAIL_MODES)
+        if fault == "421":
+            await server.push("421 4.3.2 Service not available, closing transmission channel")
+            return await self._hang(server, close=True)
+        if fault == "timeout":
+            return await self._hang(server, close=False)
         if address.lower() != username.address:
             # The Fachdienst enforces this (A_23421); the simulated CM answers in its place.
             return _ascii(f"550 5.7.1 Sender <{address}> does not match authenticated user <{username.address}>")
+        refusal = self._no_certificate(address, "mail")
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -250,6 +317,9 @@ class KimSMTPHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         # KIM 1.5: every recipient is accepted here; problems are reported after DATA.
+        refusal = self._no_certificate(envelope.mail_from or "", "rcpt")
+        if refusal:
+            return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -269,19 +339,27 @@ class KimSMTPHandler:
             content=content,
             original_recipients=getattr(envelope, "original_recipients", {}),
             envid=getattr(envelope, "envid", None),
+            notify=getattr(envelope, "notify", {}),
         )
+        refusal = self._no_certificate(submission.envelope.sender, "data")
+        if refusal:
+            return refusal
+        fault = await self._smtp_fault(server, submission.envelope.sender, SMTP_DATA_MODES)
+        if fault == "451":
+            return "451 4.3.0 Local error in processing"
         loop = asyncio.get_running_loop()
         try:
             # Disk writes off the loop: a 20 MB mail must not stall concurrent POP3 sessions.
-            report = await loop.run_in_executor(
-                None, lambda: deliver_submission(submission, store=self.context.store, accounts=self.context.accounts)
-            )
+            report = await loop.run_in_executor(None, lambda: self._process(submission))
         except SubmissionRejected as exc:
             log.info("rejected mail from %s: %s", submission.envelope.sender, exc.reply)
             return _ascii(exc.reply)
         except Exception:
             log.exception("delivery failed")
             return "451 4.3.0 Local error in processing"
+        if fault in ("drop-after-data", "timeout-after-data"):
+            # Delivered, DSNs written: the client just never learns it (the "worker died after DATA" case).
+            return await self._hang(server, close=fault == "drop-after-data")
         if report.removed:
             return _ascii(
                 f"250 2.0.0 OK, delivered to {len(report.delivered)} of "
@@ -289,6 +367,39 @@ class KimSMTPHandler:
                 f"removed (no valid encryption certificate): {', '.join(report.removed)}"
             )
         return "250 2.0.0 OK"
+
+    def _process(self, submission: Submission) -> DeliveryReport:
+        """Check the rules, deliver, remember; runs in an executor thread."""
+        context = self.context
+        policy = context.policy()
+        sender = submission.envelope.sender
+        with context.lock:
+            seen = set(context.seen_message_ids)
+        violations = check_submission(
+            submission.content,
+            sender=sender,
+            recipients=[r.lower() for r in submission.recipients],
+            enforce_integrity=policy.fachdienst,
+            seen_message_ids=seen,
+        )
+        message_id = get_header(submission.content, "Message-ID")
+        with context.lock:
+            context.violations.extend(violations)
+        refused = [v for v in violations if v.refused]
+        if refused:
+            # A_23421/A_23422: the Fachdienst refuses the mail; the CM passes its answer on.
+            raise SubmissionRejected("550 5.7.1 Sender integrity: " + "; ".join(v.detail for v in refused))
+        report = deliver_submission(
+            submission, store=context.store, accounts=context.accounts, policy=policy, outside=context.outside
+        )
+        content = submission.content
+        raw = content if len(content) <= _KEEP_RAW else split_head(content)[0]
+        record = SentRecord(sender, list(submission.recipients), message_id, raw, submission.envelope.arrived, report)
+        with context.lock:
+            if message_id:
+                context.seen_message_ids.add(message_id.strip())
+            context.sent.append(record)
+        return report
 
 
 def smtp_factory(context: CMContext, *, hostname: str = CM_HOSTNAME) -> Callable[[], KimSMTP]:
