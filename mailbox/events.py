@@ -197,3 +197,9 @@ def broadcast_session_ended(*, user_id: int, session_key: str) -> None:
     """A logout: the sockets opened with that session close at once (not at their next event)."""
     event = {"type": "session.ended", "session": session_digest(session_key)}
     transaction.on_commit(lambda: _send(user_group(user_id), event))
+
+
+def broadcast_outgoing_changed(*, mailbox_id: int, outgoing_id: int) -> None:
+    """A sent message, draft or outbox entry changed (state, a recipient's delivery, an attempt): its pages follow."""
+    event = {"type": "outgoing.changed", "mailbox_id": mailbox_id, "outgoing_id": outgoing_id, "seq": _seq()}
+    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))

@@ -9,6 +9,7 @@ from celery import shared_task
 
 from mailbox.services.absences import absence_begin
 from mailbox.services.fetch import account_fetch, accounts_due_claim
+from mailbox.services.outbox import acknowledgement_auto, outgoing_deliver, outgoing_due, outgoing_recover_stale
 from mailbox.services.presence import presence_purge_stale
 from mailbox.services.retention import retention_run_all
 from mailbox.services.sla import sla_overdue_notify
@@ -50,3 +51,26 @@ def mailbox_sla_notify() -> int:
 @shared_task(name="mailbox.tasks.mailbox_retention_run", ignore_result=True, soft_time_limit=3600, time_limit=3660)
 def mailbox_retention_run() -> int:
     return sum(report.messages for report in retention_run_all(dry_run=False))
+
+
+# One SMTP dialogue; the lease (mailbox.services.outbox.lease_seconds) outlasts it. Not retried by Celery: the
+# outbox row says what is due, and a lost task is picked up by outgoing_dispatch_due within a tick.
+@shared_task(name="mailbox.tasks.outgoing_deliver", soft_time_limit=900, time_limit=960, ignore_result=True)
+def outgoing_deliver_task(outgoing_id: int) -> str:
+    return outgoing_deliver(outgoing_id=outgoing_id)
+
+
+@shared_task(name="mailbox.tasks.outgoing_dispatch_due", ignore_result=True, expires=25)
+def outgoing_dispatch_due() -> int:
+    """Recover messages of dead workers ("ungewiss" or queued again), then send what is due."""
+    outgoing_recover_stale()
+    due = outgoing_due()
+    for outgoing_id in due:
+        outgoing_deliver_task.delay(outgoing_id)
+    return len(due)
+
+
+@shared_task(name="mailbox.tasks.outgoing_acknowledge_auto", ignore_result=True)
+def outgoing_acknowledge_auto(message_id: int) -> int | None:
+    outgoing = acknowledgement_auto(message_id=message_id)
+    return outgoing.pk if outgoing is not None else None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from mailbox.clients.tls import (
     IMPLICIT_TLS,
@@ -111,6 +114,8 @@ class SmtpRefused(CmError):
         self.code = code
         self.enhanced = enhanced
         self.temporary = 400 <= code < 500
+        # Where in the dialogue: "mail", "rcpt", "data" (the DATA command) or "end_of_data" (the final dot).
+        self.stage = ""
 
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
@@ -130,3 +135,115 @@ def smtp_error(exc: smtplib.SMTPException) -> CmError:
     if exc.smtp_code == 535 or enhanced == "5.7.8":
         return CmAuthFailed(_reply(exc))
     return SmtpRefused(exc.smtp_code, enhanced, text)
+
+
+# --- sending ----------------------------------------------------------------------------------------------
+
+
+class SmtpOutcomeUnknown(CmError):
+    """The whole message, with its end-of-data dot, went out, but no answer came back (connection lost,
+    timeout): the CM may have taken it. Never to be retried automatically (docs/sending.md)."""
+
+
+@dataclass(frozen=True)
+class SmtpSendResult:
+    code: int
+    text: str
+    # Recipients the CM refused at RCPT (address → "code text"); KIM 1.5 CMs accept every RCPT.
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def _stuffed(raw: bytes) -> bytes:
+    """CRLF line ends and RFC 5321 §4.5.2 dot-stuffing; ends with CRLF (the final dot follows separately)."""
+    data = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
+    data = re.sub(rb"(?m)^\.", b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def smtp_send(
+    endpoint: Endpoint,
+    *,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    notify: str | None = "SUCCESS,FAILURE,DELAY",
+    before_final_dot: Callable[[], None] | None = None,
+) -> SmtpSendResult:
+    """Submit one message: AUTH, MAIL FROM, RCPT TO (with NOTIFY), DATA, QUIT.
+
+    ``before_final_dot`` runs after the content is written and before the end-of-data sequence: until
+    that sequence reaches the CM the message cannot be delivered; after it, it may be. Errors before it
+    are SmtpRefused / the CmError family (nothing was delivered); a lost answer after it is
+    SmtpOutcomeUnknown. A refusal of the final dot (451, 553 …) is SmtpRefused with ``stage="end_of_data"``.
+    """
+    conn = _connect(endpoint)
+    final_dot_sent = False
+    try:
+        try:
+            conn.login(endpoint.username, endpoint.password)
+            esmtp = conn.does_esmtp
+            mail_options: list[str] = []
+            if esmtp and conn.has_extn("8bitmime") and any(b > 127 for b in raw):
+                mail_options.append("BODY=8BITMIME")
+            if esmtp and conn.has_extn("size"):
+                mail_options.append(f"SIZE={len(raw)}")
+            code, reply = conn.mail(mail_from, mail_options)
+            if code != 250:
+                raise _refused(code, reply, "mail")
+            rcpt_options = [f"NOTIFY={notify}"] if notify and esmtp and conn.has_extn("dsn") else []
+            refused: dict[str, str] = {}
+            accepted = 0
+            last_refusal: tuple[int, bytes] | None = None
+            for address in recipients:
+                code, reply = conn.rcpt(address, rcpt_options)
+                if code in (250, 251):
+                    accepted += 1
+                else:
+                    refused[address] = f"{code} {reply.decode('utf-8', 'replace')}"
+                    last_refusal = (code, reply)
+            if not accepted:
+                assert last_refusal is not None
+                conn.rset()
+                raise _refused(*last_refusal, "rcpt")
+            code, reply = conn.docmd("DATA")
+            if code != 354:
+                raise _refused(code, reply, "data")
+            conn.send(_stuffed(raw))
+            if before_final_dot is not None:
+                before_final_dot()
+            final_dot_sent = True
+            conn.send(b".\r\n")
+            code, reply = conn.getreply()
+            if code != 250:
+                raise _refused(code, reply, "end_of_data")
+            result = SmtpSendResult(code, reply.decode("utf-8", "replace"), refused)
+        except smtplib.SMTPServerDisconnected as exc:
+            if final_dot_sent:
+                raise SmtpOutcomeUnknown(str(exc) or "connection closed after DATA") from exc
+            raise classify_os_error(exc) from exc
+        except SmtpRefused:
+            raise
+        except smtplib.SMTPException as exc:
+            raise smtp_error(exc) from exc
+        except OSError as exc:
+            if final_dot_sent:
+                raise SmtpOutcomeUnknown(str(exc) or exc.__class__.__name__) from exc
+            raise classify_os_error(exc) from exc
+        # QUIT is required (ILF); a failure after the 250 changes nothing.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            conn.quit()
+        return result
+    finally:
+        conn.close()
+
+
+def _refused(code: int, reply: bytes, stage: str) -> SmtpRefused:
+    text = reply.decode("utf-8", "replace")
+    match = _ENHANCED.match(text)
+    if code == 535:
+        raise CmAuthFailed(f"{code} {text}")
+    refused = SmtpRefused(code, match.group(1) if match else "", text)
+    refused.stage = stage
+    return refused

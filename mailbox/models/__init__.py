@@ -20,12 +20,21 @@ from mailbox.models.mailboxes import (
     member_roles,
 )
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
+from mailbox.models.outbox import (
+    DeliveryAttempt,
+    DeliveryReport,
+    OutgoingAttachment,
+    OutgoingMessage,
+    OutgoingRecipient,
+)
 from mailbox.models.routing import MailboxQueue, QueuedMessage, RoutingRule
 
 __all__ = [
     "Absence",
     "AssignmentPeriod",
     "Attachment",
+    "DeliveryAttempt",
+    "DeliveryReport",
     "DienstkennungLabel",
     "FetchFailure",
     "KimAccount",
@@ -38,6 +47,9 @@ __all__ = [
     "MessageRead",
     "Note",
     "Notification",
+    "OutgoingAttachment",
+    "OutgoingMessage",
+    "OutgoingRecipient",
     "Presence",
     "QueuedMessage",
     "RoutingRule",

@@ -95,6 +95,12 @@ class Mailbox(models.Model):
         _("Inhalte löschen nach (Tagen ab erledigt)"), null=True, blank=True
     )
 
+    # eArztbrief: answer an incoming Arztbrief;VHitG-Versand with an Arztbrief;Eingangsbestaetigung by itself
+    # (else the acknowledgement is only offered on the message's page).
+    auto_acknowledge_arztbrief = models.BooleanField(
+        _("Eingangsbestätigung für eArztbriefe automatisch senden"), default=False
+    )
+
     objects = MailboxQuerySet.as_manager()
 
     # Not a column: set by the selectors that annotate it (mailbox_get_for_user).

@@ -40,6 +40,17 @@ from mailbox.selectors.messages import (
     message_ref_for_user,
     message_row_for_user,
 )
+from mailbox.selectors.outbox import (
+    ThreadItem,
+    Timeline,
+    acknowledgement_for,
+    drafts_for_user,
+    outgoing_get_for_user,
+    outgoing_list_for_user,
+    outgoing_timeline,
+    sendable_mailboxes_for_user,
+    thread_for_user,
+)
 from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage
 from mailbox.selectors.presence import PRESENCE_TTL_SECONDS, presence_for_messages
 
@@ -50,13 +61,17 @@ __all__ = [
     "KeysetPage",
     "MessageFilter",
     "PresentUser",
+    "ThreadItem",
+    "Timeline",
     "absence_list_for_user",
+    "acknowledgement_for",
     "attachment_get_for_user",
     "badge_for",
     "can",
     "detail_url_pattern",
     "dienstkennung_badges",
     "display_name",
+    "drafts_for_user",
     "mailbox_get_for_user",
     "mailbox_ids_for_user",
     "mailbox_list_for_user",
@@ -74,8 +89,13 @@ __all__ = [
     "notification_list_for_user",
     "notification_recipients",
     "notifications_visible_to",
+    "outgoing_get_for_user",
+    "outgoing_list_for_user",
+    "outgoing_timeline",
     "presence_for_messages",
+    "sendable_mailboxes_for_user",
     "substitute_candidates",
+    "thread_for_user",
     "user_counters",
     "user_role",
 ]

@@ -18,6 +18,7 @@ from django.utils import timezone
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
 from mailbox.parsing import ParsedMessage, SpilledPayload, parse_message, parse_message_file
+from mailbox.services.dsn import acknowledgements_offer, reports_match
 from mailbox.services.routing import routing_record, routing_route
 from mailbox.storage import BlobBatch, BlobSpool, blob_put
 
@@ -108,6 +109,7 @@ def messages_store(*, mailbox: Mailbox, staged: list[StagedMessage], blobs: Blob
             messages = Message.objects.bulk_create(rows)
             Attachment.objects.bulk_create(_attachment_rows(messages, staged))
             routing_record(routed)
+            _send_path_hooks(mailbox, messages)
             events.broadcast_messages_created(mailbox_id=mailbox.pk, message_ids=[m.pk for m in messages])
         return list(messages)
     except (IntegrityError, DataError):
@@ -138,6 +140,7 @@ def _store_one(mailbox: Mailbox, staged: StagedMessage) -> tuple[Message, bool]:
             message.save(force_insert=True)
             Attachment.objects.bulk_create(_attachment_rows([message], [staged]))
             routing_record(routed)
+            _send_path_hooks(mailbox, [message])
             return message, True
     except IntegrityError:
         # Another worker stored the same UIDL between our check and insert.
@@ -161,6 +164,12 @@ def _store_one(mailbox: Mailbox, staged: StagedMessage) -> tuple[Message, bool]:
                 received_at=timezone.now(),
             )
             return message, True
+
+
+def _send_path_hooks(mailbox: Mailbox, messages: list[Message]) -> None:
+    # In the rows' transaction: a DSN or CM error mail and its effect on the sent message commit together.
+    reports_match(mailbox=mailbox, messages=messages)
+    acknowledgements_offer(mailbox=mailbox, messages=messages)
 
 
 def _message_row(mailbox: Mailbox, staged: StagedMessage) -> Message:

@@ -1,0 +1,447 @@
+"""Writing mail: drafts (new, reply, reply-all, forward), their attachments, and the MIME the CM receives.
+
+Drafts save themselves (autosave): ``outgoing_draft_save`` creates or updates, guarded by ``version``.
+``build_mime`` produces the exact bytes handed to the Clientmodul, following the gematik rules for
+client systems (kim-protocol.md §3, §9.1): ``From`` is the account's address and nothing else names a
+sender; ``Message-ID`` is a UUID on a pseudo-domain (unique, no host name, no personal data); the
+mandatory ``X-KIM-*`` and ``X-TI-User-Agent`` headers; a text/plain body only (never HTML or
+multipart/alternative, as ``KIM-Mail;Default;V1.0`` demands); a forwarded original as a complete,
+unchanged ``message/rfc822`` part; never a ``Content-Disposition: x-kas`` part.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kimportal.errors import Conflict, NotAllowed, PortalError
+from mailbox import events
+from mailbox.dienstkennung import split_dienstkennung
+from mailbox.models import Mailbox, Message, OutgoingAttachment, OutgoingMessage
+from mailbox.permissions import Action, require
+from mailbox.services.audit import audit_record
+from mailbox.storage import blob_get, blob_put
+
+DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
+ACKNOWLEDGEMENT_TYPE = "Eingangsbestaetigung"
+# Message-IDs: "<uuid@kim.local>" as gematik recommends: no FQDN of ours, nothing about the sender.
+MESSAGE_ID_DOMAIN = "kim.local"
+# A KIM address: local part and a domain under kim.telematik (PU) or kim.telematik-test (RU/TU).
+KIM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$")
+# <Anwendung>;<Nachrichtentyp>;<Version> (gemSpec_Perf A_23167: no spaces or semicolons inside a part).
+DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._*-]+;[A-Za-z0-9._-]+$")
+MAX_ATTACHMENT_BYTES = 500 * 1024 * 1024
+# gemSpec: at most 700 MiB encoded; the CM's SIZE says the same.
+MAX_MAIL_BYTES = 734003200
+
+
+class DraftInvalid(PortalError):
+    """The draft cannot be sent as it is (no recipient, a malformed address …); the message says what."""
+
+
+def sender_system() -> str:
+    """X-KIM-Sendersystem: ``<Systemname>;<Version>`` of the system responsible for content and replies."""
+    return str(getattr(settings, "KIMPORTAL_KIM_SENDERSYSTEM", "KIM-Portal;0.1.0"))
+
+
+def support_address() -> str:
+    return str(getattr(settings, "KIMPORTAL_KIM_SUPPORT", "kim-support@klinikum-demo.example"))
+
+
+def ti_user_agent() -> str:
+    """X-TI-User-Agent: the product id registered with gematik (``<Hersteller-Produkt>/<Version>``)."""
+    return str(getattr(settings, "KIMPORTAL_TI_USER_AGENT", "KIMPortal-Klinikum/0.1.0"))
+
+
+@dataclass
+class OutgoingData:
+    """What the compose form edits."""
+
+    subject: str = ""
+    body: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    dienstkennung: str = DEFAULT_DIENSTKENNUNG
+    request_dsn: bool = True
+
+
+def normalize_addresses(values: list[str]) -> list[str]:
+    """Stripped, lower-cased, without duplicates, in the order given (a pasted list may repeat names)."""
+    out: list[str] = []
+    for value in values:
+        for part in re.split(r"[,;\s]+", value or ""):
+            address = part.strip().strip("<>").lower()
+            if address and address not in out:
+                out.append(address)
+    return out
+
+
+def address_problem(address: str) -> str:
+    """Why *address* is no KIM address, in German; "" when it is one."""
+    if not KIM_ADDRESS.match(address):
+        return _("„%(address)s“ ist keine KIM-Adresse (…@….kim.telematik).") % {"address": address}
+    return ""
+
+
+def new_message_id() -> str:
+    return f"<{uuid.uuid4()}@{MESSAGE_ID_DOMAIN}>"
+
+
+def require_sender(user: Any, mailbox: Mailbox | int) -> None:
+    require(user, mailbox, Action.PROCESS, _("Aus diesem Postfach dürfen Sie nicht senden."))
+
+
+def _draft_for_update(user: Any, draft: OutgoingMessage, version: int | None) -> OutgoingMessage:
+    locked = OutgoingMessage.objects.select_for_update().get(pk=draft.pk)
+    require_sender(user, locked.mailbox_id)
+    if locked.state != OutgoingMessage.State.DRAFT:
+        raise Conflict(_("Die Nachricht ist kein Entwurf mehr (%(state)s).") % {"state": locked.get_state_display()})
+    if version is not None and locked.version != version:
+        raise Conflict(_("Der Entwurf wurde inzwischen an anderer Stelle geändert. Bitte neu laden."), fresh=locked)
+    return locked
+
+
+@transaction.atomic
+def outgoing_draft_save(
+    *,
+    user: Any,
+    mailbox_id: int,
+    data: OutgoingData,
+    draft: OutgoingMessage | None = None,
+    version: int | None = None,
+) -> OutgoingMessage:
+    """Create or update a draft (autosave). Addresses are kept as typed but normalised; checks come at send."""
+    fields = {
+        "subject": data.subject.replace("\r", "").replace("\n", " "),
+        "body": data.body,
+        "to": normalize_addresses(data.to),
+        "cc": normalize_addresses(data.cc),
+        "dienstkennung": " ".join((data.dienstkennung or DEFAULT_DIENSTKENNUNG).split()),
+        "request_dsn": data.request_dsn,
+    }
+    if draft is None:
+        require_sender(user, mailbox_id)
+        draft = OutgoingMessage.objects.create(mailbox_id=mailbox_id, author=user, **fields)
+        audit_record(actor=user, action="outgoing.draft_created", mailbox=draft.mailbox, outgoing_id=draft.pk)
+    else:
+        locked = _draft_for_update(user, draft, version)
+        if locked.mailbox_id != mailbox_id:
+            require_sender(user, mailbox_id)
+            fields["mailbox_id"] = mailbox_id
+        OutgoingMessage.objects.filter(pk=locked.pk).update(version=F("version") + 1, **fields)
+        draft = OutgoingMessage.objects.get(pk=locked.pk)
+    events.broadcast_outgoing_changed(mailbox_id=draft.mailbox_id, outgoing_id=draft.pk)
+    return draft
+
+
+def reply_subject(subject: str, prefix: str) -> str:
+    stripped = subject.strip()
+    if re.match(rf"^{re.escape(prefix)}\s*:", stripped, re.IGNORECASE):
+        return stripped
+    return f"{prefix}: {stripped}" if stripped else f"{prefix}:"
+
+
+def references_for(message: Message) -> str:
+    chain = message.references.split() if message.references else []
+    if not chain and message.in_reply_to:
+        chain = [message.in_reply_to.strip()]
+    if message.message_id:
+        chain.append(message.message_id.strip())
+    # RFC 5322 §3.6.4: keep it readable; the first and the last ids carry the thread.
+    if len(chain) > 20:
+        chain = [chain[0], *chain[-19:]]
+    return " ".join(chain)
+
+
+def _quoted(message: Message) -> str:
+    when = timezone.localtime(message.date).strftime("%d.%m.%Y %H:%M") if message.date else ""
+    sender = message.from_name or message.from_address
+    lines = "\n".join(f"> {line}" for line in (message.text_body or "").splitlines())
+    return "\n\n" + _("Am %(when)s schrieb %(sender)s:") % {"when": when, "sender": sender} + "\n" + lines
+
+
+def _readable_message(user: Any, message: Message) -> Message:
+    visible = Message.objects.visible_to(user).filter(pk=message.pk).first()
+    if visible is None:
+        raise NotAllowed(_("Diese Nachricht ist für Sie nicht sichtbar."))
+    require_sender(user, visible.mailbox_id)
+    return visible
+
+
+@transaction.atomic
+def outgoing_reply_start(*, user: Any, message: Message, reply_all: bool = False) -> OutgoingMessage:
+    """A draft answering *message*: to its sender (and for reply-all its other recipients), threaded."""
+    message = _readable_message(user, message)
+    own = message.mailbox.address.lower()
+    to = normalize_addresses([message.from_address])
+    cc: list[str] = []
+    if reply_all:
+        others = normalize_addresses([*message.to, *message.cc])
+        cc = [a for a in others if a != own and a not in to]
+    draft = OutgoingMessage.objects.create(
+        mailbox_id=message.mailbox_id,
+        author=user,
+        kind=OutgoingMessage.Kind.REPLY_ALL if reply_all else OutgoingMessage.Kind.REPLY,
+        in_reply_to=message,
+        in_reply_to_header=message.message_id.strip(),
+        references=references_for(message),
+        subject=reply_subject(message.subject, "AW"),
+        body=_quoted(message),
+        to=to,
+        cc=cc,
+    )
+    audit_record(actor=user, action="outgoing.draft_created", message=message, outgoing_id=draft.pk, kind=draft.kind)
+    events.broadcast_outgoing_changed(mailbox_id=draft.mailbox_id, outgoing_id=draft.pk)
+    return draft
+
+
+@transaction.atomic
+def outgoing_forward_start(*, user: Any, message: Message) -> OutgoingMessage:
+    """A draft forwarding *message*: the original, byte for byte, as a message/rfc822 attachment."""
+    message = _readable_message(user, message)
+    if message.content_deleted_at is not None or not message.raw_sha256:
+        raise DraftInvalid(_("Der Inhalt dieser Nachricht wurde gelöscht; sie kann nicht weitergeleitet werden."))
+    draft = OutgoingMessage.objects.create(
+        mailbox_id=message.mailbox_id,
+        author=user,
+        kind=OutgoingMessage.Kind.FORWARD,
+        in_reply_to=message,
+        references=references_for(message),
+        subject=reply_subject(message.subject, "WG"),
+    )
+    OutgoingAttachment.objects.create(
+        outgoing=draft,
+        position=0,
+        filename=_forward_filename(message),
+        content_type="message/rfc822",
+        size=message.size,
+        sha256=message.raw_sha256,
+        is_forwarded_original=True,
+    )
+    audit_record(actor=user, action="outgoing.draft_created", message=message, outgoing_id=draft.pk, kind=draft.kind)
+    events.broadcast_outgoing_changed(mailbox_id=draft.mailbox_id, outgoing_id=draft.pk)
+    return draft
+
+
+def _forward_filename(message: Message) -> str:
+    stem = re.sub(r"[^\w .-]+", "_", message.subject or "Nachricht").strip()[:80] or "Nachricht"
+    return f"{stem}.eml"
+
+
+@transaction.atomic
+def outgoing_attachment_add(
+    *,
+    user: Any,
+    draft: OutgoingMessage,
+    filename: str,
+    content: bytes | IO[bytes],
+    content_type: str = "",
+    version: int | None = None,
+) -> OutgoingAttachment:
+    locked = _draft_for_update(user, draft, version)
+    data = content if isinstance(content, bytes) else content.read()
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise DraftInvalid(_("Die Datei „%(name)s“ ist zu groß (höchstens 500 MB).") % {"name": filename})
+    name = (filename or "Anhang").replace("\\", "/").rsplit("/", 1)[-1].strip()[:500] or "Anhang"
+    ctype = (content_type or _guess_type(name)).lower()
+    if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", ctype) or ctype == "message/rfc822":
+        ctype = "application/octet-stream"
+    sha = blob_put(data)
+    position = (locked.attachments.aggregate(m=Max("position"))["m"] or 0) + 1
+    attachment = OutgoingAttachment.objects.create(
+        outgoing=locked, position=position, filename=name, content_type=ctype, size=len(data), sha256=sha
+    )
+    OutgoingMessage.objects.filter(pk=locked.pk).update(version=F("version") + 1)
+    audit_record(
+        actor=user, action="outgoing.attachment_added", mailbox=locked.mailbox, outgoing_id=locked.pk, filename=name
+    )
+    events.broadcast_outgoing_changed(mailbox_id=locked.mailbox_id, outgoing_id=locked.pk)
+    return attachment
+
+
+@transaction.atomic
+def outgoing_attachment_remove(
+    *, user: Any, draft: OutgoingMessage, attachment_id: int, version: int | None = None
+) -> None:
+    locked = _draft_for_update(user, draft, version)
+    deleted, _rows = OutgoingAttachment.objects.filter(outgoing=locked, pk=attachment_id).delete()
+    if deleted:
+        OutgoingMessage.objects.filter(pk=locked.pk).update(version=F("version") + 1)
+        events.broadcast_outgoing_changed(mailbox_id=locked.mailbox_id, outgoing_id=locked.pk)
+
+
+@transaction.atomic
+def outgoing_discard(*, user: Any, outgoing: OutgoingMessage, version: int | None = None) -> None:
+    """Delete a draft (its blobs stay: they may be shared with other messages). Sent mail is never deleted."""
+    locked = OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=outgoing.pk)
+    require_sender(user, locked.mailbox_id)
+    if locked.state != OutgoingMessage.State.DRAFT:
+        raise NotAllowed(_("Nur Entwürfe können verworfen werden; gesendete Nachrichten bleiben erhalten."))
+    if version is not None and locked.version != version:
+        raise Conflict(_("Der Entwurf wurde inzwischen an anderer Stelle geändert. Bitte neu laden."), fresh=locked)
+    audit_record(actor=user, action="outgoing.draft_discarded", mailbox=locked.mailbox, outgoing_id=locked.pk)
+    mailbox_id, pk = locked.mailbox_id, locked.pk
+    locked.delete()
+    events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=pk)
+
+
+def _guess_type(filename: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def draft_problems(draft: OutgoingMessage) -> list[tuple[str, str]]:
+    """(address or "", German reason) for everything that keeps the draft from being sent, before the directory."""
+    problems: list[tuple[str, str]] = []
+    if not draft.to and not draft.cc:
+        problems.append(("", _("Bitte mindestens einen Empfänger angeben.")))
+    for address in draft.recipients:
+        reason = address_problem(address)
+        if reason:
+            problems.append((address, reason))
+    if not DIENSTKENNUNG.match(draft.dienstkennung or ""):
+        problems.append(
+            (
+                "",
+                _("Die Dienstkennung „%(value)s“ hat nicht die Form Anwendung;Typ;Version.")
+                % {"value": draft.dienstkennung},
+            )
+        )
+    return problems
+
+
+def estimated_size(draft: OutgoingMessage, attachments: list[OutgoingAttachment]) -> int:
+    """The size of the MIME message as the CM will see it (base64 adds a third, plus line breaks)."""
+    size = 2048 + len(draft.subject.encode()) + len(draft.body.encode()) * 3 // 2
+    for a in attachments:
+        if a.is_forwarded_original:
+            size += a.size + 200
+        else:
+            size += (a.size + 2) // 3 * 4 * 78 // 76 + 300
+    return size
+
+
+# --- MIME ---------------------------------------------------------------------------------------------------
+
+
+def build_mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime | None = None) -> bytes:
+    """The RFC 5322 message for *outgoing* (CRLF line ends, ready for DATA)."""
+    attachments = list(outgoing.attachments.order_by("position"))
+    head = EmailMessage(policy=SMTP)
+    head["From"] = formataddr((outgoing.mailbox.display_name, outgoing.mailbox.address))
+    if outgoing.to:
+        head["To"] = ", ".join(outgoing.to)
+    if outgoing.cc:
+        head["Cc"] = ", ".join(outgoing.cc)
+    head["Subject"] = outgoing.subject
+    head["Date"] = format_datetime(timezone.localtime(date or timezone.now()))
+    head["Message-ID"] = message_id
+    if outgoing.in_reply_to_header:
+        head["In-Reply-To"] = outgoing.in_reply_to_header
+    if outgoing.references:
+        head["References"] = outgoing.references
+    head["X-KIM-Dienstkennung"] = outgoing.dienstkennung
+    head["X-KIM-Sendersystem"] = sender_system()
+    head["X-KIM-Support"] = support_address()
+    head["X-TI-User-Agent"] = ti_user_agent()
+    head["MIME-Version"] = "1.0"
+
+    text = _text_part(outgoing.body)
+    if not attachments:
+        for name, value in text.items():
+            head[name] = value
+        return _headers_bytes(head) + b"\r\n" + _body_bytes(text)
+
+    boundary = f"=_kim_{uuid.uuid4().hex}"
+    parts = [_part_bytes(text)]
+    eight_bit = False
+    for attachment in attachments:
+        data = blob_get(attachment.sha256)
+        if attachment.is_forwarded_original:
+            part, is_8bit = _rfc822_part(data, attachment.filename)
+            eight_bit = eight_bit or is_8bit
+            if boundary.encode() in data:  # a UUID boundary inside the original: practically never
+                boundary = f"=_kim_{uuid.uuid4().hex}_{uuid.uuid4().hex}"
+        else:
+            part = _part_bytes(_file_part(data, attachment.filename, attachment.content_type))
+        parts.append(part)
+    head["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
+    if eight_bit:
+        head["Content-Transfer-Encoding"] = "8bit"
+    out = [_headers_bytes(head), b"\r\n", b"This is a multi-part message in MIME format.\r\n"]
+    for part in parts:
+        out += [b"--", boundary.encode(), b"\r\n", part, b"\r\n"]
+    out += [b"--", boundary.encode(), b"--\r\n"]
+    return b"".join(out)
+
+
+def _text_part(body: str) -> EmailMessage:
+    part = EmailMessage(policy=SMTP)
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    part.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    del part["MIME-Version"]
+    return part
+
+
+def _file_part(data: bytes, filename: str, content_type: str) -> EmailMessage:
+    part = EmailMessage(policy=SMTP)
+    maintype, _slash, subtype = content_type.partition("/")
+    part.set_content(
+        data, maintype=maintype, subtype=subtype, cte="base64", disposition="attachment", filename=filename
+    )
+    del part["MIME-Version"]
+    return part
+
+
+def _rfc822_part(original: bytes, filename: str) -> tuple[bytes, bool]:
+    """The original unchanged (line ends made CRLF, as SMTP carries them anyway): message/rfc822, inline."""
+    body = re.sub(rb"\r?\n", b"\r\n", original)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    eight_bit = any(b > 127 for b in body)
+    header = EmailMessage(policy=SMTP)
+    header["Content-Type"] = "message/rfc822"
+    header.add_header("Content-Disposition", "inline", filename=filename)
+    if eight_bit:
+        header["Content-Transfer-Encoding"] = "8bit"
+    return _headers_bytes(header) + b"\r\n" + body, eight_bit
+
+
+def _headers_bytes(message: EmailMessage) -> bytes:
+    return b"".join(SMTP.fold_binary(name, value) for name, value in message.items())
+
+
+def _body_bytes(part: EmailMessage) -> bytes:
+    payload = part.get_payload()
+    assert isinstance(payload, str)
+    return re.sub(r"\r?\n", "\r\n", payload).encode("ascii")
+
+
+def _part_bytes(part: EmailMessage) -> bytes:
+    return _headers_bytes(part) + b"\r\n" + _body_bytes(part).rstrip(b"\r\n")
+
+
+def acknowledgement_dienstkennung(dienstkennung: str) -> str:
+    """``Arztbrief;VHitG-Versand;V1.2`` → ``Arztbrief;Eingangsbestaetigung;V1.2`` (same application and version)."""
+    application, _type, version = split_dienstkennung(dienstkennung)
+    return f"{application};{ACKNOWLEDGEMENT_TYPE};{version or 'V1.0'}"
+
+
+def is_arztbrief(dienstkennung: str) -> bool:
+    application, message_type, _version = split_dienstkennung(dienstkennung)
+    return application.casefold() == "arztbrief" and message_type.casefold() == "vhitg-versand"

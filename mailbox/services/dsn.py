@@ -1,0 +1,295 @@
+"""Delivery reports: DSNs (RFC 3464) and CM error mails matched to the message we sent.
+
+The Fachdienst writes a DSN with ``In-Reply-To`` = our Message-ID (gematik FAQ "Generierung von
+Zustellbestätigungen"); the CM's error mails (``X-KIM-Fehlermeldung``) carry it as well, or embed the
+original. Matching is by that id within the receiving mailbox, then per recipient by
+``Final-Recipient``. A report that matches nothing stays an ordinary message: nothing is dropped.
+
+Called from ingest inside the transaction that stores the received rows, so a report and its effect
+on the sent message commit together (and a re-fetched report changes nothing twice).
+"""
+
+from __future__ import annotations
+
+import email
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.message import Message as EmailMessageBase
+from email.policy import compat32
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kimportal.jobs import enqueue_on_commit
+from mailbox import events
+from mailbox.models import DeliveryReport, Mailbox, Message, OutgoingMessage, OutgoingRecipient
+from mailbox.models.kimresults import error_explanations
+from mailbox.services.audit import audit_record
+from mailbox.storage import BlobError, blob_get
+
+log = logging.getLogger(__name__)
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+# Reports are small; a large "report" is not parsed (it stays an ordinary message).
+MAX_REPORT_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    address: str
+    action: str  # delivered, failed, delayed, relayed, expanded
+    status: str  # RFC 3463, e.g. 2.0.0 / 5.1.1
+    diagnostic: str = ""
+
+
+@dataclass
+class ParsedReport:
+    kind: str  # DeliveryReport.Kind
+    referenced_ids: list[str] = field(default_factory=list)
+    recipients: list[RecipientStatus] = field(default_factory=list)
+    error_codes: list[str] = field(default_factory=list)
+
+
+def _header_ids(value: str | None) -> list[str]:
+    return _MSGID.findall(value or "")
+
+
+def parse_report(raw: bytes, *, kim_error_codes: Iterable[str] = ()) -> ParsedReport | None:
+    """The delivery facts of a DSN or CM error mail; None for any other mail."""
+    if len(raw) > MAX_REPORT_BYTES:
+        return None
+    msg = email.message_from_bytes(raw, policy=compat32)
+    codes = [c.strip() for c in kim_error_codes if c.strip()]
+    report_type = msg.get_param("report-type")
+    is_dsn = (
+        msg.get_content_type() == "multipart/report"
+        and isinstance(report_type, str)
+        and report_type.lower() == "delivery-status"
+    )
+    if not is_dsn and not codes:
+        return None
+    report = ParsedReport(kind="error_mail" if codes else "dsn", error_codes=codes)
+    report.referenced_ids = _header_ids(msg.get("In-Reply-To")) or _header_ids(msg.get("References"))[-1:]
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/delivery-status", "message/global-delivery-status"):
+            report.recipients += _recipient_blocks(part)
+        elif ctype in ("message/rfc822", "text/rfc822-headers") and not report.referenced_ids:
+            # An error mail that embeds the original instead of naming it.
+            report.referenced_ids = _embedded_ids(part)
+    return report
+
+
+def _recipient_blocks(part: EmailMessageBase) -> list[RecipientStatus]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        # The email package parses message/delivery-status into one pseudo-message per block.
+        blocks = [dict((k.lower(), str(v)) for k, v in p.items()) for p in payload if isinstance(p, EmailMessageBase)]
+    else:
+        text = _decoded(part)
+        blocks = [_fields(block) for block in re.split(rb"\r?\n\r?\n", text) if block.strip()]
+    out: list[RecipientStatus] = []
+    for block in blocks:
+        final = block.get("final-recipient", "")
+        if not final:
+            continue
+        address = final.split(";", 1)[-1].strip().strip("<>").lower()
+        out.append(
+            RecipientStatus(
+                address=address,
+                action=block.get("action", "").strip().lower(),
+                status=block.get("status", "").strip().split(" ", 1)[0],
+                diagnostic=" ".join(block.get("diagnostic-code", "").split()),
+            )
+        )
+    return out
+
+
+def _decoded(part: EmailMessageBase) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _fields(block: bytes) -> dict[str, str]:
+    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", block).decode("utf-8", "replace")
+    out: dict[str, str] = {}
+    for line in unfolded.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(name.strip().lower(), value.strip())
+    return out
+
+
+def _embedded_ids(part: EmailMessageBase) -> list[str]:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], EmailMessageBase):
+        return _header_ids(payload[0].get("Message-ID"))
+    text = _decoded(part)
+    match = re.search(rb"(?im)^Message-ID:\s*(<[^<>\s]+>)", text)
+    return [match.group(1).decode("ascii", "replace")] if match else []
+
+
+# --- matching --------------------------------------------------------------------------------------------
+
+
+def reports_match(*, mailbox: Mailbox, messages: list[Message]) -> list[int]:
+    """Match newly stored messages that are DSNs or CM error mails; returns the ids of matched ones.
+
+    Inside the ingest transaction; a report that cannot be read or matched is left as it is.
+    """
+    candidates = [m for m in messages if m.pk and (m.in_reply_to or m.kim_error_codes or m.references)]
+    if not candidates:
+        return []
+    if not OutgoingMessage.objects.filter(mailbox=mailbox).exclude(message_id="").exists():
+        return []
+    matched: list[int] = []
+    for message in candidates:
+        try:
+            with transaction.atomic():
+                if report_apply(mailbox=mailbox, message=message):
+                    matched.append(message.pk)
+        except Exception:
+            log.exception(
+                "matching report %s of mailbox %s failed; kept as an ordinary message", message.pk, mailbox.pk
+            )
+    return matched
+
+
+def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None:
+    if DeliveryReport.objects.filter(message=message).exists():
+        return None
+    try:
+        raw = blob_get(message.raw_sha256)
+    except BlobError:
+        return None
+    parsed = parse_report(raw, kim_error_codes=message.kim_error_codes)
+    if parsed is None or not parsed.referenced_ids:
+        return None
+    outgoing = (
+        OutgoingMessage.objects.select_for_update()
+        .filter(mailbox=mailbox, message_id__in=parsed.referenced_ids)
+        .exclude(state=OutgoingMessage.State.DRAFT)
+        .first()
+    )
+    if outgoing is None:
+        return None
+    report = DeliveryReport.objects.create(message=message, outgoing=outgoing, kind=parsed.kind)
+    # Not open work: the facts moved to the sent message's timeline (the report stays readable there).
+    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE, done_at=timezone.now())
+    _apply_statuses(outgoing, message, parsed)
+    return report
+
+
+def _reason(status: RecipientStatus, parsed: ParsedReport) -> str:
+    if status.action == "delivered":
+        return ""
+    parts: list[str] = []
+    if parsed.error_codes:
+        for code, text in error_explanations(parsed.error_codes):
+            parts.append(f"{text} ({code})")
+    if status.action == "delayed":
+        parts.insert(0, _("Zustellung verzögert; der Fachdienst versucht es weiter."))
+    elif status.status.startswith("5.1."):
+        parts.insert(0, _("Empfängeradresse unbekannt oder ohne gültiges Verschlüsselungszertifikat."))
+    elif status.status.startswith("5."):
+        parts.insert(0, _("Zustellung dauerhaft fehlgeschlagen."))
+    elif status.status.startswith("4."):
+        parts.insert(0, _("Zustellung vorübergehend nicht möglich."))
+    if status.diagnostic:
+        parts.append(_("Meldung: %(text)s") % {"text": status.diagnostic[:500]})
+    return " ".join(parts) or _("Zustellung fehlgeschlagen.")
+
+
+def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedReport) -> None:
+    now = timezone.now()
+    rows = {r.address.lower(): r for r in OutgoingRecipient.objects.select_for_update().filter(outgoing=outgoing)}
+    statuses = parsed.recipients
+    if not statuses and parsed.error_codes:
+        # An error mail that lists no recipient concerns the whole message.
+        statuses = [RecipientStatus(address, "failed", "", "") for address in rows]
+    changed: list[tuple[str, str]] = []
+    for status in statuses:
+        row = rows.get(status.address)
+        if row is None:
+            continue
+        new_state = {
+            "delivered": OutgoingRecipient.State.DELIVERED,
+            "relayed": OutgoingRecipient.State.DELIVERED,
+            "expanded": OutgoingRecipient.State.DELIVERED,
+            "failed": OutgoingRecipient.State.FAILED,
+            "delayed": OutgoingRecipient.State.DELAYED,
+        }.get(status.action)
+        if new_state is None:
+            continue
+        # A final state is not taken back by a later "delayed".
+        if new_state == OutgoingRecipient.State.DELAYED and row.state in ("delivered", "failed"):
+            continue
+        OutgoingRecipient.objects.filter(pk=row.pk).update(
+            state=new_state,
+            reason=_reason(status, parsed),
+            status_code=(",".join(parsed.error_codes) if parsed.error_codes else status.status)[:40],
+            report=message,
+            updated_at=now,
+        )
+        row.state = new_state
+        changed.append((status.address, new_state))
+    states = {r.state for r in rows.values()}
+    new = outgoing.state
+    if states and states <= {"delivered"}:
+        new = OutgoingMessage.State.DELIVERED
+    elif states and states <= {"delivered", "failed"}:
+        new = OutgoingMessage.State.FAILED if "delivered" not in states else OutgoingMessage.State.PARTIALLY_DELIVERED
+    elif outgoing.state in (OutgoingMessage.State.UNCERTAIN, OutgoingMessage.State.SENDING) and changed:
+        # Any report proves the message reached the Fachdienst: no longer uncertain.
+        new = OutgoingMessage.State.SENT
+    previous = outgoing.state
+    updates: dict[str, object] = {"version": F("version") + 1}
+    if new != previous:
+        updates["state"] = new
+        if previous == OutgoingMessage.State.UNCERTAIN:
+            # Reconciled: the unanswered recipients were evidently sent.
+            OutgoingRecipient.objects.filter(outgoing=outgoing, state="uncertain").update(
+                state=OutgoingRecipient.State.SENT, updated_at=now
+            )
+        if new == OutgoingMessage.State.FAILED:
+            updates["last_error"] = _("Für keinen Empfänger zugestellt.")
+        elif new == OutgoingMessage.State.PARTIALLY_DELIVERED:
+            updates["last_error"] = _("Die Nachricht wurde nur an einen Teil der gewünschten Adressaten zugestellt.")
+        if not outgoing.sent_at:
+            updates["sent_at"] = now
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(**updates)
+    actions: dict[str, str] = {
+        OutgoingMessage.State.DELIVERED: "outgoing.delivered",
+        OutgoingMessage.State.PARTIALLY_DELIVERED: "outgoing.delivered",
+        OutgoingMessage.State.FAILED: "outgoing.failed",
+    }
+    action = actions.get(str(new), "outgoing.report_received")
+    audit_record(
+        actor=None,
+        action=action,
+        mailbox=outgoing.mailbox,
+        message=message,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        report=parsed.kind,
+        recipients=[f"{a}: {s}" for a, s in changed],
+        state=new,
+        reconciled=previous == OutgoingMessage.State.UNCERTAIN,
+    )
+    events.broadcast_outgoing_changed(mailbox_id=outgoing.mailbox_id, outgoing_id=outgoing.pk)
+
+
+def acknowledgements_offer(*, mailbox: Mailbox, messages: list[Message]) -> None:
+    """After ingest: an incoming eArztbrief in a mailbox that acknowledges by itself gets its acknowledgement
+    (a task after the commit: it asks the directory and talks to the CM)."""
+    if not mailbox.auto_acknowledge_arztbrief:
+        return
+    from mailbox.services.compose import is_arztbrief
+
+    for message in messages:
+        if message.pk and is_arztbrief(message.dienstkennung):
+            enqueue_on_commit("mailbox.tasks.outgoing_acknowledge_auto", message.pk)

@@ -1,0 +1,728 @@
+"""The outbox: queue a draft (stored first), deliver it over SMTP to the CM, retry, and never send twice.
+
+The rule (docs/sending.md): a message is queued with its final bytes and Message-ID in the blob store
+before any task runs. A delivery attempt is a row committed before the first SMTP command, and its
+``final_dot_at`` is committed before the end-of-data sequence goes out. Until that sequence reaches the
+CM the message cannot have been delivered, so an attempt without ``final_dot_at`` that died is simply
+repeated; an attempt with it and without a recorded answer may have been delivered and is never
+repeated by the machine: the message becomes "Zustellung ungewiss" until a DSN reconciles it or a
+person decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from directory.selectors import directory_entries_for_addresses
+from kimportal.errors import Conflict, NotAllowed
+from kimportal.jobs import enqueue_on_commit
+from mailbox import events
+from mailbox.clients.smtp import SmtpOutcomeUnknown, SmtpRefused, smtp_send
+from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
+from mailbox.crypto import CredentialDecryptionError
+from mailbox.models import DeliveryAttempt, KimAccount, Message, OutgoingMessage, OutgoingRecipient
+from mailbox.permissions import Action, require
+from mailbox.services.accounts import account_endpoint, cm_error_message
+from mailbox.services.audit import audit_record
+from mailbox.services.compose import (
+    OutgoingData,
+    acknowledgement_dienstkennung,
+    build_mime,
+    draft_problems,
+    estimated_size,
+    is_arztbrief,
+    new_message_id,
+    references_for,
+    reply_subject,
+    require_sender,
+)
+from mailbox.services.preflight import PreflightFailed, PreflightProblem, outgoing_preflight, recipient_problems
+from mailbox.storage import blob_get, blob_put
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "mailbox.tasks.outgoing_deliver"
+# Temporary failures wait 30 s, 1, 2, 4 … minutes, at most an hour; after MAX_ATTEMPTS the message
+# fails and becomes a person's job (it stays in the outbox, "Erneut senden" queues it again).
+RETRY_FIRST_SECONDS = 30
+RETRY_MAX_SECONDS = 3600
+MAX_ATTEMPTS = 10
+
+# gematik's texts (docs/Primaersystem.adoc "Informieren über gescheiterten Nachrichtenversand", FAQ).
+TEXT_NO_RECIPIENT = (
+    "Die Nachricht konnte nicht gesendet werden, weil für keinen Empfänger gültige Verschlüsselungszertifikate "
+    "ermittelt werden konnten."
+)
+TEXT_PARTIAL = (
+    "Die Nachricht wurde nur an einen Teil der gewünschten Adressaten versendet, denn es konnten nicht für alle "
+    "Empfänger gültige Verschlüsselungszertifikate ermittelt werden."
+)
+
+
+def retry_first_seconds() -> float:
+    return float(getattr(settings, "KIMPORTAL_SEND_RETRY_SECONDS", RETRY_FIRST_SECONDS))
+
+
+def lease_seconds(account: KimAccount | None = None) -> float:
+    """Long enough for a whole SMTP dialogue: connect, each command and the end of DATA may each take the timeout."""
+    timeout = account.timeout_seconds if account is not None else 30.0
+    return float(getattr(settings, "KIMPORTAL_SEND_LEASE_SECONDS", 0)) or timeout * 6 + 30
+
+
+def _changed(outgoing: OutgoingMessage | int, mailbox_id: int) -> None:
+    pk = outgoing if isinstance(outgoing, int) else outgoing.pk
+    events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=pk)
+
+
+def _locked(outgoing: OutgoingMessage | int) -> OutgoingMessage:
+    pk = outgoing if isinstance(outgoing, int) else outgoing.pk
+    return OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=pk)
+
+
+# --- queue -----------------------------------------------------------------------------------------------
+
+
+def outgoing_send(*, user: Any, draft: OutgoingMessage, version: int | None) -> OutgoingMessage:
+    """Check the draft against the directory, then queue it; the delivery task starts after the commit.
+
+    Raises PreflightFailed (problems per recipient), DirectoryUnreachable, Conflict or NotAllowed;
+    in every case nothing was queued.
+    """
+    draft = OutgoingMessage.objects.select_related("mailbox").get(pk=draft.pk)
+    require_sender(user, draft.mailbox_id)
+    if draft.state != OutgoingMessage.State.DRAFT:
+        raise Conflict(_("Die Nachricht wurde bereits gesendet."), fresh=draft)
+    # The directory is asked outside the transaction (network I/O); the version check below makes sure
+    # the draft that was checked is the draft that is queued.
+    problems = outgoing_preflight(user=user, draft=draft)
+    if problems:
+        raise PreflightFailed(problems)
+    return _queue(user=user, outgoing_id=draft.pk, version=draft.version if version is None else version)
+
+
+@transaction.atomic
+def _queue(*, user: Any, outgoing_id: int, version: int) -> OutgoingMessage:
+    outgoing = _locked(outgoing_id)
+    if outgoing.state != OutgoingMessage.State.DRAFT:
+        raise Conflict(_("Die Nachricht wurde bereits gesendet."), fresh=outgoing)
+    if outgoing.version != version:
+        raise Conflict(_("Der Entwurf wurde inzwischen geändert. Bitte prüfen und erneut senden."), fresh=outgoing)
+    now = timezone.now()
+    message_id = new_message_id()
+    raw = build_mime(outgoing, message_id=message_id, date=now)
+    # The bytes reach the disk before the row names them: a retry sends exactly these.
+    sha = blob_put(raw)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.QUEUED,
+        message_id=message_id,
+        raw_sha256=sha,
+        size=len(raw),
+        queued_at=now,
+        next_try_at=now,
+        last_error="",
+        version=F("version") + 1,
+        author=outgoing.author or user,
+    )
+    OutgoingRecipient.objects.filter(outgoing=outgoing).delete()
+    OutgoingRecipient.objects.bulk_create(
+        [OutgoingRecipient(outgoing=outgoing, address=a, field=OutgoingRecipient.Field.TO) for a in outgoing.to]
+        + [
+            OutgoingRecipient(outgoing=outgoing, address=a, field=OutgoingRecipient.Field.CC)
+            for a in outgoing.cc
+            if a not in outgoing.to
+        ]
+    )
+    _record_contacts(outgoing, user)
+    audit_record(
+        actor=user,
+        action="outgoing.queued",
+        mailbox=outgoing.mailbox,
+        message=outgoing.in_reply_to,
+        outgoing_id=outgoing.pk,
+        message_id=message_id,
+        recipients=outgoing.recipients,
+        dienstkennung=outgoing.dienstkennung,
+        subject=outgoing.subject,
+        kind=outgoing.kind,
+    )
+    enqueue_on_commit(DELIVER_TASK, outgoing.pk)
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.objects.select_related("mailbox").get(pk=outgoing.pk)
+
+
+def _record_contacts(outgoing: OutgoingMessage, user: Any) -> None:
+    # "Frequent contacts" for the recipient picker; a directory hiccup must not stop a send.
+    from directory.services import contact_record_use
+
+    for address in outgoing.recipients:
+        try:
+            with transaction.atomic():
+                contact_record_use(address=address, user=user)
+        except Exception:
+            log.exception("recording the use of %s failed", address)
+
+
+# --- deliver ---------------------------------------------------------------------------------------------
+
+
+class DeliverInTransaction(RuntimeError):
+    """Delivery inside a transaction: the attempt markers would not be committed before the SMTP dialogue."""
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+def outgoing_deliver(*, outgoing_id: int) -> str:
+    """Deliver a queued message once; returns its state afterwards. Safe to call any number of times."""
+    if connection.in_atomic_block:
+        raise DeliverInTransaction("outgoing_deliver must run outside a transaction")
+    outgoing = OutgoingMessage.objects.select_related("mailbox").filter(pk=outgoing_id).first()
+    if outgoing is None:
+        return ""
+    if outgoing.state == OutgoingMessage.State.SENDING:
+        outgoing_recover(outgoing_id=outgoing_id)
+    account = KimAccount.objects.select_related("mailbox").filter(mailbox_id=outgoing.mailbox_id).first()
+    token = secrets.token_hex(16)
+    now = timezone.now()
+    # The lease: one conditional UPDATE decides which worker sends (a second task for the same id, a beat
+    # dispatch racing a retry); the state "sending" is visible at once.
+    won = (
+        OutgoingMessage.objects.filter(pk=outgoing_id, state=OutgoingMessage.State.QUEUED)
+        .filter(Q(next_try_at__isnull=True) | Q(next_try_at__lte=now))
+        .update(
+            state=OutgoingMessage.State.SENDING,
+            lease_token=token,
+            lease_until=now + timedelta(seconds=lease_seconds(account)),
+            version=F("version") + 1,
+        )
+    )
+    if not won:
+        return OutgoingMessage.objects.filter(pk=outgoing_id).values_list("state", flat=True).first() or ""
+    number = DeliveryAttempt.objects.filter(outgoing_id=outgoing_id).count() + 1
+    attempt = DeliveryAttempt.objects.create(outgoing_id=outgoing_id, number=number, worker=_worker_name())
+    _broadcast_now(outgoing)
+    if account is None:
+        return _finish_permanent(
+            outgoing_id, token, attempt, None, _("Für dieses Postfach ist kein KIM-Konto eingerichtet.")
+        )
+    where = f"{account.cm_host}:{account.smtp_port}"
+    try:
+        endpoint = account_endpoint(account, "smtp")
+        raw = blob_get(outgoing.raw_sha256)
+        recipients = list(
+            OutgoingRecipient.objects.filter(outgoing_id=outgoing_id).order_by("id").values_list("address", flat=True)
+        )
+
+        def before_final_dot() -> None:
+            # Committed (autocommit) before the dot leaves: from here on a lost answer means "ungewiss".
+            DeliveryAttempt.objects.filter(pk=attempt.pk).update(final_dot_at=timezone.now())
+
+        result = smtp_send(
+            endpoint,
+            mail_from=account.mailbox.address,
+            recipients=recipients,
+            raw=raw,
+            notify="SUCCESS,FAILURE,DELAY" if outgoing.request_dsn else None,
+            before_final_dot=before_final_dot,
+        )
+    except SmtpOutcomeUnknown as exc:
+        return _finish_uncertain(
+            outgoing_id,
+            token,
+            attempt,
+            _(
+                "Die Nachricht wurde vollständig an das Clientmodul %(where)s übergeben, aber dessen Antwort ist "
+                "nicht angekommen (%(detail)s). Ob sie versendet wurde, ist ungewiss; sie wird nicht automatisch "
+                "erneut gesendet. Eine Zustellbestätigung klärt es, sonst bitte entscheiden."
+            )
+            % {"where": where, "detail": exc},
+        )
+    except SmtpRefused as exc:
+        return _finish_refused(outgoing_id, token, attempt, exc, where)
+    except (CmError, CredentialDecryptionError) as exc:
+        text = cm_error_message(exc, host=account.cm_host, port=account.smtp_port)
+        # A wrong password, pin or key does not heal by itself, but an administrator fixes it: keep retrying.
+        needs_admin = isinstance(exc, CmAuthFailed | CmTlsError | CredentialDecryptionError)
+        return _finish_temporary(outgoing_id, token, attempt, None, text, needs_admin=needs_admin)
+    except Exception as exc:
+        log.exception("delivering outgoing %s failed unexpectedly", outgoing_id)
+        text = _("Interner Fehler beim Senden (%(kind)s). Details im Server-Log.") % {"kind": exc.__class__.__name__}
+        if DeliveryAttempt.objects.filter(pk=attempt.pk, final_dot_at__isnull=False).exists():
+            return _finish_uncertain(outgoing_id, token, attempt, text)
+        return _finish_temporary(outgoing_id, token, attempt, None, text)
+    return _finish_sent(outgoing_id, token, attempt, result.code, result.text, result.refused)
+
+
+def _broadcast_now(outgoing: OutgoingMessage) -> None:
+    with transaction.atomic():
+        _changed(outgoing, outgoing.mailbox_id)
+
+
+def _end_attempt(attempt: DeliveryAttempt, outcome: str, code: int | None, text: str, error: str) -> None:
+    DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+        outcome=outcome, smtp_code=code, smtp_text=text[:2000], error=error, ended_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def _finish_sent(
+    outgoing_id: int, token: str, attempt: DeliveryAttempt, code: int, text: str, refused: dict[str, str]
+) -> str:
+    outgoing = _locked(outgoing_id)
+    _end_attempt(attempt, DeliveryAttempt.Outcome.SENT, code, text, "")
+    if outgoing.lease_token != token and outgoing.state != OutgoingMessage.State.UNCERTAIN:
+        # Our lease ran out and the message moved on; the CM's answer is recorded on the attempt only.
+        log.warning("outgoing %s: answer after the lease ended (state %s)", outgoing_id, outgoing.state)
+        return outgoing.state
+    now = timezone.now()
+    OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["queued", "uncertain"]).exclude(
+        address__in=list(refused)
+    ).update(state=OutgoingRecipient.State.SENT, updated_at=now)
+    for address, reply in refused.items():
+        OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
+            state=OutgoingRecipient.State.FAILED,
+            reason=_("Vom Clientmodul abgelehnt: %(reply)s") % {"reply": reply},
+            status_code=reply.split(" ", 1)[0],
+            updated_at=now,
+        )
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.SENT,
+        sent_at=now,
+        lease_token="",
+        lease_until=None,
+        last_error=_(TEXT_PARTIAL) if refused else "",
+        version=F("version") + 1,
+    )
+    audit_record(
+        actor=None,
+        action="outgoing.sent",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        attempt=attempt.number,
+        reply=f"{code} {text}"[:500],
+        refused=sorted(refused),
+    )
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.State.SENT
+
+
+@transaction.atomic
+def _finish_uncertain(outgoing_id: int, token: str, attempt: DeliveryAttempt, text: str) -> str:
+    outgoing = _locked(outgoing_id)
+    _end_attempt(attempt, DeliveryAttempt.Outcome.UNCERTAIN, None, "", text)
+    if outgoing.lease_token != token:
+        return outgoing.state
+    _mark_uncertain(outgoing, text, attempt.number)
+    return OutgoingMessage.State.UNCERTAIN
+
+
+def _mark_uncertain(outgoing: OutgoingMessage, text: str, attempt_number: int) -> None:
+    now = timezone.now()
+    OutgoingRecipient.objects.filter(outgoing=outgoing, state="queued").update(
+        state=OutgoingRecipient.State.UNCERTAIN, updated_at=now
+    )
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.UNCERTAIN,
+        lease_token="",
+        lease_until=None,
+        next_try_at=None,
+        last_error=text,
+        version=F("version") + 1,
+    )
+    audit_record(
+        actor=None,
+        action="outgoing.uncertain",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        attempt=attempt_number,
+        reason=text,
+    )
+    _changed(outgoing, outgoing.mailbox_id)
+
+
+def _finish_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt, exc: SmtpRefused, where: str) -> str:
+    reply = str(exc)
+    if exc.code == 553 or (exc.enhanced.startswith("5.7.") and exc.stage == "mail"):
+        text = _(
+            "Die Nachricht wurde nicht gesendet: Für das eigene Postfach (Absender) ist im Verzeichnis kein gültiges "
+            "Verschlüsselungszertifikat hinterlegt (%(reply)s). Bitte die Betreuung des KIM-Kontos verständigen."
+        ) % {"reply": reply}
+        return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
+    if exc.code == 451 and exc.stage == "end_of_data":
+        # KIM: no recipient had a valid encryption certificate. But CMs answer 451 for internal errors too,
+        # so say both; the recipients were checked before, so it is not retried blindly.
+        text = (
+            _(TEXT_NO_RECIPIENT)
+            + " "
+            + _(
+                "(Antwort des Clientmoduls: %(reply)s. Ein Clientmodul meldet 451 auch bei einem internen Fehler; "
+                "die Empfänger waren vor dem Senden im Verzeichnis geprüft worden.)"
+            )
+            % {"reply": reply}
+        )
+        return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
+    if exc.temporary:
+        text = _("%(where)s hat vorübergehend abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
+        return _finish_temporary(outgoing_id, token, attempt, exc, text)
+    text = _("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
+    return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
+
+
+@transaction.atomic
+def _finish_temporary(
+    outgoing_id: int,
+    token: str,
+    attempt: DeliveryAttempt,
+    exc: SmtpRefused | None,
+    text: str,
+    *,
+    needs_admin: bool = False,
+) -> str:
+    outgoing = _locked(outgoing_id)
+    code = exc.code if exc is not None else None
+    _end_attempt(attempt, DeliveryAttempt.Outcome.TEMPORARY, code, str(exc or ""), text)
+    if outgoing.lease_token != token:
+        return outgoing.state
+    if attempt.number >= MAX_ATTEMPTS:
+        outgoing_text = text + " " + _("Nach %(n)d Versuchen aufgegeben.") % {"n": attempt.number}
+        return _fail(outgoing, attempt, code, outgoing_text)
+    delay = min(retry_first_seconds() * 2 ** (attempt.number - 1), RETRY_MAX_SECONDS)
+    next_try = timezone.now() + timedelta(seconds=delay)
+    suffix = _("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.QUEUED,
+        lease_token="",
+        lease_until=None,
+        next_try_at=next_try,
+        last_error=f"{text} {suffix}",
+        version=F("version") + 1,
+    )
+    audit_record(
+        actor=None,
+        action="outgoing.attempt_failed",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        attempt=attempt.number,
+        reason=text,
+        next_try_at=next_try.isoformat(),
+        needs_admin=needs_admin,
+    )
+    enqueue_on_commit(DELIVER_TASK, outgoing.pk, eta=next_try)
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.State.QUEUED
+
+
+@transaction.atomic
+def _finish_permanent(
+    outgoing_id: int,
+    token: str,
+    attempt: DeliveryAttempt,
+    code: int | None,
+    text: str,
+    *,
+    reply: SmtpRefused | None = None,
+) -> str:
+    outgoing = _locked(outgoing_id)
+    _end_attempt(attempt, DeliveryAttempt.Outcome.PERMANENT, code, str(reply or ""), text)
+    if outgoing.lease_token != token:
+        return outgoing.state
+    return _fail(outgoing, attempt, code, text)
+
+
+def _fail(outgoing: OutgoingMessage, attempt: DeliveryAttempt, code: int | None, text: str) -> str:
+    now = timezone.now()
+    OutgoingRecipient.objects.filter(outgoing=outgoing).exclude(state="delivered").update(
+        state=OutgoingRecipient.State.FAILED, reason=text, status_code=str(code or ""), updated_at=now
+    )
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.FAILED,
+        lease_token="",
+        lease_until=None,
+        next_try_at=None,
+        last_error=text,
+        version=F("version") + 1,
+    )
+    audit_record(
+        actor=None,
+        action="outgoing.failed",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        attempt=attempt.number,
+        smtp_code=code,
+        reason=text,
+    )
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.State.FAILED
+
+
+# --- recovery --------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def outgoing_recover(*, outgoing_id: int) -> str:
+    """A message left "sending" by a dead worker (its lease ran out): "ungewiss" if its last attempt reached
+    the end of DATA, else queued again at once (the CM cannot have delivered an unfinished DATA)."""
+    outgoing = _locked(outgoing_id)
+    now = timezone.now()
+    if outgoing.state != OutgoingMessage.State.SENDING or (outgoing.lease_until and outgoing.lease_until > now):
+        return outgoing.state
+    attempt = outgoing.attempts.order_by("-number").first()
+    if attempt is not None and attempt.final_dot_at is not None:
+        text = _(
+            "Der Versand wurde nach der vollständigen Übergabe an das Clientmodul unterbrochen (Absturz oder "
+            "Neustart des Sendeprozesses). Ob die Nachricht versendet wurde, ist ungewiss; sie wird nicht "
+            "automatisch erneut gesendet."
+        )
+        if attempt.outcome == DeliveryAttempt.Outcome.RUNNING:
+            _end_attempt(attempt, DeliveryAttempt.Outcome.UNCERTAIN, None, "", text)
+        _mark_uncertain(outgoing, text, attempt.number)
+        return OutgoingMessage.State.UNCERTAIN
+    if attempt is not None and attempt.outcome == DeliveryAttempt.Outcome.RUNNING:
+        _end_attempt(
+            attempt,
+            DeliveryAttempt.Outcome.ABORTED,
+            None,
+            "",
+            _("Der Sendeprozess wurde vor dem Ende der Übertragung beendet; die Nachricht wird erneut gesendet."),
+        )
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.QUEUED, lease_token="", lease_until=None, next_try_at=now, version=F("version") + 1
+    )
+    audit_record(
+        actor=None,
+        action="outgoing.requeued",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        attempt=attempt.number if attempt else None,
+    )
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.State.QUEUED
+
+
+def outgoing_recover_stale(*, now: Any = None) -> list[int]:
+    """Recover every message whose sending worker died; returns the ids queued again."""
+    now = now or timezone.now()
+    stale = OutgoingMessage.objects.filter(state=OutgoingMessage.State.SENDING, lease_until__lt=now).values_list(
+        "pk", flat=True
+    )
+    return [pk for pk in list(stale) if outgoing_recover(outgoing_id=pk) == OutgoingMessage.State.QUEUED]
+
+
+def outgoing_due(*, now: Any = None) -> list[int]:
+    """Queued messages whose next try is due (the beat dispatches them; a lost task costs one tick)."""
+    now = now or timezone.now()
+    return list(
+        OutgoingMessage.objects.filter(state=OutgoingMessage.State.QUEUED, next_try_at__lte=now)
+        .order_by("next_try_at")
+        .values_list("pk", flat=True)[:500]
+    )
+
+
+# --- people decide ---------------------------------------------------------------------------------------
+
+
+def _guarded(user: Any, outgoing: OutgoingMessage, version: int | None) -> OutgoingMessage:
+    locked = _locked(outgoing)
+    require(user, locked.mailbox_id, Action.PROCESS, _("In diesem Postfach dürfen Sie nicht senden."))
+    if version is not None and locked.version != version:
+        raise Conflict(_("Die Nachricht hat sich inzwischen geändert. Bitte neu laden."), fresh=locked)
+    return locked
+
+
+@transaction.atomic
+def outgoing_retry(*, user: Any, outgoing: OutgoingMessage, version: int | None = None) -> OutgoingMessage:
+    """ "Erneut senden" for a failed message, or "jetzt senden" for one waiting for its next try."""
+    locked = _guarded(user, outgoing, version)
+    if locked.state not in (OutgoingMessage.State.FAILED, OutgoingMessage.State.QUEUED):
+        raise Conflict(
+            _("Nur fehlgeschlagene oder wartende Nachrichten können erneut gesendet werden (Zustand: %(state)s).")
+            % {"state": locked.get_state_display()},
+            fresh=locked,
+        )
+    now = timezone.now()
+    OutgoingRecipient.objects.filter(outgoing=locked).exclude(state="delivered").update(
+        state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
+    )
+    OutgoingMessage.objects.filter(pk=locked.pk).update(
+        state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
+    )
+    audit_record(
+        actor=user,
+        action="outgoing.retried",
+        mailbox=locked.mailbox,
+        outgoing_id=locked.pk,
+        message_id=locked.message_id,
+    )
+    enqueue_on_commit(DELIVER_TASK, locked.pk)
+    _changed(locked, locked.mailbox_id)
+    return OutgoingMessage.objects.get(pk=locked.pk)
+
+
+@transaction.atomic
+def outgoing_resolve_uncertain(
+    *, user: Any, outgoing: OutgoingMessage, delivered: bool, version: int | None = None
+) -> OutgoingMessage:
+    """A person decides an uncertain send: it did arrive (mark as sent) or it did not (send it again, same bytes)."""
+    locked = _guarded(user, outgoing, version)
+    if locked.state != OutgoingMessage.State.UNCERTAIN:
+        raise Conflict(_("Die Zustellung dieser Nachricht ist nicht mehr ungewiss."), fresh=locked)
+    now = timezone.now()
+    if delivered:
+        OutgoingRecipient.objects.filter(outgoing=locked, state="uncertain").update(
+            state=OutgoingRecipient.State.SENT, updated_at=now
+        )
+        OutgoingMessage.objects.filter(pk=locked.pk).update(
+            state=OutgoingMessage.State.SENT, sent_at=locked.sent_at or now, last_error="", version=F("version") + 1
+        )
+    else:
+        OutgoingRecipient.objects.filter(outgoing=locked, state="uncertain").update(
+            state=OutgoingRecipient.State.QUEUED, updated_at=now
+        )
+        OutgoingMessage.objects.filter(pk=locked.pk).update(
+            state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
+        )
+        enqueue_on_commit(DELIVER_TASK, locked.pk)
+    audit_record(
+        actor=user,
+        action="outgoing.uncertain_resolved",
+        mailbox=locked.mailbox,
+        outgoing_id=locked.pk,
+        message_id=locked.message_id,
+        delivered=delivered,
+    )
+    _changed(locked, locked.mailbox_id)
+    return OutgoingMessage.objects.get(pk=locked.pk)
+
+
+@transaction.atomic
+def outgoing_claim(*, user: Any, outgoing: OutgoingMessage) -> OutgoingMessage:
+    """Take a sent message as one's own job (a failed or uncertain send needs someone)."""
+    locked = _guarded(user, outgoing, None)
+    if locked.claimed_by_id and locked.claimed_by_id != user.pk:
+        raise Conflict(_("Jemand anderes kümmert sich bereits um diese Nachricht."), fresh=locked)
+    OutgoingMessage.objects.filter(pk=locked.pk).update(
+        claimed_by=user, claimed_at=timezone.now(), version=F("version") + 1
+    )
+    audit_record(actor=user, action="outgoing.claimed", mailbox=locked.mailbox, outgoing_id=locked.pk)
+    _changed(locked, locked.mailbox_id)
+    return OutgoingMessage.objects.get(pk=locked.pk)
+
+
+@transaction.atomic
+def outgoing_release(*, user: Any, outgoing: OutgoingMessage) -> OutgoingMessage:
+    locked = _guarded(user, outgoing, None)
+    OutgoingMessage.objects.filter(pk=locked.pk).update(claimed_by=None, claimed_at=None, version=F("version") + 1)
+    audit_record(actor=user, action="outgoing.released", mailbox=locked.mailbox, outgoing_id=locked.pk)
+    _changed(locked, locked.mailbox_id)
+    return OutgoingMessage.objects.get(pk=locked.pk)
+
+
+# --- eArztbrief acknowledgement --------------------------------------------------------------------------
+
+
+def acknowledgement_offered(message: Message) -> bool:
+    """Whether the message page offers "Eingangsbestätigung senden" (an eArztbrief not yet acknowledged)."""
+    return is_arztbrief(message.dienstkennung) and not _acknowledged(message)
+
+
+def _acknowledged(message: Message) -> bool:
+    return (
+        OutgoingMessage.objects.filter(in_reply_to=message, kind=OutgoingMessage.Kind.ACKNOWLEDGEMENT)
+        .exclude(state=OutgoingMessage.State.DRAFT)
+        .exists()
+    )
+
+
+def outgoing_acknowledge(*, user: Any, message: Message) -> OutgoingMessage:
+    """Send the ``Arztbrief;Eingangsbestaetigung`` for an incoming eArztbrief (pre-flight and outbox as any send).
+
+    *user* None: sent by the portal itself (the mailbox's automatic acknowledgement).
+    """
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("mailbox").get(pk=message.pk)
+        if user is not None:
+            require(user, message.mailbox_id, Action.PROCESS, _("Aus diesem Postfach dürfen Sie nicht senden."))
+        if not is_arztbrief(message.dienstkennung):
+            raise NotAllowed(_("Nur ein eArztbrief kann mit einer Eingangsbestätigung beantwortet werden."))
+        existing = OutgoingMessage.objects.filter(
+            in_reply_to=message, kind=OutgoingMessage.Kind.ACKNOWLEDGEMENT
+        ).first()
+        if existing is not None and existing.state != OutgoingMessage.State.DRAFT:
+            return existing
+
+        received = timezone.localtime(message.received_at).strftime("%d.%m.%Y %H:%M")
+        data = OutgoingData(
+            subject=reply_subject(message.subject, _("Eingangsbestätigung")),
+            body=_(
+                "Eingangsbestätigung: Ihr eArztbrief (Message-ID %(mid)s) ist am %(when)s bei %(mailbox)s eingegangen."
+            )
+            % {"mid": message.message_id or "–", "when": received, "mailbox": message.mailbox.address},
+            to=[message.from_address.lower()],
+            dienstkennung=acknowledgement_dienstkennung(message.dienstkennung),
+        )
+        # A draft left by an earlier try (the directory refused then) is sent now, not a second one.
+        draft = existing or OutgoingMessage.objects.create(
+            mailbox_id=message.mailbox_id,
+            author=user,
+            kind=OutgoingMessage.Kind.ACKNOWLEDGEMENT,
+            in_reply_to=message,
+            in_reply_to_header=message.message_id.strip(),
+            references=references_for(message),
+            subject=data.subject,
+            body=data.body,
+            to=data.to,
+            dienstkennung=data.dienstkennung,
+        )
+        audit_record(
+            actor=user,
+            action="outgoing.acknowledged",
+            message=message,
+            outgoing_id=draft.pk,
+            automatic=user is None,
+        )
+    problems = outgoing_preflight_system(draft) if user is None else outgoing_preflight(user=user, draft=draft)
+    if problems:
+        raise PreflightFailed(problems)
+    return _queue(user=user, outgoing_id=draft.pk, version=draft.version)
+
+
+def outgoing_preflight_system(draft: OutgoingMessage) -> list[PreflightProblem]:
+    """Pre-flight for what the portal sends by itself (no user whose role to check)."""
+    problems = [PreflightProblem(a, r) for a, r in draft_problems(draft)]
+    if problems:
+        return problems
+    entries = directory_entries_for_addresses(draft.recipients)
+    size = estimated_size(draft, [])
+    for address in draft.recipients:
+        problems += recipient_problems(address, entries.get(address), size=size)
+    return problems
+
+
+def acknowledgement_auto(*, message_id: int) -> OutgoingMessage | None:
+    """The mailbox setting "Eingangsbestätigung automatisch": acknowledge a newly received eArztbrief."""
+    message = Message.objects.select_related("mailbox").filter(pk=message_id).first()
+    if message is None or not message.mailbox.auto_acknowledge_arztbrief or not is_arztbrief(message.dienstkennung):
+        return None
+    try:
+        return outgoing_acknowledge(user=None, message=message)
+    except PreflightFailed as exc:
+        # Left as a draft for a person to look at (the message page still offers the acknowledgement).
+        log.warning("automatic acknowledgement of message %s not sent: %s", message_id, exc.message)
+        return None
