@@ -92,7 +92,7 @@ _DISCHARGES = [
 
 def _discharge(patient: str, born: str, admitted: str, discharged: str, diagnoses: str, treatment: str,
                medication: str) -> bytes:  # fmt: skip
-    surname = patient.split(",")[0]
+    surname, given = (part.strip() for part in patient.split(","))
     lines = [
         "Klinikum Demo · Klinik für Kardiologie · Station 3",
         "",
@@ -100,7 +100,7 @@ def _discharge(patient: str, born: str, admitted: str, discharged: str, diagnose
         f"Stationärer Aufenthalt vom {admitted} bis {discharged}",
         "",
         "Sehr geehrte Frau Kollegin, sehr geehrter Herr Kollege,",
-        f"wir berichten über die stationäre Behandlung von {surname}.",
+        f"wir berichten über die stationäre Behandlung von {given} {surname}.",
         "",
         f"Diagnosen: {diagnoses}",
         f"Therapie: {treatment}",
