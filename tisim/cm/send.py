@@ -80,7 +80,11 @@ def build_message(
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
     if dienstkennung:
         msg["X-KIM-Dienstkennung"] = dienstkennung
+    # The other mandatory client-system headers (kim-protocol §9.1), so the simulated other side
+    # follows the rules it checks on the portal.
     msg["X-KIM-Sendersystem"] = f"tisim;{__version__}"
+    msg["X-KIM-Support"] = "support@tisim.invalid"
+    msg["X-TI-User-Agent"] = f"tisim-Simulator/{__version__}"
     if fault:
         msg[FAULT_HEADER] = fault
     msg.set_content(body)
