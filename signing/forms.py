@@ -15,7 +15,7 @@ from signing.doctypes import document_type_choices
 from signing.models import Draft
 from signing.selectors import DraftFilter
 from signing.services.batch import Selected
-from signing.services.documents import CheckedDocument, DocumentRejected, document_check
+from signing.services.documents import CheckedDocument, DocumentRejected, document_check, too_big
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 class UserChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
     def label_from_instance(self, obj: Any) -> str:
         return str(obj.get_full_name() or obj.get_username())
+
+
+# KIM addresses live below these domains (production, and the test environment the simulator uses); the
+# Clientmodul refuses anything else only after the letter has been signed.
+KIM_DOMAINS = (".kim.telematik", ".kim.telematik-test")
 
 
 class DraftForm(forms.Form):
@@ -56,11 +61,28 @@ class DraftForm(forms.Form):
         upload = self.cleaned_data.get("document")
         if not upload:
             return None
+        # Refused by its declared size before it is read: an upload of gigabytes never becomes worker memory.
+        refusal = too_big(upload.size or 0)
+        if refusal is not None:
+            raise ValidationError(refusal.message)
         try:
             self.checked_document = document_check(upload.read(), upload.name or "")
         except DocumentRejected as exc:
             raise ValidationError(exc.message) from exc
         return upload
+
+    def _one_line(self, name: str) -> str:
+        # The subject becomes a mail header when the letter is sent: a line break there is header injection.
+        value = str(self.cleaned_data.get(name) or "")
+        if any(not ch.isprintable() for ch in value):
+            raise ValidationError(_("Bitte ohne Zeilenumbrüche oder Steuerzeichen."))
+        return value
+
+    def clean_subject(self) -> str:
+        return self._one_line("subject")
+
+    def clean_patient_reference(self) -> str:
+        return self._one_line("patient_reference")
 
     def clean_recipients(self) -> list[str]:
         raw = self.cleaned_data.get("recipients") or ""
@@ -72,6 +94,9 @@ class DraftForm(forms.Form):
             try:
                 validate_email(address)
             except ValidationError:
+                wrong.append(address)
+                continue
+            if not address.lower().endswith(KIM_DOMAINS):
                 wrong.append(address)
         if wrong:
             raise ValidationError(_("Keine gültige KIM-Adresse: %(addresses)s") % {"addresses": ", ".join(wrong)})

@@ -32,17 +32,36 @@ def max_document_bytes() -> int:
     return int(settings.KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES)
 
 
+def too_big(size: int) -> DocumentRejected | None:
+    """The refusal of a document of ``size`` bytes, or None within the limit (the form asks before reading)."""
+    limit = max_document_bytes()
+    if size <= limit:
+        return None
+    return DocumentRejected(
+        _("Die Datei ist zu groß (%(size)s MB); erlaubt sind höchstens %(limit)s MB.")
+        % {"size": round(size / 2**20, 1), "limit": round(limit / 2**20, 1)}
+    )
+
+
+def safe_filename(filename: str) -> str:
+    """The last path segment, without control characters (it ends up in a Content-Disposition header), at most 255
+    characters with the extension kept (it says which check applies and how the download opens)."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    if len(name) > 255:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem[: 254 - len(ext)]}.{ext}" if dot and stem and len(ext) <= 16 else name[:255]
+    return name or "dokument"
+
+
 def document_check(content: bytes, filename: str) -> CheckedDocument:
     """The document's type, told by its content (the file name's extension only says which check applies)."""
-    name = (filename or "").strip().replace("\\", "/").rsplit("/", 1)[-1][:255] or "dokument"
-    limit = max_document_bytes()
+    name = safe_filename(filename)
     if not content:
         raise DocumentRejected(_("Die Datei ist leer."))
-    if len(content) > limit:
-        raise DocumentRejected(
-            _("Die Datei ist zu groß (%(size)s MB); erlaubt sind höchstens %(limit)s MB.")
-            % {"size": round(len(content) / 2**20, 1), "limit": round(limit / 2**20, 1)}
-        )
+    refusal = too_big(len(content))
+    if refusal is not None:
+        raise refusal
     lower = name.lower()
     if content[:1024].lstrip().startswith(b"%PDF-") or lower.endswith(".pdf"):
         _pdf_check(content)
@@ -73,6 +92,48 @@ def _pdf_check(content: bytes) -> None:
         raise DocumentRejected(_("Verschlüsselte PDF-Dokumente können nicht signiert werden."))
     if pages < 1:
         raise DocumentRejected(_("Das PDF-Dokument hat keine Seiten."))
+    try:
+        active = _runs_code(reader.root)
+    except (PdfError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DocumentRejected(_("Das PDF-Dokument ist beschädigt und kann nicht gelesen werden.")) from exc
+    if active:
+        raise DocumentRejected(
+            _("Das PDF-Dokument enthält JavaScript oder startet Programme und kann nicht signiert werden (PDF/A).")
+        )
+
+
+# Actions that run code when the PDF is opened or touched: a QES covers a static document (PDF/A forbids them),
+# and a script could show the recipient something else than the physician saw and signed.
+_ACTIVE_ACTIONS = frozenset({"/JavaScript", "/Launch"})
+_WALK_LIMIT = 500_000
+
+
+def _runs_code(root: object) -> bool:
+    """Whether any object reachable from the catalog is a JavaScript or Launch action (or names a /JS script):
+    catalog and page actions, annotations, form fields, outlines and the /Names tree alike. Stream contents are
+    not decoded; each indirect object is visited once."""
+    from pyhanko.pdf_utils import generic
+
+    seen: set[object] = set()
+    stack: list[object] = [root]
+    visited = 0
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, generic.IndirectObject):
+            if obj.reference in seen:
+                continue
+            seen.add(obj.reference)
+            obj = obj.get_object()  # type: ignore[no-untyped-call]  # pyhanko is untyped here
+        visited += 1
+        if visited > _WALK_LIMIT:
+            raise ValueError("too many objects")
+        if isinstance(obj, generic.DictionaryObject):
+            if "/JS" in obj or dict.get(obj, "/S") in _ACTIVE_ACTIONS:
+                return True
+            stack.extend(value for key, value in dict.items(obj) if key != "/Parent")
+        elif isinstance(obj, generic.ArrayObject):
+            stack.extend(list.__iter__(obj))
+    return False
 
 
 def _xml_check(content: bytes) -> None:

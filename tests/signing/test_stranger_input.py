@@ -15,7 +15,7 @@ from mailbox.storage import blob_path
 from signing.forms import DraftForm
 from signing.models import Draft
 from signing.selectors import sending_mailboxes, signer_choices
-from signing.services.documents import DocumentRejected, document_check
+from signing.services.documents import document_check
 from signing.services.drafts import DraftData, draft_create
 from signing.services.run import short_text_for
 from tests.signing.documents import LETTER_TEXT, LETTER_XML, make_pdf
@@ -59,9 +59,7 @@ def _refused(response, text: str) -> None:
 # --- the document --------------------------------------------------------------------------------------------
 
 
-def test_a_document_over_the_limit_is_refused_in_german_and_not_stored(
-    client, assistant, physician, mailbox, settings
-):
+def test_a_document_over_the_limit_is_refused_in_german_and_not_stored(client, assistant, physician, mailbox, settings):
     settings.KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = 64 * 1024
     content = ("Arztbrief " * 10_000).encode()  # 100 KB of valid text
     client.force_login(assistant)
@@ -74,7 +72,9 @@ def test_a_document_over_the_limit_is_refused_in_german_and_not_stored(
     assert not blob_path(sha256(content).hexdigest()).exists()
 
 
-def test_an_oversized_upload_is_refused_before_it_is_read_into_memory(tmp_path, physician, assistant, mailbox, settings):
+def test_an_oversized_upload_is_refused_before_it_is_read_into_memory(
+    tmp_path, physician, assistant, mailbox, settings
+):
     """A 2 GB upload must not become 2 GB of RAM in a web worker: the size the upload declares is checked first."""
     settings.KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = 1 * 2**20
     size = 24 * 2**20
@@ -107,7 +107,7 @@ def test_an_oversized_upload_is_refused_before_it_is_read_into_memory(tmp_path, 
     ("name", "content", "message"),
     [
         # Django's own FileField refuses a 0-byte upload before the document check (German as well).
-        ("leer.txt", b"", "Die übermittelte Datei ist leer."),
+        ("leer.txt", b"", "Die übertragene Datei ist leer."),
         ("brief.pdf", b"<html><script>alert(1)</script></html>", "kein PDF-Dokument"),
         ("brief.pdf", b"%PDF-1.7\n1 0 obj << >> endobj\n%%EOF", "beschädigt"),
         ("brief.exe", b"MZ\x90\x00\x03", "Dieser Dateityp kann nicht qualifiziert signiert werden"),
@@ -151,7 +151,10 @@ EXTERNAL_DTD = b"""<?xml version="1.0"?>
         ("xxe.xml", EXTERNAL_ENTITY),
         ("dtd.xml", EXTERNAL_DTD),
         # The same bomb in UTF-16 (with BOM): lxml reads it, the DOCTYPE check must still see it.
-        ("bombe16.xml", BILLION_LAUGHS.decode().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16")),
+        (
+            "bombe16.xml",
+            BILLION_LAUGHS.decode().replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode("utf-16"),
+        ),
         # Named .txt but an XML declaration: checked as XML, not waved through as text.
         ("bombe.txt", BILLION_LAUGHS),
     ],
@@ -163,13 +166,13 @@ def test_xml_with_a_doctype_is_refused_without_expanding_or_fetching_anything(
     _refused(_post(client, physician, mailbox, SimpleUploadedFile(name, content)), "DOCTYPE")
 
 
-def _pdf_with_javascript() -> bytes:
-    """A PDF whose catalog runs JavaScript when it is opened (/OpenAction) — the classic hostile PDF."""
+def _pdf(catalog_extra: bytes = b"", page_extra: bytes = b"", *more: bytes) -> bytes:
+    """A one-page PDF with extra entries in its catalog and page, and further objects numbered from 4."""
     objects = [
-        b"<< /Type /Catalog /Pages 2 0 R /OpenAction 4 0 R >>",
+        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>",
-        b"<< /Type /Action /S /JavaScript /JS (app.alert\\('signiert'\\);) >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] " + page_extra + b" >>",
+        *more,
     ]
     out = bytearray(b"%PDF-1.7\n")
     offsets = []
@@ -184,14 +187,38 @@ def _pdf_with_javascript() -> bytes:
     return bytes(out)
 
 
-def test_a_pdf_that_runs_javascript_is_refused(client, assistant, physician, mailbox):
+JS_ACTION = b"<< /Type /Action /S /JavaScript /JS (app.alert\\('signiert'\\);) >>"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # Run when opened (/OpenAction), the classic hostile PDF.
+        _pdf(b"/OpenAction 4 0 R", b"", JS_ACTION),
+        # A document-level script in the /Names tree.
+        _pdf(b"/Names << /JavaScript << /Names [(init) 4 0 R] >> >>", b"", JS_ACTION),
+        # A link annotation on the page that runs a script when clicked.
+        _pdf(b"", b"/Annots [5 0 R]", JS_ACTION, b"<< /Type /Annot /Subtype /Link /Rect [0 0 100 100] /A 4 0 R >>"),
+        # A page action that starts a program.
+        _pdf(b"", b"/AA << /O << /S /Launch /F (cmd.exe) >> >>"),
+    ],
+    ids=["open-action", "names-tree", "link-annotation", "launch"],
+)
+def test_a_pdf_that_runs_code_is_refused(client, assistant, physician, mailbox, content):
     """A QES covers a static document (PDF/A forbids scripts): a PDF that changes what it shows when opened
     would make "what is signed is what was shown" untrue for the recipient."""
     client.force_login(assistant)
-    _refused(_post(client, physician, mailbox, SimpleUploadedFile("brief.pdf", _pdf_with_javascript())), "JavaScript")
+    _refused(_post(client, physician, mailbox, SimpleUploadedFile("brief.pdf", content)), "JavaScript")
 
 
-def test_a_pdf_named_txt_is_checked_as_a_pdf_and_a_text_named_pdf_is_refused(client, assistant, physician, mailbox):
+def test_a_pdf_that_opens_at_its_first_page_is_fine(client, assistant, physician, mailbox):
+    client.force_login(assistant)
+    content = _pdf(b"/OpenAction [3 0 R /Fit] /PageMode /UseNone")
+    response = _post(client, physician, mailbox, SimpleUploadedFile("brief.pdf", content))
+    assert response.status_code == 302 and Draft.objects.get().mime_type == "application/pdf"
+
+
+def test_a_pdf_named_txt_is_checked_and_stored_as_a_pdf(client, assistant, physician, mailbox):
     client.force_login(assistant)
     response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", make_pdf("Befund")))
     assert response.status_code == 302
@@ -274,13 +301,14 @@ def test_short_text_keeps_only_what_the_konnektor_accepts(assistant, physician, 
         "praxis.mueller@gmail.com",
         "praxis@praxis-test.kim.telematik-test\r\nBcc: alle@klinikum.de",
         "praxis@praxis-test.kim.telematik-test, <script>@x.de",
+        # Django refuses a NUL in any field before the address check (German too).
         "praxis@praxis-test.kim.telematik-test\x00@evil.de",
     ],
 )
 def test_recipients_must_be_kim_addresses(client, assistant, physician, mailbox, recipients):
     client.force_login(assistant)
     response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", LETTER_TEXT), recipients=recipients)
-    _refused(response, "Keine gültige KIM-Adresse")
+    _refused(response, "Nullzeichen sind nicht erlaubt." if "\x00" in recipients else "Keine gültige KIM-Adresse")
 
 
 def test_400_recipients_are_kept_one_each_without_duplicates(client, assistant, physician, mailbox):
