@@ -1,0 +1,401 @@
+"""The signing queue as people try it who should not get far: a manager without membership, an author who left
+the sending mailbox, a physician whose eHBA mapping was removed, someone else's ids in every form, a cancel
+twice or too late, a forged cross-site POST, a tab left open after logout."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from mailbox.models import Membership
+from signing import events
+from signing.consumers import BatchConsumer, QueueConsumer
+from signing.models import BatchItem, Draft, SignatureBatch, SignerCard, Workplace
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.signing.documents import LETTER_TEXT
+from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
+from tests.signing.test_permissions import ROUTES
+
+TEXT = {"content": LETTER_TEXT, "mime_type": "text/plain", "filename": "brief.txt"}
+
+
+def _selection(*drafts: Draft) -> list[str]:
+    return [f"{d.pk}:{d.version}:{d.sha256}" for d in drafts]
+
+
+def _snapshot(draft: Draft) -> tuple:
+    fresh = Draft.objects.get(pk=draft.pk)
+    return (fresh.version, fresh.state, fresh.subject, fresh.sha256, fresh.signer_id, fresh.last_error)
+
+
+# --- managers administer, they read no letter without a membership ---------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    reason="Draft.objects.visible_to() gives managers every draft of the house (signing/models/drafts.py, "
+    "DraftQuerySet.visible_to: `if is_manager(user): return self.all()`), so a manager without any membership "
+    "reads every patient letter's text, bytes and signed result; the README's house rule says managers read no "
+    "message without a membership.",
+)
+def test_a_manager_without_membership_reads_no_patient_document(client, manager, assistant, physician, mailbox):
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, **TEXT)
+    client.force_login(manager)
+    for name in ("draft-detail", "draft-document"):
+        response = client.get(reverse(f"signing:{name}", args=[letter.pk]))
+        assert response.status_code == 404, (name, response.status_code)
+    assert "Frau Muster" not in client.get(reverse("signing:drafts"), {"state": "all"}).content.decode()
+    assert not AuditEvent.objects.filter(action="signing.document_viewed", actor_id=manager.pk).exists()
+
+
+@pytest.mark.django_db
+def test_what_a_manager_sees_is_at_least_on_the_trail(client, manager, assistant, physician, mailbox):
+    """Until the rule above holds, every look of a manager at a letter's bytes is audited with the patient."""
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, **TEXT)
+    client.force_login(manager)
+    client.get(reverse("signing:draft-document", args=[letter.pk]))
+    event = AuditEvent.objects.get(action="signing.document_viewed", actor_id=manager.pk)
+    assert event.mailbox_id == mailbox.pk and event.details["patient"] == letter.patient_reference
+
+
+@pytest.mark.django_db
+def test_a_manager_can_neither_change_nor_sign_nor_cancel_anothers_work(
+    client, manager, assistant, physician, mailbox, workplace
+):
+    SignerCardFactory(user=manager)  # even with an eHBA of their own
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    batch = SignatureBatch.objects.create(signer=physician, workplace=workplace, total=1, job_number="ABC-123")
+    before = _snapshot(letter)
+    client.force_login(manager)
+    edit = client.post(
+        reverse("signing:draft-edit", args=[letter.pk]),
+        {"subject": "Geändert", "version": letter.version, "document_type": "earztbrief"},
+    )
+    assert edit.status_code == 403
+    client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(letter)})
+    assert not SignatureBatch.objects.filter(signer=manager).exists()
+    cancel = client.post(reverse("signing:batch-cancel", args=[batch.pk]))
+    assert cancel.status_code == 403
+    assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is None
+    assert _snapshot(letter) == before
+    assert not AuditEvent.objects.filter(actor_id=manager.pk, action__startswith="signing.").exists()
+
+
+# --- an author who left the sending mailbox --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_author_removed_from_the_mailbox_can_no_longer_change_or_send_from_it(client, assistant, physician, mailbox):
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    Membership.objects.filter(user=assistant, mailbox=mailbox).delete()
+    before = _snapshot(letter)
+    client.force_login(assistant)
+    data = {
+        "document_type": "earztbrief",
+        "patient_reference": "Muster",
+        "signer": physician.pk,
+        "mailbox": mailbox.pk,
+        "recipients": "praxis@praxis-test.kim.telematik-test",
+        "subject": "Geändert nach dem Austritt",
+        "version": letter.version,
+    }
+    response = client.post(reverse("signing:draft-edit", args=[letter.pk]), data)
+    assert response.status_code == 422
+    assert _snapshot(letter) == before
+    response = client.post(
+        reverse("signing:draft-create"), {**data, "document": SimpleUploadedFile("brief.txt", LETTER_TEXT)}
+    )
+    assert response.status_code == 422 and Draft.objects.count() == 1
+    # The form offers the mailbox no more.
+    page = client.get(reverse("signing:draft-create")).content.decode()
+    assert f'<option value="{mailbox.pk}"' not in page
+
+
+# --- a physician whose eHBA mapping was removed, with the queue still open -----------------------------------
+
+
+@pytest.mark.django_db
+def test_a_removed_ehba_mapping_ends_signing_even_from_an_open_page(client, manager, physician, assistant, mailbox):
+    workplace = WorkplaceFactory()
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    client.force_login(physician)
+    page = client.get(reverse("signing:queue")).content.decode()
+    assert _selection(letter)[0] in page  # the page with the checkbox stays open ...
+    manager_client = Client()
+    manager_client.force_login(manager)
+    manager_client.post(reverse("signing:manage-card-remove", args=[physician.signer_card.pk]))
+    assert not SignerCard.objects.filter(user=physician).exists()
+    # ... and its POST after the removal starts nothing.
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(letter)}, follow=True
+    )
+    assert "kein eHBA" in response.content.decode()
+    assert not SignatureBatch.objects.exists()
+    assert Draft.objects.get(pk=letter.pk).state == Draft.State.DRAFT
+    assert _selection(letter)[0] not in client.get(reverse("signing:queue")).content.decode()
+
+
+# --- someone else's ids ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_someone_elses_draft_in_a_batch_start_is_refused_and_unchanged(client, physician, assistant, mailbox):
+    other = UserFactory(username="zweitaerztin")
+    SignerCardFactory(user=other)
+    workplace = WorkplaceFactory()
+    theirs = DraftFactory(author=assistant, signer=other, mailbox=mailbox)
+    mine = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    before = _snapshot(theirs), _snapshot(mine)
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(mine, theirs)}, follow=True
+    )
+    assert "können Sie nicht signieren" in response.content.decode()
+    assert not SignatureBatch.objects.exists()
+    assert (_snapshot(theirs), _snapshot(mine)) == before
+    # The author who is not the signer cannot sign it either, even with an eHBA of their own.
+    SignerCardFactory(user=assistant)
+    client.force_login(assistant)
+    client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(mine)})
+    assert not SignatureBatch.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "value",
+    ["1:1:" + "0" * 63, "1;DROP TABLE", "-1:1:" + "a" * 64, "99999999999999999999:1:" + "a" * 64, "1:1:" + "A" * 64],
+)
+def test_a_forged_selection_is_refused_as_such(client, physician, value):
+    client.force_login(physician)
+    workplace = WorkplaceFactory()
+    response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": value}, follow=True)
+    assert "Die Auswahl ist ungültig" in response.content.decode()
+    assert not SignatureBatch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_more_drafts_than_a_batch_takes_are_refused(client, physician, assistant, mailbox, settings):
+    settings.KIMPORTAL_SIGNING_MAX_BATCH = 3
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(4)]
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": WorkplaceFactory().pk, "draft": _selection(*drafts)}, follow=True
+    )
+    assert "Höchstens 3 Dokumente" in response.content.decode()
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
+
+
+@pytest.mark.django_db
+def test_an_inactive_or_unknown_workplace_starts_nothing(client, physician, assistant, mailbox):
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    retired = Workplace.objects.create(workplace_id="AP-alt", label="Alt", is_active=False)
+    client.force_login(physician)
+    for workplace in (retired.pk, 999_999, "x"):
+        response = client.post(
+            reverse("signing:batch-start"), {"workplace": workplace, "draft": _selection(letter)}, follow=True
+        )
+        assert "Bitte wählen Sie Ihren Arbeitsplatz" in response.content.decode()
+    assert not SignatureBatch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_back_link_after_a_refusal_never_leaves_the_site(client, physician):
+    client.force_login(physician)
+    for target in ("https://evil.example/", "//evil.example/", "javascript:alert(1)"):
+        response = client.post(reverse("signing:batch-start"), {"next": target})
+        assert response.status_code == 302 and response["Location"] == reverse("signing:queue"), target
+        response = client.post(reverse("signing:batch-start"), {}, headers={"referer": target})
+        assert response["Location"] == reverse("signing:queue"), target
+
+
+# --- cancel --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_cancel_twice_is_one_request_and_a_finished_batch_stays_finished(client, physician, workplace):
+    running = SignatureBatch.objects.create(signer=physician, workplace=workplace, total=1)
+    finished = SignatureBatch.objects.create(
+        signer=physician, workplace=workplace, total=1, state=SignatureBatch.State.DONE, finished_at=timezone.now()
+    )
+    client.force_login(physician)
+    for _ in range(2):
+        assert client.post(reverse("signing:batch-cancel", args=[running.pk])).status_code == 302
+    requested = SignatureBatch.objects.get(pk=running.pk).cancel_requested_at
+    assert requested is not None
+    assert AuditEvent.objects.filter(action="signing.batch_cancel_requested").count() == 1
+    client.post(reverse("signing:batch-cancel", args=[finished.pk]))
+    fresh = SignatureBatch.objects.get(pk=finished.pk)
+    assert (fresh.state, fresh.cancel_requested_at) == (SignatureBatch.State.DONE, None)
+    assert AuditEvent.objects.filter(action="signing.batch_cancel_requested").count() == 1
+
+
+@pytest.mark.django_db
+def test_another_physicians_batch_cannot_be_cancelled(client, physician, workplace):
+    other = UserFactory(username="zweitaerztin")
+    SignerCardFactory(user=other)
+    batch = SignatureBatch.objects.create(signer=other, workplace=workplace, total=1, job_number="XYZ-001")
+    client.force_login(physician)
+    assert client.post(reverse("signing:batch-cancel", args=[batch.pk])).status_code == 404
+    assert client.get(reverse("signing:batch", args=[batch.pk])).status_code == 404
+    assert f"batch-{batch.pk}" not in client.get(reverse("signing:batches")).content.decode()
+    assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is None
+
+
+# --- CSRF on every POST ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_every_post_of_the_app_needs_the_csrf_token(manager, assistant, mailbox, workplace):
+    """A forged cross-site form (no token) changes nothing on any route, for the most powerful user there is."""
+    MembershipFactory(mailbox=mailbox, user=manager, role=Membership.Role.OWNER)
+    card = SignerCardFactory(user=manager)
+    letter = DraftFactory(author=manager, signer=manager, mailbox=mailbox)
+    batch = SignatureBatch.objects.create(signer=manager, workplace=workplace, total=1, job_number="ABC-123")
+    pks = {"draft": letter.pk, "batch": batch.pk, "manager-card": card.pk, "manager-workplace": workplace.pk}
+    forged = Client(enforce_csrf_checks=True)
+    forged.force_login(manager)
+    events_before = AuditEvent.objects.count()
+    checked = 0
+    for name, (kind, methods) in ROUTES.items():
+        if "POST" not in methods:
+            continue
+        url = reverse(f"signing:{name}", kwargs={"pk": pks[kind]} if kind in pks else {})
+        data = {
+            "workplace": workplace.pk,
+            "draft": _selection(letter),
+            "username": assistant.username,
+            "telematik_id": "1-X",
+            "workplace_id": "AP-forged",
+            "label": "forged",
+            "subject": "forged",
+            "version": letter.version,
+        }
+        response = forged.post(url, data)
+        assert response.status_code == 403, (name, response.status_code)
+        checked += 1
+    assert checked == 9
+    assert AuditEvent.objects.count() == events_before
+    assert not SignatureBatch.objects.exclude(pk=batch.pk).exists()
+    assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is None
+    assert SignerCard.objects.filter(pk=card.pk).exists() and not SignerCard.objects.filter(user=assistant).exists()
+    assert not Workplace.objects.filter(workplace_id="AP-forged").exists()
+    assert Draft.objects.get(pk=letter.pk).subject == letter.subject
+
+
+# --- a tab left open after logout, a deactivated account -------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def _close_async_connection():
+    yield
+    await database_sync_to_async(lambda: connection.close())()
+
+
+def async_db(test):
+    for mark in (
+        pytest.mark.usefixtures("_close_async_connection"),
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.asyncio,
+    ):
+        test = mark(test)
+    return test
+
+
+async def _socket(consumer, user, *, session_key: str | None = None, **kwargs) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(consumer.as_asgi(), "/")
+    communicator.scope["user"] = user
+    communicator.scope["url_route"] = {"args": (), "kwargs": kwargs}
+    if session_key is not None:
+        communicator.scope["session"] = SessionStore(session_key=session_key)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def _until_closed(communicator: WebsocketCommunicator) -> dict:
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return output
+
+
+def _world() -> tuple:
+    box = MailboxFactory()
+    physician = UserFactory(username="tab-aerztin")
+    SignerCardFactory(user=physician)
+    assistant = UserFactory(username="tab-assistenz")
+    MembershipFactory(mailbox=box, user=assistant, role=Membership.Role.PROCESSOR)
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=box)
+    batch = SignatureBatch.objects.create(signer=physician, workplace=WorkplaceFactory(), total=1)
+    BatchItem.objects.create(
+        batch=batch, draft=letter, position=0, request_id="r0", document_version=1, document_sha256=letter.sha256
+    )
+    return physician, assistant, letter, batch
+
+
+@async_db
+async def test_logout_closes_the_queue_and_batch_sockets_of_that_session(settings):
+    physician, _assistant, _letter, batch = await database_sync_to_async(_world)()
+    client = Client()
+    await sync_to_async(client.force_login)(physician)
+    key = client.session.session_key
+    queue = await _socket(QueueConsumer, physician, session_key=key)
+    page = await _socket(BatchConsumer, physician, session_key=key, pk=batch.pk)
+    assert (await sync_to_async(client.post)(reverse("logout"))).status_code == 302
+    assert (await _until_closed(queue))["code"] == 4401
+    assert (await _until_closed(page))["code"] == 4401
+
+
+@async_db
+async def test_an_expired_session_gets_no_more_patient_data():
+    """The session ends without the logout view (expired, deleted by an administrator): the next event finds
+    it gone and closes the socket instead of sending the letter's subject and patient."""
+    physician, _assistant, letter, batch = await database_sync_to_async(_world)()
+    client = Client()
+    await sync_to_async(client.force_login)(physician)
+    key = client.session.session_key
+    queue = await _socket(QueueConsumer, physician, session_key=key)
+    page = await _socket(BatchConsumer, physician, session_key=key, pk=batch.pk)
+    await database_sync_to_async(SessionStore(session_key=key).delete)()
+    await database_sync_to_async(events.broadcast_drafts_changed)(user_ids=[physician.pk], draft_ids=[letter.pk])
+    await database_sync_to_async(events.broadcast_batch_changed)(batch_id=batch.pk)
+    for socket in (queue, page):
+        output = await socket.receive_output(timeout=5)
+        assert output == {"type": "websocket.close", "code": 4401}, output
+
+
+@async_db
+async def test_a_deactivated_signers_queue_socket_closes():
+    physician, _assistant, letter, _batch = await database_sync_to_async(_world)()
+    queue = await _socket(QueueConsumer, physician)
+    await database_sync_to_async(type(physician).objects.filter(pk=physician.pk).update)(is_active=False)
+    await database_sync_to_async(events.broadcast_drafts_changed)(user_ids=[physician.pk], draft_ids=[letter.pk])
+    assert await queue.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+
+@async_db
+async def test_someone_elses_batch_socket_is_refused_even_with_a_forged_event():
+    _physician, assistant, _letter, batch = await database_sync_to_async(_world)()
+    other = await database_sync_to_async(UserFactory)(username="tab-zweitaerztin")
+    communicator = WebsocketCommunicator(BatchConsumer.as_asgi(), "/")
+    communicator.scope["user"] = other
+    communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
+    connected, code = await communicator.connect(timeout=5)
+    assert (connected, code) == (False, 4404)
+    # The author is not the signer: the batch page is the physician's alone.
+    communicator = WebsocketCommunicator(BatchConsumer.as_asgi(), "/")
+    communicator.scope["user"] = assistant
+    communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
+    connected, code = await communicator.connect(timeout=5)
+    assert (connected, code) == (False, 4404)
