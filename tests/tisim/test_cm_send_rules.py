@@ -105,6 +105,9 @@ def test_message_id_with_the_machine_host_name_is_noted(fd: CMSimulator) -> None
     raw, msgid = kim_message(msgid="<abc@127.0.0.1>")
     submit(fd, [BOB], raw, notify=None)
     assert rules(fd, msgid) == [("message-id-host", "Message-ID")]
+    # Also on disk, for other processes (the demo, a test driving `python -m tisim run`).
+    logged = [json.loads(line) for line in (fd.data_dir / "violations.jsonl").read_text().splitlines()]
+    assert [(v["message_id"], v["rule"]) for v in logged][-1] == (msgid, "message-id-host")
 
 
 def test_message_id_with_personal_data_is_noted(fd: CMSimulator) -> None:

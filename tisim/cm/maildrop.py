@@ -8,6 +8,7 @@ unique, 29 printable characters (RFC 1939 allows 1-70 in 0x21-0x7E).
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import secrets
@@ -95,7 +96,7 @@ class MaildropStore:
                 continue
         return messages
 
-    def uidls(self, address: str) -> list[str]:
+    def uidls(self, address: str) -> builtins.list[str]:  # `list` is a method here
         return [m.uidl for m in self.list(address)]
 
     def read(self, address: str, uidl: str) -> bytes:

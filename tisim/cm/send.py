@@ -98,7 +98,7 @@ def build_message(
         part.set_content(path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name)
         if msg.get_content_maintype() != "multipart":
             msg.make_mixed()
-        msg.attach(part)
+        msg.attach(part)  # type: ignore[arg-type]  # typeshed wants an EmailMessage; any MIMEPart works
     return msg
 
 

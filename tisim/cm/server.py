@@ -37,6 +37,7 @@ from tisim.tls import (
 )
 
 _START_TIMEOUT = 30.0
+VIOLATIONS_FILE = "violations.jsonl"
 
 
 class CMSimulator:
@@ -83,6 +84,7 @@ class CMSimulator:
             rules=self.send_rules,
             outside=self.outside,
             fachdienst=fachdienst,
+            violations_file=self.data_dir / VIOLATIONS_FILE,
         )
         for address, password in (accounts or {}).items():
             self._check_address(address)
@@ -206,7 +208,7 @@ class CMSimulator:
         for server in self._servers:
             server.close()
         for protocol in list(self._smtp_protocols):
-            if protocol.transport is not None:
+            if isinstance(protocol.transport, asyncio.Transport):
                 protocol.transport.abort()
         self._smtp_protocols.clear()
         if self._pop3 is not None:
@@ -398,5 +400,6 @@ class CMSimulator:
             self.context.violations.clear()
             self.context.sent.clear()
             self.context.seen_message_ids.clear()
+            (self.data_dir / VIOLATIONS_FILE).unlink(missing_ok=True)
         self.send_rules.reset()
         self.outside.clear()

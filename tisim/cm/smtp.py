@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
 import logging
 import ssl
 import textwrap
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -214,6 +216,8 @@ class CMContext:
     rules: SendRules | None = None
     outside: OutsideDrop | None = None
     fachdienst: bool | None = None  # None: as send.json says (default off)
+    # Violations are also appended here (JSON lines), for other processes and the demo.
+    violations_file: Path | None = None
     # What reached the CM: rule violations and the submissions (newest last), for tests and error mails.
     violations: list[Violation] = field(default_factory=list)
     sent: deque[SentRecord] = field(default_factory=lambda: deque(maxlen=1_000))
@@ -385,6 +389,9 @@ class KimSMTPHandler:
         message_id = get_header(submission.content, "Message-ID")
         with context.lock:
             context.violations.extend(violations)
+            if violations and context.violations_file is not None:
+                with open(context.violations_file, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(asdict(v), ensure_ascii=False) + "\n" for v in violations)
         refused = [v for v in violations if v.refused]
         if refused:
             # A_23421/A_23422: the Fachdienst refuses the mail; the CM passes its answer on.
