@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from mailbox import views
-from mailbox.views import manage, routing
+from mailbox.views import compose, manage, routing
 from mailbox.views import signin as signin_views
 from mailbox.views.dashboard import house_dashboard, mailbox_dashboard, mailbox_sla
 from mailbox.views.retention import message_legal_hold, retention_days, retention_delete, retention_overview
@@ -52,6 +52,31 @@ urlpatterns = [
     path("nachricht/<int:pk>/status/", views.message_state, name="message-state"),
     path("nachricht/<int:pk>/notiz/", views.message_note, name="message-note"),
     path("nachricht/<int:pk>/aufbewahrungssperre/", message_legal_hold, name="message-legal-hold"),
+    # The send path: compose, reply, forward, drafts, the sent message and its delivery.
+    path("nachricht/<int:pk>/antworten/", compose.message_reply, name="message-reply"),
+    path("nachricht/<int:pk>/allen-antworten/", compose.message_reply_all, name="message-reply-all"),
+    path("nachricht/<int:pk>/weiterleiten/", compose.message_forward, name="message-forward"),
+    path("nachricht/<int:pk>/unterhaltung/", compose.message_conversation, name="message-conversation"),
+    path("nachricht/<int:pk>/eingangsbestaetigung/", compose.message_acknowledge, name="message-acknowledge"),
+    path("verfassen/", compose.compose, name="compose"),
+    path("verfassen/adresse/", compose.compose_address, name="compose-address"),
+    path("entwuerfe/", compose.drafts, name="drafts"),
+    path("entwurf/<int:pk>/", compose.draft_edit, name="draft-edit"),
+    path("entwurf/<int:pk>/anhang/", compose.draft_attachment_add, name="draft-attachment-add"),
+    path(
+        "entwurf/<int:pk>/anhang/<int:attachment_pk>/entfernen/",
+        compose.draft_attachment_remove,
+        name="draft-attachment-remove",
+    ),
+    path("entwurf/<int:pk>/empfaenger-entfernen/", compose.draft_remove_recipient, name="draft-remove-recipient"),
+    path("entwurf/<int:pk>/senden/", compose.draft_send, name="draft-send"),
+    path("entwurf/<int:pk>/verwerfen/", compose.draft_discard, name="draft-discard"),
+    path("gesendet/", compose.sent, name="sent"),
+    path("postfach/<int:pk>/gesendet/", compose.mailbox_sent, name="mailbox-sent"),
+    path("postausgang/", compose.outbox, name="outbox"),
+    path("gesendet/<int:pk>/", compose.outgoing_detail, name="outgoing-detail"),
+    path("gesendet/<int:pk>/wiederholen/", compose.outgoing_retry_view, name="outgoing-retry"),
+    path("gesendet/<int:pk>/ungewiss/", compose.outgoing_uncertain, name="outgoing-uncertain"),
 ]
 
 # The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.

@@ -116,6 +116,18 @@ class InboxConsumer(PortalConsumer):
     async def counters_changed(self, event: dict) -> None:
         self._counts_soon()
 
+    async def outgoing_changed(self, event: dict) -> None:
+        """A sent message, draft or outbox entry of one of the user's mailboxes changed. Only ids travel: the page
+        (compose.js) re-reads the timeline or list it shows through its own view, the user's selectors decide."""
+        if not can(await self._check(event["mailbox_id"]), Action.READ):
+            return
+        outgoing_id, mailbox_id = int(event["outgoing_id"]), int(event["mailbox_id"])
+        seq = str(event.get("seq", ""))[:40]
+        await self._send(
+            f'<span id="outgoing-live" hidden hx-swap-oob="true" data-outgoing="{outgoing_id}" '
+            f'data-mailbox="{mailbox_id}" data-seq="{seq}"></span>'
+        )
+
     def _queue(self, event: dict, message_id: int, kind: int, *, counts: bool = False) -> None:
         """Rows wait a moment before they are sent: a burst (a claim and the presence that follows, a fetch
         round) becomes one access check and one frame. The newest event of a row decides its data; the

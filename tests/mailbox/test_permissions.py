@@ -20,6 +20,7 @@ import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -28,9 +29,20 @@ from audit.models import AuditEvent
 from kimportal.routing import websocket_urlpatterns
 from mailbox import events
 from mailbox.consumers import InboxConsumer, MessageConsumer
-from mailbox.models import Absence, Membership, Message, Note, Notification, Presence, RoutingRule
+from mailbox.models import (
+    Absence,
+    Membership,
+    Message,
+    Note,
+    Notification,
+    OutgoingAttachment,
+    OutgoingMessage,
+    Presence,
+    RoutingRule,
+)
 from mailbox.services import claims, notes
 from mailbox.services.ingest import message_ingest
+from mailbox.storage import blob_put
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.mailbox.test_consumers import watch_rows
@@ -64,6 +76,11 @@ class World:
     foreign_message: Message
     foreign_membership: Membership
     foreign_absence: Absence
+    # The send path: the user's draft (with an attachment) and a failed sent message, and the stranger's.
+    draft: OutgoingMessage
+    sent: OutgoingMessage
+    foreign_draft: OutgoingMessage
+    foreign_sent: OutgoingMessage
 
 
 def build_world(role: str | None) -> World:
@@ -93,7 +110,13 @@ def build_world(role: str | None) -> World:
     # The stranger's notification names the foreign message: it must stay theirs.
     Notification.objects.create(user=foreign_owner, kind="mention", message=foreign_message, text=FOREIGN_SUBJECT)
     later = now + timedelta(days=3)
+    draft, sent = _outgoing_pair(box, user, "praxis@praxis-test.kim.telematik-test")
+    foreign_draft, foreign_sent = _outgoing_pair(foreign_box, foreign_owner, "geheim@praxis-test.kim.telematik-test")
     return World(
+        draft=draft,
+        sent=sent,
+        foreign_draft=foreign_draft,
+        foreign_sent=foreign_sent,
         user=user,
         box=box,
         message=message,
@@ -111,6 +134,33 @@ def build_world(role: str | None) -> World:
             user=foreign_owner, substitute=foreign_membership.user, starts_at=later, ends_at=later + timedelta(days=1)
         ),
     )
+
+
+def _outgoing_pair(box, author, to: str) -> tuple[OutgoingMessage, OutgoingMessage]:
+    """A draft of the author's with one attachment, and a message of the mailbox whose sending failed."""
+    subject = "Fremdgeheimnis Entwurf" if box.display_name == "Fremdstation" else "Rückfrage"
+    draft = OutgoingMessage.objects.create(mailbox=box, author=author, subject=subject, to=[to])
+    OutgoingAttachment.objects.create(
+        outgoing=draft, position=1, filename="befund.txt", content_type="text/plain", size=5, sha256=blob_put(b"hallo")
+    )
+    sent = OutgoingMessage.objects.create(
+        mailbox=box,
+        author=author,
+        subject=subject,
+        to=[to],
+        state=OutgoingMessage.State.FAILED,
+        message_id=f"<{box.pk}-sent@kim.local>",
+        queued_at=timezone.now(),
+    )
+    return draft, sent
+
+
+def _out(o: OutgoingMessage) -> OutgoingMessage:
+    return OutgoingMessage.objects.get(pk=o.pk)
+
+
+def _replies(w: World, kind: str) -> bool:
+    return OutgoingMessage.objects.filter(in_reply_to=w.message, kind=kind, author=w.user).exists()
 
 
 def _msg(w: World) -> Message:
@@ -281,6 +331,80 @@ ROUTES: dict[str, Route] = {
         data=lambda w: {"version": w.message.version, "body": "Rückruf erledigt"},
         done=lambda w: Note.objects.filter(message=w.message, author=w.user).exists(),
     ),
+    # --- the send path -------------------------------------------------------------------------------------
+    "message-reply": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _replies(w, "reply")),
+    "message-reply-all": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _replies(w, "reply_all")),
+    "message-forward": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _replies(w, "forward")),
+    # The directory is not reachable in this test: the acknowledgement is prepared, the pre-flight stops it.
+    "message-acknowledge": Route(
+        ("POST",),
+        "message",
+        role=Role.PROCESSOR,
+        done=lambda w: OutgoingMessage.objects.filter(in_reply_to=w.message, kind="acknowledgement").exists(),
+    ),
+    "message-conversation": Route(("GET",), "message"),
+    "compose": Route(
+        ("GET", "POST"),
+        "list",
+        role=Role.PROCESSOR,
+        data=lambda w: {"mailbox": w.box.pk},
+        done=lambda w: OutgoingMessage.objects.filter(mailbox=w.box, author=w.user, state="draft").count() == 2,
+    ),
+    "compose-address": Route(("GET",), "list", role=Role.PROCESSOR),
+    "drafts": Route(("GET",), "list"),
+    "sent": Route(("GET",), "list"),
+    "outbox": Route(("GET",), "list"),
+    "mailbox-sent": Route(("GET",), "mailbox"),
+    "draft-edit": Route(
+        ("GET", "POST"),
+        "draft",
+        role=Role.PROCESSOR,
+        data=lambda w: {"mailbox": w.box.pk, "subject": "Neu", "dienstkennung": "KIM-Mail;Default;V1.0"},
+        done=lambda w: _out(w.draft).subject == "Neu",
+    ),
+    "draft-attachment-add": Route(
+        ("POST",),
+        "draft",
+        role=Role.PROCESSOR,
+        data=lambda w: {"files": SimpleUploadedFile("brief.txt", b"Brieftext")},
+        done=lambda w: w.draft.attachments.count() == 2,
+    ),
+    "draft-attachment-remove": Route(
+        ("POST",), "draft-attachment", role=Role.PROCESSOR, done=lambda w: not w.draft.attachments.exists()
+    ),
+    "draft-remove-recipient": Route(
+        ("POST",),
+        "draft",
+        role=Role.PROCESSOR,
+        data=lambda w: {"address": "praxis@praxis-test.kim.telematik-test"},
+        done=lambda w: _out(w.draft).to == [],
+    ),
+    # No recipient: the pre-flight refuses before the directory is asked; the walker checks who may try.
+    "draft-send": Route(
+        ("POST",),
+        "draft",
+        role=Role.PROCESSOR,
+        data=lambda w: {"mailbox": w.box.pk, "subject": "Neu", "dienstkennung": "KIM-Mail;Default;V1.0"},
+        done=lambda w: _out(w.draft).subject == "Neu",
+    ),
+    "draft-discard": Route(
+        ("POST",),
+        "draft",
+        role=Role.PROCESSOR,
+        done=lambda w: not OutgoingMessage.objects.filter(pk=w.draft.pk).exists(),
+    ),
+    "outgoing-detail": Route(("GET",), "outgoing"),
+    "outgoing-retry": Route(
+        ("POST",), "outgoing", role=Role.PROCESSOR, done=lambda w: _out(w.sent).state == OutgoingMessage.State.QUEUED
+    ),
+    "outgoing-uncertain": Route(
+        ("POST",),
+        "outgoing",
+        role=Role.PROCESSOR,
+        prepare=lambda w: OutgoingMessage.objects.filter(pk=w.sent.pk).update(state=OutgoingMessage.State.UNCERTAIN),
+        data=lambda w: {"delivered": "yes"},
+        done=lambda w: _out(w.sent).state == OutgoingMessage.State.SENT,
+    ),
 }
 
 
@@ -323,6 +447,14 @@ def url_for(name: str, w: World, *, foreign: bool) -> str:
         "rule": {"pk": box.pk, "rule_pk": _rule_of(box).pk} if kind == "rule" else {},
         "message": {"pk": message.pk},
         "attachment": {"pk": message.pk, "position": message.attachments.get().position},
+        "draft": {"pk": (w.foreign_draft if foreign else w.draft).pk},
+        "draft-attachment": {
+            "pk": (w.foreign_draft if foreign else w.draft).pk,
+            "attachment_pk": (w.foreign_draft if foreign else w.draft).attachments.first().pk,
+        }
+        if kind == "draft-attachment"
+        else {},
+        "outgoing": {"pk": (w.foreign_sent if foreign else w.sent).pk},
     }[kind]
     return reverse(f"mailbox:{name}", kwargs=kwargs)
 
@@ -349,6 +481,10 @@ def foreign_state(w: World) -> dict:
         "memberships": sorted(Membership.objects.filter(mailbox=w.foreign_box).values_list("pk", flat=True)),
         "absence": Absence.objects.filter(pk=w.foreign_absence.pk).values_list("ends_at", flat=True).first(),
         "notifications": list(Notification.objects.filter(user=w.foreign_owner).values_list("pk", "read_at")),
+        "outgoing": sorted(
+            OutgoingMessage.objects.filter(mailbox=w.foreign_box).values_list("pk", "state", "version", "subject")
+        ),
+        "outgoing_attachments": OutgoingAttachment.objects.filter(outgoing__mailbox=w.foreign_box).count(),
     }
 
 

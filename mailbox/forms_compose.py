@@ -1,0 +1,162 @@
+"""Forms of the send path: the draft (recipients, subject, text, Dienstkennung), attachments, send and decisions.
+
+Recipients arrive as repeated hidden inputs from the directory picker's chips (``to``/``cc``) and as addresses
+typed into a plain text field (``to_typed``/``cc_typed``, comma- or line-separated). Both are checked against the
+KIM address rules here; the directory checks (certificate, Telematik-ID, version) are the pre-flight's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+
+from mailbox.dienstkennung import registry
+from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, address_problem
+
+MAX_RECIPIENTS = 100
+MAX_SUBJECT = 998  # one header line (RFC 5322)
+MAX_BODY = 1_000_000
+SPLIT = re.compile(r"[\s,;]+")
+
+
+def kim_address_error(address: str) -> str:
+    """Why the address is not a KIM address (German, for the user), or "" when it is one: the send path's rule."""
+    return address_problem(address)
+
+
+def dienstkennung_choices() -> list[tuple[str, str]]:
+    """Every registered Dienstkennung with a version, from the registry's data file (it changes without code).
+
+    Patterns (``PFL;ABR-*``) name no sendable value and are left out; KIM-Mail;Default comes first."""
+    language = translation.get_language()
+    choices: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    reg = registry()
+    entries = sorted(
+        [*reg.exact.values(), *(e for _a, _p, e in reg.prefixes)],
+        key=lambda e: (e.application != "KIM-Mail", e.application.casefold(), e.message_type.casefold()),
+    )
+    for entry in entries:
+        if entry.message_type.endswith("*"):
+            continue
+        for version in entry.versions or ("V1.0",):
+            value = f"{entry.application};{entry.message_type};{version}"
+            if value not in seen:
+                seen.add(value)
+                choices.append((value, f"{entry.label_for(language)} – {value}"))
+    if DEFAULT_DIENSTKENNUNG not in seen:
+        choices.insert(0, (DEFAULT_DIENSTKENNUNG, f"KIM-Mail – {DEFAULT_DIENSTKENNUNG}"))
+    return choices
+
+
+class RecipientsField(forms.Field):
+    """A list of addresses (the picker's repeated inputs), lower-cased, without duplicates, in order."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: Any) -> list[str]:
+        if not value:
+            return []
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out: list[str] = []
+        for item in items:
+            for part in SPLIT.split(str(item)):
+                address = part.strip().strip("<>").lower()
+                if address and address not in out:
+                    out.append(address)
+        return out
+
+
+class DraftForm(forms.Form):
+    """What an autosave or an explicit save stores. Nothing here is required: a draft may be half written."""
+
+    mailbox = forms.TypedChoiceField(label=_("Absender (Postfach)"), coerce=int)
+    to = RecipientsField(required=False)
+    to_typed = forms.CharField(
+        label=_("Weitere Adressen eingeben"),
+        required=False,
+        max_length=5000,
+        help_text=_("KIM-Adressen, durch Komma getrennt"),
+    )
+    cc = RecipientsField(required=False)
+    cc_typed = forms.CharField(label=_("Weitere Adressen in Kopie"), required=False, max_length=5000)
+    subject = forms.CharField(label=_("Betreff"), required=False, max_length=MAX_SUBJECT)
+    body = forms.CharField(
+        label=_("Nachricht"),
+        required=False,
+        max_length=MAX_BODY,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 14}),
+    )
+    dienstkennung = forms.ChoiceField(label=_("Dienstkennung"), initial=DEFAULT_DIENSTKENNUNG)
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
+
+    def __init__(self, *args: Any, mailboxes: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["mailbox"]).choices = [
+            (m.pk, f"{m.display_name} <{m.address}>") for m in mailboxes
+        ]
+        choices = dienstkennung_choices()
+        current = (self.initial or {}).get("dienstkennung") or (self.data.get("dienstkennung") if self.data else "")
+        if current and current not in dict(choices):
+            # A reply keeps what it answers (an unlisted version, say): shown, never silently replaced.
+            choices.insert(0, (current, current))
+        cast(forms.ChoiceField, self.fields["dienstkennung"]).choices = choices
+
+    def _addresses(self, listed: str, typed: str) -> list[str]:
+        addresses = list(self.cleaned_data.get(listed) or [])
+        for part in SPLIT.split(self.cleaned_data.get(typed) or ""):
+            address = part.strip().strip("<>").lower()
+            if address and address not in addresses:
+                addresses.append(address)
+        problems = [e for e in (kim_address_error(a) for a in addresses) if e]
+        for problem in problems:
+            self.add_error(typed, problem)
+        return addresses
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        data["to"] = self._addresses("to", "to_typed")
+        data["cc"] = [a for a in self._addresses("cc", "cc_typed") if a not in data["to"]]
+        if len(data["to"]) + len(data["cc"]) > MAX_RECIPIENTS:
+            raise ValidationError(_("Höchstens %(n)d Empfänger je Nachricht.") % {"n": MAX_RECIPIENTS}, code="too_many")
+        return data
+
+    def outgoing_data(self) -> dict[str, Any]:
+        """The fields the draft service takes (OutgoingData)."""
+        d = self.cleaned_data
+        return {
+            "subject": d["subject"],
+            "body": d["body"],
+            "to": d["to"],
+            "cc": d["cc"],
+            "dienstkennung": d["dienstkennung"] or DEFAULT_DIENSTKENNUNG,
+        }
+
+
+class VersionForm(forms.Form):
+    # The version the page showed (a colleague's change in between is a conflict); absent without a page.
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
+
+
+class RemoveRecipientForm(forms.Form):
+    address = forms.EmailField(max_length=254)
+    # The page's draft version (without JavaScript there is none: the removal then applies to the stored draft).
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
+
+
+class UncertainForm(forms.Form):
+    """A person's decision about a message whose delivery is unknown (the worker died after the end of DATA)."""
+
+    delivered = forms.TypedChoiceField(
+        choices=[("yes", _("Zugestellt")), ("no", _("Nicht zugestellt"))],
+        coerce=lambda v: v == "yes",
+    )
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)

@@ -1,0 +1,578 @@
+"""The send path's pages: compose, reply, forward, drafts that save themselves, send, the sent message with its
+delivery timeline, "Gesendet", the outbox and the eArztbrief acknowledgement.
+
+Thin like the other views: a form parses, one service writes (the send button saves the draft's last edits
+first, then sends: two services, because what is sent must be exactly what the user saw), selectors read.
+Every object comes through the user's selectors, so someone else's draft or sent message is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from directory import selectors as directory_selectors
+from directory.clients.vzd import VzdError
+from kimportal.errors import Conflict, NotAllowed, PortalError
+from kimportal.http import AuthenticatedHttpRequest
+from mailbox import selectors
+from mailbox.forms_compose import (
+    SPLIT,
+    DraftForm,
+    RemoveRecipientForm,
+    UncertainForm,
+    VersionForm,
+    kim_address_error,
+)
+from mailbox.models import Mailbox, OutgoingMessage
+from mailbox.selectors.outbox import (
+    acknowledgement_for,
+    drafts_for_user,
+    outgoing_get_for_user,
+    outgoing_list_for_user,
+    outgoing_timeline,
+    sendable_mailboxes_for_user,
+    thread_for_user,
+)
+from mailbox.services.compose import (
+    OutgoingData,
+    is_arztbrief,
+    outgoing_attachment_add,
+    outgoing_attachment_remove,
+    outgoing_discard,
+    outgoing_draft_save,
+    outgoing_forward_start,
+    outgoing_reply_start,
+)
+from mailbox.services.outbox import (
+    outgoing_acknowledge,
+    outgoing_resolve_uncertain,
+    outgoing_retry,
+    outgoing_send,
+)
+from mailbox.services.preflight import PreflightFailed
+from mailbox.views.lookup import mailbox_or_404, message_or_404
+
+DRAFT = OutgoingMessage.State.DRAFT
+
+
+def _sendable(request: AuthenticatedHttpRequest) -> list[Mailbox]:
+    return list(sendable_mailboxes_for_user(request.user))
+
+
+def _outgoing_or_404(request: AuthenticatedHttpRequest, pk: int) -> OutgoingMessage:
+    # The selector answers 404 for strangers and for another author's draft.
+    return outgoing_get_for_user(request.user, pk)
+
+
+def _draft_or_404(request: AuthenticatedHttpRequest, pk: int) -> OutgoingMessage:
+    """The user's own draft; a sent message is not a draft any more (its page is the detail page)."""
+    draft = _outgoing_or_404(request, pk)
+    if draft.state != DRAFT:
+        raise Http404
+    if selectors.user_role(request.user, draft.mailbox_id) not in ("processor", "owner"):
+        raise PermissionDenied(_("Aus diesem Postfach dürfen Sie nicht senden."))
+    if draft.author_id != request.user.pk:
+        # A colleague's draft is theirs to finish; the mailbox's members see it, only its author edits it.
+        raise PermissionDenied(_("Diesen Entwurf kann nur die Person bearbeiten, die ihn begonnen hat."))
+    return draft
+
+
+def _nav(request: AuthenticatedHttpRequest, **extra: Any) -> dict[str, Any]:
+    return {"mailboxes": selectors.mailbox_list_for_user(request.user), **extra}
+
+
+def _chips(addresses: list[str]) -> list[dict[str, str]]:
+    return [{"address": a, "display_name": a, "version": ""} for a in addresses]
+
+
+def _draft_context(
+    request: AuthenticatedHttpRequest, draft: OutgoingMessage, form: DraftForm | None = None, **extra: Any
+) -> dict[str, Any]:
+    mailboxes = _sendable(request)
+    if form is None:
+        form = DraftForm(
+            initial={
+                "mailbox": draft.mailbox_id,
+                "subject": draft.subject,
+                "body": draft.body,
+                "dienstkennung": draft.dienstkennung,
+                "version": draft.version,
+            },
+            mailboxes=mailboxes,
+        )
+    return _nav(
+        request,
+        draft=draft,
+        form=form,
+        to_chips=_chips(list(draft.to)),
+        cc_chips=_chips(list(draft.cc)),
+        attachments=list(draft.attachment_list),
+        current_mailbox=draft.mailbox,
+        **extra,
+    )
+
+
+# --- starting a message ------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def compose(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """ "Neue Nachricht": choose the sending mailbox; the draft exists from the first click, so that nothing typed
+    afterwards can be lost (autosave needs a draft to save into)."""
+    mailboxes = _sendable(request)
+    if not mailboxes:
+        raise PermissionDenied(_("Sie dürfen aus keinem Postfach senden."))
+    chosen = request.POST.get("mailbox") or request.GET.get("postfach") or ""
+    if request.method == "POST":
+        if not chosen.isdigit():
+            context = _nav(request, sendable=mailboxes, selected=mailboxes[0].pk)
+            context["error"] = _("Bitte ein Postfach wählen.")
+            return render(request, "mailbox/compose_start.html", context, status=422)
+        if int(chosen) not in {m.pk for m in mailboxes}:
+            raise Http404
+        draft = outgoing_draft_save(user=request.user, mailbox_id=int(chosen), data=OutgoingData())
+        return redirect("mailbox:draft-edit", pk=draft.pk)
+    selected = int(chosen) if chosen.isdigit() else mailboxes[0].pk
+    return render(request, "mailbox/compose_start.html", _nav(request, sendable=mailboxes, selected=selected))
+
+
+def _start(request: AuthenticatedHttpRequest, pk: int, how: str) -> HttpResponse:
+    message = message_or_404(request.user, pk)
+    try:
+        if how == "forward":
+            draft = outgoing_forward_start(user=request.user, message=message)
+        else:
+            draft = outgoing_reply_start(user=request.user, message=message, reply_all=how == "reply_all")
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect("mailbox:message-detail", pk=pk)
+    return redirect("mailbox:draft-edit", pk=draft.pk)
+
+
+@require_POST
+def message_reply(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _start(request, pk, "reply")
+
+
+@require_POST
+def message_reply_all(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _start(request, pk, "reply_all")
+
+
+@require_POST
+def message_forward(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _start(request, pk, "forward")
+
+
+@require_POST
+def message_acknowledge(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The eArztbrief's Eingangsbestätigung, sent at once (it has no text of the user's to write)."""
+    message = message_or_404(request.user, pk)
+    try:
+        outgoing = outgoing_acknowledge(user=request.user, message=message)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect("mailbox:message-detail", pk=pk)
+    messages.success(request, _("Die Eingangsbestätigung wird gesendet."))
+    return redirect("mailbox:outgoing-detail", pk=outgoing.pk)
+
+
+@require_GET
+def message_conversation(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """A received message's conversation and, for an eArztbrief, the acknowledgement offer (loaded by its page,
+    and re-read when one of the mailbox's sent messages changes)."""
+    message = message_or_404(request.user, pk)
+    role = selectors.user_role(request.user, message.mailbox_id)
+    arztbrief = is_arztbrief(message.dienstkennung)
+    context = {
+        "message": message,
+        "thread": _thread(request, message, current=message),
+        "arztbrief": arztbrief,
+        "acknowledgement": acknowledgement_for(message) if arztbrief else None,
+        "may_send": role in ("processor", "owner"),
+    }
+    return render(request, "mailbox/partials/_conversation.html", context)
+
+
+def _thread(request: AuthenticatedHttpRequest, anchor: Any, *, current: Any) -> list[dict[str, Any]]:
+    """The conversation as rows for the template (received and sent alike)."""
+    rows = []
+    for item in thread_for_user(request.user, anchor):
+        if item.outgoing is not None:
+            o = item.outgoing
+            rows.append(
+                {
+                    "is_outgoing": True,
+                    "is_current": isinstance(current, OutgoingMessage) and o.pk == current.pk,
+                    "url": reverse("mailbox:outgoing-detail", args=[o.pk]),
+                    "subject": o.subject,
+                    "party": ", ".join(o.to),
+                    "at": item.at,
+                    "state": o.state,
+                    "state_label": o.get_state_display(),
+                }
+            )
+        elif item.message is not None:
+            m = item.message
+            rows.append(
+                {
+                    "is_outgoing": False,
+                    "is_current": not isinstance(current, OutgoingMessage) and m.pk == current.pk,
+                    "url": reverse("mailbox:message-detail", args=[m.pk]),
+                    "subject": m.subject,
+                    "party": m.from_name or m.from_address,
+                    "at": item.at,
+                }
+            )
+    return rows
+
+
+# --- the draft ---------------------------------------------------------------------------------------------------
+
+
+def _status(
+    request: AuthenticatedHttpRequest, draft: OutgoingMessage, *, error: str = "", status: int = 200
+) -> HttpResponse:
+    context = {"draft": draft, "error": error, "saved_at": timezone.localtime(draft.updated_at)}
+    return render(request, "mailbox/compose.html#draft-status", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The compose page of one draft. POST saves it: autosave (htmx, answers the status line) or the plain
+    "Entwurf speichern" button (without JavaScript, the typed addresses come along here)."""
+    outgoing = _outgoing_or_404(request, pk)
+    if outgoing.state != DRAFT:
+        return redirect("mailbox:outgoing-detail", pk=pk)
+    draft = _draft_or_404(request, pk)
+    if request.method == "GET":
+        return render(request, "mailbox/compose.html", _draft_context(request, draft))
+    form = DraftForm(request.POST, mailboxes=_sendable(request))
+    if not form.is_valid():
+        error = " ".join(str(e) for errs in form.errors.values() for e in errs)
+        if request.htmx:
+            return _status(request, draft, error=error, status=422)
+        return render(request, "mailbox/compose.html", _draft_context(request, draft, form=form), status=422)
+    try:
+        draft = outgoing_draft_save(
+            user=request.user,
+            mailbox_id=form.cleaned_data["mailbox"],
+            data=OutgoingData(**form.outgoing_data()),
+            draft=draft,
+            version=form.cleaned_data.get("version"),
+        )
+    except Conflict as exc:
+        if request.htmx:
+            return _status(request, draft, error=exc.message, status=409)
+        messages.error(request, exc.message)
+        return redirect("mailbox:draft-edit", pk=pk)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    if request.htmx:
+        return _status(request, draft)
+    messages.success(request, _("Entwurf gespeichert."))
+    return redirect("mailbox:draft-edit", pk=pk)
+
+
+@require_GET
+def compose_address(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Typed addresses as recipient chips: the KIM address rules first, then the directory when it answers."""
+    field = request.GET.get("field", "to")
+    if field not in ("to", "cc"):
+        raise Http404
+    if not _sendable(request):
+        raise PermissionDenied
+    typed = request.GET.get(f"{field}_typed", "") or request.GET.get("address", "")
+    addresses = [a.strip().strip("<>").lower() for a in SPLIT.split(typed) if a.strip().strip("<>")]
+    chips = [_typed_chip(address) for address in dict.fromkeys(addresses)]
+    if not chips:
+        chips = [{"address": "", "error": _("Bitte eine KIM-Adresse eingeben.")}]
+    # Errors are chips too (role="alert"): the answer is always swapped in.
+    return render(request, "mailbox/compose.html#typed-chip", {"field_name": field, "chips": chips})
+
+
+def _typed_chip(address: str) -> dict[str, Any]:
+    error = kim_address_error(address)
+    if error:
+        return {"address": address, "error": error}
+    try:
+        entry = directory_selectors.directory_entry_for_address(address)
+    except VzdError:
+        # The directory is away: the address is kept, and the pre-flight checks it before anything is sent.
+        return {"address": address, "unchecked": True}
+    if entry is None:
+        return {"address": address, "error": _("Diese KIM-Adresse steht nicht im Verzeichnis.")}
+    return {"address": address, "entry": entry, "version": entry.kim_version(address)}
+
+
+@require_POST
+def draft_attachment_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    draft = _draft_or_404(request, pk)
+    files = request.FILES.getlist("files")
+    error = "" if files else _("Bitte eine Datei auswählen.")
+    for upload in files:
+        try:
+            outgoing_attachment_add(user=request.user, draft=draft, filename=upload.name or "", content=upload)
+        except PortalError as exc:
+            error = exc.message
+            break
+    return _attachments_response(request, draft, error=error)
+
+
+@require_POST
+def draft_attachment_remove(request: AuthenticatedHttpRequest, pk: int, attachment_pk: int) -> HttpResponse:
+    draft = _draft_or_404(request, pk)
+    attachment = draft.attachments.filter(pk=attachment_pk).first()
+    if attachment is None:
+        raise Http404
+    error = ""
+    try:
+        outgoing_attachment_remove(user=request.user, draft=draft, attachment_id=attachment.pk)
+    except PortalError as exc:
+        error = exc.message
+    return _attachments_response(request, draft, error=error)
+
+
+def _attachments_response(request: AuthenticatedHttpRequest, draft: OutgoingMessage, *, error: str) -> HttpResponse:
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("mailbox:draft-edit", pk=draft.pk)
+    draft = _outgoing_or_404(request, draft.pk)
+    context = {"draft": draft, "attachments": draft.attachment_list, "attachment_error": error}
+    return render(request, "mailbox/compose.html#attachments", context, status=422 if error else 200)
+
+
+@require_POST
+def draft_remove_recipient(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """ "Empfänger entfernen" from a pre-flight problem: the draft without that address, checked again on send."""
+    draft = _draft_or_404(request, pk)
+    form = RemoveRecipientForm(request.POST)
+    if not form.is_valid():
+        raise Http404
+    address = form.cleaned_data["address"].lower()
+    data = OutgoingData(
+        subject=draft.subject,
+        body=draft.body,
+        to=[a for a in draft.to if a.lower() != address],
+        cc=[a for a in draft.cc if a.lower() != address],
+        dienstkennung=draft.dienstkennung,
+    )
+    try:
+        draft = outgoing_draft_save(
+            user=request.user,
+            mailbox_id=draft.mailbox_id,
+            data=data,
+            draft=draft,
+            version=form.cleaned_data.get("version"),
+        )
+    except Conflict as exc:
+        return _send_problems(request, draft, error=exc.message, status=409)
+    if not request.htmx:
+        return redirect("mailbox:draft-edit", pk=pk)
+    notice = _("%(address)s wurde aus den Empfängern entfernt.") % {"address": address}
+    return render(request, "mailbox/compose.html#recipients-changed", _draft_context(request, draft, notice=notice))
+
+
+def _send_problems(
+    request: AuthenticatedHttpRequest,
+    draft: OutgoingMessage,
+    *,
+    problems: list[Any] | None = None,
+    error: str = "",
+    status: int = 422,
+) -> HttpResponse:
+    if not request.htmx:
+        messages.error(request, error or _("Die Nachricht wurde nicht gesendet."))
+        return redirect("mailbox:draft-edit", pk=draft.pk)
+    # The save before the send changed the version: the page's hidden field follows (oob).
+    context = {"draft": draft, "problems": problems or [], "send_error": error, "oob": True}
+    return render(request, "mailbox/compose.html#send-problems", context, status=status)
+
+
+@require_POST
+def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
+    """Save what the page shows, then send it: pre-flight against the directory, queue, deliver in the background."""
+    draft = _draft_or_404(request, pk)
+    form = DraftForm(request.POST, mailboxes=_sendable(request))
+    if not form.is_valid():
+        error = " ".join(str(e) for errs in form.errors.values() for e in errs)
+        return _send_problems(request, draft, error=error)
+    try:
+        draft = outgoing_draft_save(
+            user=request.user,
+            mailbox_id=form.cleaned_data["mailbox"],
+            data=OutgoingData(**form.outgoing_data()),
+            draft=draft,
+            version=form.cleaned_data.get("version"),
+        )
+        sent = outgoing_send(user=request.user, draft=draft, version=draft.version)
+    except PreflightFailed as exc:
+        return _send_problems(request, _outgoing_or_404(request, pk), problems=list(exc.problems), error=exc.message)
+    except Conflict as exc:
+        return _send_problems(request, draft, error=exc.message, status=409)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        return _send_problems(request, _outgoing_or_404(request, pk), error=exc.message)
+    url = reverse("mailbox:outgoing-detail", args=[sent.pk])
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+@require_POST
+def draft_discard(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    draft = _draft_or_404(request, pk)
+    try:
+        outgoing_discard(user=request.user, outgoing=draft, version=None)
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect("mailbox:draft-edit", pk=pk)
+    messages.success(request, _("Entwurf verworfen."))
+    return redirect("mailbox:drafts")
+
+
+# --- lists -------------------------------------------------------------------------------------------------------
+
+
+@require_GET
+def drafts(request: AuthenticatedHttpRequest) -> HttpResponse:
+    items = list(drafts_for_user(request.user))
+    return render(request, "mailbox/outbox_drafts.html", _nav(request, items=items))
+
+
+SENT_STATES = [s for s in OutgoingMessage.State.values if s != DRAFT]
+OUTBOX_STATES = [
+    OutgoingMessage.State.QUEUED,
+    OutgoingMessage.State.SENDING,
+    OutgoingMessage.State.FAILED,
+    OutgoingMessage.State.UNCERTAIN,
+    OutgoingMessage.State.PARTIALLY_DELIVERED,
+]
+
+
+def _list(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, outbox: bool) -> HttpResponse:
+    items = list(
+        outgoing_list_for_user(request.user, mailbox=mailbox, states=OUTBOX_STATES if outbox else SENT_STATES)[:200]
+    )
+    context = _nav(
+        request, items=items, current_mailbox=mailbox, outbox=outbox, live_mailbox=mailbox.pk if mailbox else ""
+    )
+    template = "mailbox/outbox_list.html"
+    if request.htmx and request.htmx.target == "outgoing-list" and not request.htmx.history_restore_request:
+        template += "#outgoing-list"
+    return render(request, template, context)
+
+
+@require_GET
+def sent(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _list(request, mailbox=None, outbox=False)
+
+
+@require_GET
+def mailbox_sent(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _list(request, mailbox=mailbox_or_404(request.user, pk), outbox=False)
+
+
+@require_GET
+def outbox(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _list(request, mailbox=None, outbox=True)
+
+
+# --- the sent message --------------------------------------------------------------------------------------------
+
+
+def _outgoing_context(request: AuthenticatedHttpRequest, outgoing: OutgoingMessage, **extra: Any) -> dict[str, Any]:
+    role = selectors.user_role(request.user, outgoing.mailbox_id)
+    return _nav(
+        request,
+        outgoing=outgoing,
+        timeline=outgoing_timeline(outgoing),
+        may_act=role in ("processor", "owner"),
+        current_mailbox=outgoing.mailbox,
+        **extra,
+    )
+
+
+@require_GET
+def outgoing_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The sent message, its delivery per recipient (live) and its conversation. One URL serves the page and the
+    timeline fragment the page re-reads when the socket says the message changed."""
+    outgoing = _outgoing_or_404(request, pk)
+    if outgoing.state == DRAFT and outgoing.author_id == request.user.pk:
+        return redirect("mailbox:draft-edit", pk=pk)
+    context = _outgoing_context(request, outgoing)
+    if request.htmx and request.htmx.target == f"timeline-{pk}" and not request.htmx.history_restore_request:
+        return render(request, "mailbox/partials/_timeline.html", context)
+    context["thread"] = _thread(request, outgoing, current=outgoing)
+    return render(request, "mailbox/outgoing_detail.html", context)
+
+
+def _act_response(
+    request: AuthenticatedHttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
+) -> HttpResponse:
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        elif notice:
+            messages.success(request, notice)
+        return redirect("mailbox:outgoing-detail", pk=pk)
+    outgoing = _outgoing_or_404(request, pk)
+    context = _outgoing_context(request, outgoing, error=error, notice=notice)
+    return render(request, "mailbox/partials/_timeline.html", context, status=status)
+
+
+@require_POST
+def outgoing_retry_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    outgoing = _outgoing_or_404(request, pk)
+    form = VersionForm(request.POST)
+    if not form.is_valid():
+        return _act_response(request, pk, error=_("Die Seite ist veraltet. Bitte neu laden."), status=422)
+    try:
+        outgoing_retry(user=request.user, outgoing=outgoing, version=form.cleaned_data["version"])
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except Conflict as exc:
+        return _act_response(request, pk, error=exc.message, status=409)
+    except PortalError as exc:
+        return _act_response(request, pk, error=exc.message, status=422)
+    return _act_response(request, pk, notice=_("Der Versand wird erneut versucht."))
+
+
+@require_POST
+def outgoing_uncertain(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """ "Zustellung ungewiss": a person decides whether the message arrived (then nothing is sent again) or not
+    (then it is queued again)."""
+    outgoing = _outgoing_or_404(request, pk)
+    form = UncertainForm(request.POST)
+    if not form.is_valid():
+        return _act_response(request, pk, error=_("Bitte eine Entscheidung wählen."), status=422)
+    delivered = form.cleaned_data["delivered"]
+    try:
+        outgoing_resolve_uncertain(
+            user=request.user, outgoing=outgoing, delivered=delivered, version=form.cleaned_data.get("version")
+        )
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except Conflict as exc:
+        return _act_response(request, pk, error=exc.message, status=409)
+    except PortalError as exc:
+        return _act_response(request, pk, error=exc.message, status=422)
+    notice = _("Als zugestellt vermerkt.") if delivered else _("Die Nachricht wird erneut gesendet.")
+    return _act_response(request, pk, notice=notice)

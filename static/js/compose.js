@@ -1,0 +1,114 @@
+// The send path's pages: drafts that save themselves, typed addresses, drag and drop, live delivery state.
+// CSP: no inline handlers, no eval; htmx does the requests, this file only decides when.
+(() => {
+  "use strict";
+
+  const AUTOSAVE_MS = 3000;
+  // Fields that never ride along with an autosave (a half-typed address must not block saving the text).
+  const NOT_SAVED = new Set(["to_typed", "cc_typed", "picker_q", "field", "files"]);
+  const form = document.querySelector("[data-draft-form]");
+  let dirty = false;
+
+  function markDirty() { dirty = true; }
+
+  if (form) {
+    form.addEventListener("input", (ev) => {
+      if (ev.target && ev.target.name && !NOT_SAVED.has(ev.target.name)) markDirty();
+    });
+    // While the user types, save every few seconds; a timed save does not count as activity for the idle logout.
+    setInterval(() => {
+      if (!dirty || !window.htmx) return;
+      dirty = false;
+      window.htmx.trigger(form, "draft-autosave");
+    }, AUTOSAVE_MS);
+    form.addEventListener("htmx:beforeRequest", (ev) => {
+      if (ev.detail.elt === form) dirty = false;
+    });
+    // A closed tab or a navigation away: the last edits go out as a beacon (a plain form post with the CSRF field).
+    const flush = () => {
+      if (!dirty || !navigator.sendBeacon) return;
+      const data = new FormData(form);
+      NOT_SAVED.forEach((name) => data.delete(name));
+      data.delete("version"); // the newest edits win over a version the page may not have seen yet
+      if (navigator.sendBeacon(form.action, data)) dirty = false;
+    };
+    window.addEventListener("pagehide", flush);
+    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") flush(); });
+
+    // Enter in a one-line field must not submit the whole form; in an address box it adds the address.
+    form.addEventListener("keydown", (ev) => {
+      const el = ev.target;
+      if (ev.key !== "Enter" || !(el instanceof HTMLInputElement)) return;
+      if (el.hasAttribute("data-typed-address")) {
+        ev.preventDefault();
+        if (el.value.trim() && window.htmx) window.htmx.trigger(el, "typed-add");
+      } else if (el.type === "text" || el.type === "search") {
+        ev.preventDefault();
+      }
+    });
+    form.addEventListener("click", (ev) => {
+      const button = ev.target.closest && ev.target.closest("[data-typed-add]");
+      if (button) {
+        const input = document.getElementById(button.dataset.typedAdd);
+        if (input && input.value.trim() && window.htmx) window.htmx.trigger(input, "typed-add");
+        return;
+      }
+      // A removed chip changes the recipients (directory.js removes it).
+      if (ev.target.closest && ev.target.closest("[data-remove-chip]")) setTimeout(markDirty, 0);
+    });
+    form.addEventListener("htmx:afterRequest", (ev) => {
+      const el = ev.detail.elt;
+      if (el instanceof HTMLInputElement && el.hasAttribute("data-typed-address") && ev.detail.xhr.status === 200) {
+        el.value = "";
+        markDirty();
+      }
+    });
+    // A chip picked from the directory is a change of the recipients.
+    form.addEventListener("htmx:afterSwap", (ev) => {
+      if (ev.detail.target && ev.detail.target.classList.contains("vzd-chips")) markDirty();
+    });
+  }
+
+  // --- Attachments: drag and drop onto the zone (the file input next to it works with the keyboard) ---------
+  document.addEventListener("dragover", (ev) => {
+    const zone = ev.target.closest && ev.target.closest("[data-drop-zone]");
+    if (!zone) return;
+    ev.preventDefault();
+    zone.classList.add("drag-over");
+  });
+  document.addEventListener("dragleave", (ev) => {
+    const zone = ev.target.closest && ev.target.closest("[data-drop-zone]");
+    if (zone) zone.classList.remove("drag-over");
+  });
+  document.addEventListener("drop", (ev) => {
+    const zone = ev.target.closest && ev.target.closest("[data-drop-zone]");
+    if (!zone || !ev.dataTransfer || !ev.dataTransfer.files.length) return;
+    ev.preventDefault();
+    zone.classList.remove("drag-over");
+    const input = zone.querySelector("input[type=file]");
+    input.files = ev.dataTransfer.files;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+
+  // --- Live delivery state: the socket names the sent message that changed; the page re-reads what it shows --
+  function refresh(el) {
+    if (!window.htmx || !el.id) return;
+    window.htmx.ajax("GET", el.dataset.outgoingRefresh, { target: `#${el.id}`, swap: "outerHTML" });
+  }
+  let lastSeq = "";
+  document.addEventListener("htmx:wsAfterMessage", () => {
+    const live = document.getElementById("outgoing-live");
+    if (!live || !live.dataset.seq || live.dataset.seq === lastSeq) return;
+    lastSeq = live.dataset.seq;
+    const outgoing = live.dataset.outgoing;
+    const mailbox = live.dataset.mailbox;
+    document.querySelectorAll(`[data-outgoing-live="${outgoing}"]`).forEach(refresh);
+    document.querySelectorAll("[data-outgoing-mailboxes]").forEach((el) => {
+      if (el.dataset.outgoingMailboxes.split(/\s+/).includes(mailbox)) refresh(el);
+    });
+  });
+  // After a dropped connection: whatever changed meanwhile.
+  document.body.addEventListener("live-resync", () => {
+    document.querySelectorAll("[data-outgoing-live], [data-outgoing-mailboxes]").forEach(refresh);
+  });
+})();
