@@ -1,48 +1,128 @@
-"""The Redis channel layer, with one timing fixed and group changes in batches.
+"""The Redis channel layer: channels_redis' Pub/Sub layer, with group changes in batches and bounded queues.
 
-channels_redis waits for a socket's next event with a blocking BZPOPMIN of 5 s, and redis-py's read
-timeout is also 5 s: on a quiet channel the two met, and the read timed out first — a TimeoutError that
-ended the idle consumer. Blocking for 2 s keeps every wait well inside the read timeout.
-
-An inbox page follows the rows it shows by joining one group per row: fifty group_add calls were a
-hundred round trips (ZADD, then EXPIRE) on the event loop per page load. group_add_many and
-group_discard_many send them in one pipeline per Redis shard.
+channels_redis' list-based layer keeps a sorted set per group and pushes every event into every member
+socket's list: an inbox page follows the fifty rows it shows, so each page load was a hundred Redis commands
+(ZADD, EXPIRE per row) and each event one push, one pop and one decode per watching socket. With Redis Pub/Sub
+a server process subscribes to a group once, however many of its sockets joined it, receives each event once
+and hands it to its sockets itself. group_add_many and group_discard_many change a page's worth of groups in one
+SUBSCRIBE/UNSUBSCRIBE. Each socket's queue is bounded: one that overflows gets a single "layer.overflow" event
+that makes it close and resync (mailbox.consumers.base), never a silently incomplete picture.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
-from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
+from channels.layers import BaseChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer as _RedisPubSubChannelLayer
+from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection, _async_proxy
+from channels_redis.utils import _wrap_close
+
+# Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
+_NAMES = BaseChannelLayer()
 
 
-class RedisChannelLayer(_RedisChannelLayer):
-    brpop_timeout = 2
+class _Shard(RedisSingleShardConnection):
+    """One Redis connection of a process: subscriptions in batches, and a bounded queue per socket."""
 
-    def _keys_by_shard(self, groups: Iterable[str]) -> dict[int, list[str]]:
-        shards: dict[int, list[str]] = defaultdict(list)
-        for group in groups:
-            assert self.require_valid_group_name(group), "Group name not valid"
-            shards[self.consistent_hash(group)].append(self._group_key(group))
-        return shards
+    async def subscribe_many(self, names: list[str]) -> None:
+        async with self._lock:
+            new = [name for name in names if name not in self._subscribed_to]
+            if new:
+                self._ensure_redis()
+                self._ensure_receiver()
+                await self._pubsub.subscribe(*new)
+                self._subscribed_to.update(new)
+
+    async def unsubscribe_many(self, names: list[str]) -> None:
+        async with self._lock:
+            gone = [name for name in names if name in self._subscribed_to]
+            if gone:
+                self._ensure_redis()
+                self._ensure_receiver()
+                await self._pubsub.unsubscribe(*gone)
+                self._subscribed_to.difference_update(gone)
+
+    def _receive_message(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        layer = self.channel_layer
+        targets = [name] if name in layer.channels else list(layer.groups.get(name, ()))
+        for channel in targets:
+            queue = layer.channels.get(channel)
+            if queue is None:
+                continue
+            try:
+                queue.put_nowait(message["data"])
+            except asyncio.QueueFull:
+                # The socket cannot keep up: what it holds is stale. It gets one event that makes it close and
+                # resync (PortalConsumer.layer_overflow) instead of a silently incomplete picture.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(layer.channel_layer.serialize({"type": "layer.overflow"}))
+
+
+class _LoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, capacity: int = 1000, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = capacity
+        base: list[RedisSingleShardConnection] = getattr(self, "_shards")  # noqa: B009 (untyped in channels_redis)
+        self._shards = [_Shard(shard.host, self) for shard in base]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
+        await self._get_shard(channel).subscribe(channel)
 
     async def group_add_many(self, groups: Iterable[str], channel: str) -> None:
-        """group_add for each group, as channels_redis does it (ZADD with the time, then EXPIRE)."""
-        assert self.require_valid_channel_name(channel), "Channel name not valid"
-        now = time.time()
-        for index, keys in self._keys_by_shard(groups).items():
-            pipe = self.connection(index).pipeline(transaction=False)
-            for key in keys:
-                pipe.zadd(key, {channel: now})
-                pipe.expire(key, self.group_expiry)
-            await pipe.execute()
+        if channel not in self.channels:
+            raise RuntimeError("group_add_many() is for channels of this process")
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for group in groups:
+            assert _NAMES.require_valid_group_name(group), "Group name not valid"
+            name = self._get_group_channel_name(group)
+            self.groups.setdefault(name, set()).add(channel)
+            by_shard[self._shards.index(self._get_shard(name))].append(name)
+        for index, names in by_shard.items():
+            await self._shards[index].subscribe_many(names)
 
     async def group_discard_many(self, groups: Iterable[str], channel: str) -> None:
-        assert self.require_valid_channel_name(channel), "Channel name not valid"
-        for index, keys in self._keys_by_shard(groups).items():
-            pipe = self.connection(index).pipeline(transaction=False)
-            for key in keys:
-                pipe.zrem(key, channel)
-            await pipe.execute()
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for group in groups:
+            name = self._get_group_channel_name(group)
+            members = self.groups.get(name)
+            if members is None or channel not in members:
+                continue
+            members.discard(channel)
+            if not members:  # the process's last socket on it: Redis stops sending it here
+                del self.groups[name]
+                by_shard[self._shards.index(self._get_shard(name))].append(name)
+        for index, names in by_shard.items():
+            await self._shards[index].unsubscribe_many(names)
+
+
+class RedisPubSubChannelLayer(_RedisPubSubChannelLayer):
+    """channels_redis' Redis Pub/Sub layer with per-process fan-out made cheap for many sockets.
+
+    One Redis message per event and process: a process subscribes to a group once, however many of its sockets
+    joined it, and hands each event to them itself. An inbox page follows the fifty rows it shows; with the
+    list-based layer every page's join was a hundred Redis commands and every event one push per socket.
+    A socket's queue is bounded ("capacity"); one that overflows is told to resync (PortalConsumer).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("group_add_many", "group_discard_many"):
+            return functools.partial(_async_proxy, self, name)
+        return super().__getattr__(name)
+
+    def _get_layer(self) -> _LoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+        return layer

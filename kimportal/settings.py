@@ -173,12 +173,12 @@ if REDIS_URL:
     # behind than KIMPORTAL_LIVE_LAG_LIMIT is closed and resyncs (mailbox.consumers), so expiry stays above it.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "kimportal.channel_layer.RedisChannelLayer",
+            # Redis Pub/Sub: one message per event and server process, handed to its sockets in-process
+            # (kimportal.channel_layer); a socket holds at most `capacity` undelivered events, then resyncs.
+            "BACKEND": "kimportal.channel_layer.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "capacity": 1000,
-                "expiry": 60,
-                "group_expiry": 86400,
             },
         }
     }

@@ -1,48 +1,99 @@
-"""The Redis channel layer's batched group changes behave like channels_redis' own, on a real Redis."""
+"""The Redis Pub/Sub channel layer (kimportal.channel_layer) on a real Redis: each layer instance stands for one
+server process — one subscription per group and process, batched group changes, bounded queues."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from django.conf import settings
 
-from kimportal.channel_layer import RedisChannelLayer
+from kimportal.channel_layer import RedisPubSubChannelLayer
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis layer needs REDIS_URL (the tests set it)")
 
 
 @pytest_asyncio.fixture
-async def layer():
-    layer = RedisChannelLayer(hosts=[settings.REDIS_URL], prefix="test-batched-groups", group_expiry=600)
-    yield layer
-    await layer.flush()
-    await layer.close_pools()
+async def layers():
+    made: list[RedisPubSubChannelLayer] = []
+
+    def make(**config) -> RedisPubSubChannelLayer:
+        layer = RedisPubSubChannelLayer(hosts=[settings.REDIS_URL], prefix="test-pubsub", **config)
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        await layer.flush()
+
+
+async def subscribed(group: str, processes: int) -> None:
+    """Wait (bounded) until Redis counts this many subscribing processes: SUBSCRIBE is not acknowledged inline."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    try:
+        for _ in range(500):
+            ((_, count),) = await client.pubsub_numsub(f"test-pubsub__group__{group}")
+            if count == processes:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{group}: {count} subscribers, not {processes}")
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.asyncio
-async def test_group_add_many_and_discard_many(layer):
-    channel = await layer.new_channel()
-    other = await layer.new_channel()
+async def test_groups_join_and_leave_in_batches_across_processes(layers):
+    first, second, sender = layers(), layers(), layers()
+    page = await first.new_channel()
+    other = await second.new_channel()
     groups = [f"message.{i}" for i in range(50)]
-    await layer.group_add_many(groups, channel)
-    await layer.group_add("message.7", other)
+    await first.group_add_many(groups, page)
+    await second.group_add_many(["message.7"], other)
+    await subscribed("message.7", 2)
 
-    await layer.group_send("message.7", {"type": "presence.changed", "n": 1})
-    assert (await layer.receive(channel))["n"] == 1
-    assert (await layer.receive(other))["n"] == 1
+    await sender.group_send("message.7", {"type": "presence.changed", "n": 1})
+    assert (await first.receive(page))["n"] == 1
+    assert (await second.receive(other))["n"] == 1
 
-    connection = layer.connection(layer.consistent_hash("message.49"))
-    assert 0 < await connection.ttl(layer._group_key("message.49")) <= 600  # expiry set as group_add does
-
-    await layer.group_discard_many(groups[:10], channel)
-    await layer.group_send("message.7", {"type": "presence.changed", "n": 2})
-    assert (await layer.receive(other))["n"] == 2
-    assert await connection.zscore(layer._group_key("message.7"), channel) is None
-    assert await connection.zscore(layer._group_key("message.12"), channel) is not None
+    await first.group_discard_many(groups[:10], page)
+    await subscribed("message.7", 1)  # the first process's last socket left: Redis stops sending it there
+    await sender.group_send("message.7", {"type": "presence.changed", "n": 2})
+    assert (await second.receive(other))["n"] == 2
+    await sender.group_send("message.12", {"type": "presence.changed", "n": 3})
+    assert (await first.receive(page))["n"] == 3  # still following the rest
 
 
 @pytest.mark.asyncio
-async def test_invalid_names_are_refused_like_group_add(layer):
-    channel = await layer.new_channel()
+async def test_a_process_subscribes_once_and_hands_an_event_to_each_of_its_sockets(layers):
+    process, sender = layers(), layers()
+    pages = [await process.new_channel() for _ in range(30)]
+    for page in pages:
+        await process.group_add_many(["message.1", "mailbox.1"], page)
+    await subscribed("message.1", 1)
+    await sender.group_send("message.1", {"type": "message.changed", "n": 9})
+    assert [(await process.receive(page))["n"] for page in pages] == [9] * 30
+
+
+@pytest.mark.asyncio
+async def test_a_socket_that_cannot_keep_up_is_told_to_resync_not_left_stale(layers):
+    process, sender = layers(capacity=3), layers()
+    slow, quick = await process.new_channel(), await process.new_channel()
+    await process.group_add_many(["message.5"], slow)
+    await process.group_add_many(["message.5"], quick)
+    await subscribed("message.5", 1)
+    for n in range(5):
+        await sender.group_send("message.5", {"type": "message.changed", "n": n})
+        assert (await process.receive(quick))["n"] == n  # this one reads as they come
+    # The slow one never read: its queue overflowed; what it holds now is one order to resync, nothing stale.
+    assert await process.receive(slow) == {"type": "layer.overflow"}
+    assert (await process.receive(slow))["n"] == 4  # only what came after the order
+
+
+@pytest.mark.asyncio
+async def test_invalid_group_names_are_refused(layers):
+    process = layers()
+    channel = await process.new_channel()
     with pytest.raises((AssertionError, TypeError)):
-        await layer.group_add_many(["no spaces allowed"], channel)
+        await process.group_add_many(["no spaces allowed"], channel)

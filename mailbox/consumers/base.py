@@ -101,7 +101,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
         new = [group for group in dict.fromkeys(groups) if group not in self.joined]
         if not new:
             return
-        # The Redis layer takes a page's worth of groups in one round trip (kimportal.channel_layer).
+        # The Redis layer takes a page's worth of groups at once (kimportal.channel_layer).
         add_many = getattr(self.channel_layer, "group_add_many", None)
         if add_many is not None:
             await add_many(new, self.channel_name)
@@ -169,6 +169,13 @@ class PortalConsumer(AsyncWebsocketConsumer):
                 await self._close(1013)
             return
         await super().dispatch(message)
+
+    async def layer_overflow(self, event: dict) -> None:
+        """The channel layer dropped events this socket could not take in time (its queue was full): what the
+        page shows may be stale. Closing with 1013 makes the browser reconnect and reload it."""
+        if not self.closed:
+            log.warning("socket %s fell behind (its queue overflowed): closing it to resync", self.channel_name)
+            await self._close(1013)
 
     async def session_ended(self, event: dict) -> None:
         """The user logged out (in any tab): every socket of that session closes at once."""

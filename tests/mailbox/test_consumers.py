@@ -378,6 +378,20 @@ async def test_a_socket_that_fell_behind_is_closed_so_that_it_resyncs(shared_box
 
 
 @pytest.mark.asyncio
+async def test_a_socket_whose_queue_overflowed_is_closed_so_that_it_resyncs(shared_box):
+    from channels.layers import get_channel_layer
+
+    from mailbox.events import mailbox_group
+
+    box, anna, _bert, message = shared_box
+    socket = await _connect(anna)
+    # What the channel layer hands a socket whose bounded queue overflowed (kimportal.channel_layer).
+    await get_channel_layer().group_send(mailbox_group(box.pk), {"type": "layer.overflow"})
+    output = await socket.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 1013}
+
+
+@pytest.mark.asyncio
 async def test_a_reconnected_page_asks_for_the_current_state(shared_box):
     box, anna, _bert, message = shared_box
     inbox = await _connect(anna)
