@@ -169,8 +169,8 @@ else:
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    # Each socket's queue holds up to `capacity` events for `expiry` seconds; a socket that falls further
-    # behind than KIMPORTAL_LIVE_LAG_LIMIT is closed and resyncs (mailbox.consumers), so expiry stays above it.
+    # A socket whose events wait longer than KIMPORTAL_LIVE_LAG_LIMIT, or more than `capacity` of them, is closed
+    # and resyncs (mailbox.consumers.base).
     CHANNEL_LAYERS = {
         "default": {
             # Redis Pub/Sub: one message per event and server process, handed to its sockets in-process
