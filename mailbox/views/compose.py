@@ -117,7 +117,7 @@ def _draft_context(
         form=form,
         to_chips=_chips(list(draft.to)),
         cc_chips=_chips(list(draft.cc)),
-        attachments=list(draft.attachment_list),
+        attachments=getattr(draft, "attachment_list", None) or list(draft.attachments.all()),
         current_mailbox=draft.mailbox,
         **extra,
     )

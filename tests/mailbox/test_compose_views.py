@@ -1,0 +1,213 @@
+"""The send path's pages: who may compose, autosave and its conflict guard, typed addresses, pre-flight errors,
+attachments, replies, the sent message's timeline and the uncertain decision. Permissions per route are also in
+the walker (test_permissions.py); here the forms, errors and what each page shows."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+
+from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+from tisim.vzd.slapd import free_port
+
+pytestmark = pytest.mark.django_db
+HX = {"HX-Request": "true"}
+PRAXIS = "praxis@praxis-test.kim.telematik-test"
+
+
+@pytest.fixture(autouse=True)
+def _no_directory(settings):
+    # Nothing listens here: the directory is "down" unless a test says otherwise.
+    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{free_port()}"
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def box():
+    return MailboxFactory(display_name="Station Kardiologie")
+
+
+@pytest.fixture
+def writer(box):
+    user = UserFactory(username="station")
+    MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    return user
+
+
+@pytest.fixture
+def draft(box, writer):
+    return OutgoingMessage.objects.create(mailbox=box, author=writer, subject="Rückfrage", to=[PRAXIS])
+
+
+def test_compose_creates_a_draft_in_a_mailbox_the_user_may_send_from(client, box, writer):
+    client.force_login(writer)
+    page = client.get(reverse("mailbox:compose"))
+    assert page.status_code == 200
+    assert "Station Kardiologie" in page.content.decode()
+    response = client.post(reverse("mailbox:compose"), {"mailbox": box.pk})
+    draft = OutgoingMessage.objects.get(author=writer)
+    assert response["Location"] == reverse("mailbox:draft-edit", args=[draft.pk])
+    assert draft.state == OutgoingMessage.State.DRAFT and draft.mailbox == box
+    html = client.get(response["Location"]).content.decode()
+    assert 'id="draft-form"' in html and "Entwürfe werden automatisch gespeichert." in html
+    assert "KIM-Mail;Default;V1.0" in html and "Arztbrief;VHitG-Versand;V1.2" in html
+
+
+def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):
+    reader = UserFactory(username="leser")
+    MembershipFactory(mailbox=box, user=reader, role=Membership.Role.READER)
+    client.force_login(reader)
+    assert client.get(reverse("mailbox:compose")).status_code == 403
+    writer = UserFactory(username="w2")
+    MembershipFactory(mailbox=MailboxFactory(), user=writer, role=Membership.Role.PROCESSOR)
+    client.force_login(writer)
+    assert client.post(reverse("mailbox:compose"), {"mailbox": box.pk}).status_code == 404
+    assert not OutgoingMessage.objects.exists()
+
+
+def test_autosave_answers_the_status_line_and_the_new_version(client, box, writer, draft):
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    data = {"mailbox": box.pk, "subject": "Befund", "body": "Hallo", "to": [PRAXIS], "version": draft.version}
+    response = client.post(url, {**data, "dienstkennung": "KIM-Mail;Default;V1.0"}, headers=HX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Entwurf gespeichert um" in html
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (saved.subject, saved.body, saved.to, saved.version) == ("Befund", "Hallo", [PRAXIS], draft.version + 1)
+    assert re.search(rf'id="draft-version" value="{saved.version}" hx-swap-oob="true"', html)
+
+
+def test_autosave_with_an_old_version_is_refused_in_german_and_changes_nothing(client, box, writer, draft):
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    OutgoingMessage.objects.filter(pk=draft.pk).update(version=5, subject="Aus dem anderen Fenster")
+    data = {"mailbox": box.pk, "subject": "Alt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    response = client.post(url, data, headers=HX)
+    assert response.status_code == 409
+    assert "Nicht gespeichert:" in response.content.decode()
+    assert "anderer Stelle geändert" in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Aus dem anderen Fenster"
+
+
+def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
+    client.force_login(writer)
+    url = reverse("mailbox:compose-address")
+    html = client.get(url, {"field": "to", "to_typed": "jemand@gmail.com"}).content.decode()
+    assert "keine KIM-Adresse" in html and 'name="to"' not in html
+    # A valid KIM address while the directory is away: kept, and checked before sending.
+    html = client.get(url, {"field": "cc", "cc_typed": "Praxis@Praxis-Test.kim.telematik-test"}).content.decode()
+    assert f'<input type="hidden" name="cc" value="{PRAXIS}">' in html
+    assert "Verzeichnis nicht erreichbar" in html
+
+
+def test_send_without_recipient_names_the_problem_and_queues_nothing(client, box, writer, draft):
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "subject": "Befund", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    response = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Die Nachricht wurde nicht gesendet." in html and "mindestens einen Empfänger" in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).state == OutgoingMessage.State.DRAFT
+
+
+def test_send_while_the_directory_is_down_sends_nothing_half_checked(client, box, writer, draft):
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "to": [PRAXIS], "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    response = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 422
+    assert "nicht im Verzeichnis geprüft" in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).state == OutgoingMessage.State.DRAFT
+
+
+def test_remove_recipient_from_the_problem_list(client, box, writer, draft):
+    client.force_login(writer)
+    OutgoingMessage.objects.filter(pk=draft.pk).update(cc=["zweite@praxis-test.kim.telematik-test"])
+    response = client.post(
+        reverse("mailbox:draft-remove-recipient", args=[draft.pk]), {"address": PRAXIS, "version": 1}, headers=HX
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"{PRAXIS} wurde aus den Empfängern entfernt." in html
+    assert 'id="recipients" class="compose-recipients" hx-swap-oob="true"' in html
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert saved.to == [] and saved.cc == ["zweite@praxis-test.kim.telematik-test"]
+
+
+def test_attachments_are_added_and_removed(client, writer, draft):
+    client.force_login(writer)
+    url = reverse("mailbox:draft-attachment-add", args=[draft.pk])
+    response = client.post(url, {"files": [SimpleUploadedFile("Befund Müller.pdf", b"%PDF-1.4\n")]}, headers=HX)
+    assert response.status_code == 200
+    assert "Befund Müller.pdf" in response.content.decode()
+    attachment = draft.attachments.get()
+    assert attachment.content_type == "application/pdf"
+    remove = reverse("mailbox:draft-attachment-remove", args=[draft.pk, attachment.pk])
+    assert "Keine Anhänge." in client.post(remove, headers=HX).content.decode()
+    assert not draft.attachments.exists()
+    # Nothing chosen: a German hint, no error page.
+    assert "Bitte eine Datei auswählen." in client.post(url, {}, headers=HX).content.decode()
+
+
+def test_a_colleagues_draft_is_not_shown_to_others(client, box, draft):
+    colleague = UserFactory(username="kollege")
+    MembershipFactory(mailbox=box, user=colleague, role=Membership.Role.PROCESSOR)
+    client.force_login(colleague)
+    assert client.get(reverse("mailbox:draft-edit", args=[draft.pk])).status_code == 404
+    assert "Rückfrage" not in client.get(reverse("mailbox:drafts")).content.decode()
+
+
+def test_reply_starts_a_threaded_draft_and_the_message_page_offers_it(client, box, writer):
+    message = message_ingest(mailbox=box, uidl="u1", raw=MAIL_WITH_PDF)
+    client.force_login(writer)
+    html = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert "Antworten" in html and "Weiterleiten" in html and 'id="conversation"' in html
+    conversation = client.get(reverse("mailbox:message-conversation", args=[message.pk])).content.decode()
+    assert "Eingangsbestätigung senden" in conversation  # the letter is an eArztbrief
+    response = client.post(reverse("mailbox:message-reply", args=[message.pk]))
+    draft = OutgoingMessage.objects.get(in_reply_to=message)
+    assert response["Location"] == reverse("mailbox:draft-edit", args=[draft.pk])
+    assert draft.to == [PRAXIS] and draft.subject.startswith("AW:")
+    page = client.get(response["Location"]).content.decode()
+    assert '<h1 id="compose-heading">Antworten</h1>' in page
+
+
+def test_sent_message_shows_its_timeline_and_the_fragment_alone(client, box, writer):
+    now = timezone.now()
+    sent = OutgoingMessage.objects.create(
+        mailbox=box, author=writer, subject="Befund", to=[PRAXIS], state="sent", queued_at=now, sent_at=now
+    )
+    OutgoingRecipient.objects.create(outgoing=sent, address=PRAXIS, state="delivered", updated_at=now)
+    client.force_login(writer)
+    url = reverse("mailbox:outgoing-detail", args=[sent.pk])
+    html = client.get(url).content.decode()
+    assert f'id="timeline-{sent.pk}"' in html and "zugestellt" in html and PRAXIS in html
+    fragment = client.get(url, headers={**HX, "HX-Target": f"timeline-{sent.pk}"}).content.decode()
+    assert fragment.lstrip().startswith("<section") and "<html" not in fragment
+    assert "Befund" in client.get(reverse("mailbox:mailbox-sent", args=[box.pk])).content.decode()
+
+
+def test_uncertain_delivery_is_decided_by_a_person(client, box, writer):
+    sent = OutgoingMessage.objects.create(
+        mailbox=box, author=writer, subject="Befund", to=[PRAXIS], state="uncertain", queued_at=timezone.now()
+    )
+    client.force_login(writer)
+    html = client.get(reverse("mailbox:outgoing-detail", args=[sent.pk])).content.decode()
+    assert "Zustellung ungewiss." in html and "Ist angekommen – nicht erneut senden" in html
+    assert "Ist nicht angekommen – erneut senden" in html
+    assert "Ungewiss" in client.get(reverse("mailbox:outbox")).content.decode() or "ungewiss" in html
+    response = client.post(
+        reverse("mailbox:outgoing-uncertain", args=[sent.pk]), {"delivered": "yes", "version": 1}, headers=HX
+    )
+    assert response.status_code == 200 and "Als zugestellt vermerkt." in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=sent.pk).state == OutgoingMessage.State.SENT
+    # Decided already: a second click says so instead of deciding twice.
+    again = client.post(reverse("mailbox:outgoing-uncertain", args=[sent.pk]), {"delivered": "no"}, headers=HX)
+    assert again.status_code == 409 and "nicht mehr ungewiss" in again.content.decode()
