@@ -45,6 +45,17 @@ ACTION_LABELS = {
     "retention.deleted": _("Inhalt gelöscht (Aufbewahrung)"),
     "access.exported": _("Zugriffsbericht exportiert"),
     "audit.exported": _("Audit exportiert"),
+    "signing.draft_created": _("Entwurf zur Signatur angelegt"),
+    "signing.draft_changed": _("Entwurf geändert"),
+    "signing.document_viewed": _("Dokument zur Signatur angesehen"),
+    "signing.batch_started": _("Signaturvorgang gestartet"),
+    "signing.batch_cancel_requested": _("Signaturvorgang abgebrochen"),
+    "signing.signed": _("Dokument signiert"),
+    "signing.sign_failed": _("Signatur fehlgeschlagen"),
+    "signing.batch_finished": _("Signaturvorgang beendet"),
+    "signing.card_set": _("eHBA zugeordnet"),
+    "signing.card_removed": _("eHBA-Zuordnung entfernt"),
+    "signing.workplace_saved": _("Arbeitsplatz gespeichert"),
 }
 
 

@@ -16,7 +16,9 @@ from django.db import transaction
 def enqueue_on_commit(name: str, *args: Any, eta: datetime | None = None) -> None:
     def send() -> None:
         if current_app.conf.task_always_eager:
-            # Eager mode (some tests, one-process setups) runs the registered task in place.
+            # Eager mode (some tests, one-process setups) runs the registered task in place; outside a worker
+            # nothing has imported the task modules yet (autodiscovery runs when a worker starts).
+            current_app.loader.import_default_modules()
             current_app.tasks[name].apply(args=args)
             return
         current_app.send_task(name, args=args, eta=eta)
