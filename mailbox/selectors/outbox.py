@@ -193,10 +193,18 @@ def thread_for_user(user: Any, message: Message | OutgoingMessage, *, max_items:
         if len(ids) == before:
             break
     items = [ThreadItem(at=m.date or m.received_at, message=m) for m in found_messages.values()]
-    items += [ThreadItem(at=o.sent_at or o.queued_at or o.created_at, outgoing=o) for o in found_outgoing.values()]
+    # The Date we wrote (queued_at) is what the other side sees; sent_at may be minutes later after retries.
+    items += [ThreadItem(at=o.queued_at or o.created_at, outgoing=o) for o in found_outgoing.values()]
     if not items:
         return _single(message)
-    return sorted(items, key=lambda i: i.at)[:max_items]
+    # Date headers have whole seconds: within one second, a message comes before the answers that reference it.
+    return sorted(items, key=lambda i: (i.at.replace(microsecond=0), len(_chain(i))))[:max_items]
+
+
+def _chain(item: ThreadItem) -> list[str]:
+    found = item.message or item.outgoing
+    assert found is not None
+    return (found.references or "").split()
 
 
 def _own_ids(message: Message | OutgoingMessage) -> set[str]:

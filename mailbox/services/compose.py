@@ -433,7 +433,7 @@ def _body_bytes(part: EmailMessage) -> bytes:
 
 
 def _part_bytes(part: EmailMessage) -> bytes:
-    return _headers_bytes(part) + b"\r\n" + _body_bytes(part).rstrip(b"\r\n")
+    return _headers_bytes(part) + b"\r\n" + _body_bytes(part)
 
 
 def acknowledgement_dienstkennung(dienstkennung: str) -> str:
