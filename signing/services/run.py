@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -123,6 +124,9 @@ def batch_run(batch_id: int) -> None:
     try:
         if _cancel_requested(batch):
             raise BatchStopped(None, "")
+        # A deactivated account has no rights anywhere, also not in a batch it queued before (read now, not then).
+        if not get_user_model().objects.filter(pk=batch.signer_id, is_active=True).exists():
+            raise BatchStopped(None, _("Das Konto ist deaktiviert; es wird nichts signiert."))
         mapping = SignerCard.objects.filter(user_id=batch.signer_id).first()
         if mapping is None:
             raise BatchStopped(None, _("Ihnen ist kein eHBA mehr zugeordnet."))
