@@ -10,9 +10,12 @@ DSN per RCPT NOTIFY goes to the sender (see tisim.cm.sendrules and docs/tisim-se
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import Any
 
+from tisim.cm.held import HeldStore
 from tisim.cm.maildrop import MaildropStore
 from tisim.cm.messages import (
     RECEIVE_FAULTS,
@@ -60,12 +63,161 @@ class DeliveryReport:
     outside: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # sent, but the Fachdienst could not deliver
     dsn_uidl: str | None = None
+    delayed: list[str] = field(default_factory=list)  # held by the Fachdienst until released
 
 
 def _wants(notify: frozenset[str] | None, action: str) -> bool:
     if notify is None:
-        return action == "failed"  # RFC 3461 §4.1: no NOTIFY means failures (and delays) only
-    return ("SUCCESS" if action == "delivered" else "FAILURE") in notify
+        # RFC 3461 §4.1: without NOTIFY the MTA behaves as for NOTIFY=FAILURE,DELAY.
+        return action in ("failed", "delayed")
+    return {"delivered": "SUCCESS", "failed": "FAILURE", "delayed": "DELAY"}[action] in notify
+
+
+@dataclass(frozen=True)
+class Held:
+    """Where the Fachdienst keeps what it holds back (None: nothing is ever held)."""
+
+    messages: HeldStore  # mail for recipients in state "delayed"
+    dsns: HeldStore  # DSNs while SendPolicy.hold_dsns is on
+
+
+UNKNOWN_DIAGNOSTIC = "550 5.1.1 <{r}>: Recipient address rejected: User unknown"
+DELAYED_DIAGNOSTIC = "451 4.4.1 <{r}>: Delivery delayed, the Fachdienst keeps trying"
+
+
+def _result(submission: Submission, recipient: str, action: str) -> RecipientResult:
+    status, diagnostic = {
+        "delivered": ("2.0.0", None),
+        "failed": ("5.1.1", UNKNOWN_DIAGNOSTIC.format(r=recipient)),
+        "delayed": ("4.4.1", DELAYED_DIAGNOSTIC.format(r=recipient)),
+    }[action]
+    return RecipientResult(recipient, action, status, diagnostic, submission.original_recipients.get(recipient))
+
+
+def _hand_out_dsn(
+    submission: Submission,
+    content: bytes,
+    results: list[RecipientResult],
+    *,
+    store: MaildropStore,
+    hold: HeldStore | None,
+) -> str | None:
+    """Into the sender's maildrop, or kept back while DSNs are held; the maildrop UIDL if delivered."""
+    if not results:
+        return None
+    sender = submission.envelope.sender
+    dsn = delivery_status_notification(
+        content, sender=sender, results=results, arrived=submission.envelope.arrived, envid=submission.envid
+    )
+    if hold is not None:
+        hold.put({"sender": sender}, dsn)
+        return None
+    return store.deliver(sender, dsn)
+
+
+def _hold(held: Held | None, policy: SendPolicy) -> HeldStore | None:
+    return held.dsns if held is not None and policy.hold_dsns else None
+
+
+def _held_meta(submission: Submission, recipient: str, fault: str | None) -> dict[str, Any]:
+    envelope = submission.envelope
+    notify = submission.notify.get(recipient)
+    return {
+        "recipient": recipient,
+        "sender": envelope.sender,
+        "helo": envelope.helo,
+        "peer": envelope.peer,
+        "arrived": envelope.arrived.isoformat(),
+        "fault": fault,
+        "notify": sorted(notify) if notify is not None else None,
+        "orcpt": submission.original_recipients.get(recipient),
+        "envid": submission.envid,
+    }
+
+
+def release_delayed(
+    *,
+    store: MaildropStore,
+    accounts: Container[str],
+    outside: OutsideDrop | None,
+    held: Held,
+    policy: SendPolicy,
+    recipient: str | None = None,
+    outcome: str = "delivered",
+) -> list[str]:
+    """End the delay of held mail (all, or one recipient's): deliver it (``outcome="delivered"``) or
+    give up (``"failed"``), with the DSN its NOTIFY asked for. Returns the recipients released."""
+    if outcome not in ("delivered", "failed"):
+        raise ValueError("outcome must be 'delivered' or 'failed'")
+    released = []
+    for item in held.messages.items():
+        meta = item.meta
+        if recipient is not None and meta["recipient"] != recipient.lower():
+            continue
+        if not held.messages.remove(item.uid):
+            continue
+        notify = frozenset(meta["notify"]) if meta["notify"] is not None else None
+        submission = Submission(
+            envelope=Envelope(
+                sender=meta["sender"],
+                helo=meta["helo"],
+                peer=meta["peer"],
+                arrived=dt.datetime.fromisoformat(meta["arrived"]),
+            ),
+            recipients=[meta["recipient"]],
+            content=item.raw,
+            original_recipients={meta["recipient"]: meta["orcpt"]} if meta["orcpt"] else {},
+            envid=meta["envid"],
+            notify={meta["recipient"]: notify} if notify is not None else {},
+        )
+        if outcome == "delivered":
+            _deliver_to(
+                [meta["recipient"]],
+                item.raw,
+                meta["fault"],
+                submission.envelope,
+                store=store,
+                accounts=accounts,
+                outside=outside,
+            )
+        results = [_result(submission, meta["recipient"], outcome)] if _wants(notify, outcome) else []
+        _hand_out_dsn(submission, item.raw, results, store=store, hold=_hold(held, policy))
+        released.append(meta["recipient"])
+    return released
+
+
+def release_dsns(*, store: MaildropStore, held: Held) -> list[str]:
+    """Hand out every held DSN, oldest first; returns their maildrop UIDLs."""
+    uidls = []
+    for item in held.dsns.items():
+        if held.dsns.remove(item.uid):
+            uidls.append(store.deliver(item.meta["sender"], item.raw))
+    return uidls
+
+
+def _deliver_to(
+    recipients: list[str],
+    content: bytes,
+    fault: str | None,
+    envelope: Envelope,
+    *,
+    store: MaildropStore,
+    accounts: Container[str],
+    outside: OutsideDrop | None,
+) -> tuple[list[str], list[str]]:
+    """(hosted, outside) recipients the mail went to."""
+    hosted = [r for r in recipients if r in accounts]
+    outer = [r for r in recipients if r not in accounts]
+    if outer and outside is None:
+        raise SubmissionRejected("451 4.3.0 Local error in processing (no outside drop)")
+    if hosted:
+        payload, with_results = received_payload(content, fault)
+        for recipient in hosted:
+            store.deliver(recipient, delivered_copy(payload, envelope, recipient, with_results=with_results))
+    if outer and outside is not None:
+        # As it reached the CM: what the portal wrote is what the other side's tests look at.
+        outside.store(envelope.sender, outer, content)
+    return hosted, outer
 
 
 def deliver_submission(
@@ -75,6 +227,7 @@ def deliver_submission(
     accounts: Container[str],
     policy: SendPolicy | None = None,
     outside: OutsideDrop | None = None,
+    held: Held | None = None,
 ) -> DeliveryReport:
     policy = policy or SendPolicy()
     content = submission.content
@@ -98,17 +251,14 @@ def deliver_submission(
             "451 4.3.0 Message not sent: no valid encryption certificate for any recipient (" + ", ".join(removed) + ")"
         )
     unknown = [r for r in remaining if states[r].state == "unknown"]
-    delivered = [r for r in remaining if r not in unknown and r in accounts]
-    outside_rcpts = [r for r in remaining if r not in unknown and r not in accounts]
-    if outside_rcpts and outside is None:
-        raise SubmissionRejected("451 4.3.0 Local error in processing (no outside drop)")
-
-    payload, with_results = received_payload(content, fault)
-    for recipient in delivered:
-        store.deliver(recipient, delivered_copy(payload, submission.envelope, recipient, with_results=with_results))
-    if outside_rcpts and outside is not None:
-        # As it reached the CM: what the portal wrote is what the other side's tests look at.
-        outside.store(submission.envelope.sender, outside_rcpts, content)
+    delayed = [r for r in remaining if states[r].state == "delayed"] if held is not None else []
+    reachable = [r for r in remaining if r not in unknown and r not in delayed]
+    delivered, outside_rcpts = _deliver_to(
+        reachable, content, fault, submission.envelope, store=store, accounts=accounts, outside=outside
+    )
+    if held is not None:
+        for recipient in delayed:
+            held.messages.put(_held_meta(submission, recipient, fault), content)
 
     sender = submission.envelope.sender
     error_uidl = None
@@ -128,27 +278,13 @@ def deliver_submission(
 
     dsn_uidl = None
     if policy.fachdienst:
+        outcome = {r: "delivered" for r in reachable} | {r: "failed" for r in unknown} | {r: "delayed" for r in delayed}
         results = [
-            RecipientResult(r, "delivered", "2.0.0", None, submission.original_recipients.get(r))
-            for r in remaining
-            if r not in unknown and _wants(submission.notify.get(r), "delivered")
-        ] + [
-            RecipientResult(
-                r,
-                "failed",
-                "5.1.1",
-                f"550 5.1.1 <{r}>: Recipient address rejected: User unknown",
-                submission.original_recipients.get(r),
-            )
-            for r in unknown
-            if _wants(submission.notify.get(r), "failed")
+            _result(submission, r, outcome[r])
+            for r in recipients
+            if r in outcome and _wants(submission.notify.get(r), outcome[r])
         ]
-        results.sort(key=lambda result: recipients.index(result.address))
-        if results:
-            dsn = delivery_status_notification(
-                content, sender=sender, results=results, arrived=submission.envelope.arrived, envid=submission.envid
-            )
-            dsn_uidl = store.deliver(sender, dsn)
+        dsn_uidl = _hand_out_dsn(submission, content, results, store=store, hold=_hold(held, policy))
     return DeliveryReport(
         delivered=delivered,
         removed=removed,
@@ -156,4 +292,5 @@ def deliver_submission(
         outside=outside_rcpts,
         failed=unknown,
         dsn_uidl=dsn_uidl,
+        delayed=delayed,
     )

@@ -5,6 +5,7 @@ it while the simulator runs; the server reads it once per submission::
 
     {
       "fachdienst": true,
+      "hold_dsns": false,
       "recipients": {"<address>": {"state": "no-certificate", "code": "4004"}},
       "senders_without_certificate": {"<address>": "mail"}
     }
@@ -17,7 +18,9 @@ every other recipient counts as "no valid encryption certificate", and no DSNs a
 Recipient states: ``ok`` (reachable; hosted → its maildrop, otherwise the outside drop),
 ``no-certificate`` (the CM removes the recipient before sending and writes an error mail with
 ``code``, 4004 by default; 4001/4003/4005 fit here too), ``unknown`` (the CM sends, the Fachdienst
-has no such mailbox: a failure DSN, Status 5.1.1).
+has no such mailbox: a failure DSN, Status 5.1.1), ``delayed`` (the Fachdienst keeps the mail: a
+"delayed" DSN, Status 4.4.1, for NOTIFY=DELAY; delivered or failed when released).
+``hold_dsns``: DSNs are kept back until released (to see a message "sent, not yet delivered").
 
 Senders without certificate are answered ``553`` at the named stage: ``mail`` (MAIL FROM),
 ``rcpt`` (every RCPT TO) or ``data`` (after the end of DATA, as a KIM 1.5 CM that checks only then).
@@ -36,7 +39,7 @@ from typing import Any
 from tisim.config import write_json_atomic
 
 SEND_FILE = "send.json"
-RECIPIENT_STATES = ("ok", "unknown", "no-certificate")
+RECIPIENT_STATES = ("ok", "unknown", "no-certificate", "delayed")
 SENDER_STAGES = ("mail", "rcpt", "data")
 # CM error codes (Tab_Fehlercodes_KOMLE-Clientmodule) that mean "this recipient was removed".
 REMOVAL_CODES = ("4001", "4003", "4004", "4005")
@@ -53,6 +56,7 @@ class SendPolicy:
     """One consistent reading of ``send.json`` (plus the simulator's own default)."""
 
     fachdienst: bool = False
+    hold_dsns: bool = False
     recipients: dict[str, RecipientState] = field(default_factory=dict)
     senders_without_certificate: dict[str, str] = field(default_factory=dict)
 
@@ -108,10 +112,18 @@ class SendRules:
         }
         senders = {str(a).lower(): str(s) for a, s in (data.get("senders_without_certificate") or {}).items()}
         mode = bool(data.get("fachdienst", False)) if fachdienst is None else fachdienst
-        return SendPolicy(fachdienst=mode, recipients=recipients, senders_without_certificate=senders)
+        return SendPolicy(
+            fachdienst=mode,
+            hold_dsns=bool(data.get("hold_dsns", False)),
+            recipients=recipients,
+            senders_without_certificate=senders,
+        )
 
     def set_fachdienst(self, on: bool) -> None:
         self._update(lambda data: data.__setitem__("fachdienst", bool(on)))
+
+    def set_hold_dsns(self, on: bool) -> None:
+        self._update(lambda data: data.__setitem__("hold_dsns", bool(on)))
 
     def set_recipient_state(self, address: str, state: str, *, code: str | None = None) -> None:
         if state not in RECIPIENT_STATES:

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tisim.cm.delivery import Held, release_delayed, release_dsns
 from tisim.cm.faults import KINDS, FaultStore
 from tisim.cm.headerrules import Violation
+from tisim.cm.held import HeldItem, HeldStore
 from tisim.cm.maildrop import MaildropStore
 from tisim.cm.outside import OutsideDrop, OutsideMessage
 from tisim.cm.pop3 import LINE_LIMIT, Pop3Server
@@ -76,6 +78,9 @@ class CMSimulator:
         self.faults = FaultStore(self.data_dir)
         self.send_rules = SendRules(self.data_dir)
         self.outside = OutsideDrop(self.data_dir / "outside")
+        self.held = Held(
+            messages=HeldStore(self.data_dir / "held" / "messages"), dsns=HeldStore(self.data_dir / "held" / "dsns")
+        )
         self.context = CMContext(
             store=MaildropStore(self.data_dir / "maildrops"),
             accounts={},
@@ -83,6 +88,7 @@ class CMSimulator:
             faults=self.faults,
             rules=self.send_rules,
             outside=self.outside,
+            held=self.held,
             fachdienst=fachdienst,
             violations_file=self.data_dir / VIOLATIONS_FILE,
         )
@@ -348,7 +354,8 @@ class CMSimulator:
 
     def set_recipient_state(self, address: str, state: str, *, code: str | None = None) -> None:
         """``ok`` | ``unknown`` (failure DSN from the Fachdienst) | ``no-certificate`` (removed by the
-        CM, error mail ``code`` — 4004 by default, or 4001/4003/4005; 451 if nobody is left)."""
+        CM, error mail ``code`` — 4004 by default, or 4001/4003/4005; 451 if nobody is left) |
+        ``delayed`` (held, "delayed" DSN; see :meth:`release_delayed`)."""
         self.send_rules.set_recipient_state(address, state, code=code)
 
     def set_sender_without_certificate(self, address: str, *, stage: str = "mail", on: bool = True) -> None:
@@ -403,3 +410,34 @@ class CMSimulator:
             (self.data_dir / VIOLATIONS_FILE).unlink(missing_ok=True)
         self.send_rules.reset()
         self.outside.clear()
+        self.held.messages.clear()
+        self.held.dsns.clear()
+
+    def set_hold_dsns(self, on: bool) -> None:
+        """Keep the Fachdienst's DSNs back (``held_dsns()``) until :meth:`release_dsns`; for tests
+        that look at a message between "sent" and "delivered"."""
+        self.send_rules.set_hold_dsns(on)
+
+    def held_dsns(self) -> list[HeldItem]:
+        return self.held.dsns.items()
+
+    def release_dsns(self) -> list[str]:
+        """Put every held DSN into its sender's maildrop (oldest first); their UIDLs."""
+        return release_dsns(store=self.context.store, held=self.held)
+
+    def delayed_messages(self) -> list[HeldItem]:
+        """Mail the Fachdienst holds for recipients in state ``delayed`` (``meta["recipient"]`` …)."""
+        return self.held.messages.items()
+
+    def release_delayed(self, address: str | None = None, *, outcome: str = "delivered") -> list[str]:
+        """End the delay (for one recipient or all): deliver (``outcome="delivered"``) or give up
+        (``"failed"``), each with the DSN its NOTIFY asked for. Returns the recipients released."""
+        return release_delayed(
+            store=self.context.store,
+            accounts=self.context.accounts,
+            outside=self.outside,
+            held=self.held,
+            policy=self.context.policy(),
+            recipient=address,
+            outcome=outcome,
+        )

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tisim.cm.delivery import DeliveryReport, Submission, SubmissionRejected, deliver_submission
+from tisim.cm.delivery import DeliveryReport, Held, Submission, SubmissionRejected, deliver_submission
 from tisim.cm.faults import SMTP_DATA_MODES, SMTP_MAIL_MODES, FaultStore
 from tisim.cm.headerrules import Violation, check_submission
 from tisim.cm.maildrop import MaildropStore
@@ -215,6 +215,7 @@ class CMContext:
     faults: FaultStore | None = None
     rules: SendRules | None = None
     outside: OutsideDrop | None = None
+    held: Held | None = None
     fachdienst: bool | None = None  # None: as send.json says (default off)
     # Violations are also appended here (JSON lines), for other processes and the demo.
     violations_file: Path | None = None
@@ -397,7 +398,12 @@ class KimSMTPHandler:
             # A_23421/A_23422: the Fachdienst refuses the mail; the CM passes its answer on.
             raise SubmissionRejected("550 5.7.1 Sender integrity: " + "; ".join(v.detail for v in refused))
         report = deliver_submission(
-            submission, store=context.store, accounts=context.accounts, policy=policy, outside=context.outside
+            submission,
+            store=context.store,
+            accounts=context.accounts,
+            policy=policy,
+            outside=context.outside,
+            held=context.held,
         )
         content = submission.content
         raw = content if len(content) <= _KEEP_RAW else split_head(content)[0]
