@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -31,6 +32,16 @@ def signer_card_set(*, manager: Any, user: Any, telematik_id: str, iccsn: str) -
         raise PortalError(_("Bitte Telematik-ID oder ICCSN des eHBA angeben."))
     if iccsn and not ICCSN_RE.match(iccsn):
         raise PortalError(_("Die ICCSN besteht aus 20 Ziffern."))
+    # One eHBA, one person: a second mapping would run someone else's batches on this physician's card.
+    same_card = Q(telematik_id=telematik_id) if telematik_id else Q(pk__in=[])
+    if iccsn:
+        same_card |= Q(iccsn=iccsn)
+    holder = SignerCard.objects.filter(same_card).exclude(user=user).select_related("user").first()
+    if holder is not None:
+        raise PortalError(
+            _("Dieser eHBA ist bereits %(name)s zugeordnet.")
+            % {"name": holder.user.get_full_name() or holder.user.get_username()}
+        )
     card, created = SignerCard.objects.select_for_update().get_or_create(
         user=user, defaults={"telematik_id": telematik_id, "iccsn": iccsn, "set_by": manager}
     )

@@ -399,3 +399,32 @@ async def test_someone_elses_batch_socket_is_refused_even_with_a_forged_event():
     communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
     connected, code = await communicator.connect(timeout=5)
     assert (connected, code) == (False, 4404)
+
+
+# --- one eHBA, one person ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["telematik_id", "iccsn"])
+def test_one_ehba_cannot_be_mapped_to_two_people(client, manager, physician, assistant, field):
+    """A second mapping of the same card would let another person's batches run on the physician's eHBA (their
+    job numbers on her terminal): a typo or a mix-up at the managers' page must be refused, not stored."""
+    card = physician.signer_card
+    if field == "iccsn":
+        card.iccsn = "80276001011699901234"
+        card.save()
+    value = getattr(card, field)
+    client.force_login(manager)
+    response = client.post(
+        reverse("signing:manage-cards"),
+        {"username": assistant.username, "telematik_id": "", "iccsn": "", field: value},
+    )
+    assert response.status_code == 422
+    assert "bereits" in response.content.decode()
+    assert not SignerCard.objects.filter(user=assistant).exists()
+    # Changing the physician's own mapping (same card) stays possible.
+    response = client.post(
+        reverse("signing:manage-cards"),
+        {"username": physician.username, "telematik_id": card.telematik_id, "iccsn": card.iccsn},
+    )
+    assert response.status_code == 302
