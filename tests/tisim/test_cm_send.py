@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import default
+from pathlib import Path
 
 import pytest
 
 from tests.tisim.support import ALICE, BOB, CAROL, PASSWORDS, smtp_connect, smtp_user
 from tisim.cm import CMSimulator
+from tisim.cm.sendrules import SendRules
 
 OUTSIDE = "praxis@praxis-x.kim.telematik"
 OUTSIDE2 = "labor@labor-y.kim.telematik"
@@ -214,6 +216,16 @@ def test_recipient_without_certificate_is_removed_with_a_4004_error_mail(fd: CMS
     assert (delivered["Final-Recipient"], delivered["Action"]) == (f"rfc822; {OUTSIDE}", "delivered")
 
 
+def test_a_recipient_outside_the_kim_domains_is_removed_as_without_certificate(fd: CMSimulator) -> None:
+    raw, _ = kim_message(to=[OUTSIDE, "jemand@example.org"])
+    submit(fd, [OUTSIDE, "jemand@example.org"], raw, notify="NEVER")
+    [(_, recipients, _)] = fd.outside_messages()
+    assert recipients == [OUTSIDE]
+    [error] = mails(fd, ALICE)
+    assert error["X-KIM-Fehlermeldung"] == "4004"
+    assert "jemand@example.org" in error.get_body(("plain",)).get_content()
+
+
 def test_removal_with_another_cm_code(fd: CMSimulator) -> None:
     fd.set_recipient_state(CAROL, "no-certificate", code="4005")
     raw, _ = kim_message(to=[BOB, CAROL])
@@ -239,9 +251,8 @@ def test_no_recipient_left_is_451_and_nothing_goes_anywhere(fd: CMSimulator) -> 
 
 
 def test_unknown_state_or_code_is_refused() -> None:
-    from tisim.cm.sendrules import SendRules
-
-    rules = SendRules(__import__("pathlib").Path("/nonexistent"))
+    # Refused before anything is written: the path is never touched.
+    rules = SendRules(Path("/nonexistent"))
     with pytest.raises(ValueError, match="unknown recipient state"):
         rules.set_recipient_state(BOB, "gone")
     with pytest.raises(ValueError, match="code only"):

@@ -24,13 +24,13 @@ from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
 from tisim.cm.messages import CM_HOSTNAME, get_header, header_fields, split_head
+from tisim.cm.sendrules import is_kim_address
 
 DIENSTKENNUNG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*;[A-Za-z0-9][A-Za-z0-9_\-]*;V?[0-9]+(\.[0-9]+){1,2}$")
 SYSTEM_VERSION_RE = re.compile(r"^[^;\s][^;]*;[Vv]?[0-9][^;\s]*$")
 USER_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*/[0-9A-Za-z][0-9A-Za-z._+\-]*$")
 ADDR_SPEC_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)+$")
 MSG_ID_RE = re.compile(r"^<([^<>@\s]+)@([^<>@\s]+)>$")
-KIM_DOMAIN_SUFFIXES = (".kim.telematik", ".kim.telematik-test")
 MANDATORY = ("X-KIM-Dienstkennung", "X-KIM-Sendersystem", "X-KIM-Support", "X-TI-User-Agent")
 PATTERNS = {
     "x-kim-dienstkennung": DIENSTKENNUNG_RE,
@@ -51,11 +51,6 @@ class Violation:
     header: str  # the field concerned ("" for none)
     detail: str
     refused: bool  # the simulated service refused the mail for it
-
-
-def _is_kim_domain(address: str) -> bool:
-    domain = address.rpartition("@")[2].lower()
-    return any(domain.endswith(suffix) for suffix in KIM_DOMAIN_SUFFIXES)
 
 
 def _host_names() -> set[str]:
@@ -103,7 +98,7 @@ def check_submission(
         note("sender-mismatch", "Sender", f"Sender {sender_value!r} is not <{sender}>", refuse)
     reply_to = get_header(content, "Reply-To")
     if reply_to is not None:
-        outside = [a for _, a in getaddresses([reply_to]) if not _is_kim_domain(a)]
+        outside = [a for _, a in getaddresses([reply_to]) if not is_kim_address(a)]
         if outside:
             note("reply-to-domain", "Reply-To", f"Reply-To outside the KIM domains: {', '.join(outside)}", refuse)
 

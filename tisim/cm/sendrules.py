@@ -15,7 +15,9 @@ it while the simulator runs; the server reads it once per submission::
 A_23422) is enforced. Off, the CM behaves as before issue 10: only hosted accounts are reachable,
 every other recipient counts as "no valid encryption certificate", and no DSNs are written.
 
-Recipient states: ``ok`` (reachable; hosted → its maildrop, otherwise the outside drop),
+Recipient states: ``ok`` (reachable; hosted → its maildrop, otherwise the outside drop; the default
+for hosted accounts and, with the Fachdienst, for every address in a KIM domain — any other
+address counts as ``no-certificate``),
 ``no-certificate`` (the CM removes the recipient before sending and writes an error mail with
 ``code``, 4004 by default; 4001/4003/4005 fit here too), ``unknown`` (the CM sends, the Fachdienst
 has no such mailbox: a failure DSN, Status 5.1.1), ``delayed`` (the Fachdienst keeps the mail: a
@@ -39,6 +41,7 @@ from typing import Any
 from tisim.config import write_json_atomic
 
 SEND_FILE = "send.json"
+KIM_DOMAIN_SUFFIXES = (".kim.telematik", ".kim.telematik-test")
 RECIPIENT_STATES = ("ok", "unknown", "no-certificate", "delayed")
 SENDER_STAGES = ("mail", "rcpt", "data")
 # CM error codes (Tab_Fehlercodes_KOMLE-Clientmodule) that mean "this recipient was removed".
@@ -64,14 +67,23 @@ class SendPolicy:
         explicit = self.recipients.get(address.lower())
         if explicit is not None:
             return explicit
-        if hosted or self.fachdienst:
+        if hosted:
             return RecipientState("ok")
+        if self.fachdienst:
+            # Only KIM addresses can be in the VZD; anything else has no encryption certificate
+            # and the CM removes it (A_23174: non-KIM recipients are not sent to).
+            return RecipientState("ok" if is_kim_address(address) else "no-certificate")
         # Without the Fachdienst there is nobody outside: an address the CM does not host plays
         # "not in the VZD", as the simulator always did.
         return RecipientState("no-certificate")
 
     def sender_stage(self, address: str) -> str | None:
         return self.senders_without_certificate.get(address.lower())
+
+
+def is_kim_address(address: str) -> bool:
+    domain = address.rpartition("@")[2].lower()
+    return any(domain.endswith(suffix) for suffix in KIM_DOMAIN_SUFFIXES)
 
 
 class SendRules:
