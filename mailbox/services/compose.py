@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, getaddresses
 from typing import IO, Any
 
 from django.conf import settings
@@ -42,6 +42,7 @@ MESSAGE_ID_DOMAIN = "kim.local"
 KIM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$")
 # <Anwendung>;<Nachrichtentyp>;<Version> (gemSpec_Perf A_23167: no spaces or semicolons inside a part).
 DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._*-]+;[A-Za-z0-9._-]+$")
+_MSGID = re.compile(r"<[^<>\s]+>")
 MAX_ATTACHMENT_BYTES = 500 * 1024 * 1024
 # gemSpec: at most 700 MiB encoded; the CM's SIZE says the same.
 MAX_MAIL_BYTES = 734003200
@@ -78,11 +79,17 @@ class OutgoingData:
 
 
 def normalize_addresses(values: list[str]) -> list[str]:
-    """Stripped, lower-cased, without duplicates, in the order given (a pasted list may repeat names)."""
+    """Bare addresses, lower-cased, without duplicates, in the order given (a pasted list may repeat names).
+
+    Takes typed lists ("a@x; b@y"), header values ("Station <a@x>") and anything between.
+    """
     out: list[str] = []
     for value in values:
-        for part in re.split(r"[,;\s]+", value or ""):
-            address = part.strip().strip("<>").lower()
+        text = (value or "").replace(";", ",")
+        if "<" not in text and '"' not in text:
+            text = ",".join(text.split())
+        for _name, address in getaddresses([text]):
+            address = address.strip().lower()
             if address and address not in out:
                 out.append(address)
     return out
@@ -422,8 +429,21 @@ def _rfc822_part(original: bytes, filename: str) -> tuple[bytes, bool]:
     return _headers_bytes(header) + b"\r\n" + body, eight_bit
 
 
+_ID_HEADERS = ("message-id", "in-reply-to", "references")
+
+
 def _headers_bytes(message: EmailMessage) -> bytes:
-    return b"".join(SMTP.fold_binary(name, value) for name, value in message.items())
+    return b"".join(
+        _id_header(name, value) if name.lower() in _ID_HEADERS else SMTP.fold_binary(name, value)
+        for name, value in message.items()
+    )
+
+
+def _id_header(name: str, value: str) -> bytes:
+    # Message ids are never folded inside or before an id (some parsers keep the folding blank in the value);
+    # References get one id per line.
+    ids = _MSGID.findall(value) or [value.strip()]
+    return (f"{name}: " + "\r\n ".join(ids) + "\r\n").encode("ascii", "replace")
 
 
 def _body_bytes(part: EmailMessage) -> bytes:

@@ -128,3 +128,14 @@ def sender(account):
 
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def vzd_down(settings) -> str:
+    from tisim.vzd.slapd import free_port
+
+    certcache.clear()
+    url = f"ldap://127.0.0.1:{free_port()}"
+    settings.KIMPORTAL_VZD_URL = url
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 2.0
+    return url

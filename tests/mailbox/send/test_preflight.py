@@ -1,0 +1,83 @@
+"""Pre-flight against the directory (a real slapd): every recipient checked before anything is queued."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailbox.models import OutgoingMessage
+from mailbox.services.compose import OutgoingData, outgoing_attachment_add, outgoing_draft_save
+from mailbox.services.outbox import outgoing_send
+from mailbox.services.preflight import DirectoryUnreachable, PreflightFailed, outgoing_preflight
+from tests.mailbox.conftest import PRAXIS
+from tests.mailbox.send.conftest import EXPIRED, FOREIGN_TID, NO_CERT, SMALL_ONLY, UNKNOWN
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _draft(user, account, *to: str) -> OutgoingMessage:
+    return outgoing_draft_save(
+        user=user, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Befund", body="Text", to=list(to))
+    )
+
+
+def _reasons(user, draft) -> dict[str, str]:
+    return {p.address: p.reason for p in outgoing_preflight(user=user, draft=draft)}
+
+
+def test_a_recipient_with_a_valid_certificate_passes(account, sender, vzd):
+    assert outgoing_preflight(user=sender, draft=_draft(sender, account, PRAXIS)) == []
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        (NO_CERT, "kein Verschlüsselungszertifikat"),
+        (EXPIRED, "Zertifikat abgelaufen"),
+        (FOREIGN_TID, "nicht alle dieselbe Telematik-ID"),
+        (UNKNOWN, "nicht im Verzeichnis"),
+        ("kollege@gmail.com", "keine KIM-Adresse"),
+    ],
+)
+def test_each_problem_names_the_recipient_and_the_reason_in_german(account, sender, vzd, address, words):
+    reasons = _reasons(sender, _draft(sender, account, PRAXIS, address))
+    assert list(reasons) == [address]
+    assert address in reasons[address] and words in reasons[address]
+
+
+def test_nothing_is_queued_half_checked(cm, account, sender, vzd, sent_tasks):
+    draft = _draft(sender, account, PRAXIS, NO_CERT, UNKNOWN)
+    with pytest.raises(PreflightFailed) as failed:
+        outgoing_send(user=sender, draft=draft, version=draft.version)
+    assert [p.address for p in failed.value.problems] == [NO_CERT, UNKNOWN]
+    draft.refresh_from_db()
+    assert draft.state == OutgoingMessage.State.DRAFT and draft.message_id == ""
+    assert sent_tasks == [] and cm.sent_messages() == []
+
+
+def test_a_mail_over_15_mib_goes_only_to_large_message_recipients(account, sender, vzd):
+    draft = _draft(sender, account, PRAXIS, SMALL_ONLY)
+    # 12 MiB of file: about 16 MiB once base64 encoded.
+    outgoing_attachment_add(user=sender, draft=draft, filename="ct.dcm", content=b"\x00" * (12 * 1024 * 1024))
+    reasons = _reasons(sender, draft)
+    assert list(reasons) == [SMALL_ONLY]
+    assert "über 15 MiB" in reasons[SMALL_ONLY] and "1.5" in reasons[SMALL_ONLY]
+
+
+def test_a_small_mail_goes_to_every_kim_version(account, sender, vzd):
+    draft = _draft(sender, account, SMALL_ONLY)
+    outgoing_attachment_add(user=sender, draft=draft, filename="brief.pdf", content=b"%PDF" * 1000)
+    assert _reasons(sender, draft) == {}
+
+
+def test_directory_down_sends_nothing(account, sender, vzd_down, sent_tasks):
+    draft = _draft(sender, account, PRAXIS)
+    with pytest.raises(DirectoryUnreachable) as down:
+        outgoing_send(user=sender, draft=draft, version=draft.version)
+    assert "nicht gesendet" in down.value.message
+    assert OutgoingMessage.objects.get(pk=draft.pk).state == OutgoingMessage.State.DRAFT
+    assert sent_tasks == []
+
+
+def test_no_recipient_at_all(account, sender, vzd):
+    reasons = _reasons(sender, _draft(sender, account))
+    assert reasons == {"": "Bitte mindestens einen Empfänger angeben."}
