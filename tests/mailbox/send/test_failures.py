@@ -16,6 +16,8 @@ from mailbox.services.outbox import (
     MAX_ATTEMPTS,
     TEXT_NO_RECIPIENT,
     outgoing_deliver,
+    outgoing_due,
+    outgoing_recover_stale,
     outgoing_resolve_uncertain,
     outgoing_retry,
     outgoing_send,
@@ -268,3 +270,36 @@ def test_reports_that_match_nothing_stay_ordinary_messages(cm, account, sender, 
     matched = DeliveryReport.objects.get(outgoing=outgoing)
     assert report_apply(mailbox=account.mailbox, message=matched.message) is None
     assert DeliveryReport.objects.filter(outgoing=outgoing).count() == 1
+
+
+def test_a_delayed_dsn_keeps_the_message_sent_and_the_final_one_settles_it(cm, account, sender, vzd, sent_tasks):
+    cm.set_recipient_state(OUTSIDE, "delayed")
+    outgoing = _queued(sender, account, to=(OUTSIDE,))
+    outgoing_deliver(outgoing_id=outgoing.pk)
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    row = outgoing.recipient_rows.get()
+    assert outgoing.state == OutgoingMessage.State.SENT
+    assert row.state == "delayed" and "verzögert" in row.reason
+    cm.release_delayed(OUTSIDE, outcome="delivered")
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
+    assert outgoing.recipient_rows.get().state == "delivered"
+
+
+def test_the_beat_sends_what_is_due_and_never_what_is_uncertain(cm, account, sender, vzd, sent_tasks):
+    due = _queued(sender, account, subject="fällig")
+    later = _queued(sender, account, subject="später")
+    OutgoingMessage.objects.filter(pk=later.pk).update(next_try_at=timezone.now() + timedelta(minutes=5))
+    uncertain = _queued(sender, account, subject="ungewiss")
+    OutgoingMessage.objects.filter(pk=uncertain.pk).update(state=OutgoingMessage.State.UNCERTAIN)
+    assert outgoing_due() == [due.pk]
+    # A message whose worker holds a live lease is left alone; an expired one is recovered.
+    OutgoingMessage.objects.filter(pk=due.pk).update(
+        state=OutgoingMessage.State.SENDING, lease_until=timezone.now() + timedelta(minutes=1)
+    )
+    assert outgoing_recover_stale() == []
+    OutgoingMessage.objects.filter(pk=due.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert outgoing_recover_stale() == [due.pk]
+    assert outgoing_due() == [due.pk]
