@@ -64,8 +64,14 @@
       }
     });
     // A chip picked from the directory is a change of the recipients.
+    // After a pick the hit list closes (the next search opens it again).
     form.addEventListener("htmx:afterSwap", (ev) => {
-      if (ev.detail.target && ev.detail.target.classList.contains("vzd-chips")) markDirty();
+      const target = ev.detail.target;
+      if (!target || !target.classList.contains("vzd-chips")) return;
+      markDirty();
+      const picker = target.closest("[data-vzd-search]");
+      const results = picker && picker.querySelector(".vzd-picker-results");
+      if (results) results.replaceChildren();
     });
   }
 

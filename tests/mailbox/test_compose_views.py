@@ -211,3 +211,42 @@ def test_uncertain_delivery_is_decided_by_a_person(client, box, writer):
     # Decided already: a second click says so instead of deciding twice.
     again = client.post(reverse("mailbox:outgoing-uncertain", args=[sent.pk]), {"delivered": "no"}, headers=HX)
     assert again.status_code == 409 and "nicht mehr ungewiss" in again.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_outgoing_changes_reach_the_mailboxs_members_only_as_ids():
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from mailbox.consumers import InboxConsumer
+    from mailbox.services.compose import OutgoingData, outgoing_draft_save
+
+    def world():
+        box = MailboxFactory(display_name="Station Kardiologie")
+        member = UserFactory(username="mitglied")
+        MembershipFactory(mailbox=box, user=member, role=Membership.Role.OBSERVER)
+        writer = UserFactory(username="schreiber")
+        MembershipFactory(mailbox=box, user=writer, role=Membership.Role.PROCESSOR)
+        outsider = UserFactory(username="aussen")
+        MembershipFactory(mailbox=MailboxFactory(), user=outsider)
+        return box, member, writer, outsider
+
+    box, member, writer, outsider = await database_sync_to_async(world)()
+    sockets = {}
+    for name, user in (("member", member), ("outsider", outsider)):
+        sockets[name] = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+        sockets[name].scope["user"] = user
+        assert (await sockets[name].connect())[0]
+    draft = await database_sync_to_async(outgoing_draft_save)(
+        user=writer, mailbox_id=box.pk, data=OutgoingData(subject="Geheimer Befund", to=[PRAXIS])
+    )
+    html = await sockets["member"].receive_from(timeout=5)
+    assert f'data-outgoing="{draft.pk}"' in html and f'data-mailbox="{box.pk}"' in html
+    assert "Geheimer Befund" not in html and PRAXIS not in html  # ids only: the page re-reads through its view
+    assert await sockets["outsider"].receive_nothing(timeout=0.5)
+    for socket in sockets.values():
+        await socket.disconnect()
+    from django.db import connection
+
+    await database_sync_to_async(lambda: connection.close())()

@@ -1,0 +1,81 @@
+"""Page objects for the send path: compose (picker, typed addresses, attachments, send) and the sent message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+
+class ComposePage:
+    """A draft's page (/entwurf/<pk>/)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.form = page.locator("#draft-form")
+        self.status = page.locator("#draft-status")
+        self.problems = page.locator("#send-problems")
+        self.attachments = page.locator("#attachments")
+
+    @classmethod
+    def start(cls, page: Page, base_url: str, mailbox_name: str) -> ComposePage:
+        """ "Neue Nachricht" from the navigation, the mailbox chosen on the start page."""
+        page.goto(f"{base_url}/")
+        page.locator("#nav-compose").click()
+        select = page.get_by_label("Senden aus dem Postfach")
+        value = select.locator("option", has_text=mailbox_name).get_attribute("value")
+        select.select_option(value=value)
+        page.get_by_role("button", name="Nachricht verfassen").click()
+        expect(page.locator("#compose-heading")).to_have_text("Neue Nachricht")
+        return cls(page)
+
+    def chips(self, field: str = "to") -> Locator:
+        return self.page.locator(f"#{field}-chips .vzd-chip")
+
+    def search_recipient(self, text: str, *, field: str = "to") -> Locator:
+        """Type into the directory picker like a user; the hits once the search for the full text answered."""
+        box = self.page.locator(f"#{field}-picker-q")
+        box.click()
+        with self.page.expect_response(lambda r: "/directory/auswahl/" in r.url and "picker_q=" in r.url):
+            box.press_sequentially(text, delay=30)
+        return self.page.locator(f"#{field}-picker-results [data-hit]")
+
+    def pick(self, hit: Locator) -> None:
+        hit.get_by_role("button", name="Auswählen").click()
+
+    def type_address(self, address: str, *, field: str = "to") -> None:
+        box = self.page.locator(f"#{field}-typed")
+        box.fill(address)
+        box.press("Enter")
+
+    def fill(self, *, subject: str, body: str) -> None:
+        self.page.get_by_label("Betreff").fill(subject)
+        self.page.get_by_label("Nachricht", exact=True).fill(body)
+
+    def wait_saved(self) -> None:
+        expect(self.status).to_contain_text("Entwurf gespeichert um")
+
+    def attach(self, path: Path) -> None:
+        self.page.locator("#attachment-files").set_input_files(str(path))
+        expect(self.attachments).to_contain_text(path.name)
+
+    def send(self) -> SentPage:
+        self.page.get_by_role("button", name="Senden", exact=True).click()
+        self.page.wait_for_url(re.compile(r"/gesendet/\d+/$"))
+        return SentPage(self.page)
+
+
+class SentPage:
+    """A sent message's page (/gesendet/<pk>/) with its delivery timeline."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.timeline = page.locator("section.timeline")
+        self.state = page.locator("#outgoing-state")
+
+    def recipient(self, address: str) -> Locator:
+        return self.timeline.locator(f'tr[data-address="{address}"]')
+
+    def wait_live(self) -> None:
+        self.page.locator("body[data-live=open]").wait_for(state="attached")
