@@ -77,6 +77,8 @@ urlpatterns = [
     path("gesendet/<int:pk>/", compose.outgoing_detail, name="outgoing-detail"),
     path("gesendet/<int:pk>/wiederholen/", compose.outgoing_retry_view, name="outgoing-retry"),
     path("gesendet/<int:pk>/ungewiss/", compose.outgoing_uncertain, name="outgoing-uncertain"),
+    path("gesendet/<int:pk>/uebernehmen/", compose.outgoing_claim_view, name="outgoing-claim"),
+    path("gesendet/<int:pk>/freigeben/", compose.outgoing_release_view, name="outgoing-release"),
 ]
 
 # The managers' pages (Leitung), mounted at /leitung/ under the namespace "manage" by the root URLconf.

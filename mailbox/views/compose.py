@@ -56,6 +56,8 @@ from mailbox.services.compose import (
 )
 from mailbox.services.outbox import (
     outgoing_acknowledge,
+    outgoing_claim,
+    outgoing_release,
     outgoing_resolve_uncertain,
     outgoing_retry,
     outgoing_send,
@@ -576,3 +578,28 @@ def outgoing_uncertain(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
         return _act_response(request, pk, error=exc.message, status=422)
     notice = _("Als zugestellt vermerkt.") if delivered else _("Die Nachricht wird erneut gesendet.")
     return _act_response(request, pk, notice=notice)
+
+
+@require_POST
+def outgoing_claim_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """ "Ich kümmere mich": a failed or uncertain send becomes someone's job, as a received message does."""
+    outgoing = _outgoing_or_404(request, pk)
+    try:
+        outgoing_claim(user=request.user, outgoing=outgoing)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        return _act_response(request, pk, error=exc.message, status=409)
+    return _act_response(request, pk, notice=_("Sie kümmern sich um diese Nachricht."))
+
+
+@require_POST
+def outgoing_release_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    outgoing = _outgoing_or_404(request, pk)
+    try:
+        outgoing_release(user=request.user, outgoing=outgoing)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        return _act_response(request, pk, error=exc.message, status=409)
+    return _act_response(request, pk, notice=_("Zuständigkeit abgegeben."))

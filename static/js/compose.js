@@ -21,6 +21,18 @@
       dirty = false;
       window.htmx.trigger(form, "draft-autosave");
     }, AUTOSAVE_MS);
+    // The session ended (idle logout) while a timed save was under way: the server answers JSON, not the status
+    // line. Everything up to the last save is kept in "Entwürfe"; say so instead of swapping the answer in.
+    form.addEventListener("htmx:beforeSwap", (ev) => {
+      const type = ev.detail.xhr.getResponseHeader("Content-Type") || "";
+      if (ev.detail.elt !== form || !type.includes("application/json")) return;
+      ev.detail.shouldSwap = false;
+      const status = document.getElementById("draft-status");
+      if (status) {
+        status.classList.add("error");
+        status.textContent = status.dataset.expiredText || "";
+      }
+    });
     form.addEventListener("htmx:beforeRequest", (ev) => {
       if (ev.detail.elt === form) dirty = false;
     });

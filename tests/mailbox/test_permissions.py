@@ -405,6 +405,16 @@ ROUTES: dict[str, Route] = {
         data=lambda w: {"delivered": "yes"},
         done=lambda w: _out(w.sent).state == OutgoingMessage.State.SENT,
     ),
+    "outgoing-claim": Route(
+        ("POST",), "outgoing", role=Role.PROCESSOR, done=lambda w: _out(w.sent).claimed_by == w.user
+    ),
+    "outgoing-release": Route(
+        ("POST",),
+        "outgoing",
+        role=Role.PROCESSOR,
+        prepare=lambda w: OutgoingMessage.objects.filter(pk=w.sent.pk).update(claimed_by=w.user),
+        done=lambda w: _out(w.sent).claimed_by is None,
+    ),
 }
 
 
