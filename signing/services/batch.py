@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from kombu.exceptions import OperationalError
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
 from signing import events
@@ -45,7 +46,15 @@ def _enqueue(batch: SignatureBatch) -> None:
             current_app.loader.import_default_modules()
             current_app.tasks[TASK_NAME].apply(args=(batch.pk,), task_id=batch.task_id)
             return
-        current_app.send_task(TASK_NAME, args=(batch.pk,), task_id=batch.task_id)
+        try:
+            current_app.send_task(TASK_NAME, args=(batch.pk,), task_id=batch.task_id)
+        except OperationalError:
+            # The broker is down: no worker would ever run this batch, and its drafts would wait for the stale
+            # recovery (an hour). It ends now; its page says why and the drafts are back in the queue.
+            log.exception("signing batch %s could not be queued", batch.pk)
+            from signing.services.run import batch_end_unqueued
+
+            batch_end_unqueued(batch.pk)
 
     transaction.on_commit(send)
 

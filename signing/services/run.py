@@ -324,6 +324,18 @@ def batches_recover_stale() -> int:
     return count
 
 
+def batch_end_unqueued(batch_id: int) -> None:
+    """The batch's task could not be queued (the broker is down): it ends at once, its drafts go back."""
+    _finish(
+        SignatureBatch.objects.get(pk=batch_id),
+        code=None,
+        text=_(
+            "Der Signaturdienst ist im Moment nicht erreichbar. Die Entwürfe sind unverändert in der Liste; "
+            "bitte versuchen Sie es später erneut."
+        ),
+    )
+
+
 def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> None:
     """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any)."""
     with transaction.atomic():

@@ -428,3 +428,25 @@ def test_one_ehba_cannot_be_mapped_to_two_people(client, manager, physician, ass
         {"username": physician.username, "telematik_id": card.telematik_id, "iccsn": card.iccsn},
     )
     assert response.status_code == 302
+
+
+@async_db
+async def test_a_hostile_page_cannot_open_the_signing_sockets_with_the_users_cookie(settings):
+    """Cross-site WebSocket hijacking: another site's page, in the physician's browser, sends her session cookie
+    along; the full ASGI stack refuses its Origin before any consumer runs, and lets the portal's own page in."""
+    from kimportal.asgi import application
+
+    physician, _assistant, _letter, batch = await database_sync_to_async(_world)()
+    client = Client()
+    await sync_to_async(client.force_login)(physician)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+    for path in ("/ws/signing/queue/", f"/ws/signing/batch/{batch.pk}/"):
+        headers = [(b"cookie", cookie), (b"host", b"localhost")]
+        hostile = WebsocketCommunicator(application, path, headers=[*headers, (b"origin", b"https://evil.example")])
+        connected, _code = await hostile.connect(timeout=5)
+        assert not connected, path
+        await hostile.disconnect()
+        own = WebsocketCommunicator(application, path, headers=[*headers, (b"origin", b"http://localhost")])
+        connected, _code = await own.connect(timeout=5)
+        assert connected, path
+        await own.disconnect()

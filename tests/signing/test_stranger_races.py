@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from kimportal.errors import PortalError
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.services import batch as batch_service
 from signing.services.batch import Selected, batch_create
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
@@ -29,6 +30,7 @@ from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, PIN, 
 from tests.signing.factories import DraftFactory, WorkplaceFactory
 
 ROOT = Path(__file__).resolve().parents[2]
+_REAL_ENQUEUE = batch_service._enqueue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -355,3 +357,40 @@ def test_a_signer_deactivated_before_the_worker_starts_signs_nothing(
     assert not konnektor_sim.signed_requests and not Signature.objects.exists()
     assert batch.state == SignatureBatch.State.FAILED and batch.signed_count == 0
     assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+
+
+# --- the broker down when "Signieren" is pressed -----------------------------------------------------------------
+
+
+@pytest.fixture
+def broker_down():
+    """Celery's broker unreachable (a closed port), for this test's sends only: a fresh producer pool is made
+    from the bad URL, and the process's own settings and pool come back afterwards."""
+    from celery import current_app
+
+    conf = current_app.conf
+    saved = conf.broker_url, conf.task_publish_retry, current_app._pool
+    conf.broker_url, conf.task_publish_retry, current_app._pool = "redis://127.0.0.1:9/0", False, None
+    try:
+        yield
+    finally:
+        if current_app._pool is not None:
+            current_app._pool.force_close_all()
+        conf.broker_url, conf.task_publish_retry, current_app._pool = saved
+
+
+def test_a_broker_outage_at_the_start_gives_a_german_answer_and_the_letters_back(
+    broker_down, monkeypatch, client, signer, assistant, mailbox, workplace
+):
+    # The real send this time (the autouse fixture keeps the other tests off the broker).
+    monkeypatch.setattr(batch_service, "_enqueue", _REAL_ENQUEUE)
+    drafts = _letters(2, signer, assistant, mailbox)
+    client.force_login(signer)
+    client.raise_request_exception = False
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(drafts)}, follow=True
+    )
+    assert response.status_code == 200, response.status_code
+    assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+    assert not SignatureBatch.objects.filter(state__in=SignatureBatch.ACTIVE_STATES).exists()
+    assert "nicht erreichbar" in response.content.decode()
