@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -116,6 +117,13 @@ def test_message_id_with_personal_data_is_noted(fd: CMSimulator) -> None:
     assert rules(fd, msgid) == [("message-id-personal", "Message-ID")]
 
 
+def test_a_short_hex_local_part_inside_a_uuid_is_chance_not_personal_data(fd: CMSimulator) -> None:
+    cafe = "cafe@praxis-c.kim.telematik"
+    raw, msgid = kim_message(to=[cafe], msgid="<0f3cafe1-77aa-4b2b-9c1e-2d0c5e9b1a11@kim.local>")
+    submit(fd, [cafe], raw)
+    assert rules(fd, msgid) == []
+
+
 def test_a_message_id_submitted_twice_is_noted_and_delivered_twice(fd: CMSimulator) -> None:
     # The simulator does not deduplicate: two copies at the recipient are what the portal must avoid.
     raw, msgid = kim_message()
@@ -187,13 +195,17 @@ def _mail(dienstkennung: str, *, html_alternative: bool = False, html_attachment
 
 def test_kim_mail_must_be_plain_text_but_attachments_may_be_anything(fd: CMSimulator) -> None:
     alternative = _mail("KIM-Mail;Default;V1.0", html_alternative=True)
-    submit(fd, [BOB], alternative.as_bytes(), notify=None)
+    submit(fd, [BOB], alternative.as_bytes(policy=SMTP), notify=None)
     assert rules(fd, alternative["Message-ID"]) == [("kim-mail-not-plain", "Content-Type")]
+    forward = _mail("KIM-Mail;Default;V1.0")
+    # A forward embeds the original whole (message/rfc822, inline); its HTML is not the forward's body.
+    forward.add_attachment(_mail("KIM-Mail;Default;V1.0", html_alternative=True), disposition="inline")
     for mail in (
         _mail("KIM-Mail;Default;V1.0", html_attachment=True),
         _mail("Arztbrief;VHitG-Versand;V1.2", html_alternative=True),
+        forward,
     ):
-        submit(fd, [BOB], mail.as_bytes(), notify=None)
+        submit(fd, [BOB], mail.as_bytes(policy=SMTP), notify=None)
         assert rules(fd, mail["Message-ID"]) == []
 
 

@@ -61,6 +61,15 @@ def _host_names() -> set[str]:
     return names
 
 
+def _telling(local: str) -> bool:
+    """Whether finding ``local`` inside a Message-ID means something: a short all-hex local part
+    ("abe", "cafe") turns up in random UUIDs by chance."""
+    return len(local) >= 8 or (len(local) >= 3 and _HEXISH.fullmatch(local) is None)
+
+
+_HEXISH = re.compile(r"[0-9a-f._\-]+")
+
+
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value.strip("[]"))
@@ -116,7 +125,7 @@ def check_submission(
             personal = [
                 local
                 for local in {a.partition("@")[0].lower() for a in [sender, *recipients]}
-                if len(local) >= 3 and local in left
+                if local in left and _telling(local)
             ]
             if personal:
                 note("message-id-personal", "Message-ID", f"contains the address part {personal[0]!r}")
