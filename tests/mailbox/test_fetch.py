@@ -50,17 +50,36 @@ def test_fetch_stores_messages_and_deletes_them_on_the_server(cm, account):
 
 
 def _listen(mailbox_id: int):
-    """A channel in the mailbox's group, and a function that returns what reached it (then leaves)."""
+    """A channel in the mailbox's group, and a function that returns what reached it (then leaves).
+
+    The channel lives on one event loop of its own, as a server process's sockets do: the Pub/Sub layer keeps
+    channels and subscriptions per loop.
+    """
     import asyncio
 
-    from asgiref.sync import async_to_sync
+    import redis
     from channels.layers import get_channel_layer
+    from django.conf import settings
 
     from mailbox.events import mailbox_group
 
     layer = get_channel_layer()
-    listener = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(mailbox_group(mailbox_id), listener)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=30)
+
+    listener = run(layer.new_channel())
+    run(layer.group_add(mailbox_group(mailbox_id), listener))
+    # SUBSCRIBE is not acknowledged inline: wait (bounded) until Redis counts the subscription.
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    name = f"asgi__group__{mailbox_group(mailbox_id)}"
+    for _ in range(500):
+        if client.pubsub_numsub(name)[0][1]:
+            break
+        threading.Event().wait(0.01)
+    client.close()
 
     async def drain() -> list[dict]:
         received = []
@@ -71,7 +90,13 @@ def _listen(mailbox_id: int):
                 await layer.group_discard(mailbox_group(mailbox_id), listener)
                 return received
 
-    return async_to_sync(drain)
+    def received() -> list[dict]:
+        try:
+            return run(drain())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    return received
 
 
 def test_a_fetch_round_is_announced_in_one_event_after_its_commit(cm, account):
