@@ -350,14 +350,23 @@ def test_markup_in_every_field_is_shown_as_text(client, assistant, physician, ma
     assert response.status_code == 302
     draft = Draft.objects.get()
     client.force_login(physician)
-    for url in (
-        reverse("signing:draft-detail", args=[draft.pk]),
-        reverse("signing:queue"),
-        reverse("signing:drafts"),
-    ):
-        html = client.get(url).content.decode()
-        assert "<img src=x" not in html, url
-        assert "&lt;img src=x" in html, url
+    from signing.services.batch import Selected, batch_create
+    from tests.signing.factories import WorkplaceFactory
+
+    def shown_as_text(*urls: str) -> None:
+        for url in urls:
+            html = client.get(url).content.decode()
+            assert "<img src=x" not in html, url
+            assert "&lt;img src=x" in html, url
+
+    shown_as_text(reverse("signing:draft-detail", args=[draft.pk]), reverse("signing:queue"), reverse("signing:drafts"))
+    batch = batch_create(
+        signer=physician,
+        workplace=WorkplaceFactory(label=evil),
+        selected=[Selected(draft.pk, draft.version, draft.sha256)],
+    )
+    shown_as_text(reverse("signing:batch", args=[batch.pk]))
+    assert "<img src=x" not in client.get(reverse("signing:batches")).content.decode()
 
 
 @pytest.mark.xfail(

@@ -394,3 +394,16 @@ def test_a_broker_outage_at_the_start_gives_a_german_answer_and_the_letters_back
     assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
     assert not SignatureBatch.objects.filter(state__in=SignatureBatch.ACTIVE_STATES).exists()
     assert "nicht erreichbar" in response.content.decode()
+
+
+def test_two_physicians_sign_at_the_same_time_each_with_their_own_batch(signer, assistant, mailbox, workplace):
+    """The lock that keeps one physician to one batch is her card's row: another physician is not held up."""
+    from tests.signing.factories import SignerCardFactory
+
+    colleague = type(signer).objects.create(username="zweitaerztin")
+    SignerCardFactory(user=colleague)
+    hers, theirs = _letters(2, signer, assistant, mailbox), _letters(2, colleague, assistant, mailbox)
+    answers = _together(lambda: _start(signer, workplace, hers), lambda: _start(colleague, workplace, theirs))
+    assert all(isinstance(a, SignatureBatch) for a in answers), answers
+    assert {a.signer_id for a in answers} == {signer.pk, colleague.pk}
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.SIGNING}
