@@ -146,6 +146,8 @@ def _xml_check(content: bytes) -> None:
     tree = root.getroottree()
     if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
         raise DocumentRejected(_("XML-Dateien mit DOCTYPE-Deklaration werden aus Sicherheitsgründen abgelehnt."))
+    if any(ch in BIDI_CONTROLS for ch in etree.tostring(root, encoding="unicode")):
+        raise DocumentRejected(_("Die Datei enthält Steuerzeichen für die Schreibrichtung und wird abgelehnt."))
 
 
 def _text_check(content: bytes) -> None:
@@ -155,3 +157,10 @@ def _text_check(content: bytes) -> None:
         raise DocumentRejected(_("Die Textdatei ist nicht UTF-8-kodiert.")) from exc
     if any(ch < " " and ch not in "\t\r\n\f" for ch in text):
         raise DocumentRejected(_("Die Datei enthält Binärdaten und ist keine Textdatei."))
+    # Explicit direction overrides reorder what the page shows ("Trojan Source"): the physician would read
+    # another text than the bytes she signs.
+    if any(ch in BIDI_CONTROLS for ch in text):
+        raise DocumentRejected(_("Die Datei enthält Steuerzeichen für die Schreibrichtung und wird abgelehnt."))
+
+
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

@@ -385,3 +385,17 @@ def test_a_letter_text_over_the_request_limit_is_refused_in_german_and_not_store
     assert not Draft.objects.exists()
     assert response.status_code in (400, 413, 422)
     assert 'lang="de"' in response.content.decode()
+
+
+def test_a_text_whose_direction_overrides_reorder_what_is_shown_is_refused(client, assistant, physician, mailbox):
+    """U+202E and friends make the page show "Dosis 10 mg" for bytes that say "Dosis 01 mg": what is signed
+    would not be what was shown."""
+    client.force_login(assistant)
+    content = "Dosis: \u202e01\u202c mg täglich\n".encode()
+    response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", content))
+    _refused(response, "Schreibrichtung")
+    xml = '<?xml version="1.0" encoding="UTF-8"?><brief>Dosis: \u202e01\u202c mg</brief>'.encode()
+    _refused(_post(client, physician, mailbox, SimpleUploadedFile("brief.xml", xml)), "Schreibrichtung")
+    # Hebrew or Arabic text with its natural direction (no explicit overrides) stays fine.
+    response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", "Patientin: שרה כהן\n".encode()))
+    assert response.status_code == 302
