@@ -416,12 +416,15 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
         error = " ".join(str(e) for errs in form.errors.values() for e in errs)
         return _send_problems(request, draft, error=error)
     try:
+        # The send button is the author's explicit word: what this page shows is saved and sent, even when a save
+        # from a page load before (the beacon of a reload) bumped the version meanwhile. Only the author edits a
+        # draft; the queue step below still refuses a draft that stopped being one.
         draft = outgoing_draft_save(
             user=request.user,
             mailbox_id=form.cleaned_data["mailbox"],
             data=OutgoingData(**form.outgoing_data()),
             draft=draft,
-            version=form.cleaned_data.get("version"),
+            version=None,
         )
         sent = outgoing_send(user=request.user, draft=draft, version=draft.version)
     except PreflightFailed as exc:

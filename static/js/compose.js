@@ -41,9 +41,23 @@
       if (!dirty || !navigator.sendBeacon) return;
       const data = new FormData(form);
       NOT_SAVED.forEach((name) => data.delete(name));
-      data.delete("version"); // the newest edits win over a version the page may not have seen yet
-      if (navigator.sendBeacon(form.action, data)) dirty = false;
+      if (navigator.sendBeacon(form.action, data)) {
+        dirty = false;
+        // A reload may load the page before the beacon is stored: its first save then carries no version.
+        try { sessionStorage.setItem("draft-beacon", form.action); } catch { /* storage off: a conflict is shown */ }
+      }
     };
+    let afterBeacon = false;
+    try {
+      afterBeacon = sessionStorage.getItem("draft-beacon") === form.action;
+      sessionStorage.removeItem("draft-beacon");
+    } catch { /* no storage */ }
+    form.addEventListener("htmx:configRequest", (ev) => {
+      if (afterBeacon && ev.detail.elt === form) {
+        delete ev.detail.parameters.version;
+        afterBeacon = false;
+      }
+    });
     window.addEventListener("pagehide", flush);
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") flush(); });
 

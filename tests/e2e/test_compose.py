@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from email.policy import default
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from mailbox.models import KimAccount, OutgoingMessage
+from mailbox.models import KimAccount, OutgoingMessage, OutgoingRecipient
+from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
 from tests.e2e.layout import PHONE, TABLET, assert_no_horizontal_scroll
@@ -19,7 +21,8 @@ from tests.e2e.pages import LoginPage
 from tests.e2e.pages_compose import ComposePage
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS
 from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
-from tests.mailbox.send.conftest import cm, send_vzd_server  # noqa: F401  (fixtures: simulated CM, slapd)
+from tests.mailbox.mails import MAIL_WITH_PDF
+from tests.mailbox.send.conftest import NO_CERT, cm, send_vzd_server  # noqa: F401  (fixtures: simulated CM, slapd)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slapd]
 
@@ -106,3 +109,104 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
     sent = email.message_from_bytes(records[0].raw, policy=default)
     assert [p.get_filename() for p in sent.iter_attachments()] == ["Befund Müller.pdf"]
     assert csp == []
+
+
+@pytest.fixture
+def web(transactional_db, tmp_path, send_vzd_server) -> Iterator[PortalStack]:  # noqa: F811
+    env = {"KIMPORTAL_VZD_URL": send_vzd_server.url, "KIMPORTAL_VZD_CA_FILE": "", "KIMPORTAL_VZD_TLS_PIN": ""}
+    portal = PortalStack(tmp_path, with_worker=False, extra_env=env)
+    try:
+        portal.start()
+        yield portal
+    finally:
+        portal.stop()
+
+
+def _check_widths(page, where: str) -> None:
+    for size in (PHONE, TABLET):
+        page.set_viewport_size(size)
+        assert_no_horizontal_scroll(page)
+        assert_accessible(page, f"{where} at {size['width']} px")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_reply_preflight_problem_remove_recipient_and_the_send_pages(web, page):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    letter = message_ingest(mailbox=account.mailbox, uidl="brief", raw=MAIL_WITH_PDF)
+    now = timezone.now()
+    uncertain = OutgoingMessage.objects.create(
+        mailbox=account.mailbox,
+        author=station,
+        subject="Befund unterwegs",
+        to=[PRAXIS],
+        state="uncertain",
+        queued_at=now,
+        message_id="<11111111-1111-4111-8111-111111111111@kim.local>",
+        last_error="Die Verbindung endete nach der Übergabe.",
+    )
+    OutgoingRecipient.objects.create(outgoing=uncertain, address=PRAXIS, state="uncertain", updated_at=now)
+    failed = OutgoingMessage.objects.create(
+        mailbox=account.mailbox,
+        author=station,
+        subject="Befund abgelehnt",
+        to=[NO_CERT],
+        state="failed",
+        queued_at=now,
+        last_error="Die Nachricht konnte nicht gesendet werden.",
+    )
+    OutgoingRecipient.objects.create(
+        outgoing=failed, address=NO_CERT, state="failed", reason="kein Zertifikat", updated_at=now
+    )
+
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{web.url}/nachricht/{letter.pk}/")
+    expect(page.locator("#conversation")).to_contain_text("Eingangsbestätigung senden")
+    _check_widths(page, "message with reply actions")
+
+    page.locator("#reply-actions").get_by_role("button", name="Antworten", exact=True).click()
+    compose = ComposePage(page)
+    expect(page.locator("#compose-heading")).to_have_text("Antworten")
+    expect(compose.chips("to").filter(has_text=PRAXIS)).to_have_count(1)
+    compose.type_address(NO_CERT)
+    expect(compose.chips("to").filter(has_text=NO_CERT)).to_have_count(1)
+    page.get_by_role("button", name="Senden", exact=True).click()
+    problem = compose.problems.locator(f'[data-problem-address="{NO_CERT}"]')
+    expect(problem).to_contain_text("kein Verschlüsselungszertifikat")
+    expect(compose.problems).to_contain_text("Die Nachricht wurde nicht gesendet.")
+    _check_widths(page, "pre-flight problems")
+    problem.get_by_role("button", name="Empfänger entfernen").click()
+    expect(compose.problems).to_contain_text(f"{NO_CERT} wurde aus den Empfängern entfernt.")
+    expect(compose.chips("to").filter(has_text=NO_CERT)).to_have_count(0)
+    # A file dropped onto the attachment zone is uploaded like one chosen with the file input.
+    page.evaluate(
+        """() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["Rückrufnotiz"], "notiz.txt", {type: "text/plain"}));
+        document.querySelector("[data-drop-zone]").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }"""
+    )
+    expect(compose.attachments).to_contain_text("notiz.txt")
+    draft = OutgoingMessage.objects.get(in_reply_to=letter)
+    assert [a.filename for a in draft.attachments.all()] == ["notiz.txt"]
+    assert draft.to == [PRAXIS] and draft.state == OutgoingMessage.State.DRAFT
+
+    for path, text in [
+        ("/gesendet/", "Befund unterwegs"),
+        ("/postausgang/", "Befund abgelehnt"),
+        ("/entwuerfe/", draft.subject),
+        (f"/postfach/{account.mailbox_id}/gesendet/", "Befund unterwegs"),
+    ]:
+        page.goto(web.url + path)
+        expect(page.locator("main")).to_contain_text(text)
+        _check_widths(page, path)
+    page.goto(f"{web.url}/gesendet/{uncertain.pk}/")
+    expect(page.locator("#uncertain-decision")).to_contain_text("Zustellung ungewiss.")
+    _check_widths(page, "uncertain sent message")
+    page.get_by_role("button", name="Ist angekommen – nicht erneut senden").click()
+    expect(page.locator("#outgoing-state")).to_have_text("versendet")
+    page.goto(f"{web.url}/gesendet/{failed.pk}/")
+    page.get_by_role("button", name="Ich kümmere mich").click()
+    expect(page.locator("#outgoing-claim")).to_contain_text("Sabine Station")

@@ -250,3 +250,14 @@ async def test_outgoing_changes_reach_the_mailboxs_members_only_as_ids():
     from django.db import connection
 
     await database_sync_to_async(lambda: connection.close())()
+
+
+def test_send_saves_what_the_page_shows_even_after_a_save_from_a_reload(client, box, writer, draft):
+    # A reload's beacon stored the draft after the page had loaded: the page's version is behind.
+    OutgoingMessage.objects.filter(pk=draft.pk).update(version=4)
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "subject": "Wie gezeigt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 3}
+    response = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 422  # no recipient: the pre-flight, not a conflict, stops it
+    assert "mindestens einen Empfänger" in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Wie gezeigt"
