@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
@@ -74,7 +75,8 @@ class DraftForm(forms.Form):
     def _one_line(self, name: str) -> str:
         # The subject becomes a mail header when the letter is sent: a line break there is header injection.
         value = str(self.cleaned_data.get(name) or "")
-        if any(not ch.isprintable() for ch in value):
+        # Control characters and line/paragraph separators; a no-break space pasted from a letter is fine.
+        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
             raise ValidationError(_("Bitte ohne Zeilenumbrüche oder Steuerzeichen."))
         return value
 

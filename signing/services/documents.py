@@ -4,6 +4,7 @@ limit. The Konnektor signs only these formats with a QES (PDF/A, text, XML, TIFF
 from __future__ import annotations
 
 import io
+import unicodedata
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,7 +48,8 @@ def safe_filename(filename: str) -> str:
     """The last path segment, without control characters (it ends up in a Content-Disposition header), at most 255
     characters with the extension kept (it says which check applies and how the download opens)."""
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    # Control and format characters (line breaks, direction overrides: "brief\u202etxt.exe") never, spaces yes.
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp")).strip()
     if len(name) > 255:
         stem, dot, ext = name.rpartition(".")
         name = f"{stem[: 254 - len(ext)]}.{ext}" if dot and stem and len(ext) <= 16 else name[:255]

@@ -253,6 +253,8 @@ def test_control_characters_never_reach_the_file_name_or_its_download(client, as
     break in the name would break the Content-Disposition header of every download."""
     checked = document_check(LETTER_TEXT, "brief\r\nX-Injected: 1\t\x00.txt")
     assert not any(ch in checked.filename for ch in "\r\n\x00")
+    assert document_check(LETTER_TEXT, "Brief\u202efdp.txt").filename == "Brieffdp.txt"
+    assert document_check(LETTER_TEXT, "Brief\xa0Muster.txt").filename == "Brief\xa0Muster.txt"
     data = DraftData(
         document_type="earztbrief",
         patient_reference="Muster",
@@ -326,13 +328,23 @@ def test_400_recipients_are_kept_one_each_without_duplicates(client, assistant, 
 
 
 @pytest.mark.parametrize("field", ["subject", "patient_reference"])
-@pytest.mark.parametrize("value", ["Entlassbrief\r\nBcc: alle@klinikum.de", "Entlassbrief\nzweite Zeile", "Brief\x00"])
+@pytest.mark.parametrize(
+    "value", ["Entlassbrief\r\nBcc: alle@klinikum.de", "Entlassbrief\nzweite Zeile", "Brief\x00", "Brief\u2028Bcc: x"]
+)
 def test_line_breaks_in_subject_or_patient_are_refused(client, assistant, physician, mailbox, field, value):
     """The subject becomes a mail header when the letter is sent; a line break there is header injection."""
     client.force_login(assistant)
     response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", LETTER_TEXT), **{field: value})
     assert response.status_code == 422
     assert not Draft.objects.exists()
+
+
+def test_a_no_break_space_pasted_into_the_subject_is_fine(client, assistant, physician, mailbox):
+    client.force_login(assistant)
+    response = _post(
+        client, physician, mailbox, SimpleUploadedFile("brief.txt", LETTER_TEXT), subject="Entlassbrief\xa0Muster"
+    )
+    assert response.status_code == 302 and Draft.objects.get().subject == "Entlassbrief\xa0Muster"
 
 
 def test_markup_in_every_field_is_shown_as_text(client, assistant, physician, mailbox):
