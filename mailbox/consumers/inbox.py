@@ -27,6 +27,18 @@ from mailbox.selectors.fetching import fetch_failures_for_user
 
 # Rows rendered for one event, shared by the sockets of this process (language x read state).
 _rows: RenderMemo[str] = RenderMemo(ttl=2.0)
+# Whose draft an outgoing.changed event is about (None: not a draft), read once per event and process.
+_drafts: RenderMemo[int | None] = RenderMemo(ttl=2.0)
+
+
+def _draft_author(seq: str | None, outgoing_id: int) -> int | None:
+    from mailbox.models import OutgoingMessage
+
+    def read() -> int | None:
+        draft = OutgoingMessage.objects.filter(pk=outgoing_id, state=OutgoingMessage.State.DRAFT)
+        return draft.values_list("author_id", flat=True).first()
+
+    return _drafts.get((seq, outgoing_id), read)
 
 
 class InboxConsumer(PortalConsumer):
@@ -123,6 +135,10 @@ class InboxConsumer(PortalConsumer):
             return
         outgoing_id, mailbox_id = int(event["outgoing_id"]), int(event["mailbox_id"])
         seq = str(event.get("seq", ""))[:40]
+        # A draft is its author's alone: colleagues' pages do not follow its autosaves (one read per event).
+        author = await db(_draft_author)(event.get("seq"), outgoing_id)
+        if author is not None and author != self.user.pk:
+            return
         await self._send(
             f'<span id="outgoing-live" hidden hx-swap-oob="true" data-outgoing="{outgoing_id}" '
             f'data-mailbox="{mailbox_id}" data-seq="{seq}"></span>'

@@ -219,6 +219,7 @@ async def test_outgoing_changes_reach_the_mailboxs_members_only_as_ids():
     from channels.db import database_sync_to_async
     from channels.testing import WebsocketCommunicator
 
+    from mailbox import events
     from mailbox.consumers import InboxConsumer
     from mailbox.services.compose import OutgoingData, outgoing_draft_save
 
@@ -234,16 +235,26 @@ async def test_outgoing_changes_reach_the_mailboxs_members_only_as_ids():
 
     box, member, writer, outsider = await database_sync_to_async(world)()
     sockets = {}
-    for name, user in (("member", member), ("outsider", outsider)):
+    for name, user in (("member", member), ("writer", writer), ("outsider", outsider)):
         sockets[name] = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
         sockets[name].scope["user"] = user
         assert (await sockets[name].connect())[0]
     draft = await database_sync_to_async(outgoing_draft_save)(
         user=writer, mailbox_id=box.pk, data=OutgoingData(subject="Geheimer Befund", to=[PRAXIS])
     )
-    html = await sockets["member"].receive_from(timeout=5)
+    # A draft's autosaves concern its author only.
+    html = await sockets["writer"].receive_from(timeout=5)
     assert f'data-outgoing="{draft.pk}"' in html and f'data-mailbox="{box.pk}"' in html
     assert "Geheimer Befund" not in html and PRAXIS not in html  # ids only: the page re-reads through its view
+    assert await sockets["member"].receive_nothing(timeout=0.5)
+
+    def sent_now() -> None:
+        OutgoingMessage.objects.filter(pk=draft.pk).update(state=OutgoingMessage.State.SENT)
+        events.broadcast_outgoing_changed(mailbox_id=box.pk, outgoing_id=draft.pk)
+
+    await database_sync_to_async(sent_now)()
+    for name in ("member", "writer"):
+        assert f'data-outgoing="{draft.pk}"' in await sockets[name].receive_from(timeout=5)
     assert await sockets["outsider"].receive_nothing(timeout=0.5)
     for socket in sockets.values():
         await socket.disconnect()
