@@ -44,6 +44,7 @@ from mailbox.selectors.outbox import (
     sendable_mailboxes_for_user,
     thread_for_user,
 )
+from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
     OutgoingData,
     is_arztbrief,
@@ -526,6 +527,9 @@ def outgoing_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     if request.htmx and request.htmx.target == f"timeline-{pk}" and not request.htmx.history_restore_request:
         return render(request, "mailbox/partials/_timeline.html", context)
     context["thread"] = _thread(request, outgoing, current=outgoing)
+    # Reading a sent letter is an access to patient data like reading a received one (the timeline refresh is
+    # not). The audit is a leaf every layer writes to; the outbox services have no read-side hook for it.
+    audit_record(actor=request.user, action="outgoing.viewed", mailbox=outgoing.mailbox, outgoing_id=outgoing.pk)
     return render(request, "mailbox/outgoing_detail.html", context)
 
 

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
@@ -189,6 +190,7 @@ def test_sent_message_shows_its_timeline_and_the_fragment_alone(client, box, wri
     url = reverse("mailbox:outgoing-detail", args=[sent.pk])
     html = client.get(url).content.decode()
     assert f'id="timeline-{sent.pk}"' in html and "zugestellt" in html and PRAXIS in html
+    assert AuditEvent.objects.filter(action="outgoing.viewed", actor_id=writer.pk, mailbox_id=box.pk).count() == 1
     fragment = client.get(url, headers={**HX, "HX-Target": f"timeline-{sent.pk}"}).content.decode()
     assert fragment.lstrip().startswith("<section") and "<html" not in fragment
     assert "Befund" in client.get(reverse("mailbox:mailbox-sent", args=[box.pk])).content.decode()
