@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.ingest import message_ingest
+from tests.mailbox.conftest import simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tisim.vzd.slapd import free_port
@@ -274,3 +275,33 @@ def test_send_saves_what_the_page_shows_even_after_a_save_from_a_reload(client, 
     assert response.status_code == 422  # no recipient: the pre-flight, not a conflict, stops it
     assert "mindestens einen Empfänger" in response.content.decode()
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Wie gezeigt"
+
+
+def test_the_conversation_shows_the_sent_reply_next_to_the_letter(client, box, writer):
+    letter = message_ingest(mailbox=box, uidl="u2", raw=simple_mail("Befund Herr Meier"))
+    reply = OutgoingMessage.objects.create(
+        mailbox=box,
+        author=writer,
+        subject="AW: Befund Herr Meier",
+        to=[PRAXIS],
+        state="delivered",
+        queued_at=timezone.now(),
+        message_id="<22222222-2222-4222-8222-222222222222@kim.local>",
+        in_reply_to_header=letter.message_id,
+    )
+    client.force_login(writer)
+    html = client.get(reverse("mailbox:message-conversation", args=[letter.pk])).content.decode()
+    assert "Verlauf der Unterhaltung" in html
+    assert reverse("mailbox:outgoing-detail", args=[reply.pk]) in html and "zugestellt" in html
+    assert "Eingangsbestätigung" not in html  # a plain KIM-Mail is no eArztbrief
+    page = client.get(reverse("mailbox:outgoing-detail", args=[reply.pk])).content.decode()
+    assert reverse("mailbox:message-detail", args=[letter.pk]) in page
+
+
+def test_acknowledgement_while_the_directory_is_down_says_so_and_sends_nothing(client, box, writer):
+    letter = message_ingest(mailbox=box, uidl="u3", raw=MAIL_WITH_PDF)
+    client.force_login(writer)
+    response = client.post(reverse("mailbox:message-acknowledge", args=[letter.pk]), follow=True)
+    html = response.content.decode()
+    assert "nicht im Verzeichnis geprüft" in html
+    assert not OutgoingMessage.objects.filter(in_reply_to=letter).exclude(state="draft").exists()
