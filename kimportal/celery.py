@@ -30,7 +30,7 @@ def _schedule(sender: Celery, **_: object) -> None:
     # The outbox: messages of dead workers recovered, due (re)tries sent; a lost task costs one tick.
     sender.add_periodic_task(30.0, sender.signature("mailbox.tasks.outgoing_dispatch_due"), name="outgoing-due")
     # Signing batches whose worker died give their drafts back to the queue.
-    sender.add_periodic_task(600.0, sender.signature("signing.tasks.signing_recover_stale"), name="signing-recover")
+    sender.add_periodic_task(60.0, sender.signature("signing.tasks.signing_recover_stale"), name="signing-recover")
     # gematik: local copies of directory entries are refreshed from the VZD daily.
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"

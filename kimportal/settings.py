@@ -405,3 +405,5 @@ KIMPORTAL_SIGNING_MAX_BATCH = env.int("KIMPORTAL_SIGNING_MAX_BATCH", default=250
 # Signed letters go to the outbox on their own (on) or wait there for someone to send them (off). Takes effect
 # once the send path (outbox) exists; until then every signed letter waits ("signiert – wartet auf Versand").
 KIMPORTAL_SIGNING_AUTO_SEND = env.bool("KIMPORTAL_SIGNING_AUTO_SEND", default=True)
+# A running batch renews its heartbeat this often; one silent for six beats has lost its worker and is ended.
+KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = env.float("KIMPORTAL_SIGNING_HEARTBEAT_SECONDS", default=15.0)

@@ -38,6 +38,9 @@ class SignatureBatch(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the running task every few seconds, also while SignDocument waits for the PIN: a batch whose
+    # heartbeat stopped has no worker any more (signing.services.run.batches_recover_stale).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from konnektor import (
     Card,
@@ -119,8 +121,10 @@ def batch_run(batch_id: int) -> None:
         # A redelivered task never signs twice: only a batch nobody has started yet runs.
         if batch.state != SignatureBatch.State.PREPARED or batch.started_at is not None:
             return
-        batch.started_at = timezone.now()
-        batch.save(update_fields=["started_at"])
+        batch.started_at = batch.heartbeat_at = timezone.now()
+        batch.save(update_fields=["started_at", "heartbeat_at"])
+    heartbeat = _Heartbeat(batch.pk)
+    heartbeat.start()
     try:
         if _cancel_requested(batch):
             raise BatchStopped(None, "")
@@ -178,6 +182,37 @@ def batch_run(batch_id: int) -> None:
         _finish(batch, code=None, text=_("Interner Fehler beim Signieren. Die Entwürfe sind unverändert in der Liste."))
     else:
         _finish(batch, code=None, text="")
+    finally:
+        heartbeat.stop()
+
+
+def heartbeat_seconds() -> float:
+    return float(getattr(settings, "KIMPORTAL_SIGNING_HEARTBEAT_SECONDS", 15.0))
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the batch's heartbeat while the task runs, also while SignDocument blocks for minutes waiting for
+    the PIN. A killed worker stops renewing: its batch is ended within a minute or two, not after the time limit."""
+
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(name=f"signing-heartbeat-{batch_id}", daemon=True)
+        self.batch_id = batch_id
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(heartbeat_seconds()):
+                SignatureBatch.objects.filter(pk=self.batch_id, finished_at__isnull=True).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:
+            log.exception("heartbeat of signing batch %s stopped", self.batch_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=heartbeat_seconds() + 5)
 
 
 def _sign_item(item: BatchItem) -> SignItem:
@@ -306,22 +341,42 @@ def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text:
     signing_audit(actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text)
 
 
-# A batch task is killed at its hard time limit (signing.tasks); a batch still "running" after this long has no
-# worker any more (killed, or its task was lost) and would keep its drafts out of the queue for ever.
+# A batch nobody started after this long has lost its task (a worker that was busy starts it well before); a
+# started batch whose heartbeat is older than HEARTBEAT_MISSED beats has lost its worker.
 STALE_AFTER = timedelta(seconds=3700)
+HEARTBEAT_MISSED = 6
+
+
+def stale_q(now: Any = None) -> Q:
+    """Active batches without a worker: started and silent, or never started for STALE_AFTER."""
+    now = now or timezone.now()
+    silent = now - timedelta(seconds=heartbeat_seconds() * HEARTBEAT_MISSED)
+    return Q(state__in=SignatureBatch.ACTIVE_STATES) & (
+        Q(started_at__isnull=False, heartbeat_at__lt=silent)
+        | Q(started_at__lt=silent, heartbeat_at__isnull=True)
+        | Q(started_at__isnull=True, created_at__lt=now - STALE_AFTER)
+    )
+
+
+INTERRUPTED = gettext_lazy("Der Signaturvorgang wurde unterbrochen. Bitte starten Sie ihn erneut.")
 
 
 def batches_recover_stale() -> int:
     """End batches whose worker is gone: their unsigned drafts go back to the queue with the reason."""
-    cutoff = timezone.now() - STALE_AFTER
-    stale = SignatureBatch.objects.filter(state__in=SignatureBatch.ACTIVE_STATES).filter(
-        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff)
-    )
     count = 0
-    for batch in stale:
-        _finish(batch, code=None, text=_("Der Signaturvorgang wurde unterbrochen. Bitte starten Sie ihn erneut."))
+    for batch in SignatureBatch.objects.filter(stale_q()):
+        _finish(batch, code=None, text=str(INTERRUPTED))
         count += 1
     return count
+
+
+def batch_end_if_stale(batch_id: int) -> bool:
+    """Cancelling a batch whose worker is gone ends it at once (the physician need not wait for the recovery)."""
+    batch = SignatureBatch.objects.filter(stale_q(), pk=batch_id).first()
+    if batch is None:
+        return False
+    _finish(batch, code=None, text=str(INTERRUPTED))
+    return True
 
 
 def batch_end_unqueued(batch_id: int) -> None:
