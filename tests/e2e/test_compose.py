@@ -13,6 +13,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from mailbox.models import KimAccount, OutgoingMessage, OutgoingRecipient
+from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
@@ -38,7 +39,8 @@ def stack(transactional_db, tmp_path, send_vzd_server) -> Iterator[PortalStack]:
         portal.stop()
 
 
-def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # noqa: F811
+def _station_at(cm):  # noqa: F811
+    """The ward's user and mailbox, its account at the simulated CM (polled every second)."""
     station = UserFactory(username="station", first_name="Sabine", last_name="Station")
     account = KimAccountFactory(
         mailbox__address=HOSPITAL,
@@ -52,6 +54,11 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
         password=PASSWORD,
     )
     MembershipFactory(mailbox=account.mailbox, user=station)
+    return station, account
+
+
+def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # noqa: F811
+    _station_at(cm)
     csp: list[str] = []
     page.on("console", lambda msg: csp.append(msg.text) if "Content Security Policy" in msg.text else None)
 
@@ -109,6 +116,27 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
     sent = email.message_from_bytes(records[0].raw, policy=default)
     assert [p.get_filename() for p in sent.iter_attachments()] == ["Befund Müller.pdf"]
     assert csp == []
+
+
+def test_a_recipient_the_fachdienst_does_not_know_turns_failed_live(cm, stack, page):  # noqa: F811
+    station, account = _station_at(cm)
+    cm.set_recipient_state(PRAXIS, "unknown")
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Befund", body="Text", to=[PRAXIS])
+    )
+    LoginPage(page, stack.url).open().login("station", "pw-secret-123")
+    page.goto(f"{stack.url}/entwurf/{draft.pk}/")
+    sent_page = ComposePage(page).send()
+    sent_page.wait_live()
+    row = sent_page.recipient(PRAXIS)
+    expect(row).to_contain_text("fehlgeschlagen", timeout=45_000)
+    expect(sent_page.state).to_have_text("fehlgeschlagen")
+    reason = row.locator(".reason")
+    expect(reason).not_to_be_empty()
+    # A failed send is somebody's job: it waits in the outbox with its reason.
+    page.goto(f"{stack.url}/postausgang/")
+    expect(page.locator(f"#out-{draft.pk}")).to_contain_text("fehlgeschlagen")
+    assert_accessible(page, "outbox with a failed send")
 
 
 @pytest.fixture
