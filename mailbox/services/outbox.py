@@ -15,11 +15,12 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -176,6 +177,10 @@ def _record_contacts(outgoing: OutgoingMessage, user: Any) -> None:
 # --- deliver ---------------------------------------------------------------------------------------------
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the message's delivery lease."""
+
+
 class DeliverInTransaction(RuntimeError):
     """Delivery inside a transaction: the attempt markers would not be committed before the SMTP dialogue."""
 
@@ -218,6 +223,43 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
             outgoing_id, token, attempt, None, _("Für dieses Postfach ist kein KIM-Konto eingerichtet.")
         )
     where = f"{account.cm_host}:{account.smtp_port}"
+    keeper = _LeaseKeeper(outgoing_id, token, lease_seconds(account))
+    keeper.start()
+    try:
+        return _deliver(outgoing, account, token, attempt, where)
+    finally:
+        keeper.stop()
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the delivery lease while the SMTP dialogue runs (a 700 MiB mail takes longer than any fixed
+    lease); only a dead worker's lease runs out. On its own database connection."""
+
+    def __init__(self, outgoing_id: int, token: str, seconds: float) -> None:
+        super().__init__(daemon=True, name=f"send-lease-{outgoing_id}")
+        self.outgoing_id, self.token, self.seconds = outgoing_id, token, seconds
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(self.seconds / 3):
+                try:
+                    OutgoingMessage.objects.filter(pk=self.outgoing_id, lease_token=self.token).update(
+                        lease_until=timezone.now() + timedelta(seconds=self.seconds)
+                    )
+                except DatabaseError:
+                    log.exception("renewing the delivery lease of %s failed", self.outgoing_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt: DeliveryAttempt, where: str) -> str:
+    outgoing_id = outgoing.pk
     try:
         endpoint = account_endpoint(account, "smtp")
         raw = blob_get(outgoing.raw_sha256)
@@ -226,6 +268,13 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
         )
 
         def before_final_dot() -> None:
+            # Still ours? A worker that lost its lease (its renewals failed, another took over) stops here,
+            # before the CM can have the message: the CM drops an unfinished DATA.
+            held = OutgoingMessage.objects.filter(
+                pk=outgoing_id, lease_token=token, state=OutgoingMessage.State.SENDING
+            ).update(lease_until=timezone.now() + timedelta(seconds=lease_seconds(account)))
+            if not held:
+                raise LeaseLost(f"outgoing {outgoing_id}: delivery lease lost before the end of DATA")
             # Committed (autocommit) before the dot leaves: from here on a lost answer means "ungewiss".
             DeliveryAttempt.objects.filter(pk=attempt.pk).update(final_dot_at=timezone.now())
 
@@ -249,6 +298,16 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
             )
             % {"where": where, "detail": exc},
         )
+    except LeaseLost as exc:
+        log.warning("%s", exc)
+        _end_attempt(
+            attempt,
+            DeliveryAttempt.Outcome.ABORTED,
+            None,
+            "",
+            _("Abgebrochen: ein anderer Sendeprozess hat übernommen."),
+        )
+        return OutgoingMessage.objects.filter(pk=outgoing_id).values_list("state", flat=True).first() or ""
     except SmtpRefused as exc:
         return _finish_refused(outgoing_id, token, attempt, exc, where)
     except (CmError, CredentialDecryptionError) as exc:

@@ -303,3 +303,21 @@ def test_the_beat_sends_what_is_due_and_never_what_is_uncertain(cm, account, sen
     OutgoingMessage.objects.filter(pk=due.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert outgoing_recover_stale() == [due.pk]
     assert outgoing_due() == [due.pk]
+
+
+def test_a_worker_that_lost_its_lease_stops_before_the_end_of_data(cm, account, sender, vzd, sent_tasks, monkeypatch):
+    import mailbox.services.outbox as outbox
+
+    outgoing = _queued(sender, account)
+    real_send = outbox.smtp_send
+
+    def taken_over(*args, **kwargs):
+        # Another worker took the message over while this one was still talking to the CM.
+        OutgoingMessage.objects.filter(pk=outgoing.pk).update(lease_token="someone-else")
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "smtp_send", taken_over)
+    outgoing_deliver(outgoing_id=outgoing.pk)
+    attempt = outgoing.attempts.get()
+    assert attempt.outcome == "aborted" and attempt.final_dot_at is None
+    assert _copies(cm, outgoing.message_id) == 0 and cm.maildrop_uidls(PRAXIS) == []
