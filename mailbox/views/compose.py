@@ -357,7 +357,7 @@ def _attachments_response(request: AuthenticatedHttpRequest, draft: OutgoingMess
             messages.error(request, error)
         return redirect("mailbox:draft-edit", pk=draft.pk)
     draft = _outgoing_or_404(request, draft.pk)
-    context = {"draft": draft, "attachments": draft.attachment_list, "attachment_error": error}
+    context = {"draft": draft, "attachments": draft.attachment_list, "attachment_error": error, "oob": True}
     return render(request, "mailbox/compose.html#attachments", context, status=422 if error else 200)
 
 

@@ -54,6 +54,11 @@ class ComposePage:
         self.page.get_by_label("Nachricht", exact=True).fill(body)
 
     def wait_saved(self) -> None:
+        """Leave the field (a change, so an autosave) and wait until a save was answered."""
+        with self.page.expect_response(
+            lambda r: r.request.method == "POST" and re.search(r"/entwurf/\d+/$", r.url) is not None and r.ok
+        ):
+            self.page.keyboard.press("Tab")
         expect(self.status).to_contain_text("Entwurf gespeichert um")
 
     def attach(self, path: Path) -> None:

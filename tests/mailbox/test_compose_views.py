@@ -151,6 +151,9 @@ def test_attachments_are_added_and_removed(client, writer, draft):
     assert "Befund Müller.pdf" in response.content.decode()
     attachment = draft.attachments.get()
     assert attachment.content_type == "application/pdf"
+    # The upload bumped the draft's version: the form's hidden field follows, so the next autosave is no conflict.
+    version = OutgoingMessage.objects.get(pk=draft.pk).version
+    assert f'id="draft-version" value="{version}" hx-swap-oob="true"' in response.content.decode()
     remove = reverse("mailbox:draft-attachment-remove", args=[draft.pk, attachment.pk])
     assert "Keine Anhänge." in client.post(remove, headers=HX).content.decode()
     assert not draft.attachments.exists()
