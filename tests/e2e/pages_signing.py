@@ -26,7 +26,20 @@ class SigningQueuePage:
     def open_from_nav(cls, page: Page) -> SigningQueuePage:
         page.get_by_role("navigation", name="Hauptnavigation").get_by_role("link", name="Signatur").click()
         expect(page.get_by_role("heading", name="Zu signieren", level=1)).to_be_visible()
-        return cls(page)
+        return cls(page).ready()
+
+    @classmethod
+    def arrived(cls, page: Page) -> SigningQueuePage:
+        """After a link to the queue was followed."""
+        expect(page.get_by_role("heading", name="Zu signieren", level=1)).to_be_visible()
+        return cls(page).ready()
+
+    def ready(self) -> SigningQueuePage:
+        """The page's scripts have run (select all is wired) and its live socket is open: the heading shows
+        before the deferred scripts run, and a box ticked then would be unticked by the page's first count."""
+        self.page.wait_for_load_state("load")
+        self.page.locator("body[data-live=open]").wait_for(state="attached")
+        return self
 
     def row(self, draft_id: int) -> Locator:
         return self.page.locator(f"#draft-{draft_id}")
@@ -64,7 +77,7 @@ class DraftPage:
     def back_to_queue(self) -> SigningQueuePage:
         self.page.get_by_role("navigation", name="Signatur").get_by_role("link", name="Zu signieren").click()
         expect(self.page.get_by_role("heading", name="Zu signieren", level=1)).to_be_visible()
-        return SigningQueuePage(self.page)
+        return SigningQueuePage(self.page).ready()
 
 
 class BatchPage:
@@ -75,6 +88,7 @@ class BatchPage:
         self.status = page.locator("#batch-status")
         self.job_number = page.locator("#job-number")
         self.pin_prompt = page.locator("#pin-prompt")
+        self.calls = page.locator("#batch-calls")
         self.progress = page.locator("#batch-progress")
         self.counts = page.locator("#batch-counts")
         self.cancel = page.locator("#batch-cancel")
@@ -101,3 +115,7 @@ class BatchPage:
 
     def item(self, item_id: int) -> Locator:
         return self.page.locator(f"#item-{item_id}")
+
+    def item_for(self, draft_id: int) -> Locator:
+        """The row of a draft (found by its link, which names the draft's page)."""
+        return self.page.locator(f"tr[id^=item-]:has(a[href$='/entwurf/{draft_id}/'])")

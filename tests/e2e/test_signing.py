@@ -23,7 +23,7 @@ from tests.e2e.pages import LoginPage
 from tests.e2e.pages_signing import SigningQueuePage
 from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
-from tests.signing.documents import make_pdf
+from tests.signing.documents import LETTER_XML, make_pdf
 from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
 from tisim.konnektor import KonnektorSimulator
 
@@ -67,7 +67,8 @@ def signing_portal(transactional_db, tmp_path: Path, konnektor: KonnektorSimulat
 
 @pytest.fixture
 def queue(transactional_db) -> list[Draft]:
-    """Four discharge letters (PDF) written by the ward for Dr. Sommer, who has the eHBA of the simulator."""
+    """Four discharge letters (PDF) and an eAU (XML) written by the ward for Dr. Sommer, who has the eHBA of the
+    simulator. PDFs (PAdES) and the eAU (CAdES) go in separate SignDocument calls: two PIN entries."""
     station = UserFactory(username="station", first_name="Sabine", last_name="Stationsteam")
     aerztin = UserFactory(username="aerztin", first_name="Anna", last_name="Sommer")
     cardio = MailboxFactory(display_name="Station Kardiologie", address="kardiologie@klinikum-demo.kim.telematik-test")
@@ -75,7 +76,7 @@ def queue(transactional_db) -> list[Draft]:
     MembershipFactory(mailbox=cardio, user=aerztin, role=Membership.Role.PROCESSOR)
     SignerCardFactory(user=aerztin, telematik_id=HBA_TELEMATIK_ID)
     WorkplaceFactory(workplace_id=WORKPLACE, label=WORKPLACE_LABEL, ct_id=CT_ID)
-    return [
+    letters = [
         DraftFactory(
             author=station,
             signer=aerztin,
@@ -87,6 +88,18 @@ def queue(transactional_db) -> list[Draft]:
         )
         for patient in PATIENTS
     ]
+    eau = DraftFactory(
+        author=station,
+        signer=aerztin,
+        mailbox=cardio,
+        document_type="eau",
+        patient_reference=PATIENTS[0],
+        subject="eAU Müller",
+        filename="eAU Müller.xml",
+        mime_type="application/xml",
+        content=LETTER_XML,
+    )
+    return [*letters, eau]
 
 
 def _login_to_queue(page: Page, portal: PortalStack) -> SigningQueuePage:
@@ -127,7 +140,7 @@ def test_physician_signs_all_with_one_pin_at_the_terminal(signing_portal, konnek
     signing.select_all.check()
     for draft in queue:
         expect(signing.checkbox(draft.pk)).to_be_checked()
-    expect(signing.selection_count).to_contain_text("4")
+    expect(signing.selection_count).to_contain_text("5")
     batch = signing.sign_selected(WORKPLACE_OPTION)
     batch.wait_live()
 
@@ -138,7 +151,8 @@ def test_physician_signs_all_with_one_pin_at_the_terminal(signing_portal, konnek
     assert terminal.display[0] == job_number
     assert terminal.display[1:] == ["Eingabe Signatur-PIN HBA", "PIN.QES:"]
     expect(batch.pin_prompt).to_have_text("Bitte PIN am Kartenterminal eingeben")
-    expect(batch.counts).to_have_text("0 von 4 signiert")
+    expect(batch.calls).to_have_text("Schritt 1 von 2 – jeder Schritt verlangt die PIN.")
+    expect(batch.counts).to_have_text("0 von 5 signiert")
     assert_accessible(page, "the batch page waiting for the PIN")
     _check_layout(page, "batch-pin", "#job-number", "#pin-prompt", "#batch-cancel")
 
@@ -150,11 +164,27 @@ def test_physician_signs_all_with_one_pin_at_the_terminal(signing_portal, konnek
     terminal.enter_pin(PIN)
     assert terminal.wait_settled(30) == ["PIN erfolgreich verifiziert!"]
 
-    # Progress and summary arrive over the socket: the page was not reloaded.
+    # Progress arrives over the socket: the PDFs are signed, the eAU's step asks for the PIN again, with its own
+    # job number — again the one the terminal shows.
+    expect(batch.calls).to_have_text("Schritt 2 von 2 – jeder Schritt verlangt die PIN.", timeout=60_000)
+    expect(batch.pin_prompt).to_have_text("Bitte PIN erneut am Kartenterminal eingeben")
+    first_call = len(konnektor.signed_requests)
+    assert first_call == 4, "the four PDFs in the first call"
+    expect(batch.counts).to_have_text("4 von 5 signiert")
+    expect(batch.progress).to_have_attribute("value", "4")
+    for draft in queue[:4]:
+        expect(batch.item_for(draft.pk)).to_have_attribute("data-state", "signed")
+    expect(batch.item_for(queue[4].pk)).to_have_attribute("data-state", "pending")
+    second_job = batch.wait_for_pin_prompt()
+    assert terminal.wait_for_prompt(10)
+    assert terminal.display[0] == second_job != job_number
+    terminal.enter_pin(PIN)
+
+    # The summary, still without a reload.
     expect(batch.summary).to_be_visible(timeout=60_000)
     expect(batch.status).to_have_attribute("data-state", "done")
-    expect(batch.summary).to_contain_text(job_number)
-    expect(batch.count_signed).to_have_text("4 Dokumente signiert")
+    expect(batch.summary).to_contain_text(second_job)
+    expect(batch.count_signed).to_have_text("5 Dokumente signiert")
     expect(batch.count_failed).to_have_text("0 fehlgeschlagen")
     expect(batch.count_not_signed).to_have_text("0 nicht signiert (wieder in der Liste)")
     assert page.evaluate("window.__noReload === true"), "the page must not have reloaded"
@@ -162,19 +192,21 @@ def test_physician_signs_all_with_one_pin_at_the_terminal(signing_portal, konnek
     for item in run.items.all():
         expect(batch.item(item.pk)).to_have_attribute("data-state", "signed")
         expect(batch.item(item.pk)).to_contain_text("signiert")
-    assert len(terminal.prompts) == 1, "one PIN entry for the whole batch"
+    assert len(terminal.prompts) == 2, "one PIN entry per step"
     assert_accessible(page, "the batch summary")
     _check_layout(page, "batch-done", "#batch-summary", "#count-signed")
 
-    # Every letter is signed (PAdES), checked locally against the card's certificate, and out of the queue.
-    assert run.job_number == job_number.removeprefix("#")
+    # Every letter is signed (PDF: PAdES, the eAU: CAdES), checked locally, and out of the queue.
+    assert run.job_number == second_job.removeprefix("#")
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.SIGNED}
-    signatures = Signature.objects.filter(draft__in=queue)
-    assert signatures.count() == 4
-    assert all(s.verified and s.format == Signature.Format.PADES for s in signatures)
+    signatures = {s.draft_id: s for s in Signature.objects.filter(draft__in=queue)}
+    assert len(signatures) == 5 and all(s.verified for s in signatures.values())
+    assert [signatures[d.pk].format for d in queue] == [Signature.Format.PADES] * 4 + [Signature.Format.CADES]
     signed_requests = {r.request_id for r in konnektor.signed_requests}
     assert signed_requests == set(run.items.values_list("request_id", flat=True))
     page.get_by_role("link", name="Zurück zur Liste").click()
+    signing = SigningQueuePage.arrived(page)
+    expect(signing.list).to_contain_text("Keine Entwürfe zu signieren.")
     for draft in queue:
         expect(signing.row(draft.pk)).to_have_count(0)
 
@@ -198,7 +230,7 @@ def test_cancel_at_the_terminal_leaves_the_drafts_in_the_queue_with_the_reason(s
     expect(batch.error).to_contain_text(reason)
     expect(batch.error).to_contain_text("Fehlercode 4049")
     expect(batch.count_signed).to_have_text("0 Dokumente signiert")
-    expect(batch.count_not_signed).to_have_text("4 nicht signiert (wieder in der Liste)")
+    expect(batch.count_not_signed).to_have_text("5 nicht signiert (wieder in der Liste)")
     for item in BatchItem.objects.filter(batch_id=batch.batch_id):
         expect(batch.item(item.pk)).to_have_attribute("data-state", "not_signed")
     assert_accessible(page, "a failed batch")
@@ -211,17 +243,20 @@ def test_cancel_at_the_terminal_leaves_the_drafts_in_the_queue_with_the_reason(s
         assert (fresh.state, fresh.version, fresh.sha256) == (Draft.State.DRAFT, draft.version, draft.sha256)
         assert fresh.last_error_code == 4049
     page.get_by_role("link", name="Zurück zur Liste").click()
-    signing = SigningQueuePage(page)
+    signing = SigningQueuePage.arrived(page)
     for draft in queue:
         expect(signing.row(draft.pk)).to_be_visible()
         expect(signing.row(draft.pk)).to_contain_text(reason)
     assert_accessible(page, "the queue with failed drafts")
 
-    # And they can be signed right away: the next attempt goes through.
+    # And they can be signed right away: the next attempt goes through (a PIN entry per step).
     signing.select_all.check()
-    expect(signing.selection_count).to_contain_text("4")
+    expect(signing.selection_count).to_contain_text("5")
     batch = signing.sign_selected(WORKPLACE_OPTION)
-    batch.wait_for_pin_prompt()
-    assert terminal.wait_for_prompt(10)
-    terminal.enter_pin(PIN)
-    expect(batch.count_signed).to_have_text("4 Dokumente signiert", timeout=60_000)
+    for step in (1, 2):
+        expect(batch.calls).to_contain_text(f"Schritt {step} von 2", timeout=60_000)
+        shown = batch.wait_for_pin_prompt()
+        assert terminal.wait_for_prompt(10) and terminal.display[0] == shown
+        terminal.enter_pin(PIN)
+    expect(batch.count_signed).to_have_text("5 Dokumente signiert", timeout=60_000)
+    assert Signature.objects.count() == 5
