@@ -251,7 +251,14 @@ def _thread(request: AuthenticatedHttpRequest, anchor: Any, *, current: Any) -> 
 def _status(
     request: AuthenticatedHttpRequest, draft: OutgoingMessage, *, error: str = "", status: int = 200
 ) -> HttpResponse:
-    context = {"draft": draft, "error": error, "saved_at": timezone.localtime(draft.updated_at)}
+    # After a refusal the page keeps its version: the next autosave is refused too, until the user reloads or
+    # keeps this page's text on purpose ("Diese Fassung speichern", a save without the guard).
+    context = {
+        "draft": draft,
+        "error": error,
+        "conflict": status == 409,
+        "saved_at": None if error else timezone.localtime(draft.updated_at),
+    }
     return render(request, "mailbox/compose.html#draft-status", context, status=status)
 
 

@@ -97,6 +97,11 @@ def test_autosave_with_an_old_version_is_refused_in_german_and_changes_nothing(c
     assert "Nicht gespeichert:" in response.content.decode()
     assert "anderer Stelle geändert" in response.content.decode()
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Aus dem anderen Fenster"
+    # The page keeps its version (no silent overwrite by the next autosave) and offers to keep its own text.
+    assert 'id="draft-version"' not in response.content.decode()
+    assert "Diese Fassung speichern" in response.content.decode()
+    kept = client.post(url, {k: v for k, v in data.items() if k != "version"}, headers=HX)
+    assert kept.status_code == 200 and OutgoingMessage.objects.get(pk=draft.pk).subject == "Alt"
 
 
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
