@@ -73,14 +73,17 @@ def parse_report(raw: bytes, *, kim_error_codes: Iterable[str] = ()) -> ParsedRe
     if not is_dsn and not codes:
         return None
     report = ParsedReport(kind="error_mail" if codes else "dsn", error_codes=codes)
-    report.referenced_ids = _header_ids(msg.get("In-Reply-To")) or _header_ids(msg.get("References"))[-1:]
+    embedded: list[str] = []
     for part in msg.walk():
         ctype = part.get_content_type()
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             report.recipients += _recipient_blocks(part)
-        elif ctype in ("message/rfc822", "text/rfc822-headers") and not report.referenced_ids:
-            # An error mail that embeds the original instead of naming it.
-            report.referenced_ids = _embedded_ids(part)
+        elif ctype in ("message/rfc822", "text/rfc822-headers") and not embedded:
+            embedded = _embedded_ids(part)
+    # The embedded original says which message the report is about. It wins over In-Reply-To: the CM's
+    # notice about a *received* mail it could not decrypt copies that mail's headers (its In-Reply-To may
+    # name a message we sent) and embeds that mail, not ours.
+    report.referenced_ids = embedded or (_header_ids(msg.get("In-Reply-To")) or _header_ids(msg.get("References"))[-1:])
     return report
 
 

@@ -321,3 +321,31 @@ def test_a_worker_that_lost_its_lease_stops_before_the_end_of_data(cm, account, 
     attempt = outgoing.attempts.get()
     assert attempt.outcome == "aborted" and attempt.final_dot_at is None
     assert _copies(cm, outgoing.message_id) == 0 and cm.maildrop_uidls(PRAXIS) == []
+
+
+def test_the_cms_notice_about_a_received_reply_it_could_not_decrypt_is_no_report_on_our_message(
+    cm, account, sender, vzd, sent_tasks
+):
+    outgoing = _queued(sender, account)
+    outgoing_deliver(outgoing_id=outgoing.pk)
+    _fetch_reports(account)
+    reply = simple_mail("AW: Befund", In_Reply_To=outgoing.message_id, References=outgoing.message_id)
+    # KOM-LE-A_2046: headers copied from the undecryptable mail, the mail itself embedded.
+    notice = (
+        (
+            f"From: Praxis Test <{PRAXIS}>\r\nTo: {HOSPITAL}\r\n"
+            "Subject: Beim Entschluesseln ist ein Fehler aufgetreten\r\n"
+            f"Message-ID: <notice-1@cm.local>\r\nIn-Reply-To: {outgoing.message_id}\r\n"
+            "X-KIM-Fehlermeldung: 4009\r\nX-KIM-DecryptionResult: 4009\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n'
+            "Schluessel nicht verfuegbar.\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + reply
+        + b"\r\n--b1--\r\n"
+    )
+    cm.deliver(HOSPITAL, notice)
+    _fetch_reports(account)
+    kept = Message.objects.get(mailbox=account.mailbox, message_id="<notice-1@cm.local>")
+    assert not DeliveryReport.objects.filter(message=kept).exists()
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
