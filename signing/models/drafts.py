@@ -14,15 +14,13 @@ from signing.doctypes import document_type_label
 
 class DraftQuerySet(models.QuerySet["Draft"]):
     def visible_to(self, user: Any) -> DraftQuerySet:
-        """Drafts the user may see: as author or intended signer; managers see every draft of the house.
+        """Drafts the user may see: as author or intended signer. A letter is patient data: managers administer
+        (eHBA mappings, workplaces) and read no letter that is not theirs, as they read no message without a
+        membership.
 
         Reads start here (views, consumers, services), so a foreign pk is simply not found (404)."""
-        from mailbox.permissions import is_manager
-
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
-        if is_manager(user):
-            return self.all()
         return self.filter(models.Q(author=user) | models.Q(signer=user))
 
 
