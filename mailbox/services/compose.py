@@ -41,7 +41,7 @@ MESSAGE_ID_DOMAIN = "kim.local"
 # A KIM address: local part and a domain under kim.telematik (PU) or kim.telematik-test (RU/TU).
 KIM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$")
 # <Anwendung>;<Nachrichtentyp>;<Version> (gemSpec_Perf A_23167: no spaces or semicolons inside a part).
-DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._*-]+;[A-Za-z0-9._-]+$")
+DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._-]+;[A-Za-z0-9._-]+$")
 _MSGID = re.compile(r"<[^<>\s]+>")
 MAX_ATTACHMENT_BYTES = 500 * 1024 * 1024
 # gemSpec: at most 700 MiB encoded; the CM's SIZE says the same.
@@ -319,6 +319,15 @@ def draft_problems(draft: OutgoingMessage) -> list[tuple[str, str]]:
         reason = address_problem(address)
         if reason:
             problems.append((address, reason))
+    size = estimated_size(draft, list(draft.attachments.all()))
+    if size > MAX_MAIL_BYTES:
+        problems.append(
+            (
+                "",
+                _("Die Nachricht ist mit etwa %(size)s MiB größer als die 700 MiB, die KIM befördert.")
+                % {"size": size // (1024 * 1024)},
+            )
+        )
     if not DIENSTKENNUNG.match(draft.dienstkennung or ""):
         problems.append(
             (
