@@ -37,6 +37,7 @@ from mailbox.permissions import Action, require
 from mailbox.services.accounts import account_endpoint, cm_error_message
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
+    DraftInvalid,
     OutgoingData,
     acknowledgement_dienstkennung,
     build_mime,
@@ -49,7 +50,7 @@ from mailbox.services.compose import (
     require_sender,
 )
 from mailbox.services.preflight import PreflightFailed, PreflightProblem, outgoing_preflight, recipient_problems
-from mailbox.storage import blob_get, blob_put
+from mailbox.storage import BlobError, blob_get, blob_put
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,12 @@ def _queue(*, user: Any, outgoing_id: int, version: int) -> OutgoingMessage:
         raise Conflict(_("Der Entwurf wurde inzwischen geändert. Bitte prüfen und erneut senden."), fresh=outgoing)
     now = timezone.now()
     message_id = new_message_id()
-    raw = build_mime(outgoing, message_id=message_id, date=now)
+    try:
+        raw = build_mime(outgoing, message_id=message_id, date=now)
+    except BlobError as exc:
+        raise DraftInvalid(
+            _("Ein Anhang dieses Entwurfs ist nicht mehr vorhanden (gelöscht?). Bitte entfernen und neu anfügen.")
+        ) from exc
     # The bytes reach the disk before the row names them: a retry sends exactly these.
     sha = blob_put(raw)
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(

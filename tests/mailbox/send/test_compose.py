@@ -19,6 +19,7 @@ from mailbox.selectors.outbox import (
     sendable_mailboxes_for_user,
 )
 from mailbox.services.compose import (
+    DraftInvalid,
     OutgoingData,
     build_mime,
     outgoing_attachment_add,
@@ -34,6 +35,7 @@ from mailbox.services.outbox import (
     outgoing_deliver,
     outgoing_send,
 )
+from mailbox.storage import blob_path
 from tests.mailbox.conftest import HOSPITAL, PRAXIS, simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 
@@ -182,3 +184,14 @@ def test_outbox_changes_are_broadcast_after_commit_with_ids_only(cm, account, se
     assert set(changes[-1]) == {"type", "mailbox_id", "outgoing_id", "seq"}
     # draft, queued, sending, sent
     assert len(changes) >= 4 and all(e["outgoing_id"] == outgoing.pk for e in changes)
+
+
+def test_a_draft_whose_attachment_bytes_are_gone_is_not_queued(cm, account, sender, vzd, sent_tasks):
+    draft = outgoing_draft_save(user=sender, mailbox_id=account.mailbox_id, data=OutgoingData(to=[PRAXIS]))
+    attachment = outgoing_attachment_add(user=sender, draft=draft, filename="a.pdf", content=b"%PDF-weg")
+    blob_path(attachment.sha256).unlink()
+    draft.refresh_from_db()
+    with pytest.raises(DraftInvalid):
+        outgoing_send(user=sender, draft=draft, version=draft.version)
+    draft.refresh_from_db()
+    assert draft.state == OutgoingMessage.State.DRAFT and sent_tasks == []
