@@ -381,12 +381,6 @@ def test_markup_in_every_field_is_shown_as_text(client, assistant, physician, ma
     assert "<img src=x" not in client.get(reverse("signing:batches")).content.decode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A form over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB of non-file fields, here the letter text) is answered "
-    "by Django's built-in English 'Bad Request (400)' page: the project has no templates/400.html. Nothing is "
-    "stored, but the user gets no German explanation.",
-)
 def test_a_letter_text_over_the_request_limit_is_refused_in_german_and_not_stored(
     client, assistant, physician, mailbox
 ):
