@@ -17,6 +17,7 @@ from mailbox.selectors.outbox import (
     outgoing_get_for_user,
     outgoing_list_for_user,
     sendable_mailboxes_for_user,
+    thread_for_user,
 )
 from mailbox.services.compose import (
     DraftInvalid,
@@ -157,6 +158,11 @@ def test_earztbrief_acknowledgement_is_offered_and_sent_once(cm, account, sender
     assert wire["In-Reply-To"] == letter.message_id and wire["To"] == PRAXIS
     assert cm.header_violations() == []
     assert AuditEvent.objects.filter(action="outgoing.acknowledged", actor_id=sender.pk).count() == 1
+    # Shown in the letter's conversation.
+    assert [(i.is_sent, (i.outgoing or i.message).pk) for i in thread_for_user(sender, letter)] == [
+        (False, letter.pk),
+        (True, ack.pk),
+    ]
     with pytest.raises(NotAllowed):
         outgoing_acknowledge(user=sender, message=plain)
 
