@@ -407,3 +407,14 @@ KIMPORTAL_SIGNING_MAX_BATCH = env.int("KIMPORTAL_SIGNING_MAX_BATCH", default=250
 KIMPORTAL_SIGNING_AUTO_SEND = env.bool("KIMPORTAL_SIGNING_AUTO_SEND", default=True)
 # A running batch renews its heartbeat this often; one silent for six beats has lost its worker and is ended.
 KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = env.float("KIMPORTAL_SIGNING_HEARTBEAT_SECONDS", default=15.0)
+
+# --- Sending (mailbox.services.compose / outbox) ---
+# What every sent mail names in its mandatory headers (gematik's client-system rules): the product and version,
+# the hospital's KIM support address, and the registered product id of this client system.
+KIMPORTAL_KIM_SENDERSYSTEM = env.str("KIMPORTAL_KIM_SENDERSYSTEM", default="KIM-Portal;0.1.0")
+KIMPORTAL_KIM_SUPPORT = env.str("KIMPORTAL_KIM_SUPPORT", default="kim-support@klinikum-demo.example")
+KIMPORTAL_TI_USER_AGENT = env.str("KIMPORTAL_TI_USER_AGENT", default="KIMPortal-Klinikum/0.1.0")
+# First retry after a temporary failure (doubling up to an hour); how long a delivering worker holds a message
+# (0: from the SMTP timeout).
+KIMPORTAL_SEND_RETRY_SECONDS = env.float("KIMPORTAL_SEND_RETRY_SECONDS", default=30.0)
+KIMPORTAL_SEND_LEASE_SECONDS = env.float("KIMPORTAL_SEND_LEASE_SECONDS", default=0.0)

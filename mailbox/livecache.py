@@ -107,7 +107,8 @@ def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[Live
             # The list's own columns: the same row the page rendered, not every text and JSON field.
             Message.objects.select_related("mailbox", "assignee", "claimed_by")
             .only(*LIST_ROW_FIELDS)
-            .filter(pk=message_id, mailbox_id=event["mailbox_id"])
+            # A matched delivery report shows on its sent message's timeline, not as a new inbox row.
+            .filter(pk=message_id, mailbox_id=event["mailbox_id"], is_delivery_report=False)
             .first()
         )
         if message is None:

@@ -83,6 +83,9 @@ class Message(models.Model):
     text_body = models.TextField(blank=True)
     html_body = models.TextField(blank=True, help_text="sanitized with nh3")
     is_malformed = models.BooleanField(default=False)
+    # A DSN or CM error mail matched to a sent message (mailbox.services.dsn): it lives on that message's timeline
+    # and is no inbox row. A flag, not a join: lists filter it on their index scan.
+    is_delivery_report = models.BooleanField(default=False)
     parse_problems = models.JSONField(default=list, blank=True)
     # Attachments (not inline images); immutable after ingest, kept here so lists need no join.
     attachment_count = models.PositiveSmallIntegerField(default=0)

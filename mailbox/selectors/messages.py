@@ -125,7 +125,8 @@ def message_list_for_user(
     size: int = PAGE_SIZE,
 ) -> KeysetPage[Message]:
     f = filters or MessageFilter()
-    qs: QuerySet[Message] = Message.objects.visible_to(user)
+    # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
+    qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
     if mailbox is not None:
         qs = qs.filter(mailbox=mailbox)
     qs = _apply_filter(qs, user, f)

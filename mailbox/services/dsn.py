@@ -182,7 +182,9 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
         return None
     report = DeliveryReport.objects.create(message=message, outgoing=outgoing, kind=parsed.kind)
     # Not open work: the facts moved to the sent message's timeline (the report stays readable there).
-    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE, done_at=timezone.now())
+    Message.objects.filter(pk=message.pk).update(
+        state=Message.State.DONE, done_at=timezone.now(), is_delivery_report=True
+    )
     _apply_statuses(outgoing, message, parsed)
     return report
 

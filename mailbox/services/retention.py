@@ -32,7 +32,16 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
-from mailbox.models import Attachment, Mailbox, Membership, Message, Note, Notification
+from mailbox.models import (
+    Attachment,
+    Mailbox,
+    Membership,
+    Message,
+    Note,
+    Notification,
+    OutgoingAttachment,
+    OutgoingMessage,
+)
 from mailbox.permissions import is_manager, user_role
 from mailbox.services.audit import audit_record
 from mailbox.storage import BlobError, blob_path
@@ -121,6 +130,9 @@ def _kept(shas: Iterable[str], *, exclude: Q | None = None) -> set[str]:
         chunk = shas[i : i + _CHUNK]
         kept.update(keeping.filter(raw_sha256__in=chunk).values_list("raw_sha256", flat=True))
         kept.update(Attachment.objects.filter(sha256__in=chunk, message__in=keeping).values_list("sha256", flat=True))
+        # Sent mail and drafts name blobs too (a forwarded original, an attachment, the bytes that went out).
+        kept.update(OutgoingMessage.objects.filter(raw_sha256__in=chunk).values_list("raw_sha256", flat=True))
+        kept.update(OutgoingAttachment.objects.filter(sha256__in=chunk).values_list("sha256", flat=True))
     return kept
 
 

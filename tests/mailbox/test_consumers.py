@@ -383,7 +383,7 @@ async def test_a_socket_whose_queue_overflowed_is_closed_so_that_it_resyncs(shar
 
     from mailbox.events import mailbox_group
 
-    box, anna, _bert, message = shared_box
+    box, anna, _bert, _message = shared_box
     socket = await _connect(anna)
     # What the channel layer hands a socket whose bounded queue overflowed (kimportal.channel_layer).
     await get_channel_layer().group_send(mailbox_group(box.pk), {"type": "layer.overflow"})

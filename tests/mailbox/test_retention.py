@@ -259,3 +259,21 @@ def test_the_message_page_offers_the_hold_to_owners_and_tells_when_content_is_go
     assert 'id="content-deleted"' in page and "Entlassbrief" not in page and "legal-hold-heading" not in page
     assert client.get(reverse("mailbox:message-raw", args=[message.pk])).status_code == 410
     assert client.get(reverse("mailbox:attachment-download", args=[message.pk, 1])).status_code == 404
+
+
+def test_bytes_that_sent_mail_or_a_draft_still_names_are_kept():
+    """A forward draft carries the original's bytes as its attachment; the sent copy keeps its own bytes."""
+    from mailbox.services.compose import outgoing_forward_start
+
+    box = MailboxFactory(retention_days_after_done=30)
+    sender = UserFactory()
+    MembershipFactory(mailbox=box, user=sender, role=Membership.Role.PROCESSOR)
+    letter = message_ingest(mailbox=box, uidl="f", raw=simple_mail("Befund Weber", body="Kalium 5,9"))
+    forward = outgoing_forward_start(user=sender, message=letter)
+    assert letter.raw_sha256 in set(forward.attachments.values_list("sha256", flat=True))
+    letter = _done(letter, 40)
+
+    retention_run(mailbox=box, dry_run=False, now=NOW)
+    letter.refresh_from_db()
+    assert letter.content_deleted_at is not None  # the message's own content went as due
+    assert _exists(letter.raw_sha256)  # but the draft still needs the bytes

@@ -10,6 +10,7 @@ import pytest
 
 from audit.models import AuditEvent
 from mailbox.models import DeliveryReport, Message, OutgoingMessage, OutgoingRecipient
+from mailbox.selectors.messages import message_list_for_user
 from mailbox.selectors.outbox import outgoing_timeline, thread_for_user
 from mailbox.services.compose import (
     OutgoingData,
@@ -100,6 +101,9 @@ def test_new_message_reaches_the_practice_with_the_rules_kept_and_comes_back_as_
     assert (recipient.address, recipient.state, recipient.status_code) == (PRAXIS, "delivered", "2.0.0")
     report = DeliveryReport.objects.get(outgoing=queued)
     assert report.kind == "dsn" and report.message.state == Message.State.DONE
+    # It lives on the sent message's timeline, not as a row of the inbox.
+    assert report.message.is_delivery_report
+    assert report.message_id not in [m.pk for m in message_list_for_user(sender).object_list]
     timeline = outgoing_timeline(queued)
     assert [s.state for s in timeline.recipients[0].steps] == ["queued", "sent", "delivered"]
     assert [a.outcome for a in timeline.attempts] == ["sent"]
@@ -117,6 +121,7 @@ def test_new_message_reaches_the_practice_with_the_rules_kept_and_comes_back_as_
     account_fetch(account_id=account.pk)
     answer = Message.objects.get(mailbox=account.mailbox, message_id=reply_sent.message_id)
     assert answer.in_reply_to == queued.message_id
+    assert answer.pk in [m.pk for m in message_list_for_user(sender).object_list]  # a reply is inbox mail
     thread = thread_for_user(sender, answer)
     assert [(i.is_sent, (i.outgoing or i.message).message_id) for i in thread] == [
         (True, queued.message_id),
