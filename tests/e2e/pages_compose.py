@@ -13,6 +13,8 @@ class ComposePage:
 
     def __init__(self, page: Page) -> None:
         self.page = page
+        # The heading is there while the page still parses; keys typed before compose.js runs would be lost.
+        page.wait_for_load_state("load")
         self.form = page.locator("#draft-form")
         self.status = page.locator("#draft-status")
         self.problems = page.locator("#send-problems")

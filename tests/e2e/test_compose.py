@@ -81,6 +81,16 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
 
     compose.fill(subject="Rückfrage Entlassbrief", body="Sehr geehrte Kollegin,\nbitte um Rückruf.\n")
     compose.wait_saved()
+    # Keyboard focus resting on "Senden" while the draft saves itself (the timer) saves, and sends nothing.
+    draft_url = page.url
+    send_button = page.get_by_role("button", name="Senden", exact=True)
+    page.get_by_label("Betreff").fill("Rückfrage Entlassbrief eilig")
+    with page.expect_response(lambda r: r.request.method == "POST" and "eilig" in (r.request.post_data or "")):
+        send_button.focus()  # leaving the subject saves it
+    with page.expect_response(lambda r: r.request.method == "POST" and "/entwurf/" in r.url) as saved:
+        page.evaluate("() => htmx.trigger(document.getElementById('draft-form'), 'draft-autosave')")
+    assert saved.value.url == draft_url
+    assert OutgoingMessage.objects.get(subject="Rückfrage Entlassbrief eilig").state == OutgoingMessage.State.DRAFT
     pdf = tmp_path / "Befund Müller.pdf"
     pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
     compose.attach(pdf)
@@ -93,7 +103,7 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
 
     # The draft saved itself: a reload shows everything again.
     page.reload()
-    expect(page.get_by_label("Betreff")).to_have_value("Rückfrage Entlassbrief")
+    expect(page.get_by_label("Betreff")).to_have_value("Rückfrage Entlassbrief eilig")
     expect(compose.chips("to").filter(has_text=PRAXIS)).to_have_count(1)
     expect(compose.attachments).to_contain_text("Befund Müller.pdf")
 
@@ -110,7 +120,7 @@ def test_compose_send_and_see_it_delivered_live(cm, stack, page, tmp_path):  # n
     page.set_viewport_size(PHONE)
     assert_no_horizontal_scroll(page)
 
-    outgoing = OutgoingMessage.objects.get(subject="Rückfrage Entlassbrief")
+    outgoing = OutgoingMessage.objects.get(subject="Rückfrage Entlassbrief eilig")
     records = [r for r in cm.sent_messages() if outgoing.message_id.encode() in r.raw]
     assert len(records) == 1, "exactly one copy reached the CM"
     sent = email.message_from_bytes(records[0].raw, policy=default)
