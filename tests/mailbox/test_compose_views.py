@@ -8,6 +8,8 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -313,3 +315,21 @@ def test_acknowledgement_while_the_directory_is_down_says_so_and_sends_nothing(c
     html = response.content.decode()
     assert "nicht im Verzeichnis geprüft" in html
     assert not OutgoingMessage.objects.filter(in_reply_to=letter).exclude(state="draft").exists()
+
+
+def test_sent_list_reads_a_fixed_number_of_queries(client, box, writer, django_assert_max_num_queries):
+    def sent(n: int) -> None:
+        for i in range(n):
+            o = OutgoingMessage.objects.create(
+                mailbox=box, author=writer, subject=f"Befund {i}", to=[PRAXIS], state="failed", claimed_by=writer
+            )
+            OutgoingRecipient.objects.create(outgoing=o, address=PRAXIS, state="failed")
+
+    client.force_login(writer)
+    sent(2)
+    with CaptureQueriesContext(connection) as few:
+        client.get(reverse("mailbox:outbox"))
+    sent(20)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        html = client.get(reverse("mailbox:outbox")).content.decode()
+    assert html.count('<li class="outgoing-row') == 22
