@@ -333,3 +333,14 @@ def test_sent_list_reads_a_fixed_number_of_queries(client, box, writer, django_a
     with django_assert_max_num_queries(len(few.captured_queries)):
         html = client.get(reverse("mailbox:outbox")).content.decode()
     assert html.count('<li class="outgoing-row') == 22
+
+
+def test_forward_carries_the_original_as_a_whole_message(client, box, writer):
+    letter = message_ingest(mailbox=box, uidl="u4", raw=MAIL_WITH_PDF)
+    client.force_login(writer)
+    response = client.post(reverse("mailbox:message-forward", args=[letter.pk]))
+    draft = OutgoingMessage.objects.get(in_reply_to=letter, kind="forward")
+    html = client.get(response["Location"]).content.decode()
+    assert '<h1 id="compose-heading">Weiterleiten</h1>' in html
+    assert "message/rfc822" in html and "(weitergeleitete Nachricht)" in html
+    assert draft.subject.startswith("WG:") and draft.to == []
