@@ -134,7 +134,7 @@ class InboxConsumer(PortalConsumer):
         if not can(await self._check(event["mailbox_id"]), Action.READ):
             return
         outgoing_id, mailbox_id = int(event["outgoing_id"]), int(event["mailbox_id"])
-        seq = str(event.get("seq", ""))[:40]
+        seq = "".join(c for c in str(event.get("seq", ""))[:40] if c.isalnum())
         # A draft is its author's alone: colleagues' pages do not follow its autosaves (one read per event).
         author = await db(_draft_author)(event.get("seq"), outgoing_id)
         if author is not None and author != self.user.pk:
