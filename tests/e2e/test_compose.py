@@ -248,3 +248,14 @@ def test_reply_preflight_problem_remove_recipient_and_the_send_pages(web, page):
     page.goto(f"{web.url}/gesendet/{failed.pk}/")
     page.get_by_role("button", name="Ich kümmere mich").click()
     expect(page.locator("#outgoing-claim")).to_contain_text("Sabine Station")
+
+    # Discarding asks first: "Abbrechen" keeps the draft, "OK" removes it.
+    page.goto(f"{web.url}/entwurf/{draft.pk}/")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Entwurf verwerfen").click()
+    expect(page.locator("#compose-heading")).to_be_visible()
+    assert OutgoingMessage.objects.filter(pk=draft.pk).exists()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Entwurf verwerfen").click()
+    expect(page.locator("main")).to_contain_text("Keine Entwürfe.")
+    assert not OutgoingMessage.objects.filter(pk=draft.pk).exists()
