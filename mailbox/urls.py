@@ -78,6 +78,11 @@ urlpatterns = [
     path("gesendet/<int:pk>/wiederholen/", compose.outgoing_retry_view, name="outgoing-retry"),
     path("gesendet/<int:pk>/ungewiss/", compose.outgoing_uncertain, name="outgoing-uncertain"),
     path("gesendet/<int:pk>/uebernehmen/", compose.outgoing_claim_view, name="outgoing-claim"),
+    path(
+        "gesendet/<int:pk>/anhang/<int:attachment_pk>/",
+        compose.outgoing_attachment_download,
+        name="outgoing-attachment-download",
+    ),
     path("gesendet/<int:pk>/freigeben/", compose.outgoing_release_view, name="outgoing-release"),
 ]
 

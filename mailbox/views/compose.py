@@ -8,11 +8,12 @@ Every object comes through the user's selectors, so someone else's draft or sent
 
 from __future__ import annotations
 
+from io import BytesIO
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -64,6 +65,7 @@ from mailbox.services.outbox import (
     outgoing_send,
 )
 from mailbox.services.preflight import PreflightFailed
+from mailbox.storage import BlobError, blob_get
 from mailbox.views.lookup import mailbox_or_404, message_or_404
 
 DRAFT = OutgoingMessage.State.DRAFT
@@ -617,3 +619,33 @@ def outgoing_release_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRes
     except PortalError as exc:
         return _act_response(request, pk, error=exc.message, status=409)
     return _act_response(request, pk, notice=_("Zuständigkeit abgegeben."))
+
+
+@require_GET
+def outgoing_attachment_download(request: AuthenticatedHttpRequest, pk: int, attachment_pk: int) -> HttpResponseBase:
+    """A file of a sent message or of one's own draft, always as a download (never shown in the portal's origin)."""
+    outgoing = _outgoing_or_404(request, pk)
+    attachment = next((a for a in outgoing.attachment_list if a.pk == attachment_pk), None)
+    if attachment is None:
+        raise Http404
+    try:
+        data = blob_get(attachment.sha256)
+    except BlobError:
+        return HttpResponse(
+            _("Der Anhang ist beschädigt oder fehlt (Prüfsumme stimmt nicht)."),
+            status=500,
+            content_type="text/plain; charset=utf-8",
+        )
+    audit_record(
+        actor=request.user,
+        action="outgoing.attachment_downloaded",
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        attachment=attachment.filename,
+    )
+    response = FileResponse(
+        BytesIO(data), as_attachment=True, filename=attachment.filename, content_type="application/octet-stream"
+    )
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response._csp_exempt = True  # type: ignore[attr-defined]  # django-csp's opt-out flag, unknown to the stubs
+    return response

@@ -344,3 +344,22 @@ def test_forward_carries_the_original_as_a_whole_message(client, box, writer):
     assert '<h1 id="compose-heading">Weiterleiten</h1>' in html
     assert "message/rfc822" in html and "(weitergeleitete Nachricht)" in html
     assert draft.subject.startswith("WG:") and draft.to == []
+
+
+def test_a_sent_file_is_downloaded_audited_and_only_through_its_own_message(client, box, writer, draft):
+    client.force_login(writer)
+    client.post(
+        reverse("mailbox:draft-attachment-add", args=[draft.pk]),
+        {"files": [SimpleUploadedFile("Befund.html", b"<script>alert(1)</script>")]},
+        headers=HX,
+    )
+    attachment = draft.attachments.get()
+    response = client.get(reverse("mailbox:outgoing-attachment-download", args=[draft.pk, attachment.pk]))
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert response["Content-Type"] == "application/octet-stream"  # never rendered in the portal's origin
+    assert b"".join(response.streaming_content) == b"<script>alert(1)</script>"
+    assert AuditEvent.objects.filter(action="outgoing.attachment_downloaded", actor_id=writer.pk).count() == 1
+    other = OutgoingMessage.objects.create(mailbox=box, author=writer, subject="Andere", state="sent")
+    url = reverse("mailbox:outgoing-attachment-download", args=[other.pk, attachment.pk])
+    assert client.get(url).status_code == 404

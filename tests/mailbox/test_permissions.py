@@ -152,7 +152,15 @@ def _outgoing_pair(box, author, to: str) -> tuple[OutgoingMessage, OutgoingMessa
         message_id=f"<{box.pk}-sent@kim.local>",
         queued_at=timezone.now(),
     )
+    OutgoingAttachment.objects.create(
+        outgoing=sent, position=1, filename="befund.txt", content_type="text/plain", size=5, sha256=blob_put(b"hallo")
+    )
     return draft, sent
+
+
+def _sent_attachment_kwargs(w: World, foreign: bool) -> dict:
+    sent = w.foreign_sent if foreign else w.sent
+    return {"pk": sent.pk, "attachment_pk": sent.attachments.get().pk}
 
 
 def _out(o: OutgoingMessage) -> OutgoingMessage:
@@ -405,6 +413,11 @@ ROUTES: dict[str, Route] = {
         data=lambda w: {"delivered": "yes"},
         done=lambda w: _out(w.sent).state == OutgoingMessage.State.SENT,
     ),
+    "outgoing-attachment-download": Route(
+        ("GET",),
+        "outgoing-attachment",
+        done=lambda w: AuditEvent.objects.filter(action="outgoing.attachment_downloaded", actor_id=w.user.pk).exists(),
+    ),
     "outgoing-claim": Route(
         ("POST",), "outgoing", role=Role.PROCESSOR, done=lambda w: _out(w.sent).claimed_by == w.user
     ),
@@ -465,6 +478,7 @@ def url_for(name: str, w: World, *, foreign: bool) -> str:
         if kind == "draft-attachment"
         else {},
         "outgoing": {"pk": (w.foreign_sent if foreign else w.sent).pk},
+        "outgoing-attachment": _sent_attachment_kwargs(w, foreign) if kind == "outgoing-attachment" else {},
     }[kind]
     return reverse(f"mailbox:{name}", kwargs=kwargs)
 
