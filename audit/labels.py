@@ -56,6 +56,7 @@ ACTION_LABELS = {
     "signing.card_set": _("eHBA zugeordnet"),
     "signing.card_removed": _("eHBA-Zuordnung entfernt"),
     "signing.workplace_saved": _("Arbeitsplatz gespeichert"),
+    "signing.handed_to_outbox": _("Signierter Brief an den Postausgang übergeben"),
 }
 
 

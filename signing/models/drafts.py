@@ -39,6 +39,7 @@ class Draft(models.Model):
         # Signed and checked: waits for the outbox (the send path comes with its own issue; see
         # KIMPORTAL_SIGNING_AUTO_SEND).
         SIGNED = "signed", _("signiert – wartet auf Versand")
+        SENT = "sent", _("signiert – im Postausgang")
         FAILED = "failed", _("fehlgeschlagen")
 
     class Source(models.TextChoices):
@@ -92,6 +93,10 @@ class Draft(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
     signed_at = models.DateTimeField(null=True, blank=True)
+    # The message the signed letter left as (KIMPORTAL_SIGNING_AUTO_SEND): its timeline says whether it arrived.
+    outgoing = models.ForeignKey(
+        "mailbox.OutgoingMessage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = DraftQuerySet.as_manager()
 

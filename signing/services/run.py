@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from kimportal.jobs import enqueue_on_commit
 from konnektor import (
     Card,
     KonnektorClient,
@@ -326,10 +327,10 @@ def _checked_signature(
 
 
 def _hand_to_outbox(draft: Draft) -> None:
-    """KIMPORTAL_SIGNING_AUTO_SEND: signed letters go out through the outbox by themselves. The outbox (send path)
-    is its own issue; until it exists every signed draft waits in state "signiert – wartet auf Versand"."""
+    """KIMPORTAL_SIGNING_AUTO_SEND: signed letters go out through the outbox by themselves, after this call's
+    commit (signing.services.send); otherwise they wait as "signiert – wartet auf Versand"."""
     if settings.KIMPORTAL_SIGNING_AUTO_SEND:
-        return
+        enqueue_on_commit("signing.tasks.signing_send_signed", draft.pk)
 
 
 def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: str) -> None:

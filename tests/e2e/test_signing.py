@@ -56,6 +56,8 @@ def signing_portal(transactional_db, tmp_path: Path, konnektor: KonnektorSimulat
             "KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM": konnektor.client_system_id,
             "KIMPORTAL_KONNEKTOR_TIMEOUT": "10",
             "KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT": "90",
+            # The letters stay "signiert" here; their way out through the outbox is tests/mailbox/send/.
+            "KIMPORTAL_SIGNING_AUTO_SEND": "false",
         },
     )
     try:

@@ -13,6 +13,13 @@ def _fast_passwords(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _signed_letters_stay(settings) -> None:
+    # These tests are the signing worker; the hand-over of signed letters to the outbox (a task of its own) is
+    # tested with the simulated CM and directory in tests/mailbox/send/test_signed_letters.py.
+    settings.KIMPORTAL_SIGNING_AUTO_SEND = False
+
+
 @pytest.fixture
 def mailbox():
     return MailboxFactory(display_name="Innere Medizin", address="innere@klinikum-test.kim.telematik-test")

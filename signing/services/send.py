@@ -1,0 +1,84 @@
+"""A signed letter leaves through the outbox (KIMPORTAL_SIGNING_AUTO_SEND): the send path's own compose and
+send services, with the letter's author as sender (they chose the sending mailbox and may send from it).
+
+PAdES: the signed PDF is the attachment. CAdES: the document and its detached signature (`.p7s`) side by side.
+The outbox's pre-flight runs as for any mail; when it refuses (a recipient without a certificate, the directory
+down), the message stays a draft in the author's outbox with the reason, and the letter says so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kimportal.errors import PortalError
+from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, OutgoingData, outgoing_attachment_add, outgoing_draft_save
+from mailbox.services.outbox import outgoing_send
+from mailbox.storage import BlobError, blob_get
+from signing.doctypes import document_type
+from signing.models import Draft, Signature
+from signing.services.audit import signing_audit
+
+log = logging.getLogger(__name__)
+
+
+def signed_draft_send(*, draft_id: int) -> Draft:
+    """Hand the signed letter to the outbox once; returns the draft as it is afterwards."""
+    with transaction.atomic():
+        draft = Draft.objects.select_for_update().select_related("author").get(pk=draft_id)
+        if draft.state != Draft.State.SIGNED or draft.outgoing_id is not None:
+            return draft  # not signed (any more), or handed over already: never twice
+        signature = (
+            draft.signatures.filter(verified_at__isnull=False, verification_error="", document_version=draft.version)
+            .order_by("-signed_at")
+            .first()
+        )
+        if signature is None:
+            return draft
+        kind = document_type(draft.document_type)
+        data = OutgoingData(
+            subject=draft.subject,
+            body=draft.body,
+            to=list(draft.recipients),
+            dienstkennung=kind.dienstkennung if kind else DEFAULT_DIENSTKENNUNG,
+        )
+        try:
+            outgoing = outgoing_draft_save(user=draft.author, mailbox_id=draft.mailbox_id, data=data)
+            for filename, content, content_type in _attachments(draft, signature):
+                outgoing_attachment_add(
+                    user=draft.author, draft=outgoing, filename=filename, content=content, content_type=content_type
+                )
+        except (PortalError, BlobError) as exc:
+            transaction.set_rollback(True)
+            text = exc.message if isinstance(exc, PortalError) else str(exc)
+            return _note(draft_id, _("Nicht an den Postausgang übergeben: %(reason)s") % {"reason": text})
+        Draft.objects.filter(pk=draft.pk).update(outgoing=outgoing, updated_at=timezone.now())
+    try:
+        outgoing_send(user=draft.author, draft=outgoing, version=None)
+    except PortalError as exc:
+        # The pre-flight refused: the message waits as a draft in the author's outbox, with the reason.
+        return _note(
+            draft_id,
+            _("Der signierte Brief liegt als Entwurf im Postausgang: %(reason)s") % {"reason": exc.message},
+        )
+    Draft.objects.filter(pk=draft_id).update(state=Draft.State.SENT, last_error="", updated_at=timezone.now())
+    signing_audit(actor=None, action="signing.handed_to_outbox", draft=draft, outgoing=outgoing.pk)
+    return Draft.objects.get(pk=draft_id)
+
+
+def _attachments(draft: Draft, signature: Signature) -> list[tuple[str, bytes, str]]:
+    if signature.format == Signature.Format.PADES:
+        return [(draft.filename, blob_get(signature.sha256), "application/pdf")]
+    return [
+        (draft.filename, blob_get(draft.sha256), draft.mime_type),
+        (f"{draft.filename}.p7s", blob_get(signature.sha256), "application/pkcs7-signature"),
+    ]
+
+
+def _note(draft_id: int, text: str) -> Draft:
+    log.info("signed draft %s not sent: %s", draft_id, text)
+    Draft.objects.filter(pk=draft_id).update(last_error=text[:500], updated_at=timezone.now())
+    return Draft.objects.get(pk=draft_id)
