@@ -108,3 +108,72 @@ def test_a_signature_by_another_card_or_ca_is_refused(physician_pki):
 def test_garbage_is_refused_with_a_german_reason():
     with pytest.raises(SignatureInvalid, match="beschädigt"):
         verify_cades_detached(document=DOCUMENT, cms_der=b"\x30\x03\x02\x01\x01", card_certificates=[b""], ca_pem=None)
+
+
+def _handmade_cms(cert, key, *, ess_certificate=None, content_type: bool = True) -> bytes:
+    """A detached CMS assembled attribute by attribute (cryptography's builder sets neither ESS nor omits the
+    content type): the signing-certificate-v2 attribute names ``ess_certificate``."""
+    import hashlib
+
+    from asn1crypto import algos, cms, tsp
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signer_cert = asn1_x509.Certificate.load(_der(cert))
+    attrs = []
+    if content_type:
+        attrs.append(cms.CMSAttribute({"type": "content_type", "values": ["data"]}))
+    attrs.append(cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(DOCUMENT).digest()]}))
+    if ess_certificate is not None:
+        cert_id = {
+            "hash_algorithm": {"algorithm": "sha256"},
+            "cert_hash": hashlib.sha256(_der(ess_certificate)).digest(),
+        }
+        attrs.append(
+            cms.CMSAttribute(
+                {"type": "signing_certificate_v2", "values": [tsp.SigningCertificateV2({"certs": [cert_id]})]}
+            )
+        )
+    signed_attrs = cms.CMSAttributes(attrs)
+    signature = key.sign(signed_attrs.dump(), padding.PKCS1v15(), hashes.SHA256())
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                {"issuer_and_serial_number": {"issuer": signer_cert.issuer, "serial_number": signer_cert.serial_number}}
+            ),
+            "digest_algorithm": {"algorithm": "sha256"},
+            "signed_attrs": signed_attrs,
+            "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa"}),
+            "signature": signature,
+        }
+    )
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": "sha256"}],
+            "encap_content_info": {"content_type": "data", "content": None},
+            "certificates": [signer_cert],
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def test_the_signing_certificate_attribute_must_name_the_signer(physician_pki):
+    """CAdES binds the signer's certificate into the signed attributes (ESS signing-certificate-v2): a
+    signature whose attribute names another certificate is refused, one naming its own passes."""
+    ca, cert, key = physician_pki
+    _other_ca, other_cert, _other_key = _ca_and_cert("Dr. Fremd")
+    good = _handmade_cms(cert, key, ess_certificate=cert)
+    verify_cades_detached(document=DOCUMENT, cms_der=good, card_certificates=[_der(cert)], ca_pem=_pem(ca))
+    wrong = _handmade_cms(cert, key, ess_certificate=other_cert)
+    with pytest.raises(SignatureInvalid, match="nennt ein anderes Zertifikat"):
+        verify_cades_detached(document=DOCUMENT, cms_der=wrong, card_certificates=[_der(cert)], ca_pem=_pem(ca))
+
+
+def test_a_signature_without_content_type_is_refused(physician_pki):
+    ca, cert, key = physician_pki
+    cms_der = _handmade_cms(cert, key, content_type=False)
+    with pytest.raises(SignatureInvalid, match="beschädigt"):
+        verify_cades_detached(document=DOCUMENT, cms_der=cms_der, card_certificates=[_der(cert)], ca_pem=_pem(ca))
