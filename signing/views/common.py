@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from django.http import Http404, HttpRequest
@@ -31,8 +32,13 @@ def batch_or_404(user: User, pk: int) -> SignatureBatch:
         raise Http404 from exc
 
 
-def chosen_workplace(request: HttpRequest) -> Workplace | None:
+def chosen_workplace(request: HttpRequest, workplaces: Sequence[Workplace]) -> Workplace | None:
+    """The workstation the sign form shows as chosen, among the active ``workplaces``: the one this browser
+    remembers; if it remembers none (or one no longer active) and the house has exactly one, that one — else
+    "Auswahl signieren" would be refused until the physician picked the only choice."""
     value = request.COOKIES.get(WORKPLACE_COOKIE, "")
-    if not value.isdigit():
-        return None
-    return selectors.workplace_choices().filter(pk=int(value)).first()
+    if value.isdigit():
+        remembered = next((w for w in workplaces if w.pk == int(value)), None)
+        if remembered is not None:
+            return remembered
+    return workplaces[0] if len(workplaces) == 1 else None

@@ -129,6 +129,7 @@ def draft_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             text = raw[:INLINE_TEXT_LIMIT].decode("utf-8", "replace")
             draft_document_viewed(user=request.user, draft=draft)
     has_card = has_signer_card(request.user)
+    workplaces = list(selectors.workplace_choices())
     context = {
         "draft": draft,
         "text": text,
@@ -136,8 +137,8 @@ def draft_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "can_edit": can_edit(request.user, draft),
         "sign_refusal": sign_refusal(request.user, draft, has_card=has_card),
         "signature": selectors.signature_get_for_user(request.user, draft),
-        "workplaces": list(selectors.workplace_choices()),
-        "workplace": chosen_workplace(request),
+        "workplaces": workplaces,
+        "workplace": chosen_workplace(request, workplaces),
     }
     return render(request, "signing/draft_detail.html", context)
 

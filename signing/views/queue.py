@@ -25,6 +25,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpRes
     has_card = has_signer_card(request.user)
     # Only the signer's own open drafts can be selected for signing: they are the checkboxes of the list.
     signable = {d.pk for d in rows if d.signer_id == request.user.pk and d.is_open} if has_card else set()
+    workplaces = list(selectors.workplace_choices())
     context: dict[str, Any] = {
         "own_queue": own_queue,
         "drafts": rows[:LIST_LIMIT],
@@ -33,8 +34,8 @@ def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpRes
         "has_card": has_card,
         "filter_form": form if request.GET else DraftFilterForm(),
         "people": selectors.user_filter_choices(request.user) if not own_queue else [],
-        "workplaces": list(selectors.workplace_choices()),
-        "workplace": chosen_workplace(request),
+        "workplaces": workplaces,
+        "workplace": chosen_workplace(request, workplaces),
         "max_batch": settings.KIMPORTAL_SIGNING_MAX_BATCH,
         "running": selectors.batch_list_for_user(request.user)
         .filter(signer_id=request.user.pk, state__in=("prepared", "pin", "signing"))
