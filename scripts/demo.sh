@@ -48,6 +48,7 @@ $PY manage.py migrate --noinput >"$LOG_DIR/migrate.log"
 $PY manage.py migrate --database channels --noinput >>"$LOG_DIR/migrate.log"
 
 rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$VZD_DIR/vzd.json"
+[ -f "$SIM_DIR/send.json" ] || echo '{"fachdienst": true}' > "$SIM_DIR/send.json"
 $PY -m tisim run --config "$SIM_DIR/config.json" >"$LOG_DIR/tisim.log" 2>&1 & pids+=($!)
 $PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
 # The Konnektor with aerztin's eHBA in terminal CT-1; nobody types the PIN but the user (python -m tisim terminal).

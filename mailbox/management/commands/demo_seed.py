@@ -18,7 +18,8 @@ USERS = [
     # username, first, last, kind: "" (staff on a ward), "manager" (Leitung: manage_house, not a superuser),
     # "admin" (IT: the Django admin)
     ("station", "Sabine", "Stationsteam", ""),
-    ("aerztin", "Dr. Anna", "Arzt", ""),
+    # The name on her eHBA (the simulated Konnektor's card) and under the seeded letters.
+    ("aerztin", "Dr. med. Anna", "Sommer", ""),
     ("leitung", "Lena", "Leitung", "manager"),
     ("admin", "Ingo", "IT-Administration", "admin"),
 ]
@@ -52,6 +53,8 @@ class Command(BaseCommand):
             )
             if created:
                 user.set_password(password)
+            # A demo seeded before keeps its passwords, but takes the names as they are here now.
+            user.first_name, user.last_name = first, last
             user.is_staff = user.is_superuser = kind == "admin"
             user.save()
             if kind == "manager":
