@@ -12,9 +12,10 @@ Each figure is the median over --rounds rounds after a warm-up batch.
 The simulated Konnektor runs as its own process (python -m tisim konnektor-run --auto-pin), so the CPU time
 measured here (time.process_time around batch_run) is only the portal's: discovery and WSDL loading, GetCards,
 ReadCardCertificate, GetPinStatus, GetJobNumber, blob reads, building the SignDocument request (base64), parsing
-the response, verifying every signature locally (PAdES with pyhanko, CAdES with cryptography), storing the
-results (blobs fsynced, rows, audit events) and the live events to Redis. The simulator's own CPU time is in
-meta. The PostgreSQL server's work is not in the CPU figure (another process) but is in the wall time.
+the response, verifying every signature locally (one CMS check with cryptography for both formats; pyhanko reads
+the PDF's structure), storing the results (blobs fsynced, rows, audit events) and the live events to Redis. The
+simulator's own CPU time is in meta. The PostgreSQL server's work is not in the CPU figure (another process) but
+is in the wall time.
 
 Each round signs new drafts made directly in the database (not timed); `batch_create` is timed separately
 (meta) and its task is not queued: batch_run is called here, as the Celery task would call it.
