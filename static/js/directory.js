@@ -5,7 +5,7 @@
   const hitsOf = (box) => Array.from(box.querySelectorAll("[data-vzd-results] [data-hit]"));
 
   function focusHit(items, index) {
-    items.forEach((el, i) => el.setAttribute("aria-selected", i === index ? "true" : "false"));
+    items.forEach((el, i) => el.classList.toggle("is-current", i === index));
     if (items[index]) {
       items[index].focus();
       items[index].scrollIntoView({ block: "nearest" });
