@@ -348,7 +348,39 @@ class Generator:
             )
             entry.certs = [self.by_kind[kind].for_telematik_id(entry.telematik_id)]
             out.append(entry)
-        return [*out, aerztehaus, kardiologin]
+        return [*out, aerztehaus, kardiologin, *self._demo_recipients()]
+
+    def _demo_recipients(self) -> list[Entry]:
+        """The other addressees of the demo's letters to sign (signing's demo seed): with a valid certificate, so
+        the signed letters pass the outbox's pre-flight and travel on."""
+        rows = [
+            ("arztpraxis", 4713, "Hausarztpraxis Weber", "hausarzt.weber@praxis-weber.kim.telematik-test", "Leipzig"),
+            (
+                "arztpraxis",
+                4714,
+                "Kardiologische Praxis Öztürk",
+                "kardiologie.oeztuerk@praxis-oeztuerk.kim.telematik-test",
+                "Berlin",
+            ),
+            ("krankenkasse", 4715, "Krankenkasse Demo", "eau@kasse-demo.kim.telematik-test", "Berlin"),
+            ("krankenhaus", 4716, "Reha-Klinik Seeblick", "aufnahme@reha-seeblick.kim.telematik-test", "Waren"),
+        ]
+        out = []
+        for index, (kind, number, name, mail, city) in enumerate(rows):
+            prefix = {"arztpraxis": "1-20", "krankenkasse": "8-01-", "krankenhaus": "5-2-"}[kind]
+            entry = Entry(
+                telematik_id=_telematik_id(prefix, number),
+                kind=KIND_BY_NAME[kind],
+                display_name=name,
+                organization=name,
+                street="Demoweg 1",
+                postal_code="10117",
+                city=city,
+                mails=[(mail, "1.5+")],
+            )
+            entry.certs = [self.valid[index % len(self.valid)].for_telematik_id(entry.telematik_id)]
+            out.append(entry)
+        return out
 
     # -- random entries ----------------------------------------------------------------------------------------
     def _address(self, entry: Entry) -> None:
