@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -395,12 +395,33 @@ def _finish_uncertain(outgoing_id: int, token: str, attempt: DeliveryAttempt, te
 
 
 def _mark_uncertain(outgoing: OutgoingMessage, text: str, attempt_number: int) -> None:
-    now = timezone.now()
-    OutgoingRecipient.objects.filter(outgoing=outgoing, state="queued").update(
-        state=OutgoingRecipient.State.UNCERTAIN, updated_at=now
-    )
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+    _settle(
+        outgoing,
         state=OutgoingMessage.State.UNCERTAIN,
+        recipients=OutgoingRecipient.objects.filter(outgoing=outgoing, state="queued"),
+        recipient_fields={"state": OutgoingRecipient.State.UNCERTAIN},
+        text=text,
+        action="outgoing.uncertain",
+        attempt=attempt_number,
+    )
+
+
+def _settle(
+    outgoing: OutgoingMessage,
+    *,
+    state: str,
+    recipients: QuerySet[OutgoingRecipient],
+    recipient_fields: dict[str, Any],
+    text: str,
+    action: str,
+    **details: Any,
+) -> None:
+    """The end of the worker's part (failed, uncertain): recipients and message settled, the lease given up, the
+    version moved (pages holding the old one refresh), audited, announced."""
+    now = timezone.now()
+    recipients.update(**recipient_fields, updated_at=now)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=state,
         lease_token="",
         lease_until=None,
         next_try_at=None,
@@ -409,12 +430,12 @@ def _mark_uncertain(outgoing: OutgoingMessage, text: str, attempt_number: int) -
     )
     audit_record(
         actor=None,
-        action="outgoing.uncertain",
+        action=action,
         mailbox=outgoing.mailbox,
         outgoing_id=outgoing.pk,
         message_id=outgoing.message_id,
-        attempt=attempt_number,
         reason=text,
+        **details,
     )
     _changed(outgoing, outgoing.mailbox_id)
 
@@ -510,29 +531,16 @@ def _finish_permanent(
 
 
 def _fail(outgoing: OutgoingMessage, attempt: DeliveryAttempt, code: int | None, text: str) -> str:
-    now = timezone.now()
-    OutgoingRecipient.objects.filter(outgoing=outgoing).exclude(state="delivered").update(
-        state=OutgoingRecipient.State.FAILED, reason=text, status_code=str(code or ""), updated_at=now
-    )
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+    _settle(
+        outgoing,
         state=OutgoingMessage.State.FAILED,
-        lease_token="",
-        lease_until=None,
-        next_try_at=None,
-        last_error=text,
-        version=F("version") + 1,
-    )
-    audit_record(
-        actor=None,
+        recipients=OutgoingRecipient.objects.filter(outgoing=outgoing).exclude(state="delivered"),
+        recipient_fields={"state": OutgoingRecipient.State.FAILED, "reason": text, "status_code": str(code or "")},
+        text=text,
         action="outgoing.failed",
-        mailbox=outgoing.mailbox,
-        outgoing_id=outgoing.pk,
-        message_id=outgoing.message_id,
         attempt=attempt.number,
         smtp_code=code,
-        reason=text,
     )
-    _changed(outgoing, outgoing.mailbox_id)
     return OutgoingMessage.State.FAILED
 
 
