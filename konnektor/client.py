@@ -47,11 +47,11 @@ WSDL_DIR = Path(__file__).resolve().parent / "wsdl"
 
 # (service, major.minor) → the WSDL of the portal's subset.
 WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
-    ("EventService", (7, 2)): "EventService.wsdl",
-    ("CardService", (8, 1)): "CardService.wsdl",
-    ("CertificateService", (6, 0)): "CertificateService.wsdl",
-    ("SignatureService", (7, 5)): "SignatureService_v7_5.wsdl",
-    ("SignatureService", (7, 4)): "SignatureService_v7_4.wsdl",
+    ("EventService", (7, 2)): "event-service.subset.wsdl",
+    ("CardService", (8, 1)): "card-service.subset.wsdl",
+    ("CertificateService", (6, 0)): "certificate-service.subset.wsdl",
+    ("SignatureService", (7, 5)): "signature-service-v7-5.subset.wsdl",
+    ("SignatureService", (7, 4)): "signature-service-v7-4.subset.wsdl",
 }
 
 # The group types of GetCards' filter (gemSpec_Kon 3.1.2) and the card types they stand for.
