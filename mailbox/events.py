@@ -85,7 +85,8 @@ def _keeps_connections_per_loop(layer: object) -> bool:
     return any(cls.__module__.startswith("channels_redis.") for cls in type(layer).__mro__)
 
 
-def _send(group: str, event: dict) -> None:
+def send_to_group(group: str, event: dict) -> None:
+    """Send an event to a group now (the broadcast_* functions call it on commit; so do other apps' events)."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -107,7 +108,7 @@ def _seq() -> str:
 
 def broadcast_message_created(*, mailbox_id: int, message_id: int) -> None:
     event = {"type": "message.created", "mailbox_id": mailbox_id, "message_id": message_id, "seq": _seq()}
-    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
+    transaction.on_commit(lambda: send_to_group(mailbox_group(mailbox_id), event))
 
 
 def broadcast_messages_created(*, mailbox_id: int, message_ids: list[int]) -> None:
@@ -120,12 +121,12 @@ def broadcast_messages_created(*, mailbox_id: int, message_ids: list[int]) -> No
         "message_ids": list(message_ids),
         "seq": _seq(),
     }
-    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
+    transaction.on_commit(lambda: send_to_group(mailbox_group(mailbox_id), event))
 
 
 def broadcast_account_status(*, mailbox_id: int) -> None:
     transaction.on_commit(
-        lambda: _send(mailbox_group(mailbox_id), {"type": "account.status", "mailbox_id": mailbox_id})
+        lambda: send_to_group(mailbox_group(mailbox_id), {"type": "account.status", "mailbox_id": mailbox_id})
     )
 
 
@@ -148,9 +149,9 @@ def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = 
     }
 
     def send() -> None:
-        _send(message_group(message_id), event)
+        send_to_group(message_group(message_id), event)
         if counts:
-            _send(mailbox_group(mailbox_id), {"type": "counts.changed", "mailbox_id": mailbox_id})
+            send_to_group(mailbox_group(mailbox_id), {"type": "counts.changed", "mailbox_id": mailbox_id})
 
     transaction.on_commit(send)
 
@@ -166,11 +167,11 @@ def broadcast_presence(*, mailbox_id: int, message_id: int, origin: str = "") ->
         "seq": _seq(),
         "origin": origin,
     }
-    transaction.on_commit(lambda: _send(message_group(message_id), event))
+    transaction.on_commit(lambda: send_to_group(message_group(message_id), event))
 
 
 def broadcast_user_notification(*, user_id: int) -> None:
-    transaction.on_commit(lambda: _send(user_group(user_id), {"type": "user.notified", "user_id": user_id}))
+    transaction.on_commit(lambda: send_to_group(user_group(user_id), {"type": "user.notified", "user_id": user_id}))
 
 
 def broadcast_counters_changed(*, user_ids: list[int]) -> None:
@@ -178,7 +179,7 @@ def broadcast_counters_changed(*, user_ids: list[int]) -> None:
 
     def send() -> None:
         for user_id in set(user_ids):
-            _send(user_group(user_id), {"type": "counters.changed", "user_id": user_id})
+            send_to_group(user_group(user_id), {"type": "counters.changed", "user_id": user_id})
 
     transaction.on_commit(send)
 
@@ -188,7 +189,7 @@ def broadcast_memberships_changed(*, user_ids: list[int]) -> None:
 
     def send() -> None:
         for user_id in user_ids:
-            _send(user_group(user_id), {"type": "memberships.changed", "user_id": user_id})
+            send_to_group(user_group(user_id), {"type": "memberships.changed", "user_id": user_id})
 
     transaction.on_commit(send)
 
@@ -196,10 +197,10 @@ def broadcast_memberships_changed(*, user_ids: list[int]) -> None:
 def broadcast_session_ended(*, user_id: int, session_key: str) -> None:
     """A logout: the sockets opened with that session close at once (not at their next event)."""
     event = {"type": "session.ended", "session": session_digest(session_key)}
-    transaction.on_commit(lambda: _send(user_group(user_id), event))
+    transaction.on_commit(lambda: send_to_group(user_group(user_id), event))
 
 
 def broadcast_outgoing_changed(*, mailbox_id: int, outgoing_id: int) -> None:
     """A sent message, draft or outbox entry changed (state, a recipient's delivery, an attempt): its pages follow."""
     event = {"type": "outgoing.changed", "mailbox_id": mailbox_id, "outgoing_id": outgoing_id, "seq": _seq()}
-    transaction.on_commit(lambda: _send(mailbox_group(mailbox_id), event))
+    transaction.on_commit(lambda: send_to_group(mailbox_group(mailbox_id), event))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from mailbox.events import _send
+from mailbox.events import send_to_group
 
 
 def queue_group(user_id: int) -> str:
@@ -26,7 +26,7 @@ def broadcast_drafts_changed(*, user_ids: list[int], draft_ids: list[int]) -> No
 
     def send() -> None:
         for user_id in sorted(set(user_ids)):
-            _send(queue_group(user_id), event)
+            send_to_group(queue_group(user_id), event)
 
     transaction.on_commit(send)
 
@@ -34,4 +34,4 @@ def broadcast_drafts_changed(*, user_ids: list[int], draft_ids: list[int]) -> No
 def broadcast_batch_changed(*, batch_id: int, item_ids: list[int] | None = None) -> None:
     """A batch moved on (job number, PIN asked again, documents signed, summary): its page re-renders."""
     event = {"type": "signing.batch_changed", "batch_id": batch_id, "item_ids": sorted(item_ids or [])}
-    transaction.on_commit(lambda: _send(batch_group(batch_id), event))
+    transaction.on_commit(lambda: send_to_group(batch_group(batch_id), event))

@@ -179,7 +179,7 @@ def test_automatic_acknowledgement_per_mailbox(cm, account, sender, vzd, sent_ta
 
 def test_outbox_changes_are_broadcast_after_commit_with_ids_only(cm, account, sender, vzd, sent_tasks, monkeypatch):
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(events, "_send", lambda group, event: sent.append((group, event)))
+    monkeypatch.setattr(events, "send_to_group", lambda group, event: sent.append((group, event)))
     draft = outgoing_draft_save(
         user=sender, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Befund", body="x", to=[PRAXIS])
     )

@@ -193,7 +193,7 @@ def test_leaving_sends_one_event_to_the_watchers(alice, message, monkeypatch, dj
     from mailbox.services.presence import presence_join
 
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(events, "_send", lambda group, event: sent.append((group, event["type"])))
+    monkeypatch.setattr(events, "send_to_group", lambda group, event: sent.append((group, event["type"])))
     with django_capture_on_commit_callbacks(execute=True):
         presence_join(user=alice, message=message, channel_name="page-a", page_token="")
         if held:
