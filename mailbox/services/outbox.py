@@ -370,12 +370,9 @@ def _finish_sent(
         last_error=_(TEXT_PARTIAL) if refused else "",
         version=F("version") + 1,
     )
-    audit_record(
-        actor=None,
-        action="outgoing.sent",
-        mailbox=outgoing.mailbox,
-        outgoing_id=outgoing.pk,
-        message_id=outgoing.message_id,
+    _audit(
+        outgoing,
+        "outgoing.sent",
         attempt=attempt.number,
         reply=f"{code} {text}"[:500],
         refused=sorted(refused),
@@ -406,6 +403,18 @@ def _mark_uncertain(outgoing: OutgoingMessage, text: str, attempt_number: int) -
     )
 
 
+def _audit(outgoing: OutgoingMessage, action: str, **details: Any) -> None:
+    """An event of the worker's (no actor) about this sent message."""
+    audit_record(
+        actor=None,
+        action=action,
+        mailbox=outgoing.mailbox,
+        outgoing_id=outgoing.pk,
+        message_id=outgoing.message_id,
+        **details,
+    )
+
+
 def _settle(
     outgoing: OutgoingMessage,
     *,
@@ -428,15 +437,7 @@ def _settle(
         last_error=text,
         version=F("version") + 1,
     )
-    audit_record(
-        actor=None,
-        action=action,
-        mailbox=outgoing.mailbox,
-        outgoing_id=outgoing.pk,
-        message_id=outgoing.message_id,
-        reason=text,
-        **details,
-    )
+    _audit(outgoing, action, reason=text, **details)
     _changed(outgoing, outgoing.mailbox_id)
 
 
@@ -497,12 +498,9 @@ def _finish_temporary(
         last_error=f"{text} {suffix}",
         version=F("version") + 1,
     )
-    audit_record(
-        actor=None,
-        action="outgoing.attempt_failed",
-        mailbox=outgoing.mailbox,
-        outgoing_id=outgoing.pk,
-        message_id=outgoing.message_id,
+    _audit(
+        outgoing,
+        "outgoing.attempt_failed",
         attempt=attempt.number,
         reason=text,
         next_try_at=next_try.isoformat(),
@@ -577,12 +575,9 @@ def outgoing_recover(*, outgoing_id: int) -> str:
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED, lease_token="", lease_until=None, next_try_at=now, version=F("version") + 1
     )
-    audit_record(
-        actor=None,
-        action="outgoing.requeued",
-        mailbox=outgoing.mailbox,
-        outgoing_id=outgoing.pk,
-        message_id=outgoing.message_id,
+    _audit(
+        outgoing,
+        "outgoing.requeued",
         attempt=attempt.number if attempt else None,
     )
     _changed(outgoing, outgoing.mailbox_id)
