@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "mailbox",
     "directory",
     "signing",
+    "operations",
 ]
 if EMBEDDED:
     INSTALLED_APPS.append("channels_lite")

@@ -31,6 +31,7 @@ urlpatterns = [
     path("leitung/audit/", include("audit.urls")),
     path("directory/", include("directory.urls")),
     path("signatur/", include("signing.urls")),
+    path("betrieb/", include("operations.urls")),
     path("leitung/", include((manage_urlpatterns, "manage"))),
     path("", include("mailbox.urls")),
 ]

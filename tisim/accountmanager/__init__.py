@@ -1,0 +1,1 @@
+"""The simulated KIM Account Manager (REST, per gematik's AccountManager/AccountLimit/ServiceInformation OpenAPI)."""
