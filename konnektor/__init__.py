@@ -13,7 +13,11 @@ from .errors import ERROR_TEXTS, KonnektorError, error_text
 from .text import short_text
 from .types import (
     CADES,
+    CERT_REFS,
+    INCONCLUSIVE,
+    INVALID,
     PADES,
+    VALID,
     BatchPlan,
     CallContext,
     Card,
@@ -21,14 +25,20 @@ from .types import (
     PinResult,
     PinStatus,
     ServiceDirectory,
+    SignatureMode,
     SignItem,
     SignResult,
+    VerifyResult,
 )
 
 __all__ = [
     "CADES",
+    "CERT_REFS",
     "ERROR_TEXTS",
+    "INCONCLUSIVE",
+    "INVALID",
     "PADES",
+    "VALID",
     "BatchPlan",
     "CallContext",
     "Card",
@@ -40,6 +50,8 @@ __all__ = [
     "ServiceDirectory",
     "SignItem",
     "SignResult",
+    "SignatureMode",
+    "VerifyResult",
     "batches",
     "error_text",
     "short_text",

@@ -39,8 +39,10 @@ from .types import (
     PinResult,
     PinStatus,
     ServiceDirectory,
+    SignatureMode,
     SignItem,
     SignResult,
+    VerifyResult,
 )
 
 WSDL_DIR = Path(__file__).resolve().parent / "wsdl"
@@ -298,6 +300,44 @@ class KonnektorClient:
     def stop_signature(self, ctx: CallContext, job_number: str) -> None:
         proxy, _ = self._service("SignatureService")
         self._guard(lambda: proxy.StopSignature(**messages.stop_signature(ctx, job_number)), what="StopSignature")
+
+    # -- certificates, verification, Komfortsignatur, authentication (issues 12 and 14) ----------------------
+
+    def read_card_certificate(
+        self, ctx: CallContext, card_handle: str, cert_ref: str = "C.AUT", crypt: str = "ECC"
+    ) -> bytes:
+        """The DER of one certificate of the card: ``cert_ref`` C.AUT, C.ENC, C.SIG or C.QES, ``crypt`` RSA or ECC
+        (4258 when the card has no ECC certificates; 4149 for a reference the card type does not have)."""
+        raise NotImplementedError
+
+    def verify_document(
+        self, ctx: CallContext, *, signature: bytes | None, document: bytes | None, mime_type: str
+    ) -> VerifyResult:
+        """SignatureService.VerifyDocument. PAdES: the signed PDF as ``document``, ``signature`` None. CAdES
+        detached: the CMS (.p7s) as ``signature`` and the signed ``document``. INVALID/INCONCLUSIVE are answers
+        (``VerifyResult.valid`` False with a German ``reason``), not errors; a fault is a KonnektorError."""
+        raise NotImplementedError
+
+    def activate_comfort_signature(self, ctx: CallContext, card_handle: str) -> None:
+        """Komfortsignatur on for (card, ``ctx.user_id``): the physician enters PIN.QES once at the card terminal
+        (waits like SignDocument). ``ctx.user_id`` must be a fresh UUID per activation (gemILF_PS A_19259).
+        Refused without a request when the connection mode is "plain" (the Konnektor allows it only with Login or
+        Zertifikat)."""
+        raise NotImplementedError
+
+    def deactivate_comfort_signature(self, ctx: CallContext, card_handles: Sequence[str]) -> None:
+        """Komfortsignatur off for the cards (all their sessions). The Konnektor's "no session" warnings
+        (4265/4266) are not errors: afterwards there is no session either way."""
+        raise NotImplementedError
+
+    def get_signature_mode(self, ctx: CallContext, card_handle: str) -> SignatureMode:
+        """Whether a Komfortsignatur session of ``ctx.user_id`` is open on the card, and what is left of it."""
+        raise NotImplementedError
+
+    def external_authenticate(self, ctx: CallContext, card_handle: str, data: bytes) -> bytes:
+        """AuthSignatureService.ExternalAuthenticate: the card's AUT key signs ``data`` (a SHA-256 digest, 32
+        bytes). ECC cards: ECDSA (the signature as the Konnektor returns it: r||s, 64 bytes); RSA: RSASSA-PSS."""
+        raise NotImplementedError
 
     # -- errors ----------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 MODES = ("plain", "basic", "cert")
 
@@ -125,3 +126,46 @@ class BatchPlan:
 
     calls: list[list[SignItem]]
     rejected: list[SignResult]
+
+
+# Certificate references of ReadCardCertificate (CertificateService 6.0) and the key algorithms (Crypt).
+CERT_REFS = ("C.AUT", "C.ENC", "C.SIG", "C.QES")
+CRYPTS = ("RSA", "ECC")
+
+# VerifyDocument's HighLevelResult (SignatureService 7.5, vr:VerificationResult).
+VALID = "VALID"
+INVALID = "INVALID"
+INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """VerifyDocument's answer for one signature.
+
+    ``result``: ``VALID``, ``INVALID`` or ``INCONCLUSIVE`` as the Konnektor's HighLevelResult says; ``valid`` is
+    True only for VALID. ``reason``: German, for the user, empty when valid. ``signer_name``: the CN of the
+    signer's certificate ("" if unknown); ``signer_certificate``: its DER; ``signing_time``: the signed signing
+    time (aware, UTC); ``is_qes``: the signature is a qualified one (a QES certificate of the TI)."""
+
+    valid: bool
+    result: str
+    reason: str = ""
+    signer_name: str = ""
+    signer_certificate: bytes | None = field(default=None, repr=False)
+    signing_time: datetime | None = None
+    is_qes: bool = False
+
+
+@dataclass(frozen=True)
+class SignatureMode:
+    """GetSignatureMode's answer for (card, user). ``comfort_active``: a Komfortsignatur session of this UserId is
+    open; ``remaining_count``/``valid_until``: what is left of it (None without a session). ``comfort_enabled``:
+    the Konnektor's administrator allows the Komfortsignatur at all; ``comfort_max``/``comfort_timer``: the
+    Konnektor's limits per activation."""
+
+    comfort_active: bool
+    remaining_count: int | None = None
+    valid_until: datetime | None = None
+    comfort_enabled: bool = False
+    comfort_max: int | None = None
+    comfort_timer: timedelta | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -22,6 +23,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tisim.tls import Certificate, fingerprint_sha256
 
 QES_CA_NAME = "TISIM HBA-qCA TEST-ONLY"
+# The CA of the institution cards' authentication certificates (C.HCI.AUT of the SMC-B), as a TSP's SMC-B CA.
+SMCB_CA_NAME = "TISIM SMCB-CA TEST-ONLY"
 SERVER_CA_NAME = "TISIM GEM.KOMP-CA TEST-ONLY"
 SERVER_CN = "Konnektor-Simulator"
 # Profession OIDs (gemSpec_OID): Ärztin/Arzt on an eHBA, Krankenhaus on an SMC-B.
@@ -124,6 +127,7 @@ class Pki:
         self.directory = directory
         self.qes_ca = _ensure_ca(directory, "qes-ca", QES_CA_NAME)
         self.server_ca = _ensure_ca(directory, "server-ca", SERVER_CA_NAME)
+        self.smcb_ca = _ensure_ca(directory, "smcb-ca", SMCB_CA_NAME)
 
     @property
     def qes_ca_path(self) -> Path:
@@ -278,3 +282,69 @@ def iccsn_for(telematik_id: str, card_type: str) -> str:
     """A stable 20-digit ICCSN (80 276 + issuer + serial), derived so a restart keeps the card's identity."""
     digest = int.from_bytes(hashlib.sha256(f"{card_type}:{telematik_id}".encode()).digest()[:8], "big")
     return "80276883" + f"{digest % 10**12:012d}"
+
+
+# --- for the other simulators (the Account Manager verifies JWTs signed through ExternalAuthenticate) ----------
+
+
+class CertificateRejected(ValueError):
+    """A certificate or signature the simulated TI does not accept; the message says why (English, for logs)."""
+
+
+def pki_directory(data_dir: Path) -> Path:
+    """Where the Konnektor simulator keeps its PKI inside a tisim data directory."""
+    return Path(data_dir).resolve() / "konnektor" / "pki"
+
+
+def ca_certificate_pem(data_dir: Path) -> bytes:
+    """PEM of the CA that issues the simulated SMC-Bs' C.AUT certificates (created on first use, then kept in the
+    data directory, so the Konnektor simulator started later with the same directory uses the same CA)."""
+    return Pki(pki_directory(data_dir)).smcb_ca.cert_pem
+
+
+def verify_card_certificate(cert_der: bytes, data_dir: Path, *, at: dt.datetime | None = None) -> x509.Certificate:
+    """The certificate if tisim's SMC-B CA issued it and it is valid ``at`` (default: now); else
+    CertificateRejected with the reason."""
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+    except ValueError as exc:
+        raise CertificateRejected(f"not a DER certificate: {exc}") from None
+    ca = x509.load_pem_x509_certificate(ca_certificate_pem(data_dir))
+    if cert.issuer != ca.subject:
+        raise CertificateRejected(f"issuer {cert.issuer.rfc4514_string()} is not {ca.subject.rfc4514_string()}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateRejected(f"not signed by the CA: {exc!r}") from None
+    moment = at or _now()
+    if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
+        raise CertificateRejected(
+            f"not valid at {moment.isoformat()} ({cert.not_valid_before_utc} .. {cert.not_valid_after_utc})"
+        )
+    return cert
+
+
+def verify_auth_signature(cert_der: bytes, digest: bytes, signature: bytes) -> None:
+    """Check an ExternalAuthenticate signature: ``signature`` over the SHA-256 ``digest`` (32 bytes) with the key
+    of ``cert_der``. ECC: plain r||s (BSI TR-03111, as the Konnektor and JWS return it); RSA: RSASSA-PSS
+    (SHA-256, MGF1-SHA-256, salt 32). Raises CertificateRejected."""
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    cert = x509.load_der_x509_certificate(cert_der)
+    public_key = cert.public_key()
+    prehashed = utils.Prehashed(hashes.SHA256())
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            size = (public_key.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                raise CertificateRejected(f"ECDSA signature must be {2 * size} bytes (r||s), not {len(signature)}")
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            public_key.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+            public_key.verify(signature, digest, pss, prehashed)
+        else:
+            raise CertificateRejected(f"unsupported key type {type(public_key).__name__}")
+    except InvalidSignature:
+        raise CertificateRejected("signature does not match the certificate's key") from None
