@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from signing.models.batches import BatchItem, SignatureBatch
 from signing.models.cards import SignerCard, Workplace
+from signing.models.comfort import ComfortActivation, ComfortUse
 from signing.models.drafts import Draft, DraftQuerySet, Signature
 
-__all__ = ["BatchItem", "Draft", "DraftQuerySet", "Signature", "SignatureBatch", "SignerCard", "Workplace"]
+__all__ = [
+    "BatchItem",
+    "ComfortActivation",
+    "ComfortUse",
+    "Draft",
+    "DraftQuerySet",
+    "Signature",
+    "SignatureBatch",
+    "SignerCard",
+    "Workplace",
+]
