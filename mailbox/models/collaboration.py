@@ -61,6 +61,11 @@ class Notification(models.Model):
         LOCK_BROKEN = "lock_broken", _("Sperre aufgehoben")
         WORK_RETURNED = "work_returned", _("Arbeit zurückgegeben")
         SLA_OVERDUE = "sla_overdue", _("Frist überschritten")
+        # The signing app's (signing.services): a draft to sign, and the review round before the signature.
+        SIGNING_QUEUED = "signing_queued", _("Signatur erbeten")
+        REVIEW_REQUESTED = "review_requested", _("Prüfung erbeten")
+        REVIEW_RETURNED = "review_returned", _("Entwurf zurückgegeben")
+        REVIEW_APPROVED = "review_approved", _("Entwurf freigegeben")
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -84,6 +89,9 @@ class Notification(models.Model):
         Kind.SLA_OVERDUE: _(
             "„%(mailbox)s“: %(count)s Nachrichten sind länger als %(hours)s Arbeitsstunden unbearbeitet."
         ),
+        Kind.REVIEW_REQUESTED: _("%(name)s bittet Sie, „%(subject)s“ vor der Signatur zu prüfen."),
+        Kind.REVIEW_RETURNED: _("%(name)s hat „%(subject)s“ zur Überarbeitung zurückgegeben."),
+        Kind.REVIEW_APPROVED: _("%(name)s hat „%(subject)s“ zur Signatur freigegeben."),
     }
 
     class Meta:

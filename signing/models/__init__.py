@@ -6,6 +6,7 @@ from signing.models.batches import BatchItem, SignatureBatch
 from signing.models.cards import SignerCard, Workplace
 from signing.models.comfort import ComfortActivation, ComfortUse
 from signing.models.drafts import Draft, DraftQuerySet, Signature
+from signing.models.review import DraftVersion, ReviewRule, ReviewStep
 
 __all__ = [
     "BatchItem",
@@ -13,6 +14,9 @@ __all__ = [
     "ComfortUse",
     "Draft",
     "DraftQuerySet",
+    "DraftVersion",
+    "ReviewRule",
+    "ReviewStep",
     "Signature",
     "SignatureBatch",
     "SignerCard",

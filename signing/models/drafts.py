@@ -9,19 +9,25 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from mailbox.models import member_roles
 from signing.doctypes import document_type_label
 
 
 class DraftQuerySet(models.QuerySet["Draft"]):
     def visible_to(self, user: Any) -> DraftQuerySet:
-        """Drafts the user may see: as author or intended signer. A letter is patient data: managers administer
-        (eHBA mappings, workplaces) and read no letter that is not theirs, as they read no message without a
-        membership.
+        """Drafts the user may see: as author, intended signer or chosen reviewer (while a member of the sending
+        mailbox). A letter is patient data: managers administer (eHBA mappings, workplaces) and read no letter
+        that is not theirs, as they read no message without a membership.
 
         Reads start here (views, consumers, services), so a foreign pk is simply not found (404)."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
-        return self.filter(models.Q(author=user) | models.Q(signer=user))
+        # The chosen reviewer sees the draft while a member of its sending mailbox (an ex-member no longer does).
+        return self.filter(
+            models.Q(author=user)
+            | models.Q(signer=user)
+            | models.Q(reviewer=user, mailbox_id__in=list(member_roles(user)))
+        )
 
 
 class Draft(models.Model):
@@ -41,6 +47,8 @@ class Draft(models.Model):
         SIGNED = "signed", _("signiert – wartet auf Versand")
         SENT = "sent", _("signiert – im Postausgang")
         FAILED = "failed", _("fehlgeschlagen")
+        # Taken back by its author or the KIS before it was signed: out of the queue, its history kept.
+        WITHDRAWN = "withdrawn", _("zurückgezogen")
 
     class Source(models.TextChoices):
         PORTAL = "portal", _("Portal")
@@ -88,7 +96,21 @@ class Draft(models.Model):
     # Issue 12: drafts from the KIS (idempotent by the KIS's own id) and the review round before signature.
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.PORTAL)
     external_id = models.CharField(max_length=200, blank=True)
-    review_state = models.CharField(max_length=20, choices=Review.choices, default=Review.NONE)
+    review_state = models.CharField(
+        _("Prüfung"), max_length=20, choices=Review.choices, default=Review.NONE, db_index=True
+    )
+    # Who is asked to review (signing.services.review): a member of the sending mailbox with the permission
+    # signing.review_draft, by default the signer. Null while nobody is chosen or no review applies.
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="signing_drafts_to_review",
+        verbose_name=_("Prüfer"),
+    )
+    # The version the reviewer approved: only exactly this version may be signed (a change needs approval again).
+    approved_version = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -123,6 +145,13 @@ class Draft(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
+
+    @property
+    def needs_approval(self) -> bool:
+        """Under review and not approved at exactly its current version: not signable."""
+        if self.review_state == self.Review.NONE:
+            return False
+        return self.review_state != self.Review.APPROVED or self.approved_version != self.version
 
     @property
     def is_pdf(self) -> bool:
