@@ -6,7 +6,7 @@ from signing.models.batches import BatchItem, SignatureBatch
 from signing.models.cards import SignerCard, Workplace
 from signing.models.comfort import ComfortActivation, ComfortUse
 from signing.models.drafts import Draft, DraftQuerySet, Signature
-from signing.models.review import DraftVersion, ReviewRule, ReviewStep
+from signing.models.received import ReceivedSignature
 
 __all__ = [
     "BatchItem",
@@ -14,9 +14,7 @@ __all__ = [
     "ComfortUse",
     "Draft",
     "DraftQuerySet",
-    "DraftVersion",
-    "ReviewRule",
-    "ReviewStep",
+    "ReceivedSignature",
     "Signature",
     "SignatureBatch",
     "SignerCard",
