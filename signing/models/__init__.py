@@ -7,6 +7,7 @@ from signing.models.cards import SignerCard, Workplace
 from signing.models.comfort import ComfortActivation, ComfortUse
 from signing.models.drafts import Draft, DraftQuerySet, Signature
 from signing.models.received import ReceivedSignature
+from signing.models.review import DraftVersion, ReviewRule, ReviewStep
 
 __all__ = [
     "BatchItem",
@@ -14,7 +15,10 @@ __all__ = [
     "ComfortUse",
     "Draft",
     "DraftQuerySet",
+    "DraftVersion",
     "ReceivedSignature",
+    "ReviewRule",
+    "ReviewStep",
     "Signature",
     "SignatureBatch",
     "SignerCard",

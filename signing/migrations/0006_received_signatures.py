@@ -7,8 +7,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("mailbox", "0020_message_is_delivery_report"),
-        ("signing", "0004_comfort_signature"),
+        ("mailbox", "0021_notification_review_kinds"),
+        ("signing", "0005_review_versions"),
     ]
 
     operations = [
