@@ -46,6 +46,7 @@ class Migration(migrations.Migration):
                             ("cancelled", "abgebrochen"),
                             ("interrupted", "unterbrochen"),
                             ("account", "beendet: Konto oder eHBA-Zuordnung geändert"),
+                            ("konnektor", "beendet am Konnektor"),
                         ],
                         max_length=20,
                     ),

@@ -33,6 +33,7 @@ class ComfortActivation(models.Model):
         CANCELLED = "cancelled", _("abgebrochen")
         INTERRUPTED = "interrupted", _("unterbrochen")
         ACCOUNT = "account", _("beendet: Konto oder eHBA-Zuordnung geändert")
+        KONNEKTOR = "konnektor", _("beendet am Konnektor")
 
     LIVE_STATES = (State.ACTIVATING, State.ACTIVE)
 
