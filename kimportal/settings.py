@@ -400,6 +400,17 @@ KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = env.float("KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT",
 # Documents per SignDocument call (every Konnektor takes at least 50; each call is one PIN entry) and bytes per call.
 KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL = env.int("KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL", default=50)
 KIMPORTAL_KONNEKTOR_MAX_CALL_BYTES = env.int("KIMPORTAL_KONNEKTOR_MAX_CALL_BYTES", default=250 * 2**20)
+
+# --- KIM administration (operations: the provider's Account Manager, issue 14) ---
+# The Account Manager's origin (https://<host>:<port> from the provider's DNS-SD records), the CA file (PEM) its TLS
+# certificate is checked against (empty: the system CAs), seconds per call, the JWT's lifetime (300-21600 s, within
+# the provider's jwtExpiration) and the SMC-B that signs it (its ICCSN; empty: the SMC-B the Konnektor shows in the
+# mailbox's context). The demo points to the simulator (`python -m tisim run` writes accountmanager.json).
+KIMPORTAL_ACCOUNT_MANAGER_URL = env.str("KIMPORTAL_ACCOUNT_MANAGER_URL", default="https://127.0.0.1:8444")
+KIMPORTAL_ACCOUNT_MANAGER_CA = env.str("KIMPORTAL_ACCOUNT_MANAGER_CA", default="")
+KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT = env.float("KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT", default=20.0)
+KIMPORTAL_ACCOUNT_MANAGER_JWT_SECONDS = env.int("KIMPORTAL_ACCOUNT_MANAGER_JWT_SECONDS", default=300)
+KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = env.str("KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN", default="")
 # A draft's document at most (the Konnektor signs up to 25 MB per document) and documents per batch.
 KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = env.int("KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES", default=25 * 2**20)
 KIMPORTAL_SIGNING_MAX_BATCH = env.int("KIMPORTAL_SIGNING_MAX_BATCH", default=250)
