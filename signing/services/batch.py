@@ -89,10 +89,18 @@ def batch_create(*, signer: Any, workplace: Workplace, selected: list[Selected])
             _("Geändert, seit Sie die Liste geladen haben: %(names)s. Bitte prüfen Sie die neue Fassung.")
             % {"names": ", ".join(d.subject for d in changed[:5])}
         )
-    # Issue 12: a draft in review (or sent back) is not ready; what is approved is what gets signed.
-    in_review = [d for d in drafts if d.review_state in (Draft.Review.PENDING, Draft.Review.RETURNED)]
-    if in_review:
-        raise Conflict(_("Noch nicht freigegeben: %(names)s.") % {"names": ", ".join(d.subject for d in in_review[:5])})
+    # A draft under review is signed only when approved at exactly the version the form carries: what is
+    # approved is what gets signed (a change after the approval needs the approval again).
+    unapproved = [
+        d
+        for d in drafts
+        if d.review_state != Draft.Review.NONE
+        and (d.review_state != Draft.Review.APPROVED or d.approved_version != wanted[d.pk].version)
+    ]
+    if unapproved:
+        raise Conflict(
+            _("Noch nicht freigegeben: %(names)s.") % {"names": ", ".join(d.subject for d in unapproved[:5])}
+        )
     closed = [d for d in drafts if not d.is_open]
     if closed:
         raise Conflict(

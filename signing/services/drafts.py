@@ -16,13 +16,14 @@ from mailbox.models import Mailbox, Notification
 from mailbox.permissions import Action, require
 from mailbox.storage import blob_put
 from signing import events
-from signing.models import Draft, SignerCard
+from signing.models import Draft, DraftVersion, SignerCard
 from signing.permissions import require_edit
 from signing.services.audit import signing_audit
 from signing.services.documents import CheckedDocument
+from signing.services.review import review_required, review_start
 
 # Notification.kind of "a draft waits for your signature"; the text is stored in German (Notification.text).
-NOTIFICATION_KIND = "signing_queued"
+NOTIFICATION_KIND = Notification.Kind.SIGNING_QUEUED
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def _notify_signer(*, draft: Draft, actor: Any) -> None:
         }
     Notification.objects.create(
         user_id=draft.signer_id,
-        kind=NOTIFICATION_KIND,
+        kind=Notification.Kind.SIGNING_QUEUED,
         actor=actor,
         params={"draft": draft.pk},
         text=text[:500],
@@ -64,12 +65,54 @@ def _notify_signer(*, draft: Draft, actor: Any) -> None:
     mailbox_events.broadcast_user_notification(user_id=draft.signer_id)
 
 
+# The fields of a draft a version records; a change of any of them is a new version.
+VERSION_FIELDS = (
+    "document_type",
+    "patient_reference",
+    "signer_id",
+    "mailbox_id",
+    "recipients",
+    "subject",
+    "body",
+    "filename",
+    "mime_type",
+    "size",
+    "sha256",
+)
+
+
+def _record_version(*, draft: Draft, user: Any, via: str, changed: list[str], comment: str = "") -> DraftVersion:
+    return DraftVersion.objects.create(
+        draft=draft,
+        number=draft.version,
+        created_by=user,
+        via=via,
+        created_at=draft.updated_at,
+        changed=changed,
+        comment=comment[:2000],
+        **{name: getattr(draft, name) for name in VERSION_FIELDS},
+    )
+
+
 @transaction.atomic
-def draft_create(*, author: Any, data: DraftData, document: CheckedDocument) -> Draft:
+def draft_create(
+    *,
+    author: Any,
+    data: DraftData,
+    document: CheckedDocument,
+    source: str = Draft.Source.PORTAL,
+    external_id: str = "",
+    via: str = "",
+    reviewer: Any = None,
+) -> Draft:
+    """A new draft, recorded as version 1. Where the sending department has this document type reviewed (or a
+    reviewer is named), it starts "in Prüfung" and its reviewer is asked; else the signer is asked to sign.
+    `via` names a non-human channel (e.g. "KIS: <client>") for the audit and the version history."""
     _check(author, data)
     # The blob first: it is named by its content, so a rolled-back row leaves at most an unused file, never a
     # row without its document.
     digest = blob_put(document.content)
+    now = timezone.now()
     draft = Draft.objects.create(
         document_type=data.document_type,
         patient_reference=data.patient_reference,
@@ -83,23 +126,49 @@ def draft_create(*, author: Any, data: DraftData, document: CheckedDocument) -> 
         mime_type=document.mime_type,
         size=len(document.content),
         sha256=digest,
+        source=source,
+        external_id=external_id,
+        created_at=now,
+        updated_at=now,
     )
-    signing_audit(actor=author, action="signing.draft_created", draft=draft, sha256=digest, signer=data.signer.pk)
-    _notify_signer(draft=draft, actor=author)
+    _record_version(draft=draft, user=author, via=via, changed=[])
+    signing_audit(
+        actor=author,
+        action="signing.draft_created",
+        draft=draft,
+        sha256=digest,
+        signer=data.signer.pk,
+        **({"via": via} if via else {}),
+    )
+    if reviewer is not None or review_required(draft.mailbox_id, draft.document_type):
+        review_start(draft=draft, actor=author, via=via, reviewer=reviewer)
+    else:
+        _notify_signer(draft=draft, actor=author)
     events.broadcast_drafts_changed(user_ids=[author.pk, draft.signer_id], draft_ids=[draft.pk])
     return draft
 
 
 @transaction.atomic
 def draft_update(
-    *, user: Any, draft: Draft, version: int, data: DraftData, document: CheckedDocument | None = None
+    *,
+    user: Any,
+    draft: Draft,
+    version: int,
+    data: DraftData,
+    document: CheckedDocument | None = None,
+    via: str = "",
+    comment: str = "",
 ) -> Draft:
-    """Change metadata and, optionally, the document; refused once a batch signs it or it is signed, and when
-    someone else changed it since the user loaded it."""
+    """Change metadata and, optionally, the document: a new version (who, when, which fields). Refused once a
+    batch signs it, it is signed or withdrawn, and when someone else changed it since the user loaded it. A
+    draft under review (or one its department now has reviewed) goes (back) to review: an approval holds for
+    exactly the version approved."""
     current = Draft.objects.select_for_update().get(pk=draft.pk)
     require_edit(user, current)
     if not current.is_open:
-        raise NotAllowed(_("Der Entwurf wird gerade signiert oder ist signiert und kann nicht mehr geändert werden."))
+        raise NotAllowed(
+            _("Der Entwurf wird gerade signiert, ist signiert oder zurückgezogen und kann nicht mehr geändert werden.")
+        )
     if current.version != version:
         raise Conflict(
             _("Der Entwurf wurde inzwischen geändert. Bitte prüfen Sie die aktuelle Fassung."), fresh=current
@@ -130,12 +199,47 @@ def draft_update(
     current.state = Draft.State.DRAFT
     current.last_error, current.last_error_code = "", None
     current.save()
+    changed = sorted(changes)
+    _record_version(draft=current, user=user, via=via, changed=changed, comment=comment)
     signing_audit(
-        actor=user, action="signing.draft_changed", draft=current, version=current.version, fields=sorted(changes)
+        actor=user,
+        action="signing.draft_changed",
+        draft=current,
+        version=current.version,
+        fields=changed,
+        **({"via": via} if via else {}),
     )
-    if current.signer_id != old_signer:
+    if current.review_state != Draft.Review.NONE or review_required(current.mailbox_id, current.document_type):
+        review_start(draft=current, actor=user, via=via, comment=comment)
+    elif current.signer_id != old_signer:
         _notify_signer(draft=current, actor=user)
     events.broadcast_drafts_changed(user_ids=[current.author_id, current.signer_id, old_signer], draft_ids=[current.pk])
+    return current
+
+
+@transaction.atomic
+def draft_withdraw(*, user: Any, draft: Draft, via: str = "", reason: str = "") -> Draft:
+    """Take a draft back before it is signed: it leaves the queue (and the review), its history stays. Refused
+    once a batch signs it or it is signed; withdrawing it again changes nothing."""
+    current = Draft.objects.select_for_update().get(pk=draft.pk)
+    require_edit(user, current)
+    if current.state == Draft.State.WITHDRAWN:
+        return current
+    if not current.is_open:
+        raise NotAllowed(_("Der Entwurf wird gerade signiert oder ist signiert und kann nicht zurückgezogen werden."))
+    current.state = Draft.State.WITHDRAWN
+    current.updated_at = timezone.now()
+    current.save(update_fields=["state", "updated_at"])
+    signing_audit(
+        actor=user,
+        action="signing.draft_withdrawn",
+        draft=current,
+        version=current.version,
+        reason=reason[:500],
+        **({"via": via} if via else {}),
+    )
+    ids = [current.author_id, current.signer_id] + ([current.reviewer_id] if current.reviewer_id else [])
+    events.broadcast_drafts_changed(user_ids=ids, draft_ids=[current.pk])
     return current
 
 
