@@ -6,6 +6,7 @@ from signing.models.batches import BatchItem, SignatureBatch
 from signing.models.cards import SignerCard, Workplace
 from signing.models.comfort import ComfortActivation, ComfortUse
 from signing.models.drafts import Draft, DraftQuerySet, Signature
+from signing.models.kisapi import KisCallback, KisClient, KisDraft, KisToken
 from signing.models.received import ReceivedSignature
 from signing.models.review import DraftVersion, ReviewRule, ReviewStep
 
@@ -16,6 +17,10 @@ __all__ = [
     "Draft",
     "DraftQuerySet",
     "DraftVersion",
+    "KisCallback",
+    "KisClient",
+    "KisDraft",
+    "KisToken",
     "ReceivedSignature",
     "ReviewRule",
     "ReviewStep",
