@@ -5,8 +5,8 @@ python -m tisim run   [--config FILE] [--data-dir DIR] [--smtp-port N] [--pop3-p
 python -m tisim client-cert --cn NAME --out DIR [--days N] [--config FILE | --data-dir DIR]
 python -m tisim send  --from A --to B [--to C] [--cc D] --subject S [--body TEXT]
                       [--dienstkennung D] [--attach FILE ...]
-                      [--fault integrity|decryption|4018|unencrypted|keep-result-headers]
-                      [--config FILE | --data-dir DIR] [--password P]
+                      [--fault integrity|decryption|4018|unencrypted|keep-result-headers|bad-signature]
+                      [--sign [--signer NAME]] [--config FILE | --data-dir DIR] [--password P]
 python -m tisim send  --eml FILE [--config FILE | --data-dir DIR]
 python -m tisim fault drop-retr --address A [--after-bytes N] [--times K]
 python -m tisim fault retr --address A (--message K | --uidl U) [--mode err|drop|stall|short]
@@ -24,12 +24,14 @@ python -m tisim konnektor-fault (--kind KIND [--times N] [--param K=V ...] | --c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,10 +118,18 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--fault",
         # tisim.cm.messages.RECEIVE_FAULTS; spelled out so `--help` needs no import of the CM.
-        choices=["integrity", "decryption", "4018", "unencrypted", "keep-result-headers"],
+        choices=["integrity", "decryption", "4018", "unencrypted", "keep-result-headers", "bad-signature"],
         help="what the receiving CM delivers instead: integrity/decryption failure notice, 4018 notice, "
-        "the mail passed through unencrypted, or sender-written result headers kept",
+        "the mail passed through unencrypted, or sender-written result headers kept; bad-signature: the "
+        "attachments are signed (as --sign) and changed afterwards, so the signature does not verify",
     )
+    send.add_argument(
+        "--sign",
+        action="store_true",
+        help="a physician of the sending practice signs the attachments (QES, tisim.signedmail): a PDF as PAdES, "
+        "any other file with a detached .p7s beside it",
+    )
+    send.add_argument("--signer", help="the signing physician's name (default: 'Dr. med. Klaus Müller')")
     send.add_argument("--eml", help="send this prepared RFC 5322 message unchanged")
     send.add_argument("--password", help="instead of the config's password")
     send.set_defaults(func=cmd_send)
@@ -262,7 +272,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         return _fail(str(exc))
     if args.eml:
-        if args.sender or args.to or args.cc or args.subject or args.attach or args.fault:
+        if args.sender or args.to or args.cc or args.subject or args.attach or args.fault or args.sign:
             return _fail("--eml sends the file as it is; do not combine it with --from/--to/--cc/--subject/...")
         try:
             raw = Path(args.eml).read_bytes()
@@ -277,17 +287,24 @@ def cmd_send(args: argparse.Namespace) -> int:
         ]
         if missing:
             return _fail(f"missing {', '.join(missing)} (or use --eml FILE)")
+        sign = args.sign or args.fault == "bad-signature"
+        if sign and not args.attach:
+            return _fail("--sign and --fault bad-signature sign the attachments: give at least one --attach FILE")
+        if args.signer and not sign:
+            return _fail("--signer names who signs: use it with --sign")
         try:
-            msg = build_message(
-                sender=args.sender,
-                to=args.to,
-                cc=args.cc,
-                subject=args.subject,
-                body=args.body,
-                dienstkennung=args.dienstkennung,
-                attachments=[Path(p) for p in args.attach],
-                fault=args.fault,
-            )
+            with _signed_attachments(args, config.data_dir, sign) as attachments:
+                msg = build_message(
+                    sender=args.sender,
+                    to=args.to,
+                    cc=args.cc,
+                    subject=args.subject,
+                    body=args.body,
+                    dienstkennung=args.dienstkennung,
+                    attachments=attachments,
+                    # bad-signature is the sender's own doing, not something the receiving CM delivers.
+                    fault=None if args.fault == "bad-signature" else args.fault,
+                )
         except OSError as exc:
             return _fail(f"cannot read attachment: {exc}")
         raw, sender, message_id = msg.as_bytes(), args.sender, str(msg["Message-ID"])
@@ -301,6 +318,30 @@ def cmd_send(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(message_id or "")
     return 0
+
+
+@contextlib.contextmanager
+def _signed_attachments(args: argparse.Namespace, data_dir: Path, sign: bool) -> Iterator[list[Path]]:
+    """The attachments as files to attach: as given, or signed (tisim.signedmail) into a temporary folder."""
+    paths = [Path(p) for p in args.attach]
+    if not sign:
+        yield paths
+        return
+    from tisim.signedmail import DEFAULT_SIGNER, sign_files
+
+    signed = sign_files(
+        [(path.name, path.read_bytes()) for path in paths],
+        data_dir=data_dir,
+        signer_name=args.signer or DEFAULT_SIGNER,
+        tamper=args.fault == "bad-signature",
+    )
+    with tempfile.TemporaryDirectory(prefix="tisim-signed-") as tmp:
+        out = []
+        for item in signed:
+            target = Path(tmp) / item.name
+            target.write_bytes(item.content)
+            out.append(target)
+        yield out
 
 
 def _fault_store(args: argparse.Namespace) -> FaultStore:
