@@ -19,6 +19,8 @@ python -m tisim konnektor-run [--data-dir DIR] [--port 8090] [--mode plain|basic
                       [--cards FILE] [--signatures-per-pin N]   (the simulated Konnektor, tisim.konnektor)
 python -m tisim terminal (--pin PIN | --cancel) [--ct CT-1] [--data-dir DIR]
 python -m tisim konnektor-fault (--kind KIND [--times N] [--param K=V ...] | --clear | --list) [--data-dir DIR]
+python -m tisim accountmanager reg-code --address A [--telematik-id T]   (the simulated Account Manager,
+                      started by `run` next to the CM; also: accountmanager vzd|entry|show; tisim.accountmanager.cli)
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from typing import TYPE_CHECKING
 
 # Subcommands import what they need when they run: `vzd-*` must not pay for aiosmtpd and friends.
 if TYPE_CHECKING:
+    from tisim.accountmanager import AccountManagerSimulator
     from tisim.cm.faults import FaultStore
+    from tisim.cm.server import CMSimulator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="demand a TLS client certificate from the simulator's client CA (mTLS)",
     )
     client_cert.add_argument("--no-client-cert", dest="require_client_cert", action="store_const", const=False)
+    run.add_argument(
+        "--am-port",
+        type=int,
+        help="the Account Manager's HTTPS port (default 8444; any free port when the CM's SMTP port is 0)",
+    )
+    run.add_argument("--no-accountmanager", action="store_true", help="run the CM without the Account Manager")
     run.add_argument("-v", "--verbose", action="store_true", help="log every SMTP/POP3 session")
     run.set_defaults(func=cmd_run)
 
@@ -177,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     from tisim.konnektor.cli import add_parsers as add_konnektor_parsers
 
     add_konnektor_parsers(sub)
+
+    from tisim.accountmanager.cli import add_parsers as add_accountmanager_parsers
+
+    add_accountmanager_parsers(sub)
     return parser
 
 
@@ -214,6 +228,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         sim.start()
     except OSError as exc:
         return _fail(f"cannot listen on {config.host}: {exc}")
+    am = None
+    if not args.no_accountmanager:
+        requested_smtp = config.smtp_port if args.smtp_port is None else args.smtp_port
+        am = _start_accountmanager(args, sim, config.host, any_port=requested_smtp == 0)
+        if am is None:
+            sim.stop()
+            sim.remove_runtime_file()
+            return 1
     try:
         tls = f"{'STARTTLS' if sim.starttls else 'TLS'} sha256={sim.fingerprint}" if sim.tls else "no TLS"
         if sim.require_client_cert:
@@ -223,12 +245,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{len(config.accounts)} accounts, data {sim.data_dir}",
             flush=True,
         )
+        if am is not None:
+            print(f"tisim Account Manager: {am.base_url} (CA {am.ca_path})", flush=True)
         stop.wait()
     finally:
+        if am is not None:
+            am.stop()
+            am.remove_runtime_file()
         sim.stop()
         # A stale cm.json would send clients to ports nobody listens on.
         sim.remove_runtime_file()
     return 0
+
+
+def _start_accountmanager(
+    args: argparse.Namespace, cm: CMSimulator, host: str, *, any_port: bool
+) -> AccountManagerSimulator | None:
+    from tisim.accountmanager import DEFAULT_PORT, AccountManagerSimulator, SimulatorAccounts
+
+    # A CM on any free port (tests) gets an Account Manager on any free port too: a running demo keeps 8444.
+    port = args.am_port if args.am_port is not None else (0 if any_port else DEFAULT_PORT)
+    am = AccountManagerSimulator(cm.data_dir, accounts=SimulatorAccounts(cm), host=host, port=port)
+    try:
+        am.start()
+    except OSError as exc:
+        _fail(f"the Account Manager cannot listen on {host}:{port}: {exc} (--am-port N or --no-accountmanager)")
+        return None
+    return am
 
 
 def cmd_client_cert(args: argparse.Namespace) -> int:

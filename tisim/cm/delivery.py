@@ -15,6 +15,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
+from tisim.cm.autoreply import answer_absences
 from tisim.cm.held import HeldStore
 from tisim.cm.maildrop import MaildropStore
 from tisim.cm.messages import (
@@ -255,6 +256,15 @@ def deliver_submission(
     reachable = [r for r in remaining if r not in unknown and r not in delayed]
     delivered, outside_rcpts = _deliver_to(
         reachable, content, fault, submission.envelope, store=store, accounts=accounts, outside=outside
+    )
+    # The Fachdienst's out-of-office replies (set through the Account Manager; tisim.cm.autoreply).
+    answer_absences(
+        content,
+        envelope_sender=submission.envelope.sender,
+        delivered=delivered,
+        store=store,
+        accounts=accounts,
+        outside=outside,
     )
     if held is not None:
         for recipient in delayed:

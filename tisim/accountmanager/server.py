@@ -1,0 +1,802 @@
+"""The simulated KIM Account Manager: gematik's three REST interfaces over HTTPS on one port.
+
+- ``/ServiceInformation/v1.0/serviceinfo`` (open): versions, password policy, jwtExpiration.
+- ``/AccountLimit/v1.1/limit`` (HTTP Basic, KIM address and password): quota, what is left, sizes.
+- ``/AccountMgmt/v2.4/account…`` (bearer JWT of an SMC-B, tisim.accountmanager.token, plus the ``password`` or
+  ``iniPassword`` header): register with a registration code, read, change (password, kimVersion,
+  dataTimeToLive), deregister, revoke the deregistration, out-of-office.
+
+Effects are real: a registration creates the Clientmodul account and the directory entry, a password change
+changes the CM's POP3/SMTP login, an out-of-office note makes the simulated Fachdienst answer mail
+(tisim.cm.autoreply). For tests: registration codes (:meth:`AccountManagerSimulator.issue_registration_code`),
+a directory that is down (502) or an inactive entry (423), and armed faults (any status, a stall, a cut
+connection). A thread per connection (ThreadingHTTPServer) like the simulated Konnektor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tisim.accountmanager.cmlink import CmAccounts
+from tisim.accountmanager.store import (
+    DEFAULT_KIM_VERSION,
+    DEFAULT_TTL,
+    MAX_MAIL_SIZE,
+    RegistrationCode,
+    StateStore,
+)
+from tisim.accountmanager.token import TokenRejected, VerifiedToken, verify_token
+from tisim.cm.autoreply import AbsenceStore
+from tisim.cm.username import is_valid_address
+from tisim.config import write_json_atomic
+from tisim.konnektor.pki import Issued, Pki, pki_directory
+from tisim.tls import Certificate, fingerprint_sha256, server_context
+
+log = logging.getLogger("tisim.accountmanager")
+
+RUNTIME_FILE = "accountmanager.json"
+DEFAULT_PORT = 8444
+AM = "/AccountMgmt/v2.4"
+LIMIT = "/AccountLimit/v1.1"
+INFO = "/ServiceInformation/v1.0"
+KIM_VERSIONS = ("1.0", "1.5", "1.5+")
+# ServiceInformation.yaml's example policy, as a provider would configure it.
+PASSWORD_POLICY = r"^(?=.*[0-9])(?=.*[a-z])(?=.*[A-Z])(?=.*[*.!@#$%^&(){}\[\]:;'<>,?/~_+\-=|\\]).{12,256}$"
+PASSWORD_POLICY_DISPLAY = (
+    "Mindestens 12 und höchstens 256 Zeichen, darunter mindestens eine Ziffer, ein Klein- und ein Großbuchstabe "
+    "und ein Sonderzeichen (*.!@#$%^&(){}[]:;'<>,?/~_+-=|\\)."
+)
+DEFAULT_QUOTA = 10 * 2**30
+DEREGISTRATION_GRACE = dt.timedelta(days=30)
+OUT_OF_OFFICE_MAX = 2048
+_MAX_BODY = 64 * 1024
+_HANDSHAKE_TIMEOUT = 30.0
+_IDLE_TIMEOUT = 60.0
+FAULT_MODES = ("status", "stall", "drop")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ArmedFault:
+    mode: str
+    status: int
+    times: int | None
+    path: str | None
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _server_certificate(pki: Pki, directory: Path) -> Certificate:
+    """HTTPS certificate (SAN localhost, 127.0.0.1, ::1) issued by tisim's GEM.KOMP CA, kept in ``directory``."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path, key_path = directory / "server.pem", directory / "server-key.pem"
+    if not (cert_path.is_file() and key_path.is_file()):
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        ca: Issued = pki.server_ca
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "account-manager.tisim.kim.telematik")]))
+            .issuer_name(ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=825))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("account-manager.tisim.kim.telematik"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca.key, hashes.SHA256())
+        )
+        tmp_key = key_path.with_name(".server-key.pem.tmp")
+        tmp_key.touch(mode=0o600)
+        tmp_key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        tmp_key.replace(key_path)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
+
+
+class AccountManagerSimulator:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        accounts: CmAccounts,
+        pki_data_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        jwt_expiration: int = 300,
+        password_policy: str = PASSWORD_POLICY,
+        password_policy_display: str = PASSWORD_POLICY_DISPLAY,
+        quota: int = DEFAULT_QUOTA,
+        kim_service_version: str = "1.5.5",
+    ) -> None:
+        """``data_dir``: the tisim data directory (state under ``accountmanager/``, ``accountmanager.json``);
+        ``accounts``: the CM's account store; ``pki_data_dir``: the tisim data directory whose Konnektor PKI
+        issues the SMC-B certificates (default ``data_dir``)."""
+        self.data_dir = Path(data_dir).resolve()
+        self.accounts = accounts
+        self.pki_data_dir = Path(pki_data_dir or data_dir).resolve()
+        self.host = host
+        self._port = port
+        self.jwt_expiration = jwt_expiration
+        self.password_policy = password_policy
+        self.password_policy_display = password_policy_display
+        self.quota = quota
+        self.kim_service_version = kim_service_version
+        self.state = StateStore(self.data_dir / "accountmanager")
+        self.pki = Pki(pki_directory(self.pki_data_dir))
+        self._certificate = _server_certificate(self.pki, self.data_dir / "accountmanager" / "tls")
+        self._faults: list[ArmedFault] = []
+        self._lock = threading.Lock()
+        self.released = threading.Event()  # ends armed stalls
+        self.seen: deque[SeenRequest] = deque(maxlen=1000)
+        self._server: AccountManagerHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("AccountManagerSimulator is already running")
+        self.released.clear()
+        server = AccountManagerHTTPServer(self, (self.host, self._port), server_context(self._certificate))
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="tisim-accountmanager"
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        self._port = server.server_address[1]
+        write_json_atomic(self.data_dir / RUNTIME_FILE, self.runtime_info())
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self.released.set()
+        server.shutdown()
+        server.close_all()
+        if thread is not None:
+            thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def remove_runtime_file(self) -> None:
+        (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> AccountManagerSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self._port}"
+
+    @property
+    def audiences(self) -> set[str]:
+        return {self.base_url, f"https://localhost:{self._port}", f"https://127.0.0.1:{self._port}"}
+
+    @property
+    def ca_path(self) -> Path:
+        return self.pki.directory / "server-ca.pem"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.pki.server_ca.cert_pem
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "host": self.host,
+            "port": self._port,
+            "ca": str(self.ca_path),
+            "smcb_ca": str(self.pki.directory / "smcb-ca.pem"),
+            "jwt_expiration": self.jwt_expiration,
+            "pid": os.getpid(),
+        }
+
+    # --- test and CLI helpers ------------------------------------------------------------------------------------
+
+    def issue_registration_code(self, address: str, *, telematik_id: str | None = None) -> RegistrationCode:
+        return self.state.issue_code(address, telematik_id=telematik_id)
+
+    def add_account(
+        self, address: str, *, telematik_id: str | None = None, kim_version: str = DEFAULT_KIM_VERSION
+    ) -> None:
+        """Know an existing CM account as registered (bound to ``telematik_id``'s card if given)."""
+
+        def add(state: dict[str, Any]) -> None:
+            state["accounts"][address.lower()] = _account_record(telematik_id, kim_version)
+            if telematik_id:
+                _directory_add(state, telematik_id, address.lower(), kim_version)
+
+        self.state.update(add)
+
+    def set_directory_available(self, available: bool) -> None:
+        """False: every operation that writes the VZD answers 502."""
+        self.state.update(lambda s: s.__setitem__("vzd_available", available))
+
+    def set_directory_entry_active(self, telematik_id: str, active: bool) -> None:
+        """False: the institution's VZD entry is inactive; its operations answer 423."""
+
+        def change(state: dict[str, Any]) -> None:
+            entry = state["directory"].setdefault(telematik_id, {"active": True, "mail": [], "kimData": []})
+            entry["active"] = active
+
+        self.state.update(change)
+
+    def directory_entry(self, telematik_id: str) -> dict[str, Any] | None:
+        entry = self.state.read()["directory"].get(telematik_id)
+        return dict(entry) if isinstance(entry, dict) else None
+
+    def account_record(self, address: str) -> dict[str, Any] | None:
+        record = self.state.read()["accounts"].get(address.lower())
+        return dict(record) if isinstance(record, dict) else None
+
+    def arm_fault(self, mode: str, *, status: int = 500, times: int | None = 1, path: str | None = None) -> None:
+        """``status``: answer with that HTTP status (and an Error body); ``stall``: answer nothing until
+        :meth:`release` or stop (a client timeout); ``drop``: close the connection without an answer. ``path``:
+        only requests whose path contains it; ``times`` None = until cleared."""
+        if mode not in FAULT_MODES:
+            raise ValueError(f"mode must be one of {FAULT_MODES}")
+        with self._lock:
+            self._faults.append(ArmedFault(mode, status, times, path))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+        self.release()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def take_fault(self, path: str) -> ArmedFault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path is None or fault.path in path:
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self._faults.remove(fault)
+                    return fault
+        return None
+
+    # --- the operations --------------------------------------------------------------------------------------------
+
+    def service_information(self) -> dict[str, Any]:
+        return {
+            "kimServiceVersion": self.kim_service_version,
+            "passwordPolicyRegEx": self.password_policy,
+            "passwordPolicyDisplay": self.password_policy_display,
+            "jwtExpiration": self.jwt_expiration,
+            "referenceIdRequired": True,
+            "initialPasswordRequired": True,
+        }
+
+    def limits(self, address: str, password: str) -> dict[str, Any]:
+        known = self.accounts.password(address)
+        if known is None:
+            raise ApiError(404, "Email account not available.")
+        if not secrets.compare_digest(known.encode(), password.encode()):
+            raise ApiError(401, "Authentication failed.")
+        record = self.state.read()["accounts"].get(address.lower()) or _account_record(None, DEFAULT_KIM_VERSION)
+        used = self.accounts.mailbox_bytes(address)
+        return {
+            "dataTimeToLive": int(record.get("dataTimeToLive", DEFAULT_TTL)),
+            "maxMailSize": MAX_MAIL_SIZE,
+            "quota": self.quota,
+            "remainQuota": max(0, self.quota - used) if self.quota >= 0 else -1,
+        }
+
+    def password_fits(self, password: str) -> bool:
+        return re.fullmatch(self.password_policy, password) is not None
+
+    def verify(self, authorization: str | None) -> VerifiedToken:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise ApiError(401, "Bearer token missing.")
+        try:
+            return verify_token(
+                authorization[len("Bearer ") :].strip(),
+                pki_data_dir=self.pki_data_dir,
+                audiences=self.audiences,
+                max_lifetime=self.jwt_expiration,
+            )
+        except TokenRejected as exc:
+            log.info("JWT rejected: %s", exc)
+            raise ApiError(401, f"Authentication failed: {exc}") from None
+
+    def register(self, token: VerifiedToken, ini_password: str, body: dict[str, Any]) -> None:
+        reference_id = body.get("referenceID")
+        username = body.get("username")
+        password = _password_field(body)
+        kim_version = body.get("kimVersion", DEFAULT_KIM_VERSION)
+        if not isinstance(reference_id, str) or not isinstance(username, str) or password is None:
+            raise ApiError(400, "referenceID, username and password are required.")
+        address = username.lower()
+        ttl = _ttl(body)
+
+        def change(state: dict[str, Any]) -> None:
+            code = state["codes"].get(reference_id)
+            if (
+                not isinstance(code, dict)
+                or code.get("used")
+                or not secrets.compare_digest(str(code.get("ini_password")).encode(), ini_password.encode())
+                or code.get("address") != address
+                or (code.get("telematik_id") and code["telematik_id"] != token.telematik_id)
+            ):
+                raise ApiError(401, "referenceID, iniPassword and the card do not match.")
+            if address in state["accounts"] or self.accounts.password(address) is not None:
+                raise ApiError(409, "E-mail address already taken.")
+            if not is_valid_address(address) or not self.password_fits(password):
+                raise ApiError(420, "Username or password do not comply with the rules.")
+            if kim_version not in KIM_VERSIONS:
+                raise ApiError(422, "KimVersion not supported or unknown.")
+            entry = state["directory"].get(token.telematik_id)
+            if isinstance(entry, dict) and not entry.get("active", True):
+                raise ApiError(423, "VZD entry is locked.")
+            if not state["vzd_available"]:
+                raise ApiError(502, "VZD cannot be reached.")
+            code["used"] = True
+            record = _account_record(token.telematik_id, kim_version)
+            if ttl is not None:
+                record["dataTimeToLive"] = ttl
+            if body.get("noVzdMailEntry") is True:
+                record["noVzdMailEntry"] = True
+            else:
+                _directory_add(state, token.telematik_id, address, kim_version)
+            state["accounts"][address] = record
+            # Last, after every check: the CM account exists only for a registration that succeeded.
+            self.accounts.set_password(address, password)
+
+        self.state.update(change)
+
+    def _authorize(self, state: dict[str, Any], token: VerifiedToken, address: str, password: str) -> dict[str, Any]:
+        known = self.accounts.password(address)
+        record: dict[str, Any] | None = state["accounts"].get(address)
+        if known is None and record is None:
+            raise ApiError(404, "Email account not available.")
+        if known is None or not secrets.compare_digest(known.encode(), password.encode()):
+            raise ApiError(401, "Authentication failed.")
+        if record is None:
+            # A CM account the Account Manager had not seen yet (the demo's): it belongs to the first card.
+            record = state["accounts"][address] = _account_record(token.telematik_id, DEFAULT_KIM_VERSION)
+        if record.get("telematikID") and record["telematikID"] != token.telematik_id:
+            raise ApiError(401, "The card does not own this account.")
+        return record
+
+    def _locked_entry(self, state: dict[str, Any], record: dict[str, Any]) -> None:
+        entry = state["directory"].get(record.get("telematikID") or "")
+        if isinstance(entry, dict) and not entry.get("active", True):
+            raise ApiError(423, "VZD entry is locked.")
+
+    def get_account(self, token: VerifiedToken, address: str, password: str) -> dict[str, Any]:
+        def read(state: dict[str, Any]) -> dict[str, Any]:
+            record = self._authorize(state, token, address, password)
+            answer: dict[str, Any] = {
+                "username": address,
+                "kimVersion": record.get("kimVersion", DEFAULT_KIM_VERSION),
+                "regStat": record.get("regStat", "registered"),
+                "dataTimeToLive": int(record.get("dataTimeToLive", DEFAULT_TTL)),
+                "maxMailSize": MAX_MAIL_SIZE,
+            }
+            if record.get("deregDate"):
+                answer["deregDate"] = int(record["deregDate"])
+            if "noVzdMailEntry" in record:
+                answer["noVzdMailEntry"] = bool(record["noVzdMailEntry"])
+            return answer
+
+        return self.state.update(read)
+
+    def set_account(self, token: VerifiedToken, address: str, password: str, body: dict[str, Any]) -> None:
+        new_password = _password_field(body)
+        kim_version = body.get("kimVersion")
+        ttl = _ttl(body)
+        if "username" in body and str(body["username"]).lower() != address:
+            raise ApiError(400, "username cannot be changed.")
+
+        def change(state: dict[str, Any]) -> None:
+            record = self._authorize(state, token, address, password)
+            if new_password is not None and not self.password_fits(new_password):
+                raise ApiError(420, "New password does not comply with the rules.")
+            if kim_version is not None and kim_version not in KIM_VERSIONS:
+                raise ApiError(422, "KimVersion not supported or unknown.")
+            self._locked_entry(state, record)
+            touches_vzd = kim_version is not None or "noVzdMailEntry" in body
+            if touches_vzd and not state["vzd_available"]:
+                raise ApiError(502, "VZD cannot be reached.")
+            if kim_version is not None:
+                record["kimVersion"] = kim_version
+                if record.get("telematikID") and not record.get("noVzdMailEntry"):
+                    _directory_add(state, record["telematikID"], address, kim_version)
+            if ttl is not None:
+                record["dataTimeToLive"] = ttl
+            if isinstance(body.get("noVzdMailEntry"), bool):
+                record["noVzdMailEntry"] = body["noVzdMailEntry"]
+            if new_password is not None:
+                self.accounts.set_password(address, new_password)
+
+        self.state.update(change)
+
+    def deregister(self, token: VerifiedToken, address: str, password: str) -> None:
+        def change(state: dict[str, Any]) -> None:
+            record = self._authorize(state, token, address, password)
+            if not state["vzd_available"]:
+                raise ApiError(502, "VZD cannot be reached.")
+            if record.get("regStat") != "deregistered":
+                record["regStat"] = "deregistered"
+                record["deregDate"] = int((dt.datetime.now(dt.UTC) + DEREGISTRATION_GRACE).timestamp())
+
+        self.state.update(change)
+
+    def revoke_deregistration(self, token: VerifiedToken, address: str, password: str) -> None:
+        def change(state: dict[str, Any]) -> None:
+            record = self._authorize(state, token, address, password)
+            if record.get("regStat") != "deregistered":
+                raise ApiError(403, "Email account has not yet been deregistered.")
+            self._locked_entry(state, record)
+            if not state["vzd_available"]:
+                raise ApiError(502, "VZD cannot be reached.")
+            record["regStat"] = "registered"
+            record.pop("deregDate", None)
+
+        self.state.update(change)
+
+    def get_out_of_office(self, token: VerifiedToken, address: str, password: str) -> dict[str, Any]:
+        self.state.update(lambda state: self._authorize(state, token, address, password))
+        note = AbsenceStore(self.accounts.data_dir).get(address)
+        if note is None:
+            return {"active": False}
+        answer: dict[str, Any] = {"active": note.active, "message": note.message}
+        if note.start:
+            answer["startDate"] = _rfc3339(note.start)
+        if note.end:
+            answer["endDate"] = _rfc3339(note.end)
+        return answer
+
+    def set_out_of_office(self, token: VerifiedToken, address: str, password: str, body: dict[str, Any]) -> None:
+        self.state.update(lambda state: self._authorize(state, token, address, password))
+        active = body.get("active", False)
+        if not isinstance(active, bool):
+            raise ApiError(400, "active must be a boolean.")
+        message = body.get("message")
+        if message is not None and (not isinstance(message, str) or len(message) > OUT_OF_OFFICE_MAX):
+            raise ApiError(400, f"message must be a string of at most {OUT_OF_OFFICE_MAX} characters.")
+        start, end = _date(body, "startDate"), _date(body, "endDate")
+        store = AbsenceStore(self.accounts.data_dir)
+        current = store.get(address)
+        if active and (start is None or end is None or message is None):
+            raise ApiError(400, "startDate, endDate and message are required to activate the note.")
+        if not active and current is None and (start is None or end is None or message is None):
+            # The first call needs every field (FAQ); switching off later needs only ``active``.
+            raise ApiError(400, "The first out-of-office call needs startDate, endDate, message and active.")
+        if start is not None and end is not None and end <= start:
+            raise ApiError(400, "endDate must be after startDate.")
+        store.put(
+            address,
+            active=active,
+            start=start or (current.start if current else None),
+            end=end or (current.end if current else None),
+            message=message if message is not None else (current.message if current else ""),
+        )
+
+
+def _account_record(telematik_id: str | None, kim_version: str) -> dict[str, Any]:
+    return {
+        "telematikID": telematik_id,
+        "kimVersion": kim_version,
+        "regStat": "registered",
+        "dataTimeToLive": DEFAULT_TTL,
+    }
+
+
+def _directory_add(state: dict[str, Any], telematik_id: str, address: str, kim_version: str) -> None:
+    """The VZD entry of the institution: ``mail`` and ``kimData`` (``<mail>,<version>``) for the address."""
+    entry = state["directory"].setdefault(telematik_id, {"active": True, "mail": [], "kimData": []})
+    if address not in entry["mail"]:
+        entry["mail"].append(address)
+    entry["kimData"] = [k for k in entry["kimData"] if not k.startswith(f"{address},")] + [f"{address},{kim_version}"]
+
+
+def _b64_text(value: str, what: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ApiError(400, f"{what} is not base64-encoded UTF-8.") from None
+
+
+def _password_field(body: dict[str, Any]) -> str | None:
+    value = body.get("password")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 256:
+        raise ApiError(400, "password must be a base64 string of at most 256 characters.")
+    return _b64_text(value, "password")
+
+
+def _ttl(body: dict[str, Any]) -> int | None:
+    value = body.get("dataTimeToLive")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 365:
+        raise ApiError(400, "dataTimeToLive must be an integer between 10 and 365.")
+    return value
+
+
+def _date(body: dict[str, Any], key: str) -> dt.datetime | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key} must be an RFC 3339 date-time.")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{key} must be an RFC 3339 date-time.") from None
+    if parsed.tzinfo is None:
+        raise ApiError(400, f"{key} needs a time zone offset.")
+    return parsed
+
+
+def _rfc3339(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class AccountManagerHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, sim: AccountManagerSimulator, address: tuple[str, int], tls: ssl.SSLContext) -> None:
+        self.sim = sim
+        self.tls = tls
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, AccountManagerHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        # The handshake runs in the connection's own thread (setup), so a slow client blocks nobody.
+        sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._conn_lock:
+            self._connections.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conn_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        self.server_close()
+        with self._conn_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+_ACCOUNT_RE = re.compile(r"^" + re.escape(AM) + r"/account/([^/]+)(/revokeDeregistration|/outofoffice)?$")
+
+
+class AccountManagerHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "tisim-AccountManager/1.0"
+    timeout = _IDLE_TIMEOUT
+    server: AccountManagerHTTPServer
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(_HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    @property
+    def sim(self) -> AccountManagerSimulator:
+        return self.server.sim
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        body = b""
+        try:
+            body = self._read_body()
+            fault = self.sim.take_fault(path)
+            if fault is not None and self._fault(fault):
+                return
+            status, payload = self._route(method, path, body)
+        except ApiError as exc:
+            status, payload = exc.status, {"message": exc.message, "traceId": secrets.token_hex(8)}
+        except Exception:  # a simulator bug must still answer, as a provider's server would
+            log.exception("Account Manager simulator failed on %s %s", method, path)
+            status, payload = 500, {"message": "Internal Server Error", "traceId": secrets.token_hex(8)}
+        self.sim.seen.append(SeenRequest(method, path, status, {k: v for k, v in self.headers.items()}, body))
+        self._send(status, payload)
+
+    def _fault(self, fault: ArmedFault) -> bool:
+        if fault.mode == "status":
+            raise ApiError(fault.status, "Armed fault.")
+        if fault.mode == "stall":
+            # Simulates a provider that does not answer; ends with release() or stop().
+            self.sim.released.wait(timeout=120)
+        self.close_connection = True
+        try:
+            self.request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        try:
+            size = int(length)
+        except ValueError:
+            raise ApiError(400, "Bad Content-Length.") from None
+        if size < 0 or size > _MAX_BODY:
+            self.close_connection = True
+            raise ApiError(400, "Request body too large.")
+        return self.rfile.read(size)
+
+    def _json_body(self, body: bytes, *, required: bool) -> dict[str, Any]:
+        if not body:
+            if required:
+                raise ApiError(400, "Request body required.")
+            return {}
+        content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(400, "Content-Type must be application/json.")
+        try:
+            value = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "Body is not JSON.") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "Body must be a JSON object.")
+        return value
+
+    def _header_password(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise ApiError(401, f"Header {name} missing.")
+        if len(value) > 344:  # base64 of 256 bytes
+            raise ApiError(400, f"Header {name} too long.")
+        return _b64_text(value, f"Header {name}")
+
+    def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any] | None]:
+        sim = self.sim
+        if path == INFO + "/serviceinfo" and method == "GET":
+            return 200, sim.service_information()
+        if path == LIMIT + "/limit" and method == "GET":
+            user, password = self._basic()
+            return 200, sim.limits(user, password)
+        if path == AM + "/account" and method == "POST":
+            token = sim.verify(self.headers.get("Authorization"))
+            ini_password = self._header_password("iniPassword")
+            sim.register(token, ini_password, self._json_body(body, required=True))
+            return 204, None
+        match = _ACCOUNT_RE.match(path)
+        if match is None:
+            raise ApiError(404, "No such resource.")
+        address, sub = unquote(match.group(1)).lower(), match.group(2) or ""
+        if not is_valid_address(address):
+            raise ApiError(400, "username is not an e-mail address.")
+        token = sim.verify(self.headers.get("Authorization"))
+        password = self._header_password("password")
+        if sub == "" and method == "GET":
+            return 200, sim.get_account(token, address, password)
+        if sub == "" and method == "PUT":
+            sim.set_account(token, address, password, self._json_body(body, required=False))
+            return 204, None
+        if sub == "" and method == "DELETE":
+            sim.deregister(token, address, password)
+            return 204, None
+        if sub == "/revokeDeregistration" and method == "PUT":
+            sim.revoke_deregistration(token, address, password)
+            return 204, None
+        if sub == "/outofoffice" and method == "GET":
+            return 200, sim.get_out_of_office(token, address, password)
+        if sub == "/outofoffice" and method == "PUT":
+            sim.set_out_of_office(token, address, password, self._json_body(body, required=True))
+            return 204, None
+        raise ApiError(404, "No such operation.")
+
+    def _basic(self) -> tuple[str, str]:
+        header = self.headers.get("Authorization") or ""
+        if not header.startswith("Basic "):
+            raise ApiError(401, "Basic authentication required.")
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise ApiError(401, "Basic authentication malformed.") from None
+        return user.lower(), password
+
+    def _send(self, status: int, payload: dict[str, Any] | None) -> None:
+        data = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
