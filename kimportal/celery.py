@@ -35,3 +35,12 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"
     )
+    # The operations page's heartbeat: beat stamps when it queues it, a worker when it runs it (operations.tasks).
+    # It expires after two beats, so a stopped worker does not come back to a pile of stale heartbeats.
+    sender.add_periodic_task(
+        settings.KIMPORTAL_HEARTBEAT_SECONDS,
+        sender.signature(
+            "operations.tasks.operations_heartbeat", options={"expires": 2 * settings.KIMPORTAL_HEARTBEAT_SECONDS}
+        ),
+        name="operations-heartbeat",
+    )

@@ -430,3 +430,17 @@ KIMPORTAL_TI_USER_AGENT = env.str("KIMPORTAL_TI_USER_AGENT", default="KIMPortal-
 # (0: from the SMTP timeout).
 KIMPORTAL_SEND_RETRY_SECONDS = env.float("KIMPORTAL_SEND_RETRY_SECONDS", default=30.0)
 KIMPORTAL_SEND_LEASE_SECONDS = env.float("KIMPORTAL_SEND_LEASE_SECONDS", default=0.0)
+
+# --- Operations page, /health/ and /metrics (operations, docs/operations.md) ---
+# Check results are kept this long (seconds): however many monitors ask, the TI sees one round per period.
+KIMPORTAL_HEALTH_CACHE_SECONDS = env.float("KIMPORTAL_HEALTH_CACHE_SECONDS", default=20.0)
+# Seconds each probe (POP3 login, Konnektor call, directory search) may take.
+KIMPORTAL_HEALTH_TIMEOUT = env.float("KIMPORTAL_HEALTH_TIMEOUT", default=4.0)
+# Certificates (SMC-B, eHBA, the Clientmodul's TLS certificate) turn yellow this many days before they end.
+KIMPORTAL_CERT_WARN_DAYS = env.int("KIMPORTAL_CERT_WARN_DAYS", default=30)
+# Beat queues a heartbeat this often; a worker runs it. Stamps older than 3 beats (at least 45 s) are red.
+KIMPORTAL_HEARTBEAT_SECONDS = env.float("KIMPORTAL_HEARTBEAT_SECONDS", default=15.0)
+# /metrics (Prometheus): a bearer token, and/or client addresses or networks allowed without one (comma-separated,
+# e.g. "10.1.2.30,10.9.0.0/24"). Neither set: /metrics answers 403 to everyone.
+KIMPORTAL_METRICS_TOKEN = env.str("KIMPORTAL_METRICS_TOKEN", default="")
+KIMPORTAL_METRICS_ALLOW = env.list("KIMPORTAL_METRICS_ALLOW", default=[])

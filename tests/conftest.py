@@ -6,8 +6,9 @@ import pytest
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 
-# The simulated Konnektor's fixtures serve the konnektor, signing and browser tests alike.
-pytest_plugins = ["tests.fixtures.konnektor_sim"]
+# The simulated Konnektor's fixtures serve the konnektor, signing and browser tests alike; the simulated Account
+# Manager's serve the operations tests (client, UI) and tisim's own.
+pytest_plugins = ["tests.fixtures.konnektor_sim", "tests.fixtures.accountmanager_sim"]
 
 
 @pytest.fixture(autouse=True)

@@ -160,6 +160,7 @@ class AccountManagerSimulator:
         password_policy_display: str = PASSWORD_POLICY_DISPLAY,
         quota: int = DEFAULT_QUOTA,
         kim_service_version: str = "1.5.5",
+        kim_versions: tuple[str, ...] = KIM_VERSIONS,
     ) -> None:
         """``data_dir``: the tisim data directory (state under ``accountmanager/``, ``accountmanager.json``);
         ``accounts``: the CM's account store; ``pki_data_dir``: the tisim data directory whose Konnektor PKI
@@ -174,6 +175,7 @@ class AccountManagerSimulator:
         self.password_policy_display = password_policy_display
         self.quota = quota
         self.kim_service_version = kim_service_version
+        self.kim_versions = kim_versions
         self.state = StateStore(self.data_dir / "accountmanager")
         self.pki = Pki(pki_directory(self.pki_data_dir))
         self._certificate = _server_certificate(self.pki, self.data_dir / "accountmanager" / "tls")
@@ -386,7 +388,7 @@ class AccountManagerSimulator:
                 raise ApiError(409, "E-mail address already taken.")
             if not is_valid_address(address) or not self.password_fits(password):
                 raise ApiError(420, "Username or password do not comply with the rules.")
-            if kim_version not in KIM_VERSIONS:
+            if kim_version not in self.kim_versions:
                 raise ApiError(422, "KimVersion not supported or unknown.")
             entry = state["directory"].get(token.telematik_id)
             if isinstance(entry, dict) and not entry.get("active", True):
@@ -455,7 +457,7 @@ class AccountManagerSimulator:
             record = self._authorize(state, token, address, password)
             if new_password is not None and not self.password_fits(new_password):
                 raise ApiError(420, "New password does not comply with the rules.")
-            if kim_version is not None and kim_version not in KIM_VERSIONS:
+            if kim_version is not None and kim_version not in self.kim_versions:
                 raise ApiError(422, "KimVersion not supported or unknown.")
             self._locked_entry(state, record)
             touches_vzd = kim_version is not None or "noVzdMailEntry" in body

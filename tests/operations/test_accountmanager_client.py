@@ -1,0 +1,573 @@
+"""The Account Manager client (operations.clients.accountmanager) against the simulated Account Manager's real HTTPS
+socket; every request and answer is validated against gematik's OpenAPI files (tests.fixtures.accountmanager_sim)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+from operations.clients.accountmanager import (
+    KIM_VERSION_LARGE_WARNING,
+    STATUS_TEXTS,
+    TIMEOUT_TEXT,
+    TLS_TEXT,
+    UNREACHABLE_TEXT,
+    AccountManagerClient,
+    AccountManagerConfig,
+    AccountManagerError,
+    OutOfOffice,
+    PasswordPolicyError,
+    ServiceInformation,
+)
+from operations.services.amauth import build_jwt
+from tests.fixtures.accountmanager_sim import (
+    AM_ADDRESS,
+    AM_OTHER,
+    AM_PASSWORD,
+    SMCB_TELEMATIK_ID,
+    AmSim,
+    OpenApiCheck,
+)
+from tests.tisim.support import pop3_connect, pop3_user
+from tisim.cm.autoreply import AbsenceStore
+
+NEW_PASSWORD = "Neues-Passwort-2027?"
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _posts(sim: AmSim) -> list[str]:
+    return [f"{r.method} {r.path}" for r in sim.am.seen if r.method != "GET"]
+
+
+def _pop3_accepts(sim: AmSim, address: str, password: str) -> bool:
+    conn = pop3_connect(sim.cm)  # type: ignore[arg-type]
+    try:
+        conn.user(pop3_user(address))
+        conn.pass_(password)
+    except Exception:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
+# --- service information and limits ------------------------------------------------------------------------------
+
+
+def test_service_information_gives_the_policy_and_its_text(accountmanager_sim: AmSim) -> None:
+    info = accountmanager_sim.client().service_information()
+    assert info.kim_service_versions == ("1.5.5",)
+    assert info.jwt_expiration == 300
+    assert info.reference_id_required is True and info.initial_password_required is True
+    assert "12" in info.password_policy_display
+    assert info.password_matches(AM_PASSWORD)
+    assert not info.password_matches("kurz")
+
+
+def test_limits_are_read_with_basic_auth_and_shrink_as_mail_arrives(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    before = client.limits()
+    assert before.quota == accountmanager_sim.am.quota
+    assert before.remaining_quota == before.quota
+    assert before.max_mail_size == 734003200
+    assert before.data_time_to_live == 90
+    accountmanager_sim.cm.deliver(AM_ADDRESS, b"Subject: x\r\n\r\n" + b"y" * 5000)
+    after = client.limits()
+    assert after.remaining_quota is not None and before.quota is not None
+    assert before.quota - after.remaining_quota >= 5000
+    assert 0 < (after.used_fraction or 0) < 1
+    seen = accountmanager_sim.am.seen[-1]
+    assert seen.headers["Authorization"].startswith("Basic ")
+    assert base64.b64decode(seen.headers["Authorization"][6:]).decode() == f"{AM_ADDRESS}:{AM_PASSWORD}"
+
+
+def test_unlimited_quota_is_none(accountmanager_sim_factory: Callable[..., AmSim]) -> None:
+    limits = accountmanager_sim_factory(quota=-1).client().limits()
+    assert limits.quota is None and limits.remaining_quota is None and limits.used_fraction is None
+
+
+def test_limits_with_a_wrong_password_or_unknown_address(accountmanager_sim: AmSim) -> None:
+    with pytest.raises(AccountManagerError) as wrong:
+        accountmanager_sim.client(password="falsch").limits()
+    assert (wrong.value.status, wrong.value.code) == (401, "http_401")
+    assert "KIM-Adresse und Passwort" in wrong.value.text
+    with pytest.raises(AccountManagerError) as unknown:
+        accountmanager_sim.client(username="niemand@klinikum-demo.kim.telematik").limits()
+    assert unknown.value.status == 404
+    assert unknown.value.text == STATUS_TEXTS[404]
+
+
+# --- registration --------------------------------------------------------------------------------------------------
+
+
+NEW_ADDRESS = "neu@klinikum-demo.kim.telematik"
+
+
+def test_register_with_a_registration_code_creates_the_account_and_the_directory_entry(
+    accountmanager_sim: AmSim,
+) -> None:
+    sim = accountmanager_sim
+    code = sim.am.issue_registration_code(NEW_ADDRESS, telematik_id=SMCB_TELEMATIK_ID)
+    client = sim.client(username=NEW_ADDRESS, password=NEW_PASSWORD)
+    client.register(reference_id=code.reference_id, initial_password=code.initial_password, data_time_to_live=30)
+
+    request = next(r for r in sim.am.seen if r.method == "POST")
+    assert base64.b64decode(request.headers["iniPassword"]).decode() == code.initial_password
+    body = json.loads(request.body)
+    assert body["referenceID"] == code.reference_id and body["username"] == NEW_ADDRESS
+    assert base64.b64decode(body["password"]).decode() == NEW_PASSWORD
+    assert sim.cm.accounts[NEW_ADDRESS] == NEW_PASSWORD
+    entry = sim.am.directory_entry(SMCB_TELEMATIK_ID)
+    assert entry is not None and NEW_ADDRESS in entry["mail"] and f"{NEW_ADDRESS},1.5" in entry["kimData"]
+    account = client.account()
+    assert account.registered and account.kim_version == "1.5" and account.data_time_to_live == 30
+    assert _pop3_accepts(sim, NEW_ADDRESS, NEW_PASSWORD)
+
+
+def test_register_is_refused_for_a_wrong_code_or_initial_password_or_card(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    code = sim.am.issue_registration_code(NEW_ADDRESS, telematik_id=SMCB_TELEMATIK_ID)
+    client = sim.client(username=NEW_ADDRESS, password=NEW_PASSWORD)
+    other_card = sim.client(
+        username=NEW_ADDRESS, password=NEW_PASSWORD, card=sim.issue_card(telematik_id="5-2-Andere-Klinik")
+    )
+    attempts = [
+        lambda: client.register(reference_id="REG-FALSCH", initial_password=code.initial_password),
+        lambda: client.register(reference_id=code.reference_id, initial_password="falsch"),
+        lambda: other_card.register(reference_id=code.reference_id, initial_password=code.initial_password),
+    ]
+    for attempt in attempts:
+        with pytest.raises(AccountManagerError) as refused:
+            attempt()
+        assert refused.value.status == 401
+        assert "Registrierungscode" in refused.value.text
+    assert NEW_ADDRESS not in sim.cm.accounts
+
+
+def test_register_an_address_that_is_taken_is_409(accountmanager_sim: AmSim) -> None:
+    code = accountmanager_sim.am.issue_registration_code(AM_OTHER)
+    with pytest.raises(AccountManagerError) as taken:
+        accountmanager_sim.client(username=AM_OTHER, password=NEW_PASSWORD).register(
+            reference_id=code.reference_id, initial_password=code.initial_password
+        )
+    assert (taken.value.status, taken.value.text) == (409, STATUS_TEXTS[409])
+    assert accountmanager_sim.cm.accounts[AM_OTHER] == AM_PASSWORD
+
+
+def test_register_checks_the_password_policy_before_sending(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    code = sim.am.issue_registration_code(NEW_ADDRESS)
+    with pytest.raises(PasswordPolicyError) as weak:
+        sim.client(username=NEW_ADDRESS, password="kurz").register(
+            reference_id=code.reference_id, initial_password=code.initial_password
+        )
+    assert weak.value.display == sim.am.password_policy_display
+    assert sim.am.password_policy_display in weak.value.text
+    assert _posts(sim) == []
+
+
+def test_a_password_the_provider_refuses_anyway_is_420(accountmanager_sim: AmSim) -> None:
+    # A client-side policy that lets everything through (the provider's regex was not understood): the server decides.
+    sim = accountmanager_sim
+    code = sim.am.issue_registration_code(NEW_ADDRESS)
+    with pytest.raises(AccountManagerError) as refused:
+        sim.client(username=NEW_ADDRESS, password="kurz").register(
+            reference_id=code.reference_id, initial_password=code.initial_password, policy=ServiceInformation()
+        )
+    assert refused.value.status == 420
+    assert "Regeln des Anbieters" in refused.value.text
+
+
+def test_register_with_a_version_the_provider_does_not_support_is_422(
+    accountmanager_sim_factory: Callable[..., AmSim],
+) -> None:
+    sim = accountmanager_sim_factory(kim_versions=("1.5", "1.5+"))
+    code = sim.am.issue_registration_code(NEW_ADDRESS)
+    with pytest.raises(AccountManagerError) as refused:
+        sim.client(username=NEW_ADDRESS, password=NEW_PASSWORD).register(
+            reference_id=code.reference_id, initial_password=code.initial_password, kim_version="1.0"
+        )
+    assert (refused.value.status, refused.value.text) == (422, STATUS_TEXTS[422])
+
+
+def test_register_while_the_directory_entry_is_inactive_or_the_directory_down(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    code = sim.am.issue_registration_code(NEW_ADDRESS)
+    client = sim.client(username=NEW_ADDRESS, password=NEW_PASSWORD)
+    sim.am.set_directory_entry_active(SMCB_TELEMATIK_ID, False)
+    with pytest.raises(AccountManagerError) as locked:
+        client.register(reference_id=code.reference_id, initial_password=code.initial_password)
+    assert (locked.value.status, locked.value.text) == (423, STATUS_TEXTS[423])
+    sim.am.set_directory_entry_active(SMCB_TELEMATIK_ID, True)
+    sim.am.set_directory_available(False)
+    with pytest.raises(AccountManagerError) as down:
+        client.register(reference_id=code.reference_id, initial_password=code.initial_password)
+    assert (down.value.status, down.value.text) == (502, STATUS_TEXTS[502])
+    assert down.value.retryable
+    assert NEW_ADDRESS not in sim.cm.accounts
+    # Nothing was used up: the same code works once the directory is back.
+    sim.am.set_directory_available(True)
+    client.register(reference_id=code.reference_id, initial_password=code.initial_password)
+    assert sim.cm.accounts[NEW_ADDRESS] == NEW_PASSWORD
+
+
+# --- account data, password, version, storage period ---------------------------------------------------------------
+
+
+def test_account_data_and_status(accountmanager_sim: AmSim) -> None:
+    account = accountmanager_sim.client().account()
+    assert account.username == AM_ADDRESS
+    assert account.registered and account.registration_status == "registered"
+    assert account.deregistration_date is None
+    assert account.max_mail_size == 734003200
+    seen = accountmanager_sim.am.seen[-1]
+    assert seen.headers["Authorization"].startswith("Bearer ")
+    assert base64.b64decode(seen.headers["password"]).decode() == AM_PASSWORD
+
+
+def test_change_password_changes_the_cm_login(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    client = sim.client()
+    client.change_password(NEW_PASSWORD)
+    assert client.password == NEW_PASSWORD
+    assert sim.cm.accounts[AM_ADDRESS] == NEW_PASSWORD
+    assert not _pop3_accepts(sim, AM_ADDRESS, AM_PASSWORD)
+    assert _pop3_accepts(sim, AM_ADDRESS, NEW_PASSWORD)
+    # The client goes on with the new password; one that still has the old one is refused.
+    assert client.account().registered
+    with pytest.raises(AccountManagerError) as old:
+        sim.client().account()
+    assert old.value.status == 401
+
+
+def test_change_password_against_the_policy_is_refused_before_sending(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    client = sim.client()
+    for weak in ("kurz", "nurkleinbuchstaben1!", "OhneZiffer!!!!", "x" * 300):
+        with pytest.raises(PasswordPolicyError) as refused:
+            client.change_password(weak)
+        assert sim.am.password_policy_display in refused.value.text
+    assert _posts(sim) == []
+    assert client.password == AM_PASSWORD and sim.cm.accounts[AM_ADDRESS] == AM_PASSWORD
+
+
+def test_change_password_uses_a_given_policy_without_asking(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    policy = ServiceInformation(password_policy_regex=r"[a-z]{4}", password_policy_display="vier Kleinbuchstaben")
+    with pytest.raises(PasswordPolicyError) as refused:
+        sim.client().change_password(NEW_PASSWORD, policy=policy)
+    assert refused.value.text.endswith("vier Kleinbuchstaben")
+    assert not any(r.path.endswith("/serviceinfo") for r in sim.am.seen)
+
+
+def test_kim_version_large_messages(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    assert "1.5+" in KIM_VERSION_LARGE_WARNING and "15 MiB" in KIM_VERSION_LARGE_WARNING
+    client.set_kim_version("1.5+")
+    account = client.account()
+    assert account.kim_version == "1.5+" and account.large_messages
+    entry = accountmanager_sim.am.directory_entry(SMCB_TELEMATIK_ID)
+    assert entry is not None and f"{AM_ADDRESS},1.5+" in entry["kimData"]
+    with pytest.raises(AccountManagerError) as unknown:
+        client.set_kim_version("2.0")
+    assert unknown.value.code == "invalid"
+
+
+def test_data_time_to_live(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    client.set_data_time_to_live(180)
+    assert client.account().data_time_to_live == 180
+    assert client.limits().data_time_to_live == 180
+    for bad in (9, 366):
+        with pytest.raises(AccountManagerError) as refused:
+            client.set_data_time_to_live(bad)
+        assert refused.value.code == "invalid" and "10 und 365" in refused.value.text
+
+
+# --- deregistration ------------------------------------------------------------------------------------------------
+
+
+def test_deregister_and_revoke(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    with pytest.raises(AccountManagerError) as not_yet:
+        client.revoke_deregistration()
+    assert not_yet.value.status == 403 and "nicht abgemeldet" in not_yet.value.text
+    client.deregister()
+    account = client.account()
+    assert not account.registered and account.registration_status == "deregistered"
+    assert account.deregistration_date is not None
+    assert dt.timedelta(days=29) < account.deregistration_date - NOW < dt.timedelta(days=31)
+    # POP3 stays usable until the deregistration date.
+    assert _pop3_accepts(accountmanager_sim, AM_ADDRESS, AM_PASSWORD)
+    client.revoke_deregistration()
+    assert client.account().registered
+
+
+# --- out of office -------------------------------------------------------------------------------------------------
+
+
+def test_out_of_office_round_trip(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    assert client.out_of_office() == OutOfOffice(active=False)
+    note = OutOfOffice(
+        active=True, start=NOW, end=NOW + dt.timedelta(days=7), message="Bis 7. Dezember abwesend.\nVertretung: Labor"
+    )
+    client.set_out_of_office(note)
+    assert client.out_of_office() == note
+    stored = AbsenceStore(accountmanager_sim.cm.data_dir).get(AM_ADDRESS)
+    assert stored is not None and stored.applies(NOW + dt.timedelta(hours=1))
+
+    client.set_out_of_office(OutOfOffice(active=False))
+    body = json.loads(accountmanager_sim.am.seen[-1].body)
+    assert body == {"active": False}
+    # Switching off keeps dates and text (the provider's rule), so switching on again is one click.
+    assert client.out_of_office() == OutOfOffice(False, note.start, note.end, note.message)
+
+
+def test_out_of_office_text_of_2048_characters_passes_and_2049_does_not(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    longest = OutOfOffice(True, NOW, NOW + dt.timedelta(days=1), "ä" * 2048)
+    client.set_out_of_office(longest)
+    assert client.out_of_office().message == "ä" * 2048
+    posts = len(_posts(accountmanager_sim))
+    with pytest.raises(AccountManagerError) as too_long:
+        client.set_out_of_office(OutOfOffice(True, NOW, NOW + dt.timedelta(days=1), "x" * 2049))
+    assert too_long.value.code == "invalid" and "2048" in too_long.value.text
+    assert len(_posts(accountmanager_sim)) == posts
+
+
+def test_out_of_office_needs_dates_and_text_to_activate(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    for note in (
+        OutOfOffice(True, None, NOW, "x"),
+        OutOfOffice(True, NOW, NOW + dt.timedelta(days=1), "  "),
+        OutOfOffice(True, NOW, NOW - dt.timedelta(days=1), "x"),
+    ):
+        with pytest.raises(AccountManagerError) as refused:
+            client.set_out_of_office(note)
+        assert refused.value.code == "invalid"
+    assert _posts(accountmanager_sim) == []
+
+
+# --- every error status, with its German text -----------------------------------------------------------------------
+
+# An operation whose OpenAPI description lists the status (the answer is validated against it).
+STATUS_CASES = [
+    (400, "account"),
+    (401, "account"),
+    (404, "account"),
+    (409, "register"),
+    (420, "password"),
+    (422, "version"),
+    (423, "version"),
+    (500, "account"),
+    (502, "account"),
+]
+
+
+@pytest.mark.parametrize(("status", "operation"), STATUS_CASES)
+def test_error_statuses_have_german_texts(accountmanager_sim: AmSim, status: int, operation: str) -> None:
+    sim = accountmanager_sim
+    client = sim.client()
+    calls: dict[str, Callable[[], object]] = {
+        "account": client.account,
+        "password": lambda: client.change_password(NEW_PASSWORD),
+        "version": lambda: client.set_kim_version("1.5+"),
+        "register": lambda: sim.client(username=NEW_ADDRESS, password=NEW_PASSWORD).register(
+            reference_id="REG-X", initial_password="ini"
+        ),
+    }
+    sim.am.arm_fault("status", status=status, path="/AccountMgmt/")
+    with pytest.raises(AccountManagerError) as failed:
+        calls[operation]()
+    error = failed.value
+    assert error.status == status and error.code == f"http_{status}"
+    expected = {
+        ("register", 409): STATUS_TEXTS[409],
+        ("password", 420): "Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.",
+    }.get((operation, status), STATUS_TEXTS[status])
+    assert error.text == expected
+    assert "Armed fault." in error.detail  # the provider's message and traceId, for the log
+    assert error.retryable == (status in (500, 502))
+
+
+def test_an_expired_token_is_401(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    config = sim.config()
+    past = NOW.timestamp() - 3600
+    client = sim.client(token_provider=lambda: sim.card.token(config.audience, now=past))
+    with pytest.raises(AccountManagerError) as refused:
+        client.account()
+    assert refused.value.status == 401 and "Kartenauthentisierung" in refused.value.text
+    assert "expired" in refused.value.detail
+
+
+def test_an_answer_that_is_not_json_is_a_clear_error(accountmanager_sim: AmSim) -> None:
+    # A proxy's HTML error page with status 200: not the provider's answer.
+    sim = accountmanager_sim
+
+    def html_proxy(response: requests.Response, *args: object, **kwargs: object) -> None:
+        response._content = b"<html>Proxy</html>"
+        response.headers["Content-Type"] = "text/html"
+
+    session = requests.Session()
+    session.hooks["response"].append(html_proxy)
+    client = AccountManagerClient(
+        sim.config(),
+        username=AM_ADDRESS,
+        password=AM_PASSWORD,
+        token_provider=lambda: sim.card.token(sim.base_url),
+        session=session,
+    )
+    with pytest.raises(AccountManagerError) as bad:
+        client.account()
+    assert (
+        bad.value.code == "bad_response"
+        and bad.value.text == "Der Account Manager hat eine unerwartete Antwort geschickt."
+    )
+
+
+# --- the network ---------------------------------------------------------------------------------------------------
+
+
+def test_account_manager_down(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    accountmanager_sim.am.stop()
+    with pytest.raises(AccountManagerError) as down:
+        client.account()
+    assert (down.value.status, down.value.code, down.value.text) == (None, "unreachable", UNREACHABLE_TEXT)
+    assert down.value.retryable
+
+
+def test_account_manager_that_does_not_answer_times_out(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    sim.am.arm_fault("stall", path="/AccountMgmt/")
+    try:
+        with pytest.raises(AccountManagerError) as slow:
+            sim.client(timeout=0.5).account()
+    finally:
+        sim.am.release()
+    assert (slow.value.code, slow.value.text) == ("timeout", TIMEOUT_TEXT)
+    assert slow.value.retryable
+
+
+def test_a_connection_cut_without_answer(accountmanager_sim: AmSim) -> None:
+    accountmanager_sim.am.arm_fault("drop", path="/AccountMgmt/")
+    with pytest.raises(AccountManagerError) as cut:
+        accountmanager_sim.client().account()
+    assert cut.value.code == "unreachable"
+
+
+def test_tls_certificate_of_an_unknown_ca_is_refused(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    config = AccountManagerConfig(base_url=sim.base_url, ca_pem=sim.cm.client_ca_pem.encode(), timeout=5)
+    client = AccountManagerClient(config, username=AM_ADDRESS, password=AM_PASSWORD, token_provider=lambda: "x")
+    with pytest.raises(AccountManagerError) as refused:
+        client.service_information()
+    assert (refused.value.code, refused.value.text) == ("tls", TLS_TEXT)
+    assert not sim.am.seen
+
+
+def test_the_token_provider_is_asked_only_for_the_account_manager_interface(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    asked: list[str] = []
+
+    def provider() -> str:
+        asked.append("x")
+        return sim.card.token(sim.base_url)
+
+    client = sim.client(token_provider=provider)
+    client.service_information()
+    client.limits()
+    assert asked == []
+    client.account()
+    assert asked == ["x"]
+
+
+# --- the JWT the portal builds ----------------------------------------------------------------------------------------
+
+
+def test_jwt_header_claims_and_signature(accountmanager_sim: AmSim) -> None:
+    card = accountmanager_sim.card
+    token, expires = build_jwt(
+        certificate_der=card.cert_der, sign_digest=card.sign, audience="https://am.example:443", issuer="KIMPortal",
+        lifetime=300, now=1_800_000_000,
+    )  # fmt: skip
+    head, claims, signature = token.split(".")
+
+    def part(value: str) -> dict[str, object]:
+        return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+
+    header = part(head)
+    assert header["alg"] == "BP256R1" and header["typ"] == "JWT"
+    assert header["x5c"] == [base64.b64encode(card.cert_der).decode()]
+    body = part(claims)
+    assert body["aud"] == "https://am.example:443" and body["sub"] == SMCB_TELEMATIK_ID and body["iss"] == "KIMPortal"
+    assert (body["iat"], body["nbf"], body["exp"]) == (1_800_000_000, 1_800_000_000, 1_800_000_300)
+    assert expires == 1_800_000_300.0
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    assert len(raw) == 64
+    key = x509.load_der_x509_certificate(card.cert_der).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(f"{head}.{claims}".encode())
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    key.verify(utils.encode_dss_signature(r, s), digest.finalize(), ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+
+def test_an_rsa_card_signs_with_pss(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    card = sim.issue_card(rsa_key=True)
+    head = card.token(sim.base_url).split(".")[0]
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    assert header["alg"] == "PS256"
+    assert sim.client(card=card).account().registered
+
+
+# --- the OpenAPI check itself -----------------------------------------------------------------------------------------
+
+
+def test_every_exchange_was_checked_against_the_openapi_files(accountmanager_sim: AmSim) -> None:
+    client = accountmanager_sim.client()
+    client.service_information()
+    client.limits()
+    client.account()
+    client.set_out_of_office(OutOfOffice(True, NOW, NOW + dt.timedelta(days=1), "weg"))
+    assert [(m, s) for m, _, s in accountmanager_sim.openapi.validated] == [
+        ("GET", 200),
+        ("GET", 200),
+        ("GET", 200),
+        ("PUT", 204),
+    ]
+    assert accountmanager_sim.openapi.failures == []
+
+
+def test_the_openapi_check_catches_what_the_spec_does_not_allow(accountmanager_sim: AmSim) -> None:
+    check = OpenApiCheck()
+
+    def answer(status: int, body: dict[str, object], **headers: str) -> requests.Response:
+        request = requests.Request(
+            "GET",
+            f"{accountmanager_sim.base_url}/AccountMgmt/v2.4/account/{AM_ADDRESS}",
+            headers={"Authorization": "Bearer a.b.c", "password": "YWJj", **headers},
+        ).prepare()
+        response = requests.Response()
+        response.status_code, response.request = status, request
+        response._content = json.dumps(body).encode()
+        response.headers["Content-Type"] = "application/json; charset=utf-8"
+        return response
+
+    check(answer(200, {"username": AM_ADDRESS, "regStat": "registered"}))
+    assert check.failures == []
+    check(answer(200, {"username": AM_ADDRESS, "regStat": "gesperrt"}))  # not in the enum
+    check(answer(409, {"message": "x"}))  # getAccount has no 409
+    check(answer(200, {"username": AM_ADDRESS}, password="%%%"))  # not base64
+    assert len(check.failures) == 3
