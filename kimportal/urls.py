@@ -9,6 +9,7 @@ from django.views.i18n import set_language
 from mailbox.events import broadcast_session_ended
 from mailbox.urls import manage_urlpatterns
 from mailbox.views import signin as signin_views
+from operations.views import status as operations_status
 
 
 class LogoutView(auth_views.LogoutView):
@@ -27,6 +28,9 @@ urlpatterns = [
     path("login/", signin_views.PortalLoginView.as_view(), name="login"),
     path("logout/", LogoutView.as_view(), name="logout"),
     path("sitzung/", signin_views.session_status, name="session-status"),
+    # Monitoring: no login (/health/ names components and states only; /metrics wants a token or an allowed address).
+    path("health/", operations_status.health, name="health"),
+    path("metrics", operations_status.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("leitung/audit/", include("audit.urls")),
     path("directory/", include("directory.urls")),

@@ -1,0 +1,53 @@
+"""Reading and writing the Celery heartbeat stamps (see operations.tasks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from operations.services.store import store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TASK = "operations.tasks.operations_heartbeat"
+BEAT_KEY = "heartbeat:beat"
+WORKER_KEY = "heartbeat:worker"
+
+
+def interval() -> float:
+    return float(settings.KIMPORTAL_HEARTBEAT_SECONDS)
+
+
+def stale_after() -> float:
+    """A stamp older than this means the process is gone: three missed beats, at least 45 s."""
+    return max(3 * interval(), 45.0)
+
+
+def stamp_beat(now: float | None = None) -> None:
+    try:
+        store().set(BEAT_KEY, {"at": time.time() if now is None else now}, timeout=24 * 3600)
+    except Exception:  # never let monitoring break beat's publishing
+        log.warning("could not stamp beat's heartbeat", exc_info=True)
+
+
+def stamp_worker(hostname: str, now: float | None = None) -> None:
+    store().set(WORKER_KEY, {"at": time.time() if now is None else now, "host": hostname}, timeout=24 * 3600)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    at: float | None  # epoch seconds of the last stamp, None: never
+    host: str = ""
+
+    def age(self, now: float) -> float | None:
+        return None if self.at is None else max(0.0, now - self.at)
+
+
+def read_stamps() -> tuple[Stamp, Stamp]:
+    """(beat, worker) as the store has them."""
+    values = store().get_many([BEAT_KEY, WORKER_KEY])
+    beat, worker = values.get(BEAT_KEY) or {}, values.get(WORKER_KEY) or {}
+    return Stamp(beat.get("at")), Stamp(worker.get("at"), str(worker.get("host", "")))

@@ -1,0 +1,90 @@
+"""The operations page (IT only), /health/ for monitors and load balancers, /metrics for Prometheus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from kimportal.http import AuthenticatedHttpRequest
+from operations.metrics import render as render_metrics
+from operations.metrics import scrape_refusal
+from operations.services.access import can_view_operations
+from operations.services.health import health_report
+from operations.services.results import ERROR, OK, Report
+
+# "Jetzt prüfen" checks anew only if the last round is older than this: a held-down key is no load test.
+REFRESH_MIN_AGE = 5.0
+# The page asks for a fresh view this often (htmx polling); the report itself is cached server-side.
+POLL_SECONDS = 15
+
+
+def _require_access(request: AuthenticatedHttpRequest) -> None:
+    if not can_view_operations(request.user):
+        raise PermissionDenied
+
+
+def _context(report: Report) -> dict[str, object]:
+    return {
+        "report": report,
+        "checked_at": dt.datetime.fromtimestamp(report.checked_at, tz=dt.UTC),
+        "poll_seconds": POLL_SECONDS,
+        "problems": [c for c in report.components if c.state != OK],
+    }
+
+
+@require_GET
+def status_page(request: AuthenticatedHttpRequest) -> HttpResponse:
+    _require_access(request)
+    report = health_report()
+    template = "operations/status.html#status-body" if request.htmx else "operations/status.html"
+    return render(request, template, _context(report))
+
+
+@require_POST
+def status_refresh(request: AuthenticatedHttpRequest) -> HttpResponse:
+    _require_access(request)
+    report = health_report(max_age=REFRESH_MIN_AGE)
+    if not request.htmx:
+        return redirect("operations:status")
+    return render(request, "operations/status.html#status-body", _context(report))
+
+
+@login_not_required
+@never_cache
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """Component names and states only: no texts (they name hosts and addresses), no patient data."""
+    report = health_report()
+    body = {
+        "status": report.state,
+        "checked_at": dt.datetime.fromtimestamp(report.checked_at, tz=dt.UTC).isoformat(timespec="seconds"),
+        "age_seconds": round(max(0.0, time.time() - report.checked_at), 1),
+        "components": {c.key: c.state for c in report.components},
+        "failing": report.failing(),
+        "warnings": report.warnings(),
+    }
+    return JsonResponse(body, status=503 if report.state == ERROR else 200)
+
+
+@login_not_required
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    refusal = scrape_refusal(request)
+    if refusal is not None:
+        response = HttpResponse(
+            "Authorization required.\n" if refusal == 401 else "Forbidden.\n",
+            status=refusal,
+            content_type="text/plain; charset=utf-8",
+        )
+        if refusal == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="kimportal-metrics"'
+        return response
+    return HttpResponse(render_metrics(health_report()), content_type="text/plain; version=0.0.4; charset=utf-8")

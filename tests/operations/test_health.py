@@ -1,0 +1,277 @@
+"""/health/ and the checks behind it, against the real simulators, slapd, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from mailbox.models import KimAccount, OutgoingMessage
+from mailbox.services.fetch import account_lease_acquire, account_lease_release
+from operations.services.health import forget_report, health_report, run_checks
+from operations.services.results import ERROR, OK, UNKNOWN, WARNING
+from tests.mailbox.factories import MailboxFactory
+from tests.operations.conftest import ADDRESS, kim_account
+
+pytestmark = pytest.mark.django_db
+
+COMPONENTS = {
+    "database",
+    "redis",
+    "konnektor",
+    "cards",
+    "certificates",
+    "directory",
+    "clientmodul",
+    "fetch",
+    "outbox",
+    "celery_beat",
+    "celery_worker",
+}
+
+
+def health(client) -> tuple[int, dict]:
+    response = client.get("/health/")
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"] or "no-store" in response["Cache-Control"]
+    return response.status_code, json.loads(response.content)
+
+
+def test_all_green_is_200_without_login(client, ops):
+    status, body = health(client)
+    assert (status, body["status"]) == (200, "ok"), body
+    assert set(body["components"]) == COMPONENTS
+    assert set(body["components"].values()) == {"ok"}
+    assert body["failing"] == [] and body["warnings"] == []
+
+
+def test_the_report_shows_what_it_found(ops):
+    report = run_checks()
+    assert report.konnektor_version
+    types = sorted(card.card_type for card in report.cards)
+    assert types == ["HBA", "SMC-B"]
+    smcb = next(card for card in report.cards if card.card_type == "SMC-B")
+    assert smcb.holder == "Klinikum Test" and smcb.pin_status == "VERIFIABLE" and smcb.state == OK
+    assert smcb.certificate is not None and smcb.certificate.days_left is not None
+    kinds = sorted(cert.kind for cert in report.certificates)
+    assert kinds == ["cm_tls", "ehba", "smcb"]
+    [account] = report.accounts
+    assert (account.address, account.login_state, account.fetch_state) == (ADDRESS, OK, OK)
+    assert "erfolgreich" in str(account.login_text)
+
+
+def test_konnektor_stopped_is_503_naming_it(client, ops):
+    assert health(client)[0] == 200
+    ops.konnektor.stop()
+    forget_report()
+    status, body = health(client)
+    assert status == 503
+    assert "konnektor" in body["failing"]
+    assert body["components"]["konnektor"] == "error"
+    # The cards cannot be asked: not checkable, not a second alarm.
+    assert body["components"]["cards"] == "unknown"
+    # The rest still works.
+    assert body["components"]["clientmodul"] == "ok" and body["components"]["directory"] == "ok"
+
+
+def test_the_report_is_cached_and_a_new_one_follows_once_it_is_old(client, ops, settings):
+    first = health_report()
+    ops.konnektor.stop()
+    # Within the cache period the same report: many monitors cause one round of checks.
+    assert health_report() is not None and health_report().checked_at == first.checked_at
+    assert health(client)[0] == 200
+    # Once it is older than the period, the next caller checks anew.
+    settings.KIMPORTAL_HEALTH_CACHE_SECONDS = 0.0
+    status, body = health(client)
+    assert status == 503 and "konnektor" in body["failing"]
+
+
+def test_concurrent_callers_share_one_round(ops):
+    results = []
+    barrier = threading.Barrier(6)
+
+    def ask() -> None:
+        barrier.wait()
+        try:
+            results.append(health_report().checked_at)
+        finally:
+            connection.close()
+
+    # The threads have no test transaction: they read the committed state only, which is all they need here
+    # (the round itself runs in whichever thread wins the lock and finds no account — still one round).
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 6
+    assert len(set(results)) == 1
+
+
+def test_wrong_cm_password_is_red(client, ops):
+    KimAccount.objects.filter(pk=ops.account.pk).delete()
+    other = MailboxFactory()
+    account = kim_account(ops.cm, password="falsch", mailbox=other)
+    assert account.pk
+    report = run_checks()
+    assert report.component("clientmodul").state == ERROR
+    [status_] = report.accounts
+    assert status_.login_state == ERROR
+    assert "Anmeldung abgelehnt" in str(status_.login_text) or "Passwort" in str(status_.login_text)
+    forget_report()
+    status, body = health(client)
+    assert status == 503 and "clientmodul" in body["failing"]
+
+
+def test_the_login_test_never_competes_with_a_running_fetch(ops):
+    token = account_lease_acquire(account_id=ops.account.pk)
+    assert token
+    try:
+        report = run_checks()
+    finally:
+        account_lease_release(account_id=ops.account.pk, token=token)
+    [account] = report.accounts
+    assert account.login_state == OK
+    assert "Abruf läuft gerade" in str(account.login_text)
+    # And the test gives the lease back: a fetch can start right after it.
+    run_checks()
+    assert account_lease_acquire(account_id=ops.account.pk) is not None
+
+
+def test_a_stale_fetch_is_yellow_then_red(ops):
+    KimAccount.objects.filter(pk=ops.account.pk).update(last_success_at=timezone.now() - timezone.timedelta(minutes=5))
+    assert run_checks().component("fetch").state == WARNING
+    KimAccount.objects.filter(pk=ops.account.pk).update(last_success_at=timezone.now() - timezone.timedelta(hours=1))
+    assert run_checks().component("fetch").state == ERROR
+
+
+def test_beat_stamp_stale_is_red(client, ops):
+    ops.stamp_heartbeats(age=120)
+    report = run_checks()
+    assert report.component("celery_beat").state == ERROR
+    # Without beat nothing is queued: the worker's silence proves nothing.
+    assert report.component("celery_worker").state == UNKNOWN
+    forget_report()
+    status, body = health(client)
+    assert status == 503 and "celery_beat" in body["failing"]
+
+
+def test_worker_silent_while_beat_publishes_is_red(ops):
+    from operations.services import heartbeat
+
+    heartbeat.stamp_beat()
+    heartbeat.stamp_worker("worker@test", time.time() - 600)
+    report = run_checks()
+    assert report.component("celery_beat").state == OK
+    assert report.component("celery_worker").state == ERROR
+
+
+def test_the_heartbeat_task_and_beats_publishing_stamp(ops, settings):
+    from celery.signals import before_task_publish
+
+    from operations.services import heartbeat
+    from operations.tasks import operations_heartbeat
+
+    ops.stamp_heartbeats(age=600)
+    # What beat's process does when it queues the heartbeat, and what a worker does when it runs it.
+    before_task_publish.send(sender=heartbeat.HEARTBEAT_TASK, body=(), exchange="", routing_key="celery")
+    operations_heartbeat.run()
+    beat, worker = heartbeat.read_stamps()
+    assert beat.age(time.time()) < 5 and worker.age(time.time()) < 5
+    assert worker.host
+
+
+def test_certificate_ending_within_30_days_is_a_warning(ops, cm_factory):
+    cm = cm_factory(cert_days_left=12)
+    KimAccount.objects.filter(pk=ops.account.pk).update(pop3_port=cm.pop3_port, tls_fingerprint_sha256=cm.fingerprint)
+    report = run_checks()
+    [cm_cert] = [c for c in report.certificates if c.kind == "cm_tls"]
+    assert cm_cert.state == WARNING and 11 <= cm_cert.days_left <= 12
+    assert "Läuft in 11 Tagen ab" in str(cm_cert.text) or "Läuft in 12 Tagen ab" in str(cm_cert.text)
+    assert report.component("certificates").state == WARNING
+    # A warning is no outage: /health/ stays 200 and says what to look at.
+    assert report.state == WARNING and report.failing() == [] and "certificates" in report.warnings()
+
+
+def test_an_expired_certificate_is_red(ops, cm_factory):
+    cm = cm_factory(cert_days_left=-1)
+    KimAccount.objects.filter(pk=ops.account.pk).update(pop3_port=cm.pop3_port, tls_fingerprint_sha256=cm.fingerprint)
+    report = run_checks()
+    [cm_cert] = [c for c in report.certificates if c.kind == "cm_tls"]
+    assert cm_cert.state == ERROR and "Abgelaufen" in str(cm_cert.text)
+
+
+def test_directory_down_is_red(ops, settings):
+    from tisim.vzd.slapd import free_port
+
+    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{free_port()}"
+    report = run_checks()
+    assert report.component("directory").state == ERROR
+    assert "Verzeichnis" in str(report.component("directory").text)
+
+
+def test_a_blocked_smcb_pin_is_red(ops):
+    smcb = next(card for card in ops.konnektor.cards if card.card_type == "SMC-B")
+    smcb.pin_state, smcb.left_tries = "BLOCKED", 0
+    report = run_checks()
+    assert report.component("cards").state == ERROR
+    card = next(card for card in report.cards if card.card_type == "SMC-B")
+    assert "gesperrt" in str(card.text)
+
+
+def test_no_smcb_is_red(ops):
+    smcb = next(card for card in ops.konnektor.cards if card.card_type == "SMC-B")
+    ops.konnektor.remove_card(smcb)
+    report = run_checks()
+    assert report.component("cards").state == ERROR
+    assert "Keine SMC-B" in str(report.component("cards").text)
+
+
+def test_health_names_no_patient_data_and_no_addresses(client, ops, django_user_model):
+    OutgoingMessage.objects.create(
+        mailbox=ops.account.mailbox,
+        subject="Befund Erika Mustermann, geb. 01.02.1960",
+        to=["praxis@praxis-test.kim.telematik-test"],
+        state=OutgoingMessage.State.QUEUED,
+        queued_at=timezone.now(),
+    )
+    # Red everywhere the texts would name hosts and addresses: the JSON must still not.
+    ops.konnektor.stop()
+    KimAccount.objects.filter(pk=ops.account.pk).update(password_encrypted="")
+    forget_report()
+    response = client.get("/health/")
+    text = response.content.decode()
+    assert response.status_code == 503
+    for secret in (ADDRESS, "Mustermann", "127.0.0.1", "@", ops.konnektor.base_url, "Klinikum Test"):
+        assert secret not in text
+    body = json.loads(text)
+    assert set(body) == {"status", "checked_at", "age_seconds", "components", "failing", "warnings"}
+    assert set(body["components"].values()) <= {OK, WARNING, ERROR, UNKNOWN}
+
+
+def test_outbox_depth_and_a_stuck_outbox(ops):
+    def queued(minutes: int, state: str = OutgoingMessage.State.QUEUED) -> None:
+        OutgoingMessage.objects.create(
+            mailbox=ops.account.mailbox,
+            subject="Rückfrage",
+            to=["praxis@praxis-test.kim.telematik-test"],
+            state=state,
+            queued_at=timezone.now() - timezone.timedelta(minutes=minutes),
+        )
+
+    queued(1)
+    queued(2, OutgoingMessage.State.FAILED)
+    report = run_checks()
+    [account] = report.accounts
+    assert (account.outbox_waiting, account.outbox_failed, account.outbox_uncertain) == (1, 1, 0)
+    assert report.component("outbox").state == OK
+    queued(1, OutgoingMessage.State.UNCERTAIN)
+    assert run_checks().component("outbox").state == WARNING
+    queued(90)
+    report = run_checks()
+    assert report.component("outbox").state == ERROR
+    assert report.accounts[0].outbox_waiting == 2
