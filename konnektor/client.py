@@ -8,6 +8,7 @@ KonnektorError with a German text.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from .errors import (
 )
 from .transport import KonnektorTransport, build_session
 from .types import (
+    CERT_REFS,
+    CRYPTS,
     CallContext,
     Card,
     KonnektorConfig,
@@ -44,6 +47,7 @@ from .types import (
     SignResult,
     VerifyResult,
 )
+from .verification import parse_duration, verify_result
 
 WSDL_DIR = Path(__file__).resolve().parent / "wsdl"
 
@@ -54,6 +58,7 @@ WSDL_FILES: dict[tuple[str, tuple[int, int]], str] = {
     ("CertificateService", (6, 0)): "certificate-service.subset.wsdl",
     ("SignatureService", (7, 5)): "signature-service-v7-5.subset.wsdl",
     ("SignatureService", (7, 4)): "signature-service-v7-4.subset.wsdl",
+    ("AuthSignatureService", (7, 4)): "auth-signature-service.subset.wsdl",
 }
 
 # The group types of GetCards' filter (gemSpec_Kon 3.1.2) and the card types they stand for.
@@ -61,6 +66,11 @@ CARD_TYPE_GROUPS: dict[str, set[str]] = {"HBAx": {"HBA", "HBA-qSig", "ZOD_2.0"},
 
 # ReadCardCertificate with Crypt ECC on a card without ECC keys (G2.0): 4258, or 4149 on older Konnektors.
 NO_ECC_CERTIFICATE = (4258, 4149)
+
+COMFORT_NEEDS_SECURE_MODE = (
+    "Die Komfortsignatur ist nur mit einer gesicherten Verbindung zum Konnektor möglich (Verbindungsart "
+    '„Login" oder „Zertifikat"). Bitte die Verbindungsart in den Konnektor-Einstellungen ändern.'
+)
 
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
 
@@ -207,21 +217,14 @@ class KonnektorClient:
                     ct_id=card.CtId,
                     slot_id=int(card.SlotId),
                     holder_name=card.CardHolderName,
+                    certificate_expires=_date_or_none(getattr(card, "CertificateExpirationDate", None)),
                 )
             )
         return cards
 
     def read_qes_certificate(self, ctx: CallContext, card_handle: str, *, crypt: str | None = None) -> bytes:
         """The DER of the card's C.QES certificate (``crypt`` RSA or ECC; None: the Konnektor's default)."""
-        proxy, _ = self._service("CertificateService")
-        kwargs = messages.read_card_certificate(ctx, card_handle, crypt)
-        answer = self._guard(lambda: proxy.ReadCardCertificate(**kwargs), what="ReadCardCertificate")
-        for info in answer.X509DataInfoList.X509DataInfo:
-            if info.CertRef == "C.QES" and info.X509Data is not None and info.X509Data.X509Certificate:
-                return bytes(info.X509Data.X509Certificate)
-        raise KonnektorError(
-            None, "Der Konnektor hat kein QES-Zertifikat der Karte geliefert.", "no C.QES in answer", kind="protocol"
-        )
+        return self._read_certificate(ctx, card_handle, "C.QES", crypt)
 
     def read_qes_certificates(self, ctx: CallContext, card_handle: str) -> list[bytes]:
         """Every C.QES certificate of the card: RSA, then ECC where the card has one (G2.1).
@@ -308,7 +311,25 @@ class KonnektorClient:
     ) -> bytes:
         """The DER of one certificate of the card: ``cert_ref`` C.AUT, C.ENC, C.SIG or C.QES, ``crypt`` RSA or ECC
         (4258 when the card has no ECC certificates; 4149 for a reference the card type does not have)."""
-        raise NotImplementedError
+        if cert_ref not in CERT_REFS:
+            raise ValueError(f"certificate reference {cert_ref!r} is not one of {', '.join(CERT_REFS)}")
+        if crypt not in CRYPTS:
+            raise ValueError(f"crypt {crypt!r} is not one of {', '.join(CRYPTS)}")
+        return self._read_certificate(ctx, card_handle, cert_ref, crypt)
+
+    def _read_certificate(self, ctx: CallContext, card_handle: str, cert_ref: str, crypt: str | None) -> bytes:
+        proxy, _ = self._service("CertificateService")
+        kwargs = messages.read_card_certificates(ctx, card_handle, cert_ref, crypt)
+        answer = self._guard(lambda: proxy.ReadCardCertificate(**kwargs), what="ReadCardCertificate")
+        for info in answer.X509DataInfoList.X509DataInfo:
+            if info.CertRef == cert_ref and info.X509Data is not None and info.X509Data.X509Certificate:
+                return bytes(info.X509Data.X509Certificate)
+        raise KonnektorError(
+            None,
+            f"Der Konnektor hat das Zertifikat {cert_ref} der Karte nicht geliefert.",
+            f"no {cert_ref} in answer",
+            kind="protocol",
+        )
 
     def verify_document(
         self, ctx: CallContext, *, signature: bytes | None, document: bytes | None, mime_type: str
@@ -316,28 +337,108 @@ class KonnektorClient:
         """SignatureService.VerifyDocument. PAdES: the signed PDF as ``document``, ``signature`` None. CAdES
         detached: the CMS (.p7s) as ``signature`` and the signed ``document``. INVALID/INCONCLUSIVE are answers
         (``VerifyResult.valid`` False with a German ``reason``), not errors; a fault is a KonnektorError."""
-        raise NotImplementedError
+        if signature is None and document is None:
+            raise ValueError("verify_document needs a signature, a document or both")
+        for part in (signature, document):
+            if part is not None and len(part) > self.config.max_document_bytes:
+                raise KonnektorError(4283, error_text(4283), "document too big for VerifyDocument", kind="config")
+        proxy, _ = self._signature_service_75("VerifyDocument")
+        kwargs = messages.verify_document(ctx, signature=signature, document=document, mime_type=mime_type)
+        answer = self._guard(lambda: proxy.VerifyDocument(**kwargs), what="VerifyDocument")
+        outputs = getattr(answer, "OptionalOutputs", None)
+        elements = list(getattr(outputs, "_value_1", None) or []) if outputs is not None else []
+        return verify_result(str(answer.VerificationResult.HighLevelResult or ""), elements)
 
     def activate_comfort_signature(self, ctx: CallContext, card_handle: str) -> None:
         """Komfortsignatur on for (card, ``ctx.user_id``): the physician enters PIN.QES once at the card terminal
         (waits like SignDocument). ``ctx.user_id`` must be a fresh UUID per activation (gemILF_PS A_19259).
         Refused without a request when the connection mode is "plain" (the Konnektor allows it only with Login or
         Zertifikat)."""
-        raise NotImplementedError
+        if self.config.mode == "plain":
+            raise KonnektorError(None, COMFORT_NEEDS_SECURE_MODE, "comfort signature in mode plain", kind="config")
+        if not ctx.user_id:
+            raise ValueError("the Komfortsignatur needs ctx.user_id (a fresh UUID per activation)")
+        proxy, _ = self._signature_service_75("ActivateComfortSignature")
+        kwargs = messages.card_and_context(ctx, card_handle)
+        answer = self._guard(
+            lambda: proxy.ActivateComfortSignature(**kwargs), what="ActivateComfortSignature", sign=True
+        )
+        if str(getattr(answer, "SignatureMode", "") or "") != "COMFORT":
+            raise KonnektorError(
+                4267,
+                error_text(4267),
+                f"SignatureMode {getattr(answer, 'SignatureMode', None)!r} after activation",
+                kind="protocol",
+            )
 
     def deactivate_comfort_signature(self, ctx: CallContext, card_handles: Sequence[str]) -> None:
         """Komfortsignatur off for the cards (all their sessions). The Konnektor's "no session" warnings
-        (4265/4266) are not errors: afterwards there is no session either way."""
-        raise NotImplementedError
+        (4265/4266) are not errors: afterwards there is no session either way. ``ctx`` is not sent (the operation
+        has no context); it is taken for symmetry with the other calls."""
+        if not card_handles:
+            return
+        proxy, _ = self._signature_service_75("DeactivateComfortSignature")
+        kwargs = messages.deactivate_comfort_signature(card_handles)
+        self._guard(lambda: proxy.DeactivateComfortSignature(**kwargs), what="DeactivateComfortSignature")
 
     def get_signature_mode(self, ctx: CallContext, card_handle: str) -> SignatureMode:
         """Whether a Komfortsignatur session of ``ctx.user_id`` is open on the card, and what is left of it."""
-        raise NotImplementedError
+        proxy, _ = self._signature_service_75("GetSignatureMode")
+        kwargs = messages.card_and_context(ctx, card_handle)
+        answer = self._guard(lambda: proxy.GetSignatureMode(**kwargs), what="GetSignatureMode")
+        enabled = str(answer.ComfortSignatureStatus or "").strip().upper() == "ENABLED"
+        comfort_max = int(answer.ComfortSignatureMax) if answer.ComfortSignatureMax is not None else None
+        timer = parse_duration(answer.ComfortSignatureTimer)
+        session = getattr(answer, "SessionInfo", None)
+        if session is None or str(session.SignatureMode or "").strip().upper() != "COMFORT":
+            return SignatureMode(
+                comfort_active=False, comfort_enabled=enabled, comfort_max=comfort_max, comfort_timer=timer
+            )
+        remaining = int(session.CountRemaining) if session.CountRemaining is not None else None
+        left = parse_duration(session.TimeRemaining)
+        active = (remaining is None or remaining > 0) and (left is None or left > dt.timedelta(0))
+        valid_until = (dt.datetime.now(dt.UTC) + left).replace(microsecond=0) if left is not None else None
+        return SignatureMode(
+            comfort_active=active,
+            remaining_count=remaining,
+            valid_until=valid_until,
+            comfort_enabled=enabled,
+            comfort_max=comfort_max,
+            comfort_timer=timer,
+        )
 
-    def external_authenticate(self, ctx: CallContext, card_handle: str, data: bytes) -> bytes:
+    def external_authenticate(self, ctx: CallContext, card_handle: str, data: bytes, *, crypt: str = "ECC") -> bytes:
         """AuthSignatureService.ExternalAuthenticate: the card's AUT key signs ``data`` (a SHA-256 digest, 32
-        bytes). ECC cards: ECDSA (the signature as the Konnektor returns it: r||s, 64 bytes); RSA: RSASSA-PSS."""
-        raise NotImplementedError
+        bytes). ``crypt`` ECC: ECDSA, the signature as the Konnektor returns it (plain r||s, BSI TR-03111; 64
+        bytes for a 256-bit curve); RSA: RSASSA-PSS."""
+        if len(data) != 32:
+            raise ValueError("ExternalAuthenticate signs a SHA-256 digest: 32 bytes")
+        if crypt not in CRYPTS:
+            raise ValueError(f"crypt {crypt!r} is not one of {', '.join(CRYPTS)}")
+        proxy, _ = self._service("AuthSignatureService")
+        kwargs = messages.external_authenticate(ctx, card_handle, data, crypt=crypt)
+        answer = self._guard(lambda: proxy.ExternalAuthenticate(**kwargs), what="ExternalAuthenticate")
+        signature = _signature_bytes(answer)
+        if signature is None:
+            raise KonnektorError(
+                None,
+                "Der Konnektor hat keine Signatur für die Authentisierung geliefert.",
+                "ExternalAuthenticate without Base64Signature",
+                kind="protocol",
+            )
+        return signature
+
+    def _signature_service_75(self, operation: str) -> tuple[Any, tuple[int, int, int]]:
+        proxy, version = self._service("SignatureService")
+        if version < (7, 5, 0):
+            raise KonnektorError(
+                None,
+                f"Der Konnektor bietet {operation} nicht an: dafür ist der SignatureService 7.5 nötig "
+                f"(angeboten: {'.'.join(map(str, version))}).",
+                f"{operation} needs SignatureService 7.5",
+                kind="config",
+            )
+        return proxy, version
 
     # -- errors ----------------------------------------------------------------------------------------------
 
@@ -476,3 +577,16 @@ def _signed_document_bytes(response: Any) -> bytes | None:
     if not value:
         value = getattr(document, "Base64XML", None)
     return bytes(value) if value else None
+
+
+def _date_or_none(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            return None
+    return None

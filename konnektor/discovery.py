@@ -25,6 +25,7 @@ SUPPORTED: dict[str, tuple[tuple[int, int], ...]] = {
     "CardService": ((8, 1),),
     "CertificateService": ((6, 0),),
     "SignatureService": ((7, 5), (7, 4)),
+    "AuthSignatureService": ((7, 4),),
 }
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")

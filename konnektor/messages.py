@@ -32,14 +32,8 @@ def get_cards(ctx: CallContext, card_type: str) -> dict[str, Any]:
 
 
 def read_card_certificate(ctx: CallContext, card_handle: str, crypt: str | None) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        "CardHandle": card_handle,
-        "Context": context(ctx),
-        "CertRefList": {"CertRef": ["C.QES"]},
-    }
-    if crypt:
-        args["Crypt"] = crypt
-    return args
+    """ReadCardCertificate of the card's C.QES certificate."""
+    return read_card_certificates(ctx, card_handle, "C.QES", crypt)
 
 
 def pin(ctx: CallContext, card_handle: str, pin_ref: str) -> dict[str, Any]:
@@ -91,4 +85,68 @@ def sign_request(index: int, item: SignItem) -> dict[str, Any]:
         },
         # QES: the Konnektor embeds the OCSP answer (gemILF_PS: must be true for QES).
         "IncludeRevocationInfo": True,
+    }
+
+
+# SignatureType of ExternalAuthenticate (AuthSignatureService 7.4.1): ECDSA (BSI TR-03111) or RSA (RFC 3447).
+ECDSA = "urn:bsi:tr:03111:ecdsa"
+RSA = "urn:ietf:rfc:3447"
+REPORT_ALL_DETAILS = "urn:oasis:names:tc:dss:1.0:profiles:verificationreport:reportdetail:allDetails"
+
+
+def read_card_certificates(ctx: CallContext, card_handle: str, cert_ref: str, crypt: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "CardHandle": card_handle,
+        "Context": context(ctx),
+        "CertRefList": {"CertRef": [cert_ref]},
+    }
+    if crypt:
+        args["Crypt"] = crypt
+    return args
+
+
+def verify_document(
+    ctx: CallContext, *, signature: bytes | None, document: bytes | None, mime_type: str
+) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "Context": context(ctx),
+        "TvMode": "NONE",
+        # The report names the signer (with the certificate itself) and the signing time.
+        "OptionalInputs": {
+            "ReturnVerificationReport": {
+                "IncludeVerifier": False,
+                "IncludeCertificateValues": True,
+                "ReportDetailLevel": REPORT_ALL_DETAILS,
+            }
+        },
+    }
+    if document is not None:
+        args["Document"] = {"Base64Data": {"_value_1": document, "MimeType": mime_type}}
+    if signature is not None:
+        args["SignatureObject"] = {"Base64Signature": {"_value_1": signature, "Type": CADES}}
+    # Nothing to embed: the portal checks, it does not update the signature.
+    args["IncludeRevocationInfo"] = False
+    return args
+
+
+def card_and_context(ctx: CallContext, card_handle: str) -> dict[str, Any]:
+    """ActivateComfortSignature and GetSignatureMode."""
+    return {"CardHandle": card_handle, "Context": context(ctx)}
+
+
+def deactivate_comfort_signature(card_handles: Sequence[str]) -> dict[str, Any]:
+    # No Context: deactivation closes every Komfortsignatur session of the cards.
+    return {"CardHandle": list(card_handles)}
+
+
+def external_authenticate(ctx: CallContext, card_handle: str, data: bytes, *, crypt: str) -> dict[str, Any]:
+    if crypt == "ECC":
+        optional: dict[str, Any] = {"SignatureType": ECDSA}
+    else:
+        optional = {"SignatureType": RSA, "SignatureSchemes": "RSASSA-PSS"}
+    return {
+        "CardHandle": card_handle,
+        "Context": context(ctx),
+        "OptionalInputs": optional,
+        "BinaryString": {"Base64Data": {"_value_1": data, "MimeType": "application/octet-stream"}},
     }

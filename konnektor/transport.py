@@ -30,7 +30,7 @@ from .errors import KonnektorError
 from .types import MODES, KonnektorConfig
 
 # SOAPActions of the operations that wait for a person at the card terminal (PIN entry).
-_SLOW_ACTIONS = ("#SignDocument", "#VerifyPin")
+_SLOW_ACTIONS = ("#SignDocument", "#VerifyPin", "#ActivateComfortSignature")
 
 
 class _TlsAdapter(HTTPAdapter):

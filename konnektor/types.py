@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 MODES = ("plain", "basic", "cert")
 
@@ -68,12 +68,16 @@ class ServiceDirectory:
 
 @dataclass(frozen=True)
 class Card:
+    """A card GetCards listed. ``certificate_expires``: the end of validity the Konnektor reports for the card's
+    certificate (CertificateExpirationDate; for an SMC-B its C.AUT), None if it reports none."""
+
     card_handle: str
     card_type: str
     iccsn: str | None
     ct_id: str
     slot_id: int
     holder_name: str | None
+    certificate_expires: date | None = None
 
 
 @dataclass(frozen=True)

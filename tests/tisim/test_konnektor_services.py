@@ -44,6 +44,7 @@ def test_connector_sds_announces_the_services_and_validates(konnektor_sim: Konne
         ("EventService", "7.2.0"),
         ("CardService", "8.1.2"),
         ("CertificateService", "6.0.1"),
+        ("AuthSignatureService", "7.4.1"),
     }
     # 7.5 and 7.4 live at different URLs, as on real Konnektors; every URL points to this simulator.
     assert versions[("SignatureService", "7.5.6")] != versions[("SignatureService", "7.4.2")]

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 from tisim.konnektor.pki import Issued
 
 MAX_PIN_TRIES = 3
 PIN_STATES = ("VERIFIABLE", "TRANSPORT_PIN", "EMPTY_PIN", "BLOCKED", "DISABLED")
+
+
+@dataclass
+class ComfortSession:
+    """A Komfortsignatur session: PIN.QES was entered once for (card, ``user_id``); SignDocument calls of this
+    ClientSystemId and UserId sign without a PIN until ``remaining`` signatures are made or ``expires`` passes
+    (monotonic clock), or it is deactivated, or the card is pulled."""
+
+    user_id: str
+    client_system_id: str
+    remaining: int
+    expires: float
+
+    def time_left(self) -> float:
+        return max(0.0, self.expires - time.monotonic())
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining <= 0 or self.time_left() <= 0
 
 
 @dataclass(eq=False)
@@ -31,6 +51,10 @@ class SimCard:
     keys: dict[str, Issued] = field(default_factory=dict, repr=False)
     # The job (or PIN verification) holding the card right now: a second one gets "Ressource belegt".
     busy_with: str | None = field(default=None, repr=False)
+    # The SMC-B's C.AUT keys and certificates by algorithm (issued by the SMC-B CA): ExternalAuthenticate.
+    aut_keys: dict[str, Issued] = field(default_factory=dict, repr=False)
+    # The open Komfortsignatur session (eHBA only): the card's raised security state, bound to one UserId.
+    comfort: ComfortSession | None = field(default=None, repr=False)
 
     @property
     def certificate_der(self) -> bytes:
@@ -41,6 +65,20 @@ class SimCard:
     def ecc_certificate_der(self) -> bytes | None:
         ecc = self.keys.get("ECC")
         return ecc.cert_der if ecc is not None else None
+
+    def aut_key_for(self, crypt: str | None) -> Issued:
+        """The C.AUT key for ``crypt`` ("ECC" or "RSA"; None: RSA where the card has it, as ReadCardCertificate's
+        default). Raises KeyError if the card lacks it."""
+        if crypt is None:
+            return self.aut_keys["RSA"] if "RSA" in self.aut_keys else self.aut_keys["ECC"]
+        return self.aut_keys[crypt]
+
+    @property
+    def expiry_certificate(self) -> Issued | None:
+        """The certificate whose end of validity GetCards reports: the eHBA's C.QES, the SMC-B's C.AUT (ECC)."""
+        if self.aut_keys:
+            return self.aut_keys.get("ECC") or next(iter(self.aut_keys.values()))
+        return self.key_for("RSA") if self.keys else None
 
     @property
     def generation(self) -> str:

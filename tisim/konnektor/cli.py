@@ -4,7 +4,9 @@ konnektor-run reads its cards from ``<data-dir>/konnektor-cards.json`` (written 
 start: the eHBA of "Dr. med. Anna Sommer" for the demo user ``aerztin`` and the SMC-B of "Klinikum Demo")
 and writes ``<data-dir>/konnektor.json`` for the portal's demo settings and the terminal command. A card entry:
 ``{"type": "HBA" | "SMC-B", "holder_name", "telematik_id", "iccsn"?, "pin"?, "ct_id"?, "workplaces"?,
-"pin_state"?, "generation"?: "G2.0" | "G2.1"}``; the file also names ``mandant_id`` and ``client_system_id``.
+"pin_state"?, "generation"?: "G2.0" | "G2.1", "aut_algorithms"?: ["ECC", "RSA"] (SMC-B)}``; the file also names
+``mandant_id`` and ``client_system_id``, and may hold the Komfortsignatur settings ``"comfort_signature":
+{"enabled": true, "max": 250, "timer_seconds": 86400}`` (the command line's --comfort-* options win).
 
 terminal plays the person at the card terminal of a running simulator: it waits until the terminal asks for
 a PIN, prints the display (compare the job number with the portal's page) and types the PIN. The same in a
@@ -33,7 +35,7 @@ MODES = ("plain", "basic", "cert")
 RUNTIME_FILE = "konnektor.json"
 FAULT_KINDS = (
     "wrong-pin", "pin-timeout", "user-cancel", "card-removed", "card-busy", "transport-pin", "hba-other-user",
-    "job-number-reused", "fail-request",
+    "job-number-reused", "fail-request", "verify-failure",
 )  # fmt: skip
 
 CARDS_FILE = "konnektor-cards.json"
@@ -75,6 +77,9 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--basic-password", help="default: generated, written to konnektor.json")
     run.add_argument("--signatures-per-pin", type=int, default=0, help="split batches: a PIN entry per N")
     run.add_argument("--pin-timeout", type=float, default=300.0, help="seconds the terminal waits for a PIN")
+    run.add_argument("--comfort-max", type=int, help="signatures per Komfortsignatur activation (1..250; default 250)")
+    run.add_argument("--comfort-timer", type=float, help="seconds a Komfortsignatur lasts (default 86400 = 24 h)")
+    run.add_argument("--no-comfort", action="store_true", help="Komfortsignatur switched off (SAK_COMFORT_SIGNATURE)")
     run.set_defaults(func=cmd_konnektor_run)
 
     term = sub.add_parser("terminal", help="type the PIN at a running simulated Konnektor's card terminal")
@@ -98,7 +103,7 @@ def add_parsers(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="e.g. request_id=brief-3 (fail-request), after=2 (card-removed), code=4093 (card-busy)",
+        help="e.g. request_id=brief-3 (fail-request), after=2 (card-removed), code=4093 (card-busy, verify-failure)",
     )
     fault.set_defaults(func=cmd_konnektor_fault)
 
@@ -128,7 +133,15 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
         config = load_cards(cards_path)
     except (OSError, ValueError) as exc:
         return _fail(f"cannot read {cards_path}: {exc}")
+    comfort = config.get("comfort_signature") or {}
     try:
+        comfort_options: dict[str, Any] = {
+            "comfort_signature": not args.no_comfort and bool(comfort.get("enabled", True)),
+            "comfort_max": int(args.comfort_max if args.comfort_max is not None else comfort.get("max", 250)),
+            "comfort_timer": float(
+                args.comfort_timer if args.comfort_timer is not None else comfort.get("timer_seconds", 86400)
+            ),
+        }
         sim = KonnektorSimulator(
             data_dir,
             mode=args.mode,
@@ -141,6 +154,7 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
             pin_timeout=args.pin_timeout,
             mandant_id=str(config.get("mandant_id", "Mandant1")),
             client_system_id=str(config.get("client_system_id", "KIMPortal")),
+            **comfort_options,
         )
         for card in config.get("cards", []):
             common: dict[str, Any] = {
@@ -154,8 +168,9 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
                 generation = str(card.get("generation", "G2.0"))
                 sim.add_hba(str(card["holder_name"]), str(card["telematik_id"]), generation=generation, **common)
             else:
-                sim.add_smcb(str(card["holder_name"]), str(card["telematik_id"]), **common)
-    except (KeyError, ValueError) as exc:
+                aut = [str(a) for a in card.get("aut_algorithms", ["ECC"])]
+                sim.add_smcb(str(card["holder_name"]), str(card["telematik_id"]), aut_algorithms=aut, **common)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         return _fail(f"{cards_path}: {exc}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

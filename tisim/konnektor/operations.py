@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from tisim.konnektor import signatures
-from tisim.konnektor.cards import SimCard
+from tisim.konnektor.cards import ComfortSession, SimCard
+from tisim.konnektor.pki import Issued
 from tisim.konnektor.soap import (
     CADES,
     CARD,
@@ -88,6 +89,7 @@ class SignedRequest:
     include_revocation_info: bool
     sub_batch: int
     algorithm: str  # the card key that signed: "RSA" or "ECC"
+    comfort: bool = False  # signed under a Komfortsignatur session (no PIN entry)
 
 
 @dataclass
@@ -108,6 +110,8 @@ class Job:
     stopped: bool = False
     pin_round: PinRound | None = None
     signed: list[str] = field(default_factory=list)
+    # Signing under an open Komfortsignatur session: no PIN entry, each signature counted.
+    comfort: ComfortSession | None = None
 
 
 # --- context and cards ---------------------------------------------------------------------------
@@ -206,8 +210,9 @@ def _card_info(parent: etree._Element, card: SimCard) -> None:
     element(c, CARDCMN, "SlotId", str(card.slot_id))
     element(c, CARD, "InsertTime", card.insert_time.isoformat().replace("+00:00", "Z"))
     element(c, CARD, "CardHolderName", card.holder_name)
-    if card.keys:
-        expiry = card.key_for("RSA").cert.not_valid_after_utc.date().isoformat()
+    expiry_certificate = card.expiry_certificate
+    if expiry_certificate is not None:
+        expiry = expiry_certificate.cert.not_valid_after_utc.date().isoformat()
         element(c, CARD, "CertificateExpirationDate", expiry)
 
 
@@ -225,8 +230,16 @@ def get_pin_status(sim: KonnektorSimulator, op: etree._Element) -> etree._Elemen
     ctx = parse_context(op)
     card = card_from(sim, op)
     check_context(sim, ctx, card=card)
-    _pin_ref(op, card)
+    pin_ref = _pin_ref(op, card)
     pin_state = sim.effective_pin_state(card)
+    session = sim.comfort_session(card)
+    if (
+        pin_ref == "PIN.QES"
+        and session is not None
+        and (ctx.user_id, ctx.client_system_id) == (session.user_id, session.client_system_id)
+    ):
+        # The Komfortsignatur keeps PIN.QES verified in this UserId's card session.
+        pin_state = "VERIFIED"
     response = element(None, CARD, "GetPinStatusResponse")
     status(response)
     element(response, CARD, "PinStatus", pin_state)
@@ -283,19 +296,27 @@ def read_card_certificate(sim: KonnektorSimulator, op: etree._Element) -> etree.
     refs = [(el.text or "").strip() for el in ref_list.findall(q(CERT, "CertRef"))] if ref_list is not None else []
     if not refs:
         raise KonnektorFault(4000, "CertRefList leer")
-    crypt = text_of(op, CERT, "Crypt") or "RSA"
+    crypt = text_of(op, CERT, "Crypt")
+    if crypt not in (None, "RSA", "ECC"):
+        raise KonnektorFault(4000, f"Crypt {crypt}")
     allowed = ("C.QES",) if card.card_type == "HBA" else ("C.AUT", "C.ENC", "C.SIG")
     for ref in refs:
         if ref not in allowed:
             raise KonnektorFault(4149, ref)
-    if crypt == "ECC" and "ECC" not in card.keys:
-        raise KonnektorFault(4258)
-    issued = card.key_for(crypt)
-    cert = issued.cert
+    found: list[tuple[str, Issued]] = []
+    for ref in refs:
+        try:
+            # C.AUT of the SMC-B: its own keys (SMC-B CA); the other references: the card's general keys.
+            issued = card.aut_key_for(crypt) if ref == "C.AUT" and card.aut_keys else card.key_for(crypt or "RSA")
+        except KeyError:
+            # ECC asked on a card without ECC keys (G2.0): 4258, as before for C.QES.
+            raise KonnektorFault(4258 if crypt == "ECC" else 4149, f"{ref} {crypt or 'RSA'}") from None
+        found.append((ref, issued))
     response = element(None, CERT, "ReadCardCertificateResponse")
     status(response)
     info_list = element(response, CERTCMN, "X509DataInfoList")
-    for ref in refs:
+    for ref, issued in found:
+        cert = issued.cert
         info = element(info_list, CERTCMN, "X509DataInfo")
         element(info, CERTCMN, "CertRef", ref)
         data = element(info, CERTCMN, "X509Data")
@@ -435,8 +456,9 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
         raise KonnektorFault(4065)
     if pin_state == "BLOCKED":
         raise KonnektorFault(4063)
+    comfort = _comfort_for(sim, card, ctx, len(items))
 
-    job = Job(job_number=job_number, card=card, terminal=terminal, total=len(items), crypt=crypt)
+    job = Job(job_number=job_number, card=card, terminal=terminal, total=len(items), crypt=crypt, comfort=comfort)
     outcomes: dict[str, Outcome] = {}
     with sim.reserve(card, job_number), sim.running_job(job):
         size = sim.signatures_per_pin or len(items)
@@ -446,7 +468,8 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
                 _fill(outcomes, items, Trace(4049, "StopSignature"))
                 break
             lines = [f"#{job_number}", "Eingabe Signatur-PIN HBA", "PIN.QES:"]
-            result = sim.ask_pin(card, terminal, lines, job=job)
+            # Komfortsignatur: the PIN was entered at the activation.
+            result = "ok" if comfort is not None else sim.ask_pin(card, terminal, lines, job=job)
             if result != "ok":
                 code = {"timeout": 4043, "cancel": 4049, "stopped": 4049, "wrong": 4085, "blocked": 4063}[result]
                 detail = {
@@ -469,6 +492,24 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
     for item in items:
         _sign_response(response, sig, item, outcomes[item.request_id], used_ids)
     return response
+
+
+def _comfort_for(sim: KonnektorSimulator, card: SimCard, ctx: Context, count: int) -> ComfortSession | None:
+    """The Komfortsignatur session this SignDocument signs under (None: a normal PIN entry), or the fault: 4271
+    when it ran out (time or count, also when the batch needs more signatures than are left: nothing is signed
+    then), 4278 when it was deactivated or the card pulled, 4018 when another UserId holds the card's session."""
+    session = sim.comfort_session(card)
+    if session is not None:
+        if (ctx.user_id, ctx.client_system_id) != (session.user_id, session.client_system_id):
+            raise KonnektorFault(4018, "Komfortsignatur eines anderen Nutzers aktiv")
+        if count > session.remaining:
+            raise KonnektorFault(4271, f"{count} Dokumente, nur noch {session.remaining} Komfortsignaturen")
+        return session
+    ended = sim.ended_comfort(ctx.user_id)
+    if ended is not None:
+        code, reason = ended
+        raise KonnektorFault(code, reason)
+    return None
 
 
 def _fill(outcomes: dict[str, Outcome], items: list[SignItem], trace: Trace) -> None:
@@ -513,6 +554,8 @@ def _sign_batch(
             cms = signatures.cades(item.content, key, short_text=item.short_text, include_content=item.include_econtent)
             done[item.request_id] = Outcome(ok=True, signature=cms)
         job.signed.append(item.request_id)
+        if job.comfort is not None:
+            sim.count_comfort_signature(card, job.comfort)
         signed.append(
             SignedRequest(
                 job_number=job.job_number,
@@ -527,6 +570,7 @@ def _sign_batch(
                 include_revocation_info=item.include_revocation_info,
                 sub_batch=sub_batch,
                 algorithm=algorithm,
+                comfort=job.comfort is not None,
             )
         )
     sim.record_signed(signed)

@@ -31,6 +31,10 @@ SERVER_CN = "Konnektor-Simulator"
 OID_ARZT = "1.2.276.0.76.4.30"
 OID_KRANKENHAUS = "1.2.276.0.76.4.53"
 VALIDITY = dt.timedelta(days=5 * 365)
+# ETSI EN 319 412-5 QCStatements: QcCompliance (0.4.0.1862.1.1) and QcSSCD (0.4.0.1862.1.4) — an EU qualified
+# certificate whose key lives on a secure signature creation device, as on the eHBA's C.QES certificates.
+QC_STATEMENTS_OID = "1.3.6.1.5.5.7.1.3"
+QC_STATEMENTS = bytes.fromhex("30143008060604008e4601013008060604008e460104")
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -184,19 +188,70 @@ class Pki:
         algorithm: str,
     ) -> Issued:
         """The card's key and certificate for ``algorithm`` "RSA" (2048 bit) or "ECC" (brainpoolP256r1, as
-        gematik's G2.1 cards carry it), reused while holder and Telematik-ID stay the same."""
+        gematik's G2.1 cards carry it), reused while holder and Telematik-ID stay the same. An eHBA's is its
+        C.QES certificate: nonRepudiation and the QcCompliance statement of a qualified certificate."""
         rsa_key = algorithm == "RSA"
-        stem = iccsn if rsa_key else f"{iccsn}-ecc"
+        qualified = profession_oid == OID_ARZT
+        return self._card_certificate(
+            iccsn if rsa_key else f"{iccsn}-ecc",
+            issuer=self.qes_ca,
+            holder_name=holder_name,
+            telematik_id=telematik_id,
+            profession=(profession_item, profession_oid),
+            algorithm=algorithm,
+            usage=_usage(digital_signature=not rsa_key, content_commitment=True),
+            qualified=qualified,
+            client_auth=False,
+        )
+
+    def auth_certificate(
+        self, iccsn: str, *, holder_name: str, telematik_id: str, profession_item: str, profession_oid: str,
+        algorithm: str,
+    ) -> Issued:  # fmt: skip
+        """The SMC-B's C.AUT (C.HCI.AUT) key and certificate for ``algorithm`` "ECC" (brainpoolP256r1) or "RSA",
+        issued by the SMC-B CA: digitalSignature, extended key usage clientAuth (what ExternalAuthenticate signs
+        with, e.g. the Account Manager's JWT)."""
+        return self._card_certificate(
+            f"{iccsn}-aut-{algorithm.lower()}",
+            issuer=self.smcb_ca,
+            holder_name=holder_name,
+            telematik_id=telematik_id,
+            profession=(profession_item, profession_oid),
+            algorithm=algorithm,
+            usage=_usage(digital_signature=True, key_encipherment=algorithm == "RSA"),
+            qualified=False,
+            client_auth=True,
+        )
+
+    def _card_certificate(
+        self,
+        stem: str,
+        *,
+        issuer: Issued,
+        holder_name: str,
+        telematik_id: str,
+        profession: tuple[str, str],
+        algorithm: str,
+        usage: x509.KeyUsage,
+        qualified: bool,
+        client_auth: bool,
+    ) -> Issued:
         cert_path = self.directory / "cards" / f"{stem}.pem"
         key_path = self.directory / "cards" / f"{stem}-key.pem"
         existing = _load(cert_path, key_path)
-        if existing is not None and _matches(existing.cert, holder_name, telematik_id):
+        if (
+            existing is not None
+            and _matches(existing.cert, holder_name, telematik_id)
+            and existing.cert.issuer == issuer.cert.subject
+            and _has_qc_statements(existing.cert) == qualified
+        ):
             return existing
         key: PrivateKey = (
             rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            if rsa_key
+            if algorithm == "RSA"
             else ec.generate_private_key(ec.BrainpoolP256R1())
         )
+        iccsn = stem.split("-", 1)[0]
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
@@ -213,8 +268,8 @@ class Pki:
                     profession_infos=[
                         x509.ProfessionInfo(
                             naming_authority=None,
-                            profession_items=[profession_item],
-                            profession_oids=[x509.ObjectIdentifier(profession_oid)],
+                            profession_items=[profession[0]],
+                            profession_oids=[x509.ObjectIdentifier(profession[1])],
                             registration_number=telematik_id,
                             add_profession_info=None,
                         )
@@ -223,37 +278,43 @@ class Pki:
             ],
         )
         now = _now()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(self.qes_ca.cert.subject)
+            .issuer_name(issuer.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=not rsa_key,
-                    content_commitment=True,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(usage, critical=True)
             .add_extension(admissions, critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public(self.qes_ca.key)), critical=False
-            )
-            .sign(_issuer_key(self.qes_ca.key), hashes.SHA256())
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public(issuer.key)), critical=False)
         )
+        if client_auth:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        if qualified:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(QC_STATEMENTS_OID), QC_STATEMENTS),
+                critical=False,
+            )
+        cert = builder.sign(_issuer_key(issuer.key), hashes.SHA256())
         return _save(Issued(key, cert), cert_path, key_path)
+
+
+def _usage(
+    *, digital_signature: bool = False, content_commitment: bool = False, key_encipherment: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature, content_commitment=content_commitment,
+        key_encipherment=key_encipherment, data_encipherment=False, key_agreement=False, key_cert_sign=False,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _has_qc_statements(cert: x509.Certificate) -> bool:
+    return any(ext.oid.dotted_string == QC_STATEMENTS_OID for ext in cert.extensions)
 
 
 def _matches(cert: x509.Certificate, holder_name: str, telematik_id: str) -> bool:

@@ -24,7 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tisim.konnektor.operations import HANDLERS
+from lxml import etree
+
+from tisim.konnektor.handlers import HANDLERS
 from tisim.konnektor.soap import (
     BadRequest,
     KonnektorFault,
@@ -165,7 +167,13 @@ class KonnektorRequestHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, client_fault_envelope(str(exc)))
             return
         handler = HANDLERS.get(operation.tag)
-        if handler is None or not operation.tag.startswith("{" + endpoint.namespace + "}"):
+        # AuthSignatureService and SignatureService 7.4 share a namespace: each endpoint answers its own operations.
+        authentication = etree.QName(operation).localname == "ExternalAuthenticate"
+        if (
+            handler is None
+            or not operation.tag.startswith("{" + endpoint.namespace + "}")
+            or authentication != (endpoint.service == "AuthSignatureService")
+        ):
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, client_fault_envelope(f"unknown operation {operation.tag}"))
             return
         try:

@@ -12,6 +12,7 @@ import os
 import secrets
 import string
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ from typing import Any, Literal
 from lxml import etree
 
 from tisim.config import write_json_atomic
-from tisim.konnektor.cards import PIN_STATES, SimCard
+from tisim.konnektor.cards import PIN_STATES, ComfortSession, SimCard
 from tisim.konnektor.operations import Job, SignedRequest
 from tisim.konnektor.pki import OID_ARZT, OID_KRANKENHAUS, Pki, iccsn_for
-from tisim.konnektor.soap import CARD, CERT, EVT, PI, SDS, SI, SIG_V74, SIG_V75, KonnektorFault, q
+from tisim.konnektor.soap import CARD, CERT, EVT, PI, SDS, SI, SIG_V74, SIG_V75, Context, KonnektorFault, q
 from tisim.konnektor.terminal import PinRound, Terminal
 from tisim.tls import Certificate, ClientCertificate, ensure_client_ca, issue_client_certificate
 
@@ -42,7 +43,13 @@ FAULT_KINDS = (
     "hba-other-user",
     "job-number-reused",
     "fail-request",
+    "verify-failure",
 )
+
+# Komfortsignatur defaults: gemILF_PS "bis zu 250 qualifizierte elektronische Signaturen im Laufe eines Tages"
+# (SAK_COMFORT_SIGNATURE_MAX 1..250, SAK_COMFORT_SIGNATURE_TIMER up to 24 h).
+COMFORT_MAX = 250
+COMFORT_TIMER = 24 * 3600.0
 
 PinResult = Literal["ok", "wrong", "blocked", "timeout", "cancel", "stopped"]
 
@@ -67,6 +74,9 @@ ENDPOINTS = (
              "/service/cardservice"),
     Endpoint("CertificateService", "6.0.1", CERT, "http://ws.gematik.de/conn/CertificateService/WSDL/v6.0",
              "/service/certificateservice"),
+    # ExternalAuthenticate's elements are in the SignatureService 7.4 namespace (as in the official WSDL).
+    Endpoint("AuthSignatureService", "7.4.1", SIG_V74, "http://ws.gematik.de/conn/AuthSignatureService/WSDL/v7.4",
+             "/service/authsignatureservice"),
 )  # fmt: skip
 ENDPOINT_BY_PATH = {e.path: e for e in ENDPOINTS}
 
@@ -99,11 +109,22 @@ class KonnektorSimulator:
         mandant_id: str = "Mandant1",
         client_system_id: str = "KIMPortal",
         pin_timeout: float = 120.0,
+        comfort_signature: bool = True,
+        comfort_max: int = COMFORT_MAX,
+        comfort_timer: float = COMFORT_TIMER,
     ) -> None:
         """``auto_pin``: the terminal types this PIN by itself whenever one is asked for (tests); None
-        waits for a person (``terminal(ct).enter_pin``, ``python -m tisim terminal``) up to ``pin_timeout``."""
+        waits for a person (``terminal(ct).enter_pin``, ``python -m tisim terminal``) up to ``pin_timeout``.
+
+        Komfortsignatur: ``comfort_signature`` is the administrator's switch (SAK_COMFORT_SIGNATURE; it works only
+        in the modes "basic" and "cert", as on a real Konnektor); an activation allows ``comfort_max`` signatures
+        (1..250) within ``comfort_timer`` seconds."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if not 1 <= comfort_max <= 250:
+            raise ValueError("comfort_max must be between 1 and 250")
+        if comfort_timer <= 0:
+            raise ValueError("comfort_timer must be > 0 seconds")
         if signatures_per_pin < 0:
             raise ValueError("signatures_per_pin must be >= 0")
         self.data_dir = Path(data_dir).resolve()
@@ -121,6 +142,13 @@ class KonnektorSimulator:
         self.mandant_id = mandant_id
         self.client_system_id = client_system_id
         self.pin_timeout = pin_timeout
+        self.comfort_signature = comfort_signature
+        self.comfort_max = comfort_max
+        self.comfort_timer = comfort_timer
+        # UserIds of the last 1000 activations (a reused one is refused: 4270) and the UserIds of ended sessions
+        # with the code a SignDocument under them gets (4271 used up or expired, 4278 deactivated or card pulled).
+        self._comfort_user_ids: collections.deque[str] = collections.deque(maxlen=1000)
+        self._ended_comfort: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
         self.pki = Pki(self.data_dir / "konnektor" / "pki")
         self.terminals: dict[str, Terminal] = {}
         self.cards: list[SimCard] = []
@@ -213,6 +241,11 @@ class KonnektorSimulator:
             "mandant_id": self.mandant_id,
             "client_system_id": self.client_system_id,
             "workplaces": sorted(self.workplace_ids()),
+            "comfort_signature": {
+                "enabled": self.comfort_enabled,
+                "max": self.comfort_max,
+                "timer_seconds": self.comfort_timer,
+            },
             "cards": [
                 {
                     "card_type": c.card_type,
@@ -286,11 +319,17 @@ class KonnektorSimulator:
         ct_id: str = "CT-1",
         workplaces: Sequence[str] = ("Arbeitsplatz-1",),
         pin_state: str = "VERIFIABLE",
+        aut_algorithms: Sequence[str] = ("ECC",),
     ) -> SimCard:
-        """An SMC-B (institution card) with an ECC key; its certificate serves C.AUT, C.ENC and C.SIG."""
+        """An SMC-B (institution card) with an ECC key whose certificate serves C.ENC and C.SIG, and C.AUT keys
+        (``aut_algorithms``: "ECC" as in the TI, "RSA" too if asked) with certificates of the SMC-B CA, which
+        ExternalAuthenticate signs with."""
+        if not aut_algorithms or any(a not in ("ECC", "RSA") for a in aut_algorithms):
+            raise ValueError("aut_algorithms: ECC and/or RSA")
         return self._add_card(
             "SMC-B", holder_name, telematik_id, iccsn=iccsn, pin=pin, ct_id=ct_id, workplaces=workplaces,
             pin_state=pin_state, profession=("Krankenhaus", OID_KRANKENHAUS), algorithms=("ECC",),
+            aut_algorithms=tuple(aut_algorithms),
         )  # fmt: skip
 
     def _add_card(
@@ -306,6 +345,7 @@ class KonnektorSimulator:
         pin_state: str,
         profession: tuple[str, str],
         algorithms: tuple[str, ...],
+        aut_algorithms: tuple[str, ...] = (),
     ) -> SimCard:
         if pin_state not in PIN_STATES:
             raise ValueError(f"pin_state must be one of {PIN_STATES}")
@@ -322,6 +362,17 @@ class KonnektorSimulator:
                 algorithm=algorithm,
             )
             for algorithm in algorithms
+        }
+        aut_keys = {
+            algorithm: self.pki.auth_certificate(
+                iccsn,
+                holder_name=holder_name,
+                telematik_id=telematik_id,
+                profession_item=profession[0],
+                profession_oid=profession[1],
+                algorithm=algorithm,
+            )
+            for algorithm in aut_algorithms
         }
         with self._lock:
             if any(c.iccsn == iccsn for c in self.cards):
@@ -340,6 +391,7 @@ class KonnektorSimulator:
                 pin_state=pin_state,
                 left_tries=0 if pin_state == "BLOCKED" else 3,
                 keys=keys,
+                aut_keys=aut_keys,
             )
             self.cards.append(card)
         if self.running:
@@ -364,6 +416,8 @@ class KonnektorSimulator:
         with self._lock:
             card.inserted = False
             card.busy_with = None
+            # Pulling the card resets it: a Komfortsignatur session ends with it.
+            self.end_comfort(card, 4278, "Karte gezogen")
             if reinsert:
                 self.insert_card(card)
 
@@ -377,6 +431,62 @@ class KonnektorSimulator:
         if card.card_type == "HBA" and self.peek_fault("transport-pin") is not None:
             return "TRANSPORT_PIN"
         return card.pin_state
+
+    # --- Komfortsignatur ------------------------------------------------------------------------------
+
+    @property
+    def comfort_enabled(self) -> bool:
+        """SAK_COMFORT_SIGNATURE as it takes effect: switched on and a mode with client authentication."""
+        return self.comfort_signature and self.mode != "plain"
+
+    def comfort_user_id_used(self, user_id: str) -> bool:
+        with self._lock:
+            return user_id in self._comfort_user_ids
+
+    def open_comfort(self, card: SimCard, ctx: Context) -> ComfortSession:
+        assert ctx.user_id is not None
+        with self._lock:
+            session = ComfortSession(
+                user_id=ctx.user_id,
+                client_system_id=ctx.client_system_id,
+                remaining=self.comfort_max,
+                expires=time.monotonic() + self.comfort_timer,
+            )
+            card.comfort = session
+            self._comfort_user_ids.append(ctx.user_id)
+            self._ended_comfort.pop(ctx.user_id, None)
+            return session
+
+    def end_comfort(self, card: SimCard, code: int, reason: str) -> bool:
+        """Close the card's session (if any); a later SignDocument under its UserId gets ``code``."""
+        with self._lock:
+            session = card.comfort
+            if session is None:
+                return False
+            card.comfort = None
+            self._ended_comfort[session.user_id] = (code, reason)
+            while len(self._ended_comfort) > 1000:
+                self._ended_comfort.popitem(last=False)
+            return True
+
+    def comfort_session(self, card: SimCard) -> ComfortSession | None:
+        """The card's open session; one whose time ran out is ended here."""
+        with self._lock:
+            session = card.comfort
+            if session is not None and session.time_left() <= 0:
+                self.end_comfort(card, 4271, "Zeit der Komfortsignatur abgelaufen")
+                return None
+            return session
+
+    def ended_comfort(self, user_id: str | None) -> tuple[int, str] | None:
+        with self._lock:
+            return self._ended_comfort.get(user_id) if user_id else None
+
+    def count_comfort_signature(self, card: SimCard, session: ComfortSession) -> None:
+        with self._lock:
+            session.remaining -= 1
+            if session.remaining <= 0 and card.comfort is session:
+                self.end_comfort(card, 4271, "Anzahl der Komfortsignaturen ausgeschöpft")
 
     # --- faults ---------------------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ CERT = "http://ws.gematik.de/conn/CertificateService/v6.0"
 CERTCMN = "http://ws.gematik.de/conn/CertificateServiceCommon/v2.0"
 SIG_V75 = "http://ws.gematik.de/conn/SignatureService/v7.5"
 SIG_V74 = "http://ws.gematik.de/conn/SignatureService/v7.4"
+VR = "urn:oasis:names:tc:dss-x:1.0:profiles:verificationreport:schema#"
+XADES = "http://uri.etsi.org/01903/v1.3.2#"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 SDS = "http://ws.gematik.de/conn/ServiceDirectory/v3.1"
 SI = "http://ws.gematik.de/conn/ServiceInformation/v2.0"
 PI = "http://ws.gematik.de/int/version/ProductInformation/v1.1"
@@ -78,6 +82,19 @@ ERRORS: dict[int, tuple[str, str, str]] = {
     4243: ("Error", "Technical", "Jobnummer unbekannt"),
     4252: ("Error", "Technical", "Jobnummer wurde in den letzten 1000 Aufrufen bereits verwendet"),
     4258: ("Error", "Technical", "ECC-Zertifikate nicht auf der Karte vorhanden"),
+    4263: ("Error", "Technical", "Komfortsignatur ist nicht freigeschaltet"),
+    4265: ("Warning", "Technical", "Ungültiges Kartenhandle beim Deaktivieren der Komfortsignatur"),
+    4266: ("Warning", "Technical", "Keine Komfortsignatur-Sitzung für die Karte vorhanden"),
+    4267: ("Error", "Technical", "Fehler beim Aktivieren der Komfortsignatur"),
+    4268: ("Error", "Technical", "Fehler beim Deaktivieren der Komfortsignatur"),
+    4269: ("Error", "Technical", "Fehler beim Ermitteln des Signaturmodus"),
+    4270: ("Error", "Security", "UserId wurde bereits für eine Komfortsignatur verwendet"),
+    4271: ("Error", "Technical", "Komfortsignatur abgebrochen: Anzahl oder Zeit ausgeschöpft"),
+    4272: ("Error", "Security", "UserId ist für die Komfortsignatur ungültig"),
+    4274: ("Error", "Technical", "Komfortsignatur nur mit HBA möglich"),
+    4275: ("Error", "Security", "PIN ist jetzt gesperrt"),
+    4276: ("Error", "Security", "PIN falsch"),
+    4278: ("Error", "Technical", "Keine Komfortsignatur-Sitzung verfügbar"),
     4283: ("Error", "Technical", "Dokument zu groß"),
     # Not a gematik code: a vendor trace the simulator puts before the gematik one, as real Konnektors do.
     VENDOR_TRACE_CODE: ("Info", "Technical", "Simulierter Konnektor (tisim)"),
@@ -145,6 +162,8 @@ def _nsmap_for(namespace: str) -> dict[str | None, str]:
     # Prefixes as in the gematik examples; lxml declares them once on the operation element.
     prefixes: dict[str | None, str] = {k: v for k, v in NSMAP.items() if k != "soap"}
     prefixes.update({"EVT": EVT, "CARD": CARD, "CARDCMN": CARDCMN, "CERT": CERT, "CERTCMN": CERTCMN})
+    if namespace == SIG_V75:
+        prefixes.update({"vr": VR, "XAdES": XADES, "ds": DS})
     if namespace in (SIG_V75, SIG_V74):
         prefixes["SIG"] = namespace
     return prefixes
