@@ -48,7 +48,7 @@ def _posts(sim: AmSim) -> list[str]:
 
 
 def _pop3_accepts(sim: AmSim, address: str, password: str) -> bool:
-    conn = pop3_connect(sim.cm)  # type: ignore[arg-type]
+    conn = pop3_connect(sim.cm)
     try:
         conn.user(pop3_user(address))
         conn.pass_(password)

@@ -72,6 +72,7 @@ DEFAULT_QUOTA = 10 * 2**30
 DEREGISTRATION_GRACE = dt.timedelta(days=30)
 OUT_OF_OFFICE_MAX = 2048
 _MAX_BODY = 64 * 1024
+_DRAIN_LIMIT = 2 * 2**20
 _HANDSHAKE_TIMEOUT = 30.0
 _IDLE_TIMEOUT = 60.0
 FAULT_MODES = ("status", "stall", "drop")
@@ -715,6 +716,13 @@ class AccountManagerHandler(BaseHTTPRequestHandler):
         except ValueError:
             raise ApiError(400, "Bad Content-Length.") from None
         if size < 0 or size > _MAX_BODY:
+            # Read a moderately large body away so the client sees the answer, not a reset; beyond that, hang up.
+            if 0 < size <= _DRAIN_LIMIT:
+                while size > 0:
+                    chunk = self.rfile.read(min(size, 65536))
+                    if not chunk:
+                        break
+                    size -= len(chunk)
             self.close_connection = True
             raise ApiError(400, "Request body too large.")
         return self.rfile.read(size)
