@@ -35,6 +35,8 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"
     )
+    # KIS drafts' state changes become callbacks; failed callbacks are retried when due (signing.api.callbacks).
+    sender.add_periodic_task(10.0, sender.signature("signing.tasks.kis_callbacks_due"), name="kis-callbacks")
     # The operations page's heartbeat: beat stamps when it queues it, a worker when it runs it (operations.tasks).
     # It expires after two beats, so a stopped worker does not come back to a pile of stale heartbeats.
     sender.add_periodic_task(

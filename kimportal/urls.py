@@ -35,6 +35,8 @@ urlpatterns = [
     path("leitung/audit/", include("audit.urls")),
     path("directory/", include("directory.urls")),
     path("signatur/", include("signing.urls")),
+    path("signatur/verwaltung/kis/", include("signing.api.manage_urls")),
+    path("api/kis/v1/", include("signing.api.urls")),
     path("betrieb/", include("operations.urls")),
     path("leitung/", include((manage_urlpatterns, "manage"))),
     path("", include("mailbox.urls")),

@@ -64,3 +64,7 @@ class SignatureBatchAdmin(ReadOnlyAdmin):
 class SignatureAdmin(ReadOnlyAdmin):
     list_display = ["draft", "format", "document_version", "signed_at", "verified_at", "verification_error"]
     exclude = ["signer_certificate"]
+
+
+# The KIS API's client systems, tokens and callbacks (issue 12): registered by their own module.
+import signing.api.admin  # noqa: E402, F401

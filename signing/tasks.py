@@ -23,3 +23,26 @@ def signing_recover_stale() -> int:
 @shared_task(name="signing.tasks.signing_send_signed", ignore_result=True)
 def signing_send_signed(draft_id: int) -> None:
     signed_draft_send(draft_id=draft_id)
+
+
+# --- KIS callbacks (signing.api.callbacks) ---
+
+
+@shared_task(name="signing.tasks.kis_callbacks_due", ignore_result=True, expires=60)
+def kis_callbacks_due() -> None:
+    """Beat (and every API write, after its commit): changes become callbacks, due ones are sent, each in a task
+    of its own so that one slow client holds up no other."""
+    from signing.api.callbacks import callbacks_due, callbacks_sweep
+
+    callbacks_sweep()
+    for callback_id in callbacks_due():
+        kis_callback_deliver.delay(callback_id)
+
+
+# One POST with a timeout (KIMPORTAL_KIS_CALLBACK_TIMEOUT, 10 s); a failure is retried by the beat's dispatcher at
+# the row's next_attempt_at (exponential backoff), not by Celery's own retry: the schedule survives a worker restart.
+@shared_task(name="signing.tasks.kis_callback_deliver", ignore_result=True, soft_time_limit=120, time_limit=150)
+def kis_callback_deliver(callback_id: int) -> None:
+    from signing.api.callbacks import callback_deliver
+
+    callback_deliver(callback_id)

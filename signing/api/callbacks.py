@@ -1,0 +1,214 @@
+"""Callbacks to the client systems: each change of a KIS draft's state, review state or version that the client
+did not already get in an API response is announced by an HTTP POST to the client's callback URL.
+
+The sweep compares each open KIS draft with what was last announced (state changes happen in many services,
+several of them by queryset updates: comparing is the one way to miss none) and records a KisCallback row per
+change in the same transaction; a Celery task delivers each row, signed with HMAC-SHA256, and a failed delivery
+is retried with exponential backoff until it is given up. The body carries ids and states only, never patient
+data: the client reads the rest with its token (GET /drafts/{document_id})."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from mailbox.crypto import CredentialDecryptionError, decrypt
+from signing.api.services import FINAL_STATES
+from signing.models import KisCallback, KisDraft
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-KIM-Portal-Signature"
+EVENT = "draft.changed"
+
+
+def retry_base_seconds() -> float:
+    return float(getattr(settings, "KIMPORTAL_KIS_CALLBACK_RETRY_SECONDS", 30.0))
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "KIMPORTAL_KIS_CALLBACK_MAX_ATTEMPTS", 10))
+
+
+def timeout_seconds() -> float:
+    return float(getattr(settings, "KIMPORTAL_KIS_CALLBACK_TIMEOUT", 10.0))
+
+
+def backoff(attempts: int) -> timedelta:
+    """The pause after the n-th failed attempt: doubling from the base, at most an hour."""
+    return timedelta(seconds=min(retry_base_seconds() * 2 ** max(attempts - 1, 0), 3600.0))
+
+
+def payload_for(link: KisDraft, *, sequence: int) -> dict[str, Any]:
+    draft = link.draft
+    return {
+        "event": EVENT,
+        "sequence": sequence,
+        "document_id": link.document_id,
+        "draft_id": draft.pk,
+        "version": draft.version,
+        "state": draft.state,
+        "review_state": draft.review_state,
+        "occurred_at": timezone.now().isoformat(),
+    }
+
+
+# --- the sweep: changes become callback rows -----------------------------------------------------------------------
+
+SWEEP_BATCH = 500
+
+
+def callbacks_sweep() -> list[int]:
+    """Record a callback for every open KIS draft whose state, review state or version differs from what was last
+    announced; the ids of the new callbacks (the caller dispatches them with the due ones). Two sweeps at once
+    skip each other's rows."""
+    changed = ~Q(draft__state=F("announced_state")) | ~Q(draft__review_state=F("announced_review"))
+    changed |= ~Q(draft__version=F("announced_version"))
+    created: list[int] = []
+    with transaction.atomic():
+        links = list(
+            KisDraft.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("draft", "client")
+            .filter(finished=False)
+            .filter(changed)
+            .order_by("pk")[:SWEEP_BATCH]
+        )
+        for link in links:
+            draft = link.draft
+            link.announced_state, link.announced_review, link.announced_version = (
+                draft.state,
+                draft.review_state,
+                draft.version,
+            )
+            link.finished = draft.state in FINAL_STATES
+            link.save(update_fields=["announced_state", "announced_review", "announced_version", "finished"])
+            if not link.client.callback_url or not link.client.is_active:
+                continue
+            callback = KisCallback.objects.create(client=link.client, link=link, payload={})
+            # The row's id is the sequence: a client that gets two callbacks out of order keeps the higher one.
+            callback.payload = payload_for(link, sequence=callback.pk)
+            callback.save(update_fields=["payload"])
+            created.append(callback.pk)
+    return created
+
+
+def callbacks_due() -> list[int]:
+    """Callbacks whose (next) attempt is due, for the beat's dispatcher."""
+    now = timezone.now()
+    return list(
+        KisCallback.objects.filter(state=KisCallback.State.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+
+
+# --- delivery ------------------------------------------------------------------------------------------------------
+
+
+def signature_header(secret: str, body: bytes, timestamp: int) -> str:
+    """``t=<unix time>,v1=<hex HMAC-SHA256 over "<t>." + body>``: the time inside the MAC lets the client refuse
+    a replayed callback."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    error: str = ""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A callback is never followed elsewhere: a redirect is a failed delivery."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect())
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """One POST (I/O only): any 2xx is delivered, everything else is a failure with a short reason."""
+    if not url.lower().startswith(("https://", "http://")):
+        return Outcome(False, "not an http(s) URL")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310  # scheme checked
+    try:
+        with _opener.open(request, timeout=timeout_seconds()) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        return Outcome(False, f"HTTP {exc.code}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return Outcome(False, str(getattr(exc, "reason", exc))[:400] or type(exc).__name__)
+    if 200 <= status < 300:
+        return Outcome(True)
+    return Outcome(False, f"HTTP {status}")
+
+
+def callback_deliver(callback_id: int) -> str:
+    """Deliver one callback if it is due; the resulting state. The row is taken with a lease first (two workers
+    never post the same callback at once), the POST runs outside any transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        callback = (
+            KisCallback.objects.select_for_update(skip_locked=True)
+            .select_related("client")
+            .filter(pk=callback_id, state=KisCallback.State.PENDING, next_attempt_at__lte=now)
+            .first()
+        )
+        if callback is None:
+            return "skipped"
+        callback.attempts += 1
+        callback.next_attempt_at = now + timedelta(seconds=timeout_seconds() + 30)
+        callback.save(update_fields=["attempts", "next_attempt_at"])
+    client = callback.client
+    outcome: Outcome
+    if not client.callback_url or not client.is_active:
+        outcome = Outcome(False, "no callback URL")
+        attempts_left = False
+    else:
+        try:
+            secret = decrypt(client.callback_secret) if client.callback_secret else ""
+        except CredentialDecryptionError:
+            secret = ""
+        if not secret:
+            outcome, attempts_left = Outcome(False, "no callback secret"), False
+        else:
+            body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": str(getattr(settings, "KIMPORTAL_KIM_SENDERSYSTEM", "KIM-Portal")),
+                "X-KIM-Portal-Event": EVENT,
+                "X-KIM-Portal-Delivery": str(callback.pk),
+                SIGNATURE_HEADER: signature_header(secret, body, int(time.time())),
+            }
+            outcome = post(client.callback_url, body, headers)
+            attempts_left = callback.attempts < max_attempts()
+    done = timezone.now()
+    if outcome.ok:
+        KisCallback.objects.filter(pk=callback.pk).update(
+            state=KisCallback.State.DELIVERED, delivered_at=done, last_error=""
+        )
+        return KisCallback.State.DELIVERED
+    if attempts_left:
+        KisCallback.objects.filter(pk=callback.pk).update(
+            next_attempt_at=done + backoff(callback.attempts), last_error=outcome.error[:500]
+        )
+        logger.info("KIS callback %s failed (%s), attempt %s", callback.pk, outcome.error, callback.attempts)
+        return KisCallback.State.PENDING
+    KisCallback.objects.filter(pk=callback.pk).update(state=KisCallback.State.FAILED, last_error=outcome.error[:500])
+    logger.warning("KIS callback %s given up after %s attempts: %s", callback.pk, callback.attempts, outcome.error)
+    return KisCallback.State.FAILED

@@ -1,0 +1,19 @@
+"""The API's refusals: an HTTP status, a stable machine code and a German text for the person reading the KIS's
+log. Every refusal is raised as ApiError and rendered as one JSON shape (views.error_response)."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, *, field: str = "") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+    def as_json(self) -> dict[str, str]:
+        body = {"code": self.code, "detail": self.detail}
+        if self.field:
+            body["field"] = self.field
+        return body
