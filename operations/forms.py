@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.utils import timezone
@@ -194,7 +194,13 @@ class ConfirmForm(forms.Form):
 # --- the registration wizard --------------------------------------------------------------------------------------
 
 
-class AccountChoiceField(forms.ModelChoiceField[KimAccount]):
+if TYPE_CHECKING:
+    _ModelChoiceField = forms.ModelChoiceField[KimAccount]
+else:  # Django's form fields are not subscriptable at run time
+    _ModelChoiceField = forms.ModelChoiceField
+
+
+class AccountChoiceField(_ModelChoiceField):
     def label_from_instance(self, obj: Any) -> str:
         account = cast(KimAccount, obj)
         return f"{account.mailbox.display_name} <{account.mailbox.address}> · {account.cm_host}"
