@@ -168,10 +168,10 @@ class SmcbTokenProvider:
                 if not cards:
                     raise AccountManagerError(None, "no_smcb", NO_SMCB_TEXT)
                 handle = cards[0].card_handle
-                cert_der = _read_aut_certificate(client, self._ctx, handle)
+                cert_der, crypt = _read_aut_certificate(client, self._ctx, handle)
                 return build_jwt(
                     certificate_der=cert_der,
-                    sign_digest=lambda digest: client.external_authenticate(self._ctx, handle, digest),
+                    sign_digest=lambda digest: client.external_authenticate(self._ctx, handle, digest, crypt=crypt),
                     audience=self._audience,
                     issuer=self._ctx.client_system_id,
                     lifetime=self._lifetime,
@@ -183,14 +183,15 @@ class SmcbTokenProvider:
             ) from exc
 
 
-def _read_aut_certificate(client: KonnektorClient, ctx: CallContext, handle: str) -> bytes:
-    # G2.1 cards carry ECC (brainpoolP256r1) keys next to RSA ones; ECC is preferred (A_17124: ECC first).
+def _read_aut_certificate(client: KonnektorClient, ctx: CallContext, handle: str) -> tuple[bytes, str]:
+    """The C.AUT certificate and its Crypt: ECC (brainpoolP256r1) first as the TI prefers it, RSA when the card
+    has no ECC key (4258)."""
     try:
-        return client.read_card_certificate(ctx, handle, "C.AUT", "ECC")
+        return client.read_card_certificate(ctx, handle, "C.AUT", "ECC"), "ECC"
     except KonnektorError as exc:
-        if getattr(exc, "code", None) != 4258:
+        if exc.code != 4258:
             raise
-    return client.read_card_certificate(ctx, handle, "C.AUT", "RSA")
+    return client.read_card_certificate(ctx, handle, "C.AUT", "RSA"), "RSA"
 
 
 # --- configuration ----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from konnektor import KonnektorClient
+from mailbox.models import KimAccount
 from operations.clients.accountmanager import (
     KIM_VERSION_LARGE_WARNING,
     STATUS_TEXTS,
@@ -27,7 +30,15 @@ from operations.clients.accountmanager import (
     PasswordPolicyError,
     ServiceInformation,
 )
-from operations.services.amauth import build_jwt
+from operations.services.amauth import (
+    RENEW_BEFORE,
+    SmcbTokenProvider,
+    account_call_context,
+    account_manager_client,
+    build_jwt,
+    clear_token_cache,
+)
+from signing.services.konnektor import konnektor_client
 from tests.fixtures.accountmanager_sim import (
     AM_ADDRESS,
     AM_OTHER,
@@ -36,8 +47,11 @@ from tests.fixtures.accountmanager_sim import (
     AmSim,
     OpenApiCheck,
 )
+from tests.fixtures.konnektor_sim import CLIENT_SYSTEM, MANDANT, WORKPLACE
+from tests.mailbox.factories import KimAccountFactory
 from tests.tisim.support import pop3_connect, pop3_user
 from tisim.cm.autoreply import AbsenceStore
+from tisim.konnektor import KonnektorSimulator
 
 NEW_PASSWORD = "Neues-Passwort-2027?"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -571,3 +585,130 @@ def test_the_openapi_check_catches_what_the_spec_does_not_allow(accountmanager_s
     check(answer(409, {"message": "x"}))  # getAccount has no 409
     check(answer(200, {"username": AM_ADDRESS}, password="%%%"))  # not base64
     assert len(check.failures) == 3
+
+
+# --- amauth: the JWT through the simulated Konnektor's ExternalAuthenticate, the factory for a mailbox -------------
+
+
+@pytest.fixture
+def konnektor_with_smcb(settings, konnektor_sim: KonnektorSimulator) -> KonnektorSimulator:
+    konnektor_sim.add_smcb("Klinikum Demo", SMCB_TELEMATIK_ID, workplaces=(WORKPLACE,))
+    settings.KIMPORTAL_KONNEKTOR_URL = konnektor_sim.base_url
+    settings.KIMPORTAL_KONNEKTOR_MODE = "plain"
+    settings.KIMPORTAL_KONNEKTOR_MANDANT = MANDANT
+    settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = CLIENT_SYSTEM
+    clear_token_cache()
+    yield konnektor_sim
+    clear_token_cache()
+
+
+def _account(sim: AmSim, settings, **kwargs: object) -> KimAccount:  # type: ignore[no-untyped-def]
+    settings.KIMPORTAL_ACCOUNT_MANAGER_URL = sim.base_url
+    settings.KIMPORTAL_ACCOUNT_MANAGER_CA = str(sim.am.ca_path)
+    settings.KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT = 10.0
+    account: KimAccount = KimAccountFactory(
+        mailbox__address=AM_ADDRESS,
+        mandant_id=MANDANT,
+        client_system_id=CLIENT_SYSTEM,
+        workplace_id=WORKPLACE,
+        password=AM_PASSWORD,
+        **kwargs,
+    )
+    return account
+
+
+@pytest.mark.django_db
+def test_account_manager_client_for_a_mailbox_signs_with_the_konnektors_smcb(
+    settings, konnektor_with_smcb: KonnektorSimulator, accountmanager_sim_factory: Callable[..., AmSim]
+) -> None:
+    sim = accountmanager_sim_factory(pki_data_dir=konnektor_with_smcb.data_dir)
+    with account_manager_client(_account(sim, settings)) as client:
+        assert client.username == AM_ADDRESS and client.password == AM_PASSWORD
+        assert client.account().registered
+        client.set_kim_version("1.5+")
+    token = sim.am.seen[-1].headers["Authorization"][len("Bearer ") :]
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=" * (-len(token.split(".")[0]) % 4)))
+    cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+    assert "CN=TISIM SMCB-CA TEST-ONLY" in cert.issuer.rfc4514_string()
+    entry = sim.am.directory_entry(SMCB_TELEMATIK_ID)
+    assert entry is not None and f"{AM_ADDRESS},1.5+" in entry["kimData"]
+
+
+@pytest.mark.django_db
+def test_an_rsa_only_smcb_signs_with_pss(
+    settings, konnektor_sim: KonnektorSimulator, accountmanager_sim_factory: Callable[..., AmSim]
+) -> None:
+    konnektor_sim.add_smcb("Klinikum Demo", SMCB_TELEMATIK_ID, workplaces=(WORKPLACE,), aut_algorithms=("RSA",))
+    settings.KIMPORTAL_KONNEKTOR_URL = konnektor_sim.base_url
+    settings.KIMPORTAL_KONNEKTOR_MANDANT, settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = MANDANT, CLIENT_SYSTEM
+    clear_token_cache()
+    sim = accountmanager_sim_factory(pki_data_dir=konnektor_sim.data_dir)
+    with account_manager_client(_account(sim, settings)) as client:
+        assert client.account().registered
+    head = sim.am.seen[-1].headers["Authorization"][len("Bearer ") :].split(".")[0]
+    assert json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["alg"] == "PS256"
+    clear_token_cache()
+
+
+@pytest.mark.django_db
+def test_the_token_is_reused_until_shortly_before_it_expires(
+    settings, konnektor_with_smcb: KonnektorSimulator, accountmanager_sim_factory: Callable[..., AmSim]
+) -> None:
+    sim = accountmanager_sim_factory(pki_data_dir=konnektor_with_smcb.data_dir)
+    account = _account(sim, settings)
+    opened: list[int] = []
+
+    def konnektor() -> KonnektorClient:
+        opened.append(1)
+        return konnektor_client()
+
+    clock = [time.time()]
+    provider = SmcbTokenProvider(
+        konnektor=konnektor,
+        konnektor_url=konnektor_with_smcb.base_url,
+        ctx=account_call_context(account),
+        audience=sim.base_url,
+        lifetime=300,
+        clock=lambda: clock[0],
+    )
+    first = provider()
+    assert provider() == first and len(opened) == 1
+    assert sim.client(token_provider=lambda: first).account().registered
+    clock[0] += 300 - RENEW_BEFORE - 1
+    assert provider() == first and len(opened) == 1
+    clock[0] += 2  # within RENEW_BEFORE of the end: a new one
+    second = provider()
+    assert second != first and len(opened) == 2
+    claims = second.split(".")[1]
+    assert json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["iat"] == int(clock[0])
+
+
+@pytest.mark.django_db
+def test_no_smcb_in_the_konnektor_is_a_clear_error(
+    settings, konnektor_sim: KonnektorSimulator, accountmanager_sim: AmSim
+) -> None:
+    settings.KIMPORTAL_KONNEKTOR_URL = konnektor_sim.base_url
+    settings.KIMPORTAL_KONNEKTOR_MANDANT, settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = MANDANT, CLIENT_SYSTEM
+    clear_token_cache()
+    with (
+        account_manager_client(_account(accountmanager_sim, settings)) as client,
+        pytest.raises(AccountManagerError) as failed,
+    ):
+        client.account()
+    assert failed.value.code == "no_smcb" and "SMC-B" in failed.value.text
+    assert not any(r.path.startswith("/AccountMgmt/") for r in accountmanager_sim.am.seen)
+
+
+@pytest.mark.django_db
+def test_konnektor_down_is_a_clear_error(
+    settings, konnektor_with_smcb: KonnektorSimulator, accountmanager_sim: AmSim
+) -> None:
+    account = _account(accountmanager_sim, settings)
+    konnektor_with_smcb.stop()
+    with account_manager_client(account) as client, pytest.raises(AccountManagerError) as failed:
+        client.account()
+    assert failed.value.code == "konnektor"
+    assert failed.value.text.startswith("Authentisierung mit der SMC-B fehlgeschlagen:")
+    # The service information needs no card: it still works.
+    with account_manager_client(account) as client:
+        assert client.service_information().jwt_expiration == 300
