@@ -24,6 +24,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import crypto
@@ -332,7 +333,14 @@ def password_change(*, user: Any, mailbox: Mailbox, new_password: str) -> Passwo
         log.warning("password change %s uncertain: %s (%s)", change.pk, exc.code, exc.detail)
         PasswordChange.objects.filter(pk=change.pk).update(state=PasswordChange.State.UNCERTAIN, outcome=exc.text)
         change.refresh_from_db()
-        return password_change_settle(change=change, user=user)
+        change = password_change_settle(change=change, user=user)
+        if change.state == PasswordChange.State.REJECTED:
+            raise KimAdminError(
+                exc.text + " " + _("Es wurde nichts geändert; es gilt weiter das bisherige Passwort.")
+            ) from exc
+        if change.state == PasswordChange.State.UNCERTAIN:
+            raise KimAdminError(str(UNCERTAIN_TEXT)) from exc
+        return change
     try:
         _password_store(change, user=user, mailbox=mailbox)
     except DatabaseError:
@@ -419,16 +427,15 @@ def _mark_uncertain(change: PasswordChange, outcome: str) -> None:
 
 
 def password_change_settle(*, change: PasswordChange, user: Any = None) -> PasswordChange:
-    """Settle an open change by asking the Clientmodul which password is valid now (see password_change)."""
-    mailbox = Mailbox.objects.select_related("account").get(account=change.account_id)
+    """Settle an open change by asking the Clientmodul which password is valid now (see password_change). Returns
+    the change: "applied" (the new password is stored), "rejected" (the old one stays) or still "uncertain"."""
     if not change.is_open:
         return change
+    mailbox = Mailbox.objects.select_related("account").get(account=change.account_id)
     account = mailbox.account
     if cm_login_test(account, change.new_password()) == LoginTest.VALID:
         _password_store(change, user=user, mailbox=mailbox, via="login_test")
-        change.refresh_from_db()
-        return change
-    if cm_login_test(account, change.old_password()) == LoginTest.VALID:
+    elif cm_login_test(account, change.old_password()) == LoginTest.VALID:
         _password_change_close(
             change,
             PasswordChange.State.REJECTED,
@@ -437,21 +444,17 @@ def password_change_settle(*, change: PasswordChange, user: Any = None) -> Passw
             mailbox=mailbox,
             via="login_test",
         )
-        raise KimAdminError(
-            _(
-                "Der Anbieter hat das neue Passwort nicht übernommen; es gilt weiter das bisherige. "
-                "Bitte erneut versuchen."
-            )
-        )
-    _mark_uncertain(change, _("Weder das neue noch das bisherige Passwort ließ sich am Clientmodul prüfen."))
+    else:
+        _mark_uncertain(change, _("Weder das neue noch das bisherige Passwort ließ sich am Clientmodul prüfen."))
     change.refresh_from_db()
-    raise KimAdminError(
-        _(
-            "Ob der Anbieter das neue Passwort übernommen hat, ist noch ungewiss: Das Clientmodul konnte es nicht "
-            "bestätigen. Die Änderung wird bei jedem Aufruf dieser Seite erneut geprüft; das gespeicherte Passwort "
-            "bleibt bis dahin das bisherige."
-        )
-    )
+    return change
+
+
+UNCERTAIN_TEXT = _lazy(
+    "Ob der Anbieter das neue Passwort übernommen hat, ist noch ungewiss: Das Clientmodul konnte es nicht "
+    "bestätigen. Die Änderung wird bei jedem Aufruf der Seiten dieses KIM-Kontos erneut geprüft; das gespeicherte "
+    "Passwort bleibt bis dahin das bisherige."
+)
 
 
 def password_changes_settle_open(*, user: Any, mailbox: Mailbox) -> str:
@@ -459,11 +462,14 @@ def password_changes_settle_open(*, user: Any, mailbox: Mailbox) -> str:
     change = password_change_open(account=mailbox.account)
     if change is None:
         return ""
-    try:
-        password_change_settle(change=change, user=user)
-    except KimAdminError as exc:
-        return exc.message
-    return _("Die offene Passwortänderung wurde geklärt: Das neue Passwort ist gespeichert.")
+    change = password_change_settle(change=change, user=user)
+    if change.state == PasswordChange.State.APPLIED:
+        return _("Die offene Passwortänderung ist geklärt: Der Anbieter hat das neue Passwort, es ist gespeichert.")
+    if change.state == PasswordChange.State.REJECTED:
+        return _(
+            "Die offene Passwortänderung ist geklärt: Der Anbieter hat sie nicht übernommen, es gilt das bisherige."
+        )
+    return str(UNCERTAIN_TEXT)
 
 
 # --- registration of a new address ----------------------------------------------------------------------------
