@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate
 from signing.services.run import batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
 
@@ -46,3 +47,14 @@ def kis_callback_deliver(callback_id: int) -> None:
     from signing.api.callbacks import callback_deliver
 
     callback_deliver(callback_id)
+
+
+# ActivateComfortSignature waits for the PIN at the card terminal like SignDocument (one call, minutes at most).
+@shared_task(name="signing.tasks.signing_comfort_activate", ignore_result=True, soft_time_limit=1800, time_limit=1860)
+def signing_comfort_activate(activation_id: int) -> None:
+    comfort_activation_run(activation_id)
+
+
+@shared_task(name="signing.tasks.signing_comfort_deactivate", ignore_result=True)
+def signing_comfort_deactivate(activation_id: int) -> None:
+    comfort_konnektor_deactivate(activation_id)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from signing.views import batches, drafts, manage, queue
+from signing.views import batches, comfort, drafts, manage, queue
 
 app_name = "signing"
 
@@ -19,6 +19,9 @@ urlpatterns = [
     path("vorgaenge/<int:pk>/", batches.batch_detail, name="batch"),
     path("vorgaenge/<int:pk>/abbrechen/", batches.batch_cancel_view, name="batch-cancel"),
     path("arbeitsplatz/", batches.workplace_choose, name="workplace-choose"),
+    path("komfortsignatur/", comfort.comfort_page, name="comfort"),
+    path("komfortsignatur/aktivieren/", comfort.comfort_activate_view, name="comfort-activate"),
+    path("komfortsignatur/<int:pk>/beenden/", comfort.comfort_deactivate_view, name="comfort-deactivate"),
     path("verwaltung/ehba/", manage.cards, name="manage-cards"),
     path("verwaltung/ehba/<int:pk>/entfernen/", manage.card_remove, name="manage-card-remove"),
     path("verwaltung/arbeitsplaetze/", manage.workplaces, name="manage-workplaces"),

@@ -33,25 +33,28 @@ from konnektor import (
     SignResult,
     batches,
     error_text,
-    telematik_id_of,
 )
 from mailbox.storage import BlobBatch, BlobError, blob_get
 from signing import events
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services.audit import signing_audit
+from signing.services.comfort import (
+    CARD_GONE,
+    COMFORT_ENDED,
+    ComfortSession,
+    comfort_after_batch,
+    comfort_after_call,
+    comfort_before_call,
+    comfort_call_ended,
+    comfort_for_batch,
+)
+from signing.services.hba import BatchStopped, find_signer_card, pin_fault_text
 from signing.services.konnektor import call_context, konnektor_client, konnektor_config, qes_ca_pem
 from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
 
 log = logging.getLogger(__name__)
 
 SHORT_TEXT_FORBIDDEN = re.compile(r"[^a-zA-Z 0-9_.\-äöüÄÖÜß]")
-
-
-class BatchStopped(Exception):
-    def __init__(self, code: int | None, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 def short_text_for(draft: Draft) -> str:
@@ -76,44 +79,23 @@ def _cancel_requested(batch: SignatureBatch) -> bool:
 
 
 def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, list[bytes]]:
-    """The signer's own eHBA among the inserted ones, and its QES certificates (RSA, and ECC on a G2.1 card)."""
-    cards = client.get_cards(ctx, card_type="HBA")
-    if mapping.iccsn:
-        for card in cards:
-            if card.iccsn == mapping.iccsn:
-                return card, client.read_qes_certificates(ctx, card.card_handle)
-    if mapping.telematik_id:
-        for card in cards:
-            certificate = client.read_qes_certificate(ctx, card.card_handle)
-            if telematik_id_of(certificate) == mapping.telematik_id:
-                return card, client.read_qes_certificates(ctx, card.card_handle)
-    raise BatchStopped(
-        None,
-        _(
-            "Ihr eHBA steckt in keinem Kartenterminal, das dieser Arbeitsplatz erreicht. "
-            "Bitte stecken Sie ihn und starten Sie erneut."
-        ),
-    )
-
-
-# Faults after which the PIN's state says what to do next (gemILF_PS: query GetPinStatus after PIN faults).
-PIN_FAULTS = (4085, 4063, 4043, 4049)
+    """The signer's own eHBA, and its QES certificates (RSA, and ECC on a G2.1 card)."""
+    card = find_signer_card(client, ctx, mapping)
+    return card, client.read_qes_certificates(ctx, card.card_handle)
 
 
 def _after_pin_fault(client: KonnektorClient, ctx: Any, card_handle: str, exc: KonnektorError) -> BatchStopped:
-    """The fault's German text, and for a wrong PIN how many tries are left (or that the PIN is now blocked)."""
-    if exc.code not in PIN_FAULTS:
-        return BatchStopped(exc.code, exc.text)
-    try:
-        pin = client.get_pin_status(ctx, card_handle, pin_ref="PIN.QES")
-    except KonnektorError:
-        return BatchStopped(exc.code, exc.text)
+    text = pin_fault_text(client, ctx, card_handle, exc)
+    return BatchStopped(4063 if text == error_text(4063) else exc.code, text)
+
+
+def _check_pin(client: KonnektorClient, ctx: Any, card: Card) -> None:
+    """Before the first call that asks for the PIN: a transport PIN or a blocked PIN stops the batch here."""
+    pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
+    if pin.status == "TRANSPORT_PIN":
+        raise BatchStopped(4065, error_text(4065))
     if pin.status == "BLOCKED":
-        return BatchStopped(4063, error_text(4063))
-    if exc.code == 4085 and pin.left_tries is not None:
-        hint = _("Die PIN war falsch. Noch %(n)s Versuche, danach ist die PIN gesperrt.") % {"n": pin.left_tries}
-        return BatchStopped(exc.code, f"{exc.text} {hint}")
-    return BatchStopped(exc.code, exc.text)
+        raise BatchStopped(4063, error_text(4063))
 
 
 def batch_run(batch_id: int) -> None:
@@ -140,40 +122,87 @@ def batch_run(batch_id: int) -> None:
         client.discover()
         card, certificates = _find_card(client, ctx, mapping)
         _update(batch, card_handle=card.card_handle, card_iccsn=card.iccsn or "")
-        pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
-        if pin.status == "TRANSPORT_PIN":
-            raise BatchStopped(4065, error_text(4065))
-        if pin.status == "BLOCKED":
-            raise BatchStopped(4063, error_text(4063))
+        # Komfortsignatur (issue 12): the physician's active activation at this workstation and card signs
+        # without a PIN; when it ends during the batch the rest asks for the PIN (signing.services.comfort).
+        comfort = comfort_for_batch(client, batch, card)
+        if comfort is None:
+            _check_pin(client, ctx, card)
         items = list(batch.items.select_related("draft").order_by("position"))
         by_request = {item.request_id: item for item in items}
         # Split within the Konnektor's limits; a document too big for any call fails alone (4283).
         sign_items = [_sign_item(item) for item in items]
         documents = {s.request_id: s.content for s in sign_items}
         plan = batches(sign_items, konnektor_config())
-        calls = plan.calls
+        calls = list(plan.calls)
         _update(batch, calls_total=len(calls))
         ca = qes_ca_pem()
         if plan.rejected:
             _store_results(batch, by_request, documents, plan.rejected, certificates, ca)
-        for number, call in enumerate(calls):
+        number = 0
+        while calls:
             if _cancel_requested(batch):
                 break
+            call = calls.pop(0)
+            if comfort is not None:
+                left = comfort_before_call(client, comfort)
+                if left is None:
+                    comfort = None
+                    _check_pin(client, ctx, card)
+                elif left < len(call):
+                    # What the session still allows now; the rest is the next call (with the PIN, if it ran out).
+                    calls.insert(0, call[left:])
+                    call = call[:left]
+                    _update(batch, calls_total=batch.calls_total + 1)
             job_number = client.get_job_number(ctx)
-            # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
-            _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
-            try:
-                results = client.sign_documents(ctx, card.card_handle, job_number, call)
-            except KonnektorError as exc:
-                if _cancel_requested(batch):
-                    break
-                raise _after_pin_fault(client, ctx, card.card_handle, exc) from exc
-            _update(batch, state=SignatureBatch.State.SIGNING, calls_done=number + 1)
+            if comfort is not None:
+                # Shown for the record; the terminal asks for nothing ("Komfortsignatur – keine PIN-Eingabe nötig").
+                _update(batch, state=SignatureBatch.State.SIGNING, job_number=job_number, calls_done=number)
+                try:
+                    results = client.sign_documents(comfort.ctx, card.card_handle, job_number, call)
+                except KonnektorError as exc:
+                    if _cancel_requested(batch):
+                        break
+                    if exc.code not in COMFORT_ENDED and exc.code not in CARD_GONE:
+                        raise _after_pin_fault(client, comfort.ctx, card.card_handle, exc) from exc
+                    # The Konnektor ended the comfort mode during this call: the same documents again, with PIN.
+                    comfort_call_ended(comfort, exc)
+                    comfort = None
+                    if exc.code in CARD_GONE:
+                        raise
+                    _check_pin(client, ctx, card)
+                    calls.insert(0, call)
+                    _update(batch, calls_total=batch.calls_total + 1)
+                    continue
+                ended = [r for r in results if not r.ok and r.code in COMFORT_ENDED]
+                results = [r for r in results if r.ok or r.code not in COMFORT_ENDED]
+                comfort_after_call(
+                    comfort, job_number=job_number, documents=len(call), signed=sum(1 for r in results if r.ok)
+                )
+                if ended:
+                    comfort_call_ended(comfort, None)
+                    comfort = None
+                    _check_pin(client, ctx, card)
+                    retry = {r.request_id for r in ended}
+                    calls.insert(0, [s for s in call if s.request_id in retry])
+                    _update(batch, calls_total=batch.calls_total + 1)
+            else:
+                # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
+                _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
+                try:
+                    results = client.sign_documents(ctx, card.card_handle, job_number, call)
+                except KonnektorError as exc:
+                    if _cancel_requested(batch):
+                        break
+                    raise _after_pin_fault(client, ctx, card.card_handle, exc) from exc
+            number += 1
+            _update(batch, state=SignatureBatch.State.SIGNING, calls_done=number)
             if _cancel_requested(batch):
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
-            _store_results(batch, by_request, documents, results, certificates, ca)
+            _store_results(batch, by_request, documents, results, certificates, ca, comfort=comfort)
+        if comfort is not None:
+            comfort_after_batch(client, comfort)
     except BatchStopped as stop:
         _finish(batch, code=stop.code, text=stop.text)
     except KonnektorError as exc:
@@ -239,6 +268,8 @@ def _store_results(
     results: Sequence[SignResult],
     certificates: list[bytes],
     ca: bytes | None,
+    *,
+    comfort: ComfortSession | None = None,
 ) -> None:
     """One call's answers: each signature checked, written to the blob store (durable before its row), then the
     rows of the whole call in one transaction (bulk: a call carries up to 250 documents)."""
@@ -278,6 +309,7 @@ def _store_results(
                 batch=batch.pk,
                 format=signature.format,
                 signature=signature.sha256,
+                **({"comfort_activation": comfort.activation.pk} if comfort is not None else {}),
             )
             _hand_to_outbox(item.draft)
         for item, code, text in bad:
