@@ -47,15 +47,18 @@ fi
 $PY manage.py migrate --noinput >"$LOG_DIR/migrate.log"
 $PY manage.py migrate --database channels --noinput >>"$LOG_DIR/migrate.log"
 
-rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$VZD_DIR/vzd.json"
+rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$SIM_DIR/accountmanager.json" "$VZD_DIR/vzd.json"
 [ -f "$SIM_DIR/send.json" ] || echo '{"fachdienst": true}' > "$SIM_DIR/send.json"
 $PY -m tisim run --config "$SIM_DIR/config.json" >"$LOG_DIR/tisim.log" 2>&1 & pids+=($!)
 $PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
 # The Konnektor with aerztin's eHBA in terminal CT-1; nobody types the PIN but the user (python -m tisim terminal).
 # Same data directory as the Clientmodul, so `tisim terminal` and `tisim konnektor-fault` need no options.
 $PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 >"$LOG_DIR/konnektor.log" 2>&1 & pids+=($!)
+# The operations page shows a stopped Konnektor in red: stopping it must not end the demo (see wait -n below).
+konnektor_pid=$!
 wait_for_file "$SIM_DIR/cm.json" 30 "the simulated Clientmodul"
 wait_for_file "$SIM_DIR/konnektor.json" 60 "the simulated Konnektor"
+wait_for_file "$SIM_DIR/accountmanager.json" 30 "the simulated Account Manager"
 wait_for_file "$VZD_DIR/vzd.json" 120 "the simulated directory (slapd)"
 json_key() {  # file, key
   $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
@@ -68,6 +71,10 @@ export KIMPORTAL_KONNEKTOR_MODE=plain
 export KIMPORTAL_KONNEKTOR_QES_CA="$(json_key "$SIM_DIR/konnektor.json" qes_ca)"
 export KIMPORTAL_KONNEKTOR_MANDANT="$(json_key "$SIM_DIR/konnektor.json" mandant_id)"
 export KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM="$(json_key "$SIM_DIR/konnektor.json" client_system_id)"
+# KIM administration: the provider's Account Manager (started by `tisim run`; it trusts the SMC-B of the simulated
+# Konnektor, which shares the data directory) and the CA of its TLS certificate.
+export KIMPORTAL_ACCOUNT_MANAGER_URL="$(json_key "$SIM_DIR/accountmanager.json" base_url)"
+export KIMPORTAL_ACCOUNT_MANAGER_CA="$(json_key "$SIM_DIR/accountmanager.json" ca)"
 
 $PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 5
 # aerztin's eHBA, the workstation Arbeitsplatz-1 (terminal CT-1) and a dozen letters from station to sign.
@@ -88,7 +95,11 @@ fi
 cat <<TXT
 
   KIM Portal demo is running:  http://127.0.0.1:8000/
-  Users: station / demo · aerztin / demo · leitung / demo (administration)
+  Users: station / demo · aerztin / demo · leitung / demo (administration) · admin / demo (IT)
+  Operations: log in as admin, "Betrieb" — every component green. Stop the simulated Konnektor and within
+  a minute it turns red there, and http://127.0.0.1:8000/health/ answers 503 naming "konnektor":
+    kill $konnektor_pid
+  (start it again: $PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 &)
   Send a mail from the outside practice:
     .venv/bin/python -m tisim send \\
       --from praxis.mueller@praxis-mueller.kim.telematik-test \\
@@ -97,7 +108,12 @@ cat <<TXT
   Arztzimmer · CT-1", "Auswahl signieren", then type the PIN at the simulated card terminal
   (once for the PDFs, once more for the text and XML letters; or use $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
     .venv/bin/python -m tisim terminal --pin 123456
+  A registration code for a new KIM address (the provider's letter; for "Neue KIM-Adresse registrieren"):
+    .venv/bin/python -m tisim accountmanager reg-code --address neu@klinikum-demo.kim.telematik-test
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
 TXT
-wait -n "${pids[@]}" || true
+# Any process but the Konnektor ending ends the demo (the Konnektor may be stopped to watch the operations page).
+watched=()
+for pid in "${pids[@]}"; do [ "$pid" = "$konnektor_pid" ] || watched+=("$pid"); done
+wait -n "${watched[@]}" || true
 echo "a demo process exited; see $LOG_DIR" >&2

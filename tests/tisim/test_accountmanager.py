@@ -490,6 +490,8 @@ def test_run_starts_the_account_manager_next_to_the_cm(tmp_path: Path) -> None:
             runtime["base_url"] + "/ServiceInformation/v1.0/serviceinfo", verify=runtime["ca"], timeout=10
         )
         assert info.status_code == 200 and info.json()["jwtExpiration"] == 300
+        # The Konnektor (started alongside in the demo) creates the card PKI; the Account Manager only reads it later.
+        assert not (tmp_path / "konnektor").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -51,7 +51,7 @@ from tisim.accountmanager.token import TokenRejected, VerifiedToken, verify_toke
 from tisim.cm.autoreply import AbsenceStore
 from tisim.cm.username import is_valid_address
 from tisim.config import write_json_atomic
-from tisim.konnektor.pki import Issued, Pki, pki_directory
+from tisim.konnektor.pki import pki_directory
 from tisim.tls import Certificate, fingerprint_sha256, server_context
 
 log = logging.getLogger("tisim.accountmanager")
@@ -102,20 +102,78 @@ class SeenRequest:
     body: bytes
 
 
-def _server_certificate(pki: Pki, directory: Path) -> Certificate:
-    """HTTPS certificate (SAN localhost, 127.0.0.1, ::1) issued by tisim's GEM.KOMP CA, kept in ``directory``."""
-    from cryptography.hazmat.primitives import serialization
+CA_NAME = "TISIM KIM-Anbieter-CA TEST-ONLY"
+SERVER_NAME = "account-manager.tisim.kim.telematik"
 
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _ensure_tls(directory: Path) -> tuple[Path, Certificate]:
+    """The provider's CA and the HTTPS certificate it issued (SAN localhost, 127.0.0.1, ::1), made once and kept in
+    ``directory``. A CA of its own, not the Konnektor's: both simulators start at the same moment in the demo and
+    must not race to create the same files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path, ca_key_path = directory / "ca.pem", directory / "ca-key.pem"
     cert_path, key_path = directory / "server.pem", directory / "server-key.pem"
+    now = dt.datetime.now(dt.UTC)
+    if not (ca_path.is_file() and ca_key_path.is_file()):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tisim NOT-VALID"),
+                x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
+            ]
+        )
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write_private(ca_key_path, _key_pem(ca_key))
+        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        cert_path.unlink(missing_ok=True)
     if not (cert_path.is_file() and key_path.is_file()):
-        directory.mkdir(parents=True, exist_ok=True)
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        assert isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey)
         key = ec.generate_private_key(ec.SECP256R1())
-        ca: Issued = pki.server_ca
-        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "account-manager.tisim.kim.telematik")]))
-            .issuer_name(ca.cert.subject)
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
+            .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
@@ -124,7 +182,7 @@ def _server_certificate(pki: Pki, directory: Path) -> Certificate:
                 x509.SubjectAlternativeName(
                     [
                         x509.DNSName("localhost"),
-                        x509.DNSName("account-manager.tisim.kim.telematik"),
+                        x509.DNSName(SERVER_NAME),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                         x509.IPAddress(ipaddress.ip_address("::1")),
                     ]
@@ -133,18 +191,14 @@ def _server_certificate(pki: Pki, directory: Path) -> Certificate:
             )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca.key, hashes.SHA256())
-        )
-        tmp_key = key_path.with_name(".server-key.pem.tmp")
-        tmp_key.touch(mode=0o600)
-        tmp_key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key_loaded.public_key()), critical=False
             )
+            .sign(ca_key_loaded, hashes.SHA256())
         )
-        tmp_key.replace(key_path)
+        _write_private(key_path, _key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
+    return ca_path, Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
 
 
 class AccountManagerSimulator:
@@ -178,8 +232,8 @@ class AccountManagerSimulator:
         self.kim_service_version = kim_service_version
         self.kim_versions = kim_versions
         self.state = StateStore(self.data_dir / "accountmanager")
-        self.pki = Pki(pki_directory(self.pki_data_dir))
-        self._certificate = _server_certificate(self.pki, self.data_dir / "accountmanager" / "tls")
+        # The SMC-B CA is read from the Konnektor's PKI when a token arrives (tisim.konnektor.pki), never at start.
+        self._ca_path, self._certificate = _ensure_tls(self.data_dir / "accountmanager" / "tls")
         self._faults: list[ArmedFault] = []
         self._lock = threading.Lock()
         self.released = threading.Event()  # ends armed stalls
@@ -238,11 +292,12 @@ class AccountManagerSimulator:
 
     @property
     def ca_path(self) -> Path:
-        return self.pki.directory / "server-ca.pem"
+        """The CA (PEM) of the HTTPS certificate: what the portal's KIMPORTAL_ACCOUNT_MANAGER_CA names."""
+        return self._ca_path
 
     @property
     def ca_pem(self) -> bytes:
-        return self.pki.server_ca.cert_pem
+        return self._ca_path.read_bytes()
 
     def runtime_info(self) -> dict[str, Any]:
         return {
@@ -250,7 +305,7 @@ class AccountManagerSimulator:
             "host": self.host,
             "port": self._port,
             "ca": str(self.ca_path),
-            "smcb_ca": str(self.pki.directory / "smcb-ca.pem"),
+            "smcb_ca": str(pki_directory(self.pki_data_dir) / "smcb-ca.pem"),
             "jwt_expiration": self.jwt_expiration,
             "pid": os.getpid(),
         }
