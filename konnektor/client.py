@@ -69,7 +69,7 @@ NO_ECC_CERTIFICATE = (4258, 4149)
 
 COMFORT_NEEDS_SECURE_MODE = (
     "Die Komfortsignatur ist nur mit einer gesicherten Verbindung zum Konnektor möglich (Verbindungsart "
-    '„Login" oder „Zertifikat"). Bitte die Verbindungsart in den Konnektor-Einstellungen ändern.'
+    "„Login“ oder „Zertifikat“). Bitte die Verbindungsart in den Konnektor-Einstellungen ändern."
 )
 
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")

@@ -13,8 +13,8 @@ from lxml import etree
 
 GERROR_NS = "http://ws.gematik.de/tel/error/v2.0"
 
-# The codes the portal can meet while signing with an eHBA (and a few of the Komfortsignatur family, which the
-# operations issue reuses). Texts are for the physician or the administrator reading the batch summary.
+# The codes the portal can meet while signing with an eHBA, with the Komfortsignatur (4263–4278), verifying
+# signatures and authenticating with the SMC-B. Texts are for the physician or the administrator reading them.
 ERROR_TEXTS: dict[int, str] = {
     4000: "Der Konnektor hat die Anfrage als fehlerhaft abgelehnt (Syntaxfehler, z. B. zu viele Dokumente in "
     "einem Aufruf).",
@@ -67,20 +67,25 @@ ERROR_TEXTS: dict[int, str] = {
     4252: "Die Jobnummer wurde bereits verwendet. Bitte den Vorgang neu starten.",
     4258: "Auf der Karte sind keine ECC-Zertifikate vorhanden.",
     4261: "Sperrinformationen konnten nicht in die Signatur eingebettet werden.",
-    4263: "Die Komfortsignatur ist im Konnektor nicht aktiviert.",
+    4263: "Die Komfortsignatur ist im Konnektor nicht freigeschaltet (sie ist nur mit der Verbindungsart "
+    "„Login“ oder „Zertifikat“ möglich).",
     4265: "Ungültiges Kartenhandle beim Deaktivieren der Komfortsignatur.",
     4266: "Für den HBA besteht keine Komfortsignatur-Sitzung.",
     4267: "Fehler beim Aktivieren der Komfortsignatur.",
     4268: "Fehler beim Deaktivieren der Komfortsignatur.",
     4269: "Fehler beim Abfragen des Signaturmodus.",
-    4270: "Die Nutzerkennung (UserId) wurde für die Komfortsignatur bereits verwendet.",
-    4271: "Die Komfortsignatur wurde beendet (Anzahl oder Zeit ausgeschöpft).",
-    4272: "Die Nutzerkennung (UserId) ist für die Komfortsignatur ungültig.",
+    4270: "Die Nutzerkennung (UserId) wurde für die Komfortsignatur bereits verwendet. Bitte die Komfortsignatur "
+    "neu aktivieren.",
+    4271: "Die Komfortsignatur ist beendet: die erlaubte Anzahl an Signaturen ist erreicht oder die Zeit ist "
+    "abgelaufen (oder der Stapel ist größer als die verbleibende Anzahl). Bitte die Komfortsignatur erneut "
+    "aktivieren (PIN-Eingabe am Kartenterminal).",
+    4272: "Die Nutzerkennung (UserId) ist für die Komfortsignatur ungültig (je Aktivierung ist eine neue UUID nötig).",
     4273: "Angaben zu Signatureigenschaften wurden ignoriert.",
-    4274: "Die Komfortsignatur ist nur mit einem HBA möglich.",
-    4275: "Die PIN ist jetzt gesperrt.",
-    4276: "Die PIN war falsch.",
-    4278: "Für den HBA ist keine Komfortsignatur-Sitzung verfügbar.",
+    4274: "Die Komfortsignatur ist nur mit einem eHBA möglich.",
+    4275: "Die PIN wurde falsch eingegeben und ist jetzt gesperrt. Sie muss mit der PUK entsperrt werden.",
+    4276: "Die PIN wurde falsch eingegeben.",
+    4278: "Für den eHBA besteht keine Komfortsignatur mehr (deaktiviert oder Karte gezogen). Bitte die "
+    "Komfortsignatur erneut aktivieren.",
     4279: "S/MIME wird nicht unterstützt.",
     4283: "Das Dokument ist zu groß (höchstens 25 MB je Dokument und 250 MB je Aufruf).",
 }
