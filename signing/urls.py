@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from signing.views import batches, comfort, drafts, manage, queue
+from signing.views import batches, comfort, drafts, manage, queue, review
 
 app_name = "signing"
 
@@ -14,6 +14,18 @@ urlpatterns = [
     path("entwurf/<int:pk>/bearbeiten/", drafts.draft_edit, name="draft-edit"),
     path("entwurf/<int:pk>/dokument/", drafts.draft_document, name="draft-document"),
     path("entwurf/<int:pk>/signiert/", drafts.draft_signed, name="draft-signed"),
+    # Review before signature and the versions (issue 12).
+    path("entwurf/<int:pk>/zurueckziehen/", drafts.draft_withdraw_view, name="draft-withdraw"),
+    path("entwurf/<int:pk>/freigeben/", review.review_approve_view, name="review-approve"),
+    path("entwurf/<int:pk>/zurueckgeben/", review.review_return_view, name="review-return"),
+    path("entwurf/<int:pk>/pruefung/", review.review_request_view, name="review-request"),
+    path("entwurf/<int:pk>/fassungen/", review.draft_versions_view, name="draft-versions"),
+    path("entwurf/<int:pk>/fassungen/<int:number>/", review.version_detail, name="draft-version"),
+    path("entwurf/<int:pk>/fassungen/<int:number>/dokument/", review.version_document, name="draft-version-document"),
+    path("entwurf/<int:pk>/vergleich/", review.version_compare, name="draft-compare"),
+    path("pruefen/", review.review_queue, name="review-queue"),
+    path("verwaltung/pruefregeln/", review.review_rules, name="review-rules"),
+    path("verwaltung/pruefregeln/<int:pk>/entfernen/", review.review_rule_remove, name="review-rule-remove"),
     path("signieren/", batches.batch_start, name="batch-start"),
     path("vorgaenge/", batches.batch_list, name="batches"),
     path("vorgaenge/<int:pk>/", batches.batch_detail, name="batch"),
