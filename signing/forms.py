@@ -45,10 +45,41 @@ class DraftForm(forms.Form):
     )
     subject = forms.CharField(label=_("Betreff"), max_length=200)
     body = forms.CharField(label=_("Nachrichtentext"), required=False, widget=forms.Textarea(attrs={"rows": 5}))
+    # Creating: who reviews before the signature (optional; see signing.services.review).
+    reviewer = UserChoiceField(
+        queryset=None,
+        required=False,
+        label=_("Prüfung vor der Signatur durch (optional)"),
+        help_text=_(
+            "Lässt Ihre Abteilung diesen Dokumenttyp prüfen, prüft ohne Auswahl die Unterzeichnerin oder der "
+            "Unterzeichner (mit Prüfrecht)."
+        ),
+    )
+    # Editing: a note for the version history and the reviewer (what changed and why).
+    comment = forms.CharField(
+        label=_("Änderungsvermerk (optional)"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
     version = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
-    def __init__(self, *args: Any, signers: Any, mailboxes: Any, editing: Draft | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        signers: Any,
+        mailboxes: Any,
+        editing: Draft | None = None,
+        reviewers: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if editing is None and reviewers is not None:
+            cast(forms.ModelChoiceField, self.fields["reviewer"]).queryset = reviewers  # type: ignore[type-arg]
+        else:
+            del self.fields["reviewer"]
+        if editing is None:
+            del self.fields["comment"]
         cast(forms.ChoiceField, self.fields["document_type"]).choices = document_type_choices()
         cast(forms.ModelChoiceField, self.fields["signer"]).queryset = signers  # type: ignore[type-arg]
         cast(forms.ModelChoiceField, self.fields["mailbox"]).queryset = mailboxes  # type: ignore[type-arg]
@@ -120,6 +151,7 @@ class DraftFilterForm(forms.Form):
     patient = forms.CharField(required=False, max_length=100, label=_("Patient"))
     document_type = forms.ChoiceField(required=False, choices=[], label=_("Dokumenttyp"))
     state = forms.ChoiceField(required=False, choices=[], label=_("Status"))
+    review = forms.ChoiceField(required=False, choices=[], label=_("Prüfung"))
     date_from = forms.DateField(required=False, label=_("von"))
     date_to = forms.DateField(required=False, label=_("bis"))
     sort = forms.ChoiceField(required=False, choices=SORTS, label=_("Sortierung"))
@@ -135,6 +167,7 @@ class DraftFilterForm(forms.Form):
             ("all", _("alle")),
             *Draft.State.choices,
         ]
+        cast(forms.ChoiceField, self.fields["review"]).choices = [("", _("Prüfung: alle")), *Draft.Review.choices]
 
     def to_filter(self) -> DraftFilter:
         if not self.is_valid():
@@ -146,6 +179,7 @@ class DraftFilterForm(forms.Form):
             patient=d.get("patient") or "",
             document_type=d.get("document_type") or "",
             state=d.get("state") or "",
+            review=d.get("review") or "",
             date_from=d.get("date_from"),
             date_to=d.get("date_to"),
             sort=d.get("sort") or "-created",
@@ -182,6 +216,76 @@ class SignForm(forms.Form):
         if not self.selected:
             raise ValidationError(_("Bitte wählen Sie mindestens einen Entwurf aus."))
         return data
+
+
+class ReviewDecisionForm(forms.Form):
+    """Approve or return one draft at the version the page showed."""
+
+    version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    comment = forms.CharField(
+        label=_("Kommentar an die Verfasserin oder den Verfasser"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+
+class ReviewRequestForm(forms.Form):
+    """Ask for a review of this version (again), choosing who reviews."""
+
+    version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    reviewer = UserChoiceField(queryset=None, required=False, label=_("Prüfung durch"))
+    comment = forms.CharField(
+        label=_("Hinweis an die Prüferin oder den Prüfer (optional)"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def __init__(self, *args: Any, reviewers: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ModelChoiceField, self.fields["reviewer"]).queryset = reviewers  # type: ignore[type-arg]
+
+
+class WithdrawForm(forms.Form):
+    reason = forms.CharField(label=_("Grund (optional)"), required=False, max_length=500)
+
+
+REVIEW_SELECTION_RE = re.compile(r"^(\d{1,18}):(\d{1,9})$")
+
+
+class ReviewManyForm(forms.Form):
+    """The reviewer's selection on the review list: each draft as "<id>:<version>"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selected: list[tuple[int, int]] = []
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        values = self.data.getlist("draft") if hasattr(self.data, "getlist") else []
+        for value in values[:500]:
+            match = REVIEW_SELECTION_RE.match(str(value))
+            if match is None:
+                raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
+            self.selected.append((int(match[1]), int(match[2])))
+        if len(values) > 500:
+            raise ValidationError(_("Höchstens 500 Entwürfe auf einmal."))
+        if not self.selected:
+            raise ValidationError(_("Bitte wählen Sie mindestens einen Entwurf aus."))
+        return data
+
+
+class ReviewRuleForm(forms.Form):
+    """A manager adds a rule: this department (functional mailbox) has this document type reviewed."""
+
+    mailbox = forms.ModelChoiceField(queryset=None, label=_("Abteilung (Funktionspostfach)"))  # type: ignore[var-annotated]
+    document_type = forms.ChoiceField(label=_("Dokumenttyp"), choices=[])
+
+    def __init__(self, *args: Any, mailboxes: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ModelChoiceField, self.fields["mailbox"]).queryset = mailboxes  # type: ignore[type-arg]
+        cast(forms.ChoiceField, self.fields["document_type"]).choices = document_type_choices()
 
 
 class WorkplaceChoiceForm(forms.Form):

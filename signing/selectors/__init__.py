@@ -18,6 +18,16 @@ from signing.selectors.drafts import (
     user_filter_choices,
     workplace_choices,
 )
+from signing.selectors.review import (
+    department_mailboxes,
+    draft_version_get,
+    draft_versions,
+    last_return,
+    review_count_for_user,
+    review_list_for_user,
+    review_rules,
+    review_steps,
+)
 
 __all__ = [
     "SORTS",
@@ -26,9 +36,17 @@ __all__ = [
     "batch_get_for_user",
     "batch_items",
     "batch_list_for_user",
+    "department_mailboxes",
     "draft_get_for_user",
     "draft_list_for_user",
+    "draft_version_get",
+    "draft_versions",
     "drafts_by_ids_for_user",
+    "last_return",
+    "review_count_for_user",
+    "review_list_for_user",
+    "review_rules",
+    "review_steps",
     "sending_mailboxes",
     "signature_get_for_user",
     "signer_choices",

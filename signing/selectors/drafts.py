@@ -36,6 +36,7 @@ class DraftFilter:
     patient: str = ""
     document_type: str = ""
     state: str = ""  # "" = open (in the queue), "all", or one Draft.State
+    review: str = ""  # "" = any, or one Draft.Review
     date_from: date | None = None
     date_to: date | None = None
     sort: str = "-created"
@@ -44,7 +45,7 @@ class DraftFilter:
 def draft_list_for_user(user: Any, filters: DraftFilter | None = None, *, own_queue: bool = False) -> QuerySet[Draft]:
     """The central list (everything the user may see) or the user's own queue (drafts they are to sign)."""
     f = filters or DraftFilter()
-    qs = Draft.objects.visible_to(user).select_related("author", "signer")
+    qs = Draft.objects.visible_to(user).select_related("author", "signer", "reviewer")
     if own_queue:
         qs = qs.filter(signer=user)
     elif f.signer:
@@ -55,6 +56,8 @@ def draft_list_for_user(user: Any, filters: DraftFilter | None = None, *, own_qu
         qs = qs.filter(patient_reference__icontains=f.patient)
     if f.document_type:
         qs = qs.filter(document_type=f.document_type)
+    if f.review:
+        qs = qs.filter(review_state=f.review)
     if f.state == "":
         qs = qs.filter(state__in=Draft.OPEN_STATES)
     elif f.state != "all":
@@ -68,7 +71,7 @@ def draft_list_for_user(user: Any, filters: DraftFilter | None = None, *, own_qu
 
 
 def draft_get_for_user(user: Any, pk: int) -> Draft:
-    return Draft.objects.visible_to(user).select_related("author", "signer", "mailbox").get(pk=pk)
+    return Draft.objects.visible_to(user).select_related("author", "signer", "mailbox", "reviewer").get(pk=pk)
 
 
 def drafts_by_ids_for_user(user: Any, ids: list[int]) -> list[Draft]:

@@ -186,10 +186,10 @@ def draft_update(
         changes["mailbox"] = data.mailbox
     if document is not None:
         digest = blob_put(document.content)
-        if digest != current.sha256 or document.filename != current.filename:
-            changes.update(
-                filename=document.filename, mime_type=document.mime_type, size=len(document.content), sha256=digest
-            )
+        new = {"filename": document.filename, "mime_type": document.mime_type, "size": len(document.content)}
+        changes.update({name: value for name, value in new.items() if getattr(current, name) != value})
+        if digest != current.sha256:
+            changes["sha256"] = digest
     if not changes:
         return current
     for name, value in changes.items():

@@ -56,11 +56,7 @@ def reviewer_candidates(mailbox: Mailbox | int, *, author: Any = None) -> QueryS
     if author is not None:
         qs = qs.exclude(pk=author.pk if hasattr(author, "pk") else author)
     # The joins over groups and permissions repeat rows: the ids, then the users once each.
-    return (
-        get_user_model()
-        .objects.filter(pk__in=qs.values("pk"))
-        .order_by("last_name", "first_name", "username")
-    )
+    return get_user_model().objects.filter(pk__in=qs.values("pk")).order_by("last_name", "first_name", "username")
 
 
 def can_review(user: Any, draft: Draft) -> bool:
@@ -170,7 +166,9 @@ def review_start(*, draft: Draft, actor: Any, via: str = "", reviewer: Any = Non
 
 
 def _locked(draft: Draft, version: int) -> Draft:
-    current = Draft.objects.select_for_update().select_related("author", "signer", "reviewer").get(pk=draft.pk)
+    current = (
+        Draft.objects.select_for_update(of=("self",)).select_related("author", "signer", "reviewer").get(pk=draft.pk)
+    )
     if current.version != version:
         raise Conflict(
             _("Der Entwurf wurde inzwischen geändert (jetzt Fassung %(v)s). Bitte prüfen Sie die aktuelle Fassung.")
@@ -298,11 +296,11 @@ def review_rule_set(*, manager: Any, mailbox: Mailbox, document_type: str, requi
 
     if not is_manager(manager):
         raise NotAllowed(_("Nur die Leitung legt fest, was geprüft wird."))
-    if mailbox.kind != Mailbox.Kind.FUNCTIONAL:
-        raise PortalError(_("Prüfregeln gelten für Funktionspostfächer (Abteilungen)."))
-    if document_type not in {code for code, _label in document_type_choices()}:
-        raise PortalError(_("Unbekannter Dokumenttyp."))
     if required:
+        if mailbox.kind != Mailbox.Kind.FUNCTIONAL or not mailbox.is_active:
+            raise PortalError(_("Prüfregeln gelten für aktive Funktionspostfächer (Abteilungen)."))
+        if document_type not in {code for code, _label in document_type_choices()}:
+            raise PortalError(_("Unbekannter Dokumenttyp."))
         _rule, created = ReviewRule.objects.get_or_create(
             mailbox=mailbox, document_type=document_type, defaults={"created_by": manager}
         )

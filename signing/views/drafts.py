@@ -4,33 +4,49 @@ document and signed result as files. Every look at the document is on the audit 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import FileResponse, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox.storage import BlobError, blob_get
 from signing import selectors
-from signing.forms import DraftForm
+from signing.forms import DraftForm, ReviewDecisionForm, ReviewRequestForm, WithdrawForm
 from signing.models import Draft
 from signing.permissions import can_edit, has_signer_card, sign_refusal
-from signing.services.drafts import DraftData, draft_create, draft_document_viewed, draft_update
+from signing.services.drafts import DraftData, draft_create, draft_document_viewed, draft_update, draft_withdraw
+from signing.services.review import can_review, review_refusal, reviewer_candidates
 from signing.views.common import chosen_workplace, draft_or_404
 
 # Text shown inline at most (a longer document is cut in the page, never in what is signed).
 INLINE_TEXT_LIMIT = 2 * 2**20
 
 
+def _reviewers(request: AuthenticatedHttpRequest) -> QuerySet[Any]:
+    """Who the author may ask to review: qualified reviewers of any mailbox the author sends from (the service
+    checks the one chosen against the draft's mailbox)."""
+    ids: set[int] = set()
+    for mailbox in selectors.sending_mailboxes(request.user):
+        ids.update(reviewer_candidates(mailbox, author=request.user).values_list("pk", flat=True))
+    return get_user_model().objects.filter(pk__in=ids).order_by("last_name", "first_name", "username")
+
+
 def _form(request: AuthenticatedHttpRequest, draft: Draft | None = None) -> DraftForm:
     signers, mailboxes = selectors.signer_choices(), selectors.sending_mailboxes(request.user)
+    reviewers = _reviewers(request) if draft is None else None
     if request.method == "POST":
-        return DraftForm(request.POST, request.FILES, signers=signers, mailboxes=mailboxes, editing=draft)
+        return DraftForm(
+            request.POST, request.FILES, signers=signers, mailboxes=mailboxes, editing=draft, reviewers=reviewers
+        )
     initial = {}
     if draft is not None:
         initial = {
@@ -43,7 +59,7 @@ def _form(request: AuthenticatedHttpRequest, draft: Draft | None = None) -> Draf
             "body": draft.body,
             "version": draft.version,
         }
-    return DraftForm(initial=initial, signers=signers, mailboxes=mailboxes, editing=draft)
+    return DraftForm(initial=initial, signers=signers, mailboxes=mailboxes, editing=draft, reviewers=reviewers)
 
 
 def _data(form: DraftForm) -> DraftData:
@@ -67,13 +83,21 @@ def draft_create_view(request: AuthenticatedHttpRequest) -> HttpResponse:
         if form.is_valid():
             assert form.checked_document is not None
             try:
-                draft = draft_create(author=request.user, data=_data(form), document=form.checked_document)
+                draft = draft_create(
+                    author=request.user,
+                    data=_data(form),
+                    document=form.checked_document,
+                    reviewer=form.cleaned_data.get("reviewer"),
+                )
             except NotAllowed as exc:
                 form.add_error("mailbox", exc.message)
             except PortalError as exc:
                 form.add_error(None, exc.message)
             else:
-                messages.success(request, _("Entwurf gespeichert. Er liegt jetzt zur Signatur vor."))
+                if draft.review_state == Draft.Review.PENDING:
+                    messages.success(request, _("Entwurf gespeichert. Er liegt jetzt zur Prüfung vor."))
+                else:
+                    messages.success(request, _("Entwurf gespeichert. Er liegt jetzt zur Signatur vor."))
                 return redirect("signing:draft-detail", pk=draft.pk)
         status = 422
     return render(request, "signing/draft_form.html", {"form": form, "draft": None}, status=status)
@@ -100,6 +124,7 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
                     version=form.cleaned_data.get("version") or 0,
                     data=_data(form),
                     document=form.checked_document,
+                    comment=form.cleaned_data.get("comment") or "",
                 )
             except Conflict as exc:
                 form.add_error(None, exc.message)
@@ -130,17 +155,49 @@ def draft_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             draft_document_viewed(user=request.user, draft=draft)
     has_card = has_signer_card(request.user)
     workplaces = list(selectors.workplace_choices())
+    editable = can_edit(request.user, draft)
+    reviewing = draft.is_open and draft.review_state == Draft.Review.PENDING and can_review(request.user, draft)
+    # The author or signer may ask for a review (again, or of another reviewer) unless this version is approved.
+    may_request = editable and not (
+        draft.review_state == Draft.Review.APPROVED and draft.approved_version == draft.version
+    )
     context = {
         "draft": draft,
         "text": text,
         "text_cut": text is not None and draft.size > INLINE_TEXT_LIMIT,
-        "can_edit": can_edit(request.user, draft),
-        "sign_refusal": sign_refusal(request.user, draft, has_card=has_card),
+        "can_edit": editable,
+        "sign_refusal": sign_refusal(request.user, draft, has_card=has_card) or review_refusal(draft),
+        "reviewing": reviewing,
+        "decision_form": ReviewDecisionForm(initial={"version": draft.version}) if reviewing else None,
+        "request_form": ReviewRequestForm(
+            initial={"version": draft.version, "reviewer": draft.reviewer_id},
+            reviewers=reviewer_candidates(draft.mailbox_id, author=draft.author_id),
+        )
+        if may_request
+        else None,
+        "withdraw_form": WithdrawForm() if editable else None,
+        "last_return": selectors.last_return(draft),
+        "steps": list(selectors.review_steps(draft)),
         "signature": selectors.signature_get_for_user(request.user, draft),
         "workplaces": workplaces,
         "workplace": chosen_workplace(request, workplaces),
     }
     return render(request, "signing/draft_detail.html", context)
+
+
+@require_POST
+def draft_withdraw_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Take the draft back (author or signer): it leaves the queue and the review; its history stays."""
+    draft = draft_or_404(request.user, pk)
+    form = WithdrawForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        draft_withdraw(user=request.user, draft=draft, reason=reason)
+    except PortalError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Entwurf zurückgezogen. Er wird nicht signiert."))
+    return redirect("signing:draft-detail", pk=draft.pk)
 
 
 def _file(data: bytes, *, filename: str, content_type: str, inline: bool) -> FileResponse:
@@ -196,4 +253,12 @@ def draft_signed(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase
     return _file(data, filename=signature.download_name, content_type=content_type, inline=False)
 
 
-__all__ = ["draft_create_view", "draft_detail", "draft_document", "draft_edit", "draft_signed", "has_signer_card"]
+__all__ = [
+    "draft_create_view",
+    "draft_detail",
+    "draft_document",
+    "draft_edit",
+    "draft_signed",
+    "draft_withdraw_view",
+    "has_signer_card",
+]

@@ -15,6 +15,7 @@ from signing import selectors
 from signing.forms import DraftFilterForm
 from signing.permissions import has_signer_card
 from signing.selectors.drafts import LIST_LIMIT
+from signing.services.review import review_refusal
 from signing.views.common import chosen_workplace
 
 
@@ -23,8 +24,17 @@ def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpRes
     filters = form.to_filter() if request.GET else selectors.DraftFilter()
     rows = list(selectors.draft_list_for_user(request.user, filters, own_queue=own_queue)[: LIST_LIMIT + 1])
     has_card = has_signer_card(request.user)
-    # Only the signer's own open drafts can be selected for signing: they are the checkboxes of the list.
-    signable = {d.pk for d in rows if d.signer_id == request.user.pk and d.is_open} if has_card else set()
+    # Only the signer's own open drafts can be selected for signing: they are the checkboxes of the list. One
+    # under review is selectable only when approved at its current version; the row says why it is not.
+    signable: set[int] = set()
+    for d in rows:
+        d.sign_block = ""  # type: ignore[attr-defined]  # read by the template
+        if not (has_card and d.signer_id == request.user.pk and d.is_open):
+            continue
+        if d.needs_approval:
+            d.sign_block = review_refusal(d)  # type: ignore[attr-defined]
+        else:
+            signable.add(d.pk)
     workplaces = list(selectors.workplace_choices())
     context: dict[str, Any] = {
         "own_queue": own_queue,
@@ -37,6 +47,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpRes
         "workplaces": workplaces,
         "workplace": chosen_workplace(request, workplaces),
         "max_batch": settings.KIMPORTAL_SIGNING_MAX_BATCH,
+        "review_count": selectors.review_count_for_user(request.user),
         "running": selectors.batch_list_for_user(request.user)
         .filter(signer_id=request.user.pk, state__in=("prepared", "pin", "signing"))
         .first(),

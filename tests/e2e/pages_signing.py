@@ -119,3 +119,50 @@ class BatchPage:
     def item_for(self, draft_id: int) -> Locator:
         """The row of a draft (found by its link, which names the draft's page)."""
         return self.page.locator(f"tr[id^=item-]:has(a[href$='/entwurf/{draft_id}/'])")
+
+
+class ReviewQueuePage:
+    """/signatur/pruefen/: drafts waiting for the user's review (issue 12), approved together or one by one."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.list = page.locator("#review-list")
+        self.approve_selected = page.locator("#review-approve-selected")
+
+    @classmethod
+    def open_from_nav(cls, page: Page) -> ReviewQueuePage:
+        page.get_by_role("navigation", name="Signatur").get_by_role("link", name="Zur Prüfung").click()
+        expect(page.get_by_role("heading", name="Zur Prüfung", level=1)).to_be_visible()
+        return cls(page)
+
+    def checkbox(self, draft_id: int) -> Locator:
+        return self.page.locator(f"#review-select-{draft_id}")
+
+    def open_draft(self, subject: str) -> ReviewDraftPage:
+        self.list.get_by_role("link", name=subject, exact=True).click()
+        expect(self.page.locator("#draft-subject")).to_have_text(subject)
+        return ReviewDraftPage(self.page)
+
+
+class ReviewDraftPage(DraftPage):
+    """A draft with its review: the reviewer's panel (comment, approve, return), the author's view of the comment,
+    the history of versions."""
+
+    def __init__(self, page: Page) -> None:
+        super().__init__(page)
+        self.review_state = page.locator("#draft-review-state")
+        self.comment = page.locator("#review-form textarea")
+        self.approve = page.locator("#review-approve")
+        self.send_back = page.locator("#review-return")
+        self.return_comment = page.locator("#return-comment")
+        self.edit = page.get_by_role("link", name="Bearbeiten", exact=True)
+        self.versions = page.locator("#versions-link")
+
+    def return_with(self, comment: str) -> None:
+        self.comment.fill(comment)
+        self.send_back.click()
+        expect(self.review_state).to_have_attribute("data-review", "returned")
+
+    def approve_now(self) -> None:
+        self.approve.click()
+        expect(self.review_state).to_have_attribute("data-review", "approved")

@@ -109,6 +109,10 @@ def test_a_draft_still_in_review_is_not_signed(physician, assistant, mailbox, wo
     with pytest.raises(Conflict) as caught:
         batch_create(signer=physician, workplace=workplace, selected=_sel(draft))
     assert "Noch nicht freigegeben" in caught.value.message
+    # Approved, but not at this version (signing.services.review records the version approved): still refused.
     Draft.objects.filter(pk=draft.pk).update(review_state=Draft.Review.APPROVED)
+    with pytest.raises(Conflict):
+        batch_create(signer=physician, workplace=workplace, selected=_sel(draft))
+    Draft.objects.filter(pk=draft.pk).update(approved_version=draft.version)
     draft.refresh_from_db()
     assert batch_create(signer=physician, workplace=workplace, selected=_sel(draft)).total == 1

@@ -15,7 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from audit.models import AuditEvent
 from kimportal.routing import websocket_urlpatterns
 from signing.consumers import BatchConsumer, QueueConsumer
-from signing.models import Draft, SignatureBatch, SignerCard, Workplace
+from signing.models import Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
 from tests.mailbox.factories import UserFactory
 from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
 
@@ -37,6 +37,18 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "manage-card-remove": ("manager-card", ("POST",)),
     "manage-workplaces": ("manager", ("GET", "POST")),
     "manage-workplace-edit": ("manager-workplace", ("GET", "POST")),
+    # Review before signature and the versions (issue 12).
+    "draft-withdraw": ("draft", ("POST",)),
+    "review-approve": ("draft", ("POST",)),
+    "review-return": ("draft", ("POST",)),
+    "review-request": ("draft", ("POST",)),
+    "draft-versions": ("draft", ("GET",)),
+    "draft-version": ("draft-version", ("GET",)),
+    "draft-version-document": ("draft-version", ("GET",)),
+    "draft-compare": ("draft", ("GET",)),
+    "review-queue": ("list", ("GET", "POST")),
+    "review-rules": ("manager", ("GET", "POST")),
+    "review-rule-remove": ("manager-rule", ("POST",)),
 }
 
 
@@ -65,7 +77,29 @@ def build_foreign(mailbox) -> dict:
     draft = DraftFactory(author=owner, signer=owner, mailbox=mailbox)
     workplace = WorkplaceFactory(workplace_id="AP-fremd")
     batch = SignatureBatch.objects.create(signer=owner, workplace=workplace, total=1, job_number="ABC-123")
-    return {"owner": owner, "draft": draft, "batch": batch, "card": owner.signer_card, "workplace": workplace}
+    rule = ReviewRule.objects.create(mailbox=mailbox, document_type="eau")
+    return {
+        "owner": owner,
+        "draft": draft,
+        "batch": batch,
+        "card": owner.signer_card,
+        "workplace": workplace,
+        "rule": rule,
+    }
+
+
+def url_kwargs(kind: str, f: dict) -> dict:
+    """The URL arguments of a route of this kind, naming the foreign world's objects."""
+    return {
+        "list": {},
+        "manager": {},
+        "draft": {"pk": f["draft"].pk},
+        "draft-version": {"pk": f["draft"].pk, "number": 1},
+        "batch": {"pk": f["batch"].pk},
+        "manager-card": {"pk": f["card"].pk},
+        "manager-workplace": {"pk": f["workplace"].pk},
+        "manager-rule": {"pk": f["rule"].pk},
+    }[kind]
 
 
 @pytest.fixture
@@ -84,6 +118,8 @@ def _state(f) -> tuple:
         SignerCard.objects.filter(pk=f["card"].pk).exists(),
         Workplace.objects.get(pk=f["workplace"].pk).label,
         AuditEvent.objects.filter(details__draft=draft.pk).count(),
+        draft.review_state,
+        ReviewRule.objects.filter(pk=f["rule"].pk).exists(),
     )
 
 
@@ -97,27 +133,19 @@ def test_someone_elses_objects_are_404_and_unchanged(client, foreign, who, reque
     for name, (kind, methods) in ROUTES.items():
         if kind == "list":
             continue
-        pk = {
-            "draft": foreign["draft"].pk,
-            "batch": foreign["batch"].pk,
-            "manager": None,
-            "manager-card": foreign["card"].pk,
-            "manager-workplace": foreign["workplace"].pk,
-        }[kind]
-        url = reverse(f"signing:{name}", kwargs={"pk": pk} if pk is not None else {})
+        url = reverse(f"signing:{name}", kwargs=url_kwargs(kind, foreign))
         for method in methods:
             response = client.get(url) if method == "GET" else client.post(url, {"version": 1, "label": "x"})
             assert response.status_code == 404, (name, method, response.status_code)
             checked += 1
-    assert checked == 14
+    assert checked == sum(len(methods) for kind, methods in ROUTES.values() if kind != "list")
     assert _state(foreign) == before
 
 
 @pytest.mark.django_db
 def test_anonymous_is_sent_to_login(client, foreign):
     for name, (kind, methods) in ROUTES.items():
-        kwargs = {"pk": foreign["draft"].pk} if kind not in ("list", "manager") else {}
-        url = reverse(f"signing:{name}", kwargs=kwargs)
+        url = reverse(f"signing:{name}", kwargs=url_kwargs(kind, foreign))
         for method in methods:
             response = client.get(url) if method == "GET" else client.post(url, {})
             assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
