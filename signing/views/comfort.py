@@ -1,6 +1,6 @@
 """The Komfortsignatur page: activate it for one's eHBA at a workstation (the PIN at the card terminal), see
 what is left of it (signatures, time; read from the Konnektor), end it. One URL serves page and status fragment
-(htmx polls #comfort-status while the PIN is asked for, and refreshes it now and then while active)."""
+(htmx polls #comfort-status while the PIN is asked for; while active each load reads the Konnektor)."""
 
 from __future__ import annotations
 

@@ -544,3 +544,88 @@ def test_user_ids_are_unique_across_activations(signer, workplace):
     ids = {ComfortActivation.objects.create(signer=signer, workplace=workplace, state=State.ENDED).user_id}
     ids.add(ComfortActivation.objects.create(signer=signer, workplace=workplace, state=State.ENDED).user_id)
     assert len(ids) == 2 and all(isinstance(i, uuid.UUID) and i.version == 4 for i in ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelled_while_the_pin_is_asked_the_new_session_closes_at_once(
+    comfort_sim, signer, workplace, client, monkeypatch
+):
+    sim = comfort_sim(auto_pin=None)
+    monkeypatch.setattr("signing.services.comfort.enqueue_on_commit", lambda *args: None)
+    client.force_login(signer)
+    client.post(reverse("signing:comfort-activate"), {"workplace": workplace.pk})
+    activation = ComfortActivation.objects.get()
+
+    def work() -> None:
+        try:
+            comfort_activation_run(activation.pk)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    terminal = sim.terminal(CT_ID)
+    assert terminal.wait_for_prompt(20)
+    # "Abbrechen" in the page while the terminal waits; the physician types the PIN anyway.
+    client.post(reverse("signing:comfort-deactivate", args=[activation.pk]))
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.CANCELLED)
+    terminal.enter_pin(PIN)
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    activation.refresh_from_db()
+    assert activation.state == State.ENDED  # not revived
+    assert sim.cards[0].comfort is None  # the session the PIN opened was closed right away
+
+
+def test_a_hostile_client_saves_nothing(comfort_sim, signer, workplace, client, django_capture_on_commit_callbacks):
+    comfort_sim()
+    client.force_login(signer)
+    inactive = WorkplaceFactory(workplace_id="Alt-1", label="Alt", is_active=False)
+    for data in ({}, {"workplace": "x"}, {"workplace": 999999}, {"workplace": inactive.pk}):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(reverse("signing:comfort-activate"), data, follow=True)
+        assert "Bitte wählen Sie Ihren Arbeitsplatz" in response.content.decode()
+    assert not ComfortActivation.objects.exists()
+    assert client.get(reverse("signing:comfort-activate")).status_code == 405
+    assert client.post(reverse("signing:comfort-deactivate", args=[424242])).status_code == 404
+
+
+def test_not_while_a_batch_of_theirs_runs(
+    comfort_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    comfort_sim()
+    drafts = _drafts(1, signer, assistant, mailbox)
+    with django_capture_on_commit_callbacks(execute=False):
+        batch_create(signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts])
+    with pytest.raises(Conflict):
+        comfort_activate(user=signer, workplace=workplace)
+    assert not ComfortActivation.objects.exists()
+
+
+def test_a_removed_card_mapping_ends_it_when_the_page_looks(
+    comfort_sim, signer, workplace, django_capture_on_commit_callbacks, client
+):
+    sim = comfort_sim()
+    activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
+    SignerCard.objects.filter(user=signer).delete()
+    client.force_login(signer)
+    page = client.get(reverse("signing:comfort") + "?aktualisieren=1").content.decode()
+    assert "Komfortsignatur nicht aktiv" in page and "eHBA-Zuordnung hat sich geändert" in page
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.ACCOUNT)
+    assert sim.cards[0].comfort is None
+
+
+def test_the_page_reads_what_is_left_from_the_konnektor(
+    comfort_sim, signer, workplace, django_capture_on_commit_callbacks, client
+):
+    sim = comfort_sim(comfort_max=9)
+    _activate(signer, workplace, django_capture_on_commit_callbacks)
+    sim.cards[0].comfort.remaining = 6  # signatures made by another client system under the same session
+    client.force_login(signer)
+    page = client.get(reverse("signing:comfort") + "?aktualisieren=1").content.decode()
+    assert 'id="comfort-remaining">6<' in page
+    sim.stop()  # the Konnektor cannot be asked: the page says so and keeps what it knew
+    page = client.get(reverse("signing:comfort") + "?aktualisieren=1").content.decode()
+    assert "konnte nicht abgefragt werden" in page and 'id="comfort-remaining">6<' in page
