@@ -95,7 +95,7 @@ fi
 cat <<TXT
 
   KIM Portal demo is running:  http://127.0.0.1:8000/
-  Users: station / demo · aerztin / demo · leitung / demo (administration) · admin / demo (IT)
+  Users: station / demo · aerztin / demo · assistenz / demo (resident) · leitung / demo (administration) · admin / demo (IT)
   Operations: log in as admin, "Betrieb" — every component green. Stop the simulated Konnektor and within
   a minute it turns red there, and http://127.0.0.1:8000/health/ answers 503 naming "konnektor":
     kill $konnektor_pid
