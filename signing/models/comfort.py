@@ -53,6 +53,9 @@ class ComfortActivation(models.Model):
     error_code = models.IntegerField(null=True, blank=True)
     error_text = models.CharField(max_length=500, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    # The sign-in session that asked for it: when that session ends without a logout (browser closed, idle), the
+    # sweep (signing.services.comfort.comfort_sweep) ends the activation as a logout would.
+    session_key = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
