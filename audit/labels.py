@@ -57,6 +57,8 @@ ACTION_LABELS = {
     "signing.card_removed": _("eHBA-Zuordnung entfernt"),
     "signing.workplace_saved": _("Arbeitsplatz gespeichert"),
     "signing.handed_to_outbox": _("Signierter Brief an den Postausgang übergeben"),
+    "signing.received_verified": _("Signatur einer empfangenen Nachricht geprüft"),
+    "signing.received_verify_requested": _("Erneute Signaturprüfung angefordert"),
     "signing.review_requested": _("Entwurf zur Prüfung vorgelegt"),
     "signing.review_approved": _("Entwurf freigegeben"),
     "signing.review_returned": _("Entwurf zur Überarbeitung zurückgegeben"),

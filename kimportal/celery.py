@@ -35,6 +35,10 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("directory.tasks.directory_refresh_contacts"), name="vzd-refresh"
     )
+    # Received signatures the Konnektor could not check yet are tried again when due (signing.services.received).
+    sender.add_periodic_task(
+        60.0, sender.signature("signing.tasks.signing_received_retry_due"), name="signing-received-retry"
+    )
     # KIS drafts' state changes become callbacks; failed callbacks are retried when due (signing.api.callbacks).
     sender.add_periodic_task(10.0, sender.signature("signing.tasks.kis_callbacks_due"), name="kis-callbacks")
     # The operations page's heartbeat: beat stamps when it queues it, a worker when it runs it (operations.tasks).

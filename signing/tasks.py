@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate
+from signing.services.received import received_signatures_retry_due, received_signatures_verify
 from signing.services.run import batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
 
@@ -24,6 +25,18 @@ def signing_recover_stale() -> int:
 @shared_task(name="signing.tasks.signing_send_signed", ignore_result=True)
 def signing_send_signed(draft_id: int) -> None:
     signed_draft_send(draft_id=draft_id)
+
+
+# VerifyDocument for a received message's signatures: one short call per signature; the beat's sweep follows a
+# worker that died (the rows' lease) and tries again while the Konnektor cannot be asked (the rows' next_try_at).
+@shared_task(name="signing.tasks.signing_received_verify", ignore_result=True, soft_time_limit=600, time_limit=660)
+def signing_received_verify(message_id: int, force: bool = False, requested_by: int | None = None) -> int:
+    return received_signatures_verify(message_id=message_id, force=force, requested_by=requested_by)
+
+
+@shared_task(name="signing.tasks.signing_received_retry_due", ignore_result=True, expires=50)
+def signing_received_retry_due() -> int:
+    return received_signatures_retry_due()
 
 
 # --- KIS callbacks (signing.api.callbacks) ---

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from signing.views import batches, comfort, drafts, manage, queue, review
+from signing.views import batches, comfort, drafts, manage, queue, received, review
 
 app_name = "signing"
 
@@ -34,6 +34,8 @@ urlpatterns = [
     path("komfortsignatur/", comfort.comfort_page, name="comfort"),
     path("komfortsignatur/aktivieren/", comfort.comfort_activate_view, name="comfort-activate"),
     path("komfortsignatur/<int:pk>/beenden/", comfort.comfort_deactivate_view, name="comfort-deactivate"),
+    # Signatures on received letters: check again (the panel on the message page, signing.views.received).
+    path("empfangen/<int:pk>/signaturen-pruefen/", received.received_verify, name="received-verify"),
     path("verwaltung/ehba/", manage.cards, name="manage-cards"),
     path("verwaltung/ehba/<int:pk>/entfernen/", manage.card_remove, name="manage-card-remove"),
     path("verwaltung/arbeitsplaetze/", manage.workplaces, name="manage-workplaces"),

@@ -121,6 +121,24 @@ class MessageConsumer(PortalConsumer):
             return
         await self._lock_panel()
 
+    async def message_panel_changed(self, event: dict) -> None:
+        """A panel another app adds to the page changed (mailbox.extensions): re-read it as this user sees it."""
+        from mailbox.extensions import panel_get
+
+        panel = panel_get(str(event.get("panel", "")))
+        if panel is None:
+            return
+        role = await self._check(self.mailbox_id)
+        if role is NO_ROLE:
+            return
+        if not can(role, Action.READ):
+            await self._close(4403)
+            return
+        found = await db(panel.live)(self.user, self.message_id)
+        if found is not None:
+            template, context = found
+            await self._send(await db(self._render)(template, context))
+
     async def user_notified(self, event: dict) -> None:
         return
 

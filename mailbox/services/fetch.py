@@ -37,6 +37,7 @@ from mailbox import events
 from mailbox.clients.pop3 import ListedMessage, Pop3Refused, Pop3Session, pop3_session
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
+from mailbox.extensions import messages_ingested_send
 from mailbox.models import FetchFailure, KimAccount, Message
 from mailbox.services.accounts import account_endpoint, cm_error_message
 from mailbox.services.cm_replies import pop3_login_retry, retr_error_message
@@ -169,6 +170,8 @@ def account_fetch(*, account_id: int) -> FetchResult:
     finally:
         keeper.stop()
         account_lease_release(account_id=account_id, token=token)
+        # Once per round, after every commit of it (also when the round ended in an error): the new mail's ids.
+        messages_ingested_send(mailbox_id=account.mailbox_id, message_ids=result.stored)
 
 
 class _LeaseKeeper(threading.Thread):

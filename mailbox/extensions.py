@@ -1,0 +1,83 @@
+"""Extension points: how an app above mailbox (signing) joins in without mailbox importing it.
+
+* ``messages_ingested`` — a Django signal sent once per fetch round, after the round's rows are committed, with
+  the ids of the messages the round stored (keyword arguments ``mailbox_id`` and ``message_ids``). It runs in
+  the fetch, whose speed is a measured target: a receiver does a query or two for the whole round and queues
+  its own work (a task), never work per message. A failing receiver is logged; the fetch goes on.
+* Message panels — sections the message page shows below the attachments, registered by name: ``render``
+  gives the panel's HTML for the page (the panel reads through the user's selectors itself), ``applies`` says
+  from what the page has loaded anyway whether the panel has anything to show (no queries), and ``live`` gives
+  the template and context the page's socket sends when ``panel_changed`` names the panel.
+
+The upper app registers in its AppConfig.ready(); mailbox only calls what is registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import Signal
+from django.http import HttpRequest
+
+from mailbox.events import message_group, send_to_group
+from mailbox.models import Message
+
+log = logging.getLogger(__name__)
+
+messages_ingested = Signal()
+
+
+def messages_ingested_send(*, mailbox_id: int, message_ids: list[int]) -> None:
+    """Tell the receivers about a fetch round's new messages. Call it outside any transaction (after commit)."""
+    if not message_ids:
+        return
+    for receiver, outcome in messages_ingested.send_robust(
+        sender=Message, mailbox_id=mailbox_id, message_ids=list(message_ids)
+    ):
+        if isinstance(outcome, Exception):
+            # The mail is stored and DELEd already: a receiver's failure must not fail the fetch.
+            log.error("messages_ingested receiver %r failed", receiver, exc_info=outcome)
+
+
+@dataclass(frozen=True)
+class MessagePanel:
+    """A section of the message page that another app provides.
+
+    ``render(request, message)``: the HTML (already rendered; "" for nothing). ``applies(message)``: whether to
+    call ``render`` at all, decided from the prefetched message (its ``attachment_list``), without queries.
+    ``live(user, message_id)``: (template, context) of the panel as the page's socket sends it (with
+    hx-swap-oob), or None when the user may not see it (any more).
+    """
+
+    name: str
+    render: Callable[[HttpRequest, Message], str]
+    applies: Callable[[Message], bool]
+    live: Callable[[Any, int], tuple[str, dict[str, Any]] | None]
+
+
+_panels: dict[str, MessagePanel] = {}
+
+
+def panel_register(panel: MessagePanel) -> None:
+    """Register (or replace, by name) a message panel; called from an AppConfig.ready()."""
+    _panels[panel.name] = panel
+
+
+def panels() -> list[MessagePanel]:
+    return list(_panels.values())
+
+
+def panel_get(name: str) -> MessagePanel | None:
+    return _panels.get(name)
+
+
+def panel_changed(*, message_id: int, panel: str) -> None:
+    """After the caller's commit, tell the message's open pages that a panel changed (ids only; each socket
+    re-reads it through the user's selectors)."""
+    event = {"type": "message.panel_changed", "message_id": message_id, "panel": panel, "seq": uuid.uuid4().hex}
+    transaction.on_commit(lambda: send_to_group(message_group(message_id), event))
