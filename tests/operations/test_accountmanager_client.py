@@ -603,9 +603,7 @@ def konnektor_with_smcb(settings, konnektor_sim: KonnektorSimulator) -> Konnekto
 
 
 def _account(sim: AmSim, settings, **kwargs: object) -> KimAccount:  # type: ignore[no-untyped-def]
-    settings.KIMPORTAL_ACCOUNT_MANAGER_URL = sim.base_url
-    settings.KIMPORTAL_ACCOUNT_MANAGER_CA = str(sim.am.ca_path)
-    settings.KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT = 10.0
+    sim.configure(settings)
     account: KimAccount = KimAccountFactory(
         mailbox__address=AM_ADDRESS,
         mandant_id=MANDANT,
