@@ -342,7 +342,8 @@ class KonnektorClient:
         for part in (signature, document):
             if part is not None and len(part) > self.config.max_document_bytes:
                 raise KonnektorError(4283, error_text(4283), "document too big for VerifyDocument", kind="config")
-        proxy, _ = self._signature_service_75("VerifyDocument")
+        # VerifyDocument is the same in SignatureService 7.4 and 7.5.
+        proxy, _ = self._service("SignatureService")
         kwargs = messages.verify_document(ctx, signature=signature, document=document, mime_type=mime_type)
         answer = self._guard(lambda: proxy.VerifyDocument(**kwargs), what="VerifyDocument")
         outputs = getattr(answer, "OptionalOutputs", None)

@@ -4,16 +4,27 @@ sends."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
 import pytest
 import zeep
 from cryptography import x509
+from lxml import etree
 
 from konnektor import INCONCLUSIVE, INVALID, VALID, CallContext, KonnektorError, SignItem, VerifyResult, messages
 from konnektor.client import WSDL_FILES, binding_name, wsdl_document
-from tests.fixtures.konnektor_sim import CLIENT_SYSTEM, HBA_HOLDER, MANDANT, WORKPLACE, sample_pdf
+from tests.fixtures.konnektor_sim import (
+    CLIENT_SYSTEM,
+    HBA_HOLDER,
+    MANDANT,
+    NS,
+    WORKPLACE,
+    Soap,
+    context,
+    sample_pdf,
+)
 from tests.konnektor.support import OfficialSchemas, envelope, fault, standard_sds, trace
 from tisim.konnektor import signatures
 from tisim.konnektor.pki import OID_ARZT, Pki
@@ -107,29 +118,69 @@ def test_arguments_are_checked_before_sending(konnektor_sim, make_client) -> Non
     assert capture.sent == []
 
 
-def test_request_is_valid_against_the_official_schema(official_schemas: OfficialSchemas) -> None:
-    client = zeep.Client(wsdl_document(WSDL_FILES[("SignatureService", (7, 5))]))
-    proxy = client.create_service(binding_name("SignatureService", (7, 5)), "http://127.0.0.1:9/x")
+@pytest.mark.parametrize("version", [(7, 5), (7, 4)])
+def test_request_is_valid_against_the_official_schema(
+    official_schemas: OfficialSchemas, version: tuple[int, int]
+) -> None:
+    client = zeep.Client(wsdl_document(WSDL_FILES[("SignatureService", version)]))
+    proxy = client.create_service(binding_name("SignatureService", version), "http://127.0.0.1:9/x")
     for args in (
         messages.verify_document(CTX, signature=None, document=b"%PDF-1.7", mime_type="application/pdf"),
         messages.verify_document(CTX, signature=b"\x30\x00", document=b"Brief", mime_type="text/plain"),
         messages.verify_document(CTX, signature=b"\x30\x00", document=None, mime_type="text/plain"),
     ):
-        assert official_schemas.validate_envelope(client.create_message(proxy, "VerifyDocument", **args)) == (
-            "VerifyDocument"
-        )
+        envelope = client.create_message(proxy, "VerifyDocument", **args)
+        assert official_schemas.validate_envelope(envelope) == "VerifyDocument"
+        if version == (7, 4):
+            official_schemas.validate_envelope(envelope, signature_740=True)
 
 
-def test_a_74_konnektor_has_no_verification_here(crafted, make_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_74_konnektor_verifies_too(crafted, make_client) -> None:  # type: ignore[no-untyped-def]
+    # PTV3/PTV4 Konnektors offer SignatureService 7.4 only: VerifyDocument is the same operation there.
     crafted.sds = standard_sds(
         crafted.base_url, signature=(("7.4.2", "http://ws.gematik.de/conn/SignatureService/WSDL/v7.4", "/sig74"),)
     )
     client, capture = make_client(crafted.base_url)
-    with pytest.raises(KonnektorError) as refused:
-        client.verify_document(CTX, signature=None, document=sample_pdf(), mime_type="application/pdf")
-    assert refused.value.kind == "config"
-    assert "7.5" in refused.value.text
-    assert capture.sent == []
+    crafted.answer_always(
+        200,
+        envelope(
+            '<SIG:VerifyDocumentResponse xmlns:SIG="http://ws.gematik.de/conn/SignatureService/v7.4"'
+            ' xmlns:CONN="http://ws.gematik.de/conn/ConnectorCommon/v5.0">'
+            "<CONN:Status><CONN:Result>OK</CONN:Result></CONN:Status>"
+            "<SIG:VerificationResult><SIG:HighLevelResult>VALID</SIG:HighLevelResult>"
+            "<SIG:TimestampType>SYSTEM_TIMESTAMP</SIG:TimestampType>"
+            "<SIG:Timestamp>2026-01-01T10:00:00Z</SIG:Timestamp></SIG:VerificationResult>"
+            "</SIG:VerifyDocumentResponse>"
+        ),
+    )
+    result = client.verify_document(CTX, signature=None, document=sample_pdf(), mime_type="application/pdf")
+    assert (result.valid, result.signer_name, result.signer_certificate) == (True, "", None)
+    [sent] = [s for s in capture.sent if s.operation == "VerifyDocument"]
+    assert sent.soap_action == "http://ws.gematik.de/conn/SignatureService/v7.4#VerifyDocument"
+    assert crafted.received[-1].path == "/sig74"
+
+
+def test_the_simulator_answers_on_74_as_well(konnektor_sim, make_client) -> None:  # type: ignore[no-untyped-def]
+    client, _ = make_client(konnektor_sim.base_url)
+    content = b"Befund"
+    signed = sign(client, konnektor_sim, SignItem("c", content, "text/plain", "Befund"))
+    result = Soap(konnektor_sim).call("SIG74", _verify_74(signed.signature or b"", content))
+    assert result.text("SIG74:VerificationResult/SIG74:HighLevelResult") == "VALID"
+    assert result.find("SIG74:OptionalOutputs/vr:VerificationReport") is not None
+
+
+def _verify_74(signature: bytes, content: bytes) -> etree._Element:
+    op = etree.Element(f"{{{NS['SIG74']}}}VerifyDocument", nsmap=NS)
+    context(op)
+    inputs = etree.SubElement(op, f"{{{NS['SIG74']}}}OptionalInputs")
+    etree.SubElement(inputs, f"{{{NS['vr']}}}ReturnVerificationReport")
+    document = etree.SubElement(op, f"{{{NS['SIG74']}}}Document")
+    data = etree.SubElement(document, f"{{{NS['dss']}}}Base64Data", MimeType="text/plain")
+    data.text = base64.b64encode(content).decode()
+    sig = etree.SubElement(etree.SubElement(op, f"{{{NS['dss']}}}SignatureObject"), f"{{{NS['dss']}}}Base64Signature")
+    sig.text = base64.b64encode(signature).decode()
+    etree.SubElement(op, f"{{{NS['SIG74']}}}IncludeRevocationInfo").text = "false"
+    return op
 
 
 def test_crafted_report_without_certificate_and_a_fault(crafted, make_client) -> None:  # type: ignore[no-untyped-def]

@@ -162,7 +162,7 @@ def _nsmap_for(namespace: str) -> dict[str | None, str]:
     # Prefixes as in the gematik examples; lxml declares them once on the operation element.
     prefixes: dict[str | None, str] = {k: v for k, v in NSMAP.items() if k != "soap"}
     prefixes.update({"EVT": EVT, "CARD": CARD, "CARDCMN": CARDCMN, "CERT": CERT, "CERTCMN": CERTCMN})
-    if namespace == SIG_V75:
+    if namespace in (SIG_V75, SIG_V74):
         prefixes.update({"vr": VR, "XAdES": XADES, "ds": DS})
     if namespace in (SIG_V75, SIG_V74):
         prefixes["SIG"] = namespace

@@ -23,6 +23,7 @@ from tisim.konnektor.operations import check_context
 from tisim.konnektor.soap import (
     DS,
     DSS,
+    SIG_V74,
     SIG_V75,
     VR,
     XADES,
@@ -56,16 +57,17 @@ DETAIL = {
 
 
 def verify_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element:
+    sig = etree.QName(op).namespace or SIG_V75  # the same operation in SignatureService 7.4 and 7.5
     ctx = parse_context(op)
     check_context(sim, ctx)
-    if text_of(op, SIG_V75, "IncludeRevocationInfo") is None:
+    if text_of(op, sig, "IncludeRevocationInfo") is None:
         raise KonnektorFault(4000, "IncludeRevocationInfo fehlt")
-    inputs = child(op, SIG_V75, "OptionalInputs")
+    inputs = child(op, sig, "OptionalInputs")
     report_request = child(inputs, VR, "ReturnVerificationReport") if inputs is not None else None
     include_values = report_request is not None and parse_bool(
         text_of(report_request, VR, "IncludeCertificateValues"), default=False
     )
-    document = _document(sim, op)
+    document = _document(sim, op, sig)
     signature = _signature(op)
     if document is None and signature is None:
         raise KonnektorFault(4000, "weder Dokument noch Signatur")
@@ -74,21 +76,21 @@ def verify_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Eleme
         raise KonnektorFault(int(failure.params.get("code", 4001)), "Signaturprüfung nicht verfügbar")
     verdict = verification.verify(document=document, signature=signature, ca=sim.pki.qes_ca.cert)
 
-    response = element(None, SIG_V75, "VerifyDocumentResponse")
+    response = element(None, sig, "VerifyDocumentResponse")
     status(response)
-    result = element(response, SIG_V75, "VerificationResult")
-    element(result, SIG_V75, "HighLevelResult", verdict.result)
-    element(result, SIG_V75, "TimestampType", "SYSTEM_TIMESTAMP")
+    result = element(response, sig, "VerificationResult")
+    element(result, sig, "HighLevelResult", verdict.result)
+    element(result, sig, "TimestampType", "SYSTEM_TIMESTAMP")
     now = timestamp()
-    element(result, SIG_V75, "Timestamp", now)
+    element(result, sig, "Timestamp", now)
     if report_request is not None:
-        outputs = element(response, SIG_V75, "OptionalOutputs")
+        outputs = element(response, sig, "OptionalOutputs")
         _report(element(outputs, VR, "VerificationReport"), verdict, now, include_values=include_values)
     return response
 
 
-def _document(sim: KonnektorSimulator, op: etree._Element) -> bytes | None:
-    document = child(op, SIG_V75, "Document")
+def _document(sim: KonnektorSimulator, op: etree._Element, sig: str) -> bytes | None:
+    document = child(op, sig, "Document")
     if document is None:
         return None
     data = child(document, DSS, "Base64Data")
@@ -177,4 +179,4 @@ def _report(report: etree._Element, verdict: Verdict, now: str, *, include_value
     _detail(path_detail, "TrustAnchor", verdict.path_ok)
 
 
-HANDLERS = {q(SIG_V75, "VerifyDocument"): verify_document}
+HANDLERS = {q(ns, "VerifyDocument"): verify_document for ns in (SIG_V75, SIG_V74)}
