@@ -17,6 +17,7 @@ python -m tisim fault clear | list
 python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
 python -m tisim konnektor-run [--data-dir DIR] [--port 8090] [--mode plain|basic|cert] [--auto-pin PIN]
                       [--cards FILE] [--signatures-per-pin N]   (the simulated Konnektor, tisim.konnektor)
+                      [--comfort-max N] [--comfort-timer SECONDS] [--no-comfort]   (Komfortsignatur limits)
 python -m tisim terminal (--pin PIN | --cancel) [--ct CT-1] [--data-dir DIR]
 python -m tisim konnektor-fault (--kind KIND [--times N] [--param K=V ...] | --clear | --list) [--data-dir DIR]
 python -m tisim accountmanager reg-code --address A [--telematik-id T]   (the simulated Account Manager,
