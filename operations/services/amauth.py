@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from django.conf import settings
@@ -217,9 +218,12 @@ def account_call_context(account: KimAccount) -> CallContext:
     )
 
 
-def account_manager_client(account: KimAccount, *, base_url: str | None = None) -> AccountManagerClient:
+def account_manager_client(
+    account: KimAccount, *, base_url: str | None = None, session: requests.Session | None = None
+) -> AccountManagerClient:
     """The Account Manager client for one mailbox's KIM account: its address and (decrypted) password, a JWT
-    signed by the SMC-B in the account's Konnektor context. Close it (or use ``with``) when done."""
+    signed by the SMC-B in the account's Konnektor context. Close it (or use ``with``) when done. ``session``: the
+    HTTP session to use (tests pass one that checks every exchange against the OpenAPI files)."""
     from signing.services.konnektor import konnektor_client
 
     config = account_manager_config(base_url=base_url)
@@ -232,5 +236,9 @@ def account_manager_client(account: KimAccount, *, base_url: str | None = None) 
         lifetime=settings.KIMPORTAL_ACCOUNT_MANAGER_JWT_SECONDS,
     )
     return AccountManagerClient(
-        config, username=account.mailbox.address, password=account.get_password(), token_provider=provider
+        config,
+        username=account.mailbox.address,
+        password=account.get_password(),
+        token_provider=provider,
+        session=session,
     )

@@ -620,7 +620,7 @@ def test_account_manager_client_for_a_mailbox_signs_with_the_konnektors_smcb(
     settings, konnektor_with_smcb: KonnektorSimulator, accountmanager_sim_factory: Callable[..., AmSim]
 ) -> None:
     sim = accountmanager_sim_factory(pki_data_dir=konnektor_with_smcb.data_dir)
-    with account_manager_client(_account(sim, settings)) as client:
+    with account_manager_client(_account(sim, settings), session=sim.openapi.session()) as client:
         assert client.username == AM_ADDRESS and client.password == AM_PASSWORD
         assert client.account().registered
         client.set_kim_version("1.5+")
@@ -641,7 +641,7 @@ def test_an_rsa_only_smcb_signs_with_pss(
     settings.KIMPORTAL_KONNEKTOR_MANDANT, settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = MANDANT, CLIENT_SYSTEM
     clear_token_cache()
     sim = accountmanager_sim_factory(pki_data_dir=konnektor_sim.data_dir)
-    with account_manager_client(_account(sim, settings)) as client:
+    with account_manager_client(_account(sim, settings), session=sim.openapi.session()) as client:
         assert client.account().registered
     head = sim.am.seen[-1].headers["Authorization"][len("Bearer ") :].split(".")[0]
     assert json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["alg"] == "PS256"
@@ -689,7 +689,9 @@ def test_no_smcb_in_the_konnektor_is_a_clear_error(
     settings.KIMPORTAL_KONNEKTOR_MANDANT, settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = MANDANT, CLIENT_SYSTEM
     clear_token_cache()
     with (
-        account_manager_client(_account(accountmanager_sim, settings)) as client,
+        account_manager_client(
+            _account(accountmanager_sim, settings), session=accountmanager_sim.openapi.session()
+        ) as client,
         pytest.raises(AccountManagerError) as failed,
     ):
         client.account()
@@ -703,10 +705,13 @@ def test_konnektor_down_is_a_clear_error(
 ) -> None:
     account = _account(accountmanager_sim, settings)
     konnektor_with_smcb.stop()
-    with account_manager_client(account) as client, pytest.raises(AccountManagerError) as failed:
+    with (
+        account_manager_client(account, session=accountmanager_sim.openapi.session()) as client,
+        pytest.raises(AccountManagerError) as failed,
+    ):
         client.account()
     assert failed.value.code == "konnektor"
     assert failed.value.text.startswith("Authentisierung mit der SMC-B fehlgeschlagen:")
     # The service information needs no card: it still works.
-    with account_manager_client(account) as client:
+    with account_manager_client(account, session=accountmanager_sim.openapi.session()) as client:
         assert client.service_information().jwt_expiration == 300
