@@ -62,6 +62,8 @@ def main() -> None:
             "Mit freundlichen Grüßen\nPraxis Dr. Müller",
             "--attach",
             str(letter),
+            # Signed by the practice's physician (QES, PAdES): the page shows the Konnektor's check.
+            "--sign",
         )
         send(
             data_dir,
