@@ -394,6 +394,9 @@ KIMPORTAL_KONNEKTOR_CA = env.str("KIMPORTAL_KONNEKTOR_CA", default="")
 KIMPORTAL_KONNEKTOR_QES_CA = env.str("KIMPORTAL_KONNEKTOR_QES_CA", default="")
 KIMPORTAL_KONNEKTOR_MANDANT = env.str("KIMPORTAL_KONNEKTOR_MANDANT", default="Mandant1")
 KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = env.str("KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM", default="KIMPortal")
+# The WorkplaceId of VerifyDocument, the check of received signatures (no card, no PIN); empty: the first active
+# workstation (docs/received-signatures.md).
+KIMPORTAL_KONNEKTOR_VERIFY_WORKPLACE = env.str("KIMPORTAL_KONNEKTOR_VERIFY_WORKPLACE", default="")
 # Seconds: ordinary calls, and SignDocument, which waits while the physician types the PIN.
 KIMPORTAL_KONNEKTOR_TIMEOUT = env.float("KIMPORTAL_KONNEKTOR_TIMEOUT", default=30.0)
 KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = env.float("KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT", default=600.0)
