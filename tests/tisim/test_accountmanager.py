@@ -29,8 +29,10 @@ from tests.fixtures.accountmanager_sim import (
 )
 from tests.tisim.support import REPO, pop3_connect, pop3_user, smtp_connect, smtp_user
 from tisim.accountmanager import AccountManagerSimulator, ConfigAccounts
+from tisim.cm import CMSimulator
 from tisim.cm.autoreply import DIENSTKENNUNG, AbsenceStore, answer_absences
 from tisim.cm.messages import get_header
+from tisim.config import CMConfig
 from tisim.konnektor.pki import Pki, pki_directory
 
 NEW_PASSWORD = "Neues-Passwort-2027?"
@@ -310,6 +312,22 @@ def test_password_change_changes_the_pop3_login(accountmanager_sim: AmSim) -> No
     # And for the Account Manager itself: the old password no longer authenticates.
     assert call(sim, "GET", ACCOUNT, token=token(sim)).status_code == 401
     assert call(sim, "GET", ACCOUNT, token=token(sim), password=NEW_PASSWORD).status_code == 200
+
+
+def test_a_password_change_survives_a_restart_of_a_cm_started_with_a_config_file(
+    tmp_path: Path, accountmanager_sim_factory: Callable[..., AmSim]
+) -> None:
+    # As `python -m tisim run --config FILE` (the demo) runs it: the CM does not own the file.
+    config = tmp_path / "sim.json"
+    config.write_text(json.dumps({"tls": True, "accounts": [{"address": AM_ADDRESS, "password": AM_PASSWORD}]}))
+    cm = CMSimulator(tmp_path / "data", accounts={AM_ADDRESS: AM_PASSWORD}, config_path=config)
+    cm.start()
+    try:
+        sim = accountmanager_sim_factory(cm=cm)
+        assert call(sim, "PUT", ACCOUNT, token=token(sim), body={"password": _b64(NEW_PASSWORD)}).status_code == 204
+    finally:
+        cm.stop()
+    assert CMConfig.load(config).accounts[AM_ADDRESS] == NEW_PASSWORD
 
 
 def test_a_standalone_account_manager_changes_the_cm_config_file(tmp_path: Path) -> None:

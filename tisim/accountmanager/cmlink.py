@@ -40,8 +40,14 @@ class SimulatorAccounts:
         return self.cm.accounts.get(address.lower())
 
     def set_password(self, address: str, password: str) -> None:
-        # add_account replaces the password in the live table (and the config file other processes read).
+        # add_account replaces the password in the live table; the config file is where `tisim send` and the next
+        # start read it (a CM started with --config does not write it itself), so it changes too.
         self.cm.add_account(address, password)
+        path = self.cm.config_path
+        if path.exists():
+            config = CMConfig.load(path)
+            config.accounts[address.lower()] = password
+            config.save()
 
     def mailbox_bytes(self, address: str) -> int:
         return sum(m.size for m in self.cm.context.store.list(address))
