@@ -83,7 +83,10 @@ class KisClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         setattr(request, ISSUED_ATTR, issued)
 
     def save_related(self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool) -> None:  # type: ignore[type-arg]
-        """The departments were set by the service (audited); the token inline is read-only."""
+        """The departments were set by the service (audited); the token inline is read-only: nothing to save, and
+        the admin's change message reads what was (not) saved."""
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def response_add(self, request: HttpRequest, obj: KisClient, post_url_continue: str | None = None) -> HttpResponse:
         issued = getattr(request, ISSUED_ATTR, None)
