@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -98,8 +99,8 @@ def health_report(*, max_age: float | None = None) -> Report:
     try:
         locked = store().add(LOCK_KEY, token, timeout=int(round_deadline()) + 10)
     except Exception:
-        log.warning("operations store unavailable; checking without the shared cache", exc_info=True)
-        return run_checks()
+        log.warning("operations store unavailable; checking with this process's cache only", exc_info=True)
+        return _report_without_store(max_age)
     if locked:
         try:
             report = run_checks()
@@ -119,6 +120,19 @@ def health_report(*, max_age: float | None = None) -> Report:
     report = run_checks()  # the lock's holder died mid-round
     _keep(report)
     return report
+
+
+# Without the store (Redis down) each process keeps its own last report, so monitors still cannot hammer the TI.
+_local_lock = threading.Lock()
+_local_report: Report | None = None
+
+
+def _report_without_store(max_age: float) -> Report:
+    global _local_report
+    with _local_lock:
+        if _local_report is None or time.time() - _local_report.checked_at >= max_age:
+            _local_report = run_checks()
+        return _local_report
 
 
 def forget_report() -> None:
@@ -168,10 +182,12 @@ def run_checks() -> Report:
     report = Report(checked_at=time.time(), duration=0.0)
     database_ok = _check_database(report)
     accounts: list[_Account] = []
-    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="operations-check")
+    pool: ThreadPoolExecutor | None = None
     try:
         if database_ok:
             accounts = _accounts_with_leases()
+        # A POP3 login takes milliseconds; threads enough that many accounts do not queue behind a hanging CM.
+        pool = ThreadPoolExecutor(max_workers=min(32, 6 + len(accounts)), thread_name_prefix="operations-check")
         for item in accounts:
             if item.endpoint is not None and item.lease is not None:
                 endpoint = replace(item.endpoint, timeout=min(item.endpoint.timeout, check_timeout()))
@@ -197,10 +213,11 @@ def run_checks() -> Report:
             _judge_redis(report, _result(redis_check, "timeout"))
         _judge_konnektor(report, _result(konnektor, None), workplaces, now)
         _judge_directory(report, _result(directory, None))
-        _judge_accounts(report, accounts, cm_certificates, now)
+        _judge_accounts(report, accounts, cm_certificates, now, database_ok=database_ok)
         _judge_celery(report)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         for item in accounts:
             if item.lease is not None:
                 account_lease_release(account_id=item.account.pk, token=item.lease)
@@ -501,7 +518,12 @@ def _submit_cm_certificates(pool: ThreadPoolExecutor, accounts: list[KimAccount]
 
 
 def _judge_accounts(
-    report: Report, accounts: list[_Account], cm_certificates: dict[tuple[str, int], Future[Any]], now: dt.datetime
+    report: Report,
+    accounts: list[_Account],
+    cm_certificates: dict[tuple[str, int], Future[Any]],
+    now: dt.datetime,
+    *,
+    database_ok: bool,
 ) -> None:
     outbox, signing = _queue_depths(now) if accounts else ({}, {})
     for item in accounts:
@@ -514,6 +536,15 @@ def _judge_accounts(
         report.certificates.append(_certificate_status("cm_tls", label, f"{host}:{port}", probe, now))
     _certificates_component(report)
 
+    if not database_ok:
+        unknown = Msg(N_("Nicht prüfbar: die Datenbank antwortet nicht."))
+        for key, title in (
+            ("clientmodul", N_("Clientmodul (Anmeldung)")),
+            ("fetch", N_("Abruf")),
+            ("outbox", N_("Postausgang")),
+        ):
+            report.components.append(Component(key, Msg(title), UNKNOWN, unknown))
+        return
     active = [a for a in report.accounts if a.active]
     if not active:
         missing = Msg(N_("Kein aktives KIM-Konto eingerichtet."))

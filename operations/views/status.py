@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from kimportal.http import AuthenticatedHttpRequest
 from operations.metrics import render as render_metrics
@@ -87,4 +88,4 @@ def metrics(request: HttpRequest) -> HttpResponse:
         if refusal == 401:
             response["WWW-Authenticate"] = 'Bearer realm="kimportal-metrics"'
         return response
-    return HttpResponse(render_metrics(health_report()), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(render_metrics(health_report()), content_type=CONTENT_TYPE_LATEST)

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from tests.operations.conftest are parameters of the tests
 """The operations page in a real browser against the real stack: gunicorn (uvicorn workers), a Celery worker with
 beat (the heartbeat), PostgreSQL, Redis, the simulated Konnektor and Clientmodul and a real slapd.
 
@@ -50,7 +51,7 @@ def test_it_sees_everything_green_and_a_stopped_konnektor_turn_red(
     konnektor_sim,
     cm_factory,
     slapd,
-    fresh_store,  # noqa: F811
+    fresh_store,
 ):
     konnektor_sim.add_smcb(SMCB_HOLDER, SMCB_TELEMATIK_ID)
     Workplace.objects.create(workplace_id=WORKPLACE, label="Station 3, Arztzimmer", ct_id="CT-1")

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
 from mailbox.models import KimAccount
-from operations.services import heartbeat
+from operations.services import health, heartbeat
 from operations.services.health import LOCK_KEY, REPORT_KEY
 from operations.services.store import store
 from signing.models import Workplace
@@ -43,9 +43,11 @@ SMCB_TELEMATIK_ID = "5-2-123456789"
 def fresh_store() -> Iterator[None]:
     """No report, lock or heartbeat left from an earlier test (the store is Redis: it outlives a test)."""
     keys = [REPORT_KEY, LOCK_KEY, heartbeat.BEAT_KEY, heartbeat.WORKER_KEY]
-    store().delete_many(keys)
+    shared = store()  # the one of this test's start, even if the test points REDIS_URL elsewhere
+    shared.delete_many(keys)
+    health._local_report = None  # the per-process fallback of a test that took Redis away
     yield
-    store().delete_many(keys)
+    shared.delete_many(keys)
 
 
 @pytest.fixture(scope="session")

@@ -275,3 +275,29 @@ def test_outbox_depth_and_a_stuck_outbox(ops):
     report = run_checks()
     assert report.component("outbox").state == ERROR
     assert report.accounts[0].outbox_waiting == 2
+
+
+def test_redis_down_is_red_and_checks_still_run_rationed(client, ops, settings):
+    # Nothing listens on port 1: the store and the ping both fail.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    first = health_report()
+    assert first.component("redis").state == ERROR
+    assert first.component("konnektor").state == OK
+    # Without the shared store this process keeps its own report: still one round per period.
+    assert health_report().checked_at == first.checked_at
+    status, body = health(client)
+    assert status == 503 and "redis" in body["failing"]
+
+
+def test_database_down_is_red_and_the_accounts_not_checkable(ops, settings, monkeypatch):
+    from django.db.backends.utils import CursorWrapper
+
+    def refuse(self, sql, params=None):  # a database that refuses queries (a stopped PostgreSQL)
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(CursorWrapper, "execute", refuse)
+    report = run_checks()
+    monkeypatch.undo()
+    assert report.component("database").state == ERROR
+    assert report.component("clientmodul").state == UNKNOWN
+    assert report.component("konnektor").state == OK  # the Konnektor is asked all the same
