@@ -110,7 +110,8 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         if draft.is_open:
             raise PermissionDenied
         messages.error(
-            request, _("Der Entwurf wird gerade signiert oder ist signiert und kann nicht mehr geändert werden.")
+            request,
+            _("Der Entwurf wird gerade signiert, ist signiert oder zurückgezogen und kann nicht mehr geändert werden."),
         )
         return redirect("signing:draft-detail", pk=draft.pk)
     form = _form(request, draft)
