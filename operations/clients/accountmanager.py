@@ -98,6 +98,10 @@ class AccountManagerError(Exception):
         """Worth trying again later (the provider or the network, not the input)."""
         return self.code in ("timeout", "unreachable") or self.status in (500, 502, 503, 504)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Survives pickling (Celery results): Exception would rebuild it from the text alone.
+        return (_rebuild_error, (self.status, self.code, self.text, self.detail))
+
 
 class PasswordPolicyError(AccountManagerError):
     """The new password does not match the provider's policy (checked before anything is sent)."""
@@ -108,6 +112,13 @@ class PasswordPolicyError(AccountManagerError):
             text = f"{text} {display}"
         super().__init__(None, "password_policy", text)
         self.display = display
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PasswordPolicyError, (self.display,))
+
+
+def _rebuild_error(status: int | None, code: str, text: str, detail: str) -> AccountManagerError:
+    return AccountManagerError(status, code, text, detail=detail)
 
 
 @dataclass(frozen=True)

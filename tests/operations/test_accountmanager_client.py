@@ -715,3 +715,14 @@ def test_konnektor_down_is_a_clear_error(
     # The service information needs no card: it still works.
     with account_manager_client(account, session=accountmanager_sim.openapi.session()) as client:
         assert client.service_information().jwt_expiration == 300
+
+
+def test_errors_survive_pickling() -> None:
+    # Celery carries exceptions between processes.
+    import pickle
+
+    error = AccountManagerError(423, "http_423", STATUS_TEXTS[423], detail="locked / 19aa")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert (copy.status, copy.code, copy.text, copy.detail) == (423, "http_423", STATUS_TEXTS[423], "locked / 19aa")
+    policy = pickle.loads(pickle.dumps(PasswordPolicyError("mindestens 12 Zeichen")))  # noqa: S301
+    assert isinstance(policy, PasswordPolicyError) and policy.text.endswith("mindestens 12 Zeichen")
