@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate
+from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate, comfort_sweep
 from signing.services.received import received_signatures_retry_due, received_signatures_verify
 from signing.services.run import batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
@@ -19,6 +19,8 @@ def signing_batch_run(batch_id: int) -> None:
 
 @shared_task(name="signing.tasks.signing_recover_stale", ignore_result=True, expires=300)
 def signing_recover_stale() -> int:
+    # Also the Komfortsignatur nobody ended: a sign-in session gone without a logout, its time up, a dead task.
+    comfort_sweep()
     return batches_recover_stale()
 
 

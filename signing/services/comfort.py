@@ -139,7 +139,7 @@ def _end_if_stale(activation: ComfortActivation) -> bool:
 # --- activation ---------------------------------------------------------------------------------------------
 
 
-def comfort_activate(*, user: Any, workplace: Workplace) -> ComfortActivation:
+def comfort_activate(*, user: Any, workplace: Workplace, session_key: str = "") -> ComfortActivation:
     """Ask for a new activation at ``workplace``; its task asks for the PIN at the card terminal after commit.
 
     Refused (nothing saved) in "plain" mode, without an eHBA, at an inactive workstation, while another activation
@@ -166,7 +166,11 @@ def comfort_activate(*, user: Any, workplace: Workplace) -> ComfortActivation:
         try:
             with transaction.atomic():
                 activation = ComfortActivation.objects.create(
-                    signer=user, workplace=workplace, user_id=uuid.uuid4(), task_id=str(uuid.uuid4())
+                    signer=user,
+                    workplace=workplace,
+                    user_id=uuid.uuid4(),
+                    task_id=str(uuid.uuid4()),
+                    session_key=session_key or "",
                 )
         except IntegrityError as exc:  # the partial unique index: another tab was quicker
             raise Conflict(_("Die Komfortsignatur wird bereits in einem anderen Fenster aktiviert.")) from exc
@@ -404,6 +408,30 @@ def comfort_end_on_logout(sender: Any, request: Any = None, user: Any = None, **
         if _end(activation, End.LOGOUT, actor=user) and activation.activated_at is not None:
             with transaction.atomic():
                 enqueue_on_commit(DEACTIVATE_TASK, activation.pk)
+
+
+def comfort_sweep() -> int:
+    """With the beat's stale-batch recovery (every minute): end what nobody ended — activations whose sign-in
+    session is gone without a logout (browser closed, idle beyond the limit: the session row expires), whose time
+    is up, or whose activation task died. Returns how many ended."""
+    from django.contrib.sessions.models import Session
+
+    now = timezone.now()
+    ended = 0
+    for activation in ComfortActivation.objects.filter(state__in=ComfortActivation.LIVE_STATES):
+        if _end_if_stale(activation):
+            ended += 1
+        elif (
+            activation.session_key
+            and not Session.objects.filter(session_key=activation.session_key, expire_date__gt=now).exists()
+        ):
+            if _end(activation, End.LOGOUT, actor=None):
+                ended += 1
+                if activation.activated_at is not None:
+                    enqueue_on_commit(DEACTIVATE_TASK, activation.pk)
+        elif activation.state == State.ACTIVE and activation.valid_until is not None and activation.valid_until <= now:
+            ended += int(_end(activation, End.EXPIRED, actor=None))
+    return ended
 
 
 def comfort_konnektor_deactivate(activation_id: int) -> None:

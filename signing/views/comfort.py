@@ -85,7 +85,7 @@ def comfort_activate_view(request: AuthenticatedHttpRequest) -> HttpResponse:
         )
         return redirect("signing:comfort")
     try:
-        comfort_activate(user=request.user, workplace=workplace)
+        comfort_activate(user=request.user, workplace=workplace, session_key=request.session.session_key or "")
     except (NotAllowed, Conflict, PortalError) as exc:
         messages.error(request, exc.message)
         return redirect("signing:comfort")

@@ -629,3 +629,48 @@ def test_the_page_reads_what_is_left_from_the_konnektor(
     sim.stop()  # the Konnektor cannot be asked: the page says so and keeps what it knew
     page = client.get(reverse("signing:comfort") + "?aktualisieren=1").content.decode()
     assert "konnte nicht abgefragt werden" in page and 'id="comfort-remaining">6<' in page
+
+
+@pytest.fixture
+def eager_tasks():
+    from celery import current_app
+
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    yield
+    current_app.conf.task_always_eager = eager
+
+
+def test_a_session_that_ends_without_logout_ends_it(
+    comfort_sim, signer, workplace, client, django_capture_on_commit_callbacks, eager_tasks
+):
+    from django.contrib.sessions.models import Session
+
+    from signing.services.comfort import comfort_sweep
+
+    sim = comfort_sim()
+    client.force_login(signer)
+    with django_capture_on_commit_callbacks(execute=True):  # the task runs in place (eager)
+        client.post(reverse("signing:comfort-activate"), {"workplace": workplace.pk})
+    activation = ComfortActivation.objects.get()
+    assert activation.state == State.ACTIVE and activation.session_key == client.session.session_key
+    assert comfort_sweep() == 0  # the session is alive: nothing to do
+    # The browser was closed: nobody logs out, the session row runs out (idle limit plus grace).
+    Session.objects.filter(session_key=activation.session_key).update(expire_date=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert comfort_sweep() == 1
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.LOGOUT)
+    assert sim.cards[0].comfort is None
+    assert AuditEvent.objects.get(action="signing.comfort_ended").details["reason"] == End.LOGOUT
+
+
+def test_the_sweep_ends_what_ran_out_of_time(comfort_sim, signer, workplace, django_capture_on_commit_callbacks):
+    from signing.services.comfort import comfort_sweep
+
+    comfort_sim()
+    activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
+    ComfortActivation.objects.filter(pk=activation.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
+    assert comfort_sweep() == 1
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.EXPIRED)
