@@ -79,6 +79,8 @@ export KIMPORTAL_ACCOUNT_MANAGER_CA="$(json_key "$SIM_DIR/accountmanager.json" c
 $PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 5
 # aerztin's eHBA, the workstation Arbeitsplatz-1 (terminal CT-1) and a dozen letters from station to sign.
 $PY manage.py signing_demo_seed
+# The KIS's connection for Kardiologie with a fresh random token (docs/kis-api.md; scripts/kis_client.py reads it).
+$PY manage.py kis_demo_client --token-file "$KIMPORTAL_DATA_DIR/kis-token"
 
 .venv/bin/celery -A kimportal worker --loglevel=WARNING --concurrency=2 >"$LOG_DIR/worker.log" 2>&1 & pids+=($!)
 .venv/bin/celery -A kimportal beat --loglevel=WARNING >"$LOG_DIR/beat.log" 2>&1 & pids+=($!)
@@ -108,6 +110,8 @@ cat <<TXT
   Arztzimmer · CT-1", "Auswahl signieren", then type the PIN at the simulated card terminal
   (once for the PDFs, once more for the text and XML letters; or use $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
     .venv/bin/python -m tisim terminal --pin 123456
+  Drafts from the KIS: post three eArztbriefe (author assistenz, signer aerztin; "in Prüfung" for aerztin):
+    .venv/bin/python scripts/kis_client.py --token-file "$KIMPORTAL_DATA_DIR/kis-token" submit --demo
   A registration code for a new KIM address (the provider's letter; for "Neue KIM-Adresse registrieren"):
     .venv/bin/python -m tisim accountmanager reg-code --address neu@klinikum-demo.kim.telematik-test
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
