@@ -6,7 +6,6 @@ from celery import shared_task
 
 from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate, comfort_sweep
 from signing.services.received import received_signatures_retry_due, received_signatures_verify
-from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate
 from signing.services.run import batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
 
