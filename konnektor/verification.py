@@ -30,6 +30,9 @@ _NS = {"vr": VR, "dss": DSS, "xades": XADES}
 QC_STATEMENTS_OID = "1.3.6.1.5.5.7.1.3"
 QC_COMPLIANCE = bytes.fromhex("06060400 8e460101".replace(" ", ""))
 
+MAX_TEXT = 1000
+MAX_NAME = 200
+
 REASONS = {
     INVALID: "Die Signatur ist ungültig.",
     INCONCLUSIVE: "Die Signatur konnte nicht abschließend geprüft werden.",
@@ -69,7 +72,9 @@ def verify_result(high_level: str, outputs: Iterable[Any]) -> VerifyResult:
     if not signer_name and subject:
         signer_name = _cn_from_text(subject)
     valid = result == VALID
-    reason = "" if valid else (message or REASONS[result])
+    # What a Konnektor writes is shown to users: bounded, whatever it sends.
+    reason = "" if valid else (message[:MAX_TEXT] or REASONS[result])
+    signer_name = signer_name[:MAX_NAME]
     return VerifyResult(
         valid=valid,
         result=result,

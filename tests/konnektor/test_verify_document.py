@@ -229,6 +229,32 @@ def test_crafted_report_without_certificate_and_a_fault(crafted, make_client) ->
     assert (odd.valid, odd.result) == (False, INCONCLUSIVE)
     assert odd.reason == "Die Signatur konnte nicht abschließend geprüft werden."
 
+    # A hostile Konnektor's novel of a reason is cut to what a page can show.
+    crafted.answer_always(
+        200,
+        envelope(
+            '<SIG:VerifyDocumentResponse xmlns:SIG="http://ws.gematik.de/conn/SignatureService/v7.5"'
+            ' xmlns:CONN="http://ws.gematik.de/conn/ConnectorCommon/v5.0"'
+            ' xmlns:vr="urn:oasis:names:tc:dss-x:1.0:profiles:verificationreport:schema#"'
+            ' xmlns:dss="urn:oasis:names:tc:dss:1.0:core:schema">'
+            "<CONN:Status><CONN:Result>OK</CONN:Result></CONN:Status>"
+            "<SIG:VerificationResult><SIG:HighLevelResult>INVALID</SIG:HighLevelResult>"
+            "<SIG:TimestampType>SYSTEM_TIMESTAMP</SIG:TimestampType>"
+            "<SIG:Timestamp>2026-01-01T10:00:00Z</SIG:Timestamp></SIG:VerificationResult>"
+            "<SIG:OptionalOutputs><vr:VerificationReport><vr:IndividualReport><vr:SignedObjectIdentifier/>"
+            f"<dss:Result><dss:ResultMajor>urn:x</dss:ResultMajor><dss:ResultMessage>{'x' * 50_000}"
+            "</dss:ResultMessage></dss:Result><vr:Details><vr:DetailedSignatureReport><vr:CertificatePathValidity>"
+            "<vr:PathValidityDetail><vr:CertificateValidity><vr:Subject>CN=$(rm -rf)</vr:Subject>"
+            "<vr:CertificateValue>kein-base64!</vr:CertificateValue></vr:CertificateValidity>"
+            "</vr:PathValidityDetail></vr:CertificatePathValidity></vr:DetailedSignatureReport></vr:Details>"
+            "</vr:IndividualReport></vr:VerificationReport></SIG:OptionalOutputs>"
+            "</SIG:VerifyDocumentResponse>"
+        ),
+    )
+    hostile = client.verify_document(CTX, signature=None, document=sample_pdf(), mime_type="application/pdf")
+    assert (hostile.valid, len(hostile.reason), hostile.signer_certificate) == (False, 1000, None)
+    assert hostile.signer_name == "$(rm -rf)"
+
     crafted.answer_always(500, fault("Interner Fehler", trace(90001, severity="Info"), trace(4001)))
     with pytest.raises(KonnektorError) as failed:
         client.verify_document(CTX, signature=None, document=sample_pdf(), mime_type="application/pdf")

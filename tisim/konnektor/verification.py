@@ -1,5 +1,5 @@
 """VerifyDocument's check: real verification of CAdES (detached or enveloping CMS, asn1crypto + cryptography) and
-PAdES (pyhanko) signatures against the simulator's QES CA.
+PAdES (pyhanko reads the PDF, the CMS inside is checked the same way) signatures against the simulator's QES CA.
 
 A signature is VALID when its bytes are intact (the message digest is the document's), the signature value
 verifies with the signer's certificate, that certificate was issued by the QES CA (and is meant for signing) and was
@@ -10,6 +10,7 @@ signer certificate in the signature).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -21,7 +22,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 
 VALID = "VALID"
 INVALID = "INVALID"
@@ -213,46 +213,47 @@ def _check_certificate(cert: x509.Certificate, signing_time: dt.datetime | None,
 
 
 def _verify_pdf(pdf: bytes, ca: x509.Certificate) -> Verdict:
+    """pyhanko reads the PDF's structure (signature fields, /ByteRange, /Contents, coverage); each signature's CMS
+    is checked like a detached CAdES over the bytes its /ByteRange covers. The last signature must cover the whole
+    file (nothing added after it)."""
     # Imported here: pyhanko is heavy and only PAdES needs it.
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko.sign.validation.status import SignatureCoverageLevel
-    from pyhanko_certvalidator import ValidationContext
 
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
-        embedded = list(reader.embedded_signatures)
+        embedded = [
+            signature
+            for signature in reader.embedded_signatures
+            # Document time stamps (ETSI.RFC3161) are no signatures of a person.
+            if signature.signed_data["encap_content_info"]["content_type"].native == "data"
+        ]
     except (PdfError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return Verdict(INVALID, PDF_DAMAGED, format_ok=False)
     if not embedded:
         return Verdict(INVALID, NO_SIGNATURE)
-    anchor = asn1_x509.Certificate.load(ca.public_bytes(Encoding.DER))
     verdicts = []
     for number, signature in enumerate(embedded, start=1):
         try:
-            cert = x509.load_der_x509_certificate(signature.signer_cert.dump())
-        except (ValueError, TypeError, KeyError, AttributeError):
-            cert = None
-        try:
-            context = ValidationContext(trust_roots=[anchor], allow_fetching=False, revocation_mode="soft-fail")
-            status = validate_pdf_signature(signature, signer_validation_context=context, skip_diff=True)
+            first, length1, second, length2 = (int(n) for n in signature.byte_range)
+            if first != 0 or min(length1, second, length2) < 0 or second + length2 > len(pdf):
+                raise ValueError("byte range outside the file")
+            covered = pdf[first:length1] + pdf[second : second + length2]
+            certificates = [c.chosen for c in signature.signed_data["certificates"] or [] if c.name == "certificate"]
+            verdict = _check_signer_info(signature.signer_info, certificates, covered, ca)
+            if verdict.signing_time is None:
+                # PAdES baseline signs no signing-time attribute: the claimed time is the dictionary's /M.
+                verdict = dataclasses.replace(verdict, signing_time=signature.self_reported_timestamp)
+            coverage = signature.evaluate_signature_coverage()
         except (PdfError, ValueError, KeyError, TypeError, AttributeError, IndexError):
-            verdicts.append(Verdict(INVALID, DAMAGED, cert, format_ok=False))
+            verdicts.append(Verdict(INVALID, DAMAGED, format_ok=False))
             continue
-        signing_time = status.signer_reported_dt
-        if not status.intact:
-            verdicts.append(Verdict(INVALID, NOT_INTACT, cert, signing_time, signature_ok=False))
-        elif not status.valid:
-            verdicts.append(Verdict(INVALID, MATH_INVALID, cert, signing_time, signature_ok=False))
-        elif cert is None:
-            verdicts.append(Verdict(INCONCLUSIVE, NO_CERTIFICATE, signing_time=signing_time))
-        else:
-            verdict = _check_certificate(cert, signing_time, ca)
-            last = number == len(embedded)
-            if verdict.result == VALID and last and status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
-                verdict = Verdict(INVALID, PDF_CHANGED, cert, signing_time, signature_ok=True, path_ok=True)
-            verdicts.append(verdict)
+        if verdict.result == VALID and number == len(embedded) and coverage != SignatureCoverageLevel.ENTIRE_FILE:
+            verdict = Verdict(
+                INVALID, PDF_CHANGED, verdict.signer, verdict.signing_time, signature_ok=True, path_ok=True
+            )
+        verdicts.append(verdict)
     failed = next((v for v in verdicts if v.result != VALID), None)
     # The report names the latest signature (the one that covers the document as it is).
     return failed or verdicts[-1]
