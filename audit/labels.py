@@ -91,6 +91,15 @@ ACTION_LABELS = {
     "outgoing.released": _("Gesendete Nachricht freigegeben"),
     "outgoing.viewed": _("Gesendete Nachricht geöffnet"),
     "outgoing.attachment_downloaded": _("Anhang einer gesendeten Nachricht geöffnet"),
+    "kim.out_of_office_set": _("Abwesenheitsnotiz beim KIM-Anbieter gesetzt"),
+    "kim.password_changed": _("KIM-Passwort geändert"),
+    "kim.password_change_failed": _("KIM-Passwortänderung nicht übernommen"),
+    "kim.data_time_to_live_set": _("Speicherdauer beim KIM-Anbieter geändert"),
+    "kim.version_set": _("KIM-Version geändert"),
+    "kim.deregistered": _("KIM-Konto beim Anbieter abgemeldet"),
+    "kim.deregistration_revoked": _("Abmeldung des KIM-Kontos widerrufen"),
+    "kim.registered": _("KIM-Adresse beim Anbieter registriert"),
+    "kim.registration_failed": _("Registrierung einer KIM-Adresse abgelehnt"),
 }
 
 

@@ -77,6 +77,8 @@ export KIMPORTAL_ACCOUNT_MANAGER_URL="$(json_key "$SIM_DIR/accountmanager.json" 
 export KIMPORTAL_ACCOUNT_MANAGER_CA="$(json_key "$SIM_DIR/accountmanager.json" ca)"
 
 $PY manage.py demo_seed --cm-json "$SIM_DIR/cm.json" --password demo --poll-seconds 5
+# The demo's KIM accounts in the simulated Konnektor's context, where the SMC-B signs for the Account Manager.
+$PY manage.py kim_demo_seed
 # aerztin's eHBA, the workstation Arbeitsplatz-1 (terminal CT-1) and a dozen letters from station to sign.
 $PY manage.py signing_demo_seed
 # The KIS's connection for Kardiologie with a fresh random token (docs/kis-api.md; scripts/kis_client.py reads it).
@@ -110,6 +112,9 @@ cat <<TXT
   Arztzimmer · CT-1", "Auswahl signieren", then type the PIN at the simulated card terminal
   (once for the PDFs, once more for the text and XML letters; or use $KIMPORTAL_KONNEKTOR_URL/tisim/terminal):
     .venv/bin/python -m tisim terminal --pin 123456
+  Out-of-office note: log in as leitung, "KIM-Konten", Aufnahme, "Abwesenheitsnotiz bearbeiten"; then a mail
+  from Praxis Müller to aufnahme@klinikum-demo.kim.telematik-test gets the automatic reply (tisim send as above,
+  --to aufnahme@…; the reply lies in $SIM_DIR/maildrops/praxis.mueller@praxis-mueller.kim.telematik-test/).
   Drafts from the KIS: post three eArztbriefe (author assistenz, signer aerztin; "in Prüfung" for aerztin):
     .venv/bin/python scripts/kis_client.py --token-file "$KIMPORTAL_DATA_DIR/kis-token" submit --demo
   A registration code for a new KIM address (the provider's letter; for "Neue KIM-Adresse registrieren"):

@@ -169,3 +169,10 @@ def test_a_wrong_stored_password_is_a_clear_refusal(kim: KimWorld) -> None:
     assert response.status_code == 422
     assert "Die Anmeldung am Account Manager ist fehlgeschlagen" in response.content.decode()
     assert _note(kim) is None
+
+
+def test_the_absence_pages_lead_to_the_note(kim: KimWorld) -> None:
+    """Where a substitute is entered, the provider's automatic reply is one link away (mailbox links by URL name)."""
+    for user, url in ((kim.owner, reverse("mailbox:absences")), (kim.manager, reverse("manage:absences"))):
+        page = kim.client_for(user).get(url).content.decode()
+        assert f'<a href="{reverse("operations:kim-list")}">KIM-Konten</a>' in page
