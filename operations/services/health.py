@@ -368,6 +368,14 @@ def _cards_verdict(cards: list[CardStatus], probe: KonnektorProbe, workplaces: l
     text = Msg.of(N_("%(smcb)d SMC-B, %(ehba)d eHBA gesteckt."), smcb=len(smcbs), ehba=len(ehbas))
     if state != OK:
         text = Msg.of(N_("%(summary)s Bitte die Karten unten prüfen."), summary=text)
+    if probe.card_errors:
+        # A workplace the Konnektor does not know (4006) hides the cards of its terminals.
+        state = worst([state, WARNING])
+        text = Msg.of(
+            N_("%(summary)s Nicht alle Arbeitsplätze abfragbar: %(detail)s"),
+            summary=text,
+            detail="; ".join(probe.card_errors),
+        )
     return state, text
 
 
@@ -636,8 +644,10 @@ def _login(item: _Account) -> tuple[str, Msg]:
         return ERROR, Msg.raw(item.endpoint_error)
     if item.lease is None:
         # A fetch holds the maildrop right now; its own outcome is the login test.
-        if account.status in (KimAccount.Status.OK, KimAccount.Status.UNKNOWN):
+        if account.status == KimAccount.Status.OK:
             return OK, Msg(N_("Ein Abruf läuft gerade; der letzte Abruf war erfolgreich."))
+        if account.status == KimAccount.Status.UNKNOWN:
+            return OK, Msg(N_("Ein Abruf läuft gerade (der erste für dieses Konto)."))
         return ERROR, Msg.raw(account.status_message or account.get_status_display())
     probe = _result(item.login, None) if item.login is not None else None
     if probe is None:

@@ -6,14 +6,17 @@ import datetime as dt
 import time
 
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from kimportal.http import AuthenticatedHttpRequest
+from kimportal.http import HtmxHttpRequest
 from operations.metrics import render as render_metrics
 from operations.metrics import scrape_refusal
 from operations.services.access import can_view_operations
@@ -26,9 +29,17 @@ REFRESH_MIN_AGE = 5.0
 POLL_SECONDS = 15
 
 
-def _require_access(request: AuthenticatedHttpRequest) -> None:
+def _refusal(request: HtmxHttpRequest) -> HttpResponse | None:
+    """None for IT; a way to the login for the signed-out (also a polling fragment: the whole page goes, htmx would
+    swap the login form into the fragment otherwise); 403 for everyone else."""
+    if not request.user.is_authenticated:
+        login = redirect_to_login(reverse("operations:status"))
+        if request.htmx:
+            return HttpResponseClientRedirect(login["Location"])
+        return login
     if not can_view_operations(request.user):
         raise PermissionDenied
+    return None
 
 
 def _context(report: Report) -> dict[str, object]:
@@ -40,17 +51,22 @@ def _context(report: Report) -> dict[str, object]:
     }
 
 
+# Signed-out requests are answered here, not by LoginRequiredMiddleware: the page polls (see _refusal).
+@login_not_required
 @require_GET
-def status_page(request: AuthenticatedHttpRequest) -> HttpResponse:
-    _require_access(request)
+def status_page(request: HtmxHttpRequest) -> HttpResponse:
+    if (refusal := _refusal(request)) is not None:
+        return refusal
     report = health_report()
     template = "operations/status.html#status-body" if request.htmx else "operations/status.html"
     return render(request, template, _context(report))
 
 
+@login_not_required
 @require_POST
-def status_refresh(request: AuthenticatedHttpRequest) -> HttpResponse:
-    _require_access(request)
+def status_refresh(request: HtmxHttpRequest) -> HttpResponse:
+    if (refusal := _refusal(request)) is not None:
+        return refusal
     report = health_report(max_age=REFRESH_MIN_AGE)
     if not request.htmx:
         return redirect("operations:status")

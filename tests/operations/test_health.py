@@ -301,3 +301,14 @@ def test_database_down_is_red_and_the_accounts_not_checkable(ops, settings, monk
     assert report.component("database").state == ERROR
     assert report.component("clientmodul").state == UNKNOWN
     assert report.component("konnektor").state == OK  # the Konnektor is asked all the same
+
+
+def test_a_workplace_the_konnektor_does_not_know_is_a_warning(ops):
+    # The account's WorkplaceId is not configured in the Konnektor's information model (fault 4006).
+    KimAccount.objects.filter(pk=ops.account.pk).update(workplace_id="Unbekannt-7")
+    report = run_checks()
+    cards = report.component("cards")
+    assert cards.state == WARNING
+    assert "Unbekannt-7" in str(cards.text)
+    # The cards of the known workplace are still there.
+    assert sorted(card.card_type for card in report.cards) == ["HBA", "SMC-B"]

@@ -31,10 +31,17 @@ def test_the_urls():
     assert reverse("health") == "/health/" and reverse("metrics") == "/metrics"
 
 
-def test_anonymous_is_sent_to_login(client):
+def test_anonymous_is_sent_to_login(client, fresh_store):
     for method, url in (("get", URL), ("post", REFRESH)):
         response = getattr(client, method)(url)
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+        # A polling page whose session ended elsewhere goes to the login as a whole (not into the fragment).
+        response = getattr(client, method)(url, HTTP_HX_REQUEST="true")
+        assert response.status_code == 200 and response["HX-Redirect"] == f"{reverse('login')}?next=/betrieb/"
+    from operations.services.health import REPORT_KEY
+    from operations.services.store import store
+
+    assert store().get(REPORT_KEY) is None  # nothing was checked for them
 
 
 @pytest.mark.parametrize("who", ["ward", "member", "manager", "staff_without_permission", "permission_without_staff"])
