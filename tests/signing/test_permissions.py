@@ -14,9 +14,11 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from audit.models import AuditEvent
 from kimportal.routing import websocket_urlpatterns
+from mailbox.services.ingest import message_ingest
 from signing.consumers import BatchConsumer, QueueConsumer
-from signing.models import Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
-from tests.mailbox.factories import UserFactory
+from signing.models import Draft, ReceivedSignature, ReviewRule, SignatureBatch, SignerCard, Workplace
+from tests.mailbox.factories import MailboxFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
 
 # What each route's int argument names, and whether only managers may use it at all.
@@ -49,6 +51,8 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "review-queue": ("list", ("GET", "POST")),
     "review-rules": ("manager", ("GET", "POST")),
     "review-rule-remove": ("manager-rule", ("POST",)),
+    # Signatures on received letters: check again (a message of someone else's mailbox).
+    "received-verify": ("message", ("POST",)),
 }
 
 
@@ -78,6 +82,8 @@ def build_foreign(mailbox) -> dict:
     workplace = WorkplaceFactory(workplace_id="AP-fremd")
     batch = SignatureBatch.objects.create(signer=owner, workplace=workplace, total=1, job_number="ABC-123")
     rule = ReviewRule.objects.create(mailbox=mailbox, document_type="eau")
+    # A letter in a mailbox none of the test's users belongs to (the physician is a member of *mailbox*).
+    message = message_ingest(mailbox=MailboxFactory(), uidl="fremd-1", raw=MAIL_WITH_PDF)
     return {
         "owner": owner,
         "draft": draft,
@@ -85,6 +91,7 @@ def build_foreign(mailbox) -> dict:
         "card": owner.signer_card,
         "workplace": workplace,
         "rule": rule,
+        "message": message,
     }
 
 
@@ -99,6 +106,7 @@ def url_kwargs(kind: str, f: dict) -> dict:
         "manager-card": {"pk": f["card"].pk},
         "manager-workplace": {"pk": f["workplace"].pk},
         "manager-rule": {"pk": f["rule"].pk},
+        "message": {"pk": f["message"].pk},
     }[kind]
 
 
@@ -120,6 +128,8 @@ def _state(f) -> tuple:
         AuditEvent.objects.filter(details__draft=draft.pk).count(),
         draft.review_state,
         ReviewRule.objects.filter(pk=f["rule"].pk).exists(),
+        ReceivedSignature.objects.filter(message=f["message"]).count(),
+        AuditEvent.objects.filter(message_id=f["message"].pk).count(),
     )
 
 
