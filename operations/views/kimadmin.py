@@ -313,7 +313,13 @@ def kim_register_start(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(
         request,
         "operations/kim_register.html",
-        {"form": form, "step": KimRegistration.Step.ADDRESS, "error": error, "steps": KimRegistration.Step},
+        {
+            "form": form,
+            "step": KimRegistration.Step.ADDRESS,
+            "error": error,
+            "steps": KimRegistration.Step,
+            "no_templates": template is None,
+        },
         status=422 if data is not None else 200,
     )
 

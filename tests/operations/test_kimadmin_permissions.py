@@ -153,3 +153,32 @@ def test_the_registration_wizard_is_the_managers_and_each_registration_its_start
     assert (
         kim.client_for(kim.manager).get(reverse("operations:kim-register", args=[registration.pk])).status_code == 200
     )
+
+
+def test_the_services_check_too_not_only_the_views(kim: KimWorld) -> None:
+    """Defence in depth: a service called with someone who may not administer the mailbox refuses."""
+    from kimportal.errors import NotAllowed
+    from operations.services import kimadmin
+
+    seen = len(kim.am.am.seen)
+    calls = [
+        lambda u: kimadmin.out_of_office_set(user=u, mailbox=kim.mailbox, active=False, start=None, end=None, text=""),
+        lambda u: kimadmin.password_change(user=u, mailbox=kim.mailbox, new_password="Neu-Passwort-2027!"),
+        lambda u: kimadmin.data_time_to_live_set(user=u, mailbox=kim.mailbox, days=30),
+        lambda u: kimadmin.kim_version_set(user=u, mailbox=kim.mailbox, version="1.5+"),
+        lambda u: kimadmin.account_deregister(user=u, mailbox=kim.mailbox),
+        lambda u: kimadmin.account_deregistration_revoke(user=u, mailbox=kim.mailbox),
+    ]
+    for user in (kim.processor, kim.stranger, AnonymousUser()):
+        for call in calls:
+            with pytest.raises(NotAllowed):
+                call(user)
+    _nothing_happened(kim, seen)
+
+
+def test_a_fresh_house_without_any_kim_account_is_told_what_to_do_first(kim: KimWorld) -> None:
+    from mailbox.models import KimAccount
+
+    KimAccount.objects.all().delete()
+    page = kim.client_for(kim.manager).get(reverse("operations:kim-register-start")).content.decode()
+    assert "Es gibt noch kein KIM-Konto im Portal" in page
