@@ -196,9 +196,15 @@ def comfort_activation_run(activation_id: int) -> None:
             return
         activation.checked_at = timezone.now()
         activation.save(update_fields=["checked_at"])
-    ctx = comfort_context(activation)
     client = konnektor_client()
-    card: Card | None = None
+    try:
+        _activation_run(client, activation)
+    finally:
+        client.close()
+
+
+def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> None:
+    ctx = comfort_context(activation)
     try:
         if not get_user_model().objects.filter(pk=activation.signer_id, is_active=True).exists():
             raise BatchStopped(None, _("Das Konto ist deaktiviert."))
@@ -227,7 +233,7 @@ def comfort_activation_run(activation_id: int) -> None:
         _failed(activation, exc.code, exc.text)
         return
     except Exception:
-        log.exception("Komfortsignatur activation %s failed", activation_id)
+        log.exception("Komfortsignatur activation %s failed", activation.pk)
         _failed(activation, None, _("Interner Fehler beim Aktivieren der Komfortsignatur."))
         return
     with transaction.atomic():
