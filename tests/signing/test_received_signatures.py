@@ -526,3 +526,101 @@ def test_the_receiver_reads_a_whole_round_with_one_query(cm, account, tmp_path, 
     assert sorted(subjects[args[1]] for args in queued) == ["PDF", "p7m", "p7s"]
     assert [args[0] for args in queued] == ["signing.tasks.signing_received_verify"] * 3
     assert messages_with_candidates([]) == []
+
+
+# --- the other shapes, and hostile or odd input -------------------------------------------------------------------
+
+
+def test_an_enveloping_p7m_is_checked_with_the_document_inside(
+    cm, konnektor, workplace, account, member, client, tmp_path
+):
+    from tisim.konnektor.signatures import cades
+    from tisim.signedmail import signer_certificate
+
+    signed = cades(b"<befund>4.1</befund>", signer_certificate(cm.data_dir), short_text="befund", include_content=True)
+    send(cm, tmp_path, files={"befund.xml.p7m": signed})
+
+    [message] = fetch(account)
+
+    [row] = ReceivedSignature.objects.filter(message=message)
+    assert (row.kind, row.status, row.filename) == ("cades_enveloping", "valid", "befund.xml.p7m")
+    assert verdicts(page(client, member, message)) == [GOOD]
+
+
+def test_a_p7m_that_is_no_signature_is_not_reported(cm, konnektor, workplace, account, tmp_path):
+    send(cm, tmp_path, files={"verschluesselt.p7m": b"\x30\x03\x02\x01\x00 kein SignedData"})
+
+    [message] = fetch(account)
+
+    assert not ReceivedSignature.objects.filter(message=message).exists()
+
+
+def test_a_p7s_without_its_document_is_not_verifiable_and_not_retried(
+    cm, konnektor, workplace, account, member, client, tmp_path
+):
+    from tisim.konnektor.signatures import cades
+    from tisim.signedmail import signer_certificate
+
+    signature = cades(b"weg", signer_certificate(cm.data_dir), short_text="brief")
+    send(cm, tmp_path, files={"brief.txt.p7s": signature, "anderes.txt": b"a", "drittes.txt": b"b"})
+
+    [message] = fetch(account)
+
+    [row] = ReceivedSignature.objects.filter(message=message)
+    assert (row.kind, row.status, row.next_try_at) == ("cades_detached", "unverifiable", None)
+    assert row.signer_name == DEFAULT_SIGNER, "read from the signature itself"
+    assert "fehlt das signierte Dokument" in row.reason
+    assert "— nicht prüfbar: Zur Signaturdatei" in verdicts(page(client, member, message))[0]
+
+
+def test_a_broken_p7s_is_sent_to_the_konnektor_and_not_called_valid(cm, konnektor, workplace, account, tmp_path):
+    send(cm, tmp_path, files={"brief.txt": b"Hallo", "brief.txt.p7s": b"kein CMS"})
+
+    [message] = fetch(account)
+
+    row = ReceivedSignature.objects.get(message=message)
+    assert row.status in ("invalid", "unverifiable") and row.reason
+    assert row.next_try_at is None, "the Konnektor's answer about a signature is not retried"
+
+
+def test_a_signed_pdf_over_the_konnektors_limit_is_not_sent(
+    cm, konnektor, workplace, account, member, client, tmp_path, settings
+):
+    settings.KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = 2000
+    send(cm, tmp_path, "--sign", files={"gross.pdf": sample_pdf("Gross")})
+    konnektor.stop()  # never asked
+
+    [message] = fetch(account)
+
+    [row] = ReceivedSignature.objects.filter(message=message)
+    assert (row.status, row.next_try_at) == ("unverifiable", None)
+    assert "zu groß" in row.reason
+
+
+def test_a_message_whose_content_was_deleted_is_not_checked_again(
+    cm, konnektor, workplace, account, member, client, tmp_path
+):
+    send(cm, tmp_path, "--sign", files={"brief.pdf": sample_pdf("Befund")})
+    [message] = fetch(account)
+    Message.objects.filter(pk=message.pk).update(content_deleted_at=timezone.now())
+    checked = ReceivedSignature.objects.get(message=message).checked_at
+    client.force_login(member)
+
+    response = client.post(reverse("signing:received-verify", args=[message.pk]), HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 422
+    assert "gelöscht" in response.content.decode()
+    assert received_signatures_verify(message_id=message.pk, force=True) == 0
+    assert ReceivedSignature.objects.get(message=message).checked_at == checked
+    assert not AuditEvent.objects.filter(action="signing.received_verify_requested").exists()
+
+
+def test_the_panel_shows_a_running_check(cm, konnektor, workplace, account, member, client, tmp_path):
+    send(cm, tmp_path, "--sign", files={"brief.pdf": sample_pdf("Befund")})
+    [message] = fetch(account)
+    ReceivedSignature.objects.filter(message=message).update(status="pending")
+
+    html = page(client, member, message)
+
+    assert verdicts(html) == [f"Signatur von {DEFAULT_SIGNER} wird geprüft …"]
+    assert re.search(r'<button type="submit" id="received-signatures-redo" disabled>', html)
