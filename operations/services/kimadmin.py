@@ -55,11 +55,11 @@ class KimAdminError(PortalError):
 
 
 # Failures that happen before anything reaches the provider: nothing can have changed there.
-_NOT_SENT = frozenset({"password_policy", "invalid", "konnektor", "no_smcb", "tls"})
+_NOT_SENT = frozenset({"password_policy", "invalid", "konnektor", "no_smcb", "tls", "credentials"})
 
 
-def _refused(exc: AccountManagerError, *, changed: bool = False) -> KimAdminError:
-    tail = "" if changed else " " + _("Es wurde nichts geändert.")
+def _refused(exc: AccountManagerError) -> KimAdminError:
+    tail = " " + _("Es wurde nichts geändert.")
     if exc.code == "timeout" or (exc.status is not None and exc.status >= 500):
         # The request may have arrived: say so rather than claim nothing happened.
         tail = " " + _("Ob die Änderung beim Anbieter angekommen ist, ist ungewiss; bitte die Seite neu laden.")
@@ -125,7 +125,18 @@ def kim_registration_get_for_user(user: Any, pk: int) -> KimRegistration:
 
 @contextmanager
 def _client(account: KimAccount) -> Iterator[AccountManagerClient]:
-    client = amauth.account_manager_client(account)
+    try:
+        client = amauth.account_manager_client(account)
+    except crypto.CredentialDecryptionError as exc:
+        # Before anything is sent: like every other failure, one sentence for the page.
+        raise AccountManagerError(
+            None,
+            "credentials",
+            _(
+                "Das gespeicherte Passwort des KIM-Kontos kann nicht entschlüsselt werden (Schlüssel geändert?). "
+                "Bitte unter Leitung › Postfächer › KIM-Konto neu eingeben."
+            ),
+        ) from exc
     try:
         yield client
     finally:
@@ -162,10 +173,9 @@ def account_overview(*, account: KimAccount) -> AccountOverview:
                 note = client.out_of_office()
             except AccountManagerError as exc:
                 errors.append(exc.text)
-    except AccountManagerError:
-        pass
-    except crypto.CredentialDecryptionError:
-        errors.append(_("Das gespeicherte Passwort des KIM-Kontos kann nicht entschlüsselt werden."))
+    except AccountManagerError as exc:
+        if exc.text not in errors:
+            errors.append(exc.text)
     return AccountOverview(info, limits, note, tuple(dict.fromkeys(errors)))
 
 

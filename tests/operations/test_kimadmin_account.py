@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditEvent
+from mailbox.models import KimAccount
 from operations.clients.accountmanager import KIM_VERSION_LARGE_WARNING
 from tests.operations import kimadmin_world
 from tests.operations.kimadmin_world import ADDRESS, PASSWORD, PRAXIS, SMCB_TELEMATIK_ID, KimWorld
@@ -132,3 +133,17 @@ def test_the_konnektor_without_an_smcb_is_named(kim: KimWorld, settings: Any) ->
     settings.KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = "80276000000000000000"  # a card that is not there
     page = _page(kim)
     assert "keine SMC-B" in page
+
+
+def test_konnektor_down_or_an_undecryptable_password_are_named(kim: KimWorld) -> None:
+    kim.konnektor.stop()
+    page = _page(kim)
+    assert "Authentisierung mit der SMC-B fehlgeschlagen" in page
+    response = kim.client_for(kim.owner).post(
+        reverse("operations:kim-out-of-office", args=[kim.mailbox.pk]),
+        {"active": "", "starts_at": "", "ends_at": "", "text": ""},
+    )
+    assert "Authentisierung mit der SMC-B fehlgeschlagen" in response.content.decode()
+    KimAccount.objects.filter(pk=kim.account.pk).update(password_encrypted="kaputt")
+    assert "kann nicht entschlüsselt werden" in _page(kim)
+    assert not AuditEvent.objects.filter(action__startswith="kim.").exists()
