@@ -18,13 +18,15 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from mailbox.models import Membership
+from mailbox.services.ingest import message_ingest
 from signing import events
 from signing.consumers import BatchConsumer, QueueConsumer
-from signing.models import BatchItem, Draft, SignatureBatch, SignerCard, Workplace
+from signing.models import BatchItem, Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.documents import LETTER_TEXT
 from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
-from tests.signing.test_permissions import ROUTES
+from tests.signing.test_permissions import ROUTES, url_kwargs
 
 TEXT = {"content": LETTER_TEXT, "mime_type": "text/plain", "filename": "brief.txt"}
 
@@ -245,7 +247,9 @@ def test_every_post_of_the_app_needs_the_csrf_token(manager, assistant, mailbox,
     card = SignerCardFactory(user=manager)
     letter = DraftFactory(author=manager, signer=manager, mailbox=mailbox)
     batch = SignatureBatch.objects.create(signer=manager, workplace=workplace, total=1, job_number="ABC-123")
-    pks = {"draft": letter.pk, "batch": batch.pk, "manager-card": card.pk, "manager-workplace": workplace.pk}
+    rule = ReviewRule.objects.create(mailbox=mailbox, document_type="eau")
+    message = message_ingest(mailbox=mailbox, uidl="csrf-1", raw=MAIL_WITH_PDF)
+    world = {"draft": letter, "batch": batch, "card": card, "workplace": workplace, "rule": rule, "message": message}
     forged = Client(enforce_csrf_checks=True)
     forged.force_login(manager)
     events_before = AuditEvent.objects.count()
@@ -253,7 +257,7 @@ def test_every_post_of_the_app_needs_the_csrf_token(manager, assistant, mailbox,
     for name, (kind, methods) in ROUTES.items():
         if "POST" not in methods:
             continue
-        url = reverse(f"signing:{name}", kwargs={"pk": pks[kind]} if kind in pks else {})
+        url = reverse(f"signing:{name}", kwargs=url_kwargs(kind, world))
         data = {
             "workplace": workplace.pk,
             "draft": _selection(letter),
@@ -267,8 +271,9 @@ def test_every_post_of_the_app_needs_the_csrf_token(manager, assistant, mailbox,
         response = forged.post(url, data)
         assert response.status_code == 403, (name, response.status_code)
         checked += 1
-    assert checked == 9
+    assert checked == sum(1 for _kind, methods in ROUTES.values() if "POST" in methods)
     assert AuditEvent.objects.count() == events_before
+    assert ReviewRule.objects.filter(pk=rule.pk).exists()
     assert not SignatureBatch.objects.exclude(pk=batch.pk).exists()
     assert SignatureBatch.objects.get(pk=batch.pk).cancel_requested_at is None
     assert SignerCard.objects.filter(pk=card.pk).exists() and not SignerCard.objects.filter(user=assistant).exists()
