@@ -5,7 +5,11 @@ from __future__ import annotations
 from celery import shared_task
 
 from signing.services.comfort import comfort_activation_run, comfort_konnektor_deactivate, comfort_sweep
-from signing.services.received import received_signatures_retry_due, received_signatures_verify
+from signing.services.received import (
+    received_signatures_dispatch,
+    received_signatures_retry_due,
+    received_signatures_verify,
+)
 from signing.services.run import batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
 
@@ -39,6 +43,12 @@ def signing_received_verify(message_id: int, force: bool = False, requested_by: 
 @shared_task(name="signing.tasks.signing_received_retry_due", ignore_result=True, expires=50)
 def signing_received_retry_due() -> int:
     return received_signatures_retry_due()
+
+
+# A fetch round's messages that may carry signatures: one task from the fetch, a task per message from here.
+@shared_task(name="signing.tasks.signing_received_dispatch", ignore_result=True)
+def signing_received_dispatch(message_ids: list[int]) -> int:
+    return received_signatures_dispatch(message_ids=message_ids)
 
 
 # --- KIS callbacks (signing.api.callbacks) ---

@@ -1,11 +1,12 @@
 """Signatures on received letters, checked by the Konnektor (SignatureService VerifyDocument).
 
-A fetch round's new messages arrive through mailbox's ``messages_ingested`` signal (connected in
-signing.apps): one query picks the messages with candidate attachments (a PDF, a .p7s, a .p7m, by content type or
-file name) and each gets a task. The task reads the attachments: a PDF with a /ByteRange is a PAdES signature, a
-.p7s signs the document of the same name beside it (CAdES detached; the only other file if no name matches), a
-.p7m holding a CMS SignedData carries its document inside (CAdES enveloping). Each is sent to the Konnektor; its
-answer is stored (ReceivedSignature), audited and shown live on the message page (mailbox.extensions).
+A fetch round's new messages arrive through mailbox's ``messages_ingested`` signal (connected in signing.apps):
+one query picks the messages with candidate attachments (a PDF, a .p7s, a .p7m, by content type or file name), and
+one task for the round gives each of them a task of its own. That task reads the attachments: a PDF with a
+/ByteRange is a PAdES signature, a .p7s signs the document of the same name beside it (CAdES detached; the only
+other file if no name matches), a .p7m holding a CMS SignedData carries its document inside (CAdES enveloping).
+Each is sent to the Konnektor; its answer is stored (ReceivedSignature), audited and shown live on the message page
+(mailbox.extensions).
 
 Which Konnektor context: the Mandant and client system of the settings, and the workplace
 KIMPORTAL_KONNEKTOR_VERIFY_WORKPLACE names, or else the first active workstation (signing's Workplace, by id).
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PANEL = "received-signatures"
 TASK = "signing.tasks.signing_received_verify"
+DISPATCH_TASK = "signing.tasks.signing_received_dispatch"
 
 PDF_TYPES = frozenset({"application/pdf", "application/x-pdf", "application/pdf-a"})
 DETACHED_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
@@ -102,9 +104,18 @@ def messages_with_candidates(message_ids: Iterable[int]) -> list[int]:
 
 
 def on_messages_ingested(sender: Any, *, mailbox_id: int, message_ids: list[int], **kwargs: Any) -> None:
-    """mailbox.extensions.messages_ingested: queue a check for each new message that may carry a signature."""
-    for message_id in messages_with_candidates(message_ids):
-        enqueue_on_commit(TASK, message_id)
+    """mailbox.extensions.messages_ingested: one query, and one task for the round's messages that may carry a
+    signature (nothing per message in the fetch: a round of 50 letters with PDFs sends one task, not 50)."""
+    candidates = messages_with_candidates(message_ids)
+    if candidates:
+        enqueue_on_commit(DISPATCH_TASK, candidates)
+
+
+def received_signatures_dispatch(*, message_ids: list[int]) -> int:
+    """A task per message (in the worker, off the fetch's path): checks run side by side on several workers."""
+    for message_id in message_ids:
+        enqueue_on_commit(TASK, int(message_id))
+    return len(message_ids)
 
 
 # --- finding the signed documents ---------------------------------------------------------------------------------

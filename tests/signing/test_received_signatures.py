@@ -32,6 +32,7 @@ from signing.services import received as received_service
 from signing.services.received import (
     messages_with_candidates,
     on_messages_ingested,
+    received_signatures_dispatch,
     received_signatures_retry_due,
     received_signatures_verify,
 )
@@ -522,10 +523,16 @@ def test_the_receiver_reads_a_whole_round_with_one_query(cm, account, tmp_path, 
         on_messages_ingested(Message, mailbox_id=account.mailbox_id, message_ids=stored)
 
     assert len(queries) == 1
+    # One task for the round (not one per message: the fetch's speed is a measured target) …
+    [(name, candidates)] = queued
+    assert name == "signing.tasks.signing_received_dispatch"
     subjects = dict(Message.objects.values_list("pk", "subject"))
-    assert sorted(subjects[args[1]] for args in queued) == ["PDF", "p7m", "p7s"]
-    assert [args[0] for args in queued] == ["signing.tasks.signing_received_verify"] * 3
+    assert sorted(subjects[pk] for pk in candidates) == ["PDF", "p7m", "p7s"]
     assert messages_with_candidates([]) == []
+    # … which gives each candidate a task of its own, in the worker.
+    queued.clear()
+    assert received_signatures_dispatch(message_ids=candidates) == 3
+    assert queued == [("signing.tasks.signing_received_verify", pk) for pk in candidates]
 
 
 # --- the other shapes, and hostile or odd input -------------------------------------------------------------------
