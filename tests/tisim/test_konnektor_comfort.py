@@ -99,6 +99,10 @@ def test_activation_asks_for_the_pin_and_then_signs_without_one(konnektor_sim_fa
     assert len(signed) == 3 and all(s.comfort and s.user_id == user for s in signed)
     info = session_info(soap, sim, user)
     assert info is not None and info[0] == "2"
+    # The control API shows the session (for the person at the simulator).
+    state = requests.get(sim.base_url + "/tisim/state", verify=soap.session.verify, timeout=10).json()
+    [hba_state] = [c for c in state["card_states"] if c["iccsn"] == sim.cards[0].iccsn]
+    assert hba_state["comfort"]["user_id"] == user and hba_state["comfort"]["remaining"] == 2
 
 
 def test_signature_mode_reports_the_limits(konnektor_sim_factory: Factory, tmp_path: Path) -> None:

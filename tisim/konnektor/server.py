@@ -38,6 +38,7 @@ from tisim.konnektor.soap import (
 from tisim.tls import server_context
 
 if TYPE_CHECKING:
+    from tisim.konnektor.cards import SimCard
     from tisim.konnektor.simulator import KonnektorSimulator
 
 log = logging.getLogger("tisim.konnektor")
@@ -398,8 +399,16 @@ def _state(sim: KonnektorSimulator) -> dict[str, Any]:
                 "inserted": c.inserted,
                 "pin_state": sim.effective_pin_state(c),
                 "left_tries": c.left_tries,
+                "comfort": _comfort_state(sim, c),
             }
             for c in sim.cards
         ],
         "faults": sim.faults,
     }
+
+
+def _comfort_state(sim: KonnektorSimulator, card: SimCard) -> dict[str, Any] | None:
+    session = sim.comfort_session(card)
+    if session is None:
+        return None
+    return {"user_id": session.user_id, "remaining": session.remaining, "seconds_left": round(session.time_left(), 1)}
