@@ -1,5 +1,6 @@
-"""The simulated Konnektor: connector.sds and the SOAP services a portal needs for batch QES with the eHBA,
-a card terminal with display and PIN pad, software cards with real keys, faults on demand.
+"""The simulated Konnektor: connector.sds and the SOAP services a portal needs for batch QES with the eHBA, the
+Komfortsignatur, VerifyDocument and the SMC-B's ExternalAuthenticate; a card terminal with display and PIN pad,
+software cards with real keys, faults on demand.
 
 ``python -m tisim konnektor-run`` runs it; ``python -m tisim terminal --pin 123456`` types the PIN.
 """

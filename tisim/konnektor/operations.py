@@ -1,6 +1,9 @@
 """The Konnektor's SOAP operations: EventService.GetCards, CardService.GetPinStatus/VerifyPin,
 SignatureService.GetJobNumber/SignDocument/StopSignature (7.5 and 7.4), CertificateService.ReadCardCertificate.
 
+The Komfortsignatur is in :mod:`tisim.konnektor.comfort`, VerifyDocument in :mod:`tisim.konnektor.verify_document`,
+ExternalAuthenticate in :mod:`tisim.konnektor.authentication`; :mod:`tisim.konnektor.handlers` gathers them all.
+
 Each handler takes the parsed operation element and returns the response element; a
 :class:`KonnektorFault` ends the call with a SOAP fault. The state they work on (cards, terminals,
 jobs, faults) lives in :class:`tisim.konnektor.simulator.KonnektorSimulator`.
