@@ -247,3 +247,17 @@ def test_verify_works_in_the_secure_modes(konnektor_sim_factory, mode: str, tmp_
     session.auth = (sim.basic_user, sim.basic_password)
     soap = Soap(sim, session)
     assert high_level(soap.verify_document(document=signed_pdf(soap, sim))) == "VALID"
+
+
+def test_a_pdf_signed_twice_is_valid(konnektor_sim: KonnektorSimulator) -> None:
+    soap = Soap(konnektor_sim)
+    once = signed_pdf(soap, konnektor_sim)
+    response = sign(soap, konnektor_sim, Doc("p2", once, "application/pdf", pades=True))
+    data = response.find("SIG:OptionalOutputs/SIG:DocumentWithSignature/dss:Base64Data", namespaces=_ns())
+    assert data is not None
+    twice = base64.b64decode(data.text or "")
+    assert twice.startswith(once)
+    assert high_level(soap.verify_document(document=twice)) == "VALID"
+    # The first signature's bytes changed: the whole document is not valid any more.
+    at = twice.index(b"Entlassbrief")
+    assert high_level(soap.verify_document(document=twice[:at] + b"Y" + twice[at + 1 :])) == "INVALID"
