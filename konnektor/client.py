@@ -1,4 +1,5 @@
-"""The portal's Konnektor client: discovery, cards, PIN status, certificates and the batch signature (I/O only).
+"""The portal's Konnektor client: discovery, cards, PIN status, certificates, the batch signature, the Komfortsignatur,
+VerifyDocument and ExternalAuthenticate (I/O only).
 
 One zeep client per service, built from the package's own WSDL subset (``konnektor/wsdl``) for the version
 connector.sds announced, bound to that version's endpoint. Everything coming from the network is parsed with
