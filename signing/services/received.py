@@ -521,15 +521,19 @@ def _rows_store(message: Message, outcomes: list[tuple[Found, Outcome]], *, acto
 
 
 @transaction.atomic
-def received_signatures_redo(*, user: Any, message: Message) -> None:
+def received_signatures_redo(*, user: Any, message: Message) -> bool:
     """Check a message's signatures again, for someone who may see it (the caller found it through
-    Message.objects.visible_to): shown as running at once, the task follows after commit."""
-    ReceivedSignature.objects.filter(message=message).update(
-        status=ReceivedSignature.Status.PENDING, next_try_at=timezone.now() + PENDING_LEASE
-    )
+    Message.objects.visible_to): shown as running at once, the task follows after commit. False when a check of
+    the message is running already (within its lease): a second click, or a reader's script, queues nothing."""
+    now = timezone.now()
+    rows = ReceivedSignature.objects.select_for_update().filter(message=message)
+    if any(r.status == ReceivedSignature.Status.PENDING and r.next_try_at and r.next_try_at > now for r in rows):
+        return False
+    rows.update(status=ReceivedSignature.Status.PENDING, next_try_at=now + PENDING_LEASE)
     audit_record(actor=user, action="signing.received_verify_requested", message=message)
     panel_changed(message_id=message.pk, panel=PANEL)
     enqueue_on_commit(TASK, message.pk, True, user.pk)
+    return True
 
 
 def received_signatures_retry_due(*, now: datetime | None = None, limit: int = 100) -> int:

@@ -65,8 +65,11 @@ def received_verify(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             return redirect("mailbox:message-detail", pk=pk)
         context = _context(pk, received_signatures_for_message(pk), error=error)
         return render(request, TEMPLATE, context, status=422)
-    received_signatures_redo(user=request.user, message=message)
+    started = received_signatures_redo(user=request.user, message=message)
     if not request.htmx:
-        messages.success(request, _("Die Signaturen werden erneut geprüft."))
+        if started:
+            messages.success(request, _("Die Signaturen werden erneut geprüft."))
+        else:
+            messages.info(request, _("Die Signaturen werden gerade geprüft."))
         return redirect("mailbox:message-detail", pk=pk)
     return render(request, TEMPLATE, _context(pk, received_signatures_for_message(pk)))

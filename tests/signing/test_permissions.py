@@ -17,6 +17,7 @@ from kimportal.routing import websocket_urlpatterns
 from mailbox.services.ingest import message_ingest
 from signing.consumers import BatchConsumer, QueueConsumer
 from signing.models import Draft, ReceivedSignature, ReviewRule, SignatureBatch, SignerCard, Workplace
+from signing.models.comfort import ComfortActivation
 from tests.mailbox.factories import MailboxFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
@@ -53,6 +54,10 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "review-rule-remove": ("manager-rule", ("POST",)),
     # Signatures on received letters: check again (a message of someone else's mailbox).
     "received-verify": ("message", ("POST",)),
+    # Komfortsignatur: one's own page and activation; someone else's activation cannot be ended (404).
+    "comfort": ("list", ("GET",)),
+    "comfort-activate": ("list", ("POST",)),
+    "comfort-deactivate": ("comfort", ("POST",)),
 }
 
 
@@ -92,6 +97,7 @@ def build_foreign(mailbox) -> dict:
         "workplace": workplace,
         "rule": rule,
         "message": message,
+        "comfort": ComfortActivation.objects.create(signer=owner, workplace=workplace, state="active"),
     }
 
 
@@ -107,6 +113,7 @@ def url_kwargs(kind: str, f: dict) -> dict:
         "manager-workplace": {"pk": f["workplace"].pk},
         "manager-rule": {"pk": f["rule"].pk},
         "message": {"pk": f["message"].pk},
+        "comfort": {"pk": f["comfort"].pk} if "comfort" in f else {},
     }[kind]
 
 
@@ -130,6 +137,7 @@ def _state(f) -> tuple:
         ReviewRule.objects.filter(pk=f["rule"].pk).exists(),
         ReceivedSignature.objects.filter(message=f["message"]).count(),
         AuditEvent.objects.filter(message_id=f["message"].pk).count(),
+        ComfortActivation.objects.get(pk=f["comfort"].pk).state,
     )
 
 

@@ -631,3 +631,26 @@ def test_the_panel_shows_a_running_check(cm, konnektor, workplace, account, memb
 
     assert verdicts(html) == [f"Signatur von {DEFAULT_SIGNER} wird geprüft …"]
     assert re.search(r'<button type="submit" id="received-signatures-redo" disabled>', html)
+
+
+def test_a_second_request_while_a_check_runs_queues_nothing(
+    cm, konnektor, workplace, account, member, client, tmp_path, monkeypatch
+):
+    send(cm, tmp_path, "--sign", files={"brief.pdf": sample_pdf("Befund")})
+    [message] = fetch(account)
+    queued: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(received_service, "enqueue_on_commit", lambda *args: queued.append(args))
+    client.force_login(member)
+    url = reverse("signing:received-verify", args=[message.pk])
+
+    first = client.post(url, HTTP_HX_REQUEST="true")
+    second = client.post(url, HTTP_HX_REQUEST="true")
+
+    assert first.status_code == second.status_code == 200
+    assert 'id="received-signatures-redo" disabled' in second.content.decode()
+    assert queued == [("signing.tasks.signing_received_verify", message.pk, True, member.pk)]
+    assert AuditEvent.objects.filter(action="signing.received_verify_requested").count() == 1
+    # A check whose worker died holds the rows only for its lease; then asking again works.
+    ReceivedSignature.objects.filter(message=message).update(next_try_at=timezone.now() - timedelta(seconds=1))
+    assert client.post(url, HTTP_HX_REQUEST="true").status_code == 200
+    assert len(queued) == 2

@@ -21,7 +21,7 @@ from mailbox.models import Membership
 from mailbox.services.ingest import message_ingest
 from signing import events
 from signing.consumers import BatchConsumer, QueueConsumer
-from signing.models import BatchItem, Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
+from signing.models import BatchItem, ComfortActivation, Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.documents import LETTER_TEXT
@@ -249,7 +249,9 @@ def test_every_post_of_the_app_needs_the_csrf_token(manager, assistant, mailbox,
     batch = SignatureBatch.objects.create(signer=manager, workplace=workplace, total=1, job_number="ABC-123")
     rule = ReviewRule.objects.create(mailbox=mailbox, document_type="eau")
     message = message_ingest(mailbox=mailbox, uidl="csrf-1", raw=MAIL_WITH_PDF)
+    comfort = ComfortActivation.objects.create(signer=manager, workplace=workplace, state="active")
     world = {"draft": letter, "batch": batch, "card": card, "workplace": workplace, "rule": rule, "message": message}
+    world["comfort"] = comfort
     forged = Client(enforce_csrf_checks=True)
     forged.force_login(manager)
     events_before = AuditEvent.objects.count()
