@@ -611,9 +611,10 @@ def registration_complete(*, user: Any, registration: KimRegistration) -> Regist
                         kim_version=registration.kim_version or "1.5",
                     )
                 except AccountManagerError as exc:
-                    # 409 after an earlier attempt whose answer was lost: if the account takes our password, the
-                    # address is ours (registered by that attempt), not someone else's.
-                    if exc.status != 409 or not _account_is_ours(client):
+                    # An earlier attempt whose answer was lost (timeout, 5xx) may have registered the address: then
+                    # this one is refused (code used up: 401, or address taken: 409). If the account takes the
+                    # chosen password, the address is ours, registered by that attempt, not someone else's.
+                    if exc.status not in (401, 409) or not _account_is_ours(client):
                         raise
         except AccountManagerError as exc:
             with transaction.atomic():

@@ -179,3 +179,40 @@ def test_cancel_wipes_the_secrets_and_back_goes_back(kim: KimWorld) -> None:
     assert registration.state == KimRegistration.State.ABANDONED
     assert not (registration.reference_id_encrypted or registration.password_encrypted)
     assert client.get(reverse("operations:kim-register", args=[registration.pk])).status_code == 404
+
+
+def test_a_lost_answer_to_the_registration_is_found_out_on_the_next_click(
+    kim: KimWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider registers the address but its answer is lost (500): the next click is refused (the code is used
+    up), and the portal sees that the account takes the chosen password — it is ours — and creates the mailbox."""
+    from tisim.accountmanager.server import ApiError
+
+    original = kim.am.am.register
+
+    def registered_then_500(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        raise ApiError(500, "Internal Server Error")
+
+    client = kim.client_for(kim.manager)
+    registration = _through_step_3(kim, client)
+    monkeypatch.setattr(kim.am.am, "register", registered_then_500)
+    response = _step(client, registration, action="register")
+    assert response.status_code == 422
+    assert "ist ungewiss" in response.content.decode()
+    assert not Mailbox.objects.filter(address=NEW).exists()
+    monkeypatch.setattr(kim.am.am, "register", original)
+    response = _step(client, registration, action="register")
+    assert response.status_code == 200, response.content.decode()[:3000]
+    assert KimAccount.objects.get(mailbox__address=NEW).get_password() == CHOSEN
+
+
+def test_someone_elses_account_behind_a_refusal_is_not_taken_for_ours(kim: KimWorld) -> None:
+    kim.cm.add_account(NEW, "Jemand-Anderes-2026!")
+    client = kim.client_for(kim.manager)
+    registration = _through_step_3(kim, client)
+    registration.set_secret("reference_id", "FALSCH-123")
+    registration.save()
+    response = _step(client, registration, action="register")
+    assert "Registrierung abgelehnt" in response.content.decode()
+    assert not Mailbox.objects.filter(address=NEW).exists()
