@@ -390,7 +390,15 @@ def _ask(client: KonnektorClient, ctx: CallContext, found: Found) -> Outcome:
         log.warning("VerifyDocument for %s failed: %r", found.filename, exc)
         retry = exc.kind in RETRY_KINDS or exc.code in RETRY_FAULT_CODES
         return Outcome(ReceivedSignature.Status.UNVERIFIABLE, reason=exc.text, retry=retry)
+    except Exception as exc:
+        # A bug or an answer nobody foresaw: recorded and tried again later, never a check left "running".
+        log.exception("VerifyDocument for %s failed unexpectedly", found.filename)
+        return _unverifiable(_internal(exc), retry=True)
     return _outcome(answer)
+
+
+def _internal(exc: BaseException) -> str:
+    return _("Interner Fehler bei der Prüfung (%(kind)s). Details im Server-Log.") % {"kind": exc.__class__.__name__}
 
 
 def _unverifiable(reason: str, *, retry: bool) -> Outcome:
@@ -433,7 +441,14 @@ def received_signatures_verify(*, message_id: int, force: bool = False, requeste
             elif ctx is None:
                 outcomes.append((item, _unverifiable(_no_workplace(), retry=True)))
             else:
-                client = client or konnektor_client()
+                if client is None:
+                    try:
+                        client = konnektor_client()
+                    except (OSError, ValueError) as exc:
+                        # A certificate file named in the settings is missing or unreadable: the administrator's.
+                        log.exception("the Konnektor client cannot be set up")
+                        outcomes.append((item, _unverifiable(_internal(exc), retry=True)))
+                        continue
                 outcomes.append((item, _ask(client, ctx, item)))
     finally:
         if client is not None:

@@ -654,3 +654,16 @@ def test_a_second_request_while_a_check_runs_queues_nothing(
     ReceivedSignature.objects.filter(message=message).update(next_try_at=timezone.now() - timedelta(seconds=1))
     assert client.post(url, HTTP_HX_REQUEST="true").status_code == 200
     assert len(queued) == 2
+
+
+def test_a_konnektor_setting_pointing_nowhere_is_not_verifiable_and_tried_again(
+    cm, konnektor, workplace, account, tmp_path, settings
+):
+    settings.KIMPORTAL_KONNEKTOR_CA = str(tmp_path / "fehlt.pem")
+    send(cm, tmp_path, "--sign", files={"brief.pdf": sample_pdf("Befund")})
+
+    [message] = fetch(account)
+
+    row = ReceivedSignature.objects.get(message=message)
+    assert row.status == "unverifiable" and row.next_try_at is not None, "no check is left 'running'"
+    assert "Interner Fehler bei der Prüfung (FileNotFoundError)" in row.reason
