@@ -48,6 +48,8 @@ from tisim.accountmanager.store import (
     StateStore,
 )
 from tisim.accountmanager.token import TokenRejected, VerifiedToken, verify_token
+from tisim.accountmanager.vzdlink import RUNTIME_FILE as VZD_RUNTIME_FILE
+from tisim.accountmanager.vzdlink import VzdLink, VzdWriteError
 from tisim.cm.autoreply import AbsenceStore
 from tisim.cm.username import is_valid_address
 from tisim.config import write_json_atomic
@@ -216,10 +218,13 @@ class AccountManagerSimulator:
         quota: int = DEFAULT_QUOTA,
         kim_service_version: str = "1.5.5",
         kim_versions: tuple[str, ...] = KIM_VERSIONS,
+        vzd: VzdLink | None = None,
     ) -> None:
         """``data_dir``: the tisim data directory (state under ``accountmanager/``, ``accountmanager.json``);
         ``accounts``: the CM's account store; ``pki_data_dir``: the tisim data directory whose Konnektor PKI
-        issues the SMC-B certificates (default ``data_dir``)."""
+        issues the SMC-B certificates (default ``data_dir``); ``vzd``: the simulated VZD that registrations and
+        deregistrations write to (tisim.accountmanager.vzdlink; default: the one ``<data_dir>/vzd.json`` names
+        when that file exists, else none and the directory entries live only in ``accountmanager/state.json``)."""
         self.data_dir = Path(data_dir).resolve()
         self.accounts = accounts
         self.pki_data_dir = Path(pki_data_dir or data_dir).resolve()
@@ -231,6 +236,8 @@ class AccountManagerSimulator:
         self.quota = quota
         self.kim_service_version = kim_service_version
         self.kim_versions = kim_versions
+        # By default the VZD that `vzd-serve --announce` names in the data directory, if one does.
+        self.vzd = vzd if vzd is not None else VzdLink(runtime_file=self.data_dir / VZD_RUNTIME_FILE, required=False)
         self.state = StateStore(self.data_dir / "accountmanager")
         # The SMC-B CA is read from the Konnektor's PKI when a token arrives (tisim.konnektor.pki), never at start.
         self._ca_path, self._certificate = _ensure_tls(self.data_dir / "accountmanager" / "tls")
@@ -307,6 +314,7 @@ class AccountManagerSimulator:
             "ca": str(self.ca_path),
             "smcb_ca": str(pki_directory(self.pki_data_dir) / "smcb-ca.pem"),
             "jwt_expiration": self.jwt_expiration,
+            "vzd": self.vzd.describe(),
             "pid": os.getpid(),
         }
 
@@ -460,10 +468,46 @@ class AccountManagerSimulator:
             else:
                 _directory_add(state, token.telematik_id, address, kim_version)
             state["accounts"][address] = record
+            # The VZD write can still fail (502, or 409 when another entry holds the address): then nothing is
+            # saved and the registration code stays usable.
+            published = self._publish(record, address)
             # Last, after every check: the CM account exists only for a registration that succeeded.
-            self.accounts.set_password(address, password)
+            try:
+                self.accounts.set_password(address, password)
+            except Exception:
+                if published:
+                    self._withdraw_quietly(record, address)
+                raise
 
         self.state.update(change)
+
+    def _publish(self, record: dict[str, Any], address: str) -> bool:
+        """Write the address into the configured VZD when its account is published there (bound to a card, not
+        ``noVzdMailEntry``); True if it is. VZD errors become the Account Manager's answer (502, 409)."""
+        telematik_id = record.get("telematikID")
+        if not telematik_id or record.get("noVzdMailEntry"):
+            return False
+        try:
+            self.vzd.publish(telematik_id, address, str(record.get("kimVersion", DEFAULT_KIM_VERSION)))
+        except VzdWriteError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return True
+
+    def _withdraw(self, record: dict[str, Any], address: str) -> None:
+        """Remove the address from the configured VZD (502 when it cannot be reached)."""
+        telematik_id = record.get("telematikID")
+        if not telematik_id:
+            return
+        try:
+            self.vzd.withdraw(telematik_id, address)
+        except VzdWriteError as exc:
+            raise ApiError(exc.status, exc.message) from None
+
+    def _withdraw_quietly(self, record: dict[str, Any], address: str) -> None:
+        try:
+            self._withdraw(record, address)
+        except ApiError:
+            log.warning("could not take %s out of the VZD again after a failed registration", address)
 
     def _authorize(self, state: dict[str, Any], token: VerifiedToken, address: str, password: str) -> dict[str, Any]:
         known = self.accounts.password(address)
@@ -521,12 +565,18 @@ class AccountManagerSimulator:
                 raise ApiError(502, "VZD cannot be reached.")
             if kim_version is not None:
                 record["kimVersion"] = kim_version
-                if record.get("telematikID") and not record.get("noVzdMailEntry"):
-                    _directory_add(state, record["telematikID"], address, kim_version)
             if ttl is not None:
                 record["dataTimeToLive"] = ttl
             if isinstance(body.get("noVzdMailEntry"), bool):
                 record["noVzdMailEntry"] = body["noVzdMailEntry"]
+            if touches_vzd and record.get("telematikID") and record.get("regStat") != "deregistered":
+                # A new version replaces the address's komLeData/kimData; noVzdMailEntry takes it out or back in.
+                if record.get("noVzdMailEntry"):
+                    self._withdraw(record, address)
+                    _directory_remove(state, record["telematikID"], address)
+                else:
+                    self._publish(record, address)
+                    _directory_add(state, record["telematikID"], address, record["kimVersion"])
             if new_password is not None:
                 self.accounts.set_password(address, new_password)
 
@@ -538,6 +588,11 @@ class AccountManagerSimulator:
             if not state["vzd_available"]:
                 raise ApiError(502, "VZD cannot be reached.")
             if record.get("regStat") != "deregistered":
+                # The address leaves the VZD at once, so no sender finds it any more; POP3 stays usable until
+                # deregDate for what has arrived. A revocation publishes it again.
+                self._withdraw(record, address)
+                if record.get("telematikID"):
+                    _directory_remove(state, record["telematikID"], address)
                 record["regStat"] = "deregistered"
                 record["deregDate"] = int((dt.datetime.now(dt.UTC) + DEREGISTRATION_GRACE).timestamp())
 
@@ -551,6 +606,8 @@ class AccountManagerSimulator:
             self._locked_entry(state, record)
             if not state["vzd_available"]:
                 raise ApiError(502, "VZD cannot be reached.")
+            if self._publish(record, address):
+                _directory_add(state, record["telematikID"], address, record.get("kimVersion", DEFAULT_KIM_VERSION))
             record["regStat"] = "registered"
             record.pop("deregDate", None)
 
@@ -610,6 +667,13 @@ def _directory_add(state: dict[str, Any], telematik_id: str, address: str, kim_v
     if address not in entry["mail"]:
         entry["mail"].append(address)
     entry["kimData"] = [k for k in entry["kimData"] if not k.startswith(f"{address},")] + [f"{address},{kim_version}"]
+
+
+def _directory_remove(state: dict[str, Any], telematik_id: str, address: str) -> None:
+    entry = state["directory"].get(telematik_id)
+    if isinstance(entry, dict):
+        entry["mail"] = [m for m in entry.get("mail", []) if m != address]
+        entry["kimData"] = [k for k in entry.get("kimData", []) if not k.startswith(f"{address},")]
 
 
 def _b64_text(value: str, what: str) -> str:

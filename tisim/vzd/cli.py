@@ -1,11 +1,14 @@
 """Command line of the simulated VZD; ``python -m tisim vzd-…`` delegates here with the subcommand first.
 
     python -m tisim vzd-generate --entries N [--seed S] --out FILE.ldif
-    python -m tisim vzd-serve --data-dir DIR [--entries N] [--seed S] [--port P]
+    python -m tisim vzd-serve --data-dir DIR [--entries N] [--seed S] [--port P] [--announce FILE]
 
 vzd-serve generates the LDIF if DIR has none for that size and seed, slapadds it into a fresh mdb in DIR, starts
-slapd on 127.0.0.1:P (0 = a free port), writes DIR/vzd.json ({"url", "base", "entries"}) and runs until SIGINT or
-SIGTERM, then stops slapd.
+slapd on 127.0.0.1:P (0 = a free port), writes DIR/vzd.json ({"url", "base", "entries", "bind_dn",
+"bind_password"}) and runs until SIGINT or SIGTERM, then stops slapd. ``--announce FILE`` writes the same to FILE
+too: ``<tisim data dir>/vzd.json`` is where the simulated Account Manager looks for the directory it publishes
+registered KIM addresses in (tisim.accountmanager.vzdlink). The bind DN is the test directory's root (loopback
+only); the portal itself binds anonymously.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+from tisim.config import write_json_atomic
 from tisim.vzd.generate import BASE_DN, DATA_VERSION, generate_file
-from tisim.vzd.slapd import SlapdServer
+from tisim.vzd.slapd import ROOT_DN, ROOT_PW, SlapdServer
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -52,8 +56,11 @@ def _serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     server = prepare(data_dir, args.entries, args.seed, port=args.port)
     server.start()
-    info = {"url": server.url, "base": BASE_DN, "entries": args.entries}
-    (data_dir / "vzd.json").write_text(json.dumps(info) + "\n")
+    info = {"url": server.url, "base": BASE_DN, "entries": args.entries, "bind_dn": ROOT_DN, "bind_password": ROOT_PW}
+    # Atomic: the demo and the Account Manager read these files while this process may still be writing them.
+    write_json_atomic(data_dir / "vzd.json", info)
+    if args.announce:
+        write_json_atomic(Path(args.announce).resolve(), info)
     print(json.dumps(info), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--entries", type=int, default=5000)
     serve.add_argument("--seed", type=int, default=1)
     serve.add_argument("--port", type=int, default=0)
+    serve.add_argument(
+        "--announce", help="also write vzd.json here (e.g. the tisim data dir's, for the Account Manager)"
+    )
     serve.set_defaults(func=_serve)
     return parser
 

@@ -39,6 +39,9 @@ PSC_ZAHN = "urn:psc:1.2.276.0.76.5.494"
 AS_FACHARZT = "urn:as:1.2.276.0.76.5.514"
 AS_NICHT_AERZTLICH = "urn:as:1.3.6.1.4.1.19376.3.276.1.5.11"
 AS_ZAHN = "urn:as:1.2.276.0.76.5.492"
+# The hospital of the demo: the simulated Konnektor's SMC-B carries this Telematik-ID in the demo (scripts/demo.sh),
+# so the simulated Account Manager finds the entry to publish the addresses it registers in.
+KLINIKUM_DEMO_TELEMATIK_ID = "5-2-0000000000004711"
 
 SURNAMES = (
     "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch Bauer Richter Klein "
@@ -285,7 +288,7 @@ class Generator:
         )
         praxis.certs = [valid.for_telematik_id(praxis.telematik_id)]
         klinikum = Entry(
-            telematik_id=_telematik_id("5-2-", 4711),
+            telematik_id=KLINIKUM_DEMO_TELEMATIK_ID,
             kind=KIND_BY_NAME["krankenhaus"],
             display_name="Klinikum Demo",
             organization="Klinikum Demo gGmbH",
