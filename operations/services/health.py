@@ -62,7 +62,8 @@ from signing.services.konnektor import konnektor_config
 
 log = logging.getLogger(__name__)
 
-REPORT_KEY = "health:report"
+# Reports are pickled: a new layout of operations.services.results gets a new key (an upgrade reads no old one).
+REPORT_KEY = "health:report:v1"
 LOCK_KEY = "health:lock"
 # A report older than this is not handed out while another process checks: wait for the new one instead.
 STALE_REPORT_SECONDS = 300.0
@@ -136,7 +137,7 @@ def _report_without_store(max_age: float) -> Report:
 
 
 def forget_report() -> None:
-    """The next health_report() checks anew (tests; the page's "Jetzt prüfen")."""
+    """The next health_report() checks anew."""
     store().delete(REPORT_KEY)
 
 

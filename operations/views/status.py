@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -53,7 +53,7 @@ def _context(report: Report) -> dict[str, object]:
 
 # Signed-out requests are answered here, not by LoginRequiredMiddleware: the page polls (see _refusal).
 @login_not_required
-@require_GET
+@require_safe
 def status_page(request: HtmxHttpRequest) -> HttpResponse:
     if (refusal := _refusal(request)) is not None:
         return refusal
@@ -75,7 +75,7 @@ def status_refresh(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_not_required
 @never_cache
-@require_GET
+@require_safe
 def health(request: HttpRequest) -> JsonResponse:
     """Component names and states only: no texts (they name hosts and addresses), no patient data."""
     report = health_report()
@@ -92,7 +92,7 @@ def health(request: HttpRequest) -> JsonResponse:
 
 @login_not_required
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     refusal = scrape_refusal(request)
     if refusal is not None:

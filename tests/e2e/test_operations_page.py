@@ -84,6 +84,7 @@ def test_it_sees_everything_green_and_a_stopped_konnektor_turn_red(
         else:
             pytest.fail(f"no heartbeat from beat and worker: {stack.logs()}")
 
+        page.set_default_navigation_timeout(30_000)
         LoginPage(page, stack.url).open().login("admin", "pw-secret-123")
         page.set_viewport_size({"width": 1280, "height": 900})
         SiteNav(page).link("Betrieb").click()
@@ -116,6 +117,8 @@ def test_a_ward_user_sees_no_betrieb_and_gets_403(transactional_db, tmp_path, pa
     stack = PortalStack(tmp_path, with_worker=False)
     try:
         stack.start()
+        # A freshly started server's first page may take a while on a busy machine.
+        page.set_default_navigation_timeout(30_000)
         LoginPage(page, stack.url).open().login("station", "pw-secret-123")
         page.set_viewport_size({"width": 1280, "height": 900})
         expect(SiteNav(page).link("Posteingang")).to_be_visible()

@@ -312,3 +312,9 @@ def test_a_workplace_the_konnektor_does_not_know_is_a_warning(ops):
     assert "Unbekannt-7" in str(cards.text)
     # The cards of the known workplace are still there.
     assert sorted(card.card_type for card in report.cards) == ["HBA", "SMC-B"]
+
+
+def test_head_and_other_methods(client, ops):
+    assert client.head("/health/").status_code == 200
+    assert client.post("/health/").status_code == 405
+    assert client.delete("/metrics").status_code == 405
