@@ -152,6 +152,7 @@ def _make_cert(
     registration_number: bytes,
     ca_key: ec.EllipticCurvePrivateKey,
 ) -> bytes:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if rsa_key:
         key = seeded_rsa_key(rng)
         usage = {"key_encipherment": True, "data_encipherment": True, "key_agreement": False}
