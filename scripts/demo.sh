@@ -47,10 +47,28 @@ fi
 $PY manage.py migrate --noinput >"$LOG_DIR/migrate.log"
 $PY manage.py migrate --database channels --noinput >>"$LOG_DIR/migrate.log"
 
-rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$SIM_DIR/accountmanager.json" "$VZD_DIR/vzd.json"
+rm -f "$SIM_DIR/cm.json" "$SIM_DIR/konnektor.json" "$SIM_DIR/accountmanager.json" "$VZD_DIR/vzd.json" \
+  "$SIM_DIR/vzd.json"
+# The demo's SMC-B carries the Telematik-ID of "Klinikum Demo" in the simulated directory: the Account Manager
+# publishes the KIM addresses it registers in that entry (docs/accountmanager.md). Written once, like config.json.
+if [ ! -f "$SIM_DIR/konnektor-cards.json" ]; then
+  $PY - "$SIM_DIR/konnektor-cards.json" <<'PY'
+import copy, json, sys
+from tisim.konnektor.cli import DEMO_CARDS
+from tisim.vzd.generate import KLINIKUM_DEMO_TELEMATIK_ID
+cards = copy.deepcopy(DEMO_CARDS)
+for card in cards["cards"]:
+    if card["type"] == "SMC-B":
+        card["telematik_id"] = KLINIKUM_DEMO_TELEMATIK_ID
+with open(sys.argv[1], "w", encoding="utf-8") as fh:
+    json.dump(cards, fh, indent=2)
+PY
+fi
 [ -f "$SIM_DIR/send.json" ] || echo '{"fachdienst": true}' > "$SIM_DIR/send.json"
 $PY -m tisim run --config "$SIM_DIR/config.json" >"$LOG_DIR/tisim.log" 2>&1 & pids+=($!)
-$PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
+# --announce: the Account Manager finds the directory in its data directory's vzd.json.
+$PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 --announce "$SIM_DIR/vzd.json" \
+  >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
 # The Konnektor with aerztin's eHBA in terminal CT-1; nobody types the PIN but the user (python -m tisim terminal).
 # Same data directory as the Clientmodul, so `tisim terminal` and `tisim konnektor-fault` need no options.
 $PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 >"$LOG_DIR/konnektor.log" 2>&1 & pids+=($!)
