@@ -6,7 +6,8 @@
   ``iniPassword`` header): register with a registration code, read, change (password, kimVersion,
   dataTimeToLive), deregister, revoke the deregistration, out-of-office.
 
-Effects are real: a registration creates the Clientmodul account and the directory entry, a password change
+Effects are real: a registration creates the Clientmodul account and the directory entry (in the simulated VZD
+over LDAP when ``<data_dir>/vzd.json`` names one, tisim.accountmanager.vzdlink), a password change
 changes the CM's POP3/SMTP login, an out-of-office note makes the simulated Fachdienst answer mail
 (tisim.cm.autoreply). For tests: registration codes (:meth:`AccountManagerSimulator.issue_registration_code`),
 a directory that is down (502) or an inactive entry (423), and armed faults (any status, a stall, a cut
