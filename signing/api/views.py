@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import override
 from django.views.decorators.csrf import csrf_exempt
 
+from kimportal.errors import PortalError
 from mailbox.storage import BlobError, blob_get
 from signing.api import tokens
 from signing.api.errors import ApiError
@@ -141,7 +142,11 @@ def api_view(operation: str, methods: tuple[str, ...]) -> Callable[[Handler], Ha
                         )
                     _throttle(caller)
                     kis_token_used(caller.token)
-                    return handler(request, caller, **kwargs)
+                    try:
+                        return handler(request, caller, **kwargs)
+                    except PortalError as exc:
+                        # A rule of the draft services the checks above did not foresee: refused as content.
+                        raise ApiError(422, "rejected", exc.message) from exc
                 except ApiError as error:
                     if caller is not None and error.status != 429:
                         kis_request_refused(

@@ -435,3 +435,18 @@ def test_signer_with_card_in_another_department_may_sign(api, mailbox):
     SignerCardFactory(user=outside, telematik_id="1-HBA-Ober-0002")
     response = api.submit(submission("KIS-1", signer={"username": "oberarzt"}))
     assert response.status_code == 201
+
+
+def test_an_unforeseen_refusal_of_the_draft_services_is_a_json_422(api, monkeypatch):
+    """Rules the API does not check itself (a future one of the draft services) still answer in the API's shape."""
+    from kimportal.errors import PortalError
+    from signing.api import services
+
+    def refuse(**kwargs):
+        raise PortalError("Neue Regel: so nicht.")
+
+    monkeypatch.setattr(services, "draft_create", refuse)
+    response = api.submit(submission("KIS-1"))
+    assert response.status_code == 422
+    assert response.json() == {"code": "rejected", "detail": "Neue Regel: so nicht."}
+    _nothing_stored()
