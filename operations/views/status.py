@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -47,6 +48,7 @@ def _context(report: Report) -> dict[str, object]:
         "report": report,
         "checked_at": dt.datetime.fromtimestamp(report.checked_at, tz=dt.UTC),
         "poll_seconds": POLL_SECONDS,
+        "cache_seconds": round(float(settings.KIMPORTAL_HEALTH_CACHE_SECONDS)),
         "problems": [c for c in report.components if c.state != OK],
     }
 

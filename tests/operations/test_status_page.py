@@ -91,6 +91,7 @@ def test_the_page_shows_every_component_account_and_card(client, ops, admin_user
     assert "Klinikum Test" in html and "Dr. med. Anna Sommer" in html  # SMC-B and eHBA holders
     assert "Zuletzt erfolgreich vor" in html
     assert 'hx-trigger="every 15s"' in html
+    assert "höchstens alle 20 Sekunden" in html  # KIMPORTAL_HEALTH_CACHE_SECONDS
     assert "Cache-Control" in client.get(URL).headers and "no-store" in client.get(URL)["Cache-Control"]
 
 
