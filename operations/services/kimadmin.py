@@ -269,6 +269,9 @@ def account_deregistration_revoke(*, user: Any, mailbox: Mailbox) -> None:
 # --- the password: the provider and the portal's stored copy change together, or neither --------------------------
 
 
+LOGIN_TEST_TIMEOUT = 10.0
+
+
 class LoginTest:
     VALID = "valid"
     INVALID = "invalid"
@@ -279,7 +282,9 @@ def cm_login_test(account: KimAccount, password: str) -> str:
     """Does the Clientmodul (and behind it the provider) accept this password for the account? SMTP AUTH first
     (it never touches the maildrop), POP3 when SMTP cannot tell."""
     for protocol, check in (("smtp", smtp_login_check), ("pop3", pop3_login_check)):
-        endpoint = dataclasses.replace(account_endpoint(account, protocol), password=password)
+        endpoint = account_endpoint(account, protocol)
+        # Capped: a page that settles an open change must not hang for the account's full fetch timeout.
+        endpoint = dataclasses.replace(endpoint, password=password, timeout=min(endpoint.timeout, LOGIN_TEST_TIMEOUT))
         try:
             check(endpoint)
         except CmAuthFailed:
