@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -197,6 +198,41 @@ def test_no_entry_for_the_cards_telematik_id_is_502(am: AmSim, vzd: SlapdServer)
     assert NEW not in am.cm.accounts and _holders(vzd, NEW) == []
     _register(am, code.reference_id, code.initial_password)  # the code was not used up
     assert len(_holders(vzd, NEW)) == 1
+
+
+def test_a_telematik_id_with_filter_characters_finds_its_own_entry(am: AmSim, vzd: SlapdServer) -> None:
+    """Parentheses are legal in a certificate's registration number; the filter escapes them (RFC 4515)."""
+    telematik_id = "5-2-Klinik(Nord)-01"
+    conn = _admin(vzd)
+    dn = _add_entry(conn, telematik_id, "Klinik Nord", [])
+    try:
+        card = am.issue_card(telematik_id=telematik_id)
+        code = am.am.issue_registration_code(NEW)
+        am.client(username=NEW, password=NEW_PASSWORD, card=card).register(
+            reference_id=code.reference_id, initial_password=code.initial_password
+        )
+        [entry] = _holders(vzd, NEW)
+        assert entry["telematikID"] == [telematik_id]
+    finally:
+        conn.delete(dn)
+        conn.unbind()
+
+
+def test_a_directory_that_never_answers_is_502_within_the_timeout(
+    accountmanager_sim_factory: Callable[..., AmSim],
+) -> None:
+    with socket.socket() as listener:  # accepts connections (the kernel does), reads nothing, answers nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+        sim = accountmanager_sim_factory(vzd=VzdLink(url=url, timeout=1.0))
+        code = sim.am.issue_registration_code(NEW)
+        started = time.monotonic()
+        with pytest.raises(AccountManagerError) as refused:
+            _register(sim, code.reference_id, code.initial_password)
+        assert refused.value.status == 502
+        assert time.monotonic() - started < 8
+    assert NEW not in sim.cm.accounts
 
 
 def test_an_address_published_for_another_institution_is_409(am: AmSim, vzd: SlapdServer) -> None:
