@@ -4,6 +4,9 @@
   the ids of the messages the round stored (keyword arguments ``mailbox_id`` and ``message_ids``). It runs in
   the fetch, whose speed is a measured target: a receiver does a query or two for the whole round and queues
   its own work (a task), never work per message. A failing receiver is logged; the fetch goes on.
+* ``message_content_deleted`` — sent inside the transaction that deletes a message's content (retention), with
+  ``message_id``: a receiver deletes what it keeps of that content in the same transaction (plain ``send``: a
+  receiver that fails rolls the deletion back, so nothing is left half-deleted).
 * Message panels — sections the message page shows below the attachments, registered by name: ``render``
   gives the panel's HTML for the page (the panel reads through the user's selectors itself), ``applies`` says
   from what the page has loaded anyway whether the panel has anything to show (no queries), and ``live`` gives
@@ -30,6 +33,7 @@ from mailbox.models import Message
 log = logging.getLogger(__name__)
 
 messages_ingested = Signal()
+message_content_deleted = Signal()
 
 
 def messages_ingested_send(*, mailbox_id: int, message_ids: list[int]) -> None:
@@ -42,6 +46,11 @@ def messages_ingested_send(*, mailbox_id: int, message_ids: list[int]) -> None:
         if isinstance(outcome, Exception):
             # The mail is stored and DELEd already: a receiver's failure must not fail the fetch.
             log.error("messages_ingested receiver %r failed", receiver, exc_info=outcome)
+
+
+def message_content_deleted_send(*, message_id: int) -> None:
+    """Within the deleting transaction: the receivers delete their copies of the message's content too."""
+    message_content_deleted.send(sender=Message, message_id=message_id)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,13 @@ class SigningConfig(AppConfig):
         # Logging out (also the idle sign-out) ends the physician's Komfortsignatur.
         user_logged_out.connect(comfort_end_on_logout, dispatch_uid="signing-comfort-logout")
 
-        from mailbox.extensions import MessagePanel, messages_ingested, panel_register
-        from signing.services.received import PANEL, on_messages_ingested
+        from mailbox.extensions import MessagePanel, message_content_deleted, messages_ingested, panel_register
+        from signing.services.received import PANEL, on_message_content_deleted, on_messages_ingested
         from signing.views.received import panel_applies, panel_live, panel_render
 
         # Received letters: a fetch round's new mail that may carry signatures is checked by the Konnektor (a task
-        # per message), and the message page shows who signed and the result (signing.services.received).
+        # per message), and the message page shows who signed and the result (signing.services.received); the
+        # results go when retention deletes the message's content.
         messages_ingested.connect(on_messages_ingested, dispatch_uid="signing-received-signatures")
+        message_content_deleted.connect(on_message_content_deleted, dispatch_uid="signing-received-content-deleted")
         panel_register(MessagePanel(name=PANEL, render=panel_render, applies=panel_applies, live=panel_live))

@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
+from mailbox.extensions import message_content_deleted_send
 from mailbox.models import (
     Attachment,
     Mailbox,
@@ -200,6 +201,8 @@ def _purge_one(
     Note.objects.filter(message=message).delete()
     # Notifications about the message quote its subject.
     Notification.objects.filter(message=message).delete()
+    # What other apps keep of the content (e.g. signing's checked signatures: file names, signers).
+    message_content_deleted_send(message_id=pk)
     Message.objects.filter(pk=pk).update(
         subject=DELETED_SUBJECT,
         text_body="",

@@ -458,9 +458,24 @@ def received_signatures_verify(*, message_id: int, force: bool = False, requeste
     return len(outcomes)
 
 
+def _content_kept(message: Message) -> bool:
+    """Whether the message still has its content, locking its row: retention deletes the content (and with it
+    these rows, on_message_content_deleted) under the same lock, so a check that read the bytes before cannot
+    write rows after."""
+    return Message.objects.select_for_update().filter(pk=message.pk, content_deleted_at__isnull=True).exists()
+
+
+def on_message_content_deleted(sender: Any, *, message_id: int, **kwargs: Any) -> None:
+    """mailbox.extensions.message_content_deleted (retention): the checked signatures name the files and their
+    signers, part of the content: they go with it, in the same transaction."""
+    ReceivedSignature.objects.filter(message_id=message_id).delete()
+
+
 @transaction.atomic
 def _rows_pending(message: Message, found: list[Found], existing: dict[tuple[str, int], ReceivedSignature]) -> None:
     """Show the check as running (rows created or reset), held for PENDING_LEASE; rows no longer found go."""
+    if not _content_kept(message):
+        return
     now = timezone.now()
     keys = {(f.kind, f.document_position) for f in found}
     gone = [r.pk for key, r in existing.items() if key not in keys]
@@ -491,6 +506,8 @@ def _retry_at(attempts: int, now: datetime) -> datetime | None:
 
 @transaction.atomic
 def _rows_store(message: Message, outcomes: list[tuple[Found, Outcome]], *, actor: Any) -> None:
+    if not _content_kept(message):
+        return
     now = timezone.now()
     rows = {
         (r.kind, r.document_position): r for r in ReceivedSignature.objects.select_for_update().filter(message=message)

@@ -661,3 +661,20 @@ def test_a_konnektor_setting_pointing_nowhere_is_not_verifiable_and_tried_again(
     row = ReceivedSignature.objects.get(message=message)
     assert row.status == "unverifiable" and row.next_try_at is not None, "no check is left 'running'"
     assert "Interner Fehler bei der Prüfung (FileNotFoundError)" in row.reason
+
+
+def test_retention_deletes_the_checked_signatures_with_the_content(cm, konnektor, workplace, account, member, tmp_path):
+    from mailbox.services.retention import retention_run
+
+    send(cm, tmp_path, "--sign", files={"Entlassbrief Müller.pdf": sample_pdf("Befund")})
+    [message] = fetch(account)
+    assert ReceivedSignature.objects.filter(message=message).exists()
+    account.mailbox.retention_days_after_done = 30
+    account.mailbox.save(update_fields=["retention_days_after_done"])
+    Message.objects.filter(pk=message.pk).update(state="done", done_at=timezone.now() - timedelta(days=31))
+
+    assert retention_run(mailbox=account.mailbox, dry_run=False).messages == 1
+
+    assert not ReceivedSignature.objects.filter(message=message).exists(), "file names and signers go too"
+    assert received_signatures_verify(message_id=message.pk, force=True) == 0
+    assert not ReceivedSignature.objects.exists()
