@@ -238,3 +238,44 @@ def test_an_open_change_keeps_both_passwords_encrypted_at_rest(kim: KimWorld) ->
         cursor.execute("SELECT * FROM operations_passwordchange WHERE id = %s", [change.pk])
         row = " ".join(str(v) for v in cursor.fetchone())
     assert NEW_PASSWORD not in row and PASSWORD not in row
+
+
+def test_two_tabs_at_once_one_change_wins_and_the_other_is_refused(
+    kim: KimWorld, transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tab A's change is at the provider (held there) when tab B submits another password: B is refused by the
+    open change (row lock and partial unique constraint), A finishes, and provider and portal agree on A's."""
+    import threading
+
+    original = kim.am.am.set_account
+    at_provider, go_on = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> None:
+        at_provider.set()
+        assert go_on.wait(timeout=30)
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(kim.am.am, "set_account", held)
+    outcome: dict[str, Any] = {}
+
+    def tab_a() -> None:
+        try:
+            outcome["a"] = kimadmin.password_change(user=kim.owner, mailbox=kim.mailbox, new_password=NEW_PASSWORD)
+        except Exception as exc:  # reported below
+            outcome["a"] = exc
+        finally:
+            from django.db import connection as thread_connection
+
+            thread_connection.close()
+
+    thread = threading.Thread(target=tab_a)
+    thread.start()
+    try:
+        assert at_provider.wait(timeout=30)
+        with pytest.raises(kimadmin.KimAdminError, match="noch nicht abgeschlossen"):
+            kimadmin.password_change(user=kim.manager, mailbox=kim.mailbox, new_password="Zweiter-Tab-2027!")
+    finally:
+        go_on.set()
+        thread.join(timeout=60)
+    assert isinstance(outcome["a"], PasswordChange), outcome
+    _assert_changed(kim)
