@@ -416,15 +416,22 @@ def comfort_end_on_logout(sender: Any, request: Any = None, user: Any = None, **
                 enqueue_on_commit(DEACTIVATE_TASK, activation.pk)
 
 
+# The sweep asks the Konnektor about an active activation at most this often (seconds).
+SWEEP_REFRESH_AFTER = 50
+
+
 def comfort_sweep() -> int:
     """With the beat's stale-batch recovery (every minute): end what nobody ended — activations whose sign-in
     session is gone without a logout (browser closed, idle beyond the limit: the session row expires), whose time
-    is up, or whose activation task died. Returns how many ended."""
+    is up, whose card was pulled (GetSignatureMode), or whose activation task died. Returns how many ended."""
     from django.contrib.sessions.models import Session
 
     now = timezone.now()
     ended = 0
-    for activation in ComfortActivation.objects.filter(state__in=ComfortActivation.LIVE_STATES):
+    konnektor_reachable = True
+    for activation in ComfortActivation.objects.filter(state__in=ComfortActivation.LIVE_STATES).select_related(
+        "workplace"
+    ):
         if _end_if_stale(activation):
             ended += 1
         elif (
@@ -437,6 +444,12 @@ def comfort_sweep() -> int:
                     enqueue_on_commit(DEACTIVATE_TASK, activation.pk)
         elif activation.state == State.ACTIVE and activation.valid_until is not None and activation.valid_until <= now:
             ended += int(_end(activation, End.EXPIRED, actor=None))
+        elif activation.state == State.ACTIVE and konnektor_reachable:
+            # A pulled card (no CETP events here): noticed within a minute, not only at the next batch.
+            if activation.checked_at is None or (now - activation.checked_at).total_seconds() >= SWEEP_REFRESH_AFTER:
+                if comfort_refresh(activation):
+                    konnektor_reachable = False  # not asked again in this sweep (timeouts would pile up)
+                ended += int(not activation.is_live)
     return ended
 
 

@@ -674,3 +674,35 @@ def test_the_sweep_ends_what_ran_out_of_time(comfort_sim, signer, workplace, dja
     assert comfort_sweep() == 1
     activation.refresh_from_db()
     assert (activation.state, activation.end_reason) == (State.ENDED, End.EXPIRED)
+
+
+def test_the_sweep_notices_a_pulled_card_within_a_minute(
+    comfort_sim, signer, workplace, django_capture_on_commit_callbacks
+):
+    from signing.services.comfort import comfort_sweep
+
+    sim = comfort_sim()
+    activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
+    ComfortActivation.objects.filter(pk=activation.pk).update(checked_at=timezone.now() - timedelta(minutes=2))
+    assert comfort_sweep() == 0  # the card is there: only what is left is read
+    activation.refresh_from_db()
+    assert activation.state == State.ACTIVE and activation.checked_at > timezone.now() - timedelta(minutes=1)
+    sim.remove_card(sim.cards[0])
+    ComfortActivation.objects.filter(pk=activation.pk).update(checked_at=timezone.now() - timedelta(minutes=2))
+    assert comfort_sweep() == 1
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.CARD)
+
+
+def test_the_sweep_with_the_konnektor_down_ends_nothing(
+    comfort_sim, signer, workplace, django_capture_on_commit_callbacks
+):
+    from signing.services.comfort import comfort_sweep
+
+    sim = comfort_sim()
+    activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
+    ComfortActivation.objects.filter(pk=activation.pk).update(checked_at=timezone.now() - timedelta(minutes=2))
+    sim.stop()
+    assert comfort_sweep() == 0
+    activation.refresh_from_db()
+    assert activation.state == State.ACTIVE
