@@ -182,3 +182,14 @@ def test_a_fresh_house_without_any_kim_account_is_told_what_to_do_first(kim: Kim
     KimAccount.objects.all().delete()
     page = kim.client_for(kim.manager).get(reverse("operations:kim-register-start")).content.decode()
     assert "Es gibt noch kein KIM-Konto im Portal" in page
+
+
+def test_a_forged_cross_site_post_is_refused(kim: KimWorld) -> None:
+    seen = len(kim.am.am.seen)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(kim.owner)
+    for name, methods in MAILBOX_ROUTES.items():
+        if "POST" in methods:
+            response = client.post(reverse(f"operations:{name}", args=[kim.mailbox.pk]), methods["POST"])
+            assert response.status_code == 403, name
+    _nothing_happened(kim, seen)
