@@ -447,7 +447,12 @@ def comfort_sweep() -> int:
         elif activation.state == State.ACTIVE and konnektor_reachable:
             # A pulled card (no CETP events here): noticed within a minute, not only at the next batch.
             if activation.checked_at is None or (now - activation.checked_at).total_seconds() >= SWEEP_REFRESH_AFTER:
-                if comfort_refresh(activation):
+                try:
+                    warning = comfort_refresh(activation)
+                except Exception:  # the batch recovery after this sweep must run all the same
+                    log.exception("Komfortsignatur sweep: activation %s", activation.pk)
+                    warning = "error"
+                if warning:
                     konnektor_reachable = False  # not asked again in this sweep (timeouts would pile up)
                 ended += int(not activation.is_live)
     return ended
