@@ -484,3 +484,37 @@ def test_demo_seed_keeps_its_letters_signable_and_sets_up_the_review(workplace):
     revised = draft_update(user=resident, draft=letter, version=1, data=_data(aerztin, kardiologie, subject="Neu"))
     review_approve(user=aerztin, draft=revised, version=2)
     assert _sign(aerztin, workplace, revised).total == 1
+
+
+def test_each_step_reaches_the_pages_of_author_signer_and_reviewer_live(
+    assistant, physician, mailbox, rule, monkeypatch, django_capture_on_commit_callbacks
+):
+    from signing import events
+
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(events, "send_to_group", lambda group, event: sent.append((group, event)))
+    reviewer = UserFactory(username="oberarzt")
+    MembershipFactory(mailbox=mailbox, user=reviewer, role=Membership.Role.PROCESSOR)
+    grant_review(reviewer)
+    with django_capture_on_commit_callbacks(execute=True):
+        draft = draft_create(
+            author=assistant,
+            data=_data(physician, mailbox),
+            document=document_check(LETTER_TEXT, "brief.txt"),
+            reviewer=reviewer,
+        )
+    expected = {events.queue_group(u.pk) for u in (assistant, physician, reviewer)}
+    assert {g for g, e in sent if draft.pk in e["draft_ids"]} == expected
+    for step in (
+        lambda: review_return(user=reviewer, draft=draft, version=1, comment="Bitte ergänzen"),
+        lambda: review_request(user=assistant, draft=draft, version=1, comment="Unverändert, bitte erneut"),
+        lambda: review_approve(user=reviewer, draft=draft, version=1),
+    ):
+        sent.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            step()
+        assert {g for g, e in sent if e["type"] == "signing.drafts_changed"} == expected
+    # The user's bell: a notification for each step the user is to act on or learn of.
+    kinds = dict(Notification.objects.filter(user=assistant).values_list("kind", "params__note"))
+    assert kinds[Notification.Kind.REVIEW_RETURNED] == "Bitte ergänzen"
+    assert Notification.Kind.REVIEW_APPROVED in kinds
