@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from kimportal.errors import PortalError
 from mailbox.storage import BlobError, blob_get
@@ -327,8 +328,8 @@ def not_found(request: HttpRequest, caller: Caller, rest: str = "") -> HttpRespo
     raise ApiError(404, "not_found", _("Diese Adresse gibt es in der KIS-Schnittstelle nicht."))
 
 
-@csrf_exempt
 @login_not_required
+@require_safe
 def openapi(request: HttpRequest) -> HttpResponse:
     """The API's description, public like any product manual (it holds no secret)."""
     response = HttpResponse(OPENAPI_FILE.read_bytes(), content_type="application/yaml; charset=utf-8")

@@ -450,3 +450,19 @@ def test_an_unforeseen_refusal_of_the_draft_services_is_a_json_422(api, monkeypa
     assert response.status_code == 422
     assert response.json() == {"code": "rejected", "detail": "Neue Regel: so nicht."}
     _nothing_stored()
+
+
+def test_only_the_token_authenticated_api_views_are_csrf_exempt():
+    """Every CSRF-exempt view in the URLconf is a KIS API view that authenticates by token (api_view)."""
+    from django.urls import URLResolver, get_resolver
+
+    def walk(patterns, namespaces=()):
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                yield from walk(p.url_patterns, (*namespaces, p.namespace) if p.namespace else namespaces)
+            else:
+                yield namespaces, p
+
+    exempt = [(ns, p.name) for ns, p in walk(get_resolver().url_patterns) if getattr(p.callback, "csrf_exempt", False)]
+    assert exempt and all(ns == ("kisapi",) for ns, _name in exempt), exempt
+    assert {name for _ns, name in exempt} == {"drafts", "draft", "draft-withdraw", "draft-signed", "not-found"}
