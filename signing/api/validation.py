@@ -56,7 +56,8 @@ class Submission:
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: "[[[[…" nested deeper than the parser goes is a hostile body, not a server error.
         raise ApiError(400, "invalid_json", _("Der Inhalt ist kein gültiges JSON (UTF-8).")) from exc
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_json", _("Erwartet wird ein JSON-Objekt."))

@@ -311,6 +311,8 @@ def test_wrong_json_and_wrong_media_type(api):
     assert api.submit(None, raw=b"{kein json", valid_request=False).json()["code"] == "invalid_json"
     assert api.submit(None, raw=b"[1, 2]", valid_request=False).json()["code"] == "invalid_json"
     assert api.submit(None, raw="{}".encode("utf-16"), valid_request=False).json()["code"] == "invalid_json"
+    deep = b'{"x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    assert api.submit(None, raw=deep, valid_request=False).json()["code"] == "invalid_json"
     response = api.submit(None, raw=b"a=b", content_type="application/x-www-form-urlencoded", valid_request=False)
     assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
     _nothing_stored()
