@@ -158,3 +158,12 @@ def test_the_detail_page_links_the_history(client, draft, assistant):
     client.force_login(assistant)
     page = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
     assert reverse("signing:draft-versions", args=[draft.pk]) in page
+
+
+def test_documents_too_big_to_diff_are_not_diffed(client, draft, assistant, monkeypatch):
+    monkeypatch.setattr("signing.views.review.DIFF_LIMIT", 10)
+    client.force_login(assistant)
+    page = client.get(reverse("signing:draft-compare", args=[draft.pk]), {"a": 1, "b": 2}).content.decode()
+    assert "zu groß für einen Textvergleich" in page and 'id="text-diff"' not in page
+    # Nothing was read, so nothing is on the trail as viewed.
+    assert not AuditEvent.objects.filter(action="signing.document_viewed", actor_id=assistant.pk).exists()
