@@ -17,7 +17,7 @@ from mailbox.models import Membership
 from signing.models import ComfortActivation, Draft
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
-from tests.e2e.layout import DESKTOP, PHONE, assert_no_horizontal_scroll
+from tests.e2e.layout import DESKTOP, PHONE, TABLET, assert_no_horizontal_scroll, box
 from tests.e2e.pages import LoginPage
 from tests.e2e.pages_signing import BatchPage, SigningQueuePage
 from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
@@ -194,3 +194,9 @@ def test_end_it_by_the_button(comfort_portal, konnektor, letters, page):
     assert konnektor.cards[0].comfort is None
     assert ComfortActivation.objects.get().end_reason == ComfortActivation.End.DEACTIVATED
     assert_accessible(page, "the Komfortsignatur page after ending it")
+    for viewport in (PHONE, TABLET):  # 390 and 820 px: nothing scrolls sideways, the form is on screen whole
+        page.set_viewport_size(viewport)
+        assert_no_horizontal_scroll(page)
+        for selector in ("#sign-workplace", "#comfort-activate"):
+            found = box(page.locator(selector))
+            assert found.x >= 0 and found.right <= viewport["width"], (selector, viewport)
