@@ -318,3 +318,19 @@ def test_head_and_other_methods(client, ops):
     assert client.head("/health/").status_code == 200
     assert client.post("/health/").status_code == 405
     assert client.delete("/metrics").status_code == 405
+
+
+def test_an_smcb_certificate_ending_soon_is_a_warning(ops, monkeypatch):
+    import datetime as dt
+
+    from tisim.konnektor import pki
+
+    # The simulator issues this card's certificate for 10 days only (a card near the end of its life).
+    monkeypatch.setattr(pki, "VALIDITY", dt.timedelta(days=10))
+    ops.konnektor.add_smcb("Klinikum Test Haus B", "5-2-987654321")
+    report = run_checks()
+    ending = [c for c in report.certificates if c.kind == "smcb" and c.days_left is not None and c.days_left < 30]
+    assert len(ending) == 1 and ending[0].state == WARNING
+    assert "Klinikum Test Haus B" in str(ending[0].label)
+    assert report.component("certificates").state == WARNING
+    assert "Klinikum Test Haus B" in str(report.component("certificates").text)
