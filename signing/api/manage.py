@@ -21,10 +21,17 @@ from signing.api.services import (
     kis_token_issue,
     kis_token_revoke,
 )
-from signing.models import KisCallback, KisClient, KisToken
+from signing.models import Draft, KisCallback, KisClient, KisToken
 from signing.views.manage import manager_required
 
 RECENT_CALLBACKS = 20
+
+
+def _draft_state_label(payload: dict[str, str]) -> str:
+    """What a callback said, in the page's words ("signiert – wartet auf Versand · freigegeben")."""
+    states, reviews = dict(Draft.State.choices), dict(Draft.Review.choices)
+    state, review = payload.get("state", ""), payload.get("review_state", "")
+    return " · ".join(str(part) for part in (states.get(state, state), reviews.get(review, review)) if part)
 
 
 def _shown_once(response: HttpResponse) -> HttpResponse:
@@ -82,7 +89,10 @@ def _client_page(
         "client": client,
         "form": form,
         "tokens": client.tokens.select_related("created_by", "revoked_by"),
-        "callbacks": KisCallback.objects.filter(client=client).select_related("link")[:RECENT_CALLBACKS],
+        "callbacks": [
+            (callback, _draft_state_label(callback.payload))
+            for callback in KisCallback.objects.filter(client=client).select_related("link")[:RECENT_CALLBACKS]
+        ],
         "token": token,
         "secret": secret,
     }

@@ -223,3 +223,20 @@ def test_admin_issues_and_revokes_tokens(client, it_admin, kardiologie, manager)
     assert response.status_code == 302
     assert not KisToken.objects.filter(revoked_at__isnull=True).exists()
     assert Api(Client(), issued.token).get("X").json()["code"] == "token_revoked"
+
+
+def test_the_connections_page_lists_its_callbacks(client, manager, mailbox, physician, assistant):
+    from signing.api.callbacks import callbacks_sweep
+    from signing.models import Draft, KisCallback
+    from tests.signing.kis import submission
+
+    client.force_login(manager)
+    token = _token_in(_create(client, mailbox))
+    body = submission("KIS-7", mailbox=mailbox.address)
+    assert Api(Client(), token).submit(body).status_code == 201
+    Draft.objects.update(state=Draft.State.SIGNED)
+    [callback_id] = callbacks_sweep()
+    KisCallback.objects.filter(pk=callback_id).update(attempts=2, last_error="HTTP 500")
+    page = client.get(reverse("kis:client", args=[KisClient.objects.get().pk]))
+    row = page.content.decode().split(f'id="kis-callback-{callback_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "KIS-7" in row and "signiert – wartet auf Versand" in row and "HTTP 500" in row and "ausstehend" in row
