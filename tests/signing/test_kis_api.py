@@ -468,3 +468,22 @@ def test_only_the_token_authenticated_api_views_are_csrf_exempt():
     exempt = [(ns, p.name) for ns, p in walk(get_resolver().url_patterns) if getattr(p.callback, "csrf_exempt", False)]
     assert exempt and all(ns == ("kisapi",) for ns, _name in exempt), exempt
     assert {name for _ns, name in exempt} == {"drafts", "draft", "draft-withdraw", "draft-signed", "not-found"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({"mailbox": "innere@klinikum-test.kim.telematik-test"}, 403, "mailbox_not_allowed"),
+        ({"signer": {"username": "assistenz"}}, 422, "signer_without_ehba"),
+        ({"document": {"filename": "brief.pdf", "content_base64": _b64(b"%PDF-1.7 kaputt")}}, 422, "document_rejected"),
+        ({"document_id": "KIS-2"}, 400, "invalid_field"),
+    ],
+    ids=["mailbox outside the scope", "signer without eHBA", "malformed PDF", "other id in the body"],
+)
+def test_a_bad_replacement_changes_nothing(api, overrides, status, code):
+    MailboxFactory(display_name="Innere", address="innere@klinikum-test.kim.telematik-test")
+    api.submit(submission("KIS-1"))
+    response = api.replace("KIS-1", {**submission("KIS-1"), **overrides}, valid_request=False)
+    assert response.status_code == status and response.json()["code"] == code
+    draft = Draft.objects.get()
+    assert draft.version == 1 and DraftVersion.objects.filter(draft=draft).count() == 1
