@@ -487,3 +487,20 @@ def test_a_bad_replacement_changes_nothing(api, overrides, status, code):
     assert response.status_code == status and response.json()["code"] == code
     draft = Draft.objects.get()
     assert draft.version == 1 and DraftVersion.objects.filter(draft=draft).count() == 1
+
+
+def test_every_api_route_is_in_the_openapi_file():
+    """A new route without its description fails here (the catch-all for unknown addresses aside)."""
+    from django.urls import get_resolver
+    from yaml import safe_load
+
+    from signing.api.views import OPENAPI_FILE
+
+    documented = set(safe_load(OPENAPI_FILE.read_text())["paths"])
+    api = next(p for p in get_resolver().url_patterns if getattr(p, "namespace", None) == "kisapi")
+    routes = {
+        "/" + str(p.pattern).strip("^$").replace("(?P<document_id>[A-Za-z0-9][A-Za-z0-9._:-]{0,99})", "{document_id}")
+        for p in api.url_patterns
+        if p.name != "not-found"
+    }
+    assert routes == documented
