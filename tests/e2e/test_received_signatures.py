@@ -19,7 +19,7 @@ from signing.models import ReceivedSignature
 from signing.services.received import received_signatures_verify
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import ROOT, PortalStack
-from tests.e2e.layout import PHONE, assert_no_horizontal_scroll
+from tests.e2e.layout import PHONE, assert_no_horizontal_scroll, screenshot
 from tests.e2e.pages import LoginPage
 from tests.fixtures.konnektor_sim import WORKPLACE, sample_pdf
 from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
@@ -116,6 +116,7 @@ def test_a_signed_letter_shows_the_konnektors_verdict_live_and_checks_again_from
     panel = page.locator("#received-signatures")
     expect(panel).to_contain_text("QES von Dr. med. Klaus Müller — nicht prüfbar: ")
     expect(panel).to_contain_text("nächster Versuch um")
+    screenshot(page, "received-signature-not-verifiable")
     page.locator("body[data-live=open]").wait_for(state="attached")
     assert_accessible(page)
 
@@ -137,6 +138,8 @@ def test_a_signed_letter_shows_the_konnektors_verdict_live_and_checks_again_from
     assert requested.actor_id == station.pk and requested.message_id == message.pk
     assert_accessible(page)
 
+    screenshot(page, "received-signature-valid")
     page.set_viewport_size(PHONE)
     expect(panel).to_be_visible()
     assert_no_horizontal_scroll(page)
+    screenshot(page, "received-signature-phone")
