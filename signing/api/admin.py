@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
@@ -37,8 +39,29 @@ class KisTokenInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
+class KisClientAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = KisClient
+        fields = ["name", "mailboxes", "callback_url", "is_active"]
+
+    def clean_name(self) -> str:
+        # The service refuses a name that differs only in case; said here, next to the field, not as an error page.
+        name = str(self.cleaned_data["name"]).strip()
+        if KisClient.objects.filter(name__iexact=name).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError(_("Eine KIS-Anbindung mit diesem Namen gibt es schon."))
+        return name
+
+    def clean_callback_url(self) -> str:
+        url = str(self.cleaned_data.get("callback_url") or "")
+        if url and not url.lower().startswith(("https://", "http://")):
+            raise forms.ValidationError(_("Die Rückruf-URL beginnt mit https:// oder http://."))
+        return url
+
+
 @admin.register(KisClient)
 class KisClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = KisClientAdminForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "is_active", "callback_url", "created_at"]
     search_fields = ["name"]
     fields = ["name", "mailboxes", "callback_url", "is_active"]

@@ -240,3 +240,25 @@ def test_the_connections_page_lists_its_callbacks(client, manager, mailbox, phys
     page = client.get(reverse("kis:client", args=[KisClient.objects.get().pk]))
     row = page.content.decode().split(f'id="kis-callback-{callback_id}"', 1)[1].split("</tr>", 1)[0]
     assert "KIS-7" in row and "signiert – wartet auf Versand" in row and "HTTP 500" in row and "ausstehend" in row
+
+
+def test_admin_refuses_a_duplicate_name_next_to_the_field(client, it_admin, kardiologie, manager):
+    from signing.api.services import kis_client_create
+
+    kis_client_create(manager=manager, name="KIS Kardiologie", mailboxes=[kardiologie])
+    client.force_login(it_admin)
+    response = client.post(
+        reverse("admin:signing_kisclient_add"),
+        {
+            "name": "kis kardiologie",
+            "mailboxes": [kardiologie.pk],
+            "callback_url": "",
+            "is_active": "on",
+            "tokens-TOTAL_FORMS": "0",
+            "tokens-INITIAL_FORMS": "0",
+            "tokens-MIN_NUM_FORMS": "0",
+            "tokens-MAX_NUM_FORMS": "1000",
+        },
+    )
+    assert response.status_code == 200 and "gibt es schon" in response.content.decode()
+    assert KisClient.objects.count() == 1
