@@ -62,6 +62,7 @@ MAX_ATTEMPTS = 24
 # internal error, busy, and the call context the administrator has to put right (Mandant, client system, workplace).
 RETRY_FAULT_CODES = frozenset({4001, 4004, 4005, 4006, 4010, 4011, 4014, 4021, 4060, 4204})
 RETRY_KINDS = frozenset({"unreachable", "timeout", "auth", "tls", "config"})
+MAX_SIGNATURES_PER_MESSAGE = 20
 
 
 def _lower(value: str) -> str:
@@ -221,6 +222,12 @@ def received_find(message: Message) -> list[Found]:
             found.extend(_pades(a))
     for signature in signatures:
         found.append(_detached(signature, documents, single=len(signatures) == 1))
+    if len(found) > MAX_SIGNATURES_PER_MESSAGE:
+        # A letter carries one or a few; a mail with hundreds is no letter and must not keep the Konnektor busy.
+        log.warning(
+            "message %s has %s signatures; checking the first %s", message.pk, len(found), MAX_SIGNATURES_PER_MESSAGE
+        )
+        found = found[:MAX_SIGNATURES_PER_MESSAGE]
     return found
 
 

@@ -678,3 +678,24 @@ def test_retention_deletes_the_checked_signatures_with_the_content(cm, konnektor
     assert not ReceivedSignature.objects.filter(message=message).exists(), "file names and signers go too"
     assert received_signatures_verify(message_id=message.pk, force=True) == 0
     assert not ReceivedSignature.objects.exists()
+
+
+def test_a_mail_with_many_signatures_keeps_the_konnektor_busy_only_so_long(
+    cm, konnektor, workplace, account, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(received_service, "MAX_SIGNATURES_PER_MESSAGE", 2)
+    send(cm, tmp_path, "--sign", files={f"befund-{n}.txt": f"Befund {n}".encode() for n in range(3)})
+
+    [message] = fetch(account)
+
+    assert ReceivedSignature.objects.filter(message=message).count() == 2
+
+
+def test_a_hostile_signer_name_is_shown_as_text(cm, konnektor, workplace, account, member, client, tmp_path):
+    send(cm, tmp_path, "--sign", "--signer", "<script>alert(1)</script>", files={"brief.pdf": sample_pdf("X")})
+
+    [message] = fetch(account)
+
+    html = page(client, member, message)
+    assert "<script>alert(1)</script>" not in html
+    assert "QES von &lt;script&gt;alert(1)&lt;/script&gt; — gültig" in " ".join(html.split())
