@@ -40,9 +40,11 @@ class KisTokenInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 class KisClientAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    callback_url = forms.URLField(label=_("Rückruf-URL"), required=False, max_length=500, assume_scheme="https")
+
     class Meta:
         model = KisClient
-        fields = ["name", "mailboxes", "callback_url", "is_active"]
+        fields = ["name", "mailboxes", "is_active"]
 
     def clean_name(self) -> str:
         # The service refuses a name that differs only in case; said here, next to the field, not as an error page.
