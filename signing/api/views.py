@@ -13,6 +13,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
@@ -96,8 +97,6 @@ def authenticate(request: HttpRequest) -> Caller:
 
 
 def rate_limit() -> int:
-    from django.conf import settings
-
     return int(getattr(settings, "KIMPORTAL_KIS_RATE_LIMIT_PER_MINUTE", 600))
 
 
@@ -149,6 +148,7 @@ def api_view(operation: str, methods: tuple[str, ...]) -> Callable[[Handler], Ha
                         # A rule of the draft services the checks above did not foresee: refused as content.
                         raise ApiError(422, "rejected", exc.message) from exc
                 except ApiError as error:
+                    # Throttled calls are not recorded one by one: a runaway loop must not fill the trail either.
                     if caller is not None and error.status != 429:
                         kis_request_refused(
                             caller=caller, operation=operation, error=error, document_id=kwargs.get("document_id", "")
