@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
 from signing.api.services import Issued, kis_client_create, kis_client_update, kis_token_issue, kis_token_revoke
-from signing.models import KisCallback, KisClient, KisToken
+from signing.models import KisCallback, KisClient, KisDraft, KisToken
 
 ISSUED_ATTR = "_kis_issued"
 
@@ -150,6 +150,24 @@ class KisTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class KisCallbackAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["pk", "client", "link", "state", "attempts", "next_attempt_at", "last_error"]
     list_filter = ["state", "client"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(KisDraft)
+class KisDraftAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Which KIS document id is which draft, and what its callbacks last said: read-only."""
+
+    list_display = ["document_id", "client", "draft", "announced_state", "announced_review", "finished", "created_at"]
+    list_filter = ["client", "finished"]
+    search_fields = ["document_id"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -262,3 +262,16 @@ def test_admin_refuses_a_duplicate_name_next_to_the_field(client, it_admin, kard
     )
     assert response.status_code == 200 and "gibt es schon" in response.content.decode()
     assert KisClient.objects.count() == 1
+
+
+def test_admin_lists_kis_drafts_and_callbacks_read_only(client, it_admin, manager, mailbox, physician, assistant):
+    from signing.api.services import kis_client_create
+    from tests.signing.kis import submission
+
+    issued = kis_client_create(manager=manager, name="KIS", mailboxes=[mailbox])
+    Api(Client(), issued.token).submit(submission("KIS-42", mailbox=mailbox.address))
+    client.force_login(it_admin)
+    page = client.get(reverse("admin:signing_kisdraft_changelist"))
+    assert page.status_code == 200 and "KIS-42" in page.content.decode()
+    assert client.get(reverse("admin:signing_kiscallback_changelist")).status_code == 200
+    assert client.get(reverse("admin:signing_kisdraft_add")).status_code == 403
