@@ -11,6 +11,14 @@
   gives the panel's HTML for the page (the panel reads through the user's selectors itself), ``applies`` says
   from what the page has loaded anyway whether the panel has anything to show (no queries), and ``live`` gives
   the template and context the page's socket sends when ``panel_changed`` names the panel.
+* Blob keepers — the blob store (mailbox.storage) is shared: other apps keep files there too (signing: a draft's
+  document, its earlier versions, the signed PDF or .p7s). Retention deletes a blob only when no mailbox row and
+  no keeper names it any more. A keeper gets a chunk of digests and returns those its rows still name, in a
+  query or two for the whole chunk (never one per digest). A keeper that fails fails the deletion: better a
+  file kept too long than a document lost.
+* Notification links — where a notification without a message leads (signing: the draft page), by kind:
+  a resolver gets the notification and returns a URL or None, computed from its params without queries (the
+  page behind the link checks permission itself; a user who may not see it gets 404 there).
 
 The upper app registers in its AppConfig.ready(); mailbox only calls what is registered.
 """
@@ -19,16 +27,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.dispatch import Signal
 from django.http import HttpRequest
+from django.urls import reverse
 
 from mailbox.events import message_group, send_to_group
-from mailbox.models import Message
+from mailbox.models import Message, Notification
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +99,54 @@ def panel_changed(*, message_id: int, panel: str) -> None:
     re-reads it through the user's selectors)."""
     event = {"type": "message.panel_changed", "message_id": message_id, "panel": panel, "seq": uuid.uuid4().hex}
     transaction.on_commit(lambda: send_to_group(message_group(message_id), event))
+
+
+# --- blob keepers ------------------------------------------------------------------------------------------------
+
+# Given digests (at most a few hundred), return those that the registering app's rows still name.
+BlobKeeper = Callable[[list[str]], Iterable[str]]
+
+_blob_keepers: dict[str, BlobKeeper] = {}
+
+
+def blob_keeper_register(name: str, keeper: BlobKeeper) -> None:
+    """Register (or replace, by name) a blob keeper; called from an AppConfig.ready()."""
+    _blob_keepers[name] = keeper
+
+
+def blobs_kept_elsewhere(shas: list[str]) -> set[str]:
+    """Of these digests, those another app's keeper still needs. Exceptions propagate (nothing is deleted)."""
+    kept: set[str] = set()
+    if not shas:
+        return kept
+    for keeper in list(_blob_keepers.values()):
+        kept.update(keeper(list(shas)))
+    return kept
+
+
+# --- notification links ------------------------------------------------------------------------------------------
+
+NotificationLink = Callable[[Notification], "str | None"]
+
+_notification_links: dict[str, NotificationLink] = {}
+
+
+def notification_link_register(kinds: Iterable[str], resolver: NotificationLink) -> None:
+    """Register the resolver of these notification kinds' links (replacing an earlier one of a kind)."""
+    for kind in kinds:
+        _notification_links[str(kind)] = resolver
+
+
+def notification_link(notification: Notification) -> str | None:
+    """Where the notification leads: its message, else what the kind's resolver says, else nowhere."""
+    if notification.message_id is not None:
+        return reverse("mailbox:message-detail", args=[notification.message_id])
+    resolver = _notification_links.get(notification.kind)
+    if resolver is None:
+        return None
+    try:
+        return resolver(notification)
+    except Exception:
+        # A notification with odd params (e.g. from an older version) is shown without a link, never an error page.
+        log.exception("notification link for %s (%s) failed", notification.pk, notification.kind)
+        return None

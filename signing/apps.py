@@ -26,3 +26,13 @@ class SigningConfig(AppConfig):
         messages_ingested.connect(on_messages_ingested, dispatch_uid="signing-received-signatures")
         message_content_deleted.connect(on_message_content_deleted, dispatch_uid="signing-received-content-deleted")
         panel_register(MessagePanel(name=PANEL, render=panel_render, applies=panel_applies, live=panel_live))
+
+        from mailbox.extensions import blob_keeper_register, notification_link_register
+        from signing.services.blobs import blobs_still_needed
+        from signing.views.links import SIGNING_NOTIFICATION_KINDS, notification_draft_link
+
+        # The blob store is shared with mailbox: its retention must not delete a draft's document, an earlier
+        # version's or a signed result because a deleted message carried the same bytes.
+        blob_keeper_register("signing", blobs_still_needed)
+        # Notifications about drafts (to sign, to review, returned, approved) lead to the draft's page.
+        notification_link_register(SIGNING_NOTIFICATION_KINDS, notification_draft_link)

@@ -8,8 +8,10 @@ message's SHA-256 (proof of what was received), state, responsibility history an
 
 A message under legal hold (`legal_hold`) is skipped and counted. A dry run reports exactly what a real run at
 the same moment would delete: both come from one plan. A blob is deleted only when no row that keeps its
-content still names it (the store is content-addressed: one PDF can belong to several messages), and only
-after the rows that named it are committed without it.
+content still names it (the store is content-addressed: one PDF can belong to several messages) and no other
+app still needs it (the store is shared: signing keeps drafts' documents, their earlier versions and signed
+results there; mailbox.extensions' blob keepers say which), and only after the rows that named it are committed
+without it. A keeper that fails keeps every blob of that run (logged): a file kept too long, never a document lost.
 
 Known limit: a mail being stored at the very moment with bytes identical to a blob deleted here (between the
 fetch writing the blob and committing its row) would find its blob gone; the next fetch of the same bytes
@@ -32,7 +34,7 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
-from mailbox.extensions import message_content_deleted_send
+from mailbox.extensions import blobs_kept_elsewhere, message_content_deleted_send
 from mailbox.models import (
     Attachment,
     Mailbox,
@@ -134,6 +136,8 @@ def _kept(shas: Iterable[str], *, exclude: Q | None = None) -> set[str]:
         # Sent mail and drafts name blobs too (a forwarded original, an attachment, the bytes that went out).
         kept.update(OutgoingMessage.objects.filter(raw_sha256__in=chunk).values_list("raw_sha256", flat=True))
         kept.update(OutgoingAttachment.objects.filter(sha256__in=chunk).values_list("sha256", flat=True))
+        # Other apps' files in the same store (signing's documents and signatures), asked only for what is left.
+        kept.update(blobs_kept_elsewhere([sha for sha in chunk if sha not in kept]))
     return kept
 
 
@@ -160,7 +164,12 @@ def retention_run(
             size, attachments, notes = done
             _count(report, pk, size, attachments, notes)
     # After every row above is committed without them: blobs that nothing keeping its content names any more.
-    gone = plan.blobs - _kept(plan.blobs)
+    try:
+        gone = plan.blobs - _kept(plan.blobs)
+    except Exception:
+        # The rows are purged and audited; their blobs wait (unreferenced, harmless) rather than risk one still needed.
+        log.exception("retention of mailbox %s: could not tell which blobs are still needed; none deleted", mailbox.pk)
+        gone = set()
     for sha in sorted(gone):
         _blob_unlink(sha)
     report.blobs = len(gone)

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from kimportal.errors import NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
+from mailbox.extensions import notification_link
 from mailbox.forms import AbsenceForm, MembershipForm
 from mailbox.models import Absence, Membership
 from mailbox.permissions import Action, can
@@ -24,7 +25,8 @@ from mailbox.views.lookup import mailbox_or_404
 
 @require_GET
 def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
-    items = selectors.notification_list_for_user(request.user)
+    # Each with where it leads: its message, or another app's page (mailbox.extensions' notification links).
+    items = [(n, notification_link(n)) for n in selectors.notification_list_for_user(request.user)]
     return render(
         request,
         "mailbox/notifications.html",
