@@ -414,6 +414,13 @@ KIMPORTAL_ACCOUNT_MANAGER_CA = env.str("KIMPORTAL_ACCOUNT_MANAGER_CA", default="
 KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT = env.float("KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT", default=20.0)
 KIMPORTAL_ACCOUNT_MANAGER_JWT_SECONDS = env.int("KIMPORTAL_ACCOUNT_MANAGER_JWT_SECONDS", default=300)
 KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = env.str("KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN", default="")
+# --- Drafts from the KIS (signing/api, docs/kis-api.md) ---
+# Calls per client system and minute (counted per process), and the callbacks: seconds before the first retry
+# (doubling up to an hour), attempts before giving up, seconds per delivery.
+KIMPORTAL_KIS_RATE_LIMIT_PER_MINUTE = env.int("KIMPORTAL_KIS_RATE_LIMIT_PER_MINUTE", default=600)
+KIMPORTAL_KIS_CALLBACK_RETRY_SECONDS = env.float("KIMPORTAL_KIS_CALLBACK_RETRY_SECONDS", default=30.0)
+KIMPORTAL_KIS_CALLBACK_MAX_ATTEMPTS = env.int("KIMPORTAL_KIS_CALLBACK_MAX_ATTEMPTS", default=10)
+KIMPORTAL_KIS_CALLBACK_TIMEOUT = env.float("KIMPORTAL_KIS_CALLBACK_TIMEOUT", default=10.0)
 # A draft's document at most (the Konnektor signs up to 25 MB per document) and documents per batch.
 KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES = env.int("KIMPORTAL_SIGNING_MAX_DOCUMENT_BYTES", default=25 * 2**20)
 KIMPORTAL_SIGNING_MAX_BATCH = env.int("KIMPORTAL_SIGNING_MAX_BATCH", default=250)
