@@ -10,6 +10,23 @@ from mailbox.events import user_group
 from mailbox.selectors import user_counters
 from signing import selectors
 from signing.events import queue_group
+from signing.models import Draft
+
+
+def notice_groups(user: Any, drafts: list[Draft]) -> dict[str, list[Draft]]:
+    """What the notice says to this user about these (open) drafts: which wait for the user's review, which the
+    user may sign now, and which the user is to sign once approved (a draft in review is not signable yet)."""
+    review: list[Draft] = []
+    sign: list[Draft] = []
+    waiting: list[Draft] = []
+    for draft in drafts:
+        if not draft.is_open:
+            continue
+        if draft.review_state == Draft.Review.PENDING and draft.reviewer_id == user.pk:
+            review.append(draft)
+        elif draft.signer_id == user.pk:
+            (waiting if draft.needs_approval else sign).append(draft)
+    return {"review": review, "sign": sign, "waiting": waiting}
 
 
 class QueueConsumer(PortalConsumer):
@@ -35,8 +52,8 @@ class QueueConsumer(PortalConsumer):
         drafts = selectors.drafts_by_ids_for_user(self.user, draft_ids)
         if not drafts:
             return ""
-        mine = [d for d in drafts if d.signer_id == self.user.pk and d.is_open]
-        return self._render("signing/partials/_queue_notice.html", {"drafts": drafts, "mine": mine})
+        context = {"drafts": drafts, **notice_groups(self.user, drafts)}
+        return self._render("signing/partials/_queue_notice.html", context)
 
     # Events of the user group meant for the mailbox pages; this page has no use for them.
     async def user_notified(self, event: dict[str, Any]) -> None:
