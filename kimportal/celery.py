@@ -41,6 +41,10 @@ def _schedule(sender: Celery, **_: object) -> None:
     )
     # KIS drafts' state changes become callbacks; failed callbacks are retried when due (signing.api.callbacks).
     sender.add_periodic_task(10.0, sender.signature("signing.tasks.kis_callbacks_due"), name="kis-callbacks")
+    # KIM password changes left open (provider's answer lost, CM unreachable) are settled by a login test.
+    sender.add_periodic_task(
+        300.0, sender.signature("operations.tasks.kim_password_changes_settle"), name="kim-password-settle"
+    )
     # The operations page's heartbeat: beat stamps when it queues it, a worker when it runs it (operations.tasks).
     # It expires after two beats, so a stopped worker does not come back to a pile of stale heartbeats.
     sender.add_periodic_task(

@@ -15,6 +15,7 @@ from celery import shared_task
 from celery.signals import before_task_publish
 
 from operations.services.heartbeat import HEARTBEAT_TASK, stamp_beat, stamp_worker
+from operations.services.password_settle import password_changes_settle_due
 
 
 @shared_task(name=HEARTBEAT_TASK, ignore_result=True)
@@ -27,3 +28,17 @@ def _beat_published(sender: str | None = None, **_: Any) -> None:
     # Only beat publishes the heartbeat (kimportal.celery's schedule), so this stamp is beat's.
     if sender == HEARTBEAT_TASK:
         stamp_beat()
+
+
+# Every few minutes (kimportal.celery); expires before the next one so a stopped worker does not pile them up. The
+# time limit covers a handful of accounts whose Clientmodul answers slowly (each login test is capped).
+@shared_task(name="operations.tasks.kim_password_changes_settle", ignore_result=True, expires=240, time_limit=600)
+def kim_password_changes_settle() -> dict[str, int]:
+    """Open KIM password changes are settled without waiting for a visit of the mailbox's KIM pages."""
+    report = password_changes_settle_due()
+    return {
+        "applied": report.applied,
+        "rejected": report.rejected,
+        "uncertain": report.uncertain,
+        "failed": report.failed,
+    }
