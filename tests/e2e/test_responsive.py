@@ -248,3 +248,37 @@ def test_without_javascript_the_narrow_navigation_stays_unfolded(portal_web, war
         expect(nav.mailbox_link("Zentrale Notaufnahme")).to_be_visible()
         expect(nav.toggle).to_be_hidden()  # a button that could not work is not offered
         assert_no_horizontal_scroll(page)
+
+
+@pytest.mark.parametrize("width", [1100, 1115, 1131])
+def test_the_full_top_bar_of_a_superuser_fits_just_above_the_fold_width(
+    portal_web, ward, browser, csp_violations, width
+):
+    """Every navigation entry at once (KIM-Konten, Leitung, Betrieb, Verwaltung) at the narrowest unfolded widths:
+    the top bar wraps onto a second line instead of pushing the page sideways."""
+    UserFactory(
+        username="admin", first_name="Ingrid", last_name="Informationstechnik", is_staff=True, is_superuser=True
+    )
+    for page in _open(browser, {"width": width, "height": 900}, csp_violations):
+        LoginPage(page, portal_web.url).open().login("admin", "pw-secret-123")
+        nav = SiteNav(page)
+        expect(nav.toggle).to_be_hidden()
+        for name in ("Posteingang", "Adressbuch", "KIM-Konten", "Leitung", "Betrieb", "Verwaltung"):
+            link = nav.link(name)
+            assert box(link).right <= width, f"{name} reaches beyond the window"
+        for locator in (
+            page.locator("#lang-select"),
+            page.locator("#notification-badge"),
+            page.locator(".whoami"),
+            page.get_by_role("button", name="Abmelden"),
+        ):
+            assert box(locator).right <= width
+            assert_not_clipped(locator)
+        header = box(page.locator(".topbar"))
+        assert header.width <= width and header.height < 110  # two rows at most
+        # What wraps stays where it was: "Abmelden" at the right end.
+        assert box(page.get_by_role("button", name="Abmelden")).right >= width - 30
+        assert_no_horizontal_scroll(page)
+        assert_accessible(page, f"inbox of a superuser at {width} px")
+        screenshot(page, f"topbar-superuser-{width}")
+    assert csp_violations == []
