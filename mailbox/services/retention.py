@@ -13,9 +13,10 @@ app still needs it (the store is shared: signing keeps drafts' documents, their 
 results there; mailbox.extensions' blob keepers say which), and only after the rows that named it are committed
 without it. A keeper that fails keeps every blob of that run (logged): a file kept too long, never a document lost.
 
-Known limit: a mail being stored at the very moment with bytes identical to a blob deleted here (between the
-fetch writing the blob and committing its row) would find its blob gone; the next fetch of the same bytes
-writes it again.
+Known limit: a mail or a draft being stored at the very moment with bytes identical to a blob deleted here
+(between its blob being written and its row committed, and this run's last check) would find its blob gone;
+the next fetch or upload of the same bytes writes it again. Closing that window needs a lock shared by every
+writer of the store.
 """
 
 from __future__ import annotations
