@@ -467,8 +467,8 @@ def password_change_settle(*, change: PasswordChange, user: Any = None) -> Passw
 
 UNCERTAIN_TEXT = _lazy(
     "Ob der Anbieter das neue Passwort übernommen hat, ist noch ungewiss: Das Clientmodul konnte es nicht "
-    "bestätigen. Die Änderung wird bei jedem Aufruf der Seiten dieses KIM-Kontos erneut geprüft; das gespeicherte "
-    "Passwort bleibt bis dahin das bisherige."
+    "bestätigen. Die Änderung wird alle paar Minuten und bei jedem Aufruf der Seiten dieses KIM-Kontos erneut "
+    "geprüft; das gespeicherte Passwort bleibt bis dahin das bisherige."
 )
 
 
