@@ -19,13 +19,17 @@ LOG_DIR="$KIMPORTAL_DATA_DIR/logs"
 mkdir -p "$SIM_DIR" "$VZD_DIR" "$LOG_DIR"
 
 pids=()
+konnektor_pid=
 cleanup() {
-  trap - INT TERM EXIT
+  trap - INT TERM EXIT USR1 USR2
   echo; echo "stopping the demo …"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $konnektor_pid; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+# Ctrl-C ends here, not in the "a demo process exited" line after `wait -n` below.
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
 
 wait_for_file() {  # file, seconds, what
   for _ in $(seq 1 "$(( $2 * 10 ))"); do [ -s "$1" ] && return 0; sleep 0.1; done
@@ -71,9 +75,32 @@ $PY -m tisim vzd-serve --data-dir "$VZD_DIR" --entries 5000 --announce "$SIM_DIR
   >"$LOG_DIR/vzd.log" 2>&1 & pids+=($!)
 # The Konnektor with aerztin's eHBA in terminal CT-1; nobody types the PIN but the user (python -m tisim terminal).
 # Same data directory as the Clientmodul, so `tisim terminal` and `tisim konnektor-fault` need no options.
-$PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 >"$LOG_DIR/konnektor.log" 2>&1 & pids+=($!)
-# The operations page shows a stopped Konnektor in red: stopping it must not end the demo (see wait -n below).
-konnektor_pid=$!
+# The operations page shows a stopped Konnektor in red: `kill -USR1 <this script>` stops it, `kill -USR2` starts it
+# again. The demo itself stops and starts it, so Ctrl-C also ends a restarted one (one started by hand outside the
+# demo would outlive it and keep port 8090 from the next `make demo`), and its ending does not end the demo.
+start_konnektor() {
+  $PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 >>"$LOG_DIR/konnektor.log" 2>&1 &
+  konnektor_pid=$!
+}
+stop_konnektor() {  # kill -USR1
+  if [ -n "$konnektor_pid" ] && kill -TERM "$konnektor_pid" 2>/dev/null; then
+    wait "$konnektor_pid" 2>/dev/null || true
+  fi
+  konnektor_pid=
+  echo "the simulated Konnektor is stopped (start it again: kill -USR2 $$)"
+}
+restart_konnektor() {  # kill -USR2
+  if [ -n "$konnektor_pid" ] && kill -0 "$konnektor_pid" 2>/dev/null; then
+    echo "the simulated Konnektor is running"
+  else
+    start_konnektor
+    echo "the simulated Konnektor is starting again (see $LOG_DIR/konnektor.log)"
+  fi
+}
+: >"$LOG_DIR/konnektor.log"
+start_konnektor
+trap stop_konnektor USR1
+trap restart_konnektor USR2
 wait_for_file "$SIM_DIR/cm.json" 30 "the simulated Clientmodul"
 wait_for_file "$SIM_DIR/konnektor.json" 60 "the simulated Konnektor"
 wait_for_file "$SIM_DIR/accountmanager.json" 30 "the simulated Account Manager"
@@ -109,6 +136,10 @@ $PY manage.py kis_demo_client --token-file "$KIMPORTAL_DATA_DIR/kis-token"
 KIMPORTAL_BIND=127.0.0.1:8000 KIMPORTAL_WEB_WORKERS="${KIMPORTAL_WEB_WORKERS:-1}" \
   .venv/bin/gunicorn -c deploy/gunicorn.conf.py kimportal.asgi:application >"$LOG_DIR/web.log" 2>&1 & pids+=($!)
 
+# A letter to send with `tisim send --sign --attach var/demo/brief.pdf` (README), as in the seed mail below.
+[ -f "$KIMPORTAL_DATA_DIR/brief.pdf" ] || $PY -c 'import sys; sys.path.insert(0, "scripts")
+from demo_mails import tiny_pdf
+open(sys.argv[1], "wb").write(tiny_pdf("Arztbrief - Praxis Dr. Mueller - Befund"))' "$KIMPORTAL_DATA_DIR/brief.pdf"
 # Seed mail travels the real path: tisim send → SMTP → CM maildrop → POP3 → portal.
 if [ ! -f "$KIMPORTAL_DATA_DIR/.demo-mails-sent" ]; then
   $PY scripts/demo_mails.py --data-dir "$SIM_DIR" && touch "$KIMPORTAL_DATA_DIR/.demo-mails-sent"
@@ -120,9 +151,10 @@ cat <<TXT
   Users: station / demo · aerztin / demo · assistenz / demo (resident) · leitung / demo (administration) · admin / demo (IT)
   Operations: log in as admin, "Betrieb" — every component green. Stop the simulated Konnektor and within
   a minute it turns red there, and http://127.0.0.1:8000/health/ answers 503 naming "konnektor":
-    kill $konnektor_pid
-  (start it again: $PY -m tisim konnektor-run --data-dir "$SIM_DIR" --port 8090 &)
-  Send a mail from the outside practice:
+    kill -USR1 $$
+  (start it again: kill -USR2 $$)
+  Send a mail from the outside practice (add --sign --attach $KIMPORTAL_DATA_DIR/brief.pdf for a letter
+  with the practice physician's QES: "QES von Dr. med. Klaus Müller — gültig" on its page):
     .venv/bin/python -m tisim send \\
       --from praxis.mueller@praxis-mueller.kim.telematik-test \\
       --to kardiologie@klinikum-demo.kim.telematik-test --subject "Befund"
@@ -140,7 +172,12 @@ cat <<TXT
   Logs: $LOG_DIR   ·   Ctrl-C stops everything.
 TXT
 # Any process but the Konnektor ending ends the demo (the Konnektor may be stopped to watch the operations page).
-watched=()
-for pid in "${pids[@]}"; do [ "$pid" = "$konnektor_pid" ] || watched+=("$pid"); done
-wait -n "${watched[@]}" || true
+# A trap (USR1/USR2 above) also ends `wait -n`, with a status above 128: then wait again.
+while :; do
+  status=0
+  wait -n "${pids[@]}" || status=$?
+  running=0
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
+  [ "$status" -gt 128 ] && [ "$running" -eq "${#pids[@]}" ] || break
+done
 echo "a demo process exited; see $LOG_DIR" >&2
