@@ -368,15 +368,17 @@ def broker_down():
     from the bad URL, and the process's own settings and pool come back afterwards."""
     from celery import current_app
 
-    conf = current_app.conf
-    saved = conf.broker_url, conf.task_publish_retry, current_app._pool
+    conf, amqp = current_app.conf, current_app.amqp
+    # The producer pool too: one made by an earlier test's real send holds connections to the working broker.
+    saved = conf.broker_url, conf.task_publish_retry, current_app._pool, amqp._producer_pool
     conf.broker_url, conf.task_publish_retry, current_app._pool = "redis://127.0.0.1:9/0", False, None
+    amqp._producer_pool = None
     try:
         yield
     finally:
         if current_app._pool is not None:
             current_app._pool.force_close_all()
-        conf.broker_url, conf.task_publish_retry, current_app._pool = saved
+        conf.broker_url, conf.task_publish_retry, current_app._pool, amqp._producer_pool = saved
 
 
 def test_a_broker_outage_at_the_start_gives_a_german_answer_and_the_letters_back(
