@@ -248,7 +248,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if am is not None:
             print(f"tisim Account Manager: {am.base_url} (CA {am.ca_path})", flush=True)
-        stop.wait()
+        # Timed: Python runs signal handlers in the main thread only, and a signal another thread received does
+        # not wake an untimed wait (Ctrl-C in the demo: SIGINT and at once SIGTERM; tests/tisim/test_stop_signals.py).
+        while not stop.wait(0.5):
+            pass
     finally:
         if am is not None:
             am.stop()

@@ -185,7 +185,10 @@ def cmd_konnektor_run(args: argparse.Namespace) -> int:
             f"{len(sim.cards)} cards, data {data_dir / RUNTIME_FILE}, terminal page {sim.base_url}/tisim/terminal",
             flush=True,
         )
-        stop.wait()
+        # Timed: Python runs signal handlers in the main thread only, and a signal another thread received does
+        # not wake an untimed wait (Ctrl-C in the demo: SIGINT and at once SIGTERM; tests/tisim/test_stop_signals.py).
+        while not stop.wait(0.5):
+            pass
     finally:
         sim.stop()
         sim.remove_runtime_file()
