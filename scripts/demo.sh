@@ -23,7 +23,19 @@ konnektor_pid=
 cleanup() {
   trap - INT TERM EXIT USR1 USR2
   echo; echo "stopping the demo …"
-  for pid in "${pids[@]}" $konnektor_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+  local all=("${pids[@]}" $konnektor_pid) alive=() pid
+  for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # One that misses its TERM must not keep Ctrl-C waiting forever: after 20 s it is named and killed.
+  for _ in $(seq 1 200); do
+    alive=()
+    for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    [ "${#alive[@]}" -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${alive[@]}"; do
+    echo "not stopped within 20 s, killed: $(ps -o args= -p "$pid" 2>/dev/null || echo "pid $pid")" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
 }
 # Ctrl-C ends here, not in the "a demo process exited" line after `wait -n` below.
