@@ -453,18 +453,37 @@ def _certificate_status(
 def _certificates_component(report: Report) -> None:
     label = Msg(N_("Zertifikate"))
     certificates = report.certificates
+    # The cards' certificates come from the Konnektor: while it cannot be asked they are unchecked, not fine.
+    cards_unchecked = any(c.key == "cards" and c.state == UNKNOWN for c in report.components)
     if not certificates:
         report.components.append(Component("certificates", label, UNKNOWN, Msg(N_("Kein Zertifikat lesbar."))))
         return
     state = worst([c.state for c in certificates])
+    if state == OK and cards_unchecked:
+        report.components.append(
+            Component(
+                "certificates",
+                label,
+                UNKNOWN,
+                Msg(N_("Die Zertifikate der Karten sind nicht prüfbar, solange der Konnektor nicht antwortet.")),
+            )
+        )
+        return
     if state == OK:
         soonest = min(c.days_left for c in certificates if c.days_left is not None)
-        text = Msg.of(
-            N_("Alle %(count)d Zertifikate länger als %(warn)d Tage gültig (das nächste endet in %(days)d Tagen)."),
-            count=len(certificates),
-            warn=settings.KIMPORTAL_CERT_WARN_DAYS,
-            days=int(soonest),
-        )
+        if len(certificates) == 1:
+            text = Msg.of(
+                N_("Das Zertifikat ist länger als %(warn)d Tage gültig (es endet in %(days)d Tagen)."),
+                warn=settings.KIMPORTAL_CERT_WARN_DAYS,
+                days=int(soonest),
+            )
+        else:
+            text = Msg.of(
+                N_("Alle %(count)d Zertifikate länger als %(warn)d Tage gültig (das nächste endet in %(days)d Tagen)."),
+                count=len(certificates),
+                warn=settings.KIMPORTAL_CERT_WARN_DAYS,
+                days=int(soonest),
+            )
     else:
         bad = [c for c in certificates if c.state != OK]
         text = Msg.of(

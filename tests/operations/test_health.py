@@ -72,8 +72,11 @@ def test_konnektor_stopped_is_503_naming_it(client, ops):
     assert status == 503
     assert "konnektor" in body["failing"]
     assert body["components"]["konnektor"] == "error"
-    # The cards cannot be asked: not checkable, not a second alarm.
+    # The cards cannot be asked: not checkable, not a second alarm — and their certificates neither (not "all fine"
+    # because only the Clientmodul's could be read).
     assert body["components"]["cards"] == "unknown"
+    assert body["components"]["certificates"] == "unknown"
+    assert "certificates" in body["warnings"]
     # The rest still works.
     assert body["components"]["clientmodul"] == "ok" and body["components"]["directory"] == "ok"
 
