@@ -45,7 +45,7 @@ class DraftFilter:
 def draft_list_for_user(user: Any, filters: DraftFilter | None = None, *, own_queue: bool = False) -> QuerySet[Draft]:
     """The central list (everything the user may see) or the user's own queue (drafts they are to sign)."""
     f = filters or DraftFilter()
-    qs = Draft.objects.visible_to(user).select_related("author", "signer", "reviewer")
+    qs = Draft.objects.visible_to(user).select_related("author", "signer", "reviewer", "outgoing")
     if own_queue:
         qs = qs.filter(signer=user)
     elif f.signer:
@@ -71,7 +71,9 @@ def draft_list_for_user(user: Any, filters: DraftFilter | None = None, *, own_qu
 
 
 def draft_get_for_user(user: Any, pk: int) -> Draft:
-    return Draft.objects.visible_to(user).select_related("author", "signer", "mailbox", "reviewer").get(pk=pk)
+    return (
+        Draft.objects.visible_to(user).select_related("author", "signer", "mailbox", "reviewer", "outgoing").get(pk=pk)
+    )
 
 
 def drafts_by_ids_for_user(user: Any, ids: list[int]) -> list[Draft]:

@@ -289,3 +289,20 @@ def test_signing_without_a_workplace_asks_for_it(client, physician, assistant, m
 def test_the_form_says_when_the_author_may_send_from_no_mailbox(client, stranger, physician):
     client.force_login(stranger)
     assert 'id="no-mailbox"' in client.get(reverse("signing:draft-create")).content.decode()
+
+
+def test_a_sent_letter_shows_its_delivery_not_the_outbox(client, physician, assistant, mailbox):
+    """A signed letter handed to the outbox says how far it got ("zugestellt"), in the list and on its page — not
+    "im Postausgang" for ever."""
+    from mailbox.models import OutgoingMessage
+
+    outgoing = OutgoingMessage.objects.create(
+        mailbox=mailbox, author=assistant, subject="Entlassbrief", state=OutgoingMessage.State.DELIVERED
+    )
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, state=Draft.State.SENT, outgoing=outgoing)
+    client.force_login(assistant)
+    listing = client.get(reverse("signing:drafts"), {"state": "all"}).content.decode()
+    page = client.get(reverse("signing:draft-detail", args=[draft.pk])).content.decode()
+    for html in (listing, page):
+        assert "signiert – zugestellt" in html
+        assert "im Postausgang</span>" not in html  # (the state filter still offers it as a choice)
