@@ -98,28 +98,58 @@ def health_report(*, max_age: float | None = None) -> Report:
         return cached
     token = secrets.token_hex(8)
     try:
-        locked = store().add(LOCK_KEY, token, timeout=int(round_deadline()) + 10)
+        locked = store().add(LOCK_KEY, token, timeout=lock_seconds())
     except Exception:
         log.warning("operations store unavailable; checking with this process's cache only", exc_info=True)
         return _report_without_store(max_age)
     if locked:
-        try:
-            report = run_checks()
-            _keep(report)
-            return report
-        finally:
-            _unlock(token)
+        return _checked_under_lock(token)
     if cached is not None and asked - cached.checked_at < STALE_REPORT_SECONDS:
         return cached
-    # No recent report and someone else is checking: wait for theirs, within one round's time.
-    deadline = time.monotonic() + round_deadline() + 2
+    # No recent report and someone else is checking: wait for theirs. Never check without the lock — a flood of
+    # waiters each starting a round when a slow one overran would hammer the TI. If the holder died, its lock
+    # expires (lock_seconds) and one waiter takes it over; whoever still has nothing then gets the last report, or
+    # a report that says a check is still running.
+    deadline = time.monotonic() + lock_seconds() + 1
     while time.monotonic() < deadline:
         time.sleep(0.2)  # a round takes seconds; its result appears in the store
         fresh = _cached()
         if fresh is not None and fresh.checked_at >= asked - max_age:
             return fresh
-    report = run_checks()  # the lock's holder died mid-round
-    _keep(report)
+        try:
+            if store().add(LOCK_KEY, token, timeout=lock_seconds()):
+                return _checked_under_lock(token)
+        except Exception:
+            log.warning("operations store unavailable while waiting for a check", exc_info=True)
+            break
+    return _cached() or _still_checking()
+
+
+def lock_seconds() -> int:
+    """How long the lock of a round lasts: a round takes at most round_deadline() plus the database's part."""
+    return int(round_deadline()) + 10
+
+
+def _checked_under_lock(token: str) -> Report:
+    try:
+        report = run_checks()
+        _keep(report)
+        return report
+    finally:
+        _unlock(token)
+
+
+def _still_checking() -> Report:
+    """Not kept: only the answer to a caller who waited a whole lock period for another process's round."""
+    report = Report(checked_at=time.time(), duration=0.0)
+    report.components.append(
+        Component(
+            key="checks",
+            label=Msg.of(N_("Prüfung")),
+            state=UNKNOWN,
+            text=Msg.of(N_("Eine Prüfung läuft noch und hat noch kein Ergebnis. Bitte gleich erneut versuchen.")),
+        )
+    )
     return report
 
 
