@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -138,20 +142,76 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect())
+class _Deadline:
+    """One deadline for a whole delivery. The socket timeout alone bounds each read: an endpoint that sends its
+    answer a byte at a time would hold the worker beyond the delivery's lease (and a second worker would post the
+    same callback). When the deadline passes, the connection's socket is shut down and the read in progress ends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def connection(self, base: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        deadline = self
+
+        class Bounded(base):  # type: ignore[valid-type,misc]
+            _timer: threading.Timer | None = None
+
+            def connect(self) -> None:
+                super().connect()
+                self._timer = threading.Timer(max(deadline.at - time.monotonic(), 0.0), self._expire)
+                self._timer.daemon = True
+                self._timer.start()
+
+            def _expire(self) -> None:
+                sock = self.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+            def close(self) -> None:
+                if self._timer is not None:
+                    self._timer.cancel()
+                super().close()
+
+        return Bounded
+
+
+class _BoundedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = deadline.connection(http.client.HTTPConnection)
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+
+class _BoundedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = deadline.connection(http.client.HTTPSConnection)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-    """One POST (I/O only): any 2xx is delivered, everything else is a failure with a short reason."""
+    """One POST (I/O only): any 2xx is delivered, everything else is a failure with a short reason. The whole
+    delivery ends within the timeout (not only each read); an answer that is no HTTP is a failure too."""
     if not url.lower().startswith(("https://", "http://")):
         return Outcome(False, "not an http(s) URL")
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310  # scheme checked
+    deadline = _Deadline(timeout_seconds())
+    opener = urllib.request.build_opener(_NoRedirect(), _BoundedHTTP(deadline), _BoundedHTTPS(deadline))
     try:
-        with _opener.open(request, timeout=timeout_seconds()) as response:
+        with opener.open(request, timeout=timeout_seconds()) as response:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         return Outcome(False, f"HTTP {exc.code}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        if time.monotonic() >= deadline.at:
+            return Outcome(False, "timed out")
         return Outcome(False, str(getattr(exc, "reason", exc))[:400] or type(exc).__name__)
     if 200 <= status < 300:
         return Outcome(True)

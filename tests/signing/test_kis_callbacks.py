@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,3 +247,60 @@ def test_signature_header_format():
     header = callbacks.signature_header("geheim", b'{"a":1}', 1700000000)
     expected = hmac.new(b"geheim", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
     assert header == f"t=1700000000,v1={expected}"
+
+
+@contextmanager
+def _raw_endpoint(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP endpoint that reads the request and answers with ``answer`` (whatever bytes, as slowly as it likes)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _addr = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                answer(conn)
+            except OSError:
+                pass
+            stop.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/kim/callback"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_the_timeout_bounds_the_whole_delivery_not_each_read(settings):
+    """An endpoint that sends its answer a byte at a time (each within the timeout) cannot hold the worker beyond
+    it: the lease would end and a second worker post the same callback again."""
+    settings.KIMPORTAL_KIS_CALLBACK_TIMEOUT = 1.0
+    trickling = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 40:
+            if trickling.wait(0.2):
+                return
+            conn.sendall(bytes([byte]))
+
+    with _raw_endpoint(trickle) as url:
+        started = time.monotonic()
+        outcome = callbacks.post(url, b"{}", {"Content-Type": "application/json"})
+        elapsed = time.monotonic() - started
+        trickling.set()
+    assert not outcome.ok
+    assert elapsed < 3.0
+
+
+def test_an_answer_that_is_no_http_is_a_failed_attempt():
+    def garbage(conn: socket.socket) -> None:
+        conn.sendall(b"HELLO THERE\r\n\r\n")
+
+    with _raw_endpoint(garbage) as url:
+        outcome = callbacks.post(url, b"{}", {"Content-Type": "application/json"})
+    assert not outcome.ok
+    assert outcome.error
