@@ -152,6 +152,19 @@ def _networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return networks
 
 
+def client_address(request: HttpRequest) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """REMOTE_ADDR (behind nginx the ASGI server put the browser's address there, see docs/deploy.md). A server
+    listening on "[::]" sees IPv4 clients as ::ffff:a.b.c.d: that is the IPv4 address, for the allow-list's
+    IPv4 networks (an IPv6 address is never "in" an IPv4 network)."""
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def scrape_refusal(request: HttpRequest) -> int | None:
     """None if the request may read /metrics; else the status to answer (401: a token would help, 403: no)."""
     token = settings.KIMPORTAL_METRICS_TOKEN
@@ -160,10 +173,7 @@ def scrape_refusal(request: HttpRequest) -> int | None:
         scheme, _, given = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return None
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        address = None
+    address = client_address(request)
     if address is not None and any(address in network for network in _networks()):
         return None
     return 401 if token else 403
