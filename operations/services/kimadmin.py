@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -203,21 +203,29 @@ def _audit(user: Any, action: str, mailbox: Mailbox, **details: Any) -> None:
         audit_record(actor=user, action=action, mailbox=mailbox, **details)
 
 
+def _change(
+    user: Any, mailbox: Mailbox, call: Callable[[AccountManagerClient], object], action: str, **details: Any
+) -> None:
+    """One change at the provider for an owner or manager, audited once the provider accepted it."""
+    require_kim_admin(user, mailbox)
+    try:
+        with _client(mailbox.account) as client:
+            call(client)
+    except AccountManagerError as exc:
+        raise _refused(exc) from exc
+    _audit(user, action, mailbox, **details)
+
+
 def out_of_office_set(
     *, user: Any, mailbox: Mailbox, active: bool, start: datetime | None, end: datetime | None, text: str
 ) -> None:
     """The mailbox's automatic reply at the provider. Switching off keeps dates and text there."""
-    require_kim_admin(user, mailbox)
     note = OutOfOffice(active=active, start=start, end=end, message=text)
-    try:
-        with _client(mailbox.account) as client:
-            client.set_out_of_office(note)
-    except AccountManagerError as exc:
-        raise _refused(exc) from exc
-    _audit(
+    _change(
         user,
-        "kim.out_of_office_set",
         mailbox,
+        lambda client: client.set_out_of_office(note),
+        "kim.out_of_office_set",
         active=active,
         start=start.isoformat() if start else "",
         end=end.isoformat() if end else "",
@@ -226,44 +234,20 @@ def out_of_office_set(
 
 
 def data_time_to_live_set(*, user: Any, mailbox: Mailbox, days: int) -> None:
-    require_kim_admin(user, mailbox)
-    try:
-        with _client(mailbox.account) as client:
-            client.set_data_time_to_live(days)
-    except AccountManagerError as exc:
-        raise _refused(exc) from exc
-    _audit(user, "kim.data_time_to_live_set", mailbox, days=days)
+    _change(user, mailbox, lambda client: client.set_data_time_to_live(days), "kim.data_time_to_live_set", days=days)
 
 
 def kim_version_set(*, user: Any, mailbox: Mailbox, version: str) -> None:
     """The "1.5+" opt-in (the view shows the spec's warning and asks for a confirmation first)."""
-    require_kim_admin(user, mailbox)
-    try:
-        with _client(mailbox.account) as client:
-            client.set_kim_version(version)
-    except AccountManagerError as exc:
-        raise _refused(exc) from exc
-    _audit(user, "kim.version_set", mailbox, version=version)
+    _change(user, mailbox, lambda client: client.set_kim_version(version), "kim.version_set", version=version)
 
 
 def account_deregister(*, user: Any, mailbox: Mailbox) -> None:
-    require_kim_admin(user, mailbox)
-    try:
-        with _client(mailbox.account) as client:
-            client.deregister()
-    except AccountManagerError as exc:
-        raise _refused(exc) from exc
-    _audit(user, "kim.deregistered", mailbox)
+    _change(user, mailbox, lambda client: client.deregister(), "kim.deregistered")
 
 
 def account_deregistration_revoke(*, user: Any, mailbox: Mailbox) -> None:
-    require_kim_admin(user, mailbox)
-    try:
-        with _client(mailbox.account) as client:
-            client.revoke_deregistration()
-    except AccountManagerError as exc:
-        raise _refused(exc) from exc
-    _audit(user, "kim.deregistration_revoked", mailbox)
+    _change(user, mailbox, lambda client: client.revoke_deregistration(), "kim.deregistration_revoked")
 
 
 # --- the password: the provider and the portal's stored copy change together, or neither --------------------------
