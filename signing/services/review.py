@@ -26,7 +26,7 @@ from mailbox.models import Mailbox, Membership, Notification
 from mailbox.permissions import Action, can, members_q, user_role
 from mailbox.services.notifications import notify
 from signing import events
-from signing.models import Draft, ReviewRule, ReviewStep
+from signing.models import Draft, DraftVersion, ReviewRule, ReviewStep
 from signing.permissions import require_edit
 from signing.services.audit import signing_audit
 
@@ -59,6 +59,21 @@ def reviewer_candidates(mailbox: Mailbox | int, *, author: Any = None) -> QueryS
     return get_user_model().objects.filter(pk__in=qs.values("pk")).order_by("last_name", "first_name", "username")
 
 
+def version_maker_id(draft: Draft) -> int | None:
+    """Who made the draft's current version (the author, or the signer who changed it): they do not approve it."""
+    return (
+        DraftVersion.objects.filter(draft_id=draft.pk, number=draft.version).values_list("created_by_id", flat=True)
+    ).first()
+
+
+def draft_reviewer_candidates(draft: Draft) -> QuerySet[Any]:
+    """Who may be chosen to review this draft at its current version: never its author, nor whoever made this
+    version (a signer who changes the letter does not approve the change: four eyes on every version)."""
+    candidates = reviewer_candidates(draft.mailbox_id, author=draft.author_id)
+    maker = version_maker_id(draft)
+    return candidates.exclude(pk=maker) if maker is not None else candidates
+
+
 def can_review(user: Any, draft: Draft) -> bool:
     """May the user approve or return this draft now: its chosen reviewer, still a qualified member."""
     if not getattr(user, "is_authenticated", False) or draft.reviewer_id != user.pk:
@@ -67,7 +82,7 @@ def can_review(user: Any, draft: Draft) -> bool:
 
 
 def _qualifies(user: Any, draft: Draft) -> bool:
-    if user.pk == draft.author_id:
+    if user.pk in (draft.author_id, version_maker_id(draft)):
         return False
     if not can(user_role(user, draft.mailbox_id), Action.PROCESS):
         return False
@@ -76,7 +91,7 @@ def _qualifies(user: Any, draft: Draft) -> bool:
 
 def _default_reviewer(draft: Draft) -> Any:
     """The reviewer kept from before if still qualified, else the signer if qualified, else nobody yet."""
-    candidates = reviewer_candidates(draft.mailbox_id, author=draft.author_id)
+    candidates = draft_reviewer_candidates(draft)
     for pk in (draft.reviewer_id, draft.signer_id):
         if pk is not None and candidates.filter(pk=pk).exists():
             return candidates.get(pk=pk)
@@ -125,9 +140,12 @@ def review_start(*, draft: Draft, actor: Any, via: str = "", reviewer: Any = Non
     rule applies or someone asks for a review. Notifies the reviewer. The caller holds the transaction."""
     old_reviewer = draft.reviewer_id
     if reviewer is not None:
-        if not reviewer_candidates(draft.mailbox_id, author=draft.author_id).filter(pk=reviewer.pk).exists():
+        if not draft_reviewer_candidates(draft).filter(pk=reviewer.pk).exists():
             raise PortalError(
-                _("%(name)s kann Entwürfe dieses Postfachs nicht prüfen (Mitglied mit Prüfrecht, nicht Verfasser).")
+                _(
+                    "%(name)s kann diesen Entwurf nicht prüfen (Mitglied mit Prüfrecht, weder Verfasser noch wer "
+                    "diese Fassung geändert hat)."
+                )
                 % {"name": _name(reviewer)}
             )
     else:
@@ -200,6 +218,10 @@ def _review_check(user: Any, current: Draft) -> None:
     if current.reviewer_id != user.pk:
         raise NotAllowed(_("Nur die gewählte Prüferin oder der gewählte Prüfer kann diesen Entwurf prüfen."))
     if not _qualifies(user, current):
+        if version_maker_id(current) == user.pk:
+            raise NotAllowed(
+                _("Sie haben diese Fassung selbst geändert: Freigeben muss sie eine andere Person (vier Augen).")
+            )
         raise NotAllowed(
             _("Sie dürfen Entwürfe dieses Postfachs nicht (mehr) prüfen: Prüfrecht oder Mitgliedschaft fehlen.")
         )

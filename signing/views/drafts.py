@@ -24,7 +24,7 @@ from signing.forms import DraftForm, ReviewDecisionForm, ReviewRequestForm, With
 from signing.models import Draft
 from signing.permissions import can_edit, has_signer_card, sign_refusal
 from signing.services.drafts import DraftData, draft_create, draft_document_viewed, draft_update, draft_withdraw
-from signing.services.review import can_review, review_refusal, reviewer_candidates
+from signing.services.review import can_review, draft_reviewer_candidates, review_refusal, reviewer_candidates
 from signing.views.common import chosen_workplace, draft_or_404
 
 # Text shown inline at most (a longer document is cut in the page, never in what is signed).
@@ -172,7 +172,7 @@ def draft_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "decision_form": ReviewDecisionForm(initial={"version": draft.version}) if reviewing else None,
         "request_form": ReviewRequestForm(
             initial={"version": draft.version, "reviewer": draft.reviewer_id},
-            reviewers=reviewer_candidates(draft.mailbox_id, author=draft.author_id),
+            reviewers=draft_reviewer_candidates(draft),
         )
         if may_request
         else None,

@@ -26,12 +26,12 @@ from signing.forms import ReviewDecisionForm, ReviewManyForm, ReviewRequestForm,
 from signing.models import Draft, DraftVersion, ReviewRule
 from signing.services.drafts import draft_document_viewed
 from signing.services.review import (
+    draft_reviewer_candidates,
     review_approve,
     review_approve_many,
     review_request,
     review_return,
     review_rule_set,
-    reviewer_candidates,
 )
 from signing.views.common import draft_or_404
 from signing.views.drafts import INLINE_TEXT_LIMIT, _file
@@ -117,7 +117,7 @@ def review_return_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
 @require_POST
 def review_request_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     draft = draft_or_404(request.user, pk)
-    form = ReviewRequestForm(request.POST, reviewers=reviewer_candidates(draft.mailbox_id, author=draft.author_id))
+    form = ReviewRequestForm(request.POST, reviewers=draft_reviewer_candidates(draft))
     if not form.is_valid():
         messages.error(request, _errors(form))
     else:

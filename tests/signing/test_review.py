@@ -21,6 +21,8 @@ from signing.services.batch import Selected, batch_create
 from signing.services.documents import document_check
 from signing.services.drafts import DraftData, draft_create, draft_update, draft_withdraw
 from signing.services.review import (
+    can_review,
+    draft_reviewer_candidates,
     review_approve,
     review_approve_many,
     review_request,
@@ -142,7 +144,12 @@ def test_return_revise_approve_sign_and_a_change_after_approval_needs_approval_a
         _sign(senior, workplace, changed, version=2)
     assert not SignatureBatch.objects.exists()
 
-    review_approve(user=senior, draft=changed, version=3)
+    # The signer made version 3: another qualified member approves it (four eyes on every version).
+    colleague = UserFactory(username="oberarzt")
+    MembershipFactory(mailbox=mailbox, user=colleague, role=Membership.Role.PROCESSOR)
+    grant_review(colleague)
+    review_request(user=assistant, draft=changed, version=3, reviewer=colleague)
+    review_approve(user=colleague, draft=changed, version=3)
     batch = _sign(senior, workplace, changed)
     item = batch.items.get()
     assert (item.document_version, Draft.objects.get(pk=draft.pk).state) == (3, "signing")
@@ -152,6 +159,7 @@ def test_return_revise_approve_sign_and_a_change_after_approval_needs_approval_a
         ("returned", 1),
         ("requested", 2),
         ("approved", 2),
+        ("requested", 3),
         ("requested", 3),
         ("approved", 3),
     ]
@@ -199,6 +207,29 @@ def test_the_author_is_never_the_reviewer(assistant, senior, mailbox, rule):
     # Nor when the author is also the signer and a reviewer: then someone else has to be chosen.
     own = _create(senior, senior, mailbox, subject="Eigener Brief")
     assert own.review_state == "pending" and own.reviewer_id is None
+
+
+def test_a_signer_who_changes_the_draft_does_not_approve_their_own_change(assistant, senior, mailbox, rule, workplace):
+    """The signer may edit the letter, but the version they made is approved by someone else (four eyes on every
+    version): not by approving it as its default reviewer, nor by choosing themselves."""
+    draft = _create(assistant, senior, mailbox)
+    changed = draft_update(user=senior, draft=draft, version=1, data=_data(senior, mailbox, subject="Geändert"))
+    assert changed.review_state == "pending" and changed.reviewer_id is None
+    with pytest.raises(NotAllowed):
+        review_approve(user=senior, draft=changed, version=2)
+    with pytest.raises(PortalError, match="nicht prüfen"):
+        review_request(user=senior, draft=changed, version=2, reviewer=senior)
+    changed.refresh_from_db()
+    assert not can_review(senior, changed) and senior not in draft_reviewer_candidates(changed)
+    with pytest.raises(PortalError):
+        _sign(senior, workplace, changed)
+    # Another qualified member approves the signer's version; then the signer signs it.
+    colleague = UserFactory(username="oberarzt")
+    MembershipFactory(mailbox=mailbox, user=colleague, role=Membership.Role.PROCESSOR)
+    grant_review(colleague)
+    review_request(user=senior, draft=changed, version=2, reviewer=colleague)
+    assert review_approve(user=colleague, draft=changed, version=2).approved_version == 2
+    assert _sign(senior, workplace, changed)
 
 
 def test_without_a_qualified_signer_the_author_chooses_a_reviewer(assistant, physician, mailbox, rule):
