@@ -561,11 +561,17 @@ def registration_set_version(*, user: Any, registration: KimRegistration, kim_ve
 @transaction.atomic
 def registration_abandon(*, user: Any, registration: KimRegistration) -> None:
     manage_services.require_manager(user)
-    if registration.state != KimRegistration.State.DRAFT:
+    try:
+        # Not while a click registers it right now (that holds the row): the secrets are in use.
+        locked = KimRegistration.objects.select_for_update(nowait=True).get(pk=registration.pk)
+    except DatabaseError as exc:
+        raise KimAdminError(_("Die Registrierung wird gerade abgeschickt; bitte einen Moment warten.")) from exc
+    if locked.state != KimRegistration.State.DRAFT:
         raise KimAdminError(_("Die Adresse ist beim Anbieter schon registriert; bitte das Postfach anlegen."))
-    registration.state = KimRegistration.State.ABANDONED
-    registration.wipe_secrets()
-    registration.save()
+    locked.state = KimRegistration.State.ABANDONED
+    locked.wipe_secrets()
+    locked.save()
+    registration.refresh_from_db()
 
 
 def _account_is_ours(client: AccountManagerClient) -> bool:
@@ -590,45 +596,16 @@ def registration_complete(*, user: Any, registration: KimRegistration) -> Regist
     fail, a second click creates the mailbox without registering the address a second time (which would be 409)."""
     manage_services.require_manager(user)
     if registration.state == KimRegistration.State.DRAFT:
-        account = registration_account(registration)
-        try:
-            with _client(account) as client:
-                try:
-                    client.register(
-                        reference_id=registration.get_secret("reference_id"),
-                        initial_password=registration.get_secret("initial_password"),
-                        kim_version=registration.kim_version or "1.5",
-                    )
-                except AccountManagerError as exc:
-                    # An earlier attempt whose answer was lost (timeout, 5xx) may have registered the address: then
-                    # this one is refused (code used up: 401, or address taken: 409). If the account takes the
-                    # chosen password, the address is ours, registered by that attempt, not someone else's.
-                    if exc.status not in (401, 409) or not _account_is_ours(client):
-                        raise
-        except AccountManagerError as exc:
-            with transaction.atomic():
-                audit_record(
-                    actor=user, action="kim.registration_failed", address=registration.address, status=exc.status
-                )
-            raise _refused(exc) from exc
-        with transaction.atomic():
-            KimRegistration.objects.filter(pk=registration.pk).update(
-                state=KimRegistration.State.REGISTERED,
-                registered_at=timezone.now(),
-                reference_id_encrypted="",
-                initial_password_encrypted="",
-            )
-            audit_record(
-                actor=user,
-                action="kim.registered",
-                address=registration.address,
-                kim_version=registration.kim_version or "1.5",
-            )
+        _register_at_provider(user, registration)
         registration.refresh_from_db()
     if registration.state != KimRegistration.State.REGISTERED:
         raise KimAdminError(_("Diese Registrierung ist schon abgeschlossen."))
     owners = registration_owners(registration)
     with transaction.atomic():
+        # A second click (or tab) that also found it registered waits here and then finds it done.
+        registered = KimRegistration.State.REGISTERED
+        if not KimRegistration.objects.select_for_update().filter(pk=registration.pk, state=registered).exists():
+            raise KimAdminError(_("Diese Registrierung ist schon abgeschlossen."))
         mailbox = manage_services.mailbox_create(
             user=user,
             address=registration.address,
@@ -642,3 +619,57 @@ def registration_complete(*, user: Any, registration: KimRegistration) -> Regist
         )
     mailbox = Mailbox.objects.select_related("account").get(pk=mailbox.pk)
     return RegistrationResult(mailbox, account_test_connection(account=mailbox.account))
+
+
+def _register_at_provider(user: Any, registration: KimRegistration) -> None:
+    """The provider's registration, once: the registration's row stays locked while the provider is asked, so a
+    double click or a second tab is refused at once instead of sending the code a second time."""
+    account = registration_account(registration)
+    failure: AccountManagerError | None = None
+    with transaction.atomic():
+        try:
+            locked = KimRegistration.objects.select_for_update(nowait=True).get(pk=registration.pk)
+        except DatabaseError as exc:
+            raise KimAdminError(
+                _(
+                    "Diese Registrierung wird gerade schon abgeschickt (doppelter Klick oder ein anderer Tab). "
+                    "Bitte einen Moment warten und die Seite neu laden."
+                )
+            ) from exc
+        if locked.state != KimRegistration.State.DRAFT:
+            return  # an earlier click registered it meanwhile
+        try:
+            with _client(account) as client:
+                try:
+                    client.register(
+                        reference_id=locked.get_secret("reference_id"),
+                        initial_password=locked.get_secret("initial_password"),
+                        kim_version=locked.kim_version or "1.5",
+                    )
+                except AccountManagerError as exc:
+                    # An earlier attempt whose answer was lost (timeout, 5xx) may have registered the address: then
+                    # this one is refused (code used up: 401, or address taken: 409). If the account takes the
+                    # chosen password, the address is ours, registered by that attempt, not someone else's.
+                    if exc.status not in (401, 409) or not _account_is_ours(client):
+                        raise
+        except AccountManagerError as exc:
+            failure = exc
+        else:
+            KimRegistration.objects.filter(pk=registration.pk).update(
+                state=KimRegistration.State.REGISTERED,
+                registered_at=timezone.now(),
+                reference_id_encrypted="",
+                initial_password_encrypted="",
+            )
+            audit_record(
+                actor=user,
+                action="kim.registered",
+                address=registration.address,
+                kim_version=locked.kim_version or "1.5",
+            )
+    if failure is not None:
+        with transaction.atomic():
+            audit_record(
+                actor=user, action="kim.registration_failed", address=registration.address, status=failure.status
+            )
+        raise _refused(failure) from failure
