@@ -215,7 +215,9 @@ def _create(caller: Caller, submission: Submission) -> KisDraft:
 
 @transaction.atomic
 def _replayed(caller: Caller, link: KisDraft, submission: Submission) -> KisDraft:
-    if link.submission_digest != submission.digest:
+    # A draft moved out of the caller's scope is not shown (as GET does not find it): its id stays taken.
+    in_scope = caller.client.mailboxes.filter(pk=link.draft.mailbox_id).exists()
+    if link.submission_digest != submission.digest or not in_scope:
         raise ApiError(
             409,
             "document_id_conflict",

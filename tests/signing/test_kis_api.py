@@ -377,6 +377,18 @@ def test_a_draft_moved_out_of_the_scope_is_no_longer_found(api, issued, mailbox)
     assert Draft.objects.get().state == Draft.State.DRAFT
 
 
+def test_a_replay_does_not_show_a_draft_moved_out_of_the_scope(api, issued, mailbox):
+    """The same submission again finds the draft made the first time — but not once it was moved to a mailbox
+    outside the client's scope: what the portal made of it since (another department's letter) is not shown."""
+    api.submit(submission("KIS-1"))
+    innere = MailboxFactory(address="innere@klinikum-test.kim.telematik-test")
+    Draft.objects.update(mailbox=innere, subject="Innere: Befund vertraulich")
+    response = api.submit(submission("KIS-1"))
+    assert response.status_code == 409 and response.json()["code"] == "document_id_conflict"
+    assert "vertraulich" not in response.content.decode() and "innere@" not in response.content.decode()
+    assert Draft.objects.count() == 1
+
+
 def test_a_signed_in_session_is_no_key_to_the_api(api, physician):
     # A browser with a portal session and no token: refused, and nothing is shown.
     browser = Client()
