@@ -45,6 +45,10 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         300.0, sender.signature("operations.tasks.kim_password_changes_settle"), name="kim-password-settle"
     )
+    # KIM registration wizards left open longer than a day lose their registration code and passwords.
+    sender.add_periodic_task(
+        3600.0, sender.signature("operations.tasks.kim_registrations_expire"), name="kim-registrations-expire"
+    )
     # The operations page's heartbeat: beat stamps when it queues it, a worker when it runs it (operations.tasks).
     # It expires after two beats, so a stopped worker does not come back to a pile of stale heartbeats.
     sender.add_periodic_task(

@@ -15,6 +15,7 @@ from celery import shared_task
 from celery.signals import before_task_publish
 
 from operations.services.heartbeat import HEARTBEAT_TASK, stamp_beat, stamp_worker
+from operations.services.kimadmin import registrations_expire
 from operations.services.password_settle import password_changes_settle_due
 
 
@@ -42,3 +43,9 @@ def kim_password_changes_settle() -> dict[str, int]:
         "uncertain": report.uncertain,
         "failed": report.failed,
     }
+
+
+# Hourly (kimportal.celery): registration wizards left open lose their registration code and passwords.
+@shared_task(name="operations.tasks.kim_registrations_expire", ignore_result=True, expires=3000)
+def kim_registrations_expire() -> int:
+    return registrations_expire()

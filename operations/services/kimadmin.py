@@ -17,11 +17,11 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
@@ -112,12 +112,34 @@ def kim_mailbox_get_for_user(user: Any, pk: int) -> Mailbox:
 
 
 def kim_registration_get_for_user(user: Any, pk: int) -> KimRegistration:
-    """A registration the user started (another manager's stays theirs: its secrets were typed by them)."""
+    """A registration the user started (another manager's stays theirs: its secrets were typed by them); a draft
+    older than REGISTRATION_DRAFT_MAX_AGE is gone even before the hourly task wiped it."""
     if not is_manager(user):
         raise KimRegistration.DoesNotExist
-    return KimRegistration.objects.get(
+    expired = Q(state=KimRegistration.State.DRAFT, created_at__lt=timezone.now() - REGISTRATION_DRAFT_MAX_AGE)
+    return KimRegistration.objects.exclude(expired).get(
         pk=pk, created_by=user, state__in=[KimRegistration.State.DRAFT, KimRegistration.State.REGISTERED]
     )
+
+
+# A wizard left open (tab closed, never cancelled) must not keep the registration code and passwords for ever.
+REGISTRATION_DRAFT_MAX_AGE = timedelta(hours=24)
+
+
+def registrations_expire() -> int:
+    """Drafts older than REGISTRATION_DRAFT_MAX_AGE become "abandoned" with their secrets wiped (hourly, beat).
+    A draft being registered right now (its row locked) is left to that click. Returns how many were wiped."""
+    cutoff = timezone.now() - REGISTRATION_DRAFT_MAX_AGE
+    with transaction.atomic():
+        stale = KimRegistration.objects.select_for_update(skip_locked=True).filter(
+            state=KimRegistration.State.DRAFT, created_at__lt=cutoff
+        )
+        return KimRegistration.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).update(
+            state=KimRegistration.State.ABANDONED,
+            reference_id_encrypted="",
+            initial_password_encrypted="",
+            password_encrypted="",
+        )
 
 
 # --- reading -------------------------------------------------------------------------------------------------------
