@@ -227,6 +227,31 @@ def _review_check(user: Any, current: Draft) -> None:
         )
 
 
+# What each decision records, whom it tells and how.
+_DECISIONS = {
+    ReviewStep.Action.APPROVED: ("signing.review_approved", Notification.Kind.REVIEW_APPROVED),
+    ReviewStep.Action.RETURNED: ("signing.review_returned", Notification.Kind.REVIEW_RETURNED),
+}
+
+
+def _decided(current: Draft, user: Any, action: ReviewStep.Action, comment: str, told: list[Any]) -> Draft:
+    """A reviewer's decision on the (locked) draft at its version: saved, recorded as a step, audited, the others
+    told (bell) and their pages refreshed."""
+    audit_action, kind = _DECISIONS[action]
+    current.save(update_fields=["review_state", "approved_version"])
+    ReviewStep.objects.create(draft=current, version=current.version, action=action, actor=user, comment=comment)
+    signing_audit(actor=user, action=audit_action, draft=current, version=current.version)
+    notify(
+        _recipients(told, user),
+        kind=kind,
+        message=None,
+        actor=user,
+        params=_params(current, user, "", comment),
+    )
+    _broadcast(current)
+    return current
+
+
 @transaction.atomic
 def review_approve(*, user: Any, draft: Draft, version: int, comment: str = "") -> Draft:
     """Approve exactly this version for signature. Approving it again (a second tab) changes nothing."""
@@ -239,20 +264,7 @@ def review_approve(*, user: Any, draft: Draft, version: int, comment: str = "") 
         raise Conflict(_("Dieser Entwurf liegt nicht zur Prüfung vor."), fresh=current)
     current.review_state = Draft.Review.APPROVED
     current.approved_version = version
-    current.save(update_fields=["review_state", "approved_version"])
-    ReviewStep.objects.create(
-        draft=current, version=version, action=ReviewStep.Action.APPROVED, actor=user, comment=comment
-    )
-    signing_audit(actor=user, action="signing.review_approved", draft=current, version=version)
-    notify(
-        _recipients([current.signer, current.author], user),
-        kind=Notification.Kind.REVIEW_APPROVED,
-        message=None,
-        actor=user,
-        params=_params(current, user, "", comment),
-    )
-    _broadcast(current)
-    return current
+    return _decided(current, user, ReviewStep.Action.APPROVED, comment, [current.signer, current.author])
 
 
 @transaction.atomic
@@ -282,20 +294,7 @@ def review_return(*, user: Any, draft: Draft, version: int, comment: str) -> Dra
         raise Conflict(_("Dieser Entwurf liegt nicht zur Prüfung vor."), fresh=current)
     current.review_state = Draft.Review.RETURNED
     current.approved_version = None
-    current.save(update_fields=["review_state", "approved_version"])
-    ReviewStep.objects.create(
-        draft=current, version=version, action=ReviewStep.Action.RETURNED, actor=user, comment=comment
-    )
-    signing_audit(actor=user, action="signing.review_returned", draft=current, version=version)
-    notify(
-        _recipients([current.author, current.signer], user),
-        kind=Notification.Kind.REVIEW_RETURNED,
-        message=None,
-        actor=user,
-        params=_params(current, user, "", comment),
-    )
-    _broadcast(current)
-    return current
+    return _decided(current, user, ReviewStep.Action.RETURNED, comment, [current.author, current.signer])
 
 
 def review_refusal(draft: Draft) -> str:

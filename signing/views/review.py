@@ -7,6 +7,7 @@ Every look at a version's document is on the audit trail, as every look at the c
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,49 +70,37 @@ def review_queue(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "signing/review_queue.html", {"drafts": drafts})
 
 
-def _decision(request: AuthenticatedHttpRequest, pk: int) -> tuple[Draft, ReviewDecisionForm | None]:
+def _decide(request: AuthenticatedHttpRequest, pk: int, decide: Callable[..., Draft], done: str) -> HttpResponse:
+    """Approve or return (``decide``) the version the form carries; the outcome as a message on the draft page."""
     draft = draft_or_404(request.user, pk)
     form = ReviewDecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, _errors(form))
-        return draft, None
-    return draft, form
+        return redirect("signing:draft-detail", pk=draft.pk)
+    try:
+        decide(
+            user=request.user,
+            draft=draft,
+            version=form.cleaned_data["version"],
+            comment=form.cleaned_data["comment"],
+        )
+    except PortalError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done)
+    return redirect("signing:draft-detail", pk=draft.pk)
 
 
 @require_POST
 def review_approve_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    draft, form = _decision(request, pk)
-    if form is not None:
-        try:
-            review_approve(
-                user=request.user,
-                draft=draft,
-                version=form.cleaned_data["version"],
-                comment=form.cleaned_data["comment"],
-            )
-        except PortalError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, _("Freigegeben: Diese Fassung kann jetzt signiert werden."))
-    return redirect("signing:draft-detail", pk=draft.pk)
+    return _decide(request, pk, review_approve, _("Freigegeben: Diese Fassung kann jetzt signiert werden."))
 
 
 @require_POST
 def review_return_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    draft, form = _decision(request, pk)
-    if form is not None:
-        try:
-            review_return(
-                user=request.user,
-                draft=draft,
-                version=form.cleaned_data["version"],
-                comment=form.cleaned_data["comment"],
-            )
-        except PortalError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, _("Zurückgegeben: Die Verfasserin oder der Verfasser ist benachrichtigt."))
-    return redirect("signing:draft-detail", pk=draft.pk)
+    return _decide(
+        request, pk, review_return, _("Zurückgegeben: Die Verfasserin oder der Verfasser ist benachrichtigt.")
+    )
 
 
 @require_POST
