@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -420,6 +421,32 @@ def comfort_end_on_logout(sender: Any, request: Any = None, user: Any = None, **
 SWEEP_REFRESH_AFTER = 50
 
 
+def _signer_still_signed_in(activation: ComfortActivation) -> bool:
+    """Is the physician still an active user, and does the sign-in session that asked for the activation (when
+    it is still there) still authenticate them? A password change ends the other sessions at their next request
+    (Django's session hash), a deactivation every session — but their rows live on until they expire, and with
+    them the activation: not so."""
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.models import Session
+
+    signer = get_user_model().objects.filter(pk=activation.signer_id).first()
+    if signer is None or not signer.is_active:
+        return False
+    if not activation.session_key:
+        return True
+    session = Session.objects.filter(session_key=activation.session_key).first()
+    if session is None:
+        return True  # gone: ended as a logout (the next check)
+    data = session.get_decoded()
+    if str(data.get(SESSION_KEY, "")) != str(signer.pk):
+        return False
+    stored = str(data.get(HASH_SESSION_KEY, ""))
+    # As django.contrib.auth.get_user: the hash under the current secret key or one of its fallbacks.
+    hash_with: Any = getattr(signer, "_get_session_auth_hash")  # noqa: B009  # Django's own, not in its stubs
+    current = [signer.get_session_auth_hash()] + [hash_with(secret=key) for key in settings.SECRET_KEY_FALLBACKS]
+    return any(constant_time_compare(stored, value) for value in current)
+
+
 def comfort_sweep() -> int:
     """With the beat's stale-batch recovery (every minute): end what nobody ended — activations whose sign-in
     session is gone without a logout (browser closed, idle beyond the limit: the session row expires), whose time
@@ -434,6 +461,12 @@ def comfort_sweep() -> int:
     ):
         if _end_if_stale(activation):
             ended += 1
+        elif not _signer_still_signed_in(activation):
+            # Deactivated, or the password changed (elsewhere: the session no longer authenticates them).
+            if _end(activation, End.ACCOUNT, actor=None):
+                ended += 1
+                if activation.activated_at is not None:
+                    enqueue_on_commit(DEACTIVATE_TASK, activation.pk)
         elif (
             activation.session_key
             and not Session.objects.filter(session_key=activation.session_key, expire_date__gt=now).exists()

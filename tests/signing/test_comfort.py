@@ -665,6 +665,33 @@ def test_a_session_that_ends_without_logout_ends_it(
     assert AuditEvent.objects.get(action="signing.comfort_ended").details["reason"] == End.LOGOUT
 
 
+@pytest.mark.parametrize("change", ["password", "deactivated"])
+def test_a_password_change_or_deactivation_ends_it(
+    change, comfort_sim, signer, workplace, client, django_capture_on_commit_callbacks, eager_tasks
+):
+    """Another device changes the physician's password, or IT deactivates the account: the sign-in session that
+    asked for the activation no longer authenticates them (its row lives on until it expires): the sweep ends it,
+    here and at the Konnektor."""
+    from signing.services.comfort import comfort_sweep
+
+    sim = comfort_sim()
+    client.force_login(signer)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("signing:comfort-activate"), {"workplace": workplace.pk})
+    activation = ComfortActivation.objects.get()
+    assert activation.state == State.ACTIVE and comfort_sweep() == 0
+    if change == "password":
+        signer.set_password("ein-neues-Passwort-2026")
+    else:
+        signer.is_active = False
+    signer.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert comfort_sweep() == 1
+    activation.refresh_from_db()
+    assert (activation.state, activation.end_reason) == (State.ENDED, End.ACCOUNT)
+    assert sim.cards[0].comfort is None
+
+
 def test_the_sweep_ends_what_ran_out_of_time(comfort_sim, signer, workplace, django_capture_on_commit_callbacks):
     from signing.services.comfort import comfort_sweep
 
