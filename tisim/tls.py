@@ -93,26 +93,31 @@ def _generate(cert_path: Path, key_path: Path) -> None:
     _write_pair(cert_path, key_path, cert, key)
 
 
+def self_signed_ca(name: x509.Name, *, days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new self-signed P-256 CA (no intermediates below it), valid from yesterday for ``days``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_CA_KEY_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
 def ensure_client_ca(tls_dir: Path) -> Certificate:
     """The CA whose client certificates the simulator accepts, generated on first use."""
     cert_path, key_path = tls_dir / CLIENT_CA_CERT_FILE, tls_dir / CLIENT_CA_KEY_FILE
     if not (cert_path.is_file() and key_path.is_file()):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CA_COMMON_NAME)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_CA_KEY_USAGE, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        cert, key = self_signed_ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CA_COMMON_NAME)]))
         _write_pair(cert_path, key_path, cert, key)
     return Certificate(cert_path, key_path, fingerprint_sha256(cert_path.read_bytes()))
 

@@ -30,7 +30,7 @@ import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,8 +54,9 @@ from tisim.accountmanager.vzdlink import VzdLink, VzdWriteError
 from tisim.cm.autoreply import AbsenceStore
 from tisim.cm.username import is_valid_address
 from tisim.config import write_json_atomic
+from tisim.httpserver import TrackingHTTPServer
 from tisim.konnektor.pki import pki_directory
-from tisim.tls import Certificate, fingerprint_sha256, server_context
+from tisim.tls import Certificate, fingerprint_sha256, self_signed_ca, server_context
 
 log = logging.getLogger("tisim.accountmanager")
 
@@ -131,7 +132,6 @@ def _ensure_tls(directory: Path) -> tuple[Path, Certificate]:
     cert_path, key_path = directory / "server.pem", directory / "server-key.pem"
     now = dt.datetime.now(dt.UTC)
     if not (ca_path.is_file() and ca_key_path.is_file()):
-        ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
@@ -139,32 +139,7 @@ def _ensure_tls(directory: Path) -> tuple[Path, Certificate]:
                 x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
             ]
         )
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
+        ca_cert, ca_key = self_signed_ca(name)
         _write_private(ca_key_path, _key_pem(ca_key))
         ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         cert_path.unlink(missing_ok=True)
@@ -721,46 +696,10 @@ def _rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-class AccountManagerHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class AccountManagerHTTPServer(TrackingHTTPServer):
     def __init__(self, sim: AccountManagerSimulator, address: tuple[str, int], tls: ssl.SSLContext) -> None:
         self.sim = sim
-        self.tls = tls
-        self._connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, AccountManagerHandler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        # The handshake runs in the connection's own thread (setup), so a slow client blocks nobody.
-        sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        with self._conn_lock:
-            self._connections.add(sock)
-        return sock, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_all(self) -> None:
-        self.server_close()
-        with self._conn_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        super().__init__(address, AccountManagerHandler, tls)
 
 
 _ACCOUNT_RE = re.compile(r"^" + re.escape(AM) + r"/account/([^/]+)(/revokeDeregistration|/outofoffice)?$")

@@ -16,16 +16,16 @@ import hmac
 import html
 import json
 import logging
-import socket
 import ssl
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lxml import etree
 
+from tisim.httpserver import TrackingHTTPServer
 from tisim.konnektor.handlers import HANDLERS
 from tisim.konnektor.soap import (
     BadRequest,
@@ -50,49 +50,12 @@ _IDLE_TIMEOUT = 120.0
 _MAX_CONTROL_WAIT = 300.0
 
 
-class KonnektorHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class KonnektorHTTPServer(TrackingHTTPServer):
+    """close_all() is "Konnektor down" (tisim.httpserver)."""
 
     def __init__(self, sim: KonnektorSimulator, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
         self.sim = sim
-        self.tls = tls
-        self._connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, KonnektorRequestHandler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.tls is not None:
-            # The handshake runs in the connection's own thread (setup), so a slow client blocks nobody.
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        with self._conn_lock:
-            self._connections.add(sock)
-        return sock, addr
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_all(self) -> None:
-        """Close the listener and cut every open connection ("Konnektor down")."""
-        self.server_close()
-        with self._conn_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Failed handshakes and clients that hang up are normal in tests of the connection modes.
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        super().__init__(address, KonnektorRequestHandler, tls)
 
 
 def serve(sim: KonnektorSimulator, host: str, port: int) -> tuple[KonnektorHTTPServer, threading.Thread]:
