@@ -171,9 +171,10 @@ def _names(content: bytes, address: str) -> bool:
 
 def absence_reply(content: bytes, *, absent: str, sender: str, note: Absence, now: dt.datetime) -> bytes:
     """The reply (RFC 5322, CRLF): from the absent address to the sender, the note's text as the body."""
-    subject = decoded(get_header(content, "Subject")) or ""
-    original_id = (get_header(content, "Message-ID") or "").strip()
-    references = " ".join(r for r in ((get_header(content, "References") or "").strip(), original_id) if r)
+    # Line breaks decoded from an encoded word ("=?utf-8?q?x=0D=0ABcc:...?=") must not become headers of the reply.
+    subject = " ".join((decoded(get_header(content, "Subject")) or "").split())
+    original_id = " ".join((get_header(content, "Message-ID") or "").split())
+    references = " ".join([*(get_header(content, "References") or "").split(), *original_id.split()])
     lines = [
         f"From: <{absent}>",
         f"To: <{sender}>",
