@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from asn1crypto import cms
@@ -212,23 +213,33 @@ def received_find(message: Message) -> list[Found]:
     attachments = list(Attachment.objects.filter(message=message).order_by("position"))
     signatures = [a for a in attachments if is_detached_signature(a)]
     documents = [a for a in attachments if not is_detached_signature(a) and not is_enveloping(a)]
-    found: list[Found] = []
+
+    # A letter carries one or a few; a mail with hundreds is no letter and must not keep the Konnektor busy — nor
+    # the worker's memory: what is beyond the limit is not even read.
+    def detached(signature: Attachment) -> list[Found]:
+        return [_detached(signature, documents, single=len(signatures) == 1)]
+
+    steps: list[Callable[[], list[Found]]] = []
     for a in attachments:
         if is_detached_signature(a):
             continue
         if is_enveloping(a):
-            found.extend(_enveloping(a))
+            steps.append(partial(_enveloping, a))
         elif is_pdf(a):
-            found.extend(_pades(a))
-    for signature in signatures:
-        found.append(_detached(signature, documents, single=len(signatures) == 1))
-    if len(found) > MAX_SIGNATURES_PER_MESSAGE:
-        # A letter carries one or a few; a mail with hundreds is no letter and must not keep the Konnektor busy.
-        log.warning(
-            "message %s has %s signatures; checking the first %s", message.pk, len(found), MAX_SIGNATURES_PER_MESSAGE
-        )
-        found = found[:MAX_SIGNATURES_PER_MESSAGE]
-    return found
+            steps.append(partial(_pades, a))
+    steps += [partial(detached, signature) for signature in signatures]
+    found: list[Found] = []
+    for number, step in enumerate(steps):
+        if len(found) >= MAX_SIGNATURES_PER_MESSAGE:
+            log.warning(
+                "message %s: checking the first %s signatures, %s files left unread",
+                message.pk,
+                MAX_SIGNATURES_PER_MESSAGE,
+                len(steps) - number,
+            )
+            break
+        found.extend(step())
+    return found[:MAX_SIGNATURES_PER_MESSAGE]
 
 
 def _pades(a: Attachment) -> list[Found]:

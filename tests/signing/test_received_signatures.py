@@ -685,10 +685,15 @@ def test_a_mail_with_many_signatures_keeps_the_konnektor_busy_only_so_long(
 ):
     monkeypatch.setattr(received_service, "MAX_SIGNATURES_PER_MESSAGE", 2)
     send(cm, tmp_path, "--sign", files={f"befund-{n}.txt": f"Befund {n}".encode() for n in range(3)})
+    # Nor the worker's memory: the files beyond the limit are not read at all (each could be 25 MB).
+    read: list[str] = []
+    real_read = received_service._read
+    monkeypatch.setattr(received_service, "_read", lambda a: read.append(a.filename) or real_read(a))
 
     [message] = fetch(account)
 
     assert ReceivedSignature.objects.filter(message=message).count() == 2
+    assert len(read) == 4, read  # two signatures and their two documents
 
 
 def test_a_hostile_signer_name_is_shown_as_text(cm, konnektor, workplace, account, member, client, tmp_path):
