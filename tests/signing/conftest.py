@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from mailbox.models import Membership
+from tests.fixtures.konnektor_sim import MANDANT
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.factories import SignerCardFactory, WorkplaceFactory
 
@@ -57,3 +58,31 @@ def manager():
 @pytest.fixture
 def workplace():
     return WorkplaceFactory()
+
+
+@pytest.fixture
+def use_sim(settings, tmp_path):
+    """Point the portal's Konnektor settings at a simulator: its QES CA as the trust, and in mode "basic" its
+    server CA and login; keywords override settings."""
+
+    def configure(sim, **overrides):
+        ca = tmp_path / "qes-ca.pem"
+        ca.write_bytes(sim.qes_ca_pem)
+        settings.KIMPORTAL_KONNEKTOR_URL = sim.base_url
+        settings.KIMPORTAL_KONNEKTOR_MODE = sim.mode
+        settings.KIMPORTAL_KONNEKTOR_MANDANT = MANDANT
+        settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = sim.client_system_id
+        settings.KIMPORTAL_KONNEKTOR_QES_CA = str(ca)
+        settings.KIMPORTAL_KONNEKTOR_TIMEOUT = 10.0
+        settings.KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = 60.0
+        if sim.mode == "basic":
+            server_ca = tmp_path / "konnektor-ca.pem"
+            server_ca.write_bytes(sim.server_ca_pem)
+            settings.KIMPORTAL_KONNEKTOR_CA = str(server_ca)
+            settings.KIMPORTAL_KONNEKTOR_USER = sim.basic_user
+            settings.KIMPORTAL_KONNEKTOR_PASSWORD = sim.basic_password
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        return sim
+
+    return configure

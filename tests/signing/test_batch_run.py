@@ -17,32 +17,11 @@ from signing.models import BatchItem, Draft, Signature, SignatureBatch
 from signing.services.batch import Selected, batch_cancel, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, WORKPLACE
 from tests.signing.documents import make_pdf
 from tests.signing.factories import DraftFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def use_sim(settings, tmp_path):
-    """Point the portal's Konnektor settings at a simulator (the QES CA from the simulator as the trust)."""
-
-    def configure(sim, **overrides):
-        ca = tmp_path / "qes-ca.pem"
-        ca.write_bytes(sim.qes_ca_pem)
-        settings.KIMPORTAL_KONNEKTOR_URL = sim.base_url
-        settings.KIMPORTAL_KONNEKTOR_MODE = sim.mode
-        settings.KIMPORTAL_KONNEKTOR_MANDANT = MANDANT
-        settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = sim.client_system_id
-        settings.KIMPORTAL_KONNEKTOR_QES_CA = str(ca)
-        settings.KIMPORTAL_KONNEKTOR_TIMEOUT = 10.0
-        settings.KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = 60.0
-        for name, value in overrides.items():
-            setattr(settings, name, value)
-        return sim
-
-    return configure
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from signing.services.comfort import (
 )
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, PIN, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.mailbox.factories import MembershipFactory, UserFactory
 from tests.signing.factories import DraftFactory, WorkplaceFactory
 
@@ -36,33 +36,6 @@ pytestmark = pytest.mark.django_db
 
 State = ComfortActivation.State
 End = ComfortActivation.End
-
-
-@pytest.fixture
-def use_sim(settings, tmp_path):
-    """Point the portal at a simulator: its QES CA as the trust, and in "basic" its server CA and login."""
-
-    def configure(sim, **overrides):
-        ca = tmp_path / "qes-ca.pem"
-        ca.write_bytes(sim.qes_ca_pem)
-        settings.KIMPORTAL_KONNEKTOR_URL = sim.base_url
-        settings.KIMPORTAL_KONNEKTOR_MODE = sim.mode
-        settings.KIMPORTAL_KONNEKTOR_MANDANT = MANDANT
-        settings.KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM = sim.client_system_id
-        settings.KIMPORTAL_KONNEKTOR_QES_CA = str(ca)
-        settings.KIMPORTAL_KONNEKTOR_TIMEOUT = 10.0
-        settings.KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT = 60.0
-        if sim.mode == "basic":
-            server_ca = tmp_path / "konnektor-ca.pem"
-            server_ca.write_bytes(sim.server_ca_pem)
-            settings.KIMPORTAL_KONNEKTOR_CA = str(server_ca)
-            settings.KIMPORTAL_KONNEKTOR_USER = sim.basic_user
-            settings.KIMPORTAL_KONNEKTOR_PASSWORD = sim.basic_password
-        for name, value in overrides.items():
-            setattr(settings, name, value)
-        return sim
-
-    return configure
 
 
 @pytest.fixture

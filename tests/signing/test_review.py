@@ -4,12 +4,9 @@ non-reviewer approving, a stale version approved, a returned draft signed, an ex
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db import connections
 from django.urls import reverse
 
 from audit.models import AuditEvent
@@ -33,6 +30,7 @@ from signing.services.review import (
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.documents import LETTER_TEXT
 from tests.signing.factories import SignerCardFactory
+from tests.signing.support import together
 
 pytestmark = pytest.mark.django_db
 
@@ -437,33 +435,12 @@ def test_queue_and_list_show_the_review_state(client, assistant, senior, mailbox
 # --- two tabs at once (PostgreSQL, real threads) --------------------------------------------------------------
 
 
-def _together(*jobs):
-    barrier = threading.Barrier(len(jobs))
-    results: list[object] = [None] * len(jobs)
-
-    def run(n, job):
-        try:
-            barrier.wait(timeout=10)
-            results[n] = job()
-        except Exception as exc:  # the test inspects what each side got
-            results[n] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(n, job)) for n, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 def test_two_tabs_approving_at_once_approve_once(assistant, senior, mailbox, manager):
     review_rule_set(manager=manager, mailbox=mailbox, document_type="earztbrief", required=True)
     for n in range(5):
         draft = _create(assistant, senior, mailbox, subject=f"Brief {n}")
-        answers = _together(*(lambda d=draft: review_approve(user=senior, draft=d, version=1) for _ in range(2)))
+        answers = together(*(lambda d=draft: review_approve(user=senior, draft=d, version=1) for _ in range(2)))
         assert all(isinstance(a, Draft) for a in answers), answers
         assert ReviewStep.objects.filter(draft=draft, action="approved").count() == 1
         assert AuditEvent.objects.filter(action="signing.review_approved", details__draft=draft.pk).count() == 1
@@ -474,7 +451,7 @@ def test_two_tabs_approving_at_once_approve_once(assistant, senior, mailbox, man
 def test_approve_and_return_at_once_one_wins(assistant, senior, mailbox, manager):
     review_rule_set(manager=manager, mailbox=mailbox, document_type="earztbrief", required=True)
     draft = _create(assistant, senior, mailbox)
-    answers = _together(
+    answers = together(
         lambda: review_approve(user=senior, draft=draft, version=1),
         lambda: review_return(user=senior, draft=draft, version=1, comment="nein"),
     )

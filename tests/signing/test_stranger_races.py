@@ -28,6 +28,7 @@ from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
 from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, PIN, WORKPLACE
 from tests.signing.factories import DraftFactory, WorkplaceFactory
+from tests.signing.support import together
 
 ROOT = Path(__file__).resolve().parents[2]
 _REAL_ENQUEUE = batch_service._enqueue
@@ -102,28 +103,6 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _together(*jobs):
-    """Run the jobs in threads released at the same moment; their results (or exceptions) in order."""
-    barrier = threading.Barrier(len(jobs))
-    results: list[object] = [None] * len(jobs)
-
-    def run(n, job):
-        try:
-            barrier.wait(timeout=10)
-            results[n] = job()
-        except Exception as exc:  # the test inspects what each side got
-            results[n] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(n, job)) for n, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return results
-
-
 # --- two clicks, two tabs, an edit in between ---------------------------------------------------------------
 
 
@@ -135,7 +114,7 @@ def test_a_double_click_starts_one_batch(signer, assistant, mailbox, workplace, 
         for c in clients:
             c.force_login(signer)
         data = {"workplace": workplace.pk, "draft": _selection(drafts)}
-        answers = _together(*(lambda c=c, data=data: c.post(reverse("signing:batch-start"), data) for c in clients))
+        answers = together(*(lambda c=c, data=data: c.post(reverse("signing:batch-start"), data) for c in clients))
         assert all(getattr(a, "status_code", None) == 302 for a in answers), answers
         batches = SignatureBatch.objects.filter(items__draft__in=drafts).distinct()
         assert batches.count() == 1
@@ -152,7 +131,7 @@ def test_two_tabs_with_different_letters_start_one_batch_at_a_time(signer, assis
                 signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
             )
 
-    answers = _together(lambda: start(first), lambda: start(second))
+    answers = together(lambda: start(first), lambda: start(second))
     started = [a for a in answers if isinstance(a, SignatureBatch)]
     refused = [a for a in answers if isinstance(a, PortalError)]
     assert len(started) == 1 and len(refused) == 1, answers
@@ -186,7 +165,7 @@ def test_an_edit_racing_the_start_of_signing_never_both_win(signer, assistant, m
                     signer=signer, workplace=workplace, selected=[Selected(draft.pk, draft.version, draft.sha256)]
                 )
 
-        edited, batch = _together(edit, sign)
+        edited, batch = together(edit, sign)
         fresh = Draft.objects.get(pk=draft.pk)
         if isinstance(batch, SignatureBatch):
             assert isinstance(edited, PortalError), edited
@@ -405,7 +384,7 @@ def test_two_physicians_sign_at_the_same_time_each_with_their_own_batch(signer, 
     colleague = type(signer).objects.create(username="zweitaerztin")
     SignerCardFactory(user=colleague)
     hers, theirs = _letters(2, signer, assistant, mailbox), _letters(2, colleague, assistant, mailbox)
-    answers = _together(lambda: _start(signer, workplace, hers), lambda: _start(colleague, workplace, theirs))
+    answers = together(lambda: _start(signer, workplace, hers), lambda: _start(colleague, workplace, theirs))
     assert all(isinstance(a, SignatureBatch) for a in answers), answers
     assert {a.signer_id for a in answers} == {signer.pk, colleague.pk}
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.SIGNING}
