@@ -20,6 +20,7 @@ from tests.e2e.conftest import PortalStack
 from tests.e2e.layout import DESKTOP, PHONE, TABLET, assert_no_horizontal_scroll, box
 from tests.e2e.pages import LoginPage
 from tests.e2e.pages_signing import BatchPage, SigningQueuePage
+from tests.e2e.signing_stack import signing_stack
 from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.documents import LETTER_XML, make_pdf
@@ -40,32 +41,8 @@ def konnektor(konnektor_sim_factory) -> KonnektorSimulator:
 
 @pytest.fixture
 def comfort_portal(transactional_db, tmp_path: Path, konnektor: KonnektorSimulator) -> Iterator[PortalStack]:
-    qes_ca = tmp_path / "qes-ca.pem"
-    qes_ca.write_bytes(konnektor.qes_ca_pem)
-    server_ca = tmp_path / "konnektor-ca.pem"
-    server_ca.write_bytes(konnektor.server_ca_pem)
-    stack = PortalStack(
-        tmp_path,
-        with_worker=True,
-        extra_env={
-            "KIMPORTAL_KONNEKTOR_URL": konnektor.base_url,
-            "KIMPORTAL_KONNEKTOR_MODE": "basic",
-            "KIMPORTAL_KONNEKTOR_USER": konnektor.basic_user,
-            "KIMPORTAL_KONNEKTOR_PASSWORD": konnektor.basic_password,
-            "KIMPORTAL_KONNEKTOR_CA": str(server_ca),
-            "KIMPORTAL_KONNEKTOR_QES_CA": str(qes_ca),
-            "KIMPORTAL_KONNEKTOR_MANDANT": konnektor.mandant_id,
-            "KIMPORTAL_KONNEKTOR_CLIENT_SYSTEM": konnektor.client_system_id,
-            "KIMPORTAL_KONNEKTOR_TIMEOUT": "10",
-            "KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT": "90",
-            "KIMPORTAL_SIGNING_AUTO_SEND": "false",
-        },
-    )
-    try:
-        stack.start()
+    with signing_stack(tmp_path, konnektor) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
