@@ -257,7 +257,8 @@ def review_approve(*, user: Any, draft: Draft, version: int, comment: str = "") 
     """Approve exactly this version for signature. Approving it again (a second tab) changes nothing."""
     comment = _clean_comment(comment)
     current = _locked(draft, version)
-    if current.review_state == Draft.Review.APPROVED and current.approved_version == version:
+    already = current.review_state == Draft.Review.APPROVED and current.approved_version == version
+    if already and current.reviewer_id == user.pk:
         return current
     _review_check(user, current)
     if current.review_state != Draft.Review.PENDING:

@@ -318,6 +318,9 @@ def test_approving_twice_changes_nothing_and_returning_an_approved_draft_is_refu
     review_approve(user=senior, draft=draft, version=1)
     review_approve(user=senior, draft=draft, version=1)
     assert ReviewStep.objects.filter(action="approved").count() == 1
+    # Only for the reviewer: the author "approving" the approved draft is refused, not told it was approved.
+    with pytest.raises(NotAllowed):
+        review_approve(user=assistant, draft=draft, version=1)
     with pytest.raises(Conflict):
         review_return(user=senior, draft=draft, version=1, comment="doch nicht")
     with pytest.raises(Conflict, match="bereits freigegeben"):
