@@ -60,3 +60,21 @@ class TrackingHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed handshakes and clients that hang up are normal in tests of the connection modes.
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class TlsRequestHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; the TLS handshake in the connection's own thread, bounded by ``handshake_timeout``;
+    access lines to the debug log of ``logger_name``."""
+
+    protocol_version = "HTTP/1.1"
+    handshake_timeout = 30.0
+    logger_name = "tisim"
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.handshake_timeout)
+            self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logging.getLogger(self.logger_name).debug("%s %s", self.address_string(), format % args)

@@ -30,7 +30,6 @@ import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,7 +53,7 @@ from tisim.accountmanager.vzdlink import VzdLink, VzdWriteError
 from tisim.cm.autoreply import AbsenceStore
 from tisim.cm.username import is_valid_address
 from tisim.config import write_json_atomic
-from tisim.httpserver import TrackingHTTPServer
+from tisim.httpserver import TlsRequestHandler, TrackingHTTPServer
 from tisim.konnektor.pki import pki_directory
 from tisim.tls import Certificate, fingerprint_sha256, self_signed_ca, server_context
 
@@ -705,20 +704,12 @@ class AccountManagerHTTPServer(TrackingHTTPServer):
 _ACCOUNT_RE = re.compile(r"^" + re.escape(AM) + r"/account/([^/]+)(/revokeDeregistration|/outofoffice)?$")
 
 
-class AccountManagerHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class AccountManagerHandler(TlsRequestHandler):
+    handshake_timeout = _HANDSHAKE_TIMEOUT
+    logger_name = "tisim.accountmanager"
     server_version = "tisim-AccountManager/1.0"
     timeout = _IDLE_TIMEOUT
     server: AccountManagerHTTPServer
-
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(_HANDSHAKE_TIMEOUT)
-            self.request.do_handshake()
-        super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
     @property
     def sim(self) -> AccountManagerSimulator:

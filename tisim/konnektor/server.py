@@ -19,13 +19,12 @@ import logging
 import ssl
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lxml import etree
 
-from tisim.httpserver import TrackingHTTPServer
+from tisim.httpserver import TlsRequestHandler, TrackingHTTPServer
 from tisim.konnektor.handlers import HANDLERS
 from tisim.konnektor.soap import (
     BadRequest,
@@ -72,20 +71,12 @@ def serve(sim: KonnektorSimulator, host: str, port: int) -> tuple[KonnektorHTTPS
     return server, thread
 
 
-class KonnektorRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class KonnektorRequestHandler(TlsRequestHandler):
+    handshake_timeout = _HANDSHAKE_TIMEOUT
+    logger_name = "tisim.konnektor"
     server_version = "tisim-Konnektor/1.0"
     timeout = _IDLE_TIMEOUT
     server: KonnektorHTTPServer
-
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(_HANDSHAKE_TIMEOUT)
-            self.request.do_handshake()
-        super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
     @property
     def sim(self) -> KonnektorSimulator:
