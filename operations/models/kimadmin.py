@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from mailbox import crypto
 from mailbox.models import KimAccount, Mailbox
@@ -27,7 +28,7 @@ class PasswordChange(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", _("wird ausgeführt")
         UNCERTAIN = "uncertain", _("Ausgang ungewiss")
-        APPLIED = "applied", _("übernommen")
+        APPLIED = "applied", pgettext_lazy("Passwortänderung", "übernommen")
         REJECTED = "rejected", _("nicht geändert")
 
     OPEN = (State.PENDING, State.UNCERTAIN)
