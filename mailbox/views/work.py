@@ -56,23 +56,19 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
 
 @require_GET
 def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    # With the audit's snapshots (subject, address): recording the view and the claim reads nothing more.
-    message = (
-        Message.objects.visible_to(request.user)
-        .filter(pk=pk)
-        .select_related("mailbox")
-        .only("pk", "mailbox_id", "state", "subject", "mailbox__address")
-        .first()
-    )
-    if message is None:
-        raise Http404
+    # The whole row at once, with the audit's snapshots (subject, address): opening it reads nothing more.
+    try:
+        message, lists = selectors.message_detail_row_for_user(request.user, pk)
+    except Message.DoesNotExist as exc:
+        raise Http404 from exc
     role = selectors.user_role(request.user, message.mailbox_id)
     # Names this page load: its socket and its claim button say which page holds the lock.
     page = page_token_new(user=request.user, message_id=message.pk)
-    # Opening a message to work on it takes the read-lock when it is free.
+    # Opening a message to work on it takes the read-lock when it is free (the row then shows the lock).
     works_on_it = can(role, Action.PROCESS) and message.state != Message.State.DONE
     message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
-    message = selectors.message_detail_for_user(request.user, pk, role=role)
+    # After opening: the readers include this user.
+    selectors.message_detail_lists(request.user, message, lists, role=role)
     return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
 
 
