@@ -7,14 +7,24 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from django.db import connection
+from django.contrib.auth import get_user_model
+from django.db import connection, models
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
 from kimportal.prepared import PreparedQuery
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
-from mailbox.models import Attachment, Mailbox, Message, MessageRead
+from mailbox.models import (
+    AssignmentPeriod,
+    Attachment,
+    Mailbox,
+    Message,
+    MessageRead,
+    Note,
+    Presence,
+    member_roles,
+)
 from mailbox.permissions import user_role
 from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey
 from mailbox.selectors.presence import presence_for_messages
@@ -172,6 +182,162 @@ class _Unknown(enum.Enum):
     ROLE = "unknown"  # a sentinel: None is a role ("not a member")
 
 
+# The detail page's row: the message, its mailbox, the names of its assignee and lock holder, and whether the
+# lists below it have anything (their queries are skipped when not). One query compiled once per process
+# (kimportal.prepared): building and compiling the ORM querysets was a fifth of the page's CPU.
+_MESSAGE_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
+_MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_fields)
+# In the model's order of fields: Model.from_db() takes a subset's values in that order.
+_PERSON = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
+_ATTACHMENT_COLUMNS = tuple(field.attname for field in Attachment._meta.concrete_fields)
+_NOTE_COLUMNS = tuple(field.attname for field in Note._meta.concrete_fields)
+_PERIOD_COLUMNS = tuple(field.attname for field in AssignmentPeriod._meta.concrete_fields)
+
+
+@dataclass(frozen=True)
+class DetailLists:
+    """Which of the detail page's lists have rows (from the message's row): the others are not read."""
+
+    has_attachments: bool
+    has_notes: bool
+    has_periods: bool
+    has_presence: bool
+
+
+_DETAIL_FLAGS = tuple(DetailLists.__dataclass_fields__)
+
+
+def _detail_query(pk: int, mailbox_ids: list[int]) -> QuerySet[Message, tuple[Any, ...]]:
+    def exists(model: type[models.Model]) -> Exists:
+        return Exists(model._default_manager.filter(message=OuterRef("pk")))
+
+    return (
+        Message.objects.filter(pk=pk, mailbox_id__in=mailbox_ids)
+        .order_by()
+        .annotate(
+            has_attachments=exists(Attachment),
+            has_notes=exists(Note),
+            has_periods=exists(AssignmentPeriod),
+            has_presence=exists(Presence),
+        )
+        .values_list(
+            *_MESSAGE_COLUMNS,
+            *(f"mailbox__{c}" for c in _MAILBOX_COLUMNS),
+            *(f"assignee__{c}" for c in _PERSON),
+            *(f"claimed_by__{c}" for c in _PERSON),
+            *_DETAIL_FLAGS,
+        )
+    )
+
+
+_DETAIL = PreparedQuery(_detail_query)
+
+
+def _attachments_query(message_id: int) -> QuerySet[Attachment, tuple[Any, ...]]:
+    return Attachment.objects.filter(message_id=message_id).order_by("position").values_list(*_ATTACHMENT_COLUMNS)
+
+
+def _notes_query(message_id: int) -> QuerySet[Note, tuple[Any, ...]]:
+    return (
+        Note.objects.filter(message_id=message_id)
+        .order_by("created_at", "id")
+        .values_list(*_NOTE_COLUMNS, *(f"author__{c}" for c in _PERSON))
+    )
+
+
+def _periods_query(message_id: int) -> QuerySet[AssignmentPeriod, tuple[Any, ...]]:
+    return (
+        AssignmentPeriod.objects.filter(message_id=message_id)
+        .order_by("started_at", "id")
+        .values_list(*_PERIOD_COLUMNS, *(f"user__{c}" for c in _PERSON), *(f"assigned_by__{c}" for c in _PERSON))
+    )
+
+
+def _readers_query(message_id: int) -> QuerySet[MessageRead, tuple[Any, ...]]:
+    return (
+        MessageRead.objects.filter(message_id=message_id)
+        .order_by("read_at")
+        .values_list("user__first_name", "user__last_name", "user__username", "read_at")
+    )
+
+
+_ATTACHMENTS = PreparedQuery(_attachments_query)
+_NOTES = PreparedQuery(_notes_query)
+_PERIODS = PreparedQuery(_periods_query)
+_READERS = PreparedQuery(_readers_query)
+
+
+def _person(values: tuple[Any, ...]) -> Any:
+    """A user with only the columns a page names them by (like select_related's, or None for a NULL key)."""
+    return get_user_model().from_db("default", _PERSON, values) if values[0] is not None else None
+
+
+def _related(instance: models.Model, name: str, value: Any) -> None:
+    """Set a foreign key's object as select_related would have (no query when the template follows it)."""
+    getattr(type(instance), name).field.set_cached_value(instance, value)
+
+
+def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailLists]:
+    """The detail page's message with its mailbox, assignee and lock holder (Message.DoesNotExist when the user
+    may not see it); message_detail_lists() adds the rest. Split so that opening the message (audit, read,
+    claim) runs between the two and the lists show the read it adds, without reading the row twice."""
+    mailbox_ids = sorted(member_roles(user)) if getattr(user, "is_authenticated", False) else []
+    rows = _DETAIL.rows(pk, mailbox_ids) if mailbox_ids else []
+    if not rows:
+        raise Message.DoesNotExist("No Message matches the given query.")
+    row = rows[0]
+    end = len(_MESSAGE_COLUMNS)
+    message = Message.from_db("default", _MESSAGE_COLUMNS, row[:end])
+    mailbox = Mailbox.from_db("default", _MAILBOX_COLUMNS, row[end : end + len(_MAILBOX_COLUMNS)])
+    end += len(_MAILBOX_COLUMNS)
+    _related(message, "mailbox", mailbox)
+    _related(message, "assignee", _person(row[end : end + len(_PERSON)]))
+    end += len(_PERSON)
+    _related(message, "claimed_by", _person(row[end : end + len(_PERSON)]))
+    end += len(_PERSON)
+    lists = DetailLists(*(bool(flag) for flag in row[end:]))
+    message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
+    message.url = detail_url_pattern().format(message.pk)
+    return message, lists
+
+
+def message_detail_lists(
+    user: Any,
+    message: Message,
+    lists: DetailLists,
+    *,
+    role: str | Literal[_Unknown.ROLE] | None = _Unknown.ROLE,
+) -> Message:
+    """The rest of the detail page for a message from message_detail_row_for_user() (no queries from the
+    template): the user's role and the lists, of which only those its row says are not empty are read."""
+    message.role = user_role(user, message.mailbox_id) if role is _Unknown.ROLE else role
+    message.present = presence_for_messages([message.pk]).get(message.pk, []) if lists.has_presence else []
+    message.attachment_list = (
+        [Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in _ATTACHMENTS.rows(message.pk)]
+        if lists.has_attachments
+        else []
+    )
+    notes = []
+    if lists.has_notes:
+        split = len(_NOTE_COLUMNS)
+        for row in _NOTES.rows(message.pk):
+            note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
+            _related(note, "author", _person(row[split:]))
+            notes.append(note)
+    message.note_list = notes
+    periods = []
+    if lists.has_periods:
+        split = len(_PERIOD_COLUMNS)
+        for row in _PERIODS.rows(message.pk):
+            period = AssignmentPeriod.from_db("default", _PERIOD_COLUMNS, row[:split])
+            _related(period, "user", _person(row[split : split + len(_PERSON)]))
+            _related(period, "assigned_by", _person(row[split + len(_PERSON) :]))
+            periods.append(period)
+    message.assignment_history = periods
+    message.readers = _READERS.rows(message.pk)  # (first name, last name, username, read at)
+    return message
+
+
 def message_detail_for_user(
     user: Any, pk: int, *, role: str | Literal[_Unknown.ROLE] | None = _Unknown.ROLE
 ) -> Message:
@@ -179,19 +345,8 @@ def message_detail_for_user(
 
     `role` may be passed when the caller has just looked it up for the same request.
     """
-    message = message_get_for_user(user, pk)
-    message.role = user_role(user, message.mailbox_id) if role is _Unknown.ROLE else role
-    message.attachment_list = list(message.attachments.all())
-    message.note_list = list(message.notes.select_related("author").order_by("created_at", "id"))
-    message.assignment_history = list(
-        message.assignment_periods.select_related("user", "assigned_by").order_by("started_at", "id")
-    )
-    message.readers = list(
-        message.reads.select_related("user")
-        .order_by("read_at")
-        .values_list("user__first_name", "user__last_name", "user__username", "read_at")
-    )
-    return message
+    message, lists = message_detail_row_for_user(user, pk)
+    return message_detail_lists(user, message, lists, role=role)
 
 
 def message_row_for_user(user: Any, pk: int) -> Message | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import get_script_prefix, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
@@ -20,7 +22,7 @@ from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import AssignForm, NoteForm, StateForm, VersionedForm
-from mailbox.models import Membership, Message
+from mailbox.models import Attachment, Membership, Message
 from mailbox.permissions import Action, can, is_manager
 from mailbox.services.assignment import message_assign as assignment_assign
 from mailbox.services.assignment import message_take as assignment_take
@@ -39,6 +41,45 @@ from mailbox.services.states import message_set_state
 from mailbox.views.files import INLINE_TYPES
 from mailbox.views.lookup import message_or_404
 
+# The page's links and forms: a dozen URLs of the same message, reversed once per process (and script prefix) with
+# a stand-in id that each page replaces — forty {% url %} tags were a tenth of the page's rendering.
+_MESSAGE_URL_NAMES = {
+    name.replace("-", "_"): f"mailbox:message-{name}"
+    for name in (
+        *("assign", "conversation", "detail", "forward", "html", "legal-hold", "note"),
+        *("raw", "reply", "reply-all", "state", "take", "unassign"),
+    )
+}
+_STAND_IN = 987654321
+
+
+@functools.lru_cache(maxsize=8)
+def _url_patterns(script_prefix: str) -> tuple[dict[str, str], str, str]:
+    # reverse() prepends the script prefix of the current request.
+    message = {key: reverse(name, args=[_STAND_IN]) for key, name in _MESSAGE_URL_NAMES.items()}
+    mailbox = reverse("mailbox:mailbox-messages", args=[_STAND_IN])
+    attachment = reverse("mailbox:attachment-download", args=[_STAND_IN, _STAND_IN + 1])
+    return message, mailbox, attachment
+
+
+def _message_urls(message: Message) -> dict[str, str]:
+    message_urls, mailbox_url, _attachment = _url_patterns(get_script_prefix())
+    pk = str(message.pk)
+    urls = {key: url.replace(str(_STAND_IN), pk) for key, url in message_urls.items()}
+    urls["mailbox"] = mailbox_url.replace(str(_STAND_IN), str(message.mailbox_id))
+    return urls
+
+
+def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool]]:
+    """The listed attachments (not inline images): each with its download URL and whether it can be shown."""
+    attachment_url = _url_patterns(get_script_prefix())[2].replace(str(_STAND_IN), str(message.pk))
+    position = str(_STAND_IN + 1)
+    return [
+        (a, attachment_url.replace(position, str(a.position)), a.content_type in INLINE_TYPES)
+        for a in message.attachment_list
+        if not a.is_inline
+    ]
+
 
 def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra: Any) -> dict[str, Any]:
     # The message's own audit trail: for its mailbox's owners and for managers, not for every reader.
@@ -49,30 +90,27 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
         "current_mailbox": message.mailbox,
         "message": message,
         "member_choices": selectors.mailbox_member_choices(message.mailbox_id),
-        "inline_types": INLINE_TYPES,
+        "urls": _message_urls(message),
+        "attachment_links": _attachment_links(message),
         **extra,
     }
 
 
 @require_GET
 def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    # With the audit's snapshots (subject, address): recording the view and the claim reads nothing more.
-    message = (
-        Message.objects.visible_to(request.user)
-        .filter(pk=pk)
-        .select_related("mailbox")
-        .only("pk", "mailbox_id", "state", "subject", "mailbox__address")
-        .first()
-    )
-    if message is None:
-        raise Http404
+    # The whole row at once, with the audit's snapshots (subject, address): opening it reads nothing more.
+    try:
+        message, lists = selectors.message_detail_row_for_user(request.user, pk)
+    except Message.DoesNotExist as exc:
+        raise Http404 from exc
     role = selectors.user_role(request.user, message.mailbox_id)
     # Names this page load: its socket and its claim button say which page holds the lock.
     page = page_token_new(user=request.user, message_id=message.pk)
-    # Opening a message to work on it takes the read-lock when it is free.
+    # Opening a message to work on it takes the read-lock when it is free (the row then shows the lock).
     works_on_it = can(role, Action.PROCESS) and message.state != Message.State.DONE
     message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
-    message = selectors.message_detail_for_user(request.user, pk, role=role)
+    # After opening: the readers include this user.
+    selectors.message_detail_lists(request.user, message, lists, role=role)
     return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
 
 

@@ -19,3 +19,25 @@ def test_choice_options_escape_and_select():
 def test_choice_options_without_selection():
     html = Template("{% load choices %}{% choice_options choices None %}").render(Context({"choices": [(7, "X")]}))
     assert html == '<option value="7">X</option>'
+
+
+def test_choice_options_kept_lists_select_each_time_anew():
+    template = Template("{% load choices %}{% choice_options choices selected %}")
+    choices = [(1, "Anna"), (2, "Bernd"), (3, "Carla")]
+    first = template.render(Context({"choices": list(choices), "selected": 3}))
+    again = template.render(Context({"choices": list(choices), "selected": 1}))
+    none = template.render(Context({"choices": list(choices), "selected": None}))
+    anna, bernd, carla = '<option value="1">Anna</option>', '<option value="2">Bernd</option>', '<option value="3"'
+    assert first == f"{anna}{bernd}{carla} selected>Carla</option>"
+    assert again == f'<option value="1" selected>Anna</option>{bernd}{carla}>Carla</option>'
+    assert " selected" not in none
+    # A selection equal to a value of another type is still a match ("==", as before the options were kept).
+    assert '<option value="1" selected>' in template.render(Context({"choices": choices, "selected": True}))
+    assert " selected" not in template.render(Context({"choices": choices, "selected": "1"}))
+
+
+def test_choice_options_of_unhashable_choices():
+    html = Template("{% load choices %}{% choice_options choices 2 %}").render(
+        Context({"choices": [[1, "Anna"], [2, "<b>"]]})
+    )
+    assert html == '<option value="1">Anna</option><option value="2" selected>&lt;b&gt;</option>'

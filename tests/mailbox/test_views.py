@@ -4,11 +4,17 @@ import re
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from mailbox.models import MessageRead
+from mailbox.dienstkennung import dienstkennung_badges
+from mailbox.models import MessageRead, Presence
+from mailbox.services.assignment import message_assign
+from mailbox.services.claims import message_release
 from mailbox.services.ingest import message_ingest
+from mailbox.services.notes import note_add
 from tests.mailbox.corpus import HOSTILE_CORPUS
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
@@ -95,6 +101,46 @@ def test_message_detail_marks_read_and_audits(client, member, message):
     assert "Entlassbrief Müller.pdf" in html
     assert MessageRead.objects.filter(user=member, message=message).exists()
     assert AuditEvent.objects.filter(actor_id=member.pk, action="message.viewed", message_id=message.pk).exists()
+
+
+def _detail_queries(client, pk):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("mailbox:message-detail", args=[pk]))
+    assert response.status_code == 200
+    return [q["sql"] for q in queries.captured_queries], response.content.decode()
+
+
+def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member, message):
+    client.force_login(member)
+    dienstkennung_badges()  # cached across requests: not this page's query
+    sql, html = _detail_queries(client, message.pk)
+    # Session, user, the user's roles; the message's row (with its mailbox, assignee, lock holder and which lists
+    # have rows); opening: the read, its audit event, the claim (UPDATE, its row, its audit event); then the
+    # attachments, the readers, the managers' link, navigation, members to assign to, counters, the signature
+    # panel's rows — no notes, responsibility history or presence while the row says there are none.
+    # (In a test's transaction each atomic block adds a savepoint and its release.)
+    statements = [s for s in sql if "SAVEPOINT" not in s]
+    assert len(statements) == 16, "\n".join(statements)
+    assert sum(s.startswith('SELECT "mailbox_message".') for s in statements) == 2  # the row, the claim's
+    lists = ('SELECT "mailbox_note".', 'SELECT "mailbox_assignmentperiod".', 'SELECT "mailbox_presence".')
+    assert not any(s.startswith(lists) for s in statements)
+    assert "Sie bearbeiten diese Nachricht." in html  # the lock the claim took, without reading the row again
+    assert "Entlassbrief Müller.pdf" in html
+
+    # With a note, a responsibility and someone else's open page, those lists are read and shown.
+    other = UserFactory(username="kollegin", first_name="Karla", last_name="Kollegin")
+    MembershipFactory(mailbox=message.mailbox, user=other)
+    message_release(user=member, message=message)
+    note_add(user=other, message=message, version=message.version, body="Bitte Befund prüfen")
+    message.refresh_from_db()
+    message_assign(user=other, message=message, version=message.version, assignee_id=other.pk, note="")
+    Presence.objects.create(message=message, user=other, channel_name="c1", page_token="p")
+    sql, html = _detail_queries(client, message.pk)
+    statements = [s for s in sql if "SAVEPOINT" not in s]
+    assert len(statements) == 19, "\n".join(statements)
+    assert "Bitte Befund prüfen" in html
+    assert 'id="work-assignee">Karla Kollegin<' in html
+    assert "Geöffnet von:" in html
 
 
 def test_someone_elses_message_is_404(client, message):
