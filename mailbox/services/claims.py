@@ -19,13 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from kimportal.errors import NotAllowed
+from kimportal.prepared import PreparedQuery
 from mailbox import events
-from mailbox.models import Message, Notification
+from mailbox.models import Mailbox, Message, Notification
 from mailbox.permissions import Action, require
 from mailbox.selectors.mailboxes import display_name
 from mailbox.services.audit import audit_record
@@ -179,34 +180,44 @@ def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing:
     return True
 
 
+def _leave_query(message_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+    # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not each see
+    # the other still open and both keep the lock: leaves of one message take turns on its row. The same
+    # statement reads what leaving decides on (the hand-over) and what a release audits.
+    return Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list(*LEAVE_FIELDS)
+
+
+# Every page that closes asks it: compiled once (kimportal.prepared), not per leave.
+_LEAVE = PreparedQuery(_leave_query)
+
+
 @transaction.atomic
 def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
     """A page closed: its presence goes, and the user's lock is released unless another page of theirs
     still has the message open or a newer page load took the lock over. Returns whether it released."""
-    # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not
-    # each see the other still open and both keep the lock: leaves of one message take turns on its row.
-    Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list("pk", flat=True).first()
-    row, still_open = presence_leave(channel_name=channel_name, broadcast=False)
-    if row is None:
+    locked = _LEAVE.rows(message_id)
+    left = presence_leave(channel_name=channel_name)
+    if left is None or not locked:
         return False
-    message = (
-        None
-        if still_open
-        else Message.objects.select_related("mailbox")
-        .only(*LEAVE_FIELDS)
-        .filter(pk=message_id, claimed_by=user)
-        .first()
-    )
+    values = dict(zip(LEAVE_FIELDS, locked[0], strict=True))
     # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
     # A release's message change redraws rows and panels with the presence gone as well: one event, not two.
-    if (
-        message is not None
-        and not handed_over(message, closing_page=row.page_token)
-        and message_release(user=user, message=message, reason="left")
-    ):
-        return True
-    events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    if not left.still_open and values["claimed_by_id"] == user.pk:
+        message = _leave_message(message_id, values)
+        if not handed_over(message, closing_page=left.page_token) and message_release(
+            user=user, message=message, reason="left"
+        ):
+            return True
+    events.broadcast_presence(mailbox_id=values["mailbox_id"], message_id=message_id)
     return False
+
+
+def _leave_message(message_id: int, values: dict[str, Any]) -> Message:
+    """The locked row as a message with only LEAVE_FIELDS loaded (as .only() would give it): what a release audits."""
+    fields = [name for name in LEAVE_FIELDS if "__" not in name]
+    message = Message.from_db("default", ["id", *fields], [message_id, *(values[name] for name in fields)])
+    message.mailbox = Mailbox.from_db("default", ["id", "address"], [values["mailbox_id"], values["mailbox__address"]])
+    return message
 
 
 def handed_over(message: Message, *, closing_page: str) -> bool:
