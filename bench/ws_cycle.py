@@ -61,9 +61,10 @@ class Sampler(threading.Thread):
                     continue
                 self.top[_where(frame)] += 1
                 seen = set()
-                while frame is not None:
-                    seen.add(_where(frame))
-                    frame = frame.f_back
+                step: Any = frame
+                while step is not None:
+                    seen.add(_where(step))
+                    step = step.f_back
                 for key in seen:
                     self.inclusive[key] += 1
 
