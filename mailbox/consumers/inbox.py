@@ -29,6 +29,10 @@ from mailbox.selectors.fetching import fetch_failures_for_user
 _rows: RenderMemo[str] = RenderMemo(ttl=2.0)
 # Whose draft an outgoing.changed event is about (None: not a draft), read once per event and process.
 _drafts: RenderMemo[int | None] = RenderMemo(ttl=2.0)
+# Rows a socket of this process is rendering, by the events' rows: the sockets that flush the same event at the
+# same moment (all that show its row) wait for that one and take the rows ready-made instead of each taking a
+# thread hop only to find the memo computing them.
+_rendering: dict[tuple, asyncio.Future[None]] = {}
 
 
 def _draft_author(seq: str | None, outgoing_id: int) -> int | None:
@@ -173,12 +177,32 @@ class InboxConsumer(PortalConsumer):
         rows = [(mid, event, kind) for mid, (event, kind) in pending.items() if readable.get(event["mailbox_id"])]
         if not rows:
             return
-        # The first socket of this process renders an event's rows (in a thread: it reads the database);
-        # the others find them ready and skip the thread hop.
-        html = self._rows_ready(rows)
-        await self._send(html if html is not None else await db(self._render_rows)(rows))
+        await self._send(await self._rows_html(rows))
         if counts:
             self._counts_soon()
+
+    async def _rows_html(self, rows: list[tuple[int, dict, int]]) -> str:
+        """The first socket of this process renders an event's rows (in a thread: it reads the database); the
+        others wait for it and find them ready (another audience, a language or read state, renders its own)."""
+        html = self._rows_ready(rows)
+        if html is not None:
+            return html
+        key = tuple((event.get("seq"), message_id, kind) for message_id, event, kind in rows)
+        if any(seq is None for seq, _message_id, _kind in key):  # never shared (RenderMemo)
+            return await db(self._render_rows)(rows)
+        loop = asyncio.get_running_loop()
+        first = _rendering.get(key)
+        if first is not None and first.get_loop() is loop:
+            await asyncio.wait([first])
+            html = self._rows_ready(rows)
+            return html if html is not None else await db(self._render_rows)(rows)
+        mine = _rendering[key] = loop.create_future()
+        try:
+            return await db(self._render_rows)(rows)
+        finally:
+            if _rendering.get(key) is mine:
+                del _rendering[key]
+            mine.set_result(None)
 
     def _render_rows(self, rows: list[tuple[int, dict, int]]) -> str:
         return "".join(self._render_row(event, kind, message_id) for message_id, event, kind in rows)
