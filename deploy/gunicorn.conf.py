@@ -11,9 +11,21 @@ from __future__ import annotations
 import multiprocessing
 import os
 
+from uvicorn_worker import UvicornWorker as _UvicornWorker
+
 bind = os.environ.get("KIMPORTAL_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("KIMPORTAL_WEB_WORKERS", multiprocessing.cpu_count()))
-worker_class = "uvicorn_worker.UvicornWorker"
+
+
+class UvicornWorker(_UvicornWorker):
+    """uvicorn without permessage-deflate: a live frame is a few kB of HTML on a hospital LAN, where compressing
+    it (zlib per frame and socket, on the one event loop thread of a worker) costs more CPU than the bytes it
+    saves are worth; browsers then simply send and receive uncompressed frames."""
+
+    CONFIG_KWARGS = {**_UvicornWorker.CONFIG_KWARGS, "ws_per_message_deflate": False}
+
+
+worker_class = UvicornWorker
 # Websockets stay open for hours: no worker timeout for idle sockets, but a hung worker is replaced.
 timeout = int(os.environ.get("KIMPORTAL_WEB_TIMEOUT", 60))
 # SIGTERM: stop accepting, close sockets (their handlers release read-locks), exit within seconds.

@@ -5,8 +5,11 @@ socket's list: an inbox page follows the fifty rows it shows, so each page load 
 (ZADD, EXPIRE per row) and each event one push, one pop and one decode per watching socket. With Redis Pub/Sub
 a server process subscribes to a group once, however many of its sockets joined it, receives each event once
 and hands it to its sockets itself. group_add_many and group_discard_many change a page's worth of groups in one
-SUBSCRIBE/UNSUBSCRIBE. Each socket's queue is bounded: one that overflows gets a single "layer.overflow" event
-that makes it close and resync (mailbox.consumers.base), never a silently incomplete picture.
+SUBSCRIBE/UNSUBSCRIBE. A group whose last socket of the process left stays subscribed for a few seconds ("linger"):
+a page that shows the same rows again (back to the inbox after reading a message) joins them without a round trip to
+Redis; meanwhile its events reach no socket (only members get events). Each socket's queue is bounded: one that
+overflows gets a single "layer.overflow" event that makes it close and resync (mailbox.consumers.base), never a
+silently incomplete picture.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ class _Shard(RedisSingleShardConnection):
                 await self._pubsub.subscribe(*new)
                 self._subscribed_to.update(new)
 
-    async def unsubscribe_many(self, names: list[str]) -> None:
+    async def unsubscribe_many(self, names: list[str], *, unless_joined: bool = False) -> None:
         async with self._lock:
             gone = [name for name in names if name in self._subscribed_to]
+            if unless_joined:  # a lingering group a socket joined again meanwhile stays subscribed
+                gone = [name for name in gone if not self.channel_layer.groups.get(name)]
             if gone:
                 self._ensure_redis()
                 self._ensure_receiver()
@@ -68,11 +73,15 @@ class _Shard(RedisSingleShardConnection):
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
-    def __init__(self, *args: Any, capacity: int = 1000, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, capacity: int = 1000, linger: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = capacity
+        self.linger = linger
         base: list[RedisSingleShardConnection] = getattr(self, "_shards")  # noqa: B009 (untyped in channels_redis)
         self._shards = [_Shard(shard.host, self) for shard in base]
+        # Groups no socket of this process is in, still subscribed until (loop time): name -> until.
+        self.lingering: dict[str, float] = {}
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
@@ -86,7 +95,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
             assert _NAMES.require_valid_group_name(group), "Group name not valid"
             name = self._get_group_channel_name(group)
             self.groups.setdefault(name, set()).add(channel)
-            by_shard[self._shards.index(self._get_shard(name))].append(name)
+            if self.lingering.pop(name, None) is None:  # a lingering group is still subscribed
+                by_shard[self._shards.index(self._get_shard(name))].append(name)
         for index, names in by_shard.items():
             await self._shards[index].subscribe_many(names)
 
@@ -98,11 +108,44 @@ class _LoopLayer(RedisPubSubLoopLayer):
             if members is None or channel not in members:
                 continue
             members.discard(channel)
-            if not members:  # the process's last socket on it: Redis stops sending it here
+            if not members:  # the process's last socket on it: Redis stops sending it here (after the linger)
                 del self.groups[name]
-                by_shard[self._shards.index(self._get_shard(name))].append(name)
+                if self.linger > 0:
+                    self._linger(name)
+                else:
+                    by_shard[self._shards.index(self._get_shard(name))].append(name)
         for index, names in by_shard.items():
             await self._shards[index].unsubscribe_many(names)
+
+    def _linger(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.lingering[name] = loop.time() + self.linger
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.linger, lambda: asyncio.ensure_future(self._unsubscribe_lingering()))
+
+    async def _unsubscribe_lingering(self) -> None:
+        """Unsubscribe the groups whose linger ended (and that no socket joined again); look again when the next
+        one ends. One UNSUBSCRIBE per shard for all of them."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for name, until in list(self.lingering.items()):
+            if until <= now:
+                del self.lingering[name]
+                by_shard[self._shards.index(self._get_shard(name))].append(name)
+        if self.lingering:
+            wait = max(min(self.lingering.values()) - now, 0.05)
+            self._sweep = loop.call_later(wait, lambda: asyncio.ensure_future(self._unsubscribe_lingering()))
+        for index, names in by_shard.items():
+            await self._shards[index].unsubscribe_many(names, unless_joined=True)
+
+    async def flush(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self.lingering = {}
+        await super().flush()
 
 
 class RedisPubSubChannelLayer(_RedisPubSubChannelLayer):

@@ -7,27 +7,33 @@ stand-in values, compiles it, remembers where the stand-ins ended up among the S
 on only binds the real values.
 
 For querysets of values (values_list): rows come as tuples, through the converters Django would apply. Arguments
-are ints or strings (ids, keys) or lists of them. A list must be used as an IN set: it is padded to a power of two
-with its last element, and each padded length is its own shape (an empty list too: the ORM drops or empties
-what it filters).
+are ints, strings (ids, keys) or aware datetimes, or lists of them. A list must be used as an IN set: it is padded to
+a power of two with its last element, and each padded length is its own shape (an empty list too: the ORM drops or
+empties what it filters).
 A parameter the ORM transformed so that its stand-in cannot be found is refused when the shape is compiled.
+
+PreparedUpdate does the same for an UPDATE (a queryset and its update values), and returns columns of the rows it
+changed (UPDATE … RETURNING, on PostgreSQL and SQLite ≥ 3.35): deciding a conditional write and reading what it
+wrote in one statement.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.sql import UpdateQuery
 
 # Stand-ins: negative integers (ids are positive), distinct per position, and inside a 32-bit id's range: the ORM
 # turns a comparison with a value its field cannot hold into a constant (auth_user's AutoField is 32-bit).
 _BASE = -2_000_000_000
 
-Scalar = int | str
+Scalar = int | str | datetime
 Value = Scalar | Sequence[Scalar]
 
 
@@ -45,15 +51,32 @@ class _Shape:
         self.converters = converters  # (column, the backend's converters, expression): dates on SQLite, …
 
 
+# Datetime stand-ins: aware, distinct per position, in a year no data has.
+_EPOCH = datetime(1901, 1, 1, tzinfo=UTC)
+
+
 def _stand_in(kind: type, index: int, element: int) -> Scalar:
     number = _BASE - 100_000 * index - 1 - element
+    if kind is datetime:
+        return _EPOCH + timedelta(seconds=index, microseconds=element + 1)
     return number if kind is int else f"\x1fprepared{number}\x1f"
 
 
 def _kind(value: Scalar) -> type:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError("prepared query: datetimes must be aware")
+        return datetime
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"prepared query: {type(value).__name__} values are not supported (ints and strings are)")
+        raise TypeError(
+            f"prepared query: {type(value).__name__} values are not supported (ints, strings and datetimes are)"
+        )
     return int if isinstance(value, int) else str
+
+
+def _adapted(value: Any, connection: Any) -> Any:
+    """A value as the ORM passes it to the driver: datetimes as the backend stores them (a string on SQLite)."""
+    return connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
 
 
 MAX_SHAPES = 64
@@ -63,9 +86,9 @@ def _bound(args: tuple[Value, ...], slot: _Slot) -> Scalar:
     argument, element = slot
     value = args[argument]
     if element < 0:
-        assert isinstance(value, (int, str))
+        assert isinstance(value, (int, str, datetime))
         return value
-    assert not isinstance(value, (int, str))
+    assert not isinstance(value, (int, str, datetime))
     return value[element]
 
 
@@ -85,12 +108,14 @@ class PreparedQuery:
     def rows(self, *args: Value, using: str = "default") -> list[tuple[Any, ...]]:
         # Lists are IN sets: padded with their last element to the next power of two, a few shapes cover every
         # length (a socket batch asks for 1 to 200 users) and repeating a member changes no IN.
-        args = tuple(a if isinstance(a, (int, str)) or not a else _padded(a) for a in args)
+        args = tuple(a if isinstance(a, (int, str, datetime)) or not a else _padded(a) for a in args)
         shape = self._shape(args, using)
         if shape.empty:
             return []
-        params: list[Any] = [_bound(args, slot) if isinstance(slot, _Slot) else slot for slot in shape.slots]
         connection = connections[using]
+        params: list[Any] = [
+            _adapted(_bound(args, slot), connection) if isinstance(slot, _Slot) else slot for slot in shape.slots
+        ]
         with connection.cursor() as cursor:
             cursor.execute(shape.sql, params)
             rows = cursor.fetchall()
@@ -108,7 +133,7 @@ class PreparedQuery:
     def _shape(self, args: tuple[Value, ...], using: str) -> _Shape:
         # A shape: per argument its kind and (for a list) its length; a list's elements share one kind.
         layout = tuple(
-            (_kind(a), -1) if isinstance(a, (int, str)) else (_kind(a[0]) if a else int, len(a)) for a in args
+            (_kind(a), -1) if isinstance(a, (int, str, datetime)) else (_kind(a[0]) if a else int, len(a)) for a in args
         )
         key = (connections[using].vendor, layout)
         shape = self._shapes.get(key)
@@ -121,29 +146,75 @@ class PreparedQuery:
         return shape
 
     def _compile(self, layout: tuple[tuple[type, int], ...], using: str) -> _Shape:
-        where: dict[Scalar, _Slot] = {}
+        connection = connections[using]
+        where: dict[Any, _Slot] = {}  # a stand-in as the compiled parameters hold it: its slot
         stand_ins: list[Value] = []
         for index, (kind, length) in enumerate(layout):
             if length < 0:
                 value = _stand_in(kind, index, -1)
-                where[value] = _Slot((index, -1))
+                where[_adapted(value, connection)] = _Slot((index, -1))
                 stand_ins.append(value)
             else:
                 values = [_stand_in(kind, index, element) for element in range(length)]
-                where.update({value: _Slot((index, element)) for element, value in enumerate(values)})
+                where.update({_adapted(value, connection): _Slot((index, e)) for e, value in enumerate(values)})
                 stand_ins.append(values)
-        queryset = self._build(*stand_ins)
-        compiler = queryset.query.get_compiler(using=using)
         try:
-            sql, params = compiler.as_sql()
+            sql, params, converters = self._sql(stand_ins, using)
         except EmptyResultSet:
             return _Shape("", [], empty=True, converters=[])
-        slots = [where.get(p, p) if type(p) in (int, str) else p for p in params]
+        slots = [where.get(p, p) if type(p) in (int, str, datetime) else p for p in params]
         missing = set(where.values()) - {slot for slot in slots if isinstance(slot, _Slot)}
         if missing:
             raise ValueError(f"prepared query: stand-ins {sorted(missing)} not among the compiled parameters")
+        return _Shape(sql, slots, empty=False, converters=converters)
+
+    def _sql(self, stand_ins: list[Value], using: str) -> tuple[str, Sequence[Any], list[tuple[int, list[Any], Any]]]:
+        compiler = self._build(*stand_ins).query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
         # The converters Django applies to these columns when it runs the query itself (Python values, not the
         # driver's: datetimes and booleans on SQLite).
         found = compiler.get_converters([column for column, _, _ in compiler.select])
-        converters = [(column, functions, expression) for column, (functions, expression) in found.items()]
-        return _Shape(sql, slots, empty=False, converters=converters)
+        return sql, params, [(column, functions, expression) for column, (functions, expression) in found.items()]
+
+
+class PreparedUpdate(PreparedQuery):
+    """An UPDATE compiled once per shape that returns `returning` (the model's own fields) of each row it changed.
+
+    `build` takes the arguments and returns the queryset to update and the update's values, as QuerySet.update
+    takes them. rows() runs it and returns the changed rows' values (converted as the ORM converts them): its
+    length is what update() would have returned. Only where the database returns rows from an UPDATE
+    (supported()); elsewhere the caller updates and reads as usual.
+    """
+
+    def __init__(
+        self, build: Callable[..., tuple[QuerySet[Any, Any], dict[str, Any]]], returning: Sequence[str]
+    ) -> None:
+        super().__init__(build)  # type: ignore[arg-type]  # build returns the queryset with its values
+        self.returning = tuple(returning)
+
+    @staticmethod
+    def supported(using: str = "default") -> bool:
+        connection = connections[using]
+        # MariaDB returns rows from an INSERT but not from an UPDATE: only the backends known to.
+        return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert
+
+    def _sql(self, stand_ins: list[Value], using: str) -> tuple[str, Sequence[Any], list[tuple[int, list[Any], Any]]]:
+        queryset, values = self._build(*stand_ins)
+        # What QuerySet.update() runs, compiled instead of executed.
+        query = queryset.query.chain(UpdateQuery)
+        query.add_update_values(values)
+        query.annotations = {}
+        connection = connections[using]
+        compiler = query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        if not sql or query.related_updates:
+            raise ValueError("prepared update: only an update of the model's own table can be prepared")
+        meta = queryset.model._meta
+        columns = [meta.get_field(name).get_col(meta.db_table) for name in self.returning]
+        sql += " RETURNING " + ", ".join(connection.ops.quote_name(column.target.column) for column in columns)
+        converters = []
+        for index, column in enumerate(columns):
+            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if functions:
+                converters.append((index, functions, column))
+        return sql, params, converters

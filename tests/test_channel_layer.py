@@ -45,7 +45,7 @@ async def subscribed(group: str, processes: int) -> None:
 
 @pytest.mark.asyncio
 async def test_groups_join_and_leave_in_batches_across_processes(layers):
-    first, second, sender = layers(), layers(), layers()
+    first, second, sender = layers(linger=0), layers(), layers()
     page = await first.new_channel()
     other = await second.new_channel()
     groups = [f"message.{i}" for i in range(50)]
@@ -89,6 +89,46 @@ async def test_a_socket_that_cannot_keep_up_is_told_to_resync_not_left_stale(lay
     # The slow one never read: its queue overflowed; what it holds now is one order to resync, nothing stale.
     assert await process.receive(slow) == {"type": "layer.overflow"}
     assert (await process.receive(slow))["n"] == 4  # only what came after the order
+
+
+@pytest.mark.asyncio
+async def test_a_group_its_last_socket_left_lingers_subscribed_but_reaches_only_members(layers, monkeypatch):
+    process, sender = layers(linger=0.5), layers()
+    page, other = await process.new_channel(), await process.new_channel()
+    await process.group_add_many(["message.1", "message.2"], page)
+    await process.group_add_many(["message.2"], other)
+    await subscribed("message.1", 1)
+    loop_layer = process._get_layer()
+    shard = loop_layer._shards[0]
+    asked: list[tuple[str, ...]] = []
+
+    async def subscribe(*names: str) -> None:
+        asked.append(names)
+        await redis_subscribe(*names)
+
+    redis_subscribe = shard._pubsub.subscribe
+    monkeypatch.setattr(shard._pubsub, "subscribe", subscribe)
+
+    await process.group_discard_many(["message.1", "message.2"], page)
+    # The process stays subscribed for a moment; the socket that left gets nothing of either group.
+    await subscribed("message.1", 1)
+    await sender.group_send("message.1", {"type": "message.changed", "n": 1})
+    await sender.group_send("message.2", {"type": "message.changed", "n": 2})
+    assert (await process.receive(other))["n"] == 2  # after n=1 on the same connection: n=1 was handed out
+    assert loop_layer.channels[page].empty()
+
+    # The page shows the row again within the linger: no SUBSCRIBE, and its events arrive again.
+    await process.group_add_many(["message.1"], page)
+    assert asked == []
+    await sender.group_send("message.1", {"type": "message.changed", "n": 3})
+    assert (await process.receive(page))["n"] == 3
+
+    # Left for good: after the linger Redis stops sending the group here; a later join subscribes again.
+    await process.group_discard_many(["message.1"], page)
+    await subscribed("message.1", 0)
+    await process.group_add_many(["message.1"], page)
+    assert asked == [("test-pubsub__group__message.1",)]
+    await subscribed("message.1", 1)
 
 
 @pytest.mark.asyncio

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Value
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from kimportal.prepared import PreparedQuery
+from kimportal.prepared import PreparedQuery, PreparedUpdate
 
 
 def _names(user_id: int, ids: list[int]):
@@ -50,3 +54,45 @@ def test_a_value_the_orm_does_not_pass_through_is_refused():
     prepared = PreparedQuery(lambda value: get_user_model().objects.filter(username=value).values_list("pk"))
     with pytest.raises(ValueError, match="not among the compiled parameters"):
         prepared.rows(3)
+
+
+@pytest.mark.django_db
+def test_datetimes_bind_as_the_orm_binds_them():
+    joined = timezone.now() - timedelta(days=2)
+    users = [get_user_model().objects.create_user(f"d{i}", date_joined=joined + timedelta(days=i)) for i in range(3)]
+
+    def since(moment: datetime):
+        return get_user_model().objects.filter(date_joined__gte=moment).order_by("pk").values_list("pk", "date_joined")
+
+    prepared = PreparedQuery(since)
+    for moment in (joined, joined + timedelta(hours=12), timezone.now() + timedelta(days=1)):
+        assert prepared.rows(moment) == list(since(moment))
+    assert [pk for pk, _ in prepared.rows(joined)] == [u.pk for u in users]
+    with pytest.raises(TypeError, match="aware"):
+        prepared.rows(datetime(2020, 1, 1))  # a naive datetime is refused
+
+
+def _rename(user_id: int, name: str, moment: datetime):
+    users = get_user_model().objects.filter(pk=user_id, is_active=True)
+    return users, {"first_name": Value(name), "last_login": moment}
+
+
+@pytest.mark.django_db
+def test_a_prepared_update_returns_the_rows_it_changed_as_the_orm_reads_them():
+    if not PreparedUpdate.supported():
+        pytest.skip("the database returns no rows from an UPDATE")
+    first, second = (get_user_model().objects.create_user(name) for name in ("a", "b"))
+    get_user_model().objects.filter(pk=second.pk).update(is_active=False)
+    prepared = PreparedUpdate(_rename, returning=("id", "first_name", "last_login", "is_active"))
+    moment = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        changed = prepared.rows(first.pk, "Anna", moment)
+    assert len(queries) == 1 and queries[0]["sql"].startswith("UPDATE")
+    assert changed == [(first.pk, "Anna", moment, True)]
+    assert (
+        get_user_model().objects.values_list("pk", "first_name", "last_login", "is_active").get(pk=first.pk)
+        == (changed[0])
+    )
+    # A row the filter does not match is neither changed nor returned.
+    assert prepared.rows(second.pk, "Bert", moment) == []
+    assert get_user_model().objects.get(pk=second.pk).first_name == ""

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -168,7 +169,14 @@ class PortalConsumer(AsyncWebsocketConsumer):
                 log.warning("socket %s is %.1f s behind: closing it to resync", self.channel_name, time.time() - sent)
                 await self._close(1013)
             return
-        await super().dispatch(message)
+        # channels' AsyncConsumer.dispatch first closes old database connections on the thread-sensitive sync
+        # thread: one thread hop per event and socket, all queued on that one thread (a claim on a row fifty
+        # pages show was fifty hops). These sockets reach the database only through db(), whose calls close
+        # their thread's connections before and after (DatabaseSyncToAsync): there is nothing to close here.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def layer_overflow(self, event: dict) -> None:
         """The channel layer dropped events this socket could not take in time (its queue was full): what the

@@ -19,13 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from kimportal.errors import NotAllowed
+from kimportal.prepared import PreparedQuery, PreparedUpdate
 from mailbox import events
-from mailbox.models import Message, Notification
+from mailbox.models import Mailbox, Message, Notification
 from mailbox.permissions import Action, require
 from mailbox.selectors.mailboxes import display_name
 from mailbox.services.audit import audit_record
@@ -97,35 +98,98 @@ def message_claim(*, user: Any, message: Message, page: str = "", now: datetime 
     return _claim(user=user, message=message, page=page, now=now or timezone.now())
 
 
+def _claim_update(
+    message_id: int, user_id: int, now: datetime, until: datetime, page: str | None
+) -> tuple[QuerySet[Message], dict[str, Any]]:
+    """The one statement that decides a race: free, expired, or already ours. A renewal keeps the original
+    claimed_at ("seit 10:42"), a new claim starts now. A new page claim names its page (`page`); a heartbeat
+    renewal (None) keeps the page that claimed."""
+    still_mine = Q(claimed_by_id=user_id, claim_expires_at__gt=now)
+    queryset = Message.objects.filter(pk=message_id).filter(
+        Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claimed_by_id=user_id)
+    )
+    return queryset, {
+        "claimed_by_id": user_id,
+        "claimed_at": Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
+        "claim_expires_at": until,
+        "claim_renewed_at": now,
+        "first_claimed_at": Case(When(first_claimed_at__isnull=True, then=Value(now)), default=F("first_claimed_at")),
+        "claim_page": Value(page)
+        if page is not None
+        else Case(When(still_mine, then=F("claim_page")), default=Value("")),
+    }
+
+
+# The claim's own columns that callers show and the audit snapshots (CLAIM_VIEW_FIELDS without the joined ones), in
+# the model's order, as Model.from_db takes them.
+_CLAIM_OWN_FIELDS = tuple(
+    field.attname
+    for field in Message._meta.concrete_fields
+    if field.attname == "id" or field.attname in CLAIM_VIEW_FIELDS
+)
+# Every message page claims: the UPDATE is compiled once per process (a third of a claim's CPU was compiling it)
+# and returns what it wrote (re-reading the row was another third). One per shape: with and without a page.
+_CLAIM_PAGE = PreparedUpdate(
+    lambda message_id, user_id, now, until, page: _claim_update(message_id, user_id, now, until, page),
+    returning=_CLAIM_OWN_FIELDS,
+)
+_CLAIM_RENEW = PreparedUpdate(
+    lambda message_id, user_id, now, until: _claim_update(message_id, user_id, now, until, None),
+    returning=_CLAIM_OWN_FIELDS,
+)
+_ADDRESS = PreparedQuery(lambda mailbox_id: Mailbox.objects.filter(pk=mailbox_id).values_list("address"))
+
+
 # No savepoint when nested (opening a message claims inside its own transaction): an error past the
 # permission check is a real failure that rolls back the caller's transaction anyway; a savepoint
 # only cost two round trips per page view.
 @transaction.atomic(savepoint=False)
 def _claim(*, user: Any, message: Message, page: str, now: datetime) -> ClaimResult:
     until = now + timedelta(seconds=claim_seconds())
-    still_mine = Q(claimed_by=user, claim_expires_at__gt=now)
-    # The one statement that decides a race: free, expired, or already ours. A renewal keeps the
-    # original claimed_at ("seit 10:42"), a new claim starts now.
-    won = bool(
-        Message.objects.filter(pk=message.pk)
-        .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claimed_by=user))
-        .update(
-            claimed_by=user,
-            claimed_at=Case(When(still_mine, then=F("claimed_at")), default=Value(now)),
-            claim_expires_at=until,
-            claim_renewed_at=now,
-            first_claimed_at=Case(When(first_claimed_at__isnull=True, then=Value(now)), default=F("first_claimed_at")),
-            # A new page claim names its page; a heartbeat renewal keeps the page that claimed.
-            claim_page=Value(page) if page else Case(When(still_mine, then=F("claim_page")), default=Value("")),
+    fresh: Message | None = None
+    if PreparedUpdate.supported():
+        # UPDATE … RETURNING: the row as won comes back with the write; a lost race reads the holder below.
+        written = (
+            _CLAIM_PAGE.rows(message.pk, user.pk, now, until, page)
+            if page
+            else _CLAIM_RENEW.rows(message.pk, user.pk, now, until)
         )
-    )
-    # What callers show of a claim (holder, since, version) and the audit's snapshots: not the bodies.
-    fresh = Message.objects.select_related("claimed_by", "mailbox").only(*CLAIM_VIEW_FIELDS).get(pk=message.pk)
+        won = bool(written)
+        if won:
+            fresh = _claimed_message(written[0], user=user, message=message)
+    else:
+        queryset, values = _claim_update(message.pk, user.pk, now, until, page or None)
+        won = bool(queryset.update(**values))
+    if fresh is None:
+        # What callers show of a claim (holder, since, version) and the audit's snapshots: not the bodies.
+        fresh = Message.objects.select_related("claimed_by", "mailbox").only(*CLAIM_VIEW_FIELDS).get(pk=message.pk)
     renewed = won and fresh.claimed_at != now
     if won and not renewed:
         audit_record(actor=user, action="message.claimed", message=fresh, until=until.isoformat())
         events.broadcast_message_changed(mailbox_id=fresh.mailbox_id, message_id=fresh.pk, lock=True)
     return ClaimResult(won=won, renewed=renewed, message=fresh)
+
+
+def _claimed_message(row: tuple[Any, ...], *, user: Any, message: Message) -> Message:
+    """The row as the claim wrote it, loaded as the SELECT of CLAIM_VIEW_FIELDS would load it: its holder is the
+    claiming user, its mailbox the one the caller loaded (its address read once when the caller did not)."""
+    fresh = Message.from_db("default", list(_CLAIM_OWN_FIELDS), list(row))
+    names = {"id": user.pk, **{name: getattr(user, name) for name in _NAMES}}
+    fresh.claimed_by = _loaded(Message._meta.get_field("claimed_by").related_model, names)
+    cached = message.mailbox if Message.mailbox.is_cached(message) else None
+    if cached is not None and cached.pk == fresh.mailbox_id and "address" in cached.__dict__:
+        address = cached.address
+    else:
+        found = _ADDRESS.rows(fresh.mailbox_id)
+        address = found[0][0] if found else ""
+    fresh.mailbox = _loaded(Mailbox, {"id": fresh.mailbox_id, "address": address})
+    return fresh
+
+
+def _loaded(model: Any, values: dict[str, Any]) -> Any:
+    """An instance with only these fields loaded, as .only() loads it (Model.from_db takes them in model order)."""
+    fields = [field.attname for field in model._meta.concrete_fields if field.attname in values]
+    return model.from_db("default", fields, [values[name] for name in fields])
 
 
 @transaction.atomic(savepoint=False)
@@ -179,34 +243,44 @@ def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing:
     return True
 
 
+def _leave_query(message_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+    # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not each see
+    # the other still open and both keep the lock: leaves of one message take turns on its row. The same
+    # statement reads what leaving decides on (the hand-over) and what a release audits.
+    return Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list(*LEAVE_FIELDS)
+
+
+# Every page that closes asks it: compiled once (kimportal.prepared), not per leave.
+_LEAVE = PreparedQuery(_leave_query)
+
+
 @transaction.atomic
 def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
     """A page closed: its presence goes, and the user's lock is released unless another page of theirs
     still has the message open or a newer page load took the lock over. Returns whether it released."""
-    # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not
-    # each see the other still open and both keep the lock: leaves of one message take turns on its row.
-    Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list("pk", flat=True).first()
-    row, still_open = presence_leave(channel_name=channel_name, broadcast=False)
-    if row is None:
+    locked = _LEAVE.rows(message_id)
+    left = presence_leave(channel_name=channel_name)
+    if left is None or not locked:
         return False
-    message = (
-        None
-        if still_open
-        else Message.objects.select_related("mailbox")
-        .only(*LEAVE_FIELDS)
-        .filter(pk=message_id, claimed_by=user)
-        .first()
-    )
+    values = dict(zip(LEAVE_FIELDS, locked[0], strict=True))
     # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
     # A release's message change redraws rows and panels with the presence gone as well: one event, not two.
-    if (
-        message is not None
-        and not handed_over(message, closing_page=row.page_token)
-        and message_release(user=user, message=message, reason="left")
-    ):
-        return True
-    events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
+    if not left.still_open and values["claimed_by_id"] == user.pk:
+        message = _leave_message(message_id, values)
+        if not handed_over(message, closing_page=left.page_token) and message_release(
+            user=user, message=message, reason="left"
+        ):
+            return True
+    events.broadcast_presence(mailbox_id=values["mailbox_id"], message_id=message_id)
     return False
+
+
+def _leave_message(message_id: int, values: dict[str, Any]) -> Message:
+    """The locked row as a message with only LEAVE_FIELDS loaded (as .only() would give it): what a release audits."""
+    fields = [name for name in LEAVE_FIELDS if "__" not in name]
+    message = Message.from_db("default", ["id", *fields], [message_id, *(values[name] for name in fields)])
+    message.mailbox = Mailbox.from_db("default", ["id", "address"], [values["mailbox_id"], values["mailbox__address"]])
+    return message
 
 
 def handed_over(message: Message, *, closing_page: str) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from kimportal.prepared import PreparedQuery
 from mailbox import events
 from mailbox.models import Message, Presence
 from mailbox.selectors.presence import PRESENCE_TTL_SECONDS
@@ -46,27 +49,42 @@ def presence_beat(*, channel_name: str, writing: bool, now=None) -> Presence | N
     return row
 
 
-@transaction.atomic
-def presence_leave(*, channel_name: str, broadcast: bool = True) -> tuple[Presence | None, bool]:
-    """Remove the page's row; returns it and whether the same user still has the message open elsewhere.
+@dataclass(frozen=True)
+class Left:
+    """A page's presence row as it was removed, and whether its user still has the message open elsewhere."""
 
-    broadcast=False: the caller announces the change itself (leaving that also releases the lock sends
-    one message change, which redraws presence too, instead of two events to every watching list)."""
-    # Of the message only its mailbox (for the event): not the bodies a whole message row carries.
-    row = (
-        Presence.objects.select_related("message")
-        .only("message_id", "user_id", "page_token", "message__mailbox_id")
-        .filter(channel_name=channel_name)
-        .first()
-    )
-    if row is None:
-        return None, False
-    Presence.objects.filter(pk=row.pk).delete()
+    message_id: int
+    user_id: int
+    page_token: str
+    still_open: bool
+
+
+def _channel_query(channel_name: str) -> QuerySet[Presence, tuple[int, int, int, str]]:
+    return Presence.objects.filter(channel_name=channel_name).values_list("pk", "message_id", "user_id", "page_token")
+
+
+def _pages_query(message_id: int, user_id: int) -> QuerySet[Presence, tuple[datetime]]:
+    return Presence.objects.filter(message_id=message_id, user_id=user_id).values_list("last_seen")
+
+
+# Every page that closes asks both: compiled once (kimportal.prepared), not per leave.
+_CHANNEL = PreparedQuery(_channel_query)
+_PAGES = PreparedQuery(_pages_query)
+
+
+@transaction.atomic
+def presence_leave(*, channel_name: str) -> Left | None:
+    """Remove the page's row; None when it was gone already. The caller announces the change (a leave that
+    also releases the lock sends one message change, which redraws presence too, instead of two events)."""
+    found = _CHANNEL.rows(channel_name)
+    if not found:
+        return None
+    pk, message_id, user_id, page_token = found[0]
+    Presence.objects.filter(pk=pk).delete()
+    # The TTL is applied here, not in SQL: the query keeps one shape (a user's few pages of one message).
     cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS)
-    still_open = Presence.objects.filter(message_id=row.message_id, user_id=row.user_id, last_seen__gte=cutoff).exists()
-    if broadcast:
-        events.broadcast_presence(mailbox_id=row.message.mailbox_id, message_id=row.message_id)
-    return row, still_open
+    still_open = any(last_seen >= cutoff for (last_seen,) in _PAGES.rows(message_id, user_id))
+    return Left(message_id, user_id, page_token, still_open)
 
 
 def presence_purge_stale() -> int:

@@ -467,3 +467,64 @@ def test_sockets_after_the_first_take_an_events_rows_ready_made(shared_box, djan
         assert second._rows_ready(rows) == html
         assert reader._rows_ready(rows) is None
     assert 'class="msg-row state-' in reader._render_rows(rows)  # read: no "unread" class
+
+
+@pytest.mark.asyncio
+async def test_events_reach_a_socket_without_a_hop_to_the_shared_sync_thread(monkeypatch):
+    # channels' default dispatch closes old connections on the one thread-sensitive sync thread before every event
+    # and socket; these sockets reach the database only through their own pool (which closes them), so an event
+    # fanned out to many pages queues nothing on that thread.
+    import channels.consumer
+
+    hops: list[int] = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    member = await database_sync_to_async(UserFactory)(username="mitglied")
+    box = await database_sync_to_async(MailboxFactory)()
+    await database_sync_to_async(MembershipFactory)(mailbox=box, user=member)
+    socket = await _connect(member)
+    message = await database_sync_to_async(message_ingest)(mailbox=box, uidl="live-hop", raw=MAIL_WITH_PDF)
+    assert f'id="msg-{message.pk}"' in await socket.receive_from(timeout=5)
+    await watch_rows(socket, [message.pk])
+    await socket.disconnect()
+    assert hops == []
+
+
+@pytest.mark.asyncio
+async def test_sockets_flushing_one_event_at_once_share_one_render(shared_box, monkeypatch):
+    # All sockets that show a row flush its event at the same moment: the first renders it (one thread hop), the
+    # others of its audience wait for it and take it ready-made; another audience (read state) renders its own.
+    import asyncio
+
+    from mailbox import events
+    from mailbox.consumers.base import CHANGED
+    from mailbox.services.reading import message_open
+
+    box, anna, bert, message = shared_box
+    carl = await database_sync_to_async(UserFactory)(username="carl", first_name="Carl", last_name="C")
+    await database_sync_to_async(MembershipFactory)(mailbox=box, user=carl)
+    await database_sync_to_async(message_open)(user=carl, message=message)
+    renders: list[int] = []
+    render_rows = InboxConsumer._render_rows
+
+    def counted(self, rows):
+        renders.append(self.user.pk)
+        return render_rows(self, rows)
+
+    monkeypatch.setattr(InboxConsumer, "_render_rows", counted)
+
+    def consumer(user):
+        socket = InboxConsumer()
+        socket.user, socket.language = user, "de"
+        return socket
+
+    event = {"type": "message.changed", "mailbox_id": box.pk, "message_id": message.pk, "seq": events._seq()}
+    rows = [(message.pk, event, CHANGED)]
+    sockets = [consumer(user) for user in (anna, bert, anna, bert, anna, carl)]
+    frames = await asyncio.gather(*(socket._rows_html(rows) for socket in sockets))
+    assert renders == [anna.pk, carl.pk]
+    assert len(set(frames[:5])) == 1 and f'id="msg-{message.pk}"' in frames[0]
+    assert frames[5] != frames[0]  # Carl has read it: his row is not "unread"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -64,6 +66,43 @@ def test_claim_of_a_free_message_wins(alice, message):
     assert before <= message.claimed_at <= after
     assert message.claim_expires_at == message.claimed_at + timedelta(seconds=claims.claim_seconds())
     assert message.claim_active()
+
+
+def _claim_view(pk: int) -> tuple:
+    row = Message.objects.select_related("claimed_by", "mailbox").only(*claims.CLAIM_VIEW_FIELDS).get(pk=pk)
+    return (
+        *(getattr(row, name) for name in claims.CLAIM_VIEW_FIELDS if "__" not in name),
+        row.mailbox.address,
+        *(getattr(row.claimed_by, name) for name in ("first_name", "last_name", "username")),
+    )
+
+
+@pytest.mark.parametrize("page", ["page-1", ""])
+def test_a_won_claim_is_one_statement_that_returns_the_row_as_written(alice, message, page, django_assert_num_queries):
+    # The claim's UPDATE returns what it wrote: no second read of the row (the permission check, the UPDATE, the
+    # audit event), and the result is the row as reading it back would load it, audited with its snapshots.
+    loaded = Message.objects.select_related("mailbox").only("pk", "mailbox_id", "state", "mailbox__address")
+    opened = loaded.get(pk=message.pk)
+    with CaptureQueriesContext(connection) as unclaimed:
+        claims.message_claim(user=alice, message=Message.objects.get(pk=message.pk))  # warm: compiled once
+    claims.message_release(user=alice, message=message)
+    audits = sum("audit" in query["sql"] for query in unclaimed.captured_queries)
+    with django_assert_num_queries(2 + audits):
+        result = claims.message_claim(user=alice, message=opened, page=page)
+    assert result.won and not result.renewed
+    got = result.message
+    assert (
+        *(getattr(got, name) for name in claims.CLAIM_VIEW_FIELDS if "__" not in name),
+        got.mailbox.address,
+        *(getattr(got.claimed_by, name) for name in ("first_name", "last_name", "username")),
+    ) == _claim_view(message.pk)
+    assert got.claim_page == page and got.claimed_at == got.claim_renewed_at
+    event = AuditEvent.objects.filter(message_id=message.pk, action="message.claimed").latest("pk")
+    assert (event.message_subject, event.mailbox_address) == (message.subject, message.mailbox.address)
+    # A renewal (the heartbeat's: no page) keeps the page that claimed and its start.
+    renewed = claims.message_claim(user=alice, message=message)
+    assert renewed.won and renewed.renewed
+    assert renewed.message.claim_page == page and renewed.message.claimed_at == got.claimed_at
 
 
 def test_second_claimer_loses_and_is_told_who_holds_it(alice, bob, message):
