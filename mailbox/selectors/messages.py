@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -132,13 +133,13 @@ def message_list_for_user(
     qs = _apply_filter(qs, user, f)
     # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
     # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
-    qs = qs.select_related("mailbox", "assignee", "claimed_by").only(*LIST_ROW_FIELDS)
-    page_obj = KeysetPage.fetch(
-        qs, SORTS.get(f.sort, SORTS["-received"]), page=page, after=after, before=before, size=size
+    values = qs.values_list(*_LIST_COLUMNS)
+    page_obj: KeysetPage[Any] = KeysetPage.fetch(
+        values, SORTS.get(f.sort, SORTS["-received"]), page=page, after=after, before=before, size=size
     )
+    page_obj.object_list = rows = _list_rows(page_obj.object_list, values.db)
     badges = dienstkennung_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
-    rows = page_obj.object_list
     ids = [m.pk for m in rows]
     # Read state for this page only: an index lookup, where an EXISTS per row made PostgreSQL
     # hash all of the user's reads (50,000 rows in the bench) on every page view.
@@ -153,6 +154,55 @@ def message_list_for_user(
         message.present = presence.get(message.pk, [])
         message.url = url.format(message.pk)
     return page_obj
+
+
+_MESSAGE_COLUMNS = tuple(
+    f.attname for f in Message._meta.concrete_fields if f.attname == "id" or f.attname in LIST_ROW_FIELDS
+)
+_RELATED_COLUMNS = tuple(f for f in LIST_ROW_FIELDS if "__" in f)
+_LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
+_USER_COLUMNS = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
+
+
+def _list_rows(rows: list[tuple[Any, ...]], db: str) -> list[Message]:
+    """Messages with only the list's columns loaded (the others deferred, as only() leaves them), their mailbox
+    and users built once per page rather than once per row: the rows come as tuples, and select_related made
+    four model instances for each of them."""
+    User = get_user_model()
+    mailbox_field, assignee_field, claimed_by_field = (
+        Message._meta.get_field(name) for name in ("mailbox", "assignee", "claimed_by")
+    )
+    width = len(_MESSAGE_COLUMNS)
+    mailboxes: dict[int, Mailbox] = {}
+    users: dict[int, Any] = {}
+
+    def user(pk: int | None, names: tuple[Any, ...]) -> Any:
+        if pk is None:
+            return None
+        if pk not in users:
+            first, last, username = names
+            users[pk] = User.from_db(db, _USER_COLUMNS, _user_values(pk, first, last, username))
+        return users[pk]
+
+    messages = []
+    for row in rows:
+        message = Message.from_db(db, _MESSAGE_COLUMNS, row[:width])
+        display_name, *names = row[width:]
+        mailbox = mailboxes.get(message.mailbox_id)
+        if mailbox is None:
+            mailbox = mailboxes[message.mailbox_id] = Mailbox.from_db(
+                db, ("id", "display_name"), (message.mailbox_id, display_name)
+            )
+        mailbox_field.set_cached_value(message, mailbox)
+        assignee_field.set_cached_value(message, user(message.assignee_id, tuple(names[:3])))
+        claimed_by_field.set_cached_value(message, user(message.claimed_by_id, tuple(names[3:])))
+        messages.append(message)
+    return messages
+
+
+def _user_values(pk: int, first_name: str, last_name: str, username: str) -> tuple[Any, ...]:
+    named = {"id": pk, "first_name": first_name, "last_name": last_name, "username": username}
+    return tuple(named[column] for column in _USER_COLUMNS)
 
 
 def detail_url_pattern() -> str:
