@@ -170,7 +170,9 @@ def _list_rows(rows: list[tuple[Any, ...]], db: str) -> list[Message]:
     four model instances for each of them."""
     User = get_user_model()
     mailbox_field, assignee_field, claimed_by_field = (
-        Message._meta.get_field(name) for name in ("mailbox", "assignee", "claimed_by")
+        Message.mailbox.field,
+        Message.assignee.field,
+        Message.claimed_by.field,
     )
     width = len(_MESSAGE_COLUMNS)
     mailboxes: dict[int, Mailbox] = {}
