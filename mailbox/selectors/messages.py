@@ -8,16 +8,18 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, router
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
+from django.utils import translation
 
 from kimportal.prepared import PreparedQuery
+from kimportal.requestscope import scoped
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
-from mailbox.models import Attachment, Mailbox, Message, MessageRead
+from mailbox.models import Attachment, Mailbox, Message, MessageRead, member_roles
 from mailbox.permissions import user_role
-from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey
+from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey, order_by
 from mailbox.selectors.presence import presence_for_messages
 
 
@@ -126,19 +128,32 @@ def message_list_for_user(
     size: int = PAGE_SIZE,
 ) -> KeysetPage[Message]:
     f = filters or MessageFilter()
-    # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
-    qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
-    if mailbox is not None:
-        qs = qs.filter(mailbox=mailbox)
-    qs = _apply_filter(qs, user, f)
-    # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
-    # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
-    values = qs.values_list(*_LIST_COLUMNS)
-    page_obj: KeysetPage[Any] = KeysetPage.fetch(
-        values, SORTS.get(f.sort, SORTS["-received"]), page=page, after=after, before=before, size=size
-    )
-    page_obj.object_list = rows = _list_rows(page_obj.object_list, values.db)
-    badges = dienstkennung_badges()
+    keys = SORTS.get(f.sort, SORTS["-received"])
+    db = router.db_for_read(Message)
+    page_obj: KeysetPage[Any]
+    if _is_plain_first_page(user, f, page, after, before):
+        # The page everyone opens (a view's first page, no filter): a query compiled once per shape.
+        args: list[Any] = [sorted(member_roles(user))]  # what visible_to(user) filters by
+        if mailbox is not None:
+            args.append(mailbox.pk)
+        if f.view == "mine":
+            args.append(user.pk)
+        query = _plain_first_page(f.view, f.sort if f.sort in SORTS else "-received", size, mailbox is not None)
+        found = query.rows(*args, using=db)
+        page_obj = KeysetPage(found[:size], 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+    else:
+        # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
+        qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
+        if mailbox is not None:
+            qs = qs.filter(mailbox=mailbox)
+        qs = _apply_filter(qs, user, f)
+        # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
+        # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
+        page_obj = KeysetPage.fetch(
+            qs.values_list(*_LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
+        )
+    page_obj.object_list = rows = _list_rows(page_obj.object_list, db)
+    badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
     ids = [m.pk for m in rows]
     # Read state for this page only: an index lookup, where an EXISTS per row made PostgreSQL
@@ -154,6 +169,44 @@ def message_list_for_user(
         message.present = presence.get(message.pk, [])
         message.url = url.format(message.pk)
     return page_obj
+
+
+_PLAIN_VIEWS = ("all", "open", "unassigned", "mine")
+
+
+def _is_plain_first_page(user: Any, f: MessageFilter, page: int | str, after: str, before: str) -> bool:
+    if after or before or not getattr(user, "is_authenticated", False):
+        return False
+    if f.view not in _PLAIN_VIEWS or f != MessageFilter(view=f.view, sort=f.sort):
+        return False
+    try:
+        return int(page) <= 1  # as KeysetPage.fetch reads the number
+    except (TypeError, ValueError):
+        return True
+
+
+_PLAIN_PAGES: dict[tuple[str, str, int, bool], PreparedQuery] = {}
+
+
+def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> PreparedQuery:
+    """The query KeysetPage.fetch runs for the first page of this view, compiled once (kimportal.prepared).
+
+    Its arguments: the user's mailbox ids (visible_to's filter), then the mailbox's id if one is shown, then the
+    user's id for "mine".
+    """
+    key = (view, sort, size, one_mailbox)
+    if key not in _PLAIN_PAGES:
+
+        def build(mailbox_ids: list[int], *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
+            more = iter(rest)
+            qs: QuerySet[Message] = Message.objects.filter(mailbox_id__in=mailbox_ids, is_delivery_report=False)
+            if one_mailbox:
+                qs = qs.filter(mailbox_id=next(more))
+            qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
+            return qs.order_by(*order_by(SORTS[sort])).values_list(*_LIST_COLUMNS)[: size + 1]
+
+        _PLAIN_PAGES[key] = PreparedQuery(build)
+    return _PLAIN_PAGES[key]
 
 
 _MESSAGE_COLUMNS = tuple(
@@ -205,6 +258,11 @@ def _list_rows(rows: list[tuple[Any, ...]], db: str) -> list[Message]:
 def _user_values(pk: int, first_name: str, last_name: str, username: str) -> tuple[Any, ...]:
     named = {"id": pk, "first_name": first_name, "last_name": last_name, "username": username}
     return tuple(named[column] for column in _USER_COLUMNS)
+
+
+def list_badges() -> dict[str, Any]:
+    """dienstkennung_badges() read once per request: a list page's rows and its filter bar both show them."""
+    return scoped(("mailbox.list_badges", translation.get_language()), dienstkennung_badges)
 
 
 def detail_url_pattern() -> str:

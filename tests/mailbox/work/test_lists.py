@@ -229,3 +229,21 @@ def test_list_views_need_a_fixed_number_of_queries(n, page, client, alice, bob, 
     assert rows == expected, (page, n, rows)
     if page == "mailbox-messages-htmx":
         assert 'id="message-list"' in html and "<html" not in html
+
+
+@pytest.mark.parametrize("view", ["all", "open", "unassigned", "mine"])
+@pytest.mark.parametrize("sort", ["-received", "received", "from", "subject", "unknown"])
+@pytest.mark.parametrize("size", [2, 50])
+def test_a_first_page_read_by_the_compiled_query_is_the_page_the_orm_reads(
+    alice, box, worked_box, monkeypatch, view, sort, size
+):
+    from mailbox.selectors import messages
+
+    def page(mailbox):
+        found = message_list_for_user(alice, mailbox=mailbox, size=size, filters=MessageFilter(view=view, sort=sort))
+        rows = [(m.pk, m.mailbox.display_name, m.assignee_id, m.state, m.is_read) for m in found.object_list]
+        return rows, found.has_next, found.has_previous, found.number, found.next_query
+
+    compiled = [page(None), page(box)]
+    monkeypatch.setattr(messages, "_is_plain_first_page", lambda *args: False)
+    assert compiled == [page(None), page(box)]
