@@ -247,3 +247,35 @@ def test_a_first_page_read_by_the_compiled_query_is_the_page_the_orm_reads(
     compiled = [page(None), page(box)]
     monkeypatch.setattr(messages, "_is_plain_first_page", lambda *args: False)
     assert compiled == [page(None), page(box)]
+
+
+def test_list_rows_are_the_instances_from_db_makes(alice, bob, box, worked_box, monkeypatch):
+    from django.db.models.signals import post_init
+
+    from mailbox.selectors import messages
+
+    def described(found):
+        out = []
+        for m in found.object_list:
+            related = [m.mailbox, m.assignee]
+            out.append(
+                [
+                    (type(o), {k: v for k, v in vars(o).items() if k != "_state"}, o._state.adding, o._state.db)
+                    for o in (m, *[r for r in related if r is not None])
+                ]
+                + [sorted(m.get_deferred_fields()), m.subject, m.text_body]  # a deferred field still loads
+            )
+        return out
+
+    direct = described(message_list_for_user(alice))
+    assert messages._MESSAGES.plain
+
+    def receiver(**kwargs):
+        pass
+
+    # A post_init receiver makes the loader go through from_db (and Model.__init__), as Django would.
+    post_init.connect(receiver, sender=Message)
+    try:
+        assert described(message_list_for_user(alice)) == direct
+    finally:
+        post_init.disconnect(receiver, sender=Message)
