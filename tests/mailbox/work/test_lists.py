@@ -211,9 +211,9 @@ def test_list_views_need_a_fixed_number_of_queries(n, page, client, alice, bob, 
         "older": (box_url + "?" + (first_page.next_query or "page=2"), {}),
     }[page]
     cache.clear()  # the worst case: the Dienstkennung labels are read too
-    # Session, user, the user's roles, the mailbox, the page, labels, reads, presence, navigation, counters and
-    # whether to show the managers' link: eleven, however many messages.
-    with django_assert_max_num_queries(11):
+    # Session, user (with whether to show the managers' link), the user's roles, the mailbox, the page, labels,
+    # reads, presence, navigation and counters: ten, however many messages.
+    with django_assert_max_num_queries(10):
         response = client.get(url, headers=headers)
     assert response.status_code == 200
     html = response.content.decode()
