@@ -3,9 +3,13 @@ from __future__ import annotations
 import threading
 
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject
+
+from kimportal.sessions import session_user
 
 
 class PortalLocaleMiddleware(LocaleMiddleware):
@@ -50,3 +54,18 @@ class ConcurrencyLimitMiddleware:
     def __call__(self, request):
         with self.slots:
             return self.get_response(request)
+
+
+class PortalAuthenticationMiddleware(AuthenticationMiddleware):
+    """Django's, with request.user read by kimportal.sessions.session_user (a query compiled once)."""
+
+    def process_request(self, request) -> None:
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: _user(request))
+
+
+def _user(request):
+    # The same per-request memo as django.contrib.auth.middleware.get_user.
+    if not hasattr(request, "_cached_user"):
+        request._cached_user = session_user(request)
+    return request._cached_user

@@ -89,7 +89,7 @@ MIDDLEWARE = [
     "kimportal.middleware.PortalLocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "kimportal.middleware.PortalAuthenticationMiddleware",
     "mailbox.middleware.IdleLogoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -12,12 +12,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db.models import Case, Exists, IntegerField, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
 from kimportal.prepared import PreparedQuery
 from kimportal.requestscope import in_scope, scoped
+from kimportal.sessions import user_flag
 from mailbox.models import Mailbox, Membership, member_q, member_roles
 
 
@@ -75,10 +76,14 @@ def is_manager(user: Any) -> bool:
         return False
     if user.is_superuser:
         return True
+    # The request's user was read with the answer (kimportal.sessions.user_flag_register, in MailboxConfig).
+    known = user_flag(user, MANAGER_PERMISSION)
+    if known is not None:
+        return known
     return scoped(("mailbox.is_manager", user.pk), lambda: bool(_MANAGER.rows(user.pk)))
 
 
-def _manager_query(user_id: int) -> QuerySet[Permission, tuple[int]]:
+def _manager_query(user_id: int | OuterRef) -> QuerySet[Permission, tuple[int]]:
     app_label, codename = MANAGER_PERMISSION.split(".")
     return (
         Permission.objects.filter(content_type__app_label=app_label, codename=codename)
@@ -89,6 +94,11 @@ def _manager_query(user_id: int) -> QuerySet[Permission, tuple[int]]:
 
 # Asked by every page (the navigation's link): compiled once (kimportal.prepared), not per page.
 _MANAGER = PreparedQuery(_manager_query)
+
+
+def manager_flag() -> Exists:
+    """is_manager's question as an expression over a user row (read with the signed-in user)."""
+    return Exists(_manager_query(OuterRef("pk")))
 
 
 def can(role: str | None, action: Action) -> bool:

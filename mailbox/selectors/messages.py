@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
-from django.db import connection, models
-from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db import connection, models, router
+from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet
+from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 from django.urls import reverse
+from django.utils import translation
 
 from kimportal.prepared import PreparedQuery
+from kimportal.requestscope import scoped
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
 from mailbox.models import (
     AssignmentPeriod,
@@ -26,7 +34,7 @@ from mailbox.models import (
     member_roles,
 )
 from mailbox.permissions import user_role
-from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey
+from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey, order_by
 from mailbox.selectors.presence import presence_for_messages
 
 
@@ -135,20 +143,33 @@ def message_list_for_user(
     size: int = PAGE_SIZE,
 ) -> KeysetPage[Message]:
     f = filters or MessageFilter()
-    # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
-    qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
-    if mailbox is not None:
-        qs = qs.filter(mailbox=mailbox)
-    qs = _apply_filter(qs, user, f)
-    # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
-    # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
-    qs = qs.select_related("mailbox", "assignee", "claimed_by").only(*LIST_ROW_FIELDS)
-    page_obj = KeysetPage.fetch(
-        qs, SORTS.get(f.sort, SORTS["-received"]), page=page, after=after, before=before, size=size
-    )
-    badges = dienstkennung_badges()
+    keys = SORTS.get(f.sort, SORTS["-received"])
+    db = router.db_for_read(Message)
+    page_obj: KeysetPage[Any]
+    if _is_plain_first_page(user, f, page, after, before):
+        # The page everyone opens (a view's first page, no filter): a query compiled once per shape.
+        args: list[Any] = [sorted(member_roles(user))]  # what visible_to(user) filters by
+        if mailbox is not None:
+            args.append(mailbox.pk)
+        if f.view == "mine":
+            args.append(user.pk)
+        query = _plain_first_page(f.view, f.sort if f.sort in SORTS else "-received", size, mailbox is not None)
+        found = query.rows(*args, using=db)
+        page_obj = KeysetPage(found[:size], 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+    else:
+        # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
+        qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
+        if mailbox is not None:
+            qs = qs.filter(mailbox=mailbox)
+        qs = _apply_filter(qs, user, f)
+        # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
+        # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
+        page_obj = KeysetPage.fetch(
+            qs.values_list(*_LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
+        )
+    page_obj.object_list = rows = _list_rows(page_obj.object_list, db)
+    badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
-    rows = page_obj.object_list
     ids = [m.pk for m in rows]
     # Read state for this page only: an index lookup, where an EXISTS per row made PostgreSQL
     # hash all of the user's reads (50,000 rows in the bench) on every page view.
@@ -163,6 +184,142 @@ def message_list_for_user(
         message.present = presence.get(message.pk, [])
         message.url = url.format(message.pk)
     return page_obj
+
+
+_PLAIN_VIEWS = ("all", "open", "unassigned", "mine")
+
+
+def _is_plain_first_page(user: Any, f: MessageFilter, page: int | str, after: str, before: str) -> bool:
+    if after or before or not getattr(user, "is_authenticated", False):
+        return False
+    if f.view not in _PLAIN_VIEWS or f != MessageFilter(view=f.view, sort=f.sort):
+        return False
+    try:
+        return int(page) <= 1  # as KeysetPage.fetch reads the number
+    except (TypeError, ValueError):
+        return True
+
+
+_PLAIN_PAGES: dict[tuple[str, str, int, bool], PreparedQuery] = {}
+
+
+def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> PreparedQuery:
+    """The query KeysetPage.fetch runs for the first page of this view, compiled once (kimportal.prepared).
+
+    Its arguments: the user's mailbox ids (visible_to's filter), then the mailbox's id if one is shown, then the
+    user's id for "mine".
+    """
+    key = (view, sort, size, one_mailbox)
+    if key not in _PLAIN_PAGES:
+
+        def build(mailbox_ids: list[int], *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
+            more = iter(rest)
+            qs: QuerySet[Message] = Message.objects.filter(mailbox_id__in=mailbox_ids, is_delivery_report=False)
+            if one_mailbox:
+                qs = qs.filter(mailbox_id=next(more))
+            qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
+            return qs.order_by(*order_by(SORTS[sort])).values_list(*_LIST_COLUMNS)[: size + 1]
+
+        _PLAIN_PAGES[key] = PreparedQuery(build)
+    return _PLAIN_PAGES[key]
+
+
+_MESSAGE_COLUMNS = tuple(
+    f.attname for f in Message._meta.concrete_fields if f.attname == "id" or f.attname in LIST_ROW_FIELDS
+)
+_RELATED_COLUMNS = tuple(f for f in LIST_ROW_FIELDS if "__" in f)
+_LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
+_USER_COLUMNS = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
+
+
+class _RowLoader:
+    """model.from_db(db, columns, values) for many rows of the same columns, made cheaper.
+
+    Model.__init__ walks all of a model's fields for every row to skip the deferred ones (40 for a message, 16
+    for a user, for fifty rows a page). Where it would do nothing else (the model's own __init__ and from_db,
+    no pre_init or post_init receiver, only plain field attributes among the columns) the instance gets its
+    state and its values directly: the same instance, attribute for attribute (tested).
+    """
+
+    def __init__(self, model: type[Model], columns: tuple[str, ...]) -> None:
+        self.model = model
+        self.columns = columns
+        self.plain = (
+            model.__init__ is Model.__init__
+            and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
+            and all(type(vars(model).get(c)) in (DeferredAttribute, ForeignKeyDeferredAttribute) for c in columns)
+        )
+
+    def maker(self, db: str) -> Callable[[Sequence[Any]], Any]:
+        model, columns = self.model, self.columns
+        if not self.plain or pre_init.has_listeners(model) or post_init.has_listeners(model):
+            return lambda values: model.from_db(db, columns, values)
+
+        def make(values: Sequence[Any]) -> Any:
+            instance = model.__new__(model)
+            state = instance._state = ModelState()
+            state.adding = False
+            state.db = db
+            instance.__dict__.update(zip(columns, values, strict=True))
+            return instance
+
+        return make
+
+
+def _list_rows(rows: list[tuple[Any, ...]], db: str) -> list[Message]:
+    """Messages with only the list's columns loaded (the others deferred, as only() leaves them), their mailbox
+    and users built once per page rather than once per row: the rows come as tuples, and select_related made
+    four model instances for each of them."""
+    mailbox_field, assignee_field, claimed_by_field = (
+        Message.mailbox.field,
+        Message.assignee.field,
+        Message.claimed_by.field,
+    )
+    width = len(_MESSAGE_COLUMNS)
+    mailboxes: dict[int, Mailbox] = {}
+    users: dict[int, Any] = {}
+    new_message, new_user = _MESSAGES.maker(db), _users().maker(db)
+
+    def user(pk: int | None, names: tuple[Any, ...]) -> Any:
+        if pk is None:
+            return None
+        if pk not in users:
+            first, last, username = names
+            users[pk] = new_user(_user_values(pk, first, last, username))
+        return users[pk]
+
+    messages = []
+    for row in rows:
+        message = new_message(row[:width])
+        display_name, *names = row[width:]
+        mailbox = mailboxes.get(message.mailbox_id)
+        if mailbox is None:
+            mailbox = mailboxes[message.mailbox_id] = Mailbox.from_db(
+                db, ("id", "display_name"), (message.mailbox_id, display_name)
+            )
+        mailbox_field.set_cached_value(message, mailbox)
+        assignee_field.set_cached_value(message, user(message.assignee_id, tuple(names[:3])))
+        claimed_by_field.set_cached_value(message, user(message.claimed_by_id, tuple(names[3:])))
+        messages.append(message)
+    return messages
+
+
+_MESSAGES = _RowLoader(Message, _MESSAGE_COLUMNS)
+
+
+@cache
+def _users() -> _RowLoader:
+    return _RowLoader(get_user_model(), _USER_COLUMNS)
+
+
+def _user_values(pk: int, first_name: str, last_name: str, username: str) -> tuple[Any, ...]:
+    named = {"id": pk, "first_name": first_name, "last_name": last_name, "username": username}
+    return tuple(named[column] for column in _USER_COLUMNS)
+
+
+def list_badges() -> dict[str, Any]:
+    """dienstkennung_badges() read once per request: a list page's rows and its filter bar both show them."""
+    return scoped(("mailbox.list_badges", translation.get_language()), dienstkennung_badges)
 
 
 def detail_url_pattern() -> str:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -15,15 +16,19 @@ from mailbox import selectors
 from mailbox.forms import MessageFilterForm
 from mailbox.models import Mailbox
 from mailbox.selectors.fetching import fetch_failures_for_user
+from mailbox.selectors.messages import list_badges
 from mailbox.services.accounts import mailbox_fetch_request
 from mailbox.views.lookup import mailbox_or_404
 
 
 def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, view: str | None = None) -> HttpResponse:
-    form = MessageFilterForm(request.GET or None)
-    filters = form.to_filter() if request.GET else selectors.MessageFilter()
+    form = MessageFilterForm(request.GET) if request.GET else None
+    filters = form.to_filter() if form is not None else selectors.MessageFilter()
     if view:
         filters = replace(filters, view=view)
+    # The filter bar is rendered once per process for its values ({% samefor %}): a form for its choices is
+    # built only when it is rendered.
+    choices = form if form is not None else SimpleLazyObject(lambda: MessageFilterForm(initial={"view": filters.view}))
     page = selectors.message_list_for_user(
         request.user,
         mailbox=mailbox,
@@ -43,13 +48,13 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         "current_role": mailbox.user_role if mailbox else None,
         "fetch_failures": fetch_failures_for_user(request.user, mailbox.pk, role=mailbox.user_role) if mailbox else [],
         "page_obj": page,
-        "filter_form": form if request.GET else MessageFilterForm(initial={"view": filters.view}),
+        "filter_form": choices,
         "filters": filters,
         "fixed_view": view,
         "querystring": query.urlencode(),
         # New mail is prepended live only to an unfiltered first page.
         "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if _is_plain(filters) else "",
-        "labels": selectors.dienstkennung_badges().values(),
+        "labels": tuple((label.application, label.label) for label in list_badges().values()),
         "queues": selectors.mailbox_queue_choices(mailbox) if mailbox else [],
     }
     template = "mailbox/inbox.html"

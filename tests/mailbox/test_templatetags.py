@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.template import Context, Template
 
 
@@ -41,3 +42,34 @@ def test_choice_options_of_unhashable_choices():
         Context({"choices": [[1, "Anna"], [2, "<b>"]]})
     )
     assert html == '<option value="1">Anna</option><option value="2" selected>&lt;b&gt;</option>'
+
+
+def test_samefor_renders_once_per_values_and_language_and_escapes():
+    from django.template import TemplateSyntaxError
+    from django.utils import translation
+    from django.utils.functional import SimpleLazyObject
+
+    from mailbox.templatetags import fragments
+
+    fragments.clear()
+    source = Template(
+        "{% load i18n fragments %}{% samefor 't-name' flag %}{{ count }} {{ text }} {% translate 'Abmelden' %}"
+        "{% endsamefor %}"
+    )
+
+    def render(**context):
+        return source.render(Context(context))
+
+    with translation.override("de"):
+        first = render(flag=True, count=1, text="<b>")
+        assert first == "1 &lt;b&gt; Abmelden"
+        # The same values: the first rendering again, whatever else the context holds.
+        assert render(flag=True, count=2, text="x") == first
+        # Another value of a named variable, or a lazy one (unwrapped): rendered anew.
+        assert render(flag=False, count=3, text="y") == "3 y Abmelden"
+        assert render(flag=SimpleLazyObject(lambda: True), count=4, text="z") == first
+    with translation.override("en"):
+        assert render(flag=True, count=5, text="z") == "5 z Log out"
+    fragments.clear()
+    with pytest.raises(TemplateSyntaxError):  # a child template would see its parent's block
+        Template("{% load fragments %}{% samefor 'b' %}{% block x %}{% endblock %}{% endsamefor %}")

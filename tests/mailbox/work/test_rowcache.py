@@ -13,6 +13,7 @@ from django.utils import translation
 from mailbox import rowcache, selectors
 from mailbox.services.assignment import message_take
 from mailbox.services.claims import message_claim
+from mailbox.services.presence import presence_join
 from mailbox.services.reading import message_open
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +59,11 @@ def test_cached_row_equals_a_fresh_render_through_every_change(alice, bob, messa
         row = _row(user, message.pk)
         html = rowcache.message_row_html(row)
         assert html == _fresh(row)
+        assert rowcache.message_rows_html([row]) == html
+        # The key written out reads what the paths of ROW_INPUTS read, from a list row and a live row alike.
+        assert rowcache.row_values(row) == rowcache.reference_key(row)
+        full = selectors.message_row_for_user(user, message.pk)
+        assert rowcache.row_values(full) == rowcache.reference_key(full)
         seen.add(str(html))
 
     check(alice)  # unread, nobody working
@@ -70,7 +76,13 @@ def test_cached_row_equals_a_fresh_render_through_every_change(alice, bob, messa
     message.refresh_from_db()
     message_claim(user=alice, message=message, page="p1")
     check(bob)
-    assert len(seen) == 4, "each change showed a different row (Alice's and Bob's unread rows were alike)"
+    presence_join(user=alice, message=message, channel_name="chan-1")
+    check(bob)
+    assert len(seen) == 5, "each change showed a different row (Alice's and Bob's unread rows were alike)"
+
+
+def test_the_key_has_one_value_per_input(alice, message):
+    assert len(rowcache.row_values(_row(alice, message.pk))) == len(rowcache.ROW_INPUTS)
 
 
 def test_same_look_renders_once(alice, bob, message, monkeypatch):
