@@ -342,7 +342,7 @@ class _Unknown(enum.Enum):
 # The detail page's row: the message, its mailbox, the names of its assignee and lock holder, and whether the
 # lists below it have anything (their queries are skipped when not). One query compiled once per process
 # (kimportal.prepared): building and compiling the ORM querysets was a fifth of the page's CPU.
-_MESSAGE_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
+_DETAIL_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
 _MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_fields)
 # In the model's order of fields: Model.from_db() takes a subset's values in that order.
 _PERSON = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
@@ -378,7 +378,7 @@ def _detail_query(pk: int, mailbox_ids: list[int]) -> QuerySet[Message, tuple[An
             has_presence=exists(Presence),
         )
         .values_list(
-            *_MESSAGE_COLUMNS,
+            *_DETAIL_COLUMNS,
             *(f"mailbox__{c}" for c in _MAILBOX_COLUMNS),
             *(f"assignee__{c}" for c in _PERSON),
             *(f"claimed_by__{c}" for c in _PERSON),
@@ -443,8 +443,8 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
     if not rows:
         raise Message.DoesNotExist("No Message matches the given query.")
     row = rows[0]
-    end = len(_MESSAGE_COLUMNS)
-    message = Message.from_db("default", _MESSAGE_COLUMNS, row[:end])
+    end = len(_DETAIL_COLUMNS)
+    message = Message.from_db("default", _DETAIL_COLUMNS, row[:end])
     mailbox = Mailbox.from_db("default", _MAILBOX_COLUMNS, row[end : end + len(_MAILBOX_COLUMNS)])
     end += len(_MAILBOX_COLUMNS)
     _related(message, "mailbox", mailbox)
