@@ -54,10 +54,10 @@ _STEP = (_PORTAL, f"django{os.sep}shortcuts.py", f"django{os.sep}template{os.sep
 
 def _group(name: str) -> str:
     """A thread's group: 'socket-db_3' -> 'socket-db'; asgiref's one shared sync thread (the first executor,
-    made at import) keeps its name; the per-request executors' threads are 'request threads'."""
+    made at import) keeps its name; the request executors' threads (kimportal.asgihandler) are 'request threads'."""
     if name == "ThreadPoolExecutor-0_0":
         return "asgiref shared thread"
-    if name.startswith("ThreadPoolExecutor-"):
+    if name.startswith(("ThreadPoolExecutor-", "request_")):
         return "request threads"
     return re.sub(r"[-_]\d+", "", name)
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import os
-
-from django.core.asgi import get_asgi_application
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimportal.settings")
-django_asgi_app = get_asgi_application()
+
+from kimportal.asgihandler import get_pooled_asgi_application
+
+# Django's ASGI handler, its request threads reused (kimportal.asgihandler).
+django_asgi_app: Any = get_pooled_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
