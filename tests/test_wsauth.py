@@ -130,3 +130,31 @@ async def test_the_full_stack_lets_a_signed_in_socket_in_and_refuses_an_ended_se
     connected, code = await communicator.connect(timeout=5)
     assert not connected
     assert code == 4401
+
+
+@pytest.mark.asyncio
+async def test_connect_and_close_take_no_hop_to_the_shared_sync_thread(monkeypatch):
+    # Channels' AuthMiddlewareStack and websocket_disconnect each queued a call on the process's one
+    # thread-sensitive sync thread per socket; these sockets read the database on db()'s pool only.
+    import channels.db
+    import channels.generic.websocket
+    from asgiref.sync import SyncToAsync
+
+    hops = []
+    real = SyncToAsync.__call__
+
+    async def counting(self, *args, **kwargs):
+        if self._thread_sensitive:
+            hops.append(getattr(self.func, "__name__", self.func))
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    assert channels.generic.websocket.aclose_old_connections is channels.db.aclose_old_connections
+    _user, key = await database_sync_to_async(_signed_in)()
+    hops.clear()
+    headers = [(b"origin", b"http://localhost"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+    communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    await communicator.disconnect()
+    assert hops == []
