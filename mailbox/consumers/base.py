@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asgiref.typing import WebSocketDisconnectEvent
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -127,6 +129,15 @@ class PortalConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.closed = True
         await self._leave_groups(*getattr(self, "joined", []))
+
+    async def websocket_disconnect(self, message: WebSocketDisconnectEvent) -> None:
+        # As channels', without its closing of old database connections on the thread-sensitive sync thread
+        # afterwards: one hop per closing socket, queued on the process's one such thread (see dispatch).
+        # db()'s calls close their thread's connections themselves.
+        for group in self.groups or ():
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def _close(self, code: int) -> None:
         self.closed = True
