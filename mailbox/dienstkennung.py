@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,15 +94,38 @@ def registry() -> Registry:
     return Registry(applications=applications, applications_en=applications_en, exact=exact, prefixes=tuple(prefixes))
 
 
+_LABELS_KEY = "mailbox:dienstkennung-labels"
+
+# Per process: the admin's rows and the badges built from them, for the token the cache holds. The cache keeps only
+# the token (a minute, as the rows were kept before): unpickling the rows and rebuilding the dict on every message
+# page cost a third of a millisecond; a new token (expired, or deleted) reads the rows again.
+_memo: tuple[str, dict[str, DienstkennungLabel], dict[bool, dict[str, DienstkennungLabel]]] | None = None
+
+
 def dienstkennung_badges() -> dict[str, DienstkennungLabel]:
-    """Application labels (casefolded application → label): the data file's, overridden by the admin's rows."""
+    """Application labels (casefolded application → label): the data file's, overridden by the admin's rows.
+
+    The dict is shared by every caller in the process until the rows are read again: read it, never change it."""
+    global _memo
     # Read on every list page: cached for a minute (admin edits show up within it).
-    labels: dict[str, DienstkennungLabel] | None = cache.get("mailbox:dienstkennung-labels")
-    if labels is None:
-        labels = {d.application.casefold(): d for d in DienstkennungLabel.objects.all()}
-        cache.set("mailbox:dienstkennung-labels", labels, 60)
+    token: str | None = cache.get(_LABELS_KEY)
+    if token is None:
+        token = uuid.uuid4().hex
+        cache.set(_LABELS_KEY, token, 60)
+    memo = _memo
+    if memo is None or memo[0] != token:
+        memo = (token, {d.application.casefold(): d for d in DienstkennungLabel.objects.all()}, {})
+        _memo = memo
+    english = (translation.get_language() or "").startswith("en")
+    built = memo[2].get(english)
+    if built is None:
+        built = memo[2][english] = _badges(memo[1], english)
+    return built
+
+
+def _badges(labels: dict[str, DienstkennungLabel], english: bool) -> dict[str, DienstkennungLabel]:
     reg = registry()
-    built_in = reg.applications_en if (translation.get_language() or "").startswith("en") else reg.applications
+    built_in = reg.applications_en if english else reg.applications
     result = dict(built_in)
     for key, row in labels.items():
         shipped = reg.applications.get(key)

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.context_processors import csrf
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -41,7 +42,11 @@ def panel_applies(message: Message) -> bool:
 
 def panel_render(request: HttpRequest, message: Message) -> str:
     """The panel within the message page, whose view found the message visible to the user."""
-    return render_to_string(TEMPLATE, _context(message.pk, received_signatures_for_message(message.pk)), request)
+    # Not with the request: the page's context processors would all run again for a panel that shows only its own
+    # rows and the form's CSRF token (given as the csrf processor gives it, lazily).
+    return render_to_string(
+        TEMPLATE, {**_context(message.pk, received_signatures_for_message(message.pk)), **csrf(request)}
+    )
 
 
 def panel_live(user: Any, message_id: int) -> tuple[str, dict[str, Any]] | None:

@@ -61,3 +61,18 @@ def test_the_hash_covers_the_details_as_the_database_gives_them_back():
         details=stored.details,
     )
     assert recomputed == stored.content_hash
+
+
+def test_the_compiled_insert_stores_what_create_would_and_no_signal_is_missed():
+    # event_record inserts by a statement compiled once (PostgreSQL), not by save(): that skips save()'s signals,
+    # so none may listen to AuditEvent.
+    from django.db.models import signals
+
+    for signal in (signals.pre_init, signals.post_init, signals.pre_save, signals.post_save):
+        assert not signal.has_listeners(AuditEvent)
+    user = UserFactory(username="pflege")
+    event = event_record(actor=user, action="message.viewed", mailbox_id=3, message_id=7, details={"a": [1]})
+    assert event.pk is not None and not event._state.adding
+    stored = AuditEvent.objects.get(pk=event.pk)
+    names = ("at", "action", "actor_id", "actor_username", "mailbox_id", "message_id", "details", "content_hash")
+    assert {n: getattr(stored, n) for n in names} == {n: getattr(event, n) for n in names}

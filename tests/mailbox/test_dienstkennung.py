@@ -192,3 +192,16 @@ def test_acknowledgement_is_not_listed_as_the_letter(client):
     client.force_login(member)
     html = client.get(reverse("mailbox:inbox")).content.decode()
     assert "eArztbrief: Eingangsbestätigung" in html
+
+
+@pytest.mark.django_db
+def test_the_labels_are_read_once_per_cache_token_and_again_when_it_goes(django_assert_num_queries):
+    cache.delete("mailbox:dienstkennung-labels")
+    with django_assert_num_queries(1):
+        first = dienstkennung_badges()
+    with django_assert_num_queries(0):
+        assert dienstkennung_badges() is first
+    DienstkennungLabel.objects.create(application="Hauskonvention", label="Hausintern", css_class="badge-neutral")
+    cache.delete("mailbox:dienstkennung-labels")  # as when the minute is over
+    with django_assert_num_queries(1):
+        assert dienstkennung_badges()["hauskonvention"].label == "Hausintern"

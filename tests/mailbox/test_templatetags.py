@@ -73,3 +73,33 @@ def test_samefor_renders_once_per_values_and_language_and_escapes():
     fragments.clear()
     with pytest.raises(TemplateSyntaxError):  # a child template would see its parent's block
         Template("{% load fragments %}{% samefor 'b' %}{% block x %}{% endblock %}{% endsamefor %}")
+
+
+def test_the_navigation_shows_each_mailbox_s_current_counts_and_status():
+    # The links are kept (mailbox.templatetags.fragments); the counts, which change all day, are not.
+    from types import SimpleNamespace
+
+    from django.template.loader import render_to_string
+    from django.utils import translation
+
+    from mailbox.templatetags import fragments
+
+    fragments.clear()
+
+    def nav(unread, open_count, status="ok"):
+        account = SimpleNamespace(status=status, get_status_display=lambda: f"Status {status}")
+        box = SimpleNamespace(
+            pk=7, display_name="Station <3>", unread_count=unread, open_count=open_count, account=account
+        )
+        return render_to_string("mailbox/partials/_nav.html", {"mailboxes": [box], "counters": {"mine": 0}})
+
+    with translation.override("de"):
+        first = nav(2, 5)
+        assert 'id="nav-mailbox-7"' in first and "Station &lt;3&gt;" in first
+        assert '<span class="count" title="ungelesen">2</span>' in first
+        assert '<span class="count count-open" title="offen">5</span>' in first
+        again = nav(0, 6, status="error")
+        assert 'title="ungelesen"' not in again
+        assert '<span class="count count-open" title="offen">6</span>' in again
+        assert '<span class="status-dot status-bad" title="Status error">!</span>' in again
+        assert nav(2, 5) == first
