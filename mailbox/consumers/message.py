@@ -103,7 +103,9 @@ class MessageConsumer(PortalConsumer):
         if getattr(self, "mailbox_id", None) is not None:
             from mailbox.services.claims import message_leave
 
-            await db(message_leave)(user=self.user, message_id=self.message_id, channel_name=self.channel_name)
+            await db(message_leave)(
+                user=self.user, message_id=self.message_id, channel_name=self.channel_name, mailbox_id=self.mailbox_id
+            )
         await super().disconnect(code)
 
     async def memberships_changed(self, event: dict) -> None:

@@ -244,3 +244,28 @@ def test_leaving_sends_one_event_to_the_watchers(alice, message, monkeypatch, dj
     assert to_watchers == (["message.changed"] if held else ["presence.changed"])
     message.refresh_from_db()
     assert message.claimed_by is None
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_leaving_asks_little(alice, bob, message, django_capture_on_commit_callbacks, held):
+    # Every page that closes leaves: its presence goes with one DELETE … RETURNING; a page whose user holds no
+    # lock locks no row and asks nothing more (the socket knows the mailbox); one with the lock releases it.
+    from mailbox.services.presence import presence_join
+
+    presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+    presence_join(user=bob, message=message, channel_name="page-b", page_token="")
+    if held:
+        claims.message_claim(user=alice, message=message)
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        released = claims.message_leave(
+            user=alice, message_id=message.pk, channel_name="page-a", mailbox_id=message.mailbox_id
+        )
+    statements = [q["sql"].split()[0] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    if held:
+        # Lock the row, remove the page, other pages of the user?, release, audit.
+        assert statements == ["SELECT", "DELETE", "SELECT", "UPDATE", "INSERT"]
+        assert released and AuditEvent.objects.filter(action="message.released", message_id=message.pk).exists()
+    else:
+        assert statements == ["SELECT", "DELETE"]
+        assert not released
+    assert list(message.presences.values_list("channel_name", flat=True)) == ["page-b"]
