@@ -269,3 +269,32 @@ def test_leaving_asks_little(alice, bob, message, django_capture_on_commit_callb
         assert statements == ["SELECT", "DELETE"]
         assert not released
     assert list(message.presences.values_list("channel_name", flat=True)) == ["page-b"]
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_the_lock_panels_row_is_what_the_orm_reads(alice, bob, message, django_user_model, held):
+    # The live lock panel's message comes from a compiled query: the same values and holder as the ORM's, and
+    # nothing for a user who may not see the message.
+    from mailbox import selectors
+
+    if held:
+        claims.message_claim(user=alice, message=message)
+    expected = (
+        Message.objects.filter(pk=message.pk)
+        .select_related("claimed_by")
+        .only("mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at", "claimed_by__username")
+        .get()
+    )
+    with CaptureQueriesContext(connection) as queries:
+        found = selectors.message_lock_for_user(bob, message.pk)
+    assert len(queries) == 2  # the row (with the visibility check) and who has it open
+    for name in ("pk", "mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at"):
+        assert getattr(found, name) == getattr(expected, name)
+    if held:
+        assert found.claimed_by.get_full_name() == alice.get_full_name()
+        assert found.claimed_by.username == alice.username
+    else:
+        assert found.claimed_by is None
+    assert found.claim_active() == expected.claim_active()
+    stranger = django_user_model.objects.create_user("stranger")
+    assert selectors.message_lock_for_user(stranger, message.pk) is None
