@@ -25,7 +25,8 @@ _JOIN_FIELDS = ("channel_name", "user", "message", "page_token", "writing", "las
 def _join_upsert(alias: str, vendor: str) -> str:
     """The upsert of a page's row on its unique channel name, as bulk_create(update_conflicts=True) writes it:
     compiled once per database (every message page's socket joins; compiling it was most of a join's CPU)."""
-    fields = [Presence._meta.get_field(name) for name in _JOIN_FIELDS]
+    fields = [field for field in Presence._meta.concrete_fields if field.name in _JOIN_FIELDS]
+    fields.sort(key=lambda field: _JOIN_FIELDS.index(field.name))
     query = InsertQuery(
         Presence,
         on_conflict=OnConflict.UPDATE,
