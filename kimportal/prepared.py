@@ -218,3 +218,38 @@ class PreparedUpdate(PreparedQuery):
             if functions:
                 converters.append((index, functions, column))
         return sql, params, converters
+
+
+class PreparedDelete(PreparedQuery):
+    """A DELETE compiled once per shape that returns `returning` (the model's own fields) of each row it removed.
+
+    `build` takes the arguments and returns the queryset whose rows go. The DELETE is the one statement of
+    QuerySet._raw_delete: no cascades, no signals. For a model nothing refers to and no receiver watches (a
+    caller's promise). Only where the database returns rows from a DELETE (PreparedUpdate.supported()).
+    """
+
+    def __init__(self, build: Callable[..., QuerySet[Any, Any]], returning: Sequence[str]) -> None:
+        super().__init__(build)
+        self.returning = tuple(returning)
+
+    supported = staticmethod(PreparedUpdate.supported)
+
+    def _sql(self, stand_ins: list[Value], using: str) -> tuple[str, Sequence[Any], list[tuple[int, list[Any], Any]]]:
+        from django.db.models.sql import DeleteQuery
+
+        queryset = self._build(*stand_ins)
+        query = queryset.query.clone()
+        query.__class__ = DeleteQuery
+        connection = connections[using]
+        sql, params = query.get_compiler(using=using).as_sql()
+        if not sql:
+            raise ValueError("prepared delete: only a delete from the model's own table can be prepared")
+        meta = queryset.model._meta
+        columns = [meta.get_field(name).get_col(meta.db_table) for name in self.returning]
+        sql += " RETURNING " + ", ".join(connection.ops.quote_name(column.target.column) for column in columns)
+        converters = []
+        for index, column in enumerate(columns):
+            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if functions:
+                converters.append((index, functions, column))
+        return sql, params, converters

@@ -16,9 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
+from django.db.models import QuerySet
+
+from kimportal.prepared import PreparedQuery
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
 from mailbox.models import Message, MessageRead
-from mailbox.selectors.messages import LIST_ROW_FIELDS, detail_url_pattern
+from mailbox.selectors.messages import _LIST_COLUMNS, _list_rows, detail_url_pattern
 from mailbox.selectors.presence import presence_for_messages
 
 V = TypeVar("V")
@@ -81,6 +84,22 @@ class RenderMemo(Generic[V]):
             self._items.clear()
 
 
+def _row_query(message_id: int, mailbox_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+    # The list's own columns: the same row the page rendered (built as the list builds its rows), not every text
+    # and JSON field. A matched delivery report shows on its sent message's timeline, not as a new inbox row.
+    return Message.objects.filter(pk=message_id, mailbox_id=mailbox_id, is_delivery_report=False).values_list(
+        *_LIST_COLUMNS
+    )
+
+
+def _readers_query(message_id: int) -> QuerySet[MessageRead, tuple[int]]:
+    return MessageRead.objects.filter(message_id=message_id).values_list("user_id")
+
+
+# Read for every live event of a row (once per event and process): compiled once (kimportal.prepared).
+_ROW = PreparedQuery(_row_query)
+_READERS = PreparedQuery(_readers_query)
+
 _data: RenderMemo[tuple[LiveRow, frozenset[int]] | None] = RenderMemo(ttl=2.0)
 
 
@@ -103,20 +122,14 @@ def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[Live
     message_id = message_id if message_id is not None else event["message_id"]
 
     def load() -> tuple[LiveRow, frozenset[int]] | None:
-        message = (
-            # The list's own columns: the same row the page rendered, not every text and JSON field.
-            Message.objects.select_related("mailbox", "assignee", "claimed_by")
-            .only(*LIST_ROW_FIELDS)
-            # A matched delivery report shows on its sent message's timeline, not as a new inbox row.
-            .filter(pk=message_id, mailbox_id=event["mailbox_id"], is_delivery_report=False)
-            .first()
-        )
-        if message is None:
+        found = _ROW.rows(message_id, event["mailbox_id"])
+        if not found:
             return None
+        [message] = _list_rows(found, "default")
         message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
         message.present = presence_for_messages([message.pk]).get(message.pk, [])
         message.url = detail_url_pattern().format(message.pk)
-        readers = frozenset(MessageRead.objects.filter(message_id=message.pk).values_list("user_id", flat=True))
+        readers = frozenset(user_id for (user_id,) in _READERS.rows(message.pk))
         return LiveRow(message), readers
 
     return _data.get(_row_key(event, message_id), load)

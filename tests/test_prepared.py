@@ -11,7 +11,7 @@ from django.db.models import Value
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from kimportal.prepared import PreparedQuery, PreparedUpdate
+from kimportal.prepared import PreparedDelete, PreparedQuery, PreparedUpdate
 
 
 def _names(user_id: int, ids: list[int]):
@@ -96,3 +96,24 @@ def test_a_prepared_update_returns_the_rows_it_changed_as_the_orm_reads_them():
     # A row the filter does not match is neither changed nor returned.
     assert prepared.rows(second.pk, "Bert", moment) == []
     assert get_user_model().objects.get(pk=second.pk).first_name == ""
+
+
+def _inactive(family: str):
+    return get_user_model().objects.filter(last_name=family, is_active=False)
+
+
+@pytest.mark.django_db
+def test_a_prepared_delete_returns_the_rows_it_removed_and_only_those():
+    if not PreparedDelete.supported():
+        pytest.skip("the database returns no rows from a DELETE")
+    kept = get_user_model().objects.create_user("x-kept", last_name="X")
+    gone = get_user_model().objects.create_user("x-gone", first_name="Gina", last_name="X")
+    get_user_model().objects.create_user("y-other", last_name="Y", is_active=False)
+    get_user_model().objects.filter(pk=gone.pk).update(is_active=False)
+    prepared = PreparedDelete(_inactive, returning=("id", "first_name", "is_active"))
+    with CaptureQueriesContext(connection) as queries:
+        removed = prepared.rows("X")
+    assert len(queries) == 1 and queries[0]["sql"].startswith("DELETE")
+    assert removed == [(gone.pk, "Gina", False)]
+    assert set(get_user_model().objects.values_list("username", flat=True)) == {"x-kept", "y-other"}
+    assert prepared.rows("X") == [] and get_user_model().objects.filter(pk=kept.pk).exists()

@@ -15,6 +15,7 @@ from mailbox.consumers.base import (
     NO_ROLE,
     PortalConsumer,
     db,
+    rows_delay,
 )
 from mailbox.events import message_group, user_group
 from mailbox.permissions import Action, can
@@ -31,6 +32,7 @@ class MessageConsumer(PortalConsumer):
         self.page_token = (query.get("page") or [""])[0][:40]
         self.frames: list[float] = []
         self.pending_writing: bool | None = None
+        self.panel_scheduled = False
         self.mailbox_id = await db(self._join_presence)()
         if self.mailbox_id is None:
             await self._close(4404)
@@ -103,7 +105,9 @@ class MessageConsumer(PortalConsumer):
         if getattr(self, "mailbox_id", None) is not None:
             from mailbox.services.claims import message_leave
 
-            await db(message_leave)(user=self.user, message_id=self.message_id, channel_name=self.channel_name)
+            await db(message_leave)(
+                user=self.user, message_id=self.message_id, channel_name=self.channel_name, mailbox_id=self.mailbox_id
+            )
         await super().disconnect(code)
 
     async def memberships_changed(self, event: dict) -> None:
@@ -113,13 +117,26 @@ class MessageConsumer(PortalConsumer):
             await self._close(4403)
 
     async def message_changed(self, event: dict) -> None:
-        await self._lock_panel()
+        self._lock_panel_soon()
 
     async def presence_changed(self, event: dict) -> None:
         # This page's own arrival: its panel was rendered with the page a moment ago.
         if event.get("origin") == self.channel_name:
             return
-        await self._lock_panel()
+        self._lock_panel_soon()
+
+    def _lock_panel_soon(self) -> None:
+        """The panel waits a moment, as the inbox's rows do: a burst (a colleague's claim and the presence of the
+        page that claimed, a release and a leave) becomes one access check and one panel, drawn as it is then."""
+        if self.panel_scheduled:
+            return
+        self.panel_scheduled = True
+        asyncio.get_running_loop().call_later(rows_delay(), lambda: asyncio.ensure_future(self._flush_lock_panel()))
+
+    async def _flush_lock_panel(self) -> None:
+        self.panel_scheduled = False
+        if not self.closed:
+            await self._lock_panel()
 
     async def message_panel_changed(self, event: dict) -> None:
         """A panel another app adds to the page changed (mailbox.extensions): re-read it as this user sees it."""

@@ -31,6 +31,7 @@ from mailbox.models import (
     MessageRead,
     Note,
     Presence,
+    member_mailbox_ids,
     member_roles,
 )
 from mailbox.permissions import user_role
@@ -514,8 +515,12 @@ def message_row_for_user(user: Any, pk: int) -> Message | None:
         return None
 
 
-def _ref_query(pk: int, mailbox_ids: list[int]) -> QuerySet[Message, tuple[int]]:
-    return Message.objects.filter(pk=pk, mailbox_id__in=mailbox_ids).values_list("mailbox_id")
+def _ref_query(pk: int, user_id: int) -> QuerySet[Message, tuple[int]]:
+    # As Message.objects.visible_to(user), with the user's mailboxes as a subquery: one round trip, and compiled
+    # once (an unsaved stand-in with the id is all member_mailbox_ids needs, as for member_roles).
+    return Message.objects.filter(pk=pk, mailbox_id__in=member_mailbox_ids(get_user_model()(pk=user_id))).values_list(
+        "mailbox_id"
+    )
 
 
 # Every message page's socket asks it when it connects: compiled once (kimportal.prepared), not per socket.
@@ -526,30 +531,47 @@ def message_ref_for_user(user: Any, pk: int) -> Message | None:
     """Just the id and mailbox of a message the user may see (None otherwise): for services that need no more."""
     if not user.is_authenticated:
         return None
-    # As Message.objects.visible_to(user): the user's mailboxes first, then the message among them.
-    mailbox_ids = sorted(member_roles(user))
-    found = _REF.rows(pk, mailbox_ids) if mailbox_ids else []
+    found = _REF.rows(pk, user.pk)
     # Loaded as .only("pk", "mailbox_id") loads it: the other fields deferred.
     return Message.from_db("default", ["id", "mailbox_id"], [pk, found[0][0]]) if found else None
+
+
+_LOCK_OWN = ("mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at")
+# The lock panel's columns in the model's order (as Model.from_db takes them), then the holder's names.
+_LOCK_COLUMNS = tuple(f.attname for f in Message._meta.concrete_fields if f.attname == "id" or f.attname in _LOCK_OWN)
+
+
+def _lock_query(pk: int, user_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+    # As Message.objects.visible_to(user), with the user's mailboxes as a subquery (see _ref_query).
+    return Message.objects.filter(pk=pk, mailbox_id__in=member_mailbox_ids(get_user_model()(pk=user_id))).values_list(
+        *_LOCK_COLUMNS, *(f"claimed_by__{f}" for f in _USER_NAME)
+    )
+
+
+# Every socket of a message renders it on each lock or presence change: compiled once (kimportal.prepared).
+_LOCK = PreparedQuery(_lock_query)
 
 
 def message_lock_for_user(user: Any, pk: int) -> Message | None:
     """What the lock panel shows (holder, lease, version, who has it open), or None when not visible.
 
-    Rendered for every socket of a message on each lock or presence change: no list-row extras.
+    Rendered for every socket of a message on each lock or presence change: no list-row extras. The message is
+    loaded as .only() with select_related("claimed_by") would load it.
     """
-    message = (
-        Message.objects.visible_to(user)
-        .filter(pk=pk)
-        .select_related("claimed_by")
-        .only(
-            *("mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at"),
-            *(f"claimed_by__{f}" for f in _USER_NAME),
-        )
-        .first()
-    )
-    if message is not None:
-        message.present = presence_for_messages([message.pk]).get(message.pk, [])
+    if not user.is_authenticated:
+        return None
+    found = _LOCK.rows(pk, user.pk)
+    if not found:
+        return None
+    width = len(_LOCK_COLUMNS)
+    row = found[0]
+    message = Message.from_db("default", _LOCK_COLUMNS, row[:width])
+    holder = None
+    if message.claimed_by_id is not None:
+        first, last, username = row[width:]
+        holder = _users().maker("default")(_user_values(message.claimed_by_id, first, last, username))
+    Message.claimed_by.field.set_cached_value(message, holder)
+    message.present = presence_for_messages([message.pk]).get(message.pk, [])
     return message
 
 

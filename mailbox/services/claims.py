@@ -192,9 +192,21 @@ def _loaded(model: Any, values: dict[str, Any]) -> Any:
     return model.from_db("default", fields, [values[name] for name in fields])
 
 
+def _release_update(message_id: int, user_id: int) -> tuple[QuerySet[Message], dict[str, Any]]:
+    return Message.objects.filter(pk=message_id, claimed_by_id=user_id), claim_cleared()
+
+
+# Every page that closes with the user's lock releases it: compiled once (kimportal.prepared), not per release.
+_RELEASE = PreparedUpdate(_release_update, returning=("id",))
+
+
 @transaction.atomic(savepoint=False)
 def message_release(*, user: Any, message: Message, reason: str = "") -> bool:
-    released = bool(Message.objects.filter(pk=message.pk, claimed_by=user).update(**claim_cleared()))
+    if PreparedUpdate.supported():
+        released = bool(_RELEASE.rows(message.pk, user.pk))
+    else:
+        queryset, values = _release_update(message.pk, user.pk)
+        released = bool(queryset.update(**values))
     if released:
         audit_record(actor=user, action="message.released", message=message, reason=reason)
         events.broadcast_message_changed(mailbox_id=message.mailbox_id, message_id=message.pk, lock=True)
@@ -243,35 +255,57 @@ def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing:
     return True
 
 
-def _leave_query(message_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+def _leave_query(message_id: int, user_id: int) -> QuerySet[Message, tuple[Any, ...]]:
     # Two pages of the same message closing at once (two tabs, a page with a doubled socket) must not each see
-    # the other still open and both keep the lock: leaves of one message take turns on its row. The same
-    # statement reads what leaving decides on (the hand-over) and what a release audits.
-    return Message.objects.select_for_update(of=("self",)).filter(pk=message_id).values_list(*LEAVE_FIELDS)
+    # the other still open and both keep the lock: leaves of one message take turns on its row. Only a row whose
+    # lock the user holds is locked (and read): a leave without the lock has nothing to release, and nothing can
+    # hand this page's user a lock meanwhile that its closing should free (a new claim is a newer page load's).
+    # The same statement reads what leaving decides on (the hand-over) and what a release audits.
+    return (
+        Message.objects.select_for_update(of=("self",))
+        .filter(pk=message_id, claimed_by_id=user_id)
+        .values_list(*LEAVE_FIELDS)
+    )
+
+
+def _mailbox_query(message_id: int) -> QuerySet[Message, tuple[int]]:
+    return Message.objects.filter(pk=message_id).values_list("mailbox_id")
 
 
 # Every page that closes asks it: compiled once (kimportal.prepared), not per leave.
 _LEAVE = PreparedQuery(_leave_query)
+_MAILBOX = PreparedQuery(_mailbox_query)
 
 
 @transaction.atomic
-def message_leave(*, user: Any, message_id: int, channel_name: str) -> bool:
+def message_leave(*, user: Any, message_id: int, channel_name: str, mailbox_id: int | None = None) -> bool:
     """A page closed: its presence goes, and the user's lock is released unless another page of theirs
-    still has the message open or a newer page load took the lock over. Returns whether it released."""
-    locked = _LEAVE.rows(message_id)
-    left = presence_leave(channel_name=channel_name)
-    if left is None or not locked:
+    still has the message open or a newer page load took the lock over. Returns whether it released.
+
+    `mailbox_id`: the message's mailbox as the page's socket knows it (a message never changes mailbox), else
+    read when needed."""
+    locked = _LEAVE.rows(message_id, user.pk)
+    # Whether another page of the user is still open matters only for a lock to release.
+    left = presence_leave(channel_name=channel_name, others=bool(locked))
+    if left is None:
         return False
-    values = dict(zip(LEAVE_FIELDS, locked[0], strict=True))
     # No visibility check here on purpose: an ex-member's lock must still go when their page closes.
     # A release's message change redraws rows and panels with the presence gone as well: one event, not two.
-    if not left.still_open and values["claimed_by_id"] == user.pk:
+    if locked and not left.still_open:
+        values = dict(zip(LEAVE_FIELDS, locked[0], strict=True))
         message = _leave_message(message_id, values)
         if not handed_over(message, closing_page=left.page_token) and message_release(
             user=user, message=message, reason="left"
         ):
             return True
-    events.broadcast_presence(mailbox_id=values["mailbox_id"], message_id=message_id)
+    if locked:
+        mailbox_id = locked[0][0]
+    elif mailbox_id is None:
+        found = _MAILBOX.rows(message_id)
+        if not found:
+            return False
+        mailbox_id = found[0][0]
+    events.broadcast_presence(mailbox_id=mailbox_id, message_id=message_id)
     return False
 
 

@@ -2,37 +2,57 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
+from django.db.models.constants import OnConflict
+from django.db.models.sql.subqueries import InsertQuery
 from django.utils import timezone
 
-from kimportal.prepared import PreparedQuery
+from kimportal.prepared import PreparedDelete, PreparedQuery
 from mailbox import events
 from mailbox.models import Message, Presence
 from mailbox.selectors.presence import PRESENCE_TTL_SECONDS
 
+_JOIN_FIELDS = ("channel_name", "user", "message", "page_token", "writing", "last_seen")
 
-@transaction.atomic
-def presence_join(*, user, message: Message, channel_name: str, page_token: str = "") -> None:
-    # One upsert on the unique channel name (a reconnect may reuse it), instead of a locking read and a write.
-    Presence.objects.bulk_create(
-        [
-            Presence(
-                channel_name=channel_name,
-                user=user,
-                message=message,
-                page_token=page_token,
-                writing=False,
-                last_seen=timezone.now(),
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["channel_name"],
-        update_fields=["user", "message", "page_token", "writing", "last_seen"],
+
+@functools.cache
+def _join_upsert(alias: str, vendor: str) -> str:
+    """The upsert of a page's row on its unique channel name, as bulk_create(update_conflicts=True) writes it:
+    compiled once per database (every message page's socket joins; compiling it was most of a join's CPU)."""
+    fields = [field for field in Presence._meta.concrete_fields if field.name in _JOIN_FIELDS]
+    fields.sort(key=lambda field: _JOIN_FIELDS.index(field.name))
+    query = InsertQuery(
+        Presence,
+        on_conflict=OnConflict.UPDATE,
+        update_fields=fields[1:],
+        unique_fields=[fields[0]],
     )
+    stand_in = Presence(
+        channel_name="", user_id=0, message_id=0, page_token="", writing=False, last_seen=timezone.now()
+    )
+    query.insert_values(fields, [stand_in])
+    [(sql, _params)] = query.get_compiler(using=alias).as_sql()
+    return str(sql)
+
+
+def presence_join(
+    *, user: Any, message: Message, channel_name: str, page_token: str = "", using: str = "default"
+) -> None:
+    # One upsert on the unique channel name (a reconnect may reuse it), instead of a locking read and a write; one
+    # statement needs no transaction of its own (the event goes when it commits, or with the caller's).
+    connection = connections[using]
+    last_seen = Presence._meta.get_field("last_seen").get_db_prep_save(timezone.now(), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _join_upsert(using, connection.vendor),
+            [channel_name, user.pk, message.pk, page_token, False, last_seen],
+        )
     events.broadcast_presence(mailbox_id=message.mailbox_id, message_id=message.pk, origin=channel_name)
 
 
@@ -63,24 +83,41 @@ def _channel_query(channel_name: str) -> QuerySet[Presence, tuple[int, int, int,
     return Presence.objects.filter(channel_name=channel_name).values_list("pk", "message_id", "user_id", "page_token")
 
 
+def _gone_query(channel_name: str) -> QuerySet[Presence]:
+    return Presence.objects.filter(channel_name=channel_name)
+
+
 def _pages_query(message_id: int, user_id: int) -> QuerySet[Presence, tuple[datetime]]:
     return Presence.objects.filter(message_id=message_id, user_id=user_id).values_list("last_seen")
 
 
-# Every page that closes asks both: compiled once (kimportal.prepared), not per leave.
+# Every page that closes asks these: compiled once (kimportal.prepared), not per leave. Nothing refers to a presence
+# row and no receiver watches its deletion: one DELETE … RETURNING removes it and says what it was.
 _CHANNEL = PreparedQuery(_channel_query)
+_GONE = PreparedDelete(_gone_query, returning=("message_id", "user_id", "page_token"))
 _PAGES = PreparedQuery(_pages_query)
 
 
-@transaction.atomic
-def presence_leave(*, channel_name: str) -> Left | None:
+@transaction.atomic(savepoint=False)
+def presence_leave(*, channel_name: str, others: bool = True) -> Left | None:
     """Remove the page's row; None when it was gone already. The caller announces the change (a leave that
-    also releases the lock sends one message change, which redraws presence too, instead of two events)."""
-    found = _CHANNEL.rows(channel_name)
-    if not found:
-        return None
-    pk, message_id, user_id, page_token = found[0]
-    Presence.objects.filter(pk=pk).delete()
+    also releases the lock sends one message change, which redraws presence too, instead of two events).
+
+    `others=False`: the caller does not need to know whether the user has the message open elsewhere (it holds
+    no lock to release); still_open is then False without asking."""
+    if PreparedDelete.supported():
+        gone = _GONE.rows(channel_name)
+        if not gone:
+            return None
+        message_id, user_id, page_token = gone[0]
+    else:
+        found = _CHANNEL.rows(channel_name)
+        if not found:
+            return None
+        pk, message_id, user_id, page_token = found[0]
+        Presence.objects.filter(pk=pk).delete()
+    if not others:
+        return Left(message_id, user_id, page_token, False)
     # The TTL is applied here, not in SQL: the query keeps one shape (a user's few pages of one message).
     cutoff = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS)
     still_open = any(last_seen >= cutoff for (last_seen,) in _PAGES.rows(message_id, user_id))

@@ -244,3 +244,57 @@ def test_leaving_sends_one_event_to_the_watchers(alice, message, monkeypatch, dj
     assert to_watchers == (["message.changed"] if held else ["presence.changed"])
     message.refresh_from_db()
     assert message.claimed_by is None
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_leaving_asks_little(alice, bob, message, django_capture_on_commit_callbacks, held):
+    # Every page that closes leaves: its presence goes with one DELETE … RETURNING; a page whose user holds no
+    # lock locks no row and asks nothing more (the socket knows the mailbox); one with the lock releases it.
+    from mailbox.services.presence import presence_join
+
+    presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+    presence_join(user=bob, message=message, channel_name="page-b", page_token="")
+    if held:
+        claims.message_claim(user=alice, message=message)
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        released = claims.message_leave(
+            user=alice, message_id=message.pk, channel_name="page-a", mailbox_id=message.mailbox_id
+        )
+    statements = [q["sql"].split()[0] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    if held:
+        # Lock the row, remove the page, other pages of the user?, release, audit.
+        assert statements == ["SELECT", "DELETE", "SELECT", "UPDATE", "INSERT"]
+        assert released and AuditEvent.objects.filter(action="message.released", message_id=message.pk).exists()
+    else:
+        assert statements == ["SELECT", "DELETE"]
+        assert not released
+    assert list(message.presences.values_list("channel_name", flat=True)) == ["page-b"]
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_the_lock_panels_row_is_what_the_orm_reads(alice, bob, message, django_user_model, held):
+    # The live lock panel's message comes from a compiled query: the same values and holder as the ORM's, and
+    # nothing for a user who may not see the message.
+    from mailbox import selectors
+
+    if held:
+        claims.message_claim(user=alice, message=message)
+    expected = (
+        Message.objects.filter(pk=message.pk)
+        .select_related("claimed_by")
+        .only("mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at", "claimed_by__username")
+        .get()
+    )
+    with CaptureQueriesContext(connection) as queries:
+        found = selectors.message_lock_for_user(bob, message.pk)
+    assert len(queries) == 2  # the row (with the visibility check) and who has it open
+    for name in ("pk", "mailbox_id", "version", "claimed_by_id", "claimed_at", "claim_expires_at"):
+        assert getattr(found, name) == getattr(expected, name)
+    if held:
+        assert found.claimed_by.get_full_name() == alice.get_full_name()
+        assert found.claimed_by.username == alice.username
+    else:
+        assert found.claimed_by is None
+    assert found.claim_active() == expected.claim_active()
+    stranger = django_user_model.objects.create_user("stranger")
+    assert selectors.message_lock_for_user(stranger, message.pk) is None
