@@ -209,15 +209,8 @@ class PreparedUpdate(PreparedQuery):
         sql, params = compiler.as_sql()
         if not sql or query.related_updates:
             raise ValueError("prepared update: only an update of the model's own table can be prepared")
-        meta = queryset.model._meta
-        columns = [meta.get_field(name).get_col(meta.db_table) for name in self.returning]
-        sql += " RETURNING " + ", ".join(connection.ops.quote_name(column.target.column) for column in columns)
-        converters = []
-        for index, column in enumerate(columns):
-            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            if functions:
-                converters.append((index, functions, column))
-        return sql, params, converters
+        returning, converters = _returning(queryset.model, self.returning, connection)
+        return sql + returning, params, converters
 
 
 class PreparedDelete(PreparedQuery):
@@ -244,12 +237,18 @@ class PreparedDelete(PreparedQuery):
         sql, params = query.get_compiler(using=using).as_sql()
         if not sql:
             raise ValueError("prepared delete: only a delete from the model's own table can be prepared")
-        meta = queryset.model._meta
-        columns = [meta.get_field(name).get_col(meta.db_table) for name in self.returning]
-        sql += " RETURNING " + ", ".join(connection.ops.quote_name(column.target.column) for column in columns)
-        converters = []
-        for index, column in enumerate(columns):
-            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            if functions:
-                converters.append((index, functions, column))
-        return sql, params, converters
+        returning, converters = _returning(queryset.model, self.returning, connection)
+        return sql + returning, params, converters
+
+
+def _returning(model: Any, names: Sequence[str], connection: Any) -> tuple[str, list[tuple[int, list[Any], Any]]]:
+    """The RETURNING clause of `names` (the model's own fields) and the converters of the returned columns."""
+    meta = model._meta
+    columns = [meta.get_field(name).get_col(meta.db_table) for name in names]
+    clause = " RETURNING " + ", ".join(connection.ops.quote_name(column.target.column) for column in columns)
+    converters = []
+    for index, column in enumerate(columns):
+        functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if functions:
+            converters.append((index, functions, column))
+    return clause, converters
