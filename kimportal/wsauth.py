@@ -43,7 +43,11 @@ def _cookies(scope: dict[str, Any]) -> dict[str, str]:
 
 
 def _user(session: Any) -> Any:
-    return session_user(cast(HttpRequest, _SessionOnly(session)))
+    user = session_user(cast(HttpRequest, _SessionOnly(session)))
+    # The flags read with the user (kimportal.sessions.user_flag) answer for one request; a socket lives for hours
+    # and asks the database whenever it needs one (a revoked manager permission counts at once).
+    vars(user).pop("_portal_flags", None)
+    return user
 
 
 _user_on_socket_threads = db(_user)

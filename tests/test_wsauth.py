@@ -158,3 +158,23 @@ async def test_connect_and_close_take_no_hop_to_the_shared_sync_thread(monkeypat
     assert connected
     await communicator.disconnect()
     assert hops == []
+
+
+@pytest.mark.asyncio
+async def test_a_sockets_user_asks_for_the_manager_flag_when_asked_not_at_connect():
+    # A socket lives for hours: what the request's user carries for one request (the manager flag read with it,
+    # kimportal.sessions.user_flag) must not answer for the socket's user after the permission was revoked.
+    from django.contrib.auth.models import Permission
+
+    from mailbox.permissions import is_manager
+
+    def manager() -> tuple[object, str]:
+        user, key = _signed_in()
+        user.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+        return user, key
+
+    user, key = await database_sync_to_async(manager)()
+    scope = await _scope(key)
+    assert await database_sync_to_async(is_manager)(scope["user"])
+    await database_sync_to_async(user.user_permissions.clear)()
+    assert not await database_sync_to_async(is_manager)(scope["user"])
