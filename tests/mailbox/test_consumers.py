@@ -452,14 +452,9 @@ def test_sockets_after_the_first_take_an_events_rows_ready_made(shared_box, djan
     MembershipFactory(mailbox=box, user=carl)
     message_open(user=carl, message=message)  # Carl has read it, Anna and Bert have not
 
-    def consumer(user):
-        socket = InboxConsumer()
-        socket.user, socket.language = user, "de"
-        return socket
-
     event = {"type": "message.changed", "mailbox_id": box.pk, "message_id": message.pk, "seq": events._seq()}
     rows = [(message.pk, event, CHANGED)]
-    first, second, reader = consumer(anna), consumer(bert), consumer(carl)
+    first, second, reader = _inbox_consumer(anna), _inbox_consumer(bert), _inbox_consumer(carl)
     assert first._rows_ready(rows) is None
     html = first._render_rows(rows)
     assert f'id="msg-{message.pk}"' in html
@@ -516,15 +511,17 @@ async def test_sockets_flushing_one_event_at_once_share_one_render(shared_box, m
 
     monkeypatch.setattr(InboxConsumer, "_render_rows", counted)
 
-    def consumer(user):
-        socket = InboxConsumer()
-        socket.user, socket.language = user, "de"
-        return socket
-
     event = {"type": "message.changed", "mailbox_id": box.pk, "message_id": message.pk, "seq": events._seq()}
     rows = [(message.pk, event, CHANGED)]
-    sockets = [consumer(user) for user in (anna, bert, anna, bert, anna, carl)]
+    sockets = [_inbox_consumer(user) for user in (anna, bert, anna, bert, anna, carl)]
     frames = await asyncio.gather(*(socket._rows_html(rows) for socket in sockets))
     assert renders == [anna.pk, carl.pk]
     assert len(set(frames[:5])) == 1 and f'id="msg-{message.pk}"' in frames[0]
     assert frames[5] != frames[0]  # Carl has read it: his row is not "unread"
+
+
+def _inbox_consumer(user) -> InboxConsumer:
+    """An inbox socket's consumer as connect() leaves it, for calling its rendering steps directly."""
+    socket = InboxConsumer()
+    socket.user, socket.language = user, "de"
+    return socket
