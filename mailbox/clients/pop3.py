@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import poplib
 import re
 import socket
@@ -131,40 +132,9 @@ class Pop3Session:
             # A clean -ERR: the session goes on with the next message.
             raise _refused(first, "RETR")
         reader = conn.file
-        at_line_start = True
-        after_cr = False
-        pending = bytearray()
-        total = 0
+        assert isinstance(reader, io.BufferedReader)  # socket.makefile("rb"): peek() is what the reader needs
         try:
-            while True:
-                piece = reader.readline(READ_PIECE)
-                if not piece:
-                    raise CmUnreachable("connection closed during RETR")
-                if at_line_start:
-                    if piece in (b".\r\n", b".\n"):
-                        break
-                    if piece.startswith(b"."):
-                        piece = piece[1:]
-                if piece.endswith(b"\n"):
-                    # RFC 5322 wants CRLF; a server's bare LF becomes CRLF (as poplib's line join did).
-                    if not piece.endswith(b"\r\n") and not (piece == b"\n" and after_cr):
-                        piece = piece[:-1] + b"\r\n"
-                    at_line_start = True
-                else:
-                    at_line_start = False
-                after_cr = piece.endswith(b"\r")
-                total += len(piece)
-                if limit is not None and total > limit:
-                    raise RetrTooLarge(f"more than {limit} octets in the RETR answer")
-                pending += piece
-                if len(pending) >= WRITE_CHUNK:
-                    sink.write(bytes(pending))
-                    pending = bytearray()
-            if not total:
-                # An empty answer is an empty message: one line end, as poplib's line join gave it.
-                pending, total = bytearray(b"\r\n"), 2
-            if pending:
-                sink.write(bytes(pending))
+            total = _read_multiline(reader, sink, limit)
         except (poplib.error_proto, OSError, CmError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
@@ -185,6 +155,85 @@ class Pop3Session:
             self._conn.quit()
         except (poplib.error_proto, OSError) as exc:
             raise _wrap(exc) from exc
+
+
+_TERMINATORS = (b"\n.\r\n", b"\n.\n")
+_BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+
+
+def _read_multiline(reader: io.BufferedReader, sink: Sink, limit: int | None) -> int:
+    """Read a multi-line answer up to its terminating dot into *sink*; returns the octets written.
+
+    Whole lines are taken from the reader's buffer a buffer at a time (peek, then read exactly what
+    was used, so nothing after the terminating dot is consumed); only a line that runs past the
+    buffer is read by itself, in pieces of at most READ_PIECE bytes. Either way: a leading dot is
+    removed (RFC 1939 byte-stuffing), a bare LF becomes CRLF, and the answer ends at a line that is
+    only a dot.
+    """
+    at_line_start = True
+    after_cr = False  # the last piece ended in CR without its LF (a line cut at READ_PIECE)
+    pending = bytearray()
+    total = 0
+    while True:
+        buffered = reader.peek(1)
+        if not buffered:
+            raise CmUnreachable("connection closed during RETR")
+        cut = buffered.rfind(b"\n") + 1
+        end_line = b""
+        if cut:
+            # Complete lines: one block, with the terminating line (if it is among them) cut off.
+            block = buffered[:cut]
+            if at_line_start and (block.startswith(b".\r\n") or block.startswith(b".\n")):
+                stop = 0
+            else:
+                stop = min((i + 1 for i in (block.find(t) for t in _TERMINATORS) if i >= 0), default=-1)
+            if stop >= 0:
+                end_line = b".\r\n" if block.startswith(b".\r\n", stop) else b".\n"
+                block = block[:stop]
+            reader.read(len(block) + len(end_line))
+            piece = block
+            if piece:
+                if at_line_start and piece.startswith(b"."):
+                    piece = piece[1:]
+                piece = piece.replace(b"\n.", b"\n")
+                # The LF of a CRLF whose CR ended the previous piece (a line cut at READ_PIECE) stays.
+                keep = 1 if after_cr and piece.startswith(b"\n") else 0
+                if piece.count(b"\n") - keep != piece.count(b"\r\n"):
+                    piece = piece[:keep] + _BARE_LF_RE.sub(b"\r\n", piece[keep:])
+                at_line_start, after_cr = True, False
+        else:
+            # A line longer than the buffer: read by itself, in pieces.
+            piece = reader.readline(READ_PIECE)
+            if not piece:
+                raise CmUnreachable("connection closed during RETR")
+            if at_line_start:
+                if piece in (b".\r\n", b".\n"):
+                    break
+                if piece.startswith(b"."):
+                    piece = piece[1:]
+            if piece.endswith(b"\n"):
+                if not piece.endswith(b"\r\n") and not (piece == b"\n" and after_cr):
+                    piece = piece[:-1] + b"\r\n"
+                at_line_start = True
+            else:
+                at_line_start = False
+            after_cr = piece.endswith(b"\r")
+        total += len(piece)
+        if limit is not None and total > limit:
+            raise RetrTooLarge(f"more than {limit} octets in the RETR answer")
+        pending += piece
+        if len(pending) >= WRITE_CHUNK:
+            sink.write(bytes(pending))
+            pending = bytearray()
+        if end_line:
+            break
+    if not total:
+        # An empty answer is an empty message: one line end, as poplib's line join gave it.
+        sink.write(b"\r\n")
+        return 2
+    if pending:
+        sink.write(bytes(pending))
+    return total
 
 
 def _wrap(exc: BaseException) -> CmError:
