@@ -13,6 +13,7 @@ import pytest
 
 from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
+from mailbox.parsing.headers import parse_addresses
 from mailbox.parsing.policy import parse_policy
 from tests.mailbox import corpus
 from tests.mailbox.parsing_support import SAMPLES_DIR, parse_eml
@@ -85,7 +86,8 @@ def test_huge_recipient_list_takes_the_linear_address_parser(monkeypatch: pytest
     """policy.default's address parser costs ~0.2 ms per address, half a minute for this To:.
 
     Beyond ADDRESS_PARSER_LIMIT the linear getaddresses() path must be taken; a From: of normal size
-    still goes through policy.default (which also proves the spy sees that parser's calls).
+    that is not of a plain shape still goes through policy.default (which also proves the spy sees
+    that parser's calls).
     """
     parsed_by_policy_default: list[tuple[str, int]] = []
     original = HeaderRegistry.__call__
@@ -101,8 +103,10 @@ def test_huge_recipient_list_takes_the_linear_address_parser(monkeypatch: pytest
     assert result.to[-1] == "Station 99999 Küche <station99999@klinik.kim.telematik-test>"
     assert (result.from_name, result.from_address) == ("Dr. Anna Sender", corpus.SENDER)
     assert not result.is_malformed
-    assert ("From", len(f"Dr. Anna Sender <{corpus.SENDER}>")) in parsed_by_policy_default
     assert [name for name, _size in parsed_by_policy_default if name == "To"] == []
+    quoted = f'"Sender, Anna" <{corpus.SENDER}>'
+    assert parse_addresses("From", quoted) == [("Sender, Anna", corpus.SENDER)]
+    assert ("From", len(quoted)) in parsed_by_policy_default
 
 
 def test_huge_encoded_header_takes_the_linear_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
