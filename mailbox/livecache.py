@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 from kimportal.prepared import PreparedQuery
 from mailbox.dienstkennung import badge_for, dienstkennung_badges
 from mailbox.models import Message, MessageRead
-from mailbox.selectors.messages import _LIST_COLUMNS, _list_rows, detail_url_pattern
+from mailbox.selectors.messages import LIST_COLUMNS, detail_url_pattern, list_rows
 from mailbox.selectors.presence import presence_for_messages
 
 V = TypeVar("V")
@@ -88,7 +88,7 @@ def _row_query(message_id: int, mailbox_id: int) -> QuerySet[Message, tuple[Any,
     # The list's own columns: the same row the page rendered (built as the list builds its rows), not every text
     # and JSON field. A matched delivery report shows on its sent message's timeline, not as a new inbox row.
     return Message.objects.filter(pk=message_id, mailbox_id=mailbox_id, is_delivery_report=False).values_list(
-        *_LIST_COLUMNS
+        *LIST_COLUMNS
     )
 
 
@@ -125,7 +125,7 @@ def row_data(event: dict[str, Any], message_id: int | None = None) -> tuple[Live
         found = _ROW.rows(message_id, event["mailbox_id"])
         if not found:
             return None
-        [message] = _list_rows(found, "default")
+        [message] = list_rows(found, "default")
         message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
         message.present = presence_for_messages([message.pk]).get(message.pk, [])
         message.url = detail_url_pattern().format(message.pk)

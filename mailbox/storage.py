@@ -247,7 +247,17 @@ def incoming_sweep(*, older_than_seconds: float = 6 * 3600) -> int:
 
 
 def _hashes_to(path: Path, digest: str) -> bool | None:
-    """None if there is no file; else whether its content hashes to *digest* (a size check is not enough)."""
+    """None if there is no file; else whether its content hashes to *digest* (a size check is not enough).
+
+    A writer asks this before it skips writing bytes that are there already: the file's time is refreshed first,
+    so blob_delete_if_idle leaves it to the row the writer is about to commit (see there).
+    """
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return None  # not ours to touch (another user's file): writing it anew gives a fresh one
     try:
         with path.open("rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest() == digest
@@ -272,3 +282,37 @@ def blob_get(sha256: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != sha256:
         raise BlobCorrupted(sha256)
     return data
+
+
+# A writer commits the row that names a blob within this long of finding (or writing) it; .incoming's files are
+# swept after the same time on the same assumption.
+BLOB_IDLE_SECONDS = 6 * 3600
+
+
+def blob_delete_if_idle(sha256: str, *, idle_seconds: float = BLOB_IDLE_SECONDS) -> bool | None:
+    """Delete a blob no row names any more, unless a writer may be about to name it again: True when deleted,
+    None when there was none, False when kept because it was written or found by a writer within `idle_seconds`.
+
+    The caller has checked that nothing names the blob. A writer that finds the same bytes present does not write
+    them but commits its row later; it refreshed the file's time first (_hashes_to). So the file is renamed aside
+    before its time is read: a writer that looks after the rename finds nothing and writes the bytes anew, one that
+    looked before it left a fresh time, and the file goes back. Rename, utime and stat act on the shared file
+    system itself, so this holds for any number of processes and hosts sharing the store (hosts' clocks need to
+    agree only to well within `idle_seconds`).
+    """
+    path = blob_path(sha256)
+    idle_since = time.time() - idle_seconds
+    try:
+        if path.stat().st_mtime > idle_since:
+            return False
+        aside = path.with_name(f".delete-{sha256}-{os.getpid()}-{os.urandom(4).hex()}")
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    if aside.stat().st_mtime > idle_since:
+        os.rename(aside, path)  # a writer's copy put there meanwhile holds the same bytes
+        return False
+    aside.unlink()
+    # The removal reaches the disk like the write did (the directory entry is what names the blob).
+    _fsync_dir(path.parent)
+    return True

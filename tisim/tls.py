@@ -18,12 +18,14 @@ import ipaddress
 import os
 import secrets
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CERT_FILE = "cert.pem"
@@ -74,41 +76,75 @@ def _generate(cert_path: Path, key_path: Path) -> None:
     # ECDSA P-256: instant to generate (tests start many simulators) and supported by every TLS client.
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, COMMON_NAME)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = certificate_issue(name, name, key.public_key(), key, san=san)
     _write_pair(cert_path, key_path, cert, key)
+
+
+def certificate_issue(
+    subject: x509.Name,
+    issuer_name: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    signing_key: CertificateIssuerPrivateKeyTypes,
+    *,
+    ca: bool = False,
+    days: float = 3650,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    serial: int | None = None,
+    key_usage: x509.KeyUsage | None = None,
+    san: Sequence[x509.GeneralName] = (),
+    extended_usage: Sequence[x509.ObjectIdentifier] = (),
+    subject_key_id: bool = False,
+    authority_key_id: bool = False,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    deterministic: bool = False,
+) -> x509.Certificate:
+    """A certificate for ``public_key`` named ``subject``, signed with ``signing_key`` (SHA-256) as ``issuer_name``.
+
+    Valid from yesterday for ``days`` unless ``not_before``/``not_after`` say otherwise; a random serial unless
+    ``serial`` is given. Extensions, in this order: ``key_usage`` (critical), BasicConstraints (critical; a CA
+    with path length 0 when ``ca``, else an end entity), SubjectAlternativeName from ``san``, ExtendedKeyUsage
+    from ``extended_usage``, the subject key identifier of ``public_key``, the authority key identifier of
+    ``signing_key``'s public key, then ``extensions`` as (extension, critical) pairs. ``deterministic``: ECDSA
+    signatures per RFC 6979, so the same inputs give the same bytes.
+    """
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number() if serial is None else serial)
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=days))
+    )
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    if extended_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended_usage), critical=False)
+    if subject_key_id:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    if authority_key_id:
+        issuer_public = signing_key.public_key()
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False
+        )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    if deterministic:
+        return builder.sign(signing_key, hashes.SHA256(), ecdsa_deterministic=True)
+    return builder.sign(signing_key, hashes.SHA256())
 
 
 def self_signed_ca(name: x509.Name, *, days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A new self-signed P-256 CA (no intermediates below it), valid from yesterday for ``days``."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_CA_KEY_USAGE, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = certificate_issue(
+        name, name, key.public_key(), key, ca=True, days=days, key_usage=_CA_KEY_USAGE, subject_key_id=True
     )
     return cert, key
 
@@ -140,23 +176,17 @@ def issue_client_certificate(
     ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - dt.timedelta(days=1))
-        .not_valid_after(not_after or now + dt.timedelta(days=825))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_CLIENT_KEY_USAGE, critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert = certificate_issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+        ca_cert.subject,
+        key.public_key(),
+        ca_key,
+        days=825,
+        not_before=not_before,
+        not_after=not_after,
+        key_usage=_CLIENT_KEY_USAGE,
+        extended_usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        authority_key_id=True,
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -166,9 +166,9 @@ def message_list_for_user(
         # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
         # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
         page_obj = KeysetPage.fetch(
-            qs.values_list(*_LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
+            qs.values_list(*LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
         )
-    page_obj.object_list = rows = _list_rows(page_obj.object_list, db)
+    page_obj.object_list = rows = list_rows(page_obj.object_list, db)
     badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
     ids = [m.pk for m in rows]
@@ -219,7 +219,7 @@ def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> Pre
             if one_mailbox:
                 qs = qs.filter(mailbox_id=next(more))
             qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
-            return qs.order_by(*order_by(SORTS[sort])).values_list(*_LIST_COLUMNS)[: size + 1]
+            return qs.order_by(*order_by(SORTS[sort])).values_list(*LIST_COLUMNS)[: size + 1]
 
         _PLAIN_PAGES[key] = PreparedQuery(build)
     return _PLAIN_PAGES[key]
@@ -229,7 +229,9 @@ _MESSAGE_COLUMNS = tuple(
     f.attname for f in Message._meta.concrete_fields if f.attname == "id" or f.attname in LIST_ROW_FIELDS
 )
 _RELATED_COLUMNS = tuple(f for f in LIST_ROW_FIELDS if "__" in f)
-_LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
+# The columns of one list row, in the order list_rows reads them: a queryset's values_list(*LIST_COLUMNS) gives
+# the tuples list_rows turns into messages (the list pages and a live row update read a row the same way).
+LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
 _USER_COLUMNS = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
 
 
@@ -267,10 +269,13 @@ class _RowLoader:
         return make
 
 
-def _list_rows(rows: list[tuple[Any, ...]], db: str) -> list[Message]:
-    """Messages with only the list's columns loaded (the others deferred, as only() leaves them), their mailbox
-    and users built once per page rather than once per row: the rows come as tuples, and select_related made
-    four model instances for each of them."""
+def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
+    """Messages from rows of values_list(*LIST_COLUMNS) read from database alias `db`.
+
+    Only the list's columns are loaded (the others deferred, as only() leaves them), their mailbox and users
+    built once per page rather than once per row: the rows come as tuples, and select_related made four model
+    instances for each of them. The messages carry no read state, badge, presence or URL; the caller adds those.
+    """
     mailbox_field, assignee_field, claimed_by_field = (
         Message.mailbox.field,
         Message.assignee.field,

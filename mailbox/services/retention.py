@@ -13,21 +13,27 @@ app still needs it (the store is shared: signing keeps drafts' documents, their 
 results there; mailbox.extensions' blob keepers say which), and only after the rows that named it are committed
 without it. A keeper that fails keeps every blob of that run (logged): a file kept too long, never a document lost.
 
-Known limit: a mail or a draft being stored at the very moment with bytes identical to a blob deleted here
-(between its blob being written and its row committed, and this run's last check) would find its blob gone;
-the next fetch or upload of the same bytes writes it again. Closing that window needs a lock shared by every
-writer of the store.
+Bytes stored again meanwhile: a mail or a draft with bytes identical to a blob this run deletes finds the blob
+present, does not write it, and commits the row naming it a moment later. The store refreshes a blob's time when
+a writer finds it, and a blob goes only when it has been idle for storage.BLOB_IDLE_SECONDS (checked race-free,
+see blob_delete_if_idle); one that is not is kept and its deletion retried by the nightly run of every mailbox,
+which takes it once it is idle and still unnamed. Chosen over a database lock because the guard then lives where
+every writer of the store already passes (ingest, signing, compose share no transaction or lock), and it holds
+for any number of worker processes and hosts sharing one store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -48,7 +54,7 @@ from mailbox.models import (
 )
 from mailbox.permissions import is_manager, user_role
 from mailbox.services.audit import audit_record
-from mailbox.storage import BlobError, blob_path
+from mailbox.storage import BLOB_IDLE_SECONDS, BlobError, blob_delete_if_idle, blob_path
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,7 @@ class RetentionReport:
     notes: int = 0
     bytes: int = 0  # content deleted: raw messages plus attachments
     blobs: int = 0  # blob files removed (shared ones that other messages keep are not)
+    blobs_deferred: int = 0  # unnamed, but written or found by a writer lately: retried by the nightly run
     held: int = 0  # past the period but under legal hold
     message_ids: list[int] = field(default_factory=list)
 
@@ -156,7 +163,8 @@ def retention_run(
     if dry_run:
         for pk in plan.sizes:
             _count(report, pk, plan.sizes[pk], plan.attachments[pk], plan.notes[pk])
-        report.blobs = len(plan.blobs)
+        idle = [_idle(sha) for sha in plan.blobs]
+        report.blobs, report.blobs_deferred = idle.count(True), idle.count(False)
         return report
     due = _due_q(mailbox, now)
     for pk in plan.sizes:
@@ -168,12 +176,19 @@ def retention_run(
     try:
         gone = plan.blobs - _kept(plan.blobs)
     except Exception:
-        # The rows are purged and audited; their blobs wait (unreferenced, harmless) rather than risk one still needed.
+        # The rows are purged and audited; their blobs wait for the nightly retry rather than risk one still needed.
         log.exception("retention of mailbox %s: could not tell which blobs are still needed; none deleted", mailbox.pk)
         gone = set()
+        for sha in plan.blobs:
+            if _valid(sha):
+                _defer(sha)
     for sha in sorted(gone):
-        _blob_unlink(sha)
-    report.blobs = len(gone)
+        deleted = _blob_delete(sha)
+        if deleted is False:
+            _defer(sha)
+            report.blobs_deferred += 1
+        elif deleted is not None or _valid(sha):
+            report.blobs += 1
     audit_record(
         actor=actor,
         action="retention.run",
@@ -183,6 +198,7 @@ def retention_run(
         attachments=report.attachments,
         bytes=report.bytes,
         blobs=report.blobs,
+        blobs_deferred=report.blobs_deferred,
         held=report.held,
     )
     return report
@@ -237,29 +253,80 @@ def _purge_one(
     return message.size, attachments, notes
 
 
-def _blob_unlink(sha: str) -> None:
+def _valid(sha: str) -> bool:
     try:
-        path = blob_path(sha)
+        blob_path(sha)
+    except BlobError:
+        return False
+    return True
+
+
+def _blob_delete(sha: str) -> bool | None:
+    """blob_delete_if_idle for a name from the database: None (nothing deleted) for one that is no blob name."""
+    try:
+        return blob_delete_if_idle(sha)
     except BlobError:
         log.warning("retention: %r is not a blob name; nothing deleted", sha)
-        return
+        return None
+
+
+def _idle(sha: str) -> bool | None:
+    """What a real run would do now: delete the blob or find it gone (True), defer it (False), or leave a name
+    that is no blob name (None)."""
     try:
-        path.unlink()
+        return blob_path(sha).stat().st_mtime <= time.time() - BLOB_IDLE_SECONDS
     except FileNotFoundError:
-        return
-    # The removal reaches the disk like the write did (the directory entry is what names the blob).
-    fd = os.open(path.parent, os.O_RDONLY)
+        return True
+    except BlobError:
+        return None
+
+
+# Blobs whose deletion waits until they are idle: one empty file per blob, named by it, in the store itself (shared
+# by every host that shares the store, and needing no schema).
+def _deferred_dir() -> Path:
+    return Path(settings.KIMPORTAL_BLOB_DIR) / ".retention-deferred"
+
+
+def _defer(sha: str) -> None:
+    directory = _deferred_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / sha).touch()
+
+
+def blobs_deferred_delete() -> int:
+    """Retry the deletions retention deferred: a blob goes once it is idle and still nothing names it; one that is
+    named again is no longer waited for. Returns how many were deleted."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        waiting = sorted(entry.name for entry in os.scandir(_deferred_dir()) if _valid(entry.name))
+    except FileNotFoundError:
+        return 0
+    if not waiting:
+        return 0
+    try:
+        kept = _kept(waiting)
+    except Exception:
+        log.exception("retention: could not tell which deferred blobs are still needed; none deleted")
+        return 0
+    deleted = 0
+    for sha in waiting:
+        result = None if sha in kept else _blob_delete(sha)
+        if result is False:
+            continue  # still busy: the next run tries again
+        deleted += result is True
+        (_deferred_dir() / sha).unlink(missing_ok=True)
+    if deleted:
+        log.info("retention: %d deferred blob(s) deleted", deleted)
+    return deleted
 
 
 def retention_run_all(*, dry_run: bool, actor: Any = None, now: datetime | None = None) -> list[RetentionReport]:
     """Every mailbox with a retention period (the nightly task and the management command)."""
     now = now or timezone.now()
     mailboxes = Mailbox.objects.filter(retention_days_after_done__isnull=False).order_by("display_name")
-    return [retention_run(mailbox=m, dry_run=dry_run, actor=actor, now=now) for m in mailboxes]
+    reports = [retention_run(mailbox=m, dry_run=dry_run, actor=actor, now=now) for m in mailboxes]
+    if not dry_run:
+        blobs_deferred_delete()
+    return reports
 
 
 def retention_preview(mailboxes: Iterable[Mailbox], *, now: datetime | None = None) -> list[RetentionReport]:

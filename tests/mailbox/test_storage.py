@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 
 import pytest
 
-from mailbox.storage import BlobBatch, BlobCorrupted, BlobMissing, blob_get, blob_path, blob_put
+from mailbox.storage import BlobBatch, BlobCorrupted, BlobMissing, blob_delete_if_idle, blob_get, blob_path, blob_put
 
 
 def test_blob_roundtrip_is_content_addressed():
@@ -47,10 +48,13 @@ def test_put_repairs_an_existing_blob_of_the_same_size_with_other_bytes(caplog):
 
 def test_put_leaves_an_intact_blob_alone():
     digest = blob_put(b"KIM")
-    before = blob_path(digest).stat()
+    path = blob_path(digest)
+    os.utime(path, (1, 1))
+    before = path.stat()
     blob_put(b"KIM")
-    after = blob_path(digest).stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    after = path.stat()
+    # The same file, not written again; only its time says a writer found it (see blob_delete_if_idle).
+    assert after.st_ino == before.st_ino and after.st_mtime_ns > before.st_mtime_ns
 
 
 def test_a_batch_names_blobs_at_once_and_has_them_on_disk_after_wait():
@@ -82,3 +86,17 @@ def test_a_batch_whose_blob_cannot_be_written_says_so_on_wait(settings, tmp_path
         blobs.put(b"nirgends")
         with pytest.raises(NotADirectoryError):
             blobs.wait()
+
+
+def test_delete_if_idle_takes_only_a_blob_no_writer_touched_lately():
+    digest = blob_put(b"Befund")
+    path = blob_path(digest)
+    assert blob_delete_if_idle(digest) is False and path.exists()  # just written
+    os.utime(path, (1, 1))
+    assert blob_put(b"Befund") == digest  # a writer finds it present: it is busy again
+    assert blob_delete_if_idle(digest) is False and path.exists()
+    os.utime(path, (1, 1))
+    assert blob_delete_if_idle(digest) is True
+    assert list(path.parent.iterdir()) == []  # nothing left aside
+    assert blob_delete_if_idle(digest) is None
+    assert blob_put(b"Befund") == digest and blob_get(digest) == b"Befund"

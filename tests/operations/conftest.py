@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.utils import timezone
@@ -30,6 +30,7 @@ from tests.fixtures.konnektor_sim import CLIENT_SYSTEM, MANDANT, WORKPLACE
 from tests.mailbox.factories import KimAccountFactory
 from tisim.cm import CMSimulator
 from tisim.konnektor import KonnektorSimulator
+from tisim.tls import certificate_issue
 from tisim.vzd.generate import generate_file
 from tisim.vzd.slapd import SlapdServer
 
@@ -67,16 +68,8 @@ def write_cm_certificate(data_dir: Path, *, days_left: float) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "KIM-Clientmodul-Test")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=300))
-        .not_valid_after(now + dt.timedelta(days=days_left))
-        .sign(key, hashes.SHA256())
-    )
+    ends = now + dt.timedelta(days=days_left)
+    cert = certificate_issue(name, name, key.public_key(), key, not_before=now - dt.timedelta(days=300), not_after=ends)
     (tls / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tls / "key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tisim.tls import certificate_issue, self_signed_ca
 
 # 20 characters; every generated Telematik-ID has exactly this length so patching keeps the DER length.
 TELEMATIK_ID_LENGTH = 20
@@ -173,36 +175,28 @@ def _make_cert(
             x509.NameAttribute(NameOID.COMMON_NAME, "TISIM.SMCB-CA1 TEST-ONLY"),
         ]
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(rng.getrandbits(63) | 1)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-                **usage,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.UnrecognizedExtension(
-                ADMISSION_OID,
-                admission_extension("Betriebsstätte Arzt", "1.2.276.0.76.4.50", registration_number),
-            ),
-            critical=False,
-        )
+    usage_ext = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+        **usage,
     )
-    cert = builder.sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True)  # RFC 6979: same seed, same bytes
+    admission = admission_extension("Betriebsstätte Arzt", "1.2.276.0.76.4.50", registration_number)
+    cert = certificate_issue(
+        subject,
+        issuer,
+        key.public_key(),
+        ca_key,
+        serial=rng.getrandbits(63) | 1,
+        not_before=not_before,
+        not_after=not_after,
+        key_usage=usage_ext,
+        extensions=[(x509.UnrecognizedExtension(ADMISSION_OID, admission), False)],
+        deterministic=True,  # RFC 6979: same seed, same bytes
+    )
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -275,26 +269,13 @@ CLIENT_KEY_PASSWORD = "clientsystem-test"
 
 
 def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tisim NOT-VALID"),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed_ca(subject)
     return key, cert
 
 
@@ -302,20 +283,8 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, common_name: str, usage: x509.ObjectIdentifier
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return key, certificate_issue(subject, ca.subject, key.public_key(), ca_key, extended_usage=[usage])
 
 
 def make_konnektor_tls(directory: Path) -> KonnektorTls:
