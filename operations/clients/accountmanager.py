@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import re
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import regex
 import requests
 
 ACCOUNT_MANAGER_PATH = "/AccountMgmt/v2.4"
@@ -36,6 +36,16 @@ OUT_OF_OFFICE_MAX_CHARS = 2048
 DATA_TIME_TO_LIVE_MIN = 10
 DATA_TIME_TO_LIVE_MAX = 365
 PASSWORD_MAX_CHARS = 256
+# The provider's password policy is a regular expression the portal evaluates: from a broken or hostile server it
+# could backtrack for minutes (ReDoS). It is evaluated with the ``regex`` package, whose matching stops after
+# POLICY_TIMEOUT seconds; a pattern longer than POLICY_MAX_CHARS is not compiled at all (gematik's example is
+# 80 characters).
+POLICY_MAX_CHARS = 1000
+POLICY_TIMEOUT = 0.25
+# The API's answers are small JSON objects (the largest, an out-of-office note, about 3 KiB); a larger answer is
+# refused, not read into memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 # A_23505: before "1.5+" is switched on, the user must be told what it means. gematik's wording was not available
 # (research/kim-protocol.md §7); this says what the switch does according to the FAQ and the VZD documentation.
@@ -56,6 +66,11 @@ TLS_TEXT = (
     "(CA-Zertifikat in der Konfiguration prüfen)."
 )
 BAD_RESPONSE_TEXT = "Der Account Manager hat eine unerwartete Antwort geschickt."
+TOO_LARGE_TEXT = "Die Antwort des Account Managers ist unerwartet groß; sie wurde nicht verarbeitet."
+BAD_POLICY_TEXT = (
+    "Die Passwortregel des KIM-Anbieters lässt sich nicht prüfen (zu lang oder zu aufwendig). Bitte den Anbieter "
+    "informieren; das Passwort wurde nicht übermittelt."
+)
 
 # German texts per HTTP status; some operations say more precisely what the status means there (see _OP_TEXTS).
 STATUS_TEXTS: dict[int, str] = {
@@ -83,7 +98,8 @@ _OP_TEXTS: dict[tuple[str, int], str] = {
 
 class AccountManagerError(Exception):
     """A failed Account Manager call. ``status``: the HTTP status (None when no answer came); ``code``: a short
-    machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "password_policy", "invalid");
+    machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "too_large", "password_policy",
+    "bad_policy", "invalid");
     ``text``: German, for the user; ``detail``: the provider's own message and traceId, for the log."""
 
     def __init__(self, status: int | None, code: str, text: str, *, detail: str = "") -> None:
@@ -117,6 +133,30 @@ class PasswordPolicyError(AccountManagerError):
         return (PasswordPolicyError, (self.display,))
 
 
+def policy_matches(pattern: str, password: str, *, anywhere: bool = False) -> bool | None:
+    """Whether the provider's policy (a Java-style regular expression) accepts the whole password (``anywhere``:
+    a match anywhere in it); None when the expression cannot be read (then the Account Manager decides alone).
+
+    Raises :class:`AccountManagerError` (code "bad_policy") when the expression is longer than POLICY_MAX_CHARS or
+    its evaluation takes longer than POLICY_TIMEOUT: a catastrophic pattern ends here instead of blocking the
+    worker."""
+    if len(pattern) > POLICY_MAX_CHARS:
+        raise AccountManagerError(
+            None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex of {len(pattern)} characters"
+        )
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError, RecursionError):
+        return None
+    try:
+        found = (compiled.search if anywhere else compiled.fullmatch)(password, timeout=POLICY_TIMEOUT)
+    except TimeoutError as exc:
+        raise AccountManagerError(
+            None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex took over {POLICY_TIMEOUT} s"
+        ) from exc
+    return found is not None
+
+
 def _rebuild_error(status: int | None, code: str, text: str, detail: str) -> AccountManagerError:
     return AccountManagerError(status, code, text, detail=detail)
 
@@ -126,11 +166,12 @@ class AccountManagerConfig:
     """``base_url``: ``https://<host>:<port>`` of the provider's Account Manager (DNS-SD SRV of
     ``<accmgr_service_name>`` in the TI; configured here). The three base paths are the TXT records' defaults.
     ``ca_pem``: the CA certificate(s) (PEM) its TLS certificate is checked against; None = the system CAs.
-    ``timeout``: seconds for connecting and for each read."""
+    ``timeout``: seconds for connecting and for each read; ``max_response_bytes``: the largest answer read."""
 
     base_url: str
     ca_pem: bytes | None = field(default=None, repr=False)
     timeout: float = 30.0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
     account_manager_path: str = ACCOUNT_MANAGER_PATH
     account_limit_path: str = ACCOUNT_LIMIT_PATH
     service_information_path: str = SERVICE_INFORMATION_PATH
@@ -144,8 +185,9 @@ class AccountManagerConfig:
 
 @dataclass(frozen=True)
 class ServiceInformation:
-    """GET /serviceinfo. ``password_policy_regex`` is Java-style (checked with Python's ``re``; a pattern Python
-    cannot compile is left to the provider to check); ``jwt_expiration`` the JWT lifetime the provider accepts."""
+    """GET /serviceinfo. ``password_policy_regex`` is Java-style (checked with :func:`policy_matches`; a pattern
+    Python cannot compile is left to the provider to check); ``jwt_expiration`` the JWT lifetime the provider
+    accepts."""
 
     kim_service_versions: tuple[str, ...] = ()
     password_policy_regex: str = ""
@@ -155,13 +197,10 @@ class ServiceInformation:
     initial_password_required: bool | None = None
 
     def password_matches(self, password: str) -> bool:
+        """Raises :class:`AccountManagerError` "bad_policy" for a policy that cannot be evaluated safely."""
         if not self.password_policy_regex:
             return True
-        try:
-            pattern = re.compile(self.password_policy_regex)
-        except re.error:
-            return True
-        return pattern.fullmatch(password) is not None
+        return policy_matches(self.password_policy_regex, password) is not False
 
     def check_password(self, password: str) -> None:
         """Raise :class:`PasswordPolicyError` (with the provider's display text) unless the password fits."""
@@ -519,6 +558,7 @@ class AccountManagerClient:
             sent["Content-Type"] = "application/json; charset=utf-8"
         url = self.config.base_url.rstrip("/") + path
         try:
+            # Streamed, so that the body is read here with a limit (_read_limited), not by requests without one.
             response = self._session.request(
                 method,
                 url,
@@ -528,16 +568,45 @@ class AccountManagerClient:
                 timeout=self.config.timeout,
                 verify=self._verify,
                 allow_redirects=False,
+                stream=True,
             )
+            try:
+                self._read_limited(operation, response)
+            finally:
+                response.close()
         except requests.exceptions.Timeout as exc:
             raise AccountManagerError(None, "timeout", TIMEOUT_TEXT, detail=str(exc)) from exc
         except requests.exceptions.SSLError as exc:
             raise AccountManagerError(None, "tls", TLS_TEXT, detail=str(exc)) from exc
-        except (requests.exceptions.ConnectionError, ssl.SSLError, OSError) as exc:
+        except (requests.exceptions.RequestException, ssl.SSLError, OSError) as exc:
+            # ConnectionError, and a body cut short or badly encoded (ChunkedEncodingError, ContentDecodingError).
             raise AccountManagerError(None, "unreachable", UNREACHABLE_TEXT, detail=str(exc)) from exc
         if response.status_code >= 300:
             raise self._error(operation, response)
         return response
+
+    def _read_limited(self, operation: str, response: requests.Response) -> None:
+        """Read the body (decoded, so a compressed bomb counts by what it unpacks to) into ``response.content``;
+        AccountManagerError "too_large" beyond ``config.max_response_bytes``, without reading further."""
+        limit = self.config.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        too_large = AccountManagerError(
+            response.status_code, "too_large", TOO_LARGE_TEXT, detail=f"{operation}: answer over {limit} bytes"
+        )
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        if response._content is not False or response._content_consumed:  # read or set by a response hook
+            if len(response.content) > limit:
+                raise too_large
+            return
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
 
     @staticmethod
     def _error(operation: str, response: requests.Response) -> AccountManagerError:
