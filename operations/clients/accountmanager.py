@@ -25,6 +25,9 @@ from typing import Any
 
 import regex
 import requests
+from django.utils.functional import Promise
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 ACCOUNT_MANAGER_PATH = "/AccountMgmt/v2.4"
 ACCOUNT_LIMIT_PATH = "/AccountLimit/v1.1"
@@ -49,7 +52,7 @@ _READ_CHUNK = 64 * 1024
 
 # A_23505: before "1.5+" is switched on, the user must be told what it means. gematik's wording was not available
 # (research/kim-protocol.md §7); this says what the switch does according to the FAQ and the VZD documentation.
-KIM_VERSION_LARGE_WARNING = (
+KIM_VERSION_LARGE_WARNING = gettext_lazy(
     "Mit „1.5+“ wird im Verzeichnisdienst veröffentlicht, dass dieses Postfach große KIM-Nachrichten "
     "(über 15 MiB, bis 700 MiB) empfangen kann. Absender schicken solche Nachrichten dann über den "
     "KIM-Attachment-Service (KAS) an dieses Postfach, statt es als Empfänger zu entfernen. Schalten Sie „1.5+“ "
@@ -59,50 +62,64 @@ KIM_VERSION_LARGE_WARNING = (
     "für Nachrichten, die schon abgelehnt wurden (Fehler 4018), muss der Absender neu senden."
 )
 
-TIMEOUT_TEXT = "Der Account Manager hat nicht rechtzeitig geantwortet. Bitte später erneut versuchen."
-UNREACHABLE_TEXT = "Der Account Manager des KIM-Anbieters ist nicht erreichbar. Bitte später erneut versuchen."
-TLS_TEXT = (
+TIMEOUT_TEXT = gettext_lazy("Der Account Manager hat nicht rechtzeitig geantwortet. Bitte später erneut versuchen.")
+UNREACHABLE_TEXT = gettext_lazy(
+    "Der Account Manager des KIM-Anbieters ist nicht erreichbar. Bitte später erneut versuchen."
+)
+TLS_TEXT = gettext_lazy(
     "Die TLS-Verbindung zum Account Manager ist fehlgeschlagen: sein Zertifikat ist nicht vertrauenswürdig "
     "(CA-Zertifikat in der Konfiguration prüfen)."
 )
-BAD_RESPONSE_TEXT = "Der Account Manager hat eine unerwartete Antwort geschickt."
-TOO_LARGE_TEXT = "Die Antwort des Account Managers ist unerwartet groß; sie wurde nicht verarbeitet."
-BAD_POLICY_TEXT = (
+BAD_RESPONSE_TEXT = gettext_lazy("Der Account Manager hat eine unerwartete Antwort geschickt.")
+TOO_LARGE_TEXT = gettext_lazy("Die Antwort des Account Managers ist unerwartet groß; sie wurde nicht verarbeitet.")
+BAD_POLICY_TEXT = gettext_lazy(
     "Die Passwortregel des KIM-Anbieters lässt sich nicht prüfen (zu lang oder zu aufwendig). Bitte den Anbieter "
     "informieren; das Passwort wurde nicht übermittelt."
 )
 
 # German texts per HTTP status; some operations say more precisely what the status means there (see _OP_TEXTS).
-STATUS_TEXTS: dict[int, str] = {
-    400: "Der Account Manager hat die Anfrage als fehlerhaft abgelehnt.",
-    401: "Die Anmeldung am Account Manager ist fehlgeschlagen (Passwort oder Kartenauthentisierung der SMC-B "
-    "nicht akzeptiert).",
-    403: "Der Account Manager hat die Aktion abgelehnt.",
-    404: "Das KIM-Konto ist beim Anbieter nicht vorhanden.",
-    409: "Diese KIM-Adresse ist bereits vergeben.",
-    420: "Adresse oder Passwort entsprechen nicht den Regeln des Anbieters.",
-    422: "Die KIM-Version wird vom Anbieter nicht unterstützt.",
-    423: "Der Eintrag im Verzeichnisdienst ist gesperrt (inaktiv). Die Entsperrung ist ein Vorgang beim Anbieter.",
-    500: "Interner Fehler beim Account Manager des Anbieters.",
-    502: "Der Verzeichnisdienst (VZD) ist für den Account Manager nicht erreichbar oder meldet einen Fehler; "
-    "bitte später erneut versuchen.",
+STATUS_TEXTS: dict[int, Promise] = {
+    400: gettext_lazy("Der Account Manager hat die Anfrage als fehlerhaft abgelehnt."),
+    401: gettext_lazy(
+        "Die Anmeldung am Account Manager ist fehlgeschlagen (Passwort oder Kartenauthentisierung der SMC-B "
+        "nicht akzeptiert)."
+    ),
+    403: gettext_lazy("Der Account Manager hat die Aktion abgelehnt."),
+    404: gettext_lazy("Das KIM-Konto ist beim Anbieter nicht vorhanden."),
+    409: gettext_lazy("Diese KIM-Adresse ist bereits vergeben."),
+    420: gettext_lazy("Adresse oder Passwort entsprechen nicht den Regeln des Anbieters."),
+    422: gettext_lazy("Die KIM-Version wird vom Anbieter nicht unterstützt."),
+    423: gettext_lazy(
+        "Der Eintrag im Verzeichnisdienst ist gesperrt (inaktiv). Die Entsperrung ist ein Vorgang beim Anbieter."
+    ),
+    500: gettext_lazy("Interner Fehler beim Account Manager des Anbieters."),
+    502: gettext_lazy(
+        "Der Verzeichnisdienst (VZD) ist für den Account Manager nicht erreichbar oder meldet einen Fehler; "
+        "bitte später erneut versuchen."
+    ),
 }
-_OP_TEXTS: dict[tuple[str, int], str] = {
-    ("register", 401): "Registrierung abgelehnt: Registrierungscode, Initialpasswort oder SMC-B passen nicht zusammen.",
-    ("register", 420): "Die gewünschte Adresse oder das neue Passwort entsprechen nicht den Regeln des Anbieters.",
-    ("set_account", 420): "Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.",
-    ("revoke_deregistration", 403): "Das KIM-Konto ist nicht abgemeldet; es gibt nichts zu widerrufen.",
-    ("limits", 401): "Die Anmeldung mit KIM-Adresse und Passwort am Account Manager ist fehlgeschlagen.",
+_OP_TEXTS: dict[tuple[str, int], Promise] = {
+    ("register", 401): gettext_lazy(
+        "Registrierung abgelehnt: Registrierungscode, Initialpasswort oder SMC-B passen nicht zusammen."
+    ),
+    ("register", 420): gettext_lazy(
+        "Die gewünschte Adresse oder das neue Passwort entsprechen nicht den Regeln des Anbieters."
+    ),
+    ("set_account", 420): gettext_lazy("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters."),
+    ("revoke_deregistration", 403): gettext_lazy("Das KIM-Konto ist nicht abgemeldet; es gibt nichts zu widerrufen."),
+    ("limits", 401): gettext_lazy("Die Anmeldung mit KIM-Adresse und Passwort am Account Manager ist fehlgeschlagen."),
 }
 
 
 class AccountManagerError(Exception):
     """A failed Account Manager call. ``status``: the HTTP status (None when no answer came); ``code``: a short
     machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "too_large", "password_policy",
-    "bad_policy", "invalid");
-    ``text``: German, for the user; ``detail``: the provider's own message and traceId, for the log."""
+    "bad_policy", "invalid"); ``text``: for the user, German (gettext: in the language active when the error was
+    raised); ``detail``: the provider's own message and traceId, for the log."""
 
-    def __init__(self, status: int | None, code: str, text: str, *, detail: str = "") -> None:
+    def __init__(self, status: int | None, code: str, text: str | Promise, *, detail: str = "") -> None:
+        # Translated now (a lazy text becomes the active language's): the error is pickled and logged as text.
+        text = str(text)
         super().__init__(text)
         self.status = status
         self.code = code
@@ -123,7 +140,7 @@ class PasswordPolicyError(AccountManagerError):
     """The new password does not match the provider's policy (checked before anything is sent)."""
 
     def __init__(self, display: str) -> None:
-        text = "Das neue Passwort entspricht nicht den Passwortregeln des Anbieters."
+        text = _("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.")
         if display:
             text = f"{text} {display}"
         super().__init__(None, "password_policy", text)
@@ -262,7 +279,8 @@ class OutOfOffice:
             raise AccountManagerError(
                 None,
                 "invalid",
-                f"Der Text der Abwesenheitsnotiz ist zu lang (höchstens {OUT_OF_OFFICE_MAX_CHARS} Zeichen).",
+                _("Der Text der Abwesenheitsnotiz ist zu lang (höchstens %(max)s Zeichen).")
+                % {"max": OUT_OF_OFFICE_MAX_CHARS},
             )
         for value in (self.start, self.end):
             if value is not None and value.tzinfo is None:
@@ -270,10 +288,10 @@ class OutOfOffice:
         if self.active:
             if self.start is None or self.end is None or not self.message.strip():
                 raise AccountManagerError(
-                    None, "invalid", "Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig."
+                    None, "invalid", _("Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig.")
                 )
         if self.start is not None and self.end is not None and self.end <= self.start:
-            raise AccountManagerError(None, "invalid", "Das Ende der Abwesenheit muss nach ihrem Beginn liegen.")
+            raise AccountManagerError(None, "invalid", _("Das Ende der Abwesenheit muss nach ihrem Beginn liegen."))
 
 
 TokenProvider = Callable[[], str]
@@ -517,7 +535,9 @@ class AccountManagerClient:
     @staticmethod
     def _check_kim_version(kim_version: str) -> None:
         if kim_version not in KIM_VERSIONS:
-            raise AccountManagerError(None, "invalid", f"Unbekannte KIM-Version „{kim_version}“.")
+            raise AccountManagerError(
+                None, "invalid", _("Unbekannte KIM-Version „%(version)s“.") % {"version": kim_version}
+            )
 
     @staticmethod
     def _check_ttl(days: int) -> None:
@@ -525,7 +545,8 @@ class AccountManagerClient:
             raise AccountManagerError(
                 None,
                 "invalid",
-                f"Die Speicherdauer muss zwischen {DATA_TIME_TO_LIVE_MIN} und {DATA_TIME_TO_LIVE_MAX} Tagen liegen.",
+                _("Die Speicherdauer muss zwischen %(min)s und %(max)s Tagen liegen.")
+                % {"min": DATA_TIME_TO_LIVE_MIN, "max": DATA_TIME_TO_LIVE_MAX},
             )
 
     def _account_request(
@@ -611,9 +632,9 @@ class AccountManagerClient:
     @staticmethod
     def _error(operation: str, response: requests.Response) -> AccountManagerError:
         status = response.status_code
-        text = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
+        text: str | Promise | None = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
         if text is None:
-            text = f"Der Account Manager hat die Anfrage abgelehnt (HTTP {status})."
+            text = _("Der Account Manager hat die Anfrage abgelehnt (HTTP %(status)s).") % {"status": status}
         detail = ""
         try:
             body = response.json()

@@ -801,3 +801,25 @@ def test_errors_survive_pickling() -> None:
     assert (copy.status, copy.code, copy.text, copy.detail) == (423, "http_423", STATUS_TEXTS[423], "locked / 19aa")
     policy = pickle.loads(pickle.dumps(PasswordPolicyError("mindestens 12 Zeichen")))  # noqa: S301
     assert isinstance(policy, PasswordPolicyError) and policy.text.endswith("mindestens 12 Zeichen")
+
+
+def test_the_texts_are_translated_where_the_portal_speaks_english(accountmanager_sim: AmSim) -> None:
+    from django.utils import translation
+
+    sim = accountmanager_sim
+    with translation.override("en"):
+        # A lazy text is read in the active language; an error keeps the text of the language it was raised in.
+        assert str(TIMEOUT_TEXT) == "The Account Manager did not answer in time. Please try again later."
+        with pytest.raises(AccountManagerError) as unknown:
+            sim.client(username="niemand@klinikum-test.kim.telematik").account()
+        assert unknown.value.text == "The provider has no such KIM account."
+        with pytest.raises(AccountManagerError) as invalid:
+            sim.client().set_data_time_to_live(5)
+        assert invalid.value.text == "The retention period must be between 10 and 365 days."
+        with pytest.raises(PasswordPolicyError) as weak:
+            sim.client().change_password("kurz")
+        assert weak.value.text.startswith("The new password does not meet the provider's password rules.")
+        assert "KIM Attachment Service" in str(KIM_VERSION_LARGE_WARNING)
+    assert unknown.value.text == "The provider has no such KIM account."
+    with translation.override("de"):
+        assert str(STATUS_TEXTS[404]) == "Das KIM-Konto ist beim Anbieter nicht vorhanden."
