@@ -17,7 +17,10 @@ import base64
 import datetime as dt
 import json
 import ssl
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,10 @@ PASSWORD_MAX_CHARS = 256
 # 80 characters).
 POLICY_MAX_CHARS = 1000
 POLICY_TIMEOUT = 0.25
+# regex's timeout covers matching, not compiling, and compiling nested counted repeats takes minutes even for a short
+# pattern (``(?:(?:(?:a{256}){256}){256}){256}``, 37 characters). So a pattern is first compiled in a child process
+# with this limit (startup included; a real policy compiles in milliseconds).
+POLICY_COMPILE_TIMEOUT = 3.0
 # The API's answers are small JSON objects (the largest, an out-of-office note, about 3 KiB); a larger answer is
 # refused, not read into memory.
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -154,12 +161,22 @@ def policy_matches(pattern: str, password: str, *, anywhere: bool = False) -> bo
     """Whether the provider's policy (a Java-style regular expression) accepts the whole password (``anywhere``:
     a match anywhere in it); None when the expression cannot be read (then the Account Manager decides alone).
 
-    Raises :class:`AccountManagerError` (code "bad_policy") when the expression is longer than POLICY_MAX_CHARS or
-    its evaluation takes longer than POLICY_TIMEOUT: a catastrophic pattern ends here instead of blocking the
-    worker."""
+    Raises :class:`AccountManagerError` (code "bad_policy") when the expression is longer than POLICY_MAX_CHARS,
+    does not compile within POLICY_COMPILE_TIMEOUT or its evaluation takes longer than POLICY_TIMEOUT: a
+    catastrophic pattern ends here instead of blocking the worker."""
     if len(pattern) > POLICY_MAX_CHARS:
         raise AccountManagerError(
             None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex of {len(pattern)} characters"
+        )
+    readable = _policy_compiles(pattern)
+    if readable is None:
+        return None
+    if not readable:
+        raise AccountManagerError(
+            None,
+            "bad_policy",
+            BAD_POLICY_TEXT,
+            detail=f"policy regex does not compile within {POLICY_COMPILE_TIMEOUT} s",
         )
     try:
         compiled = regex.compile(pattern)
@@ -172,6 +189,45 @@ def policy_matches(pattern: str, password: str, *, anywhere: bool = False) -> bo
             None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex took over {POLICY_TIMEOUT} s"
         ) from exc
     return found is not None
+
+
+# Exit status 3: regex cannot read the pattern. Anything else but 0 (a crash, memory) counts as not compiling.
+_COMPILE_PROBE = (
+    "import sys, regex\n"
+    "try:\n"
+    "    regex.compile(sys.stdin.buffer.read().decode('utf-8', 'surrogatepass'))\n"
+    "except (regex.error, ValueError, OverflowError, RecursionError):\n"
+    "    sys.exit(3)\n"
+)
+_compiles: dict[str, bool | None] = {}
+_compiles_lock = threading.Lock()
+
+
+def _policy_compiles(pattern: str) -> bool | None:
+    """Whether ``regex`` compiles the pattern within POLICY_COMPILE_TIMEOUT (True), cannot read it (None) or not
+    in time (False), tried in a child process that is killed at the limit. The verdicts True and None are kept
+    for the process's life (a provider's policy rarely changes; at most 64 are kept); False is asked again."""
+    with _compiles_lock:
+        if pattern in _compiles:
+            return _compiles[pattern]
+    try:
+        # Our own interpreter and code; the pattern goes in on stdin, never on a command line.
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _COMPILE_PROBE],
+            input=pattern.encode("utf-8", "surrogatepass"),
+            capture_output=True,
+            timeout=POLICY_COMPILE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    verdict = {0: True, 3: None}.get(done.returncode, False)
+    if verdict is not False:
+        with _compiles_lock:
+            if len(_compiles) >= 64:
+                _compiles.clear()
+            _compiles[pattern] = verdict
+    return verdict
 
 
 def _rebuild_error(status: int | None, code: str, text: str, detail: str) -> AccountManagerError:

@@ -21,6 +21,7 @@ from operations.clients.accountmanager import (
     BAD_POLICY_TEXT,
     KIM_VERSION_LARGE_WARNING,
     MAX_RESPONSE_BYTES,
+    POLICY_COMPILE_TIMEOUT,
     POLICY_MAX_CHARS,
     STATUS_TEXTS,
     TIMEOUT_TEXT,
@@ -316,11 +317,18 @@ def test_a_catastrophic_policy_from_the_server_is_a_clear_error_not_a_hung_worke
     assert not form.is_valid() and form.errors["password"] == [BAD_POLICY_TEXT]
 
 
-def test_an_overlong_policy_is_not_compiled() -> None:
+def test_an_overlong_policy_or_one_that_takes_minutes_to_compile_is_refused() -> None:
     policy = ServiceInformation(password_policy_regex="a" * (POLICY_MAX_CHARS + 1))
     with pytest.raises(AccountManagerError) as refused:
         policy.check_password(NEW_PASSWORD)
     assert refused.value.code == "bad_policy"
+    # Short, but regex needs minutes to compile it (its timeout covers only matching): tried in a child process.
+    slow = ServiceInformation(password_policy_regex="(?:(?:(?:a{256}){256}){256}){256}")
+    started = time.monotonic()
+    with pytest.raises(AccountManagerError) as refused:
+        slow.check_password(NEW_PASSWORD)
+    assert time.monotonic() - started < POLICY_COMPILE_TIMEOUT + 5
+    assert (refused.value.code, refused.value.text) == ("bad_policy", BAD_POLICY_TEXT)
     # A policy Python cannot read is still left to the provider.
     assert ServiceInformation(password_policy_regex="(?<x>[").password_matches(NEW_PASSWORD)
 
