@@ -1,8 +1,9 @@
 """The Konnektor's SOAP services through zeep: discovery, cards, PIN, certificates, signature (batch QES and the
 Komfortsignatur), verification and the SMC-B's authentication (I/O only, a leaf).
 
-It knows nothing of Django or the portal's models: callers pass a configuration and a call context and get
-dataclasses back; failures are KonnektorError with the gematik code and its German text.
+It knows nothing of the portal's models (of Django only its translation, for the error texts): callers pass a
+configuration and a call context and get dataclasses back; failures are KonnektorError with the gematik code and
+its German text (gettext, so English where the portal speaks English).
 """
 
 from __future__ import annotations

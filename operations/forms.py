@@ -7,7 +7,6 @@ only requests it can accept.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from mailbox.manage_forms import DATETIME_FORMATS, UserMultipleChoiceField
 from mailbox.models import KimAccount, Mailbox
 from mailbox.selectors.access import staff_for_manager
+from operations.clients.accountmanager import AccountManagerError, policy_matches
 
 OUT_OF_OFFICE_MAX = 2048  # AccountManager.yaml, OutOfOfficeNotification.message maxLength
 PASSWORD_MAX = 256  # CommonSchemas.yaml, Password maxLength
@@ -109,11 +109,12 @@ class OutOfOfficeForm(forms.Form):
 
 def _policy_matches(pattern: str, password: str) -> bool | None:
     """Whether the provider's policy (a Java-style regular expression) accepts the password; None when Python
-    cannot read the expression (then the Account Manager decides alone)."""
+    cannot read the expression (then the Account Manager decides alone). Evaluated with a time limit
+    (accountmanager.policy_matches): a catastrophic pattern from the server is a form error, not a hung worker."""
     try:
-        return re.search(pattern, password) is not None
-    except re.error:
-        return None
+        return policy_matches(pattern, password, anywhere=True)
+    except AccountManagerError as exc:
+        raise forms.ValidationError(exc.text) from exc
 
 
 class PasswordForm(forms.Form):

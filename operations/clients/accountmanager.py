@@ -16,15 +16,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import re
 import ssl
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import regex
 import requests
+from django.utils.functional import Promise
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 ACCOUNT_MANAGER_PATH = "/AccountMgmt/v2.4"
 ACCOUNT_LIMIT_PATH = "/AccountLimit/v1.1"
@@ -36,10 +42,24 @@ OUT_OF_OFFICE_MAX_CHARS = 2048
 DATA_TIME_TO_LIVE_MIN = 10
 DATA_TIME_TO_LIVE_MAX = 365
 PASSWORD_MAX_CHARS = 256
+# The provider's password policy is a regular expression the portal evaluates: from a broken or hostile server it
+# could backtrack for minutes (ReDoS). It is evaluated with the ``regex`` package, whose matching stops after
+# POLICY_TIMEOUT seconds; a pattern longer than POLICY_MAX_CHARS is not compiled at all (gematik's example is
+# 80 characters).
+POLICY_MAX_CHARS = 1000
+POLICY_TIMEOUT = 0.25
+# regex's timeout covers matching, not compiling, and compiling nested counted repeats takes minutes even for a short
+# pattern (``(?:(?:(?:a{256}){256}){256}){256}``, 37 characters). So a pattern is first compiled in a child process
+# with this limit (startup included; a real policy compiles in milliseconds).
+POLICY_COMPILE_TIMEOUT = 3.0
+# The API's answers are small JSON objects (the largest, an out-of-office note, about 3 KiB); a larger answer is
+# refused, not read into memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 # A_23505: before "1.5+" is switched on, the user must be told what it means. gematik's wording was not available
 # (research/kim-protocol.md §7); this says what the switch does according to the FAQ and the VZD documentation.
-KIM_VERSION_LARGE_WARNING = (
+KIM_VERSION_LARGE_WARNING = gettext_lazy(
     "Mit „1.5+“ wird im Verzeichnisdienst veröffentlicht, dass dieses Postfach große KIM-Nachrichten "
     "(über 15 MiB, bis 700 MiB) empfangen kann. Absender schicken solche Nachrichten dann über den "
     "KIM-Attachment-Service (KAS) an dieses Postfach, statt es als Empfänger zu entfernen. Schalten Sie „1.5+“ "
@@ -49,44 +69,64 @@ KIM_VERSION_LARGE_WARNING = (
     "für Nachrichten, die schon abgelehnt wurden (Fehler 4018), muss der Absender neu senden."
 )
 
-TIMEOUT_TEXT = "Der Account Manager hat nicht rechtzeitig geantwortet. Bitte später erneut versuchen."
-UNREACHABLE_TEXT = "Der Account Manager des KIM-Anbieters ist nicht erreichbar. Bitte später erneut versuchen."
-TLS_TEXT = (
+TIMEOUT_TEXT = gettext_lazy("Der Account Manager hat nicht rechtzeitig geantwortet. Bitte später erneut versuchen.")
+UNREACHABLE_TEXT = gettext_lazy(
+    "Der Account Manager des KIM-Anbieters ist nicht erreichbar. Bitte später erneut versuchen."
+)
+TLS_TEXT = gettext_lazy(
     "Die TLS-Verbindung zum Account Manager ist fehlgeschlagen: sein Zertifikat ist nicht vertrauenswürdig "
     "(CA-Zertifikat in der Konfiguration prüfen)."
 )
-BAD_RESPONSE_TEXT = "Der Account Manager hat eine unerwartete Antwort geschickt."
+BAD_RESPONSE_TEXT = gettext_lazy("Der Account Manager hat eine unerwartete Antwort geschickt.")
+TOO_LARGE_TEXT = gettext_lazy("Die Antwort des Account Managers ist unerwartet groß; sie wurde nicht verarbeitet.")
+BAD_POLICY_TEXT = gettext_lazy(
+    "Die Passwortregel des KIM-Anbieters lässt sich nicht prüfen (zu lang oder zu aufwendig). Bitte den Anbieter "
+    "informieren; das Passwort wurde nicht übermittelt."
+)
 
 # German texts per HTTP status; some operations say more precisely what the status means there (see _OP_TEXTS).
-STATUS_TEXTS: dict[int, str] = {
-    400: "Der Account Manager hat die Anfrage als fehlerhaft abgelehnt.",
-    401: "Die Anmeldung am Account Manager ist fehlgeschlagen (Passwort oder Kartenauthentisierung der SMC-B "
-    "nicht akzeptiert).",
-    403: "Der Account Manager hat die Aktion abgelehnt.",
-    404: "Das KIM-Konto ist beim Anbieter nicht vorhanden.",
-    409: "Diese KIM-Adresse ist bereits vergeben.",
-    420: "Adresse oder Passwort entsprechen nicht den Regeln des Anbieters.",
-    422: "Die KIM-Version wird vom Anbieter nicht unterstützt.",
-    423: "Der Eintrag im Verzeichnisdienst ist gesperrt (inaktiv). Die Entsperrung ist ein Vorgang beim Anbieter.",
-    500: "Interner Fehler beim Account Manager des Anbieters.",
-    502: "Der Verzeichnisdienst (VZD) ist für den Account Manager nicht erreichbar oder meldet einen Fehler; "
-    "bitte später erneut versuchen.",
+STATUS_TEXTS: dict[int, Promise] = {
+    400: gettext_lazy("Der Account Manager hat die Anfrage als fehlerhaft abgelehnt."),
+    401: gettext_lazy(
+        "Die Anmeldung am Account Manager ist fehlgeschlagen (Passwort oder Kartenauthentisierung der SMC-B "
+        "nicht akzeptiert)."
+    ),
+    403: gettext_lazy("Der Account Manager hat die Aktion abgelehnt."),
+    404: gettext_lazy("Das KIM-Konto ist beim Anbieter nicht vorhanden."),
+    409: gettext_lazy("Diese KIM-Adresse ist bereits vergeben."),
+    420: gettext_lazy("Adresse oder Passwort entsprechen nicht den Regeln des Anbieters."),
+    422: gettext_lazy("Die KIM-Version wird vom Anbieter nicht unterstützt."),
+    423: gettext_lazy(
+        "Der Eintrag im Verzeichnisdienst ist gesperrt (inaktiv). Die Entsperrung ist ein Vorgang beim Anbieter."
+    ),
+    500: gettext_lazy("Interner Fehler beim Account Manager des Anbieters."),
+    502: gettext_lazy(
+        "Der Verzeichnisdienst (VZD) ist für den Account Manager nicht erreichbar oder meldet einen Fehler; "
+        "bitte später erneut versuchen."
+    ),
 }
-_OP_TEXTS: dict[tuple[str, int], str] = {
-    ("register", 401): "Registrierung abgelehnt: Registrierungscode, Initialpasswort oder SMC-B passen nicht zusammen.",
-    ("register", 420): "Die gewünschte Adresse oder das neue Passwort entsprechen nicht den Regeln des Anbieters.",
-    ("set_account", 420): "Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.",
-    ("revoke_deregistration", 403): "Das KIM-Konto ist nicht abgemeldet; es gibt nichts zu widerrufen.",
-    ("limits", 401): "Die Anmeldung mit KIM-Adresse und Passwort am Account Manager ist fehlgeschlagen.",
+_OP_TEXTS: dict[tuple[str, int], Promise] = {
+    ("register", 401): gettext_lazy(
+        "Registrierung abgelehnt: Registrierungscode, Initialpasswort oder SMC-B passen nicht zusammen."
+    ),
+    ("register", 420): gettext_lazy(
+        "Die gewünschte Adresse oder das neue Passwort entsprechen nicht den Regeln des Anbieters."
+    ),
+    ("set_account", 420): gettext_lazy("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters."),
+    ("revoke_deregistration", 403): gettext_lazy("Das KIM-Konto ist nicht abgemeldet; es gibt nichts zu widerrufen."),
+    ("limits", 401): gettext_lazy("Die Anmeldung mit KIM-Adresse und Passwort am Account Manager ist fehlgeschlagen."),
 }
 
 
 class AccountManagerError(Exception):
     """A failed Account Manager call. ``status``: the HTTP status (None when no answer came); ``code``: a short
-    machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "password_policy", "invalid");
-    ``text``: German, for the user; ``detail``: the provider's own message and traceId, for the log."""
+    machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "too_large", "password_policy",
+    "bad_policy", "invalid"); ``text``: for the user, German (gettext: in the language active when the error was
+    raised); ``detail``: the provider's own message and traceId, for the log."""
 
-    def __init__(self, status: int | None, code: str, text: str, *, detail: str = "") -> None:
+    def __init__(self, status: int | None, code: str, text: str | Promise, *, detail: str = "") -> None:
+        # Translated now (a lazy text becomes the active language's): the error is pickled and logged as text.
+        text = str(text)
         super().__init__(text)
         self.status = status
         self.code = code
@@ -107,7 +147,7 @@ class PasswordPolicyError(AccountManagerError):
     """The new password does not match the provider's policy (checked before anything is sent)."""
 
     def __init__(self, display: str) -> None:
-        text = "Das neue Passwort entspricht nicht den Passwortregeln des Anbieters."
+        text = _("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.")
         if display:
             text = f"{text} {display}"
         super().__init__(None, "password_policy", text)
@@ -115,6 +155,79 @@ class PasswordPolicyError(AccountManagerError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (PasswordPolicyError, (self.display,))
+
+
+def policy_matches(pattern: str, password: str, *, anywhere: bool = False) -> bool | None:
+    """Whether the provider's policy (a Java-style regular expression) accepts the whole password (``anywhere``:
+    a match anywhere in it); None when the expression cannot be read (then the Account Manager decides alone).
+
+    Raises :class:`AccountManagerError` (code "bad_policy") when the expression is longer than POLICY_MAX_CHARS,
+    does not compile within POLICY_COMPILE_TIMEOUT or its evaluation takes longer than POLICY_TIMEOUT: a
+    catastrophic pattern ends here instead of blocking the worker."""
+    if len(pattern) > POLICY_MAX_CHARS:
+        raise AccountManagerError(
+            None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex of {len(pattern)} characters"
+        )
+    readable = _policy_compiles(pattern)
+    if readable is None:
+        return None
+    if not readable:
+        raise AccountManagerError(
+            None,
+            "bad_policy",
+            BAD_POLICY_TEXT,
+            detail=f"policy regex does not compile within {POLICY_COMPILE_TIMEOUT} s",
+        )
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError, RecursionError):
+        return None
+    try:
+        found = (compiled.search if anywhere else compiled.fullmatch)(password, timeout=POLICY_TIMEOUT)
+    except TimeoutError as exc:
+        raise AccountManagerError(
+            None, "bad_policy", BAD_POLICY_TEXT, detail=f"policy regex took over {POLICY_TIMEOUT} s"
+        ) from exc
+    return found is not None
+
+
+# Exit status 3: regex cannot read the pattern. Anything else but 0 (a crash, memory) counts as not compiling.
+_COMPILE_PROBE = (
+    "import sys, regex\n"
+    "try:\n"
+    "    regex.compile(sys.stdin.buffer.read().decode('utf-8', 'surrogatepass'))\n"
+    "except (regex.error, ValueError, OverflowError, RecursionError):\n"
+    "    sys.exit(3)\n"
+)
+_compiles: dict[str, bool | None] = {}
+_compiles_lock = threading.Lock()
+
+
+def _policy_compiles(pattern: str) -> bool | None:
+    """Whether ``regex`` compiles the pattern within POLICY_COMPILE_TIMEOUT (True), cannot read it (None) or not
+    in time (False), tried in a child process that is killed at the limit. The verdicts True and None are kept
+    for the process's life (a provider's policy rarely changes; at most 64 are kept); False is asked again."""
+    with _compiles_lock:
+        if pattern in _compiles:
+            return _compiles[pattern]
+    try:
+        # Our own interpreter and code; the pattern goes in on stdin, never on a command line.
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _COMPILE_PROBE],
+            input=pattern.encode("utf-8", "surrogatepass"),
+            capture_output=True,
+            timeout=POLICY_COMPILE_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    verdict = {0: True, 3: None}.get(done.returncode, False)
+    if verdict is not False:
+        with _compiles_lock:
+            if len(_compiles) >= 64:
+                _compiles.clear()
+            _compiles[pattern] = verdict
+    return verdict
 
 
 def _rebuild_error(status: int | None, code: str, text: str, detail: str) -> AccountManagerError:
@@ -126,11 +239,12 @@ class AccountManagerConfig:
     """``base_url``: ``https://<host>:<port>`` of the provider's Account Manager (DNS-SD SRV of
     ``<accmgr_service_name>`` in the TI; configured here). The three base paths are the TXT records' defaults.
     ``ca_pem``: the CA certificate(s) (PEM) its TLS certificate is checked against; None = the system CAs.
-    ``timeout``: seconds for connecting and for each read."""
+    ``timeout``: seconds for connecting and for each read; ``max_response_bytes``: the largest answer read."""
 
     base_url: str
     ca_pem: bytes | None = field(default=None, repr=False)
     timeout: float = 30.0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
     account_manager_path: str = ACCOUNT_MANAGER_PATH
     account_limit_path: str = ACCOUNT_LIMIT_PATH
     service_information_path: str = SERVICE_INFORMATION_PATH
@@ -144,8 +258,9 @@ class AccountManagerConfig:
 
 @dataclass(frozen=True)
 class ServiceInformation:
-    """GET /serviceinfo. ``password_policy_regex`` is Java-style (checked with Python's ``re``; a pattern Python
-    cannot compile is left to the provider to check); ``jwt_expiration`` the JWT lifetime the provider accepts."""
+    """GET /serviceinfo. ``password_policy_regex`` is Java-style (checked with :func:`policy_matches`; a pattern
+    Python cannot compile is left to the provider to check); ``jwt_expiration`` the JWT lifetime the provider
+    accepts."""
 
     kim_service_versions: tuple[str, ...] = ()
     password_policy_regex: str = ""
@@ -155,13 +270,10 @@ class ServiceInformation:
     initial_password_required: bool | None = None
 
     def password_matches(self, password: str) -> bool:
+        """Raises :class:`AccountManagerError` "bad_policy" for a policy that cannot be evaluated safely."""
         if not self.password_policy_regex:
             return True
-        try:
-            pattern = re.compile(self.password_policy_regex)
-        except re.error:
-            return True
-        return pattern.fullmatch(password) is not None
+        return policy_matches(self.password_policy_regex, password) is not False
 
     def check_password(self, password: str) -> None:
         """Raise :class:`PasswordPolicyError` (with the provider's display text) unless the password fits."""
@@ -223,7 +335,8 @@ class OutOfOffice:
             raise AccountManagerError(
                 None,
                 "invalid",
-                f"Der Text der Abwesenheitsnotiz ist zu lang (höchstens {OUT_OF_OFFICE_MAX_CHARS} Zeichen).",
+                _("Der Text der Abwesenheitsnotiz ist zu lang (höchstens %(max)s Zeichen).")
+                % {"max": OUT_OF_OFFICE_MAX_CHARS},
             )
         for value in (self.start, self.end):
             if value is not None and value.tzinfo is None:
@@ -231,10 +344,10 @@ class OutOfOffice:
         if self.active:
             if self.start is None or self.end is None or not self.message.strip():
                 raise AccountManagerError(
-                    None, "invalid", "Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig."
+                    None, "invalid", _("Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig.")
                 )
         if self.start is not None and self.end is not None and self.end <= self.start:
-            raise AccountManagerError(None, "invalid", "Das Ende der Abwesenheit muss nach ihrem Beginn liegen.")
+            raise AccountManagerError(None, "invalid", _("Das Ende der Abwesenheit muss nach ihrem Beginn liegen."))
 
 
 TokenProvider = Callable[[], str]
@@ -478,7 +591,9 @@ class AccountManagerClient:
     @staticmethod
     def _check_kim_version(kim_version: str) -> None:
         if kim_version not in KIM_VERSIONS:
-            raise AccountManagerError(None, "invalid", f"Unbekannte KIM-Version „{kim_version}“.")
+            raise AccountManagerError(
+                None, "invalid", _("Unbekannte KIM-Version „%(version)s“.") % {"version": kim_version}
+            )
 
     @staticmethod
     def _check_ttl(days: int) -> None:
@@ -486,7 +601,8 @@ class AccountManagerClient:
             raise AccountManagerError(
                 None,
                 "invalid",
-                f"Die Speicherdauer muss zwischen {DATA_TIME_TO_LIVE_MIN} und {DATA_TIME_TO_LIVE_MAX} Tagen liegen.",
+                _("Die Speicherdauer muss zwischen %(min)s und %(max)s Tagen liegen.")
+                % {"min": DATA_TIME_TO_LIVE_MIN, "max": DATA_TIME_TO_LIVE_MAX},
             )
 
     def _account_request(
@@ -519,6 +635,7 @@ class AccountManagerClient:
             sent["Content-Type"] = "application/json; charset=utf-8"
         url = self.config.base_url.rstrip("/") + path
         try:
+            # Streamed, so that the body is read here with a limit (_read_limited), not by requests without one.
             response = self._session.request(
                 method,
                 url,
@@ -528,23 +645,52 @@ class AccountManagerClient:
                 timeout=self.config.timeout,
                 verify=self._verify,
                 allow_redirects=False,
+                stream=True,
             )
+            try:
+                self._read_limited(operation, response)
+            finally:
+                response.close()
         except requests.exceptions.Timeout as exc:
             raise AccountManagerError(None, "timeout", TIMEOUT_TEXT, detail=str(exc)) from exc
         except requests.exceptions.SSLError as exc:
             raise AccountManagerError(None, "tls", TLS_TEXT, detail=str(exc)) from exc
-        except (requests.exceptions.ConnectionError, ssl.SSLError, OSError) as exc:
+        except (requests.exceptions.RequestException, ssl.SSLError, OSError) as exc:
+            # ConnectionError, and a body cut short or badly encoded (ChunkedEncodingError, ContentDecodingError).
             raise AccountManagerError(None, "unreachable", UNREACHABLE_TEXT, detail=str(exc)) from exc
         if response.status_code >= 300:
             raise self._error(operation, response)
         return response
 
+    def _read_limited(self, operation: str, response: requests.Response) -> None:
+        """Read the body (decoded, so a compressed bomb counts by what it unpacks to) into ``response.content``;
+        AccountManagerError "too_large" beyond ``config.max_response_bytes``, without reading further."""
+        limit = self.config.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        too_large = AccountManagerError(
+            response.status_code, "too_large", TOO_LARGE_TEXT, detail=f"{operation}: answer over {limit} bytes"
+        )
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        if response._content is not False or response._content_consumed:  # read or set by a response hook
+            if len(response.content) > limit:
+                raise too_large
+            return
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
+
     @staticmethod
     def _error(operation: str, response: requests.Response) -> AccountManagerError:
         status = response.status_code
-        text = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
+        text: str | Promise | None = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
         if text is None:
-            text = f"Der Account Manager hat die Anfrage abgelehnt (HTTP {status})."
+            text = _("Der Account Manager hat die Anfrage abgelehnt (HTTP %(status)s).") % {"status": status}
         detail = ""
         try:
             body = response.json()

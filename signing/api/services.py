@@ -352,6 +352,7 @@ def kis_request_refused(*, caller: Caller, operation: str, error: ApiError, docu
             "operation": operation,
             "status": error.status,
             "code": error.code,
+            **({"reason": error.reason} if error.reason else {}),
             "document_id": document_id,
             **caller.audit_details(),
         },

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from signing.forms import KIM_DOMAINS
 from signing.models import KisClient, SignerCard
 from signing.services.documents import CheckedDocument, DocumentRejected, document_check, max_document_bytes
 from signing.services.drafts import DraftData
+
+logger = logging.getLogger(__name__)
 
 # The KIS's own document id: it is part of the URL, so one path segment of plain characters.
 DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -140,6 +143,17 @@ def _user(username: str) -> Any:
     return get_user_model().objects.filter(username=username, is_active=True).first()
 
 
+# An unsaved stand-in no row has (ids start at 1): asked for its role, it costs the same query a real user's does.
+_NOBODY_PK = 0
+
+
+def _refused_person(code: str, detail: str, *, field: str, reason: str, name: str) -> ApiError:
+    """One refusal for "no such active person" and "that person may not": the caller (a KIS) must not learn
+    which usernames exist. The administrators' log and the audit trail keep the precise reason."""
+    logger.info("KIS API: %s refused (%s) for %r", field, reason, name[:150])
+    return ApiError(422, code, detail, field=field, reason=reason)
+
+
 def _signer(body: dict[str, Any]) -> Any:
     value = body.get("signer")
     if value is None:
@@ -155,23 +169,24 @@ def _signer(body: dict[str, Any]) -> Any:
             field="signer",
         )
     if "username" in keys:
-        user = _user(value["username"].strip())
-        if user is None:
-            raise ApiError(
-                422,
+        username = value["username"].strip()
+        # One query for both halves (an active person, with an eHBA): unknown and without eHBA cost the same.
+        card = SignerCard.objects.select_related("user").filter(user__username=username, user__is_active=True).first()
+        if card is None:
+            # Only now, and on both ways here alike, asked which of the two it was (for the administrators).
+            reason = "signer_without_ehba" if _user(username) is not None else "signer_unknown"
+            raise _refused_person(
                 "unknown_signer",
-                _("Eine aktive Person mit dem Benutzernamen „%(name)s“ gibt es im Portal nicht.")
+                _(
+                    "Eine aktive Person mit dem Benutzernamen „%(name)s“ und zugeordnetem eHBA gibt es im Portal "
+                    "nicht; nur wem ein eHBA zugeordnet ist, kann signieren."
+                )
                 % {"name": value["username"]},
                 field="signer",
+                reason=reason,
+                name=username,
             )
-        if not SignerCard.objects.filter(user=user).exists():
-            raise ApiError(
-                422,
-                "signer_without_ehba",
-                _("„%(name)s“ ist kein eHBA zugeordnet und kann nicht signieren.") % {"name": user.get_username()},
-                field="signer",
-            )
-        return user
+        return card.user
     telematik_id = value["telematik_id"].strip()
     card = SignerCard.objects.select_related("user").filter(telematik_id=telematik_id, user__is_active=True).first()
     if card is None:
@@ -187,20 +202,17 @@ def _signer(body: dict[str, Any]) -> Any:
 def _author(body: dict[str, Any], mailbox: Mailbox) -> Any:
     username = _string(body, "author", max_length=150)
     user = _user(username)
-    if user is None:
-        raise ApiError(
-            422,
-            "unknown_author",
-            _("Eine aktive Person mit dem Benutzernamen „%(name)s“ gibt es im Portal nicht.") % {"name": username},
-            field="author",
-        )
-    if not role_can(user_role(user, mailbox), Action.PROCESS):
-        raise ApiError(
-            422,
+    # An unknown name is asked for its role like a known one (a stand-in that has none), so that both answers
+    # below take the same work, not only the same words.
+    role = user_role(user if user is not None else get_user_model()(pk=_NOBODY_PK, is_active=True), mailbox)
+    if user is None or not role_can(role, Action.PROCESS):
+        raise _refused_person(
             "author_not_allowed",
-            _("„%(name)s“ darf aus dem Postfach „%(mailbox)s“ nicht senden.")
+            _("Eine aktive Person „%(name)s“, die aus dem Postfach „%(mailbox)s“ senden darf, gibt es im Portal nicht.")
             % {"name": username, "mailbox": mailbox.address},
             field="author",
+            reason="author_unknown" if user is None else "author_without_right",
+            name=username,
         )
     return user
 

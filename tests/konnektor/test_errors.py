@@ -115,3 +115,20 @@ def test_every_code_the_simulator_can_send_has_its_own_german_text() -> None:
     gematik_codes = set(ERRORS) - {VENDOR_TRACE_CODE}
     assert len(gematik_codes) > 20
     assert sorted(gematik_codes - set(ERROR_TEXTS)) == []
+
+
+def test_the_texts_are_translated_where_the_portal_speaks_english() -> None:
+    from django.utils import translation
+
+    with translation.override("en"):
+        assert error_text(4008) == "The card is not (or no longer) inserted."
+        assert error_text(None) == "Konnektor not reachable."
+        assert error_text(4999) == "The Konnektor reports error 4999."
+        unknown = error_from_fault("Kaputt", detail_of(fault("Kaputt", trace(4999, text="Herstellerfehler"))))
+        assert unknown.text == "The Konnektor reports error 4999. (Herstellerfehler)"
+        assert error_from_fault("", None).text == "The Konnektor refused the request: no reason given."
+        english = {code: str(text) for code, text in ERROR_TEXTS.items()}
+    with translation.override("de"):
+        assert error_text(4008) == "Die Karte ist nicht (mehr) gesteckt."
+        untranslated = [code for code, text in ERROR_TEXTS.items() if str(text) == english[code]]
+    assert untranslated == []

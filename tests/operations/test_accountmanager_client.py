@@ -18,10 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from konnektor import KonnektorClient
 from mailbox.models import KimAccount
 from operations.clients.accountmanager import (
+    BAD_POLICY_TEXT,
     KIM_VERSION_LARGE_WARNING,
+    MAX_RESPONSE_BYTES,
+    POLICY_COMPILE_TIMEOUT,
+    POLICY_MAX_CHARS,
     STATUS_TEXTS,
     TIMEOUT_TEXT,
     TLS_TEXT,
+    TOO_LARGE_TEXT,
     UNREACHABLE_TEXT,
     AccountManagerClient,
     AccountManagerConfig,
@@ -50,6 +55,7 @@ from tests.fixtures.accountmanager_sim import (
 from tests.fixtures.konnektor_sim import CLIENT_SYSTEM, MANDANT, WORKPLACE
 from tests.mailbox.factories import KimAccountFactory
 from tests.tisim.support import pop3_connect, pop3_user
+from tisim.accountmanager.server import OVERSIZE_BYTES
 from tisim.cm.autoreply import AbsenceStore
 from tisim.konnektor import KonnektorSimulator
 
@@ -280,6 +286,83 @@ def test_change_password_uses_a_given_policy_without_asking(accountmanager_sim: 
         sim.client().change_password(NEW_PASSWORD, policy=policy)
     assert refused.value.text.endswith("vier Kleinbuchstaben")
     assert not any(r.path.endswith("/serviceinfo") for r in sim.am.seen)
+
+
+# A catastrophic policy: (a|aa)+ backtracks through every way of splitting the a's (Fibonacci of their number)
+# before it can say that the "!" at the end does not fit.
+HOSTILE_POLICY = r"^(a|aa)+$"
+HOSTILE_PASSWORD = "a" * 60 + "!"
+
+
+def test_a_catastrophic_policy_from_the_server_is_a_clear_error_not_a_hung_worker(
+    accountmanager_sim_factory: Callable[..., AmSim],
+) -> None:
+    sim = accountmanager_sim_factory(password_policy=HOSTILE_POLICY, password_policy_display="nur a")
+    client = sim.client()
+    started = time.monotonic()
+    with pytest.raises(AccountManagerError) as refused:
+        client.change_password(HOSTILE_PASSWORD)
+    assert time.monotonic() - started < 5
+    assert (refused.value.code, refused.value.text) == ("bad_policy", BAD_POLICY_TEXT)
+    assert _posts(sim) == [] and client.password == AM_PASSWORD
+    # A harmless password under the same policy is still judged (quickly, and refused: it has no "a").
+    with pytest.raises(PasswordPolicyError):
+        client.change_password(NEW_PASSWORD)
+    # The form on the KIM page evaluates the same policy: a form error, the same text.
+    from operations.forms import PasswordForm
+
+    form = PasswordForm(
+        {"password": HOSTILE_PASSWORD, "password_repeat": HOSTILE_PASSWORD}, policy_regex=HOSTILE_POLICY
+    )
+    assert not form.is_valid() and form.errors["password"] == [BAD_POLICY_TEXT]
+
+
+def test_an_overlong_policy_or_one_that_takes_minutes_to_compile_is_refused() -> None:
+    policy = ServiceInformation(password_policy_regex="a" * (POLICY_MAX_CHARS + 1))
+    with pytest.raises(AccountManagerError) as refused:
+        policy.check_password(NEW_PASSWORD)
+    assert refused.value.code == "bad_policy"
+    # Short, but regex needs minutes to compile it (its timeout covers only matching): tried in a child process.
+    slow = ServiceInformation(password_policy_regex="(?:(?:(?:a{256}){256}){256}){256}")
+    started = time.monotonic()
+    with pytest.raises(AccountManagerError) as refused:
+        slow.check_password(NEW_PASSWORD)
+    assert time.monotonic() - started < POLICY_COMPILE_TIMEOUT + 5
+    assert (refused.value.code, refused.value.text) == ("bad_policy", BAD_POLICY_TEXT)
+    # A policy Python cannot read is still left to the provider.
+    assert ServiceInformation(password_policy_regex="(?<x>[").password_matches(NEW_PASSWORD)
+
+
+def _plain_client(sim: AmSim, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> AccountManagerClient:
+    """Without the OpenAPI check's response hook (which reads every body whole before the client sees it)."""
+    return AccountManagerClient(
+        AccountManagerConfig(
+            base_url=sim.base_url, ca_pem=sim.am.ca_pem, timeout=10, max_response_bytes=max_response_bytes
+        ),
+        username=AM_ADDRESS,
+        password=AM_PASSWORD,
+        token_provider=lambda: sim.card.token(sim.base_url),
+    )
+
+
+def test_an_endless_answer_is_refused_after_the_limit_not_read_whole(accountmanager_sim: AmSim) -> None:
+    sim = accountmanager_sim
+    sim.am.arm_fault("oversize", path="/ServiceInformation/")
+    client = _plain_client(sim)
+    with pytest.raises(AccountManagerError) as refused:
+        client.service_information()
+    assert (refused.value.status, refused.value.code, refused.value.text) == (200, "too_large", TOO_LARGE_TEXT)
+    # The server could hand over only what the client read and the socket buffers held: far from all of it.
+    assert sim.am.oversize_sent < OVERSIZE_BYTES / 4
+    # The connection was given up, the next call works.
+    assert client.service_information().jwt_expiration == 300
+
+
+def test_an_answer_over_the_limit_is_refused_by_its_declared_length(accountmanager_sim: AmSim) -> None:
+    with pytest.raises(AccountManagerError) as refused:
+        _plain_client(accountmanager_sim, max_response_bytes=100).service_information()
+    assert refused.value.code == "too_large"
+    assert MAX_RESPONSE_BYTES >= 64 * 1024  # room for every answer the API defines
 
 
 def test_kim_version_large_messages(accountmanager_sim: AmSim) -> None:
@@ -726,3 +809,25 @@ def test_errors_survive_pickling() -> None:
     assert (copy.status, copy.code, copy.text, copy.detail) == (423, "http_423", STATUS_TEXTS[423], "locked / 19aa")
     policy = pickle.loads(pickle.dumps(PasswordPolicyError("mindestens 12 Zeichen")))  # noqa: S301
     assert isinstance(policy, PasswordPolicyError) and policy.text.endswith("mindestens 12 Zeichen")
+
+
+def test_the_texts_are_translated_where_the_portal_speaks_english(accountmanager_sim: AmSim) -> None:
+    from django.utils import translation
+
+    sim = accountmanager_sim
+    with translation.override("en"):
+        # A lazy text is read in the active language; an error keeps the text of the language it was raised in.
+        assert str(TIMEOUT_TEXT) == "The Account Manager did not answer in time. Please try again later."
+        with pytest.raises(AccountManagerError) as unknown:
+            sim.client(username="niemand@klinikum-test.kim.telematik").account()
+        assert unknown.value.text == "The provider has no such KIM account."
+        with pytest.raises(AccountManagerError) as invalid:
+            sim.client().set_data_time_to_live(5)
+        assert invalid.value.text == "The retention period must be between 10 and 365 days."
+        with pytest.raises(PasswordPolicyError) as weak:
+            sim.client().change_password("kurz")
+        assert weak.value.text.startswith("The new password does not meet the provider's password rules.")
+        assert "KIM Attachment Service" in str(KIM_VERSION_LARGE_WARNING)
+    assert unknown.value.text == "The provider has no such KIM account."
+    with translation.override("de"):
+        assert str(STATUS_TEXTS[404]) == "Das KIM-Konto ist beim Anbieter nicht vorhanden."

@@ -275,8 +275,8 @@ REFUSALS = [
     ("unknown signer", {"signer": {"username": "niemand"}}, 422, "unknown_signer"),
     ("unknown telematik id", {"signer": {"telematik_id": "1-HBA-gibt-es-nicht"}}, 422, "unknown_signer"),
     ("signer twice", {"signer": {"username": "aerztin", "telematik_id": "1-HBA-Sommer-0001"}}, 400, "invalid_field"),
-    ("signer without eHBA", {"signer": {"username": "assistenz"}}, 422, "signer_without_ehba"),
-    ("unknown author", {"author": "niemand"}, 422, "unknown_author"),
+    ("signer without eHBA", {"signer": {"username": "assistenz"}}, 422, "unknown_signer"),
+    ("unknown author", {"author": "niemand"}, 422, "author_not_allowed"),
     ("no KIM address", {"recipients": ["praxis@example.org"]}, 422, "invalid_recipient"),
     ("mailbox outside the scope", {"mailbox": "innere@klinikum-test.kim.telematik-test"}, 403, "mailbox_not_allowed"),
     ("unknown mailbox", {"mailbox": "gibtsnicht@klinikum-test.kim.telematik-test"}, 403, "mailbox_not_allowed"),
@@ -305,6 +305,55 @@ def test_an_author_who_may_not_send_from_the_mailbox_is_refused(api, mailbox):
     response = api.submit(submission("KIS-1", author="gast"))
     assert response.status_code == 422 and response.json()["code"] == "author_not_allowed"
     _nothing_stored()
+
+
+def _refusal(api, overrides) -> tuple[dict, int]:
+    """The answer to a submission with these fields, and how many queries it took."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api.submit({**submission("KIS-1"), **overrides}, valid_request=False)
+    assert response.status_code == 422
+    return response.json(), len(queries)
+
+
+@pytest.mark.parametrize(
+    ("field", "unknown", "known", "code", "reasons"),
+    [
+        (
+            "author",
+            {"author": "niemand"},
+            {"author": "gast"},
+            "author_not_allowed",
+            ("author_unknown", "author_without_right"),
+        ),
+        (
+            "signer",
+            {"signer": {"username": "niemand"}},
+            {"signer": {"username": "gast"}},
+            "unknown_signer",
+            ("signer_unknown", "signer_without_ehba"),
+        ),
+    ],
+)
+def test_a_kis_cannot_tell_an_unknown_username_from_a_known_one_without_the_right(
+    api, mailbox, field, unknown, known, code, reasons
+):
+    """Same status, code and text (but for the name it sent) and the same number of queries; only the audit trail
+    says which it was."""
+    UserFactory(username="gast")  # active, no membership, no eHBA
+    _refusal(api, {"document_type": "rezept"})  # the first call of a token records its use: not compared
+    unknown_body, unknown_queries = _refusal(api, unknown)
+    known_body, known_queries = _refusal(api, known)
+    assert unknown_body["code"] == known_body["code"] == code
+    assert unknown_body["field"] == known_body["field"] == field
+    assert unknown_body["detail"].replace("niemand", "gast") == known_body["detail"]
+    assert unknown_queries == known_queries
+    _nothing_stored()
+    refused = AuditEvent.objects.filter(action="signing.kis_request_refused", details__code=code).order_by("pk")
+    assert [e.details["reason"] for e in refused] == list(reasons)
+    assert all(e.details["code"] == code for e in refused)
 
 
 def test_wrong_json_and_wrong_media_type(api):
@@ -486,7 +535,7 @@ def test_only_the_token_authenticated_api_views_are_csrf_exempt():
     ("overrides", "status", "code"),
     [
         ({"mailbox": "innere@klinikum-test.kim.telematik-test"}, 403, "mailbox_not_allowed"),
-        ({"signer": {"username": "assistenz"}}, 422, "signer_without_ehba"),
+        ({"signer": {"username": "assistenz"}}, 422, "unknown_signer"),
         ({"document": {"filename": "brief.pdf", "content_base64": _b64(b"%PDF-1.7 kaputt")}}, 422, "document_rejected"),
         ({"document_id": "KIS-2"}, 400, "invalid_field"),
     ],

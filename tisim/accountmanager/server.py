@@ -78,7 +78,9 @@ _MAX_BODY = 64 * 1024
 _DRAIN_LIMIT = 2 * 2**20
 _HANDSHAKE_TIMEOUT = 30.0
 _IDLE_TIMEOUT = 60.0
-FAULT_MODES = ("status", "stall", "drop")
+FAULT_MODES = ("status", "stall", "drop", "oversize")
+# What an armed "oversize" answer offers: far more than any client should read.
+OVERSIZE_BYTES = 64 * 2**20
 
 
 class ApiError(Exception):
@@ -220,6 +222,7 @@ class AccountManagerSimulator:
         self._lock = threading.Lock()
         self.released = threading.Event()  # ends armed stalls
         self.seen: deque[SeenRequest] = deque(maxlen=1000)
+        self.oversize_sent = 0  # bytes of the last "oversize" answer the socket accepted
         self._server: AccountManagerHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -333,8 +336,10 @@ class AccountManagerSimulator:
 
     def arm_fault(self, mode: str, *, status: int = 500, times: int | None = 1, path: str | None = None) -> None:
         """``status``: answer with that HTTP status (and an Error body); ``stall``: answer nothing until
-        :meth:`release` or stop (a client timeout); ``drop``: close the connection without an answer. ``path``:
-        only requests whose path contains it; ``times`` None = until cleared."""
+        :meth:`release` or stop (a client timeout); ``drop``: close the connection without an answer;
+        ``oversize``: a 200 JSON answer of OVERSIZE_BYTES without Content-Length (how much of it the client took
+        is in :attr:`oversize_sent`). ``path``: only requests whose path contains it; ``times`` None = until
+        cleared."""
         if mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}")
         with self._lock:
@@ -747,6 +752,9 @@ class AccountManagerHandler(TlsRequestHandler):
     def _fault(self, fault: ArmedFault) -> bool:
         if fault.mode == "status":
             raise ApiError(fault.status, "Armed fault.")
+        if fault.mode == "oversize":
+            self._send_oversize()
+            return True
         if fault.mode == "stall":
             # Simulates a provider that does not answer; ends with release() or stop().
             self.sim.released.wait(timeout=120)
@@ -756,6 +764,25 @@ class AccountManagerHandler(TlsRequestHandler):
         except OSError:
             pass
         return True
+
+    def _send_oversize(self) -> None:
+        """A valid JSON object padded to OVERSIZE_BYTES, its end marked only by closing the connection."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        piece = b" " * (256 * 1024)
+        self.sim.oversize_sent = 0
+        try:
+            self.wfile.write(b'{"message": "')
+            while self.sim.oversize_sent < OVERSIZE_BYTES:
+                self.wfile.write(piece)
+                self.sim.oversize_sent += len(piece)
+            self.wfile.write(b'"}')
+            self.wfile.flush()
+        except OSError:
+            pass  # the client stopped reading and closed
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
