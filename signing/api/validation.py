@@ -26,6 +26,7 @@ from signing.api.errors import ApiError
 from signing.doctypes import document_type
 from signing.forms import KIM_DOMAINS
 from signing.models import KisClient, SignerCard
+from signing.permissions import SIGNER_NOT_ALLOWED, may_sign_for
 from signing.services.documents import CheckedDocument, DocumentRejected, document_check, max_document_bytes
 from signing.services.drafts import DraftData
 
@@ -310,6 +311,13 @@ def submission_parse(client: KisClient, body: dict[str, Any], *, document_id: st
             field="document_type",
         )
     signer = _signer(body)
+    if not may_sign_for(signer, mailbox.pk):
+        raise ApiError(
+            422,
+            "signer_not_allowed",
+            SIGNER_NOT_ALLOWED % {"name": signer.get_username(), "mailbox": mailbox.address},
+            field="signer",
+        )
     author = _author(body, mailbox)
     document = _document(body)
     data = DraftData(
