@@ -63,7 +63,8 @@ def _notify_signer(*, draft: Draft, actor: Any) -> None:
         user_id=draft.signer_id,
         kind=Notification.Kind.SIGNING_QUEUED,
         actor=actor,
-        params={"draft": draft.pk},
+        # mailbox_id: shown only while the signer is a member of the draft's mailbox (mailbox.selectors).
+        params={"draft": draft.pk, "mailbox_id": draft.mailbox_id},
         text=text[:500],
     )
     mailbox_events.broadcast_user_notification(user_id=draft.signer_id)

@@ -6,6 +6,7 @@ leaves between queueing and the batch's run (or while the terminal waits for the
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 
@@ -13,6 +14,7 @@ import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.apps import apps as django_apps
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections, transaction
@@ -20,7 +22,8 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from kimportal.errors import NotAllowed, PortalError
-from mailbox.models import Membership
+from mailbox.models import Membership, Notification
+from mailbox.selectors import user_counters
 from signing import events
 from signing.consumers import QueueConsumer
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
@@ -287,6 +290,49 @@ def test_the_signer_gone_flag_costs_one_query_for_the_whole_list(
     _leave(physician, mailbox)
     page = client.get(reverse("signing:drafts")).content.decode()
     assert page.count('class="error signer-gone"') == 15
+
+
+# --- notifications quote subject and patient: shown only while a member ------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_ex_signers_bell_and_notifications_no_longer_name_the_draft(client, assistant, physician, mailbox):
+    data = DraftData(
+        document_type="earztbrief",
+        patient_reference="Frau Xylander",
+        signer=physician,
+        mailbox=mailbox,
+        subject="Entlassbrief",
+        recipients=["praxis@praxis-test.kim.telematik-test"],
+    )
+    draft_create(author=assistant, data=data, document=document_check(LETTER_TEXT, "brief.txt"))
+    client.force_login(physician)
+    assert user_counters(physician)["notifications"] == 1
+    assert "Frau Xylander" in client.get(reverse("mailbox:notifications")).content.decode()
+    _leave(physician, mailbox)
+    assert user_counters(physician)["notifications"] == 0
+    assert "Frau Xylander" not in client.get(reverse("mailbox:notifications")).content.decode()
+    assert Notification.objects.filter(user=physician).count() == 1  # the row stays (audit), it is not shown
+    # Back in the department, it shows again.
+    MembershipFactory(mailbox=mailbox, user=physician, role=Membership.Role.PROCESSOR)
+    assert "Frau Xylander" in client.get(reverse("mailbox:notifications")).content.decode()
+
+
+@pytest.mark.django_db
+def test_older_notifications_get_their_drafts_mailbox(assistant, physician, mailbox):
+    migration = importlib.import_module("signing.migrations.0009_notification_mailbox_id")
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    old = Notification.objects.create(user=physician, kind="signing_queued", params={"draft": draft.pk}, text="x")
+    odd = [
+        Notification.objects.create(user=physician, kind="review_requested", params=params, text="x")
+        for params in ({"draft": True}, {"draft": [draft.pk]}, {"draft": 999_999}, {"name": "ohne Entwurf"})
+    ]
+    other = Notification.objects.create(user=physician, kind="mention", params={"draft": draft.pk}, text="x")
+    migration.add_mailbox_id(django_apps, None)
+    old.refresh_from_db()
+    assert old.params == {"draft": draft.pk, "mailbox_id": mailbox.pk}
+    for n in [*odd, other]:
+        assert "mailbox_id" not in Notification.objects.get(pk=n.pk).params
 
 
 # --- the batch page and the queue's socket ------------------------------------------------------------------------
