@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from signing.doctypes import document_type_choices
 from signing.models import Draft
+from signing.permissions import SIGNER_NOT_ALLOWED, may_sign_for
 from signing.selectors import DraftFilter
 from signing.services.batch import Selected
 from signing.services.documents import CheckedDocument, DocumentRejected, document_check, too_big
@@ -38,7 +39,18 @@ class DraftForm(forms.Form):
     document = forms.FileField(label=_("Dokument (PDF, Text oder XML)"), required=True)
     document_type = forms.ChoiceField(label=_("Dokumenttyp"), choices=[])
     patient_reference = forms.CharField(label=_("Patient (Name oder Fallnummer)"), max_length=100)
-    signer = UserChoiceField(queryset=None, label=_("Unterzeichner"))
+    # The choice list offers who may sign for the user's sending mailboxes; clean() checks the one chosen against
+    # the mailbox chosen (a forged id of anyone else is refused here and again by the service).
+    signer = UserChoiceField(
+        queryset=None,
+        label=_("Unterzeichner"),
+        error_messages={
+            "invalid_choice": _(
+                "Diese Person kann nicht als Unterzeichner gewählt werden: Unterzeichnen kann nur, wer einen eHBA hat "
+                "und im Absender-Postfach Mitglied mit der Rolle „Bearbeiten“ oder „Eigentümer“ ist."
+            )
+        },
+    )
     mailbox = forms.ModelChoiceField(queryset=None, label=_("Absender-Postfach"))  # type: ignore[var-annotated]
     recipients = forms.CharField(
         label=_("Empfänger (KIM-Adressen, eine je Zeile)"), widget=forms.Textarea(attrs={"rows": 3})
@@ -102,6 +114,14 @@ class DraftForm(forms.Form):
         except DocumentRejected as exc:
             raise ValidationError(exc.message) from exc
         return upload
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        signer, mailbox = data.get("signer"), data.get("mailbox")
+        if signer is not None and mailbox is not None and not may_sign_for(signer, mailbox.pk):
+            name = signer.get_full_name() or signer.get_username()
+            self.add_error("signer", SIGNER_NOT_ALLOWED % {"name": name, "mailbox": mailbox.display_name})
+        return data
 
     def _one_line(self, name: str) -> str:
         # The subject becomes a mail header when the letter is sent: a line break there is header injection.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from kimportal.prepared import PreparedQuery
@@ -123,9 +124,16 @@ def user_counters(user: Any) -> dict[str, int]:
 
 
 def _visible_notifications(user_id: int, mailbox_ids: list[int]) -> QuerySet[Notification]:
-    # The one rule: notifications about messages of mailboxes the user may still see, or about no message.
-    return Notification.objects.filter(user_id=user_id).filter(
-        Q(message__isnull=True) | Q(message__mailbox_id__in=mailbox_ids)
+    # The one rule: notifications about messages of mailboxes the user may still see, or about no message; and one
+    # that names a mailbox in its params ("mailbox_id": e.g. a draft to sign or review) only while the user is a
+    # member of that mailbox. Compared as text, so odd params never make the query fail; the ids stay plain
+    # parameters of an IN on a real column (kimportal.prepared binds them).
+    named = Mailbox.objects.filter(pk__in=mailbox_ids).alias(pk_text=Cast("pk", TextField()))
+    return (
+        Notification.objects.filter(user_id=user_id)
+        .filter(Q(message__isnull=True) | Q(message__mailbox_id__in=mailbox_ids))
+        .alias(named_mailbox=KT("params__mailbox_id"))
+        .filter(Q(named_mailbox__isnull=True) | Exists(named.filter(pk_text=OuterRef("named_mailbox"))))
     )
 
 

@@ -27,6 +27,7 @@ from signing.api.errors import ApiError
 from signing.doctypes import document_type
 from signing.forms import KIM_DOMAINS
 from signing.models import KisClient, SignerCard
+from signing.permissions import may_sign_for
 from signing.services.documents import CheckedDocument, DocumentRejected, document_check, max_document_bytes
 from signing.services.drafts import DraftData
 
@@ -154,7 +155,7 @@ def _refused_person(code: str, detail: str, *, field: str, reason: str, name: st
     return ApiError(422, code, detail, field=field, reason=reason)
 
 
-def _signer(body: dict[str, Any]) -> Any:
+def _signer(body: dict[str, Any], mailbox: Mailbox) -> Any:
     value = body.get("signer")
     if value is None:
         raise _missing("signer")
@@ -168,35 +169,33 @@ def _signer(body: dict[str, Any]) -> Any:
             _("Der Unterzeichner wird entweder mit „username“ oder mit „telematik_id“ angegeben (genau eines)."),
             field="signer",
         )
-    if "username" in keys:
-        username = value["username"].strip()
-        # One query for both halves (an active person, with an eHBA): unknown and without eHBA cost the same.
-        card = SignerCard.objects.select_related("user").filter(user__username=username, user__is_active=True).first()
-        if card is None:
-            # Only now, and on both ways here alike, asked which of the two it was (for the administrators).
-            reason = "signer_without_ehba" if _user(username) is not None else "signer_unknown"
-            raise _refused_person(
-                "unknown_signer",
-                _(
-                    "Eine aktive Person mit dem Benutzernamen „%(name)s“ und zugeordnetem eHBA gibt es im Portal "
-                    "nicht; nur wem ein eHBA zugeordnet ist, kann signieren."
-                )
-                % {"name": value["username"]},
-                field="signer",
-                reason=reason,
-                name=username,
-            )
+    key = next(iter(keys))
+    name = value[key].strip()
+    # One query for both halves (an active person, with an eHBA): unknown and without eHBA cost the same.
+    cards = SignerCard.objects.select_related("user").filter(user__is_active=True)
+    card = (cards.filter(user__username=name) if key == "username" else cards.filter(telematik_id=name)).first()
+    if card is not None and may_sign_for(card.user, mailbox.pk):
         return card.user
-    telematik_id = value["telematik_id"].strip()
-    card = SignerCard.objects.select_related("user").filter(telematik_id=telematik_id, user__is_active=True).first()
-    if card is None:
-        raise ApiError(
-            422,
-            "unknown_signer",
-            _("Kein eHBA mit der Telematik-ID „%(id)s“ ist einer aktiven Person zugeordnet.") % {"id": telematik_id},
-            field="signer",
+    # Unknown, without an eHBA, or not a physician of this mailbox: one answer for all three, so a KIS cannot
+    # probe which usernames (or Telematik-IDs) exist; one more query on each way, for the administrators' reason.
+    if card is not None:
+        reason = "signer_not_allowed"
+    elif key == "username":
+        reason = "signer_without_ehba" if _user(name) is not None else "signer_unknown"
+    else:
+        reason = "signer_unknown"
+        SignerCard.objects.filter(telematik_id=name).exists()  # the same number of queries as the other ways
+    raise _refused_person(
+        "unknown_signer",
+        _(
+            "Unter „%(name)s“ gibt es im Portal keine aktive Person mit zugeordnetem eHBA, die für das Postfach "
+            "%(mailbox)s signieren darf (Mitglied mit mindestens der Rolle „Bearbeiten“)."
         )
-    return card.user
+        % {"name": value[key], "mailbox": mailbox.address},
+        field="signer",
+        reason=reason,
+        name=name,
+    )
 
 
 def _author(body: dict[str, Any], mailbox: Mailbox) -> Any:
@@ -321,7 +320,7 @@ def submission_parse(client: KisClient, body: dict[str, Any], *, document_id: st
             _("Den Dokumenttyp „%(code)s“ kennt das Portal nicht.") % {"code": code},
             field="document_type",
         )
-    signer = _signer(body)
+    signer = _signer(body, mailbox)
     author = _author(body, mailbox)
     document = _document(body)
     data = DraftData(

@@ -51,7 +51,9 @@ class BatchConsumer(PortalConsumer):
             batch = selectors.batch_get_for_user(self.user, self.batch_id)
         except SignatureBatch.DoesNotExist:
             return None
-        return self._render("signing/batch.html#batch-status", {**selectors.batch_context(batch), "oob": True})
+        return self._render(
+            "signing/batch.html#batch-status", {**selectors.batch_context(batch, self.user), "oob": True}
+        )
 
     async def user_notified(self, event: dict[str, Any]) -> None:
         """A new notification (a draft to sign, a mention …): the bell in this page's top bar follows."""

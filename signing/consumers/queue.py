@@ -11,6 +11,7 @@ from mailbox.selectors import user_counters
 from signing import selectors
 from signing.events import queue_group
 from signing.models import Draft
+from signing.permissions import signing_mailbox_ids
 
 
 def notice_groups(user: Any, drafts: list[Draft]) -> dict[str, list[Draft]]:
@@ -19,12 +20,17 @@ def notice_groups(user: Any, drafts: list[Draft]) -> dict[str, list[Draft]]:
     review: list[Draft] = []
     sign: list[Draft] = []
     waiting: list[Draft] = []
+    allowed: set[int] | None = None
     for draft in drafts:
         if not draft.is_open:
             continue
         if draft.review_state == Draft.Review.PENDING and draft.reviewer_id == user.pk:
             review.append(draft)
         elif draft.signer_id == user.pk:
+            if allowed is None:
+                allowed = signing_mailbox_ids(user)  # read now: a socket outlives memberships
+            if draft.mailbox_id not in allowed:
+                continue  # no longer theirs to sign (the department's role is gone): nothing to announce
             (waiting if draft.needs_approval else sign).append(draft)
     return {"review": review, "sign": sign, "waiting": waiting}
 

@@ -15,18 +15,19 @@ from signing.doctypes import document_type_label
 
 class DraftQuerySet(models.QuerySet["Draft"]):
     def visible_to(self, user: Any) -> DraftQuerySet:
-        """Drafts the user may see: as author, intended signer or chosen reviewer (while a member of the sending
-        mailbox). A letter is patient data: managers administer (eHBA mappings, workplaces) and read no letter
-        that is not theirs, as they read no message without a membership.
+        """Drafts the user may see: as author, intended signer or chosen reviewer, and only while a member of the
+        draft's sending mailbox (its department). Someone who leaves the department loses its drafts at once,
+        everywhere (lists, pages, files, sockets, actions): having written or been chosen for a draft is not a
+        right of its own. A letter is patient data: managers administer (eHBA mappings, workplaces) and read no
+        letter that is not theirs, as they read no message without a membership.
 
         Reads start here (views, consumers, services), so a foreign pk is simply not found (404)."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
-        # The chosen reviewer sees the draft while a member of its sending mailbox (an ex-member no longer does).
+        # The memberships are read now (once per HTTP request; every time in sockets and tasks).
         return self.filter(
-            models.Q(author=user)
-            | models.Q(signer=user)
-            | models.Q(reviewer=user, mailbox_id__in=list(member_roles(user)))
+            models.Q(author=user) | models.Q(signer=user) | models.Q(reviewer=user),
+            mailbox_id__in=list(member_roles(user)),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -10,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from mailbox.models import Mailbox, member_roles
-from mailbox.permissions import Action, can
+from mailbox.models import Mailbox, Membership, member_roles
+from mailbox.permissions import Action, can, members_q
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, Workplace
 
 # Sort keys of the lists (the form offers them); each ends with the pk so the order is total.
@@ -99,13 +100,38 @@ def batch_items(batch: SignatureBatch) -> QuerySet[BatchItem]:
     return batch.items.select_related("draft").order_by("position")
 
 
-def signer_choices() -> QuerySet[Any]:
-    """Who may be asked to sign: active users with an eHBA."""
-    return (
-        get_user_model()
-        .objects.filter(is_active=True, signer_card__isnull=False)
-        .order_by("last_name", "first_name", "username")
+def _signing_memberships(mailbox_ids: Iterable[int]) -> QuerySet[Membership]:
+    """Memberships that let their holder sign for these mailboxes (with an eHBA): processing role or more."""
+    roles = [r for r in Membership.RANK if can(r, Action.PROCESS)]
+    return Membership.objects.filter(mailbox_id__in=list(mailbox_ids), mailbox__is_active=True, role__in=roles)
+
+
+def signer_choices(mailboxes: Iterable[Mailbox | int]) -> QuerySet[Any]:
+    """Who may be asked to sign drafts sent from these mailboxes: active users with an eHBA who are members of one
+    of them with the processing role or more (directly or through a group). The form offers them; the form and
+    the service check the one chosen against the draft's own mailbox (signing.permissions.signing_mailbox_ids)."""
+    ids = [m if isinstance(m, int) else m.pk for m in mailboxes]
+    user_model = get_user_model()
+    qs = user_model.objects.filter(members_q(_signing_memberships(ids)), is_active=True, signer_card__isnull=False)
+    # The joins over groups repeat rows: the ids, then the users once each.
+    return user_model.objects.filter(pk__in=qs.values("pk")).order_by("last_name", "first_name", "username")
+
+
+def drafts_signer_gone(drafts: Iterable[Draft]) -> set[int]:
+    """The ids of these drafts whose chosen signer may no longer sign for the draft's mailbox (left it, lost the
+    processing role or the eHBA, or was deactivated): such a draft waits for its author to choose another signer.
+    One query for any number of drafts."""
+    drafts = list(drafts)
+    if not drafts:
+        return set()
+    qualified = get_user_model().objects.filter(
+        pk__in={d.signer_id for d in drafts}, is_active=True, signer_card__isnull=False
     )
+    memberships = _signing_memberships({d.mailbox_id for d in drafts})
+    direct = memberships.filter(user__in=qualified).values_list("user_id", "mailbox_id")
+    via_group = memberships.filter(group__user__in=qualified).values_list("group__user", "mailbox_id")
+    allowed = set(direct.union(via_group))
+    return {d.pk for d in drafts if (d.signer_id, d.mailbox_id) not in allowed}
 
 
 def sending_mailboxes(user: Any) -> QuerySet[Mailbox]:
@@ -129,9 +155,17 @@ def user_filter_choices(user: Any) -> QuerySet[Any]:
     )
 
 
-def batch_context(batch: SignatureBatch) -> dict[str, Any]:
-    """A batch with its items, grouped for the live page and its summary (one query for the items)."""
+def batch_context(batch: SignatureBatch, user: Any = None) -> dict[str, Any]:
+    """A batch with its items, grouped for the live page and its summary (one query for the items; with `user`,
+    one more). An item whose draft the user may no longer see (they left its department) keeps its state and
+    reason but shows no subject or patient (item.hidden)."""
     items = list(batch_items(batch))
+    if user is not None:
+        visible = set(
+            Draft.objects.visible_to(user).filter(pk__in=[i.draft_id for i in items]).values_list("pk", flat=True)
+        )
+        for item in items:
+            item.hidden = item.draft_id not in visible  # type: ignore[attr-defined]  # read by the template
     return {
         "batch": batch,
         "items": items,

@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError
 from kimportal.errors import Conflict, NotAllowed, PortalError
 from signing import events
 from signing.models import BatchItem, Draft, SignatureBatch, SignerCard, Workplace
+from signing.permissions import signing_mailbox_ids
 from signing.services.audit import signing_audit
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,16 @@ def batch_create(*, signer: Any, workplace: Workplace, selected: list[Selected])
     drafts = list(Draft.objects.select_for_update().filter(pk__in=wanted, signer=signer).order_by("created_at", "pk"))
     if len(drafts) != len(wanted):
         raise NotAllowed(_("Einige der gewählten Entwürfe können Sie nicht signieren."))
+    # Chosen once is not allowed now: only for the departments the signer may still send from (an open tab of
+    # someone who left, or a forged selection, signs nothing).
+    allowed = signing_mailbox_ids(signer, has_card=True)
+    if any(d.mailbox_id not in allowed for d in drafts):
+        raise NotAllowed(
+            _(
+                "Einige der gewählten Entwürfe können Sie nicht (mehr) signieren: Im Absender-Postfach fehlt Ihnen "
+                "die Mitgliedschaft mit der Rolle „Bearbeiten“ oder „Eigentümer“."
+            )
+        )
     changed = [d for d in drafts if d.version != wanted[d.pk].version or d.sha256 != wanted[d.pk].sha256]
     if changed:
         raise Conflict(

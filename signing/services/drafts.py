@@ -17,7 +17,7 @@ from mailbox.permissions import Action, require
 from mailbox.storage import blob_put
 from signing import events
 from signing.models import Draft, DraftVersion, SignerCard
-from signing.permissions import require_edit
+from signing.permissions import SIGNER_NOT_ALLOWED, may_sign_for, require_edit
 from signing.services.audit import signing_audit
 from signing.services.documents import CheckedDocument
 from signing.services.review import review_required, review_start
@@ -43,6 +43,10 @@ def _check(author: Any, data: DraftData) -> None:
     require(author, data.mailbox, Action.PROCESS, _("Aus diesem Postfach dürfen Sie nicht senden."))
     if not data.signer.is_active or not SignerCard.objects.filter(user=data.signer).exists():
         raise PortalError(_("Die gewählte Person hat keinen eHBA und kann nicht signieren."))
+    # Not every eHBA holder signs for every department: only a member who may send from the draft's mailbox.
+    if not may_sign_for(data.signer, data.mailbox.pk):
+        name = data.signer.get_full_name() or data.signer.get_username()
+        raise PortalError(SIGNER_NOT_ALLOWED % {"name": name, "mailbox": data.mailbox.display_name})
 
 
 def _notify_signer(*, draft: Draft, actor: Any) -> None:
@@ -59,7 +63,8 @@ def _notify_signer(*, draft: Draft, actor: Any) -> None:
         user_id=draft.signer_id,
         kind=Notification.Kind.SIGNING_QUEUED,
         actor=actor,
-        params={"draft": draft.pk},
+        # mailbox_id: shown only while the signer is a member of the draft's mailbox (mailbox.selectors).
+        params={"draft": draft.pk, "mailbox_id": draft.mailbox_id},
         text=text[:500],
     )
     mailbox_events.broadcast_user_notification(user_id=draft.signer_id)
@@ -207,6 +212,7 @@ def draft_update(
         draft=current,
         version=current.version,
         fields=changed,
+        **({"signer": current.signer_id} if "signer" in changes else {}),
         **({"via": via} if via else {}),
     )
     if current.review_state != Draft.Review.NONE or review_required(current.mailbox_id, current.document_type):

@@ -107,6 +107,8 @@ def _name(user: Any) -> str:
 def _params(draft: Draft, actor: Any, via: str, comment: str = "") -> dict[str, Any]:
     params: dict[str, Any] = {
         "draft": draft.pk,
+        # The notification quotes subject and patient: shown only while its reader is a member of this mailbox.
+        "mailbox_id": draft.mailbox_id,
         "name": via or _name(actor),
         "subject": f"{draft.subject} ({draft.patient_reference})",
     }

@@ -37,6 +37,7 @@ from konnektor import (
 from mailbox.storage import BlobBatch, BlobError, blob_get
 from signing import events
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
+from signing.permissions import SIGNER_REFUSED_IN_BATCH, signing_mailbox_ids
 from signing.services.audit import signing_audit
 from signing.services.comfort import (
     CARD_GONE,
@@ -142,7 +143,10 @@ def batch_run(batch_id: int) -> None:
         while calls:
             if _cancel_requested(batch):
                 break
-            call = calls.pop(0)
+            call = _without_refused(batch, by_request, calls.pop(0))
+            if not call:
+                _update(batch, calls_total=batch.calls_total - 1)
+                continue
             if comfort is not None:
                 left = comfort_before_call(client, comfort)
                 if left is None:
@@ -245,6 +249,42 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=heartbeat_seconds() + 5)
 
 
+def _allowed_mailboxes(batch: SignatureBatch) -> set[int]:
+    """The departments the batch's signer may sign for now (read now: the batch may have waited in the queue, and
+    SignDocument blocks for minutes while the PIN is typed)."""
+    signer = get_user_model().objects.filter(pk=batch.signer_id).first()
+    return signing_mailbox_ids(signer) if signer is not None else set()
+
+
+def _refuse(batch: SignatureBatch, items: Sequence[BatchItem]) -> None:
+    """Items whose signer left the draft's department (or lost the role) since the batch was queued: not signed,
+    back in the queue as failed with the reason, on the audit trail."""
+    with transaction.atomic():
+        for item in items:
+            _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
+        SignatureBatch.objects.filter(pk=batch.pk).update(failed_count=F("failed_count") + len(items))
+        events.broadcast_batch_changed(batch_id=batch.pk, item_ids=[item.pk for item in items])
+        events.broadcast_drafts_changed(
+            user_ids=[batch.signer_id, *(item.draft.author_id for item in items)],
+            draft_ids=[item.draft_id for item in items],
+        )
+
+
+def _without_refused(batch: SignatureBatch, by_request: dict[str, BatchItem], call: list[SignItem]) -> list[SignItem]:
+    """The call without the documents its signer may no longer sign; those are refused before the card signs."""
+    allowed = _allowed_mailboxes(batch)
+    refused = [
+        by_request[s.request_id]
+        for s in call
+        if by_request[s.request_id].draft.mailbox_id not in allowed
+        and by_request[s.request_id].state == BatchItem.State.PENDING
+    ]
+    if refused:
+        _refuse(batch, refused)
+    gone = {item.request_id for item in refused}
+    return [s for s in call if s.request_id not in gone]
+
+
 def _sign_item(item: BatchItem) -> SignItem:
     try:
         content = blob_get(item.document_sha256)
@@ -275,11 +315,18 @@ def _store_results(
     rows of the whole call in one transaction (bulk: a call carries up to 250 documents)."""
     good: list[tuple[BatchItem, Signature]] = []
     bad: list[tuple[BatchItem, int | None, str]] = []
+    refused: list[BatchItem] = []
+    # The signer may have left a department while the call waited for the PIN: a signature made for a draft
+    # they may no longer sign is not used (its draft stays in the queue, refused with the reason).
+    allowed = _allowed_mailboxes(batch)
     with BlobBatch() as blobs:
         for result in results:
             item = by_request.get(result.request_id)
             if item is None or item.state != BatchItem.State.PENDING:
                 continue  # an answer to a request we did not send (or twice): ignored
+            if item.draft.mailbox_id not in allowed:
+                refused.append(item)
+                continue
             if not result.ok:
                 code = result.code
                 text = result.text or (error_text(code) if code is not None else _("Nicht signiert."))
@@ -314,10 +361,12 @@ def _store_results(
             _hand_to_outbox(item.draft)
         for item, code, text in bad:
             _item_failed(batch, item, code, text)
+        for item in refused:
+            _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
         SignatureBatch.objects.filter(pk=batch.pk).update(
-            signed_count=F("signed_count") + len(good), failed_count=F("failed_count") + len(bad)
+            signed_count=F("signed_count") + len(good), failed_count=F("failed_count") + len(bad) + len(refused)
         )
-        touched = [item for item, _s in good] + [item for item, _c, _t in bad]
+        touched = [item for item, _s in good] + [item for item, _c, _t in bad] + refused
         events.broadcast_batch_changed(batch_id=batch.pk, item_ids=[item.pk for item in touched])
         events.broadcast_drafts_changed(
             user_ids=[batch.signer_id, *(item.draft.author_id for item in touched)],
@@ -365,13 +414,15 @@ def _hand_to_outbox(draft: Draft) -> None:
         enqueue_on_commit("signing.tasks.signing_send_signed", draft.pk)
 
 
-def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: str) -> None:
+def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: str, **details: Any) -> None:
     BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.FAILED, code=code, text=text[:500])
     item.state = BatchItem.State.FAILED
     Draft.objects.filter(pk=item.draft_id).update(
         state=Draft.State.FAILED, last_error=text[:500], last_error_code=code, updated_at=timezone.now()
     )
-    signing_audit(actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text)
+    signing_audit(
+        actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text, **details
+    )
 
 
 # A batch nobody started after this long has lost its task (a worker that was busy starts it well before); a

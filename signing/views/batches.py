@@ -65,7 +65,7 @@ def batch_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     template = "signing/batch.html"
     if request.htmx and request.htmx.target == "batch-status":
         template += "#batch-status"
-    return render(request, template, selectors.batch_context(batch))
+    return render(request, template, selectors.batch_context(batch, request.user))
 
 
 @require_POST
@@ -77,7 +77,7 @@ def batch_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
         raise PermissionDenied(exc.message) from exc
     if request.htmx:
         fresh = batch_or_404(request.user, pk)
-        return render(request, "signing/batch.html#batch-status", selectors.batch_context(fresh))
+        return render(request, "signing/batch.html#batch-status", selectors.batch_context(fresh, request.user))
     messages.info(request, _("Abbruch angefordert."))
     return redirect("signing:batch", pk=batch.pk)
 

@@ -22,7 +22,7 @@ from mailbox.storage import BlobError, blob_get
 from signing import selectors
 from signing.forms import DraftForm, ReviewDecisionForm, ReviewRequestForm, WithdrawForm
 from signing.models import Draft
-from signing.permissions import can_edit, has_signer_card, sign_refusal
+from signing.permissions import SIGNER_GONE, can_edit, has_signer_card, sign_refusal
 from signing.services.drafts import DraftData, draft_create, draft_document_viewed, draft_update, draft_withdraw
 from signing.services.review import can_review, draft_reviewer_candidates, review_refusal, reviewer_candidates
 from signing.views.common import chosen_workplace, draft_or_404
@@ -41,7 +41,8 @@ def _reviewers(request: AuthenticatedHttpRequest) -> QuerySet[Any]:
 
 
 def _form(request: AuthenticatedHttpRequest, draft: Draft | None = None) -> DraftForm:
-    signers, mailboxes = selectors.signer_choices(), selectors.sending_mailboxes(request.user)
+    mailboxes = selectors.sending_mailboxes(request.user)
+    signers = selectors.signer_choices(mailboxes)
     reviewers = _reviewers(request) if draft is None else None
     if request.method == "POST":
         return DraftForm(
@@ -162,8 +163,13 @@ def draft_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     may_request = editable and not (
         draft.review_state == Draft.Review.APPROVED and draft.approved_version == draft.version
     )
+    # A signer who left the department (or lost the eHBA) no longer signs it: the draft waits for another choice.
+    signer_gone = ""
+    if draft.is_open and draft.signer_id != request.user.pk and selectors.drafts_signer_gone([draft]):
+        signer_gone = SIGNER_GONE % {"name": draft.signer.get_full_name() or draft.signer.get_username()}
     context = {
         "draft": draft,
+        "signer_gone": signer_gone,
         "text": text,
         "text_cut": text is not None and draft.size > INLINE_TEXT_LIMIT,
         "can_edit": editable,

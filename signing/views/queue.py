@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from kimportal.http import AuthenticatedHttpRequest
 from signing import selectors
 from signing.forms import DraftFilterForm
-from signing.permissions import has_signer_card
+from signing.permissions import NOT_SIGNER_OF_MAILBOX, SIGNER_GONE, has_signer_card, signing_mailbox_ids
 from signing.selectors.drafts import LIST_LIMIT
 from signing.services.review import review_refusal
 from signing.views.common import chosen_workplace
@@ -26,12 +26,23 @@ def _list_page(request: AuthenticatedHttpRequest, *, own_queue: bool) -> HttpRes
     has_card = has_signer_card(request.user)
     # Only the signer's own open drafts can be selected for signing: they are the checkboxes of the list. One
     # under review is selectable only when approved at its current version; the row says why it is not.
+    # The signer may sign only for the departments they may send from now (read once for the page).
+    allowed = signing_mailbox_ids(request.user, has_card=has_card)
+    # Someone else's open drafts whose signer left the department: the author is to choose another (one query).
+    gone = selectors.drafts_signer_gone([d for d in rows if d.is_open and d.signer_id != request.user.pk])
     signable: set[int] = set()
     for d in rows:
         d.sign_block = ""  # type: ignore[attr-defined]  # read by the template
+        d.signer_gone = ""  # type: ignore[attr-defined]
+        if d.pk in gone:
+            name = d.signer.get_full_name() or d.signer.get_username()
+            d.signer_gone = SIGNER_GONE % {"name": name}  # type: ignore[attr-defined]
+            continue
         if not (has_card and d.signer_id == request.user.pk and d.is_open):
             continue
-        if d.needs_approval:
+        if d.mailbox_id not in allowed:
+            d.sign_block = str(NOT_SIGNER_OF_MAILBOX)  # type: ignore[attr-defined]
+        elif d.needs_approval:
             d.sign_block = review_refusal(d)  # type: ignore[attr-defined]
         else:
             signable.add(d.pk)

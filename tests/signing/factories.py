@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import factory
 
+from mailbox.models import Membership
 from mailbox.storage import blob_put
 from signing.models import Draft, SignerCard, Workplace
 from tests.mailbox.factories import MailboxFactory, UserFactory
@@ -31,6 +32,7 @@ class DraftFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Draft
+        skip_postgeneration_save = True
 
     class Params:
         content = factory.LazyAttribute(lambda o: make_pdf(f"Brief {o.subject}"))
@@ -46,3 +48,14 @@ class DraftFactory(factory.django.DjangoModelFactory):
     mime_type = "application/pdf"
     size = factory.LazyAttribute(lambda o: len(o.content))
     sha256 = factory.LazyAttribute(lambda o: blob_put(o.content))
+
+    @factory.post_generation
+    def members(obj: Draft, create: bool, extracted: bool | None, **kwargs: object) -> None:
+        """A draft belongs to a department its author and signer work in: both are made members (processing role)
+        of its sending mailbox unless they already have a role there. `members=False` leaves them as they are."""
+        if not create or extracted is False:
+            return
+        for user_id in {obj.author_id, obj.signer_id}:
+            Membership.objects.get_or_create(
+                mailbox_id=obj.mailbox_id, user_id=user_id, defaults={"role": Membership.Role.PROCESSOR}
+            )

@@ -48,6 +48,7 @@ def _people():
     box = MailboxFactory()
     physician = UserFactory(username="ws-aerztin", first_name="Anna", last_name="Sommer")
     SignerCardFactory(user=physician)
+    MembershipFactory(mailbox=box, user=physician, role=Membership.Role.PROCESSOR)
     assistant = UserFactory(username="ws-assistenz")
     MembershipFactory(mailbox=box, user=assistant, role=Membership.Role.PROCESSOR)
     stranger = UserFactory(username="ws-fremd")

@@ -492,12 +492,26 @@ def test_caller_names_the_channel(issued):
     assert caller.via == "KIS: KIS Kardiologie"
 
 
-def test_signer_with_card_in_another_department_may_sign(api, mailbox):
-    # The signer needs an eHBA, not a membership in the sending mailbox (as on the portal's own form).
+def test_a_signer_with_a_card_in_another_department_is_refused(api, mailbox):
+    # The signer needs an eHBA and the processing role in the sending mailbox (as on the portal's own form).
     outside = UserFactory(username="oberarzt")
     SignerCardFactory(user=outside, telematik_id="1-HBA-Ober-0002")
-    response = api.submit(submission("KIS-1", signer={"username": "oberarzt"}))
-    assert response.status_code == 201
+    MembershipFactory(mailbox=MailboxFactory(), user=outside, role=Membership.Role.PROCESSOR)
+    for signer in ({"username": "oberarzt"}, {"telematik_id": "1-HBA-Ober-0002"}):
+        response = api.submit(submission("KIS-1", signer=signer))
+        assert response.status_code == 422
+        # The answer an unknown name gets (a KIS must not learn that this physician exists); the audit knows why.
+        assert response.json()["code"] == "unknown_signer" and response.json()["field"] == "signer"
+        assert "signieren darf" in response.json()["detail"]
+        event = AuditEvent.objects.filter(action="signing.kis_request_refused").latest("pk")
+        assert event.details["reason"] == "signer_not_allowed"
+    _nothing_stored()
+    # A reader of the mailbox neither; with the processing role the same submission is accepted.
+    membership = MembershipFactory(mailbox=mailbox, user=outside, role=Membership.Role.READER)
+    assert api.submit(submission("KIS-1", signer={"username": "oberarzt"})).status_code == 422
+    membership.role = Membership.Role.PROCESSOR
+    membership.save()
+    assert api.submit(submission("KIS-1", signer={"username": "oberarzt"})).status_code == 201
 
 
 def test_an_unforeseen_refusal_of_the_draft_services_is_a_json_422(api, monkeypatch):

@@ -288,6 +288,7 @@ def test_an_ex_member_of_the_mailbox_no_longer_sees_or_approves(client, assistan
     grant_review(reviewer)
     signer = UserFactory(username="signer")
     SignerCardFactory(user=signer)
+    MembershipFactory(mailbox=mailbox, user=signer, role=Membership.Role.PROCESSOR)
     draft = _create(assistant, signer, mailbox)
     review_request(user=assistant, draft=draft, version=1, reviewer=reviewer)
     client.force_login(reviewer)

@@ -89,7 +89,7 @@ def test_an_oversized_upload_is_refused_before_it_is_read_into_memory(
     form = DraftForm(
         _data(physician, mailbox),
         {"document": upload},
-        signers=signer_choices(),
+        signers=signer_choices(sending_mailboxes(assistant)),
         mailboxes=sending_mailboxes(assistant),
     )
     tracemalloc.start()

@@ -81,7 +81,7 @@ def test_create_form_stores_a_pdf(client, assistant, physician, mailbox):
         (("brief.pdf", b"no pdf"), {}, "kein PDF-Dokument"),
         (("brief.txt", b"Brief"), {"recipients": "keine adresse"}, "Keine gültige KIM-Adresse"),
         (None, {}, "Dieses Feld ist zwingend erforderlich."),
-        (("brief.txt", b"Brief"), {"signer": "0"}, "Bitte eine gültige Auswahl treffen."),
+        (("brief.txt", b"Brief"), {"signer": "0"}, "kann nicht als Unterzeichner gewählt werden"),
     ],
 )
 def test_create_form_errors_are_german_and_nothing_is_stored(
