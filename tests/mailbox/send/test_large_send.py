@@ -22,11 +22,17 @@ from django.conf import settings
 from django.core.files import File
 
 from mailbox.models import Attachment, Message, OutgoingMessage
-from mailbox.services.compose import OutgoingData, outgoing_attachment_add, outgoing_draft_save
+from mailbox.services.compose import (
+    OutgoingData,
+    outgoing_attachment_add,
+    outgoing_draft_save,
+    outgoing_forward_start,
+)
 from mailbox.services.fetch import account_fetch
-from mailbox.services.outbox import outgoing_send
+from mailbox.services.outbox import outgoing_deliver, outgoing_send
 from mailbox.storage import blob_path
-from tests.mailbox.conftest import PRAXIS
+from tests.mailbox.conftest import HOSPITAL, PRAXIS
+from tests.mailbox.factories import MembershipFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,12 +131,28 @@ def test_a_large_attachment_is_sent_intact_without_being_held_in_memory(
     with blob_path(pdf.sha256).open("rb") as fh:
         assert hashlib.file_digest(fh, "sha256").hexdigest() == expected
 
+    # The practice forwards the 40 MB mail it received: the original is copied into the new message from its
+    # blob, unchanged, without being held either.
+    colleague = UserFactory(username="praxis")
+    MembershipFactory(mailbox=praxis_account.mailbox, user=colleague)
+    forward = outgoing_forward_start(user=colleague, message=received)
+    forward = outgoing_draft_save(
+        user=colleague,
+        mailbox_id=praxis_account.mailbox_id,
+        data=OutgoingData(subject=forward.subject, body="Zur Kenntnis.", to=[HOSPITAL]),
+        draft=forward,
+        version=forward.version,
+    )
+    forwarded, forward_peak = _peak(lambda: outgoing_send(user=colleague, draft=forward, version=forward.version))
+    assert forwarded.state == OutgoingMessage.State.QUEUED
+    assert forward_peak < PEAK_LIMIT, f"forward peak {forward_peak / 1e6:.1f} MB"
+    stored = blob_path(forwarded.raw_sha256).read_bytes()
+    assert b"\r\n\r\n" + blob_path(received.raw_sha256).read_bytes() + b"\r\n--=_kim_" in stored
+
 
 def test_a_queued_message_whose_stored_bytes_were_damaged_is_not_sent_and_stays_in_the_outbox(
     cm, account, sender, vzd, sent_tasks
 ):
-    from mailbox.services.outbox import outgoing_deliver
-
     draft = outgoing_draft_save(
         user=sender, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Befund", body="Text", to=[PRAXIS])
     )
