@@ -8,6 +8,7 @@ at every position (and in random pieces) and must give exactly their bytes.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import re
@@ -17,11 +18,15 @@ import pytest
 from mailbox.clients.smtp import MessageSource, MessageUnreadable, dot_stuffed, smtp_send
 from mailbox.services.accounts import account_endpoint
 from mailbox.services.compose import (
+    DraftInvalid,
+    OutgoingData,
     _file_part,
     _file_part_chunks,
     _part_bytes,
     base64_lines,
     crlf_lines,
+    outgoing_attachment_add,
+    outgoing_draft_save,
 )
 from mailbox.storage import (
     BlobCorrupted,
@@ -216,3 +221,43 @@ def test_chunks_larger_than_a_slice_are_rewritten_slice_by_slice_with_the_same_r
         chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
         assert b"".join(dot_stuffed(chunks)) == _stuffed_whole(raw), step
         assert b"".join(crlf_lines(chunks)) == _crlf_whole(raw), step
+
+
+@pytest.mark.django_db
+def test_an_upload_django_keeps_in_a_temp_file_is_stored_from_it(client, account, sender):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    draft = outgoing_draft_save(user=sender, mailbox_id=account.mailbox_id, data=OutgoingData(to=[PRAXIS]))
+    data = os.urandom(3 * 1024 * 1024)  # above FILE_UPLOAD_MAX_MEMORY_SIZE: a TemporaryUploadedFile
+    client.force_login(sender)
+    response = client.post(
+        reverse("mailbox:draft-attachment-add", args=[draft.pk]),
+        {"files": [SimpleUploadedFile("Aufnahme.dcm", data)]},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    attachment = draft.attachments.get()
+    assert (attachment.size, attachment.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert blob_path(attachment.sha256).read_bytes() == data
+
+
+@pytest.mark.django_db
+def test_a_file_over_the_limit_is_refused_as_it_streams_and_nothing_is_kept(account, sender, monkeypatch):
+    import mailbox.services.compose as compose
+
+    monkeypatch.setattr(compose, "MAX_ATTACHMENT_BYTES", 2 * 1024 * 1024)
+    draft = outgoing_draft_save(user=sender, mailbox_id=account.mailbox_id, data=OutgoingData(to=[PRAXIS]))
+    data = os.urandom(2 * 1024 * 1024 + 1)
+    # A reader that does not say its size: the limit is found while the bytes arrive.
+    with pytest.raises(DraftInvalid, match="ist zu groß"):
+        outgoing_attachment_add(user=sender, draft=draft, filename="gross.bin", content=io.BytesIO(data))
+    assert not draft.attachments.exists()
+    assert not blob_path(hashlib.sha256(data).hexdigest()).exists()
+    incoming = blob_path(hashlib.sha256(data).hexdigest()).parents[2] / ".incoming"
+    assert not incoming.exists() or not any(incoming.iterdir())
+    # One that does is refused before a byte is read.
+    with pytest.raises(DraftInvalid, match="ist zu groß"):
+        outgoing_attachment_add(user=sender, draft=draft, filename="gross.bin", content=data)
+    exact = outgoing_attachment_add(user=sender, draft=draft, filename="genau.bin", content=io.BytesIO(data[:-1]))
+    assert exact.size == 2 * 1024 * 1024
