@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -316,3 +317,47 @@ def blob_delete_if_idle(sha256: str, *, idle_seconds: float = BLOB_IDLE_SECONDS)
     # The removal reaches the disk like the write did (the directory entry is what names the blob).
     _fsync_dir(path.parent)
     return True
+
+
+# --- streaming: large blobs in and out without holding them whole ------------------------------------------
+
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+
+def blob_put_chunks(chunks: Iterable[bytes], *, memory_limit: int = BLOB_CHUNK_BYTES) -> tuple[str, int]:
+    """Store bytes that arrive in pieces (an upload, a message being written): returns (name, size).
+
+    Durable on return exactly as blob_put's blobs are. At most *memory_limit* bytes are held in memory; beyond
+    that the bytes go to a spool file that is renamed into place. An error while *chunks* is read leaves nothing.
+    """
+    with BlobSpool(memory_limit=memory_limit) as spool:
+        for chunk in chunks:
+            if chunk:
+                spool.write(chunk)
+        digest = spool.finish()
+        held = spool.held_bytes()
+        if held is not None:
+            _blob_write(digest, held)
+        else:
+            spool.commit()
+        return digest, spool.size
+
+
+def blob_chunks(sha256: str, *, chunk_size: int = BLOB_CHUNK_BYTES) -> Iterator[bytes]:
+    """A blob's bytes in pieces of *chunk_size* (the last may be shorter), checked as blob_get checks them.
+
+    The checksum is known only at the end: BlobCorrupted comes after the last piece, so a reader must not act on
+    the bytes (commit them, send the end of DATA) before the iteration has ended. BlobMissing comes at the first.
+    """
+    path = blob_path(sha256)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError as exc:
+        raise BlobMissing(sha256) from exc
+    digest = hashlib.sha256()
+    with fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+            yield chunk
+    if digest.hexdigest() != sha256:
+        raise BlobCorrupted(sha256)

@@ -6,7 +6,7 @@ import contextlib
 import re
 import smtplib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mailbox.clients.tls import (
@@ -153,13 +153,94 @@ class SmtpSendResult:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def _stuffed(raw: bytes) -> bytes:
-    """CRLF line ends and RFC 5321 §4.5.2 dot-stuffing; ends with CRLF (the final dot follows separately)."""
-    data = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
-    data = re.sub(rb"(?m)^\.", b"..", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
+@dataclass(frozen=True)
+class MessageSource:
+    """A message to submit, read in chunks while DATA goes out: it is never needed whole in memory.
+
+    ``size`` and ``eight_bit`` are announced at MAIL FROM (SIZE=, BODY=8BITMIME); ``chunks()`` gives the bytes
+    once. An error it raises before its end stops the DATA before the end-of-data sequence.
+    """
+
+    size: int
+    eight_bit: bool
+    chunks: Callable[[], Iterable[bytes]]
+
+    @classmethod
+    def of_bytes(cls, raw: bytes) -> MessageSource:
+        return cls(len(raw), not raw.isascii(), lambda: (raw,))
+
+
+class MessageUnreadable(Exception):
+    """The message's bytes could not be read while DATA went out (no CM error): the end of DATA was not sent."""
+
+
+# Any line end (CRLF, LF, a CR alone) becomes CRLF; a CR ending a chunk waits for the next chunk's first byte.
+_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_DOT_AFTER_LF = re.compile(rb"\n\.")
+
+
+def dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The DATA content: CRLF line ends and RFC 5321 §4.5.2 dot-stuffing, ending with CRLF (the final dot follows
+    separately), chunk by chunk: the same bytes however the message is cut (a line's leading dot, or a CR and its
+    LF, on either side of a chunk's edge).
+
+    A chunk that needs no change (the portal's own messages: CRLF only, no line starting with a dot) is passed on
+    as it is; others are rewritten a slice at a time, so memory stays a few times a slice, not a chunk.
+    """
+    pending_cr = False
+    at_line_start = True
+    ends_crlf = False
+    for chunk in chunks:
+        if not pending_cr and _clean(chunk, at_line_start):
+            if chunk:
+                at_line_start = ends_crlf = chunk.endswith(b"\n")
+                yield chunk
+            continue
+        for start in range(0, len(chunk), _SLICE_BYTES):
+            piece = chunk[start : start + _SLICE_BYTES]
+            if pending_cr:
+                piece = b"\r" + piece
+            pending_cr = piece.endswith(b"\r")
+            if pending_cr:
+                piece = piece[:-1]
+            if not piece:
+                continue
+            data = _DOT_AFTER_LF.sub(b"\n..", _LINE_END.sub(b"\r\n", piece))
+            if at_line_start and data.startswith(b"."):
+                data = b"." + data
+            at_line_start = ends_crlf = data.endswith(b"\n")
+            yield data
+    if pending_cr:
+        yield b"\r\n"
+    elif not ends_crlf:
+        yield b"\r\n"
+
+
+_SLICE_BYTES = 64 * 1024
+
+
+def _clean(chunk: bytes, at_line_start: bool) -> bool:
+    """Whether *chunk* goes on the wire unchanged: every line end CRLF, no CR alone, no line starting with a dot."""
+    lf = chunk.count(b"\n")
+    return (
+        chunk.count(b"\r") == lf
+        and chunk.count(b"\r\n") == lf
+        and b"\n." not in chunk
+        and not (at_line_start and chunk.startswith(b"."))
+    )
+
+
+def _read(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    # A failing disk must not look like a failing connection (OSError is what the socket raises).
+    iterator = iter(chunks)
+    while True:
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise MessageUnreadable(str(exc) or exc.__class__.__name__) from exc
+        yield chunk
 
 
 def smtp_send(
@@ -167,17 +248,23 @@ def smtp_send(
     *,
     mail_from: str,
     recipients: list[str],
-    raw: bytes,
+    raw: bytes | MessageSource,
     notify: str | None = "SUCCESS,FAILURE,DELAY",
     before_final_dot: Callable[[], None] | None = None,
 ) -> SmtpSendResult:
     """Submit one message: AUTH, MAIL FROM, RCPT TO (with NOTIFY), DATA, QUIT.
 
+    *raw* is the message, or a MessageSource that gives it in chunks: DATA sends it a chunk at a time, so a
+    large message is never held whole (nor its dot-stuffed copy).
+
     ``before_final_dot`` runs after the content is written and before the end-of-data sequence: until
     that sequence reaches the CM the message cannot be delivered; after it, it may be. Errors before it
     are SmtpRefused / the CmError family (nothing was delivered); a lost answer after it is
     SmtpOutcomeUnknown. A refusal of the final dot (451, 553 …) is SmtpRefused with ``stage="end_of_data"``.
+    An error of the source while DATA goes out (MessageUnreadable, or what it raises) ends the connection
+    without the end-of-data sequence: the CM drops the unfinished message.
     """
+    source = raw if isinstance(raw, MessageSource) else MessageSource.of_bytes(raw)
     conn = _connect(endpoint)
     final_dot_sent = False
     try:
@@ -185,10 +272,10 @@ def smtp_send(
             conn.login(endpoint.username, endpoint.password)
             esmtp = conn.does_esmtp
             mail_options: list[str] = []
-            if esmtp and conn.has_extn("8bitmime") and any(b > 127 for b in raw):
+            if esmtp and conn.has_extn("8bitmime") and source.eight_bit:
                 mail_options.append("BODY=8BITMIME")
             if esmtp and conn.has_extn("size"):
-                mail_options.append(f"SIZE={len(raw)}")
+                mail_options.append(f"SIZE={source.size}")
             code, reply = conn.mail(mail_from, mail_options)
             if code != 250:
                 raise _refused(code, reply, "mail")
@@ -210,7 +297,8 @@ def smtp_send(
             code, reply = conn.docmd("DATA")
             if code != 354:
                 raise _refused(code, reply, "data")
-            conn.send(_stuffed(raw))
+            for data in dot_stuffed(_read(source.chunks())):
+                conn.send(data)
             if before_final_dot is not None:
                 before_final_dot()
             final_dot_sent = True

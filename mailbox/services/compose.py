@@ -1,7 +1,8 @@
 """Writing mail: drafts (new, reply, reply-all, forward), their attachments, and the MIME the CM receives.
 
 Drafts save themselves (autosave): ``outgoing_draft_save`` creates or updates, guarded by ``version``.
-``build_mime`` produces the exact bytes handed to the Clientmodul, following the gematik rules for
+``mime_chunks`` produces the exact bytes handed to the Clientmodul, piece by piece (an attachment is read from
+its blob and base64-encoded in chunks, so a large mail is never held whole), following the gematik rules for
 client systems (kim-protocol.md §3, §9.1): ``From`` is the account's address and nothing else names a
 sender; ``Message-ID`` is a UUID on a pseudo-domain (unique, no host name, no personal data); the
 mandatory ``X-KIM-*`` and ``X-TI-User-Agent`` headers; a text/plain body only (never HTML or
@@ -11,8 +12,10 @@ unchanged ``message/rfc822`` part; never a ``Content-Disposition: x-kas`` part.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -32,7 +35,7 @@ from mailbox.dienstkennung import split_dienstkennung
 from mailbox.models import Mailbox, Message, OutgoingAttachment, OutgoingMessage
 from mailbox.permissions import Action, require
 from mailbox.services.audit import audit_record
-from mailbox.storage import blob_get, blob_put
+from mailbox.storage import BLOB_CHUNK_BYTES, blob_chunks, blob_put_chunks
 
 DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
 ACKNOWLEDGEMENT_TYPE = "Eingangsbestaetigung"
@@ -257,18 +260,20 @@ def outgoing_attachment_add(
     content_type: str = "",
     version: int | None = None,
 ) -> OutgoingAttachment:
+    """Attach *content* (bytes, an uploaded file, any binary reader): it goes to the blob store in chunks."""
     locked = _draft_for_update(user, draft, version)
-    data = content if isinstance(content, bytes) else content.read()
-    if len(data) > MAX_ATTACHMENT_BYTES:
-        raise DraftInvalid(_("Die Datei „%(name)s“ ist zu groß (höchstens 500 MB).") % {"name": filename})
+    too_large = DraftInvalid(_("Die Datei „%(name)s“ ist zu groß (höchstens 500 MB).") % {"name": filename})
+    announced = len(content) if isinstance(content, bytes) else getattr(content, "size", None)
+    if isinstance(announced, int) and announced > MAX_ATTACHMENT_BYTES:
+        raise too_large
     name = (filename or "Anhang").replace("\\", "/").rsplit("/", 1)[-1].strip()[:500] or "Anhang"
     ctype = (content_type or _guess_type(name)).lower()
     if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", ctype) or ctype == "message/rfc822":
         ctype = "application/octet-stream"
-    sha = blob_put(data)
+    sha, size = blob_put_chunks(_limited(_content_chunks(content), MAX_ATTACHMENT_BYTES, too_large))
     position = (locked.attachments.aggregate(m=Max("position"))["m"] or 0) + 1
     attachment = OutgoingAttachment.objects.create(
-        outgoing=locked, position=position, filename=name, content_type=ctype, size=len(data), sha256=sha
+        outgoing=locked, position=position, filename=name, content_type=ctype, size=size, sha256=sha
     )
     OutgoingMessage.objects.filter(pk=locked.pk).update(version=F("version") + 1)
     audit_record(
@@ -276,6 +281,28 @@ def outgoing_attachment_add(
     )
     events.broadcast_outgoing_changed(mailbox_id=locked.mailbox_id, outgoing_id=locked.pk)
     return attachment
+
+
+def _content_chunks(content: bytes | IO[bytes]) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield content
+        return
+    chunks = getattr(content, "chunks", None)  # Django's File and UploadedFile (from the start, 64 KiB each)
+    if callable(chunks):
+        yield from chunks()
+        return
+    while block := content.read(BLOB_CHUNK_BYTES):
+        yield block
+
+
+def _limited(chunks: Iterable[bytes], limit: int, error: Exception) -> Iterator[bytes]:
+    """The chunks, until more than *limit* bytes came: then *error* (the spool is dropped, nothing is stored)."""
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise error
+        yield chunk
 
 
 @transaction.atomic
@@ -354,7 +381,20 @@ def estimated_size(draft: OutgoingMessage, attachments: list[OutgoingAttachment]
 
 
 def build_mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime | None = None) -> bytes:
-    """The RFC 5322 message for *outgoing* (CRLF line ends, ready for DATA)."""
+    """The RFC 5322 message for *outgoing* (CRLF line ends, ready for DATA), whole: for small mail and checks.
+
+    The outbox stores ``mime_chunks`` instead, which gives the same bytes without holding them.
+    """
+    return b"".join(mime_chunks(outgoing, message_id=message_id, date=date))
+
+
+def mime_chunks(outgoing: OutgoingMessage, *, message_id: str, date: datetime | None = None) -> Iterator[bytes]:
+    """The RFC 5322 message for *outgoing* in pieces of at most about a MiB; joined, they are the message.
+
+    Attachments are read from their blobs as the pieces are taken: a missing blob raises BlobMissing, one whose
+    bytes no longer match raises BlobCorrupted once it has been read (before the last piece is given), so a
+    consumer that stores the pieces keeps nothing from a failed run.
+    """
     attachments = list(outgoing.attachments.order_by("position"))
     head = EmailMessage(policy=SMTP)
     head["From"] = formataddr((outgoing.mailbox.display_name, outgoing.mailbox.address))
@@ -379,29 +419,34 @@ def build_mime(outgoing: OutgoingMessage, *, message_id: str, date: datetime | N
     if not attachments:
         for name, value in text.items():
             head[name] = value
-        return _headers_bytes(head) + b"\r\n" + _body_bytes(text)
+        yield _headers_bytes(head) + b"\r\n" + _body_bytes(text)
+        return
 
+    # The headers name the boundary and say whether the body is 8bit: forwarded originals are looked at first.
     boundary = f"=_kim_{uuid.uuid4().hex}"
-    parts = [_part_bytes(text)]
-    eight_bit = False
+    eight_bit_originals: dict[int, bool] = {}
     for attachment in attachments:
-        data = blob_get(attachment.sha256)
         if attachment.is_forwarded_original:
-            part, is_8bit = _rfc822_part(data, attachment.filename)
-            eight_bit = eight_bit or is_8bit
-            if boundary.encode() in data:  # a UUID boundary inside the original: practically never
+            is_8bit, holds_boundary = _scan_original(attachment.sha256, boundary.encode())
+            eight_bit_originals[attachment.pk] = is_8bit
+            if holds_boundary:  # a UUID boundary inside the original: practically never
                 boundary = f"=_kim_{uuid.uuid4().hex}_{uuid.uuid4().hex}"
-        else:
-            part = _part_bytes(_file_part(data, attachment.filename, attachment.content_type))
-        parts.append(part)
     head["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
-    if eight_bit:
+    if any(eight_bit_originals.values()):
         head["Content-Transfer-Encoding"] = "8bit"
-    out = [_headers_bytes(head), b"\r\n", b"This is a multi-part message in MIME format.\r\n"]
-    for part in parts:
-        out += [b"--", boundary.encode(), b"\r\n", part, b"\r\n"]
-    out += [b"--", boundary.encode(), b"--\r\n"]
-    return b"".join(out)
+    delimiter = b"--" + boundary.encode() + b"\r\n"
+    yield _headers_bytes(head) + b"\r\n" + b"This is a multi-part message in MIME format.\r\n"
+    yield delimiter + _part_bytes(text) + b"\r\n"
+    for attachment in attachments:
+        yield delimiter
+        if attachment.is_forwarded_original:
+            yield from _rfc822_part_chunks(
+                attachment.sha256, attachment.filename, eight_bit=eight_bit_originals[attachment.pk]
+            )
+        else:
+            yield from _file_part_chunks(attachment.sha256, attachment.filename, attachment.content_type)
+        yield b"\r\n"
+    yield b"--" + boundary.encode() + b"--\r\n"
 
 
 def _text_part(body: str) -> EmailMessage:
@@ -424,18 +469,96 @@ def _file_part(data: bytes, filename: str, content_type: str) -> EmailMessage:
     return part
 
 
-def _rfc822_part(original: bytes, filename: str) -> tuple[bytes, bool]:
-    """The original unchanged (line ends made CRLF, as SMTP carries them anyway): message/rfc822, inline."""
-    body = re.sub(rb"\r?\n", b"\r\n", original)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    eight_bit = any(b > 127 for b in body)
+# The email package's base64 body: lines of 76 characters, each the encoding of 57 bytes (policy SMTP's 78 // 4 * 3).
+_BASE64_LINE_BYTES = 57
+# Read in pieces of whole lines, a quarter MiB: encoding one takes a few times that in line-sized pieces.
+_BASE64_READ_BYTES = _BASE64_LINE_BYTES * 4096
+
+
+def _file_part_chunks(sha256: str, filename: str, content_type: str) -> Iterator[bytes]:
+    """What ``_part_bytes(_file_part(data, …))`` gives, read from the blob and encoded a chunk at a time."""
+    yield _headers_bytes(_file_part(b"", filename, content_type)) + b"\r\n"
+    yield from base64_lines(blob_chunks(sha256, chunk_size=_BASE64_READ_BYTES))
+
+
+def base64_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Base64 in CRLF-ended lines of 76 characters, as the email package writes an attachment, whatever the
+    chunks' sizes: each line is the encoding of 57 bytes, a chunk's remainder waits for the next."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        whole = len(data) - len(data) % _BASE64_LINE_BYTES
+        carry = data[whole:]
+        if whole:
+            yield base64.encodebytes(data[:whole]).replace(b"\n", b"\r\n")
+    if carry:
+        yield base64.encodebytes(carry).replace(b"\n", b"\r\n")
+
+
+def _rfc822_head(filename: str, *, eight_bit: bool) -> bytes:
     header = EmailMessage(policy=SMTP)
     header["Content-Type"] = "message/rfc822"
     header.add_header("Content-Disposition", "inline", filename=filename)
     if eight_bit:
         header["Content-Transfer-Encoding"] = "8bit"
-    return _headers_bytes(header) + b"\r\n" + body, eight_bit
+    return _headers_bytes(header) + b"\r\n"
+
+
+def _scan_original(sha256: str, boundary: bytes) -> tuple[bool, bool]:
+    """Whether a forwarded original has 8-bit bytes, and whether *boundary* occurs in it (read, never held)."""
+    eight_bit = holds_boundary = False
+    keep = len(boundary) - 1
+    tail = b""
+    for chunk in blob_chunks(sha256):
+        eight_bit = eight_bit or not chunk.isascii()
+        window = tail + chunk
+        holds_boundary = holds_boundary or boundary in window
+        tail = window[-keep:] if keep else b""
+    return eight_bit, holds_boundary
+
+
+def _rfc822_part_chunks(sha256: str, filename: str, *, eight_bit: bool) -> Iterator[bytes]:
+    """The original unchanged (line ends made CRLF, as SMTP carries them anyway): message/rfc822, inline."""
+    yield _rfc822_head(filename, eight_bit=eight_bit)
+    yield from crlf_lines(blob_chunks(sha256))
+
+
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def crlf_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Every LF (or CRLF) made CRLF, a bare CR left alone, a CRLF added at the end if missing; the same bytes,
+    however the input is cut into chunks (a CR at a chunk's end waits for the next chunk's first byte).
+
+    A chunk with CRLF line ends only (as a received mail is stored) is passed on as it is; others are rewritten
+    a slice at a time, so memory stays a few times a slice, not a chunk."""
+    pending_cr = False
+    ends_crlf = False
+    for chunk in chunks:
+        if not pending_cr and not chunk.endswith(b"\r") and chunk.count(b"\n") == chunk.count(b"\r\n"):
+            if chunk:
+                ends_crlf = chunk.endswith(b"\n")
+                yield chunk
+            continue
+        for start in range(0, len(chunk), _SLICE_BYTES):
+            piece = chunk[start : start + _SLICE_BYTES]
+            if pending_cr:
+                piece = b"\r" + piece
+            pending_cr = piece.endswith(b"\r")
+            if pending_cr:
+                piece = piece[:-1]
+            if piece:
+                out = _LINE_END.sub(b"\r\n", piece)
+                ends_crlf = out.endswith(b"\r\n")
+                yield out
+    if pending_cr:
+        yield b"\r"
+        ends_crlf = False
+    if not ends_crlf:
+        yield b"\r\n"
+
+
+_SLICE_BYTES = 64 * 1024
 
 
 _ID_HEADERS = ("message-id", "in-reply-to", "references")

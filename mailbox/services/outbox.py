@@ -29,7 +29,7 @@ from directory.selectors import directory_entries_for_addresses
 from kimportal.errors import Conflict, NotAllowed
 from kimportal.jobs import enqueue_on_commit
 from mailbox import events
-from mailbox.clients.smtp import SmtpOutcomeUnknown, SmtpRefused, smtp_send
+from mailbox.clients.smtp import MessageSource, SmtpOutcomeUnknown, SmtpRefused, smtp_send
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import DeliveryAttempt, KimAccount, Message, OutgoingMessage, OutgoingRecipient
@@ -40,17 +40,17 @@ from mailbox.services.compose import (
     DraftInvalid,
     OutgoingData,
     acknowledgement_dienstkennung,
-    build_mime,
     draft_problems,
     estimated_size,
     is_arztbrief,
+    mime_chunks,
     new_message_id,
     references_for,
     reply_subject,
     require_sender,
 )
 from mailbox.services.preflight import PreflightFailed, PreflightProblem, outgoing_preflight, recipient_problems
-from mailbox.storage import BlobError, blob_get, blob_put
+from mailbox.storage import BlobError, blob_chunks, blob_put_chunks
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +123,18 @@ def _queue(*, user: Any, outgoing_id: int, version: int) -> OutgoingMessage:
     now = timezone.now()
     message_id = new_message_id()
     try:
-        raw = build_mime(outgoing, message_id=message_id, date=now)
+        # Written piece by piece into the store (a large attachment is never held whole); they reach the disk
+        # before the row names them: a retry sends exactly these.
+        sha, size = blob_put_chunks(mime_chunks(outgoing, message_id=message_id, date=now))
     except BlobError as exc:
         raise DraftInvalid(
             _("Ein Anhang dieses Entwurfs ist nicht mehr vorhanden (gelöscht?). Bitte entfernen und neu anfügen.")
         ) from exc
-    # The bytes reach the disk before the row names them: a retry sends exactly these.
-    sha = blob_put(raw)
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED,
         message_id=message_id,
         raw_sha256=sha,
-        size=len(raw),
+        size=size,
         queued_at=now,
         next_try_at=now,
         last_error="",
@@ -268,7 +268,7 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
     outgoing_id = outgoing.pk
     try:
         endpoint = account_endpoint(account, "smtp")
-        raw = blob_get(outgoing.raw_sha256)
+        source = _stored_message(outgoing.raw_sha256)
         recipients = list(
             OutgoingRecipient.objects.filter(outgoing_id=outgoing_id).order_by("id").values_list("address", flat=True)
         )
@@ -288,7 +288,7 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
             endpoint,
             mail_from=account.mailbox.address,
             recipients=recipients,
-            raw=raw,
+            raw=source,
             notify="SUCCESS,FAILURE,DELAY" if outgoing.request_dsn else None,
             before_final_dot=before_final_dot,
         )
@@ -328,6 +328,17 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
             return _finish_uncertain(outgoing_id, token, attempt, text)
         return _finish_temporary(outgoing_id, token, attempt, None, text)
     return _finish_sent(outgoing_id, token, attempt, result.code, result.text, result.refused)
+
+
+def _stored_message(sha256: str) -> MessageSource:
+    """The queued bytes as DATA reads them, a chunk at a time. Read once first: checked against their name before
+    anything is sent (a damaged blob sends nothing), and measured for MAIL FROM (SIZE=, BODY=8BITMIME). DATA
+    checks them again as it reads and stops before the end of DATA if they no longer match."""
+    size, eight_bit = 0, False
+    for chunk in blob_chunks(sha256):
+        size += len(chunk)
+        eight_bit = eight_bit or not chunk.isascii()
+    return MessageSource(size, eight_bit, lambda: blob_chunks(sha256))
 
 
 def _broadcast_now(outgoing: OutgoingMessage) -> None:
