@@ -306,17 +306,50 @@ def blob_delete_if_idle(sha256: str, *, idle_seconds: float = BLOB_IDLE_SECONDS)
     try:
         if path.stat().st_mtime > idle_since:
             return False
-        aside = path.with_name(f".delete-{sha256}-{os.getpid()}-{os.urandom(4).hex()}")
+        # Aside into one directory of the store (same file system, so the rename is atomic): a process killed
+        # between the renames leaves its file there, where deleting_sweep finds it, not in one of 65,536 directories.
+        deleting = _root() / DELETING_DIR
+        deleting.mkdir(exist_ok=True)
+        aside = deleting / f"{sha256}-{os.getpid()}-{os.urandom(4).hex()}"
         os.rename(path, aside)
     except FileNotFoundError:
         return None
-    if aside.stat().st_mtime > idle_since:
-        os.rename(aside, path)  # a writer's copy put there meanwhile holds the same bytes
-        return False
-    aside.unlink()
+    try:
+        if aside.stat().st_mtime > idle_since:
+            os.rename(aside, path)  # a writer's copy put there meanwhile holds the same bytes
+            return False
+        aside.unlink()
+    except FileNotFoundError:
+        pass  # swept meanwhile (deleting_sweep): gone all the same
     # The removal reaches the disk like the write did (the directory entry is what names the blob).
     _fsync_dir(path.parent)
     return True
+
+
+DELETING_DIR = ".deleting"
+
+
+def deleting_sweep(*, older_than_seconds: float = 3600) -> int:
+    """Remove what a deletion killed between its two renames left aside (blob_delete_if_idle).
+
+    Such a file names no blob any more: a writer that looked for its bytes meanwhile found none and wrote them
+    anew, so removing it loses nothing. A live deletion holds its file for microseconds, never an hour. Its age is
+    the time it was put aside (st_ctime: a rename changes it), not its content's (st_mtime is hours old by then).
+    """
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    try:
+        entries = list(os.scandir(_root() / DELETING_DIR))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.stat().st_ctime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 # --- streaming: large blobs in and out without holding them whole ------------------------------------------

@@ -54,7 +54,7 @@ from mailbox.models import (
 )
 from mailbox.permissions import is_manager, user_role
 from mailbox.services.audit import audit_record
-from mailbox.storage import BLOB_IDLE_SECONDS, BlobError, blob_delete_if_idle, blob_path
+from mailbox.storage import BLOB_IDLE_SECONDS, BlobError, blob_delete_if_idle, blob_path, deleting_sweep
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,7 @@ def retention_run_all(*, dry_run: bool, actor: Any = None, now: datetime | None 
     reports = [retention_run(mailbox=m, dry_run=dry_run, actor=actor, now=now) for m in mailboxes]
     if not dry_run:
         blobs_deferred_delete()
+        deleting_sweep()
     return reports
 
 
