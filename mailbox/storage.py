@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -326,30 +327,52 @@ def blob_delete_if_idle(sha256: str, *, idle_seconds: float = BLOB_IDLE_SECONDS)
     return True
 
 
+def blob_touch(sha256: str) -> None:
+    """A row is about to name a blob already in the store without writing it (a forwarded original): the file's
+    time says so, as a writer's does (_hashes_to), and blob_delete_if_idle keeps it. BlobMissing if it is gone."""
+    try:
+        os.utime(blob_path(sha256))
+    except FileNotFoundError:
+        raise BlobMissing(sha256) from None
+
+
 DELETING_DIR = ".deleting"
 
 
-def deleting_sweep(*, older_than_seconds: float = 3600) -> int:
-    """Remove what a deletion killed between its two renames left aside (blob_delete_if_idle).
+def deleting_sweep(*, older_than_seconds: float = 3600) -> list[str]:
+    """Put back what a deletion killed between its two renames left aside (blob_delete_if_idle): the blobs put back.
 
-    Such a file names no blob any more: a writer that looked for its bytes meanwhile found none and wrote them
-    anew, so removing it loses nothing. A live deletion holds its file for microseconds, never an hour. Its age is
-    the time it was put aside (st_ctime: a rename changes it), not its content's (st_mtime is hours old by then).
+    Such a file may be the only copy of bytes a row now names: a writer that looked just before the rename
+    refreshed the file's time and commits its row without writing (the deletion, alive, would have put the file
+    back). So nothing here is deleted: the file goes back to its place (or, if a writer wrote the bytes anew
+    meanwhile, the copy aside goes), and the caller asks for its deletion again the usual way. A live deletion
+    holds its file for microseconds, never an hour; the age is the time it was put aside (st_ctime: a rename
+    changes it), not its content's (st_mtime is hours old by then).
     """
     cutoff = time.time() - older_than_seconds
-    removed = 0
+    restored: list[str] = []
     try:
         entries = list(os.scandir(_root() / DELETING_DIR))
     except FileNotFoundError:
-        return 0
+        return restored
     for entry in entries:
+        sha = entry.name.split("-", 1)[0]
         try:
-            if entry.stat().st_ctime < cutoff:
-                os.unlink(entry.path)
-                removed += 1
+            if entry.stat().st_ctime >= cutoff:
+                continue
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                continue  # not one of ours: left for an administrator
+            path = blob_path(sha)
+            if path.exists():
+                os.unlink(entry.path)  # written anew meanwhile: the same bytes
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(entry.path, path)
+                _fsync_dir(path.parent)
+            restored.append(sha)
         except FileNotFoundError:
             continue
-    return removed
+    return restored
 
 
 # --- streaming: large blobs in and out without holding them whole ------------------------------------------

@@ -35,7 +35,7 @@ from mailbox.dienstkennung import split_dienstkennung
 from mailbox.models import Mailbox, Message, OutgoingAttachment, OutgoingMessage
 from mailbox.permissions import Action, require
 from mailbox.services.audit import audit_record
-from mailbox.storage import BLOB_CHUNK_BYTES, blob_chunks, blob_put_chunks
+from mailbox.storage import BLOB_CHUNK_BYTES, BlobMissing, blob_chunks, blob_put_chunks, blob_touch
 
 DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
 ACKNOWLEDGEMENT_TYPE = "Eingangsbestaetigung"
@@ -221,8 +221,15 @@ def outgoing_reply_start(*, user: Any, message: Message, reply_all: bool = False
 def outgoing_forward_start(*, user: Any, message: Message) -> OutgoingMessage:
     """A draft forwarding *message*: the original, byte for byte, as a message/rfc822 attachment."""
     message = _readable_message(user, message)
+    gone = _("Der Inhalt dieser Nachricht wurde gelöscht; sie kann nicht weitergeleitet werden.")
     if message.content_deleted_at is not None or not message.raw_sha256:
-        raise DraftInvalid(_("Der Inhalt dieser Nachricht wurde gelöscht; sie kann nicht weitergeleitet werden."))
+        raise DraftInvalid(gone)
+    try:
+        # Before the row names it: a retention run deleting the original now keeps it for this draft (see
+        # storage.blob_delete_if_idle), or has deleted it already and the forward is refused.
+        blob_touch(message.raw_sha256)
+    except BlobMissing:
+        raise DraftInvalid(gone) from None
     draft = OutgoingMessage.objects.create(
         mailbox_id=message.mailbox_id,
         author=user,

@@ -325,8 +325,10 @@ def retention_run_all(*, dry_run: bool, actor: Any = None, now: datetime | None 
     mailboxes = Mailbox.objects.filter(retention_days_after_done__isnull=False).order_by("display_name")
     reports = [retention_run(mailbox=m, dry_run=dry_run, actor=actor, now=now) for m in mailboxes]
     if not dry_run:
+        # What a killed deletion left aside goes back, and is decided again with the deferred ones.
+        for sha in deleting_sweep():
+            _defer(sha)
         blobs_deferred_delete()
-        deleting_sweep()
     return reports
 
 

@@ -123,3 +123,72 @@ def test_a_deferred_blob_nobody_names_goes_once_it_is_idle():
     retention_run_all(dry_run=False)
     assert not blob_path(old.raw_sha256).exists()
     assert not any(_deferred_dir().iterdir())
+
+
+def test_a_forward_started_while_retention_purges_its_original_keeps_the_bytes():
+    # A forward names the original's blob without writing it; its row commits after retention purged the original.
+    from mailbox.models import Membership
+    from mailbox.services.compose import outgoing_forward_start
+    from tests.mailbox.factories import MembershipFactory, UserFactory
+
+    box = MailboxFactory(retention_days_after_done=30)
+    sender = UserFactory()
+    MembershipFactory(mailbox=box, user=sender, role=Membership.Role.PROCESSOR)
+    raw = simple_mail("Befund Krause", body="CRP 12")
+    letter = _done_long_ago(message_ingest(mailbox=box, uidl="f", raw=raw))
+
+    writer = Writer(lambda: outgoing_forward_start(user=sender, message=letter))
+    writer.start()
+    assert writer.stored.wait(WAIT)
+    report = retention_run(mailbox=box, dry_run=False)
+    forward = writer.finish()
+
+    assert report.message_ids == [letter.pk] and report.blobs_deferred == 1
+    assert letter.raw_sha256 in set(forward.attachments.values_list("sha256", flat=True))
+    assert blob_get(letter.raw_sha256) == raw  # the draft's attachment is there to be sent
+
+
+def test_a_forward_of_an_original_whose_bytes_are_gone_is_refused():
+    from mailbox.models import Membership
+    from mailbox.services.compose import DraftInvalid, outgoing_forward_start
+    from tests.mailbox.factories import MembershipFactory, UserFactory
+
+    box = MailboxFactory()
+    sender = UserFactory()
+    MembershipFactory(mailbox=box, user=sender, role=Membership.Role.PROCESSOR)
+    letter = message_ingest(mailbox=box, uidl="g", raw=simple_mail("Befund Lange", body="TSH 2,1"))
+    blob_path(letter.raw_sha256).unlink()  # deleted by a retention run that had not yet marked the row
+    with pytest.raises(DraftInvalid, match="gelöscht"):
+        outgoing_forward_start(user=sender, message=letter)
+    assert not letter.outgoing_replies.exists()
+
+
+def test_a_blob_a_killed_deletion_left_aside_is_put_back_and_decided_again(monkeypatch):
+    from mailbox import storage
+
+    box = MailboxFactory(retention_days_after_done=30)
+    raw = simple_mail("Befund Vogel", body="Na 139")
+    old = _done_long_ago(message_ingest(mailbox=box, uidl="h", raw=raw))
+    sha = old.raw_sha256
+
+    # The deletion is killed between its two renames: the file stays in .deleting.
+    rename = os.rename
+
+    def killed(path, target):
+        rename(path, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage.os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        retention_run(mailbox=box, dry_run=False)
+    monkeypatch.undo()
+    assert not blob_path(sha).exists()
+
+    # Meanwhile the same bytes arrived and their row named the blob (its writer looked before the rename).
+    other = MailboxFactory()
+    Message.objects.create(mailbox=other, uidl="i", raw_sha256=sha, size=len(raw), received_at=timezone.now())
+
+    real_sweep = storage.deleting_sweep
+    monkeypatch.setattr("mailbox.services.retention.deleting_sweep", lambda: real_sweep(older_than_seconds=-1))
+    retention_run_all(dry_run=False)
+    assert blob_get(sha) == raw  # put back, and kept: a row names it

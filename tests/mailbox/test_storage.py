@@ -113,15 +113,26 @@ def test_delete_if_idle_takes_only_a_blob_no_writer_touched_lately():
     assert blob_put(b"Befund") == digest and blob_get(digest) == b"Befund"
 
 
-def test_what_a_killed_deletion_left_aside_is_swept_once_it_is_old():
-    # A deletion killed between its two renames leaves the file in the store's .deleting directory.
+def test_what_a_killed_deletion_left_aside_goes_back_once_it_is_old():
+    # A deletion killed between its two renames leaves the file in the store's .deleting directory, maybe the only
+    # copy of bytes a writer (which looked just before the rename) is about to name.
     digest = blob_put(b"Arztbrief")
     path = blob_path(digest)
     os.utime(path, (1, 1))  # idle for decades: its content's time says nothing about when it was put aside
     aside = path.parents[2] / DELETING_DIR / f"{digest}-4711-killed"
     aside.parent.mkdir(exist_ok=True)
     os.rename(path, aside)
-    assert deleting_sweep() == 0 and aside.exists()  # put aside just now: a live deletion may still hold it
-    assert deleting_sweep(older_than_seconds=-1) == 1 and not aside.exists()
-    # Nothing named it; a writer of the same bytes simply writes them anew.
-    assert blob_put(b"Arztbrief") == digest and blob_get(digest) == b"Arztbrief"
+    assert deleting_sweep() == [] and aside.exists()  # put aside just now: a live deletion may still hold it
+    assert deleting_sweep(older_than_seconds=-1) == [digest]
+    assert not aside.exists() and blob_get(digest) == b"Arztbrief"  # back in its place, to be decided again
+
+
+def test_a_left_aside_copy_of_bytes_written_anew_meanwhile_goes():
+    digest = blob_put(b"Laborwerte")
+    path = blob_path(digest)
+    aside = path.parents[2] / DELETING_DIR / f"{digest}-4712-killed"
+    aside.parent.mkdir(exist_ok=True)
+    os.rename(path, aside)
+    assert blob_put(b"Laborwerte") == digest  # a writer found nothing and wrote the bytes anew
+    assert deleting_sweep(older_than_seconds=-1) == [digest]
+    assert not aside.exists() and blob_get(digest) == b"Laborwerte"
