@@ -5,7 +5,8 @@
 the same Content-Type several times per part: about half of a parse went into re-parsing headers
 already parsed.  A header object is a pure, immutable function of its name and raw value, so the
 cache changes no result.  It lives for one parse only: nothing is kept between messages, and a
-hostile header is held no longer than the message that carries it.
+hostile header is held no longer than the message that carries it (only the header classes, one per
+header name and free of message data, are shared by all parses).
 
 Content-Type, Content-Disposition and Content-Transfer-Encoding of a plain shape (RFC 2045 tokens,
 ``attribute=token`` or ``attribute="printable ASCII without \\ and \"``" parameters, blanks, nothing
@@ -119,18 +120,23 @@ _CONTENT_DISPOSITION = _header_parser.parse_content_disposition_header
 _CONTENT_TRANSFER_ENCODING = _header_parser.parse_content_transfer_encoding_header
 
 
+# The header classes, one per header name: the stdlib creates a new class on every lookup, which cost
+# more than the shortcut's parse.  They hold no message data, so all parses share them.
+_CLASSES: dict[str, type[BaseHeader]] = {}
+_DEFERRED_CLASSES: dict[str, type[BaseHeader]] = {}
+
+
 class _OncePerValue(HeaderRegistry):
     def __init__(self) -> None:
         super().__init__()
         self._built: dict[tuple[str, str], BaseHeader] = {}
-        self._classes: dict[str, type[BaseHeader]] = {}
-        self._deferred: dict[str, type[BaseHeader]] = {}
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
-        # The stdlib creates a new class per lookup; one per header name is the same class.
-        cls = self._classes.get(name)
+        # One class per header name is the same class as the stdlib's new one per lookup.
+        key = name.lower()
+        cls = _CLASSES.get(key)
         if cls is None:
-            cls = self._classes[name] = super().__getitem__(name)
+            cls = _CLASSES[key] = super().__getitem__(key)
         return cls
 
     def __call__(self, name: str, value: str) -> BaseHeader:
@@ -144,13 +150,13 @@ class _OncePerValue(HeaderRegistry):
         return self._plain(name, value) or super().__call__(name, value)
 
     def _plain(self, name: str, value: str) -> BaseHeader | None:
-        lowered = name.lower()
-        if lowered not in _SHORTCUT_NAMES:
+        key = name.lower()
+        if key not in _SHORTCUT_NAMES:
             return None
-        deferred = self._deferred.get(lowered)
+        deferred = _DEFERRED_CLASSES.get(key)
         if deferred is None:
-            cls = self[name]
-            deferred = self._deferred[lowered] = type(cls.__name__, (_Deferred, cls), {})
+            cls = self[key]
+            deferred = _DEFERRED_CLASSES[key] = type(cls.__name__, (_Deferred, cls), {})
         return _plain_header(deferred, name, value)
 
 
