@@ -193,12 +193,15 @@ def parse_bytes(raw: bytes, policy: Policy) -> Message:
     blank = raw.find(b"\r\n\r\n")
     while blank >= 0:
         start = blank + 4
-        end = _run_end(raw, start)
+        # A run ends before the next blank line or line starting with "-" (each byte is looked at a few times).
+        following = raw.find(b"\r\n\r\n", start)
+        dash = raw.find(b"\r\n-", start, len(raw) if following < 0 else following)
+        end = dash if dash >= 0 else following
         if end - start >= _RUN_MIN and _is_base64_run(raw[start:end]):
             pieces += [text[last:start], f"\ue000{len(runs)}\ue001"]
             runs.append(text[start:end])
             last = end
-        blank = raw.find(b"\r\n\r\n", max(start, end - 2))
+        blank = following
     if not runs:
         return Parser(policy=policy).parsestr(text)
     pieces.append(text[last:])
@@ -206,12 +209,6 @@ def parse_bytes(raw: bytes, policy: Policy) -> Message:
     if _restore(message, runs) != len(runs):  # cannot happen; never lose a run over it
         return Parser(policy=policy).parsestr(text)
     return message
-
-
-def _run_end(raw: bytes, start: int) -> int:
-    """Where a run of lines from *start* ends at the latest: before a blank line or a line starting with "-"."""
-    ends = [at for at in (raw.find(b"\r\n\r\n", start), raw.find(b"\r\n-", start)) if at >= 0]
-    return min(ends) if ends else -1
 
 
 def _is_base64_run(segment: bytes) -> bool:

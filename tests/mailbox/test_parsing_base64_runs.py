@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.policy
 import random
+import time
 from email.message import Message
 from email.parser import BytesParser
 from typing import Any
@@ -119,6 +120,20 @@ def test_corpus_and_samples_give_the_stdlib_tree():
     assert len(raws) > 20
     for raw in raws:
         _same_tree(raw)
+
+
+def test_hostile_layouts_cost_linear_time():
+    # Many blank lines without a dash line, many short runs, one huge run, lines of one character.
+    run = b"QUJD" * 19 + b"\r\n"
+    for raw in (
+        b"X: y\r\n" + b"\r\nA" * 400_000,
+        (b"\r\n\r\n" + run * 30) * 10_000,
+        b"X: y\r\n\r\n" + run * 100_000,
+        b"X: y\r\n\r\n" + b"A\r\n" * 500_000 + b"-",
+    ):
+        started = time.process_time()
+        parse_bytes(raw, email.policy.compat32)
+        assert time.process_time() - started < 10.0
 
 
 def test_the_letters_pdf_takes_the_shortcut(monkeypatch):
