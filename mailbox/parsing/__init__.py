@@ -193,14 +193,16 @@ def parse_bytes(raw: bytes, policy: Policy) -> Message:
     blank = raw.find(b"\r\n\r\n")
     while blank >= 0:
         start = blank + 4
-        # A run ends before the next blank line or line starting with "-" (each byte is looked at a few times).
         following = raw.find(b"\r\n\r\n", start)
-        dash = raw.find(b"\r\n-", start, len(raw) if following < 0 else following)
-        end = dash if dash >= 0 else following
-        if end - start >= _RUN_MIN and _is_base64_run(raw[start:end]):
-            pieces += [text[last:start], f"\ue000{len(runs)}\ue001"]
-            runs.append(text[start:end])
-            last = end
+        first_end = raw.find(b"\r\n", start, start + 1000)
+        if first_end - start >= 40 and not raw[start:first_end].translate(None, _B64_CHARS):
+            # A run ends before the next blank line or line starting with "-" (each byte is looked at a few times).
+            dash = raw.find(b"\r\n-", start, len(raw) if following < 0 else following)
+            end = dash if dash >= 0 else following
+            if end - start >= _RUN_MIN and _is_base64_run(raw[start:end]):
+                pieces += [text[last:start], f"\ue000{len(runs)}\ue001"]
+                runs.append(text[start:end])
+                last = end
         blank = following
     if not runs:
         return Parser(policy=policy).parsestr(text)

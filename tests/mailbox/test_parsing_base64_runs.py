@@ -52,12 +52,14 @@ def _same_tree(raw: bytes) -> None:
 
 
 def _run(rng: random.Random) -> bytes:
-    lines = ["".join(rng.choice(_B64) for _ in range(rng.choice([76, 76, 64, 1, 3000]))) for _ in range(40)]
-    run = "\r\n".join(lines[: rng.randint(1, 40)]).encode()
-    if rng.random() < 0.4:  # a near miss: one character no base64 line has
-        at = rng.choice([0, 0, rng.randrange(len(run))])
-        run = run[:at] + rng.choice([b" ", b":", b"-", b"--", b"\t", b"\r", b"\n", b"\xff", b".", b"From "]) + run[at:]
-    return run
+    lines = ["".join(rng.choice(_B64) for _ in range(rng.choice([76, 76, 76, 64, 1, 3000]))) for _ in range(40)]
+    lines = lines[: rng.randint(1, 40)]
+    if rng.random() < 0.4:  # a near miss: one character no base64 line has, often at the start of a line
+        odd = rng.choice([" ", ":", "-", "--", "\t", "\r", "\n", ".", "From ", "\udcff"])
+        at = rng.randrange(len(lines))
+        column = rng.choice([0, 0, rng.randrange(len(lines[at]) + 1)])
+        lines[at] = lines[at][:column] + odd + lines[at][column:]
+    return "\r\n".join(lines).encode("ascii", "surrogateescape")
 
 
 _PIECES = [
@@ -110,6 +112,34 @@ def _random_mail(rng: random.Random) -> bytes:
 @pytest.mark.parametrize("seed", range(600))
 def test_random_mails_with_base64_runs_give_the_stdlib_tree(seed):
     _same_tree(_random_mail(random.Random(seed)))
+
+
+_LONG_BOUNDARY = "----=Part0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ+/"
+_WHERE_LINES_MEAN_MORE = [
+    # After these blank lines a header block starts, or a boundary may follow.
+    b"Content-Type: message/rfc822\r\n\r\n",
+    b"Content-Type: message/delivery-status\r\n\r\nA: b\r\n\r\n",
+    b"Content-Type: multipart/mixed; boundary=" + _LONG_BOUNDARY.encode() + b"\r\n\r\n",
+]
+_FIRST_LINES = [
+    "",
+    "--" + _LONG_BOUNDARY,
+    "--" + _LONG_BOUNDARY + "--",
+    "From " + "A" * 60,
+    "Subject:" + "A" * 60,
+    " " + "A" * 60,
+    "\t" + "A" * 60,
+    "A" * 60 + ":",
+    "A" * 30 + " " + "A" * 30,
+]
+
+
+@pytest.mark.parametrize("prefix", _WHERE_LINES_MEAN_MORE)
+@pytest.mark.parametrize("first", _FIRST_LINES)
+def test_runs_where_a_line_may_be_a_header_or_a_boundary(prefix, first):
+    run = ("QUJD" * 19 + "\r\n") * 60
+    for body in (first + "\r\n" + run, first + run, run + first + "\r\n" + run):
+        _same_tree(prefix + body.encode() + b"--" + _LONG_BOUNDARY.encode() + b"--\r\n")
 
 
 def test_corpus_and_samples_give_the_stdlib_tree():
