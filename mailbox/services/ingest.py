@@ -258,6 +258,8 @@ def rows_insert(rows: list[RowT]) -> list[RowT]:
 def _insert_fields(model: type[Model]) -> Sequence[Any] | None:
     """The columns an INSERT writes (all but the id); None when a field needs the ORM's own INSERT."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    if not getattr(model._meta.pk, "db_returning", False):  # an id the database does not make
+        return None
     if any(getattr(f, "generated", False) or f.has_db_default() for f in fields):
         return None
     return fields
