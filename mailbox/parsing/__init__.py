@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
+from email.policy import Policy
 from typing import BinaryIO
 
 from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
@@ -134,7 +136,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
     raw_for_parser = _repaired(raw, problems)
     msg: Message
     try:
-        msg = BytesParser(policy=parse_policy()).parsebytes(raw_for_parser)
+        msg = parse_bytes(raw_for_parser, parse_policy())
     except Exception as exc:  # header objects can raise while parsing
         problems.add(f"Nachricht nur eingeschränkt lesbar ({type(exc).__name__})")
         msg = BytesParser(policy=email.policy.compat32).parsebytes(raw_for_parser)
@@ -166,6 +168,81 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
         problems=problems.result(),
         is_malformed=problems.severe,
     )
+
+
+# Base64 bodies without the stdlib's line-by-line walk.  The feed parser reads a mail line by line, and
+# what it does with a line depends on its class only: a header line (a name and a colon, or a leading
+# blank), a blank line, a boundary (starting with "--"), or "From " on the first line; every other line
+# is content of whatever it is collecting (a body, a preamble, an epilogue; in a header block it
+# ends the block and is the body's first line).  A non-empty line of only base64 characters is none of
+# the former, nor is a line holding a token of characters that ASCII with surrogateescape cannot
+# produce.  So a run of base64 lines is replaced by one token line before parsing, and the token by
+# the run in the payloads, preambles and epilogues afterwards: the same tree, without the per-line
+# cost for the attachment that is most of a mail.
+_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_RUN_MIN = 2048  # shorter runs are not worth a token
+_TOKEN_RE = re.compile("\ue000([0-9]+)\ue001")
+
+
+def parse_bytes(raw: bytes, policy: Policy) -> Message:
+    """``BytesParser(policy=policy).parsebytes(raw)``, with long base64 runs kept out of the line-by-line walk."""
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser does
+    runs: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    blank = raw.find(b"\r\n\r\n")
+    while blank >= 0:
+        start = blank + 4
+        following = raw.find(b"\r\n\r\n", start)
+        first_end = raw.find(b"\r\n", start, start + 1000)
+        if first_end - start >= 40 and not raw[start:first_end].translate(None, _B64_CHARS):
+            # A run ends before the next blank line or line starting with "-" (each byte is looked at a few times).
+            dash = raw.find(b"\r\n-", start, len(raw) if following < 0 else following)
+            end = dash if dash >= 0 else following
+            if end - start >= _RUN_MIN and _is_base64_run(raw[start:end]):
+                pieces += [text[last:start], f"\ue000{len(runs)}\ue001"]
+                runs.append(text[start:end])
+                last = end
+        blank = following
+    if not runs:
+        return Parser(policy=policy).parsestr(text)
+    pieces.append(text[last:])
+    message = Parser(policy=policy).parsestr("".join(pieces))
+    if _restore(message, runs) != len(runs):  # cannot happen; never lose a run over it
+        return Parser(policy=policy).parsestr(text)
+    return message
+
+
+def _is_base64_run(segment: bytes) -> bool:
+    """Whole non-empty lines of base64 characters, joined by CRLF (the segment stops before the last CRLF)."""
+    if not segment or segment[:1] in (b"\r", b"\n"):
+        return False
+    rest = segment.translate(None, _B64_CHARS)
+    return rest == b"\r\n" * (len(rest) // 2)
+
+
+def _restore(message: Message, runs: list[str]) -> int:
+    """Put the runs back in place of their tokens; how many tokens were replaced."""
+    replaced = 0
+
+    def run(match: re.Match[str]) -> str:
+        nonlocal replaced
+        replaced += 1
+        return runs[int(match.group(1))]
+
+    stack = [message]
+    while stack:  # no recursion: hostile nesting
+        part = stack.pop()
+        payload = part._payload  # type: ignore[attr-defined]  # get_payload() would decode
+        if isinstance(payload, list):
+            stack.extend(sub for sub in payload if isinstance(sub, Message))
+        elif isinstance(payload, str) and "\ue000" in payload:
+            part._payload = _TOKEN_RE.sub(run, payload)  # type: ignore[attr-defined]
+        for name in ("preamble", "epilogue"):
+            value = getattr(part, name, None)
+            if isinstance(value, str) and "\ue000" in value:
+                setattr(part, name, _TOKEN_RE.sub(run, value))
+    return replaced
 
 
 def _unparsed(raw: bytes, exc: Exception) -> ParsedMessage:

@@ -7,6 +7,7 @@ lone surrogates (``recover_8bit``).  Every fallback is documented and never rais
 from __future__ import annotations
 
 import codecs
+import re
 
 from mailbox.parsing.problems import Problems
 
@@ -71,9 +72,12 @@ def decode_text(data: bytes, charset: str | None, problems: Problems, where: str
         return data.decode(codec, errors="replace")
 
 
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+
+
 def has_surrogates(value: str) -> bool:
     # The bytes parser smuggles undeclared 8-bit header bytes as lone surrogates.
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return not value.isascii() and _SURROGATE_RE.search(value) is not None
 
 
 def recover_8bit(value: str) -> tuple[str, bool]:

@@ -58,11 +58,25 @@ def _raw_param(part: Message, param: str, header: str) -> str | None:
     return str(value)
 
 
+def _may_name(part: Message) -> bool:
+    """Whether a Content-Disposition or Content-Type could hold a file name at all.
+
+    compat32 reads a parameter by its name, which no decoding produces: a header without the letters
+    "name" (any case) has neither filename= nor name=, and the compat32 copies are not worth making.
+    """
+    return any(
+        key.lower() in ("content-disposition", "content-type") and "name" in str(value).lower()
+        for key, value in part.raw_items()
+    )
+
+
 def raw_filename(part: Message) -> str | None:
     """The file name the sender gave, decoded but not yet made safe (see filenames.py)."""
     name: str | None = None
     with contextlib.suppress(Exception):
         name = part.get_filename()
+    if name is None and not _may_name(part):
+        return None
     if name is None or has_surrogates(name) or "=?" in name or "\ufffd" in name:
         alt = _raw_param(part, "filename", "content-disposition") or _raw_param(part, "name", "content-type")
         if alt is not None:

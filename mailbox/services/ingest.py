@@ -9,10 +9,12 @@ costs no other message its place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from mailbox import events
@@ -23,6 +25,8 @@ from mailbox.services.routing import routing_record, routing_route
 from mailbox.storage import BlobBatch, BlobSpool, blob_put
 
 log = logging.getLogger(__name__)
+
+RowT = TypeVar("RowT", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,8 @@ def messages_store(*, mailbox: Mailbox, staged: list[StagedMessage], blobs: Blob
             rows = [_message_row(mailbox, s) for s in staged]
             # Routing rules decide in this transaction: a message is routed once, with its row.
             routed = routing_route(mailbox=mailbox, messages=rows)
-            messages = Message.objects.bulk_create(rows)
-            Attachment.objects.bulk_create(_attachment_rows(messages, staged))
+            messages = rows_insert(rows)
+            rows_insert(list(_attachment_rows(messages, staged)))
             routing_record(routed)
             _send_path_hooks(mailbox, messages)
             events.broadcast_messages_created(mailbox_id=mailbox.pk, message_ids=[m.pk for m in messages])
@@ -221,3 +225,59 @@ def _attachment_rows(messages: list[Message], staged: list[StagedMessage]) -> It
 def _nul_free(value: str) -> str:
     # PostgreSQL text and jsonb cannot hold NUL; hostile mail contains it.
     return value.replace("\x00", "\ufffd")
+
+
+def rows_insert(rows: list[RowT]) -> list[RowT]:
+    """Insert unsaved rows of one model, as bulk_create() does, and set their ids; returns *rows*.
+
+    The same statement bulk_create() sends on PostgreSQL (INSERT … SELECT * FROM UNNEST(column
+    arrays) RETURNING id), with the arrays in binary: the driver writes an array of text in Python,
+    quoting and escaping every body, which cost a tenth of a fetched message's CPU, while a binary
+    array is each value's bytes with its length.  The values are the ORM's own (each field's
+    pre_save and get_db_prep_save); no signals, as with bulk_create().
+    """
+    if not rows:
+        return rows
+    model = type(rows[0])
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    fields = _insert_fields(model)
+    if fields is None or connection.vendor != "postgresql":
+        return model._default_manager.using(alias).bulk_create(rows)
+    columns: list[list[Any]] = [[f.get_db_prep_save(f.pre_save(row, True), connection) for row in rows] for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(model, fields, connection), columns)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    for row, pk in zip(rows, ids, strict=True):
+        row.pk = pk
+        row._state.adding = False
+        row._state.db = alias
+    return rows
+
+
+def _insert_fields(model: type[Model]) -> Sequence[Any] | None:
+    """The columns an INSERT writes (all but the id); None when a field needs the ORM's own INSERT."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    if not getattr(model._meta.pk, "db_returning", False):  # an id the database does not make
+        return None
+    if any(getattr(f, "generated", False) or f.has_db_default() for f in fields):
+        return None
+    return fields
+
+
+_INSERT_SQL: dict[tuple[type[Model], str], str] = {}
+
+
+def _insert_sql(model: type[Model], fields: Sequence[Any], connection: Any) -> str:
+    key = (model, connection.alias)
+    sql = _INSERT_SQL.get(key)
+    if sql is None:
+        qn = connection.ops.quote_name
+        meta = model._meta
+        # As bulk_create() writes the array types: without length limits (varchar[], not varchar(64)[]).
+        # Names and types come from the model, never from data; the values are parameters.
+        arrays = ", ".join(f"(%b)::{f.db_type(connection).split('(')[0]}[]" for f in fields)
+        columns = ", ".join(qn(f.column) for f in fields)
+        sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) SELECT * FROM UNNEST({arrays})"  # noqa: S608
+        sql = _INSERT_SQL[key] = f"{sql} RETURNING {qn(meta.pk.column)}"
+    return sql

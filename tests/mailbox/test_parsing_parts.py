@@ -14,7 +14,7 @@ import pytest
 from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
 from mailbox.parsing.headers import parse_addresses
-from mailbox.parsing.policy import parse_policy
+from mailbox.parsing.policy import _OncePerValue, parse_policy
 from tests.mailbox import corpus
 from tests.mailbox.parsing_support import SAMPLES_DIR, parse_eml
 
@@ -299,13 +299,13 @@ def test_each_header_object_is_built_once_per_parse(monkeypatch: pytest.MonkeyPa
     # The stdlib's parser and our walk ask for a part's Content-Type many times (about half of a
     # parse went there); a header object is immutable, so one per name and value is enough.
     built: list[tuple[str, str]] = []
-    original = HeaderRegistry.__call__
+    original = _OncePerValue._build
 
     def spy(self, name: str, value: str):
         built.append((name, value))
         return original(self, name, value)
 
-    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    monkeypatch.setattr(_OncePerValue, "_build", spy)
     letter = corpus.make_hospital_letter()
     result = parse_message(letter)
     assert result.html_body and [a.filename for a in result.attachments] == ["Entlassbrief.pdf"]
