@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from mailbox.models import Membership
-from tests.fixtures.konnektor_sim import MANDANT
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, WORKPLACE
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.factories import SignerCardFactory, WorkplaceFactory
 
@@ -33,6 +33,20 @@ def physician(mailbox):
     MembershipFactory(mailbox=mailbox, user=user, role=Membership.Role.PROCESSOR)
     SignerCardFactory(user=user, telematik_id="1-HBA-Sommer-0001")
     return user
+
+
+@pytest.fixture
+def signer(physician):
+    """The physician, holding the simulated Konnektor's eHBA (tests.fixtures.konnektor_sim)."""
+    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
+    physician.signer_card.save()
+    return physician
+
+
+@pytest.fixture
+def sim_workplace():
+    """The workplace the simulated Konnektor knows, with its card terminal."""
+    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
 
 
 @pytest.fixture

@@ -25,17 +25,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def signer(physician):
-    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
-    physician.signer_card.save()
-    return physician
-
-
-@pytest.fixture
-def workplace():
-    from tests.signing.factories import WorkplaceFactory
-
-    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
+def workplace(sim_workplace):
+    return sim_workplace
 
 
 def _drafts(n, signer, assistant, mailbox, *, pdf=False):

@@ -28,7 +28,7 @@ from signing.services.comfort import (
 )
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, PIN, WORKPLACE
 from tests.mailbox.factories import MembershipFactory, UserFactory
 from tests.signing.factories import DraftFactory, WorkplaceFactory
 
@@ -51,15 +51,8 @@ def comfort_sim(konnektor_sim_factory, use_sim):
 
 
 @pytest.fixture
-def signer(physician):
-    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
-    physician.signer_card.save()
-    return physician
-
-
-@pytest.fixture
-def workplace():
-    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
+def workplace(sim_workplace):
+    return sim_workplace
 
 
 def _drafts(n, signer, assistant, mailbox):

@@ -32,10 +32,10 @@ from signing.services.batch import Selected, batch_create
 from signing.services.documents import document_check
 from signing.services.drafts import DraftData, draft_create
 from signing.services.run import batch_run
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, PIN
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.documents import LETTER_TEXT
-from tests.signing.factories import DraftFactory, SignerCardFactory, WorkplaceFactory
+from tests.signing.factories import DraftFactory, SignerCardFactory
 from tests.signing.test_permissions import ROUTES
 
 TEXT = {"content": LETTER_TEXT, "mime_type": "text/plain", "filename": "brief.txt"}
@@ -386,18 +386,6 @@ async def test_the_queue_socket_of_an_ex_member_announces_nothing(mailbox):
 
 
 # --- a signer who leaves between queueing and signing -------------------------------------------------------------
-
-
-@pytest.fixture
-def signer(physician):
-    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
-    physician.signer_card.save()
-    return physician
-
-
-@pytest.fixture
-def sim_workplace():
-    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
 
 
 def _letters(n, signer, author, mailbox) -> list[Draft]:

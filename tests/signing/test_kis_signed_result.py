@@ -14,19 +14,12 @@ from signing.models import Draft
 from signing.services.batch import Selected, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, MANDANT, WORKPLACE
 from tests.signing.documents import LETTER_TEXT, make_pdf
 from tests.signing.factories import WorkplaceFactory
 from tests.signing.kis import Api, submission
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def signer(physician):
-    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
-    physician.signer_card.save()
-    return physician
 
 
 def test_the_kis_downloads_signatures_that_verify(

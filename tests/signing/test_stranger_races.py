@@ -26,8 +26,8 @@ from signing.services import batch as batch_service
 from signing.services.batch import Selected, batch_create
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, MANDANT, PIN, WORKPLACE
-from tests.signing.factories import DraftFactory, WorkplaceFactory
+from tests.fixtures.konnektor_sim import CT_ID, MANDANT, PIN
+from tests.signing.factories import DraftFactory
 from tests.signing.support import together
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,15 +43,8 @@ def _no_broker(monkeypatch):
 
 
 @pytest.fixture
-def signer(physician):
-    physician.signer_card.telematik_id = HBA_TELEMATIK_ID
-    physician.signer_card.save()
-    return physician
-
-
-@pytest.fixture
-def workplace():
-    return WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
+def workplace(sim_workplace):
+    return sim_workplace
 
 
 @pytest.fixture
