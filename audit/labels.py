@@ -77,6 +77,7 @@ ACTION_LABELS = {
     "signing.review_rule_added": _("Prüfregel hinzugefügt"),
     "signing.review_rule_removed": _("Prüfregel entfernt"),
     "signing.draft_withdrawn": _("Entwurf zurückgezogen"),
+    "signing.draft_taken_over": _("Verwaisten Entwurf als Verfasser übernommen"),
     "signing.comfort_requested": _("Komfortsignatur angefordert"),
     "signing.comfort_activated": _("Komfortsignatur aktiviert"),
     "signing.comfort_failed": _("Komfortsignatur: Aktivierung fehlgeschlagen"),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from signing.views import batches, comfort, drafts, manage, queue, received, review
+from signing.views import batches, comfort, drafts, manage, orphans, queue, received, review
 
 app_name = "signing"
 
@@ -36,6 +36,10 @@ urlpatterns = [
     path("komfortsignatur/<int:pk>/beenden/", comfort.comfort_deactivate_view, name="comfort-deactivate"),
     # Signatures on received letters: check again (the panel on the message page, signing.views.received).
     path("empfangen/<int:pk>/signaturen-pruefen/", received.received_verify, name="received-verify"),
+    # Drafts whose author, signer and reviewer all left the mailbox: its owners hand them over.
+    path("verwaist/", orphans.orphan_list, name="orphans"),
+    path("verwaist/<int:pk>/uebernehmen/", orphans.orphan_take_over_view, name="orphan-take-over"),
+    path("verwaist/<int:pk>/zurueckziehen/", orphans.orphan_withdraw_view, name="orphan-withdraw"),
     path("verwaltung/ehba/", manage.cards, name="manage-cards"),
     path("verwaltung/ehba/<int:pk>/entfernen/", manage.card_remove, name="manage-card-remove"),
     path("verwaltung/arbeitsplaetze/", manage.workplaces, name="manage-workplaces"),

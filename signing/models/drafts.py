@@ -19,7 +19,8 @@ class DraftQuerySet(models.QuerySet["Draft"]):
         draft's sending mailbox (its department). Someone who leaves the department loses its drafts at once,
         everywhere (lists, pages, files, sockets, actions): having written or been chosen for a draft is not a
         right of its own. A letter is patient data: managers administer (eHBA mappings, workplaces) and read no
-        letter that is not theirs, as they read no message without a membership.
+        letter that is not theirs, as they read no message without a membership. A draft all of whose people left
+        its mailbox is found by the mailbox's owners through signing.services.orphans (take over or withdraw).
 
         Reads start here (views, consumers, services), so a foreign pk is simply not found (404)."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
