@@ -4,7 +4,7 @@ VerifyDocument and ExternalAuthenticate (I/O only).
 One zeep client per service, built from the package's own WSDL subset (``konnektor/wsdl``) for the version
 connector.sds announced, bound to that version's endpoint. Everything coming from the network is parsed with
 entities, DTDs and external references refused. Faults, refused logins, TLS failures and timeouts all become a
-KonnektorError with a German text.
+KonnektorError with a German text (gettext: in the language active when it is raised).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import requests
 import zeep
 import zeep.exceptions
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from zeep.plugins import Plugin
 from zeep.transports import Transport
 from zeep.wsdl import Document
@@ -26,7 +28,6 @@ from zeep.wsdl import Document
 from . import messages
 from .discovery import parse_sds, parse_version
 from .errors import (
-    UNREACHABLE,
     KonnektorError,
     error_from_fault,
     error_text,
@@ -68,14 +69,14 @@ CARD_TYPE_GROUPS: dict[str, set[str]] = {"HBAx": {"HBA", "HBA-qSig", "ZOD_2.0"},
 # ReadCardCertificate with Crypt ECC on a card without ECC keys (G2.0): 4258, or 4149 on older Konnektors.
 NO_ECC_CERTIFICATE = (4258, 4149)
 
-COMFORT_NEEDS_SECURE_MODE = (
+COMFORT_NEEDS_SECURE_MODE = gettext_lazy(
     "Die Komfortsignatur ist nur mit einer gesicherten Verbindung zum Konnektor möglich (Verbindungsart "
     "„Login“ oder „Zertifikat“). Bitte die Verbindungsart in den Konnektor-Einstellungen ändern."
 )
 
 JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
 
-NOT_RETURNED = (
+NOT_RETURNED = gettext_lazy(
     "Nicht signiert: der Konnektor hat für dieses Dokument kein Ergebnis geliefert "
     "(z. B. PIN-Eingabe abgebrochen oder Vorgang beendet)."
 )
@@ -158,7 +159,8 @@ class KonnektorClient:
         if response.status_code != 200:
             raise KonnektorError(
                 None,
-                f"Der Konnektor liefert keine Dienstbeschreibung (connector.sds, HTTP {response.status_code}).",
+                _("Der Konnektor liefert keine Dienstbeschreibung (connector.sds, HTTP %(status)s).")
+                % {"status": response.status_code},
                 f"HTTP {response.status_code}",
                 kind="protocol",
             )
@@ -176,11 +178,14 @@ class KonnektorClient:
                 return cached
             chosen = directory.services.get(name)
             if chosen is None:
-                offered = ", ".join(directory.offered.get(name, [])) or "keine"
+                offered = ", ".join(directory.offered.get(name, [])) or _("keine")
                 raise KonnektorError(
                     None,
-                    f"Der Konnektor bietet den Dienst {name} in keiner vom Portal unterstützten Version an "
-                    f"(angeboten: {offered}).",
+                    _(
+                        "Der Konnektor bietet den Dienst %(service)s in keiner vom Portal unterstützten Version an "
+                        "(angeboten: %(offered)s)."
+                    )
+                    % {"service": name, "offered": offered},
                     f"{name} not offered in a supported version",
                     kind="config",
                 )
@@ -202,7 +207,7 @@ class KonnektorClient:
     # -- operations ----------------------------------------------------------------------------------------
 
     def get_cards(self, ctx: CallContext, card_type: str = "HBA") -> list[Card]:
-        proxy, _ = self._service("EventService")
+        proxy, _version = self._service("EventService")
         answer = self._guard(lambda: proxy.GetCards(**messages.get_cards(ctx, card_type)), what="GetCards")
         wanted = CARD_TYPE_GROUPS.get(card_type, {card_type} if card_type else None)
         cards = []
@@ -245,7 +250,7 @@ class KonnektorClient:
         return certificates
 
     def get_pin_status(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinStatus:
-        proxy, _ = self._service("CardService")
+        proxy, _version = self._service("CardService")
         answer = self._guard(
             lambda: proxy.GetPinStatus(**messages.pin(ctx, card_handle, pin_ref)),
             what="GetPinStatus",
@@ -257,7 +262,7 @@ class KonnektorClient:
 
     def verify_pin(self, ctx: CallContext, card_handle: str, pin_ref: str = "PIN.QES") -> PinResult:
         """Ask for the PIN at the card terminal (waits like SignDocument does)."""
-        proxy, _ = self._service("CardService")
+        proxy, _version = self._service("CardService")
         answer = self._guard(
             lambda: proxy.VerifyPin(**messages.pin(ctx, card_handle, pin_ref)),
             what="VerifyPin",
@@ -269,13 +274,13 @@ class KonnektorClient:
         )
 
     def get_job_number(self, ctx: CallContext) -> str:
-        proxy, _ = self._service("SignatureService")
+        proxy, _version = self._service("SignatureService")
         answer = self._guard(lambda: proxy.GetJobNumber(**messages.get_job_number(ctx)), what="GetJobNumber")
         job_number = str(answer or "")
         if not JOB_NUMBER.match(job_number):
             raise KonnektorError(
                 None,
-                "Der Konnektor hat eine ungültige Jobnummer geliefert.",
+                _("Der Konnektor hat eine ungültige Jobnummer geliefert."),
                 f"job number {job_number!r}",
                 kind="protocol",
             )
@@ -302,7 +307,7 @@ class KonnektorClient:
         return [_sign_result(item, responses.get(item.request_id)) for item in items]
 
     def stop_signature(self, ctx: CallContext, job_number: str) -> None:
-        proxy, _ = self._service("SignatureService")
+        proxy, _version = self._service("SignatureService")
         self._guard(lambda: proxy.StopSignature(**messages.stop_signature(ctx, job_number)), what="StopSignature")
 
     # -- certificates, verification, Komfortsignatur, authentication (issues 12 and 14) ----------------------
@@ -319,7 +324,7 @@ class KonnektorClient:
         return self._read_certificate(ctx, card_handle, cert_ref, crypt)
 
     def _read_certificate(self, ctx: CallContext, card_handle: str, cert_ref: str, crypt: str | None) -> bytes:
-        proxy, _ = self._service("CertificateService")
+        proxy, _version = self._service("CertificateService")
         kwargs = messages.read_card_certificates(ctx, card_handle, cert_ref, crypt)
         answer = self._guard(lambda: proxy.ReadCardCertificate(**kwargs), what="ReadCardCertificate")
         for info in answer.X509DataInfoList.X509DataInfo:
@@ -327,7 +332,7 @@ class KonnektorClient:
                 return bytes(info.X509Data.X509Certificate)
         raise KonnektorError(
             None,
-            f"Der Konnektor hat das Zertifikat {cert_ref} der Karte nicht geliefert.",
+            _("Der Konnektor hat das Zertifikat %(cert_ref)s der Karte nicht geliefert.") % {"cert_ref": cert_ref},
             f"no {cert_ref} in answer",
             kind="protocol",
         )
@@ -344,7 +349,7 @@ class KonnektorClient:
             if part is not None and len(part) > self.config.max_document_bytes:
                 raise KonnektorError(4283, error_text(4283), "document too big for VerifyDocument", kind="config")
         # VerifyDocument is the same in SignatureService 7.4 and 7.5.
-        proxy, _ = self._service("SignatureService")
+        proxy, _version = self._service("SignatureService")
         kwargs = messages.verify_document(ctx, signature=signature, document=document, mime_type=mime_type)
         answer = self._guard(lambda: proxy.VerifyDocument(**kwargs), what="VerifyDocument")
         outputs = getattr(answer, "OptionalOutputs", None)
@@ -357,10 +362,10 @@ class KonnektorClient:
         Refused without a request when the connection mode is "plain" (the Konnektor allows it only with Login or
         Zertifikat)."""
         if self.config.mode == "plain":
-            raise KonnektorError(None, COMFORT_NEEDS_SECURE_MODE, "comfort signature in mode plain", kind="config")
+            raise KonnektorError(None, str(COMFORT_NEEDS_SECURE_MODE), "comfort signature in mode plain", kind="config")
         if not ctx.user_id:
             raise ValueError("the Komfortsignatur needs ctx.user_id (a fresh UUID per activation)")
-        proxy, _ = self._signature_service_75("ActivateComfortSignature")
+        proxy, _version = self._signature_service_75("ActivateComfortSignature")
         kwargs = messages.card_and_context(ctx, card_handle)
         answer = self._guard(
             lambda: proxy.ActivateComfortSignature(**kwargs), what="ActivateComfortSignature", sign=True
@@ -379,13 +384,13 @@ class KonnektorClient:
         has no context); it is taken for symmetry with the other calls."""
         if not card_handles:
             return
-        proxy, _ = self._signature_service_75("DeactivateComfortSignature")
+        proxy, _version = self._signature_service_75("DeactivateComfortSignature")
         kwargs = messages.deactivate_comfort_signature(card_handles)
         self._guard(lambda: proxy.DeactivateComfortSignature(**kwargs), what="DeactivateComfortSignature")
 
     def get_signature_mode(self, ctx: CallContext, card_handle: str) -> SignatureMode:
         """Whether a Komfortsignatur session of ``ctx.user_id`` is open on the card, and what is left of it."""
-        proxy, _ = self._signature_service_75("GetSignatureMode")
+        proxy, _version = self._signature_service_75("GetSignatureMode")
         kwargs = messages.card_and_context(ctx, card_handle)
         answer = self._guard(lambda: proxy.GetSignatureMode(**kwargs), what="GetSignatureMode")
         enabled = str(answer.ComfortSignatureStatus or "").strip().upper() == "ENABLED"
@@ -417,14 +422,14 @@ class KonnektorClient:
             raise ValueError("ExternalAuthenticate signs a SHA-256 digest: 32 bytes")
         if crypt not in CRYPTS:
             raise ValueError(f"crypt {crypt!r} is not one of {', '.join(CRYPTS)}")
-        proxy, _ = self._service("AuthSignatureService")
+        proxy, _version = self._service("AuthSignatureService")
         kwargs = messages.external_authenticate(ctx, card_handle, data, crypt=crypt)
         answer = self._guard(lambda: proxy.ExternalAuthenticate(**kwargs), what="ExternalAuthenticate")
         signature = _signature_bytes(answer)
         if signature is None:
             raise KonnektorError(
                 None,
-                "Der Konnektor hat keine Signatur für die Authentisierung geliefert.",
+                _("Der Konnektor hat keine Signatur für die Authentisierung geliefert."),
                 "ExternalAuthenticate without Base64Signature",
                 kind="protocol",
             )
@@ -435,8 +440,11 @@ class KonnektorClient:
         if version < (7, 5, 0):
             raise KonnektorError(
                 None,
-                f"Der Konnektor bietet {operation} nicht an: dafür ist der SignatureService 7.5 nötig "
-                f"(angeboten: {'.'.join(map(str, version))}).",
+                _(
+                    "Der Konnektor bietet %(operation)s nicht an: dafür ist der SignatureService 7.5 nötig "
+                    "(angeboten: %(version)s)."
+                )
+                % {"operation": operation, "version": ".".join(map(str, version))},
                 f"{operation} needs SignatureService 7.5",
                 kind="config",
             )
@@ -459,7 +467,7 @@ class KonnektorClient:
         ) as exc:
             raise KonnektorError(
                 None,
-                "Die Antwort des Konnektors wurde abgelehnt: sie enthält eine DTD, Entitäten oder externe Verweise.",
+                _("Die Antwort des Konnektors wurde abgelehnt: sie enthält eine DTD, Entitäten oder externe Verweise."),
                 f"{what}: {exc!r}",
                 kind="protocol",
             ) from None
@@ -467,46 +475,53 @@ class KonnektorClient:
             self._forget_directory()
             raise KonnektorError(
                 None,
-                f"{UNREACHABLE}: keine Verbindung innerhalb von {self.config.timeout:g} Sekunden.",
+                _("Konnektor nicht erreichbar: keine Verbindung innerhalb von %(seconds)s Sekunden.")
+                % {"seconds": f"{self.config.timeout:g}"},
                 f"{what}: {exc}",
                 kind="timeout",
             ) from None
         except requests.exceptions.ReadTimeout as exc:
             seconds = self.config.sign_timeout if sign else self.config.timeout
-            text = f"Der Konnektor hat nicht innerhalb von {seconds:g} Sekunden geantwortet" + (
-                " (PIN-Eingabe oder Signatur dauerte zu lange)." if sign else "."
-            )
+            if sign:
+                text = _(
+                    "Der Konnektor hat nicht innerhalb von %(seconds)s Sekunden geantwortet (PIN-Eingabe oder "
+                    "Signatur dauerte zu lange)."
+                )
+            else:
+                text = _("Der Konnektor hat nicht innerhalb von %(seconds)s Sekunden geantwortet.")
+            text %= {"seconds": f"{seconds:g}"}
             raise KonnektorError(None, text, f"{what}: {exc}", kind="timeout") from None
         except requests.exceptions.SSLError as exc:
             self._forget_directory()
             raise KonnektorError(None, _tls_text(str(exc), self.config.mode), f"{what}: {exc}", kind="tls") from None
         except requests.exceptions.ConnectionError as exc:
             self._forget_directory()
-            text = f"{UNREACHABLE}: die Verbindung ist fehlgeschlagen oder wurde abgebrochen."
+            text = _("Konnektor nicht erreichbar: die Verbindung ist fehlgeschlagen oder wurde abgebrochen.")
             if self.config.mode == "cert":
-                text += " Möglicherweise lehnt der Konnektor das Client-Zertifikat ab."
+                text += " " + _("Möglicherweise lehnt der Konnektor das Client-Zertifikat ab.")
             raise KonnektorError(None, text, f"{what}: {exc}", kind="unreachable") from None
         except requests.exceptions.RequestException as exc:
             self._forget_directory()
-            raise KonnektorError(None, f"{UNREACHABLE}.", f"{what}: {exc}", kind="unreachable") from None
+            raise KonnektorError(None, error_text(None), f"{what}: {exc}", kind="unreachable") from None
         except zeep.exceptions.TransportError as exc:
             if "invalid XML" in str(exc.message):
                 raise KonnektorError(
                     None,
-                    "Die Antwort des Konnektors ist kein zulässiges XML und wurde abgelehnt.",
+                    _("Die Antwort des Konnektors ist kein zulässiges XML und wurde abgelehnt."),
                     f"{what}: {exc.message}"[:2000],
                     kind="protocol",
                 ) from None
             raise KonnektorError(
                 None,
-                f"Der Konnektor hat mit HTTP-Status {exc.status_code} statt einer SOAP-Antwort geantwortet.",
+                _("Der Konnektor hat mit HTTP-Status %(status)s statt einer SOAP-Antwort geantwortet.")
+                % {"status": exc.status_code},
                 f"{what}: {exc.message}",
                 kind="protocol",
             ) from None
         except zeep.exceptions.Error as exc:
             raise KonnektorError(
                 None,
-                "Die Antwort des Konnektors ist ungültig und wurde nicht verarbeitet.",
+                _("Die Antwort des Konnektors ist ungültig und wurde nicht verarbeitet."),
                 f"{what}: {exc!r}",
                 kind="protocol",
             ) from None
@@ -520,20 +535,22 @@ class KonnektorClient:
 def _tls_text(detail: str, mode: str) -> str:
     lowered = detail.lower()
     if "certificate required" in lowered or "handshake failure" in lowered or "unknown ca" in lowered:
-        return f"{UNREACHABLE}: der Konnektor hat die TLS-Verbindung abgelehnt (Client-Zertifikat prüfen)."
+        return _(
+            "Konnektor nicht erreichbar: der Konnektor hat die TLS-Verbindung abgelehnt (Client-Zertifikat prüfen)."
+        )
     if "certificate verify failed" in lowered:
-        return (
-            f"{UNREACHABLE}: das TLS-Zertifikat des Konnektors ist nicht vertrauenswürdig "
+        return _(
+            "Konnektor nicht erreichbar: das TLS-Zertifikat des Konnektors ist nicht vertrauenswürdig "
             "(CA-Zertifikat in den Einstellungen prüfen)."
         )
     if mode == "cert":
-        return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen (Client-Zertifikat prüfen)."
-    return f"{UNREACHABLE}: die TLS-Verbindung ist fehlgeschlagen."
+        return _("Konnektor nicht erreichbar: die TLS-Verbindung ist fehlgeschlagen (Client-Zertifikat prüfen).")
+    return _("Konnektor nicht erreichbar: die TLS-Verbindung ist fehlgeschlagen.")
 
 
 def _sign_result(item: SignItem, response: Any) -> SignResult:
     if response is None:
-        return SignResult(request_id=item.request_id, ok=False, text=NOT_RETURNED)
+        return SignResult(request_id=item.request_id, ok=False, text=str(NOT_RETURNED))
     traces = traces_from_object(getattr(response.Status, "Error", None))
     last = traces[-1] if traces else None
     signature = _signature_bytes(response)
@@ -547,7 +564,7 @@ def _sign_result(item: SignItem, response: Any) -> SignResult:
     elif code is not None:
         text = error_text(code)
     else:
-        text = "Nicht signiert: der Konnektor hat für dieses Dokument keine Signatur geliefert."
+        text = _("Nicht signiert: der Konnektor hat für dieses Dokument keine Signatur geliefert.")
     return SignResult(
         request_id=item.request_id,
         ok=ok,

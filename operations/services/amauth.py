@@ -31,6 +31,8 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from konnektor import CallContext, KonnektorClient, KonnektorError, telematik_id_of
 from operations.clients.accountmanager import AccountManagerClient, AccountManagerConfig, AccountManagerError
@@ -46,7 +48,9 @@ ALG_BRAINPOOL = "BP256R1"
 ALG_P256 = "ES256"
 ALG_RSA_PSS = "PS256"
 
-NO_SMCB_TEXT = "Im Konnektor ist keine SMC-B für diesen Kontext gesteckt; der Account Manager verlangt ihre Signatur."
+NO_SMCB_TEXT = gettext_lazy(
+    "Im Konnektor ist keine SMC-B für diesen Kontext gesteckt; der Account Manager verlangt ihre Signatur."
+)
 
 
 def _b64url(data: bytes) -> str:
@@ -128,7 +132,7 @@ def clear_token_cache() -> None:
 class SmcbTokenProvider:
     """Callable returning a JWT for the SMC-B seen in ``ctx`` (the one with ``iccsn`` if given), cached until
     ``RENEW_BEFORE`` seconds before its expiry. Konnektor failures surface as AccountManagerError (code
-    "konnektor") with the Konnektor's German text."""
+    "konnektor") with the Konnektor's German text (gettext: in the active language)."""
 
     def __init__(
         self,
@@ -180,7 +184,10 @@ class SmcbTokenProvider:
                 )
         except KonnektorError as exc:
             raise AccountManagerError(
-                None, "konnektor", f"Authentisierung mit der SMC-B fehlgeschlagen: {exc.text}", detail=repr(exc)
+                None,
+                "konnektor",
+                _("Authentisierung mit der SMC-B fehlgeschlagen: %(reason)s") % {"reason": exc.text},
+                detail=repr(exc),
             ) from exc
 
 

@@ -179,3 +179,29 @@ def test_a_74_konnektor_has_no_comfort_signature(crafted, make_client) -> None: 
         plain.get_signature_mode(comfort_ctx(), "HBA-1")
     assert refused.value.kind == "config" and "7.5" in refused.value.text
     assert plain_capture.sent == [] and capture.sent == []
+
+
+def test_the_refusals_are_translated_where_the_portal_speaks_english(crafted, make_client) -> None:  # type: ignore[no-untyped-def]
+    from django.utils import translation
+
+    crafted.sds = standard_sds(
+        crafted.base_url, signature=(("7.4.2", "http://ws.gematik.de/conn/SignatureService/WSDL/v7.4", "/sig74"),)
+    )
+    client, capture = make_client(crafted.base_url)
+    with translation.override("en"):
+        with pytest.raises(KonnektorError) as plain:
+            client.activate_comfort_signature(comfort_ctx(), "HBA-1")
+        with pytest.raises(KonnektorError) as old:
+            client.get_signature_mode(comfort_ctx(), "HBA-1")
+    assert plain.value.text == (
+        "The comfort signature is only possible with a secured connection to the Konnektor (connection type “Login” "
+        "or “Zertifikat”). Please change the connection type in the Konnektor settings."
+    )
+    assert old.value.text == (
+        "The Konnektor does not offer GetSignatureMode: it requires SignatureService 7.5 (offered: 7.4.2)."
+    )
+    with translation.override("de"):
+        with pytest.raises(KonnektorError) as german:
+            client.get_signature_mode(comfort_ctx(), "HBA-1")
+    assert german.value.text.startswith("Der Konnektor bietet GetSignatureMode nicht an")
+    assert capture.sent == []

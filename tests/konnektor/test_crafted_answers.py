@@ -313,3 +313,43 @@ def test_a_g21_card_has_an_rsa_and_an_ecc_qes_certificate(crafted: CraftedKonnek
     client, _ = make_client(crafted.base_url)
     assert client.read_qes_certificates(ctx, "HBA-1") == [b"RSA-CERT", b"ECC-CERT"]
     assert client.read_qes_certificate(ctx, "HBA-1") == b"RSA-CERT"
+
+
+def test_the_clients_own_texts_are_translated_where_the_portal_speaks_english(
+    crafted: CraftedKonnektor, make_client, ctx
+) -> None:
+    from django.utils import translation
+
+    client, _ = make_client(crafted.base_url, timeout=0.5)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down, _ = make_client(f"http://127.0.0.1:{port}", timeout=2)
+    with translation.override("en"):
+        crafted.answer_always(200, envelope(job_number_response("ab-12")))
+        with pytest.raises(KonnektorError) as job:
+            client.get_job_number(ctx)
+        assert job.value.text == "The Konnektor returned an invalid job number."
+        crafted.answer_always(200, envelope(job_number_response()), delay=30)
+        with pytest.raises(KonnektorError) as slow:
+            client.get_job_number(ctx)
+        assert slow.value.text == "The Konnektor did not answer within 0.5 seconds."
+        with pytest.raises(KonnektorError) as unreachable:
+            down.get_cards(ctx)
+        assert unreachable.value.text == "Konnektor not reachable: the connection failed or was interrupted."
+        crafted.answer_always(200, sign_response())
+        (missing,) = client.sign_documents(ctx, "HBA-1", "ABC-123", ITEMS[1:2])
+        assert missing.text == (
+            "Not signed: the Konnektor returned no result for this document (e.g. PIN entry cancelled or process "
+            "ended)."
+        )
+    # An error keeps the text of the language it was raised in.
+    assert job.value.text == "The Konnektor returned an invalid job number."
+    with translation.override("de"):
+        with pytest.raises(KonnektorError) as german:
+            down.get_cards(ctx)
+        assert (
+            german.value.text == "Konnektor nicht erreichbar: die Verbindung ist fehlgeschlagen oder wurde abgebrochen."
+        )
+        (missing,) = client.sign_documents(ctx, "HBA-1", "ABC-123", ITEMS[1:2])
+        assert missing.text.startswith("Nicht signiert: der Konnektor hat für dieses Dokument kein Ergebnis")

@@ -36,6 +36,7 @@ from operations.clients.accountmanager import (
     ServiceInformation,
 )
 from operations.services.amauth import (
+    NO_SMCB_TEXT,
     RENEW_BEFORE,
     SmcbTokenProvider,
     account_call_context,
@@ -831,3 +832,42 @@ def test_the_texts_are_translated_where_the_portal_speaks_english(accountmanager
     assert unknown.value.text == "The provider has no such KIM account."
     with translation.override("de"):
         assert str(STATUS_TEXTS[404]) == "Das KIM-Konto ist beim Anbieter nicht vorhanden."
+
+
+@pytest.mark.django_db
+def test_the_smcb_texts_are_translated_where_the_portal_speaks_english(
+    settings, konnektor_with_smcb: KonnektorSimulator, accountmanager_sim: AmSim
+) -> None:
+    from django.utils import translation
+
+    account = _account(accountmanager_sim, settings)
+    settings.KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = "80276000000000000000"  # no such card in the Konnektor
+    with translation.override("en"):
+        assert str(NO_SMCB_TEXT).startswith("No SMC-B is inserted in the Konnektor for this context;")
+        with (
+            account_manager_client(account, session=accountmanager_sim.openapi.session()) as client,
+            pytest.raises(AccountManagerError) as no_card,
+        ):
+            client.account()
+    assert no_card.value.code == "no_smcb"
+    assert no_card.value.text == (
+        "No SMC-B is inserted in the Konnektor for this context; the Account Manager requires its signature."
+    )
+    settings.KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = ""
+    konnektor_with_smcb.stop()
+    with translation.override("en"):
+        with (
+            account_manager_client(account, session=accountmanager_sim.openapi.session()) as client,
+            pytest.raises(AccountManagerError) as down,
+        ):
+            client.account()
+    assert down.value.code == "konnektor"
+    assert down.value.text.startswith("Authentication with the SMC-B failed: Konnektor not reachable")
+    with translation.override("de"):
+        assert str(NO_SMCB_TEXT).startswith("Im Konnektor ist keine SMC-B")
+        with (
+            account_manager_client(account, session=accountmanager_sim.openapi.session()) as client,
+            pytest.raises(AccountManagerError) as german,
+        ):
+            client.account()
+    assert german.value.text.startswith("Authentisierung mit der SMC-B fehlgeschlagen: Konnektor nicht erreichbar")
