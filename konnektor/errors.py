@@ -114,9 +114,6 @@ ERROR_TEXTS: dict[int, Promise] = {
     4283: gettext_lazy("Das Dokument ist zu groß (höchstens 25 MB je Dokument und 250 MB je Aufruf)."),
 }
 
-# The start of konnektor.client's own sentences (German only, as those are); error_text(None) is translated whole.
-UNREACHABLE = "Konnektor nicht erreichbar"
-
 
 def error_text(code: int | None) -> str:
     """The text for a gematik error code (German source, in the active language); a generic one naming the code
