@@ -58,6 +58,10 @@ ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "comfort": ("list", ("GET",)),
     "comfort-activate": ("list", ("POST",)),
     "comfort-deactivate": ("comfort", ("POST",)),
+    # Orphaned drafts: only owners of the draft's mailbox see the page or act (a processor of it gets 404).
+    "orphans": ("owner", ("GET",)),
+    "orphan-take-over": ("draft", ("POST",)),
+    "orphan-withdraw": ("draft", ("POST",)),
 }
 
 
@@ -106,6 +110,7 @@ def url_kwargs(kind: str, f: dict) -> dict:
     return {
         "list": {},
         "manager": {},
+        "owner": {},
         "draft": {"pk": f["draft"].pk},
         "draft-version": {"pk": f["draft"].pk, "number": 1},
         "batch": {"pk": f["batch"].pk},
