@@ -78,30 +78,17 @@ def _plain_header(cls: type[BaseHeader], name: str, value: str) -> BaseHeader | 
     attributes: dict[str, Any]
     if "=?" in value:
         return None
-    if kind is _CONTENT_TYPE:
-        match = _TYPE_RE.match(value)
-        if match is None:
+    if kind is _CONTENT_TYPE or kind is _CONTENT_DISPOSITION:
+        match = (_TYPE_RE if kind is _CONTENT_TYPE else _DISPOSITION_RE).match(value)
+        params = _plain_params(value[match.end() :]) if match is not None else None
+        if match is None or params is None:
             return None
-        head = value[: match.end()]
-        params = _plain_params(value[match.end() :])
-        if params is None:
-            return None
-        decoded = _rendered(head, params)
-        attributes = {
-            "_params": {n.lower(): v for n, v in params},
-            "_maintype": match.group(1).lower(),
-            "_subtype": match.group(2).lower(),
-        }
-    elif kind is _CONTENT_DISPOSITION:
-        match = _DISPOSITION_RE.match(value)
-        if match is None:
-            return None
-        head = value[: match.end()]
-        params = _plain_params(value[match.end() :])
-        if params is None:
-            return None
-        decoded = _rendered(head, params)
-        attributes = {"_params": {n.lower(): v for n, v in params}, "_content_disposition": match.group(1).lower()}
+        decoded = _rendered(value[: match.end()], params)
+        attributes = {"_params": {n.lower(): v for n, v in params}}
+        if kind is _CONTENT_TYPE:
+            attributes.update(_maintype=match.group(1).lower(), _subtype=match.group(2).lower())
+        else:
+            attributes["_content_disposition"] = match.group(1).lower()
     elif kind is _CONTENT_TRANSFER_ENCODING:
         match = _CTE_RE.fullmatch(value)
         if match is None:
