@@ -59,3 +59,18 @@ class DraftFactory(factory.django.DjangoModelFactory):
             Membership.objects.get_or_create(
                 mailbox_id=obj.mailbox_id, user_id=user_id, defaults={"role": Membership.Role.PROCESSOR}
             )
+
+
+def plain_letters(n: int, *, signer, author, mailbox) -> list:
+    """*n* small text letters by *author* for *signer* in *mailbox*, each with its own content."""
+    return [
+        DraftFactory(
+            author=author,
+            signer=signer,
+            mailbox=mailbox,
+            content=f"Arztbrief Nr. {i}\n".encode(),
+            mime_type="text/plain",
+            filename=f"brief-{i}.txt",
+        )
+        for i in range(n)
+    ]

@@ -35,7 +35,7 @@ from signing.services.run import batch_run
 from tests.fixtures.konnektor_sim import CT_ID, PIN
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.documents import LETTER_TEXT
-from tests.signing.factories import DraftFactory, SignerCardFactory
+from tests.signing.factories import DraftFactory, SignerCardFactory, plain_letters
 from tests.signing.test_permissions import ROUTES
 
 TEXT = {"content": LETTER_TEXT, "mime_type": "text/plain", "filename": "brief.txt"}
@@ -388,20 +388,6 @@ async def test_the_queue_socket_of_an_ex_member_announces_nothing(mailbox):
 # --- a signer who leaves between queueing and signing -------------------------------------------------------------
 
 
-def _letters(n, signer, author, mailbox) -> list[Draft]:
-    return [
-        DraftFactory(
-            author=author,
-            signer=signer,
-            mailbox=mailbox,
-            content=f"Arztbrief Nr. {i}\n".encode(),
-            mime_type="text/plain",
-            filename=f"brief-{i}.txt",
-        )
-        for i in range(n)
-    ]
-
-
 def _assert_refused(drafts: list[Draft], batch: SignatureBatch) -> None:
     for d in drafts:
         fresh = Draft.objects.get(pk=d.pk)
@@ -422,8 +408,8 @@ def test_a_signer_removed_after_queueing_signs_nothing_of_that_department(
     use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
     other = MailboxFactory(display_name="Kardiologie")
     MembershipFactory(mailbox=other, user=assistant, role=Membership.Role.PROCESSOR)
-    left = _letters(3, signer, assistant, mailbox)
-    kept = _letters(2, signer, assistant, other)
+    left = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
+    kept = plain_letters(2, signer=signer, author=assistant, mailbox=other)
     with django_capture_on_commit_callbacks(execute=False):
         batch = batch_create(
             signer=signer, workplace=sim_workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in left + kept]
@@ -446,7 +432,7 @@ def test_a_signer_removed_while_the_terminal_waits_for_the_pin_gets_no_signature
     """The card signs once the PIN is typed, but the portal asks again when the answer comes: a signature for a
     department the signer has left in the meantime is not kept, and the draft stays in the queue."""
     sim = use_sim(konnektor_sim_factory(auto_pin=None))
-    drafts = _letters(2, signer, assistant, mailbox)
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
     monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
     with transaction.atomic():
         batch = batch_create(

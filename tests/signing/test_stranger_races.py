@@ -27,7 +27,7 @@ from signing.services.batch import Selected, batch_create
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
 from tests.fixtures.konnektor_sim import CT_ID, MANDANT, PIN
-from tests.signing.factories import DraftFactory
+from tests.signing.factories import plain_letters
 from tests.signing.support import together
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,20 +69,6 @@ def use_sim(settings, tmp_path):
     return configure
 
 
-def _letters(n, signer, author, mailbox):
-    return [
-        DraftFactory(
-            author=author,
-            signer=signer,
-            mailbox=mailbox,
-            content=f"Arztbrief Nr. {i}\n".encode(),
-            mime_type="text/plain",
-            filename=f"brief-{i}.txt",
-        )
-        for i in range(n)
-    ]
-
-
 def _selection(drafts) -> list[str]:
     return [f"{d.pk}:{d.version}:{d.sha256}" for d in drafts]
 
@@ -102,7 +88,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 @pytest.mark.parametrize("rounds", [5])
 def test_a_double_click_starts_one_batch(signer, assistant, mailbox, workplace, rounds):
     for _ in range(rounds):
-        drafts = _letters(3, signer, assistant, mailbox)
+        drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
         clients = [Client(), Client()]
         for c in clients:
             c.force_login(signer)
@@ -116,7 +102,8 @@ def test_a_double_click_starts_one_batch(signer, assistant, mailbox, workplace, 
 
 
 def test_two_tabs_with_different_letters_start_one_batch_at_a_time(signer, assistant, mailbox, workplace):
-    first, second = _letters(2, signer, assistant, mailbox), _letters(2, signer, assistant, mailbox)
+    first = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    second = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
 
     def start(drafts):
         with transaction.atomic():
@@ -139,7 +126,7 @@ def test_an_edit_racing_the_start_of_signing_never_both_win(signer, assistant, m
     refused (the draft is being signed) or the batch is (the draft changed) — never a signed old version with a
     saved new one, never a batch that signs the new one."""
     for _ in range(5):
-        (draft,) = _letters(1, signer, assistant, mailbox)
+        (draft,) = plain_letters(1, signer=signer, author=assistant, mailbox=mailbox)
         data = DraftData(
             document_type=draft.document_type,
             patient_reference=draft.patient_reference,
@@ -197,7 +184,7 @@ def test_the_konnektor_gone_between_two_calls_keeps_what_was_signed(
 ):
     sim = konnektor_sim_factory(auto_pin=None)
     use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
-    drafts = _letters(4, signer, assistant, mailbox)
+    drafts = plain_letters(4, signer=signer, author=assistant, mailbox=mailbox)
     batch = _start(signer, workplace, drafts)
     worker = _worker(batch.pk)
     terminal = sim.terminal(CT_ID)
@@ -252,7 +239,7 @@ def test_a_worker_killed_mid_batch_gives_the_drafts_back(
     # A short heartbeat, for the worker (its environment) and for the recovery here.
     settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 0.2
     values = {**values, "KIMPORTAL_SIGNING_HEARTBEAT_SECONDS": "0.2"}
-    drafts = _letters(3, signer, assistant, mailbox)
+    drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
     batch = _start(signer, workplace, drafts)
     code = f"from signing.services.run import batch_run; batch_run({batch.pk})"
     worker = subprocess.Popen(
@@ -299,7 +286,7 @@ def test_a_worker_killed_mid_batch_gives_the_drafts_back(
 def test_after_a_worker_crash_the_physician_can_cancel_and_sign_again_at_once(
     client, signer, assistant, mailbox, workplace
 ):
-    drafts = _letters(2, signer, assistant, mailbox)
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
     batch = _start(signer, workplace, drafts)
     # What a killed worker leaves behind: started, waiting for the PIN, nobody left to finish it.
     SignatureBatch.objects.filter(pk=batch.pk).update(
@@ -321,7 +308,7 @@ def test_a_signer_deactivated_before_the_worker_starts_signs_nothing(
     konnektor_sim, use_sim, signer, assistant, mailbox, workplace
 ):
     use_sim(konnektor_sim)
-    drafts = _letters(2, signer, assistant, mailbox)
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
     batch = _start(signer, workplace, drafts)
     type(signer).objects.filter(pk=signer.pk).update(is_active=False)
     batch_run(batch.pk)
@@ -358,7 +345,7 @@ def test_a_broker_outage_at_the_start_gives_a_german_answer_and_the_letters_back
 ):
     # The real send this time (the autouse fixture keeps the other tests off the broker).
     monkeypatch.setattr(batch_service, "_enqueue", _REAL_ENQUEUE)
-    drafts = _letters(2, signer, assistant, mailbox)
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
     client.force_login(signer)
     client.raise_request_exception = False
     response = client.post(
@@ -376,7 +363,8 @@ def test_two_physicians_sign_at_the_same_time_each_with_their_own_batch(signer, 
 
     colleague = type(signer).objects.create(username="zweitaerztin")
     SignerCardFactory(user=colleague)
-    hers, theirs = _letters(2, signer, assistant, mailbox), _letters(2, colleague, assistant, mailbox)
+    hers = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    theirs = plain_letters(2, signer=colleague, author=assistant, mailbox=mailbox)
     answers = together(lambda: _start(signer, workplace, hers), lambda: _start(colleague, workplace, theirs))
     assert all(isinstance(a, SignatureBatch) for a in answers), answers
     assert {a.signer_id for a in answers} == {signer.pk, colleague.pk}
