@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 
 # Idle executors kept per process; more requests at once make more, and those beyond this are shut down when
 # they finish (kimportal.middleware.ConcurrencyLimitMiddleware bounds how many run Django at once).
@@ -44,11 +45,28 @@ class _Executors:
 
 
 class PooledThreadsASGIHandler(ASGIHandler):
-    """ASGIHandler whose requests run their sync code on reused threads (see the module's docstring)."""
+    """ASGIHandler whose requests run their sync code on reused threads (see the module's docstring), all of it
+    in one call.
+
+    Django's ASGIHandler builds its middleware chain for async around an async core (URL resolving, the view
+    call): the portal's sync-only middleware then cross from their thread to the event loop for that core, which
+    crosses back to the thread for the (sync) view, and both again on the way out — four hand-overs between the
+    threads per request, each a wake-up of the other side and a turn at the GIL. Here the chain is built as a
+    WSGI server builds it, sync from top to bottom, and the request enters it once from the event loop: one
+    hand-over there and one back. What the chain does is Django's own; only the mode it was built in differs
+    (async views would still run, adapted by Django, but the portal has none).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.executors = _Executors(KEEP_IDLE)
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        # Django's sync get_response: URL conf, the chain, the request's closer, the log of an error answer.
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -93,3 +93,31 @@ def test_the_servers_application_uses_it():
     http = asgi.application.application_mapping["http"]
     # The demo and the browser tests wrap it in the static files handler.
     assert isinstance(getattr(http, "application", http), PooledThreadsASGIHandler)
+
+
+def test_a_request_crosses_between_event_loop_and_its_thread_only_once(settings, monkeypatch):
+    """The middleware chain and the view run in one sync call: no trip back to the event loop in between
+    (Django's own handler goes thread → loop → thread for its async core around the sync view)."""
+    from asgiref import sync
+
+    settings.ALLOWED_HOSTS = ["testserver"]
+    app = PooledThreadsASGIHandler()
+    calls = {"async_to_sync": 0, "sync_to_async": 0}
+    real_async_to_sync, real_sync_to_async = sync.AsyncToSync.__call__, sync.SyncToAsync.__call__
+
+    def async_to_sync(self, *args, **kwargs):
+        calls["async_to_sync"] += 1
+        return real_async_to_sync(self, *args, **kwargs)
+
+    def sync_to_async(self, *args, **kwargs):
+        calls["sync_to_async"] += 1
+        return real_sync_to_async(self, *args, **kwargs)
+
+    asyncio.run(_get(app, "/login/"))  # warm: the first request of a process sets things up
+    monkeypatch.setattr(sync.AsyncToSync, "__call__", async_to_sync)
+    monkeypatch.setattr(sync.SyncToAsync, "__call__", sync_to_async)
+    assert asyncio.run(_get(app, "/login/")) == 200
+    assert calls["async_to_sync"] == 0
+    # Django's request_started receivers, the chain, and closing the response (request_finished): Django's own
+    # handler makes seven such calls and one the other way.
+    assert calls["sync_to_async"] == 3
