@@ -3,6 +3,8 @@
 Per service the portal takes the highest announced version whose major.minor it implements, and that version's
 own endpoint (Konnektors serve versions under different URLs, e.g. ``/service/v75/signservice``). The endpoint is
 ``EndpointTLS`` when the portal talks HTTPS, else ``Endpoint`` (optional in the schema; EndpointTLS when absent).
+A connector.sds the portal cannot accept becomes a KonnektorError whose text goes through gettext (in the language
+active when it is raised).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from django.utils.translation import gettext as _
 from lxml import etree
 
 from .errors import KonnektorError
@@ -49,14 +52,14 @@ def safe_parse(content: bytes) -> etree._Element:
     except etree.XMLSyntaxError as exc:
         raise KonnektorError(
             None,
-            "Die Dienstbeschreibung des Konnektors (connector.sds) ist kein gültiges XML.",
+            _("Die Dienstbeschreibung des Konnektors (connector.sds) ist kein gültiges XML."),
             str(exc),
             kind="protocol",
         ) from None
     if root.getroottree().docinfo.doctype:
         raise KonnektorError(
             None,
-            "Die Dienstbeschreibung des Konnektors (connector.sds) enthält eine DTD und wird abgelehnt.",
+            _("Die Dienstbeschreibung des Konnektors (connector.sds) enthält eine DTD und wird abgelehnt."),
             "DTD in connector.sds",
             kind="protocol",
         )
@@ -68,7 +71,7 @@ def parse_sds(content: bytes, *, tls: bool) -> ServiceDirectory:
     if root.tag != f"{{{SDS_NS}}}ConnectorServices":
         raise KonnektorError(
             None,
-            "Die Dienstbeschreibung des Konnektors (connector.sds) hat ein unbekanntes Format.",
+            _("Die Dienstbeschreibung des Konnektors (connector.sds) hat ein unbekanntes Format."),
             f"root element {root.tag}",
             kind="protocol",
         )

@@ -8,6 +8,9 @@ Trust lives in one ``ssl.SSLContext`` per client: the configured CA only (host n
 certificate names its card), or the system store with the host name. The client key is loaded into that context
 from an anonymous in-memory file (memfd), so it never touches the disk; where memfd is missing it goes through a
 0600 file in a private temporary folder that is deleted right after loading.
+
+The texts of the KonnektorErrors raised here are German source strings through gettext, in the language active
+when they are raised; the technical cause (third argument, for the log) stays untranslated.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.utils.translation import gettext as _
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from zeep.transports import Transport
@@ -57,34 +61,41 @@ class _TlsAdapter(HTTPAdapter):
 
 
 def check_config(config: KonnektorConfig) -> None:
-    """Refuse settings that cannot work, with a German text for the administrator."""
+    """Refuse settings that cannot work, with a text for the administrator (German source, active language)."""
     if config.mode not in MODES:
         raise KonnektorError(
             None,
-            f"Unbekannte Verbindungsart zum Konnektor: {config.mode!r} (erlaubt: plain, basic, cert).",
+            _("Unbekannte Verbindungsart zum Konnektor: %(mode)s (erlaubt: plain, basic, cert).")
+            % {"mode": repr(config.mode)},
             "mode",
             kind="config",
         )
     scheme = urlsplit(config.base_url).scheme
     if scheme not in ("http", "https"):
         raise KonnektorError(
-            None, f"Die Adresse des Konnektors ist ungültig: {config.base_url!r}.", "base_url", kind="config"
+            None,
+            _("Die Adresse des Konnektors ist ungültig: %(url)s.") % {"url": repr(config.base_url)},
+            "base_url",
+            kind="config",
         )
     if config.mode != "plain" and scheme != "https":
         raise KonnektorError(
             None,
-            "Für die Anmeldung am Konnektor (Benutzer oder Client-Zertifikat) ist eine HTTPS-Adresse nötig.",
+            _("Für die Anmeldung am Konnektor (Benutzer oder Client-Zertifikat) ist eine HTTPS-Adresse nötig."),
             "base_url",
             kind="config",
         )
     if config.mode == "basic" and not (config.username and config.password):
         raise KonnektorError(
-            None, "Für die Anmeldung am Konnektor fehlen Benutzername oder Passwort.", "credentials", kind="config"
+            None,
+            _("Für die Anmeldung am Konnektor fehlen Benutzername oder Passwort."),
+            "credentials",
+            kind="config",
         )
     if config.mode == "cert" and not (config.client_cert_pem and config.client_key_pem):
         raise KonnektorError(
             None,
-            "Für die Anmeldung am Konnektor fehlen Client-Zertifikat oder Schlüssel.",
+            _("Für die Anmeldung am Konnektor fehlen Client-Zertifikat oder Schlüssel."),
             "client_cert",
             kind="config",
         )
@@ -100,7 +111,7 @@ def build_ssl_context(config: KonnektorConfig) -> tuple[ssl.SSLContext, bool]:
         except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
             raise KonnektorError(
                 None,
-                "Das CA-Zertifikat für den Konnektor ist ungültig (PEM erwartet).",
+                _("Das CA-Zertifikat für den Konnektor ist ungültig (PEM erwartet)."),
                 str(exc),
                 kind="config",
             ) from None
@@ -160,7 +171,12 @@ class KonnektorTransport(Transport):
     def load(self, url: str) -> bytes:
         # The WSDL subset is loaded once per process from the package (see client._document); a Konnektor's
         # answer never makes the portal fetch anything.
-        raise KonnektorError(None, "Unerwarteter Nachladeversuch", url, kind="protocol")
+        raise KonnektorError(
+            None,
+            _("Unerwarteter Nachladeversuch: das Portal lädt keine Dateien vom Konnektor nach."),
+            url,
+            kind="protocol",
+        )
 
 
 def check_http_status(response: requests.Response) -> None:
@@ -169,21 +185,22 @@ def check_http_status(response: requests.Response) -> None:
     if response.status_code in (401, 407):
         raise KonnektorError(
             None,
-            "Anmeldung am Konnektor fehlgeschlagen: Benutzername oder Passwort wurden abgelehnt.",
+            _("Anmeldung am Konnektor fehlgeschlagen: Benutzername oder Passwort wurden abgelehnt."),
             f"HTTP {response.status_code}",
             kind="auth",
         )
     if response.status_code == 403:
         raise KonnektorError(
             None,
-            "Der Konnektor verweigert den Zugriff (Zugangsdaten oder Client-Zertifikat prüfen).",
+            _("Der Konnektor verweigert den Zugriff (Zugangsdaten oder Client-Zertifikat prüfen)."),
             "HTTP 403",
             kind="auth",
         )
     if response.status_code >= 400 and not (response.status_code == 500 and b"Fault" in response.content):
         raise KonnektorError(
             None,
-            f"Der Konnektor hat mit HTTP-Status {response.status_code} statt einer SOAP-Antwort geantwortet.",
+            _("Der Konnektor hat mit HTTP-Status %(status)s statt einer SOAP-Antwort geantwortet.")
+            % {"status": response.status_code},
             f"HTTP {response.status_code}",
             kind="protocol",
         )
@@ -196,7 +213,7 @@ def _load_client_identity(context: ssl.SSLContext, cert_pem: bytes, key_pem: byt
     except (ssl.SSLError, OSError) as exc:
         raise KonnektorError(
             None,
-            "Client-Zertifikat oder Schlüssel für den Konnektor sind ungültig oder passen nicht zusammen.",
+            _("Client-Zertifikat oder Schlüssel für den Konnektor sind ungültig oder passen nicht zusammen."),
             str(exc),
             kind="config",
         ) from None
