@@ -470,9 +470,12 @@ def message_detail_lists(
     lists: DetailLists,
     *,
     role: str | Literal[_Unknown.ROLE] | None = _Unknown.ROLE,
+    readers: list[tuple[str, str, str, datetime]] | None = None,
 ) -> Message:
     """The rest of the detail page for a message from message_detail_row_for_user() (no queries from the
-    template): the user's role and the lists, of which only those its row says are not empty are read."""
+    template): the user's role and the lists, of which only those its row says are not empty are read.
+
+    `readers` may be passed when the caller has them already (opening the message returns them)."""
     message.role = user_role(user, message.mailbox_id) if role is _Unknown.ROLE else role
     message.present = presence_for_messages([message.pk]).get(message.pk, []) if lists.has_presence else []
     message.attachment_list = (
@@ -497,7 +500,8 @@ def message_detail_lists(
             _related(period, "assigned_by", _person(row[split + len(_PERSON) :]))
             periods.append(period)
     message.assignment_history = periods
-    message.readers = _READERS.rows(message.pk)  # (first name, last name, username, read at)
+    # (first name, last name, username, read at), oldest first
+    message.readers = _READERS.rows(message.pk) if readers is None else readers
     return message
 
 
