@@ -348,7 +348,8 @@ class _Unknown(enum.Enum):
 
 
 # The detail page's row: the message, its mailbox, the names of its assignee and lock holder, and whether the
-# lists below it have anything (their queries are skipped when not). One query compiled once per process
+# lists below it have anything (their queries are skipped when not; on PostgreSQL it brings the attachments
+# themselves). One query compiled once per process
 # (kimportal.prepared): building and compiling the ORM querysets was a fifth of the page's CPU.
 _DETAIL_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
 _MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_fields)
