@@ -12,6 +12,9 @@ already one at a time and the writer seals the row itself.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import connection, connections, transaction
@@ -51,6 +54,54 @@ def _insert(event: AuditEvent, alias: str = "default") -> AuditEvent:
     return event
 
 
+@functools.cache
+def _insert_many_sql(alias: str, count: int) -> str:
+    """The compiled INSERT with `count` rows of values, RETURNING their ids in the order given."""
+    head, values = _insert_sql(alias).split(" VALUES ", 1)
+    row, returning = values.split(" RETURNING ", 1)
+    return f"{head} VALUES {', '.join([row] * count)} RETURNING {returning}"
+
+
+def _insert_many(events: list[AuditEvent], alias: str = "default") -> None:
+    """Several events with one statement, as _insert() would insert them one after another: a multi-row INSERT
+    takes its ids (and so its places in the chain at commit) in the order of its rows."""
+    db = connections[alias]
+    params = [field.get_db_prep_save(field.pre_save(event, True), db) for event in events for field in _FIELDS]
+    with db.cursor() as cursor:
+        cursor.execute(_insert_many_sql(alias, len(events)), params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    for event, pk in zip(events, sorted(ids), strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = alias
+
+
+_PENDING: ContextVar[list[AuditEvent] | None] = ContextVar("audit_pending", default=None)
+
+
+@contextmanager
+def events_together() -> Iterator[None]:
+    """The events recorded inside the block go in with one INSERT when it ends (PostgreSQL): opening a message
+    records two, and each statement was a round trip. Only inside the caller's transaction, so that an error in
+    the block (which records nothing) rolls it all back; until the block ends, the events have no id and reads of
+    the trail do not see them. Elsewhere, and when nested, events go in as they are recorded."""
+    if connection.vendor != "postgresql" or _PENDING.get() is not None:
+        yield
+        return
+    if not connection.in_atomic_block:
+        raise transaction.TransactionManagementError("events_together() needs the caller's transaction.")
+    pending: list[AuditEvent] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    finally:
+        _PENDING.reset(token)
+    if len(pending) == 1:
+        _insert(pending[0])
+    elif pending:
+        _insert_many(pending)
+
+
 # No savepoint when nested (every audited action records inside its own transaction): a failed append fails
 # that action anyway, and a savepoint cost two round trips per event.
 @transaction.atomic(savepoint=False)
@@ -80,7 +131,12 @@ def event_record(
     }
     digest = content_hash(**fields)
     if connection.vendor == "postgresql":
-        return _insert(AuditEvent(content_hash=digest, **fields))
+        event = AuditEvent(content_hash=digest, **fields)
+        pending = _PENDING.get()
+        if pending is None:
+            return _insert(event)
+        pending.append(event)
+        return event
     head, _ = ChainHead.objects.select_for_update().get_or_create(pk=1)
     seq = head.seq + 1
     link = link_hash(head.hash, seq, digest)

@@ -10,11 +10,13 @@ from functools import cache
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, models, router
 from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.functions import JSONArray
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
 from django.urls import reverse
@@ -346,7 +348,8 @@ class _Unknown(enum.Enum):
 
 
 # The detail page's row: the message, its mailbox, the names of its assignee and lock holder, and whether the
-# lists below it have anything (their queries are skipped when not). One query compiled once per process
+# lists below it have anything (their queries are skipped when not; on PostgreSQL it brings the attachments
+# themselves). One query compiled once per process
 # (kimportal.prepared): building and compiling the ORM querysets was a fifth of the page's CPU.
 _DETAIL_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
 _MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_fields)
@@ -365,20 +368,31 @@ class DetailLists:
     has_notes: bool
     has_periods: bool
     has_presence: bool
+    # The attachments' rows (_ATTACHMENT_COLUMNS) when the message's row brought them (PostgreSQL).
+    attachments: list[list[Any]] | None = None
 
 
-_DETAIL_FLAGS = tuple(DetailLists.__dataclass_fields__)
+_DETAIL_FLAGS = ("has_attachments", "has_notes", "has_periods", "has_presence")
 
 
 def _detail_query(pk: int, mailbox_ids: list[int]) -> QuerySet[Message, tuple[Any, ...]]:
     def exists(model: type[models.Model]) -> Exists:
         return Exists(model._default_manager.filter(message=OuterRef("pk")))
 
+    attachments: Exists | ArraySubquery = exists(Attachment)
+    if connection.vendor == "postgresql":
+        # The attachments themselves (a message has a few): one round trip less than asking whether there are any
+        # and then reading them. Each as a JSON array of its columns (all numbers, strings and a flag).
+        attachments = ArraySubquery(
+            Attachment.objects.filter(message=OuterRef("pk"))
+            .order_by("position")
+            .values(row=JSONArray(*_ATTACHMENT_COLUMNS))
+        )
     return (
         Message.objects.filter(pk=pk, mailbox_id__in=mailbox_ids)
         .order_by()
         .annotate(
-            has_attachments=exists(Attachment),
+            has_attachments=attachments,
             has_notes=exists(Note),
             has_periods=exists(AssignmentPeriod),
             has_presence=exists(Presence),
@@ -458,7 +472,15 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
     end += len(_PERSON)
     _related(message, "claimed_by", _person(row[end : end + len(_PERSON)]))
     end += len(_PERSON)
-    lists = DetailLists(*(bool(flag) for flag in row[end:]))
+    attachments, has_notes, has_periods, has_presence = row[end:]
+    lists = DetailLists(
+        bool(attachments),
+        bool(has_notes),
+        bool(has_periods),
+        bool(has_presence),
+        # On PostgreSQL the attachments' rows themselves (an empty list: none), elsewhere whether there are any.
+        attachments=attachments if isinstance(attachments, list) else None,
+    )
     message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
     message.url = detail_url_pattern().format(message.pk)
     return message, lists
@@ -470,16 +492,20 @@ def message_detail_lists(
     lists: DetailLists,
     *,
     role: str | Literal[_Unknown.ROLE] | None = _Unknown.ROLE,
+    readers: list[tuple[str, str, str, datetime]] | None = None,
 ) -> Message:
     """The rest of the detail page for a message from message_detail_row_for_user() (no queries from the
-    template): the user's role and the lists, of which only those its row says are not empty are read."""
+    template): the user's role and the lists, of which only those its row says are not empty are read.
+
+    `readers` may be passed when the caller has them already (opening the message returns them)."""
     message.role = user_role(user, message.mailbox_id) if role is _Unknown.ROLE else role
     message.present = presence_for_messages([message.pk]).get(message.pk, []) if lists.has_presence else []
-    message.attachment_list = (
-        [Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in _ATTACHMENTS.rows(message.pk)]
-        if lists.has_attachments
-        else []
+    attachments: Sequence[Sequence[Any]] = (
+        lists.attachments
+        if lists.attachments is not None
+        else (_ATTACHMENTS.rows(message.pk) if lists.has_attachments else [])
     )
+    message.attachment_list = [Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments]
     notes = []
     if lists.has_notes:
         split = len(_NOTE_COLUMNS)
@@ -497,7 +523,8 @@ def message_detail_lists(
             _related(period, "assigned_by", _person(row[split + len(_PERSON) :]))
             periods.append(period)
     message.assignment_history = periods
-    message.readers = _READERS.rows(message.pk)  # (first name, last name, username, read at)
+    # (first name, last name, username, read at), oldest first
+    message.readers = _READERS.rows(message.pk) if readers is None else readers
     return message
 
 

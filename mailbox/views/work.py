@@ -82,14 +82,19 @@ def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool]]:
 
 
 def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra: Any) -> dict[str, Any]:
+    """The page's context for a message from message_detail_lists() (which gave it the user's role)."""
     # The message's own audit trail: for its mailbox's owners and for managers, not for every reader.
-    owner = selectors.user_role(request.user, message.mailbox_id) == Membership.Role.OWNER
+    owner = message.role == Membership.Role.OWNER
     return {
         "audit_trail": trail_for_message(message.pk) if owner or is_manager(request.user) else None,
         "mailboxes": selectors.mailbox_list_for_user(request.user),
         "current_mailbox": message.mailbox,
         "message": message,
-        "member_choices": selectors.mailbox_member_choices(message.mailbox_id),
+        # The assign form is shown only to those who may process (a ward's hundreds of members are not read
+        # for an observer).
+        "member_choices": selectors.mailbox_member_choices(message.mailbox_id)
+        if can(message.role, Action.PROCESS)
+        else [],
         "urls": _message_urls(message),
         "attachment_links": _attachment_links(message),
         **extra,
@@ -108,9 +113,9 @@ def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     page = page_token_new(user=request.user, message_id=message.pk)
     # Opening a message to work on it takes the read-lock when it is free (the row then shows the lock).
     works_on_it = can(role, Action.PROCESS) and message.state != Message.State.DONE
-    message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
-    # After opening: the readers include this user.
-    selectors.message_detail_lists(request.user, message, lists, role=role)
+    readers = message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
+    # After opening: the readers include this user (opening returns them on PostgreSQL).
+    selectors.message_detail_lists(request.user, message, lists, role=role, readers=readers)
     return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
 
 

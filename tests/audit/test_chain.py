@@ -10,10 +10,11 @@ from itertools import pairwise
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from audit.chain import GENESIS, content_hash, link_hash
 from audit.models import AuditEvent, ChainHead
-from audit.services import event_record
+from audit.services import event_record, events_together
 from audit.verify import chain_verify
 from tests.mailbox.factories import UserFactory
 
@@ -228,3 +229,42 @@ def test_a_transaction_with_many_events_is_sealed_in_order_at_once():
     assert rows == [(1, 1)] + [(i + 2, i) for i in range(3000)]
     assert ChainHead.objects.values_list("seq", flat=True).get() == 3001
     assert chain_verify().ok
+
+
+def test_events_recorded_together_go_in_with_one_insert_and_take_their_places_in_order():
+    user = UserFactory(username="zusammen")
+    event_record(actor=user, action="message.viewed", message_id=1)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        with events_together():
+            first = event_record(actor=user, action="message.viewed", message_id=2, message_subject="Befund")
+            second = event_record(actor=user, action="message.claimed", message_id=2, details={"until": "x"})
+            third = event_record(actor=user, action="message.released", message_id=2)
+            # Not in yet: the block's end inserts them.
+            assert (first.pk, second.pk, third.pk) == (None, None, None)
+            assert not AuditEvent.objects.filter(message_id=2).exists()
+        assert sum(q["sql"].startswith('INSERT INTO "audit_auditevent"') for q in queries.captured_queries) == 1
+        assert first.pk < second.pk < third.pk and not second._state.adding
+    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "pk", "action", "message_subject", "details"))
+    assert rows[1:] == [
+        (2, first.pk, "message.viewed", "Befund", {}),
+        (3, second.pk, "message.claimed", "", {"until": "x"}),
+        (4, third.pk, "message.released", "", {}),
+    ]
+    assert chain_verify().ok
+
+
+def test_events_together_record_nothing_when_the_block_fails_and_need_a_transaction():
+    user = UserFactory(username="abbruch")
+    with pytest.raises(RuntimeError), transaction.atomic(), events_together():
+        event_record(actor=user, action="message.viewed", message_id=1)
+        raise RuntimeError("the action failed")
+    assert not AuditEvent.objects.exists()
+    # Outside a transaction the events could go in without the action they record (or the action without them).
+    with pytest.raises(transaction.TransactionManagementError), events_together():
+        pass
+    # Nested in another block, an event goes in with the outer block's.
+    with transaction.atomic(), events_together():
+        with events_together():
+            inner = event_record(actor=user, action="message.viewed", message_id=3)
+        assert inner.pk is None
+    assert AuditEvent.objects.get().pk == inner.pk

@@ -115,12 +115,13 @@ def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member,
     dienstkennung_badges()  # cached across requests: not this page's query
     sql, html = _detail_queries(client, message.pk)
     # Session, user (with the managers' flag), the user's roles; the message's row (with its mailbox, assignee,
-    # lock holder and which lists have rows); opening: the read, its audit event, the claim (UPDATE … RETURNING
-    # its row, its audit event); then the attachments, the readers, navigation, members to assign to, counters,
-    # the signature panel's rows — no notes, responsibility history or presence while the row says there are none.
-    # (In a test's transaction each atomic block adds a savepoint and its release.)
+    # lock holder, its attachments and which other lists have rows); opening: the read (returning the readers),
+    # the claim (UPDATE … RETURNING its row), both audit events with one INSERT; then navigation, members to
+    # assign to, counters, the signature panel's rows — no notes, responsibility history or presence while the
+    # row says there are none. (In a test's transaction each atomic block adds a savepoint and its release.)
     statements = [s for s in sql if "SAVEPOINT" not in s]
-    assert len(statements) == 14, "\n".join(statements)
+    assert len(statements) == 11, "\n".join(statements)
+    assert not any(s.startswith(('SELECT "mailbox_attachment".', 'SELECT "mailbox_messageread".')) for s in sql)
     assert sum(s.startswith('SELECT "mailbox_message".') for s in statements) == 1  # the row; the claim returns its
     lists = ('SELECT "mailbox_note".', 'SELECT "mailbox_assignmentperiod".', 'SELECT "mailbox_presence".')
     assert not any(s.startswith(lists) for s in statements)
@@ -137,10 +138,36 @@ def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member,
     Presence.objects.create(message=message, user=other, channel_name="c1", page_token="p")
     sql, html = _detail_queries(client, message.pk)
     statements = [s for s in sql if "SAVEPOINT" not in s]
-    assert len(statements) == 17, "\n".join(statements)
+    assert len(statements) == 14, "\n".join(statements)
     assert "Bitte Befund prüfen" in html
     assert 'id="work-assignee">Karla Kollegin<' in html
     assert "Geöffnet von:" in html
+
+
+def test_the_detail_rows_attachments_are_those_the_orm_loads_in_order(member, message):
+    from mailbox import selectors
+    from mailbox.models import Attachment
+
+    Attachment.objects.create(
+        message=message,
+        position=7,
+        filename="Bild ä.png",
+        content_type="image/png",
+        size=2**40,
+        sha256="a" * 64,
+        content_id="<bild@klinik>",
+        is_inline=True,
+    )
+    Attachment.objects.create(
+        message=message, position=3, filename="b.txt", content_type="text/plain", size=0, sha256="b"
+    )
+    fields = [f.attname for f in Attachment._meta.concrete_fields]
+    shown = selectors.message_detail_for_user(member, message.pk).attachment_list
+    expected = list(Attachment.objects.filter(message=message).order_by("position"))
+    assert [[getattr(a, f) for f in fields] for a in shown] == [[getattr(a, f) for f in fields] for a in expected]
+    assert [a.position for a in shown] == sorted(a.position for a in shown) and len(shown) == 3
+    Attachment.objects.filter(message=message).delete()
+    assert selectors.message_detail_for_user(member, message.pk).attachment_list == []
 
 
 def test_someone_elses_message_is_404(client, message):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -11,7 +13,7 @@ from mailbox.models import (
     Message,
     MessageRead,
 )
-from mailbox.services import assignment, claims, notes, states
+from mailbox.services import assignment, claims, notes, reading, states
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +88,29 @@ def test_opening_a_message_as_processor_claims_it(client, alice, message):
         "message.viewed",
         "message.claimed",
     }
+
+
+def test_opening_returns_the_readers_with_the_new_read_and_keeps_the_first(alice, bob, message):
+    # The read's statement also gives the page its readers (PostgreSQL): the earlier ones and the one it adds.
+    assert [r[:3] for r in reading.message_open(user=bob, message=message)] == [("Bernd", "Bauer", "bernd")]
+    readers = reading.message_open(user=alice, message=message)
+    assert [r[:3] for r in readers] == [("Bernd", "Bauer", "bernd"), ("Anna", "Alt", "anna")]
+    stored = dict(MessageRead.objects.filter(message=message).values_list("user__username", "read_at"))
+    assert [r[3] for r in readers] == [stored["bernd"], stored["anna"]]
+    # Opening again keeps the first read's time and adds no reader; every opening is audited.
+    assert reading.message_open(user=alice, message=message) == readers
+    assert MessageRead.objects.filter(message=message).count() == 2
+    assert AuditEvent.objects.filter(action="message.viewed", message_id=message.pk).count() == 3
+
+
+def test_opening_to_work_writes_its_two_events_with_one_insert(alice, message):
+    with CaptureQueriesContext(connection) as queries:
+        reading.message_open(user=alice, message=message, claim_page="page-1")
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "audit_auditevent"')]
+    assert len(inserts) == 1
+    events = AuditEvent.objects.filter(message_id=message.pk).order_by("pk")
+    assert [(e.action, e.actor_id, e.message_subject) for e in events] == [
+        ("message.viewed", alice.pk, message.subject),
+        ("message.claimed", alice.pk, message.subject),
+    ]
+    assert not any(q["sql"].startswith('SELECT "mailbox_messageread"') for q in queries.captured_queries)
