@@ -38,22 +38,34 @@ _ACCOUNT_COLUMNS = ("id", "mailbox_id", "status")  # what the navigation shows o
 
 
 def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[Any, ...]]:
-    open_messages = Message.objects.filter(mailbox=OuterRef("pk")).exclude(state=Message.State.DONE).order_by()
-    open_count = open_messages.values("mailbox").annotate(c=Count("pk")).values("c")
-    unread = (
-        open_messages.exclude(Exists(MessageRead.objects.filter(message=OuterRef("pk"), user_id=user_id)))
+    # Two index-only counts per mailbox (the partial index of open messages carries their ids, the reads are
+    # indexed by user and message): its open messages, and those of them this user has read. Unread is their
+    # difference (a user reads a message at most once: message_read_unique). Asking per open message whether
+    # the user had read it was the costliest query of every page.
+    open_count = (
+        Message.objects.filter(mailbox=OuterRef("pk"))
+        .exclude(state=Message.State.DONE)
+        .order_by()
         .values("mailbox")
-        .annotate(c=Count("pk"))
+        .annotate(c=Count("*"))
+        .values("c")
+    )
+    read_open = (
+        MessageRead.objects.filter(user_id=user_id, message__mailbox=OuterRef("pk"))
+        .exclude(message__state=Message.State.DONE)
+        .order_by()
+        .values("message__mailbox")
+        .annotate(c=Count("*"))
         .values("c")
     )
     return (
         Mailbox.objects.filter(pk__in=mailbox_ids)
         .annotate(
-            nav_unread=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
             nav_open=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
+            nav_read=Coalesce(Subquery(read_open, output_field=IntegerField()), Value(0)),
         )
         .order_by("display_name", "pk")
-        .values_list(*_MAILBOX_COLUMNS, *(f"account__{c}" for c in _ACCOUNT_COLUMNS), "nav_unread", "nav_open")
+        .values_list(*_MAILBOX_COLUMNS, *(f"account__{c}" for c in _ACCOUNT_COLUMNS), "nav_open", "nav_read")
     )
 
 
@@ -73,7 +85,8 @@ def mailbox_list_for_user(user: Any) -> list[Mailbox]:
         account = KimAccount.from_db("default", _ACCOUNT_COLUMNS, account_values) if account_values[0] else None
         Mailbox.account.related.set_cached_value(mailbox, account)
         # Counts for the template, set as select_related's annotations were (no model fields).
-        mailbox.unread_count, mailbox.open_count = row[-2], row[-1]  # type: ignore[attr-defined]
+        open_count, read_count = row[-2], row[-1]
+        mailbox.unread_count, mailbox.open_count = open_count - read_count, open_count  # type: ignore[attr-defined]
         mailboxes.append(mailbox)
     return mailboxes
 

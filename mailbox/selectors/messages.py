@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models, router
-from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
@@ -125,12 +125,22 @@ def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     return qs
 
 
-def _reads_query(user_id: int, message_ids: list[int]) -> QuerySet[MessageRead, tuple[int]]:
-    return MessageRead.objects.filter(user_id=user_id, message_id__in=message_ids).values_list("message_id")
+def _page_state(user_id: int) -> dict[str, Subquery]:
+    """Per row of a list page: whether this user has read it, whether anyone has it open (presence).
+
+    Folded into the page's query instead of two more queries by the page's ids. Scalar subqueries (LIMIT 1),
+    not EXISTS: PostgreSQL evaluates them per row shown, after the LIMIT (an index probe each), where it may
+    hash all of a user's reads for an EXISTS.
+    """
+    return {
+        "page_read": Subquery(
+            MessageRead.objects.filter(message=OuterRef("pk"), user_id=user_id).values("message_id")[:1]
+        ),
+        "page_presence": Subquery(Presence.objects.filter(message=OuterRef("pk")).values("message_id")[:1]),
+    }
 
 
-# Every list page: compiled once per page length (kimportal.prepared), not per page.
-_READS = PreparedQuery(_reads_query)
+_PAGE_STATE = tuple(_page_state(0))
 
 
 def message_list_for_user(
@@ -149,7 +159,7 @@ def message_list_for_user(
     page_obj: KeysetPage[Any]
     if _is_plain_first_page(user, f, page, after, before):
         # The page everyone opens (a view's first page, no filter): a query compiled once per shape.
-        args: list[Any] = [sorted(member_roles(user))]  # what visible_to(user) filters by
+        args: list[Any] = [sorted(member_roles(user)), user.pk]  # what visible_to(user) filters by, the reader
         if mailbox is not None:
             args.append(mailbox.pk)
         if f.view == "mine":
@@ -166,19 +176,23 @@ def message_list_for_user(
         # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
         # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
         page_obj = KeysetPage.fetch(
-            qs.values_list(*LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
+            qs.annotate(**_page_state(user.pk)).values_list(*LIST_COLUMNS, *_PAGE_STATE),
+            keys,
+            page=page,
+            after=after,
+            before=before,
+            size=size,
         )
-    page_obj.object_list = rows = list_rows(page_obj.object_list, db)
+    found_rows = page_obj.object_list
+    page_obj.object_list = rows = list_rows(found_rows, db)
     badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
-    ids = [m.pk for m in rows]
-    # Read state for this page only: an index lookup, where an EXISTS per row made PostgreSQL
-    # hash all of the user's reads (50,000 rows in the bench) on every page view.
-    read = {message_id for (message_id,) in _READS.rows(user.pk, ids)} if ids else set()
-    presence = presence_for_messages(ids)
+    # Who has a row open: asked only for the rows someone has open (usually none or a few).
+    present_ids = [message.pk for message, row in zip(rows, found_rows, strict=True) if row[-1] is not None]
+    presence = presence_for_messages(present_ids) if present_ids else {}
     url = detail_url_pattern()
-    for message in rows:
-        message.is_read = message.pk in read
+    for message, row in zip(rows, found_rows, strict=True):
+        message.is_read = row[-2] is not None
         if message.dienstkennung not in badge_memo:
             badge_memo[message.dienstkennung] = badge_for(message.dienstkennung, badges)
         message.badge = badge_memo[message.dienstkennung]
@@ -207,19 +221,20 @@ _PLAIN_PAGES: dict[tuple[str, str, int, bool], PreparedQuery] = {}
 def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> PreparedQuery:
     """The query KeysetPage.fetch runs for the first page of this view, compiled once (kimportal.prepared).
 
-    Its arguments: the user's mailbox ids (visible_to's filter), then the mailbox's id if one is shown, then the
-    user's id for "mine".
+    Its arguments: the user's mailbox ids (visible_to's filter), the user's id (the rows' read state), then the
+    mailbox's id if one is shown, then the user's id for "mine".
     """
     key = (view, sort, size, one_mailbox)
     if key not in _PLAIN_PAGES:
 
-        def build(mailbox_ids: list[int], *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
+        def build(mailbox_ids: list[int], reader_id: int, *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
             more = iter(rest)
             qs: QuerySet[Message] = Message.objects.filter(mailbox_id__in=mailbox_ids, is_delivery_report=False)
             if one_mailbox:
                 qs = qs.filter(mailbox_id=next(more))
             qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
-            return qs.order_by(*order_by(SORTS[sort])).values_list(*LIST_COLUMNS)[: size + 1]
+            qs = qs.annotate(**_page_state(reader_id)).order_by(*order_by(SORTS[sort]))
+            return qs.values_list(*LIST_COLUMNS, *_PAGE_STATE)[: size + 1]
 
         _PLAIN_PAGES[key] = PreparedQuery(build)
     return _PLAIN_PAGES[key]
@@ -275,13 +290,14 @@ def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
     Only the list's columns are loaded (the others deferred, as only() leaves them), their mailbox and users
     built once per page rather than once per row: the rows come as tuples, and select_related made four model
     instances for each of them. The messages carry no read state, badge, presence or URL; the caller adds those.
+    Columns after LIST_COLUMNS (a list page's read state and presence) are left to the caller.
     """
     mailbox_field, assignee_field, claimed_by_field = (
         Message.mailbox.field,
         Message.assignee.field,
         Message.claimed_by.field,
     )
-    width = len(_MESSAGE_COLUMNS)
+    width, end = len(_MESSAGE_COLUMNS), len(LIST_COLUMNS)
     mailboxes: dict[int, Mailbox] = {}
     users: dict[int, Any] = {}
     new_message, new_user = _MESSAGES.maker(db), _users().maker(db)
@@ -297,7 +313,7 @@ def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
     messages = []
     for row in rows:
         message = new_message(row[:width])
-        display_name, *names = row[width:]
+        display_name, *names = row[width:end]
         mailbox = mailboxes.get(message.mailbox_id)
         if mailbox is None:
             mailbox = mailboxes[message.mailbox_id] = Mailbox.from_db(
