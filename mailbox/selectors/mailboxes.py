@@ -11,6 +11,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from kimportal.prepared import PreparedQuery
+from kimportal.requestscope import scoped
 from mailbox.models import (
     Absence,
     KimAccount,
@@ -37,6 +38,30 @@ _MAILBOX_COLUMNS = tuple(field.attname for field in Mailbox._meta.concrete_field
 _ACCOUNT_COLUMNS = ("id", "mailbox_id", "status")  # what the navigation shows of an account (its status dot)
 
 
+def _counter_columns(user_id: int, mailbox_ids: list[int]) -> tuple[Coalesce, Coalesce]:
+    """The header's counters as columns: open messages assigned to the user, unread notifications they may see."""
+    mine = (
+        Message.objects.filter(mailbox_id__in=mailbox_ids, assignee_id=user_id)
+        .exclude(state=Message.State.DONE)
+        .order_by()
+        .values("assignee")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    notifications = (
+        _visible_notifications(user_id, mailbox_ids)
+        .filter(read_at__isnull=True)
+        .order_by()
+        .values("user")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    return (
+        Coalesce(Subquery(mine, output_field=IntegerField()), Value(0)),
+        Coalesce(Subquery(notifications, output_field=IntegerField()), Value(0)),
+    )
+
+
 def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[Any, ...]]:
     # Two index-only counts per mailbox (the partial index of open messages carries their ids, the reads are
     # indexed by user and message): its open messages, and those of them this user has read. Unread is their
@@ -58,14 +83,22 @@ def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[
         .annotate(c=Count("*"))
         .values("c")
     )
+    mine, notifications = _counter_columns(user_id, mailbox_ids)
     return (
         Mailbox.objects.filter(pk__in=mailbox_ids)
         .annotate(
             nav_open=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
             nav_read=Coalesce(Subquery(read_open, output_field=IntegerField()), Value(0)),
+            # The header's counters ride along (computed once, not per mailbox): one round trip for both.
+            c_mine=mine,
+            c_notifications=notifications,
         )
         .order_by("display_name", "pk")
-        .values_list(*_MAILBOX_COLUMNS, *(f"account__{c}" for c in _ACCOUNT_COLUMNS), "nav_open", "nav_read")
+        .values_list(
+            *_MAILBOX_COLUMNS,
+            *(f"account__{c}" for c in _ACCOUNT_COLUMNS),
+            *("nav_open", "nav_read", "c_mine", "c_notifications"),
+        )
     )
 
 
@@ -74,20 +107,27 @@ _NAV = PreparedQuery(_nav_query)
 
 
 def mailbox_list_for_user(user: Any) -> list[Mailbox]:
-    """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones."""
+    """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones.
+
+    The same query reads the header's counters: user_counters() in the same request uses them.
+    """
     ids = sorted(member_roles(user)) if getattr(user, "is_authenticated", False) else []
     mailboxes = []
     split = len(_MAILBOX_COLUMNS)
-    for row in _NAV.rows(user.pk, ids) if ids else []:
+    rows = _NAV.rows(user.pk, ids) if ids else []
+    for row in rows:
         mailbox = Mailbox.from_db("default", _MAILBOX_COLUMNS, row[:split])
         account_values = row[split : split + len(_ACCOUNT_COLUMNS)]
         # Like select_related: the account (only its status; other fields load if asked) or none.
         account = KimAccount.from_db("default", _ACCOUNT_COLUMNS, account_values) if account_values[0] else None
         Mailbox.account.related.set_cached_value(mailbox, account)
         # Counts for the template, set as select_related's annotations were (no model fields).
-        open_count, read_count = row[-2], row[-1]
+        open_count, read_count = row[-4], row[-3]
         mailbox.unread_count, mailbox.open_count = open_count - read_count, open_count  # type: ignore[attr-defined]
         mailboxes.append(mailbox)
+    if rows:
+        mine, notifications = rows[0][-2:]
+        scoped(_counters_key(user), lambda: {"mine": mine, "notifications": notifications})
     return mailboxes
 
 
@@ -96,29 +136,11 @@ def mailbox_ids_for_user(user: Any) -> list[int]:
 
 
 def _counters_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Any, tuple[int, int]]:
-    mine = (
-        Message.objects.filter(mailbox_id__in=mailbox_ids, assignee_id=user_id)
-        .exclude(state=Message.State.DONE)
-        .order_by()
-        .values("assignee")
-        .annotate(c=Count("pk"))
-        .values("c")
-    )
-    notifications = (
-        _visible_notifications(user_id, mailbox_ids)
-        .filter(read_at__isnull=True)
-        .order_by()
-        .values("user")
-        .annotate(c=Count("pk"))
-        .values("c")
-    )
+    mine, notifications = _counter_columns(user_id, mailbox_ids)
     return (
         get_user_model()
         .objects.filter(pk=user_id)
-        .annotate(
-            c_mine=Coalesce(Subquery(mine, output_field=IntegerField()), Value(0)),
-            c_notifications=Coalesce(Subquery(notifications, output_field=IntegerField()), Value(0)),
-        )
+        .annotate(c_mine=mine, c_notifications=notifications)
         .values_list("c_mine", "c_notifications")
     )
 
@@ -127,13 +149,24 @@ def _counters_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Any, tuple
 _COUNTERS = PreparedQuery(_counters_query)
 
 
+def _counters_key(user: Any) -> tuple[str, int]:
+    return ("mailbox.user_counters", user.pk)
+
+
 def user_counters(user: Any) -> dict[str, int]:
-    """Open messages assigned to the user and unread notifications (of messages they still may see), one query."""
+    """Open messages assigned to the user and unread notifications (of messages they still may see), one query.
+
+    Read once per HTTP request (kimportal.requestscope), by the navigation's query when the page has one.
+    """
     if not getattr(user, "is_authenticated", False):
         return {"mine": 0, "notifications": 0}
-    rows = _COUNTERS.rows(user.pk, sorted(member_roles(user)))
-    mine, notifications = rows[0] if rows else (0, 0)
-    return {"mine": mine, "notifications": notifications}
+
+    def read() -> dict[str, int]:
+        rows = _COUNTERS.rows(user.pk, sorted(member_roles(user)))
+        mine, notifications = rows[0] if rows else (0, 0)
+        return {"mine": mine, "notifications": notifications}
+
+    return dict(scoped(_counters_key(user), read))
 
 
 def _visible_notifications(user_id: int, mailbox_ids: list[int]) -> QuerySet[Notification]:

@@ -46,3 +46,20 @@ def test_a_mailbox_without_open_messages_counts_zero(alice, box):
     MessageRead.objects.create(message=ingest(box), user=alice)
     Message.objects.filter(mailbox=box).update(state=Message.State.DONE)
     assert counts(alice) == {"Kardiologie": (0, 0)}
+
+
+def test_the_navigation_reads_the_headers_counters_too(alice, bob, box, django_assert_num_queries):
+    from kimportal.requestscope import request_scope
+    from mailbox.models import Notification
+    from mailbox.selectors import user_counters
+
+    assigned = ingest(box)
+    Message.objects.filter(pk=assigned.pk).update(assignee=alice, state=Message.State.IN_PROGRESS)
+    Notification.objects.create(user=alice, kind=Notification.Kind.ASSIGNED, message=assigned)
+    expected = user_counters(alice)
+    assert expected == {"mine": 1, "notifications": 1}
+    with request_scope():
+        mailbox_list_for_user(alice)
+        with django_assert_num_queries(0):
+            assert user_counters(alice) == expected
+        assert user_counters(bob) == {"mine": 0, "notifications": 0}  # another user's are his own
