@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
@@ -15,9 +16,10 @@ from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet,
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.functions import Cast
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import translation
 
 from kimportal.prepared import PreparedQuery
@@ -176,7 +178,7 @@ def message_list_for_user(
         # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
         # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
         page_obj = KeysetPage.fetch(
-            qs.annotate(**_page_state(user.pk)).values_list(*LIST_COLUMNS, *_PAGE_STATE),
+            qs.annotate(**_page_state(user.pk), **_JSON_TEXT).values_list(*_PAGE_COLUMNS, *_PAGE_STATE),
             keys,
             page=page,
             after=after,
@@ -184,13 +186,13 @@ def message_list_for_user(
             size=size,
         )
     found_rows = page_obj.object_list
-    page_obj.object_list = rows = list_rows(found_rows, db)
+    page_obj.object_list = rows = list_rows(found_rows, db, json_text=True)
     badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
     # Who has a row open: asked only for the rows someone has open (usually none or a few).
     present_ids = [message.pk for message, row in zip(rows, found_rows, strict=True) if row[-1] is not None]
     presence = presence_for_messages(present_ids) if present_ids else {}
-    url = detail_url_pattern()
+    url = _list_url_pattern(get_script_prefix())
     for message, row in zip(rows, found_rows, strict=True):
         message.is_read = row[-2] is not None
         if message.dienstkennung not in badge_memo:
@@ -233,8 +235,8 @@ def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> Pre
             if one_mailbox:
                 qs = qs.filter(mailbox_id=next(more))
             qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
-            qs = qs.annotate(**_page_state(reader_id)).order_by(*order_by(SORTS[sort]))
-            return qs.values_list(*LIST_COLUMNS, *_PAGE_STATE)[: size + 1]
+            qs = qs.annotate(**_page_state(reader_id), **_JSON_TEXT).order_by(*order_by(SORTS[sort]))
+            return qs.values_list(*_PAGE_COLUMNS, *_PAGE_STATE)[: size + 1]
 
         _PLAIN_PAGES[key] = PreparedQuery(build)
     return _PLAIN_PAGES[key]
@@ -247,6 +249,45 @@ _RELATED_COLUMNS = tuple(f for f in LIST_ROW_FIELDS if "__" in f)
 # The columns of one list row, in the order list_rows reads them: a queryset's values_list(*LIST_COLUMNS) gives
 # the tuples list_rows turns into messages (the list pages and a live row update read a row the same way).
 LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
+# The CM's result codes (JSON): a list page reads them as text and decodes each distinct text once per page (a
+# handful of codes repeat on every row), not every row's three columns through the field's converter.
+_JSON_FIELDS = [
+    f for f in Message._meta.concrete_fields if f.attname in _MESSAGE_COLUMNS and f.get_internal_type() == "JSONField"
+]
+assert all(getattr(f, "decoder", None) is None for f in _JSON_FIELDS)  # as JSONField.from_db_value decodes them
+_JSON_TEXT = {f"{f.attname}_text": Cast(f.attname, models.TextField()) for f in _JSON_FIELDS}
+_JSON_POSITIONS = tuple(_MESSAGE_COLUMNS.index(f.attname) for f in _JSON_FIELDS)
+# A list page's columns: LIST_COLUMNS with the JSON ones as text.
+_PAGE_COLUMNS = tuple(f"{c}_text" if f"{c}_text" in _JSON_TEXT else c for c in LIST_COLUMNS)
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _json_decoder() -> Callable[[str | None], Any]:
+    """JSONField.from_db_value for one page's texts, decoding each distinct text once.
+
+    Rows get equal values, never one shared object: a flat list (the codes) is copied, anything else decoded
+    again.
+    """
+    memo: dict[str, tuple[Any, bool]] = {}
+
+    def decode(text: str | None) -> Any:
+        if text is None:
+            return None
+        known = memo.get(text)
+        if known is None:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            known = memo[text] = (value, isinstance(value, list) and all(isinstance(v, _ATOMS) for v in value))
+        value, flat = known
+        if flat:
+            return list(value)
+        return json.loads(text) if isinstance(value, (dict, list)) else value
+
+    return decode
+
+
 _USER_COLUMNS = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
 
 
@@ -284,8 +325,9 @@ class _RowLoader:
         return make
 
 
-def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
-    """Messages from rows of values_list(*LIST_COLUMNS) read from database alias `db`.
+def list_rows(rows: Sequence[tuple[Any, ...]], db: str, *, json_text: bool = False) -> list[Message]:
+    """Messages from rows of values_list(*LIST_COLUMNS) read from database alias `db` (with `json_text`, of
+    a list page's columns: the JSON ones as text, decoded here).
 
     Only the list's columns are loaded (the others deferred, as only() leaves them), their mailbox and users
     built once per page rather than once per row: the rows come as tuples, and select_related made four model
@@ -310,9 +352,15 @@ def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
             users[pk] = new_user(_user_values(pk, first, last, username))
         return users[pk]
 
+    decode = _json_decoder() if json_text else None
     messages = []
     for row in rows:
-        message = new_message(row[:width])
+        values: Sequence[Any] = row[:width]
+        if decode is not None:
+            values = list(values)
+            for position in _JSON_POSITIONS:
+                values[position] = decode(values[position])
+        message = new_message(values)
         display_name, *names = row[width:end]
         mailbox = mailboxes.get(message.mailbox_id)
         if mailbox is None:
@@ -342,6 +390,12 @@ def _user_values(pk: int, first_name: str, last_name: str, username: str) -> tup
 def list_badges() -> dict[str, Any]:
     """dienstkennung_badges() read once per request: a list page's rows and its filter bar both show them."""
     return scoped(("mailbox.list_badges", translation.get_language()), dienstkennung_badges)
+
+
+@lru_cache(maxsize=8)
+def _list_url_pattern(script_prefix: str) -> str:
+    # detail_url_pattern() per process and script prefix (reverse() prepends the request's), not per list page.
+    return detail_url_pattern()
 
 
 def detail_url_pattern() -> str:

@@ -312,3 +312,21 @@ def test_a_page_nobody_has_open_asks_no_presence_query(alice, bob, box, django_a
         page = message_list_for_user(alice, mailbox=box)
     assert [(m.is_read, m.present) for m in page.object_list] == [(True, [])] * 3
     assert not any(q["sql"].startswith('SELECT "mailbox_presence"') for q in captured.captured_queries)
+
+
+def test_a_pages_result_codes_are_the_fields_values_and_each_rows_own(alice, box):
+    from mailbox.models.kimresults import LARGE_MESSAGE_REFUSED
+
+    plain, refused, twin = ingest(box), ingest(box), ingest(box)
+    Message.objects.filter(pk=refused.pk).update(kim_error_codes=[LARGE_MESSAGE_REFUSED], decryption_results=["02"])
+    Message.objects.filter(pk=twin.pk).update(kim_error_codes=[LARGE_MESSAGE_REFUSED], decryption_results=["02"])
+    fields = ("decryption_results", "integrity_results", "kim_error_codes")
+    for filters in (MessageFilter(), MessageFilter(dienstkennung="Arztbrief")):  # compiled and ORM pages
+        rows = {m.pk: m for m in message_list_for_user(alice, mailbox=box, filters=filters).object_list}
+        for message in (plain, refused, twin):
+            stored = Message.objects.get(pk=message.pk)
+            assert [getattr(rows[message.pk], f) for f in fields] == [getattr(stored, f) for f in fields]
+            assert rows[message.pk].security.state == stored.security.state
+        assert rows[refused.pk].is_large_message_refused and not rows[plain.pk].is_error_mail
+        # Equal texts decode to equal lists, not to one list shared by two rows.
+        assert rows[refused.pk].kim_error_codes is not rows[twin.pk].kim_error_codes
