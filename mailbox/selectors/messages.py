@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
@@ -260,6 +261,13 @@ _JSON_POSITIONS = tuple(_MESSAGE_COLUMNS.index(f.attname) for f in _JSON_FIELDS)
 # A list page's columns: LIST_COLUMNS with the JSON ones as text.
 _PAGE_COLUMNS = tuple(f"{c}_text" if f"{c}_text" in _JSON_TEXT else c for c in LIST_COLUMNS)
 _ATOMS = (str, int, float, bool, type(None))
+# What Message.security reads (assess_security's arguments), picked from a list page's row.
+_security_inputs = itemgetter(
+    *(
+        _MESSAGE_COLUMNS.index(c)
+        for c in ("decryption_results", "integrity_results", "kim_error_codes", "dienstkennung")
+    )
+)
 
 
 def _json_decoder() -> Callable[[str | None], Any]:
@@ -353,14 +361,24 @@ def list_rows(rows: Sequence[tuple[Any, ...]], db: str, *, json_text: bool = Fal
         return users[pk]
 
     decode = _json_decoder() if json_text else None
+    # A row's security state is a function of its result texts and Dienstkennung: assessed once per page for
+    # each distinct combination (the assessment is immutable), not once per row by Message.security.
+    assessments: dict[tuple[Any, ...], Any] = {}
     messages = []
     for row in rows:
         values: Sequence[Any] = row[:width]
-        if decode is not None:
+        if decode is None:
+            message = new_message(values)
+        else:
             values = list(values)
             for position in _JSON_POSITIONS:
                 values[position] = decode(values[position])
-        message = new_message(values)
+            message = new_message(values)
+            key = _security_inputs(row)
+            if key in assessments:
+                message.__dict__["security"] = assessments[key]  # where the cached_property keeps its value
+            else:
+                assessments[key] = message.security
         display_name, *names = row[width:end]
         mailbox = mailboxes.get(message.mailbox_id)
         if mailbox is None:

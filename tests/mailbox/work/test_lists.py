@@ -328,5 +328,7 @@ def test_a_pages_result_codes_are_the_fields_values_and_each_rows_own(alice, box
             assert [getattr(rows[message.pk], f) for f in fields] == [getattr(stored, f) for f in fields]
             assert rows[message.pk].security.state == stored.security.state
         assert rows[refused.pk].is_large_message_refused and not rows[plain.pk].is_error_mail
+        # Assessed once per distinct combination on a page: each row still gets its own combination's.
+        assert rows[refused.pk].security.state == "failed" and rows[plain.pk].security.state == "none"
         # Equal texts decode to equal lists, not to one list shared by two rows.
         assert rows[refused.pk].kim_error_codes is not rows[twin.pk].kim_error_codes
