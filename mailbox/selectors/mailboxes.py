@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -11,7 +12,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from kimportal.prepared import PreparedQuery
-from kimportal.requestscope import scoped
+from kimportal.requestscope import in_scope, scoped
 from mailbox.models import (
     Absence,
     KimAccount,
@@ -62,7 +63,7 @@ def _counter_columns(user_id: int, mailbox_ids: list[int]) -> tuple[Coalesce, Co
     )
 
 
-def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[Any, ...]]:
+def _nav_query(user_id: int, mailbox_ids: list[int], *, counters: bool) -> QuerySet[Mailbox, tuple[Any, ...]]:
     # Two index-only counts per mailbox (the partial index of open messages carries their ids, the reads are
     # indexed by user and message): its open messages, and those of them this user has read. Unread is their
     # difference (a user reads a message at most once: message_read_unique). Asking per open message whether
@@ -83,38 +84,36 @@ def _nav_query(user_id: int, mailbox_ids: list[int]) -> QuerySet[Mailbox, tuple[
         .annotate(c=Count("*"))
         .values("c")
     )
-    mine, notifications = _counter_columns(user_id, mailbox_ids)
-    return (
-        Mailbox.objects.filter(pk__in=mailbox_ids)
-        .annotate(
-            nav_open=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
-            nav_read=Coalesce(Subquery(read_open, output_field=IntegerField()), Value(0)),
-            # The header's counters ride along (computed once, not per mailbox): one round trip for both.
-            c_mine=mine,
-            c_notifications=notifications,
-        )
-        .order_by("display_name", "pk")
-        .values_list(
-            *_MAILBOX_COLUMNS,
-            *(f"account__{c}" for c in _ACCOUNT_COLUMNS),
-            *("nav_open", "nav_read", "c_mine", "c_notifications"),
-        )
+    qs = Mailbox.objects.filter(pk__in=mailbox_ids).annotate(
+        nav_open=Coalesce(Subquery(open_count, output_field=IntegerField()), Value(0)),
+        nav_read=Coalesce(Subquery(read_open, output_field=IntegerField()), Value(0)),
     )
+    columns = [*_MAILBOX_COLUMNS, *(f"account__{c}" for c in _ACCOUNT_COLUMNS), "nav_open", "nav_read"]
+    if counters:
+        # The header's counters ride along (computed once, not per mailbox): one round trip for both.
+        mine, notifications = _counter_columns(user_id, mailbox_ids)
+        qs = qs.annotate(c_mine=mine, c_notifications=notifications)
+        columns += ["c_mine", "c_notifications"]
+    return qs.order_by("display_name", "pk").values_list(*columns)
 
 
-# Every page's navigation: compiled once (kimportal.prepared), not per page.
-_NAV = PreparedQuery(_nav_query)
+# Every page's navigation: compiled once (kimportal.prepared), not per page. With the header's counters for a
+# request (user_counters() reads them from its scope); a socket, outside any request, asks them itself.
+_NAV_WITH_COUNTERS = PreparedQuery(functools.partial(_nav_query, counters=True))
+_NAV = PreparedQuery(functools.partial(_nav_query, counters=False))
+_COUNTS = len(_MAILBOX_COLUMNS) + len(_ACCOUNT_COLUMNS)  # where a row's counts start
 
 
 def mailbox_list_for_user(user: Any) -> list[Mailbox]:
     """The user's mailboxes with live counts: open (not done) and unread by this user among the open ones.
 
-    The same query reads the header's counters: user_counters() in the same request uses them.
+    In a request the same query reads the header's counters: user_counters() in that request uses them.
     """
     ids = sorted(member_roles(user)) if getattr(user, "is_authenticated", False) else []
     mailboxes = []
     split = len(_MAILBOX_COLUMNS)
-    rows = _NAV.rows(user.pk, ids) if ids else []
+    counters = in_scope()
+    rows = (_NAV_WITH_COUNTERS if counters else _NAV).rows(user.pk, ids) if ids else []
     for row in rows:
         mailbox = Mailbox.from_db("default", _MAILBOX_COLUMNS, row[:split])
         account_values = row[split : split + len(_ACCOUNT_COLUMNS)]
@@ -122,11 +121,11 @@ def mailbox_list_for_user(user: Any) -> list[Mailbox]:
         account = KimAccount.from_db("default", _ACCOUNT_COLUMNS, account_values) if account_values[0] else None
         Mailbox.account.related.set_cached_value(mailbox, account)
         # Counts for the template, set as select_related's annotations were (no model fields).
-        open_count, read_count = row[-4], row[-3]
+        open_count, read_count = row[_COUNTS], row[_COUNTS + 1]
         mailbox.unread_count, mailbox.open_count = open_count - read_count, open_count  # type: ignore[attr-defined]
         mailboxes.append(mailbox)
-    if rows:
-        mine, notifications = rows[0][-2:]
+    if counters and rows:
+        mine, notifications = rows[0][_COUNTS + 2 :]
         scoped(_counters_key(user), lambda: {"mine": mine, "notifications": notifications})
     return mailboxes
 

@@ -63,3 +63,14 @@ def test_the_navigation_reads_the_headers_counters_too(alice, bob, box, django_a
         with django_assert_num_queries(0):
             assert user_counters(alice) == expected
         assert user_counters(bob) == {"mine": 0, "notifications": 0}  # another user's are his own
+
+
+def test_a_socket_outside_a_request_reads_the_navigation_without_the_counters(alice, box):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ingest(box)
+    with CaptureQueriesContext(connection) as captured:
+        assert counts(alice) == {"Kardiologie": (1, 1)}
+    # The socket asks user_counters() itself: the navigation's query does not count them for nothing.
+    assert not any("mailbox_notification" in q["sql"] for q in captured.captured_queries)
