@@ -146,6 +146,14 @@ def _page_state(user_id: int) -> dict[str, Subquery]:
 _PAGE_STATE = tuple(_page_state(0))
 
 
+def _reads_query(user_id: int, message_ids: list[int]) -> QuerySet[MessageRead, tuple[int]]:
+    return MessageRead.objects.filter(user_id=user_id, message_id__in=message_ids).values_list("message_id")
+
+
+# The other list pages (later pages, filters): compiled once per page length (kimportal.prepared), not per page.
+_READS = PreparedQuery(_reads_query)
+
+
 def message_list_for_user(
     user: Any,
     *,
@@ -161,7 +169,8 @@ def message_list_for_user(
     db = router.db_for_read(Message)
     page_obj: KeysetPage[Any]
     if _is_plain_first_page(user, f, page, after, before):
-        # The page everyone opens (a view's first page, no filter): a query compiled once per shape.
+        # The page everyone opens (a view's first page, no filter): a query compiled once per shape, with each
+        # row's read state and whether anyone has it open.
         args: list[Any] = [sorted(member_roles(user)), user.pk]  # what visible_to(user) filters by, the reader
         if mailbox is not None:
             args.append(mailbox.pk)
@@ -169,7 +178,12 @@ def message_list_for_user(
             args.append(user.pk)
         query = _plain_first_page(f.view, f.sort if f.sort in SORTS else "-received", size, mailbox is not None)
         found = query.rows(*args, using=db)
-        page_obj = KeysetPage(found[:size], 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+        shown = found[:size]
+        page_obj = KeysetPage(shown, 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+        page_obj.object_list = rows = list_rows(shown, db, json_text=True)
+        read = {message.pk for message, row in zip(rows, shown, strict=True) if row[-2] is not None}
+        # Who has a row open: asked only for the rows someone has open (usually none or a few).
+        present_ids = [message.pk for message, row in zip(rows, shown, strict=True) if row[-1] is not None]
     else:
         # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
         qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
@@ -179,23 +193,19 @@ def message_list_for_user(
         # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
         # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
         page_obj = KeysetPage.fetch(
-            qs.annotate(**_page_state(user.pk), **_JSON_TEXT).values_list(*_PAGE_COLUMNS, *_PAGE_STATE),
-            keys,
-            page=page,
-            after=after,
-            before=before,
-            size=size,
+            qs.values_list(*LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
         )
-    found_rows = page_obj.object_list
-    page_obj.object_list = rows = list_rows(found_rows, db, json_text=True)
+        page_obj.object_list = rows = list_rows(page_obj.object_list, db)
+        # Read state and presence by the page's ids, in queries compiled once: folding them into this query
+        # (compiled per request) cost more to compile than the two queries do to run.
+        present_ids = [m.pk for m in rows]
+        read = {message_id for (message_id,) in _READS.rows(user.pk, present_ids)} if present_ids else set()
+    presence = presence_for_messages(present_ids) if present_ids else {}
     badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
-    # Who has a row open: asked only for the rows someone has open (usually none or a few).
-    present_ids = [message.pk for message, row in zip(rows, found_rows, strict=True) if row[-1] is not None]
-    presence = presence_for_messages(present_ids) if present_ids else {}
     url = _list_url_pattern(get_script_prefix())
-    for message, row in zip(rows, found_rows, strict=True):
-        message.is_read = row[-2] is not None
+    for message in rows:
+        message.is_read = message.pk in read
         if message.dienstkennung not in badge_memo:
             badge_memo[message.dienstkennung] = badge_for(message.dienstkennung, badges)
         message.badge = badge_memo[message.dienstkennung]
