@@ -129,11 +129,11 @@ def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
 
 
 def _page_state(user_id: int) -> dict[str, Subquery]:
-    """Per row of a list page: whether this user has read it, whether anyone has it open (presence).
+    """Per row of a view's first page: whether this user has read it, whether anyone has it open (presence).
 
-    Folded into the page's query instead of two more queries by the page's ids. Scalar subqueries (LIMIT 1),
-    not EXISTS: PostgreSQL evaluates them per row shown, after the LIMIT (an index probe each), where it may
-    hash all of a user's reads for an EXISTS.
+    Folded into the page's compiled query instead of two more queries by the page's ids (64 parameters each,
+    more than psycopg keeps parsed). Scalar subqueries (LIMIT 1), not EXISTS: PostgreSQL evaluates them per
+    row shown, after the LIMIT (an index probe each), where it may hash all of a user's reads for an EXISTS.
     """
     return {
         "page_read": Subquery(
