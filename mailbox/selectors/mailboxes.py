@@ -6,7 +6,20 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -63,22 +76,30 @@ def _counter_columns(user_id: int, mailbox_ids: list[int]) -> tuple[Coalesce, Co
     )
 
 
+def _not_done(state: str) -> Func:
+    """NOT state = 'done' with the value in the SQL text, not a parameter.
+
+    A prepared statement's generic plan can use the partial index of open messages only if its predicate
+    follows from the query without the parameters' values: with 'done' as a parameter PostgreSQL planned the
+    navigation's query anew on every execution (a custom plan, about 0.3 ms), every page.
+    """
+    return Func(F(state), template=f"NOT (%(expressions)s = '{Message.State.DONE.value}')", output_field=BooleanField())
+
+
 def _nav_query(user_id: int, mailbox_ids: list[int], *, counters: bool) -> QuerySet[Mailbox, tuple[Any, ...]]:
     # Two index-only counts per mailbox (the partial index of open messages carries their ids, the reads are
     # indexed by user and message): its open messages, and those of them this user has read. Unread is their
     # difference (a user reads a message at most once: message_read_unique). Asking per open message whether
     # the user had read it was the costliest query of every page.
     open_count = (
-        Message.objects.filter(mailbox=OuterRef("pk"))
-        .exclude(state=Message.State.DONE)
+        Message.objects.filter(_not_done("state"), mailbox=OuterRef("pk"))
         .order_by()
         .values("mailbox")
         .annotate(c=Count("*"))
         .values("c")
     )
     read_open = (
-        MessageRead.objects.filter(user_id=user_id, message__mailbox=OuterRef("pk"))
-        .exclude(message__state=Message.State.DONE)
+        MessageRead.objects.filter(_not_done("message__state"), user_id=user_id, message__mailbox=OuterRef("pk"))
         .order_by()
         .values("message__mailbox")
         .annotate(c=Count("*"))

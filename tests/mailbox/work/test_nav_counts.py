@@ -74,3 +74,14 @@ def test_a_socket_outside_a_request_reads_the_navigation_without_the_counters(al
         assert counts(alice) == {"Kardiologie": (1, 1)}
     # The socket asks user_counters() itself: the navigation's query does not count them for nothing.
     assert not any("mailbox_notification" in q["sql"] for q in captured.captured_queries)
+
+
+@pytest.mark.parametrize("counters", [False, True])
+def test_the_navigation_names_done_in_its_text_so_a_generic_plan_can_use_the_open_index(counters):
+    from mailbox.selectors.mailboxes import _nav_query
+
+    sql, params = _nav_query(1, [1], counters=counters).query.sql_with_params()
+    # The counts of open messages: the partial index's predicate must follow from the statement without its
+    # parameters, or PostgreSQL plans the statement anew on every execution.
+    assert sql.count("\"state\" = 'done')") == 2
+    assert counters or Message.State.DONE not in params  # (the header's counters are indexed otherwise)
