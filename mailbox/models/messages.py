@@ -140,9 +140,12 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["mailbox", "-received_at", "-id"], name="message_mailbox_recent"),
             models.Index(fields=["assignee", "state"], name="message_assignee_state"),
-            # Counters and "open" views only look at messages not done: a small partial index.
+            # Counters and "open" views only look at messages not done: a small partial index. With the id in it,
+            # the navigation's counts (on every page) are index-only scans and the "open" list is in index order.
             models.Index(
-                fields=["mailbox", "-received_at"], condition=~models.Q(state="done"), name="message_open_by_mailbox"
+                fields=["mailbox", "-received_at", "-id"],
+                condition=~models.Q(state="done"),
+                name="message_open_by_mailbox",
             ),
             # Retention looks only at done messages whose content is still there.
             models.Index(
@@ -216,11 +219,16 @@ class MessageRead(models.Model):
     """Per-user read state: several people share one mailbox."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reads")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_reads")
+    # Indexed with the message (Meta): one index serves both the user's reads and deleting a user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_reads", db_index=False
+    )
     read_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["message", "user"], name="message_read_unique")]
+        # A user's reads in message order: the navigation counts the open ones per mailbox by an index-only join.
+        indexes = [models.Index(fields=["user", "message"], name="message_read_by_user")]
 
     def __str__(self) -> str:
         return f"{self.user} read {self.message_id}"

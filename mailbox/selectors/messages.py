@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, models, router
-from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
-from django.db.models.functions import JSONArray
+from django.db.models.functions import Cast, JSONArray
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import translation
 
 from kimportal.prepared import PreparedQuery
@@ -127,11 +129,29 @@ def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     return qs
 
 
+def _page_state(user_id: int) -> dict[str, Subquery]:
+    """Per row of a view's first page: whether this user has read it, whether anyone has it open (presence).
+
+    Folded into the page's compiled query instead of two more queries by the page's ids (64 parameters each,
+    more than psycopg keeps parsed). Scalar subqueries (LIMIT 1), not EXISTS: PostgreSQL evaluates them per
+    row shown, after the LIMIT (an index probe each), where it may hash all of a user's reads for an EXISTS.
+    """
+    return {
+        "page_read": Subquery(
+            MessageRead.objects.filter(message=OuterRef("pk"), user_id=user_id).values("message_id")[:1]
+        ),
+        "page_presence": Subquery(Presence.objects.filter(message=OuterRef("pk")).values("message_id")[:1]),
+    }
+
+
+_PAGE_STATE = tuple(_page_state(0))
+
+
 def _reads_query(user_id: int, message_ids: list[int]) -> QuerySet[MessageRead, tuple[int]]:
     return MessageRead.objects.filter(user_id=user_id, message_id__in=message_ids).values_list("message_id")
 
 
-# Every list page: compiled once per page length (kimportal.prepared), not per page.
+# The other list pages (later pages, filters): compiled once per page length (kimportal.prepared), not per page.
 _READS = PreparedQuery(_reads_query)
 
 
@@ -150,15 +170,21 @@ def message_list_for_user(
     db = router.db_for_read(Message)
     page_obj: KeysetPage[Any]
     if _is_plain_first_page(user, f, page, after, before):
-        # The page everyone opens (a view's first page, no filter): a query compiled once per shape.
-        args: list[Any] = [sorted(member_roles(user))]  # what visible_to(user) filters by
+        # The page everyone opens (a view's first page, no filter): a query compiled once per shape, with each
+        # row's read state and whether anyone has it open.
+        args: list[Any] = [sorted(member_roles(user)), user.pk]  # what visible_to(user) filters by, the reader
         if mailbox is not None:
             args.append(mailbox.pk)
         if f.view == "mine":
             args.append(user.pk)
         query = _plain_first_page(f.view, f.sort if f.sort in SORTS else "-received", size, mailbox is not None)
         found = query.rows(*args, using=db)
-        page_obj = KeysetPage(found[:size], 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+        shown = found[:size]
+        page_obj = KeysetPage(shown, 1, size, has_next=len(found) > size, has_previous=False, keys=keys)
+        page_obj.object_list = rows = list_rows(shown, db, json_text=True)
+        read = {message.pk for message, row in zip(rows, shown, strict=True) if row[-2] is not None}
+        # Who has a row open: asked only for the rows someone has open (usually none or a few).
+        present_ids = [message.pk for message, row in zip(rows, shown, strict=True) if row[-1] is not None]
     else:
         # A delivery report matched to a sent message belongs to that message's timeline, not to the inbox.
         qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
@@ -170,15 +196,15 @@ def message_list_for_user(
         page_obj = KeysetPage.fetch(
             qs.values_list(*LIST_COLUMNS), keys, page=page, after=after, before=before, size=size
         )
-    page_obj.object_list = rows = list_rows(page_obj.object_list, db)
+        page_obj.object_list = rows = list_rows(page_obj.object_list, db)
+        # Read state and presence by the page's ids, in queries compiled once: folding them into this query
+        # (compiled per request) cost more to compile than the two queries do to run.
+        present_ids = [m.pk for m in rows]
+        read = {message_id for (message_id,) in _READS.rows(user.pk, present_ids)} if present_ids else set()
+    presence = presence_for_messages(present_ids) if present_ids else {}
     badges = list_badges()
     badge_memo: dict[str, Any] = {}  # a page has a handful of distinct Dienstkennungen
-    ids = [m.pk for m in rows]
-    # Read state for this page only: an index lookup, where an EXISTS per row made PostgreSQL
-    # hash all of the user's reads (50,000 rows in the bench) on every page view.
-    read = {message_id for (message_id,) in _READS.rows(user.pk, ids)} if ids else set()
-    presence = presence_for_messages(ids)
-    url = detail_url_pattern()
+    url = _list_url_pattern(get_script_prefix())
     for message in rows:
         message.is_read = message.pk in read
         if message.dienstkennung not in badge_memo:
@@ -209,19 +235,20 @@ _PLAIN_PAGES: dict[tuple[str, str, int, bool], PreparedQuery] = {}
 def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> PreparedQuery:
     """The query KeysetPage.fetch runs for the first page of this view, compiled once (kimportal.prepared).
 
-    Its arguments: the user's mailbox ids (visible_to's filter), then the mailbox's id if one is shown, then the
-    user's id for "mine".
+    Its arguments: the user's mailbox ids (visible_to's filter), the user's id (the rows' read state), then the
+    mailbox's id if one is shown, then the user's id for "mine".
     """
     key = (view, sort, size, one_mailbox)
     if key not in _PLAIN_PAGES:
 
-        def build(mailbox_ids: list[int], *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
+        def build(mailbox_ids: list[int], reader_id: int, *rest: int) -> QuerySet[Message, tuple[Any, ...]]:
             more = iter(rest)
             qs: QuerySet[Message] = Message.objects.filter(mailbox_id__in=mailbox_ids, is_delivery_report=False)
             if one_mailbox:
                 qs = qs.filter(mailbox_id=next(more))
             qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
-            return qs.order_by(*order_by(SORTS[sort])).values_list(*LIST_COLUMNS)[: size + 1]
+            qs = qs.annotate(**_page_state(reader_id), **_JSON_TEXT).order_by(*order_by(SORTS[sort]))
+            return qs.values_list(*_PAGE_COLUMNS, *_PAGE_STATE)[: size + 1]
 
         _PLAIN_PAGES[key] = PreparedQuery(build)
     return _PLAIN_PAGES[key]
@@ -234,6 +261,52 @@ _RELATED_COLUMNS = tuple(f for f in LIST_ROW_FIELDS if "__" in f)
 # The columns of one list row, in the order list_rows reads them: a queryset's values_list(*LIST_COLUMNS) gives
 # the tuples list_rows turns into messages (the list pages and a live row update read a row the same way).
 LIST_COLUMNS = (*_MESSAGE_COLUMNS, *_RELATED_COLUMNS)
+# The CM's result codes (JSON): a list page reads them as text and decodes each distinct text once per page (a
+# handful of codes repeat on every row), not every row's three columns through the field's converter.
+_JSON_FIELDS = [
+    f for f in Message._meta.concrete_fields if f.attname in _MESSAGE_COLUMNS and f.get_internal_type() == "JSONField"
+]
+assert all(getattr(f, "decoder", None) is None for f in _JSON_FIELDS)  # as JSONField.from_db_value decodes them
+_JSON_TEXT = {f"{f.attname}_text": Cast(f.attname, models.TextField()) for f in _JSON_FIELDS}
+_JSON_POSITIONS = tuple(_MESSAGE_COLUMNS.index(f.attname) for f in _JSON_FIELDS)
+# A list page's columns: LIST_COLUMNS with the JSON ones as text.
+_PAGE_COLUMNS = tuple(f"{c}_text" if f"{c}_text" in _JSON_TEXT else c for c in LIST_COLUMNS)
+_ATOMS = (str, int, float, bool, type(None))
+# What Message.security reads (assess_security's arguments), picked from a list page's row.
+_security_inputs = itemgetter(
+    *(
+        _MESSAGE_COLUMNS.index(c)
+        for c in ("decryption_results", "integrity_results", "kim_error_codes", "dienstkennung")
+    )
+)
+
+
+def _json_decoder() -> Callable[[str | None], Any]:
+    """JSONField.from_db_value for one page's texts, decoding each distinct text once.
+
+    Rows get equal values, never one shared object: a flat list (the codes) is copied, anything else decoded
+    again.
+    """
+    memo: dict[str, tuple[Any, bool]] = {}
+
+    def decode(text: str | None) -> Any:
+        if text is None:
+            return None
+        known = memo.get(text)
+        if known is None:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            known = memo[text] = (value, isinstance(value, list) and all(isinstance(v, _ATOMS) for v in value))
+        value, flat = known
+        if flat:
+            return list(value)
+        return json.loads(text) if isinstance(value, (dict, list)) else value
+
+    return decode
+
+
 _USER_COLUMNS = tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in ("id", *_USER_NAME))
 
 
@@ -271,19 +344,21 @@ class _RowLoader:
         return make
 
 
-def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
-    """Messages from rows of values_list(*LIST_COLUMNS) read from database alias `db`.
+def list_rows(rows: Sequence[tuple[Any, ...]], db: str, *, json_text: bool = False) -> list[Message]:
+    """Messages from rows of values_list(*LIST_COLUMNS) read from database alias `db` (with `json_text`, of
+    a list page's columns: the JSON ones as text, decoded here).
 
     Only the list's columns are loaded (the others deferred, as only() leaves them), their mailbox and users
     built once per page rather than once per row: the rows come as tuples, and select_related made four model
     instances for each of them. The messages carry no read state, badge, presence or URL; the caller adds those.
+    Columns after LIST_COLUMNS (a list page's read state and presence) are left to the caller.
     """
     mailbox_field, assignee_field, claimed_by_field = (
         Message.mailbox.field,
         Message.assignee.field,
         Message.claimed_by.field,
     )
-    width = len(_MESSAGE_COLUMNS)
+    width, end = len(_MESSAGE_COLUMNS), len(LIST_COLUMNS)
     mailboxes: dict[int, Mailbox] = {}
     users: dict[int, Any] = {}
     new_message, new_user = _MESSAGES.maker(db), _users().maker(db)
@@ -296,10 +371,26 @@ def list_rows(rows: Sequence[tuple[Any, ...]], db: str) -> list[Message]:
             users[pk] = new_user(_user_values(pk, first, last, username))
         return users[pk]
 
+    decode = _json_decoder() if json_text else None
+    # A row's security state is a function of its result texts and Dienstkennung: assessed once per page for
+    # each distinct combination (the assessment is immutable), not once per row by Message.security.
+    assessments: dict[tuple[Any, ...], Any] = {}
     messages = []
     for row in rows:
-        message = new_message(row[:width])
-        display_name, *names = row[width:]
+        values: Sequence[Any] = row[:width]
+        if decode is None:
+            message = new_message(values)
+        else:
+            values = list(values)
+            for position in _JSON_POSITIONS:
+                values[position] = decode(values[position])
+            message = new_message(values)
+            key = _security_inputs(row)
+            if key in assessments:
+                message.__dict__["security"] = assessments[key]  # where the cached_property keeps its value
+            else:
+                assessments[key] = message.security
+        display_name, *names = row[width:end]
         mailbox = mailboxes.get(message.mailbox_id)
         if mailbox is None:
             mailbox = mailboxes[message.mailbox_id] = Mailbox.from_db(
@@ -328,6 +419,12 @@ def _user_values(pk: int, first_name: str, last_name: str, username: str) -> tup
 def list_badges() -> dict[str, Any]:
     """dienstkennung_badges() read once per request: a list page's rows and its filter bar both show them."""
     return scoped(("mailbox.list_badges", translation.get_language()), dienstkennung_badges)
+
+
+@lru_cache(maxsize=8)
+def _list_url_pattern(script_prefix: str) -> str:
+    # detail_url_pattern() per process and script prefix (reverse() prepends the request's), not per list page.
+    return detail_url_pattern()
 
 
 def detail_url_pattern() -> str:

@@ -116,11 +116,12 @@ def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member,
     sql, html = _detail_queries(client, message.pk)
     # Session, user (with the managers' flag), the user's roles; the message's row (with its mailbox, assignee,
     # lock holder, its attachments and which other lists have rows); opening: the read (returning the readers),
-    # the claim (UPDATE … RETURNING its row), both audit events with one INSERT; then navigation, members to
-    # assign to, counters, the signature panel's rows — no notes, responsibility history or presence while the
-    # row says there are none. (In a test's transaction each atomic block adds a savepoint and its release.)
+    # the claim (UPDATE … RETURNING its row), both audit events with one INSERT; then navigation (with the header's
+    # counters), members to assign to, the signature panel's rows — no notes, responsibility history or presence
+    # while the row says there are none. (In a test's transaction each atomic block adds a savepoint and its
+    # release.)
     statements = [s for s in sql if "SAVEPOINT" not in s]
-    assert len(statements) == 11, "\n".join(statements)
+    assert len(statements) == 10, "\n".join(statements)
     assert not any(s.startswith(('SELECT "mailbox_attachment".', 'SELECT "mailbox_messageread".')) for s in sql)
     assert sum(s.startswith('SELECT "mailbox_message".') for s in statements) == 1  # the row; the claim returns its
     lists = ('SELECT "mailbox_note".', 'SELECT "mailbox_assignmentperiod".', 'SELECT "mailbox_presence".')
@@ -138,7 +139,7 @@ def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member,
     Presence.objects.create(message=message, user=other, channel_name="c1", page_token="p")
     sql, html = _detail_queries(client, message.pk)
     statements = [s for s in sql if "SAVEPOINT" not in s]
-    assert len(statements) == 14, "\n".join(statements)
+    assert len(statements) == 13, "\n".join(statements)
     assert "Bitte Befund prüfen" in html
     assert 'id="work-assignee">Karla Kollegin<' in html
     assert "Geöffnet von:" in html
