@@ -221,3 +221,46 @@ def test_numdate_and_numtime_give_what_date_and_time_give(fmt):
             for pair in item.split(";"):
                 django_text, ours = pair.split("=")
                 assert ours == django_text, (zone, fmt, item)
+
+
+@pytest.mark.django_db
+def test_the_kept_work_section_shows_each_message_and_user_their_own(client):
+    # The message page's work section is a kept fragment for role and state: versions, URLs, notes, the
+    # assignee and the per-user forms are holes, so one message's page never shows another's.
+    import re
+
+    from django.urls import reverse
+
+    from mailbox.services.assignment import message_assign
+    from mailbox.services.ingest import message_ingest
+    from mailbox.services.notes import note_add
+    from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+    from tests.mailbox.mails import MAIL_WITH_PDF
+
+    anna, bernd = UserFactory(username="anna"), UserFactory(username="bernd", first_name="Bernd", last_name="Berg")
+    box = MailboxFactory(display_name="Station")
+    for user in (anna, bernd):
+        MembershipFactory(mailbox=box, user=user)
+    first = message_ingest(mailbox=box, uidl="w1", raw=MAIL_WITH_PDF)
+    second = message_ingest(mailbox=box, uidl="w2", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Zweiter Brief"))
+    note_add(user=anna, message=second, version=second.version, body="Nur <am> zweiten")
+    second.refresh_from_db()
+    message_assign(user=anna, message=second, version=second.version, assignee_id=bernd.pk)
+    second.refresh_from_db()
+
+    def work(user, message):
+        client.force_login(user)
+        html = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+        return html[html.index('<section id="work"') :]
+
+    one, two, two_for_bernd = work(anna, first), work(anna, second), work(bernd, second)
+    assert f'data-loaded-version="{first.version}"' in one and f'data-loaded-version="{second.version}"' in two
+    assert f"/{first.pk}/" in one and f"/{first.pk}/" not in two and f"/{second.pk}/" in two
+    assert "Noch keine Notizen." in one and "Nur &lt;am&gt; zweiten" in two and "Noch keine Notizen." not in two
+    assert '<dd id="work-assignee">niemand</dd>' in one and '<dd id="work-assignee">Bernd Berg</dd>' in two
+    assert "Zuständigkeit entfernen" not in one and "Zuständigkeit entfernen" in two
+    # Take is offered to whoever is not the assignee: anna on both, bernd not on his own.
+    assert "Übernehmen" in one and "Übernehmen" in two and "Übernehmen" not in two_for_bernd
+    # anna opened the message first and holds its lock: bernd's forms are disabled, hers are not.
+    assert re.search(r'id="work-actions"[^>]* disabled', two_for_bernd)
+    assert not re.search(r'id="work-actions"[^>]* disabled', two)
