@@ -95,8 +95,12 @@ class SameForNode(Node):
                     _fragments.clear()
                 _fragments[key] = kept
         if type(kept) is tuple:
-            # A hole within a fragment that is itself being rendered the first time stays a hole of that one.
-            return SafeString("".join([piece.render(context) if i % 2 else piece for i, piece in enumerate(kept)]))
+            if context.get(_HOLES) is not None:
+                # Within a fragment that is being rendered the first time: the holes stay holes of that one.
+                return SafeString("".join([piece.render(context) if i % 2 else piece for i, piece in enumerate(kept)]))
+            return SafeString(
+                "".join([piece.nodelist.render(context) if i % 2 else piece for i, piece in enumerate(kept)])
+            )
         return kept  # type: ignore[return-value]
 
 
