@@ -264,3 +264,38 @@ def test_the_kept_work_section_shows_each_message_and_user_their_own(client):
     # anna opened the message first and holds its lock: bernd's forms are disabled, hers are not.
     assert re.search(r'id="work-actions"[^>]* disabled', two_for_bernd)
     assert not re.search(r'id="work-actions"[^>]* disabled', two)
+
+
+def test_the_kept_lock_panel_shows_each_user_the_face_of_the_lock():
+    # One fragment per face ("free", "mine", "other"), read once per rendering: the holder's name, the times,
+    # the version and the presence are holes.
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.template.loader import render_to_string
+    from django.utils import timezone, translation
+
+    from mailbox.templatetags import fragments
+
+    fragments.clear()
+    now = timezone.now()
+
+    def panel(holder, user_pk, version, expires=timedelta(minutes=5)):
+        message = SimpleNamespace(
+            pk=4, version=version, role="processor", claimed_by_id=holder, claim_expires_at=now + expires,
+            claimed_at=now, claimed_by=SimpleNamespace(get_full_name=lambda: f"Person {holder}", username="p"),
+            present=[],
+        )  # fmt: skip
+        message.claim_active = lambda: bool(message.claimed_by_id and message.claim_expires_at > timezone.now())
+        user = SimpleNamespace(pk=user_pk)
+        return render_to_string("mailbox/partials/_lock_panel.html", {"message": message, "user": user})
+
+    with translation.override("de"):
+        mine, other = panel(7, 7, 1), panel(8, 7, 2)
+        free, expired = panel(None, 7, 3), panel(7, 7, 4, expires=-timedelta(seconds=1))
+    assert 'class="lock-panel lock-mine"' in mine and "Sie bearbeiten diese Nachricht." in mine
+    assert 'class="lock-panel lock-other"' in other and "In Bearbeitung durch Person 8" in other
+    assert 'data-locked-by-other="1"' in other and 'data-locked-by-other="0"' in mine
+    assert 'class="lock-panel lock-free"' in free and 'class="lock-panel lock-free"' in expired
+    assert 'data-version="2"' in other and 'data-version="4"' in expired
+    fragments.clear()
