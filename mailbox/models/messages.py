@@ -98,9 +98,16 @@ class Message(models.Model):
     )
     # Bumped by every change a colleague should see before acting (conflict guard).
     version = models.PositiveIntegerField(default=1)
-    # The read-lock: valid while claim_expires_at is in the future; no cron releases it.
+    # The read-lock: valid while claim_expires_at is in the future; no cron releases it. Its columns are in no
+    # index (migration 0023), so that taking, renewing and releasing it are PostgreSQL HOT updates: the row's new
+    # version goes on the same page and no index of this wide table is touched.
     claimed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claimed_messages"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="claimed_messages",
+        db_index=False,
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim_expires_at = models.DateTimeField(null=True, blank=True)
