@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from kimportal.asgi import application
-from kimportal.wsauth import WebsocketAuthMiddleware
+from kimportal.wsauth import WebsocketAuthMiddleware, scope_user
 from tests.mailbox.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +46,8 @@ async def _scope(cookie: str | None, extra: str = "") -> dict:
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     await communicator.disconnect()
-    return recorder.scope
+    # The user is read where the socket first reaches the database (a consumer's first hop): here, now.
+    return dict(recorder.scope, user=await scope_user(recorder.scope))
 
 
 @pytest.mark.asyncio
