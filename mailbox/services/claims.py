@@ -243,10 +243,16 @@ def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing:
     """
     # One timestamp for the heartbeat and the lease renewal: leaving compares the two.
     now = timezone.now()
-    row = presence_beat(channel_name=channel_name, writing=writing, now=now)
-    if row is None:
+    if presence_beat(channel_name=channel_name, writing=writing, now=now) is None:
         return False
-    message = Message.objects.visible_to(user).filter(pk=message_id, claimed_by=user).first()
+    # What a renewal needs: the message's mailbox (the permission) and its address (what the claim returns).
+    message = (
+        Message.objects.visible_to(user)
+        .filter(pk=message_id, claimed_by=user)
+        .select_related("mailbox")
+        .only("pk", "mailbox_id", "mailbox__address")
+        .first()
+    )
     if message is not None:
         try:
             message_claim(user=user, message=message, now=now)
