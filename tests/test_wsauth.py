@@ -212,6 +212,11 @@ async def test_a_message_page_socket_reads_its_user_in_the_hop_of_its_join_and_r
     connected, _ = await page.connect(timeout=5)
     assert connected
     assert len(hops) == 1
+    # So does the page-wide socket: its user and the mailboxes it follows in one hop.
+    inbox = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    assert (await inbox.connect(timeout=5))[0]
+    assert len(hops) == 2
+    await inbox.disconnect()
     assert await Presence.objects.filter(message_id=message_id, user=user).acount() == 1
     await page.disconnect()
     assert await Presence.objects.filter(message_id=message_id).acount() == 0
