@@ -105,11 +105,17 @@ class MessageConsumer(PortalConsumer):
     async def _beat(self, writing: bool) -> None:
         from mailbox.services.claims import message_heartbeat
 
-        # Every client frame re-checks the session: a logged-out tab renews nothing.
-        if await self._check() is NO_ROLE:
+        # Every client frame re-checks the session (a logged-out tab renews nothing) and the user's role, batched
+        # with the other sockets' checks: the renewal asks neither again.
+        role = await self._check(self.mailbox_id)
+        if role is NO_ROLE:
             return
         await db_events(message_heartbeat)(
-            user=self.user, message_id=self.message_id, channel_name=self.channel_name, writing=writing
+            user=self.user,
+            message_id=self.message_id,
+            channel_name=self.channel_name,
+            writing=writing,
+            mailbox_role=(self.mailbox_id, role),
         )
 
     async def disconnect(self, code: int) -> None:
