@@ -10,12 +10,18 @@ a page that shows the same rows again (back to the inbox after reading a message
 Redis; meanwhile its events reach no socket (only members get events). Each socket's queue is bounded: one that
 overflows gets a single "layer.overflow" event that makes it close and resync (mailbox.consumers.base), never a
 silently incomplete picture.
+
+A socket's own channel is process-local, as the Channels spec names them ("<process channel>!<socket>"): the process
+subscribes to its channel once, and a message sent to one of its sockets travels there with the socket's name in
+front. channels_redis subscribed to every socket's channel on connect and unsubscribed on close: two Redis round
+trips per socket for sends that nothing in the portal makes (events go to groups).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -57,13 +63,20 @@ class _Shard(RedisSingleShardConnection):
             return
         name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
         layer = self.channel_layer
-        targets = [name] if name in layer.channels else list(layer.groups.get(name, ()))
+        data = message["data"]
+        if name == layer.process_channel:  # to one socket of this process: its name, a newline, the message
+            target, _newline, data = data.partition(b"\n")
+            targets = [target.decode()]
+        elif name in layer.channels:
+            targets = [name]
+        else:
+            targets = list(layer.groups.get(name, ()))
         for channel in targets:
             queue = layer.channels.get(channel)
             if queue is None:
                 continue
             try:
-                queue.put_nowait(message["data"])
+                queue.put_nowait(data)
             except asyncio.QueueFull:
                 # The socket cannot keep up: what it holds is stale. It gets one event that makes it close and
                 # resync (PortalConsumer.layer_overflow) instead of a silently incomplete picture.
@@ -82,6 +95,26 @@ class _LoopLayer(RedisPubSubLoopLayer):
         # Groups no socket of this process is in, still subscribed until (loop time): name -> until.
         self.lingering: dict[str, float] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        # This process's (event loop's) channel: its sockets' channels are "<it>!<socket>".
+        self.process_channel = f"{self.prefix}specific.{uuid.uuid4().hex}"
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A socket's channel: a queue of this process, reached through the process's one subscription."""
+        if prefix != "specific.":
+            return str(await super().new_channel(prefix))
+        channel = f"{self.process_channel}!{uuid.uuid4().hex}"
+        self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
+        # Once per process: the shard knows what it is subscribed to (no round trip afterwards).
+        await self._get_shard(self.process_channel).subscribe(self.process_channel)
+        return channel
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        process, local, _socket = channel.partition("!")
+        if not local:
+            await super().send(channel, message)
+            return
+        data = channel.encode() + b"\n" + self.channel_layer.serialize(message)
+        await self._get_shard(process).publish(process, data)
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)

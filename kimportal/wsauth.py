@@ -4,25 +4,32 @@ Channels' AuthMiddlewareStack (cookies, session, user) reads the session and the
 database_sync_to_async: for websocket scopes that is ONE thread per process, shared by every socket connect of
 the process (and every consumer's thread-sensitive database call): under load, connects queued there. This
 stack gives the consumers the same scope: "cookies" (as Django's request.COOKIES), "session" (the session
-store of the cookie's key) and "user" (the user or AnonymousUser), read in one hop on the pool of
-mailbox.consumers.base.db() with kimportal.sessions.session_user: the request's user, as
-PortalAuthenticationMiddleware reads it (session hash, inactive accounts, other backends through Django's
-get_user, which also flushes a session whose password hash no longer matches).
+store of the cookie's key) and "user" (the user or AnonymousUser), read with kimportal.sessions.session_user:
+the request's user, as PortalAuthenticationMiddleware reads it (session hash, inactive accounts, other backends
+through Django's get_user, which also flushes a session whose password hash no longer matches).
+
+The user is read where the socket first reaches the database, not here: a socket with a session cookie gets a
+SessionUser, which its consumer resolves on its database thread together with its own first work (a message
+page's socket checks the message and joins its presence in the same hop: one thread hop per connect, not two).
+Touching it on the event loop before that is a database read in async code, which Django refuses: a consumer
+that forgets to resolve it fails closed. scope_user() resolves it from async code (one hop), resolved_user()
+on a database thread.
 
 A socket never saves its session (Channels saves it only with an HTTP response), so send is not wrapped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
 from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, parse_cookie
+from django.utils.functional import LazyObject, empty
 
 from kimportal.sessions import session_user
-from mailbox.consumers.base import db
 
 
 class _SessionOnly:
@@ -50,7 +57,39 @@ def _user(session: Any) -> Any:
     return user
 
 
-_user_on_socket_threads = db(_user)
+class SessionUser(LazyObject):
+    """The user of a socket's session, read on first use (a database read: on a database thread)."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.__dict__["_session"] = session
+
+    def _setup(self) -> None:
+        self._wrapped = _user(self.__dict__["_session"])
+
+
+def resolved_user(value: Any) -> Any:
+    """The user itself (a SessionUser read now if it was not yet): on a database thread, never on the event loop."""
+    if isinstance(value, SessionUser):
+        if value._wrapped is empty:
+            value._setup()
+        return value._wrapped
+    return value
+
+
+def user_ready(value: Any) -> bool:
+    """Whether the user can be used on the event loop without a database read."""
+    return not isinstance(value, SessionUser) or value._wrapped is not empty
+
+
+async def scope_user(scope: Mapping[str, Any]) -> Any:
+    """The scope's user, read on the sockets' database threads if it was not yet (see the module's docstring)."""
+    value = scope.get("user")
+    if user_ready(value):
+        return resolved_user(value)
+    from mailbox.consumers.base import db
+
+    return await db(resolved_user)(value)
 
 
 class WebsocketAuthMiddleware:
@@ -65,5 +104,5 @@ class WebsocketAuthMiddleware:
         key = cookies.get(settings.SESSION_COOKIE_NAME)
         session = self.session_store(key)
         # Without a session cookie there is no one to read (the store would not query either).
-        user = await _user_on_socket_threads(session) if key else AnonymousUser()
+        user = SessionUser(session) if key else AnonymousUser()
         return await self.inner(dict(scope, cookies=cookies, session=session, user=user), receive, send)

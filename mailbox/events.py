@@ -14,7 +14,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -85,13 +86,50 @@ def _keeps_connections_per_loop(layer: object) -> bool:
     return any(cls.__module__.startswith("channels_redis.") for cls in type(layer).__mro__)
 
 
-def send_to_group(group: str, event: dict) -> None:
-    """Send an event to a group now (the broadcast_* functions call it on commit; so do other apps' events)."""
+# Events of work done for a socket, kept for its event loop to publish (collected()).
+_collecting = threading.local()
+
+
+@contextmanager
+def collected() -> Iterator[list[tuple[str, dict]]]:
+    """Events sent on this thread within the block are kept in the list instead of sent: a socket's database work
+    (mailbox.consumers.base.db_events) hands them to the socket's event loop, which publishes them itself (publish)
+    instead of each waiting for a hop to the sender thread and back."""
+    previous = getattr(_collecting, "events", None)
+    events: list[tuple[str, dict]] = []
+    _collecting.events = events
+    try:
+        yield events
+    finally:
+        _collecting.events = previous
+
+
+async def publish(events: list[tuple[str, dict]]) -> None:
+    """Send collected events from the running event loop (as send_to_group would have: failures are logged)."""
+    if not events:
+        return
     layer = get_channel_layer()
     if layer is None:
         return
+    for group, event in events:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+                await layer.group_send(group, event)
+        except Exception:
+            log.exception("broadcast to %s failed", group)
+
+
+def send_to_group(group: str, event: dict) -> None:
+    """Send an event to a group now (the broadcast_* functions call it on commit; so do other apps' events)."""
     # When it was sent: a socket that receives it much later has fallen behind and must resync.
     event = {**event, "at": time.time()}
+    keep = getattr(_collecting, "events", None)
+    if keep is not None:
+        keep.append((group, event))
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
     try:
         if _keeps_connections_per_loop(layer):
             _sender.run(layer.group_send(group, event))

@@ -137,3 +137,21 @@ async def test_invalid_group_names_are_refused(layers):
     channel = await process.new_channel()
     with pytest.raises((AssertionError, TypeError)):
         await process.group_add_many(["no spaces allowed"], channel)
+
+
+@pytest.mark.asyncio
+async def test_sockets_channels_are_reached_through_one_subscription_of_their_process(layers):
+    process, sender = layers(), layers()
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    try:
+        pages = [await process.new_channel() for _ in range(20)]
+        # Opening a socket costs Redis nothing more: the process is subscribed once for all its sockets' channels.
+        assert len({page.partition("!")[0] for page in pages}) == 1
+        assert len(await client.pubsub_channels("test-pubsub*specific.*")) == 1
+        await sender.send(pages[7], {"type": "hello", "n": 7})
+        await sender.send(pages[3], {"type": "hello", "n": 3})
+        assert (await process.receive(pages[3]))["n"] == 3
+        assert (await process.receive(pages[7]))["n"] == 7
+        assert all(process._get_layer().channels[page].empty() for page in pages)
+    finally:
+        await client.aclose()

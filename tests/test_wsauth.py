@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from kimportal.asgi import application
-from kimportal.wsauth import WebsocketAuthMiddleware
+from kimportal.wsauth import WebsocketAuthMiddleware, scope_user
 from tests.mailbox.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +46,8 @@ async def _scope(cookie: str | None, extra: str = "") -> dict:
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     await communicator.disconnect()
-    return recorder.scope
+    # The user is read where the socket first reaches the database (a consumer's first hop): here, now.
+    return dict(recorder.scope, user=await scope_user(recorder.scope))
 
 
 @pytest.mark.asyncio
@@ -178,3 +179,71 @@ async def test_a_sockets_user_asks_for_the_manager_flag_when_asked_not_at_connec
     assert await database_sync_to_async(is_manager)(scope["user"])
     await database_sync_to_async(user.user_permissions.clear)()
     assert not await database_sync_to_async(is_manager)(scope["user"])
+
+
+def _member_with_message() -> tuple[object, str, int, int]:
+    from mailbox.services.ingest import message_ingest
+    from tests.mailbox.factories import MailboxFactory, MembershipFactory
+    from tests.mailbox.mails import MAIL_WITH_PDF
+
+    user, key = _signed_in()
+    box = MailboxFactory()
+    MembershipFactory(mailbox=box, user=user)
+    message = message_ingest(mailbox=box, uidl="ws-1", raw=MAIL_WITH_PDF)
+    stranger_box = MailboxFactory()
+    other = message_ingest(mailbox=stranger_box, uidl="ws-2", raw=MAIL_WITH_PDF)
+    return user, key, message.pk, other.pk
+
+
+@pytest.mark.asyncio
+async def test_a_message_page_socket_reads_its_user_in_the_hop_of_its_join_and_refuses_an_ended_session(monkeypatch):
+    # The session's user is read on the socket's database thread together with the message check and the presence
+    # join: one hop per connect. A logged-out session joins nothing and is refused.
+    from mailbox.consumers import base
+    from mailbox.models import Presence
+
+    user, key, message_id, foreign_id = await database_sync_to_async(_member_with_message)()
+    hops: list[object] = []
+    submit = base._db_threads.submit
+    monkeypatch.setattr(base._db_threads, "submit", lambda fn, *a, **k: hops.append(fn) or submit(fn, *a, **k))
+    headers = [(b"origin", b"http://localhost"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+
+    page = WebsocketCommunicator(application, f"/ws/message/{message_id}/", headers=headers)
+    connected, _ = await page.connect(timeout=5)
+    assert connected
+    assert len(hops) == 1
+    # So does the page-wide socket: its user and the mailboxes it follows in one hop.
+    inbox = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    assert (await inbox.connect(timeout=5))[0]
+    assert len(hops) == 2
+    await inbox.disconnect()
+    assert await Presence.objects.filter(message_id=message_id, user=user).acount() == 1
+    await page.disconnect()
+    assert await Presence.objects.filter(message_id=message_id).acount() == 0
+
+    # Someone else's message: no presence, 4404.
+    page = WebsocketCommunicator(application, f"/ws/message/{foreign_id}/", headers=headers)
+    assert await page.connect(timeout=5) == (False, 4404)
+    assert not await Presence.objects.filter(message_id=foreign_id).aexists()
+
+    await Session.objects.filter(session_key=key).adelete()  # what logout does
+    page = WebsocketCommunicator(application, f"/ws/message/{message_id}/", headers=headers)
+    assert await page.connect(timeout=5) == (False, 4401)
+    assert not await Presence.objects.filter(message_id=message_id).aexists()
+
+
+@pytest.mark.asyncio
+async def test_a_sockets_user_is_not_read_on_the_event_loop():
+    # Before a consumer resolves it (on a database thread), touching the scope's user is a database read in async
+    # code: Django refuses it, so a consumer that forgot to resolve it fails closed instead of reading on the loop.
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    _user, key = await database_sync_to_async(_signed_in)()
+    recorder = _Recorder()
+    headers = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+    communicator = WebsocketCommunicator(WebsocketAuthMiddleware(recorder), "/ws/inbox/", headers=headers)
+    assert (await communicator.connect(timeout=5))[0]
+    await communicator.disconnect()
+    with pytest.raises(SynchronousOnlyOperation):
+        _ = recorder.scope["user"].is_authenticated
+    assert (await scope_user(recorder.scope)).is_authenticated

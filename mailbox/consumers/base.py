@@ -19,6 +19,8 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
 
+from kimportal.wsauth import resolved_user, scope_user
+from mailbox import events
 from mailbox.events import session_digest
 from mailbox.liveaccess import Ask, batcher
 
@@ -44,6 +46,30 @@ _db_threads = ThreadPoolExecutor(
 def db(func: Any) -> Any:
     """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use)."""
     return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
+
+
+def db_events(func: Any) -> Any:
+    """As db(), and the events its transactions send on commit are published from the socket's event loop afterwards
+    (mailbox.events.collected): no hop to the event sender's thread and back per event, and the database thread is
+    free again before Redis answers. They are published when the function raised, too (what committed happened)."""
+
+    def collecting(*args: Any, **kwargs: Any) -> tuple[Any, list[tuple[str, dict]], BaseException | None]:
+        with events.collected() as sent:
+            try:
+                return func(*args, **kwargs), sent, None
+            except Exception as exc:
+                return None, sent, exc
+
+    run = db(collecting)
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        result, sent, error = await run(*args, **kwargs)
+        await events.publish(sent)
+        if error is not None:
+            raise error
+        return result
+
+    return call
 
 
 def language_from_scope(scope: Mapping[str, Any]) -> str:
@@ -89,7 +115,15 @@ class PortalConsumer(AsyncWebsocketConsumer):
     joined: list[str]
 
     async def _authenticate(self) -> bool:
-        user = self.scope.get("user")
+        """Read the socket's user (one hop; see _connect_user for doing it within the consumer's own first hop)."""
+        return await self._authenticated(await scope_user(self.scope))
+
+    def _connect_user(self) -> Any:
+        """The socket's user, on a database thread: a consumer whose connect reaches the database anyway reads it
+        there (kimportal.wsauth) and passes it to _authenticated."""
+        return resolved_user(self.scope.get("user"))
+
+    async def _authenticated(self, user: Any) -> bool:
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return False

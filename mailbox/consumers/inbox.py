@@ -4,6 +4,7 @@ notifications."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from mailbox import selectors
 from mailbox.consumers.base import (
@@ -47,9 +48,10 @@ def _draft_author(seq: str | None, outgoing_id: int) -> int | None:
 
 class InboxConsumer(PortalConsumer):
     async def connect(self) -> None:
-        if not await self._authenticate():
+        # One hop: the session's user and the mailboxes whose groups the socket joins.
+        user, mailbox_ids = await db(self._connect_db)()
+        if not await self._authenticated(user):
             return
-        mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
         self.counts_pending = False
         self.pending_rows: dict[int, tuple[dict, int]] = {}
@@ -60,6 +62,12 @@ class InboxConsumer(PortalConsumer):
         self.watched: set[int] = set()
         self.new_for: set[int] | None = None
         await self.accept()
+
+    def _connect_db(self) -> tuple[Any, list[int]]:
+        user = self._connect_user()
+        if user is None or not user.is_authenticated:
+            return user, []
+        return user, selectors.mailbox_ids_for_user(user)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page speaks when its list changed ("watch": the rows it shows, "new": the mailboxes whose new

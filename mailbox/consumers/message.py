@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
 from mailbox import selectors
@@ -15,6 +16,7 @@ from mailbox.consumers.base import (
     NO_ROLE,
     PortalConsumer,
     db,
+    db_events,
     rows_delay,
 )
 from mailbox.events import message_group, user_group
@@ -25,33 +27,42 @@ class MessageConsumer(PortalConsumer):
     """One open detail page: presence, heartbeat (renews the user's lease) and the live lock panel."""
 
     async def connect(self) -> None:
-        if not await self._authenticate():
-            return
         self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
         query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
         self.page_token = (query.get("page") or [""])[0][:40]
         self.frames: list[float] = []
         self.pending_writing: bool | None = None
         self.panel_scheduled = False
-        self.mailbox_id = await db(self._join_presence)()
+        # One hop: the session's user, the message's visibility and the presence join (its event is published from
+        # here, mailbox.consumers.base.db_events).
+        user, mailbox_id = await db_events(self._connect_db)()
+        if not await self._authenticated(user):
+            return
+        self.mailbox_id = mailbox_id
         if self.mailbox_id is None:
             await self._close(4404)
             return
         await self._join(message_group(self.message_id), user_group(self.user.pk))
         await self.accept()
 
-    def _join_presence(self) -> int | None:
+    def _connect_db(self) -> tuple[Any, int | None]:
+        user = self._connect_user()
+        if user is None or not user.is_authenticated:
+            return user, None
+        return user, self._join_presence(user)
+
+    def _join_presence(self, user: Any) -> int | None:
         from mailbox.services.claims import page_token_valid
         from mailbox.services.presence import presence_join
 
         # Visibility and the mailbox only: the lock panel is rendered from a full row when an event asks.
-        message = selectors.message_ref_for_user(self.user, self.message_id)
+        message = selectors.message_ref_for_user(user, self.message_id)
         if message is None:
             return None
         # Only a page the server handed out may speak for a page load (its claim, its leave).
-        if not page_token_valid(self.page_token, user=self.user, message_id=self.message_id):
+        if not page_token_valid(self.page_token, user=user, message_id=self.message_id):
             self.page_token = ""
-        presence_join(user=self.user, message=message, channel_name=self.channel_name, page_token=self.page_token)
+        presence_join(user=user, message=message, channel_name=self.channel_name, page_token=self.page_token)
         return message.mailbox_id
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -94,18 +105,24 @@ class MessageConsumer(PortalConsumer):
     async def _beat(self, writing: bool) -> None:
         from mailbox.services.claims import message_heartbeat
 
-        # Every client frame re-checks the session: a logged-out tab renews nothing.
-        if await self._check() is NO_ROLE:
+        # Every client frame re-checks the session (a logged-out tab renews nothing) and the user's role, batched
+        # with the other sockets' checks: the renewal asks neither again.
+        role = await self._check(self.mailbox_id)
+        if role is NO_ROLE:
             return
-        await db(message_heartbeat)(
-            user=self.user, message_id=self.message_id, channel_name=self.channel_name, writing=writing
+        await db_events(message_heartbeat)(
+            user=self.user,
+            message_id=self.message_id,
+            channel_name=self.channel_name,
+            writing=writing,
+            mailbox_role=(self.mailbox_id, role),
         )
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "mailbox_id", None) is not None:
             from mailbox.services.claims import message_leave
 
-            await db(message_leave)(
+            await db_events(message_leave)(
                 user=self.user, message_id=self.message_id, channel_name=self.channel_name, mailbox_id=self.mailbox_id
             )
         await super().disconnect(code)

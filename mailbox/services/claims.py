@@ -27,7 +27,7 @@ from kimportal.errors import NotAllowed
 from kimportal.prepared import PreparedQuery, PreparedUpdate
 from mailbox import events
 from mailbox.models import Mailbox, Message, Notification
-from mailbox.permissions import Action, require
+from mailbox.permissions import Action, can, require
 from mailbox.selectors.mailboxes import display_name
 from mailbox.services.audit import audit_record
 from mailbox.services.guard import short
@@ -235,18 +235,53 @@ def message_break_lock(*, user: Any, message: Message) -> bool:
     return True
 
 
-def message_heartbeat(*, user: Any, message_id: int, channel_name: str, writing: bool) -> bool:
+def _held_query(message_id: int, user_id: int) -> QuerySet[Message, tuple[int, str]]:
+    return Message.objects.filter(pk=message_id, claimed_by_id=user_id).values_list("mailbox_id", "mailbox__address")
+
+
+# Every open page's heartbeat asks it: compiled once (kimportal.prepared), not per beat.
+_HELD = PreparedQuery(_held_query)
+
+
+def message_heartbeat(
+    *,
+    user: Any,
+    message_id: int,
+    channel_name: str,
+    writing: bool,
+    mailbox_role: tuple[int, str | None] | None = None,
+) -> bool:
     """An open page says it is still there: presence refreshed, and the user's lease on it renewed.
 
     Returns False when the page's presence is gone (it must reconnect). A user whose role was taken
     away meanwhile keeps the socket (so leaving still cleans up) but renews nothing.
+
+    `mailbox_role`: the message's mailbox and the user's role in it as the caller has just checked them (a socket's
+    batched access check, mailbox.liveaccess, which reads what user_role reads: active account, active mailbox,
+    strongest membership); then neither visibility nor permission is asked again here.
     """
     # One timestamp for the heartbeat and the lease renewal: leaving compares the two.
     now = timezone.now()
-    row = presence_beat(channel_name=channel_name, writing=writing, now=now)
-    if row is None:
+    if presence_beat(channel_name=channel_name, writing=writing, now=now) is None:
         return False
-    message = Message.objects.visible_to(user).filter(pk=message_id, claimed_by=user).first()
+    if mailbox_role is not None:
+        mailbox_id, role = mailbox_role
+        if not can(role, Action.PROCESS):  # not a member (any more), or one who may not work on it: nothing renewed
+            return True
+        held = _HELD.rows(message_id, user.pk)
+        if held and held[0][0] == mailbox_id:
+            ref = Message.from_db("default", ["id", "mailbox_id"], [message_id, mailbox_id])
+            ref.mailbox = _loaded(Mailbox, {"id": mailbox_id, "address": held[0][1]})
+            _claim(user=user, message=ref, page="", now=now)
+        return True
+    # What a renewal needs: the message's mailbox (the permission) and its address (what the claim returns).
+    message = (
+        Message.objects.visible_to(user)
+        .filter(pk=message_id, claimed_by=user)
+        .select_related("mailbox")
+        .only("pk", "mailbox_id", "mailbox__address")
+        .first()
+    )
     if message is not None:
         try:
             message_claim(user=user, message=message, now=now)

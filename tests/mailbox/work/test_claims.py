@@ -18,7 +18,7 @@ from mailbox.models import (
 )
 from mailbox.services import assignment, claims, reading
 from mailbox.services.guard import claim_held_error
-from tests.mailbox.work.support import hold, snapshot
+from tests.mailbox.work.support import Role, hold, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -262,13 +262,83 @@ def test_leaving_asks_little(alice, bob, message, django_capture_on_commit_callb
         )
     statements = [q["sql"].split()[0] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     if held:
-        # Lock the row, remove the page, other pages of the user?, release, audit.
-        assert statements == ["SELECT", "DELETE", "SELECT", "UPDATE", "INSERT"]
+        # Lock the row, remove the page (saying whether the user has it open elsewhere), release, audit.
+        assert statements == ["SELECT", "DELETE", "UPDATE", "INSERT"]
         assert released and AuditEvent.objects.filter(action="message.released", message_id=message.pk).exists()
     else:
         assert statements == ["SELECT", "DELETE"]
         assert not released
     assert list(message.presences.values_list("channel_name", flat=True)) == ["page-b"]
+
+
+@pytest.mark.parametrize("other_page", ["fresh", "stale", "colleague", None])
+def test_leaving_keeps_the_lock_only_while_another_fresh_page_of_the_holder_has_it_open(
+    alice, bob, message, other_page
+):
+    from mailbox.models import Presence
+    from mailbox.selectors.presence import PRESENCE_TTL_SECONDS
+    from mailbox.services.presence import presence_join
+
+    presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+    if other_page is not None:
+        presence_join(user=bob if other_page == "colleague" else alice, message=message, channel_name="page-b")
+    if other_page == "stale":  # a crashed server's socket: older than the TTL, it keeps nothing
+        old = timezone.now() - timedelta(seconds=PRESENCE_TTL_SECONDS + 1)
+        Presence.objects.filter(channel_name="page-b").update(last_seen=old)
+    claims.message_claim(user=alice, message=message)
+    released = claims.message_leave(user=alice, message_id=message.pk, channel_name="page-a")
+    message.refresh_from_db()
+    assert released == (other_page != "fresh")
+    assert (message.claimed_by_id == alice.pk) == (other_page == "fresh")
+    assert not Presence.objects.filter(channel_name="page-a").exists()
+
+
+@pytest.mark.parametrize("checked", [False, True])
+@pytest.mark.parametrize("writing", [False, True])
+def test_a_heartbeat_renews_the_page_and_announces_only_a_changed_writing_state(
+    alice, message, monkeypatch, django_capture_on_commit_callbacks, writing, checked
+):
+    # `checked`: the socket passes the role its batched access check just read (mailbox.consumers.message).
+    from mailbox import events
+    from mailbox.models import Presence
+    from mailbox.services.presence import presence_join
+
+    presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+    Presence.objects.filter(channel_name="page-a").update(last_seen=timezone.now() - timedelta(seconds=30))
+    claims.message_claim(user=alice, message=message)
+    sent: list[str] = []
+    monkeypatch.setattr(events, "send_to_group", lambda group, event: sent.append(event["type"]))
+    until = Message.objects.get(pk=message.pk).claim_expires_at
+    known = {"mailbox_role": (message.mailbox_id, Role.PROCESSOR)} if checked else {}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert claims.message_heartbeat(
+            user=alice, message_id=message.pk, channel_name="page-a", writing=writing, **known
+        )
+    row = Presence.objects.get(channel_name="page-a")
+    assert row.writing is writing and row.last_seen > timezone.now() - timedelta(seconds=5)
+    assert Message.objects.get(pk=message.pk).claim_expires_at > until  # the holder's lease renewed
+    assert sent == (["presence.changed"] if writing else [])
+    # A page whose row is gone must reconnect: the beat renews nothing.
+    Presence.objects.filter(channel_name="page-a").delete()
+    assert not claims.message_heartbeat(
+        user=alice, message_id=message.pk, channel_name="page-a", writing=writing, **known
+    )
+
+
+@pytest.mark.parametrize("role", [Role.READER, None])
+def test_a_heartbeat_of_someone_who_may_no_longer_work_on_the_message_renews_only_the_page(alice, message, role):
+    # The role the socket checked a moment ago (a reader now, or no member any more): the page stays, the lease not.
+    from mailbox.models import Presence
+    from mailbox.services.presence import presence_join
+
+    presence_join(user=alice, message=message, channel_name="page-a", page_token="")
+    claims.message_claim(user=alice, message=message)
+    until = Message.objects.get(pk=message.pk).claim_expires_at
+    assert claims.message_heartbeat(
+        user=alice, message_id=message.pk, channel_name="page-a", writing=False, mailbox_role=(message.mailbox_id, role)
+    )
+    assert Message.objects.get(pk=message.pk).claim_expires_at == until
+    assert Presence.objects.filter(channel_name="page-a").exists()
 
 
 @pytest.mark.parametrize("held", [True, False])
