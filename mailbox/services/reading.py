@@ -50,7 +50,8 @@ Reader = tuple[str, str, str, datetime]  # first name, last name, username, read
 
 def _read_record(*, user: Any, message: Message, using: str = "default") -> list[Reader] | None:
     """Mark the message read by the user (the first read's time stays); on PostgreSQL the same statement returns
-    the message's readers, this user included, which the page would otherwise read next (None elsewhere)."""
+    the message's readers, this user included, which the page would otherwise read next (None elsewhere, and when
+    they came without this user)."""
     connection = connections[using]
     read_at = MessageRead.read_at.field.get_db_prep_save(timezone.now(), connection)
     with connection.cursor() as cursor:
@@ -59,7 +60,10 @@ def _read_record(*, user: Any, message: Message, using: str = "default") -> list
             return None
         cursor.execute(_read_insert_readers(using, connection.vendor), [message.pk, user.pk, read_at, message.pk])
         readers: list[Reader] = cursor.fetchall()
-        return readers
+    # Without this user: another tab's read of theirs committed while this statement waited for its row (the
+    # statement's snapshot is older). The page then reads the readers itself.
+    username = user.get_username()
+    return readers if any(reader[2] == username for reader in readers) else None
 
 
 # The read-lock as a claim leaves it on the row.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from mailbox import selectors
 from mailbox.models import (
     Message,
     MessageRead,
@@ -114,3 +118,50 @@ def test_opening_to_work_writes_its_two_events_with_one_insert(alice, message):
         ("message.claimed", alice.pk, message.subject),
     ]
     assert not any(q["sql"].startswith('SELECT "mailbox_messageread"') for q in queries.captured_queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_opening_while_the_same_users_other_tab_opens_it_still_lists_the_user_among_the_readers(alice, message):
+    # Two tabs (or a double click): the second read's statement waits for the first's row, then adds none. The
+    # readers its statement saw are from before the first committed: the user must still be among them.
+    first_read, commit = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    def first_tab() -> None:
+        try:
+            with transaction.atomic():
+                reading.message_open(user=alice, message=message)
+                first_read.set()
+                commit.wait(30)
+        finally:
+            connections.close_all()
+
+    def second_tab() -> None:
+        try:
+            answers["readers"] = reading.message_open(user=alice, message=message)
+        finally:
+            connections.close_all()
+
+    tabs = [threading.Thread(target=first_tab), threading.Thread(target=second_tab)]
+    tabs[0].start()
+    assert first_read.wait(30)
+    tabs[1].start()
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:  # until the second tab's read waits for the first tab's row
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second tab's read did not wait for the first tab's")
+    commit.set()
+    for tab in tabs:
+        tab.join(30)
+    assert MessageRead.objects.filter(message=message).count() == 1
+    readers = selectors.message_detail_lists(
+        alice, *selectors.message_detail_row_for_user(alice, message.pk), readers=answers["readers"]
+    ).readers
+    assert [r[2] for r in readers] == ["anna"]
