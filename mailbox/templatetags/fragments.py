@@ -35,7 +35,9 @@ from django.utils.safestring import SafeString
 
 register = template.Library()
 
-MAX_FRAGMENTS = 512
+# Kept fragments per process, a few kB each: a house's mailboxes × count states × languages for the navigation,
+# up to several hundred keys of a message page's work section. When full, the oldest go first.
+MAX_FRAGMENTS = 4096
 
 # A kept fragment: its text, or its text's pieces with the holes between them (str, VariesNode, str, …, str).
 Kept = SafeString | tuple[Any, ...]
@@ -93,8 +95,8 @@ class SameForNode(Node):
             else:
                 kept = SafeString(html)  # The template escapes what it shows; its output is safe HTML.
             with _lock:
-                if len(_fragments) >= MAX_FRAGMENTS:  # a bound, whatever the values are
-                    _fragments.clear()
+                while len(_fragments) >= MAX_FRAGMENTS:  # a bound, whatever the values are
+                    del _fragments[next(iter(_fragments))]
                 _fragments[key] = kept
         if type(kept) is tuple:
             if context.get(_HOLES) is not None:

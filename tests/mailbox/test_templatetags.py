@@ -299,3 +299,18 @@ def test_the_kept_lock_panel_shows_each_user_the_face_of_the_lock():
     assert 'class="lock-panel lock-free"' in free and 'class="lock-panel lock-free"' in expired
     assert 'data-version="2"' in other and 'data-version="4"' in expired
     fragments.clear()
+
+
+def test_samefor_keeps_at_most_its_bound_and_lets_the_oldest_go_first(monkeypatch):
+    from mailbox.templatetags import fragments
+
+    fragments.clear()
+    monkeypatch.setattr(fragments, "MAX_FRAGMENTS", 3)
+    source = Template("{% load fragments %}{% samefor 't-bound' n %}{{ n }}{{ extra }}{% endsamefor %}")
+    for n in range(4):
+        assert source.render(Context({"n": n, "extra": "a"})) == f"{n}a"
+    assert len(fragments._fragments) == 3
+    # The newest are still kept (their first rendering comes back); the oldest is rendered anew.
+    assert source.render(Context({"n": 3, "extra": "b"})) == "3a"
+    assert source.render(Context({"n": 0, "extra": "b"})) == "0b"
+    fragments.clear()
