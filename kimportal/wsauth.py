@@ -12,15 +12,14 @@ The user is read where the socket first reaches the database, not here: a socket
 SessionUser, which its consumer resolves on its database thread together with its own first work (a message
 page's socket checks the message and joins its presence in the same hop: one thread hop per connect, not two).
 Touching it on the event loop before that is a database read in async code, which Django refuses: a consumer
-that forgets to resolve it fails closed. scope_user() resolves it from async code (one hop), resolved_user()
-on a database thread.
+that forgets to resolve it fails closed. mailbox.consumers.base.scope_user() resolves it from async code (one
+hop), resolved_user() on a database thread.
 
 A socket never saves its session (Channels saves it only with an HTTP response), so send is not wrapped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from importlib import import_module
 from typing import Any, cast
 
@@ -80,16 +79,6 @@ def resolved_user(value: Any) -> Any:
 def user_ready(value: Any) -> bool:
     """Whether the user can be used on the event loop without a database read."""
     return not isinstance(value, SessionUser) or value._wrapped is not empty
-
-
-async def scope_user(scope: Mapping[str, Any]) -> Any:
-    """The scope's user, read on the sockets' database threads if it was not yet (see the module's docstring)."""
-    value = scope.get("user")
-    if user_ready(value):
-        return resolved_user(value)
-    from mailbox.consumers.base import db
-
-    return await db(resolved_user)(value)
 
 
 class WebsocketAuthMiddleware:

@@ -14,7 +14,8 @@ from django.test import Client
 from django.utils import timezone
 
 from kimportal.asgi import application
-from kimportal.wsauth import WebsocketAuthMiddleware, scope_user
+from kimportal.wsauth import WebsocketAuthMiddleware
+from mailbox.consumers.base import scope_user
 from tests.mailbox.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -233,7 +234,9 @@ async def test_a_message_page_socket_reads_its_user_in_the_hop_of_its_join_and_r
 
 
 @pytest.mark.asyncio
-async def test_a_sockets_user_is_not_read_on_the_event_loop():
+async def test_a_sockets_user_is_not_read_on_the_event_loop(monkeypatch):
+    # The browser tests' conftest allows async-unsafe calls for the whole session; a server never does.
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
     # Before a consumer resolves it (on a database thread), touching the scope's user is a database read in async
     # code: Django refuses it, so a consumer that forgot to resolve it fails closed instead of reading on the loop.
     from django.core.exceptions import SynchronousOnlyOperation

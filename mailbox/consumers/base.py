@@ -19,7 +19,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
 
-from kimportal.wsauth import resolved_user, scope_user
+from kimportal.wsauth import resolved_user, user_ready
 from mailbox import events
 from mailbox.events import session_digest
 from mailbox.liveaccess import Ask, batcher
@@ -46,6 +46,14 @@ _db_threads = ThreadPoolExecutor(
 def db(func: Any) -> Any:
     """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use)."""
     return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
+
+
+async def scope_user(scope: Mapping[str, Any]) -> Any:
+    """The scope's user, read on the sockets' database threads if it was not yet (kimportal.wsauth)."""
+    value = scope.get("user")
+    if user_ready(value):
+        return resolved_user(value)
+    return await db(resolved_user)(value)
 
 
 def db_events(func: Any) -> Any:
