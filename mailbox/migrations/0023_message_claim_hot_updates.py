@@ -9,6 +9,8 @@
 # - fillfactor 90: new pages keep room for HOT versions.
 # SQLite (the embedded demo) has no search column and needs none of this.
 
+from importlib import import_module
+
 from django.conf import settings
 from django.db import migrations, models
 
@@ -32,19 +34,13 @@ CREATE TRIGGER message_search_tsv BEFORE INSERT OR UPDATE OF subject, from_name,
 ALTER TABLE mailbox_message SET (fillfactor = 90);
 """
 
-# Back to 0004's generated column.
+# Back to 0004's generated column: the trigger and the column go, 0004 adds the column and its index again.
 BACKWARD = """
 ALTER TABLE mailbox_message RESET (fillfactor);
 DROP TRIGGER IF EXISTS message_search_tsv ON mailbox_message;
 DROP FUNCTION IF EXISTS mailbox_message_search_tsv();
 DROP INDEX IF EXISTS message_search_tsv;
 ALTER TABLE mailbox_message DROP COLUMN IF EXISTS search_tsv;
-ALTER TABLE mailbox_message ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS (
-    setweight(to_tsvector('german'::regconfig, coalesce(subject, '')), 'A') ||
-    setweight(to_tsvector('simple'::regconfig, coalesce(from_name, '') || ' ' || coalesce(from_address, '')), 'B') ||
-    setweight(to_tsvector('german'::regconfig, left(coalesce(text_body, ''), 200000)), 'C')
-) STORED;
-CREATE INDEX message_search_tsv ON mailbox_message USING gin (search_tsv);
 """
 
 
@@ -56,6 +52,7 @@ def forwards(apps, schema_editor):
 def backwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(BACKWARD)
+        schema_editor.execute(import_module("mailbox.migrations.0004_message_search_postgres").FORWARD)
 
 
 class Migration(migrations.Migration):
