@@ -34,13 +34,12 @@ CREATE TRIGGER message_search_tsv BEFORE INSERT OR UPDATE OF subject, from_name,
 ALTER TABLE mailbox_message SET (fillfactor = 90);
 """
 
-# Back to 0004's generated column: the trigger and the column go, 0004 adds the column and its index again.
+# Back to 0004's generated column: the trigger goes, then 0004's own statements drop the column with its index and
+# add them again.
 BACKWARD = """
 ALTER TABLE mailbox_message RESET (fillfactor);
 DROP TRIGGER IF EXISTS message_search_tsv ON mailbox_message;
 DROP FUNCTION IF EXISTS mailbox_message_search_tsv();
-DROP INDEX IF EXISTS message_search_tsv;
-ALTER TABLE mailbox_message DROP COLUMN IF EXISTS search_tsv;
 """
 
 
@@ -51,8 +50,10 @@ def forwards(apps, schema_editor):
 
 def backwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
+        search = import_module("mailbox.migrations.0004_message_search_postgres")
         schema_editor.execute(BACKWARD)
-        schema_editor.execute(import_module("mailbox.migrations.0004_message_search_postgres").FORWARD)
+        schema_editor.execute(search.BACKWARD)
+        schema_editor.execute(search.FORWARD)
 
 
 class Migration(migrations.Migration):
