@@ -175,6 +175,9 @@ class MessageUnreadable(Exception):
 
 
 # Any line end (CRLF, LF, a CR alone) becomes CRLF; a CR ending a chunk waits for the next chunk's first byte.
+# mailbox.services.compose.crlf_lines keeps a lone CR (the stored message stays as it was built); here it must
+# become CRLF, since SMTP sends CR and LF only as CRLF (RFC 5321 §2.3.8). Hence two writers, not one: fed
+# through crlf_lines first, a CR at the very end would go out as two line ends instead of one.
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
 _DOT_AFTER_LF = re.compile(rb"\n\.")
 

@@ -530,6 +530,9 @@ def _rfc822_part_chunks(sha256: str, filename: str, *, eight_bit: bool) -> Itera
     yield from crlf_lines(blob_chunks(sha256))
 
 
+# A lone CR is left alone: the stored message (its checksum, the SIZE announced) stays byte for byte what the
+# whole-message build gave. SMTP DATA normalises it on the wire (mailbox.clients.smtp.dot_stuffed, a CR alone
+# there is a line end, RFC 5321 §2.3.8), which is why the two writers differ and are not one.
 _LINE_END = re.compile(rb"\r?\n")
 
 

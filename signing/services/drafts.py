@@ -223,6 +223,24 @@ def draft_update(
     return current
 
 
+def _withdraw(*, user: Any, draft: Draft, reason: str, **details: Any) -> None:
+    """Write a withdrawal: the state, and one "signing.draft_withdrawn" event with the caller's own *details* after
+    the reason. Shared by the author's way (draft_withdraw) and the owner's way for an orphaned draft
+    (signing.services.orphans.orphan_withdraw), so both leave the same trail; the caller has locked the draft and
+    checked who may withdraw it and that it is still open, and tells whoever is on it."""
+    draft.state = Draft.State.WITHDRAWN
+    draft.updated_at = timezone.now()
+    draft.save(update_fields=["state", "updated_at"])
+    signing_audit(
+        actor=user,
+        action="signing.draft_withdrawn",
+        draft=draft,
+        version=draft.version,
+        reason=reason[:500],
+        **details,
+    )
+
+
 @transaction.atomic
 def draft_withdraw(*, user: Any, draft: Draft, via: str = "", reason: str = "") -> Draft:
     """Take a draft back before it is signed: it leaves the queue (and the review), its history stays. Refused
@@ -233,17 +251,7 @@ def draft_withdraw(*, user: Any, draft: Draft, via: str = "", reason: str = "") 
         return current
     if not current.is_open:
         raise NotAllowed(_("Der Entwurf wird gerade signiert oder ist signiert und kann nicht zurückgezogen werden."))
-    current.state = Draft.State.WITHDRAWN
-    current.updated_at = timezone.now()
-    current.save(update_fields=["state", "updated_at"])
-    signing_audit(
-        actor=user,
-        action="signing.draft_withdrawn",
-        draft=current,
-        version=current.version,
-        reason=reason[:500],
-        **({"via": via} if via else {}),
-    )
+    _withdraw(user=user, draft=current, reason=reason, **({"via": via} if via else {}))
     ids = [current.author_id, current.signer_id] + ([current.reviewer_id] if current.reviewer_id else [])
     events.broadcast_drafts_changed(user_ids=ids, draft_ids=[current.pk])
     return current

@@ -14,6 +14,7 @@ from audit.models import AuditEvent
 from kimportal.errors import NotAllowed
 from mailbox.models import Membership
 from signing.models import Draft
+from signing.services.drafts import draft_withdraw
 from signing.services.orphans import orphan_take_over, orphan_withdraw, orphaned, orphaned_for_owner
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.factories import DraftFactory
@@ -177,6 +178,34 @@ def test_withdraw_takes_the_draft_back(orphan, owner):
     assert orphan.state == Draft.State.WITHDRAWN
     event = AuditEvent.objects.get(action="signing.draft_withdrawn")
     assert event.actor_id == owner.pk and event.details["orphaned"] is True and event.details["reason"] == "Doppelt"
+
+
+def test_the_owners_and_the_authors_withdrawal_write_the_same_state_and_event(draft, owner, signer, assistant, mailbox):
+    # Both ways share one writer: they differ only in who acts and in their own details (via; orphaned, who left).
+    by_author = DraftFactory(author=assistant, signer=signer, mailbox=mailbox, subject="Befund Lunge")
+    before = {d.pk: d.updated_at for d in (draft, by_author)}
+    reason = "x" * 600
+    draft_withdraw(user=assistant, draft=by_author, via="KIS: Test", reason=reason)
+    _leave(assistant, mailbox)
+    _leave(signer, mailbox)
+    orphan_withdraw(user=owner, pk=draft.pk, reason=reason)
+    events = {e.details["draft"]: e for e in AuditEvent.objects.filter(action="signing.draft_withdrawn")}
+    for withdrawn, actor, own in (
+        (by_author, assistant, {"via": "KIS: Test"}),
+        (draft, owner, {"orphaned": True, "previous_author": assistant.pk, "previous_signer": signer.pk}),
+    ):
+        withdrawn.refresh_from_db()
+        assert withdrawn.state == Draft.State.WITHDRAWN and withdrawn.updated_at > before[withdrawn.pk]
+        event = events[withdrawn.pk]
+        assert (event.actor_id, event.mailbox_id, event.message_subject) == (actor.pk, mailbox.pk, withdrawn.subject)
+        assert event.details == {
+            "draft": withdrawn.pk,
+            "patient": withdrawn.patient_reference,
+            "document_type": withdrawn.document_type,
+            "version": withdrawn.version,
+            "reason": "x" * 500,
+            **own,
+        }
 
 
 def test_a_draft_that_is_not_orphaned_cannot_be_taken(draft, owner):
