@@ -223,7 +223,7 @@ def draft_update(
     return current
 
 
-def _withdraw(*, user: Any, draft: Draft, reason: str, **details: Any) -> None:
+def withdrawal_record(*, user: Any, draft: Draft, reason: str, **details: Any) -> None:
     """Write a withdrawal: the state, and one "signing.draft_withdrawn" event with the caller's own *details* after
     the reason. Shared by the author's way (draft_withdraw) and the owner's way for an orphaned draft
     (signing.services.orphans.orphan_withdraw), so both leave the same trail; the caller has locked the draft and
@@ -251,7 +251,7 @@ def draft_withdraw(*, user: Any, draft: Draft, via: str = "", reason: str = "") 
         return current
     if not current.is_open:
         raise NotAllowed(_("Der Entwurf wird gerade signiert oder ist signiert und kann nicht zurückgezogen werden."))
-    _withdraw(user=user, draft=current, reason=reason, **({"via": via} if via else {}))
+    withdrawal_record(user=user, draft=current, reason=reason, **({"via": via} if via else {}))
     ids = [current.author_id, current.signer_id] + ([current.reviewer_id] if current.reviewer_id else [])
     events.broadcast_drafts_changed(user_ids=ids, draft_ids=[current.pk])
     return current

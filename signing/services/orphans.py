@@ -23,7 +23,7 @@ from mailbox.permissions import Action, can
 from signing import events
 from signing.models import Draft
 from signing.services.audit import signing_audit
-from signing.services.drafts import _withdraw
+from signing.services.drafts import withdrawal_record
 
 
 def owned_mailbox_ids(user: Any) -> set[int]:
@@ -133,6 +133,6 @@ def orphan_take_over(*, user: Any, pk: int) -> Draft:
 def orphan_withdraw(*, user: Any, pk: int, reason: str = "") -> Draft:
     """The owner takes the orphaned draft back, as its author could: it leaves the queue, its history stays."""
     draft = _locked(user, pk)
-    _withdraw(user=user, draft=draft, reason=reason, orphaned=True, **_left(draft))
+    withdrawal_record(user=user, draft=draft, reason=reason, orphaned=True, **_left(draft))
     events.broadcast_drafts_changed(user_ids=list(_left(draft).values()), draft_ids=[draft.pk])
     return draft
