@@ -26,3 +26,32 @@ def django_for_bench(*, database: str, database_env: str, data_dir: str) -> None
     import django
 
     django.setup()
+
+
+def machine() -> str:
+    """The machine a figure was measured on, comparable across machines: architecture, CPU model, cores, Python, and
+    the time a fixed piece of pure Python takes on one core (the best of five; machines of the same kind differ by up
+    to two times in it, and a server's requests per second follow it)."""
+    import platform
+    import time
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        pass
+
+    def reference() -> float:
+        start = time.perf_counter()
+        table: dict[str, int] = {}
+        for i in range(200_000):
+            key = f"row-{i % 1000}"
+            table[key] = table.get(key, 0) + len(key)
+        return time.perf_counter() - start
+
+    best_ms = min(reference() for _ in range(5)) * 1000
+    return (
+        f"{platform.machine()} {model or 'unknown CPU'}, {os.cpu_count()} CPUs, py{platform.python_version()}, "
+        f"pure-Python reference {best_ms:.0f} ms"
+    )

@@ -29,7 +29,6 @@ import asyncio
 import html
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -58,6 +57,7 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 import django  # noqa: E402
 
 from bench.benchdb import database_mark, database_marker, database_recreate  # noqa: E402
+from bench.benchenv import machine  # noqa: E402
 
 django.setup()
 
@@ -578,7 +578,7 @@ def main() -> None:
     result.update(bench_fanout(mailbox, users, args.events))
     result["meta"] = {
         "collab_code": code_version(),
-        "collab_machine": f"{platform.machine()} {os.cpu_count()} CPUs, py{platform.python_version()}",
+        "collab_machine": machine(),
         "collab_messages": Message.objects.filter(mailbox=mailbox).count(),
         "collab_members": Membership.objects.filter(mailbox=mailbox).count(),
         "collab_runs": args.runs,

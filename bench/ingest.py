@@ -32,8 +32,6 @@ import email
 import email.policy
 import hashlib
 import json
-import os
-import platform
 import poplib
 import secrets
 import shutil
@@ -45,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchenv import django_for_bench  # noqa: E402
+from bench.benchenv import django_for_bench, machine  # noqa: E402
 
 django_for_bench(
     database="kimportal_bench_ingest", database_env="KIMPORTAL_BENCH_INGEST_DATABASE_URL", data_dir="bench-ingest"
@@ -191,7 +189,7 @@ def main() -> None:
         "ingest_ratio": round(ingest / raw, 2),
     }
     result["meta"] = {
-        "ingest_machine": f"{platform.machine()} {os.cpu_count()} CPUs, py{platform.python_version()}",
+        "ingest_machine": machine(),
         "ingest_mails": args.mails,
         "ingest_rounds": args.rounds,
         "ingest_mail_bytes_avg": round(sum(map(len, mails)) / len(mails)),

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchenv import django_for_bench  # noqa: E402
+from bench.benchenv import django_for_bench, machine  # noqa: E402
 
 django_for_bench(
     database="kimportal_bench_ingest", database_env="KIMPORTAL_BENCH_INGEST_DATABASE_URL", data_dir="bench-ingest-large"
@@ -164,7 +163,7 @@ def main() -> None:
                 "TLS with a pinned certificate; one mail with a base64 PDF of 3/4 its size, then a small mail; "
                 "PostgreSQL; blobs fsynced; peak RSS from wait4 (ru_maxrss of that process)"
             ),
-            "ingest_large_machine": f"{platform.machine()} {os.cpu_count()} CPUs, py{platform.python_version()}",
+            "ingest_large_machine": machine(),
         },
     }
     print(json.dumps(result, indent=2, sort_keys=True))

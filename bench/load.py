@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -77,6 +76,7 @@ WEB_WORKERS = os.environ.get("KIMPORTAL_BENCH_LOAD_WORKERS", "2")
 import django  # noqa: E402
 
 from bench.benchdb import database_mark, database_marker, database_recreate  # noqa: E402
+from bench.benchenv import machine  # noqa: E402
 
 django.setup()
 
@@ -1227,7 +1227,7 @@ def main() -> None:
     if stress_levels:
         result["load_stress_users"] = stress_users
     result["meta"] = {
-        "load_machine": f"{platform.machine()} {os.cpu_count()} CPUs, py{platform.python_version()}",
+        "load_machine": machine(),
         "load_server": (
             f"gunicorn -c deploy/gunicorn.conf.py, {WEB_WORKERS} uvicorn workers, DEBUG off, static not served, "
             f"PostgreSQL {connection.settings_dict['NAME']}, Redis {os.environ['REDIS_URL']}; restarted per level"
