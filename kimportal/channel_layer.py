@@ -20,6 +20,7 @@ trips per socket for sends that nothing in the portal makes (events go to groups
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
 from collections import defaultdict
@@ -36,7 +37,65 @@ _NAMES = BaseChannelLayer()
 
 
 class _Shard(RedisSingleShardConnection):
-    """One Redis connection of a process: subscriptions in batches, and a bounded queue per socket."""
+    """One Redis connection of a process: subscriptions in batches, publishes in order and in batches, and a bounded
+    queue per socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Publishes not yet handed to Redis, oldest first, each with the future its sender waits on.
+        self._outbox: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """Publish in the order of the calls, many in one round trip.
+
+        channels_redis held the shard's lock across each PUBLISH's round trip: every event of the process, and every
+        socket's connect (new_channel), waited for all publishes before it, one round trip each (and redis-py spends
+        a task per command on its socket timeout). Here one sender per shard and event loop takes all publishes that
+        are waiting and sends them as one pipeline, then the next batch: the order of a process's events is kept
+        (one connection, one batch after the other), a burst costs one round trip, and the lock stays with the
+        Pub/Sub connection's subscriptions. The caller waits until Redis took its publish, or its error."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, future))
+        if self._sending is None:
+            self._sending = asyncio.ensure_future(self._send_outbox())
+        await future
+
+    async def _send_outbox(self) -> None:
+        batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                error: Exception | None = None
+                try:
+                    self._ensure_redis()
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for channel, message, _future in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+                except Exception as exc:  # handed to each waiting sender
+                    error = exc
+                for *_, future in batch:
+                    if future.done():  # its sender stopped waiting (a timeout)
+                        continue
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+                batch = []
+        finally:
+            self._sending = None
+            # Cancelled (flush, the loop's end): nobody waits in vain.
+            for *_, future in [*batch, *self._outbox]:
+                future.cancel()
+            self._outbox = []
+
+    async def flush(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sending
+        await super().flush()
 
     async def subscribe_many(self, names: list[str]) -> None:
         async with self._lock:
@@ -104,8 +163,11 @@ class _LoopLayer(RedisPubSubLoopLayer):
             return str(await super().new_channel(prefix))
         channel = f"{self.process_channel}!{uuid.uuid4().hex}"
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
-        # Once per process: the shard knows what it is subscribed to (no round trip afterwards).
-        await self._get_shard(self.process_channel).subscribe(self.process_channel)
+        # Once per process: the shard knows what it is subscribed to (no round trip, and no wait for its lock,
+        # afterwards).
+        shard = self._get_shard(self.process_channel)
+        if self.process_channel not in shard._subscribed_to:
+            await shard.subscribe(self.process_channel)
         return channel
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:

@@ -155,3 +155,71 @@ async def test_sockets_channels_are_reached_through_one_subscription_of_their_pr
         assert all(process._get_layer().channels[page].empty() for page in pages)
     finally:
         await client.aclose()
+
+
+def shard_of(layer: RedisPubSubChannelLayer, name: str):
+    loop_layer = layer._get_layer()
+    return loop_layer._get_shard(loop_layer._get_group_channel_name(name))
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_publishes_keeps_its_order_and_shares_round_trips(layers):
+    process, sender = layers(), layers()
+    page = await process.new_channel()
+    await process.group_add_many(["message.5"], page)
+    await subscribed("message.5", 1)
+    await sender.group_send("message.5", {"type": "message.changed", "n": -1})  # the connection is made
+    assert (await process.receive(page))["n"] == -1
+    shard = shard_of(sender, "message.5")
+    pipelines = 0
+    make_pipeline = shard._redis.pipeline
+
+    def counted(*args, **kwargs):
+        nonlocal pipelines
+        pipelines += 1
+        return make_pipeline(*args, **kwargs)
+
+    shard._redis.pipeline = counted
+    # 200 sockets of one process publish at once (each as events.publish does: one event after the other).
+    await asyncio.gather(*(sender.group_send("message.5", {"type": "message.changed", "n": n}) for n in range(200)))
+    assert [(await process.receive(page))["n"] for _ in range(200)] == list(range(200))
+    # They went out in a few batches, not one round trip each.
+    assert 1 <= pipelines <= 20
+
+
+@pytest.mark.asyncio
+async def test_publishing_and_opening_sockets_do_not_wait_for_a_subscription_in_progress(layers):
+    process, sender = layers(), layers()
+    page = await process.new_channel()
+    await process.group_add_many(["message.6"], page)
+    await subscribed("message.6", 1)
+    await sender.new_channel()  # the sender process's own channel is subscribed
+    shard = shard_of(sender, "message.6")
+    assert sender._get_layer()._get_shard(sender._get_layer().process_channel) is shard  # one Redis, one shard
+    # A subscription (a page's fifty rows) is in flight on the shard's Pub/Sub connection.
+    async with shard._lock:
+        async with asyncio.timeout(5):
+            await sender.group_send("message.6", {"type": "message.changed", "n": 1})
+            assert (await process.receive(page))["n"] == 1
+            assert (await sender.new_channel()).startswith(sender._get_layer().process_channel)
+
+
+@pytest.mark.asyncio
+async def test_a_publish_to_an_unreachable_redis_fails_at_once_and_the_next_one_is_tried_again():
+    broken = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1/0"], prefix="test-pubsub")
+    try:
+        for _ in range(2):
+            with pytest.raises(aioredis.ConnectionError):
+                async with asyncio.timeout(5):
+                    await broken.group_send("message.8", {"type": "message.changed"})
+        # A sender that stopped waiting (its timeout) leaves nothing behind that blocks the next one.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0):
+                await broken.group_send("message.8", {"type": "message.changed"})
+        shard = shard_of(broken, "message.8")
+        with pytest.raises(aioredis.ConnectionError):
+            async with asyncio.timeout(5):
+                await broken.group_send("message.8", {"type": "message.changed"})
+        assert shard._outbox == []
+    finally:
+        await broken.flush()
