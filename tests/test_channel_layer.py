@@ -162,12 +162,18 @@ def shard_of(layer: RedisPubSubChannelLayer, name: str):
     return loop_layer._get_shard(loop_layer._get_group_channel_name(name))
 
 
-@pytest.mark.asyncio
-async def test_a_burst_of_publishes_keeps_its_order_and_shares_round_trips(layers):
+async def listening(layers, group: str) -> tuple[RedisPubSubChannelLayer, str, RedisPubSubChannelLayer]:
+    """A process with one socket in the group, Redis counting it, and a second process to publish from."""
     process, sender = layers(), layers()
     page = await process.new_channel()
-    await process.group_add_many(["message.5"], page)
-    await subscribed("message.5", 1)
+    await process.group_add_many([group], page)
+    await subscribed(group, 1)
+    return process, page, sender
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_publishes_keeps_its_order_and_shares_round_trips(layers):
+    process, page, sender = await listening(layers, "message.5")
     await sender.group_send("message.5", {"type": "message.changed", "n": -1})  # the connection is made
     assert (await process.receive(page))["n"] == -1
     shard = shard_of(sender, "message.5")
@@ -189,10 +195,7 @@ async def test_a_burst_of_publishes_keeps_its_order_and_shares_round_trips(layer
 
 @pytest.mark.asyncio
 async def test_publishing_and_opening_sockets_do_not_wait_for_a_subscription_in_progress(layers):
-    process, sender = layers(), layers()
-    page = await process.new_channel()
-    await process.group_add_many(["message.6"], page)
-    await subscribed("message.6", 1)
+    process, page, sender = await listening(layers, "message.6")
     await sender.new_channel()  # the sender process's own channel is subscribed
     shard = shard_of(sender, "message.6")
     assert sender._get_layer()._get_shard(sender._get_layer().process_channel) is shard  # one Redis, one shard
