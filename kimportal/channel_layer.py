@@ -22,18 +22,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+import redis.asyncio as aioredis
+import redis.exceptions
 from channels.layers import BaseChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer as _RedisPubSubChannelLayer
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection, _async_proxy
 from channels_redis.utils import _wrap_close
 
+log = logging.getLogger(__name__)
+
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
 _NAMES = BaseChannelLayer()
+
+
+class _PubSub(aioredis.client.PubSub):
+    """redis-py's Pub/Sub connection, which says when events may have been lost: the connection broke (reading
+    from it failed), or it was made again (redis-py re-subscribes on its own, silently: what was published in
+    between never arrives)."""
+
+    def __init__(self, *args: Any, lost: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost = lost
+
+    async def on_connect(self, connection: Any) -> None:
+        await super().on_connect(connection)
+        if self.channels:  # a connection made again for subscriptions that existed: events were missed
+            self.lost()
+
+    async def get_message(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_message(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            self.lost()
+            raise
 
 
 class _Shard(RedisSingleShardConnection):
@@ -96,6 +123,26 @@ class _Shard(RedisSingleShardConnection):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sending
         await super().flush()
+
+    def _ensure_redis(self) -> None:
+        if self._redis is None:
+            super()._ensure_redis()
+            client: Any = self._redis
+            self._pubsub = _PubSub(client.connection_pool, lost=self._lost)
+
+    def _lost(self) -> None:
+        """Redis went away or came back (a restart, a network break): events of that time are gone for good. Every
+        socket of this process is told to close and resync (as one that overflowed) instead of showing a silently
+        stale page; htmx reconnects it once Redis is there again."""
+        layer = self.channel_layer
+        if not layer.channels:
+            return
+        log.warning("the channel layer's Redis connection broke: %d sockets are closed to resync", len(layer.channels))
+        lost = layer.channel_layer.serialize({"type": "layer.lost"})
+        for queue in layer.channels.values():
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(lost)
 
     async def subscribe_many(self, names: list[str]) -> None:
         async with self._lock:

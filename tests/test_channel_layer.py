@@ -4,6 +4,10 @@ server process — one subscription per group and process, batched group changes
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
 
 import pytest
 import pytest_asyncio
@@ -226,3 +230,91 @@ async def test_a_publish_to_an_unreachable_redis_fails_at_once_and_the_next_one_
         assert shard._outbox == []
     finally:
         await broken.flush()
+
+
+class PrivateRedis:
+    """A Redis server of the test's own on a free port, which the test may stop and start again."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.server: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.server = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            for _ in range(500):
+                with contextlib.suppress(aioredis.ConnectionError):
+                    if await client.ping():
+                        return
+                await asyncio.sleep(0.01)
+            raise AssertionError("the private Redis did not start")
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait()
+            self.server = None
+
+
+@pytest_asyncio.fixture
+async def private_redis():
+    server = PrivateRedis()
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_redis_restart_tells_every_socket_to_resync_and_events_flow_again(private_redis):
+    process = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    sender = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    client = aioredis.Redis.from_url(private_redis.url)
+
+    async def subscribed_here() -> None:
+        for _ in range(500):
+            ((_, count),) = await client.pubsub_numsub("test-pubsub__group__message.1")
+            if count == 1:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("not subscribed")
+
+    try:
+        pages = [await process.new_channel() for _ in range(3)]
+        for page in pages:
+            await process.group_add_many(["message.1"], page)
+        await subscribed_here()
+        await sender.group_send("message.1", {"type": "message.changed", "n": 1})
+        assert [(await process.receive(page))["n"] for page in pages] == [1, 1, 1]
+
+        # Redis restarts (an upgrade, a crash): whatever was published meanwhile is lost for good.
+        private_redis.stop()
+        await private_redis.start()
+        async with asyncio.timeout(15):
+            assert [(await process.receive(page))["type"] for page in pages] == ["layer.lost"] * 3
+            # redis-py subscribes again on its own; events of after the restart arrive.
+            await client.aclose()
+            client = aioredis.Redis.from_url(private_redis.url)
+            await subscribed_here()
+            while True:
+                with contextlib.suppress(aioredis.ConnectionError):  # the sender's pooled connection was cut too
+                    await sender.group_send("message.1", {"type": "message.changed", "n": 2})
+                    break
+            for page in pages:
+                event = await process.receive(page)
+                while event["type"] == "layer.lost":  # told again when the connection came back
+                    event = await process.receive(page)
+                assert event["n"] == 2
+    finally:
+        await client.aclose()
+        await process.flush()
+        await sender.flush()

@@ -238,6 +238,13 @@ class PortalConsumer(AsyncWebsocketConsumer):
             log.warning("socket %s fell behind (its queue overflowed): closing it to resync", self.channel_name)
             await self._close(1013)
 
+    async def layer_lost(self, event: dict) -> None:
+        """The channel layer's connection to Redis broke or was made again: events may be lost
+        (kimportal.channel_layer). Closing with 1012 ("service restart") makes the browser reconnect, once Redis is
+        there, and reload what the page shows."""
+        if not self.closed:
+            await self._close(1012)
+
     async def session_ended(self, event: dict) -> None:
         """The user logged out (in any tab): every socket of that session closes at once."""
         if self.session_key and event.get("session") == session_digest(self.session_key):

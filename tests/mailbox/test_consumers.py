@@ -392,6 +392,19 @@ async def test_a_socket_whose_queue_overflowed_is_closed_so_that_it_resyncs(shar
 
 
 @pytest.mark.asyncio
+async def test_sockets_whose_events_redis_may_have_lost_are_closed_so_that_they_resync(shared_box):
+    from channels.layers import get_channel_layer
+
+    from mailbox.events import mailbox_group
+
+    box, anna, _bert, _message = shared_box
+    inbox = await _connect(anna)
+    # What the channel layer hands every socket of a process whose Redis connection broke (kimportal.channel_layer).
+    await get_channel_layer().group_send(mailbox_group(box.pk), {"type": "layer.lost"})
+    assert await inbox.receive_output(timeout=5) == {"type": "websocket.close", "code": 1012}
+
+
+@pytest.mark.asyncio
 async def test_a_reconnected_page_asks_for_the_current_state(shared_box):
     box, anna, _bert, message = shared_box
     inbox = await _connect(anna)
