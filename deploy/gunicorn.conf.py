@@ -34,6 +34,10 @@ class UvicornWorker(_UvicornWorker):
         "http": "httptools",
         "ws": "websockets-sansio",
         "ws_per_message_deflate": False,
+        # A page sends small frames (the rows it shows: at most 200 ids; a heartbeat): 64 KiB is far above them.
+        # uvicorn's default of 16 MiB let one page parse megabytes of JSON on the worker's one event loop, which
+        # every socket and page of the worker waits for; a larger frame now closes its socket with 1009.
+        "ws_max_size": 64 * 1024,
     }
 
 

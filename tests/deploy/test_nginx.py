@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from mailbox.services.ingest import message_ingest
@@ -362,3 +363,32 @@ def test_websocket_through_nginx_receives_a_live_event(edge):
                 break
         assert any(needle in f for f in frames), frames
         assert any("Entlassbrief Müller" in f for f in frames)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_oversized_websocket_frame_closes_that_socket_and_nothing_else(edge):
+    """A logged-in page (or someone with its cookie) sends a 4 MiB frame: the server refuses it at the protocol
+    level (1009) before the consumer parses it on the worker's one event loop, and the others go on."""
+    UserFactory(username="ws-hostile")
+    logged_in = _login(edge, "ws-hostile", "pw-secret-123")
+    session = logged_in.cookies()["sessionid"]
+
+    def socket():
+        return connect(
+            f"wss://127.0.0.1:{edge.https_port}/ws/inbox/",
+            ssl=edge.tls,
+            origin=edge.origin,
+            additional_headers={"Cookie": f"sessionid={session}"},
+            open_timeout=10,
+            close_timeout=5,
+        )
+
+    with socket() as hostile, socket() as neighbour:
+        # The server closes while the frame is still arriving: the client sees it on sending or on reading.
+        with pytest.raises(ConnectionClosed) as closed:
+            hostile.send('{"watch": "' + "1," * (2 * 2**20) + '1"}')
+            hostile.recv(timeout=10)
+        assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
+        # The same worker still serves: a normal frame is answered.
+        neighbour.send('{"watch": "1,2,3"}')
+        assert 'id="live-watching"' in neighbour.recv(timeout=10)
