@@ -173,6 +173,15 @@ else:
                 "max_size": env.int("KIMPORTAL_PG_POOL_SIZE", default=32),
                 "timeout": 10,
             }
+            # After a PostgreSQL restart or failover every idle pooled connection is dead, and each would fail
+            # one request (up to KIMPORTAL_PG_POOL_SIZE per process). With health checks Django hands the pool
+            # psycopg's ConnectionPool.check_connection (Django 5.2 passes check= itself, so "check" among the
+            # pool options is a TypeError): an empty query before each checkout, and a dead connection is
+            # replaced instead of handed out. Cost:
+            # one round trip per checkout, measured 25 → 195 µs over local TCP. psycopg waits 0, 1, 2, 4 s
+            # between failed checks within one checkout, so a pool holding more than about five idle
+            # connections at the restart still times out one checkout (10 s) while it drains them.
+            DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("KIMPORTAL_PG_POOL_CHECK", default=True)
     DATABASES["default"].setdefault("TEST", {"NAME": env.str("TEST_DATABASE_NAME", default="test_kimportal")})
 
 REDIS_URL = env.str("REDIS_URL", default="")
