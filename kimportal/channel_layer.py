@@ -83,10 +83,18 @@ class _Shard(RedisSingleShardConnection):
         (one connection, one batch after the other), a burst costs one round trip, and the lock stays with the
         Pub/Sub connection's subscriptions. The caller waits until Redis took its publish, or its error."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, message, future))
+        entry = (channel, message, future)
+        self._outbox.append(entry)
         if self._sending is None:
             self._sending = asyncio.ensure_future(self._send_outbox())
-        await future
+        try:
+            await future
+        except asyncio.CancelledError:
+            # Its sender gave up (a timeout) before it went out: it is not sent later either, as with the lock it
+            # never was, and a hung Redis does not make the outbox grow by every event meanwhile.
+            with contextlib.suppress(ValueError):
+                self._outbox.remove(entry)
+            raise
 
     async def _send_outbox(self) -> None:
         batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -122,6 +130,12 @@ class _Shard(RedisSingleShardConnection):
             self._sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sending
+            # A sender cancelled before it ran never reached its clean-up: done here, or every later publish would
+            # wait for it.
+            self._sending = None
+            for *_, future in self._outbox:
+                future.cancel()
+            self._outbox = []
         await super().flush()
 
     def _ensure_redis(self) -> None:
