@@ -49,9 +49,13 @@ class _PubSub(aioredis.client.PubSub):
     def __init__(self, *args: Any, lost: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost = lost
+        # Reading failed and no connection was made since: told once. The receiver tries again every second while
+        # Redis stays down; sockets that reconnected meanwhile are told when it is back (on_connect), not each time.
+        self.broken = False
 
     async def on_connect(self, connection: Any) -> None:
         await super().on_connect(connection)
+        self.broken = False
         if self.channels:  # a connection made again for subscriptions that existed: events were missed
             self.lost()
 
@@ -59,7 +63,9 @@ class _PubSub(aioredis.client.PubSub):
         try:
             return await super().get_message(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            self.lost()
+            if not self.broken:
+                self.broken = True
+                self.lost()
             raise
 
 

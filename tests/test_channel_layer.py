@@ -356,3 +356,40 @@ async def test_publishes_whose_senders_gave_up_on_a_hung_redis_are_not_kept():
         await hung.flush()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_while_redis_stays_down_sockets_are_told_once_and_again_when_it_is_back(private_redis):
+    process = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    try:
+        page = await process.new_channel()
+        await process.group_add_many(["message.11"], page)
+        pubsub = shard_of(process, "message.11")._pubsub
+        failures = 0
+        read = pubsub.get_message
+
+        async def counted(*args, **kwargs):
+            nonlocal failures
+            try:
+                return await read(*args, **kwargs)
+            except aioredis.ConnectionError:
+                failures += 1
+                raise
+
+        pubsub.get_message = counted
+        private_redis.stop()
+        async with asyncio.timeout(15):
+            assert (await process.receive(page))["type"] == "layer.lost"
+            # The browser reconnects at once (htmx) and the page joins its groups again, which the process still is
+            # subscribed to: it is not closed again and again, each time reloading its list, while Redis stays down.
+            again = await process.new_channel()
+            await process.group_add_many(["message.11"], again)
+            seen = failures
+            while failures < seen + 2:  # the receiver tried Redis twice more
+                await asyncio.sleep(0.05)
+            assert process._get_layer().channels[again].empty()
+            # Redis is back: what was published meanwhile is gone, so the socket resyncs once more.
+            await private_redis.start()
+            assert (await process.receive(again))["type"] == "layer.lost"
+    finally:
+        await process.flush()
