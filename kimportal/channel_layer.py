@@ -49,9 +49,13 @@ class _PubSub(aioredis.client.PubSub):
     def __init__(self, *args: Any, lost: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost = lost
+        # Reading failed and no connection was made since: told once. The receiver tries again every second while
+        # Redis stays down; sockets that reconnected meanwhile are told when it is back (on_connect), not each time.
+        self.broken = False
 
     async def on_connect(self, connection: Any) -> None:
         await super().on_connect(connection)
+        self.broken = False
         if self.channels:  # a connection made again for subscriptions that existed: events were missed
             self.lost()
 
@@ -59,7 +63,9 @@ class _PubSub(aioredis.client.PubSub):
         try:
             return await super().get_message(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            self.lost()
+            if not self.broken:
+                self.broken = True
+                self.lost()
             raise
 
 
@@ -83,10 +89,18 @@ class _Shard(RedisSingleShardConnection):
         (one connection, one batch after the other), a burst costs one round trip, and the lock stays with the
         Pub/Sub connection's subscriptions. The caller waits until Redis took its publish, or its error."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, message, future))
+        entry = (channel, message, future)
+        self._outbox.append(entry)
         if self._sending is None:
             self._sending = asyncio.ensure_future(self._send_outbox())
-        await future
+        try:
+            await future
+        except asyncio.CancelledError:
+            # Its sender gave up (a timeout) before it went out: it is not sent later either, as with the lock it
+            # never was, and a hung Redis does not make the outbox grow by every event meanwhile.
+            with contextlib.suppress(ValueError):
+                self._outbox.remove(entry)
+            raise
 
     async def _send_outbox(self) -> None:
         batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -122,6 +136,12 @@ class _Shard(RedisSingleShardConnection):
             self._sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sending
+            # A sender cancelled before it ran never reached its clean-up: done here, or every later publish would
+            # wait for it.
+            self._sending = None
+            for *_, future in self._outbox:
+                future.cancel()
+            self._outbox = []
         await super().flush()
 
     def _ensure_redis(self) -> None:

@@ -318,3 +318,78 @@ async def test_a_redis_restart_tells_every_socket_to_resync_and_events_flow_agai
         await client.aclose()
         await process.flush()
         await sender.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_flush_before_the_sender_ran_leaves_no_publish_waiting_for_ever(layers):
+    sender = layers()
+    # A publish is waiting and its shard's sender is due but has not run yet when the layer is flushed (the loop's
+    # end, a test's clean-up).
+    waiting = asyncio.ensure_future(sender.group_send("message.9", {"type": "message.changed"}))
+    await asyncio.sleep(0)
+    await sender.flush()
+    done, _pending = await asyncio.wait([waiting], timeout=5)
+    assert done == {waiting} and waiting.cancelled()
+    # The layer is usable again, as channels_redis promises after a flush.
+    async with asyncio.timeout(5):
+        await sender.group_send("message.9", {"type": "message.changed"})
+
+
+@pytest.mark.asyncio
+async def test_publishes_whose_senders_gave_up_on_a_hung_redis_are_not_kept():
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):  # a Redis that takes commands and never answers
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = RedisPubSubChannelLayer(hosts=[f"redis://127.0.0.1:{port}/0"], prefix="test-pubsub")
+    try:
+        for _ in range(50):  # events.publish: each sender waits a bounded time
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await hung.group_send("message.10", {"type": "message.changed"})
+        # Nothing of theirs waits to go out once Redis answers again: memory stays bounded while it hangs.
+        assert shard_of(hung, "message.10")._outbox == []
+    finally:
+        await hung.flush()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_while_redis_stays_down_sockets_are_told_once_and_again_when_it_is_back(private_redis):
+    process = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    try:
+        page = await process.new_channel()
+        await process.group_add_many(["message.11"], page)
+        pubsub = shard_of(process, "message.11")._pubsub
+        failures = 0
+        read = pubsub.get_message
+
+        async def counted(*args, **kwargs):
+            nonlocal failures
+            try:
+                return await read(*args, **kwargs)
+            except aioredis.ConnectionError:
+                failures += 1
+                raise
+
+        pubsub.get_message = counted
+        private_redis.stop()
+        async with asyncio.timeout(15):
+            assert (await process.receive(page))["type"] == "layer.lost"
+            # The browser reconnects at once (htmx) and the page joins its groups again, which the process still is
+            # subscribed to: it is not closed again and again, each time reloading its list, while Redis stays down.
+            again = await process.new_channel()
+            await process.group_add_many(["message.11"], again)
+            seen = failures
+            while failures < seen + 2:  # the receiver tried Redis twice more
+                await asyncio.sleep(0.05)
+            assert process._get_layer().channels[again].empty()
+            # Redis is back: what was published meanwhile is gone, so the socket resyncs once more.
+            await private_redis.start()
+            assert (await process.receive(again))["type"] == "layer.lost"
+    finally:
+        await process.flush()
