@@ -332,6 +332,18 @@ def test_forwarded_scheme_and_client_reach_django(edge):
     assert "203.0.113.7" not in line
 
 
+def inbox_socket(edge: Edge, session: str):
+    """The inbox page's websocket through nginx, as a logged-in browser opens it."""
+    return connect(
+        f"wss://127.0.0.1:{edge.https_port}/ws/inbox/",
+        ssl=edge.tls,
+        origin=edge.origin,
+        additional_headers={"Cookie": f"sessionid={session}"},
+        open_timeout=10,
+        close_timeout=5,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_websocket_through_nginx_receives_a_live_event(edge):
     user = UserFactory(username="ws-user")
@@ -341,13 +353,7 @@ def test_websocket_through_nginx_receives_a_live_event(edge):
     assert logged_in.status == 302
     session = logged_in.cookies()["sessionid"]
 
-    with connect(
-        f"wss://127.0.0.1:{edge.https_port}/ws/inbox/",
-        ssl=edge.tls,
-        origin=edge.origin,
-        additional_headers={"Cookie": f"sessionid={session}"},
-        open_timeout=10,
-    ) as socket:
+    with inbox_socket(edge, session) as socket:
         # The consumer joined the mailbox's group before accepting: the event cannot slip past.
         message = message_ingest(mailbox=box, uidl="through-nginx", raw=MAIL_WITH_PDF)
         needle = f'id="msg-{message.pk}"'
@@ -373,17 +379,7 @@ def test_an_oversized_websocket_frame_closes_that_socket_and_nothing_else(edge):
     logged_in = _login(edge, "ws-hostile", "pw-secret-123")
     session = logged_in.cookies()["sessionid"]
 
-    def socket():
-        return connect(
-            f"wss://127.0.0.1:{edge.https_port}/ws/inbox/",
-            ssl=edge.tls,
-            origin=edge.origin,
-            additional_headers={"Cookie": f"sessionid={session}"},
-            open_timeout=10,
-            close_timeout=5,
-        )
-
-    with socket() as hostile, socket() as neighbour:
+    with inbox_socket(edge, session) as hostile, inbox_socket(edge, session) as neighbour:
         # The server closes while the frame is still arriving: the client sees it on sending or on reading.
         with pytest.raises(ConnectionClosed) as closed:
             hostile.send('{"watch": "' + "1," * (2 * 2**20) + '1"}')
