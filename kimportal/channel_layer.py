@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 _NAMES = BaseChannelLayer()
 
 
+def _only(queue: asyncio.Queue, data: bytes) -> None:
+    """Replace what a socket's queue holds with one event (a resync: what it held is stale or incomplete)."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(data)
+
+
 class _PubSub(aioredis.client.PubSub):
     """redis-py's Pub/Sub connection, which says when events may have been lost: the connection broke (reading
     from it failed), or it was made again (redis-py re-subscribes on its own, silently: what was published in
@@ -125,11 +132,15 @@ class _Shard(RedisSingleShardConnection):
                         future.set_exception(error)
                 batch = []
         finally:
-            self._sending = None
             # Cancelled (flush, the loop's end): nobody waits in vain.
-            for *_, future in [*batch, *self._outbox]:
-                future.cancel()
-            self._outbox = []
+            self._stop_sending(batch)
+
+    def _stop_sending(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
+        """No sender runs any more: what it held (`batch`) and what still waits in the outbox is cancelled."""
+        self._sending = None
+        for *_, future in [*batch, *self._outbox]:
+            future.cancel()
+        self._outbox = []
 
     async def flush(self) -> None:
         if self._sending is not None:
@@ -138,10 +149,7 @@ class _Shard(RedisSingleShardConnection):
                 await self._sending
             # A sender cancelled before it ran never reached its clean-up: done here, or every later publish would
             # wait for it.
-            self._sending = None
-            for *_, future in self._outbox:
-                future.cancel()
-            self._outbox = []
+            self._stop_sending([])
         await super().flush()
 
     def _ensure_redis(self) -> None:
@@ -160,9 +168,7 @@ class _Shard(RedisSingleShardConnection):
         log.warning("the channel layer's Redis connection broke: %d sockets are closed to resync", len(layer.channels))
         lost = layer.channel_layer.serialize({"type": "layer.lost"})
         for queue in layer.channels.values():
-            while not queue.empty():
-                queue.get_nowait()
-            queue.put_nowait(lost)
+            _only(queue, lost)
 
     async def subscribe_many(self, names: list[str]) -> None:
         async with self._lock:
@@ -206,9 +212,7 @@ class _Shard(RedisSingleShardConnection):
             except asyncio.QueueFull:
                 # The socket cannot keep up: what it holds is stale. It gets one event that makes it close and
                 # resync (PortalConsumer.layer_overflow) instead of a silently incomplete picture.
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(layer.channel_layer.serialize({"type": "layer.overflow"}))
+                _only(queue, layer.channel_layer.serialize({"type": "layer.overflow"}))
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
