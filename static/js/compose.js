@@ -145,6 +145,22 @@
       if (el.dataset.outgoingMailboxes.split(/\s+/).includes(mailbox)) refresh(el);
     });
   });
+  // The page was rendered before its socket listened: a change in between (the worker hands the message to the CM
+  // and the DSN comes back while a slow page still loads) was told to nobody. So once the page's socket first
+  // opens, what may still change is read again: a timeline not yet final, a list with rows still under way.
+  const FINAL = new Set(["delivered", "failed"]);
+  let listening = false;
+  document.addEventListener("htmx:wsOpen", (ev) => {
+    const url = ev.target instanceof Element ? ev.target.getAttribute("ws-connect") || "" : "";
+    if (listening || !url.startsWith("/ws/inbox/")) return;
+    listening = true;
+    document.querySelectorAll("[data-outgoing-live]").forEach((el) => {
+      if (!FINAL.has(el.dataset.state)) refresh(el);
+    });
+    document.querySelectorAll("[data-outgoing-mailboxes]").forEach((el) => {
+      if (el.querySelector(".outgoing-row:not(.state-delivered):not(.state-failed)")) refresh(el);
+    });
+  });
   // After a dropped connection: whatever changed meanwhile.
   document.body.addEventListener("live-resync", () => {
     document.querySelectorAll("[data-outgoing-live], [data-outgoing-mailboxes]").forEach(refresh);

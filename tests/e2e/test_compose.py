@@ -19,7 +19,7 @@ from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
 from tests.e2e.layout import PHONE, TABLET, assert_no_horizontal_scroll
 from tests.e2e.pages import LoginPage
-from tests.e2e.pages_compose import ComposePage
+from tests.e2e.pages_compose import ComposePage, SentPage
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS
 from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
@@ -259,3 +259,44 @@ def test_reply_preflight_problem_remove_recipient_and_the_send_pages(web, page):
     page.get_by_role("button", name="Entwurf verwerfen").click()
     expect(page.locator("main")).to_contain_text("Keine Entwürfe.")
     assert not OutgoingMessage.objects.filter(pk=draft.pk).exists()
+
+
+def test_a_sent_page_still_loading_when_the_message_is_delivered_shows_it_delivered(web, page):
+    """The worker hands the message over and the DSN comes back while the sent page loads: those events went to
+    nobody (the page's socket did not listen yet). Once the socket opens, the page reads the timeline again."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    now = timezone.now()
+    outgoing = OutgoingMessage.objects.create(
+        mailbox=account.mailbox, author=station, subject="Befund unterwegs", to=[PRAXIS], state="queued", queued_at=now
+    )
+    OutgoingRecipient.objects.create(outgoing=outgoing, address=PRAXIS, state="queued", updated_at=now)
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+
+    # The page is rendered (in Warteschlange), and its live script waits: its socket cannot open yet.
+    held = []
+    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
+
+    def load_then_deliver(path: str, state: str) -> None:
+        page.goto(web.url + path, wait_until="commit")
+        for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+            if held:
+                break
+            page.wait_for_timeout(10)
+        assert len(held) == 1
+        # Meanwhile the message is sent (and delivered); the events of it reach no socket of this page.
+        OutgoingMessage.objects.filter(pk=outgoing.pk).update(state=state)
+        OutgoingRecipient.objects.filter(outgoing=outgoing).update(state=state, updated_at=timezone.now())
+        held.pop().continue_()
+
+    load_then_deliver(f"/gesendet/{outgoing.pk}/", "delivered")
+    sent_page = SentPage(page)
+    sent_page.wait_live()
+    expect(sent_page.state).to_have_text("zugestellt")
+    expect(sent_page.recipient(PRAXIS)).to_contain_text("zugestellt")
+
+    # The list of sent messages likewise, while a row of it is still under way.
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(state="queued")
+    load_then_deliver("/gesendet/", "sent")
+    expect(page.locator(f"#out-{outgoing.pk} .outgoing-state")).to_have_text("versendet")
