@@ -23,6 +23,9 @@ class BatchConsumer(PortalConsumer):
             return
         await self._join(batch_group(self.batch_id), user_group(self.user.pk))
         await self.accept()
+        # The page was rendered before the socket listened: a step of the job in between (the Konnektor asking for
+        # the PIN while the page still loaded) was told to nobody. So the socket starts with the batch as it is.
+        await self._status()
 
     def _visible(self) -> bool:
         return selectors.batch_list_for_user(self.user).filter(pk=self.batch_id).exists()

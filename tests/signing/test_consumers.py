@@ -41,6 +41,9 @@ async def _open(consumer, user, **kwargs) -> WebsocketCommunicator:
     communicator.scope["url_route"] = {"args": (), "kwargs": kwargs}
     connected, _ = await communicator.connect(timeout=5)
     assert connected
+    if consumer is BatchConsumer:
+        # A batch socket starts with the batch as it is (what changed while the page loaded); later frames are events.
+        assert 'id="batch-status"' in await communicator.receive_from(timeout=5)
     return communicator
 
 
@@ -125,6 +128,28 @@ async def test_the_batch_page_follows_its_batch():
     html = await page.receive_from(timeout=5)
     assert 'id="batch-summary"' in html and "Timeout bei der PIN-Eingabe." in html and "4043" in html
     await page.disconnect()
+
+
+@async_db
+async def test_the_batch_page_socket_starts_with_the_batch_as_it_is_now():
+    """The page was rendered while the batch was prepared; the Konnektor asked for the PIN before the page's socket
+    listened. Its first frame shows the job number the terminal shows."""
+
+    def world():
+        _box, physician, _assistant, _stranger = _people()
+        batch = SignatureBatch.objects.create(signer=physician, workplace=WorkplaceFactory(), total=1)
+        SignatureBatch.objects.filter(pk=batch.pk).update(state=SignatureBatch.State.PIN, job_number="QRS-777")
+        return physician, batch
+
+    physician, batch = await database_sync_to_async(world)()
+    communicator = WebsocketCommunicator(BatchConsumer.as_asgi(), "/")
+    communicator.scope["user"] = physician
+    communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    html = await communicator.receive_from(timeout=5)
+    assert 'hx-swap-oob="true"' in html and "#QRS-777" in html and "Bitte PIN am Kartenterminal eingeben" in html
+    await communicator.disconnect()
 
 
 @async_db

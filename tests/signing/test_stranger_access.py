@@ -310,6 +310,9 @@ async def _socket(consumer, user, *, session_key: str | None = None, **kwargs) -
         communicator.scope["session"] = SessionStore(session_key=session_key)
     connected, _ = await communicator.connect(timeout=5)
     assert connected
+    if consumer is BatchConsumer:
+        # A batch socket starts with the batch as it is (what changed while the page loaded); later frames are events.
+        assert 'id="batch-status"' in await communicator.receive_from(timeout=5)
     return communicator
 
 
