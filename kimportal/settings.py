@@ -174,14 +174,13 @@ else:
                 "timeout": 10,
             }
             # After a PostgreSQL restart or failover every idle pooled connection is dead, and each would fail
-            # one request (up to KIMPORTAL_PG_POOL_SIZE per process). With health checks Django hands the pool
-            # psycopg's ConnectionPool.check_connection (Django 5.2 passes check= itself, so "check" among the
-            # pool options is a TypeError): an empty query before each checkout, and a dead connection is
-            # replaced instead of handed out. Cost:
-            # one round trip per checkout, measured 25 → 195 µs over local TCP. psycopg waits 0, 1, 2, 4 s
-            # between failed checks within one checkout, so a pool holding more than about five idle
-            # connections at the restart still times out one checkout (10 s) while it drains them.
+            # one request (up to KIMPORTAL_PG_POOL_SIZE per process). With health checks each checkout runs an
+            # empty query first, and a dead connection is replaced instead of handed out; the first failed check
+            # tests all idle connections at once (kimportal.pgpool: psycopg alone waits 0, 1, 2, 4 s between
+            # failed checks, and timed out a checkout on a pool of more than about five idle connections).
+            # Cost: one round trip per checkout, measured 25 → 195 µs over local TCP.
             DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("KIMPORTAL_PG_POOL_CHECK", default=True)
+            DATABASES["default"]["ENGINE"] = "kimportal.pgpool"
     DATABASES["default"].setdefault("TEST", {"NAME": env.str("TEST_DATABASE_NAME", default="test_kimportal")})
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -11,8 +11,10 @@ from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper
 from django.urls import reverse
 
-# Few on purpose: psycopg_pool waits 0, 1, 2, 4 … s between failed checks within one checkout (kimportal.settings).
 WARM = 2
+# More than psycopg_pool alone drains within its 10 s checkout timeout (it waits 0, 1, 2, 4 … s between failed
+# checks): kimportal.pgpool tests all idle connections at the first failed check.
+MANY = 12
 
 
 def _hold_pooled_connections(count: int) -> None:
@@ -72,3 +74,23 @@ def test_after_the_servers_connections_are_gone_every_request_still_succeeds(cli
         statuses.append(client.get(reverse("mailbox:inbox")).status_code)
         connection.close()  # as the end of a request does outside the test client: next time, a pooled one
     assert statuses == [200] * (WARM + 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_full_of_dead_connections_is_drained_at_once(client):
+    """A daytime restart finds many idle connections: the first request gets a fresh one (psycopg alone found them
+    dead one at a time, waiting longer each time, and the request failed after the pool's 10 s)."""
+    connection = connections["default"]
+    client.force_login(get_user_model().objects.create_user("anna"))
+    connection.close()
+    connection.close_pool()
+    _hold_pooled_connections(MANY)
+    assert connection.pool.get_stats()["pool_available"] >= MANY
+
+    assert _terminate_the_other_backends_of_the_test_database() >= MANY
+
+    client.raise_request_exception = False
+    assert client.get(reverse("mailbox:inbox")).status_code == 200
+    connection.close()
+    stats = connection.pool.get_stats()
+    assert stats["connections_lost"] >= MANY - 1, stats  # every dead one found by the first request's checkout

@@ -1,0 +1,50 @@
+"""Django's PostgreSQL backend (ENGINE "kimportal.pgpool"), whose connection pool drains dead connections at once.
+
+After PostgreSQL restarts (an upgrade, a failover), every idle pooled connection is dead. With health checks
+(CONN_HEALTH_CHECKS) psycopg_pool tests a connection before handing it out and replaces a dead one, but it waits
+0, 1, 2, 4 … s between failed checks within one checkout: a pool holding more than about five idle connections at
+the restart timed out one request per process (10 s, then an error page) while it drained them one by one. Here the
+first failed check tests every idle connection of the pool at once (psycopg_pool's ``check()``: the dead ones fail
+at once and are replaced in the background), so the next attempt, which psycopg makes without waiting, gets a
+fresh connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+
+class DrainingPool(ConnectionPool):
+    """A pool whose failed health check tests all idle connections, instead of finding them dead one per second."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, check=self.check_or_drain, **kwargs)
+
+    def check_or_drain(self, conn: Connection[Any]) -> None:
+        try:
+            self.check_connection(conn)
+        except Exception:
+            self.check()
+            raise
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    @property
+    def pool(self) -> ConnectionPool | None:
+        options = self.settings_dict["OPTIONS"].get("pool")
+        wanted = options and self.settings_dict["CONN_HEALTH_CHECKS"] and not self.settings_dict.get("CONN_MAX_AGE")
+        pools: dict[str, ConnectionPool] = self._connection_pools  # type: ignore[attr-defined]  # Django's, per alias
+        if wanted and self.alias != NO_DB_ALIAS and self.alias not in pools:
+            # As Django builds its pool (django.db.backends.postgresql.base), with the draining check. Otherwise
+            # (no checks, or CONN_MAX_AGE, which Django refuses with a pool) Django's property decides.
+            params = self.get_connection_params()
+            params["autocommit"] = True  # Django sets what it needs on checkout
+            configure = self._configure_connection  # type: ignore[attr-defined]
+            pool = DrainingPool(kwargs=params, open=False, configure=configure, **({} if options is True else options))
+            pools.setdefault(self.alias, pool)
+        return super().pool
