@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -34,7 +34,7 @@ from konnektor import (
     batches,
     error_text,
 )
-from mailbox.storage import BlobBatch, BlobError, blob_get
+from mailbox.storage import BlobBatch, BlobError, blob_get, blob_path
 from signing import events
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.permissions import SIGNER_REFUSED_IN_BATCH, signing_mailbox_ids
@@ -130,15 +130,15 @@ def batch_run(batch_id: int) -> None:
             _check_pin(client, ctx, card)
         items = list(batch.items.select_related("draft").order_by("position"))
         by_request = {item.request_id: item for item in items}
-        # Split within the Konnektor's limits; a document too big for any call fails alone (4283).
-        sign_items = [_sign_item(item) for item in items]
-        documents = {s.request_id: s.content for s in sign_items}
-        plan = batches(sign_items, konnektor_config())
+        _check_documents_stored(items)
+        # Split within the Konnektor's limits by the documents' sizes; a document too big for any call fails alone
+        # (4283). The bytes are read one call at a time: 250 documents of 25 MB must not all sit in memory at once.
+        plan = batches([_planned_item(item) for item in items], konnektor_config())
         calls = list(plan.calls)
         _update(batch, calls_total=len(calls))
         ca = qes_ca_pem()
         if plan.rejected:
-            _store_results(batch, by_request, documents, plan.rejected, certificates, ca)
+            _store_results(batch, by_request, {}, plan.rejected, certificates, ca)
         number = 0
         while calls:
             if _cancel_requested(batch):
@@ -157,12 +157,14 @@ def batch_run(batch_id: int) -> None:
                     calls.insert(0, call[left:])
                     call = call[:left]
                     _update(batch, calls_total=batch.calls_total + 1)
+            sent = [_sign_item(by_request[s.request_id]) for s in call]
+            documents = {s.request_id: s.content for s in sent}
             job_number = client.get_job_number(ctx)
             if comfort is not None:
                 # Shown for the record; the terminal asks for nothing ("Komfortsignatur – keine PIN-Eingabe nötig").
                 _update(batch, state=SignatureBatch.State.SIGNING, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(comfort.ctx, card.card_handle, job_number, call)
+                    results = client.sign_documents(comfort.ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -193,7 +195,7 @@ def batch_run(batch_id: int) -> None:
                 # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
                 _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(ctx, card.card_handle, job_number, call)
+                    results = client.sign_documents(ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -205,6 +207,8 @@ def batch_run(batch_id: int) -> None:
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
             _store_results(batch, by_request, documents, results, certificates, ca, comfort=comfort)
+            # This call's documents and signed PDFs go before the next call's are read.
+            del sent, documents, results
         if comfort is not None:
             comfort_after_batch(client, comfort)
     except BatchStopped as stop:
@@ -285,13 +289,47 @@ def _without_refused(batch: SignatureBatch, by_request: dict[str, BatchItem], ca
     return [s for s in call if s.request_id not in gone]
 
 
-def _sign_item(item: BatchItem) -> SignItem:
-    try:
-        content = blob_get(item.document_sha256)
-    except BlobError as exc:
-        raise BatchStopped(
-            None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
-        ) from exc
+class _Length:
+    """A document's size standing in for its bytes while the calls are planned (konnektor.batches weighs each
+    item by len(content) only)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _document_missing(item: BatchItem) -> BatchStopped:
+    return BatchStopped(
+        None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
+    )
+
+
+def _check_documents_stored(items: Sequence[BatchItem]) -> None:
+    """Before the first PIN: a document gone from the store stops the batch before anything is signed (its bytes
+    are read, and their digest checked, only when its call comes)."""
+    for item in items:
+        try:
+            stored = blob_path(item.document_sha256).is_file()
+        except BlobError:
+            stored = False
+        if not stored:
+            raise _document_missing(item)
+
+
+def _planned_item(item: BatchItem) -> SignItem:
+    # Draft.size is the length of the blob named by document_sha256: both change together (draft_update), and
+    # batch_create took the item only at the digest the page showed.
+    return _sign_item(item, content=cast(bytes, _Length(item.draft.size)))
+
+
+def _sign_item(item: BatchItem, *, content: bytes | None = None) -> SignItem:
+    if content is None:
+        try:
+            content = blob_get(item.document_sha256)
+        except BlobError as exc:
+            raise _document_missing(item) from exc
     return SignItem(
         request_id=item.request_id,
         content=content,

@@ -11,9 +11,10 @@ import pytest
 from django.db import connections, transaction
 
 from audit.models import AuditEvent
-from konnektor import error_text
-from mailbox.storage import blob_get
+from konnektor import KonnektorClient, error_text
+from mailbox.storage import blob_get, blob_path
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.services import run as run_service
 from signing.services.batch import Selected, batch_cancel, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
@@ -418,3 +419,48 @@ def test_a_g21_card_signs_with_its_ecc_key_and_that_certificate_is_the_cards(
     assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 2, 0)
     used = {bytes(s.signer_certificate) for s in Signature.objects.all()}
     assert used and card.certificate_der not in used  # not the RSA certificate ReadCardCertificate names first
+
+
+def test_a_big_batch_holds_one_calls_documents_at_a_time(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, monkeypatch
+):
+    """250 documents of up to 25 MB each: read all at once they would be gigabytes in the worker. Each call's
+    documents are read when that call comes (the calls are planned by the documents' sizes)."""
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(5, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    read: list[str] = []
+    read_before_call: list[int] = []
+    real_get, real_sign = run_service.blob_get, KonnektorClient.sign_documents
+
+    def counting_get(sha256):
+        read.append(sha256)
+        return real_get(sha256)
+
+    def noting_sign(self, ctx, card_handle, job_number, items):
+        read_before_call.append(len(read))
+        return real_sign(self, ctx, card_handle, job_number, items)
+
+    monkeypatch.setattr(run_service, "blob_get", counting_get)
+    monkeypatch.setattr(KonnektorClient, "sign_documents", noting_sign)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.calls_total) == ("done", 5, 3)
+    assert read_before_call == [2, 4, 5]
+    assert len(read) == 5
+
+
+def test_a_document_gone_from_the_store_stops_the_batch_before_the_pin(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = _drafts(3, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    blob_path(drafts[2].sha256).unlink()
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and batch.job_number == ""
+    assert batch.error_text == f"Ein Dokument fehlt im Speicher oder ist beschädigt: {drafts[2].filename}"
+    assert not konnektor_sim.signed_requests
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
+    assert all(d.last_error == batch.error_text for d in Draft.objects.all())
