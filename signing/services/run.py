@@ -164,7 +164,7 @@ def batch_run(batch_id: int) -> None:
                 # Shown for the record; the terminal asks for nothing ("Komfortsignatur – keine PIN-Eingabe nötig").
                 _update(batch, state=SignatureBatch.State.SIGNING, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(comfort.ctx, card.card_handle, job_number, sent)
+                    results = _sign_call(client, comfort.ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -195,7 +195,7 @@ def batch_run(batch_id: int) -> None:
                 # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
                 _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(ctx, card.card_handle, job_number, sent)
+                    results = _sign_call(client, ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -222,6 +222,23 @@ def batch_run(batch_id: int) -> None:
         _finish(batch, code=None, text="")
     finally:
         heartbeat.stop()
+
+
+def _sign_call(
+    client: KonnektorClient, ctx: Any, card_handle: str, job_number: str, items: Sequence[SignItem]
+) -> list[SignResult]:
+    """One SignDocument call. When the portal stops waiting for its answer (timeout), the Konnektor may still be
+    asking for the PIN: StopSignature ends that job, so the terminal stops asking for a batch that has ended, no
+    signature is made that nobody uses, and the card is free for the next start at once."""
+    try:
+        return client.sign_documents(ctx, card_handle, job_number, items)
+    except KonnektorError as exc:
+        if exc.kind == "timeout":
+            try:
+                client.stop_signature(ctx, job_number)
+            except KonnektorError as stop:
+                log.info("StopSignature %s after a timeout: %s", job_number, stop)
+        raise
 
 
 def heartbeat_seconds() -> float:

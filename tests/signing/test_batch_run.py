@@ -18,7 +18,7 @@ from signing.services import run as run_service
 from signing.services.batch import Selected, batch_cancel, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.signing.documents import make_pdf
 from tests.signing.factories import DraftFactory
 
@@ -464,3 +464,29 @@ def test_a_document_gone_from_the_store_stops_the_batch_before_the_pin(
     assert not konnektor_sim.signed_requests
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
     assert all(d.last_error == batch.error_text for d in Draft.objects.all())
+
+
+def test_a_timeout_while_the_terminal_asks_for_the_pin_ends_that_job_too(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    """The portal gives up waiting for SignDocument; the terminal must stop asking for the PIN of a batch that has
+    ended (else a PIN typed late signs documents nobody uses, and the card stays busy for the next start)."""
+    sim = use_sim(konnektor_sim_factory(auto_pin=None), KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT=1.5)
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and "nicht innerhalb von 1.5 Sekunden" in batch.error_text
+    assert all(d.state == Draft.State.DRAFT and d.last_error == batch.error_text for d in Draft.objects.all())
+    terminal = sim.terminal(CT_ID)
+    deadline = time.monotonic() + 5
+    while terminal.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not terminal.waiting
+    # Started again at once, the card is free and the PIN typed now signs the new batch.
+    sim.auto_pin = PIN
+    again = _start(signer, workplace, list(Draft.objects.all()), django_capture_on_commit_callbacks)
+    batch_run(again.pk)
+    again.refresh_from_db()
+    assert (again.state, again.signed_count) == ("done", 2), again.error_text
+    assert {s.job_number for s in sim.signed_requests} == {again.job_number}
