@@ -518,6 +518,21 @@ def batch_end_if_stale(batch_id: int) -> bool:
     return True
 
 
+def batch_end_if_unstarted(batch_id: int) -> bool:
+    """A cancelled batch no worker has started ends at once; its task, when it comes, finds it ended (batch_run
+    starts only a batch still prepared, under the same row lock)."""
+    with transaction.atomic():
+        batch = (
+            SignatureBatch.objects.select_for_update()
+            .filter(pk=batch_id, state__in=SignatureBatch.ACTIVE_STATES, started_at__isnull=True)
+            .first()
+        )
+        if batch is None:
+            return False
+        _finish(batch, code=None, text="")
+    return True
+
+
 def batch_end_unqueued(batch_id: int) -> None:
     """The batch's task could not be queued (the broker is down): it ends at once, its drafts go back."""
     _finish(

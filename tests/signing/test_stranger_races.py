@@ -20,6 +20,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from kimportal.errors import PortalError
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
 from signing.services import batch as batch_service
@@ -299,6 +300,46 @@ def test_after_a_worker_crash_the_physician_can_cancel_and_sign_again_at_once(
     )
     assert "läuft bereits" not in response.content.decode()
     assert SignatureBatch.objects.filter(signer=signer).count() == 2
+
+
+def test_a_batch_still_waiting_for_a_worker_is_cancelled_at_once(client, signer, assistant, mailbox, workplace):
+    """The worker is busy (another physician's PIN entry): "Abbrechen" ends the queued batch now, not when the
+    worker gets to it, and its task, when it comes, signs nothing."""
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    client.force_login(signer)
+    client.post(reverse("signing:batch-cancel", args=[batch.pk]))
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.CANCELLED and batch.finished_at is not None
+    assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(drafts)}, follow=True
+    )
+    assert "läuft bereits" not in response.content.decode()
+    batch_run(batch.pk)  # the late task
+    assert SignatureBatch.objects.get(pk=batch.pk).state == SignatureBatch.State.CANCELLED
+    assert not Signature.objects.exists()
+
+
+@pytest.mark.parametrize("rounds", [5])
+def test_cancel_racing_the_workers_start_ends_the_batch_once(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, rounds
+):
+    """Either the cancel ends the batch before the worker takes it, or the worker takes it and stops at the
+    cancel request: never both, never neither."""
+    use_sim(konnektor_sim)
+    for _ in range(rounds):
+        drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+        batch = _start(signer, workplace, drafts)
+        together(lambda b=batch: batch_service.batch_cancel(user=signer, batch=b), lambda b=batch: batch_run(b.pk))
+        batch.refresh_from_db()
+        assert batch.state == SignatureBatch.State.CANCELLED and batch.finished_at is not None
+        assert AuditEvent.objects.filter(action="signing.batch_finished", details__batch=batch.pk).count() == 1
+        # Back in the queue, unless the card signed before the worker saw the cancel request.
+        for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+            assert draft.state in (Draft.State.DRAFT, Draft.State.SIGNED), draft.state
+            assert Signature.objects.filter(draft=draft).exists() == (draft.state == Draft.State.SIGNED)
 
 
 # --- a signer deactivated before the worker starts -----------------------------------------------------------
