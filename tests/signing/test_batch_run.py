@@ -4,6 +4,7 @@ queue with its German text."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -490,3 +491,32 @@ def test_a_timeout_while_the_terminal_asks_for_the_pin_ends_that_job_too(
     again.refresh_from_db()
     assert (again.state, again.signed_count) == ("done", 2), again.error_text
     assert {s.job_number for s in sim.signed_requests} == {again.job_number}
+
+
+@pytest.mark.parametrize("pdf", [False, True], ids=["cades", "pades"])
+def test_a_signature_answered_for_another_document_is_not_used(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, monkeypatch, pdf
+):
+    """A Konnektor that mixes up its answers: each carries a real signature of the card, but under the RequestID of
+    another document of the call. The answer is matched by RequestID and then checked against that document's own
+    bytes, so neither signature is used and both letters stay in the queue with the reason."""
+    use_sim(konnektor_sim)
+    drafts = _drafts(2, signer, assistant, mailbox, pdf=pdf)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    real_sign = KonnektorClient.sign_documents
+
+    def swapped(self, ctx, card_handle, job_number, items):
+        first, second = real_sign(self, ctx, card_handle, job_number, items)
+        return [
+            dataclasses.replace(first, request_id=second.request_id),
+            dataclasses.replace(second, request_id=first.request_id),
+        ]
+
+    monkeypatch.setattr(KonnektorClient, "sign_documents", swapped)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 0, 2)
+    assert len(konnektor_sim.signed_requests) == 2 and not Signature.objects.exists()
+    for draft in Draft.objects.all():
+        assert draft.state == Draft.State.FAILED
+        assert draft.last_error.startswith("Signatur bei der Prüfung abgelehnt")
