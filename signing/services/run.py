@@ -257,17 +257,23 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stopped.wait(heartbeat_seconds()):
-                SignatureBatch.objects.filter(pk=self.batch_id, finished_at__isnull=True).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:
-            log.exception("heartbeat of signing batch %s stopped", self.batch_id)
+                try:
+                    _beat(self.batch_id)
+                except Exception:
+                    # A database hiccup must not end the beats for good: the batch, alive, would be ended as
+                    # stale while the physician types the PIN. The next beat starts on a fresh connection.
+                    log.exception("heartbeat of signing batch %s failed", self.batch_id)
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 
     def stop(self) -> None:
         self._stopped.set()
         self.join(timeout=heartbeat_seconds() + 5)
+
+
+def _beat(batch_id: int) -> None:
+    SignatureBatch.objects.filter(pk=batch_id, finished_at__isnull=True).update(heartbeat_at=timezone.now())
 
 
 def _allowed_mailboxes(batch: SignatureBatch) -> set[int]:

@@ -342,6 +342,36 @@ def test_cancel_racing_the_workers_start_ends_the_batch_once(
             assert Signature.objects.filter(draft=draft).exists() == (draft.state == Draft.State.SIGNED)
 
 
+def test_the_heartbeat_goes_on_after_a_database_hiccup(signer, assistant, mailbox, workplace, settings, monkeypatch):
+    """One failed heartbeat (the database restarted, a connection dropped) must not end the beats: six missed
+    beats later the recovery would end a batch whose worker is alive and waiting for the PIN."""
+    from django.db import OperationalError
+
+    from signing.services import run as run_service
+
+    settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 0.05
+    batch = _start(signer, workplace, plain_letters(1, signer=signer, author=assistant, mailbox=mailbox))
+    beats: list[str] = []
+    real_beat = run_service._beat
+
+    def flaky_beat(batch_id: int) -> None:
+        beats.append("failed" if not beats else "ok")
+        if len(beats) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        real_beat(batch_id)
+
+    monkeypatch.setattr(run_service, "_beat", flaky_beat)
+    heartbeat = run_service._Heartbeat(batch.pk)
+    heartbeat.start()
+    try:
+        _wait_for(
+            lambda: SignatureBatch.objects.get(pk=batch.pk).heartbeat_at is not None, 10, "a beat after the hiccup"
+        )
+    finally:
+        heartbeat.stop()
+    assert beats[0] == "failed" and "ok" in beats
+
+
 # --- a signer deactivated before the worker starts -----------------------------------------------------------
 
 
