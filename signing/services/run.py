@@ -69,7 +69,8 @@ def _refresh(batch: SignatureBatch) -> SignatureBatch:
 
 
 def _update(batch: SignatureBatch, **fields: Any) -> None:
-    SignatureBatch.objects.filter(pk=batch.pk).update(**fields)
+    # Never on an ended batch: a late worker must not make a finished batch look running again.
+    SignatureBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(**fields)
     for name, value in fields.items():
         setattr(batch, name, value)
     events.broadcast_batch_changed(batch_id=batch.pk)
@@ -77,6 +78,21 @@ def _update(batch: SignatureBatch, **fields: Any) -> None:
 
 def _cancel_requested(batch: SignatureBatch) -> bool:
     return SignatureBatch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=False).exists()
+
+
+def _ended(batch: SignatureBatch) -> bool:
+    """Ended without this worker (the stale recovery took a worker that fell silent for its own)."""
+    return SignatureBatch.objects.filter(pk=batch.pk, finished_at__isnull=False).exists()
+
+
+def _lock_pending(batch: SignatureBatch) -> set[int]:
+    """In the caller's transaction: lock the batch row (as _finish does) and return the ids of its items still
+    pending; none when the batch has ended meanwhile. Its drafts are then back in the queue, perhaps in a new
+    batch: nothing this worker still gets for them is used."""
+    current = SignatureBatch.objects.select_for_update().filter(pk=batch.pk).first()
+    if current is None or not current.is_active:
+        return set()
+    return set(current.items.filter(state=BatchItem.State.PENDING).values_list("pk", flat=True))
 
 
 def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, list[bytes]]:
@@ -141,7 +157,7 @@ def batch_run(batch_id: int) -> None:
             _store_results(batch, by_request, {}, plan.rejected, certificates, ca)
         number = 0
         while calls:
-            if _cancel_requested(batch):
+            if _cancel_requested(batch) or _ended(batch):
                 break
             call = _without_refused(batch, by_request, calls.pop(0))
             if not call:
@@ -287,6 +303,10 @@ def _refuse(batch: SignatureBatch, items: Sequence[BatchItem]) -> None:
     """Items whose signer left the draft's department (or lost the role) since the batch was queued: not signed,
     back in the queue as failed with the reason, on the audit trail."""
     with transaction.atomic():
+        pending = _lock_pending(batch)
+        items = [item for item in items if item.pk in pending]
+        if not items:
+            return
         for item in items:
             _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
         SignatureBatch.objects.filter(pk=batch.pk).update(failed_count=F("failed_count") + len(items))
@@ -401,6 +421,17 @@ def _store_results(
         blobs.wait()
     now = timezone.now()
     with transaction.atomic():
+        pending = _lock_pending(batch)
+        late = len(good) + len(bad) + len(refused)
+        good = [(item, signature) for item, signature in good if item.pk in pending]
+        bad = [(item, code, text) for item, code, text in bad if item.pk in pending]
+        refused = [item for item in refused if item.pk in pending]
+        if late != len(good) + len(bad) + len(refused):
+            log.warning(
+                "signing batch %s ended before its answers came: %s of them not used",
+                batch.pk,
+                late - len(good) - len(bad) - len(refused),
+            )
         for item, signature in good:
             signature.signed_at = signature.verified_at = now
             item.state = BatchItem.State.SIGNED

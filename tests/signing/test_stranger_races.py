@@ -372,6 +372,38 @@ def test_the_heartbeat_goes_on_after_a_database_hiccup(signer, assistant, mailbo
     assert beats[0] == "failed" and "ok" in beats
 
 
+def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, settings
+):
+    """The worker fell silent (no heartbeat) while the terminal waited for the PIN; the recovery ended its batch
+    and gave the letters back. When the PIN is typed after all, the late answers are not used: no signature, the
+    letters stay in the queue, the batch stays ended (not "running" again)."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim)
+    settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 600  # this worker's heartbeat stays silent during the test
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the PIN prompt")
+        SignatureBatch.objects.filter(pk=batch.pk).update(heartbeat_at=timezone.now() - timedelta(hours=3))
+        assert batches_recover_stale() == 1
+        assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+        terminal.enter_pin(PIN)
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(sim.signed_requests) == 2  # the card did sign ...
+    assert not Signature.objects.exists()  # ... and nothing of it is used
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and batch.finished_at is not None
+    assert "unterbrochen" in batch.error_text
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+
+
 # --- a signer deactivated before the worker starts -----------------------------------------------------------
 
 
