@@ -17,7 +17,7 @@ from signing.models import Draft
 from signing.permissions import SIGNER_NOT_ALLOWED, may_sign_for
 from signing.selectors import DraftFilter
 from signing.services.batch import Selected
-from signing.services.documents import CheckedDocument, DocumentRejected, document_check, too_big
+from signing.services.documents import BIDI_CONTROLS, CheckedDocument, DocumentRejected, document_check, too_big
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -126,8 +126,9 @@ class DraftForm(forms.Form):
     def _one_line(self, name: str) -> str:
         # The subject becomes a mail header when the letter is sent: a line break there is header injection.
         value = str(self.cleaned_data.get(name) or "")
-        # Control characters and line/paragraph separators; a no-break space pasted from a letter is fine.
-        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+        # Control characters and line/paragraph separators; a no-break space pasted from a letter is fine. Direction
+        # overrides neither: the queue would show the physician another patient or subject than the one stored.
+        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in BIDI_CONTROLS for ch in value):
             raise ValidationError(_("Bitte ohne Zeilenumbrüche oder Steuerzeichen."))
         return value
 

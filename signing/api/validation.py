@@ -28,7 +28,13 @@ from signing.doctypes import document_type
 from signing.forms import KIM_DOMAINS
 from signing.models import KisClient, SignerCard
 from signing.permissions import may_sign_for
-from signing.services.documents import CheckedDocument, DocumentRejected, document_check, max_document_bytes
+from signing.services.documents import (
+    BIDI_CONTROLS,
+    CheckedDocument,
+    DocumentRejected,
+    document_check,
+    max_document_bytes,
+)
 from signing.services.drafts import DraftData
 
 logger = logging.getLogger(__name__)
@@ -99,8 +105,9 @@ def _string(body: dict[str, Any], name: str, *, max_length: int, required: bool 
             _("Das Feld „%(field)s“ ist zu lang (höchstens %(max)s Zeichen).") % {"field": name, "max": max_length},
             field=name,
         )
-    # Subject and patient become a mail header and a list row: no line breaks, no control characters.
-    if one_line and any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+    # Subject and patient become a mail header and a list row: no line breaks, no control characters, no direction
+    # overrides (the row would show another name than the one stored).
+    if one_line and any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in BIDI_CONTROLS for ch in value):
         raise ApiError(
             400,
             "invalid_field",

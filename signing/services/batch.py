@@ -164,10 +164,11 @@ def batch_cancel(*, user: Any, batch: SignatureBatch) -> SignatureBatch:
             events.broadcast_batch_changed(batch_id=current.pk)
     if current.job_number:
         _stop_signature(current)
-    from signing.services.run import batch_end_if_stale
+    from signing.services.run import batch_end_if_stale, batch_end_if_unstarted
 
-    # A batch whose worker died ends now: the physician can start again at once.
-    if batch_end_if_stale(current.pk):
+    # A batch no worker has taken yet (queued behind another physician's PIN entry) and a batch whose worker died
+    # end now: the physician can start again at once.
+    if batch_end_if_unstarted(current.pk) or batch_end_if_stale(current.pk):
         current.refresh_from_db()
     return current
 

@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -34,7 +34,7 @@ from konnektor import (
     batches,
     error_text,
 )
-from mailbox.storage import BlobBatch, BlobError, blob_get
+from mailbox.storage import BlobBatch, BlobError, blob_get, blob_path
 from signing import events
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.permissions import SIGNER_REFUSED_IN_BATCH, signing_mailbox_ids
@@ -69,7 +69,8 @@ def _refresh(batch: SignatureBatch) -> SignatureBatch:
 
 
 def _update(batch: SignatureBatch, **fields: Any) -> None:
-    SignatureBatch.objects.filter(pk=batch.pk).update(**fields)
+    # Never on an ended batch: a late worker must not make a finished batch look running again.
+    SignatureBatch.objects.filter(pk=batch.pk, finished_at__isnull=True).update(**fields)
     for name, value in fields.items():
         setattr(batch, name, value)
     events.broadcast_batch_changed(batch_id=batch.pk)
@@ -77,6 +78,21 @@ def _update(batch: SignatureBatch, **fields: Any) -> None:
 
 def _cancel_requested(batch: SignatureBatch) -> bool:
     return SignatureBatch.objects.filter(pk=batch.pk, cancel_requested_at__isnull=False).exists()
+
+
+def _ended(batch: SignatureBatch) -> bool:
+    """Ended without this worker (the stale recovery took a worker that fell silent for its own)."""
+    return SignatureBatch.objects.filter(pk=batch.pk, finished_at__isnull=False).exists()
+
+
+def _lock_pending(batch: SignatureBatch) -> set[int]:
+    """In the caller's transaction: lock the batch row (as _finish does) and return the ids of its items still
+    pending; none when the batch has ended meanwhile. Its drafts are then back in the queue, perhaps in a new
+    batch: nothing this worker still gets for them is used."""
+    current = SignatureBatch.objects.select_for_update().filter(pk=batch.pk).first()
+    if current is None or not current.is_active:
+        return set()
+    return set(current.items.filter(state=BatchItem.State.PENDING).values_list("pk", flat=True))
 
 
 def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[Card, list[bytes]]:
@@ -130,18 +146,18 @@ def batch_run(batch_id: int) -> None:
             _check_pin(client, ctx, card)
         items = list(batch.items.select_related("draft").order_by("position"))
         by_request = {item.request_id: item for item in items}
-        # Split within the Konnektor's limits; a document too big for any call fails alone (4283).
-        sign_items = [_sign_item(item) for item in items]
-        documents = {s.request_id: s.content for s in sign_items}
-        plan = batches(sign_items, konnektor_config())
+        _check_documents_stored(items)
+        # Split within the Konnektor's limits by the documents' sizes; a document too big for any call fails alone
+        # (4283). The bytes are read one call at a time: 250 documents of 25 MB must not all sit in memory at once.
+        plan = batches([_planned_item(item) for item in items], konnektor_config())
         calls = list(plan.calls)
         _update(batch, calls_total=len(calls))
         ca = qes_ca_pem()
         if plan.rejected:
-            _store_results(batch, by_request, documents, plan.rejected, certificates, ca)
+            _store_results(batch, by_request, {}, plan.rejected, certificates, ca)
         number = 0
         while calls:
-            if _cancel_requested(batch):
+            if _cancel_requested(batch) or _ended(batch):
                 break
             call = _without_refused(batch, by_request, calls.pop(0))
             if not call:
@@ -157,12 +173,14 @@ def batch_run(batch_id: int) -> None:
                     calls.insert(0, call[left:])
                     call = call[:left]
                     _update(batch, calls_total=batch.calls_total + 1)
+            sent = [_sign_item(by_request[s.request_id]) for s in call]
+            documents = {s.request_id: s.content for s in sent}
             job_number = client.get_job_number(ctx)
             if comfort is not None:
                 # Shown for the record; the terminal asks for nothing ("Komfortsignatur – keine PIN-Eingabe nötig").
                 _update(batch, state=SignatureBatch.State.SIGNING, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(comfort.ctx, card.card_handle, job_number, call)
+                    results = _sign_call(client, comfort.ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -193,7 +211,7 @@ def batch_run(batch_id: int) -> None:
                 # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
                 _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
                 try:
-                    results = client.sign_documents(ctx, card.card_handle, job_number, call)
+                    results = _sign_call(client, ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
                     if _cancel_requested(batch):
                         break
@@ -205,6 +223,8 @@ def batch_run(batch_id: int) -> None:
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
             _store_results(batch, by_request, documents, results, certificates, ca, comfort=comfort)
+            # This call's documents and signed PDFs go before the next call's are read.
+            del sent, documents, results
         if comfort is not None:
             comfort_after_batch(client, comfort)
     except BatchStopped as stop:
@@ -218,6 +238,23 @@ def batch_run(batch_id: int) -> None:
         _finish(batch, code=None, text="")
     finally:
         heartbeat.stop()
+
+
+def _sign_call(
+    client: KonnektorClient, ctx: Any, card_handle: str, job_number: str, items: Sequence[SignItem]
+) -> list[SignResult]:
+    """One SignDocument call. When the portal stops waiting for its answer (timeout), the Konnektor may still be
+    asking for the PIN: StopSignature ends that job, so the terminal stops asking for a batch that has ended, no
+    signature is made that nobody uses, and the card is free for the next start at once."""
+    try:
+        return client.sign_documents(ctx, card_handle, job_number, items)
+    except KonnektorError as exc:
+        if exc.kind == "timeout":
+            try:
+                client.stop_signature(ctx, job_number)
+            except KonnektorError as stop:
+                log.info("StopSignature %s after a timeout: %s", job_number, stop)
+        raise
 
 
 def heartbeat_seconds() -> float:
@@ -236,17 +273,23 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stopped.wait(heartbeat_seconds()):
-                SignatureBatch.objects.filter(pk=self.batch_id, finished_at__isnull=True).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:
-            log.exception("heartbeat of signing batch %s stopped", self.batch_id)
+                try:
+                    _beat(self.batch_id)
+                except Exception:
+                    # A database hiccup must not end the beats for good: the batch, alive, would be ended as
+                    # stale while the physician types the PIN. The next beat starts on a fresh connection.
+                    log.exception("heartbeat of signing batch %s failed", self.batch_id)
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 
     def stop(self) -> None:
         self._stopped.set()
         self.join(timeout=heartbeat_seconds() + 5)
+
+
+def _beat(batch_id: int) -> None:
+    SignatureBatch.objects.filter(pk=batch_id, finished_at__isnull=True).update(heartbeat_at=timezone.now())
 
 
 def _allowed_mailboxes(batch: SignatureBatch) -> set[int]:
@@ -260,6 +303,10 @@ def _refuse(batch: SignatureBatch, items: Sequence[BatchItem]) -> None:
     """Items whose signer left the draft's department (or lost the role) since the batch was queued: not signed,
     back in the queue as failed with the reason, on the audit trail."""
     with transaction.atomic():
+        pending = _lock_pending(batch)
+        items = [item for item in items if item.pk in pending]
+        if not items:
+            return
         for item in items:
             _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
         SignatureBatch.objects.filter(pk=batch.pk).update(failed_count=F("failed_count") + len(items))
@@ -285,13 +332,47 @@ def _without_refused(batch: SignatureBatch, by_request: dict[str, BatchItem], ca
     return [s for s in call if s.request_id not in gone]
 
 
-def _sign_item(item: BatchItem) -> SignItem:
-    try:
-        content = blob_get(item.document_sha256)
-    except BlobError as exc:
-        raise BatchStopped(
-            None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
-        ) from exc
+class _Length:
+    """A document's size standing in for its bytes while the calls are planned (konnektor.batches weighs each
+    item by len(content) only)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _document_missing(item: BatchItem) -> BatchStopped:
+    return BatchStopped(
+        None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
+    )
+
+
+def _check_documents_stored(items: Sequence[BatchItem]) -> None:
+    """Before the first PIN: a document gone from the store stops the batch before anything is signed (its bytes
+    are read, and their digest checked, only when its call comes)."""
+    for item in items:
+        try:
+            stored = blob_path(item.document_sha256).is_file()
+        except BlobError:
+            stored = False
+        if not stored:
+            raise _document_missing(item)
+
+
+def _planned_item(item: BatchItem) -> SignItem:
+    # Draft.size is the length of the blob named by document_sha256: both change together (draft_update), and
+    # batch_create took the item only at the digest the page showed.
+    return _sign_item(item, content=cast(bytes, _Length(item.draft.size)))
+
+
+def _sign_item(item: BatchItem, *, content: bytes | None = None) -> SignItem:
+    if content is None:
+        try:
+            content = blob_get(item.document_sha256)
+        except BlobError as exc:
+            raise _document_missing(item) from exc
     return SignItem(
         request_id=item.request_id,
         content=content,
@@ -340,6 +421,17 @@ def _store_results(
         blobs.wait()
     now = timezone.now()
     with transaction.atomic():
+        pending = _lock_pending(batch)
+        late = len(good) + len(bad) + len(refused)
+        good = [(item, signature) for item, signature in good if item.pk in pending]
+        bad = [(item, code, text) for item, code, text in bad if item.pk in pending]
+        refused = [item for item in refused if item.pk in pending]
+        if late != len(good) + len(bad) + len(refused):
+            log.warning(
+                "signing batch %s ended before its answers came: %s of them not used",
+                batch.pk,
+                late - len(good) - len(bad) - len(refused),
+            )
         for item, signature in good:
             signature.signed_at = signature.verified_at = now
             item.state = BatchItem.State.SIGNED
@@ -460,6 +552,21 @@ def batch_end_if_stale(batch_id: int) -> bool:
     if batch is None:
         return False
     _finish(batch, code=None, text=str(INTERRUPTED))
+    return True
+
+
+def batch_end_if_unstarted(batch_id: int) -> bool:
+    """A cancelled batch no worker has started ends at once; its task, when it comes, finds it ended (batch_run
+    starts only a batch still prepared, under the same row lock)."""
+    with transaction.atomic():
+        batch = (
+            SignatureBatch.objects.select_for_update()
+            .filter(pk=batch_id, state__in=SignatureBatch.ACTIVE_STATES, started_at__isnull=True)
+            .first()
+        )
+        if batch is None:
+            return False
+        _finish(batch, code=None, text="")
     return True
 
 

@@ -4,6 +4,7 @@ queue with its German text."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -11,13 +12,14 @@ import pytest
 from django.db import connections, transaction
 
 from audit.models import AuditEvent
-from konnektor import error_text
-from mailbox.storage import blob_get
+from konnektor import KonnektorClient, error_text
+from mailbox.storage import blob_get, blob_path
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.services import run as run_service
 from signing.services.batch import Selected, batch_cancel, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
-from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, WORKPLACE
+from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.signing.documents import make_pdf
 from tests.signing.factories import DraftFactory
 
@@ -418,3 +420,103 @@ def test_a_g21_card_signs_with_its_ecc_key_and_that_certificate_is_the_cards(
     assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 2, 0)
     used = {bytes(s.signer_certificate) for s in Signature.objects.all()}
     assert used and card.certificate_der not in used  # not the RSA certificate ReadCardCertificate names first
+
+
+def test_a_big_batch_holds_one_calls_documents_at_a_time(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, monkeypatch
+):
+    """250 documents of up to 25 MB each: read all at once they would be gigabytes in the worker. Each call's
+    documents are read when that call comes (the calls are planned by the documents' sizes)."""
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(5, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    read: list[str] = []
+    read_before_call: list[int] = []
+    real_get, real_sign = run_service.blob_get, KonnektorClient.sign_documents
+
+    def counting_get(sha256):
+        read.append(sha256)
+        return real_get(sha256)
+
+    def noting_sign(self, ctx, card_handle, job_number, items):
+        read_before_call.append(len(read))
+        return real_sign(self, ctx, card_handle, job_number, items)
+
+    monkeypatch.setattr(run_service, "blob_get", counting_get)
+    monkeypatch.setattr(KonnektorClient, "sign_documents", noting_sign)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.calls_total) == ("done", 5, 3)
+    assert read_before_call == [2, 4, 5]
+    assert len(read) == 5
+
+
+def test_a_document_gone_from_the_store_stops_the_batch_before_the_pin(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = _drafts(3, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    blob_path(drafts[2].sha256).unlink()
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and batch.job_number == ""
+    assert batch.error_text == f"Ein Dokument fehlt im Speicher oder ist beschädigt: {drafts[2].filename}"
+    assert not konnektor_sim.signed_requests
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
+    assert all(d.last_error == batch.error_text for d in Draft.objects.all())
+
+
+def test_a_timeout_while_the_terminal_asks_for_the_pin_ends_that_job_too(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    """The portal gives up waiting for SignDocument; the terminal must stop asking for the PIN of a batch that has
+    ended (else a PIN typed late signs documents nobody uses, and the card stays busy for the next start)."""
+    sim = use_sim(konnektor_sim_factory(auto_pin=None), KIMPORTAL_KONNEKTOR_SIGN_TIMEOUT=1.5)
+    drafts = _drafts(2, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and "nicht innerhalb von 1.5 Sekunden" in batch.error_text
+    assert all(d.state == Draft.State.DRAFT and d.last_error == batch.error_text for d in Draft.objects.all())
+    terminal = sim.terminal(CT_ID)
+    deadline = time.monotonic() + 5
+    while terminal.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not terminal.waiting
+    # Started again at once, the card is free and the PIN typed now signs the new batch.
+    sim.auto_pin = PIN
+    again = _start(signer, workplace, list(Draft.objects.all()), django_capture_on_commit_callbacks)
+    batch_run(again.pk)
+    again.refresh_from_db()
+    assert (again.state, again.signed_count) == ("done", 2), again.error_text
+    assert {s.job_number for s in sim.signed_requests} == {again.job_number}
+
+
+@pytest.mark.parametrize("pdf", [False, True], ids=["cades", "pades"])
+def test_a_signature_answered_for_another_document_is_not_used(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, monkeypatch, pdf
+):
+    """A Konnektor that mixes up its answers: each carries a real signature of the card, but under the RequestID of
+    another document of the call. The answer is matched by RequestID and then checked against that document's own
+    bytes, so neither signature is used and both letters stay in the queue with the reason."""
+    use_sim(konnektor_sim)
+    drafts = _drafts(2, signer, assistant, mailbox, pdf=pdf)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    real_sign = KonnektorClient.sign_documents
+
+    def swapped(self, ctx, card_handle, job_number, items):
+        first, second = real_sign(self, ctx, card_handle, job_number, items)
+        return [
+            dataclasses.replace(first, request_id=second.request_id),
+            dataclasses.replace(second, request_id=first.request_id),
+        ]
+
+    monkeypatch.setattr(KonnektorClient, "sign_documents", swapped)
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 0, 2)
+    assert len(konnektor_sim.signed_requests) == 2 and not Signature.objects.exists()
+    for draft in Draft.objects.all():
+        assert draft.state == Draft.State.FAILED
+        assert draft.last_error.startswith("Signatur bei der Prüfung abgelehnt")

@@ -257,6 +257,9 @@ REFUSALS = [
     ("recipients not a list", {"recipients": "praxis@praxis-test.kim.telematik-test"}, 400, "invalid_field"),
     ("no recipient", {"recipients": []}, 400, "invalid_field"),
     ("line break in subject", {"subject": "Brief\r\nBcc: x@y"}, 400, "invalid_field"),
+    # The queue would show "Entlassbrief Müller" for a stored subject that reads otherwise.
+    ("direction override in subject", {"subject": "Entlassbrief \u202erellüM"}, 400, "invalid_field"),
+    ("direction override in patient", {"patient_reference": "\u2067Muster\u2069, Anna"}, 400, "invalid_field"),
     ("bad document id", {"document_id": "../etc"}, 400, "invalid_field"),
     ("bad base64", {"document": {"filename": "brief.pdf", "content_base64": "%%%"}}, 400, "invalid_base64"),
     (

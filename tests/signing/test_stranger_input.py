@@ -339,6 +339,27 @@ def test_line_breaks_in_subject_or_patient_are_refused(client, assistant, physic
     assert not Draft.objects.exists()
 
 
+@pytest.mark.parametrize("field", ["subject", "patient_reference"])
+@pytest.mark.parametrize("value", ["Entlassbrief \u202erellüM", "\u2067Muster\u2069, Anna", "Brief\u202d01\u202c"])
+def test_direction_overrides_in_subject_or_patient_are_refused(client, assistant, physician, mailbox, field, value):
+    """The queue would show the physician "Müller" for a stored "rellüM" (U+202E): another patient or subject
+    than the one stored, searched for and sent as the mail's subject."""
+    client.force_login(assistant)
+    response = _post(client, physician, mailbox, SimpleUploadedFile("brief.txt", LETTER_TEXT), **{field: value})
+    assert response.status_code == 422
+    assert "Steuerzeichen" in response.content.decode()
+    assert not Draft.objects.exists()
+
+
+def test_hebrew_in_the_patient_field_without_overrides_is_fine(client, assistant, physician, mailbox):
+    client.force_login(assistant)
+    response = _post(
+        client, physician, mailbox, SimpleUploadedFile("brief.txt", LETTER_TEXT), patient_reference="שרה כהן"
+    )
+    assert response.status_code == 302
+    assert Draft.objects.get().patient_reference == "שרה כהן"
+
+
 def test_a_no_break_space_pasted_into_the_subject_is_fine(client, assistant, physician, mailbox):
     client.force_login(assistant)
     response = _post(

@@ -20,6 +20,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from kimportal.errors import PortalError
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
 from signing.services import batch as batch_service
@@ -299,6 +300,108 @@ def test_after_a_worker_crash_the_physician_can_cancel_and_sign_again_at_once(
     )
     assert "läuft bereits" not in response.content.decode()
     assert SignatureBatch.objects.filter(signer=signer).count() == 2
+
+
+def test_a_batch_still_waiting_for_a_worker_is_cancelled_at_once(client, signer, assistant, mailbox, workplace):
+    """The worker is busy (another physician's PIN entry): "Abbrechen" ends the queued batch now, not when the
+    worker gets to it, and its task, when it comes, signs nothing."""
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    client.force_login(signer)
+    client.post(reverse("signing:batch-cancel", args=[batch.pk]))
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.CANCELLED and batch.finished_at is not None
+    assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(drafts)}, follow=True
+    )
+    assert "läuft bereits" not in response.content.decode()
+    batch_run(batch.pk)  # the late task
+    assert SignatureBatch.objects.get(pk=batch.pk).state == SignatureBatch.State.CANCELLED
+    assert not Signature.objects.exists()
+
+
+@pytest.mark.parametrize("rounds", [5])
+def test_cancel_racing_the_workers_start_ends_the_batch_once(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, rounds
+):
+    """Either the cancel ends the batch before the worker takes it, or the worker takes it and stops at the
+    cancel request: never both, never neither."""
+    use_sim(konnektor_sim)
+    for _ in range(rounds):
+        drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+        batch = _start(signer, workplace, drafts)
+        together(lambda b=batch: batch_service.batch_cancel(user=signer, batch=b), lambda b=batch: batch_run(b.pk))
+        batch.refresh_from_db()
+        assert batch.state == SignatureBatch.State.CANCELLED and batch.finished_at is not None
+        assert AuditEvent.objects.filter(action="signing.batch_finished", details__batch=batch.pk).count() == 1
+        # Back in the queue, unless the card signed before the worker saw the cancel request.
+        for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+            assert draft.state in (Draft.State.DRAFT, Draft.State.SIGNED), draft.state
+            assert Signature.objects.filter(draft=draft).exists() == (draft.state == Draft.State.SIGNED)
+
+
+def test_the_heartbeat_goes_on_after_a_database_hiccup(signer, assistant, mailbox, workplace, settings, monkeypatch):
+    """One failed heartbeat (the database restarted, a connection dropped) must not end the beats: six missed
+    beats later the recovery would end a batch whose worker is alive and waiting for the PIN."""
+    from django.db import OperationalError
+
+    from signing.services import run as run_service
+
+    settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 0.05
+    batch = _start(signer, workplace, plain_letters(1, signer=signer, author=assistant, mailbox=mailbox))
+    beats: list[str] = []
+    real_beat = run_service._beat
+
+    def flaky_beat(batch_id: int) -> None:
+        beats.append("failed" if not beats else "ok")
+        if len(beats) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        real_beat(batch_id)
+
+    monkeypatch.setattr(run_service, "_beat", flaky_beat)
+    heartbeat = run_service._Heartbeat(batch.pk)
+    heartbeat.start()
+    try:
+        _wait_for(
+            lambda: SignatureBatch.objects.get(pk=batch.pk).heartbeat_at is not None, 10, "a beat after the hiccup"
+        )
+    finally:
+        heartbeat.stop()
+    assert beats[0] == "failed" and "ok" in beats
+
+
+def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, settings
+):
+    """The worker fell silent (no heartbeat) while the terminal waited for the PIN; the recovery ended its batch
+    and gave the letters back. When the PIN is typed after all, the late answers are not used: no signature, the
+    letters stay in the queue, the batch stays ended (not "running" again)."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim)
+    settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 600  # this worker's heartbeat stays silent during the test
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the PIN prompt")
+        SignatureBatch.objects.filter(pk=batch.pk).update(heartbeat_at=timezone.now() - timedelta(hours=3))
+        assert batches_recover_stale() == 1
+        assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+        terminal.enter_pin(PIN)
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(sim.signed_requests) == 2  # the card did sign ...
+    assert not Signature.objects.exists()  # ... and nothing of it is used
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and batch.finished_at is not None
+    assert "unterbrochen" in batch.error_text
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
 
 
 # --- a signer deactivated before the worker starts -----------------------------------------------------------

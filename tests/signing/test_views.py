@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from signing.models import Draft, SignerCard, Workplace
@@ -266,7 +267,11 @@ def test_batch_page_shows_the_summary_after_reload(client, physician, assistant,
 def test_cancel_by_htmx_answers_with_the_status_block(client, physician, workplace):
     from signing.models import SignatureBatch
 
-    batch = SignatureBatch.objects.create(signer=physician, workplace=workplace, total=1)
+    # Running (a worker took it): the cancel is a request the worker acts on.
+    now = timezone.now()
+    batch = SignatureBatch.objects.create(
+        signer=physician, workplace=workplace, total=1, state="pin", started_at=now, heartbeat_at=now
+    )
     client.force_login(physician)
     response = client.post(reverse("signing:batch-cancel", args=[batch.pk]), headers={"HX-Request": "true"})
     assert response.status_code == 200
