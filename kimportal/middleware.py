@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
-from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.auth.middleware import AuthenticationMiddleware, LoginRequiredMiddleware
+from django.http import HttpRequest
 from django.middleware.locale import LocaleMiddleware
+from django.shortcuts import resolve_url
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject
+from django_htmx.http import HttpResponseClientRedirect
 
 from kimportal.sessions import session_user
 
@@ -69,3 +74,21 @@ def _user(request):
     if not hasattr(request, "_cached_user"):
         request._cached_user = session_user(request)
     return request._cached_user
+
+
+class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
+    """Django's LoginRequiredMiddleware, and a signed-out tab's htmx request (the session ended in another tab,
+    expired, or was ended by an administrator) gets the login page as a whole page instead of inside the fragment it
+    asked for: htmx follows a redirect and would swap the login form into a list row or a status box. After signing
+    in, the user is back on the page the tab showed (HX-Current-URL, when it is this site)."""
+
+    def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> Any:
+        refused = super().process_view(request, view_func, view_args, view_kwargs)
+        if refused is None or not request.headers.get("HX-Request"):
+            return refused
+        login = resolve_url(self.get_login_url(view_func))
+        page = urlsplit(request.headers.get("HX-Current-URL", ""))
+        if page.scheme in ("http", "https") and page.netloc == request.get_host() and page.path.startswith("/"):
+            back = page.path + (f"?{page.query}" if page.query else "")
+            return HttpResponseClientRedirect(f"{login}?{urlencode({self.get_redirect_field_name(view_func): back})}")
+        return HttpResponseClientRedirect(login)

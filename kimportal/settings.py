@@ -91,7 +91,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "kimportal.middleware.PortalAuthenticationMiddleware",
     "mailbox.middleware.IdleLogoutMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "kimportal.middleware.PortalLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
