@@ -11,7 +11,7 @@ from mailbox.models import Message
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
-from tests.mailbox.test_consumers import _connect, _receive_until
+from tests.mailbox.test_consumers import _connect, _message_socket, _receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,3 +112,17 @@ async def test_a_filtered_list_or_a_page_without_since_gets_no_rows(ward):
     assert not any("afterbegin" in f for f in await _declare(socket, watch=[shown.pk], new=[], since=shown.pk))
     assert not any("afterbegin" in f for f in await _declare(socket, watch=[shown.pk], new=[box.pk], since=""))
     await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_message_page_shows_a_claim_taken_before_its_socket_listened(ward):
+    from mailbox.services.claims import message_claim
+
+    _box, _other, _foreign, anna, bert, shown = ward
+    # Anna's page was rendered with the message free; Bert took it before her page's socket listened.
+    await database_sync_to_async(message_claim)(user=bert, message=shown)
+    page = await _message_socket(anna, shown.pk)
+    html = await _receive_until(page, 'id="lock-panel"')
+    assert 'data-locked-by-other="1"' in html
+    assert "In Bearbeitung durch Bert B" in html
+    await page.disconnect()
