@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from django.db.models import QuerySet
+
 from mailbox import selectors
 from mailbox.consumers.base import (
     CHANGED,
@@ -23,8 +25,14 @@ from mailbox.consumers.base import (
 )
 from mailbox.events import mailbox_group, message_group, user_group
 from mailbox.livecache import MISSING, RenderMemo, row_data, row_data_ready
+from mailbox.models import Message, member_mailbox_ids
 from mailbox.permissions import Action, can
 from mailbox.selectors.fetching import fetch_failures_for_user
+from mailbox.selectors.messages import MessageFilter
+from mailbox.selectors.messages import _apply_filter as apply_view
+
+# The list views whose first page shows new mail on top (mailbox.views.lists._is_plain).
+_NEW_VIEWS = ("all", "open", "unassigned")
 
 # Rows rendered for one event, shared by the sockets of this process (language x read state).
 _rows: RenderMemo[str] = RenderMemo(ttl=2.0)
@@ -61,6 +69,10 @@ class InboxConsumer(PortalConsumer):
         # new mail it shows on top. Until the page says (a "watch" frame), new mail of all its mailboxes.
         self.watched: set[int] = set()
         self.new_for: set[int] | None = None
+        # The newest message the shown list knew when it was rendered ("since"), and the new rows this socket sent
+        # (an ordered set, bounded): what arrived before the socket listened is sent once, and only once.
+        self.since: int | None = None
+        self.announced: dict[int, None] = {}
         await self.accept()
 
     def _connect_db(self) -> tuple[Any, list[int]]:
@@ -75,22 +87,60 @@ class InboxConsumer(PortalConsumer):
 
         A "watch" frame sends nothing of the mailbox (only how many rows the socket follows) and joining a row's
         group reveals nothing: every event is checked against the session and the user's role before it is
-        sent. So a page load's watch frame costs no access check (two per message read in the load bench)."""
+        sent. So a page load's watch frame costs no access check (two per message read in the load bench). Its
+        "since" (the newest message the list knew) costs one query on the primary key's newest end: the rows of mail
+        stored after it go the way of new-mail events, checked as they are."""
         data = frame(text_data)
         if "watch" in data or "new" in data:
-            await self._watch(ids(data.get("watch")), ids(data.get("new")))
+            since = str(data.get("since", "")).strip()
+            known = int(since) if since.isdigit() and len(since) <= 18 else None  # a bigint at most
+            view = str(data.get("view", ""))
+            await self._watch(
+                ids(data.get("watch")), ids(data.get("new")), known, view if view in _NEW_VIEWS else "all"
+            )
         if data.get("resync"):
             if await self._check() is NO_ROLE:
                 return
             await self._send(await db(self._render_nav)(0))
 
-    async def _watch(self, rows: set[int], new_for: set[int]) -> None:
+    async def _watch(self, rows: set[int], new_for: set[int], since: int | None = None, view: str = "all") -> None:
         # The number of rows is bounded like a page.
         rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
         await self._leave_groups(*(message_group(message_id) for message_id in sorted(self.watched - rows)))
         await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
         self.watched, self.new_for = rows, new_for
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
+        if since is not None and since != self.since and new_for:
+            self.since = since
+            await self._catch_up(since, new_for, rows, view)
+
+    async def _catch_up(self, since: int, new_for: set[int], shown: set[int], view: str) -> None:
+        """The list was rendered before this socket listened: mail stored in between was told to nobody (a letter
+        nobody reads in a shared inbox). Its rows are queued as its message_created events would have been, and
+        pass the same access check; the rows the page shows and those this socket already sent are left out."""
+        arrived = await db(self._arrived_since)(since, new_for, shown, view)
+        fresh = [(message_id, mailbox_id) for message_id, mailbox_id in arrived if message_id not in self.announced]
+        # Oldest first: each row is prepended, so the newest ends on top as in the list.
+        for message_id, mailbox_id in sorted(fresh):
+            self._queue({"mailbox_id": mailbox_id, "message_id": message_id}, message_id, NEW)
+        if fresh:
+            self._counts_soon()
+
+    def _arrived_since(self, since: int, mailbox_ids: set[int], shown: set[int], view: str) -> list[tuple[int, int]]:
+        """The newest messages of the list's view after `since` in these mailboxes, as far as the user is still a
+        member: one query over the primary key's newest end. The view matters: "since" is the newest row the list
+        showed, and mail stored earlier that its view leaves out (done, assigned) is no news."""
+        limit = MAX_ROWS_PER_FRAME + sum(1 for message_id in shown if message_id > since)
+        qs: QuerySet[Message] = Message.objects.filter(
+            mailbox_id__in=member_mailbox_ids(self.user), is_delivery_report=False
+        )
+        qs = apply_view(
+            qs.filter(mailbox_id__in=sorted(mailbox_ids), pk__gt=since), self.user, MessageFilter(view=view)
+        )
+        found = qs.order_by("-pk").values_list("pk", "mailbox_id")[:limit]
+        return [(message_id, mailbox_id) for message_id, mailbox_id in found if message_id not in shown][
+            :MAX_ROWS_PER_FRAME
+        ]
 
     async def memberships_changed(self, event: dict) -> None:
         """Follow membership changes without a reload: join new mailboxes' groups, leave old ones."""
@@ -165,6 +215,10 @@ class InboxConsumer(PortalConsumer):
         strongest kind (new > changed > presence) decides how it is shown."""
         previous = self.pending_rows.get(message_id)
         strongest = max(kind, previous[1]) if previous else kind
+        if kind == NEW:
+            self.announced[message_id] = None
+            if len(self.announced) > MAX_WATCHED_ROWS:
+                del self.announced[next(iter(self.announced))]
         self.pending_rows[message_id] = (event, strongest)
         self.pending_counts = self.pending_counts or counts
         if not self.rows_scheduled:

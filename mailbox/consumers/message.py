@@ -44,6 +44,10 @@ class MessageConsumer(PortalConsumer):
             return
         await self._join(message_group(self.message_id), user_group(self.user.pk))
         await self.accept()
+        # The page was rendered before this socket listened: a colleague's claim, release or arrival in between
+        # was told to nobody here. Once it listens, the panel is drawn as it is now (with the presence events that
+        # follow the join, one panel).
+        self._lock_panel_soon()
 
     def _connect_db(self) -> tuple[Any, int | None]:
         user = self._connect_user()

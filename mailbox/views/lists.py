@@ -37,6 +37,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         before=request.GET.get("before", ""),
         filters=filters,
     )
+    live = _is_plain(filters)
     mailboxes = list(selectors.mailbox_list_for_user(request.user))
     shown = [mailbox] if mailbox else mailboxes
     query = request.GET.copy()
@@ -53,7 +54,10 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         "fixed_view": view,
         "querystring": query.urlencode(),
         # New mail is prepended live only to an unfiltered first page.
-        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if _is_plain(filters) else "",
+        "live_mailboxes": " ".join(f"mb-{m.pk}" for m in shown) if live else "",
+        # The newest message the list knew (no query: its first page is the newest of its view): what its view
+        # gets after that, before the page's socket listens, the socket sends once it does (mailbox.consumers.inbox).
+        "live_since": max((m.pk for m in page.object_list), default=0) if live and page.number == 1 else None,
         "labels": tuple((label.application, label.label) for label in list_badges().values()),
         "queues": selectors.mailbox_queue_choices(mailbox) if mailbox else [],
     }

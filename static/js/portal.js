@@ -36,7 +36,9 @@ document.addEventListener("htmx:wsClose", () => {
 });
 
 // Tell the inbox socket which rows this page shows and where new mail goes on top: the server then sends
-// changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty).
+// changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty). "since" is the newest
+// message the list knew when the server rendered it: the socket sends the rows of mail of the list's view stored
+// after that (before it listened, nobody was told), once per list.
 let lastWatch = null;
 function declareWatch(force = false) {
   const form = document.getElementById("watch-form");
@@ -46,10 +48,14 @@ function declareWatch(force = false) {
   const mailboxes = live ? live.dataset.liveMailboxes.split(/\s+/).filter(Boolean).map((m) => m.replace("mb-", "")) : [];
   const watch = rows.join(",");
   const fresh = mailboxes.join(",");
-  if (!force && lastWatch === `${watch}|${fresh}`) return;
-  lastWatch = `${watch}|${fresh}`;
+  const since = live ? live.dataset.liveSince || "" : "";
+  const view = live ? live.dataset.liveView || "" : "";
+  if (!force && lastWatch === `${watch}|${fresh}|${since}|${view}`) return;
+  lastWatch = `${watch}|${fresh}|${since}|${view}`;
   form.querySelector("[name=watch]").value = watch;
   form.querySelector("[name=new]").value = fresh;
+  form.querySelector("[name=since]").value = since;
+  form.querySelector("[name=view]").value = view;
   document.body.dispatchEvent(new Event("live-watch"));
 }
 document.addEventListener("htmx:wsOpen", () => declareWatch(true));

@@ -10,9 +10,11 @@ import pytest
 from playwright.sync_api import expect
 
 from mailbox.models import KimAccount, Message
+from mailbox.services.ingest import message_ingest
 from tests.e2e.conftest import ROOT
 from tests.e2e.pages import LoginPage
-from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
 from tisim.cm import CMSimulator
 
 pytestmark = pytest.mark.e2e
@@ -79,3 +81,36 @@ def test_new_mail_appears_live_without_reload(cm, portal, page, tmp_path):
     expect(inbox.row("Neuer Befund live")).to_be_visible(timeout=10_000)
     assert page.evaluate("window.__noReload === true"), "the page must not have reloaded"
     expect(inbox.row("Neuer Befund live")).to_have_class("msg-row unread state-new")
+
+
+def _letter(box, uidl: str, subject: str) -> Message:
+    raw = MAIL_WITH_PDF.replace(b"=?utf-8?q?Entlassbrief_M=C3=BCller?=", subject.encode("ascii"))
+    return message_ingest(mailbox=box, uidl=uidl, raw=raw)
+
+
+def test_a_letter_stored_while_the_inbox_still_loads_appears_once_the_page_listens(portal_web, page):
+    """The worker stores a letter while the inbox page loads: its event reaches no socket of that page (none
+    listens yet). Once the socket opens, it sends the rows of what came after the newest the page knew."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    _letter(box, "known", "Alter Befund")
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    expect(inbox.row("Alter Befund")).to_be_visible()
+
+    # The page is rendered, and its live script waits: its socket cannot open yet.
+    held = []
+    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
+    page.goto(portal_web.url + "/", wait_until="commit")
+    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+        if held:
+            break
+        page.wait_for_timeout(10)
+    assert len(held) == 1
+    # Meanwhile the worker stores a letter; its event reaches no socket of this page.
+    _letter(box, "window", "Im Fenster eingegangen")
+    held.pop().continue_()
+    inbox.wait_live()
+    expect(inbox.row("Im Fenster eingegangen")).to_be_visible()
+    expect(inbox.row("Im Fenster eingegangen")).to_have_count(1)
+    expect(inbox.rows.first).to_contain_text("Im Fenster eingegangen")

@@ -1,0 +1,128 @@
+"""A page is rendered before its sockets listen: what changed in between reaches it once they do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from mailbox.models import Message
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+from tests.mailbox.test_consumers import _connect, _message_socket, _receive_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def ward():
+    box = MailboxFactory()
+    other = MailboxFactory()
+    foreign = MailboxFactory()
+    anna = UserFactory(username="anna", first_name="Anna", last_name="A")
+    bert = UserFactory(username="bert", first_name="Bert", last_name="B")
+    for user in (anna, bert):
+        MembershipFactory(mailbox=box, user=user)
+    MembershipFactory(mailbox=other, user=anna)
+    shown = message_ingest(mailbox=box, uidl="shown", raw=MAIL_WITH_PDF)
+    return box, other, foreign, anna, bert, shown
+
+
+async def _declare(socket, *, watch, new, since, view: str = "all") -> list[str]:
+    """The page's first watch frame (portal.js), then every frame until the counts follow the rows (or nothing)."""
+    frame = {"watch": ",".join(map(str, watch)), "new": ",".join(map(str, new)), "since": str(since), "view": view}
+    await socket.send_to(text_data=json.dumps(frame))
+    frames = [await socket.receive_from(timeout=5)]
+    assert 'id="live-watching"' in frames[0]
+    while not await socket.receive_nothing(timeout=0.8):
+        frames.append(await socket.receive_from(timeout=5))
+    return frames
+
+
+def _ingest(box, uidl: str) -> Message:
+    return message_ingest(mailbox=box, uidl=uidl, raw=MAIL_WITH_PDF)
+
+
+@pytest.mark.asyncio
+async def test_mail_stored_before_the_socket_listened_is_sent_once_it_does(ward):
+    box, other, foreign, anna, _bert, shown = ward
+    # The page was rendered showing `shown` (the newest then); meanwhile the worker stored two letters for the ward,
+    # one for a mailbox the page does not show new mail of, and one for a mailbox Anna is not in.
+    first = await database_sync_to_async(_ingest)(box, "window-1")
+    second = await database_sync_to_async(_ingest)(box, "window-2")
+    elsewhere = await database_sync_to_async(_ingest)(other, "window-other")
+    stranger = await database_sync_to_async(_ingest)(foreign, "window-foreign")
+    socket = await _connect(anna)
+
+    frames = await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk)
+    html = "".join(frames)
+    assert f'id="msg-{first.pk}"' in html and f'id="msg-{second.pk}"' in html
+    assert f"afterbegin:[data-live-mailboxes~='mb-{box.pk}']" in html
+    # Oldest first: each row is prepended, so the newest ends on top as in the list.
+    assert html.index(f'id="msg-{first.pk}"') < html.index(f'id="msg-{second.pk}"')
+    for absent in (shown, elsewhere, stranger):
+        assert f'id="msg-{absent.pk}"' not in html
+    assert any('id="mailbox-nav"' in f for f in frames), "the counts the new mail moved follow"
+
+    # The list changes (a row claimed, a page swapped in with the same "since"): nothing is sent twice.
+    again = await _declare(socket, watch=[shown.pk, first.pk, second.pk], new=[box.pk], since=shown.pk)
+    assert not any("afterbegin" in f for f in again), again
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_rows_the_page_shows_or_the_socket_already_sent_are_not_sent_again(ward):
+    box, _other, _foreign, anna, _bert, shown = ward
+    # Stored after "since" was taken but before the list was read: the page shows it.
+    on_page = await database_sync_to_async(_ingest)(box, "on-page")
+    socket = await _connect(anna)
+    # Stored after the socket listened, before the page's watch frame: its event brought the row already.
+    told = await database_sync_to_async(_ingest)(box, "told")
+    await _receive_until(socket, f'id="msg-{told.pk}"')
+
+    frames = await _declare(socket, watch=[shown.pk, on_page.pk], new=[box.pk], since=shown.pk)
+    assert not any("afterbegin" in f for f in frames), frames
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_mail_its_view_leaves_out_is_no_news_to_an_open_list(ward):
+    box, _other, _foreign, anna, bert, shown = ward
+    done = await database_sync_to_async(_ingest)(box, "done-already")
+    await database_sync_to_async(Message.objects.filter(pk=done.pk).update)(state=Message.State.DONE)
+    assigned = await database_sync_to_async(_ingest)(box, "assigned-already")
+    await database_sync_to_async(Message.objects.filter(pk=assigned.pk).update)(assignee=bert)
+    fresh = await database_sync_to_async(_ingest)(box, "fresh")
+    socket = await _connect(anna)
+
+    # "Nicht zugewiesen": its newest row was `shown`; the done and the assigned letter are not news to it.
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, view="unassigned"))
+    assert f'id="msg-{fresh.pk}"' in html
+    assert f'id="msg-{done.pk}"' not in html and f'id="msg-{assigned.pk}"' not in html
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_filtered_list_or_a_page_without_since_gets_no_rows(ward):
+    box, _other, _foreign, anna, _bert, shown = ward
+    await database_sync_to_async(_ingest)(box, "later")
+    socket = await _connect(anna)
+    assert not any("afterbegin" in f for f in await _declare(socket, watch=[shown.pk], new=[], since=shown.pk))
+    assert not any("afterbegin" in f for f in await _declare(socket, watch=[shown.pk], new=[box.pk], since=""))
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_message_page_shows_a_claim_taken_before_its_socket_listened(ward):
+    from mailbox.services.claims import message_claim
+
+    _box, _other, _foreign, anna, bert, shown = ward
+    # Anna's page was rendered with the message free; Bert took it before her page's socket listened.
+    await database_sync_to_async(message_claim)(user=bert, message=shown)
+    page = await _message_socket(anna, shown.pk)
+    html = await _receive_until(page, 'id="lock-panel"')
+    assert 'data-locked-by-other="1"' in html
+    assert "In Bearbeitung durch Bert B" in html
+    await page.disconnect()
