@@ -42,7 +42,8 @@ document.addEventListener("htmx:wsClose", () => {
 let lastWatch = null;
 function declareWatch(force = false) {
   const form = document.getElementById("watch-form");
-  if (!form) return;
+  // Before its socket first opened there is nobody to tell: the opening declares what the page shows then.
+  if (!form || (!force && lastWatch === null)) return;
   const rows = Array.from(document.querySelectorAll(".msg-row[id^='msg-']")).map((row) => row.id.slice(4));
   const live = document.querySelector("[data-live-mailboxes]");
   const mailboxes = live ? live.dataset.liveMailboxes.split(/\s+/).filter(Boolean).map((m) => m.replace("mb-", "")) : [];
@@ -58,7 +59,11 @@ function declareWatch(force = false) {
   form.querySelector("[name=view]").value = view;
   document.body.dispatchEvent(new Event("live-watch"));
 }
-document.addEventListener("htmx:wsOpen", () => declareWatch(true));
+// Once per opening of the socket the watch form belongs to (a message page also opens its message's socket).
+document.addEventListener("htmx:wsOpen", (ev) => {
+  const form = document.getElementById("watch-form");
+  if (form && ev.target instanceof Element && ev.target.contains(form)) declareWatch(true);
+});
 document.addEventListener("htmx:afterSettle", () => declareWatch());
 document.addEventListener("htmx:wsAfterMessage", () => declareWatch());
 

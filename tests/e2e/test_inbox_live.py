@@ -114,3 +114,39 @@ def test_a_letter_stored_while_the_inbox_still_loads_appears_once_the_page_liste
     expect(inbox.row("Im Fenster eingegangen")).to_be_visible()
     expect(inbox.row("Im Fenster eingegangen")).to_have_count(1)
     expect(inbox.rows.first).to_contain_text("Im Fenster eingegangen")
+
+
+def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_once(portal_web, page):
+    """htmx's ws extension opened a socket nested in another socket's element twice: every message page view cost
+    the server two message sockets (two presences, two heartbeats); and each opening socket re-declared the
+    inbox socket's watch."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    letter = _letter(box, "brief", "Befund")
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    # Every socket the page creates, and every watch frame it sends.
+    page.add_init_script(
+        """(() => {
+        const Native = window.WebSocket;
+        window.__sockets = [];
+        window.__watchFrames = 0;
+        window.WebSocket = function (url, protocols) {
+          const socket = new Native(url, protocols);
+          window.__sockets.push(socket);
+          return socket;
+        };
+        window.WebSocket.prototype = Native.prototype;
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+        const send = Native.prototype.send;
+        Native.prototype.send = function (data) {
+          if (String(data).includes('"watch"')) window.__watchFrames += 1;
+          return send.call(this, data);
+        };
+      })()"""
+    )
+    page.goto(f"{portal_web.url}/nachricht/{letter.pk}/")
+    page.wait_for_function("() => window.__sockets.length > 0 && window.__sockets.every((s) => s.readyState === 1)")
+    kinds = page.evaluate("() => window.__sockets.map((s) => new URL(s.url).pathname.split('/')[2]).sort()")
+    assert kinds == ["inbox", "message"]
+    assert page.evaluate("() => window.__watchFrames") == 1
