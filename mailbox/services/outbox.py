@@ -45,6 +45,7 @@ from mailbox.services.compose import (
     is_arztbrief,
     mime_chunks,
     new_message_id,
+    one_line,
     references_for,
     reply_subject,
     require_sender,
@@ -748,7 +749,7 @@ def outgoing_acknowledge(*, user: Any, message: Message) -> OutgoingMessage:
 
         received = timezone.localtime(message.received_at).strftime("%d.%m.%Y %H:%M")
         data = OutgoingData(
-            subject=reply_subject(message.subject, _("Eingangsbestätigung")),
+            subject=one_line(reply_subject(message.subject, _("Eingangsbestätigung"))),
             body=_(
                 "Eingangsbestätigung: Ihr eArztbrief (Message-ID %(mid)s) ist am %(when)s bei %(mailbox)s eingegangen."
             )
