@@ -106,6 +106,27 @@ def test_autosave_with_an_old_version_is_refused_in_german_and_changes_nothing(c
     assert kept.status_code == 200 and OutgoingMessage.objects.get(pk=draft.pk).subject == "Alt"
 
 
+def test_a_second_tab_on_a_draft_sent_meanwhile_says_so_instead_of_a_blank_or_a_page_in_the_status_line(
+    client, box, writer, draft
+):
+    client.force_login(writer)
+    OutgoingMessage.objects.filter(pk=draft.pk).update(state=OutgoingMessage.State.QUEUED, message_id="<a@kim.local>")
+    data = {"mailbox": box.pk, "subject": "Noch getippt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    # Its next autosave: not the sent message's page (a redirect htmx would follow and swap in), but a line.
+    saved = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert saved.status_code == 409
+    html = saved.content.decode()
+    assert "Nicht gespeichert:" in html and "inzwischen gesendet" in html
+    assert "Diese Fassung speichern" not in html  # nothing on this page can be saved any more
+    # Its "Senden": to the sent message, once (not a 404 that leaves the button dead).
+    sent = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert sent.status_code == 200
+    assert sent["HX-Redirect"] == reverse("mailbox:outgoing-detail", args=[draft.pk])
+    page = client.get(sent["HX-Redirect"]).content.decode()
+    assert "Die Nachricht wurde bereits gesendet." in page
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
+
+
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
     client.force_login(writer)
     url = reverse("mailbox:compose-address")
