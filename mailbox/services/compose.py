@@ -111,6 +111,11 @@ def address_problem(address: str) -> str:
 # header value. A subject pasted from a word processor carries a vertical tab for a manual line break.
 _HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 MAX_FILENAME = 255
+# What the compose form takes (forms_compose): one header line for the subject, a million characters of text.
+MAX_SUBJECT = 998
+MAX_BODY = 1_000_000
+# A reply quotes at most this much of the letter: a draft the form cannot save could never be sent.
+MAX_QUOTE = 200_000
 
 
 def one_line(value: str) -> str:
@@ -205,7 +210,10 @@ def references_for(message: Message) -> str:
 def _quoted(message: Message) -> str:
     when = timezone.localtime(message.date).strftime("%d.%m.%Y %H:%M") if message.date else ""
     sender = message.from_name or message.from_address
-    lines = "\n".join(f"> {line}" for line in (message.text_body or "").splitlines())
+    text = message.text_body or ""
+    lines = "\n".join(f"> {line}" for line in text[:MAX_QUOTE].splitlines())
+    if len(text) > MAX_QUOTE:
+        lines += "\n> […]\n\n" + _("(Zitat gekürzt; die vollständige Nachricht steht im Postfach.)")
     return "\n\n" + _("Am %(when)s schrieb %(sender)s:") % {"when": when, "sender": sender} + "\n" + lines
 
 
@@ -234,7 +242,7 @@ def outgoing_reply_start(*, user: Any, message: Message, reply_all: bool = False
         in_reply_to=message,
         in_reply_to_header=message.message_id.strip(),
         references=references_for(message),
-        subject=one_line(reply_subject(message.subject, "AW")),
+        subject=one_line(reply_subject(message.subject, "AW"))[:MAX_SUBJECT],
         body=_quoted(message),
         to=to,
         cc=cc,
@@ -263,7 +271,7 @@ def outgoing_forward_start(*, user: Any, message: Message) -> OutgoingMessage:
         kind=OutgoingMessage.Kind.FORWARD,
         in_reply_to=message,
         references=references_for(message),
-        subject=one_line(reply_subject(message.subject, "WG")),
+        subject=one_line(reply_subject(message.subject, "WG"))[:MAX_SUBJECT],
     )
     OutgoingAttachment.objects.create(
         outgoing=draft,

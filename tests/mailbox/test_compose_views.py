@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from mailbox.forms_compose import MAX_BODY
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
@@ -62,6 +63,8 @@ def test_compose_creates_a_draft_in_a_mailbox_the_user_may_send_from(client, box
     html = client.get(response["Location"]).content.decode()
     assert 'id="draft-form"' in html and "Entwürfe werden automatisch gespeichert." in html
     assert "KIM-Mail;Default;V1.0" in html and "Arztbrief;VHitG-Versand;V1.2" in html
+    # The browser holds the text to what the form takes: a 20 MB paste cannot turn every save into a refusal.
+    assert f'<textarea name="body" id="id_body" rows="14" maxlength="{MAX_BODY}">' in html
 
 
 def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):

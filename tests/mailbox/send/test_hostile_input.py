@@ -13,10 +13,20 @@ from email.policy import default
 
 import pytest
 
-from mailbox.models import OutgoingMessage
-from mailbox.services.compose import OutgoingData, build_mime, outgoing_attachment_add, outgoing_draft_save
+from mailbox.forms_compose import DraftForm
+from mailbox.models import Message, OutgoingMessage
+from mailbox.services.compose import (
+    MAX_BODY,
+    MAX_SUBJECT,
+    OutgoingData,
+    build_mime,
+    outgoing_attachment_add,
+    outgoing_draft_save,
+    outgoing_reply_start,
+)
+from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import outgoing_deliver, outgoing_send
-from tests.mailbox.conftest import PRAXIS
+from tests.mailbox.conftest import HOSPITAL, PRAXIS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,3 +89,31 @@ def test_a_name_of_a_thousand_characters_keeps_its_extension(account, sender):
     attachment = outgoing_attachment_add(user=sender, draft=draft, filename="B" * 1000 + ".pdf", content=b"%PDF")
     assert len(attachment.filename) == 255 and attachment.filename.endswith("B.pdf")
     assert attachment.content_type == "application/pdf"
+
+
+def test_a_reply_to_a_huge_letter_is_a_draft_the_form_can_save(cm, account, sender):
+    # Quoted whole, a long text (a pasted lab export) and a long subject made a draft whose every autosave and
+    # "Senden" the form refused: the reply could not be sent without first cutting the quote by hand.
+    raw = (
+        f"From: Praxis Test <{PRAXIS}>\r\nTo: {HOSPITAL}\r\nSubject: {'Laborwerte ' * 600}\r\n"
+        "Message-ID: <lang-1@praxis-test.kim.telematik-test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode() + b"Natrium 140 mmol/l; Kalium 4,1 mmol/l\r\n" * 40_000
+    cm.deliver(HOSPITAL, raw)
+    assert account_fetch(account_id=account.pk).error == ""
+    letter = Message.objects.get(mailbox=account.mailbox)
+    assert len(letter.text_body) > MAX_BODY
+    draft = outgoing_reply_start(user=sender, message=letter)
+    assert len(draft.subject) <= MAX_SUBJECT and len(draft.body) <= MAX_BODY
+    assert draft.body.rstrip().endswith("(Zitat gekürzt; die vollständige Nachricht steht im Postfach.)")
+    form = DraftForm(
+        {
+            "mailbox": account.mailbox_id,
+            "subject": draft.subject,
+            "body": draft.body,
+            "to": draft.to,
+            "dienstkennung": draft.dienstkennung,
+        },
+        mailboxes=[account.mailbox],
+    )
+    assert form.is_valid(), form.errors
