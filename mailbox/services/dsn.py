@@ -55,16 +55,19 @@ class ParsedReport:
     # The topmost Return-Path (what the delivering mail system wrote), None when the mail has none.
     return_path: str | None = None
 
-    @property
-    def from_the_mail_system(self) -> bool:
-        """Whether the mail came from the mail system itself: a null sender or none written.
+    def from_the_mail_system(self, own_address: str) -> bool:
+        """Whether the mail came from the mail system itself: a null sender, our own address, or none written.
 
-        A DSN's envelope sender is the null reverse-path (RFC 3461 §6.2), and so is an error mail of the CM's.
-        A participant can only send from its own address (the Fachdienst enforces A_23421), and the final
-        delivery writes that address on top (RFC 5321 §4.4): a report with it is someone's mail, not a report.
-        qmail writes the null sender as ``#@[]``.
+        A DSN's envelope sender is the null reverse-path (RFC 3461 §6.2). A CM's error mail about our send has
+        the null sender or, sent through the Fachdienst as our account, our own address. A participant can
+        only send from its own address (the Fachdienst enforces A_23421), and the final delivery writes that
+        address on top (RFC 5321 §4.4): a report with it is someone's mail, not a report. qmail writes the null
+        sender as ``#@[]``.
         """
-        return self.return_path is None or "".join(self.return_path.split()) in ("", "<>", "<#@[]>", "#@[]")
+        if self.return_path is None:
+            return True
+        path = "".join(self.return_path.split()).strip("<>").lower()
+        return path in ("", "#@[]", own_address.lower())
 
 
 def _header_ids(value: str | None) -> list[str]:
@@ -185,7 +188,7 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
     parsed = parse_report(raw, kim_error_codes=message.kim_error_codes)
     if parsed is None or not parsed.referenced_ids:
         return None
-    if not parsed.from_the_mail_system or message.decryption_results or message.integrity_results:
+    if not parsed.from_the_mail_system(mailbox.address) or message.decryption_results or message.integrity_results:
         # Written by a participant (a recipient knows our Message-ID): sent from an address, or encrypted and
         # decrypted by our CM, which no DSN or error mail is. It stays mail for people to read.
         log.warning(

@@ -93,3 +93,20 @@ def test_a_reply_claiming_to_be_a_cm_error_mail_does_not_fail_our_message(cm, ac
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.DELIVERED
     assert outgoing.recipient_rows.get().state == "delivered"
+
+
+def test_the_cms_error_mail_sent_as_our_own_account_is_still_applied(cm, account, sender, vzd, sent_tasks):
+    # A CM may hand its error mail to the Fachdienst as our account (A_23421 allows no other sender): then our
+    # own address is the Return-Path, which no participant can forge.
+    outgoing = _delivered(account, sender)
+    error_mail = (
+        f"Return-Path: <{HOSPITAL.upper()}>\r\nFrom: KIM-Clientmodul <{HOSPITAL}>\r\nTo: {HOSPITAL}\r\n"
+        "Subject: KIM-Nachricht: Fehler beim Versand\r\nMessage-ID: <cm-err-1@cm.local>\r\n"
+        f"In-Reply-To: {outgoing.message_id}\r\nX-KIM-Fehlermeldung: 4004\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nNicht verschluesselt.\r\n"
+    ).encode()
+    cm.deliver(HOSPITAL, error_mail)
+    assert account_fetch(account_id=account.pk).error == ""
+    outgoing.refresh_from_db()
+    row = outgoing.recipient_rows.get()
+    assert (row.state, row.status_code) == ("failed", "4004")
