@@ -16,11 +16,9 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.dienstkennung import registry
-from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, address_problem
+from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, MAX_BODY, MAX_SUBJECT, address_problem
 
 MAX_RECIPIENTS = 100
-MAX_SUBJECT = 998  # one header line (RFC 5322)
-MAX_BODY = 1_000_000
 SPLIT = re.compile(r"[\s,;]+")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -105,6 +106,37 @@ def address_problem(address: str) -> str:
     return ""
 
 
+# Control characters and the line and paragraph separators: Python's str.splitlines ends a line at each of them
+# (\x0b, \x0c, \x1c-\x1e, \x85, U+2028, U+2029 besides CR and LF), and so the email package refuses them in a
+# header value. A subject pasted from a word processor carries a vertical tab for a manual line break.
+_HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+MAX_FILENAME = 255
+# What the compose form takes (forms_compose): one header line for the subject, a million characters of text.
+MAX_SUBJECT = 998
+MAX_BODY = 1_000_000
+# A reply quotes at most this much of the letter: a draft the form cannot save could never be sent.
+MAX_QUOTE = 200_000
+
+
+def one_line(value: str) -> str:
+    """*value* as one header line: every run of control characters and line separators becomes one space."""
+    return _HEADER_BREAKS.sub(" ", value or "")
+
+
+def attachment_filename(filename: str) -> str:
+    """The name an attachment goes out with: the last path segment, without control and format characters (a
+    line break would end the Content-Disposition header; a right-to-left override, U+202E, makes
+    "Befund<RLO>fdp.exe" read as "Befundexe.pdf"), at most 255 characters with the extension kept (it says how
+    the recipient's system opens the file)."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp")).strip()
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        keep = dot and stem and len(ext) <= 16
+        name = f"{stem[: MAX_FILENAME - 1 - len(ext)].rstrip()}.{ext}" if keep else name[:MAX_FILENAME].rstrip()
+    return name if name.strip(".") else "Anhang"
+
+
 def new_message_id() -> str:
     return f"<{uuid.uuid4()}@{MESSAGE_ID_DOMAIN}>"
 
@@ -134,7 +166,7 @@ def outgoing_draft_save(
 ) -> OutgoingMessage:
     """Create or update a draft (autosave). Addresses are kept as typed but normalised; checks come at send."""
     fields = {
-        "subject": data.subject.replace("\r", "").replace("\n", " "),
+        "subject": one_line(data.subject),
         "body": data.body,
         "to": normalize_addresses(data.to),
         "cc": normalize_addresses(data.cc),
@@ -178,7 +210,10 @@ def references_for(message: Message) -> str:
 def _quoted(message: Message) -> str:
     when = timezone.localtime(message.date).strftime("%d.%m.%Y %H:%M") if message.date else ""
     sender = message.from_name or message.from_address
-    lines = "\n".join(f"> {line}" for line in (message.text_body or "").splitlines())
+    text = message.text_body or ""
+    lines = "\n".join(f"> {line}" for line in text[:MAX_QUOTE].splitlines())
+    if len(text) > MAX_QUOTE:
+        lines += "\n> […]\n\n" + _("(Zitat gekürzt; die vollständige Nachricht steht im Postfach.)")
     return "\n\n" + _("Am %(when)s schrieb %(sender)s:") % {"when": when, "sender": sender} + "\n" + lines
 
 
@@ -207,7 +242,7 @@ def outgoing_reply_start(*, user: Any, message: Message, reply_all: bool = False
         in_reply_to=message,
         in_reply_to_header=message.message_id.strip(),
         references=references_for(message),
-        subject=reply_subject(message.subject, "AW"),
+        subject=one_line(reply_subject(message.subject, "AW"))[:MAX_SUBJECT],
         body=_quoted(message),
         to=to,
         cc=cc,
@@ -236,7 +271,7 @@ def outgoing_forward_start(*, user: Any, message: Message) -> OutgoingMessage:
         kind=OutgoingMessage.Kind.FORWARD,
         in_reply_to=message,
         references=references_for(message),
-        subject=reply_subject(message.subject, "WG"),
+        subject=one_line(reply_subject(message.subject, "WG"))[:MAX_SUBJECT],
     )
     OutgoingAttachment.objects.create(
         outgoing=draft,
@@ -273,7 +308,7 @@ def outgoing_attachment_add(
     announced = len(content) if isinstance(content, bytes) else getattr(content, "size", None)
     if isinstance(announced, int) and announced > MAX_ATTACHMENT_BYTES:
         raise too_large
-    name = (filename or "Anhang").replace("\\", "/").rsplit("/", 1)[-1].strip()[:500] or "Anhang"
+    name = attachment_filename(filename)
     ctype = (content_type or _guess_type(name)).lower()
     if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", ctype) or ctype == "message/rfc822":
         ctype = "application/octet-stream"
@@ -404,12 +439,13 @@ def mime_chunks(outgoing: OutgoingMessage, *, message_id: str, date: datetime | 
     """
     attachments = list(outgoing.attachments.order_by("position"))
     head = EmailMessage(policy=SMTP)
-    head["From"] = formataddr((outgoing.mailbox.display_name, outgoing.mailbox.address))
+    # one_line here too: a draft stored before its text was cleaned, or a mailbox's name, must not stop a send.
+    head["From"] = formataddr((one_line(outgoing.mailbox.display_name), outgoing.mailbox.address))
     if outgoing.to:
         head["To"] = ", ".join(outgoing.to)
     if outgoing.cc:
         head["Cc"] = ", ".join(outgoing.cc)
-    head["Subject"] = outgoing.subject
+    head["Subject"] = one_line(outgoing.subject)
     head["Date"] = format_datetime(timezone.localtime(date or timezone.now()))
     head["Message-ID"] = message_id
     if outgoing.in_reply_to_header:
@@ -451,7 +487,9 @@ def mime_chunks(outgoing: OutgoingMessage, *, message_id: str, date: datetime | 
                 attachment.sha256, attachment.filename, eight_bit=eight_bit_originals[attachment.pk]
             )
         else:
-            yield from _file_part_chunks(attachment.sha256, attachment.filename, attachment.content_type)
+            yield from _file_part_chunks(
+                attachment.sha256, attachment_filename(attachment.filename), attachment.content_type
+            )
         yield b"\r\n"
     yield b"--" + boundary.encode() + b"--\r\n"
 

@@ -52,6 +52,22 @@ class ParsedReport:
     referenced_ids: list[str] = field(default_factory=list)
     recipients: list[RecipientStatus] = field(default_factory=list)
     error_codes: list[str] = field(default_factory=list)
+    # The topmost Return-Path (what the delivering mail system wrote), None when the mail has none.
+    return_path: str | None = None
+
+    def from_the_mail_system(self, own_address: str) -> bool:
+        """Whether the mail came from the mail system itself: a null sender, our own address, or none written.
+
+        A DSN's envelope sender is the null reverse-path (RFC 3461 §6.2). A CM's error mail about our send has
+        the null sender or, sent through the Fachdienst as our account, our own address. A participant can
+        only send from its own address (the Fachdienst enforces A_23421), and the final delivery writes that
+        address on top (RFC 5321 §4.4): a report with it is someone's mail, not a report. qmail writes the null
+        sender as ``#@[]``.
+        """
+        if self.return_path is None:
+            return True
+        path = "".join(self.return_path.split()).strip("<>").lower()
+        return path in ("", "#@[]", own_address.lower())
 
 
 def _header_ids(value: str | None) -> list[str]:
@@ -72,7 +88,7 @@ def parse_report(raw: bytes, *, kim_error_codes: Iterable[str] = ()) -> ParsedRe
     )
     if not is_dsn and not codes:
         return None
-    report = ParsedReport(kind="error_mail" if codes else "dsn", error_codes=codes)
+    report = ParsedReport(kind="error_mail" if codes else "dsn", error_codes=codes, return_path=msg.get("Return-Path"))
     embedded: list[str] = []
     for part in msg.walk():
         ctype = part.get_content_type()
@@ -171,6 +187,16 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
         return None
     parsed = parse_report(raw, kim_error_codes=message.kim_error_codes)
     if parsed is None or not parsed.referenced_ids:
+        return None
+    if not parsed.from_the_mail_system(mailbox.address) or message.decryption_results or message.integrity_results:
+        # Written by a participant (a recipient knows our Message-ID): sent from an address, or encrypted and
+        # decrypted by our CM, which no DSN or error mail is. It stays mail for people to read.
+        log.warning(
+            "message %s of mailbox %s looks like a delivery report but was sent by a participant (%s); not applied",
+            message.pk,
+            mailbox.pk,
+            parsed.return_path or "encrypted",
+        )
         return None
     outgoing = (
         OutgoingMessage.objects.select_for_update()

@@ -26,6 +26,7 @@ from mailbox.services.audit import audit_record
 from mailbox.services.claims import claims_release_all
 from mailbox.services.guard import bump
 from mailbox.services.notifications import notify
+from mailbox.services.outbox import outgoing_claims_return
 
 
 def _require_manager(user: Any, mailbox: Mailbox) -> None:
@@ -144,6 +145,7 @@ def work_return(*, actor: Any, mailbox: Mailbox, person: Any) -> int:
         bump(message, assignee=None, state=state)
         returned += 1
     claims_release_all(user=person, mailbox_id=mailbox.pk, reason="membership_ended")
+    outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person)
     if returned:
         owners = [owner for owner in mailbox_owners(mailbox) if owner.pk != actor.pk]
         notify(

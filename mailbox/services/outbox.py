@@ -45,6 +45,7 @@ from mailbox.services.compose import (
     is_arztbrief,
     mime_chunks,
     new_message_id,
+    one_line,
     references_for,
     reply_subject,
     require_sender,
@@ -713,6 +714,32 @@ def outgoing_release(*, user: Any, outgoing: OutgoingMessage) -> OutgoingMessage
     return OutgoingMessage.objects.get(pk=locked.pk)
 
 
+def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
+    """A person who can no longer work the mailbox is nobody's contact for its sends any more: the failed or
+    uncertain sends they took on become unclaimed (colleagues see "Ich kümmere mich" again). Inside the
+    caller's transaction; returns how many."""
+    claimed = list(
+        OutgoingMessage.objects.select_for_update()
+        .select_related("mailbox")
+        .filter(mailbox_id=mailbox_id, claimed_by=person)
+        .order_by("pk")
+    )
+    for outgoing in claimed:
+        OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+            claimed_by=None, claimed_at=None, version=F("version") + 1
+        )
+        audit_record(
+            actor=actor,
+            action="outgoing.released",
+            mailbox=outgoing.mailbox,
+            outgoing_id=outgoing.pk,
+            previous=person.pk,
+            reason="membership_ended",
+        )
+        _changed(outgoing, outgoing.mailbox_id)
+    return len(claimed)
+
+
 # --- eArztbrief acknowledgement --------------------------------------------------------------------------
 
 
@@ -748,7 +775,7 @@ def outgoing_acknowledge(*, user: Any, message: Message) -> OutgoingMessage:
 
         received = timezone.localtime(message.received_at).strftime("%d.%m.%Y %H:%M")
         data = OutgoingData(
-            subject=reply_subject(message.subject, _("Eingangsbestätigung")),
+            subject=one_line(reply_subject(message.subject, _("Eingangsbestätigung"))),
             body=_(
                 "Eingangsbestätigung: Ihr eArztbrief (Message-ID %(mid)s) ist am %(when)s bei %(mailbox)s eingegangen."
             )

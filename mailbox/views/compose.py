@@ -258,7 +258,7 @@ def _status(
     context = {
         "draft": draft,
         "error": error,
-        "conflict": status == 409,
+        "conflict": status == 409 and draft.state == DRAFT,
         "saved_at": None if error else timezone.localtime(draft.updated_at),
     }
     return render(request, "mailbox/compose.html#draft-status", context, status=status)
@@ -270,6 +270,18 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     "Entwurf speichern" button (without JavaScript, the typed addresses come along here)."""
     outgoing = _outgoing_or_404(request, pk)
     if outgoing.state != DRAFT:
+        if request.method == "POST" and request.htmx:
+            # Sent from another tab meanwhile: a redirect would be followed by htmx and the sent message's page
+            # swapped into the status line; say instead that this page's edits are no longer saved.
+            return _status(
+                request,
+                outgoing,
+                error=_(
+                    "Die Nachricht wurde inzwischen gesendet (in einem anderen Fenster?). Änderungen auf dieser "
+                    "Seite werden nicht mehr gespeichert."
+                ),
+                status=409,
+            )
         return redirect("mailbox:outgoing-detail", pk=pk)
     draft = _draft_or_404(request, pk)
     if request.method == "GET":
@@ -420,6 +432,8 @@ def _send_problems(
 @require_POST
 def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     """Save what the page shows, then send it: pre-flight against the directory, queue, deliver in the background."""
+    if _outgoing_or_404(request, pk).state != DRAFT:
+        return _already_sent(request, pk)
     draft = _draft_or_404(request, pk)
     form = DraftForm(request.POST, mailboxes=_sendable(request))
     if not form.is_valid():
@@ -440,6 +454,8 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     except PreflightFailed as exc:
         return _send_problems(request, _outgoing_or_404(request, pk), problems=list(exc.problems), error=exc.message)
     except Conflict as exc:
+        if _outgoing_or_404(request, pk).state != DRAFT:
+            return _already_sent(request, pk)
         return _send_problems(request, draft, error=exc.message, status=409)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
@@ -449,6 +465,13 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     if request.htmx:
         return HttpResponseClientRedirect(url)
     return redirect(url)
+
+
+def _already_sent(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
+    """A second "Senden" (a double click, a second tab): the first one sent it; show the sent message, once."""
+    messages.info(request, _("Die Nachricht wurde bereits gesendet."))
+    url = reverse("mailbox:outgoing-detail", args=[pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @require_POST

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from mailbox.forms_compose import MAX_BODY
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
@@ -62,6 +63,8 @@ def test_compose_creates_a_draft_in_a_mailbox_the_user_may_send_from(client, box
     html = client.get(response["Location"]).content.decode()
     assert 'id="draft-form"' in html and "Entwürfe werden automatisch gespeichert." in html
     assert "KIM-Mail;Default;V1.0" in html and "Arztbrief;VHitG-Versand;V1.2" in html
+    # The browser holds the text to what the form takes: a 20 MB paste cannot turn every save into a refusal.
+    assert f'<textarea name="body" id="id_body" rows="14" maxlength="{MAX_BODY}">' in html
 
 
 def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):
@@ -104,6 +107,27 @@ def test_autosave_with_an_old_version_is_refused_in_german_and_changes_nothing(c
     assert "Diese Fassung speichern" in response.content.decode()
     kept = client.post(url, {k: v for k, v in data.items() if k != "version"}, headers=HX)
     assert kept.status_code == 200 and OutgoingMessage.objects.get(pk=draft.pk).subject == "Alt"
+
+
+def test_a_second_tab_on_a_draft_sent_meanwhile_says_so_instead_of_a_blank_or_a_page_in_the_status_line(
+    client, box, writer, draft
+):
+    client.force_login(writer)
+    OutgoingMessage.objects.filter(pk=draft.pk).update(state=OutgoingMessage.State.QUEUED, message_id="<a@kim.local>")
+    data = {"mailbox": box.pk, "subject": "Noch getippt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    # Its next autosave: not the sent message's page (a redirect htmx would follow and swap in), but a line.
+    saved = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert saved.status_code == 409
+    html = saved.content.decode()
+    assert "Nicht gespeichert:" in html and "inzwischen gesendet" in html
+    assert "Diese Fassung speichern" not in html  # nothing on this page can be saved any more
+    # Its "Senden": to the sent message, once (not a 404 that leaves the button dead).
+    sent = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert sent.status_code == 200
+    assert sent["HX-Redirect"] == reverse("mailbox:outgoing-detail", args=[draft.pk])
+    page = client.get(sent["HX-Redirect"]).content.decode()
+    assert "Die Nachricht wurde bereits gesendet." in page
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
 
 
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):

@@ -6,10 +6,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.models import AuditEvent
 from kimportal.errors import Conflict
-from mailbox.models import OutgoingMessage, OutgoingRecipient
+from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.selectors.outbox import outgoing_list_for_user, outgoing_timeline
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
+from mailbox.services.members import membership_remove
 from mailbox.services.outbox import outgoing_claim, outgoing_release
 from tests.mailbox.conftest import PRAXIS
 from tests.mailbox.factories import MembershipFactory, UserFactory
@@ -57,6 +59,24 @@ def test_a_failed_send_is_claimed_by_one_person(account, sender):
     with pytest.raises(Conflict):
         outgoing_claim(user=colleague, outgoing=outgoing)
     outgoing_release(user=sender, outgoing=outgoing)
+    assert outgoing_claim(user=colleague, outgoing=outgoing).claimed_by == colleague
+
+
+def test_a_removed_members_claim_on_a_failed_send_goes_and_a_colleague_can_take_it(account, sender):
+    # Else the page names an ex-member as responsible and offers nobody "Ich kümmere mich": the send is stuck.
+    owner = UserFactory(username="leitung")
+    MembershipFactory(mailbox=account.mailbox, user=owner, role=Membership.Role.OWNER)
+    colleague = UserFactory(username="kollege")
+    MembershipFactory(mailbox=account.mailbox, user=colleague)
+    (outgoing,) = _sent(sender, account, 1)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(state=OutgoingMessage.State.FAILED)
+    outgoing_claim(user=sender, outgoing=outgoing)
+    membership = Membership.objects.get(mailbox=account.mailbox, user=sender)
+    membership_remove(user=owner, mailbox=account.mailbox, membership_id=membership.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.claimed_by is None
+    event = AuditEvent.objects.get(action="outgoing.released")
+    assert (event.actor_id, event.details["reason"]) == (owner.pk, "membership_ended")
     assert outgoing_claim(user=colleague, outgoing=outgoing).claimed_by == colleague
 
 
