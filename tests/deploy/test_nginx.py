@@ -25,6 +25,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from mailbox.models import OutgoingMessage
 from mailbox.services.ingest import message_ingest
 from tests.e2e.conftest import ROOT, portal_env
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
@@ -388,3 +389,45 @@ def test_an_oversized_websocket_frame_closes_that_socket_and_nothing_else(edge):
         # The same worker still serves: a normal frame is answered.
         neighbour.send('{"watch": "1,2,3"}')
         assert 'id="live-watching"' in neighbour.recv(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attachment_of_several_megabytes_reaches_the_draft_and_other_bodies_stay_small(edge):
+    """nginx allowed 1 MiB for every request: any attachment over it got nginx's English 413, never the portal.
+    The upload location takes what the view takes (500 MiB); elsewhere a body stays small."""
+    user = UserFactory(username="upload-user")
+    box = MailboxFactory()
+    MembershipFactory(mailbox=box, user=user)
+    draft = OutgoingMessage.objects.create(mailbox=box, author=user, subject="Befund", to=[], state="draft")
+    logged_in = _login(edge, "upload-user", "pw-secret-123")
+    assert logged_in.status == 302, logged_in.body[:500]
+    cookies = logged_in.cookies()
+    csrf = cookies["csrftoken"]
+    headers = {"Cookie": f"sessionid={cookies['sessionid']}; csrftoken={csrf}", "X-CSRFToken": csrf}
+    headers["Origin"] = edge.origin
+
+    content = os.urandom(6 * 2**20)
+    boundary = uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="Befund.pdf"\r\n'
+        "Content-Type: application/pdf\r\n\r\n"
+    ).encode()
+    body += content + f"\r\n--{boundary}--\r\n".encode()
+    upload = edge.request(
+        f"/entwurf/{draft.pk}/anhang/",
+        method="POST",
+        body=body,
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert upload.status == 302, upload.body[:300]
+    (attachment,) = draft.attachments.all()
+    assert attachment.filename == "Befund.pdf" and attachment.size == len(content)
+
+    # The same body to the draft's form is refused at the edge.
+    refused = edge.request(
+        f"/entwurf/{draft.pk}/",
+        method="POST",
+        body=body,
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert refused.status == 413
