@@ -20,9 +20,11 @@ message_ingest, the rest copies of those rows: bench/mails.py) and 200 processor
 directly (django.contrib.auth's session keys): 200 password hashes would measure the hasher.
 
 Every simulated user does what a browser does: GET / (the inbox), opens /ws/inbox/ (session cookie,
-Origin of the host) and keeps it; then loops: GET /nachricht/<id>/ of a random open message, opens the
-page's /ws/message/<id>/?page=<token> (the token from the page's ws-connect attribute), reads for the
-read time (the page's heartbeat {"writing": "0"} every 20 s), closes that socket, GET / again. Sockets
+Origin of the host) and declares its watch (the rows shown, data-live-since/-view); then loops: GET
+/nachricht/<id>/ of a random open message, and as the page loads, the last page's sockets close (without
+waiting for them) and the page opens its own: /ws/inbox/ again and /ws/message/<id>/?page=<token> (the
+token from the page's ws-connect attribute); reads for the read time (the page's heartbeat {"writing": "0"}
+every 20 s); GET / again, which closes both and opens a new /ws/inbox/. Sockets
 behave like htmx's ws extension: after close codes 1006/1011/1012/1013 they reconnect (full jitter) and
 ask for a resync as portal.js does; after any other close by the server (4408 "behind") htmx stays
 closed, so the next inbox load opens a new one. Above 200 users a user opens a second session (the
@@ -129,6 +131,7 @@ TOKEN = re.compile(rb'ws-connect="/ws/message/\d+/\?page=([0-9a-f]+\.[0-9a-f]+)"
 # Rows of the inbox page, and rows (or their presence) a live frame updates.
 PAGE_ROWS = re.compile(rb'id="msg-(\d+)"')
 LIVE_MAILBOXES = re.compile(rb'data-live-mailboxes="([^"]*)"')
+LIVE_SINCE = re.compile(rb'data-live-since="(\d*)" data-live-view="([a-z]*)"')
 FRAME_ROWS = re.compile(r'id="(?:msg|row-presence)-(\d+)"')
 
 
@@ -614,6 +617,8 @@ class Browser:
         self.sockets: list[Socket] = []
         self.shown: set[str] = set()  # the rows of the inbox page last loaded
         self.live = ""  # the mailboxes whose new mail that page shows on top (data-live-mailboxes)
+        self.since, self.view = "", ""  # the newest message that list knew, and its view (data-live-since/-view)
+        self.leaving: set[asyncio.Task] = set()
 
     def left(self) -> float:
         return self.stop_at - time.monotonic()
@@ -627,8 +632,11 @@ class Browser:
             while self.left() > 0:
                 pk = self.rng.choice(self.open_ids)
                 body = await self.page("message", f"/nachricht/{pk}/")
+                # A page load ends the last page's sockets and opens its own: the page-wide one, then the message's.
+                self.leave(inbox)
+                inbox = await self.socket("inbox", "/ws/inbox/")
                 # The message page shows no list: its page-wide socket follows no rows (portal.js).
-                self.shown, self.live = set(), ""
+                self.shown, self.live, self.since = set(), "", ""
                 await self.declare(inbox)
                 match = TOKEN.search(body) if body else None
                 if body and not match:
@@ -637,21 +645,26 @@ class Browser:
                     await self.socket("message", f"/ws/message/{pk}/?page={match.group(1).decode()}") if match else None
                 )
                 await self.read(page, self.rng.uniform(*self.read_s))
-                if page is not None:
-                    await page.close()
                 if self.left() <= 0:
                     break
                 await self.page("inbox", "/")
-                if inbox is None or inbox.gone():
-                    # The inbox socket was closed for good (htmx does not reconnect it): a page load opens one.
-                    if inbox is not None:
-                        await inbox.close()
-                    inbox = await self.socket("inbox", "/ws/inbox/")
+                self.leave(inbox, page)
+                inbox = await self.socket("inbox", "/ws/inbox/")
                 await self.declare(inbox)
         finally:
             for sock in list(self.sockets):
                 await sock.close()
+            if self.leaving:
+                await asyncio.gather(*self.leaving, return_exceptions=True)
             self.http.close()
+
+    def leave(self, *sockets: Socket | None) -> None:
+        """The browser unloads the page: its sockets close, and the next page does not wait for that."""
+        for sock in sockets:
+            if sock is not None:
+                task = asyncio.ensure_future(sock.close())
+                self.leaving.add(task)
+                task.add_done_callback(self.leaving.discard)
 
     async def page(self, kind: str, path: str) -> bytes:
         body = await self._get(kind, path)
@@ -659,12 +672,15 @@ class Browser:
             self.shown = {pk.decode() for pk in PAGE_ROWS.findall(body)}
             live = LIVE_MAILBOXES.search(body)
             self.live = ",".join(m.removeprefix("mb-") for m in live.group(1).decode().split()) if live else ""
+            since = LIVE_SINCE.search(body)
+            self.since, self.view = (since.group(1).decode(), since.group(2).decode()) if since else ("", "")
         return body
 
     async def declare(self, sock: Socket | None) -> None:
         """portal.js tells the page-wide socket which rows the page shows and where new mail goes on top."""
         if sock is not None and sock.alive:
-            await sock.send(json.dumps({"watch": ",".join(sorted(self.shown)), "new": self.live}))
+            watch = {"watch": ",".join(sorted(self.shown)), "new": self.live, "since": self.since, "view": self.view}
+            await sock.send(json.dumps(watch))
 
     async def _get(self, kind: str, path: str) -> bytes:
         start = time.monotonic()
@@ -732,9 +748,6 @@ class Socket:
             return False
         self.life = asyncio.ensure_future(self._live())
         return True
-
-    def gone(self) -> bool:
-        return self.life is None or self.life.done()
 
     async def _connect(self) -> bool:
         port = self.browser.port
