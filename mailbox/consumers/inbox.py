@@ -28,8 +28,7 @@ from mailbox.livecache import MISSING, RenderMemo, row_data, row_data_ready
 from mailbox.models import Message, member_mailbox_ids
 from mailbox.permissions import Action, can
 from mailbox.selectors.fetching import fetch_failures_for_user
-from mailbox.selectors.messages import MessageFilter
-from mailbox.selectors.messages import _apply_filter as apply_view
+from mailbox.selectors.messages import MessageFilter, apply_filter
 
 # The list views whose first page shows new mail on top (mailbox.views.lists._is_plain).
 _NEW_VIEWS = ("all", "open", "unassigned")
@@ -134,7 +133,7 @@ class InboxConsumer(PortalConsumer):
         qs: QuerySet[Message] = Message.objects.filter(
             mailbox_id__in=member_mailbox_ids(self.user), is_delivery_report=False
         )
-        qs = apply_view(
+        qs = apply_filter(
             qs.filter(mailbox_id__in=sorted(mailbox_ids), pk__gt=since), self.user, MessageFilter(view=view)
         )
         found = qs.order_by("-pk").values_list("pk", "mailbox_id")[:limit]

@@ -80,7 +80,7 @@ SORTS: dict[str, list[SortKey]] = {
 }
 
 
-def _apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySet[Message]:
+def apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySet[Message]:
     if f.view == "unassigned":
         qs = qs.filter(assignee__isnull=True).exclude(state=Message.State.DONE)
     elif f.view == "mine":
@@ -190,7 +190,7 @@ def message_list_for_user(
         qs: QuerySet[Message] = Message.objects.visible_to(user).filter(is_delivery_report=False)
         if mailbox is not None:
             qs = qs.filter(mailbox=mailbox)
-        qs = _apply_filter(qs, user, f)
+        qs = apply_filter(qs, user, f)
         # Only what a row shows (mailbox.rowcache.ROW_INPUTS) and the sort keys: building fifty messages with
         # three related objects each, every date and JSON field parsed, was most of this selector's CPU.
         page_obj = KeysetPage.fetch(
@@ -246,7 +246,7 @@ def _plain_first_page(view: str, sort: str, size: int, one_mailbox: bool) -> Pre
             qs: QuerySet[Message] = Message.objects.filter(mailbox_id__in=mailbox_ids, is_delivery_report=False)
             if one_mailbox:
                 qs = qs.filter(mailbox_id=next(more))
-            qs = _apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
+            qs = apply_filter(qs, next(more, None), MessageFilter(view=view, sort=sort))
             qs = qs.annotate(**_page_state(reader_id), **_JSON_TEXT).order_by(*order_by(SORTS[sort]))
             return qs.values_list(*_PAGE_COLUMNS, *_PAGE_STATE)[: size + 1]
 
