@@ -357,6 +357,8 @@ KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.05)
 # A socket receiving events this many seconds after they were sent has fallen behind: it is closed and
 # the page reconnects and reloads what it shows (never silently stale).
 KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)
+# Websockets one session may hold open per ASGI process (one or two per open page); more are refused (4429).
+KIMPORTAL_MAX_SOCKETS_PER_SESSION = env.int("KIMPORTAL_MAX_SOCKETS_PER_SESSION", default=100)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -104,6 +105,16 @@ def counts_delay() -> float:
 
 NO_ROLE = object()
 
+# The sockets each session holds open in this process. A browser holds one or two per open page (a message page:
+# the page-wide one and the message's), so the limit allows dozens of tabs; a script opening thousands with one
+# cookie (each costing memory, subscriptions and events) is refused instead. Per process: nginx's per-address
+# limits would hurt a terminal server, where a whole ward shares one address.
+_open_per_session: Counter[str] = Counter()
+
+
+def max_sockets_per_session() -> int:
+    return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_SESSION", 100))
+
 
 def frame(text_data: str | None) -> dict[str, Any]:
     try:
@@ -140,7 +151,35 @@ class PortalConsumer(AsyncWebsocketConsumer):
         self.joined = []
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.closed = False
+        holder = self.session_key or f"user-{user.pk}"
+        if _open_per_session[holder] >= max_sockets_per_session():
+            log.warning(
+                "socket refused: session of user %s holds %s sockets in this process",
+                user.pk,
+                max_sockets_per_session(),
+            )
+            self.closed = True
+            await self.close(code=4429)
+            return False
+        _open_per_session[holder] += 1
+        self.counted_for = holder
         return True
+
+    def _uncount(self) -> None:
+        holder = getattr(self, "counted_for", None)
+        if holder is None:
+            return
+        self.counted_for = None
+        _open_per_session[holder] -= 1
+        if _open_per_session[holder] <= 0:
+            del _open_per_session[holder]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the socket ends (closed by either side, the worker stopping), it no longer counts.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._uncount()
 
     async def _join(self, *groups: str) -> None:
         new = [group for group in dict.fromkeys(groups) if group not in self.joined]

@@ -8,9 +8,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
 
 from kimportal.asgi import application
 from mailbox.consumers import InboxConsumer
+from mailbox.consumers.base import _open_per_session
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
@@ -538,3 +540,33 @@ def _inbox_consumer(user) -> InboxConsumer:
     socket = InboxConsumer()
     socket.user, socket.language = user, "de"
     return socket
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_session_holds_a_bounded_number_of_sockets_per_process(settings):
+    """A script with one session cookie opening thousands of sockets is refused beyond the limit (4429, which htmx
+    does not reconnect on); a socket that ends frees its place, and another session of the same user has its own."""
+    settings.KIMPORTAL_MAX_SOCKETS_PER_SESSION = 2
+    user = await database_sync_to_async(UserFactory)(username="viele-tabs")
+
+    async def open_socket(session_key: str) -> tuple[WebsocketCommunicator, bool, int | None]:
+        communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+        communicator.scope["user"] = user
+        communicator.scope["session"] = SessionStore(session_key=session_key)
+        connected, code = await communicator.connect()
+        return communicator, connected, code
+
+    first, ok1, _ = await open_socket("sitzung-a")
+    second, ok2, _ = await open_socket("sitzung-a")
+    _refused, ok3, code = await open_socket("sitzung-a")
+    assert (ok1, ok2, ok3, code) == (True, True, False, 4429)
+    other, ok_other, _ = await open_socket("sitzung-b")
+    assert ok_other
+    await first.disconnect()
+    again, ok_again, _ = await open_socket("sitzung-a")
+    assert ok_again
+    for communicator in (second, other, again):
+        await communicator.disconnect()
+    # Every socket that ended gave its place back.
+    assert not _open_per_session
