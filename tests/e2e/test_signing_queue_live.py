@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
 from playwright.sync_api import Page, Route, expect
 
 from mailbox.models import Membership
@@ -62,7 +63,12 @@ def _open_rendered_before(page: Page, portal: PortalStack, path: str, change: Ca
     not local, and Chromium would refuse its socket to 127.0.0.1.)"""
 
     def change_then_load(route: Route) -> None:
-        change()
+        try:
+            change()
+        finally:
+            # Playwright runs this handler in a context of its own, where Django opened a connection of its own: one
+            # left open would keep the test database from being dropped at the end of the run.
+            connection.close()
         route.continue_()
 
     page.route("**/vendor/htmx/ws.min.js", change_then_load, times=1)
