@@ -36,3 +36,41 @@ document.addEventListener("keydown", (ev) => {
 });
 document.addEventListener("DOMContentLoaded", signingSelection);
 document.addEventListener("htmx:afterSettle", signingSelection);
+
+// The list was rendered before the page's socket listened: a draft that arrived or changed in between (the KIS
+// delivers a letter, a reviewer returns one while the page still loads) was announced to nobody, and the list would
+// stay as loaded. So whenever the queue socket opens (first, and again after a drop), the list is read again and
+// compared with the one shown; if it differs, the notice offers the reload (the list is not replaced under the
+// physician's selection). A notice the socket already brought says more and stays.
+function queueRows(root) {
+  return Array.from(root.querySelectorAll("tr.draft-row")).map((row) => row.outerHTML).join("\n");
+}
+document.addEventListener("htmx:wsOpen", async (ev) => {
+  const url = ev.target instanceof Element ? ev.target.getAttribute("ws-connect") || "" : "";
+  const shown = document.querySelector("[data-queue-list]");
+  const stale = document.getElementById("queue-changed");
+  if (!url.startsWith("/ws/signing/queue/") || !shown || !stale) return;
+  const href = window.location.href;
+  let fresh;
+  try {
+    const response = await fetch(href, {
+      headers: { "HX-Request": "true", "HX-Target": shown.id },
+      cache: "no-store",
+      credentials: "same-origin",
+    });
+    if (!response.ok) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    fresh = doc.querySelector("[data-queue-list]");
+  } catch {
+    return;  // offline again: the next open checks anew
+  }
+  // A filter changed the list meanwhile (it is current then), or the socket announced something already.
+  const notice = document.getElementById("queue-notice");
+  if (!fresh || !notice || notice.childElementCount || document.querySelector("[data-queue-list]") !== shown) return;
+  if (window.location.href !== href) return;
+  if (queueRows(fresh) !== queueRows(shown)) {
+    notice.classList.add("notice");
+    notice.replaceChildren(stale.content.cloneNode(true));
+  }
+  notice.dataset.compared = "1";  // the list was compared with the current one (tests wait for it)
+});

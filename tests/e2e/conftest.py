@@ -4,6 +4,7 @@ a real Celery worker with beat, PostgreSQL and the simulator's sockets."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -73,6 +74,26 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> N
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def _wait_answering(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Until the server answers a page: gunicorn listens before its workers have loaded the portal, and on a busy
+    machine the first page (imports, templates, the database pool) took longer than a test waits for a page."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited early")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/login/")
+            if conn.getresponse().status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.2)
+    raise RuntimeError(f"the portal on {port} does not answer")
+
+
 def portal_env(tmp_path: Path) -> dict[str, str]:
     """Environment for portal processes that share this test's PostgreSQL database and blob store."""
     db = settings.DATABASES["default"]
@@ -126,6 +147,7 @@ class PortalStack:
             celery += ["-s", str(self.tmp_path / "beat-schedule")]
             self._spawn(celery, env, logs / "worker.log")
         _wait_listening(self.port, web)
+        _wait_answering(self.port, web)
 
     def _spawn(self, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         # Its own process group: stopping it ends the gunicorn master and its workers (which hold database

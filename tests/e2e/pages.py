@@ -18,6 +18,10 @@ class LoginPage:
         self.page.get_by_label("Benutzername").fill(username)
         self.page.get_by_label("Passwort").fill(password)
         self.page.get_by_role("button", name="Anmelden").click()
+        # Signed in once the next page has loaded: the click returns before that, and on a busy machine a test that
+        # routes a script or navigates right away met the inbox page's own requests still under way (a held
+        # websocket script of the inbox instead of the page the test opened next).
+        self.page.wait_for_url(lambda url: "/login/" not in url, wait_until="load")
         return InboxPage(self.page)
 
 

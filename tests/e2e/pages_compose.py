@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Response, expect
 
 
 class ComposePage:
@@ -36,10 +37,16 @@ class ComposePage:
         return self.page.locator(f"#{field}-chips .vzd-chip")
 
     def search_recipient(self, text: str, *, field: str = "to") -> Locator:
-        """Type into the directory picker like a user; the hits once the search for the full text answered."""
+        """Type into the directory picker like a user; the hits once the search for the full text answered (on a
+        busy machine the debounce lets a search for the first letters through too: that answer is not the one)."""
         box = self.page.locator(f"#{field}-picker-q")
         box.click()
-        with self.page.expect_response(lambda r: "/directory/auswahl/" in r.url and "picker_q=" in r.url):
+
+        def full_text_answered(response: Response) -> bool:
+            query = parse_qs(urlsplit(response.url).query).get("picker_q", [""])[0]
+            return "/directory/auswahl/" in response.url and query == text
+
+        with self.page.expect_response(full_text_answered):
             box.press_sequentially(text, delay=30)
         return self.page.locator(f"#{field}-picker-results [data-hit]")
 
