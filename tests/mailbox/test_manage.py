@@ -3,6 +3,8 @@ its connection test, deactivation, groups, absences, bulk changes and the access
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 
 import pytest
@@ -491,6 +493,27 @@ def test_the_access_export_streams_csv_and_is_audited(client, manager, house):
     whole = client.get(reverse("manage:access-export"))
     assert len(b"".join(whole.streaming_content).decode("utf-8-sig").splitlines()) == 4
     assert _events("access.exported")[1].details["scope"] == "house"
+
+
+def test_the_access_export_turns_no_name_into_a_formula(client, manager):
+    # Display names, group names and people's names come from managers' typing and the hospital directory.
+    box = MailboxFactory(display_name='=HYPERLINK("http://x";"Kardio")', address="kardio@klinik.kim.telematik-test")
+    evil = UserFactory(username="-evil", first_name="+Anna", last_name="Test")
+    ward = Group.objects.create(name="@SUMME(1)")
+    evil.groups.add(ward)
+    membership_set(user=manager, mailbox=box, username="-evil", role=Role.OWNER)
+    membership_set(user=manager, mailbox=box, group_name="@SUMME(1)", role=Role.PROCESSOR)
+    client.force_login(manager)
+
+    response = client.get(reverse("manage:access-export"), {"postfach": box.pk})
+
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text), delimiter=";"))[1:]
+    assert len(rows) == 2
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+    assert "'-evil" in cells and "'+Anna Test" in cells and "'@SUMME(1)" in cells
+    assert rows[0][0] == '\'=HYPERLINK("http://x";"Kardio")'
 
 
 def test_managing_reads_no_messages(client, manager, house):
