@@ -268,7 +268,8 @@ class RoutingPlanner:
         self.moved[key] = chosen
 
     def _person(self, rule: RoutingRule) -> tuple[int | None, str]:
-        """The rule's person, or their substitute while they are away (as a manual assignment does)."""
+        """The rule's person, or their substitute while they are away (as a manual assignment does); nobody when
+        the substitute cannot work the mailbox (no longer a member, say)."""
         if self._members is None:
             self._members = set(_processing_members(self.mailbox_id).values_list("pk", flat=True))
         person = rule.assign_user_id
@@ -282,10 +283,15 @@ class RoutingPlanner:
             )
             self._substitutes[person] = absence.substitute_id if absence else None
         substitute = self._substitutes[person]
-        if substitute is not None and substitute in self._members:
-            name = display_name(rule.assign_user) if rule.assign_user else str(person)
+        if substitute is None:
+            return person, ""
+        name = display_name(rule.assign_user) if rule.assign_user else str(person)
+        if substitute in self._members:
             return substitute, _("Vertretung für %(name)s (abwesend)") % {"name": name}
-        return person, ""
+        # Assigned to someone away, a letter would wait unseen until they are back: the queue shows it to everyone.
+        return None, _("%(name)s ist abwesend und die Vertretung kann das Postfach nicht bearbeiten: unzugewiesen.") % {
+            "name": name
+        }
 
 
 # --- "Regel testen" ----------------------------------------------------------------------------------------------
