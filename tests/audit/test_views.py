@@ -122,25 +122,28 @@ def _plans_filter_out(queries: list[dict]) -> int:
     return removed
 
 
-def test_a_name_on_a_long_trail_is_found_without_reading_the_whole_trail():
-    # A busy house's trail with a rare name's two events in the middle: one acted, one was tried at sign-in.
+def _busy_trail(rows: int) -> None:
+    """`rows` events of forty people in thirty mailboxes, each of another letter; then fresh statistics."""
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO audit_auditevent (at, action, actor_id, actor_username, mailbox_address, message_subject,"
             " details, content_hash, prev_hash, hash)"
-            " SELECT now(), 'message.viewed', g % 40 + 1, 'pflege' || (g % 40), '', '', '{}', md5(g::text), '', ''"
-            " FROM generate_series(1, 5000) g"
+            " SELECT now(), 'message.viewed', g %% 40 + 1, 'pflege' || (g %% 40),"
+            " 'station' || (g %% 30) || '@klinik.kim',"
+            " 'Befund ' || g, jsonb_build_object('attachment', 'befund' || g || '.pdf'), md5(g::text), '', ''"
+            " FROM generate_series(1, %s) g",
+            [rows],
         )
         cursor.execute("ANALYZE audit_auditevent")
+
+
+def test_a_name_on_a_long_trail_is_found_without_reading_the_whole_trail():
+    # A busy house's trail with a rare name's two events in the middle: one acted, one was tried at sign-in.
+    _busy_trail(5000)
     rare = UserFactory(username="selten")
     audit_record(actor=rare, action="message.viewed")
     audit_record(actor=None, action="signin.failed", username="Selten")
-    with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO audit_auditevent (at, action, actor_id, actor_username, mailbox_address,"
-                       " message_subject, details, content_hash, prev_hash, hash)"
-                       " SELECT now(), 'message.viewed', 1, 'pflege1', '', '', '{}', md5(g::text), '', ''"
-                       " FROM generate_series(1, 3000) g")  # fmt: skip
-        cursor.execute("ANALYZE audit_auditevent")
+    _busy_trail(3000)
 
     with CaptureQueriesContext(connection) as page:
         events, more = selectors.event_search(selectors.AuditFilter(user="SELTEN"))
@@ -151,6 +154,29 @@ def test_a_name_on_a_long_trail_is_found_without_reading_the_whole_trail():
     assert [e.action for e in exported] == ["message.viewed", "signin.failed"]
     # The page and the batch come from the name's own rows, not from a walk over the other 8,000.
     assert _plans_filter_out(page.captured_queries + batch.captured_queries) < 50
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [({"patient": "meierhofer"}, 2), ({"mailbox": "hno-ambulanz"}, 1)],
+)
+def test_a_rare_text_on_a_long_trail_is_found_without_reading_the_whole_trail(box, query, expected):
+    # Who opened Frau Meierhofer's letters, and what happened in the small HNO mailbox, on a busy trail.
+    _busy_trail(5000)
+    rare = MailboxFactory(address="hno-ambulanz@klinik.kim.telematik")
+    audit_record(actor=None, action="mailbox.fetch_requested", mailbox=rare)
+    message = message_ingest(mailbox=box, uidl="u9", raw=MAIL_WITH_PDF.replace(b"Subject: ", b"Subject: Meierhofer "))
+    audit_record(actor=None, action="message.viewed", message=message)  # the subject snapshot names her
+    audit_record(actor=None, action="note.added", note="Rückruf Frau Meierhofer")  # a detail does
+    _busy_trail(3000)
+    audit_filter = selectors.AuditFilter(**query)
+
+    with CaptureQueriesContext(connection) as reads:
+        events, more = selectors.event_search(audit_filter)
+        exported = selectors.event_export_batch(audit_filter)
+
+    assert len(events) == len(exported) == expected and more is None
+    assert _plans_filter_out(reads.captured_queries) < 50
 
 
 def test_a_bad_filter_gets_a_german_error_and_no_results(client):
