@@ -46,11 +46,18 @@ def routing_mailbox_for_user(user: Any, pk: int) -> Mailbox:
 
 
 def rule_list(mailbox: Mailbox) -> list[RoutingRule]:
-    return list(
+    """The rules in order; `person_gone` marks a rule whose person can no longer work the mailbox (removed, a
+    reader now, deactivated): routing leaves its mail unassigned, and its managers should see why."""
+    rules = list(
         RoutingRule.objects.filter(mailbox=mailbox)
         .select_related("assign_user", "assign_group", "queue")
         .order_by("position", "id")
     )
+    named = {r.assign_user_id for r in rules if r.assign == RoutingRule.Assign.USER}
+    present = set(_processing_members(mailbox.pk).filter(pk__in=named).values_list("pk", flat=True)) if named else set()
+    for rule in rules:
+        rule.person_gone = rule.assign == RoutingRule.Assign.USER and rule.assign_user_id not in present
+    return rules
 
 
 def rule_get(mailbox: Mailbox, pk: int) -> RoutingRule:
