@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -514,6 +516,33 @@ def test_the_access_export_turns_no_name_into_a_formula(client, manager):
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
     assert "'-evil" in cells and "'+Anna Test" in cells and "'@SUMME(1)" in cells
     assert rows[0][0] == '\'=HYPERLINK("http://x";"Kardio")'
+
+
+def test_the_member_pages_ask_as_many_queries_for_a_crowd_as_for_a_few(client, manager):
+    # A central mailbox (the Aufnahme) has hundreds of members: no query per row, on either page.
+    box = MailboxFactory()
+    owner = UserFactory(username="eigentuemerin")
+    MembershipFactory(mailbox=box, user=owner, role=Role.OWNER)
+    MembershipFactory(mailbox=box, user=None, group=Group.objects.create(name="Station 1"), role=Role.READER)
+    pages = [
+        (owner, reverse("mailbox:mailbox-members", args=[box.pk])),
+        (manager, reverse("manage:mailbox", args=[box.pk])),
+        (manager, reverse("manage:access") + f"?postfach={box.pk}"),
+    ]
+
+    def queries() -> list[int]:
+        counts = []
+        for user, url in pages:
+            client.force_login(user)
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(url).status_code == 200
+            counts.append(len(captured.captured_queries))
+        return counts
+
+    few = queries()
+    for i in range(40):
+        MembershipFactory(mailbox=box, user=UserFactory(username=f"pflege{i}"), role=Role.PROCESSOR, granted_by=manager)
+    assert queries() == few
 
 
 def test_managing_reads_no_messages(client, manager, house):
