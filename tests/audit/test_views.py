@@ -71,9 +71,12 @@ def test_non_managers_get_404_owners_included(name, client, box):
     assert not AuditEvent.objects.filter(action="audit.exported").exists()
 
 
-def test_anonymous_is_sent_to_login(client):
-    response = client.get(reverse("audit:search"))
+@pytest.mark.parametrize("name", ["audit:search", "audit:export"])
+def test_anonymous_is_sent_to_login(name, client):
+    # A download link in a tab whose session has expired: to the login, and no export is recorded.
+    response = client.get(reverse(name), {"user": "pflege"})
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
 
 
 def test_search_filters_by_user_mailbox_message_patient_action_and_time(client, box, message):
