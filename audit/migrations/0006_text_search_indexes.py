@@ -33,17 +33,24 @@ def create(apps, schema_editor) -> None:
         log.warning("pg_trgm is not available: the audit search's text filters stay without an index")
         return
     for name, expression in INDEXES.items():
-        schema_editor.execute(f"CREATE INDEX {name} ON audit_auditevent USING gin ({expression} gin_trgm_ops)")
+        # CONCURRENTLY: on a long trail the build takes a while (about 45 s at a million events), and the
+        # portal's audited writes must not wait for it. A build that broke off leaves an invalid index: gone first.
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        schema_editor.execute(
+            f"CREATE INDEX CONCURRENTLY {name} ON audit_auditevent USING gin ({expression} gin_trgm_ops)"
+        )
 
 
 def drop(apps, schema_editor) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     for name in INDEXES:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
     dependencies = [("audit", "0005_name_indexes")]
 
     operations = [migrations.RunPython(create, drop)]
