@@ -11,6 +11,9 @@ from typing import Any, Self
 
 from django.contrib.auth import get_user_model
 from django.db import models
+from django.db.models import F, Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -60,6 +63,18 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
+        indexes = [
+            # "What did this person do": a name's events in seq order, so that the search's page and the export's
+            # batch read only that name's rows (audit.selectors), however long the trail has grown.
+            models.Index(Upper("actor_username"), F("seq"), name="audit_actor_name_seq"),
+            # A failed sign-in has no actor, only the name that was tried.
+            models.Index(
+                Upper(KT("details__username")),
+                F("seq"),
+                name="audit_tried_name_seq",
+                condition=Q(actor_id__isnull=True),
+            ),
+        ]
         verbose_name = _("Audit-Ereignis")
         verbose_name_plural = _("Audit-Ereignisse")
 

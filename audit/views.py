@@ -18,6 +18,7 @@ from audit.forms import AuditSearchForm
 from audit.labels import ACTION_LABELS, action_label
 from audit.selectors import AuditFilter, event_export_batch, event_search
 from audit.services import event_record
+from kimportal.spreadsheet import Echo, safe_cell
 
 # The house's manager role (Leitung), named by its permission string: this leaf imports no app, and the
 # architecture tests pin that the string is the one mailbox.permissions.is_manager checks.
@@ -66,20 +67,9 @@ def event_search_page(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    # A spreadsheet runs a cell starting with = + - @ as a formula; subjects come from outside the house.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 async def _csv_lines(audit_filter: AuditFilter) -> AsyncIterator[str]:
     """Async, so the ASGI server sends batch after batch instead of collecting a million rows first."""
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
     yield writer.writerow(
         ["seq", "zeit", "aktion", "benutzer", "benutzer_id", "postfach", "postfach_id", "nachricht_id", "betreff",
          "details", "hash"]
@@ -90,7 +80,7 @@ async def _csv_lines(audit_filter: AuditFilter) -> AsyncIterator[str]:
         for e in batch:
             yield writer.writerow(
                 [
-                    _cell(v)
+                    safe_cell(v)
                     for v in (
                         e.seq,
                         timezone.localtime(e.at).isoformat(),

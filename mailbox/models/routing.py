@@ -86,6 +86,9 @@ class RoutingRule(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    # Set by the rules list (mailbox.selectors.routing.rule_list): the rule's person can no longer work the mailbox.
+    person_gone: bool
+
     class Meta:
         ordering = ["mailbox", "position", "id"]
         indexes = [models.Index(fields=["mailbox", "position"], name="routing_rule_mailbox_position")]

@@ -46,11 +46,18 @@ def routing_mailbox_for_user(user: Any, pk: int) -> Mailbox:
 
 
 def rule_list(mailbox: Mailbox) -> list[RoutingRule]:
-    return list(
+    """The rules in order; `person_gone` marks a rule whose person can no longer work the mailbox (removed, a
+    reader now, deactivated): routing leaves its mail unassigned, and its managers should see why."""
+    rules = list(
         RoutingRule.objects.filter(mailbox=mailbox)
         .select_related("assign_user", "assign_group", "queue")
         .order_by("position", "id")
     )
+    named = {r.assign_user_id for r in rules if r.assign == RoutingRule.Assign.USER}
+    present = set(_processing_members(mailbox.pk).filter(pk__in=named).values_list("pk", flat=True)) if named else set()
+    for rule in rules:
+        rule.person_gone = rule.assign == RoutingRule.Assign.USER and rule.assign_user_id not in present
+    return rules
 
 
 def rule_get(mailbox: Mailbox, pk: int) -> RoutingRule:
@@ -268,7 +275,8 @@ class RoutingPlanner:
         self.moved[key] = chosen
 
     def _person(self, rule: RoutingRule) -> tuple[int | None, str]:
-        """The rule's person, or their substitute while they are away (as a manual assignment does)."""
+        """The rule's person, or their substitute while they are away (as a manual assignment does); nobody when
+        the substitute cannot work the mailbox (no longer a member, say)."""
         if self._members is None:
             self._members = set(_processing_members(self.mailbox_id).values_list("pk", flat=True))
         person = rule.assign_user_id
@@ -282,10 +290,15 @@ class RoutingPlanner:
             )
             self._substitutes[person] = absence.substitute_id if absence else None
         substitute = self._substitutes[person]
-        if substitute is not None and substitute in self._members:
-            name = display_name(rule.assign_user) if rule.assign_user else str(person)
+        if substitute is None:
+            return person, ""
+        name = display_name(rule.assign_user) if rule.assign_user else str(person)
+        if substitute in self._members:
             return substitute, _("Vertretung für %(name)s (abwesend)") % {"name": name}
-        return person, ""
+        # Assigned to someone away, a letter would wait unseen until they are back: the queue shows it to everyone.
+        return None, _("%(name)s ist abwesend und die Vertretung kann das Postfach nicht bearbeiten: unzugewiesen.") % {
+            "name": name
+        }
 
 
 # --- "Regel testen" ----------------------------------------------------------------------------------------------

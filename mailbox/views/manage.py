@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from kimportal.errors import PortalError
 from kimportal.http import AuthenticatedHttpRequest
+from kimportal.spreadsheet import Echo, safe_cell
 from mailbox import manage_forms
 from mailbox.models import Absence, KimAccount, Mailbox, Membership
 from mailbox.permissions import is_manager
@@ -388,13 +389,6 @@ def _int_or_404(value: str) -> int:
         raise Http404 from exc
 
 
-class _Echo:
-    """csv.writer writes into this and gets the line back, so each row is streamed as it is formatted."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @manager_required
 @require_GET
 def access_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
@@ -415,7 +409,7 @@ def access_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     else:
         rows, scope, name = access.access_for_house(), {"scope": "house"}, "haus"
     audit_record(actor=request.user, action="access.exported", mailbox=mailbox, rows=len(rows), **scope)
-    writer = csv.writer(_Echo(), delimiter=";")
+    writer = csv.writer(Echo(), delimiter=";")
     header = [
         _("Postfach"),
         _("KIM-Adresse"),
@@ -431,8 +425,10 @@ def access_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     def lines() -> Iterator[str]:
         yield "\ufeff" + writer.writerow(header)
         for row in rows:
+            # Names come from the directory and from managers' typing: none may become a formula.
             yield writer.writerow(
-                [
+                safe_cell(cell)
+                for cell in (
                     row.mailbox.display_name,
                     row.mailbox.address,
                     _("ja") if row.mailbox.is_active else _("nein"),
@@ -444,7 +440,7 @@ def access_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
                     if row.granted_at
                     else _("vor Einführung"),
                     row.granted_by,
-                ]
+                )
             )
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")

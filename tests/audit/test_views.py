@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -70,9 +71,12 @@ def test_non_managers_get_404_owners_included(name, client, box):
     assert not AuditEvent.objects.filter(action="audit.exported").exists()
 
 
-def test_anonymous_is_sent_to_login(client):
-    response = client.get(reverse("audit:search"))
+@pytest.mark.parametrize("name", ["audit:search", "audit:export"])
+def test_anonymous_is_sent_to_login(name, client):
+    # A download link in a tab whose session has expired: to the login, and no export is recorded.
+    response = client.get(reverse(name), {"user": "pflege"})
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
 
 
 def test_search_filters_by_user_mailbox_message_patient_action_and_time(client, box, message):
@@ -102,6 +106,80 @@ def test_search_filters_by_user_mailbox_message_patient_action_and_time(client, 
     later = timezone.localtime() + timedelta(minutes=5)
     assert found(since=later.strftime("%Y-%m-%dT%H:%M")) == []
     assert len(found(until=later.strftime("%Y-%m-%dT%H:%M"))) == 4
+
+
+def _plans_filter_out(queries: list[dict]) -> int:
+    """How many rows PostgreSQL read and threw away answering these queries (EXPLAIN ANALYZE)."""
+    removed = 0
+
+    def walk(node: dict) -> None:
+        nonlocal removed
+        removed += node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    with connection.cursor() as cursor:
+        for query in queries:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query["sql"])
+            walk(cursor.fetchone()[0][0]["Plan"])
+    return removed
+
+
+def _busy_trail(rows: int) -> None:
+    """`rows` events of forty people in thirty mailboxes, each of another letter; then fresh statistics."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditevent (at, action, actor_id, actor_username, mailbox_address, message_subject,"
+            " details, content_hash, prev_hash, hash)"
+            " SELECT now(), 'message.viewed', g %% 40 + 1, 'pflege' || (g %% 40),"
+            " 'station' || (g %% 30) || '@klinik.kim',"
+            " 'Befund ' || g, jsonb_build_object('attachment', 'befund' || g || '.pdf'), md5(g::text), '', ''"
+            " FROM generate_series(1, %s) g",
+            [rows],
+        )
+        cursor.execute("ANALYZE audit_auditevent")
+
+
+def test_a_name_on_a_long_trail_is_found_without_reading_the_whole_trail():
+    # A busy house's trail with a rare name's two events in the middle: one acted, one was tried at sign-in.
+    _busy_trail(5000)
+    rare = UserFactory(username="selten")
+    audit_record(actor=rare, action="message.viewed")
+    audit_record(actor=None, action="signin.failed", username="Selten")
+    _busy_trail(3000)
+
+    with CaptureQueriesContext(connection) as page:
+        events, more = selectors.event_search(selectors.AuditFilter(user="SELTEN"))
+    with CaptureQueriesContext(connection) as batch:
+        exported = selectors.event_export_batch(selectors.AuditFilter(user="selten"))
+
+    assert [e.action for e in events] == ["signin.failed", "message.viewed"] and more is None
+    assert [e.action for e in exported] == ["message.viewed", "signin.failed"]
+    # The page and the batch come from the name's own rows, not from a walk over the other 8,000.
+    assert _plans_filter_out(page.captured_queries + batch.captured_queries) < 50
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [({"patient": "meierhofer"}, 2), ({"mailbox": "hno-ambulanz"}, 1)],
+)
+def test_a_rare_text_on_a_long_trail_is_found_without_reading_the_whole_trail(box, query, expected):
+    # Who opened Frau Meierhofer's letters, and what happened in the small HNO mailbox, on a busy trail.
+    _busy_trail(5000)
+    rare = MailboxFactory(address="hno-ambulanz@klinik.kim.telematik")
+    audit_record(actor=None, action="mailbox.fetch_requested", mailbox=rare)
+    message = message_ingest(mailbox=box, uidl="u9", raw=MAIL_WITH_PDF.replace(b"Subject: ", b"Subject: Meierhofer "))
+    audit_record(actor=None, action="message.viewed", message=message)  # the subject snapshot names her
+    audit_record(actor=None, action="note.added", note="Rückruf Frau Meierhofer")  # a detail does
+    _busy_trail(3000)
+    audit_filter = selectors.AuditFilter(**query)
+
+    with CaptureQueriesContext(connection) as reads:
+        events, more = selectors.event_search(audit_filter)
+        exported = selectors.event_export_batch(audit_filter)
+
+    assert len(events) == len(exported) == expected and more is None
+    assert _plans_filter_out(reads.captured_queries) < 50
 
 
 def test_a_bad_filter_gets_a_german_error_and_no_results(client):

@@ -3,10 +3,14 @@ its connection test, deactivation, groups, absences, bulk changes and the access
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -491,6 +495,54 @@ def test_the_access_export_streams_csv_and_is_audited(client, manager, house):
     whole = client.get(reverse("manage:access-export"))
     assert len(b"".join(whole.streaming_content).decode("utf-8-sig").splitlines()) == 4
     assert _events("access.exported")[1].details["scope"] == "house"
+
+
+def test_the_access_export_turns_no_name_into_a_formula(client, manager):
+    # Display names, group names and people's names come from managers' typing and the hospital directory.
+    box = MailboxFactory(display_name='=HYPERLINK("http://x";"Kardio")', address="kardio@klinik.kim.telematik-test")
+    evil = UserFactory(username="-evil", first_name="+Anna", last_name="Test")
+    ward = Group.objects.create(name="@SUMME(1)")
+    evil.groups.add(ward)
+    membership_set(user=manager, mailbox=box, username="-evil", role=Role.OWNER)
+    membership_set(user=manager, mailbox=box, group_name="@SUMME(1)", role=Role.PROCESSOR)
+    client.force_login(manager)
+
+    response = client.get(reverse("manage:access-export"), {"postfach": box.pk})
+
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text), delimiter=";"))[1:]
+    assert len(rows) == 2
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+    assert "'-evil" in cells and "'+Anna Test" in cells and "'@SUMME(1)" in cells
+    assert rows[0][0] == '\'=HYPERLINK("http://x";"Kardio")'
+
+
+def test_the_member_pages_ask_as_many_queries_for_a_crowd_as_for_a_few(client, manager):
+    # A central mailbox (the Aufnahme) has hundreds of members: no query per row, on either page.
+    box = MailboxFactory()
+    owner = UserFactory(username="eigentuemerin")
+    MembershipFactory(mailbox=box, user=owner, role=Role.OWNER)
+    MembershipFactory(mailbox=box, user=None, group=Group.objects.create(name="Station 1"), role=Role.READER)
+    pages = [
+        (owner, reverse("mailbox:mailbox-members", args=[box.pk])),
+        (manager, reverse("manage:mailbox", args=[box.pk])),
+        (manager, reverse("manage:access") + f"?postfach={box.pk}"),
+    ]
+
+    def queries() -> list[int]:
+        counts = []
+        for user, url in pages:
+            client.force_login(user)
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(url).status_code == 200
+            counts.append(len(captured.captured_queries))
+        return counts
+
+    few = queries()
+    for i in range(40):
+        MembershipFactory(mailbox=box, user=UserFactory(username=f"pflege{i}"), role=Role.PROCESSOR, granted_by=manager)
+    assert queries() == few
 
 
 def test_managing_reads_no_messages(client, manager, house):

@@ -22,6 +22,7 @@ from mailbox.models import (
 )
 from mailbox.selectors.routing import dienstkennung_matches, next_in_turn, rule_preview, sender_domain_matches
 from mailbox.services.ingest import message_ingest, message_stage, messages_store
+from mailbox.services.members import membership_remove
 from mailbox.services.routing import RuleData, routing_rule_create
 from mailbox.storage import BlobBatch
 from tests.mailbox.conftest import simple_mail
@@ -199,6 +200,29 @@ def test_a_named_person_away_is_replaced_by_their_substitute(box, team):
     message = Message.objects.get(pk=mail("1", box).pk)
     assert message.assignee == ben
     assert "Vertretung für Anna Test" in AssignmentPeriod.objects.get(message=message).note
+
+
+def test_a_named_person_away_whose_substitute_left_the_mailbox_gets_nothing_the_queue_does(box, team):
+    anna, ben, _cem = team
+    now = timezone.now()
+    Absence.objects.create(
+        user=anna, substitute=ben, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=5)
+    )
+    owner = UserFactory()
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    membership_remove(user=owner, mailbox=box, membership_id=Membership.objects.get(mailbox=box, user=ben).pk)
+    created = rule(box, subject_words="Befund", assign=RoutingRule.Assign.USER, assign_user=anna)
+
+    message = Message.objects.get(pk=mail("1", box).pk)
+
+    # Anna is away and Ben can no longer see the mailbox: in the unassigned queue everyone who works it sees it.
+    assert message.assignee is None and not AssignmentPeriod.objects.filter(message=message).exists()
+    assert not Notification.objects.filter(message=message).exists()
+    applied = AuditEvent.objects.get(action="routing.applied", message_id=message.pk)
+    assert applied.details["assignee"] is None
+    assert "Anna Test ist abwesend und die Vertretung kann das Postfach nicht bearbeiten" in applied.details["note"]
+    [row] = rule_preview(owner, box, created).rows
+    assert row.assignee == "" and "abwesend" in row.note
 
 
 def test_order_stop_after_match_and_first_setter_wins(box, team):

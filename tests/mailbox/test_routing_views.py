@@ -9,6 +9,7 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from mailbox.models import Membership, Message, RoutingRule
 from mailbox.services.ingest import message_ingest
+from mailbox.services.members import membership_remove
 from tests.mailbox.conftest import simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 
@@ -143,3 +144,25 @@ def test_reorder_and_delete(box, client):
     ]
     client.post(reverse("mailbox:mailbox-routing-delete", args=[box.pk, rules[1].pk]))
     assert list(RoutingRule.objects.order_by("position").values_list("name", flat=True)) == ["R3", "R1"]
+
+
+def test_a_rule_whose_person_left_the_mailbox_says_so_and_its_mail_stays_unassigned(box, client):
+    owner = member(box, Membership.Role.OWNER)
+    ben = UserFactory(username="ben", first_name="Ben", last_name="Berger")
+    MembershipFactory(mailbox=box, user=ben, role=Membership.Role.PROCESSOR)
+    RoutingRule.objects.create(
+        mailbox=box, position=1, name="Befunde", subject_words="Befund", assign="user", assign_user=ben
+    )
+    client.force_login(owner)
+    page = reverse("mailbox:mailbox-routing", args=[box.pk])
+    gone = "kann das Postfach nicht mehr bearbeiten"
+    assert "an Ben Berger" in client.get(page).content.decode()
+    assert gone not in client.get(page).content.decode()
+
+    membership_remove(user=owner, mailbox=box, membership_id=Membership.objects.get(mailbox=box, user=ben).pk)
+
+    assert gone in client.get(page).content.decode()
+    message = message_ingest(mailbox=box, uidl="3", raw=simple_mail("Befund Meier"))
+    assert Message.objects.get(pk=message.pk).assignee is None
+    note = AuditEvent.objects.get(action="routing.applied", message_id=message.pk).details["note"]
+    assert note == "Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen."
