@@ -1252,8 +1252,9 @@ def main() -> None:
             + ("reused" if data["reused"] else "built this run")
         ),
         "load_method": (
-            "each user: GET /, /ws/inbox/ kept open, then loop GET /nachricht/<random open id>/, its "
-            "/ws/message/<id>/?page=<token>, read (heartbeat every 20 s), close, GET /. Users start evenly over "
+            "each user: GET /, /ws/inbox/, then loop GET /nachricht/<random open id>/, the last page's sockets "
+            "closed, /ws/inbox/ and /ws/message/<id>/?page=<token> opened, read (heartbeat every 20 s), GET /, both "
+            "closed, /ws/inbox/ opened (every page load opens its own sockets). Users start evenly over "
             "the ramp; requests completing in the window count; errors = non-2xx/3xx, > 10 s, broken connection; "
             "ws failures = not accepted in 5 s or closed by the server. CPU in % of one core from /proc over the "
             "window (server = gunicorn's process group, postgres = backends of the bench database, generator = "
