@@ -1,4 +1,5 @@
-"""Receivers that keep per-request values true after a write in the same request (kimportal.requestscope)."""
+"""Receivers that keep per-request values true after a write in the same request (kimportal.requestscope), and
+the consequences of switching an account off."""
 
 from __future__ import annotations
 
@@ -12,9 +13,26 @@ def access_changed(sender: Any, **kwargs: Any) -> None:
     scope_clear()
 
 
+def _note_active(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    """Before a user is saved: whether the account was active (not for saves that leave is_active alone, such as
+    the last_login of every sign-in)."""
+    if instance.pk is None or (update_fields is not None and "is_active" not in update_fields):
+        return
+    instance._was_active = sender.objects.filter(pk=instance.pk).values_list("is_active", flat=True).first()
+
+
+def _deactivated(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """An account switched off hands its open work back (mailbox.services.members.account_deactivated)."""
+    was_active = instance.__dict__.pop("_was_active", None)
+    if was_active and not instance.is_active:
+        from mailbox.services.members import account_deactivated
+
+        account_deactivated(person=instance)
+
+
 def connect() -> None:
     from django.contrib.auth import get_user_model
-    from django.db.models.signals import m2m_changed, post_delete, post_save
+    from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
     from mailbox.models import Mailbox, Membership
 
@@ -23,3 +41,5 @@ def connect() -> None:
         post_save.connect(access_changed, sender=model, dispatch_uid=f"scope-{model.__name__}-save")
         post_delete.connect(access_changed, sender=model, dispatch_uid=f"scope-{model.__name__}-delete")
     m2m_changed.connect(access_changed, sender=user_model.groups.through, dispatch_uid="scope-user-groups")
+    pre_save.connect(_note_active, sender=user_model, dispatch_uid="user-active-before")
+    post_save.connect(_deactivated, sender=user_model, dispatch_uid="user-deactivated")

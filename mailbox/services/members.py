@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
-from mailbox.models import Mailbox, Membership, Message, Notification
+from mailbox.models import Mailbox, Membership, Message, Notification, member_q
 from mailbox.permissions import Action, can, is_manager, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
@@ -124,10 +124,22 @@ def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> Non
     events.broadcast_memberships_changed(user_ids=user_ids)
 
 
-def work_return(*, actor: Any, mailbox: Mailbox, person: Any) -> int:
+def account_deactivated(*, person: Any) -> None:
+    """An account was switched off (in the Django admin, by a directory sync, from the shell): as when it leaves its
+    mailboxes, its open work in each goes back to the unassigned queue and the owners are told, instead of staying
+    with someone who will not see it. By the system: who switched it off is not known here."""
+    mailbox_ids = Membership.objects.filter(member_q(person)).values_list("mailbox_id", flat=True).distinct()
+    with transaction.atomic():
+        for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
+            work_return(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
+    events.broadcast_memberships_changed(user_ids=[person.pk])
+
+
+def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "membership_ended") -> int:
     """The person's open messages in the mailbox go back to the unassigned queue; their locks there go.
 
-    Audited per message; the owners are told once. Returns how many messages went back.
+    Audited per message; the owners are told once (all of them when the system acts: `actor` None). Returns how many
+    messages went back.
     """
     returned = 0
     open_work = (
@@ -138,16 +150,14 @@ def work_return(*, actor: Any, mailbox: Mailbox, person: Any) -> int:
     )
     for message in open_work:
         open_period(message, None, by=actor)
-        audit_record(
-            actor=actor, action="message.unassigned", message=message, previous=person.pk, reason="membership_ended"
-        )
+        audit_record(actor=actor, action="message.unassigned", message=message, previous=person.pk, reason=reason)
         state = Message.State.NEW if message.state == Message.State.IN_PROGRESS else message.state
         bump(message, assignee=None, state=state)
         returned += 1
-    claims_release_all(user=person, mailbox_id=mailbox.pk, reason="membership_ended")
+    claims_release_all(user=person, mailbox_id=mailbox.pk, reason=reason)
     outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person)
     if returned:
-        owners = [owner for owner in mailbox_owners(mailbox) if owner.pk != actor.pk]
+        owners = [owner for owner in mailbox_owners(mailbox) if actor is None or owner.pk != actor.pk]
         notify(
             owners,
             kind=Notification.Kind.WORK_RETURNED,

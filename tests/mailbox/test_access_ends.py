@@ -300,3 +300,28 @@ def test_the_admin_cannot_remove_the_last_owner(ward, client):
     assert response.status_code == 200
     assert "mindestens einen Eigentümer" in response.content.decode()
     assert Membership.objects.filter(pk=owner_membership.pk, role="owner").exists()
+
+
+def test_a_deactivated_account_hands_its_work_back_and_every_owner_is_told(ward):
+    """IT switches off the account of someone who left the hospital (the Django admin, a directory sync): the letters
+    they were responsible for go back to the unassigned queue instead of staying with nobody who sees them."""
+    box, owner, nurse, _membership, message = ward
+    assignment.message_take(user=nurse, message=message, version=message.version)
+    claims.message_claim(user=nurse, message=Message.objects.get(pk=message.pk))
+    nurse.last_login = timezone.now()
+    nurse.save(update_fields=["last_login"])  # every sign-in saves the user: nothing happens
+    assert Message.objects.get(pk=message.pk).assignee == nurse
+
+    nurse.is_active = False
+    nurse.save()
+
+    returned = Message.objects.get(pk=message.pk)
+    assert returned.assignee is None and returned.claimed_by is None and returned.state == Message.State.NEW
+    event = AuditEvent.objects.get(message_id=message.pk, action="message.unassigned")
+    assert event.details["reason"] == "account_deactivated" and event.actor_id is None
+    told = Notification.objects.get(user=owner, kind=Notification.Kind.WORK_RETURNED)
+    assert "Paul Pfleger" in told.display_text
+    # Switching it on again changes nothing more.
+    nurse.is_active = True
+    nurse.save()
+    assert Notification.objects.filter(kind=Notification.Kind.WORK_RETURNED).count() == 1
