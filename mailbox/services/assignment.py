@@ -57,6 +57,16 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
             "name": display_name(assignee)
         }
         assignee = substitute
+    elif substitute is not None:
+        # The substitute left the mailbox (or lost the right to work it): the letter would wait, unseen, with
+        # someone who is away. Whoever assigns chooses again (routing leaves such mail unassigned instead).
+        raise NotAllowed(
+            _(
+                "%(name)s ist abwesend, und die Vertretung %(substitute)s kann dieses Postfach nicht bearbeiten. "
+                "Bitte eine andere Person wählen."
+            )
+            % {"name": display_name(assignee), "substitute": display_name(substitute)}
+        )
     if current.assignee_id == assignee.pk:
         return current
     open_period(current, assignee, by=user, note=note)

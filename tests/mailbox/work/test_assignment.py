@@ -14,6 +14,7 @@ from mailbox import selectors
 from mailbox.models import (
     Absence,
     AssignmentPeriod,
+    Membership,
     Message,
     Notification,
 )
@@ -110,3 +111,21 @@ def test_assignment_outside_the_absence_goes_to_the_member(starts, ends, owner, 
     now = timezone.now()
     Absence.objects.create(user=bob, substitute=carol, starts_at=now + starts, ends_at=now + ends)
     assert assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk).assignee == bob
+
+
+def test_assignment_to_an_absent_member_whose_substitute_cannot_work_the_mailbox_is_refused(owner, bob, carol, message):
+    """The substitute left the mailbox: assigned to the absent person, the letter would wait unseen; whoever assigns
+    is told and chooses again."""
+    now = timezone.now()
+    Absence.objects.create(
+        user=bob, substitute=carol, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=2)
+    )
+    Membership.objects.filter(user=carol).delete()
+    before = snapshot(message)
+
+    with pytest.raises(errors.NotAllowed) as refused:
+        assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
+
+    assert "Bernd Bauer ist abwesend" in refused.value.message
+    assert "Carla Christ kann dieses Postfach nicht bearbeiten" in refused.value.message
+    assert snapshot(message) == before
