@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from mailbox.selectors import MessageFilter
 
 
+class SecretTextarea(forms.Textarea):
+    """A text area that never shows what was typed into it, as PasswordInput(render_value=False): a form returned
+    with an error does not put a pasted private key back into the page."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class KimAccountAdminForm(forms.ModelForm):
     password = forms.CharField(
         label=_("Passwort"),
@@ -40,7 +48,7 @@ class KimAccountAdminForm(forms.ModelForm):
         label=_("Privater Schlüssel zum Client-Zertifikat (PEM)"),
         required=False,
         strip=False,
-        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        widget=SecretTextarea(attrs={"rows": 4, "autocomplete": "off"}),
         help_text=_(
             "Wird verschlüsselt gespeichert und nie wieder angezeigt. Leer lassen, um den bisherigen zu behalten."
         ),

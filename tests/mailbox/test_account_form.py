@@ -152,6 +152,9 @@ def test_a_key_of_another_certificate_an_expired_certificate_or_a_lone_key_are_r
 
     form = KimAccountAdminForm(_data(mailbox, client_key=issued.key_pem))
     assert "fehlt das Client-Zertifikat" in str(form.errors["client_key"])
+    # The form comes back with its error, without the pasted key in the page.
+    key_body = issued.key_pem.strip().splitlines()[1]
+    assert key_body not in str(form["client_key"]) and "PRIVATE KEY" not in str(form["client_key"])
     form = KimAccountAdminForm(_data(mailbox, tls_client_certificate=issued.cert_pem))
     assert "privaten Schlüssel" in str(form.errors["client_key"])
     assert not KimAccount.objects.exists()
