@@ -160,6 +160,8 @@ async def test_arrivals_and_departures_redraw_colleagues_lock_panels(shared_box)
     html = await _receive_until(bert_page, 'id="detail-presence"')
     assert "Anna A" in html
     assert 'data-locked-by-other="0"' in html
+    # Anna's socket first draws the panel as it is once it listens (Bert there): read it before he leaves.
+    assert "Bert B" in await _receive_until(anna_page, 'id="detail-presence"')
     await bert_page.disconnect()
     html = await _receive_until(anna_page, 'id="detail-presence"')
     assert "Bert B" not in html
@@ -569,4 +571,26 @@ async def test_a_session_holds_a_bounded_number_of_sockets_per_process(settings)
     for communicator in (second, other, again):
         await communicator.disconnect()
     # Every socket that ended gave its place back.
+    assert not _open_per_session
+
+
+@pytest.mark.asyncio
+async def test_a_message_socket_refused_for_the_socket_limit_leaves_no_presence(shared_box, settings):
+    """The message socket writes its presence before the session's limit is asked: a refused socket must take it
+    away again, or colleagues see the user on the message though no page of theirs shows it."""
+    from mailbox.consumers import MessageConsumer
+    from mailbox.models import Presence
+
+    settings.KIMPORTAL_MAX_SOCKETS_PER_SESSION = 1
+    _box, anna, _bert, message = shared_box
+    page = await _message_socket(anna, message.pk)
+    refused = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message.pk}/")
+    refused.scope["user"] = anna
+    refused.scope["url_route"] = {"kwargs": {"pk": message.pk}}
+    assert await refused.connect() == (False, 4429)
+    await refused.disconnect()
+    channels = await database_sync_to_async(lambda: list(Presence.objects.values_list("channel_name", flat=True)))()
+    assert len(channels) == 1
+    await page.disconnect()
+    assert not await database_sync_to_async(Presence.objects.exists)()
     assert not _open_per_session
