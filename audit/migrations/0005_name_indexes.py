@@ -5,19 +5,44 @@ import django.db.models.functions.text
 from django.db import migrations, models
 
 
+class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
+    """AddIndex, built with CREATE INDEX CONCURRENTLY on PostgreSQL: a plain CREATE INDEX holds off every insert
+    into the trail while it reads all of it (every audited action, a letter opened, a sign-in, waits for it). A build
+    that broke off leaves an invalid index behind: it goes first. Elsewhere (SQLite, the demo) a plain AddIndex."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(self.index.name)}")
+            schema_editor.add_index(model, self.index, concurrently=True)
+        return None
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            schema_editor.remove_index(model, self.index, concurrently=True)
+        return None
+
+
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
     dependencies = [
         ("audit", "0004_seal_a_transactions_events_at_once"),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrentlyOnPostgres(
             model_name="auditevent",
             index=models.Index(
                 django.db.models.functions.text.Upper("actor_username"), models.F("seq"), name="audit_actor_name_seq"
             ),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrentlyOnPostgres(
             model_name="auditevent",
             index=models.Index(
                 django.db.models.functions.text.Upper(

@@ -159,6 +159,9 @@ class PortalConsumer(AsyncWebsocketConsumer):
                 max_sockets_per_session(),
             )
             self.closed = True
+            # Accepted, then closed: a socket refused during its handshake reaches the browser as 1006, on which
+            # htmx reconnects again and again; 4429 after the handshake it takes as final.
+            await self.accept()
             await self.close(code=4429)
             return False
         _open_per_session[holder] += 1
@@ -180,6 +183,13 @@ class PortalConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             self._uncount()
+
+    async def websocket_receive(self, message: Any) -> None:
+        # A socket this side closed (refused at the limit, its session ended) takes no more frames: a client may have
+        # sent some before it saw the close, and a refused socket never set up what they would act on.
+        if getattr(self, "closed", False):
+            return
+        await super().websocket_receive(message)
 
     async def _join(self, *groups: str) -> None:
         new = [group for group in dict.fromkeys(groups) if group not in self.joined]

@@ -153,7 +153,9 @@ class InboxConsumer(PortalConsumer):
         await self._send(await db(self._render_nav)(0))
 
     async def message_created(self, event: dict) -> None:
-        if self._shows_new(event["mailbox_id"]):
+        # A row the catch-up sent already (its event came late, after the query had found the message) is not
+        # prepended twice.
+        if self._shows_new(event["mailbox_id"]) and event["message_id"] not in self.announced:
             self._queue(event, event["message_id"], NEW)
         self._counts_soon()
 
@@ -162,7 +164,8 @@ class InboxConsumer(PortalConsumer):
         if self._shows_new(event["mailbox_id"]):
             # Oldest first: each row is prepended, so the newest ends on top as in the list.
             for message_id in sorted(event["message_ids"])[-MAX_ROWS_PER_FRAME:]:
-                self._queue(event, message_id, NEW)
+                if message_id not in self.announced:
+                    self._queue(event, message_id, NEW)
         self._counts_soon()
 
     def _shows_new(self, mailbox_id: int) -> bool:

@@ -36,9 +36,11 @@ class MessageConsumer(PortalConsumer):
         # One hop: the session's user, the message's visibility and the presence join (its event is published from
         # here, mailbox.consumers.base.db_events).
         user, mailbox_id = await db_events(self._connect_db)()
+        # Before the session's socket limit is asked: the presence is written, and a refused socket must leave it too
+        # (disconnect), or colleagues see this user on the message until the row goes stale.
+        self.mailbox_id = mailbox_id
         if not await self._authenticated(user):
             return
-        self.mailbox_id = mailbox_id
         if self.mailbox_id is None:
             await self._close(4404)
             return

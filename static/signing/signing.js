@@ -54,7 +54,9 @@ document.addEventListener("htmx:wsOpen", async (ev) => {
   let fresh;
   try {
     const response = await fetch(href, {
-      headers: { "HX-Request": "true", "HX-Target": shown.id },
+      // The page asks, not the user: no activity for the idle logout (mailbox.middleware), or every reconnect
+      // would keep an unattended ward PC signed in.
+      headers: { "HX-Request": "true", "HX-Target": shown.id, "X-Portal-Background": "1" },
       cache: "no-store",
       credentials: "same-origin",
     });

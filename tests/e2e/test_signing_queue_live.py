@@ -115,3 +115,20 @@ def test_queue_unchanged_since_rendered_shows_no_notice(portal_web, page, ward):
 
     _new_letter(ward, document_type="earztbrief")
     expect(notice).to_contain_text("wartet neu oder geändert auf Ihre Signatur")
+
+
+def test_the_lists_re_read_does_not_count_as_the_users_activity(portal_web, page, ward):
+    """The re-read on the socket's opening is the page's, not the user's: it carries the background header, so the
+    idle logout still comes (a reconnect after every server restart would otherwise keep an unattended PC signed in)."""
+    LoginPage(page, portal_web.url).open().login("aerztin", "pw-secret-123")
+    reads: list[dict[str, str]] = []
+    queue = f"{portal_web.url}/signatur/"
+    page.on(
+        "request",
+        lambda request: (
+            reads.append(request.headers) if request.url == queue and "hx-request" in request.headers else None
+        ),
+    )
+    page.goto(queue)
+    expect(page.locator("#queue-notice")).to_have_attribute("data-compared", "1")
+    assert reads and all(headers.get("x-portal-background") == "1" for headers in reads)

@@ -160,6 +160,8 @@ async def test_arrivals_and_departures_redraw_colleagues_lock_panels(shared_box)
     html = await _receive_until(bert_page, 'id="detail-presence"')
     assert "Anna A" in html
     assert 'data-locked-by-other="0"' in html
+    # Anna's socket first draws the panel as it is once it listens (Bert there): read it before he leaves.
+    assert "Bert B" in await _receive_until(anna_page, 'id="detail-presence"')
     await bert_page.disconnect()
     html = await _receive_until(anna_page, 'id="detail-presence"')
     assert "Bert B" not in html
@@ -545,28 +547,60 @@ def _inbox_consumer(user) -> InboxConsumer:
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_session_holds_a_bounded_number_of_sockets_per_process(settings):
-    """A script with one session cookie opening thousands of sockets is refused beyond the limit (4429, which htmx
-    does not reconnect on); a socket that ends frees its place, and another session of the same user has its own."""
+    """A script with one session cookie opening thousands of sockets is refused beyond the limit (4429 after the
+    handshake, which htmx does not reconnect on); a socket that ends frees its place, and another session of the
+    same user has its own."""
     settings.KIMPORTAL_MAX_SOCKETS_PER_SESSION = 2
     user = await database_sync_to_async(UserFactory)(username="viele-tabs")
 
-    async def open_socket(session_key: str) -> tuple[WebsocketCommunicator, bool, int | None]:
+    async def open_socket(session_key: str) -> WebsocketCommunicator:
         communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
         communicator.scope["user"] = user
         communicator.scope["session"] = SessionStore(session_key=session_key)
-        connected, code = await communicator.connect()
-        return communicator, connected, code
+        assert await communicator.connect() == (True, None)
+        return communicator
 
-    first, ok1, _ = await open_socket("sitzung-a")
-    second, ok2, _ = await open_socket("sitzung-a")
-    _refused, ok3, code = await open_socket("sitzung-a")
-    assert (ok1, ok2, ok3, code) == (True, True, False, 4429)
-    other, ok_other, _ = await open_socket("sitzung-b")
-    assert ok_other
+    first = await open_socket("sitzung-a")
+    second = await open_socket("sitzung-a")
+    assert _open_per_session == {"sitzung-a": 2}
+    # Closed right after the handshake: refused during it, a browser would see 1006 and htmx would reconnect.
+    refused = await open_socket("sitzung-a")
+    assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 4429}
+    # A frame a script sent before it saw the close is ignored (the refused socket follows nothing).
+    await refused.send_to(text_data=json.dumps({"watch": "1", "new": "1", "since": "0"}))
+    await refused.disconnect()
+    assert _open_per_session == {"sitzung-a": 2}
+    other = await open_socket("sitzung-b")
+    assert _open_per_session == {"sitzung-a": 2, "sitzung-b": 1}
     await first.disconnect()
-    again, ok_again, _ = await open_socket("sitzung-a")
-    assert ok_again
+    again = await open_socket("sitzung-a")
+    assert _open_per_session == {"sitzung-a": 2, "sitzung-b": 1}
     for communicator in (second, other, again):
         await communicator.disconnect()
     # Every socket that ended gave its place back.
+    assert not _open_per_session
+
+
+@pytest.mark.asyncio
+async def test_a_message_socket_refused_for_the_socket_limit_leaves_no_presence(shared_box, settings):
+    """The message socket writes its presence before the session's limit is asked: a refused socket must take it
+    away again, or colleagues see the user on the message though no page of theirs shows it."""
+    from mailbox.consumers import MessageConsumer
+    from mailbox.models import Presence
+
+    settings.KIMPORTAL_MAX_SOCKETS_PER_SESSION = 1
+    _box, anna, _bert, message = shared_box
+    page = await _message_socket(anna, message.pk)
+    refused = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message.pk}/")
+    refused.scope["user"] = anna
+    refused.scope["url_route"] = {"kwargs": {"pk": message.pk}}
+    assert await refused.connect() == (True, None)
+    assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 4429}
+    # A frame a script sent before it saw the close is ignored (the refused socket follows nothing).
+    await refused.send_to(text_data=json.dumps({"watch": "1", "new": "1", "since": "0"}))
+    await refused.disconnect()
+    channels = await database_sync_to_async(lambda: list(Presence.objects.values_list("channel_name", flat=True)))()
+    assert len(channels) == 1
+    await page.disconnect()
+    assert not await database_sync_to_async(Presence.objects.exists)()
     assert not _open_per_session

@@ -126,3 +126,22 @@ async def test_a_message_page_shows_a_claim_taken_before_its_socket_listened(war
     assert 'data-locked-by-other="1"' in html
     assert "In Bearbeitung durch Bert B" in html
     await page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_late_event_of_a_row_the_catch_up_sent_does_not_add_it_twice(ward):
+    from mailbox import events
+
+    box, _other, _foreign, anna, _bert, shown = ward
+    stored = await database_sync_to_async(_ingest)(box, "late-event")
+    socket = await _connect(anna)
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk))
+    assert html.count(f'id="msg-{stored.pk}"') == 1
+    # The message's own event reaches the socket only now (a busy channel layer): the row is on the page already.
+    await database_sync_to_async(events.broadcast_message_created)(mailbox_id=box.pk, message_id=stored.pk)
+    await database_sync_to_async(events.broadcast_messages_created)(mailbox_id=box.pk, message_ids=[stored.pk])
+    frames = []
+    while not await socket.receive_nothing(timeout=0.8):
+        frames.append(await socket.receive_from(timeout=5))
+    assert not any(f'id="msg-{stored.pk}"' in frame for frame in frames), frames
+    await socket.disconnect()
