@@ -305,7 +305,7 @@ def test_the_admin_cannot_remove_the_last_owner(ward, client):
 def test_a_deactivated_account_hands_its_work_back_and_every_owner_is_told(ward):
     """IT switches off the account of someone who left the hospital (the Django admin, a directory sync): the letters
     they were responsible for go back to the unassigned queue instead of staying with nobody who sees them."""
-    box, owner, nurse, _membership, message = ward
+    _box, owner, nurse, _membership, message = ward
     assignment.message_take(user=nurse, message=message, version=message.version)
     claims.message_claim(user=nurse, message=Message.objects.get(pk=message.pk))
     nurse.last_login = timezone.now()
