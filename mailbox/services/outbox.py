@@ -708,10 +708,15 @@ def outgoing_claim(*, user: Any, outgoing: OutgoingMessage) -> OutgoingMessage:
 @transaction.atomic
 def outgoing_release(*, user: Any, outgoing: OutgoingMessage) -> OutgoingMessage:
     locked = _guarded(user, outgoing, None)
-    OutgoingMessage.objects.filter(pk=locked.pk).update(claimed_by=None, claimed_at=None, version=F("version") + 1)
-    audit_record(actor=user, action="outgoing.released", mailbox=locked.mailbox, outgoing_id=locked.pk)
-    _changed(locked, locked.mailbox_id)
+    _release(locked, actor=user)
     return OutgoingMessage.objects.get(pk=locked.pk)
+
+
+def _release(outgoing: OutgoingMessage, *, actor: Any, **details: Any) -> None:
+    """Nobody is the send's contact any more: written, audited, and its pages told (in the caller's transaction)."""
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(claimed_by=None, claimed_at=None, version=F("version") + 1)
+    audit_record(actor=actor, action="outgoing.released", mailbox=outgoing.mailbox, outgoing_id=outgoing.pk, **details)
+    _changed(outgoing, outgoing.mailbox_id)
 
 
 def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
@@ -725,18 +730,7 @@ def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
         .order_by("pk")
     )
     for outgoing in claimed:
-        OutgoingMessage.objects.filter(pk=outgoing.pk).update(
-            claimed_by=None, claimed_at=None, version=F("version") + 1
-        )
-        audit_record(
-            actor=actor,
-            action="outgoing.released",
-            mailbox=outgoing.mailbox,
-            outgoing_id=outgoing.pk,
-            previous=person.pk,
-            reason="membership_ended",
-        )
-        _changed(outgoing, outgoing.mailbox_id)
+        _release(outgoing, actor=actor, previous=person.pk, reason="membership_ended")
     return len(claimed)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import smtplib
+import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -45,6 +47,16 @@ def member(account):
     user = UserFactory(username="station")
     MembershipFactory(mailbox=account.mailbox, user=user)
     return user
+
+
+def send_as_practice(cm, raw: bytes) -> None:
+    """The practice submits *raw* to the hospital's address through the simulated CM's SMTP, as any participant can."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
+        smtp.login(f"{PRAXIS}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
+        smtp.sendmail(PRAXIS, [HOSPITAL], raw)
 
 
 def simple_mail(subject: str = "Befund", *, to: str = HOSPITAL, body: str = "Hallo", **headers: str) -> bytes:

@@ -7,29 +7,17 @@ under the rule in docs/security-headers.md.
 
 from __future__ import annotations
 
-import smtplib
-import ssl
-
 import pytest
 from django.urls import reverse
 
 from mailbox.models import Message
 from mailbox.models.kimresults import SecurityState
 from mailbox.services.fetch import account_fetch
-from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS, simple_mail
+from tests.mailbox.conftest import send_as_practice, simple_mail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECURE_TEXT = "Sicher empfangen"
-
-
-def _smtp_send(cm, raw: bytes) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
-        smtp.login(f"{PRAXIS}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
-        smtp.sendmail(PRAXIS, [HOSPITAL], raw)
 
 
 def _forged(subject: str, *, fault: str | None = None, extra: bytes = b"", body: str = "Hallo") -> bytes:
@@ -42,7 +30,7 @@ def _forged(subject: str, *, fault: str | None = None, extra: bytes = b"", body:
 
 
 def _fetch_one(cm, account, raw: bytes) -> Message:
-    _smtp_send(cm, raw)
+    send_as_practice(cm, raw)
     result = account_fetch(account_id=account.pk)
     assert not result.error
     return Message.objects.get()

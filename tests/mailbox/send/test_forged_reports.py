@@ -9,16 +9,13 @@ forgery stays an ordinary message in the inbox, where people see it.
 
 from __future__ import annotations
 
-import smtplib
-import ssl
-
 import pytest
 
 from mailbox.models import DeliveryReport, Message, OutgoingMessage
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import outgoing_deliver, outgoing_send
-from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS
+from tests.mailbox.conftest import HOSPITAL, PRAXIS, send_as_practice
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +30,6 @@ def _delivered(account, sender) -> OutgoingMessage:
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.DELIVERED
     return outgoing
-
-
-def _from_the_practice(cm, raw: bytes) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
-        smtp.login(f"{PRAXIS}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
-        smtp.sendmail(PRAXIS, [HOSPITAL], raw)
 
 
 def _forged_dsn(message_id: str, *, fault: str | None) -> bytes:
@@ -72,7 +60,7 @@ def _kept_as_mail(account, subject: str) -> None:
 @pytest.mark.parametrize("fault", [None, "unencrypted"], ids=["through-its-cm", "unencrypted"])
 def test_a_dsn_written_by_a_recipient_does_not_fail_our_message(cm, account, sender, vzd, sent_tasks, fault):
     outgoing = _delivered(account, sender)
-    _from_the_practice(cm, _forged_dsn(outgoing.message_id, fault=fault))
+    send_as_practice(cm, _forged_dsn(outgoing.message_id, fault=fault))
     _kept_as_mail(account, "Zustellbenachrichtigung (fehlgeschlagen)")
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.DELIVERED
@@ -88,7 +76,7 @@ def test_a_reply_claiming_to_be_a_cm_error_mail_does_not_fail_our_message(cm, ac
         f"Message-ID: <reply-1@praxis-test.kim.telematik-test>\r\nIn-Reply-To: {outgoing.message_id}\r\n"
         "X-KIM-Fehlermeldung: 4004\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nDanke.\r\n"
     ).encode()
-    _from_the_practice(cm, reply)
+    send_as_practice(cm, reply)
     _kept_as_mail(account, "AW: Befund")
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.DELIVERED
