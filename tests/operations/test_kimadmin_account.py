@@ -110,7 +110,7 @@ def test_deregistration_and_its_revocation_need_a_confirmation(kim: KimWorld) ->
     assert "abgemeldet" in page and "Abruf noch bis" in page and "Abmeldung widerrufen" in page
     assert client.post(revoke, {"confirm": "on"}).status_code == 302
     assert _record(kim)["regStat"] == "registered"
-    actions = list(AuditEvent.objects.filter(action__startswith="kim.").values_list("action", flat=True))
+    actions = list(AuditEvent.objects.filter(action__startswith="kim.").order_by("pk").values_list("action", flat=True))
     assert actions == ["kim.deregistered", "kim.deregistration_revoked"]
 
 

@@ -49,7 +49,7 @@ def test_central_list_filters_by_author_for_the_author(client, assistant, physic
     fragment = client.get(
         reverse("signing:drafts"), {"patient": "nobody"}, headers={"HX-Request": "true", "HX-Target": "draft-list"}
     )
-    assert fragment.content.decode().lstrip().startswith('<div id="draft-list">')
+    assert fragment.content.decode().lstrip().startswith('<div id="draft-list"')
     assert "Brief A" not in fragment.content.decode()
 
 
