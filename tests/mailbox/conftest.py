@@ -49,14 +49,15 @@ def member(account):
     return user
 
 
-def send_as_practice(cm, raw: bytes) -> None:
-    """The practice submits *raw* to the hospital's address through the simulated CM's SMTP, as any participant can."""
+def send_as_practice(cm, raw: bytes, *, sender: str = PRAXIS, to: str = HOSPITAL) -> None:
+    """The practice (or *sender*) submits *raw* to the hospital's address (or *to*) through the simulated CM's SMTP,
+    as any participant can."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
-        smtp.login(f"{PRAXIS}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
-        smtp.sendmail(PRAXIS, [HOSPITAL], raw)
+        smtp.login(f"{sender}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
+        smtp.sendmail(sender, [to], raw)
 
 
 def simple_mail(subject: str = "Befund", *, to: str = HOSPITAL, body: str = "Hallo", **headers: str) -> bytes:

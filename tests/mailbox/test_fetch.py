@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import smtplib
 import socket
-import ssl
 import threading
 from datetime import timedelta
 
@@ -14,20 +12,11 @@ from django.utils import timezone
 from mailbox.models import FetchFailure, KimAccount, Message
 from mailbox.services.fetch import account_fetch, account_lease_acquire, accounts_due_claim
 from mailbox.storage import blob_get
-from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS, simple_mail
+from tests.mailbox.conftest import HOSPITAL, send_as_practice, simple_mail
 from tests.mailbox.corpus import HOSTILE_CORPUS
 
 # Real commits: "DELE only after commit" and the on-commit events run as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _smtp_send(cm, raw: bytes, *, sender: str = PRAXIS, to: str = HOSPITAL) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP_SSL("127.0.0.1", cm.smtp_port, context=ctx, timeout=10) as smtp:
-        smtp.login(f"{sender}#kim.telematik-test:465#M1#CS1#WP1", PASSWORD)
-        smtp.sendmail(sender, [to], raw)
 
 
 def test_fetch_stores_messages_and_deletes_them_on_the_server(cm, account):
@@ -232,7 +221,7 @@ def test_keep_on_server_keeps_until_due_then_deletes(cm, account):
 
 
 def test_cm_headers_are_evaluated_after_smtp_delivery(cm, account):
-    _smtp_send(cm, simple_mail("Über SMTP", X_KIM_Dienstkennung="Arztbrief;VHitG-Versand;V1.2"))
+    send_as_practice(cm, simple_mail("Über SMTP", X_KIM_Dienstkennung="Arztbrief;VHitG-Versand;V1.2"))
     account_fetch(account_id=account.pk)
     message = Message.objects.get()
     assert message.dienstkennung == "Arztbrief;VHitG-Versand;V1.2"
@@ -242,7 +231,7 @@ def test_cm_headers_are_evaluated_after_smtp_delivery(cm, account):
 
 
 def test_tampered_message_is_flagged_with_the_original_attached(cm, account):
-    _smtp_send(cm, simple_mail("Manipuliert", X_Tisim_Fault="integrity"))
+    send_as_practice(cm, simple_mail("Manipuliert", X_Tisim_Fault="integrity"))
     account_fetch(account_id=account.pk)
     message = Message.objects.get()
     assert message.integrity_results == ["08"]
