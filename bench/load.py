@@ -20,7 +20,7 @@ message_ingest, the rest copies of those rows: bench/mails.py) and 200 processor
 directly (django.contrib.auth's session keys): 200 password hashes would measure the hasher.
 
 Every simulated user does what a browser does: GET / (the inbox), opens /ws/inbox/ (session cookie,
-Origin of the host) and declares its watch (the rows shown, data-live-since/-view); then loops: GET
+Origin of the host) and declares its watch (the rows shown, data-live-since/-view/-at); then loops: GET
 /nachricht/<id>/ of a random open message, and as the page loads, the last page's sockets close (without
 waiting for them) and the page opens its own: /ws/inbox/ again and /ws/message/<id>/?page=<token> (the
 token from the page's ws-connect attribute); reads for the read time (the page's heartbeat {"writing": "0"}
@@ -132,6 +132,7 @@ TOKEN = re.compile(rb'ws-connect="/ws/message/\d+/\?page=([0-9a-f]+\.[0-9a-f]+)"
 PAGE_ROWS = re.compile(rb'id="msg-(\d+)"')
 LIVE_MAILBOXES = re.compile(rb'data-live-mailboxes="([^"]*)"')
 LIVE_SINCE = re.compile(rb'data-live-since="(\d*)" data-live-view="([a-z]*)"')
+LIVE_AT = re.compile(rb'data-live-at="([0-9.]*)"')
 FRAME_ROWS = re.compile(r'id="(?:msg|row-presence)-(\d+)"')
 
 
@@ -618,6 +619,7 @@ class Browser:
         self.shown: set[str] = set()  # the rows of the inbox page last loaded
         self.live = ""  # the mailboxes whose new mail that page shows on top (data-live-mailboxes)
         self.since, self.view = "", ""  # the newest message that list knew, and its view (data-live-since/-view)
+        self.at = ""  # when the server read that list (data-live-at)
         self.leaving: set[asyncio.Task] = set()
 
     def left(self) -> float:
@@ -636,7 +638,7 @@ class Browser:
                 self.leave(inbox)
                 inbox = await self.socket("inbox", "/ws/inbox/")
                 # The message page shows no list: its page-wide socket follows no rows (portal.js).
-                self.shown, self.live, self.since = set(), "", ""
+                self.shown, self.live, self.since, self.at = set(), "", "", ""
                 await self.declare(inbox)
                 match = TOKEN.search(body) if body else None
                 if body and not match:
@@ -674,12 +676,20 @@ class Browser:
             self.live = ",".join(m.removeprefix("mb-") for m in live.group(1).decode().split()) if live else ""
             since = LIVE_SINCE.search(body)
             self.since, self.view = (since.group(1).decode(), since.group(2).decode()) if since else ("", "")
+            at = LIVE_AT.search(body)
+            self.at = at.group(1).decode() if at else ""
         return body
 
     async def declare(self, sock: Socket | None) -> None:
         """portal.js tells the page-wide socket which rows the page shows and where new mail goes on top."""
         if sock is not None and sock.alive:
-            watch = {"watch": ",".join(sorted(self.shown)), "new": self.live, "since": self.since, "view": self.view}
+            watch = {
+                "watch": ",".join(sorted(self.shown)),
+                "new": self.live,
+                "since": self.since,
+                "view": self.view,
+                "at": self.at,
+            }
             await sock.send(json.dumps(watch))
 
     async def _get(self, kind: str, path: str) -> bytes:

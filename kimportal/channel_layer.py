@@ -11,6 +11,10 @@ Redis; meanwhile its events reach no socket (only members get events). Each sock
 overflows gets a single "layer.overflow" event that makes it close and resync (mailbox.consumers.base), never a
 silently incomplete picture.
 
+Events may also be kept for a minute in a short log (a Redis stream per key, written in the same pipeline right before
+their PUBLISH): a page rendered before its socket subscribed reads what it missed in between (group_send_logged,
+recent). Without it, that window was silent: a claim or a late-committed mail never reached the page.
+
 A socket's own channel is process-local, as the Channels spec names them ("<process channel>!<socket>"): the process
 subscribes to its channel once, and a message sent to one of its sockets travels there with the socket's name in
 front. channels_redis subscribed to every socket's channel on connect and unsubscribed on close: two Redis round
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,6 +41,12 @@ from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnecti
 from channels_redis.utils import _wrap_close
 
 log = logging.getLogger(__name__)
+
+# How long the short event logs keep an event (seconds): a page whose socket subscribes later than this after its
+# render falls back to reading the database (mailbox.consumers.inbox).
+LOG_SECONDS = 60
+# Entries one read takes from one log at most (a minute of a very busy mailbox).
+LOG_READ_MAX = 5_000
 
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
 _NAMES = BaseChannelLayer()
@@ -82,11 +93,12 @@ class _Shard(RedisSingleShardConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Publishes not yet handed to Redis, oldest first, each with the future its sender waits on.
-        self._outbox: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        # Publishes not yet handed to Redis, oldest first, each with the future its sender waits on, and the log it
+        # is also written to (or "").
+        self._outbox: list[tuple[str, bytes, asyncio.Future[None], str]] = []
         self._sending: asyncio.Task[None] | None = None
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, *, log: str = "") -> None:
         """Publish in the order of the calls, many in one round trip.
 
         channels_redis held the shard's lock across each PUBLISH's round trip: every event of the process, and every
@@ -94,9 +106,13 @@ class _Shard(RedisSingleShardConnection):
         a task per command on its socket timeout). Here one sender per shard and event loop takes all publishes that
         are waiting and sends them as one pipeline, then the next batch: the order of a process's events is kept
         (one connection, one batch after the other), a burst costs one round trip, and the lock stays with the
-        Pub/Sub connection's subscriptions. The caller waits until Redis took its publish, or its error."""
+        Pub/Sub connection's subscriptions. The caller waits until Redis took its publish, or its error.
+
+        `log`: the message is also appended to that stream first (in the same pipeline, so a reader that subscribed
+        and then reads the log misses nothing in between); entries older than LOG_SECONDS are trimmed as it grows,
+        and a log nobody writes to expires."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (channel, message, future)
+        entry = (channel, message, future, log)
         self._outbox.append(entry)
         if self._sending is None:
             self._sending = asyncio.ensure_future(self._send_outbox())
@@ -110,7 +126,7 @@ class _Shard(RedisSingleShardConnection):
             raise
 
     async def _send_outbox(self) -> None:
-        batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        batch: list[tuple[str, bytes, asyncio.Future[None], str]] = []
         try:
             while self._outbox:
                 batch, self._outbox = self._outbox, []
@@ -118,12 +134,16 @@ class _Shard(RedisSingleShardConnection):
                 try:
                     self._ensure_redis()
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for channel, message, _future in batch:
+                        oldest = f"{int((time.time() - LOG_SECONDS) * 1000)}-0"
+                        for channel, message, _future, log_key in batch:
+                            if log_key:
+                                pipe.xadd(log_key, {"m": message}, minid=oldest, approximate=True)
+                                pipe.expire(log_key, LOG_SECONDS * 2)
                             pipe.publish(channel, message)
                         await pipe.execute()
                 except Exception as exc:  # handed to each waiting sender
                     error = exc
-                for *_, future in batch:
+                for _channel, _message, future, _log in batch:
                     if future.done():  # its sender stopped waiting (a timeout)
                         continue
                     if error is None:
@@ -135,12 +155,21 @@ class _Shard(RedisSingleShardConnection):
             # Cancelled (flush, the loop's end): nobody waits in vain.
             self._stop_sending(batch)
 
-    def _stop_sending(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
+    def _stop_sending(self, batch: list[tuple[str, bytes, asyncio.Future[None], str]]) -> None:
         """No sender runs any more: what it held (`batch`) and what still waits in the outbox is cancelled."""
         self._sending = None
-        for *_, future in [*batch, *self._outbox]:
+        for _channel, _message, future, _log in [*batch, *self._outbox]:
             future.cancel()
         self._outbox = []
+
+    async def read_logs(self, keys: list[str], start: float) -> list[bytes]:
+        """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms)."""
+        self._ensure_redis()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
+            found = await pipe.execute()
+        return [fields[b"m"] for entries in found for _id, fields in entries if b"m" in fields]
 
     async def flush(self) -> None:
         if self._sending is not None:
@@ -283,6 +312,24 @@ class _LoopLayer(RedisPubSubLoopLayer):
         for index, names in by_shard.items():
             await self._shards[index].unsubscribe_many(names)
 
+    async def group_send_logged(self, group: str, message: dict[str, Any], log: str) -> None:
+        """group_send, and the message kept in the log `log` for a minute (see recent)."""
+        assert _NAMES.require_valid_group_name(group), "Group name not valid"
+        name = self._get_group_channel_name(group)
+        await self._get_shard(name).publish(name, self.channel_layer.serialize(message), log=self.prefix + log)
+
+    async def recent(self, logs: Iterable[str], start: float) -> list[dict[str, Any]]:
+        """The messages written to these logs since `start` (time.time() seconds, as Redis's clock tells), in the
+        order they were sent per log. A message may be logged on any shard (the one of the group it went to)."""
+        keys = sorted({self.prefix + key for key in logs})
+        if not keys:
+            return []
+        found: list[dict[str, Any]] = []
+        for shard in self._shards:
+            for data in await shard.read_logs(keys, start):
+                found.append(self.channel_layer.deserialize(data))
+        return found
+
     def _linger(self, name: str) -> None:
         loop = asyncio.get_running_loop()
         self.lingering[name] = loop.time() + self.linger
@@ -324,7 +371,7 @@ class RedisPubSubChannelLayer(_RedisPubSubChannelLayer):
     """
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("group_add_many", "group_discard_many"):
+        if name in ("group_add_many", "group_discard_many", "group_send_logged", "recent"):
             return functools.partial(_async_proxy, self, name)
         return super().__getattr__(name)
 

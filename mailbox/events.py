@@ -37,6 +37,25 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def live_log(mailbox_id: int) -> str:
+    """The short log of a mailbox's row events (kimportal.channel_layer: kept a minute): a list page rendered before its
+    socket listened reads there what changed in between (mailbox.consumers.inbox)."""
+    return f"live-log.{mailbox_id}"
+
+
+# What a list page shows of a mailbox: its new mail, its rows (state, responsibility, lock, presence) and its counts.
+LOGGED_EVENTS = frozenset(
+    {"message.created", "messages.created", "message.changed", "presence.changed", "counts.changed"}
+)
+
+
+def _group_send(layer: Any, group: str, event: dict) -> Coroutine[Any, Any, None]:
+    """The layer's group_send; a mailbox's row events are also kept in its short log where the layer can."""
+    if event.get("type") in LOGGED_EVENTS and "mailbox_id" in event and hasattr(layer, "group_send_logged"):
+        return layer.group_send_logged(group, event, live_log(int(event["mailbox_id"])))
+    return layer.group_send(group, event)
+
+
 def session_digest(session_key: str) -> str:
     # Sockets compare digests: the session key itself never travels through the channel layer.
     return hashlib.sha256(f"kimportal-session:{session_key}".encode()).hexdigest()[:32]
@@ -114,7 +133,7 @@ async def publish(events: list[tuple[str, dict]]) -> None:
     for group, event in events:
         try:
             async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
-                await layer.group_send(group, event)
+                await _group_send(layer, group, event)
         except Exception:
             log.exception("broadcast to %s failed", group)
 
@@ -132,7 +151,7 @@ def send_to_group(group: str, event: dict) -> None:
         return
     try:
         if _keeps_connections_per_loop(layer):
-            _sender.run(layer.group_send(group, event))
+            _sender.run(_group_send(layer, group, event))
         else:
             async_to_sync(layer.group_send)(group, event)
     except Exception:

@@ -8,6 +8,8 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import time
+import uuid
 
 import pytest
 import pytest_asyncio
@@ -393,3 +395,19 @@ async def test_while_redis_stays_down_sockets_are_told_once_and_again_when_it_is
             assert (await process.receive(again))["type"] == "layer.lost"
     finally:
         await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_logged_event_is_published_and_kept_for_a_reader_that_subscribes_later(layers):
+    process, page, sender = await listening(layers, "message.7")
+    log = f"live-log.test-{uuid.uuid4().hex}"
+    start = time.time()
+    await sender.group_send_logged("message.7", {"type": "message.changed", "n": 1}, log)
+    await sender.group_send("message.7", {"type": "message.changed", "n": 2})  # not logged
+    await sender.group_send_logged("message.7", {"type": "message.changed", "n": 3}, log)
+    assert [(await process.receive(page))["n"] for _ in range(3)] == [1, 2, 3]
+    # Another process reads the log: both logged events, in order; none after a later start; another log is empty.
+    reader = layers()
+    assert [event["n"] for event in await reader.recent([log], start - 1)] == [1, 3]
+    assert await reader.recent([log], time.time() + 2) == []
+    assert await reader.recent([f"{log}-other"], start - 1) == []

@@ -4,8 +4,12 @@ notifications."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.db.models import QuerySet
 
 from mailbox import selectors
@@ -23,12 +27,21 @@ from mailbox.consumers.base import (
     ids,
     rows_delay,
 )
-from mailbox.events import mailbox_group, message_group, user_group
+from mailbox.events import live_log, mailbox_group, message_group, user_group
 from mailbox.livecache import MISSING, RenderMemo, row_data, row_data_ready
 from mailbox.models import Message, member_mailbox_ids
 from mailbox.permissions import Action, can
 from mailbox.selectors.fetching import fetch_failures_for_user
 from mailbox.selectors.messages import MessageFilter, apply_filter
+
+log = logging.getLogger(__name__)
+
+# How far before a list's read its socket replays events (clocks of several servers differ by milliseconds under NTP;
+# an event replayed twice only draws a row again).
+REPLAY_MARGIN_SECONDS = 0.2
+# A list read longer ago than this replays from the database instead (the short logs keep a minute).
+REPLAY_WITHIN_SECONDS = 50.0
+_REPLAY_KINDS = {"message.changed": CHANGED, "presence.changed": PRESENCE}
 
 # The list views whose first page shows new mail on top (mailbox.views.lists._is_plain).
 _NEW_VIEWS = ("all", "open", "unassigned")
@@ -72,6 +85,8 @@ class InboxConsumer(PortalConsumer):
         # (an ordered set, bounded): what arrived before the socket listened is sent once, and only once.
         self.since: int | None = None
         self.announced: dict[int, None] = {}
+        # When the shown list was read ("at"): what changed after it was replayed once.
+        self.at: float | None = None
         await self.accept()
 
     def _connect_db(self) -> tuple[Any, list[int]]:
@@ -95,23 +110,85 @@ class InboxConsumer(PortalConsumer):
             known = int(since) if since.isdigit() and len(since) <= 18 else None  # a bigint at most
             view = str(data.get("view", ""))
             await self._watch(
-                ids(data.get("watch")), ids(data.get("new")), known, view if view in _NEW_VIEWS else "all"
+                ids(data.get("watch")),
+                ids(data.get("new")),
+                known,
+                view if view in _NEW_VIEWS else "all",
+                _read_at(data.get("at")),
             )
         if data.get("resync"):
             if await self._check() is NO_ROLE:
                 return
             await self._send(await db(self._render_nav)(0))
 
-    async def _watch(self, rows: set[int], new_for: set[int], since: int | None = None, view: str = "all") -> None:
+    async def _watch(
+        self, rows: set[int], new_for: set[int], since: int | None = None, view: str = "all", at: float | None = None
+    ) -> None:
         # The number of rows is bounded like a page.
         rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
         await self._leave_groups(*(message_group(message_id) for message_id in sorted(self.watched - rows)))
         await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
         self.watched, self.new_for = rows, new_for
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
+        # Subscribed now: what was sent between the list's read and this moment is in the short logs.
+        if at is not None and at != self.at:
+            self.at = at
+            if await self._replay(at, rows, new_for if since is not None else set(), view):
+                self.since = since
+                return
         if since is not None and since != self.since and new_for:
             self.since = since
             await self._catch_up(since, new_for, rows, view)
+
+    async def _replay(self, at: float, shown: set[int], new_for: set[int], view: str) -> bool:
+        """The list was read at `at`, before this socket listened: the events of its mailboxes sent since then (a
+        colleague's claim of a shown row, mail stored meanwhile, also mail whose transaction began earlier and
+        committed later than the read) are handled as if they had arrived live. False when the logs cannot tell
+        (another channel layer, Redis failing, or a read too long ago): the caller reads the database instead."""
+        if time.time() - at > REPLAY_WITHIN_SECONDS:
+            return False
+        layer: Any = get_channel_layer()
+        if not hasattr(layer, "recent"):
+            return False
+        mailbox_ids = sorted(int(g.split(".", 1)[1]) for g in self.joined if g.startswith("mailbox."))
+        try:
+            async with asyncio.timeout(2):
+                events = await layer.recent([live_log(pk) for pk in mailbox_ids], at - REPLAY_MARGIN_SECONDS - 1)
+        except Exception:
+            log.warning("the short event logs could not be read; the list catches up from the database", exc_info=True)
+            return False
+        arrived: dict[int, int] = {}
+        counts = False
+        for event in events:
+            if float(event.get("at", 0)) < at - REPLAY_MARGIN_SECONDS or event.get("mailbox_id") not in mailbox_ids:
+                continue
+            kind = event.get("type")
+            if kind in ("message.created", "messages.created"):
+                counts = True
+                if event["mailbox_id"] in new_for:
+                    for message_id in event.get("message_ids") or [event.get("message_id")]:
+                        if isinstance(message_id, int) and message_id not in shown:
+                            arrived[message_id] = event["mailbox_id"]
+            elif kind in _REPLAY_KINDS and event.get("message_id") in shown:
+                self._queue(event, event["message_id"], _REPLAY_KINDS[kind])
+                counts = counts or bool(event.get("counts"))
+            elif kind == "counts.changed":
+                counts = True
+        fresh = {pk: mailbox for pk, mailbox in arrived.items() if pk not in self.announced}
+        if fresh:
+            # As the database catch-up: of the list's view, and only while the user is a member.
+            for message_id, mailbox_id in sorted(await db(self._of_view)(sorted(fresh), view))[-MAX_ROWS_PER_FRAME:]:
+                self._queue({"mailbox_id": mailbox_id, "message_id": message_id}, message_id, NEW)
+        if counts:
+            self._counts_soon()
+        return True
+
+    def _of_view(self, message_ids: list[int], view: str) -> list[tuple[int, int]]:
+        """Which of these messages the list's view shows, in mailboxes the user is still a member of."""
+        qs: QuerySet[Message] = Message.objects.filter(
+            mailbox_id__in=member_mailbox_ids(self.user), is_delivery_report=False, pk__in=message_ids
+        )
+        return list(apply_filter(qs, self.user, MessageFilter(view=view)).values_list("pk", "mailbox_id"))
 
     async def _catch_up(self, since: int, new_for: set[int], shown: set[int], view: str) -> None:
         """The list was rendered before this socket listened: mail stored in between was told to nobody (a letter
@@ -340,3 +417,12 @@ class InboxConsumer(PortalConsumer):
     def _render_notifications(self) -> str:
         counters = selectors.user_counters(self.user)
         return self._render("mailbox/partials/_notification_badge.html", {"counters": counters, "oob": True})
+
+
+def _read_at(value: Any) -> float | None:
+    """A list's "at" (seconds since the epoch, as the server wrote it), or None: not a number, or not now-ish."""
+    try:
+        at = float(str(value)[:20])
+    except ValueError:
+        return None
+    return at if math.isfinite(at) and abs(time.time() - at) < 86_400 else None

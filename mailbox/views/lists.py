@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from django.contrib import messages
@@ -29,6 +30,8 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
     # The filter bar is rendered once per process for its values ({% samefor %}): a form for its choices is
     # built only when it is rendered.
     choices = form if form is not None else SimpleLazyObject(lambda: MessageFilterForm(initial={"view": filters.view}))
+    # Taken before the list is read: whatever the list's socket is told of after this, the page may not show yet.
+    rendered_at = time.time()
     page = selectors.message_list_for_user(
         request.user,
         mailbox=mailbox,
@@ -58,6 +61,8 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         # The newest message the list knew (no query: its first page is the newest of its view): what its view
         # gets after that, before the page's socket listens, the socket sends once it does (mailbox.consumers.inbox).
         "live_since": max((m.pk for m in page.object_list), default=0) if live and page.number == 1 else None,
+        # When the list was read: its socket replays the row events sent since (mailbox.consumers.inbox).
+        "live_at": f"{rendered_at:.3f}",
         "labels": tuple((label.application, label.label) for label in list_badges().values()),
         "queues": selectors.mailbox_queue_choices(mailbox) if mailbox else [],
     }

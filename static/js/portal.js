@@ -38,7 +38,8 @@ document.addEventListener("htmx:wsClose", () => {
 // Tell the inbox socket which rows this page shows and where new mail goes on top: the server then sends
 // changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty). "since" is the newest
 // message the list knew when the server rendered it: the socket sends the rows of mail of the list's view stored
-// after that (before it listened, nobody was told), once per list.
+// after that (before it listened, nobody was told), once per list; "at" is when the list was read: the socket
+// replays the changes of its rows and the new mail sent since then.
 let lastWatch = null;
 function declareWatch(force = false) {
   const form = document.getElementById("watch-form");
@@ -51,12 +52,15 @@ function declareWatch(force = false) {
   const fresh = mailboxes.join(",");
   const since = live ? live.dataset.liveSince || "" : "";
   const view = live ? live.dataset.liveView || "" : "";
-  if (!force && lastWatch === `${watch}|${fresh}|${since}|${view}`) return;
-  lastWatch = `${watch}|${fresh}|${since}|${view}`;
+  const list = document.querySelector("[data-live-at]");
+  const at = list ? list.dataset.liveAt || "" : "";
+  if (!force && lastWatch === `${watch}|${fresh}|${since}|${view}|${at}`) return;
+  lastWatch = `${watch}|${fresh}|${since}|${view}|${at}`;
   form.querySelector("[name=watch]").value = watch;
   form.querySelector("[name=new]").value = fresh;
   form.querySelector("[name=since]").value = since;
   form.querySelector("[name=view]").value = view;
+  form.querySelector("[name=at]").value = at;
   document.body.dispatchEvent(new Event("live-watch"));
 }
 // Once per opening of the socket the watch form belongs to (a message page also opens its message's socket).

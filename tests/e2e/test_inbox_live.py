@@ -116,6 +116,36 @@ def test_a_letter_stored_while_the_inbox_still_loads_appears_once_the_page_liste
     expect(inbox.rows.first).to_contain_text("Im Fenster eingegangen")
 
 
+def test_a_colleague_claiming_a_letter_while_the_inbox_still_loads_shows_once_the_page_listens(portal_web, page):
+    """A colleague takes a letter the list shows while the page loads: the claim's event reached no socket of the page.
+    Once it listens, the socket replays what its rows went through since the list was read (data-live-at)."""
+    from mailbox.services.claims import message_claim
+
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    bert = UserFactory(username="bert", first_name="Bert", last_name="Kollege")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    for user in (station, bert):
+        MembershipFactory(mailbox=box, user=user)
+    letter = _letter(box, "known", "Alter Befund")
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    expect(inbox.row("Alter Befund")).to_be_visible()
+
+    held = []
+    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
+    page.goto(portal_web.url + "/", wait_until="commit")
+    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+        if held:
+            break
+        page.wait_for_timeout(10)
+    assert len(held) == 1
+    expect(inbox.row("Alter Befund").locator(".lock")).to_have_count(0)
+    message_claim(user=bert, message=letter)
+    held.pop().continue_()
+    inbox.wait_live()
+    expect(inbox.row("Alter Befund").locator(".lock")).to_contain_text("Bert Kollege")
+    expect(inbox.row("Alter Befund")).to_have_count(1)
+
+
 def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_once(portal_web, page):
     """htmx's ws extension opened a socket nested in another socket's element twice: every message page view cost
     the server two message sockets (two presences, two heartbeats); and each opening socket re-declared the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -30,9 +31,11 @@ def ward():
     return box, other, foreign, anna, bert, shown
 
 
-async def _declare(socket, *, watch, new, since, view: str = "all") -> list[str]:
+async def _declare(socket, *, watch, new, since, view: str = "all", at: float | None = None) -> list[str]:
     """The page's first watch frame (portal.js), then every frame until the counts follow the rows (or nothing)."""
     frame = {"watch": ",".join(map(str, watch)), "new": ",".join(map(str, new)), "since": str(since), "view": view}
+    if at is not None:
+        frame["at"] = f"{at:.3f}"
     await socket.send_to(text_data=json.dumps(frame))
     frames = [await socket.receive_from(timeout=5)]
     assert 'id="live-watching"' in frames[0]
@@ -144,4 +147,86 @@ async def test_a_late_event_of_a_row_the_catch_up_sent_does_not_add_it_twice(war
     while not await socket.receive_nothing(timeout=0.8):
         frames.append(await socket.receive_from(timeout=5))
     assert not any(f'id="msg-{stored.pk}"' in frame for frame in frames), frames
+    await socket.disconnect()
+
+
+# --- The short event logs: what was sent between the list's read ("at") and the socket's subscription -----------
+
+
+@pytest.mark.asyncio
+async def test_a_colleague_claiming_a_shown_row_before_the_socket_listened_reaches_the_list(ward):
+    from mailbox.services.claims import message_claim
+
+    _box, _other, _foreign, anna, bert, shown = ward
+    read_at = time.time()  # Anna's list was read with the row free
+    await database_sync_to_async(message_claim)(user=bert, message=shown)
+    socket = await _connect(anna)
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[], since="", at=read_at))
+    # The row is drawn again, now taken by Bert (before the logs, the list showed it free until the next load).
+    assert f'id="msg-{shown.pk}"' in html
+    assert "Bert" in html
+    assert "afterbegin" not in html  # a shown row is updated in place, not added
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_mail_committed_after_the_read_with_an_older_id_than_the_list_knew_reaches_it(ward):
+    box, _other, _foreign, anna, _bert, shown = ward
+    read_at = time.time()
+    # Two fetches at once: the letter with the lower id committed after the list was read, the higher one before.
+    # The list shows the higher one and knows it as its newest ("since"): the database catch-up (ids after it)
+    # cannot see the other.
+    late = await database_sync_to_async(_ingest)(box, "late-commit")
+    newest = await database_sync_to_async(_ingest)(box, "early-commit")
+    socket = await _connect(anna)
+    html = "".join(await _declare(socket, watch=[shown.pk, newest.pk], new=[box.pk], since=newest.pk, at=read_at))
+    assert f'id="msg-{late.pk}"' in html
+    assert f"afterbegin:[data-live-mailboxes~='mb-{box.pk}']" in html
+    assert html.count(f'id="msg-{newest.pk}"') == 0  # shown already
+    assert 'id="mailbox-nav"' in html, "the counts the new mail moved follow"
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_events_sent_before_the_list_was_read_are_not_replayed(ward):
+    from mailbox.services.claims import message_claim
+
+    box, _other, _foreign, anna, bert, shown = ward
+    await database_sync_to_async(message_claim)(user=bert, message=shown)
+    before = await database_sync_to_async(_ingest)(box, "before-read")
+    # The list was read after both (beyond the margin for clocks): it shows them as they are.
+    read_at = time.time() + 0.3
+    socket = await _connect(anna)
+    html = "".join(await _declare(socket, watch=[shown.pk, before.pk], new=[box.pk], since=before.pk, at=read_at))
+    assert f'id="msg-{shown.pk}"' not in html and f'id="msg-{before.pk}"' not in html
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_replayed_mail_passes_the_view_and_membership_like_the_database_catch_up(ward):
+    box, other, _foreign, anna, bert, shown = ward
+    read_at = time.time()
+    assigned = await database_sync_to_async(_ingest)(box, "assigned-meanwhile")
+    await database_sync_to_async(Message.objects.filter(pk=assigned.pk).update)(assignee=bert)
+    elsewhere = await database_sync_to_async(_ingest)(other, "not-shown-mailbox")
+    fresh = await database_sync_to_async(_ingest)(box, "fresh-meanwhile")
+    socket = await _connect(anna)
+    html = "".join(
+        await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, view="unassigned", at=read_at)
+    )
+    assert f'id="msg-{fresh.pk}"' in html
+    assert f'id="msg-{assigned.pk}"' not in html and f'id="msg-{elsewhere.pk}"' not in html
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_list_read_longer_ago_than_the_logs_keep_catches_up_from_the_database(ward, monkeypatch):
+    from mailbox.consumers import inbox
+
+    box, _other, _foreign, anna, _bert, shown = ward
+    stored = await database_sync_to_async(_ingest)(box, "long-ago")
+    socket = await _connect(anna)
+    monkeypatch.setattr(inbox, "get_channel_layer", lambda: pytest.fail("the logs are not read for an old list"))
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=time.time() - 55))
+    assert f'id="msg-{stored.pk}"' in html
     await socket.disconnect()
