@@ -215,3 +215,14 @@ def test_a_tab_whose_session_ended_unheard_stops_reconnecting_once_its_socket_dr
     page.wait_for_timeout(1500)
     assert page.evaluate("window.__sockets.length") == 2
     expect(page.locator("#message-list")).to_contain_text("Befund")  # the list did not become the login page
+
+
+def test_a_dropped_socket_of_a_valid_session_reconnects_without_the_notice(portal_web, page):
+    from mailbox.events import send_to_group, user_group
+
+    station, _inbox = _signed_in_inbox(portal_web, page)
+    send_to_group(user_group(station.pk), {"type": "layer.lost"})
+    page.wait_for_function("() => window.__sockets.length === 2 && window.__sockets[1].readyState === 1")
+    expect(page.locator("body[data-live=open]")).to_be_attached()
+    expect(page.locator("#session-ended-text")).to_be_empty()
+    expect(page.get_by_role("link", name="Erneut anmelden")).to_be_hidden()
