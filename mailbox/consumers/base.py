@@ -144,6 +144,13 @@ class PortalConsumer(AsyncWebsocketConsumer):
 
     async def _authenticated(self, user: Any) -> bool:
         if user is None or not user.is_authenticated:
+            # Signed out (logged out elsewhere, expired): accepted, then closed with 4401, as at the socket limit.
+            # Refused during the handshake, the browser sees 1006 and htmx reconnects with backoff for as long as the
+            # tab is open; 4401 after the handshake it takes as final, and the page tells the user to sign in again
+            # (portal.js). The socket joined nothing and counts for no session.
+            self.joined = []
+            self.closed = True
+            await self.accept()
             await self.close(code=4401)
             return False
         self.user = user

@@ -274,25 +274,32 @@ class RoutingPlanner:
         decision.assignee_id = chosen
         self.moved[key] = chosen
 
+    def _substitute(self, user_id: int) -> int | None:
+        """The substitute of a user who is away at `at`, else None (an absence always names one)."""
+        if user_id not in self._substitutes:
+            absence = (
+                Absence.objects.filter(user_id=user_id, starts_at__lte=self.at, ends_at__gt=self.at)
+                .order_by("starts_at", "pk")
+                .first()
+            )
+            self._substitutes[user_id] = absence.substitute_id if absence else None
+        return self._substitutes[user_id]
+
     def _person(self, rule: RoutingRule) -> tuple[int | None, str]:
         """The rule's person, or their substitute while they are away (as a manual assignment does); nobody when
-        the substitute cannot work the mailbox (no longer a member, say)."""
+        the substitute cannot work the mailbox (no longer a member, say) or is away as well."""
         if self._members is None:
             self._members = set(_processing_members(self.mailbox_id).values_list("pk", flat=True))
         person = rule.assign_user_id
         if person is None or person not in self._members:
             return None, _("Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen.")
-        if person not in self._substitutes:
-            absence = (
-                Absence.objects.filter(user_id=person, starts_at__lte=self.at, ends_at__gt=self.at)
-                .order_by("starts_at", "pk")
-                .first()
-            )
-            self._substitutes[person] = absence.substitute_id if absence else None
-        substitute = self._substitutes[person]
+        substitute = self._substitute(person)
         if substitute is None:
             return person, ""
         name = display_name(rule.assign_user) if rule.assign_user else str(person)
+        if substitute in self._members and self._substitute(substitute) is not None:
+            # The substitute is away too: their mail would wait unseen as well (a pool rule skips the absent alike).
+            return None, _("%(name)s und die Vertretung sind abwesend: unzugewiesen.") % {"name": name}
         if substitute in self._members:
             return substitute, _("Vertretung für %(name)s (abwesend)") % {"name": name}
         # Assigned to someone away, a letter would wait unseen until they are back: the queue shows it to everyone.

@@ -52,6 +52,12 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
     if assignee is None or assignee not in members:
         raise NotAllowed(_("Diese Person ist kein bearbeitendes Mitglied des Postfachs."))
     substitute = substitute_for(assignee)
+    if substitute is not None and substitute in members and substitute_for(substitute) is not None:
+        # The substitute is away too (routing leaves such mail unassigned): whoever assigns chooses again.
+        raise NotAllowed(
+            _("%(name)s und die Vertretung %(substitute)s sind abwesend. Bitte eine andere Person wählen.")
+            % {"name": display_name(assignee), "substitute": display_name(substitute)}
+        )
     if substitute is not None and substitute in members:
         note = (note + "\n" if note else "") + _("Vertretung für %(name)s (abwesend)") % {
             "name": display_name(assignee)

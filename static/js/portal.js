@@ -20,20 +20,44 @@ document.addEventListener("htmx:afterSettle", markCurrentNav);
 // resyncs once the connection is back: the list is reloaded and each socket sends the current state.
 let liveWasClosed = false;
 document.addEventListener("htmx:wsOpen", () => {
+  if (document.body.dataset.live === "ended") return;
   document.body.dataset.live = "open";
   if (!liveWasClosed) return;
   liveWasClosed = false;
-  const list = document.getElementById("message-list");
-  if (list && window.htmx) {
-    window.htmx.ajax("GET", window.location.href, { target: "#message-list", swap: "outerHTML" });
-  }
-  // Wait a tick so that every reconnecting socket of the page is open before it is asked.
-  setTimeout(() => document.body.dispatchEvent(new Event("live-resync")), 200);
+  // Wait a tick so that every reconnecting socket of the page is open before it is asked, and so that a socket of
+  // an ended session (opened, then closed with 4401 at once) reloads nothing: the list would become the login page.
+  setTimeout(() => {
+    if (document.body.dataset.live === "ended") return;
+    const list = document.getElementById("message-list");
+    if (list && window.htmx) {
+      window.htmx.ajax("GET", window.location.href, { target: "#message-list", swap: "outerHTML" });
+    }
+    document.body.dispatchEvent(new Event("live-resync"));
+  }, 200);
 });
-document.addEventListener("htmx:wsClose", () => {
+document.addEventListener("htmx:wsClose", (ev) => {
+  if (document.body.dataset.live === "ended") return;
+  // 4401: the session ended (logged out in another tab or elsewhere, expired). The server accepts the socket and
+  // closes it with this code so that htmx does not reconnect (it would on the 1006 of a refused handshake); the
+  // page says so and offers to sign in again, back to this page.
+  if (ev.detail && ev.detail.event && ev.detail.event.code === 4401) {
+    document.body.dataset.live = "ended";
+    showSessionEnded();
+    return;
+  }
   document.body.dataset.live = "closed";
   liveWasClosed = true;
 });
+function showSessionEnded() {
+  const text = document.getElementById("session-ended-text");
+  const login = document.getElementById("session-ended-login");
+  if (!text || !login) return;
+  const next = new URLSearchParams({ next: window.location.pathname + window.location.search });
+  login.href = `${document.getElementById("session-ended").dataset.loginUrl}?${next}`;
+  login.hidden = false;
+  // Filling the always-present alert region is what screen readers announce.
+  text.textContent = text.dataset.text;
+}
 
 // Tell the inbox socket which rows this page shows and where new mail goes on top: the server then sends
 // changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty). "since" is the newest

@@ -180,3 +180,79 @@ def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_onc
     kinds = page.evaluate("() => window.__sockets.map((s) => new URL(s.url).pathname.split('/')[2]).sort()")
     assert kinds == ["inbox", "message"]
     assert page.evaluate("() => window.__watchFrames") == 1
+
+
+# Every socket the page creates (as above), counted per page load.
+_COUNT_SOCKETS = """(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = function (url, protocols) {
+    const socket = new Native(url, protocols);
+    window.__sockets.push(socket);
+    return socket;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})()"""
+SESSION_ENDED = "Ihre Sitzung wurde beendet (abgemeldet oder abgelaufen). Diese Seite wird nicht mehr aktualisiert."
+
+
+def _signed_in_inbox(portal_web, page):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    _letter(box, "brief", "Befund")
+    page.add_init_script(_COUNT_SOCKETS)
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    inbox.wait_live()
+    # Reconnect at once instead of htmx's backoff: a reconnect loop shows within the test's time.
+    page.evaluate("htmx.config.wsReconnectDelay = () => 50")
+    return station, inbox
+
+
+def test_a_tab_logged_out_in_another_tab_says_so_and_offers_to_sign_in_again(portal_web, page, browser_context):
+    _station, _inbox = _signed_in_inbox(portal_web, page)
+    other = browser_context.new_page()
+    other.goto(f"{portal_web.url}/")
+    other.get_by_role("button", name="Abmelden").click()
+    other.wait_for_url(lambda url: "/login/" in url)
+
+    expect(page.get_by_role("alert").filter(has_text=SESSION_ENDED)).to_be_visible()
+    login = page.get_by_role("link", name="Erneut anmelden")
+    expect(login).to_have_attribute("href", "/login/?next=%2F")
+    expect(page.locator(".live-indicator")).to_be_hidden()  # not "reconnecting": nothing will
+    assert page.evaluate("window.__sockets.length") == 1
+    login.click()
+    expect(page.get_by_label("Benutzername")).to_be_visible()
+
+
+def test_a_tab_whose_session_ended_unheard_stops_reconnecting_once_its_socket_drops(portal_web, page):
+    """The session ended without the tab hearing it (it expired; the server restarted in between): when its socket
+    drops and htmx reconnects, the server refuses the socket. Refused during the handshake, the browser saw 1006 and
+    htmx reconnected for as long as the tab stayed open; accepted and closed with 4401, it stops and says why."""
+    from django.contrib.sessions.models import Session
+
+    from mailbox.events import send_to_group, user_group
+
+    station, _inbox = _signed_in_inbox(portal_web, page)
+    assert page.evaluate("window.__sockets.length") == 1
+    Session.objects.all().delete()
+    # The server closes the socket as when its Redis connection was made again (1012): htmx reconnects.
+    send_to_group(user_group(station.pk), {"type": "layer.lost"})
+
+    expect(page.get_by_role("alert").filter(has_text=SESSION_ENDED)).to_be_visible()
+    # Thirty reconnect delays: a loop would have opened more sockets by now.
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__sockets.length") == 2
+    expect(page.locator("#message-list")).to_contain_text("Befund")  # the list did not become the login page
+
+
+def test_a_dropped_socket_of_a_valid_session_reconnects_without_the_notice(portal_web, page):
+    from mailbox.events import send_to_group, user_group
+
+    station, _inbox = _signed_in_inbox(portal_web, page)
+    send_to_group(user_group(station.pk), {"type": "layer.lost"})
+    page.wait_for_function("() => window.__sockets.length === 2 && window.__sockets[1].readyState === 1")
+    expect(page.locator("body[data-live=open]")).to_be_attached()
+    expect(page.locator("#session-ended-text")).to_be_empty()
+    expect(page.get_by_role("link", name="Erneut anmelden")).to_be_hidden()

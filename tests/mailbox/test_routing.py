@@ -225,6 +225,32 @@ def test_a_named_person_away_whose_substitute_left_the_mailbox_gets_nothing_the_
     assert row.assignee == "" and "abwesend" in row.note
 
 
+def test_a_named_person_away_whose_substitute_is_away_too_gets_nothing_the_queue_does(box, team):
+    """An absence always names a substitute; when that substitute is away as well, the mail would wait unseen with
+    them. A pool rule skips the absent; a named person's rule leaves the mail unassigned, with a note, likewise."""
+    anna, ben, cem = team
+    now = timezone.now()
+    Absence.objects.create(
+        user=anna, substitute=ben, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=5)
+    )
+    Absence.objects.create(
+        user=ben, substitute=cem, starts_at=now - timedelta(hours=2), ends_at=now + timedelta(days=1)
+    )
+    owner = UserFactory()
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    created = rule(box, subject_words="Befund", assign=RoutingRule.Assign.USER, assign_user=anna)
+
+    message = Message.objects.get(pk=mail("1", box).pk)
+
+    assert message.assignee is None and not AssignmentPeriod.objects.filter(message=message).exists()
+    assert not Notification.objects.filter(message=message).exists()
+    applied = AuditEvent.objects.get(action="routing.applied", message_id=message.pk)
+    assert applied.details["assignee"] is None
+    assert applied.details["note"] == "Anna Test und die Vertretung sind abwesend: unzugewiesen."
+    [row] = rule_preview(owner, box, created).rows
+    assert row.assignee == "" and "abwesend" in row.note
+
+
 def test_order_stop_after_match_and_first_setter_wins(box, team):
     anna, ben, _cem = team
     rule(box, name="aus", subject_words="Befund", assign=RoutingRule.Assign.USER, assign_user=ben, is_active=False)

@@ -98,3 +98,21 @@ def test_the_cms_error_mail_sent_as_our_own_account_is_still_applied(cm, account
     outgoing.refresh_from_db()
     row = outgoing.recipient_rows.get()
     assert (row.state, row.status_code) == ("failed", "4004")
+
+
+def test_the_cms_error_mail_without_any_return_path_is_still_applied(cm, account, sender, vzd, sent_tasks):
+    # A mail the CM writes itself never passes a final delivery, so nothing puts a Return-Path on it: gematik's own
+    # example of a CM error mail has none (spec/kim/samples/extracted/FAQ_example_integrity_check_failed_error_
+    # message.eml). A participant's mail always reaches us through the Fachdienst, whose delivery writes one.
+    outgoing = _delivered(account, sender)
+    error_mail = (
+        f"From: KIM-Clientmodul <{HOSPITAL}>\r\nTo: {HOSPITAL}\r\n"
+        "Subject: KIM-Nachricht: Fehler beim Versand\r\nMessage-ID: <cm-err-2@cm.local>\r\n"
+        f"In-Reply-To: {outgoing.message_id}\r\nX-KIM-Fehlermeldung: 4004\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nNicht verschluesselt.\r\n"
+    ).encode()
+    cm.deliver(HOSPITAL, error_mail)
+    assert account_fetch(account_id=account.pk).error == ""
+    outgoing.refresh_from_db()
+    row = outgoing.recipient_rows.get()
+    assert (row.state, row.status_code) == ("failed", "4004")

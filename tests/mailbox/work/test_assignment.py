@@ -129,3 +129,26 @@ def test_assignment_to_an_absent_member_whose_substitute_cannot_work_the_mailbox
     assert "Bernd Bauer ist abwesend" in refused.value.message
     assert "Carla Christ kann dieses Postfach nicht bearbeiten" in refused.value.message
     assert snapshot(message) == before
+
+
+def test_assignment_to_an_absent_member_whose_substitute_is_away_too_is_refused(owner, alice, bob, carol, message):
+    """Bob is away and so is Carla, his substitute: the letter would wait unseen with either (routing leaves such
+    mail unassigned); whoever assigns is told and chooses again."""
+    now = timezone.now()
+    Absence.objects.create(
+        user=bob, substitute=carol, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=2)
+    )
+    Absence.objects.create(
+        user=carol, substitute=alice, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=3)
+    )
+    before = snapshot(message)
+
+    with pytest.raises(errors.NotAllowed) as refused:
+        assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
+
+    assert refused.value.message == (
+        "Bernd Bauer und die Vertretung Carla Christ sind abwesend. Bitte eine andere Person wählen."
+    )
+    assert snapshot(message) == before
+    # Carla herself, assigned directly, goes to her own substitute as before.
+    assert assignment.message_assign(user=owner, message=message, version=1, assignee_id=carol.pk).assignee == alice
