@@ -224,7 +224,8 @@ async def test_a_message_page_socket_reads_its_user_in_the_hop_of_its_join_and_r
 
     # Someone else's message: no presence, 4404.
     page = WebsocketCommunicator(application, f"/ws/message/{foreign_id}/", headers=headers)
-    assert await page.connect(timeout=5) == (False, 4404)
+    assert await page.connect(timeout=5) == (True, None)
+    assert await page.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     assert not await Presence.objects.filter(message_id=foreign_id).aexists()
 
     await Session.objects.filter(session_key=key).adelete()  # what logout does

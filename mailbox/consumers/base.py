@@ -241,6 +241,14 @@ class PortalConsumer(AsyncWebsocketConsumer):
         self.closed = True
         await self.close(code=code)
 
+    async def _refuse(self, code: int) -> None:
+        """Refuse a socket in its connect (4404: what it is about is not, or no longer, the user's to see): accepted,
+        then closed, as an ended session is. Refused during the handshake, the browser would see 1006 and htmx would
+        reconnect for as long as the tab is open (an ex-member's message page); the page says so (portal.js)."""
+        self.closed = True
+        await self.accept()
+        await self.close(code=code)
+
     def _render(self, template: str, context: dict) -> str:
         with translation.override(self.language):
             return render_to_string(template, {"user": self.user, **context})

@@ -42,7 +42,7 @@ class MessageConsumer(PortalConsumer):
         if not await self._authenticated(user):
             return
         if self.mailbox_id is None:
-            await self._close(4404)
+            await self._refuse(4404)
             return
         await self._join(message_group(self.message_id), user_group(self.user.pk))
         await self.accept()

@@ -19,7 +19,7 @@ class BatchConsumer(PortalConsumer):
             return
         self.batch_id = int(self.scope["url_route"]["kwargs"]["pk"])
         if not await db(self._visible)():
-            await self._close(4404)
+            await self._refuse(4404)
             return
         await self._join(batch_group(self.batch_id), user_group(self.user.pk))
         await self.accept()

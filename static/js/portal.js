@@ -45,9 +45,22 @@ document.addEventListener("htmx:wsClose", (ev) => {
     showSessionEnded();
     return;
   }
+  // 4403/4404: what this socket is about is no longer the user's to see (removed from the mailbox, the letter
+  // deleted): htmx does not reconnect; the page says why it stopped following; the other sockets stay.
+  if (ev.detail && ev.detail.event && [4403, 4404].includes(ev.detail.event.code)) {
+    showAccessEnded();
+    return;
+  }
   document.body.dataset.live = "closed";
   liveWasClosed = true;
 });
+function showAccessEnded() {
+  const text = document.getElementById("session-ended-text");
+  const home = document.getElementById("session-ended-home");
+  if (!text || !home) return;
+  home.hidden = false;
+  text.textContent = text.dataset.accessText;
+}
 function showSessionEnded() {
   const text = document.getElementById("session-ended-text");
   const login = document.getElementById("session-ended-login");

@@ -256,3 +256,54 @@ def test_a_dropped_socket_of_a_valid_session_reconnects_without_the_notice(porta
     expect(page.locator("body[data-live=open]")).to_be_attached()
     expect(page.locator("#session-ended-text")).to_be_empty()
     expect(page.get_by_role("link", name="Erneut anmelden")).to_be_hidden()
+
+
+ACCESS_ENDED = (
+    "Sie haben keinen Zugriff mehr auf diesen Inhalt (z. B. aus dem Postfach entfernt oder gelöscht). "
+    "Diese Seite wird nicht mehr aktualisiert."
+)
+
+
+def test_an_ex_members_open_message_page_says_why_it_stopped_and_does_not_reconnect(portal_web, page):
+    """Removed from the mailbox while reading a letter (membership gone without the page hearing it, then the socket
+    dropped): the message socket is refused on reconnect. Refused during the handshake, the browser saw 1006 and htmx
+    reconnected for as long as the tab stayed open; accepted and closed with 4404, it stops and says why."""
+    from mailbox.events import send_to_group, user_group
+    from mailbox.models import Membership
+
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    letter = _letter(box, "brief", "Befund")
+    page.add_init_script(_COUNT_SOCKETS)
+    # Frames per socket: the message socket's first frame (the lock panel drawn on opening, which checks access)
+    # has come before the membership goes; so the socket learns of it only on its reconnect.
+    page.add_init_script(
+        """(() => {
+        const send = window.WebSocket;
+        window.WebSocket = function (url, protocols) {
+          const socket = send(url, protocols);
+          socket.__frames = 0;
+          socket.addEventListener("message", () => { socket.__frames += 1; });
+          return socket;
+        };
+        window.WebSocket.prototype = send.prototype;
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+      })()"""
+    )
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/nachricht/{letter.pk}/")
+    page.wait_for_function(
+        """() => window.__sockets.length === 2 && window.__sockets.every((s) => s.readyState === 1)
+        && window.__sockets.some((s) => s.url.includes("/ws/message/") && s.__frames > 0)"""
+    )
+    page.evaluate("htmx.config.wsReconnectDelay = () => 50")
+    Membership.objects.filter(user=station).delete()
+    send_to_group(user_group(station.pk), {"type": "layer.lost"})
+
+    expect(page.get_by_role("alert").filter(has_text=ACCESS_ENDED)).to_be_visible()
+    expect(page.get_by_role("link", name="Zur Startseite")).to_be_visible()
+    # Thirty reconnect delays: a loop would have opened more sockets by now (one new socket each).
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__sockets.length") == 4
+    expect(page.get_by_role("link", name="Erneut anmelden")).to_be_hidden()

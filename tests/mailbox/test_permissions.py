@@ -747,14 +747,16 @@ async def test_message_socket_accepts_members_of_every_role(role):
 async def test_message_socket_refuses_strangers(role):
     w = await database_sync_to_async(build_world)(role)
     pk = w.foreign_message.pk
-    _, connected, code = await _open(MessageConsumer, f"/ws/message/{pk}/", w.user, pk=pk)
-    assert not connected
-    assert code == 4404
+    # Accepted, then closed with 4404: a handshake refused would reach the browser as 1006, which htmx retries.
+    socket, connected, code = await _open(MessageConsumer, f"/ws/message/{pk}/", w.user, pk=pk)
+    assert (connected, code) == (True, None)
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     assert not await database_sync_to_async(Presence.objects.filter(user=w.user).exists)()
     # A pk that does not exist looks exactly the same.
     missing = pk + 10_000
-    _, connected, code = await _open(MessageConsumer, f"/ws/message/{missing}/", w.user, pk=missing)
-    assert (connected, code) == (False, 4404)
+    socket, connected, code = await _open(MessageConsumer, f"/ws/message/{missing}/", w.user, pk=missing)
+    assert (connected, code) == (True, None)
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
 
 
 @async_db

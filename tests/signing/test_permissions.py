@@ -212,8 +212,9 @@ def async_db(test):
 async def test_batch_socket_refuses_strangers_and_anonymous(mailbox):
     f = await database_sync_to_async(build_foreign)(mailbox)
     stranger = await database_sync_to_async(UserFactory)(username="fremd2")
-    _, connected, code = await _open(BatchConsumer, "/", stranger, pk=f["batch"].pk)
-    assert (connected, code) == (False, 4404)
+    socket, connected, code = await _open(BatchConsumer, "/", stranger, pk=f["batch"].pk)
+    assert (connected, code) == (True, None)
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     # Signed out: accepted, then closed with 4401 (htmx reconnects on a refused handshake's 1006, not on 4401).
     socket, connected, code = await _open(BatchConsumer, "/", AnonymousUser(), pk=f["batch"].pk)
     assert (connected, code) == (True, None)

@@ -385,13 +385,15 @@ async def test_someone_elses_batch_socket_is_refused_even_with_a_forged_event():
     communicator.scope["user"] = other
     communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
     connected, code = await communicator.connect(timeout=5)
-    assert (connected, code) == (False, 4404)
+    assert (connected, code) == (True, None)
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
     # The author is not the signer: the batch page is the physician's alone.
     communicator = WebsocketCommunicator(BatchConsumer.as_asgi(), "/")
     communicator.scope["user"] = assistant
     communicator.scope["url_route"] = {"args": (), "kwargs": {"pk": batch.pk}}
     connected, code = await communicator.connect(timeout=5)
-    assert (connected, code) == (False, 4404)
+    assert (connected, code) == (True, None)
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
 
 
 # --- one eHBA, one person ----------------------------------------------------------------------------------------
