@@ -150,3 +150,17 @@ def test_sending_again_never_repeats_a_recipient_the_cm_took(cm, account, sender
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     assert _submissions(cm, outgoing) == [[PRAXIS], [OUTSIDE]]
     assert len(cm.maildrop_uidls(PRAXIS)) == 1
+
+
+def test_sending_a_waiting_message_now_leaves_the_refused_and_the_accepted_alone(cm, account, sender, vzd, sent_tasks):
+    cm.arm_rcpt_fault(PRAXIS, "550")
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    third = HOSPITAL  # a copy to the own mailbox: the third address in the directory with a certificate
+    outgoing = _queued(sender, account, to=(PRAXIS, OUTSIDE, third))
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "queued", third: "sent"}
+
+    outgoing_retry(user=sender, outgoing=outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
+    assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "sent", third: "sent"}
+    assert _submissions(cm, outgoing) == [[third], [OUTSIDE]]
