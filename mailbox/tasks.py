@@ -9,7 +9,13 @@ from celery import shared_task
 
 from mailbox.services.absences import absence_begin
 from mailbox.services.fetch import account_fetch, accounts_due_claim
-from mailbox.services.outbox import acknowledgement_auto, outgoing_deliver, outgoing_due, outgoing_recover_stale
+from mailbox.services.outbox import (
+    acknowledgement_auto,
+    outgoing_deliver,
+    outgoing_due,
+    outgoing_recover_stale,
+    outgoing_release_held,
+)
 from mailbox.services.presence import presence_purge_stale
 from mailbox.services.retention import retention_run_all
 from mailbox.services.sla import sla_overdue_notify
@@ -62,8 +68,10 @@ def outgoing_deliver_task(outgoing_id: int) -> str:
 
 @shared_task(name="mailbox.tasks.outgoing_dispatch_due", ignore_result=True, expires=25)
 def outgoing_dispatch_due() -> int:
-    """Recover messages of dead workers ("ungewiss" or queued again), then send what is due."""
+    """Recover messages of dead workers ("ungewiss" or queued again), queue what was held for a switched-off
+    mailbox or account that is on again, then send what is due."""
     outgoing_recover_stale()
+    outgoing_release_held()
     due = outgoing_due()
     for outgoing_id in due:
         outgoing_deliver_task.delay(outgoing_id)

@@ -71,6 +71,8 @@ urlpatterns = [
     path("entwurf/<int:pk>/empfaenger-entfernen/", compose.draft_remove_recipient, name="draft-remove-recipient"),
     path("entwurf/<int:pk>/senden/", compose.draft_send, name="draft-send"),
     path("entwurf/<int:pk>/verwerfen/", compose.draft_discard, name="draft-discard"),
+    path("entwurf/<int:pk>/uebernehmen/", compose.draft_take_over, name="draft-take-over"),
+    path("entwurf/<int:pk>/ehemalig-loeschen/", compose.draft_left_discard, name="draft-left-discard"),
     path("gesendet/", compose.sent, name="sent"),
     path("postfach/<int:pk>/gesendet/", compose.mailbox_sent, name="mailbox-sent"),
     path("postausgang/", compose.outbox, name="outbox"),
@@ -78,6 +80,7 @@ urlpatterns = [
     path("gesendet/<int:pk>/wiederholen/", compose.outgoing_retry_view, name="outgoing-retry"),
     path("gesendet/<int:pk>/ungewiss/", compose.outgoing_uncertain, name="outgoing-uncertain"),
     path("gesendet/<int:pk>/uebernehmen/", compose.outgoing_claim_view, name="outgoing-claim"),
+    path("gesendet/<int:pk>/zurueckholen/", compose.outgoing_withdraw_view, name="outgoing-withdraw"),
     path(
         "gesendet/<int:pk>/anhang/<int:attachment_pk>/",
         compose.outgoing_attachment_download,

@@ -13,6 +13,7 @@ python -m tisim fault retr --address A (--message K | --uidl U) [--mode err|drop
                       [--code SYS/TEMP] [--after-bytes N] [--times K]
 python -m tisim fault login --address A --code AUTH|IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM [--times K]
 python -m tisim fault smtp --address A|* --mode 421|timeout|451|drop-after-data|timeout-after-data [--times K]
+python -m tisim fault rcpt --address RECIPIENT [--code 450|451|452|550|554] [--times K]
 python -m tisim fault clear | list
 python -m tisim vzd-...   (the VZD simulator, tisim.vzd.cli)
 python -m tisim konnektor-run [--data-dir DIR] [--port 8090] [--mode plain|basic|cert] [--auto-pin PIN]
@@ -178,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     smtp.add_argument("--times", type=int, default=1, help="how many submissions to break (0 = until cleared)")
     smtp.set_defaults(func=cmd_fault_smtp)
+    rcpt = fault_sub.add_parser("rcpt", help="refuse the next RCPT TO(s) of one recipient (see tisim.cm.faults)")
+    _add_location(rcpt)
+    rcpt.add_argument("--address", required=True, help="the recipient")
+    rcpt.add_argument("--code", default="450", choices=["450", "451", "452", "550", "554"])
+    rcpt.add_argument("--times", type=int, default=1, help="how many RCPTs to refuse (0 = until cleared)")
+    rcpt.set_defaults(func=cmd_fault_rcpt)
     clear = fault_sub.add_parser("clear", help="remove all faults")
     _add_location(clear)
     clear.set_defaults(func=cmd_fault_clear)
@@ -449,6 +456,14 @@ def cmd_fault_login(args: argparse.Namespace) -> int:
 def cmd_fault_smtp(args: argparse.Namespace) -> int:
     try:
         _fault_store(args).add_smtp(args.address, args.mode, times=None if args.times == 0 else args.times)
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_fault_rcpt(args: argparse.Namespace) -> int:
+    try:
+        _fault_store(args).add_rcpt(args.address, args.code, times=None if args.times == 0 else args.times)
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     return 0

@@ -116,6 +116,8 @@ class SmtpRefused(CmError):
         self.temporary = 400 <= code < 500
         # Where in the dialogue: "mail", "rcpt", "data" (the DATA command) or "end_of_data" (the final dot).
         self.stage = ""
+        # At "rcpt": every recipient was refused, each with its own reply (address → "code text").
+        self.refused: dict[str, str] = {}
 
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
@@ -296,7 +298,9 @@ def smtp_send(
             if not accepted:
                 assert last_refusal is not None
                 conn.rset()
-                raise _refused(*last_refusal, "rcpt")
+                refusal = _refused(*last_refusal, "rcpt")
+                refusal.refused = refused
+                raise refusal
             code, reply = conn.docmd("DATA")
             if code != 354:
                 raise _refused(code, reply, "data")

@@ -39,6 +39,8 @@ class OutgoingMessage(models.Model):
     class State(models.TextChoices):
         DRAFT = "draft", _("Entwurf")
         QUEUED = "queued", _("in Warteschlange")
+        # Queued, but its mailbox or KIM account is switched off: kept, not sent, until it is on again.
+        HELD = "held", _("zurückgehalten")
         SENDING = "sending", _("wird gesendet")
         SENT = "sent", _("versendet")
         DELIVERED = "delivered", _("zugestellt")
@@ -53,6 +55,9 @@ class OutgoingMessage(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="outgoing_messages"
     )
+    # A draft whose author can no longer work the mailbox (left it, lost the role, account switched off): the
+    # mailbox's owners see it and delete it or take it over (mailbox.services.compose.outgoing_drafts_return).
+    author_left_at = models.DateTimeField(null=True, blank=True)
     kind = models.CharField(_("Art"), max_length=20, choices=Kind.choices, default=Kind.NEW)
     # The received message this answers or forwards (reply, reply-all, forward, acknowledgement).
     in_reply_to = models.ForeignKey(

@@ -40,14 +40,19 @@ def outgoing_list_for_user(
 ) -> QuerySet[OutgoingMessage]:
     """ "Gesendet", "Entwürfe" and the outbox: newest first, recipients and attachment counts prefetched.
 
-    Drafts are the author's own: a colleague's half-written text is not shown to others.
+    Drafts are the author's own: a colleague's half-written text is not shown to others. A draft left by a former
+    member is shown to the mailbox's owners (who delete it or take it over), and only to them.
     """
     qs = OutgoingMessage.objects.visible_to(user).select_related("mailbox", "author", "claimed_by")
     if mailbox is not None:
         qs = qs.filter(mailbox_id=mailbox if isinstance(mailbox, int) else mailbox.pk)
     if states is not None:
         qs = qs.filter(state__in=list(states))
-    qs = qs.filter(~Q(state=OutgoingMessage.State.DRAFT) | Q(author_id=user.pk))
+    qs = qs.filter(
+        ~Q(state=OutgoingMessage.State.DRAFT)
+        | Q(author_id=user.pk)
+        | Q(author_left_at__isnull=False, mailbox_id__in=_owned_mailbox_ids(user))
+    )
     return qs.prefetch_related(
         Prefetch("recipient_rows", queryset=OutgoingRecipient.objects.order_by("id")),
     ).order_by("-created_at", "-id")
@@ -66,8 +71,23 @@ def outgoing_get_for_user(user: Any, pk: int) -> OutgoingMessage:
     return outgoing
 
 
+def _owned_mailbox_ids(user: Any) -> list[int]:
+    if not user.is_authenticated:
+        return []
+    return [mailbox_id for mailbox_id, role in member_roles(user).items() if role == Membership.Role.OWNER]
+
+
 def drafts_for_user(user: Any, *, mailbox: Mailbox | int | None = None) -> QuerySet[OutgoingMessage]:
     return outgoing_list_for_user(user, mailbox=mailbox, states=[OutgoingMessage.State.DRAFT]).filter(author_id=user.pk)
+
+
+def left_drafts_for_user(user: Any) -> QuerySet[OutgoingMessage]:
+    """Drafts of former members in the mailboxes the user owns ("von ehemaligem Mitglied …")."""
+    return (
+        outgoing_list_for_user(user, states=[OutgoingMessage.State.DRAFT])
+        .filter(author_left_at__isnull=False, mailbox_id__in=_owned_mailbox_ids(user))
+        .exclude(author_id=user.pk)
+    )
 
 
 @dataclass(frozen=True)

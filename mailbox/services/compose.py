@@ -360,17 +360,88 @@ def outgoing_attachment_remove(
 
 @transaction.atomic
 def outgoing_discard(*, user: Any, outgoing: OutgoingMessage, version: int | None = None) -> None:
-    """Delete a draft (its blobs stay: they may be shared with other messages). Sent mail is never deleted."""
+    """Delete a draft (its blobs stay: they may be shared with other messages). Sent mail is never deleted.
+
+    A draft left by a former member is deleted by an owner of the mailbox (their author cannot any more)."""
     locked = OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=outgoing.pk)
-    require_sender(user, locked.mailbox_id)
+    if locked.author_left_at is not None and locked.author_id != user.pk:
+        require(
+            user, locked.mailbox_id, Action.MANAGE, _("Nur Eigentümer des Postfachs dürfen diesen Entwurf löschen.")
+        )
+    else:
+        require_sender(user, locked.mailbox_id)
     if locked.state != OutgoingMessage.State.DRAFT:
         raise NotAllowed(_("Nur Entwürfe können verworfen werden; gesendete Nachrichten bleiben erhalten."))
     if version is not None and locked.version != version:
         raise Conflict(_("Der Entwurf wurde inzwischen an anderer Stelle geändert. Bitte neu laden."), fresh=locked)
-    audit_record(actor=user, action="outgoing.draft_discarded", mailbox=locked.mailbox, outgoing_id=locked.pk)
+    former = locked.author_id if locked.author_left_at and locked.author_id != user.pk else None
+    if former is None:
+        audit_record(actor=user, action="outgoing.draft_discarded", mailbox=locked.mailbox, outgoing_id=locked.pk)
+    else:
+        audit_record(
+            actor=user,
+            action="outgoing.draft_discarded",
+            mailbox=locked.mailbox,
+            outgoing_id=locked.pk,
+            former_author=former,
+        )
     mailbox_id, pk = locked.mailbox_id, locked.pk
     locked.delete()
     events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=pk)
+
+
+def outgoing_drafts_return(*, actor: Any, mailbox_id: int, person: Any, reason: str = "membership_ended") -> int:
+    """A person who can no longer work the mailbox leaves drafts nobody else sees: they are marked as left by a
+    former member, so the mailbox's owners see them (and delete or take them over). Audited per draft, inside the
+    caller's transaction; returns how many."""
+    now = timezone.now()
+    drafts = list(
+        OutgoingMessage.objects.select_for_update()
+        .select_related("mailbox")
+        .filter(mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=True)
+        .order_by("pk")
+    )
+    for draft in drafts:
+        OutgoingMessage.objects.filter(pk=draft.pk).update(author_left_at=now, version=F("version") + 1)
+        audit_record(
+            actor=actor,
+            action="outgoing.draft_left",
+            mailbox=draft.mailbox,
+            outgoing_id=draft.pk,
+            previous=person.pk,
+            reason=reason,
+        )
+        events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=draft.pk)
+    return len(drafts)
+
+
+def outgoing_drafts_reclaim(*, mailbox_id: int, person: Any) -> int:
+    """The person works the mailbox again: their drafts left there are theirs again (not yet taken over)."""
+    return OutgoingMessage.objects.filter(
+        mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False
+    ).update(author_left_at=None, version=F("version") + 1)
+
+
+@transaction.atomic
+def outgoing_draft_take_over(*, user: Any, draft: OutgoingMessage, version: int | None = None) -> OutgoingMessage:
+    """An owner of the mailbox makes a former member's draft their own (to finish, send or delete it)."""
+    locked = OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=draft.pk)
+    require(user, locked.mailbox_id, Action.MANAGE, _("Nur Eigentümer des Postfachs dürfen diesen Entwurf übernehmen."))
+    if locked.state != OutgoingMessage.State.DRAFT or locked.author_left_at is None:
+        raise Conflict(_("Dieser Entwurf gehört keinem ehemaligen Mitglied (mehr)."), fresh=locked)
+    if version is not None and locked.version != version:
+        raise Conflict(_("Der Entwurf wurde inzwischen an anderer Stelle geändert. Bitte neu laden."), fresh=locked)
+    previous = locked.author_id
+    OutgoingMessage.objects.filter(pk=locked.pk).update(author=user, author_left_at=None, version=F("version") + 1)
+    audit_record(
+        actor=user,
+        action="outgoing.draft_taken_over",
+        mailbox=locked.mailbox,
+        outgoing_id=locked.pk,
+        previous=previous,
+    )
+    events.broadcast_outgoing_changed(mailbox_id=locked.mailbox_id, outgoing_id=locked.pk)
+    return OutgoingMessage.objects.select_related("mailbox").get(pk=locked.pk)
 
 
 def _guess_type(filename: str) -> str:

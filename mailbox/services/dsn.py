@@ -274,7 +274,12 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
         new = OutgoingMessage.State.DELIVERED
     elif states and states <= {"delivered", "failed"}:
         new = OutgoingMessage.State.FAILED if "delivered" not in states else OutgoingMessage.State.PARTIALLY_DELIVERED
-    elif outgoing.state in (OutgoingMessage.State.UNCERTAIN, OutgoingMessage.State.SENDING) and changed:
+    elif (
+        outgoing.state in (OutgoingMessage.State.UNCERTAIN, OutgoingMessage.State.SENDING)
+        and changed
+        # A report on the recipients of an earlier attempt says nothing about those still waiting for theirs.
+        and "queued" not in states
+    ):
         # Any report proves the message reached the Fachdienst: no longer uncertain.
         new = OutgoingMessage.State.SENT
     previous = outgoing.state

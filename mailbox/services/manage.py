@@ -24,6 +24,7 @@ from mailbox.permissions import is_manager
 from mailbox.services import absences, members
 from mailbox.services.audit import audit_record
 from mailbox.services.claims import claims_release_all
+from mailbox.services.outbox import outgoing_hold_mailbox, outgoing_release_held
 
 
 def require_manager(user: Any) -> None:
@@ -60,17 +61,24 @@ def account_save(*, user: Any, account: KimAccount, changed: Iterable[str]) -> K
     require_manager(user)
     account.save()
     audit_record(actor=user, action="account.changed", mailbox=account.mailbox, fields=sorted(changed))
+    # Queued mail follows the account's switch: held while it is off, sent again when it is on.
+    if account.is_active:
+        outgoing_release_held(mailbox_id=account.mailbox_id)
+    else:
+        outgoing_hold_mailbox(mailbox_id=account.mailbox_id)
     return account
 
 
 @transaction.atomic
-def mailbox_set_active(*, user: Any, mailbox: Mailbox, active: bool) -> None:
+def mailbox_set_active(*, user: Any, mailbox: Mailbox, active: bool) -> int:
     """Switch a mailbox off (or on again). Off: its fetch stops, its members lose access at once and their pages
-    leave it, locks there are released. Assignments stay, so that switching it on again restores the work."""
+    leave it, locks there are released, its queued mail is held (not sent, not lost). Assignments stay, so that
+    switching it on again restores the work, and the held mail goes out. Returns how many outgoing messages were
+    held (off) or released (on)."""
     require_manager(user)
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if mailbox.is_active == active:
-        return
+        return 0
     Mailbox.objects.filter(pk=mailbox.pk).update(is_active=active)
     mailbox.is_active = active
     KimAccount.objects.filter(mailbox=mailbox).update(is_active=active)
@@ -80,8 +88,17 @@ def mailbox_set_active(*, user: Any, mailbox: Mailbox, active: bool) -> None:
         )
         for holder in holders:
             claims_release_all(user=holder, mailbox_id=mailbox.pk, reason="mailbox_deactivated")
-    audit_record(actor=user, action="mailbox.activated" if active else "mailbox.deactivated", mailbox=mailbox)
+        outgoing = outgoing_hold_mailbox(mailbox_id=mailbox.pk)
+    else:
+        outgoing = len(outgoing_release_held(mailbox_id=mailbox.pk))
+    audit_record(
+        actor=user,
+        action="mailbox.activated" if active else "mailbox.deactivated",
+        mailbox=mailbox,
+        outgoing=outgoing,
+    )
     events.broadcast_memberships_changed(user_ids=_covered_user_ids(mailbox))
+    return outgoing
 
 
 def _covered_user_ids(mailbox: Mailbox) -> list[int]:

@@ -24,6 +24,7 @@ from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
 from mailbox.services.claims import claims_release_all
+from mailbox.services.compose import outgoing_drafts_reclaim, outgoing_drafts_return
 from mailbox.services.guard import bump
 from mailbox.services.notifications import notify
 from mailbox.services.outbox import outgoing_claims_return
@@ -121,6 +122,8 @@ def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> Non
     for person in get_user_model().objects.filter(pk__in=user_ids):
         if not can(user_role(person, mailbox), Action.PROCESS):
             work_return(actor=actor, mailbox=mailbox, person=person)
+        else:
+            outgoing_drafts_reclaim(mailbox_id=mailbox.pk, person=person)
     events.broadcast_memberships_changed(user_ids=user_ids)
 
 
@@ -156,6 +159,7 @@ def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "mem
         returned += 1
     claims_release_all(user=person, mailbox_id=mailbox.pk, reason=reason)
     outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person)
+    outgoing_drafts_return(actor=actor, mailbox_id=mailbox.pk, person=person, reason=reason)
     if returned:
         owners = [owner for owner in mailbox_owners(mailbox) if actor is None or owner.pk != actor.pk]
         notify(

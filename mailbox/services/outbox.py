@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -209,10 +209,12 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
     token = secrets.token_hex(16)
     now = timezone.now()
     # The lease: one conditional UPDATE decides which worker sends (a second task for the same id, a beat
-    # dispatch racing a retry); the state "sending" is visible at once.
+    # dispatch racing a retry); the state "sending" is visible at once. A switched-off mailbox or account is
+    # part of the condition, so a message is never taken after the switch-off committed.
     won = (
         OutgoingMessage.objects.filter(pk=outgoing_id, state=OutgoingMessage.State.QUEUED)
         .filter(Q(next_try_at__isnull=True) | Q(next_try_at__lte=now))
+        .filter(_sendable_q())
         .update(
             state=OutgoingMessage.State.SENDING,
             lease_token=token,
@@ -221,6 +223,8 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
         )
     )
     if not won:
+        if outgoing_hold(outgoing_id=outgoing_id):
+            return OutgoingMessage.State.HELD
         return OutgoingMessage.objects.filter(pk=outgoing_id).values_list("state", flat=True).first() or ""
     number = DeliveryAttempt.objects.filter(outgoing_id=outgoing_id).count() + 1
     attempt = DeliveryAttempt.objects.create(outgoing_id=outgoing_id, number=number, worker=_worker_name())
@@ -236,6 +240,116 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
         return _deliver(outgoing, account, token, attempt, where)
     finally:
         keeper.stop()
+
+
+# --- switched off: held, not sent, not lost --------------------------------------------------------------
+
+
+def _sendable_q() -> Q:
+    """The message's mailbox is on, and so is its KIM account if it has one (no account fails on its own)."""
+    switched_off = KimAccount.objects.filter(mailbox_id=OuterRef("mailbox_id"), is_active=False)
+    return Q(mailbox__is_active=True) & ~Q(Exists(switched_off))
+
+
+def _held_reason(mailbox: Any) -> str:
+    if not mailbox.is_active:
+        return _(
+            "Zurückgehalten: Das Postfach %(address)s ist abgeschaltet. Die Nachricht wird nicht gesendet und bleibt "
+            "erhalten; sie geht hinaus, sobald das Postfach wieder aktiv ist."
+        ) % {"address": mailbox.address}
+    return _(
+        "Zurückgehalten: Das KIM-Konto des Postfachs %(address)s ist abgeschaltet. Die Nachricht wird nicht gesendet "
+        "und bleibt erhalten; sie geht hinaus, sobald das Konto wieder aktiv ist, oder kann als Entwurf "
+        "zurückgeholt werden."
+    ) % {"address": mailbox.address}
+
+
+@transaction.atomic
+def outgoing_hold(*, outgoing_id: int) -> bool:
+    """Hold a queued message whose mailbox or KIM account is switched off; True if it is held now."""
+    outgoing = _locked(outgoing_id)
+    if outgoing.state == OutgoingMessage.State.HELD:
+        return True
+    if outgoing.state != OutgoingMessage.State.QUEUED:
+        return False
+    if OutgoingMessage.objects.filter(pk=outgoing_id).filter(_sendable_q()).exists():
+        return False
+    text = _held_reason(outgoing.mailbox)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.HELD, next_try_at=None, last_error=text, version=F("version") + 1
+    )
+    _audit(outgoing, "outgoing.held", reason=text)
+    _changed(outgoing, outgoing.mailbox_id)
+    return True
+
+
+def outgoing_hold_mailbox(*, mailbox_id: int) -> int:
+    """A mailbox (or its account) was switched off: its queued messages are held at once, so the outbox says so
+    before the next delivery try would. Inside the caller's transaction; returns how many."""
+    ids = list(
+        OutgoingMessage.objects.filter(mailbox_id=mailbox_id, state=OutgoingMessage.State.QUEUED).values_list(
+            "pk", flat=True
+        )
+    )
+    return sum(1 for pk in ids if outgoing_hold(outgoing_id=pk))
+
+
+@transaction.atomic
+def outgoing_release_held(*, mailbox_id: int | None = None) -> list[int]:
+    """Held messages whose mailbox and account are on again are queued, due at once (the beat calls this every
+    tick, so a switch in any place — the manage page, the account form, the admin — is noticed)."""
+    held = OutgoingMessage.objects.select_for_update().filter(state=OutgoingMessage.State.HELD).filter(_sendable_q())
+    if mailbox_id is not None:
+        held = held.filter(mailbox_id=mailbox_id)
+    released = list(held.select_related("mailbox").order_by("pk"))
+    now = timezone.now()
+    for outgoing in released:
+        OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+            state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
+        )
+        _audit(outgoing, "outgoing.released_held")
+        enqueue_on_commit(DELIVER_TASK, outgoing.pk)
+        _changed(outgoing, outgoing.mailbox_id)
+    return [o.pk for o in released]
+
+
+@transaction.atomic
+def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | None = None) -> OutgoingMessage:
+    """A held message back to a draft of its author (nothing of it went out): it can be changed, sent later or
+    discarded. A message some recipients already got stays where it is: sending it again would be a duplicate."""
+    locked = _guarded(user, outgoing, version)
+    if locked.state != OutgoingMessage.State.HELD:
+        raise Conflict(
+            _("Nur zurückgehaltene Nachrichten können als Entwurf zurückgeholt werden (Zustand: %(state)s).")
+            % {"state": locked.get_state_display()},
+            fresh=locked,
+        )
+    if OutgoingRecipient.objects.filter(outgoing=locked).exclude(state=OutgoingRecipient.State.QUEUED).exists():
+        raise Conflict(
+            _("Die Nachricht ging bereits an einen Teil der Empfänger und kann nicht mehr zurückgeholt werden."),
+            fresh=locked,
+        )
+    OutgoingRecipient.objects.filter(outgoing=locked).delete()
+    OutgoingMessage.objects.filter(pk=locked.pk).update(
+        state=OutgoingMessage.State.DRAFT,
+        message_id="",
+        raw_sha256="",
+        size=0,
+        queued_at=None,
+        next_try_at=None,
+        last_error="",
+        author=locked.author or user,
+        version=F("version") + 1,
+    )
+    audit_record(
+        actor=user,
+        action="outgoing.withdrawn",
+        mailbox=locked.mailbox,
+        outgoing_id=locked.pk,
+        message_id=locked.message_id,
+    )
+    _changed(locked, locked.mailbox_id)
+    return OutgoingMessage.objects.get(pk=locked.pk)
 
 
 class _LeaseKeeper(threading.Thread):
@@ -270,9 +384,15 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
     try:
         endpoint = account_endpoint(account, "smtp")
         source = _stored_message(outgoing.raw_sha256)
+        # Only those still waiting: a recipient the CM accepted in an earlier attempt (the others were refused
+        # for the moment) must not get a second copy.
         recipients = list(
-            OutgoingRecipient.objects.filter(outgoing_id=outgoing_id).order_by("id").values_list("address", flat=True)
+            OutgoingRecipient.objects.filter(outgoing_id=outgoing_id, state=OutgoingRecipient.State.QUEUED)
+            .order_by("id")
+            .values_list("address", flat=True)
         )
+        if not recipients:
+            return _finish_sent(outgoing_id, token, attempt, 250, "", {})
 
         def before_final_dot() -> None:
             # Still ours? A worker that lost its lease (its renewals failed, another took over) stops here,
@@ -367,21 +487,8 @@ def _finish_sent(
     OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["queued", "uncertain"]).exclude(
         address__in=list(refused)
     ).update(state=OutgoingRecipient.State.SENT, updated_at=now)
-    for address, reply in refused.items():
-        OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
-            state=OutgoingRecipient.State.FAILED,
-            reason=_("Vom Clientmodul abgelehnt: %(reply)s") % {"reply": reply},
-            status_code=reply.split(" ", 1)[0],
-            updated_at=now,
-        )
-    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
-        state=OutgoingMessage.State.SENT,
-        sent_at=now,
-        lease_token="",
-        lease_until=None,
-        last_error=_(TEXT_PARTIAL) if refused else "",
-        version=F("version") + 1,
-    )
+    temporary = _refusals_settle(outgoing, refused, now)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(sent_at=now)
     _audit(
         outgoing,
         "outgoing.sent",
@@ -389,8 +496,124 @@ def _finish_sent(
         reply=f"{code} {text}"[:500],
         refused=sorted(refused),
     )
+    if temporary:
+        return _recipients_defer(outgoing, attempt, temporary)
+    return _sent_settle(outgoing)
+
+
+def _refusals_settle(outgoing: OutgoingMessage, refused: dict[str, str], now: Any) -> dict[str, str]:
+    """Recipients refused at RCPT TO: a permanent (5xx) refusal fails the recipient at once; a temporary one (4xx)
+    leaves it queued for the next attempt. Returns the temporary ones."""
+    temporary = {a: r for a, r in refused.items() if r.startswith("4")}
+    for address, reply in refused.items():
+        if address in temporary:
+            continue
+        OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
+            state=OutgoingRecipient.State.FAILED,
+            reason=_("Vom Clientmodul abgelehnt: %(reply)s") % {"reply": reply},
+            status_code=reply.split(" ", 1)[0],
+            updated_at=now,
+        )
+    return temporary
+
+
+def _sent_settle(outgoing: OutgoingMessage) -> str:
+    """The worker is done with a message some recipients took: "versendet" (gematik's text if not all did)."""
+    partial = OutgoingRecipient.objects.filter(outgoing=outgoing, state=OutgoingRecipient.State.FAILED).exists()
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.SENT,
+        lease_token="",
+        lease_until=None,
+        next_try_at=None,
+        last_error=_(TEXT_PARTIAL) if partial else "",
+        version=F("version") + 1,
+    )
     _changed(outgoing, outgoing.mailbox_id)
     return OutgoingMessage.State.SENT
+
+
+def _retry_delay(attempt_number: int) -> float:
+    return float(min(retry_first_seconds() * 2 ** (attempt_number - 1), RETRY_MAX_SECONDS))
+
+
+def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, temporary: dict[str, str]) -> str:
+    """Recipients the CM refused for the moment (4xx at RCPT TO) get the message later, with the backoff and the
+    limit of any temporary failure; those it accepted are never sent it again (only queued recipients go out)."""
+    now = timezone.now()
+    names = ", ".join(sorted(temporary))
+    replies = "; ".join(sorted(set(temporary.values())))
+    if attempt.number >= MAX_ATTEMPTS:
+        reason = _(
+            "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen aufgegeben."
+        ) % {"reply": replies, "n": attempt.number}
+        for address, reply in temporary.items():
+            OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
+                state=OutgoingRecipient.State.FAILED,
+                reason=_(
+                    "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen aufgegeben."
+                )
+                % {"reply": reply, "n": attempt.number},
+                status_code=reply.split(" ", 1)[0],
+                updated_at=now,
+            )
+        if OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["sent", "delivered", "delayed"]).exists():
+            return _sent_settle(outgoing)
+        text = _("Die Nachricht wurde an keinen Empfänger gesendet: %(names)s – %(reason)s") % {
+            "names": names,
+            "reason": reason,
+        }
+        return _fail(outgoing, attempt, int(replies[:3]) if replies[:3].isdigit() else None, text)
+    for address, reply in temporary.items():
+        OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
+            reason=_("Vom Clientmodul vorübergehend abgelehnt: %(reply)s") % {"reply": reply},
+            status_code=reply.split(" ", 1)[0],
+            updated_at=now,
+        )
+    next_try = now + timedelta(seconds=_retry_delay(attempt.number))
+    text = _("Vorübergehend abgelehnt für %(names)s (%(reply)s); nur diese Empfänger werden erneut versucht.") % {
+        "names": names,
+        "reply": replies,
+    }
+    suffix = _("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingMessage.State.QUEUED,
+        lease_token="",
+        lease_until=None,
+        next_try_at=next_try,
+        last_error=f"{text} {suffix}",
+        version=F("version") + 1,
+    )
+    _audit(
+        outgoing,
+        "outgoing.attempt_failed",
+        attempt=attempt.number,
+        reason=text,
+        recipients=sorted(temporary),
+        next_try_at=next_try.isoformat(),
+        needs_admin=False,
+    )
+    enqueue_on_commit(DELIVER_TASK, outgoing.pk, eta=next_try)
+    _changed(outgoing, outgoing.mailbox_id)
+    return OutgoingMessage.State.QUEUED
+
+
+@transaction.atomic
+def _finish_rcpt_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt, exc: SmtpRefused, where: str) -> str:
+    """Every recipient of this attempt was refused at RCPT TO (nothing was sent now): each by its own reply."""
+    outgoing = _locked(outgoing_id)
+    temporary = {a: r for a, r in exc.refused.items() if r.startswith("4")}
+    outcome = DeliveryAttempt.Outcome.TEMPORARY if temporary else DeliveryAttempt.Outcome.PERMANENT
+    text = _("%(where)s hat die Empfänger abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
+    _end_attempt(attempt, outcome, exc.code, str(exc), text)
+    if outgoing.lease_token != token:
+        return outgoing.state
+    _refusals_settle(outgoing, exc.refused, timezone.now())
+    if temporary:
+        return _recipients_defer(outgoing, attempt, temporary)
+    if OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["sent", "delivered", "delayed"]).exists():
+        return _sent_settle(outgoing)
+    text = _("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
+    return _fail(outgoing, attempt, exc.code, text)
 
 
 @transaction.atomic
@@ -474,6 +697,8 @@ def _finish_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt, exc:
             % {"reply": reply}
         )
         return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
+    if exc.stage == "rcpt" and exc.refused:
+        return _finish_rcpt_refused(outgoing_id, token, attempt, exc, where)
     if exc.temporary:
         text = _("%(where)s hat vorübergehend abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
         return _finish_temporary(outgoing_id, token, attempt, exc, text)
@@ -499,8 +724,7 @@ def _finish_temporary(
     if attempt.number >= MAX_ATTEMPTS:
         outgoing_text = text + " " + _("Nach %(n)d Versuchen aufgegeben.") % {"n": attempt.number}
         return _fail(outgoing, attempt, code, outgoing_text)
-    delay = min(retry_first_seconds() * 2 ** (attempt.number - 1), RETRY_MAX_SECONDS)
-    next_try = timezone.now() + timedelta(seconds=delay)
+    next_try = timezone.now() + timedelta(seconds=_retry_delay(attempt.number))
     suffix = _("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED,
@@ -544,7 +768,8 @@ def _fail(outgoing: OutgoingMessage, attempt: DeliveryAttempt, code: int | None,
     _settle(
         outgoing,
         state=OutgoingMessage.State.FAILED,
-        recipients=OutgoingRecipient.objects.filter(outgoing=outgoing).exclude(state="delivered"),
+        # Only those still waiting: one the CM took in an earlier attempt was sent; one already failed keeps its reason.
+        recipients=OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["queued", "uncertain"]),
         recipient_fields={"state": OutgoingRecipient.State.FAILED, "reason": text, "status_code": str(code or "")},
         text=text,
         action="outgoing.failed",
@@ -637,9 +862,12 @@ def outgoing_retry(*, user: Any, outgoing: OutgoingMessage, version: int | None 
             fresh=locked,
         )
     now = timezone.now()
-    OutgoingRecipient.objects.filter(outgoing=locked).exclude(state="delivered").update(
-        state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
-    )
+    # A recipient the CM already took (sent, delivered) never gets the message a second time. "Jetzt senden"
+    # for a waiting message only brings its next try forward: a recipient refused for good stays refused.
+    if locked.state == OutgoingMessage.State.FAILED:
+        OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent"]).update(
+            state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
+        )
     OutgoingMessage.objects.filter(pk=locked.pk).update(
         state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
     )

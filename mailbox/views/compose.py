@@ -39,6 +39,7 @@ from mailbox.models import Mailbox, OutgoingMessage
 from mailbox.selectors.outbox import (
     acknowledgement_for,
     drafts_for_user,
+    left_drafts_for_user,
     outgoing_get_for_user,
     outgoing_list_for_user,
     outgoing_timeline,
@@ -53,6 +54,7 @@ from mailbox.services.compose import (
     outgoing_attachment_remove,
     outgoing_discard,
     outgoing_draft_save,
+    outgoing_draft_take_over,
     outgoing_forward_start,
     outgoing_reply_start,
 )
@@ -63,6 +65,7 @@ from mailbox.services.outbox import (
     outgoing_resolve_uncertain,
     outgoing_retry,
     outgoing_send,
+    outgoing_withdraw,
 )
 from mailbox.services.preflight import PreflightFailed
 from mailbox.storage import BlobError, blob_get
@@ -492,12 +495,52 @@ def draft_discard(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def drafts(request: AuthenticatedHttpRequest) -> HttpResponse:
     items = list(drafts_for_user(request.user))
-    return render(request, "mailbox/outbox_drafts.html", _nav(request, items=items))
+    left = list(left_drafts_for_user(request.user))
+    return render(request, "mailbox/outbox_drafts.html", _nav(request, items=items, left_items=left))
+
+
+def _left_draft_or_404(request: AuthenticatedHttpRequest, pk: int) -> OutgoingMessage:
+    """A former member's draft in a mailbox the user owns (the selector answers 404 to everyone else)."""
+    draft = _outgoing_or_404(request, pk)
+    if draft.state != DRAFT or draft.author_left_at is None or draft.author_id == request.user.pk:
+        raise Http404
+    return draft
+
+
+@require_POST
+def draft_take_over(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """An owner makes a former member's draft their own, to finish, send or delete it."""
+    draft = _left_draft_or_404(request, pk)
+    try:
+        outgoing_draft_take_over(user=request.user, draft=draft)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect("mailbox:drafts")
+    messages.success(request, _("Der Entwurf ist jetzt Ihrer."))
+    return redirect("mailbox:draft-edit", pk=pk)
+
+
+@require_POST
+def draft_left_discard(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """An owner deletes a former member's draft."""
+    draft = _left_draft_or_404(request, pk)
+    try:
+        outgoing_discard(user=request.user, outgoing=draft, version=None)
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect("mailbox:drafts")
+    messages.success(request, _("Entwurf gelöscht."))
+    return redirect("mailbox:drafts")
 
 
 SENT_STATES = [s for s in OutgoingMessage.State.values if s != DRAFT]
 OUTBOX_STATES = [
     OutgoingMessage.State.QUEUED,
+    OutgoingMessage.State.HELD,
     OutgoingMessage.State.SENDING,
     OutgoingMessage.State.FAILED,
     OutgoingMessage.State.UNCERTAIN,
@@ -594,6 +637,27 @@ def outgoing_retry_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
     except PortalError as exc:
         return _act_response(request, pk, error=exc.message, status=422)
     return _act_response(request, pk, notice=_("Der Versand wird erneut versucht."))
+
+
+@require_POST
+def outgoing_withdraw_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
+    """A message held for a switched-off account back to a draft (nothing of it went out)."""
+    outgoing = _outgoing_or_404(request, pk)
+    form = VersionForm(request.POST)
+    if not form.is_valid():
+        return _act_response(request, pk, error=_("Die Seite ist veraltet. Bitte neu laden."), status=422)
+    try:
+        draft = outgoing_withdraw(user=request.user, outgoing=outgoing, version=form.cleaned_data["version"])
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except Conflict as exc:
+        return _act_response(request, pk, error=exc.message, status=409)
+    except PortalError as exc:
+        return _act_response(request, pk, error=exc.message, status=422)
+    messages.success(request, _("Die Nachricht ist wieder ein Entwurf und wird nicht gesendet."))
+    # The author continues in the draft; a colleague who withdrew it goes back to the outbox.
+    url = reverse("mailbox:draft-edit", args=[pk]) if draft.author_id == request.user.pk else reverse("mailbox:outbox")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @require_POST

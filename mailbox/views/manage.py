@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from kimportal.errors import PortalError
@@ -184,11 +185,26 @@ def mailbox_member_remove(request: AuthenticatedHttpRequest, pk: int, membership
 def mailbox_active(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(pk)
     active = request.POST.get("active") == "1"
-    manage_services.mailbox_set_active(user=request.user, mailbox=mailbox, active=active)
+    outgoing = manage_services.mailbox_set_active(user=request.user, mailbox=mailbox, active=active)
     if active:
-        messages.success(request, _("Postfach wieder aktiviert; der Abruf läuft wieder."))
+        text = _("Postfach wieder aktiviert; Abruf und Versand laufen wieder.")
+        if outgoing:
+            text += " " + ngettext(
+                "%(n)d zurückgehaltene Nachricht wird jetzt gesendet.",
+                "%(n)d zurückgehaltene Nachrichten werden jetzt gesendet.",
+                outgoing,
+            ) % {"n": outgoing}
     else:
-        messages.success(request, _("Postfach deaktiviert: kein Abruf mehr, die Mitglieder haben keinen Zugriff mehr."))
+        text = _("Postfach deaktiviert: kein Abruf und kein Versand mehr, die Mitglieder haben keinen Zugriff mehr.")
+        if outgoing:
+            text += " " + ngettext(
+                "%(n)d Nachricht im Postausgang wird zurückgehalten und geht hinaus, sobald das Postfach wieder "
+                "aktiv ist.",
+                "%(n)d Nachrichten im Postausgang werden zurückgehalten und gehen hinaus, sobald das Postfach "
+                "wieder aktiv ist.",
+                outgoing,
+            ) % {"n": outgoing}
+    messages.success(request, text)
     return redirect("manage:mailbox", pk=pk)
 
 

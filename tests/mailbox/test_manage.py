@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kimportal.errors import NotAllowed, PortalError
-from mailbox.models import Absence, KimAccount, Mailbox, Membership, Message
+from mailbox.models import Absence, KimAccount, Mailbox, Membership, Message, OutgoingMessage
 from mailbox.permissions import user_role
 from mailbox.selectors import access
 from mailbox.selectors.mailboxes import display_name
@@ -281,6 +281,29 @@ def test_deactivating_stops_the_fetch_ends_access_at_once_and_can_be_undone(clie
     assert (box.is_active, account.is_active) == (True, True)
     assert user_role(owner, box) == Role.OWNER
     assert _events("mailbox.activated")[0].actor_id == manager.pk
+
+
+def test_switching_a_mailbox_off_holds_its_outbox_and_the_manager_is_told(client, manager):
+    account = KimAccountFactory()
+    box = account.mailbox
+    waiting = OutgoingMessage.objects.create(
+        mailbox=box, subject="Befund", to=["a@praxis.kim.telematik"], state=OutgoingMessage.State.QUEUED
+    )
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "0"}, follow=True)
+
+    waiting.refresh_from_db()
+    assert waiting.state == OutgoingMessage.State.HELD and "abgeschaltet" in waiting.last_error
+    assert "1 Nachricht im Postausgang wird zurückgehalten" in response.content.decode()
+    assert _events("mailbox.deactivated")[0].details["outgoing"] == 1
+    assert _events("outgoing.held")[0].details["outgoing_id"] == waiting.pk
+
+    response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "1"}, follow=True)
+
+    waiting.refresh_from_db()
+    assert waiting.state == OutgoingMessage.State.QUEUED and waiting.last_error == ""
+    assert "1 zurückgehaltene Nachricht wird jetzt gesendet" in response.content.decode()
 
 
 # --- groups (wards) ------------------------------------------------------------------------------------------------

@@ -163,6 +163,13 @@ def _sent_attachment_kwargs(w: World, foreign: bool) -> dict:
     return {"pk": sent.pk, "attachment_pk": sent.attachments.get().pk}
 
 
+def _leave_draft(w: World) -> None:
+    """The draft was begun by someone who has since left the mailbox."""
+    OutgoingMessage.objects.filter(pk=w.draft.pk).update(
+        author=UserFactory(username="ehemalig"), author_left_at=timezone.now()
+    )
+
+
 def _out(o: OutgoingMessage) -> OutgoingMessage:
     return OutgoingMessage.objects.get(pk=o.pk)
 
@@ -401,6 +408,23 @@ ROUTES: dict[str, Route] = {
         role=Role.PROCESSOR,
         done=lambda w: not OutgoingMessage.objects.filter(pk=w.draft.pk).exists(),
     ),
+    # A former member's draft: only an owner sees it; everyone below gets 404 from the selector.
+    "draft-take-over": Route(
+        ("POST",),
+        "draft",
+        role=Role.OWNER,
+        refused=404,
+        prepare=_leave_draft,
+        done=lambda w: _out(w.draft).author_id == w.user.pk,
+    ),
+    "draft-left-discard": Route(
+        ("POST",),
+        "draft",
+        role=Role.OWNER,
+        refused=404,
+        prepare=_leave_draft,
+        done=lambda w: not OutgoingMessage.objects.filter(pk=w.draft.pk).exists(),
+    ),
     "outgoing-detail": Route(("GET",), "outgoing"),
     "outgoing-retry": Route(
         ("POST",), "outgoing", role=Role.PROCESSOR, done=lambda w: _out(w.sent).state == OutgoingMessage.State.QUEUED
@@ -420,6 +444,13 @@ ROUTES: dict[str, Route] = {
     ),
     "outgoing-claim": Route(
         ("POST",), "outgoing", role=Role.PROCESSOR, done=lambda w: _out(w.sent).claimed_by == w.user
+    ),
+    "outgoing-withdraw": Route(
+        ("POST",),
+        "outgoing",
+        role=Role.PROCESSOR,
+        prepare=lambda w: OutgoingMessage.objects.filter(pk=w.sent.pk).update(state=OutgoingMessage.State.HELD),
+        done=lambda w: _out(w.sent).state == OutgoingMessage.State.DRAFT,
     ),
     "outgoing-release": Route(
         ("POST",),

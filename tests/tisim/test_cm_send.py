@@ -5,6 +5,8 @@ from __future__ import annotations
 import email
 import json
 import smtplib
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tisim.support import ALICE, BOB, CAROL, PASSWORDS, smtp_connect, smtp_user
+from tests.tisim.support import ALICE, BOB, CAROL, PASSWORDS, REPO, smtp_connect, smtp_user
 from tisim.cm import CMSimulator
 from tisim.cm.sendrules import SendRules
 
@@ -302,6 +304,34 @@ def test_421_at_mail_from_closes_the_connection_and_counts_down(fd: CMSimulator)
     conn.close()
     assert fd.maildrop_uidls(BOB) == []
     assert submit(fd, [BOB], raw, notify=None) == {}, "times=1: the next submission goes through"
+
+
+@pytest.mark.parametrize(("code", "enhanced"), [("450", b"4.2.1"), ("452", b"4.2.2"), ("550", b"5.1.1")])
+def test_one_recipient_refused_at_rcpt_the_others_get_the_mail(fd: CMSimulator, code: str, enhanced: bytes) -> None:
+    fd.arm_rcpt_fault(CAROL, code)
+    raw, _msgid = kim_message(to=[BOB, CAROL])
+    refused = submit(fd, [BOB, CAROL], raw, notify=None)
+    assert refused == {CAROL: (int(code), refused[CAROL][1])}
+    assert refused[CAROL][1].startswith(enhanced)
+    assert len(fd.maildrop_uidls(BOB)) == 1 and fd.maildrop_uidls(CAROL) == []
+    # times=1: the next RCPT of that recipient is accepted.
+    raw, _ = kim_message(to=[CAROL])
+    assert submit(fd, [CAROL], raw, notify=None) == {}
+    assert len(fd.maildrop_uidls(CAROL)) == 1
+
+
+def test_an_rcpt_fault_is_armed_from_the_cli_and_unknown_codes_are_refused(fd: CMSimulator) -> None:
+    cli = [sys.executable, "-m", "tisim", "fault", "rcpt", "--data-dir", str(fd.data_dir), "--address", CAROL]
+    assert subprocess.run([*cli, "--code", "451", "--times", "0"], cwd=REPO, check=False).returncode == 0
+    for _ in range(2):
+        raw, _ = kim_message(to=[CAROL])
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            submit(fd, [CAROL], raw, notify=None)
+        assert refused.value.recipients[CAROL][0] == 451
+    bad = subprocess.run([*cli, "--code", "250"], cwd=REPO, check=False, capture_output=True)
+    assert bad.returncode != 0
+    with pytest.raises(ValueError, match="unknown RCPT code"):
+        fd.arm_rcpt_fault(CAROL, "250")
 
 
 def test_a_fault_for_another_sender_does_not_fire(fd: CMSimulator) -> None:

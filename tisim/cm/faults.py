@@ -34,6 +34,12 @@ either case. ``451`` answers the end of DATA with the CM's "internal error" 451 
 ``drop-after-data`` takes the message in full, delivers it (DSNs included), then closes the
 connection without a reply — the client cannot know it went out. ``timeout-after-data`` delivers it
 and never answers.
+
+``rcpt``: the next RCPT TO(s) naming the recipient ``<address>`` are refused with ``code`` (``450``,
+``451``, ``452`` temporary; ``550``, ``554`` permanent), whoever sends; the other recipients of the same
+submission are accepted as usual (``times`` as above)::
+
+    {"rcpt": {"<address>": {"code": "450", "times": 1}}}
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ SMTP_MODES = ("421", "timeout", "451", "drop-after-data", "timeout-after-data")
 SMTP_MAIL_MODES = ("421", "timeout")
 SMTP_DATA_MODES = ("451", "drop-after-data", "timeout-after-data")
 ANY_SENDER = "*"
+# RCPT TO refusals a CM (or the MTA behind it) gives for one recipient: the reply line for each code.
+RCPT_REPLIES = {
+    "450": "450 4.2.1 Mailbox temporarily unavailable, try again later",
+    "451": "451 4.3.0 Temporary local problem, try again later",
+    "452": "452 4.2.2 Mailbox full, try again later",
+    "550": "550 5.1.1 Recipient address rejected",
+    "554": "554 5.7.1 Recipient address rejected: access denied",
+}
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,32 @@ class FaultStore:
                     taken.append(str(entry["mode"]))
                     _count_down(entries, key, entry)
                     return
+
+        self._update(consume)
+        return taken[0] if taken else None
+
+    def add_rcpt(self, address: str, code: str = "450", *, times: int | None = 1) -> None:
+        """Refuse the next RCPT TO(s) naming the recipient *address* with *code*; see the module doc."""
+        if code not in RCPT_REPLIES:
+            raise ValueError(f"unknown RCPT code {code!r}; known: {', '.join(RCPT_REPLIES)}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for 'until cleared')")
+        entry = {"code": code, "times": times}
+        self._update(lambda data: data.setdefault("rcpt", {}).__setitem__(address.lower(), entry))
+
+    def take_rcpt(self, address: str) -> str | None:
+        """The reply line for an armed RCPT refusal of the recipient *address*, consumed; None if none is armed."""
+        if not self.path.exists():
+            return None
+        taken: list[str] = []
+
+        def consume(data: dict[str, Any]) -> None:
+            entries = data.get("rcpt", {})
+            entry = entries.get(address.lower())
+            if not entry:
+                return
+            taken.append(RCPT_REPLIES.get(str(entry.get("code")), RCPT_REPLIES["450"]))
+            _count_down(entries, address.lower(), entry)
 
         self._update(consume)
         return taken[0] if taken else None

@@ -367,6 +367,11 @@ class CMSimulator:
         submission(s) of ``address`` (``*``: any sender); see tisim.cm.faults."""
         self.faults.add_smtp(address, mode, times=times)
 
+    def arm_rcpt_fault(self, address: str, code: str = "450", *, times: int | None = 1) -> None:
+        """Refuse the next RCPT TO(s) of the recipient ``address`` with ``code`` (450/451/452 temporary,
+        550/554 permanent); the submission's other recipients are accepted. See tisim.cm.faults."""
+        self.faults.add_rcpt(address, code, times=times)
+
     def header_violations(self, message_id: str | None = None) -> list[Violation]:
         """Rule violations in what reached this simulator (kim-protocol §9.1), oldest first;
         only those of one Message-ID if given (as written, with the angle brackets)."""

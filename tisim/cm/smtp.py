@@ -325,6 +325,11 @@ class KimSMTPHandler:
         refusal = self._no_certificate(envelope.mail_from or "", "rcpt")
         if refusal:
             return refusal
+        if self.context.faults is not None:
+            # An armed refusal of this one recipient (a 4xx the client is to retry, or a 5xx).
+            refused = self.context.faults.take_rcpt(address)
+            if refused:
+                return refused
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
