@@ -66,11 +66,12 @@ def signature_job_stop(client: KonnektorClient, ctx: Any, job_number: str, *, wh
         log.info("StopSignature %s (%s): %s", job_number, why, exc)
 
 
-def batch_job_stop(batch: SignatureBatch, *, why: str) -> None:
+def batch_job_stop(batch: SignatureBatch, *, why: str, card: SignerCard | None = None) -> None:
     """StopSignature for the batch's last job number, from outside its worker (the job number is stored before
-    SignDocument is sent: a batch without one has no job at the Konnektor that could ask for a PIN)."""
+    SignDocument is sent: a batch without one has no job at the Konnektor that could ask for a PIN). ``card``:
+    the mapping the batch ran with, when it is no longer stored (its UserId goes into the context)."""
     if not batch.job_number:
         return
-    card = SignerCard.objects.filter(user_id=batch.signer_id).first()
+    card = card or SignerCard.objects.filter(user_id=batch.signer_id).first()
     with konnektor_client() as client:
         signature_job_stop(client, call_context(workplace=batch.workplace, card=card), batch.job_number, why=why)

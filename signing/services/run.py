@@ -114,6 +114,21 @@ def _after_pin_fault(client: KonnektorClient, ctx: Any, card_handle: str, exc: K
     return BatchStopped(4063 if text == error_text(4063) else exc.code, text)
 
 
+CARD_UNMAPPED = gettext_lazy(
+    "Ihnen ist kein eHBA mehr zugeordnet: Die Leitung hat die Zuordnung während des Signaturvorgangs entfernt oder "
+    "geändert. Es wird nichts weiter signiert; die nicht signierten Entwürfe sind wieder in der Liste."
+)
+
+
+def _require_card(batch: SignatureBatch, mapping: SignerCard) -> None:
+    """Before each call and before its answers are used: the eHBA mapping the batch started with still stands.
+    A manager takes it away for a card lost or a physician who left; what the card still answers is not used."""
+    if not SignerCard.objects.filter(
+        pk=mapping.pk, user_id=batch.signer_id, telematik_id=mapping.telematik_id, iccsn=mapping.iccsn
+    ).exists():
+        raise BatchStopped(None, str(CARD_UNMAPPED))
+
+
 def _check_pin(client: KonnektorClient, ctx: Any, card: Card) -> None:
     """Before the first call that asks for the PIN: a transport PIN or a blocked PIN stops the batch here."""
     pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
@@ -167,6 +182,7 @@ def batch_run(batch_id: int) -> None:
         while calls:
             if _cancel_requested(batch) or _ended(batch):
                 break
+            _require_card(batch, mapping)
             call = _without_refused(batch, by_request, calls.pop(0))
             if not call:
                 _update(batch, calls_total=batch.calls_total - 1)
@@ -230,6 +246,7 @@ def batch_run(batch_id: int) -> None:
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
+            _require_card(batch, mapping)
             _store_results(batch, by_request, documents, results, certificates, ca, comfort=comfort)
             # This call's documents and signed PDFs go before the next call's are read.
             del sent, documents, results

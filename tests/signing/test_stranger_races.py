@@ -24,9 +24,10 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from kimportal.errors import PortalError
 from konnektor import KonnektorClient
-from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services import batch as batch_service
 from signing.services.batch import Selected, batch_create
+from signing.services.cards import signer_card_remove
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
 from tests.fixtures.konnektor_sim import CT_ID, MANDANT, PIN
@@ -486,6 +487,68 @@ def test_a_batch_the_hard_time_limit_ended_names_that_reason(signer, assistant, 
     )
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
         assert draft.state == Draft.State.DRAFT and draft.last_error == batch.error_text
+
+
+# --- the eHBA taken away while the terminal waits ---------------------------------------------------------------
+
+
+def test_an_ehba_mapping_removed_mid_batch_stops_the_pin_prompt_and_signs_nothing(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager
+):
+    """The manager removes the physician's eHBA mapping (card lost, physician gone) while the terminal waits for
+    the first of three PINs: the job is stopped at the Konnektor, the terminal asks no more, and the page and every
+    letter say why (not the department refusal meant for a signer who left a mailbox)."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the first PIN prompt")
+        # Committed at once (no surrounding transaction): the StopSignature follows the commit.
+        signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert not sim.signed_requests and not Signature.objects.exists()
+    _assert_ended_for_the_missing_card(batch, drafts)
+
+
+def test_an_ehba_mapping_removed_mid_batch_uses_nothing_the_card_still_answers(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager, settings
+):
+    """As above, but the StopSignature does not reach the Konnektor and the PIN is typed all the same: that
+    answer is not used and no further call is made."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the first PIN prompt")
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            settings.KIMPORTAL_KONNEKTOR_URL = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        assert terminal.waiting
+        terminal.enter_pin(PIN)
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(sim.signed_requests) == 1 and not Signature.objects.exists()
+    _assert_ended_for_the_missing_card(batch, drafts)
+
+
+def _assert_ended_for_the_missing_card(batch, drafts) -> None:
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == (SignatureBatch.State.FAILED, 0, 0)
+    assert batch.error_text.startswith("Ihnen ist kein eHBA mehr zugeordnet")
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert (draft.state, draft.last_error) == (Draft.State.DRAFT, batch.error_text)
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
 
 
 # --- a signer deactivated before the worker starts -----------------------------------------------------------
