@@ -560,3 +560,49 @@ def test_the_tasks_time_limit_ends_the_batch_with_a_clear_reason_and_stops_the_j
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
     finished = AuditEvent.objects.get(action="signing.batch_finished", details__batch=batch.pk)
     assert finished.details["not_signed"] == 3 and finished.details["text"] == batch.error_text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ehba_pulled_while_the_terminal_asks_for_the_pin(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, monkeypatch
+):
+    """The physician pulls the card while the terminal waits for the second call's PIN: the Konnektor ends the job
+    (4008); what the first call signed is kept, the rest goes back to the queue with the German reason."""
+    sim = use_sim(konnektor_sim_factory(auto_pin=None), KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(4, signer, assistant, mailbox)
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    with transaction.atomic():
+        batch = batch_create(
+            signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+        )
+
+    def work() -> None:
+        try:
+            batch_run(batch.pk)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    terminal = sim.terminal(CT_ID)
+    try:
+        assert terminal.wait_for_prompt(20)
+        terminal.enter_pin(PIN)
+        deadline = time.monotonic() + 20
+        while SignatureBatch.objects.get(pk=batch.pk).calls_done < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert terminal.wait_for_prompt(20)
+        sim.remove_card(sim.cards[0])
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive() and not terminal.waiting
+    batch.refresh_from_db()
+    assert (batch.state, batch.error_code, batch.signed_count) == ("failed", 4008, 2)
+    assert batch.error_text == error_text(4008)
+    states = sorted(Draft.objects.values_list("state", "last_error"))
+    assert states == [
+        (Draft.State.DRAFT, error_text(4008)),
+        (Draft.State.DRAFT, error_text(4008)),
+        (Draft.State.SIGNED, ""),
+        (Draft.State.SIGNED, ""),
+    ]
