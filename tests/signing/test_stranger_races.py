@@ -27,7 +27,7 @@ from konnektor import KonnektorClient
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services import batch as batch_service
 from signing.services.batch import Selected, batch_create
-from signing.services.cards import signer_card_remove
+from signing.services.cards import signer_card_remove, signer_card_set
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
 from tests.fixtures.konnektor_sim import CT_ID, MANDANT, PIN
@@ -492,12 +492,13 @@ def test_a_batch_the_hard_time_limit_ended_names_that_reason(signer, assistant, 
 # --- the eHBA taken away while the terminal waits ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("change", ["removed", "another card"])
 def test_an_ehba_mapping_removed_mid_batch_stops_the_pin_prompt_and_signs_nothing(
-    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager, change
 ):
-    """The manager removes the physician's eHBA mapping (card lost, physician gone) while the terminal waits for
-    the first of three PINs: the job is stopped at the Konnektor, the terminal asks no more, and the page and every
-    letter say why (not the department refusal meant for a signer who left a mailbox)."""
+    """The manager removes the physician's eHBA mapping (card lost, physician gone), or maps another card, while
+    the terminal waits for the first of three PINs: the job is stopped at the Konnektor, the terminal asks no more,
+    and the page and every letter say why (not the department refusal meant for a signer who left a mailbox)."""
     sim = konnektor_sim_factory(auto_pin=None)
     use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
     drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
@@ -507,7 +508,10 @@ def test_an_ehba_mapping_removed_mid_batch_stops_the_pin_prompt_and_signs_nothin
     try:
         _wait_for(lambda: terminal.waiting, 20, "the first PIN prompt")
         # Committed at once (no surrounding transaction): the StopSignature follows the commit.
-        signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        if change == "removed":
+            signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        else:
+            signer_card_set(manager=manager, user=signer, telematik_id="1-20019999999", iccsn="")
         assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
     finally:
         worker.join(timeout=30)
