@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -15,6 +16,8 @@ from mailbox.permissions import is_manager
 from signing.models import SignatureBatch, SignerCard, Workplace
 from signing.services.audit import signing_audit
 from signing.services.konnektor import batch_job_stop
+
+log = logging.getLogger(__name__)
 
 # ICCSN: 20 digits (ISO/IEC 7812, starting 80276 for German health cards).
 ICCSN_RE = re.compile(r"^[0-9]{20}$")
@@ -79,7 +82,10 @@ def _stop_running_jobs_on_commit(card: SignerCard) -> None:
     def stop() -> None:
         running = SignatureBatch.objects.filter(signer_id=user_id, state__in=SignatureBatch.ACTIVE_STATES)
         for batch in running.select_related("workplace"):
-            batch_job_stop(batch, why="eHBA mapping changed", card=context_card)
+            try:
+                batch_job_stop(batch, why="eHBA mapping changed", card=context_card)
+            except Exception:  # the mapping is changed (committed); the worker ends the batch all the same
+                log.exception("StopSignature for signing batch %s after an eHBA mapping change failed", batch.pk)
 
     transaction.on_commit(stop)
 
