@@ -10,13 +10,19 @@ from signing.services.received import (
     received_signatures_retry_due,
     received_signatures_verify,
 )
-from signing.services.run import batch_run, batches_recover_stale
+from signing.services.run import SOFT_TIME_LIMIT, TIME_LIMIT, batch_run, batches_recover_stale
 from signing.services.send import signed_draft_send
 
 
-# SignDocument waits for the PIN (minutes per call) and a batch may make several calls; the hard limit ends a
-# worker stuck beyond any Konnektor timeout; signing_recover_stale then ends its batch and gives the drafts back.
-@shared_task(name="signing.tasks.signing_batch_run", ignore_result=True, soft_time_limit=3600, time_limit=3660)
+# SignDocument waits for the PIN (minutes per call) and a batch may make several calls. The soft limit ends the
+# batch in its worker ("took too long", the job at the Konnektor stopped); the hard limit kills a worker stuck
+# beyond that, and signing_recover_stale then ends its batch and gives the drafts back.
+@shared_task(
+    name="signing.tasks.signing_batch_run",
+    ignore_result=True,
+    soft_time_limit=SOFT_TIME_LIMIT,
+    time_limit=TIME_LIMIT,
+)
 def signing_batch_run(batch_id: int) -> None:
     batch_run(batch_id)
 

@@ -20,6 +20,7 @@ from signing import events
 from signing.models import BatchItem, Draft, SignatureBatch, SignerCard, Workplace
 from signing.permissions import signing_mailbox_ids
 from signing.services.audit import signing_audit
+from signing.services.konnektor import batch_job_stop
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,7 @@ def batch_cancel(*, user: Any, batch: SignatureBatch) -> SignatureBatch:
             current.save(update_fields=["cancel_requested_at"])
             signing_audit(actor=user, action="signing.batch_cancel_requested", batch=current.pk)
             events.broadcast_batch_changed(batch_id=current.pk)
-    if current.job_number:
-        _stop_signature(current)
+    batch_job_stop(current, why="cancel")
     from signing.services.run import batch_end_if_stale, batch_end_if_unstarted
 
     # A batch no worker has taken yet (queued behind another physician's PIN entry) and a batch whose worker died
@@ -171,15 +171,3 @@ def batch_cancel(*, user: Any, batch: SignatureBatch) -> SignatureBatch:
     if batch_end_if_unstarted(current.pk) or batch_end_if_stale(current.pk):
         current.refresh_from_db()
     return current
-
-
-def _stop_signature(batch: SignatureBatch) -> None:
-    from konnektor import KonnektorError
-    from signing.services.konnektor import call_context, konnektor_client
-
-    card = SignerCard.objects.filter(user_id=batch.signer_id).first()
-    try:
-        konnektor_client().stop_signature(call_context(workplace=batch.workplace, card=card), batch.job_number)
-    except KonnektorError as exc:
-        # Unknown job (4243): the call has ended already; the task reads the cancel request either way.
-        log.info("StopSignature for batch %s: %s", batch.pk, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -12,8 +13,11 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox.permissions import is_manager
-from signing.models import SignerCard, Workplace
+from signing.models import SignatureBatch, SignerCard, Workplace
 from signing.services.audit import signing_audit
+from signing.services.konnektor import batch_job_stop
+
+log = logging.getLogger(__name__)
 
 # ICCSN: 20 digits (ISO/IEC 7812, starting 80276 for German health cards).
 ICCSN_RE = re.compile(r"^[0-9]{20}$")
@@ -45,6 +49,8 @@ def signer_card_set(*, manager: Any, user: Any, telematik_id: str, iccsn: str) -
     card, created = SignerCard.objects.select_for_update().get_or_create(
         user=user, defaults={"telematik_id": telematik_id, "iccsn": iccsn, "set_by": manager}
     )
+    if not created and (card.telematik_id, card.iccsn) != (telematik_id, iccsn):
+        _stop_running_jobs_on_commit(card)
     if not created:
         card.telematik_id, card.iccsn, card.set_by, card.updated_at = telematik_id, iccsn, manager, timezone.now()
         card.save()
@@ -63,7 +69,25 @@ def signer_card_set(*, manager: Any, user: Any, telematik_id: str, iccsn: str) -
 def signer_card_remove(*, manager: Any, card: SignerCard) -> None:
     _require_manager(manager)
     signing_audit(actor=manager, action="signing.card_removed", user=card.user_id, telematik_id=card.telematik_id)
+    _stop_running_jobs_on_commit(card)
     card.delete()
+
+
+def _stop_running_jobs_on_commit(card: SignerCard) -> None:
+    """The physician's batch may be waiting for the PIN on the card just taken away (lost, someone who left): its
+    job is stopped at the Konnektor, so the terminal asks no more; the worker then ends the batch (the mapping it
+    started with is gone, signing.services.run) and uses nothing the card still answers."""
+    user_id, context_card = card.user_id, SignerCard(user_id=card.user_id, konnektor_user_id=card.konnektor_user_id)
+
+    def stop() -> None:
+        running = SignatureBatch.objects.filter(signer_id=user_id, state__in=SignatureBatch.ACTIVE_STATES)
+        for batch in running.select_related("workplace"):
+            try:
+                batch_job_stop(batch, why="eHBA mapping changed", card=context_card)
+            except Exception:  # the mapping is changed (committed); the worker ends the batch all the same
+                log.exception("StopSignature for signing batch %s after an eHBA mapping change failed", batch.pk)
+
+    transaction.on_commit(stop)
 
 
 @transaction.atomic

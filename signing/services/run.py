@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -50,7 +51,14 @@ from signing.services.comfort import (
     comfort_for_batch,
 )
 from signing.services.hba import BatchStopped, find_signer_card, pin_fault_text
-from signing.services.konnektor import call_context, konnektor_client, konnektor_config, qes_ca_pem
+from signing.services.konnektor import (
+    batch_job_stop,
+    call_context,
+    konnektor_client,
+    konnektor_config,
+    qes_ca_pem,
+    signature_job_stop,
+)
 from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
 
 log = logging.getLogger(__name__)
@@ -106,6 +114,21 @@ def _after_pin_fault(client: KonnektorClient, ctx: Any, card_handle: str, exc: K
     return BatchStopped(4063 if text == error_text(4063) else exc.code, text)
 
 
+CARD_UNMAPPED = gettext_lazy(
+    "Ihnen ist kein eHBA mehr zugeordnet: Die Leitung hat die Zuordnung während des Signaturvorgangs entfernt oder "
+    "geändert. Es wird nichts weiter signiert; die nicht signierten Entwürfe sind wieder in der Liste."
+)
+
+
+def _require_card(batch: SignatureBatch, mapping: SignerCard) -> None:
+    """Before each call and before its answers are used: the eHBA mapping the batch started with still stands.
+    A manager takes it away for a card lost or a physician who left; what the card still answers is not used."""
+    if not SignerCard.objects.filter(
+        pk=mapping.pk, user_id=batch.signer_id, telematik_id=mapping.telematik_id, iccsn=mapping.iccsn
+    ).exists():
+        raise BatchStopped(None, str(CARD_UNMAPPED))
+
+
 def _check_pin(client: KonnektorClient, ctx: Any, card: Card) -> None:
     """Before the first call that asks for the PIN: a transport PIN or a blocked PIN stops the batch here."""
     pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
@@ -159,6 +182,7 @@ def batch_run(batch_id: int) -> None:
         while calls:
             if _cancel_requested(batch) or _ended(batch):
                 break
+            _require_card(batch, mapping)
             call = _without_refused(batch, by_request, calls.pop(0))
             if not call:
                 _update(batch, calls_total=batch.calls_total - 1)
@@ -222,6 +246,7 @@ def batch_run(batch_id: int) -> None:
                 # Stopped (StopSignature ends the call "without error", each document marked 4049): what was
                 # signed is kept, the rest goes back to the queue as not signed, not as failed.
                 results = [r for r in results if r.ok]
+            _require_card(batch, mapping)
             _store_results(batch, by_request, documents, results, certificates, ca, comfort=comfort)
             # This call's documents and signed PDFs go before the next call's are read.
             del sent, documents, results
@@ -231,6 +256,9 @@ def batch_run(batch_id: int) -> None:
         _finish(batch, code=stop.code, text=stop.text)
     except KonnektorError as exc:
         _finish(batch, code=exc.code, text=exc.text)
+    except SoftTimeLimitExceeded:
+        log.warning("signing batch %s reached the task's time limit", batch_id)
+        _finish(batch, code=None, text=str(TOO_LONG))
     except Exception:
         log.exception("signing batch %s failed", batch_id)
         _finish(batch, code=None, text=_("Interner Fehler beim Signieren. Die Entwürfe sind unverändert in der Liste."))
@@ -243,17 +271,18 @@ def batch_run(batch_id: int) -> None:
 def _sign_call(
     client: KonnektorClient, ctx: Any, card_handle: str, job_number: str, items: Sequence[SignItem]
 ) -> list[SignResult]:
-    """One SignDocument call. When the portal stops waiting for its answer (timeout), the Konnektor may still be
-    asking for the PIN: StopSignature ends that job, so the terminal stops asking for a batch that has ended, no
-    signature is made that nobody uses, and the card is free for the next start at once."""
+    """One SignDocument call. When the portal stops waiting for its answer (timeout, the task's time limit), the
+    Konnektor may still be
+    asking for the PIN: StopSignature ends that job (signing.services.konnektor.signature_job_stop)."""
     try:
         return client.sign_documents(ctx, card_handle, job_number, items)
     except KonnektorError as exc:
         if exc.kind == "timeout":
-            try:
-                client.stop_signature(ctx, job_number)
-            except KonnektorError as stop:
-                log.info("StopSignature %s after a timeout: %s", job_number, stop)
+            signature_job_stop(client, ctx, job_number, why="timeout")
+        raise
+    except SoftTimeLimitExceeded:
+        # The task's time limit came while the terminal waits for the PIN: that job ends with the batch.
+        signature_job_stop(client, ctx, job_number, why="time limit")
         raise
 
 
@@ -535,15 +564,39 @@ def stale_q(now: Any = None) -> Q:
 
 
 INTERRUPTED = gettext_lazy("Der Signaturvorgang wurde unterbrochen. Bitte starten Sie ihn erneut.")
+TOO_LONG = gettext_lazy(
+    "Der Signaturvorgang hat zu lange gedauert und wurde beendet. Die nicht signierten Entwürfe sind wieder in "
+    "der Liste; bitte starten Sie sie erneut, bei vielen Dokumenten in mehreren kleineren Vorgängen."
+)
+
+# The task's time limits (signing.tasks): the soft one ends the batch in its worker with TOO_LONG; the hard one
+# kills the worker, and the recovery names the same reason for a batch that ran that long.
+SOFT_TIME_LIMIT = 3600
+TIME_LIMIT = 3660
 
 
 def batches_recover_stale() -> int:
-    """End batches whose worker is gone: their unsigned drafts go back to the queue with the reason."""
-    count = 0
-    for batch in SignatureBatch.objects.filter(stale_q()):
-        _finish(batch, code=None, text=str(INTERRUPTED))
-        count += 1
-    return count
+    """End batches whose worker is gone: their unsigned drafts go back to the queue with the reason, and the job
+    at the Konnektor is stopped (the terminal would otherwise go on asking for the PIN of an ended batch)."""
+    now = timezone.now()
+    ended = []
+    for batch in SignatureBatch.objects.filter(stale_q(now)).select_related("workplace"):
+        # Its worker was alive (beating) until the soft limit: the time limit ended it, not a crash.
+        ran_out = (
+            batch.started_at is not None
+            and batch.heartbeat_at is not None
+            and batch.heartbeat_at >= batch.started_at + timedelta(seconds=SOFT_TIME_LIMIT)
+        )
+        if _finish(batch, code=None, text=str(TOO_LONG if ran_out else INTERRUPTED)):
+            ended.append(batch)
+    # After every batch has ended (each StopSignature may wait for the client's ordinary timeout). A batch
+    # without a job number had not sent SignDocument yet: nothing at the Konnektor asks for its PIN.
+    for batch in ended:
+        try:
+            batch_job_stop(batch, why="worker gone")
+        except Exception:  # the other batches' jobs are stopped all the same
+            log.exception("StopSignature for the recovered signing batch %s failed", batch.pk)
+    return len(ended)
 
 
 def batch_end_if_stale(batch_id: int) -> bool:
@@ -582,12 +635,13 @@ def batch_end_unqueued(batch_id: int) -> None:
     )
 
 
-def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> None:
-    """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any)."""
+def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> bool:
+    """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any). False
+    when it had ended already."""
     with transaction.atomic():
         current = SignatureBatch.objects.select_for_update().get(pk=batch.pk)
         if not current.is_active:
-            return  # already ended (a recovered batch whose worker came back late)
+            return False  # already ended (a recovered batch whose worker came back late)
         cancelled = current.cancel_requested_at is not None
         pending = list(current.items.filter(state=BatchItem.State.PENDING).select_related("draft"))
         if cancelled:
@@ -625,3 +679,4 @@ def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> None:
         events.broadcast_drafts_changed(
             user_ids=[current.signer_id, *(i.draft.author_id for i in pending)], draft_ids=[i.draft_id for i in pending]
         )
+    return True

@@ -13,6 +13,9 @@ function signingSelection() {
     const max = parseInt(count.dataset.max || "250", 10);
     count.textContent = count.textContent.replace(/^\d+/, String(chosen));
     if (button && button.form && button.form.id === "sign-form") button.disabled = chosen === 0 || chosen > max;
+    // Say why the button is disabled when too many are selected (select all on a long list).
+    const limit = document.getElementById("selection-limit");
+    if (limit) limit.hidden = chosen <= max;
   }
 }
 document.addEventListener("change", (ev) => {

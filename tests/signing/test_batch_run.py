@@ -5,10 +5,13 @@ queue with its German text."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
 
 import pytest
+from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
 from django.db import connections, transaction
 
 from audit.models import AuditEvent
@@ -19,6 +22,7 @@ from signing.services import run as run_service
 from signing.services.batch import Selected, batch_cancel, batch_create
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
+from signing.tasks import signing_batch_run
 from tests.fixtures.konnektor_sim import CT_ID, HBA_TELEMATIK_ID, PIN, WORKPLACE
 from tests.signing.documents import make_pdf
 from tests.signing.factories import DraftFactory
@@ -520,3 +524,85 @@ def test_a_signature_answered_for_another_document_is_not_used(
     for draft in Draft.objects.all():
         assert draft.state == Draft.State.FAILED
         assert draft.last_error.startswith("Signatur bei der Prüfung abgelehnt")
+
+
+def test_the_tasks_time_limit_ends_the_batch_with_a_clear_reason_and_stops_the_job(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks
+):
+    """The soft time limit as a Celery prefork child gets it: the pool sends SIGUSR1, billiard's handler raises
+    SoftTimeLimitExceeded in the task, here while SignDocument waits for the PIN. The page says the batch took too
+    long (not "Interner Fehler"), every letter is back in the queue unsigned, and the terminal asks no more."""
+    sim = use_sim(konnektor_sim_factory(auto_pin=None))
+    drafts = _drafts(3, signer, assistant, mailbox)
+    batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    terminal = sim.terminal(CT_ID)
+
+    def pool_at_the_soft_limit() -> None:
+        if terminal.wait_for_prompt(20):
+            os.kill(os.getpid(), SIG_SOFT_TIMEOUT)
+
+    previous = signal.signal(SIG_SOFT_TIMEOUT, soft_timeout_sighandler)
+    pool = threading.Thread(target=pool_at_the_soft_limit)
+    try:
+        pool.start()
+        signing_batch_run(batch.pk)
+    finally:
+        pool.join(timeout=30)
+        signal.signal(SIG_SOFT_TIMEOUT, previous)
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.FAILED and batch.job_number
+    assert batch.error_text.startswith("Der Signaturvorgang hat zu lange gedauert")
+    assert "Interner Fehler" not in batch.error_text
+    assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
+    assert not sim.signed_requests and not Signature.objects.exists()
+    for draft in Draft.objects.all():
+        assert (draft.state, draft.last_error) == (Draft.State.DRAFT, batch.error_text)
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+    finished = AuditEvent.objects.get(action="signing.batch_finished", details__batch=batch.pk)
+    assert finished.details["not_signed"] == 3 and finished.details["text"] == batch.error_text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ehba_pulled_while_the_terminal_asks_for_the_pin(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, monkeypatch
+):
+    """The physician pulls the card while the terminal waits for the second call's PIN: the Konnektor ends the job
+    (4008); what the first call signed is kept, the rest goes back to the queue with the German reason."""
+    sim = use_sim(konnektor_sim_factory(auto_pin=None), KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(4, signer, assistant, mailbox)
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    with transaction.atomic():
+        batch = batch_create(
+            signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+        )
+
+    def work() -> None:
+        try:
+            batch_run(batch.pk)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    terminal = sim.terminal(CT_ID)
+    try:
+        assert terminal.wait_for_prompt(20)
+        terminal.enter_pin(PIN)
+        deadline = time.monotonic() + 20
+        while SignatureBatch.objects.get(pk=batch.pk).calls_done < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert terminal.wait_for_prompt(20)
+        sim.remove_card(sim.cards[0])
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive() and not terminal.waiting
+    batch.refresh_from_db()
+    assert (batch.state, batch.error_code, batch.signed_count) == ("failed", 4008, 2)
+    assert batch.error_text == error_text(4008)
+    states = sorted(Draft.objects.values_list("state", "last_error"))
+    assert states == [
+        (Draft.State.DRAFT, error_text(4008)),
+        (Draft.State.DRAFT, error_text(4008)),
+        (Draft.State.SIGNED, ""),
+        (Draft.State.SIGNED, ""),
+    ]

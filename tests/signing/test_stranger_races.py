@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +23,11 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kimportal.errors import PortalError
-from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from konnektor import KonnektorClient
+from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services import batch as batch_service
 from signing.services.batch import Selected, batch_create
+from signing.services.cards import signer_card_remove, signer_card_set
 from signing.services.drafts import DraftData, draft_update
 from signing.services.run import batch_run, batches_recover_stale
 from tests.fixtures.konnektor_sim import CT_ID, MANDANT, PIN
@@ -268,8 +271,12 @@ def test_a_worker_killed_mid_batch_gives_the_drafts_back(
     assert batch.state == SignatureBatch.State.PIN and batch.job_number
     assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.SIGNING}
 
-    # The heartbeat stopped with the worker: within six beats the beat task ends the batch, gives the letters back.
+    # The worker is gone, the Konnektor still asks for the PIN of its job.
+    assert terminal.waiting and terminal.job_number == batch.job_number
+    # The heartbeat stopped with the worker: within six beats the beat task ends the batch, gives the letters back,
+    # and stops the job: the terminal asks no more.
     _wait_for(lambda: batches_recover_stale() == 1, 30, "the recovery of the silent batch")
+    assert not terminal.waiting
     batch.refresh_from_db()
     assert batch.state == SignatureBatch.State.FAILED and "unterbrochen" in batch.error_text
     for draft in drafts:
@@ -372,12 +379,12 @@ def test_the_heartbeat_goes_on_after_a_database_hiccup(signer, assistant, mailbo
     assert beats[0] == "failed" and "ok" in beats
 
 
-def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
+def test_the_recovery_of_a_silent_batch_stops_its_job_at_the_konnektor(
     konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, settings
 ):
-    """The worker fell silent (no heartbeat) while the terminal waited for the PIN; the recovery ended its batch
-    and gave the letters back. When the PIN is typed after all, the late answers are not used: no signature, the
-    letters stay in the queue, the batch stays ended (not "running" again)."""
+    """The worker fell silent (no heartbeat) while the terminal waited for the PIN. The recovery ends the batch,
+    gives the letters back and sends StopSignature with the batch's job number: the terminal stops asking for the
+    PIN of a batch the portal gave up on, and the card is free for the next start at once."""
     sim = konnektor_sim_factory(auto_pin=None)
     use_sim(sim)
     settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 600  # this worker's heartbeat stays silent during the test
@@ -387,9 +394,53 @@ def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
     terminal = sim.terminal(CT_ID)
     try:
         _wait_for(lambda: terminal.waiting, 20, "the PIN prompt")
+        asked_for = terminal.job_number
+        assert asked_for == SignatureBatch.objects.get(pk=batch.pk).job_number
+        SignatureBatch.objects.filter(pk=batch.pk).update(heartbeat_at=timezone.now() - timedelta(hours=3))
+        assert batches_recover_stale() == 1
+        assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
+        with pytest.raises(RuntimeError):
+            terminal.enter_pin(PIN)  # nothing asks for a PIN any more
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert not sim.signed_requests and not Signature.objects.exists()
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and "unterbrochen" in batch.error_text
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+    # Started again, the same card signs the letters with the next PIN.
+    sim.auto_pin = PIN
+    again = _start(signer, workplace, list(Draft.objects.filter(pk__in=[d.pk for d in drafts])))
+    batch_run(again.pk)
+    again.refresh_from_db()
+    assert (again.state, again.signed_count) == (SignatureBatch.State.DONE, 2), again.error_text
+
+
+def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, settings
+):
+    """As above, but the recovery's StopSignature does not reach the Konnektor (the network is down for it) and
+    the PIN is typed after all: the card signs, and the late answers are not used — no signature, the letters stay
+    in the queue, the batch stays ended (not "running" again)."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim)
+    settings.KIMPORTAL_SIGNING_HEARTBEAT_SECONDS = 600
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the PIN prompt")
+        # The worker's client has found the Konnektor already; the recovery's own client finds nobody.
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            settings.KIMPORTAL_KONNEKTOR_URL = f"http://127.0.0.1:{closed.getsockname()[1]}"
         SignatureBatch.objects.filter(pk=batch.pk).update(heartbeat_at=timezone.now() - timedelta(hours=3))
         assert batches_recover_stale() == 1
         assert {Draft.objects.get(pk=d.pk).state for d in drafts} == {Draft.State.DRAFT}
+        assert terminal.waiting
         terminal.enter_pin(PIN)
     finally:
         worker.join(timeout=30)
@@ -401,6 +452,106 @@ def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
     assert "unterbrochen" in batch.error_text
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
         assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
+
+
+def test_a_batch_without_a_job_number_is_recovered_without_asking_the_konnektor(
+    konnektor_sim, use_sim, signer, assistant, mailbox, workplace, monkeypatch
+):
+    """The worker died before it had a job number (discovery, the card, the PIN status): it never sent
+    SignDocument, so nothing at the Konnektor asks for this batch's PIN and nothing is stopped."""
+    use_sim(konnektor_sim)
+    drafts = plain_letters(1, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    long_ago = timezone.now() - timedelta(hours=3)
+    SignatureBatch.objects.filter(pk=batch.pk).update(state="pin", started_at=long_ago, heartbeat_at=long_ago)
+    stops: list[str] = []
+    monkeypatch.setattr(KonnektorClient, "stop_signature", lambda self, ctx, job_number: stops.append(job_number))
+    assert batches_recover_stale() == 1
+    assert stops == [] and Draft.objects.get(pk=drafts[0].pk).state == Draft.State.DRAFT
+
+
+def test_a_batch_the_hard_time_limit_ended_names_that_reason(signer, assistant, mailbox, workplace):
+    """The pool killed the worker at the hard time limit (its heartbeat went on until then): the recovery says the
+    batch took too long, not that it was interrupted."""
+    drafts = plain_letters(2, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    started = timezone.now() - timedelta(hours=2)
+    SignatureBatch.objects.filter(pk=batch.pk).update(
+        state="signing", started_at=started, heartbeat_at=started + timedelta(seconds=3650)
+    )
+    assert batches_recover_stale() == 1
+    batch.refresh_from_db()
+    assert batch.state == SignatureBatch.State.FAILED and batch.error_text.startswith(
+        "Der Signaturvorgang hat zu lange gedauert"
+    )
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert draft.state == Draft.State.DRAFT and draft.last_error == batch.error_text
+
+
+# --- the eHBA taken away while the terminal waits ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["removed", "another card"])
+def test_an_ehba_mapping_removed_mid_batch_stops_the_pin_prompt_and_signs_nothing(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager, change
+):
+    """The manager removes the physician's eHBA mapping (card lost, physician gone), or maps another card, while
+    the terminal waits for the first of three PINs: the job is stopped at the Konnektor, the terminal asks no more,
+    and the page and every letter say why (not the department refusal meant for a signer who left a mailbox)."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the first PIN prompt")
+        # Committed at once (no surrounding transaction): the StopSignature follows the commit.
+        if change == "removed":
+            signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        else:
+            signer_card_set(manager=manager, user=signer, telematik_id="1-20019999999", iccsn="")
+        assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert not sim.signed_requests and not Signature.objects.exists()
+    _assert_ended_for_the_missing_card(batch, drafts)
+
+
+def test_an_ehba_mapping_removed_mid_batch_uses_nothing_the_card_still_answers(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager, settings
+):
+    """As above, but the StopSignature does not reach the Konnektor and the PIN is typed all the same: that
+    answer is not used and no further call is made."""
+    sim = konnektor_sim_factory(auto_pin=None)
+    use_sim(sim, KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=1)
+    drafts = plain_letters(3, signer=signer, author=assistant, mailbox=mailbox)
+    batch = _start(signer, workplace, drafts)
+    worker = _worker(batch.pk)
+    terminal = sim.terminal(CT_ID)
+    try:
+        _wait_for(lambda: terminal.waiting, 20, "the first PIN prompt")
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            settings.KIMPORTAL_KONNEKTOR_URL = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        assert terminal.waiting
+        terminal.enter_pin(PIN)
+    finally:
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(sim.signed_requests) == 1 and not Signature.objects.exists()
+    _assert_ended_for_the_missing_card(batch, drafts)
+
+
+def _assert_ended_for_the_missing_card(batch, drafts) -> None:
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count, batch.failed_count) == (SignatureBatch.State.FAILED, 0, 0)
+    assert batch.error_text.startswith("Ihnen ist kein eHBA mehr zugeordnet")
+    for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
+        assert (draft.state, draft.last_error) == (Draft.State.DRAFT, batch.error_text)
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
 
 

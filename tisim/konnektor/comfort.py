@@ -66,6 +66,8 @@ def activate_comfort_signature(sim: KonnektorSimulator, op: etree._Element) -> e
         raise KonnektorFault(4049)
     if result == "blocked":
         raise KonnektorFault(4063)
+    if result == "removed":
+        raise KonnektorFault(4008)
     if result == "wrong":
         if card.pin_state == "BLOCKED":
             raise KonnektorFault(4275)

@@ -474,9 +474,17 @@ def sign_document(sim: KonnektorSimulator, op: etree._Element) -> etree._Element
             # Komfortsignatur: the PIN was entered at the activation.
             result = "ok" if comfort is not None else sim.ask_pin(card, terminal, lines, job=job)
             if result != "ok":
-                code = {"timeout": 4043, "cancel": 4049, "stopped": 4049, "wrong": 4085, "blocked": 4063}[result]
+                code = {
+                    "timeout": 4043,
+                    "cancel": 4049,
+                    "stopped": 4049,
+                    "wrong": 4085,
+                    "blocked": 4063,
+                    "removed": 4008,
+                }[result]
                 detail = {
                     "stopped": "StopSignature",
+                    "removed": "Karte während der PIN-Eingabe gezogen",
                     "wrong": f"PIN falsch, verbleibende Versuche: {card.left_tries}",
                 }.get(result, "")
                 # TAB_KON_192: stopping ends the job without error; the other aborts are errors unless an

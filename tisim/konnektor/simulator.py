@@ -51,7 +51,7 @@ FAULT_KINDS = (
 COMFORT_MAX = 250
 COMFORT_TIMER = 24 * 3600.0
 
-PinResult = Literal["ok", "wrong", "blocked", "timeout", "cancel", "stopped"]
+PinResult = Literal["ok", "wrong", "blocked", "timeout", "cancel", "stopped", "removed"]
 
 
 @dataclass(frozen=True)
@@ -416,6 +416,10 @@ class KonnektorSimulator:
         with self._lock:
             card.inserted = False
             card.busy_with = None
+            # A PIN asked for on this card is not typed any more: the job ends with "card removed" (4008).
+            for job in self._jobs.values():
+                if job.card is card and job.pin_round is not None and job.terminal is not None:
+                    job.terminal.end(job.pin_round, "removed", "Karte gezogen")
             # Pulling the card resets it: a Komfortsignatur session ends with it.
             self.end_comfort(card, 4278, "Karte gezogen")
             if reinsert:
@@ -618,6 +622,9 @@ class KonnektorSimulator:
         if outcome == "stopped":
             terminal.show(["Signatur abgebrochen"])
             return "stopped"
+        if outcome == "removed":
+            terminal.show(["Karte entfernt"])
+            return "removed"
         with self._lock:
             wrong = self.take_fault("wrong-pin") is not None or pin_round.pin != card.pin
             if wrong:

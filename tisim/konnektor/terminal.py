@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-Outcome = Literal["pin", "cancel", "timeout", "stopped"]
+Outcome = Literal["pin", "cancel", "timeout", "stopped", "removed"]
 
 IDLE_DISPLAY = ["Kartenterminal bereit"]
 CHECKING_DISPLAY = ["PIN wird geprüft ..."]
