@@ -57,7 +57,8 @@ class ReportCollector(Collector):
         )
         outbox = GaugeMetricFamily(
             "kimportal_outbox_messages",
-            "Outbox depth: waiting (queued or sending), failed in the last 24 hours, delivery uncertain",
+            "Outbox depth: waiting (queued or sending), failed in the last 24 hours, delivery uncertain, held (the"
+            " mailbox or account is switched off)",
             labels=["account", "state"],
         )
         outbox_wait = GaugeMetricFamily(
@@ -69,6 +70,8 @@ class ReportCollector(Collector):
             labels=["account", "state"],
         )
         for account in report.accounts:
+            # Held mail lies mostly with switched-off accounts: counted for every account.
+            outbox.add_metric([account.address, "held"], account.outbox_held)
             if not account.active:
                 continue
             label = [account.address]

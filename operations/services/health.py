@@ -632,18 +632,30 @@ def _judge_accounts(
         )
         report.components.append(Component("fetch", Msg(N_("Abruf")), worst([a.fetch_state for a in active]), text))
     waiting = sum(a.outbox_waiting for a in report.accounts)
-    report.components.append(
-        Component(
-            "outbox",
-            Msg(N_("Postausgang")),
-            worst([a.outbox_state for a in report.accounts]),
-            Msg.of(
-                N_("%(waiting)d wartend, %(failed)d fehlgeschlagen (24 h), %(uncertain)d Zustellung ungewiss."),
-                waiting=waiting,
-                failed=sum(a.outbox_failed for a in report.accounts),
-                uncertain=sum(a.outbox_uncertain for a in report.accounts),
+    failed_24h = sum(a.outbox_failed for a in report.accounts)
+    uncertain = sum(a.outbox_uncertain for a in report.accounts)
+    held = sum(a.outbox_held for a in report.accounts)
+    depth = (
+        Msg.of(
+            N_(
+                "%(waiting)d wartend, %(failed)d fehlgeschlagen (24 h), %(uncertain)d Zustellung ungewiss, "
+                "%(held)d zurückgehalten (abgeschaltet)."
             ),
+            waiting=waiting,
+            failed=failed_24h,
+            uncertain=uncertain,
+            held=held,
         )
+        if held
+        else Msg.of(
+            N_("%(waiting)d wartend, %(failed)d fehlgeschlagen (24 h), %(uncertain)d Zustellung ungewiss."),
+            waiting=waiting,
+            failed=failed_24h,
+            uncertain=uncertain,
+        )
+    )
+    report.components.append(
+        Component("outbox", Msg(N_("Postausgang")), worst([a.outbox_state for a in report.accounts]), depth)
     )
 
 
@@ -652,20 +664,24 @@ def _queue_depths(now: dt.datetime) -> tuple[dict[int, dict[str, Any]], dict[tup
     outbox: dict[int, dict[str, Any]] = {}
     rows = (
         OutgoingMessage.objects.filter(
-            Q(state__in=[*waiting, OutgoingMessage.State.UNCERTAIN])
+            Q(state__in=[*waiting, OutgoingMessage.State.UNCERTAIN, OutgoingMessage.State.HELD])
             | Q(state=OutgoingMessage.State.FAILED, updated_at__gte=now - dt.timedelta(hours=24))
         )
         .values("mailbox_id", "state")
         .annotate(count=Count("id"), oldest=Min("queued_at"))
     )
     for row in rows:
-        entry = outbox.setdefault(row["mailbox_id"], {"waiting": 0, "failed": 0, "uncertain": 0, "oldest": None})
+        entry = outbox.setdefault(
+            row["mailbox_id"], {"waiting": 0, "failed": 0, "uncertain": 0, "held": 0, "oldest": None}
+        )
         if row["state"] in waiting:
             entry["waiting"] += row["count"]
             if row["oldest"] is not None and (entry["oldest"] is None or row["oldest"] < entry["oldest"]):
                 entry["oldest"] = row["oldest"]
         elif row["state"] == OutgoingMessage.State.FAILED:
             entry["failed"] += row["count"]
+        elif row["state"] == OutgoingMessage.State.HELD:
+            entry["held"] += row["count"]
         else:
             entry["uncertain"] += row["count"]
     states = [Draft.State.DRAFT, Draft.State.FAILED, Draft.State.SIGNING, Draft.State.SIGNED]
@@ -745,6 +761,11 @@ def _account_status(
         outbox_text = Msg.of(N_("Die älteste Nachricht wartet seit %(age)s."), age=age_text(oldest_wait))
     elif uncertain:
         outbox_text = Msg(N_("Zustellung ungewiss: jemand muss entscheiden, ob erneut gesendet wird."))
+    elif outbox.get("held", 0):
+        # Not a fault: someone switched the mailbox or its account off; the mail goes out when it is on again.
+        outbox_text = Msg(
+            N_("Zurückgehaltene Nachrichten gehen erst hinaus, wenn Postfach und KIM-Konto wieder an sind.")
+        )
     else:
         outbox_text = Msg(N_("Nichts wartet."))
     mailbox_id = account.mailbox_id
@@ -762,6 +783,7 @@ def _account_status(
         outbox_waiting=outbox.get("waiting", 0),
         outbox_failed=outbox.get("failed", 0),
         outbox_uncertain=uncertain,
+        outbox_held=outbox.get("held", 0),
         outbox_oldest_wait=oldest_wait,
         outbox_state=outbox_state,
         outbox_text=outbox_text,

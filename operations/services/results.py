@@ -96,6 +96,7 @@ class AccountStatus:
     outbox_waiting: int
     outbox_failed: int  # failed in the last 24 hours
     outbox_uncertain: int
+    outbox_held: int  # kept, not sent: its mailbox or KIM account is switched off
     outbox_oldest_wait: float | None  # seconds the oldest waiting message has waited
     outbox_state: str
     outbox_text: Msg

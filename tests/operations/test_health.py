@@ -280,6 +280,23 @@ def test_outbox_depth_and_a_stuck_outbox(ops):
     assert report.accounts[0].outbox_waiting == 2
 
 
+def test_held_mail_of_a_switched_off_account_is_counted_not_alarmed(ops):
+    OutgoingMessage.objects.create(
+        mailbox=ops.account.mailbox,
+        subject="Rückfrage",
+        to=["praxis@praxis-test.kim.telematik-test"],
+        state=OutgoingMessage.State.HELD,
+        queued_at=timezone.now() - timezone.timedelta(hours=3),
+    )
+    report = run_checks()
+    [account] = report.accounts
+    assert (account.outbox_waiting, account.outbox_held) == (0, 1)
+    # Not a fault (someone switched it off, on purpose): no alarm for its age, but the operators see it.
+    assert report.component("outbox").state == OK
+    assert "1 zurückgehalten" in str(report.component("outbox").text)
+    assert "Zurückgehaltene Nachrichten gehen erst hinaus" in str(account.outbox_text)
+
+
 def test_redis_down_is_red_and_checks_still_run_rationed(client, ops, settings):
     # Nothing listens on port 1: the store and the ping both fail.
     settings.REDIS_URL = "redis://127.0.0.1:1/0"

@@ -53,6 +53,7 @@ def test_with_the_token_the_real_state_as_prometheus_text(client, settings, ops)
     assert found[("kimportal_component_state", state)] == 1.0
     assert found[("kimportal_cm_login_up", (("account", ADDRESS),))] == 1.0
     assert found[("kimportal_outbox_messages", (("account", ADDRESS), ("state", "waiting")))] == 0.0
+    assert found[("kimportal_outbox_messages", (("account", ADDRESS), ("state", "held")))] == 0.0
     assert found[("kimportal_signing_queue_drafts", (("account", ADDRESS), ("state", "open")))] == 0.0
     assert 0 <= found[("kimportal_fetch_age_seconds", (("account", ADDRESS),))] < 60
     days = {labels: value for (name, labels), value in found.items() if name == "kimportal_certificate_days_left"}
