@@ -694,7 +694,7 @@ class AccountManagerClient:
         detail = ""
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             body = None
         if isinstance(body, dict):
             parts = [str(body[k]) for k in ("message", "traceId") if body.get(k)]
@@ -705,7 +705,8 @@ class AccountManagerClient:
     def _json(operation: str, response: requests.Response) -> dict[str, Any]:
         try:
             data = response.json()
-        except ValueError as exc:
+        # A body nested deeper than Python's decoder goes ("[[[[…", well under the size limit) is no answer either.
+        except (ValueError, RecursionError) as exc:
             raise AccountManagerError(
                 response.status_code, "bad_response", BAD_RESPONSE_TEXT, detail=f"{operation}: not JSON"
             ) from exc

@@ -19,6 +19,7 @@ from konnektor import KonnektorClient
 from mailbox.models import KimAccount
 from operations.clients.accountmanager import (
     BAD_POLICY_TEXT,
+    BAD_RESPONSE_TEXT,
     KIM_VERSION_LARGE_WARNING,
     MAX_RESPONSE_BYTES,
     POLICY_COMPILE_TIMEOUT,
@@ -534,6 +535,30 @@ def test_an_answer_that_is_not_json_is_a_clear_error(accountmanager_sim: AmSim) 
 
 
 # --- the network ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_answer_nested_deeper_than_the_decoder_goes_is_a_clear_error(accountmanager_sim: AmSim, status: int) -> None:
+    # 100 kB of "[": far below the size limit, far beyond Python's recursion limit.
+    sim = accountmanager_sim
+
+    def nested(response: requests.Response, *args: object, **kwargs: object) -> None:
+        response._content = b"[" * 100_000
+        response.status_code = status
+
+    session = requests.Session()
+    session.hooks["response"].append(nested)
+    client = AccountManagerClient(
+        sim.config(),
+        username=AM_ADDRESS,
+        password=AM_PASSWORD,
+        token_provider=lambda: sim.card.token(sim.base_url),
+        session=session,
+    )
+    with pytest.raises(AccountManagerError) as bad:
+        client.account()
+    assert bad.value.code == ("bad_response" if status == 200 else "http_500")
+    assert bad.value.text == str(BAD_RESPONSE_TEXT if status == 200 else STATUS_TEXTS[500])
 
 
 def test_account_manager_down(accountmanager_sim: AmSim) -> None:
