@@ -274,7 +274,11 @@ def out_of_office_set(
 
     def save(client: AccountManagerClient) -> None:
         if seen:
-            current = client.out_of_office()
+            try:
+                current = client.out_of_office()
+            except AccountManagerError as exc:
+                # Only the reading failed: unlike a failed save, nothing can have changed at the provider.
+                raise KimAdminError(f"{exc.text} {_('Es wurde nichts geändert.')}") from exc
             if out_of_office_fingerprint(current) != seen:
                 raise OutOfOfficeChanged(
                     _(

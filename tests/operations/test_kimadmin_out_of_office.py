@@ -216,3 +216,15 @@ def test_an_unchanged_note_saves_with_its_fingerprint(kim: KimWorld) -> None:
     response = client.post(_url(kim), {**_form(), "seen": seen})
     assert response.status_code == 302
     assert _note(kim).message == TEXT.replace("\r\n", "\n")
+
+
+def test_a_failed_reading_before_the_save_says_that_nothing_changed(kim: KimWorld) -> None:
+    client = kim.client_for(kim.owner)
+    seen = _seen(client.get(_url(kim)).content.decode())
+    kim.am.am.arm_fault("status", status=500, path="/outofoffice")  # the reading, not the save
+    response = client.post(_url(kim), {**_form(), "seen": seen})
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert "Interner Fehler beim Account Manager" in page and "Es wurde nichts geändert." in page
+    assert "ist ungewiss" not in page
+    assert _note(kim) is None
