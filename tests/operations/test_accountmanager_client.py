@@ -335,11 +335,13 @@ def test_an_overlong_policy_or_one_that_takes_minutes_to_compile_is_refused() ->
     assert ServiceInformation(password_policy_regex="(?<x>[").password_matches(NEW_PASSWORD)
 
 
-def _plain_client(sim: AmSim, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> AccountManagerClient:
+def _plain_client(
+    sim: AmSim, *, max_response_bytes: int = MAX_RESPONSE_BYTES, timeout: float = 10
+) -> AccountManagerClient:
     """Without the OpenAPI check's response hook (which reads every body whole before the client sees it)."""
     return AccountManagerClient(
         AccountManagerConfig(
-            base_url=sim.base_url, ca_pem=sim.am.ca_pem, timeout=10, max_response_bytes=max_response_bytes
+            base_url=sim.base_url, ca_pem=sim.am.ca_pem, timeout=timeout, max_response_bytes=max_response_bytes
         ),
         username=AM_ADDRESS,
         password=AM_PASSWORD,
@@ -580,6 +582,21 @@ def test_account_manager_that_does_not_answer_times_out(accountmanager_sim: AmSi
         sim.am.release()
     assert (slow.value.code, slow.value.text) == ("timeout", TIMEOUT_TEXT)
     assert slow.value.retryable
+
+
+def test_an_answer_trickling_in_byte_by_byte_times_out_as_a_whole(accountmanager_sim: AmSim) -> None:
+    # Every read gets a byte long before its timeout; only a limit on the whole ends the wait.
+    sim = accountmanager_sim
+    sim.am.arm_fault("trickle", path="/ServiceInformation/")
+    started = time.monotonic()
+    try:
+        with pytest.raises(AccountManagerError) as slow:
+            _plain_client(sim, timeout=1.0).service_information()
+    finally:
+        sim.am.release()
+    assert (slow.value.code, slow.value.text) == ("timeout", TIMEOUT_TEXT)
+    assert "answer not complete" in slow.value.detail
+    assert time.monotonic() - started < 10
 
 
 def test_a_connection_cut_without_answer(accountmanager_sim: AmSim) -> None:
