@@ -12,7 +12,8 @@ matches Berlin.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass, field, replace
 
 from directory import codes
 from directory import ldapfilter as f
@@ -55,6 +56,26 @@ class ParsedQuery:
     telematik_ids: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # too short to search for
+
+
+def normalize(text: str) -> str:
+    """What was typed or pasted, as the directory stores it: composed (NFKC) and without invisible characters.
+
+    Text pasted from a PDF, a Mac or a web page carries decomposed umlauts ("u" + U+0308), soft hyphens, zero-width
+    spaces or full-width letters: unchanged, "Mül\u00adler" finds nothing and a decomposed "Müller" misses its
+    "Mueller" spelling and its ranking.
+    """
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+
+
+def _normalized(criteria: Criteria) -> Criteria:
+    return replace(
+        criteria,
+        q=normalize(criteria.q),
+        name=normalize(criteria.name),
+        organization=normalize(criteria.organization),
+        place=normalize(criteria.place),
+    )
 
 
 def parse_free_text(text: str) -> ParsedQuery:
@@ -105,6 +126,7 @@ class BuiltFilter:
 
 
 def build_filter(criteria: Criteria) -> BuiltFilter:
+    criteria = _normalized(criteria)
     parsed = parse_free_text(criteria.q)
     ignored = list(parsed.ignored)
     required: list[str] = []  # at least one indexed condition must be here
@@ -155,6 +177,7 @@ def build_filter(criteria: Criteria) -> BuiltFilter:
 
 def search_words(criteria: Criteria) -> list[str]:
     """Words used for ranking (casefolded): free-text terms and the structured text fields."""
+    criteria = _normalized(criteria)
     parsed = parse_free_text(criteria.q)
     words = parsed.terms + parsed.postal_codes + parsed.telematik_ids + parsed.addresses
     words += [v for v in (criteria.name, criteria.organization, criteria.place) if len(v.strip()) >= MIN_TERM]

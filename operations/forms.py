@@ -71,6 +71,9 @@ class OutOfOfficeForm(forms.Form):
             "keine Patientendaten hineinschreiben."
         ),
     )
+    # The note as the form was filled from it (kimadmin.out_of_office_fingerprint): a colleague's change meanwhile is
+    # noticed instead of overwritten.
+    seen = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
     def clean_text(self) -> str:
         # Browsers send line breaks as CRLF; the limit counts characters as the user sees them.

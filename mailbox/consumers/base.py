@@ -119,7 +119,8 @@ def max_sockets_per_session() -> int:
 def frame(text_data: str | None) -> dict[str, Any]:
     try:
         data = json.loads(text_data or "{}")
-    except ValueError:
+    # RecursionError: "[[[[…" nested deeper than the decoder goes must not end the socket's consumer.
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -74,7 +74,7 @@ class MessageConsumer(PortalConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
             data = json.loads(text_data or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             return
         if not isinstance(data, dict):
             return

@@ -42,7 +42,8 @@ def _decode(cursor: str, keys: list[SortKey]) -> list[Any] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
+    # RecursionError: "[[[[…" nested deeper than the decoder goes, a hostile URL rather than a server error.
+    except (ValueError, binascii.Error, UnicodeError, RecursionError):
         return None
     if not isinstance(values, list) or len(values) != len(keys):
         return None

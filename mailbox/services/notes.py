@@ -19,6 +19,12 @@ MENTION = re.compile(r"(?<![\w.@])@([\w][\w.\-]{0,149})")
 MAX_NOTE = 10_000
 
 
+def mention_names(body: str) -> set[str]:
+    """The user names a note's text mentions, lower-cased."""
+    # "@anna." at the end of a sentence mentions anna: trailing dots and dashes are punctuation.
+    return {m.lower().rstrip(".-") for m in MENTION.findall(body)}
+
+
 @transaction.atomic
 def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
     body = body.strip()
@@ -28,8 +34,7 @@ def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
         raise PortalError(_("Die Notiz ist zu lang (höchstens 10.000 Zeichen)."))
     current = guarded(user, message, version)
     note = Note.objects.create(message=current, author=user, body=body)
-    # "@anna." at the end of a sentence mentions anna: trailing dots and dashes are punctuation.
-    names = {m.lower().rstrip(".-") for m in MENTION.findall(body)}
+    names = mention_names(body)
     mentioned = [
         u for u in mailbox_members(current.mailbox_id, min_role=Membership.Role.OBSERVER) if u.username.lower() in names
     ]

@@ -35,7 +35,7 @@ from mailbox.services.claims import (
     page_token_valid,
 )
 from mailbox.services.guard import claim_held_error
-from mailbox.services.notes import note_add
+from mailbox.services.notes import mention_names, note_add
 from mailbox.services.reading import message_open
 from mailbox.services.states import message_set_state
 from mailbox.views.files import INLINE_TYPES
@@ -120,7 +120,13 @@ def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 
 def _work_response(
-    request: AuthenticatedHttpRequest, pk: int, *, error: str = "", notice: str = "", status: int = 200
+    request: AuthenticatedHttpRequest,
+    pk: int,
+    *,
+    error: str = "",
+    notice: str = "",
+    status: int = 200,
+    note_draft: str = "",
 ) -> HttpResponse:
     message = selectors.message_detail_for_user(request.user, pk)
     if not request.htmx:
@@ -129,7 +135,7 @@ def _work_response(
         elif notice:
             messages.success(request, notice)
         return redirect("mailbox:message-detail", pk=pk)
-    context = _detail_context(request, message, error=error, notice=notice)
+    context = _detail_context(request, message, error=error, notice=notice, note_draft=note_draft)
     response = render(request, "mailbox/message_detail.html#work", context, status=status)
     # The lock panel shows version and holder; refresh it too.
     lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request, pk)}
@@ -142,22 +148,26 @@ def _run_action(
     pk: int,
     form_class: type[forms.Form],
     action: Callable[[Message, dict[str, Any]], str],
+    *,
+    keeps_note: bool = False,
 ) -> HttpResponse:
     message = message_or_404(request.user, pk)
     form = form_class(request.POST)
+    # A refused note comes back in its field: a colleague's change meanwhile must not cost the text typed.
+    draft = request.POST.get("body", "") if keeps_note else ""
     if not form.is_valid():
         errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
-        return _work_response(request, pk, error=errors, status=422)
+        return _work_response(request, pk, error=errors, status=422, note_draft=draft)
     try:
         notice = action(message, form.cleaned_data)
     except Conflict as exc:
-        return _work_response(request, pk, error=exc.message, status=409)
+        return _work_response(request, pk, error=exc.message, status=409, note_draft=draft)
     except ClaimHeld as exc:
-        return _work_response(request, pk, error=exc.message, status=423)
+        return _work_response(request, pk, error=exc.message, status=423, note_draft=draft)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
-        return _work_response(request, pk, error=exc.message, status=422)
+        return _work_response(request, pk, error=exc.message, status=422, note_draft=draft)
     return _work_response(request, pk, notice=notice)
 
 
@@ -205,10 +215,16 @@ def message_state(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_note(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     def act(message: Message, data: dict[str, Any]) -> str:
-        note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        note = note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        # A name that is no member of the mailbox reaches no one: the writer must know, not assume they were told.
+        unreached = sorted(mention_names(note.body) - {u.username.lower() for u in note.mentions.all()})
+        if unreached:
+            return _("Notiz gespeichert. Nicht benachrichtigt, weil nicht Mitglied dieses Postfachs: %(names)s.") % {
+                "names": ", ".join(f"@{name}" for name in unreached)
+            }
         return _("Notiz gespeichert.")
 
-    return _run_action(request, pk, NoteForm, act)
+    return _run_action(request, pk, NoteForm, act, keeps_note=True)
 
 
 def _lock_response(request: AuthenticatedHttpRequest, pk: int, *, error: str = "") -> HttpResponse:

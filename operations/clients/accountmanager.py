@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import regex
 import requests
+import urllib3
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -239,7 +241,8 @@ class AccountManagerConfig:
     """``base_url``: ``https://<host>:<port>`` of the provider's Account Manager (DNS-SD SRV of
     ``<accmgr_service_name>`` in the TI; configured here). The three base paths are the TXT records' defaults.
     ``ca_pem``: the CA certificate(s) (PEM) its TLS certificate is checked against; None = the system CAs.
-    ``timeout``: seconds for connecting and for each read; ``max_response_bytes``: the largest answer read."""
+    ``timeout``: seconds for connecting, for each read and for the whole answer's body; ``max_response_bytes``: the
+    largest answer read."""
 
     base_url: str
     ca_pem: bytes | None = field(default=None, repr=False)
@@ -651,11 +654,12 @@ class AccountManagerClient:
                 self._read_limited(operation, response)
             finally:
                 response.close()
-        except requests.exceptions.Timeout as exc:
+        # The body is read from urllib3 directly (_read_limited): its errors come unwrapped.
+        except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
             raise AccountManagerError(None, "timeout", TIMEOUT_TEXT, detail=str(exc)) from exc
         except requests.exceptions.SSLError as exc:
             raise AccountManagerError(None, "tls", TLS_TEXT, detail=str(exc)) from exc
-        except (requests.exceptions.RequestException, ssl.SSLError, OSError) as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ssl.SSLError, OSError) as exc:
             # ConnectionError, and a body cut short or badly encoded (ChunkedEncodingError, ContentDecodingError).
             raise AccountManagerError(None, "unreachable", UNREACHABLE_TEXT, detail=str(exc)) from exc
         if response.status_code >= 300:
@@ -676,13 +680,23 @@ class AccountManagerClient:
             if len(response.content) > limit:
                 raise too_large
             return
+        # The timeout bounds each read, not the whole: an answer dripping in a byte at a time would hold the page
+        # (and its worker) for hours. The whole body must arrive within the timeout too.
+        deadline = time.monotonic() + self.config.timeout
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(_READ_CHUNK):
+        while chunk := response.raw.read1(_READ_CHUNK, decode_content=True):  # as soon as anything arrived
             size += len(chunk)
             if size > limit:
                 raise too_large
             chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise AccountManagerError(
+                    None,
+                    "timeout",
+                    TIMEOUT_TEXT,
+                    detail=f"{operation}: answer not complete after {self.config.timeout} s",
+                )
         response._content = b"".join(chunks)
 
     @staticmethod
@@ -694,7 +708,7 @@ class AccountManagerClient:
         detail = ""
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             body = None
         if isinstance(body, dict):
             parts = [str(body[k]) for k in ("message", "traceId") if body.get(k)]
@@ -705,7 +719,8 @@ class AccountManagerClient:
     def _json(operation: str, response: requests.Response) -> dict[str, Any]:
         try:
             data = response.json()
-        except ValueError as exc:
+        # A body nested deeper than Python's decoder goes ("[[[[…", well under the size limit) is no answer either.
+        except (ValueError, RecursionError) as exc:
             raise AccountManagerError(
                 response.status_code, "bad_response", BAD_RESPONSE_TEXT, detail=f"{operation}: not JSON"
             ) from exc

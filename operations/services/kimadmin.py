@@ -13,6 +13,8 @@ password stored on the KimAccount, so the provider and the portal must never dis
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -238,15 +240,60 @@ def _change(
     _audit(user, action, mailbox, **details)
 
 
+class OutOfOfficeChanged(KimAdminError):
+    """The note at the provider is no longer the one the form was filled from; `current` is what it holds now."""
+
+    def __init__(self, message: str, *, current: OutOfOffice) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def out_of_office_fingerprint(note: OutOfOffice) -> str:
+    """A short token for the note as read, so that a save can tell whether someone changed it meanwhile."""
+    parts = (note.active, note.start.isoformat() if note.start else "", note.end.isoformat() if note.end else "")
+    return hashlib.sha256(json.dumps([*parts, note.message]).encode()).hexdigest()[:32]
+
+
 def out_of_office_set(
-    *, user: Any, mailbox: Mailbox, active: bool, start: datetime | None, end: datetime | None, text: str
+    *,
+    user: Any,
+    mailbox: Mailbox,
+    active: bool,
+    start: datetime | None,
+    end: datetime | None,
+    text: str,
+    seen: str = "",
 ) -> None:
-    """The mailbox's automatic reply at the provider. Switching off keeps dates and text there."""
+    """The mailbox's automatic reply at the provider. Switching off keeps dates and text there.
+
+    ``seen``: the fingerprint of the note the form was filled from. The provider knows no versions, so two owners
+    editing at once would overwrite each other unnoticed; with ``seen`` the note is read first and a changed one is
+    refused (OutOfOfficeChanged). Empty when the form could not read the note (then nothing can be compared).
+    """
     note = OutOfOffice(active=active, start=start, end=end, message=text)
+
+    def save(client: AccountManagerClient) -> None:
+        if seen:
+            try:
+                current = client.out_of_office()
+            except AccountManagerError as exc:
+                # Only the reading failed: unlike a failed save, nothing can have changed at the provider.
+                raise KimAdminError(f"{exc.text} {_('Es wurde nichts geändert.')}") from exc
+            if out_of_office_fingerprint(current) != seen:
+                raise OutOfOfficeChanged(
+                    _(
+                        "Die Abwesenheitsnotiz wurde inzwischen geändert, während Sie sie bearbeitet haben. Ihre "
+                        "Eingaben wurden nicht gespeichert und stehen unten noch im Formular; der aktuelle Stand "
+                        "beim Anbieter ist darüber zu sehen. Speichern Sie erneut, um ihn zu ersetzen."
+                    ),
+                    current=current,
+                )
+        client.set_out_of_office(note)
+
     _change(
         user,
         mailbox,
-        lambda client: client.set_out_of_office(note),
+        save,
         "kim.out_of_office_set",
         active=active,
         start=start.isoformat() if start else "",

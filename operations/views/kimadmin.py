@@ -111,6 +111,7 @@ def kim_data_time_to_live(request: AuthenticatedHttpRequest, pk: int) -> HttpRes
 def kim_out_of_office(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(request, pk)
     error = ""
+    current: OutOfOffice | None = None
     if request.method == "POST":
         form = forms.OutOfOfficeForm(request.POST)
         if form.is_valid():
@@ -123,7 +124,15 @@ def kim_out_of_office(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
                     start=data["starts_at"],
                     end=data["ends_at"],
                     text=data["text"],
+                    seen=data["seen"],
                 )
+            except kimadmin.OutOfOfficeChanged as exc:
+                error, current = exc.message, exc.current
+                # The input stays; saving again is a deliberate choice over the note now shown.
+                changed = request.POST.copy()
+                changed["seen"] = kimadmin.out_of_office_fingerprint(current)
+                form = forms.OutOfOfficeForm(changed)
+                form.is_valid()
             except PortalError as exc:
                 error = exc.message
             else:
@@ -147,13 +156,20 @@ def kim_out_of_office(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
                 "starts_at": timezone.localtime(note.start) if note.start else None,
                 "ends_at": timezone.localtime(note.end) if note.end else None,
                 "text": note.message,
+                "seen": kimadmin.out_of_office_fingerprint(note),
             }
         form = forms.OutOfOfficeForm(initial=initial)
     return render(
         request,
         "operations/kim_out_of_office.html",
-        {"mailbox": mailbox, "form": form, "error": error, "max_length": forms.OUT_OF_OFFICE_MAX},
-        status=422 if request.method == "POST" else 200,
+        {
+            "mailbox": mailbox,
+            "form": form,
+            "error": error,
+            "current": current,
+            "max_length": forms.OUT_OF_OFFICE_MAX,
+        },
+        status=(409 if current else 422) if request.method == "POST" else 200,
     )
 
 

@@ -72,7 +72,7 @@ def test_structured_filters(vzd):
     assert "Klinikum Demo" in _names(outcome)
 
 
-@pytest.mark.parametrize("text", ["*", "**", "(", ")", "\\", "\x00", "()", ")(", "", "   ", "ab"])
+@pytest.mark.parametrize("text", ["*", "**", "(", ")", "\\", "\x00", "()", ")(", "", "   ", "ab", "\u200b\u200b\u200b"])
 def test_nothing_searchable_means_no_search_and_no_error(vzd, text):
     outcome = directory_search(Criteria(q=text))
     assert not outcome.searched
@@ -230,3 +230,26 @@ def test_hba_specialty_from_the_physicians_code_system(vzd):
     assert {(e.city, tuple(e.specialties)) for e in found.entries} == {
         ("Weißenfels", ("FA Innere Medizin und Kardiologie",))
     }
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "Mu\u0308ller",  # decomposed, as a Mac or a PDF hands it over
+        "Mül\u00adler",  # soft hyphen from a web page or a word processor
+        "\u200bMüller\u200b",  # zero-width spaces
+        "\ufeffMüller",  # byte order mark at the start of a paste
+        "Ｍüｌｌｅｒ",  # full-width letters
+    ],
+)
+def test_pasted_text_finds_what_the_typed_word_finds(vzd, pasted):
+    typed = directory_search(Criteria(q="Müller"))
+    outcome = directory_search(Criteria(q=pasted))
+    assert not outcome.error and outcome.notices == typed.notices
+    assert _names(outcome) == _names(typed)
+
+
+def test_pasted_text_in_the_structured_fields(vzd):
+    typed = directory_search(Criteria(name="Müller", place="Berlin"))
+    pasted = directory_search(Criteria(name="Mu\u0308l\u00adler", place="Ber\u200blin"))
+    assert _names(typed) and _names(pasted) == _names(typed)

@@ -430,6 +430,21 @@ async def test_a_reconnected_page_asks_for_the_current_state(shared_box):
 
 
 @pytest.mark.asyncio
+async def test_a_frame_nested_deeper_than_the_decoder_goes_is_ignored_and_the_socket_lives_on(shared_box):
+    box, anna, _bert, message = shared_box
+    inbox = await _connect(anna)
+    page = await _message_socket(anna, message.pk)
+    for socket in (inbox, page):
+        await socket.send_to(text_data="[" * 100_000)
+    await inbox.send_to(text_data='{"resync": "1"}')
+    assert box.display_name in await _receive_until(inbox, 'id="mailbox-nav"')
+    await page.send_to(text_data='{"resync": "1"}')
+    assert "Niemand bearbeitet" in await _receive_until(page, 'id="lock-panel"')
+    await inbox.disconnect()
+    await page.disconnect()
+
+
+@pytest.mark.asyncio
 async def test_a_page_hears_only_about_the_rows_it_shows_and_new_mail_where_it_shows_it(shared_box):
     from mailbox.services.claims import message_claim
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from urllib.parse import parse_qs
 
@@ -98,7 +99,11 @@ def test_walking_back_returns_the_same_pages(reader, box):
     assert back[-1].number == 1 and not back[-1].has_previous
 
 
-@pytest.mark.parametrize("cursor", ["", "!!!", "W10", "WyJ4IiwgMV0", "eyJhIjogMX0", "WzEsMl0"])
+# The last: 2,000 nested "[" (2.7 kB in a URL), deeper than Python's JSON decoder goes.
+NESTED = base64.urlsafe_b64encode(b"[" * 2000).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", ["", "!!!", "W10", "WyJ4IiwgMV0", "eyJhIjogMX0", "WzEsMl0", NESTED])
 def test_a_broken_cursor_starts_at_the_top_instead_of_failing(reader, box, cursor, client):
     made = _fill(box, 3)
     page = message_list_for_user(reader, mailbox=box, after=cursor)

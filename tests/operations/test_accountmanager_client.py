@@ -19,6 +19,7 @@ from konnektor import KonnektorClient
 from mailbox.models import KimAccount
 from operations.clients.accountmanager import (
     BAD_POLICY_TEXT,
+    BAD_RESPONSE_TEXT,
     KIM_VERSION_LARGE_WARNING,
     MAX_RESPONSE_BYTES,
     POLICY_COMPILE_TIMEOUT,
@@ -334,11 +335,13 @@ def test_an_overlong_policy_or_one_that_takes_minutes_to_compile_is_refused() ->
     assert ServiceInformation(password_policy_regex="(?<x>[").password_matches(NEW_PASSWORD)
 
 
-def _plain_client(sim: AmSim, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> AccountManagerClient:
+def _plain_client(
+    sim: AmSim, *, max_response_bytes: int = MAX_RESPONSE_BYTES, timeout: float = 10
+) -> AccountManagerClient:
     """Without the OpenAPI check's response hook (which reads every body whole before the client sees it)."""
     return AccountManagerClient(
         AccountManagerConfig(
-            base_url=sim.base_url, ca_pem=sim.am.ca_pem, timeout=10, max_response_bytes=max_response_bytes
+            base_url=sim.base_url, ca_pem=sim.am.ca_pem, timeout=timeout, max_response_bytes=max_response_bytes
         ),
         username=AM_ADDRESS,
         password=AM_PASSWORD,
@@ -536,6 +539,30 @@ def test_an_answer_that_is_not_json_is_a_clear_error(accountmanager_sim: AmSim) 
 # --- the network ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_answer_nested_deeper_than_the_decoder_goes_is_a_clear_error(accountmanager_sim: AmSim, status: int) -> None:
+    # 100 kB of "[": far below the size limit, far beyond Python's recursion limit.
+    sim = accountmanager_sim
+
+    def nested(response: requests.Response, *args: object, **kwargs: object) -> None:
+        response._content = b"[" * 100_000
+        response.status_code = status
+
+    session = requests.Session()
+    session.hooks["response"].append(nested)
+    client = AccountManagerClient(
+        sim.config(),
+        username=AM_ADDRESS,
+        password=AM_PASSWORD,
+        token_provider=lambda: sim.card.token(sim.base_url),
+        session=session,
+    )
+    with pytest.raises(AccountManagerError) as bad:
+        client.account()
+    assert bad.value.code == ("bad_response" if status == 200 else "http_500")
+    assert bad.value.text == str(BAD_RESPONSE_TEXT if status == 200 else STATUS_TEXTS[500])
+
+
 def test_account_manager_down(accountmanager_sim: AmSim) -> None:
     client = accountmanager_sim.client()
     accountmanager_sim.am.stop()
@@ -555,6 +582,21 @@ def test_account_manager_that_does_not_answer_times_out(accountmanager_sim: AmSi
         sim.am.release()
     assert (slow.value.code, slow.value.text) == ("timeout", TIMEOUT_TEXT)
     assert slow.value.retryable
+
+
+def test_an_answer_trickling_in_byte_by_byte_times_out_as_a_whole(accountmanager_sim: AmSim) -> None:
+    # Every read gets a byte long before its timeout; only a limit on the whole ends the wait.
+    sim = accountmanager_sim
+    sim.am.arm_fault("trickle", path="/ServiceInformation/")
+    started = time.monotonic()
+    try:
+        with pytest.raises(AccountManagerError) as slow:
+            _plain_client(sim, timeout=1.0).service_information()
+    finally:
+        sim.am.release()
+    assert (slow.value.code, slow.value.text) == ("timeout", TIMEOUT_TEXT)
+    assert "answer not complete" in slow.value.detail
+    assert time.monotonic() - started < 10
 
 
 def test_a_connection_cut_without_answer(accountmanager_sim: AmSim) -> None:

@@ -176,3 +176,55 @@ def test_the_absence_pages_lead_to_the_note(kim: KimWorld) -> None:
     for user, url in ((kim.owner, reverse("mailbox:absences")), (kim.manager, reverse("manage:absences"))):
         page = kim.client_for(user).get(url).content.decode()
         assert f'<a href="{reverse("operations:kim-list")}">KIM-Konten</a>' in page
+
+
+def _seen(page: str) -> str:
+    found = re.search(r'<input type="hidden" name="seen" value="([0-9a-f]+)"', page)
+    assert found is not None, page[:2000]
+    return found.group(1)
+
+
+def test_two_editors_at_once_the_later_save_is_refused_with_its_input_kept(kim: KimWorld) -> None:
+    owner, manager = kim.client_for(kim.owner), kim.client_for(kim.manager)
+    assert kim.client_for(kim.owner).post(_url(kim), _form(text="Bis Montag geschlossen.")).status_code == 302
+    owner_seen = _seen(owner.get(_url(kim)).content.decode())
+    manager_seen = _seen(manager.get(_url(kim)).content.decode())
+    assert owner_seen == manager_seen
+
+    assert manager.post(_url(kim), {**_form(text="Bis Freitag geschlossen."), "seen": manager_seen}).status_code == 302
+    puts = len([r for r in kim.am.am.seen if r.method == "PUT"])
+    response = owner.post(_url(kim), {**_form(text="Bis Mittwoch geschlossen."), "seen": owner_seen})
+
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "Die Abwesenheitsnotiz wurde inzwischen geändert" in page
+    assert "Bis Freitag geschlossen." in page  # what the provider holds now
+    assert "Bis Mittwoch geschlossen.</textarea>" in page  # what the owner typed
+    assert _note(kim).message == "Bis Freitag geschlossen."
+    assert len([r for r in kim.am.am.seen if r.method == "PUT"]) == puts
+    assert AuditEvent.objects.filter(action="kim.out_of_office_set", actor=kim.owner).count() == 1
+
+    # Saving again, having seen the colleague's note, replaces it.
+    response = owner.post(_url(kim), {**_form(text="Bis Mittwoch geschlossen."), "seen": _seen(page)})
+    assert response.status_code == 302
+    assert _note(kim).message == "Bis Mittwoch geschlossen."
+
+
+def test_an_unchanged_note_saves_with_its_fingerprint(kim: KimWorld) -> None:
+    client = kim.client_for(kim.owner)
+    seen = _seen(client.get(_url(kim)).content.decode())
+    response = client.post(_url(kim), {**_form(), "seen": seen})
+    assert response.status_code == 302
+    assert _note(kim).message == TEXT.replace("\r\n", "\n")
+
+
+def test_a_failed_reading_before_the_save_says_that_nothing_changed(kim: KimWorld) -> None:
+    client = kim.client_for(kim.owner)
+    seen = _seen(client.get(_url(kim)).content.decode())
+    kim.am.am.arm_fault("status", status=500, path="/outofoffice")  # the reading, not the save
+    response = client.post(_url(kim), {**_form(), "seen": seen})
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert "Interner Fehler beim Account Manager" in page and "Es wurde nichts geändert." in page
+    assert "ist ungewiss" not in page
+    assert _note(kim) is None

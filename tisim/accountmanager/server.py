@@ -11,7 +11,8 @@ over LDAP when ``<data_dir>/vzd.json`` names one, tisim.accountmanager.vzdlink),
 changes the CM's POP3/SMTP login, an out-of-office note makes the simulated Fachdienst answer mail
 (tisim.cm.autoreply). For tests: registration codes (:meth:`AccountManagerSimulator.issue_registration_code`),
 a directory that is down (502) or an inactive entry (423), and armed faults (any status, a stall, a cut
-connection). A thread per connection (ThreadingHTTPServer) like the simulated Konnektor.
+connection, an oversized answer, an answer trickling in byte by byte). A thread per connection
+(ThreadingHTTPServer) like the simulated Konnektor.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ _MAX_BODY = 64 * 1024
 _DRAIN_LIMIT = 2 * 2**20
 _HANDSHAKE_TIMEOUT = 30.0
 _IDLE_TIMEOUT = 60.0
-FAULT_MODES = ("status", "stall", "drop", "oversize")
+FAULT_MODES = ("status", "stall", "drop", "oversize", "trickle")
+# An armed "trickle" answer: one byte of its body this often, each well within any read timeout.
+TRICKLE_SECONDS = 0.05
 # What an armed "oversize" answer offers: far more than any client should read.
 OVERSIZE_BYTES = 64 * 2**20
 
@@ -755,6 +758,9 @@ class AccountManagerHandler(TlsRequestHandler):
         if fault.mode == "oversize":
             self._send_oversize()
             return True
+        if fault.mode == "trickle":
+            self._send_trickle()
+            return True
         if fault.mode == "stall":
             # Simulates a provider that does not answer; ends with release() or stop().
             self.sim.released.wait(timeout=120)
@@ -764,6 +770,25 @@ class AccountManagerHandler(TlsRequestHandler):
         except OSError:
             pass
         return True
+
+    def _send_trickle(self) -> None:
+        """A small JSON answer whose body comes one byte every TRICKLE_SECONDS: no read ever times out, the whole
+        never arrives (until release() or stop())."""
+        body = b'{"message": "' + b" " * 100_000 + b'"}'
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.flush()
+            for i in range(len(body)):
+                if self.sim.released.wait(timeout=TRICKLE_SECONDS):
+                    break
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+        except OSError:
+            pass  # the client gave up and closed
 
     def _send_oversize(self) -> None:
         """A valid JSON object padded to OVERSIZE_BYTES, its end marked only by closing the connection."""

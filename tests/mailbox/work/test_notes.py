@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
+from django.urls import reverse
 
 from kimportal.errors import PortalError
 from mailbox.models import (
     Message,
+    Note,
     Notification,
 )
 from mailbox.services import notes
-from tests.mailbox.work.support import snapshot
+from tests.mailbox.work.support import Role, add_member, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -40,3 +45,67 @@ def test_empty_or_huge_note_is_refused(body, alice, message):
     with pytest.raises(PortalError):
         notes.note_add(user=alice, message=message, version=1, body=body)
     assert snapshot(message) == before
+
+
+def _post_note(client, message, body: str, *, version: int):
+    url = reverse("mailbox:message-note", args=[message.pk])
+    return client.post(url, {"version": version, "body": body}, HTTP_HX_REQUEST="true")
+
+
+def _note_field(response) -> str:
+    found = re.search(r'<textarea id="note-body"[^>]*>(.*?)</textarea>', response.content.decode(), re.S)
+    assert found is not None
+    return html.unescape(found.group(1))
+
+
+def test_a_note_refused_because_a_colleague_acted_meanwhile_comes_back_in_its_field(client, alice, bob, message):
+    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+    client.force_login(alice)
+    typed = "Befund <b>unklar</b> & Rückruf bei @bernd nötig\nZweite Zeile"
+
+    response = _post_note(client, message, typed, version=1)
+
+    assert response.status_code == 409
+    assert _note_field(response) == typed
+    assert "<b>unklar</b>" not in response.content.decode()
+    assert list(Note.objects.filter(author=alice)) == []
+
+
+def test_a_note_over_the_limit_is_refused_and_kept(client, alice, message):
+    client.force_login(alice)
+    typed = "x" * 10_001
+
+    response = _post_note(client, message, typed, version=1)
+
+    assert response.status_code == 422
+    assert _note_field(response) == typed
+    assert not Note.objects.exists()
+
+
+def test_a_saved_note_empties_its_field(client, alice, message):
+    client.force_login(alice)
+    response = _post_note(client, message, "Erledigt am Telefon.", version=1)
+    assert response.status_code == 200
+    assert _note_field(response) == ""
+
+
+def test_the_writer_is_told_which_mentioned_names_reach_no_one(client, alice, bob, observer, outsider, message):
+    former = add_member(message.mailbox, "paula", Role.PROCESSOR, "Paula", "Pause")
+    former.is_active = False
+    former.save()
+    client.force_login(alice)
+
+    response = _post_note(client, message, "@bernd @otto @fremd @paula @Niemand bitte ansehen", version=1)
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "Nicht benachrichtigt, weil nicht Mitglied dieses Postfachs: @fremd, @niemand, @paula." in text
+    notified = Notification.objects.filter(kind=Notification.Kind.MENTION)
+    assert list(notified.values_list("user__username", flat=True)) == ["bernd"]
+
+
+def test_mentions_that_all_reach_members_say_only_saved(client, alice, bob, message):
+    client.force_login(alice)
+    response = _post_note(client, message, "@bernd bitte", version=1)
+    assert "Notiz gespeichert." in response.content.decode()
+    assert "Nicht benachrichtigt" not in response.content.decode()
