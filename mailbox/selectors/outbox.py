@@ -130,7 +130,11 @@ def outgoing_timeline(outgoing: OutgoingMessage) -> Timeline:
     for row in rows:
         steps: list[TimelineStep] = []
         if outgoing.queued_at:
-            steps.append(TimelineStep(str(OutgoingRecipient.State.QUEUED.label), "queued", outgoing.queued_at))
+            # A recipient still waiting after a temporary refusal says why (the others of the message went out).
+            waiting_reason = row.reason if row.state == "queued" else ""
+            steps.append(
+                TimelineStep(str(OutgoingRecipient.State.QUEUED.label), "queued", outgoing.queued_at, waiting_reason)
+            )
         if row.state in ("sent", "delivered", "delayed") or (row.state == "failed" and row.report_id):
             steps.append(TimelineStep(str(sent_label), "sent", outgoing.sent_at))
         if row.state not in ("queued", "sent"):

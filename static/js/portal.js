@@ -57,10 +57,22 @@ document.addEventListener("htmx:wsClose", (ev) => {
 function showAccessEnded() {
   const text = document.getElementById("session-ended-text");
   const home = document.getElementById("session-ended-home");
+  const close = document.getElementById("session-ended-close");
   if (!text || !home) return;
   home.hidden = false;
+  if (close) close.hidden = false;
   text.textContent = text.dataset.accessText;
 }
+// The access notice can be put away (the session goes on, and it covers the top of the page); the focus goes to
+// the page's content, not to the top of the document.
+document.addEventListener("click", (ev) => {
+  if (!ev.target.closest || !ev.target.closest("#session-ended-close")) return;
+  if (document.body.dataset.live === "ended") return;
+  document.getElementById("session-ended-text").textContent = "";
+  for (const id of ["session-ended-home", "session-ended-close"]) document.getElementById(id).hidden = true;
+  const main = document.getElementById("main");
+  if (main) main.focus();
+});
 function showSessionEnded() {
   const text = document.getElementById("session-ended-text");
   const login = document.getElementById("session-ended-login");
@@ -68,6 +80,9 @@ function showSessionEnded() {
   const next = new URLSearchParams({ next: window.location.pathname + window.location.search });
   login.href = `${document.getElementById("session-ended").dataset.loginUrl}?${next}`;
   login.hidden = false;
+  // The session is gone: nothing on the page works any more, so the notice stays (as does the way back to the start).
+  const close = document.getElementById("session-ended-close");
+  if (close) close.hidden = true;
   // Filling the always-present alert region is what screen readers announce.
   text.textContent = text.dataset.text;
 }

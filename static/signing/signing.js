@@ -13,9 +13,13 @@ function signingSelection() {
     const max = parseInt(count.dataset.max || "250", 10);
     count.textContent = count.textContent.replace(/^\d+/, String(chosen));
     if (button && button.form && button.form.id === "sign-form") button.disabled = chosen === 0 || chosen > max;
-    // Say why the button is disabled when too many are selected (select all on a long list).
+    // Say why the button is disabled when too many are selected (select all on a long list); only a change of the
+    // text is announced, so the text is set once when the limit is passed and emptied when it no longer is.
     const limit = document.getElementById("selection-limit");
-    if (limit) limit.hidden = chosen <= max;
+    if (limit) {
+      const text = chosen > max ? limit.dataset.text : "";
+      if (limit.textContent !== text) limit.textContent = text;
+    }
   }
 }
 document.addEventListener("change", (ev) => {

@@ -62,3 +62,37 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
         path = Path(folder) / f"{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(path), full_page=full_page)
+
+
+def _rect(locator: Locator) -> Box:
+    """As ``box``, read in one step: a live swap between two reads (the socket redraws a part) cannot split it."""
+    expect(locator).to_be_visible()
+    r = locator.evaluate("el => { const r = el.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }")
+    return Box(*r)
+
+
+def assert_touch_target(locator: Locator, minimum: float = 24) -> None:
+    """WCAG 2.2's target size (2.5.8, AA): at least 24 × 24 CSS pixels to tap with a finger."""
+    b = _rect(locator)
+    assert b.width >= minimum and b.height >= minimum, f"{locator} is {b.width}×{b.height} px, less than {minimum} px"
+
+
+def assert_in_viewport(locator: Locator) -> None:
+    """Nothing of the element lies left or right of the window (cut off on a narrow screen)."""
+    b = _rect(locator)
+    width = locator.page.viewport_size["width"]
+    assert b.x >= 0 and b.right <= width + 0.5, f"{locator} spans {b.x}–{b.right} px in a {width} px window"
+
+
+def tab_to(page: Page, target: Locator, *, limit: int = 80) -> None:
+    """Press Tab as a keyboard user does until the target has the focus; it must show a visible focus ring."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("el => el === document.activeElement"):
+            break
+    else:
+        raise AssertionError(f"{limit} presses of Tab did not reach {target}")
+    outline = target.evaluate(
+        "el => { const s = getComputedStyle(el); return [s.outlineStyle, parseFloat(s.outlineWidth) || 0]; }"
+    )
+    assert outline[0] != "none" and outline[1] >= 2, f"{target} has the focus but shows no focus ring: {outline}"

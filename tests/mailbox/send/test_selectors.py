@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict
@@ -89,3 +90,19 @@ def test_timeline_of_a_queued_message_says_so_per_recipient(account, sender):
     by_address = {r.address: r for r in timeline.recipients}
     assert by_address[PRAXIS].state == "failed" and by_address[PRAXIS].steps[-1].reason == "Empfängeradresse unbekannt"
     assert timeline.state_label == "versendet"
+
+
+def test_timeline_says_why_a_recipient_still_waits_after_a_temporary_refusal(account, sender):
+    (outgoing,) = _sent(sender, account, 1)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(state="queued", queued_at=timezone.now())
+    OutgoingRecipient.objects.filter(outgoing=outgoing, address=PRAXIS).update(
+        reason="Vom Clientmodul vorübergehend abgelehnt: 452 4.2.2 Postfach voll", status_code="452"
+    )
+    OutgoingRecipient.objects.filter(outgoing=outgoing).exclude(address=PRAXIS).update(state="sent")
+    timeline = outgoing_timeline(OutgoingMessage.objects.get(pk=outgoing.pk))
+    by_address = {r.address: r for r in timeline.recipients}
+    waiting = by_address[PRAXIS]
+    assert waiting.state == "queued"
+    assert [s.reason for s in waiting.steps] == ["Vom Clientmodul vorübergehend abgelehnt: 452 4.2.2 Postfach voll"]
+    other = next(r for a, r in by_address.items() if a != PRAXIS)
+    assert [(s.state, s.reason) for s in other.steps] == [("queued", ""), ("sent", "")]
