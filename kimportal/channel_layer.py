@@ -48,6 +48,12 @@ LOG_SECONDS = 60
 # Entries one read takes from one log at most (a minute of a very busy mailbox).
 LOG_READ_MAX = 5_000
 
+
+class LogCut(Exception):
+    """A log read reached LOG_READ_MAX: the newest entries of the window were left out, so the read cannot tell what
+    was sent (a burst, a retention run redrawing thousands of rows). The reader falls back as it would without logs."""
+
+
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
 _NAMES = BaseChannelLayer()
 
@@ -163,12 +169,15 @@ class _Shard(RedisSingleShardConnection):
         self._outbox = []
 
     async def read_logs(self, keys: list[str], start: float) -> list[bytes]:
-        """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms)."""
+        """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms).
+        LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing)."""
         self._ensure_redis()
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
             found = await pipe.execute()
+        if any(len(entries) >= LOG_READ_MAX for entries in found):
+            raise LogCut(f"more than {LOG_READ_MAX} entries in one of {len(keys)} logs since {start:.3f}")
         return [fields[b"m"] for entries in found for _id, fields in entries if b"m" in fields]
 
     async def flush(self) -> None:
@@ -320,7 +329,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
 
     async def recent(self, logs: Iterable[str], start: float) -> list[dict[str, Any]]:
         """The messages written to these logs since `start` (time.time() seconds, as Redis's clock tells), in the
-        order they were sent per log. A message may be logged on any shard (the one of the group it went to)."""
+        order they were sent per log. A message may be logged on any shard (the one of the group it went to).
+        LogCut when a log held more than one read takes."""
         keys = sorted({self.prefix + key for key in logs})
         if not keys:
             return []
