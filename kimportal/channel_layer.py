@@ -50,8 +50,9 @@ LOG_READ_MAX = 5_000
 
 
 class LogCut(Exception):
-    """A log read reached LOG_READ_MAX: the newest entries of the window were left out, so the read cannot tell what
-    was sent (a burst, a retention run redrawing thousands of rows). The reader falls back as it would without logs."""
+    """A log read cannot tell what was sent: it reached LOG_READ_MAX (the newest entries of the window were left out:
+    a burst, a retention run redrawing thousands of rows), or Redis may have restarted within the window (the logs
+    lost what was written before). The reader falls back as it would without logs."""
 
 
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
@@ -103,6 +104,9 @@ class _Shard(RedisSingleShardConnection):
         # is also written to (or "").
         self._outbox: list[tuple[str, bytes, asyncio.Future[None], str]] = []
         self._sending: asyncio.Task[None] | None = None
+        # When this process last saw its connection break or come back (time.time()): Redis may have restarted
+        # then, and the logs lost what was written before (read_logs).
+        self.lost_at = 0.0
 
     async def publish(self, channel: str, message: bytes, *, log: str = "") -> None:
         """Publish in the order of the calls, many in one round trip.
@@ -170,7 +174,12 @@ class _Shard(RedisSingleShardConnection):
 
     async def read_logs(self, keys: list[str], start: float) -> list[bytes]:
         """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms).
-        LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing)."""
+        LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing), and
+        when the connection broke or came back since `start`: a restarted Redis lost the logs of before, and an empty
+        read would say that nothing was sent. (Should the restart not be noticed yet, the sockets are told to resync
+        once it is, _lost.)"""
+        if self.lost_at >= start:
+            raise LogCut(f"the connection to Redis broke or came back since {start:.3f}")
         self._ensure_redis()
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
@@ -200,6 +209,7 @@ class _Shard(RedisSingleShardConnection):
         """Redis went away or came back (a restart, a network break): events of that time are gone for good. Every
         socket of this process is told to close and resync (as one that overflowed) instead of showing a silently
         stale page; htmx reconnects it once Redis is there again."""
+        self.lost_at = time.time()
         layer = self.channel_layer
         if not layer.channels:
             return
