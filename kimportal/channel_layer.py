@@ -48,6 +48,13 @@ LOG_SECONDS = 60
 # Entries one read takes from one log at most (a minute of a very busy mailbox).
 LOG_READ_MAX = 5_000
 
+
+class LogCut(Exception):
+    """A log read cannot tell what was sent: it reached LOG_READ_MAX (the newest entries of the window were left out:
+    a burst, a retention run redrawing thousands of rows), or Redis may have restarted within the window (the logs
+    lost what was written before). The reader falls back as it would without logs."""
+
+
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
 _NAMES = BaseChannelLayer()
 
@@ -97,6 +104,9 @@ class _Shard(RedisSingleShardConnection):
         # is also written to (or "").
         self._outbox: list[tuple[str, bytes, asyncio.Future[None], str]] = []
         self._sending: asyncio.Task[None] | None = None
+        # When this process last saw its connection break or come back (time.time()): Redis may have restarted
+        # then, and the logs lost what was written before (read_logs).
+        self.lost_at = 0.0
 
     async def publish(self, channel: str, message: bytes, *, log: str = "") -> None:
         """Publish in the order of the calls, many in one round trip.
@@ -163,12 +173,20 @@ class _Shard(RedisSingleShardConnection):
         self._outbox = []
 
     async def read_logs(self, keys: list[str], start: float) -> list[bytes]:
-        """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms)."""
+        """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms).
+        LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing), and
+        when the connection broke or came back since `start`: a restarted Redis lost the logs of before, and an empty
+        read would say that nothing was sent. (Should the restart not be noticed yet, the sockets are told to resync
+        once it is, _lost.)"""
+        if self.lost_at >= start:
+            raise LogCut(f"the connection to Redis broke or came back since {start:.3f}")
         self._ensure_redis()
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
             found = await pipe.execute()
+        if any(len(entries) >= LOG_READ_MAX for entries in found):
+            raise LogCut(f"more than {LOG_READ_MAX} entries in one of {len(keys)} logs since {start:.3f}")
         return [fields[b"m"] for entries in found for _id, fields in entries if b"m" in fields]
 
     async def flush(self) -> None:
@@ -191,6 +209,7 @@ class _Shard(RedisSingleShardConnection):
         """Redis went away or came back (a restart, a network break): events of that time are gone for good. Every
         socket of this process is told to close and resync (as one that overflowed) instead of showing a silently
         stale page; htmx reconnects it once Redis is there again."""
+        self.lost_at = time.time()
         layer = self.channel_layer
         if not layer.channels:
             return
@@ -320,7 +339,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
 
     async def recent(self, logs: Iterable[str], start: float) -> list[dict[str, Any]]:
         """The messages written to these logs since `start` (time.time() seconds, as Redis's clock tells), in the
-        order they were sent per log. A message may be logged on any shard (the one of the group it went to)."""
+        order they were sent per log. A message may be logged on any shard (the one of the group it went to).
+        LogCut when a log held more than one read takes."""
         keys = sorted({self.prefix + key for key in logs})
         if not keys:
             return []

@@ -87,6 +87,8 @@ class ReportCollector(Collector):
             signing.add_metric([account.address, "open"], account.signing_open)
             signing.add_metric([account.address, "signing"], account.signing_running)
             signing.add_metric([account.address, "signed"], account.signing_signed)
+        for address, held in report.held_elsewhere.items():  # switched-off mailboxes
+            outbox.add_metric([address, "held"], held)
         yield from (login, fetch_age, fetch_last, outbox, outbox_wait, signing)
 
         days = GaugeMetricFamily(

@@ -411,3 +411,38 @@ async def test_a_logged_event_is_published_and_kept_for_a_reader_that_subscribes
     assert [event["n"] for event in await reader.recent([log], start - 1)] == [1, 3]
     assert await reader.recent([log], time.time() + 2) == []
     assert await reader.recent([f"{log}-other"], start - 1) == []
+
+
+@pytest.mark.asyncio
+async def test_a_log_read_across_a_redis_restart_cannot_tell(private_redis):
+    """Redis restarted after a list was read, before its socket replays: the log lost what was sent in between, and
+    an empty read would say that nothing was. A process that saw its connection break or come back since then cannot
+    vouch for the logs (LogCut: the socket reads the database instead); a later start is read as ever."""
+    from kimportal.channel_layer import LogCut
+
+    process = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    sender = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    try:
+        page = await process.new_channel()
+        await process.group_add_many(["mailbox.5"], page)
+        start = time.time()
+        await sender.group_send_logged("mailbox.5", {"type": "counts.changed", "n": 1}, "live-log.5")
+        assert (await process.receive(page))["n"] == 1
+        assert [event["n"] for event in await process.recent(["live-log.5"], start - 1)] == [1]
+
+        private_redis.stop()
+        await private_redis.start()
+        async with asyncio.timeout(15):
+            assert (await process.receive(page))["type"] == "layer.lost"
+            while True:  # the pooled connections of before the restart are cut: the first reads may fail
+                with contextlib.suppress(aioredis.ConnectionError):
+                    await process.recent(["live-log.other"], time.time() + 60)
+                    break
+        with pytest.raises(LogCut):
+            await process.recent(["live-log.5"], start - 1)
+        later = time.time() + 0.01
+        await asyncio.sleep(0.02)
+        assert await process.recent(["live-log.5"], later) == []
+    finally:
+        await process.flush()
+        await sender.flush()

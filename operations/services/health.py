@@ -28,7 +28,7 @@ from django.utils.translation import gettext_noop as N_
 from directory.clients.vzd import config_from_settings as vzd_config
 from mailbox.clients.tls import Endpoint
 from mailbox.crypto import CredentialDecryptionError
-from mailbox.models import KimAccount, OutgoingMessage
+from mailbox.models import KimAccount, Mailbox, OutgoingMessage
 from mailbox.services.accounts import account_endpoint, cm_error_message
 from mailbox.services.fetch import account_lease_acquire, account_lease_release
 from operations.services import heartbeat
@@ -586,6 +586,12 @@ def _judge_accounts(
     outbox, signing = _queue_depths(now) if accounts else ({}, {})
     for item in accounts:
         report.accounts.append(_account_status(item, outbox.get(item.account.mailbox_id, {}), signing, now))
+    # A switched-off mailbox has no account line (nothing is fetched or tested), but the mail it holds is counted.
+    listed = {a.mailbox_id for a in report.accounts}
+    held_off = {pk: entry["held"] for pk, entry in outbox.items() if entry["held"] and pk not in listed}
+    if held_off:
+        for pk, address in Mailbox.objects.filter(pk__in=held_off).values_list("pk", "address").order_by("address"):
+            report.held_elsewhere[address] = held_off[pk]
     for (host, port), future in cm_certificates.items():
         probe = _result(future, None)
         if probe is None:
@@ -634,7 +640,7 @@ def _judge_accounts(
     waiting = sum(a.outbox_waiting for a in report.accounts)
     failed_24h = sum(a.outbox_failed for a in report.accounts)
     uncertain = sum(a.outbox_uncertain for a in report.accounts)
-    held = sum(a.outbox_held for a in report.accounts)
+    held = sum(a.outbox_held for a in report.accounts) + sum(report.held_elsewhere.values())
     depth = (
         Msg.of(
             N_(

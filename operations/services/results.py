@@ -111,6 +111,8 @@ class Report:
     duration: float  # seconds the round took
     components: list[Component] = field(default_factory=list)
     accounts: list[AccountStatus] = field(default_factory=list)
+    # Held outbox mail of switched-off mailboxes (their accounts have no line): address -> messages.
+    held_elsewhere: dict[str, int] = field(default_factory=dict)
     cards: list[CardStatus] = field(default_factory=list)
     certificates: list[CertificateStatus] = field(default_factory=list)
     konnektor_product: str = ""

@@ -230,3 +230,25 @@ async def test_a_list_read_longer_ago_than_the_logs_keep_catches_up_from_the_dat
     html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=time.time() - 55))
     assert f'id="msg-{stored.pk}"' in html
     await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_log_read_cut_at_its_limit_falls_back_to_the_database(ward, monkeypatch):
+    """A burst (a retention run redrawing thousands of rows) fills the window beyond what one read takes: the newest
+    events, the mail among them, were cut off and the list was told nothing. A cut read cannot tell: the database
+    catch-up reads the new mail instead."""
+    from kimportal import channel_layer
+    from mailbox.events import mailbox_group, send_to_group
+
+    box, _other, _foreign, anna, _bert, shown = ward
+    monkeypatch.setattr(channel_layer, "LOG_READ_MAX", 3)
+    read_at = time.time()
+    for _ in range(3):
+        await database_sync_to_async(send_to_group)(
+            mailbox_group(box.pk), {"type": "counts.changed", "mailbox_id": box.pk}
+        )
+    late = await database_sync_to_async(_ingest)(box, "after-the-burst")
+    socket = await _connect(anna)
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=read_at))
+    assert f'id="msg-{late.pk}"' in html
+    await socket.disconnect()

@@ -14,7 +14,7 @@ from mailbox.models import KimAccount, OutgoingMessage
 from mailbox.services.fetch import account_lease_acquire, account_lease_release
 from operations.services.health import forget_report, health_report, run_checks
 from operations.services.results import ERROR, OK, UNKNOWN, WARNING
-from tests.mailbox.factories import MailboxFactory
+from tests.mailbox.factories import KimAccountFactory, MailboxFactory
 from tests.operations.conftest import ADDRESS, kim_account
 
 pytestmark = pytest.mark.django_db
@@ -295,6 +295,26 @@ def test_held_mail_of_a_switched_off_account_is_counted_not_alarmed(ops):
     assert report.component("outbox").state == OK
     assert "1 zurückgehalten" in str(report.component("outbox").text)
     assert "Zurückgehaltene Nachrichten gehen erst hinaus" in str(account.outbox_text)
+
+
+def test_held_mail_of_a_switched_off_mailbox_is_counted_too(ops):
+    """A switched-off mailbox's account has no line of its own (nothing is fetched or tested), yet the mail its
+    outbox holds is still counted: the outbox line and the metrics name it."""
+    off = MailboxFactory(address="alt-station@klinik-test.kim.telematik-test", is_active=False)
+    KimAccountFactory(mailbox=off)
+    for _ in range(2):
+        OutgoingMessage.objects.create(
+            mailbox=off,
+            subject="Rückfrage",
+            to=["praxis@praxis-test.kim.telematik-test"],
+            state=OutgoingMessage.State.HELD,
+            queued_at=timezone.now() - timezone.timedelta(hours=3),
+        )
+    report = run_checks()
+    assert [account.address for account in report.accounts] == [ADDRESS]
+    assert report.held_elsewhere == {off.address: 2}
+    assert report.component("outbox").state == OK
+    assert "2 zurückgehalten" in str(report.component("outbox").text)
 
 
 def test_redis_down_is_red_and_checks_still_run_rationed(client, ops, settings):

@@ -88,3 +88,24 @@ def test_metrics_and_health_need_no_session_but_a_logged_in_user_gains_nothing(c
     settings.KIMPORTAL_METRICS_TOKEN = TOKEN
     client.force_login(admin_user)
     assert client.get("/metrics").status_code == 401
+
+
+def test_held_mail_of_a_switched_off_mailbox_is_a_metric_too(client, settings, ops):
+    from django.utils import timezone
+
+    from mailbox.models import OutgoingMessage
+    from tests.mailbox.factories import KimAccountFactory, MailboxFactory
+
+    settings.KIMPORTAL_METRICS_TOKEN = TOKEN
+    off = MailboxFactory(address="alt-station@klinik-test.kim.telematik-test", is_active=False)
+    KimAccountFactory(mailbox=off)
+    OutgoingMessage.objects.create(
+        mailbox=off,
+        subject="Rückfrage",
+        to=["praxis@praxis-test.kim.telematik-test"],
+        state=OutgoingMessage.State.HELD,
+        queued_at=timezone.now(),
+    )
+    found = samples(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode())
+    assert found[("kimportal_outbox_messages", (("account", off.address), ("state", "held")))] == 1.0
+    assert found[("kimportal_outbox_messages", (("account", ADDRESS), ("state", "held")))] == 0.0
