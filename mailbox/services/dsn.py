@@ -240,8 +240,10 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
     rows = {r.address.lower(): r for r in OutgoingRecipient.objects.select_for_update().filter(outgoing=outgoing)}
     statuses = parsed.recipients
     if not statuses and parsed.error_codes:
-        # An error mail that lists no recipient concerns the whole message.
-        statuses = [RecipientStatus(address, "failed", "", "") for address in rows]
+        # An error mail that lists no recipient concerns the whole submission: the recipients the CM was given, not
+        # those still waiting for their next try after a temporary refusal at RCPT TO (unless nobody has had one).
+        given = [address for address, row in rows.items() if row.state != OutgoingRecipient.State.QUEUED]
+        statuses = [RecipientStatus(address, "failed", "", "") for address in given or rows]
     changed: list[tuple[str, str]] = []
     for status in statuses:
         row = rows.get(status.address)

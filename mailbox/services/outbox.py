@@ -862,10 +862,11 @@ def outgoing_retry(*, user: Any, outgoing: OutgoingMessage, version: int | None 
             fresh=locked,
         )
     now = timezone.now()
-    # A recipient the CM already took (sent, delivered) never gets the message a second time. "Jetzt senden"
-    # for a waiting message only brings its next try forward: a recipient refused for good stays refused.
+    # A recipient the CM already took (sent, delivered, or delayed by the Fachdienst, which still tries) never gets
+    # the message a second time. "Jetzt senden" for a waiting message only brings its next try forward: a
+    # recipient refused for good stays refused.
     if locked.state == OutgoingMessage.State.FAILED:
-        OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent"]).update(
+        OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent", "delayed"]).update(
             state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
         )
     OutgoingMessage.objects.filter(pk=locked.pk).update(
