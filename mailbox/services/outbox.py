@@ -33,7 +33,7 @@ from mailbox.clients.smtp import MessageSource, SmtpOutcomeUnknown, SmtpRefused,
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import DeliveryAttempt, KimAccount, Message, OutgoingMessage, OutgoingRecipient
-from mailbox.permissions import Action, require
+from mailbox.permissions import Action, can, require, user_role
 from mailbox.services.accounts import account_endpoint, cm_error_message
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
@@ -329,6 +329,14 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
             _("Die Nachricht ging bereits an einen Teil der Empfänger und kann nicht mehr zurückgeholt werden."),
             fresh=locked,
         )
+    # Drafts are their author's only: an author who can no longer work the mailbox (left it while the message was
+    # held) would leave a draft nobody sees. Then it is the draft of the person who took it back.
+    author = locked.author
+    details: dict[str, Any] = {}
+    if author is None or not can(user_role(author, locked.mailbox_id), Action.PROCESS):
+        author = user
+        if locked.author_id is not None:
+            details["former_author"] = locked.author_id
     OutgoingRecipient.objects.filter(outgoing=locked).delete()
     OutgoingMessage.objects.filter(pk=locked.pk).update(
         state=OutgoingMessage.State.DRAFT,
@@ -338,7 +346,7 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
         queued_at=None,
         next_try_at=None,
         last_error="",
-        author=locked.author or user,
+        author=author,
         version=F("version") + 1,
     )
     audit_record(
@@ -347,6 +355,7 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
         mailbox=locked.mailbox,
         outgoing_id=locked.pk,
         message_id=locked.message_id,
+        **details,
     )
     _changed(locked, locked.mailbox_id)
     return OutgoingMessage.objects.get(pk=locked.pk)

@@ -9,8 +9,9 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict
-from mailbox.models import KimAccount, OutgoingMessage
-from mailbox.selectors.outbox import outgoing_list_for_user
+from mailbox.models import KimAccount, Membership, OutgoingMessage
+from mailbox.selectors.outbox import drafts_for_user, outgoing_list_for_user
+from mailbox.services import members
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.manage import mailbox_set_active
 from mailbox.services.outbox import (
@@ -22,7 +23,7 @@ from mailbox.services.outbox import (
 )
 from mailbox.views.compose import OUTBOX_STATES
 from tests.mailbox.conftest import PRAXIS
-from tests.mailbox.factories import UserFactory
+from tests.mailbox.factories import MembershipFactory, UserFactory
 from tests.mailbox.send.conftest import OUTSIDE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -136,3 +137,30 @@ def test_only_a_held_message_is_taken_back(cm, account, sender, vzd, sent_tasks)
         outgoing_withdraw(user=sender, outgoing=outgoing)
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.QUEUED
+
+
+def test_a_held_message_of_a_former_member_taken_back_is_the_draft_of_who_took_it(
+    cm, account, sender, vzd, sent_tasks, client
+):
+    # The author leaves the mailbox while their letter is held; a colleague takes it back as a draft. It must not
+    # become a draft of the former member that nobody sees.
+    owner = UserFactory(username="chefin")
+    MembershipFactory(mailbox=account.mailbox, user=owner, role=Membership.Role.OWNER)
+    colleague = UserFactory(username="kollegin")
+    MembershipFactory(mailbox=account.mailbox, user=colleague, role=Membership.Role.PROCESSOR)
+    outgoing = _queued(sender, account)
+    KimAccount.objects.filter(pk=account.pk).update(is_active=False)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.HELD
+    leaving = Membership.objects.get(mailbox=account.mailbox, user=sender)
+    members.membership_remove(user=owner, mailbox=account.mailbox, membership_id=leaving.pk)
+
+    client.force_login(colleague)
+    response = client.post(reverse("mailbox:outgoing-withdraw", args=[outgoing.pk]))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mailbox:draft-edit", args=[outgoing.pk])
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DRAFT and outgoing.author == colleague
+    assert list(drafts_for_user(colleague)) == [outgoing]
+    event = AuditEvent.objects.get(action="outgoing.withdrawn")
+    assert event.actor == colleague and event.details["former_author"] == sender.pk
