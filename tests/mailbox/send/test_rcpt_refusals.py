@@ -213,3 +213,33 @@ def test_an_error_mail_naming_no_recipient_concerns_only_those_the_cm_was_given(
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "sent"}
     assert _submissions(cm, outgoing) == [[PRAXIS], [OUTSIDE]]
+
+
+def test_a_report_on_the_first_recipients_does_not_settle_an_uncertain_later_attempt(
+    cm, account, sender, vzd, sent_tasks
+):
+    # PRAXIS got the letter in the first attempt; OUTSIDE was refused for the moment. The answer to the second
+    # attempt (OUTSIDE only) is lost after the end of DATA: uncertain. PRAXIS's DSN arriving now is about the first
+    # submission; it proves nothing about OUTSIDE's, which stays for its own report or a person.
+    cm.set_hold_dsns(True)
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    outgoing = _queued(sender, account)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    cm.arm_smtp_fault(HOSPITAL, "drop-after-data")
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.UNCERTAIN
+    assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "uncertain"}
+    first, second = cm.held_dsns()
+    assert PRAXIS.encode() in first.raw and OUTSIDE.encode() in second.raw
+
+    cm.deliver(HOSPITAL, first.raw)
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    assert _rows(outgoing) == {PRAXIS: "delivered", OUTSIDE: "uncertain"}
+    assert outgoing.state == OutgoingMessage.State.UNCERTAIN
+
+    cm.deliver(HOSPITAL, second.raw)
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    assert _rows(outgoing) == {PRAXIS: "delivered", OUTSIDE: "delivered"}
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
