@@ -89,8 +89,10 @@ def _changed(outgoing: OutgoingMessage | int, mailbox_id: int) -> None:
 
 
 def _locked(outgoing: OutgoingMessage | int) -> OutgoingMessage:
+    # The message's row only, not its mailbox's: switching a mailbox off locks the mailbox and then its queued
+    # messages (to hold them); a path that locked a message and then waited for its mailbox would deadlock with it.
     pk = outgoing if isinstance(outgoing, int) else outgoing.pk
-    return OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=pk)
+    return OutgoingMessage.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=pk)
 
 
 # --- queue -----------------------------------------------------------------------------------------------
@@ -298,7 +300,11 @@ def outgoing_hold_mailbox(*, mailbox_id: int) -> int:
 def outgoing_release_held(*, mailbox_id: int | None = None) -> list[int]:
     """Held messages whose mailbox and account are on again are queued, due at once (the beat calls this every
     tick, so a switch in any place — the manage page, the account form, the admin — is noticed)."""
-    held = OutgoingMessage.objects.select_for_update().filter(state=OutgoingMessage.State.HELD).filter(_sendable_q())
+    held = (
+        OutgoingMessage.objects.select_for_update(of=("self",))
+        .filter(state=OutgoingMessage.State.HELD)
+        .filter(_sendable_q())
+    )
     if mailbox_id is not None:
         held = held.filter(mailbox_id=mailbox_id)
     released = list(held.select_related("mailbox").order_by("pk"))

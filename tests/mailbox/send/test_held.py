@@ -3,13 +3,18 @@ the switch is on again, or taken back as a draft."""
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict
-from mailbox.models import KimAccount, Membership, OutgoingMessage
+from mailbox.models import KimAccount, Mailbox, Membership, OutgoingMessage
 from mailbox.selectors.outbox import drafts_for_user, outgoing_list_for_user
 from mailbox.services import members
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
@@ -18,6 +23,7 @@ from mailbox.services.outbox import (
     outgoing_deliver,
     outgoing_due,
     outgoing_release_held,
+    outgoing_retry,
     outgoing_send,
     outgoing_withdraw,
 )
@@ -164,3 +170,35 @@ def test_a_held_message_of_a_former_member_taken_back_is_the_draft_of_who_took_i
     assert list(drafts_for_user(colleague)) == [outgoing]
     event = AuditEvent.objects.get(action="outgoing.withdrawn")
     assert event.actor == colleague and event.details["former_author"] == sender.pk
+
+
+def test_a_send_now_while_the_mailbox_is_being_switched_does_not_wait_for_the_switch(
+    cm, account, sender, vzd, sent_tasks
+):
+    # The switch locks the mailbox, then each of its queued messages (to hold them). "Jetzt senden" or a delivery
+    # task for one of them, meanwhile, locks the message: if that also waited for the mailbox, each would wait for
+    # the other (PostgreSQL ends one of them with a deadlock error). It locks the message only.
+    outgoing = _queued(sender, account)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(next_try_at=timezone.now() + timedelta(hours=1))
+    errors: list[BaseException] = []
+    states: list[str] = []
+
+    def colleague() -> None:
+        try:
+            with connection.cursor() as cursor:
+                # Bounds the wait of a lock this path must not take; the switch holds it until the end.
+                cursor.execute("SET lock_timeout = '5s'")
+            states.append(outgoing_deliver(outgoing_id=outgoing.pk))
+            states.append(outgoing_retry(user=sender, outgoing=outgoing).state)
+        except BaseException as exc:  # reported in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Mailbox.objects.select_for_update().get(pk=account.mailbox_id)
+        thread = threading.Thread(target=colleague)
+        thread.start()
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert states == [OutgoingMessage.State.QUEUED, OutgoingMessage.State.QUEUED]
