@@ -330,7 +330,11 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
             % {"state": locked.get_state_display()},
             fresh=locked,
         )
-    if OutgoingRecipient.objects.filter(outgoing=locked).exclude(state=OutgoingRecipient.State.QUEUED).exists():
+    # Only a recipient the CM took counts (sent, delivered, delayed); one it refused for good (5xx at RCPT TO) did
+    # not get it, and a new send may try again.
+    if OutgoingRecipient.objects.filter(
+        outgoing=locked, state__in=["sent", "delivered", "delayed", "uncertain"]
+    ).exists():
         raise Conflict(
             _("Die Nachricht ging bereits an einen Teil der Empfänger und kann nicht mehr zurückgeholt werden."),
             fresh=locked,

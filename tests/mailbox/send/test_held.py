@@ -202,3 +202,22 @@ def test_a_send_now_while_the_mailbox_is_being_switched_does_not_wait_for_the_sw
         thread.join(timeout=60)
     assert not errors, errors
     assert states == [OutgoingMessage.State.QUEUED, OutgoingMessage.State.QUEUED]
+
+
+def test_a_held_message_nobody_got_is_taken_back_even_with_a_recipient_refused_for_good(
+    cm, account, sender, vzd, sent_tasks
+):
+    # PRAXIS refused for good, OUTSIDE for the moment: nobody got the letter, so it can still be taken back.
+    cm.arm_rcpt_fault(PRAXIS, "550")
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    outgoing = _queued(sender, account, to=(PRAXIS, OUTSIDE))
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    KimAccount.objects.filter(pk=account.pk).update(is_active=False)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(next_try_at=None)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.HELD
+
+    draft = outgoing_withdraw(user=sender, outgoing=outgoing)
+
+    assert draft.state == OutgoingMessage.State.DRAFT and not draft.recipient_rows.exists()
+    assert sorted(draft.to) == sorted([PRAXIS, OUTSIDE])
+    assert _copies(cm, outgoing) == 0
