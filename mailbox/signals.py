@@ -22,12 +22,17 @@ def _note_active(sender: Any, instance: Any, update_fields: Any = None, **kwargs
 
 
 def _deactivated(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """An account switched off hands its open work back (mailbox.services.members.account_deactivated)."""
+    """An account switched off hands its open work back (mailbox.services.members.account_deactivated); switched on
+    again, it gets its drafts back where it can work (account_reactivated)."""
     was_active = instance.__dict__.pop("_was_active", None)
     if was_active and not instance.is_active:
         from mailbox.services.members import account_deactivated
 
         account_deactivated(person=instance)
+    elif was_active is False and instance.is_active:
+        from mailbox.services.members import account_reactivated
+
+        account_reactivated(person=instance)
 
 
 def connect() -> None:

@@ -240,8 +240,13 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
     rows = {r.address.lower(): r for r in OutgoingRecipient.objects.select_for_update().filter(outgoing=outgoing)}
     statuses = parsed.recipients
     if not statuses and parsed.error_codes:
-        # An error mail that lists no recipient concerns the whole message.
-        statuses = [RecipientStatus(address, "failed", "", "") for address in rows]
+        # An error mail that lists no recipient concerns the whole submission: the recipients the CM was given, not
+        # those still waiting for their next try after a temporary refusal at RCPT TO (unless nobody has had one).
+        given = [address for address, row in rows.items() if row.state != OutgoingRecipient.State.QUEUED]
+        statuses = [RecipientStatus(address, "failed", "", "") for address in given or rows]
+    # The recipients whose last submission went unanswered: a report settles the uncertainty only if it is about one
+    # of them (a report on recipients of an earlier attempt says nothing about a later one's).
+    uncertain = {address for address, row in rows.items() if row.state == OutgoingRecipient.State.UNCERTAIN}
     changed: list[tuple[str, str]] = []
     for status in statuses:
         row = rows.get(status.address)
@@ -277,8 +282,10 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
     elif (
         outgoing.state in (OutgoingMessage.State.UNCERTAIN, OutgoingMessage.State.SENDING)
         and changed
-        # A report on the recipients of an earlier attempt says nothing about those still waiting for theirs.
+        # A report on the recipients of an earlier attempt says nothing about those still waiting for theirs, nor
+        # about those whose later attempt is uncertain.
         and "queued" not in states
+        and (not uncertain or any(address in uncertain for address, _state in changed))
     ):
         # Any report proves the message reached the Fachdienst: no longer uncertain.
         new = OutgoingMessage.State.SENT

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
-from mailbox.models import Mailbox, Membership, Message, Notification, member_q
+from mailbox.models import Mailbox, Membership, Message, Notification, OutgoingMessage, member_q
 from mailbox.permissions import Action, can, is_manager, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
@@ -136,6 +136,20 @@ def account_deactivated(*, person: Any) -> None:
         for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
             work_return(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
     events.broadcast_memberships_changed(user_ids=[person.pk])
+
+
+def account_reactivated(*, person: Any) -> None:
+    """An account switched on again: its drafts left when it was switched off are its own again in every mailbox it
+    can still work (the owners no longer see them); elsewhere they stay with the owners."""
+    mailbox_ids = (
+        OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False)
+        .values_list("mailbox_id", flat=True)
+        .distinct()
+    )
+    with transaction.atomic():
+        for mailbox_id in sorted(set(mailbox_ids)):
+            if can(user_role(person, mailbox_id), Action.PROCESS):
+                outgoing_drafts_reclaim(mailbox_id=mailbox_id, person=person)
 
 
 def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "membership_ended") -> int:

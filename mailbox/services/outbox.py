@@ -33,7 +33,7 @@ from mailbox.clients.smtp import MessageSource, SmtpOutcomeUnknown, SmtpRefused,
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import DeliveryAttempt, KimAccount, Message, OutgoingMessage, OutgoingRecipient
-from mailbox.permissions import Action, require
+from mailbox.permissions import Action, can, require, user_role
 from mailbox.services.accounts import account_endpoint, cm_error_message
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
@@ -89,8 +89,10 @@ def _changed(outgoing: OutgoingMessage | int, mailbox_id: int) -> None:
 
 
 def _locked(outgoing: OutgoingMessage | int) -> OutgoingMessage:
+    # The message's row only, not its mailbox's: switching a mailbox off locks the mailbox and then its queued
+    # messages (to hold them); a path that locked a message and then waited for its mailbox would deadlock with it.
     pk = outgoing if isinstance(outgoing, int) else outgoing.pk
-    return OutgoingMessage.objects.select_for_update().select_related("mailbox").get(pk=pk)
+    return OutgoingMessage.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=pk)
 
 
 # --- queue -----------------------------------------------------------------------------------------------
@@ -298,7 +300,11 @@ def outgoing_hold_mailbox(*, mailbox_id: int) -> int:
 def outgoing_release_held(*, mailbox_id: int | None = None) -> list[int]:
     """Held messages whose mailbox and account are on again are queued, due at once (the beat calls this every
     tick, so a switch in any place — the manage page, the account form, the admin — is noticed)."""
-    held = OutgoingMessage.objects.select_for_update().filter(state=OutgoingMessage.State.HELD).filter(_sendable_q())
+    held = (
+        OutgoingMessage.objects.select_for_update(of=("self",))
+        .filter(state=OutgoingMessage.State.HELD)
+        .filter(_sendable_q())
+    )
     if mailbox_id is not None:
         held = held.filter(mailbox_id=mailbox_id)
     released = list(held.select_related("mailbox").order_by("pk"))
@@ -324,11 +330,23 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
             % {"state": locked.get_state_display()},
             fresh=locked,
         )
-    if OutgoingRecipient.objects.filter(outgoing=locked).exclude(state=OutgoingRecipient.State.QUEUED).exists():
+    # Only a recipient the CM took counts (sent, delivered, delayed); one it refused for good (5xx at RCPT TO) did
+    # not get it, and a new send may try again.
+    if OutgoingRecipient.objects.filter(
+        outgoing=locked, state__in=["sent", "delivered", "delayed", "uncertain"]
+    ).exists():
         raise Conflict(
             _("Die Nachricht ging bereits an einen Teil der Empfänger und kann nicht mehr zurückgeholt werden."),
             fresh=locked,
         )
+    # Drafts are their author's only: an author who can no longer work the mailbox (left it while the message was
+    # held) would leave a draft nobody sees. Then it is the draft of the person who took it back.
+    author = locked.author
+    details: dict[str, Any] = {}
+    if author is None or not can(user_role(author, locked.mailbox_id), Action.PROCESS):
+        author = user
+        if locked.author_id is not None:
+            details["former_author"] = locked.author_id
     OutgoingRecipient.objects.filter(outgoing=locked).delete()
     OutgoingMessage.objects.filter(pk=locked.pk).update(
         state=OutgoingMessage.State.DRAFT,
@@ -338,7 +356,7 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
         queued_at=None,
         next_try_at=None,
         last_error="",
-        author=locked.author or user,
+        author=author,
         version=F("version") + 1,
     )
     audit_record(
@@ -347,6 +365,7 @@ def outgoing_withdraw(*, user: Any, outgoing: OutgoingMessage, version: int | No
         mailbox=locked.mailbox,
         outgoing_id=locked.pk,
         message_id=locked.message_id,
+        **details,
     )
     _changed(locked, locked.mailbox_id)
     return OutgoingMessage.objects.get(pk=locked.pk)
@@ -862,10 +881,11 @@ def outgoing_retry(*, user: Any, outgoing: OutgoingMessage, version: int | None 
             fresh=locked,
         )
     now = timezone.now()
-    # A recipient the CM already took (sent, delivered) never gets the message a second time. "Jetzt senden"
-    # for a waiting message only brings its next try forward: a recipient refused for good stays refused.
+    # A recipient the CM already took (sent, delivered, or delayed by the Fachdienst, which still tries) never gets
+    # the message a second time. "Jetzt senden" for a waiting message only brings its next try forward: a
+    # recipient refused for good stays refused.
     if locked.state == OutgoingMessage.State.FAILED:
-        OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent"]).update(
+        OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent", "delayed"]).update(
             state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
         )
     OutgoingMessage.objects.filter(pk=locked.pk).update(

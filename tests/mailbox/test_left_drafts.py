@@ -131,3 +131,33 @@ def test_a_switched_off_account_leaves_its_drafts_to_the_owners(ward):
     assert draft.author_left_at is not None
     assert AuditEvent.objects.get(action="outgoing.draft_left").details["reason"] == "account_deactivated"
     assert list(left_drafts_for_user(owner)) == [draft]
+
+
+def test_an_account_switched_on_again_gets_its_drafts_back(ward, client):
+    _box, owner, nurse, _colleague, _membership, draft = ward
+    nurse.is_active = False
+    nurse.save()
+    nurse.is_active = True
+    nurse.save()
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None and draft.author == nurse
+    # The owners no longer see the draft of a member who works the mailbox again, nor can they take it.
+    assert list(left_drafts_for_user(owner)) == []
+    client.force_login(owner)
+    assert client.get(reverse("mailbox:outgoing-detail", args=[draft.pk])).status_code == 404
+    with pytest.raises(Conflict):
+        outgoing_draft_take_over(user=owner, draft=draft)
+
+
+def test_an_account_switched_on_again_without_a_role_there_leaves_its_drafts_left(ward):
+    box, owner, nurse, _colleague, membership, draft = ward
+    nurse.is_active = False
+    nurse.save()
+    _remove(box, owner, membership)
+    nurse.is_active = True
+    nurse.save()
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is not None
+    assert list(left_drafts_for_user(owner)) == [draft]

@@ -3,26 +3,33 @@ the switch is on again, or taken back as a draft."""
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict
-from mailbox.models import KimAccount, OutgoingMessage
-from mailbox.selectors.outbox import outgoing_list_for_user
+from mailbox.models import KimAccount, Mailbox, Membership, OutgoingMessage
+from mailbox.selectors.outbox import drafts_for_user, outgoing_list_for_user
+from mailbox.services import members
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.manage import mailbox_set_active
 from mailbox.services.outbox import (
     outgoing_deliver,
     outgoing_due,
     outgoing_release_held,
+    outgoing_retry,
     outgoing_send,
     outgoing_withdraw,
 )
 from mailbox.views.compose import OUTBOX_STATES
 from tests.mailbox.conftest import PRAXIS
-from tests.mailbox.factories import UserFactory
+from tests.mailbox.factories import MembershipFactory, UserFactory
 from tests.mailbox.send.conftest import OUTSIDE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -136,3 +143,81 @@ def test_only_a_held_message_is_taken_back(cm, account, sender, vzd, sent_tasks)
         outgoing_withdraw(user=sender, outgoing=outgoing)
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.QUEUED
+
+
+def test_a_held_message_of_a_former_member_taken_back_is_the_draft_of_who_took_it(
+    cm, account, sender, vzd, sent_tasks, client
+):
+    # The author leaves the mailbox while their letter is held; a colleague takes it back as a draft. It must not
+    # become a draft of the former member that nobody sees.
+    owner = UserFactory(username="chefin")
+    MembershipFactory(mailbox=account.mailbox, user=owner, role=Membership.Role.OWNER)
+    colleague = UserFactory(username="kollegin")
+    MembershipFactory(mailbox=account.mailbox, user=colleague, role=Membership.Role.PROCESSOR)
+    outgoing = _queued(sender, account)
+    KimAccount.objects.filter(pk=account.pk).update(is_active=False)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.HELD
+    leaving = Membership.objects.get(mailbox=account.mailbox, user=sender)
+    members.membership_remove(user=owner, mailbox=account.mailbox, membership_id=leaving.pk)
+
+    client.force_login(colleague)
+    response = client.post(reverse("mailbox:outgoing-withdraw", args=[outgoing.pk]))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mailbox:draft-edit", args=[outgoing.pk])
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DRAFT and outgoing.author == colleague
+    assert list(drafts_for_user(colleague)) == [outgoing]
+    event = AuditEvent.objects.get(action="outgoing.withdrawn")
+    assert event.actor == colleague and event.details["former_author"] == sender.pk
+
+
+def test_a_send_now_while_the_mailbox_is_being_switched_does_not_wait_for_the_switch(
+    cm, account, sender, vzd, sent_tasks
+):
+    # The switch locks the mailbox, then each of its queued messages (to hold them). "Jetzt senden" or a delivery
+    # task for one of them, meanwhile, locks the message: if that also waited for the mailbox, each would wait for
+    # the other (PostgreSQL ends one of them with a deadlock error). It locks the message only.
+    outgoing = _queued(sender, account)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(next_try_at=timezone.now() + timedelta(hours=1))
+    errors: list[BaseException] = []
+    states: list[str] = []
+
+    def colleague() -> None:
+        try:
+            with connection.cursor() as cursor:
+                # Bounds the wait of a lock this path must not take; the switch holds it until the end.
+                cursor.execute("SET lock_timeout = '5s'")
+            states.append(outgoing_deliver(outgoing_id=outgoing.pk))
+            states.append(outgoing_retry(user=sender, outgoing=outgoing).state)
+        except BaseException as exc:  # reported in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Mailbox.objects.select_for_update().get(pk=account.mailbox_id)
+        thread = threading.Thread(target=colleague)
+        thread.start()
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert states == [OutgoingMessage.State.QUEUED, OutgoingMessage.State.QUEUED]
+
+
+def test_a_held_message_nobody_got_is_taken_back_even_with_a_recipient_refused_for_good(
+    cm, account, sender, vzd, sent_tasks
+):
+    # PRAXIS refused for good, OUTSIDE for the moment: nobody got the letter, so it can still be taken back.
+    cm.arm_rcpt_fault(PRAXIS, "550")
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    outgoing = _queued(sender, account, to=(PRAXIS, OUTSIDE))
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    KimAccount.objects.filter(pk=account.pk).update(is_active=False)
+    OutgoingMessage.objects.filter(pk=outgoing.pk).update(next_try_at=None)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.HELD
+
+    draft = outgoing_withdraw(user=sender, outgoing=outgoing)
+
+    assert draft.state == OutgoingMessage.State.DRAFT and not draft.recipient_rows.exists()
+    assert sorted(draft.to) == sorted([PRAXIS, OUTSIDE])
+    assert _copies(cm, outgoing) == 0

@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from mailbox.models import OutgoingMessage
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
+from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import MAX_ATTEMPTS, TEXT_PARTIAL, outgoing_deliver, outgoing_retry, outgoing_send
 from tests.mailbox.conftest import HOSPITAL, PRAXIS
 from tests.mailbox.send.conftest import OUTSIDE
@@ -164,3 +165,81 @@ def test_sending_a_waiting_message_now_leaves_the_refused_and_the_accepted_alone
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "sent", third: "sent"}
     assert _submissions(cm, outgoing) == [[third], [OUTSIDE]]
+
+
+def _fetch_reports(account) -> None:
+    assert account_fetch(account_id=account.pk).error == ""
+
+
+def test_sending_a_failed_message_again_never_repeats_a_recipient_whose_delivery_is_delayed(
+    cm, account, sender, vzd, sent_tasks
+):
+    # The CM took the letter for OUTSIDE (the Fachdienst reports it delayed), PRAXIS was refused for the moment and
+    # then the CM broke down for good: the message fails for PRAXIS. "Erneut senden" is for PRAXIS only.
+    cm.set_recipient_state(OUTSIDE, "delayed")
+    cm.arm_rcpt_fault(PRAXIS, "450")
+    outgoing = _queued(sender, account)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    _fetch_reports(account)
+    assert _rows(outgoing) == {PRAXIS: "queued", OUTSIDE: "delayed"}
+    cm.arm_smtp_fault(HOSPITAL, "421", times=None)
+    for _ in range(MAX_ATTEMPTS - 1):
+        _make_due(outgoing)
+        outgoing_deliver(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.FAILED
+    assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "delayed"}
+
+    cm.clear_faults()
+    outgoing_retry(user=sender, outgoing=outgoing)
+    assert _rows(outgoing) == {PRAXIS: "queued", OUTSIDE: "delayed"}
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
+    assert _submissions(cm, outgoing) == [[OUTSIDE], [PRAXIS]]
+
+
+def test_an_error_mail_naming_no_recipient_concerns_only_those_the_cm_was_given(cm, account, sender, vzd, sent_tasks):
+    # The CM took the letter for PRAXIS and refused OUTSIDE for the moment; its error mail about that submission
+    # names nobody. It is not about OUTSIDE, who still waits for its next try.
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    outgoing = _queued(sender, account)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    cm.send_error_mail(outgoing.message_id, "4004", recipients=[])
+    _fetch_reports(account)
+
+    outgoing.refresh_from_db()
+    assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "queued"}
+    assert outgoing.state == OutgoingMessage.State.QUEUED
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
+    assert _rows(outgoing) == {PRAXIS: "failed", OUTSIDE: "sent"}
+    assert _submissions(cm, outgoing) == [[PRAXIS], [OUTSIDE]]
+
+
+def test_a_report_on_the_first_recipients_does_not_settle_an_uncertain_later_attempt(
+    cm, account, sender, vzd, sent_tasks
+):
+    # PRAXIS got the letter in the first attempt; OUTSIDE was refused for the moment. The answer to the second
+    # attempt (OUTSIDE only) is lost after the end of DATA: uncertain. PRAXIS's DSN arriving now is about the first
+    # submission; it proves nothing about OUTSIDE's, which stays for its own report or a person.
+    cm.set_hold_dsns(True)
+    cm.arm_rcpt_fault(OUTSIDE, "450")
+    outgoing = _queued(sender, account)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    cm.arm_smtp_fault(HOSPITAL, "drop-after-data")
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.UNCERTAIN
+    assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "uncertain"}
+    first, second = cm.held_dsns()
+    assert PRAXIS.encode() in first.raw and OUTSIDE.encode() in second.raw
+
+    cm.deliver(HOSPITAL, first.raw)
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    assert _rows(outgoing) == {PRAXIS: "delivered", OUTSIDE: "uncertain"}
+    assert outgoing.state == OutgoingMessage.State.UNCERTAIN
+
+    cm.deliver(HOSPITAL, second.raw)
+    _fetch_reports(account)
+    outgoing.refresh_from_db()
+    assert _rows(outgoing) == {PRAXIS: "delivered", OUTSIDE: "delivered"}
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
