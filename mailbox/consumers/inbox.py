@@ -43,6 +43,10 @@ REPLAY_MARGIN_SECONDS = 0.2
 # A list read longer ago than this replays from the database instead (the short logs keep a minute).
 REPLAY_WITHIN_SECONDS = 50.0
 _REPLAY_KINDS = {"message.changed": CHANGED, "presence.changed": PRESENCE}
+# Catch-ups (replays or database reads) one socket may ask for within the window: a page load asks once, a list
+# swapped by a filter or a page link once more each.
+CATCH_UP_BURST = 10
+CATCH_UP_WINDOW_SECONDS = 10.0
 
 # The list views whose first page shows new mail on top (mailbox.views.lists._is_plain).
 _NEW_VIEWS = ("all", "open", "unassigned")
@@ -88,6 +92,8 @@ class InboxConsumer(PortalConsumer):
         self.announced: dict[int, None] = {}
         # When the shown list was read ("at"): what changed after it was replayed once.
         self.at: float | None = None
+        # When this socket last caught up (a log read or a query): bounded per window.
+        self.catch_ups: list[float] = []
         await self.accept()
 
     def _connect_db(self) -> tuple[Any, list[int]]:
@@ -131,15 +137,30 @@ class InboxConsumer(PortalConsumer):
         await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
         self.watched, self.new_for = rows, new_for
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
+        wants_replay = at is not None and at != self.at
+        wants_catch_up = since is not None and since != self.since and bool(new_for)
+        if (wants_replay or wants_catch_up) and not self._catch_up_allowed():
+            # A page swaps its list a few times a minute; a client asking again and again (each a log read or a query)
+            # gets its rows' live changes still, and no more catching up until the window allows.
+            self.at, self.since = at, since
+            return
         # Subscribed now: what was sent between the list's read and this moment is in the short logs.
-        if at is not None and at != self.at:
+        if at is not None and wants_replay:
             self.at = at
             if await self._replay(at, rows, new_for if since is not None else set(), view):
                 self.since = since
                 return
-        if since is not None and since != self.since and new_for:
+        if since is not None and wants_catch_up:
             self.since = since
             await self._catch_up(since, new_for, rows, view)
+
+    def _catch_up_allowed(self) -> bool:
+        now = time.monotonic()
+        self.catch_ups = [t for t in self.catch_ups if now - t < CATCH_UP_WINDOW_SECONDS]
+        if len(self.catch_ups) >= CATCH_UP_BURST:
+            return False
+        self.catch_ups.append(now)
+        return True
 
     async def _replay(self, at: float, shown: set[int], new_for: set[int], view: str) -> bool:
         """The list was read at `at`, before this socket listened: the events of its mailboxes sent since then (a

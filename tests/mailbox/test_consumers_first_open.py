@@ -252,3 +252,31 @@ async def test_a_log_read_cut_at_its_limit_falls_back_to_the_database(ward, monk
     html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=read_at))
     assert f'id="msg-{late.pk}"' in html
     await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_client_asking_again_and_again_gets_no_more_log_reads_than_the_window_allows(ward, monkeypatch):
+    from mailbox.consumers import inbox
+
+    box, _other, _foreign, anna, _bert, shown = ward
+    reads = []
+    real = inbox.get_channel_layer
+
+    class Counting:
+        def __init__(self, layer):
+            self.layer = layer
+
+        async def recent(self, logs, start):
+            reads.append(start)
+            return await self.layer.recent(logs, start)
+
+    monkeypatch.setattr(inbox, "get_channel_layer", lambda: Counting(real()))
+    socket = await _connect(anna)
+    now = time.time()
+    # A hostile page: thirty watch frames, each with another "at" (each would be a read of the logs).
+    for n in range(30):
+        frame = {"watch": str(shown.pk), "new": str(box.pk), "since": str(shown.pk), "at": f"{now - n:.3f}"}
+        await socket.send_to(text_data=json.dumps(frame))
+        assert 'id="live-watching"' in await socket.receive_from(timeout=5)
+    assert len(reads) == inbox.CATCH_UP_BURST
+    await socket.disconnect()
