@@ -101,12 +101,6 @@
     });
   }
 
-  // Discarding a draft cannot be undone: ask first (nothing typed is lost by a slip of the finger).
-  document.addEventListener("submit", (ev) => {
-    const question = ev.target instanceof HTMLFormElement && ev.target.dataset.confirm;
-    if (question && !window.confirm(question)) ev.preventDefault();
-  });
-
   // --- Attachments: drag and drop onto the zone (the file input next to it works with the keyboard) ---------
   document.addEventListener("dragover", (ev) => {
     const zone = ev.target.closest && ev.target.closest("[data-drop-zone]");

@@ -4,6 +4,13 @@ document.addEventListener("change", (ev) => {
   if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit")) el.form.requestSubmit();
 });
 
+// What cannot be undone (discarding or deleting a draft, switching a mailbox off) asks first: a slip of the finger
+// on a ward tablet loses nothing.
+document.addEventListener("submit", (ev) => {
+  const question = ev.target instanceof HTMLFormElement && ev.target.dataset.confirm;
+  if (question && !window.confirm(question)) ev.preventDefault();
+});
+
 // Mark the navigation entry of the current page (also after a live update replaced the nav).
 function markCurrentNav() {
   document.querySelectorAll("[data-nav]").forEach((a) => {

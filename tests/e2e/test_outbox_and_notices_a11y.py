@@ -350,6 +350,21 @@ def test_switching_a_mailbox_off_and_on_says_what_happens_to_held_mail(portal_we
     expect(page.locator("#mailbox-active-help")).to_contain_text("zurückgehalten")
     expect(off).to_have_accessible_description(page.locator("#mailbox-active-help").inner_text())
     assert_touch_target(off)
+    # It cannot be undone by a slip of the finger: the browser asks first; "Abbrechen" changes nothing.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    tab_to(page, off)
+    page.keyboard.press("Enter")
+    for _ in range(500):  # Playwright calls the dialog's handler while the test waits in one of its calls
+        if asked:
+            break
+        page.wait_for_timeout(10)
+    assert asked == [
+        "Postfach wirklich deaktivieren? Alle Mitglieder verlieren sofort den Zugriff; Abruf und Versand stoppen."
+    ]
+    box.refresh_from_db()
+    assert box.is_active
+    page.once("dialog", lambda dialog: dialog.accept())
     tab_to(page, off)
     page.keyboard.press("Enter")
     flash = page.get_by_role("status").filter(has_text="Postfach deaktiviert")
