@@ -116,6 +116,31 @@ def max_sockets_per_session() -> int:
     return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_SESSION", 100))
 
 
+class Budget:
+    """At most `burst` uses within `window` seconds: a socket's frames, its catch-ups."""
+
+    def __init__(self, burst: int, window: float) -> None:
+        self.burst, self.window = burst, window
+        self.used: list[float] = []
+
+    def take(self) -> bool:
+        """Use one if the window allows (True), else nothing (False)."""
+        now = time.monotonic()
+        self.used = [t for t in self.used if now - t < self.window]
+        if len(self.used) >= self.burst:
+            return False
+        self.used.append(now)
+        return True
+
+    def free_in(self) -> float:
+        """Seconds until the oldest use leaves the window."""
+        return self.window - (time.monotonic() - self.used[0]) if self.used else 0.0
+
+    def note(self) -> None:
+        """A use made anyway (what waited for the window)."""
+        self.used.append(time.monotonic())
+
+
 def frame(text_data: str | None) -> dict[str, Any]:
     try:
         data = json.loads(text_data or "{}")

@@ -21,6 +21,7 @@ from mailbox.consumers.base import (
     NEW,
     NO_ROLE,
     PRESENCE,
+    Budget,
     PortalConsumer,
     counts_delay,
     db,
@@ -93,7 +94,7 @@ class InboxConsumer(PortalConsumer):
         # When the shown list was read ("at"): what changed after it was replayed once.
         self.at: float | None = None
         # When this socket last caught up (a log read or a query): bounded per window.
-        self.catch_ups: list[float] = []
+        self.catch_ups = Budget(CATCH_UP_BURST, CATCH_UP_WINDOW_SECONDS)
         await self.accept()
 
     def _connect_db(self) -> tuple[Any, list[int]]:
@@ -139,7 +140,7 @@ class InboxConsumer(PortalConsumer):
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
         wants_replay = at is not None and at != self.at
         wants_catch_up = since is not None and since != self.since and bool(new_for)
-        if (wants_replay or wants_catch_up) and not self._catch_up_allowed():
+        if (wants_replay or wants_catch_up) and not self.catch_ups.take():
             # A page swaps its list a few times a minute; a client asking again and again (each a log read or a query)
             # gets its rows' live changes still, and no more catching up until the window allows.
             self.at, self.since = at, since
@@ -153,14 +154,6 @@ class InboxConsumer(PortalConsumer):
         if since is not None and wants_catch_up:
             self.since = since
             await self._catch_up(since, new_for, rows, view)
-
-    def _catch_up_allowed(self) -> bool:
-        now = time.monotonic()
-        self.catch_ups = [t for t in self.catch_ups if now - t < CATCH_UP_WINDOW_SECONDS]
-        if len(self.catch_ups) >= CATCH_UP_BURST:
-            return False
-        self.catch_ups.append(now)
-        return True
 
     async def _replay(self, at: float, shown: set[int], new_for: set[int], view: str) -> bool:
         """The list was read at `at`, before this socket listened: the events of its mailboxes sent since then (a

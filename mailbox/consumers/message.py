@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,6 +13,7 @@ from mailbox.consumers.base import (
     FRAME_BURST,
     FRAME_WINDOW_SECONDS,
     NO_ROLE,
+    Budget,
     PortalConsumer,
     db,
     db_events,
@@ -30,7 +30,7 @@ class MessageConsumer(PortalConsumer):
         self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
         query = parse_qs((self.scope.get("query_string") or b"").decode("ascii", "replace"))
         self.page_token = (query.get("page") or [""])[0][:40]
-        self.frames: list[float] = []
+        self.frames = Budget(FRAME_BURST, FRAME_WINDOW_SECONDS)
         self.pending_writing: bool | None = None
         self.panel_scheduled = False
         # One hop: the session's user, the message's visibility and the presence join (its event is published from
@@ -82,10 +82,10 @@ class MessageConsumer(PortalConsumer):
         if data.get("resync"):
             # Reconnected after a drop: show the lock panel as it is now.
             await self._lock_panel()
-        if not self._frame_allowed():
+        if not self.frames.take():
             # Too many frames: remember the newest state and apply it when the window allows.
             if self.pending_writing is None:
-                delay = FRAME_WINDOW_SECONDS - (time.monotonic() - self.frames[0])
+                delay = self.frames.free_in()
                 asyncio.get_running_loop().call_later(
                     max(0.05, delay), lambda: asyncio.ensure_future(self._flushframe())
                 )
@@ -93,19 +93,11 @@ class MessageConsumer(PortalConsumer):
             return
         await self._beat(writing)
 
-    def _frame_allowed(self) -> bool:
-        now = time.monotonic()
-        self.frames = [t for t in self.frames if now - t < FRAME_WINDOW_SECONDS]
-        if len(self.frames) >= FRAME_BURST:
-            return False
-        self.frames.append(now)
-        return True
-
     async def _flushframe(self) -> None:
         writing, self.pending_writing = self.pending_writing, None
         if writing is None or self.closed:
             return
-        self.frames.append(time.monotonic())
+        self.frames.note()
         await self._beat(writing)
 
     async def _beat(self, writing: bool) -> None:
