@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
+
+
+def load_with_live_script_held(page: Page, url: str) -> Route:
+    """Load `url` with the page's websocket script held: the page is rendered, its sockets cannot open yet (what the
+    server does meanwhile reaches no socket of it). `.continue_()` on the returned route lets the page listen."""
+    held: list[Route] = []
+    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route), times=1)
+    page.goto(url, wait_until="commit")
+    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+        if held:
+            break
+        page.wait_for_timeout(10)
+    assert len(held) == 1
+    return held[0]
 
 
 class LoginPage:

@@ -18,7 +18,7 @@ from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
 from tests.e2e.layout import PHONE, TABLET, assert_no_horizontal_scroll
-from tests.e2e.pages import LoginPage
+from tests.e2e.pages import LoginPage, load_with_live_script_held
 from tests.e2e.pages_compose import ComposePage, SentPage
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS
 from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
@@ -275,20 +275,12 @@ def test_a_sent_page_still_loading_when_the_message_is_delivered_shows_it_delive
     LoginPage(page, web.url).open().login("station", "pw-secret-123")
 
     # The page is rendered (in Warteschlange), and its live script waits: its socket cannot open yet.
-    held = []
-    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
-
     def load_then_deliver(path: str, state: str) -> None:
-        page.goto(web.url + path, wait_until="commit")
-        for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
-            if held:
-                break
-            page.wait_for_timeout(10)
-        assert len(held) == 1
+        held = load_with_live_script_held(page, web.url + path)
         # Meanwhile the message is sent (and delivered); the events of it reach no socket of this page.
         OutgoingMessage.objects.filter(pk=outgoing.pk).update(state=state)
         OutgoingRecipient.objects.filter(outgoing=outgoing).update(state=state, updated_at=timezone.now())
-        held.pop().continue_()
+        held.continue_()
 
     load_then_deliver(f"/gesendet/{outgoing.pk}/", "delivered")
     sent_page = SentPage(page)

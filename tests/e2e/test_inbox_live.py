@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from mailbox.models import KimAccount, Message
 from mailbox.services.ingest import message_ingest
 from tests.e2e.conftest import ROOT
-from tests.e2e.pages import LoginPage
+from tests.e2e.pages import LoginPage, load_with_live_script_held
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tisim.cm import CMSimulator
@@ -99,17 +99,10 @@ def test_a_letter_stored_while_the_inbox_still_loads_appears_once_the_page_liste
     expect(inbox.row("Alter Befund")).to_be_visible()
 
     # The page is rendered, and its live script waits: its socket cannot open yet.
-    held = []
-    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
-    page.goto(portal_web.url + "/", wait_until="commit")
-    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
-        if held:
-            break
-        page.wait_for_timeout(10)
-    assert len(held) == 1
+    held = load_with_live_script_held(page, portal_web.url + "/")
     # Meanwhile the worker stores a letter; its event reaches no socket of this page.
     _letter(box, "window", "Im Fenster eingegangen")
-    held.pop().continue_()
+    held.continue_()
     inbox.wait_live()
     expect(inbox.row("Im Fenster eingegangen")).to_be_visible()
     expect(inbox.row("Im Fenster eingegangen")).to_have_count(1)
@@ -130,17 +123,10 @@ def test_a_colleague_claiming_a_letter_while_the_inbox_still_loads_shows_once_th
     inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
     expect(inbox.row("Alter Befund")).to_be_visible()
 
-    held = []
-    page.route("**/vendor/htmx/ws.min.js", lambda route: held.append(route))
-    page.goto(portal_web.url + "/", wait_until="commit")
-    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
-        if held:
-            break
-        page.wait_for_timeout(10)
-    assert len(held) == 1
+    held = load_with_live_script_held(page, portal_web.url + "/")
     expect(inbox.row("Alter Befund").locator(".lock")).to_have_count(0)
     message_claim(user=bert, message=letter)
-    held.pop().continue_()
+    held.continue_()
     inbox.wait_live()
     expect(inbox.row("Alter Befund").locator(".lock")).to_contain_text("Bert Kollege")
     expect(inbox.row("Alter Befund")).to_have_count(1)
