@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
 from mailbox.models import Mailbox, Membership, Message, Notification, OutgoingMessage, member_q
-from mailbox.permissions import Action, can, is_manager, user_role
+from mailbox.permissions import Action, can, granted_role, is_manager, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
@@ -118,12 +118,27 @@ def access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None
 
 
 def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None:
-    """Whoever can no longer work the mailbox hands their work back; their pages follow on commit."""
+    """Whoever can no longer process in the mailbox hands their work back; whoever can (again) gets their drafts
+    back; their pages follow on commit.
+
+    Every role change is decided the same way, by the right to process the role gives (granted_role), not by
+    whether the mailbox happens to be switched on:
+    - Losing it (removed; processor or owner made reader or observer; a group left) is leaving, whether the
+      mailbox is on or off: open messages go back to the unassigned queue (owners told), claims and locks go,
+      drafts go to the owners (outgoing_drafts_return). Reason "membership_ended" when no role is left,
+      "role_changed" when the person still reads.
+    - Keeping it (processor made owner and back) changes nothing. A mailbox switched off keeps everyone's work
+      where it is (mailbox_set_active); a role change made meanwhile must not read "no role at all" there.
+    - Gaining it (again) is returning: drafts left there are the person's again (outgoing_drafts_reclaim,
+      audited); messages stay in the queue, where colleagues may have taken them meanwhile.
+    """
     for person in get_user_model().objects.filter(pk__in=user_ids):
-        if not can(user_role(person, mailbox), Action.PROCESS):
-            work_return(actor=actor, mailbox=mailbox, person=person)
+        role = granted_role(person, mailbox)
+        if not can(role, Action.PROCESS):
+            reason = "membership_ended" if role is None else "role_changed"
+            work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
         else:
-            outgoing_drafts_reclaim(mailbox_id=mailbox.pk, person=person)
+            outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
     events.broadcast_memberships_changed(user_ids=user_ids)
 
 
@@ -139,8 +154,10 @@ def account_deactivated(*, person: Any) -> None:
 
 
 def account_reactivated(*, person: Any) -> None:
-    """An account switched on again: its drafts left when it was switched off are its own again in every mailbox it
-    can still work (the owners no longer see them); elsewhere they stay with the owners."""
+    """An account switched on again: its drafts left when it was switched off are its own again in every mailbox its
+    memberships let it process in — also one switched off at the moment, which would otherwise keep them with the
+    owners for good — and the owners no longer see them; elsewhere they stay with the owners. Audited per draft, by
+    the system (who switched it on is not known here)."""
     mailbox_ids = (
         OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False)
         .values_list("mailbox_id", flat=True)
@@ -148,8 +165,8 @@ def account_reactivated(*, person: Any) -> None:
     )
     with transaction.atomic():
         for mailbox_id in sorted(set(mailbox_ids)):
-            if can(user_role(person, mailbox_id), Action.PROCESS):
-                outgoing_drafts_reclaim(mailbox_id=mailbox_id, person=person)
+            if can(granted_role(person, mailbox_id), Action.PROCESS):
+                outgoing_drafts_reclaim(actor=None, mailbox_id=mailbox_id, person=person, reason="account_reactivated")
 
 
 def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "membership_ended") -> int:

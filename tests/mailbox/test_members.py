@@ -1,0 +1,218 @@
+"""The members service over a person's working life in a mailbox: every role change, while the mailbox is switched on
+and while it is switched off, an account switched off and on again — who holds the open work and the drafts after
+each, and that every hand-over of drafts (to the owners and back) leaves an audit event."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+
+from audit.models import AuditEvent
+from mailbox.models import Membership, Message, OutgoingMessage
+from mailbox.selectors.outbox import left_drafts_for_user
+from mailbox.services import assignment, manage, members
+from mailbox.services.compose import OutgoingData, outgoing_draft_save
+from mailbox.services.ingest import message_ingest
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+
+Role = Membership.Role
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ward():
+    """A mailbox with an owner, a manager (Leitung, not a member) and a nurse who has taken a letter and has a
+    half-written reply."""
+    box = MailboxFactory(display_name="Kardiologie")
+    owner = UserFactory(username="chefin", first_name="Clara", last_name="Chef")
+    nurse = UserFactory(username="pfleger", first_name="Paul", last_name="Pfleger")
+    manager = UserFactory(username="leitung")
+    manager.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    MembershipFactory(mailbox=box, user=owner, role=Role.OWNER)
+    membership = MembershipFactory(mailbox=box, user=nurse, role=Role.PROCESSOR)
+    message = message_ingest(mailbox=box, uidl="m-1", raw=MAIL_WITH_PDF)
+    assignment.message_take(user=nurse, message=message, version=message.version)
+    draft = outgoing_draft_save(
+        user=nurse,
+        mailbox_id=box.pk,
+        data=OutgoingData(subject="Halbfertiger Arztbrief", body="Sehr geehrte", to=["a@praxis.kim.telematik"]),
+    )
+    return box, owner, manager, nurse, membership, message, draft
+
+
+def _holds_work(message: Message, draft: OutgoingMessage, nurse) -> bool:
+    message.refresh_from_db()
+    draft.refresh_from_db()
+    kept = message.assignee_id == nurse.pk and draft.author_left_at is None
+    returned = message.assignee_id is None and draft.author_left_at is not None and draft.author_id == nurse.pk
+    assert kept or returned, "the letter and the draft must go (or stay) together"
+    return kept
+
+
+def _switch(manager, box, *, on: bool) -> None:
+    manage.mailbox_set_active(user=manager, mailbox=box, active=on)
+
+
+def _set_role(actor, box, nurse, role: str) -> None:
+    members.membership_set(user=actor, mailbox=box, username=nurse.username, role=role)
+
+
+# --- every role change: losing the right to process is leaving; gaining it back is returning --------------------
+
+
+@pytest.mark.parametrize("switched_off", [False, True], ids=["mailbox on", "mailbox off"])
+@pytest.mark.parametrize(
+    ("new_role", "keeps"),
+    [(Role.OWNER, True), (Role.PROCESSOR, True), (Role.READER, False), (Role.OBSERVER, False)],
+)
+def test_a_role_change_returns_the_work_exactly_when_the_right_to_process_goes(ward, switched_off, new_role, keeps):
+    box, _owner, manager, nurse, _membership, message, draft = ward
+    if switched_off:
+        _switch(manager, box, on=False)
+
+    _set_role(manager, box, nurse, new_role)
+
+    assert _holds_work(message, draft, nurse) is keeps
+    left = AuditEvent.objects.filter(action="outgoing.draft_left", details__outgoing_id=draft.pk)
+    unassigned = AuditEvent.objects.filter(action="message.unassigned", message_id=message.pk)
+    assert (left.count(), unassigned.count()) == ((0, 0) if keeps else (1, 1))
+    if not keeps:
+        assert left.get().details["reason"] == "role_changed" and left.get().actor == manager
+        assert unassigned.get().details["reason"] == "role_changed"
+    if switched_off:
+        # Switched on again, the mailbox is as the role change left it.
+        _switch(manager, box, on=True)
+        assert _holds_work(message, draft, nurse) is keeps
+
+
+def test_a_role_change_while_the_mailbox_is_off_does_not_take_the_work_of_a_processor(ward):
+    """The mailbox being switched off keeps everyone's work where it is (mailbox_set_active); a change that leaves
+    the nurse able to process must not read "no role at all" and hand the work to the owners."""
+    box, _owner, manager, nurse, _membership, message, draft = ward
+    _switch(manager, box, on=False)
+
+    _set_role(manager, box, nurse, Role.OWNER)
+
+    assert _holds_work(message, draft, nurse)
+    assert not AuditEvent.objects.filter(action__in=["outgoing.draft_left", "message.unassigned"]).exists()
+
+
+def test_joining_a_group_while_the_mailbox_is_off_leaves_the_work_alone(ward):
+    box, _owner, manager, nurse, _membership, message, draft = ward
+    readers = manage.group_create(user=manager, name="Station 3")
+    MembershipFactory(mailbox=box, group=readers, user=None, role=Role.READER)
+    _switch(manager, box, on=False)
+
+    manage.group_member_add(user=manager, group=readers, member=nurse)
+
+    assert _holds_work(message, draft, nurse)
+
+
+@pytest.mark.parametrize("switched_off", [False, True], ids=["mailbox on", "mailbox off"])
+def test_a_reader_made_processor_again_gets_their_drafts_back_audited(ward, switched_off):
+    box, owner, manager, nurse, _membership, message, draft = ward
+    _set_role(manager, box, nurse, Role.READER)
+    assert list(left_drafts_for_user(owner)) == [draft]
+    if switched_off:
+        _switch(manager, box, on=False)
+
+    _set_role(manager, box, nurse, Role.PROCESSOR)
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None and draft.author == nurse
+    event = AuditEvent.objects.get(action="outgoing.draft_reclaimed")
+    assert event.actor == manager and event.mailbox_id == box.pk
+    assert event.details == {"outgoing_id": draft.pk, "person": nurse.pk, "reason": "membership_changed"}
+    # The letter went to the queue when the right went; it does not come back by itself.
+    message.refresh_from_db()
+    assert message.assignee is None
+    if switched_off:
+        _switch(manager, box, on=True)
+    assert list(left_drafts_for_user(owner)) == []
+
+
+def test_a_removed_member_added_again_gets_their_drafts_back_audited(ward):
+    box, owner, _manager, nurse, membership, _message, draft = ward
+    members.membership_remove(user=owner, mailbox=box, membership_id=membership.pk)
+
+    _set_role(owner, box, nurse, Role.PROCESSOR)
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None
+    event = AuditEvent.objects.get(action="outgoing.draft_reclaimed")
+    assert event.actor == owner and event.details["reason"] == "membership_changed"
+
+
+def test_setting_the_same_role_again_hands_nothing_over(ward):
+    box, owner, _manager, nurse, _membership, message, draft = ward
+    _set_role(owner, box, nurse, Role.PROCESSOR)
+    assert _holds_work(message, draft, nurse)
+    assert (
+        not AuditEvent.objects.filter(action__startswith="outgoing.draft_")
+        .exclude(action="outgoing.draft_created")
+        .exists()
+    )
+
+
+def test_a_reader_through_a_group_keeps_their_work_while_a_processor_membership_stays(ward):
+    """The strongest role counts: a group that only reads does not take the work of someone who processes anyway."""
+    box, owner, manager, nurse, _membership, message, draft = ward
+    readers = Group.objects.create(name="Station 3")
+    MembershipFactory(mailbox=box, group=readers, user=None, role=Role.READER)
+    manage.group_member_add(user=manager, group=readers, member=nurse)
+    manage.group_member_remove(user=manager, group=readers, member=nurse)
+    assert _holds_work(message, draft, nurse)
+    assert list(left_drafts_for_user(owner)) == []
+
+
+# --- accounts switched off and on ----------------------------------------------------------------------------------
+
+
+def test_an_account_switched_on_again_reclaims_its_drafts_audited(ward):
+    _box, owner, _manager, nurse, _membership, _message, draft = ward
+    nurse.is_active = False
+    nurse.save()
+    assert list(left_drafts_for_user(owner)) == [draft]
+
+    nurse.is_active = True
+    nurse.save()
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None
+    event = AuditEvent.objects.get(action="outgoing.draft_reclaimed")
+    assert event.actor is None  # the system: who switched the account on is not known here
+    assert event.details == {"outgoing_id": draft.pk, "person": nurse.pk, "reason": "account_reactivated"}
+
+
+def test_an_account_switched_on_while_its_mailbox_is_off_gets_its_drafts_back(ward):
+    """Otherwise the drafts would stay with the owners for good: nothing reclaims them when the mailbox comes back."""
+    box, owner, manager, nurse, _membership, _message, draft = ward
+    nurse.is_active = False
+    nurse.save()
+    _switch(manager, box, on=False)
+
+    nurse.is_active = True
+    nurse.save()
+    _switch(manager, box, on=True)
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None
+    assert list(left_drafts_for_user(owner)) == []
+    assert AuditEvent.objects.filter(action="outgoing.draft_reclaimed").count() == 1
+
+
+def test_a_switched_off_account_whose_role_changes_gets_nothing_back(ward):
+    box, owner, manager, nurse, _membership, _message, draft = ward
+    nurse.is_active = False
+    nurse.save()
+    readers = Group.objects.create(name="Station 3")
+    MembershipFactory(mailbox=box, group=readers, user=None, role=Role.OWNER)
+
+    manage.group_member_add(user=manager, group=readers, member=nurse)
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is not None
+    assert list(left_drafts_for_user(owner)) == [draft]
+    assert not AuditEvent.objects.filter(action="outgoing.draft_reclaimed").exists()
