@@ -1,9 +1,11 @@
 """Who may read and work a mailbox: owners, managers (Leitung) and administrators manage memberships.
 
 Every change goes through here — the owners' page, the managers' pages and the Django admin alike — so it is audited,
-a mailbox always keeps an owner, and access ends when it should: a person who can no longer work
-the mailbox hands their open work back to the unassigned queue (owners are told), loses their
-read-locks there, and their open pages leave the mailbox at once.
+a mailbox always keeps an owner (a person who can sign in, not just an owners' group), and access ends when it
+should: a person who can no longer work the mailbox hands their open work back to the unassigned queue (owners are
+told), loses their read-locks there, their drafts go to the owners, and their open pages leave the mailbox at once.
+Who can work it is decided by the right to process their memberships give, also while the mailbox is switched off
+(see _access_changed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.utils.translation import gettext as _
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
 from mailbox.models import Mailbox, Membership, Message, Notification, OutgoingMessage, member_q
-from mailbox.permissions import Action, can, granted_role, is_manager, user_role
+from mailbox.permissions import Action, can, granted_role, is_manager, members_q, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
@@ -43,6 +45,7 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
     _require_manager(user, mailbox)
     if role not in Membership.Role.values:
         raise PortalError(_("Unbekannte Rolle."))
+    had_owner = _owner_before_change(mailbox)
     if username:
         member = get_user_model().objects.filter(username=username, is_active=True).first()
         if member is None:
@@ -53,7 +56,7 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
         if group is None:
             raise PortalError(_("Gruppe „%(name)s“ gibt es nicht.") % {"name": group_name})
         membership = _grant(actor=user, mailbox=mailbox, role=role, group=group)
-    _keep_an_owner(mailbox)
+    keep_an_owner(mailbox, had_owner=had_owner)
     affected = _affected_users(membership)
     audit_record(
         actor=user,
@@ -70,10 +73,11 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
 @transaction.atomic
 def membership_remove(*, user: Any, mailbox: Mailbox, membership_id: int) -> None:
     _require_manager(user, mailbox)
+    had_owner = _owner_before_change(mailbox)
     membership = Membership.objects.select_related("user", "group").get(pk=membership_id, mailbox=mailbox)
     affected = _affected_users(membership)
     membership.delete()
-    _keep_an_owner(mailbox)
+    keep_an_owner(mailbox, had_owner=had_owner)
     audit_record(
         actor=user,
         action="membership.removed",
@@ -99,10 +103,35 @@ def _grant(*, actor: Any, mailbox: Mailbox, role: str, **member: Any) -> Members
     return membership
 
 
-def _keep_an_owner(mailbox: Mailbox) -> None:
-    # A mailbox nobody may manage any more is a support call: refuse the change instead.
-    if not Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exists():
+def has_an_owner(mailbox: Mailbox) -> bool:
+    """Whether a person can manage the mailbox as its owner: an active account with the owner role, directly or
+    through a group. An owners' group nobody is in, or switched-off accounts, manage nothing."""
+    owners = Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER)
+    return get_user_model().objects.filter(members_q(owners), is_active=True).exists()
+
+
+def _owner_before_change(mailbox: Mailbox) -> bool:
+    # Changes to one mailbox's memberships take turns on its row: two owners removing each other at the same
+    # moment would otherwise each still see the other and leave the mailbox with none.
+    Mailbox.objects.select_for_update().filter(pk=mailbox.pk).values_list("pk").first()
+    return has_an_owner(mailbox)
+
+
+def keep_an_owner(mailbox: Mailbox, *, had_owner: bool) -> None:
+    """After a change that may have taken owners away (inside its transaction): refuse it if the mailbox had an
+    owner before and has none now, or has no owner membership at all. A mailbox nobody may manage any more is a
+    support call. One that had no owner person before (its owners' group empty, its owners switched off) may still
+    be changed: the change may be the one that mends it."""
+    if not Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exists() or (
+        had_owner and not has_an_owner(mailbox)
+    ):
         raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
+
+
+def owners_before_change(mailboxes: list[Mailbox]) -> dict[int, bool]:
+    """Before a change that may take owners away from several mailboxes (a person leaving a group): whether each
+    had an owner, for keep_an_owner afterwards. Locks the mailboxes' rows, in a fixed order."""
+    return {mailbox.pk: _owner_before_change(mailbox) for mailbox in sorted(mailboxes, key=lambda m: m.pk)}
 
 
 def _affected_users(membership: Membership) -> list[int]:

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 
 from audit.models import AuditEvent
+from kimportal.errors import PortalError
 from mailbox.models import Membership, Message, OutgoingMessage
 from mailbox.selectors.outbox import left_drafts_for_user
 from mailbox.services import assignment, manage, members
@@ -184,6 +185,7 @@ def test_an_account_switched_on_again_reclaims_its_drafts_audited(ward):
     event = AuditEvent.objects.get(action="outgoing.draft_reclaimed")
     assert event.actor is None  # the system: who switched the account on is not known here
     assert event.details == {"outgoing_id": draft.pk, "person": nurse.pk, "reason": "account_reactivated"}
+    assert event.action_label == "Entwurf eines zurückgekehrten Mitglieds ihm wieder übergeben"
 
 
 def test_an_account_switched_on_while_its_mailbox_is_off_gets_its_drafts_back(ward):
@@ -216,3 +218,64 @@ def test_a_switched_off_account_whose_role_changes_gets_nothing_back(ward):
     assert draft.author_left_at is not None
     assert list(left_drafts_for_user(owner)) == [draft]
     assert not AuditEvent.objects.filter(action="outgoing.draft_reclaimed").exists()
+
+
+# --- the last owner ----------------------------------------------------------------------------------------------
+# An owner is a person who can sign in: an owners' group nobody is in, or switched-off accounts, manage nothing.
+
+
+def test_the_last_person_who_owns_cannot_be_removed_behind_an_empty_owners_group(ward):
+    box, owner, manager, _nurse, _membership, _message, _draft = ward
+    empty = Group.objects.create(name="Leitung Kardiologie")
+    MembershipFactory(mailbox=box, group=empty, user=None, role=Role.OWNER)
+    owner_membership = Membership.objects.get(mailbox=box, user=owner)
+
+    with pytest.raises(PortalError, match="mindestens einen Eigentümer"):
+        members.membership_remove(user=manager, mailbox=box, membership_id=owner_membership.pk)
+    with pytest.raises(PortalError, match="mindestens einen Eigentümer"):
+        _set_role(manager, box, owner, Role.READER)
+
+    assert Membership.objects.get(pk=owner_membership.pk).role == Role.OWNER
+    assert not AuditEvent.objects.filter(action__in=["membership.removed", "membership.set"]).exists()
+
+
+def test_the_last_person_who_owns_cannot_be_removed_behind_a_switched_off_owner(ward):
+    box, owner, manager, _nurse, _membership, _message, _draft = ward
+    gone = UserFactory(username="ehemalig", is_active=False)
+    MembershipFactory(mailbox=box, user=gone, role=Role.OWNER)
+
+    with pytest.raises(PortalError, match="mindestens einen Eigentümer"):
+        members.membership_remove(
+            user=manager, mailbox=box, membership_id=Membership.objects.get(mailbox=box, user=owner).pk
+        )
+    assert Membership.objects.filter(mailbox=box, user=owner, role=Role.OWNER).exists()
+
+
+def test_the_last_owner_cannot_leave_the_owners_group_and_the_error_names_the_mailbox(ward):
+    box, owner, manager, _nurse, _membership, _message, _draft = ward
+    leads = Group.objects.create(name="Leitung Kardiologie")
+    MembershipFactory(mailbox=box, group=leads, user=None, role=Role.OWNER)
+    leads.user_set.add(owner)
+    members.membership_remove(
+        user=manager, mailbox=box, membership_id=Membership.objects.get(mailbox=box, user=owner).pk
+    )
+
+    with pytest.raises(PortalError, match="Kardiologie: Ein Postfach braucht mindestens einen Eigentümer"):
+        manage.group_member_remove(user=manager, group=leads, member=owner)
+
+    assert leads.user_set.filter(pk=owner.pk).exists()
+    assert not AuditEvent.objects.filter(action="group.member_removed").exists()
+
+
+def test_a_mailbox_whose_owners_group_is_empty_can_still_be_changed_and_mended(ward):
+    """Such a mailbox (from before this rule, or whose owners were switched off) must not lock every change: adding a
+    reader works, and so does giving it an owner again."""
+    box, owner, manager, nurse, _membership, _message, _draft = ward
+    owner.is_active = False
+    owner.save()
+    newcomer = UserFactory(username="neu")
+
+    _set_role(manager, box, newcomer, Role.READER)
+    _set_role(manager, box, nurse, Role.OWNER)
+
+    assert Membership.objects.get(mailbox=box, user=nurse).role == Role.OWNER
