@@ -218,7 +218,7 @@ def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "mem
         bump(message, assignee=None, state=state)
         returned += 1
     claims_release_all(user=person, mailbox_id=mailbox.pk, reason=reason)
-    outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person)
+    outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person, reason=reason)
     outgoing_drafts_return(actor=actor, mailbox_id=mailbox.pk, person=person, reason=reason)
     if returned:
         owners = [owner for owner in mailbox_owners(mailbox) if actor is None or owner.pk != actor.pk]

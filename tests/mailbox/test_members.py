@@ -11,9 +11,10 @@ from audit.models import AuditEvent
 from kimportal.errors import PortalError
 from mailbox.models import Membership, Message, OutgoingMessage
 from mailbox.selectors.outbox import left_drafts_for_user
-from mailbox.services import assignment, manage, members
+from mailbox.services import assignment, claims, manage, members
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
+from mailbox.services.outbox import outgoing_claim
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 
@@ -166,6 +167,39 @@ def test_a_reader_through_a_group_keeps_their_work_while_a_processor_membership_
     manage.group_member_remove(user=manager, group=readers, member=nurse)
     assert _holds_work(message, draft, nurse)
     assert list(left_drafts_for_user(owner)) == []
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("removed", "membership_ended"), ("made reader", "role_changed"), ("account off", "account_deactivated")],
+)
+def test_everything_a_leaver_held_goes_back_with_one_reason(ward, how, reason):
+    """A read-lock, a failed send they took on, an assigned letter and a draft: each hand-over is audited with the
+    same reason, so the trail says why the work moved."""
+    box, owner, _manager, nurse, membership, message, draft = ward
+    claims.message_claim(user=nurse, message=Message.objects.get(pk=message.pk))
+    failed = OutgoingMessage.objects.create(
+        mailbox=box, author=nurse, subject="Nicht zugestellt", state=OutgoingMessage.State.FAILED
+    )
+    outgoing_claim(user=nurse, outgoing=failed)
+
+    if how == "removed":
+        members.membership_remove(user=owner, mailbox=box, membership_id=membership.pk)
+    elif how == "made reader":
+        _set_role(owner, box, nurse, Role.READER)
+    else:
+        nurse.is_active = False
+        nurse.save()
+
+    message.refresh_from_db()
+    failed.refresh_from_db()
+    assert message.claimed_by is None and failed.claimed_by is None
+    assert not _holds_work(message, draft, nurse)
+    reasons = {
+        action: AuditEvent.objects.get(action=action).details["reason"]
+        for action in ("message.released", "message.unassigned", "outgoing.released", "outgoing.draft_left")
+    }
+    assert reasons == dict.fromkeys(reasons, reason)
 
 
 # --- accounts switched off and on ----------------------------------------------------------------------------------
