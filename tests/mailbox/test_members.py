@@ -15,6 +15,7 @@ from mailbox.services import assignment, claims, manage, members
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
 from mailbox.services.outbox import outgoing_claim
+from mailbox.services.signin import wards_from_directory
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 
@@ -200,6 +201,32 @@ def test_everything_a_leaver_held_goes_back_with_one_reason(ward, how, reason):
         for action in ("message.released", "message.unassigned", "outgoing.released", "outgoing.draft_left")
     }
     assert reasons == dict.fromkeys(reasons, reason)
+
+
+def test_a_ward_left_in_the_directory_hands_the_work_back_and_rejoining_gives_the_drafts_back(ward):
+    """The wards of a directory sign-in follow the directory (mailbox.services.signin): leaving one is leaving its
+    mailboxes, as when a manager takes someone out of the group."""
+    box, owner, _manager, _nurse, _membership, _message, _draft = ward
+    station = Group.objects.create(name="Station 3")
+    MembershipFactory(mailbox=box, group=station, user=None, role=Role.PROCESSOR)
+    mapping = {"cn=kim-station-3,ou=groups": "Station 3"}
+    nurse = UserFactory(username="pflege1")
+    wards_from_directory(user=nurse, group_dns={"cn=kim-station-3,ou=groups"}, mapping=mapping)
+    letter = message_ingest(mailbox=box, uidl="m-2", raw=MAIL_WITH_PDF)
+    assignment.message_take(user=nurse, message=letter, version=letter.version)
+    draft = outgoing_draft_save(user=nurse, mailbox_id=box.pk, data=OutgoingData(subject="Rückfrage Station 3"))
+
+    wards_from_directory(user=nurse, group_dns=set(), mapping=mapping)
+
+    assert not _holds_work(letter, draft, nurse)
+    assert AuditEvent.objects.get(action="outgoing.draft_left").details["reason"] == "membership_ended"
+    assert list(left_drafts_for_user(owner)) == [draft]
+
+    wards_from_directory(user=nurse, group_dns={"cn=kim-station-3,ou=groups"}, mapping=mapping)
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None
+    assert AuditEvent.objects.get(action="outgoing.draft_reclaimed").actor is None
 
 
 # --- accounts switched off and on ----------------------------------------------------------------------------------
