@@ -82,6 +82,8 @@ if EMBEDDED:
     INSTALLED_APPS.append("channels_lite")
 
 MIDDLEWARE = [
+    # First: every answer is counted and timed for /metrics, the other middleware's included.
+    "kimportal.requestmetrics.RequestMetricsMiddleware",
     "kimportal.middleware.ConcurrencyLimitMiddleware",
     "kimportal.requestscope.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
