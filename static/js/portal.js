@@ -11,6 +11,22 @@ document.addEventListener("submit", (ev) => {
   if (question && !window.confirm(question)) ev.preventDefault();
 });
 
+// Messages of the page load (saved, refused …) are announced by moving them into the live regions that were in the
+// page, empty, from the start: a region that arrives already filled is not read by every screen reader. The pause
+// lets the browser tell assistive technology about the empty regions before they change.
+const FLASH_DELAY_MS = 250;
+function announceFlash() {
+  const pending = document.getElementById("flash-pending");
+  const status = document.getElementById("flash-status");
+  const alert = document.getElementById("flash-alert");
+  if (!pending || !status || !alert) return;
+  for (const message of Array.from(pending.children)) {
+    (message.dataset.level === "error" ? alert : status).append(message);
+  }
+  pending.remove();
+}
+document.addEventListener("DOMContentLoaded", () => setTimeout(announceFlash, FLASH_DELAY_MS));
+
 // Mark the navigation entry of the current page (also after a live update replaced the nav).
 function markCurrentNav() {
   document.querySelectorAll("[data-nav]").forEach((a) => {
