@@ -95,6 +95,13 @@ def batch_create(*, signer: Any, workplace: Workplace, selected: list[Selected])
                 "die Mitgliedschaft mit der Rolle „Bearbeiten“ oder „Eigentümer“."
             )
         )
+    # Taken back by its author (or the KIS) since the list was loaded: said as such, not as "being signed".
+    withdrawn = [d for d in drafts if d.state == Draft.State.WITHDRAWN]
+    if withdrawn:
+        raise Conflict(
+            _("Zurückgezogen: %(names)s. Bitte laden Sie die Liste neu.")
+            % {"names": ", ".join(d.subject for d in withdrawn[:5])}
+        )
     changed = [d for d in drafts if d.version != wanted[d.pk].version or d.sha256 != wanted[d.pk].sha256]
     if changed:
         raise Conflict(

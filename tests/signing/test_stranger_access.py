@@ -22,6 +22,7 @@ from mailbox.services.ingest import message_ingest
 from signing import events
 from signing.consumers import BatchConsumer, QueueConsumer
 from signing.models import BatchItem, ComfortActivation, Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
+from signing.services.drafts import draft_withdraw
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.documents import LETTER_TEXT
@@ -202,6 +203,24 @@ def test_the_back_link_after_a_refusal_never_leaves_the_site(client, physician):
         assert response.status_code == 302 and response["Location"] == reverse("signing:queue"), target
         response = client.post(reverse("signing:batch-start"), {}, headers={"referer": target})
         assert response["Location"] == reverse("signing:queue"), target
+
+
+@pytest.mark.django_db
+def test_a_letter_withdrawn_after_the_list_was_loaded_is_named_as_withdrawn(client, physician, assistant, mailbox):
+    """The author takes a letter back while the physician's list still shows it: the refusal says so, and does not
+    claim the letter is being signed or signed already."""
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, subject="Entlassbrief Muster")
+    other = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    selection = _selection(letter, other)
+    draft_withdraw(user=assistant, draft=letter, reason="falscher Patient")
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": WorkplaceFactory().pk, "draft": selection}, follow=True
+    )
+    said = [str(m) for m in response.context["messages"]]
+    assert said == ["Zurückgezogen: Entlassbrief Muster. Bitte laden Sie die Liste neu."], said
+    assert not SignatureBatch.objects.exists()
+    assert Draft.objects.get(pk=other.pk).state == Draft.State.DRAFT
 
 
 # --- cancel --------------------------------------------------------------------------------------------------------
