@@ -223,6 +223,29 @@ def test_a_letter_withdrawn_after_the_list_was_loaded_is_named_as_withdrawn(clie
     assert Draft.objects.get(pk=other.pk).state == Draft.State.DRAFT
 
 
+# --- a double click ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_same_selection_sent_twice_leads_to_its_running_batch(client, physician, assistant, mailbox, workplace):
+    """A double click sends the form twice and the browser shows the second answer: that is the running batch's
+    page with its job number (to compare with the terminal's), not the list with an error."""
+    letters = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(2)]
+    data = {"workplace": workplace.pk, "draft": _selection(*letters)}
+    client.force_login(physician)
+    first = client.post(reverse("signing:batch-start"), data)
+    batch = SignatureBatch.objects.get()
+    assert first["Location"] == reverse("signing:batch", args=[batch.pk])
+    second = client.post(reverse("signing:batch-start"), data)
+    assert second.status_code == 302 and second["Location"] == reverse("signing:batch", args=[batch.pk])
+    assert SignatureBatch.objects.count() == 1
+    # Another selection while that batch runs is still refused, back on the list.
+    third = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(third)})
+    assert response["Location"] == reverse("signing:queue")
+    assert SignatureBatch.objects.count() == 1 and Draft.objects.get(pk=third.pk).state == Draft.State.DRAFT
+
+
 # --- cancel --------------------------------------------------------------------------------------------------------
 
 
