@@ -223,7 +223,7 @@ def test_a_letter_withdrawn_after_the_list_was_loaded_is_named_as_withdrawn(clie
     assert Draft.objects.get(pk=other.pk).state == Draft.State.DRAFT
 
 
-# --- a double click ----------------------------------------------------------------------------------------------
+# --- a double click, a tab left open after logout ----------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -244,6 +244,37 @@ def test_the_same_selection_sent_twice_leads_to_its_running_batch(client, physic
     response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(third)})
     assert response["Location"] == reverse("signing:queue")
     assert SignatureBatch.objects.count() == 1 and Draft.objects.get(pk=third.pk).state == Draft.State.DRAFT
+
+
+@pytest.mark.django_db
+def test_a_batch_posted_from_a_signed_out_tab_leads_back_to_the_list_after_signing_in(
+    client, physician, assistant, mailbox, workplace
+):
+    """The session ended in another tab; this tab's "Auswahl signieren" goes to the login, and signing in leads to
+    the list the tab showed — not to the form's address, which answers only POST (a blank 405 page)."""
+    physician.set_password("Kennwort-lang-genug-1")
+    physician.save()
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    page = "http://testserver" + reverse("signing:queue") + "?sort=patient"
+    response = client.post(
+        reverse("signing:batch-start"),
+        {"workplace": workplace.pk, "draft": _selection(letter)},
+        headers={"referer": page},
+    )
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login") + "?next=")
+    assert not SignatureBatch.objects.exists()
+    login = client.get(response["Location"])
+    back = client.post(
+        response["Location"],
+        {"username": physician.username, "password": "Kennwort-lang-genug-1", "next": login.context["next"]},
+        follow=True,
+    )
+    assert back.status_code == 200 and back.redirect_chain[-1][0] == reverse("signing:queue") + "?sort=patient"
+    assert _selection(letter)[0] in back.content.decode()  # the letter is still there to select
+    assert not SignatureBatch.objects.exists()
+    # A referer of another site is not where the login leads back to.
+    response = Client().post(reverse("signing:batch-start"), {}, headers={"referer": "https://evil.example/signatur/"})
+    assert response.status_code == 302 and "evil" not in response["Location"]
 
 
 # --- cancel --------------------------------------------------------------------------------------------------------
