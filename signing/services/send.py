@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def signed_draft_send(*, draft_id: int) -> Draft:
     """Hand the signed letter to the outbox once; returns the draft as it is afterwards."""
+    refused = ""
     with transaction.atomic():
         draft = Draft.objects.select_for_update().select_related("author").get(pk=draft_id)
         if draft.state != Draft.State.SIGNED or draft.outgoing_id is not None:
@@ -53,9 +54,12 @@ def signed_draft_send(*, draft_id: int) -> Draft:
                 )
         except (PortalError, BlobError) as exc:
             transaction.set_rollback(True)
-            text = exc.message if isinstance(exc, PortalError) else str(exc)
-            return _note(draft_id, _("Nicht an den Postausgang übergeben: %(reason)s") % {"reason": text})
-        Draft.objects.filter(pk=draft.pk).update(outgoing=outgoing, updated_at=timezone.now())
+            refused = exc.message if isinstance(exc, PortalError) else str(exc)
+        else:
+            Draft.objects.filter(pk=draft.pk).update(outgoing=outgoing, updated_at=timezone.now())
+    if refused:
+        # Written after the rollback: inside the block marked for it, no query runs (the reason would be lost).
+        return _note(draft_id, _("Nicht an den Postausgang übergeben: %(reason)s") % {"reason": refused})
     try:
         outgoing_send(user=draft.author, draft=outgoing, version=None)
     except PortalError as exc:

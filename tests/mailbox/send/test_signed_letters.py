@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from mailbox.models import Message, OutgoingMessage
+from mailbox.models import Membership, Message, OutgoingMessage
 from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import outgoing_deliver
 from mailbox.storage import blob_get
@@ -112,3 +112,15 @@ def test_a_recipient_the_directory_refuses_leaves_the_message_as_a_draft_with_th
     outgoing = OutgoingMessage.objects.get(pk=draft.outgoing_id)
     assert outgoing.state == OutgoingMessage.State.DRAFT  # in the author's outbox, to fix and send
     assert not cm.sent_messages()
+
+
+def test_a_hand_over_nobody_may_make_leaves_the_letter_signed_with_the_reason(account, sender, sent_tasks, konnektor):
+    """Author and signer both left the sending mailbox before the signed letter was handed over: nothing is sent,
+    the letter stays signed and says why (the refusal's rollback must not take the reason with it)."""
+    draft = _signed(sender, account, konnektor)
+    assert draft.state == Draft.State.SIGNED
+    Membership.objects.filter(mailbox=account.mailbox, user_id__in=[sender.pk, draft.signer_id]).delete()
+    draft = signed_draft_send(draft_id=draft.pk)
+    assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
+    assert draft.last_error.startswith("Nicht an den Postausgang übergeben:"), draft.last_error
+    assert not OutgoingMessage.objects.exists()
