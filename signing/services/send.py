@@ -58,7 +58,11 @@ def signed_draft_send(*, draft_id: int) -> Draft:
                 )
         except (PortalError, BlobError) as exc:
             transaction.set_rollback(True)
-            refused = exc.message if isinstance(exc, PortalError) else str(exc)
+            if isinstance(exc, PortalError):
+                refused = exc.message
+            else:
+                log.error("signed draft %s: blob missing or damaged: %s", draft_id, exc)
+                refused = _("Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt.")
         else:
             Draft.objects.filter(pk=draft.pk).update(outgoing=outgoing, updated_at=timezone.now())
     if refused:

@@ -9,7 +9,7 @@ from django.db import transaction
 from mailbox.models import Membership, Message, OutgoingMessage
 from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import outgoing_deliver
-from mailbox.storage import blob_get
+from mailbox.storage import blob_get, blob_path
 from signing.models import Draft, Signature
 from signing.services.batch import Selected, batch_create
 from signing.services.run import batch_run
@@ -153,3 +153,15 @@ def test_a_hand_over_nobody_may_make_leaves_the_letter_signed_with_the_reason(ac
     assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
     assert draft.last_error.startswith("Nicht an den Postausgang übergeben:"), draft.last_error
     assert not OutgoingMessage.objects.exists()
+
+
+def test_a_signature_gone_from_the_store_is_explained_in_german(account, sender, sent_tasks, konnektor):
+    draft = _signed(sender, account, konnektor)
+    signature = Signature.objects.get(draft=draft)
+    blob_path(signature.sha256).unlink()
+    draft = signed_draft_send(draft_id=draft.pk)
+    assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
+    assert draft.last_error == (
+        "Nicht an den Postausgang übergeben: Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt."
+    ), draft.last_error
+    assert signature.sha256 not in draft.last_error
