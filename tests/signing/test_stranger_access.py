@@ -171,6 +171,27 @@ def test_a_forged_selection_is_refused_as_such(client, physician, value):
 
 
 @pytest.mark.django_db
+def test_one_draft_named_twice_is_refused_unless_it_is_the_same_value(client, physician, assistant, mailbox, settings):
+    """A draft at two versions (or digests) in one selection is no selection the page made: refused whichever
+    comes first, nothing starts. The same value twice is one draft (and counts once against the limit)."""
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    (current,) = _selection(letter)
+    stale = f"{letter.pk}:{letter.version}:" + "0" * 64
+    client.force_login(physician)
+    workplace = WorkplaceFactory()
+    for values in ([stale, current], [current, stale]):
+        response = client.post(
+            reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": values}, follow=True
+        )
+        assert "Die Auswahl ist ungültig" in response.content.decode(), values
+    assert not SignatureBatch.objects.exists()
+    settings.KIMPORTAL_SIGNING_MAX_BATCH = 1
+    response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": [current, current]})
+    batch = SignatureBatch.objects.get()
+    assert response["Location"] == reverse("signing:batch", args=[batch.pk]) and batch.total == 1
+
+
+@pytest.mark.django_db
 def test_more_drafts_than_a_batch_takes_are_refused(client, physician, assistant, mailbox, settings):
     settings.KIMPORTAL_SIGNING_MAX_BATCH = 3
     drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(4)]
