@@ -13,7 +13,9 @@ silently incomplete picture.
 
 Events may also be kept for a minute in a short log (a Redis stream per key, written in the same pipeline right before
 their PUBLISH): a page rendered before its socket subscribed reads what it missed in between (group_send_logged,
-recent). Without it, that window was silent: a claim or a late-committed mail never reached the page.
+recent). Without it, that window was silent: a claim or a late-committed mail never reached the page. A join returns
+once Redis confirmed the subscription, so what is published after the read arrives live; a read the logs cannot
+vouch for (a restart emptied them) says so (LogCut) instead of returning nothing.
 
 A socket's own channel is process-local, as the Channels spec names them ("<process channel>!<socket>"): the process
 subscribes to its channel once, and a message sent to one of its sockets travels there with the socket's name in
@@ -394,7 +396,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
     async def recent(self, logs: Iterable[str], start: float) -> list[dict[str, Any]]:
         """The messages written to these logs since `start` (time.time() seconds, as Redis's clock tells), in the
         order they were sent per log. A message may be logged on any shard (the one of the group it went to).
-        LogCut when a log held more than one read takes."""
+        LogCut when a log held more than one read takes, or when Redis may have lost what was logged since `start`
+        (read_logs)."""
         keys = sorted({self.prefix + key for key in logs})
         if not keys:
             return []
