@@ -145,6 +145,15 @@ document.addEventListener("htmx:wsOpen", (ev) => {
 });
 document.addEventListener("htmx:afterSettle", () => declareWatch());
 document.addEventListener("htmx:wsAfterMessage", () => declareWatch());
+// A swapped-in list (a page link, a filter, a search) has its own "at": its watch frame makes the socket send again
+// the new rows that went to the list it replaced. One may have reached the new list before it was declared: a row
+// the page shows already is not added twice.
+document.addEventListener("htmx:oobBeforeSwap", (ev) => {
+  const { target, fragment } = ev.detail;
+  if (!(target instanceof Element) || !target.hasAttribute("data-live-mailboxes") || !fragment) return;
+  const row = fragment.querySelector(".msg-row[id^='msg-']");
+  if (row && document.getElementById(row.id)) ev.detail.shouldSwap = false;
+});
 
 // --- Narrow windows: the navigation folds behind the menu button ------------------------------
 // The button names what it folds in aria-controls (the top menu, and the mailbox list where a page has one);
