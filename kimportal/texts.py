@@ -26,11 +26,19 @@ class StoredText:
 
     __slots__ = ("parts",)
 
-    def __init__(self, parts: list[dict[str, Any]]) -> None:
+    def __init__(self, parts: list[Any]) -> None:
+        # Each part a {"msgid", "params"} dict, or a sentence already written out (a legacy row's).
         self.parts = parts
 
+    @classmethod
+    def of(cls, stored: Stored) -> StoredText:
+        """A value read from a field, to be carried on (e.g. into a report rendered later)."""
+        if isinstance(stored, list):
+            return cls(list(stored))
+        return cls([stored] if stored else [])
+
     def __mod__(self, params: Mapping[str, Any]) -> StoredText:
-        if len(self.parts) != 1:
+        if len(self.parts) != 1 or not isinstance(self.parts[0], dict):
             raise TypeError("only a single sentence takes parameters")
         return StoredText([{"msgid": self.parts[0]["msgid"], "params": {k: _param(v) for k, v in params.items()}}])
 
@@ -39,6 +47,9 @@ class StoredText:
 
     def __str__(self) -> str:
         return render(self.stored)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
 
     def __repr__(self) -> str:
         return f"StoredText({self.parts!r})"
@@ -52,6 +63,8 @@ class StoredText:
     @property
     def stored(self) -> Stored:
         """The JSON value for a model field or an audit detail (language-neutral)."""
+        if not self.parts:
+            return ""
         return self.parts[0] if len(self.parts) == 1 else list(self.parts)
 
 

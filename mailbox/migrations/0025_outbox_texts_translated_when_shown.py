@@ -16,6 +16,13 @@ def _copy(apps, schema_editor, *, forward: bool) -> None:
     for model_name, field in FIELDS:
         model = apps.get_model("mailbox", model_name)
         source, target = (field, f"{field}_stored") if forward else (f"{field}_stored", field)
+        if forward and schema_editor.connection.vendor == "postgresql":
+            # One statement, not a round trip per row (a big table has many).
+            table, quote = model._meta.db_table, schema_editor.quote_name
+            # Names from the model, quoted; no value of anyone's in the statement.
+            sql = f"UPDATE {quote(table)} SET {quote(target)} = to_jsonb({quote(source)}) WHERE {quote(source)} <> ''"  # noqa: S608
+            schema_editor.execute(sql)
+            continue
         rows = model.objects.exclude(**{source: ""}).values_list("pk", source)
         for pk, value in rows.iterator(chunk_size=2000):
             if not forward and not isinstance(value, str):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from django.utils.translation import gettext as _
-
 from kimportal.texts import N_, StoredText, join
 from mailbox.clients.pop3 import Pop3Refused, RetrIncomplete, RetrTooLarge
 from mailbox.clients.smtp import SmtpRefused
@@ -65,31 +63,33 @@ def pop3_login_retry(code: str, *, poll_seconds: int, failures: int) -> tuple[fl
     return None
 
 
-def retr_error_message(exc: BaseException, *, timeout: float) -> str:
+def retr_error_message(exc: BaseException, *, timeout: float) -> StoredText:
     """Why one message could not be fetched (the text owners see next to it)."""
     if isinstance(exc, Pop3Refused):
         if exc.code == "SYS/TEMP":
-            return _("Vorübergehender Fehler im Clientmodul [SYS/TEMP]: %(detail)s") % {
+            return N_("Vorübergehender Fehler im Clientmodul [SYS/TEMP]: %(detail)s") % {
                 "detail": _strip_code(exc.response)
             }
         if exc.code == "SYS/PERM":
-            return _("Dauerhafter Fehler im Clientmodul [SYS/PERM]: %(detail)s") % {"detail": _strip_code(exc.response)}
-        return _("Das Clientmodul hat die Nachricht nicht herausgegeben (%(detail)s).") % {"detail": exc.response}
+            return N_("Dauerhafter Fehler im Clientmodul [SYS/PERM]: %(detail)s") % {
+                "detail": _strip_code(exc.response)
+            }
+        return N_("Das Clientmodul hat die Nachricht nicht herausgegeben (%(detail)s).") % {"detail": exc.response}
     if isinstance(exc, CmTimeout):
-        return _("Zeitüberschreitung: das Clientmodul hat %(seconds)s Sekunden lang keine Daten gesendet.") % {
+        return N_("Zeitüberschreitung: das Clientmodul hat %(seconds)s Sekunden lang keine Daten gesendet.") % {
             "seconds": f"{timeout:g}"
         }
     if isinstance(exc, RetrIncomplete):
-        return _(
+        return N_(
             "Nur %(arrived)s von %(announced)s Bytes angekommen – die Nachricht wurde unvollständig übertragen."
         ) % {"arrived": exc.arrived, "announced": exc.announced}
     if isinstance(exc, RetrTooLarge):
-        return _("Die Antwort des Clientmoduls ist größer als 1 GiB und keine gültige KIM-Nachricht.")
+        return N_("Die Antwort des Clientmoduls ist größer als 1 GiB und keine gültige KIM-Nachricht.")
     if isinstance(exc, CmUnreachable):
-        return _("Die Verbindung ist während der Übertragung abgebrochen (%(detail)s).") % {"detail": exc}
+        return N_("Die Verbindung ist während der Übertragung abgebrochen (%(detail)s).") % {"detail": exc}
     if isinstance(exc, CmError):
-        return _("Fehler bei der Übertragung: %(detail)s") % {"detail": exc}
-    return _("Die Nachricht konnte nicht verarbeitet werden (%(kind)s). Details im Server-Log.") % {
+        return N_("Fehler bei der Übertragung: %(detail)s") % {"detail": exc}
+    return N_("Die Nachricht konnte nicht verarbeitet werden (%(kind)s). Details im Server-Log.") % {
         "kind": exc.__class__.__name__
     }
 
