@@ -111,7 +111,7 @@ class TimelineStep:
     label: str  # German: "versendet", "zugestellt", "fehlgeschlagen" …
     state: str
     at: datetime | None
-    reason: str = ""
+    reason: str = ""  # in the active language (kimportal.texts)
 
 
 @dataclass(frozen=True)
@@ -147,14 +147,14 @@ def outgoing_timeline(outgoing: OutgoingMessage) -> Timeline:
         steps: list[TimelineStep] = []
         if outgoing.queued_at:
             # A recipient still waiting after a temporary refusal says why (the others of the message went out).
-            waiting_reason = row.reason if row.state == "queued" else ""
+            waiting_reason = row.reason_text if row.state == "queued" else ""
             steps.append(
                 TimelineStep(str(OutgoingRecipient.State.QUEUED.label), "queued", outgoing.queued_at, waiting_reason)
             )
         if row.state in ("sent", "delivered", "delayed") or (row.state == "failed" and row.report_id):
             steps.append(TimelineStep(str(sent_label), "sent", outgoing.sent_at))
         if row.state not in ("queued", "sent"):
-            steps.append(TimelineStep(str(row.get_state_display()), row.state, row.updated_at, row.reason))
+            steps.append(TimelineStep(str(row.get_state_display()), row.state, row.updated_at, row.reason_text))
         out.append(
             RecipientTimeline(
                 address=row.address,
@@ -169,7 +169,7 @@ def outgoing_timeline(outgoing: OutgoingMessage) -> Timeline:
     return Timeline(
         state=outgoing.state,
         state_label=str(outgoing.get_state_display()),
-        last_error=outgoing.last_error,
+        last_error=outgoing.last_error_text,
         recipients=out,
         attempts=attempts,
     )

@@ -309,7 +309,7 @@ def test_switching_a_mailbox_off_holds_its_outbox_and_the_manager_is_told(client
     response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "0"}, follow=True)
 
     waiting.refresh_from_db()
-    assert waiting.state == OutgoingMessage.State.HELD and "abgeschaltet" in waiting.last_error
+    assert waiting.state == OutgoingMessage.State.HELD and "abgeschaltet" in waiting.last_error_text
     assert "1 Nachricht im Postausgang wird zurückgehalten" in response.content.decode()
     assert _events("mailbox.deactivated")[0].details["outgoing"] == 1
     assert _events("outgoing.held")[0].details["outgoing_id"] == waiting.pk
@@ -317,7 +317,7 @@ def test_switching_a_mailbox_off_holds_its_outbox_and_the_manager_is_told(client
     response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "1"}, follow=True)
 
     waiting.refresh_from_db()
-    assert waiting.state == OutgoingMessage.State.QUEUED and waiting.last_error == ""
+    assert waiting.state == OutgoingMessage.State.QUEUED and waiting.last_error_text == ""
     assert "1 zurückgehaltene Nachricht wird jetzt gesendet" in response.content.decode()
 
 
