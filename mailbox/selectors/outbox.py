@@ -77,6 +77,22 @@ def _owned_mailbox_ids(user: Any) -> list[int]:
     return [mailbox_id for mailbox_id, role in member_roles(user).items() if role == Membership.Role.OWNER]
 
 
+def own_draft_out_of_reach(user: Any, pk: int) -> OutgoingMessage | None:
+    """The user's own draft, if they may no longer send from its mailbox (removed, made reader or observer, the
+    account or the mailbox switched off): a page still open on it learns why its edits are not saved. Only what
+    that answer needs is read; everyone else's draft, and one taken over meanwhile, is None."""
+    if not user.is_authenticated:
+        return None
+    draft = (
+        OutgoingMessage.objects.filter(pk=pk, author_id=user.pk, state=OutgoingMessage.State.DRAFT)
+        .only("pk", "mailbox_id", "author_id", "state", "version", "updated_at")
+        .first()
+    )
+    if draft is None or member_roles(user).get(draft.mailbox_id) in SEND_ROLES:
+        return None
+    return draft
+
+
 def drafts_for_user(user: Any, *, mailbox: Mailbox | int | None = None) -> QuerySet[OutgoingMessage]:
     return outgoing_list_for_user(user, mailbox=mailbox, states=[OutgoingMessage.State.DRAFT]).filter(author_id=user.pk)
 

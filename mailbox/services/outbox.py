@@ -979,10 +979,11 @@ def _release(outgoing: OutgoingMessage, *, actor: Any, **details: Any) -> None:
     _changed(outgoing, outgoing.mailbox_id)
 
 
-def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
+def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any, reason: str = "membership_ended") -> int:
     """A person who can no longer work the mailbox is nobody's contact for its sends any more: the failed or
-    uncertain sends they took on become unclaimed (colleagues see "Ich kümmere mich" again). Inside the
-    caller's transaction; returns how many."""
+    uncertain sends they took on become unclaimed (colleagues see "Ich kümmere mich" again). Audited with the
+    reason, as their messages and drafts are (mailbox.services.members.work_return). Inside the caller's
+    transaction; returns how many."""
     claimed = list(
         OutgoingMessage.objects.select_for_update()
         .select_related("mailbox")
@@ -990,7 +991,7 @@ def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
         .order_by("pk")
     )
     for outgoing in claimed:
-        _release(outgoing, actor=actor, previous=person.pk, reason="membership_ended")
+        _release(outgoing, actor=actor, previous=person.pk, reason=reason)
     return len(claimed)
 
 

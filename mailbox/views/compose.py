@@ -43,6 +43,7 @@ from mailbox.selectors.outbox import (
     outgoing_get_for_user,
     outgoing_list_for_user,
     outgoing_timeline,
+    own_draft_out_of_reach,
     sendable_mailboxes_for_user,
     thread_for_user,
 )
@@ -254,7 +255,12 @@ def _thread(request: AuthenticatedHttpRequest, anchor: Any, *, current: Any) -> 
 
 
 def _status(
-    request: AuthenticatedHttpRequest, draft: OutgoingMessage, *, error: str = "", status: int = 200
+    request: AuthenticatedHttpRequest,
+    draft: OutgoingMessage,
+    *,
+    error: str = "",
+    status: int = 200,
+    out_of_reach: bool = False,
 ) -> HttpResponse:
     # After a refusal the page keeps its version: the next autosave is refused too, until the user reloads or
     # keeps this page's text on purpose ("Diese Fassung speichern", a save without the guard).
@@ -262,15 +268,27 @@ def _status(
         "draft": draft,
         "error": error,
         "conflict": status == 409 and draft.state == DRAFT,
+        "out_of_reach": out_of_reach,
         "saved_at": None if error else timezone.localtime(draft.updated_at),
     }
     return render(request, "mailbox/compose.html#draft-status", context, status=status)
+
+
+def _out_of_reach_error() -> str:
+    return _(
+        "Sie dürfen aus diesem Postfach nicht mehr senden. Änderungen auf dieser Seite werden nicht mehr "
+        "gespeichert; kopieren Sie Text, den Sie noch brauchen."
+    )
 
 
 @require_http_methods(["GET", "POST"])
 def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The compose page of one draft. POST saves it: autosave (htmx, answers the status line) or the plain
     "Entwurf speichern" button (without JavaScript, the typed addresses come along here)."""
+    if request.method == "POST" and request.htmx and (gone := own_draft_out_of_reach(request.user, pk)):
+        # The author lost the right to send while the page was open: a 404 or 403 would not be shown (htmx swaps
+        # neither) and the page would go on looking saved. 423 is swapped (base.html's responseHandling).
+        return _status(request, gone, error=_out_of_reach_error(), status=423, out_of_reach=True)
     outgoing = _outgoing_or_404(request, pk)
     if outgoing.state != DRAFT:
         if request.method == "POST" and request.htmx:
@@ -435,6 +453,9 @@ def _send_problems(
 @require_POST
 def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     """Save what the page shows, then send it: pre-flight against the directory, queue, deliver in the background."""
+    if request.htmx and (gone := own_draft_out_of_reach(request.user, pk)):
+        # As in draft_edit: say it where the page shows send errors, instead of a button that does nothing.
+        return _send_problems(request, gone, error=_out_of_reach_error(), status=423)
     if _outgoing_or_404(request, pk).state != DRAFT:
         return _already_sent(request, pk)
     draft = _draft_or_404(request, pk)

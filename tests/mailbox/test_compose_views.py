@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from mailbox.forms_compose import MAX_BODY
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
+from mailbox.services import members
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
@@ -128,6 +129,35 @@ def test_a_second_tab_on_a_draft_sent_meanwhile_says_so_instead_of_a_blank_or_a_
     page = client.get(sent["HX-Redirect"]).content.decode()
     assert "Die Nachricht wurde bereits gesendet." in page
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
+
+
+@pytest.mark.parametrize("how", ["removed", "made reader"])
+def test_an_open_tab_of_someone_who_may_no_longer_send_is_told_its_edits_are_not_saved(client, box, writer, draft, how):
+    owner = UserFactory(username="chefin")
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    client.force_login(writer)
+    membership = Membership.objects.get(mailbox=box, user=writer)
+    if how == "removed":
+        members.membership_remove(user=owner, mailbox=box, membership_id=membership.pk)
+    else:
+        members.membership_set(user=owner, mailbox=box, username=writer.username, role=Membership.Role.READER)
+    data = {"mailbox": box.pk, "subject": "Noch getippt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+
+    # Its next autosave: a line saying so (a 404 or 403 would not be shown and the page would look saved).
+    saved = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert saved.status_code == 423
+    html = saved.content.decode()
+    assert "Nicht gespeichert:" in html and "nicht mehr senden" in html
+    assert "Diese Fassung speichern" not in html and "Neu laden" not in html
+    # Its "Senden": the same, where the page shows send errors.
+    sent = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert sent.status_code == 423 and "nicht mehr senden" in sent.content.decode()
+    draft.refresh_from_db()
+    assert draft.subject == "Rückfrage" and draft.state == OutgoingMessage.State.DRAFT
+    assert draft.author_left_at is not None  # the owners have it now
+    # Someone else's draft is still nobody's business: 404, not the line.
+    other = OutgoingMessage.objects.create(mailbox=box, author=owner, subject="Fremd")
+    assert client.post(reverse("mailbox:draft-edit", args=[other.pk]), data, headers=HX).status_code == 404
 
 
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):

@@ -141,6 +141,21 @@ def test_the_mailbox_page_refuses_to_remove_the_last_owner_and_keeps_it(client, 
     assert Membership.objects.filter(pk=owner.pk).exists()
 
 
+def test_the_group_page_refuses_to_take_the_last_owner_out_of_the_owners_group(client, manager):
+    box = MailboxFactory(display_name="Kardiologie")
+    leads = Group.objects.create(name="Leitung Kardiologie")
+    lead = UserFactory(username="chefin")
+    leads.user_set.add(lead)
+    Membership.objects.create(mailbox=box, group=leads, role=Role.OWNER)
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:group-member-remove", args=[leads.pk, lead.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert "Kardiologie: Ein Postfach braucht mindestens einen Eigentümer." in response.content.decode()
+    assert leads.user_set.filter(pk=lead.pk).exists() and user_role(lead, box) == Role.OWNER
+
+
 def test_the_grant_form_needs_exactly_one_person_or_group(client, manager):
     box = MailboxFactory()
     client.force_login(manager)
