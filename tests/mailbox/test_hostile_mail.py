@@ -1,0 +1,97 @@
+"""Mail a hostile or sloppy sender could write, received through the simulated CM and shown to a member.
+
+Each mail comes in over POP3 as any other, is stored in PostgreSQL, and is then looked at through the
+pages a member uses: what a sender controls must neither stall the fetch nor mislead the reader.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from mailbox.models import Message
+from mailbox.parsing.headers import SUBJECT_LIMIT
+from mailbox.services.fetch import account_fetch
+from mailbox.storage import blob_get
+from tests.mailbox.conftest import HOSPITAL, PRAXIS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEAD = (
+    f"From: Praxis Test <{PRAXIS}>\r\nTo: {HOSPITAL}\r\nMessage-ID: <hostile-1@praxis-test.kim.telematik-test>\r\n"
+    "Date: Mon, 30 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+).encode()
+
+
+def received(cm, account, raw: bytes) -> Message:
+    """*raw* delivered to the hospital's maildrop and fetched by the portal; the stored message."""
+    uidl = cm.deliver(HOSPITAL, raw)
+    result = account_fetch(account_id=account.pk)
+    assert result.error == ""
+    assert cm.maildrop_uidls(HOSPITAL) == [], "stored, so deleted on the server"
+    return Message.objects.get(uidl=uidl)
+
+
+def test_html_nested_too_deep_for_the_sanitizer_is_shown_as_text_with_a_note(cm, account, member, client):
+    # The sanitizer's time grows with the square of the depth: 100,000 levels (1.1 MB) took three minutes.
+    html = "<div>" * 5000 + "Befund folgt &amp; Termin" + "</div>" * 5000
+    raw = HEAD + b"Subject: Verschachtelt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode() + b"\r\n"
+
+    message = received(cm, account, raw)
+
+    assert message.subject == "Verschachtelt"
+    assert message.html_body == ""
+    assert message.text_body == "Befund folgt & Termin"
+    assert message.is_malformed
+    assert any("zu tief verschachtelt" in p for p in message.parse_problems)
+    assert blob_get(message.raw_sha256) == raw
+    client.force_login(member)
+    page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert "Diese Nachricht ist fehlerhaft aufgebaut." in page
+    assert "zu tief verschachtelt" in page
+    assert "Befund folgt &amp; Termin" in page
+    assert "<iframe" not in page
+
+
+def test_sloppy_html_with_unclosed_paragraphs_is_not_too_deep(cm, account):
+    html = "<html><body>" + "<p>Zeile<br><li>Punkt" * 2000 + "<div>Ende</div>"
+    raw = HEAD + b"Subject: Schlampig\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode() + b"\r\n"
+
+    message = received(cm, account, raw)
+
+    assert "Ende" in message.html_body
+    assert not any("zu tief verschachtelt" in p for p in message.parse_problems)
+
+
+def test_a_bidi_override_in_a_header_cannot_reverse_what_follows_it(cm, account, member, client):
+    # "Dr. Müller \u202e" <ed.tekcor@evil.de> would show as "Dr. Müller <ed.live@rocket.de>".
+    raw = (
+        b"From: =?utf-8?q?Dr=2E_M=C3=BCller_=E2=80=AE?= <ed.tekcor@evil.de>\r\n"
+        b"To: =?utf-8?q?Station_=E2=81=A7?= <" + HOSPITAL.encode() + b">, \xe2\x80\xaeraw@example.de\r\n"
+        b"Subject: =?utf-8?q?Befund_=E2=80=AEfdp.exe?=\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n\r\nHallo\r\n"
+    )
+
+    message = received(cm, account, raw)
+
+    assert (message.from_name, message.from_address) == ("Dr. Müller", "ed.tekcor@evil.de")
+    assert message.subject == "Befund fdp.exe"
+    assert message.to == [f"Station <{HOSPITAL}>", "raw@example.de"]
+    client.force_login(member)
+    for url in (reverse("mailbox:message-detail", args=[message.pk]), reverse("mailbox:inbox")):
+        page = client.get(url).content.decode()
+        assert "Dr. Müller" in page
+        assert not any(ch in page for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def test_a_subject_of_two_megabytes_is_stored_shortened_and_kept_whole_in_the_source(cm, account, member, client):
+    raw = HEAD + b"Subject: " + b"A" * 2_000_000 + b"\r\nContent-Type: text/plain\r\n\r\nHallo\r\n"
+
+    message = received(cm, account, raw)
+
+    assert message.subject == "A" * SUBJECT_LIMIT + "…"
+    assert message.text_body == "Hallo\n"
+    assert blob_get(message.raw_sha256) == raw
+    client.force_login(member)
+    inbox = client.get(reverse("mailbox:inbox"))
+    assert inbox.status_code == 200
+    assert len(inbox.content) < 200_000
