@@ -95,3 +95,36 @@ def test_a_subject_of_two_megabytes_is_stored_shortened_and_kept_whole_in_the_so
     inbox = client.get(reverse("mailbox:inbox"))
     assert inbox.status_code == 200
     assert len(inbox.content) < 200_000
+
+
+def test_an_executable_dressed_as_a_pdf_is_only_downloaded_and_marked(cm, account, member, client):
+    raw = HEAD + (
+        b"Subject: Befund\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nAnbei der Befund.\r\n"
+        b'--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="befund.pdf.exe"\r\n\r\n'
+        b"MZ\x90\x00 not a pdf\r\n"
+        b'--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="brief.pdf"\r\n\r\n'
+        b"%PDF-1.4 brief\r\n--B--\r\n"
+    )
+    message = received(cm, account, raw)
+    exe, pdf = message.attachments.order_by("position")
+    assert (exe.filename, exe.content_type) == ("befund.pdf.exe", "application/pdf")
+    client.force_login(member)
+
+    for query in ("", "?inline=1"):
+        response = client.get(reverse("mailbox:attachment-download", args=[message.pk, exe.position]) + query)
+        assert response["Content-Type"] == "application/octet-stream"
+        assert response["Content-Disposition"] == 'attachment; filename="befund.pdf.exe"'
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Security-Policy"].startswith("sandbox;")
+        assert b"".join(response.streaming_content).startswith(b"MZ")
+    shown = client.get(reverse("mailbox:attachment-download", args=[message.pk, pdf.position]) + "?inline=1")
+    assert shown["Content-Type"] == "application/pdf"
+    assert shown["Content-Disposition"] == 'inline; filename="brief.pdf"'
+
+    page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    exe_url = reverse("mailbox:attachment-download", args=[message.pk, exe.position])
+    pdf_url = reverse("mailbox:attachment-download", args=[message.pk, pdf.position])
+    assert f'href="{exe_url}?inline=1"' not in page, "no 'anzeigen' for the executable"
+    assert f'href="{pdf_url}?inline=1"' in page
+    assert page.count("Ausführbare Datei: nur öffnen, wenn Sie sie erwarten") == 1
