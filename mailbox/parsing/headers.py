@@ -232,6 +232,7 @@ def parse_date(value: str, problems: Problems) -> datetime | None:
 # The top-level header block
 # --------------------------------------------------------------------------------------
 
+FROM_ADDRESS_LIMIT = 320  # Message.from_address; RFC 5321 allows 254 characters
 SUBJECT_LIMIT = 10_000  # characters; real subjects have a few dozen, folded ones a few hundred
 
 _KIM_DIENSTKENNUNG = "X-KIM-Dienstkennung"
@@ -318,6 +319,11 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         if senders:
             from_name, from_address = senders[0]
             from_name = " ".join(from_name.split())
+    if len(from_address) > FROM_ADDRESS_LIMIT:
+        # Cut at the end, a padded local part ('"praxis@klinik.kim.telematik   …"@evil.de') would show
+        # the padding's sender instead of the real domain; the end is what says where the mail is from.
+        problems.add(f"Absenderadresse mit {len(from_address)} Zeichen zu lang; nur ihr Ende wird angezeigt")
+        from_address = "…" + from_address[-(FROM_ADDRESS_LIMIT - 1) :]
     if not from_address and header_rows:
         problems.add("Kein lesbarer Absender (From)", severe=False)
 

@@ -128,3 +128,21 @@ def test_an_executable_dressed_as_a_pdf_is_only_downloaded_and_marked(cm, accoun
     assert f'href="{exe_url}?inline=1"' not in page, "no 'anzeigen' for the executable"
     assert f'href="{pdf_url}?inline=1"' in page
     assert page.count("Ausführbare Datei: nur öffnen, wenn Sie sie erwarten") == 1
+
+
+def test_an_overlong_sender_address_keeps_its_domain_and_is_flagged(cm, account, member, client):
+    # Cut at the front, the padding would make the sender look like the hospital's own KIM domain.
+    local = '"praxis@klinik.kim.telematik' + " " * 400 + '"'
+    raw = f"From: Praxis <{local}@evil.de>\r\nTo: {HOSPITAL}\r\nSubject: Befund\r\n\r\nHallo\r\n".encode()
+
+    message = received(cm, account, raw)
+
+    assert message.from_address.startswith("…")
+    assert message.from_address.endswith('"@evil.de')
+    assert len(message.from_address) == 320
+    assert message.is_malformed
+    assert "Absenderadresse mit 437 Zeichen zu lang; nur ihr Ende wird angezeigt" in message.parse_problems
+    client.force_login(member)
+    page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert "&quot;@evil.de&gt;" in page
+    assert "Absenderadresse mit 437 Zeichen zu lang" in page
