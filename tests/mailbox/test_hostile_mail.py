@@ -146,3 +146,41 @@ def test_an_overlong_sender_address_keeps_its_domain_and_is_flagged(cm, account,
     page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
     assert "&quot;@evil.de&gt;" in page
     assert "Absenderadresse mit 437 Zeichen zu lang" in page
+
+
+def test_an_overlong_mime_header_is_read_only_at_its_start_and_flagged(cm, account, member, client):
+    # The stdlib's header parser is quadratic: a 32 KB Content-Type of "(a)" took nine seconds, per part.
+    padding = "(a)" * 5000
+    long_name = "Entlassbrief " + "Müller " * 25 + ".pdf"  # about 480 characters as RFC 2231 continuations
+    continued = "".join(
+        f";\r\n filename*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}{chunk}"
+        for i, chunk in enumerate(_percent(word) for word in ["Entlassbrief ", *["Müller "] * 25, ".pdf"])
+    )
+    raw = (
+        HEAD
+        + (
+            "Subject: Lang\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            "--B\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n"
+            f"--B\r\nContent-Type: application/pdf; name={padding}\r\n"
+            f"Content-Disposition: attachment; filename={padding}\r\n\r\n%PDF-1.4 a\r\n"
+            f"--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment{continued}\r\n\r\n%PDF-1.4 b\r\n"
+            "--B--\r\n"
+        ).encode()
+    )
+
+    message = received(cm, account, raw)
+
+    padded, named = message.attachments.order_by("position")
+    assert padded.content_type == "application/pdf"
+    assert padded.filename.startswith("(a)(a)") and len(padded.filename) <= 255
+    assert named.filename == long_name
+    assert message.is_malformed
+    length = len(f"application/pdf; name={padding}")
+    note = f"Kopfzeile „Content-Type“ zu lang ({length} Zeichen); nur ihr Anfang gelesen (Teil 3)"
+    assert note in message.parse_problems
+    assert not any("Teil 4" in p for p in message.parse_problems), "a long RFC 2231 name is read whole"
+    assert blob_get(message.raw_sha256) == raw
+
+
+def _percent(text: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
