@@ -6,6 +6,8 @@ pages a member uses: what a sender controls must neither stall the fetch nor mis
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from django.urls import reverse
 
@@ -184,3 +186,26 @@ def test_an_overlong_mime_header_is_read_only_at_its_start_and_flagged(cm, accou
 
 def _percent(text: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
+def test_binary_garbage_is_stored_whole_flagged_and_explained(cm, account, member, client):
+    # Random bytes in lines: POP3 carries a mail as lines, each ending in CRLF (a bare LF arrives as CRLF).
+    rnd = random.Random(7)
+    lines = [bytes(rnd.choice([b for b in range(256) if b not in b"\r\n"]) for _ in range(76)) for _ in range(260)]
+    garbage = b"\r\n".join(lines) + b"\r\n"
+
+    message = received(cm, account, garbage)
+
+    assert blob_get(message.raw_sha256) == garbage
+    assert message.is_malformed
+    assert "Keine Kopfzeilen gefunden" in message.parse_problems
+    client.force_login(member)
+    page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert "Diese Nachricht ist fehlerhaft aufgebaut." in page
+    assert "Der Quelltext ist vollständig abrufbar." in page
+    inbox = client.get(reverse("mailbox:inbox")).content.decode()
+    assert f'id="msg-{message.pk}"' in inbox
+    assert "(ohne Absender)" in inbox and "(ohne Betreff)" in inbox
+    raw = client.get(reverse("mailbox:message-raw", args=[message.pk]) + "?download=1")
+    assert raw.content == garbage
+    assert raw["Content-Disposition"] == f'attachment; filename="nachricht-{message.pk}.eml"'
