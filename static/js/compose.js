@@ -36,6 +36,24 @@
     form.addEventListener("htmx:beforeRequest", (ev) => {
       if (ev.detail.elt === form) dirty = false;
     });
+    // A save or send the server refuses outright (403: no longer allowed to send from the mailbox; 404: removed
+    // from it; 5xx) is not swapped in (base.html's responseHandling), and without a network there is no answer at
+    // all: the status line would go on saying "gespeichert" while nothing is. It says so instead; after a lost
+    // connection the next timed save tries again.
+    function notSaved(key) {
+      const status = document.getElementById("draft-status");
+      if (!status) return;
+      status.classList.add("error");
+      status.textContent = status.dataset[key] || "";
+    }
+    form.addEventListener("htmx:responseError", (ev) => {
+      if (form.contains(ev.detail.elt)) notSaved("refusedText");
+    });
+    form.addEventListener("htmx:sendError", (ev) => {
+      if (!form.contains(ev.detail.elt)) return;
+      notSaved("offlineText");
+      dirty = true;
+    });
     // A closed tab or a navigation away: the last edits go out as a beacon (a plain form post with the CSRF field).
     const flush = () => {
       if (!dirty || !navigator.sendBeacon) return;
