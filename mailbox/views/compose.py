@@ -105,13 +105,19 @@ def _chips(addresses: list[str]) -> list[dict[str, str]]:
     return [{"address": a, "display_name": a, "version": ""} for a in addresses]
 
 
+def _pk(text: str) -> int | None:
+    """A primary key as typed into a URL or a hand-made form, else None: str.isdigit() takes "²" (int() does not),
+    and int() refuses numbers over 4,300 digits; both would be a server error."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _form_errors(form: DraftForm) -> list[str]:
     """The form's errors in German, each naming its field where the message alone would not (Django's "at most
     998 characters" says nothing of the subject); address errors name the address already."""
     out = []
     for name, errors in form.errors.items():
-        field = form.fields.get(name)
-        label = "" if name in ("__all__", "to", "cc", "to_typed", "cc_typed") or field is None else str(field.label)
+        named = name in form.fields and name not in ("to", "cc", "to_typed", "cc_typed")
+        label = form[name].label if named else ""
         out += [f"{label}: {e}" if label else str(e) for e in errors]
     return out
 
@@ -134,7 +140,7 @@ def _shown(draft: OutgoingMessage, form: DraftForm) -> dict[str, Any]:
     listed = data.getlist if isinstance(data, QueryDict) else lambda name: list(data.get(name) or [])
     mailbox = str(data.get("mailbox", ""))
     return {
-        "mailbox_id": int(mailbox) if mailbox.isdigit() else draft.mailbox_id,
+        "mailbox_id": _pk(mailbox) or draft.mailbox_id,
         "subject": data.get("subject", ""),
         "body": data.get("body", ""),
         "dienstkennung": data.get("dienstkennung") or draft.dienstkennung,
@@ -187,7 +193,7 @@ def compose(request: AuthenticatedHttpRequest) -> HttpResponse:
         raise PermissionDenied(_("Sie dürfen aus keinem Postfach senden."))
     chosen = request.POST.get("mailbox") or request.GET.get("postfach") or ""
     if request.method == "POST":
-        if not chosen.isdigit():
+        if _pk(chosen) is None:
             context = _nav(request, sendable=mailboxes, selected=mailboxes[0].pk)
             context["error"] = _("Bitte ein Postfach wählen.")
             return render(request, "mailbox/compose_start.html", context, status=422)
@@ -195,7 +201,7 @@ def compose(request: AuthenticatedHttpRequest) -> HttpResponse:
             raise Http404
         draft = outgoing_draft_save(user=request.user, mailbox_id=int(chosen), data=OutgoingData())
         return redirect("mailbox:draft-edit", pk=draft.pk)
-    selected = int(chosen) if chosen.isdigit() else mailboxes[0].pk
+    selected = _pk(chosen) or mailboxes[0].pk
     return render(request, "mailbox/compose_start.html", _nav(request, sendable=mailboxes, selected=selected))
 
 

@@ -79,6 +79,23 @@ def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):
     assert not OutgoingMessage.objects.exists()
 
 
+@pytest.mark.parametrize("value", ["²", "1" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_hand_made_mailbox_number_gets_a_german_answer_not_a_server_error(client, box, writer, draft, value):
+    # str.isdigit() takes "²", int() does not; int() refuses more than 4,300 digits.
+    client.force_login(writer)
+    assert client.get(reverse("mailbox:compose"), {"postfach": value}).status_code == 200
+    response = client.post(reverse("mailbox:compose"), {"mailbox": value})
+    assert response.status_code == 422 and "Bitte ein Postfach wählen." in response.content.decode()
+    data = {"mailbox": value, "subject": "Befund", "dienstkennung": "KIM-Mail;Default;V1.0", "version": "x"}
+    page = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data)
+    assert page.status_code == 422
+    html = page.content.decode()
+    assert "Absender (Postfach): Bitte eine gültige Auswahl treffen." in html
+    assert "Version: Bitte eine ganze Zahl eingeben." in html and "None:" not in html
+    assert 'value="Befund"' in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
+
+
 def test_autosave_answers_the_status_line_and_the_new_version(client, box, writer, draft):
     client.force_login(writer)
     url = reverse("mailbox:draft-edit", args=[draft.pk])
