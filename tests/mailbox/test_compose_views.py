@@ -80,6 +80,23 @@ def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):
     assert not OutgoingMessage.objects.exists()
 
 
+@pytest.mark.parametrize("value", ["²", "1" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_hand_made_mailbox_number_gets_a_german_answer_not_a_server_error(client, box, writer, draft, value):
+    # str.isdigit() takes "²", int() does not; int() refuses more than 4,300 digits.
+    client.force_login(writer)
+    assert client.get(reverse("mailbox:compose"), {"postfach": value}).status_code == 200
+    response = client.post(reverse("mailbox:compose"), {"mailbox": value})
+    assert response.status_code == 422 and "Bitte ein Postfach wählen." in response.content.decode()
+    data = {"mailbox": value, "subject": "Befund", "dienstkennung": "KIM-Mail;Default;V1.0", "version": "x"}
+    page = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data)
+    assert page.status_code == 422
+    html = page.content.decode()
+    assert "Absender (Postfach): Bitte eine gültige Auswahl treffen." in html
+    assert "Version: Bitte eine ganze Zahl eingeben." in html and "None:" not in html
+    assert 'value="Befund"' in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
+
+
 def test_autosave_answers_the_status_line_and_the_new_version(client, box, writer, draft):
     client.force_login(writer)
     url = reverse("mailbox:draft-edit", args=[draft.pk])
@@ -160,6 +177,45 @@ def test_an_open_tab_of_someone_who_may_no_longer_send_is_told_its_edits_are_not
     assert client.post(reverse("mailbox:draft-edit", args=[other.pk]), data, headers=HX).status_code == 404
 
 
+@pytest.mark.parametrize("route", ["mailbox:draft-edit", "mailbox:draft-send"])
+def test_a_refused_save_without_javascript_shows_why_and_keeps_everything_typed(client, box, writer, draft, route):
+    client.force_login(writer)
+    letter = "Sehr geehrte Kollegin,\nanbei der Befund von heute.\n"
+    data = {
+        "mailbox": box.pk,
+        "subject": "B" * 100_000,
+        "body": letter,
+        "to": [PRAXIS, "zweite@praxis-test.kim.telematik-test"],
+        "to_typed": "dritte@praxis-test.kim.telematik-test, falsch@",
+        "dienstkennung": "Arztbrief;VHitG-Versand;V1.2",
+        "version": draft.version,
+    }
+    # The plain buttons (noscript): "Entwurf speichern" posts the page to the draft, "Senden" to the send URL.
+    response = client.post(reverse(route, args=[draft.pk]), data)
+    assert response.status_code == 422
+    html = response.content.decode()
+    # Why, in German, naming the field and the address …
+    assert "Nicht gespeichert:" in html
+    assert "Betreff: Bitte sicherstellen, dass der Wert aus höchstens 998 Zeichen besteht." in html
+    assert "„falsch@“ ist keine KIM-Adresse" in html
+    # … and nothing typed is gone: the text, the chosen recipients, the typed addresses and the Dienstkennung.
+    assert f'<textarea name="body" id="id_body" rows="14" maxlength="{MAX_BODY}">{letter}</textarea>' in html
+    assert 'value="' + "B" * 100_000 + '"' in html
+    assert '<input type="hidden" name="to" value="zweite@praxis-test.kim.telematik-test">' in html
+    assert 'value="dritte@praxis-test.kim.telematik-test, falsch@"' in html
+    assert '<option value="Arztbrief;VHitG-Versand;V1.2" selected>' in html
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (saved.state, saved.subject, saved.body) == (OutgoingMessage.State.DRAFT, "Rückfrage", "")
+
+
+def test_a_refused_autosave_names_the_field(client, box, writer, draft):
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "subject": "B" * 1000, "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    response = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 422
+    assert "Betreff: Bitte sicherstellen" in response.content.decode()
+
+
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
     client.force_login(writer)
     url = reverse("mailbox:compose-address")
@@ -204,6 +260,22 @@ def test_remove_recipient_from_the_problem_list(client, box, writer, draft):
     assert saved.to == [] and saved.cc == ["zweite@praxis-test.kim.telematik-test"]
 
 
+def test_remove_recipient_works_for_an_address_the_kim_rules_take_but_an_email_field_would_not(
+    client, box, writer, draft
+):
+    # Two dots in a row pass the KIM address pattern (and the form), so the pre-flight names the address (not in
+    # the directory) with its "Empfänger entfernen" button: that button must remove it, not answer 404.
+    odd = "max..mustermann@praxis-test.kim.telematik-test"
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "to": [PRAXIS], "to_typed": odd, "dienstkennung": "KIM-Mail;Default;V1.0"}
+    assert client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX).status_code == 200
+    assert OutgoingMessage.objects.get(pk=draft.pk).to == [PRAXIS, odd]
+    response = client.post(reverse("mailbox:draft-remove-recipient", args=[draft.pk]), {"address": odd}, headers=HX)
+    assert response.status_code == 200
+    assert f"{odd} wurde aus den Empfängern entfernt." in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).to == [PRAXIS]
+
+
 def test_attachments_are_added_and_removed(client, writer, draft):
     client.force_login(writer)
     url = reverse("mailbox:draft-attachment-add", args=[draft.pk])
@@ -220,6 +292,25 @@ def test_attachments_are_added_and_removed(client, writer, draft):
     assert not draft.attachments.exists()
     # Nothing chosen: a German hint, no error page.
     assert "Bitte eine Datei auswählen." in client.post(url, {}, headers=HX).content.decode()
+
+
+def test_a_file_over_the_limit_costs_none_of_the_files_chosen_with_it(client, writer, draft, monkeypatch):
+    import mailbox.services.compose as compose
+
+    monkeypatch.setattr(compose, "MAX_ATTACHMENT_BYTES", 1024)
+    client.force_login(writer)
+    files = [
+        SimpleUploadedFile("CT.dcm", b"\x00" * 1025),
+        SimpleUploadedFile("Befund.pdf", b"%PDF-1.4\n"),
+        SimpleUploadedFile("Röntgen.dcm", b"\x01" * 2048),
+        SimpleUploadedFile("Brief.txt", b"Hallo"),
+    ]
+    response = client.post(reverse("mailbox:draft-attachment-add", args=[draft.pk]), {"files": files}, headers=HX)
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Die Datei „CT.dcm“ ist zu groß" in html and "Die Datei „Röntgen.dcm“ ist zu groß" in html
+    assert sorted(draft.attachments.values_list("filename", flat=True)) == ["Befund.pdf", "Brief.txt"]
+    assert "Befund.pdf" in html and "Brief.txt" in html
 
 
 def test_a_colleagues_draft_is_not_shown_to_others(client, box, draft):
