@@ -298,12 +298,20 @@ def test_a_save_or_upload_that_cannot_reach_the_server_or_is_refused_says_so(web
     compose.attach(note)
     expect(page.locator("#attachment-error")).to_have_count(0)
 
-    # An owner makes the author a reader while the page is open: the save is refused (403) and the line says so,
-    # instead of still showing the last "gespeichert".
+    # A save the server fails outright (a 5xx, not swapped in): the line says so instead of the last "gespeichert".
+    failing = f"**/entwurf/{draft.pk}/"
+    page.route(failing, lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>502</h1>"))
+    body.fill("Erster Absatz\nnicht angekommen")
+    page.keyboard.press("Tab")
+    expect(compose.status).to_contain_text("Von dieser Seite aus kann der Entwurf nicht mehr gespeichert")
+    page.unroute(failing)
+
+    # An owner makes the author a reader while the page is open: the save is refused (423) with the reason, instead
+    # of still showing the last "gespeichert".
     membership_set(user=owner, mailbox=account.mailbox, username="station", role=Membership.Role.READER)
     body.fill("Erster Absatz\nZweiter Absatz")
     page.keyboard.press("Tab")
-    expect(compose.status).to_contain_text("Von dieser Seite aus kann der Entwurf nicht mehr gespeichert")
+    expect(compose.status).to_contain_text("Sie dürfen aus diesem Postfach nicht mehr senden")
     expect(compose.status).not_to_contain_text("Entwurf gespeichert um")
     saved = OutgoingMessage.objects.get(pk=draft.pk)
     assert (saved.body, saved.state) == ("Erster Absatz", OutgoingMessage.State.DRAFT)
