@@ -129,6 +129,16 @@ def group_create(*, user: Any, name: str) -> Group:
 @transaction.atomic
 def group_member_add(*, user: Any, group: Group, member: Any) -> None:
     require_manager(user)
+    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining it grants the permission,
+    # which the administration decides, not the managers' ward page.
+    if group.permissions.exists():
+        raise NotAllowed(
+            _(
+                "Die Gruppe „%(name)s“ vergibt Berechtigungen; wer zu ihr gehört, legt die IT in der "
+                "Administration fest."
+            )
+            % {"name": group.name}
+        )
     if group.user_set.filter(pk=member.pk).exists():
         return
     group.user_set.add(member)

@@ -337,6 +337,29 @@ def test_groups_are_created_and_joining_or_leaving_one_changes_access_audited(cl
     ]
 
 
+@pytest.mark.parametrize(
+    ("app_label", "codename"),
+    [("signing", "review_draft"), ("mailbox", "manage_house"), ("operations", "view_operations")],
+)
+def test_the_ward_page_adds_no_one_to_a_group_that_grants_permissions(client, manager, app_label, codename):
+    # Reviewers, IT and the Leitung itself are often a group with a permission (docs/signing-review.md,
+    # docs/operations.md); joining one is a grant of that permission, for the administration, not the ward page.
+    group = Group.objects.create(name="Oberärztinnen und Oberärzte")
+    group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    colleague = UserFactory(username="kollege", is_staff=True)
+    client.force_login(manager)
+
+    for person in (manager, colleague):
+        response = client.post(reverse("manage:group", args=[group.pk]), {"user": person.pk})
+        assert response.status_code == 422
+        assert "vergibt Berechtigungen" in response.content.decode()
+    with pytest.raises(NotAllowed):
+        manage.group_member_add(user=manager, group=group, member=colleague)
+
+    assert not group.user_set.exists()
+    assert not _events("group.member_added")
+
+
 # --- absences entered by a manager -----------------------------------------------------------------------------------
 
 
