@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from kimportal.errors import NotAllowed, PortalError
+from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.models import Mailbox, RoutingRule
@@ -88,10 +88,14 @@ def _save_or_test(
             routing_services.routing_rule_create(user=request.user, mailbox=mailbox, data=form.rule_data())
         else:
             routing_services.routing_rule_update(
-                user=request.user, mailbox=mailbox, rule_id=rule.pk, data=form.rule_data()
+                user=request.user, mailbox=mailbox, rule_id=rule.pk, data=form.rule_data(), seen=form.seen_at()
             )
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
+    except Conflict as exc:
+        form.add_error(None, exc.message)
+        form.show_current(exc.fresh)
+        return None
     except PortalError as exc:
         form.add_error(None, exc.message)
         return None
