@@ -28,6 +28,7 @@ from mailbox.services.members import membership_set
 from tests.mailbox.conftest import HOSPITAL, PASSWORD
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
+from tisim.cm import CMSimulator
 
 Role = Membership.Role
 
@@ -246,6 +247,43 @@ def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_s
     event = _events("account.changed")[-1]
     assert event.actor_id == manager.pk and "timeout_seconds" in event.details["fields"]
     assert PASSWORD not in str(event.details)
+
+
+@pytest.mark.parametrize("where", ["smtp_port", "pop3_port", "cm_host"])
+def test_the_stored_password_goes_to_no_other_clientmodul_without_being_entered_again(
+    client, manager, account, cm, tmp_path, where
+):
+    # Another server that would accept the account (a copy, or one that accepts anything): the portal must not
+    # hand it the stored password on a test, unaudited, just because a manager typed its address.
+    other = CMSimulator(tmp_path / "other", accounts={HOSPITAL: PASSWORD}, tls=True)
+    other.start()
+    try:
+        client.force_login(manager)
+        url = reverse("manage:mailbox-account", args=[account.mailbox.pk])
+        data = {
+            k: v for k, v in _wizard_data(cm, manager).items() if k not in {"address", "display_name", "kind", "owners"}
+        }
+        moved = {"smtp_port": str(other.smtp_port), "pop3_port": str(other.pop3_port), "cm_host": "localhost"}
+        data.update(password="", tls_fingerprint_sha256=other.fingerprint)
+        if where == "cm_host":
+            data.update(moved)
+        else:
+            data[where] = moved[where]
+
+        tested = client.post(url, {**data, "action": "test"}, headers={"HX-Request": "true"})
+        assert "Anmeldung erfolgreich" not in tested.content.decode()
+        assert "Passwort erneut eingeben" in tested.content.decode()
+        saved = client.post(url, {**data, "action": "save"})
+        assert saved.status_code == 422 and "Passwort erneut eingeben" in saved.content.decode()
+        account.refresh_from_db()
+        assert (account.cm_host, account.smtp_port, account.pop3_port) == ("127.0.0.1", cm.smtp_port, cm.pop3_port)
+        assert not _events("account.changed")
+
+        # Entered again, the password is the manager's own choice to send there.
+        again = client.post(url, {**data, "password": PASSWORD, "action": "test"}, headers={"HX-Request": "true"})
+        assert "Anmeldung erfolgreich" in again.content.decode()
+    finally:
+        other.stop()
 
 
 # --- deactivating a mailbox ------------------------------------------------------------------------------------------
