@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
@@ -45,7 +45,12 @@ def mailbox_create(
         raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
     if Mailbox.objects.filter(address__iexact=address).exists():
         raise PortalError(_("Ein Postfach mit der Adresse %(address)s gibt es schon.") % {"address": address})
-    mailbox = Mailbox.objects.create(address=address, display_name=display_name, kind=kind)
+    try:
+        # A double click on "Anlegen", or two managers: the other request may have inserted it after the check.
+        with transaction.atomic():
+            mailbox = Mailbox.objects.create(address=address, display_name=display_name, kind=kind)
+    except IntegrityError as exc:
+        raise PortalError(_("Ein Postfach mit der Adresse %(address)s gibt es schon.") % {"address": address}) from exc
     account.mailbox = mailbox
     account.save()
     audit_record(actor=user, action="mailbox.created", mailbox=mailbox, address=address, kind=kind)
