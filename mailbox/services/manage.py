@@ -124,9 +124,14 @@ def group_create(*, user: Any, name: str) -> Group:
     name = name.strip()
     if not name:
         raise PortalError(_("Bitte einen Namen für die Gruppe angeben."))
+    exists = PortalError(_("Eine Gruppe „%(name)s“ gibt es schon.") % {"name": name})
     if Group.objects.filter(name__iexact=name).exists():
-        raise PortalError(_("Eine Gruppe „%(name)s“ gibt es schon.") % {"name": name})
-    group = Group.objects.create(name=name)
+        raise exists
+    try:
+        with transaction.atomic():  # a double click: the other request may have inserted it after the check
+            group = Group.objects.create(name=name)
+    except IntegrityError as exc:
+        raise exists from exc
     audit_record(actor=user, action="group.created", group=name)
     return group
 

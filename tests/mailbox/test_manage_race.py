@@ -1,17 +1,20 @@
-"""Managers' writes under concurrency on real PostgreSQL: a mailbox created twice at once (a double click on
-"Anlegen", two managers) is one mailbox and a German message, never a server error."""
+"""Managers' writes under concurrency on real PostgreSQL: a mailbox or a group created twice at once (a double click
+on "Anlegen", two managers) is one row and a German message, never a server error."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.db import connection, transaction
 
 from kimportal.errors import PortalError
 from mailbox.models import KimAccount, Mailbox, Membership
 from mailbox.services import manage
+from mailbox.services.audit import AuditEvent
 from tests.mailbox.factories import UserFactory
 
 pytestmark = [
@@ -21,6 +24,14 @@ pytestmark = [
 
 ADDRESS = "aufnahme@klinikum-test.kim.telematik-test"
 WAIT = 30
+
+
+@pytest.fixture
+def manager(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    user = UserFactory(username="leitung")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    return user
 
 
 def _waiting_backends() -> int:
@@ -33,7 +44,7 @@ def _waiting_backends() -> int:
         return int(cursor.fetchone()[0])
 
 
-def _eventually(condition) -> bool:
+def _eventually(condition: Callable[[], bool]) -> bool:
     # Polls a condition PostgreSQL reports (a backend waiting for a lock); it orders the threads, it fixes no race.
     pause = threading.Event()
     for _ in range(WAIT * 100):
@@ -43,49 +54,68 @@ def _eventually(condition) -> bool:
     return False
 
 
-def test_a_mailbox_created_twice_at_once_is_one_mailbox_and_a_german_message(settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    manager = UserFactory(username="leitung")
-    manager.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
-    owner = UserFactory(username="chefin")
-    first_inserted, first_may_commit = threading.Event(), threading.Event()
-    outcome: dict[str, BaseException | Mailbox] = {}
+def _second_while_first_uncommitted(insert_first: Callable[[], Any], second: Callable[[], Any]) -> Any:
+    """The first request has inserted and not committed; the second passes its "exists?" check and waits at the
+    unique index; then the first commits. Returns what the second returned or raised."""
+    inserted, may_commit = threading.Event(), threading.Event()
+    outcome: list[Any] = []
 
     def first() -> None:
         try:
             with transaction.atomic():
-                Mailbox.objects.create(address=ADDRESS, display_name="Aufnahme")
-                first_inserted.set()
-                first_may_commit.wait(WAIT)
+                insert_first()
+                inserted.set()
+                may_commit.wait(WAIT)
         finally:
             connection.close()
 
-    def second() -> None:
+    def run_second() -> None:
         try:
-            account = KimAccount(cm_host="127.0.0.1", fachdienst="f", mandant_id="M", client_system_id="C")
-            account.set_password("kim-secret")
-            outcome["second"] = manage.mailbox_create(
-                user=manager, address=ADDRESS, display_name="Aufnahme", kind="functional", account=account,
-                owners=[owner],
-            )  # fmt: skip
+            outcome.append(second())
         except BaseException as exc:
-            outcome["second"] = exc
+            outcome.append(exc)
         finally:
             connection.close()
 
     a = threading.Thread(target=first, daemon=True)
     a.start()
-    assert first_inserted.wait(WAIT)
-    b = threading.Thread(target=second, daemon=True)
+    assert inserted.wait(WAIT)
+    b = threading.Thread(target=run_second, daemon=True)
     b.start()
-    # The second passed the "exists?" check (the first has not committed) and now waits at the unique index.
     assert _eventually(lambda: _waiting_backends() == 1), "the second never reached the unique index"
-    first_may_commit.set()
+    may_commit.set()
     a.join(WAIT)
     b.join(WAIT)
+    assert not a.is_alive() and not b.is_alive()
+    return outcome[0]
 
-    error = outcome["second"]
+
+def test_a_mailbox_created_twice_at_once_is_one_mailbox_and_a_german_message(manager):
+    owner = UserFactory(username="chefin")
+
+    def create() -> Mailbox:
+        account = KimAccount(cm_host="127.0.0.1", fachdienst="f", mandant_id="M", client_system_id="C")
+        account.set_password("kim-secret")
+        return manage.mailbox_create(
+            user=manager, address=ADDRESS, display_name="Aufnahme", kind="functional", account=account, owners=[owner]
+        )
+
+    error = _second_while_first_uncommitted(
+        lambda: Mailbox.objects.create(address=ADDRESS, display_name="Aufnahme"), create
+    )
+
     assert isinstance(error, PortalError), error
     assert error.message == f"Ein Postfach mit der Adresse {ADDRESS} gibt es schon."
     assert Mailbox.objects.filter(address=ADDRESS).count() == 1
     assert not KimAccount.objects.exists() and not Membership.objects.exists()
+
+
+def test_a_group_created_twice_at_once_is_one_group_and_a_german_message(manager):
+    error = _second_while_first_uncommitted(
+        lambda: Group.objects.create(name="Station 3"), lambda: manage.group_create(user=manager, name="Station 3")
+    )
+
+    assert isinstance(error, PortalError), error
+    assert error.message == "Eine Gruppe „Station 3“ gibt es schon."
+    assert Group.objects.filter(name="Station 3").count() == 1
+    assert not AuditEvent.objects.filter(action="group.created").exists()
