@@ -386,6 +386,8 @@ def test_the_ward_page_adds_no_one_to_a_group_that_grants_permissions(client, ma
     group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     colleague = UserFactory(username="kollege", is_staff=True)
     client.force_login(manager)
+    page = client.get(reverse("manage:group", args=[group.pk])).content.decode()
+    assert "vergibt Berechtigungen" in page and "Hinzufügen" not in page
 
     for person in (manager, colleague):
         response = client.post(reverse("manage:group", args=[group.pk]), {"user": person.pk})
