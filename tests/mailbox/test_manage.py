@@ -142,6 +142,25 @@ def test_the_mailbox_page_refuses_to_remove_the_last_owner_and_keeps_it(client, 
     assert Membership.objects.filter(pk=owner.pk).exists()
 
 
+def test_an_owner_who_steps_down_lands_on_a_page_they_may_see_not_a_refusal(client):
+    box = MailboxFactory(display_name="Aufnahme")
+    leaving, staying = UserFactory(), UserFactory()
+    own = MembershipFactory(mailbox=box, user=leaving, role=Role.OWNER)
+    MembershipFactory(mailbox=box, user=staying, role=Role.OWNER)
+    client.force_login(leaving)
+
+    response = client.post(reverse("mailbox:mailbox-member-remove", args=[box.pk, own.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert "Sie verwalten das Postfach Aufnahme nicht mehr." in response.content.decode()
+    assert not Membership.objects.filter(pk=own.pk).exists()
+    # Removing someone else still returns to the members page, with a confirmation.
+    client.force_login(staying)
+    other = MembershipFactory(mailbox=box, user=UserFactory(), role=Role.READER)
+    response = client.post(reverse("mailbox:mailbox-member-remove", args=[box.pk, other.pk]))
+    assert response["Location"] == reverse("mailbox:mailbox-members", args=[box.pk])
+
+
 def test_the_grant_form_needs_exactly_one_person_or_group(client, manager):
     box = MailboxFactory()
     client.force_login(manager)
