@@ -193,6 +193,35 @@ def test_switching_a_rule_off_meanwhile_is_not_undone_by_an_open_edit_page(box, 
     assert rule.is_active is False
 
 
+def test_saving_a_rule_deleted_in_another_tab_keeps_the_input_to_save_as_a_new_rule(box, client):
+    owner = member(box, Membership.Role.OWNER)
+    rule = RoutingRule.objects.create(mailbox=box, position=1, name="R", subject_words="x", set_state="done")
+    client.force_login(owner)
+    url = reverse("mailbox:mailbox-routing-edit", args=[box.pk, rule.pk])
+    stale = _tab(client, url)
+    client.post(reverse("mailbox:mailbox-routing-delete", args=[box.pk, rule.pk]))
+
+    response = client.post(url, {**RULE, **stale, "name": "Meine Änderung"})
+
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "inzwischen gelöscht" in html and 'value="Meine Änderung"' in html
+    # The form now posts to "new rule": saving it again creates the rule instead of another 404.
+    create = reverse("mailbox:mailbox-routing", args=[box.pk])
+    assert f'action="{create}"' in html
+    assert not RoutingRule.objects.exists()
+    assert client.post(create, {**RULE, "name": "Meine Änderung"}).status_code == 302
+    assert RoutingRule.objects.get().name == "Meine Änderung"
+    # Opening the deleted rule is still a 404.
+    assert client.get(url).status_code == 404
+    # Another mailbox's rule id answers as a deleted one does (nothing about it is shown) and stays unchanged.
+    other = RoutingRule.objects.create(mailbox=MailboxFactory(), position=1, name="Fremd", subject_words="x")
+    foreign = client.post(reverse("mailbox:mailbox-routing-edit", args=[box.pk, other.pk]), {**RULE, "name": "Neu"})
+    assert foreign.status_code == 422 and "Fremd" not in foreign.content.decode()
+    other.refresh_from_db()
+    assert other.name == "Fremd" and other.mailbox_id != box.pk
+
+
 def test_a_rule_whose_person_left_the_mailbox_says_so_and_its_mail_stays_unassigned(box, client):
     owner = member(box, Membership.Role.OWNER)
     ben = UserFactory(username="ben", first_name="Ben", last_name="Berger")
