@@ -107,6 +107,7 @@ ACTION_LABELS = {
     "outgoing.withdrawn": _("Zurückgehaltene Nachricht als Entwurf zurückgeholt"),
     "outgoing.draft_left": _("Entwurf eines ehemaligen Mitglieds den Eigentümern übergeben"),
     "outgoing.draft_taken_over": _("Entwurf eines ehemaligen Mitglieds übernommen"),
+    "outgoing.draft_reclaimed": _("Entwurf eines zurückgekehrten Mitglieds ihm wieder übergeben"),
     "outgoing.viewed": _("Gesendete Nachricht geöffnet"),
     "outgoing.attachment_downloaded": _("Anhang einer gesendeten Nachricht geöffnet"),
     "kim.out_of_office_set": _("Abwesenheitsnotiz beim KIM-Anbieter gesetzt"),

@@ -11,6 +11,9 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
@@ -63,3 +66,36 @@ def post_worker_init(worker: object) -> None:
     worker — and a page's collections cost a third of what they did (measured in-process over 600 pages)."""
     gc.collect()
     gc.freeze()
+
+
+# Request and socket counters of every worker, summed on each scrape of /metrics (kimportal.requestmetrics):
+# prometheus_client's multiprocess mode keeps each worker's values in files of one directory. The server sets it
+# before it starts its workers, so they import prometheus_client with it: PROMETHEUS_MULTIPROC_DIR if the
+# environment names one (systemd's RuntimeDirectory, say), else a directory of its own, removed when it stops.
+_METRICS_DIR_MADE = "KIMPORTAL_METRICS_DIR_MADE"
+
+
+def on_starting(server: object) -> None:
+    """Before the first worker: an empty metrics directory (a restart starts its counters from zero, as Prometheus
+    expects of a restarted process), and the environment the workers inherit names it."""
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        path = Path(named)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kimportal-metrics-")
+    os.environ[_METRICS_DIR_MADE] = "1"
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker ended (stopped, killed, replaced): its open-socket gauge leaves the sums; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    if os.environ.pop(_METRICS_DIR_MADE, None):
+        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)

@@ -13,7 +13,9 @@ silently incomplete picture.
 
 Events may also be kept for a minute in a short log (a Redis stream per key, written in the same pipeline right before
 their PUBLISH): a page rendered before its socket subscribed reads what it missed in between (group_send_logged,
-recent). Without it, that window was silent: a claim or a late-committed mail never reached the page.
+recent). Without it, that window was silent: a claim or a late-committed mail never reached the page. A join returns
+once Redis confirmed the subscription, so what is published after the read arrives live; a read the logs cannot
+vouch for (a restart emptied them) says so (LogCut) instead of returning nothing.
 
 A socket's own channel is process-local, as the Channels spec names them ("<process channel>!<socket>"): the process
 subscribes to its channel once, and a message sent to one of its sockets travels there with the socket's name in
@@ -38,7 +40,9 @@ import redis.exceptions
 from channels.layers import BaseChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer as _RedisPubSubChannelLayer
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection, _async_proxy
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _wrap_close, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +51,18 @@ log = logging.getLogger(__name__)
 LOG_SECONDS = 60
 # Entries one read takes from one log at most (a minute of a very busy mailbox).
 LOG_READ_MAX = 5_000
+# Since when (time.time()) a Redis's logs hold everything logged: set by the first write or read after Redis started
+# (nothing is kept on disk: a restart empties the logs and removes this key too), never expires.
+LOG_SINCE_KEY = "live-logs-since"
+# How long a subscription may take to be confirmed by Redis (SUBSCRIBE answers on the Pub/Sub connection).
+SUBSCRIBE_SECONDS = 5.0
 
 
 class LogCut(Exception):
     """A log read cannot tell what was sent: it reached LOG_READ_MAX (the newest entries of the window were left out:
     a burst, a retention run redrawing thousands of rows), or Redis may have restarted within the window (the logs
-    lost what was written before). The reader falls back as it would without logs."""
+    lost what was written before: this process saw its connection break, or the logs started after the window did).
+    The reader falls back as it would without logs."""
 
 
 # Group names are checked as channels' own layers check them (the Pub/Sub layer has no checker of its own).
@@ -71,9 +81,10 @@ class _PubSub(aioredis.client.PubSub):
     from it failed), or it was made again (redis-py re-subscribes on its own, silently: what was published in
     between never arrives)."""
 
-    def __init__(self, *args: Any, lost: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lost: Any, confirmed: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost = lost
+        self.confirmed = confirmed
         # Reading failed and no connection was made since: told once. The receiver tries again every second while
         # Redis stays down; sockets that reconnected meanwhile are told when it is back (on_connect), not each time.
         self.broken = False
@@ -83,6 +94,13 @@ class _PubSub(aioredis.client.PubSub):
         self.broken = False
         if self.channels:  # a connection made again for subscriptions that existed: events were missed
             self.lost()
+
+    async def handle_message(self, response: Any, ignore_subscribe_messages: bool = False) -> Any:
+        # Redis's answer to SUBSCRIBE, one per channel: from now on it sends the channel's messages here.
+        if isinstance(response, list) and len(response) > 1 and response[0] in (b"subscribe", "subscribe"):
+            name = response[1]
+            self.confirmed(name.decode() if isinstance(name, bytes) else str(name))
+        return await super().handle_message(response, ignore_subscribe_messages)
 
     async def get_message(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -98,6 +116,8 @@ class _Shard(RedisSingleShardConnection):
     """One Redis connection of a process: subscriptions in batches, publishes in order and in batches, and a bounded
     queue per socket."""
 
+    _redis: Any  # set by channels_redis (untyped there)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Publishes not yet handed to Redis, oldest first, each with the future its sender waits on, and the log it
@@ -107,6 +127,8 @@ class _Shard(RedisSingleShardConnection):
         # When this process last saw its connection break or come back (time.time()): Redis may have restarted
         # then, and the logs lost what was written before (read_logs).
         self.lost_at = 0.0
+        # Subscriptions sent and not yet confirmed by Redis: name -> what subscribe_many waits on.
+        self._confirming: dict[str, asyncio.Future[None]] = {}
 
     async def publish(self, channel: str, message: bytes, *, log: str = "") -> None:
         """Publish in the order of the calls, many in one round trip.
@@ -120,7 +142,8 @@ class _Shard(RedisSingleShardConnection):
 
         `log`: the message is also appended to that stream first (in the same pipeline, so a reader that subscribed
         and then reads the log misses nothing in between); entries older than LOG_SECONDS are trimmed as it grows,
-        and a log nobody writes to expires."""
+        and a log nobody writes to expires. The first write after Redis started also notes since when its logs are
+        complete (LOG_SINCE_KEY, read_logs)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (channel, message, future, log)
         self._outbox.append(entry)
@@ -145,6 +168,8 @@ class _Shard(RedisSingleShardConnection):
                     self._ensure_redis()
                     async with self._redis.pipeline(transaction=False) as pipe:
                         oldest = f"{int((time.time() - LOG_SECONDS) * 1000)}-0"
+                        if any(log_key for _channel, _message, _future, log_key in batch):
+                            pipe.set(self._log_since_key(), repr(time.time()), nx=True)
                         for channel, message, _future, log_key in batch:
                             if log_key:
                                 pipe.xadd(log_key, {"m": message}, minid=oldest, approximate=True)
@@ -172,19 +197,28 @@ class _Shard(RedisSingleShardConnection):
             future.cancel()
         self._outbox = []
 
+    def _log_since_key(self) -> str:
+        return str(self.channel_layer.prefix) + LOG_SINCE_KEY
+
     async def read_logs(self, keys: list[str], start: float) -> list[bytes]:
         """The messages of these logs written since `start` (Redis's clock, seconds; the stream ids are its ms).
         LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing), and
-        when the connection broke or came back since `start`: a restarted Redis lost the logs of before, and an empty
-        read would say that nothing was sent. (Should the restart not be noticed yet, the sockets are told to resync
-        once it is, _lost.)"""
+        when Redis may have restarted since `start`: a restarted Redis lost the logs of before, and an empty read
+        would say that nothing was sent. This process saw its connection break or come back since then, or the logs
+        are complete only since later than `start` (LOG_SINCE_KEY, gone with a restart: a process started after it
+        noticed nothing). The first read after a restart notes that they are complete from now on."""
         if self.lost_at >= start:
             raise LogCut(f"the connection to Redis broke or came back since {start:.3f}")
         self._ensure_redis()
+        since_key = self._log_since_key()
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(since_key, repr(time.time()), nx=True)
+            pipe.get(since_key)
             for key in keys:
                 pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
-            found = await pipe.execute()
+            _set, since, *found = await pipe.execute()
+        if float(since) > start:
+            raise LogCut(f"the logs are complete since {float(since):.3f} only, not since {start:.3f}")
         if any(len(entries) >= LOG_READ_MAX for entries in found):
             raise LogCut(f"more than {LOG_READ_MAX} entries in one of {len(keys)} logs since {start:.3f}")
         return [fields[b"m"] for entries in found for _id, fields in entries if b"m" in fields]
@@ -201,9 +235,18 @@ class _Shard(RedisSingleShardConnection):
 
     def _ensure_redis(self) -> None:
         if self._redis is None:
-            super()._ensure_redis()
-            client: Any = self._redis
-            self._pubsub = _PubSub(client.connection_pool, lost=self._lost)
+            # redis-py retries no command of this layer, whatever the host's settings ask: a publish pipeline that
+            # failed after Redis ran part of it (the connection broke before the replies came) would be sent again
+            # whole, its events published and logged twice. A failed publish goes to its sender as when Redis is
+            # down; the Pub/Sub connection recovers by itself (_PubSub), and a failed log read falls back.
+            pool = create_pool({**self.host, "retry": Retry(NoBackoff(), 0)})
+            self._redis = aioredis.Redis(connection_pool=pool)
+            self._pubsub = _PubSub(pool, lost=self._lost, confirmed=self._confirmed)
+
+    def _confirmed(self, name: str) -> None:
+        waiting = self._confirming.pop(name, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     def _lost(self) -> None:
         """Redis went away or came back (a restart, a network break): events of that time are gone for good. Every
@@ -219,13 +262,26 @@ class _Shard(RedisSingleShardConnection):
             _only(queue, lost)
 
     async def subscribe_many(self, names: list[str]) -> None:
+        """Subscribe, and return once Redis confirmed it: a socket that reads a log right after joining (a list's
+        replay) gets what is published from then on, none of it lost between its read and a subscription Redis had
+        not taken yet. Under the lock: a socket joining the same group meanwhile waits for the confirmation too."""
         async with self._lock:
             new = [name for name in names if name not in self._subscribed_to]
             if new:
                 self._ensure_redis()
                 self._ensure_receiver()
-                await self._pubsub.subscribe(*new)
-                self._subscribed_to.update(new)
+                loop = asyncio.get_running_loop()
+                waiting = {name: loop.create_future() for name in new}
+                self._confirming.update(waiting)
+                try:
+                    await self._pubsub.subscribe(*new)
+                    self._subscribed_to.update(new)
+                    async with asyncio.timeout(SUBSCRIBE_SECONDS):
+                        await asyncio.gather(*waiting.values())
+                finally:
+                    for name, future in waiting.items():
+                        if self._confirming.get(name) is future:
+                            del self._confirming[name]
 
     async def unsubscribe_many(self, names: list[str], *, unless_joined: bool = False) -> None:
         async with self._lock:
@@ -340,7 +396,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
     async def recent(self, logs: Iterable[str], start: float) -> list[dict[str, Any]]:
         """The messages written to these logs since `start` (time.time() seconds, as Redis's clock tells), in the
         order they were sent per log. A message may be logged on any shard (the one of the group it went to).
-        LogCut when a log held more than one read takes."""
+        LogCut when a log held more than one read takes, or when Redis may have lost what was logged since `start`
+        (read_logs)."""
         keys = sorted({self.prefix + key for key in logs})
         if not keys:
             return []

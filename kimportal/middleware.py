@@ -6,6 +6,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware, LoginRequiredMiddleware
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest
 from django.middleware.locale import LocaleMiddleware
 from django.shortcuts import resolve_url
@@ -81,6 +82,19 @@ class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
     expired, or was ended by an administrator) gets the login page as a whole page instead of inside the fragment it
     asked for: htmx follows a redirect and would swap the login form into a list row or a status box. After signing
     in, the user is back on the page the tab showed (HX-Current-URL, when it is this site)."""
+
+    def handle_no_permission(self, request: HttpRequest, view_func: Any) -> Any:
+        if request.method in ("GET", "HEAD"):
+            return super().handle_no_permission(request, view_func)
+        # A form of a signed-out tab (POST): after signing in, the login leads to the page the form was on (its
+        # Referer, when it is this site), never to the form's address, which answers only POST (a blank 405).
+        page = urlsplit(request.headers.get("Referer", ""))
+        back = "/"
+        if page.scheme in ("http", "https") and page.netloc == request.get_host() and page.path.startswith("/"):
+            back = page.path + (f"?{page.query}" if page.query else "")
+        return redirect_to_login(
+            back, resolve_url(self.get_login_url(view_func)), self.get_redirect_field_name(view_func)
+        )
 
     def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> Any:
         refused = super().process_view(request, view_func, view_args, view_kwargs)

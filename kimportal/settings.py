@@ -82,6 +82,8 @@ if EMBEDDED:
     INSTALLED_APPS.append("channels_lite")
 
 MIDDLEWARE = [
+    # First: every answer is counted and timed for /metrics, the other middleware's included.
+    "kimportal.requestmetrics.RequestMetricsMiddleware",
     "kimportal.middleware.ConcurrencyLimitMiddleware",
     "kimportal.requestscope.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -297,6 +299,9 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "SAMEORIGIN"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Django's default, named: the longest selection form (500 drafts to sign or approve) fits with room to spare; a
+# hand-made post with more fields is refused unparsed, with a page that says why (kimportal.errorpages).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 # Content Security Policy: scripts only from us, with nonces; no inline handlers, no eval.
 CONTENT_SECURITY_POLICY = {

@@ -23,6 +23,9 @@ class LogoutView(auth_views.LogoutView):
         return response
 
 
+# A form Django refuses to parse (too many fields or files) gets its own German explanation.
+handler400 = "kimportal.errorpages.bad_request"
+
 urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("login/", signin_views.PortalLoginView.as_view(), name="login"),

@@ -91,7 +91,7 @@ class KimAccountAdmin(admin.ModelAdmin):
         "last_success_at",
     ]
     list_filter = ["status", "transport", "tls_certificate_check", "is_active"]
-    status_fields = ["status", "status_message", "last_success_at", "last_attempt_at", "next_fetch_at"]
+    status_fields = ["status", "status_message_display", "last_success_at", "last_attempt_at", "next_fetch_at"]
     readonly_fields = [*status_fields, "client_key_stored"]
     actions = ["test_connection"]
     fieldsets = [
@@ -154,6 +154,10 @@ class KimAccountAdmin(admin.ModelAdmin):
         (_("Abruf"), {"fields": ["poll_interval_seconds", "keep_on_server_days"]}),
         (_("Status"), {"fields": list(status_fields)}),
     ]
+
+    @admin.display(description=_("Statusmeldung"))
+    def status_message_display(self, account: KimAccount) -> str:
+        return account.status_message_text
 
     @admin.display(description=_("Transportsicherung"), ordering="transport")
     def transport_display(self, account: KimAccount) -> str:

@@ -19,6 +19,7 @@ from mailbox.dienstkennung import registry
 from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, MAX_BODY, MAX_SUBJECT, address_problem
 
 MAX_RECIPIENTS = 100
+MAX_ADDRESS = 998
 SPLIT = re.compile(r"[\s,;]+")
 
 
@@ -119,7 +120,8 @@ class DraftForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if self.errors:
+        # The addresses are checked even when the subject is refused: every problem is named at once.
+        if any(name in self.errors for name in ("to", "to_typed", "cc", "cc_typed")):
             return data
         data["to"] = self._addresses("to", "to_typed")
         data["cc"] = [a for a in self._addresses("cc", "cc_typed") if a not in data["to"]]
@@ -145,7 +147,9 @@ class VersionForm(forms.Form):
 
 
 class RemoveRecipientForm(forms.Form):
-    address = forms.EmailField(max_length=254)
+    # Whatever the draft holds, as the pre-flight named it: an address the KIM pattern takes may still be no valid
+    # e-mail address (two dots in a row), and removing it is the way out.
+    address = forms.CharField(max_length=MAX_ADDRESS)
     # The page's draft version (without JavaScript there is none: the removal then applies to the stored draft).
     version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils.translation import gettext as _
@@ -19,7 +18,7 @@ from kimportal.errors import NotAllowed
 from kimportal.prepared import PreparedQuery
 from kimportal.requestscope import in_scope, scoped
 from kimportal.sessions import user_flag
-from mailbox.models import Mailbox, Membership, member_q, member_roles
+from mailbox.models import Mailbox, Membership, member_q, member_roles, memberships_in_force
 
 
 class Action(enum.Enum):
@@ -52,13 +51,21 @@ def user_role(user: Any, mailbox: Mailbox | int) -> str | None:
         return None
     if in_scope():  # within an HTTP request: all of the user's roles, read once (kimportal.requestscope)
         return member_roles(user).get(mailbox_id)
-    active = Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
-    # is_active is read from the database, not from the (possibly long-lived) user object of a socket.
-    roles = (
-        Membership.objects.filter(member_q(user), mailbox_id=mailbox_id, mailbox__is_active=True)
-        .filter(active)
-        .values_list("role", flat=True)
-    )
+    return _strongest(memberships_in_force(user).filter(mailbox_id=mailbox_id))
+
+
+def granted_role(user: Any, mailbox: Mailbox | int) -> str | None:
+    """The strongest role the user's memberships give in the mailbox whether or not it is switched on right now:
+    what they may do there while it is on. It decides who keeps their work in a mailbox
+    (mailbox.services.members); what a user may see and do now is always user_role's. Read from the database."""
+    mailbox_id = mailbox if isinstance(mailbox, int) else mailbox.pk
+    if getattr(user, "pk", None) is None:
+        return None
+    return _strongest(memberships_in_force(user, while_switched_off=True).filter(mailbox_id=mailbox_id))
+
+
+def _strongest(memberships: QuerySet[Membership]) -> str | None:
+    roles = memberships.values_list("role", flat=True)
     return max(roles, key=lambda r: Membership.RANK[r], default=None)
 
 

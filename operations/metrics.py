@@ -4,9 +4,8 @@ A collector over one report, rendered with prometheus_client into the text expos
 its own: the process-wide default registry would count per web worker and per process (gunicorn runs several),
 while everything here is the installation's state, the same whichever worker answers.
 
-Request counts are not exported: with several worker processes they need prometheus_client's multiprocess mode
-(a shared directory and a cleanup hook per worker). nginx's own metrics (stub_status or its log) count requests
-better.
+Request and socket counts come from kimportal.requestmetrics, summed over the server's worker processes
+(prometheus_client's multiprocess mode, set up by deploy/gunicorn.conf.py).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, StateSet
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from kimportal import requestmetrics
 from operations.services.results import ERROR, OK, UNKNOWN, WARNING, Report
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class ReportCollector(Collector):
 def render(report: Report) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReportCollector(report))
+    requestmetrics.register(registry)
     return generate_latest(registry)
 
 

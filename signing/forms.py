@@ -229,11 +229,17 @@ class SignForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         values = self.data.getlist("draft") if hasattr(self.data, "getlist") else []
+        seen: dict[int, Selected] = {}
         for value in values:
             match = SELECTION_RE.match(str(value))
             if match is None:
                 raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
-            self.selected.append(Selected(int(match[1]), int(match[2]), match[3]))
+            chosen = Selected(int(match[1]), int(match[2]), match[3])
+            # One draft at two versions or digests is no selection the page made (which one was meant?); the same
+            # value twice is one draft.
+            if seen.setdefault(chosen.draft_id, chosen) != chosen:
+                raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
+        self.selected = list(seen.values())
         if not self.selected:
             raise ValidationError(_("Bitte wählen Sie mindestens einen Entwurf aus."))
         return data

@@ -35,6 +35,27 @@ def _german_by_default():
     translation.deactivate()
 
 
+@pytest.fixture
+def kept_logs() -> None:
+    """The channel layer's short event logs have been kept for a minute, as on a Redis that has run for a while: a list
+    read just now is replayed from them (the logs of a Redis started just now cannot tell what was sent before)."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    from kimportal.channel_layer import LOG_SINCE_KEY
+
+    layer = settings.CHANNEL_LAYERS["default"]
+    if not layer["BACKEND"].startswith("kimportal.channel_layer."):
+        return
+    client = redis.Redis.from_url(layer["CONFIG"]["hosts"][0])
+    try:
+        client.set(layer["CONFIG"].get("prefix", "asgi") + LOG_SINCE_KEY, repr(time.time() - 60))
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_database_pools(django_db_setup, django_db_blocker):
     """The psycopg pool keeps idle connections; close them before the test database is dropped."""

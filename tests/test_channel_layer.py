@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -401,16 +402,17 @@ async def test_while_redis_stays_down_sockets_are_told_once_and_again_when_it_is
 async def test_a_logged_event_is_published_and_kept_for_a_reader_that_subscribes_later(layers):
     process, page, sender = await listening(layers, "message.7")
     log = f"live-log.test-{uuid.uuid4().hex}"
+    reader = layers()
+    await reader.recent([log], time.time() + 60)  # the logs are complete from here on (on a Redis started just now)
     start = time.time()
     await sender.group_send_logged("message.7", {"type": "message.changed", "n": 1}, log)
     await sender.group_send("message.7", {"type": "message.changed", "n": 2})  # not logged
     await sender.group_send_logged("message.7", {"type": "message.changed", "n": 3}, log)
     assert [(await process.receive(page))["n"] for _ in range(3)] == [1, 2, 3]
     # Another process reads the log: both logged events, in order; none after a later start; another log is empty.
-    reader = layers()
-    assert [event["n"] for event in await reader.recent([log], start - 1)] == [1, 3]
+    assert [event["n"] for event in await reader.recent([log], start)] == [1, 3]
     assert await reader.recent([log], time.time() + 2) == []
-    assert await reader.recent([f"{log}-other"], start - 1) == []
+    assert await reader.recent([f"{log}-other"], start) == []
 
 
 @pytest.mark.asyncio
@@ -425,10 +427,11 @@ async def test_a_log_read_across_a_redis_restart_cannot_tell(private_redis):
     try:
         page = await process.new_channel()
         await process.group_add_many(["mailbox.5"], page)
+        await process.recent(["live-log.5"], time.time() + 60)  # the logs are complete from here on
         start = time.time()
         await sender.group_send_logged("mailbox.5", {"type": "counts.changed", "n": 1}, "live-log.5")
         assert (await process.receive(page))["n"] == 1
-        assert [event["n"] for event in await process.recent(["live-log.5"], start - 1)] == [1]
+        assert [event["n"] for event in await process.recent(["live-log.5"], start)] == [1]
 
         private_redis.stop()
         await private_redis.start()
@@ -439,10 +442,153 @@ async def test_a_log_read_across_a_redis_restart_cannot_tell(private_redis):
                     await process.recent(["live-log.other"], time.time() + 60)
                     break
         with pytest.raises(LogCut):
-            await process.recent(["live-log.5"], start - 1)
+            await process.recent(["live-log.5"], start)
         later = time.time() + 0.01
         await asyncio.sleep(0.02)
         assert await process.recent(["live-log.5"], later) == []
     finally:
         await process.flush()
         await sender.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_process_started_after_a_redis_restart_does_not_read_the_empty_logs_as_nothing_sent(private_redis):
+    """Redis restarted (nothing kept on disk) after a list was read, and the socket that replays it lives in a process
+    that never saw the old Redis: its connection never broke, yet the logs lost what was sent. The read cannot tell
+    (LogCut: the socket reads the database instead); a start after the logs began again is read as ever."""
+    from kimportal.channel_layer import LogCut
+
+    sender = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    later_process = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="test-pubsub")
+    try:
+        await sender.recent(["live-log.5"], time.time() + 60)  # the logs are complete from here on
+        start = time.time()
+        await sender.group_send_logged("mailbox.5", {"type": "message.created", "n": 1}, "live-log.5")
+        assert [event["n"] for event in await sender.recent(["live-log.5"], start)] == [1]
+        await sender.flush()
+
+        private_redis.stop()
+        await private_redis.start()
+        with pytest.raises(LogCut):
+            await later_process.recent(["live-log.5"], start)
+        later = time.time()
+        # Logged after the restart: the logs are complete since then, not since the list's read.
+        await later_process.group_send_logged("mailbox.5", {"type": "message.created", "n": 2}, "live-log.5")
+        with pytest.raises(LogCut):
+            await later_process.recent(["live-log.5"], start)
+        assert [event["n"] for event in await later_process.recent(["live-log.5"], later)] == [2]
+    finally:
+        await sender.flush()
+        await later_process.flush()
+
+
+class RedisProxy:
+    """A TCP proxy in front of the test Redis that can hold back or cut what a layer sends: `hold`, the first chunk
+    with these bytes waits until `release` is set; `cut`, the first chunk with these bytes reaches Redis, and its
+    connection is closed when Redis answers (it ran the commands; their replies never arrive)."""
+
+    def __init__(self) -> None:
+        url = urlsplit(settings.REDIS_URL)
+        self.target = (url.hostname or "127.0.0.1", url.port or 6379)
+        self.db = url.path.lstrip("/") or "0"
+        self.hold: bytes | None = None
+        self.held, self.release = asyncio.Event(), asyncio.Event()
+        self.cut: bytes | None = None
+
+    async def __aenter__(self) -> RedisProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/{self.db}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        cutting = False
+
+        async def upstream() -> None:
+            nonlocal cutting
+            while data := await reader.read(65536):
+                if self.hold is not None and self.hold in data:
+                    self.hold = None
+                    self.held.set()
+                    await self.release.wait()
+                if self.cut is not None and self.cut in data:
+                    self.cut, cutting = None, True
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if cutting:
+                    break
+                writer.write(data)
+                await writer.drain()
+
+        pumps = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            writer.close()
+            up_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_join_returns_once_redis_subscribed_so_what_is_published_then_arrives(layers):
+    """A socket reads a list's log right after joining its groups (mailbox.consumers.inbox): an event published
+    after that read must arrive live. SUBSCRIBE is answered on the Pub/Sub connection, not inline: a join that returned
+    once the command was written left a window in which Redis had not subscribed yet, and an event published then
+    was neither in the log read nor delivered."""
+    sender = layers()
+    group = f"mailbox.join-{uuid.uuid4().hex[:8]}"
+    async with RedisProxy() as proxy:
+        process = RedisPubSubChannelLayer(hosts=[proxy.url], prefix="test-pubsub")
+        try:
+            page = await process.new_channel()
+            proxy.hold = group.encode()  # Redis is slow to take this SUBSCRIBE
+            joining = asyncio.ensure_future(process.group_add_many([group], page))
+            async with asyncio.timeout(5):
+                await proxy.held.wait()
+            done, _pending = await asyncio.wait([joining], timeout=0.3)
+            assert not done, "the join returned before Redis subscribed"
+            proxy.release.set()
+            async with asyncio.timeout(5):
+                await joining
+                # Right after the join: published (and, for a log, read) from now on, it arrives.
+                await sender.group_send(group, {"type": "message.changed", "n": 1})
+                assert (await process.receive(page))["n"] == 1
+        finally:
+            await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_publish_whose_connection_broke_after_redis_ran_it_is_not_sent_twice(layers):
+    """The connection breaks after Redis ran a publish pipeline, before its replies arrive. Retried whole (as redis-py
+    does when the host's settings ask for retries), its event was published and logged twice; it goes out once, and
+    its sender is told it failed."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    group = f"mailbox.once-{uuid.uuid4().hex[:8]}"
+    log = f"live-log.once-{uuid.uuid4().hex[:8]}"
+    process = layers()
+    page = await process.new_channel()
+    await process.group_add_many([group], page)
+    async with RedisProxy() as proxy:
+        host = {"address": proxy.url, "retry": Retry(NoBackoff(), 3), "retry_on_error": [aioredis.ConnectionError]}
+        sender = RedisPubSubChannelLayer(hosts=[host], prefix="test-pubsub")
+        try:
+            await sender.recent([log], time.time() + 60)  # the connection is made; the logs are complete from here on
+            start = time.time()
+            proxy.cut = b"PUBLISH"
+            with pytest.raises(aioredis.ConnectionError):
+                await sender.group_send_logged(group, {"type": "message.created", "n": 1}, log)
+            await sender.group_send_logged(group, {"type": "message.created", "n": 2}, log)
+            async with asyncio.timeout(5):
+                assert [(await process.receive(page))["n"] for _ in range(2)] == [1, 2]
+            assert [event["n"] for event in await process.recent([log], start)] == [1, 2]
+        finally:
+            await sender.flush()

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
 
+from kimportal import requestmetrics
 from kimportal.wsauth import resolved_user, user_ready
 from mailbox import events
 from mailbox.events import session_digest
@@ -159,6 +160,11 @@ def ids(value: Any) -> set[int]:
 class PortalConsumer(AsyncWebsocketConsumer):
     joined: list[str]
 
+    @property
+    def metrics_kind(self) -> str:
+        """The socket's kind in /metrics: "inbox" for InboxConsumer."""
+        return type(self).__name__.removesuffix("Consumer").lower()
+
     async def _authenticate(self) -> bool:
         """Read the socket's user (one hop; see _connect_user for doing it within the consumer's own first hop)."""
         return await self._authenticated(await scope_user(self.scope))
@@ -176,6 +182,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
             # (portal.js). The socket joined nothing and counts for no session.
             self.joined = []
             self.closed = True
+            requestmetrics.socket_refused(self.metrics_kind, 4401)
             await self.accept()
             await self.close(code=4401)
             return False
@@ -192,6 +199,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
                 max_sockets_per_session(),
             )
             self.closed = True
+            requestmetrics.socket_refused(self.metrics_kind, 4429)
             # Accepted, then closed: a socket refused during its handshake reaches the browser as 1006, on which
             # htmx reconnects again and again; 4429 after the handshake it takes as final.
             await self.accept()
@@ -199,6 +207,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
             return False
         _open_per_session[holder] += 1
         self.counted_for = holder
+        requestmetrics.socket_opened(self.metrics_kind)
         return True
 
     def _uncount(self) -> None:
@@ -206,6 +215,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
         if holder is None:
             return
         self.counted_for = None
+        requestmetrics.socket_closed(self.metrics_kind)
         _open_per_session[holder] -= 1
         if _open_per_session[holder] <= 0:
             del _open_per_session[holder]
@@ -272,6 +282,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
         then closed, as an ended session is. Refused during the handshake, the browser would see 1006 and htmx would
         reconnect for as long as the tab is open (an ex-member's message page); the page says so (portal.js)."""
         self.closed = True
+        requestmetrics.socket_refused(self.metrics_kind, code)
         await self.accept()
         await self.close(code=code)
 

@@ -88,9 +88,10 @@ class InboxConsumer(PortalConsumer):
         self.watched: set[int] = set()
         self.new_for: set[int] | None = None
         # The newest message the shown list knew when it was rendered ("since"), and the new rows this socket sent
-        # (an ordered set, bounded): what arrived before the socket listened is sent once, and only once.
+        # (an ordered set, bounded, with when each was queued): what arrived before the socket listened is sent once,
+        # and only once.
         self.since: int | None = None
-        self.announced: dict[int, None] = {}
+        self.announced: dict[int, float] = {}
         # When the shown list was read ("at"): what changed after it was replayed once.
         self.at: float | None = None
         # When this socket last caught up (a log read or a query): bounded per window.
@@ -145,15 +146,29 @@ class InboxConsumer(PortalConsumer):
             # gets its rows' live changes still, and no more catching up until the window allows.
             self.at, self.since = at, since
             return
-        # Subscribed now: what was sent between the list's read and this moment is in the short logs.
+        # Subscribed now (Redis confirmed it): what was sent between the list's read and this moment is in the short
+        # logs, and what is sent from now on arrives.
         if at is not None and wants_replay:
+            if self.at is not None:
+                self._forget_announced(since=at - REPLAY_MARGIN_SECONDS, shown=rows)
             self.at = at
             if await self._replay(at, rows, new_for if since is not None else set(), view):
                 self.since = since
                 return
+            # The logs cannot tell what came after this list's read: the database does, even for a list that knew
+            # the same newest message as the one before it.
+            wants_catch_up = since is not None and bool(new_for)
         if since is not None and wants_catch_up:
             self.since = since
             await self._catch_up(since, new_for, rows, view)
+
+    def _forget_announced(self, *, since: float, shown: set[int]) -> None:
+        """The page swapped its list (a page link, a filter, a search) for one read at `since`: the new rows sent after
+        that went to the list before it, if they reached the page before the swap, and are gone with it. The new
+        list's catch-up sends them again, unless it shows them (portal.js does not add a row the page has twice)."""
+        for message_id, queued in list(self.announced.items()):
+            if queued >= since and message_id not in shown:
+                del self.announced[message_id]
 
     async def _replay(self, at: float, shown: set[int], new_for: set[int], view: str) -> bool:
         """The list was read at `at`, before this socket listened: the events of its mailboxes sent since then (a
@@ -315,7 +330,7 @@ class InboxConsumer(PortalConsumer):
         previous = self.pending_rows.get(message_id)
         strongest = max(kind, previous[1]) if previous else kind
         if kind == NEW:
-            self.announced[message_id] = None
+            self.announced[message_id] = time.time()
             if len(self.announced) > MAX_WATCHED_ROWS:
                 del self.announced[next(iter(self.announced))]
         self.pending_rows[message_id] = (event, strongest)

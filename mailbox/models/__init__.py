@@ -18,6 +18,7 @@ from mailbox.models.mailboxes import (
     member_mailbox_ids,
     member_q,
     member_roles,
+    memberships_in_force,
 )
 from mailbox.models.messages import Attachment, DienstkennungLabel, Message, MessageQuerySet, MessageRead
 from mailbox.models.outbox import (
@@ -57,4 +58,5 @@ __all__ = [
     "member_mailbox_ids",
     "member_q",
     "member_roles",
+    "memberships_in_force",
 ]

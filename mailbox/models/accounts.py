@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox import crypto
 from mailbox.models.mailboxes import Mailbox
 
@@ -98,7 +99,8 @@ class KimAccount(models.Model):
 
     # Fetch state. The lease makes "one fetch per account at a time" hold across all workers.
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN, editable=False)
-    status_message = models.TextField(blank=True, editable=False)
+    # Why the last fetch failed, translated when shown (kimportal.texts; a row from before keeps its German sentence).
+    status_message = models.JSONField(default=str, blank=True, editable=False)
     last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     next_fetch_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -112,6 +114,10 @@ class KimAccount(models.Model):
 
     def __str__(self) -> str:
         return self.mailbox.address
+
+    @property
+    def status_message_text(self) -> str:
+        return render(self.status_message)
 
     def set_password(self, raw: str) -> None:
         self.password_encrypted = crypto.encrypt(raw)

@@ -9,6 +9,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
+
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
 
@@ -21,7 +23,8 @@ class AssignmentPeriod(models.Model):
     assigned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    note = models.TextField(blank=True)
+    # A person's note as typed, or a rule's reason kept untranslated (kimportal.texts): shown as note_text.
+    note = models.JSONField(default=str, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
 
@@ -36,6 +39,10 @@ class AssignmentPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} for {self.message_id} since {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def note_text(self) -> str:
+        return render(self.note)
 
 
 class Note(models.Model):
@@ -89,6 +96,7 @@ class Notification(models.Model):
         Kind.SLA_OVERDUE: _(
             "„%(mailbox)s“: %(count)s Nachrichten sind länger als %(hours)s Arbeitsstunden unbearbeitet."
         ),
+        Kind.SIGNING_QUEUED: _("%(name)s bittet um Ihre Signatur: %(subject)s (%(patient)s)"),
         Kind.REVIEW_REQUESTED: _("%(name)s bittet Sie, „%(subject)s“ vor der Signatur zu prüfen."),
         Kind.REVIEW_RETURNED: _("%(name)s hat „%(subject)s“ zur Überarbeitung zurückgegeben."),
         Kind.REVIEW_APPROVED: _("%(name)s hat „%(subject)s“ zur Signatur freigegeben."),
@@ -106,12 +114,13 @@ class Notification(models.Model):
         template = self.TEXTS.get(self.kind)
         if template is None or "name" not in self.params:
             return self.text
-        values = {"subject": "", "mailbox": "", "count": 0, **self.params}
+        # A parameter that is a stored text (a routing rule's name and reason) is translated too.
+        values = {"subject": "", "mailbox": "", "count": 0, **{k: render(v) for k, v in self.params.items()}}
         try:
             text = str(template) % values
         except (TypeError, ValueError):
             return self.text
-        return f"{text} – {self.params['note']}" if self.params.get("note") else text
+        return f"{text} – {values['note']}" if values.get("note") else text
 
 
 class Presence(models.Model):

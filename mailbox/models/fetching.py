@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox.models.accounts import KimAccount
 
 
@@ -25,7 +26,8 @@ class FetchFailure(models.Model):
     uidl = models.CharField(max_length=100)
     pop3_size = models.PositiveBigIntegerField(null=True, blank=True)
     tries = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
+    # Translated when shown (kimportal.texts), as KimAccount.status_message.
+    last_error = models.JSONField(default=str, blank=True)
     first_failed_at = models.DateTimeField(default=timezone.now)
     last_failed_at = models.DateTimeField(default=timezone.now)
     next_try_at = models.DateTimeField(default=timezone.now)
@@ -42,3 +44,7 @@ class FetchFailure(models.Model):
     @property
     def is_shown(self) -> bool:
         return self.tries >= self.SHOW_AFTER_TRIES
+
+    @property
+    def last_error_text(self) -> str:
+        return render(self.last_error)

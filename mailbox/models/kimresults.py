@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 DECRYPTION_OK = "00"  # KOM-LE-A_2179-02: the only value for "decrypted"
 INTEGRITY_OK = "01"  # draft ILF header table: "no error"
@@ -111,18 +112,20 @@ def assess_security(
 # X-KIM-Fehlermeldung codes the portal explains (gemSpec_CM_KOMLE Tab_Fehlercodes_KOMLE-Clientmodule
 # as the open-source CM openkim words them; 4018 per A_23512/A_28602). Other codes are shown as the
 # number only: the draft ILF warns against relying on specific codes, so nothing else depends on them.
-ERROR_TEXTS: dict[str, Promise] = {
-    "4004": _("Die Nachricht konnte nicht für alle Empfänger verschlüsselt werden."),
-    "4008": _("Das Clientmodul unterstützt die KIM-Version der Nachricht nicht."),
-    "4009": _("Die Nachricht konnte nicht entschlüsselt werden: Der Schlüssel ist nicht verfügbar."),
-    "4010": _("Die Nachricht konnte nicht entschlüsselt werden: Sie hat ein falsches Format."),
-    "4011": _("Der Konnektor stand für die Entschlüsselung nicht zur Verfügung."),
-    "4018": _(
+# The German msgids (kept as such where a reason is stored: kimportal.texts), and their lazy translations.
+ERROR_MSGIDS: dict[str, str] = {
+    "4004": gettext_noop("Die Nachricht konnte nicht für alle Empfänger verschlüsselt werden."),
+    "4008": gettext_noop("Das Clientmodul unterstützt die KIM-Version der Nachricht nicht."),
+    "4009": gettext_noop("Die Nachricht konnte nicht entschlüsselt werden: Der Schlüssel ist nicht verfügbar."),
+    "4010": gettext_noop("Die Nachricht konnte nicht entschlüsselt werden: Sie hat ein falsches Format."),
+    "4011": gettext_noop("Der Konnektor stand für die Entschlüsselung nicht zur Verfügung."),
+    "4018": gettext_noop(
         "Große Nachricht nicht empfangen: Der Empfang großer Nachrichten (KIM 1.5+) ist für dieses Postfach "
         "nicht aktiviert. Nach dem Aktivieren im Account Manager diese Fehlermeldung an das eigene Postfach "
         "weiterleiten, um die Nachricht erneut zu empfangen."
     ),
 }
+ERROR_TEXTS: dict[str, Promise] = {code: _(msgid) for code, msgid in ERROR_MSGIDS.items()}
 LARGE_MESSAGE_REFUSED = "4018"
 
 

@@ -15,8 +15,35 @@ from kimportal.requestscope import scoped
 
 
 def member_q(user: Any, prefix: str = "") -> models.Q:
-    """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule."""
-    return models.Q(**{f"{prefix}user": user}) | models.Q(**{f"{prefix}group__in": user.groups.all()})
+    """Memberships that apply to the user: their own or one of their groups' (wards). The one place for this rule.
+
+    `user` is a user, or an OuterRef to a user id column of the query around (a draft's author, signing)."""
+    if isinstance(user, models.OuterRef):
+        from django.contrib.auth.models import Group
+
+        # The groups are a query of their own, one level further in: the reference reaches one level further out.
+        groups = Group.objects.filter(user=models.OuterRef(user))
+    else:
+        groups = user.groups.all()
+    return models.Q(**{f"{prefix}user": user}) | models.Q(**{f"{prefix}group__in": groups})
+
+
+def memberships_in_force(user: Any, *, while_switched_off: bool = False) -> models.QuerySet[Membership]:
+    """The memberships that give the user a role now: their own or their groups', while the account is active and
+    the mailbox is switched on. The one place for this rule (pages, sockets, tasks and signing's orphans all ask
+    here); `user` is a user or an OuterRef to a user id column (see member_q).
+
+    is_active is read from the database, not from the user object: a socket's user was loaded when it connected,
+    and a deactivated account must lose access at once.
+
+    `while_switched_off`: mailboxes switched off count too, giving the role the user will have when the mailbox
+    is on again. That decides who keeps their work in it (mailbox.services.members); it never gives access."""
+    from django.contrib.auth import get_user_model
+
+    user_id = models.OuterRef(user) if isinstance(user, models.OuterRef) else user.pk
+    active = models.Exists(get_user_model().objects.filter(pk=user_id, is_active=True))
+    switched_on = {} if while_switched_off else {"mailbox__is_active": True}
+    return Membership.objects.filter(member_q(user), active, **switched_on)
 
 
 class _MailboxIdRow(TypedDict):
@@ -24,15 +51,8 @@ class _MailboxIdRow(TypedDict):
 
 
 def member_mailbox_ids(user: Any) -> models.QuerySet[Membership, _MailboxIdRow]:
-    """Subquery of the active mailbox ids an active user belongs to, directly or through a group (ward).
-
-    is_active is read from the database, not from the user object: a socket's user was loaded when it
-    connected, and a deactivated account must lose access at once.
-    """
-    from django.contrib.auth import get_user_model
-
-    active = models.Exists(get_user_model().objects.filter(pk=user.pk, is_active=True))
-    return Membership.objects.filter(member_q(user), active, mailbox__is_active=True).values("mailbox_id")
+    """Subquery of the active mailbox ids an active user belongs to, directly or through a group (ward)."""
+    return memberships_in_force(user).values("mailbox_id")
 
 
 def member_roles(user: Any) -> dict[int, str]:

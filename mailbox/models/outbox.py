@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox.models.mailboxes import Mailbox, member_roles
 from mailbox.models.messages import Message
 
@@ -81,8 +82,9 @@ class OutgoingMessage(models.Model):
     # The exact bytes handed to the CM (blob store), built once when queued: every attempt sends these.
     raw_sha256 = models.CharField(max_length=64, blank=True)
     size = models.PositiveBigIntegerField(default=0)
-    # The German text of the last failure or uncertainty (the outbox and the timeline show it).
-    last_error = models.TextField(blank=True)
+    # The last failure or uncertainty, translated when shown (kimportal.texts; a row from before keeps its German
+    # sentence). The outbox and the timeline show it as last_error_text.
+    last_error = models.JSONField(default=str, blank=True)
     next_try_at = models.DateTimeField(null=True, blank=True)
 
     # Only one worker delivers a message at a time; a dead worker's lease runs out (see docs/sending.md).
@@ -139,6 +141,10 @@ class OutgoingMessage(models.Model):
     def is_uncertain(self) -> bool:
         return self.state == self.State.UNCERTAIN
 
+    @property
+    def last_error_text(self) -> str:
+        return render(self.last_error)
+
 
 class OutgoingAttachment(models.Model):
     """A file of a draft (blob store). A forwarded original is a complete message/rfc822 attachment."""
@@ -181,8 +187,9 @@ class OutgoingRecipient(models.Model):
     address = models.CharField(max_length=320)
     field = models.CharField(max_length=2, choices=Field.choices, default=Field.TO)
     state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
-    # German, for the timeline; status_code is the RFC 3463 code (5.1.1) or the CM's error code (4004).
-    reason = models.TextField(blank=True)
+    # For the timeline, translated when shown (kimportal.texts); status_code is the RFC 3463 code (5.1.1) or the CM's
+    # error code (4004).
+    reason = models.JSONField(default=str, blank=True)
     status_code = models.CharField(max_length=40, blank=True)
     # The DSN or CM error mail this state came from (a received message of the same mailbox).
     report = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -196,6 +203,10 @@ class OutgoingRecipient(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} ({self.state})"
+
+    @property
+    def reason_text(self) -> str:
+        return render(self.reason)
 
 
 class DeliveryAttempt(models.Model):
@@ -221,7 +232,8 @@ class DeliveryAttempt(models.Model):
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
     smtp_code = models.PositiveIntegerField(null=True, blank=True)
     smtp_text = models.TextField(blank=True)
-    error = models.TextField(blank=True)
+    # Translated when shown (kimportal.texts), as OutgoingMessage.last_error.
+    error = models.JSONField(default=str, blank=True)
     worker = models.CharField(max_length=200, blank=True)
 
     class Meta:
@@ -230,6 +242,10 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.outgoing_id}: {self.outcome}"
+
+    @property
+    def error_text(self) -> str:
+        return render(self.error)
 
 
 class DeliveryReport(models.Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from mailbox.parsing.html_text import html_to_text
 from mailbox.parsing.large import SpilledPayload, SpillSink, TooIrregular, skeleton_from_file
 from mailbox.parsing.policy import parse_policy
 from mailbox.parsing.problems import Problems
-from mailbox.parsing.sanitize import sanitize_html
+from mailbox.parsing.sanitize import html_too_deep, sanitize_html
 from mailbox.parsing.walk import Walk, walk
 
 __all__ = [
@@ -126,6 +127,18 @@ def _headers_only(head: bytes) -> ParsedMessage:
     return ParsedMessage(**fields.as_kwargs(), problems=problems.result(), is_malformed=True)
 
 
+_HTML_TOO_DEEP = (
+    "Der HTML-Text ist zu tief verschachtelt und wird nur als einfacher Text angezeigt; "
+    "die Rohnachricht ist vollständig gespeichert"
+)
+_TAG_OR_SPACE_RE = re.compile(r"<[^>]*>|\s+")
+
+
+def _tags_stripped(html_raw: str) -> str:
+    """Text of HTML too deep for the sanitizer: tags removed in one linear pass (no tree is built)."""
+    return html.unescape(_TAG_OR_SPACE_RE.sub(" ", html_raw)).strip()
+
+
 def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> ParsedMessage:
     raw = bytes(raw or b"")
     problems = Problems()
@@ -153,11 +166,16 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
     else:
         # Several inline text parts (e.g. text around an inline image): show them all.
         text_body = "\n\n".join(part.strip("\n") for part in state.text_parts)
-    html_body = sanitize_html(html_raw)
+    too_deep = html_too_deep(html_raw)
+    html_body = "" if too_deep else sanitize_html(html_raw)
+    if too_deep:
+        problems.add(_HTML_TOO_DEEP)
     if not state.text_parts and html_body:
         # Render the *sanitized* HTML so text hidden by the sanitizer (script, style,
         # form content) does not reappear in the plain-text view.
         text_body = html_to_text(html_body)
+    elif not state.text_parts and too_deep:
+        text_body = _tags_stripped(html_raw)
 
     return ParsedMessage(
         **fields.as_kwargs(),

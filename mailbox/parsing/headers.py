@@ -25,7 +25,9 @@ from mailbox.parsing.charsets import decode_8bit_fallback, lookup_codec, recover
 from mailbox.parsing.problems import Problems
 
 _FOLD_RE = re.compile(r"\r?\n[ \t]*|\r")
-_CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Control characters, and the bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069):
+# a sender's name ending in U+202E would show the address after it reversed ("<ed.live@...>").
+_CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_EW_RE = re.compile(r"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)[ \t]+(?==\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)")
 
@@ -60,8 +62,9 @@ def _decode_words_lenient(value: str) -> str:
 
 _STDLIB_DECODE_LIMIT = 8 * 1024
 # policy.default's address parser costs ~0.2 ms per address; a To: with 100 000 entries
-# would take half a minute.  Beyond this size the simpler getaddresses() is used.
-ADDRESS_PARSER_LIMIT = 32 * 1024
+# would take half a minute.  Beyond this size the simpler getaddresses() is used.  The parser is also
+# quadratic in the value's length on hostile shapes: 32 KB of "(a)" took 24 seconds, 8 KB one.
+ADDRESS_PARSER_LIMIT = 8 * 1024
 
 
 def decode_header_value(raw: str, problems: Problems | None = None, name: str = "") -> str:
@@ -172,7 +175,12 @@ def plain_addresses(value: str) -> list[tuple[str, str]] | None:
 
 
 def parse_addresses(name: str, raw: str) -> list[tuple[str, str]]:
-    """Address header → [(display name, addr-spec)], decoding RFC 2047 names."""
+    """Address header → [(display name, addr-spec)], decoding RFC 2047 names; no control characters."""
+    # A raw 8-bit address can carry a bidi override as well as a name can.
+    return [(_CTRL_RE.sub(" ", disp), _CTRL_RE.sub(" ", addr).strip()) for disp, addr in _addresses(name, raw)]
+
+
+def _addresses(name: str, raw: str) -> list[tuple[str, str]]:
     value, _ = recover_8bit(raw)
     value = _unfold(value)
     if not value:
@@ -224,6 +232,9 @@ def parse_date(value: str, problems: Problems) -> datetime | None:
 # --------------------------------------------------------------------------------------
 # The top-level header block
 # --------------------------------------------------------------------------------------
+
+FROM_ADDRESS_LIMIT = 320  # Message.from_address; RFC 5321 allows 254 characters
+SUBJECT_LIMIT = 10_000  # characters; real subjects have a few dozen, folded ones a few hundred
 
 _KIM_DIENSTKENNUNG = "X-KIM-Dienstkennung"
 _KIM_DECRYPTION = "X-KIM-DecryptionResult"
@@ -297,6 +308,10 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
 
     subject_row = _first(header_rows, "Subject")
     subject = " ".join(subject_row[1].split()) if subject_row else ""
+    if len(subject) > SUBJECT_LIMIT:
+        # Every list row and live update carries the subject: a 2 MB one made each inbox page megabytes.
+        problems.add(f"Betreff mit {len(subject)} Zeichen gekürzt; vollständig im Quelltext", severe=False)
+        subject = subject[:SUBJECT_LIMIT] + "…"
 
     from_name = from_address = ""
     from_row = _first(header_rows, "From")
@@ -305,6 +320,11 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         if senders:
             from_name, from_address = senders[0]
             from_name = " ".join(from_name.split())
+    if len(from_address) > FROM_ADDRESS_LIMIT:
+        # Cut at the end, a padded local part ('"praxis@klinik.kim.telematik   …"@evil.de') would show
+        # the padding's sender instead of the real domain; the end is what says where the mail is from.
+        problems.add(f"Absenderadresse mit {len(from_address)} Zeichen zu lang; nur ihr Ende wird angezeigt")
+        from_address = "…" + from_address[-(FROM_ADDRESS_LIMIT - 1) :]
     if not from_address and header_rows:
         problems.add("Kein lesbarer Absender (From)", severe=False)
 

@@ -134,7 +134,12 @@ class _OncePerValue(HeaderRegistry):
         return header
 
     def _build(self, name: str, value: str) -> BaseHeader:
-        return self._plain(name, value) or super().__call__(name, value)
+        plain = self._plain(name, value)
+        if plain is not None:
+            return plain
+        # The stdlib's header parser is quadratic in a value's length: a Content-Type of 32 KB of "(a)"
+        # took nine seconds, per part. Only the start of a longer value is read (walk notes it).
+        return super().__call__(name, value[:VALUE_LIMIT])
 
     def _plain(self, name: str, value: str) -> BaseHeader | None:
         key = name.lower()
@@ -147,6 +152,8 @@ class _OncePerValue(HeaderRegistry):
         return _plain_header(deferred, name, value)
 
 
+# Characters of a header value the stdlib's parser is given; a long RFC 2231 file name has about 1,500.
+VALUE_LIMIT = 2048
 _SHORTCUT_NAMES = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
 
 

@@ -19,8 +19,10 @@ from mailbox.parsing import parts
 from mailbox.parsing.charsets import decode_text, normalize_newlines
 from mailbox.parsing.headers import decode_header_value
 from mailbox.parsing.large import SpilledPayload
+from mailbox.parsing.policy import VALUE_LIMIT
 from mailbox.parsing.problems import Problems
 
+_MIME_HEADERS = {"content-type", "content-disposition", "content-transfer-encoding"}
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -113,6 +115,9 @@ def _handle_part(
     state: Walk,
     stack: list[tuple[Message, bool]],
 ) -> None:
+    for name, value in part.raw_items():
+        if len(value) > VALUE_LIMIT and name.lower() in _MIME_HEADERS:
+            state.problems.add(f"Kopfzeile „{name}“ zu lang ({len(value)} Zeichen); nur ihr Anfang gelesen ({where})")
     ctype = parts.content_type(part)
     maintype = ctype.split("/", 1)[0]
     payload = part.get_payload()

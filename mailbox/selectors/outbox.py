@@ -77,6 +77,22 @@ def _owned_mailbox_ids(user: Any) -> list[int]:
     return [mailbox_id for mailbox_id, role in member_roles(user).items() if role == Membership.Role.OWNER]
 
 
+def own_draft_out_of_reach(user: Any, pk: int) -> OutgoingMessage | None:
+    """The user's own draft, if they may no longer send from its mailbox (removed, made reader or observer, the
+    account or the mailbox switched off): a page still open on it learns why its edits are not saved. Only what
+    that answer needs is read; everyone else's draft, and one taken over meanwhile, is None."""
+    if not user.is_authenticated:
+        return None
+    draft = (
+        OutgoingMessage.objects.filter(pk=pk, author_id=user.pk, state=OutgoingMessage.State.DRAFT)
+        .only("pk", "mailbox_id", "author_id", "state", "version", "updated_at")
+        .first()
+    )
+    if draft is None or member_roles(user).get(draft.mailbox_id) in SEND_ROLES:
+        return None
+    return draft
+
+
 def drafts_for_user(user: Any, *, mailbox: Mailbox | int | None = None) -> QuerySet[OutgoingMessage]:
     return outgoing_list_for_user(user, mailbox=mailbox, states=[OutgoingMessage.State.DRAFT]).filter(author_id=user.pk)
 
@@ -95,7 +111,7 @@ class TimelineStep:
     label: str  # German: "versendet", "zugestellt", "fehlgeschlagen" …
     state: str
     at: datetime | None
-    reason: str = ""
+    reason: str = ""  # in the active language (kimportal.texts)
 
 
 @dataclass(frozen=True)
@@ -131,14 +147,14 @@ def outgoing_timeline(outgoing: OutgoingMessage) -> Timeline:
         steps: list[TimelineStep] = []
         if outgoing.queued_at:
             # A recipient still waiting after a temporary refusal says why (the others of the message went out).
-            waiting_reason = row.reason if row.state == "queued" else ""
+            waiting_reason = row.reason_text if row.state == "queued" else ""
             steps.append(
                 TimelineStep(str(OutgoingRecipient.State.QUEUED.label), "queued", outgoing.queued_at, waiting_reason)
             )
         if row.state in ("sent", "delivered", "delayed") or (row.state == "failed" and row.report_id):
             steps.append(TimelineStep(str(sent_label), "sent", outgoing.sent_at))
         if row.state not in ("queued", "sent"):
-            steps.append(TimelineStep(str(row.get_state_display()), row.state, row.updated_at, row.reason))
+            steps.append(TimelineStep(str(row.get_state_display()), row.state, row.updated_at, row.reason_text))
         out.append(
             RecipientTimeline(
                 address=row.address,
@@ -153,7 +169,7 @@ def outgoing_timeline(outgoing: OutgoingMessage) -> Timeline:
     return Timeline(
         state=outgoing.state,
         state_label=str(outgoing.get_state_display()),
-        last_error=outgoing.last_error,
+        last_error=outgoing.last_error_text,
         recipients=out,
         attempts=attempts,
     )

@@ -16,9 +16,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from directory.models import Contact
+from kimportal.texts import N_, StoredText
 from mailbox.models import Absence, Mailbox, MailboxQueue, Membership, Message, RoutingRule
 from mailbox.permissions import is_manager, members_q, user_role
 from mailbox.selectors.mailboxes import display_name
@@ -190,7 +190,8 @@ class Decision:
     applied: list[RoutingRule] = field(default_factory=list)
     assignee_id: int | None = None
     assign_rule: RoutingRule | None = None
-    note: str = ""
+    # Why the assignment is what it is (absent, substitute …): kept untranslated, shown in the reader's language.
+    note: StoredText | None = None
     state: str = ""
     state_rule: RoutingRule | None = None
     queue: MailboxQueue | None = None
@@ -269,7 +270,7 @@ class RoutingPlanner:
         counts = self._counts if rule.assign == RoutingRule.Assign.LEAST_OPEN else None
         chosen = next_in_turn(pool, last, counts)
         if chosen is None:
-            decision.note = _("Niemand anwesend: die Nachricht bleibt unzugewiesen.")
+            decision.note = N_("Niemand anwesend: die Nachricht bleibt unzugewiesen.")
             return
         decision.assignee_id = chosen
         self.moved[key] = chosen
@@ -285,27 +286,27 @@ class RoutingPlanner:
             self._substitutes[user_id] = absence.substitute_id if absence else None
         return self._substitutes[user_id]
 
-    def _person(self, rule: RoutingRule) -> tuple[int | None, str]:
+    def _person(self, rule: RoutingRule) -> tuple[int | None, StoredText | None]:
         """The rule's person, or their substitute while they are away (as a manual assignment does); nobody when
         the substitute cannot work the mailbox (no longer a member, say) or is away as well."""
         if self._members is None:
             self._members = set(_processing_members(self.mailbox_id).values_list("pk", flat=True))
         person = rule.assign_user_id
         if person is None or person not in self._members:
-            return None, _("Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen.")
+            return None, N_("Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen.")
         substitute = self._substitute(person)
         if substitute is None:
-            return person, ""
+            return person, None
         name = display_name(rule.assign_user) if rule.assign_user else str(person)
         if substitute in self._members and self._substitute(substitute) is not None:
             # The substitute is away too: their mail would wait unseen as well (a pool rule skips the absent alike).
-            return None, _("%(name)s und die Vertretung sind abwesend: unzugewiesen.") % {"name": name}
+            return None, N_("%(name)s und die Vertretung sind abwesend: unzugewiesen.") % {"name": name}
         if substitute in self._members:
-            return substitute, _("Vertretung für %(name)s (abwesend)") % {"name": name}
+            return substitute, N_("Vertretung für %(name)s (abwesend)") % {"name": name}
         # Assigned to someone away, a letter would wait unseen until they are back: the queue shows it to everyone.
-        return None, _("%(name)s ist abwesend und die Vertretung kann das Postfach nicht bearbeiten: unzugewiesen.") % {
-            "name": name
-        }
+        return None, N_(
+            "%(name)s ist abwesend und die Vertretung kann das Postfach nicht bearbeiten: unzugewiesen."
+        ) % {"name": name}
 
 
 # --- "Regel testen" ----------------------------------------------------------------------------------------------
@@ -371,7 +372,7 @@ def rule_preview(
                 assignee=names.get(decision.assignee_id, "") if decision.assignee_id else "",
                 state=str(states.get(decision.state, "")) if decision.state else "",
                 queue=queue_name,
-                note=decision.note,
+                note=str(decision.note or ""),
             )
         )
     return Preview(checked=len(recent), rows=rows, show_subjects=user_role(user, mailbox) is not None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from kimportal.errors import PortalError
@@ -23,6 +25,18 @@ def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: 
         raise PortalError(_("Sie können sich nicht selbst vertreten."))
     if ends_at <= starts_at:
         raise PortalError(_("Das Ende der Abwesenheit muss nach dem Beginn liegen."))
+    # The person's row is the lock for their absences: two saves at once (two tabs, or the person and a manager)
+    # each check for an overlap and then insert; the second waits here until the first has committed, so it sees
+    # the first's absence. NO KEY: rows that merely refer to the person (audit, claims) need not wait for it.
+    get_user_model().objects.select_for_update(no_key=True).get(pk=user.pk)
+    overlapping = (
+        Absence.objects.filter(user=user, starts_at__lt=ends_at, ends_at__gt=starts_at).order_by("starts_at").first()
+    )
+    if overlapping is not None:
+        raise PortalError(
+            _("Für diese Zeit ist bereits eine Abwesenheit eingetragen (%(start)s bis %(end)s).")
+            % {"start": _when(overlapping.starts_at), "end": _when(overlapping.ends_at)}
+        )
     absence = Absence.objects.create(user=user, substitute=substitute, starts_at=starts_at, ends_at=ends_at)
     audit_record(
         actor=actor or user,
@@ -37,6 +51,10 @@ def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: 
     else:
         enqueue_on_commit("mailbox.tasks.mailbox_absence_begin", absence.pk, eta=starts_at)
     return absence
+
+
+def _when(moment: datetime) -> str:
+    return date_format(timezone.localtime(moment), "d.m.Y H:i")
 
 
 def absence_begin(*, absence_id: int) -> int:

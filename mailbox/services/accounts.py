@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.jobs import enqueue_on_commit
+from kimportal.texts import N_, StoredText
 from mailbox.clients.pop3 import Pop3Refused, pop3_login_check
 from mailbox.clients.smtp import SmtpRefused, smtp_login_check
 from mailbox.clients.tls import (
@@ -57,83 +58,88 @@ def account_endpoint(account: KimAccount, protocol: str) -> Endpoint:
 
 
 def cm_error_message(exc: BaseException, *, host: str, port: int) -> str:
-    """A clear German sentence for each way talking to the CM can fail."""
+    """A clear sentence, in the active language, for each way talking to the CM can fail."""
+    return str(cm_error_text(exc, host=host, port=port))
+
+
+def cm_error_text(exc: BaseException, *, host: str, port: int) -> StoredText:
+    """As cm_error_message, to be stored and translated when shown (kimportal.texts)."""
     where = f"{host}:{port}"
     if isinstance(exc, Pop3Refused):
         return pop3_refused_message(exc, where=where)
     if isinstance(exc, SmtpRefused):
         return smtp_refused_message(exc, where=where)
     if isinstance(exc, CmAuthFailed):
-        return _("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc}
+        return N_("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc}
     if isinstance(exc, CmFingerprintMismatch):
         if not exc.actual:
-            return _(
+            return N_(
                 "%(where)s hat kein TLS-Zertifikat vorgelegt; der hinterlegte Fingerabdruck kann nicht geprüft "
                 "werden. Verbindung aus Sicherheitsgründen abgebrochen."
             ) % {"where": where}
-        return _(
+        return N_(
             "Das TLS-Zertifikat von %(where)s passt nicht zum hinterlegten Fingerabdruck "
             "(erwartet %(expected)s, erhalten %(actual)s). Verbindung aus Sicherheitsgründen abgebrochen."
         ) % {"where": where, "expected": exc.expected or "–", "actual": exc.actual}
     if isinstance(exc, CmStartTlsUnavailable):
         if exc.reply:
-            return _(
+            return N_(
                 "%(where)s hat %(command)s abgelehnt (%(reply)s). Ohne TLS wird die Verbindung nicht "
                 "fortgesetzt – kein Passwort wurde gesendet. Bitte die Transportsicherung prüfen."
             ) % {"where": where, "command": exc.command, "reply": exc.reply}
-        return _(
+        return N_(
             "%(where)s bietet kein %(command)s an. Ohne TLS wird die Verbindung nicht fortgesetzt – kein "
             "Passwort wurde gesendet. Bitte die Transportsicherung prüfen (z. B. TLS ab Verbindungsaufbau)."
         ) % {"where": where, "command": exc.command}
     if isinstance(exc, CmClientCertificateError):
         return _client_certificate_message(exc, where)
     if isinstance(exc, CmCertificateUntrusted):
-        return _(
+        return N_(
             "Das TLS-Zertifikat von %(where)s wurde nicht als vertrauenswürdig erkannt (%(detail)s). "
             "Bitte das CA-Zertifikat hinterlegen, die Hostnamen-Prüfung abschalten oder den Fingerabdruck pinnen."
         ) % {"where": where, "detail": exc}
     if isinstance(exc, CmTimeout):
-        return _("Zeitüberschreitung: %(where)s hat nicht rechtzeitig geantwortet.") % {"where": where}
+        return N_("Zeitüberschreitung: %(where)s hat nicht rechtzeitig geantwortet.") % {"where": where}
     if isinstance(exc, CmTlsError):
-        return _("TLS-Verbindung zu %(where)s fehlgeschlagen: %(detail)s") % {"where": where, "detail": exc}
+        return N_("TLS-Verbindung zu %(where)s fehlgeschlagen: %(detail)s") % {"where": where, "detail": exc}
     if isinstance(exc, CmUnreachable):
-        return _("Clientmodul unter %(where)s nicht erreichbar (%(detail)s).") % {"where": where, "detail": exc}
+        return N_("Clientmodul unter %(where)s nicht erreichbar (%(detail)s).") % {"where": where, "detail": exc}
     if isinstance(exc, CredentialDecryptionError):
-        return _(
+        return N_(
             "Das gespeicherte Passwort oder der Schlüssel des Client-Zertifikats kann nicht entschlüsselt werden "
             "(Schlüssel geändert?). Bitte neu eingeben."
         )
     if isinstance(exc, CmProtocolError):
-        return _("Unerwartete Antwort von %(where)s: %(detail)s") % {"where": where, "detail": exc}
-    return _("Unbekannter Fehler bei %(where)s: %(detail)s") % {"where": where, "detail": exc}
+        return N_("Unerwartete Antwort von %(where)s: %(detail)s") % {"where": where, "detail": exc}
+    return N_("Unbekannter Fehler bei %(where)s: %(detail)s") % {"where": where, "detail": exc}
 
 
-def _client_certificate_message(exc: CmClientCertificateError, where: str) -> str:
+def _client_certificate_message(exc: CmClientCertificateError, where: str) -> StoredText:
     if exc.reason == "expired":
-        return _(
+        return N_(
             "Das hinterlegte Client-Zertifikat ist abgelaufen (gültig bis %(until)s). Bitte ein neues "
             "Client-Zertifikat hinterlegen."
         ) % {"until": exc.detail}
     if exc.reason == "unusable":
-        return _("Das hinterlegte Client-Zertifikat oder sein Schlüssel ist nicht verwendbar: %(detail)s") % {
+        return N_("Das hinterlegte Client-Zertifikat oder sein Schlüssel ist nicht verwendbar: %(detail)s") % {
             "detail": exc.detail
         }
     if exc.reason == "required":
-        return _(
+        return N_(
             "%(where)s verlangt ein TLS-Client-Zertifikat, es ist aber keines hinterlegt. Kein Passwort wurde gesendet."
         ) % {"where": where}
     if exc.reason == "rejected":
-        return _(
+        return N_(
             "%(where)s hat das Client-Zertifikat abgelehnt (%(detail)s) – falsche Zertifizierungsstelle, "
             "abgelaufen oder gesperrt. Kein Passwort wurde gesendet."
         ) % {"where": where, "detail": exc.detail}
     if exc.sent:
-        return _(
+        return N_(
             "%(where)s hat die Verbindung direkt nach dem TLS-Handshake beendet – vermutlich wird das hinterlegte "
             "Client-Zertifikat nicht akzeptiert (falsche Zertifizierungsstelle, abgelaufen oder gesperrt). "
             "Kein Passwort wurde gesendet."
         ) % {"where": where}
-    return _(
+    return N_(
         "%(where)s hat die Verbindung direkt nach dem TLS-Handshake beendet – vermutlich verlangt das Clientmodul "
         "ein TLS-Client-Zertifikat, und es ist keines hinterlegt. Kein Passwort wurde gesendet."
     ) % {"where": where}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 
-from django.utils.translation import gettext as _
-
+from kimportal.texts import N_, StoredText, join
 from mailbox.clients.pop3 import Pop3Refused, RetrIncomplete, RetrTooLarge
 from mailbox.clients.smtp import SmtpRefused
 from mailbox.clients.tls import CmError, CmTimeout, CmUnreachable
@@ -23,33 +22,33 @@ LOGIN_DELAY_MIN_SECONDS = 5 * 60
 LONG_BACKOFF_SECONDS = 60 * 60
 
 
-def pop3_refused_message(exc: Pop3Refused, *, where: str) -> str:
+def pop3_refused_message(exc: Pop3Refused, *, where: str) -> StoredText:
     detail = _strip_code(exc.response)
     if exc.code == "IN-USE":
-        return _(
+        return N_(
             "Das Postfach ist gerade belegt [IN-USE]: ein anderes Programm (z. B. das KIS oder ein zweiter "
             "Arbeitsplatz) ruft es über %(where)s ab. Das Passwort ist in Ordnung; der Abruf wird in Kürze "
             "wiederholt."
         ) % {"where": where}
     if exc.code == "LOGIN-DELAY":
-        return _(
+        return N_(
             "%(where)s lässt eine neue Anmeldung noch nicht zu [LOGIN-DELAY]: zwischen zwei Abrufen muss mehr "
             "Zeit vergehen. Der nächste Versuch folgt in einigen Minuten; gegebenenfalls das Abrufintervall "
             "erhöhen."
         ) % {"where": where}
     if exc.code == "SYS/TEMP":
-        return _(
+        return N_(
             "Vorübergehender Fehler im Clientmodul %(where)s [SYS/TEMP]: %(detail)s. Der Abruf wird automatisch "
             "wiederholt."
         ) % {"where": where, "detail": detail}
     if exc.code == "SYS/PERM":
-        return _(
+        return N_(
             "Dauerhafter Fehler im Clientmodul %(where)s [SYS/PERM]: %(detail)s. Bitte die Betreuung des "
             "Clientmoduls verständigen; bis dahin wird nur selten neu versucht."
         ) % {"where": where, "detail": detail}
     if exc.code == "AUTH":
-        return _("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc.response}
-    return _("%(where)s hat abgelehnt: %(detail)s") % {"where": where, "detail": exc.response}
+        return N_("Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s).") % {"detail": exc.response}
+    return N_("%(where)s hat abgelehnt: %(detail)s") % {"where": where, "detail": exc.response}
 
 
 def pop3_login_retry(code: str, *, poll_seconds: int, failures: int) -> tuple[float, bool] | None:
@@ -64,57 +63,59 @@ def pop3_login_retry(code: str, *, poll_seconds: int, failures: int) -> tuple[fl
     return None
 
 
-def retr_error_message(exc: BaseException, *, timeout: float) -> str:
+def retr_error_message(exc: BaseException, *, timeout: float) -> StoredText:
     """Why one message could not be fetched (the text owners see next to it)."""
     if isinstance(exc, Pop3Refused):
         if exc.code == "SYS/TEMP":
-            return _("Vorübergehender Fehler im Clientmodul [SYS/TEMP]: %(detail)s") % {
+            return N_("Vorübergehender Fehler im Clientmodul [SYS/TEMP]: %(detail)s") % {
                 "detail": _strip_code(exc.response)
             }
         if exc.code == "SYS/PERM":
-            return _("Dauerhafter Fehler im Clientmodul [SYS/PERM]: %(detail)s") % {"detail": _strip_code(exc.response)}
-        return _("Das Clientmodul hat die Nachricht nicht herausgegeben (%(detail)s).") % {"detail": exc.response}
+            return N_("Dauerhafter Fehler im Clientmodul [SYS/PERM]: %(detail)s") % {
+                "detail": _strip_code(exc.response)
+            }
+        return N_("Das Clientmodul hat die Nachricht nicht herausgegeben (%(detail)s).") % {"detail": exc.response}
     if isinstance(exc, CmTimeout):
-        return _("Zeitüberschreitung: das Clientmodul hat %(seconds)s Sekunden lang keine Daten gesendet.") % {
+        return N_("Zeitüberschreitung: das Clientmodul hat %(seconds)s Sekunden lang keine Daten gesendet.") % {
             "seconds": f"{timeout:g}"
         }
     if isinstance(exc, RetrIncomplete):
-        return _(
+        return N_(
             "Nur %(arrived)s von %(announced)s Bytes angekommen – die Nachricht wurde unvollständig übertragen."
         ) % {"arrived": exc.arrived, "announced": exc.announced}
     if isinstance(exc, RetrTooLarge):
-        return _("Die Antwort des Clientmoduls ist größer als 1 GiB und keine gültige KIM-Nachricht.")
+        return N_("Die Antwort des Clientmoduls ist größer als 1 GiB und keine gültige KIM-Nachricht.")
     if isinstance(exc, CmUnreachable):
-        return _("Die Verbindung ist während der Übertragung abgebrochen (%(detail)s).") % {"detail": exc}
+        return N_("Die Verbindung ist während der Übertragung abgebrochen (%(detail)s).") % {"detail": exc}
     if isinstance(exc, CmError):
-        return _("Fehler bei der Übertragung: %(detail)s") % {"detail": exc}
-    return _("Die Nachricht konnte nicht verarbeitet werden (%(kind)s). Details im Server-Log.") % {
+        return N_("Fehler bei der Übertragung: %(detail)s") % {"detail": exc}
+    return N_("Die Nachricht konnte nicht verarbeitet werden (%(kind)s). Details im Server-Log.") % {
         "kind": exc.__class__.__name__
     }
 
 
-def smtp_refused_message(exc: SmtpRefused, *, where: str) -> str:
-    """A German sentence for an SMTP reply of the CM (temporary or permanent, by code and enhanced code)."""
+def smtp_refused_message(exc: SmtpRefused, *, where: str) -> StoredText:
+    """A sentence (translated when shown) for an SMTP reply of the CM (temporary or permanent, by its codes)."""
     reply = str(exc)
     enhanced = exc.enhanced
     if exc.code == 452 or enhanced.startswith("4.2.") or enhanced == "4.3.1":
-        text = _("%(where)s hat vorübergehend keinen Platz für die Nachricht (%(reply)s).")
+        text = N_("%(where)s hat vorübergehend keinen Platz für die Nachricht (%(reply)s).")
     elif exc.code == 421 or enhanced.startswith("4.3."):
-        text = _("%(where)s ist vorübergehend nicht bereit (%(reply)s).")
+        text = N_("%(where)s ist vorübergehend nicht bereit (%(reply)s).")
     elif exc.code == 454 or enhanced == "4.7.0":
-        text = _("%(where)s kann die Anmeldung vorübergehend nicht prüfen (%(reply)s).")
+        text = N_("%(where)s kann die Anmeldung vorübergehend nicht prüfen (%(reply)s).")
     elif exc.code == 530 or enhanced == "5.7.0":
-        text = _("%(where)s verlangt eine Anmeldung, die nicht angenommen wurde (%(reply)s).")
+        text = N_("%(where)s verlangt eine Anmeldung, die nicht angenommen wurde (%(reply)s).")
     elif exc.code == 552 or enhanced in ("5.3.4", "5.2.3"):
-        text = _("Die Nachricht ist für %(where)s zu groß (%(reply)s).")
+        text = N_("Die Nachricht ist für %(where)s zu groß (%(reply)s).")
     elif enhanced.startswith("5.1."):
-        text = _("%(where)s kennt eine Empfängeradresse nicht (%(reply)s).")
+        text = N_("%(where)s kennt eine Empfängeradresse nicht (%(reply)s).")
     elif exc.temporary:
-        text = _("%(where)s hat vorübergehend abgelehnt (%(reply)s).")
+        text = N_("%(where)s hat vorübergehend abgelehnt (%(reply)s).")
     else:
-        text = _("%(where)s hat dauerhaft abgelehnt (%(reply)s).")
-    suffix = _("Es wird später erneut versucht.") if exc.temporary else _("Ein erneuter Versuch ändert daran nichts.")
-    return f"{text % {'where': where, 'reply': reply}} {suffix}"
+        text = N_("%(where)s hat dauerhaft abgelehnt (%(reply)s).")
+    suffix = N_("Es wird später erneut versucht.") if exc.temporary else N_("Ein erneuter Versuch ändert daran nichts.")
+    return join(text % {"where": where, "reply": reply}, suffix)
 
 
 _CODE_PREFIX = re.compile(r"^-ERR\s*(\[[^\]]*\])?\s*")

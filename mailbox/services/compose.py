@@ -415,11 +415,28 @@ def outgoing_drafts_return(*, actor: Any, mailbox_id: int, person: Any, reason: 
     return len(drafts)
 
 
-def outgoing_drafts_reclaim(*, mailbox_id: int, person: Any) -> int:
-    """The person works the mailbox again: their drafts left there are theirs again (not yet taken over)."""
-    return OutgoingMessage.objects.filter(
-        mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False
-    ).update(author_left_at=None, version=F("version") + 1)
+def outgoing_drafts_reclaim(*, actor: Any, mailbox_id: int, person: Any, reason: str) -> int:
+    """The person works the mailbox again: their drafts left there (and not taken over) are theirs again, and the
+    owners no longer see them. The other half of outgoing_drafts_return: audited per draft, inside the caller's
+    transaction; returns how many."""
+    drafts = list(
+        OutgoingMessage.objects.select_for_update()
+        .select_related("mailbox")
+        .filter(mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False)
+        .order_by("pk")
+    )
+    for draft in drafts:
+        OutgoingMessage.objects.filter(pk=draft.pk).update(author_left_at=None, version=F("version") + 1)
+        audit_record(
+            actor=actor,
+            action="outgoing.draft_reclaimed",
+            mailbox=draft.mailbox,
+            outgoing_id=draft.pk,
+            person=person.pk,
+            reason=reason,
+        )
+        events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=draft.pk)
+    return len(drafts)
 
 
 @transaction.atomic

@@ -22,12 +22,12 @@ from email.policy import compat32
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from kimportal.jobs import enqueue_on_commit
+from kimportal.texts import N_, Stored, StoredText, join
 from mailbox import events
 from mailbox.models import DeliveryReport, Mailbox, Message, OutgoingMessage, OutgoingRecipient
-from mailbox.models.kimresults import error_explanations
+from mailbox.models.kimresults import ERROR_MSGIDS
 from mailbox.services.audit import audit_record
 from mailbox.storage import BlobError, blob_get
 
@@ -215,24 +215,26 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
     return report
 
 
-def _reason(status: RecipientStatus, parsed: ParsedReport) -> str:
+def _reason(status: RecipientStatus, parsed: ParsedReport) -> Stored:
+    """Why, for the recipient's timeline: stored untranslated (kimportal.texts), translated when shown."""
     if status.action == "delivered":
         return ""
-    parts: list[str] = []
-    if parsed.error_codes:
-        for code, text in error_explanations(parsed.error_codes):
-            parts.append(f"{text} ({code})")
+    parts: list[StoredText] = [
+        N_("%(text)s (%(code)s)") % {"text": N_(ERROR_MSGIDS[code]), "code": code}
+        for code in parsed.error_codes
+        if code in ERROR_MSGIDS
+    ]
     if status.action == "delayed":
-        parts.insert(0, _("Zustellung verzögert; der Fachdienst versucht es weiter."))
+        parts.insert(0, N_("Zustellung verzögert; der Fachdienst versucht es weiter."))
     elif status.status.startswith("5.1."):
-        parts.insert(0, _("Empfängeradresse unbekannt oder ohne gültiges Verschlüsselungszertifikat."))
+        parts.insert(0, N_("Empfängeradresse unbekannt oder ohne gültiges Verschlüsselungszertifikat."))
     elif status.status.startswith("5."):
-        parts.insert(0, _("Zustellung dauerhaft fehlgeschlagen."))
+        parts.insert(0, N_("Zustellung dauerhaft fehlgeschlagen."))
     elif status.status.startswith("4."):
-        parts.insert(0, _("Zustellung vorübergehend nicht möglich."))
+        parts.insert(0, N_("Zustellung vorübergehend nicht möglich."))
     if status.diagnostic:
-        parts.append(_("Meldung: %(text)s") % {"text": status.diagnostic[:500]})
-    return " ".join(parts) or _("Zustellung fehlgeschlagen.")
+        parts.append(N_("Meldung: %(text)s") % {"text": status.diagnostic[:500]})
+    return (join(*parts) if parts else N_("Zustellung fehlgeschlagen.")).stored
 
 
 def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedReport) -> None:
@@ -299,9 +301,11 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
                 state=OutgoingRecipient.State.SENT, updated_at=now
             )
         if new == OutgoingMessage.State.FAILED:
-            updates["last_error"] = _("Für keinen Empfänger zugestellt.")
+            updates["last_error"] = N_("Für keinen Empfänger zugestellt.").stored
         elif new == OutgoingMessage.State.PARTIALLY_DELIVERED:
-            updates["last_error"] = _("Die Nachricht wurde nur an einen Teil der gewünschten Adressaten zugestellt.")
+            updates["last_error"] = N_(
+                "Die Nachricht wurde nur an einen Teil der gewünschten Adressaten zugestellt."
+            ).stored
         if not outgoing.sent_at:
             updates["sent_at"] = now
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(**updates)

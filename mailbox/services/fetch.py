@@ -33,13 +33,14 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from kimportal.texts import N_, StoredText
 from mailbox import events
 from mailbox.clients.pop3 import ListedMessage, Pop3Refused, Pop3Session, pop3_session
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.extensions import messages_ingested_send
 from mailbox.models import FetchFailure, KimAccount, Message
-from mailbox.services.accounts import account_endpoint, cm_error_message
+from mailbox.services.accounts import account_endpoint, cm_error_text
 from mailbox.services.cm_replies import pop3_login_retry, retr_error_message
 from mailbox.services.ingest import StagedMessage, message_stage, messages_store
 from mailbox.storage import BlobBatch, BlobSpool, incoming_sweep
@@ -135,7 +136,7 @@ def account_fetch(*, account_id: int) -> FetchResult:
     account = KimAccount.objects.select_related("mailbox").filter(pk=account_id).first()
     if account is None or not account.is_active:
         # Switched off (e.g. CM maintenance): no login, no DELE, whoever asks.
-        result.error = _("Der Abruf für dieses KIM-Konto ist abgeschaltet.")
+        result.error = _("Der Abruf für dieses KIM-Konto ist abgeschaltet.")  # returned only, not stored
         return result
     token = account_lease_acquire(account_id=account_id)
     if token is None:
@@ -147,23 +148,26 @@ def account_fetch(*, account_id: int) -> FetchResult:
         try:
             _fetch(account, keeper, result)
         except (CmError, CredentialDecryptionError, LeaseLost) as exc:
-            result.error = cm_error_message(exc, host=account.cm_host, port=account.pop3_port)
-            _record_failure(account, exc, result.error)
+            failure = cm_error_text(exc, host=account.cm_host, port=account.pop3_port)
+            result.error = str(failure)
+            _record_failure(account, exc, failure)
             return result
         except MessagesRefused as exc:
-            result.error = _(
+            failure = N_(
                 "%(count)d Nachricht(en) konnten nicht gespeichert werden und bleiben auf dem Clientmodul. "
                 "Details im Server-Log."
             ) % {"count": exc.count}
-            _record_failure(account, exc, result.error)
+            result.error = str(failure)
+            _record_failure(account, exc, failure)
             return result
         except Exception as exc:
             # Disk full, a bug, a time limit: visible in the UI and the log, never a silent stall.
             log.exception("fetch of %s failed unexpectedly", account.mailbox.address)
-            result.error = _("Interner Fehler beim Abruf (%(kind)s). Details im Server-Log.") % {
+            failure = N_("Interner Fehler beim Abruf (%(kind)s). Details im Server-Log.") % {
                 "kind": exc.__class__.__name__
             }
-            _record_failure(account, exc, result.error)
+            result.error = str(failure)
+            _record_failure(account, exc, failure)
             return result
         _record_success(account)
         return result
@@ -367,7 +371,7 @@ def _store_batch(session: Pop3Session | None, state: _Round, batch: _Batch) -> N
         if message is None:
             state.refused += 1
             _failure_record(
-                state, item, staged.uidl, _("Die Datenbank hat die Nachricht abgelehnt. Details im Server-Log.")
+                state, item, staged.uidl, N_("Die Datenbank hat die Nachricht abgelehnt. Details im Server-Log.")
             )
             continue
         stored.append(staged.uidl)
@@ -379,7 +383,7 @@ def _store_batch(session: Pop3Session | None, state: _Round, batch: _Batch) -> N
     _failures_forget(state, drop=set(stored))
 
 
-def _failure_record(state: _Round, item: ListedMessage, key: str, error: str) -> None:
+def _failure_record(state: _Round, item: ListedMessage, key: str, error: StoredText) -> None:
     now = timezone.now()
     earlier = state.failures.get(key)
     tries = (earlier.tries if earlier else 0) + 1
@@ -390,14 +394,14 @@ def _failure_record(state: _Round, item: ListedMessage, key: str, error: str) ->
         defaults={
             "pop3_size": item.size,
             "tries": tries,
-            "last_error": error,
+            "last_error": error.stored,
             "last_failed_at": now,
             "next_try_at": now + timedelta(seconds=delay),
         },
         create_defaults={
             "pop3_size": item.size,
             "tries": tries,
-            "last_error": error,
+            "last_error": error.stored,
             "first_failed_at": now,
             "last_failed_at": now,
             "next_try_at": now + timedelta(seconds=delay),
@@ -442,7 +446,7 @@ def _record_success(account: KimAccount) -> None:
         events.broadcast_account_status(mailbox_id=account.mailbox_id)
 
 
-def _record_failure(account: KimAccount, exc: BaseException, message: str) -> None:
+def _record_failure(account: KimAccount, exc: BaseException, message: StoredText) -> None:
     now = timezone.now()
     failures = account.consecutive_failures + 1
     # Exponential backoff from the poll interval, capped, so a dead CM is not hammered.
@@ -460,7 +464,7 @@ def _record_failure(account: KimAccount, exc: BaseException, message: str) -> No
                 status = KimAccount.Status.ERROR
     KimAccount.objects.filter(pk=account.pk).update(
         status=status,
-        status_message=message,
+        status_message=message.stored,
         last_attempt_at=now,
         consecutive_failures=failures,
         next_fetch_at=now + timedelta(seconds=delay),

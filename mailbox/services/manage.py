@@ -159,11 +159,17 @@ def group_member_add(*, user: Any, group: Group, member: Any) -> None:
 @transaction.atomic
 def group_member_remove(*, user: Any, group: Group, member: Any) -> None:
     """Leaving a ward ends the access it gave: open work there goes back (unless another membership still allows
-    processing), the member's pages leave those mailboxes."""
+    processing), the member's pages leave those mailboxes. Refused (naming the mailbox) when the member is the last
+    owner of a mailbox the group owns."""
     require_manager(user)
     if not group.user_set.filter(pk=member.pk).exists():
         return
+    owned = list(Mailbox.objects.filter(memberships__group=group, memberships__role=Membership.Role.OWNER).distinct())
+    had_owner = members.owners_before_change(owned)
     group.user_set.remove(member)
+    for mailbox in owned:
+        # The last owner leaving the owners' group would leave the mailbox with nobody to manage it.
+        _in_mailbox(members.keep_an_owner, mailbox=mailbox, had_owner=had_owner[mailbox.pk])
     audit_record(actor=user, action="group.member_removed", group=group.name, member=member.username)
     _group_access_changed(actor=user, group=group, member=member)
 

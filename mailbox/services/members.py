@@ -1,9 +1,11 @@
 """Who may read and work a mailbox: owners, managers (Leitung) and administrators manage memberships.
 
 Every change goes through here — the owners' page, the managers' pages and the Django admin alike — so it is audited,
-a mailbox always keeps an owner, and access ends when it should: a person who can no longer work
-the mailbox hands their open work back to the unassigned queue (owners are told), loses their
-read-locks there, and their open pages leave the mailbox at once.
+a mailbox always keeps an owner (a person who can sign in, not just an owners' group), and access ends when it
+should: a person who can no longer work the mailbox hands their open work back to the unassigned queue (owners are
+told), loses their read-locks there, their drafts go to the owners, and their open pages leave the mailbox at once.
+Who can work it is decided by the right to process their memberships give, also while the mailbox is switched off
+(see _access_changed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.utils.translation import gettext as _
 from kimportal.errors import NotAllowed, PortalError
 from mailbox import events
 from mailbox.models import Mailbox, Membership, Message, Notification, OutgoingMessage, member_q
-from mailbox.permissions import Action, can, is_manager, user_role
+from mailbox.permissions import Action, can, granted_role, is_manager, members_q, user_role
 from mailbox.selectors.mailboxes import display_name, mailbox_owners
 from mailbox.services.assignment import open_period
 from mailbox.services.audit import audit_record
@@ -43,6 +45,7 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
     _require_manager(user, mailbox)
     if role not in Membership.Role.values:
         raise PortalError(_("Unbekannte Rolle."))
+    had_owner = _owner_before_change(mailbox)
     if username:
         member = get_user_model().objects.filter(username=username, is_active=True).first()
         if member is None:
@@ -53,7 +56,7 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
         if group is None:
             raise PortalError(_("Gruppe „%(name)s“ gibt es nicht.") % {"name": group_name})
         membership = _grant(actor=user, mailbox=mailbox, role=role, group=group)
-    _keep_an_owner(mailbox)
+    keep_an_owner(mailbox, had_owner=had_owner)
     affected = _affected_users(membership)
     audit_record(
         actor=user,
@@ -70,10 +73,11 @@ def membership_set(*, user: Any, mailbox: Mailbox, username: str = "", group_nam
 @transaction.atomic
 def membership_remove(*, user: Any, mailbox: Mailbox, membership_id: int) -> None:
     _require_manager(user, mailbox)
+    had_owner = _owner_before_change(mailbox)
     membership = Membership.objects.select_related("user", "group").get(pk=membership_id, mailbox=mailbox)
     affected = _affected_users(membership)
     membership.delete()
-    _keep_an_owner(mailbox)
+    keep_an_owner(mailbox, had_owner=had_owner)
     audit_record(
         actor=user,
         action="membership.removed",
@@ -99,10 +103,35 @@ def _grant(*, actor: Any, mailbox: Mailbox, role: str, **member: Any) -> Members
     return membership
 
 
-def _keep_an_owner(mailbox: Mailbox) -> None:
-    # A mailbox nobody may manage any more is a support call: refuse the change instead.
-    if not Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exists():
+def has_an_owner(mailbox: Mailbox) -> bool:
+    """Whether a person can manage the mailbox as its owner: an active account with the owner role, directly or
+    through a group. An owners' group nobody is in, or switched-off accounts, manage nothing."""
+    owners = Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER)
+    return get_user_model().objects.filter(members_q(owners), is_active=True).exists()
+
+
+def _owner_before_change(mailbox: Mailbox) -> bool:
+    # Changes to one mailbox's memberships take turns on its row: two owners removing each other at the same
+    # moment would otherwise each still see the other and leave the mailbox with none.
+    Mailbox.objects.select_for_update().filter(pk=mailbox.pk).values_list("pk").first()
+    return has_an_owner(mailbox)
+
+
+def keep_an_owner(mailbox: Mailbox, *, had_owner: bool) -> None:
+    """After a change that may have taken owners away (inside its transaction): refuse it if the mailbox had an
+    owner before and has none now, or has no owner membership at all. A mailbox nobody may manage any more is a
+    support call. One that had no owner person before (its owners' group empty, its owners switched off) may still
+    be changed: the change may be the one that mends it."""
+    if not Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exists() or (
+        had_owner and not has_an_owner(mailbox)
+    ):
         raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
+
+
+def owners_before_change(mailboxes: list[Mailbox]) -> dict[int, bool]:
+    """Before a change that may take owners away from several mailboxes (a person leaving a group): whether each
+    had an owner, for keep_an_owner afterwards. Locks the mailboxes' rows, in a fixed order."""
+    return {mailbox.pk: _owner_before_change(mailbox) for mailbox in sorted(mailboxes, key=lambda m: m.pk)}
 
 
 def _affected_users(membership: Membership) -> list[int]:
@@ -118,12 +147,27 @@ def access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None
 
 
 def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> None:
-    """Whoever can no longer work the mailbox hands their work back; their pages follow on commit."""
+    """Whoever can no longer process in the mailbox hands their work back; whoever can (again) gets their drafts
+    back; their pages follow on commit.
+
+    Every role change is decided the same way, by the right to process the role gives (granted_role), not by
+    whether the mailbox happens to be switched on:
+    - Losing it (removed; processor or owner made reader or observer; a group left) is leaving, whether the
+      mailbox is on or off: open messages go back to the unassigned queue (owners told), claims and locks go,
+      drafts go to the owners (outgoing_drafts_return). Reason "membership_ended" when no role is left,
+      "role_changed" when the person still reads.
+    - Keeping it (processor made owner and back) changes nothing. A mailbox switched off keeps everyone's work
+      where it is (mailbox_set_active); a role change made meanwhile must not read "no role at all" there.
+    - Gaining it (again) is returning: drafts left there are the person's again (outgoing_drafts_reclaim,
+      audited); messages stay in the queue, where colleagues may have taken them meanwhile.
+    """
     for person in get_user_model().objects.filter(pk__in=user_ids):
-        if not can(user_role(person, mailbox), Action.PROCESS):
-            work_return(actor=actor, mailbox=mailbox, person=person)
+        role = granted_role(person, mailbox)
+        if not can(role, Action.PROCESS):
+            reason = "membership_ended" if role is None else "role_changed"
+            work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
         else:
-            outgoing_drafts_reclaim(mailbox_id=mailbox.pk, person=person)
+            outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
     events.broadcast_memberships_changed(user_ids=user_ids)
 
 
@@ -139,8 +183,10 @@ def account_deactivated(*, person: Any) -> None:
 
 
 def account_reactivated(*, person: Any) -> None:
-    """An account switched on again: its drafts left when it was switched off are its own again in every mailbox it
-    can still work (the owners no longer see them); elsewhere they stay with the owners."""
+    """An account switched on again: its drafts left when it was switched off are its own again in every mailbox its
+    memberships let it process in — also one switched off at the moment, which would otherwise keep them with the
+    owners for good — and the owners no longer see them; elsewhere they stay with the owners. Audited per draft, by
+    the system (who switched it on is not known here)."""
     mailbox_ids = (
         OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False)
         .values_list("mailbox_id", flat=True)
@@ -148,8 +194,8 @@ def account_reactivated(*, person: Any) -> None:
     )
     with transaction.atomic():
         for mailbox_id in sorted(set(mailbox_ids)):
-            if can(user_role(person, mailbox_id), Action.PROCESS):
-                outgoing_drafts_reclaim(mailbox_id=mailbox_id, person=person)
+            if can(granted_role(person, mailbox_id), Action.PROCESS):
+                outgoing_drafts_reclaim(actor=None, mailbox_id=mailbox_id, person=person, reason="account_reactivated")
 
 
 def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "membership_ended") -> int:
@@ -172,7 +218,7 @@ def work_return(*, actor: Any, mailbox: Mailbox, person: Any, reason: str = "mem
         bump(message, assignee=None, state=state)
         returned += 1
     claims_release_all(user=person, mailbox_id=mailbox.pk, reason=reason)
-    outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person)
+    outgoing_claims_return(actor=actor, mailbox_id=mailbox.pk, person=person, reason=reason)
     outgoing_drafts_return(actor=actor, mailbox_id=mailbox.pk, person=person, reason=reason)
     if returned:
         owners = [owner for owner in mailbox_owners(mailbox) if actor is None or owner.pk != actor.pk]

@@ -28,13 +28,14 @@ from django.utils.translation import gettext as _
 from directory.selectors import directory_entries_for_addresses
 from kimportal.errors import Conflict, NotAllowed
 from kimportal.jobs import enqueue_on_commit
+from kimportal.texts import N_, StoredText, join
 from mailbox import events
 from mailbox.clients.smtp import MessageSource, SmtpOutcomeUnknown, SmtpRefused, smtp_send
 from mailbox.clients.tls import CmAuthFailed, CmError, CmTlsError
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import DeliveryAttempt, KimAccount, Message, OutgoingMessage, OutgoingRecipient
 from mailbox.permissions import Action, can, require, user_role
-from mailbox.services.accounts import account_endpoint, cm_error_message
+from mailbox.services.accounts import account_endpoint, cm_error_text
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
     DraftInvalid,
@@ -62,7 +63,8 @@ RETRY_FIRST_SECONDS = 30
 RETRY_MAX_SECONDS = 3600
 MAX_ATTEMPTS = 10
 
-# gematik's texts (docs/Primaersystem.adoc "Informieren über gescheiterten Nachrichtenversand", FAQ).
+# gematik's texts (docs/Primaersystem.adoc "Informieren über gescheiterten Nachrichtenversand", FAQ). Reasons are
+# stored as N_ texts (kimportal.texts): translated when shown, in the reader's language.
 TEXT_NO_RECIPIENT = (
     "Die Nachricht konnte nicht gesendet werden, weil für keinen Empfänger gültige Verschlüsselungszertifikate "
     "ermittelt werden konnten."
@@ -233,7 +235,7 @@ def outgoing_deliver(*, outgoing_id: int) -> str:
     _broadcast_now(outgoing)
     if account is None:
         return _finish_permanent(
-            outgoing_id, token, attempt, None, _("Für dieses Postfach ist kein KIM-Konto eingerichtet.")
+            outgoing_id, token, attempt, None, N_("Für dieses Postfach ist kein KIM-Konto eingerichtet.")
         )
     where = f"{account.cm_host}:{account.smtp_port}"
     keeper = _LeaseKeeper(outgoing_id, token, lease_seconds(account))
@@ -253,13 +255,13 @@ def _sendable_q() -> Q:
     return Q(mailbox__is_active=True) & ~Q(Exists(switched_off))
 
 
-def _held_reason(mailbox: Any) -> str:
+def _held_reason(mailbox: Any) -> StoredText:
     if not mailbox.is_active:
-        return _(
+        return N_(
             "Zurückgehalten: Das Postfach %(address)s ist abgeschaltet. Die Nachricht wird nicht gesendet und bleibt "
             "erhalten; sie geht hinaus, sobald das Postfach wieder aktiv ist."
         ) % {"address": mailbox.address}
-    return _(
+    return N_(
         "Zurückgehalten: Das KIM-Konto des Postfachs %(address)s ist abgeschaltet. Die Nachricht wird nicht gesendet "
         "und bleibt erhalten; sie geht hinaus, sobald das Konto wieder aktiv ist, oder kann als Entwurf "
         "zurückgeholt werden."
@@ -278,9 +280,9 @@ def outgoing_hold(*, outgoing_id: int) -> bool:
         return False
     text = _held_reason(outgoing.mailbox)
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
-        state=OutgoingMessage.State.HELD, next_try_at=None, last_error=text, version=F("version") + 1
+        state=OutgoingMessage.State.HELD, next_try_at=None, last_error=text.stored, version=F("version") + 1
     )
-    _audit(outgoing, "outgoing.held", reason=text)
+    _audit(outgoing, "outgoing.held", reason=text.stored)
     _changed(outgoing, outgoing.mailbox_id)
     return True
 
@@ -437,7 +439,7 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
             outgoing_id,
             token,
             attempt,
-            _(
+            N_(
                 "Die Nachricht wurde vollständig an das Clientmodul %(where)s übergeben, aber dessen Antwort ist "
                 "nicht angekommen (%(detail)s). Ob sie versendet wurde, ist ungewiss; sie wird nicht automatisch "
                 "erneut gesendet. Eine Zustellbestätigung klärt es, sonst bitte entscheiden."
@@ -451,19 +453,19 @@ def _deliver(outgoing: OutgoingMessage, account: KimAccount, token: str, attempt
             DeliveryAttempt.Outcome.ABORTED,
             None,
             "",
-            _("Abgebrochen: ein anderer Sendeprozess hat übernommen."),
+            N_("Abgebrochen: ein anderer Sendeprozess hat übernommen."),
         )
         return OutgoingMessage.objects.filter(pk=outgoing_id).values_list("state", flat=True).first() or ""
     except SmtpRefused as exc:
         return _finish_refused(outgoing_id, token, attempt, exc, where)
     except (CmError, CredentialDecryptionError) as exc:
-        text = cm_error_message(exc, host=account.cm_host, port=account.smtp_port)
+        text = cm_error_text(exc, host=account.cm_host, port=account.smtp_port)
         # A wrong password, pin or key does not heal by itself, but an administrator fixes it: keep retrying.
         needs_admin = isinstance(exc, CmAuthFailed | CmTlsError | CredentialDecryptionError)
         return _finish_temporary(outgoing_id, token, attempt, None, text, needs_admin=needs_admin)
     except Exception as exc:
         log.exception("delivering outgoing %s failed unexpectedly", outgoing_id)
-        text = _("Interner Fehler beim Senden (%(kind)s). Details im Server-Log.") % {"kind": exc.__class__.__name__}
+        text = N_("Interner Fehler beim Senden (%(kind)s). Details im Server-Log.") % {"kind": exc.__class__.__name__}
         if DeliveryAttempt.objects.filter(pk=attempt.pk, final_dot_at__isnull=False).exists():
             return _finish_uncertain(outgoing_id, token, attempt, text)
         return _finish_temporary(outgoing_id, token, attempt, None, text)
@@ -486,9 +488,13 @@ def _broadcast_now(outgoing: OutgoingMessage) -> None:
         _changed(outgoing, outgoing.mailbox_id)
 
 
-def _end_attempt(attempt: DeliveryAttempt, outcome: str, code: int | None, text: str, error: str) -> None:
+def _end_attempt(attempt: DeliveryAttempt, outcome: str, code: int | None, text: str, error: StoredText | None) -> None:
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-        outcome=outcome, smtp_code=code, smtp_text=text[:2000], error=error, ended_at=timezone.now()
+        outcome=outcome,
+        smtp_code=code,
+        smtp_text=text[:2000],
+        error=error.stored if error is not None else "",
+        ended_at=timezone.now(),
     )
 
 
@@ -497,7 +503,7 @@ def _finish_sent(
     outgoing_id: int, token: str, attempt: DeliveryAttempt, code: int, text: str, refused: dict[str, str]
 ) -> str:
     outgoing = _locked(outgoing_id)
-    _end_attempt(attempt, DeliveryAttempt.Outcome.SENT, code, text, "")
+    _end_attempt(attempt, DeliveryAttempt.Outcome.SENT, code, text, None)
     if outgoing.lease_token != token and outgoing.state != OutgoingMessage.State.UNCERTAIN:
         # Our lease ran out and the message moved on; the CM's answer is recorded on the attempt only.
         log.warning("outgoing %s: answer after the lease ended (state %s)", outgoing_id, outgoing.state)
@@ -529,7 +535,7 @@ def _refusals_settle(outgoing: OutgoingMessage, refused: dict[str, str], now: An
             continue
         OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
             state=OutgoingRecipient.State.FAILED,
-            reason=_("Vom Clientmodul abgelehnt: %(reply)s") % {"reply": reply},
+            reason=(N_("Vom Clientmodul abgelehnt: %(reply)s") % {"reply": reply}).stored,
             status_code=reply.split(" ", 1)[0],
             updated_at=now,
         )
@@ -544,7 +550,7 @@ def _sent_settle(outgoing: OutgoingMessage) -> str:
         lease_token="",
         lease_until=None,
         next_try_at=None,
-        last_error=_(TEXT_PARTIAL) if partial else "",
+        last_error=N_(TEXT_PARTIAL).stored if partial else "",
         version=F("version") + 1,
     )
     _changed(outgoing, outgoing.mailbox_id)
@@ -562,51 +568,54 @@ def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, tempo
     names = ", ".join(sorted(temporary))
     replies = "; ".join(sorted(set(temporary.values())))
     if attempt.number >= MAX_ATTEMPTS:
-        reason = _(
+        reason = N_(
             "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen aufgegeben."
         ) % {"reply": replies, "n": attempt.number}
         for address, reply in temporary.items():
             OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
                 state=OutgoingRecipient.State.FAILED,
-                reason=_(
-                    "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen aufgegeben."
-                )
-                % {"reply": reply, "n": attempt.number},
+                reason=(
+                    N_(
+                        "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen "
+                        "aufgegeben."
+                    )
+                    % {"reply": reply, "n": attempt.number}
+                ).stored,
                 status_code=reply.split(" ", 1)[0],
                 updated_at=now,
             )
         if OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["sent", "delivered", "delayed"]).exists():
             return _sent_settle(outgoing)
-        text = _("Die Nachricht wurde an keinen Empfänger gesendet: %(names)s – %(reason)s") % {
+        text = N_("Die Nachricht wurde an keinen Empfänger gesendet: %(names)s – %(reason)s") % {
             "names": names,
             "reason": reason,
         }
         return _fail(outgoing, attempt, int(replies[:3]) if replies[:3].isdigit() else None, text)
     for address, reply in temporary.items():
         OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
-            reason=_("Vom Clientmodul vorübergehend abgelehnt: %(reply)s") % {"reply": reply},
+            reason=(N_("Vom Clientmodul vorübergehend abgelehnt: %(reply)s") % {"reply": reply}).stored,
             status_code=reply.split(" ", 1)[0],
             updated_at=now,
         )
     next_try = now + timedelta(seconds=_retry_delay(attempt.number))
-    text = _("Vorübergehend abgelehnt für %(names)s (%(reply)s); nur diese Empfänger werden erneut versucht.") % {
+    text = N_("Vorübergehend abgelehnt für %(names)s (%(reply)s); nur diese Empfänger werden erneut versucht.") % {
         "names": names,
         "reply": replies,
     }
-    suffix = _("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
+    suffix = N_("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED,
         lease_token="",
         lease_until=None,
         next_try_at=next_try,
-        last_error=f"{text} {suffix}",
+        last_error=join(text, suffix).stored,
         version=F("version") + 1,
     )
     _audit(
         outgoing,
         "outgoing.attempt_failed",
         attempt=attempt.number,
-        reason=text,
+        reason=text.stored,
         recipients=sorted(temporary),
         next_try_at=next_try.isoformat(),
         needs_admin=False,
@@ -622,7 +631,7 @@ def _finish_rcpt_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt,
     outgoing = _locked(outgoing_id)
     temporary = {a: r for a, r in exc.refused.items() if r.startswith("4")}
     outcome = DeliveryAttempt.Outcome.TEMPORARY if temporary else DeliveryAttempt.Outcome.PERMANENT
-    text = _("%(where)s hat die Empfänger abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
+    text = N_("%(where)s hat die Empfänger abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
     _end_attempt(attempt, outcome, exc.code, str(exc), text)
     if outgoing.lease_token != token:
         return outgoing.state
@@ -631,12 +640,12 @@ def _finish_rcpt_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt,
         return _recipients_defer(outgoing, attempt, temporary)
     if OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["sent", "delivered", "delayed"]).exists():
         return _sent_settle(outgoing)
-    text = _("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
+    text = N_("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": exc}
     return _fail(outgoing, attempt, exc.code, text)
 
 
 @transaction.atomic
-def _finish_uncertain(outgoing_id: int, token: str, attempt: DeliveryAttempt, text: str) -> str:
+def _finish_uncertain(outgoing_id: int, token: str, attempt: DeliveryAttempt, text: StoredText) -> str:
     outgoing = _locked(outgoing_id)
     _end_attempt(attempt, DeliveryAttempt.Outcome.UNCERTAIN, None, "", text)
     if outgoing.lease_token != token:
@@ -645,7 +654,7 @@ def _finish_uncertain(outgoing_id: int, token: str, attempt: DeliveryAttempt, te
     return OutgoingMessage.State.UNCERTAIN
 
 
-def _mark_uncertain(outgoing: OutgoingMessage, text: str, attempt_number: int) -> None:
+def _mark_uncertain(outgoing: OutgoingMessage, text: StoredText, attempt_number: int) -> None:
     _settle(
         outgoing,
         state=OutgoingMessage.State.UNCERTAIN,
@@ -675,7 +684,7 @@ def _settle(
     state: str,
     recipients: QuerySet[OutgoingRecipient],
     recipient_fields: dict[str, Any],
-    text: str,
+    text: StoredText,
     action: str,
     **details: Any,
 ) -> None:
@@ -688,17 +697,17 @@ def _settle(
         lease_token="",
         lease_until=None,
         next_try_at=None,
-        last_error=text,
+        last_error=text.stored,
         version=F("version") + 1,
     )
-    _audit(outgoing, action, reason=text, **details)
+    _audit(outgoing, action, reason=text.stored, **details)
     _changed(outgoing, outgoing.mailbox_id)
 
 
 def _finish_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt, exc: SmtpRefused, where: str) -> str:
     reply = str(exc)
     if exc.code == 553 or (exc.enhanced.startswith("5.7.") and exc.stage == "mail"):
-        text = _(
+        text = N_(
             "Die Nachricht wurde nicht gesendet: Für das eigene Postfach (Absender) ist im Verzeichnis kein gültiges "
             "Verschlüsselungszertifikat hinterlegt (%(reply)s). Bitte die Betreuung des KIM-Kontos verständigen."
         ) % {"reply": reply}
@@ -706,22 +715,21 @@ def _finish_refused(outgoing_id: int, token: str, attempt: DeliveryAttempt, exc:
     if exc.code == 451 and exc.stage == "end_of_data":
         # KIM: no recipient had a valid encryption certificate. But CMs answer 451 for internal errors too,
         # so say both; the recipients were checked before, so it is not retried blindly.
-        text = (
-            _(TEXT_NO_RECIPIENT)
-            + " "
-            + _(
+        text = join(
+            N_(TEXT_NO_RECIPIENT),
+            N_(
                 "(Antwort des Clientmoduls: %(reply)s. Ein Clientmodul meldet 451 auch bei einem internen Fehler; "
                 "die Empfänger waren vor dem Senden im Verzeichnis geprüft worden.)"
             )
-            % {"reply": reply}
+            % {"reply": reply},
         )
         return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
     if exc.stage == "rcpt" and exc.refused:
         return _finish_rcpt_refused(outgoing_id, token, attempt, exc, where)
     if exc.temporary:
-        text = _("%(where)s hat vorübergehend abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
+        text = N_("%(where)s hat vorübergehend abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
         return _finish_temporary(outgoing_id, token, attempt, exc, text)
-    text = _("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
+    text = N_("%(where)s hat die Nachricht dauerhaft abgelehnt (%(reply)s).") % {"where": where, "reply": reply}
     return _finish_permanent(outgoing_id, token, attempt, exc.code, text, reply=exc)
 
 
@@ -731,7 +739,7 @@ def _finish_temporary(
     token: str,
     attempt: DeliveryAttempt,
     exc: SmtpRefused | None,
-    text: str,
+    text: StoredText,
     *,
     needs_admin: bool = False,
 ) -> str:
@@ -741,23 +749,23 @@ def _finish_temporary(
     if outgoing.lease_token != token:
         return outgoing.state
     if attempt.number >= MAX_ATTEMPTS:
-        outgoing_text = text + " " + _("Nach %(n)d Versuchen aufgegeben.") % {"n": attempt.number}
+        outgoing_text = join(text, N_("Nach %(n)d Versuchen aufgegeben.") % {"n": attempt.number})
         return _fail(outgoing, attempt, code, outgoing_text)
     next_try = timezone.now() + timedelta(seconds=_retry_delay(attempt.number))
-    suffix = _("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
+    suffix = N_("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED,
         lease_token="",
         lease_until=None,
         next_try_at=next_try,
-        last_error=f"{text} {suffix}",
+        last_error=join(text, suffix).stored,
         version=F("version") + 1,
     )
     _audit(
         outgoing,
         "outgoing.attempt_failed",
         attempt=attempt.number,
-        reason=text,
+        reason=text.stored,
         next_try_at=next_try.isoformat(),
         needs_admin=needs_admin,
     )
@@ -772,7 +780,7 @@ def _finish_permanent(
     token: str,
     attempt: DeliveryAttempt,
     code: int | None,
-    text: str,
+    text: StoredText,
     *,
     reply: SmtpRefused | None = None,
 ) -> str:
@@ -783,13 +791,17 @@ def _finish_permanent(
     return _fail(outgoing, attempt, code, text)
 
 
-def _fail(outgoing: OutgoingMessage, attempt: DeliveryAttempt, code: int | None, text: str) -> str:
+def _fail(outgoing: OutgoingMessage, attempt: DeliveryAttempt, code: int | None, text: StoredText) -> str:
     _settle(
         outgoing,
         state=OutgoingMessage.State.FAILED,
         # Only those still waiting: one the CM took in an earlier attempt was sent; one already failed keeps its reason.
         recipients=OutgoingRecipient.objects.filter(outgoing=outgoing, state__in=["queued", "uncertain"]),
-        recipient_fields={"state": OutgoingRecipient.State.FAILED, "reason": text, "status_code": str(code or "")},
+        recipient_fields={
+            "state": OutgoingRecipient.State.FAILED,
+            "reason": text.stored,
+            "status_code": str(code or ""),
+        },
         text=text,
         action="outgoing.failed",
         attempt=attempt.number,
@@ -811,7 +823,7 @@ def outgoing_recover(*, outgoing_id: int) -> str:
         return outgoing.state
     attempt = outgoing.attempts.order_by("-number").first()
     if attempt is not None and attempt.final_dot_at is not None:
-        text = _(
+        text = N_(
             "Der Versand wurde nach der vollständigen Übergabe an das Clientmodul unterbrochen (Absturz oder "
             "Neustart des Sendeprozesses). Ob die Nachricht versendet wurde, ist ungewiss; sie wird nicht "
             "automatisch erneut gesendet."
@@ -826,7 +838,7 @@ def outgoing_recover(*, outgoing_id: int) -> str:
             DeliveryAttempt.Outcome.ABORTED,
             None,
             "",
-            _("Der Sendeprozess wurde vor dem Ende der Übertragung beendet; die Nachricht wird erneut gesendet."),
+            N_("Der Sendeprozess wurde vor dem Ende der Übertragung beendet; die Nachricht wird erneut gesendet."),
         )
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED, lease_token="", lease_until=None, next_try_at=now, version=F("version") + 1
@@ -967,10 +979,11 @@ def _release(outgoing: OutgoingMessage, *, actor: Any, **details: Any) -> None:
     _changed(outgoing, outgoing.mailbox_id)
 
 
-def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
+def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any, reason: str = "membership_ended") -> int:
     """A person who can no longer work the mailbox is nobody's contact for its sends any more: the failed or
-    uncertain sends they took on become unclaimed (colleagues see "Ich kümmere mich" again). Inside the
-    caller's transaction; returns how many."""
+    uncertain sends they took on become unclaimed (colleagues see "Ich kümmere mich" again). Audited with the
+    reason, as their messages and drafts are (mailbox.services.members.work_return). Inside the caller's
+    transaction; returns how many."""
     claimed = list(
         OutgoingMessage.objects.select_for_update()
         .select_related("mailbox")
@@ -978,7 +991,7 @@ def outgoing_claims_return(*, actor: Any, mailbox_id: int, person: Any) -> int:
         .order_by("pk")
     )
     for outgoing in claimed:
-        _release(outgoing, actor=actor, previous=person.pk, reason="membership_ended")
+        _release(outgoing, actor=actor, previous=person.pk, reason=reason)
     return len(claimed)
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
+from kimportal.texts import N_, join
 from mailbox import events
 from mailbox.models import AssignmentPeriod, Mailbox, MailboxQueue, Message, Notification, QueuedMessage, RoutingRule
 from mailbox.selectors.mailboxes import notification_recipients
@@ -90,12 +91,10 @@ def routing_record(plan: RoutingPlan | None) -> None:
         if not decision:
             continue
         if decision.assignee_id is not None and decision.assign_rule is not None:
-            note = _("Verteilregel „%(rule)s“") % {"rule": decision.assign_rule.name}
-            if decision.note:
-                note += "\n" + decision.note
+            note = join(N_("Verteilregel „%(rule)s“") % {"rule": decision.assign_rule.name}, decision.note)
             periods.append(
                 AssignmentPeriod(
-                    message=message, user_id=decision.assignee_id, assigned_by=None, note=note, started_at=now
+                    message=message, user_id=decision.assignee_id, assigned_by=None, note=note.stored, started_at=now
                 )
             )
             assignees.append((message, decision))
@@ -111,7 +110,7 @@ def routing_record(plan: RoutingPlan | None) -> None:
                 assignee=decision.assignee_id if decision.assign_rule is rule else None,
                 state=decision.state if decision.state_rule is rule else None,
                 queue=decision.queue.name if decision.queue is not None and decision.queue_rule is rule else None,
-                note=decision.note if decision.assign_rule is rule else "",
+                note=decision.note.stored if decision.note and decision.assign_rule is rule else "",
             )
     AssignmentPeriod.objects.bulk_create(periods)
     QueuedMessage.objects.bulk_create(filed)
@@ -135,9 +134,9 @@ def _notify_assignees(mailbox: Mailbox, assigned: list[tuple[Message, Decision]]
             message=message,
             actor=None,
             params={
-                "name": _("Verteilregel „%(rule)s“") % {"rule": decision.assign_rule.name},
+                "name": (N_("Verteilregel „%(rule)s“") % {"rule": decision.assign_rule.name}).stored,
                 "subject": short(message.subject),
-                "note": decision.note,
+                "note": decision.note.stored if decision.note else "",
             },
         )
     events.broadcast_counters_changed(user_ids=sorted(recipients))

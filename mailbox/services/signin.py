@@ -9,7 +9,9 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from mailbox.events import broadcast_memberships_changed
+from mailbox.models import Mailbox
 from mailbox.selectors.signin import ADDRESS, USERNAME
+from mailbox.services import members
 from mailbox.services.audit import audit_record
 
 
@@ -48,5 +50,10 @@ def wards_from_directory(*, user: Any, group_dns: set[str], mapping: dict[str, s
         user.groups.remove(*Group.objects.filter(name__in=left))
     if joined or left:
         audit_record(actor=user, action="signin.wards_synced", joined=joined, left=left)
+        # As when a manager moves someone between wards (mailbox.services.manage): a ward left hands its open work
+        # back, one joined gives drafts back. By the system: the directory decided, not the person signing in.
+        wards = Group.objects.filter(name__in=[*joined, *left])
+        for mailbox in Mailbox.objects.filter(memberships__group__in=wards).distinct().order_by("pk"):
+            members.access_changed(actor=None, mailbox=mailbox, user_ids=[user.pk])
         broadcast_memberships_changed(user_ids=[user.pk])
     return joined, left

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -28,6 +28,7 @@ from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms_compose import (
+    MAX_RECIPIENTS,
     SPLIT,
     DraftForm,
     RemoveRecipientForm,
@@ -43,6 +44,7 @@ from mailbox.selectors.outbox import (
     outgoing_get_for_user,
     outgoing_list_for_user,
     outgoing_timeline,
+    own_draft_out_of_reach,
     sendable_mailboxes_for_user,
     thread_for_user,
 )
@@ -104,6 +106,52 @@ def _chips(addresses: list[str]) -> list[dict[str, str]]:
     return [{"address": a, "display_name": a, "version": ""} for a in addresses]
 
 
+def _pk(text: str) -> int | None:
+    """A primary key as typed into a URL or a hand-made form, else None: str.isdigit() takes "²" (int() does not),
+    and int() refuses numbers over 4,300 digits; both would be a server error."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def _form_errors(form: DraftForm) -> list[str]:
+    """The form's errors in German, each naming its field where the message alone would not (Django's "at most
+    998 characters" says nothing of the subject); address errors name the address already."""
+    out = []
+    for name, errors in form.errors.items():
+        named = name in form.fields and name not in ("to", "cc", "to_typed", "cc_typed")
+        label = form[name].label if named else ""
+        out += [f"{label}: {e}" if label else str(e) for e in errors]
+    return out
+
+
+def _shown(draft: OutgoingMessage, form: DraftForm) -> dict[str, Any]:
+    """What the page's fields hold: the stored draft, or after a refused save (without JavaScript) what was sent,
+    so that a too long subject or a mistyped address costs nothing of the text typed since the last save."""
+    if not form.is_bound:
+        return {
+            "mailbox_id": draft.mailbox_id,
+            "subject": draft.subject,
+            "body": draft.body,
+            "dienstkennung": draft.dienstkennung,
+            "to": list(draft.to),
+            "cc": list(draft.cc),
+            "to_typed": "",
+            "cc_typed": "",
+        }
+    data = form.data
+    listed = data.getlist if isinstance(data, QueryDict) else lambda name: list(data.get(name) or [])
+    mailbox = str(data.get("mailbox", ""))
+    return {
+        "mailbox_id": _pk(mailbox) or draft.mailbox_id,
+        "subject": data.get("subject", ""),
+        "body": data.get("body", ""),
+        "dienstkennung": data.get("dienstkennung") or draft.dienstkennung,
+        "to": [a for a in listed("to") if a.strip()],
+        "cc": [a for a in listed("cc") if a.strip()],
+        "to_typed": data.get("to_typed", ""),
+        "cc_typed": data.get("cc_typed", ""),
+    }
+
+
 def _draft_context(
     request: AuthenticatedHttpRequest, draft: OutgoingMessage, form: DraftForm | None = None, **extra: Any
 ) -> dict[str, Any]:
@@ -119,12 +167,15 @@ def _draft_context(
             },
             mailboxes=mailboxes,
         )
+    shown = _shown(draft, form)
     return _nav(
         request,
         draft=draft,
         form=form,
-        to_chips=_chips(list(draft.to)),
-        cc_chips=_chips(list(draft.cc)),
+        shown=shown,
+        form_errors=_form_errors(form) if form.is_bound else [],
+        to_chips=_chips(shown["to"]),
+        cc_chips=_chips(shown["cc"]),
         attachments=getattr(draft, "attachment_list", None) or list(draft.attachments.all()),
         current_mailbox=draft.mailbox,
         **extra,
@@ -143,7 +194,7 @@ def compose(request: AuthenticatedHttpRequest) -> HttpResponse:
         raise PermissionDenied(_("Sie dürfen aus keinem Postfach senden."))
     chosen = request.POST.get("mailbox") or request.GET.get("postfach") or ""
     if request.method == "POST":
-        if not chosen.isdigit():
+        if _pk(chosen) is None:
             context = _nav(request, sendable=mailboxes, selected=mailboxes[0].pk)
             context["error"] = _("Bitte ein Postfach wählen.")
             return render(request, "mailbox/compose_start.html", context, status=422)
@@ -151,7 +202,7 @@ def compose(request: AuthenticatedHttpRequest) -> HttpResponse:
             raise Http404
         draft = outgoing_draft_save(user=request.user, mailbox_id=int(chosen), data=OutgoingData())
         return redirect("mailbox:draft-edit", pk=draft.pk)
-    selected = int(chosen) if chosen.isdigit() else mailboxes[0].pk
+    selected = _pk(chosen) or mailboxes[0].pk
     return render(request, "mailbox/compose_start.html", _nav(request, sendable=mailboxes, selected=selected))
 
 
@@ -254,7 +305,12 @@ def _thread(request: AuthenticatedHttpRequest, anchor: Any, *, current: Any) -> 
 
 
 def _status(
-    request: AuthenticatedHttpRequest, draft: OutgoingMessage, *, error: str = "", status: int = 200
+    request: AuthenticatedHttpRequest,
+    draft: OutgoingMessage,
+    *,
+    error: str = "",
+    status: int = 200,
+    out_of_reach: bool = False,
 ) -> HttpResponse:
     # After a refusal the page keeps its version: the next autosave is refused too, until the user reloads or
     # keeps this page's text on purpose ("Diese Fassung speichern", a save without the guard).
@@ -262,15 +318,27 @@ def _status(
         "draft": draft,
         "error": error,
         "conflict": status == 409 and draft.state == DRAFT,
+        "out_of_reach": out_of_reach,
         "saved_at": None if error else timezone.localtime(draft.updated_at),
     }
     return render(request, "mailbox/compose.html#draft-status", context, status=status)
+
+
+def _out_of_reach_error() -> str:
+    return _(
+        "Sie dürfen aus diesem Postfach nicht mehr senden. Änderungen auf dieser Seite werden nicht mehr "
+        "gespeichert; kopieren Sie Text, den Sie noch brauchen."
+    )
 
 
 @require_http_methods(["GET", "POST"])
 def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The compose page of one draft. POST saves it: autosave (htmx, answers the status line) or the plain
     "Entwurf speichern" button (without JavaScript, the typed addresses come along here)."""
+    if request.method == "POST" and request.htmx and (gone := own_draft_out_of_reach(request.user, pk)):
+        # The author lost the right to send while the page was open: a 404 or 403 would not be shown (htmx swaps
+        # neither) and the page would go on looking saved. 423 is swapped (base.html's responseHandling).
+        return _status(request, gone, error=_out_of_reach_error(), status=423, out_of_reach=True)
     outgoing = _outgoing_or_404(request, pk)
     if outgoing.state != DRAFT:
         if request.method == "POST" and request.htmx:
@@ -291,9 +359,8 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         return render(request, "mailbox/compose.html", _draft_context(request, draft))
     form = DraftForm(request.POST, mailboxes=_sendable(request))
     if not form.is_valid():
-        error = " ".join(str(e) for errs in form.errors.values() for e in errs)
         if request.htmx:
-            return _status(request, draft, error=error, status=422)
+            return _status(request, draft, error=" ".join(_form_errors(form)), status=422)
         return render(request, "mailbox/compose.html", _draft_context(request, draft, form=form), status=422)
     try:
         draft = outgoing_draft_save(
@@ -325,40 +392,61 @@ def compose_address(request: AuthenticatedHttpRequest) -> HttpResponse:
     if not _sendable(request):
         raise PermissionDenied
     typed = request.GET.get(f"{field}_typed", "") or request.GET.get("address", "")
-    addresses = [a.strip().strip("<>").lower() for a in SPLIT.split(typed) if a.strip().strip("<>")]
-    chips = [_typed_chip(address) for address in dict.fromkeys(addresses)]
+    addresses = list(dict.fromkeys(a.strip().strip("<>").lower() for a in SPLIT.split(typed) if a.strip().strip("<>")))
+    if len(addresses) > MAX_RECIPIENTS:
+        # A pasted distribution list: refused whole, before the directory is asked for each address; the box keeps
+        # its text (compose.js empties it only after a 200).
+        error = _("Höchstens %(n)d Empfänger je Nachricht; hier stehen %(count)d Adressen. Bitte kürzen.") % {
+            "n": MAX_RECIPIENTS,
+            "count": len(addresses),
+        }
+        context = {"field_name": field, "chips": [{"address": "", "error": error}]}
+        return render(request, "mailbox/compose.html#typed-chip", context, status=422)
+    chips = _typed_chips(addresses)
     if not chips:
         chips = [{"address": "", "error": _("Bitte eine KIM-Adresse eingeben.")}]
     # Errors are chips too (role="alert"): the answer is always swapped in.
     return render(request, "mailbox/compose.html#typed-chip", {"field_name": field, "chips": chips})
 
 
-def _typed_chip(address: str) -> dict[str, Any]:
-    error = kim_address_error(address)
-    if error:
-        return {"address": address, "error": error}
-    try:
-        entry = directory_selectors.directory_entry_for_address(address)
-    except VzdError:
-        # The directory is away: the address is kept, and the pre-flight checks it before anything is sent.
-        return {"address": address, "unchecked": True}
-    if entry is None:
-        return {"address": address, "error": _("Diese KIM-Adresse steht nicht im Verzeichnis.")}
-    return {"address": address, "entry": entry, "version": entry.kim_version(address)}
+def _typed_chips(addresses: list[str]) -> list[dict[str, Any]]:
+    """A chip per typed address: the KIM address rules first, then the directory, asked once for all of them (in
+    batches), not once per address: a slow or silent directory costs one timeout, not one per address."""
+    errors = {a: kim_address_error(a) for a in addresses}
+    valid = [a for a in addresses if not errors[a]]
+    entries: dict[str, Any] | None = {}
+    if valid:
+        try:
+            entries = directory_selectors.directory_entries_for_addresses(valid)
+        except VzdError:
+            # The directory is away: the addresses are kept, and the pre-flight checks them before anything is sent.
+            entries = None
+    chips: list[dict[str, Any]] = []
+    for address in addresses:
+        entry = entries.get(address) if entries is not None else None
+        if errors[address]:
+            chips.append({"address": address, "error": errors[address]})
+        elif entries is None:
+            chips.append({"address": address, "unchecked": True})
+        elif entry is None:
+            chips.append({"address": address, "error": _("Diese KIM-Adresse steht nicht im Verzeichnis.")})
+        else:
+            chips.append({"address": address, "entry": entry, "version": entry.kim_version(address)})
+    return chips
 
 
 @require_POST
 def draft_attachment_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     draft = _draft_or_404(request, pk)
     files = request.FILES.getlist("files")
-    error = "" if files else _("Bitte eine Datei auswählen.")
+    errors = [] if files else [_("Bitte eine Datei auswählen.")]
     for upload in files:
+        # One refused file (too large) does not cost the others chosen with it: each is added or named.
         try:
             outgoing_attachment_add(user=request.user, draft=draft, filename=upload.name or "", content=upload)
         except PortalError as exc:
-            error = exc.message
-            break
-    return _attachments_response(request, draft, error=error)
+            errors.append(exc.message)
+    return _attachments_response(request, draft, error=" ".join(errors))
 
 
 @require_POST
@@ -435,13 +523,18 @@ def _send_problems(
 @require_POST
 def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     """Save what the page shows, then send it: pre-flight against the directory, queue, deliver in the background."""
+    if request.htmx and (gone := own_draft_out_of_reach(request.user, pk)):
+        # As in draft_edit: say it where the page shows send errors, instead of a button that does nothing.
+        return _send_problems(request, gone, error=_out_of_reach_error(), status=423)
     if _outgoing_or_404(request, pk).state != DRAFT:
         return _already_sent(request, pk)
     draft = _draft_or_404(request, pk)
     form = DraftForm(request.POST, mailboxes=_sendable(request))
     if not form.is_valid():
-        error = " ".join(str(e) for errs in form.errors.values() for e in errs)
-        return _send_problems(request, draft, error=error)
+        if not request.htmx:
+            # Without JavaScript the page is the form: shown again with what was typed and why it was refused.
+            return render(request, "mailbox/compose.html", _draft_context(request, draft, form=form), status=422)
+        return _send_problems(request, draft, error=" ".join(_form_errors(form)))
     try:
         # The send button is the author's explicit word: what this page shows is saved and sent, even when a save
         # from a page load before (the beacon of a reload) bumped the version meanwhile. Only the author edits a

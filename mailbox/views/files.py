@@ -19,6 +19,34 @@ from mailbox.views.lookup import message_or_404
 
 # Types a browser may show inline; everything else is only ever downloaded.
 INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain"}
+# The file name endings each inline type is served under; a name ending otherwise ("befund.pdf.exe"
+# sent as application/pdf) is not what its type says and is served as a plain download.
+_EXTENSIONS = {
+    "application/pdf": (".pdf",),
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "image/gif": (".gif",),
+    "text/plain": (".txt", ".text", ".log", ".csv", ".asc"),
+}
+
+
+# Names Windows runs when opened; a sender may dress one up as a document ("befund.pdf.exe").
+_EXECUTABLE = (
+    ".exe", ".com", ".scr", ".pif", ".bat", ".cmd", ".msi", ".msp", ".vbs", ".vbe", ".js", ".jse", ".wsf",
+    ".wsh", ".hta", ".cpl", ".jar", ".ps1", ".lnk", ".reg", ".dll", ".msc", ".application", ".appref-ms",
+)  # fmt: skip
+
+
+def is_executable_name(filename: str) -> bool:
+    return filename.lower().endswith(_EXECUTABLE)
+
+
+def served_type(attachment: Attachment) -> str:
+    """The Content-Type an attachment is served with: its own when a browser may show it and its name agrees."""
+    declared = attachment.content_type
+    if declared in INLINE_TYPES and attachment.filename.lower().endswith(_EXTENSIONS[declared]):
+        return declared
+    return "application/octet-stream"
 
 
 @require_GET
@@ -72,7 +100,8 @@ def attachment_download(request: AuthenticatedHttpRequest, pk: int, position: in
             status=500,
             content_type="text/plain; charset=utf-8",
         )
-    inline = request.GET.get("inline") == "1" and attachment.content_type in INLINE_TYPES
+    content_type = served_type(attachment)
+    inline = request.GET.get("inline") == "1" and content_type in INLINE_TYPES
     message_access_record(
         user=request.user,
         message=attachment.message,
@@ -80,7 +109,6 @@ def attachment_download(request: AuthenticatedHttpRequest, pk: int, position: in
         attachment=attachment.filename,
         inline=inline,
     )
-    content_type = attachment.content_type if attachment.content_type in INLINE_TYPES else "application/octet-stream"
     if content_type == "text/plain":
         content_type = "text/plain; charset=utf-8"
     # FileResponse writes an RFC 6266 Content-Disposition with a filename* for umlauts.

@@ -288,8 +288,12 @@ def group_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 def group_member_remove(request: AuthenticatedHttpRequest, pk: int, user_pk: int) -> HttpResponse:
     group = get_object_or_404(Group, pk=pk)
     member = get_object_or_404(group.user_set.all(), pk=user_pk)
-    manage_services.group_member_remove(user=request.user, group=group, member=member)
-    messages.success(request, _("Aus der Gruppe entfernt."))
+    try:
+        manage_services.group_member_remove(user=request.user, group=group, member=member)
+    except PortalError as exc:  # the last owner of a mailbox the group owns
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Aus der Gruppe entfernt."))
     return redirect("manage:group", pk=pk)
 
 

@@ -38,7 +38,7 @@ from mailbox.services.guard import claim_held_error
 from mailbox.services.notes import mention_names, note_add
 from mailbox.services.reading import message_open
 from mailbox.services.states import message_set_state
-from mailbox.views.files import INLINE_TYPES
+from mailbox.views.files import INLINE_TYPES, is_executable_name, served_type
 from mailbox.views.lookup import message_or_404
 
 # The page's links and forms: a dozen URLs of the same message, reversed once per process (and script prefix) with
@@ -70,12 +70,18 @@ def _message_urls(message: Message) -> dict[str, str]:
     return urls
 
 
-def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool]]:
-    """The listed attachments (not inline images): each with its download URL and whether it can be shown."""
+def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool, bool]]:
+    """The listed attachments (not inline images): each with its download URL, whether it can be shown and
+    whether its name is one Windows would run."""
     attachment_url = _url_patterns(get_script_prefix())[2].replace(str(_STAND_IN), str(message.pk))
     position = str(_STAND_IN + 1)
     return [
-        (a, attachment_url.replace(position, str(a.position)), a.content_type in INLINE_TYPES)
+        (
+            a,
+            attachment_url.replace(position, str(a.position)),
+            served_type(a) in INLINE_TYPES,
+            is_executable_name(a.filename),
+        )
         for a in message.attachment_list
         if not a.is_inline
     ]

@@ -26,10 +26,11 @@ from django.utils import timezone
 from django.utils.translation import gettext_noop as N_
 
 from directory.clients.vzd import config_from_settings as vzd_config
+from kimportal.texts import StoredText
 from mailbox.clients.tls import Endpoint
 from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Mailbox, OutgoingMessage
-from mailbox.services.accounts import account_endpoint, cm_error_message
+from mailbox.services.accounts import account_endpoint, cm_error_text
 from mailbox.services.fetch import account_lease_acquire, account_lease_release
 from operations.services import heartbeat
 from operations.services.probes import (
@@ -202,7 +203,7 @@ def _unlock(token: str) -> None:
 class _Account:
     account: KimAccount
     endpoint: Endpoint | None
-    endpoint_error: str
+    endpoint_error: StoredText | None
     lease: str | None  # our hold on the account's fetch lease during the login test
     login: Future[LoginProbe] | None = None
 
@@ -546,12 +547,12 @@ def _accounts_with_leases() -> list[_Account]:
     result = []
     accounts = KimAccount.objects.select_related("mailbox").filter(mailbox__is_active=True)
     for account in accounts.order_by("mailbox__display_name", "pk"):
-        endpoint, error, lease = None, "", None
+        endpoint, error, lease = None, None, None
         if account.is_active:
             try:
                 endpoint = account_endpoint(account, "pop3")
             except CredentialDecryptionError as exc:
-                error = cm_error_message(exc, host=account.cm_host, port=account.pop3_port)
+                error = cm_error_text(exc, host=account.cm_host, port=account.pop3_port)
             else:
                 lease = account_lease_acquire(account_id=account.pk)
         result.append(_Account(account, endpoint, error, lease))
@@ -720,7 +721,8 @@ def _login(item: _Account) -> tuple[str, Msg]:
             return OK, Msg(N_("Ein Abruf läuft gerade; der letzte Abruf war erfolgreich."))
         if account.status == KimAccount.Status.UNKNOWN:
             return OK, Msg(N_("Ein Abruf läuft gerade (der erste für dieses Konto)."))
-        return ERROR, Msg.raw(account.status_message or account.get_status_display())
+        # Both translated when the page is shown: the stored reason, or the status's (lazy) label.
+        return ERROR, Msg.raw(StoredText.of(account.status_message) or KimAccount.Status(account.status).label)
     probe = _result(item.login, None) if item.login is not None else None
     if probe is None:
         return ERROR, _too_slow()
@@ -731,7 +733,9 @@ def _fetch(account: KimAccount, now: dt.datetime) -> tuple[float | None, str, Ms
     if not account.is_active:
         return None, OK, Msg(N_("Abruf abgeschaltet."))
     failing = account.status in (KimAccount.Status.AUTH_FAILED, KimAccount.Status.ERROR)
-    problem = f" {account.status_message}" if account.status != KimAccount.Status.OK and account.status_message else ""
+    problem: Msg | str = ""
+    if account.status != KimAccount.Status.OK and account.status_message:
+        problem = Msg.of(" %(detail)s", detail=StoredText.of(account.status_message))
     if account.last_success_at is None:
         state = ERROR if failing else WARNING
         return None, state, Msg.of(N_("Noch kein erfolgreicher Abruf.%(problem)s"), problem=problem)

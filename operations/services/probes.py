@@ -18,7 +18,7 @@ from konnektor import CallContext, KonnektorClient, KonnektorConfig, KonnektorEr
 from konnektor.types import Card, PinStatus
 from mailbox.clients.pop3 import pop3_login_check
 from mailbox.clients.tls import CmAuthFailed, CmError, Endpoint
-from mailbox.services.accounts import cm_error_message
+from mailbox.services.accounts import cm_error_text
 from operations.clients.tlsprobe import ProbeError, pop3_server_certificate
 from operations.services.results import ERROR, OK, Msg
 
@@ -37,7 +37,7 @@ def probe_cm_login(endpoint: Endpoint) -> LoginProbe:
     try:
         count = pop3_login_check(endpoint)
     except CmError as exc:
-        text = cm_error_message(exc, host=endpoint.host, port=endpoint.port)
+        text = cm_error_text(exc, host=endpoint.host, port=endpoint.port)
         return LoginProbe(ERROR, Msg.raw(text), auth_failed=isinstance(exc, CmAuthFailed))
     return LoginProbe(OK, Msg.of(N_("POP3-Anmeldung erfolgreich (%(count)d Nachricht(en) bereit)."), count=count))
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.utils.functional import Promise
 from django.utils.translation import gettext
+
+from kimportal.texts import StoredText
 
 OK = "ok"
 WARNING = "warning"
@@ -35,15 +38,17 @@ class Msg:
         return cls(text, tuple(sorted(params.items())))
 
     @classmethod
-    def raw(cls, text: str) -> Msg:
-        """A text that is already written out (an error text of another module): shown as it is."""
+    def raw(cls, text: str | StoredText | Promise) -> Msg:
+        """A text of another module: shown as it is, or, if it is a stored text (kimportal.texts), translated then."""
         return cls("%(text)s", (("text", text),))
 
     def __str__(self) -> str:
         translated = gettext(self.text)
         if not self.params:
             return translated
-        return translated % {key: str(value) if isinstance(value, Msg) else value for key, value in self.params}
+        return translated % {
+            key: str(value) if isinstance(value, Msg | StoredText | Promise) else value for key, value in self.params
+        }
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,14 @@ class Selected:
     sha256: str
 
 
+class BatchRunning(Conflict):
+    """A batch of the signer's still runs (`fresh`); `same_selection` when it signs exactly the drafts asked for."""
+
+    def __init__(self, message: str, *, fresh: SignatureBatch, same_selection: bool = False) -> None:
+        super().__init__(message, fresh=fresh)
+        self.same_selection = same_selection
+
+
 def request_id_for(draft: Draft) -> str:
     # Readable in the Konnektor's log and unique within the batch (one item per draft).
     return f"D{draft.pk}-V{draft.version}"
@@ -80,7 +88,13 @@ def batch_create(*, signer: Any, workplace: Workplace, selected: list[Selected])
         raise PortalError(_("Dieser Arbeitsplatz ist nicht mehr aktiv. Bitte wählen Sie Ihren Arbeitsplatz."))
     running = SignatureBatch.objects.filter(signer=signer, state__in=SignatureBatch.ACTIVE_STATES).first()
     if running is not None:
-        raise Conflict(_("Es läuft bereits ein Signaturvorgang. Bitte warten Sie, bis er beendet ist."), fresh=running)
+        signing = set(running.items.values_list("draft_id", "document_version", "document_sha256"))
+        if signing == {(s.draft_id, s.version, s.sha256) for s in selected}:
+            # The same form sent twice (a double click): the browser shows this answer, so it leads to that batch.
+            raise BatchRunning(_("Diese Auswahl wird bereits signiert."), fresh=running, same_selection=True)
+        raise BatchRunning(
+            _("Es läuft bereits ein Signaturvorgang. Bitte warten Sie, bis er beendet ist."), fresh=running
+        )
     wanted = {s.draft_id: s for s in selected}
     drafts = list(Draft.objects.select_for_update().filter(pk__in=wanted, signer=signer).order_by("created_at", "pk"))
     if len(drafts) != len(wanted):
@@ -94,6 +108,13 @@ def batch_create(*, signer: Any, workplace: Workplace, selected: list[Selected])
                 "Einige der gewählten Entwürfe können Sie nicht (mehr) signieren: Im Absender-Postfach fehlt Ihnen "
                 "die Mitgliedschaft mit der Rolle „Bearbeiten“ oder „Eigentümer“."
             )
+        )
+    # Taken back by its author (or the KIS) since the list was loaded: said as such, not as "being signed".
+    withdrawn = [d for d in drafts if d.state == Draft.State.WITHDRAWN]
+    if withdrawn:
+        raise Conflict(
+            _("Zurückgezogen: %(names)s. Bitte laden Sie die Liste neu.")
+            % {"names": ", ".join(d.subject for d in withdrawn[:5])}
         )
     changed = [d for d in drafts if d.version != wanted[d.pk].version or d.sha256 != wanted[d.pk].sha256]
     if changed:

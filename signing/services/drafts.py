@@ -52,19 +52,22 @@ def _check(author: Any, data: DraftData) -> None:
 def _notify_signer(*, draft: Draft, actor: Any) -> None:
     if draft.signer_id == actor.pk:
         return
-    name = actor.get_full_name() or actor.get_username()
+    # Rendered in the signer's language when shown (Notification.TEXTS); `text` is the German fallback.
+    params = {
+        "name": actor.get_full_name() or actor.get_username(),
+        "subject": draft.subject,
+        "patient": draft.patient_reference,
+        # mailbox_id: shown only while the signer is a member of the draft's mailbox (mailbox.selectors).
+        "draft": draft.pk,
+        "mailbox_id": draft.mailbox_id,
+    }
     with translation.override("de"):
-        text = _("%(name)s bittet um Ihre Signatur: %(subject)s (%(patient)s)") % {
-            "name": name,
-            "subject": draft.subject,
-            "patient": draft.patient_reference,
-        }
+        text = Notification(kind=Notification.Kind.SIGNING_QUEUED, params=params).display_text
     Notification.objects.create(
         user_id=draft.signer_id,
         kind=Notification.Kind.SIGNING_QUEUED,
         actor=actor,
-        # mailbox_id: shown only while the signer is a member of the draft's mailbox (mailbox.selectors).
-        params={"draft": draft.pk, "mailbox_id": draft.mailbox_id},
+        params=params,
         text=text[:500],
     )
     mailbox_events.broadcast_user_notification(user_id=draft.signer_id)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
-from mailbox.models import Membership, member_roles
+from mailbox.models import member_roles, memberships_in_force
 from mailbox.permissions import Action, can
 from signing import events
 from signing.models import Draft
@@ -34,16 +33,10 @@ def owned_mailbox_ids(user: Any) -> set[int]:
 
 
 def _is_member(field: str) -> Exists:
-    """Whether the draft's user in `field` is an active member of the draft's mailbox now (any role, directly or
-    through a group): the rule of mailbox.models.member_mailbox_ids, as an expression over a draft row."""
-    active_user = get_user_model().objects.filter(pk=OuterRef(OuterRef(field)), is_active=True)
-    memberships = Membership.objects.filter(
-        models.Q(user_id=OuterRef(field)) | models.Q(group__user=OuterRef(field)),
-        Exists(active_user),
-        mailbox_id=OuterRef("mailbox_id"),
-        mailbox__is_active=True,
-    )
-    return Exists(memberships)
+    """Whether the draft's user in `field` has a role in the draft's mailbox now (any role, directly or through a
+    group; an active account, a mailbox switched on): the rule every page asks (mailbox.models.memberships_in_force),
+    as an expression over a draft row."""
+    return Exists(memberships_in_force(OuterRef(field)).filter(mailbox_id=OuterRef("mailbox_id")))
 
 
 def orphaned(queryset: models.QuerySet[Draft] | None = None) -> models.QuerySet[Draft]:

@@ -15,7 +15,7 @@ from kimportal.errors import NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from signing import selectors
 from signing.forms import SignForm, WorkplaceChoiceForm
-from signing.services.batch import batch_cancel, batch_create
+from signing.services.batch import BatchRunning, batch_cancel, batch_create
 from signing.views.common import WORKPLACE_COOKIE, WORKPLACE_COOKIE_AGE, batch_or_404
 
 
@@ -40,6 +40,12 @@ def batch_start(request: AuthenticatedHttpRequest) -> HttpResponse:
         return _back(request)
     try:
         batch = batch_create(signer=request.user, workplace=workplace, selected=form.selected)
+    except BatchRunning as exc:
+        if exc.same_selection:
+            messages.info(request, exc.message)
+            return redirect("signing:batch", pk=exc.fresh.pk)
+        messages.error(request, exc.message)
+        return _back(request)
     except NotAllowed as exc:
         messages.error(request, exc.message)
         return _back(request)

@@ -36,6 +36,24 @@
     form.addEventListener("htmx:beforeRequest", (ev) => {
       if (ev.detail.elt === form) dirty = false;
     });
+    // A save or send the server refuses outright (403: no longer allowed to send from the mailbox; 404: removed
+    // from it; 5xx) is not swapped in (base.html's responseHandling), and without a network there is no answer at
+    // all: the status line would go on saying "gespeichert" while nothing is. It says so instead; after a lost
+    // connection the next timed save tries again.
+    function notSaved(key) {
+      const status = document.getElementById("draft-status");
+      if (!status) return;
+      status.classList.add("error");
+      status.textContent = status.dataset[key] || "";
+    }
+    form.addEventListener("htmx:responseError", (ev) => {
+      if (form.contains(ev.detail.elt)) notSaved("refusedText");
+    });
+    form.addEventListener("htmx:sendError", (ev) => {
+      if (!form.contains(ev.detail.elt)) return;
+      notSaved("offlineText");
+      dirty = true;
+    });
     // A closed tab or a navigation away: the last edits go out as a beacon (a plain form post with the CSRF field).
     const flush = () => {
       if (!dirty || !navigator.sendBeacon) return;
@@ -121,6 +139,31 @@
     input.files = ev.dataTransfer.files;
     input.dispatchEvent(new Event("change", { bubbles: true }));
   });
+
+  // An upload the server never answered with the attachment list: larger than the proxy takes in one request
+  // (nginx answers 413 before Django sees it: several files that are each allowed), refused (403/404), or no
+  // network. Nothing is swapped in for those (base.html's responseHandling): the section says so instead.
+  function uploadFailed(ev) {
+    const zone = ev.detail.elt && ev.detail.elt.closest && ev.detail.elt.closest("[data-drop-zone]");
+    if (!zone) return;
+    const section = zone.closest("section") || zone.parentElement;
+    let alert = document.getElementById("attachment-error");
+    if (!alert) {
+      alert = document.createElement("div");
+      alert.id = "attachment-error";
+      alert.className = "alert alert-danger";
+      alert.setAttribute("role", "alert");
+      const heading = section.querySelector("h2");
+      if (heading) heading.after(alert); else section.prepend(alert);
+    }
+    const status = ev.detail.xhr ? ev.detail.xhr.status : 0;
+    alert.textContent = status === 413 ? zone.dataset.tooLargeText : zone.dataset.failedText;
+    // The same files may be chosen again (a change event needs a new selection).
+    const input = zone.querySelector("input[type=file]");
+    if (input) input.value = "";
+  }
+  document.addEventListener("htmx:responseError", uploadFailed);
+  document.addEventListener("htmx:sendError", uploadFailed);
 
   // --- Live delivery state: the socket names the sent message that changed; the page re-reads what it shows --
   function refresh(el) {

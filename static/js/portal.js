@@ -11,6 +11,22 @@ document.addEventListener("submit", (ev) => {
   if (question && !window.confirm(question)) ev.preventDefault();
 });
 
+// Messages of the page load (saved, refused …) are announced by moving them into the live regions that were in the
+// page, empty, from the start: a region that arrives already filled is not read by every screen reader. The pause
+// lets the browser tell assistive technology about the empty regions before they change.
+const FLASH_DELAY_MS = 250;
+function announceFlash() {
+  const pending = document.getElementById("flash-pending");
+  const status = document.getElementById("flash-status");
+  const alert = document.getElementById("flash-alert");
+  if (!pending || !status || !alert) return;
+  for (const message of Array.from(pending.children)) {
+    (message.dataset.level === "error" ? alert : status).append(message);
+  }
+  pending.remove();
+}
+document.addEventListener("DOMContentLoaded", () => setTimeout(announceFlash, FLASH_DELAY_MS));
+
 // Mark the navigation entry of the current page (also after a live update replaced the nav).
 function markCurrentNav() {
   document.querySelectorAll("[data-nav]").forEach((a) => {
@@ -129,6 +145,15 @@ document.addEventListener("htmx:wsOpen", (ev) => {
 });
 document.addEventListener("htmx:afterSettle", () => declareWatch());
 document.addEventListener("htmx:wsAfterMessage", () => declareWatch());
+// A swapped-in list (a page link, a filter, a search) has its own "at": its watch frame makes the socket send again
+// the new rows that went to the list it replaced. One may have reached the new list before it was declared: a row
+// the page shows already is not added twice.
+document.addEventListener("htmx:oobBeforeSwap", (ev) => {
+  const { target, fragment } = ev.detail;
+  if (!(target instanceof Element) || !target.hasAttribute("data-live-mailboxes") || !fragment) return;
+  const row = fragment.querySelector(".msg-row[id^='msg-']");
+  if (row && document.getElementById(row.id)) ev.detail.shouldSwap = false;
+});
 
 // --- Narrow windows: the navigation folds behind the menu button ------------------------------
 // The button names what it folds in aria-controls (the top menu, and the mailbox list where a page has one);

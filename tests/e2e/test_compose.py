@@ -12,9 +12,10 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from mailbox.models import KimAccount, OutgoingMessage, OutgoingRecipient
+from mailbox.models import KimAccount, Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
+from mailbox.services.members import membership_set
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
 from tests.e2e.layout import PHONE, TABLET, assert_no_horizontal_scroll
@@ -259,6 +260,53 @@ def test_reply_preflight_problem_remove_recipient_and_the_send_pages(web, page):
     page.get_by_role("button", name="Entwurf verwerfen").click()
     expect(page.locator("main")).to_contain_text("Keine Entwürfe.")
     assert not OutgoingMessage.objects.filter(pk=draft.pk).exists()
+
+
+def test_a_save_or_upload_that_cannot_reach_the_server_or_is_refused_says_so(web, page, tmp_path):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    owner = UserFactory(username="chefin")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    MembershipFactory(mailbox=account.mailbox, user=owner, role=Membership.Role.OWNER)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{web.url}/entwurf/{draft.pk}/")
+    compose = ComposePage(page)
+    body = page.get_by_label("Nachricht", exact=True)
+
+    # The network is gone: the line says the text is not saved; once it is back, the next timed save stores it.
+    page.context.set_offline(True)
+    body.fill("Erster Absatz")
+    page.keyboard.press("Tab")
+    expect(compose.status).to_contain_text("Nicht gespeichert: keine Verbindung zum Server.")
+    page.context.set_offline(False)
+    expect(compose.status).to_contain_text("Entwurf gespeichert um")
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Erster Absatz"
+
+    # Files that are each allowed but together more than the proxy takes in one request: nginx answers 413 before
+    # the portal sees them (simulated here at the browser's end). The section says so; chosen again in smaller
+    # groups, they are attached and the notice goes.
+    note = tmp_path / "Rückrufnotiz.txt"
+    note.write_text("Bitte zurückrufen", encoding="utf-8")
+    upload = f"**/entwurf/{draft.pk}/anhang/"
+    page.route(upload, lambda route: route.fulfill(status=413, content_type="text/html", body="<h1>413</h1>"))
+    page.locator("#attachment-files").set_input_files(str(note))
+    expect(page.locator("#attachment-error")).to_contain_text("Zusammen sind sie größer, als der Server")
+    page.unroute(upload)
+    compose.attach(note)
+    expect(page.locator("#attachment-error")).to_have_count(0)
+
+    # An owner makes the author a reader while the page is open: the save is refused (403) and the line says so,
+    # instead of still showing the last "gespeichert".
+    membership_set(user=owner, mailbox=account.mailbox, username="station", role=Membership.Role.READER)
+    body.fill("Erster Absatz\nZweiter Absatz")
+    page.keyboard.press("Tab")
+    expect(compose.status).to_contain_text("Von dieser Seite aus kann der Entwurf nicht mehr gespeichert")
+    expect(compose.status).not_to_contain_text("Entwurf gespeichert um")
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (saved.body, saved.state) == ("Erster Absatz", OutgoingMessage.State.DRAFT)
 
 
 def test_a_sent_page_still_loading_when_the_message_is_delivered_shows_it_delivered(web, page):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -109,6 +110,59 @@ def test_a_letter_stored_while_the_inbox_still_loads_appears_once_the_page_liste
     expect(inbox.rows.first).to_contain_text("Im Fenster eingegangen")
 
 
+@pytest.mark.usefixtures("kept_logs")
+def test_a_letter_stored_while_a_filter_swaps_the_list_appears_in_the_list_swapped_in(portal_web, page):
+    """The user picks another view: the server reads the new list, a letter is stored before that list reaches the
+    page, and its live row is prepended to the list the swap then replaces. The new list's watch frame (its own
+    data-live-at) makes the socket send the row again, once."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    _letter(box, "known", "Alter Befund")
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    inbox.wait_live()
+    expect(inbox.row("Alter Befund")).to_be_visible()
+
+    held: list = []
+    page.route(lambda url: "view=open" in url, lambda route: held.append(route), times=1)
+    page.get_by_role("radio", name="Offen").check()
+    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+        if held:
+            break
+        page.wait_for_timeout(10)
+    response = held[0].fetch()  # the server has read the new list
+    _letter(box, "swap", "Beim Filtern eingegangen")
+    expect(inbox.row("Beim Filtern eingegangen")).to_be_visible()  # in the list about to be replaced
+    held[0].fulfill(response=response)
+    expect(page).to_have_url(re.compile(r"view=open"))
+    expect(inbox.row("Beim Filtern eingegangen")).to_be_visible()
+    expect(inbox.row("Beim Filtern eingegangen")).to_have_count(1)
+    expect(inbox.rows.first).to_contain_text("Beim Filtern eingegangen")
+
+
+def test_a_new_row_the_list_shows_already_is_not_added_twice(portal_web, page):
+    """A row sent again for a swapped-in list may have reached that list before its watch frame did (the socket's
+    frame crossed it): the page keeps one row."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    _letter(box, "known", "Alter Befund")
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    inbox.wait_live()
+    expect(inbox.row("Alter Befund")).to_have_count(1)
+    # The socket's new-row frame (mailbox/partials/_live_new_message.html) for a row the list shows.
+    page.evaluate(
+        """(box) => {
+        const row = document.querySelector(".msg-row[id^='msg-']");
+        const frame = `<div hx-swap-oob="afterbegin:[data-live-mailboxes~='mb-${box}']">${row.outerHTML}</div>`;
+        htmx.swap(document.body, frame, { swapStyle: "none" });
+      }""",
+        box.pk,
+    )
+    expect(inbox.row("Alter Befund")).to_have_count(1)
+
+
+@pytest.mark.usefixtures("kept_logs")
 def test_a_colleague_claiming_a_letter_while_the_inbox_still_loads_shows_once_the_page_listens(portal_web, page):
     """A colleague takes a letter the list shows while the page loads: the claim's event reached no socket of the page.
     Once it listens, the socket replays what its rows went through since the list was read (data-live-at)."""

@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from mailbox.forms_compose import MAX_BODY
 from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
+from mailbox.services import members
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
@@ -79,6 +80,23 @@ def test_readers_may_not_compose_and_foreign_mailboxes_are_404(client, box):
     assert not OutgoingMessage.objects.exists()
 
 
+@pytest.mark.parametrize("value", ["²", "1" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_hand_made_mailbox_number_gets_a_german_answer_not_a_server_error(client, box, writer, draft, value):
+    # str.isdigit() takes "²", int() does not; int() refuses more than 4,300 digits.
+    client.force_login(writer)
+    assert client.get(reverse("mailbox:compose"), {"postfach": value}).status_code == 200
+    response = client.post(reverse("mailbox:compose"), {"mailbox": value})
+    assert response.status_code == 422 and "Bitte ein Postfach wählen." in response.content.decode()
+    data = {"mailbox": value, "subject": "Befund", "dienstkennung": "KIM-Mail;Default;V1.0", "version": "x"}
+    page = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data)
+    assert page.status_code == 422
+    html = page.content.decode()
+    assert "Absender (Postfach): Bitte eine gültige Auswahl treffen." in html
+    assert "Version: Bitte eine ganze Zahl eingeben." in html and "None:" not in html
+    assert 'value="Befund"' in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
+
+
 def test_autosave_answers_the_status_line_and_the_new_version(client, box, writer, draft):
     client.force_login(writer)
     url = reverse("mailbox:draft-edit", args=[draft.pk])
@@ -130,6 +148,74 @@ def test_a_second_tab_on_a_draft_sent_meanwhile_says_so_instead_of_a_blank_or_a_
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Rückfrage"
 
 
+@pytest.mark.parametrize("how", ["removed", "made reader"])
+def test_an_open_tab_of_someone_who_may_no_longer_send_is_told_its_edits_are_not_saved(client, box, writer, draft, how):
+    owner = UserFactory(username="chefin")
+    MembershipFactory(mailbox=box, user=owner, role=Membership.Role.OWNER)
+    client.force_login(writer)
+    membership = Membership.objects.get(mailbox=box, user=writer)
+    if how == "removed":
+        members.membership_remove(user=owner, mailbox=box, membership_id=membership.pk)
+    else:
+        members.membership_set(user=owner, mailbox=box, username=writer.username, role=Membership.Role.READER)
+    data = {"mailbox": box.pk, "subject": "Noch getippt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+
+    # Its next autosave: a line saying so (a 404 or 403 would not be shown and the page would look saved).
+    saved = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert saved.status_code == 423
+    html = saved.content.decode()
+    assert "Nicht gespeichert:" in html and "nicht mehr senden" in html
+    assert "Diese Fassung speichern" not in html and "Neu laden" not in html
+    # Its "Senden": the same, where the page shows send errors.
+    sent = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
+    assert sent.status_code == 423 and "nicht mehr senden" in sent.content.decode()
+    draft.refresh_from_db()
+    assert draft.subject == "Rückfrage" and draft.state == OutgoingMessage.State.DRAFT
+    assert draft.author_left_at is not None  # the owners have it now
+    # Someone else's draft is still nobody's business: 404, not the line.
+    other = OutgoingMessage.objects.create(mailbox=box, author=owner, subject="Fremd")
+    assert client.post(reverse("mailbox:draft-edit", args=[other.pk]), data, headers=HX).status_code == 404
+
+
+@pytest.mark.parametrize("route", ["mailbox:draft-edit", "mailbox:draft-send"])
+def test_a_refused_save_without_javascript_shows_why_and_keeps_everything_typed(client, box, writer, draft, route):
+    client.force_login(writer)
+    letter = "Sehr geehrte Kollegin,\nanbei der Befund von heute.\n"
+    data = {
+        "mailbox": box.pk,
+        "subject": "B" * 100_000,
+        "body": letter,
+        "to": [PRAXIS, "zweite@praxis-test.kim.telematik-test"],
+        "to_typed": "dritte@praxis-test.kim.telematik-test, falsch@",
+        "dienstkennung": "Arztbrief;VHitG-Versand;V1.2",
+        "version": draft.version,
+    }
+    # The plain buttons (noscript): "Entwurf speichern" posts the page to the draft, "Senden" to the send URL.
+    response = client.post(reverse(route, args=[draft.pk]), data)
+    assert response.status_code == 422
+    html = response.content.decode()
+    # Why, in German, naming the field and the address …
+    assert "Nicht gespeichert:" in html
+    assert "Betreff: Bitte sicherstellen, dass der Wert aus höchstens 998 Zeichen besteht." in html
+    assert "„falsch@“ ist keine KIM-Adresse" in html
+    # … and nothing typed is gone: the text, the chosen recipients, the typed addresses and the Dienstkennung.
+    assert f'<textarea name="body" id="id_body" rows="14" maxlength="{MAX_BODY}">{letter}</textarea>' in html
+    assert 'value="' + "B" * 100_000 + '"' in html
+    assert '<input type="hidden" name="to" value="zweite@praxis-test.kim.telematik-test">' in html
+    assert 'value="dritte@praxis-test.kim.telematik-test, falsch@"' in html
+    assert '<option value="Arztbrief;VHitG-Versand;V1.2" selected>' in html
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (saved.state, saved.subject, saved.body) == (OutgoingMessage.State.DRAFT, "Rückfrage", "")
+
+
+def test_a_refused_autosave_names_the_field(client, box, writer, draft):
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "subject": "B" * 1000, "dienstkennung": "KIM-Mail;Default;V1.0", "version": 1}
+    response = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 422
+    assert "Betreff: Bitte sicherstellen" in response.content.decode()
+
+
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
     client.force_login(writer)
     url = reverse("mailbox:compose-address")
@@ -174,6 +260,22 @@ def test_remove_recipient_from_the_problem_list(client, box, writer, draft):
     assert saved.to == [] and saved.cc == ["zweite@praxis-test.kim.telematik-test"]
 
 
+def test_remove_recipient_works_for_an_address_the_kim_rules_take_but_an_email_field_would_not(
+    client, box, writer, draft
+):
+    # Two dots in a row pass the KIM address pattern (and the form), so the pre-flight names the address (not in
+    # the directory) with its "Empfänger entfernen" button: that button must remove it, not answer 404.
+    odd = "max..mustermann@praxis-test.kim.telematik-test"
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "to": [PRAXIS], "to_typed": odd, "dienstkennung": "KIM-Mail;Default;V1.0"}
+    assert client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX).status_code == 200
+    assert OutgoingMessage.objects.get(pk=draft.pk).to == [PRAXIS, odd]
+    response = client.post(reverse("mailbox:draft-remove-recipient", args=[draft.pk]), {"address": odd}, headers=HX)
+    assert response.status_code == 200
+    assert f"{odd} wurde aus den Empfängern entfernt." in response.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).to == [PRAXIS]
+
+
 def test_attachments_are_added_and_removed(client, writer, draft):
     client.force_login(writer)
     url = reverse("mailbox:draft-attachment-add", args=[draft.pk])
@@ -190,6 +292,25 @@ def test_attachments_are_added_and_removed(client, writer, draft):
     assert not draft.attachments.exists()
     # Nothing chosen: a German hint, no error page.
     assert "Bitte eine Datei auswählen." in client.post(url, {}, headers=HX).content.decode()
+
+
+def test_a_file_over_the_limit_costs_none_of_the_files_chosen_with_it(client, writer, draft, monkeypatch):
+    import mailbox.services.compose as compose
+
+    monkeypatch.setattr(compose, "MAX_ATTACHMENT_BYTES", 1024)
+    client.force_login(writer)
+    files = [
+        SimpleUploadedFile("CT.dcm", b"\x00" * 1025),
+        SimpleUploadedFile("Befund.pdf", b"%PDF-1.4\n"),
+        SimpleUploadedFile("Röntgen.dcm", b"\x01" * 2048),
+        SimpleUploadedFile("Brief.txt", b"Hallo"),
+    ]
+    response = client.post(reverse("mailbox:draft-attachment-add", args=[draft.pk]), {"files": files}, headers=HX)
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Die Datei „CT.dcm“ ist zu groß" in html and "Die Datei „Röntgen.dcm“ ist zu groß" in html
+    assert sorted(draft.attachments.values_list("filename", flat=True)) == ["Befund.pdf", "Brief.txt"]
+    assert "Befund.pdf" in html and "Brief.txt" in html
 
 
 def test_a_colleagues_draft_is_not_shown_to_others(client, box, draft):

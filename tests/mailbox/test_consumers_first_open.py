@@ -14,7 +14,7 @@ from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFacto
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.mailbox.test_consumers import _connect, _message_socket, _receive_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("kept_logs")]
 
 
 @pytest.fixture
@@ -279,4 +279,49 @@ async def test_a_client_asking_again_and_again_gets_no_more_log_reads_than_the_w
         await socket.send_to(text_data=json.dumps(frame))
         assert 'id="live-watching"' in await socket.receive_from(timeout=5)
     assert len(reads) == inbox.CATCH_UP_BURST
+    await socket.disconnect()
+
+
+# --- A list swapped while the socket stays open (a page link, a filter, a search) ----------------------------------
+
+
+async def _swapped(socket, box, shown) -> tuple[float, Message]:
+    """The page showed its first list (read, then declared); it swaps in another, read at the returned time. Mail
+    stored right after that read reaches the socket live and is prepended to the list still on the page: the one
+    the swap replaces."""
+    await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=time.time())
+    read_at = time.time()
+    late = await database_sync_to_async(_ingest)(box, "while-swapping")
+    await _receive_until(socket, f'id="msg-{late.pk}"')
+    return read_at, late
+
+
+@pytest.mark.asyncio
+async def test_mail_sent_to_the_list_a_swap_replaced_reaches_the_list_swapped_in(ward):
+    box, _other, _foreign, anna, _bert, shown = ward
+    socket = await _connect(anna)
+    read_at, late = await _swapped(socket, box, shown)
+    # The list swapped in was read before the mail was stored (it knows the same newest message): its replay sends the
+    # row again, as the one it went to is gone.
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=read_at))
+    assert html.count(f'id="msg-{late.pk}"') == 1
+    assert f"afterbegin:[data-live-mailboxes~='mb-{box.pk}']" in html
+    # A list that shows it (read after it was stored) is not sent it again.
+    again = await _declare(socket, watch=[shown.pk, late.pk], new=[box.pk], since=late.pk, at=time.time())
+    assert not any(f'id="msg-{late.pk}"' in frame for frame in again), again
+    await socket.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_swapped_list_whose_logs_cannot_tell_catches_up_from_the_database(ward, monkeypatch):
+    """As above, and the log read is cut (a burst): the database catch-up runs although the list knew the same newest
+    message as the one before it."""
+    from kimportal import channel_layer
+
+    box, _other, _foreign, anna, _bert, shown = ward
+    socket = await _connect(anna)
+    read_at, late = await _swapped(socket, box, shown)
+    monkeypatch.setattr(channel_layer, "LOG_READ_MAX", 1)
+    html = "".join(await _declare(socket, watch=[shown.pk], new=[box.pk], since=shown.pk, at=read_at))
+    assert html.count(f'id="msg-{late.pk}"') == 1
     await socket.disconnect()

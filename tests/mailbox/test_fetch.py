@@ -251,7 +251,7 @@ def test_connection_dropped_during_retr_loses_nothing_and_stalls_nothing(cm, acc
     assert cm.maildrop_uidls(HOSPITAL) == [uidls[0]], "nothing unstored may be deleted"
     failure = FetchFailure.objects.get()
     assert (failure.uidl, failure.tries) == (uidls[0], 1)
-    assert "abgebrochen" in failure.last_error
+    assert "abgebrochen" in failure.last_error_text
     account.refresh_from_db()
     assert account.status == KimAccount.Status.OK
 

@@ -6,9 +6,12 @@ Everything runs over the simulator's real POP3 (TLS, pinned), with its per-messa
 
 from __future__ import annotations
 
+import html
+
 import pytest
+from django.conf import settings
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from mailbox.models import FetchFailure, KimAccount, Membership, Message
 from mailbox.services.fetch import RETRY_FIRST_SECONDS, account_fetch
@@ -23,8 +26,9 @@ def _due_again() -> None:
     FetchFailure.objects.update(next_try_at=timezone.now())
 
 
-def _page(client, user, account) -> str:
+def _page(client, user, account, *, language: str = "de") -> str:
     client.force_login(user)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
     response = client.get(reverse("mailbox:mailbox-messages", args=[account.mailbox_id]))
     assert response.status_code == 200
     return response.content.decode()
@@ -47,7 +51,7 @@ def test_one_failing_message_among_fifty_the_others_are_stored_and_it_is_shown_t
     assert cm.maildrop_uidls(HOSPITAL) == [poison], "the failing one is never deleted"
     failure = FetchFailure.objects.get()
     assert (failure.uidl, failure.tries) == (poison, 1)
-    assert "SYS/TEMP" in failure.last_error
+    assert "SYS/TEMP" in failure.last_error_text
     # Its own backoff: not retried at once, and the account itself is fine.
     assert (failure.next_try_at - failure.last_failed_at).total_seconds() == RETRY_FIRST_SECONDS
     account.refresh_from_db()
@@ -98,7 +102,7 @@ def test_a_stalled_retr_ends_with_the_read_timeout_and_the_others_arrive(cm, acc
     assert cm.maildrop_uidls(HOSPITAL) == [uidls[0]]
     failure = FetchFailure.objects.get()
     assert failure.uidl == uidls[0]
-    assert "Zeitüberschreitung" in failure.last_error
+    assert "Zeitüberschreitung" in failure.last_error_text
 
 
 def test_a_connection_that_keeps_breaking_ends_the_round_as_an_account_error(cm, account):
@@ -127,7 +131,7 @@ def test_an_answer_shorter_than_list_said_is_not_stored_and_not_deleted(cm, acco
     assert cm.maildrop_uidls(HOSPITAL) == [uidls[0]]
     failure = FetchFailure.objects.get()
     size = len(cm.maildrop_read(HOSPITAL, uidls[0]))
-    assert "unvollständig" in failure.last_error and f"von {size} Bytes" in failure.last_error
+    assert "unvollständig" in failure.last_error_text and f"von {size} Bytes" in failure.last_error_text
 
     _due_again()
     account_fetch(account_id=account.pk)
@@ -162,3 +166,33 @@ def test_a_hostile_endless_line_is_stored_without_holding_it(cm, account):
     endless = Message.objects.get(subject="Endlos")
     assert endless.size == len(hostile) + 2
     assert cm.maildrop_uidls(HOSPITAL) == []
+
+
+def test_why_a_message_and_the_account_fail_is_shown_in_the_reader_language(cm, account, client):
+    poison = cm.deliver(HOSPITAL, simple_mail("Brief"))
+    cm.faults.add_retr(HOSPITAL, poison, mode="err", code="SYS/TEMP", times=None)
+    owner = UserFactory(username="leitung")
+    MembershipFactory(mailbox=account.mailbox, user=owner, role=Membership.Role.OWNER)
+    # The worker runs in English here; German readers must still read German (and the other way round).
+    with translation.override("en"):
+        account_fetch(account_id=account.pk)
+    FetchFailure.objects.update(tries=FetchFailure.SHOW_AFTER_TRIES)
+    failure = FetchFailure.objects.get()
+    assert failure.last_error["msgid"] == "Vorübergehender Fehler im Clientmodul [SYS/TEMP]: %(detail)s"
+
+    german = html.unescape(_page(client, owner, account, language="de"))
+    assert f"Nachricht {poison}" in german and "Vorübergehender Fehler im Clientmodul [SYS/TEMP]" in german
+    english = html.unescape(_page(client, owner, account, language="en"))
+    assert f"Message {poison}" in english and "Temporary error in the Client Module [SYS/TEMP]" in english
+    assert "Vorübergehender Fehler" not in english
+
+    account.set_password("falsch")
+    account.save()
+    cm.clear_faults()
+    with translation.override("de"):
+        account_fetch(account_id=account.pk)
+    account.refresh_from_db()
+    assert account.status == KimAccount.Status.AUTH_FAILED
+    assert account.status_message["msgid"] == "Anmeldung abgelehnt – Benutzername oder Passwort falsch (%(detail)s)."
+    english = html.unescape(_page(client, owner, account, language="en"))
+    assert "Login rejected – incorrect user name or password" in english and "Passwort falsch" not in english

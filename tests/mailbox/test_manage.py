@@ -161,6 +161,21 @@ def test_an_owner_who_steps_down_lands_on_a_page_they_may_see_not_a_refusal(clie
     assert response["Location"] == reverse("mailbox:mailbox-members", args=[box.pk])
 
 
+def test_the_group_page_refuses_to_take_the_last_owner_out_of_the_owners_group(client, manager):
+    box = MailboxFactory(display_name="Kardiologie")
+    leads = Group.objects.create(name="Leitung Kardiologie")
+    lead = UserFactory(username="chefin")
+    leads.user_set.add(lead)
+    Membership.objects.create(mailbox=box, group=leads, role=Role.OWNER)
+    client.force_login(manager)
+
+    response = client.post(reverse("manage:group-member-remove", args=[leads.pk, lead.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert "Kardiologie: Ein Postfach braucht mindestens einen Eigentümer." in response.content.decode()
+    assert leads.user_set.filter(pk=lead.pk).exists() and user_role(lead, box) == Role.OWNER
+
+
 def test_the_grant_form_needs_exactly_one_person_or_group(client, manager):
     box = MailboxFactory()
     client.force_login(manager)
@@ -351,7 +366,7 @@ def test_switching_a_mailbox_off_holds_its_outbox_and_the_manager_is_told(client
     response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "0"}, follow=True)
 
     waiting.refresh_from_db()
-    assert waiting.state == OutgoingMessage.State.HELD and "abgeschaltet" in waiting.last_error
+    assert waiting.state == OutgoingMessage.State.HELD and "abgeschaltet" in waiting.last_error_text
     assert "1 Nachricht im Postausgang wird zurückgehalten" in response.content.decode()
     assert _events("mailbox.deactivated")[0].details["outgoing"] == 1
     assert _events("outgoing.held")[0].details["outgoing_id"] == waiting.pk
@@ -359,7 +374,7 @@ def test_switching_a_mailbox_off_holds_its_outbox_and_the_manager_is_told(client
     response = client.post(reverse("manage:mailbox-active", args=[box.pk]), {"active": "1"}, follow=True)
 
     waiting.refresh_from_db()
-    assert waiting.state == OutgoingMessage.State.QUEUED and waiting.last_error == ""
+    assert waiting.state == OutgoingMessage.State.QUEUED and waiting.last_error_text == ""
     assert "1 zurückgehaltene Nachricht wird jetzt gesendet" in response.content.decode()
 
 

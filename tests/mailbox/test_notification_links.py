@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
 
 from mailbox.models import Membership, Notification
 from mailbox.services.ingest import message_ingest
@@ -70,6 +72,22 @@ def _draft(box, author, signer, subject="Entlassbrief Muster"):
         recipients=["kasse@kasse-test.kim.telematik-test"],
     )
     return draft_create(author=author, data=data, document=document_check(b"AU\n", "au.txt"))
+
+
+def test_a_request_to_sign_reads_in_the_signer_language():
+    box, author, signer, _reviewer = _people()
+    author.first_name, author.last_name = "Anna", "Assistenz"
+    author.save()
+    with translation.override("en"):
+        _draft(box, author, signer)  # asked while the author's page was in English: stored without a language
+
+    client = _client(signer)
+    german = client.get(reverse("mailbox:notifications")).content.decode()
+    assert "Anna Assistenz bittet um Ihre Signatur: Entlassbrief Muster (Patientin Xylander)" in german
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english = client.get(reverse("mailbox:notifications")).content.decode()
+    assert "Anna Assistenz asks for your signature: Entlassbrief Muster (Patientin Xylander)" in english
+    assert "bittet um Ihre Signatur" not in english
 
 
 def test_every_signing_notification_leads_to_its_draft():

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
-from django.utils import timezone
+from django.urls import reverse
+from django.utils import timezone, translation
 
 from audit.models import AuditEvent
 from directory.models import Contact
+from kimportal.texts import render
 from mailbox.models import (
     Absence,
     AssignmentPeriod,
@@ -125,7 +128,7 @@ def test_eau_errors_go_to_aufnahme_assigned_and_audited(box, team):
     assert QueuedMessage.objects.get(message=routed).queue == aufnahme
     period = AssignmentPeriod.objects.get(message=routed)
     assert (period.user, period.assigned_by, period.ended_at) == (anna, None, None)
-    assert "eAU-Fehler" in period.note
+    assert "eAU-Fehler" in period.note_text
     event = AuditEvent.objects.get(action="routing.applied")
     assert (event.actor, event.message_id, event.mailbox_id) == (None, routed.pk, box.pk)
     assert event.details["rule"] == r.pk and event.details["rule_name"] == "eAU-Fehler"
@@ -187,7 +190,8 @@ def test_group_pool_and_nobody_present(box, team):
     lonely = mail("x", box, "Labor")
     assert Message.objects.get(pk=lonely.pk).assignee is None
     assert not AssignmentPeriod.objects.filter(message=lonely).exists()
-    assert "Niemand anwesend" in AuditEvent.objects.get(action="routing.applied", message_id=lonely.pk).details["note"]
+    note = AuditEvent.objects.get(action="routing.applied", message_id=lonely.pk).details["note"]
+    assert note == {"msgid": "Niemand anwesend: die Nachricht bleibt unzugewiesen.", "params": {}}
 
 
 def test_a_named_person_away_is_replaced_by_their_substitute(box, team):
@@ -199,7 +203,34 @@ def test_a_named_person_away_is_replaced_by_their_substitute(box, team):
     rule(box, subject_words="Befund", assign=RoutingRule.Assign.USER, assign_user=anna)
     message = Message.objects.get(pk=mail("1", box).pk)
     assert message.assignee == ben
-    assert "Vertretung für Anna Test" in AssignmentPeriod.objects.get(message=message).note
+    assert "Vertretung für Anna Test" in AssignmentPeriod.objects.get(message=message).note_text
+
+
+def test_the_rule_and_the_substitute_read_in_the_reader_language(box, team, client):
+    """Routed while the worker had English active: the history and the notification follow the reader, not it."""
+    anna, ben, _cem = team
+    now = timezone.now()
+    Absence.objects.create(
+        user=anna, substitute=ben, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=5)
+    )
+    rule(box, name="Befunde", subject_words="Befund", assign=RoutingRule.Assign.USER, assign_user=anna)
+    with translation.override("en"):
+        message = mail("1", box)
+    period = AssignmentPeriod.objects.get(message=message)
+    notification = Notification.objects.get(user=ben)
+
+    with translation.override("de"):
+        assert period.note_text == "Verteilregel „Befunde“ Vertretung für Anna Test (abwesend)"
+        assert notification.display_text.startswith("Verteilregel „Befunde“ hat Ihnen „Befund“ zugewiesen.")
+    with translation.override("en"):
+        assert period.note_text == "Routing rule “Befunde” Substitute for Anna Test (absent)"
+        assert notification.display_text == (
+            "Routing rule “Befunde” assigned “Befund” to you. – Substitute for Anna Test (absent)"
+        )
+    client.force_login(ben)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+    assert "Substitute for Anna Test (absent)" in page and "Vertretung" not in page
 
 
 def test_a_named_person_away_whose_substitute_left_the_mailbox_gets_nothing_the_queue_does(box, team):
@@ -220,7 +251,9 @@ def test_a_named_person_away_whose_substitute_left_the_mailbox_gets_nothing_the_
     assert not Notification.objects.filter(message=message).exists()
     applied = AuditEvent.objects.get(action="routing.applied", message_id=message.pk)
     assert applied.details["assignee"] is None
-    assert "Anna Test ist abwesend und die Vertretung kann das Postfach nicht bearbeiten" in applied.details["note"]
+    assert "Anna Test ist abwesend und die Vertretung kann das Postfach nicht bearbeiten" in render(
+        applied.details["note"]
+    )
     [row] = rule_preview(owner, box, created).rows
     assert row.assignee == "" and "abwesend" in row.note
 
@@ -246,7 +279,10 @@ def test_a_named_person_away_whose_substitute_is_away_too_gets_nothing_the_queue
     assert not Notification.objects.filter(message=message).exists()
     applied = AuditEvent.objects.get(action="routing.applied", message_id=message.pk)
     assert applied.details["assignee"] is None
-    assert applied.details["note"] == "Anna Test und die Vertretung sind abwesend: unzugewiesen."
+    assert applied.details["note"] == {
+        "msgid": "%(name)s und die Vertretung sind abwesend: unzugewiesen.",
+        "params": {"name": "Anna Test"},
+    }
     [row] = rule_preview(owner, box, created).rows
     assert row.assignee == "" and "abwesend" in row.note
 

@@ -241,4 +241,5 @@ def test_a_rule_whose_person_left_the_mailbox_says_so_and_its_mail_stays_unassig
     message = message_ingest(mailbox=box, uidl="3", raw=simple_mail("Befund Meier"))
     assert Message.objects.get(pk=message.pk).assignee is None
     note = AuditEvent.objects.get(action="routing.applied", message_id=message.pk).details["note"]
-    assert note == "Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen."
+    # Kept untranslated in the trail: the msgid, read in any language.
+    assert note == {"msgid": "Die Person der Regel kann das Postfach nicht bearbeiten: unzugewiesen.", "params": {}}

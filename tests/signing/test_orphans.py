@@ -13,6 +13,7 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from kimportal.errors import NotAllowed
 from mailbox.models import Membership
+from mailbox.permissions import user_role
 from signing.models import Draft
 from signing.services.drafts import draft_withdraw
 from signing.services.orphans import orphan_take_over, orphan_withdraw, orphaned, orphaned_for_owner
@@ -92,6 +93,34 @@ def test_a_deactivated_member_counts_as_gone(draft, signer, assistant, mailbox):
     _leave(signer, mailbox)
     type(assistant).objects.filter(pk=assistant.pk).update(is_active=False)
     assert orphaned().filter(pk=draft.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "standing",
+    ["direct", "through a group", "account off", "mailbox off", "group of another mailbox", "none"],
+)
+def test_whether_the_author_still_counts_is_the_rule_every_page_asks(orphan, assistant, mailbox, standing):
+    """One rule for "may this person use the mailbox now" (mailbox.models.memberships_in_force): the orphan list
+    agrees with user_role, which every page, socket and service asks, in every way a person can stand."""
+    ward = Group.objects.create(name="Station 3")
+    if standing == "direct":
+        MembershipFactory(mailbox=mailbox, user=assistant, role=Membership.Role.READER)
+    elif standing == "through a group":
+        assistant.groups.add(ward)
+        Membership.objects.create(mailbox=mailbox, group=ward, role=Membership.Role.READER)
+    elif standing == "account off":
+        MembershipFactory(mailbox=mailbox, user=assistant, role=Membership.Role.PROCESSOR)
+        type(assistant).objects.filter(pk=assistant.pk).update(is_active=False)
+    elif standing == "mailbox off":
+        MembershipFactory(mailbox=mailbox, user=assistant, role=Membership.Role.PROCESSOR)
+        type(mailbox).objects.filter(pk=mailbox.pk).update(is_active=False)
+    elif standing == "group of another mailbox":
+        assistant.groups.add(ward)
+        Membership.objects.create(mailbox=MailboxFactory(), group=ward, role=Membership.Role.OWNER)
+
+    has_role = user_role(type(assistant).objects.get(pk=assistant.pk), mailbox.pk) is not None
+    assert orphaned().filter(pk=orphan.pk).exists() is not has_role
+    assert has_role is (standing in ("direct", "through a group"))
 
 
 @pytest.mark.parametrize("state", [Draft.State.SIGNING, Draft.State.SIGNED, Draft.State.SENT, Draft.State.WITHDRAWN])

@@ -22,6 +22,7 @@ from mailbox.services.ingest import message_ingest
 from signing import events
 from signing.consumers import BatchConsumer, QueueConsumer
 from signing.models import BatchItem, ComfortActivation, Draft, ReviewRule, SignatureBatch, SignerCard, Workplace
+from signing.services.drafts import draft_withdraw
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 from tests.signing.documents import LETTER_TEXT
@@ -170,6 +171,27 @@ def test_a_forged_selection_is_refused_as_such(client, physician, value):
 
 
 @pytest.mark.django_db
+def test_one_draft_named_twice_is_refused_unless_it_is_the_same_value(client, physician, assistant, mailbox, settings):
+    """A draft at two versions (or digests) in one selection is no selection the page made: refused whichever
+    comes first, nothing starts. The same value twice is one draft (and counts once against the limit)."""
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    (current,) = _selection(letter)
+    stale = f"{letter.pk}:{letter.version}:" + "0" * 64
+    client.force_login(physician)
+    workplace = WorkplaceFactory()
+    for values in ([stale, current], [current, stale]):
+        response = client.post(
+            reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": values}, follow=True
+        )
+        assert "Die Auswahl ist ungültig" in response.content.decode(), values
+    assert not SignatureBatch.objects.exists()
+    settings.KIMPORTAL_SIGNING_MAX_BATCH = 1
+    response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": [current, current]})
+    batch = SignatureBatch.objects.get()
+    assert response["Location"] == reverse("signing:batch", args=[batch.pk]) and batch.total == 1
+
+
+@pytest.mark.django_db
 def test_more_drafts_than_a_batch_takes_are_refused(client, physician, assistant, mailbox, settings):
     settings.KIMPORTAL_SIGNING_MAX_BATCH = 3
     drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(4)]
@@ -202,6 +224,78 @@ def test_the_back_link_after_a_refusal_never_leaves_the_site(client, physician):
         assert response.status_code == 302 and response["Location"] == reverse("signing:queue"), target
         response = client.post(reverse("signing:batch-start"), {}, headers={"referer": target})
         assert response["Location"] == reverse("signing:queue"), target
+
+
+@pytest.mark.django_db
+def test_a_letter_withdrawn_after_the_list_was_loaded_is_named_as_withdrawn(client, physician, assistant, mailbox):
+    """The author takes a letter back while the physician's list still shows it: the refusal says so, and does not
+    claim the letter is being signed or signed already."""
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, subject="Entlassbrief Muster")
+    other = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    selection = _selection(letter, other)
+    draft_withdraw(user=assistant, draft=letter, reason="falscher Patient")
+    client.force_login(physician)
+    response = client.post(
+        reverse("signing:batch-start"), {"workplace": WorkplaceFactory().pk, "draft": selection}, follow=True
+    )
+    said = [str(m) for m in response.context["messages"]]
+    assert said == ["Zurückgezogen: Entlassbrief Muster. Bitte laden Sie die Liste neu."], said
+    assert not SignatureBatch.objects.exists()
+    assert Draft.objects.get(pk=other.pk).state == Draft.State.DRAFT
+
+
+# --- a double click, a tab left open after logout ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_same_selection_sent_twice_leads_to_its_running_batch(client, physician, assistant, mailbox, workplace):
+    """A double click sends the form twice and the browser shows the second answer: that is the running batch's
+    page with its job number (to compare with the terminal's), not the list with an error."""
+    letters = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox) for _ in range(2)]
+    data = {"workplace": workplace.pk, "draft": _selection(*letters)}
+    client.force_login(physician)
+    first = client.post(reverse("signing:batch-start"), data)
+    batch = SignatureBatch.objects.get()
+    assert first["Location"] == reverse("signing:batch", args=[batch.pk])
+    second = client.post(reverse("signing:batch-start"), data)
+    assert second.status_code == 302 and second["Location"] == reverse("signing:batch", args=[batch.pk])
+    assert SignatureBatch.objects.count() == 1
+    # Another selection while that batch runs is still refused, back on the list.
+    third = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    response = client.post(reverse("signing:batch-start"), {"workplace": workplace.pk, "draft": _selection(third)})
+    assert response["Location"] == reverse("signing:queue")
+    assert SignatureBatch.objects.count() == 1 and Draft.objects.get(pk=third.pk).state == Draft.State.DRAFT
+
+
+@pytest.mark.django_db
+def test_a_batch_posted_from_a_signed_out_tab_leads_back_to_the_list_after_signing_in(
+    client, physician, assistant, mailbox, workplace
+):
+    """The session ended in another tab; this tab's "Auswahl signieren" goes to the login, and signing in leads to
+    the list the tab showed — not to the form's address, which answers only POST (a blank 405 page)."""
+    physician.set_password("Kennwort-lang-genug-1")
+    physician.save()
+    letter = DraftFactory(author=assistant, signer=physician, mailbox=mailbox)
+    page = "http://testserver" + reverse("signing:queue") + "?sort=patient"
+    response = client.post(
+        reverse("signing:batch-start"),
+        {"workplace": workplace.pk, "draft": _selection(letter)},
+        headers={"referer": page},
+    )
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login") + "?next=")
+    assert not SignatureBatch.objects.exists()
+    login = client.get(response["Location"])
+    back = client.post(
+        response["Location"],
+        {"username": physician.username, "password": "Kennwort-lang-genug-1", "next": login.context["next"]},
+        follow=True,
+    )
+    assert back.status_code == 200 and back.redirect_chain[-1][0] == reverse("signing:queue") + "?sort=patient"
+    assert _selection(letter)[0] in back.content.decode()  # the letter is still there to select
+    assert not SignatureBatch.objects.exists()
+    # A referer of another site is not where the login leads back to.
+    response = Client().post(reverse("signing:batch-start"), {}, headers={"referer": "https://evil.example/signatur/"})
+    assert response.status_code == 302 and "evil" not in response["Location"]
 
 
 # --- cancel --------------------------------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ def test_421_is_temporary_retried_with_backoff_and_then_sent_once(cm, account, s
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
     outgoing.refresh_from_db()
     assert outgoing.next_try_at > before + timedelta(seconds=20)
-    assert "vorübergehend" in outgoing.last_error and "421" in outgoing.last_error
-    assert "Nächster Versuch" in outgoing.last_error
+    assert "vorübergehend" in outgoing.last_error_text and "421" in outgoing.last_error_text
+    assert "Nächster Versuch" in outgoing.last_error_text
     # Not due yet: a second task (or the beat) does nothing.
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
     assert DeliveryAttempt.objects.filter(outgoing=outgoing).count() == 1
@@ -79,7 +79,7 @@ def test_backoff_doubles_and_gives_up_after_max_attempts(cm, account, sender, vz
             delays.append(round((outgoing.next_try_at - start).total_seconds() / 30))
     assert delays[:4] == [1, 2, 4, 8]
     assert outgoing.state == OutgoingMessage.State.FAILED
-    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in outgoing.last_error
+    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in outgoing.last_error_text
     assert set(outgoing.recipient_rows.values_list("state", flat=True)) == {"failed"}
     # A person sends it again once the CM is fine.
     cm.clear_faults()
@@ -94,7 +94,7 @@ def test_no_answer_to_mail_from_is_a_timeout_and_temporary(cm, account, sender, 
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
     outgoing.refresh_from_db()
-    assert "Zeitüberschreitung" in outgoing.last_error
+    assert "Zeitüberschreitung" in outgoing.last_error_text
     assert _copies(cm, outgoing.message_id) == 0
 
 
@@ -106,7 +106,7 @@ def test_cm_down_is_temporary(cm, account, sender, vzd, sent_tasks):
     finally:
         cm.start()
     outgoing.refresh_from_db()
-    assert "nicht erreichbar" in outgoing.last_error
+    assert "nicht erreichbar" in outgoing.last_error_text
     _make_due(outgoing)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
 
@@ -117,7 +117,7 @@ def test_wrong_password_keeps_the_message_queued_and_says_so(cm, account, sender
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
     outgoing.refresh_from_db()
-    assert "Benutzername oder Passwort falsch" in outgoing.last_error
+    assert "Benutzername oder Passwort falsch" in outgoing.last_error_text
     event = AuditEvent.objects.get(action="outgoing.attempt_failed")
     assert event.details["needs_admin"] is True
 
@@ -127,8 +127,8 @@ def test_553_sender_without_certificate_fails_permanently_with_the_reason(cm, ac
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.FAILED
     outgoing.refresh_from_db()
-    assert "Absender" in outgoing.last_error and "Verschlüsselungszertifikat" in outgoing.last_error
-    assert "553" in outgoing.last_error
+    assert "Absender" in outgoing.last_error_text and "Verschlüsselungszertifikat" in outgoing.last_error_text
+    assert "553" in outgoing.last_error_text
     recipient = outgoing.recipient_rows.get()
     assert (recipient.state, recipient.status_code) == ("failed", "553")
     assert AuditEvent.objects.filter(action="outgoing.failed").count() == 1
@@ -143,9 +143,9 @@ def test_451_after_data_when_no_recipient_has_a_certificate(cm, account, sender,
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.FAILED
     outgoing.refresh_from_db()
-    assert outgoing.last_error.startswith(TEXT_NO_RECIPIENT)
+    assert outgoing.last_error_text.startswith(TEXT_NO_RECIPIENT)
     # What is known: the CM also uses 451 for internal errors.
-    assert "internen Fehler" in outgoing.last_error
+    assert "internen Fehler" in outgoing.last_error_text
     assert cm.maildrop_uidls(PRAXIS) == []
 
 
@@ -154,7 +154,7 @@ def test_451_internal_error_of_the_cm_says_both_meanings(cm, account, sender, vz
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.FAILED
     outgoing.refresh_from_db()
-    assert "451" in outgoing.last_error and "internen Fehler" in outgoing.last_error
+    assert "451" in outgoing.last_error_text and "internen Fehler" in outgoing.last_error_text
 
 
 def test_drop_after_data_is_uncertain_never_resent_and_the_dsn_reconciles_it(cm, account, sender, vzd, sent_tasks):
@@ -162,7 +162,7 @@ def test_drop_after_data_is_uncertain_never_resent_and_the_dsn_reconciles_it(cm,
     outgoing = _queued(sender, account)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.UNCERTAIN
     outgoing.refresh_from_db()
-    assert "ungewiss" in outgoing.last_error
+    assert "ungewiss" in outgoing.last_error_text
     attempt = outgoing.attempts.get()
     assert attempt.final_dot_at is not None and attempt.outcome == "uncertain"
     assert outgoing.recipient_rows.get().state == "uncertain"
@@ -214,7 +214,7 @@ def test_unknown_recipient_fails_by_dsn_and_the_other_is_delivered(cm, account, 
     rows = dict(outgoing.recipient_rows.values_list("address", "state"))
     assert rows == {PRAXIS: "delivered", OUTSIDE: "failed"}
     failed = outgoing.recipient_rows.get(address=OUTSIDE)
-    assert failed.status_code == "5.1.1" and "unbekannt" in failed.reason
+    assert failed.status_code == "5.1.1" and "unbekannt" in failed.reason_text
     assert failed.report is not None and failed.report.mailbox_id == account.mailbox_id
 
 
@@ -280,7 +280,7 @@ def test_a_delayed_dsn_keeps_the_message_sent_and_the_final_one_settles_it(cm, a
     outgoing.refresh_from_db()
     row = outgoing.recipient_rows.get()
     assert outgoing.state == OutgoingMessage.State.SENT
-    assert row.state == "delayed" and "verzögert" in row.reason
+    assert row.state == "delayed" and "verzögert" in row.reason_text
     cm.release_delayed(OUTSIDE, outcome="delivered")
     _fetch_reports(account)
     outgoing.refresh_from_db()

@@ -59,7 +59,7 @@ def test_mail_of_a_switched_off_mailbox_is_held_and_goes_out_when_it_is_on_again
 
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.HELD
-    assert "Postfach" in outgoing.last_error and "abgeschaltet" in outgoing.last_error
+    assert "Postfach" in outgoing.last_error_text and "abgeschaltet" in outgoing.last_error_text
     # The queued task runs anyway: nothing reaches the CM, nothing is lost, the beat does not pick it up.
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.HELD
     assert _copies(cm, outgoing) == 0
@@ -69,7 +69,7 @@ def test_mail_of_a_switched_off_mailbox_is_held_and_goes_out_when_it_is_on_again
 
     mailbox_set_active(user=manager, mailbox=account.mailbox, active=True)
     outgoing.refresh_from_db()
-    assert outgoing.state == OutgoingMessage.State.QUEUED and outgoing.last_error == ""
+    assert outgoing.state == OutgoingMessage.State.QUEUED and outgoing.last_error_text == ""
     assert sent_tasks[-1] == ("mailbox.tasks.outgoing_deliver", (outgoing.pk,))
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     assert _copies(cm, outgoing) == 1
@@ -87,7 +87,7 @@ def test_mail_of_a_switched_off_account_is_held_at_the_next_try_and_the_author_s
     assert _copies(cm, outgoing) == 0
     shown = outgoing_list_for_user(sender, states=OUTBOX_STATES).get(pk=outgoing.pk)
     assert shown.get_state_display() == "zurückgehalten"
-    assert "KIM-Konto" in shown.last_error and "als Entwurf" in shown.last_error
+    assert "KIM-Konto" in shown.last_error_text and "als Entwurf" in shown.last_error_text
 
     # Still off: the beat leaves it held.
     assert outgoing_release_held() == []

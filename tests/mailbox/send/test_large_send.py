@@ -115,7 +115,7 @@ def test_a_large_attachment_is_sent_intact_without_being_held_in_memory(
     assert queued.size == blob_path(queued.raw_sha256).stat().st_size > ATTACHMENT_BYTES * 4 // 3
 
     state, deliver_peak = _deliver_in_worker(warm_up.pk, queued.pk)
-    assert state == OutgoingMessage.State.SENT, OutgoingMessage.objects.get(pk=queued.pk).last_error
+    assert state == OutgoingMessage.State.SENT, OutgoingMessage.objects.get(pk=queued.pk).last_error_text
     assert deliver_peak < PEAK_LIMIT, f"delivery peak {deliver_peak / 1e6:.1f} MB"
     [record] = [r for r in cm.sent_messages() if r.message_id == queued.message_id]
     assert record.recipients == [PRAXIS]
@@ -166,5 +166,5 @@ def test_a_queued_message_whose_stored_bytes_were_damaged_is_not_sent_and_stays_
     assert outgoing_deliver(outgoing_id=queued.pk) == OutgoingMessage.State.QUEUED
     attempt = queued.attempts.get()
     assert attempt.outcome == "temporary" and attempt.final_dot_at is None
-    assert "BlobCorrupted" in OutgoingMessage.objects.get(pk=queued.pk).last_error
+    assert "BlobCorrupted" in OutgoingMessage.objects.get(pk=queued.pk).last_error_text
     assert cm.sent_messages() == [] and cm.maildrop_uidls(PRAXIS) == []

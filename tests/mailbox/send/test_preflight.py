@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
+from directory.clients.vzd import VzdClient
 from mailbox.models import OutgoingMessage
 from mailbox.services.compose import OutgoingData, outgoing_attachment_add, outgoing_draft_save
 from mailbox.services.outbox import outgoing_send
@@ -81,3 +83,57 @@ def test_directory_down_sends_nothing(account, sender, vzd_down, sent_tasks):
 def test_no_recipient_at_all(account, sender, vzd):
     reasons = _reasons(sender, _draft(sender, account))
     assert reasons == {"": "Bitte mindestens einen Empfänger angeben."}
+
+
+@pytest.fixture
+def searches(monkeypatch) -> list[str]:
+    """The LDAP filters sent to the directory (the real slapd still answers each)."""
+    sent: list[str] = []
+    search = VzdClient.search
+
+    def counted(self, ldap_filter, attributes):
+        sent.append(ldap_filter)
+        return search(self, ldap_filter, attributes)
+
+    monkeypatch.setattr(VzdClient, "search", counted)
+    return sent
+
+
+def test_typed_addresses_are_looked_up_together_not_one_search_each(client, account, sender, vzd, searches):
+    client.force_login(sender)
+    others = [f"kollege{i}@praxis-test.kim.telematik-test" for i in range(95)]
+    typed = ", ".join([PRAXIS, NO_CERT, UNKNOWN, "kollege@gmail.com", *others])
+    response = client.get(reverse("mailbox:compose-address"), {"field": "to", "to_typed": typed})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'<input type="hidden" name="to" value="{PRAXIS}">Praxis Test &lt;{PRAXIS}&gt;' in html
+    assert "KIM 1.5+" in html
+    assert f"{UNKNOWN}: Diese KIM-Adresse steht nicht im Verzeichnis." in html
+    assert "„kollege@gmail.com“ ist keine KIM-Adresse" in html
+    assert html.count("<li") == 99
+    # 98 KIM addresses in batches of 40: three searches, not 98 (a slow directory would cost 98 timeouts).
+    assert len(searches) == 3
+
+
+def test_a_pasted_list_over_the_recipient_limit_is_refused_before_the_directory_is_asked(
+    client, account, sender, vzd, searches
+):
+    client.force_login(sender)
+    typed = "\n".join(f"p{i}@praxis-test.kim.telematik-test" for i in range(5000))
+    response = client.get(reverse("mailbox:compose-address"), {"field": "cc", "cc_typed": typed})
+    # 422: swapped in as a chip, and the address box keeps its text (compose.js empties it after a 200 only).
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "Höchstens 100 Empfänger je Nachricht; hier stehen 5000 Adressen. Bitte kürzen." in html
+    assert 'name="cc"' not in html
+    assert searches == []
+
+
+def test_typed_addresses_while_the_directory_is_down_are_kept_unchecked(client, account, sender, vzd_down):
+    client.force_login(sender)
+    typed = f"{PRAXIS}, {UNKNOWN}, kollege@gmail.com"
+    html = client.get(reverse("mailbox:compose-address"), {"field": "to", "to_typed": typed}).content.decode()
+    assert f'<input type="hidden" name="to" value="{PRAXIS}">' in html
+    assert f'<input type="hidden" name="to" value="{UNKNOWN}">' in html
+    assert html.count("Verzeichnis nicht erreichbar – wird vor dem Senden geprüft") == 2
+    assert "„kollege@gmail.com“ ist keine KIM-Adresse" in html

@@ -51,10 +51,10 @@ def test_a_temporary_refusal_retries_only_that_recipient_later(cm, account, send
     outgoing.refresh_from_db()
     assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "queued"}
     assert outgoing.next_try_at > before + timedelta(seconds=20)
-    assert OUTSIDE in outgoing.last_error and "450" in outgoing.last_error
-    assert "Nächster Versuch" in outgoing.last_error
+    assert OUTSIDE in outgoing.last_error_text and "450" in outgoing.last_error_text
+    assert "Nächster Versuch" in outgoing.last_error_text
     waiting = outgoing.recipient_rows.get(address=OUTSIDE)
-    assert "vorübergehend" in waiting.reason and waiting.status_code == "450"
+    assert "vorübergehend" in waiting.reason_text and waiting.status_code == "450"
     # The retry is scheduled as for any temporary failure.
     assert sent_tasks[-1] == ("mailbox.tasks.outgoing_deliver", (outgoing.pk,))
     # Not due yet: nothing happens.
@@ -64,7 +64,7 @@ def test_a_temporary_refusal_retries_only_that_recipient_later(cm, account, send
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     outgoing.refresh_from_db()
     assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "sent"}
-    assert outgoing.last_error == ""
+    assert outgoing.last_error_text == ""
     # The practice got one letter, the outside recipient one: the second submission named only the latter.
     assert _submissions(cm, outgoing) == [[PRAXIS], [OUTSIDE]]
     assert len(cm.maildrop_uidls(PRAXIS)) == 1
@@ -82,7 +82,7 @@ def test_a_permanent_refusal_fails_that_recipient_at_once(cm, account, sender, v
     outgoing.refresh_from_db()
     assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "failed"}
     assert outgoing.next_try_at is None
-    assert outgoing.last_error == TEXT_PARTIAL
+    assert outgoing.last_error_text == TEXT_PARTIAL
     assert outgoing.recipient_rows.get(address=OUTSIDE).status_code == "550"
 
 
@@ -115,8 +115,8 @@ def test_a_recipient_refused_every_time_fails_after_the_retry_limit(cm, account,
     assert outgoing.state == OutgoingMessage.State.SENT
     assert _rows(outgoing) == {PRAXIS: "sent", OUTSIDE: "failed"}
     failed = outgoing.recipient_rows.get(address=OUTSIDE)
-    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in failed.reason and "452" in failed.reason
-    assert outgoing.last_error == TEXT_PARTIAL
+    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in failed.reason_text and "452" in failed.reason_text
+    assert outgoing.last_error_text == TEXT_PARTIAL
     assert outgoing.attempts.count() == MAX_ATTEMPTS
     assert _submissions(cm, outgoing) == [[PRAXIS]]
 
@@ -129,7 +129,7 @@ def test_the_only_recipient_refused_every_time_fails_the_message(cm, account, se
         outgoing_deliver(outgoing_id=outgoing.pk)
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingMessage.State.FAILED
-    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in outgoing.last_error
+    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in outgoing.last_error_text
     assert _rows(outgoing) == {OUTSIDE: "failed"}
 
 

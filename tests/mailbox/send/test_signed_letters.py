@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from mailbox.models import Message, OutgoingMessage
+from mailbox.models import Membership, Message, OutgoingMessage
 from mailbox.services.fetch import account_fetch
 from mailbox.services.outbox import outgoing_deliver
-from mailbox.storage import blob_get
+from mailbox.storage import blob_get, blob_path
 from signing.models import Draft, Signature
 from signing.services.batch import Selected, batch_create
 from signing.services.run import batch_run
@@ -112,3 +112,56 @@ def test_a_recipient_the_directory_refuses_leaves_the_message_as_a_draft_with_th
     outgoing = OutgoingMessage.objects.get(pk=draft.outgoing_id)
     assert outgoing.state == OutgoingMessage.State.DRAFT  # in the author's outbox, to fix and send
     assert not cm.sent_messages()
+
+
+def test_a_letter_whose_author_left_the_department_is_sent_by_its_signer(
+    cm, account, praxis_account, sender, vzd, sent_tasks, konnektor
+):
+    """The author left the sending mailbox while the letter waited for its signature. The physician who signs it
+    may send from that mailbox (a signer must): the signed letter leaves with them as its sender, instead of waiting
+    for ever as "signiert – wartet auf Versand" for someone who can no longer send it (nobody could)."""
+    physician = UserFactory(username="aerztin", first_name="Anna", last_name="Sommer")
+    MembershipFactory(mailbox=account.mailbox, user=physician)
+    SignerCardFactory(user=physician, telematik_id=HBA_TELEMATIK_ID)
+    workplace = WorkplaceFactory(workplace_id=WORKPLACE, ct_id=CT_ID)
+    draft = DraftFactory(
+        author=sender, signer=physician, mailbox=account.mailbox, recipients=[PRAXIS], content=make_pdf("Brief")
+    )
+    Membership.objects.filter(user=sender, mailbox=account.mailbox).delete()
+    with transaction.atomic():
+        batch = batch_create(
+            signer=physician, workplace=workplace, selected=[Selected(draft.pk, draft.version, draft.sha256)]
+        )
+    batch_run(batch.pk)
+    draft = signed_draft_send(draft_id=draft.pk)
+    assert (draft.state, draft.last_error) == (Draft.State.SENT, "")
+    outgoing = OutgoingMessage.objects.get(pk=draft.outgoing_id)
+    assert (outgoing.author_id, outgoing.mailbox_id) == (physician.pk, account.mailbox_id)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
+    account_fetch(account_id=praxis_account.pk)
+    (attachment,) = Message.objects.get(mailbox=praxis_account.mailbox).attachments.all()
+    assert blob_get(attachment.sha256) == blob_get(Signature.objects.get(draft=draft).sha256)
+
+
+def test_a_hand_over_nobody_may_make_leaves_the_letter_signed_with_the_reason(account, sender, sent_tasks, konnektor):
+    """Author and signer both left the sending mailbox before the signed letter was handed over: nothing is sent,
+    the letter stays signed and says why (the refusal's rollback must not take the reason with it)."""
+    draft = _signed(sender, account, konnektor)
+    assert draft.state == Draft.State.SIGNED
+    Membership.objects.filter(mailbox=account.mailbox, user_id__in=[sender.pk, draft.signer_id]).delete()
+    draft = signed_draft_send(draft_id=draft.pk)
+    assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
+    assert draft.last_error.startswith("Nicht an den Postausgang übergeben:"), draft.last_error
+    assert not OutgoingMessage.objects.exists()
+
+
+def test_a_signature_gone_from_the_store_is_explained_in_german(account, sender, sent_tasks, konnektor):
+    draft = _signed(sender, account, konnektor)
+    signature = Signature.objects.get(draft=draft)
+    blob_path(signature.sha256).unlink()
+    draft = signed_draft_send(draft_id=draft.pk)
+    assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
+    assert draft.last_error == (
+        "Nicht an den Postausgang übergeben: Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt."
+    ), draft.last_error
+    assert signature.sha256 not in draft.last_error

@@ -1,10 +1,14 @@
-"""Absences: locks are released, substitutes receive assignments."""
+"""Absences: locks are released, substitutes receive assignments, one person's absences never overlap."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection, connections, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -45,3 +49,115 @@ def test_absence_cannot_name_oneself(alice):
     with pytest.raises(PortalError):
         absences.absence_create(user=alice, substitute=alice, starts_at=now, ends_at=now + timedelta(days=1))
     assert not Absence.objects.exists()
+
+
+def test_an_absence_overlapping_one_already_entered_is_refused(alice, bob, carol):
+    start = timezone.now().replace(microsecond=0) + timedelta(days=1)
+    absences.absence_create(user=alice, substitute=bob, starts_at=start, ends_at=start + timedelta(days=5))
+
+    with pytest.raises(PortalError) as refused:
+        absences.absence_create(
+            user=alice, substitute=carol, starts_at=start + timedelta(days=4), ends_at=start + timedelta(days=9)
+        )
+    shown = timezone.localtime(start)
+    assert refused.value.message == (
+        "Für diese Zeit ist bereits eine Abwesenheit eingetragen "
+        f"({shown:%d.%m.%Y %H:%M} bis {shown + timedelta(days=5):%d.%m.%Y %H:%M})."
+    )
+    assert Absence.objects.filter(user=alice).count() == 1
+    # Back to back is no overlap, and another person's absence at the same time is theirs alone.
+    absences.absence_create(
+        user=alice, substitute=carol, starts_at=start + timedelta(days=5), ends_at=start + timedelta(days=9)
+    )
+    absences.absence_create(user=bob, substitute=carol, starts_at=start, ends_at=start + timedelta(days=5))
+    assert Absence.objects.filter(user=alice).count() == 2
+
+
+def test_an_ended_absence_leaves_its_rest_free(alice, bob, carol):
+    now = timezone.now()
+    entered = absences.absence_create(
+        user=alice, substitute=bob, starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=5)
+    )
+    absences.absence_end(user=alice, absence_id=entered.pk)
+    absences.absence_create(
+        user=alice, substitute=carol, starts_at=now + timedelta(minutes=1), ends_at=now + timedelta(days=2)
+    )
+    assert Absence.objects.filter(user=alice).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent saves are specified for PostgreSQL")
+def test_two_overlapping_absences_saved_at_once_leave_one(alice, bob, carol, owner):
+    # The person in one tab and a manager (here: the owner) entering it for them: the first save has checked for
+    # overlaps and inserted but not yet committed when the second checks. Without a lock the second sees nothing.
+    start = timezone.now() + timedelta(days=1)
+    first_saved, commit = threading.Event(), threading.Event()
+    second_done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first_tab() -> None:
+        try:
+            with transaction.atomic():
+                absences.absence_create(user=alice, substitute=bob, starts_at=start, ends_at=start + timedelta(days=3))
+                first_saved.set()
+                commit.wait(30)
+        except BaseException as exc:
+            outcome["first"] = exc
+        finally:
+            connections.close_all()
+
+    def second_tab() -> None:
+        try:
+            absences.absence_create(
+                user=alice,
+                substitute=carol,
+                starts_at=start + timedelta(days=1),
+                ends_at=start + timedelta(days=4),
+                actor=owner,
+            )
+        except BaseException as exc:
+            outcome["second"] = exc
+        finally:
+            second_done.set()
+            connections.close_all()
+
+    tabs = [threading.Thread(target=first_tab, daemon=True), threading.Thread(target=second_tab, daemon=True)]
+    tabs[0].start()
+    assert first_saved.wait(30)
+    tabs[1].start()
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:  # until the second save has finished or waits for the first's lock
+        while not second_done.is_set():
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            assert time.monotonic() < deadline, "the second save neither finished nor waited"
+            time.sleep(0.01)
+    commit.set()
+    for tab in tabs:
+        tab.join(30)
+    assert not any(tab.is_alive() for tab in tabs)
+
+    assert "first" not in outcome
+    assert isinstance(outcome.get("second"), PortalError)
+    assert list(Absence.objects.filter(user=alice).values_list("substitute_id", flat=True)) == [bob.pk]
+    assert AuditEvent.objects.filter(action="absence.created").count() == 1
+
+
+def test_the_absence_page_says_why_an_overlapping_absence_was_not_saved_and_keeps_the_entry(client, alice, bob):
+    start = timezone.localtime().replace(second=0, microsecond=0) + timedelta(days=1)
+    absences.absence_create(user=alice, substitute=bob, starts_at=start, ends_at=start + timedelta(days=2))
+    client.force_login(alice)
+    entered = {
+        "substitute": bob.pk,
+        "starts_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+        "ends_at": (start + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    response = client.post(reverse("mailbox:absences"), entered)
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert "Für diese Zeit ist bereits eine Abwesenheit eingetragen" in page
+    assert f'value="{entered["starts_at"]}"' in page and f'value="{entered["ends_at"]}"' in page
+    assert Absence.objects.filter(user=alice).count() == 1
