@@ -51,7 +51,9 @@ def _conditions(f: AuditFilter) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.all()
     if f.mailbox:
         by_address = Q(mailbox_address__icontains=f.mailbox)
-        events = events.filter(by_address | Q(mailbox_id=int(f.mailbox)) if f.mailbox.isdigit() else by_address)
+        # isascii: "²" and its kin are digits to isdigit() but not to int(); they can only be part of an address.
+        number = f.mailbox.isascii() and f.mailbox.isdigit()
+        events = events.filter(by_address | Q(mailbox_id=int(f.mailbox)) if number else by_address)
     if f.message is not None:
         events = events.filter(message_id=f.message)
     if f.patient:

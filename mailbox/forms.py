@@ -155,6 +155,16 @@ class KimAccountAdminForm(forms.ModelForm):
         self._clean_client_key(data)
         if not data.get("password") and not (self.instance and self.instance.password_encrypted):
             self.add_error("password", _("Bitte das Passwort des KIM-Kontos eingeben."))
+        elif not data.get("password") and self._moved():
+            # The stored password is sent only where it was entered for: a test or a save with another server
+            # would hand it to whoever answers there.
+            self.add_error(
+                "password",
+                _(
+                    "Das Clientmodul (Adresse oder Port) ist geändert: bitte das Passwort erneut eingeben. Das "
+                    "gespeicherte wird nur an das bisherige Clientmodul gesendet."
+                ),
+            )
         for field in ("smtp_username_template", "pop3_username_template"):
             template = data.get(field) or ""
             try:
@@ -221,6 +231,14 @@ class KimAccountAdminForm(forms.ModelForm):
             self.add_error("client_key", _("Der Schlüssel gehört nicht zu diesem Client-Zertifikat."))
             return
         self._client_key_pem = key_pem if raw_key else None
+
+    def _moved(self) -> bool:
+        """Whether the form names another server than the one the stored password was entered for."""
+        if not (self.instance.pk and self.instance.password_encrypted):
+            return False
+        # clean() runs before the form's values are copied onto the instance: it still holds the saved ones.
+        where = ("cm_host", "smtp_port", "pop3_port")
+        return any(self.cleaned_data.get(field) != getattr(self.instance, field) for field in where)
 
     def save(self, commit: bool = True) -> KimAccount:
         account = super().save(commit=False)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.models import Group
+from django.http import QueryDict
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.models import Message, RoutingRule
@@ -59,6 +62,9 @@ class RoutingRuleForm(forms.Form):
         help_text=_("Name der Ablage, z. B. „Aufnahme“; eine neue Ablage wird angelegt"),
     )
     stop_after_match = forms.BooleanField(label=_("danach keine weiteren Regeln prüfen"), required=False, initial=True)
+    # The rule's last change as the page saw it: a save from a page older than that is refused (two tabs, two
+    # owners), instead of silently undoing the other change.
+    seen = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, members: list[tuple[int, str]], queues: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +89,7 @@ class RoutingRuleForm(forms.Form):
             "set_state": rule.set_state,
             "queue_name": rule.queue.name if rule.queue_id and rule.queue else "",
             "stop_after_match": rule.stop_after_match,
+            "seen": rule.updated_at.isoformat(),
         }
 
     def clean(self) -> dict[str, Any]:
@@ -97,6 +104,20 @@ class RoutingRuleForm(forms.Form):
         if data.get("assign") == RoutingRule.Assign.USER and not data.get("assign_user"):
             self.add_error("assign_user", _("Bitte wählen Sie die Person, der zugewiesen wird."))
         return data
+
+    def seen_at(self) -> datetime | None:
+        """When the rule had last changed as the page showed it; None from a page that did not say."""
+        try:
+            return parse_datetime(self.cleaned_data.get("seen") or "")
+        except ValueError:
+            return None
+
+    def show_current(self, rule: RoutingRule) -> None:
+        """After a refused save: the page keeps the user's input and now knows the rule's current state, so that
+        saving again is a deliberate overwrite."""
+        data = cast(QueryDict, self.data).copy()
+        data[self.add_prefix("seen")] = rule.updated_at.isoformat()
+        self.data = data
 
     def rule_data(self) -> RuleData:
         data = self.cleaned_data

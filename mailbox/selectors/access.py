@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from mailbox.models import Absence, Mailbox, Membership
@@ -97,10 +97,16 @@ def mailbox_list_for_manager() -> QuerySet[Mailbox]:
 
 def group_list_for_manager() -> QuerySet[Group]:
     active_users = get_user_model().objects.filter(is_active=True).order_by("last_name", "first_name", "username")
-    return Group.objects.prefetch_related(
-        Prefetch("user_set", queryset=active_users, to_attr="active_users"),
-        Prefetch("mailbox_memberships", queryset=Membership.objects.select_related("mailbox")),
-    ).order_by("name")
+    # grants_permissions: a group with a permission (reviewers, IT, the Leitung) takes no members from these pages.
+    granting = Group.permissions.through.objects.filter(group_id=OuterRef("pk"))
+    return (
+        Group.objects.annotate(grants_permissions=Exists(granting))
+        .prefetch_related(
+            Prefetch("user_set", queryset=active_users, to_attr="active_users"),
+            Prefetch("mailbox_memberships", queryset=Membership.objects.select_related("mailbox")),
+        )
+        .order_by("name")
+    )
 
 
 def staff_for_manager(*, active_only: bool = True) -> QuerySet[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
@@ -45,7 +45,12 @@ def mailbox_create(
         raise PortalError(_("Ein Postfach braucht mindestens einen Eigentümer."))
     if Mailbox.objects.filter(address__iexact=address).exists():
         raise PortalError(_("Ein Postfach mit der Adresse %(address)s gibt es schon.") % {"address": address})
-    mailbox = Mailbox.objects.create(address=address, display_name=display_name, kind=kind)
+    try:
+        # A double click on "Anlegen", or two managers: the other request may have inserted it after the check.
+        with transaction.atomic():
+            mailbox = Mailbox.objects.create(address=address, display_name=display_name, kind=kind)
+    except IntegrityError as exc:
+        raise PortalError(_("Ein Postfach mit der Adresse %(address)s gibt es schon.") % {"address": address}) from exc
     account.mailbox = mailbox
     account.save()
     audit_record(actor=user, action="mailbox.created", mailbox=mailbox, address=address, kind=kind)
@@ -119,9 +124,14 @@ def group_create(*, user: Any, name: str) -> Group:
     name = name.strip()
     if not name:
         raise PortalError(_("Bitte einen Namen für die Gruppe angeben."))
+    exists = PortalError(_("Eine Gruppe „%(name)s“ gibt es schon.") % {"name": name})
     if Group.objects.filter(name__iexact=name).exists():
-        raise PortalError(_("Eine Gruppe „%(name)s“ gibt es schon.") % {"name": name})
-    group = Group.objects.create(name=name)
+        raise exists
+    try:
+        with transaction.atomic():  # a double click: the other request may have inserted it after the check
+            group = Group.objects.create(name=name)
+    except IntegrityError as exc:
+        raise exists from exc
     audit_record(actor=user, action="group.created", group=name)
     return group
 
@@ -129,6 +139,16 @@ def group_create(*, user: Any, name: str) -> Group:
 @transaction.atomic
 def group_member_add(*, user: Any, group: Group, member: Any) -> None:
     require_manager(user)
+    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining it grants the permission,
+    # which the administration decides, not the managers' ward page.
+    if group.permissions.exists():
+        raise NotAllowed(
+            _(
+                "Die Gruppe „%(name)s“ vergibt Berechtigungen; wer zu ihr gehört, legt die IT in der "
+                "Administration fest."
+            )
+            % {"name": group.name}
+        )
     if group.user_set.filter(pk=member.pk).exists():
         return
     group.user_set.add(member)

@@ -11,6 +11,7 @@ for the first to commit and then continues after the turn it handed out, never r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -18,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from kimportal.errors import NotAllowed, PortalError
+from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.texts import N_, join
 from mailbox import events
 from mailbox.models import AssignmentPeriod, Mailbox, MailboxQueue, Message, Notification, QueuedMessage, RoutingRule
@@ -268,10 +269,22 @@ def routing_rule_create(*, user: Any, mailbox: Mailbox, data: RuleData) -> Routi
 
 
 @transaction.atomic
-def routing_rule_update(*, user: Any, mailbox: Mailbox, rule_id: int, data: RuleData) -> RoutingRule:
+def routing_rule_update(
+    *, user: Any, mailbox: Mailbox, rule_id: int, data: RuleData, seen: datetime | None = None
+) -> RoutingRule:
+    """Save a rule's form. `seen` is the rule's last change as the form showed it: when the rule has changed since
+    (another tab, another owner, switched off), nothing is saved and Conflict carries the current rule."""
     _require_rule_manager(user, mailbox)
     _check(mailbox, data)
     rule = RoutingRule.objects.select_for_update().get(pk=rule_id, mailbox=mailbox)
+    if seen is not None and rule.updated_at != seen:
+        raise Conflict(
+            _(
+                "Die Regel wurde inzwischen an anderer Stelle geändert. Ihre Eingaben stehen noch im Formular: "
+                "Speichern überschreibt die andere Änderung."
+            ),
+            fresh=rule,
+        )
     before = _snapshot(rule)
     _apply(rule, mailbox, data)
     # Only the edited fields: the round-robin cursor belongs to routing.

@@ -268,9 +268,13 @@ def group_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     group = get_object_or_404(access.group_list_for_manager(), pk=pk)
     form = manage_forms.GroupMemberForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        manage_services.group_member_add(user=request.user, group=group, member=form.cleaned_data["user"])
-        messages.success(request, _("Zur Gruppe hinzugefügt."))
-        return redirect("manage:group", pk=pk)
+        try:
+            manage_services.group_member_add(user=request.user, group=group, member=form.cleaned_data["user"])
+        except PortalError as exc:
+            form.add_error("user", exc.message)
+        else:
+            messages.success(request, _("Zur Gruppe hinzugefügt."))
+            return redirect("manage:group", pk=pk)
     return render(
         request,
         "manage/group_detail.html",

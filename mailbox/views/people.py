@@ -15,7 +15,7 @@ from mailbox import selectors
 from mailbox.extensions import notification_link
 from mailbox.forms import AbsenceForm, MembershipForm
 from mailbox.models import Absence, Membership
-from mailbox.permissions import Action, can
+from mailbox.permissions import Action, can, user_role
 from mailbox.services.absences import absence_create
 from mailbox.services.absences import absence_end as absence_end_service
 from mailbox.services.members import membership_remove, membership_set
@@ -128,4 +128,10 @@ def mailbox_member_remove(request: AuthenticatedHttpRequest, pk: int, membership
         raise Http404 from exc
     except PortalError as exc:
         messages.error(request, exc.message)
+        return redirect("mailbox:mailbox-members", pk=pk)
+    # An owner who removed their own membership may no longer see the members page: the inbox, not a 404.
+    if not can(user_role(request.user, mailbox), Action.MANAGE):
+        messages.success(request, _("Sie verwalten das Postfach %(name)s nicht mehr.") % {"name": mailbox.display_name})
+        return redirect("mailbox:inbox")
+    messages.success(request, _("Mitglied entfernt."))
     return redirect("mailbox:mailbox-members", pk=pk)

@@ -12,10 +12,11 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from kimportal.errors import NotAllowed, PortalError
+from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.models import Mailbox, RoutingRule
@@ -28,13 +29,6 @@ def _mailbox_or_404(request: AuthenticatedHttpRequest, pk: int) -> Mailbox:
     try:
         return routing_selectors.routing_mailbox_for_user(request.user, pk)
     except Mailbox.DoesNotExist as exc:
-        raise Http404 from exc
-
-
-def _rule_or_404(mailbox: Mailbox, pk: int) -> RoutingRule:
-    try:
-        return routing_selectors.rule_get(mailbox, pk)
-    except RoutingRule.DoesNotExist as exc:
         raise Http404 from exc
 
 
@@ -58,6 +52,7 @@ def _page(
     rule: RoutingRule | None = None,
     preview: routing_selectors.Preview | None = None,
     status: int = 200,
+    form_action: str = "",
 ) -> HttpResponse:
     return render(
         request,
@@ -70,6 +65,7 @@ def _page(
             "preview": preview,
             "preview_limit": routing_selectors.PREVIEW_LIMIT,
             "mailboxes": selectors.mailbox_list_for_user(request.user),
+            "form_action": form_action,
         },
         status=status,
     )
@@ -88,10 +84,14 @@ def _save_or_test(
             routing_services.routing_rule_create(user=request.user, mailbox=mailbox, data=form.rule_data())
         else:
             routing_services.routing_rule_update(
-                user=request.user, mailbox=mailbox, rule_id=rule.pk, data=form.rule_data()
+                user=request.user, mailbox=mailbox, rule_id=rule.pk, data=form.rule_data(), seen=form.seen_at()
             )
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
+    except Conflict as exc:
+        form.add_error(None, exc.message)
+        form.show_current(exc.fresh)
+        return None
     except PortalError as exc:
         form.add_error(None, exc.message)
         return None
@@ -116,7 +116,12 @@ def routing_rules(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def routing_rule_edit(request: AuthenticatedHttpRequest, pk: int, rule_pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(request, pk)
-    rule = _rule_or_404(mailbox, rule_pk)
+    try:
+        rule = routing_selectors.rule_get(mailbox, rule_pk)
+    except RoutingRule.DoesNotExist as exc:
+        if request.method == "POST":
+            return _rule_gone(request, mailbox)
+        raise Http404 from exc
     form = _form(request, mailbox, initial=RoutingRuleForm.initial_for(rule))
     preview = None
     if request.method == "POST" and form.is_valid():
@@ -135,6 +140,28 @@ def routing_rule_edit(request: AuthenticatedHttpRequest, pk: int, rule_pk: int) 
         rule=rule,
         preview=preview,
         status=422 if refused else 200,
+    )
+
+
+def _rule_gone(request: AuthenticatedHttpRequest, mailbox: Mailbox) -> HttpResponse:
+    """A save from an edit page whose rule was deleted meanwhile (another tab, another owner): the rules page with
+    the input kept, its form now saving a new rule."""
+    form = _form(request, mailbox)
+    form.is_valid()
+    form.add_error(
+        None,
+        _(
+            "Die Regel wurde inzwischen gelöscht. Ihre Eingaben stehen noch im Formular: Speichern legt sie als "
+            "neue Regel an."
+        ),
+    )
+    return _page(
+        request,
+        "mailbox/routing_rules.html",
+        mailbox,
+        form,
+        status=422,
+        form_action=reverse("mailbox:mailbox-routing", args=[mailbox.pk]),
     )
 
 

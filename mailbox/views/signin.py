@@ -12,6 +12,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_ipv46_address
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render, resolve_url
 from django.utils.translation import gettext as _
@@ -83,6 +85,16 @@ def session_status(request: HttpRequest) -> JsonResponse:
 class LockoutReleaseForm(forms.Form):
     kind = forms.ChoiceField(choices=[(USERNAME, USERNAME), (ADDRESS, ADDRESS)])
     value = forms.CharField(max_length=255)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        # Addresses are an IP address column: other text cannot name a lockout, and the lookup would fail.
+        if data.get("kind") == ADDRESS and "value" in data:
+            try:
+                validate_ipv46_address(data["value"])
+            except ValidationError:
+                self.add_error("value", _("Diese Sperre gibt es nicht."))
+        return data
 
 
 @manager_required

@@ -204,6 +204,26 @@ def test_pages_go_back_in_time_by_keyset_without_gaps_or_repeats(client, monkeyp
     assert seen == [7, 6, 5, 4, 3, 2, 1, 0]
 
 
+@pytest.mark.parametrize("before", ["²", "9" * 5000, "-5", "x"])
+def test_a_hand_edited_page_cursor_starts_at_the_newest_instead_of_failing(client, before):
+    # "²" passes str.isdigit() but not int(); 5,000 digits pass both checks but not int()'s length limit.
+    audit_record(actor=None, action="mailbox.fetch_requested", run=1)
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"action": "mailbox.fetch_requested", "vor": before})
+    assert response.status_code == 200
+    assert [e.details["run"] for e, _ in response.context["events"]] == [1]
+
+
+@pytest.mark.parametrize("mailbox", ["²", "١٢", "9" * 254])
+def test_a_mailbox_filter_of_odd_digits_searches_the_address_instead_of_failing(client, box, mailbox):
+    audit_record(actor=None, action="mailbox.fetch_requested", mailbox=box)
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"mailbox": mailbox})
+    assert response.status_code == 200 and response.context["events"] == []
+    exported = client.get(reverse("audit:export"), {"mailbox": mailbox})
+    assert [row[2] for row in _csv(exported)[1:]] == []
+
+
 def test_htmx_gets_only_the_results(client):
     audit_record(actor=None, action="mailbox.fetch_requested")
     client.force_login(_manager())

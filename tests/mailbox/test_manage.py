@@ -28,6 +28,7 @@ from mailbox.services.members import membership_set
 from tests.mailbox.conftest import HOSPITAL, PASSWORD
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
+from tisim.cm import CMSimulator
 
 Role = Membership.Role
 
@@ -139,6 +140,25 @@ def test_the_mailbox_page_refuses_to_remove_the_last_owner_and_keeps_it(client, 
     response = client.post(reverse("manage:mailbox-member-remove", args=[box.pk, owner.pk]), follow=True)
     assert "mindestens einen Eigentümer" in response.content.decode()
     assert Membership.objects.filter(pk=owner.pk).exists()
+
+
+def test_an_owner_who_steps_down_lands_on_a_page_they_may_see_not_a_refusal(client):
+    box = MailboxFactory(display_name="Aufnahme")
+    leaving, staying = UserFactory(), UserFactory()
+    own = MembershipFactory(mailbox=box, user=leaving, role=Role.OWNER)
+    MembershipFactory(mailbox=box, user=staying, role=Role.OWNER)
+    client.force_login(leaving)
+
+    response = client.post(reverse("mailbox:mailbox-member-remove", args=[box.pk, own.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert "Sie verwalten das Postfach Aufnahme nicht mehr." in response.content.decode()
+    assert not Membership.objects.filter(pk=own.pk).exists()
+    # Removing someone else still returns to the members page, with a confirmation.
+    client.force_login(staying)
+    other = MembershipFactory(mailbox=box, user=UserFactory(), role=Role.READER)
+    response = client.post(reverse("mailbox:mailbox-member-remove", args=[box.pk, other.pk]))
+    assert response["Location"] == reverse("mailbox:mailbox-members", args=[box.pk])
 
 
 def test_the_group_page_refuses_to_take_the_last_owner_out_of_the_owners_group(client, manager):
@@ -263,6 +283,43 @@ def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_s
     assert PASSWORD not in str(event.details)
 
 
+@pytest.mark.parametrize("where", ["smtp_port", "pop3_port", "cm_host"])
+def test_the_stored_password_goes_to_no_other_clientmodul_without_being_entered_again(
+    client, manager, account, cm, tmp_path, where
+):
+    # Another server that would accept the account (a copy, or one that accepts anything): the portal must not
+    # hand it the stored password on a test, unaudited, just because a manager typed its address.
+    other = CMSimulator(tmp_path / "other", accounts={HOSPITAL: PASSWORD}, tls=True)
+    other.start()
+    try:
+        client.force_login(manager)
+        url = reverse("manage:mailbox-account", args=[account.mailbox.pk])
+        data = {
+            k: v for k, v in _wizard_data(cm, manager).items() if k not in {"address", "display_name", "kind", "owners"}
+        }
+        moved = {"smtp_port": str(other.smtp_port), "pop3_port": str(other.pop3_port), "cm_host": "localhost"}
+        data.update(password="", tls_fingerprint_sha256=other.fingerprint)
+        if where == "cm_host":
+            data.update(moved)
+        else:
+            data[where] = moved[where]
+
+        tested = client.post(url, {**data, "action": "test"}, headers={"HX-Request": "true"})
+        assert "Anmeldung erfolgreich" not in tested.content.decode()
+        assert "Passwort erneut eingeben" in tested.content.decode()
+        saved = client.post(url, {**data, "action": "save"})
+        assert saved.status_code == 422 and "Passwort erneut eingeben" in saved.content.decode()
+        account.refresh_from_db()
+        assert (account.cm_host, account.smtp_port, account.pop3_port) == ("127.0.0.1", cm.smtp_port, cm.pop3_port)
+        assert not _events("account.changed")
+
+        # Entered again, the password is the manager's own choice to send there.
+        again = client.post(url, {**data, "password": PASSWORD, "action": "test"}, headers={"HX-Request": "true"})
+        assert "Anmeldung erfolgreich" in again.content.decode()
+    finally:
+        other.stop()
+
+
 # --- deactivating a mailbox ------------------------------------------------------------------------------------------
 
 
@@ -350,6 +407,31 @@ def test_groups_are_created_and_joining_or_leaving_one_changes_access_audited(cl
         "group.member_added",
         "group.member_removed",
     ]
+
+
+@pytest.mark.parametrize(
+    ("app_label", "codename"),
+    [("signing", "review_draft"), ("mailbox", "manage_house"), ("operations", "view_operations")],
+)
+def test_the_ward_page_adds_no_one_to_a_group_that_grants_permissions(client, manager, app_label, codename):
+    # Reviewers, IT and the Leitung itself are often a group with a permission (docs/signing-review.md,
+    # docs/operations.md); joining one is a grant of that permission, for the administration, not the ward page.
+    group = Group.objects.create(name="Oberärztinnen und Oberärzte")
+    group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    colleague = UserFactory(username="kollege", is_staff=True)
+    client.force_login(manager)
+    page = client.get(reverse("manage:group", args=[group.pk])).content.decode()
+    assert "vergibt Berechtigungen" in page and "Hinzufügen" not in page
+
+    for person in (manager, colleague):
+        response = client.post(reverse("manage:group", args=[group.pk]), {"user": person.pk})
+        assert response.status_code == 422
+        assert "vergibt Berechtigungen" in response.content.decode()
+    with pytest.raises(NotAllowed):
+        manage.group_member_add(user=manager, group=group, member=colleague)
+
+    assert not group.user_set.exists()
+    assert not _events("group.member_added")
 
 
 # --- absences entered by a manager -----------------------------------------------------------------------------------

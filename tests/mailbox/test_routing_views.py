@@ -146,6 +146,82 @@ def test_reorder_and_delete(box, client):
     assert list(RoutingRule.objects.order_by("position").values_list("name", flat=True)) == ["R3", "R1"]
 
 
+def _tab(client, url) -> dict[str, str]:
+    """What an open edit page would send back besides the visible fields (its hidden inputs)."""
+    form = client.get(url).context["form"]
+    return {field.html_name: field.value() for field in form.hidden_fields()}
+
+
+def test_two_tabs_editing_one_rule_the_second_save_is_refused_and_keeps_its_input(box, client):
+    owner = member(box, Membership.Role.OWNER)
+    rule = RoutingRule.objects.create(mailbox=box, position=1, name="R", subject_words="x", set_state="done")
+    client.force_login(owner)
+    url = reverse("mailbox:mailbox-routing-edit", args=[box.pk, rule.pk])
+    first, second = _tab(client, url), _tab(client, url)
+
+    assert client.post(url, {**RULE, **first, "name": "Erste Fassung"}).status_code == 302
+    response = client.post(url, {**RULE, **second, "name": "Zweite Fassung", "queue_name": "Später"})
+
+    # The second tab saw the rule before the first saved: saving it would silently undo the first's change.
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "inzwischen an anderer Stelle geändert" in html
+    assert 'value="Zweite Fassung"' in html and 'value="Später"' in html  # the input is not lost
+    rule.refresh_from_db()
+    assert rule.name == "Erste Fassung"
+    assert [e.details["name"] for e in AuditEvent.objects.filter(action="routing.rule_changed")] == ["Erste Fassung"]
+
+    # Having seen the warning, saving again from that page is a deliberate overwrite.
+    again = {field.html_name: field.value() for field in response.context["form"].hidden_fields()}
+    assert client.post(url, {**RULE, **again, "name": "Zweite Fassung"}).status_code == 302
+    rule.refresh_from_db()
+    assert rule.name == "Zweite Fassung"
+
+
+def test_switching_a_rule_off_meanwhile_is_not_undone_by_an_open_edit_page(box, client):
+    owner = member(box, Membership.Role.OWNER)
+    rule = RoutingRule.objects.create(mailbox=box, position=1, name="R", subject_words="x", set_state="done")
+    client.force_login(owner)
+    url = reverse("mailbox:mailbox-routing-edit", args=[box.pk, rule.pk])
+    stale = _tab(client, url)
+
+    client.post(reverse("mailbox:mailbox-routing-active", args=[box.pk, rule.pk]), {"aktiv": "0"})
+    response = client.post(url, {**RULE, **stale})  # the page still shows the rule as active
+
+    assert response.status_code == 422
+    rule.refresh_from_db()
+    assert rule.is_active is False
+
+
+def test_saving_a_rule_deleted_in_another_tab_keeps_the_input_to_save_as_a_new_rule(box, client):
+    owner = member(box, Membership.Role.OWNER)
+    rule = RoutingRule.objects.create(mailbox=box, position=1, name="R", subject_words="x", set_state="done")
+    client.force_login(owner)
+    url = reverse("mailbox:mailbox-routing-edit", args=[box.pk, rule.pk])
+    stale = _tab(client, url)
+    client.post(reverse("mailbox:mailbox-routing-delete", args=[box.pk, rule.pk]))
+
+    response = client.post(url, {**RULE, **stale, "name": "Meine Änderung"})
+
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "inzwischen gelöscht" in html and 'value="Meine Änderung"' in html
+    # The form now posts to "new rule": saving it again creates the rule instead of another 404.
+    create = reverse("mailbox:mailbox-routing", args=[box.pk])
+    assert f'action="{create}"' in html
+    assert not RoutingRule.objects.exists()
+    assert client.post(create, {**RULE, "name": "Meine Änderung"}).status_code == 302
+    assert RoutingRule.objects.get().name == "Meine Änderung"
+    # Opening the deleted rule is still a 404.
+    assert client.get(url).status_code == 404
+    # Another mailbox's rule id answers as a deleted one does (nothing about it is shown) and stays unchanged.
+    other = RoutingRule.objects.create(mailbox=MailboxFactory(), position=1, name="Fremd", subject_words="x")
+    foreign = client.post(reverse("mailbox:mailbox-routing-edit", args=[box.pk, other.pk]), {**RULE, "name": "Neu"})
+    assert foreign.status_code == 422 and "Fremd" not in foreign.content.decode()
+    other.refresh_from_db()
+    assert other.name == "Fremd" and other.mailbox_id != box.pk
+
+
 def test_a_rule_whose_person_left_the_mailbox_says_so_and_its_mail_stays_unassigned(box, client):
     owner = member(box, Membership.Role.OWNER)
     ben = UserFactory(username="ben", first_name="Ben", last_name="Berger")

@@ -160,6 +160,20 @@ def test_a_bad_unlock_request_changes_nothing(client, station, manager, settings
     assert not AuditEvent.objects.filter(action="signin.unlocked").exists()
 
 
+@pytest.mark.parametrize("value", ["station", "10.20.30", "<script>", WARD_PC + "x"])
+def test_an_unlock_of_an_address_that_is_no_address_changes_nothing(client, station, manager, settings, value):
+    # A hand-made request: the address field is an IP address column, which no other text may reach.
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, "station", f"falsch-{i}")
+    client.force_login(manager)
+    before = AccessAttempt.objects.count()
+    response = client.post(reverse("manage:signin-lockout-release"), {"kind": "address", "value": value})
+    assert response.status_code == 302
+    assert AccessAttempt.objects.count() == before
+    assert "Diese Sperre gibt es nicht." in client.get(reverse("manage:signin-lockouts")).content.decode()
+    assert not AuditEvent.objects.filter(action="signin.unlocked").exists()
+
+
 @pytest.mark.parametrize("who", ["owner", "staff", "superuser-less admin"])
 def test_the_unlock_page_is_404_for_everyone_but_managers(client, station, who, settings):
     for i in range(settings.AXES_FAILURE_LIMIT):
