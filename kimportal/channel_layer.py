@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 LOG_SECONDS = 60
 # Entries one read takes from one log at most (a minute of a very busy mailbox).
 LOG_READ_MAX = 5_000
-# Since when (time.time()) a Redis's logs hold everything logged: set by the first write or read after Redis started
-# (nothing is kept on disk: a restart empties the logs and removes this key too), never expires.
+# Since when (time.time()) a Redis's logs hold everything logged, and for which run of that Redis ("<run_id> <time>"):
+# set by the first read after Redis started, never expires. A Redis that keeps its data on disk (appendonly, as
+# docs/deploy.md sets it up for the broker) brings the key back after a restart, though what was sent while it was down
+# was never logged: the run id (INFO server) tells that run from the one the key was written in.
 LOG_SINCE_KEY = "live-logs-since"
 # How long a subscription may take to be confirmed by Redis (SUBSCRIBE answers on the Pub/Sub connection).
 SUBSCRIBE_SECONDS = 5.0
@@ -142,8 +144,7 @@ class _Shard(RedisSingleShardConnection):
 
         `log`: the message is also appended to that stream first (in the same pipeline, so a reader that subscribed
         and then reads the log misses nothing in between); entries older than LOG_SECONDS are trimmed as it grows,
-        and a log nobody writes to expires. The first write after Redis started also notes since when its logs are
-        complete (LOG_SINCE_KEY, read_logs)."""
+        and a log nobody writes to expires."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (channel, message, future, log)
         self._outbox.append(entry)
@@ -168,8 +169,6 @@ class _Shard(RedisSingleShardConnection):
                     self._ensure_redis()
                     async with self._redis.pipeline(transaction=False) as pipe:
                         oldest = f"{int((time.time() - LOG_SECONDS) * 1000)}-0"
-                        if any(log_key for _channel, _message, _future, log_key in batch):
-                            pipe.set(self._log_since_key(), repr(time.time()), nx=True)
                         for channel, message, _future, log_key in batch:
                             if log_key:
                                 pipe.xadd(log_key, {"m": message}, minid=oldest, approximate=True)
@@ -205,18 +204,24 @@ class _Shard(RedisSingleShardConnection):
         LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing), and
         when Redis may have restarted since `start`: a restarted Redis lost the logs of before, and an empty read
         would say that nothing was sent. This process saw its connection break or come back since then, or the logs
-        are complete only since later than `start` (LOG_SINCE_KEY, gone with a restart: a process started after it
-        noticed nothing). The first read after a restart notes that they are complete from now on."""
+        are complete only since later than `start` (LOG_SINCE_KEY, written in another run of this Redis or not at all:
+        a process started after the restart noticed nothing). The first read of a run notes that they are complete
+        from now on."""
         if self.lost_at >= start:
             raise LogCut(f"the connection to Redis broke or came back since {start:.3f}")
         self._ensure_redis()
         since_key = self._log_since_key()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(since_key, repr(time.time()), nx=True)
+            pipe.info("server")
             pipe.get(since_key)
             for key in keys:
                 pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
-            _set, since, *found = await pipe.execute()
+            info, noted, *found = await pipe.execute()
+        run = str(info.get("run_id", ""))
+        noted_run, _space, since = (noted or b"").decode().partition(" ")
+        if noted_run != run or not since:  # the first read of this run of Redis: complete from now on
+            since = repr(time.time())
+            await self._redis.set(since_key, f"{run} {since}")
         if float(since) > start:
             raise LogCut(f"the logs are complete since {float(since):.3f} only, not since {start:.3f}")
         if any(len(entries) >= LOG_READ_MAX for entries in found):

@@ -238,7 +238,9 @@ async def test_a_publish_to_an_unreachable_redis_fails_at_once_and_the_next_one_
 class PrivateRedis:
     """A Redis server of the test's own on a free port, which the test may stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: str = "") -> None:
+        # data_dir: it keeps its data there across restarts (appendonly, as docs/deploy.md sets Redis up).
+        self.data_dir = data_dir
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -247,8 +249,9 @@ class PrivateRedis:
 
     async def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        kept = ["--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "always"] if self.data_dir else []
         self.server = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *kept],
             stdout=subprocess.DEVNULL,
         )
         client = aioredis.Redis.from_url(self.url)
@@ -480,6 +483,43 @@ async def test_a_process_started_after_a_redis_restart_does_not_read_the_empty_l
     finally:
         await sender.flush()
         await later_process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_redis_that_kept_its_data_across_a_restart_does_not_vouch_for_the_logs_either(tmp_path):
+    """Redis keeps its data on disk (appendonly, as docs/deploy.md sets it up for the broker) and restarted after a
+    list was read: what was sent while it was down never reached the logs, though the logs and the note since when
+    they are complete came back. A process that never saw the old Redis cannot tell (LogCut: the socket reads the
+    database instead)."""
+    from kimportal.channel_layer import LogCut
+
+    server = PrivateRedis(data_dir=str(tmp_path))
+    await server.start()
+    sender = RedisPubSubChannelLayer(hosts=[server.url], prefix="test-pubsub")
+    later_process = RedisPubSubChannelLayer(hosts=[server.url], prefix="test-pubsub")
+    try:
+        await sender.recent(["live-log.5"], time.time() + 60)  # the logs are complete from here on
+        start = time.time()
+        await sender.group_send_logged("mailbox.5", {"type": "message.created", "n": 1}, "live-log.5")
+        assert [event["n"] for event in await sender.recent(["live-log.5"], start)] == [1]
+        await sender.flush()
+
+        server.stop()  # mail stored now: its event reaches neither a socket nor a log
+        await server.start()
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            assert await client.xlen("test-pubsublive-log.5") == 1  # the log came back, the note too
+        finally:
+            await client.aclose()
+        with pytest.raises(LogCut):
+            await later_process.recent(["live-log.5"], start)
+        later = time.time()
+        await later_process.group_send_logged("mailbox.5", {"type": "message.created", "n": 2}, "live-log.5")
+        assert [event["n"] for event in await later_process.recent(["live-log.5"], later)] == [2]
+    finally:
+        await sender.flush()
+        await later_process.flush()
+        server.stop()
 
 
 class RedisProxy:
