@@ -269,7 +269,9 @@ class _Shard(RedisSingleShardConnection):
     async def subscribe_many(self, names: list[str]) -> None:
         """Subscribe, and return once Redis confirmed it: a socket that reads a log right after joining (a list's
         replay) gets what is published from then on, none of it lost between its read and a subscription Redis had
-        not taken yet. Under the lock: a socket joining the same group meanwhile waits for the confirmation too."""
+        not taken yet. Under the lock: a socket joining the same group meanwhile waits for the confirmation too. A
+        join Redis did not confirm in time fails and leaves its groups not taken as subscribed: the next join sends
+        SUBSCRIBE again and waits for it (or for the late confirmation of the first)."""
         async with self._lock:
             new = [name for name in names if name not in self._subscribed_to]
             if new:
@@ -280,9 +282,9 @@ class _Shard(RedisSingleShardConnection):
                 self._confirming.update(waiting)
                 try:
                     await self._pubsub.subscribe(*new)
-                    self._subscribed_to.update(new)
                     async with asyncio.timeout(SUBSCRIBE_SECONDS):
                         await asyncio.gather(*waiting.values())
+                    self._subscribed_to.update(new)
                 finally:
                     for name, future in waiting.items():
                         if self._confirming.get(name) is future:

@@ -605,6 +605,36 @@ async def test_a_join_returns_once_redis_subscribed_so_what_is_published_then_ar
 
 
 @pytest.mark.asyncio
+async def test_a_join_redis_did_not_confirm_in_time_leaves_the_next_join_waiting_for_it_too(layers, monkeypatch):
+    """Redis took longer than SUBSCRIBE_SECONDS to confirm a join (which fails: its socket resyncs). The group is not
+    taken as subscribed meanwhile: the next socket's join waits for the confirmation as well, or it would read its
+    list's log and lose what is published before Redis subscribes."""
+    from kimportal import channel_layer
+
+    monkeypatch.setattr(channel_layer, "SUBSCRIBE_SECONDS", 0.3)
+    sender = layers()
+    group = f"mailbox.slow-{uuid.uuid4().hex[:8]}"
+    async with RedisProxy() as proxy:
+        process = RedisPubSubChannelLayer(hosts=[proxy.url], prefix="test-pubsub")
+        try:
+            first = await process.new_channel()
+            proxy.hold = group.encode()
+            with pytest.raises(TimeoutError):
+                await process.group_add_many([group], first)
+            second = await process.new_channel()
+            joining = asyncio.ensure_future(process.group_add_many([group], second))
+            done, _pending = await asyncio.wait([joining], timeout=0.1)
+            assert not done, "the next join returned before Redis subscribed"
+            proxy.release.set()
+            async with asyncio.timeout(5):
+                await joining
+                await sender.group_send(group, {"type": "message.changed", "n": 1})
+                assert (await process.receive(second))["n"] == 1
+        finally:
+            await process.flush()
+
+
+@pytest.mark.asyncio
 async def test_a_publish_whose_connection_broke_after_redis_ran_it_is_not_sent_twice(layers):
     """The connection breaks after Redis ran a publish pipeline, before its replies arrive. Retried whole (as redis-py
     does when the host's settings ask for retries), its event was published and logged twice; it goes out once, and
