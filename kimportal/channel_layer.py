@@ -90,8 +90,19 @@ class _PubSub(aioredis.client.PubSub):
         # Reading failed and no connection was made since: told once. The receiver tries again every second while
         # Redis stays down; sockets that reconnected meanwhile are told when it is back (on_connect), not each time.
         self.broken = False
+        # UNSUBSCRIBEs sent and not answered yet, per channel: a SUBSCRIBE's answer that comes before one of them
+        # does not mean subscribed from now on (a join that failed unsubscribes what it had sent, the next one
+        # sends SUBSCRIBE again: Redis answers all three in order).
+        self.unsubscribing: dict[str, int] = {}
+
+    async def unsubscribe(self, *args: Any, **kwargs: Any) -> Any:
+        for name in args:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            self.unsubscribing[key] = self.unsubscribing.get(key, 0) + 1
+        return await super().unsubscribe(*args, **kwargs)
 
     async def on_connect(self, connection: Any) -> None:
+        self.unsubscribing.clear()  # a new connection: nothing of the old one is answered any more
         await super().on_connect(connection)
         self.broken = False
         if self.channels:  # a connection made again for subscriptions that existed: events were missed
@@ -99,9 +110,15 @@ class _PubSub(aioredis.client.PubSub):
 
     async def handle_message(self, response: Any, ignore_subscribe_messages: bool = False) -> Any:
         # Redis's answer to SUBSCRIBE, one per channel: from now on it sends the channel's messages here.
-        if isinstance(response, list) and len(response) > 1 and response[0] in (b"subscribe", "subscribe"):
-            name = response[1]
-            self.confirmed(name.decode() if isinstance(name, bytes) else str(name))
+        if isinstance(response, list) and len(response) > 1:
+            kind = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+            name = response[1].decode() if isinstance(response[1], bytes) else str(response[1])
+            if kind == "unsubscribe" and name in self.unsubscribing:
+                self.unsubscribing[name] -= 1
+                if self.unsubscribing[name] <= 0:
+                    del self.unsubscribing[name]
+            elif kind == "subscribe" and name not in self.unsubscribing:
+                self.confirmed(name)
         return await super().handle_message(response, ignore_subscribe_messages)
 
     async def get_message(self, *args: Any, **kwargs: Any) -> Any:
@@ -292,7 +309,9 @@ class _Shard(RedisSingleShardConnection):
 
     async def unsubscribe_many(self, names: list[str], *, unless_joined: bool = False) -> None:
         async with self._lock:
-            gone = [name for name in names if name in self._subscribed_to]
+            # A subscription sent but not confirmed in time (subscribe_many) is Redis's all the same once it arrives.
+            sent = self._pubsub.channels if self._pubsub is not None else {}
+            gone = [name for name in names if name in self._subscribed_to or name.encode() in sent or name in sent]
             if unless_joined:  # a lingering group a socket joined again meanwhile stays subscribed
                 gone = [name for name in gone if not self.channel_layer.groups.get(name)]
             if gone:
@@ -368,14 +387,35 @@ class _LoopLayer(RedisPubSubLoopLayer):
         if channel not in self.channels:
             raise RuntimeError("group_add_many() is for channels of this process")
         by_shard: dict[int, list[str]] = defaultdict(list)
+        added: list[str] = []
         for group in groups:
             assert _NAMES.require_valid_group_name(group), "Group name not valid"
             name = self._get_group_channel_name(group)
-            self.groups.setdefault(name, set()).add(channel)
+            members = self.groups.setdefault(name, set())
+            if channel not in members:
+                members.add(channel)
+                added.append(group)
             if self.lingering.pop(name, None) is None:  # a lingering group is still subscribed
                 by_shard[self._shards.index(self._get_shard(name))].append(name)
-        for index, names in by_shard.items():
-            await self._shards[index].subscribe_many(names)
+        try:
+            for index, names in by_shard.items():
+                await self._shards[index].subscribe_many(names)
+        except Exception:
+            # The join failed (Redis down, or it did not confirm in time), and with it the socket: it never counted
+            # these groups as joined and never leaves them. Left as a member, the process would stay subscribed.
+            # No linger: a lingering group counts as subscribed, and these may not be yet.
+            gone: dict[int, list[str]] = defaultdict(list)
+            for group in added:
+                name = self._get_group_channel_name(group)
+                members = self.groups.get(name, set())
+                members.discard(channel)
+                if not members:
+                    self.groups.pop(name, None)
+                    gone[self._shards.index(self._get_shard(name))].append(name)
+            for index, names in gone.items():
+                with contextlib.suppress(Exception):
+                    await self._shards[index].unsubscribe_many(names, unless_joined=True)
+            raise
 
     async def group_discard_many(self, groups: Iterable[str], channel: str) -> None:
         by_shard: dict[int, list[str]] = defaultdict(list)

@@ -635,6 +635,54 @@ async def test_a_join_redis_did_not_confirm_in_time_leaves_the_next_join_waiting
 
 
 @pytest.mark.asyncio
+async def test_a_join_that_failed_leaves_no_member_and_no_subscription_behind(monkeypatch):
+    """A join that fails (Redis did not confirm in time, or is down) ends its socket, which never counted the groups
+    as joined and so never leaves them: the process must not keep it as a member (nor stay subscribed for it, with
+    every event of the group read and dropped for as long as the process runs)."""
+    from kimportal import channel_layer
+
+    monkeypatch.setattr(channel_layer, "SUBSCRIBE_SECONDS", 0.3)
+    group = f"message.failed-{uuid.uuid4().hex[:8]}"
+    async with RedisProxy() as proxy:
+        process = RedisPubSubChannelLayer(hosts=[proxy.url], prefix="test-pubsub", linger=0)
+        try:
+            page = await process.new_channel()
+            proxy.hold = group.encode()
+            with pytest.raises(TimeoutError):
+                await process.group_add_many([group], page)
+            proxy.release.set()
+            await subscribed(group, 0)
+            assert page not in process._get_layer().groups.get(f"test-pubsub__group__{group}", set())
+        finally:
+            await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_subscribe_answered_before_an_unsubscribe_on_its_way_confirms_nothing(layers):
+    """SUBSCRIBE (a join that failed), UNSUBSCRIBE (its rollback), SUBSCRIBE (the next join): Redis answers in order,
+    and only the last answer means subscribed from then on. Taken from the first, the next join would return while
+    Redis is about to unsubscribe."""
+    process = layers()
+    shard = process._get_layer()._shards[0]
+    shard._ensure_redis()
+    pubsub = shard._pubsub
+    confirmed: list[tuple[str, int]] = []
+    pubsub.confirmed = lambda name: confirmed.append((name, len(answers)))
+    answers: list[object] = []
+    name = f"test-pubsub__group__mailbox.order-{uuid.uuid4().hex[:8]}"
+    await pubsub.subscribe(name)
+    await pubsub.unsubscribe(name)
+    await pubsub.subscribe(name)
+    async with asyncio.timeout(5):
+        while len(answers) < 3:
+            answer = await pubsub.get_message(timeout=1)
+            if answer is not None:
+                answers.append(answer["type"])
+    assert answers == ["subscribe", "unsubscribe", "subscribe"]
+    assert confirmed == [(name, 2)]  # the third answer, none before
+
+
+@pytest.mark.asyncio
 async def test_a_publish_whose_connection_broke_after_redis_ran_it_is_not_sent_twice(layers):
     """The connection breaks after Redis ran a publish pipeline, before its replies arrive. Retried whole (as redis-py
     does when the host's settings ask for retries), its event was published and logged twice; it goes out once, and
