@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 LOG_SECONDS = 60
 # Entries one read takes from one log at most (a minute of a very busy mailbox).
 LOG_READ_MAX = 5_000
-# Since when (time.time()) a Redis's logs hold everything logged: set by the first write or read after Redis started
-# (nothing is kept on disk: a restart empties the logs and removes this key too), never expires.
+# Since when (time.time()) a Redis's logs hold everything logged, and for which run of that Redis ("<run_id> <time>"):
+# set by the first read after Redis started, never expires. A Redis that keeps its data on disk (appendonly, as
+# docs/deploy.md sets it up for the broker) brings the key back after a restart, though what was sent while it was down
+# was never logged: the run id (INFO server) tells that run from the one the key was written in.
 LOG_SINCE_KEY = "live-logs-since"
 # How long a subscription may take to be confirmed by Redis (SUBSCRIBE answers on the Pub/Sub connection).
 SUBSCRIBE_SECONDS = 5.0
@@ -88,8 +90,19 @@ class _PubSub(aioredis.client.PubSub):
         # Reading failed and no connection was made since: told once. The receiver tries again every second while
         # Redis stays down; sockets that reconnected meanwhile are told when it is back (on_connect), not each time.
         self.broken = False
+        # UNSUBSCRIBEs sent and not answered yet, per channel: a SUBSCRIBE's answer that comes before one of them
+        # does not mean subscribed from now on (a join that failed unsubscribes what it had sent, the next one
+        # sends SUBSCRIBE again: Redis answers all three in order).
+        self.unsubscribing: dict[str, int] = {}
+
+    async def unsubscribe(self, *args: Any, **kwargs: Any) -> Any:
+        for name in args:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            self.unsubscribing[key] = self.unsubscribing.get(key, 0) + 1
+        return await super().unsubscribe(*args, **kwargs)
 
     async def on_connect(self, connection: Any) -> None:
+        self.unsubscribing.clear()  # a new connection: nothing of the old one is answered any more
         await super().on_connect(connection)
         self.broken = False
         if self.channels:  # a connection made again for subscriptions that existed: events were missed
@@ -97,9 +110,15 @@ class _PubSub(aioredis.client.PubSub):
 
     async def handle_message(self, response: Any, ignore_subscribe_messages: bool = False) -> Any:
         # Redis's answer to SUBSCRIBE, one per channel: from now on it sends the channel's messages here.
-        if isinstance(response, list) and len(response) > 1 and response[0] in (b"subscribe", "subscribe"):
-            name = response[1]
-            self.confirmed(name.decode() if isinstance(name, bytes) else str(name))
+        if isinstance(response, list) and len(response) > 1:
+            kind = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+            name = response[1].decode() if isinstance(response[1], bytes) else str(response[1])
+            if kind == "unsubscribe" and name in self.unsubscribing:
+                self.unsubscribing[name] -= 1
+                if self.unsubscribing[name] <= 0:
+                    del self.unsubscribing[name]
+            elif kind == "subscribe" and name not in self.unsubscribing:
+                self.confirmed(name)
         return await super().handle_message(response, ignore_subscribe_messages)
 
     async def get_message(self, *args: Any, **kwargs: Any) -> Any:
@@ -142,8 +161,7 @@ class _Shard(RedisSingleShardConnection):
 
         `log`: the message is also appended to that stream first (in the same pipeline, so a reader that subscribed
         and then reads the log misses nothing in between); entries older than LOG_SECONDS are trimmed as it grows,
-        and a log nobody writes to expires. The first write after Redis started also notes since when its logs are
-        complete (LOG_SINCE_KEY, read_logs)."""
+        and a log nobody writes to expires."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (channel, message, future, log)
         self._outbox.append(entry)
@@ -168,8 +186,6 @@ class _Shard(RedisSingleShardConnection):
                     self._ensure_redis()
                     async with self._redis.pipeline(transaction=False) as pipe:
                         oldest = f"{int((time.time() - LOG_SECONDS) * 1000)}-0"
-                        if any(log_key for _channel, _message, _future, log_key in batch):
-                            pipe.set(self._log_since_key(), repr(time.time()), nx=True)
                         for channel, message, _future, log_key in batch:
                             if log_key:
                                 pipe.xadd(log_key, {"m": message}, minid=oldest, approximate=True)
@@ -205,18 +221,24 @@ class _Shard(RedisSingleShardConnection):
         LogCut when a log holds more than one read takes (its oldest come first: the newest would be missing), and
         when Redis may have restarted since `start`: a restarted Redis lost the logs of before, and an empty read
         would say that nothing was sent. This process saw its connection break or come back since then, or the logs
-        are complete only since later than `start` (LOG_SINCE_KEY, gone with a restart: a process started after it
-        noticed nothing). The first read after a restart notes that they are complete from now on."""
+        are complete only since later than `start` (LOG_SINCE_KEY, written in another run of this Redis or not at all:
+        a process started after the restart noticed nothing). The first read of a run notes that they are complete
+        from now on."""
         if self.lost_at >= start:
             raise LogCut(f"the connection to Redis broke or came back since {start:.3f}")
         self._ensure_redis()
         since_key = self._log_since_key()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(since_key, repr(time.time()), nx=True)
+            pipe.info("server")
             pipe.get(since_key)
             for key in keys:
                 pipe.xrange(key, min=f"{max(int(start * 1000), 0)}-0", count=LOG_READ_MAX)
-            _set, since, *found = await pipe.execute()
+            info, noted, *found = await pipe.execute()
+        run = str(info.get("run_id", ""))
+        noted_run, _space, since = (noted or b"").decode().partition(" ")
+        if noted_run != run or not since:  # the first read of this run of Redis: complete from now on
+            since = repr(time.time())
+            await self._redis.set(since_key, f"{run} {since}")
         if float(since) > start:
             raise LogCut(f"the logs are complete since {float(since):.3f} only, not since {start:.3f}")
         if any(len(entries) >= LOG_READ_MAX for entries in found):
@@ -264,7 +286,9 @@ class _Shard(RedisSingleShardConnection):
     async def subscribe_many(self, names: list[str]) -> None:
         """Subscribe, and return once Redis confirmed it: a socket that reads a log right after joining (a list's
         replay) gets what is published from then on, none of it lost between its read and a subscription Redis had
-        not taken yet. Under the lock: a socket joining the same group meanwhile waits for the confirmation too."""
+        not taken yet. Under the lock: a socket joining the same group meanwhile waits for the confirmation too. A
+        join Redis did not confirm in time fails and leaves its groups not taken as subscribed: the next join sends
+        SUBSCRIBE again and waits for it (or for the late confirmation of the first)."""
         async with self._lock:
             new = [name for name in names if name not in self._subscribed_to]
             if new:
@@ -275,9 +299,9 @@ class _Shard(RedisSingleShardConnection):
                 self._confirming.update(waiting)
                 try:
                     await self._pubsub.subscribe(*new)
-                    self._subscribed_to.update(new)
                     async with asyncio.timeout(SUBSCRIBE_SECONDS):
                         await asyncio.gather(*waiting.values())
+                    self._subscribed_to.update(new)
                 finally:
                     for name, future in waiting.items():
                         if self._confirming.get(name) is future:
@@ -285,7 +309,9 @@ class _Shard(RedisSingleShardConnection):
 
     async def unsubscribe_many(self, names: list[str], *, unless_joined: bool = False) -> None:
         async with self._lock:
-            gone = [name for name in names if name in self._subscribed_to]
+            # A subscription sent but not confirmed in time (subscribe_many) is Redis's all the same once it arrives.
+            sent = self._pubsub.channels if self._pubsub is not None else {}
+            gone = [name for name in names if name in self._subscribed_to or name.encode() in sent or name in sent]
             if unless_joined:  # a lingering group a socket joined again meanwhile stays subscribed
                 gone = [name for name in gone if not self.channel_layer.groups.get(name)]
             if gone:
@@ -361,14 +387,35 @@ class _LoopLayer(RedisPubSubLoopLayer):
         if channel not in self.channels:
             raise RuntimeError("group_add_many() is for channels of this process")
         by_shard: dict[int, list[str]] = defaultdict(list)
+        added: list[str] = []
         for group in groups:
             assert _NAMES.require_valid_group_name(group), "Group name not valid"
             name = self._get_group_channel_name(group)
-            self.groups.setdefault(name, set()).add(channel)
+            members = self.groups.setdefault(name, set())
+            if channel not in members:
+                members.add(channel)
+                added.append(group)
             if self.lingering.pop(name, None) is None:  # a lingering group is still subscribed
                 by_shard[self._shards.index(self._get_shard(name))].append(name)
-        for index, names in by_shard.items():
-            await self._shards[index].subscribe_many(names)
+        try:
+            for index, names in by_shard.items():
+                await self._shards[index].subscribe_many(names)
+        except Exception:
+            # The join failed (Redis down, or it did not confirm in time), and with it the socket: it never counted
+            # these groups as joined and never leaves them. Left as a member, the process would stay subscribed.
+            # No linger: a lingering group counts as subscribed, and these may not be yet.
+            gone: dict[int, list[str]] = defaultdict(list)
+            for group in added:
+                name = self._get_group_channel_name(group)
+                members = self.groups.get(name, set())
+                members.discard(channel)
+                if not members:
+                    self.groups.pop(name, None)
+                    gone[self._shards.index(self._get_shard(name))].append(name)
+            for index, names in gone.items():
+                with contextlib.suppress(Exception):
+                    await self._shards[index].unsubscribe_many(names, unless_joined=True)
+            raise
 
     async def group_discard_many(self, groups: Iterable[str], channel: str) -> None:
         by_shard: dict[int, list[str]] = defaultdict(list)

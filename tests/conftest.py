@@ -51,7 +51,8 @@ def kept_logs() -> None:
         return
     client = redis.Redis.from_url(layer["CONFIG"]["hosts"][0])
     try:
-        client.set(layer["CONFIG"].get("prefix", "asgi") + LOG_SINCE_KEY, repr(time.time() - 60))
+        run = client.info("server")["run_id"]
+        client.set(layer["CONFIG"].get("prefix", "asgi") + LOG_SINCE_KEY, f"{run} {time.time() - 60!r}")
     finally:
         client.close()
 

@@ -238,7 +238,9 @@ async def test_a_publish_to_an_unreachable_redis_fails_at_once_and_the_next_one_
 class PrivateRedis:
     """A Redis server of the test's own on a free port, which the test may stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: str = "") -> None:
+        # data_dir: it keeps its data there across restarts (appendonly, as docs/deploy.md sets Redis up).
+        self.data_dir = data_dir
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -247,8 +249,9 @@ class PrivateRedis:
 
     async def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        kept = ["--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "always"] if self.data_dir else []
         self.server = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *kept],
             stdout=subprocess.DEVNULL,
         )
         client = aioredis.Redis.from_url(self.url)
@@ -482,6 +485,43 @@ async def test_a_process_started_after_a_redis_restart_does_not_read_the_empty_l
         await later_process.flush()
 
 
+@pytest.mark.asyncio
+async def test_a_redis_that_kept_its_data_across_a_restart_does_not_vouch_for_the_logs_either(tmp_path):
+    """Redis keeps its data on disk (appendonly, as docs/deploy.md sets it up for the broker) and restarted after a
+    list was read: what was sent while it was down never reached the logs, though the logs and the note since when
+    they are complete came back. A process that never saw the old Redis cannot tell (LogCut: the socket reads the
+    database instead)."""
+    from kimportal.channel_layer import LogCut
+
+    server = PrivateRedis(data_dir=str(tmp_path))
+    await server.start()
+    sender = RedisPubSubChannelLayer(hosts=[server.url], prefix="test-pubsub")
+    later_process = RedisPubSubChannelLayer(hosts=[server.url], prefix="test-pubsub")
+    try:
+        await sender.recent(["live-log.5"], time.time() + 60)  # the logs are complete from here on
+        start = time.time()
+        await sender.group_send_logged("mailbox.5", {"type": "message.created", "n": 1}, "live-log.5")
+        assert [event["n"] for event in await sender.recent(["live-log.5"], start)] == [1]
+        await sender.flush()
+
+        server.stop()  # mail stored now: its event reaches neither a socket nor a log
+        await server.start()
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            assert await client.xlen("test-pubsublive-log.5") == 1  # the log came back, the note too
+        finally:
+            await client.aclose()
+        with pytest.raises(LogCut):
+            await later_process.recent(["live-log.5"], start)
+        later = time.time()
+        await later_process.group_send_logged("mailbox.5", {"type": "message.created", "n": 2}, "live-log.5")
+        assert [event["n"] for event in await later_process.recent(["live-log.5"], later)] == [2]
+    finally:
+        await sender.flush()
+        await later_process.flush()
+        server.stop()
+
+
 class RedisProxy:
     """A TCP proxy in front of the test Redis that can hold back or cut what a layer sends: `hold`, the first chunk
     with these bytes waits until `release` is set; `cut`, the first chunk with these bytes reaches Redis, and its
@@ -562,6 +602,84 @@ async def test_a_join_returns_once_redis_subscribed_so_what_is_published_then_ar
                 assert (await process.receive(page))["n"] == 1
         finally:
             await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_join_redis_did_not_confirm_in_time_leaves_the_next_join_waiting_for_it_too(layers, monkeypatch):
+    """Redis took longer than SUBSCRIBE_SECONDS to confirm a join (which fails: its socket resyncs). The group is not
+    taken as subscribed meanwhile: the next socket's join waits for the confirmation as well, or it would read its
+    list's log and lose what is published before Redis subscribes."""
+    from kimportal import channel_layer
+
+    monkeypatch.setattr(channel_layer, "SUBSCRIBE_SECONDS", 0.3)
+    sender = layers()
+    group = f"mailbox.slow-{uuid.uuid4().hex[:8]}"
+    async with RedisProxy() as proxy:
+        process = RedisPubSubChannelLayer(hosts=[proxy.url], prefix="test-pubsub")
+        try:
+            first = await process.new_channel()
+            proxy.hold = group.encode()
+            with pytest.raises(TimeoutError):
+                await process.group_add_many([group], first)
+            second = await process.new_channel()
+            joining = asyncio.ensure_future(process.group_add_many([group], second))
+            done, _pending = await asyncio.wait([joining], timeout=0.1)
+            assert not done, "the next join returned before Redis subscribed"
+            proxy.release.set()
+            async with asyncio.timeout(5):
+                await joining
+                await sender.group_send(group, {"type": "message.changed", "n": 1})
+                assert (await process.receive(second))["n"] == 1
+        finally:
+            await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_join_that_failed_leaves_no_member_and_no_subscription_behind(monkeypatch):
+    """A join that fails (Redis did not confirm in time, or is down) ends its socket, which never counted the groups
+    as joined and so never leaves them: the process must not keep it as a member (nor stay subscribed for it, with
+    every event of the group read and dropped for as long as the process runs)."""
+    from kimportal import channel_layer
+
+    monkeypatch.setattr(channel_layer, "SUBSCRIBE_SECONDS", 0.3)
+    group = f"message.failed-{uuid.uuid4().hex[:8]}"
+    async with RedisProxy() as proxy:
+        process = RedisPubSubChannelLayer(hosts=[proxy.url], prefix="test-pubsub", linger=0)
+        try:
+            page = await process.new_channel()
+            proxy.hold = group.encode()
+            with pytest.raises(TimeoutError):
+                await process.group_add_many([group], page)
+            proxy.release.set()
+            await subscribed(group, 0)
+            assert page not in process._get_layer().groups.get(f"test-pubsub__group__{group}", set())
+        finally:
+            await process.flush()
+
+
+@pytest.mark.asyncio
+async def test_a_subscribe_answered_before_an_unsubscribe_on_its_way_confirms_nothing(layers):
+    """SUBSCRIBE (a join that failed), UNSUBSCRIBE (its rollback), SUBSCRIBE (the next join): Redis answers in order,
+    and only the last answer means subscribed from then on. Taken from the first, the next join would return while
+    Redis is about to unsubscribe."""
+    process = layers()
+    shard = process._get_layer()._shards[0]
+    shard._ensure_redis()
+    pubsub = shard._pubsub
+    confirmed: list[tuple[str, int]] = []
+    pubsub.confirmed = lambda name: confirmed.append((name, len(answers)))
+    answers: list[object] = []
+    name = f"test-pubsub__group__mailbox.order-{uuid.uuid4().hex[:8]}"
+    await pubsub.subscribe(name)
+    await pubsub.unsubscribe(name)
+    await pubsub.subscribe(name)
+    async with asyncio.timeout(5):
+        while len(answers) < 3:
+            answer = await pubsub.get_message(timeout=1)
+            if answer is not None:
+                answers.append(answer["type"])
+    assert answers == ["subscribe", "unsubscribe", "subscribe"]
+    assert confirmed == [(name, 2)]  # the third answer, none before
 
 
 @pytest.mark.asyncio
