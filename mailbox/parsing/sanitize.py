@@ -144,18 +144,36 @@ _NOT_NESTING = {
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
 
 
+# Foreign content: inside these (and for these themselves) "/>" closes an element; elsewhere the parser ignores it.
+_FOREIGN = {"svg", "math"}
+
+
 def html_too_deep(html: str) -> bool:
-    """Whether *html* nests elements deeper than MAX_DEPTH (a linear estimate, before any parsing)."""
-    depth = 0
+    """Whether *html* nests elements deeper than MAX_DEPTH (a linear estimate, before any parsing).
+
+    As the parser does: an end tag closes its element and every element opened inside it, and one that matches
+    no open element closes nothing ("<div></x>" nests); "<div/>" stays open outside SVG and MathML."""
+    stack: list[str] = []
+    open_count: dict[str, int] = {}
+    foreign = 0
     for match in _TAG_RE.finditer(html):
-        closing, name, self_closing = match.groups()
-        if self_closing or name.lower() in _NOT_NESTING:
+        closing, tag, self_closing = match.groups()
+        name = tag.lower()
+        if name in _NOT_NESTING or (self_closing and (foreign or name in _FOREIGN)):
             continue
         if closing:
-            depth = max(0, depth - 1)
+            if open_count.get(name):
+                while True:  # each element is pushed and popped once: linear in all
+                    top = stack.pop()
+                    open_count[top] -= 1
+                    foreign -= top in _FOREIGN
+                    if top == name:
+                        break
             continue
-        depth += 1
-        if depth > MAX_DEPTH:
+        stack.append(name)
+        open_count[name] = open_count.get(name, 0) + 1
+        foreign += name in _FOREIGN
+        if len(stack) > MAX_DEPTH:
             return True
     return False
 

@@ -15,6 +15,7 @@ from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
 from mailbox.parsing.headers import parse_addresses
 from mailbox.parsing.policy import _OncePerValue, parse_policy
+from mailbox.parsing.sanitize import html_too_deep
 from tests.mailbox import corpus
 from tests.mailbox.parsing_support import SAMPLES_DIR, parse_eml
 
@@ -251,6 +252,36 @@ def test_hostile_html_is_sanitized(build) -> None:
     assert '<img alt="pixel">' in html  # remote image kept, but without src
     assert '<p style="color:red">rot</p>' in html
     assert result.attachments == []
+
+
+@pytest.mark.parametrize(
+    "nesting",
+    [
+        # The parser keeps a <div/> open (only void and foreign elements close themselves) ...
+        "<div/>" * 5000,
+        # ... and ignores an end tag that matches no open element: neither closes anything.
+        "<div></x>" * 5000,
+        "<div></span>" * 5000,
+    ],
+    ids=["self-closing div", "unknown end tag", "unmatched end tag"],
+)
+def test_html_nested_too_deep_in_disguise_is_found(nesting: str) -> None:
+    assert html_too_deep(nesting)
+    assert sanitize_html(nesting) == ""
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        "<div>Zeile</div>" * 5000,
+        "<p>Zeile<br/><img src=x /></p>" * 5000,
+        "<svg>" + '<path d="M0 0"/>' * 5000 + "</svg><div>Ende</div>",
+        "<div><b><i>Text</div>" * 5000,
+    ],
+    ids=["closed divs", "void elements", "svg paths", "end tag closing those inside"],
+)
+def test_long_but_flat_html_is_not_too_deep(flat: str) -> None:
+    assert not html_too_deep(flat)
 
 
 def test_html_only_mail_gets_text_rendering_without_hidden_content() -> None:
