@@ -167,7 +167,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
         # Several inline text parts (e.g. text around an inline image): show them all.
         text_body = "\n\n".join(part.strip("\n") for part in state.text_parts)
     too_deep = html_too_deep(html_raw)
-    html_body = "" if too_deep else sanitize_html(html_raw)
+    html_body = "" if too_deep else sanitize_html(html_raw, depth_checked=True)
     if too_deep:
         problems.add(_HTML_TOO_DEEP)
     if not state.text_parts and html_body:

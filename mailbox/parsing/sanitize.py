@@ -178,12 +178,12 @@ def html_too_deep(html: str) -> bool:
     return False
 
 
-def sanitize_html(html: str) -> str:
+def sanitize_html(html: str, *, depth_checked: bool = False) -> str:
     """Sanitize untrusted mail HTML for display (the UI adds a sandboxed iframe on top).
 
-    "" for HTML nested deeper than MAX_DEPTH (see html_too_deep).
+    "" for HTML nested deeper than MAX_DEPTH (see html_too_deep); `depth_checked`: the caller has found it is not.
     """
-    if not html or html_too_deep(html):
+    if not html or (not depth_checked and html_too_deep(html)):
         return ""
     try:
         return _CLEANER.clean(html)

@@ -284,6 +284,23 @@ def test_long_but_flat_html_is_not_too_deep(flat: str) -> None:
     assert not html_too_deep(flat)
 
 
+def test_an_html_mail_is_scanned_for_depth_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scan is a pass over the whole body, a third of the sanitizer's time: once per mail is enough.
+    from mailbox.parsing import sanitize
+
+    calls: list[int] = []
+
+    def counted(html: str) -> bool:
+        calls.append(len(html))
+        return html_too_deep(html)
+
+    monkeypatch.setattr(parsing, "html_too_deep", counted)
+    monkeypatch.setattr(sanitize, "html_too_deep", counted)
+    result = parse_message(corpus.make_hostile_html())
+    assert "<b>Kollegin</b>" in result.html_body
+    assert len(calls) == 1
+
+
 def test_html_only_mail_gets_text_rendering_without_hidden_content() -> None:
     result = parse_message(corpus.make_hostile_html())
     assert result.text_body.startswith("Sehr geehrte Kollegin,")
