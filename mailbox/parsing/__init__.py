@@ -132,11 +132,15 @@ _HTML_TOO_DEEP = (
     "die Rohnachricht ist vollständig gespeichert"
 )
 _TAG_OR_SPACE_RE = re.compile(r"<[^>]*>|\s+")
+_SPACE_RE = re.compile(r"\s+")
 
 
 def _tags_stripped(html_raw: str) -> str:
     """Text of HTML too deep for the sanitizer: tags removed in one linear pass (no tree is built)."""
-    return html.unescape(_TAG_OR_SPACE_RE.sub(" ", html_raw)).strip()
+    # No tag ends after the last ">": looking for one's end from every "<" there would scan to the end each time.
+    end = html_raw.rfind(">") + 1
+    text = _TAG_OR_SPACE_RE.sub(" ", html_raw[:end]) + _SPACE_RE.sub(" ", html_raw[end:])
+    return html.unescape(text).strip()
 
 
 def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> ParsedMessage:

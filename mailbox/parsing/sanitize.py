@@ -156,7 +156,8 @@ def html_too_deep(html: str) -> bool:
     stack: list[str] = []
     open_count: dict[str, int] = {}
     foreign = 0
-    for match in _TAG_RE.finditer(html):
+    # No tag ends after the last ">": looking for one's end from every "<" there would scan to the end each time.
+    for match in _TAG_RE.finditer(html, 0, html.rfind(">") + 1):
         closing, tag, self_closing = match.groups()
         name = tag.lower()
         if name in _NOT_NESTING or (self_closing and (foreign or name in _FOREIGN)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.message
 import email.policy
 import hashlib
+import time
 import tracemalloc
 from email.headerregistry import HeaderRegistry
 from email.parser import BytesParser
@@ -282,6 +283,29 @@ def test_html_nested_too_deep_in_disguise_is_found(nesting: str) -> None:
 )
 def test_long_but_flat_html_is_not_too_deep(flat: str) -> None:
     assert not html_too_deep(flat)
+
+
+# Seconds for work that is linear in a body of a few hundred KB (a few hundredths of a second); quadratic, it took
+# half a minute and more, and an 8 MB body would outlast the fetch task's time limit on every try.
+LINEAR_BUDGET = 5.0
+
+
+def test_tags_that_never_close_are_scanned_in_linear_time() -> None:
+    # No ">" after them: a search for each tag's end from every "<" ran to the end of the body.
+    html = "<p>Befund</p>" + "<a" * 40_000
+    started = time.monotonic()
+    assert not html_too_deep(html)
+    assert time.monotonic() - started < LINEAR_BUDGET
+
+
+def test_html_too_deep_with_an_unclosed_tail_becomes_text_in_linear_time() -> None:
+    html = "<div>" * 600 + "Befund &amp; Termin" + "</div>" * 600 + " <" * 100_000
+    raw = b"From: a@b.kim.telematik\r\nSubject: Tief\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode()
+    started = time.monotonic()
+    result = parse_message(raw)
+    assert time.monotonic() - started < LINEAR_BUDGET
+    assert result.html_body == ""
+    assert " ".join(result.text_body.split()).startswith("Befund & Termin < <")
 
 
 def test_an_html_mail_is_scanned_for_depth_once(monkeypatch: pytest.MonkeyPatch) -> None:
