@@ -14,7 +14,7 @@ import pytest
 
 from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
-from mailbox.parsing.headers import parse_addresses
+from mailbox.parsing.headers import ADDRESS_PARSER_LIMIT, parse_addresses
 from mailbox.parsing.policy import _OncePerValue, parse_policy
 from mailbox.parsing.sanitize import html_too_deep
 from tests.mailbox import corpus
@@ -124,6 +124,24 @@ def test_a_hostile_address_header_of_10_kb_takes_the_linear_address_parser(monke
     result = parse_message(f"From: {corpus.SENDER}\r\nTo: {'(a)' * 3400} <x@y.de>\r\n\r\nx\r\n".encode())
     assert "To" not in parsed_by_policy_default
     assert len(result.to) == 1 and result.to[0].endswith("<x@y.de>")
+
+
+def test_repeated_hostile_address_rows_share_one_limit_of_the_quadratic_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row under the limit, together far over it: 20 rows of 8 KB took 20 seconds, a 16 MB header block would
+    have taken most of an hour on every fetch try."""
+    parsed_by_policy_default: list[tuple[str, int]] = []
+    original = HeaderRegistry.__call__
+
+    def spy(self, name: str, value: str):
+        parsed_by_policy_default.append((name, len(value)))
+        return original(self, name, value)
+
+    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    rows = "".join(f"{name}: {'(a)' * 1000} <x{i}@y.de>\r\n" for i in range(20) for name in ("To", "Cc"))
+    result = parse_message(f"From: {corpus.SENDER}\r\n{rows}\r\nx\r\n".encode())
+    assert sum(size for name, size in parsed_by_policy_default if name in ("To", "Cc")) <= ADDRESS_PARSER_LIMIT
+    assert len(result.to) == 20 and result.to[-1].endswith("<x19@y.de>")
+    assert len(result.cc) == 20 and result.cc[0].endswith("<x0@y.de>")
 
 
 def test_huge_encoded_header_takes_the_linear_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
