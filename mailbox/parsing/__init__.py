@@ -132,11 +132,15 @@ _HTML_TOO_DEEP = (
     "die Rohnachricht ist vollständig gespeichert"
 )
 _TAG_OR_SPACE_RE = re.compile(r"<[^>]*>|\s+")
+_SPACE_RE = re.compile(r"\s+")
 
 
 def _tags_stripped(html_raw: str) -> str:
     """Text of HTML too deep for the sanitizer: tags removed in one linear pass (no tree is built)."""
-    return html.unescape(_TAG_OR_SPACE_RE.sub(" ", html_raw)).strip()
+    # No tag ends after the last ">": looking for one's end from every "<" there would scan to the end each time.
+    end = html_raw.rfind(">") + 1
+    text = _TAG_OR_SPACE_RE.sub(" ", html_raw[:end]) + _SPACE_RE.sub(" ", html_raw[end:])
+    return html.unescape(text).strip()
 
 
 def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> ParsedMessage:
@@ -167,7 +171,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
         # Several inline text parts (e.g. text around an inline image): show them all.
         text_body = "\n\n".join(part.strip("\n") for part in state.text_parts)
     too_deep = html_too_deep(html_raw)
-    html_body = "" if too_deep else sanitize_html(html_raw)
+    html_body = "" if too_deep else sanitize_html(html_raw, depth_checked=True)
     if too_deep:
         problems.add(_HTML_TOO_DEEP)
     if not state.text_parts and html_body:

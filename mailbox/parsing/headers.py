@@ -174,13 +174,15 @@ def plain_addresses(value: str) -> list[tuple[str, str]] | None:
     return result or None
 
 
-def parse_addresses(name: str, raw: str) -> list[tuple[str, str]]:
-    """Address header → [(display name, addr-spec)], decoding RFC 2047 names; no control characters."""
+def parse_addresses(name: str, raw: str, *, linear: bool = False) -> list[tuple[str, str]]:
+    """Address header → [(display name, addr-spec)], decoding RFC 2047 names; no control characters.
+
+    `linear`: never policy.default's parser (the caller's budget for it is spent)."""
     # A raw 8-bit address can carry a bidi override as well as a name can.
-    return [(_CTRL_RE.sub(" ", disp), _CTRL_RE.sub(" ", addr).strip()) for disp, addr in _addresses(name, raw)]
+    return [(_CTRL_RE.sub(" ", disp), _CTRL_RE.sub(" ", addr).strip()) for disp, addr in _addresses(name, raw, linear)]
 
 
-def _addresses(name: str, raw: str) -> list[tuple[str, str]]:
+def _addresses(name: str, raw: str, linear: bool = False) -> list[tuple[str, str]]:
     value, _ = recover_8bit(raw)
     value = _unfold(value)
     if not value:
@@ -188,7 +190,7 @@ def _addresses(name: str, raw: str) -> list[tuple[str, str]]:
     plain = plain_addresses(value) if value.isascii() else None
     if plain is not None:
         return plain
-    if len(value) <= ADDRESS_PARSER_LIMIT:
+    if len(value) <= ADDRESS_PARSER_LIMIT and not linear:
         with contextlib.suppress(Exception):
             # policy.default understands encoded words inside display names ("Müller, Hans").
             header = email.policy.default.header_factory(name, value)
@@ -329,11 +331,16 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         problems.add("Kein lesbarer Absender (From)", severe=False)
 
     recipients: dict[str, list[str]] = {}
+    # policy.default's parser reads at most ADDRESS_PARSER_LIMIT characters of all To and Cc rows together: a mail
+    # repeating rows just under the limit would pay its quadratic cost once per row.
+    budget = ADDRESS_PARSER_LIMIT
     for hname in ("To", "Cc"):
         values: list[str] = []
         for name, raw_value, _decoded in header_rows:
             if name.lower() == hname.lower():
-                values.extend(_format_address(n, a) for n, a in parse_addresses(hname, raw_value))
+                linear = len(raw_value) > budget
+                budget -= 0 if linear else len(raw_value)
+                values.extend(_format_address(n, a) for n, a in parse_addresses(hname, raw_value, linear=linear))
         recipients[hname] = [v for v in values if v]
 
     date_row = _first(header_rows, "Date")

@@ -144,28 +144,47 @@ _NOT_NESTING = {
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
 
 
+# Foreign content: inside these (and for these themselves) "/>" closes an element; elsewhere the parser ignores it.
+_FOREIGN = {"svg", "math"}
+
+
 def html_too_deep(html: str) -> bool:
-    """Whether *html* nests elements deeper than MAX_DEPTH (a linear estimate, before any parsing)."""
-    depth = 0
-    for match in _TAG_RE.finditer(html):
-        closing, name, self_closing = match.groups()
-        if self_closing or name.lower() in _NOT_NESTING:
+    """Whether *html* nests elements deeper than MAX_DEPTH (a linear estimate, before any parsing).
+
+    As the parser does: an end tag closes its element and every element opened inside it, and one that matches
+    no open element closes nothing ("<div></x>" nests); "<div/>" stays open outside SVG and MathML."""
+    stack: list[str] = []
+    open_count: dict[str, int] = {}
+    foreign = 0
+    # No tag ends after the last ">": looking for one's end from every "<" there would scan to the end each time.
+    for match in _TAG_RE.finditer(html, 0, html.rfind(">") + 1):
+        closing, tag, self_closing = match.groups()
+        name = tag.lower()
+        if name in _NOT_NESTING or (self_closing and (foreign or name in _FOREIGN)):
             continue
         if closing:
-            depth = max(0, depth - 1)
+            if open_count.get(name):
+                while True:  # each element is pushed and popped once: linear in all
+                    top = stack.pop()
+                    open_count[top] -= 1
+                    foreign -= top in _FOREIGN
+                    if top == name:
+                        break
             continue
-        depth += 1
-        if depth > MAX_DEPTH:
+        stack.append(name)
+        open_count[name] = open_count.get(name, 0) + 1
+        foreign += name in _FOREIGN
+        if len(stack) > MAX_DEPTH:
             return True
     return False
 
 
-def sanitize_html(html: str) -> str:
+def sanitize_html(html: str, *, depth_checked: bool = False) -> str:
     """Sanitize untrusted mail HTML for display (the UI adds a sandboxed iframe on top).
 
-    "" for HTML nested deeper than MAX_DEPTH (see html_too_deep).
+    "" for HTML nested deeper than MAX_DEPTH (see html_too_deep); `depth_checked`: the caller has found it is not.
     """
-    if not html or html_too_deep(html):
+    if not html or (not depth_checked and html_too_deep(html)):
         return ""
     try:
         return _CLEANER.clean(html)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed
+from kimportal.texts import N_, Stored, StoredText, join
 from mailbox.models import Absence, AssignmentPeriod, Message, Notification
 from mailbox.selectors.mailboxes import display_name, mailbox_members, notification_recipients
 from mailbox.services.audit import audit_record
@@ -18,7 +19,7 @@ from mailbox.services.guard import bump, guarded, short
 from mailbox.services.notifications import notify
 
 
-def open_period(message: Message, assignee: Any, *, by: Any, note: str = "") -> None:
+def open_period(message: Message, assignee: Any, *, by: Any, note: Stored = "") -> None:
     """Close the current responsibility period and open the next (None: nobody is responsible)."""
     now = timezone.now()
     AssignmentPeriod.objects.filter(message=message, ended_at__isnull=True).update(ended_at=now)
@@ -52,6 +53,7 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
     if assignee is None or assignee not in members:
         raise NotAllowed(_("Diese Person ist kein bearbeitendes Mitglied des Postfachs."))
     substitute = substitute_for(assignee)
+    stored_note: Stored = note
     if substitute is not None and substitute in members and substitute_for(substitute) is not None:
         # The substitute is away too (routing leaves such mail unassigned): whoever assigns chooses again.
         raise NotAllowed(
@@ -59,9 +61,10 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
             % {"name": display_name(assignee), "substitute": display_name(substitute)}
         )
     if substitute is not None and substitute in members:
-        note = (note + "\n" if note else "") + _("Vertretung für %(name)s (abwesend)") % {
-            "name": display_name(assignee)
-        }
+        # Kept untranslated (kimportal.texts): the history and the notification are read in the reader's language.
+        stored_note = join(
+            StoredText.of(note), N_("Vertretung für %(name)s (abwesend)") % {"name": display_name(assignee)}
+        ).stored
         assignee = substitute
     elif substitute is not None:
         # The substitute left the mailbox (or lost the right to work it): the letter would wait, unseen, with
@@ -75,7 +78,7 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
         )
     if current.assignee_id == assignee.pk:
         return current
-    open_period(current, assignee, by=user, note=note)
+    open_period(current, assignee, by=user, note=stored_note)
     audit_record(
         actor=user, action="message.assigned", message=current, assignee=assignee.pk, previous=current.assignee_id
     )
@@ -85,7 +88,7 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
             kind=Notification.Kind.ASSIGNED,
             message=current,
             actor=user,
-            params={"name": display_name(user), "subject": short(current.subject), "note": note},
+            params={"name": display_name(user), "subject": short(current.subject), "note": stored_note},
         )
     state = Message.State.IN_PROGRESS if current.state == Message.State.NEW else current.state
     return bump(current, assignee=assignee, state=state)

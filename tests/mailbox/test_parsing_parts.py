@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.message
 import email.policy
 import hashlib
+import time
 import tracemalloc
 from email.headerregistry import HeaderRegistry
 from email.parser import BytesParser
@@ -13,8 +14,9 @@ import pytest
 
 from mailbox import parsing
 from mailbox.parsing import parse_message, sanitize_html
-from mailbox.parsing.headers import parse_addresses
+from mailbox.parsing.headers import ADDRESS_PARSER_LIMIT, parse_addresses
 from mailbox.parsing.policy import _OncePerValue, parse_policy
+from mailbox.parsing.sanitize import html_too_deep
 from tests.mailbox import corpus
 from tests.mailbox.parsing_support import SAMPLES_DIR, parse_eml
 
@@ -122,6 +124,24 @@ def test_a_hostile_address_header_of_10_kb_takes_the_linear_address_parser(monke
     result = parse_message(f"From: {corpus.SENDER}\r\nTo: {'(a)' * 3400} <x@y.de>\r\n\r\nx\r\n".encode())
     assert "To" not in parsed_by_policy_default
     assert len(result.to) == 1 and result.to[0].endswith("<x@y.de>")
+
+
+def test_repeated_hostile_address_rows_share_one_limit_of_the_quadratic_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row under the limit, together far over it: 20 rows of 8 KB took 20 seconds, a 16 MB header block would
+    have taken most of an hour on every fetch try."""
+    parsed_by_policy_default: list[tuple[str, int]] = []
+    original = HeaderRegistry.__call__
+
+    def spy(self, name: str, value: str):
+        parsed_by_policy_default.append((name, len(value)))
+        return original(self, name, value)
+
+    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    rows = "".join(f"{name}: {'(a)' * 1000} <x{i}@y.de>\r\n" for i in range(20) for name in ("To", "Cc"))
+    result = parse_message(f"From: {corpus.SENDER}\r\n{rows}\r\nx\r\n".encode())
+    assert sum(size for name, size in parsed_by_policy_default if name in ("To", "Cc")) <= ADDRESS_PARSER_LIMIT
+    assert len(result.to) == 20 and result.to[-1].endswith("<x19@y.de>")
+    assert len(result.cc) == 20 and result.cc[0].endswith("<x0@y.de>")
 
 
 def test_huge_encoded_header_takes_the_linear_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,6 +271,76 @@ def test_hostile_html_is_sanitized(build) -> None:
     assert '<img alt="pixel">' in html  # remote image kept, but without src
     assert '<p style="color:red">rot</p>' in html
     assert result.attachments == []
+
+
+@pytest.mark.parametrize(
+    "nesting",
+    [
+        # The parser keeps a <div/> open (only void and foreign elements close themselves) ...
+        "<div/>" * 5000,
+        # ... and ignores an end tag that matches no open element: neither closes anything.
+        "<div></x>" * 5000,
+        "<div></span>" * 5000,
+    ],
+    ids=["self-closing div", "unknown end tag", "unmatched end tag"],
+)
+def test_html_nested_too_deep_in_disguise_is_found(nesting: str) -> None:
+    assert html_too_deep(nesting)
+    assert sanitize_html(nesting) == ""
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        "<div>Zeile</div>" * 5000,
+        "<p>Zeile<br/><img src=x /></p>" * 5000,
+        "<svg>" + '<path d="M0 0"/>' * 5000 + "</svg><div>Ende</div>",
+        "<div><b><i>Text</div>" * 5000,
+    ],
+    ids=["closed divs", "void elements", "svg paths", "end tag closing those inside"],
+)
+def test_long_but_flat_html_is_not_too_deep(flat: str) -> None:
+    assert not html_too_deep(flat)
+
+
+# Seconds for work that is linear in a body of a few hundred KB (a few hundredths of a second); quadratic, it took
+# half a minute and more, and an 8 MB body would outlast the fetch task's time limit on every try.
+LINEAR_BUDGET = 5.0
+
+
+def test_tags_that_never_close_are_scanned_in_linear_time() -> None:
+    # No ">" after them: a search for each tag's end from every "<" ran to the end of the body.
+    html = "<p>Befund</p>" + "<a" * 40_000
+    started = time.monotonic()
+    assert not html_too_deep(html)
+    assert time.monotonic() - started < LINEAR_BUDGET
+
+
+def test_html_too_deep_with_an_unclosed_tail_becomes_text_in_linear_time() -> None:
+    html = "<div>" * 600 + "Befund &amp; Termin" + "</div>" * 600 + " <" * 100_000
+    raw = b"From: a@b.kim.telematik\r\nSubject: Tief\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode()
+    started = time.monotonic()
+    result = parse_message(raw)
+    assert time.monotonic() - started < LINEAR_BUDGET
+    assert result.html_body == ""
+    assert " ".join(result.text_body.split()).startswith("Befund & Termin < <")
+
+
+def test_an_html_mail_is_scanned_for_depth_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scan is a pass over the whole body, a third of the sanitizer's time: once per mail is enough.
+    from mailbox.parsing import sanitize
+
+    calls: list[int] = []
+
+    def counted(html: str) -> bool:
+        calls.append(len(html))
+        return html_too_deep(html)
+
+    monkeypatch.setattr(parsing, "html_too_deep", counted)
+    monkeypatch.setattr(sanitize, "html_too_deep", counted)
+    result = parse_message(corpus.make_hostile_html())
+    assert "<b>Kollegin</b>" in result.html_body
+    assert len(calls) == 1
 
 
 def test_html_only_mail_gets_text_rendering_without_hidden_content() -> None:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from audit.models import AuditEvent
 from kimportal import errors
@@ -97,9 +97,28 @@ def test_assignment_to_an_absent_member_goes_to_the_substitute(owner, bob, carol
     assert Message.objects.get(pk=message.pk).assignee == carol
     period = AssignmentPeriod.objects.get(message=message, ended_at__isnull=True)
     assert period.user == carol
-    assert "Bitte Rückruf" in period.note and "Vertretung für Bernd Bauer" in period.note
+    assert "Bitte Rückruf" in period.note_text and "Vertretung für Bernd Bauer" in period.note_text
     assert list(Notification.objects.values_list("user_id", "kind")) == [(carol.pk, Notification.Kind.ASSIGNED)]
     assert AuditEvent.objects.get(action="message.assigned").details["assignee"] == carol.pk
+
+
+def test_the_substitute_note_of_a_manual_assignment_reads_in_the_reader_language(owner, bob, carol, message):
+    """Assigned while the assigner had English active: the history and the notification follow the reader."""
+    now = timezone.now()
+    Absence.objects.create(
+        user=bob, substitute=carol, starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=2)
+    )
+    with translation.override("en"):
+        assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk, note="Bitte Rückruf")
+    period = AssignmentPeriod.objects.get(message=message, ended_at__isnull=True)
+    notification = Notification.objects.get(user=carol)
+
+    with translation.override("de"):
+        assert period.note_text == "Bitte Rückruf Vertretung für Bernd Bauer (abwesend)"
+        assert notification.display_text.endswith("– Bitte Rückruf Vertretung für Bernd Bauer (abwesend)")
+    with translation.override("en"):
+        assert period.note_text == "Bitte Rückruf Substitute for Bernd Bauer (absent)"
+        assert notification.display_text.endswith("– Bitte Rückruf Substitute for Bernd Bauer (absent)")
 
 
 @pytest.mark.parametrize(
