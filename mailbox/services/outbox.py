@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from directory.selectors import directory_entries_for_addresses
@@ -1029,15 +1029,18 @@ def outgoing_acknowledge(*, user: Any, message: Message) -> OutgoingMessage:
             return existing
 
         received = timezone.localtime(message.received_at).strftime("%d.%m.%Y %H:%M")
-        data = OutgoingData(
-            subject=one_line(reply_subject(message.subject, _("Eingangsbestätigung"))),
-            body=_(
-                "Eingangsbestätigung: Ihr eArztbrief (Message-ID %(mid)s) ist am %(when)s bei %(mailbox)s eingegangen."
+        # The letter goes to a German practice: in German, whatever language the person who clicked reads the portal in.
+        with translation.override("de"):
+            data = OutgoingData(
+                subject=one_line(reply_subject(message.subject, _("Eingangsbestätigung"))),
+                body=_(
+                    "Eingangsbestätigung: Ihr eArztbrief (Message-ID %(mid)s) ist am %(when)s bei %(mailbox)s "
+                    "eingegangen."
+                )
+                % {"mid": message.message_id or "–", "when": received, "mailbox": message.mailbox.address},
+                to=[message.from_address.lower()],
+                dienstkennung=acknowledgement_dienstkennung(message.dienstkennung),
             )
-            % {"mid": message.message_id or "–", "when": received, "mailbox": message.mailbox.address},
-            to=[message.from_address.lower()],
-            dienstkennung=acknowledgement_dienstkennung(message.dienstkennung),
-        )
         # A draft left by an earlier try (the directory refused then) is sent now, not a second one.
         draft = existing or OutgoingMessage.objects.create(
             mailbox_id=message.mailbox_id,

@@ -7,6 +7,7 @@ from email.policy import default
 
 import pytest
 from django.http import Http404
+from django.utils import translation
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict, NotAllowed
@@ -165,6 +166,16 @@ def test_earztbrief_acknowledgement_is_offered_and_sent_once(cm, account, sender
     ]
     with pytest.raises(NotAllowed):
         outgoing_acknowledge(user=sender, message=plain)
+
+
+def test_an_acknowledgement_is_written_in_german_whatever_language_the_sender_reads(
+    cm, account, sender, vzd, sent_tasks
+):
+    letter = _fetched(cm, account, simple_mail("Arztbrief", X_KIM_Dienstkennung="Arztbrief;VHitG-Versand;V1.2"))
+    with translation.override("en"):
+        ack = outgoing_acknowledge(user=sender, message=letter)
+    assert ack.subject.startswith("Eingangsbestätigung")
+    assert ack.body.startswith("Eingangsbestätigung: Ihr eArztbrief")
 
 
 def test_automatic_acknowledgement_per_mailbox(cm, account, sender, vzd, sent_tasks):
