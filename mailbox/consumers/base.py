@@ -3,6 +3,7 @@ for database work, and sending that tolerates a client that just left."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -226,6 +227,12 @@ class PortalConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             self._uncount()
+            # A handler that raised ends the consumer without websocket_disconnect: its groups are left here, or the
+            # process would keep the dead socket as a member (and stay subscribed for it) for as long as it runs.
+            joined = list(getattr(self, "joined", None) or [])
+            if joined and getattr(self, "channel_layer", None) is not None:
+                with contextlib.suppress(Exception):
+                    await self._leave_groups(*joined)
 
     async def websocket_receive(self, message: Any) -> None:
         # A socket this side closed (refused at the limit, its session ended) takes no more frames: a client may have

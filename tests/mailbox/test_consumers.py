@@ -625,3 +625,27 @@ async def test_a_message_socket_refused_for_the_socket_limit_leaves_no_presence(
     await page.disconnect()
     assert not await database_sync_to_async(Presence.objects.exists)()
     assert not _open_per_session
+
+
+@pytest.mark.asyncio
+async def test_a_socket_whose_handler_failed_leaves_its_groups(monkeypatch):
+    """A handler that raises ends the consumer without a websocket_disconnect (the browser sees 1011 and reconnects):
+    the process must not keep the dead socket in its mailbox groups, with every event of them queued for nobody."""
+    from channels.layers import get_channel_layer
+
+    member = await database_sync_to_async(UserFactory)(username="abgestuerzt")
+    box = await database_sync_to_async(MailboxFactory)()
+    await database_sync_to_async(MembershipFactory)(mailbox=box, user=member)
+    names: list[str] = []
+
+    async def failing(self, text_data=None, bytes_data=None):
+        names.append(self.channel_name)
+        raise RuntimeError("a bug in a handler")
+
+    communicator = await _connect(member)
+    monkeypatch.setattr(InboxConsumer, "receive", failing)
+    await communicator.send_to(text_data=json.dumps({"watch": ""}))
+    with pytest.raises(RuntimeError):
+        await communicator.receive_output(timeout=5)
+    layer = get_channel_layer()._get_layer()
+    assert names and not [group for group, members in layer.groups.items() if names[0] in members]
