@@ -217,7 +217,9 @@ def thread_for_user(user: Any, message: Message | OutgoingMessage, *, max_items:
                 "date",
                 "dienstkennung",
                 "state",
-            )[:max_items]
+            )
+            # The earliest first: a flood of mails naming one Message-ID cannot push out the conversation they copy.
+            .order_by("id")[:max_items]
         )
         for m in received:
             found_messages[m.pk] = m
@@ -225,7 +227,8 @@ def thread_for_user(user: Any, message: Message | OutgoingMessage, *, max_items:
         sent = (
             OutgoingMessage.objects.filter(mailbox_id__in=visible)
             .exclude(state=OutgoingMessage.State.DRAFT)
-            .filter(Q(message_id__in=ids) | Q(in_reply_to_header__in=ids))[:max_items]
+            .filter(Q(message_id__in=ids) | Q(in_reply_to_header__in=ids))
+            .order_by("id")[:max_items]
         )
         for o in sent:
             found_outgoing[o.pk] = o
@@ -237,8 +240,17 @@ def thread_for_user(user: Any, message: Message | OutgoingMessage, *, max_items:
     items += [ThreadItem(at=o.queued_at or o.created_at, outgoing=o) for o in found_outgoing.values()]
     if not items:
         return _single(message)
+
     # Date headers have whole seconds: within one second, a message comes before the answers that reference it.
-    return sorted(items, key=lambda i: (i.at.replace(microsecond=0), len(_chain(i))))[:max_items]
+    def order(item: ThreadItem) -> tuple[datetime, int]:
+        return (item.at.replace(microsecond=0), len(_chain(item)))
+
+    shown = sorted(items, key=order)[:max_items]
+    # The message the page is about is always part of its own conversation, however many others name its ids.
+    here = (message.pk, isinstance(message, OutgoingMessage))
+    if not any(((i.outgoing or i.message).pk, i.outgoing is not None) == here for i in shown):  # type: ignore[union-attr]
+        shown = sorted(shown[: max_items - 1] + _single(message), key=order)
+    return shown
 
 
 def _chain(item: ThreadItem) -> list[str]:
