@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.utils.translation import gettext_lazy as _
@@ -9,7 +11,7 @@ from kimportal.errors import PortalError
 from mailbox.forms import KimAccountAdminForm
 from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services.accounts import account_test_connection
-from mailbox.services.members import membership_remove, membership_set
+from mailbox.services.members import group_change_by, membership_remove, membership_set
 
 
 class MembershipFormSet(BaseInlineFormSet):
@@ -75,6 +77,18 @@ class MailboxAdmin(admin.ModelAdmin):
             service(user=request.user, **kwargs)
         except PortalError as exc:
             self.message_user(request, exc.message, messages.ERROR)
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class PortalUserAdmin(UserAdmin):
+    def save_related(self, request, form, formsets, change) -> None:
+        """The groups are saved here: a group left or joined hands work over as a membership change does
+        (mailbox.signals), audited with the administrator as the one who changed it."""
+        with group_change_by(request.user):
+            super().save_related(request, form, formsets, change)
 
 
 @admin.register(KimAccount)

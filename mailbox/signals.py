@@ -1,5 +1,5 @@
 """Receivers that keep per-request values true after a write in the same request (kimportal.requestscope), and
-the consequences of switching an account off."""
+the consequences of switching an account off or of joining and leaving groups."""
 
 from __future__ import annotations
 
@@ -35,6 +35,31 @@ def _deactivated(sender: Any, instance: Any, **kwargs: Any) -> None:
         account_reactivated(person=instance)
 
 
+def _groups_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **kwargs: Any
+) -> None:
+    """User.groups changed anywhere (the Django admin's user form, user.groups.add/remove, group.user_set …): a
+    group that is a member of a mailbox gives or takes the right to process there, with the same consequences as a
+    membership change (mailbox.services.members.groups_changing / groups_changed). The right is read before
+    (pre_*) and after (post_*) the change; the reading waits on the instance in between."""
+    if action not in ("pre_add", "pre_remove", "pre_clear", "post_add", "post_remove", "post_clear"):
+        return
+    from mailbox.services import members
+
+    if action.startswith("post_"):
+        members.groups_changed(instance.__dict__.pop("_groups_changing", None), joined=action == "post_add")
+        return
+    if reverse:  # group.user_set.<action>(users): the instance is the group
+        group_ids = [instance.pk]
+        user_ids = list(pk_set) if pk_set is not None else list(instance.user_set.values_list("pk", flat=True))
+    else:
+        user_ids = [instance.pk]
+        group_ids = list(pk_set) if pk_set is not None else list(instance.groups.values_list("pk", flat=True))
+    instance.__dict__["_groups_changing"] = members.groups_changing(
+        user_ids=user_ids, group_ids=group_ids, leaving=action != "pre_add"
+    )
+
+
 def connect() -> None:
     from django.contrib.auth import get_user_model
     from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
@@ -46,5 +71,7 @@ def connect() -> None:
         post_save.connect(access_changed, sender=model, dispatch_uid=f"scope-{model.__name__}-save")
         post_delete.connect(access_changed, sender=model, dispatch_uid=f"scope-{model.__name__}-delete")
     m2m_changed.connect(access_changed, sender=user_model.groups.through, dispatch_uid="scope-user-groups")
+    # After the scope is cleared: the rights read after the change must not come from before it.
+    m2m_changed.connect(_groups_changed, sender=user_model.groups.through, dispatch_uid="user-groups-access")
     pre_save.connect(_note_active, sender=user_model, dispatch_uid="user-active-before")
     post_save.connect(_deactivated, sender=user_model, dispatch_uid="user-deactivated")

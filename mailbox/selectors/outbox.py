@@ -94,7 +94,14 @@ def own_draft_out_of_reach(user: Any, pk: int) -> OutgoingMessage | None:
 
 
 def drafts_for_user(user: Any, *, mailbox: Mailbox | int | None = None) -> QuerySet[OutgoingMessage]:
-    return outgoing_list_for_user(user, mailbox=mailbox, states=[OutgoingMessage.State.DRAFT]).filter(author_id=user.pk)
+    """The user's own drafts ("Entwürfe"). One that went to the owners when they lost the right to process there
+    (author_left_at) is not theirs to edit any more, though they may still read the mailbox: it shows again once
+    they get it back (outgoing_drafts_reclaim)."""
+    return (
+        outgoing_list_for_user(user, mailbox=mailbox, states=[OutgoingMessage.State.DRAFT])
+        .filter(author_id=user.pk)
+        .filter(author_left_at__isnull=True)
+    )
 
 
 def left_drafts_for_user(user: Any) -> QuerySet[OutgoingMessage]:

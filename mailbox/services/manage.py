@@ -151,7 +151,8 @@ def group_member_add(*, user: Any, group: Group, member: Any) -> None:
         )
     if group.user_set.filter(pk=member.pk).exists():
         return
-    group.user_set.add(member)
+    with members.group_change_handled():  # handed over below, audited with the manager as actor
+        group.user_set.add(member)
     audit_record(actor=user, action="group.member_added", group=group.name, member=member.username)
     _group_access_changed(actor=user, group=group, member=member)
 
@@ -166,7 +167,8 @@ def group_member_remove(*, user: Any, group: Group, member: Any) -> None:
         return
     owned = list(Mailbox.objects.filter(memberships__group=group, memberships__role=Membership.Role.OWNER).distinct())
     had_owner = members.owners_before_change(owned)
-    group.user_set.remove(member)
+    with members.group_change_handled():  # handed over below, audited with the manager as actor
+        group.user_set.remove(member)
     for mailbox in owned:
         # The last owner leaving the owners' group would leave the mailbox with nobody to manage it.
         _in_mailbox(members.keep_an_owner, mailbox=mailbox, had_owner=had_owner[mailbox.pk])

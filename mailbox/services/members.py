@@ -10,6 +10,10 @@ Who can work it is decided by the right to process their memberships give, also 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -169,6 +173,102 @@ def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> Non
         else:
             outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
     events.broadcast_memberships_changed(user_ids=user_ids)
+
+
+# --- group memberships changed where Django reports it (m2m_changed of User.groups) --------------------------------
+
+# A service that changes groups and hands the work over itself, with its actor (mailbox.services.manage, signin).
+_GROUP_CHANGE_HANDLED: ContextVar[bool] = ContextVar("members_group_change_handled", default=False)
+# Who changes groups, where a caller knows it (the Django admin's user form); otherwise the system.
+_GROUP_CHANGE_ACTOR: ContextVar[Any] = ContextVar("members_group_change_actor", default=None)
+
+
+@contextmanager
+def group_change_handled() -> Iterator[None]:
+    """Around a group change whose caller returns the work and reclaims the drafts itself (access_changed, with
+    its own actor and audit): the m2m_changed receiver leaves it alone."""
+    token = _GROUP_CHANGE_HANDLED.set(True)
+    try:
+        yield
+    finally:
+        _GROUP_CHANGE_HANDLED.reset(token)
+
+
+@contextmanager
+def group_change_by(actor: Any) -> Iterator[None]:
+    """Group changes inside are audited as made by `actor` (an administrator saving the user form)."""
+    token = _GROUP_CHANGE_ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _GROUP_CHANGE_ACTOR.reset(token)
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """Before people join or leave groups: who, which groups, and who could process in each mailbox those groups
+    are members of."""
+
+    user_ids: list[int]
+    group_ids: list[int]
+    could_process: dict[tuple[int, int], bool]  # (user id, mailbox id)
+
+
+def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool) -> GroupChange | None:
+    """Before a change of User.groups (pre_add, pre_remove, pre_clear; one side is always a single user or group),
+    read where it may change the right to process; None when there is nothing to do (no mailbox involved, or the
+    caller hands the work over itself). Removing someone from a group they are not in changes nothing."""
+    if _GROUP_CHANGE_HANDLED.get() or not user_ids or not group_ids:
+        return None
+    if leaving:
+        pairs = get_user_model().groups.through.objects.filter(user_id__in=user_ids, group_id__in=group_ids)
+        user_ids = sorted(set(pairs.values_list("user_id", flat=True)))
+        group_ids = sorted(set(pairs.values_list("group_id", flat=True)))
+    mailbox_ids = sorted(
+        set(Membership.objects.filter(group_id__in=group_ids).values_list("mailbox_id", flat=True).distinct())
+    )
+    if not mailbox_ids or not user_ids:
+        return None
+    people = list(get_user_model().objects.filter(pk__in=user_ids).order_by("pk"))
+    could = {
+        (person.pk, mailbox_id): can(granted_role(person, mailbox_id), Action.PROCESS)
+        for person in people
+        for mailbox_id in mailbox_ids
+    }
+    return GroupChange(user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could)
+
+
+def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
+    """After the change (post_add, post_remove, post_clear): audited as a manager's change of a ward is, and, per
+    mailbox, as a membership change is (_access_changed) — whoever lost the right to process there hands their
+    work and drafts back, whoever gained it gets their drafts back. A mailbox where the right stayed (another
+    membership still gives it) is left alone."""
+    if change is None:
+        return
+    actor = _GROUP_CHANGE_ACTOR.get()
+    people = {person.pk: person for person in get_user_model().objects.filter(pk__in=change.user_ids)}
+    groups = dict(Group.objects.filter(pk__in=change.group_ids).values_list("pk", "name"))
+    mailboxes = Mailbox.objects.in_bulk(sorted({mailbox_id for _user, mailbox_id in change.could_process}))
+    with transaction.atomic():
+        for person in people.values():
+            for group_id in sorted(groups):
+                audit_record(
+                    actor=actor,
+                    action="group.member_added" if joined else "group.member_removed",
+                    group=groups[group_id],
+                    member=person.username,
+                )
+        for (user_id, mailbox_id), could in sorted(change.could_process.items()):
+            if user_id not in people or mailbox_id not in mailboxes:
+                continue
+            person, mailbox = people[user_id], mailboxes[mailbox_id]
+            role = granted_role(person, mailbox)
+            if could and not can(role, Action.PROCESS):
+                reason = "membership_ended" if role is None else "role_changed"
+                work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
+            elif not could and can(role, Action.PROCESS):
+                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
+    events.broadcast_memberships_changed(user_ids=list(people))
 
 
 def account_deactivated(*, person: Any) -> None:

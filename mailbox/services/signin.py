@@ -43,11 +43,12 @@ def wards_from_directory(*, user: Any, group_dns: set[str], mapping: dict[str, s
     mapped = set(mapping.values())
     current = set(user.groups.filter(name__in=mapped).values_list("name", flat=True))
     joined, left = sorted(wanted - current), sorted(current - wanted)
-    for name in joined:
-        group, _ = Group.objects.get_or_create(name=name)
-        user.groups.add(group)
-    if left:
-        user.groups.remove(*Group.objects.filter(name__in=left))
+    with members.group_change_handled():  # handed over below, audited as the directory's sync
+        for name in joined:
+            group, _ = Group.objects.get_or_create(name=name)
+            user.groups.add(group)
+        if left:
+            user.groups.remove(*Group.objects.filter(name__in=left))
     if joined or left:
         audit_record(actor=user, action="signin.wards_synced", joined=joined, left=left)
         # As when a manager moves someone between wards (mailbox.services.manage): a ward left hands its open work

@@ -9,7 +9,7 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from kimportal.errors import Conflict, NotAllowed
 from mailbox.models import Membership, OutgoingMessage
-from mailbox.selectors.outbox import left_drafts_for_user, outgoing_list_for_user
+from mailbox.selectors.outbox import drafts_for_user, left_drafts_for_user, outgoing_list_for_user
 from mailbox.services import members
 from mailbox.services.compose import OutgoingData, outgoing_discard, outgoing_draft_save, outgoing_draft_take_over
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
@@ -161,3 +161,22 @@ def test_an_account_switched_on_again_without_a_role_there_leaves_its_drafts_lef
     draft.refresh_from_db()
     assert draft.author_left_at is not None
     assert list(left_drafts_for_user(owner)) == [draft]
+
+
+def test_a_draft_gone_to_the_owners_leaves_the_authors_list_until_they_return(ward, client):
+    box, owner, nurse, _colleague, _membership, draft = ward
+    client.force_login(nurse)
+    assert f'id="draft-{draft.pk}"' in client.get(reverse("mailbox:drafts")).content.decode()
+
+    # Made reader: the draft goes to the owners; the nurse still reads the mailbox but may not edit it.
+    members.membership_set(user=owner, mailbox=box, username=nurse.username, role=Membership.Role.READER)
+
+    html = client.get(reverse("mailbox:drafts")).content.decode()
+    assert f'id="draft-{draft.pk}"' not in html and "Halbfertiger Arztbrief" not in html
+    assert list(drafts_for_user(nurse)) == []
+
+    members.membership_set(user=owner, mailbox=box, username=nurse.username, role=Membership.Role.PROCESSOR)
+
+    html = client.get(reverse("mailbox:drafts")).content.decode()
+    assert f'id="draft-{draft.pk}"' in html and "Halbfertiger Arztbrief" in html
+    assert client.get(reverse("mailbox:draft-edit", args=[draft.pk])).status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.urls import reverse
 
 from audit.models import AuditEvent
 from kimportal.errors import PortalError
@@ -227,6 +228,101 @@ def test_a_ward_left_in_the_directory_hands_the_work_back_and_rejoining_gives_th
     draft.refresh_from_db()
     assert draft.author_left_at is None
     assert AuditEvent.objects.get(action="outgoing.draft_reclaimed").actor is None
+
+
+# --- groups changed where Django reports it: the admin's user form, user.groups.add/remove -----------------------
+
+
+@pytest.fixture
+def station(ward):
+    """A nurse who processes in the mailbox only through the group "Station 3", with a letter and a draft."""
+    box, owner, _manager, _nurse, _membership, _message, _draft = ward
+    station = Group.objects.create(name="Station 3")
+    MembershipFactory(mailbox=box, group=station, user=None, role=Role.PROCESSOR)
+    nurse = UserFactory(username="pflege1")
+    nurse.groups.add(station)
+    letter = message_ingest(mailbox=box, uidl="m-2", raw=MAIL_WITH_PDF)
+    assignment.message_take(user=nurse, message=letter, version=letter.version)
+    draft = outgoing_draft_save(user=nurse, mailbox_id=box.pk, data=OutgoingData(subject="Rückfrage Station 3"))
+    return box, owner, station, nurse, letter, draft
+
+
+def test_leaving_a_group_by_groups_remove_hands_the_work_back_and_rejoining_gives_the_drafts_back(station):
+    _box, owner, group, nurse, letter, draft = station
+
+    nurse.groups.remove(group)
+
+    assert not _holds_work(letter, draft, nurse)
+    assert list(left_drafts_for_user(owner)) == [draft]
+    for action in ("message.unassigned", "outgoing.draft_left"):
+        event = AuditEvent.objects.get(action=action)
+        assert event.actor is None and event.details["reason"] == "membership_ended"
+    assert AuditEvent.objects.get(action="group.member_removed").details == {"group": "Station 3", "member": "pflege1"}
+
+    group.user_set.add(nurse)  # the other side of the same relation
+
+    draft.refresh_from_db()
+    assert draft.author_left_at is None and draft.author == nurse
+    assert AuditEvent.objects.get(action="outgoing.draft_reclaimed").details["reason"] == "membership_changed"
+    joins = AuditEvent.objects.filter(action="group.member_added").order_by("pk")
+    assert [event.details["member"] for event in joins] == ["pflege1", "pflege1"]  # the fixture's, and this one
+    assert list(left_drafts_for_user(owner)) == []
+
+
+def test_leaving_a_group_while_another_membership_gives_the_right_keeps_the_work(station):
+    box, _owner, _group, nurse, letter, draft = station
+    MembershipFactory(mailbox=box, user=nurse, role=Role.PROCESSOR)
+    nurse.groups.clear()
+    assert _holds_work(letter, draft, nurse)
+    assert not AuditEvent.objects.filter(action__in=["message.unassigned", "outgoing.draft_left"]).exists()
+
+
+def _user_form(person, groups) -> dict:
+    return {
+        "username": person.username,
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+        "email": person.email,
+        "is_active": "on",
+        "groups": [group.pk for group in groups],
+        "user_permissions": [],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+        "last_login_0": "",
+        "last_login_1": "",
+    }
+
+
+def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when_it_returns(station, client):
+    box, owner, group, nurse, letter, draft = station
+    readers = Group.objects.create(name="Lesende")
+    MembershipFactory(mailbox=box, group=readers, user=None, role=Role.READER)
+    nurse.groups.add(readers)
+    administrator = UserFactory(username="it-admin", is_staff=True, is_superuser=True)
+    client.force_login(administrator)
+    url = reverse("admin:auth_user_change", args=[nurse.pk])
+
+    # The form keeps only the readers' group: the nurse still reads, but may no longer process.
+    response = client.post(url, _user_form(nurse, [readers]))
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert list(nurse.groups.all()) == [readers]
+    assert not _holds_work(letter, draft, nurse)
+    for action in ("message.unassigned", "outgoing.draft_left"):
+        event = AuditEvent.objects.get(action=action)
+        assert event.actor == administrator and event.details["reason"] == "role_changed"
+    removed = AuditEvent.objects.get(action="group.member_removed")
+    assert removed.actor == administrator and removed.details["group"] == "Station 3"
+    assert list(left_drafts_for_user(owner)) == [draft]
+
+    response = client.post(url, _user_form(nurse, [readers, group]))
+
+    assert response.status_code == 302
+    draft.refresh_from_db()
+    assert draft.author_left_at is None
+    assert AuditEvent.objects.get(action="outgoing.draft_reclaimed").actor == administrator
+    letter.refresh_from_db()
+    assert letter.assignee is None  # the letter stays in the queue, where colleagues may have taken it
 
 
 # --- accounts switched off and on ----------------------------------------------------------------------------------
