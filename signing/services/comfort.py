@@ -31,11 +31,13 @@ from django.utils.translation import gettext_lazy
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.jobs import enqueue_on_commit
-from konnektor import CallContext, Card, KonnektorClient, KonnektorError, SignatureMode, error_text
+from kimportal.texts import N_
+from konnektor import CallContext, Card, KonnektorClient, KonnektorError, SignatureMode
 from signing.models import ComfortActivation, ComfortUse, SignatureBatch, SignerCard, Workplace
 from signing.services.audit import signing_audit
 from signing.services.hba import BatchStopped, find_signer_card, pin_fault_text
 from signing.services.konnektor import call_context, konnektor_client
+from signing.texts import code_stored
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +210,10 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
     ctx = comfort_context(activation)
     try:
         if not get_user_model().objects.filter(pk=activation.signer_id, is_active=True).exists():
-            raise BatchStopped(None, _("Das Konto ist deaktiviert."))
+            raise BatchStopped(None, N_("Das Konto ist deaktiviert."))
         mapping = SignerCard.objects.filter(user_id=activation.signer_id).first()
         if mapping is None:
-            raise BatchStopped(None, _("Ihnen ist kein eHBA mehr zugeordnet."))
+            raise BatchStopped(None, N_("Ihnen ist kein eHBA mehr zugeordnet."))
         client.discover()
         card = find_signer_card(client, ctx, mapping)
         ComfortActivation.objects.filter(pk=activation.pk).update(
@@ -219,16 +221,17 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
         )
         pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
         if pin.status == "TRANSPORT_PIN":
-            raise BatchStopped(4065, error_text(4065))
+            raise BatchStopped(4065, code_stored(4065))
         if pin.status == "BLOCKED":
-            raise BatchStopped(4063, error_text(4063))
+            raise BatchStopped(4063, code_stored(4063))
         try:
             client.activate_comfort_signature(ctx, card.card_handle)
         except KonnektorError as exc:
             raise BatchStopped(exc.code, pin_fault_text(client, ctx, card.card_handle, exc)) from exc
         mode = _signature_mode(client, ctx, card.card_handle)
     except BatchStopped as stop:
-        _failed(activation, stop.code, stop.text)
+        # The activation keeps its text written out (ComfortActivation.error_text is not converted yet).
+        _failed(activation, stop.code, str(stop.text))
         return
     except KonnektorError as exc:
         _failed(activation, exc.code, exc.text)
