@@ -12,6 +12,8 @@ import html
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.urls import reverse
 from django.utils import translation
@@ -141,3 +143,38 @@ def test_the_kis_api_gives_the_reason_in_german_to_an_english_request(manager, p
     response = api.get("KIS-1", headers={"Accept-Language": "en"})
     assert response.status_code == 200
     assert response.json()["last_error"] == FAILED_DE
+
+
+BEFORE = ("signing", "0009_notification_mailbox_id")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_written_before_keep_their_german_sentence(physician, assistant, mailbox, workplace):
+    draft = DraftFactory(author=assistant, signer=physician, mailbox=mailbox, state=Draft.State.FAILED)
+    executor = MigrationExecutor(connection)
+    executor.migrate([BEFORE])
+    old = executor.loader.project_state([BEFORE]).apps
+    sentence = "Timeout bei der PIN-Eingabe."
+    old.get_model("signing", "Draft").objects.filter(pk=draft.pk).update(last_error=sentence)
+    batch = old.get_model("signing", "SignatureBatch").objects.create(
+        signer_id=physician.pk, workplace_id=workplace.pk, total=1, state="failed", error_text=sentence
+    )
+    item = old.get_model("signing", "BatchItem").objects.create(
+        batch_id=batch.pk,
+        draft_id=draft.pk,
+        position=0,
+        request_id="r0",
+        document_version=1,
+        document_sha256=draft.sha256,
+        state="failed",
+        text=sentence,
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    with translation.override("en"):
+        assert Draft.objects.get(pk=draft.pk).last_error_text == sentence
+        assert SignatureBatch.objects.get(pk=batch.pk).error_shown == sentence
+        assert BatchItem.objects.get(pk=item.pk).text_shown == sentence
