@@ -20,8 +20,9 @@ from django.utils import translation
 
 from audit.models import AuditEvent
 from signing.api.services import kis_client_create
-from signing.models import BatchItem, Draft, SignatureBatch
+from signing.models import BatchItem, ComfortActivation, ComfortUse, Draft, SignatureBatch
 from signing.services.batch import Selected, batch_create
+from signing.services.comfort import end_text
 from signing.services.run import batch_end_unqueued, batch_run
 from tests.signing.factories import DraftFactory
 from tests.signing.kis import Api, submission
@@ -169,6 +170,12 @@ def test_rows_written_before_keep_their_german_sentence(physician, assistant, ma
         state="failed",
         text=sentence,
     )
+    activation = old.get_model("signing", "ComfortActivation").objects.create(
+        signer_id=physician.pk, workplace_id=workplace.pk, state="failed", error_text=sentence
+    )
+    use = old.get_model("signing", "ComfortUse").objects.create(
+        batch_id=batch.pk, activation_id=activation.pk, fallback_text=sentence
+    )
 
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
@@ -178,3 +185,5 @@ def test_rows_written_before_keep_their_german_sentence(physician, assistant, ma
         assert Draft.objects.get(pk=draft.pk).last_error_text == sentence
         assert SignatureBatch.objects.get(pk=batch.pk).error_shown == sentence
         assert BatchItem.objects.get(pk=item.pk).text_shown == sentence
+        assert end_text(ComfortActivation.objects.get(pk=activation.pk)) == sentence
+        assert ComfortUse.objects.get(pk=use.pk).fallback_shown == sentence
