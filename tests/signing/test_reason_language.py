@@ -187,3 +187,16 @@ def test_rows_written_before_keep_their_german_sentence(physician, assistant, ma
         assert BatchItem.objects.get(pk=item.pk).text_shown == sentence
         assert end_text(ComfortActivation.objects.get(pk=activation.pk)) == sentence
         assert ComfortUse.objects.get(pk=use.pk).fallback_shown == sentence
+
+
+def test_the_admins_batch_page_shows_the_items_reason_readable(
+    physician, assistant, mailbox, workplace, admin_client, django_capture_on_commit_callbacks
+):
+    drafts = [DraftFactory(author=assistant, signer=physician, mailbox=mailbox)]
+    batch = _start(physician, workplace, drafts, django_capture_on_commit_callbacks)
+    with translation.override("de"):
+        batch_end_unqueued(batch.pk)
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    response = admin_client.get(reverse("admin:signing_signaturebatch_change", args=[batch.pk]))
+    assert response.status_code == 200
+    assert UNQUEUED_EN in html.unescape(response.content.decode())
