@@ -206,7 +206,7 @@ def one_batch(
     batch.refresh_from_db()
     signed = Signature.objects.filter(draft__in=drafts, verification_error="").count()
     if batch.state != SignatureBatch.State.DONE or batch.signed_count != len(documents) or signed != len(documents):
-        raise SystemExit(f"batch {batch.pk}: {batch.state} {batch.signed_count} signed, {batch.error_text}")
+        raise SystemExit(f"batch {batch.pk}: {batch.state} {batch.signed_count} signed, {batch.error_shown}")
     assert not BatchItem.objects.filter(batch=batch).exclude(state=BatchItem.State.SIGNED).exists()
     n = len(documents)
     return {

@@ -47,8 +47,8 @@ class BatchItemInline(admin.TabularInline):  # type: ignore[type-arg]
     """The batch's documents, read-only."""
 
     model = BatchItem
-    fields = ["position", "draft", "request_id", "state", "code", "text"]
-    readonly_fields = ["position", "draft", "request_id", "state", "code", "text"]
+    fields = ["position", "draft", "request_id", "state", "code", "text_shown"]
+    readonly_fields = ["position", "draft", "request_id", "state", "code", "text_shown"]
     extra = 0
     can_delete = False
 

@@ -47,6 +47,7 @@ from signing.api.validation import (
     submission_parse,
 )
 from signing.models import Draft, KisDraft, KisToken, Signature
+from signing.texts import german
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,8 @@ def draft_json(link: KisDraft) -> dict[str, Any]:
             "size": draft.size,
             "sha256": draft.sha256,
         },
-        "last_error": draft.last_error,
+        # A string in German, the API's documented language (the row keeps it untranslated, kimportal.texts).
+        "last_error": german(draft.last_error),
         "created_at": _iso(draft.created_at),
         "updated_at": _iso(draft.updated_at),
         "signed_at": _iso(draft.signed_at),

@@ -7,6 +7,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
+
 
 class SignatureBatch(models.Model):
     class State(models.TextChoices):
@@ -33,7 +35,8 @@ class SignatureBatch(models.Model):
     signed_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     error_code = models.IntegerField(null=True, blank=True)
-    error_text = models.CharField(max_length=500, blank=True)
+    # Why the batch ended without signing all: kept untranslated (kimportal.texts), shown as error_shown.
+    error_text = models.JSONField(blank=True, default=str)
     task_id = models.CharField(max_length=64, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -50,6 +53,10 @@ class SignatureBatch(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.job_number or '-'} {self.signer} ({self.get_state_display()})"
+
+    @property
+    def error_shown(self) -> str:
+        return render(self.error_text)
 
     @property
     def is_active(self) -> bool:
@@ -77,7 +84,8 @@ class BatchItem(models.Model):
     document_sha256 = models.CharField(max_length=64)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     code = models.IntegerField(null=True, blank=True)
-    text = models.CharField(max_length=500, blank=True)
+    # Why it was not signed: kept untranslated (kimportal.texts), shown as text_shown.
+    text = models.JSONField(blank=True, default=str)
 
     class Meta:
         ordering = ["batch", "position"]
@@ -88,3 +96,7 @@ class BatchItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}/{self.position} {self.state}"
+
+    @property
+    def text_shown(self) -> str:
+        return render(self.text)

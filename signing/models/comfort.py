@@ -15,6 +15,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
+
 
 class ComfortActivation(models.Model):
     class State(models.TextChoices):
@@ -51,7 +53,9 @@ class ComfortActivation(models.Model):
     valid_until = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     error_code = models.IntegerField(null=True, blank=True)
-    error_text = models.CharField(max_length=500, blank=True)
+    # Why it failed or ended, kept untranslated (kimportal.texts; an older row: its German sentence), shown
+    # through signing.services.comfort.end_text.
+    error_text = models.JSONField(blank=True, default=str)
     task_id = models.CharField(max_length=64, blank=True)
     # The sign-in session that asked for it: when that session ends without a logout (browser closed, idle), the
     # sweep (signing.services.comfort.comfort_sweep) ends the activation as a logout would.
@@ -87,8 +91,9 @@ class ComfortUse(models.Model):
     batch = models.OneToOneField("signing.SignatureBatch", on_delete=models.CASCADE, related_name="comfort_use")
     activation = models.ForeignKey(ComfortActivation, on_delete=models.PROTECT, related_name="uses")
     signed_count = models.PositiveIntegerField(default=0)
-    # Set when the activation ended during the batch: the rest of the documents asked for the PIN.
-    fallback_text = models.CharField(max_length=500, blank=True)
+    # Set when the activation ended during the batch: the rest of the documents asked for the PIN. Kept
+    # untranslated (kimportal.texts), shown as fallback_shown.
+    fallback_text = models.JSONField(blank=True, default=str)
     fallback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -98,6 +103,10 @@ class ComfortUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id} ← {self.activation_id}"
+
+    @property
+    def fallback_shown(self) -> str:
+        return render(self.fallback_text)
 
     @property
     def in_effect(self) -> bool:

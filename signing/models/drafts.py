@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox.models import member_roles
 from signing.doctypes import document_type_label
 
@@ -91,8 +92,9 @@ class Draft(models.Model):
 
     state = models.CharField(_("Status"), max_length=20, choices=State.choices, default=State.DRAFT)
     version = models.PositiveIntegerField(default=1)
-    # Why the last signing attempt did not sign it (German, for the user), and the Konnektor's code.
-    last_error = models.CharField(max_length=500, blank=True)
+    # Why the last signing attempt did not sign it, kept untranslated (kimportal.texts; an older row: its German
+    # sentence), shown as last_error_text; and the Konnektor's code.
+    last_error = models.JSONField(blank=True, default=str)
     last_error_code = models.IntegerField(null=True, blank=True)
 
     # Issue 12: drafts from the KIS (idempotent by the KIS's own id) and the review round before signature.
@@ -143,6 +145,10 @@ class Draft(models.Model):
     @property
     def document_type_label(self) -> str:
         return document_type_label(self.document_type)
+
+    @property
+    def last_error_text(self) -> str:
+        return render(self.last_error)
 
     @property
     def is_open(self) -> bool:

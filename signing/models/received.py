@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox.models import Message
 
 
@@ -39,7 +40,9 @@ class ReceivedSignature(models.Model):
     status = models.CharField(_("Ergebnis"), max_length=20, choices=Status.choices, default=Status.PENDING)
     # The Konnektor's HighLevelResult as it said it (VALID, INVALID, INCONCLUSIVE), empty while none.
     result = models.CharField(max_length=20, blank=True)
-    reason = models.TextField(_("Grund"), blank=True)
+    # Kept untranslated (kimportal.texts; the Konnektor's own words and an older row's sentence as written), shown
+    # as reason_text.
+    reason = models.JSONField(_("Grund"), blank=True, default=str)
     signer_name = models.CharField(_("Signiert von"), max_length=300, blank=True)
     signer_certificate = models.BinaryField(null=True, blank=True)
     signing_time = models.DateTimeField(_("Signiert am"), null=True, blank=True)
@@ -70,3 +73,7 @@ class ReceivedSignature(models.Model):
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.status}"
+
+    @property
+    def reason_text(self) -> str:
+        return render(self.reason)

@@ -31,11 +31,13 @@ from django.utils.translation import gettext_lazy
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.jobs import enqueue_on_commit
-from konnektor import CallContext, Card, KonnektorClient, KonnektorError, SignatureMode, error_text
+from kimportal.texts import N_, StoredText, join
+from konnektor import CallContext, Card, KonnektorClient, KonnektorError, SignatureMode
 from signing.models import ComfortActivation, ComfortUse, SignatureBatch, SignerCard, Workplace
 from signing.services.audit import signing_audit
 from signing.services.hba import BatchStopped, find_signer_card, pin_fault_text
 from signing.services.konnektor import call_context, konnektor_client
+from signing.texts import code_stored, konnektor_stored, lazy_stored
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +86,18 @@ def comfort_available() -> bool:
     return settings.KIMPORTAL_KONNEKTOR_MODE in COMFORT_MODES
 
 
-def end_text(activation: ComfortActivation) -> str:
-    """Why an activation is no longer live, for the physician (German)."""
+def end_stored(activation: ComfortActivation) -> StoredText:
+    """Why an activation is no longer live, kept untranslated (kimportal.texts)."""
     if activation.state == State.FAILED:
-        return activation.error_text or _("Die Komfortsignatur konnte nicht aktiviert werden.")
+        return StoredText.of(activation.error_text) or N_("Die Komfortsignatur konnte nicht aktiviert werden.")
     if activation.end_reason:
-        return str(END_TEXTS[End(activation.end_reason)])
-    return ""
+        return lazy_stored(END_TEXTS[End(activation.end_reason)])
+    return StoredText([])
+
+
+def end_text(activation: ComfortActivation) -> str:
+    """Why an activation is no longer live, for the physician (in the active language)."""
+    return str(end_stored(activation))
 
 
 def comfort_context(activation: ComfortActivation) -> CallContext:
@@ -134,7 +141,7 @@ def _stale_before() -> Any:
 def _end_if_stale(activation: ComfortActivation) -> bool:
     if activation.state != State.ACTIVATING or activation.created_at >= _stale_before():
         return False
-    return _end(activation, End.INTERRUPTED, actor=None, failed=True, text=str(END_TEXTS[End.INTERRUPTED]))
+    return _end(activation, End.INTERRUPTED, actor=None, failed=True, text=lazy_stored(END_TEXTS[End.INTERRUPTED]))
 
 
 # --- activation ---------------------------------------------------------------------------------------------
@@ -208,10 +215,10 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
     ctx = comfort_context(activation)
     try:
         if not get_user_model().objects.filter(pk=activation.signer_id, is_active=True).exists():
-            raise BatchStopped(None, _("Das Konto ist deaktiviert."))
+            raise BatchStopped(None, N_("Das Konto ist deaktiviert."))
         mapping = SignerCard.objects.filter(user_id=activation.signer_id).first()
         if mapping is None:
-            raise BatchStopped(None, _("Ihnen ist kein eHBA mehr zugeordnet."))
+            raise BatchStopped(None, N_("Ihnen ist kein eHBA mehr zugeordnet."))
         client.discover()
         card = find_signer_card(client, ctx, mapping)
         ComfortActivation.objects.filter(pk=activation.pk).update(
@@ -219,9 +226,9 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
         )
         pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
         if pin.status == "TRANSPORT_PIN":
-            raise BatchStopped(4065, error_text(4065))
+            raise BatchStopped(4065, code_stored(4065))
         if pin.status == "BLOCKED":
-            raise BatchStopped(4063, error_text(4063))
+            raise BatchStopped(4063, code_stored(4063))
         try:
             client.activate_comfort_signature(ctx, card.card_handle)
         except KonnektorError as exc:
@@ -231,11 +238,11 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
         _failed(activation, stop.code, stop.text)
         return
     except KonnektorError as exc:
-        _failed(activation, exc.code, exc.text)
+        _failed(activation, exc.code, konnektor_stored(exc.code, exc.text))
         return
     except Exception:
         log.exception("Komfortsignatur activation %s failed", activation.pk)
-        _failed(activation, None, _("Interner Fehler beim Aktivieren der Komfortsignatur."))
+        _failed(activation, None, N_("Interner Fehler beim Aktivieren der Komfortsignatur."))
         return
     with transaction.atomic():
         current = ComfortActivation.objects.select_for_update().get(pk=activation.pk)
@@ -260,16 +267,17 @@ def _activation_run(client: KonnektorClient, activation: ComfortActivation) -> N
         _konnektor_deactivate(client, ctx, card.card_handle, activation.pk)
 
 
-def _failed(activation: ComfortActivation, code: int | None, text: str) -> None:
+def _failed(activation: ComfortActivation, code: int | None, text: StoredText) -> None:
     with transaction.atomic():
         current = ComfortActivation.objects.select_for_update().get(pk=activation.pk)
         if current.state != State.ACTIVATING:
             return
-        current.state, current.error_code, current.error_text = State.FAILED, code, text[:500]
+        # Kept untranslated (kimportal.texts): the comfort page shows it in the reader's language.
+        current.state, current.error_code, current.error_text = State.FAILED, code, text.stored
         current.ended_at = timezone.now()
         current.save(update_fields=["state", "error_code", "error_text", "ended_at"])
         signing_audit(
-            actor=current.signer, action="signing.comfort_failed", activation=current.pk, code=code, text=text
+            actor=current.signer, action="signing.comfort_failed", activation=current.pk, code=code, text=text.stored
         )
 
 
@@ -321,7 +329,7 @@ def comfort_refresh(activation: ComfortActivation) -> str:
         mode = client.get_signature_mode(ctx, activation.card_handle)
     except KonnektorError as exc:
         if exc.code in CARD_GONE:
-            _end(activation, End.CARD, actor=None, text=exc.text)
+            _end(activation, End.CARD, actor=None, text=konnektor_stored(exc.code, exc.text))
             return ""
         return _("Der Stand der Komfortsignatur konnte nicht abgefragt werden: %(text)s") % {"text": exc.text}
     finally:
@@ -336,7 +344,9 @@ def comfort_refresh(activation: ComfortActivation) -> str:
     return ""
 
 
-def _end(activation: ComfortActivation, reason: str, *, actor: Any, failed: bool = False, text: str = "") -> bool:
+def _end(
+    activation: ComfortActivation, reason: str, *, actor: Any, failed: bool = False, text: StoredText | None = None
+) -> bool:
     """Mark a live activation ended (once; audited). True when this call ended it."""
     with transaction.atomic():
         current = ComfortActivation.objects.select_for_update().get(pk=activation.pk)
@@ -348,7 +358,7 @@ def _end(activation: ComfortActivation, reason: str, *, actor: Any, failed: bool
         current.end_reason = reason
         current.ended_at = timezone.now()
         if text:
-            current.error_text = text[:500]
+            current.error_text = text.stored
         current.save(update_fields=["state", "end_reason", "ended_at", "error_text"])
         signing_audit(
             actor=actor,
@@ -389,7 +399,7 @@ def _konnektor_deactivate(client: KonnektorClient, ctx: CallContext, card_handle
             action="signing.comfort_konnektor_failed",
             activation=activation_id,
             code=exc.code,
-            text=exc.text,
+            text=konnektor_stored(exc.code, exc.text).stored,
         )
         return _(
             "Der Konnektor konnte die Komfortsignatur nicht beenden (%(text)s). Im Portal wird sie nicht mehr "
@@ -531,18 +541,18 @@ def comfort_for_batch(client: KonnektorClient, batch: SignatureBatch, card: Card
     session = ComfortSession(activation, use, comfort_context(activation), card.card_handle)
     if not comfort_available():
         comfort_end(activation, End.KONNEKTOR, actor=None)
-        comfort_fallback(session, str(PLAIN_REFUSED))
+        comfort_fallback(session, lazy_stored(PLAIN_REFUSED))
         return None
     if activation.workplace_id != batch.workplace_id:
         _end_at_konnektor_from_worker(client, activation, End.WORKPLACE)
-        comfort_fallback(session, str(END_TEXTS[End.WORKPLACE]))
+        comfort_fallback(session, lazy_stored(END_TEXTS[End.WORKPLACE]))
         return None
     if activation.card_handle != card.card_handle or (
         activation.card_iccsn and card.iccsn and activation.card_iccsn != card.iccsn
     ):
         # Another card (or the same one pulled and inserted again): the old card's session closes too, if any.
         _end_at_konnektor_from_worker(client, activation, End.CARD)
-        comfort_fallback(session, str(END_TEXTS[End.CARD]))
+        comfort_fallback(session, lazy_stored(END_TEXTS[End.CARD]))
         return None
     signing_audit(
         actor=None,
@@ -566,21 +576,21 @@ def comfort_before_call(client: KonnektorClient, session: ComfortSession) -> int
     activation = session.activation
     activation.refresh_from_db()
     if activation.state != State.ACTIVE:  # ended meanwhile (Beenden, logout in another tab)
-        comfort_fallback(session, end_text(activation) or str(END_TEXTS[End.DEACTIVATED]))
+        comfort_fallback(session, end_stored(activation) or lazy_stored(END_TEXTS[End.DEACTIVATED]))
         return None
     try:
         mode = client.get_signature_mode(session.ctx, session.card_handle)
     except KonnektorError as exc:
         if exc.code in CARD_GONE:
-            _end(activation, End.CARD, actor=None, text=exc.text)
-            comfort_fallback(session, str(END_TEXTS[End.CARD]))
+            _end(activation, End.CARD, actor=None, text=konnektor_stored(exc.code, exc.text))
+            comfort_fallback(session, lazy_stored(END_TEXTS[End.CARD]))
             return None
         raise
     now = timezone.now()
     if not mode.comfort_active or mode.remaining_count == 0:
         reason = _reason_for_lost_session(activation, mode)
         _end(activation, reason, actor=None)
-        comfort_fallback(session, str(END_TEXTS[End(reason)]))
+        comfort_fallback(session, lazy_stored(END_TEXTS[End(reason)]))
         return None
     ComfortActivation.objects.filter(pk=activation.pk, state=State.ACTIVE).update(
         remaining_count=mode.remaining_count, valid_until=mode.valid_until, checked_at=now
@@ -622,25 +632,24 @@ def comfort_call_ended(session: ComfortSession, exc: KonnektorError | None) -> N
         reason = _reason_for_lost_session(activation, None)
         if reason == End.KONNEKTOR and (exc is None or exc.code == 4271):
             reason = End.EXHAUSTED  # 4271: count or time; the time is not up, so the count is
-    _end(activation, reason, actor=None, text=exc.text if exc is not None else "")
-    comfort_fallback(session, str(END_TEXTS[End(reason)]))
+    _end(activation, reason, actor=None, text=konnektor_stored(exc.code, exc.text) if exc is not None else None)
+    comfort_fallback(session, lazy_stored(END_TEXTS[End(reason)]))
 
 
-def comfort_fallback(session: ComfortSession, reason: str) -> None:
-    """From now on the batch asks for the PIN; its page says why (role=alert) above the PIN prompt."""
-    text = f"{reason} {FALLBACK_HINT}"
+def comfort_fallback(session: ComfortSession, reason: StoredText) -> None:
+    """From now on the batch asks for the PIN; its page says why (role=alert) above the PIN prompt (kept
+    untranslated, kimportal.texts: shown in the reader's language)."""
+    text = join(reason, lazy_stored(FALLBACK_HINT)).stored
     now = timezone.now()
-    ComfortUse.objects.filter(pk=session.use.pk, fallback_at__isnull=True).update(
-        fallback_text=text[:500], fallback_at=now
-    )
-    session.use.fallback_text, session.use.fallback_at = text[:500], now
+    ComfortUse.objects.filter(pk=session.use.pk, fallback_at__isnull=True).update(fallback_text=text, fallback_at=now)
+    session.use.fallback_text, session.use.fallback_at = text, now
     signing_audit(
         actor=None,
         action="signing.comfort_fallback",
         activation=session.activation.pk,
         batch=session.use.batch_id,
         signer=session.activation.signer_id,
-        text=reason,
+        text=reason.stored,
     )
 
 

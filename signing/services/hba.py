@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.translation import gettext as _
-
-from konnektor import Card, KonnektorClient, KonnektorError, error_text, telematik_id_of
+from kimportal.texts import N_, StoredText
+from konnektor import Card, KonnektorClient, KonnektorError, telematik_id_of
 from signing.models import SignerCard
+from signing.texts import code_stored, konnektor_stored
 
 
 class BatchStopped(Exception):
-    def __init__(self, code: int | None, text: str) -> None:
-        super().__init__(text)
+    """``text`` is kept untranslated (kimportal.texts): it is stored as the reason and shown later."""
+
+    def __init__(self, code: int | None, text: StoredText) -> None:
+        super().__init__(text.stored)
         self.code = code
         self.text = text
 
@@ -32,7 +34,7 @@ def find_signer_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> 
                 return card
     raise BatchStopped(
         None,
-        _(
+        N_(
             "Ihr eHBA steckt in keinem Kartenterminal, das dieser Arbeitsplatz erreicht. "
             "Bitte stecken Sie ihn und starten Sie erneut."
         ),
@@ -45,17 +47,18 @@ PIN_FAULTS = (4085, 4063, 4043, 4049, 4275, 4276)
 WRONG_PIN = (4085, 4276)
 
 
-def pin_fault_text(client: KonnektorClient, ctx: Any, card_handle: str, exc: KonnektorError) -> str:
-    """The fault's German text, and for a wrong PIN how many tries are left (or that the PIN is now blocked)."""
+def pin_fault_text(client: KonnektorClient, ctx: Any, card_handle: str, exc: KonnektorError) -> StoredText:
+    """The fault's text, and for a wrong PIN how many tries are left (or that the PIN is now blocked)."""
+    fault = konnektor_stored(exc.code, exc.text)
     if exc.code not in PIN_FAULTS:
-        return exc.text
+        return fault
     try:
         pin = client.get_pin_status(ctx, card_handle, pin_ref="PIN.QES")
     except KonnektorError:
-        return exc.text
+        return fault
     if pin.status == "BLOCKED":
-        return error_text(4063)
+        return code_stored(4063)
     if exc.code in WRONG_PIN and pin.left_tries is not None:
-        hint = _("Die PIN war falsch. Noch %(n)s Versuche, danach ist die PIN gesperrt.") % {"n": pin.left_tries}
-        return f"{exc.text} {hint}"
-    return exc.text
+        hint = N_("Die PIN war falsch. Noch %(n)s Versuche, danach ist die PIN gesperrt.") % {"n": pin.left_tries}
+        return fault + hint
+    return fault

@@ -33,9 +33,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from kimportal.jobs import enqueue_on_commit
+from kimportal.texts import N_, Stored
 from konnektor import INCONCLUSIVE, VALID, CallContext, KonnektorClient, KonnektorError, VerifyResult
 from mailbox.extensions import panel_changed
 from mailbox.models import Attachment, Message
@@ -43,6 +43,7 @@ from mailbox.services.audit import audit_record
 from mailbox.storage import BlobError, blob_get, blob_path
 from signing.models import ReceivedSignature, Workplace
 from signing.services.konnektor import konnektor_client
+from signing.texts import konnektor_stored
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,8 @@ class Found:
     signature: bytes | None = None
     mime_type: str = ""
     signer_hint: str = ""  # the signer's name as the signature itself says (unchecked)
-    problem: str = ""  # set: not sent to the Konnektor, stored "nicht prüfbar" with this reason
+    # Set: not sent to the Konnektor, stored "nicht prüfbar" with this reason (kept untranslated, kimportal.texts).
+    problem: Stored = ""
 
 
 def _max_bytes() -> int:
@@ -197,15 +199,15 @@ def _pdf_signer_hint(pdf: bytes) -> str:
     return _signer_hint(_signed_data(der))
 
 
-def _too_big(name: str) -> str:
-    return _("Die Datei „%(name)s“ ist für die Prüfung am Konnektor zu groß (höchstens %(mb)d MB).") % {
-        "name": name,
-        "mb": _max_bytes() // 2**20,
-    }
+def _too_big(name: str) -> Stored:
+    return (
+        N_("Die Datei „%(name)s“ ist für die Prüfung am Konnektor zu groß (höchstens %(mb)d MB).")
+        % {"name": name, "mb": _max_bytes() // 2**20}
+    ).stored
 
 
-def _gone() -> str:
-    return _("Die Datei ist nicht mehr vorhanden.")
+def _gone() -> Stored:
+    return N_("Die Datei ist nicht mehr vorhanden.").stored
 
 
 def received_find(message: Message) -> list[Found]:
@@ -318,8 +320,10 @@ def _detached(signature: Attachment, documents: list[Attachment], *, single: boo
             signature.position,
             signature.filename,
             signer_hint=hint,
-            problem=_("Zur Signaturdatei „%(name)s“ fehlt das signierte Dokument in dieser Nachricht.")
-            % {"name": signature.filename},
+            problem=(
+                N_("Zur Signaturdatei „%(name)s“ fehlt das signierte Dokument in dieser Nachricht.")
+                % {"name": signature.filename}
+            ).stored,
         )
     if signature.size > _max_bytes() or document.size > _max_bytes():
         return Found(
@@ -347,7 +351,7 @@ def _detached(signature: Attachment, documents: list[Attachment], *, single: boo
 class Outcome:
     status: str
     result: str = ""
-    reason: str = ""
+    reason: Stored = ""  # kept untranslated (kimportal.texts); the Konnektor's own words as they came
     signer_name: str = ""
     signer_certificate: bytes | None = None
     signing_time: datetime | None = None
@@ -382,9 +386,9 @@ def _outcome(result: VerifyResult) -> Outcome:
         status = ReceivedSignature.Status.INCONCLUSIVE
     else:
         status = ReceivedSignature.Status.INVALID
-    reason = result.reason
+    reason: Stored = result.reason
     if status != ReceivedSignature.Status.VALID and not reason:
-        reason = _("Der Konnektor nennt keinen Grund.")
+        reason = N_("Der Konnektor nennt keinen Grund.").stored
     return Outcome(
         status=status,
         result=result.result[:20],
@@ -407,7 +411,9 @@ def _ask(client: KonnektorClient, ctx: CallContext, found: Found) -> Outcome:
     except KonnektorError as exc:
         log.warning("VerifyDocument for %s failed: %r", found.filename, exc)
         retry = exc.kind in RETRY_KINDS or exc.code in RETRY_FAULT_CODES
-        return Outcome(ReceivedSignature.Status.UNVERIFIABLE, reason=exc.text, retry=retry)
+        return Outcome(
+            ReceivedSignature.Status.UNVERIFIABLE, reason=konnektor_stored(exc.code, exc.text).stored, retry=retry
+        )
     except Exception as exc:
         # A bug or an answer nobody foresaw: recorded and tried again later, never a check left "running".
         log.exception("VerifyDocument for %s failed unexpectedly", found.filename)
@@ -415,19 +421,20 @@ def _ask(client: KonnektorClient, ctx: CallContext, found: Found) -> Outcome:
     return _outcome(answer)
 
 
-def _internal(exc: BaseException) -> str:
-    return _("Interner Fehler bei der Prüfung (%(kind)s). Details im Server-Log.") % {"kind": exc.__class__.__name__}
+def _internal(exc: BaseException) -> Stored:
+    text = N_("Interner Fehler bei der Prüfung (%(kind)s). Details im Server-Log.")
+    return (text % {"kind": exc.__class__.__name__}).stored
 
 
-def _unverifiable(reason: str, *, retry: bool) -> Outcome:
+def _unverifiable(reason: Stored, *, retry: bool) -> Outcome:
     return Outcome(ReceivedSignature.Status.UNVERIFIABLE, reason=reason, retry=retry)
 
 
-def _no_workplace() -> str:
-    return _(
+def _no_workplace() -> Stored:
+    return N_(
         "Für die Signaturprüfung ist kein Arbeitsplatz eingerichtet (Signatur → Verwaltung → Arbeitsplätze, "
         "oder KIMPORTAL_KONNEKTOR_VERIFY_WORKPLACE)."
-    )
+    ).stored
 
 
 # --- the task's work ----------------------------------------------------------------------------------------------

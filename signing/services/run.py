@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from kimportal.jobs import enqueue_on_commit
+from kimportal.texts import N_, StoredText
 from konnektor import (
     Card,
     KonnektorClient,
@@ -33,7 +34,6 @@ from konnektor import (
     SignItem,
     SignResult,
     batches,
-    error_text,
 )
 from mailbox.storage import BlobBatch, BlobError, blob_get, blob_path
 from signing import events
@@ -60,6 +60,7 @@ from signing.services.konnektor import (
     signature_job_stop,
 )
 from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
+from signing.texts import code_stored, konnektor_stored, lazy_stored, outside_stored
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _find_card(client: KonnektorClient, ctx: Any, mapping: SignerCard) -> tuple[
 
 def _after_pin_fault(client: KonnektorClient, ctx: Any, card_handle: str, exc: KonnektorError) -> BatchStopped:
     text = pin_fault_text(client, ctx, card_handle, exc)
-    return BatchStopped(4063 if text == error_text(4063) else exc.code, text)
+    return BatchStopped(4063 if text == code_stored(4063) else exc.code, text)
 
 
 CARD_UNMAPPED = gettext_lazy(
@@ -126,16 +127,16 @@ def _require_card(batch: SignatureBatch, mapping: SignerCard) -> None:
     if not SignerCard.objects.filter(
         pk=mapping.pk, user_id=batch.signer_id, telematik_id=mapping.telematik_id, iccsn=mapping.iccsn
     ).exists():
-        raise BatchStopped(None, str(CARD_UNMAPPED))
+        raise BatchStopped(None, lazy_stored(CARD_UNMAPPED))
 
 
 def _check_pin(client: KonnektorClient, ctx: Any, card: Card) -> None:
     """Before the first call that asks for the PIN: a transport PIN or a blocked PIN stops the batch here."""
     pin = client.get_pin_status(ctx, card.card_handle, pin_ref="PIN.QES")
     if pin.status == "TRANSPORT_PIN":
-        raise BatchStopped(4065, error_text(4065))
+        raise BatchStopped(4065, code_stored(4065))
     if pin.status == "BLOCKED":
-        raise BatchStopped(4063, error_text(4063))
+        raise BatchStopped(4063, code_stored(4063))
 
 
 def batch_run(batch_id: int) -> None:
@@ -150,13 +151,13 @@ def batch_run(batch_id: int) -> None:
     heartbeat.start()
     try:
         if _cancel_requested(batch):
-            raise BatchStopped(None, "")
+            raise BatchStopped(None, StoredText([]))
         # A deactivated account has no rights anywhere, also not in a batch it queued before (read now, not then).
         if not get_user_model().objects.filter(pk=batch.signer_id, is_active=True).exists():
-            raise BatchStopped(None, _("Das Konto ist deaktiviert; es wird nichts signiert."))
+            raise BatchStopped(None, N_("Das Konto ist deaktiviert; es wird nichts signiert."))
         mapping = SignerCard.objects.filter(user_id=batch.signer_id).first()
         if mapping is None:
-            raise BatchStopped(None, _("Ihnen ist kein eHBA mehr zugeordnet."))
+            raise BatchStopped(None, N_("Ihnen ist kein eHBA mehr zugeordnet."))
         client = konnektor_client()
         ctx = call_context(workplace=batch.workplace, card=mapping)
         client.discover()
@@ -255,15 +256,17 @@ def batch_run(batch_id: int) -> None:
     except BatchStopped as stop:
         _finish(batch, code=stop.code, text=stop.text)
     except KonnektorError as exc:
-        _finish(batch, code=exc.code, text=exc.text)
+        _finish(batch, code=exc.code, text=konnektor_stored(exc.code, exc.text))
     except SoftTimeLimitExceeded:
         log.warning("signing batch %s reached the task's time limit", batch_id)
-        _finish(batch, code=None, text=str(TOO_LONG))
+        _finish(batch, code=None, text=lazy_stored(TOO_LONG))
     except Exception:
         log.exception("signing batch %s failed", batch_id)
-        _finish(batch, code=None, text=_("Interner Fehler beim Signieren. Die Entwürfe sind unverändert in der Liste."))
+        _finish(
+            batch, code=None, text=N_("Interner Fehler beim Signieren. Die Entwürfe sind unverändert in der Liste.")
+        )
     else:
-        _finish(batch, code=None, text="")
+        _finish(batch, code=None, text=StoredText([]))
     finally:
         heartbeat.stop()
 
@@ -337,7 +340,7 @@ def _refuse(batch: SignatureBatch, items: Sequence[BatchItem]) -> None:
         if not items:
             return
         for item in items:
-            _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
+            _item_failed(batch, item, None, lazy_stored(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
         SignatureBatch.objects.filter(pk=batch.pk).update(failed_count=F("failed_count") + len(items))
         events.broadcast_batch_changed(batch_id=batch.pk, item_ids=[item.pk for item in items])
         events.broadcast_drafts_changed(
@@ -374,7 +377,7 @@ class _Length:
 
 def _document_missing(item: BatchItem) -> BatchStopped:
     return BatchStopped(
-        None, _("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
+        None, N_("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
     )
 
 
@@ -424,7 +427,7 @@ def _store_results(
     """One call's answers: each signature checked, written to the blob store (durable before its row), then the
     rows of the whole call in one transaction (bulk: a call carries up to 250 documents)."""
     good: list[tuple[BatchItem, Signature]] = []
-    bad: list[tuple[BatchItem, int | None, str]] = []
+    bad: list[tuple[BatchItem, int | None, StoredText]] = []
     refused: list[BatchItem] = []
     # The signer may have left a department while the call waited for the PIN: a signature made for a draft
     # they may no longer sign is not used (its draft stays in the queue, refused with the reason).
@@ -439,14 +442,18 @@ def _store_results(
                 continue
             if not result.ok:
                 code = result.code
-                text = result.text or (error_text(code) if code is not None else _("Nicht signiert."))
+                if result.text:
+                    text = konnektor_stored(code, result.text)
+                else:
+                    text = code_stored(code) if code is not None else N_("Nicht signiert.")
                 bad.append((item, code, text))
                 continue
             try:
                 signature = _checked_signature(item, documents[item.request_id], result, certificates, ca, blobs)
                 good.append((item, signature))
             except SignatureInvalid as exc:
-                bad.append((item, None, _("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": exc}))
+                reason = outside_stored(str(exc)).stored
+                bad.append((item, None, N_("Signatur bei der Prüfung abgelehnt: %(reason)s") % {"reason": reason}))
         blobs.wait()
     now = timezone.now()
     with transaction.atomic():
@@ -483,7 +490,7 @@ def _store_results(
         for item, code, text in bad:
             _item_failed(batch, item, code, text)
         for item in refused:
-            _item_failed(batch, item, None, str(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
+            _item_failed(batch, item, None, lazy_stored(SIGNER_REFUSED_IN_BATCH), reason="signer_not_allowed")
         SignatureBatch.objects.filter(pk=batch.pk).update(
             signed_count=F("signed_count") + len(good), failed_count=F("failed_count") + len(bad) + len(refused)
         )
@@ -535,14 +542,21 @@ def _hand_to_outbox(draft: Draft) -> None:
         enqueue_on_commit("signing.tasks.signing_send_signed", draft.pk)
 
 
-def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: str, **details: Any) -> None:
-    BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.FAILED, code=code, text=text[:500])
+def _item_failed(batch: SignatureBatch, item: BatchItem, code: int | None, text: StoredText, **details: Any) -> None:
+    # Kept untranslated (kimportal.texts): the queue and the batch page show it in the reader's language.
+    BatchItem.objects.filter(pk=item.pk).update(state=BatchItem.State.FAILED, code=code, text=text.stored)
     item.state = BatchItem.State.FAILED
     Draft.objects.filter(pk=item.draft_id).update(
-        state=Draft.State.FAILED, last_error=text[:500], last_error_code=code, updated_at=timezone.now()
+        state=Draft.State.FAILED, last_error=text.stored, last_error_code=code, updated_at=timezone.now()
     )
     signing_audit(
-        actor=None, action="signing.sign_failed", draft=item.draft, batch=batch.pk, code=code, text=text, **details
+        actor=None,
+        action="signing.sign_failed",
+        draft=item.draft,
+        batch=batch.pk,
+        code=code,
+        text=text.stored,
+        **details,
     )
 
 
@@ -587,7 +601,7 @@ def batches_recover_stale() -> int:
             and batch.heartbeat_at is not None
             and batch.heartbeat_at >= batch.started_at + timedelta(seconds=SOFT_TIME_LIMIT)
         )
-        if _finish(batch, code=None, text=str(TOO_LONG if ran_out else INTERRUPTED)):
+        if _finish(batch, code=None, text=lazy_stored(TOO_LONG if ran_out else INTERRUPTED)):
             ended.append(batch)
     # After every batch has ended (each StopSignature may wait for the client's ordinary timeout). A batch
     # without a job number had not sent SignDocument yet: nothing at the Konnektor asks for its PIN.
@@ -604,7 +618,7 @@ def batch_end_if_stale(batch_id: int) -> bool:
     batch = SignatureBatch.objects.filter(stale_q(), pk=batch_id).first()
     if batch is None:
         return False
-    _finish(batch, code=None, text=str(INTERRUPTED))
+    _finish(batch, code=None, text=lazy_stored(INTERRUPTED))
     return True
 
 
@@ -619,7 +633,7 @@ def batch_end_if_unstarted(batch_id: int) -> bool:
         )
         if batch is None:
             return False
-        _finish(batch, code=None, text="")
+        _finish(batch, code=None, text=StoredText([]))
     return True
 
 
@@ -628,16 +642,16 @@ def batch_end_unqueued(batch_id: int) -> None:
     _finish(
         SignatureBatch.objects.get(pk=batch_id),
         code=None,
-        text=_(
+        text=N_(
             "Der Signaturdienst ist im Moment nicht erreichbar. Die Entwürfe sind unverändert in der Liste; "
             "bitte versuchen Sie es später erneut."
         ),
     )
 
 
-def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> bool:
+def _finish(batch: SignatureBatch, *, code: int | None, text: StoredText) -> bool:
     """The end of a batch: what was not signed goes back to the queue untouched (with the reason, if any). False
-    when it had ended already."""
+    when it had ended already. The text is kept untranslated (kimportal.texts), shown in the reader's language."""
     with transaction.atomic():
         current = SignatureBatch.objects.select_for_update().get(pk=batch.pk)
         if not current.is_active:
@@ -648,20 +662,20 @@ def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> bool:
             state, code, text = (
                 SignatureBatch.State.CANCELLED,
                 None,
-                text or _("Der Signaturvorgang wurde abgebrochen."),
+                text or N_("Der Signaturvorgang wurde abgebrochen."),
             )
         elif text:
             state = SignatureBatch.State.FAILED
         else:
             state = SignatureBatch.State.DONE
-        reason = text if pending else ""
+        reason = text.stored if pending else ""
         BatchItem.objects.filter(pk__in=[i.pk for i in pending]).update(
-            state=BatchItem.State.NOT_SIGNED, code=code, text=reason[:500]
+            state=BatchItem.State.NOT_SIGNED, code=code, text=reason
         )
         Draft.objects.filter(pk__in=[i.draft_id for i in pending], state=Draft.State.SIGNING).update(
-            state=Draft.State.DRAFT, last_error=reason[:500], last_error_code=code, updated_at=timezone.now()
+            state=Draft.State.DRAFT, last_error=reason, last_error_code=code, updated_at=timezone.now()
         )
-        current.state, current.error_code, current.error_text = state, code, text[:500]
+        current.state, current.error_code, current.error_text = state, code, text.stored
         current.finished_at = timezone.now()
         current.save(update_fields=["state", "error_code", "error_text", "finished_at"])
         signing_audit(
@@ -673,7 +687,7 @@ def _finish(batch: SignatureBatch, *, code: int | None, text: str) -> bool:
             failed=current.failed_count,
             not_signed=len(pending),
             code=code,
-            text=text,
+            text=text.stored,
         )
         events.broadcast_batch_changed(batch_id=current.pk)
         events.broadcast_drafts_changed(

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from kimportal.errors import PortalError
+from kimportal.texts import N_, StoredText
 from mailbox.permissions import Action, can, user_role
 from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, OutgoingData, outgoing_attachment_add, outgoing_draft_save
 from mailbox.services.outbox import outgoing_send
@@ -24,13 +24,14 @@ from mailbox.storage import BlobError, blob_get
 from signing.doctypes import document_type
 from signing.models import Draft, Signature
 from signing.services.audit import signing_audit
+from signing.texts import outside_stored
 
 log = logging.getLogger(__name__)
 
 
 def signed_draft_send(*, draft_id: int) -> Draft:
     """Hand the signed letter to the outbox once; returns the draft as it is afterwards."""
-    refused = ""
+    refused = StoredText([])
     with transaction.atomic():
         draft = Draft.objects.select_for_update(of=("self",)).select_related("author", "signer").get(pk=draft_id)
         if draft.state != Draft.State.SIGNED or draft.outgoing_id is not None:
@@ -59,22 +60,23 @@ def signed_draft_send(*, draft_id: int) -> Draft:
         except (PortalError, BlobError) as exc:
             transaction.set_rollback(True)
             if isinstance(exc, PortalError):
-                refused = exc.message
+                refused = outside_stored(exc.message)
             else:
                 log.error("signed draft %s: blob missing or damaged: %s", draft_id, exc)
-                refused = _("Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt.")
+                refused = N_("Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt.")
         else:
             Draft.objects.filter(pk=draft.pk).update(outgoing=outgoing, updated_at=timezone.now())
     if refused:
         # Written after the rollback: inside the block marked for it, no query runs (the reason would be lost).
-        return _note(draft_id, _("Nicht an den Postausgang übergeben: %(reason)s") % {"reason": refused})
+        return _note(draft_id, N_("Nicht an den Postausgang übergeben: %(reason)s") % {"reason": refused})
     try:
         outgoing_send(user=sender, draft=outgoing, version=None)
     except PortalError as exc:
         # The pre-flight refused: the message waits as a draft in the sender's outbox, with the reason.
         return _note(
             draft_id,
-            _("Der signierte Brief liegt als Entwurf im Postausgang: %(reason)s") % {"reason": exc.message},
+            N_("Der signierte Brief liegt als Entwurf im Postausgang: %(reason)s")
+            % {"reason": outside_stored(exc.message)},
         )
     Draft.objects.filter(pk=draft_id).update(state=Draft.State.SENT, last_error="", updated_at=timezone.now())
     signing_audit(actor=None, action="signing.handed_to_outbox", draft=draft, outgoing=outgoing.pk, sender=sender.pk)
@@ -100,7 +102,8 @@ def _attachments(draft: Draft, signature: Signature) -> list[tuple[str, bytes, s
     ]
 
 
-def _note(draft_id: int, text: str) -> Draft:
-    log.info("signed draft %s not sent: %s", draft_id, text)
-    Draft.objects.filter(pk=draft_id).update(last_error=text[:500], updated_at=timezone.now())
+def _note(draft_id: int, text: StoredText) -> Draft:
+    log.info("signed draft %s not sent: %s", draft_id, text.stored)
+    # Kept untranslated (kimportal.texts): the queue shows it in the reader's language.
+    Draft.objects.filter(pk=draft_id).update(last_error=text.stored, updated_at=timezone.now())
     return Draft.objects.get(pk=draft_id)

@@ -92,7 +92,7 @@ def test_a_batch_whose_worker_died_gives_its_drafts_back(physician, assistant, m
     SignatureBatch.objects.filter(pk=stale.pk).update(state="pin", started_at=long_ago, created_at=long_ago)
     assert batches_recover_stale() == 1
     stale.refresh_from_db()
-    assert stale.state == "failed" and "unterbrochen" in stale.error_text
+    assert stale.state == "failed" and "unterbrochen" in stale.error_shown
     assert Draft.objects.get(pk=drafts[0].pk).state == Draft.State.DRAFT
     assert batches_recover_stale() == 0
     # A late task of the recovered batch does nothing.

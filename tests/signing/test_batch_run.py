@@ -157,7 +157,7 @@ def test_a_signature_that_does_not_check_out_is_not_used(
     assert not Signature.objects.exists()
     for draft in Draft.objects.all():
         assert draft.state == Draft.State.FAILED
-        assert "vertrauenswürdigen QES-Zertifizierungsstelle" in draft.last_error
+        assert "vertrauenswürdigen QES-Zertifizierungsstelle" in draft.last_error_text
 
 
 @pytest.mark.parametrize(
@@ -196,14 +196,14 @@ def test_each_fault_leaves_the_drafts_intact_with_its_german_text(
     batch.refresh_from_db()
     assert batch.state == SignatureBatch.State.FAILED
     assert batch.error_code == code
-    assert batch.error_text.startswith(error_text(code)) and batch.error_text
+    assert batch.error_shown.startswith(error_text(code)) and batch.error_shown
     if fault == "wrong-pin":
-        assert "Noch 2 Versuche" in batch.error_text
+        assert "Noch 2 Versuche" in batch.error_shown
     assert batch.signed_count == 0 and not Signature.objects.exists()
     for draft in Draft.objects.all():
         # Back in the queue, unchanged, with the reason.
         assert (draft.state, draft.sha256, draft.version) == (Draft.State.DRAFT, *before[draft.pk])
-        assert draft.last_error.startswith(error_text(code)) and draft.last_error_code == code
+        assert draft.last_error_text.startswith(error_text(code)) and draft.last_error_code == code
     assert set(BatchItem.objects.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
     assert AuditEvent.objects.get(action="signing.batch_finished").details["code"] == code
 
@@ -217,7 +217,7 @@ def test_the_third_wrong_pin_says_the_pin_is_now_blocked(
     batch = _start(signer, workplace, _drafts(1, signer, assistant, mailbox), django_capture_on_commit_callbacks)
     batch_run(batch.pk)
     batch.refresh_from_db()
-    assert (batch.error_code, batch.error_text) == (4063, error_text(4063))
+    assert (batch.error_code, batch.error_shown) == (4063, error_text(4063))
 
 
 def test_an_unreachable_konnektor_leaves_everything_as_it_was(
@@ -229,7 +229,7 @@ def test_an_unreachable_konnektor_leaves_everything_as_it_was(
     batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
     batch_run(batch.pk)
     batch.refresh_from_db()
-    assert batch.state == "failed" and batch.error_code is None and "Konnektor" in batch.error_text
+    assert batch.state == "failed" and batch.error_code is None and "Konnektor" in batch.error_shown
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
 
 
@@ -243,7 +243,7 @@ def test_blocked_pin_is_explained_before_anything_is_sent(
     batch_run(batch.pk)
     batch.refresh_from_db()
     assert (batch.state, batch.error_code, batch.job_number) == ("failed", 4063, "")
-    assert "gesperrt" in batch.error_text
+    assert "gesperrt" in batch.error_shown
     assert not konnektor_sim.signed_requests
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
 
@@ -256,7 +256,7 @@ def test_a_card_nobody_inserted_is_explained(
     batch = _start(physician, workplace, drafts, django_capture_on_commit_callbacks)
     batch_run(batch.pk)
     batch.refresh_from_db()
-    assert batch.state == "failed" and "steckt in keinem Kartenterminal" in batch.error_text
+    assert batch.state == "failed" and "steckt in keinem Kartenterminal" in batch.error_shown
     assert Draft.objects.get().state == Draft.State.DRAFT
 
 
@@ -273,7 +273,7 @@ def test_partial_results_signed_ones_proceed_the_failed_stay_with_the_reason(
     assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 3, 1)
     failed = Draft.objects.get(pk=drafts[2].pk)
     assert failed.state == Draft.State.FAILED and failed.last_error_code == 4123
-    assert failed.last_error == error_text(4123)
+    assert failed.last_error_text == error_text(4123)
     assert {d.state for d in Draft.objects.exclude(pk=failed.pk)} == {Draft.State.SIGNED}
     # The failed one can be signed again in a new batch.
     batch2 = _start(signer, workplace, [failed], django_capture_on_commit_callbacks)
@@ -465,10 +465,10 @@ def test_a_document_gone_from_the_store_stops_the_batch_before_the_pin(
     batch_run(batch.pk)
     batch.refresh_from_db()
     assert batch.state == "failed" and batch.job_number == ""
-    assert batch.error_text == f"Ein Dokument fehlt im Speicher oder ist beschädigt: {drafts[2].filename}"
+    assert batch.error_shown == f"Ein Dokument fehlt im Speicher oder ist beschädigt: {drafts[2].filename}"
     assert not konnektor_sim.signed_requests
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
-    assert all(d.last_error == batch.error_text for d in Draft.objects.all())
+    assert all(d.last_error_text == batch.error_shown for d in Draft.objects.all())
 
 
 def test_a_timeout_while_the_terminal_asks_for_the_pin_ends_that_job_too(
@@ -481,8 +481,8 @@ def test_a_timeout_while_the_terminal_asks_for_the_pin_ends_that_job_too(
     batch = _start(signer, workplace, drafts, django_capture_on_commit_callbacks)
     batch_run(batch.pk)
     batch.refresh_from_db()
-    assert batch.state == "failed" and "nicht innerhalb von 1.5 Sekunden" in batch.error_text
-    assert all(d.state == Draft.State.DRAFT and d.last_error == batch.error_text for d in Draft.objects.all())
+    assert batch.state == "failed" and "nicht innerhalb von 1.5 Sekunden" in batch.error_shown
+    assert all(d.state == Draft.State.DRAFT and d.last_error_text == batch.error_shown for d in Draft.objects.all())
     terminal = sim.terminal(CT_ID)
     deadline = time.monotonic() + 5
     while terminal.waiting and time.monotonic() < deadline:
@@ -523,7 +523,7 @@ def test_a_signature_answered_for_another_document_is_not_used(
     assert len(konnektor_sim.signed_requests) == 2 and not Signature.objects.exists()
     for draft in Draft.objects.all():
         assert draft.state == Draft.State.FAILED
-        assert draft.last_error.startswith("Signatur bei der Prüfung abgelehnt")
+        assert draft.last_error_text.startswith("Signatur bei der Prüfung abgelehnt")
 
 
 def test_the_tasks_time_limit_ends_the_batch_with_a_clear_reason_and_stops_the_job(
@@ -551,12 +551,12 @@ def test_the_tasks_time_limit_ends_the_batch_with_a_clear_reason_and_stops_the_j
         signal.signal(SIG_SOFT_TIMEOUT, previous)
     batch.refresh_from_db()
     assert batch.state == SignatureBatch.State.FAILED and batch.job_number
-    assert batch.error_text.startswith("Der Signaturvorgang hat zu lange gedauert")
-    assert "Interner Fehler" not in batch.error_text
+    assert batch.error_shown.startswith("Der Signaturvorgang hat zu lange gedauert")
+    assert "Interner Fehler" not in batch.error_shown
     assert not terminal.waiting and terminal.display == ["Signatur abgebrochen"]
     assert not sim.signed_requests and not Signature.objects.exists()
     for draft in Draft.objects.all():
-        assert (draft.state, draft.last_error) == (Draft.State.DRAFT, batch.error_text)
+        assert (draft.state, draft.last_error_text) == (Draft.State.DRAFT, batch.error_shown)
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
     finished = AuditEvent.objects.get(action="signing.batch_finished", details__batch=batch.pk)
     assert finished.details["not_signed"] == 3 and finished.details["text"] == batch.error_text
@@ -598,8 +598,8 @@ def test_the_ehba_pulled_while_the_terminal_asks_for_the_pin(
     assert not worker.is_alive() and not terminal.waiting
     batch.refresh_from_db()
     assert (batch.state, batch.error_code, batch.signed_count) == ("failed", 4008, 2)
-    assert batch.error_text == error_text(4008)
-    states = sorted(Draft.objects.values_list("state", "last_error"))
+    assert batch.error_shown == error_text(4008)
+    states = sorted((d.state, d.last_error_text) for d in Draft.objects.all())
     assert states == [
         (Draft.State.DRAFT, error_text(4008)),
         (Draft.State.DRAFT, error_text(4008)),

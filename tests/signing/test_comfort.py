@@ -5,15 +5,17 @@ ending it (button, logout, another workstation, another card), "plain" refused, 
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connections, transaction
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from audit.models import AuditEvent
 from kimportal.errors import Conflict, NotAllowed
@@ -25,6 +27,7 @@ from signing.services.comfort import (
     comfort_activate,
     comfort_activation_run,
     comfort_deactivate,
+    end_text,
 )
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached
@@ -158,7 +161,7 @@ def test_a_wrong_pin_at_activation_says_how_many_tries_are_left(
     sim.arm_fault("wrong-pin")
     activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
     assert activation.state == State.FAILED
-    assert "Noch 2 Versuche" in activation.error_text
+    assert "Noch 2 Versuche" in end_text(activation)
     assert sim.cards[0].comfort is None
     client.force_login(signer)
     page = client.get(reverse("signing:comfort")).content.decode()
@@ -171,7 +174,7 @@ def test_activation_without_the_card_in_a_reachable_terminal_is_explained(
 ):
     comfort_sim()  # the physician's mapped Telematik-ID is not the inserted card's
     activation = _activate(physician, workplace, django_capture_on_commit_callbacks)
-    assert activation.state == State.FAILED and "steckt in keinem Kartenterminal" in activation.error_text
+    assert activation.state == State.FAILED and "steckt in keinem Kartenterminal" in end_text(activation)
 
 
 def test_plain_mode_is_refused_with_a_german_explanation(
@@ -279,7 +282,7 @@ def test_exhausted_in_the_middle_the_rest_asks_for_the_pin(
     activation.refresh_from_db()
     assert (activation.state, activation.end_reason) == (State.ENDED, End.EXHAUSTED)
     use = ComfortUse.objects.get(batch=batch)
-    assert use.signed_count == 3 and "aufgebraucht" in use.fallback_text and "PIN" in use.fallback_text
+    assert use.signed_count == 3 and "aufgebraucht" in use.fallback_shown and "PIN" in use.fallback_shown
     assert AuditEvent.objects.filter(action="signing.comfort_fallback").exists()
     client.force_login(signer)
     page = client.get(reverse("signing:batch", args=[batch.pk])).content.decode()
@@ -313,7 +316,7 @@ def test_expired_between_two_calls_the_rest_asks_for_the_pin(
     assert len(_pin_prompts(sim)) == 1
     activation.refresh_from_db()
     assert (activation.state, activation.end_reason) == (State.ENDED, End.EXPIRED)
-    assert "abgelaufen" in ComfortUse.objects.get(batch=batch).fallback_text
+    assert "abgelaufen" in ComfortUse.objects.get(batch=batch).fallback_shown
 
 
 def test_expired_during_a_call_that_call_is_signed_again_with_the_pin(
@@ -338,7 +341,7 @@ def test_expired_during_a_call_that_call_is_signed_again_with_the_pin(
     activation.refresh_from_db()
     assert (activation.state, activation.end_reason) == (State.ENDED, End.EXPIRED)
     use = ComfortUse.objects.get(batch=batch)
-    assert use.signed_count == 0 and "abgelaufen" in use.fallback_text
+    assert use.signed_count == 0 and "abgelaufen" in use.fallback_shown
 
 
 # --- ending it ------------------------------------------------------------------------------------------------
@@ -403,7 +406,7 @@ def test_a_batch_at_another_workplace_ends_it_and_asks_for_the_pin(
     activation.refresh_from_db()
     assert (activation.state, activation.end_reason) == (State.ENDED, End.WORKPLACE)
     assert sim.cards[0].comfort is None
-    assert "anderen Arbeitsplatz" in ComfortUse.objects.get(batch=batch).fallback_text
+    assert "anderen Arbeitsplatz" in ComfortUse.objects.get(batch=batch).fallback_shown
 
 
 def test_a_pulled_card_ends_it(comfort_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks):
@@ -699,3 +702,47 @@ def test_the_sweep_with_the_konnektor_down_ends_nothing(
     assert comfort_sweep() == 0
     activation.refresh_from_db()
     assert activation.state == State.ACTIVE
+
+
+# --- reasons in the reader's language (kept untranslated, kimportal.texts) --------------------------------------
+
+
+def _page_in(client, user, name: str, *args, language: str) -> str:
+    client.force_login(user)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+    return html.unescape(client.get(reverse(name, args=args)).content.decode())
+
+
+def test_a_failed_activation_says_why_in_the_readers_language(
+    comfort_sim, signer, workplace, django_capture_on_commit_callbacks, client
+):
+    sim = comfort_sim()
+    sim.arm_fault("wrong-pin")
+    with translation.override("de"):  # the worker's language
+        activation = _activate(signer, workplace, django_capture_on_commit_callbacks)
+    assert activation.state == State.FAILED
+    english = _page_in(client, signer, "signing:comfort", language="en")
+    assert "The PIN was wrong. 2 attempts left" in english and "Noch 2 Versuche" not in english
+    german = _page_in(client, signer, "signing:comfort", language="de")
+    assert "Die PIN war falsch. Noch 2 Versuche" in german and "attempts left" not in german
+    event = AuditEvent.objects.get(action="signing.comfort_failed")
+    assert isinstance(event.details["text"], list)  # the fault and the hint, each a msgid with its parameters
+
+
+def test_the_fallback_to_the_pin_says_why_in_the_readers_language(
+    comfort_sim, signer, assistant, mailbox, workplace, django_capture_on_commit_callbacks, client
+):
+    comfort_sim(comfort_max=3)
+    _activate(signer, workplace, django_capture_on_commit_callbacks)
+    drafts = _drafts(5, signer, assistant, mailbox)
+    with translation.override("de"):
+        batch = _batch(signer, workplace, drafts, django_capture_on_commit_callbacks)
+    english = _page_in(client, signer, "signing:batch", batch.pk, language="en")
+    assert "The comfort signature is used up (no signatures left). For the remaining documents" in english
+    assert "aufgebraucht" not in english
+    german = _page_in(client, signer, "signing:batch", batch.pk, language="de")
+    assert "Die Komfortsignatur ist aufgebraucht (keine Signaturen mehr übrig). Für die übrigen" in german
+    assert AuditEvent.objects.get(action="signing.comfort_fallback").details["text"] == {
+        "msgid": "Die Komfortsignatur ist aufgebraucht (keine Signaturen mehr übrig).",
+        "params": {},
+    }

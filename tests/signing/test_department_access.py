@@ -393,10 +393,10 @@ def _assert_refused(drafts: list[Draft], batch: SignatureBatch) -> None:
         fresh = Draft.objects.get(pk=d.pk)
         # Back in the queue (an open state) with the reason; no signature is kept.
         assert fresh.is_open and fresh.state == Draft.State.FAILED, fresh.state
-        assert "darf für das Absender-Postfach nicht mehr signieren" in fresh.last_error
+        assert "darf für das Absender-Postfach nicht mehr signieren" in fresh.last_error_text
         assert not Signature.objects.filter(draft=d).exists()
         item = BatchItem.objects.get(batch=batch, draft=d)
-        assert item.state == BatchItem.State.FAILED and "nicht mehr signieren" in item.text
+        assert item.state == BatchItem.State.FAILED and "nicht mehr signieren" in item.text_shown
         event = AuditEvent.objects.get(action="signing.sign_failed", details__draft=d.pk)
         assert event.details["reason"] == "signer_not_allowed"
 

@@ -7,6 +7,7 @@ from the QES CA the Konnektor trusts (as in the demo)."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -17,11 +18,12 @@ import pytest
 from celery import current_app
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from audit.models import AuditEvent
 from mailbox.extensions import messages_ingested
@@ -161,7 +163,7 @@ def test_a_pades_letter_is_checked_by_the_konnektor_and_the_page_shows_who_signe
     [row] = ReceivedSignature.objects.filter(message=message)
     assert (row.kind, row.status, row.result) == ("pades", "valid", "VALID")
     assert row.signer_name == DEFAULT_SIGNER and row.is_qes
-    assert row.filename == "Entlassbrief Müller.pdf" and row.reason == ""
+    assert row.filename == "Entlassbrief Müller.pdf" and row.reason_text == ""
     assert row.signer_certificate and row.checked_at is not None and row.next_try_at is None
     assert verdicts(page(client, member, message)) == [GOOD]
     [event] = AuditEvent.objects.filter(action="signing.received_verified")
@@ -195,10 +197,10 @@ def test_a_pdf_changed_after_signing_is_invalid_with_the_reason(
 
     [row] = ReceivedSignature.objects.filter(message=message)
     assert (row.status, row.result) == ("invalid", "INVALID")
-    assert row.reason, "the Konnektor's reason is kept"
+    assert row.reason_text, "the Konnektor's reason is kept"
     [verdict] = verdicts(page(client, member, message))
     assert verdict.startswith(f"QES von {DEFAULT_SIGNER} — ungültig: ")
-    assert row.reason in verdict
+    assert row.reason_text in verdict
     assert AuditEvent.objects.get(action="signing.received_verified").details["status"] == "invalid"
 
 
@@ -304,7 +306,23 @@ def test_without_a_workplace_it_is_not_verifiable_and_says_what_to_set_up(
 
     row = ReceivedSignature.objects.get(message=message)
     assert row.status == "unverifiable" and row.next_try_at is not None
-    assert "kein Arbeitsplatz" in row.reason
+    assert "kein Arbeitsplatz" in row.reason_text
+
+
+def test_why_a_signature_could_not_be_checked_is_shown_in_the_readers_language(
+    cm, konnektor, account, member, client, tmp_path
+):
+    send(cm, tmp_path, "--sign", files={"brief.pdf": sample_pdf("Befund")})
+    with translation.override("de"):  # the worker's language
+        [message] = fetch(account)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    [english] = verdicts(html.unescape(page(client, member, message)))
+    assert "No workstation is set up for signature verification" in english and "Arbeitsplatz" not in english
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "de"
+    [german] = verdicts(html.unescape(page(client, member, message)))
+    assert "Für die Signaturprüfung ist kein Arbeitsplatz eingerichtet" in german
+    [event] = AuditEvent.objects.filter(action="signing.received_verified")
+    assert event.details["reason"]["msgid"].startswith("Für die Signaturprüfung ist kein Arbeitsplatz")
 
 
 def test_the_verify_workplace_setting_wins_over_the_first_workplace(cm, konnektor, account, member, tmp_path, settings):
@@ -570,7 +588,7 @@ def test_a_p7s_without_its_document_is_not_verifiable_and_not_retried(
     [row] = ReceivedSignature.objects.filter(message=message)
     assert (row.kind, row.status, row.next_try_at) == ("cades_detached", "unverifiable", None)
     assert row.signer_name == DEFAULT_SIGNER, "read from the signature itself"
-    assert "fehlt das signierte Dokument" in row.reason
+    assert "fehlt das signierte Dokument" in row.reason_text
     assert "— nicht prüfbar: Zur Signaturdatei" in verdicts(page(client, member, message))[0]
 
 
@@ -580,7 +598,7 @@ def test_a_broken_p7s_is_sent_to_the_konnektor_and_not_called_valid(cm, konnekto
     [message] = fetch(account)
 
     row = ReceivedSignature.objects.get(message=message)
-    assert row.status in ("invalid", "unverifiable") and row.reason
+    assert row.status in ("invalid", "unverifiable") and row.reason_text
     assert row.next_try_at is None, "the Konnektor's answer about a signature is not retried"
 
 
@@ -595,7 +613,7 @@ def test_a_signed_pdf_over_the_konnektors_limit_is_not_sent(
 
     [row] = ReceivedSignature.objects.filter(message=message)
     assert (row.status, row.next_try_at) == ("unverifiable", None)
-    assert "zu groß" in row.reason
+    assert "zu groß" in row.reason_text
 
 
 def test_a_message_whose_content_was_deleted_is_not_checked_again(
@@ -660,7 +678,7 @@ def test_a_konnektor_setting_pointing_nowhere_is_not_verifiable_and_tried_again(
 
     row = ReceivedSignature.objects.get(message=message)
     assert row.status == "unverifiable" and row.next_try_at is not None, "no check is left 'running'"
-    assert "Interner Fehler bei der Prüfung (FileNotFoundError)" in row.reason
+    assert "Interner Fehler bei der Prüfung (FileNotFoundError)" in row.reason_text
 
 
 def test_retention_deletes_the_checked_signatures_with_the_content(cm, konnektor, workplace, account, member, tmp_path):

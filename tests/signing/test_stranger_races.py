@@ -208,13 +208,13 @@ def test_the_konnektor_gone_between_two_calls_keeps_what_was_signed(
     assert not worker.is_alive()
     batch.refresh_from_db()
     assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 2)
-    assert "Konnektor" in batch.error_text
+    assert "Konnektor" in batch.error_shown
     states = {d.pk: Draft.objects.get(pk=d.pk) for d in drafts}
     signed = [d for d in states.values() if d.state == Draft.State.SIGNED]
     back = [d for d in states.values() if d.state == Draft.State.DRAFT]
     assert len(signed) == 2 and len(back) == 2
     assert all(Signature.objects.get(draft=d).verified for d in signed)
-    assert all("Konnektor" in d.last_error for d in back)
+    assert all("Konnektor" in d.last_error_text for d in back)
     assert sorted(BatchItem.objects.filter(batch=batch).values_list("state", flat=True)) == [
         "not_signed",
         "not_signed",
@@ -278,11 +278,11 @@ def test_a_worker_killed_mid_batch_gives_the_drafts_back(
     _wait_for(lambda: batches_recover_stale() == 1, 30, "the recovery of the silent batch")
     assert not terminal.waiting
     batch.refresh_from_db()
-    assert batch.state == SignatureBatch.State.FAILED and "unterbrochen" in batch.error_text
+    assert batch.state == SignatureBatch.State.FAILED and "unterbrochen" in batch.error_shown
     for draft in drafts:
         fresh = Draft.objects.get(pk=draft.pk)
         assert (fresh.state, fresh.version, fresh.sha256) == (Draft.State.DRAFT, draft.version, draft.sha256)
-        assert "unterbrochen" in fresh.last_error
+        assert "unterbrochen" in fresh.last_error_text
     assert not Signature.objects.exists()
     # The late task of the dead batch does nothing; the letters can be signed again.
     batch_run(batch.pk)
@@ -406,16 +406,16 @@ def test_the_recovery_of_a_silent_batch_stops_its_job_at_the_konnektor(
     assert not worker.is_alive()
     assert not sim.signed_requests and not Signature.objects.exists()
     batch.refresh_from_db()
-    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and "unterbrochen" in batch.error_text
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and "unterbrochen" in batch.error_shown
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
-        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error_text
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
     # Started again, the same card signs the letters with the next PIN.
     sim.auto_pin = PIN
     again = _start(signer, workplace, list(Draft.objects.filter(pk__in=[d.pk for d in drafts])))
     batch_run(again.pk)
     again.refresh_from_db()
-    assert (again.state, again.signed_count) == (SignatureBatch.State.DONE, 2), again.error_text
+    assert (again.state, again.signed_count) == (SignatureBatch.State.DONE, 2), again.error_shown
 
 
 def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
@@ -449,9 +449,9 @@ def test_a_batch_ended_as_stale_uses_nothing_its_late_worker_still_gets(
     assert not Signature.objects.exists()  # ... and nothing of it is used
     batch.refresh_from_db()
     assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0) and batch.finished_at is not None
-    assert "unterbrochen" in batch.error_text
+    assert "unterbrochen" in batch.error_shown
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
-        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error
+        assert draft.state == Draft.State.DRAFT and "unterbrochen" in draft.last_error_text
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
 
 
@@ -482,11 +482,11 @@ def test_a_batch_the_hard_time_limit_ended_names_that_reason(signer, assistant, 
     )
     assert batches_recover_stale() == 1
     batch.refresh_from_db()
-    assert batch.state == SignatureBatch.State.FAILED and batch.error_text.startswith(
+    assert batch.state == SignatureBatch.State.FAILED and batch.error_shown.startswith(
         "Der Signaturvorgang hat zu lange gedauert"
     )
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
-        assert draft.state == Draft.State.DRAFT and draft.last_error == batch.error_text
+        assert draft.state == Draft.State.DRAFT and draft.last_error_text == batch.error_shown
 
 
 # --- the eHBA taken away while the terminal waits ---------------------------------------------------------------
@@ -549,9 +549,9 @@ def test_an_ehba_mapping_removed_mid_batch_uses_nothing_the_card_still_answers(
 def _assert_ended_for_the_missing_card(batch, drafts) -> None:
     batch.refresh_from_db()
     assert (batch.state, batch.signed_count, batch.failed_count) == (SignatureBatch.State.FAILED, 0, 0)
-    assert batch.error_text.startswith("Ihnen ist kein eHBA mehr zugeordnet")
+    assert batch.error_shown.startswith("Ihnen ist kein eHBA mehr zugeordnet")
     for draft in Draft.objects.filter(pk__in=[d.pk for d in drafts]):
-        assert (draft.state, draft.last_error) == (Draft.State.DRAFT, batch.error_text)
+        assert (draft.state, draft.last_error_text) == (Draft.State.DRAFT, batch.error_shown)
     assert set(batch.items.values_list("state", flat=True)) == {BatchItem.State.NOT_SIGNED}
 
 

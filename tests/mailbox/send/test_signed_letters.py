@@ -108,7 +108,11 @@ def test_a_recipient_the_directory_refuses_leaves_the_message_as_a_draft_with_th
     draft = _signed(sender, account, konnektor)
     Draft.objects.filter(pk=draft.pk).update(recipients=[unknown])
     draft = signed_draft_send(draft_id=draft.pk)
-    assert draft.state == Draft.State.SIGNED and "Postausgang" in draft.last_error and unknown in draft.last_error
+    assert (
+        draft.state == Draft.State.SIGNED
+        and "Postausgang" in draft.last_error_text
+        and unknown in draft.last_error_text
+    )
     outgoing = OutgoingMessage.objects.get(pk=draft.outgoing_id)
     assert outgoing.state == OutgoingMessage.State.DRAFT  # in the author's outbox, to fix and send
     assert not cm.sent_messages()
@@ -134,7 +138,7 @@ def test_a_letter_whose_author_left_the_department_is_sent_by_its_signer(
         )
     batch_run(batch.pk)
     draft = signed_draft_send(draft_id=draft.pk)
-    assert (draft.state, draft.last_error) == (Draft.State.SENT, "")
+    assert (draft.state, draft.last_error_text) == (Draft.State.SENT, "")
     outgoing = OutgoingMessage.objects.get(pk=draft.outgoing_id)
     assert (outgoing.author_id, outgoing.mailbox_id) == (physician.pk, account.mailbox_id)
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
@@ -151,7 +155,7 @@ def test_a_hand_over_nobody_may_make_leaves_the_letter_signed_with_the_reason(ac
     Membership.objects.filter(mailbox=account.mailbox, user_id__in=[sender.pk, draft.signer_id]).delete()
     draft = signed_draft_send(draft_id=draft.pk)
     assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
-    assert draft.last_error.startswith("Nicht an den Postausgang übergeben:"), draft.last_error
+    assert draft.last_error_text.startswith("Nicht an den Postausgang übergeben:"), draft.last_error_text
     assert not OutgoingMessage.objects.exists()
 
 
@@ -161,7 +165,7 @@ def test_a_signature_gone_from_the_store_is_explained_in_german(account, sender,
     blob_path(signature.sha256).unlink()
     draft = signed_draft_send(draft_id=draft.pk)
     assert draft.state == Draft.State.SIGNED and draft.outgoing_id is None
-    assert draft.last_error == (
+    assert draft.last_error_text == (
         "Nicht an den Postausgang übergeben: Das Dokument oder seine Signatur fehlt im Speicher oder ist beschädigt."
-    ), draft.last_error
-    assert signature.sha256 not in draft.last_error
+    ), draft.last_error_text
+    assert signature.sha256 not in draft.last_error_text
