@@ -7,59 +7,14 @@ on PostgreSQL and on SQLite (a cast of free text to JSON would fail on either).
 
 from __future__ import annotations
 
-from django.db import migrations, models
+from django.db import migrations
+
+from kimportal.textcolumns import text_to_stored
 
 FIELDS = [("assignmentperiod", "note")]
-
-
-def _copy(apps, schema_editor, *, forward: bool) -> None:
-    for model_name, field in FIELDS:
-        model = apps.get_model("mailbox", model_name)
-        source, target = (field, f"{field}_stored") if forward else (f"{field}_stored", field)
-        if forward and schema_editor.connection.vendor == "postgresql":
-            # One statement, not a round trip per row (a big table has many).
-            table, quote = model._meta.db_table, schema_editor.quote_name
-            # Names from the model, quoted; no value of anyone's in the statement.
-            sql = f"UPDATE {quote(table)} SET {quote(target)} = to_jsonb({quote(source)}) WHERE {quote(source)} <> ''"  # noqa: S608
-            schema_editor.execute(sql)
-            continue
-        rows = model.objects.exclude(**{source: ""}).values_list("pk", source)
-        for pk, value in rows.iterator(chunk_size=2000):
-            if not forward and not isinstance(value, str):
-                # Back to free text: the German sentence, as the code before wrote it.
-                from kimportal.texts import render
-
-                value = render(value)
-            model.objects.filter(pk=pk).update(**{target: value})
-
-
-def forwards(apps, schema_editor) -> None:
-    _copy(apps, schema_editor, forward=True)
-
-
-def backwards(apps, schema_editor) -> None:
-    _copy(apps, schema_editor, forward=False)
-
-
-def _operations() -> list[migrations.operations.base.Operation]:
-    add = [
-        migrations.AddField(
-            model_name=m,
-            name=f"{f}_stored",
-            field=models.JSONField(blank=True, default=str),
-        )
-        for m, f in FIELDS
-    ]
-    swap: list[migrations.operations.base.Operation] = []
-    for m, f in FIELDS:
-        swap += [
-            migrations.RemoveField(model_name=m, name=f),
-            migrations.RenameField(model_name=m, old_name=f"{f}_stored", new_name=f),
-        ]
-    return [*add, migrations.RunPython(forwards, backwards), *swap]
 
 
 class Migration(migrations.Migration):
     dependencies = [("mailbox", "0026_fetch_texts_translated_when_shown")]
 
-    operations = _operations()
+    operations = text_to_stored("mailbox", FIELDS)
