@@ -394,47 +394,43 @@ def outgoing_drafts_return(*, actor: Any, mailbox_id: int, person: Any, reason: 
     """A person who can no longer work the mailbox leaves drafts nobody else sees: they are marked as left by a
     former member, so the mailbox's owners see them (and delete or take them over). Audited per draft, inside the
     caller's transaction; returns how many."""
-    now = timezone.now()
-    drafts = list(
-        OutgoingMessage.objects.select_for_update()
-        .select_related("mailbox")
-        .filter(mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=True)
-        .order_by("pk")
+    return _drafts_hand_over(
+        actor=actor,
+        mailbox_id=mailbox_id,
+        person=person,
+        leaving=True,
+        action="outgoing.draft_left",
+        details={"previous": person.pk, "reason": reason},
     )
-    for draft in drafts:
-        OutgoingMessage.objects.filter(pk=draft.pk).update(author_left_at=now, version=F("version") + 1)
-        audit_record(
-            actor=actor,
-            action="outgoing.draft_left",
-            mailbox=draft.mailbox,
-            outgoing_id=draft.pk,
-            previous=person.pk,
-            reason=reason,
-        )
-        events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=draft.pk)
-    return len(drafts)
 
 
 def outgoing_drafts_reclaim(*, actor: Any, mailbox_id: int, person: Any, reason: str) -> int:
     """The person works the mailbox again: their drafts left there (and not taken over) are theirs again, and the
     owners no longer see them. The other half of outgoing_drafts_return: audited per draft, inside the caller's
     transaction; returns how many."""
+    return _drafts_hand_over(
+        actor=actor,
+        mailbox_id=mailbox_id,
+        person=person,
+        leaving=False,
+        action="outgoing.draft_reclaimed",
+        details={"person": person.pk, "reason": reason},
+    )
+
+
+def _drafts_hand_over(
+    *, actor: Any, mailbox_id: int, person: Any, leaving: bool, action: str, details: dict[str, Any]
+) -> int:
+    left_at = timezone.now() if leaving else None
     drafts = list(
         OutgoingMessage.objects.select_for_update()
         .select_related("mailbox")
-        .filter(mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=False)
+        .filter(mailbox_id=mailbox_id, author=person, state=OutgoingMessage.State.DRAFT, author_left_at__isnull=leaving)
         .order_by("pk")
     )
     for draft in drafts:
-        OutgoingMessage.objects.filter(pk=draft.pk).update(author_left_at=None, version=F("version") + 1)
-        audit_record(
-            actor=actor,
-            action="outgoing.draft_reclaimed",
-            mailbox=draft.mailbox,
-            outgoing_id=draft.pk,
-            person=person.pk,
-            reason=reason,
-        )
+        OutgoingMessage.objects.filter(pk=draft.pk).update(author_left_at=left_at, version=F("version") + 1)
+        audit_record(actor=actor, action=action, mailbox=draft.mailbox, outgoing_id=draft.pk, **details)
         events.broadcast_outgoing_changed(mailbox_id=mailbox_id, outgoing_id=draft.pk)
     return len(drafts)
 
