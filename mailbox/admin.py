@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from kimportal.errors import PortalError
 from mailbox.forms import KimAccountAdminForm
 from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
+from mailbox.services import members
 from mailbox.services.accounts import account_test_connection
 from mailbox.services.members import group_change_by, membership_remove, membership_set
 
@@ -87,8 +88,18 @@ class PortalUserAdmin(UserAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         """The groups are saved here: a group left or joined hands work over as a membership change does
         (mailbox.signals), audited with the administrator as the one who changed it."""
-        with group_change_by(request.user):
-            super().save_related(request, form, formsets, change)
+        if "groups" not in form.cleaned_data:
+            with group_change_by(request.user):
+                super().save_related(request, form, formsets, change)
+            return
+        # All groups at once, compared once (members.groups_saved): Django's own steps (the groups left, then the new)
+        # would read a move between two wards of one mailbox as leaving it.
+        members.groups_saved(
+            actor=request.user,
+            person=form.instance,
+            group_ids=[group.pk for group in form.cleaned_data["groups"]],
+            save=lambda: super(PortalUserAdmin, self).save_related(request, form, formsets, change),
+        )
 
 
 @admin.register(KimAccount)

@@ -10,7 +10,7 @@ Who can work it is decided by the right to process their memberships give, also 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -269,6 +269,38 @@ def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
             elif not could and can(role, Action.PROCESS):
                 outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
     events.broadcast_memberships_changed(user_ids=list(people))
+
+
+def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Callable[[], None]) -> None:
+    """A save that sets all of a person's groups at once (the Django admin's user form: Django removes the groups
+    left, then adds the new ones). The right to process is compared once, before and after the whole save: moved
+    from one ward to another that processes the same mailbox, the person keeps their work (step by step, the
+    moment between the two steps would have read as leaving). Audited with `actor` per group joined or left."""
+    through = get_user_model().groups.through
+    before = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True)) if person.pk else set()
+    touched = before ^ set(group_ids)
+    mailbox_ids = sorted(set(Membership.objects.filter(group_id__in=touched).values_list("mailbox_id", flat=True)))
+    could = {mailbox_id: can(granted_role(person, mailbox_id), Action.PROCESS) for mailbox_id in mailbox_ids}
+    with group_change_handled():
+        save()
+    after = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True))
+    if before == after:
+        return
+    names = dict(Group.objects.filter(pk__in=before ^ after).values_list("pk", "name"))
+    mailboxes = Mailbox.objects.in_bulk(mailbox_ids)
+    with transaction.atomic():
+        for group_id in sorted(before ^ after):
+            joined = group_id in after
+            action = "group.member_added" if joined else "group.member_removed"
+            audit_record(actor=actor, action=action, group=names.get(group_id, ""), member=person.username)
+        for mailbox_id, could_process in could.items():
+            role = granted_role(person, mailbox_id)
+            if could_process and not can(role, Action.PROCESS):
+                reason = "membership_ended" if role is None else "role_changed"
+                work_return(actor=actor, mailbox=mailboxes[mailbox_id], person=person, reason=reason)
+            elif not could_process and can(role, Action.PROCESS):
+                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox_id, person=person, reason="membership_changed")
+    events.broadcast_memberships_changed(user_ids=[person.pk])
 
 
 def account_deactivated(*, person: Any) -> None:

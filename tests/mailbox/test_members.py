@@ -325,6 +325,28 @@ def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when
     assert letter.assignee is None  # the letter stays in the queue, where colleagues may have taken it
 
 
+def test_moved_in_the_admin_between_two_wards_of_one_mailbox_keeps_the_work(station, client):
+    """Django saves the form's groups in two steps (the old ones removed, then the new added): between them the
+    nurse could not process, which must not read as leaving the mailbox."""
+    box, _owner, group, nurse, letter, draft = station
+    other_ward = Group.objects.create(name="Station 4")
+    MembershipFactory(mailbox=box, group=other_ward, user=None, role=Role.PROCESSOR)
+    administrator = UserFactory(username="it-admin", is_staff=True, is_superuser=True)
+    client.force_login(administrator)
+
+    response = client.post(reverse("admin:auth_user_change", args=[nurse.pk]), _user_form(nurse, [other_ward]))
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert list(nurse.groups.all()) == [other_ward]
+    assert _holds_work(letter, draft, nurse)
+    assert not AuditEvent.objects.filter(action__in=["message.unassigned", "outgoing.draft_left"]).exists()
+    moves = AuditEvent.objects.filter(action__startswith="group.member_", actor=administrator)
+    assert sorted((e.action, e.details["group"]) for e in moves) == [
+        ("group.member_added", "Station 4"),
+        ("group.member_removed", group.name),
+    ]
+
+
 # --- accounts switched off and on ----------------------------------------------------------------------------------
 
 
