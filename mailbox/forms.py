@@ -161,8 +161,8 @@ class KimAccountAdminForm(forms.ModelForm):
             self.add_error(
                 "password",
                 _(
-                    "Das Clientmodul (Adresse oder Port) ist geändert: bitte das Passwort erneut eingeben. Das "
-                    "gespeicherte wird nur an das bisherige Clientmodul gesendet."
+                    "Das Clientmodul (Adresse oder Port) oder die Absicherung der Verbindung ist geändert: bitte "
+                    "das Passwort erneut eingeben. Das gespeicherte wird nur auf dem bisherigen Weg gesendet."
                 ),
             )
         for field in ("smtp_username_template", "pop3_username_template"):
@@ -236,9 +236,21 @@ class KimAccountAdminForm(forms.ModelForm):
         """Whether the form names another server than the one the stored password was entered for."""
         if not (self.instance.pk and self.instance.password_encrypted):
             return False
-        # clean() runs before the form's values are copied onto the instance: it still holds the saved ones.
-        where = ("cm_host", "smtp_port", "pop3_port")
-        return any(self.cleaned_data.get(field) != getattr(self.instance, field) for field in where)
+        # clean() runs before the form's values are copied onto the instance: it still holds the saved ones. Another
+        # way to the same server counts too: without TLS, or with a weaker or other certificate check, whoever sits in
+        # between would read the password.
+        data, saved = self.cleaned_data, self.instance
+        where = ("cm_host", "smtp_port", "pop3_port", "transport", "tls_certificate_check", "tls_check_hostname")
+        if any(field in self.fields and data.get(field) != getattr(saved, field) for field in where):
+            return True
+        if "tls_fingerprint_sha256" in self.fields and normalize_fingerprint(
+            data.get("tls_fingerprint_sha256") or ""
+        ) != normalize_fingerprint(saved.tls_fingerprint_sha256 or ""):
+            return True
+        return (
+            "tls_ca_certificates" in self.fields
+            and (data.get("tls_ca_certificates") or "").strip() != (saved.tls_ca_certificates or "").strip()
+        )
 
     def save(self, commit: bool = True) -> KimAccount:
         account = super().save(commit=False)

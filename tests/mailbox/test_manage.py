@@ -320,6 +320,36 @@ def test_the_stored_password_goes_to_no_other_clientmodul_without_being_entered_
         other.stop()
 
 
+@pytest.mark.parametrize(
+    "weaker",
+    [
+        {"transport": "plain", "confirm_plain": "on"},
+        {"tls_certificate_check": "ca", "tls_fingerprint_sha256": ""},
+        {"tls_fingerprint_sha256": "ab" * 32},
+    ],
+    ids=["without-tls", "ca-instead-of-pin", "another-pin"],
+)
+def test_the_stored_password_takes_no_weaker_way_to_the_same_clientmodul_without_being_entered_again(
+    client, manager, account, cm, weaker
+):
+    # Same host and ports, but without TLS or trusting another certificate: whoever sits in between would read it.
+    client.force_login(manager)
+    url = reverse("manage:mailbox-account", args=[account.mailbox.pk])
+    data = {
+        k: v for k, v in _wizard_data(cm, manager).items() if k not in {"address", "display_name", "kind", "owners"}
+    }
+    data.update(password="")
+    unchanged = client.post(url, {**data, "action": "test"}, headers={"HX-Request": "true"})
+    assert "Passwort erneut eingeben" not in unchanged.content.decode()  # the same way: the stored one is used
+
+    tested = client.post(url, {**data, **weaker, "action": "test"}, headers={"HX-Request": "true"})
+    assert "Passwort erneut eingeben" in tested.content.decode()
+    saved = client.post(url, {**data, **weaker, "action": "save"})
+    assert saved.status_code == 422 and "Passwort erneut eingeben" in saved.content.decode()
+    account.refresh_from_db()
+    assert (account.transport, account.tls_certificate_check) == ("implicit_tls", "pinned")
+
+
 # --- deactivating a mailbox ------------------------------------------------------------------------------------------
 
 
