@@ -86,7 +86,9 @@ def on_starting(server: object) -> None:
             old.unlink()
         return
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kimportal-metrics-")
-    os.environ[_METRICS_DIR_MADE] = "1"
+    # By this master: a new master started by USR2 (a binary upgrade) inherits the environment and uses the same
+    # directory, which the old one must then not remove when it exits.
+    os.environ[_METRICS_DIR_MADE] = str(os.getpid())
 
 
 def child_exit(server: object, worker: object) -> None:
@@ -97,5 +99,6 @@ def child_exit(server: object, worker: object) -> None:
 
 
 def on_exit(server: object) -> None:
-    if os.environ.pop(_METRICS_DIR_MADE, None):
+    if os.environ.get(_METRICS_DIR_MADE) == str(os.getpid()):
+        del os.environ[_METRICS_DIR_MADE]
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)

@@ -154,3 +154,20 @@ def test_a_named_directory_is_emptied_when_the_server_starts(tmp_path, monkeypat
     assert sorted(p.name for p in named.iterdir()) == ["keep.txt"]
     conf["on_exit"](object())
     assert named.exists(), "a directory the environment named is the operator's: it stays"
+
+
+def test_a_master_that_inherited_the_directory_leaves_it_to_its_maker(monkeypatch):
+    # USR2: the new master runs on in the directory the old one made; the old one exits and must not remove it.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("KIMPORTAL_METRICS_DIR_MADE", raising=False)
+    conf = runpy.run_path(str(CONF))
+    conf["on_starting"](object())
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        monkeypatch.setenv("KIMPORTAL_METRICS_DIR_MADE", str(os.getpid() + 1))  # made by another master
+        conf["on_exit"](object())
+        assert path.exists()
+    finally:
+        monkeypatch.setenv("KIMPORTAL_METRICS_DIR_MADE", str(os.getpid()))
+        conf["on_exit"](object())
+    assert not path.exists()
