@@ -92,10 +92,11 @@ def on_starting(server: object) -> None:
 
 
 def child_exit(server: object, worker: object) -> None:
-    """A worker ended (stopped, killed, replaced): its open-socket gauge leaves the sums; its counters stay."""
-    from prometheus_client import multiprocess
+    """A worker ended (stopped, killed, replaced): its open-socket gauge leaves the sums; its counters stay, moved
+    into the directory's archive files (kimportal.requestmetrics.process_ended)."""
+    from kimportal.requestmetrics import process_ended
 
-    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])  # type: ignore[attr-defined]
+    process_ended(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])  # type: ignore[attr-defined]
 
 
 def on_exit(server: object) -> None:

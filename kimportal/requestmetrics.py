@@ -13,13 +13,17 @@ status code. The duration is the time to the response object: a streamed downloa
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from django.http import HttpRequest, HttpResponseBase
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -68,7 +72,46 @@ class _Shared:
             return
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, path=path)
-        yield from registry.collect()
+        with _directory_lock(path, exclusive=False):  # never between an archive's update and its source's removal
+            metrics = list(registry.collect())
+        yield from metrics
+
+
+# The kinds whose values outlive their process (a counter never goes back); gauges leave with it.
+_KEPT = ("counter", "histogram")
+
+
+@contextlib.contextmanager
+def _directory_lock(path: str, *, exclusive: bool) -> Iterator[None]:
+    with open(Path(path) / ".lock", "a+b") as handle:  # not *.db: the collector reads only those
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_ended(pid: int, path: str) -> None:
+    """A worker process ended: its counters and histograms are added to one archive file per kind and its own
+    files removed, so a server whose workers are replaced (a HUP reload, a crashed or timed-out worker) keeps a
+    handful of files instead of one set per worker it ever started — every scrape reads them all. The sums a
+    scrape sees do not change: a scrape waits while a worker's values move (a shared lock on the directory)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, path)  # its open-socket gauge leaves the sums
+    with _directory_lock(path, exclusive=True):
+        for kind in _KEPT:
+            ended = Path(path) / f"{kind}_{pid}.db"
+            if not ended.exists():
+                continue
+            archive = MmapedDict(str(Path(path) / f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(ended)):
+                    kept, _ = archive.read_value(key)
+                    archive.write_value(key, kept + value, timestamp)
+            finally:
+                archive.close()
+            ended.unlink()
 
 
 def register(registry: CollectorRegistry) -> None:

@@ -143,6 +143,56 @@ def test_workers_counts_are_summed_and_a_dead_workers_open_sockets_leave(tmp_pat
     assert not Path(path).exists()
 
 
+WORKER_TIMED = """
+import json, os, sys
+from kimportal import requestmetrics
+requestmetrics.REQUESTS.labels("inbox", "GET", "200").inc()
+requestmetrics.DURATION.labels("inbox").observe(float(sys.argv[1]))
+print(json.dumps(os.getpid()))
+"""
+
+
+def test_ended_workers_values_move_to_archive_files_so_reloads_do_not_pile_up_files(monkeypatch):
+    # Every HUP reload replaces all workers: one set of files per worker ever started would grow without end and
+    # every scrape reads them all.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    conf = runpy.run_path(str(CONF))
+    conf["on_starting"](object())
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(path)}
+
+        def numbers() -> dict[tuple[str, str], float]:
+            found = {}
+            for family in text_string_to_metric_families(_run(SCRAPE, env=env)):
+                for sample in family.samples:
+                    if sample.labels.get("view") == "inbox":
+                        found[(sample.name, sample.labels.get("le", ""))] = sample.value
+            return found
+
+        class Worker:
+            pid = 0
+
+        seen = []
+        for round_, seconds in enumerate(("0.01", "0.3", "3", "0.01", "0.3", "3")):
+            Worker.pid = json.loads(_run(WORKER_TIMED, seconds, env=env))
+            conf["child_exit"](object(), Worker())
+            seen.append(len(list(path.glob("*.db"))))
+            summed = numbers()
+            assert summed[("kimportal_http_requests_total", "")] == round_ + 1
+            assert summed[("kimportal_http_request_duration_seconds_count", "")] == round_ + 1
+        assert seen[-1] == seen[1] <= 2, seen  # one archive per kept kind, not one file per ended worker
+        assert summed[("kimportal_http_request_duration_seconds_bucket", "0.025")] == 2
+        assert summed[("kimportal_http_request_duration_seconds_bucket", "0.5")] == 4
+        assert summed[("kimportal_http_request_duration_seconds_bucket", "+Inf")] == 6
+        assert round(summed[("kimportal_http_request_duration_seconds_sum", "")], 2) == 6.62
+        live = json.loads(_run(WORKER_TIMED, "0.01", env=env))  # a worker still running adds its own file
+        assert numbers()[("kimportal_http_requests_total", "")] == 7
+        assert any(str(live) in p.name for p in path.glob("*.db"))
+    finally:
+        conf["on_exit"](object())
+
+
 def test_a_named_directory_is_emptied_when_the_server_starts(tmp_path, monkeypatch):
     named = tmp_path / "metrics"
     named.mkdir()
