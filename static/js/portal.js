@@ -49,14 +49,21 @@ document.addEventListener("htmx:wsOpen", () => {
   liveWasClosed = false;
   // Wait a tick so that every reconnecting socket of the page is open before it is asked, and so that a socket of
   // an ended session (opened, then closed with 4401 at once) reloads nothing: the list would become the login page.
-  setTimeout(() => {
-    if (document.body.dataset.live === "ended") return;
-    const list = document.getElementById("message-list");
-    if (list && window.htmx) {
-      window.htmx.ajax("GET", window.location.href, { target: "#message-list", swap: "outerHTML" });
-    }
-    document.body.dispatchEvent(new Event("live-resync"));
-  }, 200);
+  setTimeout(resyncPage, 200);
+});
+function resyncPage() {
+  if (document.body.dataset.live === "ended") return;
+  const list = document.getElementById("message-list");
+  if (list && window.htmx) {
+    window.htmx.ajax("GET", window.location.href, { target: "#message-list", swap: "outerHTML" });
+  }
+  document.body.dispatchEvent(new Event("live-resync"));
+}
+// A page restored from the browser's back-forward cache shows what it showed when the user left it, however long
+// ago: it is read again as after a dropped connection (the socket's replay of a list's rows reaches back only
+// about 50 s, and a socket that stayed open heard nothing while the page was away).
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) resyncPage();
 });
 document.addEventListener("htmx:wsClose", (ev) => {
   if (document.body.dataset.live === "ended") return;

@@ -186,6 +186,23 @@ def test_a_colleague_claiming_a_letter_while_the_inbox_still_loads_shows_once_th
     expect(inbox.row("Alter Befund")).to_have_count(1)
 
 
+def test_a_page_restored_from_the_back_forward_cache_reads_its_list_again(portal_web, page):
+    """Back to the inbox with the browser's back button: a page kept in the back-forward cache shows the list as it
+    was when the user left, however long ago (the socket's replay reaches back about 50 s). It is read again."""
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=station)
+    letter = _letter(box, "known", "Alter Befund")
+    inbox = LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    inbox.wait_live()
+    expect(inbox.row("Alter Befund")).to_be_visible()
+    # What changed while the page was away, told to no socket of it.
+    Message.objects.filter(pk=letter.pk).update(subject="Befund ergänzt")
+    page.evaluate("""() => window.dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true }))""")
+    expect(inbox.row("Befund ergänzt")).to_be_visible()
+    expect(inbox.rows).to_have_count(1)
+
+
 def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_once(portal_web, page):
     """htmx's ws extension opened a socket nested in another socket's element twice: every message page view cost
     the server two message sockets (two presences, two heartbeats); and each opening socket re-declared the
