@@ -114,3 +114,30 @@ def test_the_parser_result_renders_in_the_active_language():
         assert parsed.problem_texts == [SUBJECT_EN, CHARSET_EN]
     with translation.override("de"):
         assert parsed.problem_texts == [SUBJECT_DE, CHARSET_DE]
+
+
+def test_a_message_stored_raw_only_says_so_in_the_reader_language(cm, account, member, client):
+    from django.db import connection
+
+    # A real refusal of the parsed fields: PostgreSQL rejects a row with a subject as invalid data (class 22).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION parse_test_refuse() RETURNS trigger AS $$ BEGIN IF NEW.subject <> '' THEN "
+            "RAISE EXCEPTION 'simulated refusal' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER parse_test_refuse BEFORE INSERT ON mailbox_message "
+            "FOR EACH ROW EXECUTE FUNCTION parse_test_refuse()"
+        )
+    try:
+        message = _received(cm, account, worker_language="en")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER parse_test_refuse ON mailbox_message")
+            cursor.execute("DROP FUNCTION parse_test_refuse()")
+
+    raw_only = "Die Nachricht konnte nicht zerlegt gespeichert werden; nur der Rohtext liegt vor."
+    assert message.subject == "" and message.parse_problems == [{"msgid": raw_only, "params": {}}]
+    english = _page(client, member, message, language="en")
+    assert "The message could not be stored in its parts; only the raw text is available." in english
+    assert raw_only in _page(client, member, message, language=None)
