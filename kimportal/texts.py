@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from django.utils import translation
+from django.utils.functional import Promise
 from django.utils.translation import gettext
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,13 @@ class StoredText:
 def N_(msgid: str) -> StoredText:
     """gettext's conventional name for "marked now, translated later"."""
     return StoredText([{"msgid": msgid, "params": {}}])
+
+
+def lazy_stored(text: Promise) -> StoredText:
+    """A gettext_lazy constant as a stored text: its German msgid, translated when shown."""
+    with translation.override(None):
+        # No language active: gettext gives the msgid itself, the German source.
+        return N_(str(text))
 
 
 def join(*texts: StoredText | None) -> StoredText:

@@ -8,21 +8,15 @@ message another part of the portal wrote out already) is kept as it came, as a p
 from __future__ import annotations
 
 from django.utils import translation
-from django.utils.functional import Promise
 
-from kimportal.texts import N_, Stored, StoredText, render
+from kimportal.texts import N_, Stored, StoredText, lazy_stored, render
 from konnektor import error_text
 from konnektor.errors import ERROR_TEXTS
 
+__all__ = ["code_stored", "german", "konnektor_stored", "lazy_stored", "outside_stored"]
+
 # A stored text is at most this long in a parameter taken from outside (the columns were 500 characters).
 OUTSIDE_LIMIT = 500
-
-
-def lazy_stored(text: Promise) -> StoredText:
-    """A gettext_lazy constant as a stored text: its German msgid, translated when shown."""
-    with translation.override(None):
-        # No language active: gettext gives the msgid itself, the German source.
-        return N_(str(text))
 
 
 def outside_stored(text: object) -> StoredText:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.functional import Promise, cached_property
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.texts import render
 from mailbox.models.display import Badge, PresentUser
 from mailbox.models.kimresults import (
     LARGE_MESSAGE_REFUSED,
@@ -86,6 +87,8 @@ class Message(models.Model):
     # A DSN or CM error mail matched to a sent message (mailbox.services.dsn): it lives on that message's timeline
     # and is no inbox row. A flag, not a join: lists filter it on their index scan.
     is_delivery_report = models.BooleanField(default=False)
+    # What the parser had to work around, each kept untranslated (kimportal.texts; a row from before keeps its
+    # German sentence), shown as parse_problem_texts.
     parse_problems = models.JSONField(default=list, blank=True)
     # Attachments (not inline images); immutable after ingest, kept here so lists need no join.
     attachment_count = models.PositiveSmallIntegerField(default=0)
@@ -190,6 +193,11 @@ class Message(models.Model):
     @property
     def error_explanations(self) -> list[tuple[str, Promise]]:
         return error_explanations(self.kim_error_codes)
+
+    @property
+    def parse_problem_texts(self) -> list[str]:
+        """The parse problems in the active language."""
+        return [render(problem) for problem in self.parse_problems]
 
     @property
     def is_large_message_refused(self) -> bool:

@@ -6,8 +6,8 @@ DSNs from the Fachdienst), so every step assumes hostile or broken input and deg
 to "show what we can and record a problem" instead of raising.
 
 This module is the entry point (``parse_message`` and its result types); the steps live beside it:
-``problems`` (what went wrong, in German), ``charsets``, ``headers`` (addresses, dates, X-KIM-*),
-``parts`` (one part's metadata and payload), ``walk`` (the MIME tree), ``filenames``,
+``problems`` (what went wrong, kept untranslated: kimportal.texts), ``charsets``, ``headers`` (addresses,
+dates, X-KIM-*), ``parts`` (one part's metadata and payload), ``walk`` (the MIME tree), ``filenames``,
 ``sanitize`` (the HTML sanitizer, a security boundary), ``html_text`` and ``policy`` (policy.default,
 each header object built once per parse).
 """
@@ -26,6 +26,7 @@ from email.parser import BytesParser, Parser
 from email.policy import Policy
 from typing import BinaryIO
 
+from kimportal.texts import N_, StoredText
 from mailbox.parsing.charsets import decode_8bit_fallback, normalize_newlines
 from mailbox.parsing.filenames import extension_for, sanitize_filename
 from mailbox.parsing.headers import HeaderFields, header_fields, repair_header_block, top_level_headers
@@ -80,8 +81,14 @@ class ParsedMessage:
     text_body: str = ""
     html_body: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    # Kept untranslated (kimportal.texts): the message is read later, in the reader's language.
+    problems: list[StoredText] = field(default_factory=list)
     is_malformed: bool = False
+
+    @property
+    def problem_texts(self) -> list[str]:
+        """The problems in the active language."""
+        return [str(problem) for problem in self.problems]
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -112,7 +119,7 @@ def parse_message_file(fh: BinaryIO, *, spill: Callable[[], SpillSink]) -> Parse
     return parsed
 
 
-_HEADERS_ONLY = (
+_HEADERS_ONLY = N_(
     "Sehr große Nachricht mit ungewöhnlichem Aufbau; nur die Kopfzeilen wurden gelesen, "
     "die Rohnachricht ist vollständig gespeichert"
 )
@@ -127,7 +134,7 @@ def _headers_only(head: bytes) -> ParsedMessage:
     return ParsedMessage(**fields.as_kwargs(), problems=problems.result(), is_malformed=True)
 
 
-_HTML_TOO_DEEP = (
+_HTML_TOO_DEEP = N_(
     "Der HTML-Text ist zu tief verschachtelt und wird nur als einfacher Text angezeigt; "
     "die Rohnachricht ist vollständig gespeichert"
 )
@@ -147,7 +154,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
     raw = bytes(raw or b"")
     problems = Problems()
     if not raw.strip():
-        problems.add("Leere Nachricht")
+        problems.add(N_("Leere Nachricht"))
         return ParsedMessage(problems=problems.result(), is_malformed=True)
 
     raw_for_parser = _repaired(raw, problems)
@@ -155,7 +162,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
     try:
         msg = parse_bytes(raw_for_parser, parse_policy())
     except Exception as exc:  # header objects can raise while parsing
-        problems.add(f"Nachricht nur eingeschränkt lesbar ({type(exc).__name__})")
+        problems.add(N_("Nachricht nur eingeschränkt lesbar (%(error)s)") % {"error": type(exc).__name__})
         msg = BytesParser(policy=email.policy.compat32).parsebytes(raw_for_parser)
 
     fields = header_fields(msg.raw_items(), problems)
@@ -274,7 +281,8 @@ def _unparsed(raw: bytes, exc: Exception) -> ParsedMessage:
     neither found nor triaged; the header block parses on its own, the body is not looked at again.
     """
     problems = Problems()
-    problems.add(f"Nachricht konnte nicht verarbeitet werden ({type(exc).__name__}); Rohtext wird angezeigt")
+    text = N_("Nachricht konnte nicht verarbeitet werden (%(error)s); Rohtext wird angezeigt")
+    problems.add(text % {"error": type(exc).__name__})
     fields = HeaderFields()
     with contextlib.suppress(Exception):  # the header fallback must never cost the raw text
         header_problems = Problems()
@@ -293,7 +301,7 @@ def _unparsed(raw: bytes, exc: Exception) -> ParsedMessage:
 def _repaired(raw: bytes, problems: Problems) -> bytes:
     repaired_raw, repaired = repair_header_block(raw)
     if repaired:
-        problems.add("Kopfzeile ohne Einrückung fortgesetzt; als Fortsetzung der vorigen Kopfzeile gelesen")
+        problems.add(N_("Kopfzeile ohne Einrückung fortgesetzt; als Fortsetzung der vorigen Kopfzeile gelesen"))
     return repaired_raw
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import re
 
+from kimportal.texts import N_, StoredText
 from mailbox.parsing.problems import Problems
 
 # Senders who declare latin-1 almost always mean windows-1252 (€, typographic quotes);
@@ -39,7 +40,7 @@ def lookup_codec(charset: str) -> str | None:
         return None
 
 
-def decode_text(data: bytes, charset: str | None, problems: Problems, where: str) -> str:
+def decode_text(data: bytes, charset: str | None, problems: Problems, where: StoredText) -> str:
     """Decode a text body honouring the declared charset, with documented fallbacks."""
     label = (charset or "").strip().strip('"').lower()
     if not label or label in _NO_INFO_CHARSETS:
@@ -50,7 +51,8 @@ def decode_text(data: bytes, charset: str | None, problems: Problems, where: str
         label = "cp1252"
     codec = lookup_codec(label)
     if codec is None:
-        problems.add(f"Unbekannter Zeichensatz „{label[:40]}“ ({where}); als UTF-8/Windows-1252 gelesen")
+        text = N_("Unbekannter Zeichensatz „%(charset)s“ (%(where)s); als UTF-8/Windows-1252 gelesen")
+        problems.add(text % {"charset": label[:40], "where": where})
         return decode_8bit_fallback(data)
     try:
         return data.decode(codec)
@@ -58,14 +60,16 @@ def decode_text(data: bytes, charset: str | None, problems: Problems, where: str
         pass
     except LookupError:
         # Codecs that exist but cannot decode bytes (e.g. "rot13") end up here.
-        problems.add(f"Zeichensatz „{label[:40]}“ nicht verwendbar ({where}); als UTF-8/Windows-1252 gelesen")
+        text = N_("Zeichensatz „%(charset)s“ nicht verwendbar (%(where)s); als UTF-8/Windows-1252 gelesen")
+        problems.add(text % {"charset": label[:40], "where": where})
         return decode_8bit_fallback(data)
     if codec == "cp1252":
         return data.decode("latin-1")
     if label in _ASCII_ALIASES or codec == "ascii":
         # "us-ascii" with 8-bit content is a very common mislabel; not worth a warning.
         return decode_8bit_fallback(data)
-    problems.add(f"Text passt nicht zum angegebenen Zeichensatz „{label[:40]}“ ({where})")
+    text = N_("Text passt nicht zum angegebenen Zeichensatz „%(charset)s“ (%(where)s)")
+    problems.add(text % {"charset": label[:40], "where": where})
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

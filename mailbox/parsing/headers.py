@@ -21,6 +21,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypedDict
 
+from kimportal.texts import N_
 from mailbox.parsing.charsets import decode_8bit_fallback, lookup_codec, recover_8bit
 from mailbox.parsing.problems import Problems
 
@@ -73,7 +74,8 @@ def decode_header_value(raw: str, problems: Problems | None = None, name: str = 
         value, had_8bit = recover_8bit(raw)
         if had_8bit and problems is not None:
             # Decodable, so informational only; the text shown is still correct.
-            problems.add(f"Kopfzeile „{name}“ enthält nicht deklarierte 8-Bit-Zeichen", severe=False)
+            text = N_("Kopfzeile „%(name)s“ enthält nicht deklarierte 8-Bit-Zeichen")
+            problems.add(text % {"name": name}, severe=False)
         value = _unfold(value)
         if "=?" in value:
             decoded: str | None = None
@@ -214,7 +216,7 @@ def parse_date(value: str, problems: Problems) -> datetime | None:
     try:
         parsed = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
-        problems.add(f"Datum nicht lesbar: „{value.strip()[:80]}“", severe=False)
+        problems.add(N_("Datum nicht lesbar: „%(value)s“") % {"value": value.strip()[:80]}, severe=False)
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -226,7 +228,8 @@ def parse_date(value: str, problems: Problems) -> datetime | None:
     # A sender controls this header; a year the database cannot hold ("31 Dec 9999 -1200" is year
     # 10000 in UTC) would break every list showing the message.
     if not in_range:
-        problems.add(f"Datum außerhalb des gültigen Bereichs: „{value.strip()[:80]}“", severe=False)
+        text = N_("Datum außerhalb des gültigen Bereichs: „%(value)s“")
+        problems.add(text % {"value": value.strip()[:80]}, severe=False)
         return None
     return parsed
 
@@ -306,13 +309,14 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
         name_text = recover_8bit(str(name))[0]
         header_rows.append((name_text, value, decode_header_value(value, problems, name_text)))
     if not header_rows:
-        problems.add("Keine Kopfzeilen gefunden")
+        problems.add(N_("Keine Kopfzeilen gefunden"))
 
     subject_row = _first(header_rows, "Subject")
     subject = " ".join(subject_row[1].split()) if subject_row else ""
     if len(subject) > SUBJECT_LIMIT:
         # Every list row and live update carries the subject: a 2 MB one made each inbox page megabytes.
-        problems.add(f"Betreff mit {len(subject)} Zeichen gekürzt; vollständig im Quelltext", severe=False)
+        text = N_("Betreff mit %(length)s Zeichen gekürzt; vollständig im Quelltext")
+        problems.add(text % {"length": len(subject)}, severe=False)
         subject = subject[:SUBJECT_LIMIT] + "…"
 
     from_name = from_address = ""
@@ -325,10 +329,11 @@ def header_fields(items: Iterable[tuple[str, str]], problems: Problems) -> Heade
     if len(from_address) > FROM_ADDRESS_LIMIT:
         # Cut at the end, a padded local part ('"praxis@klinik.kim.telematik   …"@evil.de') would show
         # the padding's sender instead of the real domain; the end is what says where the mail is from.
-        problems.add(f"Absenderadresse mit {len(from_address)} Zeichen zu lang; nur ihr Ende wird angezeigt")
+        text = N_("Absenderadresse mit %(length)s Zeichen zu lang; nur ihr Ende wird angezeigt")
+        problems.add(text % {"length": len(from_address)})
         from_address = "…" + from_address[-(FROM_ADDRESS_LIMIT - 1) :]
     if not from_address and header_rows:
-        problems.add("Kein lesbarer Absender (From)", severe=False)
+        problems.add(N_("Kein lesbarer Absender (From)"), severe=False)
 
     recipients: dict[str, list[str]] = {}
     # policy.default's parser reads at most ADDRESS_PARSER_LIMIT characters of all To and Cc rows together: a mail

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO, Protocol
 
+from kimportal.texts import N_, StoredText
 from mailbox.parsing.headers import decode_header_value
 
 PIECE = 64 * 1024
@@ -69,7 +70,7 @@ class SpilledPayload:
 class Skeleton:
     data: bytes
     spills: dict[str, SpilledPayload] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: list[StoredText] = field(default_factory=list)
 
 
 def skeleton_from_file(fh: BinaryIO, spill: Callable[[], SpillSink]) -> Skeleton:
@@ -127,7 +128,7 @@ class _Scan:
         self.spill_factory = spill
         self.skeleton = bytearray()
         self.spills: dict[str, SpilledPayload] = {}
-        self.problems: list[str] = []
+        self.problems: list[StoredText] = []
         self.token = f"kimportal-spill-{secrets.token_hex(12)}"
         self._back: list[tuple[bytes, bool]] = []
         self._at_start = True
@@ -265,7 +266,7 @@ class _Scan:
             return
         sink = decoder.finish(strip_last_newline=at_boundary)
         if decoder.bad_base64:
-            self.problems.append("Base64-kodierter Inhalt mit ungültigen Zeichen (großer Anhang)")
+            self.problems.append(N_("Base64-kodierter Inhalt mit ungültigen Zeichen (großer Anhang)"))
         token = f"{self.token}-{len(self.spills) + 1}"
         self.spills[token] = SpilledPayload(sink, sink.finish(), sink.size, subject)
         # The line break before the next boundary belongs to the boundary: keep one.

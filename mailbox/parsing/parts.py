@@ -12,6 +12,7 @@ import email.policy
 import re
 from email.message import Message
 
+from kimportal.texts import N_, StoredText
 from mailbox.parsing.charsets import decode_8bit_fallback, has_surrogates, lookup_codec, recover_8bit
 from mailbox.parsing.headers import decode_header_value
 from mailbox.parsing.problems import Problems
@@ -119,22 +120,23 @@ def content_id(part: Message) -> str:
 _KNOWN_CTE = {"7bit", "8bit", "binary", "base64", "quoted-printable", "x-uuencode", "uuencode", "x-uue", "uue"}
 
 
-def _check_cte(part: Message, problems: Problems, where: str) -> None:
+def _check_cte(part: Message, problems: Problems, where: StoredText) -> None:
     for name, raw in part.raw_items():
         if name.lower() == "content-transfer-encoding":
             cte = decode_header_value(raw).strip().lower()
             if cte and cte not in _KNOWN_CTE:
-                problems.add(f"Unbekannte Transferkodierung „{cte[:40]}“ ({where}); Inhalt ungeprüft übernommen")
+                text = N_("Unbekannte Transferkodierung „%(encoding)s“ (%(where)s); Inhalt ungeprüft übernommen")
+                problems.add(text % {"encoding": cte[:40], "where": where})
             return
 
 
-def payload_bytes(part: Message, problems: Problems, where: str) -> bytes:
+def payload_bytes(part: Message, problems: Problems, where: StoredText) -> bytes:
     _check_cte(part, problems, where)
     known_defects = len(part.defects)
     try:
         decoded = part.get_payload(decode=True)
     except Exception:
-        problems.add(f"Inhalt nicht dekodierbar ({where})")
+        problems.add(N_("Inhalt nicht dekodierbar (%(where)s)") % {"where": where})
         decoded = None
     # Decoding gives bytes, or None for a multipart (then the raw payload is used, as below).
     if isinstance(decoded, bytes):

@@ -15,6 +15,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from io import BytesIO
 
+from kimportal.texts import N_, StoredText
 from mailbox.parsing import parts
 from mailbox.parsing.charsets import decode_text, normalize_newlines
 from mailbox.parsing.headers import decode_header_value
@@ -68,7 +69,7 @@ def _spill_token(payload: object) -> str:
     return payload.strip() if isinstance(payload, str) and len(payload) < 200 else ""
 
 
-def _take_spilled(part: Message, ctype: str, payload: object, where: str, state: Walk) -> bool:
+def _take_spilled(part: Message, ctype: str, payload: object, where: StoredText, state: Walk) -> bool:
     """A part whose payload went to disk: listed as an attachment (a huge text body too, with a note)."""
     spilled = state.spills.get(_spill_token(payload))
     if spilled is None:
@@ -81,9 +82,8 @@ def _take_spilled(part: Message, ctype: str, payload: object, where: str, state:
         ctype = "message/rfc822"
     elif ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
         megabytes = spilled.size / 1_000_000
-        state.problems.add(
-            f"Der Nachrichtentext ist sehr groß ({megabytes:.0f} MB) und liegt als Anhang vor ({where})", severe=False
-        )
+        text = N_("Der Nachrichtentext ist sehr groß (%(megabytes)s MB) und liegt als Anhang vor (%(where)s)")
+        state.problems.add(text % {"megabytes": f"{megabytes:.0f}", "where": where}, severe=False)
     state.attachments.append((filename, ctype, spilled, parts.content_id(part), disposition))
     return True
 
@@ -95,11 +95,12 @@ def walk(root: Message, state: Walk) -> None:
     while stack:
         part, in_alternative = stack.pop()
         counter += 1
-        where = "Nachricht" if part is root else f"Teil {counter}"
+        where = N_("Nachricht") if part is root else N_("Teil %(number)s") % {"number": counter}
         try:
             _handle_part(part, in_alternative, where, state, stack)
         except Exception as exc:  # one bad part must not lose the others
-            state.problems.add(f"Teil konnte nicht gelesen werden ({where}: {type(exc).__name__})")
+            text = N_("Teil konnte nicht gelesen werden (%(where)s: %(error)s)")
+            state.problems.add(text % {"where": where, "error": type(exc).__name__})
             with contextlib.suppress(Exception):
                 raw = part.get_payload()
                 if isinstance(raw, str):
@@ -111,13 +112,14 @@ def walk(root: Message, state: Walk) -> None:
 def _handle_part(
     part: Message,
     in_alternative: bool,
-    where: str,
+    where: StoredText,
     state: Walk,
     stack: list[tuple[Message, bool]],
 ) -> None:
     for name, value in part.raw_items():
         if len(value) > VALUE_LIMIT and name.lower() in _MIME_HEADERS:
-            state.problems.add(f"Kopfzeile „{name}“ zu lang ({len(value)} Zeichen); nur ihr Anfang gelesen ({where})")
+            text = N_("Kopfzeile „%(name)s“ zu lang (%(length)s Zeichen); nur ihr Anfang gelesen (%(where)s)")
+            state.problems.add(text % {"name": name, "length": len(value), "where": where})
     ctype = parts.content_type(part)
     maintype = ctype.split("/", 1)[0]
     payload = part.get_payload()

@@ -17,6 +17,7 @@ from django.db import DataError, IntegrityError, connections, router, transactio
 from django.db.models import Model
 from django.utils import timezone
 
+from kimportal.texts import N_
 from mailbox import events
 from mailbox.models import Attachment, Mailbox, Message
 from mailbox.parsing import ParsedMessage, SpilledPayload, parse_message, parse_message_file
@@ -164,7 +165,9 @@ def _store_one(mailbox: Mailbox, staged: StagedMessage) -> tuple[Message, bool]:
                 size=staged.size,
                 subject="",
                 is_malformed=True,
-                parse_problems=["Die Nachricht konnte nicht zerlegt gespeichert werden; nur der Rohtext liegt vor."],
+                parse_problems=[
+                    N_("Die Nachricht konnte nicht zerlegt gespeichert werden; nur der Rohtext liegt vor.").stored
+                ],
                 received_at=timezone.now(),
             )
             return message, True
@@ -202,7 +205,7 @@ def _message_row(mailbox: Mailbox, staged: StagedMessage) -> Message:
         html_body=c(parsed.html_body),
         is_malformed=parsed.is_malformed,
         attachment_count=min(sum(1 for a in parsed.attachments if not a.is_inline), 32767),
-        parse_problems=[c(v) for v in parsed.problems],
+        parse_problems=[_nul_free_stored(problem.stored) for problem in parsed.problems],
     )
 
 
@@ -225,6 +228,17 @@ def _attachment_rows(messages: list[Message], staged: list[StagedMessage]) -> It
 def _nul_free(value: str) -> str:
     # PostgreSQL text and jsonb cannot hold NUL; hostile mail contains it.
     return value.replace("\x00", "\ufffd")
+
+
+def _nul_free_stored(value: Any) -> Any:
+    """A stored text (kimportal.texts) whose parameters came from the mail (a header's name, a date): NUL-free."""
+    if isinstance(value, str):
+        return _nul_free(value)
+    if isinstance(value, list):
+        return [_nul_free_stored(item) for item in value]
+    if isinstance(value, dict):
+        return {_nul_free(str(key)): _nul_free_stored(item) for key, item in value.items()}
+    return value
 
 
 def rows_insert(rows: list[RowT]) -> list[RowT]:

@@ -31,8 +31,9 @@ import regex
 import requests
 import urllib3
 from django.utils.functional import Promise
-from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+
+from kimportal.texts import N_, Stored, StoredText, join, lazy_stored
 
 ACCOUNT_MANAGER_PATH = "/AccountMgmt/v2.4"
 ACCOUNT_LIMIT_PATH = "/AccountLimit/v1.1"
@@ -124,15 +125,23 @@ class AccountManagerError(Exception):
     """A failed Account Manager call. ``status``: the HTTP status (None when no answer came); ``code``: a short
     machine word ("http_404", "timeout", "unreachable", "tls", "bad_response", "too_large", "password_policy",
     "bad_policy", "invalid"); ``text``: for the user, German (gettext: in the language active when the error was
-    raised); ``detail``: the provider's own message and traceId, for the log."""
+    raised); ``stored``: the same kept untranslated (kimportal.texts), for a row read later in another language;
+    ``detail``: the provider's own message and traceId, for the log."""
 
-    def __init__(self, status: int | None, code: str, text: str | Promise, *, detail: str = "") -> None:
+    def __init__(self, status: int | None, code: str, text: str | Promise | StoredText, *, detail: str = "") -> None:
+        if isinstance(text, StoredText):
+            stored = text
+        elif isinstance(text, Promise):
+            stored = lazy_stored(text)
+        else:
+            stored = StoredText.of(text)  # a sentence written out already: kept as it is
         # Translated now (a lazy text becomes the active language's): the error is pickled and logged as text.
         text = str(text)
         super().__init__(text)
         self.status = status
         self.code = code
         self.text = text
+        self.stored: Stored = stored.stored
         self.detail = detail
 
     @property
@@ -142,16 +151,15 @@ class AccountManagerError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Survives pickling (Celery results): Exception would rebuild it from the text alone.
-        return (_rebuild_error, (self.status, self.code, self.text, self.detail))
+        return (_rebuild_error, (self.status, self.code, self.text, self.detail, self.stored))
 
 
 class PasswordPolicyError(AccountManagerError):
     """The new password does not match the provider's policy (checked before anything is sent)."""
 
     def __init__(self, display: str) -> None:
-        text = _("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters.")
-        if display:
-            text = f"{text} {display}"
+        # The provider's own description of its rules follows as it came.
+        text = join(N_("Das neue Passwort entspricht nicht den Passwortregeln des Anbieters."), StoredText.of(display))
         super().__init__(None, "password_policy", text)
         self.display = display
 
@@ -232,8 +240,13 @@ def _policy_compiles(pattern: str) -> bool | None:
     return verdict
 
 
-def _rebuild_error(status: int | None, code: str, text: str, detail: str) -> AccountManagerError:
-    return AccountManagerError(status, code, text, detail=detail)
+def _rebuild_error(
+    status: int | None, code: str, text: str, detail: str, stored: Stored | None = None
+) -> AccountManagerError:
+    error = AccountManagerError(status, code, text, detail=detail)
+    if stored is not None:
+        error.stored = stored
+    return error
 
 
 @dataclass(frozen=True)
@@ -338,7 +351,7 @@ class OutOfOffice:
             raise AccountManagerError(
                 None,
                 "invalid",
-                _("Der Text der Abwesenheitsnotiz ist zu lang (höchstens %(max)s Zeichen).")
+                N_("Der Text der Abwesenheitsnotiz ist zu lang (höchstens %(max)s Zeichen).")
                 % {"max": OUT_OF_OFFICE_MAX_CHARS},
             )
         for value in (self.start, self.end):
@@ -347,10 +360,10 @@ class OutOfOffice:
         if self.active:
             if self.start is None or self.end is None or not self.message.strip():
                 raise AccountManagerError(
-                    None, "invalid", _("Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig.")
+                    None, "invalid", N_("Für eine aktive Abwesenheitsnotiz sind Beginn, Ende und Text nötig.")
                 )
         if self.start is not None and self.end is not None and self.end <= self.start:
-            raise AccountManagerError(None, "invalid", _("Das Ende der Abwesenheit muss nach ihrem Beginn liegen."))
+            raise AccountManagerError(None, "invalid", N_("Das Ende der Abwesenheit muss nach ihrem Beginn liegen."))
 
 
 TokenProvider = Callable[[], str]
@@ -595,7 +608,7 @@ class AccountManagerClient:
     def _check_kim_version(kim_version: str) -> None:
         if kim_version not in KIM_VERSIONS:
             raise AccountManagerError(
-                None, "invalid", _("Unbekannte KIM-Version „%(version)s“.") % {"version": kim_version}
+                None, "invalid", N_("Unbekannte KIM-Version „%(version)s“.") % {"version": kim_version}
             )
 
     @staticmethod
@@ -604,7 +617,7 @@ class AccountManagerClient:
             raise AccountManagerError(
                 None,
                 "invalid",
-                _("Die Speicherdauer muss zwischen %(min)s und %(max)s Tagen liegen.")
+                N_("Die Speicherdauer muss zwischen %(min)s und %(max)s Tagen liegen.")
                 % {"min": DATA_TIME_TO_LIVE_MIN, "max": DATA_TIME_TO_LIVE_MAX},
             )
 
@@ -702,9 +715,9 @@ class AccountManagerClient:
     @staticmethod
     def _error(operation: str, response: requests.Response) -> AccountManagerError:
         status = response.status_code
-        text: str | Promise | None = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
+        text: Promise | StoredText | None = _OP_TEXTS.get((operation, status)) or STATUS_TEXTS.get(status)
         if text is None:
-            text = _("Der Account Manager hat die Anfrage abgelehnt (HTTP %(status)s).") % {"status": status}
+            text = N_("Der Account Manager hat die Anfrage abgelehnt (HTTP %(status)s).") % {"status": status}
         detail = ""
         try:
             body = response.json()

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from kimportal.texts import render
 from mailbox import crypto
 from mailbox.models import KimAccount, Mailbox
 
@@ -41,7 +42,9 @@ class PasswordChange(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     requested_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.TextField(blank=True)
+    # Why it was refused or is uncertain, kept untranslated (kimportal.texts; a row from before keeps its German
+    # sentence): settled by a worker or a colleague's visit, read later in the reader's language as outcome_text.
+    outcome = models.JSONField(default=str, blank=True)
 
     class Meta:
         verbose_name = _("Passwortänderung")
@@ -62,6 +65,10 @@ class PasswordChange(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN
+
+    @property
+    def outcome_text(self) -> str:
+        return render(self.outcome)
 
     def new_password(self) -> str:
         return crypto.decrypt(self.new_password_encrypted) if self.new_password_encrypted else ""

@@ -31,11 +31,12 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from django.conf import settings
-from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from kimportal.texts import N_
 from konnektor import CallContext, KonnektorClient, KonnektorError, telematik_id_of
 from operations.clients.accountmanager import AccountManagerClient, AccountManagerConfig, AccountManagerError
+from signing.texts import konnektor_stored
 
 if TYPE_CHECKING:
     from mailbox.models import KimAccount
@@ -186,7 +187,9 @@ class SmcbTokenProvider:
             raise AccountManagerError(
                 None,
                 "konnektor",
-                _("Authentisierung mit der SMC-B fehlgeschlagen: %(reason)s") % {"reason": exc.text},
+                # The Konnektor's reason kept translatable where the portal has its own text for its code.
+                N_("Authentisierung mit der SMC-B fehlgeschlagen: %(reason)s")
+                % {"reason": konnektor_stored(exc.code, exc.text)},
                 detail=repr(exc),
             ) from exc
 

@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
 from kimportal.errors import NotAllowed, PortalError
+from kimportal.texts import N_, Stored
 from mailbox import crypto
 from mailbox.clients.pop3 import Pop3Refused, pop3_login_check
 from mailbox.clients.smtp import smtp_login_check
@@ -357,6 +358,11 @@ def password_change_open(*, account: KimAccount) -> PasswordChange | None:
     return PasswordChange.objects.filter(account=account, state__in=PasswordChange.OPEN).first()
 
 
+def password_change_last(*, account: KimAccount) -> PasswordChange | None:
+    """The account's latest password change, open or settled (the KIM page says how it ended and why)."""
+    return PasswordChange.objects.filter(account=account).order_by("-requested_at", "-pk").first()
+
+
 def password_change(*, user: Any, mailbox: Mailbox, new_password: str) -> PasswordChange:
     """Change the KIM account's password at the provider and in the portal's stored copy together.
 
@@ -395,11 +401,11 @@ def password_change(*, user: Any, mailbox: Mailbox, new_password: str) -> Passwo
             client.change_password(new_password)
     except AccountManagerError as exc:
         if exc.code in _NOT_SENT or (exc.status is not None and 400 <= exc.status < 500):
-            _password_change_close(change, PasswordChange.State.REJECTED, exc.text, user=user, mailbox=mailbox)
+            _password_change_close(change, PasswordChange.State.REJECTED, exc.stored, user=user, mailbox=mailbox)
             raise _refused(exc) from exc
         # Timeout, 5xx, a connection lost: the provider may have changed it. The CM knows which one is valid.
         log.warning("password change %s uncertain: %s (%s)", change.pk, exc.code, exc.detail)
-        PasswordChange.objects.filter(pk=change.pk).update(state=PasswordChange.State.UNCERTAIN, outcome=exc.text)
+        PasswordChange.objects.filter(pk=change.pk).update(state=PasswordChange.State.UNCERTAIN, outcome=exc.stored)
         change.refresh_from_db()
         change = password_change_settle(change=change, user=user)
         if change.state == PasswordChange.State.REJECTED:
@@ -434,7 +440,7 @@ def _password_store(change: PasswordChange, *, user: Any, mailbox: Mailbox, via:
 
 
 def _password_change_close(
-    change: PasswordChange, state: str, outcome: str, *, user: Any, mailbox: Mailbox, via: str = "account_manager"
+    change: PasswordChange, state: str, outcome: Stored, *, user: Any, mailbox: Mailbox, via: str = "account_manager"
 ) -> None:
     with transaction.atomic():
         PasswordChange.objects.filter(pk=change.pk).update(
@@ -459,7 +465,7 @@ def _password_change_undo(change: PasswordChange, *, user: Any, mailbox: Mailbox
             client.change_password(old, policy=ServiceInformation())  # the old one was accepted once already
     except AccountManagerError as exc:
         log.warning("password change %s: undo failed (%s); left to the login test", change.pk, exc.code)
-        _mark_uncertain(change, _("Gespeichert werden konnte das neue Passwort nicht; die Klärung folgt."))
+        _mark_uncertain(change, N_("Gespeichert werden konnte das neue Passwort nicht; die Klärung folgt.").stored)
         raise KimAdminError(
             _(
                 "Der Anbieter hat das neue Passwort übernommen, das Portal konnte es aber nicht speichern. "
@@ -471,7 +477,7 @@ def _password_change_undo(change: PasswordChange, *, user: Any, mailbox: Mailbox
         _password_change_close(
             change,
             PasswordChange.State.REJECTED,
-            _("Beim Anbieter zurückgesetzt, weil das Portal das neue Passwort nicht speichern konnte."),
+            N_("Beim Anbieter zurückgesetzt, weil das Portal das neue Passwort nicht speichern konnte.").stored,
             user=user,
             mailbox=mailbox,
             via="undo",
@@ -487,7 +493,7 @@ def _password_change_undo(change: PasswordChange, *, user: Any, mailbox: Mailbox
     )
 
 
-def _mark_uncertain(change: PasswordChange, outcome: str) -> None:
+def _mark_uncertain(change: PasswordChange, outcome: Stored) -> None:
     try:
         PasswordChange.objects.filter(pk=change.pk).update(state=PasswordChange.State.UNCERTAIN, outcome=outcome)
     except DatabaseError:
@@ -507,13 +513,15 @@ def password_change_settle(*, change: PasswordChange, user: Any = None) -> Passw
         _password_change_close(
             change,
             PasswordChange.State.REJECTED,
-            _("Der Anbieter hat die Änderung nicht übernommen (Anmeldetest mit dem bisherigen Passwort)."),
+            N_("Der Anbieter hat die Änderung nicht übernommen (Anmeldetest mit dem bisherigen Passwort).").stored,
             user=user,
             mailbox=mailbox,
             via="login_test",
         )
     else:
-        _mark_uncertain(change, _("Weder das neue noch das bisherige Passwort ließ sich am Clientmodul prüfen."))
+        _mark_uncertain(
+            change, N_("Weder das neue noch das bisherige Passwort ließ sich am Clientmodul prüfen.").stored
+        )
     change.refresh_from_db()
     return change
 

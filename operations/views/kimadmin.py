@@ -76,6 +76,7 @@ def _account_page(
             "overview": overview,
             "ttl_form": ttl_form,
             "open_change": kimadmin.password_change_open(account=mailbox.account),
+            "last_change": kimadmin.password_change_last(account=mailbox.account),
             "now": timezone.now(),
             "used_bytes": used,
             "used_percent": round(100 * limits.used_fraction) if limits and limits.used_fraction is not None else None,

@@ -148,8 +148,15 @@ class KisTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(KisCallback)
 class KisCallbackAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["pk", "client", "link", "state", "attempts", "next_attempt_at", "last_error"]
+    list_display = ["pk", "client", "link", "state", "attempts", "next_attempt_at", "last_error_shown"]
     list_filter = ["state", "client"]
+    # The stored text (msgid and parameters) is shown translated, not as its JSON.
+    exclude = ["last_error"]
+    readonly_fields = ["last_error_shown"]
+
+    @admin.display(description=_("letzter Fehler"))
+    def last_error_shown(self, callback: KisCallback) -> str:
+        return callback.last_error_text
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from kimportal.texts import N_, StoredText
 from mailbox.crypto import CredentialDecryptionError, decrypt
 from signing.api.services import FINAL_STATES
 from signing.models import KisCallback, KisDraft
@@ -132,7 +133,8 @@ def signature_header(secret: str, body: bytes, timestamp: int) -> str:
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
-    error: str = ""
+    # Kept untranslated (kimportal.texts): the connection's page shows it in the reader's language.
+    error: StoredText = field(default_factory=lambda: StoredText([]))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -200,7 +202,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
     """One POST (I/O only): any 2xx is delivered, everything else is a failure with a short reason. The whole
     delivery ends within the timeout (not only each read); an answer that is no HTTP is a failure too."""
     if not url.lower().startswith(("https://", "http://")):
-        return Outcome(False, "not an http(s) URL")
+        return Outcome(False, N_("Keine http(s)-Adresse."))
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310  # scheme checked
     deadline = _Deadline(timeout_seconds())
     opener = urllib.request.build_opener(_NoRedirect(), _BoundedHTTP(deadline), _BoundedHTTPS(deadline))
@@ -208,14 +210,20 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         with opener.open(request, timeout=timeout_seconds()) as response:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
-        return Outcome(False, f"HTTP {exc.code}")
+        return Outcome(False, _http_status(exc.code))
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         if time.monotonic() >= deadline.at:
-            return Outcome(False, "timed out")
-        return Outcome(False, str(getattr(exc, "reason", exc))[:400] or type(exc).__name__)
+            return Outcome(False, N_("Keine vollständige Antwort innerhalb der Zeitgrenze."))
+        # The system's own words (a refused connection, a name not found) are kept as they came.
+        reason = str(getattr(exc, "reason", exc))[:400] or type(exc).__name__
+        return Outcome(False, N_("Nicht zugestellt: %(reason)s") % {"reason": reason})
     if 200 <= status < 300:
         return Outcome(True)
-    return Outcome(False, f"HTTP {status}")
+    return Outcome(False, _http_status(status))
+
+
+def _http_status(status: int) -> StoredText:
+    return N_("Antwort mit HTTP-Status %(status)s.") % {"status": status}
 
 
 def callback_deliver(callback_id: int) -> str:
@@ -237,7 +245,7 @@ def callback_deliver(callback_id: int) -> str:
     client = callback.client
     outcome: Outcome
     if not client.callback_url or not client.is_active:
-        outcome = Outcome(False, "no callback URL")
+        outcome = Outcome(False, N_("Keine Rückruf-URL oder die Verbindung ist abgeschaltet."))
         attempts_left = False
     else:
         try:
@@ -245,7 +253,7 @@ def callback_deliver(callback_id: int) -> str:
         except CredentialDecryptionError:
             secret = ""
         if not secret:
-            outcome, attempts_left = Outcome(False, "no callback secret"), False
+            outcome, attempts_left = Outcome(False, N_("Kein Rückruf-Geheimnis gespeichert.")), False
         else:
             body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
             headers = {
@@ -265,10 +273,10 @@ def callback_deliver(callback_id: int) -> str:
         return KisCallback.State.DELIVERED
     if attempts_left:
         KisCallback.objects.filter(pk=callback.pk).update(
-            next_attempt_at=done + backoff(callback.attempts), last_error=outcome.error[:500]
+            next_attempt_at=done + backoff(callback.attempts), last_error=outcome.error.stored
         )
         logger.info("KIS callback %s failed (%s), attempt %s", callback.pk, outcome.error, callback.attempts)
         return KisCallback.State.PENDING
-    KisCallback.objects.filter(pk=callback.pk).update(state=KisCallback.State.FAILED, last_error=outcome.error[:500])
+    KisCallback.objects.filter(pk=callback.pk).update(state=KisCallback.State.FAILED, last_error=outcome.error.stored)
     logger.warning("KIS callback %s given up after %s attempts: %s", callback.pk, callback.attempts, outcome.error)
     return KisCallback.State.FAILED

@@ -156,6 +156,13 @@ def test_a_too_long_text_is_refused_in_german_and_the_page_stays_accessible(kim_
 
 
 def test_the_kim_pages_are_accessible_and_fit_a_phone_and_a_tablet(kim_stack: KimStack, page: Page) -> None:
+    from operations.models import PasswordChange
+
+    # The account page's last change with its longest reason: it must fit too.
+    reason = "Beim Anbieter zurückgesetzt, weil das Portal das neue Passwort nicht speichern konnte."
+    PasswordChange.objects.create(
+        account=kim_stack.account, state=PasswordChange.State.REJECTED, outcome={"msgid": reason, "params": {}}
+    )
     _login(page, kim_stack)
     pk = kim_stack.account.mailbox_id
     paths = [
@@ -173,6 +180,8 @@ def test_the_kim_pages_are_accessible_and_fit_a_phone_and_a_tablet(kim_stack: Ki
         for path in paths:
             page.goto(kim_stack.portal.url + path)
             expect(page.get_by_role("heading", level=1)).to_be_visible()
+            if path == f"/betrieb/kim/{pk}/":
+                expect(page.locator("#kim-last-password-change")).to_contain_text(reason)
             assert_accessible(page, f"{path} at {viewport['width']} px")
             try:
                 assert_no_horizontal_scroll(page)

@@ -32,5 +32,6 @@ def assert_well_formed_result(result: ParsedMessage) -> None:
         assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in attachment.filename)
         assert attachment.content_type == attachment.content_type.lower() and "/" in attachment.content_type
         assert isinstance(attachment.payload, bytes)
-    if result.problems and any("Leere" in p or "Formfehler" in p or "Begrenzung" in p for p in result.problems):
+    texts = result.problem_texts
+    if texts and any("Leere" in p or "Formfehler" in p or "Begrenzung" in p for p in texts):
         assert result.is_malformed

@@ -137,7 +137,7 @@ def test_a_huge_text_body_is_offered_as_an_attachment_with_a_note():
     assert parsed.text_body == ""
     [attachment] = parsed.attachments
     assert attachment.content_type == "text/plain" and attachment.size == 7 * 400_000
-    assert any("sehr groß" in p for p in parsed.problems)
+    assert any("sehr groß" in p for p in parsed.problem_texts)
 
 
 def test_an_irregular_huge_mail_keeps_its_headers():
@@ -149,4 +149,4 @@ def test_an_irregular_huge_mail_keeps_its_headers():
     parsed = parse_message_file(io.BytesIO(raw), spill=_MemorySink)
     assert parsed.subject == "Kaputt" and parsed.from_address == "a@b.de"
     assert parsed.is_malformed
-    assert any("nur die Kopfzeilen" in p for p in parsed.problems)
+    assert any("nur die Kopfzeilen" in p for p in parsed.problem_texts)

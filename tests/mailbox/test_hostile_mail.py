@@ -45,7 +45,7 @@ def test_html_nested_too_deep_for_the_sanitizer_is_shown_as_text_with_a_note(cm,
     assert message.html_body == ""
     assert message.text_body == "Befund folgt & Termin"
     assert message.is_malformed
-    assert any("zu tief verschachtelt" in p for p in message.parse_problems)
+    assert any("zu tief verschachtelt" in p for p in message.parse_problem_texts)
     assert blob_get(message.raw_sha256) == raw
     client.force_login(member)
     page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
@@ -62,7 +62,7 @@ def test_sloppy_html_with_unclosed_paragraphs_is_not_too_deep(cm, account):
     message = received(cm, account, raw)
 
     assert "Ende" in message.html_body
-    assert not any("zu tief verschachtelt" in p for p in message.parse_problems)
+    assert not any("zu tief verschachtelt" in p for p in message.parse_problem_texts)
 
 
 def test_a_bidi_override_in_a_header_cannot_reverse_what_follows_it(cm, account, member, client):
@@ -143,7 +143,7 @@ def test_an_overlong_sender_address_keeps_its_domain_and_is_flagged(cm, account,
     assert message.from_address.endswith('"@evil.de')
     assert len(message.from_address) == 320
     assert message.is_malformed
-    assert "Absenderadresse mit 437 Zeichen zu lang; nur ihr Ende wird angezeigt" in message.parse_problems
+    assert "Absenderadresse mit 437 Zeichen zu lang; nur ihr Ende wird angezeigt" in message.parse_problem_texts
     client.force_login(member)
     page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
     assert "&quot;@evil.de&gt;" in page
@@ -179,8 +179,8 @@ def test_an_overlong_mime_header_is_read_only_at_its_start_and_flagged(cm, accou
     assert message.is_malformed
     length = len(f"application/pdf; name={padding}")
     note = f"Kopfzeile „Content-Type“ zu lang ({length} Zeichen); nur ihr Anfang gelesen (Teil 3)"
-    assert note in message.parse_problems
-    assert not any("Teil 4" in p for p in message.parse_problems), "a long RFC 2231 name is read whole"
+    assert note in message.parse_problem_texts
+    assert not any("Teil 4" in p for p in message.parse_problem_texts), "a long RFC 2231 name is read whole"
     assert blob_get(message.raw_sha256) == raw
 
 
@@ -198,7 +198,7 @@ def test_binary_garbage_is_stored_whole_flagged_and_explained(cm, account, membe
 
     assert blob_get(message.raw_sha256) == garbage
     assert message.is_malformed
-    assert "Keine Kopfzeilen gefunden" in message.parse_problems
+    assert "Keine Kopfzeilen gefunden" in message.parse_problem_texts
     client.force_login(member)
     page = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
     assert "Diese Nachricht ist fehlerhaft aufgebaut." in page

@@ -63,7 +63,7 @@ def test_corpus_names_the_required_cases() -> None:
 def test_boundary_declared_but_never_used_is_flagged_and_text_kept() -> None:
     result = parse_message(corpus.make_broken_boundary_unused())
     assert result.is_malformed
-    assert any("Begrenzung (boundary)" in p for p in result.problems)
+    assert any("Begrenzung (boundary)" in p for p in result.problem_texts)
     # Nothing is hidden: the unstructured content is shown as text.
     assert "Dieser Text steht ohne MIME-Struktur im Inhalt." in result.text_body
     assert result.subject == "Grenze nie benutzt"
@@ -73,7 +73,7 @@ def test_boundary_declared_but_never_used_is_flagged_and_text_kept() -> None:
 def test_boundary_never_closed_is_flagged_but_parts_survive() -> None:
     result = parse_message(corpus.make_broken_boundary_unclosed())
     assert result.is_malformed
-    assert any("abschließende Begrenzung" in p for p in result.problems)
+    assert any("abschließende Begrenzung" in p for p in result.problem_texts)
     assert result.text_body == "Erster Teil, danach bricht die Nachricht ab."
     assert [(a.filename, a.content_type) for a in result.attachments] == [("abgeschnitten.pdf", "application/pdf")]
     assert result.attachments[0].payload == b"%PDF-1.4\n"
@@ -82,7 +82,7 @@ def test_boundary_never_closed_is_flagged_but_parts_survive() -> None:
 def test_multipart_without_boundary_parameter_is_flagged() -> None:
     result = parse_message(corpus.make_missing_boundary_parameter())
     assert result.is_malformed
-    assert "Mehrteilige Nachricht ohne Begrenzung (boundary) (Nachricht)" in result.problems
+    assert "Mehrteilige Nachricht ohne Begrenzung (boundary) (Nachricht)" in result.problem_texts
     assert "Text ohne gueltige Struktur." in result.text_body
 
 
@@ -97,7 +97,8 @@ def test_absurd_nesting_degrades_instead_of_raising() -> None:
     result = parse_message(corpus.make_deep_nesting(2000))
     assert_well_formed_result(result)
     assert result.is_malformed
-    assert result.problems == ["Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"]
+    unparsed = "Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"
+    assert result.problem_texts == [unparsed]
     assert "ganz innen" in result.text_body
     # ... but the top-level header block still names sender and subject, so it can be found and triaged.
     assert result.subject == "Tief verschachtelt"
@@ -123,7 +124,7 @@ def test_undeclared_8bit_headers_are_decoded(build) -> None:
     assert result.subject == "Überweisung Größe"
     assert result.from_name == "Jürgen Groß"
     assert result.from_address == corpus.SENDER
-    assert "Kopfzeile „Subject“ enthält nicht deklarierte 8-Bit-Zeichen" in result.problems
+    assert "Kopfzeile „Subject“ enthält nicht deklarierte 8-Bit-Zeichen" in result.problem_texts
     # Decoded correctly, so the message is not "fehlerhaft".
     assert not result.is_malformed
 
@@ -139,7 +140,7 @@ def test_unknown_charset_falls_back_with_problem() -> None:
     result = parse_message(corpus.make_unknown_charset())
     assert result.text_body == "Größe\n"
     assert result.is_malformed
-    assert any("x-klingon-9" in p for p in result.problems)
+    assert any("x-klingon-9" in p for p in result.problem_texts)
 
 
 def test_rfc2047_subject_is_decoded_across_words_and_charsets() -> None:
@@ -151,7 +152,7 @@ def test_missing_date_and_message_id_are_fine() -> None:
     result = parse_message(corpus.make_missing_date_and_message_id())
     assert result.date is None
     assert result.message_id == ""
-    assert result.problems == []
+    assert result.problem_texts == []
     assert not result.is_malformed
     assert result.text_body == "Kein Date, keine Message-ID.\n"
 
@@ -159,7 +160,7 @@ def test_missing_date_and_message_id_are_fine() -> None:
 def test_invalid_date_gives_none_with_note() -> None:
     result = parse_message(corpus.make_invalid_date())
     assert result.date is None
-    assert any("Datum nicht lesbar" in p for p in result.problems)
+    assert any("Datum nicht lesbar" in p for p in result.problem_texts)
     assert not result.is_malformed
 
 
@@ -168,7 +169,7 @@ def test_a_date_the_database_cannot_hold_gives_none_with_note(value: str) -> Non
     # The first is year 10000 in UTC (astimezone overflows), the second merely out of range.
     result = parse_message(f"Date: {value}\r\nSubject: x\r\n\r\nbody\r\n".encode())
     assert result.date is None
-    assert any("Datum außerhalb des gültigen Bereichs" in p for p in result.problems)
+    assert any("Datum außerhalb des gültigen Bereichs" in p for p in result.problem_texts)
     assert result.subject == "x"
 
 

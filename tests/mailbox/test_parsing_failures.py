@@ -24,7 +24,7 @@ from tests.mailbox.parsing_support import SAMPLES_DIR, assert_well_formed_result
 def test_random_garbage_does_not_raise() -> None:
     result = parse_message(corpus.make_garbage_random())
     assert result.is_malformed
-    assert result.problems
+    assert result.problem_texts
     assert result.text_body  # shown as best-effort text, not dropped
     assert "\x00" not in result.text_body
 
@@ -32,7 +32,7 @@ def test_random_garbage_does_not_raise() -> None:
 def test_empty_input() -> None:
     result = parse_message(corpus.make_empty())
     assert result.is_malformed
-    assert result.problems == ["Leere Nachricht"]
+    assert result.problem_texts == ["Leere Nachricht"]
     assert result.text_body == "" and result.attachments == []
     assert result.subject == "" and result.from_address == "" and result.to == []
 
@@ -51,7 +51,7 @@ def test_total_failure_returns_raw_text(monkeypatch: pytest.MonkeyPatch) -> None
     result = parse_message("Subject: x\r\n\r\nGrüße\r\n".encode())
     assert result.is_malformed
     assert result.text_body == "Subject: x\n\nGrüße\n"
-    assert result.problems and "RuntimeError" in result.problems[0]
+    assert result.problem_texts and "RuntimeError" in result.problem_texts[0]
     assert result.subject == "x"
 
 
@@ -96,9 +96,9 @@ def test_failed_parse_reads_the_top_level_headers_like_the_full_parse(build, mon
         name: getattr(full, name) for name in HEADER_FIELDS
     }
     header_notes = [
-        p for p in full.problems if p.startswith(("Kopfzeile ", "Keine Kopfzeilen", "Datum ", "Kein lesbarer"))
+        p for p in full.problem_texts if p.startswith(("Kopfzeile ", "Keine Kopfzeilen", "Datum ", "Kein lesbarer"))
     ]
-    assert set(header_notes) <= set(degraded.problems)
+    assert set(header_notes) <= set(degraded.problem_texts)
 
 
 @pytest.mark.django_db
@@ -125,7 +125,8 @@ def test_failed_parse_with_broken_header_reading_still_keeps_the_raw_text(monkey
     result = parse_message(b"Subject: x\r\n\r\nbody\r\n")
     assert result.subject == "" and result.from_address == ""
     assert result.text_body == "Subject: x\n\nbody\n"
-    assert result.problems == ["Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"]
+    unparsed = "Nachricht konnte nicht verarbeitet werden (RecursionError); Rohtext wird angezeigt"
+    assert result.problem_texts == [unparsed]
 
 
 def test_policy_default_header_errors_fall_back_per_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +153,7 @@ def test_parser_failure_falls_back_to_compat32(monkeypatch: pytest.MonkeyPatch) 
     # The feed parser itself calls get_content_type(), so parsing with policy.default fails.
     monkeypatch.setattr(email.message.EmailMessage, "get_content_type", broken, raising=False)
     result = parse_message(corpus.make_integrity_failure_notice())
-    assert any("eingeschränkt lesbar" in p for p in result.problems)
+    assert any("eingeschränkt lesbar" in p for p in result.problem_texts)
     assert result.integrity_results == ["08"]
     assert [a.content_type for a in result.attachments] == ["message/rfc822"]
     assert result.attachments[0].filename == f"{corpus.ORIGINAL_SUBJECT}.eml"
@@ -205,7 +206,7 @@ def test_sample_integrity_check_failed() -> None:
     assert result.from_address == "test.sender@gematik.kim.telematik-test"
     # The sample's folded To: lost its indentation; it is repaired, not turned into body text.
     assert result.to == ["test.recipient@gematik.kim.telematik-test", "header.manipulation@akquinet.kim.telematik-test"]
-    assert any("Einrückung" in p for p in result.problems)
+    assert any("Einrückung" in p for p in result.problem_texts)
     assert result.message_id == "<GWIIM4RF2IU4.DGM72EEHOQZJ1@laptop-praxis>"
     assert result.date == datetime(2022, 10, 6, 11, 27, 22, tzinfo=timezone(timedelta(hours=2)))
     assert result.text_body.startswith("Beim Empfang dieser KIM-Nachricht wurde eine Sicherheitsverletzung erkannt.")
@@ -241,7 +242,7 @@ def test_sample_received_client_mail() -> None:
     assert (pdf.filename, pdf.content_type, pdf.is_inline) == ("datei.pdf", "application/pdf", False)
     assert pdf.payload.startswith(b"%PDF-1.4")
     # The sample's base64 is a placeholder text; that is a real defect and is reported.
-    assert any("Base64" in p for p in result.problems)
+    assert any("Base64" in p for p in result.problem_texts)
     # The folded Received: block at the top does not swallow the fields after it.
     assert result.message_id == "<c37a9fe5-a4b2-222d-35ba-6358fa26e48b@gematik.kim.telematik-test>"
     assert result.date == datetime(2022, 9, 9, 15, 47, tzinfo=timezone(timedelta(hours=2)))
@@ -258,7 +259,7 @@ def test_sample_forward_as_rfc822() -> None:
     embedded = parse_eml(forwarded.payload)
     assert embedded["Message-ID"] == "<originale-message-id@kim.local>"
     assert embedded.get_content().strip() == "[Inhalt der Originalnachricht]"
-    assert result.problems == [] and not result.is_malformed
+    assert result.problem_texts == [] and not result.is_malformed
 
 
 def test_sample_outgoing_client_mail() -> None:

@@ -174,7 +174,7 @@ def test_hospital_letter_used_by_the_bench_is_an_ordinary_mail() -> None:
         "application/pdf",
         corpus.HOSPITAL_LETTER_PDF_SIZE + len(b"%PDF-1.4\n\n%%EOF\n"),
     )
-    assert result.problems == [] and not result.is_malformed
+    assert result.problem_texts == [] and not result.is_malformed
 
 
 def test_small_size_large_attachment_builder() -> None:

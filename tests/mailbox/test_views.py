@@ -302,7 +302,7 @@ def test_a_mail_dated_beyond_year_9999_does_not_break_the_inbox(client, member, 
 
     msg = message_ingest(mailbox=mailbox, uidl="far-future", raw=make_extreme_dates())
     assert msg.date is None
-    assert any("Datum" in p for p in msg.parse_problems)
+    assert any("Datum" in p for p in msg.parse_problem_texts)
     client.force_login(member)
     response = client.get(reverse("mailbox:inbox"))
     assert response.status_code == 200

@@ -110,7 +110,7 @@ def test_provider_down_or_failing_before_the_change_is_settled_by_a_login_test(k
     page = response.content.decode()
     assert "Interner Fehler beim Account Manager" in page and "es gilt weiter das bisherige Passwort" in page
     _assert_unchanged(kim)
-    assert PasswordChange.objects.get().outcome.startswith("Der Anbieter hat die Änderung nicht übernommen")
+    assert PasswordChange.objects.get().outcome_text.startswith("Der Anbieter hat die Änderung nicht übernommen")
     # The provider down altogether.
     kim.am.am.stop()
     response = _post(kim)

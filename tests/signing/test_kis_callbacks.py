@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import socket
 import threading
@@ -17,18 +18,25 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
-from django.utils import timezone
+from django.urls import reverse
+from django.utils import timezone, translation
 
 from signing.api import callbacks
 from signing.api.callbacks import SIGNATURE_HEADER, backoff, callback_deliver, callbacks_due, callbacks_sweep
 from signing.api.services import kis_client_create
 from signing.models import Draft, KisCallback, KisDraft
 from signing.tasks import kis_callbacks_due
-from tests.mailbox.factories import MailboxFactory
+from tests.mailbox.factories import MailboxFactory, UserFactory
 from tests.signing.kis import Api, submission
 
 pytestmark = pytest.mark.django_db
+
+HTTP_STATUS = "Antwort mit HTTP-Status %(status)s."
+HTTP_500 = {"msgid": HTTP_STATUS, "params": {"status": 500}}
 
 
 @dataclass
@@ -167,7 +175,7 @@ def test_a_failed_delivery_is_retried_with_backoff(api, receiver, settings):
     before = timezone.now()
     assert callback_deliver(callback_id) == KisCallback.State.PENDING
     callback = KisCallback.objects.get()
-    assert callback.attempts == 1 and callback.last_error == "HTTP 500"
+    assert callback.attempts == 1 and callback.last_error == HTTP_500
     assert callback.next_attempt_at >= before + timedelta(seconds=30)
     # Not due yet: neither the dispatcher nor a stray task posts it again.
     assert callbacks_due() == []
@@ -216,7 +224,7 @@ def test_a_redirect_is_not_followed(api, receiver):
     Draft.objects.update(state=Draft.State.SIGNING)
     [callback_id] = callbacks_sweep()
     assert callback_deliver(callback_id) == KisCallback.State.PENDING
-    assert KisCallback.objects.get().last_error == "HTTP 302"
+    assert KisCallback.objects.get().last_error == {"msgid": HTTP_STATUS, "params": {"status": 302}}
 
 
 def test_without_a_callback_url_nothing_is_sent(api, issued, receiver):
@@ -304,3 +312,93 @@ def test_an_answer_that_is_no_http_is_a_failed_attempt():
         outcome = callbacks.post(url, b"{}", {"Content-Type": "application/json"})
     assert not outcome.ok
     assert outcome.error
+
+
+# --- the last error in the reader's language (kept untranslated, kimportal.texts) --------------------------------
+
+
+def _callbacks_page(client, manager, connection_pk: int, *, language: str | None) -> str:
+    client.force_login(manager)
+    if language is None:
+        client.cookies.pop(settings.LANGUAGE_COOKIE_NAME, None)
+    else:
+        client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+    response = client.get(reverse("kis:client", args=[connection_pk]))
+    assert response.status_code == 200
+    return html.unescape(response.content.decode())
+
+
+def _failed_once(api, receiver, *, worker_language: str) -> KisCallback:
+    receiver.statuses = [500]
+    api.submit(submission("KIS-1"))
+    Draft.objects.update(state=Draft.State.SIGNING)
+    [callback_id] = callbacks_sweep()
+    # The worker runs in a language of its own: what it stores must not depend on that.
+    with translation.override(worker_language):
+        assert callback_deliver(callback_id) == KisCallback.State.PENDING
+    return KisCallback.objects.get(pk=callback_id)
+
+
+def test_the_last_error_is_shown_in_the_reader_language(api, issued, receiver, manager, client):
+    callback = _failed_once(api, receiver, worker_language="de")
+    assert callback.last_error == HTTP_500
+
+    english = _callbacks_page(client, manager, issued.client.pk, language="en")
+    assert "Answered with HTTP status 500." in english and "Antwort mit HTTP-Status" not in english
+    german = _callbacks_page(client, manager, issued.client.pk, language=None)
+    assert "Antwort mit HTTP-Status 500." in german and "Answered with" not in german
+
+
+def test_an_unreachable_endpoint_keeps_the_system_words_as_a_parameter(api, issued, manager, client, settings):
+    settings.KIMPORTAL_KIS_CALLBACK_TIMEOUT = 2.0
+    type(issued.client).objects.filter(pk=issued.client.pk).update(callback_url="http://127.0.0.1:9/nirgends")
+    api.submit(submission("KIS-1"))
+    Draft.objects.update(state=Draft.State.SIGNING)
+    [callback_id] = callbacks_sweep()
+    with translation.override("en"):
+        callback_deliver(callback_id)
+    stored = KisCallback.objects.get().last_error
+    assert stored["msgid"] == "Nicht zugestellt: %(reason)s" and "refused" in stored["params"]["reason"].lower()
+    english = _callbacks_page(client, manager, issued.client.pk, language="en")
+    assert f"Not delivered: {stored['params']['reason']}" in english
+
+
+def test_the_admin_shows_the_last_error_translated(api, receiver, client):
+    callback = _failed_once(api, receiver, worker_language="en")
+    client.force_login(UserFactory(username="admin", is_staff=True, is_superuser=True))
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    page = html.unescape(client.get(reverse("admin:signing_kiscallback_changelist")).content.decode())
+    assert "Answered with HTTP status 500." in page and "msgid" not in page
+    detail = client.get(reverse("admin:signing_kiscallback_change", args=[callback.pk]))
+    assert "Answered with HTTP status 500." in html.unescape(detail.content.decode())
+
+
+BEFORE = ("signing", "0012_received_reason_translated_when_shown")
+AFTER = ("signing", "0013_kis_callback_error_translated_when_shown")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_written_before_keep_their_sentence_and_the_way_back_writes_german(api, issued, manager, client):
+    api.submit(submission("KIS-1"))
+    link_pk = KisDraft.objects.get().pk
+    executor = MigrationExecutor(connection)
+    executor.migrate([BEFORE])
+    old = executor.loader.project_state([BEFORE]).apps.get_model("signing", "KisCallback")
+    legacy = old.objects.create(client_id=issued.client.pk, link_id=link_pk, payload={}, last_error="HTTP 503")
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert KisCallback.objects.get(pk=legacy.pk).last_error == "HTTP 503"
+    KisCallback.objects.create(client_id=issued.client.pk, link_id=link_pk, payload={}, last_error=HTTP_500)
+    for language in ("en", "de"):
+        assert "HTTP 503" in _callbacks_page(client, manager, issued.client.pk, language=language)
+
+    # Backwards: a stored text becomes the German sentence the code before wrote; a sentence stays as it was.
+    executor = MigrationExecutor(connection)
+    executor.migrate([BEFORE])
+    old = executor.loader.project_state([BEFORE]).apps.get_model("signing", "KisCallback")
+    assert sorted(old.objects.values_list("last_error", flat=True)) == ["Antwort mit HTTP-Status 500.", "HTTP 503"]
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
