@@ -1,4 +1,4 @@
-"""Received attachments in the browser: shown in a sandbox (Chromium's PDF viewer too), and a message with thousands
+"""Received attachments in the browser: shown in a sandbox (Chromium's PDF viewer too), and a message with hundreds
 of them listed page by page."""
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ import zlib
 import pytest
 from playwright.sync_api import Frame, Page, expect
 
+from mailbox.models import Attachment, Message
 from mailbox.services.ingest import message_ingest
+from tests.e2e.a11y import assert_accessible
+from tests.e2e.layout import PHONE, TABLET, assert_no_horizontal_scroll, screenshot
 from tests.e2e.pages import LoginPage
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +125,42 @@ def test_pdf_image_and_text_are_shown_in_a_sandbox(portal_web, page, browser_con
         "opaque"
     )
     shown.close()
+
+
+@pytest.mark.parametrize("viewport", [PHONE, TABLET], ids=["phone", "tablet"])
+def test_all_attachments_of_a_long_message_by_keyboard(portal_web, page, viewport):
+    user = UserFactory(username="station")
+    box = MailboxFactory(display_name="Station Kardiologie")
+    MembershipFactory(mailbox=box, user=user)
+    message = message_ingest(mailbox=box, uidl="viele", raw=MAIL_WITH_PDF)
+    Attachment.objects.bulk_create(
+        Attachment(message=message, position=i, filename=f"scan-{i:04d}-station-kardiologie-aufnahme.tif",
+                   content_type="image/tiff", size=1000, sha256="b" * 64)
+        for i in range(1, 450)
+    )  # fmt: skip
+    Message.objects.filter(pk=message.pk).update(attachment_count=450)
+    page.set_viewport_size(viewport)
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/nachricht/{message.pk}/")
+    attachments = page.locator("section.attachments")
+    expect(attachments.locator("li")).to_have_count(50)
+    more = attachments.get_by_role("link", name="Alle 450 Anhänge anzeigen")
+    more.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("450 Anhänge")
+    expect(page.locator(".attachments-page li")).to_have_count(200)
+    expect(page.locator("#attachments-range")).to_have_text("Anhänge 1–200 von 450")
+    assert_no_horizontal_scroll(page)
+    screenshot(page, f"attachments-{viewport['width']}")
+    assert_accessible(page, f"attachments page at {viewport['width']} px")
+
+    pages = page.get_by_role("navigation", name="Seiten der Anhänge")
+    pages.get_by_role("link", name="Nächste »").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#attachments-range")).to_have_text("Anhänge 201–400 von 450")
+    # Straight to a page by its number, from the keyboard.
+    page.get_by_label("Seite", exact=True).fill("3")
+    page.keyboard.press("Enter")
+    expect(page.locator("#attachments-range")).to_have_text("Anhänge 401–450 von 450")
+    expect(page.locator(".attachments-page li").last).to_contain_text("scan-0449-station-kardiologie-aufnahme.tif")
+    assert_no_horizontal_scroll(page)

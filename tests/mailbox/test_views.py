@@ -160,14 +160,18 @@ def test_the_detail_rows_attachments_are_those_the_orm_loads_in_order(member, me
         size=2**40,
         sha256="a" * 64,
         content_id="<bild@klinik>",
-        is_inline=True,
     )
     Attachment.objects.create(
         message=message, position=3, filename="b.txt", content_type="text/plain", size=0, sha256="b"
     )
+    # An image the HTML shows is not listed.
+    Attachment.objects.create(
+        message=message, position=5, filename="logo.png", content_type="image/png", size=1, sha256="c" * 64,
+        content_id="<logo@klinik>", is_inline=True,
+    )  # fmt: skip
     fields = [f.attname for f in Attachment._meta.concrete_fields]
     shown = selectors.message_detail_for_user(member, message.pk).attachment_list
-    expected = list(Attachment.objects.filter(message=message).order_by("position"))
+    expected = list(Attachment.objects.filter(message=message, is_inline=False).order_by("position"))
     assert [[getattr(a, f) for f in fields] for a in shown] == [[getattr(a, f) for f in fields] for a in expected]
     assert [a.position for a in shown] == sorted(a.position for a in shown) and len(shown) == 3
     Attachment.objects.filter(message=message).delete()
