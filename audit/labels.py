@@ -14,6 +14,7 @@ ACTION_LABELS = {
     "message.viewed": _("Nachricht geöffnet"),
     "message.html_viewed": _("HTML-Ansicht geöffnet"),
     "message.raw_viewed": _("Quelltext angesehen"),
+    "message.attachments_viewed": _("Liste der Anhänge angesehen"),
     "attachment.downloaded": _("Anhang geöffnet"),
     "message.claimed": _("Sperre übernommen"),
     "message.released": _("Sperre freigegeben"),

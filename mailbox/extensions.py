@@ -67,7 +67,8 @@ class MessagePanel:
     """A section of the message page that another app provides.
 
     ``render(request, message)``: the HTML (already rendered; "" for nothing). ``applies(message)``: whether to
-    call ``render`` at all, decided from the prefetched message (its ``attachment_list``), without queries.
+    call ``render`` at all, decided from the prefetched message (its ``attachment_list``: the first listed
+    attachments only; ``attachments_more`` says whether there are others), without queries where it can.
     ``live(user, message_id)``: (template, context) of the panel as the page's socket sends it (with
     hx-swap-oob), or None when the user may not see it (any more).
     """

@@ -43,6 +43,7 @@ urlpatterns = [
     path("nachricht/<int:pk>/html/", views.message_html, name="message-html"),
     path("nachricht/<int:pk>/quelltext/", views.message_raw, name="message-raw"),
     path("nachricht/<int:pk>/anhang/<int:position>/", views.attachment_download, name="attachment-download"),
+    path("nachricht/<int:pk>/anhaenge/", views.message_attachments, name="message-attachments"),
     path("nachricht/<int:pk>/sperren/", views.message_claim_view, name="message-claim"),
     path("nachricht/<int:pk>/freigeben/", views.message_release_view, name="message-release"),
     path("nachricht/<int:pk>/sperre-aufheben/", views.message_break_lock_view, name="message-break-lock"),

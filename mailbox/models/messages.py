@@ -139,7 +139,8 @@ class Message(models.Model):
     present: list[PresentUser]
     url: str
     role: str | None
-    attachment_list: list[Attachment]
+    attachment_list: list[Attachment]  # the detail page's: the first ones listed (selectors.ATTACHMENTS_SHOWN)
+    attachments_more: bool  # the message lists more attachments than attachment_list holds
     note_list: list[Note]
     assignment_history: list[AssignmentPeriod]
     readers: list[tuple[str, str, str, datetime]]  # first name, last name, username, read at

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
+from django.core.paginator import Page, Paginator
 from django.db import connection, models, router
 from django.db.models import BooleanField, Exists, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.base import ModelState
@@ -457,6 +458,12 @@ _NOTE_COLUMNS = tuple(field.attname for field in Note._meta.concrete_fields)
 _PERIOD_COLUMNS = tuple(field.attname for field in AssignmentPeriod._meta.concrete_fields)
 
 
+# The detail page lists a message's first attachments only (its row's attachment_count says how many there are);
+# all of them are on their own pages. A message of 10,000 attachments made a page of 1.9 MB.
+ATTACHMENTS_SHOWN = 50
+ATTACHMENTS_PAGE_SIZE = 200
+
+
 @dataclass(frozen=True)
 class DetailLists:
     """Which of the detail page's lists have rows (from the message's row): the others are not read."""
@@ -472,18 +479,22 @@ class DetailLists:
 _DETAIL_FLAGS = ("has_attachments", "has_notes", "has_periods", "has_presence")
 
 
+def _listed_attachments(message: Any) -> QuerySet[Attachment]:
+    """A message's attachments as its page lists them: in their order, without the images its HTML shows."""
+    return Attachment.objects.filter(message=message, is_inline=False).order_by("position")
+
+
 def _detail_query(pk: int, mailbox_ids: list[int]) -> QuerySet[Message, tuple[Any, ...]]:
     def exists(model: type[models.Model]) -> Exists:
         return Exists(model._default_manager.filter(message=OuterRef("pk")))
 
-    attachments: Exists | ArraySubquery = exists(Attachment)
+    attachments: Exists | ArraySubquery = Exists(_listed_attachments(OuterRef("pk")))
     if connection.vendor == "postgresql":
-        # The attachments themselves (a message has a few): one round trip less than asking whether there are any
-        # and then reading them. Each as a JSON array of its columns (all numbers, strings and a flag).
+        # The first attachments themselves: one round trip less than asking whether there are any and then reading
+        # them. Each as a JSON array of its columns (all numbers, strings and a flag). One more than the page shows:
+        # whether there are more is known from the rows, not from the row's count.
         attachments = ArraySubquery(
-            Attachment.objects.filter(message=OuterRef("pk"))
-            .order_by("position")
-            .values(row=JSONArray(*_ATTACHMENT_COLUMNS))
+            _listed_attachments(OuterRef("pk")).values(row=JSONArray(*_ATTACHMENT_COLUMNS))[: ATTACHMENTS_SHOWN + 1]
         )
     return (
         Message.objects.filter(pk=pk, mailbox_id__in=mailbox_ids)
@@ -508,7 +519,7 @@ _DETAIL = PreparedQuery(_detail_query)
 
 
 def _attachments_query(message_id: int) -> QuerySet[Attachment, tuple[Any, ...]]:
-    return Attachment.objects.filter(message_id=message_id).order_by("position").values_list(*_ATTACHMENT_COLUMNS)
+    return _listed_attachments(message_id).values_list(*_ATTACHMENT_COLUMNS)[: ATTACHMENTS_SHOWN + 1]
 
 
 def _notes_query(message_id: int) -> QuerySet[Note, tuple[Any, ...]]:
@@ -575,7 +586,7 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
         bool(has_notes),
         bool(has_periods),
         bool(has_presence),
-        # On PostgreSQL the attachments' rows themselves (an empty list: none), elsewhere whether there are any.
+        # On PostgreSQL the first attachments' rows themselves (an empty list: none), elsewhere whether there are any.
         attachments=attachments if isinstance(attachments, list) else None,
     )
     message.badge = badge_for(message.dienstkennung, dienstkennung_badges())
@@ -602,7 +613,11 @@ def message_detail_lists(
         if lists.attachments is not None
         else (_ATTACHMENTS.rows(message.pk) if lists.has_attachments else [])
     )
-    message.attachment_list = [Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments]
+    # The first ATTACHMENTS_SHOWN listed attachments (the images its HTML shows are not listed), and whether more.
+    message.attachment_list = [
+        Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments[:ATTACHMENTS_SHOWN]
+    ]
+    message.attachments_more = len(attachments) > ATTACHMENTS_SHOWN
     notes = []
     if lists.has_notes:
         split = len(_NOTE_COLUMNS)
@@ -702,6 +717,13 @@ def message_lock_for_user(user: Any, pk: int) -> Message | None:
     Message.claimed_by.field.set_cached_value(message, holder)
     message.present = presence_for_messages([message.pk]).get(message.pk, [])
     return message
+
+
+def attachment_page_for_user(user: Any, *, message_pk: int, page: int | str) -> Page[Attachment]:
+    """One page of the attachments a message lists (none when the user may not see it); a page number out of range
+    or not a number gives the last or the first page."""
+    listed = _listed_attachments(message_pk).filter(message__in=Message.objects.visible_to(user))
+    return Paginator(listed, ATTACHMENTS_PAGE_SIZE).get_page(page)
 
 
 def attachment_get_for_user(user: Any, *, message_pk: int, position: int) -> Attachment:

@@ -14,6 +14,7 @@ from mailbox.views.people import (
 )
 from mailbox.views.work import (
     message_assign,
+    message_attachments,
     message_break_lock_view,
     message_claim_view,
     message_detail,
@@ -34,6 +35,7 @@ __all__ = [
     "mailbox_members_view",
     "mailbox_messages",
     "message_assign",
+    "message_attachments",
     "message_break_lock_view",
     "message_claim_view",
     "message_detail",

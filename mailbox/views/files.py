@@ -30,6 +30,12 @@ _EXTENSIONS = {
 }
 
 
+# Every attachment, PDFs too: an opaque origin, nothing loaded but the file itself (an image document's own <img>),
+# never framed. Chromium's PDF viewer shows and saves a PDF under it (Debian's Chromium 156, tests/e2e/
+# test_attachments.py); versions before the out-of-process viewer showed a blank page, the download link stays.
+ATTACHMENT_CSP = "sandbox; default-src 'none'; img-src 'self' data:; frame-ancestors 'none'"
+
+
 # Names Windows runs when opened; a sender may dress one up as a document ("befund.pdf.exe").
 _EXECUTABLE = (
     ".exe", ".com", ".scr", ".pif", ".bat", ".cmd", ".msi", ".msp", ".vbs", ".vbe", ".js", ".jse", ".wsf",
@@ -115,10 +121,8 @@ def attachment_download(request: AuthenticatedHttpRequest, pk: int, position: in
     response = FileResponse(
         BytesIO(data), as_attachment=not inline, filename=attachment.filename, content_type=content_type
     )
-    if content_type == "application/pdf":
-        # Chrome's PDF viewer does not run in a CSP sandbox; it isolates the document itself.
-        response["Content-Security-Policy"] = "frame-ancestors 'self'"
-    else:
-        response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self' data:"
+    response["Content-Security-Policy"] = ATTACHMENT_CSP
+    # Also set by SecurityMiddleware; here too, because a sniffed type would undo served_type().
+    response["X-Content-Type-Options"] = "nosniff"
     response._csp_exempt = True  # type: ignore[attr-defined]  # django-csp's opt-out flag, unknown to the stubs
     return response

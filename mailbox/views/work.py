@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django import forms
@@ -36,7 +36,7 @@ from mailbox.services.claims import (
 )
 from mailbox.services.guard import claim_held_error
 from mailbox.services.notes import mention_names, note_add
-from mailbox.services.reading import message_open
+from mailbox.services.reading import message_access_record, message_open
 from mailbox.services.states import message_set_state
 from mailbox.views.files import INLINE_TYPES, is_executable_name, served_type
 from mailbox.views.lookup import message_or_404
@@ -46,7 +46,7 @@ from mailbox.views.lookup import message_or_404
 _MESSAGE_URL_NAMES = {
     name.replace("-", "_"): f"mailbox:message-{name}"
     for name in (
-        *("assign", "conversation", "detail", "forward", "html", "legal-hold", "note"),
+        *("assign", "attachments", "conversation", "detail", "forward", "html", "legal-hold", "note"),
         *("raw", "reply", "reply-all", "state", "take", "unassign"),
     )
 }
@@ -70,9 +70,9 @@ def _message_urls(message: Message) -> dict[str, str]:
     return urls
 
 
-def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool, bool]]:
-    """The listed attachments (not inline images): each with its download URL, whether it can be shown and
-    whether its name is one Windows would run."""
+def _attachment_links(message: Message, attachments: Iterable[Attachment]) -> list[tuple[Attachment, str, bool, bool]]:
+    """Listed attachments (not inline images): each with its download URL, whether it can be shown and whether its
+    name is one Windows would run."""
     attachment_url = _url_patterns(get_script_prefix())[2].replace(str(_STAND_IN), str(message.pk))
     position = str(_STAND_IN + 1)
     return [
@@ -82,7 +82,7 @@ def _attachment_links(message: Message) -> list[tuple[Attachment, str, bool, boo
             served_type(a) in INLINE_TYPES,
             is_executable_name(a.filename),
         )
-        for a in message.attachment_list
+        for a in attachments
         if not a.is_inline
     ]
 
@@ -102,9 +102,27 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
         if can(message.role, Action.PROCESS)
         else [],
         "urls": _message_urls(message),
-        "attachment_links": _attachment_links(message),
+        "attachment_links": _attachment_links(message, message.attachment_list),
         **extra,
     }
+
+
+@require_GET
+def message_attachments(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """All attachments of a message, page by page: its own page lists the first ATTACHMENTS_SHOWN of them."""
+    message = message_or_404(request.user, pk)
+    page = selectors.attachment_page_for_user(request.user, message_pk=message.pk, page=request.GET.get("seite", 1))
+    # Their names are the message's content: read like the page, recorded like it (which page of the list).
+    message_access_record(user=request.user, message=message, action="message.attachments_viewed", page=page.number)
+    context = {
+        "mailboxes": selectors.mailbox_list_for_user(request.user),
+        "current_mailbox": message.mailbox,
+        "message": message,
+        "page_obj": page,
+        "attachment_links": _attachment_links(message, page.object_list),
+        "urls": _message_urls(message),
+    }
+    return render(request, "mailbox/message_attachments.html", context)
 
 
 @require_GET

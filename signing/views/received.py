@@ -21,7 +21,7 @@ from signing.selectors.received import (
     received_signatures_for_message,
     received_signatures_for_user,
 )
-from signing.services.received import is_candidate, received_signatures_redo
+from signing.services.received import is_candidate, messages_with_candidates, received_signatures_redo
 
 TEMPLATE = "signing/partials/_received_signatures.html"
 
@@ -36,8 +36,11 @@ def _context(message_id: int, rows: list[ReceivedSignature], **extra: Any) -> di
 
 
 def panel_applies(message: Message) -> bool:
-    """From the page's prefetched attachments (no query): only a message that may carry a signature."""
-    return any(is_candidate(a) for a in getattr(message, "attachment_list", ()))
+    """From the page's prefetched attachments (no query): only a message that may carry a signature. The page holds
+    a message's first attachments only; for one with more, the rest are asked for when those carry none."""
+    if any(is_candidate(a) for a in getattr(message, "attachment_list", ())):
+        return True
+    return bool(getattr(message, "attachments_more", False) and messages_with_candidates([message.pk]))
 
 
 def panel_render(request: HttpRequest, message: Message) -> str:

@@ -144,6 +144,42 @@ def test_repeated_hostile_address_rows_share_one_limit_of_the_quadratic_parser(m
     assert len(result.cc) == 20 and result.cc[0].endswith("<x0@y.de>")
 
 
+def test_forwarded_parts_share_the_top_level_limit_of_the_quadratic_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forwarded mails (message/rfc822, nested) each with hostile To/Cc rows: only the top-level header block is
+    read for addresses, so the quadratic parser sees at most ADDRESS_PARSER_LIMIT characters for the whole mail.
+    Read per embedded message, these 60 header blocks (30 forwarded mails, each with one nested) of 2 x 8 KB
+    would each cost a second or more."""
+    parsed_by_policy_default: list[tuple[str, int]] = []
+    original = HeaderRegistry.__call__
+
+    def spy(self, name: str, value: str):
+        parsed_by_policy_default.append((name, len(value)))
+        return original(self, name, value)
+
+    monkeypatch.setattr(HeaderRegistry, "__call__", spy)
+    hostile = "(a)" * 2700
+    top = f"To: {hostile} <top@y.de>\r\nCc: {hostile} <top@y.de>\r\n"
+    forwarded = []
+    for i in range(30):
+        inner = f"To: {hostile} <in{i}@y.de>\r\nCc: {hostile} <in{i}@y.de>\r\nSubject: innen {i}\r\n\r\ntief\r\n"
+        outer = (
+            f"From: {corpus.SENDER}\r\nTo: {hostile} <fw{i}@y.de>\r\nCc: {hostile} <fw{i}@y.de>\r\n"
+            f'Subject: weiter {i}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="I{i}"\r\n\r\n'
+            f"--I{i}\r\nContent-Type: message/rfc822\r\n\r\n{inner}--I{i}--\r\n"
+        )
+        forwarded.append(f"--B\r\nContent-Type: message/rfc822\r\n\r\n{outer}")
+    raw = (
+        f"From: {corpus.SENDER}\r\n{top}Subject: Weiterleitungen\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n\r\nText\r\n{"".join(forwarded)}--B--\r\n'
+    ).encode()
+    result = parse_message(raw)
+    assert sum(size for name, size in parsed_by_policy_default if name.lower() in ("to", "cc")) <= ADDRESS_PARSER_LIMIT
+    assert "top@y.de" in result.to[0] and "top@y.de" in result.cc[0]
+    # Every forwarded mail is kept whole, its nested one and its hostile rows included.
+    assert [a.filename for a in result.attachments] == [f"weiter {i}.eml" for i in range(30)]
+    assert all(f"<in{i}@y.de>".encode() in bytes(a.payload) for i, a in enumerate(result.attachments))
+
+
 def test_huge_encoded_header_takes_the_linear_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     # email.header.decode_header() is quadratic in the number of encoded words.
     decoded_by_stdlib: list[int] = []

@@ -298,6 +298,7 @@ ROUTES: dict[str, Route] = {
     "message-html": Route(("GET",), "message"),
     "message-raw": Route(("GET",), "message"),
     "attachment-download": Route(("GET",), "attachment"),
+    "message-attachments": Route(("GET",), "message"),
     "message-claim": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _msg(w).claimed_by == w.user),
     # Anyone may give back their own lock (a processor demoted to reader must not be stuck with it).
     "message-release": Route(

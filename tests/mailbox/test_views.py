@@ -19,6 +19,9 @@ from tests.mailbox.corpus import HOSTILE_CORPUS
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 
+# What every attachment is served under: an opaque origin, nothing loaded but itself, never framed.
+ATTACHMENT_CSP = "sandbox; default-src 'none'; img-src 'self' data:; frame-ancestors 'none'"
+
 pytestmark = pytest.mark.django_db
 
 
@@ -157,14 +160,18 @@ def test_the_detail_rows_attachments_are_those_the_orm_loads_in_order(member, me
         size=2**40,
         sha256="a" * 64,
         content_id="<bild@klinik>",
-        is_inline=True,
     )
     Attachment.objects.create(
         message=message, position=3, filename="b.txt", content_type="text/plain", size=0, sha256="b"
     )
+    # An image the HTML shows is not listed.
+    Attachment.objects.create(
+        message=message, position=5, filename="logo.png", content_type="image/png", size=1, sha256="c" * 64,
+        content_id="<logo@klinik>", is_inline=True,
+    )  # fmt: skip
     fields = [f.attname for f in Attachment._meta.concrete_fields]
     shown = selectors.message_detail_for_user(member, message.pk).attachment_list
-    expected = list(Attachment.objects.filter(message=message).order_by("position"))
+    expected = list(Attachment.objects.filter(message=message, is_inline=False).order_by("position"))
     assert [[getattr(a, f) for f in fields] for a in shown] == [[getattr(a, f) for f in fields] for a in expected]
     assert [a.position for a in shown] == sorted(a.position for a in shown) and len(shown) == 3
     Attachment.objects.filter(message=message).delete()
@@ -206,6 +213,41 @@ def test_pdf_is_shown_inline_on_request(client, member, message):
     response = client.get(url)
     assert response["Content-Type"] == "application/pdf"
     assert response["Content-Disposition"].startswith("inline;")
+    # Sandboxed like every attachment: Chromium's viewer renders it all the same (tests/e2e/test_attachments.py).
+    assert response["Content-Security-Policy"] == ATTACHMENT_CSP
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert AuditEvent.objects.get(action="attachment.downloaded", message_id=message.pk).details["inline"] is True
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "served"),
+    [
+        ("werte.txt", "text/plain", "text/plain; charset=utf-8"),
+        ("roentgen.png", "image/png", "image/png"),
+        ("foto.jpg", "image/jpeg", "image/jpeg"),
+        ("skizze.gif", "image/gif", "image/gif"),
+        ("befund.pdf", "application/pdf", "application/pdf"),
+        ("seite.html", "text/html", "application/octet-stream"),
+        ("bild.svg", "image/svg+xml", "application/octet-stream"),
+    ],
+)
+def test_every_attachment_is_served_sandboxed_and_unsniffed(client, member, message, filename, content_type, served):
+    from mailbox.models import Attachment
+    from mailbox.storage import blob_put
+
+    data = b"<script>alert(1)</script>"
+    Attachment.objects.create(
+        message=message, position=9, filename=filename, content_type=content_type, size=len(data), sha256=blob_put(data)
+    )
+    client.force_login(member)
+    for query in ("", "?inline=1"):
+        response = client.get(reverse("mailbox:attachment-download", args=[message.pk, 9]) + query)
+        assert response["Content-Type"] == served
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Security-Policy"] == ATTACHMENT_CSP
+        shown = query and served != "application/octet-stream"
+        assert response["Content-Disposition"].startswith("inline;" if shown else "attachment;")
+        assert b"".join(response.streaming_content) == data
 
 
 def test_html_attachment_is_never_served_as_html(client, member, mailbox):
