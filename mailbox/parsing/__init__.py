@@ -312,14 +312,28 @@ def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
         filename = sanitize_filename(name) if name else ""
         if not filename:
             filename = f"anhang-{position + 1}{extension_for(ctype)}"
-        # "Inline" only when the HTML really references it: anything else must stay
-        # visible in the attachment list so nothing is hidden from the user.
+        # "Inline" only when the HTML references it and the message view can show it there (an image of a type
+        # and size it embeds): anything else stays in the attachment list, so nothing is hidden from the user — a
+        # PDF or an oversized image the HTML names by cid: is not shown in the HTML either.
         is_inline = False
-        if cid and disposition != "attachment":
+        if cid and disposition != "attachment" and inline_shown(ctype, _payload_size(data)):
             html_lower = html_raw.lower() if html_lower is None else html_lower
             is_inline = f"cid:{cid.lower()}" in html_lower
         result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
     return result
+
+
+# What the message view embeds in a message's HTML where it names a part by cid: (mailbox.services.rendering).
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
+
+
+def inline_shown(content_type: str, size: int) -> bool:
+    return content_type in INLINE_IMAGE_TYPES and size <= MAX_INLINE_IMAGE_BYTES
+
+
+def _payload_size(data: bytes | SpilledPayload) -> int:
+    return data.size if isinstance(data, SpilledPayload) else len(data)
 
 
 def _best_effort_text(raw: bytes) -> str:

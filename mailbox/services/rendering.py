@@ -7,10 +7,9 @@ import html
 import re
 
 from mailbox.models import Message
+from mailbox.parsing import INLINE_IMAGE_TYPES, MAX_INLINE_IMAGE_BYTES
 from mailbox.storage import BlobError, blob_get
 
-INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
-MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
 CID_SRC = re.compile(r'src="cid:([^"]+)"', re.IGNORECASE)
 
 

@@ -232,6 +232,27 @@ def test_rfc2231_and_rfc2047_filenames_are_decoded() -> None:
     assert not result.is_malformed
 
 
+def test_a_part_named_by_cid_that_the_html_cannot_show_stays_in_the_attachment_list() -> None:
+    """The message view embeds only images of a few types and sizes where the HTML names a part by cid:; a PDF,
+    a TIFF or an oversized image named so would otherwise be shown nowhere."""
+    mail = email.message.EmailMessage(policy=email.policy.SMTP)
+    mail["From"], mail["To"], mail["Subject"] = "praxis@kim.example", "station@kim.example", "Befund"
+    mail.set_content(
+        '<p><img src="cid:logo@x"><a href="cid:befund@x">Befund</a><img src="cid:scan@x"><img src="cid:big@x"></p>',
+        subtype="html",
+    )
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+    for maintype, subtype, cid, data in (
+        ("image", "png", "logo@x", png),
+        ("application", "pdf", "befund@x", b"%PDF-1.4\n%%EOF\n"),
+        ("image", "tiff", "scan@x", b"II*\0" + b"\0" * 16),
+        ("image", "png", "big@x", png + b"\0" * parsing.MAX_INLINE_IMAGE_BYTES),
+    ):
+        mail.add_related(data, maintype=maintype, subtype=subtype, cid=f"<{cid}>", disposition="inline")
+    shown = {a.content_id: a.is_inline for a in parse_message(mail.as_bytes()).attachments}
+    assert shown == {"logo@x": True, "befund@x": False, "scan@x": False, "big@x": False}
+
+
 def test_hostile_filenames_are_sanitized() -> None:
     names = [a.filename for a in parse_message(corpus.make_hostile_filenames()).attachments]
     assert names[0] == "_.._etc_passwd"
