@@ -71,6 +71,21 @@ def test_a_note_refused_because_a_colleague_acted_meanwhile_comes_back_in_its_fi
     assert list(Note.objects.filter(author=alice)) == []
 
 
+def test_without_htmx_a_refused_note_comes_back_in_its_field_too(client, alice, bob, message):
+    # A plain form post (no JavaScript) was answered with a redirect: the error came back, the typed text did not.
+    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+    client.force_login(alice)
+    typed = "Befund <b>unklar</b>, Rückruf nötig"
+
+    stale = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 1, "body": typed})
+    too_long = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": "x" * 10_001})
+
+    assert stale.status_code == 409 and _note_field(stale) == typed
+    assert 'id="work-error"' in stale.content.decode() and "<b>unklar</b>" not in stale.content.decode()
+    assert too_long.status_code == 422 and _note_field(too_long) == "x" * 10_001
+    assert list(Note.objects.filter(author=alice)) == []
+
+
 def test_a_note_over_the_limit_is_refused_and_kept(client, alice, message):
     client.force_login(alice)
     typed = "x" * 10_001
