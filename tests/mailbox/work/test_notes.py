@@ -39,7 +39,7 @@ def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
     assert not Notification.objects.exists()
 
 
-@pytest.mark.parametrize("body", ["", "   ", "x" * 10_001])
+@pytest.mark.parametrize("body", ["", "   ", "x" * 10_001, "\u200b\n\u200d\u2060\u200f", "\u00ad\ufeff"])
 def test_empty_or_huge_note_is_refused(body, alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
