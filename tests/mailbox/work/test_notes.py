@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from kimportal.errors import PortalError
 from mailbox.models import (
@@ -15,7 +17,7 @@ from mailbox.models import (
     Notification,
 )
 from mailbox.services import notes
-from tests.mailbox.work.support import Role, add_member, snapshot
+from tests.mailbox.work.support import Role, add_member, hold, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -83,6 +85,9 @@ def test_without_htmx_a_refused_note_comes_back_in_its_field_too(client, alice, 
     assert stale.status_code == 409 and _note_field(stale) == typed
     assert 'id="work-error"' in stale.content.decode() and "<b>unklar</b>" not in stale.content.decode()
     assert too_long.status_code == 422 and _note_field(too_long) == "x" * 10_001
+    hold(message, bob, expires=timezone.now() + timedelta(minutes=5))  # the page above gave alice the lock
+    locked = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": typed})
+    assert locked.status_code == 423 and _note_field(locked) == typed
     assert list(Note.objects.filter(author=alice)) == []
 
 
