@@ -46,8 +46,8 @@ class SearchForm(forms.Form):
 
 
 class PickerForm(forms.Form):
-    picker_q = forms.CharField(required=False, max_length=MAX_INPUT)
-    field = forms.SlugField(required=False, max_length=50)
+    picker_q = forms.CharField(label=_("Suche"), required=False, max_length=MAX_INPUT)
+    field = forms.SlugField(label=_("Feld"), required=False, max_length=50)
 
 
 class AddressForm(forms.Form):

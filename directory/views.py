@@ -50,6 +50,12 @@ def picker(request: AuthenticatedHttpRequest) -> HttpResponse:
         field = form.cleaned_data["field"] or field
         if form.cleaned_data["picker_q"].strip():
             outcome = selectors.directory_search(Criteria(q=form.cleaned_data["picker_q"], kim_only=True))
+    else:
+        # Said, not swallowed: the favorites in place of results would look like the answer to what was typed.
+        field = form.cleaned_data.get("field") or field
+        outcome = selectors.SearchOutcome(
+            error=" ".join(f"{form[name].label}: {e}" for name, errors in form.errors.items() for e in errors)
+        )
     context = {
         "form": form,
         "outcome": outcome,

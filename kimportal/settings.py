@@ -387,6 +387,8 @@ KIMPORTAL_VZD_URL = env.str("KIMPORTAL_VZD_URL", default="ldap://127.0.0.1:8389"
 KIMPORTAL_VZD_BASE_DN = env.str("KIMPORTAL_VZD_BASE_DN", default="dc=data,dc=vzd")
 KIMPORTAL_VZD_CONNECT_TIMEOUT = env.float("KIMPORTAL_VZD_CONNECT_TIMEOUT", default=5.0)
 KIMPORTAL_VZD_SEARCH_TIMEOUT = env.float("KIMPORTAL_VZD_SEARCH_TIMEOUT", default=5.0)
+# After a network timeout the directory is not asked for this long: searches fail at once, holding no request thread.
+KIMPORTAL_VZD_RETRY_PAUSE = env.float("KIMPORTAL_VZD_RETRY_PAUSE", default=15.0)
 KIMPORTAL_VZD_CA_FILE = env.str("KIMPORTAL_VZD_CA_FILE", default="")
 KIMPORTAL_VZD_POOL_SIZE = env.int("KIMPORTAL_VZD_POOL_SIZE", default=4)
 KIMPORTAL_VZD_TLS_PIN = env.str("KIMPORTAL_VZD_TLS_PIN", default="")

@@ -311,7 +311,7 @@ class MessageFilterForm(forms.Form):
         ("from", _("Absender")),
         ("subject", _("Betreff")),
     ]
-    view = forms.ChoiceField(choices=VIEWS, required=False)
+    view = forms.ChoiceField(choices=VIEWS, required=False, label=_("Ansicht"))
     state = forms.ChoiceField(choices=[], required=False, label=_("Status"))
     dienstkennung = forms.CharField(required=False, max_length=200, label=_("Dienstkennung"))
     date_from = forms.DateField(required=False, label=_("von"))
@@ -326,11 +326,20 @@ class MessageFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["state"]).choices = [("", _("alle Status")), *Message.State.choices]
 
+    def error_texts(self, *, ignore: tuple[str, ...] = ()) -> list[str]:
+        """What was refused, field by field, in the words the user reads ("Suche: …")."""
+        return [
+            f"{self[name].label}: {error}"
+            for name, errors in self.errors.items()
+            if name not in ignore
+            for error in errors
+        ]
+
     def to_filter(self) -> MessageFilter:
         from mailbox.selectors import MessageFilter
 
-        if not self.is_valid():
-            return MessageFilter()
+        # Only the fields that passed (cleaned_data leaves out the others): the view reports the rest.
+        self.is_valid()
         d = self.cleaned_data
         return MessageFilter(
             view=d.get("view") or "all",

@@ -8,7 +8,10 @@
 - a small pool of synchronous ldap3 connections: a connection is used by one thread at a time (ldap3's SYNC
   strategy is not thread-safe per connection), idle ones are reused, broken ones dropped;
 - connect timeout on the socket, search timeout both as socket receive timeout and as server time limit;
-- sizeLimitExceeded (the VZD's 100-entry cap) is a normal, truncated result.
+- sizeLimitExceeded (the VZD's 100-entry cap) is a normal, truncated result;
+- a directory that let a network timeout pass is not asked again for a pause (``retry_pause``): every search
+  meanwhile fails at once with the same timeout, instead of holding a request thread (and one of the server's few
+  request slots) for seconds per keystroke of a live search.
 
 Filters come in ready-made from ``directory.ldapfilter`` (which escapes every value).
 """
@@ -32,6 +35,7 @@ from ldap3.core import exceptions as ldap_exc
 
 SIZE_LIMIT_EXCEEDED = 4
 TIME_LIMIT_EXCEEDED = 3
+_clock = time.monotonic  # tests replace it to end a pause without waiting
 
 
 class VzdError(Exception):
@@ -95,6 +99,7 @@ class VzdConfig:
     base_dn: str = "dc=data,dc=vzd"
     connect_timeout: float = 5.0
     search_timeout: float = 5.0
+    retry_pause: float = 15.0  # seconds without asking after a network timeout
     ca_file: str = ""
     pool_size: int = 4
     tls_pin: str = ""  # SHA-256 fingerprint of the server certificate (any common notation)
@@ -233,6 +238,13 @@ class VzdClient:
         self._idle: queue.LifoQueue[ldap3.Connection] = queue.LifoQueue()
         # Bounds the number of open connections; each is used by one thread at a time.
         self._slots = threading.BoundedSemaphore(max(1, config.pool_size))
+        self._quiet_until = 0.0  # _clock() value before which the directory is not asked (after a timeout)
+
+    def _noted(self, error: VzdError) -> VzdError:
+        """The error, and a pause when it is a network timeout (a plain float: the GIL makes its writes atomic)."""
+        if isinstance(error, VzdTimeout):
+            self._quiet_until = _clock() + self.config.retry_pause
+        return error
 
     def _connect(self) -> ldap3.Connection:
         conn = ldap3.Connection(
@@ -248,7 +260,7 @@ class VzdClient:
         try:
             conn.open()
         except ldap_exc.LDAPException as exc:
-            raise self._translate(exc) from exc
+            raise self._noted(self._translate(exc)) from exc
         try:
             conn.bind()
         except ldap_exc.LDAPException as exc:
@@ -259,7 +271,7 @@ class VzdClient:
                 # accept) — often without an alert the client could read.
                 error = VzdTlsError("client_cert_rejected", str(exc))
             self._discard(conn)
-            raise error from exc
+            raise self._noted(error) from exc
         return conn
 
     @staticmethod
@@ -299,6 +311,8 @@ class VzdClient:
         started = time.perf_counter()
         if (broken := self._config_error) is not None:
             raise VzdTlsError(broken.kind, str(broken), setting=broken.setting)
+        if _clock() < self._quiet_until:
+            raise VzdTimeout("the directory timed out a moment ago; not asked again before the pause ends")
         if not self._slots.acquire(timeout=self.config.search_timeout):
             raise VzdTimeout("all directory connections are busy")
         try:
@@ -321,7 +335,7 @@ class VzdClient:
                     # A pooled connection may have been closed by the server meanwhile: retry once, fresh.
                     if reused and attempt == 0 and not isinstance(error, VzdTimeout):
                         continue
-                    raise error from exc
+                    raise self._noted(error) from exc
                 result = conn.result or {}
                 code = result.get("result", 0)
                 if code not in (0, SIZE_LIMIT_EXCEEDED):
@@ -366,6 +380,7 @@ def config_from_settings() -> VzdConfig:
         base_dn=settings.KIMPORTAL_VZD_BASE_DN,
         connect_timeout=settings.KIMPORTAL_VZD_CONNECT_TIMEOUT,
         search_timeout=settings.KIMPORTAL_VZD_SEARCH_TIMEOUT,
+        retry_pause=settings.KIMPORTAL_VZD_RETRY_PAUSE,
         ca_file=settings.KIMPORTAL_VZD_CA_FILE,
         pool_size=settings.KIMPORTAL_VZD_POOL_SIZE,
         tls_pin=settings.KIMPORTAL_VZD_TLS_PIN,

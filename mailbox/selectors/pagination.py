@@ -50,7 +50,10 @@ def _decode(cursor: str, keys: list[SortKey]) -> list[Any] | None:
     decoded: list[Any] = []
     for key, value in zip(keys, values, strict=True):
         if key.kind is datetime:
-            parsed = parse_datetime(value) if isinstance(value, str) else None
+            try:
+                parsed = parse_datetime(value) if isinstance(value, str) else None
+            except ValueError:  # well-formed but impossible, e.g. a UTC offset of +99:00
+                return None
             if parsed is None or parsed.tzinfo is None:
                 return None
             decoded.append(parsed)
@@ -59,10 +62,20 @@ def _decode(cursor: str, keys: list[SortKey]) -> list[Any] | None:
                 return None
             decoded.append(value)
         else:
-            if not isinstance(value, str):
+            # JSON's \u escapes can spell what no text column holds: NUL (PostgreSQL refuses it) or a lone surrogate
+            # (not UTF-8).
+            if not isinstance(value, str) or "\x00" in value or not _is_utf8(value):
                 return None
             decoded.append(value)
     return decoded
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _beyond(keys: list[SortKey], values: list[Any], *, forward: bool) -> Q:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from django.db import transaction
@@ -28,7 +29,8 @@ def mention_names(body: str) -> set[str]:
 @transaction.atomic
 def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
     body = body.strip()
-    if not body:
+    # Zero-width spaces, joiners and direction marks survive strip(): a note of only those would show as empty.
+    if not any(unicodedata.category(c)[0] not in "ZC" for c in body):
         raise PortalError(_("Die Notiz ist leer."))
     if len(body) > MAX_NOTE:
         raise PortalError(_("Die Notiz ist zu lang (höchstens 10.000 Zeichen)."))

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms import MessageFilterForm
-from mailbox.models import Mailbox
+from mailbox.models import Mailbox, Message
 from mailbox.selectors.fetching import fetch_failures_for_user
 from mailbox.selectors.messages import list_badges
 from mailbox.services.accounts import mailbox_fetch_request
@@ -27,20 +27,32 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
     filters = form.to_filter() if form is not None else selectors.MessageFilter()
     if view:
         filters = replace(filters, view=view)
+    # A refused filter (a pasted text over 200 characters, NUL, an impossible date) is reported and lists nothing:
+    # dropping it silently would show every message as if it matched.
+    # A page with a view of its own ("Mir zugewiesen") ignores the view parameter, whatever it says.
+    filter_errors = form.error_texts(ignore=("view",) if view else ()) if form is not None else []
+    if form is not None and "q" in form.errors:
+        # The search box keeps what was typed, so it can be shortened rather than typed again.
+        filters = replace(filters, q=form.data.get("q", "").replace("\x00", ""))
     # The filter bar is rendered once per process for its values ({% samefor %}): a form for its choices is
     # built only when it is rendered.
     choices = form if form is not None else SimpleLazyObject(lambda: MessageFilterForm(initial={"view": filters.view}))
     # Taken before the list is read: whatever the list's socket is told of after this, the page may not show yet.
     rendered_at = time.time()
-    page = selectors.message_list_for_user(
-        request.user,
-        mailbox=mailbox,
-        page=request.GET.get("page", 1),
-        after=request.GET.get("after", ""),
-        before=request.GET.get("before", ""),
-        filters=filters,
-    )
-    live = _is_plain(filters)
+    if filter_errors:
+        page: selectors.KeysetPage[Message] = selectors.KeysetPage(
+            [], 1, selectors.PAGE_SIZE, has_next=False, has_previous=False
+        )
+    else:
+        page = selectors.message_list_for_user(
+            request.user,
+            mailbox=mailbox,
+            page=request.GET.get("page", 1),
+            after=request.GET.get("after", ""),
+            before=request.GET.get("before", ""),
+            filters=filters,
+        )
+    live = _is_plain(filters) and not filter_errors
     mailboxes = list(selectors.mailbox_list_for_user(request.user))
     shown = [mailbox] if mailbox else mailboxes
     query = request.GET.copy()
@@ -54,6 +66,7 @@ def _list_page(request: AuthenticatedHttpRequest, *, mailbox: Mailbox | None, vi
         "page_obj": page,
         "filter_form": choices,
         "filters": filters,
+        "filter_errors": filter_errors,
         "fixed_view": view,
         "querystring": query.urlencode(),
         # New mail is prepended live only to an unfiltered first page.

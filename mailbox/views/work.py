@@ -127,6 +127,10 @@ def message_attachments(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
 
 @require_GET
 def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _detail_page(request, pk)
+
+
+def _detail_page(request: AuthenticatedHttpRequest, pk: int, *, status: int = 200, **extra: Any) -> HttpResponse:
     # The whole row at once, with the audit's snapshots (subject, address): opening it reads nothing more.
     try:
         message, lists = selectors.message_detail_row_for_user(request.user, pk)
@@ -140,7 +144,8 @@ def message_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     readers = message_open(user=request.user, message=message, claim_page=page if works_on_it else None)
     # After opening: the readers include this user (opening returns them on PostgreSQL).
     selectors.message_detail_lists(request.user, message, lists, role=role, readers=readers)
-    return render(request, "mailbox/message_detail.html", _detail_context(request, message, page_token=page))
+    context = _detail_context(request, message, page_token=page, **extra)
+    return render(request, "mailbox/message_detail.html", context, status=status)
 
 
 def _work_response(
@@ -152,6 +157,9 @@ def _work_response(
     status: int = 200,
     note_draft: str = "",
 ) -> HttpResponse:
+    if not request.htmx and error and note_draft:
+        # Without htmx a redirect would drop the refused note's text: the page comes back with it in its field.
+        return _detail_page(request, pk, status=status, error=error, note_draft=note_draft)
     message = selectors.message_detail_for_user(request.user, pk)
     if not request.htmx:
         if error:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
 from directory import ldapfilter as f
+from directory.clients import vzd as vzd_client
 from directory.clients.vzd import VzdClient, VzdConfig, VzdTimeout, VzdUnavailable, get_client
+from directory.selectors import unavailable_message
 from tisim.tls import ensure_certificate
 from tisim.vzd.slapd import free_port
 
@@ -44,6 +47,56 @@ def test_directory_that_never_answers_times_out(vzd_silent):
     with pytest.raises(VzdTimeout):
         get_client().search("(uid=x)", ["uid"])
     assert time.monotonic() - started < 10
+
+
+def test_after_a_timeout_the_directory_is_not_asked_again_until_the_pause_ends(monkeypatch):
+    # A hung directory held a request thread (and one of the server's few request slots) for the whole timeout on
+    # every keystroke of a live search.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+
+    def accepted() -> int:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                return len(held)
+
+    now = [1000.0]
+    monkeypatch.setattr(vzd_client, "_clock", lambda: now[0])
+    url = f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    client = VzdClient(VzdConfig(url=url, connect_timeout=1, search_timeout=1, retry_pause=15))
+    try:
+        with pytest.raises(VzdTimeout):
+            client.search("(uid=x)", ["uid"])
+        assert accepted() == 1
+        now[0] += 14
+        with pytest.raises(VzdTimeout):
+            client.search("(uid=x)", ["uid"])
+        assert accepted() == 1  # failed at once, without a connection
+        assert unavailable_message(VzdTimeout("x")).startswith("Das Verzeichnis (VZD) antwortet nicht rechtzeitig")
+        now[0] += 2
+        with pytest.raises(VzdTimeout):
+            client.search("(uid=x)", ["uid"])
+        assert accepted() == 2  # the pause is over: asked again
+    finally:
+        client.close()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_directory_that_refuses_is_asked_again_at_once(vzd_down):
+    # Refused is an answer, and a quick one: it costs no thread time, so no pause hides the directory's return.
+    client = get_client()
+    for _ in range(2):
+        with pytest.raises(VzdUnavailable) as failure:
+            client.search("(uid=x)", ["uid"])
+        assert type(failure.value) is VzdUnavailable
+    assert client._quiet_until == 0.0
 
 
 def test_pool_is_safe_under_concurrent_use(vzd):

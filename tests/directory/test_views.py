@@ -96,6 +96,16 @@ def test_picker_results_and_pick(logged_in, vzd):
     assert "Zertifikat formal gültig" in chip and "KIM 1.5+" in chip
 
 
+@pytest.mark.parametrize("text", ["ab\x00c", "x" * 201])
+def test_picker_refused_input_is_a_message_not_the_favorites(logged_in, vzd, user, text):
+    contact_favorite_add(user=user, address=PRAXIS)
+    response = logged_in.get(reverse("directory:picker"), {"picker_q": text, "field": "to"})
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert 'role="alert"' in content and "Suche: " in content
+    assert PRAXIS not in content
+
+
 def test_picker_refuses_invalid_certificate_and_unknown_address(logged_in, vzd):
     chip = logged_in.get(
         reverse("directory:picker-pick"), {"field": "to", "address": "zertifikatstest-defekt@tisim.kim.telematik-test"}

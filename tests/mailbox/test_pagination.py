@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import timedelta
 from urllib.parse import parse_qs
 
@@ -111,6 +112,31 @@ def test_a_broken_cursor_starts_at_the_top_instead_of_failing(reader, box, curso
     client.force_login(reader)
     url = reverse("mailbox:mailbox-messages", args=[box.pk])
     assert client.get(url, {"after": cursor, "before": cursor}).status_code == 200
+
+
+def _cursor(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+# Well-formed JSON with values no list can seek to: an offset beyond ±24 h, NUL (PostgreSQL text refuses it), a lone
+# surrogate (no UTF-8).
+@pytest.mark.parametrize(
+    ("sort", "values"),
+    [
+        ("-received", ["2026-01-01T00:00:00+99:00", 1]),
+        ("subject", ["a\u0000b", "2026-01-01T00:00:00+00:00", 1]),
+        ("from", ["\ud800", "x", "2026-01-01T00:00:00+00:00", 1]),
+    ],
+)
+def test_an_impossible_cursor_value_starts_at_the_top_instead_of_failing(reader, box, client, sort, values):
+    made = _fill(box, 2)
+    cursor = _cursor(values)
+    for key in ("after", "before"):
+        page = message_list_for_user(reader, mailbox=box, filters=MessageFilter(sort=sort), **{key: cursor})
+        assert {m.pk for m in page} == {m.pk for m in made}
+    client.force_login(reader)
+    url = reverse("mailbox:mailbox-messages", args=[box.pk])
+    assert client.get(url, {"sort": sort, "after": cursor, "before": cursor, "page": 3}).status_code == 200
 
 
 def test_the_older_page_link_follows_the_cursor(reader, box, client, settings):

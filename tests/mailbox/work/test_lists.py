@@ -333,3 +333,33 @@ def test_a_pages_result_codes_are_the_fields_values_and_each_rows_own(alice, box
         assert rows[refused.pk].security.state == "failed" and rows[plain.pk].security.state == "none"
         # Equal texts decode to equal lists, not to one list shared by two rows.
         assert rows[refused.pk].kim_error_codes is not rows[twin.pk].kim_error_codes
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": "Befund " * 40}, "Suche"),  # a pasted paragraph, longer than the 200 characters a search takes
+        ({"q": "Bef\x00und"}, "Suche"),
+        ({"date_from": "2026-02-31"}, "von"),
+        ({"state": "verloren", "q": "Befund"}, "Status"),
+    ],
+)
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_refused_filter_is_reported_and_lists_nothing(client, alice, box, searchable, params, field, htmx):
+    # Dropping the refused filter silently listed every message, as if each matched it.
+    client.force_login(alice)
+    headers = {"HX-Request": "true", "HX-Target": "message-list"} if htmx else {}
+    html = client.get(reverse("mailbox:mailbox-messages", args=[box.pk]), params, headers=headers).content.decode()
+    alert = html.split("data-filter-errors>", 1)[1].split("</div>", 1)[0]
+    assert f"{field}: " in alert
+    assert 'class="msg-row' not in html and "Keine Nachrichten." not in html
+    assert "data-live-mailboxes" not in html
+    if not htmx and "\x00" not in params.get("q", "\x00"):
+        assert f'value="{params["q"]}"' in html  # the search box keeps what was typed
+
+
+def test_the_mine_page_ignores_the_view_parameter(client, alice, box, worked_box):
+    client.force_login(alice)
+    html = client.get(reverse("mailbox:mine"), {"view": "verloren"}).content.decode()
+    assert "data-filter-errors" not in html
+    assert f'id="msg-{worked_box["mine"].pk}"' in html

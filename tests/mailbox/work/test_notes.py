@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from kimportal.errors import PortalError
 from mailbox.models import (
@@ -15,7 +17,7 @@ from mailbox.models import (
     Notification,
 )
 from mailbox.services import notes
-from tests.mailbox.work.support import Role, add_member, snapshot
+from tests.mailbox.work.support import Role, add_member, hold, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
     assert not Notification.objects.exists()
 
 
-@pytest.mark.parametrize("body", ["", "   ", "x" * 10_001])
+@pytest.mark.parametrize("body", ["", "   ", "x" * 10_001, "\u200b\n\u200d\u2060\u200f", "\u00ad\ufeff"])
 def test_empty_or_huge_note_is_refused(body, alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
@@ -68,6 +70,24 @@ def test_a_note_refused_because_a_colleague_acted_meanwhile_comes_back_in_its_fi
     assert response.status_code == 409
     assert _note_field(response) == typed
     assert "<b>unklar</b>" not in response.content.decode()
+    assert list(Note.objects.filter(author=alice)) == []
+
+
+def test_without_htmx_a_refused_note_comes_back_in_its_field_too(client, alice, bob, message):
+    # A plain form post (no JavaScript) was answered with a redirect: the error came back, the typed text did not.
+    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+    client.force_login(alice)
+    typed = "Befund <b>unklar</b>, Rückruf nötig"
+
+    stale = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 1, "body": typed})
+    too_long = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": "x" * 10_001})
+
+    assert stale.status_code == 409 and _note_field(stale) == typed
+    assert 'id="work-error"' in stale.content.decode() and "<b>unklar</b>" not in stale.content.decode()
+    assert too_long.status_code == 422 and _note_field(too_long) == "x" * 10_001
+    hold(message, bob, expires=timezone.now() + timedelta(minutes=5))  # the page above gave alice the lock
+    locked = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": typed})
+    assert locked.status_code == 423 and _note_field(locked) == typed
     assert list(Note.objects.filter(author=alice)) == []
 
 
