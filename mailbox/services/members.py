@@ -166,13 +166,32 @@ def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> Non
       audited); messages stay in the queue, where colleagues may have taken them meanwhile.
     """
     for person in get_user_model().objects.filter(pk__in=user_ids):
-        role = granted_role(person, mailbox)
-        if not can(role, Action.PROCESS):
-            reason = "membership_ended" if role is None else "role_changed"
-            work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
-        else:
-            outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
+        _process_right_changed(actor=actor, mailbox=mailbox, person=person)
     events.broadcast_memberships_changed(user_ids=user_ids)
+
+
+def _process_rights(person: Any, mailbox_ids: Iterable[int]) -> dict[int, bool]:
+    """Before a change: whether the person may process in each mailbox, for _process_right_changed afterwards."""
+    return {mailbox_id: can(granted_role(person, mailbox_id), Action.PROCESS) for mailbox_id in mailbox_ids}
+
+
+def _process_right_changed(*, actor: Any, mailbox: Mailbox, person: Any, could_process: bool | None = None) -> None:
+    """The one rule for a change that may give or take the right to process in the mailbox, read now: without it,
+    the person hands their work back (work_return; reason "membership_ended" when no role is left, "role_changed"
+    when they still read); with it, their drafts left there are theirs again (outgoing_drafts_reclaim).
+
+    `could_process`: whether they could before the change, where the caller read it; when it is the same now,
+    nothing is handed over. Not known (None): handed over as the right reads now (both steps find nothing to do
+    when nothing changed)."""
+    role = granted_role(person, mailbox)
+    can_process = can(role, Action.PROCESS)
+    if could_process is not None and could_process == can_process:
+        return
+    if not can_process:
+        reason = "membership_ended" if role is None else "role_changed"
+        work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
+    else:
+        outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
 
 
 # --- group memberships changed where Django reports it (m2m_changed of User.groups) --------------------------------
@@ -231,9 +250,9 @@ def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool)
         return None
     people = list(get_user_model().objects.filter(pk__in=user_ids).order_by("pk"))
     could = {
-        (person.pk, mailbox_id): can(granted_role(person, mailbox_id), Action.PROCESS)
+        (person.pk, mailbox_id): could_process
         for person in people
-        for mailbox_id in mailbox_ids
+        for mailbox_id, could_process in _process_rights(person, mailbox_ids).items()
     }
     return GroupChange(user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could)
 
@@ -261,13 +280,9 @@ def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
         for (user_id, mailbox_id), could in sorted(change.could_process.items()):
             if user_id not in people or mailbox_id not in mailboxes:
                 continue
-            person, mailbox = people[user_id], mailboxes[mailbox_id]
-            role = granted_role(person, mailbox)
-            if could and not can(role, Action.PROCESS):
-                reason = "membership_ended" if role is None else "role_changed"
-                work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
-            elif not could and can(role, Action.PROCESS):
-                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
+            _process_right_changed(
+                actor=actor, mailbox=mailboxes[mailbox_id], person=people[user_id], could_process=could
+            )
     events.broadcast_memberships_changed(user_ids=list(people))
 
 
@@ -280,7 +295,7 @@ def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Cal
     before = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True)) if person.pk else set()
     touched = before ^ set(group_ids)
     mailbox_ids = sorted(set(Membership.objects.filter(group_id__in=touched).values_list("mailbox_id", flat=True)))
-    could = {mailbox_id: can(granted_role(person, mailbox_id), Action.PROCESS) for mailbox_id in mailbox_ids}
+    could = _process_rights(person, mailbox_ids)
     with group_change_handled():
         save()
     after = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True))
@@ -294,12 +309,9 @@ def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Cal
             action = "group.member_added" if joined else "group.member_removed"
             audit_record(actor=actor, action=action, group=names.get(group_id, ""), member=person.username)
         for mailbox_id, could_process in could.items():
-            role = granted_role(person, mailbox_id)
-            if could_process and not can(role, Action.PROCESS):
-                reason = "membership_ended" if role is None else "role_changed"
-                work_return(actor=actor, mailbox=mailboxes[mailbox_id], person=person, reason=reason)
-            elif not could_process and can(role, Action.PROCESS):
-                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox_id, person=person, reason="membership_changed")
+            _process_right_changed(
+                actor=actor, mailbox=mailboxes[mailbox_id], person=person, could_process=could_process
+            )
     events.broadcast_memberships_changed(user_ids=[person.pk])
 
 
