@@ -10,15 +10,17 @@ Who can work it is decided by the right to process their memberships give, also 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -34,6 +36,8 @@ from mailbox.services.compose import outgoing_drafts_reclaim, outgoing_drafts_re
 from mailbox.services.guard import bump
 from mailbox.services.notifications import notify
 from mailbox.services.outbox import outgoing_claims_return
+
+log = logging.getLogger(__name__)
 
 
 def _require_manager(user: Any, mailbox: Mailbox) -> None:
@@ -138,6 +142,55 @@ def owners_before_change(mailboxes: list[Mailbox]) -> dict[int, bool]:
     return {mailbox.pk: _owner_before_change(mailbox) for mailbox in sorted(mailboxes, key=lambda m: m.pk)}
 
 
+def mailboxes_left_without_owner(
+    *,
+    users_gone: Collection[int] = (),
+    groups_gone: Collection[int] = (),
+    groups_of: Mapping[int, Collection[int]] | None = None,
+) -> list[Mailbox]:
+    """Before a change the Django admin would make to accounts or groups: the mailboxes that have an owner now (a
+    person who can sign in, see has_an_owner) and would have none after it — for the form to refuse it, naming
+    them, before anything is saved. The change: `users_gone` switched off or deleted, `groups_gone` deleted,
+    `groups_of` a person's groups replaced by these. Locks those mailboxes' rows, as a membership change does,
+    until the caller's transaction ends."""
+    replaced = {user_id: set(group_ids) for user_id, group_ids in (groups_of or {}).items()}
+    people = {*users_gone, *replaced}
+    through = get_user_model().groups.through
+    their_groups = through.objects.filter(user_id__in=people).values("group_id")
+    owned = Membership.objects.filter(
+        Q(user_id__in=people) | Q(group_id__in=their_groups) | Q(group_id__in=groups_gone),
+        role=Membership.Role.OWNER,
+    ).values("mailbox_id")
+    lost = []
+    with transaction.atomic():
+        for mailbox in Mailbox.objects.select_for_update().filter(pk__in=owned).order_by("pk"):
+            if has_an_owner(mailbox) and not _owner_after(mailbox, users_gone, groups_gone, replaced):
+                lost.append(mailbox)
+    return sorted(lost, key=lambda mailbox: (mailbox.display_name, mailbox.pk))
+
+
+def _owner_after(
+    mailbox: Mailbox, users_gone: Collection[int], groups_gone: Collection[int], groups_of: dict[int, set[int]]
+) -> bool:
+    owners = Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exclude(group_id__in=groups_gone)
+    direct = set(owners.filter(user__isnull=False).values_list("user_id", flat=True))
+    owner_groups = set(owners.filter(group__isnull=False).values_list("group_id", flat=True))
+    through = get_user_model().groups.through
+    via = through.objects.filter(group_id__in=owner_groups).exclude(user_id__in=list(groups_of))
+    people = direct | set(via.values_list("user_id", flat=True))
+    people |= {user_id for user_id, group_ids in groups_of.items() if group_ids & owner_groups}
+    people -= set(users_gone)
+    return get_user_model().objects.filter(pk__in=people, is_active=True).exists()
+
+
+def owner_lost(*, actor: Any, mailbox: Mailbox, person: Any, reason: str) -> None:
+    """A change outside the portal's forms (a script, the shell, a data import) took the mailbox's last owner who
+    can sign in. Not refused — such a change is the account's or directory's truth, and undoing it would keep an
+    account that should have ended — but audited and logged, so that the managers give the mailbox an owner."""
+    audit_record(actor=actor, action="mailbox.owner_lost", mailbox=mailbox, member=person.username, reason=reason)
+    log.warning("Mailbox %s has no owner who can sign in any more (%s: %s)", mailbox.pk, reason, person.username)
+
+
 def _affected_users(membership: Membership) -> list[int]:
     if membership.user_id:
         return [membership.user_id]
@@ -231,6 +284,8 @@ class GroupChange:
     user_ids: list[int]
     group_ids: list[int]
     could_process: dict[tuple[int, int], bool]  # (user id, mailbox id)
+    # Mailboxes those groups own that have an owner person now: leaving may take the last one (owner_lost).
+    owned: list[int] = field(default_factory=list)
 
 
 def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool) -> GroupChange | None:
@@ -254,7 +309,15 @@ def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool)
         for person in people
         for mailbox_id, could_process in _process_rights(person, mailbox_ids).items()
     }
-    return GroupChange(user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could)
+    owned = []
+    if leaving:
+        owner_of = Membership.objects.filter(group_id__in=group_ids, role=Membership.Role.OWNER).values("mailbox_id")
+        owned = [
+            mailbox.pk for mailbox in Mailbox.objects.filter(pk__in=owner_of).order_by("pk") if has_an_owner(mailbox)
+        ]
+    return GroupChange(
+        user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could, owned=owned
+    )
 
 
 def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
@@ -283,6 +346,10 @@ def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
             _process_right_changed(
                 actor=actor, mailbox=mailboxes[mailbox_id], person=people[user_id], could_process=could
             )
+        for mailbox_id in change.owned:
+            if mailbox_id in mailboxes and not has_an_owner(mailboxes[mailbox_id]):
+                for person in people.values():
+                    owner_lost(actor=actor, mailbox=mailboxes[mailbox_id], person=person, reason="group_left")
     events.broadcast_memberships_changed(user_ids=list(people))
 
 
@@ -323,6 +390,11 @@ def account_deactivated(*, person: Any) -> None:
     with transaction.atomic():
         for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
             work_return(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
+        # The account was active: where it was an owner, the mailbox had one before.
+        owned = Membership.objects.filter(member_q(person), role=Membership.Role.OWNER).values("mailbox_id")
+        for mailbox in Mailbox.objects.filter(pk__in=owned).order_by("pk"):
+            if not has_an_owner(mailbox):
+                owner_lost(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
     events.broadcast_memberships_changed(user_ids=[person.pk])
 
 
