@@ -163,6 +163,15 @@ class PortalUserAdmin(UserAdmin):
 
 @admin.register(Group)
 class PortalGroupAdmin(GroupAdmin):
+    def save_related(self, request, form, formsets, change) -> None:
+        """The permissions a group gives are audited as a change of who is in it is: who, which group, what was
+        added and removed."""
+        members.group_permissions_saved(
+            actor=request.user,
+            group=form.instance,
+            save=lambda: super(PortalGroupAdmin, self).save_related(request, form, formsets, change),
+        )
+
     def get_deleted_objects(self, objs, request) -> tuple[Any, Any, Any, list[Any]]:
         """An owners' group whose people are a mailbox's last owners who can sign in is not deleted."""
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)

@@ -1,6 +1,6 @@
 """Accounts and groups in the Django admin: a mailbox keeps an owner who can sign in (the user form's groups and
 "Aktiv", deleting users or groups are refused before anything is saved), programmatic changes that take the last
-owner are audited."""
+owner are audited, and a group's permissions changed in the admin are audited."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
 from audit.models import AuditEvent
@@ -213,3 +213,30 @@ def test_switching_off_the_last_owner_from_the_shell_is_audited(house):
     event = AuditEvent.objects.get(action="mailbox.owner_lost")
     assert event.mailbox_id == box.pk
     assert event.details == {"member": "chefin", "reason": "account_deactivated"}
+
+
+# --- a group's permissions -------------------------------------------------------------------------------------
+
+
+def test_a_groups_permissions_changed_in_the_admin_are_audited_with_who_and_what(house, client):
+    _box, leads, _owner, _nurse, administrator = house
+    manage_house = Permission.objects.get(content_type__app_label="mailbox", codename="manage_house")
+    change_membership = Permission.objects.get(content_type__app_label="mailbox", codename="change_membership")
+    leads.permissions.add(change_membership)
+    url = reverse("admin:auth_group_change", args=[leads.pk])
+
+    response = client.post(url, {"name": leads.name, "permissions": [manage_house.pk]})
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    event = AuditEvent.objects.get(action="group.permissions_changed")
+    assert event.actor == administrator
+    assert event.details == {
+        "group": "Leitung Kardiologie",
+        "added": ["mailbox.manage_house"],
+        "removed": ["mailbox.change_membership"],
+    }
+    assert event.action_label == "Berechtigungen einer Gruppe geändert"
+
+    client.post(url, {"name": "Leitung Kardiologie (Haus)", "permissions": [manage_house.pk]})
+
+    assert AuditEvent.objects.filter(action="group.permissions_changed").count() == 1  # renamed only: no change
