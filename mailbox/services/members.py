@@ -183,12 +183,27 @@ def _owner_after(
     return get_user_model().objects.filter(pk__in=people, is_active=True).exists()
 
 
-def owner_lost(*, actor: Any, mailbox: Mailbox, person: Any, reason: str) -> None:
-    """A change outside the portal's forms (a script, the shell, a data import) took the mailbox's last owner who
-    can sign in. Not refused — such a change is the account's or directory's truth, and undoing it would keep an
-    account that should have ended — but audited and logged, so that the managers give the mailbox an owner."""
-    audit_record(actor=actor, action="mailbox.owner_lost", mailbox=mailbox, member=person.username, reason=reason)
-    log.warning("Mailbox %s has no owner who can sign in any more (%s: %s)", mailbox.pk, reason, person.username)
+def owned_with_an_owner(group_ids: Iterable[int]) -> list[int]:
+    """Before people leave these groups outside the portal's forms: the mailboxes the groups own that have an
+    owner person now, for owners_lost afterwards."""
+    owner_of = Membership.objects.filter(group_id__in=list(group_ids), role=Membership.Role.OWNER)
+    mailboxes = Mailbox.objects.filter(pk__in=owner_of.values("mailbox_id")).order_by("pk")
+    return [mailbox.pk for mailbox in mailboxes if has_an_owner(mailbox)]
+
+
+def owners_lost(*, actor: Any, mailbox_ids: Iterable[int], people: list[Any], reason: str) -> None:
+    """After a change outside the portal's forms (a directory sync, a script, the shell) that may have taken these
+    mailboxes' last owner who can sign in: each that has none now is audited (per person who went) and logged.
+    Not refused — such a change is the directory's or the account's truth, and refusing it would keep an owner
+    who should have gone — but made visible, so that the managers give the mailbox an owner."""
+    for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
+        if has_an_owner(mailbox):
+            continue
+        for person in people:
+            audit_record(
+                actor=actor, action="mailbox.owner_lost", mailbox=mailbox, member=person.username, reason=reason
+            )
+        log.warning("Mailbox %s has no owner who can sign in any more (%s)", mailbox.pk, reason)
 
 
 def _affected_users(membership: Membership) -> list[int]:
@@ -309,12 +324,7 @@ def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool)
         for person in people
         for mailbox_id, could_process in _process_rights(person, mailbox_ids).items()
     }
-    owned = []
-    if leaving:
-        owner_of = Membership.objects.filter(group_id__in=group_ids, role=Membership.Role.OWNER).values("mailbox_id")
-        owned = [
-            mailbox.pk for mailbox in Mailbox.objects.filter(pk__in=owner_of).order_by("pk") if has_an_owner(mailbox)
-        ]
+    owned = owned_with_an_owner(group_ids) if leaving else []
     return GroupChange(
         user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could, owned=owned
     )
@@ -346,10 +356,7 @@ def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
             _process_right_changed(
                 actor=actor, mailbox=mailboxes[mailbox_id], person=people[user_id], could_process=could
             )
-        for mailbox_id in change.owned:
-            if mailbox_id in mailboxes and not has_an_owner(mailboxes[mailbox_id]):
-                for person in people.values():
-                    owner_lost(actor=actor, mailbox=mailboxes[mailbox_id], person=person, reason="group_left")
+        owners_lost(actor=actor, mailbox_ids=change.owned, people=list(people.values()), reason="group_left")
     events.broadcast_memberships_changed(user_ids=list(people))
 
 
@@ -413,10 +420,8 @@ def account_deactivated(*, person: Any) -> None:
         for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
             work_return(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
         # The account was active: where it was an owner, the mailbox had one before.
-        owned = Membership.objects.filter(member_q(person), role=Membership.Role.OWNER).values("mailbox_id")
-        for mailbox in Mailbox.objects.filter(pk__in=owned).order_by("pk"):
-            if not has_an_owner(mailbox):
-                owner_lost(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
+        owned = Membership.objects.filter(member_q(person), role=Membership.Role.OWNER).values_list("mailbox_id")
+        owners_lost(actor=None, mailbox_ids=[pk for (pk,) in owned], people=[person], reason="account_deactivated")
     events.broadcast_memberships_changed(user_ids=[person.pk])
 
 

@@ -15,6 +15,7 @@ from audit.models import AuditEvent
 from mailbox.models import Membership, Message
 from mailbox.services import assignment
 from mailbox.services.ingest import message_ingest
+from mailbox.services.signin import wards_from_directory
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
 
@@ -202,6 +203,20 @@ def test_leaving_the_owners_group_while_another_owner_stays_is_no_warning(house)
     leads.user_set.remove(owner)
 
     assert not AuditEvent.objects.filter(action="mailbox.owner_lost").exists()
+
+
+def test_the_last_owner_leaving_the_owners_ward_in_the_directory_leaves_it_audited(house):
+    """The directory decides at sign-in: refusing would keep an owner the hospital has taken out of the ward."""
+    box, _leads, owner, _nurse, _administrator = house
+
+    wards_from_directory(
+        user=owner, group_dns=set(), mapping={"cn=kim-leitung-kardio,ou=groups": "Leitung Kardiologie"}
+    )
+
+    assert not owner.groups.exists()
+    event = AuditEvent.objects.get(action="mailbox.owner_lost")
+    assert event.mailbox_id == box.pk
+    assert event.details == {"member": "chefin", "reason": "directory"}
 
 
 def test_switching_off_the_last_owner_from_the_shell_is_audited(house):
