@@ -33,6 +33,8 @@ ACTION_LABELS = {
     "group.created": _("Gruppe angelegt"),
     "group.member_added": _("Person einer Gruppe zugeordnet"),
     "group.member_removed": _("Person aus einer Gruppe entfernt"),
+    "group.permissions_changed": _("Berechtigungen einer Gruppe geändert"),
+    "mailbox.owner_lost": _("Postfach ohne Eigentümer, der sich anmelden kann"),
     "mailbox.created": _("Postfach angelegt"),
     "mailbox.activated": _("Postfach aktiviert"),
     "mailbox.deactivated": _("Postfach deaktiviert"),

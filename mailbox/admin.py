@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from kimportal.errors import PortalError
@@ -80,11 +85,65 @@ class MailboxAdmin(admin.ModelAdmin):
             self.message_user(request, exc.message, messages.ERROR)
 
 
+def _last_owner_error(mailboxes: list[Mailbox]) -> str:
+    names = ", ".join(f"„{mailbox.display_name}“" for mailbox in mailboxes)
+    return ngettext(
+        "Damit hätte das Postfach %(names)s keinen Eigentümer mehr, der sich anmelden kann. Ein Postfach braucht "
+        "mindestens einen Eigentümer: bitte zuerst einer anderen Person die Rolle Eigentümer geben.",
+        "Damit hätten die Postfächer %(names)s keinen Eigentümer mehr, der sich anmelden kann. Ein Postfach braucht "
+        "mindestens einen Eigentümer: bitte zuerst einer anderen Person die Rolle Eigentümer geben.",
+        len(mailboxes),
+    ) % {"names": names}
+
+
+def _protect_last_owners(protected: list[Any], mailboxes: list[Mailbox]) -> list[Any]:
+    """The delete page's list of what may not go (Django shows it instead of the confirm button)."""
+    return [*protected, *(_last_owner_deleted(mailbox) for mailbox in mailboxes)]
+
+
+def _last_owner_deleted(mailbox: Mailbox) -> str:
+    return gettext("Postfach „%(name)s“: ein Postfach braucht mindestens einen Eigentümer, der sich anmelden kann.") % {
+        "name": mailbox.display_name
+    }
+
+
+class PortalUserChangeForm(UserChangeForm):
+    """Switching off the last owner of a mailbox who can sign in, or taking them out of its owners' group, is refused
+    here, before anything is saved, as the portal's own pages refuse it (mailbox.services.members.keep_an_owner)."""
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        person = self.instance
+        if person.pk is None:
+            return cleaned
+        if "is_active" in self.fields and cleaned.get("is_active") is False:
+            lost = members.mailboxes_left_without_owner(users_gone=[person.pk])
+            if lost:
+                self.add_error("is_active", _last_owner_error(lost))
+                return cleaned
+        if "groups" in self.fields and cleaned.get("groups") is not None:
+            groups = {person.pk: [group.pk for group in cleaned["groups"]]}
+            lost = members.mailboxes_left_without_owner(groups_of=groups)
+            if lost:
+                self.add_error("groups", _last_owner_error(lost))
+        return cleaned
+
+
 admin.site.unregister(get_user_model())
+admin.site.unregister(Group)
 
 
 @admin.register(get_user_model())
 class PortalUserAdmin(UserAdmin):
+    form = PortalUserChangeForm
+
+    def get_deleted_objects(self, objs, request) -> tuple[Any, Any, Any, list[Any]]:
+        """A mailbox's last owner who can sign in is not deleted (alone or with others of the list)."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        lost = members.mailboxes_left_without_owner(users_gone=[person.pk for person in objs])
+        return deleted, counts, perms_needed, _protect_last_owners(list(protected), lost)
+
     def save_related(self, request, form, formsets, change) -> None:
         """The groups are saved here: a group left or joined hands work over as a membership change does
         (mailbox.signals), audited with the administrator as the one who changed it."""
@@ -100,6 +159,24 @@ class PortalUserAdmin(UserAdmin):
             group_ids=[group.pk for group in form.cleaned_data["groups"]],
             save=lambda: super(PortalUserAdmin, self).save_related(request, form, formsets, change),
         )
+
+
+@admin.register(Group)
+class PortalGroupAdmin(GroupAdmin):
+    def save_related(self, request, form, formsets, change) -> None:
+        """The permissions a group gives are audited as a change of who is in it is: who, which group, what was
+        added and removed."""
+        members.group_permissions_saved(
+            actor=request.user,
+            group=form.instance,
+            save=lambda: super(PortalGroupAdmin, self).save_related(request, form, formsets, change),
+        )
+
+    def get_deleted_objects(self, objs, request) -> tuple[Any, Any, Any, list[Any]]:
+        """An owners' group whose people are a mailbox's last owners who can sign in is not deleted."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        lost = members.mailboxes_left_without_owner(groups_gone=[group.pk for group in objs])
+        return deleted, counts, perms_needed, _protect_last_owners(list(protected), lost)
 
 
 @admin.register(KimAccount)

@@ -10,15 +10,17 @@ Who can work it is decided by the right to process their memberships give, also 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -34,6 +36,8 @@ from mailbox.services.compose import outgoing_drafts_reclaim, outgoing_drafts_re
 from mailbox.services.guard import bump
 from mailbox.services.notifications import notify
 from mailbox.services.outbox import outgoing_claims_return
+
+log = logging.getLogger(__name__)
 
 
 def _require_manager(user: Any, mailbox: Mailbox) -> None:
@@ -138,6 +142,70 @@ def owners_before_change(mailboxes: list[Mailbox]) -> dict[int, bool]:
     return {mailbox.pk: _owner_before_change(mailbox) for mailbox in sorted(mailboxes, key=lambda m: m.pk)}
 
 
+def mailboxes_left_without_owner(
+    *,
+    users_gone: Collection[int] = (),
+    groups_gone: Collection[int] = (),
+    groups_of: Mapping[int, Collection[int]] | None = None,
+) -> list[Mailbox]:
+    """Before a change the Django admin would make to accounts or groups: the mailboxes that have an owner now (a
+    person who can sign in, see has_an_owner) and would have none after it — for the form to refuse it, naming
+    them, before anything is saved. The change: `users_gone` switched off or deleted, `groups_gone` deleted,
+    `groups_of` a person's groups replaced by these. Locks those mailboxes' rows, as a membership change does,
+    until the caller's transaction ends."""
+    replaced = {user_id: set(group_ids) for user_id, group_ids in (groups_of or {}).items()}
+    people = {*users_gone, *replaced}
+    through = get_user_model().groups.through
+    their_groups = through.objects.filter(user_id__in=people).values("group_id")
+    owned = Membership.objects.filter(
+        Q(user_id__in=people) | Q(group_id__in=their_groups) | Q(group_id__in=groups_gone),
+        role=Membership.Role.OWNER,
+    ).values("mailbox_id")
+    lost = []
+    with transaction.atomic():
+        for mailbox in Mailbox.objects.select_for_update().filter(pk__in=owned).order_by("pk"):
+            if has_an_owner(mailbox) and not _owner_after(mailbox, users_gone, groups_gone, replaced):
+                lost.append(mailbox)
+    return sorted(lost, key=lambda mailbox: (mailbox.display_name, mailbox.pk))
+
+
+def _owner_after(
+    mailbox: Mailbox, users_gone: Collection[int], groups_gone: Collection[int], groups_of: dict[int, set[int]]
+) -> bool:
+    owners = Membership.objects.filter(mailbox=mailbox, role=Membership.Role.OWNER).exclude(group_id__in=groups_gone)
+    direct = set(owners.filter(user__isnull=False).values_list("user_id", flat=True))
+    owner_groups = set(owners.filter(group__isnull=False).values_list("group_id", flat=True))
+    through = get_user_model().groups.through
+    via = through.objects.filter(group_id__in=owner_groups).exclude(user_id__in=list(groups_of))
+    people = direct | set(via.values_list("user_id", flat=True))
+    people |= {user_id for user_id, group_ids in groups_of.items() if group_ids & owner_groups}
+    people -= set(users_gone)
+    return get_user_model().objects.filter(pk__in=people, is_active=True).exists()
+
+
+def owned_with_an_owner(group_ids: Iterable[int]) -> list[int]:
+    """Before people leave these groups outside the portal's forms: the mailboxes the groups own that have an
+    owner person now, for owners_lost afterwards."""
+    owner_of = Membership.objects.filter(group_id__in=list(group_ids), role=Membership.Role.OWNER)
+    mailboxes = Mailbox.objects.filter(pk__in=owner_of.values("mailbox_id")).order_by("pk")
+    return [mailbox.pk for mailbox in mailboxes if has_an_owner(mailbox)]
+
+
+def owners_lost(*, actor: Any, mailbox_ids: Iterable[int], people: list[Any], reason: str) -> None:
+    """After a change outside the portal's forms (a directory sync, a script, the shell) that may have taken these
+    mailboxes' last owner who can sign in: each that has none now is audited (per person who went) and logged.
+    Not refused — such a change is the directory's or the account's truth, and refusing it would keep an owner
+    who should have gone — but made visible, so that the managers give the mailbox an owner."""
+    for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
+        if has_an_owner(mailbox):
+            continue
+        for person in people:
+            audit_record(
+                actor=actor, action="mailbox.owner_lost", mailbox=mailbox, member=person.username, reason=reason
+            )
+        log.warning("Mailbox %s has no owner who can sign in any more (%s)", mailbox.pk, reason)
+
+
 def _affected_users(membership: Membership) -> list[int]:
     if membership.user_id:
         return [membership.user_id]
@@ -166,13 +234,32 @@ def _access_changed(*, actor: Any, mailbox: Mailbox, user_ids: list[int]) -> Non
       audited); messages stay in the queue, where colleagues may have taken them meanwhile.
     """
     for person in get_user_model().objects.filter(pk__in=user_ids):
-        role = granted_role(person, mailbox)
-        if not can(role, Action.PROCESS):
-            reason = "membership_ended" if role is None else "role_changed"
-            work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
-        else:
-            outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
+        _process_right_changed(actor=actor, mailbox=mailbox, person=person)
     events.broadcast_memberships_changed(user_ids=user_ids)
+
+
+def _process_rights(person: Any, mailbox_ids: Iterable[int]) -> dict[int, bool]:
+    """Before a change: whether the person may process in each mailbox, for _process_right_changed afterwards."""
+    return {mailbox_id: can(granted_role(person, mailbox_id), Action.PROCESS) for mailbox_id in mailbox_ids}
+
+
+def _process_right_changed(*, actor: Any, mailbox: Mailbox, person: Any, could_process: bool | None = None) -> None:
+    """The one rule for a change that may give or take the right to process in the mailbox, read now: without it,
+    the person hands their work back (work_return; reason "membership_ended" when no role is left, "role_changed"
+    when they still read); with it, their drafts left there are theirs again (outgoing_drafts_reclaim).
+
+    `could_process`: whether they could before the change, where the caller read it; when it is the same now,
+    nothing is handed over. Not known (None): handed over as the right reads now (both steps find nothing to do
+    when nothing changed)."""
+    role = granted_role(person, mailbox)
+    can_process = can(role, Action.PROCESS)
+    if could_process is not None and could_process == can_process:
+        return
+    if not can_process:
+        reason = "membership_ended" if role is None else "role_changed"
+        work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
+    else:
+        outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
 
 
 # --- group memberships changed where Django reports it (m2m_changed of User.groups) --------------------------------
@@ -212,6 +299,8 @@ class GroupChange:
     user_ids: list[int]
     group_ids: list[int]
     could_process: dict[tuple[int, int], bool]  # (user id, mailbox id)
+    # Mailboxes those groups own that have an owner person now: leaving may take the last one (owner_lost).
+    owned: list[int] = field(default_factory=list)
 
 
 def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool) -> GroupChange | None:
@@ -231,11 +320,14 @@ def groups_changing(*, user_ids: list[int], group_ids: list[int], leaving: bool)
         return None
     people = list(get_user_model().objects.filter(pk__in=user_ids).order_by("pk"))
     could = {
-        (person.pk, mailbox_id): can(granted_role(person, mailbox_id), Action.PROCESS)
+        (person.pk, mailbox_id): could_process
         for person in people
-        for mailbox_id in mailbox_ids
+        for mailbox_id, could_process in _process_rights(person, mailbox_ids).items()
     }
-    return GroupChange(user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could)
+    owned = owned_with_an_owner(group_ids) if leaving else []
+    return GroupChange(
+        user_ids=[person.pk for person in people], group_ids=list(group_ids), could_process=could, owned=owned
+    )
 
 
 def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
@@ -261,13 +353,10 @@ def groups_changed(change: GroupChange | None, *, joined: bool) -> None:
         for (user_id, mailbox_id), could in sorted(change.could_process.items()):
             if user_id not in people or mailbox_id not in mailboxes:
                 continue
-            person, mailbox = people[user_id], mailboxes[mailbox_id]
-            role = granted_role(person, mailbox)
-            if could and not can(role, Action.PROCESS):
-                reason = "membership_ended" if role is None else "role_changed"
-                work_return(actor=actor, mailbox=mailbox, person=person, reason=reason)
-            elif not could and can(role, Action.PROCESS):
-                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox.pk, person=person, reason="membership_changed")
+            _process_right_changed(
+                actor=actor, mailbox=mailboxes[mailbox_id], person=people[user_id], could_process=could
+            )
+        owners_lost(actor=actor, mailbox_ids=change.owned, people=list(people.values()), reason="group_left")
     events.broadcast_memberships_changed(user_ids=list(people))
 
 
@@ -280,7 +369,7 @@ def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Cal
     before = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True)) if person.pk else set()
     touched = before ^ set(group_ids)
     mailbox_ids = sorted(set(Membership.objects.filter(group_id__in=touched).values_list("mailbox_id", flat=True)))
-    could = {mailbox_id: can(granted_role(person, mailbox_id), Action.PROCESS) for mailbox_id in mailbox_ids}
+    could = _process_rights(person, mailbox_ids)
     with group_change_handled():
         save()
     after = set(through.objects.filter(user_id=person.pk).values_list("group_id", flat=True))
@@ -294,13 +383,32 @@ def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Cal
             action = "group.member_added" if joined else "group.member_removed"
             audit_record(actor=actor, action=action, group=names.get(group_id, ""), member=person.username)
         for mailbox_id, could_process in could.items():
-            role = granted_role(person, mailbox_id)
-            if could_process and not can(role, Action.PROCESS):
-                reason = "membership_ended" if role is None else "role_changed"
-                work_return(actor=actor, mailbox=mailboxes[mailbox_id], person=person, reason=reason)
-            elif not could_process and can(role, Action.PROCESS):
-                outgoing_drafts_reclaim(actor=actor, mailbox_id=mailbox_id, person=person, reason="membership_changed")
+            _process_right_changed(
+                actor=actor, mailbox=mailboxes[mailbox_id], person=person, could_process=could_process
+            )
     events.broadcast_memberships_changed(user_ids=[person.pk])
+
+
+def group_permissions_saved(*, actor: Any, group: Group, save: Callable[[], None]) -> None:
+    """A save that sets all of a group's permissions at once (the Django admin's group form). What the group grants
+    changes for everyone in it (the Leitung's manage_house, a reviewers' right …): audited as a change of who is in
+    it is, with `actor`, once per save, naming the permissions added and removed ("app_label.codename")."""
+    before = _permission_names(group)
+    save()
+    after = _permission_names(group)
+    if before != after:
+        audit_record(
+            actor=actor,
+            action="group.permissions_changed",
+            group=group.name,
+            added=sorted(after - before),
+            removed=sorted(before - after),
+        )
+
+
+def _permission_names(group: Group) -> set[str]:
+    permissions = group.permissions.values_list("content_type__app_label", "codename")
+    return {f"{app_label}.{codename}" for app_label, codename in permissions}
 
 
 def account_deactivated(*, person: Any) -> None:
@@ -311,6 +419,9 @@ def account_deactivated(*, person: Any) -> None:
     with transaction.atomic():
         for mailbox in Mailbox.objects.filter(pk__in=list(mailbox_ids)).order_by("pk"):
             work_return(actor=None, mailbox=mailbox, person=person, reason="account_deactivated")
+        # The account was active: where it was an owner, the mailbox had one before.
+        owned = Membership.objects.filter(member_q(person), role=Membership.Role.OWNER).values_list("mailbox_id")
+        owners_lost(actor=None, mailbox_ids=[pk for (pk,) in owned], people=[person], reason="account_deactivated")
     events.broadcast_memberships_changed(user_ids=[person.pk])
 
 

@@ -43,6 +43,10 @@ def wards_from_directory(*, user: Any, group_dns: set[str], mapping: dict[str, s
     mapped = set(mapping.values())
     current = set(user.groups.filter(name__in=mapped).values_list("name", flat=True))
     joined, left = sorted(wanted - current), sorted(current - wanted)
+    # The directory decides: a ward left is left even by a mailbox's last owner, but the managers are told.
+    owned = (
+        members.owned_with_an_owner(Group.objects.filter(name__in=left).values_list("pk", flat=True)) if left else []
+    )
     with members.group_change_handled():  # handed over below, audited as the directory's sync
         for name in joined:
             group, _ = Group.objects.get_or_create(name=name)
@@ -56,5 +60,6 @@ def wards_from_directory(*, user: Any, group_dns: set[str], mapping: dict[str, s
         wards = Group.objects.filter(name__in=[*joined, *left])
         for mailbox in Mailbox.objects.filter(memberships__group__in=wards).distinct().order_by("pk"):
             members.access_changed(actor=None, mailbox=mailbox, user_ids=[user.pk])
+        members.owners_lost(actor=None, mailbox_ids=owned, people=[user], reason="directory")
         broadcast_memberships_changed(user_ids=[user.pk])
     return joined, left
