@@ -156,10 +156,11 @@ def _work_response(
     notice: str = "",
     status: int = 200,
     note_draft: str = "",
+    assign_draft: dict[str, Any] | None = None,
 ) -> HttpResponse:
-    if not request.htmx and error and note_draft:
-        # Without htmx a redirect would drop the refused note's text: the page comes back with it in its field.
-        return _detail_page(request, pk, status=status, error=error, note_draft=note_draft)
+    if not request.htmx and error and (note_draft or assign_draft):
+        # Without htmx a redirect would drop what the refused form held: the page comes back with it in its fields.
+        return _detail_page(request, pk, status=status, error=error, note_draft=note_draft, assign_draft=assign_draft)
     message = selectors.message_detail_for_user(request.user, pk)
     if not request.htmx:
         if error:
@@ -167,7 +168,9 @@ def _work_response(
         elif notice:
             messages.success(request, notice)
         return redirect("mailbox:message-detail", pk=pk)
-    context = _detail_context(request, message, error=error, notice=notice, note_draft=note_draft)
+    context = _detail_context(
+        request, message, error=error, notice=notice, note_draft=note_draft, assign_draft=assign_draft
+    )
     response = render(request, "mailbox/message_detail.html#work", context, status=status)
     # The lock panel shows version and holder; refresh it too.
     lock_context = {"message": message, "oob": True, "user": request.user, "page_token": _page_token(request, pk)}
@@ -182,24 +185,32 @@ def _run_action(
     action: Callable[[Message, dict[str, Any]], str],
     *,
     keeps_note: bool = False,
+    keeps_assignment: bool = False,
 ) -> HttpResponse:
     message = message_or_404(request.user, pk)
     form = form_class(request.POST)
-    # A refused note comes back in its field: a colleague's change meanwhile must not cost the text typed.
-    draft = request.POST.get("body", "") if keeps_note else ""
+    # A refused note or assignment comes back in its fields: a colleague's change meanwhile must not cost the text
+    # typed (nor whom it was for).
+    kept: dict[str, Any] = {"note_draft": request.POST.get("body", "") if keeps_note else ""}
+    if keeps_assignment:
+        assignee = request.POST.get("assignee", "")
+        kept["assign_draft"] = {
+            "assignee": int(assignee) if assignee.isdigit() and len(assignee) <= 18 else None,
+            "note": request.POST.get("note", "")[:500],
+        }
     if not form.is_valid():
         errors = "; ".join(str(e) for errs in form.errors.values() for e in errs)
-        return _work_response(request, pk, error=errors, status=422, note_draft=draft)
+        return _work_response(request, pk, error=errors, status=422, **kept)
     try:
         notice = action(message, form.cleaned_data)
     except Conflict as exc:
-        return _work_response(request, pk, error=exc.message, status=409, note_draft=draft)
+        return _work_response(request, pk, error=exc.message, status=409, **kept)
     except ClaimHeld as exc:
-        return _work_response(request, pk, error=exc.message, status=423, note_draft=draft)
+        return _work_response(request, pk, error=exc.message, status=423, **kept)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
-        return _work_response(request, pk, error=exc.message, status=422, note_draft=draft)
+        return _work_response(request, pk, error=exc.message, status=422, **kept)
     return _work_response(request, pk, notice=notice)
 
 
@@ -221,7 +232,7 @@ def message_assign(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         assert updated.assignee is not None  # message_assign() always leaves someone responsible
         return _("Zugewiesen an %(name)s.") % {"name": selectors.display_name(updated.assignee)}
 
-    return _run_action(request, pk, AssignForm, act)
+    return _run_action(request, pk, AssignForm, act, keeps_assignment=True)
 
 
 @require_POST

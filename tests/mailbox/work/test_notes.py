@@ -129,3 +129,42 @@ def test_mentions_that_all_reach_members_say_only_saved(client, alice, bob, mess
     response = _post_note(client, message, "@bernd bitte", version=1)
     assert "Notiz gespeichert." in response.content.decode()
     assert "Nicht benachrichtigt" not in response.content.decode()
+
+
+def _assign_form(response) -> tuple[str, str]:
+    text = response.content.decode()
+    form = re.search(r'<form class="assign-form".*?</form>', text, re.S)
+    assert form is not None
+    note = re.search(r'<input type="text" name="note"[^>]*value="([^"]*)"', form.group(0))
+    chosen = re.search(r'<option value="(\d+)" selected>', form.group(0))
+    return html.unescape(note.group(1)) if note else "", chosen.group(1) if chosen else ""
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_refused_assignment_keeps_its_hint_and_whom_it_was_for(client, alice, bob, message, htmx):
+    # A colleague acted meanwhile: the assignment is refused, and what was typed for the colleague is not lost.
+    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+    client.force_login(alice)
+    headers = {"HX-Request": "true"} if htmx else {}
+    hint = 'Bitte "Rückruf" <heute>'
+
+    refused = client.post(
+        reverse("mailbox:message-assign", args=[message.pk]),
+        {"version": 1, "assignee": bob.pk, "note": hint},
+        headers=headers,
+    )
+
+    assert refused.status_code == 409
+    assert _assign_form(refused) == (hint, str(bob.pk))
+    assert "<heute>" not in refused.content.decode()
+    message.refresh_from_db()
+    assert message.assignee_id is None
+    done = client.post(
+        reverse("mailbox:message-assign", args=[message.pk]),
+        {"version": message.version, "assignee": bob.pk, "note": hint},
+        headers=headers,
+    )
+    if htmx:
+        assert done.status_code == 200 and _assign_form(done)[0] == ""
+    message.refresh_from_db()
+    assert message.assignee_id == bob.pk
