@@ -54,3 +54,22 @@ class KimAccountFactory(factory.django.DjangoModelFactory):
         self.set_password(extracted or "kim-secret")
         if create:
             self.save()
+
+
+def admin_user_form(person, groups, *, active: bool = True) -> dict:
+    """The Django admin's user change form as a browser posts it."""
+    data = {
+        "username": person.username,
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+        "email": person.email,
+        "groups": [group.pk for group in groups],
+        "user_permissions": [],
+        "date_joined_0": "2026-01-05",
+        "date_joined_1": "08:00:00",
+        "last_login_0": "",
+        "last_login_1": "",
+    }
+    if active:
+        data["is_active"] = "on"
+    return data

@@ -16,7 +16,7 @@ from mailbox.models import Membership, Message
 from mailbox.services import assignment
 from mailbox.services.ingest import message_ingest
 from mailbox.services.signin import wards_from_directory
-from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory, admin_user_form
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 Role = Membership.Role
@@ -45,24 +45,6 @@ def house(client):
     return box, leads, owner, nurse, administrator
 
 
-def _user_form(person, groups, *, active: bool = True) -> dict:
-    data = {
-        "username": person.username,
-        "first_name": person.first_name,
-        "last_name": person.last_name,
-        "email": person.email,
-        "groups": [group.pk for group in groups],
-        "user_permissions": [],
-        "date_joined_0": "2026-01-05",
-        "date_joined_1": "08:00:00",
-        "last_login_0": "",
-        "last_login_1": "",
-    }
-    if active:
-        data["is_active"] = "on"
-    return data
-
-
 def _group_changes() -> list[str]:
     """Those made in the admin (the fixture's own are by the system)."""
     changes = AuditEvent.objects.filter(action__startswith="group.member_", actor_username="it-admin")
@@ -76,7 +58,7 @@ def test_the_user_form_refuses_to_take_the_last_owner_out_of_the_owners_group(ho
     _box, leads, owner, _nurse, _administrator = house
     ward = Group.objects.create(name="Station 3")
 
-    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), _user_form(owner, [ward]))
+    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), admin_user_form(owner, [ward]))
 
     assert response.status_code == 200
     assert REFUSED in response.content.decode()
@@ -88,7 +70,7 @@ def test_the_user_form_lets_an_owner_leave_the_owners_group_when_another_owner_s
     box, _leads, owner, _nurse, _administrator = house
     MembershipFactory(mailbox=box, user=UserFactory(username="oberarzt"), role=Role.OWNER)
 
-    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), _user_form(owner, []))
+    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), admin_user_form(owner, []))
 
     assert response.status_code == 302, response.content.decode()[:3000]
     assert not owner.groups.exists()
@@ -98,7 +80,9 @@ def test_the_user_form_lets_an_owner_leave_the_owners_group_when_another_owner_s
 def test_the_user_form_refuses_to_switch_off_the_last_owner(house, client):
     _box, leads, owner, _nurse, _administrator = house
 
-    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), _user_form(owner, [leads], active=False))
+    response = client.post(
+        reverse("admin:auth_user_change", args=[owner.pk]), admin_user_form(owner, [leads], active=False)
+    )
 
     assert response.status_code == 200
     assert REFUSED in response.content.decode()
@@ -111,7 +95,7 @@ def test_the_user_form_switches_off_a_processor_and_their_work_goes_back(house, 
     """The refusal is for the last owner only: switching off anyone else still works and hands the work back."""
     box, _leads, _owner, nurse, _administrator = house
 
-    response = client.post(reverse("admin:auth_user_change", args=[nurse.pk]), _user_form(nurse, [], active=False))
+    response = client.post(reverse("admin:auth_user_change", args=[nurse.pk]), admin_user_form(nurse, [], active=False))
 
     assert response.status_code == 302, response.content.decode()[:3000]
     nurse.refresh_from_db()
@@ -123,7 +107,7 @@ def test_a_switched_off_owner_does_not_count_as_the_one_who_stays(house, client)
     box, leads, owner, _nurse, _administrator = house
     MembershipFactory(mailbox=box, user=UserFactory(username="ehemalig", is_active=False), role=Role.OWNER)
 
-    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), _user_form(owner, []))
+    response = client.post(reverse("admin:auth_user_change", args=[owner.pk]), admin_user_form(owner, []))
 
     assert response.status_code == 200
     assert REFUSED in response.content.decode()

@@ -17,7 +17,7 @@ from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
 from mailbox.services.outbox import outgoing_claim
 from mailbox.services.signin import wards_from_directory
-from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory, admin_user_form
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 Role = Membership.Role
@@ -277,22 +277,6 @@ def test_leaving_a_group_while_another_membership_gives_the_right_keeps_the_work
     assert not AuditEvent.objects.filter(action__in=["message.unassigned", "outgoing.draft_left"]).exists()
 
 
-def _user_form(person, groups) -> dict:
-    return {
-        "username": person.username,
-        "first_name": person.first_name,
-        "last_name": person.last_name,
-        "email": person.email,
-        "is_active": "on",
-        "groups": [group.pk for group in groups],
-        "user_permissions": [],
-        "date_joined_0": "2026-01-05",
-        "date_joined_1": "08:00:00",
-        "last_login_0": "",
-        "last_login_1": "",
-    }
-
-
 def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when_it_returns(station, client):
     box, owner, group, nurse, letter, draft = station
     readers = Group.objects.create(name="Lesende")
@@ -303,7 +287,7 @@ def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when
     url = reverse("admin:auth_user_change", args=[nurse.pk])
 
     # The form keeps only the readers' group: the nurse still reads, but may no longer process.
-    response = client.post(url, _user_form(nurse, [readers]))
+    response = client.post(url, admin_user_form(nurse, [readers]))
 
     assert response.status_code == 302, response.content.decode()[:3000]
     assert list(nurse.groups.all()) == [readers]
@@ -315,7 +299,7 @@ def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when
     assert removed.actor == administrator and removed.details["group"] == "Station 3"
     assert list(left_drafts_for_user(owner)) == [draft]
 
-    response = client.post(url, _user_form(nurse, [readers, group]))
+    response = client.post(url, admin_user_form(nurse, [readers, group]))
 
     assert response.status_code == 302
     draft.refresh_from_db()
@@ -334,7 +318,7 @@ def test_moved_in_the_admin_between_two_wards_of_one_mailbox_keeps_the_work(stat
     administrator = UserFactory(username="it-admin", is_staff=True, is_superuser=True)
     client.force_login(administrator)
 
-    response = client.post(reverse("admin:auth_user_change", args=[nurse.pk]), _user_form(nurse, [other_ward]))
+    response = client.post(reverse("admin:auth_user_change", args=[nurse.pk]), admin_user_form(nurse, [other_ward]))
 
     assert response.status_code == 302, response.content.decode()[:3000]
     assert list(nurse.groups.all()) == [other_ward]
