@@ -40,6 +40,7 @@ from mailbox.selectors.messages import (
     message_get_for_user,
     message_list_for_user,
     message_lock_for_user,
+    message_out_of_reach,
     message_ref_for_user,
     message_row_for_user,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "message_get_for_user",
     "message_list_for_user",
     "message_lock_for_user",
+    "message_out_of_reach",
     "message_ref_for_user",
     "message_row_for_user",
     "notification_list_for_user",

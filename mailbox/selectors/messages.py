@@ -441,6 +441,18 @@ def message_get_for_user(user: Any, pk: int) -> Message:
     return message
 
 
+def message_out_of_reach(user: Any, pk: int) -> bool:
+    """Whether the user opened the message once and may not see it now (removed from its mailbox or from the ward
+    that gave the membership, the mailbox switched off): a page still open on it is told why its actions do
+    nothing. A message the user never opened stays nobody's business (False: the caller answers 404)."""
+    if not user.is_authenticated:
+        return False
+    return (
+        MessageRead.objects.filter(message_id=pk, user_id=user.pk).exists()
+        and not Message.objects.visible_to(user).filter(pk=pk).exists()
+    )
+
+
 class _Unknown(enum.Enum):
     ROLE = "unknown"  # a sentinel: None is a role ("not a member")
 

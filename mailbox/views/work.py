@@ -178,6 +178,27 @@ def _work_response(
     return response
 
 
+def _message_or_refusal(request: AuthenticatedHttpRequest, pk: int) -> Message | HttpResponse:
+    """The message of a work or lock action; for a page still open on a message the user may no longer see (removed
+    from the mailbox or its ward meanwhile) the refusal with the reason (423), because a 404 would not be shown —
+    htmx swaps neither 404 nor 403 — and the click would seem to do nothing. Anyone else gets the 404."""
+    try:
+        return message_or_404(request.user, pk)
+    except Http404:
+        if not selectors.message_out_of_reach(request.user, pk):
+            raise
+    error = _(
+        "Sie haben keinen Zugriff mehr auf diese Nachricht (z. B. aus dem Postfach oder der Station entfernt). "
+        "Ihre Aktion wurde nicht ausgeführt; diese Seite kann nichts mehr ändern."
+    )
+    if not request.htmx:
+        messages.error(request, error)
+        return redirect("mailbox:inbox")
+    # The panel the action targets is replaced; the other one follows out of band (both lose their buttons).
+    target = "lock-panel" if request.htmx.target == "lock-panel" else "work"
+    return render(request, "mailbox/partials/_out_of_reach.html", {"error": error, "target": target}, status=423)
+
+
 def _run_action(
     request: AuthenticatedHttpRequest,
     pk: int,
@@ -187,7 +208,9 @@ def _run_action(
     keeps_note: bool = False,
     keeps_assignment: bool = False,
 ) -> HttpResponse:
-    message = message_or_404(request.user, pk)
+    message = _message_or_refusal(request, pk)
+    if isinstance(message, HttpResponse):
+        return message
     form = form_class(request.POST)
     # A refused note or assignment comes back in its fields: a colleague's change meanwhile must not cost the text
     # typed (nor whom it was for).
@@ -292,7 +315,9 @@ def _page_token(request: AuthenticatedHttpRequest, pk: int) -> str:
 
 @require_POST
 def message_claim_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    message = message_or_404(request.user, pk)
+    message = _message_or_refusal(request, pk)
+    if isinstance(message, HttpResponse):
+        return message
     try:
         result = message_claim(user=request.user, message=message, page=_page_token(request, pk))
     except NotAllowed as exc:
@@ -303,14 +328,18 @@ def message_claim_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
 
 @require_POST
 def message_release_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    message = message_or_404(request.user, pk)
+    message = _message_or_refusal(request, pk)
+    if isinstance(message, HttpResponse):
+        return message
     message_release(user=request.user, message=message, reason="button")
     return _lock_response(request, pk)
 
 
 @require_POST
 def message_break_lock_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    message = message_or_404(request.user, pk)
+    message = _message_or_refusal(request, pk)
+    if isinstance(message, HttpResponse):
+        return message
     try:
         message_break_lock(user=request.user, message=message)
     except NotAllowed as exc:

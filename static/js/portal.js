@@ -11,6 +11,20 @@ document.addEventListener("submit", (ev) => {
   if (question && !window.confirm(question)) ev.preventDefault();
 });
 
+// A form that creates something is sent once per page: the second click of a double click, while the first answer
+// is still on its way, would send it again and show that answer instead ("gibt es schon", a stale-save refusal).
+// Registered after the question above, so a form the user declined to send can be sent later.
+document.addEventListener("submit", (ev) => {
+  const form = ev.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-submit-once") || ev.defaultPrevented) return;
+  if (form.dataset.submitted === "1") ev.preventDefault();
+  else form.dataset.submitted = "1";
+});
+// A page the browser restores from its cache (the back button) can send its forms again.
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) document.querySelectorAll("form[data-submitted]").forEach((form) => form.removeAttribute("data-submitted"));
+});
+
 // Messages of the page load (saved, refused …) are announced by moving them into the live regions that were in the
 // page, empty, from the start: a region that arrives already filled is not read by every screen reader. The pause
 // lets the browser tell assistive technology about the empty regions before they change.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, Route, expect
+import contextlib
+
+from playwright.sync_api import APIResponse, Error, Locator, Page, Route, expect
 
 
 def load_with_live_script_held(page: Page, url: str) -> Route:
@@ -128,3 +130,33 @@ class SiteNav:
         self.toggle.click()
         expect(self.toggle).to_have_attribute("aria-expanded", "false")
         return self
+
+
+def click_twice_while_the_first_is_answered(page: Page, button: Locator, url: str) -> None:
+    """A double click as a busy server meets it: the first click's request has reached the server and been answered,
+    the answer is not on the screen yet, and the second click lands on the same page. (Playwright's own dblclick
+    sends both clicks before the browser starts the first request, and Chromium then sends one.)"""
+    held: list[Route] = []
+    answers: list[APIResponse] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+        answers.append(route.fetch(max_redirects=0))
+
+    page.route(url, hold, times=1)
+    # The mouse, not the locator: a locator's click waits for the page's navigation, which is held here until the end.
+    button.scroll_into_view_if_needed()
+    where = button.bounding_box()
+    assert where is not None, f"{button} is not on the screen"
+    x, y = where["x"] + where["width"] / 2, where["y"] + where["height"] / 2
+    page.mouse.click(x, y)
+    for _ in range(1000):  # Playwright calls the route's handler while the test waits in one of its calls
+        if answers:
+            break
+        page.wait_for_timeout(10)
+    assert answers, f"the first click sent nothing to {url}"
+    page.mouse.click(x, y)
+    # The first answer arrives now; if the second click started a navigation of its own, the browser has dropped
+    # the first one and shows the second's answer.
+    with contextlib.suppress(Error):
+        held[0].fulfill(response=answers[0])
