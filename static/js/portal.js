@@ -11,6 +11,22 @@ document.addEventListener("submit", (ev) => {
   if (question && !window.confirm(question)) ev.preventDefault();
 });
 
+// Unsaved draft edits a tab keeps (compose.js) end with the session the user ends: when the logout form is sent
+// and again when the page after the logout loads (the form may have been sent from another page of the tab).
+function dropDraftCopies() {
+  try {
+    const store = window.sessionStorage;
+    for (let i = store.length - 1; i >= 0; i -= 1) {
+      const key = store.key(i);
+      if (key && key.startsWith("kim-draft-unsaved:")) store.removeItem(key);
+    }
+  } catch { /* no storage: nothing kept */ }
+}
+document.addEventListener("submit", (ev) => {
+  if (ev.target instanceof HTMLFormElement && ev.target.classList.contains("logout-form")) dropDraftCopies();
+});
+if (document.querySelector("[data-logged-out]")) dropDraftCopies();  // deferred: the page is parsed
+
 // Messages of the page load (saved, refused …) are announced by moving them into the live regions that were in the
 // page, empty, from the start: a region that arrives already filled is not read by every screen reader. The pause
 // lets the browser tell assistive technology about the empty regions before they change.

@@ -432,6 +432,17 @@ def test_send_saves_what_the_page_shows_even_after_a_save_from_a_reload(client, 
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Wie gezeigt"
 
 
+def test_signing_out_marks_the_page_that_clears_a_tabs_unsaved_drafts(client, writer):
+    client.force_login(writer)
+    page = client.get(reverse("mailbox:drafts")).content.decode()
+    assert 'name="next" value="/login/?abgemeldet=abmeldung"' in page
+    response = client.post(reverse("logout"), {"next": "/login/?abgemeldet=abmeldung"}, follow=True)
+    html = response.content.decode()
+    assert "Sie haben sich abgemeldet." in html and "data-logged-out" in html
+    # A session that merely ended (idle, another tab) keeps the tab's copies for after the next sign-in.
+    assert "data-logged-out" not in client.get(reverse("login"), {"abgemeldet": "idle"}).content.decode()
+
+
 def test_the_conversation_shows_the_sent_reply_next_to_the_letter(client, box, writer):
     letter = message_ingest(mailbox=box, uidl="u2", raw=simple_mail("Befund Herr Meier"))
     reply = OutgoingMessage.objects.create(
