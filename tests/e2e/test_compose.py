@@ -429,6 +429,8 @@ def test_edits_of_a_tab_whose_session_ended_are_offered_back_after_signing_in_ne
     page.get_by_label("Passwort").fill("pw-secret-123")
     page.get_by_role("button", name="Anmelden").click()
     page.wait_for_url(lambda u: "/login/" not in u)
+    page.goto(f"{web.url}/")
+    assert "Vertraulicher Zusatz" not in page.evaluate("() => JSON.stringify(sessionStorage)")
     page.goto(f"{web.url}/entwurf/{own.pk}/")
     theirs = ComposePage(page)
     expect(page.get_by_label("Betreff")).to_have_value("Ihrer")
