@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from directory import selectors as directory_selectors
 from directory.clients.vzd import VzdError
@@ -311,17 +311,56 @@ def _status(
     error: str = "",
     status: int = 200,
     out_of_reach: bool = False,
+    conflict: bool | None = None,
 ) -> HttpResponse:
     # After a refusal the page keeps its version: the next autosave is refused too, until the user reloads or
     # keeps this page's text on purpose ("Diese Fassung speichern", a save without the guard).
     context = {
         "draft": draft,
         "error": error,
-        "conflict": status == 409 and draft.state == DRAFT,
+        "conflict": (status == 409 if conflict is None else conflict) and draft.state == DRAFT,
         "out_of_reach": out_of_reach,
         "saved_at": None if error else timezone.localtime(draft.updated_at),
     }
-    return render(request, "mailbox/compose.html#draft-status", context, status=status)
+    response = render(request, "mailbox/compose.html#draft-status", context, status=status)
+    if not error:
+        # The tab's local copy of unsaved edits may go once the server has them (compose.js).
+        trigger_client_event(response, "draft-saved", {"version": draft.version})
+    return response
+
+
+def _stale_error() -> str:
+    return _(
+        "Der Entwurf wurde inzwischen an anderer Stelle geändert (in einem anderen Fenster oder von einer anderen "
+        "Person). Ihr Text auf dieser Seite bleibt erhalten."
+    )
+
+
+def _stale_page(
+    request: AuthenticatedHttpRequest, draft: OutgoingMessage, form: DraftForm, *, sending: bool
+) -> HttpResponse:
+    """Without JavaScript a stale save or send shows the page again with what was typed, the newer version beside
+    it, and that version in the hidden field: saving or sending again keeps this page's text on purpose."""
+    context = _draft_context(request, draft, form=form, stale=True, stale_sending=sending)
+    return render(request, "mailbox/compose.html", context, status=409)
+
+
+def _draft_check(request: AuthenticatedHttpRequest, draft: OutgoingMessage) -> HttpResponse:
+    """Asked by the page when its socket says the draft changed, or when the tab is shown again: a save from another
+    tab or by another person is said at once, not only when this page's next autosave is refused. The request waits
+    for the page's own saves (hx-sync), so its version is the one the page's last save returned."""
+    form = VersionForm(request.GET)
+    version = form.cleaned_data["version"] if form.is_valid() else None
+    if version is None or version == draft.version:
+        return HttpResponse(status=204)
+    return _status(request, draft, error=_stale_error(), conflict=True)
+
+
+def _sent_meanwhile_error() -> str:
+    return _(
+        "Die Nachricht wurde inzwischen gesendet (in einem anderen Fenster?). Änderungen auf dieser Seite werden "
+        "nicht mehr gespeichert."
+    )
 
 
 def _out_of_reach_error() -> str:
@@ -335,26 +374,25 @@ def _out_of_reach_error() -> str:
 def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The compose page of one draft. POST saves it: autosave (htmx, answers the status line) or the plain
     "Entwurf speichern" button (without JavaScript, the typed addresses come along here)."""
-    if request.method == "POST" and request.htmx and (gone := own_draft_out_of_reach(request.user, pk)):
+    # The page's own requests answer its status line: an autosave (POST) and the check whether the draft changed
+    # elsewhere (GET, target draft-status).
+    checking = request.method == "GET" and bool(request.htmx) and request.htmx.target == "draft-status"
+    checking = checking and not request.htmx.history_restore_request
+    in_page = bool(request.htmx) and (request.method == "POST" or checking)
+    if in_page and (gone := own_draft_out_of_reach(request.user, pk)):
         # The author lost the right to send while the page was open: a 404 or 403 would not be shown (htmx swaps
         # neither) and the page would go on looking saved. 423 is swapped (base.html's responseHandling).
         return _status(request, gone, error=_out_of_reach_error(), status=423, out_of_reach=True)
     outgoing = _outgoing_or_404(request, pk)
     if outgoing.state != DRAFT:
-        if request.method == "POST" and request.htmx:
+        if in_page:
             # Sent from another tab meanwhile: a redirect would be followed by htmx and the sent message's page
             # swapped into the status line; say instead that this page's edits are no longer saved.
-            return _status(
-                request,
-                outgoing,
-                error=_(
-                    "Die Nachricht wurde inzwischen gesendet (in einem anderen Fenster?). Änderungen auf dieser "
-                    "Seite werden nicht mehr gespeichert."
-                ),
-                status=409,
-            )
+            return _status(request, outgoing, error=_sent_meanwhile_error(), status=409)
         return redirect("mailbox:outgoing-detail", pk=pk)
     draft = _draft_or_404(request, pk)
+    if checking:
+        return _draft_check(request, draft)
     if request.method == "GET":
         return render(request, "mailbox/compose.html", _draft_context(request, draft))
     form = DraftForm(request.POST, mailboxes=_sendable(request))
@@ -370,11 +408,15 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             draft=draft,
             version=form.cleaned_data.get("version"),
         )
-    except Conflict as exc:
+    except Conflict:
+        fresh = _outgoing_or_404(request, pk)
+        if fresh.state != DRAFT:  # sent by another tab between the check above and the save
+            if request.htmx:
+                return _status(request, fresh, error=_sent_meanwhile_error(), status=409)
+            return redirect("mailbox:outgoing-detail", pk=pk)
         if request.htmx:
-            return _status(request, draft, error=exc.message, status=409)
-        messages.error(request, exc.message)
-        return redirect("mailbox:draft-edit", pk=pk)
+            return _status(request, fresh, error=_stale_error(), status=409)
+        return _stale_page(request, fresh, form, sending=False)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     if request.htmx:
@@ -511,12 +553,14 @@ def _send_problems(
     problems: list[Any] | None = None,
     error: str = "",
     status: int = 422,
+    stale: bool = False,
 ) -> HttpResponse:
     if not request.htmx:
         messages.error(request, error or _("Die Nachricht wurde nicht gesendet."))
         return redirect("mailbox:draft-edit", pk=draft.pk)
-    # The save before the send changed the version: the page's hidden field follows (oob).
-    context = {"draft": draft, "problems": problems or [], "send_error": error, "oob": True}
+    # The save before the send changed the version: the page's hidden field follows (oob). Not after a refusal for
+    # a stale page: its version stays, so that its next autosave cannot overwrite the newer text either.
+    context = {"draft": draft, "problems": problems or [], "send_error": error, "oob": not stale, "stale": stale}
     return render(request, "mailbox/compose.html#send-problems", context, status=status)
 
 
@@ -536,30 +580,35 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
             return render(request, "mailbox/compose.html", _draft_context(request, draft, form=form), status=422)
         return _send_problems(request, draft, error=" ".join(_form_errors(form)))
     try:
-        # The send button is the author's explicit word: what this page shows is saved and sent, even when a save
-        # from a page load before (the beacon of a reload) bumped the version meanwhile. Only the author edits a
-        # draft; the queue step below still refuses a draft that stopped being one.
+        # What this page shows is saved and sent, if the page still shows the stored draft: a send from a tab that
+        # loaded an older version (another tab or person saved since) would overwrite the newer text. The one
+        # save the page may not know of, a reload's own beacon, makes compose.js leave the version out.
         draft = outgoing_draft_save(
             user=request.user,
             mailbox_id=form.cleaned_data["mailbox"],
             data=OutgoingData(**form.outgoing_data()),
             draft=draft,
-            version=None,
+            version=form.cleaned_data.get("version"),
         )
         sent = outgoing_send(user=request.user, draft=draft, version=draft.version)
     except PreflightFailed as exc:
         return _send_problems(request, _outgoing_or_404(request, pk), problems=list(exc.problems), error=exc.message)
-    except Conflict as exc:
-        if _outgoing_or_404(request, pk).state != DRAFT:
+    except Conflict:
+        # Changed elsewhere before the save or, during the directory check, after it: either way the stored draft
+        # is no longer what this page shows.
+        fresh = _outgoing_or_404(request, pk)
+        if fresh.state != DRAFT:
             return _already_sent(request, pk)
-        return _send_problems(request, draft, error=exc.message, status=409)
+        if not request.htmx:
+            return _stale_page(request, fresh, form, sending=True)
+        return _send_problems(request, fresh, error=_stale_error(), status=409, stale=True)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
         return _send_problems(request, _outgoing_or_404(request, pk), error=exc.message)
     url = reverse("mailbox:outgoing-detail", args=[sent.pk])
     if request.htmx:
-        return HttpResponseClientRedirect(url)
+        return trigger_client_event(HttpResponseClientRedirect(url), "draft-saved", {"version": sent.version})
     return redirect(url)
 
 

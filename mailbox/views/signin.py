@@ -42,6 +42,10 @@ class PortalLoginView(LoginView):
             }
         elif reason == "shift":
             context["ended_notice"] = _("Ihre Sitzung ist abgelaufen. Bitte melden Sie sich erneut an.")
+        elif reason == "abmeldung":
+            # Signed out on purpose: portal.js removes what this tab kept of unsaved drafts (data-logged-out).
+            context["logged_out"] = True
+            context["ended_notice"] = _("Sie haben sich abgemeldet.")
         return context
 
 

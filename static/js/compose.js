@@ -9,11 +9,68 @@
   const form = document.querySelector("[data-draft-form]");
   let dirty = false;
 
-  function markDirty() { dirty = true; }
+  // Edits the server has not confirmed are kept in this tab's sessionStorage, per user and draft, until a save
+  // answers for them: a session that ended (logged out in another tab, expired) sends the tab to the login page,
+  // and after signing in again the draft page offers them back. Never another user's: the key names the user,
+  // copies of anyone else are removed when a draft page loads, and the logout page removes them all (portal.js).
+  const COPY_PREFIX = "kim-draft-unsaved:";
+  const copyKey = form ? `${COPY_PREFIX}${form.dataset.user}:${form.dataset.draft}` : "";
+  let copyTimer = 0;
+  // Edits made since the server last confirmed a save (what the copy is for; dirty only says a save is due).
+  let unconfirmed = false;
+
+  function fields() {
+    // What a save stores and the address boxes (a half-typed address is lost with the session too).
+    const data = new FormData(form);
+    const one = (name) => String(data.get(name) || "");
+    return {
+      mailbox: one("mailbox"),
+      to: data.getAll("to").map(String),
+      cc: data.getAll("cc").map(String),
+      dienstkennung: one("dienstkennung"),
+      subject: one("subject"),
+      body: one("body"),
+      to_typed: one("to_typed"),
+      cc_typed: one("cc_typed"),
+    };
+  }
+  function sameText(a, b) {
+    return ["mailbox", "dienstkennung", "subject", "body", "to_typed", "cc_typed"].every((k) => a[k] === b[k])
+      && a.to.join("\n") === b.to.join("\n") && a.cc.join("\n") === b.cc.join("\n");
+  }
+  function storage() {
+    try { return window.sessionStorage; } catch { return null; }
+  }
+  function keepCopy() {
+    window.clearTimeout(copyTimer);
+    copyTimer = 0;
+    const store = storage();
+    if (!store || !form) return;
+    try {
+      store.setItem(copyKey, JSON.stringify({ at: Date.now(), fields: fields() }));
+    } catch { /* full or off: the server's last save is what remains */ }
+  }
+  function keepCopySoon() {
+    unconfirmed = true;
+    if (!copyTimer) copyTimer = window.setTimeout(keepCopy, 400);
+  }
+  function dropCopy() {
+    unconfirmed = false;
+    window.clearTimeout(copyTimer);
+    copyTimer = 0;
+    const store = storage();
+    if (store) store.removeItem(copyKey);
+  }
+
+  function markDirty() {
+    dirty = true;
+    keepCopySoon();
+  }
 
   if (form) {
     form.addEventListener("input", (ev) => {
       if (ev.target && ev.target.name && !NOT_SAVED.has(ev.target.name)) markDirty();
+      else keepCopySoon();  // an address being typed is kept locally, not saved
     });
     // While the user types, save every few seconds; a timed save does not count as activity for the idle logout.
     setInterval(() => {
@@ -35,6 +92,18 @@
     });
     form.addEventListener("htmx:beforeRequest", (ev) => {
       if (ev.detail.elt === form) dirty = false;
+    });
+    // The fields as the last save or send took them: once the server confirms it (the draft-saved event) and
+    // nothing was typed since, the local copy goes.
+    let sentFields = null;
+    document.addEventListener("htmx:configRequest", (ev) => {
+      const elt = ev.detail.elt;
+      if (elt === form || elt.id === "send-button" || elt.hasAttribute("data-keep-version")) sentFields = fields();
+    });
+    document.addEventListener("draft-saved", () => {
+      const now = fields();
+      if (sentFields && sameText(sentFields, now) && !now.to_typed.trim() && !now.cc_typed.trim() && !dirty) dropCopy();
+      sentFields = null;
     });
     // A save or send the server refuses outright (403: no longer allowed to send from the mailbox; 404: removed
     // from it; 5xx) is not swapped in (base.html's responseHandling), and without a network there is no answer at
@@ -70,14 +139,116 @@
       afterBeacon = sessionStorage.getItem("draft-beacon") === form.action;
       sessionStorage.removeItem("draft-beacon");
     } catch { /* no storage */ }
+    // The page's first save or send after such a beacon: the stored version may be the beacon's, this tab's own.
     form.addEventListener("htmx:configRequest", (ev) => {
-      if (afterBeacon && ev.detail.elt === form) {
+      if (afterBeacon && (ev.detail.elt === form || ev.detail.elt.id === "send-button")) {
         delete ev.detail.parameters.version;
         afterBeacon = false;
       }
     });
-    window.addEventListener("pagehide", flush);
-    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") flush(); });
+    window.addEventListener("pagehide", () => {
+      if (unconfirmed) keepCopy();
+      flush();
+    });
+    // A tab put in the background stays alive: its edits are saved as any autosave (queued, with the version, the
+    // answer read), not as a beacon whose new version the page would never learn (its next save would be refused
+    // as a conflict with itself). Shown again, it asks whether the draft changed meanwhile elsewhere.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") {
+        if (unconfirmed) keepCopy();
+        if (dirty) {
+          if (window.htmx) window.htmx.trigger(form, "draft-autosave");
+        }
+      } else {
+        checkDraft();
+      }
+    });
+    function checkDraft() {
+      const watch = document.getElementById("draft-watch");
+      if (watch && window.htmx) window.htmx.trigger(watch, "draft-check");
+    }
+
+    // The draft page after the session ended: a local copy the server never confirmed is offered back, if it
+    // differs from what the page shows.
+    const offer = document.getElementById("draft-restore");
+    const store = storage();
+    let copy = null;
+    if (store) {
+      for (let i = store.length - 1; i >= 0; i -= 1) {
+        const key = store.key(i);
+        if (key && key.startsWith(COPY_PREFIX) && !key.startsWith(`${COPY_PREFIX}${form.dataset.user}:`)) {
+          store.removeItem(key);
+        }
+      }
+      try { copy = JSON.parse(store.getItem(copyKey) || "null"); } catch { copy = null; }
+    }
+    if (copy && copy.fields && sameText(copy.fields, fields())) {
+      dropCopy();
+    } else if (copy && copy.fields && offer) {
+      const text = document.getElementById("draft-restore-text");
+      const lang = document.documentElement.lang || "de";
+      const time = new Date(copy.at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
+      text.textContent = (text.dataset.text || "").replace("{time}", time);
+      offer.hidden = false;
+      offer.addEventListener("click", (ev) => {
+        const restore = ev.target.closest("[data-draft-restore]");
+        const discard = ev.target.closest("[data-draft-restore-discard]");
+        if (!restore && !discard) return;
+        offer.hidden = true;
+        if (restore) restoreFields(copy.fields); else dropCopy();
+        const subject = document.getElementById("id_subject");
+        if (subject) subject.focus();
+      });
+    }
+
+    function restoreFields(saved) {
+      const set = (id, value) => {
+        const el = document.getElementById(id);
+        if (el && typeof value === "string") el.value = value;
+      };
+      const mailbox = document.getElementById("id_mailbox");
+      if (mailbox && [...mailbox.options].some((o) => o.value === saved.mailbox)) mailbox.value = saved.mailbox;
+      const dk = document.getElementById("id_dienstkennung");
+      if (dk && [...dk.options].some((o) => o.value === saved.dienstkennung)) dk.value = saved.dienstkennung;
+      set("id_subject", saved.subject);
+      set("id_body", saved.body);
+      set("to-typed", saved.to_typed);
+      set("cc-typed", saved.cc_typed);
+      restoreChips("to", saved.to || []);
+      restoreChips("cc", saved.cc || []);
+      // Saved as typed edits are: the page's version is the stored draft's, so this is no conflict.
+      markDirty();
+      window.htmx.trigger(form, "draft-autosave");
+    }
+    function restoreChips(field, addresses) {
+      const list = document.getElementById(`${field}-chips`);
+      if (!list) return;
+      list.querySelectorAll(".vzd-chip").forEach((chip) => {
+        const input = chip.querySelector(`input[name="${field}"]`);
+        if (!input || !addresses.includes(input.value)) chip.remove();
+      });
+      const present = new Set([...list.querySelectorAll(`input[name="${field}"]`)].map((i) => i.value));
+      addresses.filter((a) => !present.has(a)).forEach((address) => {
+        const chip = document.createElement("li");
+        chip.className = "vzd-chip";
+        chip.dataset.address = address;
+        const input = document.createElement("input");
+        input.type = "hidden";
+        input.name = field;
+        input.value = address;
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "link-button";
+        remove.setAttribute("data-remove-chip", "");
+        remove.setAttribute("aria-label", form.dataset.removeLabel || "");
+        remove.textContent = "×";
+        chip.append(input, `<${address}> `, remove);
+        list.append(chip);
+      });
+    }
+    // Discarding the draft discards its copy.
+    const discardForm = document.querySelector(".discard-form");
+    if (discardForm) discardForm.addEventListener("submit", () => dropCopy());
 
     // Enter in a one-line field must not submit the whole form; in an address box it adds the address.
     form.addEventListener("keydown", (ev) => {
@@ -177,6 +348,9 @@
     lastSeq = live.dataset.seq;
     const outgoing = live.dataset.outgoing;
     const mailbox = live.dataset.mailbox;
+    // This page's draft changed: its own save (the check then finds nothing), another tab's or another person's.
+    const watch = document.querySelector(`[data-draft-watch="${outgoing}"]`);
+    if (watch && window.htmx) window.htmx.trigger(watch, "draft-check");
     document.querySelectorAll(`[data-outgoing-live="${outgoing}"]`).forEach(refresh);
     document.querySelectorAll("[data-outgoing-mailboxes]").forEach((el) => {
       if (el.dataset.outgoingMailboxes.split(/\s+/).includes(mailbox)) refresh(el);

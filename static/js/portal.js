@@ -24,6 +24,27 @@ document.addEventListener("submit", (ev) => {
 window.addEventListener("pageshow", (ev) => {
   if (ev.persisted) document.querySelectorAll("form[data-submitted]").forEach((form) => form.removeAttribute("data-submitted"));
 });
+// Unsaved draft edits a tab keeps (compose.js) end with the session the user ends: when the logout form is sent
+// and again when the page after the logout loads (the form may have been sent from another page of the tab). A
+// page of someone else signed in at this tab (the session had ended without a logout) removes them too: they are
+// never shown to another user, and not left in the tab for them either.
+function dropDraftCopies(keepUser) {
+  try {
+    const store = window.sessionStorage;
+    for (let i = store.length - 1; i >= 0; i -= 1) {
+      const key = store.key(i);
+      if (key && key.startsWith("kim-draft-unsaved:") && !(keepUser && key.startsWith(`kim-draft-unsaved:${keepUser}:`))) {
+        store.removeItem(key);
+      }
+    }
+  } catch { /* no storage: nothing kept */ }
+}
+document.addEventListener("submit", (ev) => {
+  if (ev.target instanceof HTMLFormElement && ev.target.classList.contains("logout-form")) dropDraftCopies("");
+});
+// Deferred: the page is parsed. The login page itself keeps them: the same user may be signing in again.
+if (document.querySelector("[data-logged-out]")) dropDraftCopies("");
+else if (document.body.dataset.user) dropDraftCopies(document.body.dataset.user);
 
 // Messages of the page load (saved, refused …) are announced by moving them into the live regions that were in the
 // page, empty, from the start: a region that arrives already filled is not read by every screen reader. The pause

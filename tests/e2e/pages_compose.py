@@ -70,6 +70,17 @@ class ComposePage:
             self.page.keyboard.press("Tab")
         expect(self.status).to_contain_text("Entwurf gespeichert um")
 
+    @property
+    def restore_offer(self) -> Locator:
+        """The offer of edits this tab kept that the server never confirmed (the session had ended)."""
+        return self.page.locator("#draft-restore")
+
+    def local_copies(self) -> list[str]:
+        """The keys of unsaved draft edits this tab keeps in sessionStorage."""
+        return list(
+            self.page.evaluate("() => Object.keys(sessionStorage).filter((k) => k.startsWith('kim-draft-unsaved:'))")
+        )
+
     def attach(self, path: Path) -> None:
         self.page.locator("#attachment-files").set_input_files(str(path))
         expect(self.attachments).to_contain_text(path.name)

@@ -317,6 +317,136 @@ def test_a_save_or_upload_that_cannot_reach_the_server_or_is_refused_says_so(web
     assert (saved.body, saved.state) == ("Erster Absatz", OutgoingMessage.State.DRAFT)
 
 
+STALE = "Der Entwurf wurde inzwischen an anderer Stelle geändert"
+
+
+def test_two_tabs_on_one_draft_the_stale_one_notices_and_neither_send_nor_save_overwrites(web, page, browser_context):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    first = ComposePage(page)
+    SentPage(page).wait_live()
+    other = browser_context.new_page()
+    other.goto(url)
+    second = ComposePage(other)
+    SentPage(other).wait_live()
+
+    # The second tab writes and saves; the first, untouched, is told at once (its socket heard of the save).
+    other.get_by_label("Nachricht", exact=True).fill("Text aus dem zweiten Tab")
+    second.wait_saved()
+    expect(first.status).to_contain_text(STALE)
+    expect(first.status.get_by_role("link", name="Neuere Fassung laden")).to_be_visible()
+    expect(second.status).to_contain_text("Entwurf gespeichert um")  # its own save is no conflict
+
+    # The first tab types anyway and sends: refused, its text stays on the page, the newer text stays stored.
+    page.get_by_label("Nachricht", exact=True).fill("Text aus dem ersten Tab")
+    page.get_by_role("button", name="Senden", exact=True).click()
+    expect(first.problems).to_contain_text("Die Nachricht wurde nicht gesendet.")
+    expect(first.problems).to_contain_text(STALE)
+    expect(page.get_by_label("Nachricht", exact=True)).to_have_value("Text aus dem ersten Tab")
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.state, stored.body) == (OutgoingMessage.State.DRAFT, "Text aus dem zweiten Tab")
+    _check_widths(page, "a send refused as stale")
+
+    # "Diese Fassung speichern" keeps this tab's text on purpose; now the second tab is the stale one.
+    first.problems.get_by_role("button", name="Diese Fassung speichern").click()
+    expect(first.status).to_contain_text("Entwurf gespeichert um")
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Text aus dem ersten Tab"
+    expect(second.status).to_contain_text(STALE)
+    # "Neuere Fassung laden" there shows what the first tab stored.
+    second.status.get_by_role("link", name="Neuere Fassung laden").click()
+    expect(other.get_by_label("Nachricht", exact=True)).to_have_value("Text aus dem ersten Tab")
+
+
+def test_edits_of_a_tab_whose_session_ended_are_offered_back_after_signing_in_never_to_someone_else(
+    web, page, browser_context
+):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    colleague = UserFactory(username="kollegin", first_name="Karin", last_name="Kollegin")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    MembershipFactory(mailbox=account.mailbox, user=colleague)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    own = outgoing_draft_save(user=colleague, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Ihrer"))
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    compose = ComposePage(page)
+    SentPage(page).wait_live()
+
+    # Logged out in another tab; this one still shows the form and the user goes on writing.
+    other = browser_context.new_page()
+    other.goto(f"{web.url}/")
+    other.get_by_role("button", name="Abmelden").click()
+    other.wait_for_url(lambda u: "/login/" in u)
+    other.close()
+    expect(page.locator("#session-ended-text")).to_contain_text("Ihre Sitzung wurde beendet")
+    page.get_by_label("Betreff").fill("Rückfrage zum Entlassbrief")
+    page.get_by_label("Nachricht", exact=True).fill("Bitte um Rückruf\nwegen der Medikation.")
+    # The next save meets the ended session: the tab goes to the login page, the edits stay in this tab.
+    page.wait_for_url(lambda u: "/login/" in u)
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == ""
+    page.get_by_label("Benutzername").fill("station")
+    page.get_by_label("Passwort").fill("pw-secret-123")
+    page.get_by_role("button", name="Anmelden").click()
+    page.wait_for_url(url)
+    compose = ComposePage(page)
+    expect(compose.restore_offer).to_be_visible()
+    expect(compose.restore_offer).to_contain_text("nicht gespeichert")
+    expect(page.get_by_label("Nachricht", exact=True)).to_have_value("")
+    _check_widths(page, "the offer of unsaved edits")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url == url and r.ok):
+        compose.restore_offer.get_by_role("button", name="Nicht gespeicherte Änderungen wiederherstellen").click()
+    expect(compose.restore_offer).to_be_hidden()
+    expect(page.get_by_label("Betreff")).to_have_value("Rückfrage zum Entlassbrief")
+    expect(compose.status).to_contain_text("Entwurf gespeichert um")
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.subject, stored.body, stored.to) == (
+        "Rückfrage zum Entlassbrief",
+        "Bitte um Rückruf\nwegen der Medikation.",
+        [PRAXIS],
+    )
+    assert compose.local_copies() == []  # confirmed by the server: nothing is offered again
+    page.reload()
+    expect(ComposePage(page).restore_offer).to_be_hidden()
+
+    # The session ends unheard (expired); the tab's next save goes to the login page, and a colleague signs in at
+    # this tab: her draft page offers nothing and keeps nothing of the other user's text.
+    from django.contrib.sessions.models import Session
+
+    page.get_by_label("Nachricht", exact=True).fill("Vertraulicher Zusatz")
+    Session.objects.all().delete()
+    page.wait_for_url(lambda u: "/login/" in u)
+    page.get_by_label("Benutzername").fill("kollegin")
+    page.get_by_label("Passwort").fill("pw-secret-123")
+    page.get_by_role("button", name="Anmelden").click()
+    page.wait_for_url(lambda u: "/login/" not in u)
+    page.goto(f"{web.url}/")
+    assert "Vertraulicher Zusatz" not in page.evaluate("() => JSON.stringify(sessionStorage)")
+    page.goto(f"{web.url}/entwurf/{own.pk}/")
+    theirs = ComposePage(page)
+    expect(page.get_by_label("Betreff")).to_have_value("Ihrer")
+    expect(theirs.restore_offer).to_be_hidden()
+    assert theirs.local_copies() == []
+    assert "Vertraulicher Zusatz" not in page.evaluate("() => JSON.stringify(sessionStorage)")
+
+    # Signing out on purpose clears what the tab kept.
+    page.get_by_label("Nachricht", exact=True).fill("Noch nicht gespeichert")
+    page.evaluate("() => sessionStorage.setItem('kim-draft-unsaved:0:0', JSON.stringify({at: 0, fields: {body: 'x'}}))")
+    page.get_by_role("button", name="Abmelden").click()
+    page.wait_for_url(lambda u: "/login/" in u)
+    expect(page.locator("main")).to_contain_text("Sie haben sich abgemeldet.")
+    assert theirs.local_copies() == []
+
+
 def test_a_sent_page_still_loading_when_the_message_is_delivered_shows_it_delivered(web, page):
     """The worker hands the message over and the DSN comes back while the sent page loads: those events went to
     nobody (the page's socket did not listen yet). Once the socket opens, the page reads the timeline again."""

@@ -421,15 +421,156 @@ async def test_outgoing_changes_reach_the_mailboxs_members_only_as_ids():
     await database_sync_to_async(lambda: connection.close())()
 
 
-def test_send_saves_what_the_page_shows_even_after_a_save_from_a_reload(client, box, writer, draft):
-    # A reload's beacon stored the draft after the page had loaded: the page's version is behind.
+def test_send_without_a_version_after_a_reloads_beacon_saves_what_the_page_shows(client, box, writer, draft):
+    # A reload's beacon stored the draft after the page had loaded: compose.js leaves the version out of the page's
+    # first save or send then (the beacon's version is this tab's own).
     OutgoingMessage.objects.filter(pk=draft.pk).update(version=4)
     client.force_login(writer)
-    data = {"mailbox": box.pk, "subject": "Wie gezeigt", "dienstkennung": "KIM-Mail;Default;V1.0", "version": 3}
+    data = {"mailbox": box.pk, "subject": "Wie gezeigt", "dienstkennung": "KIM-Mail;Default;V1.0"}
     response = client.post(reverse("mailbox:draft-send", args=[draft.pk]), data, headers=HX)
     assert response.status_code == 422  # no recipient: the pre-flight, not a conflict, stops it
     assert "mindestens einen Empfänger" in response.content.decode()
     assert OutgoingMessage.objects.get(pk=draft.pk).subject == "Wie gezeigt"
+
+
+def _page_version(html: str) -> int:
+    found = re.search(r'id="draft-version" value="(\d+)"', html)
+    assert found, "the page carries the draft's version"
+    return int(found.group(1))
+
+
+@pytest.fixture
+def two_tabs(client, writer, draft):
+    """The author's draft open in two tabs (two clients, two sessions), each with the version it loaded."""
+    from django.test import Client
+
+    other = Client()
+    other.force_login(writer)
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    return (client, _page_version(client.get(url).content.decode())), (
+        other,
+        _page_version(other.get(url).content.decode()),
+    )
+
+
+def _typed(box, version, **fields):
+    data = {"mailbox": box.pk, "to": [PRAXIS], "dienstkennung": "KIM-Mail;Default;V1.0", **fields}
+    if version is not None:
+        data["version"] = version
+    return data
+
+
+def test_send_from_a_stale_tab_is_refused_keeps_the_newer_text_and_offers_both_ways(box, draft, two_tabs):
+    (stale, loaded), (fresh, fresh_version) = two_tabs
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    saved = fresh.post(url, _typed(box, fresh_version, subject="Neu", body="Aus dem zweiten Tab"), headers=HX)
+    assert saved.status_code == 200
+    newer = OutgoingMessage.objects.get(pk=draft.pk)
+
+    response = stale.post(
+        reverse("mailbox:draft-send", args=[draft.pk]), _typed(box, loaded, subject="Alt", body="Veraltet"), headers=HX
+    )
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "Die Nachricht wurde nicht gesendet." in html and "anderer Stelle geändert" in html
+    assert "Neuere Fassung laden" in html and "Diese Fassung speichern" in html
+    # The page keeps its version: its next autosave is refused too instead of overwriting the newer text.
+    assert 'id="draft-version"' not in html
+    after = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (after.state, after.subject, after.body, after.version) == (
+        OutgoingMessage.State.DRAFT,
+        "Neu",
+        "Aus dem zweiten Tab",
+        newer.version,
+    )
+    refused = stale.post(url, _typed(box, loaded, subject="Alt", body="Veraltet"), headers=HX)
+    assert refused.status_code == 409 and "Neuere Fassung laden" in refused.content.decode()
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Aus dem zweiten Tab"
+    # "Diese Fassung speichern": the same fields without the version keep this tab's text on purpose.
+    kept = stale.post(url, _typed(box, None, subject="Alt", body="Veraltet"), headers=HX)
+    assert kept.status_code == 200 and OutgoingMessage.objects.get(pk=draft.pk).body == "Veraltet"
+
+
+def test_without_javascript_a_stale_save_shows_the_typed_text_and_the_newer_version(box, draft, two_tabs):
+    (stale, loaded), (fresh, fresh_version) = two_tabs
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    fresh.post(url, _typed(box, fresh_version, subject="Neu", body="Text aus dem zweiten Tab"))
+    newer = OutgoingMessage.objects.get(pk=draft.pk)
+
+    page = stale.post(url, _typed(box, loaded, subject="Mein Betreff", body="Mein langer Text"))
+    assert page.status_code == 409
+    html = page.content.decode()
+    assert "Nicht gespeichert:" in html and "anderer Stelle geändert" in html
+    # Nothing typed is lost: the fields hold what was posted; the newer version is shown beside them.
+    assert 'value="Mein Betreff"' in html and ">Mein langer Text</textarea>" in html
+    assert "Neuere Fassung ansehen" in html and "Text aus dem zweiten Tab" in html
+    assert f'href="{url}">Neuere Fassung laden</a>' in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Text aus dem zweiten Tab"
+    # The hidden field now names the newer version: saving again replaces it, knowingly.
+    assert _page_version(html) == newer.version
+    again = stale.post(url, _typed(box, _page_version(html), subject="Mein Betreff", body="Mein langer Text"))
+    assert again.status_code == 302 and OutgoingMessage.objects.get(pk=draft.pk).body == "Mein langer Text"
+
+
+def test_without_javascript_a_stale_send_sends_nothing_and_keeps_the_typed_text(box, draft, two_tabs):
+    (stale, loaded), (fresh, fresh_version) = two_tabs
+    fresh.post(reverse("mailbox:draft-edit", args=[draft.pk]), _typed(box, fresh_version, body="Neuer Text"))
+    page = stale.post(reverse("mailbox:draft-send", args=[draft.pk]), _typed(box, loaded, body="Alter Text"))
+    assert page.status_code == 409
+    html = page.content.decode()
+    assert "Die Nachricht wurde nicht gesendet." in html and ">Alter Text</textarea>" in html
+    after = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (after.state, after.body) == (OutgoingMessage.State.DRAFT, "Neuer Text")
+
+
+def test_the_page_asks_whether_its_version_is_still_the_stored_one(client, box, writer, draft):
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    check = {**HX, "HX-Target": "draft-status"}
+    assert client.get(url, {"version": draft.version}, headers=check).status_code == 204
+    OutgoingMessage.objects.filter(pk=draft.pk).update(version=draft.version + 1, body="Anderswo")
+    stale = client.get(url, {"version": draft.version}, headers=check)
+    assert stale.status_code == 200
+    html = stale.content.decode()
+    assert 'id="draft-status"' in html and "anderer Stelle geändert" in html and "Diese Fassung speichern" in html
+    assert 'id="draft-version"' not in html  # the page's version stays until the user chooses
+    assert client.get(url, {"version": draft.version + 1}, headers=check).status_code == 204
+    # Sent from another tab: the status line says so (a redirect would swap the sent page into it).
+    OutgoingMessage.objects.filter(pk=draft.pk).update(state=OutgoingMessage.State.QUEUED, message_id="<c@kim.local>")
+    sent = client.get(url, {"version": draft.version + 1}, headers=check)
+    assert sent.status_code == 409 and "inzwischen gesendet" in sent.content.decode()
+    assert 'id="draft-status"' in sent.content.decode() and "<html" not in sent.content.decode()
+    OutgoingMessage.objects.filter(pk=draft.pk).update(state=OutgoingMessage.State.DRAFT)
+    # No longer allowed to send from the mailbox: said in the status line too, not a 403 the page never shows.
+    Membership.objects.filter(mailbox=box, user=writer).update(role=Membership.Role.READER)
+    gone = client.get(url, {"version": draft.version + 1}, headers=check)
+    assert gone.status_code == 423 and "nicht mehr senden" in gone.content.decode()
+    Membership.objects.filter(mailbox=box, user=writer).update(role=Membership.Role.PROCESSOR)
+    other = UserFactory(username="fremd")
+    MembershipFactory(mailbox=box, user=other, role=Membership.Role.PROCESSOR)
+    client.force_login(other)
+    assert client.get(url, {"version": 1}, headers=check).status_code == 404  # another author's draft
+
+
+def test_a_confirmed_save_and_a_send_tell_the_page_so_its_local_copy_may_go(client, box, writer, draft):
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    saved = client.post(url, _typed(box, draft.version, body="Hallo"), headers=HX)
+    assert '"draft-saved"' in saved["HX-Trigger"]
+    refused = client.post(url, _typed(box, draft.version, body="Hallo"), headers=HX)
+    assert refused.status_code == 409 and "HX-Trigger" not in refused
+
+
+def test_signing_out_marks_the_page_that_clears_a_tabs_unsaved_drafts(client, writer):
+    client.force_login(writer)
+    page = client.get(reverse("mailbox:drafts")).content.decode()
+    assert 'name="next" value="/login/?abgemeldet=abmeldung"' in page
+    response = client.post(reverse("logout"), {"next": "/login/?abgemeldet=abmeldung"}, follow=True)
+    html = response.content.decode()
+    assert "Sie haben sich abgemeldet." in html and "data-logged-out" in html
+    # A session that merely ended (idle, another tab) keeps the tab's copies for after the next sign-in.
+    assert "data-logged-out" not in client.get(reverse("login"), {"abgemeldet": "idle"}).content.decode()
 
 
 def test_the_conversation_shows_the_sent_reply_next_to_the_letter(client, box, writer):
