@@ -161,6 +161,11 @@ def ids(value: Any) -> set[int]:
 class PortalConsumer(AsyncWebsocketConsumer):
     joined: list[str]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The groups this socket is in (a consumer may join one before it knows its user: MessageConsumer).
+        self.joined = []
+
     @property
     def metrics_kind(self) -> str:
         """The socket's kind in /metrics: "inbox" for InboxConsumer."""
@@ -180,8 +185,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
             # Signed out (logged out elsewhere, expired): accepted, then closed with 4401, as at the socket limit.
             # Refused during the handshake, the browser sees 1006 and htmx reconnects with backoff for as long as the
             # tab is open; 4401 after the handshake it takes as final, and the page tells the user to sign in again
-            # (portal.js). The socket joined nothing and counts for no session.
-            self.joined = []
+            # (portal.js). The socket counts for no session; a group it joined is left when it ends.
             self.closed = True
             requestmetrics.socket_refused(self.metrics_kind, 4401)
             await self.accept()
@@ -189,7 +193,6 @@ class PortalConsumer(AsyncWebsocketConsumer):
             return False
         self.user = user
         self.language = language_from_scope(self.scope)
-        self.joined = []
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.closed = False
         holder = self.session_key or f"user-{user.pk}"

@@ -162,6 +162,7 @@ async def test_arrivals_and_departures_redraw_colleagues_lock_panels(shared_box)
     # The panel comes from the lock selector (holder, lease, who has it open), not from a list row.
     _box, anna, bert, message = shared_box
     bert_page = await _message_socket(bert, message.pk)
+    assert "Anna A" not in await _receive_until(bert_page, 'id="detail-presence"')  # his page as it was
     anna_page = await _message_socket(anna, message.pk)
     html = await _receive_until(bert_page, 'id="detail-presence"')
     assert "Anna A" in html
@@ -649,3 +650,34 @@ async def test_a_socket_whose_handler_failed_leaves_its_groups(monkeypatch):
         await communicator.receive_output(timeout=5)
     layer = get_channel_layer()._get_layer()
     assert names and not [group for group, members in layer.groups.items() if names[0] in members]
+
+
+@pytest.mark.asyncio
+async def test_a_message_page_socket_connects_in_one_database_hop_and_draws_its_panel_at_once(shared_box, monkeypatch):
+    """Every message page opens a socket: its user, the message's visibility and the user's role, the presence join and
+    the panel as it is now take one trip to a database thread (three were the connect, an access check and the
+    panel's render), and the panel shows the holder, the reader's own arrival and their role's actions."""
+    from channels.db import DatabaseSyncToAsync
+
+    from mailbox.models import Membership
+    from mailbox.services.claims import message_claim
+
+    _box, anna, bert, message = shared_box
+    await database_sync_to_async(Membership.objects.filter(user=anna).update)(role=Membership.Role.OWNER)
+    assert (await database_sync_to_async(message_claim)(user=bert, message=message)).won
+    hops: list[str] = []
+    original = DatabaseSyncToAsync.thread_handler
+
+    def counted(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "thread_handler", counted)
+    anna_page = await _message_socket(anna, message.pk)
+    html = await _receive_until(anna_page, 'id="lock-panel"')
+    assert "In Bearbeitung durch Bert B" in html and 'data-locked-by-other="1"' in html
+    assert "Anna A" in html  # her own page, joined before the panel was read
+    assert "Sperre aufheben" in html  # an owner's action: the role came with the panel
+    assert await anna_page.receive_nothing(timeout=0.3)
+    assert len(hops) == 1, hops
+    await anna_page.disconnect()
