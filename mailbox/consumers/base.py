@@ -118,6 +118,17 @@ def max_sockets_per_session() -> int:
     return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_SESSION", 100))
 
 
+# The sockets this process holds open (counted as _open_per_session counts them). A worker is one event loop: past
+# its share of a server's users (docs/deploy.md) every further socket slows every page and socket it serves, so a
+# socket beyond the limit is refused with 1013 ("try again later"), on which the browser backs off and reconnects,
+# perhaps to a less busy worker.
+_open_in_process = 0
+
+
+def max_sockets_per_worker() -> int:
+    return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_WORKER", 1000))
+
+
 class Budget:
     """At most `burst` uses within `window` seconds: a socket's frames, its catch-ups."""
 
@@ -171,6 +182,19 @@ class PortalConsumer(AsyncWebsocketConsumer):
         """The socket's kind in /metrics: "inbox" for InboxConsumer."""
         return type(self).__name__.removesuffix("Consumer").lower()
 
+    async def websocket_connect(self, message: Any) -> None:
+        # Before the socket's session is read or a group joined: a full worker spends nothing on it. Connects still
+        # in their first hop are not counted yet; the limit may be passed by those few.
+        if _open_in_process >= max_sockets_per_worker():
+            log.warning("socket refused: this process holds %s sockets", _open_in_process)
+            self.closed = True
+            requestmetrics.socket_refused(self.metrics_kind, 1013)
+            # Accepted, then closed: refused during its handshake the browser would see 1006, not "try again later".
+            await self.accept()
+            await self.close(code=1013)
+            return
+        await super().websocket_connect(message)
+
     async def _authenticate(self) -> bool:
         """Read the socket's user (one hop; see _connect_user for doing it within the consumer's own first hop)."""
         return await self._authenticated(await scope_user(self.scope))
@@ -209,16 +233,20 @@ class PortalConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=4429)
             return False
+        global _open_in_process
         _open_per_session[holder] += 1
+        _open_in_process += 1
         self.counted_for = holder
         requestmetrics.socket_opened(self.metrics_kind)
         return True
 
     def _uncount(self) -> None:
+        global _open_in_process
         holder = getattr(self, "counted_for", None)
         if holder is None:
             return
         self.counted_for = None
+        _open_in_process -= 1
         requestmetrics.socket_closed(self.metrics_kind)
         _open_per_session[holder] -= 1
         if _open_per_session[holder] <= 0:

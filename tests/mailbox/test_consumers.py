@@ -681,3 +681,39 @@ async def test_a_message_page_socket_connects_in_one_database_hop_and_draws_its_
     assert await anna_page.receive_nothing(timeout=0.3)
     assert len(hops) == 1, hops
     await anna_page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_holding_its_limit_of_sockets_refuses_more_with_try_again_later(shared_box, settings):
+    """Past KIMPORTAL_MAX_SOCKETS_PER_WORKER a socket is accepted and closed with 1013, on which the browser backs off
+    and reconnects (refused in its handshake it would see 1006); it reads nothing, joins nothing, writes no presence,
+    and the refusal is counted. Once a socket closed, the next one connects again."""
+    from kimportal import requestmetrics
+    from mailbox.models import Presence
+
+    settings.KIMPORTAL_MAX_SOCKETS_PER_WORKER = 1
+    _box, anna, bert, message = shared_box
+    refusals = requestmetrics.SOCKETS_REFUSED.labels("message", "1013")
+    before = refusals._value.get()
+    inbox = await _connect(anna)
+    refused = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+    refused.scope["user"] = bert
+    assert await refused.connect() == (True, None)
+    assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+    await refused.disconnect()
+    from mailbox.consumers import MessageConsumer
+
+    page = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message.pk}/")
+    page.scope["user"] = bert
+    page.scope["url_route"] = {"kwargs": {"pk": message.pk}}
+    assert await page.connect() == (True, None)
+    assert await page.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+    await page.disconnect()
+    assert refusals._value.get() == before + 1
+    assert not await database_sync_to_async(Presence.objects.exists)()
+    assert sum(_open_per_session.values()) == 1
+    await inbox.disconnect()
+    again = await _message_socket(bert, message.pk)
+    assert 'id="lock-panel"' in await again.receive_from(timeout=5)
+    await again.disconnect()
+    assert not _open_per_session
