@@ -50,7 +50,8 @@ SOCKETS_OPEN = Gauge(
 )
 SOCKETS_REFUSED = Counter(
     "kimportal_websocket_refusals",
-    "Live sockets closed at once, by kind and close code (4401 signed out, 4404 no access, 4429 too many)",
+    "Live sockets closed at once, by kind and close code "
+    "(4401 signed out, 4404 no access, 4429 too many, 1013 worker full)",
     ["kind", "code"],
     registry=None,
 )

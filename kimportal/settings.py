@@ -364,6 +364,9 @@ KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.05)
 KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)
 # Websockets one session may hold open per ASGI process (one or two per open page); more are refused (4429).
 KIMPORTAL_MAX_SOCKETS_PER_SESSION = env.int("KIMPORTAL_MAX_SOCKETS_PER_SESSION", default=100)
+# Websockets one ASGI worker holds open; more are refused with 1013 and the browser reconnects after a pause. A worker
+# (one per core) serves 100-150 users (docs/deploy.md), one or two sockets per open page and a few tabs each.
+KIMPORTAL_MAX_SOCKETS_PER_WORKER = env.int("KIMPORTAL_MAX_SOCKETS_PER_WORKER", default=1000)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))

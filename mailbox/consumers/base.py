@@ -118,6 +118,17 @@ def max_sockets_per_session() -> int:
     return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_SESSION", 100))
 
 
+# The sockets this process holds open (counted as _open_per_session counts them). A worker is one event loop: past
+# its share of a server's users (docs/deploy.md) every further socket slows every page and socket it serves, so a
+# socket beyond the limit is refused with 1013 ("try again later"), on which the browser backs off and reconnects,
+# perhaps to a less busy worker.
+_open_in_process = 0
+
+
+def max_sockets_per_worker() -> int:
+    return int(getattr(settings, "KIMPORTAL_MAX_SOCKETS_PER_WORKER", 1000))
+
+
 class Budget:
     """At most `burst` uses within `window` seconds: a socket's frames, its catch-ups."""
 
@@ -161,10 +172,28 @@ def ids(value: Any) -> set[int]:
 class PortalConsumer(AsyncWebsocketConsumer):
     joined: list[str]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The groups this socket is in (a consumer may join one before it knows its user: MessageConsumer).
+        self.joined = []
+
     @property
     def metrics_kind(self) -> str:
         """The socket's kind in /metrics: "inbox" for InboxConsumer."""
         return type(self).__name__.removesuffix("Consumer").lower()
+
+    async def websocket_connect(self, message: Any) -> None:
+        # Before the socket's session is read or a group joined: a full worker spends nothing on it. Connects still
+        # in their first hop are not counted yet; the limit may be passed by those few.
+        if _open_in_process >= max_sockets_per_worker():
+            log.warning("socket refused: this process holds %s sockets", _open_in_process)
+            self.closed = True
+            requestmetrics.socket_refused(self.metrics_kind, 1013)
+            # Accepted, then closed: refused during its handshake the browser would see 1006, not "try again later".
+            await self.accept()
+            await self.close(code=1013)
+            return
+        await super().websocket_connect(message)
 
     async def _authenticate(self) -> bool:
         """Read the socket's user (one hop; see _connect_user for doing it within the consumer's own first hop)."""
@@ -180,8 +209,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
             # Signed out (logged out elsewhere, expired): accepted, then closed with 4401, as at the socket limit.
             # Refused during the handshake, the browser sees 1006 and htmx reconnects with backoff for as long as the
             # tab is open; 4401 after the handshake it takes as final, and the page tells the user to sign in again
-            # (portal.js). The socket joined nothing and counts for no session.
-            self.joined = []
+            # (portal.js). The socket counts for no session; a group it joined is left when it ends.
             self.closed = True
             requestmetrics.socket_refused(self.metrics_kind, 4401)
             await self.accept()
@@ -189,7 +217,6 @@ class PortalConsumer(AsyncWebsocketConsumer):
             return False
         self.user = user
         self.language = language_from_scope(self.scope)
-        self.joined = []
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.closed = False
         holder = self.session_key or f"user-{user.pk}"
@@ -206,16 +233,20 @@ class PortalConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=4429)
             return False
+        global _open_in_process
         _open_per_session[holder] += 1
+        _open_in_process += 1
         self.counted_for = holder
         requestmetrics.socket_opened(self.metrics_kind)
         return True
 
     def _uncount(self) -> None:
+        global _open_in_process
         holder = getattr(self, "counted_for", None)
         if holder is None:
             return
         self.counted_for = None
+        _open_in_process -= 1
         requestmetrics.socket_closed(self.metrics_kind)
         _open_per_session[holder] -= 1
         if _open_per_session[holder] <= 0:

@@ -8,6 +8,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from django.template.loader import render_to_string
+from django.utils import translation
+
+from kimportal.wsauth import resolved_user, user_ready
 from mailbox import selectors
 from mailbox.consumers.base import (
     FRAME_BURST,
@@ -17,9 +21,11 @@ from mailbox.consumers.base import (
     PortalConsumer,
     db,
     db_events,
+    language_from_scope,
     rows_delay,
 )
 from mailbox.events import message_group, user_group
+from mailbox.models import Message
 from mailbox.permissions import Action, can
 
 
@@ -33,43 +39,51 @@ class MessageConsumer(PortalConsumer):
         self.frames = Budget(FRAME_BURST, FRAME_WINDOW_SECONDS)
         self.pending_writing: bool | None = None
         self.panel_scheduled = False
-        # One hop: the session's user, the message's visibility and the presence join (its event is published from
-        # here, mailbox.consumers.base.db_events).
-        user, mailbox_id = await db_events(self._connect_db)()
+        self.mailbox_id: int | None = None
+        self.language = language_from_scope(self.scope)  # the panel is rendered before the user is known
+        scope_user = self.scope.get("user")
+        if user_ready(scope_user) and not resolved_user(scope_user).is_authenticated:
+            await self._authenticated(resolved_user(scope_user))  # no session: refused without a read
+            return
+        # The page was rendered before this socket listened: a colleague's claim, release or arrival in between was
+        # told to nobody here. The message's group is joined first, so that the panel read below shows every change
+        # before it and every change after it arrives as an event. Joining tells nothing: events are checked against
+        # the session and the role before anything is sent, and a refused socket leaves the group again.
+        await self._join(message_group(self.message_id))
+        # One hop: the session's user, the message's visibility and mailbox, the user's role in it, the presence join
+        # (its event is published from here, mailbox.consumers.base.db_events) and the lock panel as it is now.
+        user, message, panel = await db_events(self._connect_db)()
         # Before the session's socket limit is asked: the presence is written, and a refused socket must leave it too
         # (disconnect), or colleagues see this user on the message until the row goes stale.
-        self.mailbox_id = mailbox_id
+        self.mailbox_id = message.mailbox_id if message is not None else None
         if not await self._authenticated(user):
             return
-        if self.mailbox_id is None:
+        if message is None:
             await self._refuse(4404)
             return
-        await self._join(message_group(self.message_id), user_group(self.user.pk))
+        await self._join(user_group(self.user.pk))
         await self.accept()
-        # The page was rendered before this socket listened: a colleague's claim, release or arrival in between
-        # was told to nobody here. Once it listens, the panel is drawn as it is now (with the presence events that
-        # follow the join, one panel).
-        self._lock_panel_soon()
+        await self._send(panel)
 
-    def _connect_db(self) -> tuple[Any, int | None]:
-        user = self._connect_user()
-        if user is None or not user.is_authenticated:
-            return user, None
-        return user, self._join_presence(user)
-
-    def _join_presence(self, user: Any) -> int | None:
+    def _connect_db(self) -> tuple[Any, Message | None, str]:
+        from mailbox.selectors.presence import presence_for_messages
         from mailbox.services.claims import page_token_valid
         from mailbox.services.presence import presence_join
 
-        # Visibility and the mailbox only: the lock panel is rendered from a full row when an event asks.
-        message = selectors.message_ref_for_user(user, self.message_id)
+        user = self._connect_user()
+        if user is None or not user.is_authenticated:
+            return user, None, ""
+        # Visibility, mailbox, role and the lock in one query; who has it open is read once this page joined.
+        message = selectors.message_lock_and_role_for_user(user, self.message_id, present=False)
         if message is None:
-            return None
+            return user, None, ""
         # Only a page the server handed out may speak for a page load (its claim, its leave).
         if not page_token_valid(self.page_token, user=user, message_id=self.message_id):
             self.page_token = ""
         presence_join(user=user, message=message, channel_name=self.channel_name, page_token=self.page_token)
-        return message.mailbox_id
+        message.present = presence_for_messages([message.pk]).get(message.pk, [])
+        # The panel as _lock_panel draws it: a message the user sees is in one of their mailboxes, and every role reads.
+        return user, message, self._render_panel(user, message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -191,5 +205,9 @@ class MessageConsumer(PortalConsumer):
         if message is None:
             return ""
         message.role = role
-        context = {"message": message, "oob": True, "page_token": self.page_token}
-        return self._render("mailbox/partials/_lock_panel.html", context)
+        return self._render_panel(self.user, message)
+
+    def _render_panel(self, user: Any, message: Message) -> str:
+        context = {"user": user, "message": message, "oob": True, "page_token": self.page_token}
+        with translation.override(self.language):
+            return render_to_string("mailbox/partials/_lock_panel.html", context)

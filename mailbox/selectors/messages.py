@@ -38,8 +38,9 @@ from mailbox.models import (
     Presence,
     member_mailbox_ids,
     member_roles,
+    memberships_in_force,
 )
-from mailbox.permissions import user_role
+from mailbox.permissions import strongest_role, user_role
 from mailbox.selectors.pagination import PAGE_SIZE, KeysetPage, SortKey, order_by
 from mailbox.selectors.presence import presence_for_messages
 
@@ -708,6 +709,20 @@ def _lock_query(pk: int, user_id: int) -> QuerySet[Message, tuple[Any, ...]]:
 _LOCK = PreparedQuery(_lock_query)
 
 
+def _lock_role_query(pk: int, user_id: int) -> QuerySet[Message, tuple[Any, ...]]:
+    # As _lock_query, with the user's strongest role in the message's mailbox (permissions.user_role's rule).
+    role = strongest_role(memberships_in_force(get_user_model()(pk=user_id)).filter(mailbox_id=OuterRef("mailbox_id")))
+    return (
+        Message.objects.filter(pk=pk, mailbox_id__in=member_mailbox_ids(get_user_model()(pk=user_id)))
+        .annotate(member_role=role)
+        .values_list(*_LOCK_COLUMNS, *(f"claimed_by__{f}" for f in _USER_NAME), "member_role")
+    )
+
+
+# Every message page's socket asks it when it connects: compiled once (kimportal.prepared).
+_LOCK_ROLE = PreparedQuery(_lock_role_query)
+
+
 def message_lock_for_user(user: Any, pk: int) -> Message | None:
     """What the lock panel shows (holder, lease, version, who has it open), or None when not visible.
 
@@ -716,7 +731,25 @@ def message_lock_for_user(user: Any, pk: int) -> Message | None:
     """
     if not user.is_authenticated:
         return None
-    found = _LOCK.rows(pk, user.pk)
+    return _lock_message(_LOCK.rows(pk, user.pk))
+
+
+def message_lock_and_role_for_user(user: Any, pk: int, *, present: bool = True) -> Message | None:
+    """As message_lock_for_user, with the user's role in its mailbox (`message.role`, as user_role answers) read
+    in the same query: a message page's socket learns visibility, mailbox, role and panel in one round trip.
+    `present=False`: who has it open is not read (`message.present` is then set by the caller)."""
+    if not user.is_authenticated:
+        return None
+    found = _LOCK_ROLE.rows(pk, user.pk)
+    if not found:
+        return None
+    message = _lock_message([found[0][:-1]], present=present)
+    assert message is not None
+    message.role = found[0][-1]
+    return message
+
+
+def _lock_message(found: Sequence[Sequence[Any]], *, present: bool = True) -> Message | None:
     if not found:
         return None
     width = len(_LOCK_COLUMNS)
@@ -727,7 +760,8 @@ def message_lock_for_user(user: Any, pk: int) -> Message | None:
         first, last, username = row[width:]
         holder = _users().maker("default")(_user_values(message.claimed_by_id, first, last, username))
     Message.claimed_by.field.set_cached_value(message, holder)
-    message.present = presence_for_messages([message.pk]).get(message.pk, [])
+    if present:
+        message.present = presence_for_messages([message.pk]).get(message.pk, [])
     return message
 
 

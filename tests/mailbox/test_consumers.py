@@ -162,6 +162,7 @@ async def test_arrivals_and_departures_redraw_colleagues_lock_panels(shared_box)
     # The panel comes from the lock selector (holder, lease, who has it open), not from a list row.
     _box, anna, bert, message = shared_box
     bert_page = await _message_socket(bert, message.pk)
+    assert "Anna A" not in await _receive_until(bert_page, 'id="detail-presence"')  # his page as it was
     anna_page = await _message_socket(anna, message.pk)
     html = await _receive_until(bert_page, 'id="detail-presence"')
     assert "Anna A" in html
@@ -649,3 +650,70 @@ async def test_a_socket_whose_handler_failed_leaves_its_groups(monkeypatch):
         await communicator.receive_output(timeout=5)
     layer = get_channel_layer()._get_layer()
     assert names and not [group for group, members in layer.groups.items() if names[0] in members]
+
+
+@pytest.mark.asyncio
+async def test_a_message_page_socket_connects_in_one_database_hop_and_draws_its_panel_at_once(shared_box, monkeypatch):
+    """Every message page opens a socket: its user, the message's visibility and the user's role, the presence join and
+    the panel as it is now take one trip to a database thread (three were the connect, an access check and the
+    panel's render), and the panel shows the holder, the reader's own arrival and their role's actions."""
+    from channels.db import DatabaseSyncToAsync
+
+    from mailbox.models import Membership
+    from mailbox.services.claims import message_claim
+
+    _box, anna, bert, message = shared_box
+    await database_sync_to_async(Membership.objects.filter(user=anna).update)(role=Membership.Role.OWNER)
+    assert (await database_sync_to_async(message_claim)(user=bert, message=message)).won
+    hops: list[str] = []
+    original = DatabaseSyncToAsync.thread_handler
+
+    def counted(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "thread_handler", counted)
+    anna_page = await _message_socket(anna, message.pk)
+    html = await _receive_until(anna_page, 'id="lock-panel"')
+    assert "In Bearbeitung durch Bert B" in html and 'data-locked-by-other="1"' in html
+    assert "Anna A" in html  # her own page, joined before the panel was read
+    assert "Sperre aufheben" in html  # an owner's action: the role came with the panel
+    assert await anna_page.receive_nothing(timeout=0.3)
+    assert len(hops) == 1, hops
+    await anna_page.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_holding_its_limit_of_sockets_refuses_more_with_try_again_later(shared_box, settings):
+    """Past KIMPORTAL_MAX_SOCKETS_PER_WORKER a socket is accepted and closed with 1013, on which the browser backs off
+    and reconnects (refused in its handshake it would see 1006); it reads nothing, joins nothing, writes no presence,
+    and the refusal is counted. Once a socket closed, the next one connects again."""
+    from kimportal import requestmetrics
+    from mailbox.models import Presence
+
+    settings.KIMPORTAL_MAX_SOCKETS_PER_WORKER = 1
+    _box, anna, bert, message = shared_box
+    refusals = requestmetrics.SOCKETS_REFUSED.labels("message", "1013")
+    before = refusals._value.get()
+    inbox = await _connect(anna)
+    refused = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+    refused.scope["user"] = bert
+    assert await refused.connect() == (True, None)
+    assert await refused.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+    await refused.disconnect()
+    from mailbox.consumers import MessageConsumer
+
+    page = WebsocketCommunicator(MessageConsumer.as_asgi(), f"/ws/message/{message.pk}/")
+    page.scope["user"] = bert
+    page.scope["url_route"] = {"kwargs": {"pk": message.pk}}
+    assert await page.connect() == (True, None)
+    assert await page.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+    await page.disconnect()
+    assert refusals._value.get() == before + 1
+    assert not await database_sync_to_async(Presence.objects.exists)()
+    assert sum(_open_per_session.values()) == 1
+    await inbox.disconnect()
+    again = await _message_socket(bert, message.pk)
+    assert 'id="lock-panel"' in await again.receive_from(timeout=5)
+    await again.disconnect()
+    assert not _open_per_session
