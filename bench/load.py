@@ -279,9 +279,11 @@ def sessions_for(users: list, count: int) -> list[str]:
 def channel_layer_clear() -> int:
     """Drop the channel layer's keys left by an earlier server (groups of sockets that no longer exist)."""
     import redis
+    from django.conf import settings
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    keys = list(client.scan_iter(match="asgi*", count=1_000))
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1_000))
     if keys:
         client.delete(*keys)
     client.close()

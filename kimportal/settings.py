@@ -186,6 +186,17 @@ else:
     DATABASES["default"].setdefault("TEST", {"NAME": env.str("TEST_DATABASE_NAME", default="test_kimportal")})
 
 REDIS_URL = env.str("REDIS_URL", default="")
+
+
+def live_prefix(redis_url: str) -> str:
+    """The live events' channel names of the portal on this Redis database. Redis keeps keys per database number,
+    but Pub/Sub channels are one namespace for the whole server: two portals on one Redis server (production and a
+    test system, each with its own database number) would otherwise hear each other's events."""
+    from redis.connection import parse_url
+
+    return f"kimportal.{parse_url(redis_url).get('db', 0)}."
+
+
 if REDIS_URL:
     # A socket whose events wait longer than KIMPORTAL_LIVE_LAG_LIMIT, or more than `capacity` of them, is closed
     # and resyncs (mailbox.consumers.base).
@@ -197,6 +208,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "capacity": 1000,
+                "prefix": live_prefix(REDIS_URL),
             },
         }
     }

@@ -710,3 +710,33 @@ async def test_a_publish_whose_connection_broke_after_redis_ran_it_is_not_sent_t
             assert [event["n"] for event in await process.recent([log], start)] == [1, 2]
         finally:
             await sender.flush()
+
+
+@pytest.mark.asyncio
+async def test_portals_on_two_databases_of_one_redis_server_do_not_hear_each_other():
+    # Pub/Sub channels ignore the database number: production on db 3 and a test system on db 4 of one server
+    # would otherwise hand each other's events to their sockets.
+    from kimportal.settings import live_prefix
+
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    group = f"mailbox.{uuid.uuid4().hex[:8]}"
+    made = []
+    for db in (3, 4):
+        url = f"{base}/{db}"
+        made.append(RedisPubSubChannelLayer(hosts=[url], prefix=live_prefix(url)))
+    production, test_system = made
+    try:
+        listeners = [await production.new_channel(), await test_system.new_channel()]
+        await production.group_add_many([group], listeners[0])
+        await test_system.group_add_many([group], listeners[1])
+
+        await production.group_send(group, {"type": "message.created", "from": "production"})
+        await test_system.group_send(group, {"type": "message.created", "from": "test system"})
+
+        assert (await production.receive(listeners[0]))["from"] == "production"
+        # Published after the production event: had that crossed over, it would arrive here first.
+        assert (await test_system.receive(listeners[1]))["from"] == "test system"
+        assert live_prefix(f"{base}/3") != live_prefix(f"{base}/4")
+    finally:
+        for layer in made:
+            await layer.flush()

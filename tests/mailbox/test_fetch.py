@@ -63,7 +63,7 @@ def _listen(mailbox_id: int):
     run(layer.group_add(mailbox_group(mailbox_id), listener))
     # SUBSCRIBE is not acknowledged inline: wait (bounded) until Redis counts the subscription.
     client = redis.Redis.from_url(settings.REDIS_URL)
-    name = f"asgi__group__{mailbox_group(mailbox_id)}"
+    name = f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__{mailbox_group(mailbox_id)}"
     for _ in range(500):
         if client.pubsub_numsub(name)[0][1]:
             break
