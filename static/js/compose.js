@@ -47,7 +47,10 @@
     const store = storage();
     if (!store || !form) return;
     try {
-      store.setItem(copyKey, JSON.stringify({ at: Date.now(), fields: fields() }));
+      // With the version the edits were made on: restored, they are saved against it, so a draft changed since
+      // (in another tab, by a colleague) is a conflict to decide, not text silently replaced.
+      const version = document.getElementById("draft-version");
+      store.setItem(copyKey, JSON.stringify({ at: Date.now(), version: version ? version.value : "", fields: fields() }));
     } catch { /* full or off: the server's last save is what remains */ }
   }
   function keepCopySoon() {
@@ -139,9 +142,10 @@
       afterBeacon = sessionStorage.getItem("draft-beacon") === form.action;
       sessionStorage.removeItem("draft-beacon");
     } catch { /* no storage */ }
-    // The page's first save or send after such a beacon: the stored version may be the beacon's, this tab's own.
+    // The page's first autosave after such a beacon: the stored version may be the beacon's, this tab's own. Never a
+    // send: sending without a version would send this tab's text over a newer one (a false conflict is safer).
     form.addEventListener("htmx:configRequest", (ev) => {
-      if (afterBeacon && (ev.detail.elt === form || ev.detail.elt.id === "send-button")) {
+      if (afterBeacon && ev.detail.elt === form) {
         delete ev.detail.parameters.version;
         afterBeacon = false;
       }
@@ -183,6 +187,8 @@
       try { copy = JSON.parse(store.getItem(copyKey) || "null"); } catch { copy = null; }
     }
     if (copy && copy.fields && sameText(copy.fields, fields())) {
+      // The page shows what the tab kept (the beacon's text arrived): its version is that text's own.
+      afterBeacon = false;
       dropCopy();
     } else if (copy && copy.fields && offer) {
       const text = document.getElementById("draft-restore-text");
@@ -216,7 +222,11 @@
       set("cc-typed", saved.cc_typed);
       restoreChips("to", saved.to || []);
       restoreChips("cc", saved.cc || []);
-      // Saved as typed edits are: the page's version is the stored draft's, so this is no conflict.
+      // Saved against the version the edits were made on: if the draft changed since, the conflict is shown with
+      // both ways out ("Neuere Fassung laden" / "Diese Fassung speichern") instead of replacing the newer text.
+      const version = document.getElementById("draft-version");
+      if (version && copy.version) version.value = copy.version;
+      afterBeacon = false;
       markDirty();
       window.htmx.trigger(form, "draft-autosave");
     }
@@ -246,9 +256,12 @@
         list.append(chip);
       });
     }
-    // Discarding the draft discards its copy.
+    // Discarding the draft discards its copy — once the user confirmed (portal.js asks on the document; this runs
+    // after it: compose.js is loaded later).
     const discardForm = document.querySelector(".discard-form");
-    if (discardForm) discardForm.addEventListener("submit", () => dropCopy());
+    document.addEventListener("submit", (ev) => {
+      if (discardForm && ev.target === discardForm && !ev.defaultPrevented) dropCopy();
+    });
 
     // Enter in a one-line field must not submit the whole form; in an address box it adds the address.
     form.addEventListener("keydown", (ev) => {

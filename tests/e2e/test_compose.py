@@ -478,3 +478,55 @@ def test_a_sent_page_still_loading_when_the_message_is_delivered_shows_it_delive
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(state="queued")
     load_then_deliver("/gesendet/", "sent")
     expect(page.locator(f"#out-{outgoing.pk} .outgoing-state")).to_have_text("versendet")
+
+
+def test_kept_edits_restored_after_the_draft_changed_elsewhere_meet_the_conflict_and_a_cancelled_discard_keeps_them(
+    web, page, browser_context
+):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    SentPage(page).wait_live()
+    other = browser_context.new_page()
+    other.goto(f"{web.url}/")
+    other.get_by_role("button", name="Abmelden").click()
+    other.wait_for_url(lambda u: "/login/" in u)
+    other.close()
+    expect(page.locator("#session-ended-text")).to_contain_text("Ihre Sitzung wurde beendet")
+    page.get_by_label("Nachricht", exact=True).fill("Text aus dem alten Tab")
+    page.wait_for_url(lambda u: "/login/" in u)
+    # Meanwhile the draft is written on elsewhere (another device).
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    outgoing_draft_save(
+        user=station,
+        mailbox_id=account.mailbox_id,
+        data=OutgoingData(subject="Rückfrage", to=[PRAXIS], body="Neuerer Text vom Stationsrechner"),
+        draft=stored,
+        version=stored.version,
+    )
+    page.get_by_label("Benutzername").fill("station")
+    page.get_by_label("Passwort").fill("pw-secret-123")
+    page.get_by_role("button", name="Anmelden").click()
+    page.wait_for_url(url)
+    compose = ComposePage(page)
+    expect(compose.restore_offer).to_be_visible()
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url == url) as answered:
+        compose.restore_offer.get_by_role("button", name="Nicht gespeicherte Änderungen wiederherstellen").click()
+    assert answered.value.status == 409  # saved against the version the edits were made on: a conflict to decide
+    expect(compose.status).to_contain_text("Neuere Fassung laden")
+    expect(page.get_by_label("Nachricht", exact=True)).to_have_value("Text aus dem alten Tab")
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Neuerer Text vom Stationsrechner"
+    assert compose.local_copies() != []
+
+    # "Entwurf verwerfen", then "Abbrechen" in the question: nothing is discarded, the kept edits neither.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Entwurf verwerfen").click()
+    expect(page).to_have_url(url)
+    assert compose.local_copies() != []
+    assert OutgoingMessage.objects.filter(pk=draft.pk).exists()
