@@ -218,7 +218,7 @@ def _run_action(
     if keeps_assignment:
         assignee = request.POST.get("assignee", "")
         kept["assign_draft"] = {
-            "assignee": int(assignee) if assignee.isdigit() and len(assignee) <= 18 else None,
+            "assignee": int(assignee) if assignee.isascii() and assignee.isdigit() and len(assignee) <= 18 else None,
             "note": request.POST.get("note", "")[:500],
         }
     if not form.is_valid():

@@ -168,3 +168,13 @@ def test_a_refused_assignment_keeps_its_hint_and_whom_it_was_for(client, alice, 
         assert done.status_code == 200 and _assign_form(done)[0] == ""
     message.refresh_from_db()
     assert message.assignee_id == bob.pk
+
+
+def test_a_hand_made_assignee_that_only_looks_like_a_number_is_a_form_error(client, alice, message):
+    # "²" passes str.isdigit() but is no number int() reads.
+    client.force_login(alice)
+    response = client.post(
+        reverse("mailbox:message-assign", args=[message.pk]), {"version": 1, "assignee": "²", "note": "Bitte"}
+    )
+    assert response.status_code == 422
+    assert _assign_form(response)[0] == "Bitte"
