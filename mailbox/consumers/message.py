@@ -171,8 +171,9 @@ class MessageConsumer(PortalConsumer):
         """A panel another app adds to the page changed (mailbox.extensions): re-read it as this user sees it."""
         from mailbox.extensions import panel_get
 
+        # A refused socket keeps the message's group until its close is through: it has no user or role to ask.
         panel = panel_get(str(event.get("panel", "")))
-        if panel is None:
+        if panel is None or self.closed:
             return
         role = await self._check(self.mailbox_id)
         if role is NO_ROLE:

@@ -717,3 +717,18 @@ async def test_a_worker_holding_its_limit_of_sockets_refuses_more_with_try_again
     assert 'id="lock-panel"' in await again.receive_from(timeout=5)
     await again.disconnect()
     assert not _open_per_session
+
+
+@pytest.mark.asyncio
+async def test_a_refused_message_socket_ignores_a_panel_event_while_its_close_goes_through():
+    # Refused (signed out, no access) it still holds the message's group until the close is through: a panel event
+    # then found no user or role to ask and raised in the consumer.
+    from mailbox.consumers.message import MessageConsumer
+    from signing.services.received import PANEL
+
+    consumer = MessageConsumer()
+    consumer.closed, consumer.mailbox_id, consumer.message_id = True, None, 1
+    sent: list = []
+    consumer._send = sent.append  # type: ignore[method-assign,assignment]
+    await consumer.message_panel_changed({"type": "message.panel_changed", "message_id": 1, "panel": PANEL})
+    assert sent == []
