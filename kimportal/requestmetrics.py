@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -100,19 +103,24 @@ def process_ended(pid: int, path: str) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, path)  # its open-socket gauge leaves the sums
-    with _directory_lock(path, exclusive=True):
-        for kind in _KEPT:
-            ended = Path(path) / f"{kind}_{pid}.db"
-            if not ended.exists():
-                continue
-            archive = MmapedDict(str(Path(path) / f"{kind}_archive.db"))
-            try:
-                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(ended)):
-                    kept, _ = archive.read_value(key)
-                    archive.write_value(key, kept + value, timestamp)
-            finally:
-                archive.close()
-            ended.unlink()
+    # Runs in gunicorn's master: an error here (a full disk, a damaged file) would stop the server. The worker's
+    # files then stay where they are (still summed) and the log says why.
+    try:
+        with _directory_lock(path, exclusive=True):
+            for kind in _KEPT:
+                ended = Path(path) / f"{kind}_{pid}.db"
+                if not ended.exists():
+                    continue
+                archive = MmapedDict(str(Path(path) / f"{kind}_archive.db"))
+                try:
+                    for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(ended)):
+                        kept, _ = archive.read_value(key)
+                        archive.write_value(key, kept + value, timestamp)
+                finally:
+                    archive.close()
+                ended.unlink()
+    except Exception:
+        log.exception("the metrics of ended worker %s could not be archived; its files stay", pid)
 
 
 def register(registry: CollectorRegistry) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,17 @@ def test_a_master_that_inherited_the_directory_leaves_it_to_its_maker(monkeypatc
         monkeypatch.setenv("KIMPORTAL_METRICS_DIR_MADE", str(os.getpid()))
         conf["on_exit"](object())
     assert not path.exists()
+
+
+def test_a_damaged_metrics_file_is_logged_and_does_not_stop_the_server(tmp_path, caplog):
+    # child_exit runs in gunicorn's master: an exception there would halt the master and every worker.
+    from kimportal.requestmetrics import process_ended
+
+    # Says it uses 64 bytes, and its first entry claims a 10,000-byte key: prometheus_client refuses to read it.
+    damaged = struct.pack("i", 64) + b"\0" * 4 + struct.pack("i", 10_000) + b"\0" * 52
+    (tmp_path / "counter_4242.db").write_bytes(damaged)
+    (tmp_path / "gauge_livesum_4242.db").write_bytes(b"")
+    process_ended(4242, str(tmp_path))
+    assert not (tmp_path / "gauge_livesum_4242.db").exists()  # its open sockets still leave the sums
+    assert (tmp_path / "counter_4242.db").exists()
+    assert "could not be archived" in caplog.text
