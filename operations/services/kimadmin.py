@@ -157,7 +157,7 @@ def _client(account: KimAccount) -> Iterator[AccountManagerClient]:
         raise AccountManagerError(
             None,
             "credentials",
-            _(
+            _lazy(  # kept untranslated for the password change's row (AccountManagerError.stored)
                 "Das gespeicherte Passwort des KIM-Kontos kann nicht entschlüsselt werden (Schlüssel geändert?). "
                 "Bitte unter Leitung › Postfächer › KIM-Konto neu eingeben."
             ),

@@ -158,3 +158,18 @@ def test_the_error_keeps_the_msgid_beside_its_text_and_through_pickling() -> Non
     # The provider's own description of its rules is kept as it came, after the portal's sentence.
     assert policy.stored == [{"msgid": POLICY_DE, "params": {}}, "Mindestens 12 Zeichen."]
     assert policy.text == f"{POLICY_EN} Mindestens 12 Zeichen."
+
+
+def test_an_undecryptable_stored_password_is_kept_as_msgid_whoever_asked(monkeypatch) -> None:
+    # Asked in English, it must not be stored in English: the row is read later in the reader's language.
+    from mailbox import crypto
+    from operations.clients.accountmanager import AccountManagerError
+    from operations.services import amauth, kimadmin
+
+    def undecryptable(account):
+        raise crypto.CredentialDecryptionError("key changed")
+
+    monkeypatch.setattr(amauth, "account_manager_client", undecryptable)
+    with translation.override("en"), pytest.raises(AccountManagerError) as caught, kimadmin._client(object()):
+        pass
+    assert caught.value.stored["msgid"].startswith("Das gespeicherte Passwort des KIM-Kontos")
