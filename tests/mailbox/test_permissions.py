@@ -871,6 +871,8 @@ async def test_message_socket_events_stop_when_membership_ends():
     w = await database_sync_to_async(build_world)(Role.READER)
     watcher, connected, _ = await _open(MessageConsumer, f"/ws/message/{w.message.pk}/", w.user, pk=w.message.pk)
     assert connected
+    # Once it listens, the socket draws the lock panel as it is (sent as the socket is accepted).
+    assert 'id="lock-panel"' in await watcher.receive_from(timeout=5)
     await database_sync_to_async(claims.message_claim)(user=w.colleague, message=w.message)
     assert "Karl Kollege" in await watcher.receive_from(timeout=5)
 

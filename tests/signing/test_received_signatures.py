@@ -465,6 +465,8 @@ async def test_a_removed_member_gets_no_live_panel(cm, konnektor, workplace, acc
     finally:
         current_app.conf.task_always_eager = True
     socket = await _message_socket(member, message.pk)
+    # Once it listens, the socket draws the lock panel as it is (sent as the socket is accepted).
+    assert 'id="lock-panel"' in await socket.receive_from(timeout=5)
     await database_sync_to_async(lambda: Membership.objects.filter(user=member).delete())()
 
     await database_sync_to_async(received_signatures_verify)(message_id=message.pk)
