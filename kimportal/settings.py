@@ -485,6 +485,9 @@ KIMPORTAL_SEND_LEASE_SECONDS = env.float("KIMPORTAL_SEND_LEASE_SECONDS", default
 KIMPORTAL_HEALTH_CACHE_SECONDS = env.float("KIMPORTAL_HEALTH_CACHE_SECONDS", default=20.0)
 # Seconds each probe (POP3 login, Konnektor call, directory search) may take.
 KIMPORTAL_HEALTH_TIMEOUT = env.float("KIMPORTAL_HEALTH_TIMEOUT", default=4.0)
+# Two clocks of the installation further apart than this are a warning on the operations page: the live lists'
+# replay margin (operations.services.clock).
+KIMPORTAL_CLOCK_SKEW_LIMIT = env.float("KIMPORTAL_CLOCK_SKEW_LIMIT", default=0.2)
 # Certificates (SMC-B, eHBA, the Clientmodul's TLS certificate) turn yellow this many days before they end.
 KIMPORTAL_CERT_WARN_DAYS = env.int("KIMPORTAL_CERT_WARN_DAYS", default=30)
 # Beat queues a heartbeat this often; a worker runs it. Stamps older than 3 beats (at least 45 s) are red.

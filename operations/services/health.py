@@ -32,7 +32,7 @@ from mailbox.crypto import CredentialDecryptionError
 from mailbox.models import KimAccount, Mailbox, OutgoingMessage
 from mailbox.services.accounts import account_endpoint, cm_error_text
 from mailbox.services.fetch import account_lease_acquire, account_lease_release
-from operations.services import heartbeat
+from operations.services import clock, heartbeat
 from operations.services.probes import (
     SMCB_TYPES,
     CardProbe,
@@ -213,6 +213,7 @@ def run_checks() -> Report:
     now = timezone.now()
     report = Report(checked_at=time.time(), duration=0.0)
     database_ok = _check_database(report)
+    database_clock = _database_clock() if database_ok else None
     accounts: list[_Account] = []
     pool: ThreadPoolExecutor | None = None
     try:
@@ -241,12 +242,15 @@ def run_checks() -> Report:
         if redis_check is not None:
             futures.append(redis_check)
         wait_for(futures, timeout=round_deadline())
+        redis_clock: clock.Reading | None = None
         if redis_check is not None:
-            _judge_redis(report, _result(redis_check, "timeout"))
+            redis_error, redis_clock = _result(redis_check, None) or ("timeout", None)
+            _judge_redis(report, redis_error)
         _judge_konnektor(report, _result(konnektor, None), workplaces, now)
         _judge_directory(report, _result(directory, None))
         _judge_accounts(report, accounts, cm_certificates, now, database_ok=database_ok)
-        _judge_celery(report)
+        worker_clock = _judge_celery(report)
+        _judge_clocks(report, database_clock, redis_clock, worker_clock)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -262,6 +266,7 @@ def run_checks() -> Report:
 ORDER = [
     "database",
     "redis",
+    "clock",
     "konnektor",
     "cards",
     "certificates",
@@ -307,18 +312,28 @@ def _check_database(report: Report) -> bool:
     return True
 
 
-def _redis_ping() -> str:
+def _redis_ping() -> tuple[str, clock.Reading | None]:
+    """("", Redis's clock against this process's) when Redis answers, else (the error, None)."""
     import redis
 
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
+            reading = clock.redis_reading(client)
         finally:
             client.close()
     except redis.RedisError as exc:
-        return str(exc) or exc.__class__.__name__
-    return ""
+        return str(exc) or exc.__class__.__name__, None
+    return "", reading
+
+
+def _database_clock() -> clock.Reading | None:
+    try:
+        return clock.database_reading()
+    except Exception:
+        log.warning("could not read the database's clock", exc_info=True)
+        return None
 
 
 def _judge_redis(report: Report, error: str | None) -> None:
@@ -806,7 +821,8 @@ def _account_status(
 # --- Celery -------------------------------------------------------------------------------------------------
 
 
-def _judge_celery(report: Report) -> None:
+def _judge_celery(report: Report) -> heartbeat.Stamp | None:
+    """Judges beat and the worker from their stamps; the worker's stamp (for its clock), if it is fresh."""
     beat_label, worker_label = Msg(N_("Celery beat (Zeitplan)")), Msg(N_("Celery worker (Hintergrundaufgaben)"))
     try:
         beat, worker = heartbeat.read_stamps()
@@ -814,7 +830,7 @@ def _judge_celery(report: Report) -> None:
         text = Msg.of(N_("Lebenszeichen nicht lesbar: %(detail)s"), detail=str(exc))
         report.components.append(Component("celery_beat", beat_label, UNKNOWN, text))
         report.components.append(Component("celery_worker", worker_label, UNKNOWN, text))
-        return
+        return None
     now, limit = time.time(), heartbeat.stale_after()
     report.beat_age, report.worker_age, report.worker_host = beat.age(now), worker.age(now), worker.host
     beat_alive = report.beat_age is not None and report.beat_age <= limit
@@ -824,6 +840,74 @@ def _judge_celery(report: Report) -> None:
         # Without beat no heartbeat is queued: a silent worker may simply have had nothing to do.
         state, text = UNKNOWN, Msg(N_("Nicht prüfbar, solange Celery beat keine Lebenszeichen schickt."))
     report.components.append(Component("celery_worker", worker_label, state, text))
+    return worker if report.worker_age is not None and report.worker_age <= limit else None
+
+
+# --- clocks -------------------------------------------------------------------------------------------------------
+
+
+def _judge_clocks(
+    report: Report,
+    database: clock.Reading | None,
+    redis: clock.Reading | None,
+    worker: heartbeat.Stamp | None,
+) -> None:
+    """This server's, Redis's and the Celery worker's clocks against PostgreSQL's (see operations.services.clock).
+
+    A worker's clock is the one it measured with its last heartbeat. What could not be read is left out: the database
+    and Redis have lines of their own."""
+    label = Msg(N_("Uhrzeit"))
+    if database is None:
+        report.components.append(
+            Component("clock", label, UNKNOWN, Msg(N_("Nicht prüfbar, solange die Datenbank nicht antwortet.")))
+        )
+        return
+    # Each clock's offset from PostgreSQL's, and how far that reading may be off.
+    against_database = [(Msg(N_("dieses Webservers")), -database.offset, database.error)]
+    if redis is not None:
+        against_database.append((Msg(N_("von Redis")), redis.offset - database.offset, redis.error + database.error))
+    if worker is not None and worker.clock_offset is not None:
+        against_database.append(
+            (Msg.of(N_("des Celery workers %(host)s"), host=worker.host), worker.clock_offset, worker.clock_error)
+        )
+    allowed = clock.limit()
+    skewed = [
+        Msg.of(
+            N_("Die Uhr %(which)s geht %(amount)s gegenüber der Datenbank vor.")
+            if offset > 0
+            else N_("Die Uhr %(which)s geht %(amount)s gegenüber der Datenbank nach."),
+            which=which,
+            amount=_offset_text(abs(offset)),
+        )
+        for which, offset, error in against_database
+        if abs(offset) - error > allowed
+    ]
+    if not skewed:
+        widest = max(abs(offset) for _which, offset, _error in against_database)
+        text = Msg.of(N_("Die Uhren stimmen überein (höchstens %(ms)d ms Abstand)."), ms=round(widest * 1000))
+        report.components.append(Component("clock", label, OK, text))
+        return
+    text = Msg.of(
+        N_(
+            "%(skewed)s Erlaubt sind %(allowed)d ms: Live-Listen können Änderungen von Kollegen verpassen, Lesesperren "
+            "zu früh oder zu spät enden. Bitte die Zeitsynchronisation (chrony) der Server prüfen."
+        ),
+        skewed=_sentences(skewed),
+        allowed=round(allowed * 1000),
+    )
+    report.components.append(Component("clock", label, WARNING, text))
+
+
+def _offset_text(seconds: float) -> Msg:
+    return Msg.of(N_("%(n)d ms"), n=round(seconds * 1000)) if seconds < 10 else age_text(seconds)
+
+
+def _sentences(texts: list[Msg]) -> Msg:
+    """Texts one after the other, each translated when shown."""
+    joined = texts[0]
+    for text in texts[1:]:
+        joined = Msg.of("%(first)s %(next)s", first=joined, next=text)
+    return joined
 
 
 def _stamp_verdict(age: float | None, limit: float, *, beat: bool) -> tuple[str, Msg]:

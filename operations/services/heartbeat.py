@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from operations.services import clock
 from operations.services.store import store
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,24 @@ def stamp_beat(now: float | None = None) -> None:
 
 
 def stamp_worker(hostname: str, now: float | None = None) -> None:
-    store().set(WORKER_KEY, {"at": time.time() if now is None else now, "host": hostname}, timeout=24 * 3600)
+    """The worker's stamp, with how far its clock is from the database's (operations.services.clock)."""
+    stamp: dict[str, object] = {"at": time.time() if now is None else now, "host": hostname}
+    try:
+        reading = clock.database_reading()
+    except Exception:  # the stamp says the worker lives; its clock is a detail
+        log.warning("could not read the database's clock for the worker's heartbeat", exc_info=True)
+    else:
+        # As the other clocks are judged: the worker's offset from the database's clock.
+        stamp.update(clock_offset=-reading.offset, clock_error=reading.error)
+    store().set(WORKER_KEY, stamp, timeout=24 * 3600)
 
 
 @dataclass(frozen=True)
 class Stamp:
     at: float | None  # epoch seconds of the last stamp, None: never
     host: str = ""
+    clock_offset: float | None = None  # seconds the worker's clock was ahead of the database's, None: not read
+    clock_error: float = 0.0
 
     def age(self, now: float) -> float | None:
         return None if self.at is None else max(0.0, now - self.at)
@@ -50,4 +62,10 @@ def read_stamps() -> tuple[Stamp, Stamp]:
     """(beat, worker) as the store has them."""
     values = store().get_many([BEAT_KEY, WORKER_KEY])
     beat, worker = values.get(BEAT_KEY) or {}, values.get(WORKER_KEY) or {}
-    return Stamp(beat.get("at")), Stamp(worker.get("at"), str(worker.get("host", "")))
+    offset = worker.get("clock_offset")
+    return Stamp(beat.get("at")), Stamp(
+        worker.get("at"),
+        str(worker.get("host", "")),
+        float(offset) if isinstance(offset, int | float) else None,
+        float(worker.get("clock_error") or 0.0),
+    )

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 COMPONENTS = {
     "database",
     "redis",
+    "clock",
     "konnektor",
     "cards",
     "certificates",
