@@ -355,6 +355,40 @@ def test_cancel_while_the_terminal_waits_for_the_pin(
     assert AuditEvent.objects.filter(action="signing.batch_cancel_requested", actor_id=signer.pk).exists()
 
 
+@pytest.mark.parametrize("cancelled_in_call", [1, 2])
+def test_a_cancel_while_a_calls_documents_are_read_sends_that_call_no_more(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, monkeypatch, cancelled_in_call
+):
+    # The PIN is typed at once (auto_pin): a SignDocument sent after the cancel would sign.
+    sim = use_sim(konnektor_sim_factory(), KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(4, signer, assistant, mailbox)
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    batch = batch_create(
+        signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+    )
+    read = run_service._sign_item
+    calls = []
+
+    def reading(item, **kwargs):
+        # The physician presses "Abbrechen" while the worker reads the documents of this call: the cancel finds
+        # no job number of this call yet to stop.
+        if "content" not in kwargs and item.position % 2 == 0:  # the bytes of a call's first document
+            calls.append(item.position)
+            if len(calls) == cancelled_in_call:
+                batch_cancel(user=signer, batch=SignatureBatch.objects.get(pk=batch.pk))
+        return read(item, **kwargs)
+
+    monkeypatch.setattr(run_service, "_sign_item", reading)
+    batch_run(batch.pk)
+
+    batch.refresh_from_db()
+    signed = 2 * (cancelled_in_call - 1)
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.CANCELLED, signed)
+    assert len(sim.signed_requests) == signed
+    assert Draft.objects.filter(state=Draft.State.SIGNED).count() == signed
+    assert Draft.objects.filter(state=Draft.State.DRAFT).count() == 4 - signed
+
+
 @pytest.mark.parametrize("mode", ["basic", "cert"])
 def test_the_secured_connection_modes_from_the_settings(
     konnektor_sim_factory,
