@@ -205,10 +205,12 @@ def batch_run(batch_id: int) -> None:
             # With the Komfortsignatur it is shown for the record; the terminal asks for nothing.
             state = SignatureBatch.State.PIN if comfort is None else SignatureBatch.State.SIGNING
             _update(batch, state=state, job_number=job_number, calls_done=number)
-            # A cancel while this call's documents were read found no job of this call to stop: asked again now
-            # that its job number is stored (a later cancel stops it), before the terminal asks for the PIN.
+            # A cancel, or an eHBA mapping taken away, while this call's documents were read found no job of this
+            # call to stop: asked again now that its job number is stored (from now on either stops it), before the
+            # terminal asks for the PIN.
             if _cancel_requested(batch) or _ended(batch):
                 break
+            _require_card(batch, mapping)
             if comfort is not None:
                 try:
                     results = _sign_call(client, comfort.ctx, card.card_handle, job_number, sent)
