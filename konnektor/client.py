@@ -74,7 +74,8 @@ COMFORT_NEEDS_SECURE_MODE = gettext_lazy(
     "„Login“ oder „Zertifikat“). Bitte die Verbindungsart in den Konnektor-Einstellungen ändern."
 )
 
-JOB_NUMBER = re.compile(r"^[A-Z]{3}-[0-9]{3}$")
+# Matched whole (fullmatch): "$" also matches before a final line break.
+JOB_NUMBER = re.compile(r"[A-Z]{3}-[0-9]{3}")
 
 NOT_RETURNED = gettext_lazy(
     "Nicht signiert: der Konnektor hat für dieses Dokument kein Ergebnis geliefert "
@@ -277,7 +278,7 @@ class KonnektorClient:
         proxy, _version = self._service("SignatureService")
         answer = self._guard(lambda: proxy.GetJobNumber(**messages.get_job_number(ctx)), what="GetJobNumber")
         job_number = str(answer or "")
-        if not JOB_NUMBER.match(job_number):
+        if not JOB_NUMBER.fullmatch(job_number):
             raise KonnektorError(
                 None,
                 _("Der Konnektor hat eine ungültige Jobnummer geliefert."),
@@ -293,7 +294,7 @@ class KonnektorClient:
         order of ``items``, matched by RequestID; an item the Konnektor returned nothing for is not signed."""
         if not items:
             return []
-        if not JOB_NUMBER.match(job_number):
+        if not JOB_NUMBER.fullmatch(job_number):
             raise ValueError(f"job number {job_number!r} is not of the form ABC-123")
         request_ids = [item.request_id for item in items]
         if len(set(request_ids)) != len(request_ids):

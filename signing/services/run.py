@@ -201,9 +201,17 @@ def batch_run(batch_id: int) -> None:
             sent = [_sign_item(by_request[s.request_id]) for s in call]
             documents = {s.request_id: s.content for s in sent}
             job_number = client.get_job_number(ctx)
+            # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
+            # With the Komfortsignatur it is shown for the record; the terminal asks for nothing.
+            state = SignatureBatch.State.PIN if comfort is None else SignatureBatch.State.SIGNING
+            _update(batch, state=state, job_number=job_number, calls_done=number)
+            # A cancel, or an eHBA mapping taken away, while this call's documents were read found no job of this
+            # call to stop: asked again now that its job number is stored (from now on either stops it), before the
+            # terminal asks for the PIN.
+            if _cancel_requested(batch) or _ended(batch):
+                break
+            _require_card(batch, mapping)
             if comfort is not None:
-                # Shown for the record; the terminal asks for nothing ("Komfortsignatur – keine PIN-Eingabe nötig").
-                _update(batch, state=SignatureBatch.State.SIGNING, job_number=job_number, calls_done=number)
                 try:
                     results = _sign_call(client, comfort.ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:
@@ -233,8 +241,6 @@ def batch_run(batch_id: int) -> None:
                     calls.insert(0, [s for s in call if s.request_id in retry])
                     _update(batch, calls_total=batch.calls_total + 1)
             else:
-                # Stored and shown before SignDocument blocks: the physician compares it with the terminal's display.
-                _update(batch, state=SignatureBatch.State.PIN, job_number=job_number, calls_done=number)
                 try:
                     results = _sign_call(client, ctx, card.card_handle, job_number, sent)
                 except KonnektorError as exc:

@@ -37,7 +37,8 @@ def chosen_workplace(request: HttpRequest, workplaces: Sequence[Workplace]) -> W
     remembers; if it remembers none (or one no longer active) and the house has exactly one, that one — else
     "Auswahl signieren" would be refused until the physician picked the only choice."""
     value = request.COOKIES.get(WORKPLACE_COOKIE, "")
-    if value.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a hand-made cookie was a 500).
+    if value.isascii() and value.isdigit():
         remembered = next((w for w in workplaces if w.pk == int(value)), None)
         if remembered is not None:
             return remembered

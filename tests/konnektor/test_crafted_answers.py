@@ -236,8 +236,10 @@ def test_signature_service_740_gets_no_crypt(crafted: CraftedKonnektor, make_cli
     assert received.soap_action == "http://ws.gematik.de/conn/SignatureService/v7.4#SignDocument"
 
 
-def test_an_invalid_job_number_is_refused(crafted: CraftedKonnektor, make_client, ctx) -> None:
-    crafted.answer_always(200, envelope(job_number_response("ab-12")))
+# "ABC-123" and a line break: eight characters, one more than the batch's column holds ("$" matched before it).
+@pytest.mark.parametrize("job", ["ab-12", "ABC-123\n", "ABC-1234"])
+def test_an_invalid_job_number_is_refused(crafted: CraftedKonnektor, make_client, ctx, job) -> None:
+    crafted.answer_always(200, envelope(job_number_response(job)))
     client, _ = make_client(crafted.base_url)
     with pytest.raises(KonnektorError) as caught:
         client.get_job_number(ctx)

@@ -17,9 +17,10 @@ from django.db import connections, transaction
 from audit.models import AuditEvent
 from konnektor import KonnektorClient, error_text
 from mailbox.storage import blob_get, blob_path
-from signing.models import BatchItem, Draft, Signature, SignatureBatch
+from signing.models import BatchItem, Draft, Signature, SignatureBatch, SignerCard
 from signing.services import run as run_service
 from signing.services.batch import Selected, batch_cancel, batch_create
+from signing.services.cards import signer_card_remove
 from signing.services.run import batch_run
 from signing.services.verify import verify_cades_detached, verify_pades
 from signing.tasks import signing_batch_run
@@ -353,6 +354,67 @@ def test_cancel_while_the_terminal_waits_for_the_pin(
     assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
     assert not sim.signed_requests
     assert AuditEvent.objects.filter(action="signing.batch_cancel_requested", actor_id=signer.pk).exists()
+
+
+@pytest.mark.parametrize("cancelled_in_call", [1, 2])
+def test_a_cancel_while_a_calls_documents_are_read_sends_that_call_no_more(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, monkeypatch, cancelled_in_call
+):
+    # The PIN is typed at once (auto_pin): a SignDocument sent after the cancel would sign.
+    sim = use_sim(konnektor_sim_factory(), KIMPORTAL_KONNEKTOR_MAX_REQUESTS_PER_CALL=2)
+    drafts = _drafts(4, signer, assistant, mailbox)
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    batch = batch_create(
+        signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+    )
+    read = run_service._sign_item
+    calls = []
+
+    def reading(item, **kwargs):
+        # The physician presses "Abbrechen" while the worker reads the documents of this call: the cancel finds
+        # no job number of this call yet to stop.
+        if "content" not in kwargs and item.position % 2 == 0:  # the bytes of a call's first document
+            calls.append(item.position)
+            if len(calls) == cancelled_in_call:
+                batch_cancel(user=signer, batch=SignatureBatch.objects.get(pk=batch.pk))
+        return read(item, **kwargs)
+
+    monkeypatch.setattr(run_service, "_sign_item", reading)
+    batch_run(batch.pk)
+
+    batch.refresh_from_db()
+    signed = 2 * (cancelled_in_call - 1)
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.CANCELLED, signed)
+    assert len(sim.signed_requests) == signed
+    assert Draft.objects.filter(state=Draft.State.SIGNED).count() == signed
+    assert Draft.objects.filter(state=Draft.State.DRAFT).count() == 4 - signed
+
+
+def test_an_ehba_mapping_removed_while_a_calls_documents_are_read_sends_that_call_no_more(
+    konnektor_sim_factory, use_sim, signer, assistant, mailbox, workplace, manager, monkeypatch
+):
+    sim = use_sim(konnektor_sim_factory())  # the PIN is typed at once: a SignDocument sent now would sign
+    drafts = _drafts(2, signer, assistant, mailbox)
+    monkeypatch.setattr("signing.services.batch._enqueue", lambda batch: None)
+    batch = batch_create(
+        signer=signer, workplace=workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in drafts]
+    )
+    read = run_service._sign_item
+
+    def reading(item, **kwargs):
+        # The manager removes the mapping (card lost) while the worker reads the call's documents.
+        if "content" not in kwargs and SignerCard.objects.filter(user=signer).exists():
+            signer_card_remove(manager=manager, card=SignerCard.objects.get(user=signer))
+        return read(item, **kwargs)
+
+    monkeypatch.setattr(run_service, "_sign_item", reading)
+    batch_run(batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.state, batch.signed_count) == (SignatureBatch.State.FAILED, 0)
+    assert "kein eHBA mehr zugeordnet" in batch.error_shown
+    assert not sim.signed_requests
+    assert set(Draft.objects.values_list("state", flat=True)) == {Draft.State.DRAFT}
 
 
 @pytest.mark.parametrize("mode", ["basic", "cert"])

@@ -70,6 +70,16 @@ def test_a_remembered_workplace_that_was_deactivated_gives_way_to_the_only_activ
         assert _selected(html) == [str(only.pk)]
 
 
+@pytest.mark.parametrize("value", ["²", "¹²", "12a", ""])
+def test_a_hand_made_cookie_that_only_looks_like_a_number_is_no_remembered_choice(client, physician, draft, value):
+    # str.isdigit() takes "²", int() does not: the pages answered 500 instead of offering the choice.
+    only = WorkplaceFactory(workplace_id="AP-1", label="Arztzimmer")
+    client.force_login(physician)
+    client.cookies[COOKIE] = value
+    for html in _pages(client, draft):
+        assert _selected(html) == [str(only.pk)]
+
+
 def test_sign_selection_works_with_the_preselected_workplace(
     client, physician, assistant, mailbox, django_capture_on_commit_callbacks
 ):
