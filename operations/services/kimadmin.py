@@ -526,6 +526,18 @@ def password_change_settle(*, change: PasswordChange, user: Any = None) -> Passw
     return change
 
 
+# How long a change stays its request's own business: longer than an Account Manager request plus the login tests
+# after it (KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT is 20 s by default, each login test at most 10 s per protocol). A
+# "pending" change younger than this may still be at the provider: a login test then finds only the old password and
+# would close as "rejected" (wiping both passwords) a change the provider is about to take.
+SETTLE_AFTER = timedelta(minutes=3)
+
+
+def password_change_running(change: PasswordChange, *, now: datetime | None = None) -> bool:
+    """Whether *change* may still be waiting for the Account Manager's answer (nobody else settles it then)."""
+    return change.state == PasswordChange.State.PENDING and change.requested_at > (now or timezone.now()) - SETTLE_AFTER
+
+
 UNCERTAIN_TEXT = _lazy(
     "Ob der Anbieter das neue Passwort übernommen hat, ist noch ungewiss: Das Clientmodul konnte es nicht "
     "bestätigen. Die Änderung wird alle paar Minuten und bei jedem Aufruf der Seiten dieses KIM-Kontos erneut "
@@ -538,6 +550,9 @@ def password_changes_settle_open(*, user: Any, mailbox: Mailbox) -> str:
     change = password_change_open(account=mailbox.account)
     if change is None:
         return ""
+    if password_change_running(change):
+        # Another tab's or a colleague's change is at the provider: its own request settles it.
+        return _("Eine Passwortänderung wird gerade ausgeführt; ihr Ergebnis steht hier, sobald sie abgeschlossen ist.")
     change = password_change_settle(change=change, user=user)
     if change.state == PasswordChange.State.APPLIED:
         return _("Die offene Passwortänderung ist geklärt: Der Anbieter hat das neue Passwort, es ist gespeichert.")
