@@ -61,9 +61,14 @@ class KimAdminError(PortalError):
 _NOT_SENT = frozenset({"password_policy", "invalid", "konnektor", "no_smcb", "tls", "credentials"})
 
 
+def _answer_lost(exc: AccountManagerError) -> bool:
+    """Whether the request may have arrived and changed something at the provider (no answer, or a 5xx)."""
+    return exc.code == "timeout" or (exc.status is not None and exc.status >= 500)
+
+
 def _refused(exc: AccountManagerError) -> KimAdminError:
     tail = " " + _("Es wurde nichts geändert.")
-    if exc.code == "timeout" or (exc.status is not None and exc.status >= 500):
+    if _answer_lost(exc):
         # The request may have arrived: say so rather than claim nothing happened.
         tail = " " + _("Ob die Änderung beim Anbieter angekommen ist, ist ungewiss; bitte die Seite neu laden.")
     return KimAdminError(exc.text + tail)
@@ -237,6 +242,9 @@ def _change(
         with _client(mailbox.account) as client:
             call(client)
     except AccountManagerError as exc:
+        if _answer_lost(exc):
+            # The provider may have done it (a deregistration, say): the trail keeps who asked for it.
+            _audit(user, "kim.change_uncertain", mailbox, change=action, error=exc.code, **details)
         raise _refused(exc) from exc
     _audit(user, action, mailbox, **details)
 
