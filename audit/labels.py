@@ -120,6 +120,7 @@ ACTION_LABELS = {
     "kim.version_set": _("KIM-Version geändert"),
     "kim.deregistered": _("KIM-Konto beim Anbieter abgemeldet"),
     "kim.deregistration_revoked": _("Abmeldung des KIM-Kontos widerrufen"),
+    "kim.change_uncertain": _("Änderung beim KIM-Anbieter ungewiss (Antwort ausgeblieben)"),
     "kim.registered": _("KIM-Adresse beim Anbieter registriert"),
     "kim.registration_failed": _("Registrierung einer KIM-Adresse abgelehnt"),
 }

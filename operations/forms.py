@@ -14,6 +14,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from mailbox.forms_compose import kim_address_error
 from mailbox.manage_forms import DATETIME_FORMATS, UserMultipleChoiceField
 from mailbox.models import KimAccount, Mailbox
 from mailbox.selectors.access import staff_for_manager
@@ -258,6 +259,9 @@ class RegistrationAddressForm(forms.Form):
 
     def clean_address(self) -> str:
         address = cast(str, self.cleaned_data["address"]).strip().lower()
+        # An e-mail address is not yet a KIM address (an umlaut in the domain passes EmailField): the send path's rule.
+        if problem := kim_address_error(address):
+            raise forms.ValidationError(problem)
         if Mailbox.objects.filter(address__iexact=address).exists():
             raise forms.ValidationError(_("Ein Postfach mit dieser Adresse gibt es im Portal schon."))
         return address

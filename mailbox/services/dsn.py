@@ -3,7 +3,8 @@
 The Fachdienst writes a DSN with ``In-Reply-To`` = our Message-ID (gematik FAQ "Generierung von
 Zustellbestätigungen"); the CM's error mails (``X-KIM-Fehlermeldung``) carry it as well, or embed the
 original. Matching is by that id within the receiving mailbox, then per recipient by
-``Final-Recipient``. A report that matches nothing stays an ordinary message: nothing is dropped.
+``Final-Recipient``. A report that matches nothing (no message of ours, or none of its recipients) stays an
+ordinary message: nothing is dropped.
 
 Called from ingest inside the transaction that stores the received rows, so a report and its effect
 on the sent message commit together (and a re-fetched report changes nothing twice).
@@ -205,6 +206,17 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
         .first()
     )
     if outgoing is None:
+        return None
+    named = {status.address for status in parsed.recipients}
+    if (named or not parsed.error_codes) and not outgoing.recipient_rows.filter(address__in=named).exists():
+        # About our message but about none of its recipients (one we never sent to, or no recipient block we can
+        # read): applied, it would be hidden from every list and linked from no recipient on the message's page.
+        log.warning(
+            "report %s of mailbox %s names none of the recipients of outgoing %s; kept as an ordinary message",
+            message.pk,
+            mailbox.pk,
+            outgoing.pk,
+        )
         return None
     report = DeliveryReport.objects.create(message=message, outgoing=outgoing, kind=parsed.kind)
     # Not open work: the facts moved to the sent message's timeline (the report stays readable there).

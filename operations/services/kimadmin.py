@@ -61,9 +61,14 @@ class KimAdminError(PortalError):
 _NOT_SENT = frozenset({"password_policy", "invalid", "konnektor", "no_smcb", "tls", "credentials"})
 
 
+def _answer_lost(exc: AccountManagerError) -> bool:
+    """Whether the request may have arrived and changed something at the provider (no answer, or a 5xx)."""
+    return exc.code == "timeout" or (exc.status is not None and exc.status >= 500)
+
+
 def _refused(exc: AccountManagerError) -> KimAdminError:
     tail = " " + _("Es wurde nichts geändert.")
-    if exc.code == "timeout" or (exc.status is not None and exc.status >= 500):
+    if _answer_lost(exc):
         # The request may have arrived: say so rather than claim nothing happened.
         tail = " " + _("Ob die Änderung beim Anbieter angekommen ist, ist ungewiss; bitte die Seite neu laden.")
     return KimAdminError(exc.text + tail)
@@ -237,6 +242,9 @@ def _change(
         with _client(mailbox.account) as client:
             call(client)
     except AccountManagerError as exc:
+        if _answer_lost(exc):
+            # The provider may have done it (a deregistration, say): the trail keeps who asked for it.
+            _audit(user, "kim.change_uncertain", mailbox, change=action, error=exc.code, **details)
         raise _refused(exc) from exc
     _audit(user, action, mailbox, **details)
 
@@ -526,6 +534,18 @@ def password_change_settle(*, change: PasswordChange, user: Any = None) -> Passw
     return change
 
 
+# How long a change stays its request's own business: longer than an Account Manager request plus the login tests
+# after it (KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT is 20 s by default, each login test at most 10 s per protocol). A
+# "pending" change younger than this may still be at the provider: a login test then finds only the old password and
+# would close as "rejected" (wiping both passwords) a change the provider is about to take.
+SETTLE_AFTER = timedelta(minutes=3)
+
+
+def password_change_running(change: PasswordChange, *, now: datetime | None = None) -> bool:
+    """Whether *change* may still be waiting for the Account Manager's answer (nobody else settles it then)."""
+    return change.state == PasswordChange.State.PENDING and change.requested_at > (now or timezone.now()) - SETTLE_AFTER
+
+
 UNCERTAIN_TEXT = _lazy(
     "Ob der Anbieter das neue Passwort übernommen hat, ist noch ungewiss: Das Clientmodul konnte es nicht "
     "bestätigen. Die Änderung wird alle paar Minuten und bei jedem Aufruf der Seiten dieses KIM-Kontos erneut "
@@ -538,6 +558,9 @@ def password_changes_settle_open(*, user: Any, mailbox: Mailbox) -> str:
     change = password_change_open(account=mailbox.account)
     if change is None:
         return ""
+    if password_change_running(change):
+        # Another tab's or a colleague's change is at the provider: its own request settles it.
+        return _("Eine Passwortänderung wird gerade ausgeführt; ihr Ergebnis steht hier, sobald sie abgeschlossen ist.")
     change = password_change_settle(change=change, user=user)
     if change.state == PasswordChange.State.APPLIED:
         return _("Die offene Passwortänderung ist geklärt: Der Anbieter hat das neue Passwort, es ist gespeichert.")

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.utils import timezone
 
 from operations.models import PasswordChange
-from operations.services.kimadmin import password_change_settle
+from operations.services.kimadmin import SETTLE_AFTER, password_change_settle
 
 log = logging.getLogger(__name__)
-
-# Longer than an Account Manager request plus the login tests after it (KIMPORTAL_ACCOUNT_MANAGER_TIMEOUT is
-# 20 s by default, each login test at most 10 s per protocol).
-SETTLE_AFTER = timedelta(minutes=3)
 
 
 @dataclass

@@ -4,6 +4,7 @@ its connection test, deactivation, groups, absences, bulk changes and the access
 from __future__ import annotations
 
 import csv
+import html
 import io
 from datetime import timedelta
 
@@ -262,6 +263,19 @@ def test_the_wizard_keeps_the_input_and_saves_nothing_when_a_field_is_wrong(clie
         headers={"HX-Request": "true"},
     )
     assert "64 Hex-Zeichen" in tested.content.decode() and "<form" not in tested.content.decode()
+
+
+@pytest.mark.parametrize("address", ["station@klinikum-müller.kim.telematik-test", "station@klinikum-test.de"])
+def test_the_wizard_refuses_an_address_that_is_no_kim_address(client, manager, cm, address):
+    """An e-mail address is not yet a KIM address: one with an umlaut in its domain was taken, and its mailbox could
+    never send (building the mail failed with a 500) nor fetch."""
+    client.force_login(manager)
+    response = client.post(
+        reverse("manage:mailbox-create"), {**_wizard_data(cm, UserFactory(), address=address), "action": "create"}
+    )
+    assert response.status_code == 422
+    assert "ist keine KIM-Adresse (…@….kim.telematik)" in html.unescape(response.content.decode())
+    assert not Mailbox.objects.exists() and not KimAccount.objects.exists()
 
 
 def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_secrets(client, manager, account, cm):

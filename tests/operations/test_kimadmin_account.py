@@ -111,7 +111,8 @@ def test_deregistration_and_its_revocation_need_a_confirmation(kim: KimWorld) ->
     assert client.post(revoke, {"confirm": "on"}).status_code == 302
     assert _record(kim)["regStat"] == "registered"
     actions = list(AuditEvent.objects.filter(action__startswith="kim.").order_by("pk").values_list("action", flat=True))
-    assert actions == ["kim.deregistered", "kim.deregistration_revoked"]
+    # The 502 is a 5xx: whether the provider did anything is uncertain, and the trail keeps who asked.
+    assert actions == ["kim.change_uncertain", "kim.deregistered", "kim.deregistration_revoked"]
 
 
 def test_provider_down_the_page_still_opens_and_says_so(kim: KimWorld) -> None:
@@ -147,3 +148,33 @@ def test_konnektor_down_or_an_undecryptable_password_are_named(kim: KimWorld) ->
     KimAccount.objects.filter(pk=kim.account.pk).update(password_encrypted="kaputt")
     assert "kann nicht entschlüsselt werden" in _page(kim)
     assert not AuditEvent.objects.filter(action__startswith="kim.").exists()
+
+
+def test_a_deregistration_whose_answer_is_lost_is_audited_as_uncertain(
+    kim: KimWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider deregisters the address and then answers 500 (as after a timeout): the page says the outcome is
+    uncertain, and the trail says who asked for it — the address may be gone at the provider."""
+    from tisim.accountmanager.server import ApiError
+
+    original = kim.am.am.deregister
+
+    def applied_then_500(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        raise ApiError(500, "Internal Server Error")
+
+    monkeypatch.setattr(kim.am.am, "deregister", applied_then_500)
+    response = kim.client_for(kim.owner).post(
+        reverse("operations:kim-deregister", args=[kim.mailbox.pk]), {"confirm": "on"}
+    )
+    assert response.status_code == 422
+    assert "ist ungewiss" in response.content.decode()
+    assert _record(kim)["regStat"] == "deregistered"
+    event = AuditEvent.objects.get(action__startswith="kim.")
+    assert event.action == "kim.change_uncertain"
+    assert event.actor_id == kim.owner.pk and event.mailbox_id == kim.mailbox.pk
+    assert event.details["change"] == "kim.deregistered" and event.details["error"] == "http_500"
+    # A refusal before anything could change at the provider stays unaudited, as before.
+    kim.am.am.stop()
+    kim.client_for(kim.owner).post(reverse("operations:kim-revoke", args=[kim.mailbox.pk]), {"confirm": "on"})
+    assert AuditEvent.objects.filter(action__startswith="kim.").count() == 1

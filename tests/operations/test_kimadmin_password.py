@@ -279,3 +279,50 @@ def test_two_tabs_at_once_one_change_wins_and_the_other_is_refused(
         thread.join(timeout=60)
     assert isinstance(outcome["a"], PasswordChange), outcome
     _assert_changed(kim)
+
+
+def test_a_visit_while_the_change_is_at_the_provider_leaves_it_to_the_change(
+    kim: KimWorld, transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colleague opens the account's KIM page while the owner's change is at the provider, which then takes it but
+    answers 500 (as after a timeout). The visit must not settle the running change: a login test then finds only the
+    old password and closed it as "rejected", wiping both passwords, and the change's own settle afterwards had none
+    to try — provider on the new password, portal on the old one, and the change open for good."""
+    import threading
+
+    original = kim.am.am.set_account
+    at_provider, go_on = threading.Event(), threading.Event()
+
+    def held_then_500(*args: Any, **kwargs: Any) -> None:
+        at_provider.set()
+        assert go_on.wait(timeout=30)
+        original(*args, **kwargs)
+        raise ApiError(500, "Internal Server Error")
+
+    monkeypatch.setattr(kim.am.am, "set_account", held_then_500)
+    outcome: dict[str, Any] = {}
+
+    def owner_tab() -> None:
+        try:
+            outcome["change"] = kimadmin.password_change(user=kim.owner, mailbox=kim.mailbox, new_password=NEW_PASSWORD)
+        except Exception as exc:  # reported below
+            outcome["change"] = exc
+        finally:
+            from django.db import connection as thread_connection
+
+            thread_connection.close()
+
+    thread = threading.Thread(target=owner_tab)
+    thread.start()
+    try:
+        assert at_provider.wait(timeout=30)
+        page = kim.client_for(kim.manager).get(reverse("operations:kim-account", args=[kim.mailbox.pk]))
+        assert page.status_code == 200
+        assert "Eine Passwortänderung wird gerade ausgeführt" in page.content.decode()
+        assert PasswordChange.objects.get().state == PasswordChange.State.PENDING
+    finally:
+        go_on.set()
+        thread.join(timeout=60)
+    assert isinstance(outcome["change"], PasswordChange), outcome
+    _assert_changed(kim)
+    assert not AuditEvent.objects.filter(action="kim.password_change_failed").exists()

@@ -4,6 +4,7 @@ test — against the simulated Account Manager, which creates the Clientmodul ac
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
@@ -166,6 +167,19 @@ def test_step_one_refuses_what_the_portal_can_tell(kim: KimWorld) -> None:
     assert "Ein Postfach mit dieser Adresse gibt es im Portal schon." in page
     assert "Dieses Feld ist zwingend erforderlich." in page  # reference id (the provider requires one) and owners
     assert not KimRegistration.objects.exists()
+
+
+@pytest.mark.parametrize("address", ["notaufnahme@klinikum-müller.kim.telematik-test", "notaufnahme@klinikum-test.de"])
+def test_step_one_refuses_an_address_that_is_no_kim_address(kim: KimWorld, address: str) -> None:
+    """An e-mail address is not yet a KIM address: one with an umlaut in its domain was taken, and its mailbox could
+    never send (building the mail failed with a 500) nor fetch."""
+    seen = len(kim.am.am.seen)
+    response = _start(kim, kim.client_for(kim.manager), address=address)
+    assert response.status_code == 422
+    assert "ist keine KIM-Adresse (…@….kim.telematik)" in html.unescape(response.content.decode())
+    assert not KimRegistration.objects.exists()
+    # Only the provider's rules were read for the form; nothing was registered.
+    assert [r.method for r in list(kim.am.am.seen)[seen:]] == ["GET"]
 
 
 def test_cancel_wipes_the_secrets_and_back_goes_back(kim: KimWorld) -> None:

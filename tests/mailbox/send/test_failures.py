@@ -272,6 +272,44 @@ def test_reports_that_match_nothing_stay_ordinary_messages(cm, account, sender, 
     assert DeliveryReport.objects.filter(outgoing=outgoing).count() == 1
 
 
+@pytest.mark.parametrize(
+    "status",
+    [
+        "Final-Recipient: rfc822; fremd@praxis-test.kim.telematik-test\r\nAction: failed\r\nStatus: 5.1.1\r\n",
+        "Final-Recipient rfc822 kaputt\r\nAction failed\r\n",
+    ],
+    ids=["a-recipient-we-never-sent-to", "unreadable-status"],
+)
+def test_a_report_on_our_message_naming_none_of_its_recipients_stays_a_message_people_read(
+    cm, account, sender, vzd, sent_tasks, status
+):
+    """The mail system's report names our message but no recipient of it (or none it can read). Applied, it was
+    done and a "delivery report", hidden from every list, and linked from no recipient on the message's page: it
+    was nowhere to be read."""
+    outgoing = _queued(sender, account)
+    outgoing_deliver(outgoing_id=outgoing.pk)
+    _fetch_reports(account)  # the Fachdienst's real DSN
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
+    report = (
+        f"From: Mail Delivery System <mailer-daemon@fachdienst.example>\r\nTo: {HOSPITAL}\r\n"
+        f"Subject: Unzustellbar: Befund\r\nMessage-ID: <odd-report@fachdienst.example>\r\n"
+        f"In-Reply-To: {outgoing.message_id}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nNicht zustellbar.\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; fachdienst.example\r\n\r\n"
+        f"{status}\r\n--b1--\r\n"
+    ).encode()
+    cm.deliver(HOSPITAL, report)
+    _fetch_reports(account)
+    kept = Message.objects.get(mailbox=account.mailbox, subject="Unzustellbar: Befund")
+    assert not DeliveryReport.objects.filter(message=kept).exists()
+    assert kept.state == Message.State.NEW and not kept.is_delivery_report
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.DELIVERED
+    assert outgoing.recipient_rows.get().state == "delivered"
+
+
 def test_a_delayed_dsn_keeps_the_message_sent_and_the_final_one_settles_it(cm, account, sender, vzd, sent_tasks):
     cm.set_recipient_state(OUTSIDE, "delayed")
     outgoing = _queued(sender, account, to=(OUTSIDE,))
