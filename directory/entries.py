@@ -113,13 +113,13 @@ def parse_kim_data(record: VzdRecord) -> dict[str, _Published]:
     for value in record.values("komLeData"):
         version, _, address = value.partition(",")
         version, address = version.strip(), address.strip().lower()
-        if address and VERSION.match(version):
+        if address and VERSION.fullmatch(version):
             out[address] = _Published(version)
     for value in record.values("kimData"):
         address, _, rest = value.partition(",")
         version, _, tags = rest.partition(",")
         address, version = address.strip().lower(), version.strip()
-        if address and VERSION.match(version):
+        if address and VERSION.fullmatch(version):
             app_tags = tuple(t.strip() for t in tags.split("|") if t.strip())
             out[address] = _Published(version, app_tags)
     return out

@@ -14,7 +14,7 @@ _ATTR = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)?$")
 
 
 def _attr(name: str) -> str:
-    if not _ATTR.match(name):
+    if not _ATTR.fullmatch(name):
         raise ValueError(f"not an attribute name: {name!r}")
     return name
 

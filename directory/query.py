@@ -84,11 +84,11 @@ def parse_free_text(text: str) -> ParsedQuery:
         token = raw.strip()
         if not token:
             continue
-        if POSTAL_CODE.match(token):
+        if POSTAL_CODE.fullmatch(token):
             parsed.postal_codes.append(token)
-        elif POSTAL_PREFIX.match(token):
+        elif POSTAL_PREFIX.fullmatch(token):
             parsed.postal_prefixes.append(token)
-        elif TELEMATIK_ID.match(token):
+        elif TELEMATIK_ID.fullmatch(token):
             parsed.telematik_ids.append(token)
         elif "@" in token and len(token) >= MIN_TERM:
             parsed.addresses.append(token.lower())
@@ -153,7 +153,7 @@ def build_filter(criteria: Criteria) -> BuiltFilter:
     text_field(criteria.name, NAME_ATTRIBUTES)
     text_field(criteria.organization, ORG_ATTRIBUTES)
     place = criteria.place.strip()
-    if POSTAL_CODE.match(place):
+    if POSTAL_CODE.fullmatch(place):
         required.append(f.eq("postalCode", place))
     elif place.isdigit() and len(place) >= MIN_TERM:
         required.append(f.prefix("postalCode", place))

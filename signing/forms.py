@@ -231,7 +231,7 @@ class SignForm(forms.Form):
         values = self.data.getlist("draft") if hasattr(self.data, "getlist") else []
         seen: dict[int, Selected] = {}
         for value in values:
-            match = SELECTION_RE.match(str(value))
+            match = SELECTION_RE.fullmatch(str(value))
             if match is None:
                 raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
             chosen = Selected(int(match[1]), int(match[2]), match[3])
@@ -292,7 +292,7 @@ class ReviewManyForm(forms.Form):
         data = super().clean() or {}
         values = self.data.getlist("draft") if hasattr(self.data, "getlist") else []
         for value in values[:500]:
-            match = REVIEW_SELECTION_RE.match(str(value))
+            match = REVIEW_SELECTION_RE.fullmatch(str(value))
             if match is None:
                 raise ValidationError(_("Die Auswahl ist ungültig. Bitte laden Sie die Seite neu."))
             self.selected.append((int(match[1]), int(match[2])))

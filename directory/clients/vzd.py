@@ -85,7 +85,7 @@ def normalize_fingerprint(value: str) -> str:
     for prefix in ("sha256:", "sha-256:", "sha256/", "sha256="):
         text = text.removeprefix(prefix)
     text = re.sub(r"[\s:]", "", text)
-    return text if _FINGERPRINT.match(text) else ""
+    return text if _FINGERPRINT.fullmatch(text) else ""
 
 
 def display_fingerprint(value: str) -> str:

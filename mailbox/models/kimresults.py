@@ -64,15 +64,15 @@ def assess_security(
     "08"); everything in between is "unclear", never "secure".
     """
     decryption, integrity = list(decryption_results), list(integrity_results)
-    failed_decryption = tuple(v for v in decryption if v != DECRYPTION_OK and _RESULT_CODE_RE.match(v))
-    failed_integrity = tuple(v for v in integrity if v != INTEGRITY_OK and _RESULT_CODE_RE.match(v))
+    failed_decryption = tuple(v for v in decryption if v != DECRYPTION_OK and _RESULT_CODE_RE.fullmatch(v))
+    failed_integrity = tuple(v for v in integrity if v != INTEGRITY_OK and _RESULT_CODE_RE.fullmatch(v))
     if not decryption and not integrity:
         return SecurityAssessment(SecurityState.NONE)
 
     failed = bool(failed_decryption or failed_integrity)
     reasons: list[Promise | str] = []
     for value in (*decryption, *integrity):
-        if not _RESULT_CODE_RE.match(value):
+        if not _RESULT_CODE_RE.fullmatch(value):
             reasons.append(_("Ein Prüfergebnis ist nicht lesbar: „%(value)s“.") % {"value": value[:200]})
     # Once the CM reports a failure, that is the message's state; what else is odd only matters
     # while the results still claim success.

@@ -101,7 +101,7 @@ def normalize_addresses(values: list[str]) -> list[str]:
 
 def address_problem(address: str) -> str:
     """Why *address* is no KIM address, in German; "" when it is one."""
-    if not KIM_ADDRESS.match(address):
+    if not KIM_ADDRESS.fullmatch(address):
         return _("„%(address)s“ ist keine KIM-Adresse (…@….kim.telematik).") % {"address": address}
     return ""
 
@@ -481,7 +481,7 @@ def draft_problems(draft: OutgoingMessage) -> list[tuple[str, str]]:
                 % {"size": size // (1024 * 1024)},
             )
         )
-    if not DIENSTKENNUNG.match(draft.dienstkennung or ""):
+    if not DIENSTKENNUNG.fullmatch(draft.dienstkennung or ""):
         problems.append(
             (
                 "",

@@ -120,7 +120,7 @@ def _string(body: dict[str, Any], name: str, *, max_length: int, required: bool 
 def document_id_check(value: Any, name: str = "document_id") -> str:
     if value is None:
         raise _missing(name)
-    if not isinstance(value, str) or not DOCUMENT_ID.match(value):
+    if not isinstance(value, str) or not DOCUMENT_ID.fullmatch(value):
         raise ApiError(
             400,
             "invalid_field",

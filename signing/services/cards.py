@@ -34,7 +34,7 @@ def signer_card_set(*, manager: Any, user: Any, telematik_id: str, iccsn: str) -
     telematik_id, iccsn = telematik_id.strip(), iccsn.strip().replace(" ", "")
     if not telematik_id and not iccsn:
         raise PortalError(_("Bitte Telematik-ID oder ICCSN des eHBA angeben."))
-    if iccsn and not ICCSN_RE.match(iccsn):
+    if iccsn and not ICCSN_RE.fullmatch(iccsn):
         raise PortalError(_("Die ICCSN besteht aus 20 Ziffern."))
     # One eHBA, one person: a second mapping would run someone else's batches on this physician's card.
     same_card = Q(telematik_id=telematik_id) if telematik_id else Q(pk__in=[])
