@@ -50,7 +50,13 @@
       // With the version the edits were made on: restored, they are saved against it, so a draft changed since
       // (in another tab, by a colleague) is a conflict to decide, not text silently replaced.
       const version = document.getElementById("draft-version");
-      store.setItem(copyKey, JSON.stringify({ at: Date.now(), version: version ? version.value : "", fields: fields() }));
+      const content = document.getElementById("draft-content");
+      store.setItem(copyKey, JSON.stringify({
+        at: Date.now(),
+        version: version ? version.value : "",
+        content: content ? content.value : "",
+        fields: fields(),
+      }));
     } catch { /* full or off: the server's last save is what remains */ }
   }
   function keepCopySoon() {
@@ -147,6 +153,7 @@
     form.addEventListener("htmx:configRequest", (ev) => {
       if (afterBeacon && ev.detail.elt === form) {
         delete ev.detail.parameters.version;
+        delete ev.detail.parameters.content_hash;
         afterBeacon = false;
       }
     });
@@ -226,6 +233,9 @@
       // both ways out ("Neuere Fassung laden" / "Diese Fassung speichern") instead of replacing the newer text.
       const version = document.getElementById("draft-version");
       if (version && copy.version) version.value = copy.version;
+      // A copy kept before pages named their text has no record of it: its version is the guard then.
+      const content = document.getElementById("draft-content");
+      if (content && copy.version) content.value = copy.content || "";
       afterBeacon = false;
       markDirty();
       window.htmx.trigger(form, "draft-autosave");

@@ -364,6 +364,40 @@ def test_two_tabs_on_one_draft_the_stale_one_notices_and_neither_send_nor_save_o
     expect(other.get_by_label("Nachricht", exact=True)).to_have_value("Text aus dem ersten Tab")
 
 
+def test_a_file_added_in_another_tab_shows_up_here_and_this_tabs_text_saves_without_a_conflict(
+    web, page, browser_context, tmp_path
+):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    first = ComposePage(page)
+    SentPage(page).wait_live()
+    other = browser_context.new_page()
+    other.goto(url)
+    second = ComposePage(other)
+    SentPage(other).wait_live()
+
+    # The second tab attaches a file: the first shows it at once (its socket heard of the change), no conflict.
+    note = tmp_path / "Laborwerte.txt"
+    note.write_text("Kalium 4,1", encoding="utf-8")
+    second.attach(note)
+    expect(first.attachments).to_contain_text("Laborwerte.txt")
+    expect(first.status).not_to_contain_text(STALE)
+    # The first tab's text is saved: nothing it overwrites changed since it loaded.
+    page.get_by_label("Nachricht", exact=True).fill("Befund anbei")
+    first.wait_saved()
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.body, [a.filename for a in stored.attachments.all()]) == ("Befund anbei", ["Laborwerte.txt"])
+    # A change of the text is still a conflict: the second tab is told of the first one's save.
+    expect(second.status).to_contain_text(STALE)
+
+
 def test_edits_of_a_tab_whose_session_ended_are_offered_back_after_signing_in_never_to_someone_else(
     web, page, browser_context
 ):
