@@ -113,6 +113,18 @@
       const now = fields();
       if (sentFields && sameText(sentFields, now) && !now.to_typed.trim() && !now.cc_typed.trim() && !dirty) dropCopy();
       sentFields = null;
+      // A send refused as stale said "nicht gesendet … geändert": once this page's text is saved (kept on purpose,
+      // or no longer in conflict), that is over; what remains true is that nothing was sent.
+      // After the swap: the button that saved may sit inside the notice.
+      window.setTimeout(() => {
+        const stale = document.querySelector("#send-problems [data-send-stale]");
+        if (!stale) return;
+        const done = document.createElement("div");
+        done.className = "alert alert-ok";
+        done.setAttribute("role", "status");
+        done.textContent = stale.dataset.resolvedText || "";
+        stale.replaceWith(done);
+      }, 0);
     });
     // A save or send the server refuses outright (403: no longer allowed to send from the mailbox; 404: removed
     // from it; 5xx) is not swapped in (base.html's responseHandling), and without a network there is no answer at

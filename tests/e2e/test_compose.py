@@ -358,6 +358,10 @@ def test_two_tabs_on_one_draft_the_stale_one_notices_and_neither_send_nor_save_o
     first.problems.get_by_role("button", name="Diese Fassung speichern").click()
     expect(first.status).to_contain_text("Entwurf gespeichert um")
     assert OutgoingMessage.objects.get(pk=draft.pk).body == "Text aus dem ersten Tab"
+    # The refusal is over: what it said of the conflict goes; that nothing was sent stays said.
+    expect(first.problems).not_to_contain_text("Die Nachricht wurde nicht gesendet.")
+    expect(first.problems).not_to_contain_text(STALE)
+    expect(first.problems).to_contain_text("Gesendet wurde noch nichts")
     expect(second.status).to_contain_text(STALE)
     # "Neuere Fassung laden" there shows what the first tab stored.
     second.status.get_by_role("link", name="Neuere Fassung laden").click()

@@ -756,3 +756,14 @@ def test_without_javascript_a_send_meeting_other_files_saves_the_text_and_shows_
     html = response.content.decode()
     assert "Anhänge des Entwurfs wurden inzwischen geändert" in html and "Befund.pdf" in html
     assert OutgoingMessage.objects.get(pk=draft.pk).state == OutgoingMessage.State.DRAFT
+
+
+def test_a_stale_send_marks_its_notice_for_the_page_to_clear_once_the_text_is_saved(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    other.post(url, _as_shown(box, _loaded(other, draft), body="Neu"), headers=HX)
+    html = tab.post(reverse("mailbox:draft-send", args=[draft.pk]), _as_shown(box, loaded), headers=HX)
+    assert "data-send-stale" in html.content.decode() and "Gesendet wurde noch nichts" in html.content.decode()
+    # The buttons keeping this page's text leave both guards out.
+    assert html.content.decode().count('hx-params="not version,content_hash,') == 1
