@@ -173,6 +173,60 @@
       if (unconfirmed) keepCopy();
       flush();
     });
+
+    // Signing out on purpose with edits not yet saved (the timed save runs every few seconds, a change's save may
+    // still be under way): the logout waits for them. Sent later, at pagehide, they would reach a session already
+    // ended, and the copy this tab keeps goes with the logout, as it must (the next person at this tab).
+    let saving = 0;
+    let lastSaveOk = true;
+    form.addEventListener("htmx:beforeRequest", (ev) => {
+      if (ev.detail.elt === form) saving += 1;
+    });
+    form.addEventListener("htmx:afterRequest", (ev) => {
+      if (ev.detail.elt !== form) return;
+      saving = Math.max(0, saving - 1);
+      const xhr = ev.detail.xhr;
+      const type = (xhr && xhr.getResponseHeader("Content-Type")) || "";
+      lastSaveOk = Boolean(xhr) && xhr.status === 200 && !type.includes("application/json");
+    });
+    const LOGOUT_WAIT_MS = 15000;
+    let leaving = false;
+    // Capture phase, before portal.js removes the tab's copies: they stay until the save is answered.
+    document.addEventListener("submit", (ev) => {
+      const logout = ev.target;
+      if (!(logout instanceof HTMLFormElement) || !logout.classList.contains("logout-form")) return;
+      if (leaving || (!dirty && !saving) || !window.htmx) return;
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+      leaving = true;
+      const status = document.getElementById("draft-status");
+      if (status) {
+        status.classList.remove("error");
+        status.textContent = form.dataset.logoutSavingText || "";
+      }
+      let done = false;
+      const finish = (ok) => {
+        if (done) return;
+        done = true;
+        form.removeEventListener("htmx:afterRequest", answered);
+        window.clearTimeout(timer);
+        if (ok || window.confirm(form.dataset.logoutUnsavedText || "")) {
+          logout.requestSubmit();
+        } else {
+          leaving = false;
+          dirty = true;  // saved with the next timed save
+        }
+      };
+      // A queued save starts right after the one before it answered: look once it had the chance to.
+      const answered = () => window.setTimeout(() => {
+        if (saving) return;
+        if (dirty) window.htmx.trigger(form, "draft-autosave");  // typed while waiting
+        else finish(lastSaveOk);
+      }, 0);
+      const timer = window.setTimeout(() => finish(false), LOGOUT_WAIT_MS);
+      form.addEventListener("htmx:afterRequest", answered);
+      if (dirty) window.htmx.trigger(form, "draft-autosave");
+    }, true);
     // A tab put in the background stays alive: its edits are saved as any autosave (queued, with the version, the
     // answer read), not as a beacon whose new version the page would never learn (its next save would be refused
     // as a conflict with itself). Shown again, it asks whether the draft changed meanwhile elsewhere.
