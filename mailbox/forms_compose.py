@@ -53,6 +53,16 @@ def dienstkennung_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def _attachment_ids(form: forms.Form) -> list[int] | None:
+    """The attachment ids a page shows ("12 13"), or None when the page sent none (a page from before)."""
+    if "shown_attachments" not in form.data:
+        return None
+    parts = [p for p in SPLIT.split(form.cleaned_data.get("shown_attachments") or "") if p]
+    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
+        raise ValidationError(_("Die Seite ist veraltet. Bitte neu laden."), code="invalid")
+    return [int(p) for p in parts]
+
+
 class RecipientsField(forms.Field):
     """A list of addresses (the picker's repeated inputs), lower-cased, without duplicates, in order."""
 
@@ -96,6 +106,10 @@ class DraftForm(forms.Form):
     )
     dienstkennung = forms.ChoiceField(label=_("Dienstkennung"), initial=DEFAULT_DIENSTKENNUNG)
     version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
+    # The text fields the page was loaded with or last saved (OutgoingMessage.content_hash): the save's guard.
+    content_hash = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    # The files the page shows ("12 13"): a send checks that these are the draft's. None: a page from before.
+    shown_attachments = forms.CharField(required=False, max_length=5000, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, mailboxes: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,6 +122,9 @@ class DraftForm(forms.Form):
             # A reply keeps what it answers (an unlisted version, say): shown, never silently replaced.
             choices.insert(0, (current, current))
         cast(forms.ChoiceField, self.fields["dienstkennung"]).choices = choices
+
+    def clean_shown_attachments(self) -> list[int] | None:
+        return _attachment_ids(self)
 
     def _addresses(self, listed: str, typed: str) -> list[str]:
         addresses = list(self.cleaned_data.get(listed) or [])
@@ -148,12 +165,24 @@ class VersionForm(forms.Form):
     version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
 
 
+class DraftCheckForm(forms.Form):
+    """What the compose page knows of its draft, when it asks whether the draft changed elsewhere."""
+
+    version = forms.IntegerField(required=False, min_value=0)
+    content_hash = forms.CharField(required=False, max_length=64)
+    shown_attachments = forms.CharField(required=False, max_length=5000)
+
+    def clean_shown_attachments(self) -> list[int] | None:
+        return _attachment_ids(self)
+
+
 class RemoveRecipientForm(forms.Form):
     # Whatever the draft holds, as the pre-flight named it: an address the KIM pattern takes may still be no valid
     # e-mail address (two dots in a row), and removing it is the way out.
     address = forms.CharField(max_length=MAX_ADDRESS)
     # The page's draft version (without JavaScript there is none: the removal then applies to the stored draft).
     version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
+    content_hash = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
 
 class UncertainForm(forms.Form):

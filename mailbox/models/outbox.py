@@ -7,6 +7,8 @@ twice, also when a worker dies in the middle of SMTP, is described in docs/sendi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from django.conf import settings
@@ -136,6 +138,14 @@ class OutgoingMessage(models.Model):
     @property
     def recipients(self) -> list[str]:
         return [*self.to, *self.cc]
+
+    @property
+    def content_hash(self) -> str:
+        """A fingerprint of what a text save writes (sender, recipients, Dienstkennung, subject, text): a page's save
+        is a conflict only when these changed since the page loaded them, not when a file was added meanwhile."""
+        fields = [self.mailbox_id, self.dienstkennung, self.subject, self.body, list(self.to), list(self.cc)]
+        fields.append(self.request_dsn)
+        return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()[:32]
 
     @property
     def is_uncertain(self) -> bool:

@@ -145,12 +145,17 @@ def require_sender(user: Any, mailbox: Mailbox | int) -> None:
     require(user, mailbox, Action.PROCESS, _("Aus diesem Postfach dürfen Sie nicht senden."))
 
 
-def _draft_for_update(user: Any, draft: OutgoingMessage, version: int | None) -> OutgoingMessage:
+def _draft_for_update(
+    user: Any, draft: OutgoingMessage, version: int | None, content_hash: str | None = None
+) -> OutgoingMessage:
     locked = OutgoingMessage.objects.select_for_update().get(pk=draft.pk)
     require_sender(user, locked.mailbox_id)
     if locked.state != OutgoingMessage.State.DRAFT:
         raise Conflict(_("Die Nachricht ist kein Entwurf mehr (%(state)s).") % {"state": locked.get_state_display()})
-    if version is not None and locked.version != version:
+    # A page that names the text it was based on is compared on that alone: a file added in another tab bumps the
+    # version but leaves nothing this save would overwrite. Without it (a page from before), any change counts.
+    stale = locked.content_hash != content_hash if content_hash else version is not None and locked.version != version
+    if stale:
         raise Conflict(_("Der Entwurf wurde inzwischen an anderer Stelle geändert. Bitte neu laden."), fresh=locked)
     return locked
 
@@ -163,8 +168,11 @@ def outgoing_draft_save(
     data: OutgoingData,
     draft: OutgoingMessage | None = None,
     version: int | None = None,
+    content_hash: str | None = None,
 ) -> OutgoingMessage:
-    """Create or update a draft (autosave). Addresses are kept as typed but normalised; checks come at send."""
+    """Create or update a draft (autosave). Addresses are kept as typed but normalised; checks come at send.
+
+    The guard is *content_hash* (the text fields the page loaded) when given, else *version* (any change)."""
     fields = {
         "subject": one_line(data.subject),
         "body": data.body,
@@ -178,7 +186,7 @@ def outgoing_draft_save(
         draft = OutgoingMessage.objects.create(mailbox_id=mailbox_id, author=user, **fields)
         audit_record(actor=user, action="outgoing.draft_created", mailbox=draft.mailbox, outgoing_id=draft.pk)
     else:
-        locked = _draft_for_update(user, draft, version)
+        locked = _draft_for_update(user, draft, version, content_hash)
         if locked.mailbox_id != mailbox_id:
             require_sender(user, mailbox_id)
             fields["mailbox_id"] = mailbox_id

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -100,11 +101,20 @@ def _locked(outgoing: OutgoingMessage | int) -> OutgoingMessage:
 # --- queue -----------------------------------------------------------------------------------------------
 
 
-def outgoing_send(*, user: Any, draft: OutgoingMessage, version: int | None) -> OutgoingMessage:
+class AttachmentsChanged(Conflict):
+    """The draft's files are not the ones the sending page showed (added or removed in another tab meanwhile)."""
+
+
+def outgoing_send(
+    *, user: Any, draft: OutgoingMessage, version: int | None, attachments: Collection[int] | None = None
+) -> OutgoingMessage:
     """Check the draft against the directory, then queue it; the delivery task starts after the commit.
 
-    Raises PreflightFailed (problems per recipient), DirectoryUnreachable, Conflict or NotAllowed;
-    in every case nothing was queued.
+    *attachments*, when given, are the files the sending page showed: any other set is AttachmentsChanged, so
+    that nothing is sent the user did not see (nor without a file they saw).
+
+    Raises PreflightFailed (problems per recipient), DirectoryUnreachable, Conflict (AttachmentsChanged) or
+    NotAllowed; in every case nothing was queued.
     """
     draft = OutgoingMessage.objects.select_related("mailbox").get(pk=draft.pk)
     require_sender(user, draft.mailbox_id)
@@ -112,17 +122,36 @@ def outgoing_send(*, user: Any, draft: OutgoingMessage, version: int | None) -> 
         raise Conflict(_("Die Nachricht wurde bereits gesendet."), fresh=draft)
     # The directory is asked outside the transaction (network I/O); the version check below makes sure
     # the draft that was checked is the draft that is queued.
+    _require_attachments(draft, attachments)  # at once, not only after the directory answered
     problems = outgoing_preflight(user=user, draft=draft)
     if problems:
         raise PreflightFailed(problems)
-    return _queue(user=user, outgoing_id=draft.pk, version=draft.version if version is None else version)
+    return _queue(
+        user=user,
+        outgoing_id=draft.pk,
+        version=draft.version if version is None else version,
+        attachments=attachments,
+    )
+
+
+def _require_attachments(outgoing: OutgoingMessage, attachments: Collection[int] | None) -> None:
+    if attachments is not None and set(outgoing.attachments.values_list("pk", flat=True)) != set(attachments):
+        raise AttachmentsChanged(
+            _(
+                "Die Anhänge des Entwurfs wurden inzwischen geändert (in einem anderen Fenster?). Die Liste der "
+                "Anhänge zeigt jetzt, was gesendet würde; bitte prüfen und erneut senden."
+            ),
+            fresh=outgoing,
+        )
 
 
 @transaction.atomic
-def _queue(*, user: Any, outgoing_id: int, version: int) -> OutgoingMessage:
+def _queue(*, user: Any, outgoing_id: int, version: int, attachments: Collection[int] | None = None) -> OutgoingMessage:
     outgoing = _locked(outgoing_id)
     if outgoing.state != OutgoingMessage.State.DRAFT:
         raise Conflict(_("Die Nachricht wurde bereits gesendet."), fresh=outgoing)
+    # Before the version: a file added while the directory was asked is named as such, not as a text conflict.
+    _require_attachments(outgoing, attachments)
     if outgoing.version != version:
         raise Conflict(_("Der Entwurf wurde inzwischen geändert. Bitte prüfen und erneut senden."), fresh=outgoing)
     now = timezone.now()

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
 from directory import selectors as directory_selectors
 from directory.clients.vzd import VzdError
@@ -30,6 +30,7 @@ from mailbox import selectors
 from mailbox.forms_compose import (
     MAX_RECIPIENTS,
     SPLIT,
+    DraftCheckForm,
     DraftForm,
     RemoveRecipientForm,
     UncertainForm,
@@ -61,6 +62,7 @@ from mailbox.services.compose import (
     outgoing_reply_start,
 )
 from mailbox.services.outbox import (
+    AttachmentsChanged,
     outgoing_acknowledge,
     outgoing_claim,
     outgoing_release,
@@ -349,8 +351,22 @@ def _draft_check(request: AuthenticatedHttpRequest, draft: OutgoingMessage) -> H
     """Asked by the page when its socket says the draft changed, or when the tab is shown again: a save from another
     tab or by another person is said at once, not only when this page's next autosave is refused. The request waits
     for the page's own saves (hx-sync), so its version is the one the page's last save returned."""
-    form = VersionForm(request.GET)
-    version = form.cleaned_data["version"] if form.is_valid() else None
+    form = DraftCheckForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse(status=204)
+    content_hash, version = form.cleaned_data["content_hash"], form.cleaned_data["version"]
+    if content_hash:
+        # Only the text fields make a conflict; files added or removed elsewhere are shown here at once (the list
+        # and the page's record of it follow), so that a send from this page sends what it shows.
+        if content_hash != draft.content_hash:
+            return _status(request, draft, error=_stale_error(), conflict=True)
+        shown = form.cleaned_data["shown_attachments"]
+        attachments = list(draft.attachments.all())
+        if shown is not None and sorted(shown) != sorted(a.pk for a in attachments):
+            context = {"draft": draft, "attachments": attachments, "attachment_error": "", "oob": True}
+            response = render(request, "mailbox/compose.html#attachments", context)
+            return reswap(retarget(response, "#attachments"), "outerHTML")
+        return HttpResponse(status=204)
     if version is None or version == draft.version:
         return HttpResponse(status=204)
     return _status(request, draft, error=_stale_error(), conflict=True)
@@ -407,6 +423,7 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             data=OutgoingData(**form.outgoing_data()),
             draft=draft,
             version=form.cleaned_data.get("version"),
+            content_hash=form.cleaned_data.get("content_hash") or None,
         )
     except Conflict:
         fresh = _outgoing_or_404(request, pk)
@@ -537,9 +554,11 @@ def draft_remove_recipient(request: AuthenticatedHttpRequest, pk: int) -> HttpRe
             data=data,
             draft=draft,
             version=form.cleaned_data.get("version"),
+            content_hash=form.cleaned_data.get("content_hash") or None,
         )
     except Conflict as exc:
-        return _send_problems(request, draft, error=exc.message, status=409)
+        # Like a stale send: the page keeps its record of the text, its next save is refused too.
+        return _send_problems(request, draft, error=exc.message, status=409, stale=True)
     if not request.htmx:
         return redirect("mailbox:draft-edit", pk=pk)
     notice = _("%(address)s wurde aus den Empfängern entfernt.") % {"address": address}
@@ -554,13 +573,24 @@ def _send_problems(
     error: str = "",
     status: int = 422,
     stale: bool = False,
+    saved: bool = True,
+    attachments: list[Any] | None = None,
 ) -> HttpResponse:
     if not request.htmx:
         messages.error(request, error or _("Die Nachricht wurde nicht gesendet."))
         return redirect("mailbox:draft-edit", pk=draft.pk)
-    # The save before the send changed the version: the page's hidden field follows (oob). Not after a refusal for
-    # a stale page: its version stays, so that its next autosave cannot overwrite the newer text either.
-    context = {"draft": draft, "problems": problems or [], "send_error": error, "oob": not stale, "stale": stale}
+    # The save before the send changed the version: the page's hidden fields follow (oob). Not after a refusal for
+    # a stale page, nor when nothing was saved: the page keeps its record, so that its next autosave cannot
+    # overwrite newer text either. *attachments*: the draft's files, shown again (they changed elsewhere).
+    context = {
+        "draft": draft,
+        "problems": problems or [],
+        "send_error": error,
+        "oob": saved and not stale,
+        "stale": stale,
+        "attachments": attachments,
+        "attachments_changed": attachments is not None,
+    }
     return render(request, "mailbox/compose.html#send-problems", context, status=status)
 
 
@@ -578,21 +608,38 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
         if not request.htmx:
             # Without JavaScript the page is the form: shown again with what was typed and why it was refused.
             return render(request, "mailbox/compose.html", _draft_context(request, draft, form=form), status=422)
-        return _send_problems(request, draft, error=" ".join(_form_errors(form)))
+        return _send_problems(request, draft, error=" ".join(_form_errors(form)), saved=False)
+    saved: OutgoingMessage | None = None
     try:
         # What this page shows is saved and sent, if the page still shows the stored draft: a send from a tab that
         # loaded an older version (another tab or person saved since) would overwrite the newer text. The one
         # save the page may not know of, a reload's own beacon, makes compose.js leave the version out.
-        draft = outgoing_draft_save(
+        # A page that names its text is compared on that (a file added elsewhere is no text conflict); the files are
+        # compared with those the page shows when the message is queued.
+        saved = outgoing_draft_save(
             user=request.user,
             mailbox_id=form.cleaned_data["mailbox"],
             data=OutgoingData(**form.outgoing_data()),
             draft=draft,
             version=form.cleaned_data.get("version"),
+            content_hash=form.cleaned_data.get("content_hash") or None,
         )
-        sent = outgoing_send(user=request.user, draft=draft, version=draft.version)
+        sent = outgoing_send(
+            user=request.user,
+            draft=saved,
+            version=saved.version,
+            attachments=form.cleaned_data.get("shown_attachments"),
+        )
     except PreflightFailed as exc:
-        return _send_problems(request, _outgoing_or_404(request, pk), problems=list(exc.problems), error=exc.message)
+        # The page's record follows this save (its text), whatever happened to the draft since.
+        return _send_problems(request, saved or draft, problems=list(exc.problems), error=exc.message)
+    except AttachmentsChanged as exc:
+        # The text was saved; the files are shown as they are now, and "Senden" again sends them.
+        fresh = _outgoing_or_404(request, pk)
+        if saved is None or not request.htmx:
+            messages.error(request, exc.message)
+            return redirect("mailbox:draft-edit", pk=pk)
+        return _send_problems(request, saved, error=exc.message, status=409, attachments=fresh.attachment_list)
     except Conflict:
         # Changed elsewhere before the save or, during the directory check, after it: either way the stored draft
         # is no longer what this page shows.
@@ -605,7 +652,9 @@ def draft_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponseBase:
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
-        return _send_problems(request, _outgoing_or_404(request, pk), error=exc.message)
+        return _send_problems(
+            request, saved or _outgoing_or_404(request, pk), error=exc.message, saved=saved is not None
+        )
     url = reverse("mailbox:outgoing-detail", args=[sent.pk])
     if request.htmx:
         return trigger_client_event(HttpResponseClientRedirect(url), "draft-saved", {"version": sent.version})

@@ -50,7 +50,13 @@
       // With the version the edits were made on: restored, they are saved against it, so a draft changed since
       // (in another tab, by a colleague) is a conflict to decide, not text silently replaced.
       const version = document.getElementById("draft-version");
-      store.setItem(copyKey, JSON.stringify({ at: Date.now(), version: version ? version.value : "", fields: fields() }));
+      const content = document.getElementById("draft-content");
+      store.setItem(copyKey, JSON.stringify({
+        at: Date.now(),
+        version: version ? version.value : "",
+        content: content ? content.value : "",
+        fields: fields(),
+      }));
     } catch { /* full or off: the server's last save is what remains */ }
   }
   function keepCopySoon() {
@@ -107,6 +113,18 @@
       const now = fields();
       if (sentFields && sameText(sentFields, now) && !now.to_typed.trim() && !now.cc_typed.trim() && !dirty) dropCopy();
       sentFields = null;
+      // A send refused as stale said "nicht gesendet … geändert": once this page's text is saved (kept on purpose,
+      // or no longer in conflict), that is over; what remains true is that nothing was sent.
+      // After the swap: the button that saved may sit inside the notice.
+      window.setTimeout(() => {
+        const stale = document.querySelector("#send-problems [data-send-stale]");
+        if (!stale) return;
+        const done = document.createElement("div");
+        done.className = "alert alert-ok";
+        done.setAttribute("role", "status");
+        done.textContent = stale.dataset.resolvedText || "";
+        stale.replaceWith(done);
+      }, 0);
     });
     // A save or send the server refuses outright (403: no longer allowed to send from the mailbox; 404: removed
     // from it; 5xx) is not swapped in (base.html's responseHandling), and without a network there is no answer at
@@ -147,6 +165,7 @@
     form.addEventListener("htmx:configRequest", (ev) => {
       if (afterBeacon && ev.detail.elt === form) {
         delete ev.detail.parameters.version;
+        delete ev.detail.parameters.content_hash;
         afterBeacon = false;
       }
     });
@@ -154,6 +173,60 @@
       if (unconfirmed) keepCopy();
       flush();
     });
+
+    // Signing out on purpose with edits not yet saved (the timed save runs every few seconds, a change's save may
+    // still be under way): the logout waits for them. Sent later, at pagehide, they would reach a session already
+    // ended, and the copy this tab keeps goes with the logout, as it must (the next person at this tab).
+    let saving = 0;
+    let lastSaveOk = true;
+    form.addEventListener("htmx:beforeRequest", (ev) => {
+      if (ev.detail.elt === form) saving += 1;
+    });
+    form.addEventListener("htmx:afterRequest", (ev) => {
+      if (ev.detail.elt !== form) return;
+      saving = Math.max(0, saving - 1);
+      const xhr = ev.detail.xhr;
+      const type = (xhr && xhr.getResponseHeader("Content-Type")) || "";
+      lastSaveOk = Boolean(xhr) && xhr.status === 200 && !type.includes("application/json");
+    });
+    const LOGOUT_WAIT_MS = 15000;
+    let leaving = false;
+    // Capture phase, before portal.js removes the tab's copies: they stay until the save is answered.
+    document.addEventListener("submit", (ev) => {
+      const logout = ev.target;
+      if (!(logout instanceof HTMLFormElement) || !logout.classList.contains("logout-form")) return;
+      if (leaving || (!dirty && !saving) || !window.htmx) return;
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+      leaving = true;
+      const status = document.getElementById("draft-status");
+      if (status) {
+        status.classList.remove("error");
+        status.textContent = form.dataset.logoutSavingText || "";
+      }
+      let done = false;
+      const finish = (ok) => {
+        if (done) return;
+        done = true;
+        form.removeEventListener("htmx:afterRequest", answered);
+        window.clearTimeout(timer);
+        if (ok || window.confirm(form.dataset.logoutUnsavedText || "")) {
+          logout.requestSubmit();
+        } else {
+          leaving = false;
+          dirty = true;  // saved with the next timed save
+        }
+      };
+      // A queued save starts right after the one before it answered: look once it had the chance to.
+      const answered = () => window.setTimeout(() => {
+        if (saving) return;
+        if (dirty) window.htmx.trigger(form, "draft-autosave");  // typed while waiting
+        else finish(lastSaveOk);
+      }, 0);
+      const timer = window.setTimeout(() => finish(false), LOGOUT_WAIT_MS);
+      form.addEventListener("htmx:afterRequest", answered);
+      if (dirty) window.htmx.trigger(form, "draft-autosave");
+    }, true);
     // A tab put in the background stays alive: its edits are saved as any autosave (queued, with the version, the
     // answer read), not as a beacon whose new version the page would never learn (its next save would be refused
     // as a conflict with itself). Shown again, it asks whether the draft changed meanwhile elsewhere.
@@ -226,6 +299,9 @@
       // both ways out ("Neuere Fassung laden" / "Diese Fassung speichern") instead of replacing the newer text.
       const version = document.getElementById("draft-version");
       if (version && copy.version) version.value = copy.version;
+      // A copy kept before pages named their text has no record of it: its version is the guard then.
+      const content = document.getElementById("draft-content");
+      if (content && copy.version) content.value = copy.content || "";
       afterBeacon = false;
       markDirty();
       window.htmx.trigger(form, "draft-autosave");

@@ -358,10 +358,106 @@ def test_two_tabs_on_one_draft_the_stale_one_notices_and_neither_send_nor_save_o
     first.problems.get_by_role("button", name="Diese Fassung speichern").click()
     expect(first.status).to_contain_text("Entwurf gespeichert um")
     assert OutgoingMessage.objects.get(pk=draft.pk).body == "Text aus dem ersten Tab"
+    # The refusal is over: what it said of the conflict goes; that nothing was sent stays said.
+    expect(first.problems).not_to_contain_text("Die Nachricht wurde nicht gesendet.")
+    expect(first.problems).not_to_contain_text(STALE)
+    expect(first.problems).to_contain_text("Gesendet wurde noch nichts")
     expect(second.status).to_contain_text(STALE)
     # "Neuere Fassung laden" there shows what the first tab stored.
     second.status.get_by_role("link", name="Neuere Fassung laden").click()
     expect(other.get_by_label("Nachricht", exact=True)).to_have_value("Text aus dem ersten Tab")
+
+
+def test_a_file_added_in_another_tab_shows_up_here_and_this_tabs_text_saves_without_a_conflict(
+    web, page, browser_context, tmp_path
+):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    first = ComposePage(page)
+    SentPage(page).wait_live()
+    other = browser_context.new_page()
+    other.goto(url)
+    second = ComposePage(other)
+    SentPage(other).wait_live()
+
+    # The second tab attaches a file: the first shows it at once (its socket heard of the change), no conflict.
+    note = tmp_path / "Laborwerte.txt"
+    note.write_text("Kalium 4,1", encoding="utf-8")
+    second.attach(note)
+    expect(first.attachments).to_contain_text("Laborwerte.txt")
+    expect(first.status).not_to_contain_text(STALE)
+    # The first tab's text is saved: nothing it overwrites changed since it loaded.
+    page.get_by_label("Nachricht", exact=True).fill("Befund anbei")
+    first.wait_saved()
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.body, [a.filename for a in stored.attachments.all()]) == ("Befund anbei", ["Laborwerte.txt"])
+    # A change of the text is still a conflict: the second tab is told of the first one's save.
+    expect(second.status).to_contain_text(STALE)
+
+
+def test_signing_out_with_edits_not_yet_saved_saves_them_first_and_keeps_no_copy(web, page):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    compose = ComposePage(page)
+    body = page.get_by_label("Nachricht", exact=True)
+    logout = page.get_by_role("button", name="Abmelden")
+
+    # Typed, and "Abmelden" at once: the last save is still on its way (held here until the page said it waits).
+    # The logout waits for its answer; sent after it, the save would meet an ended session and the text be lost.
+    held = []
+
+    def hold_first_save(route):
+        if route.request.method == "POST" and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(url, hold_first_save)
+    body.fill("Bitte um Rückruf wegen der Medikation.")
+    logout.click()
+    expect(compose.status).to_contain_text("dann werden Sie abgemeldet")
+    assert held and OutgoingMessage.objects.get(pk=draft.pk).body == ""
+    held[0].continue_()
+    page.wait_for_url(lambda u: "/login/" in u)
+    expect(page.locator("main")).to_contain_text("Sie haben sich abgemeldet.")
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Bitte um Rückruf wegen der Medikation."
+    assert compose.local_copies() == []
+    page.unroute(url)
+
+    # The last save fails (the server errs): the user is asked, may stay to keep the text, or go without it; then
+    # the tab keeps no copy of it either (the next person at this tab).
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    page.goto(url)
+    compose = ComposePage(page)
+    page.route(
+        url, lambda route: route.fulfill(status=502, body="") if route.request.method == "POST" else route.continue_()
+    )
+    body.fill("Nachtrag, der nicht ankommt")
+    with page.expect_event("dialog") as asked:
+        logout.click()
+    assert "konnten nicht gespeichert werden" in asked.value.message
+    asked.value.dismiss()
+    expect(compose.status).to_contain_text("Nicht gespeichert")
+    assert page.url == url
+    page.once("dialog", lambda dialog: dialog.accept())
+    logout.click()
+    page.wait_for_url(lambda u: "/login/" in u)
+    assert compose.local_copies() == []
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Bitte um Rückruf wegen der Medikation."
 
 
 def test_edits_of_a_tab_whose_session_ended_are_offered_back_after_signing_in_never_to_someone_else(

@@ -649,3 +649,121 @@ def test_a_sent_file_is_downloaded_audited_and_only_through_its_own_message(clie
     other = OutgoingMessage.objects.create(mailbox=box, author=writer, subject="Andere", state="sent")
     url = reverse("mailbox:outgoing-attachment-download", args=[other.pk, attachment.pk])
     assert client.get(url).status_code == 404
+
+
+def _hidden(html: str, name: str) -> str:
+    found = re.search(rf'<input type="hidden" name="{name}" id="[\w-]+" value="([^"]*)"', html)
+    assert found, f"the page carries {name}"
+    return found.group(1)
+
+
+def _loaded(client, draft) -> dict[str, str]:
+    """What a compose page loaded: its version, the text it is based on and the files it shows."""
+    html = client.get(reverse("mailbox:draft-edit", args=[draft.pk])).content.decode()
+    return {name: _hidden(html, name) for name in ("version", "content_hash", "shown_attachments")}
+
+
+def _as_shown(box, loaded, **fields):
+    """A post of the page's fields with what it loaded (version, text record, files shown)."""
+    return {**_typed(box, None, **fields), **loaded}
+
+
+def _upload(client, draft, name="Befund.pdf"):
+    url = reverse("mailbox:draft-attachment-add", args=[draft.pk])
+    response = client.post(url, {"files": [SimpleUploadedFile(name, b"%PDF-1.4\n")]}, headers=HX)
+    assert response.status_code == 200
+    return draft.attachments.get(filename=name)
+
+
+def test_a_file_added_in_another_tab_is_no_conflict_for_this_tabs_text(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    _upload(other, draft)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    saved = tab.post(url, _as_shown(box, loaded, body="Weiter geschrieben"), headers=HX)
+    assert saved.status_code == 200
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Weiter geschrieben"
+    # The page's record of its text follows its own save (and of the files, nothing: it still shows none).
+    html = saved.content.decode()
+    fresh = OutgoingMessage.objects.get(pk=draft.pk)
+    assert f'id="draft-content" value="{fresh.content_hash}" hx-swap-oob="true"' in html
+    assert "draft-attachments" not in html
+
+
+def test_text_changed_in_another_tab_is_still_a_conflict_whatever_the_files(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    theirs = _loaded(other, draft)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    assert other.post(url, _as_shown(box, theirs, body="Aus dem zweiten Tab"), headers=HX).status_code == 200
+    refused = tab.post(url, _as_shown(box, loaded, body="Veraltet"), headers=HX)
+    assert refused.status_code == 409 and "Neuere Fassung laden" in refused.content.decode()
+    assert 'id="draft-content"' not in refused.content.decode()  # the page keeps its record: refused again
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Aus dem zweiten Tab"
+    # The same text written back elsewhere (nothing of it would be overwritten): no conflict any more.
+    other.post(url, _as_shown(box, _loaded(other, draft), subject="Rückfrage", body=""), headers=HX)
+    assert tab.post(url, _as_shown(box, loaded, body="Jetzt"), headers=HX).status_code == 200
+
+
+def test_the_page_asking_whether_the_draft_changed_gets_the_files_added_elsewhere(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    check = {**HX, "HX-Target": "draft-status"}
+    assert tab.get(url, loaded, headers=check).status_code == 204
+    attachment = _upload(other, draft)
+    answer = tab.get(url, loaded, headers=check)
+    # Not a conflict: the attachment list is shown again, with the page's record of it.
+    assert answer.status_code == 200 and answer["HX-Retarget"] == "#attachments"
+    html = answer.content.decode()
+    assert "Befund.pdf" in html and "Nicht gespeichert" not in html
+    assert f'id="draft-attachments" value="{attachment.pk}" hx-swap-oob="true"' in html
+    assert tab.get(url, {**loaded, "shown_attachments": str(attachment.pk)}, headers=check).status_code == 204
+    # Text saved elsewhere is still said as a conflict.
+    other.post(url, _as_shown(box, _loaded(other, draft), body="Neu"), headers=HX)
+    conflict = tab.get(url, {**loaded, "shown_attachments": str(attachment.pk)}, headers=check)
+    assert conflict.status_code == 200 and "Neuere Fassung laden" in conflict.content.decode()
+
+
+def test_a_send_from_a_page_that_did_not_show_a_file_added_elsewhere_sends_nothing_and_shows_it(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    attachment = _upload(other, draft)
+    send = reverse("mailbox:draft-send", args=[draft.pk])
+    response = tab.post(send, _as_shown(box, loaded, body="Mein Text"), headers=HX)
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "Die Nachricht wurde nicht gesendet." in html and "Anhänge des Entwurfs wurden inzwischen geändert" in html
+    # The list comes along (out of band) with the page's new record of it; the text was saved, not sent.
+    assert '<section id="attachments" class="compose-attachments"' in html and "Befund.pdf" in html
+    assert f'id="draft-attachments" value="{attachment.pk}" hx-swap-oob="true"' in html
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.state, stored.body) == (OutgoingMessage.State.DRAFT, "Mein Text")
+    assert f'id="draft-content" value="{stored.content_hash}" hx-swap-oob="true"' in html
+    # A file removed elsewhere that the page still shows: refused as well (it would not be sent).
+    shown = {**loaded, "content_hash": stored.content_hash, "shown_attachments": str(attachment.pk)}
+    attachment.delete()
+    again = tab.post(send, _as_shown(box, shown, body="Mein Text"), headers=HX)
+    assert again.status_code == 409 and "Anhänge des Entwurfs" in again.content.decode()
+
+
+def test_without_javascript_a_send_meeting_other_files_saves_the_text_and_shows_the_files(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    _upload(other, draft)
+    send = reverse("mailbox:draft-send", args=[draft.pk])
+    response = tab.post(send, _as_shown(box, loaded, body="Mein Text"), follow=True)
+    html = response.content.decode()
+    assert "Anhänge des Entwurfs wurden inzwischen geändert" in html and "Befund.pdf" in html
+    assert OutgoingMessage.objects.get(pk=draft.pk).state == OutgoingMessage.State.DRAFT
+
+
+def test_a_stale_send_marks_its_notice_for_the_page_to_clear_once_the_text_is_saved(box, draft, two_tabs):
+    (tab, _v), (other, _w) = two_tabs
+    loaded = _loaded(tab, draft)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    other.post(url, _as_shown(box, _loaded(other, draft), body="Neu"), headers=HX)
+    html = tab.post(reverse("mailbox:draft-send", args=[draft.pk]), _as_shown(box, loaded), headers=HX)
+    assert "data-send-stale" in html.content.decode() and "Gesendet wurde noch nichts" in html.content.decode()
+    # The buttons keeping this page's text leave both guards out.
+    assert html.content.decode().count('hx-params="not version,content_hash,') == 1
