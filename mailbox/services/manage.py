@@ -136,11 +136,9 @@ def group_create(*, user: Any, name: str) -> Group:
     return group
 
 
-@transaction.atomic
-def group_member_add(*, user: Any, group: Group, member: Any) -> None:
-    require_manager(user)
-    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining it grants the permission,
-    # which the administration decides, not the managers' ward page.
+def _require_ward(group: Group) -> None:
+    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining or leaving it grants or
+    # withdraws the permission, which the administration decides, not the managers' ward page.
     if group.permissions.exists():
         raise NotAllowed(
             _(
@@ -149,6 +147,12 @@ def group_member_add(*, user: Any, group: Group, member: Any) -> None:
             )
             % {"name": group.name}
         )
+
+
+@transaction.atomic
+def group_member_add(*, user: Any, group: Group, member: Any) -> None:
+    require_manager(user)
+    _require_ward(group)
     if group.user_set.filter(pk=member.pk).exists():
         return
     with members.group_change_handled():  # handed over below, audited with the manager as actor
@@ -163,6 +167,7 @@ def group_member_remove(*, user: Any, group: Group, member: Any) -> None:
     processing), the member's pages leave those mailboxes. Refused (naming the mailbox) when the member is the last
     owner of a mailbox the group owns."""
     require_manager(user)
+    _require_ward(group)
     if not group.user_set.filter(pk=member.pk).exists():
         return
     owned = list(Mailbox.objects.filter(memberships__group=group, memberships__role=Membership.Role.OWNER).distinct())
@@ -231,7 +236,8 @@ def user_remove_everywhere(*, user: Any, person: Any, leave_groups: bool) -> int
         _in_mailbox(members.membership_remove, user=user, mailbox=mailbox, membership_id=membership.pk)
         removed += 1
     if leave_groups:
-        for group in person.groups.order_by("name"):
+        # Wards only: groups that grant a permission are the administration's (see _require_ward).
+        for group in person.groups.filter(permissions__isnull=True).order_by("name"):
             group_member_remove(user=user, group=group, member=person)
             removed += 1
     return removed

@@ -464,6 +464,48 @@ def test_the_ward_page_adds_no_one_to_a_group_that_grants_permissions(client, ma
     assert not _events("group.member_added")
 
 
+@pytest.mark.parametrize(
+    ("app_label", "codename"),
+    [("signing", "review_draft"), ("mailbox", "manage_house"), ("operations", "view_operations")],
+)
+def test_the_ward_page_takes_no_one_out_of_a_group_that_grants_permissions(client, manager, app_label, codename):
+    # Leaving such a group withdraws its permission (a manager could demote the other managers or the IT): the
+    # administration decides that, as it decides who joins.
+    group = Group.objects.create(name="Leitung")
+    group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    colleague = UserFactory(username="kollege", is_staff=True)
+    group.user_set.add(colleague, manager)
+    client.force_login(manager)
+    page = client.get(reverse("manage:group", args=[group.pk])).content.decode()
+    assert reverse("manage:group-member-remove", args=[group.pk, colleague.pk]) not in page
+
+    for person in (colleague, manager):
+        response = client.post(reverse("manage:group-member-remove", args=[group.pk, person.pk]), follow=True)
+        assert "vergibt Berechtigungen" in response.content.decode()
+    with pytest.raises(NotAllowed):
+        manage.group_member_remove(user=manager, group=group, member=colleague)
+
+    assert set(group.user_set.all()) == {colleague, manager}
+    assert not _events("group.member_removed")
+
+
+def test_removing_someone_everywhere_leaves_the_groups_that_grant_permissions_to_the_administration(client, manager):
+    person = UserFactory(username="geht")
+    ward = Group.objects.create(name="Station 7")
+    reviewers = Group.objects.create(name="Oberärzte")
+    reviewers.permissions.add(Permission.objects.get(content_type__app_label="signing", codename="review_draft"))
+    person.groups.add(ward, reviewers)
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("manage:bulk"), {"action": "remove", "person": person.pk, "leave_groups": "on", "confirm": "on"}
+    )
+
+    assert response.status_code == 302
+    assert list(person.groups.all()) == [reviewers]
+    assert [e.details["group"] for e in _events("group.member_removed")] == ["Station 7"]
+
+
 # --- absences entered by a manager -----------------------------------------------------------------------------------
 
 
