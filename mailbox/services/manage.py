@@ -59,12 +59,34 @@ def mailbox_create(
     return mailbox
 
 
+# What the fetch writes on the account row (mailbox.services.fetch): never part of a settings save.
+FETCH_STATE = frozenset(
+    {
+        "status",
+        "status_message",
+        "last_success_at",
+        "last_attempt_at",
+        "next_fetch_at",
+        "consecutive_failures",
+        "fetch_lease_until",
+        "fetch_lease_token",
+    }
+)
+ACCOUNT_SETTINGS = [
+    f.name for f in KimAccount._meta.concrete_fields if not f.primary_key and f.name not in FETCH_STATE | {"mailbox"}
+]
+
+
 @transaction.atomic
 def account_save(*, user: Any, account: KimAccount, changed: Iterable[str]) -> KimAccount:
     """The account form's changes (password and key already encrypted on the instance). The audit names the
     changed fields, never their values: passwords and keys stay out of the trail."""
     require_manager(user)
-    account.save()
+    if account._state.adding:
+        account.save()
+    else:
+        # The settings only: the fetch's lease and outcome are the worker's, and the page's copy of them is stale.
+        account.save(update_fields=ACCOUNT_SETTINGS)
     audit_record(actor=user, action="account.changed", mailbox=account.mailbox, fields=sorted(changed))
     # Queued mail follows the account's switch: held while it is off, sent again when it is on.
     if account.is_active:

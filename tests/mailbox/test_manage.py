@@ -23,6 +23,7 @@ from mailbox.services import manage
 
 # The event model through the mailbox's door to the trail: the same import whichever app holds the table.
 from mailbox.services.audit import AuditEvent
+from mailbox.services.fetch import account_lease_acquire
 from mailbox.services.ingest import message_ingest
 from mailbox.services.members import membership_set
 from tests.mailbox.conftest import HOSPITAL, PASSWORD
@@ -281,6 +282,27 @@ def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_s
     event = _events("account.changed")[-1]
     assert event.actor_id == manager.pk and "timeout_seconds" in event.details["fields"]
     assert PASSWORD not in str(event.details)
+
+
+def test_saving_the_account_leaves_the_fetch_state_that_the_worker_wrote_meanwhile(manager):
+    # The page's copy of the account is read before the save; a fetch may take its lease and record its outcome in
+    # between. Writing that stale copy back would drop the lease (a second worker could fetch at once) and the
+    # fetch's status.
+    account = KimAccountFactory()
+    page_copy = KimAccount.objects.get(pk=account.pk)
+    token = account_lease_acquire(account_id=account.pk)
+    fetched_at = timezone.now()
+    KimAccount.objects.filter(pk=account.pk).update(
+        status=KimAccount.Status.OK, last_success_at=fetched_at, consecutive_failures=0
+    )
+
+    page_copy.timeout_seconds = 9
+    manage.account_save(user=manager, account=page_copy, changed=["timeout_seconds"])
+
+    account.refresh_from_db()
+    assert account.timeout_seconds == 9
+    assert token and account.fetch_lease_token == token
+    assert (account.status, account.last_success_at) == (KimAccount.Status.OK, fetched_at)
 
 
 @pytest.mark.parametrize("where", ["smtp_port", "pop3_port", "cm_host"])
