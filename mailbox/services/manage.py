@@ -59,12 +59,34 @@ def mailbox_create(
     return mailbox
 
 
+# What the fetch writes on the account row (mailbox.services.fetch): never part of a settings save.
+FETCH_STATE = frozenset(
+    {
+        "status",
+        "status_message",
+        "last_success_at",
+        "last_attempt_at",
+        "next_fetch_at",
+        "consecutive_failures",
+        "fetch_lease_until",
+        "fetch_lease_token",
+    }
+)
+ACCOUNT_SETTINGS = [
+    f.name for f in KimAccount._meta.concrete_fields if not f.primary_key and f.name not in FETCH_STATE | {"mailbox"}
+]
+
+
 @transaction.atomic
 def account_save(*, user: Any, account: KimAccount, changed: Iterable[str]) -> KimAccount:
     """The account form's changes (password and key already encrypted on the instance). The audit names the
     changed fields, never their values: passwords and keys stay out of the trail."""
     require_manager(user)
-    account.save()
+    if account._state.adding:
+        account.save()
+    else:
+        # The settings only: the fetch's lease and outcome are the worker's, and the page's copy of them is stale.
+        account.save(update_fields=ACCOUNT_SETTINGS)
     audit_record(actor=user, action="account.changed", mailbox=account.mailbox, fields=sorted(changed))
     # Queued mail follows the account's switch: held while it is off, sent again when it is on.
     if account.is_active:
@@ -136,11 +158,9 @@ def group_create(*, user: Any, name: str) -> Group:
     return group
 
 
-@transaction.atomic
-def group_member_add(*, user: Any, group: Group, member: Any) -> None:
-    require_manager(user)
-    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining it grants the permission,
-    # which the administration decides, not the managers' ward page.
+def _require_ward(group: Group) -> None:
+    # A group with a permission (reviewers, IT, the Leitung itself) is no ward: joining or leaving it grants or
+    # withdraws the permission, which the administration decides, not the managers' ward page.
     if group.permissions.exists():
         raise NotAllowed(
             _(
@@ -149,6 +169,12 @@ def group_member_add(*, user: Any, group: Group, member: Any) -> None:
             )
             % {"name": group.name}
         )
+
+
+@transaction.atomic
+def group_member_add(*, user: Any, group: Group, member: Any) -> None:
+    require_manager(user)
+    _require_ward(group)
     if group.user_set.filter(pk=member.pk).exists():
         return
     with members.group_change_handled():  # handed over below, audited with the manager as actor
@@ -163,6 +189,7 @@ def group_member_remove(*, user: Any, group: Group, member: Any) -> None:
     processing), the member's pages leave those mailboxes. Refused (naming the mailbox) when the member is the last
     owner of a mailbox the group owns."""
     require_manager(user)
+    _require_ward(group)
     if not group.user_set.filter(pk=member.pk).exists():
         return
     owned = list(Mailbox.objects.filter(memberships__group=group, memberships__role=Membership.Role.OWNER).distinct())
@@ -231,7 +258,8 @@ def user_remove_everywhere(*, user: Any, person: Any, leave_groups: bool) -> int
         _in_mailbox(members.membership_remove, user=user, mailbox=mailbox, membership_id=membership.pk)
         removed += 1
     if leave_groups:
-        for group in person.groups.order_by("name"):
+        # Wards only: groups that grant a permission are the administration's (see _require_ward).
+        for group in person.groups.filter(permissions__isnull=True).order_by("name"):
             group_member_remove(user=user, group=group, member=person)
             removed += 1
     return removed

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from playwright.sync_api import expect
 
-from mailbox.models import Membership
+from mailbox.models import Membership, RoutingRule
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.layout import DESKTOP, PHONE, assert_no_horizontal_scroll
 from tests.e2e.pages import LoginPage, SiteNav
@@ -70,3 +70,35 @@ def test_the_managers_pages_are_accessible_and_fit_a_phone(portal_web, page):
                 assert_no_horizontal_scroll(page)
             except AssertionError as exc:
                 raise AssertionError(f"{path}: {exc}") from None
+
+
+def test_the_routing_rules_pages_fit_a_phone(portal_web, page):
+    # The rules table and the form's long choices ("wenigste offene Arbeit …") once widened the page to 580 px.
+    leitung = UserFactory(username="leitung")
+    leitung.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    box = MailboxFactory(display_name="Kardiologie")
+    chef = UserFactory(username="chef")
+    MembershipFactory(mailbox=box, role=Membership.Role.OWNER, user=chef)
+    rule = RoutingRule.objects.create(
+        mailbox=box,
+        position=1,
+        name="eAU der Aufnahme an die Chefärztin",
+        dienstkennung="eAU",
+        assign=RoutingRule.Assign.USER,
+        assign_user=chef,
+    )
+    LoginPage(page, portal_web.url).open().login("leitung", "pw-secret-123")
+
+    page.set_viewport_size(PHONE)
+    for path in (
+        f"/postfach/{box.pk}/regeln/",
+        f"/postfach/{box.pk}/regeln/{rule.pk}/",
+        f"/postfach/{box.pk}/regeln/{rule.pk}/?testen=1",
+    ):
+        page.goto(portal_web.url + path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        assert_accessible(page, f"{path} at {PHONE['width']} px")
+        try:
+            assert_no_horizontal_scroll(page)
+        except AssertionError as exc:
+            raise AssertionError(f"{path}: {exc}") from None

@@ -3,11 +3,15 @@ and the pages (owners and managers only)."""
 
 from __future__ import annotations
 
+import copy
+import json
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -246,3 +250,55 @@ def test_house_dashboard_and_sla_form(client):
     client.post(reverse("manage:dashboard-sla", args=[box.pk]), {"hours": "0"})
     box.refresh_from_db()
     assert box.sla_first_claim_hours is None
+
+
+def _rows_read(sql: str) -> int:
+    """Rows PostgreSQL reads from the message table to answer `sql` (index hits and rows filtered out alike)."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    read, nodes = 0, [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", []))
+        if node.get("Relation Name") == "mailbox_message":
+            seen = (
+                node["Actual Rows"]
+                + node.get("Rows Removed by Filter", 0)
+                + node.get("Rows Removed by Index Recheck", 0)
+            )
+            read += seen * node["Actual Loops"]
+    return read
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's plans")
+def test_the_figures_read_the_open_and_recent_messages_not_the_whole_history(settings):
+    # Years of done mail must not make every dashboard view read all of it (measured: 200,000 messages, three
+    # full scans of ~200 ms each). Sequential scans are off so that the plan shows what the indexes allow.
+    settings.KIMPORTAL_SLA_WORKDAYS = []
+    now = timezone.now()
+    box, nurse = MailboxFactory(sla_first_claim_hours=4), UserFactory()
+    old = _mail(box, "old", received_at=now - timedelta(days=400), state=Message.State.DONE, assignee_id=nurse.pk)
+    history = []
+    for i in range(3000):
+        old.pk, old.uidl, old.done_at = None, f"old-{i}", now - timedelta(days=400 - i % 300)
+        history.append(copy.copy(old))
+    Message.objects.bulk_create(history)
+    _mail(box, "open", received_at=now - timedelta(days=40), assignee_id=nurse.pk)
+    _mail(box, "new", received_at=now - timedelta(hours=1))
+    _mail(box, "done", received_at=now - timedelta(days=2), state=Message.State.DONE, done_at=now - timedelta(days=1))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE mailbox_message")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+    with CaptureQueriesContext(connection) as queries:
+        rows = mailbox_figures([box], now=now, days=30)
+        days = daily_counts([box.pk], now=now, days=30)
+        people = workload([box.pk], now=now, days=30)
+
+    assert (rows[0].open, rows[0].received, rows[0].done, rows[0].overdue) == (2, 2, 1, 1)
+    assert sum(d.received for d in days) == 2 and sum(d.done for d in days) == 1
+    assert [(p.open, p.done) for p in people] == [(1, 0)]
+    read = [(_rows_read(q["sql"]), q["sql"][:80]) for q in queries.captured_queries if "mailbox_message" in q["sql"]]
+    assert len(read) == 5 and max(read)[0] < 100, read

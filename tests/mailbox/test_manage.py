@@ -24,6 +24,7 @@ from mailbox.services import manage
 
 # The event model through the mailbox's door to the trail: the same import whichever app holds the table.
 from mailbox.services.audit import AuditEvent
+from mailbox.services.fetch import account_lease_acquire
 from mailbox.services.ingest import message_ingest
 from mailbox.services.members import membership_set
 from tests.mailbox.conftest import HOSPITAL, PASSWORD
@@ -297,6 +298,27 @@ def test_the_account_page_tests_entered_values_and_saves_with_an_audit_without_s
     assert PASSWORD not in str(event.details)
 
 
+def test_saving_the_account_leaves_the_fetch_state_that_the_worker_wrote_meanwhile(manager):
+    # The page's copy of the account is read before the save; a fetch may take its lease and record its outcome in
+    # between. Writing that stale copy back would drop the lease (a second worker could fetch at once) and the
+    # fetch's status.
+    account = KimAccountFactory()
+    page_copy = KimAccount.objects.get(pk=account.pk)
+    token = account_lease_acquire(account_id=account.pk)
+    fetched_at = timezone.now()
+    KimAccount.objects.filter(pk=account.pk).update(
+        status=KimAccount.Status.OK, last_success_at=fetched_at, consecutive_failures=0
+    )
+
+    page_copy.timeout_seconds = 9
+    manage.account_save(user=manager, account=page_copy, changed=["timeout_seconds"])
+
+    account.refresh_from_db()
+    assert account.timeout_seconds == 9
+    assert token and account.fetch_lease_token == token
+    assert (account.status, account.last_success_at) == (KimAccount.Status.OK, fetched_at)
+
+
 @pytest.mark.parametrize("where", ["smtp_port", "pop3_port", "cm_host"])
 def test_the_stored_password_goes_to_no_other_clientmodul_without_being_entered_again(
     client, manager, account, cm, tmp_path, where
@@ -476,6 +498,48 @@ def test_the_ward_page_adds_no_one_to_a_group_that_grants_permissions(client, ma
 
     assert not group.user_set.exists()
     assert not _events("group.member_added")
+
+
+@pytest.mark.parametrize(
+    ("app_label", "codename"),
+    [("signing", "review_draft"), ("mailbox", "manage_house"), ("operations", "view_operations")],
+)
+def test_the_ward_page_takes_no_one_out_of_a_group_that_grants_permissions(client, manager, app_label, codename):
+    # Leaving such a group withdraws its permission (a manager could demote the other managers or the IT): the
+    # administration decides that, as it decides who joins.
+    group = Group.objects.create(name="Leitung")
+    group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    colleague = UserFactory(username="kollege", is_staff=True)
+    group.user_set.add(colleague, manager)
+    client.force_login(manager)
+    page = client.get(reverse("manage:group", args=[group.pk])).content.decode()
+    assert reverse("manage:group-member-remove", args=[group.pk, colleague.pk]) not in page
+
+    for person in (colleague, manager):
+        response = client.post(reverse("manage:group-member-remove", args=[group.pk, person.pk]), follow=True)
+        assert "vergibt Berechtigungen" in response.content.decode()
+    with pytest.raises(NotAllowed):
+        manage.group_member_remove(user=manager, group=group, member=colleague)
+
+    assert set(group.user_set.all()) == {colleague, manager}
+    assert not _events("group.member_removed")
+
+
+def test_removing_someone_everywhere_leaves_the_groups_that_grant_permissions_to_the_administration(client, manager):
+    person = UserFactory(username="geht")
+    ward = Group.objects.create(name="Station 7")
+    reviewers = Group.objects.create(name="Oberärzte")
+    reviewers.permissions.add(Permission.objects.get(content_type__app_label="signing", codename="review_draft"))
+    person.groups.add(ward, reviewers)
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("manage:bulk"), {"action": "remove", "person": person.pk, "leave_groups": "on", "confirm": "on"}
+    )
+
+    assert response.status_code == 302
+    assert list(person.groups.all()) == [reviewers]
+    assert [e.details["group"] for e in _events("group.member_removed")] == ["Station 7"]
 
 
 # --- absences entered by a manager -----------------------------------------------------------------------------------
