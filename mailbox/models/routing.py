@@ -72,7 +72,8 @@ class RoutingRule(models.Model):
     assign_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    assign_group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A group in use by a rule cannot be deleted: with SET_NULL the rule quietly handed mail to every member.
+    assign_group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     set_state = models.CharField(_("Status setzen"), max_length=20, choices=Message.State.choices, blank=True)
     queue = models.ForeignKey(MailboxQueue, null=True, blank=True, on_delete=models.SET_NULL, related_name="rules")
     stop_after_match = models.BooleanField(_("danach keine weiteren Regeln"), default=True)
