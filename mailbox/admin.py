@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.db import router, transaction
 from django.forms.models import BaseInlineFormSet
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -130,12 +132,26 @@ class PortalUserChangeForm(UserChangeForm):
         return cleaned
 
 
+class LastOwnerDeleteAdmin(admin.ModelAdmin):
+    """Deleting users or groups in the admin: the last owner check and the delete are one transaction."""
+
+    actions = ["delete_selected"]  # this one, in place of the site's
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)  # type: ignore[attr-defined]
+    def delete_selected(self, request, queryset) -> Any:
+        # Django's action checks (get_deleted_objects, which locks the owned mailboxes' rows) and deletes in
+        # autocommit: two administrators deleting a mailbox's last two owners at once would both pass the check.
+        # In one transaction the second waits for the first's locks and then finds the mailbox's last owner.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return django_delete_selected(self, request, queryset)
+
+
 admin.site.unregister(get_user_model())
 admin.site.unregister(Group)
 
 
 @admin.register(get_user_model())
-class PortalUserAdmin(UserAdmin):
+class PortalUserAdmin(LastOwnerDeleteAdmin, UserAdmin):
     form = PortalUserChangeForm
 
     def get_deleted_objects(self, objs, request) -> tuple[Any, Any, Any, list[Any]]:
@@ -162,7 +178,7 @@ class PortalUserAdmin(UserAdmin):
 
 
 @admin.register(Group)
-class PortalGroupAdmin(GroupAdmin):
+class PortalGroupAdmin(LastOwnerDeleteAdmin, GroupAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         """The permissions a group gives are audited as a change of who is in it is: who, which group, what was
         added and removed."""
