@@ -63,8 +63,8 @@ class Deleting:
 
 
 def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
-    # Deleting takes turns with membership changes on the mailboxes' rows (members._owner_before_change), in a
-    # fixed order, so "had an owner" is still true when the delete ends.
+    # The mailboxes the deleted owned: the delete takes turns with membership changes on their rows
+    # (members._owner_before_change), in a fixed order, so "had an owner" read here still holds when it ends.
     return list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids)).order_by("pk"))
 
 
@@ -90,9 +90,8 @@ def user_deleting(person: Any) -> Deleting:
 def group_deleting(group: Group) -> Deleting:
     people = list(get_user_model().objects.filter(groups=group.pk).order_by("username"))
     memberships = Membership.objects.filter(group_id=group.pk)
-    mailboxes = _locked_mailboxes(memberships.values_list("mailbox_id", flat=True))
-    owned_ids = set(memberships.filter(role=Membership.Role.OWNER).values_list("mailbox_id", flat=True))
-    owned = [mailbox for mailbox in mailboxes if mailbox.pk in owned_ids]
+    owned = _locked_mailboxes(memberships.filter(role=Membership.Role.OWNER).values_list("mailbox_id", flat=True))
+    mailboxes = Mailbox.objects.filter(pk__in=memberships.values("mailbox_id")).order_by("pk")
     details = {
         "group_id": group.pk,
         "group": group.name,
