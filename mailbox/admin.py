@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.db import router, transaction
 from django.forms.models import BaseInlineFormSet
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -17,6 +19,7 @@ from mailbox.forms import KimAccountAdminForm
 from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services import members
 from mailbox.services.accounts import account_test_connection
+from mailbox.services.auth_changes import changed_by, permissions_saved
 from mailbox.services.members import group_change_by, membership_remove, membership_set
 
 
@@ -130,12 +133,35 @@ class PortalUserChangeForm(UserChangeForm):
         return cleaned
 
 
+class LastOwnerDeleteAdmin(admin.ModelAdmin):
+    """Deleting users or groups in the admin: audited with the administrator as actor (auth_changes), and the last
+    owner check and the delete are one transaction."""
+
+    actions = ["delete_selected"]  # this one, in place of the site's
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)  # type: ignore[attr-defined]
+    def delete_selected(self, request, queryset) -> Any:
+        # Django's action checks (get_deleted_objects, which locks the owned mailboxes' rows) and deletes in
+        # autocommit: two administrators deleting a mailbox's last two owners at once would both pass the check.
+        # In one transaction the second waits for the first's locks and then finds the mailbox's last owner.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return django_delete_selected(self, request, queryset)
+
+    def delete_model(self, request, obj) -> None:
+        with changed_by(request.user):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with changed_by(request.user):
+            super().delete_queryset(request, queryset)
+
+
 admin.site.unregister(get_user_model())
 admin.site.unregister(Group)
 
 
 @admin.register(get_user_model())
-class PortalUserAdmin(UserAdmin):
+class PortalUserAdmin(LastOwnerDeleteAdmin, UserAdmin):
     form = PortalUserChangeForm
 
     def get_deleted_objects(self, objs, request) -> tuple[Any, Any, Any, list[Any]]:
@@ -146,7 +172,15 @@ class PortalUserAdmin(UserAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         """The groups are saved here: a group left or joined hands work over as a membership change does
-        (mailbox.signals), audited with the administrator as the one who changed it."""
+        (mailbox.signals), audited with the administrator as the one who changed it. The person's own permissions
+        are audited once per save, only when they changed."""
+        permissions_saved(
+            actor=request.user,
+            holder=form.instance,
+            save=lambda: self._save_groups(request, form, formsets, change),
+        )
+
+    def _save_groups(self, request, form, formsets, change) -> None:
         if "groups" not in form.cleaned_data:
             with group_change_by(request.user):
                 super().save_related(request, form, formsets, change)
@@ -162,13 +196,18 @@ class PortalUserAdmin(UserAdmin):
 
 
 @admin.register(Group)
-class PortalGroupAdmin(GroupAdmin):
+class PortalGroupAdmin(LastOwnerDeleteAdmin, GroupAdmin):
+    def save_model(self, request, obj, form, change) -> None:
+        """A rename is audited (mailbox.signals) with the administrator as the one who renamed it."""
+        with changed_by(request.user):
+            super().save_model(request, obj, form, change)
+
     def save_related(self, request, form, formsets, change) -> None:
         """The permissions a group gives are audited as a change of who is in it is: who, which group, what was
-        added and removed."""
-        members.group_permissions_saved(
+        added and removed, once per save."""
+        permissions_saved(
             actor=request.user,
-            group=form.instance,
+            holder=form.instance,
             save=lambda: super(PortalGroupAdmin, self).save_related(request, form, formsets, change),
         )
 

@@ -1,5 +1,6 @@
-"""Receivers that keep per-request values true after a write in the same request (kimportal.requestscope), and
-the consequences of switching an account off or of joining and leaving groups."""
+"""Receivers that keep per-request values true after a write in the same request (kimportal.requestscope), the
+consequences of switching an account off or of joining and leaving groups, and the audit of accounts and groups
+deleted, groups renamed and permissions held directly changed (mailbox.services.auth_changes)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,68 @@ def _groups_changed(
     )
 
 
+def _deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Before a user or group is deleted (in the delete's transaction): who it is and what it owns, read while it
+    still exists; audited after the delete (_deleted)."""
+    from django.contrib.auth.models import Group
+
+    from mailbox.services import auth_changes
+
+    if sender is Group:
+        instance.__dict__["_deleting"] = auth_changes.group_deleting(instance)
+    else:
+        instance.__dict__["_deleting"] = auth_changes.user_deleting(instance)
+
+
+def _deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    from django.contrib.auth.models import Group
+
+    from mailbox.services import auth_changes
+
+    deleting = instance.__dict__.pop("_deleting", None)
+    if sender is Group:
+        auth_changes.deleted(deleting, action="group.deleted", reason="group_deleted")
+    else:
+        auth_changes.deleted(deleting, action="user.deleted", reason="user_deleted")
+
+
+def _note_name(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    """Before a group is saved: its name as stored, for the rename's audit after the save (_renamed)."""
+    if instance.pk is None or (update_fields is not None and "name" not in update_fields):
+        return
+    instance.__dict__["_stored_name"] = sender.objects.filter(pk=instance.pk).values_list("name", flat=True).first()
+
+
+def _renamed(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    previous = instance.__dict__.pop("_stored_name", None)
+    if previous is not None and previous != instance.name:
+        from mailbox.services import auth_changes
+
+        auth_changes.group_renamed(group=instance, previous=previous)
+
+
+def _permissions_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[int] | None, **kwargs: Any
+) -> None:
+    """user.user_permissions or group.permissions changed from code (either side: permission.user_set …): read
+    before (pre_*) and after (post_*); the reading waits on the instance in between, per through table."""
+    if action not in ("pre_add", "pre_remove", "pre_clear", "post_add", "post_remove", "post_clear"):
+        return
+    from mailbox.services import auth_changes
+
+    key = f"_permissions_changing_{sender._meta.db_table}"
+    if action.startswith("post_"):
+        auth_changes.permissions_changed(sender=sender, before=instance.__dict__.pop(key, None))
+        return
+    instance.__dict__[key] = auth_changes.permissions_changing(
+        sender=sender, instance=instance, reverse=reverse, pk_set=pk_set
+    )
+
+
 def connect() -> None:
     from django.contrib.auth import get_user_model
-    from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+    from django.contrib.auth.models import Group
+    from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
     from mailbox.models import Mailbox, Membership
 
@@ -75,3 +135,10 @@ def connect() -> None:
     m2m_changed.connect(_groups_changed, sender=user_model.groups.through, dispatch_uid="user-groups-access")
     pre_save.connect(_note_active, sender=user_model, dispatch_uid="user-active-before")
     post_save.connect(_deactivated, sender=user_model, dispatch_uid="user-deactivated")
+    for deletable in (user_model, Group):
+        pre_delete.connect(_deleting, sender=deletable, dispatch_uid=f"audit-{deletable.__name__}-deleting")
+        post_delete.connect(_deleted, sender=deletable, dispatch_uid=f"audit-{deletable.__name__}-deleted")
+    pre_save.connect(_note_name, sender=Group, dispatch_uid="audit-group-name-before")
+    post_save.connect(_renamed, sender=Group, dispatch_uid="audit-group-renamed")
+    for through in (user_model.user_permissions.through, Group.permissions.through):
+        m2m_changed.connect(_permissions_changed, sender=through, dispatch_uid=f"audit-{through.__name__}")

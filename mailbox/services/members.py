@@ -389,28 +389,6 @@ def groups_saved(*, actor: Any, person: Any, group_ids: Iterable[int], save: Cal
     events.broadcast_memberships_changed(user_ids=[person.pk])
 
 
-def group_permissions_saved(*, actor: Any, group: Group, save: Callable[[], None]) -> None:
-    """A save that sets all of a group's permissions at once (the Django admin's group form). What the group grants
-    changes for everyone in it (the Leitung's manage_house, a reviewers' right …): audited as a change of who is in
-    it is, with `actor`, once per save, naming the permissions added and removed ("app_label.codename")."""
-    before = _permission_names(group)
-    save()
-    after = _permission_names(group)
-    if before != after:
-        audit_record(
-            actor=actor,
-            action="group.permissions_changed",
-            group=group.name,
-            added=sorted(after - before),
-            removed=sorted(before - after),
-        )
-
-
-def _permission_names(group: Group) -> set[str]:
-    permissions = group.permissions.values_list("content_type__app_label", "codename")
-    return {f"{app_label}.{codename}" for app_label, codename in permissions}
-
-
 def account_deactivated(*, person: Any) -> None:
     """An account was switched off (in the Django admin, by a directory sync, from the shell): as when it leaves its
     mailboxes, its open work in each goes back to the unassigned queue and the owners are told, instead of staying
