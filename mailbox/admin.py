@@ -20,6 +20,7 @@ from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services import members
 from mailbox.services.accounts import account_test_connection
 from mailbox.services.auth_changes import changed_by, permissions_saved
+from mailbox.services.manage import ACCOUNT_SETTINGS
 from mailbox.services.members import group_change_by, membership_remove, membership_set
 
 
@@ -295,6 +296,15 @@ class KimAccountAdmin(admin.ModelAdmin):
         (_("Abruf"), {"fields": ["poll_interval_seconds", "keep_on_server_days"]}),
         (_("Status"), {"fields": list(status_fields)}),
     ]
+
+    def save_model(self, request, obj: KimAccount, form, change: bool) -> None:
+        if change:
+            # As the managers' account page (mailbox.services.manage.account_save): the settings only. The fetch's
+            # lease and outcome are the worker's; the copy this request read may be stale by now, and writing it back
+            # dropped a running fetch's lease (a second worker could fetch the account at once).
+            obj.save(update_fields=ACCOUNT_SETTINGS)
+        else:
+            obj.save()
 
     @admin.display(description=_("Statusmeldung"))
     def status_message_display(self, account: KimAccount) -> str:

@@ -90,3 +90,29 @@ def test_admin_is_for_staff_only(client, cm, account):
     response = client.get(reverse("admin:mailbox_kimaccount_changelist"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_saving_the_account_in_the_admin_leaves_the_fetch_state_written_meanwhile(admin_client, cm, monkeypatch):
+    from mailbox.admin import KimAccountAdmin
+    from mailbox.services.fetch import account_lease_acquire
+
+    mailbox = MailboxFactory(address="station-kardio@klinikum-test.kim.telematik-test")
+    assert admin_client.post(reverse("admin:mailbox_kimaccount_add"), _form(mailbox, cm)).status_code == 302
+    account = KimAccount.objects.get(mailbox=mailbox)
+    taken: dict[str, str | None] = {}
+    save_form = KimAccountAdmin.save_form
+
+    def fetch_meanwhile(self, request, form, change):
+        # The admin read the account before this point; a worker takes the fetch lease and records its outcome now.
+        taken["token"] = account_lease_acquire(account_id=account.pk)
+        KimAccount.objects.filter(pk=account.pk).update(status=KimAccount.Status.OK, consecutive_failures=0)
+        return save_form(self, request, form, change)
+
+    monkeypatch.setattr(KimAccountAdmin, "save_form", fetch_meanwhile)
+    url = reverse("admin:mailbox_kimaccount_change", args=[account.pk])
+    response = admin_client.post(url, _form(mailbox, cm, timeout_seconds="9"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.timeout_seconds == 9
+    assert taken["token"] and account.fetch_lease_token == taken["token"]
+    assert account.status == KimAccount.Status.OK
