@@ -294,7 +294,8 @@ class StateForm(VersionedForm):
         return data
 
 
-class NoteForm(VersionedForm):
+class NoteForm(forms.Form):
+    # No version: a note adds to the message and overwrites nothing (mailbox.services.notes.note_add).
     body = forms.CharField(label=_("Notiz"), max_length=10_000, strip=True)
 
 

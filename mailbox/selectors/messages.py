@@ -607,6 +607,23 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
     return message, lists
 
 
+def _notes(message_id: int) -> list[Note]:
+    notes = []
+    split = len(_NOTE_COLUMNS)
+    for row in _NOTES.rows(message_id):
+        note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
+        _related(note, "author", _person(row[split:]))
+        notes.append(note)
+    return notes
+
+
+def note_list_for_user(user: Any, message_id: int) -> list[Note] | None:
+    """A message's notes as its page lists them (oldest first, with their authors), or None when not visible."""
+    if not user.is_authenticated or not Message.objects.visible_to(user).filter(pk=message_id).exists():
+        return None
+    return _notes(message_id)
+
+
 def message_detail_lists(
     user: Any,
     message: Message,
@@ -631,14 +648,7 @@ def message_detail_lists(
         Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments[:ATTACHMENTS_SHOWN]
     ]
     message.attachments_more = len(attachments) > ATTACHMENTS_SHOWN
-    notes = []
-    if lists.has_notes:
-        split = len(_NOTE_COLUMNS)
-        for row in _NOTES.rows(message.pk):
-            note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
-            _related(note, "author", _person(row[split:]))
-            notes.append(note)
-    message.note_list = notes
+    message.note_list = _notes(message.pk) if lists.has_notes else []
     periods = []
     if lists.has_periods:
         split = len(_PERIOD_COLUMNS)

@@ -281,7 +281,7 @@ def message_state(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_note(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     def act(message: Message, data: dict[str, Any]) -> str:
-        note = note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        note = note_add(user=request.user, message=message, body=data["body"])
         # A name that is no member of the mailbox reaches no one: the writer must know, not assume they were told.
         unreached = sorted(mention_names(note.body) - {u.username.lower() for u in note.mentions.all()})
         if unreached:
