@@ -299,6 +299,10 @@ class NoteForm(forms.Form):
     body = forms.CharField(label=_("Notiz"), max_length=10_000, strip=True)
 
 
+class AttachmentFilterForm(forms.Form):
+    name = forms.CharField(required=False, max_length=200, strip=True, label=_("Name enthält"))
+
+
 class MessageFilterForm(forms.Form):
     VIEWS = [
         ("all", _("Alle")),

@@ -648,6 +648,11 @@ def message_detail_lists(
         Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments[:ATTACHMENTS_SHOWN]
     ]
     message.attachments_more = len(attachments) > ATTACHMENTS_SHOWN
+    # How many there are: the row's count, unless it stopped at its column's limit (then they are counted, which only
+    # a hostile or broken mail of more than 32,767 parts costs).
+    message.attachment_total = message.attachment_count
+    if message.attachments_more and message.attachment_count >= Message.ATTACHMENT_COUNT_MAX:
+        message.attachment_total = _listed_attachments(message.pk).count()
     message.note_list = _notes(message.pk) if lists.has_notes else []
     periods = []
     if lists.has_periods:
@@ -775,10 +780,12 @@ def _lock_message(found: Sequence[Sequence[Any]], *, present: bool = True) -> Me
     return message
 
 
-def attachment_page_for_user(user: Any, *, message_pk: int, page: int | str) -> Page[Attachment]:
+def attachment_page_for_user(user: Any, *, message_pk: int, page: int | str, name: str = "") -> Page[Attachment]:
     """One page of the attachments a message lists (none when the user may not see it); a page number out of range
-    or not a number gives the last or the first page."""
+    or not a number gives the last or the first page. `name`: only those whose file name contains it (any case)."""
     listed = _listed_attachments(message_pk).filter(message__in=Message.objects.visible_to(user))
+    if name:
+        listed = listed.filter(filename__icontains=name)
     return Paginator(listed, ATTACHMENTS_PAGE_SIZE).get_page(page)
 
 
