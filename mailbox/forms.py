@@ -331,6 +331,19 @@ class MessageFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["state"]).choices = [("", _("alle Status")), *Message.State.choices]
 
+    def clean_q(self) -> str:
+        from mailbox.selectors.messages import search_excludes_only
+
+        q: str = self.cleaned_data.get("q") or ""
+        if search_excludes_only(q):
+            raise forms.ValidationError(
+                _(
+                    "Bitte mindestens ein Wort angeben, das vorkommen soll: Wörter mit „-“ davor schließen nur aus, "
+                    "Füllwörter wie „die“ oder „und“ werden nicht gesucht (z. B. „Befund -Labor“)."
+                )
+            )
+        return q
+
     def error_texts(self, *, ignore: tuple[str, ...] = ()) -> list[str]:
         """What was refused, field by field, in the words the user reads ("Suche: …")."""
         return [

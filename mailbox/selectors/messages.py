@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -109,25 +110,66 @@ def apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySet
     return qs
 
 
+# A search's terms as websearch_to_tsquery reads them: a quoted phrase (to its closing quote or the end) or a word,
+# either with "-" before it to exclude.
+_SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+# On PostgreSQL the parser itself says it: querytree() is "T" when no part of the query can use the index (only
+# exclusions, or only words the German configuration drops as stop words besides them).
+_EXCLUDES_ONLY = (
+    "querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+    " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T'"
+)
+
+
+def search_excludes_only(text: str) -> bool:
+    """Whether a search (or one of its "or" alternatives) only excludes, like "-Labor": it matches nearly every
+    message and no index finds them, so it would read the whole message table. Such a search is refused."""
+    if "-" not in text:
+        return False  # nothing excluded (the usual search asks the database nothing more)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {_EXCLUDES_ONLY}", [text, text])
+            return bool(cursor.fetchone()[0])
+    alternatives: list[list[bool]] = [[]]  # per alternative: each term, whether it must occur
+    for minus, phrase, word in _SEARCH_TERM.findall(text):
+        if word and word.lower() == "or":
+            alternatives.append([])
+            continue
+        if word.startswith("-"):
+            minus, word = "-", word.lstrip("-")
+        if re.search(r"\w", phrase or word):  # punctuation alone is no term
+            alternatives[-1].append(not minus)
+    return any(terms and not any(terms) for terms in alternatives)
+
+
 def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     if connection.vendor == "postgresql":
-        # The generated column search_tsv (migration 0004) has a GIN index; German stemming.
+        # The generated column search_tsv (migration 0004) has a GIN index; German stemming. A search that only
+        # excludes (MessageFilterForm refuses it with the reason) matches nothing here: the condition is constant,
+        # so PostgreSQL plans no scan at all instead of reading every message.
         return qs.filter(
             RawSQL(
-                "mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
-                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s)",
-                [text, text],
+                "(mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
+                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s))"
+                " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+                " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')",
+                [text, text, text, text],
                 output_field=BooleanField(),
             )
         )
-    # Embedded default (SQLite): every word must occur somewhere.
+    if search_excludes_only(text):
+        return qs.none()
+    # Embedded default (SQLite): every word must occur somewhere, and none with "-" before it.
     for word in text.split()[:8]:
-        qs = qs.filter(
-            Q(subject__icontains=word)
-            | Q(from_address__icontains=word)
-            | Q(from_name__icontains=word)
-            | Q(text_body__icontains=word)
+        excluded = word.startswith("-") and len(word) > 1
+        term = word[1:] if excluded else word
+        found = (
+            Q(subject__icontains=term)
+            | Q(from_address__icontains=term)
+            | Q(from_name__icontains=term)
+            | Q(text_body__icontains=term)
         )
+        qs = qs.exclude(found) if excluded else qs.filter(found)
     return qs
 
 
