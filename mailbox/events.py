@@ -187,14 +187,17 @@ def broadcast_account_status(*, mailbox_id: int) -> None:
     )
 
 
-def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = False, counts: bool = False) -> None:
+def broadcast_message_changed(
+    *, mailbox_id: int, message_id: int, lock: bool = False, counts: bool = False, notes: bool = False
+) -> None:
     """State, responsibility, notes or the read-lock changed: the pages that show the message re-render it.
 
     The event goes to the message's own group, which holds its open detail pages and the lists that show
     its row (each inbox socket joins the rows its page displays): a claim in a mailbox of 2,000 messages
     reaches the few pages that show it, not every open inbox. `counts`: the change moves the mailbox's
     counts (a state change), so every member's navigation is refreshed too; a new assignee's own counter
-    goes by broadcast_counters_changed to the people concerned only.
+    goes by broadcast_counters_changed to the people concerned only. `notes`: a note was added, the open pages
+    show it (their lists re-read the notes).
     """
     event = {
         "type": "message.changed",
@@ -202,6 +205,7 @@ def broadcast_message_changed(*, mailbox_id: int, message_id: int, lock: bool = 
         "message_id": message_id,
         "lock": lock,
         "counts": counts,
+        "notes": notes,
         "seq": _seq(),
     }
 

@@ -294,8 +294,13 @@ class StateForm(VersionedForm):
         return data
 
 
-class NoteForm(VersionedForm):
+class NoteForm(forms.Form):
+    # No version: a note adds to the message and overwrites nothing (mailbox.services.notes.note_add).
     body = forms.CharField(label=_("Notiz"), max_length=10_000, strip=True)
+
+
+class AttachmentFilterForm(forms.Form):
+    name = forms.CharField(required=False, max_length=200, strip=True, label=_("Name enthält"))
 
 
 class MessageFilterForm(forms.Form):
@@ -325,6 +330,19 @@ class MessageFilterForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["state"]).choices = [("", _("alle Status")), *Message.State.choices]
+
+    def clean_q(self) -> str:
+        from mailbox.selectors.messages import search_excludes_only
+
+        q: str = self.cleaned_data.get("q") or ""
+        if search_excludes_only(q):
+            raise forms.ValidationError(
+                _(
+                    "Bitte mindestens ein Wort angeben, das vorkommen soll: Wörter mit „-“ davor schließen nur aus, "
+                    "Füllwörter wie „die“ oder „und“ werden nicht gesucht (z. B. „Befund -Labor“)."
+                )
+            )
+        return q
 
     def error_texts(self, *, ignore: tuple[str, ...] = ()) -> list[str]:
         """What was refused, field by field, in the words the user reads ("Suche: …")."""

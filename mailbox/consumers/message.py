@@ -39,6 +39,7 @@ class MessageConsumer(PortalConsumer):
         self.frames = Budget(FRAME_BURST, FRAME_WINDOW_SECONDS)
         self.pending_writing: bool | None = None
         self.panel_scheduled = False
+        self.notes_due = False
         self.mailbox_id: int | None = None
         self.language = language_from_scope(self.scope)  # the panel is rendered before the user is known
         scope_user = self.scope.get("user")
@@ -146,6 +147,8 @@ class MessageConsumer(PortalConsumer):
             await self._close(4403)
 
     async def message_changed(self, event: dict) -> None:
+        # A colleague's note: the page's list shows it with the panel (two notes at once: one list with both).
+        self.notes_due = self.notes_due or bool(event.get("notes"))
         self._lock_panel_soon()
 
     async def presence_changed(self, event: dict) -> None:
@@ -199,14 +202,20 @@ class MessageConsumer(PortalConsumer):
         if not can(role, Action.READ):
             await self._close(4403)
             return
-        await self._send(await db(self._render_lock)(role))
+        notes, self.notes_due = self.notes_due, False
+        await self._send(await db(self._render_lock)(role, notes=notes))
 
-    def _render_lock(self, role: str) -> str:
+    def _render_lock(self, role: str, *, notes: bool = False) -> str:
         message = selectors.message_lock_for_user(self.user, self.message_id)
         if message is None:
             return ""
         message.role = role
-        return self._render_panel(self.user, message)
+        html = self._render_panel(self.user, message)
+        note_list = selectors.note_list_for_user(self.user, self.message_id) if notes else None
+        if note_list is not None:
+            with translation.override(self.language):
+                html += render_to_string("mailbox/partials/_note_list.html", {"notes": note_list, "oob": True})
+        return html
 
     def _render_panel(self, user: Any, message: Message) -> str:
         context = {"user": user, "message": message, "oob": True, "page_token": self.page_token}

@@ -90,8 +90,10 @@ class Message(models.Model):
     # What the parser had to work around, each kept untranslated (kimportal.texts; a row from before keeps its
     # German sentence), shown as parse_problem_texts.
     parse_problems = models.JSONField(default=list, blank=True)
-    # Attachments (not inline images); immutable after ingest, kept here so lists need no join.
+    # Attachments (not inline images); immutable after ingest, kept here so lists need no join. Stored up to
+    # ATTACHMENT_COUNT_MAX (a hostile mail can have more parts): where the number is shown, a message at it is counted.
     attachment_count = models.PositiveSmallIntegerField(default=0)
+    ATTACHMENT_COUNT_MAX = 32_767
 
     # Work state. One responsible person at most: a single column, so the database enforces it.
     state = models.CharField(max_length=20, choices=State.choices, default=State.NEW, db_index=True)
@@ -141,6 +143,7 @@ class Message(models.Model):
     role: str | None
     attachment_list: list[Attachment]  # the detail page's: the first ones listed (selectors.ATTACHMENTS_SHOWN)
     attachments_more: bool  # the message lists more attachments than attachment_list holds
+    attachment_total: int  # how many it lists: attachment_count, or counted when that stopped at its limit
     note_list: list[Note]
     assignment_history: list[AssignmentPeriod]
     readers: list[tuple[str, str, str, datetime]]  # first name, last name, username, read at

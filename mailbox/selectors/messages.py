@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -109,25 +110,66 @@ def apply_filter(qs: QuerySet[Message], user: Any, f: MessageFilter) -> QuerySet
     return qs
 
 
+# A search's terms as websearch_to_tsquery reads them: a quoted phrase (to its closing quote or the end) or a word,
+# either with "-" before it to exclude.
+_SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+# On PostgreSQL the parser itself says it: querytree() is "T" when no part of the query can use the index (only
+# exclusions, or only words the German configuration drops as stop words besides them).
+_EXCLUDES_ONLY = (
+    "querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+    " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T'"
+)
+
+
+def search_excludes_only(text: str) -> bool:
+    """Whether a search (or one of its "or" alternatives) only excludes, like "-Labor": it matches nearly every
+    message and no index finds them, so it would read the whole message table. Such a search is refused."""
+    if "-" not in text:
+        return False  # nothing excluded (the usual search asks the database nothing more)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {_EXCLUDES_ONLY}", [text, text])
+            return bool(cursor.fetchone()[0])
+    alternatives: list[list[bool]] = [[]]  # per alternative: each term, whether it must occur
+    for minus, phrase, word in _SEARCH_TERM.findall(text):
+        if word and word.lower() == "or":
+            alternatives.append([])
+            continue
+        if word.startswith("-"):
+            minus, word = "-", word.lstrip("-")
+        if re.search(r"\w", phrase or word):  # punctuation alone is no term
+            alternatives[-1].append(not minus)
+    return any(terms and not any(terms) for terms in alternatives)
+
+
 def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     if connection.vendor == "postgresql":
-        # The generated column search_tsv (migration 0004) has a GIN index; German stemming.
+        # The generated column search_tsv (migration 0004) has a GIN index; German stemming. A search that only
+        # excludes (MessageFilterForm refuses it with the reason) matches nothing here: the condition is constant,
+        # so PostgreSQL plans no scan at all instead of reading every message.
         return qs.filter(
             RawSQL(
-                "mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
-                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s)",
-                [text, text],
+                "(mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
+                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s))"
+                " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+                " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')",
+                [text, text, text, text],
                 output_field=BooleanField(),
             )
         )
-    # Embedded default (SQLite): every word must occur somewhere.
+    if search_excludes_only(text):
+        return qs.none()
+    # Embedded default (SQLite): every word must occur somewhere, and none with "-" before it.
     for word in text.split()[:8]:
-        qs = qs.filter(
-            Q(subject__icontains=word)
-            | Q(from_address__icontains=word)
-            | Q(from_name__icontains=word)
-            | Q(text_body__icontains=word)
+        excluded = word.startswith("-") and len(word) > 1
+        term = word[1:] if excluded else word
+        found = (
+            Q(subject__icontains=term)
+            | Q(from_address__icontains=term)
+            | Q(from_name__icontains=term)
+            | Q(text_body__icontains=term)
         )
+        qs = qs.exclude(found) if excluded else qs.filter(found)
     return qs
 
 
@@ -607,6 +649,23 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
     return message, lists
 
 
+def _notes(message_id: int) -> list[Note]:
+    notes = []
+    split = len(_NOTE_COLUMNS)
+    for row in _NOTES.rows(message_id):
+        note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
+        _related(note, "author", _person(row[split:]))
+        notes.append(note)
+    return notes
+
+
+def note_list_for_user(user: Any, message_id: int) -> list[Note] | None:
+    """A message's notes as its page lists them (oldest first, with their authors), or None when not visible."""
+    if not user.is_authenticated or not Message.objects.visible_to(user).filter(pk=message_id).exists():
+        return None
+    return _notes(message_id)
+
+
 def message_detail_lists(
     user: Any,
     message: Message,
@@ -631,14 +690,12 @@ def message_detail_lists(
         Attachment.from_db("default", _ATTACHMENT_COLUMNS, row) for row in attachments[:ATTACHMENTS_SHOWN]
     ]
     message.attachments_more = len(attachments) > ATTACHMENTS_SHOWN
-    notes = []
-    if lists.has_notes:
-        split = len(_NOTE_COLUMNS)
-        for row in _NOTES.rows(message.pk):
-            note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
-            _related(note, "author", _person(row[split:]))
-            notes.append(note)
-    message.note_list = notes
+    # How many there are: the row's count, unless it stopped at its column's limit (then they are counted, which only
+    # a hostile or broken mail of more than 32,767 parts costs).
+    message.attachment_total = message.attachment_count
+    if message.attachments_more and message.attachment_count >= Message.ATTACHMENT_COUNT_MAX:
+        message.attachment_total = _listed_attachments(message.pk).count()
+    message.note_list = _notes(message.pk) if lists.has_notes else []
     periods = []
     if lists.has_periods:
         split = len(_PERIOD_COLUMNS)
@@ -765,10 +822,12 @@ def _lock_message(found: Sequence[Sequence[Any]], *, present: bool = True) -> Me
     return message
 
 
-def attachment_page_for_user(user: Any, *, message_pk: int, page: int | str) -> Page[Attachment]:
+def attachment_page_for_user(user: Any, *, message_pk: int, page: int | str, name: str = "") -> Page[Attachment]:
     """One page of the attachments a message lists (none when the user may not see it); a page number out of range
-    or not a number gives the last or the first page."""
+    or not a number gives the last or the first page. `name`: only those whose file name contains it (any case)."""
     listed = _listed_attachments(message_pk).filter(message__in=Message.objects.visible_to(user))
+    if name:
+        listed = listed.filter(filename__icontains=name)
     return Paginator(listed, ATTACHMENTS_PAGE_SIZE).get_page(page)
 
 

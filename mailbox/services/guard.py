@@ -63,31 +63,33 @@ def _last_change_text(message: Message) -> str:
     return f"{ACTION_LABELS.get(last.action, last.action)} – {who}, {when}"
 
 
-def guarded(user: Any, message: Message, expected_version: int) -> Message:
+def guarded(user: Any, message: Message, expected_version: int | None) -> Message:
     """Lock the row and stop the action if the message changed or someone else holds the read-lock.
 
-    Call inside a transaction: the row lock holds until it commits.
+    `expected_version` None: the action only adds (a note) and overwrites nothing a colleague did, so a change
+    meanwhile does not stop it; the read-lock still does. Call inside a transaction: the row lock holds until it
+    commits, which also puts concurrent additions one after the other.
     """
     require(user, message.mailbox_id, Action.PROCESS)
     current = (
         Message.objects.select_for_update(of=("self",)).select_related("claimed_by", "assignee").get(pk=message.pk)
     )
-    if current.version != expected_version:
+    if expected_version is not None and current.version != expected_version:
         raise conflict_error(current)
     if current.claim_active() and current.claimed_by_id != user.pk:
         raise claim_held_error(current)
     return current
 
 
-def bump(message: Message, **fields: Any) -> Message:
-    """Write the change with a new version; open lists and pages re-render on commit."""
+def bump(message: Message, *, notes: bool = False, **fields: Any) -> Message:
+    """Write the change with a new version; open lists and pages re-render on commit (`notes`: their notes too)."""
     previous_state, previous_assignee = message.state, message.assignee_id
     fields["version"] = message.version + 1
     Message.objects.filter(pk=message.pk).update(**fields)
     for name, value in fields.items():
         setattr(message, name, value)
     events.broadcast_message_changed(
-        mailbox_id=message.mailbox_id, message_id=message.pk, counts=message.state != previous_state
+        mailbox_id=message.mailbox_id, message_id=message.pk, counts=message.state != previous_state, notes=notes
     )
     if message.assignee_id != previous_assignee:
         people = [pk for pk in (previous_assignee, message.assignee_id) if pk is not None]

@@ -204,7 +204,7 @@ def _message_row(mailbox: Mailbox, staged: StagedMessage) -> Message:
         text_body=c(parsed.text_body),
         html_body=c(parsed.html_body),
         is_malformed=parsed.is_malformed,
-        attachment_count=min(sum(1 for a in parsed.attachments if not a.is_inline), 32767),
+        attachment_count=min(sum(1 for a in parsed.attachments if not a.is_inline), Message.ATTACHMENT_COUNT_MAX),
         parse_problems=[_nul_free_stored(problem.stored) for problem in parsed.problems],
     )
 

@@ -27,14 +27,16 @@ def mention_names(body: str) -> set[str]:
 
 
 @transaction.atomic
-def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
+def note_add(*, user: Any, message: Message, body: str) -> Note:
     body = body.strip()
     # Zero-width spaces, joiners and direction marks survive strip(): a note of only those would show as empty.
     if not any(unicodedata.category(c)[0] not in "ZC" for c in body):
         raise PortalError(_("Die Notiz ist leer."))
     if len(body) > MAX_NOTE:
         raise PortalError(_("Die Notiz ist zu lang (höchstens 10.000 Zeichen)."))
-    current = guarded(user, message, version)
+    # A note is added, never overwrites: a colleague's note (or other change) meanwhile must not refuse it, as two
+    # people writing at once would otherwise lose one note. The row lock puts them one after the other.
+    current = guarded(user, message, None)
     note = Note.objects.create(message=current, author=user, body=body)
     names = mention_names(body)
     mentioned = [
@@ -51,5 +53,5 @@ def note_add(*, user: Any, message: Message, version: int, body: str) -> Note:
             params={"name": display_name(user), "subject": short(current.subject)},
         )
     audit_record(actor=user, action="note.added", message=current, note=note.pk, mentions=[u.pk for u in mentioned])
-    bump(current)
+    bump(current, notes=True)
     return note

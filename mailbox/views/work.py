@@ -21,7 +21,7 @@ from audit.selectors import trail_for_message
 from kimportal.errors import ClaimHeld, Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
-from mailbox.forms import AssignForm, NoteForm, StateForm, VersionedForm
+from mailbox.forms import AssignForm, AttachmentFilterForm, NoteForm, StateForm, VersionedForm
 from mailbox.models import Attachment, Membership, Message
 from mailbox.permissions import Action, can, is_manager
 from mailbox.services.assignment import message_assign as assignment_assign
@@ -111,10 +111,18 @@ def _detail_context(request: AuthenticatedHttpRequest, message: Message, **extra
 def message_attachments(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """All attachments of a message, page by page: its own page lists the first ATTACHMENTS_SHOWN of them."""
     message = message_or_404(request.user, pk)
-    page = selectors.attachment_page_for_user(request.user, message_pk=message.pk, page=request.GET.get("seite", 1))
-    # Their names are the message's content: read like the page, recorded like it (which page of the list).
-    message_access_record(user=request.user, message=message, action="message.attachments_viewed", page=page.number)
+    form = AttachmentFilterForm(request.GET)
+    name = form.cleaned_data["name"] if form.is_valid() else ""
+    page = selectors.attachment_page_for_user(
+        request.user, message_pk=message.pk, page=request.GET.get("seite", 1), name=name
+    )
+    # Their names are the message's content: read like the page, recorded like it (which page of the list, and the
+    # name searched for, which says what the reader was looking for).
+    details: dict[str, Any] = {"page": page.number, **({"name": name} if name else {})}
+    message_access_record(user=request.user, message=message, action="message.attachments_viewed", **details)
     context = {
+        "form": form,
+        "name": name,
         "mailboxes": selectors.mailbox_list_for_user(request.user),
         "current_mailbox": message.mailbox,
         "message": message,
@@ -281,7 +289,7 @@ def message_state(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_note(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     def act(message: Message, data: dict[str, Any]) -> str:
-        note = note_add(user=request.user, message=message, version=data["version"], body=data["body"])
+        note = note_add(user=request.user, message=message, body=data["body"])
         # A name that is no member of the mailbox reaches no one: the writer must know, not assume they were told.
         unreached = sorted(mention_names(note.body) - {u.username.lower() for u in note.mentions.all()})
         if unreached:

@@ -53,7 +53,7 @@ def _with_attachments(mailbox, count: int, *, uidl: str = "viele", inline: int =
             for i in range(1, count)
         ]
     )  # fmt: skip
-    Message.objects.filter(pk=message.pk).update(attachment_count=count)
+    Message.objects.filter(pk=message.pk).update(attachment_count=min(count, Message.ATTACHMENT_COUNT_MAX))
     return message
 
 
@@ -143,3 +143,63 @@ def test_a_signature_beyond_the_listed_attachments_still_brings_the_signatures_p
     shown = selectors.message_detail_for_user(member, message.pk)
     assert shown.attachments_more and len(shown.attachment_list) == ATTACHMENTS_SHOWN
     assert panel_applies(shown)
+
+
+def test_the_list_filters_by_name_counts_the_matches_keeps_the_filter_and_records_it(client, member, mailbox):
+    message = _with_attachments(mailbox, 450)  # the mail's PDF, then scan-00001.tif … scan-00449.tif
+    client.force_login(member)
+    url = reverse("mailbox:message-attachments", args=[message.pk])
+
+    first = client.get(url, {"name": " SCAN-00 "}).content.decode()
+
+    assert '<h1 id="attachments-heading">449 Anhänge mit „SCAN-00“ im Namen</h1>' in first
+    assert "Anhänge 1–200 von 449" in first and "Seite 1 von 3" in first
+    assert 'value="SCAN-00"' in first and "Filter aufheben" in first
+    assert '<label for="attachment-name">Name enthält</label>' in first
+    # Paging keeps the filter: the link, and the jump to a page by its number.
+    found = re.search(r'<a href="\?seite=2&amp;name=SCAN-00" rel="next">', first)
+    assert found is not None
+    assert '<input type="hidden" name="name" value="SCAN-00">' in first
+    second = client.get(url, {"seite": 2, "name": "SCAN-00"}).content.decode()
+    assert "Anhänge 201–400 von 449" in second
+    assert [int(p) for p in _ITEM.findall(second)] == list(range(201, 401))
+
+    one = client.get(url, {"name": "scan-00017"}).content.decode()
+    assert "1 Anhang mit „scan-00017“ im Namen" in one and [int(p) for p in _ITEM.findall(one)] == [17]
+    # The name is text, not a pattern: "%" and "_" match only themselves.
+    for pattern in ("%", "scan_0"):
+        none = client.get(url, {"name": pattern}).content.decode()
+        assert "0 Anhänge mit" in none and "Kein Anhang passt zu diesem Namen." in none
+    events = AuditEvent.objects.filter(actor_id=member.pk, action="message.attachments_viewed", message_id=message.pk)
+    assert [(e.details["page"], e.details.get("name")) for e in events.order_by("id")] == [
+        (1, "SCAN-00"),
+        (2, "SCAN-00"),
+        (1, "scan-00017"),
+        (1, "%"),
+        (1, "scan_0"),
+    ]
+    unfiltered = client.get(url).content.decode()
+    assert "450 Anhänge</h1>" in unfiltered and "Filter aufheben" not in unfiltered
+    assert "name" not in AuditEvent.objects.filter(action="message.attachments_viewed").latest("id").details
+
+
+def test_a_name_filter_over_the_limit_is_refused_with_the_whole_list(client, member, mailbox):
+    message = _with_attachments(mailbox, 3)
+    client.force_login(member)
+    html = client.get(reverse("mailbox:message-attachments", args=[message.pk]), {"name": "x" * 201}).content.decode()
+    assert 'aria-invalid="true"' in html and 'id="attachment-name-error"' in html
+    assert "3 Anhänge</h1>" in html
+
+
+def test_a_message_with_more_attachments_than_its_count_holds_shows_the_real_number(client, member, mailbox):
+    # A hostile mail of 32,800 parts: the row's small-integer count stops at 32,767, as ingest stores it.
+    message = _with_attachments(mailbox, 32_800)
+    assert Message.objects.get(pk=message.pk).attachment_count == 32_767
+    client.force_login(member)
+
+    html = client.get(reverse("mailbox:message-detail", args=[message.pk])).content.decode()
+
+    assert "Anhänge (32800)" in html and "Die ersten 50 von 32800 Anhängen." in html
+    assert "Alle 32800 Anhänge anzeigen" in html
+    listed = client.get(reverse("mailbox:message-attachments", args=[message.pk])).content.decode()
+    assert "32800 Anhänge</h1>" in listed

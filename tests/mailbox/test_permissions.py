@@ -830,7 +830,7 @@ async def test_inbox_events_reach_only_the_mailboxs_members():
     await database_sync_to_async(Membership.objects.filter(user=users["leaver"]).delete)()
 
     # A change (a note), a lock and a presence in the mailbox: each is an event for its members.
-    await database_sync_to_async(notes.note_add)(user=w.colleague, message=w.message, version=1, body="Befund da")
+    await database_sync_to_async(notes.note_add)(user=w.colleague, message=w.message, body="Befund da")
     for role in ROLES:
         html = await inboxes[role].receive_from(timeout=5)
         assert f'id="msg-{w.message.pk}"' in html and OWN_SUBJECT in html

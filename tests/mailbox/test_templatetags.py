@@ -243,7 +243,7 @@ def test_the_kept_work_section_shows_each_message_and_user_their_own(client):
         MembershipFactory(mailbox=box, user=user)
     first = message_ingest(mailbox=box, uidl="w1", raw=MAIL_WITH_PDF)
     second = message_ingest(mailbox=box, uidl="w2", raw=MAIL_WITH_PDF.replace(b"Entlassbrief", b"Zweiter Brief"))
-    note_add(user=anna, message=second, version=second.version, body="Nur <am> zweiten")
+    note_add(user=anna, message=second, body="Nur <am> zweiten")
     second.refresh_from_db()
     message_assign(user=anna, message=second, version=second.version, assignee_id=bernd.pk)
     second.refresh_from_db()

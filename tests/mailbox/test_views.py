@@ -136,7 +136,7 @@ def test_message_detail_reads_the_row_once_and_skips_empty_lists(client, member,
     other = UserFactory(username="kollegin", first_name="Karla", last_name="Kollegin")
     MembershipFactory(mailbox=message.mailbox, user=other)
     message_release(user=member, message=message)
-    note_add(user=other, message=message, version=message.version, body="Bitte Befund prüfen")
+    note_add(user=other, message=message, body="Bitte Befund prüfen")
     message.refresh_from_db()
     message_assign(user=other, message=message, version=message.version, assignee_id=other.pk, note="")
     Presence.objects.create(message=message, user=other, channel_name="c1", page_token="p")
@@ -365,7 +365,7 @@ def test_mention_at_the_end_of_a_sentence_notifies(member, mailbox):
     anna = UserFactory(username="anna")
     MembershipFactory(mailbox=mailbox, user=anna)
     msg = message_ingest(mailbox=mailbox, uidl="mention", raw=MAIL_WITH_PDF)
-    note_add(user=member, message=msg, version=msg.version, body="Bitte prüfen, @anna.")
+    note_add(user=member, message=msg, body="Bitte prüfen, @anna.")
     assert Notification.objects.filter(user=anna, kind="mention").exists()
 
 

@@ -44,7 +44,7 @@ def _audited(action: str, alice, bob, message) -> str:
         states.message_set_state(user=alice, message=message, version=1, state=Message.State.DONE)
         return "message.state_changed"
     if action == "note":
-        notes.note_add(user=alice, message=message, version=1, body="gesehen")
+        notes.note_add(user=alice, message=message, body="gesehen")
         return "note.added"
     raise AssertionError(action)
 

@@ -32,17 +32,19 @@ def _act(action: str, *, user, message: Message, version: int, target):
             user=user, message=message, version=version, state=Message.State.WAITING, due_at=due
         )
     if action == "note":
-        return notes.note_add(user=user, message=message, version=version, body="Rückruf erledigt")
+        return notes.note_add(user=user, message=message, body="Rückruf erledigt")
     raise AssertionError(action)
 
 
 ACTIONS = ["take", "assign", "unassign", "done", "waiting", "note"]
+# Actions that overwrite what a colleague may have just done; a note only adds and is taken whatever changed.
+OVERWRITING = [a for a in ACTIONS if a != "note"]
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("action", OVERWRITING)
 def test_stale_version_raises_conflict_and_changes_nothing(action, alice, bob, carol, owner, message):
     assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)  # alice loaded version 2 …
-    notes.note_add(user=owner, message=message, version=2, body="Befund ist da")  # … then this happened
+    notes.note_add(user=owner, message=message, body="Befund ist da")  # … then this happened
     before = snapshot(message)
 
     with pytest.raises(errors.Conflict) as exc:
@@ -52,6 +54,17 @@ def test_stale_version_raises_conflict_and_changes_nothing(action, alice, bob, c
     assert exc.value.fresh.version == 3
     assert "geändert" in exc.value.message
     assert "Notiz hinzugefügt – Olga Ober" in exc.value.message
+
+
+def test_a_note_from_a_stale_page_is_added_after_the_change_it_did_not_see(alice, bob, owner, message):
+    assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)  # alice loaded version 2 …
+    notes.note_add(user=owner, message=message, body="Befund ist da")  # … then this happened
+
+    added = _act("note", user=alice, message=message, version=2, target=None)
+
+    assert [n.body for n in message.notes.order_by("created_at", "id")] == ["Befund ist da", "Rückruf erledigt"]
+    assert added.author == alice
+    assert Message.objects.get(pk=message.pk).version == 4  # the others' next action still sees it was added
 
 
 @pytest.mark.parametrize("action", ACTIONS)

@@ -163,6 +163,12 @@ def searchable(box):
         ("Befund Montag", {"befund"}),
         ("Befund Sommer", set()),
         ("Röntgen", set()),
+        ("Entlassbrief -Befund", {"subject"}),
+        ("Befund -Montag", set()),
+        # Only exclusions: nearly every message would match, found by reading them all (the form refuses it).
+        ("-Montag", set()),
+        ('-"Befunde vom"', set()),
+        ("Entlassbrief or -Montag", set()),
     ],
 )
 def test_search_over_subject_sender_and_body(query, expected, alice, box, searchable):
@@ -176,6 +182,49 @@ def test_search_over_subject_sender_and_body(query, expected, alice, box, search
 def test_full_text_search_understands_german_inflection(query, expected, alice, box, searchable):
     # Substring search cannot find these: only the German stemmer maps them onto the stored words.
     assert listed(alice, q=query) == [searchable[expected].pk]
+
+
+def test_a_search_that_only_excludes_is_refused_with_its_reason(client, alice, box, searchable):
+    client.force_login(alice)
+    html = client.get(reverse("mailbox:mailbox-messages", args=[box.pk]), {"q": "-Montag"}).content.decode()
+    assert "Suche: Bitte mindestens ein Wort angeben, das vorkommen soll" in html
+    assert 'value="-Montag"' in html
+
+
+def _plan_nodes(node: dict) -> list[dict]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plan is PostgreSQL's")
+def test_a_search_that_only_excludes_reads_no_message_rows_on_a_big_table(alice, box, searchable):
+    # 20,000 messages that all contain "Laborwert": "-Laborwert" matches none of them, and before, PostgreSQL read
+    # every row to find that out (a sequential scan of the whole table); "die -Labor" too, as "die" is a stop word.
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO mailbox_message (mailbox_id, uidl, raw_sha256, size, received_at, from_address, from_name,"
+            ' subject, text_body, html_body, message_id, in_reply_to, "references", dienstkennung, "to", cc,'
+            " decryption_results, integrity_results, kim_error_codes, is_malformed, parse_problems,"
+            " attachment_count, state, version, claim_page, legal_hold, is_delivery_report)"
+            " SELECT %s, 'big' || g, '', 1, now() - g * interval '1 minute', 'l@l.de', 'Labor', 'Wert ' || g,"
+            " 'Laborwert', '', '', '', '', '', '[]', '[]', '[]', '[]', '[]', false, '[]', 0, 'new', 1, '', false,"
+            " false FROM generate_series(1, 20000) g",
+            [box.pk],
+        )
+        cursor.execute("ANALYZE mailbox_message")
+    for query in ("-Laborwert", "die -Labor", "- Laborwert"):
+        with CaptureQueriesContext(connection) as page:
+            assert listed(alice, mailbox=box, q=query) == []
+        with connection.cursor() as cursor:
+            for captured in page.captured_queries:
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + captured["sql"])
+                nodes = _plan_nodes(cursor.fetchone()[0][0]["Plan"])
+                scans = [n for n in nodes if n.get("Relation Name") == "mailbox_message"]
+                assert scans == [], (query, [n["Node Type"] for n in scans])
+    # A search with a word to find still finds, through the index, and excludes what it should.
+    assert listed(alice, mailbox=box, q="Laborwert -Wert") == []
+    assert listed(alice, mailbox=box, q="Montag -Laborwert") == [searchable["befund"].pk]
 
 
 def _busy_box(box, alice, bob, n: int) -> None:
@@ -340,6 +389,8 @@ def test_a_pages_result_codes_are_the_fields_values_and_each_rows_own(alice, box
     [
         ({"q": "Befund " * 40}, "Suche"),  # a pasted paragraph, longer than the 200 characters a search takes
         ({"q": "Bef\x00und"}, "Suche"),
+        ({"q": "-Befund"}, "Suche"),  # only excludes: almost every message, and no index finds them
+        ({"q": "-Befund -Montag"}, "Suche"),
         ({"date_from": "2026-02-31"}, "von"),
         ({"state": "verloren", "q": "Befund"}, "Status"),
     ],

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def test_note_mentions_notify_members_except_observers_and_the_author(alice, bob, reader, observer, outsider, message):
     body = "Bitte @bernd und @Rita ansehen, zur Kenntnis @otto, ich @anna, und @fremd @niemand"
 
-    note = notes.note_add(user=alice, message=message, version=1, body=body)
+    note = notes.note_add(user=alice, message=message, body=body)
 
     assert note.body == body and note.author == alice
     assert set(note.mentions.all()) == {bob, reader, observer, alice}
@@ -36,7 +36,7 @@ def test_note_mentions_notify_members_except_observers_and_the_author(alice, bob
 
 
 def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
-    note = notes.note_add(user=alice, message=message, version=1, body="Kopie an bernd@klinikum-test.de")
+    note = notes.note_add(user=alice, message=message, body="Kopie an bernd@klinikum-test.de")
     assert not note.mentions.exists()
     assert not Notification.objects.exists()
 
@@ -45,7 +45,7 @@ def test_email_addresses_in_notes_are_not_mentions(alice, bob, message):
 def test_empty_or_huge_note_is_refused(body, alice, message):
     before = snapshot(message)
     with pytest.raises(PortalError):
-        notes.note_add(user=alice, message=message, version=1, body=body)
+        notes.note_add(user=alice, message=message, body=body)
     assert snapshot(message) == before
 
 
@@ -60,14 +60,27 @@ def _note_field(response) -> str:
     return html.unescape(found.group(1))
 
 
-def test_a_note_refused_because_a_colleague_acted_meanwhile_comes_back_in_its_field(client, alice, bob, message):
-    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+def test_a_note_from_a_page_that_missed_a_colleagues_note_is_saved_too(client, alice, bob, message):
+    # Notes only add: the version alice's page loaded is out of date, and nothing of bob's is overwritten.
+    notes.note_add(user=bob, message=message, body="Ich schaue es mir an.")
+    client.force_login(alice)
+
+    response = _post_note(client, message, "Rückruf bei Praxis nötig", version=1)
+
+    assert response.status_code == 200
+    assert _note_field(response) == ""
+    bodies = list(Note.objects.order_by("created_at", "id").values_list("author__username", "body"))
+    assert bodies == [("bernd", "Ich schaue es mir an."), ("anna", "Rückruf bei Praxis nötig")]
+
+
+def test_a_note_refused_because_a_colleague_holds_the_message_comes_back_in_its_field(client, alice, bob, message):
+    hold(message, bob, expires=timezone.now() + timedelta(minutes=5))
     client.force_login(alice)
     typed = "Befund <b>unklar</b> & Rückruf bei @bernd nötig\nZweite Zeile"
 
     response = _post_note(client, message, typed, version=1)
 
-    assert response.status_code == 409
+    assert response.status_code == 423
     assert _note_field(response) == typed
     assert "<b>unklar</b>" not in response.content.decode()
     assert list(Note.objects.filter(author=alice)) == []
@@ -75,19 +88,16 @@ def test_a_note_refused_because_a_colleague_acted_meanwhile_comes_back_in_its_fi
 
 def test_without_htmx_a_refused_note_comes_back_in_its_field_too(client, alice, bob, message):
     # A plain form post (no JavaScript) was answered with a redirect: the error came back, the typed text did not.
-    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
     client.force_login(alice)
     typed = "Befund <b>unklar</b>, Rückruf nötig"
 
-    stale = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 1, "body": typed})
-    too_long = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": "x" * 10_001})
-
-    assert stale.status_code == 409 and _note_field(stale) == typed
-    assert 'id="work-error"' in stale.content.decode() and "<b>unklar</b>" not in stale.content.decode()
-    assert too_long.status_code == 422 and _note_field(too_long) == "x" * 10_001
+    too_long = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 1, "body": "x" * 10_001})
     hold(message, bob, expires=timezone.now() + timedelta(minutes=5))  # the page above gave alice the lock
-    locked = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 2, "body": typed})
+    locked = client.post(reverse("mailbox:message-note", args=[message.pk]), {"version": 1, "body": typed})
+
+    assert too_long.status_code == 422 and _note_field(too_long) == "x" * 10_001
     assert locked.status_code == 423 and _note_field(locked) == typed
+    assert 'id="work-error"' in locked.content.decode() and "<b>unklar</b>" not in locked.content.decode()
     assert list(Note.objects.filter(author=alice)) == []
 
 
@@ -143,7 +153,7 @@ def _assign_form(response) -> tuple[str, str]:
 @pytest.mark.parametrize("htmx", [False, True])
 def test_a_refused_assignment_keeps_its_hint_and_whom_it_was_for(client, alice, bob, message, htmx):
     # A colleague acted meanwhile: the assignment is refused, and what was typed for the colleague is not lost.
-    notes.note_add(user=bob, message=message, version=1, body="Ich schaue es mir an.")
+    notes.note_add(user=bob, message=message, body="Ich schaue es mir an.")
     client.force_login(alice)
     headers = {"HX-Request": "true"} if htmx else {}
     hint = 'Bitte "Rückruf" <heute>'
