@@ -269,6 +269,19 @@ def test_leaving_a_group_by_groups_remove_hands_the_work_back_and_rejoining_give
     assert list(left_drafts_for_user(owner)) == []
 
 
+def test_deleting_the_group_hands_its_members_work_back(station):
+    # Its memberships go with it (cascade): the nurse can no longer process, and must not keep the letter and draft
+    # in a mailbox she cannot open.
+    _box, owner, group, nurse, letter, draft = station
+
+    group.delete()
+
+    assert not _holds_work(letter, draft, nurse)
+    assert list(left_drafts_for_user(owner)) == [draft]
+    assert AuditEvent.objects.get(action="message.unassigned").details["reason"] == "membership_ended"
+    assert AuditEvent.objects.get(action="group.deleted").details["members"] == ["pflege1"]
+
+
 def test_leaving_a_group_while_another_membership_gives_the_right_keeps_the_work(station):
     box, _owner, _group, nurse, letter, draft = station
     MembershipFactory(mailbox=box, user=nurse, role=Role.PROCESSOR)
