@@ -11,8 +11,8 @@ admin refuses such a delete before anything is deleted (mailbox.admin).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 
+from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership
 from mailbox.services.audit import audit_record
 from mailbox.services.members import has_an_owner, owners_lost
@@ -31,23 +32,13 @@ _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
 _PERMISSIONS_HANDLED: ContextVar[bool] = ContextVar("auth_changes_permissions_handled", default=False)
 
 
-@contextmanager
-def changed_by(actor: Any) -> Iterator[None]:
+def changed_by(actor: Any) -> AbstractContextManager[None]:
     """Deletes, renames and permission changes inside are audited as made by `actor`."""
-    token = _ACTOR.set(actor)
-    try:
-        yield
-    finally:
-        _ACTOR.reset(token)
+    return bound(_ACTOR, actor)
 
 
-@contextmanager
-def _permissions_handled() -> Iterator[None]:
-    token = _PERMISSIONS_HANDLED.set(True)
-    try:
-        yield
-    finally:
-        _PERMISSIONS_HANDLED.reset(token)
+def _permissions_handled() -> AbstractContextManager[None]:
+    return bound(_PERMISSIONS_HANDLED, True)
 
 
 # --- deleting ------------------------------------------------------------------------------------------------------
