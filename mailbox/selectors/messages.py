@@ -142,21 +142,43 @@ def search_excludes_only(text: str) -> bool:
     return any(terms and not any(terms) for terms in alternatives)
 
 
+def _excluding_both_forms(config: str, text: str) -> tuple[str, list[str]]:
+    """The search as tsquery in one configuration, each exclusion widened to the word's German and simple forms.
+
+    The stored vector holds German stems for subject and body and simple words for the sender: "-Sommer" read as
+    German only excludes "somm" and let a message from "Dr. Sommer" through whenever the German reading matched.
+    ts_rewrite replaces the exclusion's own subtree of the query the parser built, so "or" keeps its meaning."""
+    sql, params = f"websearch_to_tsquery('{config}'::regconfig, %s)", [text]
+    excluded = {
+        f'"{phrase}"' if phrase else word.lstrip("-")
+        for minus, phrase, word in _SEARCH_TERM.findall(text)
+        if (minus and phrase.strip()) or (word.startswith("-") and word.strip("-"))
+    }
+    for term in sorted(excluded):
+        sql = (
+            f"ts_rewrite({sql}, !! websearch_to_tsquery('{config}'::regconfig, %s),"
+            " !! (websearch_to_tsquery('german'::regconfig, %s) || websearch_to_tsquery('simple'::regconfig, %s)))"
+        )
+        params += [term, term, term]
+    return sql, params
+
+
 def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     if connection.vendor == "postgresql":
         # The generated column search_tsv (migration 0004) has a GIN index; German stemming. A search that only
         # excludes (MessageFilterForm refuses it with the reason) matches nothing here: the condition is constant,
-        # so PostgreSQL plans no scan at all instead of reading every message.
-        return qs.filter(
-            RawSQL(
-                "(mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
-                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s))"
-                " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
-                " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')",
-                [text, text, text, text],
-                output_field=BooleanField(),
-            )
+        # so PostgreSQL plans no scan at all instead of reading every message. The queries are constants too, so
+        # the index still answers both readings.
+        german, german_params = _excluding_both_forms("german", text)
+        simple, simple_params = _excluding_both_forms("simple", text)
+        # Only fixed SQL is put together here; the search text and its terms are all parameters.
+        sql = (
+            f"(mailbox_message.search_tsv @@ {german} OR mailbox_message.search_tsv @@ {simple})"
+            " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+            " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')"
         )
+        params = [*german_params, *simple_params, text, text]
+        return qs.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
     if search_excludes_only(text):
         return qs.none()
     # Embedded default (SQLite): every word must occur somewhere, and none with "-" before it.
