@@ -108,8 +108,10 @@ class DraftForm(forms.Form):
     version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=0)
     # The text fields the page was loaded with or last saved (OutgoingMessage.content_hash): the save's guard.
     content_hash = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
-    # The files the page shows ("12 13"): a send checks that these are the draft's. None: a page from before.
-    shown_attachments = forms.CharField(required=False, max_length=5000, widget=forms.HiddenInput)
+    # The files the page shows ("12 13"): a send checks that these are the draft's. None: a page from before. No
+    # length limit of its own (a draft may have a thousand files; refused, the page could save nothing): the
+    # request's size limit bounds it.
+    shown_attachments = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, mailboxes: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -170,7 +172,7 @@ class DraftCheckForm(forms.Form):
 
     version = forms.IntegerField(required=False, min_value=0)
     content_hash = forms.CharField(required=False, max_length=64)
-    shown_attachments = forms.CharField(required=False, max_length=5000)
+    shown_attachments = forms.CharField(required=False)  # as DraftForm's
 
     def clean_shown_attachments(self) -> list[int] | None:
         return _attachment_ids(self)

@@ -142,21 +142,53 @@ def search_excludes_only(text: str) -> bool:
     return any(terms and not any(terms) for terms in alternatives)
 
 
+def _readings(text: str) -> tuple[str, str, list[str]]:
+    """The search's German and plain readings as tsquery SQL (with their parameters), each exclusion in both of
+    them excluding the word's German and plain forms.
+
+    The stored vector holds German stems for subject and body and plain words for the sender: "-Sommer" read as
+    German only excluded "somm" and let a message from "Dr. Sommer" through whenever the German reading matched
+    (and the German reading drops a stop word like "-den" altogether). So each exclusion is parsed as a stand-in
+    number both configurations keep as it is, which ts_rewrite then replaces by both forms: the parser still
+    builds the query ("or" keeps its meaning), and the result is a constant the index answers."""
+    parts: list[str] = []
+    terms: list[str] = []
+    end = 0
+    for found in _SEARCH_TERM.finditer(text):
+        minus, phrase, word = found.groups()
+        if (minus and phrase.strip()) or (word and word.startswith("-") and word.strip("-")):
+            parts += [text[end : found.start()], f"-{len(terms) + 1:018d}"]
+            terms.append(f'"{phrase}"' if phrase else word.lstrip("-"))
+            end = found.end()
+    parsed = "".join([*parts, text[end:]])
+    readings = []
+    for config in ("german", "simple"):
+        sql = f"websearch_to_tsquery('{config}'::regconfig, %s)"
+        for _term in terms:
+            sql = (
+                f"ts_rewrite({sql}, !! websearch_to_tsquery('simple'::regconfig, %s),"
+                " !! (websearch_to_tsquery('german'::regconfig, %s) || websearch_to_tsquery('simple'::regconfig, %s)))"
+            )
+        readings.append(sql)
+    params = [parsed, *(p for i, term in enumerate(terms, 1) for p in (f"{i:018d}", term, term))]
+    return readings[0], readings[1], params
+
+
 def _search(qs: QuerySet[Message], text: str) -> QuerySet[Message]:
     if connection.vendor == "postgresql":
         # The generated column search_tsv (migration 0004) has a GIN index; German stemming. A search that only
         # excludes (MessageFilterForm refuses it with the reason) matches nothing here: the condition is constant,
-        # so PostgreSQL plans no scan at all instead of reading every message.
-        return qs.filter(
-            RawSQL(
-                "(mailbox_message.search_tsv @@ websearch_to_tsquery('german'::regconfig, %s)"
-                " OR mailbox_message.search_tsv @@ websearch_to_tsquery('simple'::regconfig, %s))"
-                " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
-                " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')",
-                [text, text, text, text],
-                output_field=BooleanField(),
-            )
+        # so PostgreSQL plans no scan at all instead of reading every message. The queries are constants too, so
+        # the index still answers both readings.
+        german, simple, reading_params = _readings(text)
+        # Only fixed SQL is put together here; the search text and its terms are all parameters.
+        sql = (
+            f"(mailbox_message.search_tsv @@ {german} OR mailbox_message.search_tsv @@ {simple})"
+            " AND NOT (querytree(websearch_to_tsquery('german'::regconfig, %s)) = 'T'"
+            " OR querytree(websearch_to_tsquery('simple'::regconfig, %s)) = 'T')"
         )
+        params = [*reading_params, *reading_params, text, text]
+        return qs.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
     if search_excludes_only(text):
         return qs.none()
     # Embedded default (SQLite): every word must occur somewhere, and none with "-" before it.

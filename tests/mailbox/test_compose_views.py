@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from mailbox.forms_compose import MAX_BODY
-from mailbox.models import Membership, OutgoingMessage, OutgoingRecipient
+from mailbox.models import Membership, OutgoingAttachment, OutgoingMessage, OutgoingRecipient
 from mailbox.services import members
 from mailbox.services.ingest import message_ingest
 from tests.mailbox.conftest import simple_mail
@@ -745,6 +745,34 @@ def test_a_send_from_a_page_that_did_not_show_a_file_added_elsewhere_sends_nothi
     attachment.delete()
     again = tab.post(send, _as_shown(box, shown, body="Mein Text"), headers=HX)
     assert again.status_code == 409 and "Anhänge des Entwurfs" in again.content.decode()
+
+
+def test_a_draft_with_many_files_still_saves_and_checks_what_its_page_shows(client, box, writer, draft):
+    # 1,300 files: the page's record of them ("12 13 …") is longer than 5,000 characters. With that as the field's
+    # limit every save of the page was refused, and what was typed afterwards was never saved.
+    OutgoingAttachment.objects.bulk_create(
+        OutgoingAttachment(
+            outgoing=draft,
+            position=i,
+            filename=f"Seite{i}.pdf",
+            content_type="application/pdf",
+            size=1,
+            sha256="0" * 64,
+        )
+        for i in range(1, 1301)
+    )
+    client.force_login(writer)
+    loaded = _loaded(client, draft)
+    assert len(loaded["shown_attachments"]) > 5000
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    assert client.post(url, _as_shown(box, loaded, body="Weiter geschrieben"), headers=HX).status_code == 200
+    assert OutgoingMessage.objects.get(pk=draft.pk).body == "Weiter geschrieben"
+    check = client.get(
+        url,
+        {**loaded, "content_hash": OutgoingMessage.objects.get(pk=draft.pk).content_hash},
+        headers={**HX, "HX-Target": "draft-status"},
+    )
+    assert check.status_code == 204
 
 
 def test_without_javascript_a_send_meeting_other_files_saves_the_text_and_shows_the_files(box, draft, two_tabs):

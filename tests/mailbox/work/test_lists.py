@@ -184,6 +184,29 @@ def test_full_text_search_understands_german_inflection(query, expected, alice, 
     assert listed(alice, q=query) == [searchable[expected].pk]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the two readings are PostgreSQL full text")
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Befund or Rückfrage -Sommer", {"befund"}),
+        ("Sommer -melden", set()),
+        ('Sommer -"Bitte melden"', set()),
+        ("Sommer -Montag", {"sender"}),
+        ("Befund -Sommer or Sommer -Befunde", {"befund", "sender"}),
+        # A stop word the German reading drops: the plain one still has it (the sender's words).
+        ("Arztbrief -den", set()),
+        ('Arztbrief -"unter den"', set()),
+        ("Arztbrief -den or Linden", {"linden"}),
+        ("Arztbrief -Montag", {"linden"}),
+    ],
+)
+def test_an_exclusion_holds_in_both_readings(query, expected, alice, box, searchable):
+    # A message matches in its German reading (stems: "sommer" -> "somm") or its plain one (the sender's words are
+    # stored plain); an exclusion must hold in the reading that found it as well as in the other.
+    searchable["linden"] = ingest(box, subject="Arztbrief", body="Anbei.", sender="Praxis Unter den Linden <p@p.de>")
+    assert set(listed(alice, q=query)) == {searchable[k].pk for k in expected}
+
+
 def test_a_search_that_only_excludes_is_refused_with_its_reason(client, alice, box, searchable):
     client.force_login(alice)
     html = client.get(reverse("mailbox:mailbox-messages", args=[box.pk]), {"q": "-Montag"}).content.decode()
@@ -225,6 +248,20 @@ def test_a_search_that_only_excludes_reads_no_message_rows_on_a_big_table(alice,
     # A search with a word to find still finds, through the index, and excludes what it should.
     assert listed(alice, mailbox=box, q="Laborwert -Wert") == []
     assert listed(alice, mailbox=box, q="Montag -Laborwert") == [searchable["befund"].pk]
+    # Exclusions widened to both readings leave the query a constant: the full-text index still finds the rows.
+    with CaptureQueriesContext(connection) as page:
+        assert listed(alice, mailbox=box, q="Montag -Labor or Sommer -Laborwert") == [searchable["sender"].pk]
+    with connection.cursor() as cursor:
+        message_scans = []
+        for captured in page.captured_queries:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + captured["sql"])
+            nodes = _plan_nodes(cursor.fetchone()[0][0]["Plan"])
+            message_scans += [n for n in nodes if n.get("Relation Name") == "mailbox_message"]
+            message_scans += [n for n in nodes if n.get("Index Name") == "message_search_tsv"]
+    assert {(n["Node Type"], n.get("Index Name")) for n in message_scans} == {
+        ("Bitmap Heap Scan", None),
+        ("Bitmap Index Scan", "message_search_tsv"),
+    }
 
 
 def _busy_box(box, alice, bob, n: int) -> None:
