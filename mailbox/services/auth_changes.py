@@ -14,16 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 
-from mailbox.models import Mailbox, Membership
+from mailbox.models import Mailbox, Membership, OutgoingMessage
 from mailbox.services.audit import audit_record
-from mailbox.services.members import has_an_owner, owners_lost
+from mailbox.services.compose import outgoing_drafts_return
+from mailbox.services.members import (
+    GroupChange,
+    group_change_by,
+    groups_changed,
+    groups_changing,
+    has_an_owner,
+    owners_lost,
+)
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
 _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
@@ -60,6 +68,8 @@ class Deleting:
     details: dict[str, Any]
     people: list[Any]  # who loses an owner role by it
     owned_with_an_owner: list[int]  # mailboxes owned through it that have an owner person now
+    # A group's members leave it with it (its rows go without m2m_changed): who could process where, before.
+    left: GroupChange | None = None
 
 
 def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
@@ -74,6 +84,11 @@ def user_deleting(person: Any) -> Deleting:
     )
     owner_of = Membership.objects.filter(Q(user_id=person.pk) | Q(group_id__in=group_ids), role=Membership.Role.OWNER)
     owned = _locked_mailboxes(owner_of.values_list("mailbox_id", flat=True))
+    # The delete clears the drafts' author (SET_NULL): unmarked, they would be nobody's to see. Marked as left by a
+    # former member now, while they still name their author, they go to the mailboxes' owners.
+    drafts = OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None)
+    for mailbox_id in sorted(set(drafts.values_list("mailbox_id", flat=True))):
+        outgoing_drafts_return(actor=_ACTOR.get(), mailbox_id=mailbox_id, person=person, reason="user_deleted")
     details = {
         "user_id": person.pk,
         "member": person.username,
@@ -103,17 +118,23 @@ def group_deleting(group: Group) -> Deleting:
         details=details,
         people=people,
         owned_with_an_owner=[mailbox.pk for mailbox in owned if has_an_owner(mailbox)],
+        left=groups_changing(user_ids=[person.pk for person in people], group_ids=[group.pk], leaving=True),
     )
 
 
 def deleted(deleting: Deleting | None, *, action: str, reason: str) -> None:
-    """After the delete (post_delete, inside its transaction): the event naming who or what went, and
-    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now."""
+    """After the delete (post_delete, inside its transaction): the event naming who or what went,
+    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now, and for a group, its
+    members' work handed back where they can no longer process, as when they leave it."""
     if deleting is None:
         return
     actor = _ACTOR.get()
     audit_record(actor=actor, action=action, **deleting.details)
     owners_lost(actor=actor, mailbox_ids=deleting.owned_with_an_owner, people=deleting.people, reason=reason)
+    if deleting.left is not None:
+        # Owners lost are audited above, once; the group's event names its members (no group.member_removed).
+        with group_change_by(actor):
+            groups_changed(replace(deleting.left, owned=[]), joined=False)
 
 
 # --- renaming a group ----------------------------------------------------------------------------------------------
