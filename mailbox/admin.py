@@ -301,8 +301,9 @@ class KimAccountAdmin(admin.ModelAdmin):
         if change:
             # As the managers' account page (mailbox.services.manage.account_save): the settings only. The fetch's
             # lease and outcome are the worker's; the copy this request read may be stale by now, and writing it back
-            # dropped a running fetch's lease (a second worker could fetch the account at once).
-            obj.save(update_fields=ACCOUNT_SETTINGS)
+            # dropped a running fetch's lease (a second worker could fetch the account at once). The mailbox is on
+            # this form as well: left out, a change of it was reported as saved and dropped.
+            obj.save(update_fields=[*ACCOUNT_SETTINGS, "mailbox"])
         else:
             obj.save()
 
