@@ -304,7 +304,7 @@ def test_deleting_the_group_in_the_admin_hands_the_work_back_with_the_administra
     assert AuditEvent.objects.get(action="outgoing.draft_left").actor == administrator
 
 
-def test_deleting_a_person_gives_their_drafts_to_the_owners(ward):
+def test_deleting_a_person_gives_their_drafts_to_the_owners(ward, client):
     """Deleting the account clears the drafts' author: unmarked, they were nobody's to see or delete."""
     box, owner, _manager, _nurse, _membership, _message, _draft = ward
     temp = UserFactory(username="aushilfe")
@@ -318,6 +318,9 @@ def test_deleting_a_person_gives_their_drafts_to_the_owners(ward):
     assert list(left_drafts_for_user(owner)) == [draft]
     event = AuditEvent.objects.get(action="outgoing.draft_left")
     assert event.details["outgoing_id"] == draft.pk and event.details["reason"] == "user_deleted"
+    client.force_login(owner)
+    html = client.get(reverse("mailbox:drafts")).content.decode()
+    assert f'id="left-draft-{draft.pk}"' in html and "von einem gelöschten Benutzerkonto" in html
 
 
 def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when_it_returns(station, client):
