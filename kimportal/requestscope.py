@@ -10,7 +10,7 @@ that change an answer (memberships, users, groups, mailboxes) clear the scope th
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -20,12 +20,18 @@ _values: ContextVar[dict[Hashable, Any] | None] = ContextVar("kimportal_request_
 
 
 @contextmanager
-def request_scope() -> Iterator[None]:
-    token = _values.set({})
+def bound(var: ContextVar[T], value: T) -> Iterator[None]:
+    """`var` holds `value` inside the block (in this thread or task, and what it starts) and what it held before
+    after it, however the block ends."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _values.reset(token)
+        var.reset(token)
+
+
+def request_scope() -> AbstractContextManager[None]:
+    return bound(_values, {})
 
 
 def in_scope() -> bool:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.auth import get_user_model
@@ -16,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 
 from kimportal.errors import PortalError
 from mailbox.forms import KimAccountAdminForm
+from mailbox.forms_compose import kim_address_error
 from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services import members
 from mailbox.services.accounts import account_test_connection
@@ -44,8 +46,21 @@ class MembershipInline(admin.TabularInline):
     readonly_fields = ["granted_at", "granted_by"]  # set by the members service
 
 
+class MailboxAdminForm(forms.ModelForm):
+    """The mailbox form of the admin (which adds the model and its fields)."""
+
+    def clean_address(self) -> str:
+        address = self.cleaned_data["address"].strip().lower()
+        # As the managers' mailbox wizard: an e-mail address is not yet a KIM address, and a mailbox under any other
+        # address could never send (its "Senden" failed with a server error).
+        if problem := kim_address_error(address):
+            raise forms.ValidationError(problem)
+        return address
+
+
 @admin.register(Mailbox)
 class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxAdminForm
     list_display = ["display_name", "address", "kind", "is_active"]
     search_fields = ["display_name", "address"]
     inlines = [MembershipInline]

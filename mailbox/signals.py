@@ -4,6 +4,7 @@ deleted, groups renamed and permissions held directly changed (mailbox.services.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from kimportal.requestscope import scope_clear
@@ -70,6 +71,14 @@ def _deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
 
     if sender is Group:
         instance.__dict__["_deleting"] = auth_changes.group_deleting(instance)
+        # Its members leave it: where that takes their right to process, their work goes back, as when they leave it
+        # alive (_groups_changed). The mailboxes it owned are audited with the delete (owner_lost once).
+        from mailbox.services import members
+
+        change = members.groups_changing(
+            user_ids=list(instance.user_set.values_list("pk", flat=True)), group_ids=[instance.pk], leaving=True
+        )
+        instance.__dict__["_members_leaving"] = replace(change, owned=[]) if change is not None else None
     else:
         instance.__dict__["_deleting"] = auth_changes.user_deleting(instance)
 
@@ -82,6 +91,9 @@ def _deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     deleting = instance.__dict__.pop("_deleting", None)
     if sender is Group:
         auth_changes.deleted(deleting, action="group.deleted", reason="group_deleted")
+        from mailbox.services import members
+
+        members.groups_changed(instance.__dict__.pop("_members_leaving", None), joined=False)
     else:
         auth_changes.deleted(deleting, action="user.deleted", reason="user_deleted")
 

@@ -11,27 +11,21 @@ admin refuses such a delete before anything is deleted (mailbox.admin).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 
+from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership, OutgoingMessage
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import outgoing_drafts_return
-from mailbox.services.members import (
-    GroupChange,
-    group_change_by,
-    groups_changed,
-    groups_changing,
-    has_an_owner,
-    owners_lost,
-)
+from mailbox.services.members import has_an_owner, owners_lost
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
 _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
@@ -39,23 +33,13 @@ _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
 _PERMISSIONS_HANDLED: ContextVar[bool] = ContextVar("auth_changes_permissions_handled", default=False)
 
 
-@contextmanager
-def changed_by(actor: Any) -> Iterator[None]:
+def changed_by(actor: Any) -> AbstractContextManager[None]:
     """Deletes, renames and permission changes inside are audited as made by `actor`."""
-    token = _ACTOR.set(actor)
-    try:
-        yield
-    finally:
-        _ACTOR.reset(token)
+    return bound(_ACTOR, actor)
 
 
-@contextmanager
-def _permissions_handled() -> Iterator[None]:
-    token = _PERMISSIONS_HANDLED.set(True)
-    try:
-        yield
-    finally:
-        _PERMISSIONS_HANDLED.reset(token)
+def _permissions_handled() -> AbstractContextManager[None]:
+    return bound(_PERMISSIONS_HANDLED, True)
 
 
 # --- deleting ------------------------------------------------------------------------------------------------------
@@ -68,8 +52,6 @@ class Deleting:
     details: dict[str, Any]
     people: list[Any]  # who loses an owner role by it
     owned_with_an_owner: list[int]  # mailboxes owned through it that have an owner person now
-    # A group's members leave it with it (its rows go without m2m_changed): who could process where, before.
-    left: GroupChange | None = None
 
 
 def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
@@ -118,23 +100,17 @@ def group_deleting(group: Group) -> Deleting:
         details=details,
         people=people,
         owned_with_an_owner=[mailbox.pk for mailbox in owned if has_an_owner(mailbox)],
-        left=groups_changing(user_ids=[person.pk for person in people], group_ids=[group.pk], leaving=True),
     )
 
 
 def deleted(deleting: Deleting | None, *, action: str, reason: str) -> None:
-    """After the delete (post_delete, inside its transaction): the event naming who or what went,
-    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now, and for a group, its
-    members' work handed back where they can no longer process, as when they leave it."""
+    """After the delete (post_delete, inside its transaction): the event naming who or what went, and
+    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now."""
     if deleting is None:
         return
     actor = _ACTOR.get()
     audit_record(actor=actor, action=action, **deleting.details)
     owners_lost(actor=actor, mailbox_ids=deleting.owned_with_an_owner, people=deleting.people, reason=reason)
-    if deleting.left is not None:
-        # Owners lost are audited above, once; the group's event names its members (no group.member_removed).
-        with group_change_by(actor):
-            groups_changed(replace(deleting.left, owned=[]), joined=False)
 
 
 # --- renaming a group ----------------------------------------------------------------------------------------------

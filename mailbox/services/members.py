@@ -11,8 +11,8 @@ Who can work it is decided by the right to process their memberships give, also 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import NotAllowed, PortalError
+from kimportal.requestscope import bound
 from mailbox import events
 from mailbox.models import Mailbox, Membership, Message, Notification, OutgoingMessage, member_q
 from mailbox.permissions import Action, can, granted_role, is_manager, members_q, user_role
@@ -270,25 +271,15 @@ _GROUP_CHANGE_HANDLED: ContextVar[bool] = ContextVar("members_group_change_handl
 _GROUP_CHANGE_ACTOR: ContextVar[Any] = ContextVar("members_group_change_actor", default=None)
 
 
-@contextmanager
-def group_change_handled() -> Iterator[None]:
+def group_change_handled() -> AbstractContextManager[None]:
     """Around a group change whose caller returns the work and reclaims the drafts itself (access_changed, with
     its own actor and audit): the m2m_changed receiver leaves it alone."""
-    token = _GROUP_CHANGE_HANDLED.set(True)
-    try:
-        yield
-    finally:
-        _GROUP_CHANGE_HANDLED.reset(token)
+    return bound(_GROUP_CHANGE_HANDLED, True)
 
 
-@contextmanager
-def group_change_by(actor: Any) -> Iterator[None]:
+def group_change_by(actor: Any) -> AbstractContextManager[None]:
     """Group changes inside are audited as made by `actor` (an administrator saving the user form)."""
-    token = _GROUP_CHANGE_ACTOR.set(actor)
-    try:
-        yield
-    finally:
-        _GROUP_CHANGE_ACTOR.reset(token)
+    return bound(_GROUP_CHANGE_ACTOR, actor)
 
 
 @dataclass(frozen=True)

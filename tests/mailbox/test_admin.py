@@ -131,3 +131,31 @@ def test_the_mailbox_chosen_in_the_admin_is_saved_with_the_settings(admin_client
     assert response.status_code == 302, response.content.decode()[:2000]
     account.refresh_from_db()
     assert account.mailbox_id == second.pk
+
+
+@pytest.mark.parametrize("address", ["kardiologie@klinikum-test.de", "kardiologie@klinikum-töst.kim.telematik-test"])
+def test_the_admin_takes_only_kim_addresses_for_a_mailbox(admin_client, address):
+    from mailbox.models import Mailbox
+
+    owner = UserFactory(username="owner")
+    form = {
+        "display_name": "Kardiologie",
+        "address": address,
+        "kind": "functional",
+        "is_active": "on",
+        "created_at_0": "2026-11-30",
+        "created_at_1": "10:00:00",
+        "memberships-TOTAL_FORMS": "1",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-user": str(owner.pk),
+        "memberships-0-role": "owner",
+    }
+    response = admin_client.post(reverse("admin:mailbox_mailbox_add"), form)
+    assert response.status_code == 200 and "keine KIM-Adresse" in response.content.decode()
+    assert not Mailbox.objects.filter(display_name="Kardiologie").exists()
+    form["address"] = "Kardiologie@Klinikum-Test.kim.telematik-test"
+    response = admin_client.post(reverse("admin:mailbox_mailbox_add"), form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Mailbox.objects.get(display_name="Kardiologie").address == "kardiologie@klinikum-test.kim.telematik-test"
