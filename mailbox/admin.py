@@ -164,11 +164,12 @@ class LastOwnerDeleteAdmin(admin.ModelAdmin):
             return django_delete_selected(self, request, queryset)
 
     def delete_model(self, request, obj) -> None:
-        with changed_by(request.user):
+        # A group's members leave it with it: their work handed back is the administrator's doing too.
+        with changed_by(request.user), group_change_by(request.user):
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
-        with changed_by(request.user):
+        with changed_by(request.user), group_change_by(request.user):
             super().delete_queryset(request, queryset)
 
 

@@ -290,6 +290,18 @@ def test_leaving_a_group_while_another_membership_gives_the_right_keeps_the_work
     assert not AuditEvent.objects.filter(action__in=["message.unassigned", "outgoing.draft_left"]).exists()
 
 
+def test_deleting_the_group_in_the_admin_hands_the_work_back_with_the_administrator(station, client):
+    _box, _owner, group, nurse, letter, draft = station
+    administrator = UserFactory(username="it-admin", is_staff=True, is_superuser=True)
+    client.force_login(administrator)
+
+    client.post(reverse("admin:auth_group_delete", args=[group.pk]), {"post": "yes"})
+
+    assert not Group.objects.filter(pk=group.pk).exists()
+    assert not _holds_work(letter, draft, nurse)
+    assert AuditEvent.objects.get(action="outgoing.draft_left").actor == administrator
+
+
 def test_deleting_a_person_gives_their_drafts_to_the_owners(ward, client):
     """Deleting the account clears the drafts' author: unmarked, they were nobody's to see or delete."""
     box, owner, _manager, _nurse, _membership, _message, _draft = ward
