@@ -164,11 +164,12 @@ class LastOwnerDeleteAdmin(admin.ModelAdmin):
             return django_delete_selected(self, request, queryset)
 
     def delete_model(self, request, obj) -> None:
-        with changed_by(request.user):
+        # A group's members leave it with it: their work handed back is the administrator's doing too.
+        with changed_by(request.user), group_change_by(request.user):
             super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset) -> None:
-        with changed_by(request.user):
+        with changed_by(request.user), group_change_by(request.user):
             super().delete_queryset(request, queryset)
 
 
@@ -316,8 +317,9 @@ class KimAccountAdmin(admin.ModelAdmin):
         if change:
             # As the managers' account page (mailbox.services.manage.account_save): the settings only. The fetch's
             # lease and outcome are the worker's; the copy this request read may be stale by now, and writing it back
-            # dropped a running fetch's lease (a second worker could fetch the account at once).
-            obj.save(update_fields=ACCOUNT_SETTINGS)
+            # dropped a running fetch's lease (a second worker could fetch the account at once). The mailbox is on
+            # this form as well: left out, a change of it was reported as saved and dropped.
+            obj.save(update_fields=[*ACCOUNT_SETTINGS, "mailbox"])
         else:
             obj.save()
 

@@ -109,6 +109,19 @@ def group_list_for_manager() -> QuerySet[Group]:
     )
 
 
+def granting_groups_with_mailboxes(person: Any) -> list[str]:
+    """The names of the person's groups that grant a permission and are members of a mailbox: the ward pages leave
+    them to the administration (manage.user_remove_everywhere), and through them the person still sees mail."""
+    granting = Group.permissions.through.objects.filter(group_id=OuterRef("pk"))
+    groups = (
+        Group.objects.filter(user=person, mailbox_memberships__isnull=False)
+        .filter(Exists(granting))
+        .distinct()
+        .order_by("name")
+    )
+    return list(groups.values_list("name", flat=True))
+
+
 def staff_for_manager(*, active_only: bool = True) -> QuerySet[Any]:
     """Users for the pickers on the managers' pages: active ones, or everyone (someone deactivated may still hold
     memberships to clear or to report)."""

@@ -22,8 +22,9 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 
 from kimportal.requestscope import bound
-from mailbox.models import Mailbox, Membership
+from mailbox.models import Mailbox, Membership, OutgoingMessage
 from mailbox.services.audit import audit_record
+from mailbox.services.compose import outgoing_drafts_return
 from mailbox.services.members import has_an_owner, owners_lost
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
@@ -65,6 +66,11 @@ def user_deleting(person: Any) -> Deleting:
     )
     owner_of = Membership.objects.filter(Q(user_id=person.pk) | Q(group_id__in=group_ids), role=Membership.Role.OWNER)
     owned = _locked_mailboxes(owner_of.values_list("mailbox_id", flat=True))
+    # The delete clears the drafts' author (SET_NULL): unmarked, they would be nobody's to see. Marked as left by a
+    # former member now, while they still name their author, they go to the mailboxes' owners.
+    drafts = OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None)
+    for mailbox_id in sorted(set(drafts.values_list("mailbox_id", flat=True))):
+        outgoing_drafts_return(actor=_ACTOR.get(), mailbox_id=mailbox_id, person=person, reason="user_deleted")
     details = {
         "user_id": person.pk,
         "member": person.username,

@@ -377,6 +377,16 @@ def bulk(request: AuthenticatedHttpRequest) -> HttpResponse:
                 _("%(name)s: %(count)d Mitgliedschaften und Gruppen entfernt.")
                 % {"name": display_name(person), "count": count},
             )
+            kept = access.granting_groups_with_mailboxes(person) if remove_form.cleaned_data["leave_groups"] else []
+            if kept:
+                messages.warning(
+                    request,
+                    _(
+                        "%(name)s ist weiter in Gruppen, die Berechtigungen vergeben und Postfächer öffnen: "
+                        "%(groups)s. Aus diesen Gruppen nimmt die Administration Personen heraus."
+                    )
+                    % {"name": display_name(person), "groups": ", ".join(kept)},
+                )
             return redirect("manage:bulk")
     return render(
         request,

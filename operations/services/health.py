@@ -899,7 +899,8 @@ def _judge_clocks(
 
 
 def _offset_text(seconds: float) -> Msg:
-    return Msg.of(N_("%(n)d ms"), n=round(seconds * 1000)) if seconds < 10 else age_text(seconds)
+    # Rounded, as the milliseconds are: a reading of 89.998 s is 90 s, not the 89 s age_text's whole seconds say.
+    return Msg.of(N_("%(n)d ms"), n=round(seconds * 1000)) if seconds < 10 else age_text(round(seconds))
 
 
 def _sentences(texts: list[Msg]) -> Msg:

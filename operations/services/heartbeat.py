@@ -55,7 +55,11 @@ class Stamp:
     clock_error: float = 0.0
 
     def age(self, now: float) -> float | None:
-        return None if self.at is None else max(0.0, now - self.at)
+        """Seconds since the stamp, by the database's clock where the stamp measured its own against it: a worker
+        whose clock is behind would read as long dead while it beats, one ahead as alive long after it died."""
+        if self.at is None:
+            return None
+        return max(0.0, now - (self.at - (self.clock_offset or 0.0)))
 
 
 def read_stamps() -> tuple[Stamp, Stamp]:

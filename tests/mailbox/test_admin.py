@@ -118,6 +118,21 @@ def test_saving_the_account_in_the_admin_leaves_the_fetch_state_written_meanwhil
     assert account.status == KimAccount.Status.OK
 
 
+def test_the_mailbox_chosen_in_the_admin_is_saved_with_the_settings(admin_client, cm):
+    """The change form offers the mailbox; a settings-only save that left it out reported the change as saved."""
+    first = MailboxFactory(address="station-kardio@klinikum-test.kim.telematik-test")
+    second = MailboxFactory(address="station-onko@klinikum-test.kim.telematik-test")
+    assert admin_client.post(reverse("admin:mailbox_kimaccount_add"), _form(first, cm)).status_code == 302
+    account = KimAccount.objects.get(mailbox=first)
+
+    url = reverse("admin:mailbox_kimaccount_change", args=[account.pk])
+    response = admin_client.post(url, _form(second, cm))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.mailbox_id == second.pk
+
+
 @pytest.mark.parametrize("address", ["kardiologie@klinikum-test.de", "kardiologie@klinikum-töst.kim.telematik-test"])
 def test_the_admin_takes_only_kim_addresses_for_a_mailbox(admin_client, address):
     from mailbox.models import Mailbox

@@ -542,6 +542,29 @@ def test_removing_someone_everywhere_leaves_the_groups_that_grant_permissions_to
     assert [e.details["group"] for e in _events("group.member_removed")] == ["Station 7"]
 
 
+def test_removing_someone_everywhere_names_the_kept_groups_that_still_open_a_mailbox(client, manager):
+    """A group left to the administration may still be a member of mailboxes: the manager must not read "removed
+    everywhere" while the person still sees one."""
+    person = UserFactory(username="geht")
+    reviewers = Group.objects.create(name="Oberärzte")
+    reviewers.permissions.add(Permission.objects.get(content_type__app_label="signing", codename="review_draft"))
+    idle = Group.objects.create(name="IT-Bereitschaft")
+    idle.permissions.add(Permission.objects.get(content_type__app_label="operations", codename="view_operations"))
+    MembershipFactory(mailbox=MailboxFactory(display_name="Kardiologie"), group=reviewers, user=None, role=Role.READER)
+    person.groups.add(reviewers, idle)
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("manage:bulk"),
+        {"action": "remove", "person": person.pk, "leave_groups": "on", "confirm": "on"},
+        follow=True,
+    )
+
+    page = html.unescape(response.content.decode())
+    # Only the group that opens a mailbox is named (the bulk page's group picker lists every group anyway).
+    assert "weiter in Gruppen, die Berechtigungen vergeben und Postfächer öffnen: Oberärzte. Aus" in page
+
+
 # --- absences entered by a manager -----------------------------------------------------------------------------------
 
 

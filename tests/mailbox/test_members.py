@@ -290,6 +290,37 @@ def test_leaving_a_group_while_another_membership_gives_the_right_keeps_the_work
     assert not AuditEvent.objects.filter(action__in=["message.unassigned", "outgoing.draft_left"]).exists()
 
 
+def test_deleting_the_group_in_the_admin_hands_the_work_back_with_the_administrator(station, client):
+    _box, _owner, group, nurse, letter, draft = station
+    administrator = UserFactory(username="it-admin", is_staff=True, is_superuser=True)
+    client.force_login(administrator)
+
+    client.post(reverse("admin:auth_group_delete", args=[group.pk]), {"post": "yes"})
+
+    assert not Group.objects.filter(pk=group.pk).exists()
+    assert not _holds_work(letter, draft, nurse)
+    assert AuditEvent.objects.get(action="outgoing.draft_left").actor == administrator
+
+
+def test_deleting_a_person_gives_their_drafts_to_the_owners(ward, client):
+    """Deleting the account clears the drafts' author: unmarked, they were nobody's to see or delete."""
+    box, owner, _manager, _nurse, _membership, _message, _draft = ward
+    temp = UserFactory(username="aushilfe")
+    MembershipFactory(mailbox=box, user=temp, role=Role.PROCESSOR)
+    draft = outgoing_draft_save(user=temp, mailbox_id=box.pk, data=OutgoingData(subject="Befundanforderung"))
+
+    temp.delete()
+
+    draft.refresh_from_db()
+    assert draft.author_id is None and draft.author_left_at is not None
+    assert list(left_drafts_for_user(owner)) == [draft]
+    event = AuditEvent.objects.get(action="outgoing.draft_left")
+    assert event.details["outgoing_id"] == draft.pk and event.details["reason"] == "user_deleted"
+    client.force_login(owner)
+    html = client.get(reverse("mailbox:drafts")).content.decode()
+    assert f'id="left-draft-{draft.pk}"' in html and "von einem gelöschten Benutzerkonto" in html
+
+
 def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when_it_returns(station, client):
     box, owner, group, nurse, letter, draft = station
     readers = Group.objects.create(name="Lesende")

@@ -66,6 +66,27 @@ def test_the_worker_measures_its_clock_with_its_heartbeat(ops, monkeypatch):
     assert "Die Uhr des Celery workers worker@station3 geht 90 s gegenüber der Datenbank nach." in str(line.text)
 
 
+def test_a_worker_whose_clock_is_behind_is_alive_and_its_clock_is_named(ops, monkeypatch):
+    # The worker's clock runs 10 minutes behind: its stamp, written by that clock, reads 10 minutes old the moment it
+    # is written. By the database's clock (the offset it measured) it is fresh.
+    shifted_clock(monkeypatch, -600.0)
+    heartbeat.stamp_worker("worker@station3", time.time() - 600)
+    monkeypatch.undo()
+    report = run_checks()
+    assert report.component("celery_worker").state == OK, str(report.component("celery_worker").text)
+    assert "Die Uhr des Celery workers worker@station3 geht 10 min gegenüber der Datenbank nach." in str(
+        report.component("clock").text
+    )
+
+
+def test_a_dead_worker_whose_clock_is_ahead_is_not_taken_for_alive(ops, monkeypatch):
+    # Its last stamp came 10 minutes ago, from a clock 10 minutes ahead: by that clock it looks written just now.
+    shifted_clock(monkeypatch, 600.0)
+    heartbeat.stamp_worker("worker@station3", time.time())
+    monkeypatch.undo()
+    assert run_checks().component("celery_worker").state != OK
+
+
 def test_a_dead_workers_old_clock_reading_is_not_judged(ops, monkeypatch):
     shifted_clock(monkeypatch, 30.0)
     heartbeat.stamp_worker("worker@old", time.time() - 3600)
