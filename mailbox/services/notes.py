@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import PortalError
@@ -26,6 +28,10 @@ def mention_names(body: str) -> set[str]:
     return {m.lower().rstrip(".-") for m in MENTION.findall(body)}
 
 
+# A note posted again within this many seconds, word for word, is the same note (see note_add).
+RESENT_WITHIN_SECONDS = 10
+
+
 @transaction.atomic
 def note_add(*, user: Any, message: Message, body: str) -> Note:
     body = body.strip()
@@ -37,6 +43,12 @@ def note_add(*, user: Any, message: Message, body: str) -> Note:
     # A note is added, never overwrites: a colleague's note (or other change) meanwhile must not refuse it, as two
     # people writing at once would otherwise lose one note. The row lock puts them one after the other.
     current = guarded(user, message, None)
+    # The same note by the same person a moment ago is one note sent twice (a double click on a form without
+    # JavaScript posts it twice): the first stands. Behind the row lock, so the second of two at once sees the first.
+    moment_ago = timezone.now() - timedelta(seconds=RESENT_WITHIN_SECONDS)
+    earlier = Note.objects.filter(message=current, author=user, body=body, created_at__gte=moment_ago).first()
+    if earlier is not None:
+        return earlier
     note = Note.objects.create(message=current, author=user, body=body)
     names = mention_names(body)
     mentioned = [

@@ -188,3 +188,15 @@ def test_a_hand_made_assignee_that_only_looks_like_a_number_is_a_form_error(clie
     )
     assert response.status_code == 422
     assert _assign_form(response)[0] == "Bitte"
+
+
+def test_the_same_note_again_at_once_is_one_note_and_later_or_other_words_are_new(alice, bob, message):
+    first = notes.note_add(user=alice, message=message, body="Befund liegt vor")
+    assert notes.note_add(user=alice, message=message, body="  Befund liegt vor ") == first
+    assert Note.objects.filter(message=message).count() == 1
+    notes.note_add(user=bob, message=message, body="Befund liegt vor")  # a colleague's note of the same words
+    notes.note_add(user=alice, message=message, body="Befund liegt vor, Rückruf folgt")
+    assert Note.objects.filter(message=message).count() == 3
+    Note.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(seconds=11))
+    notes.note_add(user=alice, message=message, body="Befund liegt vor")  # written again later: a new note
+    assert Note.objects.filter(message=message, author=alice, body="Befund liegt vor").count() == 2

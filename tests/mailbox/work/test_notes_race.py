@@ -100,3 +100,32 @@ async def test_two_notes_saved_at_once_both_land_in_order_and_reach_an_open_page
             shown = re.findall(r"<p>(.*?)</p>", found.group(1))
     assert shown == [n.body for n in saved]
     await socket.disconnect()
+
+
+def test_one_note_posted_twice_at_once_without_javascript_is_saved_once(alice, message):
+    # A double click on the plain form (no htmx to drop the second submit) sends the same note twice at once.
+    start = threading.Barrier(2)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            client = Client()
+            client.force_login(alice)
+            start.wait(timeout=WAIT)
+            response = client.post(reverse("mailbox:message-note", args=[message.pk]), {"body": "Befund liegt vor"})
+            statuses.append(response.status_code)
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT)
+    assert not errors, errors
+    assert sorted(statuses) == [302, 302]
+    assert list(Note.objects.filter(message=message).values_list("body", flat=True)) == ["Befund liegt vor"]
