@@ -22,10 +22,10 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 
 from kimportal.requestscope import bound
-from mailbox.models import Mailbox, Membership, OutgoingMessage
+from mailbox.models import Mailbox, Membership, OutgoingMessage, member_q
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import outgoing_drafts_return
-from mailbox.services.members import has_an_owner, owners_lost
+from mailbox.services.members import has_an_owner, owners_lost, work_return
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
 _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
@@ -66,6 +66,12 @@ def user_deleting(person: Any) -> Deleting:
     )
     owner_of = Membership.objects.filter(Q(user_id=person.pk) | Q(group_id__in=group_ids), role=Membership.Role.OWNER)
     owned = _locked_mailboxes(owner_of.values_list("mailbox_id", flat=True))
+    # Their open work goes back to the unassigned queue, their locks go and the owners are told, as when the account
+    # is switched off (members.work_return): the delete alone cleared the assignee and the lock (SET_NULL), unaudited
+    # and unseen by the pages that showed them.
+    member_of = Membership.objects.filter(member_q(person)).values_list("mailbox_id", flat=True).distinct()
+    for mailbox in Mailbox.objects.filter(pk__in=list(member_of)).order_by("pk"):
+        work_return(actor=_ACTOR.get(), mailbox=mailbox, person=person, reason="user_deleted")
     # The delete clears the drafts' author (SET_NULL): unmarked, they would be nobody's to see. Marked as left by a
     # former member now, while they still name their author, they go to the mailboxes' owners.
     drafts = OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None)

@@ -321,6 +321,25 @@ def test_deleting_a_person_gives_their_drafts_to_the_owners(ward, client):
     assert f'id="left-draft-{draft.pk}"' in html and "von einem gelöschten Benutzerkonto" in html
 
 
+def test_deleting_a_person_releases_their_read_lock_for_the_pages_that_show_it(station):
+    """The delete alone cleared the lock (SET_NULL): unaudited, and the pages showing "locked by" never heard of it.
+    (Someone who was ever responsible for a message cannot be deleted: their assignment history protects them.)"""
+    box, _owner, _group, _nurse, letter, _draft = station
+    temp = UserFactory(username="aushilfe")
+    MembershipFactory(mailbox=box, user=temp, role=Role.PROCESSOR)
+    Message.objects.filter(pk=letter.pk).update(claimed_by=None, claim_expires_at=None)
+    letter.refresh_from_db()
+    assert claims.message_claim(user=temp, message=letter).won
+    temp_id = temp.pk
+
+    temp.delete()
+
+    letter.refresh_from_db()
+    assert letter.claimed_by_id is None
+    event = AuditEvent.objects.get(action="message.released")
+    assert event.details["reason"] == "user_deleted" and event.actor_id == temp_id
+
+
 def test_the_admin_user_form_hands_the_work_over_when_a_group_goes_and_back_when_it_returns(station, client):
     box, owner, group, nurse, letter, draft = station
     readers = Group.objects.create(name="Lesende")
