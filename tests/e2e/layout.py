@@ -64,11 +64,21 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
         page.screenshot(path=str(path), full_page=full_page)
 
 
+# The element's box, or null when a live swap took it out of the page after the locator found it (a detached
+# element measures 0 × 0): the locator then finds its replacement.
+_CONNECTED_RECT = "el => el.isConnected ? (r => [r.x, r.y, r.width, r.height])(el.getBoundingClientRect()) : null"
+
+
 def _rect(locator: Locator) -> Box:
-    """As ``box``, read in one step: a live swap between two reads (the socket redraws a part) cannot split it."""
-    expect(locator).to_be_visible()
-    r = locator.evaluate("el => { const r = el.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }")
-    return Box(*r)
+    """As ``box``, read in one step: a live swap between two reads (the socket redraws a part) cannot split it, and
+    an element replaced by a swap while it was found is measured as its replacement (a sent page reads its timeline
+    again as its socket opens)."""
+    for _ in range(5):
+        expect(locator).to_be_visible()
+        r = locator.evaluate(_CONNECTED_RECT)
+        if r is not None:
+            return Box(*r)
+    raise AssertionError(f"{locator} was replaced by a live swap each of five times it was measured")
 
 
 def assert_touch_target(locator: Locator, minimum: float = 24) -> None:
