@@ -55,3 +55,15 @@ def test_an_ex_member_gets_no_notes(ward):
     Membership.objects.filter(mailbox=box, user=anna).delete()
     # The role the socket checked a moment before may still say "processor": the read itself refuses.
     assert page._render_lock("processor", notes=True) == ""
+
+
+def test_the_sent_list_says_whose_each_note_is_in_the_pages_language(ward):
+    # What portal.js writes into the page's live region when a colleague's note arrives (and whose it is, so that
+    # the author's own page leaves it unsaid).
+    _box, anna, bert, message = ward
+    page = _page(anna, message.pk)
+    german = page._render_lock("processor", notes=True)
+    page.language = "en"
+    english = page._render_lock("processor", notes=True)
+    assert f'data-author="{bert.pk}" data-announce="Neue Notiz von Bert Bauer"' in german
+    assert f'data-author="{bert.pk}" data-announce="New note from Bert Bauer"' in english
