@@ -211,8 +211,9 @@ class MessageConsumer(PortalConsumer):
             return ""
         message.role = role
         html = self._render_panel(self.user, message)
-        note_list = selectors.note_list_for_user(self.user, self.message_id) if notes else None
-        if note_list is not None:
+        if notes:
+            # The message was just read through the messages the user sees: its notes need no second check.
+            note_list = selectors.note_list_for_message(message)
             with translation.override(self.language):
                 html += render_to_string("mailbox/partials/_note_list.html", {"notes": note_list, "oob": True})
         return html

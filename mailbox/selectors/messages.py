@@ -691,11 +691,10 @@ def _notes(message_id: int) -> list[Note]:
     return notes
 
 
-def note_list_for_user(user: Any, message_id: int) -> list[Note] | None:
-    """A message's notes as its page lists them (oldest first, with their authors), or None when not visible."""
-    if not user.is_authenticated or not Message.objects.visible_to(user).filter(pk=message_id).exists():
-        return None
-    return _notes(message_id)
+def note_list_for_message(message: Message) -> list[Note]:
+    """The notes of a message read through the user's selectors a moment ago (message_lock_for_user …), as its page
+    lists them (oldest first, with their authors). Its visibility is not asked again: that read was the check."""
+    return _notes(message.pk)
 
 
 def message_detail_lists(

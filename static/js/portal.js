@@ -239,6 +239,30 @@ document.addEventListener("htmx:afterSettle", syncLockState);
 document.addEventListener("htmx:oobAfterSwap", syncLockState);
 document.addEventListener("lock-changed", syncLockState);
 
+// --- Detail page: a colleague's note arriving live is announced --------------------------------
+// The socket replaces the note list whole, so a live region on it would not be read: the new notes' announcements
+// go into #note-announce, a polite region that is in the page, empty, from the start and is never swapped. Not
+// announced: the notes the page loaded with, and the user's own (this page sent them; its socket may bring the
+// list again before the form's answer shows the note).
+let notesToAnnounce = [];
+document.addEventListener("htmx:oobBeforeSwap", (ev) => {
+  const { target, fragment } = ev.detail;
+  if (!(target instanceof Element) || target.id !== "note-list" || !fragment) return;
+  const user = document.body.dataset.user;
+  notesToAnnounce = Array.from(fragment.querySelectorAll(".note[id^='note-']"))
+    .filter((note) => !document.getElementById(note.id) && note.dataset.author !== user)
+    .map((note) => note.dataset.announce);
+});
+document.addEventListener("htmx:oobAfterSwap", (ev) => {
+  if (!(ev.target instanceof Element) || ev.target.id !== "note-list") return;
+  const texts = notesToAnnounce;
+  notesToAnnounce = [];
+  const region = document.getElementById("note-announce");
+  if (!region || !texts.length) return;
+  // New paragraphs each time: the same words again (a colleague's second note) are read again too.
+  region.replaceChildren(...texts.map((text) => Object.assign(document.createElement("p"), { textContent: text })));
+});
+
 // --- Presence: tell colleagues while this user is writing a note ------------------------------
 let writingTimer = null;
 function setWriting(value) {
