@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -25,7 +25,14 @@ from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership, OutgoingMessage, member_q
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import outgoing_drafts_return
-from mailbox.services.members import has_an_owner, owners_lost, work_return
+from mailbox.services.members import (
+    GroupChange,
+    groups_changed,
+    groups_changing,
+    has_an_owner,
+    owners_lost,
+    work_return,
+)
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
 _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
@@ -52,6 +59,9 @@ class Deleting:
     details: dict[str, Any]
     people: list[Any]  # who loses an owner role by it
     owned_with_an_owner: list[int]  # mailboxes owned through it that have an owner person now
+    # A deleted group's members leave it: where that takes their right to process, their work goes back, as when
+    # they leave it alive (members.groups_changing / groups_changed).
+    members_leaving: GroupChange | None = None
 
 
 def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
@@ -102,21 +112,27 @@ def group_deleting(group: Group) -> Deleting:
         "mailboxes": [mailbox.address for mailbox in mailboxes],
         "owner_of": [mailbox.address for mailbox in owned],
     }
+    # Its rows go without m2m_changed. The mailboxes it owned are audited with the delete (owner_lost once), not
+    # again as left by its members.
+    leaving = groups_changing(user_ids=[person.pk for person in people], group_ids=[group.pk], leaving=True)
     return Deleting(
         details=details,
         people=people,
         owned_with_an_owner=[mailbox.pk for mailbox in owned if has_an_owner(mailbox)],
+        members_leaving=replace(leaving, owned=[]) if leaving is not None else None,
     )
 
 
 def deleted(deleting: Deleting | None, *, action: str, reason: str) -> None:
-    """After the delete (post_delete, inside its transaction): the event naming who or what went, and
-    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now."""
+    """After the delete (post_delete, inside its transaction): the event naming who or what went,
+    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now, and a deleted group's
+    members' work handed back where they lost the right to process with it."""
     if deleting is None:
         return
     actor = _ACTOR.get()
     audit_record(actor=actor, action=action, **deleting.details)
     owners_lost(actor=actor, mailbox_ids=deleting.owned_with_an_owner, people=deleting.people, reason=reason)
+    groups_changed(deleting.members_leaving, joined=False)
 
 
 # --- renaming a group ----------------------------------------------------------------------------------------------
