@@ -24,7 +24,6 @@ from django.db.models import Q
 from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership, OutgoingMessage, member_q
 from mailbox.services.audit import audit_record
-from mailbox.services.compose import outgoing_drafts_return
 from mailbox.services.members import (
     GroupChange,
     groups_changed,
@@ -78,15 +77,16 @@ def user_deleting(person: Any) -> Deleting:
     owned = _locked_mailboxes(owner_of.values_list("mailbox_id", flat=True))
     # Their open work goes back to the unassigned queue, their locks go and the owners are told, as when the account
     # is switched off (members.work_return): the delete alone cleared the assignee and the lock (SET_NULL), unaudited
-    # and unseen by the pages that showed them.
-    member_of = Membership.objects.filter(member_q(person)).values_list("mailbox_id", flat=True).distinct()
-    for mailbox in Mailbox.objects.filter(pk__in=list(member_of)).order_by("pk"):
+    # and unseen by the pages that showed them. The delete clears the drafts' author too: unmarked, they would be
+    # nobody's to see, so work_return marks them as left by a former member while they still name their author — in
+    # every mailbox the person belongs to, and in any they had left with drafts still theirs (a membership removed
+    # from code, without the hand-over), where they go to the owners all the same.
+    member_of = Membership.objects.filter(member_q(person)).values("mailbox_id")
+    drafts_in = OutgoingMessage.objects.filter(
+        author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None
+    ).values("mailbox_id")
+    for mailbox in Mailbox.objects.filter(Q(pk__in=member_of) | Q(pk__in=drafts_in)).order_by("pk"):
         work_return(actor=_ACTOR.get(), mailbox=mailbox, person=person, reason="user_deleted")
-    # The delete clears the drafts' author (SET_NULL): unmarked, they would be nobody's to see. Marked as left by a
-    # former member now, while they still name their author, they go to the mailboxes' owners.
-    drafts = OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None)
-    for mailbox_id in sorted(set(drafts.values_list("mailbox_id", flat=True))):
-        outgoing_drafts_return(actor=_ACTOR.get(), mailbox_id=mailbox_id, person=person, reason="user_deleted")
     details = {
         "user_id": person.pk,
         "member": person.username,
