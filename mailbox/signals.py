@@ -61,17 +61,18 @@ def _groups_changed(
     )
 
 
-def _deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+def _deleting(sender: Any, instance: Any, origin: Any = None, **kwargs: Any) -> None:
     """Before a user or group is deleted (in the delete's transaction): who it is, what it owns and whose work goes
-    back, read while it still exists; audited and handed over after the delete (_deleted)."""
+    back, read while it still exists; audited and handed over after the delete (_deleted). `origin`: what the
+    delete was called on — a queryset deletes several, whose mailboxes are locked together."""
     from django.contrib.auth.models import Group
 
     from mailbox.services import auth_changes
 
     if sender is Group:
-        instance.__dict__["_deleting"] = auth_changes.group_deleting(instance)
+        instance.__dict__["_deleting"] = auth_changes.group_deleting(instance, origin=origin)
     else:
-        instance.__dict__["_deleting"] = auth_changes.user_deleting(instance)
+        instance.__dict__["_deleting"] = auth_changes.user_deleting(instance, origin=origin)
 
 
 def _deleted(sender: Any, instance: Any, **kwargs: Any) -> None:

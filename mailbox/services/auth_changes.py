@@ -19,7 +19,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership, OutgoingMessage, member_q
@@ -69,7 +69,31 @@ def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
     return list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids)).order_by("pk"))
 
 
-def user_deleting(person: Any) -> Deleting:
+def _lock_deleted_together(instance: Any, origin: Any) -> None:
+    """A bulk delete from code (`User.objects.filter(...).delete()`; Django sends pre_delete per instance, with the
+    queryset as origin): the mailboxes all its users or groups own are locked at once, in pk order, before any of
+    them is read. One instance after the other (_locked_mailboxes), two such deletes over the same mailboxes took
+    them in different orders — a person owning the second mailbox before one owning the first — and PostgreSQL
+    aborted one as a deadlock. Taken for each instance again: rows this transaction holds cost no wait. An instance
+    the queryset no longer matches when read here (changed since Django collected it) still locks its own in turn."""
+    model = instance._meta.concrete_model
+    if not isinstance(origin, QuerySet) or origin.model._meta.concrete_model is not model:
+        return  # instance.delete(): its own mailboxes are the only ones, locked in pk order
+    together = origin.values("pk")
+    if model is Group:
+        owner_of = Membership.objects.filter(group_id__in=together, role=Membership.Role.OWNER)
+    else:
+        their_groups = get_user_model().groups.through.objects.filter(user_id__in=together).values("group_id")
+        owner_of = Membership.objects.filter(
+            Q(user_id__in=together) | Q(group_id__in=their_groups), role=Membership.Role.OWNER
+        )
+    owned = Mailbox.objects.select_for_update().filter(pk__in=owner_of.values("mailbox_id")).order_by("pk")
+    list(owned.values_list("pk", flat=True))
+
+
+def user_deleting(person: Any, *, origin: Any = None) -> Deleting:
+    """Before a user is deleted (pre_delete; `origin` the delete's, an instance or a queryset)."""
+    _lock_deleted_together(person, origin)
     group_ids = list(
         get_user_model().groups.through.objects.filter(user_id=person.pk).values_list("group_id", flat=True)
     )
@@ -100,7 +124,9 @@ def user_deleting(person: Any) -> Deleting:
     )
 
 
-def group_deleting(group: Group) -> Deleting:
+def group_deleting(group: Group, *, origin: Any = None) -> Deleting:
+    """Before a group is deleted (pre_delete; `origin` the delete's, an instance or a queryset)."""
+    _lock_deleted_together(group, origin)
     people = list(get_user_model().objects.filter(groups=group.pk).order_by("username"))
     memberships = Membership.objects.filter(group_id=group.pk)
     owned = _locked_mailboxes(memberships.filter(role=Membership.Role.OWNER).values_list("mailbox_id", flat=True))
