@@ -22,7 +22,7 @@ from mailbox.models import DienstkennungLabel, KimAccount, Mailbox, Membership
 from mailbox.services import members
 from mailbox.services.accounts import account_test_connection
 from mailbox.services.auth_changes import changed_by, permissions_saved
-from mailbox.services.manage import ACCOUNT_SETTINGS
+from mailbox.services.manage import account_settings
 from mailbox.services.members import group_change_by, membership_remove, membership_set
 
 
@@ -317,9 +317,11 @@ class KimAccountAdmin(admin.ModelAdmin):
         if change:
             # As the managers' account page (mailbox.services.manage.account_save): the settings only. The fetch's
             # lease and outcome are the worker's; the copy this request read may be stale by now, and writing it back
-            # dropped a running fetch's lease (a second worker could fetch the account at once). The mailbox is on
+            # dropped a running fetch's lease (a second worker could fetch the account at once), or undid a password
+            # change that finished meanwhile. The password is written only when entered here. The mailbox is on
             # this form as well: left out, a change of it was reported as saved and dropped.
-            obj.save(update_fields=[*ACCOUNT_SETTINGS, "mailbox"])
+            fields = account_settings(password_entered="password" in form.changed_data)
+            obj.save(update_fields=[*fields, "mailbox"])
         else:
             obj.save()
 

@@ -4,7 +4,6 @@ deleted, groups renamed and permissions held directly changed (mailbox.services.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from kimportal.requestscope import scope_clear
@@ -62,25 +61,18 @@ def _groups_changed(
     )
 
 
-def _deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """Before a user or group is deleted (in the delete's transaction): who it is and what it owns, read while it
-    still exists; audited after the delete (_deleted)."""
+def _deleting(sender: Any, instance: Any, origin: Any = None, **kwargs: Any) -> None:
+    """Before a user or group is deleted (in the delete's transaction): who it is, what it owns and whose work goes
+    back, read while it still exists; audited and handed over after the delete (_deleted). `origin`: what the
+    delete was called on — a queryset deletes several, whose mailboxes are locked together."""
     from django.contrib.auth.models import Group
 
     from mailbox.services import auth_changes
 
     if sender is Group:
-        instance.__dict__["_deleting"] = auth_changes.group_deleting(instance)
-        # Its members leave it: where that takes their right to process, their work goes back, as when they leave it
-        # alive (_groups_changed). The mailboxes it owned are audited with the delete (owner_lost once).
-        from mailbox.services import members
-
-        change = members.groups_changing(
-            user_ids=list(instance.user_set.values_list("pk", flat=True)), group_ids=[instance.pk], leaving=True
-        )
-        instance.__dict__["_members_leaving"] = replace(change, owned=[]) if change is not None else None
+        instance.__dict__["_deleting"] = auth_changes.group_deleting(instance, origin=origin)
     else:
-        instance.__dict__["_deleting"] = auth_changes.user_deleting(instance)
+        instance.__dict__["_deleting"] = auth_changes.user_deleting(instance, origin=origin)
 
 
 def _deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -91,9 +83,6 @@ def _deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     deleting = instance.__dict__.pop("_deleting", None)
     if sender is Group:
         auth_changes.deleted(deleting, action="group.deleted", reason="group_deleted")
-        from mailbox.services import members
-
-        members.groups_changed(instance.__dict__.pop("_members_leaving", None), joined=False)
     else:
         auth_changes.deleted(deleting, action="user.deleted", reason="user_deleted")
 

@@ -14,18 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from kimportal.requestscope import bound
 from mailbox.models import Mailbox, Membership, OutgoingMessage, member_q
 from mailbox.services.audit import audit_record
-from mailbox.services.compose import outgoing_drafts_return
-from mailbox.services.members import has_an_owner, owners_lost, work_return
+from mailbox.services.members import (
+    GroupChange,
+    groups_changed,
+    groups_changing,
+    has_an_owner,
+    owners_lost,
+    work_return,
+)
 
 # Who changes accounts and groups, where a caller knows it (the Django admin); otherwise the system.
 _ACTOR: ContextVar[Any] = ContextVar("auth_changes_actor", default=None)
@@ -52,6 +58,9 @@ class Deleting:
     details: dict[str, Any]
     people: list[Any]  # who loses an owner role by it
     owned_with_an_owner: list[int]  # mailboxes owned through it that have an owner person now
+    # A deleted group's members leave it: where that takes their right to process, their work goes back, as when
+    # they leave it alive (members.groups_changing / groups_changed).
+    members_leaving: GroupChange | None = None
 
 
 def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
@@ -60,7 +69,31 @@ def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
     return list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids)).order_by("pk"))
 
 
-def user_deleting(person: Any) -> Deleting:
+def _lock_deleted_together(instance: Any, origin: Any) -> None:
+    """A bulk delete from code (`User.objects.filter(...).delete()`; Django sends pre_delete per instance, with the
+    queryset as origin): the mailboxes all its users or groups own are locked at once, in pk order, before any of
+    them is read. One instance after the other (_locked_mailboxes), two such deletes over the same mailboxes took
+    them in different orders — a person owning the second mailbox before one owning the first — and PostgreSQL
+    aborted one as a deadlock. Taken for each instance again: rows this transaction holds cost no wait. An instance
+    the queryset no longer matches when read here (changed since Django collected it) still locks its own in turn."""
+    model = instance._meta.concrete_model
+    if not isinstance(origin, QuerySet) or origin.model._meta.concrete_model is not model:
+        return  # instance.delete(): its own mailboxes are the only ones, locked in pk order
+    together = origin.values("pk")
+    if model is Group:
+        owner_of = Membership.objects.filter(group_id__in=together, role=Membership.Role.OWNER)
+    else:
+        their_groups = get_user_model().groups.through.objects.filter(user_id__in=together).values("group_id")
+        owner_of = Membership.objects.filter(
+            Q(user_id__in=together) | Q(group_id__in=their_groups), role=Membership.Role.OWNER
+        )
+    owned = Mailbox.objects.select_for_update().filter(pk__in=owner_of.values("mailbox_id")).order_by("pk")
+    list(owned.values_list("pk", flat=True))
+
+
+def user_deleting(person: Any, *, origin: Any = None) -> Deleting:
+    """Before a user is deleted (pre_delete; `origin` the delete's, an instance or a queryset)."""
+    _lock_deleted_together(person, origin)
     group_ids = list(
         get_user_model().groups.through.objects.filter(user_id=person.pk).values_list("group_id", flat=True)
     )
@@ -68,15 +101,16 @@ def user_deleting(person: Any) -> Deleting:
     owned = _locked_mailboxes(owner_of.values_list("mailbox_id", flat=True))
     # Their open work goes back to the unassigned queue, their locks go and the owners are told, as when the account
     # is switched off (members.work_return): the delete alone cleared the assignee and the lock (SET_NULL), unaudited
-    # and unseen by the pages that showed them.
-    member_of = Membership.objects.filter(member_q(person)).values_list("mailbox_id", flat=True).distinct()
-    for mailbox in Mailbox.objects.filter(pk__in=list(member_of)).order_by("pk"):
+    # and unseen by the pages that showed them. The delete clears the drafts' author too: unmarked, they would be
+    # nobody's to see, so work_return marks them as left by a former member while they still name their author — in
+    # every mailbox the person belongs to, and in any they had left with drafts still theirs (a membership removed
+    # from code, without the hand-over), where they go to the owners all the same.
+    member_of = Membership.objects.filter(member_q(person)).values("mailbox_id")
+    drafts_in = OutgoingMessage.objects.filter(
+        author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None
+    ).values("mailbox_id")
+    for mailbox in Mailbox.objects.filter(Q(pk__in=member_of) | Q(pk__in=drafts_in)).order_by("pk"):
         work_return(actor=_ACTOR.get(), mailbox=mailbox, person=person, reason="user_deleted")
-    # The delete clears the drafts' author (SET_NULL): unmarked, they would be nobody's to see. Marked as left by a
-    # former member now, while they still name their author, they go to the mailboxes' owners.
-    drafts = OutgoingMessage.objects.filter(author=person, state=OutgoingMessage.State.DRAFT, author_left_at=None)
-    for mailbox_id in sorted(set(drafts.values_list("mailbox_id", flat=True))):
-        outgoing_drafts_return(actor=_ACTOR.get(), mailbox_id=mailbox_id, person=person, reason="user_deleted")
     details = {
         "user_id": person.pk,
         "member": person.username,
@@ -90,7 +124,9 @@ def user_deleting(person: Any) -> Deleting:
     )
 
 
-def group_deleting(group: Group) -> Deleting:
+def group_deleting(group: Group, *, origin: Any = None) -> Deleting:
+    """Before a group is deleted (pre_delete; `origin` the delete's, an instance or a queryset)."""
+    _lock_deleted_together(group, origin)
     people = list(get_user_model().objects.filter(groups=group.pk).order_by("username"))
     memberships = Membership.objects.filter(group_id=group.pk)
     owned = _locked_mailboxes(memberships.filter(role=Membership.Role.OWNER).values_list("mailbox_id", flat=True))
@@ -102,21 +138,27 @@ def group_deleting(group: Group) -> Deleting:
         "mailboxes": [mailbox.address for mailbox in mailboxes],
         "owner_of": [mailbox.address for mailbox in owned],
     }
+    # Its rows go without m2m_changed. The mailboxes it owned are audited with the delete (owner_lost once), not
+    # again as left by its members.
+    leaving = groups_changing(user_ids=[person.pk for person in people], group_ids=[group.pk], leaving=True)
     return Deleting(
         details=details,
         people=people,
         owned_with_an_owner=[mailbox.pk for mailbox in owned if has_an_owner(mailbox)],
+        members_leaving=replace(leaving, owned=[]) if leaving is not None else None,
     )
 
 
 def deleted(deleting: Deleting | None, *, action: str, reason: str) -> None:
-    """After the delete (post_delete, inside its transaction): the event naming who or what went, and
-    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now."""
+    """After the delete (post_delete, inside its transaction): the event naming who or what went,
+    mailbox.owner_lost for each mailbox that had an owner who can sign in and has none now, and a deleted group's
+    members' work handed back where they lost the right to process with it."""
     if deleting is None:
         return
     actor = _ACTOR.get()
     audit_record(actor=actor, action=action, **deleting.details)
     owners_lost(actor=actor, mailbox_ids=deleting.owned_with_an_owner, people=deleting.people, reason=reason)
+    groups_changed(deleting.members_leaving, joined=False)
 
 
 # --- renaming a group ----------------------------------------------------------------------------------------------

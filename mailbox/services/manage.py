@@ -72,21 +72,33 @@ FETCH_STATE = frozenset(
         "fetch_lease_token",
     }
 )
+# The password changes its own way too (operations.services.kimadmin: the provider's change, stored in a transaction
+# of its own): a settings save writes it only when the form entered one. Written back from the copy the request read,
+# a change that finished during the request was undone with the old password.
 ACCOUNT_SETTINGS = [
-    f.name for f in KimAccount._meta.concrete_fields if not f.primary_key and f.name not in FETCH_STATE | {"mailbox"}
+    f.name
+    for f in KimAccount._meta.concrete_fields
+    if not f.primary_key and f.name not in FETCH_STATE | {"mailbox", "password_encrypted"}
 ]
+
+
+def account_settings(*, password_entered: bool) -> list[str]:
+    """The fields a save of the account form writes (update_fields)."""
+    return [*ACCOUNT_SETTINGS, "password_encrypted"] if password_entered else list(ACCOUNT_SETTINGS)
 
 
 @transaction.atomic
 def account_save(*, user: Any, account: KimAccount, changed: Iterable[str]) -> KimAccount:
-    """The account form's changes (password and key already encrypted on the instance). The audit names the
-    changed fields, never their values: passwords and keys stay out of the trail."""
+    """The account form's changes (password and key already encrypted on the instance); `changed` the form's
+    changed fields, "password" among them when one was entered. The audit names the changed fields, never their
+    values: passwords and keys stay out of the trail."""
     require_manager(user)
     if account._state.adding:
         account.save()
     else:
-        # The settings only: the fetch's lease and outcome are the worker's, and the page's copy of them is stale.
-        account.save(update_fields=ACCOUNT_SETTINGS)
+        # The settings only: the fetch's lease and outcome are the worker's, the password the password change's, and
+        # the page's copy of them is stale.
+        account.save(update_fields=account_settings(password_entered="password" in changed))
     audit_record(actor=user, action="account.changed", mailbox=account.mailbox, fields=sorted(changed))
     # Queued mail follows the account's switch: held while it is off, sent again when it is on.
     if account.is_active:

@@ -118,6 +118,36 @@ def test_saving_the_account_in_the_admin_leaves_the_fetch_state_written_meanwhil
     assert account.status == KimAccount.Status.OK
 
 
+def test_saving_the_account_in_the_admin_keeps_a_password_changed_meanwhile(admin_client, cm, monkeypatch):
+    """A password change (operations.services.kimadmin) that finished during the request is not undone with the
+    password this request read; one entered in the form is saved."""
+    from mailbox import crypto
+    from mailbox.admin import KimAccountAdmin
+
+    mailbox = MailboxFactory(address="station-kardio@klinikum-test.kim.telematik-test")
+    assert admin_client.post(reverse("admin:mailbox_kimaccount_add"), _form(mailbox, cm)).status_code == 302
+    account = KimAccount.objects.get(mailbox=mailbox)
+    save_form = KimAccountAdmin.save_form
+
+    def password_changed_meanwhile(self, request, form, change):
+        # The admin bound the form to the account it read; the password change stores the new one now.
+        KimAccount.objects.filter(pk=account.pk).update(password_encrypted=crypto.encrypt("neu-beim-Anbieter"))
+        return save_form(self, request, form, change)
+
+    monkeypatch.setattr(KimAccountAdmin, "save_form", password_changed_meanwhile)
+    url = reverse("admin:mailbox_kimaccount_change", args=[account.pk])
+    response = admin_client.post(url, _form(mailbox, cm, password="", timeout_seconds="9"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.timeout_seconds == 9
+    assert account.get_password() == "neu-beim-Anbieter"
+
+    response = admin_client.post(url, _form(mailbox, cm, password="eingegeben"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account.refresh_from_db()
+    assert account.get_password() == "eingegeben"
+
+
 def test_the_mailbox_chosen_in_the_admin_is_saved_with_the_settings(admin_client, cm):
     """The change form offers the mailbox; a settings-only save that left it out reported the change as saved."""
     first = MailboxFactory(address="station-kardio@klinikum-test.kim.telematik-test")

@@ -319,6 +319,36 @@ def test_saving_the_account_leaves_the_fetch_state_that_the_worker_wrote_meanwhi
     assert (account.status, account.last_success_at) == (KimAccount.Status.OK, fetched_at)
 
 
+def test_saving_the_account_page_keeps_a_password_changed_meanwhile(client, manager, account, cm, monkeypatch):
+    """A password change (operations.services.kimadmin) that finished during the request is not undone with the
+    password the page's form read; one entered on the page is saved."""
+    from mailbox import crypto, manage_forms
+
+    client.force_login(manager)
+    url = reverse("manage:mailbox-account", args=[account.mailbox.pk])
+    data = {
+        k: v for k, v in _wizard_data(cm, manager).items() if k not in {"address", "display_name", "kind", "owners"}
+    }
+    form_save = manage_forms.AccountForm.save
+
+    def password_changed_meanwhile(form, commit=True):
+        # The page bound the form to the account it read; the password change stores the new one now.
+        KimAccount.objects.filter(pk=account.pk).update(password_encrypted=crypto.encrypt("neu-beim-Anbieter"))
+        return form_save(form, commit=commit)
+
+    monkeypatch.setattr(manage_forms.AccountForm, "save", password_changed_meanwhile)
+    saved = client.post(url, {**data, "password": "", "timeout_seconds": "7", "action": "save"})
+    assert saved.status_code == 302
+    account.refresh_from_db()
+    assert account.timeout_seconds == 7
+    assert account.get_password() == "neu-beim-Anbieter"
+
+    saved = client.post(url, {**data, "password": "eingegeben", "action": "save"})
+    assert saved.status_code == 302
+    account.refresh_from_db()
+    assert account.get_password() == "eingegeben"
+
+
 @pytest.mark.parametrize("where", ["smtp_port", "pop3_port", "cm_host"])
 def test_the_stored_password_goes_to_no_other_clientmodul_without_being_entered_again(
     client, manager, account, cm, tmp_path, where

@@ -321,6 +321,26 @@ def test_deleting_a_person_gives_their_drafts_to_the_owners(ward, client):
     assert f'id="left-draft-{draft.pk}"' in html and "von einem gelöschten Benutzerkonto" in html
 
 
+def test_deleting_a_person_gives_the_owners_their_draft_in_a_mailbox_they_had_left(ward):
+    """A membership removed from code (a script, without the hand-over) left the draft theirs, unmarked: the delete
+    clears its author, and it must go to the owners there too, not become nobody's."""
+    box, owner, _manager, _nurse, _membership, _message, _draft = ward
+    temp = UserFactory(username="aushilfe")
+    MembershipFactory(mailbox=box, user=temp, role=Role.PROCESSOR)
+    draft = outgoing_draft_save(user=temp, mailbox_id=box.pk, data=OutgoingData(subject="Befundanforderung"))
+    Membership.objects.filter(user=temp).delete()
+    draft.refresh_from_db()
+    assert draft.author == temp and draft.author_left_at is None
+
+    temp.delete()
+
+    draft.refresh_from_db()
+    assert draft.author_id is None and draft.author_left_at is not None
+    assert list(left_drafts_for_user(owner)) == [draft]
+    event = AuditEvent.objects.get(action="outgoing.draft_left")
+    assert event.details["outgoing_id"] == draft.pk and event.details["reason"] == "user_deleted"
+
+
 def test_deleting_a_person_releases_their_read_lock_for_the_pages_that_show_it(station):
     """The delete alone cleared the lock (SET_NULL): unaudited, and the pages showing "locked by" never heard of it.
     (Someone who was ever responsible for a message cannot be deleted: their assignment history protects them.)"""
