@@ -60,7 +60,7 @@ from signing.services.konnektor import (
     signature_job_stop,
 )
 from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
-from signing.texts import code_stored, konnektor_stored, lazy_stored, outside_stored
+from signing.texts import code_stored, document_missing, konnektor_stored, lazy_stored, outside_stored
 
 log = logging.getLogger(__name__)
 
@@ -382,9 +382,7 @@ class _Length:
 
 
 def _document_missing(item: BatchItem) -> BatchStopped:
-    return BatchStopped(
-        None, N_("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
-    )
+    return BatchStopped(None, document_missing(item.draft_id, item.draft.filename))
 
 
 def _check_documents_stored(items: Sequence[BatchItem]) -> None:
