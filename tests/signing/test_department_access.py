@@ -530,3 +530,30 @@ def test_a_batch_stored_before_the_draft_was_kept_with_the_reason_names_no_docum
         page = client.get(url).content.decode()
         assert letter.filename not in page, url
         assert "fehlt im Speicher oder ist beschädigt" in page, url
+
+
+@pytest.mark.django_db
+def test_a_missing_document_is_named_on_its_own_draft_only(
+    client, konnektor_sim, use_sim, signer, assistant, mailbox, sim_workplace, django_capture_on_commit_callbacks
+):
+    """Every letter of a stopped batch goes back with the reason; a letter of another department must not carry
+    the missing document's file name to readers who may not see that document."""
+    use_sim(konnektor_sim)
+    other = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=other, user=signer, role=Membership.Role.PROCESSOR)
+    kardio = UserFactory(username="kardio")
+    MembershipFactory(mailbox=other, user=kardio, role=Membership.Role.PROCESSOR)
+    gone = DraftFactory(author=assistant, signer=signer, mailbox=mailbox, filename="Muster-Erika-Entlassbrief.txt")
+    kept = DraftFactory(author=kardio, signer=signer, mailbox=other, filename="brief-kardio.txt")
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batch_create(
+            signer=signer, workplace=sim_workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in (gone, kept)]
+        )
+    blob_path(gone.sha256).unlink()
+    batch_run(batch.pk)
+    assert gone.filename in Draft.objects.get(pk=gone.pk).last_error_text  # its own readers learn which one
+    client.force_login(kardio)
+    for url in (reverse("signing:draft-detail", args=[kept.pk]), reverse("signing:drafts")):
+        page = client.get(url).content.decode()
+        assert gone.filename not in page, url
+        assert "fehlt im Speicher oder ist beschädigt" in page, url
