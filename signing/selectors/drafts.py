@@ -14,6 +14,7 @@ from django.utils import timezone
 from mailbox.models import Mailbox, Membership, member_roles
 from mailbox.permissions import Action, can, members_q
 from signing.models import BatchItem, Draft, Signature, SignatureBatch, Workplace
+from signing.texts import scoped
 
 # Sort keys of the lists (the form offers them); each ends with the pk so the order is total.
 SORTS: dict[str, tuple[str, ...]] = {
@@ -155,22 +156,46 @@ def user_filter_choices(user: Any) -> QuerySet[Any]:
     )
 
 
-def batch_context(batch: SignatureBatch, user: Any = None) -> dict[str, Any]:
-    """A batch with its items, grouped for the live page and its summary (one query for the items; with `user`,
-    one more). An item whose draft the user may no longer see (they left its department) keeps its state and
-    reason but shows no subject or patient (item.hidden)."""
+def batch_context(batch: SignatureBatch, user: Any) -> dict[str, Any]:
+    """A batch with its items, grouped for the live page and its summary (two queries: the items, the drafts of
+    them the user may see now). An item whose draft the user may no longer see (they left its department) keeps
+    its state but shows no subject, patient or reason (item.hidden); the batch's reason names a missing document
+    only while its draft is visible (signing.texts.scoped)."""
     items = list(batch_items(batch))
-    if user is not None:
-        visible = set(
-            Draft.objects.visible_to(user).filter(pk__in=[i.draft_id for i in items]).values_list("pk", flat=True)
-        )
-        for item in items:
-            item.hidden = item.draft_id not in visible  # type: ignore[attr-defined]  # read by the template
+    visible = set(
+        Draft.objects.visible_to(user).filter(pk__in=[i.draft_id for i in items]).values_list("pk", flat=True)
+    )
+    filenames = {i.draft.filename for i in items if i.draft_id in visible}
+    for item in items:
+        # Both read by the template.
+        hidden = item.hidden = item.draft_id not in visible  # type: ignore[attr-defined]
+        item.reason = "" if hidden else scoped(item.text, drafts=visible, filenames=filenames)  # type: ignore[attr-defined]
     return {
         "batch": batch,
+        "batch_error": scoped(batch.error_text, drafts=visible, filenames=filenames),
         "items": items,
         "signed": [i for i in items if i.state == BatchItem.State.SIGNED],
         "failed": [i for i in items if i.state == BatchItem.State.FAILED],
         "not_signed": [i for i in items if i.state == BatchItem.State.NOT_SIGNED],
         "pending": [i for i in items if i.state == BatchItem.State.PENDING],
     }
+
+
+def batch_rows_for_user(user: Any, *, limit: int = 200) -> list[SignatureBatch]:
+    """The user's batches for their list, each with its reason as the user may read it now (batch.error_display:
+    a missing document named only while its draft is visible; one query more for the drafts of those batches)."""
+    batches = list(batch_list_for_user(user)[:limit])
+    ids = [b.pk for b in batches if b.error_text]
+    seen: dict[int, tuple[set[int], set[str]]] = {pk: (set(), set()) for pk in ids}
+    rows = (
+        Draft.objects.visible_to(user)
+        .filter(batch_items__batch_id__in=ids)
+        .values_list("batch_items__batch_id", "pk", "filename")
+    )
+    for batch_id, draft_id, filename in rows if ids else ():
+        seen[batch_id][0].add(draft_id)
+        seen[batch_id][1].add(filename)
+    for b in batches:
+        drafts, filenames = seen.get(b.pk, (set(), set()))
+        b.error_display = scoped(b.error_text, drafts=drafts, filenames=filenames)  # type: ignore[attr-defined]
+    return batches

@@ -9,6 +9,7 @@ says which call waits. A failure before or during a call leaves every draft not 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -26,7 +27,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from kimportal.jobs import enqueue_on_commit
-from kimportal.texts import N_, StoredText
+from kimportal.texts import N_, Stored, StoredText
 from konnektor import (
     Card,
     KonnektorClient,
@@ -60,7 +61,14 @@ from signing.services.konnektor import (
     signature_job_stop,
 )
 from signing.services.verify import SignatureInvalid, verify_cades_detached, verify_pades
-from signing.texts import code_stored, konnektor_stored, lazy_stored, outside_stored
+from signing.texts import (
+    code_stored,
+    document_missing,
+    konnektor_stored,
+    lazy_stored,
+    outside_stored,
+    scoped_stored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -382,9 +390,7 @@ class _Length:
 
 
 def _document_missing(item: BatchItem) -> BatchStopped:
-    return BatchStopped(
-        None, N_("Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s") % {"name": item.draft.filename}
-    )
+    return BatchStopped(None, document_missing(item.draft_id, item.draft.filename))
 
 
 def _check_documents_stored(items: Sequence[BatchItem]) -> None:
@@ -674,13 +680,19 @@ def _finish(batch: SignatureBatch, *, code: int | None, text: StoredText) -> boo
             state = SignatureBatch.State.FAILED
         else:
             state = SignatureBatch.State.DONE
-        reason = text.stored if pending else ""
-        BatchItem.objects.filter(pk__in=[i.pk for i in pending]).update(
-            state=BatchItem.State.NOT_SIGNED, code=code, text=reason
-        )
-        Draft.objects.filter(pk__in=[i.draft_id for i in pending], state=Draft.State.SIGNING).update(
-            state=Draft.State.DRAFT, last_error=reason, last_error_code=code, updated_at=timezone.now()
-        )
+        # A reason naming one draft's document (gone from the store) names it on that draft only: the others'
+        # readers (another department, their KIS) may not see that document.
+        reasons: dict[str, tuple[Stored, list[BatchItem]]] = {}
+        for item in pending:
+            reason = scoped_stored(text.stored, drafts={item.draft_id}, filenames=set())
+            reasons.setdefault(json.dumps(reason, sort_keys=True), (reason, []))[1].append(item)
+        for reason, items in reasons.values():
+            BatchItem.objects.filter(pk__in=[i.pk for i in items]).update(
+                state=BatchItem.State.NOT_SIGNED, code=code, text=reason
+            )
+            Draft.objects.filter(pk__in=[i.draft_id for i in items], state=Draft.State.SIGNING).update(
+                state=Draft.State.DRAFT, last_error=reason, last_error_code=code, updated_at=timezone.now()
+            )
         current.state, current.error_code, current.error_text = state, code, text.stored
         current.finished_at = timezone.now()
         current.save(update_fields=["state", "error_code", "error_text", "finished_at"])

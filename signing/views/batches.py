@@ -90,7 +90,7 @@ def batch_cancel_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
 
 @require_GET
 def batch_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    batches = list(selectors.batch_list_for_user(request.user)[:200])
+    batches = selectors.batch_rows_for_user(request.user)
     return render(request, "signing/batches.html", {"batches": batches})
 
 

@@ -24,6 +24,7 @@ from audit.models import AuditEvent
 from kimportal.errors import NotAllowed, PortalError
 from mailbox.models import Membership, Notification
 from mailbox.selectors import user_counters
+from mailbox.storage import blob_path
 from signing import events
 from signing.consumers import QueueConsumer
 from signing.models import BatchItem, Draft, Signature, SignatureBatch
@@ -462,3 +463,97 @@ def test_a_signer_removed_while_the_terminal_waits_for_the_pin_gets_no_signature
     assert (batch.state, batch.signed_count, batch.failed_count) == ("done", 0, 2)
     assert len(sim.signed_requests) == 2  # the card did sign ...
     _assert_refused(drafts, batch)  # ... and the portal used none of it
+
+
+def _missing_document_batch(signer, assistant, mailbox, sim_workplace, capture):
+    """A batch over two departments that stopped before the PIN: the letter of `mailbox` was gone from the store."""
+    other = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=other, user=assistant, role=Membership.Role.PROCESSOR)
+    MembershipFactory(mailbox=other, user=signer, role=Membership.Role.PROCESSOR)
+    gone = DraftFactory(author=assistant, signer=signer, mailbox=mailbox, filename="Muster-Erika-Entlassbrief.txt")
+    kept = DraftFactory(author=assistant, signer=signer, mailbox=other, filename="brief-kardio.txt")
+    with capture(execute=False):
+        batch = batch_create(
+            signer=signer, workplace=sim_workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in (gone, kept)]
+        )
+    blob_path(gone.sha256).unlink()
+    batch_run(batch.pk)
+    batch.refresh_from_db()
+    assert batch.state == "failed" and gone.filename in batch.error_shown
+    return batch, gone
+
+
+@pytest.mark.django_db
+def test_an_old_batch_names_a_missing_document_only_while_its_draft_is_visible(
+    client, konnektor_sim, use_sim, signer, assistant, mailbox, sim_workplace, django_capture_on_commit_callbacks
+):
+    use_sim(konnektor_sim)
+    batch, gone = _missing_document_batch(signer, assistant, mailbox, sim_workplace, django_capture_on_commit_callbacks)
+    client.force_login(signer)
+    page = client.get(reverse("signing:batch", args=[batch.pk])).content.decode()
+    assert gone.filename in page  # a member still sees which document is missing
+    _leave(signer, mailbox)
+    for url in (reverse("signing:batch", args=[batch.pk]), reverse("signing:batches")):
+        page = client.get(url).content.decode()
+        assert gone.filename not in page, url
+        assert "fehlt im Speicher oder ist beschädigt" in page, url
+
+
+@pytest.mark.django_db
+def test_a_batch_stored_before_the_draft_was_kept_with_the_reason_names_no_document_left(
+    client, signer, mailbox, workplace
+):
+    """Rows written before a missing document's draft was kept with the reason carry its file name only: it is
+    shown only when a draft of the batch the user sees now has that name."""
+    letter = DraftFactory(signer=signer, mailbox=mailbox, filename="Muster-Erika-Entlassbrief.txt")
+    legacy = {
+        "msgid": "Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s",
+        "params": {"name": letter.filename},
+    }
+    batch = SignatureBatch.objects.create(
+        signer=signer, workplace=workplace, total=1, state="failed", error_text=legacy
+    )
+    BatchItem.objects.create(
+        batch=batch,
+        draft=letter,
+        position=0,
+        request_id="D1-V1",
+        document_version=1,
+        document_sha256=letter.sha256,
+        state="not_signed",
+        text=legacy,
+    )
+    client.force_login(signer)
+    assert letter.filename in client.get(reverse("signing:batch", args=[batch.pk])).content.decode()
+    _leave(signer, mailbox)
+    for url in (reverse("signing:batch", args=[batch.pk]), reverse("signing:batches")):
+        page = client.get(url).content.decode()
+        assert letter.filename not in page, url
+        assert "fehlt im Speicher oder ist beschädigt" in page, url
+
+
+@pytest.mark.django_db
+def test_a_missing_document_is_named_on_its_own_draft_only(
+    client, konnektor_sim, use_sim, signer, assistant, mailbox, sim_workplace, django_capture_on_commit_callbacks
+):
+    """Every letter of a stopped batch goes back with the reason; a letter of another department must not carry
+    the missing document's file name to readers who may not see that document."""
+    use_sim(konnektor_sim)
+    other = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=other, user=signer, role=Membership.Role.PROCESSOR)
+    kardio = UserFactory(username="kardio")
+    MembershipFactory(mailbox=other, user=kardio, role=Membership.Role.PROCESSOR)
+    gone = DraftFactory(author=assistant, signer=signer, mailbox=mailbox, filename="Muster-Erika-Entlassbrief.txt")
+    kept = DraftFactory(author=kardio, signer=signer, mailbox=other, filename="brief-kardio.txt")
+    with django_capture_on_commit_callbacks(execute=False):
+        batch = batch_create(
+            signer=signer, workplace=sim_workplace, selected=[Selected(d.pk, d.version, d.sha256) for d in (gone, kept)]
+        )
+    blob_path(gone.sha256).unlink()
+    batch_run(batch.pk)
+    assert gone.filename in Draft.objects.get(pk=gone.pk).last_error_text  # its own readers learn which one
+    client.force_login(kardio)
+    for url in (reverse("signing:draft-detail", args=[kept.pk]), reverse("signing:drafts")):
+        page = client.get(url).content.decode()
+        assert gone.filename not in page, url
+        assert "fehlt im Speicher oder ist beschädigt" in page, url
