@@ -257,7 +257,12 @@ def smtp_send(
     notify: str | None = "SUCCESS,FAILURE,DELAY",
     before_final_dot: Callable[[], None] | None = None,
 ) -> SmtpSendResult:
-    """Submit one message: AUTH, MAIL FROM, RCPT TO (with NOTIFY), DATA, QUIT.
+    """Submit one message: AUTH, MAIL FROM, RCPT TO (with NOTIFY and ORCPT), DATA, QUIT.
+
+    To a CM that offers DSN, every RCPT carries ``ORCPT=rfc822;<the address>`` (RFC 3461 §4.2): a report then
+    names the address we sent to as its Original-Recipient even when the Fachdienst rewrote the recipient
+    (case, alias, forwarding) on the way, and ``mailbox.services.dsn`` matches it by that. *recipients* are the
+    addresses as the user entered them (lower-cased when entered, never rewritten after).
 
     *raw* is the message, or a MessageSource that gives it in chunks: DATA sends it a chunk at a time, so a
     large message is never held whole (nor its dot-stuffed copy).
@@ -284,12 +289,13 @@ def smtp_send(
             code, reply = conn.mail(mail_from, mail_options)
             if code != 250:
                 raise _refused(code, reply, "mail")
-            rcpt_options = [f"NOTIFY={notify}"] if notify and esmtp and conn.has_extn("dsn") else []
+            dsn = esmtp and conn.has_extn("dsn")
+            notify_options = [f"NOTIFY={notify}"] if notify and dsn else []
             refused: dict[str, str] = {}
             accepted = 0
             last_refusal: tuple[int, bytes] | None = None
             for address in recipients:
-                code, reply = conn.rcpt(address, rcpt_options)
+                code, reply = conn.rcpt(address, notify_options + (_orcpt(address) if dsn else []))
                 if code in (250, 251):
                     accepted += 1
                 else:
@@ -332,6 +338,18 @@ def smtp_send(
         return result
     finally:
         conn.close()
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 §4: "+", "=" and every octet outside "!".."~" (of the UTF-8 bytes) as "+" and two upper-case hex
+    digits."""
+    return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in b"+=" else f"+{b:02X}" for b in value.encode())
+
+
+def _orcpt(address: str) -> list[str]:
+    # The rfc822 address type holds US-ASCII only (RFC 3461 §4.2); a non-ASCII address goes without ORCPT and
+    # its reports are matched by Final-Recipient, as without one.
+    return [f"ORCPT=rfc822;{xtext(address)}"] if address.isascii() else []
 
 
 def _refused(code: int, reply: bytes, stage: str) -> SmtpRefused:

@@ -3,7 +3,9 @@
 The Fachdienst writes a DSN with ``In-Reply-To`` = our Message-ID (gematik FAQ "Generierung von
 Zustellbestätigungen"); the CM's error mails (``X-KIM-Fehlermeldung``) carry it as well, or embed the
 original. Matching is by that id within the receiving mailbox, then per recipient by
-``Final-Recipient``. A report that matches nothing (no message of ours, or none of its recipients) stays an
+``Original-Recipient`` (the ``ORCPT`` we give with every RCPT, RFC 3461) or, in a block without one, by
+``Final-Recipient``: the address the Fachdienst finally delivered to may be another (an alias, a forwarding). A
+report that matches nothing (no message of ours, or none of its recipients) stays an
 ordinary message: nothing is dropped.
 
 Called from ingest inside the transaction that stores the received rows, so a report and its effect
@@ -15,7 +17,7 @@ from __future__ import annotations
 import email
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessageBase
 from email.policy import compat32
@@ -45,6 +47,8 @@ class RecipientStatus:
     action: str  # delivered, failed, delayed, relayed, expanded
     status: str  # RFC 3463, e.g. 2.0.0 / 5.1.1
     diagnostic: str = ""
+    # The Original-Recipient's address, lower-cased: None when the block has none, "" when it cannot be read.
+    original: str | None = None
 
 
 @dataclass
@@ -118,15 +122,64 @@ def _recipient_blocks(part: EmailMessageBase) -> list[RecipientStatus]:
         if not final:
             continue
         address = final.split(";", 1)[-1].strip().strip("<>").lower()
+        original = block.get("original-recipient")
         out.append(
             RecipientStatus(
                 address=address,
                 action=block.get("action", "").strip().lower(),
                 status=block.get("status", "").strip().split(" ", 1)[0],
                 diagnostic=" ".join(block.get("diagnostic-code", "").split()),
+                original=None if original is None else _original_address(original),
             )
         )
     return out
+
+
+# Longer is not an address of ours (at most 320 characters, three times that as xtext): not read at all.
+_MAX_ORIGINAL = 1000
+# RFC 3461 §4: "!".."~" except "+" and "=", or "+" and two upper-case hex digits.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+
+
+def xtext_decode(text: str) -> str | None:
+    """RFC 3461 xtext decoded; None when *text* is not xtext."""
+    if not _XTEXT.fullmatch(text):
+        return None
+    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _original_address(value: str) -> str:
+    """The address of an Original-Recipient field (``rfc822;`` and the ORCPT's xtext), lower-cased; "" when it
+    cannot be read (another address type, not printable US-ASCII, too long).
+
+    Text that is not xtext is taken as it stands: some MTAs write the ORCPT decoded (``a+b@x`` is no xtext). Either
+    reading is only ever compared with our own recipients' addresses, never trusted beyond that.
+    """
+    if len(value) > _MAX_ORIGINAL:
+        return ""
+    kind, sep, text = value.partition(";")
+    if not sep or kind.strip().lower() != "rfc822":
+        return ""
+    text = text.strip()
+    decoded = xtext_decode(text)
+    address = (text if decoded is None else decoded).strip().strip("<>")
+    # RFC 3461 §4.2: the original address is printable US-ASCII; anything else is no address we sent to.
+    if not address or not all(" " <= c <= "~" for c in address):
+        return ""
+    return address.lower()
+
+
+def _recipient_of(status: RecipientStatus, addresses: Collection[str]) -> str | None:
+    """Which of our recipients (lower-cased *addresses*) a block is about, None for none.
+
+    Its Original-Recipient decides when it has one: it is the ORCPT we gave, so it names the address we sent to,
+    while Final-Recipient names where the Fachdienst delivered (an alias or a forwarding may lead elsewhere, even to
+    another of our recipients). One that names none of ours, or cannot be read, applies to nobody. Without it (a CM
+    that does not offer DSN got no ORCPT, or mail sent before we gave it) Final-Recipient decides.
+    """
+    wanted = status.address if status.original is None else status.original
+    return wanted if wanted and wanted in addresses else None
 
 
 def _decoded(part: EmailMessageBase) -> bytes:
@@ -207,8 +260,10 @@ def report_apply(*, mailbox: Mailbox, message: Message) -> DeliveryReport | None
     )
     if outgoing is None:
         return None
-    named = {status.address for status in parsed.recipients}
-    if (named or not parsed.error_codes) and not outgoing.recipient_rows.filter(address__in=named).exists():
+    addresses = {address.lower() for address in outgoing.recipient_rows.values_list("address", flat=True)}
+    if (parsed.recipients or not parsed.error_codes) and not any(
+        _recipient_of(status, addresses) for status in parsed.recipients
+    ):
         # About our message but about none of its recipients (one we never sent to, or no recipient block we can
         # read): applied, it would be hidden from every list and linked from no recipient on the message's page.
         log.warning(
@@ -263,9 +318,17 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
     uncertain = {address for address, row in rows.items() if row.state == OutgoingRecipient.State.UNCERTAIN}
     changed: list[tuple[str, str]] = []
     for status in statuses:
-        row = rows.get(status.address)
-        if row is None:
+        address = _recipient_of(status, rows)
+        if address is None:
+            if status.original is not None and status.address in rows:
+                log.warning(
+                    "report %s: the block delivered to %s has an Original-Recipient that is none of ours or "
+                    "unreadable; applied to nobody",
+                    message.pk,
+                    status.address[:100],
+                )
             continue
+        row = rows[address]
         new_state = {
             "delivered": OutgoingRecipient.State.DELIVERED,
             "relayed": OutgoingRecipient.State.DELIVERED,
@@ -286,7 +349,7 @@ def _apply_statuses(outgoing: OutgoingMessage, message: Message, parsed: ParsedR
             updated_at=now,
         )
         row.state = new_state
-        changed.append((status.address, new_state))
+        changed.append((address, new_state))
     states = {r.state for r in rows.values()}
     new = outgoing.state
     if states and states <= {"delivered"}:
