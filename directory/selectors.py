@@ -21,7 +21,7 @@ from directory.certificates import CertState, entry_cert_state
 from directory.clients.vzd import VzdError, VzdTimeout, VzdTlsError, display_fingerprint, get_client
 from directory.entries import CERT_ATTRIBUTES, LIST_ATTRIBUTES, DirectoryEntry, entry_from_record, rank
 from directory.models import Contact
-from directory.query import Criteria, build_filter, search_words
+from directory.query import MAX_TERMS, Criteria, build_filter, search_words
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,13 @@ def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchO
     if built.ignored:
         outcome.notices.append(
             _("Zu kurze Suchbegriffe ignoriert (mindestens 3 Zeichen): %(terms)s") % {"terms": ", ".join(built.ignored)}
+        )
+    if built.parsed.surplus:
+        # Said apart from the short ones: "Kardiologie" beyond the limit is not too short, and the user should
+        # know which words did not narrow the result.
+        outcome.notices.append(
+            _("Nur die ersten %(count)d Suchbegriffe werden gesucht, nicht gesucht: %(terms)s")
+            % {"count": MAX_TERMS, "terms": ", ".join(built.parsed.surplus)}
         )
     if built.ldap_filter is None:
         return outcome

@@ -141,6 +141,14 @@ def test_short_terms_are_reported(vzd):
     assert any("mindestens 3 Zeichen" in n for n in outcome.notices)
 
 
+def test_terms_beyond_the_limit_are_reported_as_not_searched_not_as_too_short(vzd):
+    words = ["Praxis", "Müller", "Berlin", "Friedrichstraße", "Anna", "Hausarztpraxis", "Allgemeinmedizin", "Arzt"]
+    outcome = directory_search(Criteria(q=" ".join([*words, "Kardiologie", "Hamburg"])))
+    assert outcome.ignored == []
+    assert "Nur die ersten 8 Suchbegriffe werden gesucht, nicht gesucht: Kardiologie, Hamburg" in outcome.notices
+    assert not any("mindestens 3 Zeichen" in n for n in outcome.notices)
+
+
 def test_certificate_states_are_cached_until_the_entry_changes(vzd, vzd_admin, extra_entry, monkeypatch):
     import ldap3
 
