@@ -153,6 +153,8 @@ def directory_entry_for_address(address: str) -> DirectoryEntry | None:
         return None
     record = result.records[0]
     entry = entry_from_record(record)
+    if not entry.kim_version(address):
+        return None  # published in "mail", but no KIM address: nobody can be sent to or remember it
     entry.cert = entry_cert_state(list(record.values("userCertificate;binary")), telematik_id=entry.telematik_id)
     return entry
 
