@@ -15,6 +15,7 @@ LIST_ATTRIBUTES = (
     "uid",
     "telematikID",
     "displayName",
+    "cn",  # the name when displayName is missing (see _display_name)
     "organization",
     "street",
     "postalCode",
@@ -141,6 +142,17 @@ def _address(mail: str, published: _Published | None) -> KimAddress:
     return KimAddress(mail, published.version, published.app_tags)
 
 
+def _display_name(record: VzdRecord) -> str:
+    """displayName is optional in the VZD schema: then cn, then the organization (the picker shows no organization
+    of its own, so a bare Telematik-ID was all a user saw there); the Telematik-ID (mandatory) is the last resort."""
+    return (
+        _clean(record.first("displayName"))
+        or _clean(record.first("cn"))
+        or _clean(record.first("organization"))
+        or record.first("telematikID")
+    )
+
+
 def entry_from_record(record: VzdRecord) -> DirectoryEntry:
     published = parse_kim_data(record)
     mails = [m.strip() for m in record.values("mail") if _clean(m)]
@@ -152,7 +164,7 @@ def entry_from_record(record: VzdRecord) -> DirectoryEntry:
     return DirectoryEntry(
         uid=uid,
         telematik_id=record.first("telematikID"),
-        display_name=_clean(record.first("displayName")) or _clean(record.first("cn")) or record.first("telematikID"),
+        display_name=_display_name(record),
         organization=_clean(record.first("organization")),
         street=_clean(record.first("street")),
         postal_code=_clean(record.first("postalCode")),
