@@ -127,7 +127,11 @@ def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchO
     outcome.searched = True
     try:
         result = get_client().search(built.ldap_filter, LIST_ATTRIBUTES)
-        entries = rank([entry_from_record(r) for r in result.records], search_words(criteria))
+        entries = [entry_from_record(r) for r in result.records]
+        if criteria.kim_only:
+            # "(mail=*)" also holds for an entry whose "mail" carries no KIM address (see entries.KIM_ADDRESS).
+            entries = [e for e in entries if e.addresses]
+        entries = rank(entries, search_words(criteria))
         outcome.total = len(entries)
         outcome.truncated = result.truncated
         outcome.entries = entries[:limit]

@@ -242,3 +242,23 @@ def test_mail_values_that_are_no_kim_address_cannot_be_picked_or_remembered(logg
     )
     assert "steht nicht im Verzeichnis" in response.content.decode()
     assert not Contact.objects.exists()
+
+
+def test_kim_only_leaves_out_entries_whose_mail_is_no_kim_address(logged_in, vzd, vzd_admin):
+    uid = str(uuid.uuid4())
+    dn = f"uid={uid},dc=data,dc=vzd"
+    assert vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {"uid": uid, "telematikID": "1-200000000098", "displayName": "Praxis Nurpost", "mail": "info@nurpost.de"},
+    ), vzd_admin.result
+    try:
+        page = logged_in.get(reverse("directory:search"), {"q": "Nurpost", "kim_only": "on"}).content.decode()
+        assert "Praxis Nurpost" not in page and "Keine Treffer." in page
+        picker = logged_in.get(reverse("directory:picker"), {"picker_q": "Nurpost", "field": "to"}).content.decode()
+        assert "Praxis Nurpost" not in picker and "Keine Treffer." in picker
+        # without the filter it is found, as an entry without KIM address
+        page = logged_in.get(reverse("directory:search"), {"q": "Nurpost"}).content.decode()
+        assert "Praxis Nurpost" in page and "Keine KIM-Adresse" in page
+    finally:
+        vzd_admin.delete(dn)
