@@ -15,6 +15,7 @@ LIST_ATTRIBUTES = (
     "uid",
     "telematikID",
     "displayName",
+    "cn",  # the name when displayName is missing (see _display_name)
     "organization",
     "street",
     "postalCode",
@@ -31,6 +32,10 @@ CERT_ATTRIBUTES = ("uid", "telematikID", "userCertificate;binary")
 # KimVersionCS: 1.0, 1.5, 2.0; a "+" marks an address that accepts messages over 15 MiB (seen with 1.5).
 VERSION = re.compile(r"^(1\.0|1\.5|2\.0)\+?$")
 DEFAULT_VERSION = "1.0"  # no version published: assume 1.0 (gemSpec_VZD)
+# A KIM address: a domain under kim.telematik (PU) or kim.telematik-test (RU/TU), as compose accepts it.
+KIM_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$", re.IGNORECASE
+)
 
 
 def _clean(value: str) -> str:
@@ -64,6 +69,7 @@ class DirectoryEntry:
     specialties: list[str] = field(default_factory=list)
     personal: bool = False
     addresses: list[KimAddress] = field(default_factory=list)
+    other_mail: list[str] = field(default_factory=list)  # published in "mail", but no KIM address
     cert: CertState = UNKNOWN
     score: int = 0
     changed: str = ""  # changeDateTime as published by the VZD
@@ -136,15 +142,29 @@ def _address(mail: str, published: _Published | None) -> KimAddress:
     return KimAddress(mail, published.version, published.app_tags)
 
 
+def _display_name(record: VzdRecord) -> str:
+    """displayName is optional in the VZD schema: then cn, then the organization (the picker shows no organization
+    of its own, so a bare Telematik-ID was all a user saw there); the Telematik-ID (mandatory) is the last resort."""
+    return (
+        _clean(record.first("displayName"))
+        or _clean(record.first("cn"))
+        or _clean(record.first("organization"))
+        or record.first("telematikID")
+    )
+
+
 def entry_from_record(record: VzdRecord) -> DirectoryEntry:
     published = parse_kim_data(record)
     mails = [m.strip() for m in record.values("mail") if _clean(m)]
+    # Only KIM addresses are recipients: anything else in "mail" was shown as "KIM 1.0", offered in the picker
+    # and as a favorite (a 404 when it is no address at all); it is listed apart.
+    kim_mails = [m for m in mails if KIM_ADDRESS.fullmatch(m)]
     specialties = [label for label in (codes.specialty_label(s) for s in record.values("specialization")) if label]
     uid = record.first("uid") or record.dn.split(",", 1)[0].partition("=")[2]
     return DirectoryEntry(
         uid=uid,
         telematik_id=record.first("telematikID"),
-        display_name=_clean(record.first("displayName")) or _clean(record.first("cn")) or record.first("telematikID"),
+        display_name=_display_name(record),
         organization=_clean(record.first("organization")),
         street=_clean(record.first("street")),
         postal_code=_clean(record.first("postalCode")),
@@ -152,7 +172,8 @@ def entry_from_record(record: VzdRecord) -> DirectoryEntry:
         kind=codes.kind_label_for(list(record.values("professionOID"))) or "",
         specialties=list(dict.fromkeys(specialties)),
         personal=record.first("personalEntry").strip().lower() == "true",
-        addresses=[_address(m, published.get(m.lower())) for m in mails],
+        addresses=[_address(m, published.get(m.lower())) for m in kim_mails],
+        other_mail=[m for m in mails if m not in kim_mails],
         changed=_clean(record.first("changeDateTime")),
     )
 

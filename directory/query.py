@@ -56,6 +56,7 @@ class ParsedQuery:
     telematik_ids: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # too short to search for
+    surplus: list[str] = field(default_factory=list)  # searchable, but beyond MAX_TERMS
 
 
 def normalize(text: str) -> str:
@@ -97,7 +98,7 @@ def parse_free_text(text: str) -> ParsedQuery:
         else:
             parsed.ignored.append(token)
     # A pathological query with dozens of words gets the first few only: each term costs an indexed lookup.
-    parsed.ignored += parsed.terms[MAX_TERMS:]
+    parsed.surplus = parsed.terms[MAX_TERMS:]
     parsed.terms = parsed.terms[:MAX_TERMS]
     return parsed
 

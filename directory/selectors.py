@@ -21,7 +21,7 @@ from directory.certificates import CertState, entry_cert_state
 from directory.clients.vzd import VzdError, VzdTimeout, VzdTlsError, display_fingerprint, get_client
 from directory.entries import CERT_ATTRIBUTES, LIST_ATTRIBUTES, DirectoryEntry, entry_from_record, rank
 from directory.models import Contact
-from directory.query import Criteria, build_filter, search_words
+from directory.query import MAX_TERMS, Criteria, build_filter, search_words
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +115,23 @@ def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchO
         outcome.notices.append(
             _("Zu kurze Suchbegriffe ignoriert (mindestens 3 Zeichen): %(terms)s") % {"terms": ", ".join(built.ignored)}
         )
+    if built.parsed.surplus:
+        # Said apart from the short ones: "Kardiologie" beyond the limit is not too short, and the user should
+        # know which words did not narrow the result.
+        outcome.notices.append(
+            _("Nur die ersten %(count)d Suchbegriffe werden gesucht, nicht gesucht: %(terms)s")
+            % {"count": MAX_TERMS, "terms": ", ".join(built.parsed.surplus)}
+        )
     if built.ldap_filter is None:
         return outcome
     outcome.searched = True
     try:
         result = get_client().search(built.ldap_filter, LIST_ATTRIBUTES)
-        entries = rank([entry_from_record(r) for r in result.records], search_words(criteria))
+        entries = [entry_from_record(r) for r in result.records]
+        if criteria.kim_only:
+            # "(mail=*)" also holds for an entry whose "mail" carries no KIM address (see entries.KIM_ADDRESS).
+            entries = [e for e in entries if e.addresses]
+        entries = rank(entries, search_words(criteria))
         outcome.total = len(entries)
         outcome.truncated = result.truncated
         outcome.entries = entries[:limit]
@@ -146,6 +157,8 @@ def directory_entry_for_address(address: str) -> DirectoryEntry | None:
         return None
     record = result.records[0]
     entry = entry_from_record(record)
+    if not entry.kim_version(address):
+        return None  # published in "mail", but no KIM address: nobody can be sent to or remember it
     entry.cert = entry_cert_state(list(record.values("userCertificate;binary")), telematik_id=entry.telematik_id)
     return entry
 

@@ -79,3 +79,11 @@ def test_malformed_kimdata_is_ignored(value):
 )
 def test_specialties_are_labelled_from_their_own_code_system(value, label):
     assert _entry(specialization=[value]).specialties == [label]
+
+
+@pytest.mark.parametrize("other", ["info@praxis-mueller.de", "keine-adresse", "praxis@kim.telematik.example.org"])
+def test_mail_values_that_are_no_kim_address_are_not_recipients(other):
+    entry = _entry(mail=[other, PRAXIS], komledata=[f"1.5,{other}"])
+    assert [a.address for a in entry.addresses] == [PRAXIS]
+    assert entry.kim_version(other) == ""
+    assert entry.other_mail == [other]

@@ -15,6 +15,13 @@ def test_free_text_recognises_postal_code_telematik_id_address_and_terms():
     assert parsed.ignored == ["ab"]
 
 
+def test_free_text_terms_beyond_the_limit_are_surplus_not_ignored():
+    parsed = parse_free_text("eins zwei drei vier fünf sechs sieben acht neun zehn ab")
+    assert parsed.terms == ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht"]
+    assert parsed.surplus == ["neun", "zehn"]
+    assert parsed.ignored == ["ab"]
+
+
 def test_free_text_telematik_ids_of_other_shapes():
     parsed = parse_free_text("9-2KIM-BITMARCK-01 11-SMC-B-Testkarte-883110000138398 5-2-0000000000004711")
     assert parsed.telematik_ids == ["9-2KIM-BITMARCK-01", "11-SMC-B-Testkarte-883110000138398", "5-2-0000000000004711"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from directory.query import Criteria
@@ -141,6 +143,14 @@ def test_short_terms_are_reported(vzd):
     assert any("mindestens 3 Zeichen" in n for n in outcome.notices)
 
 
+def test_terms_beyond_the_limit_are_reported_as_not_searched_not_as_too_short(vzd):
+    words = ["Praxis", "Müller", "Berlin", "Friedrichstraße", "Anna", "Hausarztpraxis", "Allgemeinmedizin", "Arzt"]
+    outcome = directory_search(Criteria(q=" ".join([*words, "Kardiologie", "Hamburg"])))
+    assert outcome.ignored == []
+    assert "Nur die ersten 8 Suchbegriffe werden gesucht, nicht gesucht: Kardiologie, Hamburg" in outcome.notices
+    assert not any("mindestens 3 Zeichen" in n for n in outcome.notices)
+
+
 def test_certificate_states_are_cached_until_the_entry_changes(vzd, vzd_admin, extra_entry, monkeypatch):
     import ldap3
 
@@ -253,3 +263,28 @@ def test_pasted_text_in_the_structured_fields(vzd):
     typed = directory_search(Criteria(name="Müller", place="Berlin"))
     pasted = directory_search(Criteria(name="Mu\u0308l\u00adler", place="Ber\u200blin"))
     assert _names(typed) and _names(pasted) == _names(typed)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "name"),
+    [
+        ({"cn": "Praxis Ohnename"}, "Praxis Ohnename"),
+        ({"organization": "Klinikum Ohnename"}, "Klinikum Ohnename"),
+        ({"displayName": "-", "cn": "-", "organization": "Klinikum Strich"}, "Klinikum Strich"),
+        ({}, "1-200000000099"),
+    ],
+)
+def test_an_entry_without_display_name_is_named_by_cn_or_organization(vzd, vzd_admin, attributes, name):
+    # displayName and cn are optional in the VZD schema; only uid and telematikID are mandatory.
+    uid = str(uuid.uuid4())
+    dn = f"uid={uid},dc=data,dc=vzd"
+    assert vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {"uid": uid, "telematikID": "1-200000000099", "l": "Namenlosstadt", **attributes},
+    ), vzd_admin.result
+    try:
+        outcome = directory_search(Criteria(q="Namenlosstadt"))
+        assert _names(outcome) == [name]
+    finally:
+        vzd_admin.delete(dn)

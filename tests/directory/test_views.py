@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.urls import reverse
 
@@ -192,3 +194,71 @@ def test_favorite_redirect_stays_on_this_site(client, django_user_model):
     )
     assert response.status_code == 302
     assert not response["Location"].startswith("https://evil.example")
+
+
+@pytest.fixture
+def entry_with_plain_mail(vzd_admin):
+    """An entry publishing a KIM address and, in "mail" too, an ordinary address and a value that is none."""
+    vzd_admin.search("dc=data,dc=vzd", f"(mail={PRAXIS})", attributes=["userCertificate;binary"])
+    cert = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
+    uid = str(uuid.uuid4())
+    kim = f"quirl-{uid[:8]}@tisim.kim.telematik-test"
+    dn = f"uid={uid},dc=data,dc=vzd"
+    ok = vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {
+            "uid": uid,
+            "telematikID": "1-200000000000004711",  # the certificate's
+            "displayName": "Praxis Quirlstadt",
+            "l": "Quirlstadt",
+            "mail": [kim, "info@praxis-quirlstadt.de", "keine-adresse"],
+            "userCertificate;binary": cert,
+        },
+    )
+    assert ok, vzd_admin.result
+    yield kim
+    vzd_admin.delete(dn)
+
+
+def test_mail_values_that_are_no_kim_address_cannot_be_picked_or_remembered(logged_in, vzd, entry_with_plain_mail):
+    kim = entry_with_plain_mail
+    page = logged_in.get(reverse("directory:search"), {"q": "Quirlstadt"}).content.decode()
+    assert f'name="address" value="{kim}"' in page
+    assert 'name="address" value="info@praxis-quirlstadt.de"' not in page
+    assert 'name="address" value="keine-adresse"' not in page
+    assert "info@praxis-quirlstadt.de, keine-adresse" in page  # still shown, apart from the KIM addresses
+
+    picker = logged_in.get(reverse("directory:picker"), {"picker_q": "Quirlstadt", "field": "to"}).content.decode()
+    assert picker.count("Auswählen") == 1 and "praxis-quirlstadt.de" not in picker
+
+    pick = {"field": "to", "address": "info@praxis-quirlstadt.de"}
+    chip = logged_in.get(reverse("directory:picker-pick"), pick).content.decode()
+    assert "steht nicht im Verzeichnis" in chip and 'type="hidden"' not in chip
+    response = logged_in.post(
+        reverse("directory:favorite-toggle"),
+        {"address": "info@praxis-quirlstadt.de", "action": "add"},
+        headers={"HX-Request": "true"},
+    )
+    assert "steht nicht im Verzeichnis" in response.content.decode()
+    assert not Contact.objects.exists()
+
+
+def test_kim_only_leaves_out_entries_whose_mail_is_no_kim_address(logged_in, vzd, vzd_admin):
+    uid = str(uuid.uuid4())
+    dn = f"uid={uid},dc=data,dc=vzd"
+    assert vzd_admin.add(
+        dn,
+        ["top", "vzd-komleview"],
+        {"uid": uid, "telematikID": "1-200000000098", "displayName": "Praxis Nurpost", "mail": "info@nurpost.de"},
+    ), vzd_admin.result
+    try:
+        page = logged_in.get(reverse("directory:search"), {"q": "Nurpost", "kim_only": "on"}).content.decode()
+        assert "Praxis Nurpost" not in page and "Keine Treffer." in page
+        picker = logged_in.get(reverse("directory:picker"), {"picker_q": "Nurpost", "field": "to"}).content.decode()
+        assert "Praxis Nurpost" not in picker and "Keine Treffer." in picker
+        # without the filter it is found, as an entry without KIM address
+        page = logged_in.get(reverse("directory:search"), {"q": "Nurpost"}).content.decode()
+        assert "Praxis Nurpost" in page and "Keine KIM-Adresse" in page
+    finally:
+        vzd_admin.delete(dn)

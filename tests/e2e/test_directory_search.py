@@ -63,3 +63,29 @@ def test_find_praxis_mueller_and_navigate_by_keyboard(
         "Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal."
     )
     assert violations == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slapd
+@pytest.mark.usefixtures("vzd")
+def test_favorite_by_keyboard_keeps_the_focus_on_its_button(page, live_server, transactional_db, django_user_model):
+    # The toggle swaps its whole form: without a stable id htmx cannot put the focus back, it fell to the page's
+    # start and a keyboard user had to tab through the navigation again.
+    django_user_model.objects.create_user(username="station", password=PASSWORD)
+    search = DirectorySearchPage(page, live_server.url).login_and_open("station", PASSWORD)
+    search.type_query("müller")
+    praxis = search.hit("Praxis Dr. Müller")
+    expect(praxis).to_have_count(1)
+
+    search.press("ArrowDown")
+    assert search.focused_hit_name() == "Praxis Dr. Müller"
+    search.press("Tab")
+    remember = praxis.get_by_role("button", name="Als Favorit merken")
+    expect(remember).to_be_focused()
+    search.press("Enter")
+    favorite = praxis.get_by_role("button", name="Favorit")
+    expect(favorite).to_have_attribute("aria-pressed", "true")
+    expect(favorite).to_be_focused()
+    search.press("Enter")
+    expect(remember).to_have_attribute("aria-pressed", "false")
+    expect(remember).to_be_focused()
