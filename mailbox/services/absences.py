@@ -69,6 +69,9 @@ def absence_begin(*, absence_id: int) -> int:
 def absence_end(*, user: Any, absence_id: int, actor: Any = None) -> None:
     absence = Absence.objects.get(pk=absence_id, user=user)
     now = timezone.now()
+    if absence.ends_at <= now:
+        # Already over (a page opened during it, pressed later): ending it "now" would stretch it instead.
+        return
     if absence.starts_at >= now:
         absence.delete()
     else:

@@ -161,3 +161,21 @@ def test_the_absence_page_says_why_an_overlapping_absence_was_not_saved_and_keep
     assert "Für diese Zeit ist bereits eine Abwesenheit eingetragen" in page
     assert f'value="{entered["starts_at"]}"' in page and f'value="{entered["ends_at"]}"' in page
     assert Absence.objects.filter(user=alice).count() == 1
+
+
+def test_ending_an_absence_that_is_already_over_leaves_it_as_it_was(alice, bob, carol):
+    # A page opened during the absence still shows "Beenden" after it ran out; pressing it must not stretch the
+    # finished absence up to now (over the absence that followed it).
+    now = timezone.now().replace(microsecond=0)
+    over = Absence.objects.create(
+        user=alice, substitute=bob, starts_at=now - timedelta(days=10), ends_at=now - timedelta(days=5)
+    )
+    later = Absence.objects.create(
+        user=alice, substitute=carol, starts_at=now - timedelta(days=3), ends_at=now - timedelta(days=1)
+    )
+
+    absences.absence_end(user=alice, absence_id=over.pk)
+
+    assert Absence.objects.get(pk=over.pk).ends_at == now - timedelta(days=5)
+    assert Absence.objects.get(pk=later.pk).ends_at == now - timedelta(days=1)
+    assert not AuditEvent.objects.filter(action="absence.ended").exists()
