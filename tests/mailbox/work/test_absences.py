@@ -179,3 +179,19 @@ def test_ending_an_absence_that_is_already_over_leaves_it_as_it_was(alice, bob, 
     assert Absence.objects.get(pk=over.pk).ends_at == now - timedelta(days=5)
     assert Absence.objects.get(pk=later.pk).ends_at == now - timedelta(days=1)
     assert not AuditEvent.objects.filter(action="absence.ended").exists()
+
+
+def test_an_absence_that_ended_before_it_was_entered_is_refused_with_its_reason(client, alice, bob):
+    # A slip of the year (2025 for 2026) used to be "saved" and then appeared nowhere: the page lists only
+    # absences still to come, and routing never sees it.
+    start = timezone.localtime().replace(second=0, microsecond=0) - timedelta(days=365)
+    client.force_login(alice)
+    entered = {
+        "substitute": bob.pk,
+        "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+        "ends_at": (start + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    response = client.post(reverse("mailbox:absences"), entered)
+    assert response.status_code == 422
+    assert "Das Ende der Abwesenheit liegt in der Vergangenheit." in response.content.decode()
+    assert not Absence.objects.filter(user=alice).exists()
