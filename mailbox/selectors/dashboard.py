@@ -9,7 +9,7 @@ one cutoff instant per mailbox so the database compares `received_at <= cutoff` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -60,19 +60,22 @@ def sla_cutoff(hours: int, *, now: datetime, calendar: WorkingHours | None = Non
         return now - timedelta(hours=hours)
     remaining = timedelta(hours=hours)
     tz = timezone.get_current_timezone()
-    cursor = now
+    # Local wall times only name the window; the arithmetic runs on UTC instants, because subtracting two
+    # datetimes of one zone compares their wall clocks and would miss the hour a change of summer time adds
+    # or removes.
+    cursor = now.astimezone(UTC)
     day: date = timezone.localtime(now, tz).date()
     for _ in range(3660):  # ten years of days without a single working hour is a misconfiguration
         if day.isoweekday() in calendar.weekdays:
-            opens = datetime.combine(day, calendar.start, tzinfo=tz)
-            closes = min(datetime.combine(day, calendar.end, tzinfo=tz), cursor)
+            opens = datetime.combine(day, calendar.start, tzinfo=tz).astimezone(UTC)
+            closes = min(datetime.combine(day, calendar.end, tzinfo=tz).astimezone(UTC), cursor)
             if closes > opens:
                 available = closes - opens
                 if available >= remaining:
                     return closes - remaining
                 remaining -= available
         day -= timedelta(days=1)
-        cursor = datetime.combine(day, time.max, tzinfo=tz)
+        cursor = datetime.combine(day, time.max, tzinfo=tz).astimezone(UTC)
     return now - timedelta(hours=hours)
 
 

@@ -25,6 +25,9 @@ def absence_create(*, user: Any, substitute: Any, starts_at: datetime, ends_at: 
         raise PortalError(_("Sie können sich nicht selbst vertreten."))
     if ends_at <= starts_at:
         raise PortalError(_("Das Ende der Abwesenheit muss nach dem Beginn liegen."))
+    # An absence already over changes nothing and would show nowhere (the pages list what is still to come).
+    if ends_at <= timezone.now():
+        raise PortalError(_("Das Ende der Abwesenheit liegt in der Vergangenheit."))
     # The person's row is the lock for their absences: two saves at once (two tabs, or the person and a manager)
     # each check for an overlap and then insert; the second waits here until the first has committed, so it sees
     # the first's absence. NO KEY: rows that merely refer to the person (audit, claims) need not wait for it.
@@ -69,6 +72,9 @@ def absence_begin(*, absence_id: int) -> int:
 def absence_end(*, user: Any, absence_id: int, actor: Any = None) -> None:
     absence = Absence.objects.get(pk=absence_id, user=user)
     now = timezone.now()
+    if absence.ends_at <= now:
+        # Already over (a page opened during it, pressed later): ending it "now" would stretch it instead.
+        return
     if absence.starts_at >= now:
         absence.delete()
     else:

@@ -68,6 +68,25 @@ def test_working_hours_skip_nights_and_weekends():
     assert sla_cutoff(4, now=monday_9, calendar=every_hour) == monday_9 - timedelta(hours=4)
 
 
+def test_working_hours_across_a_change_of_summer_time_count_real_hours():
+    # A window that holds 02:00-03:00: on the night summer time starts it is an hour shorter, on the night it
+    # ends an hour longer. The SLA counts the hours that really passed.
+    nights = WorkingHours(frozenset(range(1, 8)), time(1), time(5))
+    utc = ZoneInfo("UTC")
+    # 29 March 2026: 01:00 CET-05:00 CEST is three hours. 8 h back from Monday noon: Monday's four, Sunday's
+    # three, then the last hour of Saturday's window.
+    assert sla_cutoff(8, now=datetime(2026, 3, 30, 12, 0, tzinfo=BERLIN), calendar=nights) == datetime(
+        2026, 3, 28, 3, 0, tzinfo=utc
+    )
+    assert sla_cutoff(7, now=datetime(2026, 3, 30, 12, 0, tzinfo=BERLIN), calendar=nights) == datetime(
+        2026, 3, 29, 0, 0, tzinfo=utc
+    )
+    # 25 October 2026: 01:00 CEST-05:00 CET is five hours; 9 h back end exactly at Sunday's 01:00 CEST.
+    assert sla_cutoff(9, now=datetime(2026, 10, 26, 12, 0, tzinfo=BERLIN), calendar=nights) == datetime(
+        2026, 10, 24, 23, 0, tzinfo=utc
+    )
+
+
 def test_working_hours_come_from_the_settings(settings):
     settings.KIMPORTAL_SLA_WORKDAYS = []
     now = timezone.now()

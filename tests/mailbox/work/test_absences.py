@@ -161,3 +161,37 @@ def test_the_absence_page_says_why_an_overlapping_absence_was_not_saved_and_keep
     assert "Für diese Zeit ist bereits eine Abwesenheit eingetragen" in page
     assert f'value="{entered["starts_at"]}"' in page and f'value="{entered["ends_at"]}"' in page
     assert Absence.objects.filter(user=alice).count() == 1
+
+
+def test_ending_an_absence_that_is_already_over_leaves_it_as_it_was(alice, bob, carol):
+    # A page opened during the absence still shows "Beenden" after it ran out; pressing it must not stretch the
+    # finished absence up to now (over the absence that followed it).
+    now = timezone.now().replace(microsecond=0)
+    over = Absence.objects.create(
+        user=alice, substitute=bob, starts_at=now - timedelta(days=10), ends_at=now - timedelta(days=5)
+    )
+    later = Absence.objects.create(
+        user=alice, substitute=carol, starts_at=now - timedelta(days=3), ends_at=now - timedelta(days=1)
+    )
+
+    absences.absence_end(user=alice, absence_id=over.pk)
+
+    assert Absence.objects.get(pk=over.pk).ends_at == now - timedelta(days=5)
+    assert Absence.objects.get(pk=later.pk).ends_at == now - timedelta(days=1)
+    assert not AuditEvent.objects.filter(action="absence.ended").exists()
+
+
+def test_an_absence_that_ended_before_it_was_entered_is_refused_with_its_reason(client, alice, bob):
+    # A slip of the year (2025 for 2026) used to be "saved" and then appeared nowhere: the page lists only
+    # absences still to come, and routing never sees it.
+    start = timezone.localtime().replace(second=0, microsecond=0) - timedelta(days=365)
+    client.force_login(alice)
+    entered = {
+        "substitute": bob.pk,
+        "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+        "ends_at": (start + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    response = client.post(reverse("mailbox:absences"), entered)
+    assert response.status_code == 422
+    assert "Das Ende der Abwesenheit liegt in der Vergangenheit." in response.content.decode()
+    assert not Absence.objects.filter(user=alice).exists()
