@@ -102,3 +102,21 @@ def test_the_routing_rules_pages_fit_a_phone(portal_web, page):
             assert_no_horizontal_scroll(page)
         except AssertionError as exc:
             raise AssertionError(f"{path}: {exc}") from None
+
+
+def test_a_rule_named_in_one_long_word_keeps_its_edit_page_inside_a_desktop(portal_web, page):
+    # The page heading names the rule; an unbroken name of 100 characters widened the desktop page to 1,743 px, as
+    # the heading broke long words only below the phone breakpoint.
+    leitung = UserFactory(username="leitung")
+    leitung.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    box = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=box, role=Membership.Role.OWNER, user=UserFactory(username="chef"))
+    rule = RoutingRule.objects.create(
+        mailbox=box, position=1, name="Arztbrief" * 11, dienstkennung="eAU", assign=RoutingRule.Assign.NOBODY
+    )
+    LoginPage(page, portal_web.url).open().login("leitung", "pw-secret-123")
+
+    page.set_viewport_size(DESKTOP)
+    page.goto(portal_web.url + f"/postfach/{box.pk}/regeln/{rule.pk}/")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Arztbrief")
+    assert_no_horizontal_scroll(page)
