@@ -247,7 +247,7 @@ def draft_json(link: KisDraft) -> dict[str, Any]:
             "sha256": draft.sha256,
         },
         # A string in German, the API's documented language (the row keeps it untranslated, kimportal.texts).
-        "last_error": german(draft.last_error),
+        "last_error": german(draft.last_error_scoped),
         "created_at": _iso(draft.created_at),
         "updated_at": _iso(draft.updated_at),
         "signed_at": _iso(draft.signed_at),

@@ -35,7 +35,9 @@ class SignatureBatch(models.Model):
     signed_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     error_code = models.IntegerField(null=True, blank=True)
-    # Why the batch ended without signing all: kept untranslated (kimportal.texts), shown as error_shown.
+    # Why the batch ended without signing all: kept untranslated (kimportal.texts). Pages show it as the reader may
+    # see it now (signing.selectors.drafts: a missing document named only to who may see its draft); the admin as
+    # error_shown.
     error_text = models.JSONField(blank=True, default=str)
     task_id = models.CharField(max_length=64, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
@@ -84,7 +86,8 @@ class BatchItem(models.Model):
     document_sha256 = models.CharField(max_length=64)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     code = models.IntegerField(null=True, blank=True)
-    # Why it was not signed: kept untranslated (kimportal.texts), shown as text_shown.
+    # Why it was not signed: kept untranslated (kimportal.texts). Pages show it only to who may see the draft now
+    # (signing.selectors.drafts); the admin as text_shown.
     text = models.JSONField(blank=True, default=str)
 
     class Meta:

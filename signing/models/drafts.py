@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from kimportal.texts import render
 from mailbox.models import member_roles
 from signing.doctypes import document_type_label
+from signing.texts import scoped_stored
 
 
 class DraftQuerySet(models.QuerySet["Draft"]):
@@ -147,8 +148,15 @@ class Draft(models.Model):
         return document_type_label(self.document_type)
 
     @property
+    def last_error_scoped(self) -> Any:
+        """The reason as this draft's readers may see it: a batch stopped for a missing document names that file on its
+        own draft only. Rows written before that rule gave every draft of the batch the named reason; read back, they
+        keep the name only where it is this draft's own file."""
+        return scoped_stored(self.last_error, drafts={self.pk}, filenames={self.filename})
+
+    @property
     def last_error_text(self) -> str:
-        return render(self.last_error)
+        return render(self.last_error_scoped)
 
     @property
     def is_open(self) -> bool:

@@ -557,3 +557,25 @@ def test_a_missing_document_is_named_on_its_own_draft_only(
         page = client.get(url).content.decode()
         assert gone.filename not in page, url
         assert "fehlt im Speicher oder ist beschädigt" in page, url
+
+
+@pytest.mark.django_db
+def test_a_draft_given_another_documents_named_reason_before_the_rule_shows_it_without_the_name(
+    client, signer, mailbox
+):
+    """Rows written before a stopped batch named the missing document on its own draft only: every draft of the
+    batch kept the named reason. Its pages show the file name only where it is that draft's own."""
+    kardio = UserFactory(username="kardio")
+    other = MailboxFactory(display_name="Kardiologie")
+    MembershipFactory(mailbox=other, user=kardio, role=Membership.Role.PROCESSOR)
+    MembershipFactory(mailbox=other, user=signer, role=Membership.Role.PROCESSOR)
+    legacy = {
+        "msgid": "Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s",
+        "params": {"name": "Muster-Erika-Entlassbrief.txt"},
+    }
+    kept = DraftFactory(author=kardio, signer=signer, mailbox=other, filename="brief-kardio.txt", last_error=legacy)
+    client.force_login(kardio)
+    for url in (reverse("signing:draft-detail", args=[kept.pk]), reverse("signing:drafts")):
+        page = client.get(url).content.decode()
+        assert "Muster-Erika-Entlassbrief.txt" not in page, url
+        assert "fehlt im Speicher oder ist beschädigt" in page, url

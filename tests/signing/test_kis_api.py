@@ -582,3 +582,18 @@ def test_every_api_route_is_in_the_openapi_file():
         if p.name != "not-found"
     }
     assert routes == documented
+
+
+def test_a_reason_kept_from_another_drafts_missing_document_is_read_without_its_name(api):
+    """Before a stopped batch named a missing document on that document's draft only, every draft of the batch was
+    given the named reason: read back, such a row names the file only on the draft that is that file."""
+    api.submit(submission("KIS-1"))
+    draft = Draft.objects.get()
+    legacy = {"msgid": "Ein Dokument fehlt im Speicher oder ist beschädigt: %(name)s", "params": {"name": "fremd.pdf"}}
+    Draft.objects.filter(pk=draft.pk).update(last_error=legacy)
+    assert api.get("KIS-1").json()["last_error"] == (
+        "Ein Dokument dieses Signaturvorgangs fehlt im Speicher oder ist beschädigt."
+    )
+    Draft.objects.filter(pk=draft.pk).update(last_error={**legacy, "params": {"name": draft.filename}})
+    named = f"Ein Dokument fehlt im Speicher oder ist beschädigt: {draft.filename}"
+    assert api.get("KIS-1").json()["last_error"] == named
