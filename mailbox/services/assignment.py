@@ -10,13 +10,18 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from kimportal.errors import NotAllowed
+from kimportal.errors import PortalError
 from kimportal.texts import N_, Stored, StoredText, join
 from mailbox.models import Absence, AssignmentPeriod, Message, Notification
 from mailbox.selectors.mailboxes import display_name, mailbox_members, notification_recipients
 from mailbox.services.audit import audit_record
 from mailbox.services.guard import bump, guarded, short
 from mailbox.services.notifications import notify
+
+
+class AssigneeRefused(PortalError):
+    """The person chosen cannot be made responsible (not a working member, deactivated, away without a substitute
+    who could step in). Not a matter of the assigner's role: the form comes back with the reason, to choose again."""
 
 
 def open_period(message: Message, assignee: Any, *, by: Any, note: Stored = "") -> None:
@@ -51,12 +56,12 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
     members = mailbox_members(current.mailbox_id)
     assignee = get_user_model().objects.filter(pk=assignee_id, is_active=True).first()
     if assignee is None or assignee not in members:
-        raise NotAllowed(_("Diese Person ist kein bearbeitendes Mitglied des Postfachs."))
+        raise AssigneeRefused(_("Diese Person ist kein bearbeitendes Mitglied des Postfachs."))
     substitute = substitute_for(assignee)
     stored_note: Stored = note
     if substitute is not None and substitute in members and substitute_for(substitute) is not None:
         # The substitute is away too (routing leaves such mail unassigned): whoever assigns chooses again.
-        raise NotAllowed(
+        raise AssigneeRefused(
             _("%(name)s und die Vertretung %(substitute)s sind abwesend. Bitte eine andere Person wählen.")
             % {"name": display_name(assignee), "substitute": display_name(substitute)}
         )
@@ -69,7 +74,7 @@ def message_assign(*, user: Any, message: Message, version: int, assignee_id: in
     elif substitute is not None:
         # The substitute left the mailbox (or lost the right to work it): the letter would wait, unseen, with
         # someone who is away. Whoever assigns chooses again (routing leaves such mail unassigned instead).
-        raise NotAllowed(
+        raise AssigneeRefused(
             _(
                 "%(name)s ist abwesend, und die Vertretung %(substitute)s kann dieses Postfach nicht bearbeiten. "
                 "Bitte eine andere Person wählen."

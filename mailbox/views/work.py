@@ -239,7 +239,11 @@ def _run_action(
     except ClaimHeld as exc:
         return _work_response(request, pk, error=exc.message, status=423, **kept)
     except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from exc
+        if not request.htmx:
+            raise PermissionDenied(exc.message) from exc
+        # A page still showing the buttons of a role lowered meanwhile: htmx would swallow a 403 and the click would
+        # seem to do nothing. The panel comes back as the role now held draws it, with the reason.
+        return _work_response(request, pk, error=exc.message, status=423, **kept)
     except PortalError as exc:
         return _work_response(request, pk, error=exc.message, status=422, **kept)
     return _work_response(request, pk, notice=notice)
@@ -301,7 +305,7 @@ def message_note(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _run_action(request, pk, NoteForm, act, keeps_note=True)
 
 
-def _lock_response(request: AuthenticatedHttpRequest, pk: int, *, error: str = "") -> HttpResponse:
+def _lock_response(request: AuthenticatedHttpRequest, pk: int, *, error: str = "", status: int = 200) -> HttpResponse:
     if not request.htmx:
         if error:
             messages.error(request, error)
@@ -310,7 +314,7 @@ def _lock_response(request: AuthenticatedHttpRequest, pk: int, *, error: str = "
     message.role = selectors.user_role(request.user, message.mailbox_id)
     context = {"message": message, "error": error, "page_token": _page_token(request, pk)}
     html = render_to_string("mailbox/partials/_lock_panel.html", context, request)
-    response = HttpResponse(html)
+    response = HttpResponse(html, status=status)
     # Action buttons depend on who holds the lock: tell the page (portal.js re-evaluates).
     return trigger_client_event(response, "lock-changed")
 
@@ -329,7 +333,7 @@ def message_claim_view(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
     try:
         result = message_claim(user=request.user, message=message, page=_page_token(request, pk))
     except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from exc
+        return _lock_refusal(request, pk, exc)
     error = "" if result.won else claim_held_error(result.message).message
     return _lock_response(request, pk, error=error)
 
@@ -351,5 +355,13 @@ def message_break_lock_view(request: AuthenticatedHttpRequest, pk: int) -> HttpR
     try:
         message_break_lock(user=request.user, message=message)
     except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from exc
+        return _lock_refusal(request, pk, exc)
     return _lock_response(request, pk)
+
+
+def _lock_refusal(request: AuthenticatedHttpRequest, pk: int, exc: NotAllowed) -> HttpResponse:
+    """A lock action the user's role does not allow: 403 without htmx; with htmx (a page still showing the buttons
+    of a role lowered meanwhile, which would swallow a 403) the panel as the role now held draws it, with the reason."""
+    if not request.htmx:
+        raise PermissionDenied(exc.message) from exc
+    return _lock_response(request, pk, error=exc.message, status=423)

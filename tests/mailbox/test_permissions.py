@@ -190,7 +190,10 @@ class Route:
     data: Callable[[World], dict] = field(default=lambda w: {})
     prepare: Callable[[World], None] = field(default=lambda w: None)
     done: Callable[[World], bool] | None = None  # the change a successful request makes
-    refused: int = 403  # what a member with too weak a role gets (404 where even the page's existence is private)
+    # What a member with too weak a role gets (404 where even the page's existence is private; 423 for the work and
+    # lock actions, which answer htmx with the panel and the reason: a page left open since the role was lowered
+    # would swallow a 403).
+    refused: int = 403
 
 
 def _hold(w: World, user) -> None:
@@ -299,7 +302,9 @@ ROUTES: dict[str, Route] = {
     "message-raw": Route(("GET",), "message"),
     "attachment-download": Route(("GET",), "attachment"),
     "message-attachments": Route(("GET",), "message"),
-    "message-claim": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _msg(w).claimed_by == w.user),
+    "message-claim": Route(
+        ("POST",), "message", role=Role.PROCESSOR, done=lambda w: _msg(w).claimed_by == w.user, refused=423
+    ),
     # Anyone may give back their own lock (a processor demoted to reader must not be stuck with it).
     "message-release": Route(
         ("POST",), "message", prepare=lambda w: _hold(w, w.user), done=lambda w: _msg(w).claimed_by is None
@@ -310,6 +315,7 @@ ROUTES: dict[str, Route] = {
         role=Role.OWNER,
         prepare=lambda w: _hold(w, w.colleague),
         done=lambda w: _msg(w).claimed_by is None,
+        refused=423,
     ),
     "message-take": Route(
         ("POST",),
@@ -317,6 +323,7 @@ ROUTES: dict[str, Route] = {
         role=Role.PROCESSOR,
         data=lambda w: {"version": w.message.version},
         done=lambda w: _msg(w).assignee == w.user,
+        refused=423,
     ),
     "message-assign": Route(
         ("POST",),
@@ -324,6 +331,7 @@ ROUTES: dict[str, Route] = {
         role=Role.PROCESSOR,
         data=lambda w: {"version": w.message.version, "assignee": w.colleague.pk, "note": "bitte"},
         done=lambda w: _msg(w).assignee == w.colleague,
+        refused=423,
     ),
     "message-unassign": Route(
         ("POST",),
@@ -332,6 +340,7 @@ ROUTES: dict[str, Route] = {
         prepare=lambda w: Message.objects.filter(pk=w.message.pk).update(assignee=w.colleague),
         data=lambda w: {"version": w.message.version},
         done=lambda w: _msg(w).assignee is None,
+        refused=423,
     ),
     "message-state": Route(
         ("POST",),
@@ -339,6 +348,7 @@ ROUTES: dict[str, Route] = {
         role=Role.PROCESSOR,
         data=lambda w: {"version": w.message.version, "state": Message.State.DONE},
         done=lambda w: _msg(w).state == Message.State.DONE,
+        refused=423,
     ),
     "message-note": Route(
         ("POST",),
@@ -346,6 +356,7 @@ ROUTES: dict[str, Route] = {
         role=Role.PROCESSOR,
         data=lambda w: {"version": w.message.version, "body": "Rückruf erledigt"},
         done=lambda w: Note.objects.filter(message=w.message, author=w.user).exists(),
+        refused=423,
     ),
     # --- the send path -------------------------------------------------------------------------------------
     "message-reply": Route(("POST",), "message", role=Role.PROCESSOR, done=lambda w: _replies(w, "reply")),
@@ -669,7 +680,8 @@ def test_nobody_can_make_a_stranger_responsible(role, client):
     client.force_login(w.user)
     url = reverse("mailbox:message-assign", args=[w.message.pk])
     response = client.post(url, {"version": 1, "assignee": w.foreign_owner.pk}, headers={"HX-Request": "true"})
-    assert response.status_code == 403
+    # The choice is refused (as for any id that is no working member), not the assigner's role.
+    assert response.status_code == 422
     assert _msg(w).assignee is None
 
 

@@ -9,7 +9,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 
 from audit.models import AuditEvent
-from kimportal import errors
 from mailbox import selectors
 from mailbox.models import (
     Absence,
@@ -71,7 +70,7 @@ def test_database_refuses_a_second_open_period(alice, bob, message):
 @pytest.mark.parametrize("target", ["outsider", "reader", "observer"])
 def test_assign_only_to_working_members(request, target, owner, message):
     before = snapshot(message)
-    with pytest.raises(errors.NotAllowed):
+    with pytest.raises(assignment.AssigneeRefused):
         assignment.message_assign(
             user=owner, message=message, version=1, assignee_id=request.getfixturevalue(target).pk
         )
@@ -81,7 +80,7 @@ def test_assign_only_to_working_members(request, target, owner, message):
 def test_assign_to_inactive_user_is_refused(owner, bob, message):
     bob.is_active = False
     bob.save()
-    with pytest.raises(errors.NotAllowed):
+    with pytest.raises(assignment.AssigneeRefused):
         assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
 
 
@@ -142,7 +141,7 @@ def test_assignment_to_an_absent_member_whose_substitute_cannot_work_the_mailbox
     Membership.objects.filter(user=carol).delete()
     before = snapshot(message)
 
-    with pytest.raises(errors.NotAllowed) as refused:
+    with pytest.raises(assignment.AssigneeRefused) as refused:
         assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
 
     assert "Bernd Bauer ist abwesend" in refused.value.message
@@ -162,7 +161,7 @@ def test_assignment_to_an_absent_member_whose_substitute_is_away_too_is_refused(
     )
     before = snapshot(message)
 
-    with pytest.raises(errors.NotAllowed) as refused:
+    with pytest.raises(assignment.AssigneeRefused) as refused:
         assignment.message_assign(user=owner, message=message, version=1, assignee_id=bob.pk)
 
     assert refused.value.message == (
