@@ -111,6 +111,11 @@ def verify_rows(rows: Iterable[dict[str, Any]], head: tuple[int, str] | None) ->
         prev, prev_shift = row, shift
     if prev is not None:
         result.head_seq, result.head_hash = prev["seq"], prev["hash"]
+    if head is None and result.checked:
+        # Without its head the end of the chain cannot be checked (events cut off there go unnoticed), and the
+        # sealing trigger would start again at #1, which is taken: no event could be appended any more.
+        text = "der Kopf der Kette fehlt: ihr Ende ist nicht prüfbar, neue Ereignisse können nicht angehängt werden."
+        found.append(Finding("removed", result.head_seq, None, text))
     if head is not None and head != (result.head_seq, result.head_hash):
         head_seq, _ = head
         if head_seq > result.head_seq:

@@ -126,6 +126,11 @@ def test_a_removed_last_event_is_noticed_through_the_chain_head(trail):
     assert "die Kette endet bei #5, ihr Kopf steht bei #6" in verify()
 
 
+def test_a_removed_chain_head_is_named(trail):
+    tamper("DELETE FROM audit_chainhead")
+    assert "der Kopf der Kette fehlt" in verify()
+
+
 def test_reordered_events_are_named(trail):
     tamper("UPDATE audit_auditevent SET seq = -2 WHERE seq = 2")
     tamper("UPDATE audit_auditevent SET seq = 2 WHERE seq = 4")
