@@ -1,9 +1,40 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from audit.selectors import AuditFilter
+
+
+class WallClockField(forms.DateTimeField):
+    """A time as the house's clocks showed it. In the night the clocks change it names two instants (02:30 in
+    October) or none (02:30 in March); Django refuses both, so the hour an incident happened in could not be
+    searched. The bound takes the earlier of the two readings for "from" and the later for "to": a search of the
+    trail may show a little more, never less."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"})
+
+    def __init__(self, *, earliest: bool, **kwargs: Any) -> None:
+        self.earliest = earliest
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> datetime | None:
+        try:
+            return super().to_python(value)
+        except ValidationError as error:
+            if error.code != "ambiguous_timezone":
+                raise
+        with timezone.override(UTC):  # parsed only: in UTC every wall-clock time is exactly one instant
+            wall = super().to_python(value)
+        assert wall is not None
+        zone = timezone.get_current_timezone()
+        readings = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
+        return min(readings) if self.earliest else max(readings)
 
 
 class AuditSearchForm(forms.Form):
@@ -12,12 +43,8 @@ class AuditSearchForm(forms.Form):
     message = forms.IntegerField(label=_("Nachricht (Nummer)"), required=False, min_value=1)
     patient = forms.CharField(label=_("Patientenbezug (Text in Betreff oder Details)"), required=False, max_length=200)
     action = forms.CharField(label=_("Aktion"), required=False, max_length=60)
-    since = forms.DateTimeField(
-        label=_("von"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
-    until = forms.DateTimeField(
-        label=_("bis"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
+    since = WallClockField(label=_("von"), required=False, earliest=True)
+    until = WallClockField(label=_("bis"), required=False, earliest=False)
 
     def clean(self):
         data = super().clean() or {}

@@ -71,7 +71,9 @@ def event_search_page(request: HttpRequest) -> HttpResponse:
         "known_actions": sorted(ACTION_LABELS.items(), key=lambda item: str(item[1])),
     }
     template = "audit/search.html#audit-results" if getattr(request, "htmx", False) else "audit/search.html"
-    return render(request, template, context)
+    # 422 for a filter that was not run: htmx swaps it (base.html's responseHandling), and the results box then
+    # says why instead of "no events", which a search that never happened must not claim.
+    return render(request, template, context, status=422 if audit_filter is None else 200)
 
 
 async def _csv_lines(audit_filter: AuditFilter) -> AsyncIterator[str]:

@@ -100,6 +100,14 @@ def test_a_changed_event_is_named(trail):
     assert "#4" not in errors and "#2" not in errors
 
 
+def test_a_number_too_long_for_python_in_the_details_is_named_and_the_walk_goes_on(trail):
+    tamper("UPDATE audit_auditevent SET details = ('{\"x\": 1' || repeat('0', 5000) || '}')::jsonb WHERE seq = 2")
+    tamper("DELETE FROM audit_auditevent WHERE seq = 5")
+    found = verify()
+    assert f"changed: Ereignis #2 (id {trail[1].pk}): Inhalt passt nicht" in found
+    assert f"removed: Ereignis #6 (id {trail[5].pk}): davor entfernt: #5." in found
+
+
 def test_a_changed_event_with_recomputed_hashes_is_named(trail):
     # The attacker knows the formula and recomputes the event's own hashes; its successor still names the original.
     e = trail[2]
@@ -124,6 +132,11 @@ def test_a_removed_event_is_named(trail):
 def test_a_removed_last_event_is_noticed_through_the_chain_head(trail):
     tamper("DELETE FROM audit_auditevent WHERE seq = 6")
     assert "die Kette endet bei #5, ihr Kopf steht bei #6" in verify()
+
+
+def test_a_removed_chain_head_is_named(trail):
+    tamper("DELETE FROM audit_chainhead")
+    assert "der Kopf der Kette fehlt" in verify()
 
 
 def test_reordered_events_are_named(trail):

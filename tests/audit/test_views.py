@@ -191,6 +191,22 @@ def test_a_bad_filter_gets_a_german_error_and_no_results(client):
     assert response.context["events"] == []
 
 
+def test_a_bad_filter_searched_by_htmx_names_its_error_instead_of_finding_nothing(client):
+    # htmx swaps only the results box: the form with its field errors is not part of the answer.
+    audit_record(actor=None, action="mailbox.fetch_requested")
+    client.force_login(_manager())
+    response = client.get(
+        reverse("audit:search"),
+        {"since": "2026-02-01T10:00", "until": "2026-01-01T10:00"},
+        headers={"HX-Request": "true"},
+    )
+    html = response.content.decode()
+    assert response.status_code == 422  # swapped, as base.html's htmx responseHandling says
+    assert 'id="audit-results"' in html and "<form" not in html
+    assert "„bis“ muss nach „von“ liegen." in html
+    assert "Keine Ereignisse gefunden." not in html and reverse("audit:export") not in html
+
+
 def test_pages_go_back_in_time_by_keyset_without_gaps_or_repeats(client, monkeypatch):
     monkeypatch.setattr(selectors, "PAGE_SIZE", 3)
     for i in range(8):

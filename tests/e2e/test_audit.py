@@ -59,3 +59,19 @@ def test_leitung_searches_exports_and_reads_a_messages_trail(portal_web, page):
     trail = page.get_by_role("region", name="Verlauf (Audit)")
     trail.get_by_text("Einträge anzeigen").click()
     expect(trail).to_contain_text("pflege · Nachricht geöffnet")
+
+
+def test_a_reversed_time_range_is_named_in_the_results_not_answered_with_no_events(portal_web, page):
+    # The search is an htmx request that swaps only the results box; its 422 answer must be swapped and say why.
+    leitung = UserFactory(username="leitung")
+    leitung.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    LoginPage(page, portal_web.url).open().login("leitung", "pw-secret-123")
+    page.goto(portal_web.url + "/leitung/audit/")
+    page.get_by_label("von", exact=True).fill("2026-02-01T10:00")
+    page.get_by_label("bis", exact=True).fill("2026-01-01T10:00")
+    page.get_by_role("button", name="Suchen").click()
+    results = page.locator("#audit-results")
+    expect(results.get_by_role("alert")).to_contain_text("„bis“ muss nach „von“ liegen.")
+    expect(results).not_to_contain_text("Keine Ereignisse gefunden.")
+    expect(results.get_by_role("link", name="Als CSV exportieren")).to_have_count(0)
+    assert_accessible(page, "audit search with a reversed time range")
