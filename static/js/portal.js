@@ -152,6 +152,88 @@ function showSessionEnded() {
   text.textContent = text.dataset.text;
 }
 
+// --- A request of the page that failed says so --------------------------------------------------
+// htmx swaps nothing in for a refused or failed answer (base.html's responseHandling), and without a network there is
+// no answer at all: the button the user pressed would simply do nothing. The page says what happened and what to do
+// in #request-error, whose alert region is in the page, empty, from the start (filling it is what screen readers
+// announce). One message at a time: the same failure again changes nothing, another replaces it. It goes when the
+// same request succeeds (not any other: the page's own timed requests may get through while this one cannot) or when
+// the user closes it. A signed-out tab is no error: the server answers its htmx requests with HX-Redirect to the login.
+// What compose.js reports itself (the draft form's saves and sends, attachment uploads) is not said twice.
+(() => {
+  const box = document.getElementById("request-error");
+  const text = document.getElementById("request-error-text");
+  const reload = document.getElementById("request-error-reload");
+  const close = document.getElementById("request-error-close");
+  if (!box || !text || !reload || !close) return;
+  const REPORTED_BY_PAGE = "[data-draft-form], [data-drop-zone]";
+  let shown = null; // { kind, key } of the message on the page
+  let focusBefore = null;
+
+  function requestKey(detail) {
+    const config = detail.requestConfig || {};
+    const path = (detail.pathInfo && detail.pathInfo.requestPath) || config.path || "";
+    return `${String(config.verb || "").toUpperCase()} ${path}`;
+  }
+  function reportedByPage(detail) {
+    const elt = detail.elt;
+    return elt instanceof Element && Boolean(elt.closest(REPORTED_BY_PAGE));
+  }
+  function kindOf(status) {
+    if (status === 403) return "forbidden";
+    if (status === 413) return "tooLarge";
+    if (status === 429) return "tooMany";
+    if (status >= 500) return "server";
+    return "refused";
+  }
+  function show(kind, key) {
+    if (shown && shown.kind === kind) {
+      shown.key = key;
+      return;
+    }
+    shown = { kind, key };
+    if (!box.contains(document.activeElement)) focusBefore = document.activeElement;
+    text.textContent = box.dataset[`${kind}Text`] || "";
+    // What a reload cures: a page that is out of date (a new sign-in elsewhere gave the session a new CSRF token).
+    reload.hidden = !["forbidden", "refused"].includes(kind);
+    close.hidden = false;
+  }
+  function hide({ restoreFocus = false } = {}) {
+    if (!shown) return;
+    const hadFocus = box.contains(document.activeElement);
+    shown = null;
+    text.textContent = "";
+    reload.hidden = true;
+    close.hidden = true;
+    if (!restoreFocus && !hadFocus) return;
+    const back = focusBefore instanceof HTMLElement && focusBefore.isConnected && focusBefore !== document.body
+      ? focusBefore : document.getElementById("main");
+    if (back) back.focus();
+  }
+
+  document.addEventListener("htmx:responseError", (ev) => {
+    if (reportedByPage(ev.detail)) return;
+    const status = ev.detail.xhr ? ev.detail.xhr.status : 0;
+    show(kindOf(status), requestKey(ev.detail));
+  });
+  for (const type of ["htmx:sendError", "htmx:timeout"]) {
+    document.addEventListener(type, (ev) => {
+      if (!reportedByPage(ev.detail)) show("offline", requestKey(ev.detail));
+    });
+  }
+  document.addEventListener("htmx:afterRequest", (ev) => {
+    if (!shown || !ev.detail.successful) return;
+    if (shown.key === requestKey(ev.detail)) hide();
+  });
+  reload.addEventListener("click", () => window.location.reload());
+  close.addEventListener("click", () => hide({ restoreFocus: true }));
+  box.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || !shown) return;
+    ev.preventDefault();
+    hide({ restoreFocus: true });
+  });
+})();
+
 // Tell the inbox socket which rows this page shows and where new mail goes on top: the server then sends
 // changes of those rows only (a busy mailbox has thousands of rows, a page shows fifty). "since" is the newest
 // message the list knew when the server rendered it: the socket sends the rows of mail of the list's view stored

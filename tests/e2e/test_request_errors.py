@@ -1,0 +1,130 @@
+"""A request of the page that fails is never silent: refused (a stale CSRF token after signing in again elsewhere), a
+server error, no connection. htmx swaps nothing in for those; the page says what happened and what to do in one
+message area, and what compose.js reports itself (a draft's saves) is not said a second time."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from mailbox.services.compose import OutgoingData, outgoing_draft_save
+from mailbox.services.ingest import message_ingest
+from tests.e2e.a11y import assert_accessible
+from tests.e2e.layout import PHONE, assert_in_viewport, assert_no_horizontal_scroll, assert_touch_target
+from tests.e2e.pages import LoginPage, WorkPanel
+from tests.e2e.pages_compose import ComposePage
+from tests.mailbox.conftest import HOSPITAL, PRAXIS
+from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+
+pytestmark = pytest.mark.e2e
+
+OFFLINE = "Keine Verbindung zum Server"
+REFUSED = "Die Aktion wurde abgelehnt"
+SERVER = "Ein Fehler ist aufgetreten"
+
+
+def _abort_posts(route: Route) -> None:
+    if route.request.method == "POST":
+        route.abort("connectionfailed")
+    else:
+        route.continue_()
+
+
+def _alerts(page: Page, text: str):
+    """The page's alerts that say `text` (a message shown twice would be two)."""
+    return page.get_by_role("alert").filter(has_text=text)
+
+
+def test_a_refused_failed_or_unreachable_request_says_so_once_until_it_succeeds(portal_web, page, browser_context):
+    station = UserFactory(username="station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    message = message_ingest(mailbox=account.mailbox, uidl="e1", raw=MAIL_WITH_PDF)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/nachricht/{message.pk}/")
+    work = WorkPanel(page)
+    text = page.locator("#request-error-text")
+    close = page.get_by_role("button", name="Hinweis schließen")
+    reload = page.get_by_role("button", name="Seite neu laden")
+    expect(text).to_be_empty()
+
+    # Opening the message took its lock. The network is gone: "Freigeben" says so (not nothing); pressed twice, still
+    # one message.
+    release = work.lock.get_by_role("button", name="Freigeben")
+    release_url = f"**/nachricht/{message.pk}/freigeben/"
+    page.route(release_url, _abort_posts)
+    release.click()
+    expect(text).to_contain_text(OFFLINE)
+    release.click()
+    expect(_alerts(page, OFFLINE)).to_have_count(1)
+    expect(close).to_be_visible()
+    expect(reload).to_be_hidden()
+    assert_accessible(page, "a request without a connection")
+    page.set_viewport_size(PHONE)
+    assert_no_horizontal_scroll(page)
+    assert_in_viewport(page.locator("#request-error"))
+    expect(close).to_be_in_viewport()
+    assert_touch_target(close)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # The connection is back: the next request that succeeds takes the message away.
+    page.unroute(release_url)
+    release.click()
+    expect(work.claim_button()).to_be_visible()
+    expect(text).to_be_empty()
+    expect(close).to_be_hidden()
+
+    # A server error says so; Escape on the message closes it and gives the focus back to where it was.
+    claim_url = f"**/nachricht/{message.pk}/sperren/"
+    page.route(claim_url, lambda route: route.fulfill(status=500, content_type="text/html", body="<h1>500</h1>"))
+    work.claim_button().focus()
+    page.keyboard.press("Enter")
+    expect(text).to_contain_text(SERVER)
+    close.focus()
+    page.keyboard.press("Escape")
+    expect(text).to_be_empty()
+    expect(work.claim_button()).to_be_focused()
+    page.unroute(claim_url)
+
+    # Signed in again in another tab: the session has a new CSRF token, this page's is stale. The server refuses the
+    # claim (a real 403); the page says so and offers the reload that cures it.
+    other = browser_context.new_page()
+    LoginPage(other, portal_web.url).open().login("station", "pw-secret-123")
+    other.close()
+    with page.expect_response(lambda r: r.url.endswith(f"/nachricht/{message.pk}/sperren/")) as answer:
+        work.claim_button().click()
+    assert answer.value.status == 403
+    expect(text).to_contain_text(REFUSED)
+    expect(text).to_contain_text("Bitte laden Sie die Seite neu.")
+    expect(_alerts(page, REFUSED)).to_have_count(1)
+    assert_accessible(page, "a request refused as stale")
+    reload.click()
+    page.wait_for_load_state("load")
+    expect(text).to_be_empty()
+    release.click()
+    expect(work.claim_button()).to_be_visible()
+    expect(text).to_be_empty()
+
+    # A draft's own saves report themselves on the status line (compose.js): not a second time here.
+    page.goto(f"{portal_web.url}/entwurf/{draft.pk}/")
+    compose = ComposePage(page)
+    text = page.locator("#request-error-text")
+    body = page.get_by_label("Nachricht", exact=True)
+    save_url = f"**/entwurf/{draft.pk}/"
+    page.route(save_url, _abort_posts)
+    body.fill("Erster Absatz")
+    page.keyboard.press("Tab")
+    expect(compose.status).to_contain_text("Nicht gespeichert: keine Verbindung zum Server.")
+    expect(text).to_be_empty()
+    page.unroute(save_url)
+    page.route(save_url, lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>502</h1>"))
+    body.fill("Erster Absatz\nnicht angekommen")
+    page.keyboard.press("Tab")
+    expect(compose.status).to_contain_text("Von dieser Seite aus kann der Entwurf nicht mehr gespeichert")
+    expect(text).to_be_empty()
+    expect(_alerts(page, SERVER)).to_have_count(0)
+    page.unroute(save_url)
