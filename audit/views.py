@@ -70,7 +70,7 @@ def event_search_page(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "known_actions": sorted(ACTION_LABELS.items(), key=lambda item: str(item[1])),
     }
-    template = "audit/search.html#audit-results" if getattr(request, "htmx", False) else "audit/search.html"
+    template = "audit/search_answer.html" if getattr(request, "htmx", False) else "audit/search.html"
     # 422 for a filter that was not run: htmx swaps it (base.html's responseHandling), and the results box then
     # says why instead of "no events", which a search that never happened must not claim.
     return render(request, template, context, status=422 if audit_filter is None else 200)

@@ -75,3 +75,27 @@ def test_a_reversed_time_range_is_named_in_the_results_not_answered_with_no_even
     expect(results).not_to_contain_text("Keine Ereignisse gefunden.")
     expect(results.get_by_role("link", name="Als CSV exportieren")).to_have_count(0)
     assert_accessible(page, "audit search with a reversed time range")
+
+
+def test_what_a_search_found_is_said_in_a_status_region_that_stays_in_the_page(portal_web, page):
+    # The results box is replaced whole by each htmx search, so a live region inside it would not be read; the count
+    # goes into a region that was in the page from the start.
+    leitung = UserFactory(username="leitung")
+    leitung.user_permissions.add(Permission.objects.get(content_type__app_label="mailbox", codename="manage_house"))
+    box = MailboxFactory(display_name="Kardiologie", address="kardiologie@klinik.kim.telematik")
+    MembershipFactory(mailbox=box, user=leitung, role=Membership.Role.OWNER)
+    message_open(user=leitung, message=message_ingest(mailbox=box, uidl="u1", raw=MAIL_WITH_PDF))
+    LoginPage(page, portal_web.url).open().login("leitung", "pw-secret-123")
+    page.goto(portal_web.url + "/leitung/audit/")
+    status = page.locator("#audit-status")
+    status.evaluate("element => { element.dataset.first = 'yes'; }")
+
+    page.get_by_label("Patientenbezug (Text in Betreff oder Details)").fill("Müller")
+    page.get_by_role("button", name="Suchen").click()
+    expect(page.get_by_role("status").filter(has_text="Ereignis angezeigt.")).to_have_text("1 Ereignis angezeigt.")
+
+    page.get_by_label("Patientenbezug (Text in Betreff oder Details)").fill("Niemand")
+    page.get_by_role("button", name="Suchen").click()
+    expect(status).to_have_text("Keine Ereignisse gefunden.")
+    assert status.get_attribute("data-first") == "yes"  # the same element: the region was not replaced
+    assert_accessible(page, "audit search after two searches")
