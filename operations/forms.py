@@ -7,6 +7,7 @@ only requests it can accept.
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from typing import TYPE_CHECKING, Any, cast
 
@@ -75,6 +76,22 @@ class OutOfOfficeForm(forms.Form):
     # The note as the form was filled from it (kimadmin.out_of_office_fingerprint): a colleague's change meanwhile is
     # noticed instead of overwritten.
     seen = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    def _representable(self, name: str) -> dt.datetime | None:
+        # The Account Manager gets the time in UTC: a date at the calendar's very edge (year 1 in Berlin) has none.
+        value = cast("dt.datetime | None", self.cleaned_data.get(name))
+        if value is not None:
+            try:
+                value.astimezone(dt.UTC)
+            except OverflowError as exc:
+                raise forms.ValidationError(_("Dieses Datum liegt außerhalb des möglichen Bereichs.")) from exc
+        return value
+
+    def clean_starts_at(self) -> dt.datetime | None:
+        return self._representable("starts_at")
+
+    def clean_ends_at(self) -> dt.datetime | None:
+        return self._representable("ends_at")
 
     def clean_text(self) -> str:
         # Browsers send line breaks as CRLF; the limit counts characters as the user sees them.
