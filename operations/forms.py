@@ -283,6 +283,15 @@ class RegistrationAddressForm(forms.Form):
             raise forms.ValidationError(_("Ein Postfach mit dieser Adresse gibt es im Portal schon."))
         return address
 
+    def clean_display_name(self) -> str:
+        # The new mailbox's name in every list and in its mail's From: a bidirectional override would show another
+        # name than it holds, a control character would land in a header.
+        value = cast(str, self.cleaned_data["display_name"])
+        # One line: tab and line breaks, text elsewhere, count as control characters here.
+        if control_characters(value) or any(char in value for char in "\t\n\r"):
+            raise forms.ValidationError(_("Der Anzeigename darf keine Steuerzeichen enthalten."))
+        return value
+
     def clean_reference_id(self) -> str:
         value = cast(str, self.cleaned_data.get("reference_id") or "").strip()
         if control_characters(value):
