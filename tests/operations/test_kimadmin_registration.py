@@ -191,6 +191,19 @@ def test_step_one_refuses_a_display_name_with_control_characters(kim: KimWorld, 
     assert not KimRegistration.objects.exists()
 
 
+@pytest.mark.parametrize("value", ["²", "①", "9" * 30, "-1"])
+def test_step_one_takes_any_connection_template_choice_without_a_500(kim: KimWorld, value: str) -> None:
+    """The choice is read before the form to ask the provider for its rules: "²" passed str.isdigit() and the
+    database lookup raised."""
+    client = kim.client_for(kim.manager)
+    client.raise_request_exception = False
+    assert client.get(reverse("operations:kim-register-start"), {"template_account": value}).status_code == 200
+    response = _start(kim, client, template_account=value)
+    assert response.status_code == 422
+    assert "template_account" in response.context["form"].errors
+    assert not KimRegistration.objects.exists()
+
+
 def test_cancel_wipes_the_secrets_and_back_goes_back(kim: KimWorld) -> None:
     client = kim.client_for(kim.manager)
     registration = _through_step_3(kim, client)
