@@ -7,6 +7,7 @@ only requests it can accept.
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from typing import TYPE_CHECKING, Any, cast
 
@@ -75,6 +76,22 @@ class OutOfOfficeForm(forms.Form):
     # The note as the form was filled from it (kimadmin.out_of_office_fingerprint): a colleague's change meanwhile is
     # noticed instead of overwritten.
     seen = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    def _representable(self, name: str) -> dt.datetime | None:
+        # The Account Manager gets the time in UTC: a date at the calendar's very edge (year 1 in Berlin) has none.
+        value = cast("dt.datetime | None", self.cleaned_data.get(name))
+        if value is not None:
+            try:
+                value.astimezone(dt.UTC)
+            except OverflowError as exc:
+                raise forms.ValidationError(_("Dieses Datum liegt außerhalb des möglichen Bereichs.")) from exc
+        return value
+
+    def clean_starts_at(self) -> dt.datetime | None:
+        return self._representable("starts_at")
+
+    def clean_ends_at(self) -> dt.datetime | None:
+        return self._representable("ends_at")
 
     def clean_text(self) -> str:
         # Browsers send line breaks as CRLF; the limit counts characters as the user sees them.
@@ -265,6 +282,15 @@ class RegistrationAddressForm(forms.Form):
         if Mailbox.objects.filter(address__iexact=address).exists():
             raise forms.ValidationError(_("Ein Postfach mit dieser Adresse gibt es im Portal schon."))
         return address
+
+    def clean_display_name(self) -> str:
+        # The new mailbox's name in every list and in its mail's From: a bidirectional override would show another
+        # name than it holds, a control character would land in a header.
+        value = cast(str, self.cleaned_data["display_name"])
+        # One line: tab and line breaks, text elsewhere, count as control characters here.
+        if control_characters(value) or any(char in value for char in "\t\n\r"):
+            raise forms.ValidationError(_("Der Anzeigename darf keine Steuerzeichen enthalten."))
+        return value
 
     def clean_reference_id(self) -> str:
         value = cast(str, self.cleaned_data.get("reference_id") or "").strip()

@@ -377,11 +377,24 @@ def _rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+# Within a day of the calendar's ends a time has no local time in some zone: shown in the portal's, it would raise.
+_SHOWABLE = (
+    dt.datetime.min.replace(tzinfo=dt.UTC) + dt.timedelta(days=1),
+    dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(days=1),
+)
+
+
+def _showable(value: dt.datetime) -> dt.datetime:
+    if not _SHOWABLE[0] <= value <= _SHOWABLE[1]:
+        raise ValueError(f"{value.isoformat()} is out of range")
+    return value
+
+
 def _parse_datetime(value: Any) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+    return _showable(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC))
 
 
 def _optional_int(data: Mapping[str, Any], key: str) -> int | None:
@@ -540,7 +553,7 @@ class AccountManagerClient:
                 username=str(data.get("username") or self.username),
                 kim_version=str(data.get("kimVersion") or ""),
                 registration_status=str(data.get("regStat") or "registered"),
-                deregistration_date=dt.datetime.fromtimestamp(dereg, dt.UTC) if dereg else None,
+                deregistration_date=_showable(dt.datetime.fromtimestamp(dereg, dt.UTC)) if dereg else None,
                 data_time_to_live=_optional_int(data, "dataTimeToLive"),
                 max_mail_size=_optional_int(data, "maxMailSize"),
                 no_vzd_mail_entry=_optional_bool(data, "noVzdMailEntry"),

@@ -302,7 +302,8 @@ def kim_register_start(request: AuthenticatedHttpRequest) -> HttpResponse:
     template = None
     template_pk = (data or request.GET).get("template_account")
     accounts = kimadmin.registration_templates()
-    template = accounts.filter(pk=template_pk).first() if template_pk and template_pk.isdigit() else accounts.first()
+    # isdecimal, not isdigit: "²" is a digit that int() refuses (the filter would raise, a 500).
+    template = accounts.filter(pk=template_pk).first() if template_pk and template_pk.isdecimal() else accounts.first()
     if template is not None:
         try:
             rules = kimadmin.registration_service_information(template=template)

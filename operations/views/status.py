@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -32,13 +32,19 @@ POLL_SECONDS = 15
 
 def _refusal(request: HtmxHttpRequest) -> HttpResponse | None:
     """None for IT; a way to the login for the signed-out (also a polling fragment: the whole page goes, htmx would
-    swap the login form into the fragment otherwise); 403 for everyone else."""
+    swap the login form into the fragment otherwise); 403 for everyone else (a polling fragment: reloaded whole)."""
     if not request.user.is_authenticated:
         login = redirect_to_login(reverse("operations:status"))
         if request.htmx:
             return HttpResponseClientRedirect(login["Location"])
         return login
     if not can_view_operations(request.user):
+        if request.htmx:
+            # A tab opened while the user could see the page keeps polling: htmx swaps no 403, so the last report
+            # would stay on screen without a word. Reloading the whole page shows the 403 page instead.
+            response = HttpResponseForbidden()
+            response["HX-Refresh"] = "true"
+            return response
         raise PermissionDenied
     return None
 

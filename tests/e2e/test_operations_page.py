@@ -127,3 +127,28 @@ def test_a_ward_user_sees_no_betrieb_and_gets_403(transactional_db, tmp_path, pa
         assert response is not None and response.status == 403
     finally:
         stack.stop()
+
+
+def test_an_open_page_of_someone_who_lost_the_permission_turns_into_the_403(transactional_db, tmp_path, page):
+    """htmx swaps no 403: without a reload the last report would stay on an ex-IT user's screen, frozen."""
+    from django.contrib.auth.models import Permission
+
+    permission = Permission.objects.get(content_type__app_label="operations", codename="view_operations")
+    it = UserFactory(username="it", is_staff=True)
+    it.user_permissions.add(permission)
+    stack = PortalStack(tmp_path, with_worker=False, extra_env={"KIMPORTAL_HEALTH_TIMEOUT": "1"})
+    try:
+        stack.start()
+        page.set_default_navigation_timeout(30_000)
+        LoginPage(page, stack.url).open().login("it", "pw-secret-123")
+        page.goto(stack.url + "/betrieb/")
+        check = page.get_by_role("button", name="Jetzt prüfen")
+        expect(check).to_be_visible(timeout=30_000)
+        it.user_permissions.remove(permission)
+        check.focus()
+        page.keyboard.press("Enter")
+        heading = page.get_by_role("heading", level=1)
+        expect(heading).to_have_text("Diese Aktion ist Ihnen nicht erlaubt", timeout=30_000)
+        expect(check).to_have_count(0)
+    finally:
+        stack.stop()

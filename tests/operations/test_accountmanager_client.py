@@ -536,6 +536,29 @@ def test_an_answer_that_is_not_json_is_a_clear_error(accountmanager_sim: AmSim) 
     )
 
 
+def test_a_deregistration_date_at_the_calendars_end_is_a_clear_error(accountmanager_sim: AmSim) -> None:
+    # 9999-12-31T23:59:59Z: a valid timestamp without a Berlin time, which the account page would fail to show.
+    sim = accountmanager_sim
+
+    def far_future(response: requests.Response, *args: object, **kwargs: object) -> None:
+        data = json.loads(response.content)
+        data["deregDate"] = 253402300799
+        response._content = json.dumps(data).encode()
+
+    session = requests.Session()
+    session.hooks["response"].append(far_future)
+    client = AccountManagerClient(
+        sim.config(),
+        username=AM_ADDRESS,
+        password=AM_PASSWORD,
+        token_provider=lambda: sim.card.token(sim.base_url),
+        session=session,
+    )
+    with pytest.raises(AccountManagerError) as bad:
+        client.account()
+    assert bad.value.code == "bad_response" and "out of range" in bad.value.detail
+
+
 # --- the network ---------------------------------------------------------------------------------------------------
 
 

@@ -102,6 +102,8 @@ def test_owner_sets_the_note_the_practice_gets_the_automatic_reply_and_it_is_aud
         ({"text": "   "}, "text", "Bitte einen Text für die Abwesenheitsnotiz eingeben."),
         ({"starts_at": ""}, "starts_at", "Bitte den Beginn angeben."),
         ({"ends_at": "morgen"}, "ends_at", "Bitte ein gültiges Datum und Uhrzeit eingeben."),
+        # Year 1 in Berlin has no UTC time to send: refused at the field, not a 500 while building the request.
+        ({"starts_at": "0001-01-01T00:00"}, "starts_at", "Dieses Datum liegt außerhalb des möglichen Bereichs."),
     ],
 )
 def test_bad_input_gets_a_german_error_and_nothing_reaches_the_provider(
@@ -228,3 +230,21 @@ def test_a_failed_reading_before_the_save_says_that_nothing_changed(kim: KimWorl
     assert "Interner Fehler beim Account Manager" in page and "Es wurde nichts geändert." in page
     assert "ist ungewiss" not in page
     assert _note(kim) is None
+
+
+def test_a_note_ending_at_the_calendars_end_is_an_unexpected_answer_not_a_500(kim: KimWorld) -> None:
+    """9999-12-31T23:30Z is valid RFC 3339 but has no Berlin time: both pages raised OverflowError when showing it."""
+    from operations.clients.accountmanager import OutOfOffice
+    from operations.services import kimadmin
+
+    end = dt.datetime(9999, 12, 31, 23, 30, tzinfo=dt.UTC)
+    with kimadmin._client(kim.account) as am:  # as another client of the provider could have set it
+        am.set_out_of_office(
+            OutOfOffice(active=True, start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), end=end, message="x")
+        )
+    client = kim.client_for(kim.owner)
+    client.raise_request_exception = False
+    for url in (_url(kim), reverse("operations:kim-account", args=[kim.mailbox.pk])):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "Der Account Manager hat eine unerwartete Antwort geschickt." in response.content.decode()

@@ -182,6 +182,28 @@ def test_step_one_refuses_an_address_that_is_no_kim_address(kim: KimWorld, addre
     assert [r.method for r in list(kim.am.am.seen)[seen:]] == ["GET"]
 
 
+@pytest.mark.parametrize("name", ["Notauf\x07nahme", "Notauf\u202enahme", "Notauf\nnahme"])
+def test_step_one_refuses_a_display_name_with_control_characters(kim: KimWorld, name: str) -> None:
+    """The name becomes the new mailbox's in every list and its mail's From: no bell, line break or bidi override."""
+    response = _start(kim, kim.client_for(kim.manager), display_name=name)
+    assert response.status_code == 422
+    assert "Der Anzeigename darf keine Steuerzeichen enthalten." in response.content.decode()
+    assert not KimRegistration.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["²", "①", "9" * 30, "-1"])
+def test_step_one_takes_any_connection_template_choice_without_a_500(kim: KimWorld, value: str) -> None:
+    """The choice is read before the form to ask the provider for its rules: "²" passed str.isdigit() and the
+    database lookup raised."""
+    client = kim.client_for(kim.manager)
+    client.raise_request_exception = False
+    assert client.get(reverse("operations:kim-register-start"), {"template_account": value}).status_code == 200
+    response = _start(kim, client, template_account=value)
+    assert response.status_code == 422
+    assert "template_account" in response.context["form"].errors
+    assert not KimRegistration.objects.exists()
+
+
 def test_cancel_wipes_the_secrets_and_back_goes_back(kim: KimWorld) -> None:
     client = kim.client_for(kim.manager)
     registration = _through_step_3(kim, client)

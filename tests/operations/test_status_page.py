@@ -68,6 +68,24 @@ def test_everyone_but_it_gets_403(client, who, fresh_store):
     assert "Betrieb" not in client.get("/signatur/").content.decode()
 
 
+def test_a_tab_of_someone_who_lost_the_permission_reloads_into_the_403(client, ops):
+    """An ex-IT user's open page polls on: htmx swaps no 403, so without a reload the last report (addresses, card
+    holders) would stay on screen, silently frozen, however long the tab is open."""
+    it = UserFactory(username="it", is_staff=True)
+    it.user_permissions.add(permission())
+    client.force_login(it)
+    assert client.get(URL, HTTP_HX_REQUEST="true").status_code == 200
+    it.user_permissions.remove(permission())
+    for method, url in (("get", URL), ("post", REFRESH)):
+        response = getattr(client, method)(url, HTTP_HX_REQUEST="true")
+        assert response.status_code == 403 and response["HX-Refresh"] == "true"
+        assert "status-body" not in response.content.decode()
+        # Without htmx (the reload itself): the whole 403 page.
+        response = getattr(client, method)(url)
+        assert response.status_code == 403 and "HX-Refresh" not in response
+        assert "<html" in response.content.decode()
+
+
 def test_staff_with_the_permission_and_superusers_see_it(client, ops, admin_user):
     it = UserFactory(username="it", is_staff=True)
     it.user_permissions.add(permission())
