@@ -34,12 +34,16 @@ def _shown(request: AuthenticatedHttpRequest) -> tuple[int, int]:
     return limit, page * ((limit - 1) // page)
 
 
-def _more_url(request: AuthenticatedHttpRequest, name: str, outcome: selectors.SearchOutcome | None) -> str:
-    """The same search showing one page more; "" when everything the directory returned is shown."""
-    if outcome is None or outcome.error or not outcome.has_more:
+def _more_url(
+    request: AuthenticatedHttpRequest, name: str, outcome: selectors.SearchOutcome | None, *, adding: bool = False
+) -> str:
+    """The same search showing one page more; "" when everything the directory returned is shown. When adding
+    hits failed (the directory went away meanwhile), the same request again, to try once more."""
+    if outcome is None or (outcome.error and not adding) or (not outcome.error and not outcome.has_more):
         return ""
     params: QueryDict = request.GET.copy()
-    params["anzahl"] = str(outcome.shown + settings.KIMPORTAL_VZD_PAGE_SIZE)
+    if not outcome.error:
+        params["anzahl"] = str(outcome.shown + settings.KIMPORTAL_VZD_PAGE_SIZE)
     return f"{reverse(name)}?{params.urlencode()}"
 
 
@@ -60,7 +64,8 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         "form": form,
         "outcome": outcome,
         "favorites": selectors.contact_addresses() if outcome and outcome.entries else set(),
-        "more_url": _more_url(request, "directory:search", outcome),
+        "more_url": _more_url(request, "directory:search", outcome, adding=adding),
+        "first_new": start + 1 if adding and outcome and outcome.error else (outcome.shown + 1 if outcome else 1),
     }
     template = "directory/search.html"
     if adding:
@@ -97,7 +102,7 @@ def picker(request: AuthenticatedHttpRequest) -> HttpResponse:
         "outcome": outcome,
         "field_name": field,
         "favorites": [] if outcome else list(selectors.contact_list(favorites_only=True)[:20]),
-        "more_url": _more_url(request, "directory:picker", outcome),
+        "more_url": _more_url(request, "directory:picker", outcome, adding=adding),
     }
     template = "picker-more-hits" if adding and outcome else "picker-results"
     return render(request, f"directory/partials/_picker.html#{template}", context)

@@ -1,5 +1,5 @@
-"""More hits ("Weitere Treffer anzeigen"): the hits after the first page, up to the 100 the directory returns — as a plain link
-(the whole page, scrolled to the first new hit) and with htmx (only the new hits, added to the list)."""
+"""More hits ("Weitere Treffer anzeigen"): the hits after the first page, up to the 100 the directory returns — as
+a plain link (the whole page, scrolled to the first new hit) and with htmx (only the new hits, added to the list)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from directory.entries import DirectoryEntry, rank
+from tisim.vzd.slapd import free_port
 
 from .conftest import PAGED_PLACE
 
@@ -27,7 +28,9 @@ def _ids(content: str) -> list[str]:
 
 
 def _more_href(content: str) -> str:
-    match = re.search(r'<div id="vzd-more" class="vzd-more">\s*<a class="button" href="([^"]+)"', content)
+    match = re.search(
+        r'<div id="vzd-more" class="vzd-more">(?:(?!</div>).)*?<a class="button" href="([^"]+)"', content, re.S
+    )
     return match.group(1).replace("&amp;", "&") if match else ""
 
 
@@ -145,3 +148,19 @@ def test_rank_is_a_total_order():
     b = DirectoryEntry(uid="b", telematik_id="1-1", display_name="Praxis Gleich")
     assert [e.uid for e in rank([b, a], ["praxis"])] == ["a", "b"]
     assert [e.uid for e in rank([a, b], ["praxis"])] == ["a", "b"]
+
+
+def test_directory_gone_when_adding_hits_says_so_and_offers_the_same_again(logged_in, vzd, paged_entries, settings):
+    settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{free_port()}"
+    settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 2.0
+    query = {"q": PAGED_PLACE, "anzahl": "40"}
+    content = logged_in.get(reverse("directory:search"), query, headers=HTMX_MORE).content.decode()
+    assert "hx-swap-oob" not in content  # neither the list nor the count is touched
+    assert 'role="alert" data-vzd-error>Das Verzeichnis (VZD) ist nicht erreichbar' in content
+    assert _more_href(content).endswith("&anzahl=40#treffer-21")
+
+    query = {"picker_q": PAGED_PLACE, "field": "to", "anzahl": "40"}
+    headers = {"HX-Request": "true", "HX-Target": "to-picker-more"}
+    content = logged_in.get(reverse("directory:picker"), query, headers=headers).content.decode()
+    assert "hx-swap-oob" not in content and "Das Verzeichnis (VZD) ist nicht erreichbar" in content
+    assert content.lstrip().startswith('<div id="to-picker-more"') and "anzahl=40" in content
