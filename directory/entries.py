@@ -225,5 +225,7 @@ def rank(entries: list[DirectoryEntry], words: list[str]) -> list[DirectoryEntry
     matchers = [_Matcher(w) for w in dict.fromkeys(words) if w]
     for entry in entries:
         entry.score = score(entry, matchers)
-    # Among equal scores the shorter name wins: more of it is what the user typed.
-    return sorted(entries, key=lambda e: (-e.score, len(e.display_name), e.display_name.casefold()))
+    # Among equal scores the shorter name wins: more of it is what the user typed. The uid last makes the order
+    # total, whatever order the directory answered in: "Weitere Treffer anzeigen" asks again and must continue
+    # exactly where the first page ended.
+    return sorted(entries, key=lambda e: (-e.score, len(e.display_name), e.display_name.casefold(), e.uid))

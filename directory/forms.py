@@ -45,6 +45,12 @@ class SearchForm(forms.Form):
         )
 
 
+class ShownForm(forms.Form):
+    """How many hits a list shows ("Weitere Treffer anzeigen"); anything unusable means the first page."""
+
+    anzahl = forms.IntegerField(required=False, min_value=1, max_value=10_000)
+
+
 class PickerForm(forms.Form):
     picker_q = forms.CharField(label=_("Suche"), required=False, max_length=MAX_INPUT)
     field = forms.SlugField(label=_("Feld"), required=False, max_length=50)

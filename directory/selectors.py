@@ -70,9 +70,14 @@ def unavailable_message(exc: VzdError) -> str:
     return _("Das Verzeichnis (VZD) ist nicht erreichbar. Bitte versuchen Sie es später noch einmal.")
 
 
+# The VZD answers at most this many entries; "Weitere Treffer anzeigen" pages through them, never past.
+MAX_SHOWN = 100
+
+
 @dataclass
 class SearchOutcome:
-    entries: list[DirectoryEntry] = field(default_factory=list)  # the shown page, ranked
+    entries: list[DirectoryEntry] = field(default_factory=list)  # the ranked hits start+1 … shown
+    start: int = 0  # hits before ``entries`` (already shown when more hits are added to a list)
     total: int = 0  # entries the directory returned (≤ 100)
     truncated: bool = False
     searched: bool = False  # False: nothing searchable was entered
@@ -81,8 +86,12 @@ class SearchOutcome:
     notices: list[str] = field(default_factory=list)
 
     @property
+    def shown(self) -> int:
+        return self.start + len(self.entries)
+
+    @property
     def has_more(self) -> bool:
-        return self.total > len(self.entries)
+        return self.total > self.shown
 
 
 def _attach_certificates(entries: list[DirectoryEntry]) -> None:
@@ -107,8 +116,12 @@ def _attach_certificates(entries: list[DirectoryEntry]) -> None:
         certcache.put(entry.uid, entry.changed, entry.cert, ttl=ttl)
 
 
-def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchOutcome:
-    limit = limit or settings.KIMPORTAL_VZD_PAGE_SIZE
+def directory_search(criteria: Criteria, *, limit: int | None = None, start: int = 0) -> SearchOutcome:
+    """The ranked hits ``start+1 … limit`` (default: the first page). A later page asks the directory again with
+    the same filter: nothing of the first answer is kept between requests (a page is a plain GET, served by any
+    worker). The ranking is a total order, so the pages neither repeat nor skip an entry."""
+    limit = min(limit or settings.KIMPORTAL_VZD_PAGE_SIZE, MAX_SHOWN)
+    start = max(0, min(start, limit))
     built = build_filter(criteria)
     outcome = SearchOutcome(ignored=built.ignored)
     if built.ignored:
@@ -134,7 +147,8 @@ def directory_search(criteria: Criteria, *, limit: int | None = None) -> SearchO
         entries = rank(entries, search_words(criteria))
         outcome.total = len(entries)
         outcome.truncated = result.truncated
-        outcome.entries = entries[:limit]
+        outcome.start = min(start, len(entries))
+        outcome.entries = entries[start:limit]
     except VzdError as exc:
         logger.warning("VZD search failed: %s", exc)
         outcome.error = unavailable_message(exc)

@@ -46,6 +46,16 @@
     if (picker) picker.querySelector("[data-vzd-input]").focus();
   });
 
+  // "Weitere Treffer anzeigen" replaced itself (and took the focus with it): continue at the first new hit.
+  document.addEventListener("htmx:afterSettle", () => {
+    const first = document.querySelector("[data-vzd-results] [data-first-new]");
+    if (!first) return;
+    first.removeAttribute("data-first-new");
+    const box = first.closest("[data-vzd-search]");
+    const items = hitsOf(box);
+    focusHit(items, items.indexOf(first));
+  });
+
   // After a pick, go back to the search box for the next recipient.
   document.addEventListener("htmx:afterSwap", (ev) => {
     const target = ev.detail.target;

@@ -195,3 +195,37 @@ def extra_entry(vzd_admin):
     assert ok, vzd_admin.result
     yield dn, address
     vzd_admin.delete(dn)
+
+
+PAGED_PLACE = "Blätterstadt"
+PAGED_COUNT = 45
+
+
+@pytest.fixture
+def paged_entries(vzd_admin: ldap3.Connection) -> Iterator[list[str]]:
+    """45 KIM practices in one town (more than two pages of 20), named "Praxis Seitenweise 01" … "45": equal
+    scores and name lengths, so they rank by name. Each carries the Müller practice's certificate and Telematik-ID,
+    so each can be picked. Removed again afterwards (the slapd is shared by the session)."""
+    vzd_admin.search("dc=data,dc=vzd", f"(mail={PRAXIS})", attributes=["userCertificate;binary"])
+    cert = vzd_admin.response[0]["raw_attributes"]["userCertificate;binary"][0]
+    names, dns = [], []
+    try:
+        for n in range(1, PAGED_COUNT + 1):
+            uid = str(uuid.uuid4())
+            dn = f"uid={uid},dc=data,dc=vzd"
+            name = f"Praxis Seitenweise {n:02d}"
+            attributes = {
+                "uid": uid,
+                "telematikID": "1-200000000000004711",
+                "displayName": name,
+                "l": PAGED_PLACE,
+                "mail": f"seitenweise-{n:02d}@tisim.kim.telematik-test",
+                "userCertificate;binary": cert,
+            }
+            assert vzd_admin.add(dn, ["top", "vzd-komleview"], attributes), vzd_admin.result
+            dns.append(dn)
+            names.append(name)
+        yield names
+    finally:
+        for dn in dns:
+            vzd_admin.delete(dn)
