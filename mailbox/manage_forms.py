@@ -9,6 +9,7 @@ from django import forms
 from django.contrib.auth.models import Group
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.validators import validate_display_name
 from mailbox.forms import KimAccountAdminForm
 from mailbox.forms_compose import kim_address_error
 from mailbox.models import Mailbox, Membership
@@ -37,7 +38,7 @@ class MailboxCreateForm(forms.Form):
     """Step 1 of the wizard: the mailbox as users see it, and its first owners."""
 
     address = forms.EmailField(label=_("KIM-Adresse"), max_length=254)
-    display_name = forms.CharField(label=_("Anzeigename"), max_length=200)
+    display_name = forms.CharField(label=_("Anzeigename"), max_length=200, validators=[validate_display_name])
     kind = forms.ChoiceField(label=_("Art"), choices=Mailbox.Kind.choices, initial=Mailbox.Kind.FUNCTIONAL)
     owners = UserMultipleChoiceField(
         label=_("Eigentümer"),

@@ -8,13 +8,13 @@ only requests it can accept.
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from kimportal.validators import control_characters, validate_display_name
 from mailbox.forms_compose import kim_address_error
 from mailbox.manage_forms import DATETIME_FORMATS, UserMultipleChoiceField
 from mailbox.models import KimAccount, Mailbox
@@ -26,21 +26,6 @@ PASSWORD_MAX = 256  # CommonSchemas.yaml, Password maxLength
 DATA_TTL_MIN, DATA_TTL_MAX = 10, 365  # AccountManager.yaml, Account.dataTimeToLive
 KIM_VERSION_PLUS = "1.5+"
 KIM_VERSION_STANDARD = "1.5"
-
-# Bidirectional overrides and isolates reorder what a reader sees (a note could show a different number than it
-# holds); they count as control characters here, like C0/C1 (only tab and line breaks are text).
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def control_characters(text: str) -> list[str]:
-    """The control characters in the text, as U+XXXX (tab and line breaks are allowed)."""
-    found = []
-    for char in text:
-        if char in "\t\n\r":
-            continue
-        if unicodedata.category(char) == "Cc" or char in _BIDI:
-            found.append(f"U+{ord(char):04X}")
-    return sorted(set(found))
 
 
 class OutOfOfficeForm(forms.Form):
@@ -287,9 +272,7 @@ class RegistrationAddressForm(forms.Form):
         # The new mailbox's name in every list and in its mail's From: a bidirectional override would show another
         # name than it holds, a control character would land in a header.
         value = cast(str, self.cleaned_data["display_name"])
-        # One line: tab and line breaks, text elsewhere, count as control characters here.
-        if control_characters(value) or any(char in value for char in "\t\n\r"):
-            raise forms.ValidationError(_("Der Anzeigename darf keine Steuerzeichen enthalten."))
+        validate_display_name(value)
         return value
 
     def clean_reference_id(self) -> str:

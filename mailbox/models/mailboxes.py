@@ -12,6 +12,7 @@ from django.utils.translation import pgettext_lazy
 
 from kimportal.prepared import PreparedQuery
 from kimportal.requestscope import scoped
+from kimportal.validators import validate_display_name
 
 
 def member_q(user: Any, prefix: str = "") -> models.Q:
@@ -98,7 +99,8 @@ class Mailbox(models.Model):
         PERSONAL = "personal", _("Persönliches Postfach")
 
     address = models.EmailField(_("KIM-Adresse"), max_length=254, unique=True)
-    display_name = models.CharField(_("Anzeigename"), max_length=200)
+    # Shown in every list and written into the From of its mail: one line, no control characters.
+    display_name = models.CharField(_("Anzeigename"), max_length=200, validators=[validate_display_name])
     kind = models.CharField(_("Art"), max_length=20, choices=Kind.choices, default=Kind.FUNCTIONAL)
     is_active = models.BooleanField(_("aktiv"), default=True)
     members = models.ManyToManyField(

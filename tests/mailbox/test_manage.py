@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -832,3 +833,20 @@ def test_managing_reads_no_messages(client, manager, house):
     client.force_login(manager)
     assert client.get(reverse("manage:mailbox", args=[box.pk])).status_code == 200
     assert client.get(reverse("mailbox:mailbox-messages", args=[box.pk])).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["Station\u202eeigoloidraK", "Station\nKardiologie", "Station\x07"])
+def test_a_mailbox_name_with_control_characters_is_refused_in_the_wizard_and_on_the_model(client, manager, cm, name):
+    """The name shows in every list and goes into the From of the mailbox's mail: a right-to-left override shows
+    another name than it holds, a line break or a bell would land in a header. The KIM registration refused it
+    already; the managers' wizard and every model form (the admin) took it."""
+    client.force_login(manager)
+    response = client.post(
+        reverse("manage:mailbox-create"), {**_wizard_data(cm, UserFactory(), display_name=name), "action": "create"}
+    )
+    assert response.status_code == 422
+    assert "Der Anzeigename darf keine Steuerzeichen enthalten." in response.content.decode()
+    assert not Mailbox.objects.exists()
+    with pytest.raises(ValidationError) as refused:
+        Mailbox(address=HOSPITAL, display_name=name).full_clean()
+    assert set(refused.value.message_dict) == {"display_name"}
