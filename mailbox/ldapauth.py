@@ -24,3 +24,9 @@ class PortalLDAPBackend(LDAPBackend):
         if user is not None and mapping:
             wards_from_directory(user=user, group_dns=set(ldap_user.group_dns), mapping=mapping)
         return user
+
+    def get_user(self, user_id: Any) -> Any:
+        # django-auth-ldap hands back a deactivated account too; like ModelBackend, a session of an account a
+        # manager has deactivated ends at its next request (and its sockets are refused on connect).
+        user = super().get_user(user_id)
+        return user if user is not None and getattr(user, "is_active", True) else None

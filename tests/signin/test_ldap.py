@@ -128,3 +128,16 @@ def test_local_accounts_still_sign_in_and_when_the_directory_is_down(client, dir
     client.post(reverse("logout"))
     settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:1"
     assert sign_in(client, "station", PASSWORD).status_code == 302
+
+
+def test_a_directory_user_deactivated_while_signed_in_is_signed_out(client, directory_sign_in):
+    """django-auth-ldap's get_user returns an inactive account too; the session must end as with a local one."""
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 302
+    inbox = reverse("mailbox:inbox")
+    assert client.get(inbox).status_code == 200
+    get_user_model().objects.filter(username="pflege1").update(is_active=False)
+    answer = client.get(inbox)
+    assert answer.status_code == 302 and answer["Location"].startswith(reverse("login"))
+    # Signing in again is refused as well (the directory still knows the password).
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 200
+    assert client.get(inbox).status_code == 302
