@@ -4,6 +4,7 @@ accounts keep working."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,21 @@ def test_a_directory_user_deactivated_while_signed_in_is_signed_out(client, dire
     # Signing in again is refused as well (the directory still knows the password).
     assert sign_in(client, "pflege1", "Dienst-2026").status_code == 200
     assert client.get(inbox).status_code == 302
+
+
+def test_a_directory_that_does_not_answer_is_named_not_blamed_on_the_password(client, directory_sign_in, settings):
+    """A directory that accepts the connection and never answers: after the timeout the page says the directory
+    is unreachable (not "wrong password"), in German and in English; no 500."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    with silent:
+        settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        settings.AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_NETWORK_TIMEOUT: 2, ldap.OPT_TIMEOUT: 2}
+        answer = sign_in(client, "pflege1", "Dienst-2026")
+        text = answer.content.decode()
+        assert answer.status_code == 200
+        assert "Der Verzeichnisdienst antwortet nicht" in text and 'role="alert"' in text
+        assert "Benutzername oder Passwort ist falsch." not in text
+        client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+        assert "The directory service is not answering" in sign_in(client, "pflege1", "x").content.decode()
