@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import ldap
 from django.conf import settings
-from django_auth_ldap.backend import LDAPBackend
+from django_auth_ldap.backend import LDAPBackend, ldap_error
 
 from mailbox.services.signin import wards_from_directory
+from mailbox.signin import DIRECTORY_UNREACHABLE_ATTR
+
+# Errors that mean the directory did not answer at all (down, refused, timed out), not that it said no.
+_UNREACHABLE = (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR)
 
 
 class PortalLDAPBackend(LDAPBackend):
@@ -24,3 +29,19 @@ class PortalLDAPBackend(LDAPBackend):
         if user is not None and mapping:
             wards_from_directory(user=user, group_dns=set(ldap_user.group_dns), mapping=mapping)
         return user
+
+    def get_user(self, user_id: Any) -> Any:
+        # django-auth-ldap hands back a deactivated account too; like ModelBackend, a session of an account a
+        # manager has deactivated ends at its next request (and its sockets are refused on connect).
+        user = super().get_user(user_id)
+        return user if user is not None and getattr(user, "is_active", True) else None
+
+
+def _directory_error(sender: Any, request: Any = None, exception: Exception | None = None, **kwargs: Any) -> None:
+    # django-auth-ldap logs the error and answers "no user"; the login page would then blame the password.
+    if request is not None and isinstance(exception, _UNREACHABLE):
+        setattr(request, DIRECTORY_UNREACHABLE_ATTR, True)
+
+
+# Connected when the backend is first loaded, i.e. only where the directory sign-in is configured.
+ldap_error.connect(_directory_error, sender=PortalLDAPBackend, dispatch_uid="kimportal-ldap-unreachable")

@@ -27,6 +27,8 @@ ACTIVE_AT = "kimportal.active_at"
 EXPIRY_GRACE_SECONDS = 120
 # Set on the request by whoever ends a session for a reason other than the user's click (read by the audit).
 LOGOUT_REASON_ATTR = "kimportal_logout_reason"
+# Set on the request by the directory sign-in when the directory could not be reached (read by the login page).
+DIRECTORY_UNREACHABLE_ATTR = "kimportal_directory_unreachable"
 
 
 def client_address(request: HttpRequest | None) -> str | None:

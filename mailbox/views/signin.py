@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox.selectors.signin import ADDRESS, USERNAME, lockout_list
 from mailbox.services.signin import lockout_release
-from mailbox.signin import seconds_left
+from mailbox.signin import DIRECTORY_UNREACHABLE_ATTR, seconds_left
 from mailbox.views.manage import manager_required
 
 # How long before the idle logout the page warns (the text says "in 1 Minute").
@@ -46,6 +46,12 @@ class PortalLoginView(LoginView):
             # Signed out on purpose: portal.js removes what this tab kept of unsaved drafts (data-logged-out).
             context["logged_out"] = True
             context["ended_notice"] = _("Sie haben sich abgemeldet.")
+        if getattr(self.request, DIRECTORY_UNREACHABLE_ATTR, False):
+            # The directory could not check the password: saying it was wrong would send people retyping it.
+            context["directory_notice"] = _(
+                "Der Verzeichnisdienst antwortet nicht, daher konnte die Anmeldung nicht geprüft werden. Versuchen "
+                "Sie es in einigen Minuten erneut; hält die Störung an, verständigen Sie die IT."
+            )
         return context
 
 

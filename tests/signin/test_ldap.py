@@ -4,6 +4,7 @@ accounts keep working."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,34 @@ def test_local_accounts_still_sign_in_and_when_the_directory_is_down(client, dir
     client.post(reverse("logout"))
     settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:1"
     assert sign_in(client, "station", PASSWORD).status_code == 302
+
+
+def test_a_directory_user_deactivated_while_signed_in_is_signed_out(client, directory_sign_in):
+    """django-auth-ldap's get_user returns an inactive account too; the session must end as with a local one."""
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 302
+    inbox = reverse("mailbox:inbox")
+    assert client.get(inbox).status_code == 200
+    get_user_model().objects.filter(username="pflege1").update(is_active=False)
+    answer = client.get(inbox)
+    assert answer.status_code == 302 and answer["Location"].startswith(reverse("login"))
+    # Signing in again is refused as well (the directory still knows the password).
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 200
+    assert client.get(inbox).status_code == 302
+
+
+def test_a_directory_that_does_not_answer_is_named_not_blamed_on_the_password(client, directory_sign_in, settings):
+    """A directory that accepts the connection and never answers: after the timeout the page says the directory
+    is unreachable (not "wrong password"), in German and in English; no 500."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    with silent:
+        settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        settings.AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_NETWORK_TIMEOUT: 2, ldap.OPT_TIMEOUT: 2}
+        answer = sign_in(client, "pflege1", "Dienst-2026")
+        text = answer.content.decode()
+        assert answer.status_code == 200
+        assert "Der Verzeichnisdienst antwortet nicht" in text and 'role="alert"' in text
+        assert "Benutzername oder Passwort ist falsch." not in text
+        client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+        assert "The directory service is not answering" in sign_in(client, "pflege1", "x").content.decode()
