@@ -121,9 +121,10 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest
 def _locked_out(
     sender: Any, request: HttpRequest | None, username: str | None, ip_address: str | None, **kw: Any
 ) -> None:
-    # axes says so on every failure past the limit; the trail records the moment the lock begins.
+    # axes says so on every failure past the limit, and on every try it refuses during the lock (not counted, so no
+    # failure count: AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT); the trail records the moment the lock begins.
     failures = getattr(request, "axes_failures_since_start", None)
-    if failures is not None and failures != settings.AXES_FAILURE_LIMIT:
+    if failures != settings.AXES_FAILURE_LIMIT:
         return
     audit_record(actor=None, action="signin.locked", username=username or "", address=ip_address)
 

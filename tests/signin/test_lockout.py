@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -90,6 +91,20 @@ def test_the_lock_ends_after_the_cool_off(client, station, settings):
     assert sign_in(client, "station", PASSWORD).status_code == 429
     # The clock moved on: the last failure is older than the cool-off.
     AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
+    assert sign_in(client, "station", PASSWORD).status_code == 302
+    assert signed_in(client)
+
+
+def test_tries_during_the_lock_do_not_extend_it(client, station, settings):
+    """A refused try during the lock no longer restarts the cool-off: one try every 14 minutes from anywhere kept an
+    account (the chief physician's) locked for as long as someone kept trying."""
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, "station", f"falsch-{i}")
+    cool_off = settings.AXES_COOLOFF_TIME
+    AccessAttempt.objects.update(attempt_time=timezone.now() - cool_off + timedelta(minutes=1))
+    assert sign_in(client, "station", "noch-ein-versuch").status_code == 429
+    # Two minutes on: the lock's last counted failure is older than the cool-off; the refused try does not count.
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=2))
     assert sign_in(client, "station", PASSWORD).status_code == 302
     assert signed_in(client)
 
