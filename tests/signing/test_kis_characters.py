@@ -69,7 +69,7 @@ def test_a_nul_in_a_replacement_or_a_withdrawal_reason_is_400_and_changes_nothin
     assert api.submit(submission()).status_code == 201
     response = api.call("PUT", "/drafts/KIS-0001", raw=_raw(submission(body="neu\x00")), valid_request=False)
     assert (response.status_code, response.json()["field"]) == (400, "body")
-    response = api.call("POST", "/drafts/KIS-0001/withdraw", raw=_raw({"reason": "weg\ud800"}), documented=False)
+    response = api.call("POST", "/drafts/KIS-0001/withdraw", raw=_raw({"reason": "weg\ud800"}), valid_request=False)
     assert (response.status_code, response.json()["field"]) == (400, "reason")
     draft = KisDraft.objects.get().draft
     assert (draft.version, draft.state) == (1, Draft.State.DRAFT)
