@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import socket
@@ -50,6 +51,43 @@ def max_attempts() -> int:
 
 def timeout_seconds() -> float:
     return float(getattr(settings, "KIMPORTAL_KIS_CALLBACK_TIMEOUT", 10.0))
+
+
+def loopback_allowed() -> bool:
+    """Callbacks to the portal's own host (127.0.0.1, ::1): off unless a test or a one-host demo turns it on."""
+    return bool(getattr(settings, "KIMPORTAL_KIS_CALLBACK_ALLOW_LOOPBACK", False))
+
+
+def address_allowed(address: str) -> bool:
+    """Whether a callback may be posted to this peer address. The hospital's own networks (private ranges) are
+    where a KIS lives and stay open; never link-local (169.254.169.254 is a cloud's metadata service), multicast,
+    unspecified or reserved addresses, nor the portal's own host (its Redis, PostgreSQL, admin ports) unless
+    allowed."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return False
+    return loopback_allowed() or not ip.is_loopback
+
+
+class AddressRefused(OSError):
+    """The callback URL's host resolved to an address callbacks may not go to."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
+def _checked_connection(address: tuple[str, int], timeout: Any, source_address: Any = None) -> socket.socket:
+    """A TCP connection whose peer is checked before a byte is sent (TLS included): the address actually
+    connected to counts, so a name that resolves to another address on the second lookup changes nothing."""
+    sock = socket.create_connection(address, timeout, source_address)
+    peer = str(sock.getpeername()[0])
+    if not address_allowed(peer):
+        sock.close()
+        raise AddressRefused(peer)
+    return sock
 
 
 def backoff(attempts: int) -> timedelta:
@@ -158,6 +196,10 @@ class _Deadline:
         class Bounded(base):  # type: ignore[valid-type,misc]
             _timer: threading.Timer | None = None
 
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._create_connection = _checked_connection
+
             def connect(self) -> None:
                 super().connect()
                 self._timer = threading.Timer(max(deadline.at - time.monotonic(), 0.0), self._expire)
@@ -212,6 +254,13 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
     except urllib.error.HTTPError as exc:
         return Outcome(False, _http_status(exc.code))
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        refused = getattr(exc, "reason", exc)
+        if isinstance(refused, AddressRefused):
+            return Outcome(
+                False,
+                N_("Nicht zugestellt: Rückrufe an die Adresse %(address)s sind gesperrt.")
+                % {"address": refused.address},
+            )
         if time.monotonic() >= deadline.at:
             return Outcome(False, N_("Keine vollständige Antwort innerhalb der Zeitgrenze."))
         # The system's own words (a refused connection, a name not found) are kept as they came.

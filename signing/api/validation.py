@@ -71,7 +71,43 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", _("Der Inhalt ist kein gültiges JSON (UTF-8).")) from exc
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_json", _("Erwartet wird ein JSON-Objekt."))
+    _characters_check(value)
     return value
+
+
+# "\u0000" and a lone "\ud800" are valid JSON escapes, but no text the portal keeps: PostgreSQL refuses NUL in
+# text and UTF-8 has no surrogates. Refused up front for every field (the free texts too), not as a server error.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _characters_check(body: dict[str, Any]) -> None:
+    """Every string in the body, keys included, without NUL or a lone surrogate; walked without recursion (the
+    parser lets through nesting as deep as Python's own limit)."""
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if UNSTORABLE.search(key):
+                    raise _unstorable(path)
+                pending.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            pending.extend((path, item) for item in value)
+        elif isinstance(value, str) and UNSTORABLE.search(value):
+            raise _unstorable(path)
+
+
+def _unstorable(path: str) -> ApiError:
+    if not path:
+        return ApiError(
+            400, "invalid_json", _("Der Inhalt enthält ein Nullzeichen oder ein ungültiges Unicode-Zeichen.")
+        )
+    return ApiError(
+        400,
+        "invalid_field",
+        _("Das Feld „%(field)s“ enthält ein Nullzeichen oder ein ungültiges Unicode-Zeichen.") % {"field": path},
+        field=path,
+    )
 
 
 def _missing(name: str) -> ApiError:

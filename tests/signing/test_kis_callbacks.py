@@ -39,6 +39,12 @@ HTTP_STATUS = "Antwort mit HTTP-Status %(status)s."
 HTTP_500 = {"msgid": HTTP_STATUS, "params": {"status": 500}}
 
 
+@pytest.fixture(autouse=True)
+def _receiver_on_this_host(settings) -> None:
+    """The test receivers listen on 127.0.0.1, closed to callbacks by default (test_kis_callback_addresses)."""
+    settings.KIMPORTAL_KIS_CALLBACK_ALLOW_LOOPBACK = True
+
+
 @dataclass
 class Receiver:
     """A KIS's callback endpoint: answers with the queued statuses (then 200) and keeps what it got."""
