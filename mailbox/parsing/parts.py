@@ -18,11 +18,13 @@ from mailbox.parsing.headers import decode_header_value
 from mailbox.parsing.problems import Problems
 
 
-def _shadow(part: Message) -> Message:
-    """A compat32 copy of the part's headers: plain strings, never raises on access."""
+def _shadow(part: Message, *, recover: bool = False) -> Message:
+    """A compat32 copy of the part's headers: plain strings, never raises on access.
+
+    `recover`: undeclared 8-bit bytes become text (UTF-8, else cp1252) instead of U+FFFD."""
     shadow = Message(policy=email.policy.compat32)
     for name, value in part.raw_items():
-        shadow[name] = value
+        shadow[name] = recover_8bit(str(value))[0] if recover else value
     return shadow
 
 
@@ -41,9 +43,9 @@ def content_type(part: Message) -> str:
 
 
 def _raw_param(part: Message, param: str, header: str) -> str | None:
-    """Parameter value via compat32: RFC 2231 collapsed, RFC 2047 left for us to decode."""
+    """Parameter value via compat32: RFC 2231 collapsed, RFC 2047 left for us to decode, raw 8-bit as text."""
     try:
-        value = _shadow(part).get_param(param, header=header)
+        value = _shadow(part, recover=True).get_param(param, header=header)
     except Exception:
         return None
     if value is None:

@@ -13,23 +13,31 @@ from mailbox.storage import BlobError, blob_get
 CID_SRC = re.compile(r'src="cid:([^"]+)"', re.IGNORECASE)
 
 
+def _cid_key(content_id: str) -> str:
+    return content_id.strip().strip("<>").lower()
+
+
 def message_html_document(message: Message) -> str:
     """The body as a standalone document. cid: references become data: URIs (the only image source
-    the iframe's CSP allows); anything else stays unresolvable rather than loading from outside."""
+    the iframe's CSP allows); anything else stays unresolvable rather than loading from outside.
+    Only the images the body names are read: a sender may add any number it never shows."""
+    named = {_cid_key(html.unescape(cid)) for cid in CID_SRC.findall(message.html_body)}
     images: dict[str, str] = {}
-    for attachment in message.attachments.filter(content_type__in=INLINE_IMAGE_TYPES).exclude(content_id=""):
-        if attachment.size > MAX_INLINE_IMAGE_BYTES:
+    candidates = message.attachments.filter(content_type__in=INLINE_IMAGE_TYPES, size__lte=MAX_INLINE_IMAGE_BYTES)
+    for attachment in (
+        candidates.exclude(content_id="").order_by("position").only("content_id", "content_type", "sha256")
+    ):
+        key = _cid_key(attachment.content_id)
+        if key not in named or key in images:
             continue
         try:
             data = blob_get(attachment.sha256)
         except BlobError:
             continue
-        key = attachment.content_id.strip().strip("<>").lower()
         images[key] = f"data:{attachment.content_type};base64,{base64.b64encode(data).decode()}"
 
     def resolve(match: re.Match) -> str:
-        cid = html.unescape(match.group(1)).strip().strip("<>").lower()
-        uri = images.get(cid)
+        uri = images.get(_cid_key(html.unescape(match.group(1))))
         return f'src="{uri}"' if uri else match.group(0)
 
     body = CID_SRC.sub(resolve, message.html_body)

@@ -113,6 +113,8 @@ def attachment_download(request: AuthenticatedHttpRequest, pk: int, position: in
         message=attachment.message,
         action="attachment.downloaded",
         attachment=attachment.filename,
+        # The name alone does not say which file: a message may carry several of one name.
+        position=attachment.position,
         inline=inline,
     )
     if content_type == "text/plain":

@@ -510,3 +510,20 @@ def test_the_parse_policy_answers_as_policy_default_does() -> None:
         ours = BytesParser(policy=parse_policy()).parsebytes(raw)
         stdlib = BytesParser(policy=email.policy.default).parsebytes(raw)
         assert _answers(ours) == _answers(stdlib)
+
+
+@pytest.mark.parametrize(
+    ("raw_name", "expected"),
+    [(b"Befund_M\xfcller.pdf", "Befund_Müller.pdf"), (b"Befund_M\xc3\xbcller.pdf", "Befund_Müller.pdf")],
+)
+def test_an_undeclared_8bit_file_name_is_read_as_text_like_an_undeclared_8bit_subject(raw_name, expected) -> None:
+    # Senders that write Windows-1252 bytes straight into filename="..." are common; the Subject is recovered
+    # (UTF-8, else cp1252), the file name must not turn "ü" into U+FFFD.
+    raw = (
+        b"From: a@arzt.kim.telematik-test\r\nTo: b@klinik.kim.telematik-test\r\nSubject: Befund\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n"
+        b'--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="' + raw_name + b'"\r\n'
+        b"\r\n%PDF-1.4\r\n--b--\r\n"
+    )
+    assert [a.filename for a in parse_message(raw).attachments] == [expected]
