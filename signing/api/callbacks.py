@@ -247,7 +247,11 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         return Outcome(False, N_("Keine http(s)-Adresse."))
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310  # scheme checked
     deadline = _Deadline(timeout_seconds())
-    opener = urllib.request.build_opener(_NoRedirect(), _BoundedHTTP(deadline), _BoundedHTTPS(deadline))
+    # No proxy from the environment (http_proxy, https_proxy): the peer checked before a byte is sent must be the KIS
+    # itself, or a proxy in a private range would reach the addresses the check refuses on our behalf.
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _NoRedirect(), _BoundedHTTP(deadline), _BoundedHTTPS(deadline)
+    )
     try:
         with opener.open(request, timeout=timeout_seconds()) as response:
             status = int(response.status)

@@ -3,7 +3,9 @@ connected to is checked before a byte is sent (a name resolving elsewhere on a s
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 
 import pytest
 
@@ -55,3 +57,40 @@ def test_a_callback_to_the_portals_own_host_sends_nothing(host):
             assert accepted.recv(1024) == b""
     finally:
         listener.close()
+
+
+def test_a_proxy_from_the_environment_is_not_used(settings, monkeypatch):
+    """A proxy would be the peer the check sees (a private range, allowed) and would reach the refused addresses on
+    the portal's behalf: callbacks connect to the KIS itself, whatever http_proxy says."""
+    settings.KIMPORTAL_KIS_CALLBACK_ALLOW_LOOPBACK = True
+    settings.KIMPORTAL_KIS_CALLBACK_TIMEOUT = 3.0
+    received: list[str] = []
+
+    class Kis(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the name http.server calls
+            received.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    kis = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Kis)
+    threading.Thread(target=kis.serve_forever, daemon=True).start()
+    proxy = socket.create_server(("127.0.0.1", 0))
+    try:
+        for name in ("http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        url = f"http://127.0.0.1:{kis.server_address[1]}/kim/callback"
+        outcome = post(url, b'{"event":"draft.changed"}', {"Content-Type": "application/json"})
+        assert outcome.ok and received == ["/kim/callback"]
+        proxy.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            proxy.accept()  # nothing ever connected to the proxy
+    finally:
+        proxy.close()
+        kis.shutdown()
+        kis.server_close()
