@@ -136,11 +136,13 @@
       status.classList.add("error");
       status.textContent = status.dataset[key] || "";
     }
+    // The recipient picker's searches (inside the form) are not the draft's saves: the page-wide notice says theirs.
+    const ownRequest = (elt) => form.contains(elt) && !(elt instanceof Element && elt.closest("[data-vzd-search]"));
     form.addEventListener("htmx:responseError", (ev) => {
-      if (form.contains(ev.detail.elt)) notSaved("refusedText");
+      if (ownRequest(ev.detail.elt)) notSaved("refusedText");
     });
     form.addEventListener("htmx:sendError", (ev) => {
-      if (!form.contains(ev.detail.elt)) return;
+      if (!ownRequest(ev.detail.elt)) return;
       notSaved("offlineText");
       dirty = true;
     });

@@ -177,7 +177,8 @@ function showSessionEnded() {
   }
   function reportedByPage(detail) {
     const elt = detail.elt;
-    return elt instanceof Element && Boolean(elt.closest(REPORTED_BY_PAGE));
+    // The recipient picker sits inside the draft form, but its searches are not the draft's saves.
+    return elt instanceof Element && Boolean(elt.closest(REPORTED_BY_PAGE)) && !elt.closest("[data-vzd-search]");
   }
   function kindOf(status) {
     if (status === 403) return "forbidden";

@@ -128,3 +128,24 @@ def test_a_refused_failed_or_unreachable_request_says_so_once_until_it_succeeds(
     expect(text).to_be_empty()
     expect(_alerts(page, SERVER)).to_have_count(0)
     page.unroute(save_url)
+
+
+def test_a_failed_recipient_search_in_compose_is_said_by_the_page_not_as_an_unsaved_draft(portal_web, page):
+    # The recipient picker sits inside the draft form, but its searches are not the draft's saves: a picker search
+    # that cannot reach the server must not say "Nicht gespeichert" (nor make the page think the draft unsaved).
+    station = UserFactory(username="station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    draft = outgoing_draft_save(
+        user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage", to=[PRAXIS])
+    )
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/entwurf/{draft.pk}/")
+    compose = ComposePage(page)
+    page.route("**/directory/auswahl/**", lambda route: route.abort("connectionfailed"))
+    box = page.locator("#to-picker-q")
+    box.click()
+    with page.expect_event("requestfailed"):
+        box.press_sequentially("Praxis", delay=30)
+    expect(_alerts(page, OFFLINE)).to_have_count(1)
+    expect(compose.status).not_to_contain_text("Nicht gespeichert")
