@@ -920,6 +920,7 @@ def outgoing_attachment_download(request: AuthenticatedHttpRequest, pk: int, att
         mailbox=outgoing.mailbox,
         outgoing_id=outgoing.pk,
         attachment=attachment.filename,
+        attachment_id=attachment.pk,  # two files of one name are told apart
     )
     response = FileResponse(
         BytesIO(data), as_attachment=True, filename=attachment.filename, content_type="application/octet-stream"
