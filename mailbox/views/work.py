@@ -188,8 +188,8 @@ def _work_response(
 
 def _message_or_refusal(request: AuthenticatedHttpRequest, pk: int) -> Message | HttpResponse:
     """The message of a work or lock action; for a page still open on a message the user may no longer see (removed
-    from the mailbox or its ward meanwhile) the refusal with the reason (423), because a 404 would not be shown —
-    htmx swaps neither 404 nor 403 — and the click would seem to do nothing. Anyone else gets the 404."""
+    from the mailbox or its ward meanwhile) the refusal with the reason (423), swapped into the panel: htmx swaps
+    neither 404 nor 403, and the page-wide notice for those could only say "abgelehnt". Anyone else gets the 404."""
     try:
         return message_or_404(request.user, pk)
     except Http404:
@@ -241,8 +241,8 @@ def _run_action(
     except NotAllowed as exc:
         if not request.htmx:
             raise PermissionDenied(exc.message) from exc
-        # A page still showing the buttons of a role lowered meanwhile: htmx would swallow a 403 and the click would
-        # seem to do nothing. The panel comes back as the role now held draws it, with the reason.
+        # A page still showing the buttons of a role lowered meanwhile: htmx swaps no 403 (the page-wide notice could
+        # only say "abgelehnt"). The panel comes back as the role now held draws it, with the reason.
         return _work_response(request, pk, error=exc.message, status=423, **kept)
     except PortalError as exc:
         return _work_response(request, pk, error=exc.message, status=422, **kept)
@@ -361,7 +361,7 @@ def message_break_lock_view(request: AuthenticatedHttpRequest, pk: int) -> HttpR
 
 def _lock_refusal(request: AuthenticatedHttpRequest, pk: int, exc: NotAllowed) -> HttpResponse:
     """A lock action the user's role does not allow: 403 without htmx; with htmx (a page still showing the buttons
-    of a role lowered meanwhile, which would swallow a 403) the panel as the role now held draws it, with the reason."""
+    of a role lowered meanwhile; htmx swaps no 403) the panel as the role now held draws it, with the reason."""
     if not request.htmx:
         raise PermissionDenied(exc.message) from exc
     return _lock_response(request, pk, error=exc.message, status=423)
