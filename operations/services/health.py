@@ -104,7 +104,7 @@ def health_report(*, max_age: float | None = None) -> Report:
         log.warning("operations store unavailable; checking with this process's cache only", exc_info=True)
         return _report_without_store(max_age)
     if locked:
-        return _checked_under_lock(token)
+        return _checked_under_lock(token, fresh_since=asked - max_age)
     if cached is not None and asked - cached.checked_at < STALE_REPORT_SECONDS:
         return cached
     # No recent report and someone else is checking: wait for theirs. Never check without the lock — a flood of
@@ -119,7 +119,7 @@ def health_report(*, max_age: float | None = None) -> Report:
             return fresh
         try:
             if store().add(LOCK_KEY, token, timeout=lock_seconds()):
-                return _checked_under_lock(token)
+                return _checked_under_lock(token, fresh_since=asked - max_age)
         except Exception:
             log.warning("operations store unavailable while waiting for a check", exc_info=True)
             break
@@ -131,8 +131,14 @@ def lock_seconds() -> int:
     return int(round_deadline()) + 10
 
 
-def _checked_under_lock(token: str) -> Report:
+def _checked_under_lock(token: str, *, fresh_since: float) -> Report:
     try:
+        # Read again under the lock: a round that ended between this caller's last read and its taking the lock (its
+        # holder unlocked) left a report as fresh as one this caller would make. Checking again would be a second
+        # round right after the first.
+        fresh = _cached()
+        if fresh is not None and fresh.checked_at >= fresh_since:
+            return fresh
         report = run_checks()
         _keep(report)
         return report

@@ -67,3 +67,24 @@ def test_a_dead_holders_lock_is_taken_over_by_one_waiter(rounds):
     assert len(rounds) == 1
     assert {r.checked_at for r in results} == {results[0].checked_at}
     assert results[0].state == OK
+
+
+def test_a_round_that_ended_just_before_the_lock_was_taken_is_not_checked_again(rounds, monkeypatch):
+    # Another process's round ends (its report kept, its lock freed) between this caller's read and its taking the
+    # lock: the caller reads again under the lock and hands out that report instead of starting a second round.
+    kept = Report(checked_at=time.time(), duration=0.0)
+    kept.components.append(Component("database", Msg.of("x"), OK, Msg.of("x")))
+    health._keep(kept)
+    real_cached = health._cached
+    reads: list[Report | None] = []
+
+    def cached() -> Report | None:
+        # The first read comes just before that round's report was kept.
+        reads.append(None if not reads else real_cached())
+        return reads[-1]
+
+    monkeypatch.setattr(health, "_cached", cached)
+    report = health.health_report()
+    assert rounds == []
+    assert report.checked_at == kept.checked_at
+    assert store().get(health.LOCK_KEY) is None  # the lock taken for nothing is freed again
