@@ -148,16 +148,23 @@ def favorite_toggle(request: AuthenticatedHttpRequest) -> HttpResponse:
             services.contact_favorite_add(user=request.user, address=address)
     except PortalError as exc:
         error = exc.message
-    context = {"address": address, "is_favorite": address in selectors.contact_addresses(), "error": error}
-    if request.htmx:
-        return render(request, "directory/partials/_favorite.html", context)
-    if error:
-        messages.error(request, error)
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
-        target = "directory:contacts"
+        target = reverse("directory:contacts")
+    if request.htmx:
+        # The swapped form keeps the page it sits on as its way back: a form sent without htmx (script not yet
+        # bound to the new form, or switched off) returns there, not to this POST-only address.
+        context = {
+            "address": address,
+            "is_favorite": address in selectors.contact_addresses(),
+            "error": error,
+            "next": target,
+        }
+        return render(request, "directory/partials/_favorite.html", context)
+    if error:
+        messages.error(request, error)
     return redirect(target)
 
 

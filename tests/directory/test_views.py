@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
 from directory.models import Contact
 from directory.services import contact_favorite_add
@@ -136,6 +137,23 @@ def test_favorite_toggle_records_user(logged_in, vzd, user):
     response = logged_in.post(url, {"address": PRAXIS, "action": "remove"}, headers={"HX-Request": "true"})
     assert 'aria-pressed="false"' in response.content.decode()
     assert not Contact.objects.get().is_favorite
+
+
+def test_swapped_favorite_form_returns_to_the_page_it_sits_on(logged_in, vzd):
+    # The form htmx swaps in is the one a quick Enter (before htmx binds it) or a page without script sends
+    # natively: its way back must be the search page, not the toggle's own address, which only takes POST (405).
+    url = reverse("directory:favorite-toggle")
+    page = f"{reverse('directory:search')}?q=m%C3%BCller"
+    swapped = logged_in.post(
+        url, {"address": PRAXIS, "action": "add", "next": page}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert f'name="next" value="{escape(page)}"' in swapped
+    assert f'value="{url}"' not in swapped
+
+    hostile = logged_in.post(
+        url, {"address": PRAXIS, "action": "remove", "next": "https://evil.example/"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert f'name="next" value="{reverse("directory:contacts")}"' in hostile
 
 
 def test_favorite_toggle_directory_down_shows_message(logged_in, vzd_down):
