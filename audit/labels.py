@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 ACTION_LABELS = {
     "signin.succeeded": _("Anmeldung"),
     "signin.failed": _("Anmeldung fehlgeschlagen"),
+    "signin.directory_unreachable": _("Anmeldung nicht geprüft: Verzeichnisdienst nicht erreichbar"),
     "signin.logout": _("Abmeldung"),
     "signin.locked": _("Anmeldung gesperrt"),
     "signin.unlocked": _("Anmeldesperre aufgehoben"),

@@ -246,6 +246,9 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_CLIENT_IP_CALLABLE = "mailbox.signin.client_address"
 AXES_USERNAME_CALLABLE = "mailbox.signin.username_for_lockout"
 AXES_LOCKOUT_CALLABLE = "mailbox.views.signin.lockout_response"
+# A sign-in the directory could not check (it was down) is not counted: an outage must not lock out everyone who
+# kept trying, nor their ward PC's address. A local account's wrong password counts as always.
+AXES_WHITELIST_CALLABLE = "mailbox.signin.directory_could_not_check"
 # A successful sign-in clears that account's failures from that address (mailbox.signin), not the address's
 # failures for other accounts: one colleague signing in must not reset a guesser's count on the same PC.
 AXES_RESET_ON_SUCCESS = False

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.http import HttpRequest
 
+from mailbox.selectors.signin import has_local_password
 from mailbox.services.audit import audit_record
 
 # Session keys: when the user signed in and when they last did something (seconds since the epoch).
@@ -52,6 +53,18 @@ def username_for_lockout(request: HttpRequest | None, credentials: dict[str, Any
     if not name:
         return None
     return str(name).strip().lower()[:150]
+
+
+def directory_could_not_check(request: HttpRequest | None, credentials: dict[str, Any] | None) -> bool:
+    """Whether a failed sign-in failed only because the directory could not be asked (AXES_WHITELIST_CALLABLE:
+    axes does not count such a failure, against the name or the address). An outage must not lock out the people
+    who keep trying, nor the ward PC they share, for a password nobody checked. A local account's password was
+    checked, directory or not: its failures count. axes also asks before the backends run, when nothing has
+    failed yet: a lock already there still refuses during an outage."""
+    if not getattr(request, DIRECTORY_UNREACHABLE_ATTR, False):
+        return False
+    name = (credentials or {}).get("username")
+    return not (name and has_local_password(str(name)))
 
 
 def idle_limit_seconds() -> float:
@@ -109,11 +122,17 @@ def _logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: An
 
 def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any) -> None:
     # Django has already replaced the password in `credentials`; only the name that was tried is kept.
+    username = str(credentials.get("username", ""))[:150]
+    address = client_address(request)
+    if directory_could_not_check(request, credentials):
+        # Not a wrong password (and not counted towards a lock): the trail says so.
+        audit_record(actor=None, action="signin.directory_unreachable", username=username, address=address)
+        return
     audit_record(
         actor=None,
         action="signin.failed",
-        username=str(credentials.get("username", ""))[:150],
-        address=client_address(request),
+        username=username,
+        address=address,
         refused_while_locked=bool(getattr(request, "axes_locked_out", False)),
     )
 

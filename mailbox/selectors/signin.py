@@ -1,4 +1,5 @@
-"""Current sign-in lockouts (django-axes' failure counters), for the managers' unlock page."""
+"""Current sign-in lockouts (django-axes' failure counters), for the managers' unlock page; whether a name tried
+is a local account with its own password."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import datetime
 
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Max, QuerySet, Sum
 from django.utils import timezone
 
@@ -48,3 +50,11 @@ def lockout_list() -> list[Lockout]:
             until = row["last"] + settings.AXES_COOLOFF_TIME if settings.AXES_COOLOFF_TIME is not None else None
             found.append(Lockout(kind, str(row[field]), int(row["failures"]), row["last"], until))
     return sorted(found, key=lambda lock: (lock.last_failure, lock.kind, lock.value), reverse=True)
+
+
+def has_local_password(username: str) -> bool:
+    """Whether the name is an account with a password of its own here, i.e. one the model backend checks (found as
+    it finds it: the exact name). Accounts the directory sign-in created have none."""
+    model = get_user_model()
+    user = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+    return user is not None and user.has_usable_password()

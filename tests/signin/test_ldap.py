@@ -1,6 +1,6 @@
 """Sign-in against the hospital's directory (django-auth-ldap) on a real slapd: users from the directory sign in,
-their directory groups become wards, a wrong password counts towards the lockout, filters are escaped, and local
-accounts keep working."""
+their directory groups become wards, a wrong password counts towards the lockout (a try the directory could not
+check does not), filters are escaped, and local accounts keep working."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import ldap
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.urls import reverse
@@ -19,7 +20,7 @@ from mailbox.services.audit import AuditEvent
 from tests.mailbox.factories import UserFactory
 from tests.signin.conftest import PASSWORD
 from tisim.vzd.generate import BASE_DN
-from tisim.vzd.slapd import SlapdServer
+from tisim.vzd.slapd import SlapdServer, free_port
 
 pytestmark = [pytest.mark.slapd, pytest.mark.django_db]
 
@@ -160,3 +161,55 @@ def test_a_directory_that_does_not_answer_is_named_not_blamed_on_the_password(cl
         assert "Benutzername oder Passwort ist falsch." not in text
         client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
         assert "The directory service is not answering" in sign_in(client, "pflege1", "x").content.decode()
+
+
+def test_sign_ins_during_a_directory_outage_lock_out_neither_accounts_nor_the_ward_pc(
+    client, directory_sign_in, settings
+):
+    """Tries the directory could not check are no failed sign-ins: after an outage the people who kept trying (and
+    everyone else behind the ward's address) sign in at once, not a cool-off later. Audited as what happened."""
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 302  # known here since, without a password
+    client.post(reverse("logout"), REMOTE_ADDR="10.3.3.3")
+    settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{free_port()}"  # nothing listens there
+    tries = settings.AXES_FAILURE_LIMIT + 2
+    answers = [sign_in(client, "pflege1", "Dienst-2026") for _ in range(tries)]
+    answers += [sign_in(client, f"kollege{i}", "Passwort-2026") for i in range(tries)]
+    assert {a.status_code for a in answers} == {200}
+    text = answers[-1].content.decode()
+    assert 'id="signin-directory"' in text and "Der Verzeichnisdienst antwortet nicht" in text
+    assert "Benutzername oder Passwort ist falsch." not in text and "gesperrt" not in text
+    assert not AccessAttempt.objects.exists()
+    assert not AuditEvent.objects.filter(action__in=["signin.failed", "signin.locked"]).exists()
+    unreachable = AuditEvent.objects.filter(action="signin.directory_unreachable")
+    assert unreachable.count() == 2 * tries
+    assert {(e.details["username"], e.details["address"]) for e in unreachable} >= {
+        ("pflege1", "10.3.3.3"),
+        ("kollege0", "10.3.3.3"),
+    }
+    assert "Dienst-2026" not in str(list(unreachable.values_list("details", flat=True)))
+
+    settings.AUTH_LDAP_SERVER_URI = directory_sign_in.url  # the directory is back
+    assert sign_in(client, "pflege1", "Dienst-2026").status_code == 302
+    client.post(reverse("logout"), REMOTE_ADDR="10.3.3.3")
+    assert sign_in(client, "arzt1", "Visite-2026").status_code == 302
+
+
+def test_a_local_accounts_wrong_passwords_count_during_an_outage(client, directory_sign_in, settings, station):
+    """The local accounts were checked (by their own password) while the directory was down: their failures count."""
+    settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{free_port()}"
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, "station", f"falsch-{i}")
+    assert sign_in(client, "station", PASSWORD).status_code == 429
+    assert AuditEvent.objects.filter(action="signin.failed", details__username="station").count() == 11
+    assert AuditEvent.objects.filter(action="signin.locked").exists()
+    assert not AuditEvent.objects.filter(action="signin.directory_unreachable").exists()
+
+
+def test_a_lock_from_wrong_directory_passwords_holds_during_an_outage(client, directory_sign_in, settings):
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        sign_in(client, "pflege1", f"falsch-{i}")
+    settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{free_port()}"
+    page = sign_in(client, "pflege1", "Dienst-2026")
+    assert page.status_code == 429 and 'id="signin-locked"' in page.content.decode()
+    # Another name from the locked address as well: the address's lock is not lifted by the outage either.
+    assert sign_in(client, "kollege", "Passwort-2026").status_code == 429
