@@ -5,10 +5,15 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from audit.selectors import AuditFilter
+
+# Messages and the trail's positions are numbered by PostgreSQL bigints. A larger number names nothing: searched for,
+# it would answer "no events" as if the trail had been read, so the form refuses it as it refuses a word.
+LARGEST_NUMBER = models.BigIntegerField.MAX_BIGINT
 
 
 class WallClockField(forms.DateTimeField):
@@ -40,11 +45,25 @@ class WallClockField(forms.DateTimeField):
 class AuditSearchForm(forms.Form):
     user = forms.CharField(label=_("Benutzer"), required=False, max_length=150)
     mailbox = forms.CharField(label=_("Postfach (Adresse oder Nummer)"), required=False, max_length=254)
-    message = forms.IntegerField(label=_("Nachricht (Nummer)"), required=False, min_value=1)
+    message = forms.IntegerField(label=_("Nachricht (Nummer)"), required=False, min_value=1, max_value=LARGEST_NUMBER)
     patient = forms.CharField(label=_("Patientenbezug (Text in Betreff oder Details)"), required=False, max_length=200)
     action = forms.CharField(label=_("Aktion"), required=False, max_length=60)
     since = WallClockField(label=_("von"), required=False, earliest=True)
     until = WallClockField(label=_("bis"), required=False, earliest=False)
+    # Where "Ältere Ereignisse" goes on: the position to continue before. Carried by that link only, never by the
+    # form (a new search starts at the newest events). A hand-edited one that is no position is refused: answered
+    # with the newest events or with none, the page would look like the one asked for.
+    vor = forms.IntegerField(
+        label=_("Seite"),
+        required=False,
+        min_value=1,
+        max_value=LARGEST_NUMBER,
+        widget=forms.HiddenInput,
+        error_messages={
+            code: _("Die Seitenangabe im Link ist ungültig. Bitte neu suchen.")
+            for code in ("invalid", "min_value", "max_value")
+        },
+    )
 
     def clean(self):
         data = super().clean() or {}

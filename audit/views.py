@@ -45,14 +45,6 @@ def _form(request: HttpRequest) -> tuple[AuditSearchForm, AuditFilter | None]:
     return form, (form.to_filter() if form.is_valid() else None)
 
 
-def _cursor(value: str) -> int | None:
-    # A hand-edited link: "²" passes isdigit() but not int(), and int() refuses more than 4,300 digits. Either
-    # starts at the newest events, as an empty cursor does.
-    if not (value.isascii() and value.isdigit() and len(value) <= 19):
-        return None
-    return int(value)
-
-
 @manager_only
 @require_GET
 def event_search_page(request: HttpRequest) -> HttpResponse:
@@ -60,7 +52,8 @@ def event_search_page(request: HttpRequest) -> HttpResponse:
     events: list[Any] = []
     next_before = None
     if audit_filter is not None:
-        events, next_before = event_search(audit_filter, before=_cursor(request.GET.get("vor", "")))
+        before = form.cleaned_data["vor"] if form.is_bound else None
+        events, next_before = event_search(audit_filter, before=before)
     query = request.GET.copy()
     query.pop("vor", None)
     context = {

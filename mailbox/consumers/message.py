@@ -212,8 +212,8 @@ class MessageConsumer(PortalConsumer):
         message.role = role
         html = self._render_panel(self.user, message)
         if notes:
-            # The message was just read through the messages the user sees: its notes need no second check.
-            note_list = selectors.note_list_for_message(message)
+            # Read for the user as the panel's message was: one more query, the check inside it.
+            note_list = selectors.note_list_for_user(self.user, message.pk)
             with translation.override(self.language):
                 html += render_to_string("mailbox/partials/_note_list.html", {"notes": note_list, "oob": True})
         return html

@@ -44,7 +44,7 @@ from mailbox.selectors.messages import (
     message_out_of_reach,
     message_ref_for_user,
     message_row_for_user,
-    note_list_for_message,
+    note_list_for_user,
 )
 from mailbox.selectors.outbox import (
     ThreadItem,
@@ -97,7 +97,7 @@ __all__ = [
     "message_out_of_reach",
     "message_ref_for_user",
     "message_row_for_user",
-    "note_list_for_message",
+    "note_list_for_user",
     "notification_list_for_user",
     "notification_recipients",
     "notifications_visible_to",

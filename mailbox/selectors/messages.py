@@ -617,6 +617,11 @@ def _notes_query(message_id: int) -> QuerySet[Note, tuple[Any, ...]]:
     )
 
 
+def _visible_notes_query(message_id: int, user_id: int) -> QuerySet[Note, tuple[Any, ...]]:
+    # As _notes_query, for a user's eyes: the message's mailbox among theirs, as a subquery (see _lock_query).
+    return _notes_query(message_id).filter(message__mailbox_id__in=member_mailbox_ids(get_user_model()(pk=user_id)))
+
+
 def _periods_query(message_id: int) -> QuerySet[AssignmentPeriod, tuple[Any, ...]]:
     return (
         AssignmentPeriod.objects.filter(message_id=message_id)
@@ -635,6 +640,8 @@ def _readers_query(message_id: int) -> QuerySet[MessageRead, tuple[Any, ...]]:
 
 _ATTACHMENTS = PreparedQuery(_attachments_query)
 _NOTES = PreparedQuery(_notes_query)
+# A message page's socket reads the notes again on each note added: compiled once (kimportal.prepared).
+_VISIBLE_NOTES = PreparedQuery(_visible_notes_query)
 _PERIODS = PreparedQuery(_periods_query)
 _READERS = PreparedQuery(_readers_query)
 
@@ -682,19 +689,26 @@ def message_detail_row_for_user(user: Any, pk: int) -> tuple[Message, DetailList
 
 
 def _notes(message_id: int) -> list[Note]:
+    return _note_rows(_NOTES.rows(message_id))
+
+
+def _note_rows(rows: list[tuple[Any, ...]]) -> list[Note]:
     notes = []
     split = len(_NOTE_COLUMNS)
-    for row in _NOTES.rows(message_id):
+    for row in rows:
         note = Note.from_db("default", _NOTE_COLUMNS, row[:split])
         _related(note, "author", _person(row[split:]))
         notes.append(note)
     return notes
 
 
-def note_list_for_message(message: Message) -> list[Note]:
-    """The notes of a message read through the user's selectors a moment ago (message_lock_for_user …), as its page
-    lists them (oldest first, with their authors). Its visibility is not asked again: that read was the check."""
-    return _notes(message.pk)
+def note_list_for_user(user: Any, message_id: int) -> list[Note]:
+    """The notes of a message the user sees, as its page lists them (oldest first, with their authors); none when
+    the user does not see it. Whether they do is asked within the notes' own query, so a socket that has just read
+    the message for its lock panel pays no second round trip for it."""
+    if not user.is_authenticated:
+        return []
+    return _note_rows(_VISIBLE_NOTES.rows(message_id, user.pk))
 
 
 def message_detail_lists(

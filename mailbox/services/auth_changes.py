@@ -19,6 +19,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from kimportal.requestscope import bound
@@ -69,16 +70,27 @@ def _locked_mailboxes(mailbox_ids: Iterable[int]) -> list[Mailbox]:
     return list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids)).order_by("pk"))
 
 
+# Where a bulk delete's queryset remembers the delete it has locked the mailboxes for (_lock_deleted_together).
+_LOCKED_FOR = "_auth_changes_owned_locked_for"
+
+
 def _lock_deleted_together(instance: Any, origin: Any) -> None:
     """A bulk delete from code (`User.objects.filter(...).delete()`; Django sends pre_delete per instance, with the
     queryset as origin): the mailboxes all its users or groups own are locked at once, in pk order, before any of
     them is read. One instance after the other (_locked_mailboxes), two such deletes over the same mailboxes took
     them in different orders — a person owning the second mailbox before one owning the first — and PostgreSQL
-    aborted one as a deadlock. Taken for each instance again: rows this transaction holds cost no wait. An instance
-    the queryset no longer matches when read here (changed since Django collected it) still locks its own in turn."""
+    aborted one as a deadlock. Taken once per delete, at its first instance: the rows stay locked to the end of the
+    transaction, so asking again for each further instance only repeated the query. An instance the queryset no
+    longer matched when read here (changed since Django collected it) still locks its own in turn."""
     model = instance._meta.concrete_model
     if not isinstance(origin, QuerySet) or origin.model._meta.concrete_model is not model:
         return  # instance.delete(): its own mailboxes are the only ones, locked in pk order
+    # The delete's own atomic block (Django's collector opens one around all its pre_delete signals): the same
+    # queryset deleted once more is another delete, which locks again.
+    blocks = transaction.get_connection(origin.db).atomic_blocks
+    delete = blocks[-1] if blocks else None
+    if delete is not None and origin.__dict__.get(_LOCKED_FOR) is delete:
+        return
     together = origin.values("pk")
     if model is Group:
         owner_of = Membership.objects.filter(group_id__in=together, role=Membership.Role.OWNER)
@@ -89,6 +101,8 @@ def _lock_deleted_together(instance: Any, origin: Any) -> None:
         )
     owned = Mailbox.objects.select_for_update().filter(pk__in=owner_of.values("mailbox_id")).order_by("pk")
     list(owned.values_list("pk", flat=True))
+    if delete is not None:
+        origin.__dict__[_LOCKED_FOR] = delete
 
 
 def user_deleting(person: Any, *, origin: Any = None) -> Deleting:

@@ -222,14 +222,55 @@ def test_pages_go_back_in_time_by_keyset_without_gaps_or_repeats(client, monkeyp
     assert seen == [7, 6, 5, 4, 3, 2, 1, 0]
 
 
-@pytest.mark.parametrize("before", ["²", "9" * 5000, "-5", "x"])
-def test_a_hand_edited_page_cursor_starts_at_the_newest_instead_of_failing(client, before):
-    # "²" passes str.isdigit() but not int(); 5,000 digits pass both checks but not int()'s length limit.
+LARGEST = 2**63 - 1  # PostgreSQL's bigint: what seq and message ids are
+
+
+@pytest.mark.parametrize("before", ["²", "9" * 5000, str(LARGEST + 1), "9" * 23, "0", "-5", "1.5", "x"])
+@pytest.mark.parametrize("htmx", [False, True], ids=["page", "htmx"])
+def test_a_hand_edited_page_cursor_is_refused_instead_of_answered_with_other_events(client, before, htmx):
+    # "²" passes str.isdigit() but not int(); 5,000 digits are more than int() reads; beyond bigint, 0 and below
+    # name no position. Answered with the newest events (or none) the page would look like the one asked for.
     audit_record(actor=None, action="mailbox.fetch_requested", run=1)
     client.force_login(_manager())
-    response = client.get(reverse("audit:search"), {"action": "mailbox.fetch_requested", "vor": before})
+    response = client.get(
+        reverse("audit:search"),
+        {"action": "mailbox.fetch_requested", "vor": before},
+        headers={"HX-Request": "true"} if htmx else {},
+    )
+    html = response.content.decode()
+    assert response.status_code == 422
+    assert response.context["events"] == []
+    assert "Die Seitenangabe im Link ist ungültig. Bitte neu suchen." in html
+    assert "Nicht gesucht: bitte die Eingaben prüfen." in html and "Keine Ereignisse gefunden." not in html
+    assert 'name="vor"' not in html  # a new search from the form starts at the newest events again
+
+
+def test_the_largest_position_is_still_a_page_cursor(client):
+    audit_record(actor=None, action="mailbox.fetch_requested", run=1)
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"action": "mailbox.fetch_requested", "vor": str(LARGEST)})
     assert response.status_code == 200
     assert [e.details["run"] for e, _ in response.context["events"]] == [1]
+
+
+@pytest.mark.parametrize("number", [str(LARGEST + 1), "9" * 23, "9" * 5000])
+def test_a_message_number_no_message_can_have_is_refused_instead_of_finding_nothing(client, message, number):
+    audit_record(actor=None, action="message.viewed", message=message)
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"message": number}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 422 and "message" in response.context["form"].errors
+    assert "Nachricht (Nummer):" in html and "Keine Ereignisse gefunden." not in html
+    exported = client.get(reverse("audit:export"), {"message": number})
+    assert exported.status_code == 422 and "message" in exported.context["form"].errors
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
+
+
+def test_the_largest_message_number_is_still_searched(client, message):
+    audit_record(actor=None, action="message.viewed", message=message)
+    client.force_login(_manager())
+    response = client.get(reverse("audit:search"), {"message": str(LARGEST)})
+    assert response.status_code == 200 and response.context["events"] == []
 
 
 @pytest.mark.parametrize("mailbox", ["²", "١٢", "9" * 254])

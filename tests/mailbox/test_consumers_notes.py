@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from mailbox import selectors
 from mailbox.consumers import MessageConsumer
 from mailbox.models import Membership
 from mailbox.services.ingest import message_ingest
@@ -55,6 +56,17 @@ def test_an_ex_member_gets_no_notes(ward):
     Membership.objects.filter(mailbox=box, user=anna).delete()
     # The role the socket checked a moment before may still say "processor": the read itself refuses.
     assert page._render_lock("processor", notes=True) == ""
+
+
+def test_the_notes_are_read_for_the_user_alone(ward):
+    # The selector asks itself whether the user sees the message, whoever calls it with whichever message.
+    box, anna, bert, message = ward
+    outsider = UserFactory(username="extern")
+    MembershipFactory(mailbox=MailboxFactory(), user=outsider, role=Membership.Role.OWNER)
+    assert [note.body for note in selectors.note_list_for_user(anna, message.pk)] == ["Befund liegt vor."]
+    assert selectors.note_list_for_user(outsider, message.pk) == []
+    Membership.objects.filter(mailbox=box, user=bert).delete()
+    assert selectors.note_list_for_user(bert, message.pk) == []  # their own note, in a mailbox they left
 
 
 def test_the_sent_list_says_whose_each_note_is_in_the_pages_language(ward):

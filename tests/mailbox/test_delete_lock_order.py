@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models.signals import pre_delete
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from mailbox.models import Mailbox, Membership
@@ -109,3 +110,38 @@ def test_two_bulk_deletes_over_the_same_mailboxes_in_opposite_order_both_finish(
     assert outcomes == {"first": None, "second": None}
     assert not model.objects.filter(pk__in=[one_a.pk, one_b.pk, two_a.pk, two_b.pk]).exists()
     assert AuditEvent.objects.filter(action=action).count() == 4
+
+
+def _together_locks(queries: CaptureQueriesContext) -> list[str]:
+    """The locks over the mailboxes a whole bulk delete owns: their ids chosen by a subquery over the memberships,
+    where each instance's own lock names its mailboxes' ids."""
+    return [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith('SELECT "mailbox_mailbox"."id"')
+        and '"mailbox_membership"' in query["sql"]
+        and query["sql"].endswith("FOR UPDATE")
+    ]
+
+
+@pytest.mark.parametrize(("model", "owner"), [(User, _owner_person), (Group, _owner_group)], ids=["people", "groups"])
+def test_a_bulk_delete_locks_what_they_own_together_once(settings, model: Any, owner: Callable[[Mailbox, str], Any]):
+    # Taken at the first instance's pre_delete and held to the end of the delete's transaction: asking again for
+    # each further instance only repeated the query.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    boxes = [MailboxFactory(display_name=f"Station {i}") for i in range(3)]
+    for i, box in enumerate(boxes):
+        owner(box, f"eins-{i}")
+    named = model.objects.filter(
+        **({"name__startswith": "eins-"} if model is Group else {"username__startswith": "eins-"})
+    )
+    with CaptureQueriesContext(connection) as queries:
+        named.delete()
+    assert len(_together_locks(queries)) == 1
+    assert not named.exists()
+    # The same queryset deleted again is another delete (another transaction): it locks again.
+    owner(boxes[0], "eins-neu")
+    with CaptureQueriesContext(connection) as again:
+        named.delete()
+    assert len(_together_locks(again)) == 1
+    assert not named.exists()
