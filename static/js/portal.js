@@ -431,6 +431,8 @@ document.addEventListener("click", (ev) => {
       : { method: "GET", headers: { [BACKGROUND]: "1" }, credentials: "same-origin" };
     if (keepAlive) lastCounted = Date.now();
     const response = await fetch(box.dataset.sessionUrl, options);
+    // A refusal or a 503 (the database restarting) says nothing about the session: ask again soon, as offline.
+    if (!response.ok) throw new Error(`session check: ${response.status}`);
     return response.json();
   }
   async function check() {
