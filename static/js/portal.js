@@ -184,6 +184,7 @@ function showSessionEnded() {
     if (status === 403) return "forbidden";
     if (status === 413) return "tooLarge";
     if (status === 429) return "tooMany";
+    if (status === 503) return "unavailable"; // the database cannot be reached for now (kimportal.unavailable)
     if (status >= 500) return "server";
     return "refused";
   }
