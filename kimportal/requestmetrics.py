@@ -54,7 +54,7 @@ SOCKETS_OPEN = Gauge(
 SOCKETS_REFUSED = Counter(
     "kimportal_websocket_refusals",
     "Live sockets closed at once, by kind and close code "
-    "(4401 signed out, 4404 no access, 4429 too many, 1013 worker full)",
+    "(4401 signed out, 4404 no access, 4429 too many, 1013 worker full or database unavailable)",
     ["kind", "code"],
     registry=None,
 )

@@ -84,6 +84,8 @@ if EMBEDDED:
 MIDDLEWARE = [
     # First: every answer is counted and timed for /metrics, the other middleware's included.
     "kimportal.requestmetrics.RequestMetricsMiddleware",
+    # A view that cannot reach the database answers 503 (kimportal.unavailable; a middleware's read: handler500).
+    "kimportal.unavailable.DatabaseUnavailableMiddleware",
     "kimportal.middleware.ConcurrencyLimitMiddleware",
     "kimportal.requestscope.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",

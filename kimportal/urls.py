@@ -25,6 +25,8 @@ class LogoutView(auth_views.LogoutView):
 
 # A form Django refuses to parse (too many fields or files) gets its own German explanation.
 handler400 = "kimportal.errorpages.bad_request"
+# An unreachable database (a restart, a failover) raised in a middleware answers 503, not 500 (kimportal.unavailable).
+handler500 = "kimportal.errorpages.server_error"
 
 urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),

@@ -16,6 +16,7 @@ def test_the_page_carries_the_empty_alert_region_and_the_german_texts(client):
     assert 'data-forbidden-text="Die Aktion wurde abgelehnt' in page
     assert 'data-offline-text="Keine Verbindung zum Server' in page
     assert 'data-server-text="Ein Fehler ist aufgetreten' in page
+    assert 'data-unavailable-text="Der Dienst ist vorübergehend nicht erreichbar' in page  # a 503
     assert 'id="request-error-reload" hidden>Seite neu laden</button>' in page
 
 
@@ -26,4 +27,5 @@ def test_in_english_the_texts_are_english(client):
     assert 'data-offline-text="No connection to the server' in page
     assert 'data-too-large-text="The request is too large' in page
     assert 'data-too-many-text="Too many requests' in page
+    assert 'data-unavailable-text="The service is temporarily unavailable' in page
     assert ">Reload page</button>" in page

@@ -22,6 +22,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 from kimportal import requestmetrics
+from kimportal.unavailable import database_unreachable, outage_text
 from kimportal.wsauth import resolved_user, user_ready
 from mailbox import events
 from mailbox.events import session_digest
@@ -193,7 +194,23 @@ class PortalConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=1013)
             return
-        await super().websocket_connect(message)
+        try:
+            await super().websocket_connect(message)
+        except Exception as exc:
+            if not database_unreachable(exc):
+                raise
+            # PostgreSQL restarting (kimportal.unavailable): "try again later" (1013), on which the browser backs off
+            # and reconnects, instead of an error of the application per connect (a traceback, then 1011/1006).
+            log.warning("database unavailable, %s socket closed with 1013: %s", self.metrics_kind, outage_text(exc))
+            self.closed = True
+            requestmetrics.socket_refused(self.metrics_kind, 1013)
+            if not getattr(self, "accepted", False):
+                await self.accept()
+            await self.close(code=1013)
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        self.accepted = True
+        await super().accept(subprotocol, headers)
 
     async def _authenticate(self) -> bool:
         """Read the socket's user (one hop; see _connect_user for doing it within the consumer's own first hop)."""

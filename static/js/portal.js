@@ -184,6 +184,7 @@ function showSessionEnded() {
     if (status === 403) return "forbidden";
     if (status === 413) return "tooLarge";
     if (status === 429) return "tooMany";
+    if (status === 503) return "unavailable"; // the database cannot be reached for now (kimportal.unavailable)
     if (status >= 500) return "server";
     return "refused";
   }
@@ -431,6 +432,8 @@ document.addEventListener("click", (ev) => {
       : { method: "GET", headers: { [BACKGROUND]: "1" }, credentials: "same-origin" };
     if (keepAlive) lastCounted = Date.now();
     const response = await fetch(box.dataset.sessionUrl, options);
+    // A refusal or a 503 (the database restarting) says nothing about the session: ask again soon, as offline.
+    if (!response.ok) throw new Error(`session check: ${response.status}`);
     return response.json();
   }
   async function check() {

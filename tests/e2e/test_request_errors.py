@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 OFFLINE = "Keine Verbindung zum Server"
 REFUSED = "Die Aktion wurde abgelehnt"
 SERVER = "Ein Fehler ist aufgetreten"
+UNAVAILABLE = "Der Dienst ist vorübergehend nicht erreichbar"
 
 
 def _abort_posts(route: Route) -> None:
@@ -91,6 +92,15 @@ def test_a_refused_failed_or_unreachable_request_says_so_once_until_it_succeeds(
     page.keyboard.press("Escape")
     expect(text).to_be_empty()
     expect(save).to_be_focused()
+
+    # The database is restarting: the server answers 503 (tests/test_database_unavailable.py), and the page says to
+    # try again in a few minutes; a reload would not help, so none is offered.
+    page.route(note_url, lambda route: route.fulfill(status=503, content_type="text/html", body="<h1>503</h1>"))
+    save.click()
+    expect(text).to_contain_text(UNAVAILABLE)
+    expect(reload).to_be_hidden()
+    close.click()
+    expect(text).to_be_empty()
     page.unroute(note_url)
 
     # Signed in again in another tab: the session has a new CSRF token, this page's is stale. The server refuses the

@@ -16,6 +16,7 @@ from operations.services.health import forget_report, health_report, run_checks
 from operations.services.results import ERROR, OK, UNKNOWN, WARNING
 from tests.mailbox.factories import KimAccountFactory, MailboxFactory
 from tests.operations.conftest import ADDRESS, kim_account
+from tests.unreachable import database_unreachable as unreachable
 
 pytestmark = pytest.mark.django_db
 
@@ -375,3 +376,13 @@ def test_an_smcb_certificate_ending_soon_is_a_warning(ops, monkeypatch):
     assert "Klinikum Test Haus B" in str(ending[0].label)
     assert report.component("certificates").state == WARNING
     assert "Klinikum Test Haus B" in str(report.component("certificates").text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_database_is_red_and_503(client, ops):
+    # Really unreachable (nothing listens on the port), not a mocked cursor.
+    with unreachable():
+        status, body = health(client)
+    assert status == 503, body
+    assert body["status"] == "error" and body["components"]["database"] == "error"
+    assert "database" in body["failing"]
