@@ -307,6 +307,71 @@ document.addEventListener("keydown", (ev) => {
   if (inside && getComputedStyle(button).display !== "none") setNavOpen(false, { focusButton: true });
 });
 
+// --- The focus survives a redraw ------------------------------------------------------------------
+// A socket's message replaces parts of the page out of band (the lock panel on connect and after every lock change,
+// the note list …), and htmx keeps the focus only through its own swap of an HTTP answer, and only on an element with
+// an id. A keyboard user whose focus was inside what got replaced would start again from the top of the page. The
+// focus goes to the same control in the new content (the same id, or the same kind of control of the same form with
+// the same name and text); if that control is gone, to the region that replaced the old one (made focusable), not to
+// another control: a key press meant for "Bearbeiten" must not press the "Freigeben" or "Sperre aufheben" drawn in
+// its place, and on the region a screen reader reads what changed. The next Tab reaches the new control.
+(() => {
+  let kept = null;
+  const sameText = (el) => (el.textContent || "").replace(/\s+/g, " ").trim();
+  function controlKey(el) {
+    const form = el.closest("form");
+    return [el.tagName, el.getAttribute("type"), el.getAttribute("name"), el.getAttribute("data-shortcut"),
+      el.getAttribute("href"), form && form.getAttribute("action"), sameText(el)].join("\u001f");
+  }
+  function usable(el) {
+    return el instanceof HTMLElement && el.isConnected && !el.matches(":disabled") && el.getClientRects().length > 0;
+  }
+  function focusOn(el) {
+    if (!usable(el)) return false;
+    el.focus({ preventScroll: true });
+    return document.activeElement === el;
+  }
+  function remember() {
+    const el = document.activeElement;
+    kept = null;
+    if (!(el instanceof HTMLElement) || el === document.body) return;
+    // Its ancestors as they are now: a removed element's parent is gone once it is out of the page.
+    const ancestors = [];
+    for (let node = el; node; node = node.parentElement) ancestors.push(node);
+    kept = ancestors;
+  }
+  function restore() {
+    const ancestors = kept || [];
+    kept = null;
+    const el = ancestors[0];
+    // Still there, or the page (or htmx) has put the focus somewhere itself.
+    if (!el || el.isConnected || (document.activeElement && document.activeElement !== document.body)) return;
+    if (el.id && focusOn(document.getElementById(el.id))) return;
+    // The outermost of them that left the page is what was replaced; its parent stayed.
+    const at = ancestors.findIndex((node) => node.isConnected);
+    if (at < 1) return;
+    const replaced = ancestors[at - 1];
+    const parent = ancestors[at];
+    // Replaced whole (an id, as out-of-band swaps are addressed), or its container kept and the content swapped.
+    const fresh = replaced.id ? document.getElementById(replaced.id) : parent;
+    if (!fresh) return;
+    const key = controlKey(el);
+    const sameKey = (root) => Array.from(root.querySelectorAll(el.tagName)).filter((c) => controlKey(c) === key);
+    // The n-th of several alike (two "Entfernen" of a list) stays the n-th.
+    const twins = sameKey(fresh);
+    if (focusOn(twins[Math.min(Math.max(0, sameKey(replaced).indexOf(el)), twins.length - 1)])) return;
+    if (fresh === parent) return;
+    if (!fresh.hasAttribute("tabindex") && fresh.tabIndex < 0) fresh.setAttribute("tabindex", "-1");
+    focusOn(fresh);
+  }
+  document.addEventListener("htmx:wsBeforeMessage", remember);
+  document.addEventListener("htmx:wsAfterMessage", restore);
+  // An HTTP answer that replaces the control (the claim's panel brings "Freigeben" for "Bearbeiten"): htmx keeps the
+  // focus only on an element of the same id; what it did not keep is placed as above.
+  document.addEventListener("htmx:beforeSwap", remember);
+  document.addEventListener("htmx:afterSwap", restore);
+})();
+
 // --- Detail page: read-lock and conflict hints -------------------------------------------------
 // The lock panel is replaced live; action buttons follow whoever holds the lock. The forms keep the
 // version the user loaded, so the server's conflict guard still stops a stale action.

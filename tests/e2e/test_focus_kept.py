@@ -1,0 +1,145 @@
+"""A keyboard user's focus survives the message page's socket redrawing the lock panel: on the same button when the
+panel still has it (the redraw on connect, a colleague arriving), on the panel itself when the button is gone (one's
+own claim or release, a colleague's claim): never back at the top of the page, never on another button."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, WebSocketRoute, expect
+
+from mailbox.models import Membership, Message
+from mailbox.services.ingest import message_ingest
+from tests.e2e.a11y import assert_accessible
+from tests.e2e.pages import LoginPage, WorkPanel
+from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.mails import MAIL_WITH_PDF
+
+pytestmark = pytest.mark.e2e
+
+# Runs before the page's own scripts: how many lock panels the message page's socket has swapped in.
+COUNT_PANELS = """
+window.socketPanels = 0;
+document.addEventListener("htmx:wsAfterMessage", (ev) => {
+  if (String(ev.detail.message).includes('id="lock-panel"')) window.socketPanels += 1;
+});
+"""
+
+
+def _socket_panels(page: Page) -> int:
+    return page.evaluate("window.socketPanels")
+
+
+def _wait_socket_panels(page: Page, count: int) -> None:
+    page.wait_for_function(f"() => window.socketPanels >= {count}")
+
+
+class HeldSocket:
+    """The message page's socket with what the server sends held until `release()`: the page is on the screen and
+    the test acts on it before the socket's first redraw arrives, as on a slow connection."""
+
+    def __init__(self, page: Page) -> None:
+        self.held: list[str | bytes] = []
+        self.page_side: WebSocketRoute | None = None
+        self.holding = True
+        page.route_web_socket("**/ws/message/**", self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        self.page_side = ws
+        server = ws.connect_to_server()
+        server.on_message(self._from_server)  # what the page sends still goes to the server as it is
+
+    def _from_server(self, message: str | bytes) -> None:
+        if self.holding:
+            self.held.append(message)
+        else:
+            assert self.page_side is not None
+            self.page_side.send(message)
+
+    def wait_for(self, page: Page, text: str) -> None:
+        for _ in range(1000):  # Playwright calls the handler while the test waits in one of its calls
+            if any(text in str(m) for m in self.held):
+                return
+            page.wait_for_timeout(10)
+        raise AssertionError(f"the server sent nothing with {text!r}")
+
+    def release(self) -> None:
+        assert self.page_side is not None
+        self.holding = False
+        for message in self.held:
+            self.page_side.send(message)
+        self.held.clear()
+
+
+def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, browser):
+    box = MailboxFactory(display_name="Station Kardiologie")
+    anna = UserFactory(username="anna", first_name="Anna", last_name="Alt")
+    bert = UserFactory(username="bert", first_name="Bert", last_name="Bauer")
+    for user in (anna, bert):
+        MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    message = message_ingest(mailbox=box, uidl="f1", raw=MAIL_WITH_PDF)
+    # A finished letter is not claimed by opening it: both pages show "Bearbeiten".
+    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)
+    url = f"{portal_web.url}/nachricht/{message.pk}/"
+
+    ctx_a, ctx_b = browser.new_context(locale="de-DE"), browser.new_context(locale="de-DE")
+    try:
+        page_a, page_b = ctx_a.new_page(), ctx_b.new_page()
+        for page in (page_a, page_b):
+            page.set_default_timeout(10_000)
+        page_a.add_init_script(COUNT_PANELS)
+        LoginPage(page_a, portal_web.url).open().login("anna", "pw-secret-123")
+        LoginPage(page_b, portal_web.url).open().login("bert", "pw-secret-123")
+
+        # Anna's page is there; its socket's first panel (sent on every connect) is held back.
+        socket = HeldSocket(page_a)
+        page_a.goto(url)
+        work = WorkPanel(page_a)
+        claim = work.claim_button()
+        socket.wait_for(page_a, 'id="lock-panel"')
+        claim.focus()
+        page_a.evaluate("window.focusedBefore = document.activeElement")
+
+        # The redraw on connect replaces the button: the focus is on the new one, not on the page.
+        socket.release()
+        _wait_socket_panels(page_a, 1)
+        expect(claim).to_be_focused()
+        assert page_a.evaluate("document.activeElement !== window.focusedBefore"), "the panel was not redrawn"
+
+        # Bert opens the letter too: Anna's panel is redrawn with him present, her focus stays on the button.
+        page_b.goto(url)
+        expect(work.lock.locator("#detail-presence")).to_contain_text("Bert Bauer")
+        expect(claim).to_be_focused()
+
+        # Enter still presses it. The answer's panel has "Freigeben" instead: the focus goes to the panel (which reads
+        # as its new state), not to the button in the old one's place; the next Tab reaches that button.
+        panels = _socket_panels(page_a)
+        page_a.keyboard.press("Enter")
+        expect(work.lock).to_contain_text("Sie bearbeiten diese Nachricht")
+        expect(work.lock).to_be_focused()
+        expect(work.lock).to_have_accessible_name(re.compile(r"^Sie bearbeiten diese Nachricht\. Für andere gesperrt"))
+        _wait_socket_panels(page_a, panels + 1)  # the claim's redraw by the socket is through
+        expect(work.lock).to_be_focused()
+        page_a.keyboard.press("Tab")
+        release = work.lock.get_by_role("button", name="Freigeben")
+        expect(release).to_be_focused()
+
+        # Space presses "Freigeben"; the panel says the letter is free and has the focus again.
+        panels = _socket_panels(page_a)
+        page_a.keyboard.press("Space")
+        expect(work.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
+        expect(work.lock).to_be_focused()
+        _wait_socket_panels(page_a, panels + 1)
+        page_a.keyboard.press("Tab")
+        expect(claim).to_be_focused()
+
+        # Bert claims it: Anna's panel has no button any more; her focus is on the panel that says who holds it.
+        page_b.locator("body").press("c")
+        expect(WorkPanel(page_b).lock).to_contain_text("Sie bearbeiten diese Nachricht")
+        expect(work.lock).to_contain_text("In Bearbeitung durch Bert Bauer")
+        expect(work.lock).to_be_focused()
+        assert_accessible(page_a, "message page with the focus on the redrawn lock panel")
+    finally:
+        ctx_a.close()
+        ctx_b.close()
