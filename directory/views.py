@@ -72,7 +72,11 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         template += "#more-hits"
     elif partial:
         template += "#results"
-    return render(request, template, context)
+    response = render(request, template, context)
+    if adding and outcome and outcome.error:
+        # Nothing was added: the address stays the one of the list shown (a reload shows the same hits).
+        response["HX-Replace-Url"] = "false"
+    return response
 
 
 @require_GET
