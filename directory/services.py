@@ -22,17 +22,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FIELD_LABELS = {
-    "telematik_id": _("Telematik-ID"),
-    "display_name": _("Name"),
-    "organization": _("Organisation"),
-    "address": _("Anschrift"),
-    "specialties": _("Fachrichtung"),
-    "addresses": _("KIM-Adressen/Version"),
-    "cert_status": _("Zertifikatsstatus"),
-    "certs": _("Zertifikate"),
-}
-
 
 class DirectoryEntryNotFound(PortalError):
     pass

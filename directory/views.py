@@ -183,4 +183,5 @@ def contact_acknowledge(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
         services.contact_acknowledge(user=request.user, contact_id=pk)
     except Contact.DoesNotExist as exc:
         raise Http404 from exc
-    return redirect("directory:contacts")
+    # Back at the row (a long list would start at its top again); keyboard navigation continues from there.
+    return redirect(f"{reverse('directory:contacts')}#kontakt-{pk}")
