@@ -13,6 +13,18 @@ from django.utils.translation import gettext_lazy as _
 
 from directory.certificates import STATE_LABELS
 
+# The parts of a VZD entry a contact keeps (``DirectoryEntry.snapshot``), named for the "changed" flag.
+FIELD_LABELS = {
+    "telematik_id": _("Telematik-ID"),
+    "display_name": _("Name"),
+    "organization": _("Organisation"),
+    "address": _("Anschrift"),
+    "specialties": _("Fachrichtung"),
+    "addresses": _("KIM-Adressen/Version"),
+    "cert_status": _("Zertifikatsstatus"),
+    "certs": _("Zertifikate"),
+}
+
 
 class Contact(models.Model):
     class Status(models.TextChoices):
@@ -65,6 +77,11 @@ class Contact(models.Model):
     @property
     def cert_label(self) -> str:
         return str(STATE_LABELS[self.cert_status]) if self.cert_status in STATE_LABELS else ""
+
+    @property
+    def changed_labels(self) -> list[str]:
+        """What changed in the directory since a user last saw this contact, in words."""
+        return [str(FIELD_LABELS.get(name, name)) for name in self.changed_fields or []]
 
     @property
     def large_messages(self) -> bool:

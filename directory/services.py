@@ -22,17 +22,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FIELD_LABELS = {
-    "telematik_id": _("Telematik-ID"),
-    "display_name": _("Name"),
-    "organization": _("Organisation"),
-    "address": _("Anschrift"),
-    "specialties": _("Fachrichtung"),
-    "addresses": _("KIM-Adressen/Version"),
-    "cert_status": _("Zertifikatsstatus"),
-    "certs": _("Zertifikate"),
-}
-
 
 class DirectoryEntryNotFound(PortalError):
     pass
@@ -97,8 +86,11 @@ def contact_favorite_remove(*, user: User, address: str) -> Contact | None:
 
 @transaction.atomic
 def contact_acknowledge(*, user: User, contact_id: int) -> Contact:
-    """The user has seen the change: the current VZD data becomes the reference."""
+    """The user has seen the change: the current VZD data becomes the reference. A contact gone from the directory
+    stays flagged (there is nothing current to take): "aktuell" would be untrue until the next refresh."""
     contact = Contact.objects.select_for_update().get(pk=contact_id)
+    if contact.status == Contact.Status.VANISHED:
+        return contact
     contact.status = Contact.Status.OK
     contact.changed_fields = []
     contact.updated_by = user
@@ -148,8 +140,15 @@ def contacts_refresh(*, now=None) -> RefreshReport:
             if entry is None:
                 current.status = Contact.Status.VANISHED
                 report.vanished += 1
+            elif not current.snapshot:
+                # Never compared before (a recipient counted at sending, not looked up): the first copy is the
+                # reference, nothing has changed yet.
+                _copy_entry(current, entry, current.kim_address)
+                if current.status == Contact.Status.VANISHED:
+                    current.status = Contact.Status.CHANGED if current.changed_fields else Contact.Status.OK
+                report.unchanged += 1
             else:
-                changed = _diff(current.snapshot or {}, entry.snapshot())
+                changed = _diff(current.snapshot, entry.snapshot())
                 if changed:
                     # Keep what changed until a user acknowledges it; show the directory's current data.
                     current.changed_fields = sorted(set(current.changed_fields or []) | set(changed))

@@ -72,7 +72,11 @@ def search(request: AuthenticatedHttpRequest) -> HttpResponse:
         template += "#more-hits"
     elif partial:
         template += "#results"
-    return render(request, template, context)
+    response = render(request, template, context)
+    if adding and outcome and outcome.error:
+        # Nothing was added: the address stays the one of the list shown (a reload shows the same hits).
+        response["HX-Replace-Url"] = "false"
+    return response
 
 
 @require_GET
@@ -179,4 +183,5 @@ def contact_acknowledge(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
         services.contact_acknowledge(user=request.user, contact_id=pk)
     except Contact.DoesNotExist as exc:
         raise Http404 from exc
-    return redirect("directory:contacts")
+    # Back at the row (a long list would start at its top again); keyboard navigation continues from there.
+    return redirect(f"{reverse('directory:contacts')}#kontakt-{pk}")

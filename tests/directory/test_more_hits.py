@@ -68,6 +68,7 @@ def test_htmx_fetches_only_the_new_hits_and_adds_them_to_the_list(logged_in, vzd
     url = reverse("directory:search")
     response = logged_in.get(url, {"q": PAGED_PLACE, "anzahl": "40"}, headers=HTMX_MORE)
     content = response.content.decode()
+    assert "HX-Replace-Url" not in response.headers  # the address follows the longer list
     assert "<html" not in content and 'id="results"' not in content
     assert content.lstrip().startswith('<ol hx-swap-oob="beforeend:#vzd-list">')
     assert _names(content) == _seitenweise(range(21, 41))
@@ -128,7 +129,8 @@ def test_picker_offers_and_adds_the_next_hits(logged_in, vzd, paged_entries):
     content = content.decode()
     assert content.count("Auswählen") == 20
     assert '<p id="to-picker-count" class="vzd-muted" role="status">20 Treffer angezeigt (von 45)</p>' in content
-    match = re.search(r'<div id="to-picker-more" class="vzd-more">\s*<button type="button" hx-get="([^"]+)"', content)
+    button = r'<button type="button" id="to-picker-more-button" hx-get="([^"]+)"'
+    match = re.search(r'<div id="to-picker-more" class="vzd-more">\s*' + button, content)
     assert match, content
     more = match.group(1).replace("&amp;", "&")
     assert "picker_q=" in more and "field=to" in more and more.endswith("anzahl=40")
@@ -154,8 +156,11 @@ def test_directory_gone_when_adding_hits_says_so_and_offers_the_same_again(logge
     settings.KIMPORTAL_VZD_URL = f"ldap://127.0.0.1:{free_port()}"
     settings.KIMPORTAL_VZD_CONNECT_TIMEOUT = 2.0
     query = {"q": PAGED_PLACE, "anzahl": "40"}
-    content = logged_in.get(reverse("directory:search"), query, headers=HTMX_MORE).content.decode()
+    response = logged_in.get(reverse("directory:search"), query, headers=HTMX_MORE)
+    content = response.content.decode()
     assert "hx-swap-oob" not in content  # neither the list nor the count is touched
+    assert response.headers["HX-Replace-Url"] == "false"  # the address keeps saying 20, as the list shows
+    assert 'id="vzd-more-link"' in content and 'aria-describedby="vzd-more-error"' in content
     assert 'role="alert" data-vzd-error>Das Verzeichnis (VZD) ist nicht erreichbar' in content
     assert _more_href(content).endswith("&anzahl=40#treffer-21")
 

@@ -92,6 +92,28 @@ def test_refresh_flags_changed_and_vanished_entries(vzd, vzd_admin, user, extra_
     assert contact.checked_at is not None
 
 
+def test_refresh_takes_a_counted_recipient_as_it_is_not_as_changed(vzd, user):
+    # Sending counts a recipient without looking it up: the first refresh is the first copy, not a change.
+    contact_record_use(address=PRAXIS, user=user)
+    report = contacts_refresh()
+    assert (report.changed, report.unchanged) == (0, 1)
+    contact = Contact.objects.get(kim_address=PRAXIS)
+    assert contact.status == Contact.Status.OK and contact.changed_fields == []
+    assert contact.display_name == "Praxis Dr. Müller" and contact.kim_version == "1.5+" and contact.snapshot
+    assert contact.use_count == 1
+    assert contacts_refresh().changed == 0
+
+
+def test_a_vanished_contact_stays_flagged_when_acknowledged(vzd, vzd_admin, user, extra_entry):
+    dn, address = extra_entry
+    contact = contact_favorite_add(user=user, address=address)
+    assert vzd_admin.delete(dn), vzd_admin.result
+    contacts_refresh()
+    contact_acknowledge(user=user, contact_id=contact.pk)
+    contact.refresh_from_db()
+    assert contact.status == Contact.Status.VANISHED  # not "aktuell": it is not in the directory
+
+
 def test_refresh_when_directory_down_raises_for_retry(vzd_down, user):
     Contact.objects.create(kim_address=PRAXIS, display_name="x", snapshot={"display_name": "x"})
     from directory.clients.vzd import VzdError

@@ -196,6 +196,7 @@ def test_acknowledge_resets_flag(logged_in):
     )
     response = logged_in.post(reverse("directory:contact-acknowledge", args=[contact.pk]))
     assert response.status_code == 302
+    assert response["Location"] == f"{reverse('directory:contacts')}#kontakt-{contact.pk}"  # back at its row
     contact.refresh_from_db()
     assert contact.status == "ok" and contact.changed_fields == []
 
@@ -280,3 +281,24 @@ def test_kim_only_leaves_out_entries_whose_mail_is_no_kim_address(logged_in, vzd
         assert "Praxis Nurpost" in page and "Keine KIM-Adresse" in page
     finally:
         vzd_admin.delete(dn)
+
+
+def test_contacts_page_says_what_changed_and_offers_seen_only_for_a_change(logged_in):
+    hostile = '<img src=x onerror="alert(1)">' + "Ü" * 220  # 249 characters of 255
+    changed = Contact.objects.create(
+        kim_address="a@x.kim.telematik-test",
+        display_name=hostile,
+        status=Contact.Status.CHANGED,
+        changed_fields=["addresses", "display_name"],
+    )
+    vanished = Contact.objects.create(
+        kim_address="b@x.kim.telematik-test", display_name="Praxis Weg", status=Contact.Status.VANISHED
+    )
+    content = logged_in.get(reverse("directory:contacts")).content.decode()
+    assert "Geändert: KIM-Adressen/Version, Name" in content
+    assert "<img" not in content and escape(hostile) in content
+    # "Gesehen" names its contact (one of many such buttons), and there is none for the contact that is gone.
+    assert f'<tr id="kontakt-{changed.pk}"' in content and f'<tr id="kontakt-{vanished.pk}"' in content
+    assert content.count(reverse("directory:contact-acknowledge", args=[changed.pk])) == 1
+    assert reverse("directory:contact-acknowledge", args=[vanished.pk]) not in content
+    assert f'aria-label="Gesehen: {escape(hostile)}">Gesehen</button>' in content
