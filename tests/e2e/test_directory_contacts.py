@@ -55,6 +55,9 @@ def test_contacts_by_keyboard_on_a_phone(browser, live_server, transactional_db,
         expect(seen).to_have_count(1)  # the changed contact's; none for the one that is gone
         expect(seen).to_have_accessible_name(f"Gesehen: {HOSTILE}")
         assert_no_horizontal_scroll(page)
+        # An unbroken name breaks inside its cell: it made the column some 3,000 px wide within the table's scroller.
+        name_cell = row.locator("td").first.bounding_box()
+        assert name_cell is not None and name_cell["width"] < PHONE["width"]
         assert_accessible(page, "contacts at 390 px")
 
         seen.focus()
