@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
+from kimportal.validators import KIM_ADDRESS
 from mailbox import events
 from mailbox.dienstkennung import split_dienstkennung
 from mailbox.models import Mailbox, Message, OutgoingAttachment, OutgoingMessage
@@ -42,8 +43,6 @@ DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
 ACKNOWLEDGEMENT_TYPE = "Eingangsbestaetigung"
 # Message-IDs: "<uuid@kim.local>" as gematik recommends: no FQDN of ours, nothing about the sender.
 MESSAGE_ID_DOMAIN = "kim.local"
-# A KIM address: local part and a domain under kim.telematik (PU) or kim.telematik-test (RU/TU).
-KIM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$")
 # <Anwendung>;<Nachrichtentyp>;<Version> (gemSpec_Perf A_23167: no spaces or semicolons inside a part).
 DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._-]+;[A-Za-z0-9._-]+$")
 _MSGID = re.compile(r"<[^<>\s]+>")
