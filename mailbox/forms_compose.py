@@ -16,9 +16,15 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.dienstkennung import registry
-from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, MAX_BODY, MAX_SUBJECT, address_problem
+from mailbox.services.compose import (
+    DEFAULT_DIENSTKENNUNG,
+    MAX_BODY,
+    MAX_RECIPIENTS,
+    MAX_STORED_RECIPIENTS,
+    MAX_SUBJECT,
+    address_problem,
+)
 
-MAX_RECIPIENTS = 100
 MAX_ADDRESS = 998
 SPLIT = re.compile(r"[\s,;]+")
 
@@ -146,7 +152,9 @@ class DraftForm(forms.Form):
             return data
         data["to"] = self._addresses("to", "to_typed")
         data["cc"] = [a for a in self._addresses("cc", "cc_typed") if a not in data["to"]]
-        if len(data["to"]) + len(data["cc"]) > MAX_RECIPIENTS:
+        # More than a message may go to is saved (the text typed with them is not lost) and refused at send; only a
+        # hand-made flood is refused here.
+        if len(data["to"]) + len(data["cc"]) > MAX_STORED_RECIPIENTS:
             raise ValidationError(_("Höchstens %(n)d Empfänger je Nachricht.") % {"n": MAX_RECIPIENTS}, code="too_many")
         return data
 
