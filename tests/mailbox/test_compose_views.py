@@ -656,6 +656,17 @@ def test_sent_list_reads_a_fixed_number_of_queries(client, box, writer, django_a
     assert html.count('<li class="outgoing-row') == 22
 
 
+def test_a_message_to_copy_recipients_only_is_listed_with_them_not_as_without_recipient(client, box, writer, draft):
+    # Cc alone is a valid addressing (the send checks "An or Kopie"): the lists named none, or "An –".
+    OutgoingMessage.objects.filter(pk=draft.pk).update(to=[], cc=[PRAXIS])
+    OutgoingMessage.objects.create(mailbox=box, author=writer, subject="Kopie", cc=[PRAXIS], state="failed")
+    client.force_login(writer)
+    drafts = client.get(reverse("mailbox:drafts")).content.decode()
+    assert f"Kopie (Cc) {PRAXIS}" in drafts and "noch kein Empfänger" not in drafts
+    outbox = client.get(reverse("mailbox:outbox")).content.decode()
+    assert f"Kopie (Cc) {PRAXIS}" in outbox and "An –" not in outbox
+
+
 def test_forward_carries_the_original_as_a_whole_message(client, box, writer):
     letter = message_ingest(mailbox=box, uidl="u4", raw=MAIL_WITH_PDF)
     client.force_login(writer)
