@@ -89,6 +89,15 @@ class RecipientsField(forms.Field):
         return list(out)
 
 
+class TextField(forms.CharField):
+    """Text as typed, without NUL characters: invisible, without meaning in mail (RFC 5322 allows none) and refused
+    by PostgreSQL. Pasted along with text (from a PDF, say), one made every autosave fail ("Nullzeichen sind nicht
+    erlaubt") for a character the user could not find; it is dropped, as a mail client drops it."""
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).replace("\x00", "")
+
+
 class DraftForm(forms.Form):
     """What an autosave or an explicit save stores. Nothing here is required: a draft may be half written."""
 
@@ -102,8 +111,8 @@ class DraftForm(forms.Form):
     )
     cc = RecipientsField(required=False)
     cc_typed = forms.CharField(label=_("Weitere Adressen in Kopie"), required=False, max_length=5000)
-    subject = forms.CharField(label=_("Betreff"), required=False, max_length=MAX_SUBJECT)
-    body = forms.CharField(
+    subject = TextField(label=_("Betreff"), required=False, max_length=MAX_SUBJECT)
+    body = TextField(
         label=_("Nachricht"),
         required=False,
         max_length=MAX_BODY,

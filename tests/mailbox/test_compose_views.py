@@ -248,6 +248,17 @@ def test_more_recipients_than_a_message_may_go_to_cost_no_text_and_are_named_bef
     assert OutgoingMessage.objects.get(pk=draft.pk).body == "Langer Text"
 
 
+def test_a_nul_character_pasted_with_the_text_is_dropped_not_a_reason_to_refuse_every_save(client, box, writer, draft):
+    # Invisible on the page: refused, it made every autosave fail for a character nobody could find and remove.
+    client.force_login(writer)
+    data = {"mailbox": box.pk, "subject": "Be\x00fund\x0b2", "body": "Text\x00 aus\x1b dem PDF", "to": [PRAXIS]}
+    data = {**data, "dienstkennung": "KIM-Mail;Default;V1.0", "version": draft.version}
+    response = client.post(reverse("mailbox:draft-edit", args=[draft.pk]), data, headers=HX)
+    assert response.status_code == 200 and "Entwurf gespeichert um" in response.content.decode()
+    saved = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (saved.subject, saved.body) == ("Befund 2", "Text aus\x1b dem PDF")
+
+
 def test_typed_addresses_are_checked_against_the_kim_rules(client, writer):
     client.force_login(writer)
     url = reverse("mailbox:compose-address")
