@@ -9,6 +9,7 @@ from directory import codes
 from directory.certificates import UNKNOWN, CertState
 from directory.clients.vzd import VzdRecord
 from directory.folding import fold as _fold
+from kimportal.validators import KIM_ADDRESS
 
 # What list searches ask for: only what is shown or ranked — never the certificates (see selectors).
 LIST_ATTRIBUTES = (
@@ -32,10 +33,6 @@ CERT_ATTRIBUTES = ("uid", "telematikID", "userCertificate;binary")
 # KimVersionCS: 1.0, 1.5, 2.0; a "+" marks an address that accepts messages over 15 MiB (seen with 1.5).
 VERSION = re.compile(r"^(1\.0|1\.5|2\.0)\+?$")
 DEFAULT_VERSION = "1.0"  # no version published: assume 1.0 (gemSpec_VZD)
-# A KIM address: a domain under kim.telematik (PU) or kim.telematik-test (RU/TU), as compose accepts it.
-KIM_ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$", re.IGNORECASE
-)
 
 
 def _clean(value: str) -> str:

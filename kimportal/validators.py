@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+
+# A KIM address: a local part and a domain under kim.telematik (PU) or kim.telematik-test (RU/TU); the one rule for
+# the directory (which of a published "mail" are recipients) and for compose (which typed addresses are). Case does not
+# matter, as in a domain: "Praxis@Example.KIM.Telematik-Test" is the directory's "praxis@example.kim.telematik-test".
+# Compose stores addresses lower-cased; the directory keeps them as published and compares them lower-cased.
+KIM_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$", re.IGNORECASE
+)
 
 # Bidirectional overrides and isolates reorder what a reader sees (a note could show a different number than it
 # holds); they count as control characters here, like C0/C1 (only tab and line breaks are text).

@@ -16,9 +16,15 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.dienstkennung import registry
-from mailbox.services.compose import DEFAULT_DIENSTKENNUNG, MAX_BODY, MAX_SUBJECT, address_problem
+from mailbox.services.compose import (
+    DEFAULT_DIENSTKENNUNG,
+    MAX_BODY,
+    MAX_RECIPIENTS,
+    MAX_STORED_RECIPIENTS,
+    MAX_SUBJECT,
+    address_problem,
+)
 
-MAX_RECIPIENTS = 100
 MAX_ADDRESS = 998
 SPLIT = re.compile(r"[\s,;]+")
 
@@ -83,6 +89,15 @@ class RecipientsField(forms.Field):
         return list(out)
 
 
+class TextField(forms.CharField):
+    """Text as typed, without NUL characters: invisible, without meaning in mail (RFC 5322 allows none) and refused
+    by PostgreSQL. Pasted along with text (from a PDF, say), one made every autosave fail ("Nullzeichen sind nicht
+    erlaubt") for a character the user could not find; it is dropped, as a mail client drops it."""
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).replace("\x00", "")
+
+
 class DraftForm(forms.Form):
     """What an autosave or an explicit save stores. Nothing here is required: a draft may be half written."""
 
@@ -96,8 +111,8 @@ class DraftForm(forms.Form):
     )
     cc = RecipientsField(required=False)
     cc_typed = forms.CharField(label=_("Weitere Adressen in Kopie"), required=False, max_length=5000)
-    subject = forms.CharField(label=_("Betreff"), required=False, max_length=MAX_SUBJECT)
-    body = forms.CharField(
+    subject = TextField(label=_("Betreff"), required=False, max_length=MAX_SUBJECT)
+    body = TextField(
         label=_("Nachricht"),
         required=False,
         max_length=MAX_BODY,
@@ -146,7 +161,9 @@ class DraftForm(forms.Form):
             return data
         data["to"] = self._addresses("to", "to_typed")
         data["cc"] = [a for a in self._addresses("cc", "cc_typed") if a not in data["to"]]
-        if len(data["to"]) + len(data["cc"]) > MAX_RECIPIENTS:
+        # More than a message may go to is saved (the text typed with them is not lost) and refused at send; only a
+        # hand-made flood is refused here.
+        if len(data["to"]) + len(data["cc"]) > MAX_STORED_RECIPIENTS:
             raise ValidationError(_("Höchstens %(n)d Empfänger je Nachricht.") % {"n": MAX_RECIPIENTS}, code="too_many")
         return data
 

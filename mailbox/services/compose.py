@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kimportal.errors import Conflict, NotAllowed, PortalError
+from kimportal.validators import KIM_ADDRESS
 from mailbox import events
 from mailbox.dienstkennung import split_dienstkennung
 from mailbox.models import Mailbox, Message, OutgoingAttachment, OutgoingMessage
@@ -42,8 +43,6 @@ DEFAULT_DIENSTKENNUNG = "KIM-Mail;Default;V1.0"
 ACKNOWLEDGEMENT_TYPE = "Eingangsbestaetigung"
 # Message-IDs: "<uuid@kim.local>" as gematik recommends: no FQDN of ours, nothing about the sender.
 MESSAGE_ID_DOMAIN = "kim.local"
-# A KIM address: local part and a domain under kim.telematik (PU) or kim.telematik-test (RU/TU).
-KIM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.kim\.telematik(-test)?$")
 # <Anwendung>;<Nachrichtentyp>;<Version> (gemSpec_Perf A_23167: no spaces or semicolons inside a part).
 DIENSTKENNUNG = re.compile(r"^[A-Za-z0-9._-]+;[A-Za-z0-9._-]+;[A-Za-z0-9._-]+$")
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -114,6 +113,11 @@ MAX_FILENAME = 255
 # What the compose form takes (forms_compose): one header line for the subject, a million characters of text.
 MAX_SUBJECT = 998
 MAX_BODY = 1_000_000
+# Recipients (To and Cc together) a message goes to; a draft may hold more while it is written (its text is saved
+# whatever the count), sending refuses them (draft_problems). A draft holds at most MAX_STORED_RECIPIENTS: a bound on
+# what a hand-made post stores, far beyond what a page can ask for.
+MAX_RECIPIENTS = 100
+MAX_STORED_RECIPIENTS = 1000
 # A reply quotes at most this much of the letter: a draft the form cannot save could never be sent.
 MAX_QUOTE = 200_000
 
@@ -471,11 +475,23 @@ def _guess_type(filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
+def too_many_recipients(count: int) -> str:
+    """Why a message to *count* recipients is not sent (German), or "" when that many may be sent to."""
+    if count <= MAX_RECIPIENTS:
+        return ""
+    return _(
+        "Höchstens %(n)d Empfänger je Nachricht (An und Kopie zusammen); diese hat %(count)d. Bitte entfernen Sie "
+        "%(over)d."
+    ) % {"n": MAX_RECIPIENTS, "count": count, "over": count - MAX_RECIPIENTS}
+
+
 def draft_problems(draft: OutgoingMessage) -> list[tuple[str, str]]:
     """(address or "", German reason) for everything that keeps the draft from being sent, before the directory."""
     problems: list[tuple[str, str]] = []
     if not draft.to and not draft.cc:
         problems.append(("", _("Bitte mindestens einen Empfänger angeben.")))
+    if too_many := too_many_recipients(len(draft.recipients)):
+        problems.append(("", too_many))
     for address in draft.recipients:
         reason = address_problem(address)
         if reason:

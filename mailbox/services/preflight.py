@@ -20,7 +20,7 @@ from directory.entries import DirectoryEntry
 from directory.selectors import directory_entries_for_addresses, unavailable_message
 from kimportal.errors import PortalError, Unavailable
 from mailbox.models import OutgoingMessage
-from mailbox.services.compose import draft_problems, estimated_size, require_sender
+from mailbox.services.compose import draft_problems, estimated_size, require_sender, too_many_recipients
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def outgoing_preflight(*, user: Any, draft: OutgoingMessage) -> list[PreflightPr
     """Every problem of the draft (empty: it may be sent). Raises DirectoryUnreachable when the VZD is down."""
     require_sender(user, draft.mailbox_id)
     problems = [PreflightProblem(address, reason) for address, reason in draft_problems(draft)]
+    if too_many_recipients(len(draft.recipients)):
+        return problems  # said at once, before the directory is asked for each of them
     addresses = [a for a in draft.recipients if not any(p.address == a for p in problems)]
     if not addresses:
         return problems

@@ -28,7 +28,6 @@ from kimportal.errors import Conflict, NotAllowed, PortalError
 from kimportal.http import AuthenticatedHttpRequest
 from mailbox import selectors
 from mailbox.forms_compose import (
-    MAX_RECIPIENTS,
     SPLIT,
     DraftCheckForm,
     DraftForm,
@@ -51,6 +50,7 @@ from mailbox.selectors.outbox import (
 )
 from mailbox.services.audit import audit_record
 from mailbox.services.compose import (
+    MAX_RECIPIENTS,
     OutgoingData,
     is_arztbrief,
     outgoing_attachment_add,
@@ -60,6 +60,7 @@ from mailbox.services.compose import (
     outgoing_draft_take_over,
     outgoing_forward_start,
     outgoing_reply_start,
+    too_many_recipients,
 )
 from mailbox.services.outbox import (
     AttachmentsChanged,
@@ -180,6 +181,7 @@ def _draft_context(
         cc_chips=_chips(shown["cc"]),
         attachments=getattr(draft, "attachment_list", None) or list(draft.attachments.all()),
         current_mailbox=draft.mailbox,
+        max_recipients=MAX_RECIPIENTS,
         **extra,
     )
 
@@ -314,6 +316,7 @@ def _status(
     status: int = 200,
     out_of_reach: bool = False,
     conflict: bool | None = None,
+    warning: str = "",
 ) -> HttpResponse:
     # After a refusal the page keeps its version: the next autosave is refused too, until the user reloads or
     # keeps this page's text on purpose ("Diese Fassung speichern", a save without the guard).
@@ -323,6 +326,7 @@ def _status(
         "conflict": (status == 409 if conflict is None else conflict) and draft.state == DRAFT,
         "out_of_reach": out_of_reach,
         "saved_at": None if error else timezone.localtime(draft.updated_at),
+        "warning": warning,
     }
     response = render(request, "mailbox/compose.html#draft-status", context, status=status)
     if not error:
@@ -436,9 +440,13 @@ def draft_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         return _stale_page(request, fresh, form, sending=False)
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
+    # Saved, but not sendable so: said now, not only when "Senden" is pressed.
+    warning = too_many_recipients(len(draft.recipients))
     if request.htmx:
-        return _status(request, draft)
+        return _status(request, draft, warning=warning)
     messages.success(request, _("Entwurf gespeichert."))
+    if warning:
+        messages.warning(request, warning)
     return redirect("mailbox:draft-edit", pk=pk)
 
 

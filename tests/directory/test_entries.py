@@ -87,3 +87,29 @@ def test_mail_values_that_are_no_kim_address_are_not_recipients(other):
     assert [a.address for a in entry.addresses] == [PRAXIS]
     assert entry.kim_version(other) == ""
     assert entry.other_mail == [other]
+
+
+@pytest.mark.parametrize(
+    "published", ["Praxis@Example.KIM.Telematik-Test", "EMPFANG@PRAXIS.KIM.TELEMATIK", "praxis@example.kim.telematik"]
+)
+def test_a_kim_address_in_any_case_is_a_recipient_kept_as_published(published):
+    # The directory and compose share one pattern (kimportal.validators.KIM_ADDRESS): what the directory lists as a
+    # recipient, compose accepts typed, and the other way round.
+    from mailbox.services.compose import address_problem
+
+    entry = _entry(mail=[published], kimdata=[f"{published.lower()},1.5"])
+    assert [a.address for a in entry.addresses] == [published]
+    assert entry.other_mail == []
+    assert entry.kim_version(published.lower()) == "1.5"
+    assert address_problem(published) == ""
+
+
+@pytest.mark.parametrize(
+    "other", ["Praxis@Example.KIM.Telematik.de", "praxis@example.kim.telematik-tst", "@x.kim.telematik"]
+)
+def test_a_mail_value_compose_refuses_is_no_recipient_either(other):
+    from mailbox.services.compose import address_problem
+
+    entry = _entry(mail=[other])
+    assert entry.addresses == [] and entry.other_mail == [other]
+    assert "keine KIM-Adresse" in address_problem(other)

@@ -137,3 +137,23 @@ def test_typed_addresses_while_the_directory_is_down_are_kept_unchecked(client, 
     assert f'<input type="hidden" name="to" value="{UNKNOWN}">' in html
     assert html.count("Verzeichnis nicht erreichbar – wird vor dem Senden geprüft") == 2
     assert "„kollege@gmail.com“ ist keine KIM-Adresse" in html
+
+
+def test_a_draft_to_more_recipients_than_a_message_may_go_to_is_refused_before_the_directory_is_asked(
+    cm, account, sender, vzd, searches, sent_tasks
+):
+    # A reply-all to a long list, or chips added a hundred at a time: the draft holds them (its text is saved),
+    # sending refuses them in German, at once, without asking the directory for each address.
+    many = [PRAXIS, *(f"p{i}@praxis-test.kim.telematik-test" for i in range(100))]
+    draft = _draft(sender, account, *many)
+    assert len(draft.recipients) == 101
+    with pytest.raises(PreflightFailed) as failed:
+        outgoing_send(user=sender, draft=draft, version=draft.version)
+    assert [(p.address, p.reason) for p in failed.value.problems] == [
+        ("", "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 101. Bitte entfernen Sie 1.")
+    ]
+    assert searches == [] and sent_tasks == [] and cm.sent_messages() == []
+    draft.refresh_from_db()
+    assert draft.state == OutgoingMessage.State.DRAFT
+    # One fewer, and it goes through the directory as always.
+    assert outgoing_preflight(user=sender, draft=_draft(sender, account, *many[:100]))[0].reason.startswith("p0@")
