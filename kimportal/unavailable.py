@@ -18,12 +18,15 @@ import logging
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection
 from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import override
+from psycopg import pq
+from psycopg_pool import PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +42,31 @@ _MARK = "_kimportal_database_unavailable"
 
 def database_unreachable(exc: BaseException) -> bool:
     """Whether `exc` means the database cannot be reached now, not that a query failed: a refused or lost
-    connection, a server shutting down or starting up, no pooled connection within the pool's timeout (psycopg's
-    errors without SQLSTATE). A deadlock, a statement timeout or a lock not granted (OperationalError too, with a
-    SQLSTATE of its own) stay errors of the request: they are a fault to look into, not a restart to wait out."""
-    if isinstance(exc, InterfaceError):
-        return True
-    if not isinstance(exc, OperationalError):
+    connection, a server shutting down or starting up, no pooled connection within the pool's timeout. A deadlock,
+    a statement timeout or a lock not granted (OperationalError too, with a SQLSTATE of its own) stay errors of the
+    request: they are a fault to look into, not a restart to wait out. So do psycopg's errors without SQLSTATE on a
+    connection that is fine (more than 65,535 parameters in one query, a cursor used after closing): a bug answered
+    "try again later" without a traceback would never be found."""
+    if not isinstance(exc, (InterfaceError, OperationalError)):
         return False
     cause = exc.__cause__
     if not type(cause).__module__.startswith("psycopg"):
         return False  # another backend's (SQLite's "database is locked" in the demo): as before
+    if isinstance(cause, PoolTimeout):
+        return True
     state = getattr(cause, "sqlstate", None)
-    return state is None or state.startswith(_UNAVAILABLE_STATES)
+    if state is not None:
+        return isinstance(exc, OperationalError) and state.startswith(_UNAVAILABLE_STATES)
+    return _connection_gone(cause)
+
+
+def _connection_gone(cause: BaseException) -> bool:
+    """The connection the error came from is broken or closed (refused at connect, lost during a query)."""
+    pgconn = getattr(cause, "pgconn", None)
+    if pgconn is not None and pgconn.status == pq.ConnStatus.BAD:
+        return True
+    raw = connection.connection  # this thread's, the one the view or middleware used
+    return raw is not None and bool(raw.closed or raw.broken)
 
 
 def outage_text(exc: BaseException) -> str:

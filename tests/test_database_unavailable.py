@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
-from django.db.utils import OperationalError
+from django.db.utils import InterfaceError, OperationalError
 from django.test import Client
 from django.urls import reverse
 
@@ -133,6 +133,41 @@ def test_a_query_that_fails_on_a_reachable_database_is_no_outage():
     with unreachable(), pytest.raises(OperationalError) as refused:
         connection.ensure_connection()
     assert database_unreachable(refused.value)
+
+
+def test_a_bug_on_a_reachable_database_is_no_outage():
+    # psycopg's errors without SQLSTATE are not all about the connection: a query with too many parameters (a long
+    # pk__in list) or a cursor used after closing is a fault of the code, to be seen with its traceback, not a 503.
+    with pytest.raises(OperationalError) as too_many, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 WHERE 1 IN (" + ", ".join(["%s"] * 70_000) + ")", list(range(70_000)))
+    assert not database_unreachable(too_many.value)
+    with connection.cursor() as cursor:
+        pass
+    with pytest.raises(InterfaceError) as closed:
+        cursor.execute("SELECT 1")
+    assert not database_unreachable(closed.value)
+    with connection.cursor() as cursor:  # the connection is fine all along
+        cursor.execute("SELECT 1")
+
+
+def test_a_connection_lost_during_a_request_is_an_outage():
+    # The server went away under an open connection (a restart, a failover): the next query finds it gone.
+    import psycopg
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    try:
+        with pytest.raises((OperationalError, InterfaceError)) as lost, connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert database_unreachable(lost.value)
+    finally:
+        connection.close()
 
 
 def _session_cookie() -> str:
