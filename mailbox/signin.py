@@ -61,10 +61,16 @@ def directory_could_not_check(request: HttpRequest | None, credentials: dict[str
     who keep trying, nor the ward PC they share, for a password nobody checked. A local account's password was
     checked, directory or not: its failures count. axes also asks before the backends run, when nothing has
     failed yet: a lock already there still refuses during an outage."""
-    if not getattr(request, DIRECTORY_UNREACHABLE_ATTR, False):
+    if request is None or not getattr(request, DIRECTORY_UNREACHABLE_ATTR, False):
         return False
     name = (credentials or {}).get("username")
-    return not (name and has_local_password(str(name)))
+    if not name:
+        return True
+    # Asked twice per failed try (axes' handler, then the audit in _login_failed): the answer is kept per name.
+    known: dict[str, bool] = request.__dict__.setdefault("_kimportal_local_password", {})
+    if str(name) not in known:
+        known[str(name)] = has_local_password(str(name))
+    return not known[str(name)]
 
 
 def idle_limit_seconds() -> float:

@@ -205,6 +205,19 @@ def test_a_local_accounts_wrong_passwords_count_during_an_outage(client, directo
     assert not AuditEvent.objects.filter(action="signin.directory_unreachable").exists()
 
 
+def test_an_unchecked_try_asks_once_whether_the_name_is_a_local_account(client, directory_sign_in, settings):
+    # axes' handler and the audit both ask whether the failure counts: the local-password lookup runs once.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.AUTH_LDAP_SERVER_URI = f"ldap://127.0.0.1:{free_port()}"
+    with CaptureQueriesContext(connection) as queries:
+        assert sign_in(client, "niemand", "Passwort-2026").status_code == 200
+    named = [q["sql"] for q in queries.captured_queries if 'FROM "auth_user"' in q["sql"] and "niemand" in q["sql"]]
+    # The model backend's own lookup (a get) and the local-password question (the first such row), once.
+    assert len([sql for sql in named if sql.endswith("LIMIT 1")]) == 1 and len(named) == 2, named
+
+
 def test_a_lock_from_wrong_directory_passwords_holds_during_an_outage(client, directory_sign_in, settings):
     for i in range(settings.AXES_FAILURE_LIMIT):
         sign_in(client, "pflege1", f"falsch-{i}")
