@@ -60,7 +60,7 @@ def database_unreachable(exc: BaseException) -> bool:
     return _connection_gone(cause)
 
 
-def _connection_gone(cause: BaseException) -> bool:
+def _connection_gone(cause: BaseException | None) -> bool:
     """The connection the error came from is broken or closed (refused at connect, lost during a query)."""
     pgconn = getattr(cause, "pgconn", None)
     if pgconn is not None and pgconn.status == pq.ConnStatus.BAD:
