@@ -140,25 +140,20 @@ def contacts_refresh(*, now=None) -> RefreshReport:
             if entry is None:
                 current.status = Contact.Status.VANISHED
                 report.vanished += 1
-            elif not current.snapshot:
+            else:
                 # Never compared before (a recipient counted at sending, not looked up): the first copy is the
                 # reference, nothing has changed yet.
-                _copy_entry(current, entry, current.kim_address)
-                if current.status == Contact.Status.VANISHED:
-                    current.status = Contact.Status.CHANGED if current.changed_fields else Contact.Status.OK
-                report.unchanged += 1
-            else:
-                changed = _diff(current.snapshot, entry.snapshot())
+                changed = _diff(current.snapshot, entry.snapshot()) if current.snapshot else []
                 if changed:
                     # Keep what changed until a user acknowledges it; show the directory's current data.
                     current.changed_fields = sorted(set(current.changed_fields or []) | set(changed))
                     current.status = Contact.Status.CHANGED
-                    _copy_entry(current, entry, current.kim_address)
                     report.changed += 1
                 else:
                     if current.status == Contact.Status.VANISHED:
                         current.status = Contact.Status.CHANGED if current.changed_fields else Contact.Status.OK
                     report.unchanged += 1
+                _copy_entry(current, entry, current.kim_address)
             current.checked_at = now
             current.save()
     logger.info("directory contacts refreshed: %s", report)
