@@ -9,11 +9,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from mailbox.models import Absence, Membership
+from mailbox.models import Absence
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.conftest import PortalStack
 from tests.e2e.pages import LoginPage
-from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import ward_with_processors
 
 pytestmark = pytest.mark.e2e
 
@@ -43,11 +43,7 @@ def _absence_form(page: Page, substitute, start, end) -> None:
 
 
 def test_a_message_is_added_to_the_live_region_that_was_empty_at_load(portal_web: PortalStack, page: Page) -> None:
-    ward = MailboxFactory(display_name="Station Kardiologie")
-    anna = UserFactory(username="anna", first_name="Anna", last_name="Alt")
-    bernd = UserFactory(username="bernd", first_name="Bernd", last_name="Bauer")
-    for user in (anna, bernd):
-        MembershipFactory(mailbox=ward, user=user, role=Membership.Role.PROCESSOR)
+    _ward, (anna, bernd) = ward_with_processors(("anna", "Anna", "Alt"), ("bernd", "Bernd", "Bauer"))
     page.add_init_script(RECORD)
     LoginPage(page, portal_web.url).open().login("anna", "pw-secret-123")
     start = timezone.localtime().replace(second=0, microsecond=0) + timedelta(days=1)

@@ -9,11 +9,11 @@ import re
 import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from mailbox.models import Membership, Message
+from mailbox.models import Message
 from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.pages import LoginPage, WorkPanel
-from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import ward_with_processors
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
@@ -73,11 +73,7 @@ class HeldSocket:
 
 
 def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, browser):
-    box = MailboxFactory(display_name="Station Kardiologie")
-    anna = UserFactory(username="anna", first_name="Anna", last_name="Alt")
-    bert = UserFactory(username="bert", first_name="Bert", last_name="Bauer")
-    for user in (anna, bert):
-        MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    box, _people = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
     message = message_ingest(mailbox=box, uidl="f1", raw=MAIL_WITH_PDF)
     # A finished letter is not claimed by opening it: both pages show "Bearbeiten".
     Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)

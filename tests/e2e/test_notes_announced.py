@@ -9,12 +9,11 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import APIResponse, Page, Route, expect
 
-from mailbox.models import Membership
 from mailbox.services.ingest import message_ingest
 from mailbox.services.notes import note_add
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.pages import LoginPage, WorkPanel
-from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
+from tests.mailbox.factories import ward_with_processors
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
@@ -44,11 +43,7 @@ def _log(page: Page) -> dict:
 
 
 def test_a_colleagues_note_is_announced_and_ones_own_is_not(portal_web, browser):
-    box = MailboxFactory(display_name="Station Kardiologie")
-    anna = UserFactory(username="anna", first_name="Anna", last_name="Alt")
-    bert = UserFactory(username="bert", first_name="Bert", last_name="Bauer")
-    for user in (anna, bert):
-        MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    box, (_anna, bert) = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
     message = message_ingest(mailbox=box, uidl="n1", raw=MAIL_WITH_PDF)
     note_add(user=bert, message=message, body="Befund angefordert.")  # on both pages when they load
 

@@ -73,3 +73,12 @@ def admin_user_form(person, groups, *, active: bool = True) -> dict:
     if active:
         data["is_active"] = "on"
     return data
+
+
+def ward_with_processors(*people: tuple[str, str, str], display_name: str = "Station Kardiologie") -> tuple:
+    """A ward's mailbox with these people (user name, first name, last name) as its processors: (mailbox, users)."""
+    box = MailboxFactory(display_name=display_name)
+    users = [UserFactory(username=name, first_name=first, last_name=last) for name, first, last in people]
+    for user in users:
+        MembershipFactory(mailbox=box, user=user, role=Membership.Role.PROCESSOR)
+    return box, users
