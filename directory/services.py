@@ -99,6 +99,20 @@ def contact_acknowledge(*, user: User, contact_id: int) -> Contact:
 
 
 @transaction.atomic
+def contact_remove(*, user: User, contact_id: int) -> bool:
+    """Remove a contact gone from the directory: nobody can be reached there, and the list would flag it for good.
+    A contact still in the directory is not removed here (it is one of the house's frequent recipients; taking it
+    off the favourites is the star's job). True when it was removed; Contact.DoesNotExist when it is gone already
+    (another tab). Sending to the address again (were it back) counts it anew."""
+    contact = Contact.objects.select_for_update().get(pk=contact_id)
+    if contact.status != Contact.Status.VANISHED:
+        return False
+    logger.info("contact %s removed by %s (gone from the directory)", contact.kim_address, user.pk)
+    contact.delete()
+    return True
+
+
+@transaction.atomic
 def contact_record_use(*, address: str, entry: DirectoryEntry | None = None, user: User | None = None) -> Contact:
     """Count a use of a recipient address (for "frequent contacts"). For the compose flow after sending."""
     address = address.strip().lower()

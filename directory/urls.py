@@ -13,4 +13,5 @@ urlpatterns = [
     path("favoriten/", views.favorite_toggle, name="favorite-toggle"),
     path("kontakte/", views.contact_list, name="contacts"),
     path("kontakte/<int:pk>/gesehen/", views.contact_acknowledge, name="contact-acknowledge"),
+    path("kontakte/<int:pk>/entfernen/", views.contact_remove, name="contact-remove"),
 ]

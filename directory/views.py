@@ -178,6 +178,20 @@ def contact_list(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 @require_POST
+def contact_remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    try:
+        removed = services.contact_remove(user=request.user, contact_id=pk)
+    except Contact.DoesNotExist:
+        messages.info(request, _("Dieser Kontakt ist schon entfernt."))
+        return redirect("directory:contacts")
+    if removed:
+        messages.success(request, _("Kontakt entfernt."))
+    else:
+        messages.error(request, _("Dieser Kontakt steht (wieder) im Verzeichnis und wurde nicht entfernt."))
+    return redirect("directory:contacts")
+
+
+@require_POST
 def contact_acknowledge(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     try:
         services.contact_acknowledge(user=request.user, contact_id=pk)

@@ -186,6 +186,33 @@ def test_contacts_page_lists_with_flags_in_constant_queries(logged_in, user):
     assert content.count("data-contact=") == 6
 
 
+def test_a_contact_gone_from_the_directory_can_be_removed_and_only_such(logged_in):
+    gone = Contact.objects.create(kim_address="weg@x.kim.telematik-test", display_name="Praxis Weg", status="vanished")
+    there = Contact.objects.create(kim_address="da@x.kim.telematik-test", display_name="Praxis Da", status="changed")
+    page = logged_in.get(reverse("directory:contacts")).content.decode()
+    assert reverse("directory:contact-remove", args=[gone.pk]) in page
+    assert reverse("directory:contact-remove", args=[there.pk]) not in page
+    assert 'aria-label="Entfernen: Praxis Weg"' in page
+
+    refused = logged_in.post(reverse("directory:contact-remove", args=[there.pk]), follow=True)
+    assert "wurde nicht entfernt" in refused.content.decode()
+    assert Contact.objects.filter(pk=there.pk).exists()
+    assert logged_in.get(reverse("directory:contact-remove", args=[gone.pk])).status_code == 405
+
+    removed = logged_in.post(reverse("directory:contact-remove", args=[gone.pk]), follow=True)
+    assert "Kontakt entfernt." in removed.content.decode()
+    assert not Contact.objects.filter(pk=gone.pk).exists()
+    again = logged_in.post(reverse("directory:contact-remove", args=[gone.pk]), follow=True)  # a second tab
+    assert "Dieser Kontakt ist schon entfernt." in again.content.decode()
+
+
+def test_removing_a_contact_needs_a_sign_in(client):
+    gone = Contact.objects.create(kim_address="weg@x.kim.telematik-test", display_name="Praxis Weg", status="vanished")
+    response = client.post(reverse("directory:contact-remove", args=[gone.pk]))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert Contact.objects.filter(pk=gone.pk).exists()
+
+
 def test_acknowledge_unknown_contact_is_404(logged_in):
     assert logged_in.post(reverse("directory:contact-acknowledge", args=[999999])).status_code == 404
 
