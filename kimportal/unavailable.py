@@ -61,12 +61,14 @@ def database_unreachable(exc: BaseException) -> bool:
 
 
 def _connection_gone(cause: BaseException | None) -> bool:
-    """The connection the error came from is broken or closed (refused at connect, lost during a query)."""
+    """The connection the error came from is broken or closed (refused at connect, lost during a query), or cannot
+    be told healthy. Only a connection of this thread that is open and sound marks the error as a fault of the code:
+    a socket consumer asks from its event loop, whose thread holds no connection (its queries ran in another)."""
     pgconn = getattr(cause, "pgconn", None)
     if pgconn is not None and pgconn.status == pq.ConnStatus.BAD:
         return True
-    raw = connection.connection  # this thread's, the one the view or middleware used
-    return raw is not None and bool(raw.closed or raw.broken)
+    raw = connection.connection  # this thread's: the one a view or middleware used
+    return raw is None or bool(raw.closed or raw.broken)
 
 
 def outage_text(exc: BaseException) -> str:

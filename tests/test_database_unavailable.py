@@ -170,6 +170,23 @@ def test_a_connection_lost_during_a_request_is_an_outage():
         connection.close()
 
 
+def test_a_broken_connection_judged_from_another_thread_is_an_outage():
+    # A socket consumer judges the error in its event loop's thread, which holds no connection: its query ran in a
+    # database thread whose connection had broken (the shape CI met: psycopg's "the connection is closed", no
+    # SQLSTATE, no pgconn). Judged by the loop thread's missing connection, it was taken for a bug and raised.
+    import threading
+
+    import psycopg
+
+    error = OperationalError("the connection is closed")
+    error.__cause__ = psycopg.OperationalError("the connection is closed")
+    judged: list[bool] = []
+    loop_thread = threading.Thread(target=lambda: judged.append(database_unreachable(error)))
+    loop_thread.start()
+    loop_thread.join()
+    assert judged == [True]
+
+
 def _session_cookie() -> str:
     browser = Client()
     browser.force_login(UserFactory())
