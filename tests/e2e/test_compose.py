@@ -10,7 +10,7 @@ from email.policy import default
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import expect
+from playwright.sync_api import Route, expect
 
 from mailbox.models import KimAccount, Membership, OutgoingMessage, OutgoingRecipient
 from mailbox.services.compose import OutgoingData, outgoing_draft_save
@@ -485,8 +485,23 @@ def test_edits_of_a_tab_whose_session_ended_are_offered_back_after_signing_in_ne
     other.wait_for_url(lambda u: "/login/" in u)
     other.close()
     expect(page.locator("#session-ended-text")).to_contain_text("Ihre Sitzung wurde beendet")
+    # The subject's save goes out as the focus moves on to the text (its change event); held until both are typed,
+    # or a quick answer took the tab to the login page before the text was in it (CI).
+    holding: list[Route] = []
+
+    def hold_saves(route: Route) -> None:
+        if route.request.method == "POST" and not released:
+            holding.append(route)
+        else:
+            route.continue_()
+
+    released = False
+    page.route(url, hold_saves)
     page.get_by_label("Betreff").fill("Rückfrage zum Entlassbrief")
     page.get_by_label("Nachricht", exact=True).fill("Bitte um Rückruf\nwegen der Medikation.")
+    released = True
+    for route in holding:
+        route.continue_()
     # The next save meets the ended session: the tab goes to the login page, the edits stay in this tab.
     page.wait_for_url(lambda u: "/login/" in u)
     assert OutgoingMessage.objects.get(pk=draft.pk).body == ""
