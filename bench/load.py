@@ -21,10 +21,11 @@ directly (django.contrib.auth's session keys): 200 password hashes would measure
 
 Every simulated user does what a browser does: GET / (the inbox), opens /ws/inbox/ (session cookie,
 Origin of the host) and declares its watch (the rows shown, data-live-since/-view/-at); then loops: GET
-/nachricht/<id>/ of a random open message, and as the page loads, the last page's sockets close (without
-waiting for them) and the page opens its own: /ws/inbox/ again and /ws/message/<id>/?page=<token> (the
-token from the page's ws-connect attribute); reads for the read time (the page's heartbeat {"writing": "0"}
-every 20 s); GET / again, which closes both and opens a new /ws/inbox/. Sockets
+/nachricht/<id>/ of a random open message, and as the page loads, the last page's socket closes (without
+waiting for it) and the page opens its own: /ws/message/<id>/?page=<token> (the token from the page's
+ws-connect attribute), which is the page-wide socket too, and declares its watch (no rows); reads for the
+read time (the page's heartbeat {"writing": "0"} every 20 s); GET / again, which closes it and opens a new
+/ws/inbox/. Sockets
 behave like htmx's ws extension: after close codes 1006/1011/1012/1013 they reconnect (full jitter) and
 ask for a resync as portal.js does; after any other close by the server (4408 "behind") htmx stays
 closed, so the next inbox load opens a new one. Above 200 users a user opens a second session (the
@@ -636,23 +637,23 @@ class Browser:
             while self.left() > 0:
                 pk = self.rng.choice(self.open_ids)
                 body = await self.page("message", f"/nachricht/{pk}/")
-                # A page load ends the last page's sockets and opens its own: the page-wide one, then the message's.
+                # A page load ends the last page's socket and opens its own: the message's, which is the page-wide
+                # one too.
                 self.leave(inbox)
-                inbox = await self.socket("inbox", "/ws/inbox/")
-                # The message page shows no list: its page-wide socket follows no rows (portal.js).
-                self.shown, self.live, self.since, self.at = set(), "", "", ""
-                await self.declare(inbox)
                 match = TOKEN.search(body) if body else None
                 if body and not match:
                     self.stats.counts["message_page_without_token"] += 1
                 page = (
                     await self.socket("message", f"/ws/message/{pk}/?page={match.group(1).decode()}") if match else None
                 )
+                # The message page shows no list: its socket follows no rows (portal.js).
+                self.shown, self.live, self.since, self.at = set(), "", "", ""
+                await self.declare(page)
                 await self.read(page, self.rng.uniform(*self.read_s))
                 if self.left() <= 0:
                     break
                 await self.page("inbox", "/")
-                self.leave(inbox, page)
+                self.leave(page)
                 inbox = await self.socket("inbox", "/ws/inbox/")
                 await self.declare(inbox)
         finally:
@@ -1264,9 +1265,9 @@ def main() -> None:
             + ("reused" if data["reused"] else "built this run")
         ),
         "load_method": (
-            "each user: GET /, /ws/inbox/, then loop GET /nachricht/<random open id>/, the last page's sockets "
-            "closed, /ws/inbox/ and /ws/message/<id>/?page=<token> opened, read (heartbeat every 20 s), GET /, both "
-            "closed, /ws/inbox/ opened (every page load opens its own sockets). Users start evenly over "
+            "each user: GET /, /ws/inbox/, then loop GET /nachricht/<random open id>/, the last page's socket "
+            "closed, /ws/message/<id>/?page=<token> opened (the page's one socket), read (heartbeat every 20 s), "
+            "GET /, it closed, /ws/inbox/ opened (every page load opens its own socket). Users start evenly over "
             "the ramp; requests completing in the window count; errors = non-2xx/3xx, > 10 s, broken connection; "
             "ws failures = not accepted in 5 s or closed by the server. CPU in % of one core from /proc over the "
             "window (server = gunicorn's process group, postgres = backends of the bench database, generator = "

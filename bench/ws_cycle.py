@@ -2,9 +2,10 @@
 
 bench/load.py measures the whole server under 200 browsers; this measures what one of its cycles costs the
 server's process on the live side, without a server: the page's claim (as the message view takes it), the
-message page's socket (connect: presence join; close: leave, release), and the page-wide socket's two
-"watch" frames (the message page shows no rows, the inbox page fifty), while N other users' sockets are open
-(each an inbox socket and a message socket on a random open message, as while they read). Everything runs
+message page's one socket (connect: presence join, the page-wide part; close: leave, release), the inbox
+page's socket closed and opened again, and the two "watch" frames (the message page shows no rows, the inbox
+page fifty), while N other users' sockets are open (each the socket of a message page on a random open
+message, as while they read). Everything runs
 in this process against kimportal.asgi.application over the load bench's data and Redis layer; CPU is
 time.process_time() of the process (every thread: event loop, socket database threads, event sender).
 
@@ -184,11 +185,11 @@ async def run(
 
     loop = asyncio.get_running_loop()
     for index, key in enumerate(sessions[1:]):
-        inbox = await opened("/ws/inbox/", key)
-        await inbox.send_to(text_data=json.dumps({"watch": shown if watching else "", "new": ""}))
-        others.append(inbox)
-        if not watching:
-            others.append(await opened(f"/ws/message/{rng.choice(open_ids)}/?page=", key))
+        # Reading: each other user's one socket is their message page's (page-wide too); watching: their inbox's.
+        path = "/ws/inbox/" if watching else f"/ws/message/{rng.choice(open_ids)}/?page="
+        other = await opened(path, key)
+        await other.send_to(text_data=json.dumps({"watch": shown if watching else "", "new": ""}))
+        others.append(other)
         if index % 20 == 0:
             await asyncio.sleep(0.05)
     mine = await opened("/ws/inbox/", sessions[0])
@@ -213,13 +214,16 @@ async def run(
         started, started_wall = time.process_time(), time.perf_counter()
         if sampler is not None:
             sampler.on = measured
-        # GET /nachricht/<pk>/: the page claims; portal.js tells the inbox socket the page shows no rows.
+        # GET /nachricht/<pk>/: the page claims; the inbox page's socket closes, the message page opens its one
+        # socket (the message's, page-wide too) and tells it that it shows no rows.
         page, spent = await loop.run_in_executor(request_thread, claim, pk)
-        await mine.send_to(text_data=json.dumps({"watch": "", "new": ""}))
         page_socket = await opened(f"/ws/message/{pk}/?page={page}", sessions[0])
+        await mine.disconnect()
+        await page_socket.send_to(text_data=json.dumps({"watch": "", "new": ""}))
         await asyncio.sleep(0.15)
-        # The reader leaves: the page's socket closes, GET / shows the first page again.
+        # The reader leaves: the page's socket closes, GET / shows the first page again with a new socket.
         await page_socket.disconnect()
+        mine = await opened("/ws/inbox/", sessions[0])
         await mine.send_to(text_data=json.dumps({"watch": shown, "new": str(mailbox_id)}))
         await asyncio.sleep(0.25)
         if sampler is not None:

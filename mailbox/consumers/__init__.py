@@ -1,7 +1,8 @@
 """Live updates as htmx out-of-band swaps.
 
 InboxConsumer (every page): new mail, changed rows, counts, account status, notifications.
-MessageConsumer (detail page): presence ("viewing"/"writing"), the read-lock panel, heartbeat.
+MessageConsumer (detail page): all of the above, and presence ("viewing"/"writing"), the read-lock panel,
+heartbeat: one socket per page.
 
 Events carry ids only. Every socket starts from its user: before anything is sent, its session, account
 and membership are checked — batched with the other sockets of the process that ask at the same moment

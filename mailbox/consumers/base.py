@@ -108,10 +108,10 @@ def counts_delay() -> float:
 
 NO_ROLE = object()
 
-# The sockets each session holds open in this process. A browser holds one or two per open page (a message page:
-# the page-wide one and the message's), so the limit allows dozens of tabs; a script opening thousands with one
-# cookie (each costing memory, subscriptions and events) is refused instead. Per process: nginx's per-address
-# limits would hurt a terminal server, where a whole ward shares one address.
+# The sockets each session holds open in this process. A browser holds one per open page, so the limit allows
+# dozens of tabs; a script opening thousands with one cookie (each costing memory, subscriptions and events) is
+# refused instead. Per process: nginx's per-address limits would hurt a terminal server, where a whole ward shares
+# one address.
 _open_per_session: Counter[str] = Counter()
 
 

@@ -79,6 +79,11 @@ class InboxConsumer(PortalConsumer):
         if not await self._authenticated(user):
             return
         await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
+        self._start_page_wide()
+        await self.accept()
+
+    def _start_page_wide(self) -> None:
+        """The page-wide part's state, once the user is known and the socket has joined its mailboxes' groups."""
         self.counts_pending = False
         self.pending_rows: dict[int, tuple[dict, int]] = {}
         self.pending_counts = False
@@ -96,7 +101,6 @@ class InboxConsumer(PortalConsumer):
         self.at: float | None = None
         # When this socket last caught up (a log read or a query): bounded per window.
         self.catch_ups = Budget(CATCH_UP_BURST, CATCH_UP_WINDOW_SECONDS)
-        await self.accept()
 
     def _connect_db(self) -> tuple[Any, list[int]]:
         user = self._connect_user()
@@ -135,7 +139,10 @@ class InboxConsumer(PortalConsumer):
     ) -> None:
         # The number of rows is bounded like a page.
         rows = set(sorted(rows)[:MAX_WATCHED_ROWS])
-        await self._leave_groups(*(message_group(message_id) for message_id in sorted(self.watched - rows)))
+        own = self._own_groups()
+        await self._leave_groups(
+            *(g for g in (message_group(pk) for pk in sorted(self.watched - rows)) if g not in own)
+        )
         await self._join(*(message_group(message_id) for message_id in sorted(rows - self.watched)))
         self.watched, self.new_for = rows, new_for
         await self._send(f'<span id="live-watching" hidden hx-swap-oob="true" data-rows="{len(rows)}"></span>')
@@ -161,6 +168,10 @@ class InboxConsumer(PortalConsumer):
         if since is not None and wants_catch_up:
             self.since = since
             await self._catch_up(since, new_for, rows, view)
+
+    def _own_groups(self) -> set[str]:
+        """Groups the socket keeps whatever rows its page shows (a message page's message: MessageConsumer)."""
+        return set()
 
     def _forget_announced(self, *, since: float, shown: set[int]) -> None:
         """The page swapped its list (a page link, a filter, a search) for one read at `since`: the new rows sent after
@@ -259,7 +270,7 @@ class InboxConsumer(PortalConsumer):
             return
         mailbox_ids = await db(selectors.mailbox_ids_for_user)(self.user)
         wanted = {mailbox_group(pk) for pk in mailbox_ids} | {user_group(self.user.pk)}
-        wanted |= {message_group(message_id) for message_id in self.watched}
+        wanted |= {message_group(message_id) for message_id in self.watched} | self._own_groups()
         await self._leave_groups(*sorted(set(self.joined) - wanted))
         await self._join(*sorted(wanted - set(self.joined)))
         await self._send(await db(self._render_nav)(0))

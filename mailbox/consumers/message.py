@@ -1,10 +1,10 @@
-"""One open message page: presence ("viewing"/"writing"), the heartbeat that renews its read-lock, the live
-lock panel."""
+"""One open message page's socket: presence ("viewing"/"writing"), the heartbeat that renews its read-lock, the live
+lock panel — and the page-wide part every page has (counts, notifications, account status: InboxConsumer), so that a
+message page opens one socket, not two."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,19 +18,21 @@ from mailbox.consumers.base import (
     FRAME_WINDOW_SECONDS,
     NO_ROLE,
     Budget,
-    PortalConsumer,
     db,
     db_events,
+    frame,
     language_from_scope,
     rows_delay,
 )
-from mailbox.events import message_group, user_group
+from mailbox.consumers.inbox import InboxConsumer
+from mailbox.events import mailbox_group, message_group, user_group
 from mailbox.models import Message
 from mailbox.permissions import Action, can
 
 
-class MessageConsumer(PortalConsumer):
-    """One open detail page: presence, heartbeat (renews the user's lease) and the live lock panel."""
+class MessageConsumer(InboxConsumer):
+    """One open detail page: presence, heartbeat (renews the user's lease) and the live lock panel, plus what the
+    page-wide socket of every other page does (the message page shows no list: it follows no rows)."""
 
     async def connect(self) -> None:
         self.message_id = int(self.scope["url_route"]["kwargs"]["pk"])
@@ -52,8 +54,9 @@ class MessageConsumer(PortalConsumer):
         # the session and the role before anything is sent, and a refused socket leaves the group again.
         await self._join(message_group(self.message_id))
         # One hop: the session's user, the message's visibility and mailbox, the user's role in it, the presence join
-        # (its event is published from here, mailbox.consumers.base.db_events) and the lock panel as it is now.
-        user, message, panel = await db_events(self._connect_db)()
+        # (its event is published from here, mailbox.consumers.base.db_events), the lock panel as it is now and the
+        # user's mailboxes (the page-wide part's groups).
+        user, message, panel, mailbox_ids = await db_events(self._connect_db)()
         # Before the session's socket limit is asked: the presence is written, and a refused socket must leave it too
         # (disconnect), or colleagues see this user on the message until the row goes stale.
         self.mailbox_id = message.mailbox_id if message is not None else None
@@ -62,36 +65,43 @@ class MessageConsumer(PortalConsumer):
         if message is None:
             await self._refuse(4404)
             return
-        await self._join(user_group(self.user.pk))
+        await self._join(*(mailbox_group(pk) for pk in mailbox_ids), user_group(self.user.pk))
+        self._start_page_wide()
+        # The page shows no list: no new mail's rows, whatever arrives before (or without) its watch frame.
+        self.new_for = set()
         await self.accept()
         await self._send(panel)
 
-    def _connect_db(self) -> tuple[Any, Message | None, str]:
+    def _connect_db(self) -> tuple[Any, Message | None, str, list[int]]:  # type: ignore[override]
         from mailbox.selectors.presence import presence_for_messages
         from mailbox.services.claims import page_token_valid
         from mailbox.services.presence import presence_join
 
         user = self._connect_user()
         if user is None or not user.is_authenticated:
-            return user, None, ""
+            return user, None, "", []
         # Visibility, mailbox, role and the lock in one query; who has it open is read once this page joined.
         message = selectors.message_lock_and_role_for_user(user, self.message_id, present=False)
         if message is None:
-            return user, None, ""
+            return user, None, "", []
         # Only a page the server handed out may speak for a page load (its claim, its leave).
         if not page_token_valid(self.page_token, user=user, message_id=self.message_id):
             self.page_token = ""
         presence_join(user=user, message=message, channel_name=self.channel_name, page_token=self.page_token)
         message.present = presence_for_messages([message.pk]).get(message.pk, [])
         # The panel as _lock_panel draws it: a message the user sees is in one of their mailboxes, and every role reads.
-        return user, message, self._render_panel(user, message)
+        return user, message, self._render_panel(user, message), selectors.mailbox_ids_for_user(user)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        try:
-            data = json.loads(text_data or "{}")
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
-            return
-        if not isinstance(data, dict):
+        """Three kinds of frames: the page-wide part's ("watch", "resync": InboxConsumer), the heartbeat and the
+        "writing" toggle (presence-form: a "writing" field), and after a reconnect "resync", which also redraws the
+        lock panel and counts as a heartbeat."""
+        data = frame(text_data)
+        if "watch" in data or "new" in data or data.get("resync"):
+            await super().receive(text_data=text_data)
+            if self.closed:
+                return
+        if "writing" not in data and not data.get("resync"):
             return
         writing = str(data.get("writing", "")).lower() in {"1", "true", "on"}
         if data.get("resync"):
@@ -140,18 +150,32 @@ class MessageConsumer(PortalConsumer):
             )
         await super().disconnect(code)
 
+    def _own_groups(self) -> set[str]:
+        return {message_group(self.message_id)}
+
     async def memberships_changed(self, event: dict) -> None:
-        """Removed from the mailbox: the page's socket closes (the page shows it is no longer live)."""
+        """Removed from the mailbox: the page's socket closes (the page shows it is no longer live). Still a reader:
+        the page-wide part follows the change (InboxConsumer)."""
         role = await self._check(self.mailbox_id)
-        if role is not NO_ROLE and not can(role, Action.READ):
+        if role is NO_ROLE:
+            return
+        if not can(role, Action.READ):
             await self._close(4403)
+            return
+        await super().memberships_changed(event)
 
     async def message_changed(self, event: dict) -> None:
+        if event.get("message_id") != self.message_id:
+            await super().message_changed(event)
+            return
         # A colleague's note: the page's list shows it with the panel (two notes at once: one list with both).
         self.notes_due = self.notes_due or bool(event.get("notes"))
         self._lock_panel_soon()
 
     async def presence_changed(self, event: dict) -> None:
+        if event.get("message_id") != self.message_id:
+            await super().presence_changed(event)
+            return
         # This page's own arrival: its panel was rendered with the page a moment ago.
         if event.get("origin") == self.channel_name:
             return
@@ -188,12 +212,6 @@ class MessageConsumer(PortalConsumer):
         if found is not None:
             template, context = found
             await self._send(await db(self._render)(template, context))
-
-    async def user_notified(self, event: dict) -> None:
-        return
-
-    async def counters_changed(self, event: dict) -> None:
-        return
 
     async def _lock_panel(self) -> None:
         role = await self._check(self.mailbox_id)

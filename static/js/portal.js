@@ -111,7 +111,7 @@ document.addEventListener("htmx:wsClose", (ev) => {
     return;
   }
   // 4403/4404: what this socket is about is no longer the user's to see (removed from the mailbox, the letter
-  // deleted): htmx does not reconnect; the page says why it stopped following; the other sockets stay.
+  // deleted): htmx does not reconnect; the page says why it stopped following.
   if (ev.detail && ev.detail.event && [4403, 4404].includes(ev.detail.event.code)) {
     showAccessEnded();
     return;
@@ -264,7 +264,7 @@ function declareWatch(force = false) {
   form.querySelector("[name=at]").value = at;
   document.body.dispatchEvent(new Event("live-watch"));
 }
-// Once per opening of the socket the watch form belongs to (a message page also opens its message's socket).
+// Once per opening of the socket the watch form belongs to (the page's one socket: on a message page the message's).
 document.addEventListener("htmx:wsOpen", (ev) => {
   const form = document.getElementById("watch-form");
   if (form && ev.target instanceof Element && ev.target.contains(form)) declareWatch(true);

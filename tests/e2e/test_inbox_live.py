@@ -203,10 +203,10 @@ def test_a_page_restored_from_the_back_forward_cache_reads_its_list_again(portal
     expect(inbox.rows).to_have_count(1)
 
 
-def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_once(portal_web, page):
+def test_a_message_page_opens_one_socket_and_declares_its_watch_once(portal_web, page):
     """htmx's ws extension opened a socket nested in another socket's element twice: every message page view cost
     the server two message sockets (two presences, two heartbeats); and each opening socket re-declared the
-    inbox socket's watch."""
+    inbox socket's watch. Now the message's socket is the page-wide one too: one socket per page view."""
     station = UserFactory(username="station", first_name="Sabine", last_name="Station")
     box = MailboxFactory(address=KARDIO, display_name="Station Kardiologie")
     MembershipFactory(mailbox=box, user=station)
@@ -235,7 +235,7 @@ def test_a_message_page_opens_one_socket_of_each_kind_and_declares_its_watch_onc
     page.goto(f"{portal_web.url}/nachricht/{letter.pk}/")
     page.wait_for_function("() => window.__sockets.length > 0 && window.__sockets.every((s) => s.readyState === 1)")
     kinds = page.evaluate("() => window.__sockets.map((s) => new URL(s.url).pathname.split('/')[2]).sort()")
-    assert kinds == ["inbox", "message"]
+    assert kinds == ["message"]
     assert page.evaluate("() => window.__watchFrames") == 1
 
 
@@ -351,7 +351,7 @@ def test_an_ex_members_open_message_page_says_why_it_stopped_and_does_not_reconn
     LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
     page.goto(f"{portal_web.url}/nachricht/{letter.pk}/")
     page.wait_for_function(
-        """() => window.__sockets.length === 2 && window.__sockets.every((s) => s.readyState === 1)
+        """() => window.__sockets.length === 1 && window.__sockets.every((s) => s.readyState === 1)
         && window.__sockets.some((s) => s.url.includes("/ws/message/") && s.__frames > 0)"""
     )
     page.evaluate("htmx.config.wsReconnectDelay = () => 50")
@@ -360,7 +360,8 @@ def test_an_ex_members_open_message_page_says_why_it_stopped_and_does_not_reconn
 
     expect(page.get_by_role("alert").filter(has_text=ACCESS_ENDED)).to_be_visible()
     expect(page.get_by_role("link", name="Zur Startseite")).to_be_visible()
-    # Thirty reconnect delays: a loop would have opened more sockets by now (one new socket each).
+    # Thirty reconnect delays: a loop would have opened more sockets by now (one new socket each). The page's one
+    # socket reconnected once, and was refused.
     page.wait_for_timeout(1500)
-    assert page.evaluate("window.__sockets.length") == 4
+    assert page.evaluate("window.__sockets.length") == 2
     expect(page.get_by_role("link", name="Erneut anmelden")).to_be_hidden()
