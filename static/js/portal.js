@@ -379,7 +379,15 @@ function syncLockState() {
   const panel = document.getElementById("lock-panel");
   const work = document.getElementById("work");
   if (!panel || !work) return;
-  document.querySelectorAll(".lock-guarded").forEach((fs) => { fs.disabled = panel.dataset.lockedByOther === "1"; });
+  const lockedByOther = panel.dataset.lockedByOther === "1";
+  document.querySelectorAll(".lock-guarded").forEach((fs) => {
+    // A colleague's claim disables the control under a keyboard user's focus (not redrawn, so the focus keeping above
+    // does not see it): a disabled control is announced as nothing and Tab goes on from it. The focus goes to the
+    // lock panel, which names who holds the letter, never to another control; enabling again moves nothing.
+    const focusLost = lockedByOther && !fs.disabled && fs.contains(document.activeElement);
+    fs.disabled = lockedByOther;
+    if (focusLost) panel.focus();
+  });
   const banner = document.getElementById("stale-banner");
   if (banner) banner.hidden = panel.dataset.version === work.dataset.loadedVersion;
 }

@@ -139,3 +139,53 @@ def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, brows
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_a_colleagues_claim_moves_the_focus_from_the_disabled_actions_to_the_lock_panel(portal_web, browser):
+    # The actions are not redrawn when a colleague claims the letter, only disabled (their fieldset): a focus left on
+    # a disabled button is announced as nothing, and Tab goes on from there.
+    box, _people = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
+    message = message_ingest(mailbox=box, uidl="f2", raw=MAIL_WITH_PDF)
+    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)
+    url = f"{portal_web.url}/nachricht/{message.pk}/"
+
+    ctx_a, ctx_b = browser.new_context(locale="de-DE"), browser.new_context(locale="de-DE")
+    try:
+        page_a, page_b = ctx_a.new_page(), ctx_b.new_page()
+        for page in (page_a, page_b):
+            page.set_default_timeout(10_000)
+        page_a.add_init_script(COUNT_PANELS)
+        LoginPage(page_a, portal_web.url).open().login("anna", "pw-secret-123")
+        LoginPage(page_b, portal_web.url).open().login("bert", "pw-secret-123")
+        page_b.goto(url)
+        work_b = WorkPanel(page_b)
+        expect(work_b.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
+
+        # Anna's page is live (its first panel, sent on connect, is through); her focus is on "Übernehmen".
+        page_a.goto(url)
+        _wait_socket_panels(page_a, 1)
+        work = WorkPanel(page_a)
+        take = work.button("Übernehmen")
+        take.focus()
+
+        # Bert claims it: Anna's actions are disabled, her focus is on the panel that says who holds the letter.
+        page_b.locator("body").press("c")
+        expect(work_b.lock).to_contain_text("Sie bearbeiten diese Nachricht")
+        expect(work.lock).to_contain_text("In Bearbeitung durch Bert Bauer")
+        expect(take).to_be_disabled()
+        expect(work.lock).to_be_focused()
+        expect(work.lock).to_have_accessible_name(re.compile(r"^In Bearbeitung durch Bert Bauer seit"))
+        assert_accessible(page_a, "message page with the actions disabled by a colleague's claim")
+
+        # Bert releases it: the actions are enabled again and the focus stays where it is (on the redrawn panel).
+        panels = _socket_panels(page_a)
+        work_b.lock.get_by_role("button", name="Freigeben").click()
+        expect(work.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
+        expect(take).to_be_enabled()
+        _wait_socket_panels(page_a, panels + 1)
+        expect(work.lock).to_be_focused()
+        page_a.keyboard.press("Tab")
+        expect(work.claim_button()).to_be_focused()
+    finally:
+        ctx_a.close()
+        ctx_b.close()
