@@ -1,19 +1,25 @@
 """A keyboard user's focus survives the message page's socket redrawing the lock panel: on the same button when the
 panel still has it (the redraw on connect, a colleague arriving), on the panel itself when the button is gone (one's
-own claim or release, a colleague's claim): never back at the top of the page, never on another button."""
+own claim or release, a colleague's claim, and a colleague's claim disabling the actions it was on): never back at
+the top of the page, never on another button. Of several alike controls in a swapped list, the n-th stays the n-th."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from django.urls import reverse
 from playwright.sync_api import Page, WebSocketRoute, expect
 
+from directory.models import Contact
 from mailbox.models import Message
+from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.pages import LoginPage, WorkPanel
-from tests.mailbox.factories import ward_with_processors
+from tests.e2e.pages_compose import ComposePage
+from tests.mailbox.conftest import HOSPITAL
+from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory, ward_with_processors
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
@@ -189,3 +195,41 @@ def test_a_colleagues_claim_moves_the_focus_from_the_disabled_actions_to_the_loc
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_the_nth_of_alike_controls_stays_the_nth_when_their_list_is_swapped_by_its_content(portal_web, page):
+    # htmx's default swap keeps the container and replaces its children. No page of the portal swaps a list of alike
+    # controls so today; the recipient picker's favorites have the shape such a swap meets (id-less items, one
+    # "Auswählen" each, alike but for their place, in a form that stays), so their list is swapped here, by htmx with
+    # the server's own answer. The focus went to no button at all (the form around the list was looked for only after
+    # the swap, on the removed button), and with that form found, to the first: the place was counted in the removed
+    # item and applied across the list.
+    station = UserFactory(username="station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    for name in ("Praxis Adler", "Praxis Berg", "Praxis Christ"):
+        address = f"{name.split()[1].lower()}@praxis-test.kim.telematik-test"
+        Contact.objects.create(kim_address=address, display_name=name, kim_version="1.5", is_favorite=True)
+    draft = outgoing_draft_save(user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage"))
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/entwurf/{draft.pk}/")
+    ComposePage(page)
+
+    # The picker shows the favorites when its search box gets the focus; the focus is on the second one's button.
+    page.locator("#to-picker-q").focus()
+    favorites = page.locator("#to-picker-results [data-hit]")
+    expect(favorites).to_have_text([re.compile("Praxis Adler"), re.compile("Praxis Berg"), re.compile("Praxis Christ")])
+    favorites.nth(1).get_by_role("button", name="Auswählen").focus()
+    page.evaluate("document.activeElement.closest('[data-hit]').dataset.old = '1'")
+
+    page.evaluate(
+        """(url) => htmx.ajax("GET", url, {
+            target: "#to-picker-results ul.vzd-list", swap: "innerHTML", select: "ul.vzd-list > li",
+        })""",
+        f"{reverse('directory:picker')}?field=to",
+    )
+    expect(page.locator("[data-hit][data-old]")).to_have_count(0)
+    expect(favorites).to_have_count(3)
+    # The second one's button again, not the first one's: the place is counted in the list on both sides.
+    expect(favorites.nth(1).get_by_role("button", name="Auswählen")).to_be_focused()
+    assert_accessible(page, "compose page with the focus kept in the swapped favorites")
