@@ -335,13 +335,21 @@ document.addEventListener("keydown", (ev) => {
     const el = document.activeElement;
     kept = null;
     if (!(el instanceof HTMLElement) || el === document.body) return;
-    // Its ancestors as they are now: a removed element's parent is gone once it is out of the page.
+    // Read now, not after the swap: a removed element's parent is gone once it is out of the page, and so is a form
+    // around the swapped part (which its key names). Its place among the alike before it is counted within each of
+    // its ancestors, as the new place is counted within the one that replaced or kept the content.
+    const key = controlKey(el);
+    const before = [];
+    for (const other of document.querySelectorAll(el.tagName)) {
+      if (other === el) break;
+      if (controlKey(other) === key) before.push(other);
+    }
     const ancestors = [];
     for (let node = el; node; node = node.parentElement) ancestors.push(node);
-    kept = ancestors;
+    kept = { key, ancestors, places: ancestors.map((node) => before.filter((other) => node.contains(other)).length) };
   }
   function restore() {
-    const ancestors = kept || [];
+    const { key, ancestors, places } = kept || { key: "", ancestors: [], places: [] };
     kept = null;
     const el = ancestors[0];
     // Still there, or the page (or htmx) has put the focus somewhere itself.
@@ -353,13 +361,12 @@ document.addEventListener("keydown", (ev) => {
     const replaced = ancestors[at - 1];
     const parent = ancestors[at];
     // Replaced whole (an id, as out-of-band swaps are addressed), or its container kept and the content swapped.
+    const scope = replaced.id ? at - 1 : at;
     const fresh = replaced.id ? document.getElementById(replaced.id) : parent;
     if (!fresh) return;
-    const key = controlKey(el);
-    const sameKey = (root) => Array.from(root.querySelectorAll(el.tagName)).filter((c) => controlKey(c) === key);
-    // The n-th of several alike (two "Entfernen" of a list) stays the n-th.
-    const twins = sameKey(fresh);
-    if (focusOn(twins[Math.min(Math.max(0, sameKey(replaced).indexOf(el)), twins.length - 1)])) return;
+    // The n-th of several alike (two "Entfernen" of a list) stays the n-th, counted within the same element.
+    const twins = Array.from(fresh.querySelectorAll(el.tagName)).filter((other) => controlKey(other) === key);
+    if (focusOn(twins[Math.min(places[scope], twins.length - 1)])) return;
     if (fresh === parent) return;
     if (!fresh.hasAttribute("tabindex") && fresh.tabIndex < 0) fresh.setAttribute("tabindex", "-1");
     focusOn(fresh);
@@ -379,7 +386,15 @@ function syncLockState() {
   const panel = document.getElementById("lock-panel");
   const work = document.getElementById("work");
   if (!panel || !work) return;
-  document.querySelectorAll(".lock-guarded").forEach((fs) => { fs.disabled = panel.dataset.lockedByOther === "1"; });
+  const lockedByOther = panel.dataset.lockedByOther === "1";
+  document.querySelectorAll(".lock-guarded").forEach((fs) => {
+    // A colleague's claim disables the control under a keyboard user's focus (not redrawn, so the focus keeping above
+    // does not see it): a disabled control is announced as nothing and Tab goes on from it. The focus goes to the
+    // lock panel, which names who holds the letter, never to another control; enabling again moves nothing.
+    const focusLost = lockedByOther && !fs.disabled && fs.contains(document.activeElement);
+    fs.disabled = lockedByOther;
+    if (focusLost) panel.focus();
+  });
   const banner = document.getElementById("stale-banner");
   if (banner) banner.hidden = panel.dataset.version === work.dataset.loadedVersion;
 }

@@ -1,19 +1,25 @@
 """A keyboard user's focus survives the message page's socket redrawing the lock panel: on the same button when the
 panel still has it (the redraw on connect, a colleague arriving), on the panel itself when the button is gone (one's
-own claim or release, a colleague's claim): never back at the top of the page, never on another button."""
+own claim or release, a colleague's claim, and a colleague's claim disabling the actions it was on): never back at
+the top of the page, never on another button. Of several alike controls in a swapped list, the n-th stays the n-th."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from django.urls import reverse
 from playwright.sync_api import Page, WebSocketRoute, expect
 
+from directory.models import Contact
 from mailbox.models import Message
+from mailbox.services.compose import OutgoingData, outgoing_draft_save
 from mailbox.services.ingest import message_ingest
 from tests.e2e.a11y import assert_accessible
 from tests.e2e.pages import LoginPage, WorkPanel
-from tests.mailbox.factories import ward_with_processors
+from tests.e2e.pages_compose import ComposePage
+from tests.mailbox.conftest import HOSPITAL
+from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory, ward_with_processors
 from tests.mailbox.mails import MAIL_WITH_PDF
 
 pytestmark = pytest.mark.e2e
@@ -139,3 +145,91 @@ def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, brows
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_a_colleagues_claim_moves_the_focus_from_the_disabled_actions_to_the_lock_panel(portal_web, browser):
+    # The actions are not redrawn when a colleague claims the letter, only disabled (their fieldset): a focus left on
+    # a disabled button is announced as nothing, and Tab goes on from there.
+    box, _people = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
+    message = message_ingest(mailbox=box, uidl="f2", raw=MAIL_WITH_PDF)
+    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)
+    url = f"{portal_web.url}/nachricht/{message.pk}/"
+
+    ctx_a, ctx_b = browser.new_context(locale="de-DE"), browser.new_context(locale="de-DE")
+    try:
+        page_a, page_b = ctx_a.new_page(), ctx_b.new_page()
+        for page in (page_a, page_b):
+            page.set_default_timeout(10_000)
+        page_a.add_init_script(COUNT_PANELS)
+        LoginPage(page_a, portal_web.url).open().login("anna", "pw-secret-123")
+        LoginPage(page_b, portal_web.url).open().login("bert", "pw-secret-123")
+        page_b.goto(url)
+        work_b = WorkPanel(page_b)
+        expect(work_b.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
+
+        # Anna's page is live (its first panel, sent on connect, is through); her focus is on "Übernehmen".
+        page_a.goto(url)
+        _wait_socket_panels(page_a, 1)
+        work = WorkPanel(page_a)
+        take = work.button("Übernehmen")
+        take.focus()
+
+        # Bert claims it: Anna's actions are disabled, her focus is on the panel that says who holds the letter.
+        page_b.locator("body").press("c")
+        expect(work_b.lock).to_contain_text("Sie bearbeiten diese Nachricht")
+        expect(work.lock).to_contain_text("In Bearbeitung durch Bert Bauer")
+        expect(take).to_be_disabled()
+        expect(work.lock).to_be_focused()
+        expect(work.lock).to_have_accessible_name(re.compile(r"^In Bearbeitung durch Bert Bauer seit"))
+        assert_accessible(page_a, "message page with the actions disabled by a colleague's claim")
+
+        # Bert releases it: the actions are enabled again and the focus stays where it is (on the redrawn panel).
+        panels = _socket_panels(page_a)
+        work_b.lock.get_by_role("button", name="Freigeben").click()
+        expect(work.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
+        expect(take).to_be_enabled()
+        _wait_socket_panels(page_a, panels + 1)
+        expect(work.lock).to_be_focused()
+        page_a.keyboard.press("Tab")
+        expect(work.claim_button()).to_be_focused()
+    finally:
+        ctx_a.close()
+        ctx_b.close()
+
+
+def test_the_nth_of_alike_controls_stays_the_nth_when_their_list_is_swapped_by_its_content(portal_web, page):
+    # htmx's default swap keeps the container and replaces its children. No page of the portal swaps a list of alike
+    # controls so today; the recipient picker's favorites have the shape such a swap meets (id-less items, one
+    # "Auswählen" each, alike but for their place, in a form that stays), so their list is swapped here, by htmx with
+    # the server's own answer. The focus went to no button at all (the form around the list was looked for only after
+    # the swap, on the removed button), and with that form found, to the first: the place was counted in the removed
+    # item and applied across the list.
+    station = UserFactory(username="station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    for name in ("Praxis Adler", "Praxis Berg", "Praxis Christ"):
+        address = f"{name.split()[1].lower()}@praxis-test.kim.telematik-test"
+        Contact.objects.create(kim_address=address, display_name=name, kim_version="1.5", is_favorite=True)
+    draft = outgoing_draft_save(user=station, mailbox_id=account.mailbox_id, data=OutgoingData(subject="Rückfrage"))
+    LoginPage(page, portal_web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{portal_web.url}/entwurf/{draft.pk}/")
+    ComposePage(page)
+
+    # The picker shows the favorites when its search box gets the focus; the focus is on the second one's button.
+    page.locator("#to-picker-q").focus()
+    favorites = page.locator("#to-picker-results [data-hit]")
+    expect(favorites).to_have_text([re.compile("Praxis Adler"), re.compile("Praxis Berg"), re.compile("Praxis Christ")])
+    favorites.nth(1).get_by_role("button", name="Auswählen").focus()
+    page.evaluate("document.activeElement.closest('[data-hit]').dataset.old = '1'")
+
+    page.evaluate(
+        """(url) => htmx.ajax("GET", url, {
+            target: "#to-picker-results ul.vzd-list", swap: "innerHTML", select: "ul.vzd-list > li",
+        })""",
+        f"{reverse('directory:picker')}?field=to",
+    )
+    expect(page.locator("[data-hit][data-old]")).to_have_count(0)
+    expect(favorites).to_have_count(3)
+    # The second one's button again, not the first one's: the place is counted in the list on both sides.
+    expect(favorites.nth(1).get_by_role("button", name="Auswählen")).to_be_focused()
+    assert_accessible(page, "compose page with the focus kept in the swapped favorites")
