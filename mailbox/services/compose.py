@@ -479,10 +479,27 @@ def too_many_recipients(count: int) -> str:
     """Why a message to *count* recipients is not sent (German), or "" when that many may be sent to."""
     if count <= MAX_RECIPIENTS:
         return ""
+    return too_many_recipients_text(count, count - MAX_RECIPIENTS)
+
+
+def too_many_recipients_text(count: int | str, over: int | str) -> str:
+    """too_many_recipients' sentence; with placeholders ("{count}") it is the compose page's template for the same
+    sentence, filled in as chips are removed."""
     return _(
-        "Höchstens %(n)d Empfänger je Nachricht (An und Kopie zusammen); diese hat %(count)d. Bitte entfernen Sie "
-        "%(over)d."
-    ) % {"n": MAX_RECIPIENTS, "count": count, "over": count - MAX_RECIPIENTS}
+        "Höchstens %(n)s Empfänger je Nachricht (An und Kopie zusammen); diese hat %(count)s. Bitte entfernen Sie "
+        "%(over)s."
+    ) % {"n": MAX_RECIPIENTS, "count": count, "over": over}
+
+
+def recipient_limit_notice(count: int) -> str:
+    """What the compose page says of *count* recipients (German): that no more can be added at the limit, that some
+    must go above it, nothing below it."""
+    if count == MAX_RECIPIENTS:
+        return _(
+            "Höchstens %(n)s Empfänger je Nachricht (An und Kopie zusammen); diese hat %(n)s. Um weitere "
+            "hinzuzufügen, entfernen Sie bitte zuerst einen."
+        ) % {"n": MAX_RECIPIENTS}
+    return too_many_recipients(count)
 
 
 def draft_problems(draft: OutgoingMessage) -> list[tuple[str, str]]:

@@ -60,7 +60,9 @@ from mailbox.services.compose import (
     outgoing_draft_take_over,
     outgoing_forward_start,
     outgoing_reply_start,
+    recipient_limit_notice,
     too_many_recipients,
+    too_many_recipients_text,
 )
 from mailbox.services.outbox import (
     AttachmentsChanged,
@@ -182,8 +184,21 @@ def _draft_context(
         attachments=getattr(draft, "attachment_list", None) or list(draft.attachments.all()),
         current_mailbox=draft.mailbox,
         max_recipients=MAX_RECIPIENTS,
+        recipient_limit=_recipient_limit(shown),
         **extra,
     )
+
+
+def _recipient_limit(shown: dict[str, Any]) -> dict[str, Any]:
+    """The recipient limit as the compose page applies it while chips are added and removed (compose.js): the number
+    and the sentences from here, what the page shows now (a draft saved with more keeps them all and says so)."""
+    chosen = len({a.strip().lower() for a in [*shown["to"], *shown["cc"]]})
+    return {
+        "max": MAX_RECIPIENTS,
+        "notice": recipient_limit_notice(chosen),
+        "full": recipient_limit_notice(MAX_RECIPIENTS),
+        "over": too_many_recipients_text("{count}", "{over}"),
+    }
 
 
 # --- starting a message ------------------------------------------------------------------------------------------

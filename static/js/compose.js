@@ -369,6 +369,104 @@
         markDirty();
       }
     });
+    // --- The recipient limit (An and Cc together; the number and the sentences come from the server) -------------
+    // At the limit the picker's "Auswählen" and the address boxes' "Hinzufügen" say so and add nothing; removing a
+    // chip opens them again. They are marked aria-disabled, not disabled: a keyboard user on a hit (Enter picks) or
+    // in the address box keeps the focus where it is and hears why nothing was added. A draft saved with more keeps
+    // every chip and says how many must go. Sending checks again (draft_problems): this only spares the surprise.
+    const limitBox = () => document.getElementById("recipient-limit");
+    const limitMax = Number((limitBox() || { dataset: {} }).dataset.max) || 0;
+    // Adds under way (request → its addresses): two quick picks at 99 must not both pass.
+    const adding = new Map();
+    const normal = (address) => address.trim().replace(/^[<>]+|[<>]+$/g, "").toLowerCase();
+    function chosenAddresses() {
+      const inputs = form.querySelectorAll('.vzd-chips input[name="to"], .vzd-chips input[name="cc"]');
+      return new Set([...inputs].map((i) => normal(i.value)).filter(Boolean));
+    }
+    const pendingCount = () => [...adding.values()].reduce((sum, n) => sum + n, 0);
+    function limitText(box, count) {
+      if (count > limitMax) {
+        return (box.dataset.overText || "").replace("{count}", String(count)).replace("{over}", String(count - limitMax));
+      }
+      return count === limitMax ? box.dataset.fullText || "" : "";
+    }
+    function sayLimit(text, again) {
+      const box = limitBox();
+      if (!box) return;
+      const shown = box.querySelector("p");
+      if (!text) {
+        if (shown) shown.remove();
+        return;
+      }
+      if (shown && shown.textContent === text && !again) return;
+      // A new paragraph each time: the live region announces an addition, also of a sentence said before.
+      const p = document.createElement("p");
+      p.className = "alert alert-warning";
+      p.textContent = text;
+      box.replaceChildren(p);
+    }
+    // The count the sentence was last set for: a refusal said meanwhile stays until the recipients change.
+    let saidFor = -1;
+    function applyLimit() {
+      const box = limitBox();
+      if (!box || !limitMax) return;
+      const count = chosenAddresses().size;
+      if (count !== saidFor) {
+        saidFor = count;
+        sayLimit(limitText(box, count), false);
+      }
+      const full = count + pendingCount() >= limitMax;
+      form.querySelectorAll(".vzd-pick, [data-typed-add]").forEach((button) => {
+        if (full && button.getAttribute("aria-disabled") !== "true") {
+          button.dataset.label = button.textContent;
+          button.textContent = box.dataset.fullLabel || "";
+          button.setAttribute("aria-disabled", "true");
+          button.setAttribute("aria-describedby", box.id);
+        } else if (!full && button.getAttribute("aria-disabled") === "true") {
+          button.textContent = button.dataset.label || "";
+          button.removeAttribute("aria-disabled");
+          button.removeAttribute("aria-describedby");
+        }
+      });
+    }
+    // Whatever changes the chips or brings new hits (a pick, a typed address, ×, a restored copy, the recipients
+    // swapped in after "Empfänger entfernen"): applyLimit writes only what differs, so its own changes end here.
+    new MutationObserver(applyLimit).observe(form, { childList: true, subtree: true });
+    applyLimit();
+    document.addEventListener("htmx:beforeRequest", (ev) => {
+      const elt = ev.detail.elt;
+      if (!limitMax || !(elt instanceof Element) || !form.contains(elt)) return;
+      let wanted = 0;
+      if (elt.classList.contains("vzd-pick")) {
+        wanted = 1;
+      } else if (elt instanceof HTMLInputElement && elt.hasAttribute("data-typed-address")) {
+        // As the server splits a typed list (forms_compose.SPLIT); addresses already chosen add nobody.
+        const present = chosenAddresses();
+        wanted = new Set(elt.value.split(/[\s,;]+/).map(normal).filter((a) => a && !present.has(a))).size;
+      } else {
+        return;
+      }
+      const box = limitBox();
+      const count = chosenAddresses().size;
+      const room = limitMax - count - pendingCount();
+      if (wanted > 0 && wanted > room) {
+        ev.preventDefault();
+        const typed = elt.hasAttribute("data-typed-address") && room > 0;
+        const text = typed
+          ? (box.dataset.typedText || "").replace("{count}", String(count)).replace("{more}", String(wanted))
+            .replace("{room}", String(room))
+          : limitText(box, Math.max(count, limitMax));
+        sayLimit(text, true);
+        return;
+      }
+      adding.set(ev.detail.xhr, wanted);
+      applyLimit();
+    });
+    // The answer is in (the chip swapped in) or none came: the add no longer counts as under way.
+    document.addEventListener("htmx:afterRequest", (ev) => {
+      if (adding.delete(ev.detail.xhr)) applyLimit();
+    });
+
     // A chip picked from the directory is a change of the recipients.
     // After a pick the hit list closes (the next search opens it again).
     form.addEventListener("htmx:afterSwap", (ev) => {

@@ -5,6 +5,7 @@ DSN comes back (simulated CM with its Fachdienst, a small slapd as the VZD, guni
 from __future__ import annotations
 
 import email
+import re
 from collections.abc import Iterator
 from email.policy import default
 
@@ -24,7 +25,7 @@ from tests.e2e.pages_compose import ComposePage, SentPage
 from tests.mailbox.conftest import HOSPITAL, PASSWORD, PRAXIS
 from tests.mailbox.factories import KimAccountFactory, MembershipFactory, UserFactory
 from tests.mailbox.mails import MAIL_WITH_PDF
-from tests.mailbox.send.conftest import NO_CERT, cm, send_vzd_server  # noqa: F401  (fixtures: simulated CM, slapd)
+from tests.mailbox.send.conftest import NO_CERT, OUTSIDE, cm, send_vzd_server  # noqa: F401  (fixtures: simulated CM, slapd)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slapd]
 
@@ -641,3 +642,124 @@ def test_kept_edits_restored_after_the_draft_changed_elsewhere_meet_the_conflict
     expect(page).to_have_url(url)
     assert compose.local_copies() != []
     assert OutgoingMessage.objects.filter(pk=draft.pk).exists()
+
+
+LIMIT_FULL = (
+    "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 100. Um weitere hinzuzufügen, entfernen "
+    "Sie bitte zuerst einen."
+)
+
+
+def test_the_picker_and_the_address_boxes_stop_at_the_recipient_limit_say_why_and_open_again(web, page):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    others = [f"p{i}@praxis-test.kim.telematik-test" for i in range(99)]
+    draft = outgoing_draft_save(
+        user=station,
+        mailbox_id=account.mailbox_id,
+        data=OutgoingData(subject="Rundschreiben", to=others[:60], cc=others[60:]),
+    )
+    # The requests that add a chip (a pick, a typed address): none may leave at the limit.
+    adds: list[str] = []
+    page.on("request", lambda r: adds.append(r.url) if re.search(r"/auswahl/uebernehmen/|/adresse/", r.url) else None)
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    page.goto(f"{web.url}/entwurf/{draft.pk}/")
+    compose = ComposePage(page)
+    limit = page.locator("#recipient-limit")
+    expect(limit).to_have_attribute("role", "status")
+    expect(limit).to_have_text("")
+
+    # The 100th recipient from the directory: the sentence says no more can be added, the focus is back in the
+    # search box (never on a control that does nothing).
+    compose.pick(compose.search_recipient("Praxis Test").filter(has_text=PRAXIS))
+    expect(compose.chips("to").filter(has_text=PRAXIS)).to_have_count(1)
+    expect(limit).to_have_text(LIMIT_FULL)
+    expect(page.locator("#to-picker-q")).to_be_focused()
+    for field in ("to", "cc"):
+        typed_add = page.locator(f'[data-typed-add="{field}-typed"]')
+        expect(typed_add).to_have_text("Höchstzahl erreicht")
+        expect(typed_add).to_have_attribute("aria-disabled", "true")
+    assert_accessible(page, "compose at the recipient limit")
+
+    # A 101st from the Cc picker: its button says so. Enter on the hit (the picker's keys) adds nothing, and the
+    # focus stays on the hit; the button itself (Space) neither.
+    hit = compose.search_recipient("Praxis Draußen", field="cc").first
+    pick = hit.locator(".vzd-pick")
+    expect(pick).to_have_text("Höchstzahl erreicht")
+    expect(pick).to_have_attribute("aria-disabled", "true")
+    expect(pick).to_have_accessible_description(LIMIT_FULL)
+    adds.clear()
+    page.keyboard.press("ArrowDown")
+    expect(hit).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(hit).to_be_focused()
+    pick.focus()
+    page.keyboard.press("Space")
+    expect(pick).to_be_focused()
+    # A typed address likewise: nothing is asked for, the box keeps what was typed.
+    typed = page.locator("#cc-typed")
+    typed.fill(OUTSIDE)
+    typed.press("Enter")
+    expect(typed).to_be_focused()
+    expect(typed).to_have_value(OUTSIDE)
+    expect(limit).to_have_text(LIMIT_FULL)
+    assert adds == []
+    expect(page.locator(".vzd-chips input[type=hidden]")).to_have_count(100)
+
+    # One removed: adding is open again, and the sentence is gone.
+    compose.chips("to").filter(has_text=PRAXIS).get_by_role("button", name="Empfänger entfernen").click()
+    expect(limit).to_have_text("")
+    expect(pick).to_have_text("Auswählen")
+    expect(pick).not_to_have_attribute("aria-disabled", "true")
+    expect(page.locator('[data-typed-add="cc-typed"]')).to_have_text("Hinzufügen")
+    # A pasted list that does not fit is refused whole, with the numbers; the box keeps it to be shortened.
+    typed.fill(f"{OUTSIDE}, {PRAXIS}; {NO_CERT}")
+    typed.press("Enter")
+    expect(limit).to_have_text(
+        "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 99, hier stehen 3 weitere. Nichts "
+        "hinzugefügt: Bitte kürzen Sie die Eingabe auf 1."
+    )
+    expect(typed).to_have_value(f"{OUTSIDE}, {PRAXIS}; {NO_CERT}")
+    assert adds == []
+    # Shortened to one, it is added: the 100th again.
+    typed.fill(OUTSIDE)
+    typed.press("Enter")
+    expect(compose.chips("cc").filter(has_text=OUTSIDE)).to_have_count(1)
+    expect(limit).to_have_text(LIMIT_FULL)
+    expect(page.locator('[data-typed-add="cc-typed"]')).to_have_text("Höchstzahl erreicht")
+
+
+def test_a_draft_saved_with_more_recipients_than_may_be_sent_keeps_them_all_and_says_how_many_must_go(web, page):
+    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
+    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
+    MembershipFactory(mailbox=account.mailbox, user=station)
+    many = [f"p{i}@praxis-test.kim.telematik-test" for i in range(102)]
+    draft = outgoing_draft_save(
+        user=station,
+        mailbox_id=account.mailbox_id,
+        data=OutgoingData(subject="Rundschreiben", to=many[:70], cc=many[70:]),
+    )
+    LoginPage(page, web.url).open().login("station", "pw-secret-123")
+    url = f"{web.url}/entwurf/{draft.pk}/"
+    page.goto(url)
+    compose = ComposePage(page)
+    limit = page.locator("#recipient-limit")
+    expect(page.locator(".vzd-chips input[type=hidden]")).to_have_count(102)
+    expect(limit).to_have_text(
+        "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 102. Bitte entfernen Sie 2."
+    )
+    expect(page.locator('[data-typed-add="to-typed"]')).to_have_text("Höchstzahl erreicht")
+    assert_accessible(page, "compose above the recipient limit")
+
+    # One removed: the sentence counts along, and the draft saved keeps all the others.
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url == url and r.ok):
+        compose.chips("cc").filter(has_text=many[101]).get_by_role("button", name="Empfänger entfernen").click()
+    expect(limit).to_have_text(
+        "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 101. Bitte entfernen Sie 1."
+    )
+    stored = OutgoingMessage.objects.get(pk=draft.pk)
+    assert (stored.to, stored.cc) == (many[:70], many[70:101])
+    page.reload()
+    expect(page.locator(".vzd-chips input[type=hidden]")).to_have_count(101)
+    expect(limit).to_contain_text("diese hat 101")

@@ -248,6 +248,40 @@ def test_more_recipients_than_a_message_may_go_to_cost_no_text_and_are_named_bef
     assert OutgoingMessage.objects.get(pk=draft.pk).body == "Langer Text"
 
 
+def _recipient_limit(html: str) -> str:
+    """What the compose page's recipient-limit region says as the server renders it."""
+    found = re.search(r'<div id="recipient-limit"[^>]*>(.*?)</div>', html, re.S)
+    assert found, "the compose page has its recipient-limit region"
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def test_the_compose_page_says_from_the_start_when_its_draft_is_at_or_above_the_recipient_limit(
+    client, box, writer, draft
+):
+    # The number and the sentences come from the server (compose.js only fills them in): a draft saved with more
+    # than a message may go to shows every chip and how many must go, before any script runs.
+    client.force_login(writer)
+    url = reverse("mailbox:draft-edit", args=[draft.pk])
+    many = [f"p{i}@praxis-test.kim.telematik-test" for i in range(102)]
+    shown = {}
+    for count in (99, 100, 102):
+        OutgoingMessage.objects.filter(pk=draft.pk).update(to=many[: count - 10], cc=many[count - 10 : count])
+        html = client.get(url).content.decode()
+        assert html.count('data-remove-chip aria-label="Empfänger entfernen"') == count
+        shown[count] = _recipient_limit(html)
+    assert shown[99] == ""
+    assert shown[100] == (
+        "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 100. Um weitere hinzuzufügen, "
+        "entfernen Sie bitte zuerst einen."
+    )
+    assert (
+        shown[102]
+        == "Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat 102. Bitte entfernen Sie 2."
+    )
+    assert 'data-max="100"' in html
+    assert 'data-over-text="Höchstens 100 Empfänger je Nachricht (An und Kopie zusammen); diese hat {count}.' in html
+
+
 def test_a_nul_character_pasted_with_the_text_is_dropped_not_a_reason_to_refuse_every_save(client, box, writer, draft):
     # Invisible on the page: refused, it made every autosave fail for a character nobody could find and remove.
     client.force_login(writer)
