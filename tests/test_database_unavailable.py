@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,7 +22,7 @@ from kimportal.asgi import application
 from kimportal.unavailable import RETRY_AFTER_SECONDS, database_unreachable
 from tests.mailbox.factories import UserFactory
 from tests.signing.kis import error_schema
-from tests.unreachable import Outage
+from tests.unreachable import Outage, on_socket_threads
 from tests.unreachable import database_unreachable as unreachable
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +200,10 @@ async def test_a_socket_is_closed_with_try_again_later(path, caplog):
     # Not an error of the application (a traceback, then 1011): 1013, on which the browser reconnects after a while.
     key = await database_sync_to_async(_session_cookie)()
     headers = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode()), (b"origin", b"http://localhost")]
+    # The sockets' threads hold connections from before, as earlier sockets of a test run leave them: the outage
+    # ends those too (they reached the server and would answer the consumer's reads).
+    every_thread_connected = partial(on_socket_threads, lambda: connection.ensure_connection(), start_all=True)
+    await sync_to_async(every_thread_connected)()
     outage = Outage()
     await sync_to_async(outage.start)()
     try:
