@@ -38,6 +38,7 @@ RETRY_AFTER_SECONDS = 30
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
 
 _MARK = "_kimportal_database_unavailable"
+_VERDICT = "_kimportal_database_unreachable"
 
 
 def database_unreachable(exc: BaseException) -> bool:
@@ -46,7 +47,12 @@ def database_unreachable(exc: BaseException) -> bool:
     a statement timeout or a lock not granted (OperationalError too, with a SQLSTATE of its own) stay errors of the
     request: they are a fault to look into, not a restart to wait out. So do psycopg's errors without SQLSTATE on a
     connection that is fine (more than 65,535 parameters in one query, a cursor used after closing): a bug answered
-    "try again later" without a traceback would never be found."""
+    "try again later" without a traceback would never be found.
+
+    An error judged already where its query ran (judge_where_raised) keeps that verdict."""
+    verdict = getattr(exc, _VERDICT, None)
+    if verdict is not None:
+        return bool(verdict)
     if not isinstance(exc, (InterfaceError, OperationalError)):
         return False
     cause = exc.__cause__
@@ -63,12 +69,20 @@ def database_unreachable(exc: BaseException) -> bool:
 def _connection_gone(cause: BaseException | None) -> bool:
     """The connection the error came from is broken or closed (refused at connect, lost during a query), or cannot
     be told healthy. Only a connection of this thread that is open and sound marks the error as a fault of the code:
-    a socket consumer asks from its event loop, whose thread holds no connection (its queries ran in another)."""
+    judged in a thread that holds none (an event loop's, whose queries ran in another), an error counts as an outage
+    (its thread judges it with judge_where_raised)."""
     pgconn = getattr(cause, "pgconn", None)
     if pgconn is not None and pgconn.status == pq.ConnStatus.BAD:
         return True
     raw = connection.connection  # this thread's: the one a view or middleware used
     return raw is None or bool(raw.closed or raw.broken)
+
+
+def judge_where_raised(exc: BaseException) -> None:
+    """Judge `exc` now, in the thread whose connection ran the query, and keep the verdict on it: a socket's database
+    thread raises it to the consumer's event loop, whose thread holds no connection to judge by (there a bug, a
+    cursor used after closing, would count as an outage: 1013 and no traceback)."""
+    setattr(exc, _VERDICT, database_unreachable(exc))
 
 
 def outage_text(exc: BaseException) -> str:

@@ -74,26 +74,15 @@ def _close_socket_thread_connections() -> None:
     """A consumer's database work can end after its test did (the test does not wait for a check or a render still
     running when the socket closes); its cleanup then found the database blocked and the thread kept its connection,
     which the pool cannot close (it is checked out) and which keeps the test database from being dropped. Each of the
-    socket threads closes its own: one task per thread, held at a barrier until every thread has taken one."""
+    socket threads closes its own (tests.unreachable.on_socket_threads)."""
     import sys
-    import threading
 
-    base = sys.modules.get("mailbox.consumers.base")
-    if base is None:
+    if "mailbox.consumers.base" not in sys.modules:
         return
     from django.db import connections
 
-    executor = base._db_threads
-    count = len(executor._threads)
-    if not count:
-        return
-    barrier = threading.Barrier(count)
-
-    def close() -> None:
-        barrier.wait(timeout=10)
-        connections.close_all()
+    from tests.unreachable import on_socket_threads
 
     # Best effort: a thread still busy after the timeouts leaves the old warning, never a failing teardown.
-    for future in [executor.submit(close) for _ in range(count)]:
-        with contextlib.suppress(Exception):
-            future.result(timeout=20)
+    with contextlib.suppress(Exception):
+        on_socket_threads(connections.close_all)

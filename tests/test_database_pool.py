@@ -11,6 +11,8 @@ from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper
 from django.urls import reverse
 
+from tests.unreachable import on_socket_threads
+
 WARM = 2
 # More than psycopg_pool alone drains within its 10 s checkout timeout (it waits 0, 1, 2, 4 … s between failed
 # checks): kimportal.pgpool tests all idle connections at the first failed check.
@@ -52,6 +54,9 @@ def _terminate_the_other_backends_of_the_test_database() -> int:
             "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
+    # The sockets' threads keep their connections in tests (tests.unreachable.on_socket_threads): dead now, they
+    # would fail the next socket's reads, in a later test.
+    on_socket_threads(connections.close_all)
     return sum(1 for (terminated,) in rows if terminated)
 
 

@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.db.utils import InterfaceError, OperationalError
 from django.test import Client
 from django.urls import reverse
 
 from kimportal.asgi import application
 from kimportal.unavailable import RETRY_AFTER_SECONDS, database_unreachable
+from mailbox.consumers.base import PortalConsumer, db
 from tests.mailbox.factories import UserFactory
 from tests.signing.kis import error_schema
-from tests.unreachable import Outage
+from tests.unreachable import Outage, on_socket_threads
 from tests.unreachable import database_unreachable as unreachable
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +201,10 @@ async def test_a_socket_is_closed_with_try_again_later(path, caplog):
     # Not an error of the application (a traceback, then 1011): 1013, on which the browser reconnects after a while.
     key = await database_sync_to_async(_session_cookie)()
     headers = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode()), (b"origin", b"http://localhost")]
+    # The sockets' threads hold connections from before, as earlier sockets of a test run leave them: the outage
+    # ends those too (they reached the server and would answer the consumer's reads).
+    every_thread_connected = partial(on_socket_threads, lambda: connection.ensure_connection(), start_all=True)
+    await sync_to_async(every_thread_connected)()
     outage = Outage()
     await sync_to_async(outage.start)()
     try:
@@ -212,3 +218,37 @@ async def test_a_socket_is_closed_with_try_again_later(path, caplog):
         await sync_to_async(outage.stop)()
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
     assert any("socket closed with 1013" in r.getMessage() for r in caplog.records)
+
+
+def _too_many_parameters() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 WHERE 1 IN (" + ", ".join(["%s"] * 70_000) + ")", list(range(70_000)))
+
+
+def _cursor_used_after_closing() -> None:
+    with connection.cursor() as cursor:
+        pass
+    cursor.execute("SELECT 1")
+
+
+class _BuggyConsumer(PortalConsumer):
+    """A socket whose connect runs faulty database work on the sockets' database threads, as a consumer's would."""
+
+    bugs = {"/too-many/": _too_many_parameters, "/closed-cursor/": _cursor_used_after_closing}
+
+    async def connect(self) -> None:
+        await db(self.bugs[self.scope["path"]])()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", list(_BuggyConsumer.bugs))
+async def test_a_bug_in_a_sockets_database_work_is_no_outage(path, caplog):
+    # Errors without SQLSTATE on a sound connection: judged on the event loop's thread, which holds no connection,
+    # they counted as an outage (1013, no traceback). Raised, the server logs the traceback and closes with 1011.
+    socket = WebsocketCommunicator(_BuggyConsumer.as_asgi(), path)
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises((OperationalError, InterfaceError)):
+            await socket.connect(timeout=5)
+    finally:
+        await sync_to_async(on_socket_threads)(connections.close_all)
+    assert not any("1013" in r.getMessage() for r in caplog.records)

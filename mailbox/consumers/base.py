@@ -4,6 +4,7 @@ for database work, and sending that tolerates a client that just left."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 from kimportal import requestmetrics
-from kimportal.unavailable import database_unreachable, outage_text
+from kimportal.unavailable import database_unreachable, judge_where_raised, outage_text
 from kimportal.wsauth import resolved_user, user_ready
 from mailbox import events
 from mailbox.events import session_digest
@@ -48,8 +49,21 @@ _db_threads = ThreadPoolExecutor(
 
 
 def db(func: Any) -> Any:
-    """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use)."""
-    return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
+    """Run a sync ORM function from a consumer on the socket thread pool (connections closed after use). Its error is
+    judged there (outage or bug), where the connection it used is (kimportal.unavailable)."""
+    return database_sync_to_async(_judged(func), thread_sensitive=False, executor=_db_threads)
+
+
+def _judged(func: Any) -> Any:
+    @functools.wraps(func)
+    def judging(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            judge_where_raised(exc)
+            raise
+
+    return judging
 
 
 async def scope_user(scope: Mapping[str, Any]) -> Any:
@@ -65,10 +79,12 @@ def db_events(func: Any) -> Any:
     (mailbox.events.collected): no hop to the event sender's thread and back per event, and the database thread is
     free again before Redis answers. They are published when the function raised, too (what committed happened)."""
 
+    judging = _judged(func)
+
     def collecting(*args: Any, **kwargs: Any) -> tuple[Any, list[tuple[str, dict]], BaseException | None]:
         with events.collected() as sent:
             try:
-                return func(*args, **kwargs), sent, None
+                return judging(*args, **kwargs), sent, None
             except Exception as exc:
                 return None, sent, exc
 
