@@ -650,16 +650,23 @@ LIMIT_FULL = (
 )
 
 
-def test_the_picker_and_the_address_boxes_stop_at_the_recipient_limit_say_why_and_open_again(web, page):
+def _station_draft_to(count: int, *, to: int) -> tuple[OutgoingMessage, list[str]]:
+    """A draft of Sabine ("station", of the cardiology ward) to `count` practices (the first `to` in An, the rest in
+    Kopie), and their addresses."""
     station = UserFactory(username="station", first_name="Sabine", last_name="Station")
     account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
     MembershipFactory(mailbox=account.mailbox, user=station)
-    others = [f"p{i}@praxis-test.kim.telematik-test" for i in range(99)]
+    addresses = [f"p{i}@praxis-test.kim.telematik-test" for i in range(count)]
     draft = outgoing_draft_save(
         user=station,
         mailbox_id=account.mailbox_id,
-        data=OutgoingData(subject="Rundschreiben", to=others[:60], cc=others[60:]),
+        data=OutgoingData(subject="Rundschreiben", to=addresses[:to], cc=addresses[to:]),
     )
+    return draft, addresses
+
+
+def test_the_picker_and_the_address_boxes_stop_at_the_recipient_limit_say_why_and_open_again(web, page):
+    draft, _addresses = _station_draft_to(99, to=60)
     # The requests that add a chip (a pick, a typed address): none may leave at the limit.
     adds: list[str] = []
     page.on("request", lambda r: adds.append(r.url) if re.search(r"/auswahl/uebernehmen/|/adresse/", r.url) else None)
@@ -731,15 +738,7 @@ def test_the_picker_and_the_address_boxes_stop_at_the_recipient_limit_say_why_an
 
 
 def test_a_draft_saved_with_more_recipients_than_may_be_sent_keeps_them_all_and_says_how_many_must_go(web, page):
-    station = UserFactory(username="station", first_name="Sabine", last_name="Station")
-    account = KimAccountFactory(mailbox__address=HOSPITAL, mailbox__display_name="Station Kardiologie")
-    MembershipFactory(mailbox=account.mailbox, user=station)
-    many = [f"p{i}@praxis-test.kim.telematik-test" for i in range(102)]
-    draft = outgoing_draft_save(
-        user=station,
-        mailbox_id=account.mailbox_id,
-        data=OutgoingData(subject="Rundschreiben", to=many[:70], cc=many[70:]),
-    )
+    draft, many = _station_draft_to(102, to=70)
     LoginPage(page, web.url).open().login("station", "pw-secret-123")
     url = f"{web.url}/entwurf/{draft.pk}/"
     page.goto(url)

@@ -6,6 +6,8 @@ the top of the page, never on another button. Of several alike controls in a swa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.urls import reverse
@@ -78,13 +80,13 @@ class HeldSocket:
         self.held.clear()
 
 
-def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, browser):
+@contextmanager
+def _anna_and_bert_on_a_finished_letter(portal_web, browser, uidl: str) -> Iterator[tuple[str, Page, Page]]:
+    """Two processors signed in, each in a browser of their own, and the address of a finished letter of their ward
+    (not claimed by opening it: both pages show "Bearbeiten"). Anna's page counts the lock panels it receives."""
     box, _people = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
-    message = message_ingest(mailbox=box, uidl="f1", raw=MAIL_WITH_PDF)
-    # A finished letter is not claimed by opening it: both pages show "Bearbeiten".
+    message = message_ingest(mailbox=box, uidl=uidl, raw=MAIL_WITH_PDF)
     Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)
-    url = f"{portal_web.url}/nachricht/{message.pk}/"
-
     ctx_a, ctx_b = browser.new_context(locale="de-DE"), browser.new_context(locale="de-DE")
     try:
         page_a, page_b = ctx_a.new_page(), ctx_b.new_page()
@@ -93,7 +95,14 @@ def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, brows
         page_a.add_init_script(COUNT_PANELS)
         LoginPage(page_a, portal_web.url).open().login("anna", "pw-secret-123")
         LoginPage(page_b, portal_web.url).open().login("bert", "pw-secret-123")
+        yield f"{portal_web.url}/nachricht/{message.pk}/", page_a, page_b
+    finally:
+        ctx_a.close()
+        ctx_b.close()
 
+
+def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, browser):
+    with _anna_and_bert_on_a_finished_letter(portal_web, browser, "f1") as (url, page_a, page_b):
         # Anna's page is there; its socket's first panel (sent on every connect) is held back.
         socket = HeldSocket(page_a)
         page_a.goto(url)
@@ -142,27 +151,12 @@ def test_the_focus_stays_on_the_lock_panel_through_its_redraws(portal_web, brows
         expect(work.lock).to_contain_text("In Bearbeitung durch Bert Bauer")
         expect(work.lock).to_be_focused()
         assert_accessible(page_a, "message page with the focus on the redrawn lock panel")
-    finally:
-        ctx_a.close()
-        ctx_b.close()
 
 
 def test_a_colleagues_claim_moves_the_focus_from_the_disabled_actions_to_the_lock_panel(portal_web, browser):
     # The actions are not redrawn when a colleague claims the letter, only disabled (their fieldset): a focus left on
     # a disabled button is announced as nothing, and Tab goes on from there.
-    box, _people = ward_with_processors(("anna", "Anna", "Alt"), ("bert", "Bert", "Bauer"))
-    message = message_ingest(mailbox=box, uidl="f2", raw=MAIL_WITH_PDF)
-    Message.objects.filter(pk=message.pk).update(state=Message.State.DONE)
-    url = f"{portal_web.url}/nachricht/{message.pk}/"
-
-    ctx_a, ctx_b = browser.new_context(locale="de-DE"), browser.new_context(locale="de-DE")
-    try:
-        page_a, page_b = ctx_a.new_page(), ctx_b.new_page()
-        for page in (page_a, page_b):
-            page.set_default_timeout(10_000)
-        page_a.add_init_script(COUNT_PANELS)
-        LoginPage(page_a, portal_web.url).open().login("anna", "pw-secret-123")
-        LoginPage(page_b, portal_web.url).open().login("bert", "pw-secret-123")
+    with _anna_and_bert_on_a_finished_letter(portal_web, browser, "f2") as (url, page_a, page_b):
         page_b.goto(url)
         work_b = WorkPanel(page_b)
         expect(work_b.lock).to_contain_text("Niemand bearbeitet diese Nachricht")
@@ -192,9 +186,6 @@ def test_a_colleagues_claim_moves_the_focus_from_the_disabled_actions_to_the_loc
         expect(work.lock).to_be_focused()
         page_a.keyboard.press("Tab")
         expect(work.claim_button()).to_be_focused()
-    finally:
-        ctx_a.close()
-        ctx_b.close()
 
 
 def test_the_nth_of_alike_controls_stays_the_nth_when_their_list_is_swapped_by_its_content(portal_web, page):
