@@ -465,6 +465,10 @@ KIMPORTAL_ACCOUNT_MANAGER_SMCB_ICCSN = env.str("KIMPORTAL_ACCOUNT_MANAGER_SMCB_I
 # Calls per client system and minute (counted per process), and the callbacks: seconds before the first retry
 # (doubling up to an hour), attempts before giving up, seconds per delivery.
 KIMPORTAL_KIS_RATE_LIMIT_PER_MINUTE = env.int("KIMPORTAL_KIS_RATE_LIMIT_PER_MINUTE", default=600)
+# A new API token's lifetime in days when the manager does not choose one (signing.api.tokens.LIFETIMES_DAYS), and how
+# many days before the last valid token of a connection expires the operations page warns.
+KIMPORTAL_KIS_TOKEN_DAYS = env.int("KIMPORTAL_KIS_TOKEN_DAYS", default=365)
+KIMPORTAL_KIS_TOKEN_WARN_DAYS = env.int("KIMPORTAL_KIS_TOKEN_WARN_DAYS", default=30)
 KIMPORTAL_KIS_CALLBACK_RETRY_SECONDS = env.float("KIMPORTAL_KIS_CALLBACK_RETRY_SECONDS", default=30.0)
 KIMPORTAL_KIS_CALLBACK_MAX_ATTEMPTS = env.int("KIMPORTAL_KIS_CALLBACK_MAX_ATTEMPTS", default=10)
 KIMPORTAL_KIS_CALLBACK_TIMEOUT = env.float("KIMPORTAL_KIS_CALLBACK_TIMEOUT", default=10.0)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 from django.utils.translation import gettext_noop as N_
 
@@ -58,7 +58,7 @@ from operations.services.results import (
     worst,
 )
 from operations.services.store import store
-from signing.models import Draft, Workplace
+from signing.models import Draft, KisClient, Workplace
 from signing.services.konnektor import konnektor_config
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,8 @@ def run_checks() -> Report:
         _judge_konnektor(report, _result(konnektor, None), workplaces, now)
         _judge_directory(report, _result(directory, None))
         _judge_accounts(report, accounts, cm_certificates, now, database_ok=database_ok)
+        if database_ok:
+            _judge_kis_tokens(report, now)
         worker_clock = _judge_celery(report)
         _judge_clocks(report, database_clock, redis_clock, worker_clock)
     finally:
@@ -280,6 +282,7 @@ ORDER = [
     "clientmodul",
     "fetch",
     "outbox",
+    "kis_tokens",
     "celery_beat",
     "celery_worker",
 ]
@@ -684,6 +687,51 @@ def _judge_accounts(
     )
     report.components.append(
         Component("outbox", Msg(N_("Postausgang")), worst([a.outbox_state for a in report.accounts]), depth)
+    )
+
+
+# --- KIS API tokens -----------------------------------------------------------------------------------------
+
+
+def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
+    """Every active KIS connection needs a token that is not revoked and stays valid beyond the warning period: a
+    KIS whose last token expires can no longer hand in letters. No line while there is no active connection."""
+    valid = Q(tokens__revoked_at__isnull=True, tokens__expires_at__gt=now)
+    clients = list(
+        KisClient.objects.filter(is_active=True).annotate(valid_until=Max("tokens__expires_at", filter=valid))
+    )
+    if not clients:
+        return
+    label = Msg(N_("KIS-Tokens"))
+    warn_days = settings.KIMPORTAL_KIS_TOKEN_WARN_DAYS
+    problems: list[Msg] = []
+    for client in clients:
+        if client.valid_until is None:
+            problems.append(Msg.of(N_("„%(name)s“ hat kein gültiges Token."), name=client.name))
+        elif client.valid_until - now <= dt.timedelta(days=warn_days):
+            problems.append(
+                Msg.of(
+                    N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab (%(date)s)."),
+                    name=client.name,
+                    days=(client.valid_until - now).days,
+                    date=timezone.localtime(client.valid_until).date().isoformat(),
+                )
+            )
+    if problems:
+        advice = Msg(N_("Bitte ein neues Token erzeugen und im KIS eintragen."))
+        report.components.append(Component("kis_tokens", label, WARNING, _sentences([*problems, advice])))
+        return
+    report.components.append(
+        Component(
+            "kis_tokens",
+            label,
+            OK,
+            Msg.of(
+                N_("Alle %(count)d KIS-Anbindungen haben ein Token, das länger als %(warn)d Tage gültig ist."),
+                count=len(clients),
+                warn=warn_days,
+            ),
+        )
     )
 
 

@@ -30,8 +30,8 @@ def _issued_page(request: HttpRequest, issued: list[Issued]) -> TemplateResponse
 
 class KisTokenInline(admin.TabularInline):  # type: ignore[type-arg]
     model = KisToken
-    fields = ["prefix", "created_at", "created_by", "last_used_at", "revoked_at", "revoked_by"]
-    readonly_fields = ["prefix", "created_at", "created_by", "last_used_at", "revoked_at", "revoked_by"]
+    fields = ["prefix", "created_at", "created_by", "expires_at", "last_used_at", "revoked_at", "revoked_by"]
+    readonly_fields = ["prefix", "created_at", "created_by", "expires_at", "last_used_at", "revoked_at", "revoked_by"]
     extra = 0
     can_delete = False
 
@@ -126,7 +126,7 @@ class KisClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(KisToken)
 class KisTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["client", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["client", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
     list_filter = ["client"]
     actions = ["revoke"]
 

@@ -9,6 +9,26 @@ from django.core.validators import URLValidator
 from django.utils.translation import gettext_lazy as _
 
 from mailbox.models import Mailbox
+from signing.api.tokens import LIFETIMES_DAYS, lifetime_default
+
+
+def _lifetime_field() -> forms.TypedChoiceField:
+    return forms.TypedChoiceField(
+        label=_("Gültigkeit des Tokens"),
+        choices=list(LIFETIMES_DAYS.items()),
+        coerce=int,
+        # Left out (a script's post, an older page): the configured default.
+        required=False,
+        empty_value=None,
+        initial=lifetime_default,
+        help_text=_("Danach weist die Schnittstelle das Token ab; rechtzeitig ein neues erzeugen."),
+    )
+
+
+class KisTokenForm(forms.Form):
+    """A new token for a connection: how long it is valid."""
+
+    token_days = _lifetime_field()
 
 
 class KisClientForm(forms.Form):
@@ -27,14 +47,16 @@ class KisClientForm(forms.Form):
         assume_scheme="https",
     )
     is_active = forms.BooleanField(label=_("aktiv"), required=False, initial=True)
+    token_days = _lifetime_field()
 
     def __init__(self, *args: Any, editing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         queryset = Mailbox.objects.filter(is_active=True).order_by("display_name")
         self.fields["mailboxes"].queryset = queryset  # type: ignore[attr-defined]
         if editing:
-            # The name is what the audit and the drafts' history show: it stays.
+            # The name is what the audit and the drafts' history show: it stays. Tokens are issued on their own.
             del self.fields["name"]
+            del self.fields["token_days"]
         else:
             del self.fields["is_active"]
 

@@ -4,15 +4,22 @@ once), change the departments and the callback URL, issue and revoke tokens, see
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from kimportal.errors import PortalError
 from kimportal.http import AuthenticatedHttpRequest
-from signing.api.forms import KisClientForm
+from signing.api.forms import KisClientForm, KisTokenForm
 from signing.api.services import (
     Issued,
     kis_callback_secret_renew,
@@ -32,6 +39,42 @@ def _draft_state_label(payload: dict[str, str]) -> str:
     states, reviews = dict(Draft.State.choices), dict(Draft.Review.choices)
     state, review = payload.get("state", ""), payload.get("review_state", "")
     return " · ".join(str(part) for part in (states.get(state, state), reviews.get(review, review)) if part)
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A token as the connection's page lists it: its state in words, and whether it needs attention."""
+
+    token: KisToken
+    state: str
+    attention: bool
+
+
+def _token_rows(client: KisClient) -> list[TokenRow]:
+    now = timezone.now()
+    warn = dt.timedelta(days=settings.KIMPORTAL_KIS_TOKEN_WARN_DAYS)
+    rows = []
+    for token in client.tokens.select_related("created_by", "revoked_by"):
+        if token.revoked_at is not None:
+            state = _("widerrufen am %(at)s %(by)s") % {
+                "at": date_format(timezone.localtime(token.revoked_at), "d.m.Y H:i"),
+                "by": token.revoked_by.username if token.revoked_by else "",
+            }
+            rows.append(TokenRow(token, state.strip(), attention=False))
+        elif token.is_expired(now):
+            rows.append(TokenRow(token, _("abgelaufen"), attention=True))
+        else:
+            left = (token.expires_at - now).days
+            soon = token.expires_at - now <= warn
+            expiring = ngettext("gültig, läuft in %(days)d Tag ab", "gültig, läuft in %(days)d Tagen ab", left)
+            if not soon:
+                state = _("gültig")
+            elif left < 1:
+                state = _("gültig, läuft in weniger als einem Tag ab")
+            else:
+                state = expiring % {"days": left}
+            rows.append(TokenRow(token, state, attention=soon))
+    return rows
 
 
 def _shown_once(response: HttpResponse) -> HttpResponse:
@@ -54,6 +97,7 @@ def clients(request: AuthenticatedHttpRequest) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     mailboxes=list(form.cleaned_data["mailboxes"]),
                     callback_url=form.cleaned_data["callback_url"],
+                    token_days=form.cleaned_data["token_days"],
                 )
             except PortalError as exc:
                 form.add_error("name", exc.message)
@@ -72,7 +116,8 @@ def _client_page(
     client: KisClient,
     form: KisClientForm | None = None,
     *,
-    token: str = "",
+    token_form: KisTokenForm | None = None,
+    issued: Issued | None = None,
     secret: str = "",
     status: int = 200,
 ) -> HttpResponse:
@@ -88,12 +133,14 @@ def _client_page(
     context = {
         "client": client,
         "form": form,
-        "tokens": client.tokens.select_related("created_by", "revoked_by"),
+        "tokens": _token_rows(client),
+        "token_form": token_form or KisTokenForm(),
         "callbacks": [
             (callback, _draft_state_label(callback.payload))
             for callback in KisCallback.objects.filter(client=client).select_related("link")[:RECENT_CALLBACKS]
         ],
-        "token": token,
+        "token": issued.token if issued else "",
+        "token_expires": issued.expires_at if issued else None,
         "secret": secret,
     }
     return _shown_once(render(request, "signing/kis_client.html", context, status=status))
@@ -123,8 +170,11 @@ def client_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def token_issue(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     client = get_object_or_404(KisClient, pk=pk)
-    issued = kis_token_issue(manager=request.user, client=client)
-    return _client_page(request, client, token=issued.token)
+    token_form = KisTokenForm(request.POST)
+    if not token_form.is_valid():
+        return _client_page(request, client, token_form=token_form, status=422)
+    issued = kis_token_issue(manager=request.user, client=client, days=token_form.cleaned_data["token_days"])
+    return _client_page(request, client, issued=issued)
 
 
 @manager_required

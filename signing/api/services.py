@@ -6,6 +6,7 @@ refused."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -56,6 +57,7 @@ class Issued:
     client: KisClient
     token: str
     secret: str = ""
+    expires_at: dt.datetime | None = None
 
 
 def _client_audit(*, manager: Any, action: str, client: KisClient, **details: Any) -> None:
@@ -63,8 +65,11 @@ def _client_audit(*, manager: Any, action: str, client: KisClient, **details: An
 
 
 @transaction.atomic
-def kis_client_create(*, manager: Any, name: str, mailboxes: list[Any], callback_url: str = "") -> Issued:
-    """A new client system with its first token and callback secret."""
+def kis_client_create(
+    *, manager: Any, name: str, mailboxes: list[Any], callback_url: str = "", token_days: int | None = None
+) -> Issued:
+    """A new client system with its first token (valid for `token_days`, tokens.LIFETIMES_DAYS; the configured
+    default when None) and callback secret."""
     if KisClient.objects.filter(name__iexact=name).exists():
         raise PortalError(_("Eine KIS-Anbindung mit diesem Namen gibt es schon."))
     secret = tokens.secret_new()
@@ -79,8 +84,8 @@ def kis_client_create(*, manager: Any, name: str, mailboxes: list[Any], callback
         mailboxes=sorted(m.address for m in mailboxes),
         callback_url=callback_url,
     )
-    issued = kis_token_issue(manager=manager, client=client)
-    return Issued(client=client, token=issued.token, secret=secret)
+    issued = kis_token_issue(manager=manager, client=client, days=token_days)
+    return Issued(client=client, token=issued.token, secret=secret, expires_at=issued.expires_at)
 
 
 @transaction.atomic
@@ -115,13 +120,27 @@ def kis_callback_secret_renew(*, manager: Any, client: KisClient) -> str:
 
 
 @transaction.atomic
-def kis_token_issue(*, manager: Any, client: KisClient) -> Issued:
+def kis_token_issue(*, manager: Any, client: KisClient, days: int | None = None) -> Issued:
+    """A new token for the client, valid for `days` (one of tokens.LIFETIMES_DAYS; the configured default when
+    None). The client's other tokens stay valid: the KIS switches over, then the old one is revoked."""
     token = tokens.token_new()
+    now = timezone.now()
     row = KisToken.objects.create(
-        client=client, token_hash=tokens.token_hash(token), prefix=tokens.token_shown(token), created_by=manager
+        client=client,
+        token_hash=tokens.token_hash(token),
+        prefix=tokens.token_shown(token),
+        created_by=manager,
+        created_at=now,
+        expires_at=now + tokens.lifetime(days),
     )
-    _client_audit(manager=manager, action="signing.kis_token_issued", client=client, token=row.prefix)
-    return Issued(client=client, token=token)
+    _client_audit(
+        manager=manager,
+        action="signing.kis_token_issued",
+        client=client,
+        token=row.prefix,
+        expires_at=row.expires_at.isoformat(),
+    )
+    return Issued(client=client, token=token, expires_at=row.expires_at)
 
 
 @transaction.atomic

@@ -1,16 +1,44 @@
 """API tokens: 256 random bits with a recognisable prefix, stored as their SHA-256 only.
 
 A fast hash is enough for a random secret of this size (nothing to guess from a leaked hash) and keeps each API
-call at one indexed lookup; the token itself is shown once, when it is issued."""
+call at one indexed lookup; the token itself is shown once, when it is issued. Every token expires: the manager
+chooses its lifetime from LIFETIMES_DAYS when issuing it (KIMPORTAL_KIS_TOKEN_DAYS when not chosen)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 TOKEN_PREFIX = "kisv1_"  # noqa: S105  # a label that tells the token's kind, not a secret
 # Characters of the token kept to tell tokens apart (the fixed prefix and 6 random characters: 36 bits, not a key).
 SHOWN_CHARS = len(TOKEN_PREFIX) + 6
+# The lifetimes a manager can choose, in days, with the words the forms show. Two years at most: a token's holder is
+# a system whose configuration changes hands; a yearly renewal is the usual rhythm.
+LIFETIMES_DAYS = {
+    30: _("30 Tage"),
+    90: _("90 Tage"),
+    180: _("180 Tage"),
+    365: _("1 Jahr"),
+    730: _("2 Jahre"),
+}
+
+
+def lifetime_default() -> int:
+    """The configured default lifetime, if it is one of the choices; else the longest choice below it."""
+    wanted = int(getattr(settings, "KIMPORTAL_KIS_TOKEN_DAYS", 365))
+    fitting = [days for days in LIFETIMES_DAYS if days <= wanted]
+    return max(fitting) if fitting else min(LIFETIMES_DAYS)
+
+
+def lifetime(days: int | None) -> dt.timedelta:
+    chosen = lifetime_default() if days is None else days
+    if chosen not in LIFETIMES_DAYS:
+        raise ValueError(f"not a token lifetime: {chosen!r}")
+    return dt.timedelta(days=chosen)
 
 
 def token_new() -> str:

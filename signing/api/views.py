@@ -20,6 +20,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 from django.views.decorators.csrf import csrf_exempt
@@ -92,6 +93,13 @@ def authenticate(request: HttpRequest) -> Caller:
         raise ApiError(401, "token_invalid", _("Das Token ist ungültig."))
     if token.revoked_at is not None:
         raise ApiError(401, "token_revoked", _("Das Token wurde widerrufen."))
+    if token.is_expired():
+        raise ApiError(
+            401,
+            "token_expired",
+            _("Das Token ist am %(date)s abgelaufen. Bitte in der KIS-Anbindung ein neues erzeugen lassen.")
+            % {"date": date_format(timezone.localtime(token.expires_at), "SHORT_DATE_FORMAT")},
+        )
     if not token.client.is_active:
         raise ApiError(401, "client_inactive", _("Diese KIS-Anbindung ist abgeschaltet."))
     return Caller(client=token.client, token=token)

@@ -3,6 +3,8 @@ the link from a client's own document id to the draft, and the callbacks announc
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -41,7 +43,11 @@ class KisClient(models.Model):
 
 class KisToken(models.Model):
     """An API token of a client system. Only its SHA-256 is stored: the token is 256 random bits, so a fast
-    hash is as safe as a slow one and keeps every API call to one indexed lookup. Shown once, at creation."""
+    hash is as safe as a slow one and keeps every API call to one indexed lookup. Shown once, at creation.
+
+    Every token expires (`expires_at`, chosen when it is issued, at most two years): a token copied into a KIS
+    configuration, a ticket or a script is not valid forever, and the operations page warns before a connection
+    loses its last valid one."""
 
     client = models.ForeignKey(KisClient, on_delete=models.CASCADE, related_name="tokens")
     token_hash = models.CharField(max_length=64, unique=True)
@@ -56,6 +62,7 @@ class KisToken(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_used_at = models.DateTimeField(_("zuletzt benutzt"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("gültig bis"))
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -68,6 +75,9 @@ class KisToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def is_expired(self, now: Any = None) -> bool:
+        return self.expires_at <= (now or timezone.now())
 
 
 class KisDraft(models.Model):

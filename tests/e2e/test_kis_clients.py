@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from mailbox.models import Membership
@@ -119,6 +122,27 @@ def test_manager_connects_the_kis_which_posts_letters_for_review(portal_web, bro
         expect(manager.locator("#kis-token-list")).to_contain_text("widerrufen")
         refused = _client(portal_web.url, token_file, "status", "DEMO-ARZTBRIEF-1")
         assert refused.returncode == 1 and "token_revoked" in refused.stderr
+
+        # A new token for 90 days, chosen with the keyboard: its date is shown with it, and it works until then.
+        lifetime = manager.get_by_label("Gültigkeit des Tokens")
+        expect(lifetime).to_have_value("365")
+        lifetime.focus()
+        lifetime.select_option("90")
+        manager.get_by_role("button", name="Neues Token erzeugen").press("Enter")
+        expect(manager.locator("#kis-token-expires")).to_be_visible()
+        renewed = KisToken.objects.filter(revoked_at__isnull=True).get()
+        assert renewed.expires_at - renewed.created_at == timedelta(days=90)
+        expect(manager.locator("#kis-token-expires")).to_have_text(
+            timezone.localtime(renewed.expires_at).strftime("%d.%m.%Y %H:%M")
+        )
+        _fits(manager, "token-renewed")
+        token_file.write_text(manager.locator("#kis-token-value").inner_text().strip() + "\n")
+        assert _client(portal_web.url, token_file, "status", "DEMO-ARZTBRIEF-1").returncode == 0
+        KisToken.objects.filter(pk=renewed.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+        expired = _client(portal_web.url, token_file, "status", "DEMO-ARZTBRIEF-1")
+        assert expired.returncode == 1 and "token_expired" in expired.stderr
+        manager.goto(portal_web.url + reverse("kis:client", args=[renewed.client_id]))
+        expect(manager.locator(f"#kis-token-{renewed.pk}")).to_contain_text("abgelaufen")
     finally:
         manager_ctx.close()
         physician_ctx.close()

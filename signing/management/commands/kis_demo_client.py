@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from mailbox.models import Mailbox
 from signing.api.services import kis_client_create, kis_token_issue
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         else:
             existing = path.read_text(encoding="utf-8").strip() if path.exists() else ""
             valid = KisToken.objects.filter(
-                client=client, token_hash=token_hash(existing), revoked_at__isnull=True
+                client=client, token_hash=token_hash(existing), revoked_at__isnull=True, expires_at__gt=timezone.now()
             ).exists()
             if existing and valid:
                 self.stdout.write(f"{NAME}: token in {path} still valid")
