@@ -308,6 +308,8 @@ def _repaired(raw: bytes, problems: Problems) -> bytes:
 def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
     html_lower: str | None = None  # lowered only when a part has a Content-ID (most mail has none)
     result: list[ParsedAttachment] = []
+    embedded: set[str] = set()  # the names (cid) embedded so far, and their bytes
+    embedded_bytes = 0
     for position, (name, ctype, data, cid, disposition) in enumerate(state.attachments):
         filename = sanitize_filename(name) if name else ""
         if not filename:
@@ -315,10 +317,20 @@ def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
         # "Inline" only when the HTML references it and the message view can show it there (an image of a type
         # and size it embeds): anything else stays in the attachment list, so nothing is hidden from the user — a
         # PDF or an oversized image the HTML names by cid: is not shown in the HTML either.
+        # All embedded images together stay within MAX_INLINE_TOTAL_BYTES (the view sends them in one document): a
+        # sender's further images are listed instead. A name given to several parts is embedded once (the first).
         is_inline = False
-        if cid and disposition != "attachment" and inline_shown(ctype, _payload_size(data)):
+        size = _payload_size(data)
+        if cid and disposition != "attachment" and inline_shown(ctype, size):
             html_lower = html_raw.lower() if html_lower is None else html_lower
-            is_inline = f"cid:{cid.lower()}" in html_lower
+            key = cid.lower()
+            if f"cid:{key}" in html_lower:
+                if key in embedded:
+                    is_inline = True
+                elif embedded_bytes + size <= MAX_INLINE_TOTAL_BYTES:
+                    embedded.add(key)
+                    embedded_bytes += size
+                    is_inline = True
         result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
     return result
 
@@ -326,6 +338,9 @@ def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
 # What the message view embeds in a message's HTML where it names a part by cid: (mailbox.services.rendering).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
+# All of a message's embedded images together: the view reads them and sends them base64-encoded in one document, on
+# every view. A hostile sender's hundred 5 MB images would otherwise cost a web process gigabytes per view.
+MAX_INLINE_TOTAL_BYTES = 10 * 1024 * 1024
 
 
 def inline_shown(content_type: str, size: int) -> bool:

@@ -7,7 +7,7 @@ import html
 import re
 
 from mailbox.models import Message
-from mailbox.parsing import INLINE_IMAGE_TYPES, MAX_INLINE_IMAGE_BYTES
+from mailbox.parsing import INLINE_IMAGE_TYPES, MAX_INLINE_IMAGE_BYTES, MAX_INLINE_TOTAL_BYTES
 from mailbox.storage import BlobError, blob_get
 
 CID_SRC = re.compile(r'src="cid:([^"]+)"', re.IGNORECASE)
@@ -23,13 +23,19 @@ def message_html_document(message: Message) -> str:
     Only the images the body names are read: a sender may add any number it never shows."""
     named = {_cid_key(html.unescape(cid)) for cid in CID_SRC.findall(message.html_body)}
     images: dict[str, str] = {}
-    candidates = message.attachments.filter(content_type__in=INLINE_IMAGE_TYPES, size__lte=MAX_INLINE_IMAGE_BYTES)
+    # The images ingest marked inline: exactly those the attachment list leaves out (mailbox.parsing). Their total is
+    # bounded there; it is bounded here as well, for whatever was stored otherwise.
+    candidates = message.attachments.filter(
+        is_inline=True, content_type__in=INLINE_IMAGE_TYPES, size__lte=MAX_INLINE_IMAGE_BYTES
+    )
+    budget = MAX_INLINE_TOTAL_BYTES
     for attachment in (
-        candidates.exclude(content_id="").order_by("position").only("content_id", "content_type", "sha256")
+        candidates.exclude(content_id="").order_by("position").only("content_id", "content_type", "sha256", "size")
     ):
         key = _cid_key(attachment.content_id)
-        if key not in named or key in images:
+        if key not in named or key in images or attachment.size > budget:
             continue
+        budget -= attachment.size
         try:
             data = blob_get(attachment.sha256)
         except BlobError:

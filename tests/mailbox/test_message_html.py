@@ -89,3 +89,73 @@ def test_an_image_name_given_to_many_parts_reads_and_shows_only_the_first(client
     body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
     assert body.count("data:image/png;base64,") == 1
     assert len(read) == 1
+
+
+MB = 1024 * 1024
+
+
+def _mail_with_sized_images(sizes: dict[str, int]) -> bytes:
+    """An HTML body naming every image; each image `size` bytes (a PNG header and padding)."""
+    tags = "".join(f'<img src="cid:{cid}" alt="{cid}">' for cid in sizes)
+    parts = [
+        "From: Dr. Anna Sender <sender@arzt.kim.telematik-test>",
+        "To: station@klinik.kim.telematik-test",
+        "Subject: Viele grosse Bilder",
+        "Message-ID: <gross-1@arzt.kim.telematik-test>",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/related; boundary="rel"',
+        "",
+        "--rel",
+        "Content-Type: text/html; charset=utf-8",
+        "",
+        f"<p>{tags}</p>",
+    ]
+    for cid, size in sizes.items():
+        data = (PNG + cid.encode()).ljust(size, b"\0")
+        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64", ""]
+        parts.append(base64.encodebytes(data).decode().replace("\n", "\r\n").rstrip())
+    parts.append("--rel--")
+    return "\r\n".join(parts).encode("ascii") + b"\r\n"
+
+
+def test_embedded_images_stay_within_a_total_and_the_rest_are_listed(client, member, mailbox, monkeypatch):
+    # A hostile sender's many large images: the view would read and base64-encode all of them on every view.
+    sizes = {"a@x": 4 * MB, "b@x": 4 * MB, "c@x": 4 * MB, "d@x": 1 * MB}
+    msg = message_ingest(mailbox=mailbox, uidl="gross", raw=_mail_with_sized_images(sizes))
+    inline = dict(msg.attachments.values_list("content_id", "is_inline"))
+    # In their order while they fit 10 MB: a, b (8 MB), not c (12 MB), d (9 MB).
+    assert {cid.strip("<>"): flag for cid, flag in inline.items()} == {
+        "a@x": True,
+        "b@x": True,
+        "c@x": False,
+        "d@x": True,
+    }
+    msg.refresh_from_db()
+    assert msg.attachment_count == 1
+    read: list[int] = []
+    real_get = rendering.blob_get
+
+    def counting_get(sha256: str) -> bytes:
+        data = real_get(sha256)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(rendering, "blob_get", counting_get)
+    client.force_login(member)
+    body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
+    assert body.count("data:image/png;base64,") == 3 and 'src="cid:c@x"' in body
+    assert sum(read) == 9 * MB
+    # The one not embedded is in the message's attachment list, to open or download.
+    page = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
+    listed = msg.attachments.get(content_id__icontains="c@x")
+    assert reverse("mailbox:attachment-download", args=[msg.pk, listed.position]) in page
+
+
+def test_the_view_bounds_the_total_of_what_was_stored_inline_before(client, member, mailbox, monkeypatch):
+    # Rows marked inline without the total (stored before it existed, or by another path): the view still reads at
+    # most the total, in their order.
+    msg = message_ingest(mailbox=mailbox, uidl="alt", raw=_mail_with_sized_images({"a@x": 4 * MB, "b@x": 1 * MB}))
+    monkeypatch.setattr(rendering, "MAX_INLINE_TOTAL_BYTES", 4 * MB)
+    client.force_login(member)
+    body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
+    assert body.count("data:image/png;base64,") == 1 and 'src="cid:b@x"' in body
