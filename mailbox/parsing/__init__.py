@@ -193,7 +193,7 @@ def _parse(raw: bytes, spills: dict[str, SpilledPayload] | None = None) -> Parse
         # NUL cannot be stored in PostgreSQL text columns; make it visible instead.
         text_body=text_body.replace("\x00", "\ufffd"),
         html_body=html_body,
-        attachments=_build_attachments(state, html_raw),
+        attachments=_build_attachments(state, html_body),
         problems=problems.result(),
         is_malformed=problems.severe,
     )
@@ -305,32 +305,31 @@ def _repaired(raw: bytes, problems: Problems) -> bytes:
     return repaired_raw
 
 
-def _build_attachments(state: Walk, html_raw: str) -> list[ParsedAttachment]:
-    html_lower: str | None = None  # lowered only when a part has a Content-ID (most mail has none)
+def _build_attachments(state: Walk, html_body: str) -> list[ParsedAttachment]:
+    named: set[str] | None = None  # read only when a part has a Content-ID (most mail has none)
     result: list[ParsedAttachment] = []
-    embedded: set[str] = set()  # the names (cid) embedded so far, and their bytes
+    embedded: set[str] = set()  # the names (cid) shown so far, and their bytes
     embedded_bytes = 0
     for position, (name, ctype, data, cid, disposition) in enumerate(state.attachments):
         filename = sanitize_filename(name) if name else ""
         if not filename:
             filename = f"anhang-{position + 1}{extension_for(ctype)}"
-        # "Inline" only when the HTML references it and the message view can show it there (an image of a type
-        # and size it embeds): anything else stays in the attachment list, so nothing is hidden from the user — a
-        # PDF or an oversized image the HTML names by cid: is not shown in the HTML either.
-        # All embedded images together stay within MAX_INLINE_TOTAL_BYTES (the view sends them in one document): a
-        # sender's further images are listed instead. A name given to several parts is embedded once (the first).
+        # "Inline" (left out of the attachment list) only when the message view shows it in the HTML: an image of a
+        # type and size it embeds, named by an image of the sanitized body, within the total of all embedded images
+        # (embedded_images: the view decides by the same rule). Anything else stays in the list, so nothing is
+        # hidden from the user: a PDF or an oversized image the HTML names by cid:, a name only a link or a comment
+        # mentions, a sender's images beyond the total. A part marked "attachment" is listed even when shown.
         is_inline = False
         size = _payload_size(data)
-        if cid and disposition != "attachment" and inline_shown(ctype, size):
-            html_lower = html_raw.lower() if html_lower is None else html_lower
-            key = cid.lower()
-            if f"cid:{key}" in html_lower:
-                if key in embedded:
-                    is_inline = True
-                elif embedded_bytes + size <= MAX_INLINE_TOTAL_BYTES:
+        if cid and inline_shown(ctype, size):
+            named = cids_shown(html_body) if named is None else named
+            key = cid_key(cid)
+            if key in named:
+                if key not in embedded and embedded_bytes + size <= MAX_INLINE_TOTAL_BYTES:
                     embedded.add(key)
                     embedded_bytes += size
-                    is_inline = True
+                # A name given to several parts: the view shows the first; the others stay out of the list, as before.
+                is_inline = key in embedded and disposition != "attachment"
         result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
     return result
 
@@ -345,6 +344,20 @@ MAX_INLINE_TOTAL_BYTES = 10 * 1024 * 1024
 
 def inline_shown(content_type: str, size: int) -> bool:
     return content_type in INLINE_IMAGE_TYPES and size <= MAX_INLINE_IMAGE_BYTES
+
+
+# An image of the sanitized body that names a part: <img src="cid:…"> (sanitize.py keeps cid: sources only there).
+CID_SRC = re.compile(r'src="cid:([^"]+)"', re.IGNORECASE)
+
+
+def cid_key(content_id: str) -> str:
+    """A Content-ID as the body's cid: references name it: without angle brackets, case-insensitive."""
+    return content_id.strip().strip("<>").lower()
+
+
+def cids_shown(html_body: str) -> set[str]:
+    """The parts the sanitized body shows as images, by cid_key."""
+    return {cid_key(html.unescape(cid)) for cid in CID_SRC.findall(html_body)}
 
 
 def _payload_size(data: bytes | SpilledPayload) -> int:

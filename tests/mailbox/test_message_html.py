@@ -159,3 +159,47 @@ def test_the_view_bounds_the_total_of_what_was_stored_inline_before(client, memb
     client.force_login(member)
     body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
     assert body.count("data:image/png;base64,") == 1 and 'src="cid:b@x"' in body
+
+
+def _related(html_part: str, images: list[tuple[str, str]]) -> bytes:
+    """A multipart/related mail: the HTML, then (cid, Content-Disposition or "") images."""
+    parts = [
+        "From: Dr. Anna Sender <sender@arzt.kim.telematik-test>",
+        "To: station@klinik.kim.telematik-test",
+        "Subject: Bilder und Verweise",
+        "Message-ID: <verweise-1@arzt.kim.telematik-test>",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/related; boundary="rel"',
+        "",
+        "--rel",
+        "Content-Type: text/html; charset=utf-8",
+        "",
+        html_part,
+    ]
+    for cid, disposition in images:
+        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64"]
+        if disposition:
+            parts.append(f"Content-Disposition: {disposition}; filename={cid.split('@')[0]}.png")
+        parts += ["", base64.b64encode(PNG + cid.encode()).decode()]
+    parts.append("--rel--")
+    return "\r\n".join(parts).encode("ascii") + b"\r\n"
+
+
+def test_ingest_and_view_agree_on_what_is_shown_so_nothing_is_hidden(client, member, mailbox):
+    html_part = (
+        '<p><img src="cid:logo&#64;arzt" alt="Logo">'  # named with an entity: shown
+        '<a href="cid:link@arzt">Bild</a><!-- cid:kommentar@arzt -->'  # named, but not as an image: listed
+        '<img src="cid:anhang@arzt" alt="Anhang"></p>'  # shown, and listed as its part asks
+    )
+    images = [("logo@arzt", ""), ("link@arzt", ""), ("kommentar@arzt", ""), ("anhang@arzt", "attachment")]
+    msg = message_ingest(mailbox=mailbox, uidl="verweise", raw=_related(html_part, images))
+    inline = {cid.strip("<>"): flag for cid, flag in msg.attachments.values_list("content_id", "is_inline")}
+    assert inline == {"logo@arzt": True, "link@arzt": False, "kommentar@arzt": False, "anhang@arzt": False}
+    client.force_login(member)
+    body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
+    shown = {cid for cid, _ in images if base64.b64encode(PNG + cid.encode()).decode() in body}
+    assert shown == {"logo@arzt", "anhang@arzt"}
+    # Every part is shown in the body or in the list.
+    page = client.get(reverse("mailbox:message-detail", args=[msg.pk])).content.decode()
+    for attachment in msg.attachments.filter(is_inline=False):
+        assert reverse("mailbox:attachment-download", args=[msg.pk, attachment.position]) in page
