@@ -162,6 +162,11 @@ else:
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
             "options", env.str("KIMPORTAL_PG_OPTIONS", default="-c jit=off -c random_page_cost=1.1")
         )
+        # A connect to a server that does not answer (a failover whose old address drops packets) gives up after this
+        # many seconds, not libpq's default of minutes: the pool then tries again and answers 503 meanwhile
+        # (kimportal.pgpool). A refused connect fails at once anyway.
+        connect_timeout = env.int("KIMPORTAL_PG_CONNECT_TIMEOUT", default=5)
+        DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", connect_timeout)
         if env.bool("KIMPORTAL_PG_PREPARED", default=True):
             # Server-side binding, and a statement run twice on a connection is prepared there: PostgreSQL
             # parses and plans each hot query once per pooled connection instead of once per call (under

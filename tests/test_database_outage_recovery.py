@@ -95,13 +95,15 @@ def relay() -> Iterator[Relay]:
     relay.down()
 
 
-def _conninfo(relay: Relay) -> str:
-    settings = connections["default"].settings_dict
-    return f"host=127.0.0.1 port={relay.port} dbname={settings['NAME']} user={settings['USER'] or 'postgres'}"
+def _params(relay: Relay) -> dict[str, object]:
+    """The test database's connection parameters (user, password, TLS as configured), through the relay."""
+    params = connections["default"].get_connection_params()
+    keep = ("dbname", "user", "password", "sslmode", "sslrootcert", "options", "connect_timeout")
+    return {**{key: params[key] for key in keep if params.get(key)}, "host": "127.0.0.1", "port": relay.port}
 
 
 def test_during_an_outage_checkouts_give_up_quickly_and_afterwards_the_pool_is_back_at_once(relay):
-    pool = DrainingPool(_conninfo(relay), min_size=1, max_size=4, timeout=4, open=True)
+    pool = DrainingPool(kwargs=_params(relay), min_size=1, max_size=4, timeout=4, open=True)
     try:
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -132,7 +134,7 @@ def test_during_an_outage_checkouts_give_up_quickly_and_afterwards_the_pool_is_b
 
 def test_a_pool_full_under_load_is_no_outage(relay):
     # Every connection busy: a checkout times out after the pool's timeout, and the next one waits as long again.
-    pool = DrainingPool(_conninfo(relay), min_size=1, max_size=1, timeout=0.5, open=True)
+    pool = DrainingPool(kwargs=_params(relay), min_size=1, max_size=1, timeout=0.5, open=True)
     try:
         held = pool.getconn()
         for _ in range(2):

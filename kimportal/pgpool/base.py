@@ -14,11 +14,14 @@ While PostgreSQL cannot be reached (a restart, a failover), two more things diff
   (reconnect_timeout): after a one-minute failover it tried again only after another minute, and every request
   meanwhile waited the pool's 10 s for nothing. Here an attempt gives up after RECONNECT_SECONDS, and the next
   request that waits starts a new one at once: the portal is back within about a second of the database (a refused
-  connect costs next to nothing, so trying often during an outage is cheap).
+  connect costs next to nothing, so trying often during an outage is cheap; one that gets no answer gives up after
+  the settings' connect_timeout, KIMPORTAL_PG_CONNECT_TIMEOUT).
 - **Answered quickly.** Once an attempt gave up, a checkout waits at most OUTAGE_WAIT_SECONDS (instead of the
   pool's 10 s) until a checkout succeeds again: the 503 page ("vorübergehend nicht erreichbar") comes in two
-  seconds, not ten, and requests do not pile up on the threads meanwhile. A full pool under load is not an
-  outage: only failed connects mark it.
+  seconds, not ten, and requests do not pile up on the threads meanwhile. A pool that is merely full under load is
+  not marked: only connects that keep failing mark it. (So does a server refusing connects for "too many clients":
+  waiting longer for a connect would not help there either, only a connection another request returns, which the
+  short wait still takes.)
 """
 
 from __future__ import annotations

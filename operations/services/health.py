@@ -695,7 +695,8 @@ def _judge_accounts(
 
 def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
     """Every active KIS connection needs a token that is not revoked and stays valid beyond the warning period: a
-    KIS whose last token expires can no longer hand in letters. No line while there is no active connection."""
+    KIS whose last token expired can no longer hand in letters (red); one whose last token expires soon must get a
+    new one in time (yellow). No line while there is no active connection; switching one off silences it."""
     valid = Q(tokens__revoked_at__isnull=True, tokens__expires_at__gt=now)
     clients = list(
         KisClient.objects.filter(is_active=True).annotate(valid_until=Max("tokens__expires_at", filter=valid))
@@ -704,22 +705,34 @@ def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
         return
     label = Msg(N_("KIS-Tokens"))
     warn_days = settings.KIMPORTAL_KIS_TOKEN_WARN_DAYS
-    problems: list[Msg] = []
+    none_valid: list[Msg] = []
+    expiring: list[Msg] = []
     for client in clients:
         if client.valid_until is None:
-            problems.append(Msg.of(N_("„%(name)s“ hat kein gültiges Token."), name=client.name))
-        elif client.valid_until - now <= dt.timedelta(days=warn_days):
-            problems.append(
+            none_valid.append(
+                Msg.of(N_("„%(name)s“ hat kein gültiges Token: das KIS kann nichts einreichen."), name=client.name)
+            )
+            continue
+        left = client.valid_until - now
+        if left > dt.timedelta(days=warn_days):
+            continue
+        if left < dt.timedelta(days=1):
+            text = N_("Das letzte gültige Token von „%(name)s“ läuft in weniger als einem Tag ab.")
+            expiring.append(Msg.of(text, name=client.name))
+        elif left < dt.timedelta(days=2):
+            expiring.append(Msg.of(N_("Das letzte gültige Token von „%(name)s“ läuft morgen ab."), name=client.name))
+        else:
+            expiring.append(
                 Msg.of(
-                    N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab (%(date)s)."),
+                    N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab."),
                     name=client.name,
-                    days=(client.valid_until - now).days,
-                    date=timezone.localtime(client.valid_until).date().isoformat(),
+                    days=left.days,
                 )
             )
-    if problems:
+    if none_valid or expiring:
         advice = Msg(N_("Bitte ein neues Token erzeugen und im KIS eintragen."))
-        report.components.append(Component("kis_tokens", label, WARNING, _sentences([*problems, advice])))
+        state = ERROR if none_valid else WARNING
+        report.components.append(Component("kis_tokens", label, state, _sentences([*none_valid, *expiring, advice])))
         return
     report.components.append(
         Component(
@@ -733,6 +746,9 @@ def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
             ),
         )
     )
+
+
+# --- outbox ------------------------------------------------------------------------------------------------------
 
 
 def _queue_depths(now: dt.datetime) -> tuple[dict[int, dict[str, Any]], dict[tuple[int, str], int]]:

@@ -79,6 +79,11 @@ class KisToken(models.Model):
     def is_expired(self, now: Any = None) -> bool:
         return self.expires_at <= (now or timezone.now())
 
+    @property
+    def is_valid(self) -> bool:
+        """Accepted by the API now: neither revoked nor expired."""
+        return self.revoked_at is None and not self.is_expired()
+
 
 class KisDraft(models.Model):
     """A draft a client system submitted, under the client's own document id (unique per client: a replayed

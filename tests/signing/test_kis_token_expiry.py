@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from operations.services.health import _judge_kis_tokens
-from operations.services.results import OK, WARNING, Report
+from operations.services.results import ERROR, OK, WARNING, Report
 from signing.api.services import kis_client_create, kis_token_issue, kis_token_revoke
 from signing.api.tokens import LIFETIMES_DAYS, lifetime, lifetime_default, token_hash
 from signing.models import Draft, KisClient, KisToken
@@ -64,12 +64,19 @@ def test_an_expired_token_is_refused_with_its_own_code_and_the_date(issued):
     assert Draft.objects.count() == 1
 
 
-def test_a_token_is_valid_until_its_expiry_and_not_at_it(issued):
+def test_a_token_just_before_its_expiry_is_accepted_and_just_after_refused(issued):
     api = Api(Client(), issued.token)
     _expire(issued.token, timezone.now() + dt.timedelta(minutes=5))
     assert api.get("NICHTS").status_code == 404  # accepted: the document is simply unknown
     _expire(issued.token, timezone.now())
     assert api.get("NICHTS").json()["code"] == "token_expired"
+
+
+def test_a_token_is_expired_from_its_expiry_on(issued):
+    token = _row(issued.token)
+    at = token.expires_at
+    assert not token.is_expired(at - dt.timedelta(microseconds=1))
+    assert token.is_expired(at) and token.is_expired(at + dt.timedelta(microseconds=1))
 
 
 def test_a_revoked_and_expired_token_says_revoked(issued, manager):
@@ -134,6 +141,26 @@ def test_a_lifetime_not_offered_is_refused_and_issues_nothing(client, manager, i
     assert KisToken.objects.count() == 1
 
 
+def test_the_lifetime_refused_is_named_next_to_its_field(client, manager, issued):
+    client.force_login(manager)
+    html = client.post(reverse("kis:token-issue", args=[issued.client.pk]), {"token_days": "7"}).content.decode()
+    select = html.split('<select name="token_days"', 1)[1].split(">", 1)[0]
+    # Every id the field says describes it is on the page: the help text and the error.
+    described = select.split('aria-describedby="', 1)[1].split('"', 1)[0].split()
+    assert described == ["id_token_days_helptext", "id_token_days_error"]
+    for target in described:
+        assert f'id="{target}"' in html
+
+
+def test_the_connections_list_shows_only_tokens_the_api_accepts(client, manager, issued):
+    kept = kis_token_issue(manager=manager, client=issued.client, days=90)
+    _expire(issued.token, timezone.now() - DAY)
+    client.force_login(manager)
+    html = client.get(reverse("kis:clients")).content.decode()
+    row = html.split(f'id="kis-client-{issued.client.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert _row(kept.token).prefix in row and _row(issued.token).prefix not in row
+
+
 def test_an_expired_token_is_listed_as_expired(client, manager, issued):
     _expire(issued.token, timezone.now() - DAY)
     client.force_login(manager)
@@ -183,12 +210,27 @@ def test_the_last_valid_token_expiring_soon_is_a_warning_naming_the_connection(i
     assert _judged().component("kis_tokens").state == OK
 
 
-def test_only_revoked_or_expired_tokens_is_a_warning(issued, manager):
+@pytest.mark.parametrize(
+    ("left", "said"),
+    [
+        (dt.timedelta(hours=3), "läuft in weniger als einem Tag ab."),
+        (dt.timedelta(hours=30), "läuft morgen ab."),
+        (dt.timedelta(days=12, hours=1), "läuft in 12 Tagen ab."),
+    ],
+)
+def test_how_soon_is_said_in_words(issued, left, said):
+    _expire(issued.token, timezone.now() + left)
+    line = _judged().component("kis_tokens")
+    assert line.state == WARNING and f"„KIS Kardiologie“ {said}" in str(line.text)
+
+
+def test_only_revoked_or_expired_tokens_is_red(issued, manager):
     later = kis_token_issue(manager=manager, client=issued.client, days=730)
     kis_token_revoke(manager=manager, token=_row(later.token))  # the longest one, revoked: does not count
     _expire(issued.token, timezone.now() - DAY)
     line = _judged().component("kis_tokens")
-    assert line.state == WARNING and "„KIS Kardiologie“ hat kein gültiges Token." in str(line.text)
+    # The KIS can hand in nothing: red.
+    assert line.state == ERROR and "„KIS Kardiologie“ hat kein gültiges Token" in str(line.text)
     # A switched-off connection needs none.
     KisClient.objects.update(is_active=False)
     assert _judged().component("kis_tokens") is None
