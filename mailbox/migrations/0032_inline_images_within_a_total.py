@@ -1,7 +1,7 @@
 """A message's embedded images together stay within 10 MB (mailbox.parsing.MAX_INLINE_TOTAL_BYTES): the message
 view reads them and sends them in one document on every view. Stored mail with more keeps its first images inline,
-in their order, as ingest now does; the rest are listed as attachments again (and counted), not hidden. The limit
-as of this migration."""
+in their order, as ingest now does; the rest, and further parts under a name already shown, are listed as
+attachments again (and counted), not hidden. The limit as of this migration."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def list_beyond_the_total(apps, schema_editor):
         for pk, content_id, size in rows.values_list("pk", "content_id", "size"):
             key = content_id.strip().strip("<>").lower()
             if key in embedded:
-                continue  # a name given to several parts: shown once, as before
-            if used + size <= TOTAL_BYTES:
+                listed.append(pk)  # a name given to several parts: the view shows the first only
+            elif used + size <= TOTAL_BYTES:
                 embedded.add(key)
                 used += size
             else:

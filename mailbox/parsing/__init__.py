@@ -318,18 +318,18 @@ def _build_attachments(state: Walk, html_body: str) -> list[ParsedAttachment]:
         # type and size it embeds, named by an image of the sanitized body, within the total of all embedded images
         # (embedded_images: the view decides by the same rule). Anything else stays in the list, so nothing is
         # hidden from the user: a PDF or an oversized image the HTML names by cid:, a name only a link or a comment
-        # mentions, a sender's images beyond the total. A part marked "attachment" is listed even when shown.
+        # mentions, a sender's images beyond the total, a second part under a name already shown. A part marked
+        # "attachment" is listed even when shown.
         is_inline = False
         size = _payload_size(data)
         if cid and inline_shown(ctype, size):
             named = cids_shown(html_body) if named is None else named
             key = cid_key(cid)
-            if key in named:
-                if key not in embedded and embedded_bytes + size <= MAX_INLINE_TOTAL_BYTES:
-                    embedded.add(key)
-                    embedded_bytes += size
-                # A name given to several parts: the view shows the first; the others stay out of the list, as before.
-                is_inline = key in embedded and disposition != "attachment"
+            # A name given to several parts: the view shows the first; the others are listed.
+            if key in named and key not in embedded and embedded_bytes + size <= MAX_INLINE_TOTAL_BYTES:
+                embedded.add(key)
+                embedded_bytes += size
+                is_inline = disposition != "attachment"
         result.append(ParsedAttachment(position, filename, ctype, data, cid, is_inline))
     return result
 

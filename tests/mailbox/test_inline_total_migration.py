@@ -27,7 +27,7 @@ def test_images_beyond_the_total_are_listed_again_and_counted():
                                       attachment_count=1)  # fmt: skip
     rows = [
         ("a.png", 4 * MB, "<a@x>", True),
-        ("a-kopie.png", 4 * MB, "<A@x>", True),  # the same name again: shown once, costs nothing more
+        ("a-kopie.png", 4 * MB, "<A@x>", True),  # the same name again: the view shows the first only, listed
         ("b.png", 4 * MB, "<b@x>", True),
         ("c.png", 4 * MB, "<c@x>", True),  # 12 MB: beyond the total
         ("d.png", 1 * MB, "<d@x>", True),  # 9 MB: fits
@@ -48,7 +48,7 @@ def test_images_beyond_the_total_are_listed_again_and_counted():
     executor.migrate(executor.loader.graph.leaf_nodes())
 
     listed = Attachment.objects.filter(message_id=heavy.pk, is_inline=False).values_list("filename", flat=True)
-    assert sorted(listed) == ["brief.pdf", "c.png"]
-    assert Message.objects.get(pk=heavy.pk).attachment_count == 2
+    assert sorted(listed) == ["a-kopie.png", "brief.pdf", "c.png"]
+    assert Message.objects.get(pk=heavy.pk).attachment_count == 3
     assert Attachment.objects.get(message_id=light.pk).is_inline
     assert Message.objects.get(pk=light.pk).attachment_count == 0

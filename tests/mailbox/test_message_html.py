@@ -89,6 +89,10 @@ def test_an_image_name_given_to_many_parts_reads_and_shows_only_the_first(client
     body = client.get(reverse("mailbox:message-html", args=[msg.pk])).content.decode()
     assert body.count("data:image/png;base64,") == 1
     assert len(read) == 1
+    # The other 29 parts are not hidden: the message lists them.
+    assert list(msg.attachments.order_by("position").values_list("is_inline", flat=True)) == [True] + [False] * 29
+    msg.refresh_from_db()
+    assert msg.attachment_count == 29
 
 
 MB = 1024 * 1024
