@@ -18,7 +18,13 @@ PNG = base64.b64decode(
 )
 
 
-def _mail_with_images(html: str, cids: list[str]) -> bytes:
+def _image(cid: str, size: int = 0) -> bytes:
+    """A PNG that differs per name (each its own stored file), padded to `size` bytes."""
+    return (PNG + cid.encode()).ljust(size, b"\0")
+
+
+def _related(html: str, images: list[tuple[str, bytes, str]]) -> bytes:
+    """A multipart/related mail: the HTML, then its images as (cid, bytes, Content-Disposition or "")."""
     parts = [
         "From: Dr. Anna Sender <sender@arzt.kim.telematik-test>",
         "To: station@klinik.kim.telematik-test",
@@ -32,13 +38,17 @@ def _mail_with_images(html: str, cids: list[str]) -> bytes:
         "",
         html,
     ]
-    for cid in cids:
-        # Each image differs by a trailing byte, so each is its own stored file.
-        image = base64.b64encode(PNG + cid.encode()).decode()
-        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64", ""]
-        parts.append(image)
+    for cid, data, disposition in images:
+        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64"]
+        if disposition:
+            parts.append(f"Content-Disposition: {disposition}; filename={cid.split('@')[0]}.png")
+        parts += ["", base64.encodebytes(data).decode().replace("\n", "\r\n").rstrip()]
     parts.append("--rel--")
     return "\r\n".join(parts).encode("ascii") + b"\r\n"
+
+
+def _mail_with_images(html: str, cids: list[str]) -> bytes:
+    return _related(html, [(cid, _image(cid), "") for cid in cids])
 
 
 @pytest.fixture
@@ -99,27 +109,9 @@ MB = 1024 * 1024
 
 
 def _mail_with_sized_images(sizes: dict[str, int]) -> bytes:
-    """An HTML body naming every image; each image `size` bytes (a PNG header and padding)."""
+    """An HTML body naming every image; each image `size` bytes."""
     tags = "".join(f'<img src="cid:{cid}" alt="{cid}">' for cid in sizes)
-    parts = [
-        "From: Dr. Anna Sender <sender@arzt.kim.telematik-test>",
-        "To: station@klinik.kim.telematik-test",
-        "Subject: Viele grosse Bilder",
-        "Message-ID: <gross-1@arzt.kim.telematik-test>",
-        "MIME-Version: 1.0",
-        'Content-Type: multipart/related; boundary="rel"',
-        "",
-        "--rel",
-        "Content-Type: text/html; charset=utf-8",
-        "",
-        f"<p>{tags}</p>",
-    ]
-    for cid, size in sizes.items():
-        data = (PNG + cid.encode()).ljust(size, b"\0")
-        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64", ""]
-        parts.append(base64.encodebytes(data).decode().replace("\n", "\r\n").rstrip())
-    parts.append("--rel--")
-    return "\r\n".join(parts).encode("ascii") + b"\r\n"
+    return _related(f"<p>{tags}</p>", [(cid, _image(cid, size), "") for cid, size in sizes.items()])
 
 
 def test_embedded_images_stay_within_a_total_and_the_rest_are_listed(client, member, mailbox, monkeypatch):
@@ -165,30 +157,6 @@ def test_the_view_bounds_the_total_of_what_was_stored_inline_before(client, memb
     assert body.count("data:image/png;base64,") == 1 and 'src="cid:b@x"' in body
 
 
-def _related(html_part: str, images: list[tuple[str, str]]) -> bytes:
-    """A multipart/related mail: the HTML, then (cid, Content-Disposition or "") images."""
-    parts = [
-        "From: Dr. Anna Sender <sender@arzt.kim.telematik-test>",
-        "To: station@klinik.kim.telematik-test",
-        "Subject: Bilder und Verweise",
-        "Message-ID: <verweise-1@arzt.kim.telematik-test>",
-        "MIME-Version: 1.0",
-        'Content-Type: multipart/related; boundary="rel"',
-        "",
-        "--rel",
-        "Content-Type: text/html; charset=utf-8",
-        "",
-        html_part,
-    ]
-    for cid, disposition in images:
-        parts += ["--rel", "Content-Type: image/png", f"Content-ID: <{cid}>", "Content-Transfer-Encoding: base64"]
-        if disposition:
-            parts.append(f"Content-Disposition: {disposition}; filename={cid.split('@')[0]}.png")
-        parts += ["", base64.b64encode(PNG + cid.encode()).decode()]
-    parts.append("--rel--")
-    return "\r\n".join(parts).encode("ascii") + b"\r\n"
-
-
 def test_ingest_and_view_agree_on_what_is_shown_so_nothing_is_hidden(client, member, mailbox):
     html_part = (
         '<p><img src="cid:logo&#64;arzt" alt="Logo">'  # named with an entity: shown
@@ -196,7 +164,8 @@ def test_ingest_and_view_agree_on_what_is_shown_so_nothing_is_hidden(client, mem
         '<img src="cid:anhang@arzt" alt="Anhang"></p>'  # shown, and listed as its part asks
     )
     images = [("logo@arzt", ""), ("link@arzt", ""), ("kommentar@arzt", ""), ("anhang@arzt", "attachment")]
-    msg = message_ingest(mailbox=mailbox, uidl="verweise", raw=_related(html_part, images))
+    raw = _related(html_part, [(cid, _image(cid), disposition) for cid, disposition in images])
+    msg = message_ingest(mailbox=mailbox, uidl="verweise", raw=raw)
     inline = {cid.strip("<>"): flag for cid, flag in msg.attachments.values_list("content_id", "is_inline")}
     assert inline == {"logo@arzt": True, "link@arzt": False, "kommentar@arzt": False, "anhang@arzt": False}
     client.force_login(member)
