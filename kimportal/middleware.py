@@ -55,7 +55,7 @@ class ConcurrencyLimitMiddleware:
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
-        self.slots = threading.BoundedSemaphore(int(getattr(settings, "KIMPORTAL_WEB_CONCURRENCY", 4)))
+        self.slots = threading.BoundedSemaphore(int(getattr(settings, "KIMPORTAL_WEB_CONCURRENCY", 8)))
 
     def __call__(self, request):
         with self.slots:

@@ -376,8 +376,11 @@ KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
 # every hour counts. Public holidays are not known to the portal and count as working days.
 KIMPORTAL_SLA_WORKDAYS = env.list("KIMPORTAL_SLA_WORKDAYS", cast=int, default=[1, 2, 3, 4, 5])
 KIMPORTAL_SLA_WORKDAY_HOURS = env.str("KIMPORTAL_SLA_WORKDAY_HOURS", default="07:00-17:00")
-# Requests that run Django at the same time per ASGI process (the others wait their turn, cheaply).
-KIMPORTAL_WEB_CONCURRENCY = env.int("KIMPORTAL_WEB_CONCURRENCY", default=4)
+# Requests that run Django at the same time per ASGI process (the others wait their turn, cheaply). A request spends
+# part of its time waiting for PostgreSQL: with 4, a worker under load queued requests while its CPU idled (users
+# clicking every 1-3 s, bench/load.py: docs/deploy.md); far more (32) starves the event loop, and websockets are no
+# longer accepted in time.
+KIMPORTAL_WEB_CONCURRENCY = env.int("KIMPORTAL_WEB_CONCURRENCY", default=8)
 # Database work of websocket consumers runs on this many threads per ASGI process.
 KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.
