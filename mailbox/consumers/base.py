@@ -380,6 +380,14 @@ class PortalConsumer(AsyncWebsocketConsumer):
             except OSError:
                 # The client went away while a delayed update was on its way (uvicorn's ClientDisconnected).
                 self.closed = True
+            except RuntimeError as exc:
+                # The client went away while this socket connected: uvicorn skips an accept on a connection already
+                # closing, then refuses its first frame ("Expected ASGI message 'websocket.accept' … but got
+                # 'websocket.send'"). Its disconnect follows and releases what the connect joined.
+                if not (getattr(self, "accepted", False) and "ASGI message" in str(exc)):
+                    raise
+                log.info("%s socket: the client left during its connect", self.metrics_kind)
+                self.closed = True
 
     async def dispatch(self, message: dict) -> None:
         """Every event passes here first: a socket that fell behind is closed so that it resyncs.
