@@ -58,6 +58,7 @@ from operations.services.results import (
     worst,
 )
 from operations.services.store import store
+from signing.api.tokens import days_left_if_soon
 from signing.models import Draft, KisClient, Workplace
 from signing.services.konnektor import konnektor_config
 
@@ -713,22 +714,17 @@ def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
                 Msg.of(N_("„%(name)s“ hat kein gültiges Token: das KIS kann nichts einreichen."), name=client.name)
             )
             continue
-        left = client.valid_until - now
-        if left > dt.timedelta(days=warn_days):
+        left = days_left_if_soon(client.valid_until, now)
+        if left is None:
             continue
-        if left < dt.timedelta(days=1):
+        if left < 1:
             text = N_("Das letzte gültige Token von „%(name)s“ läuft in weniger als einem Tag ab.")
             expiring.append(Msg.of(text, name=client.name))
-        elif left < dt.timedelta(days=2):
+        elif left < 2:
             expiring.append(Msg.of(N_("Das letzte gültige Token von „%(name)s“ läuft morgen ab."), name=client.name))
         else:
-            expiring.append(
-                Msg.of(
-                    N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab."),
-                    name=client.name,
-                    days=left.days,
-                )
-            )
+            text = N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab.")
+            expiring.append(Msg.of(text, name=client.name, days=left))
     if none_valid or expiring:
         advice = Msg(N_("Bitte ein neues Token erzeugen und im KIS eintragen."))
         state = ERROR if none_valid else WARNING

@@ -4,10 +4,8 @@ once), change the departments and the callback URL, issue and revoke tokens, see
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -28,6 +26,7 @@ from signing.api.services import (
     kis_token_issue,
     kis_token_revoke,
 )
+from signing.api.tokens import days_left_if_soon
 from signing.models import Draft, KisCallback, KisClient, KisToken
 from signing.views.manage import manager_required
 
@@ -52,7 +51,6 @@ class TokenRow:
 
 def _token_rows(client: KisClient) -> list[TokenRow]:
     now = timezone.now()
-    warn = dt.timedelta(days=settings.KIMPORTAL_KIS_TOKEN_WARN_DAYS)
     rows = []
     for token in client.tokens.select_related("created_by", "revoked_by"):
         if token.revoked_at is not None:
@@ -64,16 +62,16 @@ def _token_rows(client: KisClient) -> list[TokenRow]:
         elif token.is_expired(now):
             rows.append(TokenRow(token, _("abgelaufen"), attention=True))
         else:
-            left = (token.expires_at - now).days
-            soon = token.expires_at - now <= warn
-            expiring = ngettext("gültig, läuft in %(days)d Tag ab", "gültig, läuft in %(days)d Tagen ab", left)
-            if not soon:
+            left = days_left_if_soon(token.expires_at, now)
+            if left is None:
                 state = _("gültig")
             elif left < 1:
                 state = _("gültig, läuft in weniger als einem Tag ab")
             else:
-                state = expiring % {"days": left}
-            rows.append(TokenRow(token, state, attention=soon))
+                state = ngettext("gültig, läuft in %(days)d Tag ab", "gültig, läuft in %(days)d Tagen ab", left) % {
+                    "days": left
+                }
+            rows.append(TokenRow(token, state, attention=left is not None))
     return rows
 
 

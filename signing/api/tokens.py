@@ -41,6 +41,16 @@ def lifetime(days: int | None) -> dt.timedelta:
     return dt.timedelta(days=chosen)
 
 
+def days_left_if_soon(expires_at: dt.datetime, now: dt.datetime) -> int | None:
+    """Whole days until a token (or a connection's last token) expires, when that falls within
+    KIMPORTAL_KIS_TOKEN_WARN_DAYS (0: less than a day); None when it is valid beyond that. The connection's page and
+    the operations page warn from the same moment."""
+    left = expires_at - now
+    if left > dt.timedelta(days=settings.KIMPORTAL_KIS_TOKEN_WARN_DAYS):
+        return None
+    return max(left.days, 0)
+
+
 def token_new() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
