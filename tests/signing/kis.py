@@ -9,16 +9,32 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import pytest
 import yaml
 from django.test import Client
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS30Validator
 
+from signing.api.services import kis_client_create
 from signing.api.views import OPENAPI_FILE
+from tests.mailbox.factories import MailboxFactory
 from tests.signing.documents import make_pdf
 
 BASE = "/api/kis/v1"
+KIS_MAILBOX = "kardiologie@klinikum-test.kim.telematik-test"
+
+
+# The KIS tests' mailbox and connection, imported by the test modules that use them (their names replace the
+# signing conftest's mailbox for those modules).
+@pytest.fixture(name="mailbox")
+def kis_mailbox():
+    return MailboxFactory(display_name="Kardiologie", address=KIS_MAILBOX)
+
+
+@pytest.fixture(name="issued")
+def kis_issued(manager, mailbox, physician, assistant):
+    return kis_client_create(manager=manager, name="KIS Kardiologie", mailboxes=[mailbox])
 
 
 @cache
@@ -36,7 +52,7 @@ def submission(document_id: str = "KIS-0001", **overrides: Any) -> dict[str, Any
     body: dict[str, Any] = {
         "document_id": document_id,
         "document_type": "earztbrief",
-        "mailbox": "kardiologie@klinikum-test.kim.telematik-test",
+        "mailbox": KIS_MAILBOX,
         "author": "assistenz",
         "signer": {"username": "aerztin"},
         "patient_reference": "Fall 4711",

@@ -17,19 +17,9 @@ from signing.models import Draft, DraftVersion, KisDraft, KisToken, Signature
 from tests.mailbox.factories import MailboxFactory, MembershipFactory, UserFactory
 from tests.signing.documents import LETTER_TEXT, make_pdf
 from tests.signing.factories import SignerCardFactory
-from tests.signing.kis import Api, submission
+from tests.signing.kis import Api, kis_issued, kis_mailbox, submission  # noqa: F401
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
-
-
-@pytest.fixture
-def issued(manager, mailbox, physician, assistant):
-    return kis_client_create(manager=manager, name="KIS Kardiologie", mailboxes=[mailbox])
 
 
 @pytest.fixture

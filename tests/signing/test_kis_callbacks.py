@@ -30,8 +30,8 @@ from signing.api.callbacks import SIGNATURE_HEADER, backoff, callback_deliver, c
 from signing.api.services import kis_client_create
 from signing.models import Draft, KisCallback, KisDraft
 from signing.tasks import kis_callbacks_due
-from tests.mailbox.factories import MailboxFactory, UserFactory
-from tests.signing.kis import Api, submission
+from tests.mailbox.factories import UserFactory
+from tests.signing.kis import Api, kis_mailbox, submission  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -88,11 +88,6 @@ def _tasks_in_place() -> Iterator[None]:
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
 
 
 @pytest.fixture

@@ -15,13 +15,7 @@ from openapi_core.validation.response.exceptions import InvalidData
 
 from signing.api.services import kis_client_create
 from signing.models import Draft, KisDraft
-from tests.mailbox.factories import MailboxFactory
-from tests.signing.kis import Api, openapi, submission
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
+from tests.signing.kis import Api, kis_mailbox, openapi, submission  # noqa: F401
 
 
 def _at_once(api: Api, bodies: list[dict]) -> list[int]:

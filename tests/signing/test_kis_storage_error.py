@@ -7,15 +7,9 @@ from django.test import Client
 
 from signing.api.services import kis_client_create
 from signing.models import Draft, Signature
-from tests.mailbox.factories import MailboxFactory
-from tests.signing.kis import Api, submission
+from tests.signing.kis import Api, kis_mailbox, submission  # noqa: F401
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
 
 
 def test_a_missing_signature_is_a_documented_500(manager, mailbox, physician, assistant):

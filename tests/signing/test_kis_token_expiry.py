@@ -19,25 +19,14 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from operations.services.health import _judge_kis_tokens
 from operations.services.results import ERROR, OK, WARNING, Report
-from signing.api.services import kis_client_create, kis_token_issue, kis_token_revoke
+from signing.api.services import kis_token_issue, kis_token_revoke
 from signing.api.tokens import LIFETIMES_DAYS, lifetime, lifetime_default, token_hash
 from signing.models import Draft, KisClient, KisToken
-from tests.mailbox.factories import MailboxFactory
-from tests.signing.kis import Api, submission
+from tests.signing.kis import Api, kis_issued, kis_mailbox, submission  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 DAY = dt.timedelta(days=1)
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
-
-
-@pytest.fixture
-def issued(manager, mailbox, physician, assistant):
-    return kis_client_create(manager=manager, name="KIS Kardiologie", mailboxes=[mailbox])
 
 
 def _row(token: str) -> KisToken:

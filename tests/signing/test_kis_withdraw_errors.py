@@ -8,17 +8,11 @@ from django.test import Client
 
 from signing.api.services import kis_client_create
 from signing.models import Draft, KisDraft
-from tests.mailbox.factories import MailboxFactory
-from tests.signing.kis import Api, submission
+from tests.signing.kis import Api, kis_mailbox, submission  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 WITHDRAW = "/drafts/KIS-0001/withdraw"
-
-
-@pytest.fixture
-def mailbox():
-    return MailboxFactory(display_name="Kardiologie", address="kardiologie@klinikum-test.kim.telematik-test")
 
 
 @pytest.fixture
