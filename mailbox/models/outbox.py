@@ -88,6 +88,9 @@ class OutgoingMessage(models.Model):
     # sentence). The outbox and the timeline show it as last_error_text.
     last_error = models.JSONField(default=str, blank=True)
     next_try_at = models.DateTimeField(null=True, blank=True)
+    # Attempts made before the latest "Erneut senden": a person's decision to send again starts a new round, whose
+    # backoff begins at 30 s and whose limit is MAX_ATTEMPTS tries again (mailbox.services.outbox).
+    tries_before = models.PositiveIntegerField(default=0, db_default=0)
 
     # Only one worker delivers a message at a time; a dead worker's lease runs out (see docs/sending.md).
     lease_token = models.CharField(max_length=64, blank=True)

@@ -586,8 +586,14 @@ def _sent_settle(outgoing: OutgoingMessage) -> str:
     return OutgoingMessage.State.SENT
 
 
-def _retry_delay(attempt_number: int) -> float:
-    return float(min(retry_first_seconds() * 2 ** (attempt_number - 1), RETRY_MAX_SECONDS))
+def _retry_delay(try_number: int) -> float:
+    return float(min(retry_first_seconds() * 2 ** (try_number - 1), RETRY_MAX_SECONDS))
+
+
+def _try_in_round(outgoing: OutgoingMessage, attempt: DeliveryAttempt) -> int:
+    """The attempt's place in its round: counted from the latest "Erneut senden" (tries_before), so that a person
+    sending a failed message again gets the whole backoff and all MAX_ATTEMPTS tries, not one."""
+    return attempt.number - outgoing.tries_before
 
 
 def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, temporary: dict[str, str]) -> str:
@@ -596,10 +602,11 @@ def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, tempo
     now = timezone.now()
     names = ", ".join(sorted(temporary))
     replies = "; ".join(sorted(set(temporary.values())))
-    if attempt.number >= MAX_ATTEMPTS:
+    tries = _try_in_round(outgoing, attempt)
+    if tries >= MAX_ATTEMPTS:
         reason = N_(
             "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen aufgegeben."
-        ) % {"reply": replies, "n": attempt.number}
+        ) % {"reply": replies, "n": tries}
         for address, reply in temporary.items():
             OutgoingRecipient.objects.filter(outgoing=outgoing, address=address).update(
                 state=OutgoingRecipient.State.FAILED,
@@ -608,7 +615,7 @@ def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, tempo
                         "Vom Clientmodul wiederholt vorübergehend abgelehnt (%(reply)s). Nach %(n)d Versuchen "
                         "aufgegeben."
                     )
-                    % {"reply": reply, "n": attempt.number}
+                    % {"reply": reply, "n": tries}
                 ).stored,
                 status_code=reply.split(" ", 1)[0],
                 updated_at=now,
@@ -626,7 +633,7 @@ def _recipients_defer(outgoing: OutgoingMessage, attempt: DeliveryAttempt, tempo
             status_code=reply.split(" ", 1)[0],
             updated_at=now,
         )
-    next_try = now + timedelta(seconds=_retry_delay(attempt.number))
+    next_try = now + timedelta(seconds=_retry_delay(tries))
     text = N_("Vorübergehend abgelehnt für %(names)s (%(reply)s); nur diese Empfänger werden erneut versucht.") % {
         "names": names,
         "reply": replies,
@@ -777,10 +784,11 @@ def _finish_temporary(
     _end_attempt(attempt, DeliveryAttempt.Outcome.TEMPORARY, code, str(exc or ""), text)
     if outgoing.lease_token != token:
         return outgoing.state
-    if attempt.number >= MAX_ATTEMPTS:
-        outgoing_text = join(text, N_("Nach %(n)d Versuchen aufgegeben.") % {"n": attempt.number})
+    tries = _try_in_round(outgoing, attempt)
+    if tries >= MAX_ATTEMPTS:
+        outgoing_text = join(text, N_("Nach %(n)d Versuchen aufgegeben.") % {"n": tries})
         return _fail(outgoing, attempt, code, outgoing_text)
-    next_try = timezone.now() + timedelta(seconds=_retry_delay(attempt.number))
+    next_try = timezone.now() + timedelta(seconds=_retry_delay(tries))
     suffix = N_("Nächster Versuch um %(time)s.") % {"time": timezone.localtime(next_try).strftime("%H:%M:%S")}
     OutgoingMessage.objects.filter(pk=outgoing.pk).update(
         state=OutgoingMessage.State.QUEUED,
@@ -925,12 +933,20 @@ def outgoing_retry(*, user: Any, outgoing: OutgoingMessage, version: int | None 
     # A recipient the CM already took (sent, delivered, or delayed by the Fachdienst, which still tries) never gets
     # the message a second time. "Jetzt senden" for a waiting message only brings its next try forward: a
     # recipient refused for good stays refused.
+    # Sending a failed message again starts a new round of tries (the CM may be back, or fail briefly once more);
+    # "jetzt senden" keeps the round it is in.
+    tries_before = locked.tries_before
     if locked.state == OutgoingMessage.State.FAILED:
         OutgoingRecipient.objects.filter(outgoing=locked).exclude(state__in=["delivered", "sent", "delayed"]).update(
             state=OutgoingRecipient.State.QUEUED, reason="", status_code="", updated_at=now
         )
+        tries_before = DeliveryAttempt.objects.filter(outgoing=locked).count()
     OutgoingMessage.objects.filter(pk=locked.pk).update(
-        state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
+        state=OutgoingMessage.State.QUEUED,
+        next_try_at=now,
+        last_error="",
+        tries_before=tries_before,
+        version=F("version") + 1,
     )
     audit_record(
         actor=user,
@@ -964,8 +980,13 @@ def outgoing_resolve_uncertain(
         OutgoingRecipient.objects.filter(outgoing=locked, state="uncertain").update(
             state=OutgoingRecipient.State.QUEUED, updated_at=now
         )
+        # Sent again by a person's decision: a new round of tries, as "Erneut senden".
         OutgoingMessage.objects.filter(pk=locked.pk).update(
-            state=OutgoingMessage.State.QUEUED, next_try_at=now, last_error="", version=F("version") + 1
+            state=OutgoingMessage.State.QUEUED,
+            next_try_at=now,
+            last_error="",
+            tries_before=DeliveryAttempt.objects.filter(outgoing=locked).count(),
+            version=F("version") + 1,
         )
         enqueue_on_commit(DELIVER_TASK, locked.pk)
     audit_record(

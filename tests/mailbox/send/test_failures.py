@@ -88,6 +88,60 @@ def test_backoff_doubles_and_gives_up_after_max_attempts(cm, account, sender, vz
     assert AuditEvent.objects.filter(action="outgoing.retried").count() == 1
 
 
+def _fail_for_good(cm, outgoing: OutgoingMessage) -> None:
+    cm.arm_smtp_fault(HOSPITAL, "421", times=None)
+    for _ in range(MAX_ATTEMPTS):
+        _make_due(outgoing)
+        outgoing_deliver(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.FAILED
+    cm.clear_faults()
+
+
+def test_sending_a_failed_message_again_starts_a_new_round_of_tries(cm, account, sender, vzd, sent_tasks):
+    # The CM is back but refuses once more: "Erneut senden" is not one try and a second give-up, but a new round
+    # with its backoff from 30 s and all its tries.
+    outgoing = _queued(sender, account)
+    _fail_for_good(cm, outgoing)
+    outgoing_retry(user=sender, outgoing=outgoing)
+    cm.arm_smtp_fault(HOSPITAL, "421", times=MAX_ATTEMPTS - 1)
+    delays = []
+    for _ in range(MAX_ATTEMPTS - 1):
+        _make_due(outgoing)
+        start = timezone.now()
+        assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+        outgoing.refresh_from_db()
+        delays.append(round((outgoing.next_try_at - start).total_seconds() / 30))
+    assert delays[:3] == [1, 2, 4]
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
+    assert outgoing.attempts.count() == 2 * MAX_ATTEMPTS
+    assert _copies(cm, outgoing.message_id) == 1
+
+
+def test_the_second_round_gives_up_after_its_own_tries_and_says_how_many(cm, account, sender, vzd, sent_tasks):
+    outgoing = _queued(sender, account)
+    _fail_for_good(cm, outgoing)
+    outgoing_retry(user=sender, outgoing=outgoing)
+    _fail_for_good(cm, outgoing)
+    assert outgoing.attempts.count() == 2 * MAX_ATTEMPTS
+    assert f"Nach {MAX_ATTEMPTS} Versuchen aufgegeben" in outgoing.last_error_text
+
+
+def test_sending_a_waiting_message_now_keeps_its_round(cm, account, sender, vzd, sent_tasks):
+    # "Jetzt senden" only brings the next try forward: the round goes on, and gives up at its limit.
+    cm.arm_smtp_fault(HOSPITAL, "421", times=None)
+    outgoing = _queued(sender, account)
+    for _ in range(MAX_ATTEMPTS - 1):
+        _make_due(outgoing)
+        outgoing_deliver(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingMessage.State.QUEUED
+    outgoing_retry(user=sender, outgoing=outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.FAILED
+    assert outgoing.attempts.count() == MAX_ATTEMPTS
+
+
 def test_no_answer_to_mail_from_is_a_timeout_and_temporary(cm, account, sender, vzd, sent_tasks):
     KimAccount.objects.filter(pk=account.pk).update(timeout_seconds=1.0)
     cm.arm_smtp_fault(HOSPITAL, "timeout")
@@ -202,6 +256,25 @@ def test_a_person_who_says_not_delivered_gets_it_sent_again_with_the_same_bytes(
     assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
     first, second = [r.raw for r in cm.sent_messages() if r.message_id == outgoing.message_id]
     assert first == second
+
+
+def test_not_delivered_after_the_last_try_of_a_round_sends_in_a_new_round(cm, account, sender, vzd, sent_tasks):
+    KimAccount.objects.filter(pk=account.pk).update(timeout_seconds=1.0)
+    cm.arm_smtp_fault(HOSPITAL, "421", times=MAX_ATTEMPTS - 1)
+    outgoing = _queued(sender, account)
+    for _ in range(MAX_ATTEMPTS - 1):
+        _make_due(outgoing)
+        outgoing_deliver(outgoing_id=outgoing.pk)
+    cm.arm_smtp_fault(HOSPITAL, "timeout-after-data")
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.UNCERTAIN
+    outgoing.refresh_from_db()
+    outgoing_resolve_uncertain(user=sender, outgoing=outgoing, delivered=False)
+    # The person decided to send it again: a refusal for the moment now waits for the next try, it is no give-up.
+    cm.arm_smtp_fault(HOSPITAL, "421")
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.QUEUED
+    _make_due(outgoing)
+    assert outgoing_deliver(outgoing_id=outgoing.pk) == OutgoingMessage.State.SENT
 
 
 def test_unknown_recipient_fails_by_dsn_and_the_other_is_delivered(cm, account, sender, vzd, sent_tasks):
