@@ -5,8 +5,9 @@ Prints one JSON object (scripts/bench.sh merges it into bench/results/latest.jso
   load_p95_ms         ≤ 250 p95 of all HTTP requests in that run (inbox and message pages)
   load_errors         0     non-2xx/3xx answers, timeouts (> 10 s), broken connections
   load_ws_failures    0     websockets not accepted within 5 s or closed by the server while in use
-  load_stress_users   ≥ 200 the most users (1–3 s between actions) for which p95 stays ≤ 1 s: levels
-                            upwards until one misses; if the first misses, two halvings of it (0: below them)
+  load_stress_users   ≥ 200 the most users (1–3 s between actions) served: p95 ≤ 1 s with no error and no
+                            websocket failure (bench/stress.py); levels upwards until one misses; if the first
+                            misses, two halvings of it (0: below them)
 (+ load_rps, per-type p95s and live frames.) In `meta`: every level (users, rps, p50/p95 per type, errors
 and websocket failures by kind, frames, row updates for rows the page does not show, CPU of the server's
 process group, of the bench database's PostgreSQL backends, of Redis, of this generator and of the rest
@@ -80,6 +81,7 @@ import django  # noqa: E402
 
 from bench.benchdb import database_mark, database_marker, database_recreate  # noqa: E402
 from bench.benchenv import machine  # noqa: E402
+from bench.stress import most_users  # noqa: E402
 
 django.setup()
 
@@ -988,32 +990,8 @@ class Bench:
 
 
 def stress(bench: Bench, levels: list[int], *, ramp_s: float, measure_s: float) -> tuple[int, list[dict]]:
-    """The most users (1–3 s between actions) with p95 ≤ 1 s: levels upwards until one misses; when the
-    first one misses already, halves of it (at most two) say how far below it the answer is."""
-    best, runs = 0, []
-
-    def passes(users: int) -> bool | None:
-        result = bench.level(users, ramp_s=ramp_s, measure_s=measure_s, read_s=(1.0, 3.0))
-        if result is None:
-            return None
-        runs.append(result)
-        return result["p95_ms"] is not None and result["p95_ms"] <= 1000
-
-    for users in levels:
-        ok = passes(users)
-        if not ok:
-            break
-        best = users
-    if best == 0 and runs:
-        users = levels[0]
-        for _ in range(2):
-            users //= 2
-            if users < 10 or (ok := passes(users)) is None:
-                break
-            if ok:
-                best = users
-                break
-    return best, runs
+    """The most users (1–3 s between actions) served: p95 ≤ 1 s and nothing failed (bench/stress.py)."""
+    return most_users(levels, lambda users: bench.level(users, ramp_s=ramp_s, measure_s=measure_s, read_s=(1.0, 3.0)))
 
 
 # ---- where the time goes: queries per request and per live event -------------------------------
