@@ -18,7 +18,20 @@ from pathlib import Path
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
 bind = os.environ.get("KIMPORTAL_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("KIMPORTAL_WEB_WORKERS", multiprocessing.cpu_count()))
+
+
+def _workers() -> int:
+    """KIMPORTAL_WEB_WORKERS, default one per core. Zero would start a server that binds its port and serves nothing
+    (every request hangs): a value that is not a whole number of at least 1 stops the start, naming the variable."""
+    raw = os.environ.get("KIMPORTAL_WEB_WORKERS", "").strip()
+    if not raw:
+        return multiprocessing.cpu_count()
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"KIMPORTAL_WEB_WORKERS must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
+workers = _workers()
 
 
 class UvicornWorker(_UvicornWorker):

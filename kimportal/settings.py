@@ -45,6 +45,24 @@ def _embedded_secret(name: str, generate) -> str:
     return path.read_text().strip()
 
 
+def _capacity(name: str, default: int | float, minimum: int | float = 1) -> Any:
+    """A number of threads, sockets, connections or seconds that the process model needs to be at least `minimum`.
+
+    A zero here does not fail loudly later: no request would ever get one of zero slots (every page waits forever),
+    no socket one of zero places. So a value that is no number or too small stops the start with a message naming
+    the variable, instead of a portal that hangs or a traceback about int()."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
 def _fernet_key() -> str:
     from cryptography.fernet import Fernet
 
@@ -179,7 +197,7 @@ else:
                 "min_size": 1,
                 # Every thread that touches the ORM holds one connection while it works (asgiref's
                 # executor, Celery thread pools, the claim race test's 20 threads).
-                "max_size": env.int("KIMPORTAL_PG_POOL_SIZE", default=32),
+                "max_size": _capacity("KIMPORTAL_PG_POOL_SIZE", 32),
                 "timeout": 10,
             }
             # After a PostgreSQL restart or failover every idle pooled connection is dead, and each would fail
@@ -366,12 +384,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often beat asks which accounts are due; each account has its own poll interval.
 KIMPORTAL_FETCH_TICK_SECONDS = env.float("KIMPORTAL_FETCH_TICK_SECONDS", default=5.0)
 # A fetch holds a lease on its account, renewed after every message; a killed worker's lease expires.
-KIMPORTAL_FETCH_LEASE_SECONDS = env.int("KIMPORTAL_FETCH_LEASE_SECONDS", default=120)
+KIMPORTAL_FETCH_LEASE_SECONDS = _capacity("KIMPORTAL_FETCH_LEASE_SECONDS", 120)
 
 # Read-lock (claim) on a message: lease length, renewed by the open page's heartbeat.
 # The read-lock is a short lease renewed by the open page's heartbeat (every 20 s): whatever kills a page,
 # a socket or a server, the lock frees itself within about a minute.
-KIMPORTAL_CLAIM_SECONDS = env.int("KIMPORTAL_CLAIM_SECONDS", default=60)
+KIMPORTAL_CLAIM_SECONDS = _capacity("KIMPORTAL_CLAIM_SECONDS", 60)
 # Working hours the mailboxes' SLA clocks count (ISO weekdays, 1 = Monday; local time). No weekdays:
 # every hour counts. Public holidays are not known to the portal and count as working days.
 KIMPORTAL_SLA_WORKDAYS = env.list("KIMPORTAL_SLA_WORKDAYS", cast=int, default=[1, 2, 3, 4, 5])
@@ -380,21 +398,21 @@ KIMPORTAL_SLA_WORKDAY_HOURS = env.str("KIMPORTAL_SLA_WORKDAY_HOURS", default="07
 # part of its time waiting for PostgreSQL: with 4, a worker under load queued requests while its CPU idled (users
 # clicking every 1-3 s, bench/load.py: docs/deploy.md); far more (32) starves the event loop, and websockets are no
 # longer accepted in time.
-KIMPORTAL_WEB_CONCURRENCY = env.int("KIMPORTAL_WEB_CONCURRENCY", default=8)
+KIMPORTAL_WEB_CONCURRENCY = _capacity("KIMPORTAL_WEB_CONCURRENCY", 8)
 # Database work of websocket consumers runs on this many threads per ASGI process.
-KIMPORTAL_SOCKET_DB_THREADS = env.int("KIMPORTAL_SOCKET_DB_THREADS", default=8)
+KIMPORTAL_SOCKET_DB_THREADS = _capacity("KIMPORTAL_SOCKET_DB_THREADS", 8)
 # Per-user counts follow live events after this pause, so a burst of events costs one refresh.
 KIMPORTAL_LIVE_COUNTS_DELAY = env.float("KIMPORTAL_LIVE_COUNTS_DELAY", default=0.5)
 # List rows wait this long before they are sent, so a burst of events becomes one check and one frame.
 KIMPORTAL_LIVE_ROWS_DELAY = env.float("KIMPORTAL_LIVE_ROWS_DELAY", default=0.05)
 # A socket receiving events this many seconds after they were sent has fallen behind: it is closed and
 # the page reconnects and reloads what it shows (never silently stale).
-KIMPORTAL_LIVE_LAG_LIMIT = env.float("KIMPORTAL_LIVE_LAG_LIMIT", default=15.0)
+KIMPORTAL_LIVE_LAG_LIMIT = _capacity("KIMPORTAL_LIVE_LAG_LIMIT", 15.0)
 # Websockets one session may hold open per ASGI process (one or two per open page); more are refused (4429).
-KIMPORTAL_MAX_SOCKETS_PER_SESSION = env.int("KIMPORTAL_MAX_SOCKETS_PER_SESSION", default=100)
+KIMPORTAL_MAX_SOCKETS_PER_SESSION = _capacity("KIMPORTAL_MAX_SOCKETS_PER_SESSION", 100)
 # Websockets one ASGI worker holds open; more are refused with 1013 and the browser reconnects after a pause. A worker
 # (one per core) serves 100-150 users (docs/deploy.md), one or two sockets per open page and a few tabs each.
-KIMPORTAL_MAX_SOCKETS_PER_WORKER = env.int("KIMPORTAL_MAX_SOCKETS_PER_WORKER", default=1000)
+KIMPORTAL_MAX_SOCKETS_PER_WORKER = _capacity("KIMPORTAL_MAX_SOCKETS_PER_WORKER", 1000)
 
 # Mail storage: content-addressed raw messages and attachments.
 KIMPORTAL_BLOB_DIR = Path(env.str("KIMPORTAL_BLOB_DIR", default=str(DATA_DIR / "blobs")))
