@@ -21,13 +21,15 @@ if settings.KIMPORTAL_SERVE_STATIC:
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from kimportal.routing import websocket_urlpatterns  # noqa: E402
+from kimportal.routing import unknown_socket, websocket_urlpatterns  # noqa: E402
 from kimportal.wsauth import WebsocketAuthMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The patterns are Django's URLPattern to the stubs (see kimportal/routing.py): fine for Channels.
-        "websocket": AllowedHostsOriginValidator(WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns))),  # type: ignore[arg-type]
+        "websocket": AllowedHostsOriginValidator(
+            WebsocketAuthMiddleware(URLRouter([*websocket_urlpatterns, unknown_socket]))  # type: ignore[list-item]
+        ),
     }
 )
