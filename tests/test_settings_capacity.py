@@ -60,42 +60,23 @@ def test_good_values_are_taken_and_empty_means_the_default(tmp_path, name, value
     assert done.stdout.strip() == read
 
 
-@pytest.mark.parametrize("value", ["0", "zwei", "-1"])
-def test_gunicorn_refuses_a_server_without_workers(value) -> None:
-    env = {**os.environ, "KIMPORTAL_WEB_WORKERS": value}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "--check-config",
-            "kimportal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def gunicorn(option: str, workers: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """deploy/gunicorn.conf.py read by gunicorn itself (--check-config, --print-config), with KIMPORTAL_WEB_WORKERS."""
+    env = {**os.environ, "KIMPORTAL_WEB_WORKERS": workers, "KIMPORTAL_DATA_DIR": str(tmp_path)}
+    command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", option]
+    return subprocess.run(
+        [*command, "kimportal.asgi:application"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
+
+
+@pytest.mark.parametrize("value", ["0", "zwei", "-1"])
+def test_gunicorn_refuses_a_server_without_workers(tmp_path, value) -> None:
+    done = gunicorn("--check-config", value, tmp_path)
     assert done.returncode != 0
     assert f"KIMPORTAL_WEB_WORKERS must be a whole number of at least 1, not '{value}'" in done.stderr
 
 
 def test_gunicorn_takes_a_worker_count(tmp_path) -> None:
-    env = {**os.environ, "KIMPORTAL_WEB_WORKERS": "3", "KIMPORTAL_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "--print-config",
-            "kimportal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = gunicorn("--print-config", "3", tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert any(line.replace(" ", "") == "workers=3" for line in done.stdout.splitlines())
