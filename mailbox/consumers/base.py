@@ -384,7 +384,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
                 # The client went away while this socket connected: uvicorn skips an accept on a connection already
                 # closing, then refuses its first frame ("Expected ASGI message 'websocket.accept' … but got
                 # 'websocket.send'"). Its disconnect follows and releases what the connect joined.
-                if not (getattr(self, "accepted", False) and "ASGI message" in str(exc)):
+                if not (getattr(self, "accepted", False) and "Expected ASGI message 'websocket.accept'" in str(exc)):
                     raise
                 log.info("%s socket: the client left during its connect", self.metrics_kind)
                 self.closed = True
