@@ -26,9 +26,13 @@ def _workers() -> int:
     raw = os.environ.get("KIMPORTAL_WEB_WORKERS", "").strip()
     if not raw:
         return multiprocessing.cpu_count()
-    if not raw.isdigit() or int(raw) < 1:
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
         raise SystemExit(f"KIMPORTAL_WEB_WORKERS must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
+    return count
 
 
 workers = _workers()

@@ -7,6 +7,7 @@ transport, the SQLite channel layer, and the TI simulator on loopback.
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -54,10 +55,13 @@ def _capacity(name: str, default: int | float, minimum: int | float = 1) -> Any:
     raw = env.str(name, default="").strip()
     if not raw:
         return default
+    kind = "a whole number" if isinstance(default, int) else "a number"
     try:
         value = type(default)(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+        raise ImproperlyConfigured(f"{name} must be {kind}, not {raw!r}") from None
+    if not math.isfinite(value):  # "nan" would compare as never too late, "inf" as never
+        raise ImproperlyConfigured(f"{name} must be {kind}, not {raw!r}")
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw!r}")
     return value

@@ -30,7 +30,10 @@ def start(tmp_path: Path, name: str, value: str) -> subprocess.CompletedProcess:
     ("name", "value", "says"),
     [
         ("KIMPORTAL_WEB_CONCURRENCY", "0", "KIMPORTAL_WEB_CONCURRENCY must be at least 1, not '0'"),
-        ("KIMPORTAL_WEB_CONCURRENCY", "acht", "KIMPORTAL_WEB_CONCURRENCY must be a number, not 'acht'"),
+        ("KIMPORTAL_WEB_CONCURRENCY", "acht", "KIMPORTAL_WEB_CONCURRENCY must be a whole number, not 'acht'"),
+        ("KIMPORTAL_WEB_CONCURRENCY", "8.0", "KIMPORTAL_WEB_CONCURRENCY must be a whole number, not '8.0'"),
+        ("KIMPORTAL_LIVE_LAG_LIMIT", "nan", "KIMPORTAL_LIVE_LAG_LIMIT must be a number, not 'nan'"),
+        ("KIMPORTAL_LIVE_LAG_LIMIT", "inf", "KIMPORTAL_LIVE_LAG_LIMIT must be a number, not 'inf'"),
         ("KIMPORTAL_SOCKET_DB_THREADS", "-2", "KIMPORTAL_SOCKET_DB_THREADS must be at least 1, not '-2'"),
         ("KIMPORTAL_MAX_SOCKETS_PER_WORKER", "0", "KIMPORTAL_MAX_SOCKETS_PER_WORKER must be at least 1"),
         ("KIMPORTAL_MAX_SOCKETS_PER_SESSION", "0", "KIMPORTAL_MAX_SOCKETS_PER_SESSION must be at least 1"),
@@ -69,7 +72,7 @@ def gunicorn(option: str, workers: str, tmp_path: Path) -> subprocess.CompletedP
     )
 
 
-@pytest.mark.parametrize("value", ["0", "zwei", "-1"])
+@pytest.mark.parametrize("value", ["0", "zwei", "-1", "²"])
 def test_gunicorn_refuses_a_server_without_workers(tmp_path, value) -> None:
     done = gunicorn("--check-config", value, tmp_path)
     assert done.returncode != 0
