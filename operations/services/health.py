@@ -721,7 +721,9 @@ def _judge_kis_tokens(report: Report, now: dt.datetime) -> None:
             text = N_("Das letzte gültige Token von „%(name)s“ läuft in weniger als einem Tag ab.")
             expiring.append(Msg.of(text, name=client.name))
         elif left < 2:
-            expiring.append(Msg.of(N_("Das letzte gültige Token von „%(name)s“ läuft morgen ab."), name=client.name))
+            # Not "morgen": 24-48 hours from 20:00 may end the day after tomorrow.
+            text = N_("Das letzte gültige Token von „%(name)s“ läuft in weniger als zwei Tagen ab.")
+            expiring.append(Msg.of(text, name=client.name))
         else:
             text = N_("Das letzte gültige Token von „%(name)s“ läuft in %(days)d Tagen ab.")
             expiring.append(Msg.of(text, name=client.name, days=left))

@@ -203,7 +203,10 @@ def test_the_last_valid_token_expiring_soon_is_a_warning_naming_the_connection(i
     ("left", "said"),
     [
         (dt.timedelta(hours=3), "läuft in weniger als einem Tag ab."),
-        (dt.timedelta(hours=30), "läuft morgen ab."),
+        # Not "morgen": from 20:00, 40 hours end the day after tomorrow.
+        (dt.timedelta(hours=30), "läuft in weniger als zwei Tagen ab."),
+        (dt.timedelta(hours=47), "läuft in weniger als zwei Tagen ab."),
+        (dt.timedelta(hours=49), "läuft in 2 Tagen ab."),
         (dt.timedelta(days=12, hours=1), "läuft in 12 Tagen ab."),
     ],
 )
